@@ -1,0 +1,26 @@
+# Shared build settings for every bypass target.
+
+add_library(bypass_warnings INTERFACE)
+target_compile_options(bypass_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow=local -Wno-missing-field-initializers
+  $<$<BOOL:${BYPASS_WERROR}>:-Werror>)
+
+if(BYPASS_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+# bypass_add_test(NAME name LABEL label SOURCES ... [LIBS ...] [TIMEOUT s] [PROPERTIES ...])
+# Builds a GoogleTest executable at build/tests/<name> and registers it with ctest under the
+# given label (the label names the source folder the test covers).
+function(bypass_add_test)
+  cmake_parse_arguments(T "" "NAME;LABEL;TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${T_NAME} ${T_SOURCES})
+  set_target_properties(${T_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main bypass_warnings Threads::Threads)
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  add_test(NAME ${T_NAME} COMMAND ${T_NAME})
+  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL};${T_LABELS}" TIMEOUT ${T_TIMEOUT})
+endfunction()

@@ -1,0 +1,655 @@
+"""Command codecs, split by the object type a command is dispatched on.
+
+Outputs (all under build/generated/wire/):
+  commands.h              ids, fixed-layout command structs, guest encoder / reply decoder
+                          declarations, host Args structs, Handlers, Dispatch table
+  guest_<object>.cpp      guest: encode_vkX (args) and decode_reply_vkX
+  host_<object>.cpp       host: run_vkX (verify, decode, call handler, reply) and
+                          default_vkX (call the real driver, track objects, encode the reply)
+  host_tables.cpp         the id -> run function table, default handlers, dispatch loaders
+"""
+
+from __future__ import annotations
+
+from common import banner, write_if_changed
+from gen_structs import NS_CLOSE, NS_OPEN, StructGenerator
+from wire import CommandShape, Field, OutParam, Protocol, c_expr, read_table
+
+OBJECTS = ["global", "instance", "physical_device", "device", "queue", "command_buffer"]
+
+
+def object_of(shape: CommandShape, reg) -> str:
+    if shape.level == "global" or not shape.cmd.params:
+        return "global"
+    t = reg.resolve(shape.cmd.params[0].type)
+    return {
+        "VkInstance": "instance",
+        "VkPhysicalDevice": "physical_device",
+        "VkDevice": "device",
+        "VkQueue": "queue",
+        "VkCommandBuffer": "command_buffer",
+    }.get(t, "global")
+
+
+class CommandGenerator:
+    def __init__(self, proto: Protocol, sg: StructGenerator):
+        self.p = proto
+        self.reg = proto.reg
+        self.sg = sg
+        self.owners = read_table("owners.txt")
+        self.shapes = [
+            s for s in proto.shapes.values()
+            if not s.status.startswith("unsupported") and s.wire and s.cmd.ret not in proto.reg.funcpointers
+        ]
+
+    # ------------------------------------------------------------------ helpers
+    def params_decl(self, shape: CommandShape) -> str:
+        return ", ".join(p.decl for p in shape.cmd.params)
+
+    def param_names(self, shape: CommandShape) -> str:
+        return ", ".join(p.name for p in shape.cmd.params)
+
+    def objtype(self, t: str) -> str:
+        return self.reg.handle(t).objtype
+
+    def ret_ctype(self, shape: CommandShape) -> str:
+        return shape.cmd.ret
+
+    def reply_ret_field(self, shape: CommandShape):
+        """(flatbuffers type, C type) of reply field 0."""
+        r = shape.cmd.ret
+        if r in ("void", "VkResult"):
+            return ("int", "int32_t")
+        info = self.reg.scalar_info(r)
+        return (info[0], info[1])
+
+    def in_out_fields(self, shape: CommandShape):
+        """Derived inputs: (OutParam, flatbuffers type) at o.in_index."""
+        out = []
+        for o in shape.outs:
+            if o.in_index < 0:
+                continue
+            if o.kind == "handle":
+                out.append((o, "ulong"))
+            elif o.kind == "handle_array":
+                out.append((o, "[ulong]"))
+            elif o.kind == "count":
+                out.append((o, "ulong"))
+            elif o.kind in ("struct", "struct_array"):
+                out.append((o, "[int]"))
+            else:
+                out.append((o, "ulong"))
+        return out
+
+    # ------------------------------------------------------------------ fixed structs
+    def fixed_struct(self, shape: CommandShape) -> str:
+        members = []
+        for f in shape.fields:
+            if f.kind == "handle":
+                members.append(("uint64_t", f.name, 8))
+            else:
+                members.append((f.ctype, f.name, f.size))
+        L = [f"struct {shape.name}_s {{"]
+        for ct, n, _ in members:
+            L.append(f"  {ct} {n};")
+        L.append("};")
+        return "\n".join(L)
+
+    # ------------------------------------------------------------------ header
+    def header(self) -> str:
+        L = [banner("gen_commands.py", self.reg), "#pragma once", "",
+             '#include "structs.h"', "", "#include <functional>", "", NS_OPEN]
+        L.append("// Stable command ids (codegen/data/command_ids.txt).")
+        L.append("enum CommandId : uint16_t {")
+        for s in self.shapes:
+            L.append(f"  kCmd_{s.name} = {self.p.command_id(s.name)},")
+        L.append("};")
+        limit = max(self.p.command_id(s.name) for s in self.shapes) + 1
+        L.append(f"inline constexpr uint16_t kCommandIdLimit = {limit};")
+        L.append("const char* command_name(uint16_t id);")
+        L.append("")
+        L.append("// Fixed-layout commands: all parameters are scalars or handles, so the record")
+        L.append("// payload is this struct (the FlatBuffers struct of the same name in the schema).")
+        for s in self.shapes:
+            if s.fixed:
+                L.append(self.fixed_struct(s))
+        L.append("")
+        L.append("// ---- guest side")
+        for s in self.shapes:
+            if s.fixed:
+                L.append(f"void encode_{s.name}({s.name}_s& w, HandleMap& h, {self.params_decl(s)});")
+            else:
+                L.append(f"void encode_{s.name}(Builder& b, HandleMap& h, {self.params_decl(s)});")
+            if s.sync:
+                L.append(f"{self.ret_ctype(s) if s.cmd.ret != 'void' else 'void'} decode_reply_{s.name}(DecodeContext& c, const uint8_t* data, size_t size, {self.params_decl(s)});")
+        L.append("")
+        L.append("// ---- host side")
+        L.append("struct Dispatch {")
+        for s in self.shapes:
+            L.append(f"  PFN_{s.name} {s.name} = nullptr;")
+        L.append("};")
+        L.append("// Loads every command the driver exposes (canonical name first, then aliases).")
+        L.append("void load_instance_dispatch(Dispatch& d, PFN_vkGetInstanceProcAddr gipa, VkInstance instance);")
+        L.append("void load_device_dispatch(Dispatch& d, PFN_vkGetDeviceProcAddr gdpa, VkDevice device);")
+        L.append("")
+        L.append("class HostContext;")
+        for s in self.shapes:
+            L.append(self.args_struct(s))
+        L.append("struct Handlers {")
+        for s in self.shapes:
+            L.append(f"  void (*{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
+        L.append("};")
+        L.append("Handlers default_handlers();")
+        L.append("")
+        L.append("""// What the generated host code needs from a session.
+class HostContext {
+ public:
+  virtual ~HostContext() = default;
+  DecodeContext decode;
+  Handlers handlers;
+  uint64_t reply_seq = 0;  // set by the session for records that want a reply
+  virtual const Dispatch& dispatch_of(uint64_t dispatchable) = 0;
+  // A guest-chosen id for a new object: non-zero and unused in this session.
+  virtual bool new_id_ok(VkObjectType type, uint64_t id) = 0;
+  virtual void add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) = 0;
+  virtual void remove_object(VkObjectType type, uint64_t handle) = 0;
+  // Sends the reply built in `b` (finished) for `seq`.
+  virtual void send_reply(uint64_t seq, uint16_t command, int32_t result, Builder& b) = 0;
+  // Runs `job` where it may block without stalling the session (a waiter thread).
+  virtual void run_blocking(std::function<void()> job) = 0;
+  // Thread-safe builder for replies produced off the session thread.
+  virtual Builder& reply_builder() = 0;
+  bool fail(const char* where, const char* what) { return decode.fail(where, what); }
+};
+
+using RunFn = bool (*)(HostContext& c, const uint8_t* data, size_t size);
+// Verifies, decodes and handles one record; false ends the session (c.decode.error says why).
+extern const RunFn kRunTable[kCommandIdLimit];
+""")
+        for s in self.shapes:
+            L.append(f"void default_{s.name}(HostContext& c, Args_{s.name}& a);")
+            if s.sync:
+                L.append(f"void reply_{s.name}(HostContext& c, Builder& b, Args_{s.name}& a, uint64_t seq);")
+        L.append("")
+        L.append(NS_CLOSE)
+        return "\n".join(L) + "\n"
+
+    def args_struct(self, s: CommandShape) -> str:
+        L = [f"struct Args_{s.name} {{"]
+        for p in s.cmd.params:
+            t = self.reg.resolve(p.type)
+            decl = p.decl
+            if p.name == "pAllocator" or t in self.reg.funcpointers:
+                L.append(f"  {decl} = nullptr;")
+                continue
+            if "[" in decl:
+                L.append(f"  {decl.replace('const ', '')}{{}};")
+                continue
+            L.append(f"  {decl}{{}};")
+        for o in s.outs:
+            T = self.reg.resolve(o.type) if o.kind != "bytes" else "uint8_t"
+            if o.kind in ("handle", "scalar", "count", "struct"):
+                ct = o.member.decl.rsplit("*", 1)[0].replace("const ", "").strip()
+                L.append(f"  {ct} v_{o.name}{{}};")
+            if o.kind == "handle":
+                L.append(f"  uint64_t id_{o.name} = 0;")
+            if o.kind == "handle_array":
+                L.append(f"  const Vec<uint64_t>* ids_{o.name} = nullptr;")
+            if o.kind == "count":
+                L.append(f"  uint64_t cap_{o.name} = 0;  // 0: the guest asked for the count only")
+        if s.cmd.ret != "void":
+            L.append(f"  {s.cmd.ret} result{{}};")
+        L.append("};")
+        return "\n".join(L)
+
+    # ------------------------------------------------------------------ guest
+    def guest_encode(self, s: CommandShape) -> str:
+        names = {p.name for p in s.cmd.params}
+        L = []
+        if s.fixed:
+            L.append(f"void encode_{s.name}({s.name}_s& w, HandleMap& h, {self.params_decl(s)}) {{")
+            L.append("  (void)h;")
+            for f in s.fields:
+                if f.kind == "handle":
+                    L.append(f"  w.{f.name} = {f.name} ? h.to_wire({self.objtype(f.type)}, handle_bits({f.name})) : 0;")
+                else:
+                    L.append(f"  w.{f.name} = static_cast<{f.ctype}>({f.name});")
+            L.append("}")
+            return "\n".join(L)
+        L.append(f"void encode_{s.name}(Builder& b, HandleMap& h, {self.params_decl(s)}) {{")
+        L.append("  (void)h;")
+        for p in s.cmd.params:
+            L.append(f"  (void){p.name};")
+        L.append("  b.Clear();")
+        for f in s.fields:
+            if f.kind not in ("scalar", "handle"):
+                for line in self.sg.encode_field_pre(f, "", names, f"o_{f.name}"):
+                    L.append("  " + line)
+        for o, ft in self.in_out_fields(s):
+            v = f"i_{o.name}"
+            if o.kind == "handle_array":
+                n = c_expr(o.len_expr, names, "")
+                L.append(f"  Off {v};")
+                L.append("  {")
+                L.append(f"    size_t n = static_cast<size_t>({n});")
+                L.append("    std::vector<uint64_t> ids(n);")
+                L.append(f"    for (size_t i = 0; i < n; ++i) ids[i] = handle_bits({o.name}[i]);")
+                L.append(f"    {v} = scalar_vector(b, ids.data(), n);")
+                L.append("  }")
+            elif o.kind in ("struct", "struct_array"):
+                L.append(f"  Off {v} = {o.name} ? encode_chain_skeleton(b, {o.name}[0].pNext) : 0;")
+        L.append("  const Off start = b.StartTable();")
+        for f in s.fields:
+            L.append("  " + self.sg.encode_field_add(f, "", f"o_{f.name}"))
+        for o, ft in self.in_out_fields(s):
+            vo = 4 + 2 * o.in_index
+            if o.kind == "handle":
+                L.append(f"  add_scalar<uint64_t>(b, {vo}, handle_bits(*{o.name}));")
+            elif o.kind == "count":
+                L.append(f"  add_scalar<uint64_t>(b, {vo}, {o.two_call} ? static_cast<uint64_t>(*{o.name}) + 1 : 0);")
+            else:
+                L.append(f"  add_offset(b, {vo}, i_{o.name});")
+        L.append("  b.Finish(flatbuffers::Offset<Table>(b.EndTable(start)));")
+        L.append("}")
+        return "\n".join(L)
+
+    def reply_verify(self, s: CommandShape) -> str:
+        fr, cr = self.reply_ret_field(s)
+        checks = [f"t->VerifyField<{cr}>(v, 4, {4 if cr.endswith('32_t') else 8})"]
+        for o in s.outs:
+            if o.kind in ("handle", "handle_array"):
+                continue
+            vo = 4 + 2 * o.index
+            if o.kind == "count":
+                checks.append(f"t->VerifyField<uint64_t>(v, {vo}, 8)")
+            elif o.kind == "scalar":
+                checks.append(f"t->VerifyField<uint64_t>(v, {vo}, 8)")
+            elif o.kind == "struct":
+                checks.append(f"verify_table_field(v, t, {vo}, verify_{o.type})")
+            elif o.kind == "struct_array":
+                checks.append(f"verify_table_vector(v, t, {vo}, verify_{o.type})")
+            elif o.kind == "bytes":
+                checks.append(f"verify_vector_field<uint8_t>(v, t, {vo})")
+            elif o.kind == "scalar_array":
+                info = self.reg.scalar_info(o.type)
+                checks.append(f"verify_vector_field<{info[1]}>(v, t, {vo})")
+        return (f"static bool verify_reply_{s.name}(Verifier& v, const Table* t) {{\n  return t->VerifyTableStart(v)"
+                + "".join(f" &&\n         {c}" for c in checks) + " &&\n         v.EndTable();\n}")
+
+    def guest_decode_reply(self, s: CommandShape) -> str:
+        names = {p.name for p in s.cmd.params}
+        ret = s.cmd.ret
+        fr, cr = self.reply_ret_field(s)
+        bad = {"VkResult": "VK_ERROR_DEVICE_LOST", "void": ""}.get(ret, f"{ret}{{}}")
+        L = [self.reply_verify(s), ""]
+        L.append(f"{ret} decode_reply_{s.name}(DecodeContext& c, const uint8_t* data, size_t size, {self.params_decl(s)}) {{")
+        for p in s.cmd.params:
+            L.append(f"  (void){p.name};")
+        L.append(f"  const Table* t = verify_root(data, size, verify_reply_{s.name});")
+        L.append(f"  if (!t) {{ c.fail(\"{s.name}\", \"reply fails verification\"); return {bad}; }}")
+        counts = {o.name: o for o in s.outs if o.kind == "count"}
+        for o in s.outs:
+            if o.kind in ("handle", "handle_array"):
+                continue
+            vo = 4 + 2 * o.index
+            if o.kind == "count":
+                continue  # written together with its array
+            if o.kind == "scalar":
+                ct = o.member.decl.rsplit("*", 1)[0].replace("const ", "").strip()
+                L.append(f"  if ({o.name}) *{o.name} = static_cast<{ct}>(t->GetField<uint64_t>({vo}, 0));")
+            elif o.kind == "struct":
+                L.append(f"  if (auto* s = t->GetPointer<const Table*>({vo}); s && {o.name} && !decode_{o.type}(c, s, *{o.name}, true)) return {bad};")
+            elif o.kind in ("struct_array", "bytes", "scalar_array"):
+                vec_t = {"struct_array": "TableVec", "bytes": "Vec<uint8_t>"}.get(o.kind)
+                if o.kind == "scalar_array":
+                    vec_t = f"Vec<{self.reg.scalar_info(o.type)[1]}>"
+                if o.two_call:
+                    cnt = counts[o.two_call]
+                    cvo = 4 + 2 * cnt.index
+                    L.append("  {")
+                    L.append(f"    const uint64_t n = t->GetField<uint64_t>({cvo}, 0);")
+                    L.append(f"    auto* s = t->GetPointer<const {vec_t}*>({vo});")
+                    L.append(f"    if (!{o.name}) {{")
+                    L.append(f"      *{o.two_call} = static_cast<std::remove_pointer_t<decltype({o.two_call})>>(n);")
+                    L.append("    } else {")
+                    L.append(f"      if (n > *{o.two_call} || (n && (!s || s->size() < n))) {{ c.fail(\"{s.name}\", \"reply count exceeds capacity\"); return {bad}; }}")
+                    L.append(f"      *{o.two_call} = static_cast<std::remove_pointer_t<decltype({o.two_call})>>(n);")
+                    self._copy_out(L, o, "n", bad, s)
+                    L.append("    }")
+                    L.append("  }")
+                else:
+                    n = c_expr(o.len_expr, names, "")
+                    L.append("  {")
+                    L.append(f"    auto* s = t->GetPointer<const {vec_t}*>({vo});")
+                    L.append(f"    const size_t n = static_cast<size_t>({n});")
+                    L.append(f"    if (s && {o.name}) {{")
+                    L.append(f"      if (s->size() < n) {{ c.fail(\"{s.name}\", \"short reply array\"); return {bad}; }}")
+                    self._copy_out(L, o, "n", bad, s)
+                    L.append("    }")
+                    L.append("  }")
+        if ret == "void":
+            L.append("}")
+        else:
+            L.append(f"  return static_cast<{ret}>(t->GetField<{cr}>(4, 0));")
+            L.append("}")
+        return "\n".join(L)
+
+    def _copy_out(self, L, o: OutParam, n: str, bad: str, s) -> None:
+        if o.kind == "struct_array":
+            L.append(f"      for (size_t i = 0; i < {n}; ++i)")
+            L.append(f"        if (!decode_{o.type}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {o.name}[i], true)) return {bad};")
+        elif o.kind == "bytes":
+            L.append(f"      std::memcpy({o.name}, s->data(), {n});")
+        else:
+            L.append(f"      std::memcpy({o.name}, s->data(), {n} * sizeof(*{o.name}));")
+
+    # ------------------------------------------------------------------ host
+    def host_run(self, s: CommandShape) -> str:
+        names = {p.name for p in s.cmd.params}
+        L = []
+        if s.fixed:
+            L.append(f"static bool run_{s.name}(HostContext& c, const uint8_t* data, size_t size) {{")
+            L.append(f"  if (size != sizeof({s.name}_s)) return c.fail(\"{s.name}\", \"bad record size\");")
+            L.append(f"  {s.name}_s w;")
+            L.append("  std::memcpy(&w, data, sizeof(w));")
+            L.append(f"  Args_{s.name} a;")
+            for f in s.fields:
+                if f.kind == "handle":
+                    opt = "true" if f.optional else "false"
+                    L.append(f"  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, \"{s.name}.{f.name}\", &a.{f.name})) return false;")
+                else:
+                    L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
+            L.append(f"  c.handlers.{s.name}(c, a);")
+            L.append("  return true;")
+            L.append("}")
+            return "\n".join(L)
+        # table commands: verify, decode
+        checks = [self.sg.verify_field(f) for f in s.fields]
+        for o, ft in self.in_out_fields(s):
+            vo = 4 + 2 * o.in_index
+            if ft == "ulong":
+                checks.append(f"t->VerifyField<uint64_t>(v, {vo}, 8)")
+            elif ft == "[ulong]":
+                checks.append(f"verify_vector_field<uint64_t>(v, t, {vo})")
+            else:
+                checks.append(f"verify_vector_field<int32_t>(v, t, {vo})")
+        L.append(f"static bool verify_args_{s.name}(Verifier& v, const Table* t) {{")
+        L.append("  return t->VerifyTableStart(v)" + "".join(f" &&\n         {c}" for c in checks) + " &&\n         v.EndTable();")
+        L.append("}")
+        L.append("")
+        L.append(f"static bool decode_args_{s.name}(HostContext& hc, const Table* t, Args_{s.name}& a) {{")
+        L.append("  DecodeContext& c = hc.decode;")
+        L.append("  (void)t; (void)c;")
+        first = [f for f in s.fields if f.kind in ("scalar", "handle")]
+        rest = [f for f in s.fields if f not in first]
+        for f in first + rest:
+            for line in self.sg.decode_field(f, s.name, names, "a.", False):
+                L.append("  " + line)
+        for o, ft in self.in_out_fields(s):
+            vo = 4 + 2 * o.in_index
+            if o.kind == "handle":
+                L.append(f"  a.id_{o.name} = t->GetField<uint64_t>({vo}, 0);")
+                L.append(f"  if (!hc.new_id_ok({self.objtype(o.type)}, a.id_{o.name})) return c.fail(\"{s.name}.{o.name}\", \"bad new object id\");")
+                L.append(f"  a.{o.name} = &a.v_{o.name};")
+            elif o.kind == "handle_array":
+                n = c_expr(o.len_expr, names, "a.")
+                L.append(f"  a.ids_{o.name} = t->GetPointer<const Vec<uint64_t>*>({vo});")
+                L.append("  {")
+                L.append(f"    const size_t n = static_cast<size_t>({n});")
+                L.append(f"    if (!a.ids_{o.name} || a.ids_{o.name}->size() != n) return c.fail(\"{s.name}.{o.name}\", \"ids do not match the count\");")
+                L.append(f"    for (size_t i = 0; i < n; ++i)")
+                L.append(f"      if (!hc.new_id_ok({self.objtype(o.type)}, a.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)))) return c.fail(\"{s.name}.{o.name}\", \"bad new object id\");")
+                L.append(f"    a.{o.name} = c.arena->make<{self.reg.resolve(o.type)}>(n ? n : 1);")
+                L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
+                L.append("  }")
+            elif o.kind == "count":
+                L.append(f"  a.cap_{o.name} = t->GetField<uint64_t>({vo}, 0);")
+                L.append(f"  a.{o.name} = &a.v_{o.name};")
+        # output storage
+        for o in s.outs:
+            if o.kind == "struct":
+                L.append(f"  a.{o.name} = &a.v_{o.name};")
+                if self.reg.struct(o.type).stype:
+                    L.append(f"  a.v_{o.name}.sType = {self.reg.struct(o.type).stype};")
+                if self.reg.struct(o.type).member("pNext"):
+                    ivo = 4 + 2 * o.in_index
+                    L.append(f"  if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &a.v_{o.name}.pNext)) return false;")
+            elif o.kind == "scalar":
+                L.append(f"  a.{o.name} = &a.v_{o.name};")
+            elif o.kind in ("struct_array", "bytes", "scalar_array"):
+                T = "uint8_t" if o.kind == "bytes" else self.reg.resolve(o.type)
+                if o.two_call:
+                    cnt = next(q for q in s.outs if q.name == o.two_call)
+                    L.append(f"  if (a.cap_{cnt.name}) {{")
+                    L.append(f"    const uint64_t n = a.cap_{cnt.name} - 1;")
+                    L.append(f"    if (n > (1u << 20)) return c.fail(\"{s.name}.{o.name}\", \"capacity too large\");")
+                    L.append(f"    a.v_{cnt.name} = static_cast<decltype(a.v_{cnt.name})>(n);")
+                    L.append(f"    a.{o.name} = reinterpret_cast<decltype(a.{o.name})>(c.arena->make<{T}>(n ? n : 1));")
+                    L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
+                    if o.kind == "struct_array" and self.reg.struct(o.type).stype:
+                        L.append(f"    auto* arr = reinterpret_cast<{T}*>(a.{o.name});")
+                        L.append("    for (uint64_t i = 0; i < n; ++i) {")
+                        L.append(f"      arr[i].sType = {self.reg.struct(o.type).stype};")
+                        if self.reg.struct(o.type).member("pNext"):
+                            ivo = 4 + 2 * o.in_index
+                            L.append(f"      if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &arr[i].pNext)) return false;")
+                        L.append("    }")
+                    L.append("  }")
+                else:
+                    n = c_expr(o.len_expr, names, "a.")
+                    L.append("  {")
+                    L.append(f"    const size_t n = static_cast<size_t>({n});")
+                    L.append(f"    a.{o.name} = reinterpret_cast<decltype(a.{o.name})>(c.arena->make<{T}>(n ? n : 1));")
+                    L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
+                    if o.kind == "struct_array" and self.reg.struct(o.type).stype:
+                        L.append(f"    auto* arr = reinterpret_cast<{T}*>(a.{o.name});")
+                        L.append(f"    for (size_t i = 0; i < n; ++i) arr[i].sType = {self.reg.struct(o.type).stype};")
+                    L.append("  }")
+        L.append("  return true;")
+        L.append("}")
+        L.append("")
+        L.append(f"static bool run_{s.name}(HostContext& c, const uint8_t* data, size_t size) {{")
+        L.append(f"  const Table* t = verify_root(data, size, verify_args_{s.name});")
+        L.append(f"  if (!t) return c.fail(\"{s.name}\", \"message fails verification\");")
+        if s.blocking:
+            # The waiter thread needs the message and the decoded arguments to outlive the
+            # session's arena: copy both into a job of their own.
+            L.append("  struct Job {")
+            L.append("    std::vector<uint64_t> msg;")
+            L.append("    Arena arena{size_t{64} << 20};")
+            L.append(f"    Args_{s.name} a;")
+            L.append("    uint64_t seq = 0;")
+            L.append("  };")
+            L.append("  auto job = std::make_shared<Job>();")
+            L.append("  job->msg.resize((size + 7) / 8);")
+            L.append("  std::memcpy(job->msg.data(), data, size);")
+            L.append("  job->seq = c.reply_seq;")
+            L.append("  const Table* jt = flatbuffers::GetRoot<Table>(reinterpret_cast<const uint8_t*>(job->msg.data()));")
+            L.append("  Arena* saved = c.decode.arena;")
+            L.append("  c.decode.arena = &job->arena;")
+            L.append(f"  const bool ok = decode_args_{s.name}(c, jt, job->a);")
+            L.append("  c.decode.arena = saved;")
+            L.append("  if (!ok) return false;")
+            L.append("  HostContext* hc = &c;")
+            L.append("  c.run_blocking([hc, job] {")
+            L.append(f"    hc->handlers.{s.name}(*hc, job->a);")
+            L.append(f"    reply_{s.name}(*hc, hc->reply_builder(), job->a, job->seq);")
+            L.append("  });")
+            L.append("  return true;")
+            L.append("}")
+            return "\n".join(L)
+        L.append(f"  Args_{s.name} a;")
+        L.append(f"  if (!decode_args_{s.name}(c, t, a)) return false;")
+        L.append(f"  c.handlers.{s.name}(c, a);")
+        if s.sync:
+            L.append(f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
+        L.append("  return true;")
+        L.append("}")
+        return "\n".join(L)
+
+    def host_reply(self, s: CommandShape) -> str:
+        names = {p.name for p in s.cmd.params}
+        fr, cr = self.reply_ret_field(s)
+        L = [f"void reply_{s.name}(HostContext& c, Builder& b, Args_{s.name}& a, uint64_t seq) {{"]
+        L.append("  HandleMap& h = *c.decode.handles;")
+        L.append("  (void)h; (void)a;")
+        L.append("  b.Clear();")
+        counts = {o.name: o for o in s.outs if o.kind == "count"}
+        offs = []
+        for o in s.outs:
+            if o.kind in ("handle", "handle_array", "count", "scalar"):
+                continue
+            v = f"o_{o.name}"
+            offs.append((o, v))
+            if o.kind == "struct":
+                L.append(f"  Off {v} = a.{o.name} ? encode_{o.type}(b, *a.{o.name}, h) : 0;")
+                continue
+            if o.two_call:
+                n = f"static_cast<size_t>(a.v_{o.two_call})"
+                L.append(f"  const size_t n_{o.name} = a.{o.name} ? {n} : 0;")
+            else:
+                n = c_expr(o.len_expr, names, "a.")
+                L.append(f"  const size_t n_{o.name} = a.{o.name} ? static_cast<size_t>({n}) : 0;")
+            if o.kind == "struct_array":
+                L.append(f"  Off {v} = 0;")
+                L.append(f"  if (n_{o.name}) {{")
+                L.append(f"    std::vector<Off> offs(n_{o.name});")
+                L.append(f"    for (size_t i = 0; i < n_{o.name}; ++i) offs[i] = encode_{o.type}(b, a.{o.name}[i], h);")
+                L.append(f"    {v} = table_vector(b, offs.data(), n_{o.name});")
+                L.append("  }")
+            elif o.kind == "bytes":
+                L.append(f"  Off {v} = n_{o.name} ? bytes_vector(b, a.{o.name}, n_{o.name}) : 0;")
+            else:
+                ct = self.reg.scalar_info(o.type)[1]
+                L.append(f"  Off {v} = n_{o.name} ? scalar_vector(b, reinterpret_cast<const {ct}*>(a.{o.name}), n_{o.name}) : 0;")
+        L.append("  const Off start = b.StartTable();")
+        if s.cmd.ret != "void":
+            L.append(f"  add_scalar<{cr}>(b, 4, static_cast<{cr}>(a.result));")
+        for o in s.outs:
+            vo = 4 + 2 * o.index
+            if o.kind in ("count", "scalar"):
+                L.append(f"  add_scalar<uint64_t>(b, {vo}, static_cast<uint64_t>(a.v_{o.name}));")
+        for o, v in offs:
+            L.append(f"  add_offset(b, {4 + 2 * o.index}, {v});")
+        L.append("  b.Finish(flatbuffers::Offset<Table>(b.EndTable(start)));")
+        res = "static_cast<int32_t>(a.result)" if s.cmd.ret == "VkResult" else "0"
+        L.append(f"  c.send_reply(seq, kCmd_{s.name}, {res}, b);")
+        L.append("}")
+        return "\n".join(L)
+
+    def host_default(self, s: CommandShape) -> str:
+        L = [f"void default_{s.name}(HostContext& c, Args_{s.name}& a) {{"]
+        first = s.cmd.params[0]
+        args = ", ".join(f"a.{p.name}" for p in s.cmd.params)
+        if object_of(s, self.reg) == "global":
+            L.append("  (void)a;")
+            L.append(f"  c.fail(\"{s.name}\", \"no default handler for a global command\");")
+            L.append("}")
+            return "\n".join(L)
+        call = f"c.dispatch_of(handle_bits(a.{first.name})).{s.name}"
+        L.append(f"  auto fn = {call};")
+        L.append(f"  if (!fn) {{ c.fail(\"{s.name}\", \"not supported by the host driver\"); return; }}")
+        if s.cmd.ret == "void":
+            L.append(f"  fn({args});")
+            ok = "true"
+        else:
+            L.append(f"  a.result = fn({args});")
+            ok = "a.result >= 0" if s.cmd.ret == "VkResult" else "true"
+        owner = self.owners.get(s.name, "")
+        owner_expr = f"handle_bits(a.{owner})" if owner else f"handle_bits(a.{first.name})"
+        for o in s.outs:
+            if o.kind == "handle":
+                L.append(f"  if ({ok}) c.add_object({self.objtype(o.type)}, a.id_{o.name}, handle_bits(*a.{o.name}), {owner_expr});")
+            elif o.kind == "handle_array":
+                L.append(f"  if ({ok} && a.ids_{o.name}) {{")
+                L.append(f"    for (flatbuffers::uoffset_t i = 0; i < a.ids_{o.name}->size(); ++i)")
+                L.append(f"      if (a.{o.name}[i]) c.add_object({self.objtype(o.type)}, a.ids_{o.name}->Get(i), handle_bits(a.{o.name}[i]), {owner_expr});")
+                L.append("  }")
+        # destroys and frees drop their objects from the table
+        if s.name.startswith("vkDestroy") and len(s.cmd.params) >= 2:
+            p = s.cmd.params[1]
+            if self.reg.is_handle(p.type) and p.ptr == 0:
+                L.append(f"  if (a.{p.name}) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}));")
+        if s.name.startswith("vkFree"):
+            for p in s.cmd.params[1:]:
+                if self.reg.is_handle(p.type) and p.ptr == 1 and p.len:
+                    L.append(f"  for (size_t i = 0; i < static_cast<size_t>(a.{p.len[0]}); ++i)")
+                    L.append(f"    if (a.{p.name}[i]) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}[i]));")
+                elif self.reg.is_handle(p.type) and p.ptr == 0 and p is s.cmd.params[1]:
+                    L.append(f"  if (a.{p.name}) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}));")
+        L.append("}")
+        return "\n".join(L)
+
+    def host_tables(self) -> str:
+        L = [banner("gen_commands.py", self.reg), '#include "commands.h"', "", NS_OPEN]
+        for s in self.shapes:
+            L.append(f"bool run_entry_{s.name}(HostContext& c, const uint8_t* data, size_t size);")
+        L.append("")
+        L.append("const RunFn kRunTable[kCommandIdLimit] = {")
+        by_id = {self.p.command_id(s.name): s for s in self.shapes}
+        for i in range(max(by_id) + 1):
+            L.append(f"  {'run_entry_' + by_id[i].name if i in by_id else 'nullptr'},")
+        L.append("};")
+        L.append("")
+        L.append("const char* command_name(uint16_t id) {")
+        L.append("  switch (id) {")
+        for s in self.shapes:
+            L.append(f"    case kCmd_{s.name}: return \"{s.name}\";")
+        L.append("    default: return \"(unknown command)\";")
+        L.append("  }")
+        L.append("}")
+        L.append("")
+        L.append("Handlers default_handlers() {")
+        L.append("  Handlers h;")
+        for s in self.shapes:
+            L.append(f"  h.{s.name} = default_{s.name};")
+        L.append("  return h;")
+        L.append("}")
+        L.append("")
+        for level, loader, handle in (("instance", "gipa", "instance"), ("device", "gdpa", "device")):
+            sig = "PFN_vkGetInstanceProcAddr gipa, VkInstance instance" if level == "instance" else "PFN_vkGetDeviceProcAddr gdpa, VkDevice device"
+            L.append(f"void load_{level}_dispatch(Dispatch& d, {sig}) {{")
+            for s in self.shapes:
+                if level == "device" and s.level != "device":
+                    continue
+                if level == "instance" and s.level == "global":
+                    continue
+                names = [s.name] + s.aliases
+                chain = " ".join(f'if (!d.{s.name}) d.{s.name} = reinterpret_cast<PFN_{s.name}>({loader}({handle}, "{n}"));' for n in names)
+                L.append(f"  {chain}")
+            L.append("}")
+            L.append("")
+        L.append(NS_CLOSE)
+        return "\n".join(L)
+
+    def write(self, outdir: str) -> list[str]:
+        files = {"commands.h": self.header(), "host_tables.cpp": self.host_tables()}
+        for obj in OBJECTS:
+            group = [s for s in self.shapes if object_of(s, self.reg) == obj]
+            if not group:
+                continue
+            g = [banner("gen_commands.py", self.reg), '#include "commands.h"', "",
+                 "#include <cstring>", "#include <type_traits>", "", NS_OPEN]
+            h = list(g)
+            for s in group:
+                g.append(self.guest_encode(s))
+                g.append("")
+                if s.sync:
+                    g.append(self.guest_decode_reply(s))
+                    g.append("")
+                h.append(self.host_run(s))
+                h.append("")
+                h.append(f"bool run_entry_{s.name}(HostContext& c, const uint8_t* data, size_t size) {{ return run_{s.name}(c, data, size); }}")
+                h.append("")
+                h.append(self.host_default(s))
+                h.append("")
+                if s.sync:
+                    h.append(self.host_reply(s))
+                    h.append("")
+            g.append(NS_CLOSE)
+            h.append(NS_CLOSE)
+            files[f"guest_{obj}.cpp"] = "\n".join(g)
+            files[f"host_{obj}.cpp"] = "\n".join(h)
+        for name, text in files.items():
+            write_if_changed(f"{outdir}/{name}", text)
+        return sorted(files)

@@ -1,0 +1,92 @@
+"""The FlatBuffers schema of the protocol, split by category, compiled by flatc in the build.
+
+The generated C++ codecs (gen_structs.py, gen_commands.py) write and read exactly these
+tables; the codegen tests check every encoded message against the compiled schema with
+FlatBuffers' reflection verifier, so the schema is the contract, not documentation.
+Field order here is the field id order the codecs use (voffset = 4 + 2 * id).
+"""
+
+from __future__ import annotations
+
+from common import banner, write_if_changed
+from gen_commands import CommandGenerator
+from gen_structs import StructGenerator
+from wire import Field, Protocol
+
+FB_VECTOR = {
+    "union": "[ubyte]", "bytes": "[ubyte]", "array_union": "[ubyte]",
+    "fixed_handle": "[ulong]", "array_handle": "[ulong]",
+    "fixed_string": "string", "string": "string", "string_array": "[string]",
+    "chain": "[ChainLink]",
+}
+
+
+def fb_type(f: Field) -> str:
+    if f.kind == "scalar":
+        return f.ftype
+    if f.kind == "handle":
+        return "ulong"
+    if f.kind in ("struct", "ptr_struct"):
+        return f.type
+    if f.kind in ("fixed_struct", "array_struct"):
+        return f"[{f.type}]"
+    if f.kind in ("fixed_scalar", "array_scalar"):
+        return f"[{f.ftype}]"
+    return FB_VECTOR[f.kind]
+
+
+class SchemaGenerator:
+    def __init__(self, proto: Protocol, sg: StructGenerator, cg: CommandGenerator):
+        self.p, self.sg, self.cg, self.reg = proto, sg, cg, proto.reg
+
+    def table(self, name: str, fields: list[tuple[str, str]]) -> str:
+        lines = [f"table {name} {{"]
+        lines += [f"  {n}: {t};" for n, t in fields]
+        lines.append("}")
+        return "\n".join(lines)
+
+    def structs_schema(self) -> str:
+        L = [banner("gen_schema.py", self.reg).replace("//", "//"), "namespace bypass.wire;", "",
+             "// One pNext link: the struct's sType and the struct as a nested FlatBuffer whose",
+             "// root table is the struct's table.",
+             "table ChainLink {\n  stype: int;\n  body: [ubyte];\n}", ""]
+        for s in self.sg.structs:
+            L.append(self.table(s, [(f.name, fb_type(f)) for f in self.p.struct_fields(s)]))
+        return "\n".join(L) + "\n"
+
+    def commands_schema(self) -> str:
+        L = [banner("gen_schema.py", self.reg), 'include "structs.fbs";', "", "namespace bypass.wire;", ""]
+        L.append("// Framing: a batch is a sequence of records [u32 size][u16 command id][u16 flags];")
+        L.append("// the payload is the command's args table as a FlatBuffer, or for fixed-layout")
+        L.append("// commands its struct. A FlatBuffers union cannot hold 300 members, so the")
+        L.append("// command id in the record header selects the table.")
+        for s in self.cg.shapes:
+            if s.fixed:
+                L.append(f"struct {s.name}_s {{")
+                for f in s.fields:
+                    L.append(f"  {f.name}: {'ulong' if f.kind == 'handle' else f.ftype};")
+                L.append("}")
+                continue
+            fields = [(f.name, fb_type(f)) for f in s.fields]
+            for o, ft in self.cg.in_out_fields(s):
+                fields.append((f"in_{o.name}", ft))
+            L.append(self.table(f"{s.name}_args", fields))
+            if s.sync:
+                fr, _ = self.cg.reply_ret_field(s)
+                rf = [("result", fr)]
+                for o in s.outs:
+                    if o.kind in ("handle", "handle_array"):
+                        continue
+                    t = {"count": "ulong", "scalar": "ulong", "struct": o.type,
+                         "struct_array": f"[{o.type}]", "bytes": "[ubyte]"}.get(o.kind)
+                    if o.kind == "scalar_array":
+                        t = f"[{self.reg.scalar_info(o.type)[0]}]"
+                    rf.append((o.name, t))
+                L.append(self.table(f"{s.name}_reply", rf))
+        return "\n".join(L) + "\n"
+
+    def write(self, outdir: str) -> list[str]:
+        files = {"structs.fbs": self.structs_schema(), "commands.fbs": self.commands_schema()}
+        for name, text in files.items():
+            write_if_changed(f"{outdir}/{name}", text)
+        return sorted(files)

@@ -1,0 +1,196 @@
+// Runtime support for the generated wire code: the arena the host decodes into, handle
+// translation, verification helpers and the batch record header.
+//
+// Everything a guest sends is hostile until verified. The generated `verify_*` functions run
+// the FlatBuffers verifier over a whole message before any `decode_*` reads it, and decoders
+// check every length against the counts the message itself declares, so a driver call never
+// sees an array shorter than the count next to it.
+#pragma once
+
+#include <flatbuffers/flatbuffers.h>
+#include <vulkan/vulkan.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bypass::wire {
+
+using Builder = flatbuffers::FlatBufferBuilder;
+using Table = flatbuffers::Table;
+using Verifier = flatbuffers::Verifier;
+using Off = flatbuffers::uoffset_t;  // 0 means "field absent"
+using TableVec = flatbuffers::Vector<flatbuffers::Offset<flatbuffers::Table>>;
+using StringVec = flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>;
+template <class T>
+using Vec = flatbuffers::Vector<T>;
+
+// Limits applied to every message a peer sends.
+inline constexpr flatbuffers::uoffset_t kMaxDepth = 64;
+inline constexpr flatbuffers::uoffset_t kMaxTables = 1u << 20;
+inline constexpr size_t kMaxMessageBytes = size_t{256} << 20;
+
+// Translates handles between a side's own values and wire ids.
+//  guest: dispatchable handles are ICD objects carrying an id; non-dispatchable handles are
+//         the ids themselves.
+//  host:  ids map to the real driver's handles through the session's object table.
+class HandleMap {
+ public:
+  virtual ~HandleMap() = default;
+  virtual uint64_t to_wire(VkObjectType type, uint64_t handle) = 0;
+  // Resolves a non-zero id; false when the id is unknown or of another type.
+  virtual bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) = 0;
+};
+
+// Handles are pointers on every 64-bit ABI we support.
+static_assert(sizeof(VkImage) == sizeof(uint64_t));
+template <class H>
+inline uint64_t handle_bits(H h) {
+  return reinterpret_cast<uint64_t>(h);
+}
+template <class H>
+inline H handle_from_bits(uint64_t b) {
+  return reinterpret_cast<H>(b);
+}
+
+// Bump allocator for decoded arguments; everything is freed at once after the call.
+// Allocations are zeroed and padded so a driver reading a little past a short array
+// (e.g. codeSize not a multiple of 4) stays inside memory we own.
+class Arena {
+ public:
+  explicit Arena(size_t cap = size_t{512} << 20) : cap_(cap) {}
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+
+  void* alloc(size_t size, size_t align);
+  template <class T>
+  T* make(size_t n) {
+    if (n > (cap_ / sizeof(T))) return nullptr;
+    return static_cast<T*>(alloc(n * sizeof(T), alignof(T) < 8 ? 8 : alignof(T)));
+  }
+  void reset();
+  size_t used() const { return used_; }
+
+ private:
+  struct Block {
+    std::unique_ptr<std::byte[]> data;
+    size_t size = 0;
+    size_t pos = 0;
+  };
+  std::vector<Block> blocks_;
+  size_t cap_;
+  size_t used_ = 0;
+};
+
+struct DecodeContext {
+  Arena* arena = nullptr;
+  HandleMap* handles = nullptr;
+  std::string error;  // first failure, "<where>: <what>"
+
+  bool fail(const char* where, const char* what) {
+    if (error.empty()) {
+      error = where;
+      error += ": ";
+      error += what;
+    }
+    return false;
+  }
+};
+
+// One record of a batch: [RecordHeader][payload], size includes the header, 8-byte aligned.
+struct RecordHeader {
+  uint32_t size;
+  uint16_t command;
+  uint16_t flags;
+};
+static_assert(sizeof(RecordHeader) == 8);
+inline constexpr uint16_t kRecordWantsReply = 1;   // the guest waits for a reply to this one
+inline constexpr uint16_t kRecordFixed = 2;        // payload is a fixed-layout struct
+
+// Reply header on the reply ring, followed by the reply FlatBuffer.
+struct ReplyHeader {
+  uint64_t seq;       // count of kRecordWantsReply records before this one, from 1
+  uint32_t command;
+  int32_t result;     // VkResult, or a bypass error below
+};
+static_assert(sizeof(ReplyHeader) == 16);
+
+// ---------------------------------------------------------------- verification helpers
+inline bool verify_table_field(Verifier& v, const Table* t, flatbuffers::voffset_t vo,
+                               bool (*fn)(Verifier&, const Table*)) {
+  if (!t->VerifyOffset(v, vo)) return false;
+  auto* s = t->GetPointer<const Table*>(vo);
+  return !s || fn(v, s);
+}
+inline bool verify_table_vector(Verifier& v, const Table* t, flatbuffers::voffset_t vo,
+                                bool (*fn)(Verifier&, const Table*)) {
+  if (!t->VerifyOffset(v, vo)) return false;
+  auto* vec = t->GetPointer<const TableVec*>(vo);
+  if (!vec) return true;
+  if (!v.VerifyVector(vec)) return false;
+  for (flatbuffers::uoffset_t i = 0; i < vec->size(); ++i) {
+    if (!fn(v, vec->Get(i))) return false;
+  }
+  return true;
+}
+template <class T>
+inline bool verify_vector_field(Verifier& v, const Table* t, flatbuffers::voffset_t vo) {
+  return t->VerifyOffset(v, vo) && v.VerifyVector(t->GetPointer<const Vec<T>*>(vo));
+}
+inline bool verify_string_field(Verifier& v, const Table* t, flatbuffers::voffset_t vo) {
+  return t->VerifyOffset(v, vo) && v.VerifyString(t->GetPointer<const flatbuffers::String*>(vo));
+}
+inline bool verify_string_vector_field(Verifier& v, const Table* t, flatbuffers::voffset_t vo) {
+  if (!t->VerifyOffset(v, vo)) return false;
+  auto* vec = t->GetPointer<const StringVec*>(vo);
+  return !vec || (v.VerifyVector(vec) && v.VerifyVectorOfStrings(vec));
+}
+
+// Verifies a complete buffer whose root is a table checked by `fn`; nullptr if invalid.
+const Table* verify_root(const uint8_t* data, size_t size, bool (*fn)(Verifier&, const Table*));
+
+// ---------------------------------------------------------------- encoding helpers
+template <class T>
+inline void add_scalar(Builder& b, flatbuffers::voffset_t vo, T v) {
+  b.AddElement<T>(vo, v, T{});
+}
+// Floats are compared by bits so -0.0 survives the default-value elision.
+inline void add_scalar(Builder& b, flatbuffers::voffset_t vo, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if (bits) b.AddElement<float>(vo, v);
+}
+inline void add_scalar(Builder& b, flatbuffers::voffset_t vo, double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  if (bits) b.AddElement<double>(vo, v);
+}
+inline void add_offset(Builder& b, flatbuffers::voffset_t vo, Off off) {
+  if (off) b.AddOffset(vo, flatbuffers::Offset<void>(off));
+}
+inline Off table_vector(Builder& b, const Off* offs, size_t n) {
+  b.StartVector(n, sizeof(Off));
+  for (size_t i = n; i-- > 0;) b.PushElement(flatbuffers::Offset<void>(offs[i]));
+  return b.EndVector(n);
+}
+inline Off handle_vector(Builder& b, HandleMap& h, VkObjectType type, const uint64_t* bits, size_t n) {
+  b.StartVector(n, sizeof(uint64_t));
+  for (size_t i = n; i-- > 0;) b.PushElement<uint64_t>(bits[i] ? h.to_wire(type, bits[i]) : 0);
+  return b.EndVector(n);
+}
+template <class T>
+inline Off scalar_vector(Builder& b, const T* p, size_t n) {
+  return b.CreateVector(p, n).o;
+}
+inline Off bytes_vector(Builder& b, const void* p, size_t n) {
+  b.ForceVectorAlignment(n, 1, 8);
+  return b.CreateVector(static_cast<const uint8_t*>(p), n).o;
+}
+
+// Unknown sType in a guest chain: skipped, reported once per type.
+void warn_unknown_stype(int32_t stype);
+
+}  // namespace bypass::wire

@@ -37,6 +37,13 @@ class CommandGenerator:
         self.reg = proto.reg
         self.sg = sg
         self.owners = read_table("owners.txt")
+        # Everything the host may call on the driver: wire commands plus core commands that
+        # are hand-written on the wire (physical device enumeration, ...).
+        self.dispatchable = [
+            s for s in proto.shapes.values()
+            if not s.status.startswith("unsupported") and s.cmd.ret not in proto.reg.funcpointers
+            and (s.wire or s.origin.startswith("VK_VERSION"))
+        ]
         self.shapes = [
             s for s in proto.shapes.values()
             if not s.status.startswith("unsupported") and s.wire and s.cmd.ret not in proto.reg.funcpointers
@@ -125,7 +132,7 @@ class CommandGenerator:
         L.append("")
         L.append("// ---- host side")
         L.append("struct Dispatch {")
-        for s in self.shapes:
+        for s in self.dispatchable:
             L.append(f"  PFN_{s.name} {s.name} = nullptr;")
         L.append("};")
         L.append("// Loads every command the driver exposes (canonical name first, then aliases).")
@@ -233,7 +240,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 L.append("  {")
                 L.append(f"    size_t n = static_cast<size_t>({n});")
                 L.append("    std::vector<uint64_t> ids(n);")
-                L.append(f"    for (size_t i = 0; i < n; ++i) ids[i] = handle_bits({o.name}[i]);")
+                L.append(f"    for (size_t i = 0; i < n; ++i) ids[i] = h.to_wire({self.objtype(o.type)}, handle_bits({o.name}[i]));")
                 L.append(f"    {v} = scalar_vector(b, ids.data(), n);")
                 L.append("  }")
             elif o.kind in ("struct", "struct_array"):
@@ -244,7 +251,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         for o, ft in self.in_out_fields(s):
             vo = 4 + 2 * o.in_index
             if o.kind == "handle":
-                L.append(f"  add_scalar<uint64_t>(b, {vo}, handle_bits(*{o.name}));")
+                L.append(f"  add_scalar<uint64_t>(b, {vo}, h.to_wire({self.objtype(o.type)}, handle_bits(*{o.name})));")
             elif o.kind == "count":
                 L.append(f"  add_scalar<uint64_t>(b, {vo}, {o.two_call} ? static_cast<uint64_t>(*{o.name}) + 1 : 0);")
             else:
@@ -609,14 +616,16 @@ extern const RunFn kRunTable[kCommandIdLimit];
         for level, loader, handle in (("instance", "gipa", "instance"), ("device", "gdpa", "device")):
             sig = "PFN_vkGetInstanceProcAddr gipa, VkInstance instance" if level == "instance" else "PFN_vkGetDeviceProcAddr gdpa, VkDevice device"
             L.append(f"void load_{level}_dispatch(Dispatch& d, {sig}) {{")
-            for s in self.shapes:
+            for s in self.dispatchable:
                 if level == "device" and s.level != "device":
                     continue
                 if level == "instance" and s.level == "global":
                     continue
                 names = [s.name] + s.aliases
-                chain = " ".join(f'if (!d.{s.name}) d.{s.name} = reinterpret_cast<PFN_{s.name}>({loader}({handle}, "{n}"));' for n in names)
-                L.append(f"  {chain}")
+                if level == "device":
+                    L.append(f"  d.{s.name} = nullptr;  // the device's own entry point, not the loader's trampoline")
+                for n in names:
+                    L.append(f'  if (!d.{s.name}) d.{s.name} = reinterpret_cast<PFN_{s.name}>({loader}({handle}, "{n}"));')
             L.append("}")
             L.append("")
         L.append(NS_CLOSE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from common import banner, write_if_changed
 from gen_commands import CommandGenerator
-from wire import CommandShape, Protocol
+from wire import CommandShape, Protocol, read_list
 
 LEVELS = {"global": 0, "instance": 1, "physical_device": 2, "device": 3}
 
@@ -18,6 +18,7 @@ LEVELS = {"global": 0, "instance": 1, "physical_device": 2, "device": 3}
 class EntryPointGenerator:
     def __init__(self, proto: Protocol, cg: CommandGenerator):
         self.p, self.cg, self.reg = proto, cg, proto.reg
+        self.flush = set(read_list("flush.txt"))
 
     def entry(self, s: CommandShape) -> str:
         decl = self.cg.params_decl(s)
@@ -31,6 +32,8 @@ class EntryPointGenerator:
             L.append(f"  wire::{s.name}_s w;")
             L.append(f"  wire::encode_{s.name}(w, conn->handles(), {names});")
             L.append(f"  conn->send_fixed(wire::kCmd_{s.name}, &w, sizeof(w));")
+            if ret == "VkResult":
+                L.append("  return conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;")
             L.append("}")
             return "\n".join(L)
         for o in s.outs:
@@ -42,7 +45,8 @@ class EntryPointGenerator:
         L.append("  wire::Builder& b = thread_builder();")
         L.append(f"  wire::encode_{s.name}(b, conn->handles(), {names});")
         if not s.sync:
-            L.append(f"  conn->send(wire::kCmd_{s.name}, b);")
+            flush = "true" if s.name in self.flush else "false"
+            L.append(f"  conn->send(wire::kCmd_{s.name}, b, {flush});")
             if ret == "VkResult":
                 L.append("  return conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;")
             L.append("}")
@@ -60,9 +64,18 @@ class EntryPointGenerator:
         L.append("}")
         return "\n".join(L)
 
+    def platform(self, s: CommandShape) -> bool:
+        return not s.wire and not s.origin.startswith("VK_VERSION")
+
     def source(self) -> str:
         L = [banner("gen_entrypoints.py", self.reg), '#include "entrypoints.h"', "",
              '#include "bypass/icd/connection.h"', "", "namespace bypass::icd {", ""]
+        L.append('extern "C" {')
+        for s in self.p.shapes.values():
+            if s.status == "handwritten" and self.platform(s):
+                L.append(f"__attribute__((weak)) void bypass_hw_{s.name}(void);")
+        L.append('}  // extern "C"')
+        L.append("")
         for s in self.cg.shapes:
             if s.status == "generated":
                 L.append(self.entry(s))
@@ -73,7 +86,7 @@ class EntryPointGenerator:
         for s in self.p.shapes.values():
             if s.status.startswith("unsupported"):
                 continue
-            fn = f"entry_{s.name}" if s.status == "generated" else f"hw_{s.name}"
+            fn = f"entry_{s.name}" if s.status == "generated" else f"bypass_hw_{s.name}"
             ptr = f"reinterpret_cast<PFN_vkVoidFunction>({fn})" if s.status == "generated" else f"reinterpret_cast<PFN_vkVoidFunction>(&{fn})"
             for n in [s.name] + s.aliases:
                 rows.append((n, ptr, LEVELS.get(s.level, 3), s.origin))
@@ -82,6 +95,13 @@ class EntryPointGenerator:
             L.append(f'  {{"{n}", {ptr}, {lvl}, "{origin}"}},')
         L.append("};")
         L.append(f"const size_t kEntryPointCount = {len(rows)};")
+        L.append("")
+        L.append("// The extension allowlist (codegen/data/extensions.txt).")
+        L.append("const ExtensionInfo kExtensions[] = {")
+        for x in self.p.extensions:
+            L.append(f'  {{"{x}", {"true" if self.reg.extensions[x].type == "instance" else "false"}}},')
+        L.append("};")
+        L.append(f"const size_t kExtensionCount = {len(self.p.extensions)};")
         L.append("")
         L.append("}  // namespace bypass::icd")
         return "\n".join(L) + "\n"
@@ -96,12 +116,22 @@ class EntryPointGenerator:
              "  const char* origin;     // VK_VERSION_1_x or the extension that adds it",
              "};",
              "extern const EntryPoint kEntryPoints[];",
+             "struct ExtensionInfo {",
+             "  const char* name;",
+             "  bool instance;",
+             "};",
+             "extern const ExtensionInfo kExtensions[];",
+             "extern const size_t kExtensionCount;",
              "extern const size_t kEntryPointCount;", "",
-             "// Hand-written commands (codegen/data/handwritten.txt), defined by the ICD.",
-             "// Weak: one not implemented yet resolves to null and is not exposed."]
+             "// Hand-written commands (codegen/data/handwritten.txt), defined by the ICD with C",
+             "// linkage. Weak: one not implemented yet resolves to null and is not exposed.",
+             "// Commands whose parameters use window-system types are declared in entrypoints.cpp",
+             "// only (their definitions include the platform headers themselves).",
+             'extern "C" {']
         for s in self.p.shapes.values():
-            if s.status == "handwritten":
-                L.append(f"__attribute__((weak)) VKAPI_ATTR {s.cmd.ret} VKAPI_CALL hw_{s.name}({self.cg.params_decl(s)});")
+            if s.status == "handwritten" and not self.platform(s):
+                L.append(f"__attribute__((weak)) VKAPI_ATTR {s.cmd.ret} VKAPI_CALL bypass_hw_{s.name}({self.cg.params_decl(s)});")
+        L.append('}  // extern "C"')
         L.append("")
         L.append("}  // namespace bypass::icd")
         return "\n".join(L) + "\n"

@@ -88,7 +88,7 @@ class StructGenerator:
         elif k == "bytes":
             out.append(f"Off {var} = {m} ? bytes_vector(b, {m}, static_cast<size_t>({n})) : 0;")
         elif k == "chain":
-            out.append(f"Off {var} = encode_chain(b, {m}, h);")
+            out.append(f"Off {var} = with_chain ? encode_chain(b, {m}, h) : 0;")
         if f.condition and out and k not in ("scalar", "handle"):
             cond = c_expr(f.condition, names, src)
             # evaluate only when the member is meaningful
@@ -256,7 +256,7 @@ class StructGenerator:
         lines.append("bool decode_handle(DecodeContext& c, uint64_t id, VkObjectType type, bool optional, const char* where, void* out);")
         lines.append("")
         for s in self.structs:
-            lines.append(f"Off encode_{s}(Builder& b, const {s}& s, HandleMap& h);")
+            lines.append(f"Off encode_{s}(Builder& b, const {s}& s, HandleMap& h, bool with_chain = true);")
             lines.append(f"bool verify_{s}(Verifier& v, const Table* t);")
             lines.append(f"bool decode_{s}(DecodeContext& c, const Table* t, {s}& out, bool into);")
         lines.append("")
@@ -269,8 +269,9 @@ class StructGenerator:
         names = {m.name for m in s.members}
         L = []
         # encode
-        L.append(f"Off encode_{sname}(Builder& b, const {sname}& s, HandleMap& h) {{")
-        L.append("  (void)h;")
+        # A chain link is encoded without its own pNext: the chain is flattened into links.
+        L.append(f"Off encode_{sname}(Builder& b, const {sname}& s, HandleMap& h, bool with_chain) {{")
+        L.append("  (void)h; (void)with_chain;")
         for f in fields:
             if f.kind not in ("scalar", "handle"):
                 for line in self.encode_field_pre(f, "s.", names, f"o_{f.name}"):
@@ -365,8 +366,8 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("    switch (static_cast<int32_t>(p->sType)) {")
         for s in self.chainable:
             st = self.reg.struct(s).stype
-            L.append(f"      case {st}: nb.Finish(flatbuffers::Offset<Table>(encode_{s}(nb, *reinterpret_cast<const {s}*>(p), h))); break;")
-        L.append("      default: warn_unknown_stype(p->sType); continue;")
+            L.append(f"      case {st}: nb.Finish(flatbuffers::Offset<Table>(encode_{s}(nb, *reinterpret_cast<const {s}*>(p), h, false))); break;")
+        L.append("      default: if (p->sType > 48) warn_unknown_stype(p->sType); continue;  // 47, 48: the loader's own")
         L.append("    }")
         L.append("    links.push_back(make_link(b, p->sType, nb));")
         L.append("  }")
@@ -445,7 +446,7 @@ bool make_chain(DecodeContext& c, const Vec<uint32_t>* stypes, void** out) {
   VkBaseOutStructure** tail = reinterpret_cast<VkBaseOutStructure**>(out);
   *tail = nullptr;
   if (!stypes) return true;
-  if (stypes->size() > 64) return c.fail("pNext", "output chain too long");
+  if (stypes->size() > 512) return c.fail("pNext", "output chain too long");
   for (flatbuffers::uoffset_t i = 0; i < stypes->size(); ++i) {
     const int32_t st = static_cast<int32_t>(stypes->Get(i));
     const size_t size = struct_size(st);

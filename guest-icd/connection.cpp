@@ -1,0 +1,200 @@
+#include "bypass/icd/connection.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace bypass::icd {
+
+namespace {
+
+// Records collect in the batch until a synchronous call, a submission, or this size.
+constexpr size_t kBatchBytes = 256 * 1024;
+
+std::string default_endpoint() {
+  if (const char* e = std::getenv("BYPASS_ENDPOINT"); e && *e) return e;
+  if (geteuid() == 0) return "unix:/run/bypass/bypassd.sock";
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  return std::string("unix:") + (xdg && *xdg ? xdg : "/tmp") + "/bypass/bypassd.sock";
+}
+
+}  // namespace
+
+std::unique_ptr<Connection> Connection::open(std::string* error) {
+  const std::string endpoint = default_endpoint();
+  char name[64];
+  std::snprintf(name, sizeof(name), "bypass-icd pid %d", static_cast<int>(getpid()));
+  const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, name};
+  auto ch = transport::connect(endpoint, hello, error, transport::deadline_after(std::chrono::seconds(1)));
+  if (!ch) {
+    *error = "cannot reach bypassd at " + endpoint + ": " + *error;
+    return nullptr;
+  }
+  auto c = std::unique_ptr<Connection>(new Connection(std::move(*ch)));
+  c->batch_.reserve(kBatchBytes + 4096);
+  return c;
+}
+
+Connection::~Connection() {
+  flush();
+  for (auto& [tag, fd] : fds_) close(fd);
+}
+
+void Connection::mark_dead(const std::string& why) {
+  if (!dead_.exchange(true, std::memory_order_acq_rel))
+    std::fprintf(stderr, "bypass: lost the host: %s\n", why.c_str());
+}
+
+void Connection::protocol_error(const std::string& what) { mark_dead("protocol error: " + what); }
+
+void Connection::append_locked(uint16_t command, uint16_t flags, const void* data, size_t size) {
+  const size_t padded = (size + 7) & ~size_t{7};
+  const size_t at = batch_.size();
+  batch_.resize(at + sizeof(wire::RecordHeader) + padded);
+  wire::RecordHeader h{static_cast<uint32_t>(sizeof(h) + padded), command, flags};
+  std::memcpy(batch_.data() + at, &h, sizeof(h));
+  std::memcpy(batch_.data() + at + sizeof(h), data, size);
+  std::memset(batch_.data() + at + sizeof(h) + size, 0, padded - size);
+}
+
+void Connection::flush_locked() {
+  if (batch_.empty()) return;
+  if (alive()) {
+    auto st = ch_.send(wire::kMsgBatch, std::as_bytes(std::span(batch_)));
+    if (st != transport::Status::kOk) mark_dead(transport::to_string(st));
+  }
+  batch_.clear();
+}
+
+void Connection::flush() {
+  std::lock_guard lock(send_mu_);
+  flush_locked();
+}
+
+void Connection::send(uint16_t command, const wire::Builder& b, bool flush) {
+  std::lock_guard lock(send_mu_);
+  append_locked(command, 0, b.GetBufferPointer(), b.GetSize());
+  if (flush || batch_.size() >= kBatchBytes) flush_locked();
+}
+
+void Connection::send_fixed(uint16_t command, const void* data, size_t size) {
+  std::lock_guard lock(send_mu_);
+  append_locked(command, wire::kRecordFixed, data, size);
+  if (batch_.size() >= kBatchBytes) flush_locked();
+}
+
+bool Connection::call(uint16_t command, const wire::Builder& b, Reply& reply) {
+  return call_raw(command, b.GetBufferPointer(), b.GetSize(), reply);
+}
+
+bool Connection::call_raw(uint16_t command, const void* data, size_t size, Reply& reply) {
+  uint64_t seq;
+  {
+    std::lock_guard lock(send_mu_);
+    if (!alive()) return false;
+    append_locked(command, wire::kRecordWantsReply, data, size);
+    seq = ++sync_seq_;
+    flush_locked();
+  }
+  return wait_reply(seq, reply);
+}
+
+// One waiting thread at a time reads the reply ring; replies for other threads are stashed
+// and their owners woken. The host answers blocking calls out of order, so each thread waits
+// for its own sequence number.
+bool Connection::wait_reply(uint64_t seq, Reply& reply) {
+  std::unique_lock lock(reply_mu_);
+  while (true) {
+    if (auto it = stash_.find(seq); it != stash_.end()) {
+      reply.message() = std::move(it->second);
+      stash_.erase(it);
+      return true;
+    }
+    if (!alive()) return false;
+    if (reading_) {
+      reply_cv_.wait(lock);
+      continue;
+    }
+    reading_ = true;
+    lock.unlock();
+    transport::Message msg;
+    auto st = ch_.recv(msg);
+    lock.lock();
+    reading_ = false;
+    if (st != transport::Status::kOk) {
+      mark_dead(st == transport::Status::kPeerGone ? "bypassd went away" : transport::to_string(st));
+    } else if (msg.kind == wire::kMsgError) {
+      mark_dead("bypassd ended the session: " +
+                std::string(reinterpret_cast<const char*>(msg.payload.data()), msg.payload.size()));
+    } else if (msg.kind != wire::kMsgReply || msg.payload.size() < sizeof(wire::ReplyHeader)) {
+      mark_dead("malformed reply");
+    } else {
+      wire::ReplyHeader h;
+      std::memcpy(&h, msg.payload.data(), sizeof(h));
+      stash_[h.seq] = std::move(msg);
+    }
+    reply_cv_.notify_all();
+  }
+}
+
+int Connection::take_fd(uint64_t tag) {
+  std::lock_guard lock(fds_mu_);
+  while (true) {
+    if (auto it = fds_.find(tag); it != fds_.end()) {
+      int fd = it->second;
+      fds_.erase(it);
+      return fd;
+    }
+    uint64_t got = 0;
+    std::vector<int> fds;
+    auto st = ch_.recv_fds(got, fds, transport::deadline_after(std::chrono::seconds(5)));
+    if (st != transport::Status::kOk || fds.empty()) {
+      for (int fd : fds) close(fd);
+      mark_dead("expected a memory fd from bypassd");
+      return -1;
+    }
+    fds_[got] = fds[0];
+    for (size_t i = 1; i < fds.size(); ++i) close(fds[i]);
+  }
+}
+
+void Connection::register_object(Object* o) {
+  std::lock_guard lock(objects_mu_);
+  objects_[o->id] = o;
+}
+
+void Connection::unregister_object(Object* o) {
+  std::lock_guard lock(objects_mu_);
+  objects_.erase(o->id);
+}
+
+uint64_t Connection::to_wire(VkObjectType type, uint64_t handle) {
+  if (!handle) return 0;
+  return is_dispatchable(type) ? reinterpret_cast<Object*>(handle)->id : handle;
+}
+
+bool Connection::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
+  if (!is_dispatchable(type)) {
+    *handle = id;
+    return true;
+  }
+  std::lock_guard lock(objects_mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end() || it->second->type != type) return false;
+  *handle = reinterpret_cast<uint64_t>(it->second);
+  return true;
+}
+
+wire::Builder& thread_builder() {
+  thread_local wire::Builder b(1024);
+  return b;
+}
+
+Reply& thread_reply() {
+  thread_local Reply r;
+  return r;
+}
+
+}  // namespace bypass::icd

@@ -1,0 +1,138 @@
+// Device, queue and command buffer commands that create or free dispatchable objects.
+#include <sys/mman.h>
+
+#include <cstring>
+#include <vector>
+
+#include "objects.h"
+
+namespace bypass::icd {
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateDevice(VkPhysicalDevice physicalDevice, const VkDeviceCreateInfo* pCreateInfo,
+                                                 const VkAllocationCallbacks*, VkDevice* pDevice) {
+  auto* pd = as<PhysicalDevice>(physicalDevice);
+  Connection* conn = pd->conn;
+  auto* dev = new_object<Device>(conn, VK_OBJECT_TYPE_DEVICE, conn->new_id());
+  dev->physical = pd;
+  VkDevice handle = reinterpret_cast<VkDevice>(dev);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkCreateDevice(b, conn->handles(), physicalDevice, pCreateInfo, nullptr, &handle);
+  Reply& r = thread_reply();
+  VkResult result = VK_ERROR_DEVICE_LOST;
+  if (conn->call(wire::kCmd_vkCreateDevice, b, r)) {
+    auto c = r.context(conn->handles());
+    result = wire::decode_reply_vkCreateDevice(c, r.data(), r.size(), physicalDevice, pCreateInfo, nullptr, &handle);
+  }
+  if (result != VK_SUCCESS) {
+    delete_object(dev);
+    return result;
+  }
+  *pDevice = handle;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyDevice(VkDevice device, const VkAllocationCallbacks*) {
+  if (!device) return;
+  auto* dev = as<Device>(device);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkDestroyDevice(b, dev->conn->handles(), device, nullptr);
+  dev->conn->send(wire::kCmd_vkDestroyDevice, b, true);
+  for (auto& [key, q] : dev->queues) delete_object(q);
+  for (auto& [pool, list] : dev->pool_buffers)
+    for (auto* cb : list) delete_object(cb);
+  for (auto& [id, m] : dev->memory) munmap(m.ptr, m.size);
+  delete_object(dev);
+}
+
+static VkQueue get_queue(VkDevice device, uint32_t flags, uint32_t family, uint32_t index,
+                         const VkDeviceQueueInfo2* info2) {
+  auto* dev = as<Device>(device);
+  std::lock_guard lock(dev->mu);
+  auto key = std::make_tuple(flags, family, index);
+  if (auto it = dev->queues.find(key); it != dev->queues.end()) return reinterpret_cast<VkQueue>(it->second);
+  auto* q = new_object<Queue>(dev->conn, VK_OBJECT_TYPE_QUEUE, dev->conn->new_id());
+  VkQueue handle = reinterpret_cast<VkQueue>(q);
+  wire::Builder& b = thread_builder();
+  if (info2) {
+    wire::encode_vkGetDeviceQueue2(b, dev->conn->handles(), device, info2, &handle);
+    dev->conn->send(wire::kCmd_vkGetDeviceQueue2, b);
+  } else {
+    wire::encode_vkGetDeviceQueue(b, dev->conn->handles(), device, family, index, &handle);
+    dev->conn->send(wire::kCmd_vkGetDeviceQueue, b);
+  }
+  dev->queues[key] = q;
+  return handle;
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetDeviceQueue(VkDevice device, uint32_t queueFamilyIndex, uint32_t queueIndex,
+                                               VkQueue* pQueue) {
+  *pQueue = get_queue(device, 0, queueFamilyIndex, queueIndex, nullptr);
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetDeviceQueue2(VkDevice device, const VkDeviceQueueInfo2* pQueueInfo, VkQueue* pQueue) {
+  *pQueue = get_queue(device, pQueueInfo->flags, pQueueInfo->queueFamilyIndex, pQueueInfo->queueIndex, pQueueInfo);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateCommandBuffers(VkDevice device, const VkCommandBufferAllocateInfo* pAllocateInfo,
+                                                           VkCommandBuffer* pCommandBuffers) {
+  auto* dev = as<Device>(device);
+  Connection* conn = dev->conn;
+  const uint32_t n = pAllocateInfo->commandBufferCount;
+  const uint64_t pool = wire::handle_bits(pAllocateInfo->commandPool);
+  std::vector<CommandBuffer*> made(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    made[i] = new_object<CommandBuffer>(conn, VK_OBJECT_TYPE_COMMAND_BUFFER, conn->new_id());
+    made[i]->pool = pool;
+    pCommandBuffers[i] = reinterpret_cast<VkCommandBuffer>(made[i]);
+  }
+  wire::Builder& b = thread_builder();
+  wire::encode_vkAllocateCommandBuffers(b, conn->handles(), device, pAllocateInfo, pCommandBuffers);
+  Reply& r = thread_reply();
+  VkResult result = VK_ERROR_DEVICE_LOST;
+  if (conn->call(wire::kCmd_vkAllocateCommandBuffers, b, r)) {
+    auto c = r.context(conn->handles());
+    result = wire::decode_reply_vkAllocateCommandBuffers(c, r.data(), r.size(), device, pAllocateInfo, pCommandBuffers);
+  }
+  if (result != VK_SUCCESS) {
+    for (auto* cb : made) delete_object(cb);
+    for (uint32_t i = 0; i < n; ++i) pCommandBuffers[i] = VK_NULL_HANDLE;
+    return result;
+  }
+  std::lock_guard lock(dev->mu);
+  auto& list = dev->pool_buffers[pool];
+  list.insert(list.end(), made.begin(), made.end());
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkFreeCommandBuffers(VkDevice device, VkCommandPool commandPool, uint32_t commandBufferCount,
+                                                   const VkCommandBuffer* pCommandBuffers) {
+  auto* dev = as<Device>(device);
+  wire::Builder& b = thread_builder();
+  // Null entries are allowed; the wire carries them as id 0.
+  wire::encode_vkFreeCommandBuffers(b, dev->conn->handles(), device, commandPool, commandBufferCount, pCommandBuffers);
+  dev->conn->send(wire::kCmd_vkFreeCommandBuffers, b);
+  std::lock_guard lock(dev->mu);
+  auto& list = dev->pool_buffers[wire::handle_bits(commandPool)];
+  for (uint32_t i = 0; i < commandBufferCount; ++i) {
+    auto* cb = as<CommandBuffer>(pCommandBuffers[i]);
+    if (!cb) continue;
+    std::erase(list, cb);
+    delete_object(cb);
+  }
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyCommandPool(VkDevice device, VkCommandPool commandPool,
+                                                   const VkAllocationCallbacks*) {
+  if (!commandPool) return;
+  auto* dev = as<Device>(device);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkDestroyCommandPool(b, dev->conn->handles(), device, commandPool, nullptr);
+  dev->conn->send(wire::kCmd_vkDestroyCommandPool, b);
+  std::lock_guard lock(dev->mu);
+  auto it = dev->pool_buffers.find(wire::handle_bits(commandPool));
+  if (it == dev->pool_buffers.end()) return;
+  for (auto* cb : it->second) delete_object(cb);
+  dev->pool_buffers.erase(it);
+}
+
+}  // namespace bypass::icd

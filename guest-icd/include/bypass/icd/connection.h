@@ -1,0 +1,124 @@
+// The guest's connection to bypassd: batching of asynchronous records, synchronous calls that
+// wait for their reply, and the ICD's dispatchable objects.
+#pragma once
+
+#include <vulkan/vk_icd.h>
+#include <vulkan/vulkan.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bypass/transport/session.h"
+#include "bypass/wire/protocol.h"
+#include "bypass/wire/runtime.h"
+
+namespace bypass::icd {
+
+class Connection;
+
+// Every dispatchable handle the ICD hands out: the loader's dispatch slot comes first.
+struct Object {
+  VK_LOADER_DATA loader_data;
+  uint64_t id = 0;
+  Connection* conn = nullptr;
+  VkObjectType type = VK_OBJECT_TYPE_UNKNOWN;
+};
+
+template <class H>
+inline Object* object_of(H h) {
+  return reinterpret_cast<Object*>(h);
+}
+template <class H>
+inline Connection* connection_of(H h) {
+  return object_of(h)->conn;
+}
+
+// A reply received for a synchronous call: ReplyHeader + FlatBuffer.
+class Reply {
+ public:
+  const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(msg_.payload.data()) + sizeof(wire::ReplyHeader); }
+  size_t size() const { return msg_.payload.size() - sizeof(wire::ReplyHeader); }
+  const wire::ReplyHeader& header() const { return *reinterpret_cast<const wire::ReplyHeader*>(msg_.payload.data()); }
+  wire::DecodeContext context(wire::HandleMap& h) {
+    arena_.reset();
+    wire::DecodeContext c;
+    c.arena = &arena_;
+    c.handles = &h;
+    return c;
+  }
+  transport::Message& message() { return msg_; }
+
+ private:
+  transport::Message msg_;
+  wire::Arena arena_{size_t{64} << 20};
+};
+
+class Connection : private wire::HandleMap {
+ public:
+  // Connects to BYPASS_ENDPOINT (or the default socket). nullptr and *error on failure.
+  static std::unique_ptr<Connection> open(std::string* error);
+  ~Connection() override;
+
+  wire::HandleMap& handles() { return *this; }
+  uint64_t new_id() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t reserve_ids(uint64_t n) { return next_id_.fetch_add(n, std::memory_order_relaxed); }
+  bool alive() const { return !dead_.load(std::memory_order_acquire); }
+
+  // Appends an asynchronous record; `flush` sends the batch now (submissions, signals).
+  void send(uint16_t command, const wire::Builder& b, bool flush = false);
+  void send_fixed(uint16_t command, const void* data, size_t size);
+  // Appends a record that wants a reply, sends the batch and waits. false: the host is gone.
+  bool call(uint16_t command, const wire::Builder& b, Reply& reply);
+  bool call_raw(uint16_t command, const void* data, size_t size, Reply& reply);
+  void flush();
+  // Takes the fd the host sent with `tag` (memory sharing).
+  int take_fd(uint64_t tag);
+  void protocol_error(const std::string& what);
+
+  void register_object(Object* o);
+  void unregister_object(Object* o);
+
+ private:
+  explicit Connection(transport::Channel ch) : ch_(std::move(ch)) {}
+  uint64_t to_wire(VkObjectType type, uint64_t handle) override;
+  bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
+  void append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
+  void flush_locked();
+  bool wait_reply(uint64_t seq, Reply& reply);
+  void mark_dead(const std::string& why);
+
+  transport::Channel ch_;
+  std::mutex send_mu_;
+  std::vector<uint8_t> batch_;
+  uint64_t sync_seq_ = 0;
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<bool> dead_{false};
+
+  std::mutex reply_mu_;
+  std::condition_variable reply_cv_;
+  bool reading_ = false;
+  std::unordered_map<uint64_t, transport::Message> stash_;
+
+  std::mutex objects_mu_;
+  std::unordered_map<uint64_t, Object*> objects_;
+
+  std::mutex fds_mu_;
+  std::unordered_map<uint64_t, int> fds_;
+};
+
+wire::Builder& thread_builder();
+Reply& thread_reply();
+
+inline bool is_dispatchable(VkObjectType t) {
+  return t == VK_OBJECT_TYPE_INSTANCE || t == VK_OBJECT_TYPE_PHYSICAL_DEVICE || t == VK_OBJECT_TYPE_DEVICE ||
+         t == VK_OBJECT_TYPE_QUEUE || t == VK_OBJECT_TYPE_COMMAND_BUFFER;
+}
+
+}  // namespace bypass::icd

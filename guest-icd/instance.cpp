@@ -1,0 +1,320 @@
+// Instance and physical device commands the ICD writes by hand: connecting to bypassd,
+// enumerating the host's physical devices as guest objects, and the identity and extension
+// lists the guest sees.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "objects.h"
+
+namespace bypass::icd {
+
+namespace {
+
+// Extensions the guest sees only if bypass can honour them.
+bool exposed_extension(const char* name, bool instance) {
+  for (size_t i = 0; i < kExtensionCount; ++i) {
+    if (kExtensions[i].instance != instance || std::strcmp(kExtensions[i].name, name) != 0) continue;
+    // Memory crosses through bypass's own sharing, not through fds or host pointers of the guest.
+    if (!std::strcmp(name, "VK_KHR_external_memory_fd") || !std::strcmp(name, "VK_EXT_external_memory_host")) return false;
+    // WSI is the ICD's own; exposed once implemented.
+    if (!std::strcmp(name, "VK_KHR_swapchain")) return find_entry_point("vkCreateSwapchainKHR") != nullptr;
+    if (!std::strcmp(name, "VK_KHR_xcb_surface")) return find_entry_point("vkCreateXcbSurfaceKHR") != nullptr;
+    if (!std::strcmp(name, "VK_KHR_xlib_surface")) return find_entry_point("vkCreateXlibSurfaceKHR") != nullptr;
+    if (!std::strcmp(name, "VK_EXT_headless_surface")) return find_entry_point("vkCreateHeadlessSurfaceEXT") != nullptr;
+    if (!std::strcmp(name, "VK_KHR_surface") || !std::strcmp(name, "VK_KHR_get_surface_capabilities2") ||
+        !std::strcmp(name, "VK_KHR_surface_protected_capabilities"))
+      return find_entry_point("vkDestroySurfaceKHR") != nullptr;
+    if (!std::strcmp(name, "VK_KHR_incremental_present") || !std::strcmp(name, "VK_KHR_swapchain_mutable_format"))
+      return find_entry_point("vkCreateSwapchainKHR") != nullptr;
+    return true;
+  }
+  return false;
+}
+
+VkResult copy_out(const std::vector<VkExtensionProperties>& list, uint32_t* count, VkExtensionProperties* props) {
+  if (!props) {
+    *count = static_cast<uint32_t>(list.size());
+    return VK_SUCCESS;
+  }
+  const uint32_t n = std::min<uint32_t>(*count, static_cast<uint32_t>(list.size()));
+  std::copy_n(list.begin(), n, props);
+  *count = n;
+  return n < list.size() ? VK_INCOMPLETE : VK_SUCCESS;
+}
+
+std::mutex g_instance_ext_mu;
+std::vector<VkExtensionProperties> g_instance_exts;
+bool g_instance_exts_known = false;
+
+// Asks the host once per process, on a short-lived connection.
+std::vector<VkExtensionProperties> host_instance_extensions() {
+  std::lock_guard lock(g_instance_ext_mu);
+  if (g_instance_exts_known) return g_instance_exts;
+  std::string error;
+  auto conn = Connection::open(&error);
+  if (!conn) return {};
+  uint32_t n = 0;
+  std::vector<VkExtensionProperties> host;
+  wire::Builder& b = thread_builder();
+  Reply& r = thread_reply();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    VkExtensionProperties* out = attempt ? host.data() : nullptr;
+    wire::encode_vkEnumerateInstanceExtensionProperties(b, conn->handles(), nullptr, &n, out);
+    if (!conn->call(wire::kCmd_vkEnumerateInstanceExtensionProperties, b, r)) return {};
+    auto c = r.context(conn->handles());
+    wire::decode_reply_vkEnumerateInstanceExtensionProperties(c, r.data(), r.size(), nullptr, &n, out);
+    if (!attempt) host.resize(n);
+  }
+  host.resize(n);
+  for (auto& e : host)
+    if (exposed_extension(e.extensionName, true)) g_instance_exts.push_back(e);
+  // Debug utils and report are implemented in the ICD itself.
+  for (const char* own : {"VK_EXT_debug_utils", "VK_EXT_debug_report"}) {
+    bool have = false;
+    for (auto& e : g_instance_exts) have |= !std::strcmp(e.extensionName, own);
+    if (!have && find_entry_point(own[7] == 'u' ? "vkCreateDebugUtilsMessengerEXT" : "vkCreateDebugReportCallbackEXT")) {
+      VkExtensionProperties p{};
+      std::snprintf(p.extensionName, sizeof(p.extensionName), "%s", own);
+      p.specVersion = 1;
+      g_instance_exts.push_back(p);
+    }
+  }
+  g_instance_exts_known = true;
+  return g_instance_exts;
+}
+
+// Copies `text` into a fixed char array, truncating and NUL-terminating.
+template <size_t N>
+void set_text(char (&dst)[N], const std::string& text) {
+  const size_t n = std::min(text.size(), N - 1);
+  std::memcpy(dst, text.data(), n);
+  std::memset(dst + n, 0, N - n);
+}
+
+void rewrite_identity(VkPhysicalDeviceProperties& p) {
+  set_text(p.deviceName, "bypass (" + std::string(p.deviceName) + ")");
+}
+
+void rewrite_uuid(uint8_t* uuid) {
+  // Distinct from the host device's, stable across runs: bypass over that device.
+  static const char kTag[] = "bypass";
+  for (size_t i = 0; i < VK_UUID_SIZE; ++i) uuid[i] ^= static_cast<uint8_t>(kTag[i % 6]);
+}
+
+void rewrite_driver(char (&name)[VK_MAX_DRIVER_NAME_SIZE], char (&info)[VK_MAX_DRIVER_INFO_SIZE]) {
+  set_text(info, "bypass over " + std::string(name) + " " + std::string(info));
+  set_text(name, "bypass");
+}
+
+}  // namespace
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateInstanceExtensionProperties(const char* pLayerName, uint32_t* pPropertyCount,
+                                                                         VkExtensionProperties* pProperties) {
+  if (pLayerName) return VK_ERROR_LAYER_NOT_PRESENT;
+  return copy_out(host_instance_extensions(), pPropertyCount, pProperties);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateInstanceLayerProperties(uint32_t* pPropertyCount, VkLayerProperties*) {
+  *pPropertyCount = 0;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateInstanceVersion(uint32_t* pApiVersion) {
+  *pApiVersion = VK_API_VERSION_1_3;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateInstance(const VkInstanceCreateInfo* pCreateInfo, const VkAllocationCallbacks*,
+                                                   VkInstance* pInstance) {
+  std::string error;
+  auto conn = Connection::open(&error);
+  if (!conn) {
+    std::fprintf(stderr, "bypass: %s\n", error.c_str());
+    return VK_ERROR_INITIALIZATION_FAILED;
+  }
+  for (uint32_t i = 0; i < pCreateInfo->enabledExtensionCount; ++i) {
+    const char* e = pCreateInfo->ppEnabledExtensionNames[i];
+    bool known = false;
+    for (auto& x : host_instance_extensions()) known |= !std::strcmp(x.extensionName, e);
+    if (!known && std::strcmp(e, "VK_KHR_portability_enumeration") != 0) return VK_ERROR_EXTENSION_NOT_PRESENT;
+  }
+  auto* inst = new_object<Instance>(conn.get(), VK_OBJECT_TYPE_INSTANCE, conn->new_id());
+  inst->owned = std::move(conn);
+  if (pCreateInfo->pApplicationInfo) inst->api_version = pCreateInfo->pApplicationInfo->apiVersion;
+  VkInstance handle = reinterpret_cast<VkInstance>(inst);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkCreateInstance(b, inst->conn->handles(), pCreateInfo, nullptr, &handle);
+  Reply& r = thread_reply();
+  VkResult result = VK_ERROR_INITIALIZATION_FAILED;
+  if (inst->conn->call(wire::kCmd_vkCreateInstance, b, r)) {
+    auto c = r.context(inst->conn->handles());
+    result = wire::decode_reply_vkCreateInstance(c, r.data(), r.size(), pCreateInfo, nullptr, &handle);
+  }
+  if (result != VK_SUCCESS) {
+    auto owned = std::move(inst->owned);
+    delete_object(inst);
+    return result;
+  }
+  *pInstance = handle;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyInstance(VkInstance instance, const VkAllocationCallbacks*) {
+  if (!instance) return;
+  auto* inst = as<Instance>(instance);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkDestroyInstance(b, inst->conn->handles(), instance, nullptr);
+  inst->conn->send(wire::kCmd_vkDestroyInstance, b, true);
+  for (auto* pd : inst->physical_devices) delete_object(pd);
+  auto owned = std::move(inst->owned);  // closes the session after the object is gone
+  delete_object(inst);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumeratePhysicalDevices(VkInstance instance, uint32_t* pPhysicalDeviceCount,
+                                                             VkPhysicalDevice* pPhysicalDevices) {
+  auto* inst = as<Instance>(instance);
+  std::lock_guard lock(inst->mu);
+  if (!inst->enumerated) {
+    constexpr uint32_t kMax = 16;
+    wire::EnumeratePhysicalDevicesRequest req{inst->id, inst->conn->reserve_ids(kMax), kMax, 0};
+    Reply& r = thread_reply();
+    if (!inst->conn->call_raw(wire::kCtlEnumeratePhysicalDevices, &req, sizeof(req), r)) return VK_ERROR_INITIALIZATION_FAILED;
+    uint64_t count = 0;
+    if (r.size() < 8) return VK_ERROR_INITIALIZATION_FAILED;
+    std::memcpy(&count, r.data(), 8);
+    if (count > kMax || r.size() < 8 * (count + 1)) return VK_ERROR_INITIALIZATION_FAILED;
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t id;
+      std::memcpy(&id, r.data() + 8 * (i + 1), 8);
+      auto* pd = new_object<PhysicalDevice>(inst->conn, VK_OBJECT_TYPE_PHYSICAL_DEVICE, id);
+      pd->instance = inst;
+      inst->physical_devices.push_back(pd);
+    }
+    inst->enumerated = true;
+  }
+  const uint32_t total = static_cast<uint32_t>(inst->physical_devices.size());
+  if (!pPhysicalDevices) {
+    *pPhysicalDeviceCount = total;
+    return VK_SUCCESS;
+  }
+  const uint32_t n = std::min(*pPhysicalDeviceCount, total);
+  for (uint32_t i = 0; i < n; ++i) pPhysicalDevices[i] = reinterpret_cast<VkPhysicalDevice>(inst->physical_devices[i]);
+  *pPhysicalDeviceCount = n;
+  return n < total ? VK_INCOMPLETE : VK_SUCCESS;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumeratePhysicalDeviceGroups(VkInstance instance, uint32_t* pCount,
+                                                                  VkPhysicalDeviceGroupProperties* pGroups) {
+  uint32_t n = 0;
+  VkResult r = bypass_hw_vkEnumeratePhysicalDevices(instance, &n, nullptr);
+  if (r < 0) return r;
+  std::vector<VkPhysicalDevice> devs(n);
+  bypass_hw_vkEnumeratePhysicalDevices(instance, &n, devs.data());
+  if (!pGroups) {
+    *pCount = n;
+    return VK_SUCCESS;
+  }
+  const uint32_t k = std::min(*pCount, n);
+  for (uint32_t i = 0; i < k; ++i) {
+    pGroups[i].physicalDeviceCount = 1;
+    pGroups[i].physicalDevices[0] = devs[i];
+    pGroups[i].subsetAllocation = VK_FALSE;
+  }
+  *pCount = k;
+  return k < n ? VK_INCOMPLETE : VK_SUCCESS;
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetPhysicalDeviceProperties(VkPhysicalDevice physicalDevice,
+                                                            VkPhysicalDeviceProperties* pProperties) {
+  Connection* conn = connection_of(physicalDevice);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkGetPhysicalDeviceProperties(b, conn->handles(), physicalDevice, pProperties);
+  Reply& r = thread_reply();
+  if (!conn->call(wire::kCmd_vkGetPhysicalDeviceProperties, b, r)) return;
+  auto c = r.context(conn->handles());
+  wire::decode_reply_vkGetPhysicalDeviceProperties(c, r.data(), r.size(), physicalDevice, pProperties);
+  rewrite_identity(*pProperties);
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetPhysicalDeviceProperties2(VkPhysicalDevice physicalDevice,
+                                                             VkPhysicalDeviceProperties2* pProperties) {
+  Connection* conn = connection_of(physicalDevice);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkGetPhysicalDeviceProperties2(b, conn->handles(), physicalDevice, pProperties);
+  Reply& r = thread_reply();
+  if (!conn->call(wire::kCmd_vkGetPhysicalDeviceProperties2, b, r)) return;
+  auto c = r.context(conn->handles());
+  wire::decode_reply_vkGetPhysicalDeviceProperties2(c, r.data(), r.size(), physicalDevice, pProperties);
+  if (!c.error.empty()) conn->protocol_error(c.error);
+  rewrite_identity(pProperties->properties);
+  for (auto* p = static_cast<VkBaseOutStructure*>(pProperties->pNext); p; p = p->pNext) {
+    switch (p->sType) {
+      case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES: {
+        auto* id = reinterpret_cast<VkPhysicalDeviceIDProperties*>(p);
+        rewrite_uuid(id->deviceUUID);
+        rewrite_uuid(id->driverUUID);
+        break;
+      }
+      case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES: {
+        auto* v = reinterpret_cast<VkPhysicalDeviceVulkan11Properties*>(p);
+        rewrite_uuid(v->deviceUUID);
+        rewrite_uuid(v->driverUUID);
+        break;
+      }
+      case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES: {
+        auto* d = reinterpret_cast<VkPhysicalDeviceDriverProperties*>(p);
+        rewrite_driver(d->driverName, d->driverInfo);
+        break;
+      }
+      case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_PROPERTIES: {
+        auto* v = reinterpret_cast<VkPhysicalDeviceVulkan12Properties*>(p);
+        rewrite_driver(v->driverName, v->driverInfo);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateDeviceExtensionProperties(VkPhysicalDevice physicalDevice,
+                                                                       const char* pLayerName, uint32_t* pPropertyCount,
+                                                                       VkExtensionProperties* pProperties) {
+  if (pLayerName) return VK_ERROR_LAYER_NOT_PRESENT;
+  Connection* conn = connection_of(physicalDevice);
+  uint32_t n = 0;
+  std::vector<VkExtensionProperties> host;
+  wire::Builder& b = thread_builder();
+  Reply& r = thread_reply();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    VkExtensionProperties* out = attempt ? host.data() : nullptr;
+    wire::encode_vkEnumerateDeviceExtensionProperties(b, conn->handles(), physicalDevice, nullptr, &n, out);
+    if (!conn->call(wire::kCmd_vkEnumerateDeviceExtensionProperties, b, r)) return VK_ERROR_DEVICE_LOST;
+    auto c = r.context(conn->handles());
+    wire::decode_reply_vkEnumerateDeviceExtensionProperties(c, r.data(), r.size(), physicalDevice, nullptr, &n, out);
+    if (!attempt) host.resize(n);
+  }
+  host.resize(n);
+  std::vector<VkExtensionProperties> list;
+  for (auto& e : host)
+    if (exposed_extension(e.extensionName, false)) list.push_back(e);
+  return copy_out(list, pPropertyCount, pProperties);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateDeviceLayerProperties(VkPhysicalDevice, uint32_t* pPropertyCount,
+                                                                   VkLayerProperties*) {
+  *pPropertyCount = 0;
+  return VK_SUCCESS;
+}
+
+const VkPhysicalDeviceMemoryProperties& memory_properties(PhysicalDevice* pd) {
+  std::call_once(pd->memory_once, [pd] {
+    auto fn = entry<PFN_vkGetPhysicalDeviceMemoryProperties>("vkGetPhysicalDeviceMemoryProperties");
+    fn(reinterpret_cast<VkPhysicalDevice>(pd), &pd->memory);
+  });
+  return pd->memory;
+}
+
+}  // namespace bypass::icd

@@ -1,0 +1,68 @@
+// The three symbols the Vulkan loader looks for in an ICD (loader interface version 5+);
+// the version script keeps everything else hidden.
+#include <cstring>
+
+#include "objects.h"
+
+namespace bypass::icd {
+
+const EntryPoint* find_entry_point(const char* name) {
+  size_t lo = 0, hi = kEntryPointCount;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = std::strcmp(kEntryPoints[mid].name, name);
+    if (c == 0) return kEntryPoints[mid].fn ? &kEntryPoints[mid] : nullptr;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return nullptr;
+}
+
+VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetInstanceProcAddr(VkInstance instance, const char* pName);
+VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetDeviceProcAddr(VkDevice device, const char* pName);
+
+VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetInstanceProcAddr(VkInstance instance, const char* pName) {
+  if (!pName) return nullptr;
+  if (std::strcmp(pName, "vkGetInstanceProcAddr") == 0)
+    return reinterpret_cast<PFN_vkVoidFunction>(bypass_hw_vkGetInstanceProcAddr);
+  if (std::strcmp(pName, "vkGetDeviceProcAddr") == 0)
+    return reinterpret_cast<PFN_vkVoidFunction>(bypass_hw_vkGetDeviceProcAddr);
+  const EntryPoint* e = find_entry_point(pName);
+  if (!e) return nullptr;
+  // Without an instance only global commands may be queried.
+  if (!instance && e->level != 0) return nullptr;
+  return e->fn;
+}
+
+VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetDeviceProcAddr(VkDevice, const char* pName) {
+  if (!pName) return nullptr;
+  if (std::strcmp(pName, "vkGetDeviceProcAddr") == 0)
+    return reinterpret_cast<PFN_vkVoidFunction>(bypass_hw_vkGetDeviceProcAddr);
+  const EntryPoint* e = find_entry_point(pName);
+  return e && e->level == 3 ? e->fn : nullptr;
+}
+
+}  // namespace bypass::icd
+
+using bypass::icd::EntryPoint;
+
+extern "C" {
+
+__attribute__((visibility("default"))) VKAPI_ATTR VkResult VKAPI_CALL vk_icdNegotiateLoaderICDInterfaceVersion(uint32_t* pSupportedVersion) {
+  if (*pSupportedVersion > 7) *pSupportedVersion = 7;
+  if (*pSupportedVersion < 5) return VK_ERROR_INCOMPATIBLE_DRIVER;
+  return VK_SUCCESS;
+}
+
+__attribute__((visibility("default"))) VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL vk_icdGetInstanceProcAddr(VkInstance instance, const char* pName) {
+  return bypass::icd::bypass_hw_vkGetInstanceProcAddr(instance, pName);
+}
+
+__attribute__((visibility("default"))) VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL vk_icdGetPhysicalDeviceProcAddr(VkInstance, const char* pName) {
+  const EntryPoint* e = bypass::icd::find_entry_point(pName);
+  return e && e->level == 2 ? e->fn : nullptr;
+}
+
+}  // extern "C"

@@ -1,0 +1,75 @@
+// Device memory. Host-visible memory is a memfd the host created, imported into its driver
+// and sent to us: vkMapMemory returns a pointer into the same pages the driver uses, so a
+// mapped write needs no copy and no flush beyond what the memory type's coherency says.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "objects.h"
+
+namespace bypass::icd {
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateMemory(VkDevice device, const VkMemoryAllocateInfo* pAllocateInfo,
+                                                   const VkAllocationCallbacks*, VkDeviceMemory* pMemory) {
+  auto* dev = as<Device>(device);
+  Connection* conn = dev->conn;
+  const uint64_t id = conn->new_id();
+  VkDeviceMemory handle = wire::handle_from_bits<VkDeviceMemory>(id);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkAllocateMemory(b, conn->handles(), device, pAllocateInfo, nullptr, &handle);
+  Reply& r = thread_reply();
+  if (!conn->call(wire::kCmd_vkAllocateMemory, b, r)) return VK_ERROR_DEVICE_LOST;
+  auto c = r.context(conn->handles());
+  VkResult result = wire::decode_reply_vkAllocateMemory(c, r.data(), r.size(), device, pAllocateInfo, nullptr, &handle);
+  if (result != VK_SUCCESS) return result;
+  const auto& props = memory_properties(dev->physical);
+  const uint32_t type = pAllocateInfo->memoryTypeIndex;
+  if (type < props.memoryTypeCount && (props.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
+    int fd = conn->take_fd(wire::kFdTagMemoryBase + id);
+    if (fd < 0) return VK_ERROR_DEVICE_LOST;
+    const size_t size = pAllocateInfo->allocationSize;
+    void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (ptr == MAP_FAILED) return VK_ERROR_OUT_OF_HOST_MEMORY;
+    std::lock_guard lock(dev->mu);
+    dev->memory[id] = Mapping{ptr, size};
+  }
+  *pMemory = handle;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkFreeMemory(VkDevice device, VkDeviceMemory memory, const VkAllocationCallbacks*) {
+  if (!memory) return;
+  auto* dev = as<Device>(device);
+  wire::Builder& b = thread_builder();
+  wire::encode_vkFreeMemory(b, dev->conn->handles(), device, memory, nullptr);
+  dev->conn->send(wire::kCmd_vkFreeMemory, b);
+  std::lock_guard lock(dev->mu);
+  auto it = dev->memory.find(wire::handle_bits(memory));
+  if (it == dev->memory.end()) return;
+  munmap(it->second.ptr, it->second.size);
+  dev->memory.erase(it);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkMapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset, VkDeviceSize,
+                                              VkMemoryMapFlags, void** ppData) {
+  auto* dev = as<Device>(device);
+  std::lock_guard lock(dev->mu);
+  auto it = dev->memory.find(wire::handle_bits(memory));
+  if (it == dev->memory.end() || offset > it->second.size) return VK_ERROR_MEMORY_MAP_FAILED;
+  *ppData = static_cast<char*>(it->second.ptr) + offset;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR void VKAPI_CALL bypass_hw_vkUnmapMemory(VkDevice, VkDeviceMemory) {
+  // The shared mapping stays for the memory's lifetime: the host driver uses the same pages.
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkFlushMappedMemoryRanges(VkDevice, uint32_t, const VkMappedMemoryRange*) {
+  return VK_SUCCESS;  // the pages are the driver's own
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkInvalidateMappedMemoryRanges(VkDevice, uint32_t, const VkMappedMemoryRange*) {
+  return VK_SUCCESS;
+}
+
+}  // namespace bypass::icd

@@ -1,0 +1,20 @@
+// bypassd's configuration: command line, config file and defaults.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace bypass::host {
+
+struct ServerConfig {
+  std::string socket_path;         // unix socket the guests connect to
+  std::string device_name;         // substring of the physical device name to expose ("" = all)
+  size_t ring_bytes = 8u << 20;    // per ring, per session
+  size_t max_sessions = 64;
+  uint64_t max_objects = 1u << 20;      // per session
+  uint64_t max_memory_bytes = 16ull << 30;  // per session, host-visible memory shared with it
+  std::string log_level = "info";
+};
+
+}  // namespace bypass::host

@@ -1,0 +1,378 @@
+#include "session.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+
+#include "config.h"
+
+namespace bypass::host {
+
+using transport::Status;
+
+namespace {
+
+bool is_dispatchable(VkObjectType t) {
+  return t == VK_OBJECT_TYPE_INSTANCE || t == VK_OBJECT_TYPE_PHYSICAL_DEVICE || t == VK_OBJECT_TYPE_DEVICE ||
+         t == VK_OBJECT_TYPE_QUEUE || t == VK_OBJECT_TYPE_COMMAND_BUFFER;
+}
+
+const wire::Dispatch kNoDispatch{};
+
+}  // namespace
+
+Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& config)
+    : id_(id), channel_(std::move(channel)), config_(config), peer_pid_(channel_.peer_pid()) {
+  gipa_ = vkGetInstanceProcAddr;
+  decode.arena = &arena_;
+  decode.handles = this;
+  handlers = wire::default_handlers();
+  register_instance_handlers(handlers);
+  register_device_handlers(handlers);
+  register_memory_handlers(handlers);
+  register_sync_handlers(handlers);
+}
+
+Session::~Session() {
+  stop();
+  if (!finished()) teardown();
+}
+
+void Session::stop() { closing_.store(true, std::memory_order_release); }
+
+size_t Session::object_count() const { return stats_.objects.load(std::memory_order_relaxed); }
+
+void Session::run() {
+  spdlog::info("session {}: start (pid {}, uid {}, guest \"{}\")", id_, channel_.peer_pid(), channel_.peer_uid(),
+               channel_.peer_hello().peer_name);
+  transport::Message msg;
+  while (!closing()) {
+    Status st = channel_.recv(msg, transport::deadline_after(std::chrono::milliseconds(200)));
+    if (st == Status::kTimeout) continue;
+    if (st == Status::kPeerGone || st == Status::kClosed) {
+      end_reason_ = "guest disconnected";
+      break;
+    }
+    if (st != Status::kOk) {
+      end_reason_ = std::string("transport: ") + transport::to_string(st);
+      break;
+    }
+    if (msg.kind != wire::kMsgBatch) {
+      end_reason_ = "unexpected message kind " + std::to_string(msg.kind);
+      break;
+    }
+    stats_.bytes.fetch_add(msg.payload.size(), std::memory_order_relaxed);
+    if (!process_batch(msg.payload.data(), msg.payload.size())) break;
+  }
+  if (end_reason_.empty()) end_reason_ = "server shutting down";
+  const bool clean = end_reason_ == "guest disconnected" || end_reason_ == "guest ended the session";
+  if (!clean) {
+    // Tell the guest why before the socket closes; it may already be gone.
+    channel_.send(wire::kMsgError, std::as_bytes(std::span(end_reason_)), transport::deadline_after(std::chrono::milliseconds(100)));
+  }
+  const size_t objects_before = object_count();
+  teardown();
+  if (clean)
+    spdlog::info("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+  else
+    spdlog::warn("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+  finished_.store(true, std::memory_order_release);
+}
+
+bool Session::process_batch(const std::byte* bytes, size_t size) {
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes);
+  size_t off = 0;
+  while (off < size) {
+    wire::RecordHeader h;
+    if (size - off < sizeof(h)) {
+      end_reason_ = "truncated record header";
+      return false;
+    }
+    std::memcpy(&h, data + off, sizeof(h));
+    if (h.size < sizeof(h) || h.size > size - off || h.size % 8 != 0) {
+      end_reason_ = "record size " + std::to_string(h.size) + " out of bounds";
+      return false;
+    }
+    const uint8_t* payload = data + off + sizeof(h);
+    const size_t n = h.size - sizeof(h);
+    if (h.flags & wire::kRecordWantsReply) reply_seq = ++seq_;
+    arena_.reset();
+    decode.error.clear();
+    bool ok;
+    if (h.command >= 0xF000) {
+      ok = run_control(h.command, payload, n);
+    } else if (h.command < wire::kCommandIdLimit && wire::kRunTable[h.command]) {
+      ok = wire::kRunTable[h.command](*this, payload, n);
+    } else {
+      decode.fail("record", "unknown command id");
+      ok = false;
+    }
+    stats_.records.fetch_add(1, std::memory_order_relaxed);
+    if (!ok) {
+      const char* name = h.command >= 0xF000 ? "control" : wire::command_name(h.command);
+      end_reason_ = std::string(name) + ": " + (decode.error.empty() ? "failed" : decode.error);
+      return false;
+    }
+    off += h.size;
+  }
+  return true;
+}
+
+bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
+  switch (command) {
+    case wire::kCtlEnumeratePhysicalDevices:
+      return handle_enumerate_physical_devices(*this, data, size);
+    case wire::kCtlSessionStats: {
+      wire::StatsReply r{object_count(), stats_.records.load(), stats_.bytes.load(), stats_.memory_bytes.load()};
+      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
+      return true;
+    }
+    default:
+      return decode.fail("control", "unknown control command");
+  }
+}
+
+// ---------------------------------------------------------------- replies
+void Session::send_reply(uint64_t seq, uint16_t command, int32_t result, wire::Builder& b) {
+  send_raw_reply(seq, command, result, b.GetBufferPointer(), b.GetSize());
+}
+
+void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, const void* data, size_t size) {
+  wire::ReplyHeader h{seq, command, result};
+  std::array<std::span<const std::byte>, 2> parts{
+      std::as_bytes(std::span(&h, 1)), std::span(static_cast<const std::byte*>(data), size)};
+  std::lock_guard lock(reply_mu_);
+  // A guest that stopped reading fills the ring; its death is noticed by the transport.
+  channel_.sendv(wire::kMsgReply, parts);
+  stats_.replies.fetch_add(1, std::memory_order_relaxed);
+}
+
+wire::Builder& Session::reply_builder() {
+  thread_local wire::Builder b(4096);
+  return b;
+}
+
+// ---------------------------------------------------------------- blocking calls
+void Session::run_blocking(std::function<void()> job) {
+  std::lock_guard lock(jobs_mu_);
+  jobs_.push_back(std::move(job));
+  if (idle_waiters_ == 0 && waiters_.size() < 16) {
+    waiters_.emplace_back([this] { waiter_main(); });
+  } else {
+    jobs_cv_.notify_one();
+  }
+}
+
+void Session::waiter_main() {
+  std::unique_lock lock(jobs_mu_);
+  while (true) {
+    if (jobs_.empty()) {
+      if (closing()) return;
+      ++idle_waiters_;
+      jobs_cv_.wait(lock, [&] { return !jobs_.empty() || closing(); });
+      --idle_waiters_;
+      continue;
+    }
+    auto job = std::move(jobs_.front());
+    jobs_.pop_front();
+    lock.unlock();
+    job();
+    lock.lock();
+  }
+}
+
+// ---------------------------------------------------------------- objects
+uint64_t Session::to_wire(VkObjectType, uint64_t handle) { return objects_.id_of(handle); }
+
+bool Session::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) { return objects_.lookup(type, id, handle); }
+
+bool Session::new_id_ok(VkObjectType, uint64_t id) {
+  return id != 0 && !objects_.contains(id) && objects_.size() < config_.max_objects;
+}
+
+void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) {
+  {
+    std::lock_guard lock(objects_mu_);
+    objects_.add(type, id, handle, owner);
+  }
+  stats_.objects.store(objects_.size(), std::memory_order_relaxed);
+  if (is_dispatchable(type) && !dispatch_.count(handle)) {
+    // Queues, command buffers and physical devices use their owner's table; command
+    // buffers are owned by a pool, which is owned by the device.
+    for (uint64_t o = owner; o;) {
+      auto it = dispatch_.find(o);
+      if (it != dispatch_.end()) {
+        dispatch_[handle] = it->second;
+        break;
+      }
+      const ObjectEntry* e = objects_.entry_of_handle(o);
+      o = e ? e->owner : 0;
+    }
+  }
+}
+
+void Session::remove_object(VkObjectType, uint64_t handle) {
+  std::lock_guard lock(objects_mu_);
+  objects_.remove(handle, [&](const ObjectEntry& e) {
+    if (e.type == VK_OBJECT_TYPE_DEVICE_MEMORY) release_memory(e.handle);
+    if (e.type == VK_OBJECT_TYPE_DEVICE) devices_.erase(e.handle);
+    dispatch_.erase(e.handle);
+  });
+  stats_.objects.store(objects_.size(), std::memory_order_relaxed);
+}
+
+void Session::set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d) { dispatch_[dispatchable] = std::move(d); }
+
+std::shared_ptr<wire::Dispatch> Session::dispatch_ptr(uint64_t dispatchable) {
+  auto it = dispatch_.find(dispatchable);
+  return it == dispatch_.end() ? nullptr : it->second;
+}
+
+const wire::Dispatch& Session::dispatch_of(uint64_t dispatchable) {
+  auto it = dispatch_.find(dispatchable);
+  return it == dispatch_.end() ? kNoDispatch : *it->second;
+}
+
+void Session::set_device_info(uint64_t device, uint64_t physical_device, bool host_memory_import) {
+  DeviceInfo info;
+  info.physical_device = physical_device;
+  info.host_memory_import = host_memory_import;
+  const wire::Dispatch& d = dispatch_of(device);
+  auto pd = wire::handle_from_bits<VkPhysicalDevice>(physical_device);
+  d.vkGetPhysicalDeviceMemoryProperties(pd, &info.memory);
+  if (host_memory_import && d.vkGetPhysicalDeviceProperties2) {
+    VkPhysicalDeviceExternalMemoryHostPropertiesEXT host{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
+    VkPhysicalDeviceProperties2 props{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &host};
+    d.vkGetPhysicalDeviceProperties2(pd, &props);
+    info.import_alignment = host.minImportedHostPointerAlignment;
+  }
+  devices_[device] = info;
+}
+
+const DeviceInfo* Session::device_info(uint64_t device) const {
+  auto it = devices_.find(device);
+  return it == devices_.end() ? nullptr : &it->second;
+}
+
+void Session::remove_owned(uint64_t owner) {
+  std::lock_guard lock(objects_mu_);
+  objects_.remove_owned(owner, [&](const ObjectEntry& e) { dispatch_.erase(e.handle); });
+  stats_.objects.store(objects_.size(), std::memory_order_relaxed);
+}
+
+void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
+  stats_.memory_bytes.fetch_add(mem.size, std::memory_order_relaxed);
+  memory_[memory_handle] = mem;
+}
+
+void Session::release_memory(uint64_t memory_handle) {
+  auto it = memory_.find(memory_handle);
+  if (it == memory_.end()) return;
+  munmap(it->second.ptr, it->second.size);
+  close(it->second.fd);
+  stats_.memory_bytes.fetch_sub(it->second.size, std::memory_order_relaxed);
+  memory_.erase(it);
+}
+
+// ---------------------------------------------------------------- teardown
+namespace {
+
+// Children of a device in the order they can be destroyed: users before what they use.
+constexpr VkObjectType kDestroyOrder[] = {
+    VK_OBJECT_TYPE_COMMAND_POOL,        VK_OBJECT_TYPE_PIPELINE,
+    VK_OBJECT_TYPE_PIPELINE_LAYOUT,     VK_OBJECT_TYPE_DESCRIPTOR_POOL,
+    VK_OBJECT_TYPE_DESCRIPTOR_SET_LAYOUT, VK_OBJECT_TYPE_SAMPLER,
+    VK_OBJECT_TYPE_SAMPLER_YCBCR_CONVERSION, VK_OBJECT_TYPE_SHADER_MODULE,
+    VK_OBJECT_TYPE_FRAMEBUFFER,         VK_OBJECT_TYPE_RENDER_PASS,
+    VK_OBJECT_TYPE_IMAGE_VIEW,          VK_OBJECT_TYPE_BUFFER_VIEW,
+    VK_OBJECT_TYPE_IMAGE,               VK_OBJECT_TYPE_BUFFER,
+    VK_OBJECT_TYPE_QUERY_POOL,          VK_OBJECT_TYPE_EVENT,
+    VK_OBJECT_TYPE_SEMAPHORE,           VK_OBJECT_TYPE_FENCE,
+    VK_OBJECT_TYPE_PIPELINE_CACHE,      VK_OBJECT_TYPE_PRIVATE_DATA_SLOT,
+    VK_OBJECT_TYPE_DEVICE_MEMORY,
+};
+
+template <class H>
+H as(uint64_t bits) {
+  return wire::handle_from_bits<H>(bits);
+}
+
+}  // namespace
+
+void Session::destroy_object(const ObjectEntry& e) {
+  auto dev = as<VkDevice>(e.owner);
+  const wire::Dispatch& d = dispatch_of(e.owner);
+  switch (e.type) {
+#define BYPASS_DESTROY(TYPE, FN, H) \
+  case TYPE:                        \
+    if (d.FN) d.FN(dev, as<H>(e.handle), nullptr); \
+    break;
+    BYPASS_DESTROY(VK_OBJECT_TYPE_COMMAND_POOL, vkDestroyCommandPool, VkCommandPool)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE, vkDestroyPipeline, VkPipeline)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE_LAYOUT, vkDestroyPipelineLayout, VkPipelineLayout)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_DESCRIPTOR_POOL, vkDestroyDescriptorPool, VkDescriptorPool)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_DESCRIPTOR_SET_LAYOUT, vkDestroyDescriptorSetLayout, VkDescriptorSetLayout)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_SAMPLER, vkDestroySampler, VkSampler)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_SAMPLER_YCBCR_CONVERSION, vkDestroySamplerYcbcrConversion, VkSamplerYcbcrConversion)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_SHADER_MODULE, vkDestroyShaderModule, VkShaderModule)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_FRAMEBUFFER, vkDestroyFramebuffer, VkFramebuffer)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_RENDER_PASS, vkDestroyRenderPass, VkRenderPass)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_IMAGE_VIEW, vkDestroyImageView, VkImageView)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_BUFFER_VIEW, vkDestroyBufferView, VkBufferView)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_IMAGE, vkDestroyImage, VkImage)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_BUFFER, vkDestroyBuffer, VkBuffer)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_QUERY_POOL, vkDestroyQueryPool, VkQueryPool)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_EVENT, vkDestroyEvent, VkEvent)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_SEMAPHORE, vkDestroySemaphore, VkSemaphore)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_FENCE, vkDestroyFence, VkFence)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE_CACHE, vkDestroyPipelineCache, VkPipelineCache)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_PRIVATE_DATA_SLOT, vkDestroyPrivateDataSlot, VkPrivateDataSlot)
+    BYPASS_DESTROY(VK_OBJECT_TYPE_DEVICE_MEMORY, vkFreeMemory, VkDeviceMemory)
+#undef BYPASS_DESTROY
+    default:
+      break;
+  }
+}
+
+void Session::teardown() {
+  closing_.store(true, std::memory_order_release);
+  {
+    std::lock_guard lock(jobs_mu_);
+    jobs_cv_.notify_all();
+  }
+  for (auto& t : waiters_)
+    if (t.joinable()) t.join();
+  waiters_.clear();
+
+  std::lock_guard lock(objects_mu_);
+  std::vector<ObjectEntry> all = objects_.entries();
+  // Devices first (with their children), then instances.
+  for (const ObjectEntry& dev : all) {
+    if (dev.type != VK_OBJECT_TYPE_DEVICE) continue;
+    const wire::Dispatch& d = dispatch_of(dev.handle);
+    if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(dev.handle));
+    for (VkObjectType t : kDestroyOrder)
+      for (const ObjectEntry& e : all)
+        if (e.type == t && e.owner == dev.handle) destroy_object(e);
+    if (d.vkDestroyDevice) d.vkDestroyDevice(as<VkDevice>(dev.handle), nullptr);
+  }
+  for (const ObjectEntry& inst : all) {
+    if (inst.type != VK_OBJECT_TYPE_INSTANCE) continue;
+    const wire::Dispatch& d = dispatch_of(inst.handle);
+    if (d.vkDestroyInstance) d.vkDestroyInstance(as<VkInstance>(inst.handle), nullptr);
+  }
+  for (auto& [handle, mem] : memory_) {
+    munmap(mem.ptr, mem.size);
+    close(mem.fd);
+  }
+  memory_.clear();
+  objects_ = ObjectTable();
+  dispatch_.clear();
+  stats_.objects.store(0, std::memory_order_relaxed);
+  stats_.memory_bytes.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace bypass::host

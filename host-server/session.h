@@ -1,0 +1,139 @@
+// One guest session: its channel, its object table, its decoder thread and its waiters.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "bypass/transport/session.h"
+#include "bypass/wire/protocol.h"
+#include "commands.h"
+#include "object_table.h"
+
+namespace bypass::host {
+
+struct ServerConfig;
+
+// Host memory shared with the guest: a memfd mapped here and imported into the driver.
+struct SharedMemory {
+  int fd = -1;
+  void* ptr = nullptr;
+  size_t size = 0;
+};
+
+// What the host knows about a device it created for the guest.
+struct DeviceInfo {
+  uint64_t physical_device = 0;
+  bool host_memory_import = false;
+  uint64_t import_alignment = 4096;
+  VkPhysicalDeviceMemoryProperties memory{};
+};
+
+struct SessionStats {
+  std::atomic<uint64_t> records{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> replies{0};
+  std::atomic<uint64_t> objects{0};
+  std::atomic<uint64_t> memory_bytes{0};
+};
+
+class Session final : public wire::HostContext, private wire::HandleMap {
+ public:
+  Session(uint64_t id, transport::Channel channel, const ServerConfig& config);
+  ~Session() override;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Runs the decoder loop until the guest leaves or misbehaves, then tears everything down.
+  void run();
+  // Asks the loop to stop (server shutdown); returns at once.
+  void stop();
+
+  uint64_t id() const { return id_; }
+  pid_t peer_pid() const { return peer_pid_; }
+  const std::string& end_reason() const { return end_reason_; }
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
+  const SessionStats& stats() const { return stats_; }
+  size_t object_count() const;
+
+  // ---- used by the hand-written handlers
+  const ServerConfig& config() const { return config_; }
+  ObjectTable& objects() { return objects_; }
+  transport::Channel& channel() { return channel_; }
+  void set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d);
+  std::shared_ptr<wire::Dispatch> dispatch_ptr(uint64_t dispatchable);
+  void add_memory(uint64_t memory_handle, SharedMemory mem);
+  void release_memory(uint64_t memory_handle);
+  PFN_vkGetInstanceProcAddr gipa() const { return gipa_; }
+  void set_device_info(uint64_t device, uint64_t physical_device, bool host_memory_import);
+  const DeviceInfo* device_info(uint64_t device) const;
+  void remove_owned(uint64_t owner);
+  bool closing() const { return closing_.load(std::memory_order_acquire); }
+  // Sends a reply that is not a generated FlatBuffer (control commands).
+  void send_raw_reply(uint64_t seq, uint16_t command, int32_t result, const void* data, size_t size);
+
+  // ---- wire::HostContext
+  const wire::Dispatch& dispatch_of(uint64_t dispatchable) override;
+  bool new_id_ok(VkObjectType type, uint64_t id) override;
+  void add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) override;
+  void remove_object(VkObjectType type, uint64_t handle) override;
+  void send_reply(uint64_t seq, uint16_t command, int32_t result, wire::Builder& b) override;
+  void run_blocking(std::function<void()> job) override;
+  wire::Builder& reply_builder() override;
+
+ private:
+  // wire::HandleMap
+  uint64_t to_wire(VkObjectType type, uint64_t handle) override;
+  bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
+
+  bool process_batch(const std::byte* data, size_t size);
+  bool run_control(uint16_t command, const uint8_t* data, size_t size);
+  void waiter_main();
+  void teardown();
+  void destroy_object(const ObjectEntry& e);
+
+  const uint64_t id_;
+  transport::Channel channel_;
+  const ServerConfig& config_;
+  const pid_t peer_pid_;
+  PFN_vkGetInstanceProcAddr gipa_ = nullptr;
+
+  mutable std::mutex objects_mu_;  // the table is read by waiters and the stats reader
+  ObjectTable objects_;
+  std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
+  std::unordered_map<uint64_t, SharedMemory> memory_;
+  std::unordered_map<uint64_t, DeviceInfo> devices_;
+  wire::Arena arena_;
+  uint64_t seq_ = 0;
+
+  std::mutex reply_mu_;  // the reply ring has one producer at a time
+  std::vector<std::byte> reply_scratch_;
+
+  std::mutex jobs_mu_;
+  std::condition_variable jobs_cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> waiters_;
+  size_t idle_waiters_ = 0;
+
+  std::atomic<bool> closing_{false};
+  std::atomic<bool> finished_{false};
+  std::string end_reason_;
+  SessionStats stats_;
+};
+
+// Hand-written handlers, one registration function per object file.
+void register_instance_handlers(wire::Handlers& h);
+void register_device_handlers(wire::Handlers& h);
+void register_memory_handlers(wire::Handlers& h);
+void register_sync_handlers(wire::Handlers& h);
+bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size);
+
+}  // namespace bypass::host

@@ -38,6 +38,12 @@ void ResultCheck::fail(std::string detail) {
   if (first_failures_.size() < kFailuresShown) first_failures_.push_back(std::move(detail));
 }
 
+void ResultCheck::fail_equal(const char* what, uint64_t index, uint64_t actual,
+                             uint64_t expected) {
+  fail(std::string(what) + "[" + std::to_string(index) + "] is " + std::to_string(actual) +
+       ", expected " + std::to_string(expected));
+}
+
 void ResultCheck::finish() const {
   if (checked_ == 0) throw CheckError(what_ + ": nothing was checked");
   if (failed_ == 0) return;

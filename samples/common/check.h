@@ -20,6 +20,11 @@ class ResultCheck {
   // Pixel (x, y) of `image` must be within `tolerance` of `expected` in every channel.
   void expect_pixel(const Rgba8Image& image, uint32_t x, uint32_t y, const Rgba& expected,
                     int tolerance = 0);
+  // Element `index` of `what` must equal `expected`; cheap when it does (no string is built).
+  void expect_equal(const char* what, uint64_t index, uint64_t actual, uint64_t expected) {
+    ++checked_;
+    if (actual != expected) fail_equal(what, index, actual, expected);
+  }
   // A free-form condition; `detail` is recorded when it fails.
   void expect(bool ok, const std::string& detail);
 
@@ -30,6 +35,7 @@ class ResultCheck {
 
  private:
   void fail(std::string detail);
+  void fail_equal(const char* what, uint64_t index, uint64_t actual, uint64_t expected);
 
   std::string what_;
   uint64_t checked_ = 0;

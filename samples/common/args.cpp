@@ -115,8 +115,9 @@ std::string ArgParser::usage() const {
   }
   s << "  --help                  print this help\n";
   s << "\nenvironment:\n"
-       "  BYPASS_SAMPLE_VALIDATION=1  enable VK_LAYER_KHRONOS_validation; any validation error\n"
-       "                              makes the sample exit non-zero\n"
+       "  BYPASS_SAMPLE_VALIDATION=1     enable VK_LAYER_KHRONOS_validation; any validation\n"
+       "                                 error makes the sample exit non-zero\n"
+       "  BYPASS_SAMPLE_VALIDATION=sync  the same plus synchronization validation\n"
        "\nexit status: 0 result verified, 1 wrong result or Vulkan error, 2 bad arguments\n";
   return s.str();
 }

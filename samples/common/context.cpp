@@ -95,14 +95,8 @@ Context::Context(const ContextOptions& options) {
     create_instance(options);
     pick_physical_device(options);
     create_device(options);
-    VkCommandPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
-    pool_info.flags = VK_COMMAND_POOL_CREATE_TRANSIENT_BIT;
-    pool_info.queueFamilyIndex = queue_family_;
-    vk_check(vkCreateCommandPool(device_, &pool_info, nullptr, transient_pool_.put(device_)),
-             "vkCreateCommandPool");
   } catch (...) {
     // The destructor does not run for a half-made object: release what was made.
-    transient_pool_.reset();
     if (device_ != VK_NULL_HANDLE) vkDestroyDevice(device_, nullptr);
     if (messenger_ != VK_NULL_HANDLE) {
       auto destroy = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
@@ -116,7 +110,6 @@ Context::Context(const ContextOptions& options) {
 
 Context::~Context() {
   if (device_ != VK_NULL_HANDLE) vkDeviceWaitIdle(device_);
-  transient_pool_.reset();
   if (device_ != VK_NULL_HANDLE) vkDestroyDevice(device_, nullptr);
   if (messenger_ != VK_NULL_HANDLE) {
     auto destroy = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
@@ -283,33 +276,6 @@ void Context::require_format_features(VkFormat format, VkFormatFeatureFlags feat
                              " lacks optimal-tiling features " + std::to_string(features) +
                              " (has " + std::to_string(props.optimalTilingFeatures) + ")");
   }
-}
-
-void Context::run_commands(const std::function<void(VkCommandBuffer)>& record) const {
-  VkCommandBufferAllocateInfo alloc{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  alloc.commandPool = transient_pool_.get();
-  alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  alloc.commandBufferCount = 1;
-  VkCommandBuffer cmd = VK_NULL_HANDLE;
-  vk_check(vkAllocateCommandBuffers(device_, &alloc, &cmd), "vkAllocateCommandBuffers");
-  // Free the buffer on every path; the wait below guarantees it is no longer pending.
-  struct Freer {
-    VkDevice device;
-    VkCommandPool pool;
-    VkCommandBuffer cmd;
-    ~Freer() { vkFreeCommandBuffers(device, pool, 1, &cmd); }
-  } freer{device_, transient_pool_.get(), cmd};
-
-  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-  begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-  vk_check(vkBeginCommandBuffer(cmd, &begin), "vkBeginCommandBuffer");
-  record(cmd);
-  vk_check(vkEndCommandBuffer(cmd), "vkEndCommandBuffer");
-
-  VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-  submit.commandBufferCount = 1;
-  submit.pCommandBuffers = &cmd;
-  submit_and_wait(submit);
 }
 
 void Context::submit_and_wait(const VkSubmitInfo& submit, VkFence fence) const {

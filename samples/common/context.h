@@ -7,7 +7,6 @@
 #include <vulkan/vulkan.h>
 
 #include <cstdint>
-#include <functional>
 #include <string>
 
 #include "handles.h"
@@ -46,10 +45,6 @@ class Context {
   // Throws unless `format` with optimal tiling supports all of `features`.
   void require_format_features(VkFormat format, VkFormatFeatureFlags features) const;
 
-  // Records commands into a fresh primary command buffer, submits it alone and waits for it.
-  // Main thread only (the pool behind it is not synchronized).
-  void run_commands(const std::function<void(VkCommandBuffer)>& record) const;
-
   // Submits and waits on `fence` (a fresh fence per call when null; a caller's unsignaled fence
   // is reset again after the wait), with a bounded wait so a lost device reads as an error
   // rather than a hang.
@@ -69,7 +64,6 @@ class Context {
   uint32_t queue_family_ = 0;
   VkPhysicalDeviceProperties properties_{};
   VkPhysicalDeviceMemoryProperties memory_properties_{};
-  UniqueCommandPool transient_pool_;
 };
 
 // Validation errors reported so far (by any thread, through any Context).

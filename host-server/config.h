@@ -9,6 +9,7 @@ namespace bypass::host {
 
 struct ServerConfig {
   std::string socket_path;         // unix socket the guests connect to
+  std::string control_path;        // unix socket bypassctl talks to ("" = socket_path + ".ctl")
   std::string device_name;         // substring of the physical device name to expose ("" = all)
   size_t ring_bytes = 8u << 20;    // per ring, per session
   size_t max_sessions = 64;

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   app.set_config("--config", "", "Read options from a TOML/INI file (keys are the long option names)");
   app.add_option("--socket", config.socket_path, "UNIX socket guests connect to (BYPASS_ENDPOINT=unix:PATH)")
       ->capture_default_str();
+  app.add_option("--control", config.control_path,
+                 "UNIX socket bypassctl reads stats from (default: the guest socket path + \".ctl\")");
   app.add_option("--device", config.device_name,
                  "Expose only physical devices whose name contains this text (default: all)");
   app.add_option("--ring-size", config.ring_bytes, "Bytes per ring per session (rounded up to a power of two)")

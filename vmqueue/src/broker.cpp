@@ -28,6 +28,11 @@ using wire::Kind;
 using wire::Record;
 using Clock = std::chrono::steady_clock;
 
+// How long the broker polls its rings before sleeping. Zero: on a 2-core machine a spinning
+// broker steals the core the sender or receiver needs (measured: 30 us halves throughput);
+// the domains spin while they wait for a reply instead.
+constexpr auto kSpin = std::chrono::microseconds(0);
+
 enum class Tag : std::uint32_t { kListen = 1, kStop, kKick, kTimer, kDomain };
 
 std::uint64_t epoll_key(Tag tag, std::uint32_t id = 0) { return (std::uint64_t(tag) << 32) | id; }
@@ -582,7 +587,8 @@ struct Broker::Impl {
       if (pass()) continue;
       // A short spin catches the next request of a busy domain without a sleep/wake pair.
       bool work = false;
-      for (int i = 0; i < 200 && !work; ++i) {
+      auto spin_until = Clock::now() + kSpin;
+      while (!work && Clock::now() < spin_until) {
         _mm_pause();
         for (auto& [id, d] : domains)
           if (d->requests.consumer_slot() != nullptr) work = true;

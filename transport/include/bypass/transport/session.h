@@ -1,0 +1,93 @@
+// Session set-up: a UNIX SOCK_SEQPACKET socket, a three-step handshake and the shared region.
+//
+//   guest -> host   Hello   (transport, protocol version, schema hash, name)
+//   host  -> guest  Welcome (the host's Hello + the region memfd via SCM_RIGHTS)
+//                or Reject  (one line of text naming both sides' versions)
+//   guest -> host   Ready   (region validated and mapped) or Reject (with the reason)
+//
+// The host creates and seals the memfd (it can neither grow nor shrink afterwards, so no
+// side can make the other fault on it) and picks the ring sizes; the guest validates the
+// region header before touching the rings. SO_PEERCRED identifies the peer on both sides.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "bypass/transport/channel.h"
+#include "bypass/transport/status.h"
+#include "bypass/transport/unique_fd.h"
+
+namespace bypass::transport {
+
+// Version of the transport itself (region layout + socket packets), checked in the handshake
+// in addition to the caller's protocol version.
+inline constexpr uint32_t kTransportVersion = 1;
+
+struct Hello {
+  uint32_t protocol_version = 0;
+  uint64_t schema_hash = 0;
+  std::string peer_name;  // our own name when sent (<= kMaxNameBytes, printable ASCII kept)
+};
+inline constexpr size_t kMaxNameBytes = 64;
+
+struct SessionOptions {
+  size_t ring_bytes = 8 << 20;     // per ring; rounded up to a power of two, 256 B .. 1 GiB
+  size_t max_message = 256 << 20;  // largest reassembled message; more is a protocol error
+};
+
+// Guest side: connects to `endpoint` ("unix:/path", a bare path, or "unix:@name" for the
+// abstract namespace) and handshakes. On failure returns nullopt and sets *error (if not
+// null) to one line, e.g. no server at the path, or the version mismatch naming both
+// versions. Fails by the deadline, never hangs.
+std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, std::string* error, Deadline deadline);
+
+// Both handshake halves over an already connected SOCK_SEQPACKET UNIX socket (e.g. one end of
+// make_socket_pair() after fork()). They take ownership of the socket.
+std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline);
+std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const SessionOptions& options,
+                                     std::string* error, Deadline deadline);
+
+// A connected SOCK_SEQPACKET pair (close-on-exec), for fork-based tests and tools.
+bool make_socket_pair(UniqueFd* first, UniqueFd* second, std::string* error);
+
+// Both endpoints of one session in this process (handshake run on a helper thread).
+struct ChannelPair {
+  Channel guest;
+  Channel host;
+};
+std::optional<ChannelPair> make_channel_pair(const SessionOptions& options = {}, std::string* error = nullptr);
+
+// Host side: a listening socket.
+class Listener {
+ public:
+  // Creates missing parent directories and replaces a stale socket file (one nobody listens
+  // on); refuses to touch a live socket or a file that is not a socket.
+  static std::optional<Listener> listen(const std::string& endpoint, std::string* error);
+
+  Listener(Listener&&) noexcept;
+  Listener& operator=(Listener&&) noexcept;
+  ~Listener();  // closes the socket and removes the socket file it created
+
+  int fd() const;  // for poll(): readable when a guest is waiting
+  const std::string& path() const;
+
+  // Accepts one guest, handshakes, creates the session region (options.ring_bytes per ring)
+  // and sends its fd. On failure (deadline, handshake refused, malformed peer) returns nullopt
+  // with *error; a guest that got as far as a Hello also received a Reject with the reason.
+  std::optional<Channel> accept(const Hello& mine, const SessionOptions& options, std::string* error,
+                                Deadline deadline);
+
+ private:
+  Listener(UniqueFd fd, std::string path, dev_t dev, ino_t ino);
+  void remove_socket_file();
+  UniqueFd fd_;
+  std::string path_;  // filesystem path, empty for abstract sockets
+  dev_t dev_ = 0;     // identity of the socket file we created, so ~Listener removes only it
+  ino_t ino_ = 0;
+};
+
+}  // namespace bypass::transport

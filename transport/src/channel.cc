@@ -1,0 +1,403 @@
+#include "bypass/transport/channel.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstring>
+
+#include "channel_impl.h"
+#include "futex.h"
+#include "socket_io.h"
+#include "text.h"
+
+namespace bypass::transport {
+
+using layout::RecordHeader;
+
+namespace {
+
+// A blocked wait re-checks the peer's socket this often: the bound on noticing a dead peer.
+constexpr std::chrono::milliseconds kLivenessSlice{20};
+
+enum class Ready { kYes, kNo, kCorrupt };
+
+// Waits until check() says kYes: spins (adaptive budget), then sleeps on the ring's futex in
+// slices, checking between slices whether the peer's socket end has closed. `Ring` is
+// RingProducer (waiting for space) or RingConsumer (waiting for data).
+template <typename Ring, typename Check>
+Status wait_for(Ring& ring, SpinState& spin, Counter& sleeps, int socket, Deadline deadline, Check&& check) {
+  const bool timed = deadline != kForever;
+  if (timed && Clock::now() >= deadline) return check() == Ready::kYes ? Status::kOk : Status::kTimeout;
+  const uint32_t budget = spin.budget;
+  for (uint32_t i = 0; i < budget; ++i) {
+    detail::cpu_relax();
+    const Ready r = check();
+    if (r == Ready::kYes) {
+      spin.on_hit(i);
+      return Status::kOk;
+    }
+    if (r == Ready::kCorrupt) return Status::kProtocolError;
+    if (timed && (i & 127) == 127 && Clock::now() >= deadline) return Status::kTimeout;
+  }
+  if (budget != 0) spin.on_miss();
+  for (;;) {
+    const uint32_t token = ring.announce_sleep();
+    // Re-check after announcing: the other side either sees our flag or we see its update.
+    Ready r = check();
+    if (r != Ready::kNo) {
+      ring.cancel_sleep();
+      return r == Ready::kYes ? Status::kOk : Status::kProtocolError;
+    }
+    const Deadline now = Clock::now();
+    if (now >= deadline) {
+      ring.cancel_sleep();
+      return Status::kTimeout;
+    }
+    if (detail::peer_hung_up(socket)) {
+      ring.cancel_sleep();
+      // What the peer did before it died still counts.
+      r = check();
+      return r == Ready::kYes ? Status::kOk : r == Ready::kCorrupt ? Status::kProtocolError : Status::kPeerGone;
+    }
+    const auto slice = std::min<Clock::duration>(kLivenessSlice, deadline - now);
+    ring.sleep(token, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
+    ++sleeps;
+  }
+}
+
+}  // namespace
+
+Status Channel::Impl::fail(Status status, std::string text) {
+  std::lock_guard lock(error_mutex);
+  int expected = 0;
+  // First failure wins; release pairs with the acquire load in check_broken().
+  if (broken.compare_exchange_strong(expected, static_cast<int>(status), std::memory_order_release)) {
+    error = std::move(text);
+  }
+  return status;
+}
+
+Channel detail::ChannelFactory::make(UniqueFd socket, Mapping mapping, const RegionLayout& region, bool is_host,
+                                     const ucred& peer_cred, Hello peer_hello) {
+  auto impl = std::make_unique<Channel::Impl>();
+  const auto& tx_ring = region.rings[is_host ? layout::kReplyRing : layout::kCommandRing];
+  const auto& rx_ring = region.rings[is_host ? layout::kCommandRing : layout::kReplyRing];
+  std::byte* base = mapping.base();
+  impl->tx = RingProducer(reinterpret_cast<layout::RingControl*>(base + tx_ring.control_offset),
+                          base + tx_ring.data_offset, tx_ring.capacity);
+  impl->rx = RingConsumer(reinterpret_cast<layout::RingControl*>(base + rx_ring.control_offset),
+                          base + rx_ring.data_offset, rx_ring.capacity);
+  impl->socket = std::move(socket);
+  impl->mapping = std::move(mapping);
+  impl->max_message = region.max_message;
+  impl->peer_cred = peer_cred;
+  impl->peer_hello = std::move(peer_hello);
+  return Channel(std::move(impl));
+}
+
+Channel::Channel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Channel::Channel(Channel&&) noexcept = default;
+Channel& Channel::operator=(Channel&& other) noexcept {
+  if (this != &other) {
+    close();
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+Channel::~Channel() { close(); }
+
+void Channel::close() {
+  if (!impl_) return;
+  Impl& s = *impl_;
+  if (s.check_broken() == Status::kOk) {
+    // Best effort, never blocking: a full ring means the peer sees kPeerGone instead.
+    std::string ignored;
+    (void)s.tx.try_write(layout::kKindGoodbye, {}, &ignored);
+  }
+  impl_.reset();  // closes the socket (the peer's liveness signal) and unmaps the region
+}
+
+namespace {
+
+// Appends to `pieces` the byte range [offset, offset + size) of the concatenation of `parts`,
+// starting the search at part `*index` whose first byte is at concatenated offset `*base`.
+void slice_parts(std::span<const ByteSpan> parts, uint64_t offset, uint64_t size, size_t* index, uint64_t* base,
+                 std::vector<ByteSpan>* pieces) {
+  while (size != 0) {
+    const ByteSpan& part = parts[*index];
+    const uint64_t within = offset - *base;
+    if (within >= part.size()) {
+      *base += part.size();
+      ++*index;
+      continue;
+    }
+    const uint64_t n = std::min<uint64_t>(size, part.size() - within);
+    pieces->push_back(part.subspan(within, n));
+    offset += n;
+    size -= n;
+  }
+}
+
+}  // namespace
+
+Status Channel::send(uint32_t kind, std::span<const std::byte> payload, Deadline deadline) {
+  const ByteSpan part = payload;
+  return sendv(kind, std::span<const ByteSpan>(&part, 1), deadline);
+}
+
+Status Channel::sendv(uint32_t kind, std::span<const std::span<const std::byte>> parts, Deadline deadline) {
+  if (!impl_) return Status::kClosed;
+  Impl& s = *impl_;
+  if (const Status b = s.check_broken(); b != Status::kOk) return b;
+  if (kind >= layout::kReservedKindBase) return Status::kProtocolError;  // caller bug, not sticky
+  uint64_t total = 0;
+  for (const ByteSpan& part : parts) {
+    if (part.size() > s.max_message - std::min(total, s.max_message)) return Status::kTooLarge;
+    total += part.size();
+  }
+
+  // Writes one record, waiting for room.
+  auto write_record = [&](uint32_t record_kind, std::span<const ByteSpan> pieces, uint64_t size) -> Status {
+    std::string error;
+    for (;;) {
+      const RingProducer::Result r = s.tx.try_write(record_kind, pieces, &error);
+      if (r == RingProducer::Result::kDone) return Status::kOk;
+      if (r == RingProducer::Result::kCorrupt) return s.fail(Status::kProtocolError, "transmit ring: " + error);
+      const uint64_t bytes = layout::record_bytes(size);
+      const Status w = wait_for(s.tx, s.send_spin, s.send_sleeps, s.socket.get(), deadline, [&] {
+        switch (s.tx.has_space(bytes, &error)) {
+          case RingProducer::Result::kDone:
+            return Ready::kYes;
+          case RingProducer::Result::kFull:
+            return Ready::kNo;
+          case RingProducer::Result::kCorrupt:
+            break;
+        }
+        return Ready::kCorrupt;
+      });
+      if (w == Status::kProtocolError) return s.fail(w, "transmit ring: " + error);
+      if (w != Status::kOk) return w;
+    }
+  };
+
+  if (s.tx_abort_pending) {
+    if (const Status st = write_record(layout::kKindChunkAbort, {}, 0); st != Status::kOk) return st;
+    s.tx_abort_pending = false;
+  }
+
+  const uint64_t limit = s.tx.max_record_payload();
+  if (total <= limit) {
+    const Status st = write_record(kind, parts, total);
+    if (st == Status::kOk) {
+      ++s.msgs_sent;
+      s.bytes_sent.add(total);
+    }
+    return st;
+  }
+
+  // Too big for one record: a ChunkStart record (header + first data), then ChunkMore records.
+  const layout::ChunkStart start{kind, 0, total};
+  uint64_t offset = 0;
+  size_t part_index = 0;
+  uint64_t part_base = 0;
+  while (offset < total) {
+    const bool first = offset == 0;
+    s.pieces.clear();
+    uint64_t room = limit;
+    if (first) {
+      s.pieces.push_back(std::as_bytes(std::span(&start, 1)));
+      room -= sizeof start;
+    }
+    const uint64_t n = std::min(room, total - offset);
+    slice_parts(parts, offset, n, &part_index, &part_base, &s.pieces);
+    const uint64_t record_size = n + (first ? sizeof start : 0);
+    const Status st = write_record(first ? layout::kKindChunkStart : layout::kKindChunkMore, s.pieces, record_size);
+    if (st != Status::kOk) {
+      // Part of the message is out: the next send cancels it so the stream stays consistent.
+      if (!first && st == Status::kTimeout) s.tx_abort_pending = true;
+      return st;
+    }
+    offset += n;
+  }
+  ++s.msgs_sent;
+  s.bytes_sent.add(total);
+  return Status::kOk;
+}
+
+Status Channel::recv(Message& out, Deadline deadline) {
+  if (!impl_) return Status::kClosed;
+  Impl& s = *impl_;
+  if (const Status b = s.check_broken(); b != Status::kOk) return b;
+  if (s.rx_closed) return Status::kClosed;
+  std::string error;
+  for (;;) {
+    RecordHeader h;
+    const RingConsumer::Result r = s.rx.peek(&h, &error);
+    if (r == RingConsumer::Result::kCorrupt) return s.fail(Status::kProtocolError, "receive ring: " + error);
+    if (r == RingConsumer::Result::kEmpty) {
+      const Status w = wait_for(s.rx, s.recv_spin, s.recv_sleeps, s.socket.get(), deadline,
+                                [&] { return s.rx.has_data() ? Ready::kYes : Ready::kNo; });
+      if (w != Status::kOk) return w;
+      continue;
+    }
+
+    if (h.kind < layout::kReservedKindBase) {
+      if (s.reassembling) {
+        return s.fail(Status::kProtocolError,
+                      detail::str_printf("receive ring: message of kind %u inside a chunked message", h.kind));
+      }
+      out.kind = h.kind;
+      out.payload.resize(h.size);
+      s.rx.read(0, out.payload.data(), h.size);
+      s.rx.pop();
+      ++s.msgs_received;
+      s.bytes_received.add(h.size);
+      return Status::kOk;
+    }
+
+    switch (h.kind) {
+      case layout::kKindChunkStart: {
+        layout::ChunkStart start;
+        if (s.reassembling || h.size < sizeof start) {
+          return s.fail(Status::kProtocolError, "receive ring: misplaced or short chunk start");
+        }
+        s.rx.read(0, reinterpret_cast<std::byte*>(&start), sizeof start);
+        const uint64_t data = h.size - sizeof start;
+        if (start.kind >= layout::kReservedKindBase || start.total > s.max_message || data > start.total) {
+          return s.fail(Status::kProtocolError,
+                        detail::str_printf("receive ring: chunked message of kind 0x%08x and %" PRIu64
+                                           " bytes refused (limit %" PRIu64 " bytes)",
+                                           start.kind, start.total, s.max_message));
+        }
+        s.reassembly.resize(start.total);
+        s.rx.read(sizeof start, s.reassembly.data(), data);
+        s.rx.pop();
+        s.reassembling = true;
+        s.reassembly_kind = start.kind;
+        s.reassembly_total = start.total;
+        s.reassembly_got = data;
+        break;
+      }
+      case layout::kKindChunkMore:
+        if (!s.reassembling || h.size == 0 || h.size > s.reassembly_total - s.reassembly_got) {
+          return s.fail(Status::kProtocolError,
+                        detail::str_printf("receive ring: unexpected chunk of %u bytes (%" PRIu64 " of %" PRIu64
+                                           " bytes reassembled)",
+                                           h.size, s.reassembly_got, s.reassembly_total));
+        }
+        s.rx.read(0, s.reassembly.data() + s.reassembly_got, h.size);
+        s.rx.pop();
+        s.reassembly_got += h.size;
+        break;
+      case layout::kKindChunkAbort:
+        s.rx.pop();
+        s.reassembling = false;
+        continue;
+      case layout::kKindGoodbye:
+        s.rx.pop();
+        s.rx_closed = true;
+        s.reassembling = false;
+        return Status::kClosed;
+      default:
+        return s.fail(Status::kProtocolError,
+                      detail::str_printf("receive ring: record of reserved kind 0x%08x", h.kind));
+    }
+    if (s.reassembling && s.reassembly_got == s.reassembly_total) {
+      s.reassembling = false;
+      out.kind = s.reassembly_kind;
+      out.payload.swap(s.reassembly);  // the old payload buffer is reused for the next one
+      ++s.msgs_received;
+      s.bytes_received.add(s.reassembly_total);
+      return Status::kOk;
+    }
+  }
+}
+
+bool Channel::poll_ready() const { return impl_ && impl_->rx.has_data(); }
+
+Status Channel::send_fds(uint64_t tag, std::span<const int> fds) {
+  if (!impl_) return Status::kClosed;
+  Impl& s = *impl_;
+  if (const Status b = s.check_broken(); b != Status::kOk) return b;
+  if (fds.size() > kMaxFdsPerMessage) return Status::kTooLarge;
+  detail::FdsPacket packet{};
+  packet.header = {detail::kPacketMagic, static_cast<uint16_t>(detail::PacketType::kFds), 0};
+  packet.count = static_cast<uint32_t>(fds.size());
+  packet.tag = tag;
+  std::string error;
+  return detail::send_packet(s.socket.get(), &packet, sizeof packet, fds, kForever, &error);
+}
+
+Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline) {
+  if (!impl_) return Status::kClosed;
+  Impl& s = *impl_;
+  if (const Status b = s.check_broken(); b != Status::kOk) return b;
+  detail::Packet packet;
+  std::string error;
+  const Status st = detail::recv_packet(s.socket.get(), &packet, deadline, &error);
+  if (st == Status::kProtocolError) return s.fail(st, "socket: " + error);
+  if (st != Status::kOk) return st;
+  detail::FdsPacket fp;
+  if (packet.size != sizeof fp) {
+    return s.fail(Status::kProtocolError, detail::str_printf("socket: unexpected %zu-byte packet", packet.size));
+  }
+  std::memcpy(&fp, packet.bytes, sizeof fp);
+  if (fp.header.magic != detail::kPacketMagic || fp.header.type != static_cast<uint16_t>(detail::PacketType::kFds) ||
+      fp.count != packet.fds.size() || fp.count > kMaxFdsPerMessage) {
+    return s.fail(Status::kProtocolError,
+                  detail::str_printf("socket: malformed fd packet (type %u, %u fds announced, %zu attached)",
+                                     fp.header.type, fp.count, packet.fds.size()));
+  }
+  tag = fp.tag;
+  fds.clear();
+  for (UniqueFd& fd : packet.fds) fds.push_back(fd.release());
+  return Status::kOk;
+}
+
+bool Channel::peer_alive() const { return impl_ && !detail::peer_hung_up(impl_->socket.get()); }
+pid_t Channel::peer_pid() const { return impl_ ? impl_->peer_cred.pid : -1; }
+uid_t Channel::peer_uid() const { return impl_ ? impl_->peer_cred.uid : static_cast<uid_t>(-1); }
+gid_t Channel::peer_gid() const { return impl_ ? impl_->peer_cred.gid : static_cast<gid_t>(-1); }
+
+const Hello& Channel::peer_hello() const {
+  static const Hello kNone{};
+  return impl_ ? impl_->peer_hello : kNone;
+}
+
+int Channel::socket_fd() const { return impl_ ? impl_->socket.get() : -1; }
+
+void Channel::set_spin(uint32_t max_spins) {
+  if (!impl_) return;
+  impl_->send_spin.max = impl_->send_spin.budget = max_spins;
+  impl_->recv_spin.max = impl_->recv_spin.budget = max_spins;
+}
+
+Channel::Stats Channel::stats() const {
+  if (!impl_) return {};
+  const Impl& s = *impl_;
+  return Stats{s.msgs_sent.load(),
+               s.bytes_sent.load(),
+               s.msgs_received.load(),
+               s.bytes_received.load(),
+               s.tx.wakes_issued() + s.rx.wakes_issued(),
+               s.send_sleeps.load() + s.recv_sleeps.load()};
+}
+
+size_t Channel::tx_capacity() const { return impl_ ? impl_->tx.capacity() : 0; }
+size_t Channel::tx_used() const { return impl_ ? impl_->tx.used() : 0; }
+size_t Channel::rx_used() const { return impl_ ? impl_->rx.used() : 0; }
+size_t Channel::max_message() const { return impl_ ? impl_->max_message : 0; }
+
+std::string Channel::error_text() const {
+  if (!impl_) return "channel is closed";
+  std::lock_guard lock(impl_->error_mutex);
+  return impl_->error;
+}
+
+std::span<std::byte> Channel::region_for_testing() const {
+  if (!impl_) return {};
+  return {impl_->mapping.base(), impl_->mapping.size()};
+}
+
+}  // namespace bypass::transport

@@ -1,0 +1,73 @@
+// Channel's private state, shared by channel.cc and session.cc (which builds channels).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bypass/transport/channel.h"
+#include "bypass/transport/session.h"
+#include "region.h"
+
+namespace bypass::transport {
+
+// Adaptive spin budget for one waiting direction.
+struct SpinState {
+  static constexpr uint32_t kMinSpins = 32;
+  uint32_t max = Channel::kDefaultMaxSpins;
+  uint32_t budget = Channel::kDefaultMaxSpins;
+
+  // The wait ended while spinning, at iteration `i`: if that used most of the budget, the
+  // next wait probably wants more.
+  void on_hit(uint32_t i) {
+    if (i >= budget / 2) budget = std::min(max, std::max(budget * 2, kMinSpins));
+  }
+  // The wait ended asleep: spinning was wasted, spin less next time.
+  void on_miss() { budget = std::max(std::min(max, kMinSpins), budget / 2); }
+};
+
+struct Channel::Impl {
+  UniqueFd socket;
+  detail::Mapping mapping;
+  RingProducer tx;
+  RingConsumer rx;
+  uint64_t max_message = 0;
+  ucred peer_cred{};
+  Hello peer_hello;
+
+  // Send side (one thread at a time).
+  SpinState send_spin;
+  Counter msgs_sent, bytes_sent, send_sleeps;
+  bool tx_abort_pending = false;  // a chunked message was cut short; cancel it before the next
+  std::vector<ByteSpan> pieces;   // reused gather list for one record
+
+  // Receive side (one thread at a time).
+  SpinState recv_spin;
+  Counter msgs_received, bytes_received, recv_sleeps;
+  bool rx_closed = false;  // the peer said goodbye
+  bool reassembling = false;
+  uint32_t reassembly_kind = 0;
+  uint64_t reassembly_total = 0, reassembly_got = 0;
+  std::vector<std::byte> reassembly;
+
+  // Sticky failure, set by whichever side finds it first.
+  std::atomic<int> broken{0};  // a Status; pairs with the loads in check_broken()
+  mutable std::mutex error_mutex;
+  std::string error;
+
+  Status fail(Status status, std::string text);
+  Status check_broken() const { return static_cast<Status>(broken.load(std::memory_order_acquire)); }
+};
+
+namespace detail {
+struct ChannelFactory {
+  // `is_host`: the host writes the reply ring and reads the command ring; the guest the reverse.
+  static Channel make(UniqueFd socket, Mapping mapping, const RegionLayout& region, bool is_host,
+                      const ucred& peer_cred, Hello peer_hello);
+};
+}  // namespace detail
+
+}  // namespace bypass::transport

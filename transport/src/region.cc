@@ -1,0 +1,180 @@
+#include "region.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+#include <new>
+
+#include "bypass/transport/session.h"
+#include "text.h"
+
+namespace bypass::transport::detail {
+
+using layout::RegionHeader;
+using layout::RingControl;
+
+Mapping& Mapping::operator=(Mapping&& other) noexcept {
+  if (this != &other) {
+    reset();
+    base_ = std::exchange(other.base_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+void Mapping::reset() {
+  if (base_ != nullptr) ::munmap(base_, size_);
+  base_ = nullptr;
+  size_ = 0;
+}
+
+namespace {
+
+constexpr unsigned kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+
+bool is_power_of_two(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+bool map_shared(int fd, size_t size, Mapping* mapping, std::string* error) {
+  // MAP_POPULATE: fault the rings in now rather than on the first messages.
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (base == MAP_FAILED) {
+    *error = str_printf("cannot map the session region (%zu bytes): %s", size, std::strerror(errno));
+    return false;
+  }
+  *mapping = Mapping(static_cast<std::byte*>(base), size);
+  return true;
+}
+
+struct Range {
+  uint64_t begin, end;
+};
+
+}  // namespace
+
+bool plan_region(const SessionOptions& options, RegionLayout* out, std::string* error) {
+  uint64_t capacity = layout::kMinRingBytes;
+  if (options.ring_bytes > layout::kMaxRingBytes) {
+    *error =
+        str_printf("ring_bytes %zu exceeds the limit of %" PRIu64 " bytes", options.ring_bytes, layout::kMaxRingBytes);
+    return false;
+  }
+  while (capacity < options.ring_bytes) capacity *= 2;
+  if (options.max_message == 0) {
+    *error = "max_message must be at least 1 byte";
+    return false;
+  }
+  RegionLayout plan;
+  plan.max_message = options.max_message;
+  for (uint32_t i = 0; i < layout::kRingCount; ++i) {
+    plan.rings[i].control_offset = layout::kControlOffset + i * sizeof(RingControl);
+    plan.rings[i].data_offset = layout::kDataOffset + i * capacity;
+    plan.rings[i].capacity = capacity;
+  }
+  plan.size = layout::kDataOffset + layout::kRingCount * capacity;
+  *out = plan;
+  return true;
+}
+
+bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, std::string* error) {
+  UniqueFd fd(::memfd_create("bypass-session", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) {
+    *error = str_printf("memfd_create failed: %s", std::strerror(errno));
+    return false;
+  }
+  if (::ftruncate(fd.get(), static_cast<off_t>(plan.size)) != 0) {
+    *error = str_printf("cannot size the session region to %" PRIu64 " bytes: %s", plan.size, std::strerror(errno));
+    return false;
+  }
+  // Sealed against shrinking, a guest cannot make the host fault (SIGBUS) on the mapping.
+  if (::fcntl(fd.get(), F_ADD_SEALS, kRequiredSeals) != 0) {
+    *error = str_printf("cannot seal the session region: %s", std::strerror(errno));
+    return false;
+  }
+  Mapping map;
+  if (!map_shared(fd.get(), plan.size, &map, error)) return false;
+
+  for (uint32_t i = 0; i < layout::kRingCount; ++i) new (map.base() + plan.rings[i].control_offset) RingControl{};
+  RegionHeader header{};
+  header.magic = layout::kRegionMagic;
+  header.layout_version = layout::kLayoutVersion;
+  header.region_size = plan.size;
+  header.max_message = plan.max_message;
+  for (uint32_t i = 0; i < layout::kRingCount; ++i) header.rings[i] = plan.rings[i];
+  std::memcpy(map.base(), &header, sizeof header);
+
+  *memfd = std::move(fd);
+  *mapping = std::move(map);
+  return true;
+}
+
+bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* error) {
+  struct stat st {};
+  if (::fstat(memfd, &st) != 0) {
+    *error = str_printf("cannot stat the session region: %s", std::strerror(errno));
+    return false;
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  constexpr uint64_t kMaxRegion = layout::kDataOffset + layout::kRingCount * layout::kMaxRingBytes;
+  if (!S_ISREG(st.st_mode) || size < layout::kDataOffset || size > kMaxRegion) {
+    *error = str_printf("session region has an invalid size (%" PRIu64 " bytes)", size);
+    return false;
+  }
+  const int seals = ::fcntl(memfd, F_GET_SEALS);
+  if (seals < 0 || (static_cast<unsigned>(seals) & kRequiredSeals) != kRequiredSeals) {
+    *error = "session region is not sealed against resizing";
+    return false;
+  }
+  Mapping map;
+  if (!map_shared(memfd, size, &map, error)) return false;
+
+  RegionHeader header;
+  std::memcpy(&header, map.base(), sizeof header);
+  if (header.magic != layout::kRegionMagic || header.layout_version != layout::kLayoutVersion) {
+    *error = str_printf("session region has magic 0x%08x layout version %u, expected 0x%08x version %u", header.magic,
+                        header.layout_version, layout::kRegionMagic, layout::kLayoutVersion);
+    return false;
+  }
+  if (header.region_size != size || header.max_message == 0) {
+    *error = str_printf("session region header says %" PRIu64 " bytes (max message %" PRIu64
+                        ") but the memfd holds %" PRIu64,
+                        header.region_size, header.max_message, size);
+    return false;
+  }
+  // Every piece must lie inside the region and no two may overlap.
+  Range ranges[1 + 2 * layout::kRingCount];
+  ranges[0] = {0, sizeof(RegionHeader)};
+  for (uint32_t i = 0; i < layout::kRingCount; ++i) {
+    const layout::RingDescriptor& d = header.rings[i];
+    if (!is_power_of_two(d.capacity) || d.capacity < layout::kMinRingBytes || d.capacity > layout::kMaxRingBytes ||
+        d.control_offset % layout::kCacheLine != 0 || d.data_offset % 8 != 0 || d.control_offset > size ||
+        size - d.control_offset < sizeof(RingControl) || d.data_offset > size || size - d.data_offset < d.capacity) {
+      *error = str_printf("session region ring %u is invalid (control at %" PRIu64 ", data at %" PRIu64
+                          ", capacity %" PRIu64 ", region %" PRIu64 " bytes)",
+                          i, d.control_offset, d.data_offset, d.capacity, size);
+      return false;
+    }
+    ranges[1 + 2 * i] = {d.control_offset, d.control_offset + sizeof(RingControl)};
+    ranges[2 + 2 * i] = {d.data_offset, d.data_offset + d.capacity};
+  }
+  for (size_t a = 0; a < std::size(ranges); ++a) {
+    for (size_t b = a + 1; b < std::size(ranges); ++b) {
+      if (ranges[a].begin < ranges[b].end && ranges[b].begin < ranges[a].end) {
+        *error = "session region has overlapping rings";
+        return false;
+      }
+    }
+  }
+  RegionLayout result;
+  result.size = size;
+  result.max_message = header.max_message;
+  for (uint32_t i = 0; i < layout::kRingCount; ++i) result.rings[i] = header.rings[i];
+  *out = result;
+  *mapping = std::move(map);
+  return true;
+}
+
+}  // namespace bypass::transport::detail

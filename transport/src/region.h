@@ -1,0 +1,54 @@
+// The session region: planning its layout, creating it (host) and validating it (guest).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "bypass/transport/layout.h"
+#include "bypass/transport/unique_fd.h"
+
+namespace bypass::transport {
+struct SessionOptions;
+}
+
+namespace bypass::transport::detail {
+
+// An owned shared mapping, unmapped exactly once.
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(std::byte* base, size_t size) : base_(base), size_(size) {}
+  Mapping(Mapping&& other) noexcept
+      : base_(std::exchange(other.base_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  Mapping& operator=(Mapping&& other) noexcept;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() { reset(); }
+
+  std::byte* base() const { return base_; }
+  size_t size() const { return size_; }
+  void reset();
+
+ private:
+  std::byte* base_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Where everything lives; a validated private copy, never re-read from shared memory.
+struct RegionLayout {
+  uint64_t size = 0;
+  uint64_t max_message = 0;
+  layout::RingDescriptor rings[layout::kRingCount] = {};
+};
+
+bool plan_region(const SessionOptions& options, RegionLayout* out, std::string* error);
+
+// Host: creates the sealed memfd, maps it and writes the header and empty rings.
+bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, std::string* error);
+
+// Guest: checks the memfd (size, seals), maps it and validates the header into *out.
+bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* error);
+
+}  // namespace bypass::transport::detail

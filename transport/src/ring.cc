@@ -1,0 +1,201 @@
+#include "bypass/transport/ring.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstring>
+
+#include "futex.h"
+#include "text.h"
+
+namespace bypass::transport {
+
+using layout::RecordHeader;
+
+namespace {
+
+constexpr uint64_t kAlign = 8;
+
+void set_error(std::string* error, std::string text) {
+  if (error != nullptr) *error = std::move(text);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Producer
+
+RingProducer::RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity)
+    : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
+
+bool RingProducer::refresh_tail(std::string* error) {
+  // Pairs with the consumer's seq_cst store of tail in pop(): once we see the new tail, the
+  // consumer has finished copying those bytes out and we may overwrite them. seq_cst rather
+  // than acquire because after announce_sleep() this load must not move before that store.
+  const uint64_t tail = control_->tail.load(std::memory_order_seq_cst);
+  // The consumer can only move forward, never past what we published, in whole records.
+  if (tail < cached_tail_ || tail > head_ || tail % kAlign != 0) {
+    set_error(error, detail::str_printf("ring tail %" PRIu64 " is invalid (previous tail %" PRIu64 ", head %" PRIu64
+                                        ", capacity %" PRIu64 ")",
+                                        tail, cached_tail_, head_, capacity_));
+    return false;
+  }
+  cached_tail_ = tail;
+  return true;
+}
+
+RingProducer::Result RingProducer::has_space(uint64_t record_bytes, std::string* error) {
+  if (capacity_ - (head_ - cached_tail_) >= record_bytes) return Result::kDone;
+  if (!refresh_tail(error)) return Result::kCorrupt;
+  return capacity_ - (head_ - cached_tail_) >= record_bytes ? Result::kDone : Result::kFull;
+}
+
+uint64_t RingProducer::used() const {
+  // Both loads are of shared atomics (not our private head_), so any thread may ask.
+  const uint64_t tail = control_->tail.load(std::memory_order_acquire);
+  const uint64_t used = control_->head.load(std::memory_order_acquire) - tail;
+  return used <= capacity_ ? used : capacity_;
+}
+
+RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const ByteSpan> parts, std::string* error) {
+  uint64_t size = 0;
+  for (const ByteSpan& part : parts) size += part.size();
+  if (size > max_record_payload()) {
+    set_error(error, detail::str_printf("record of %" PRIu64 " bytes exceeds the ring's record limit %" PRIu64, size,
+                                        max_record_payload()));
+    return Result::kCorrupt;
+  }
+  const uint64_t bytes = layout::record_bytes(size);
+  if (const Result r = has_space(bytes, error); r != Result::kDone) return r;
+
+  // The header never wraps (head_ is 8-aligned, capacity a multiple of 8); payload parts may.
+  const RecordHeader header{static_cast<uint32_t>(size), kind};
+  std::memcpy(data_ + (head_ & mask_), &header, sizeof header);
+  uint64_t pos = head_ + sizeof header;
+  for (const ByteSpan& part : parts) {
+    const uint64_t at = pos & mask_;
+    const uint64_t first = std::min<uint64_t>(part.size(), capacity_ - at);
+    if (first != 0) std::memcpy(data_ + at, part.data(), first);
+    if (first < part.size()) std::memcpy(data_, part.data() + first, part.size() - first);
+    pos += part.size();
+  }
+  head_ += bytes;
+
+  // seq_cst store: publishes the record (the consumer's acquire/seq_cst load of head pairs
+  // with it) and orders it before our load of consumer_sleeping below. The consumer does the
+  // mirror image (store consumer_sleeping, then load head), so at least one of us sees the
+  // other: either it finds the record or we find it asleep. No wake can be lost.
+  control_->head.store(head_, std::memory_order_seq_cst);
+  if (control_->consumer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+      control_->consumer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
+    // Bumping the futex word makes a consumer that is about to call FUTEX_WAIT return at once.
+    control_->data_seq.fetch_add(1, std::memory_order_release);
+    detail::futex_wake(&control_->data_seq);
+    ++wakes_;
+  }
+  return Result::kDone;
+}
+
+uint32_t RingProducer::announce_sleep() {
+  // Read the token first: any wake issued after this point changes it.
+  const uint32_t token = control_->space_seq.load(std::memory_order_acquire);
+  // Pairs with the consumer's seq_cst tail store + seq_cst load of producer_sleeping in pop().
+  control_->producer_sleeping.store(1, std::memory_order_seq_cst);
+  return token;
+}
+
+void RingProducer::cancel_sleep() { control_->producer_sleeping.store(0, std::memory_order_relaxed); }
+
+void RingProducer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
+  detail::futex_wait(&control_->space_seq, token, timeout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer
+
+RingConsumer::RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity)
+    : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
+
+bool RingConsumer::has_data() const {
+  // Pairs with the producer's seq_cst head store in try_write(); seq_cst so that after
+  // announce_sleep() it is ordered after the consumer_sleeping store.
+  return control_->head.load(std::memory_order_seq_cst) != tail_;
+}
+
+uint64_t RingConsumer::used() const {
+  const uint64_t head = control_->head.load(std::memory_order_acquire);
+  const uint64_t used = head - tail_;
+  return used <= capacity_ ? used : capacity_;  // a corrupt head is reported by peek()
+}
+
+RingConsumer::Result RingConsumer::peek(RecordHeader* header, std::string* error) {
+  if (current_bytes_ != 0) {
+    *header = current_;
+    return Result::kDone;
+  }
+  if (cached_head_ == tail_) {
+    // seq_cst (not just acquire) so that after announce_sleep() this load is ordered after
+    // the consumer_sleeping store; pairs with the producer's seq_cst head store.
+    const uint64_t head = control_->head.load(std::memory_order_seq_cst);
+    // Unsigned difference: a head behind our tail wraps to a huge value and is caught too.
+    if (head - tail_ > capacity_ || head < cached_head_ || head % kAlign != 0) {
+      set_error(error, detail::str_printf("ring head %" PRIu64 " is invalid (tail %" PRIu64 ", previous head %" PRIu64
+                                          ", capacity %" PRIu64 ")",
+                                          head, tail_, cached_head_, capacity_));
+      return Result::kCorrupt;
+    }
+    cached_head_ = head;
+    if (head == tail_) return Result::kEmpty;
+  }
+  // Copy the header once into private memory; the peer may change the shared bytes at any
+  // time, so everything below uses only this copy.
+  RecordHeader copy;
+  std::memcpy(&copy, data_ + (tail_ & mask_), sizeof copy);
+  const uint64_t available = cached_head_ - tail_;
+  if (copy.size > layout::max_record_payload(capacity_) || layout::record_bytes(copy.size) > available) {
+    set_error(error,
+              detail::str_printf("record at %" PRIu64 " claims %u payload bytes but %" PRIu64
+                                 " bytes are published (record limit %" PRIu64 ")",
+                                 tail_, copy.size, available - sizeof copy, layout::max_record_payload(capacity_)));
+    return Result::kCorrupt;
+  }
+  current_ = copy;
+  current_bytes_ = layout::record_bytes(copy.size);
+  *header = copy;
+  return Result::kDone;
+}
+
+void RingConsumer::read(uint64_t offset, std::byte* out, uint64_t size) const {
+  const uint64_t at = (tail_ + sizeof(RecordHeader) + offset) & mask_;
+  const uint64_t first = std::min(size, capacity_ - at);
+  if (first != 0) std::memcpy(out, data_ + at, first);
+  if (first < size) std::memcpy(out + first, data_, size - first);
+}
+
+void RingConsumer::pop() {
+  tail_ += current_bytes_;
+  current_bytes_ = 0;
+  // seq_cst store: hands the space back (pairs with the producer's acquire load of tail in
+  // refresh_tail()) and orders it before our load of producer_sleeping, mirroring try_write().
+  control_->tail.store(tail_, std::memory_order_seq_cst);
+  if (control_->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+      control_->producer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
+    control_->space_seq.fetch_add(1, std::memory_order_release);
+    detail::futex_wake(&control_->space_seq);
+    ++wakes_;
+  }
+}
+
+uint32_t RingConsumer::announce_sleep() {
+  const uint32_t token = control_->data_seq.load(std::memory_order_acquire);
+  // Pairs with the producer's seq_cst head store + seq_cst load of consumer_sleeping.
+  control_->consumer_sleeping.store(1, std::memory_order_seq_cst);
+  return token;
+}
+
+void RingConsumer::cancel_sleep() { control_->consumer_sleeping.store(0, std::memory_order_relaxed); }
+
+void RingConsumer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
+  detail::futex_wait(&control_->data_seq, token, timeout);
+}
+
+}  // namespace bypass::transport

@@ -1,0 +1,422 @@
+#include "bypass/transport/session.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "channel_impl.h"
+#include "region.h"
+#include "socket_io.h"
+#include "text.h"
+
+namespace bypass::transport {
+
+using detail::HelloPacket;
+using detail::Packet;
+using detail::PacketHeader;
+using detail::PacketType;
+using detail::RejectPacket;
+using detail::str_printf;
+
+namespace {
+
+void set_error(std::string* error, std::string text) {
+  if (error != nullptr) *error = std::move(text);
+}
+
+PacketHeader header_of(PacketType type) { return {detail::kPacketMagic, static_cast<uint16_t>(type), 0}; }
+
+HelloPacket make_hello(PacketType type, const Hello& hello) {
+  HelloPacket p{};
+  p.header = header_of(type);
+  p.transport_version = kTransportVersion;
+  p.protocol_version = hello.protocol_version;
+  p.schema_hash = hello.schema_hash;
+  const std::string name = detail::printable(hello.peer_name, kMaxNameBytes);
+  p.name_bytes = static_cast<uint32_t>(name.size());
+  std::memcpy(p.name, name.data(), name.size());
+  return p;
+}
+
+// Which packet a received one is, if it is well formed: right magic, known type, exact size.
+bool packet_is(const Packet& packet, PacketType type, size_t size) {
+  PacketHeader h;
+  if (packet.size != size || packet.size < sizeof h) return false;
+  std::memcpy(&h, packet.bytes, sizeof h);
+  return h.magic == detail::kPacketMagic && h.type == static_cast<uint16_t>(type);
+}
+
+std::string describe_packet(const Packet& packet) {
+  PacketHeader h{};
+  std::memcpy(&h, packet.bytes, std::min(sizeof h, packet.size));
+  return str_printf("%zu bytes, magic 0x%08x, type %u, %zu fds", packet.size, h.magic, h.type, packet.fds.size());
+}
+
+bool parse_hello(const Packet& packet, PacketType type, Hello* out, uint32_t* transport_version) {
+  if (!packet_is(packet, type, sizeof(HelloPacket))) return false;
+  HelloPacket p;
+  std::memcpy(&p, packet.bytes, sizeof p);
+  if (p.name_bytes > kMaxNameBytes) return false;
+  out->protocol_version = p.protocol_version;
+  out->schema_hash = p.schema_hash;
+  out->peer_name = detail::printable(std::string_view(p.name, p.name_bytes), kMaxNameBytes);
+  *transport_version = p.transport_version;
+  return true;
+}
+
+bool parse_reject(const Packet& packet, std::string* text) {
+  if (!packet_is(packet, PacketType::kReject, sizeof(RejectPacket))) return false;
+  RejectPacket p;
+  std::memcpy(&p, packet.bytes, sizeof p);
+  if (p.text_bytes > detail::kMaxRejectText) return false;
+  *text = detail::printable(std::string_view(p.text, p.text_bytes), detail::kMaxRejectText);
+  return true;
+}
+
+// Best effort: the peer may already be gone or may be garbage; the local error is what counts.
+void send_reject(int socket, const std::string& text) {
+  RejectPacket p{};
+  p.header = header_of(PacketType::kReject);
+  const std::string line = detail::printable(text, detail::kMaxRejectText);
+  p.text_bytes = static_cast<uint32_t>(line.size());
+  std::memcpy(p.text, line.data(), line.size());
+  std::string ignored;
+  (void)detail::send_packet(socket, &p, sizeof p, {}, deadline_after(std::chrono::milliseconds(100)), &ignored);
+}
+
+// Empty if the two sides can talk, else the one line both of them report.
+std::string compare_versions(const Hello& guest, uint32_t guest_transport, const Hello& host, uint32_t host_transport) {
+  const char* what = guest_transport != host_transport                 ? "transport version"
+                     : guest.protocol_version != host.protocol_version ? "protocol version"
+                     : guest.schema_hash != host.schema_hash           ? "schema hash"
+                                                                       : nullptr;
+  if (what == nullptr) return {};
+  return str_printf("handshake refused: %s mismatch: guest '%s' has protocol %u schema 0x%016" PRIx64
+                    " transport %u, host '%s' has protocol %u schema 0x%016" PRIx64 " transport %u",
+                    what, guest.peer_name.c_str(), guest.protocol_version, guest.schema_hash, guest_transport,
+                    host.peer_name.c_str(), host.protocol_version, host.schema_hash, host_transport);
+}
+
+ucred peer_credentials(int socket) {
+  ucred cred{-1, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    cred = {-1, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
+  }
+  return cred;
+}
+
+// "unix:/path", "/path", "unix:@name" (abstract). Fills the sockaddr; *path is the filesystem
+// path (empty for abstract sockets).
+bool parse_endpoint(const std::string& endpoint, sockaddr_un* addr, socklen_t* len, std::string* path,
+                    std::string* error) {
+  std::string rest = endpoint;
+  if (rest.starts_with("unix:")) {
+    rest = rest.substr(5);
+  } else if (const size_t colon = rest.find(':'); colon != std::string::npos && rest.find('/') > colon) {
+    set_error(error, str_printf("unsupported endpoint '%s' (only unix:PATH is implemented)",
+                                detail::printable(endpoint, 200).c_str()));
+    return false;
+  }
+  if (rest.empty() || rest.size() >= sizeof(addr->sun_path)) {
+    set_error(error, str_printf("invalid UNIX socket path '%s' (1 to %zu bytes)", detail::printable(rest, 200).c_str(),
+                                sizeof(addr->sun_path) - 1));
+    return false;
+  }
+  *addr = {};
+  addr->sun_family = AF_UNIX;
+  std::memcpy(addr->sun_path, rest.data(), rest.size());
+  if (rest[0] == '@') {
+    addr->sun_path[0] = '\0';  // abstract namespace: no file
+    path->clear();
+  } else {
+    *path = rest;
+  }
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + rest.size());
+  return true;
+}
+
+}  // namespace
+
+std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline) {
+  const int fd = socket.get();
+  std::string why;
+  const HelloPacket hello = make_hello(PacketType::kHello, mine);
+  if (detail::send_packet(fd, &hello, sizeof hello, {}, deadline, &why) != Status::kOk) {
+    set_error(error, "handshake failed: " + why);
+    return std::nullopt;
+  }
+  Packet packet;
+  const Status st = detail::recv_packet(fd, &packet, deadline, &why);
+  if (st != Status::kOk) {
+    set_error(error, st == Status::kPeerGone ? "handshake failed: the host closed the connection"
+                                             : "handshake failed: " + why);
+    return std::nullopt;
+  }
+  std::string text;
+  if (parse_reject(packet, &text)) {
+    set_error(error, text);
+    return std::nullopt;
+  }
+  Hello host;
+  uint32_t host_transport = 0;
+  if (!parse_hello(packet, PacketType::kWelcome, &host, &host_transport) || packet.fds.size() != 1) {
+    text = "handshake failed: the host sent a malformed welcome (" + describe_packet(packet) + ")";
+    send_reject(fd, text);
+    set_error(error, text);
+    return std::nullopt;
+  }
+  Hello me = mine;
+  me.peer_name = detail::printable(mine.peer_name, kMaxNameBytes);
+  if (text = compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {
+    send_reject(fd, text);
+    set_error(error, text);
+    return std::nullopt;
+  }
+  detail::Mapping mapping;
+  detail::RegionLayout region;
+  if (!detail::open_region(packet.fds[0].get(), &mapping, &region, &why)) {
+    text = "handshake failed: guest refused the session region: " + why;
+    send_reject(fd, text);
+    set_error(error, text);
+    return std::nullopt;
+  }
+  const detail::ReadyPacket ready{header_of(PacketType::kReady)};
+  if (detail::send_packet(fd, &ready, sizeof ready, {}, deadline, &why) != Status::kOk) {
+    set_error(error, "handshake failed: " + why);
+    return std::nullopt;
+  }
+  const ucred cred = peer_credentials(fd);
+  return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, false, cred, std::move(host));
+}
+
+std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const SessionOptions& options,
+                                     std::string* error, Deadline deadline) {
+  const int fd = socket.get();
+  const ucred cred = peer_credentials(fd);
+  const std::string who = str_printf("guest pid %d uid %d", static_cast<int>(cred.pid), static_cast<int>(cred.uid));
+  std::string why;
+  Packet packet;
+  if (const Status st = detail::recv_packet(fd, &packet, deadline, &why); st != Status::kOk) {
+    if (st == Status::kProtocolError) send_reject(fd, "handshake refused: " + why);
+    set_error(error, who + ": handshake failed: " + why);
+    return std::nullopt;
+  }
+  Hello guest;
+  uint32_t guest_transport = 0;
+  if (!parse_hello(packet, PacketType::kHello, &guest, &guest_transport) || !packet.fds.empty()) {
+    const std::string text = "handshake refused: malformed hello (" + describe_packet(packet) + ")";
+    send_reject(fd, text);
+    set_error(error, who + ": " + text);
+    return std::nullopt;
+  }
+  Hello me = mine;
+  me.peer_name = detail::printable(mine.peer_name, kMaxNameBytes);
+  if (std::string text = compare_versions(guest, guest_transport, me, kTransportVersion); !text.empty()) {
+    send_reject(fd, text);
+    set_error(error, who + ": " + text);
+    return std::nullopt;
+  }
+  detail::RegionLayout region;
+  UniqueFd memfd;
+  detail::Mapping mapping;
+  if (!detail::plan_region(options, &region, &why) || !detail::create_region(region, &memfd, &mapping, &why)) {
+    const std::string text = "handshake refused: host cannot create the session region: " + why;
+    send_reject(fd, text);
+    set_error(error, who + ": " + text);
+    return std::nullopt;
+  }
+  const HelloPacket welcome = make_hello(PacketType::kWelcome, mine);
+  const int fds[] = {memfd.get()};
+  if (detail::send_packet(fd, &welcome, sizeof welcome, fds, deadline, &why) != Status::kOk) {
+    set_error(error, who + ": handshake failed: " + why);
+    return std::nullopt;
+  }
+  memfd.reset();  // the guest has its own reference now; our mapping keeps the memory alive
+  if (const Status st = detail::recv_packet(fd, &packet, deadline, &why); st != Status::kOk) {
+    set_error(error, who + ": handshake failed: " + why);
+    return std::nullopt;
+  }
+  std::string text;
+  if (parse_reject(packet, &text)) {
+    set_error(error, who + ": " + text);
+    return std::nullopt;
+  }
+  if (!packet_is(packet, PacketType::kReady, sizeof(detail::ReadyPacket)) || !packet.fds.empty()) {
+    text = "handshake refused: malformed ready (" + describe_packet(packet) + ")";
+    send_reject(fd, text);
+    set_error(error, who + ": " + text);
+    return std::nullopt;
+  }
+  return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, true, cred, std::move(guest));
+}
+
+bool make_socket_pair(UniqueFd* first, UniqueFd* second, std::string* error) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
+    set_error(error, str_printf("socketpair failed: %s", std::strerror(errno)));
+    return false;
+  }
+  first->reset(fds[0]);
+  second->reset(fds[1]);
+  return true;
+}
+
+std::optional<ChannelPair> make_channel_pair(const SessionOptions& options, std::string* error) {
+  UniqueFd guest_end, host_end;
+  if (!make_socket_pair(&guest_end, &host_end, error)) return std::nullopt;
+  const Deadline deadline = deadline_after(std::chrono::seconds(10));
+  std::optional<Channel> guest;
+  std::string guest_error;
+  std::thread guest_thread([&] {
+    guest = connect_socket(std::move(guest_end), Hello{0, 0, "pair-guest"}, &guest_error, deadline);
+  });
+  std::optional<Channel> host = accept_socket(std::move(host_end), Hello{0, 0, "pair-host"}, options, error, deadline);
+  guest_thread.join();
+  if (!guest || !host) {
+    if (host) set_error(error, guest_error);
+    return std::nullopt;
+  }
+  return ChannelPair{std::move(*guest), std::move(*host)};
+}
+
+std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, std::string* error, Deadline deadline) {
+  sockaddr_un addr;
+  socklen_t len = 0;
+  std::string path;
+  if (!parse_endpoint(endpoint, &addr, &len, &path, error)) return std::nullopt;
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) {
+    set_error(error, str_printf("cannot create a socket: %s", std::strerror(errno)));
+    return std::nullopt;
+  }
+  for (;;) {
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) break;
+    if (errno == EINTR) continue;
+    // A full backlog: the server is alive but busy accepting. Retry until the deadline.
+    if (errno == EAGAIN && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    set_error(error, str_printf("no bypass server at %s (connect: %s)", detail::printable(endpoint, 200).c_str(),
+                                errno == EAGAIN ? "server busy, timed out" : std::strerror(errno)));
+    return std::nullopt;
+  }
+  return connect_socket(std::move(fd), mine, error, deadline);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener
+
+Listener::Listener(UniqueFd fd, std::string path, dev_t dev, ino_t ino)
+    : fd_(std::move(fd)), path_(std::move(path)), dev_(dev), ino_(ino) {}
+
+Listener::Listener(Listener&& other) noexcept
+    : fd_(std::move(other.fd_)), path_(std::move(other.path_)), dev_(other.dev_), ino_(other.ino_) {
+  other.path_.clear();
+}
+
+Listener& Listener::operator=(Listener&& other) noexcept {
+  if (this != &other) {
+    remove_socket_file();
+    fd_ = std::move(other.fd_);
+    path_ = std::move(other.path_);
+    dev_ = other.dev_;
+    ino_ = other.ino_;
+    other.path_.clear();
+  }
+  return *this;
+}
+
+Listener::~Listener() { remove_socket_file(); }
+
+void Listener::remove_socket_file() {
+  // Only if it is still the file we created, not a successor server's.
+  struct stat st {};
+  if (fd_ && !path_.empty() && ::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev_ &&
+      st.st_ino == ino_) {
+    ::unlink(path_.c_str());
+  }
+  path_.clear();
+}
+
+int Listener::fd() const { return fd_.get(); }
+const std::string& Listener::path() const { return path_; }
+
+std::optional<Listener> Listener::listen(const std::string& endpoint, std::string* error) {
+  sockaddr_un addr;
+  socklen_t len = 0;
+  std::string path;
+  if (!parse_endpoint(endpoint, &addr, &len, &path, error)) return std::nullopt;
+  if (!path.empty()) {
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      set_error(error, str_printf("cannot create %s: %s", parent.c_str(), ec.message().c_str()));
+      return std::nullopt;
+    }
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        set_error(error, str_printf("%s exists and is not a socket; not replacing it", path.c_str()));
+        return std::nullopt;
+      }
+      // A socket file: live if someone accepts on it, stale otherwise.
+      UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+      if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) {
+        set_error(error, str_printf("another server is already listening on %s", path.c_str()));
+        return std::nullopt;
+      }
+      ::unlink(path.c_str());
+    }
+  }
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) {
+    set_error(error, str_printf("cannot create a socket: %s", std::strerror(errno)));
+    return std::nullopt;
+  }
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+    set_error(error, str_printf("cannot bind %s: %s", detail::printable(endpoint, 200).c_str(), std::strerror(errno)));
+    return std::nullopt;
+  }
+  if (::listen(fd.get(), 128) != 0) {
+    set_error(error,
+              str_printf("cannot listen on %s: %s", detail::printable(endpoint, 200).c_str(), std::strerror(errno)));
+    return std::nullopt;
+  }
+  struct stat st {};
+  if (!path.empty() && ::lstat(path.c_str(), &st) != 0) st = {};
+  return Listener(std::move(fd), path, st.st_dev, st.st_ino);
+}
+
+std::optional<Channel> Listener::accept(const Hello& mine, const SessionOptions& options, std::string* error,
+                                        Deadline deadline) {
+  if (!fd_) {
+    set_error(error, "listener is closed");
+    return std::nullopt;
+  }
+  for (;;) {
+    UniqueFd conn(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (conn) return accept_socket(std::move(conn), mine, options, error, deadline);
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+      set_error(error, str_printf("accept failed: %s", std::strerror(errno)));
+      return std::nullopt;
+    }
+    if (Clock::now() >= deadline) {
+      set_error(error, "no guest connected before the deadline");
+      return std::nullopt;
+    }
+    pollfd p{fd_.get(), POLLIN, 0};
+    (void)::poll(&p, 1, detail::poll_timeout_ms(deadline));
+  }
+}
+
+}  // namespace bypass::transport

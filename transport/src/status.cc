@@ -1,0 +1,23 @@
+#include "bypass/transport/status.h"
+
+namespace bypass::transport {
+
+const char* to_string(Status status) {
+  switch (status) {
+    case Status::kOk:
+      return "ok";
+    case Status::kTimeout:
+      return "timeout";
+    case Status::kPeerGone:
+      return "peer gone";
+    case Status::kProtocolError:
+      return "protocol error";
+    case Status::kTooLarge:
+      return "too large";
+    case Status::kClosed:
+      return "closed";
+  }
+  return "unknown status";
+}
+
+}  // namespace bypass::transport

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "bypass/transport/session.h"
 #include "bypass/vmqueue/os.hpp"
 #include "helpers.hpp"
 
@@ -359,4 +360,15 @@ TEST(VmQueue, BadArgumentsAreErrors) {
   EXPECT_EQ(d->introduce("x", 10ms).error(), Errc::kInvalid);   // itself
   EXPECT_EQ(Domain::connect("/nonexistent/socket", "y").error(), Errc::kBrokerLost);
   EXPECT_EQ(Domain::connect(broker.socket(), "z", QueueOptions{.capacity = 0}).error(), Errc::kInvalid);
+}
+
+TEST(VmQueue, SessionWithAnotherProtocolVersionIsRefused) {
+  BrokerProcess broker;
+  ASSERT_TRUE(broker.connect("probe").ok());  // the broker is up
+  std::string error;
+  bypass::transport::Hello future{999, 0, "from-the-future"};
+  auto channel = bypass::transport::connect(broker.socket(), future, &error,
+                                            bypass::transport::deadline_after(std::chrono::seconds(5)));
+  EXPECT_FALSE(channel.has_value());
+  EXPECT_NE(error.find("999"), std::string::npos) << error;  // the refusal names the versions
 }

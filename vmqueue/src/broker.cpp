@@ -14,8 +14,10 @@
 #include <deque>
 #include <immintrin.h>
 #include <map>
+#include <optional>
 #include <set>
 
+#include "bypass/transport/session.h"
 #include "bypass/vmqueue/os.hpp"
 #include "page_pool.hpp"
 #include "wire.hpp"
@@ -52,7 +54,7 @@ struct DomainEntry {
   std::uint32_t id = 0;
   std::string name;
   os::PeerCred cred;
-  os::Fd sock;
+  std::optional<transport::Channel> channel;  // set-up messages and fds; its socket tells death
   os::Mapping region;
   SlotRing<Record> requests;  // broker consumes
   SlotRing<Record> replies;   // broker produces
@@ -87,7 +89,7 @@ struct Broker::Impl {
   os::Fd pool_fds[2];
   os::Mapping huge_reservation;  // keeps the hugetlb pages reserved for the pool's lifetime
   bool hugetlb = false;
-  os::Fd listen;
+  std::optional<transport::Listener> listener;
   os::Fd epoll;
   os::Kick stop_kick;
   os::Kick broker_kick;  // every domain holds this fd; kicked when we announced sleep
@@ -123,20 +125,22 @@ struct Broker::Impl {
       }
     }
     if (!hugetlb) pool_fds[1] = os::make_memfd("vmq-pool-2m-fallback", std::max<std::size_t>(huge_size, 4096));
-    listen = os::listen_unix(options.socket_path);
+    std::string error;
+    listener = transport::Listener::listen(options.socket_path, &error);
+    if (!listener) throw std::runtime_error("vmqueue broker: " + error);
     epoll = os::Fd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll) os::throw_errno("epoll_create1");
     stop_kick = os::Kick::create();
     broker_kick = os::Kick::create();
     timer = os::Fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     if (!timer) os::throw_errno("timerfd_create");
-    watch(listen.get(), epoll_key(Tag::kListen), EPOLLIN);
+    watch(listener->fd(), epoll_key(Tag::kListen), EPOLLIN);
     watch(stop_kick.fd(), epoll_key(Tag::kStop), EPOLLIN);
     watch(broker_kick.fd(), epoll_key(Tag::kKick), EPOLLIN);
     watch(timer.get(), epoll_key(Tag::kTimer), EPOLLIN);
   }
 
-  ~Impl() { ::unlink(options.socket_path.c_str()); }
+  // ~Listener removes the socket file.
 
   void watch(int fd, std::uint64_t key, std::uint32_t events) {
     epoll_event ev{};
@@ -160,22 +164,29 @@ struct Broker::Impl {
   // ---------------------------------------------------------------- session set-up
 
   void accept_one() {
-    os::Fd sock(::accept4(listen.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!sock) return;
-    // A client that connects and says nothing must not stall every other domain for long.
-    timeval tv{1, 0};
-    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    wire::Hello hello;
-    try {
-      if (!os::recv_with_fds(sock.get(), std::as_writable_bytes(std::span(&hello, 1)), nullptr)) return;
-    } catch (const std::exception& e) {
-      log("hello not received: %s", e.what());
+    // The transport handshake checks transport and VM-queue versions (a mismatch is refused
+    // with a line naming both); a client that connects and says nothing costs at most 1 s.
+    std::string error;
+    transport::Hello mine{wire::kVersion, wire::kSchemaHash, "vmqd"};
+    auto deadline = transport::deadline_after(std::chrono::seconds(1));
+    auto channel = listener->accept(mine, transport::SessionOptions{.ring_bytes = 4096, .max_message = 4096},
+                                    &error, deadline);
+    if (!channel) {
+      log("session refused: %s", error.c_str());
       return;
     }
+    transport::Message msg;
+    wire::Hello hello;
+    if (channel->recv(msg, deadline) != transport::Status::kOk || msg.kind != wire::kSessionHello ||
+        msg.payload.size() != sizeof hello) {
+      log("no queue options from a new domain");
+      return;
+    }
+    std::memcpy(&hello, msg.payload.data(), sizeof hello);
     wire::Welcome welcome;
     auto refuse = [&](Errc errc) {
       welcome.status = static_cast<std::uint32_t>(errc);
-      os::send_with_fds(sock.get(), std::as_bytes(std::span(&welcome, 1)), {});
+      channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline);
     };
     if (hello.magic != wire::kMagic || hello.version != wire::kVersion) {
       log("refused a domain speaking version %u (host speaks %u)", hello.version, wire::kVersion);
@@ -191,7 +202,7 @@ struct Broker::Impl {
     auto d = std::make_unique<DomainEntry>();
     d->id = next_id++;
     d->name = name;
-    d->cred = os::peer_cred(sock.get());
+    d->cred = os::PeerCred{static_cast<int>(channel->peer_pid()), channel->peer_uid(), channel->peer_gid()};
     d->options.capacity = hello.queue_capacity;
     d->options.default_delivery = static_cast<Delivery>(hello.default_delivery);
     if (d->options.default_delivery == Delivery::kQueueDefault) d->options.default_delivery = Delivery::kImmediate;
@@ -217,9 +228,12 @@ struct Broker::Impl {
     fds[wire::kFdPool2M] = pool_fds[1].get();
     fds[wire::kFdBrokerKick] = broker_kick.fd();
     fds[wire::kFdDomainKick] = d->kick.fd();
-    if (!os::send_with_fds(sock.get(), std::as_bytes(std::span(&welcome, 1)), fds)) return;
-    d->sock = std::move(sock);
-    watch(d->sock.get(), epoll_key(Tag::kDomain, d->id), EPOLLRDHUP | EPOLLIN);
+    if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) != transport::Status::kOk ||
+        channel->send_fds(wire::kWelcomeFdTag, fds) != transport::Status::kOk)
+      return;
+    d->channel = std::move(channel);
+    // Only hang-ups matter: after set-up nothing more travels on the session.
+    watch(d->channel->socket_fd(), epoll_key(Tag::kDomain, d->id), EPOLLRDHUP);
     log("domain %u '%s' connected (pid %d uid %u), queue capacity %u", d->id, name.c_str(), d->cred.pid,
         d->cred.uid, hello.queue_capacity);
     by_name[name] = d->id;
@@ -473,7 +487,7 @@ struct Broker::Impl {
   void end_session(DomainEntry& d, const char* reason) {
     counters.protocol.fetch_add(1, std::memory_order_relaxed);
     log("ending domain %u '%s': %s", d.id, d.name.c_str(), reason);
-    ::shutdown(d.sock.get(), SHUT_RDWR);
+    ::shutdown(d.channel->socket_fd(), SHUT_RDWR);
     remove_domain(d.id);
   }
 
@@ -501,7 +515,7 @@ struct Broker::Impl {
         reply(*p, r);
       }
     }
-    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, d->sock.get(), nullptr);
+    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, d->channel->socket_fd(), nullptr);
     by_name.erase(d->name);
     log("domain %u '%s' gone", id, d->name.c_str());
     domains.erase(id);
@@ -518,7 +532,6 @@ struct Broker::Impl {
       remove_domain(id);
       return;
     }
-    if (events & EPOLLIN) end_session(*d, "unexpected bytes on the control socket");
   }
 
   // ---------------------------------------------------------------- event loop

@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <immintrin.h>
 #include <map>
+#include <optional>
 
+#include "bypass/transport/session.h"
 #include "bypass/vmqueue/os.hpp"
 #include "page_pool.hpp"
 #include "wire.hpp"
@@ -34,7 +36,8 @@ namespace detail {
 
 struct DomainState : std::enable_shared_from_this<DomainState> {
   Identity self;
-  os::Fd sock;
+  std::optional<transport::Channel> channel;  // the session with the broker (set-up, death)
+  int sock = -1;                               // its socket, polled for the broker's death
   os::Mapping region;
   os::Fd pool_fds[2];
   std::uint32_t pool_pages[2] = {0, 0};
@@ -101,7 +104,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       timeout_ms = static_cast<int>(std::clamp<long long>(left + 1, 0, 1'000'000));
     }
-    if (os::wait_kick_or_hangup(kick, sock.get(), timeout_ms) == os::WaitResult::kPeerGone) lost = true;
+    if (os::wait_kick_or_hangup(kick, sock, timeout_ms) == os::WaitResult::kPeerGone) lost = true;
   }
 
   bool push(const Record& r) {
@@ -117,7 +120,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
         return false;
       }
       if (requests.producer_prepare_wait()) continue;
-      if (os::wait_kick_or_hangup(kick, sock.get(), 100) == os::WaitResult::kPeerGone) lost = true;
+      if (os::wait_kick_or_hangup(kick, sock, 100) == os::WaitResult::kPeerGone) lost = true;
     }
   }
 
@@ -222,7 +225,8 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
 
   void close() {
     closed = true;
-    sock.reset();
+    if (channel) channel->close();
+    sock = -1;
   }
 };
 
@@ -274,13 +278,13 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
       options.lazy_delay.count() < 0 || options.lazy_delay > std::chrono::seconds(10))
     return Errc::kInvalid;
   auto s = std::make_shared<detail::DomainState>();
-  try {
-    s->sock = os::connect_unix(socket_path);
-  } catch (const std::exception&) {
-    return Errc::kBrokerLost;
-  }
-  timeval tv{5, 0};
-  ::setsockopt(s->sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  // Session set-up on the transport: handshake (versions, schema hash, name), then our queue
+  // options, the broker's welcome and the fds of the region, pools and kicks.
+  std::string error;
+  auto deadline = transport::deadline_after(std::chrono::seconds(5));
+  transport::Hello mine{wire::kVersion, wire::kSchemaHash, std::string(name)};
+  auto channel = transport::connect(socket_path, mine, &error, deadline);
+  if (!channel) return error.find("version") != std::string::npos ? Errc::kProtocol : Errc::kBrokerLost;
   wire::Hello hello;
   wire::copy_name(hello.name, name);
   hello.queue_capacity = options.capacity;
@@ -288,12 +292,18 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   hello.default_delivery = static_cast<std::uint8_t>(options.default_delivery);
   wire::Welcome welcome;
   std::vector<os::Fd> fds;
-  try {
-    if (!os::send_with_fds(s->sock.get(), std::as_bytes(std::span(&hello, 1)), {})) return Errc::kBrokerLost;
-    if (!os::recv_with_fds(s->sock.get(), std::as_writable_bytes(std::span(&welcome, 1)), &fds))
-      return Errc::kBrokerLost;
-  } catch (const std::exception&) {
+  transport::Message msg;
+  if (channel->send(wire::kSessionHello, std::as_bytes(std::span(&hello, 1)), deadline) != transport::Status::kOk ||
+      channel->recv(msg, deadline) != transport::Status::kOk)
     return Errc::kBrokerLost;
+  if (msg.kind != wire::kSessionWelcome || msg.payload.size() != sizeof welcome) return Errc::kProtocol;
+  std::memcpy(&welcome, msg.payload.data(), sizeof welcome);
+  if (welcome.magic == wire::kMagic && welcome.status == 0) {
+    std::uint64_t tag = 0;
+    std::vector<int> raw;
+    if (channel->recv_fds(tag, raw, deadline) != transport::Status::kOk) return Errc::kBrokerLost;
+    for (int fd : raw) fds.emplace_back(fd);
+    if (tag != wire::kWelcomeFdTag) return Errc::kProtocol;
   }
   if (welcome.magic != wire::kMagic || welcome.version != wire::kVersion) return Errc::kProtocol;
   if (welcome.status != 0) return static_cast<Errc>(welcome.status);
@@ -320,6 +330,8 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   s->broker_kick = os::Kick(std::move(fds[wire::kFdBrokerKick]));
   s->kick = os::Kick(std::move(fds[wire::kFdDomainKick]));
   s->hugetlb = welcome.huge_backing == static_cast<std::uint8_t>(wire::HugeBacking::kHugetlb);
+  s->channel = std::move(channel);
+  s->sock = s->channel->socket_fd();
   s->self = Identity{welcome.domain_id, std::string(name), static_cast<int>(::getpid()), ::getuid(), ::getgid()};
   return Domain(std::move(s));
 }

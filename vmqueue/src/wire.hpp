@@ -19,6 +19,11 @@ constexpr std::uint32_t kMaxRuns = 28;
 constexpr std::uint32_t kRequestSlots = 128;
 constexpr std::uint32_t kReplySlots = 128;
 constexpr std::uint32_t kMaxQueueCapacity = 4096;
+// Checked by the transport handshake together with kVersion: changes whenever the records do.
+constexpr std::uint64_t kSchemaHash = 0x766d710000000000ull | (std::uint64_t{kVersion} << 24) | (256u << 8) | kMaxRuns;
+// Session messages on the transport channel (only during set-up; the data path is the rings).
+enum SessionKind : std::uint32_t { kSessionHello = 1, kSessionWelcome = 2 };
+constexpr std::uint64_t kWelcomeFdTag = 1;
 
 struct Hello {
   std::uint32_t magic = kMagic;

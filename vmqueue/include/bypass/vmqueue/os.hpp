@@ -2,10 +2,12 @@
 // descriptors, memfd regions and their mappings, eventfd "kick" lines, and SCM_RIGHTS fd
 // passing over a UNIX socket.
 //
-// Why not bypass::transport: these two paths were built while the transport library was being
-// written in parallel; they need pollable kicks (eventfd) rather than futexes because an
-// endpoint must wait on "work arrived" and "the host died" at once. Fd passing here is a
-// stand-in to be replaced by transport's send_fds/recv_fds once both are on main.
+// The VM-queue session set-up uses bypass::transport (handshake, send_fds); what is here is
+// what transport does not offer: pollable kicks (eventfd), because a broker serving many
+// domains from one epoll loop, and an endpoint waiting on "work arrived" and "the host died"
+// at once, cannot sleep on a futex. The crossover control socket still uses the fd passing
+// below (its endpoints attach with a fixed struct; moving it onto a transport session is the
+// next step).
 #pragma once
 
 #include <cstddef>

@@ -18,6 +18,8 @@ packages=(
   libgl1-mesa-dri libegl1 x11-apps imagemagick
   # crossover NIC and VM queues: network namespaces, TAP devices, traffic tools
   iproute2 iputils-ping netcat-openbsd
+  # VM-queue pipeline sample (zlib compression stage)
+  zlib1g-dev
 )
 
 missing=()

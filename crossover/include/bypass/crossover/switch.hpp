@@ -1,0 +1,85 @@
+// The host side of a crossover link: takes frames off each port's tx ring, asks the
+// cross-talk detector where they go, and moves their descriptors into the receivers' rx rings
+// (the crossover path to the peer, or the uplink); when every receiver handed a buffer back
+// (rx_done), returns it to its owner (tx_done). Frames are never copied here.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+#include "bypass/crossover/detector.hpp"
+#include "bypass/crossover/layout.hpp"
+
+namespace bypass::crossover {
+
+struct SwitchStats {
+  struct PortStats {
+    bool live = false;
+    std::uint64_t frames_in = 0, bytes_in = 0, frames_out = 0, bytes_out = 0, dropped_full = 0;
+  } ports[kPorts];
+  std::uint64_t crossover = 0;  // unicast frames endpoint -> peer endpoint
+  std::uint64_t to_uplink = 0;  // unicast frames endpoint -> uplink
+  std::uint64_t from_uplink = 0;
+  std::uint64_t flooded = 0;    // broadcast / multicast / unknown destination
+  std::uint64_t dropped = 0;    // no live destination, or bad descriptor
+  std::uint64_t mac_moves = 0;
+};
+
+class Switch {
+ public:
+  Switch(std::uint32_t buffers_per_port, int host_kick_fd, int stop_fd);
+
+  // Thread-safe; takes effect at the switch thread's next pass. `pool` is the port's buffer
+  // pool (read-only is enough), `rings` its ring region. Kick fds stay owned by the caller.
+  void attach(std::uint32_t port, std::byte* rings, const std::byte* pool, int tx_done_kick_fd, int rx_kick_fd,
+              const Mac& mac);
+  // The port went away: its frames in flight are returned to their owners, its MACs forgotten.
+  void detach(std::uint32_t port);
+
+  void run();  // until stop_fd is readable
+  SwitchStats stats() const;
+  Detector& detector() { return detector_; }
+
+ private:
+  struct PortState {
+    bool live = false;
+    SlotRing<Desc> tx, tx_done, rx, rx_done;
+    const std::byte* pool = nullptr;
+    int tx_done_kick = -1, rx_kick = -1;
+    bool kick_tx_done = false, kick_rx = false;
+    std::deque<std::uint32_t> rx_inflight;  // what we put on its rx ring, in order
+  };
+  struct Counters {
+    std::atomic<std::uint64_t> frames_in{0}, bytes_in{0}, frames_out{0}, bytes_out{0}, dropped_full{0};
+  };
+
+  void apply_ops();
+  bool drain_tx(std::uint32_t p);
+  bool drain_rx_done(std::uint32_t p);
+  void route(std::uint32_t from, std::uint32_t buf, std::uint32_t len);
+  bool deliver(std::uint32_t to, std::uint32_t buf, std::uint32_t len);
+  void unref(std::uint32_t buf);
+  void do_detach(std::uint32_t p);
+  std::uint32_t live_mask() const;
+
+  std::uint32_t bpp_;
+  int host_kick_, stop_;
+  PortState ports_[kPorts];
+  std::vector<std::uint8_t> refs_;    // receivers still holding each buffer
+  std::vector<std::uint8_t> at_port_; // 1: the owner port holds the buffer
+  Detector detector_;
+
+  mutable std::mutex ops_mu_;
+  std::vector<std::function<void()>> ops_;
+  std::atomic<bool> ops_pending_{false};  // set by attach/detach (release), read by run() (acquire)
+
+  Counters port_counters_[kPorts];
+  std::atomic<std::uint64_t> crossover_{0}, to_uplink_{0}, from_uplink_{0}, flooded_{0}, dropped_{0};
+  std::atomic<bool> live_[kPorts] = {};
+};
+
+}  // namespace bypass::crossover

@@ -1,0 +1,564 @@
+#include "bypass/crossover/link.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "bypass/crossover/port.hpp"
+#include "bypass/crossover/switch.hpp"
+#include "bypass/crossover/tap.hpp"
+#include "bypass/vmqueue/os.hpp"
+
+namespace bypass::crossover {
+
+namespace os = vmqueue::os;
+
+namespace {
+
+constexpr std::uint32_t kMagic = 0x58525658;  // "XVRX"
+enum Role : std::uint32_t { kRoleEndpoint = 1, kRoleCli = 2 };
+enum Command : std::uint32_t { kCmdStatus = 1, kCmdStatusJson, kCmdShutdown };
+
+struct CtlHello {
+  std::uint32_t magic = kMagic;
+  std::uint32_t role = 0;
+  std::uint32_t side = 0;
+  std::uint32_t command = 0;
+  std::uint8_t mac[6] = {};
+  std::uint8_t pad[2] = {};
+};
+static_assert(sizeof(CtlHello) == 24);
+
+struct AttachReply {
+  std::uint32_t magic = kMagic;
+  std::uint32_t status = 0;  // 0 ok, else 1 = side taken / bad side
+  std::uint32_t buffers_per_port = 0;
+  std::uint32_t port_mask = 0;  // pools present; their fds follow in port order
+};
+// Fds after an AttachReply: rings, host kick, tx_done kick, rx kick, then one pool per port in
+// port_mask (the endpoint's own read/write, the others read-only).
+enum AttachFd { kFdRings = 0, kFdHostKick, kFdTxDoneKick, kFdRxKick, kFdFirstPool };
+
+bool send_text(int sock, const std::string& text) {
+  std::uint32_t n = static_cast<std::uint32_t>(text.size());
+  std::string framed(reinterpret_cast<const char*>(&n), sizeof n);
+  framed += text;
+  return os::send_with_fds(sock, std::as_bytes(std::span(framed.data(), framed.size())), {});
+}
+
+bool recv_text(int sock, std::string* text) {
+  std::uint32_t n = 0;
+  if (!os::recv_with_fds(sock, std::as_writable_bytes(std::span(&n, 1)), nullptr)) return false;
+  if (n > (16u << 20)) return false;
+  text->resize(n);
+  return n == 0 || os::recv_with_fds(sock, std::as_writable_bytes(std::span(text->data(), n)), nullptr);
+}
+
+struct HostPort {
+  bool present = false;
+  os::Fd rings_fd, pool_fd;
+  os::Mapping rings, pool;
+  os::Kick tx_done_kick, rx_kick;
+  bool attached = false;
+  os::Fd conn;    // endpoint's control connection
+  pid_t pid = -1; // endpoint process we spawned
+};
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+class LinkDaemon {
+ public:
+  LinkDaemon(const LinkOptions& o) : opt_(o) {}
+
+  int run(int ready_fd) {
+    ready_fd_ = ready_fd;
+    try {
+      setup();
+    } catch (const std::exception& e) {
+      report_ready(std::string("error: ") + e.what());
+      teardown();
+      return 1;
+    }
+    int rc = loop();
+    teardown();
+    return rc;
+  }
+
+ private:
+  void log(const std::string& s) {
+    if (opt_.verbose) std::fprintf(stderr, "bypass-xover[%s]: %s\n", opt_.name.c_str(), s.c_str());
+  }
+
+  void report_ready(const std::string& msg) {
+    if (ready_fd_ < 0) return;
+    std::string line = msg + "\n";
+    [[maybe_unused]] ssize_t n = ::write(ready_fd_, line.data(), line.size());
+    ::close(ready_fd_);
+    ready_fd_ = -1;
+  }
+
+  void setup() {
+    for (int s = 0; s < 2; ++s)
+      if (!netns_exists(opt_.netns[s]))
+        throw std::runtime_error("network namespace '" + opt_.netns[s] + "' does not exist (ip netns add " +
+                                 opt_.netns[s] + ")");
+    if (!opt_.uplink_netns.empty() && !netns_exists(opt_.uplink_netns))
+      throw std::runtime_error("uplink network namespace '" + opt_.uplink_netns + "' does not exist");
+    if (opt_.buffers == 0 || opt_.buffers > kRingSlots / 2)
+      throw std::runtime_error("buffers per port must be 1.." + std::to_string(kRingSlots / 2));
+    host_kick_ = os::Kick::create();
+    stop_ = os::Kick::create();
+    ports_[kPortA].present = ports_[kPortB].present = true;
+    ports_[kPortUplink].present = !opt_.uplink_netns.empty();
+    for (std::uint32_t p = 0; p < kPorts; ++p) {
+      HostPort& hp = ports_[p];
+      if (!hp.present) continue;
+      std::string tag = std::string("xover-") + port_name(p);
+      hp.rings_fd = os::make_memfd((tag + "-rings").c_str(), ring_region_bytes());
+      hp.rings = os::map_shared(hp.rings_fd.get(), ring_region_bytes());
+      for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings.data(), r, true);
+      hp.pool_fd = os::make_memfd((tag + "-pool").c_str(), pool_bytes(opt_.buffers));
+      // The host only reads endpoint frames (their destination MAC); it writes the uplink's.
+      hp.pool = os::map_shared(hp.pool_fd.get(), pool_bytes(opt_.buffers), p == kPortUplink);
+      hp.tx_done_kick = os::Kick::create();
+      hp.rx_kick = os::Kick::create();
+    }
+    sw_ = std::make_unique<Switch>(opt_.buffers, host_kick_.fd(), stop_.fd());
+    switch_thread_ = std::thread([this] { sw_->run(); });
+    if (ports_[kPortUplink].present) start_uplink();
+
+    std::string dir = opt_.socket_path.substr(0, opt_.socket_path.rfind('/'));
+    if (!dir.empty()) ::mkdir(dir.c_str(), 0755);
+    listen_ = os::listen_unix(opt_.socket_path);
+    epoll_ = os::Fd(::epoll_create1(EPOLL_CLOEXEC));
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGCHLD);
+    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    signals_ = os::Fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    watch(listen_.get(), kKeyListen);
+    watch(signals_.get(), kKeySignals);
+    for (std::uint32_t s = 0; s < 2; ++s) spawn_endpoint(s);
+  }
+
+  void start_uplink() {
+    HostPort& hp = ports_[kPortUplink];
+    Mac mac{};
+    {
+      // The TAP device is created in the uplink namespace and stays there; this thread goes
+      // back to the host's namespace at the end of the scope.
+      NetnsScope in(opt_.uplink_netns);
+      TapConfig c;
+      c.name = opt_.uplink_ifname;
+      c.address = opt_.uplink_address;
+      c.mac = opt_.uplink_mac;
+      c.mtu = opt_.endpoint[0].mtu;
+      c.offload = opt_.endpoint[0].offload;
+      uplink_tap_ = create_tap(c);
+      mac = tap_mac(c.name);
+    }
+    ::fcntl(uplink_tap_.get(), F_SETFL, ::fcntl(uplink_tap_.get(), F_GETFL) | O_NONBLOCK);
+    PortMemory mem;
+    mem.rings = hp.rings.data();
+    mem.own_pool = hp.pool.data();
+    for (std::uint32_t p = 0; p < kPorts; ++p)
+      if (ports_[p].present) mem.pools[p] = ports_[p].pool.data();
+    mem.buffers_per_port = opt_.buffers;
+    uplink_ = std::make_unique<PortDriver>(kPortUplink, uplink_tap_.get(), mem, host_kick_.fd(),
+                                           hp.tx_done_kick.fd(), hp.rx_kick.fd(), stop_.fd());
+    sw_->attach(kPortUplink, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
+    hp.attached = true;
+    uplink_threads_.emplace_back([this] { uplink_->run_tx(); });
+    uplink_threads_.emplace_back([this] { uplink_->run_rx(); });
+    log("uplink " + opt_.uplink_ifname + " in namespace " + opt_.uplink_netns + " mac " + mac_to_string(mac));
+  }
+
+  void spawn_endpoint(std::uint32_t side) {
+    const EndpointOptions& e = opt_.endpoint[side];
+    std::vector<std::string> args = {"bypass-xover", "endpoint", "--control", opt_.socket_path,
+                                     "--side",        port_name(side), "--ifname", e.ifname};
+    if (!e.address.empty()) args.insert(args.end(), {"--addr", e.address});
+    bool has_mac = false;
+    for (auto b : e.mac) has_mac |= b != 0;
+    if (has_mac) args.insert(args.end(), {"--mac", mac_to_string(e.mac)});
+    if (e.mtu > 0) args.insert(args.end(), {"--mtu", std::to_string(e.mtu)});
+    if (!e.offload) args.push_back("--no-offload");
+    if (opt_.verbose) args.push_back("--verbose");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    os::Fd ns = open_netns(opt_.netns[side]);
+    pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) os::throw_errno("fork");
+    if (pid == 0) {
+      // Only system calls between fork and exec: the daemon has threads.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(126);
+      sigset_t none;
+      sigemptyset(&none);
+      ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+      if (::setns(ns.get(), CLONE_NEWNET) != 0) ::_exit(125);
+      ::execv("/proc/self/exe", argv.data());
+      ::_exit(127);
+    }
+    ports_[side].pid = pid;
+  }
+
+  enum : std::uint64_t { kKeyListen = 1ull << 40, kKeySignals = 2ull << 40 };
+
+  void watch(int fd, std::uint64_t key) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = key;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) os::throw_errno("epoll_ctl");
+  }
+
+  int loop() {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    for (;;) {
+      if (!ready_ && ports_[kPortA].attached && ports_[kPortB].attached) {
+        ready_ = true;
+        report_ready("ok");
+        log("ready");
+      }
+      int timeout = -1;
+      if (!ready_) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+          report_ready("error: endpoints did not attach in time");
+          return 1;
+        }
+        timeout = static_cast<int>(left.count());
+      }
+      epoll_event events[8];
+      int n = ::epoll_wait(epoll_.get(), events, 8, timeout);
+      if (n < 0 && errno != EINTR) return 1;
+      for (int i = 0; i < n; ++i) {
+        std::uint64_t key = events[i].data.u64;
+        if (key == kKeyListen) {
+          accept_one();
+        } else if (key == kKeySignals) {
+          signalfd_siginfo si;
+          while (::read(signals_.get(), &si, sizeof si) == sizeof si) {
+            if (si.ssi_signo == SIGCHLD) {
+              reap();
+            } else {
+              log("signal " + std::to_string(si.ssi_signo) + ": shutting down");
+              return 0;
+            }
+          }
+          if (!ready_ && endpoint_failed_) {
+            report_ready("error: an endpoint exited before attaching (see its stderr)");
+            return 1;
+          }
+        } else {
+          auto side = static_cast<std::uint32_t>(key);
+          if (side < 2 && ports_[side].attached) {
+            log(std::string("endpoint ") + port_name(side) + " gone: link down on that side");
+            sw_->detach(side);
+            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, ports_[side].conn.get(), nullptr);
+            ports_[side].conn.reset();
+          }
+        }
+        if (shutdown_) return 0;
+      }
+    }
+  }
+
+  void reap() {
+    int status;
+    pid_t pid;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      for (auto& hp : ports_) {
+        if (hp.pid != pid) continue;
+        hp.pid = -1;
+        if (!hp.attached) endpoint_failed_ = true;
+      }
+    }
+  }
+
+  void accept_one() {
+    os::Fd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) return;
+    timeval tv{2, 0};
+    ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    CtlHello hello;
+    try {
+      if (!os::recv_with_fds(conn.get(), std::as_writable_bytes(std::span(&hello, 1)), nullptr)) return;
+    } catch (const std::exception&) {
+      return;
+    }
+    if (hello.magic != kMagic) return;
+    if (hello.role == kRoleCli) {
+      if (hello.command == kCmdShutdown) {
+        send_text(conn.get(), "shutting down");
+        shutdown_ = true;
+      } else {
+        send_text(conn.get(), hello.command == kCmdStatusJson ? status_json() : status_text());
+      }
+      return;
+    }
+    if (hello.role != kRoleEndpoint) return;
+    AttachReply reply;
+    reply.buffers_per_port = opt_.buffers;
+    std::uint32_t side = hello.side;
+    if (side > kPortB || ports_[side].attached) {
+      reply.status = 1;
+      os::send_with_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), {});
+      return;
+    }
+    HostPort& hp = ports_[side];
+    std::vector<os::Fd> read_only;  // kept alive until sent
+    std::vector<int> fds = {hp.rings_fd.get(), host_kick_.fd(), hp.tx_done_kick.fd(), hp.rx_kick.fd()};
+    for (std::uint32_t p = 0; p < kPorts; ++p) {
+      if (!ports_[p].present) continue;
+      reply.port_mask |= 1u << p;
+      if (p == side) {
+        fds.push_back(ports_[p].pool_fd.get());
+      } else {
+        read_only.push_back(os::reopen_read_only(ports_[p].pool_fd.get()));
+        fds.push_back(read_only.back().get());
+      }
+    }
+    if (!os::send_with_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), fds)) return;
+    Mac mac;
+    std::memcpy(mac.data(), hello.mac, 6);
+    sw_->attach(side, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
+    hp.attached = true;
+    hp.conn = std::move(conn);
+    watch(hp.conn.get(), side);
+    log(std::string("endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac));
+  }
+
+  std::string status_json() {
+    SwitchStats s = sw_->stats();
+    std::string j = "{\"name\":\"" + json_escape(opt_.name) + "\",\"ports\":{";
+    for (std::uint32_t p = 0; p < kPorts; ++p) {
+      const auto& ps = s.ports[p];
+      if (p) j += ",";
+      j += "\"" + std::string(port_name(p)) + "\":{\"present\":" + (ports_[p].present ? "true" : "false") +
+           ",\"live\":" + (ps.live ? "true" : "false") + ",\"frames_in\":" + std::to_string(ps.frames_in) +
+           ",\"bytes_in\":" + std::to_string(ps.bytes_in) + ",\"frames_out\":" + std::to_string(ps.frames_out) +
+           ",\"bytes_out\":" + std::to_string(ps.bytes_out) + ",\"dropped_full\":" + std::to_string(ps.dropped_full) +
+           "}";
+    }
+    j += "},\"crossover\":" + std::to_string(s.crossover) + ",\"to_uplink\":" + std::to_string(s.to_uplink) +
+         ",\"from_uplink\":" + std::to_string(s.from_uplink) + ",\"flooded\":" + std::to_string(s.flooded) +
+         ",\"dropped\":" + std::to_string(s.dropped) + ",\"mac_moves\":" + std::to_string(s.mac_moves) + ",\"macs\":[";
+    bool first = true;
+    for (const auto& e : sw_->detector().table()) {
+      if (!first) j += ",";
+      first = false;
+      char age[32];
+      std::snprintf(age, sizeof age, "%.1f", e.age_s);
+      j += "{\"mac\":\"" + mac_to_string(e.mac) + "\",\"port\":\"" + port_name(e.port) + "\",\"age_s\":" + age + "}";
+    }
+    j += "]}";
+    return j;
+  }
+
+  std::string status_text() {
+    SwitchStats s = sw_->stats();
+    std::string t = "link " + opt_.name + " (" + opt_.netns[0] + " <-> " + opt_.netns[1] +
+                    (opt_.uplink_netns.empty() ? "" : ", uplink in " + opt_.uplink_netns) + ")\n";
+    char line[256];
+    for (std::uint32_t p = 0; p < kPorts; ++p) {
+      if (!ports_[p].present) continue;
+      const auto& ps = s.ports[p];
+      std::snprintf(line, sizeof line, "  port %-6s %-4s in %llu frames / %llu bytes, out %llu / %llu, ring-full drops %llu\n",
+                    port_name(p), ps.live ? "up" : "down", (unsigned long long)ps.frames_in,
+                    (unsigned long long)ps.bytes_in, (unsigned long long)ps.frames_out,
+                    (unsigned long long)ps.bytes_out, (unsigned long long)ps.dropped_full);
+      t += line;
+    }
+    std::snprintf(line, sizeof line,
+                  "  crossover %llu, to uplink %llu, from uplink %llu, flooded %llu, dropped %llu, mac moves %llu\n",
+                  (unsigned long long)s.crossover, (unsigned long long)s.to_uplink, (unsigned long long)s.from_uplink,
+                  (unsigned long long)s.flooded, (unsigned long long)s.dropped, (unsigned long long)s.mac_moves);
+    t += line;
+    for (const auto& e : sw_->detector().table()) {
+      std::snprintf(line, sizeof line, "  mac %s -> %s (seen %.1f s ago)\n", mac_to_string(e.mac).c_str(),
+                    port_name(e.port), e.age_s);
+      t += line;
+    }
+    return t;
+  }
+
+  void teardown() {
+    if (stop_) stop_.signal();
+    for (auto& hp : ports_) {
+      if (hp.pid > 0) ::kill(hp.pid, SIGTERM);
+    }
+    if (switch_thread_.joinable()) switch_thread_.join();
+    for (auto& t : uplink_threads_) t.join();
+    uplink_threads_.clear();
+    for (auto& hp : ports_) {
+      if (hp.pid > 0) {
+        int status;
+        ::waitpid(hp.pid, &status, 0);
+        hp.pid = -1;
+      }
+    }
+    if (listen_) ::unlink(opt_.socket_path.c_str());
+  }
+
+  LinkOptions opt_;
+  int ready_fd_ = -1;
+  bool ready_ = false;
+  bool shutdown_ = false;
+  bool endpoint_failed_ = false;
+  os::Kick host_kick_, stop_;
+  HostPort ports_[kPorts];
+  std::unique_ptr<Switch> sw_;
+  std::thread switch_thread_;
+  os::Fd uplink_tap_;
+  std::unique_ptr<PortDriver> uplink_;
+  std::vector<std::thread> uplink_threads_;
+  os::Fd listen_, epoll_, signals_;
+};
+
+os::Fd connect_cli(const std::string& socket_path, std::uint32_t command, std::string* error) {
+  os::Fd fd;
+  try {
+    fd = os::connect_unix(socket_path);
+  } catch (const std::exception& e) {
+    *error = std::string(e.what()) + " (is the link up?)";
+    return fd;
+  }
+  CtlHello hello;
+  hello.role = kRoleCli;
+  hello.command = command;
+  if (!os::send_with_fds(fd.get(), std::as_bytes(std::span(&hello, 1)), {})) {
+    *error = "daemon closed the connection";
+    fd.reset();
+  }
+  return fd;
+}
+
+}  // namespace
+
+std::string socket_for(const std::string& link_name) { return "/run/bypass/xover-" + link_name + ".sock"; }
+
+bool valid_link_name(const std::string& name) {
+  if (name.empty() || name.size() > 32) return false;
+  for (char c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
+  return true;
+}
+
+int run_link_daemon(const LinkOptions& options, int ready_fd) {
+  LinkOptions o = options;
+  if (o.socket_path.empty()) o.socket_path = socket_for(o.name);
+  LinkDaemon d(o);
+  return d.run(ready_fd);
+}
+
+int run_endpoint(const EndpointOptions& options) {
+  try {
+    TapConfig c;
+    c.name = options.ifname;
+    c.address = options.address;
+    c.mac = options.mac;
+    c.mtu = options.mtu;
+    c.offload = options.offload;
+    os::Fd tap = create_tap(c);
+    ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
+    Mac mac = tap_mac(c.name);
+    os::Fd conn = os::connect_unix(options.control);
+    CtlHello hello;
+    hello.role = kRoleEndpoint;
+    hello.side = options.side;
+    std::memcpy(hello.mac, mac.data(), 6);
+    if (!os::send_with_fds(conn.get(), std::as_bytes(std::span(&hello, 1)), {}))
+      throw std::runtime_error("host closed the control connection");
+    AttachReply reply;
+    std::vector<os::Fd> fds;
+    if (!os::recv_with_fds(conn.get(), std::as_writable_bytes(std::span(&reply, 1)), &fds))
+      throw std::runtime_error("host closed the control connection");
+    if (reply.magic != kMagic || reply.status != 0) throw std::runtime_error("host refused this endpoint (side taken?)");
+    std::size_t pools = static_cast<std::size_t>(__builtin_popcount(reply.port_mask));
+    if (fds.size() != kFdFirstPool + pools || !(reply.port_mask & (1u << options.side)) || reply.buffers_per_port == 0 ||
+        reply.buffers_per_port > kRingSlots)
+      throw std::runtime_error("malformed attach reply");
+    os::Mapping rings = os::map_shared(fds[kFdRings].get(), ring_region_bytes());
+    os::Mapping pool_maps[kPorts];
+    PortMemory mem;
+    mem.rings = rings.data();
+    mem.buffers_per_port = reply.buffers_per_port;
+    std::size_t next = kFdFirstPool;
+    for (std::uint32_t p = 0; p < kPorts; ++p) {
+      if (!(reply.port_mask & (1u << p))) continue;
+      pool_maps[p] = os::map_shared(fds[next++].get(), pool_bytes(reply.buffers_per_port), p == options.side);
+      mem.pools[p] = pool_maps[p].data();
+    }
+    mem.own_pool = pool_maps[options.side].data();
+    os::Kick stop = os::Kick::create();
+    PortDriver driver(options.side, tap.get(), mem, fds[kFdHostKick].get(), fds[kFdTxDoneKick].get(),
+                      fds[kFdRxKick].get(), stop.fd());
+    std::thread tx([&] { driver.run_tx(); });
+    std::thread rx([&] { driver.run_rx(); });
+    // The link lives as long as the host: wait for it to hang up.
+    pollfd pfd{conn.get(), POLLRDHUP, 0};
+    while (::poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+    }
+    stop.signal();
+    tx.join();
+    rx.join();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bypass-xover endpoint %s: %s\n", port_name(options.side), e.what());
+    return 1;
+  }
+}
+
+bool request_status(const std::string& socket_path, bool json, std::string* out, std::string* error) {
+  os::Fd fd = connect_cli(socket_path, json ? kCmdStatusJson : kCmdStatus, error);
+  if (!fd) return false;
+  if (!recv_text(fd.get(), out)) {
+    *error = "no answer from the daemon";
+    return false;
+  }
+  return true;
+}
+
+bool request_shutdown(const std::string& socket_path, std::string* error) {
+  os::Fd fd = connect_cli(socket_path, kCmdShutdown, error);
+  if (!fd) return false;
+  std::string ack;
+  if (!recv_text(fd.get(), &ack)) {
+    *error = "no answer from the daemon";
+    return false;
+  }
+  // The daemon removes its socket last; wait for that so the caller can reuse the name.
+  for (int i = 0; i < 500 && ::access(socket_path.c_str(), F_OK) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return true;
+}
+
+}  // namespace bypass::crossover

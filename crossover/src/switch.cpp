@@ -1,0 +1,250 @@
+#include "bypass/crossover/switch.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <immintrin.h>
+
+namespace bypass::crossover {
+
+namespace {
+void kick(int fd) {
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+}
+constexpr int kBudget = 64;  // descriptors per ring per pass, so one busy port cannot starve others
+}  // namespace
+
+Switch::Switch(std::uint32_t buffers_per_port, int host_kick_fd, int stop_fd)
+    : bpp_(buffers_per_port),
+      host_kick_(host_kick_fd),
+      stop_(stop_fd),
+      refs_(std::size_t{kPorts} * buffers_per_port, 0),
+      at_port_(std::size_t{kPorts} * buffers_per_port, 1) {}
+
+void Switch::attach(std::uint32_t port, std::byte* rings, const std::byte* pool, int tx_done_kick_fd, int rx_kick_fd,
+                    const Mac& mac) {
+  std::lock_guard lock(ops_mu_);
+  ops_.push_back([=, this] {
+    PortState& s = ports_[port];
+    s = PortState{};
+    s.live = true;
+    s.tx = open_ring(rings, kTx);
+    s.tx_done = open_ring(rings, kTxDone);
+    s.rx = open_ring(rings, kRx);
+    s.rx_done = open_ring(rings, kRxDone);
+    s.pool = pool;
+    s.tx_done_kick = tx_done_kick_fd;
+    s.rx_kick = rx_kick_fd;
+    for (std::uint32_t i = 0; i < bpp_; ++i) {
+      refs_[port * bpp_ + i] = 0;
+      at_port_[port * bpp_ + i] = 1;
+    }
+    bool known = false;
+    for (auto b : mac) known |= b != 0;
+    if (known) detector_.learn(mac, port);
+    live_[port].store(true, std::memory_order_relaxed);
+  });
+  ops_pending_.store(true, std::memory_order_release);  // pairs with run()'s acquire exchange
+  kick(host_kick_);
+}
+
+void Switch::detach(std::uint32_t port) {
+  std::lock_guard lock(ops_mu_);
+  ops_.push_back([=, this] { do_detach(port); });
+  ops_pending_.store(true, std::memory_order_release);  // pairs with run()'s acquire exchange
+  kick(host_kick_);
+}
+
+void Switch::apply_ops() {
+  if (!ops_pending_.exchange(false, std::memory_order_acquire)) return;  // pairs with attach()/detach()
+  std::vector<std::function<void()>> ops;
+  {
+    std::lock_guard lock(ops_mu_);
+    ops.swap(ops_);
+  }
+  for (auto& op : ops) op();
+}
+
+void Switch::do_detach(std::uint32_t p) {
+  PortState& s = ports_[p];
+  if (!s.live) return;
+  s.live = false;
+  live_[p].store(false, std::memory_order_relaxed);
+  // Buffers of other ports it was holding go back to their owners.
+  while (!s.rx_inflight.empty()) {
+    std::uint32_t buf = s.rx_inflight.front();
+    s.rx_inflight.pop_front();
+    unref(buf);
+  }
+  // Its own buffers out with receivers: when they come back, they are dropped (owner dead).
+  detector_.forget_port(p);
+}
+
+std::uint32_t Switch::live_mask() const {
+  std::uint32_t m = 0;
+  for (std::uint32_t p = 0; p < kPorts; ++p)
+    if (ports_[p].live) m |= 1u << p;
+  return m;
+}
+
+// A buffer a receiver is done with: back to its owner once nobody holds it.
+void Switch::unref(std::uint32_t buf) {
+  if (refs_[buf] == 0 || --refs_[buf] != 0) return;
+  std::uint32_t owner = buf / bpp_;
+  PortState& o = ports_[owner];
+  if (!o.live) return;
+  Desc* slot = o.tx_done.producer_slot();
+  if (slot == nullptr) return;  // cannot happen: tx_done has a slot per buffer
+  *slot = Desc{buf, 0};
+  at_port_[buf] = 1;
+  if (o.tx_done.publish()) o.kick_tx_done = true;
+}
+
+bool Switch::deliver(std::uint32_t to, std::uint32_t buf, std::uint32_t len) {
+  PortState& t = ports_[to];
+  Desc* slot = t.rx.producer_slot();
+  if (slot == nullptr) {
+    port_counters_[to].dropped_full.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  *slot = Desc{buf, len};
+  t.rx_inflight.push_back(buf);
+  ++refs_[buf];
+  if (t.rx.publish()) t.kick_rx = true;
+  port_counters_[to].frames_out.fetch_add(1, std::memory_order_relaxed);
+  port_counters_[to].bytes_out.fetch_add(len - kVnetHdrLen, std::memory_order_relaxed);
+  return true;
+}
+
+void Switch::route(std::uint32_t from, std::uint32_t buf, std::uint32_t len) {
+  // Read the addresses once: the port may scribble on its own buffer meanwhile.
+  std::uint8_t eth[12];
+  std::memcpy(eth, ports_[from].pool + std::size_t{buf % bpp_} * kBufferStride + kVnetHdrLen, sizeof eth);
+  Mac dst, src;
+  std::memcpy(dst.data(), eth, 6);
+  std::memcpy(src.data(), eth + 6, 6);
+  Decision d = detector_.decide(from, dst, src, live_mask());
+  at_port_[buf] = 0;
+  refs_[buf] = 1;  // held by us while fanning out, so an early rx_done cannot free it
+  if (d.kind == Decision::kForward) {
+    if (deliver(d.port, buf, len)) {
+      if (from == kPortUplink) from_uplink_.fetch_add(1, std::memory_order_relaxed);
+      else if (d.port == kPortUplink) to_uplink_.fetch_add(1, std::memory_order_relaxed);
+      else crossover_.fetch_add(1, std::memory_order_relaxed);
+    }
+  } else if (d.kind == Decision::kFlood) {
+    flooded_.fetch_add(1, std::memory_order_relaxed);
+    for (std::uint32_t p = 0; p < kPorts; ++p)
+      if (d.mask & (1u << p)) deliver(p, buf, len);
+  } else {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+  unref(buf);
+}
+
+bool Switch::drain_tx(std::uint32_t p) {
+  PortState& s = ports_[p];
+  bool did = false;
+  Desc d;
+  bool unused = false;
+  for (int i = 0; i < kBudget && s.live && s.tx.pop(&d, &unused); ++i) {
+    did = true;
+    // A port may only post its own buffers, each once, with a sane length.
+    if (d.buf / bpp_ != p || d.buf >= kPorts * bpp_ || !at_port_[d.buf] || d.len < kVnetHdrLen + 14 ||
+        d.len > kBufferStride) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    port_counters_[p].frames_in.fetch_add(1, std::memory_order_relaxed);
+    port_counters_[p].bytes_in.fetch_add(d.len - kVnetHdrLen, std::memory_order_relaxed);
+    route(p, d.buf, d.len);
+  }
+  if (s.tx.corrupt()) do_detach(p);
+  return did;
+}
+
+bool Switch::drain_rx_done(std::uint32_t p) {
+  PortState& s = ports_[p];
+  bool did = false;
+  Desc d;
+  bool unused = false;
+  for (int i = 0; i < kBudget && s.live && s.rx_done.pop(&d, &unused); ++i) {
+    did = true;
+    // Buffers come back in the order they were given; anything else is a broken port.
+    if (s.rx_inflight.empty() || s.rx_inflight.front() != d.buf) {
+      do_detach(p);
+      break;
+    }
+    s.rx_inflight.pop_front();
+    unref(d.buf);
+  }
+  if (s.rx_done.corrupt()) do_detach(p);
+  return did;
+}
+
+void Switch::run() {
+  using Clock = std::chrono::steady_clock;
+  for (;;) {
+    apply_ops();
+    bool did = false;
+    for (std::uint32_t p = 0; p < kPorts; ++p) {
+      if (!ports_[p].live) continue;
+      did |= drain_rx_done(p);
+      did |= drain_tx(p);
+    }
+    for (auto& s : ports_) {
+      if (s.kick_rx) kick(s.rx_kick);
+      if (s.kick_tx_done) kick(s.tx_done_kick);
+      s.kick_rx = s.kick_tx_done = false;
+    }
+    if (did) continue;
+    // Spin briefly: under load the next frame is microseconds away.
+    auto until = Clock::now() + std::chrono::microseconds(5);
+    bool work = false;
+    while (!work && Clock::now() < until) {
+      _mm_pause();
+      for (auto& s : ports_)
+        if (s.live && (s.tx.consumer_slot() != nullptr || s.rx_done.consumer_slot() != nullptr)) work = true;
+    }
+    if (work) continue;
+    for (auto& s : ports_) {
+      if (!s.live) continue;
+      work |= s.tx.consumer_prepare_wait();
+      work |= s.rx_done.consumer_prepare_wait();
+    }
+    if (work || ops_pending_.load(std::memory_order_acquire)) continue;
+    pollfd fds[2] = {{host_kick_, POLLIN, 0}, {stop_, POLLIN, 0}};
+    int r = ::poll(fds, 2, -1);
+    if (r < 0 && errno != EINTR) return;
+    if (fds[1].revents) return;
+    if (fds[0].revents & POLLIN) {
+      std::uint64_t v;
+      [[maybe_unused]] ssize_t n = ::read(host_kick_, &v, sizeof v);
+    }
+  }
+}
+
+SwitchStats Switch::stats() const {
+  SwitchStats s;
+  for (std::uint32_t p = 0; p < kPorts; ++p) {
+    s.ports[p].live = live_[p].load(std::memory_order_relaxed);
+    s.ports[p].frames_in = port_counters_[p].frames_in.load(std::memory_order_relaxed);
+    s.ports[p].bytes_in = port_counters_[p].bytes_in.load(std::memory_order_relaxed);
+    s.ports[p].frames_out = port_counters_[p].frames_out.load(std::memory_order_relaxed);
+    s.ports[p].bytes_out = port_counters_[p].bytes_out.load(std::memory_order_relaxed);
+    s.ports[p].dropped_full = port_counters_[p].dropped_full.load(std::memory_order_relaxed);
+  }
+  s.crossover = crossover_.load(std::memory_order_relaxed);
+  s.to_uplink = to_uplink_.load(std::memory_order_relaxed);
+  s.from_uplink = from_uplink_.load(std::memory_order_relaxed);
+  s.flooded = flooded_.load(std::memory_order_relaxed);
+  s.dropped = dropped_.load(std::memory_order_relaxed);
+  s.mac_moves = detector_.moves();
+  return s;
+}
+
+}  // namespace bypass::crossover

@@ -1,0 +1,382 @@
+// Crossover links between real network namespaces (needs root): ping and TCP through the
+// crossover, frames for a non-peer address taking the uplink, MACs moving, the CLI flow.
+// Every namespace has a unique name and is deleted even when the test process dies: a
+// janitor process deletes them when its pipe from us closes.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bypass/crossover/detector.hpp"
+#include "bypass/crossover/tap.hpp"
+
+using namespace bypass::crossover;
+using namespace std::chrono_literals;
+
+namespace {
+
+int sh(const std::string& cmd) {
+  int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string sh_out(const std::string& cmd) {
+  std::string out;
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (f == nullptr) return out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  ::pclose(f);
+  return out;
+}
+
+// Deletes the namespaces it is told about when the test process goes away, however it goes.
+class Janitor {
+ public:
+  Janitor() {
+    int fds[2];
+    if (::pipe(fds) != 0) return;
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(fds[1]);
+      ::setsid();  // survive a ctest timeout's process-group kill of the test
+      std::string names, chunk(256, '\0');
+      ssize_t n;
+      while ((n = ::read(fds[0], chunk.data(), chunk.size())) > 0) names.append(chunk.data(), std::size_t(n));
+      std::size_t start = 0;
+      while (start < names.size()) {
+        std::size_t end = names.find('\n', start);
+        std::string ns = names.substr(start, end - start);
+        if (!ns.empty()) sh("ip netns del " + ns);
+        if (end == std::string::npos) break;
+        start = end + 1;
+      }
+      ::_exit(0);
+    }
+    ::close(fds[0]);
+    fd_ = fds[1];
+    ::fcntl(fd_, F_SETFD, FD_CLOEXEC);
+  }
+  void track(const std::string& ns) {
+    std::string line = ns + "\n";
+    [[maybe_unused]] ssize_t n = ::write(fd_, line.data(), line.size());
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+Janitor& janitor() {
+  static Janitor j;
+  return j;
+}
+
+std::string unique_name(const std::string& what) {
+  static std::atomic<int> n{0};
+  return "bxt" + std::to_string(::getpid()) + "-" + std::to_string(n++) + what;
+}
+
+struct Netns {
+  std::string name;
+  explicit Netns(const std::string& what) : name(unique_name(what)) {
+    janitor().track(name);
+    EXPECT_EQ(sh("ip netns add " + name), 0);
+    // No IPv6 chatter (router/neighbour solicitations) muddying the counters and MAC table.
+    sh("ip netns exec " + name + " sysctl -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+  }
+  ~Netns() { sh("ip netns del " + name); }
+  Netns(const Netns&) = delete;
+  Netns& operator=(const Netns&) = delete;
+  int exec(const std::string& cmd) const { return sh("ip netns exec " + name + " " + cmd); }
+};
+
+// A link daemon in the foreground, owned by the test (dies with it: PR_SET_PDEATHSIG).
+class Link {
+ public:
+  Link(const Netns& a, const Netns& b, const std::string& subnet, const Netns* uplink = nullptr,
+       std::vector<std::string> extra = {})
+      : name_(unique_name("l")), socket_("/tmp/" + name_ + ".sock") {
+    std::vector<std::string> args = {XOVER_PATH, "create", name_, "--foreground", "--socket", socket_,
+                                     "--netns-a", a.name, "--netns-b", b.name,
+                                     "--addr-a", subnet + ".1/24", "--addr-b", subnet + ".2/24"};
+    if (uplink != nullptr) args.insert(args.end(), {"--uplink-netns", uplink->name, "--uplink-addr", subnet + ".3/24"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_t parent = ::getpid();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(127);
+      std::vector<char*> argv;
+      for (auto& s : args) argv.push_back(s.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    for (int i = 0; i < 500; ++i) {
+      std::string s = status();
+      if (s.find("\"a\":{\"present\":true,\"live\":true") != std::string::npos &&
+          s.find("\"b\":{\"present\":true,\"live\":true") != std::string::npos) {
+        up_ = true;
+        break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  ~Link() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int status;
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+  bool up() const { return up_; }
+  std::string status() const {
+    return sh_out(std::string(XOVER_PATH) + " status " + name_ + " --json --socket " + socket_ + " 2>/dev/null");
+  }
+  // A top-level counter from the JSON status.
+  std::uint64_t counter(const std::string& key) const {
+    std::string s = status();
+    auto at = s.find("\"" + key + "\":");
+    if (at == std::string::npos) return 0;
+    return std::stoull(s.substr(at + key.size() + 3));
+  }
+
+ private:
+  std::string name_, socket_;
+  pid_t pid_ = -1;
+  bool up_ = false;
+};
+
+bool root() { return ::geteuid() == 0 && ::access("/dev/net/tun", R_OK | W_OK) == 0; }
+
+#define REQUIRE_ROOT() \
+  if (!root()) GTEST_SKIP() << "needs root and /dev/net/tun"
+
+// Streams `bytes` of seeded pseudo-random data from namespace `from` to `to_ip` in namespace
+// `to` over TCP; returns {bytes received, crc of sent, crc of received, seconds}.
+struct Transfer {
+  std::uint64_t received = 0;
+  std::uint32_t crc_sent = 0, crc_received = 0;
+  double seconds = 0;
+};
+
+Transfer tcp_transfer(const std::string& from, const std::string& to, const std::string& to_ip, std::size_t bytes) {
+  Transfer t;
+  int listener = -1;
+  {
+    NetnsScope in(to);
+    listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(5201);
+  ::inet_pton(AF_INET, to_ip.c_str(), &addr.sin_addr);
+  int one = 1;
+  ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 1) != 0) {
+    ::close(listener);
+    return t;
+  }
+  std::thread receiver([&] {
+    int c = ::accept(listener, nullptr, nullptr);
+    if (c < 0) return;
+    std::vector<unsigned char> buf(1 << 20);
+    uLong crc = crc32(0, nullptr, 0);
+    ssize_t n;
+    while ((n = ::read(c, buf.data(), buf.size())) > 0) {
+      crc = crc32(crc, buf.data(), static_cast<uInt>(n));
+      t.received += static_cast<std::uint64_t>(n);
+    }
+    t.crc_received = static_cast<std::uint32_t>(crc);
+    ::close(c);
+  });
+  int s;
+  {
+    NetnsScope in(from);
+    s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  }
+  auto start = std::chrono::steady_clock::now();
+  if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    std::vector<std::uint64_t> block((1 << 20) / 8);
+    std::mt19937_64 rng(42);
+    uLong crc = crc32(0, nullptr, 0);
+    for (std::size_t sent = 0; sent < bytes;) {
+      for (auto& w : block) w = rng();
+      std::size_t len = std::min(bytes - sent, block.size() * 8);
+      auto* p = reinterpret_cast<const unsigned char*>(block.data());
+      crc = crc32(crc, p, static_cast<uInt>(len));
+      for (std::size_t off = 0; off < len;) {
+        ssize_t n = ::write(s, p + off, len - off);
+        if (n <= 0) break;
+        off += static_cast<std::size_t>(n);
+      }
+      sent += len;
+    }
+    t.crc_sent = static_cast<std::uint32_t>(crc);
+  }
+  ::shutdown(s, SHUT_WR);
+  receiver.join();
+  t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ::close(s);
+  ::close(listener);
+  return t;
+}
+
+}  // namespace
+
+TEST(CrossoverDetector, LearnsForwardsFloodsAndRelearns) {
+  Detector d;
+  Mac a{2, 0, 0, 0, 0, 1}, b{2, 0, 0, 0, 0, 2}, up{2, 0, 0, 0, 0, 3};
+  Mac bcast{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  std::uint32_t all = 0b111;
+  d.learn(a, kPortA);
+  d.learn(b, kPortB);
+  auto to_peer = d.decide(kPortA, b, a, all);
+  EXPECT_EQ(to_peer.kind, Decision::kForward);
+  EXPECT_EQ(to_peer.port, kPortB);
+  auto unknown = d.decide(kPortA, up, a, all);  // not learnt yet: every other port
+  EXPECT_EQ(unknown.kind, Decision::kFlood);
+  EXPECT_EQ(unknown.mask, 0b110u);
+  d.decide(kPortUplink, a, up, all);  // the uplink host speaks: learnt
+  auto to_uplink = d.decide(kPortA, up, a, all);
+  EXPECT_EQ(to_uplink.kind, Decision::kForward);
+  EXPECT_EQ(to_uplink.port, kPortUplink);
+  EXPECT_EQ(d.decide(kPortB, bcast, b, all).mask, 0b101u);
+  // b's MAC shows up behind the uplink: it moved, frames follow it.
+  d.decide(kPortUplink, bcast, b, all);
+  EXPECT_EQ(d.moves(), 1u);
+  auto moved = d.decide(kPortA, b, a, all);
+  EXPECT_EQ(moved.kind, Decision::kForward);
+  EXPECT_EQ(moved.port, kPortUplink);
+  // Hairpin and dead ports drop.
+  EXPECT_EQ(d.decide(kPortUplink, b, up, all).kind, Decision::kDrop);
+  EXPECT_EQ(d.decide(kPortA, b, a, 0b011).kind, Decision::kDrop);
+  d.forget_port(kPortUplink);
+  EXPECT_EQ(d.decide(kPortA, b, a, all).kind, Decision::kFlood);
+  Mac parsed;
+  EXPECT_TRUE(parse_mac("02:00:00:00:00:0a", &parsed));
+  EXPECT_EQ(mac_to_string(parsed), "02:00:00:00:00:0a");
+  EXPECT_FALSE(parse_mac("02:00:00:00:00", &parsed));
+}
+
+TEST(Crossover, NamespacesPingEachOther) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  Link link(a, b, "10.201.0");
+  ASSERT_TRUE(link.up()) << link.status();
+  EXPECT_EQ(a.exec("ping -c 3 -i 0.2 -W 2 10.201.0.2"), 0);
+  EXPECT_EQ(b.exec("ping -c 3 -i 0.2 -W 2 10.201.0.1"), 0);
+  EXPECT_GE(link.counter("crossover"), 12u);  // 6 echo requests + 6 replies, at least
+  EXPECT_EQ(link.counter("to_uplink"), 0u);
+}
+
+TEST(Crossover, Tcp100MiBWithMatchingChecksums) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  Link link(a, b, "10.202.0");
+  ASSERT_TRUE(link.up()) << link.status();
+  constexpr std::size_t kBytes = 100u << 20;
+  Transfer t = tcp_transfer(a.name, b.name, "10.202.0.2", kBytes);
+  EXPECT_EQ(t.received, kBytes);
+  EXPECT_EQ(t.crc_received, t.crc_sent);
+  EXPECT_NE(t.crc_sent, 0u);
+  std::printf("100 MiB over the crossover in %.2f s (%.2f Gbit/s)\n", t.seconds, kBytes * 8 / t.seconds / 1e9);
+  EXPECT_GE(link.counter("crossover"), 100u);
+}
+
+TEST(Crossover, NonPeerAddressTakesTheUplink) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b"), u("u");
+  Link link(a, b, "10.203.0", &u);
+  ASSERT_TRUE(link.up()) << link.status();
+  std::uint64_t before = link.counter("to_uplink");
+  EXPECT_EQ(a.exec("ping -c 3 -i 0.2 -W 2 10.203.0.3"), 0);  // the uplink's address, not the peer's
+  EXPECT_GE(link.counter("to_uplink") - before, 3u);
+  EXPECT_GE(link.counter("from_uplink"), 3u);
+  // The peer still goes straight across.
+  std::uint64_t cross = link.counter("crossover");
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.203.0.2"), 0);
+  EXPECT_GE(link.counter("crossover") - cross, 4u);
+}
+
+TEST(Crossover, MacMovingToTheUplinkIsRelearnt) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b"), u("u");
+  const std::string mac_b = "02:bb:00:00:00:02";
+  Link link(a, b, "10.204.0", &u, {"--mac-b", mac_b});
+  ASSERT_TRUE(link.up()) << link.status();
+  EXPECT_EQ(a.exec("ping -c 1 -W 2 10.204.0.2"), 0);
+  EXPECT_NE(link.status().find("{\"mac\":\"" + mac_b + "\",\"port\":\"b\""), std::string::npos) << link.status();
+  // The address moves: b takes another MAC, the uplink host takes b's old one and speaks.
+  ASSERT_EQ(b.exec("ip link set dev xo0 address 02:bb:00:00:00:99"), 0);
+  ASSERT_EQ(u.exec("ip link set dev xo-up0 address " + mac_b), 0);
+  EXPECT_EQ(u.exec("ping -c 1 -W 2 10.204.0.1"), 0);
+  EXPECT_NE(link.status().find("{\"mac\":\"" + mac_b + "\",\"port\":\"uplink\""), std::string::npos) << link.status();
+  EXPECT_GE(link.counter("mac_moves"), 1u);
+  // a reaches the uplink host at that MAC: the detector now sends it up, not across.
+  ASSERT_EQ(a.exec("ip neigh replace 10.204.0.3 lladdr " + mac_b + " dev xo0"), 0);
+  std::uint64_t before = link.counter("to_uplink");
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.204.0.3"), 0);
+  EXPECT_GE(link.counter("to_uplink") - before, 2u);
+}
+
+TEST(Crossover, DeadEndpointTakesItsSideDown) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  Link link(a, b, "10.205.0");
+  ASSERT_TRUE(link.up());
+  // Kill b's endpoint process: its TAP disappears and the host marks that port down.
+  std::string pids = sh_out("ip netns pids " + b.name);
+  ASSERT_FALSE(pids.empty());
+  for (std::size_t at = 0; at < pids.size();) {
+    std::size_t end = pids.find('\n', at);
+    ::kill(std::stoi(pids.substr(at, end - at)), SIGKILL);
+    if (end == std::string::npos) break;
+    at = end + 1;
+  }
+  bool down = false;
+  for (int i = 0; i < 200 && !down; ++i) {
+    down = link.status().find("\"b\":{\"present\":true,\"live\":false") != std::string::npos;
+    if (!down) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(down) << link.status();
+  EXPECT_NE(a.exec("ping -c 1 -W 1 10.205.0.2"), 0);  // an error, promptly; not a hang
+}
+
+TEST(Crossover, CommandLineCreateStatusDestroy) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  std::string name = unique_name("cli");
+  std::string x = XOVER_PATH;
+  ASSERT_EQ(sh(x + " create " + name + " --netns-a " + a.name + " --netns-b " + b.name +
+               " --addr-a 10.206.0.1/24 --addr-b 10.206.0.2/24"),
+            0);
+  EXPECT_EQ(a.exec("ip link show xo0"), 0);
+  EXPECT_EQ(a.exec("ping -c 1 -W 2 10.206.0.2"), 0);
+  EXPECT_NE(sh_out(x + " status " + name).find("port a"), std::string::npos);
+  EXPECT_NE(sh(x + " create " + name + " --netns-a nonexistent-ns --netns-b " + b.name), 0);
+  ASSERT_EQ(sh(x + " destroy " + name), 0);
+  // The endpoints are gone with their TAP devices.
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    gone = a.exec("ip link show xo0") != 0;
+    if (!gone) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(gone);
+  EXPECT_NE(sh(x + " status " + name), 0);
+}

@@ -1,0 +1,673 @@
+#include "bypass/vmqueue/broker.hpp"
+
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <immintrin.h>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "bypass/transport/session.h"
+#include "bypass/vmqueue/os.hpp"
+#include "page_pool.hpp"
+#include "wire.hpp"
+
+namespace bypass::vmqueue {
+
+namespace {
+
+using wire::Kind;
+using wire::Record;
+using Clock = std::chrono::steady_clock;
+
+// How long the broker polls its rings before sleeping. Zero: on a 2-core machine a spinning
+// broker steals the core the sender or receiver needs (measured: 30 us halves throughput);
+// the domains spin while they wait for a reply instead.
+constexpr auto kSpin = std::chrono::microseconds(0);
+
+enum class Tag : std::uint32_t { kListen = 1, kStop, kKick, kTimer, kDomain };
+
+std::uint64_t epoll_key(Tag tag, std::uint32_t id = 0) { return (std::uint64_t(tag) << 32) | id; }
+
+struct Parked {
+  std::uint32_t sender;
+  Record rec;
+};
+
+struct LazyMessage {
+  std::uint32_t dest;
+  Record rec;
+  Clock::time_point deadline;
+};
+
+struct DomainEntry {
+  std::uint32_t id = 0;
+  std::string name;
+  os::PeerCred cred;
+  std::optional<transport::Channel> channel;  // set-up messages and fds; its socket tells death
+  os::Mapping region;
+  SlotRing<Record> requests;  // broker consumes
+  SlotRing<Record> replies;   // broker produces
+  SlotRing<Record> queue;     // broker produces: this domain's inbound VM queue
+  os::Kick kick;              // wakes the domain
+  QueueOptions options;
+  std::set<std::uint32_t> introduced;            // may send to / hear from these
+  std::map<std::string, std::uint32_t> wants;    // pending introductions: name -> req_id
+  std::deque<Record> reply_backlog;              // replies waiting for room in `replies`
+  std::uint32_t lazy_reserved = 0;               // lazy messages accepted for this queue
+  std::deque<Parked> parked;                     // sends waiting for room in this queue
+  std::deque<LazyMessage> lazy_out;              // lazy messages this domain sent, in order
+  bool kick_owed = false;                        // a publish asked for a kick; sent once per pass
+
+  wire::WireIdentity wire_identity() const {
+    wire::WireIdentity w{};
+    w.pid = cred.pid;
+    w.uid = cred.uid;
+    w.gid = cred.gid;
+    wire::copy_name(w.name, name);
+    return w;
+  }
+  // Messages the queue holds or has promised to hold.
+  std::uint64_t occupancy() { return (queue.capacity() - queue.producer_free()) + lazy_reserved; }
+};
+
+}  // namespace
+
+struct Broker::Impl {
+  BrokerOptions options;
+  PagePool pools[2];
+  os::Fd pool_fds[2];
+  os::Mapping huge_reservation;  // keeps the hugetlb pages reserved for the pool's lifetime
+  bool hugetlb = false;
+  std::optional<transport::Listener> listener;
+  os::Fd epoll;
+  os::Kick stop_kick;
+  os::Kick broker_kick;  // every domain holds this fd; kicked when we announced sleep
+  os::Fd timer;
+  std::map<std::uint32_t, std::unique_ptr<DomainEntry>> domains;
+  std::map<std::string, std::uint32_t> by_name;
+  std::uint32_t next_id = 1;
+  bool lazy_dirty = false;
+  std::atomic<bool> stopping{false};  // set by stop() (any thread), read by run()
+
+  struct Counters {
+    std::atomic<std::uint64_t> connected{0}, live{0}, messages{0}, pages{0}, timer_flushes{0}, protocol{0};
+  } counters;
+
+  explicit Impl(BrokerOptions o) : options(std::move(o)) {
+    if (options.pages_4k == 0 && options.pages_2m == 0) throw std::runtime_error("vmqueue broker: empty page pools");
+    pools[0] = PagePool(options.pages_4k);
+    pools[1] = PagePool(options.pages_2m);
+    pool_fds[0] = os::make_memfd("vmq-pool-4k", std::size_t{options.pages_4k} * 4096);
+    std::size_t huge_size = std::size_t{options.pages_2m} * page_bytes(PageSize::k2M);
+    if (options.hugetlb && huge_size > 0) {
+      try {
+        os::Fd fd = os::make_memfd("vmq-pool-2m", huge_size, true);
+        // Mapping the whole file reserves its huge pages now, so a domain's later mmap of any
+        // part cannot fail for lack of them. The broker never touches the bytes.
+        void* p = ::mmap(nullptr, huge_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+        if (p != MAP_FAILED) {
+          huge_reservation = os::Mapping(p, huge_size);
+          pool_fds[1] = std::move(fd);
+          hugetlb = true;
+        }
+      } catch (const std::system_error&) {
+      }
+    }
+    if (!hugetlb) pool_fds[1] = os::make_memfd("vmq-pool-2m-fallback", std::max<std::size_t>(huge_size, 4096));
+    std::string error;
+    listener = transport::Listener::listen(options.socket_path, &error);
+    if (!listener) throw std::runtime_error("vmqueue broker: " + error);
+    epoll = os::Fd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll) os::throw_errno("epoll_create1");
+    stop_kick = os::Kick::create();
+    broker_kick = os::Kick::create();
+    timer = os::Fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!timer) os::throw_errno("timerfd_create");
+    watch(listener->fd(), epoll_key(Tag::kListen), EPOLLIN);
+    watch(stop_kick.fd(), epoll_key(Tag::kStop), EPOLLIN);
+    watch(broker_kick.fd(), epoll_key(Tag::kKick), EPOLLIN);
+    watch(timer.get(), epoll_key(Tag::kTimer), EPOLLIN);
+  }
+
+  // ~Listener removes the socket file.
+
+  void watch(int fd, std::uint64_t key, std::uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = key;
+    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) os::throw_errno("epoll_ctl");
+  }
+
+  void log(const char* fmt, auto... args) {
+    if (!options.verbose) return;
+    std::fprintf(stderr, "vmqd: ");
+    std::fprintf(stderr, fmt, args...);
+    std::fputc('\n', stderr);
+  }
+
+  DomainEntry* find(std::uint32_t id) {
+    auto it = domains.find(id);
+    return it == domains.end() ? nullptr : it->second.get();
+  }
+
+  // ---------------------------------------------------------------- session set-up
+
+  void accept_one() {
+    // The transport handshake checks transport and VM-queue versions (a mismatch is refused
+    // with a line naming both); a client that connects and says nothing costs at most 1 s.
+    std::string error;
+    transport::Hello mine{wire::kVersion, wire::kSchemaHash, "vmqd"};
+    auto deadline = transport::deadline_after(std::chrono::seconds(1));
+    auto channel = listener->accept(mine, transport::SessionOptions{.ring_bytes = 4096, .max_message = 4096},
+                                    &error, deadline);
+    if (!channel) {
+      log("session refused: %s", error.c_str());
+      return;
+    }
+    transport::Message msg;
+    wire::Hello hello;
+    if (channel->recv(msg, deadline) != transport::Status::kOk || msg.kind != wire::kSessionHello ||
+        msg.payload.size() != sizeof hello) {
+      log("no queue options from a new domain");
+      return;
+    }
+    std::memcpy(&hello, msg.payload.data(), sizeof hello);
+    wire::Welcome welcome;
+    auto refuse = [&](Errc errc) {
+      welcome.status = static_cast<std::uint32_t>(errc);
+      channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline);
+    };
+    if (hello.magic != wire::kMagic || hello.version != wire::kVersion) {
+      log("refused a domain speaking version %u (host speaks %u)", hello.version, wire::kVersion);
+      return refuse(Errc::kProtocol);
+    }
+    hello.name[wire::kNameMax] = 0;
+    std::string name(wire::name_of(hello.name));
+    if (!wire::valid_name(name) || hello.queue_capacity == 0 || hello.queue_capacity > wire::kMaxQueueCapacity ||
+        hello.default_delivery > static_cast<std::uint8_t>(Delivery::kLazy) || hello.lazy_delay_us > 10'000'000)
+      return refuse(Errc::kInvalid);
+    if (by_name.count(name) != 0) return refuse(Errc::kNameTaken);
+
+    auto d = std::make_unique<DomainEntry>();
+    d->id = next_id++;
+    d->name = name;
+    d->cred = os::PeerCred{static_cast<int>(channel->peer_pid()), channel->peer_uid(), channel->peer_gid()};
+    d->options.capacity = hello.queue_capacity;
+    d->options.default_delivery = static_cast<Delivery>(hello.default_delivery);
+    if (d->options.default_delivery == Delivery::kQueueDefault) d->options.default_delivery = Delivery::kImmediate;
+    d->options.lazy_delay = std::chrono::microseconds(hello.lazy_delay_us);
+    wire::RegionLayout layout = wire::region_layout(hello.queue_capacity);
+    os::Fd region_fd = os::make_memfd("vmq-domain", layout.size);
+    d->region = os::map_shared(region_fd.get(), layout.size);
+    d->requests = SlotRing<Record>(d->region.data() + layout.request_offset, wire::kRequestSlots, true);
+    d->replies = SlotRing<Record>(d->region.data() + layout.reply_offset, wire::kReplySlots, true);
+    d->queue = SlotRing<Record>(d->region.data() + layout.queue_offset, hello.queue_capacity, true);
+    d->kick = os::Kick::create();
+
+    welcome.domain_id = d->id;
+    welcome.region_size = layout.size;
+    welcome.queue_capacity = hello.queue_capacity;
+    welcome.pages_4k = pools[0].size();
+    welcome.pages_2m = pools[1].size();
+    welcome.huge_backing =
+        static_cast<std::uint8_t>(hugetlb ? wire::HugeBacking::kHugetlb : wire::HugeBacking::kShmemFallback);
+    int fds[wire::kWelcomeFds];
+    fds[wire::kFdRegion] = region_fd.get();
+    fds[wire::kFdPool4K] = pool_fds[0].get();
+    fds[wire::kFdPool2M] = pool_fds[1].get();
+    fds[wire::kFdBrokerKick] = broker_kick.fd();
+    fds[wire::kFdDomainKick] = d->kick.fd();
+    if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) != transport::Status::kOk ||
+        channel->send_fds(wire::kWelcomeFdTag, fds) != transport::Status::kOk)
+      return;
+    d->channel = std::move(channel);
+    // Only hang-ups matter: after set-up nothing more travels on the session.
+    watch(d->channel->socket_fd(), epoll_key(Tag::kDomain, d->id), EPOLLRDHUP);
+    log("domain %u '%s' connected (pid %d uid %u), queue capacity %u", d->id, name.c_str(), d->cred.pid,
+        d->cred.uid, hello.queue_capacity);
+    by_name[name] = d->id;
+    std::uint32_t id = d->id;
+    domains[id] = std::move(d);
+    counters.connected.fetch_add(1, std::memory_order_relaxed);
+    counters.live.fetch_add(1, std::memory_order_relaxed);
+    // Introductions that waited for this name.
+    for (auto& [other_id, other] : domains)
+      if (other_id != id && other->wants.count(name) != 0) try_introduce(*other, name);
+  }
+
+  // ---------------------------------------------------------------- output to domains
+
+  void reply(DomainEntry& d, const Record& rec) {
+    if (d.reply_backlog.empty()) {
+      if (Record* slot = d.replies.producer_slot()) {
+        *slot = rec;
+        if (d.replies.publish()) d.kick_owed = true;
+        return;
+      }
+    }
+    d.reply_backlog.push_back(rec);
+  }
+
+  bool flush_reply_backlog(DomainEntry& d) {
+    bool moved = false;
+    while (!d.reply_backlog.empty()) {
+      Record* slot = d.replies.producer_slot();
+      if (slot == nullptr) break;
+      *slot = d.reply_backlog.front();
+      d.reply_backlog.pop_front();
+      if (d.replies.publish()) d.kick_owed = true;
+      moved = true;
+    }
+    return moved;
+  }
+
+  Record make_reply(Kind kind, const Record& req, Errc status) {
+    Record r{};
+    r.kind = static_cast<std::uint32_t>(kind);
+    r.req_id = req.req_id;
+    r.peer = req.peer;
+    r.status = static_cast<std::uint8_t>(status);
+    return r;
+  }
+
+  // Puts an accepted message into dest's queue; room was checked or reserved by the caller.
+  void enqueue(DomainEntry& dest, std::uint32_t sender, const Record& req) {
+    Record* slot = dest.queue.producer_slot();
+    if (slot == nullptr) return;  // cannot happen: occupancy was checked; a corrupt queue is dropped below
+    Record r = req;
+    r.kind = static_cast<std::uint32_t>(Kind::kDeliver);
+    r.req_id = 0;
+    r.peer = sender;
+    r.status = 0;
+    r.flags = 0;
+    *slot = r;
+    if (dest.queue.publish()) dest.kick_owed = true;
+    counters.messages.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  Errc check_send(DomainEntry& s, const Record& req, DomainEntry** dest_out) {
+    if (req.page_size > 1 || req.n_runs == 0 || req.n_runs > wire::kMaxRuns) return Errc::kInvalid;
+    if (s.introduced.count(req.peer) == 0) return Errc::kNotIntroduced;
+    DomainEntry* dest = find(req.peer);
+    if (dest == nullptr) return Errc::kPeerDead;
+    std::uint64_t pages = 0;
+    for (std::uint32_t i = 0; i < req.n_runs; ++i) pages += req.runs[i].count;
+    if (req.bytes > pages * page_bytes(static_cast<PageSize>(req.page_size))) return Errc::kInvalid;
+    *dest_out = dest;
+    return Errc::kOk;
+  }
+
+  // Accepts (or parks, or refuses) one send. Returns true when it was decided now.
+  void handle_send(DomainEntry& s, const Record& req) {
+    DomainEntry* dest = nullptr;
+    Errc errc = check_send(s, req, &dest);
+    if (errc != Errc::kOk) return reply(s, make_reply(Kind::kSendReply, req, errc));
+    Delivery delivery = static_cast<Delivery>(req.delivery);
+    if (delivery != Delivery::kImmediate && delivery != Delivery::kLazy) delivery = dest->options.default_delivery;
+    // An immediate send is a flush point: this sender's lazy messages go first, so that the
+    // order between any two domains is the order of the sends.
+    if (delivery == Delivery::kImmediate) flush_lazy(s);
+    if (!dest->parked.empty() || dest->occupancy() >= dest->options.capacity) {
+      if (req.flags & wire::kNoWait) return reply(s, make_reply(Kind::kSendReply, req, Errc::kFull));
+      Record parked = req;
+      parked.delivery = static_cast<std::uint8_t>(delivery);
+      dest->parked.push_back(Parked{s.id, parked});
+      return;
+    }
+    accept_send(s, *dest, req, delivery);
+  }
+
+  void accept_send(DomainEntry& s, DomainEntry& dest, const Record& req, Delivery delivery) {
+    PagePool& pool = pools[req.page_size];
+    if (!pool.transfer(std::span(req.runs, req.n_runs), s.id, dest.id))
+      return reply(s, make_reply(Kind::kSendReply, req, Errc::kInvalid));
+    std::uint64_t pages = 0;
+    for (std::uint32_t i = 0; i < req.n_runs; ++i) pages += req.runs[i].count;
+    counters.pages.fetch_add(pages, std::memory_order_relaxed);
+    if (delivery == Delivery::kLazy) {
+      dest.lazy_reserved++;
+      s.lazy_out.push_back(LazyMessage{dest.id, req, Clock::now() + dest.options.lazy_delay});
+      lazy_dirty = true;
+    } else {
+      enqueue(dest, s.id, req);
+    }
+    reply(s, make_reply(Kind::kSendReply, req, Errc::kOk));
+  }
+
+  void flush_lazy(DomainEntry& s, bool only_expired = false) {
+    auto now = Clock::now();
+    for (auto it = s.lazy_out.begin(); it != s.lazy_out.end();) {
+      if (only_expired && it->deadline > now) {
+        ++it;
+        continue;
+      }
+      if (DomainEntry* dest = find(it->dest)) {
+        dest->lazy_reserved--;
+        enqueue(*dest, s.id, it->rec);
+        if (only_expired) counters.timer_flushes.fetch_add(1, std::memory_order_relaxed);
+      }
+      it = s.lazy_out.erase(it);
+      lazy_dirty = true;
+    }
+  }
+
+  // Parked sends into `dest` that now fit, oldest first.
+  bool unpark(DomainEntry& dest) {
+    bool moved = false;
+    while (!dest.parked.empty() && dest.occupancy() < dest.options.capacity) {
+      Parked p = dest.parked.front();
+      dest.parked.pop_front();
+      DomainEntry* s = find(p.sender);
+      if (s == nullptr) continue;  // the sender died while waiting; its pages were freed
+      accept_send(*s, dest, p.rec, static_cast<Delivery>(p.rec.delivery));
+      moved = true;
+    }
+    return moved;
+  }
+
+  void handle_alloc(DomainEntry& d, const Record& req) {
+    Record r = make_reply(Kind::kAllocReply, req, Errc::kOk);
+    r.page_size = req.page_size;
+    if (req.page_size > 1 || req.bytes == 0 || req.bytes > pools[req.page_size].size()) {
+      r.status = static_cast<std::uint8_t>(req.page_size > 1 || req.bytes == 0 ? Errc::kInvalid : Errc::kNoPages);
+      return reply(d, r);
+    }
+    std::vector<wire::PageRun> runs;
+    Errc errc = pools[req.page_size].allocate(static_cast<std::uint32_t>(req.bytes), d.id, wire::kMaxRuns, &runs);
+    r.status = static_cast<std::uint8_t>(errc);
+    r.n_runs = static_cast<std::uint32_t>(runs.size());
+    std::copy(runs.begin(), runs.end(), r.runs);
+    reply(d, r);
+  }
+
+  void handle_free(DomainEntry& d, const Record& req) {
+    if (req.page_size > 1 || req.n_runs > wire::kMaxRuns) return end_session(d, "bad free request");
+    if (!pools[req.page_size].transfer(std::span(req.runs, req.n_runs), d.id, PagePool::kFree))
+      end_session(d, "freed pages it does not own");
+  }
+
+  void handle_introduce(DomainEntry& d, const Record& req) {
+    wire::WireIdentity w;
+    std::memcpy(&w, req.runs, sizeof w);
+    w.name[wire::kNameMax] = 0;
+    std::string name(wire::name_of(w.name));
+    if (!wire::valid_name(name) || name == d.name) {
+      Record r = make_reply(Kind::kIntroduced, req, Errc::kInvalid);
+      return reply(d, r);
+    }
+    d.wants[name] = req.req_id;
+    try_introduce(d, name);
+  }
+
+  // Completes the identity exchange between `d` and the domain called `name` when both asked.
+  void try_introduce(DomainEntry& d, const std::string& name) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) return;
+    DomainEntry* other = find(it->second);
+    if (other == nullptr) return;
+    auto mine = d.wants.find(name);
+    auto theirs = other->wants.find(d.name);
+    if (mine == d.wants.end() || theirs == other->wants.end()) return;
+    d.introduced.insert(other->id);
+    other->introduced.insert(d.id);
+    auto send_identity = [&](DomainEntry& to, std::uint32_t req_id, const DomainEntry& about) {
+      Record r{};
+      r.kind = static_cast<std::uint32_t>(Kind::kIntroduced);
+      r.req_id = req_id;
+      r.peer = about.id;
+      wire::WireIdentity w = about.wire_identity();
+      std::memcpy(r.runs, &w, sizeof w);
+      reply(to, r);
+    };
+    send_identity(d, mine->second, *other);
+    send_identity(*other, theirs->second, d);
+    log("introduced %u '%s' <-> %u '%s'", d.id, d.name.c_str(), other->id, other->name.c_str());
+    d.wants.erase(mine);
+    other->wants.erase(theirs);
+  }
+
+  void handle_cancel(DomainEntry& d, const Record& req) {
+    for (auto& [id, dest] : domains) {
+      for (auto it = dest->parked.begin(); it != dest->parked.end(); ++it) {
+        if (it->sender == d.id && it->rec.req_id == req.req_id) {
+          reply(d, make_reply(Kind::kSendReply, it->rec, Errc::kFull));
+          dest->parked.erase(it);
+          return;
+        }
+      }
+    }
+    // Not parked any more: its reply was already sent.
+  }
+
+  // Drains up to `budget` requests of one domain. Returns whether it did anything.
+  bool process_requests(DomainEntry& d, int budget = 64) {
+    const std::uint32_t id = d.id;  // `d` dies with the session if a request ends it
+    bool did = false;
+    Record req;
+    bool kick_domain = false;
+    while (budget-- > 0 && d.requests.pop(&req, &kick_domain)) {
+      if (kick_domain) d.kick_owed = true;
+      did = true;
+      switch (static_cast<Kind>(req.kind)) {
+        case Kind::kAlloc: handle_alloc(d, req); break;
+        case Kind::kSend: handle_send(d, req); break;
+        case Kind::kFlush:
+          flush_lazy(d);
+          reply(d, make_reply(Kind::kFlushReply, req, Errc::kOk));
+          break;
+        case Kind::kFree: handle_free(d, req); break;
+        case Kind::kIntroduce: handle_introduce(d, req); break;
+        case Kind::kCancel: handle_cancel(d, req); break;
+        default: end_session(d, "unknown request kind"); return true;
+      }
+      if (find(id) == nullptr) return true;  // the request ended the session
+    }
+    if (d.requests.corrupt() || d.queue.corrupt() || d.replies.corrupt()) {
+      end_session(d, "corrupt ring indices");
+      return true;
+    }
+    return did;
+  }
+
+  // ---------------------------------------------------------------- teardown
+
+  void end_session(DomainEntry& d, const char* reason) {
+    counters.protocol.fetch_add(1, std::memory_order_relaxed);
+    log("ending domain %u '%s': %s", d.id, d.name.c_str(), reason);
+    ::shutdown(d.channel->socket_fd(), SHUT_RDWR);
+    remove_domain(d.id);
+  }
+
+  void remove_domain(std::uint32_t id) {
+    DomainEntry* d = find(id);
+    if (d == nullptr) return;
+    // What it sent before dying still counts: lazy messages are delivered.
+    flush_lazy(*d);
+    // Senders parked on its queue learn it is gone.
+    for (auto& p : d->parked)
+      if (DomainEntry* s = find(p.sender)) reply(*s, make_reply(Kind::kSendReply, p.rec, Errc::kPeerDead));
+    d->parked.clear();
+    // Its own parked sends elsewhere are dropped (pages still its own, freed below).
+    for (auto& [oid, other] : domains) {
+      std::erase_if(other->parked, [&](const Parked& p) { return p.sender == id; });
+      // Lazy messages to it from others: their pages are already its own, freed below.
+      std::erase_if(other->lazy_out, [&](const LazyMessage& m) { return m.dest == id; });
+    }
+    for (auto& pool : pools) pool.free_all_of(id);
+    for (std::uint32_t peer : d->introduced) {
+      if (DomainEntry* p = find(peer)) {
+        Record r{};
+        r.kind = static_cast<std::uint32_t>(Kind::kPeerDown);
+        r.peer = id;
+        reply(*p, r);
+      }
+    }
+    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, d->channel->socket_fd(), nullptr);
+    by_name.erase(d->name);
+    log("domain %u '%s' gone", id, d->name.c_str());
+    domains.erase(id);
+    counters.live.fetch_sub(1, std::memory_order_relaxed);
+    lazy_dirty = true;
+  }
+
+  void on_domain_event(std::uint32_t id, std::uint32_t events) {
+    DomainEntry* d = find(id);
+    if (d == nullptr) return;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      // Requests it posted before dying are served first (a send is a send).
+      for (DomainEntry* live = d; live != nullptr && process_requests(*live);) live = find(id);
+      remove_domain(id);
+      return;
+    }
+  }
+
+  // ---------------------------------------------------------------- event loop
+
+  bool pass() {
+    bool did = false;
+    std::vector<std::uint32_t> ids;
+    ids.reserve(domains.size());
+    for (auto& [id, d] : domains) ids.push_back(id);
+    for (std::uint32_t id : ids)
+      if (DomainEntry* d = find(id)) did |= process_requests(*d);
+    for (std::uint32_t id : ids) {
+      DomainEntry* d = find(id);
+      if (d == nullptr) continue;
+      if (!d->parked.empty()) did |= unpark(*d);
+      if (!d->reply_backlog.empty()) did |= flush_reply_backlog(*d);
+    }
+    for (auto& [id, d] : domains) {
+      if (d->kick_owed) {
+        d->kick_owed = false;
+        d->kick.signal();
+      }
+    }
+    return did;
+  }
+
+  void arm_timer() {
+    if (!lazy_dirty) return;
+    lazy_dirty = false;
+    Clock::time_point earliest = Clock::time_point::max();
+    for (auto& [id, d] : domains)
+      for (auto& m : d->lazy_out) earliest = std::min(earliest, m.deadline);
+    itimerspec its{};
+    if (earliest != Clock::time_point::max()) {
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(earliest.time_since_epoch()).count();
+      if (ns <= 0) ns = 1;
+      its.it_value.tv_sec = ns / 1'000'000'000;
+      its.it_value.tv_nsec = ns % 1'000'000'000;
+    }
+    // steady_clock is CLOCK_MONOTONIC on Linux.
+    ::timerfd_settime(timer.get(), TFD_TIMER_ABSTIME, &its, nullptr);
+  }
+
+  void on_timer() {
+    std::uint64_t expirations;
+    [[maybe_unused]] ssize_t n = ::read(timer.get(), &expirations, sizeof expirations);
+    for (auto& [id, d] : domains) flush_lazy(*d, true);
+    lazy_dirty = true;
+  }
+
+  // Announces that the broker sleeps on every ring it consumes or waits on, then re-checks.
+  bool prepare_sleep() {
+    bool work = false;
+    for (auto& [id, d] : domains) {
+      if (d->requests.consumer_prepare_wait()) work = true;
+      if (!d->parked.empty() && d->queue.producer_prepare_wait()) work = true;
+      if (!d->reply_backlog.empty() && d->replies.producer_prepare_wait()) work = true;
+    }
+    return work;
+  }
+
+  void run() {
+    constexpr int kMaxEvents = 32;
+    epoll_event events[kMaxEvents];
+    while (!stopping.load(std::memory_order_acquire)) {
+      if (pass()) continue;
+      // A short spin catches the next request of a busy domain without a sleep/wake pair.
+      bool work = false;
+      auto spin_until = Clock::now() + kSpin;
+      while (!work && Clock::now() < spin_until) {
+        _mm_pause();
+        for (auto& [id, d] : domains)
+          if (d->requests.consumer_slot() != nullptr) work = true;
+      }
+      if (work) continue;
+      arm_timer();
+      if (prepare_sleep()) continue;
+      int n = ::epoll_wait(epoll.get(), events, kMaxEvents, -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        os::throw_errno("epoll_wait");
+      }
+      for (int i = 0; i < n; ++i) {
+        auto tag = static_cast<Tag>(events[i].data.u64 >> 32);
+        auto id = static_cast<std::uint32_t>(events[i].data.u64);
+        switch (tag) {
+          case Tag::kListen: accept_one(); break;
+          case Tag::kStop: stop_kick.drain(); break;
+          case Tag::kKick: broker_kick.drain(); break;
+          case Tag::kTimer: on_timer(); break;
+          case Tag::kDomain: on_domain_event(id, events[i].events); break;
+        }
+      }
+      arm_timer();
+    }
+  }
+};
+
+Broker::Broker(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Broker::~Broker() = default;
+
+void Broker::run() { impl_->run(); }
+
+void Broker::stop() {
+  impl_->stopping.store(true, std::memory_order_release);  // pairs with run()'s acquire load
+  impl_->stop_kick.signal();
+}
+
+BrokerStats Broker::stats() const {
+  BrokerStats s;
+  auto& c = impl_->counters;
+  s.domains_connected = c.connected.load(std::memory_order_relaxed);
+  s.domains_live = c.live.load(std::memory_order_relaxed);
+  s.messages = c.messages.load(std::memory_order_relaxed);
+  s.pages_moved = c.pages.load(std::memory_order_relaxed);
+  s.lazy_flushed_by_timer = c.timer_flushes.load(std::memory_order_relaxed);
+  s.sessions_ended_for_protocol = c.protocol.load(std::memory_order_relaxed);
+  s.huge_pages_are_hugetlb = impl_->hugetlb;
+  return s;
+}
+
+const char* to_string(Errc errc) {
+  switch (errc) {
+    case Errc::kOk: return "ok";
+    case Errc::kFull: return "destination queue full";
+    case Errc::kTimedOut: return "timed out";
+    case Errc::kPeerDead: return "peer domain is gone";
+    case Errc::kNotIntroduced: return "not introduced to that domain";
+    case Errc::kNoPages: return "page pool exhausted";
+    case Errc::kBrokerLost: return "host broker is gone";
+    case Errc::kInvalid: return "invalid argument";
+    case Errc::kNameTaken: return "domain name already taken";
+    case Errc::kTooFragmented: return "too many page runs for one message";
+    case Errc::kProtocol: return "protocol mismatch";
+  }
+  return "unknown error";
+}
+
+}  // namespace bypass::vmqueue

@@ -246,8 +246,27 @@ void Context::create_device(const ContextOptions& options) {
     enable13.synchronization2 = options.synchronization2 ? VK_TRUE : VK_FALSE;
   }
 
+  VkPhysicalDeviceVulkan12Features enable12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  const bool want12 = options.timeline_semaphore || options.host_query_reset;
+  if (want12) {
+    if (options.min_api_version < VK_API_VERSION_1_2) {
+      throw std::logic_error("Vulkan 1.2 features need min_api_version 1.2");
+    }
+    VkPhysicalDeviceVulkan12Features supported{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceFeatures2 features2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+    features2.pNext = &supported;
+    vkGetPhysicalDeviceFeatures2(physical_device_, &features2);
+    if ((options.timeline_semaphore && !supported.timelineSemaphore) ||
+        (options.host_query_reset && !supported.hostQueryReset)) {
+      throw std::runtime_error(std::string(properties_.deviceName) + " lacks a required Vulkan 1.2 feature");
+    }
+    enable12.timelineSemaphore = options.timeline_semaphore ? VK_TRUE : VK_FALSE;
+    enable12.hostQueryReset = options.host_query_reset ? VK_TRUE : VK_FALSE;
+    enable12.pNext = want13 ? &enable13 : nullptr;
+  }
+
   VkDeviceCreateInfo info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-  info.pNext = want13 ? &enable13 : nullptr;
+  info.pNext = want12 ? static_cast<void*>(&enable12) : want13 ? static_cast<void*>(&enable13) : nullptr;
   info.queueCreateInfoCount = 1;
   info.pQueueCreateInfos = &queue_info;
   vk_check(vkCreateDevice(physical_device_, &info, nullptr, &device_), "vkCreateDevice");

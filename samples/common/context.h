@@ -20,6 +20,9 @@ struct ContextOptions {
   // Vulkan 1.3 core features the sample needs (requires min_api_version >= 1.3).
   bool dynamic_rendering = false;
   bool synchronization2 = false;
+  // Vulkan 1.2 core features (requires min_api_version >= 1.2).
+  bool timeline_semaphore = false;
+  bool host_query_reset = false;
 };
 
 class Context {

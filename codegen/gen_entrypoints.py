@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from common import banner, write_if_changed
 from gen_commands import CommandGenerator
-from wire import CommandShape, Protocol, read_list
+from wire import CommandShape, Protocol, read_list, read_table
 
 LEVELS = {"global": 0, "instance": 1, "physical_device": 2, "device": 3}
 
@@ -19,6 +19,7 @@ class EntryPointGenerator:
     def __init__(self, proto: Protocol, cg: CommandGenerator):
         self.p, self.cg, self.reg = proto, cg, proto.reg
         self.flush = set(read_list("flush.txt"))
+        self.barriers = {k: v.strip() for k, v in read_table("barriers.txt").items()}
 
     def entry(self, s: CommandShape) -> str:
         decl = self.cg.params_decl(s)
@@ -42,6 +43,9 @@ class EntryPointGenerator:
             elif o.kind == "handle_array":
                 L.append(f"  for (size_t i = 0; i < static_cast<size_t>({o.len_expr}); ++i)")
                 L.append(f"    {o.name}[i] = wire::handle_from_bits<{self.reg.resolve(o.type)}>(conn->new_id());")
+        barrier = self.barriers.get(s.name, "")
+        if barrier == "write":
+            L.append(f"  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of({first}));")
         L.append("  wire::Builder& b = thread_builder();")
         L.append(f"  wire::encode_{s.name}(b, conn->handles(), {names});")
         if not s.sync:
@@ -60,6 +64,9 @@ class EntryPointGenerator:
         else:
             L.append(f"  auto result = wire::decode_reply_{s.name}(c, r.data(), r.size(), {names});")
             L.append(f"  if (!c.error.empty()) {{ conn->protocol_error(c.error); return {lost}; }}")
+            if barrier == "read":
+                L.append("  if (result == VK_SUCCESS)")
+                L.append(f"    if (MemoryHooks* hooks = conn->memory_hooks()) hooks->read_barrier(object_of({first}));")
             L.append("  return result;")
         L.append("}")
         return "\n".join(L)

@@ -130,6 +130,27 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
       send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
       return true;
     }
+    case wire::kCtlMemoryWrite:
+    case wire::kCtlMemoryRead: {
+      wire::MemoryRange r;
+      if (size < sizeof(r)) return decode.fail("memory", "short request");
+      std::memcpy(&r, data, sizeof(r));
+      uint64_t handle = 0;
+      if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, r.memory_id, &handle))
+        return decode.fail("memory", "unknown memory id");
+      auto it = memory_.find(handle);
+      if (it == memory_.end()) return decode.fail("memory", "memory is not host-visible");
+      const SharedMemory& m = it->second;
+      if (r.offset > m.size || r.size > m.size - r.offset) return decode.fail("memory", "range out of bounds");
+      auto* bytes = static_cast<std::byte*>(m.ptr) + r.offset;
+      if (command == wire::kCtlMemoryWrite) {
+        if (size - sizeof(r) < r.size) return decode.fail("memory", "short write");
+        std::memcpy(bytes, data + sizeof(r), r.size);
+      } else {
+        send_raw_reply(reply_seq, command, 0, bytes, r.size);
+      }
+      return true;
+    }
     default:
       return decode.fail("control", "unknown control command");
   }

@@ -60,6 +60,15 @@ class Reply {
   wire::Arena arena_{size_t{64} << 20};
 };
 
+// Installed on a connection whose host-visible memory is a guest shadow (BYPASS_MEMORY=shadow):
+// called by the generated entry points at the barrier points of codegen/data/barriers.txt.
+class MemoryHooks {
+ public:
+  virtual ~MemoryHooks() = default;
+  virtual void write_barrier(Object* first_param) = 0;  // before a submission
+  virtual void read_barrier(Object* first_param) = 0;   // after a wait succeeded
+};
+
 class Connection : private wire::HandleMap {
  public:
   // Connects to BYPASS_ENDPOINT (or the default socket). nullptr and *error on failure.
@@ -81,6 +90,9 @@ class Connection : private wire::HandleMap {
   // Takes the fd the host sent with `tag` (memory sharing).
   int take_fd(uint64_t tag);
   void protocol_error(const std::string& what);
+
+  MemoryHooks* memory_hooks() const { return hooks_; }
+  void set_memory_hooks(MemoryHooks* hooks) { hooks_ = hooks; }
 
   void register_object(Object* o);
   void unregister_object(Object* o);
@@ -108,6 +120,8 @@ class Connection : private wire::HandleMap {
 
   std::mutex objects_mu_;
   std::unordered_map<uint64_t, Object*> objects_;
+
+  MemoryHooks* hooks_ = nullptr;
 
   std::mutex fds_mu_;
   std::unordered_map<uint64_t, int> fds_;

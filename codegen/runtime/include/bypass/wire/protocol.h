@@ -24,6 +24,17 @@ enum ControlCommand : uint16_t {
   kCtlEnumeratePhysicalDevices = 0xF000,
   // payload: none; reply: StatsReply. Used by tests and bypassctl-style tools.
   kCtlSessionStats = 0xF001,
+  // Shadow memory (BYPASS_MEMORY=shadow, the network path): the guest keeps its own copy of
+  // host-visible memory and moves dirty pages with these. Write: MemoryRange + bytes, no reply.
+  kCtlMemoryWrite = 0xF002,
+  // Read: MemoryRange; reply: the bytes of the range.
+  kCtlMemoryRead = 0xF003,
+};
+
+struct MemoryRange {
+  uint64_t memory_id;  // VkDeviceMemory id
+  uint64_t offset;
+  uint64_t size;
 };
 
 struct EnumeratePhysicalDevicesRequest {

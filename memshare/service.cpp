@@ -226,21 +226,29 @@ struct Service::Impl {
     std::vector<std::byte> buffer(wire::kMaxMessageBytes);
     std::vector<UniqueFd> fds;
     std::string reason = "closed its connection";
+    bool abnormal = false;
     for (;;) {
       fds.clear();
       auto n = recv_message(domain->socket.get(), buffer, fds);
       if (!n) {
-        if (n.code() != Errc::kDisconnected) reason = n.error().message;
+        if (n.code() != Errc::kDisconnected) {
+          reason = n.error().message;
+          abnormal = true;
+        }
         break;
       }
       auto handled = dispatch(*domain, std::span<const std::byte>(buffer.data(), *n), fds);
       if (!handled) {
         reason = handled.error().message;
+        abnormal = handled.code() != Errc::kDisconnected;
         break;
       }
     }
-    log("%s (pid %d, %s) ended: %s", domain_text(domain->id).c_str(), static_cast<int>(domain->peer.pid),
-        domain->label.c_str(), reason.c_str());
+    // A session ended by bad input always gets its one log line; clean ends only when verbose.
+    if (abnormal || options.verbose) {
+      std::fprintf(stderr, "memshare: %s (pid %d, '%s') ended: %s\n", domain_text(domain->id).c_str(),
+                   static_cast<int>(domain->peer.pid), domain->label.c_str(), reason.c_str());
+    }
     end_domain(domain);
     std::lock_guard lock(threads_mutex);
     finished.push_back(domain->id);
@@ -811,32 +819,33 @@ struct Service::Impl {
     std::shared_ptr<Domain> self;
     std::shared_ptr<Buffer> src;
     std::shared_ptr<Buffer> dst;
+    // Every failure from here on is the transfer's status, posted to its completion slot.
+    const auto fail = [&](const Error& error) {
+      post(domain, head.slot, head.ticket, error, 0);
+      return Result<void>();
+    };
     {
       std::lock_guard lock(mutex);
       auto d = domains.find(domain.id);
       if (d == domains.end()) return make_error(Errc::kDisconnected, "domain ended");
       self = d->second;
       auto s = lookup_locked(wire::from_wire(head.src));
-      if (!s) return post(domain, head.slot, head.ticket, s.error(), 0), Result<void>();
-      if (auto r = check_access(**s, domain.id, Access::kRead); !r) return post(domain, head.slot, head.ticket, r.error(), 0), Result<void>();
+      if (!s) return fail(s.error());
+      if (auto r = check_access(**s, domain.id, Access::kRead); !r) return fail(r.error());
       auto t = lookup_locked(wire::from_wire(head.dst));
-      if (!t) return post(domain, head.slot, head.ticket, t.error(), 0), Result<void>();
-      if (auto r = check_access(**t, domain.id, Access::kReadWrite); !r) return post(domain, head.slot, head.ticket, r.error(), 0), Result<void>();
+      if (!t) return fail(t.error());
+      if (auto r = check_access(**t, domain.id, Access::kReadWrite); !r) return fail(r.error());
       src = (*s)->buffer;
       dst = (*t)->buffer;
     }
     for (const CopyRange& r : *ranges) {
       if (!range_fits(r.src_offset, r.size, src->size) || !range_fits(r.dst_offset, r.size, dst->size)) {
-        post(domain, head.slot, head.ticket,
-             make_error(Errc::kOutOfRange, "copy of " + std::to_string(r.size) + " bytes from " +
-                                               std::to_string(r.src_offset) + " to " + std::to_string(r.dst_offset) +
-                                               " exceeds a buffer"),
-             0);
-        return {};
+        return fail(make_error(Errc::kOutOfRange, "copy of " + std::to_string(r.size) + " bytes from " +
+                                                      std::to_string(r.src_offset) + " to " +
+                                                      std::to_string(r.dst_offset) + " exceeds a buffer"));
       }
       if (src == dst && r.src_offset < r.dst_offset + r.size && r.dst_offset < r.src_offset + r.size) {
-        post(domain, head.slot, head.ticket, make_error(Errc::kInvalidArgument, "overlapping copy within one buffer"), 0);
-        return {};
+        return fail(make_error(Errc::kInvalidArgument, "overlapping copy within one buffer"));
       }
     }
     auto job = std::make_shared<TransferJob>();

@@ -548,12 +548,13 @@ Result<TransferHandle> Client::transfer(const Name& src, const Name& dst, std::s
   }
   std::lock_guard lock(conn_->mutex);
   conn_->process_revocations_locked();
-  if (conn_->free_slots.empty()) {
-    // Reclaim slots of dropped handles whose transfers have finished.
+  // Backpressure: with every slot in use, wait for a dropped handle's transfer to finish. Slots
+  // held by live handles are the caller's to release, so with none dropped it is kBusy.
+  while (conn_->free_slots.empty()) {
     auto& abandoned = conn_->abandoned_slots;
     for (auto it = abandoned.begin(); it != abandoned.end();) {
       CompletionSlot& s = conn_->control()->completions[*it];
-      if (s.state.load(std::memory_order_acquire) == kSlotDone) {
+      if (s.state.load(std::memory_order_acquire) == kSlotDone) {  // pairs with the service's exchange
         s.state.store(kSlotFree, std::memory_order_relaxed);
         conn_->free_slots.push_back(*it);
         it = abandoned.erase(it);
@@ -561,9 +562,20 @@ Result<TransferHandle> Client::transfer(const Name& src, const Name& dst, std::s
         ++it;
       }
     }
-  }
-  if (conn_->free_slots.empty()) {
-    return make_error(Errc::kBusy, std::to_string(kCompletionSlots) + " transfers already in flight");
+    if (!conn_->free_slots.empty()) break;
+    if (abandoned.empty()) {
+      return make_error(Errc::kBusy, std::to_string(kCompletionSlots) + " transfers already in flight");
+    }
+    std::atomic<uint32_t>& state = conn_->control()->completions[abandoned.front()].state;
+    uint32_t expected = kSlotPending;
+    state.compare_exchange_strong(expected, kSlotWaiting, std::memory_order_acq_rel);
+    futex_wait(&state, kSlotWaiting, 100'000'000);
+    if (state.load(std::memory_order_acquire) != kSlotDone) {
+      pollfd pfd{conn_->socket.get(), 0, 0};
+      if (::poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR))) {
+        return make_error(Errc::kDisconnected, "the memshare service went away");
+      }
+    }
   }
   const uint32_t slot = conn_->free_slots.back();
   const uint64_t ticket = conn_->next_ticket++;

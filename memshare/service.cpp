@@ -855,9 +855,10 @@ struct Service::Impl {
     const uint32_t slot = head.slot;
     const uint64_t ticket = head.ticket;
     job->done = [this, self, slot, ticket](const Error& error, uint64_t bytes) {
-      post(*self, slot, ticket, error, bytes);
+      // Counted before the completion is visible, so a domain that saw it also sees the count.
       transfers.fetch_add(1, std::memory_order_relaxed);
       transfer_bytes.fetch_add(bytes, std::memory_order_relaxed);
+      post(*self, slot, ticket, error, bytes);
     };
     engine.submit(std::move(job));
     return {};

@@ -35,6 +35,7 @@ namespace {
 constexpr uint64_t kMaxBufferBytes = uint64_t{1} << 40;
 constexpr size_t kMaxNamesPerDomain = 65536;
 constexpr size_t kMaxShadowsPerDomain = 4096;
+constexpr uint64_t kPopulateLimit = uint64_t{256} << 20;
 
 std::string domain_text(DomainId id) { return "domain " + std::to_string(id); }
 
@@ -84,7 +85,12 @@ Result<std::shared_ptr<Buffer>> make_buffer(UniqueFd fd, uint64_t offset, uint64
     return make_error(Errc::kInvalidArgument, "cannot seal the buffer against shrinking (create the memfd with "
                                               "MFD_ALLOW_SEALING and do not seal it with F_SEAL_SEAL)");
   }
-  auto view = MappedMemory::map(fd.get(), offset, size, true, /*populate=*/true);
+  // Pre-fault the service's view so transfers run at memcpy speed, but only where the domain
+  // already allocated most of the file: populating a sparse memfd would make the service
+  // allocate memory on a domain's behalf.
+  const bool resident = static_cast<uint64_t>(st.st_blocks) * 512 >= size / 2;
+  const bool populate = resident && size <= kPopulateLimit;
+  auto view = MappedMemory::map(fd.get(), offset, size, true, populate);
   if (!view) return view.error();
   auto buffer = std::make_shared<Buffer>();
   buffer->fd = std::move(fd);

@@ -85,6 +85,12 @@ void Connection::send_fixed(uint16_t command, const void* data, size_t size) {
   if (batch_.size() >= kBatchBytes) flush_locked();
 }
 
+void Connection::send_raw(uint16_t command, const void* data, size_t size) {
+  std::lock_guard lock(send_mu_);
+  append_locked(command, 0, data, size);
+  if (batch_.size() >= kBatchBytes) flush_locked();
+}
+
 bool Connection::call(uint16_t command, const wire::Builder& b, Reply& reply) {
   return call_raw(command, b.GetBufferPointer(), b.GetSize(), reply);
 }

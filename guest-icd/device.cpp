@@ -40,7 +40,8 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyDevice(VkDevice device, const VkAl
   for (auto& [key, q] : dev->queues) delete_object(q);
   for (auto& [pool, list] : dev->pool_buffers)
     for (auto* cb : list) delete_object(cb);
-  for (auto& [id, m] : dev->memory) munmap(m.ptr, m.size);
+  for (auto& [id, m] : dev->memory)
+    if (!m.shadow) munmap(m.ptr, m.size);
   delete_object(dev);
 }
 
@@ -51,6 +52,7 @@ static VkQueue get_queue(VkDevice device, uint32_t flags, uint32_t family, uint3
   auto key = std::make_tuple(flags, family, index);
   if (auto it = dev->queues.find(key); it != dev->queues.end()) return reinterpret_cast<VkQueue>(it->second);
   auto* q = new_object<Queue>(dev->conn, VK_OBJECT_TYPE_QUEUE, dev->conn->new_id());
+  q->device = dev;
   VkQueue handle = reinterpret_cast<VkQueue>(q);
   wire::Builder& b = thread_builder();
   if (info2) {

@@ -140,6 +140,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateInstance(const VkInstanceCreate
     for (auto& x : host_instance_extensions()) known |= !std::strcmp(x.extensionName, e);
     if (!known && std::strcmp(e, "VK_KHR_portability_enumeration") != 0) return VK_ERROR_EXTENSION_NOT_PRESENT;
   }
+  if (shadow_memory_enabled()) conn->set_memory_hooks(shadow_hooks());
   auto* inst = new_object<Instance>(conn.get(), VK_OBJECT_TYPE_INSTANCE, conn->new_id());
   inst->owned = std::move(conn);
   if (pCreateInfo->pApplicationInfo) inst->api_version = pCreateInfo->pApplicationInfo->apiVersion;

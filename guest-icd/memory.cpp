@@ -4,6 +4,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include "objects.h"
 
 namespace bypass::icd {
@@ -27,11 +29,25 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateMemory(VkDevice device, const
     int fd = conn->take_fd(wire::kFdTagMemoryBase + id);
     if (fd < 0) return VK_ERROR_DEVICE_LOST;
     const size_t size = pAllocateInfo->allocationSize;
-    void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    if (ptr == MAP_FAILED) return VK_ERROR_OUT_OF_HOST_MEMORY;
+    Mapping m;
+    m.size = size;
+    if (shadow_memory_enabled()) {
+      // The guest keeps its own copy; the host's pages are reached only through barriers.
+      close(fd);
+      auto shadow = memshare::ShadowRegion::create(size);
+      if (!shadow) {
+        std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
+        return VK_ERROR_OUT_OF_HOST_MEMORY;
+      }
+      m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
+      m.ptr = m.shadow->data();
+    } else {
+      m.ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      close(fd);
+      if (m.ptr == MAP_FAILED) return VK_ERROR_OUT_OF_HOST_MEMORY;
+    }
     std::lock_guard lock(dev->mu);
-    dev->memory[id] = Mapping{ptr, size};
+    dev->memory[id] = std::move(m);
   }
   *pMemory = handle;
   return VK_SUCCESS;
@@ -46,7 +62,7 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkFreeMemory(VkDevice device, VkDeviceMemor
   std::lock_guard lock(dev->mu);
   auto it = dev->memory.find(wire::handle_bits(memory));
   if (it == dev->memory.end()) return;
-  munmap(it->second.ptr, it->second.size);
+  if (!it->second.shadow) munmap(it->second.ptr, it->second.size);
   dev->memory.erase(it);
 }
 
@@ -64,12 +80,26 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkUnmapMemory(VkDevice, VkDeviceMemory) {
   // The shared mapping stays for the memory's lifetime: the host driver uses the same pages.
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkFlushMappedMemoryRanges(VkDevice, uint32_t, const VkMappedMemoryRange*) {
-  return VK_SUCCESS;  // the pages are the driver's own
+// Shared memory: the pages are the driver's own, nothing to move. Shadow memory: a flush is
+// a write barrier over the range, an invalidate a read barrier.
+static memshare::Range range_of(const VkMappedMemoryRange& r) {
+  return memshare::Range{r.offset, r.size == VK_WHOLE_SIZE ? memshare::Range::kWhole : r.size};
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkInvalidateMappedMemoryRanges(VkDevice, uint32_t, const VkMappedMemoryRange*) {
-  return VK_SUCCESS;
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkFlushMappedMemoryRanges(VkDevice device, uint32_t count,
+                                                                   const VkMappedMemoryRange* ranges) {
+  if (!shadow_memory_enabled()) return VK_SUCCESS;
+  for (uint32_t i = 0; i < count; ++i)
+    shadow_write_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));
+  return connection_of(device)->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkInvalidateMappedMemoryRanges(VkDevice device, uint32_t count,
+                                                                        const VkMappedMemoryRange* ranges) {
+  if (!shadow_memory_enabled()) return VK_SUCCESS;
+  for (uint32_t i = 0; i < count; ++i)
+    shadow_read_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));
+  return connection_of(device)->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
 }
 
 }  // namespace bypass::icd

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bypass/icd/connection.h"
+#include "memshare/shadow_region.h"
 #include "entrypoints.h"
 
 namespace bypass::icd {
@@ -29,7 +30,11 @@ struct PhysicalDevice : Object {
   VkPhysicalDeviceMemoryProperties memory{};
 };
 
-struct Queue : Object {};
+struct Device;
+
+struct Queue : Object {
+  Device* device = nullptr;
+};
 
 struct CommandBuffer : Object {
   uint64_t pool = 0;
@@ -38,6 +43,8 @@ struct CommandBuffer : Object {
 struct Mapping {
   void* ptr = nullptr;
   size_t size = 0;
+  // BYPASS_MEMORY=shadow: the guest's own copy, whose dirty pages barriers move.
+  std::shared_ptr<memshare::ShadowRegion> shadow;
 };
 
 struct Device : Object {
@@ -78,6 +85,13 @@ PFN entry(const char* name) {
   const EntryPoint* e = find_entry_point(name);
   return e ? reinterpret_cast<PFN>(e->fn) : nullptr;
 }
+
+// Shadow memory (BYPASS_MEMORY=shadow): hooks installed on each connection, and the barriers
+// flush/invalidate use directly.
+bool shadow_memory_enabled();
+MemoryHooks* shadow_hooks();
+void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range);
+void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range);
 
 // Cached once per physical device.
 const VkPhysicalDeviceMemoryProperties& memory_properties(PhysicalDevice* pd);

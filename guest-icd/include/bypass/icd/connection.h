@@ -83,6 +83,8 @@ class Connection : private wire::HandleMap {
   // Appends an asynchronous record; `flush` sends the batch now (submissions, signals).
   void send(uint16_t command, const wire::Builder& b, bool flush = false);
   void send_fixed(uint16_t command, const void* data, size_t size);
+  // An asynchronous control record (wire::ControlCommand) with a raw payload.
+  void send_raw(uint16_t command, const void* data, size_t size);
   // Appends a record that wants a reply, sends the batch and waits. false: the host is gone.
   bool call(uint16_t command, const wire::Builder& b, Reply& reply);
   bool call_raw(uint16_t command, const void* data, size_t size, Reply& reply);

@@ -58,6 +58,7 @@ void handle_vkDestroyDevice(wire::HostContext& c, wire::Args_vkDestroyDevice& a)
   Session& s = session(c);
   auto d = s.dispatch_ptr(wire::handle_bits(a.device));
   if (!a.device || !d) return;
+  s.drop_tracking(wire::handle_bits(a.device));
   d->vkDestroyDevice(a.device, nullptr);
   s.remove_object(VK_OBJECT_TYPE_DEVICE, wire::handle_bits(a.device));
 }

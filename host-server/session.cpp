@@ -34,6 +34,12 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   register_device_handlers(handlers);
   register_memory_handlers(handlers);
   register_sync_handlers(handlers);
+  register_submit_handlers(handlers);
+  destroys_.assign(wire::kCommandIdLimit, false);
+  for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) {
+    const std::string_view name = wire::command_name(cmd);
+    destroys_[cmd] = name.starts_with("vkDestroy") || name.starts_with("vkFree");
+  }
 }
 
 Session::~Session() {
@@ -105,6 +111,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     if (h.command >= 0xF000) {
       ok = run_control(h.command, payload, n);
     } else if (h.command < wire::kCommandIdLimit && wire::kRunTable[h.command]) {
+      if (destroys_[h.command]) quiesce();
       ok = wire::kRunTable[h.command](*this, payload, n);
     } else {
       decode.fail("record", "unknown command id");
@@ -239,7 +246,10 @@ void Session::remove_object(VkObjectType, uint64_t handle) {
   std::lock_guard lock(objects_mu_);
   objects_.remove(handle, [&](const ObjectEntry& e) {
     if (e.type == VK_OBJECT_TYPE_DEVICE_MEMORY) release_memory(e.handle);
-    if (e.type == VK_OBJECT_TYPE_DEVICE) devices_.erase(e.handle);
+    if (e.type == VK_OBJECT_TYPE_DEVICE) {
+      devices_.erase(e.handle);
+      in_flight_.erase(e.handle);  // its fences died with it
+    }
     dispatch_.erase(e.handle);
   });
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
@@ -375,6 +385,7 @@ void Session::teardown() {
     if (dev.type != VK_OBJECT_TYPE_DEVICE) continue;
     const wire::Dispatch& d = dispatch_of(dev.handle);
     if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(dev.handle));
+    drop_tracking(dev.handle);
     for (VkObjectType t : kDestroyOrder)
       for (const ObjectEntry& e : all)
         if (e.type == t && e.owner == dev.handle) destroy_object(e);

@@ -76,6 +76,11 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void set_device_info(uint64_t device, uint64_t physical_device, bool host_memory_import);
   const DeviceInfo* device_info(uint64_t device) const;
   void remove_owned(uint64_t owner);
+  // In-flight tracking (submit.cpp): a host fence after every guest submission, waited for
+  // before anything is destroyed or freed.
+  void track_submission(VkQueue queue);
+  void quiesce();
+  void drop_tracking(uint64_t device);
   bool closing() const { return closing_.load(std::memory_order_acquire); }
   // Sends a reply that is not a generated FlatBuffer (control commands).
   void send_raw_reply(uint64_t seq, uint16_t command, int32_t result, const void* data, size_t size);
@@ -111,6 +116,11 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
   std::unordered_map<uint64_t, SharedMemory> memory_;
   std::unordered_map<uint64_t, DeviceInfo> devices_;
+  struct InFlight {
+    std::deque<VkFence> fences;
+  };
+  std::unordered_map<uint64_t, InFlight> in_flight_;  // device -> tracking fences
+  std::vector<bool> destroys_;                         // command id -> destroys or frees
   wire::Arena arena_;
   uint64_t seq_ = 0;
 
@@ -134,6 +144,7 @@ void register_instance_handlers(wire::Handlers& h);
 void register_device_handlers(wire::Handlers& h);
 void register_memory_handlers(wire::Handlers& h);
 void register_sync_handlers(wire::Handlers& h);
+void register_submit_handlers(wire::Handlers& h);
 bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size);
 
 }  // namespace bypass::host

@@ -1,6 +1,7 @@
 #include "bypass/transport/channel.h"
 
 #include <poll.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cinttypes>
@@ -25,11 +26,31 @@ enum class Ready { kYes, kNo, kCorrupt };
 // Waits until check() says kYes: spins (adaptive budget), then sleeps on the ring's futex in
 // slices, checking between slices whether the peer's socket end has closed. `Ring` is
 // RingProducer (waiting for space) or RingConsumer (waiting for data).
+// Records the CPU we run on, for the peer's spin policy. Called on every send and recv so the
+// hint is fresh while the peer waits for us. Returns the CPU, or kUnknownCpu.
+uint32_t note_cpu(const Channel::Impl& s) {
+  const int cpu = sched_getcpu();  // glibc reads it from rseq: no system call
+  if (cpu < 0) return layout::kUnknownCpu;
+  const auto mine = static_cast<uint32_t>(cpu);
+  // Relaxed: only a hint; written only on change so the line stays shared in the peer's cache.
+  if (s.my_cpu->load(std::memory_order_relaxed) != mine) s.my_cpu->store(mine, std::memory_order_relaxed);
+  return mine;
+}
+
+// Whether the peer last ran on our CPU: then spinning would only keep it from running.
+bool note_cpu_and_check_colocated(const Channel::Impl& s) {
+  const uint32_t mine = note_cpu(s);
+  return mine != layout::kUnknownCpu && s.peer_cpu->load(std::memory_order_relaxed) == mine;
+}
+
 template <typename Ring, typename Check>
-Status wait_for(Ring& ring, SpinState& spin, Counter& sleeps, int socket, Deadline deadline, Check&& check) {
+Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sleeps, Deadline deadline,
+                Check&& check) {
+  const int socket = s.socket.get();
   const bool timed = deadline != kForever;
   if (timed && Clock::now() >= deadline) return check() == Ready::kYes ? Status::kOk : Status::kTimeout;
-  const uint32_t budget = spin.budget;
+  const bool colocated = note_cpu_and_check_colocated(s);
+  const uint32_t budget = colocated ? 0 : spin.budget;
   for (uint32_t i = 0; i < budget; ++i) {
     detail::cpu_relax();
     const Ready r = check();
@@ -40,13 +61,19 @@ Status wait_for(Ring& ring, SpinState& spin, Counter& sleeps, int socket, Deadli
     if (r == Ready::kCorrupt) return Status::kProtocolError;
     if (timed && (i & 127) == 127 && Clock::now() >= deadline) return Status::kTimeout;
   }
-  if (budget != 0) spin.on_miss();
+  const Deadline sleep_start = Clock::now();
+  // Called once the wait ends after the spin phase: teaches the spin budget.
+  auto learn = [&] {
+    // Only a wait on separate CPUs says anything about how long to spin.
+    if (!note_cpu_and_check_colocated(s) && !colocated && spin.max != 0) spin.on_slept(Clock::now() - sleep_start);
+  };
   for (;;) {
     const uint32_t token = ring.announce_sleep();
     // Re-check after announcing: the other side either sees our flag or we see its update.
     Ready r = check();
     if (r != Ready::kNo) {
       ring.cancel_sleep();
+      learn();
       return r == Ready::kYes ? Status::kOk : Status::kProtocolError;
     }
     const Deadline now = Clock::now();
@@ -79,15 +106,18 @@ Status Channel::Impl::fail(Status status, std::string text) {
 }
 
 Channel detail::ChannelFactory::make(UniqueFd socket, Mapping mapping, const RegionLayout& region, bool is_host,
-                                     const ucred& peer_cred, Hello peer_hello) {
+                                     bool asymmetric_fences, const ucred& peer_cred, Hello peer_hello) {
   auto impl = std::make_unique<Channel::Impl>();
   const auto& tx_ring = region.rings[is_host ? layout::kReplyRing : layout::kCommandRing];
   const auto& rx_ring = region.rings[is_host ? layout::kCommandRing : layout::kReplyRing];
   std::byte* base = mapping.base();
   impl->tx = RingProducer(reinterpret_cast<layout::RingControl*>(base + tx_ring.control_offset),
-                          base + tx_ring.data_offset, tx_ring.capacity);
+                          base + tx_ring.data_offset, tx_ring.capacity, asymmetric_fences);
   impl->rx = RingConsumer(reinterpret_cast<layout::RingControl*>(base + rx_ring.control_offset),
-                          base + rx_ring.data_offset, rx_ring.capacity);
+                          base + rx_ring.data_offset, rx_ring.capacity, asymmetric_fences);
+  auto* hints = reinterpret_cast<layout::SchedulingHints*>(base + region.hints_offset);
+  impl->my_cpu = is_host ? &hints->host_cpu : &hints->guest_cpu;
+  impl->peer_cpu = is_host ? &hints->guest_cpu : &hints->host_cpu;
   impl->socket = std::move(socket);
   impl->mapping = std::move(mapping);
   impl->max_message = region.max_message;
@@ -151,6 +181,7 @@ Status Channel::sendv(uint32_t kind, std::span<const std::span<const std::byte>>
   Impl& s = *impl_;
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
   if (kind >= layout::kReservedKindBase) return Status::kProtocolError;  // caller bug, not sticky
+  note_cpu(s);
   uint64_t total = 0;
   for (const ByteSpan& part : parts) {
     if (part.size() > s.max_message - std::min(total, s.max_message)) return Status::kTooLarge;
@@ -165,7 +196,7 @@ Status Channel::sendv(uint32_t kind, std::span<const std::span<const std::byte>>
       if (r == RingProducer::Result::kDone) return Status::kOk;
       if (r == RingProducer::Result::kCorrupt) return s.fail(Status::kProtocolError, "transmit ring: " + error);
       const uint64_t bytes = layout::record_bytes(size);
-      const Status w = wait_for(s.tx, s.send_spin, s.send_sleeps, s.socket.get(), deadline, [&] {
+      const Status w = wait_for(s, s.tx, s.send_spin, s.send_sleeps, deadline, [&] {
         switch (s.tx.has_space(bytes, &error)) {
           case RingProducer::Result::kDone:
             return Ready::kYes;
@@ -230,13 +261,14 @@ Status Channel::recv(Message& out, Deadline deadline) {
   Impl& s = *impl_;
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
   if (s.rx_closed) return Status::kClosed;
+  note_cpu(s);
   std::string error;
   for (;;) {
     RecordHeader h;
     const RingConsumer::Result r = s.rx.peek(&h, &error);
     if (r == RingConsumer::Result::kCorrupt) return s.fail(Status::kProtocolError, "receive ring: " + error);
     if (r == RingConsumer::Result::kEmpty) {
-      const Status w = wait_for(s.rx, s.recv_spin, s.recv_sleeps, s.socket.get(), deadline,
+      const Status w = wait_for(s, s.rx, s.recv_spin, s.recv_sleeps, deadline,
                                 [&] { return s.rx.has_data() ? Ready::kYes : Ready::kNo; });
       if (w != Status::kOk) return w;
       continue;

@@ -1,11 +1,14 @@
 #include "futex.h"
 
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 namespace bypass::transport::detail {
 
@@ -23,6 +26,25 @@ void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nan
 
 void futex_wake(std::atomic<uint32_t>* word) {
   (void)syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+
+bool register_asymmetric_fences() {
+  static const bool registered = [] {
+    const char* force = std::getenv("BYPASS_TRANSPORT_SYMMETRIC_FENCES");
+    if (force != nullptr && std::strcmp(force, "1") == 0) return false;
+    const long supported = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (supported < 0 || (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) return false;
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+  }();
+  return registered;
+}
+
+void heavy_fence() {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) {
+    // Cannot happen once registered; if it does, a missed wake-up is still bounded by the
+    // sleeper's time slice (Channel sleeps in short slices), so degrade rather than fail.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
 }
 
 }  // namespace bypass::transport::detail

@@ -83,9 +83,10 @@ class Channel {
   // The whole shared region as this process maps it. For tests that play a hostile peer.
   std::span<std::byte> region_for_testing() const;
 
+  struct Impl;  // opaque; defined in the library
+
  private:
   friend struct detail::ChannelFactory;
-  struct Impl;
   explicit Channel(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

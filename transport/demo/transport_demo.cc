@@ -35,26 +35,33 @@ constexpr uint32_t kReport = 2;  // guest asks / host answers: Totals since the 
 constexpr uint32_t kPing = 3;    // echoed back
 constexpr uint32_t kFdNote = 4;  // a memfd follows on the socket; host answers with its text
 
+constexpr uint64_t kChecksumSeed = 0xcbf29ce484222325ull;
+
 struct Totals {
   uint64_t messages = 0, bytes = 0, checksum = 0;
 };
 
-// FNV-1a-style 64-bit checksum over 8-byte words (order-sensitive), plus the tail bytes.
+// Order-sensitive 64-bit checksum over 8-byte words (multiply + xor-shift), then tail bytes.
 uint64_t checksum(std::span<const std::byte> data, uint64_t h) {
   size_t i = 0;
   for (; i + 8 <= data.size(); i += 8) {
     uint64_t w;
     std::memcpy(&w, data.data() + i, 8);
     h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
   }
   for (; i < data.size(); ++i) h = (h ^ static_cast<uint64_t>(data[i])) * 0x100000001b3ull;
-  return h;
+  return h ^ data.size();
 }
 
+// Pseudo-random contents (splitmix64), different per message.
 void fill(std::vector<std::byte>& v, uint64_t seed) {
   for (size_t i = 0; i < v.size(); i += 8) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    std::memcpy(v.data() + i, &seed, std::min<size_t>(8, v.size() - i));
+    uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    std::memcpy(v.data() + i, &z, std::min<size_t>(8, v.size() - i));
   }
 }
 
@@ -72,6 +79,7 @@ void print_stats(const char* who, const Channel& ch) {
 // Serves one guest until it says goodbye (or dies). Returns false on a protocol failure.
 bool serve(Channel& ch) {
   Totals t;
+  t.checksum = kChecksumSeed;
   Message m;
   for (;;) {
     const Status st = ch.recv(m);
@@ -93,6 +101,7 @@ bool serve(Channel& ch) {
       case kReport:
         if (ch.send(kReport, std::as_bytes(std::span(&t, 1))) != Status::kOk) return false;
         t = {};
+        t.checksum = kChecksumSeed;
         break;
       case kPing:
         if (ch.send(kPing, m.payload) != Status::kOk) return false;
@@ -121,6 +130,7 @@ bool serve(Channel& ch) {
 bool transfer(Channel& ch, const char* label, uint64_t count, size_t size) {
   std::vector<std::byte> payload(size);
   Totals mine;
+  mine.checksum = kChecksumSeed;
   const auto start = std::chrono::steady_clock::now();
   for (uint64_t i = 0; i < count; ++i) {
     fill(payload, i + size);

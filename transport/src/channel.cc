@@ -67,6 +67,7 @@ Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sl
     // Only a wait on separate CPUs says anything about how long to spin.
     if (!note_cpu_and_check_colocated(s) && !colocated && spin.max != 0) spin.on_slept(Clock::now() - sleep_start);
   };
+  bool slept_out = false;
   for (;;) {
     const uint32_t token = ring.announce_sleep();
     // Re-check after announcing: the other side either sees our flag or we see its update.
@@ -81,14 +82,16 @@ Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sl
       ring.cancel_sleep();
       return Status::kTimeout;
     }
-    if (detail::peer_hung_up(socket)) {
+    // The socket is the liveness signal. Look at it only after a sleep ran out (no wake came),
+    // which bounds the detection time by one slice and costs nothing on a busy stream.
+    if (slept_out && detail::peer_hung_up(socket)) {
       ring.cancel_sleep();
       // What the peer did before it died still counts.
       r = check();
       return r == Ready::kYes ? Status::kOk : r == Ready::kCorrupt ? Status::kProtocolError : Status::kPeerGone;
     }
     const auto slice = std::min<Clock::duration>(kLivenessSlice, deadline - now);
-    ring.sleep(token, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
+    slept_out = ring.sleep(token, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
     ++sleeps;
   }
 }

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -14,14 +15,14 @@ namespace bypass::transport::detail {
 
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 
-void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) {
-  if (timeout.count() <= 0) return;
+bool futex_wait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) {
+  if (timeout.count() <= 0) return true;
   timespec ts{};
   ts.tv_sec = static_cast<time_t>(timeout.count() / 1'000'000'000);
   ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
-  // FUTEX_WAIT's timeout is relative (CLOCK_MONOTONIC). EAGAIN/EINTR/ETIMEDOUT all mean
-  // "look again", so the result is ignored on purpose.
-  (void)syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+  // FUTEX_WAIT's timeout is relative (CLOCK_MONOTONIC). EAGAIN and EINTR mean "look again".
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0) != 0 &&
+         errno == ETIMEDOUT;
 }
 
 void futex_wake(std::atomic<uint32_t>* word) {

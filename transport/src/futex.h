@@ -10,8 +10,8 @@
 namespace bypass::transport::detail {
 
 // Sleeps while *word == expected, at most `timeout`. Returns on wake, timeout, signal or a
-// changed value alike: callers re-check their condition.
-void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout);
+// changed value alike (callers re-check their condition); true if the timeout ran out.
+bool futex_wait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout);
 // Wakes the (single) waiter on `word`.
 void futex_wake(std::atomic<uint32_t>* word);
 

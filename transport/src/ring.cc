@@ -123,8 +123,8 @@ uint32_t RingProducer::announce_sleep() {
 
 void RingProducer::cancel_sleep() { control_->producer_sleeping.store(0, std::memory_order_relaxed); }
 
-void RingProducer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
-  detail::futex_wait(&control_->space_seq, token, timeout);
+bool RingProducer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
+  return detail::futex_wait(&control_->space_seq, token, timeout);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,8 +224,8 @@ uint32_t RingConsumer::announce_sleep() {
 
 void RingConsumer::cancel_sleep() { control_->consumer_sleeping.store(0, std::memory_order_relaxed); }
 
-void RingConsumer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
-  detail::futex_wait(&control_->data_seq, token, timeout);
+bool RingConsumer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
+  return detail::futex_wait(&control_->data_seq, token, timeout);
 }
 
 }  // namespace bypass::transport

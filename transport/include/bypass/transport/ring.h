@@ -75,7 +75,7 @@ class RingProducer {
   // then sleep(token) or cancel_sleep(). The consumer wakes us after freeing space.
   uint32_t announce_sleep();
   void cancel_sleep();
-  void sleep(uint32_t token, std::chrono::nanoseconds timeout);
+  bool sleep(uint32_t token, std::chrono::nanoseconds timeout);  // true: timed out
 
   uint64_t wakes_issued() const { return wakes_.load(); }
 
@@ -117,7 +117,7 @@ class RingConsumer {
   // Sleep protocol for a consumer waiting for data, mirror of RingProducer's.
   uint32_t announce_sleep();
   void cancel_sleep();
-  void sleep(uint32_t token, std::chrono::nanoseconds timeout);
+  bool sleep(uint32_t token, std::chrono::nanoseconds timeout);  // true: timed out
 
   uint64_t wakes_issued() const { return wakes_.load(); }
 

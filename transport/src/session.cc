@@ -407,26 +407,32 @@ std::optional<Listener> Listener::listen(const std::string& endpoint, std::strin
   return Listener(std::move(fd), path, st.st_dev, st.st_ino);
 }
 
-std::optional<Channel> Listener::accept(const Hello& mine, const SessionOptions& options, std::string* error,
-                                        Deadline deadline) {
+UniqueFd Listener::accept_connection(std::string* error, Deadline deadline) {
   if (!fd_) {
     set_error(error, "listener is closed");
-    return std::nullopt;
+    return UniqueFd();
   }
   for (;;) {
     UniqueFd conn(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (conn) return accept_socket(std::move(conn), mine, options, error, deadline);
+    if (conn) return conn;
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
       set_error(error, str_printf("accept failed: %s", std::strerror(errno)));
-      return std::nullopt;
+      return UniqueFd();
     }
     if (Clock::now() >= deadline) {
       set_error(error, "no guest connected before the deadline");
-      return std::nullopt;
+      return UniqueFd();
     }
     pollfd p{fd_.get(), POLLIN, 0};
     (void)::poll(&p, 1, detail::poll_timeout_ms(deadline));
   }
+}
+
+std::optional<Channel> Listener::accept(const Hello& mine, const SessionOptions& options, std::string* error,
+                                        Deadline deadline) {
+  UniqueFd conn = accept_connection(error, deadline);
+  if (!conn) return std::nullopt;
+  return accept_socket(std::move(conn), mine, options, error, deadline);
 }
 
 }  // namespace bypass::transport

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sched.h>
+#include <sys/rseq.h>
 
 #include <algorithm>
 #include <cinttypes>
@@ -28,10 +29,22 @@ enum class Ready { kYes, kNo, kCorrupt };
 // RingProducer (waiting for space) or RingConsumer (waiting for data).
 // Records the CPU we run on, for the peer's spin policy. Called on every send and recv so the
 // hint is fresh while the peer waits for us. Returns the CPU, or kUnknownCpu.
+uint32_t current_cpu() {
+  // glibc (2.35+) registers rseq for every thread; the kernel keeps cpu_id current in it. Reading
+  // it directly is a TLS load, where sched_getcpu() is a call through the PLT on every message.
+  if (__rseq_size > 0) {
+    const auto* area = reinterpret_cast<const volatile struct rseq*>(
+        static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset);
+    const uint32_t cpu = area->cpu_id;
+    if (static_cast<int32_t>(cpu) >= 0) return cpu;  // negative: RSEQ_CPU_ID_UNINITIALIZED etc.
+  }
+  const int cpu = sched_getcpu();
+  return cpu < 0 ? layout::kUnknownCpu : static_cast<uint32_t>(cpu);
+}
+
 uint32_t note_cpu(const Channel::Impl& s) {
-  const int cpu = sched_getcpu();  // glibc reads it from rseq: no system call
-  if (cpu < 0) return layout::kUnknownCpu;
-  const auto mine = static_cast<uint32_t>(cpu);
+  const uint32_t mine = current_cpu();
+  if (mine == layout::kUnknownCpu) return mine;
   // Relaxed: only a hint; written only on change so the line stays shared in the peer's cache.
   if (s.my_cpu->load(std::memory_order_relaxed) != mine) s.my_cpu->store(mine, std::memory_order_relaxed);
   return mine;
@@ -106,6 +119,29 @@ Status Channel::Impl::fail(Status status, std::string text) {
     error = std::move(text);
   }
   return status;
+}
+
+Status Channel::Impl::write_record(uint32_t kind, std::span<const ByteSpan> record_parts, uint64_t size,
+                                   Deadline deadline) {
+  for (;;) {
+    const RingProducer::Result r = tx.try_write(kind, record_parts, &tx_error);
+    if (r == RingProducer::Result::kDone) return Status::kOk;
+    if (r == RingProducer::Result::kCorrupt) return fail(Status::kProtocolError, "transmit ring: " + tx_error);
+    const uint64_t bytes = layout::record_bytes(size);
+    const Status w = wait_for(*this, tx, send_spin, send_sleeps, deadline, [&] {
+      switch (tx.has_space(bytes, &tx_error)) {
+        case RingProducer::Result::kDone:
+          return Ready::kYes;
+        case RingProducer::Result::kFull:
+          return Ready::kNo;
+        case RingProducer::Result::kCorrupt:
+          break;
+      }
+      return Ready::kCorrupt;
+    });
+    if (w == Status::kProtocolError) return fail(w, "transmit ring: " + tx_error);
+    if (w != Status::kOk) return w;
+  }
 }
 
 Channel detail::ChannelFactory::make(UniqueFd socket, Mapping mapping, const RegionLayout& region, bool is_host,
@@ -191,38 +227,14 @@ Status Channel::sendv(uint32_t kind, std::span<const std::span<const std::byte>>
     total += part.size();
   }
 
-  // Writes one record, waiting for room.
-  auto write_record = [&](uint32_t record_kind, std::span<const ByteSpan> pieces, uint64_t size) -> Status {
-    std::string error;
-    for (;;) {
-      const RingProducer::Result r = s.tx.try_write(record_kind, pieces, &error);
-      if (r == RingProducer::Result::kDone) return Status::kOk;
-      if (r == RingProducer::Result::kCorrupt) return s.fail(Status::kProtocolError, "transmit ring: " + error);
-      const uint64_t bytes = layout::record_bytes(size);
-      const Status w = wait_for(s, s.tx, s.send_spin, s.send_sleeps, deadline, [&] {
-        switch (s.tx.has_space(bytes, &error)) {
-          case RingProducer::Result::kDone:
-            return Ready::kYes;
-          case RingProducer::Result::kFull:
-            return Ready::kNo;
-          case RingProducer::Result::kCorrupt:
-            break;
-        }
-        return Ready::kCorrupt;
-      });
-      if (w == Status::kProtocolError) return s.fail(w, "transmit ring: " + error);
-      if (w != Status::kOk) return w;
-    }
-  };
-
   if (s.tx_abort_pending) {
-    if (const Status st = write_record(layout::kKindChunkAbort, {}, 0); st != Status::kOk) return st;
+    if (const Status st = s.write_record(layout::kKindChunkAbort, {}, 0, deadline); st != Status::kOk) return st;
     s.tx_abort_pending = false;
   }
 
   const uint64_t limit = s.tx.max_record_payload();
   if (total <= limit) {
-    const Status st = write_record(kind, parts, total);
+    const Status st = s.write_record(kind, parts, total, deadline);
     if (st == Status::kOk) {
       ++s.msgs_sent;
       s.bytes_sent.add(total);
@@ -246,7 +258,8 @@ Status Channel::sendv(uint32_t kind, std::span<const std::span<const std::byte>>
     const uint64_t n = std::min(room, total - offset);
     slice_parts(parts, offset, n, &part_index, &part_base, &s.pieces);
     const uint64_t record_size = n + (first ? sizeof start : 0);
-    const Status st = write_record(first ? layout::kKindChunkStart : layout::kKindChunkMore, s.pieces, record_size);
+    const Status st =
+        s.write_record(first ? layout::kKindChunkStart : layout::kKindChunkMore, s.pieces, record_size, deadline);
     if (st != Status::kOk) {
       // Part of the message is out: the next send cancels it so the stream stays consistent.
       if (!first && st == Status::kTimeout) s.tx_abort_pending = true;
@@ -265,7 +278,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
   if (s.rx_closed) return Status::kClosed;
   note_cpu(s);
-  std::string error;
+  std::string& error = s.rx_error;
   for (;;) {
     RecordHeader h;
     const RingConsumer::Result r = s.rx.peek(&h, &error);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstring>
+#include <new>
 
 #include "channel_impl.h"
 #include "futex.h"
@@ -318,7 +319,13 @@ Status Channel::recv(Message& out, Deadline deadline) {
                                            " bytes refused (limit %" PRIu64 " bytes)",
                                            start.kind, start.total, s.max_message));
         }
-        s.reassembly.resize(start.total);
+        try {
+          s.reassembly.resize(start.total);
+        } catch (const std::bad_alloc&) {
+          return s.fail(Status::kProtocolError,
+                        detail::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
+                                           start.total));
+        }
         s.rx.read(sizeof start, s.reassembly.data(), data);
         s.rx.pop();
         s.reassembling = true;
@@ -364,7 +371,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
 
 bool Channel::poll_ready() const { return impl_ && impl_->rx.has_data(); }
 
-Status Channel::send_fds(uint64_t tag, std::span<const int> fds) {
+Status Channel::send_fds(uint64_t tag, std::span<const int> fds, Deadline deadline) {
   if (!impl_) return Status::kClosed;
   Impl& s = *impl_;
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
@@ -374,7 +381,7 @@ Status Channel::send_fds(uint64_t tag, std::span<const int> fds) {
   packet.count = static_cast<uint32_t>(fds.size());
   packet.tag = tag;
   std::string error;
-  return detail::send_packet(s.socket.get(), &packet, sizeof packet, fds, kForever, &error);
+  return detail::send_packet(s.socket.get(), &packet, sizeof packet, fds, deadline, &error);
 }
 
 Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline) {

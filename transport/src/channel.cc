@@ -25,11 +25,6 @@ constexpr std::chrono::milliseconds kLivenessSlice{20};
 
 enum class Ready { kYes, kNo, kCorrupt };
 
-// Waits until check() says kYes: spins (adaptive budget), then sleeps on the ring's futex in
-// slices, checking between slices whether the peer's socket end has closed. `Ring` is
-// RingProducer (waiting for space) or RingConsumer (waiting for data).
-// Records the CPU we run on, for the peer's spin policy. Called on every send and recv so the
-// hint is fresh while the peer waits for us. Returns the CPU, or kUnknownCpu.
 uint32_t current_cpu() {
   // glibc (2.35+) registers rseq for every thread; the kernel keeps cpu_id current in it. Reading
   // it directly is a TLS load, where sched_getcpu() is a call through the PLT on every message.
@@ -43,6 +38,8 @@ uint32_t current_cpu() {
   return cpu < 0 ? layout::kUnknownCpu : static_cast<uint32_t>(cpu);
 }
 
+// Records the CPU we run on, for the peer's spin policy. Called on every send and recv so the
+// hint is fresh while the peer waits for us. Returns the CPU, or kUnknownCpu.
 uint32_t note_cpu(const Channel::Impl& s) {
   const uint32_t mine = current_cpu();
   if (mine == layout::kUnknownCpu) return mine;
@@ -57,6 +54,9 @@ bool note_cpu_and_check_colocated(const Channel::Impl& s) {
   return mine != layout::kUnknownCpu && s.peer_cpu->load(std::memory_order_relaxed) == mine;
 }
 
+// Waits until check() says kYes: spins (adaptive budget), then sleeps on the ring's futex in
+// slices, checking between slices whether the peer's socket end has closed. `Ring` is
+// RingProducer (waiting for space) or RingConsumer (waiting for data).
 template <typename Ring, typename Check>
 Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sleeps, Deadline deadline,
                 Check&& check) {

@@ -269,6 +269,15 @@ TEST(ChannelTest, PingPongOnFutexOnly) {
   EXPECT_GT(host.stats().sleeps, 0u);
 }
 
+TEST(ChannelTest, RingSizeIsRoundedUpToAPowerOfTwoAndCapped) {
+  auto [guest, host] = make_pair(5000);
+  EXPECT_EQ(guest.tx_capacity(), 8192u);
+  EXPECT_EQ(host.tx_capacity(), 8192u);
+  std::string error;
+  EXPECT_FALSE(make_channel_pair(SessionOptions{size_t{2} << 30}, &error));
+  EXPECT_NE(error.find("ring_bytes 2147483648 exceeds the limit"), std::string::npos) << error;
+}
+
 // --- hostile peer ---------------------------------------------------------------------------
 
 TEST(ChannelCorruptionTest, HeadOutsideTheRingIsAStickyProtocolError) {

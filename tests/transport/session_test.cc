@@ -102,6 +102,22 @@ TEST_F(SessionTest, GuestAndHostConnect) {
   sender.join();
 }
 
+TEST_F(SessionTest, HandshakeCanRunOffTheAcceptThread) {
+  std::string error;
+  auto listener = Listener::listen(socket_path(), &error);
+  ASSERT_TRUE(listener) << error;
+  Outcome guest;
+  std::thread t([&] { guest.channel = connect(socket_path(), kGuest, &guest.error, deadline_after(5s)); });
+  UniqueFd conn = listener->accept_connection(&error, deadline_after(5s));
+  ASSERT_TRUE(conn) << error;
+  std::optional<Channel> host;
+  std::thread session([&] { host = accept_socket(std::move(conn), kHost, {}, &error, deadline_after(5s)); });
+  session.join();
+  t.join();
+  EXPECT_TRUE(host) << error;
+  EXPECT_TRUE(guest.channel) << guest.error;
+}
+
 TEST_F(SessionTest, BarePathAndAbstractEndpointsWork) {
   for (const std::string& endpoint : {socket_path("bare.sock"), "unix:@bypass-test-" + std::to_string(getpid())}) {
     std::string error;

@@ -1,10 +1,13 @@
 #include "bypass/transport/channel.h"
 
 #include <poll.h>
+#include <sched.h>
+#include <sys/rseq.h>
 
 #include <algorithm>
 #include <cinttypes>
 #include <cstring>
+#include <new>
 
 #include "channel_impl.h"
 #include "futex.h"
@@ -22,14 +25,46 @@ constexpr std::chrono::milliseconds kLivenessSlice{20};
 
 enum class Ready { kYes, kNo, kCorrupt };
 
+uint32_t current_cpu() {
+  // glibc (2.35+) registers rseq for every thread; the kernel keeps cpu_id current in it. Reading
+  // it directly is a TLS load, where sched_getcpu() is a call through the PLT on every message.
+  if (__rseq_size > 0) {
+    const auto* area = reinterpret_cast<const volatile struct rseq*>(
+        static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset);
+    const uint32_t cpu = area->cpu_id;
+    if (static_cast<int32_t>(cpu) >= 0) return cpu;  // negative: RSEQ_CPU_ID_UNINITIALIZED etc.
+  }
+  const int cpu = sched_getcpu();
+  return cpu < 0 ? layout::kUnknownCpu : static_cast<uint32_t>(cpu);
+}
+
+// Records the CPU we run on, for the peer's spin policy. Called on every send and recv so the
+// hint is fresh while the peer waits for us. Returns the CPU, or kUnknownCpu.
+uint32_t note_cpu(const Channel::Impl& s) {
+  const uint32_t mine = current_cpu();
+  if (mine == layout::kUnknownCpu) return mine;
+  // Relaxed: only a hint; written only on change so the line stays shared in the peer's cache.
+  if (s.my_cpu->load(std::memory_order_relaxed) != mine) s.my_cpu->store(mine, std::memory_order_relaxed);
+  return mine;
+}
+
+// Whether the peer last ran on our CPU: then spinning would only keep it from running.
+bool note_cpu_and_check_colocated(const Channel::Impl& s) {
+  const uint32_t mine = note_cpu(s);
+  return mine != layout::kUnknownCpu && s.peer_cpu->load(std::memory_order_relaxed) == mine;
+}
+
 // Waits until check() says kYes: spins (adaptive budget), then sleeps on the ring's futex in
 // slices, checking between slices whether the peer's socket end has closed. `Ring` is
 // RingProducer (waiting for space) or RingConsumer (waiting for data).
 template <typename Ring, typename Check>
-Status wait_for(Ring& ring, SpinState& spin, Counter& sleeps, int socket, Deadline deadline, Check&& check) {
+Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sleeps, Deadline deadline,
+                Check&& check) {
+  const int socket = s.socket.get();
   const bool timed = deadline != kForever;
   if (timed && Clock::now() >= deadline) return check() == Ready::kYes ? Status::kOk : Status::kTimeout;
-  const uint32_t budget = spin.budget;
+  const bool colocated = note_cpu_and_check_colocated(s);
+  const uint32_t budget = colocated ? 0 : spin.budget;
   for (uint32_t i = 0; i < budget; ++i) {
     detail::cpu_relax();
     const Ready r = check();
@@ -40,13 +75,20 @@ Status wait_for(Ring& ring, SpinState& spin, Counter& sleeps, int socket, Deadli
     if (r == Ready::kCorrupt) return Status::kProtocolError;
     if (timed && (i & 127) == 127 && Clock::now() >= deadline) return Status::kTimeout;
   }
-  if (budget != 0) spin.on_miss();
+  const Deadline sleep_start = Clock::now();
+  // Called once the wait ends after the spin phase: teaches the spin budget.
+  auto learn = [&] {
+    // Only a wait on separate CPUs says anything about how long to spin.
+    if (!note_cpu_and_check_colocated(s) && !colocated && spin.max != 0) spin.on_slept(Clock::now() - sleep_start);
+  };
+  bool slept_out = false;
   for (;;) {
     const uint32_t token = ring.announce_sleep();
     // Re-check after announcing: the other side either sees our flag or we see its update.
     Ready r = check();
     if (r != Ready::kNo) {
       ring.cancel_sleep();
+      learn();
       return r == Ready::kYes ? Status::kOk : Status::kProtocolError;
     }
     const Deadline now = Clock::now();
@@ -54,14 +96,16 @@ Status wait_for(Ring& ring, SpinState& spin, Counter& sleeps, int socket, Deadli
       ring.cancel_sleep();
       return Status::kTimeout;
     }
-    if (detail::peer_hung_up(socket)) {
+    // The socket is the liveness signal. Look at it only after a sleep ran out (no wake came),
+    // which bounds the detection time by one slice and costs nothing on a busy stream.
+    if (slept_out && detail::peer_hung_up(socket)) {
       ring.cancel_sleep();
       // What the peer did before it died still counts.
       r = check();
       return r == Ready::kYes ? Status::kOk : r == Ready::kCorrupt ? Status::kProtocolError : Status::kPeerGone;
     }
     const auto slice = std::min<Clock::duration>(kLivenessSlice, deadline - now);
-    ring.sleep(token, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
+    slept_out = ring.sleep(token, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
     ++sleeps;
   }
 }
@@ -78,16 +122,42 @@ Status Channel::Impl::fail(Status status, std::string text) {
   return status;
 }
 
+Status Channel::Impl::write_record(uint32_t kind, std::span<const ByteSpan> record_parts, uint64_t size,
+                                   Deadline deadline) {
+  for (;;) {
+    const RingProducer::Result r = tx.try_write(kind, record_parts, &tx_error);
+    if (r == RingProducer::Result::kDone) return Status::kOk;
+    if (r == RingProducer::Result::kCorrupt) return fail(Status::kProtocolError, "transmit ring: " + tx_error);
+    const uint64_t bytes = layout::record_bytes(size);
+    const Status w = wait_for(*this, tx, send_spin, send_sleeps, deadline, [&] {
+      switch (tx.has_space(bytes, &tx_error)) {
+        case RingProducer::Result::kDone:
+          return Ready::kYes;
+        case RingProducer::Result::kFull:
+          return Ready::kNo;
+        case RingProducer::Result::kCorrupt:
+          break;
+      }
+      return Ready::kCorrupt;
+    });
+    if (w == Status::kProtocolError) return fail(w, "transmit ring: " + tx_error);
+    if (w != Status::kOk) return w;
+  }
+}
+
 Channel detail::ChannelFactory::make(UniqueFd socket, Mapping mapping, const RegionLayout& region, bool is_host,
-                                     const ucred& peer_cred, Hello peer_hello) {
+                                     bool asymmetric_fences, const ucred& peer_cred, Hello peer_hello) {
   auto impl = std::make_unique<Channel::Impl>();
   const auto& tx_ring = region.rings[is_host ? layout::kReplyRing : layout::kCommandRing];
   const auto& rx_ring = region.rings[is_host ? layout::kCommandRing : layout::kReplyRing];
   std::byte* base = mapping.base();
   impl->tx = RingProducer(reinterpret_cast<layout::RingControl*>(base + tx_ring.control_offset),
-                          base + tx_ring.data_offset, tx_ring.capacity);
+                          base + tx_ring.data_offset, tx_ring.capacity, asymmetric_fences);
   impl->rx = RingConsumer(reinterpret_cast<layout::RingControl*>(base + rx_ring.control_offset),
-                          base + rx_ring.data_offset, rx_ring.capacity);
+                          base + rx_ring.data_offset, rx_ring.capacity, asymmetric_fences);
+  auto* hints = reinterpret_cast<layout::SchedulingHints*>(base + region.hints_offset);
+  impl->my_cpu = is_host ? &hints->host_cpu : &hints->guest_cpu;
+  impl->peer_cpu = is_host ? &hints->guest_cpu : &hints->host_cpu;
   impl->socket = std::move(socket);
   impl->mapping = std::move(mapping);
   impl->max_message = region.max_message;
@@ -151,44 +221,21 @@ Status Channel::sendv(uint32_t kind, std::span<const std::span<const std::byte>>
   Impl& s = *impl_;
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
   if (kind >= layout::kReservedKindBase) return Status::kProtocolError;  // caller bug, not sticky
+  note_cpu(s);
   uint64_t total = 0;
   for (const ByteSpan& part : parts) {
     if (part.size() > s.max_message - std::min(total, s.max_message)) return Status::kTooLarge;
     total += part.size();
   }
 
-  // Writes one record, waiting for room.
-  auto write_record = [&](uint32_t record_kind, std::span<const ByteSpan> pieces, uint64_t size) -> Status {
-    std::string error;
-    for (;;) {
-      const RingProducer::Result r = s.tx.try_write(record_kind, pieces, &error);
-      if (r == RingProducer::Result::kDone) return Status::kOk;
-      if (r == RingProducer::Result::kCorrupt) return s.fail(Status::kProtocolError, "transmit ring: " + error);
-      const uint64_t bytes = layout::record_bytes(size);
-      const Status w = wait_for(s.tx, s.send_spin, s.send_sleeps, s.socket.get(), deadline, [&] {
-        switch (s.tx.has_space(bytes, &error)) {
-          case RingProducer::Result::kDone:
-            return Ready::kYes;
-          case RingProducer::Result::kFull:
-            return Ready::kNo;
-          case RingProducer::Result::kCorrupt:
-            break;
-        }
-        return Ready::kCorrupt;
-      });
-      if (w == Status::kProtocolError) return s.fail(w, "transmit ring: " + error);
-      if (w != Status::kOk) return w;
-    }
-  };
-
   if (s.tx_abort_pending) {
-    if (const Status st = write_record(layout::kKindChunkAbort, {}, 0); st != Status::kOk) return st;
+    if (const Status st = s.write_record(layout::kKindChunkAbort, {}, 0, deadline); st != Status::kOk) return st;
     s.tx_abort_pending = false;
   }
 
   const uint64_t limit = s.tx.max_record_payload();
   if (total <= limit) {
-    const Status st = write_record(kind, parts, total);
+    const Status st = s.write_record(kind, parts, total, deadline);
     if (st == Status::kOk) {
       ++s.msgs_sent;
       s.bytes_sent.add(total);
@@ -212,7 +259,8 @@ Status Channel::sendv(uint32_t kind, std::span<const std::span<const std::byte>>
     const uint64_t n = std::min(room, total - offset);
     slice_parts(parts, offset, n, &part_index, &part_base, &s.pieces);
     const uint64_t record_size = n + (first ? sizeof start : 0);
-    const Status st = write_record(first ? layout::kKindChunkStart : layout::kKindChunkMore, s.pieces, record_size);
+    const Status st =
+        s.write_record(first ? layout::kKindChunkStart : layout::kKindChunkMore, s.pieces, record_size, deadline);
     if (st != Status::kOk) {
       // Part of the message is out: the next send cancels it so the stream stays consistent.
       if (!first && st == Status::kTimeout) s.tx_abort_pending = true;
@@ -230,13 +278,14 @@ Status Channel::recv(Message& out, Deadline deadline) {
   Impl& s = *impl_;
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
   if (s.rx_closed) return Status::kClosed;
-  std::string error;
+  note_cpu(s);
+  std::string& error = s.rx_error;
   for (;;) {
     RecordHeader h;
     const RingConsumer::Result r = s.rx.peek(&h, &error);
     if (r == RingConsumer::Result::kCorrupt) return s.fail(Status::kProtocolError, "receive ring: " + error);
     if (r == RingConsumer::Result::kEmpty) {
-      const Status w = wait_for(s.rx, s.recv_spin, s.recv_sleeps, s.socket.get(), deadline,
+      const Status w = wait_for(s, s.rx, s.recv_spin, s.recv_sleeps, deadline,
                                 [&] { return s.rx.has_data() ? Ready::kYes : Ready::kNo; });
       if (w != Status::kOk) return w;
       continue;
@@ -270,7 +319,13 @@ Status Channel::recv(Message& out, Deadline deadline) {
                                            " bytes refused (limit %" PRIu64 " bytes)",
                                            start.kind, start.total, s.max_message));
         }
-        s.reassembly.resize(start.total);
+        try {
+          s.reassembly.resize(start.total);
+        } catch (const std::bad_alloc&) {
+          return s.fail(Status::kProtocolError,
+                        detail::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
+                                           start.total));
+        }
         s.rx.read(sizeof start, s.reassembly.data(), data);
         s.rx.pop();
         s.reassembling = true;
@@ -316,7 +371,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
 
 bool Channel::poll_ready() const { return impl_ && impl_->rx.has_data(); }
 
-Status Channel::send_fds(uint64_t tag, std::span<const int> fds) {
+Status Channel::send_fds(uint64_t tag, std::span<const int> fds, Deadline deadline) {
   if (!impl_) return Status::kClosed;
   Impl& s = *impl_;
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
@@ -326,7 +381,7 @@ Status Channel::send_fds(uint64_t tag, std::span<const int> fds) {
   packet.count = static_cast<uint32_t>(fds.size());
   packet.tag = tag;
   std::string error;
-  return detail::send_packet(s.socket.get(), &packet, sizeof packet, fds, kForever, &error);
+  return detail::send_packet(s.socket.get(), &packet, sizeof packet, fds, deadline, &error);
 }
 
 Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline) {

@@ -74,6 +74,7 @@ bool plan_region(const SessionOptions& options, RegionLayout* out, std::string* 
     plan.rings[i].data_offset = layout::kDataOffset + i * capacity;
     plan.rings[i].capacity = capacity;
   }
+  plan.hints_offset = layout::kControlOffset + layout::kRingCount * sizeof(RingControl);
   plan.size = layout::kDataOffset + layout::kRingCount * capacity;
   *out = plan;
   return true;
@@ -98,12 +99,16 @@ bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, 
   if (!map_shared(fd.get(), plan.size, &map, error)) return false;
 
   for (uint32_t i = 0; i < layout::kRingCount; ++i) new (map.base() + plan.rings[i].control_offset) RingControl{};
+  auto* hints = new (map.base() + plan.hints_offset) layout::SchedulingHints{};
+  hints->guest_cpu.store(layout::kUnknownCpu, std::memory_order_relaxed);
+  hints->host_cpu.store(layout::kUnknownCpu, std::memory_order_relaxed);
   RegionHeader header{};
   header.magic = layout::kRegionMagic;
   header.layout_version = layout::kLayoutVersion;
   header.region_size = plan.size;
   header.max_message = plan.max_message;
   for (uint32_t i = 0; i < layout::kRingCount; ++i) header.rings[i] = plan.rings[i];
+  header.hints_offset = plan.hints_offset;
   std::memcpy(map.base(), &header, sizeof header);
 
   *memfd = std::move(fd);
@@ -145,8 +150,14 @@ bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* er
     return false;
   }
   // Every piece must lie inside the region and no two may overlap.
-  Range ranges[1 + 2 * layout::kRingCount];
+  Range ranges[2 + 2 * layout::kRingCount];
   ranges[0] = {0, sizeof(RegionHeader)};
+  if (header.hints_offset % layout::kCacheLine != 0 || header.hints_offset > size ||
+      size - header.hints_offset < sizeof(layout::SchedulingHints)) {
+    *error = str_printf("session region hints at %" PRIu64 " are invalid", header.hints_offset);
+    return false;
+  }
+  ranges[1 + 2 * layout::kRingCount] = {header.hints_offset, header.hints_offset + sizeof(layout::SchedulingHints)};
   for (uint32_t i = 0; i < layout::kRingCount; ++i) {
     const layout::RingDescriptor& d = header.rings[i];
     if (!is_power_of_two(d.capacity) || d.capacity < layout::kMinRingBytes || d.capacity > layout::kMaxRingBytes ||
@@ -172,6 +183,7 @@ bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* er
   result.size = size;
   result.max_message = header.max_message;
   for (uint32_t i = 0; i < layout::kRingCount; ++i) result.rings[i] = header.rings[i];
+  result.hints_offset = header.hints_offset;
   *out = result;
   *mapping = std::move(map);
   return true;

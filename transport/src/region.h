@@ -41,6 +41,7 @@ struct RegionLayout {
   uint64_t size = 0;
   uint64_t max_message = 0;
   layout::RingDescriptor rings[layout::kRingCount] = {};
+  uint64_t hints_offset = 0;
 };
 
 bool plan_region(const SessionOptions& options, RegionLayout* out, std::string* error);

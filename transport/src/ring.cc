@@ -24,12 +24,12 @@ void set_error(std::string* error, std::string text) {
 // ---------------------------------------------------------------------------------------------
 // Producer
 
-RingProducer::RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity)
-    : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
+RingProducer::RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences)
+    : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), asymmetric_(asymmetric_fences) {}
 
 bool RingProducer::refresh_tail(std::string* error) {
-  // Pairs with the consumer's seq_cst store of tail in pop(): once we see the new tail, the
-  // consumer has finished copying those bytes out and we may overwrite them. seq_cst rather
+  // Pairs with the consumer's tail store in pop(): once we see the new tail, the consumer
+  // has finished copying those bytes out and we may overwrite them. seq_cst rather
   // than acquire because after announce_sleep() this load must not move before that store.
   const uint64_t tail = control_->tail.load(std::memory_order_seq_cst);
   // The consumer can only move forward, never past what we published, in whole records.
@@ -80,13 +80,25 @@ RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const Byte
   }
   head_ += bytes;
 
-  // seq_cst store: publishes the record (the consumer's acquire/seq_cst load of head pairs
-  // with it) and orders it before our load of consumer_sleeping below. The consumer does the
-  // mirror image (store consumer_sleeping, then load head), so at least one of us sees the
-  // other: either it finds the record or we find it asleep. No wake can be lost.
-  control_->head.store(head_, std::memory_order_seq_cst);
-  if (control_->consumer_sleeping.load(std::memory_order_seq_cst) != 0 &&
-      control_->consumer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
+  // Publish, then look whether the consumer announced that it sleeps. The store must be
+  // ordered before that load (StoreLoad): the consumer does the mirror image (store its
+  // sleeping flag, then load head), so at least one of us sees the other and no wake is lost.
+  //  - symmetric: seq_cst store + seq_cst load, a full barrier on every record;
+  //  - asymmetric: release store + compiler barrier; the consumer's announce_sleep() runs
+  //    membarrier(), which executes the barrier on our CPU only when someone goes to sleep.
+  // Either way the store also publishes the record: pairs with the consumer's load of head
+  // in peek() / has_data().
+  uint32_t sleeping;
+  if (asymmetric_) {
+    control_->head.store(head_, std::memory_order_release);
+    detail::light_fence();
+    sleeping = control_->consumer_sleeping.load(std::memory_order_relaxed);
+  } else {
+    control_->head.store(head_, std::memory_order_seq_cst);
+    sleeping = control_->consumer_sleeping.load(std::memory_order_seq_cst);
+  }
+  // exchange: only one wake per announced sleep, however many records follow.
+  if (sleeping != 0 && control_->consumer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
     // Bumping the futex word makes a consumer that is about to call FUTEX_WAIT return at once.
     control_->data_seq.fetch_add(1, std::memory_order_release);
     detail::futex_wake(&control_->data_seq);
@@ -98,25 +110,31 @@ RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const Byte
 uint32_t RingProducer::announce_sleep() {
   // Read the token first: any wake issued after this point changes it.
   const uint32_t token = control_->space_seq.load(std::memory_order_acquire);
-  // Pairs with the consumer's seq_cst tail store + seq_cst load of producer_sleeping in pop().
-  control_->producer_sleeping.store(1, std::memory_order_seq_cst);
+  // Pairs with the consumer's tail store + load of producer_sleeping in pop(); the caller
+  // re-checks the tail after this (see try_write() for the two fence schemes).
+  if (asymmetric_) {
+    control_->producer_sleeping.store(1, std::memory_order_relaxed);
+    detail::heavy_fence();
+  } else {
+    control_->producer_sleeping.store(1, std::memory_order_seq_cst);
+  }
   return token;
 }
 
 void RingProducer::cancel_sleep() { control_->producer_sleeping.store(0, std::memory_order_relaxed); }
 
-void RingProducer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
-  detail::futex_wait(&control_->space_seq, token, timeout);
+bool RingProducer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
+  return detail::futex_wait(&control_->space_seq, token, timeout);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Consumer
 
-RingConsumer::RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity)
-    : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
+RingConsumer::RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences)
+    : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), asymmetric_(asymmetric_fences) {}
 
 bool RingConsumer::has_data() const {
-  // Pairs with the producer's seq_cst head store in try_write(); seq_cst so that after
+  // Pairs with the producer's head store in try_write(); seq_cst so that after
   // announce_sleep() it is ordered after the consumer_sleeping store.
   return control_->head.load(std::memory_order_seq_cst) != tail_;
 }
@@ -134,7 +152,7 @@ RingConsumer::Result RingConsumer::peek(RecordHeader* header, std::string* error
   }
   if (cached_head_ == tail_) {
     // seq_cst (not just acquire) so that after announce_sleep() this load is ordered after
-    // the consumer_sleeping store; pairs with the producer's seq_cst head store.
+    // the consumer_sleeping store (symmetric scheme); pairs with the producer's head store.
     const uint64_t head = control_->head.load(std::memory_order_seq_cst);
     // Unsigned difference: a head behind our tail wraps to a huge value and is caught too.
     if (head - tail_ > capacity_ || head < cached_head_ || head % kAlign != 0) {
@@ -174,11 +192,18 @@ void RingConsumer::read(uint64_t offset, std::byte* out, uint64_t size) const {
 void RingConsumer::pop() {
   tail_ += current_bytes_;
   current_bytes_ = 0;
-  // seq_cst store: hands the space back (pairs with the producer's acquire load of tail in
-  // refresh_tail()) and orders it before our load of producer_sleeping, mirroring try_write().
-  control_->tail.store(tail_, std::memory_order_seq_cst);
-  if (control_->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
-      control_->producer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
+  // Hands the space back (pairs with the producer's load of tail in refresh_tail()), then
+  // looks for a sleeping producer: the mirror image of try_write(), same two fence schemes.
+  uint32_t sleeping;
+  if (asymmetric_) {
+    control_->tail.store(tail_, std::memory_order_release);
+    detail::light_fence();
+    sleeping = control_->producer_sleeping.load(std::memory_order_relaxed);
+  } else {
+    control_->tail.store(tail_, std::memory_order_seq_cst);
+    sleeping = control_->producer_sleeping.load(std::memory_order_seq_cst);
+  }
+  if (sleeping != 0 && control_->producer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
     control_->space_seq.fetch_add(1, std::memory_order_release);
     detail::futex_wake(&control_->space_seq);
     ++wakes_;
@@ -187,15 +212,20 @@ void RingConsumer::pop() {
 
 uint32_t RingConsumer::announce_sleep() {
   const uint32_t token = control_->data_seq.load(std::memory_order_acquire);
-  // Pairs with the producer's seq_cst head store + seq_cst load of consumer_sleeping.
-  control_->consumer_sleeping.store(1, std::memory_order_seq_cst);
+  // Pairs with the producer's head store + load of consumer_sleeping in try_write().
+  if (asymmetric_) {
+    control_->consumer_sleeping.store(1, std::memory_order_relaxed);
+    detail::heavy_fence();
+  } else {
+    control_->consumer_sleeping.store(1, std::memory_order_seq_cst);
+  }
   return token;
 }
 
 void RingConsumer::cancel_sleep() { control_->consumer_sleeping.store(0, std::memory_order_relaxed); }
 
-void RingConsumer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
-  detail::futex_wait(&control_->data_seq, token, timeout);
+bool RingConsumer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
+  return detail::futex_wait(&control_->data_seq, token, timeout);
 }
 
 }  // namespace bypass::transport

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "channel_impl.h"
+#include "futex.h"
 #include "region.h"
 #include "socket_io.h"
 #include "text.h"
@@ -33,8 +34,9 @@ void set_error(std::string* error, std::string text) {
 
 PacketHeader header_of(PacketType type) { return {detail::kPacketMagic, static_cast<uint16_t>(type), 0}; }
 
-HelloPacket make_hello(PacketType type, const Hello& hello) {
+HelloPacket make_hello(PacketType type, const Hello& hello, uint32_t flags) {
   HelloPacket p{};
+  p.flags = flags;
   p.header = header_of(type);
   p.transport_version = kTransportVersion;
   p.protocol_version = hello.protocol_version;
@@ -59,7 +61,7 @@ std::string describe_packet(const Packet& packet) {
   return str_printf("%zu bytes, magic 0x%08x, type %u, %zu fds", packet.size, h.magic, h.type, packet.fds.size());
 }
 
-bool parse_hello(const Packet& packet, PacketType type, Hello* out, uint32_t* transport_version) {
+bool parse_hello(const Packet& packet, PacketType type, Hello* out, uint32_t* transport_version, uint32_t* flags) {
   if (!packet_is(packet, type, sizeof(HelloPacket))) return false;
   HelloPacket p;
   std::memcpy(&p, packet.bytes, sizeof p);
@@ -68,6 +70,7 @@ bool parse_hello(const Packet& packet, PacketType type, Hello* out, uint32_t* tr
   out->schema_hash = p.schema_hash;
   out->peer_name = detail::printable(std::string_view(p.name, p.name_bytes), kMaxNameBytes);
   *transport_version = p.transport_version;
+  *flags = p.flags;
   return true;
 }
 
@@ -148,7 +151,8 @@ bool parse_endpoint(const std::string& endpoint, sockaddr_un* addr, socklen_t* l
 std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline) {
   const int fd = socket.get();
   std::string why;
-  const HelloPacket hello = make_hello(PacketType::kHello, mine);
+  const bool fences = detail::register_asymmetric_fences();
+  const HelloPacket hello = make_hello(PacketType::kHello, mine, fences ? detail::kHelloFlagAsymmetricFences : 0);
   if (detail::send_packet(fd, &hello, sizeof hello, {}, deadline, &why) != Status::kOk) {
     set_error(error, "handshake failed: " + why);
     return std::nullopt;
@@ -166,8 +170,8 @@ std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::s
     return std::nullopt;
   }
   Hello host;
-  uint32_t host_transport = 0;
-  if (!parse_hello(packet, PacketType::kWelcome, &host, &host_transport) || packet.fds.size() != 1) {
+  uint32_t host_transport = 0, agreed = 0;
+  if (!parse_hello(packet, PacketType::kWelcome, &host, &host_transport, &agreed) || packet.fds.size() != 1) {
     text = "handshake failed: the host sent a malformed welcome (" + describe_packet(packet) + ")";
     send_reject(fd, text);
     set_error(error, text);
@@ -194,7 +198,9 @@ std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::s
     return std::nullopt;
   }
   const ucred cred = peer_credentials(fd);
-  return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, false, cred, std::move(host));
+  const bool asymmetric = fences && (agreed & detail::kHelloFlagAsymmetricFences) != 0;
+  return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, false, asymmetric, cred,
+                                      std::move(host));
 }
 
 std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const SessionOptions& options,
@@ -210,8 +216,8 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
     return std::nullopt;
   }
   Hello guest;
-  uint32_t guest_transport = 0;
-  if (!parse_hello(packet, PacketType::kHello, &guest, &guest_transport) || !packet.fds.empty()) {
+  uint32_t guest_transport = 0, offered = 0;
+  if (!parse_hello(packet, PacketType::kHello, &guest, &guest_transport, &offered) || !packet.fds.empty()) {
     const std::string text = "handshake refused: malformed hello (" + describe_packet(packet) + ")";
     send_reject(fd, text);
     set_error(error, who + ": " + text);
@@ -233,7 +239,10 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
     set_error(error, who + ": " + text);
     return std::nullopt;
   }
-  const HelloPacket welcome = make_hello(PacketType::kWelcome, mine);
+  // Asymmetric fences only if both processes registered for membarrier.
+  const bool asymmetric = (offered & detail::kHelloFlagAsymmetricFences) != 0 && detail::register_asymmetric_fences();
+  const HelloPacket welcome =
+      make_hello(PacketType::kWelcome, mine, asymmetric ? detail::kHelloFlagAsymmetricFences : 0);
   const int fds[] = {memfd.get()};
   if (detail::send_packet(fd, &welcome, sizeof welcome, fds, deadline, &why) != Status::kOk) {
     set_error(error, who + ": handshake failed: " + why);
@@ -255,7 +264,8 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
     set_error(error, who + ": " + text);
     return std::nullopt;
   }
-  return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, true, cred, std::move(guest));
+  return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, true, asymmetric, cred,
+                                      std::move(guest));
 }
 
 bool make_socket_pair(UniqueFd* first, UniqueFd* second, std::string* error) {
@@ -397,26 +407,32 @@ std::optional<Listener> Listener::listen(const std::string& endpoint, std::strin
   return Listener(std::move(fd), path, st.st_dev, st.st_ino);
 }
 
-std::optional<Channel> Listener::accept(const Hello& mine, const SessionOptions& options, std::string* error,
-                                        Deadline deadline) {
+UniqueFd Listener::accept_connection(std::string* error, Deadline deadline) {
   if (!fd_) {
     set_error(error, "listener is closed");
-    return std::nullopt;
+    return UniqueFd();
   }
   for (;;) {
     UniqueFd conn(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (conn) return accept_socket(std::move(conn), mine, options, error, deadline);
+    if (conn) return conn;
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
       set_error(error, str_printf("accept failed: %s", std::strerror(errno)));
-      return std::nullopt;
+      return UniqueFd();
     }
     if (Clock::now() >= deadline) {
       set_error(error, "no guest connected before the deadline");
-      return std::nullopt;
+      return UniqueFd();
     }
     pollfd p{fd_.get(), POLLIN, 0};
     (void)::poll(&p, 1, detail::poll_timeout_ms(deadline));
   }
+}
+
+std::optional<Channel> Listener::accept(const Hello& mine, const SessionOptions& options, std::string* error,
+                                        Deadline deadline) {
+  UniqueFd conn = accept_connection(error, deadline);
+  if (!conn) return std::nullopt;
+  return accept_socket(std::move(conn), mine, options, error, deadline);
 }
 
 }  // namespace bypass::transport

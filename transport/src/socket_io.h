@@ -32,8 +32,10 @@ struct HelloPacket {
   uint64_t schema_hash;
   uint32_t name_bytes;
   char name[kMaxNameBytes];
-  uint32_t reserved;
+  uint32_t flags;  // kHelloFlag*: offered in Hello, agreed in Welcome
 };
+// Both processes registered for membarrier: the rings use asymmetric fences (see futex.h).
+inline constexpr uint32_t kHelloFlagAsymmetricFences = 1;
 
 inline constexpr size_t kMaxRejectText = 480;
 struct RejectPacket {

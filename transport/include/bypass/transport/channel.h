@@ -49,7 +49,7 @@ class Channel {
   // ring messages. At most kMaxFdsPerMessage per call. recv_fds hands ownership of the
   // received fds to the caller.
   static constexpr size_t kMaxFdsPerMessage = 64;
-  Status send_fds(uint64_t tag, std::span<const int> fds);
+  Status send_fds(uint64_t tag, std::span<const int> fds, Deadline deadline = kForever);
   Status recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline = kForever);
 
   bool peer_alive() const;  // false once the peer's socket end has closed
@@ -83,9 +83,10 @@ class Channel {
   // The whole shared region as this process maps it. For tests that play a hostile peer.
   std::span<std::byte> region_for_testing() const;
 
+  struct Impl;  // opaque; defined in the library
+
  private:
   friend struct detail::ChannelFactory;
-  struct Impl;
   explicit Channel(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

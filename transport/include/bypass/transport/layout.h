@@ -5,6 +5,7 @@
 //   offset 0                      RegionHeader (written once by the host before the fd is sent)
 //   offset kControlOffset         RingControl for the command ring (guest -> host)
 //   offset kControlOffset + 256   RingControl for the reply ring   (host -> guest)
+//   offset kControlOffset + 512   SchedulingHints (where each side last ran)
 //   offset kDataOffset            command ring data (capacity bytes, power of two)
 //   offset kDataOffset + cap0     reply ring data   (capacity bytes, power of two)
 //
@@ -53,6 +54,16 @@ struct RingControl {
   std::atomic<uint32_t> producer_sleeping;
 };
 
+// Where each side's waiting thread last ran (sched_getcpu()). Only a hint for the spin
+// policy: spinning while the peer waits for the very CPU we spin on only delays it. A hostile
+// value costs the writer's own peer some performance, nothing else. Written only when it
+// changes, each on its own line.
+struct SchedulingHints {
+  alignas(kCacheLine) std::atomic<uint32_t> guest_cpu;
+  alignas(kCacheLine) std::atomic<uint32_t> host_cpu;
+};
+inline constexpr uint32_t kUnknownCpu = 0xFFFFFFFFu;
+
 // Placement of one ring inside the region, all in bytes from the start of the region.
 struct RingDescriptor {
   uint64_t control_offset;
@@ -66,6 +77,7 @@ struct RegionHeader {
   uint64_t region_size;
   uint64_t max_message;  // largest reassembled message either side accepts
   RingDescriptor rings[kRingCount];
+  uint64_t hints_offset;  // SchedulingHints
 };
 
 struct RecordHeader {
@@ -110,9 +122,10 @@ static_assert(offsetof(RingControl, data_seq) == 2 * kCacheLine);
 static_assert(offsetof(RingControl, space_seq) == 3 * kCacheLine);
 static_assert(std::is_standard_layout_v<RingControl>);
 static_assert(sizeof(RingDescriptor) == 24);
-static_assert(sizeof(RegionHeader) == 24 + kRingCount * sizeof(RingDescriptor));
+static_assert(sizeof(RegionHeader) == 32 + kRingCount * sizeof(RingDescriptor));
+static_assert(sizeof(SchedulingHints) == 2 * kCacheLine && alignof(SchedulingHints) == kCacheLine);
 static_assert(sizeof(RegionHeader) <= kControlOffset);
-static_assert(kRingCount * sizeof(RingControl) <= kDataOffset - kControlOffset);
+static_assert(kRingCount * sizeof(RingControl) + sizeof(SchedulingHints) <= kDataOffset - kControlOffset);
 static_assert(sizeof(RecordHeader) == 8 && alignof(RecordHeader) == 4);
 static_assert(sizeof(ChunkStart) == 16);
 static_assert(std::is_trivially_copyable_v<RegionHeader> && std::is_trivially_copyable_v<RecordHeader> &&

@@ -54,7 +54,9 @@ class RingProducer {
   RingProducer() = default;
   // `data` holds `capacity` bytes (a power of two >= layout::kMinRingBytes). The producer
   // keeps its own head: it never trusts the shared copy of what it wrote itself.
-  RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity);
+  // `asymmetric_fences`: both processes registered for membarrier (see futex.h), so the
+  // publishing path needs no StoreLoad barrier; must be the same on both sides of a ring.
+  RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences = false);
 
   uint64_t capacity() const { return capacity_; }
   uint64_t max_record_payload() const { return layout::max_record_payload(capacity_); }
@@ -73,7 +75,7 @@ class RingProducer {
   // then sleep(token) or cancel_sleep(). The consumer wakes us after freeing space.
   uint32_t announce_sleep();
   void cancel_sleep();
-  void sleep(uint32_t token, std::chrono::nanoseconds timeout);
+  bool sleep(uint32_t token, std::chrono::nanoseconds timeout);  // true: timed out
 
   uint64_t wakes_issued() const { return wakes_.load(); }
 
@@ -86,6 +88,7 @@ class RingProducer {
   uint64_t mask_ = 0;
   uint64_t head_ = 0;         // our own count of bytes published
   uint64_t cached_tail_ = 0;  // the consumer's tail as last read (validated)
+  bool asymmetric_ = false;
   Counter wakes_;
 };
 
@@ -94,7 +97,7 @@ class RingConsumer {
   enum class Result { kDone, kEmpty, kCorrupt };
 
   RingConsumer() = default;
-  RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity);
+  RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences = false);
 
   uint64_t capacity() const { return capacity_; }
 
@@ -114,7 +117,7 @@ class RingConsumer {
   // Sleep protocol for a consumer waiting for data, mirror of RingProducer's.
   uint32_t announce_sleep();
   void cancel_sleep();
-  void sleep(uint32_t token, std::chrono::nanoseconds timeout);
+  bool sleep(uint32_t token, std::chrono::nanoseconds timeout);  // true: timed out
 
   uint64_t wakes_issued() const { return wakes_.load(); }
 
@@ -127,6 +130,7 @@ class RingConsumer {
   uint64_t cached_head_ = 0;    // the producer's head as last read (validated)
   uint64_t current_bytes_ = 0;  // record bytes of the peeked record, 0 if none
   layout::RecordHeader current_{};
+  bool asymmetric_ = false;
   Counter wakes_;
 };
 

@@ -81,6 +81,11 @@ class Listener {
   std::optional<Channel> accept(const Hello& mine, const SessionOptions& options, std::string* error,
                                 Deadline deadline);
 
+  // Only the accept(2) half: the connected socket, or an invalid fd with *error. A server
+  // that must not let one slow guest hold up the others hands the socket to accept_socket()
+  // on a session thread.
+  UniqueFd accept_connection(std::string* error, Deadline deadline);
+
  private:
   Listener(UniqueFd fd, std::string path, dev_t dev, ino_t ino);
   void remove_socket_file();

@@ -8,6 +8,10 @@
 //                           is lost (the tests kill bypassd meanwhile)
 //   probe hold              creates a device, prints "ready", and waits for EOF on stdin before
 //                           destroying everything
+//   probe free-in-flight    hostile but possible: submits a long vkCmdFillBuffer run on
+//                           host-visible memory and frees that memory (and the buffer) without
+//                           waiting, then waits for the queue. Invalid usage, so the result is
+//                           undefined for the guest, but the host must survive it
 //   probe icd-create-instance LIB
 //                           the same as create-instance, but calls the ICD library LIB directly
 //                           (dlopen, the loader-ICD interface), so the VkResult printed is the
@@ -132,6 +136,63 @@ int run_wait_fence() {
   return r == VK_SUCCESS ? 0 : 1;
 }
 
+uint32_t host_visible_type(VkPhysicalDevice pd, uint32_t bits) {
+  VkPhysicalDeviceMemoryProperties props;
+  vkGetPhysicalDeviceMemoryProperties(pd, &props);
+  for (uint32_t i = 0; i < props.memoryTypeCount; ++i)
+    if ((bits & (1u << i)) && (props.memoryTypes[i].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) return i;
+  return UINT32_MAX;
+}
+
+int run_free_in_flight() {
+  Objects o;
+  if (!create_instance(o) || !create_device(o)) return 1;
+  uint32_t n = 1;
+  VkPhysicalDevice pd;
+  vkEnumeratePhysicalDevices(o.instance, &n, &pd);
+  VkQueue queue;
+  vkGetDeviceQueue(o.device, 0, 0, &queue);
+  constexpr VkDeviceSize kSize = 64 << 20;
+  VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  binfo.size = kSize;
+  binfo.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  VkBuffer buffer;
+  if (!report("vkCreateBuffer", vkCreateBuffer(o.device, &binfo, nullptr, &buffer))) return 1;
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements(o.device, buffer, &req);
+  VkMemoryAllocateInfo ainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  ainfo.allocationSize = req.size;
+  ainfo.memoryTypeIndex = host_visible_type(pd, req.memoryTypeBits);
+  VkDeviceMemory memory;
+  if (!report("vkAllocateMemory", vkAllocateMemory(o.device, &ainfo, nullptr, &memory))) return 1;
+  if (!report("vkBindBufferMemory", vkBindBufferMemory(o.device, buffer, memory, 0))) return 1;
+  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  VkCommandPool pool;
+  if (!report("vkCreateCommandPool", vkCreateCommandPool(o.device, &pinfo, nullptr, &pool))) return 1;
+  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cinfo.commandPool = pool;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cinfo.commandBufferCount = 1;
+  VkCommandBuffer cmd;
+  if (!report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, &cmd))) return 1;
+  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  vkBeginCommandBuffer(cmd, &begin);
+  for (uint32_t i = 0; i < 256; ++i) vkCmdFillBuffer(cmd, buffer, 0, VK_WHOLE_SIZE, i);  // 16 GiB of writes
+  vkEndCommandBuffer(cmd);
+  VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  submit.commandBufferCount = 1;
+  submit.pCommandBuffers = &cmd;
+  if (!report("vkQueueSubmit", vkQueueSubmit(queue, 1, &submit, VK_NULL_HANDLE))) return 1;
+  // The invalid part: the fills are still running when the memory goes.
+  vkDestroyBuffer(o.device, buffer, nullptr);
+  vkFreeMemory(o.device, memory, nullptr);
+  std::printf("freed while in flight\n");
+  std::fflush(stdout);
+  report("vkQueueWaitIdle", vkQueueWaitIdle(queue));
+  vkDestroyCommandPool(o.device, pool, nullptr);
+  return 0;
+}
+
 int run_hold() {
   Objects o;
   if (!create_instance(o) || !create_device(o)) return 1;
@@ -193,6 +254,7 @@ int main(int argc, char** argv) {
   if (mode == "create-instance") return run_create_instance();
   if (mode == "wait-fence") return run_wait_fence();
   if (mode == "hold") return run_hold();
-  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|icd-create-instance LIB\n", argv[0]);
+  if (mode == "free-in-flight") return run_free_in_flight();
+  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|free-in-flight|icd-create-instance LIB\n", argv[0]);
   return 2;
 }

@@ -37,9 +37,6 @@ LONG_ARGS = {
     "multithread": ["--frames", "20", "--threads", "3"],
 }
 
-CLEAN_REASONS = ("guest disconnected", "guest ended the session")
-
-
 def sample_binary(name):
     return name.split("-")[0]
 
@@ -60,16 +57,14 @@ def native_reference(name, args, workdir):
 
 
 def check_clean_end(server, stats, pid, what):
-    """The guest `pid` ended its session cleanly: it destroyed everything it made itself."""
-    e = harness.ended_for_pid(stats, pid)
-    check(len(e) == 1, f"{what}: expected one ended session for pid {pid}: {stats}")
-    e = e[0]
-    check(e["reason"] in CLEAN_REASONS, f"{what}: session {e['id']} ended with {e['reason']!r}")
-    check(e["objects"] == 0, f"{what}: session {e['id']} ended with {e['objects']} objects")
-    check(e["records"] > 0, f"{what}: session {e['id']} carried no records")
-    left = released_count(server.log_text(), e["id"])
-    check(left == 0, f"{what}: the guest exited cleanly but bypassd had to release {left} objects it left "
-                     f"(a destroy did not reach the host)")
+    """The guest `pid` ended its sessions cleanly: it destroyed everything it made itself."""
+    main = harness.check_ended_clean(stats, pid, "guest")
+    check(main["reason"] in harness.CLEAN_REASONS, f"{what}: session {main['id']} ended with {main['reason']!r}")
+    check(main["records"] > 0, f"{what}: session {main['id']} carried no records")
+    for e in harness.ended_for_pid(stats, pid):
+        left = released_count(server.log_text(), e["id"])
+        check(left == 0, f"{what}: the guest exited cleanly but bypassd had to release {left} objects of "
+                         f"session {e['id']} (a destroy did not reach the host)")
 
 
 def stop_server(server):
@@ -89,7 +84,7 @@ def case_output(workdir, name):
     harness.check_through_bypass(r, name)
     harness.check_same_file(native, out, f"{name}: ICD output vs native")
     log(f"{name}: {os.path.getsize(out)} bytes identical natively and through the ICD ({r.seconds:.2f} s)")
-    stats = server.wait_stats(lambda s: harness.ended_for_pid(s, r.pid), f"the session of pid {r.pid} to end")
+    stats = server.wait_gone(r.pid, f"the session of pid {r.pid} to end")
     check_clean_end(server, stats, r.pid, name)
     check(stats["sessions"] == [] and stats["live_objects"] == 0, f"sessions still live after the guest left: {stats}")
     stop_server(server)
@@ -107,7 +102,7 @@ def case_validation(workdir, name):
           f"{name}: nothing says the validation layer was on:\n{r.describe()}")
     errors = [line for line in r.stderr.splitlines() if re.search(r"\berror\b", line, re.I)]
     check(not errors, f"{name}: error lines on stderr:\n" + "\n".join(errors[:20]))
-    stats = server.wait_stats(lambda s: harness.ended_for_pid(s, r.pid), f"the session of pid {r.pid} to end")
+    stats = server.wait_gone(r.pid, f"the session of pid {r.pid} to end")
     check_clean_end(server, stats, r.pid, name)
     stop_server(server)
 
@@ -163,7 +158,7 @@ def case_concurrent(workdir, _):
         harness.check_through_bypass(r, name)
         harness.check_same_file(natives[name], out, f"{name} (concurrent): ICD output vs native")
         log(f"{name}: identical to native ({r.seconds:.2f} s)")
-    stats = server.wait_stats(lambda s: all(harness.ended_for_pid(s, p) for p in pids), "all four sessions to end")
+    stats = server.wait_gone(pids, "all four sessions to end")
     for name, (g, _) in guests.items():
         check_clean_end(server, stats, g.pid, name)
     check(stats["sessions"] == [] and stats["live_objects"] == 0, f"sessions live after all guests left: {stats}")
@@ -180,7 +175,7 @@ def kill_and_check(server, victim, what, survivors):
                                      f"{g.result().describe()}")
     os.kill(victim.pid, signal.SIGKILL)
     victim.proc.wait()
-    stats = server.wait_stats(lambda s: harness.ended_for_pid(s, victim.pid), f"{what}'s session to end")
+    stats = server.wait_gone(victim.pid, f"{what}'s session to end")
     e = harness.check_ended_clean(stats, victim.pid, "guest disconnected")
     check(not harness.live_for_pid(stats, victim.pid), f"{what}: session still listed as live: {stats}")
     released = released_count(server.log_text(), e["id"])
@@ -226,7 +221,7 @@ def case_guest_killed(workdir, _):
         harness.check_same_file(natives[name], out, f"{name} (survivor): ICD output vs native")
         log(f"{name}: survived the kills, identical to native ({r.seconds:.2f} s)")
     pids = [g.pid for g in running.values()]
-    stats = server.wait_stats(lambda s: all(harness.ended_for_pid(s, p) for p in pids), "the survivors to end")
+    stats = server.wait_gone(pids, "the survivors to end")
     for name, g in running.items():
         check_clean_end(server, stats, g.pid, name)
     check(stats["sessions"] == [] and stats["live_objects"] == 0, f"objects live after every guest left: {stats}")

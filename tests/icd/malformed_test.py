@@ -7,6 +7,10 @@ Cases (one ctest test each):
              naming the session and the reason, the client must get that reason (kMsgError)
              and then see the peer gone, nothing after the bad batch may be answered, and the
              good guest's output must equal native
+  free-in-flight
+             a guest frees host-visible memory while its submitted work still writes it
+             (invalid usage, but guests are untrusted): bypassd must survive, the good guest
+             beside it must finish correctly
   handshake  a wrong schema hash and a wrong protocol version are refused with a line naming
              both sides' values, on the client and in bypassd's log; the server serves on
 """
@@ -70,7 +74,7 @@ def check_bad_session(server, mode, pattern, r):
     check(after and after[-1] in ("end peer gone", "end closed"),
           f"{mode}: the client should see the peer gone after the error:\n{r.describe()}")
     # The server's side: the session is over, with the same reason, every object released.
-    stats = server.wait_stats(lambda s: harness.ended_for_pid(s, r.pid), f"{mode}: the session to end")
+    stats = server.wait_gone(r.pid, f"{mode}: the session to end")
     e = harness.check_ended_clean(stats, r.pid, reason)
     check(e["reason"] == reason, f"{mode}: bypassd's reason {e['reason']!r} differs from the client's {reason!r}")
     check(not harness.live_for_pid(stats, r.pid), f"{mode}: session still live: {stats}")
@@ -95,7 +99,7 @@ def case_stream(workdir, _):
 
     r = raw_client(server, "stats", workdir)
     check_stats_roundtrip(r.stdout.splitlines(), "stats")
-    stats = server.wait_stats(lambda s: harness.ended_for_pid(s, r.pid), "the well-behaved raw session to end")
+    stats = server.wait_gone(r.pid, "the well-behaved raw session to end")
     harness.check_ended_clean(stats, r.pid, "guest")
 
     overlapped = 0
@@ -110,8 +114,34 @@ def case_stream(workdir, _):
     harness.check_ok(g, "texture (the good guest beside the bad sessions)")
     harness.check_through_bypass(g, "texture")
     harness.check_same_file(native, out, "texture beside bad sessions: ICD output vs native")
-    stats = server.wait_stats(lambda s: harness.ended_for_pid(s, good.pid), "the good guest's session to end")
+    stats = server.wait_gone(good.pid, "the good guest's session to end")
     harness.check_ended_clean(stats, good.pid, "guest")
+    check(stats["sessions"] == [] and stats["live_objects"] == 0, f"objects live after every guest left: {stats}")
+    status = server.stop()
+    check(status == 0, f"bypassd exited {status} on SIGTERM")
+
+
+def case_free_in_flight(workdir, _):
+    native = os.path.join(workdir, "texture.native.out")
+    harness.check_ok(harness.run_sample("texture", harness.native_env(workdir), workdir, "texture.native",
+                                        GOOD_GUEST_ARGS + ["--out", native]), "native texture")
+    server = Bypassd(workdir).start()
+    out = os.path.join(workdir, "texture.icd.out")
+    good = harness.Running([harness.sample_path("texture")] + GOOD_GUEST_ARGS + ["--out", out], server.guest_env(),
+                           workdir, "texture.icd")
+    server.wait_stats(lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, good.pid)),
+                      "the good guest to hold a session with objects", timeout=30)
+    r = harness.run([harness.env_path("BYPASS_PROBE"), "free-in-flight"], server.guest_env(), workdir, "probe", 60)
+    check("freed while in flight" in r.stdout, f"the probe did not get as far as the free:\n{r.describe()}")
+    time.sleep(0.5)
+    check(server.proc.poll() is None,
+          f"bypassd died (status {server.proc.returncode}) when a guest freed memory its queued work still "
+          f"writes:\n{server.log_text()[-2000:]}\nprobe:\n{r.describe()}")
+    log(f"probe: {r.stdout.splitlines()[-1]} (exit {r.returncode}); bypassd alive")
+    g = good.wait(timeout=120)
+    harness.check_ok(g, "texture (the good guest beside the bad one)")
+    harness.check_same_file(native, out, "texture beside a free-in-flight guest: ICD output vs native")
+    stats = server.wait_gone([good.pid, r.pid], "both guests' sessions to end")
     check(stats["sessions"] == [] and stats["live_objects"] == 0, f"objects live after every guest left: {stats}")
     status = server.stop()
     check(status == 0, f"bypassd exited {status} on SIGTERM")
@@ -151,4 +181,5 @@ def case_handshake(workdir, _):
 
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main({"stream": case_stream, "handshake": case_handshake}))
+    raise SystemExit(harness.main({"stream": case_stream, "handshake": case_handshake,
+                                   "free-in-flight": case_free_in_flight}))

@@ -248,19 +248,23 @@ class Run:
 class Running:
     """A started process whose output goes to files (so a pipe can never fill and stall it)."""
 
-    def __init__(self, argv, env, workdir, tag):
+    def __init__(self, argv, env, workdir, tag, stdin=subprocess.DEVNULL):
         self.argv = argv
         self.out_path = os.path.join(workdir, tag + ".stdout")
         self.err_path = os.path.join(workdir, tag + ".stderr")
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
         self.start = time.monotonic()
-        self.proc = spawn(argv, env, stdout=self._out, stderr=self._err)
+        self.proc = spawn(argv, env, stdout=self._out, stderr=self._err, stdin=stdin)
         self.pid = self.proc.pid
 
     def stdout_text(self):
         with open(self.out_path, "r", errors="replace") as f:
             return f.read()
+
+    def close_stdin(self):
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
 
     def wait(self, timeout):
         """Waits up to `timeout` s; a process still running then is a hang: killed and reported."""

@@ -17,6 +17,7 @@ Cases (one ctest test each):
 
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -39,7 +40,9 @@ BAD_BATCHES = {
     "wrong-kind": r"unexpected message kind 99",
 }
 
-GOOD_GUEST_ARGS = ["--frames", "150"]  # texture: long enough to run through every bad session
+# texture: a few seconds, to run beside the bad sessions (its native reference runs at the same
+# time, so the test takes no longer for it).
+GOOD_GUEST_ARGS = ["--frames", "800"]
 
 
 def raw_client(server, mode, workdir):
@@ -86,16 +89,46 @@ def check_bad_session(server, mode, pattern, r):
     log(f"{mode}: session {e['id']} ended: {bad[0].split('] ', 2)[-1]}")
 
 
-def case_stream(workdir, _):
+def start_good_guests(server, workdir):
+    """A texture run beside the bad sessions (its native reference alongside), and a probe that
+    holds a device until told to finish, so one good session spans every bad one for certain."""
     native = os.path.join(workdir, "texture.native.out")
-    harness.check_ok(harness.run_sample("texture", harness.native_env(workdir), workdir, "texture.native",
-                                        GOOD_GUEST_ARGS + ["--out", native]), "native texture")
-    server = Bypassd(workdir).start()
+    native_run = harness.Running([harness.sample_path("texture")] + GOOD_GUEST_ARGS + ["--out", native],
+                                 harness.native_env(workdir), workdir, "texture.native")
     out = os.path.join(workdir, "texture.icd.out")
     good = harness.Running([harness.sample_path("texture")] + GOOD_GUEST_ARGS + ["--out", out], server.guest_env(),
                            workdir, "texture.icd")
-    server.wait_stats(lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, good.pid)),
-                      "the good guest to hold a session with objects", timeout=30)
+    holder = harness.Running([harness.env_path("BYPASS_PROBE"), "hold"], server.guest_env(), workdir, "probe.hold",
+                             stdin=subprocess.PIPE)
+    server.wait_stats(lambda s: all(any(x["objects"] > 0 for x in harness.live_for_pid(s, p))
+                                    for p in (good.pid, holder.pid)),
+                      "the good guests to hold sessions with objects", timeout=30)
+    return native_run, native, good, out, holder
+
+
+def finish_good_guests(server, native_run, native, good, out, holder):
+    check(holder.proc.poll() is None, f"the holding probe ended early:\n{holder.result().describe()}")
+    holder.close_stdin()
+    h = holder.wait(timeout=30)
+    harness.check_ok(h, "the probe holding a device beside the bad sessions")
+    check("vkDeviceWaitIdle: VK_SUCCESS (0)" in h.stdout, f"the holding probe's device should still work:\n"
+                                                          f"{h.describe()}")
+    harness.check_ok(native_run.wait(timeout=150), "native texture")
+    g = good.wait(timeout=150)
+    harness.check_ok(g, "texture (the good guest beside the bad sessions)")
+    harness.check_through_bypass(g, "texture")
+    harness.check_same_file(native, out, "texture beside bad sessions: ICD output vs native")
+    stats = server.wait_gone([good.pid, holder.pid], "the good guests' sessions to end")
+    for pid in (good.pid, holder.pid):
+        harness.check_ended_clean(stats, pid, "guest")
+    check(stats["sessions"] == [] and stats["live_objects"] == 0, f"objects live after every guest left: {stats}")
+    log(f"good guests: texture identical to native ({g.seconds:.2f} s), the holding probe's device still worked")
+
+
+def case_stream(workdir, _):
+    server = Bypassd(workdir).start()
+    good_guests = start_good_guests(server, workdir)
+    good = good_guests[2]
 
     r = raw_client(server, "stats", workdir)
     check_stats_roundtrip(r.stdout.splitlines(), "stats")
@@ -107,30 +140,16 @@ def case_stream(workdir, _):
         r = raw_client(server, mode, workdir)
         check_bad_session(server, mode, pattern, r)
         overlapped += good.proc.poll() is None
-    log(f"the good guest was running during {overlapped} of {len(BAD_BATCHES)} bad sessions")
-    check(overlapped > 0, "the good guest finished before the first bad session; raise its frame count")
+    log(f"texture was running during {overlapped} of {len(BAD_BATCHES)} bad sessions")
 
-    g = good.wait(timeout=120)
-    harness.check_ok(g, "texture (the good guest beside the bad sessions)")
-    harness.check_through_bypass(g, "texture")
-    harness.check_same_file(native, out, "texture beside bad sessions: ICD output vs native")
-    stats = server.wait_gone(good.pid, "the good guest's session to end")
-    harness.check_ended_clean(stats, good.pid, "guest")
-    check(stats["sessions"] == [] and stats["live_objects"] == 0, f"objects live after every guest left: {stats}")
+    finish_good_guests(server, *good_guests)
     status = server.stop()
     check(status == 0, f"bypassd exited {status} on SIGTERM")
 
 
 def case_free_in_flight(workdir, _):
-    native = os.path.join(workdir, "texture.native.out")
-    harness.check_ok(harness.run_sample("texture", harness.native_env(workdir), workdir, "texture.native",
-                                        GOOD_GUEST_ARGS + ["--out", native]), "native texture")
     server = Bypassd(workdir).start()
-    out = os.path.join(workdir, "texture.icd.out")
-    good = harness.Running([harness.sample_path("texture")] + GOOD_GUEST_ARGS + ["--out", out], server.guest_env(),
-                           workdir, "texture.icd")
-    server.wait_stats(lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, good.pid)),
-                      "the good guest to hold a session with objects", timeout=30)
+    good_guests = start_good_guests(server, workdir)
     r = harness.run([harness.env_path("BYPASS_PROBE"), "free-in-flight"], server.guest_env(), workdir, "probe", 60)
     check("freed while in flight" in r.stdout, f"the probe did not get as far as the free:\n{r.describe()}")
     time.sleep(0.5)
@@ -138,11 +157,7 @@ def case_free_in_flight(workdir, _):
           f"bypassd died (status {server.proc.returncode}) when a guest freed memory its queued work still "
           f"writes:\n{server.log_text()[-2000:]}\nprobe:\n{r.describe()}")
     log(f"probe: {r.stdout.splitlines()[-1]} (exit {r.returncode}); bypassd alive")
-    g = good.wait(timeout=120)
-    harness.check_ok(g, "texture (the good guest beside the bad one)")
-    harness.check_same_file(native, out, "texture beside a free-in-flight guest: ICD output vs native")
-    stats = server.wait_gone([good.pid, r.pid], "both guests' sessions to end")
-    check(stats["sessions"] == [] and stats["live_objects"] == 0, f"objects live after every guest left: {stats}")
+    finish_good_guests(server, *good_guests)
     status = server.stop()
     check(status == 0, f"bypassd exited {status} on SIGTERM")
 

@@ -29,6 +29,7 @@ SAMPLES = ("triangle", "compute", "texture", "multithread")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _children = []  # every Popen this test started, for the final sweep
+_servers = []  # every Bypassd, so a failure report says whether it died under the test
 
 
 class TestFailure(Exception):
@@ -119,6 +120,7 @@ class Bypassd:
         self.extra_args = list(extra_args)
         self.proc = None
         self._log_file = None
+        _servers.append(self)
 
     @property
     def endpoint(self):
@@ -136,6 +138,12 @@ class Bypassd:
                 return self
             time.sleep(0.02)
         raise TestFailure(f"bypassd did not create {self.socket} within {timeout} s:\n{self.log_text()}")
+
+    def check_alive(self, when=""):
+        if self.proc.poll() is not None:
+            status = self.proc.returncode
+            how = f"signal {-status} ({signal.Signals(-status).name})" if status < 0 else f"status {status}"
+            raise TestFailure(f"bypassd died{' ' + when if when else ''}: {how}\n{self.log_text()[-3000:]}")
 
     def guest_env(self, tmpdir=None):
         env = base_env(tmpdir or self.workdir)
@@ -345,6 +353,11 @@ def main(cases):
         status = 0
     except TestFailure as e:
         print(f"FAILED: {e}", flush=True)
+        for server in _servers:
+            if server.proc is not None and server.proc.poll() is not None and server.proc.returncode != 0:
+                status = server.proc.returncode
+                how = f"signal {-status}" if status < 0 else f"status {status}"
+                print(f"NOTE: bypassd on {server.socket} had died ({how}) before the cleanup", flush=True)
     except Exception:  # noqa: BLE001 - a crash of the test itself is a failure too, with its trace
         traceback.print_exc()
     finally:

@@ -7,7 +7,8 @@ Cases (one ctest test each, see CMakeLists.txt):
   concurrent        four samples at once on one bypassd, all outputs identical to native
   guest-killed      guests SIGKILLed mid-frame (and one mid-wait) while others run on;
                     their sessions end and release every object, the others stay correct
-  soak              rounds of the two above with more frames (label `soak`)
+  soak              one bypassd through many rounds of concurrent guests, kills and garbage
+                    (label `soak`; BYPASS_SOAK_ROUNDS, default 20)
 """
 
 import os
@@ -253,14 +254,69 @@ def case_guest_killed(workdir, _):
     stop_server(server)
 
 
+def process_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def process_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def case_soak(workdir, _):
-    rounds = int(os.environ.get("BYPASS_SOAK_ROUNDS", "10"))
+    """One long-lived bypassd through many rounds of guests, kills and bad clients.
+
+    Each round: the four samples at once (outputs compared with native), a compute and a
+    multithread guest SIGKILLed mid-frame, a raw client sending garbage. After every round no
+    session and no object may be left, and from round 2 on bypassd's open file descriptors
+    must be back to what they were after round 1 (a leak grows them every round).
+    """
+    rounds = int(os.environ.get("BYPASS_SOAK_ROUNDS", "20"))
+    natives = NativeReferences(LONG_ARGS, workdir)
+    reference = {name: natives.output(name) for name in LONG_ARGS}
+    server = Bypassd(workdir).start()
+    baseline_fds = None
     for i in range(rounds):
-        log(f"soak round {i + 1}/{rounds}")
         sub = os.path.join(workdir, f"round{i}")
         os.mkdir(sub)
-        case_concurrent(sub, None)
-        case_guest_killed(sub, None)
+        guests = start_guests(server, list(LONG_ARGS), LONG_ARGS, sub, "icd")
+        victims = [
+            harness.Running([harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
+                            server.guest_env(), sub, "compute.victim"),
+            harness.Running([harness.sample_path("multithread"), "--frames", "100000"], server.guest_env(), sub,
+                            "multithread.victim"),
+        ]
+        wait_for_sessions(server, [v.pid for v in victims], "the victims to hold sessions")
+        time.sleep(0.1 * (i % 7))  # a different moment of the frame each round
+        for v in victims:
+            os.kill(v.pid, signal.SIGKILL)
+            v.proc.wait()
+        server.check_alive(f"in round {i + 1}, after the kills")
+        bad = harness.run([harness.env_path("BYPASS_RAW_CLIENT"), server.endpoint, "garbage"], harness.base_env(sub),
+                          sub, "raw", 30)
+        server.check_alive(f"in round {i + 1}, after the garbage session")
+        check("error " in bad.stdout, f"round {i + 1}: the garbage session did not end with an error:\n"
+                                       f"{bad.describe()}")
+        for name, (g, out) in guests.items():
+            r = g.wait(timeout=300)
+            harness.check_ok(r, f"round {i + 1}: {name}")
+            harness.check_same_file(reference[name], out, f"round {i + 1}: {name}: ICD output vs native")
+        pids = [g.pid for g, _ in guests.values()] + [v.pid for v in victims] + [bad.pid]
+        stats = server.wait_gone(pids, f"round {i + 1}: every session to end", timeout=30)
+        check(stats["sessions"] == [] and stats["live_objects"] == 0, f"round {i + 1}: left behind: {stats}")
+        for v in victims:
+            harness.check_ended_clean(stats, v.pid, "guest disconnected")
+        fds = process_fds(server.proc.pid)
+        rss = process_rss_kib(server.proc.pid)
+        if baseline_fds is None:
+            baseline_fds = fds
+        check(fds <= baseline_fds, f"round {i + 1}: bypassd holds {fds} fds, {baseline_fds} after round 1 (a leak)")
+        log(f"soak round {i + 1}/{rounds}: 4 guests identical to native, 2 killed, 1 garbage session; "
+            f"bypassd {fds} fds, {rss // 1024} MiB resident")
+    stop_server(server)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ def stop_process(proc, grace=10.0):
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)  # a guest a test had stopped must see the SIGTERM
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:

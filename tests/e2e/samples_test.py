@@ -44,13 +44,14 @@ SURVIVOR_ARGS = {
     "texture": ["--frames", "600"],
 }
 
+
 def sample_binary(name):
     return name.split("-")[0]
 
 
 def released_count(log_text, session_id):
     """Objects the server released for a session when it ended, from its end log line."""
-    m = re.search(rf"session {session_id}: end \(([^)]*)\), (\d+) objects released", log_text)
+    m = re.search(rf"session {session_id}: end \((.*)\), (\d+) objects released$", log_text, re.M)
     check(m is not None, f"bypassd logged no end line for session {session_id}")
     return int(m.group(2))
 

@@ -29,3 +29,13 @@ function(bypass_add_e2e_test)
                        ENVIRONMENT "${BYPASS_E2E_ENV}")
 endfunction()
 
+
+# Sanitized builds: bypassd and the native runs keep lavapipe loaded until exit (LD_PRELOAD after
+# the ASan runtime, which must come first), so LeakSanitizer can attribute what lavapipe holds
+# instead of reporting it from an unloaded "<unknown module>"; unsanitized guests (vulkaninfo)
+# loading the sanitized ICD get the runtime preloaded. See harness.py.
+if(BYPASS_SANITIZE)
+  execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libasan.so
+                  OUTPUT_VARIABLE BYPASS_ASAN_RUNTIME OUTPUT_STRIP_TRAILING_WHITESPACE)
+  list(APPEND BYPASS_E2E_ENV "BYPASS_ASAN_RUNTIME=${BYPASS_ASAN_RUNTIME}")
+endif()

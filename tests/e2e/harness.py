@@ -104,9 +104,33 @@ def base_env(tmpdir):
     return env
 
 
+def lavapipe_library():
+    with open(env_path("BYPASS_LVP_JSON")) as f:
+        return json.load(f)["ICD"]["library_path"]
+
+
+def asan_runtime():
+    """The ASan runtime of a sanitized build (BYPASS_SANITIZE=ON), else None."""
+    return os.environ.get("BYPASS_ASAN_RUNTIME") or None
+
+
 def native_env(tmpdir):
+    """For processes that load lavapipe: bypassd and the native reference runs."""
     env = base_env(tmpdir)
     env["VK_DRIVER_FILES"] = env_path("BYPASS_LVP_JSON")
+    if asan_runtime():
+        # Keep lavapipe loaded to the end so LeakSanitizer sees what it holds as lavapipe's,
+        # not as leaks from an unloaded module (see the samples section of the README).
+        env["LD_PRELOAD"] = f"{asan_runtime()} {lavapipe_library()}"
+    return env
+
+
+def unsanitized_guest_env(env):
+    """A guest env for a program not built by us (vulkaninfo) loading a sanitized ICD."""
+    if asan_runtime():
+        env = dict(env)
+        env["LD_PRELOAD"] = asan_runtime()
+        env["ASAN_OPTIONS"] = "detect_leaks=0"  # the program's own leaks are not ours to judge
     return env
 
 

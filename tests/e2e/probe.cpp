@@ -9,9 +9,10 @@
 //   probe hold              creates a device, prints "ready", and waits for EOF on stdin before
 //                           destroying everything
 //   probe free-in-flight    hostile but possible: submits a long vkCmdFillBuffer run on
-//                           host-visible memory and frees that memory (and the buffer) without
-//                           waiting, then waits for the queue. Invalid usage, so the result is
-//                           undefined for the guest, but the host must survive it
+//                           host-visible memory and frees that memory without waiting, then
+//                           waits for the queue. Invalid usage, so the result is undefined for
+//                           the guest (natively, lavapipe crashes the program itself), but a
+//                           shared host must survive it and serve its other guests on
 //   probe icd-create-instance LIB
 //                           the same as create-instance, but calls the ICD library LIB directly
 //                           (dlopen, the loader-ICD interface), so the VkResult printed is the
@@ -183,12 +184,14 @@ int run_free_in_flight() {
   submit.commandBufferCount = 1;
   submit.pCommandBuffers = &cmd;
   if (!report("vkQueueSubmit", vkQueueSubmit(queue, 1, &submit, VK_NULL_HANDLE))) return 1;
-  // The invalid part: the fills are still running when the memory goes.
-  vkDestroyBuffer(o.device, buffer, nullptr);
+  // The invalid part: the fills are still running when the memory goes. Only the memory,
+  // which bypassd owns (a memfd mapping it imported into the driver); the buffer object
+  // stays valid until the queue is idle.
   vkFreeMemory(o.device, memory, nullptr);
   std::printf("freed while in flight\n");
   std::fflush(stdout);
   report("vkQueueWaitIdle", vkQueueWaitIdle(queue));
+  vkDestroyBuffer(o.device, buffer, nullptr);
   vkDestroyCommandPool(o.device, pool, nullptr);
   return 0;
 }

@@ -125,8 +125,8 @@ def case_silent_server(workdir, _):
 
 def case_vulkaninfo_no_server(workdir, _):
     path = os.path.join(workdir, "nobody-here.sock")
-    r = harness.run([harness.env_path("BYPASS_VULKANINFO")], harness.unsanitized_guest_env(icd_env(workdir, "unix:" + path)),
-                    workdir, "vulkaninfo", HANG_LIMIT)
+    env = harness.unsanitized_guest_env(icd_env(workdir, "unix:" + path))
+    r = harness.run([harness.env_path("BYPASS_VULKANINFO")], env, workdir, "vulkaninfo", HANG_LIMIT)
     check(r.returncode > 0, f"vulkaninfo should fail with an error status, not {r.returncode}:\n{r.describe()}")
     check("bypassd" in r.stderr and path in r.stderr, f"stderr should name bypassd and {path}:\n{r.describe()}")
     check(re.search(r"vkCreateInstance failed with ERROR_(INITIALIZATION_FAILED|INCOMPATIBLE_DRIVER)", r.stderr),

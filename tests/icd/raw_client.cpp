@@ -71,7 +71,8 @@ bool print_next(transport::Channel& ch) {
     return false;
   }
   if (msg.kind == wire::kMsgError) {
-    std::printf("error %.*s\n", static_cast<int>(msg.payload.size()), reinterpret_cast<const char*>(msg.payload.data()));
+    std::printf("error %.*s\n", static_cast<int>(msg.payload.size()),
+                reinterpret_cast<const char*>(msg.payload.data()));
   } else if (msg.kind == wire::kMsgReply && msg.payload.size() >= sizeof(wire::ReplyHeader)) {
     wire::ReplyHeader h;
     std::memcpy(&h, msg.payload.data(), sizeof(h));
@@ -167,7 +168,8 @@ int main(int argc, char** argv) {
 
   std::vector<std::byte> stats;
   append_record(stats, wire::kCtlSessionStats, wire::kRecordWantsReply, nullptr, 0);
-  if (ch->send(wire::kMsgBatch, stats, transport::deadline_after(kWait)) != transport::Status::kOk || !print_next(*ch)) {
+  const transport::Status asked = ch->send(wire::kMsgBatch, stats, transport::deadline_after(kWait));
+  if (asked != transport::Status::kOk || !print_next(*ch)) {
     std::printf("no reply to the stats request\n");
     return 1;
   }

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""vulkaninfo through the bypass ICD against vulkaninfo on lavapipe directly.
+
+The expected ICD output is computed from the native output by the explicit allowances below
+(the identity bypass reports, and the extensions it does not expose yet); after those, the
+two must be equal line for line. Any other difference fails and is printed as a diff, so a
+new difference is either a bug or a new entry here, with its reason.
+"""
+
+import collections
+import os
+import re
+
+import harness
+from harness import Bypassd, check, log
+
+# Extensions bypass does not expose (yet), with everything vulkaninfo prints because of them.
+MISSING_EXTENSIONS = {
+    # WSI: the ICD implements surfaces and swapchains itself; exposed once they exist.
+    "VK_KHR_surface": "WSI not implemented in the ICD yet",
+    "VK_KHR_get_surface_capabilities2": "WSI not implemented in the ICD yet",
+    "VK_KHR_surface_protected_capabilities": "WSI not implemented in the ICD yet",
+    "VK_KHR_wayland_surface": "WSI not implemented in the ICD yet",
+    "VK_KHR_xcb_surface": "WSI not implemented in the ICD yet",
+    "VK_KHR_xlib_surface": "WSI not implemented in the ICD yet",
+    "VK_KHR_swapchain": "WSI not implemented in the ICD yet",
+    "VK_KHR_swapchain_mutable_format": "WSI not implemented in the ICD yet",
+    "VK_KHR_incremental_present": "WSI not implemented in the ICD yet",
+    # Memory crosses through bypass's own sharing, not through the guest's fds or pointers.
+    "VK_KHR_external_memory_fd": "guest fds are meaningless to the host",
+    "VK_EXT_external_memory_host": "guest pointers are meaningless to the host",
+}
+
+# Sections vulkaninfo prints only for an exposed extension: (first line, why).
+MISSING_BLOCKS = [
+    ("VkPhysicalDeviceExternalMemoryHostPropertiesEXT:", "VK_EXT_external_memory_host"),
+]
+
+# vulkaninfo queries device-group present capabilities on a device created with
+# VK_KHR_swapchain; without it, it prints this line instead of the block.
+PRESENT_CAPS_HEADER = "\tPresent Capabilities:"
+PRESENT_CAPS_WITHOUT_SWAPCHAIN = ("\tPresent Capabilities = Group does not support VK_KHR_device_group, "
+                                  "skipping printing present capabilities")
+
+# Extra stderr lines of the ICD run, each with its reason. Anything else is a new difference.
+ALLOWED_ICD_STDERR = [
+    # vulkaninfo chains the property/feature structs of every extension it knows into its
+    # queries; the ICD drops (and names once) those its wire format does not model. None is
+    # an extension lavapipe exposes, or the property dumps above would differ.
+    (r"^bypass: skipping unknown sType \d+ in a pNext chain$", "struct of an extension neither side exposes"),
+    # The device vulkaninfo creates for the present capabilities asks for VK_KHR_swapchain.
+    (r"^ERROR: \[Loader Message\] Code 0 : loader_validate_device_extensions: Device extension "
+     r"VK_KHR_swapchain not supported by selected physical device or enabled layers\.$", "no VK_KHR_swapchain"),
+    (r"^ERROR: \[Loader Message\] Code 0 : vkCreateDevice: Failed to validate extensions in list$",
+     "no VK_KHR_swapchain"),
+]
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+EXT_LINE_RE = re.compile(r"^\s+(VK_\w+)\s+: extension revision \d+$")
+COUNT_RE = re.compile(r"^(Instance|Device) Extensions: count = (\d+)$")
+KEY_RE = re.compile(r"^(\s*)(deviceName|driverName|driverInfo|deviceUUID|driverUUID)(\s*= )(.*)$")
+
+
+def values_of(lines, key):
+    out = []
+    for line in lines:
+        m = KEY_RE.match(line)
+        if m and m.group(2) == key:
+            out.append(m.group(4))
+    return out
+
+
+def expected_from_native(native, icd):
+    """The ICD output vulkaninfo should print, derived from the native one; plus notes."""
+    notes = collections.Counter()
+    # Identity: checked here against the native values, then masked on both sides.
+    names = set(values_of(native, "deviceName"))
+    check(len(names) == 1, f"expected one native deviceName, got {names}")
+    name = names.pop()
+    driver_names = set(values_of(native, "driverName"))
+    check(len(driver_names) == 1, f"expected one native driverName, got {driver_names}")
+    driver_name = driver_names.pop()
+    for value in values_of(icd, "deviceName"):
+        check(value == f"bypass ({name})", f"ICD deviceName {value!r}, expected 'bypass ({name})'")
+    for value in values_of(icd, "driverName"):
+        check(value == "bypass", f"ICD driverName {value!r}, expected 'bypass'")
+    for native_info, value in zip(values_of(native, "driverInfo"), values_of(icd, "driverInfo")):
+        check(value == f"bypass over {driver_name} {native_info}"[:255],
+              f"ICD driverInfo {value!r}, expected 'bypass over {driver_name} {native_info}'")
+    for key in ("deviceUUID", "driverUUID"):
+        for native_uuid, value in zip(values_of(native, key), values_of(icd, key)):
+            check(UUID_RE.match(value) and value != native_uuid,
+                  f"ICD {key} {value!r} should be a UUID distinct from the native {native_uuid!r}")
+
+    def mask(line):
+        m = KEY_RE.match(line)
+        if m and m.group(2) in ("driverInfo", "deviceUUID", "driverUUID"):
+            return f"{m.group(1)}{m.group(2)}{m.group(3)}<checked above>"
+        return line
+
+    expected = []
+    removed_in = collections.Counter()
+    section = None
+    i = 0
+    while i < len(native):
+        line = native[i]
+        m = COUNT_RE.match(line)
+        if m:
+            section = m.group(1)
+        ext = EXT_LINE_RE.match(line)
+        if ext and ext.group(1) in MISSING_EXTENSIONS and section is not None:
+            removed_in[section] += 1
+            notes[f"extension {ext.group(1)} not exposed ({MISSING_EXTENSIONS[ext.group(1)]})"] += 1
+            i += 1
+            continue
+        block = next((why for first, why in MISSING_BLOCKS if line == first), None)
+        if block:
+            while i < len(native) and native[i].strip():
+                i += 1
+            i += 1  # the blank line after the block
+            notes[f"block {line} ({block} not exposed)"] += 1
+            continue
+        if line == PRESENT_CAPS_HEADER:
+            while i < len(native) and native[i].strip():
+                i += 1
+            expected.append(PRESENT_CAPS_WITHOUT_SWAPCHAIN)
+            notes["device group present capabilities (no VK_KHR_swapchain)"] += 1
+            continue
+        if line.lstrip().startswith("driverName") and KEY_RE.match(line):
+            line = KEY_RE.sub(lambda mm: f"{mm.group(1)}{mm.group(2)}{mm.group(3)}bypass", line)
+        line = line.replace(name, f"bypass ({name})")
+        expected.append(mask(line))
+        i += 1
+
+    # Extension counts and their underlines follow the removed lines.
+    fixed = []
+    for j, line in enumerate(expected):
+        m = COUNT_RE.match(line)
+        if m:
+            line = f"{m.group(1)} Extensions: count = {int(m.group(2)) - removed_in[m.group(1)]}"
+        elif j > 0 and line and set(line) == {"="} and COUNT_RE.match(fixed[-1]):
+            line = "=" * len(fixed[-1])
+        fixed.append(line)
+    return fixed, [mask(line) for line in icd], notes
+
+
+def check_stderr(native_err, icd_err):
+    extra = collections.Counter(line for line in icd_err.splitlines() if line.strip())
+    extra.subtract(line for line in native_err.splitlines() if line.strip())
+    missing = [line for line, n in extra.items() if n < 0]
+    check(not missing, "native stderr lines missing through the ICD:\n" + "\n".join(missing))
+    unexplained = []
+    allowed = collections.Counter()
+    for line, n in extra.items():
+        if n <= 0:
+            continue
+        why = next((why for pattern, why in ALLOWED_ICD_STDERR if re.match(pattern, line)), None)
+        if why:
+            allowed[why] += n
+        else:
+            unexplained.append(line)
+    check(not unexplained, "new stderr lines through the ICD:\n" + "\n".join(unexplained))
+    return allowed
+
+
+def case_full(workdir, _):
+    vulkaninfo = harness.env_path("BYPASS_VULKANINFO")
+    native = harness.run([vulkaninfo], harness.native_env(workdir), workdir, "vulkaninfo.native", 60)
+    harness.check_ok(native, "native vulkaninfo")
+    server = Bypassd(workdir).start()
+    icd = harness.run([vulkaninfo], harness.unsanitized_guest_env(server.guest_env()), workdir, "vulkaninfo.icd", 60)
+    harness.check_ok(icd, "vulkaninfo through the ICD")
+    check("bypass (" in icd.stdout, "vulkaninfo through the ICD does not show the bypass device")
+    expected, actual, notes = expected_from_native(native.stdout.splitlines(), icd.stdout.splitlines())
+    if expected != actual:
+        diff = harness.text_diff("\n".join(expected), "\n".join(actual), "expected (native + allowances)",
+                                 "vulkaninfo through the ICD")
+        raise harness.TestFailure("vulkaninfo through the ICD differs from native beyond the allowed "
+                                  f"differences:\n{diff}")
+    stderr_notes = check_stderr(native.stderr, icd.stderr)
+    log(f"{len(actual)} lines equal after the allowed differences:")
+    for what, n in sorted(notes.items()):
+        log(f"  {n} x {what}")
+    for what, n in sorted(stderr_notes.items()):
+        log(f"  {n} x extra stderr line: {what}")
+    for key in ("deviceName", "driverName", "driverInfo"):
+        log(f"  {key}: {values_of(native.stdout.splitlines(), key)[0]!r} -> "
+            f"{values_of(icd.stdout.splitlines(), key)[0]!r}")
+    stats = server.wait_gone(icd.pid, "vulkaninfo's sessions to end")
+    check(stats["sessions"] == [] and stats["live_objects"] == 0, f"sessions live after vulkaninfo left: {stats}")
+    status = server.stop()
+    check(status == 0, f"bypassd exited {status} on SIGTERM")
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.main({"full": case_full}))

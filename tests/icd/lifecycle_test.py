@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""The guest ICD when bypassd is missing, silent, killed or shut down under it.
+
+Cases (one ctest test each):
+  no-server             nothing at the endpoint: the ICD's vkCreateInstance returns
+                        VK_ERROR_INITIALIZATION_FAILED within a second with one stderr line
+                        naming bypassd and the endpoint; through the loader the same line and
+                        the loader's VK_ERROR_INCOMPATIBLE_DRIVER
+  stale-socket          a socket file nobody listens on: the same
+  silent-server         a listener that never answers the handshake: fails by the deadline
+  vulkaninfo-no-server  vulkaninfo through the ICD with no server: a clean error exit
+  server-killed-wait    bypassd SIGKILLed while a guest waits on a fence: VK_ERROR_DEVICE_LOST
+                        at once, later calls too, the guest exits normally
+  server-killed-midrun  bypassd SIGKILLed under running samples: they exit non-zero naming the
+                        Vulkan error, none hangs or crashes
+  server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
+                        exits 0 promptly, the guests see DEVICE_LOST with the server's reason
+"""
+
+import os
+import re
+import signal
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+
+import harness  # noqa: E402
+from harness import Bypassd, check, log  # noqa: E402
+
+# Budget for "fails at once": the ICD's connect deadline is 1 s; the whole process (loader
+# start-up included) gets a generous multiple so a loaded machine does not fail the test.
+HANG_LIMIT = 10.0
+
+
+def icd_env(workdir, endpoint):
+    env = harness.base_env(workdir)
+    env["VK_DRIVER_FILES"] = harness.env_path("BYPASS_ICD_JSON")
+    env["BYPASS_ENDPOINT"] = endpoint
+    return env
+
+
+def probe(args, env, workdir, tag, timeout=HANG_LIMIT):
+    return harness.run([harness.env_path("BYPASS_PROBE")] + args, env, workdir, tag, timeout)
+
+
+def nonempty_lines(text):
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def create_instance_ms(result):
+    for line in result.stdout.splitlines():
+        if line.startswith("vkCreateInstance took "):
+            return float(line.split()[2])
+    raise harness.TestFailure(f"the probe printed no timing:\n{result.describe()}")
+
+
+def check_one_line(result, endpoint_path):
+    lines = nonempty_lines(result.stderr)
+    check(len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}:\n{result.describe()}")
+    check("bypassd" in lines[0] and endpoint_path in lines[0],
+          f"the stderr line should name bypassd and the endpoint {endpoint_path}: {lines[0]!r}")
+    return lines[0]
+
+
+def check_init_failed(env, workdir, endpoint_path, limit_ms, loader_limit_ms=None):
+    """vkCreateInstance fails fast, saying why on one stderr line.
+
+    The ICD itself must return VK_ERROR_INITIALIZATION_FAILED (checked by calling it directly).
+    Through the loader the application sees the loader's verdict: the Vulkan-Loader skips a
+    driver whose vkCreateInstance fails and, with none left, returns VK_ERROR_INCOMPATIBLE_DRIVER
+    (Debian 12's loader 1.3.239 does); a loader passing the driver's code on gives -3.
+    """
+    direct = probe(["icd-create-instance", harness.env_path("BYPASS_ICD_LIB")], env, workdir, "probe.direct")
+    check(direct.returncode == 1 and "vkCreateInstance: VK_ERROR_INITIALIZATION_FAILED (-3)" in direct.stdout,
+          f"the ICD's vkCreateInstance should return VK_ERROR_INITIALIZATION_FAILED:\n{direct.describe()}")
+    line = check_one_line(direct, endpoint_path)
+    ms = create_instance_ms(direct)
+    check(ms < limit_ms, f"the ICD's vkCreateInstance took {ms:.0f} ms to fail, more than {limit_ms:.0f} ms")
+    log(f"ICD vkCreateInstance: VK_ERROR_INITIALIZATION_FAILED in {ms:.1f} ms: {line}")
+
+    loaded = probe(["create-instance"], env, workdir, "probe.loader")
+    check(loaded.returncode == 1 and ("vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER (-9)" in loaded.stdout
+                                      or "vkCreateInstance: VK_ERROR_INITIALIZATION_FAILED (-3)" in loaded.stdout),
+          f"vkCreateInstance through the loader should fail with the ICD's or the loader's error:\n"
+          f"{loaded.describe()}")
+    check_one_line(loaded, endpoint_path)
+    ms = create_instance_ms(loaded)
+    loader_limit_ms = loader_limit_ms or limit_ms
+    check(ms < loader_limit_ms,
+          f"vkCreateInstance through the loader took {ms:.0f} ms to fail, more than {loader_limit_ms:.0f} ms")
+    log(f"through the loader: {loaded.stdout.splitlines()[-1]} in {ms:.1f} ms")
+
+
+def case_no_server(workdir, _):
+    path = os.path.join(workdir, "nobody-here.sock")
+    check_init_failed(icd_env(workdir, "unix:" + path), workdir, path, 1000)
+
+
+def case_stale_socket(workdir, _):
+    # A socket file left by a dead server: connect() is refused.
+    path = os.path.join(workdir, "stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.bind(path)
+    s.close()
+    check(os.path.exists(path), "the stale socket file was not created")
+    check_init_failed(icd_env(workdir, "unix:" + path), workdir, path, 1000)
+
+
+def case_silent_server(workdir, _):
+    # Something listens but never handshakes (a hung server): the guest must give up by its
+    # deadline, 1 s per connection attempt. Inside the loader's vkCreateInstance the ICD dials
+    # three times (vkEnumerateInstanceExtensionProperties twice, as a failure is not
+    # remembered, then vkCreateInstance), so the application waits about 3 s.
+    path = os.path.join(workdir, "silent.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.bind(path)
+    s.listen(16)
+    try:
+        check_init_failed(icd_env(workdir, "unix:" + path), workdir, path, 1500, loader_limit_ms=4500)
+    finally:
+        s.close()
+
+
+def case_vulkaninfo_no_server(workdir, _):
+    path = os.path.join(workdir, "nobody-here.sock")
+    env = harness.unsanitized_guest_env(icd_env(workdir, "unix:" + path))
+    r = harness.run([harness.env_path("BYPASS_VULKANINFO")], env, workdir, "vulkaninfo", HANG_LIMIT)
+    check(r.returncode > 0, f"vulkaninfo should fail with an error status, not {r.returncode}:\n{r.describe()}")
+    check("bypassd" in r.stderr and path in r.stderr, f"stderr should name bypassd and {path}:\n{r.describe()}")
+    check(re.search(r"vkCreateInstance failed with ERROR_(INITIALIZATION_FAILED|INCOMPATIBLE_DRIVER)", r.stderr),
+          f"vulkaninfo should report the VkResult:\n{r.describe()}")
+    check(len([line for line in r.stderr.splitlines() if "bypass" in line]) == 1,
+          f"the ICD should say why in one line:\n{r.describe()}")
+    log(f"vulkaninfo exited {r.returncode} in {r.seconds:.2f} s")
+
+
+def wait_for_line(running, text, timeout=30):
+    deadline = time.monotonic() + timeout
+    while text not in running.stdout_text():
+        check(running.proc.poll() is None, f"the guest exited before printing {text!r}:\n{running.result().describe()}")
+        check(time.monotonic() < deadline, f"the guest did not print {text!r} within {timeout} s")
+        time.sleep(0.02)
+
+
+def check_lost(result, what, reason_part):
+    """A guest that lost its host: DEVICE_LOST from the wait and from the next call, a clean exit."""
+    check(result.returncode == 1, f"{what}: expected exit 1 after losing the host:\n{result.describe()}")
+    check("vkWaitForFences: VK_ERROR_DEVICE_LOST (-4)" in result.stdout,
+          f"{what}: the fence wait should end with VK_ERROR_DEVICE_LOST:\n{result.describe()}")
+    check("vkDeviceWaitIdle: VK_ERROR_DEVICE_LOST (-4)" in result.stdout,
+          f"{what}: a call after the loss should return VK_ERROR_DEVICE_LOST:\n{result.describe()}")
+    lines = nonempty_lines(result.stderr)
+    check(len(lines) == 1 and reason_part in lines[0],
+          f"{what}: expected one stderr line mentioning {reason_part!r}:\n{result.describe()}")
+
+
+def case_server_killed_wait(workdir, _):
+    server = Bypassd(workdir).start()
+    waiter = harness.Running([harness.env_path("BYPASS_PROBE"), "wait-fence"], server.guest_env(), workdir, "probe")
+    wait_for_line(waiter, "waiting")
+    time.sleep(0.3)  # the wait is now on the host's waiter thread
+    killed_at = time.monotonic()
+    server.kill()
+    r = waiter.wait(timeout=HANG_LIMIT)
+    log(f"the probe returned {time.monotonic() - killed_at:.2f} s after bypassd was killed")
+    check_lost(r, "probe", "bypassd went away")
+
+
+def case_server_killed_midrun(workdir, _):
+    server = Bypassd(workdir).start()
+    guests = {
+        "compute": harness.Running([harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
+                                   server.guest_env(), workdir, "compute"),
+        "multithread": harness.Running([harness.sample_path("multithread"), "--frames", "100000"],
+                                       server.guest_env(), workdir, "multithread"),
+        "triangle": harness.Running([harness.sample_path("triangle"), "--frames", "100000"], server.guest_env(),
+                                    workdir, "triangle"),
+    }
+    pids = [g.pid for g in guests.values()]
+    server.wait_stats(lambda s: all(any(x["objects"] > 0 for x in harness.live_for_pid(s, p)) for p in pids),
+                      "every guest to hold a session with objects", timeout=30)
+    time.sleep(1.0)
+    for name, g in guests.items():
+        check(g.proc.poll() is None, f"{name} ended before bypassd was killed:\n{g.result().describe()}")
+    killed_at = time.monotonic()
+    server.kill()
+    for name, g in guests.items():
+        r = g.wait(timeout=HANG_LIMIT)
+        check(r.returncode == 1, f"{name}: expected exit 1 after losing the host:\n{r.describe()}")
+        check("VK_ERROR_DEVICE_LOST" in r.stderr, f"{name}: should report VK_ERROR_DEVICE_LOST:\n{r.describe()}")
+        check("bypassd went away" in r.stderr, f"{name}: the ICD should say the host went away:\n{r.describe()}")
+        log(f"{name}: exited {r.returncode} {time.monotonic() - killed_at:.2f} s after the kill: "
+            f"{nonempty_lines(r.stderr)[-1]}")
+
+
+def case_server_stopped_wait(workdir, _):
+    server = Bypassd(workdir).start()
+    waiter = harness.Running([harness.env_path("BYPASS_PROBE"), "wait-fence"], server.guest_env(), workdir, "probe")
+    compute = harness.Running([harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
+                              server.guest_env(), workdir, "compute")
+    wait_for_line(waiter, "waiting")
+    server.wait_stats(lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, compute.pid)),
+                      "compute to hold a session with objects", timeout=30)
+    time.sleep(0.5)
+    stopped_at = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        status = server.proc.wait(timeout=HANG_LIMIT)
+    except Exception:  # noqa: BLE001 - reported as the failure it is
+        raise harness.TestFailure(f"bypassd did not exit within {HANG_LIMIT} s of SIGTERM with a guest in a "
+                                  f"fence wait:\n{server.log_text()[-3000:]}")
+    log(f"bypassd exited {status} {time.monotonic() - stopped_at:.2f} s after SIGTERM")
+    check(status == 0, f"bypassd exited {status} on SIGTERM")
+    r = waiter.wait(timeout=HANG_LIMIT)
+    check_lost(r, "probe", "server shutting down")
+    c = compute.wait(timeout=HANG_LIMIT)
+    check(c.returncode == 1 and "VK_ERROR_DEVICE_LOST" in c.stderr,
+          f"compute: expected exit 1 with VK_ERROR_DEVICE_LOST:\n{c.describe()}")
+    log_text = server.log_text()
+    for pid in (waiter.pid, compute.pid):
+        check(f"pid {pid}" in log_text, f"bypassd did not log the session of pid {pid}")
+    check(log_text.count("end (server shutting down)") == 2,
+          f"expected both sessions to end with 'server shutting down':\n{log_text[-3000:]}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.main({
+        "no-server": case_no_server,
+        "stale-socket": case_stale_socket,
+        "silent-server": case_silent_server,
+        "vulkaninfo-no-server": case_vulkaninfo_no_server,
+        "server-killed-wait": case_server_killed_wait,
+        "server-killed-midrun": case_server_killed_midrun,
+        "server-stopped-wait": case_server_stopped_wait,
+    }))

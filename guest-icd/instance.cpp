@@ -1,6 +1,7 @@
 // Instance and physical device commands the ICD writes by hand: connecting to bypassd,
 // enumerating the host's physical devices as guest objects, and the identity and extension
 // lists the guest sees.
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -47,14 +48,22 @@ VkResult copy_out(const std::vector<VkExtensionProperties>& list, uint32_t* coun
 std::mutex g_instance_ext_mu;
 std::vector<VkExtensionProperties> g_instance_exts;
 bool g_instance_exts_known = false;
+std::chrono::steady_clock::time_point g_unreachable_until;
+std::string g_unreachable_error;
 
-// Asks the host once per process, on a short-lived connection.
+// Asks the host once per process, on a short-lived connection. An unreachable host is
+// remembered for a second, so the loader's queries before vkCreateInstance cost one attempt.
 std::vector<VkExtensionProperties> host_instance_extensions() {
   std::lock_guard lock(g_instance_ext_mu);
   if (g_instance_exts_known) return g_instance_exts;
+  if (std::chrono::steady_clock::now() < g_unreachable_until) return {};
   std::string error;
   auto conn = Connection::open(&error);
-  if (!conn) return {};
+  if (!conn) {
+    g_unreachable_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    g_unreachable_error = error;
+    return {};
+  }
   uint32_t n = 0;
   std::vector<VkExtensionProperties> host;
   wire::Builder& b = thread_builder();
@@ -129,7 +138,12 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateInstanceVersion(uint32_t* pA
 VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateInstance(const VkInstanceCreateInfo* pCreateInfo, const VkAllocationCallbacks*,
                                                    VkInstance* pInstance) {
   std::string error;
-  auto conn = Connection::open(&error);
+  const bool known_unreachable = [&] {
+    std::lock_guard lock(g_instance_ext_mu);
+    error = g_unreachable_error;
+    return !g_instance_exts_known && std::chrono::steady_clock::now() < g_unreachable_until;
+  }();
+  auto conn = known_unreachable ? nullptr : Connection::open(&error);
   if (!conn) {
     std::fprintf(stderr, "bypass: %s\n", error.c_str());
     return VK_ERROR_INITIALIZATION_FAILED;

@@ -22,8 +22,10 @@ std::string default_socket_path() {
 }
 
 void Server::reap(bool all) {
+  // Shutdown: every session is asked to stop before any is joined, so they wind down together.
+  if (all)
+    for (auto& r : sessions_) r.session->stop();
   for (auto it = sessions_.begin(); it != sessions_.end();) {
-    if (all) it->session->stop();
     if (all || it->session->finished()) {
       it->thread.join();
       const Session& s = *it->session;

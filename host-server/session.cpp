@@ -81,6 +81,8 @@ void Session::run() {
   }
   const size_t objects_before = object_count();
   teardown();
+  // The guest learns at once that the session is over, not when the server reaps it.
+  channel_.close();
   if (clean)
     spdlog::info("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
   else
@@ -114,13 +116,19 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
       if (destroys_[h.command]) quiesce();
       ok = wire::kRunTable[h.command](*this, payload, n);
     } else {
-      decode.fail("record", "unknown command id");
+      decode.fail("record", "unknown command");
       ok = false;
     }
     stats_.records.fetch_add(1, std::memory_order_relaxed);
     if (!ok) {
-      const char* name = h.command >= 0xF000 ? "control" : wire::command_name(h.command);
-      end_reason_ = std::string(name) + ": " + (decode.error.empty() ? "failed" : decode.error);
+      // decode.error already names where it failed ("vkCmdDraw.commandBuffer: unknown handle
+      // id"); add the command only when it does not.
+      const std::string name = h.command >= 0xF000 ? "control command " + std::to_string(h.command)
+                               : h.command < wire::kCommandIdLimit && wire::kRunTable[h.command]
+                                   ? std::string(wire::command_name(h.command))
+                                   : "command id " + std::to_string(h.command);
+      const std::string& why = decode.error.empty() ? std::string("failed") : decode.error;
+      end_reason_ = why.starts_with(name) ? why : name + ": " + why;
       return false;
     }
     off += h.size;

@@ -27,6 +27,7 @@ OUTPUT_ARGS = {
     "texture": ["--frames", "2"],
     "multithread": ["--frames", "2"],
     "multithread-primary": ["--frames", "2", "--mode", "primary"],
+    "sync": ["--frames", "1"],
 }
 
 # Longer runs for the tests where guests overlap (about a second each on this machine).
@@ -97,17 +98,21 @@ def stop_server(server):
     check("shutting down" in server.log_text(), "bypassd did not log its shutdown")
 
 
-def case_output(workdir, name):
+def case_output(workdir, name, memory=None):
     check(name in OUTPUT_ARGS, f"unknown sample {name}")
     args = OUTPUT_ARGS[name]
     native = native_reference(name, args, workdir)
     server = Bypassd(workdir).start()
     out = os.path.join(workdir, f"{name}.icd.out")
-    r = harness.run_sample(sample_binary(name), server.guest_env(), workdir, f"{name}.icd", args + ["--out", out])
+    env = server.guest_env()
+    if memory:
+        env["BYPASS_MEMORY"] = memory
+    r = harness.run_sample(sample_binary(name), env, workdir, f"{name}.icd", args + ["--out", out])
     harness.check_ok(r, f"{name} through the ICD")
     harness.check_through_bypass(r, name)
     harness.check_same_file(native, out, f"{name}: ICD output vs native")
-    log(f"{name}: {os.path.getsize(out)} bytes identical natively and through the ICD ({r.seconds:.2f} s)")
+    mode = f" with BYPASS_MEMORY={memory}" if memory else ""
+    log(f"{name}: {os.path.getsize(out)} bytes identical natively and through the ICD{mode} ({r.seconds:.2f} s)")
     stats = server.wait_gone(r.pid, f"the session of pid {r.pid} to end")
     check_clean_end(server, stats, r.pid, name)
     check(stats["sessions"] == [] and stats["live_objects"] == 0, f"sessions still live after the guest left: {stats}")
@@ -343,6 +348,8 @@ def case_soak(workdir, _):
 if __name__ == "__main__":
     raise SystemExit(harness.main({
         "output": case_output,
+        # shadow memory: guest-side copies moved by memshare dirty-page barriers
+        "shadow": lambda workdir, name: case_output(workdir, name, memory="shadow"),
         "validation": case_validation,
         "concurrent": case_concurrent,
         "guest-killed": case_guest_killed,

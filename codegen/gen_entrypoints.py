@@ -21,13 +21,23 @@ class EntryPointGenerator:
         self.flush = set(read_list("flush.txt"))
         self.barriers = {k: v.strip() for k, v in read_table("barriers.txt").items()}
 
-    def entry(self, s: CommandShape) -> str:
+    def forwardable(self, s: CommandShape) -> bool:
+        """Hand-written commands that still cross the wire the generated way get a
+        `forward_vkX`: the generated call without output-handle allocation, which the
+        hand-written code wraps (it chooses the handles and post-processes the results)."""
+        return (s.status == "handwritten" and s in self.cg.shapes and s.level != "global"
+                and not self.platform(s))
+
+    def entry(self, s: CommandShape, forward: bool = False) -> str:
         decl = self.cg.params_decl(s)
         names = self.cg.param_names(s)
         first = s.cmd.params[0].name
         ret = s.cmd.ret
         lost = {"VkResult": "VK_ERROR_DEVICE_LOST", "void": ""}.get(ret, f"{ret}{{}}")
-        L = [f"static VKAPI_ATTR {ret} VKAPI_CALL entry_{s.name}({decl}) {{"]
+        if forward:
+            L = [f"{ret} forward_{s.name}({decl}) {{"]
+        else:
+            L = [f"static VKAPI_ATTR {ret} VKAPI_CALL entry_{s.name}({decl}) {{"]
         L.append(f"  Connection* conn = connection_of({first});")
         if s.fixed:
             L.append(f"  wire::{s.name}_s w;")
@@ -38,6 +48,8 @@ class EntryPointGenerator:
             L.append("}")
             return "\n".join(L)
         for o in s.outs:
+            if forward:
+                break
             if o.kind == "handle":
                 L.append(f"  *{o.name} = wire::handle_from_bits<{self.reg.resolve(o.type)}>(conn->new_id());")
             elif o.kind == "handle_array":
@@ -86,6 +98,9 @@ class EntryPointGenerator:
         for s in self.cg.shapes:
             if s.status == "generated":
                 L.append(self.entry(s))
+                L.append("")
+            elif self.forwardable(s):
+                L.append(self.entry(s, forward=True))
                 L.append("")
         L.append("// Sorted by name for binary search; aliases point at their command's function.")
         L.append("const EntryPoint kEntryPoints[] = {")
@@ -139,6 +154,12 @@ class EntryPointGenerator:
             if s.status == "handwritten" and not self.platform(s):
                 L.append(f"__attribute__((weak)) VKAPI_ATTR {s.cmd.ret} VKAPI_CALL bypass_hw_{s.name}({self.cg.params_decl(s)});")
         L.append('}  // extern "C"')
+        L.append("")
+        L.append("// The generated call of a hand-written command, for its hand-written wrapper; output")
+        L.append("// handles must already hold the ids (or ICD objects) the caller chose.")
+        for s in self.cg.shapes:
+            if self.forwardable(s):
+                L.append(f"{s.cmd.ret} forward_{s.name}({self.cg.params_decl(s)});")
         L.append("")
         L.append("}  // namespace bypass::icd")
         return "\n".join(L) + "\n"

@@ -15,14 +15,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateDevice(VkPhysicalDevice physica
   auto* dev = new_object<Device>(conn, VK_OBJECT_TYPE_DEVICE, conn->new_id());
   dev->physical = pd;
   VkDevice handle = reinterpret_cast<VkDevice>(dev);
-  wire::Builder& b = thread_builder();
-  wire::encode_vkCreateDevice(b, conn->handles(), physicalDevice, pCreateInfo, nullptr, &handle);
-  Reply& r = thread_reply();
-  VkResult result = VK_ERROR_DEVICE_LOST;
-  if (conn->call(wire::kCmd_vkCreateDevice, b, r)) {
-    auto c = r.context(conn->handles());
-    result = wire::decode_reply_vkCreateDevice(c, r.data(), r.size(), physicalDevice, pCreateInfo, nullptr, &handle);
-  }
+  const VkResult result = forward_vkCreateDevice(physicalDevice, pCreateInfo, nullptr, &handle);
   if (result != VK_SUCCESS) {
     delete_object(dev);
     return result;
@@ -34,9 +27,8 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateDevice(VkPhysicalDevice physica
 VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyDevice(VkDevice device, const VkAllocationCallbacks*) {
   if (!device) return;
   auto* dev = as<Device>(device);
-  wire::Builder& b = thread_builder();
-  wire::encode_vkDestroyDevice(b, dev->conn->handles(), device, nullptr);
-  dev->conn->send(wire::kCmd_vkDestroyDevice, b, true);
+  forward_vkDestroyDevice(device, nullptr);
+  dev->conn->flush();
   for (auto& [key, q] : dev->queues) delete_object(q);
   for (auto& [pool, list] : dev->pool_buffers)
     for (auto* cb : list) delete_object(cb);
@@ -54,14 +46,10 @@ static VkQueue get_queue(VkDevice device, uint32_t flags, uint32_t family, uint3
   auto* q = new_object<Queue>(dev->conn, VK_OBJECT_TYPE_QUEUE, dev->conn->new_id());
   q->device = dev;
   VkQueue handle = reinterpret_cast<VkQueue>(q);
-  wire::Builder& b = thread_builder();
-  if (info2) {
-    wire::encode_vkGetDeviceQueue2(b, dev->conn->handles(), device, info2, &handle);
-    dev->conn->send(wire::kCmd_vkGetDeviceQueue2, b);
-  } else {
-    wire::encode_vkGetDeviceQueue(b, dev->conn->handles(), device, family, index, &handle);
-    dev->conn->send(wire::kCmd_vkGetDeviceQueue, b);
-  }
+  if (info2)
+    forward_vkGetDeviceQueue2(device, info2, &handle);
+  else
+    forward_vkGetDeviceQueue(device, family, index, &handle);
   dev->queues[key] = q;
   return handle;
 }
@@ -87,14 +75,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateCommandBuffers(VkDevice devic
     made[i]->pool = pool;
     pCommandBuffers[i] = reinterpret_cast<VkCommandBuffer>(made[i]);
   }
-  wire::Builder& b = thread_builder();
-  wire::encode_vkAllocateCommandBuffers(b, conn->handles(), device, pAllocateInfo, pCommandBuffers);
-  Reply& r = thread_reply();
-  VkResult result = VK_ERROR_DEVICE_LOST;
-  if (conn->call(wire::kCmd_vkAllocateCommandBuffers, b, r)) {
-    auto c = r.context(conn->handles());
-    result = wire::decode_reply_vkAllocateCommandBuffers(c, r.data(), r.size(), device, pAllocateInfo, pCommandBuffers);
-  }
+  const VkResult result = forward_vkAllocateCommandBuffers(device, pAllocateInfo, pCommandBuffers);
   if (result != VK_SUCCESS) {
     for (auto* cb : made) delete_object(cb);
     for (uint32_t i = 0; i < n; ++i) pCommandBuffers[i] = VK_NULL_HANDLE;
@@ -109,10 +90,8 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateCommandBuffers(VkDevice devic
 VKAPI_ATTR void VKAPI_CALL bypass_hw_vkFreeCommandBuffers(VkDevice device, VkCommandPool commandPool, uint32_t commandBufferCount,
                                                    const VkCommandBuffer* pCommandBuffers) {
   auto* dev = as<Device>(device);
-  wire::Builder& b = thread_builder();
   // Null entries are allowed; the wire carries them as id 0.
-  wire::encode_vkFreeCommandBuffers(b, dev->conn->handles(), device, commandPool, commandBufferCount, pCommandBuffers);
-  dev->conn->send(wire::kCmd_vkFreeCommandBuffers, b);
+  forward_vkFreeCommandBuffers(device, commandPool, commandBufferCount, pCommandBuffers);
   std::lock_guard lock(dev->mu);
   auto& list = dev->pool_buffers[wire::handle_bits(commandPool)];
   for (uint32_t i = 0; i < commandBufferCount; ++i) {
@@ -127,9 +106,7 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyCommandPool(VkDevice device, VkCom
                                                    const VkAllocationCallbacks*) {
   if (!commandPool) return;
   auto* dev = as<Device>(device);
-  wire::Builder& b = thread_builder();
-  wire::encode_vkDestroyCommandPool(b, dev->conn->handles(), device, commandPool, nullptr);
-  dev->conn->send(wire::kCmd_vkDestroyCommandPool, b);
+  forward_vkDestroyCommandPool(device, commandPool, nullptr);
   std::lock_guard lock(dev->mu);
   auto it = dev->pool_buffers.find(wire::handle_bits(commandPool));
   if (it == dev->pool_buffers.end()) return;

@@ -179,9 +179,8 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateInstance(const VkInstanceCreate
 VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyInstance(VkInstance instance, const VkAllocationCallbacks*) {
   if (!instance) return;
   auto* inst = as<Instance>(instance);
-  wire::Builder& b = thread_builder();
-  wire::encode_vkDestroyInstance(b, inst->conn->handles(), instance, nullptr);
-  inst->conn->send(wire::kCmd_vkDestroyInstance, b, true);
+  forward_vkDestroyInstance(instance, nullptr);
+  inst->conn->flush();
   for (auto* pd : inst->physical_devices) delete_object(pd);
   auto owned = std::move(inst->owned);  // closes the session after the object is gone
   delete_object(inst);
@@ -243,26 +242,13 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumeratePhysicalDeviceGroups(VkInsta
 
 VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetPhysicalDeviceProperties(VkPhysicalDevice physicalDevice,
                                                             VkPhysicalDeviceProperties* pProperties) {
-  Connection* conn = connection_of(physicalDevice);
-  wire::Builder& b = thread_builder();
-  wire::encode_vkGetPhysicalDeviceProperties(b, conn->handles(), physicalDevice, pProperties);
-  Reply& r = thread_reply();
-  if (!conn->call(wire::kCmd_vkGetPhysicalDeviceProperties, b, r)) return;
-  auto c = r.context(conn->handles());
-  wire::decode_reply_vkGetPhysicalDeviceProperties(c, r.data(), r.size(), physicalDevice, pProperties);
+  forward_vkGetPhysicalDeviceProperties(physicalDevice, pProperties);
   rewrite_identity(*pProperties);
 }
 
 VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetPhysicalDeviceProperties2(VkPhysicalDevice physicalDevice,
                                                              VkPhysicalDeviceProperties2* pProperties) {
-  Connection* conn = connection_of(physicalDevice);
-  wire::Builder& b = thread_builder();
-  wire::encode_vkGetPhysicalDeviceProperties2(b, conn->handles(), physicalDevice, pProperties);
-  Reply& r = thread_reply();
-  if (!conn->call(wire::kCmd_vkGetPhysicalDeviceProperties2, b, r)) return;
-  auto c = r.context(conn->handles());
-  wire::decode_reply_vkGetPhysicalDeviceProperties2(c, r.data(), r.size(), physicalDevice, pProperties);
-  if (!c.error.empty()) conn->protocol_error(c.error);
+  forward_vkGetPhysicalDeviceProperties2(physicalDevice, pProperties);
   rewrite_identity(pProperties->properties);
   for (auto* p = static_cast<VkBaseOutStructure*>(pProperties->pNext); p; p = p->pNext) {
     switch (p->sType) {
@@ -298,19 +284,11 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateDeviceExtensionProperties(Vk
                                                                        const char* pLayerName, uint32_t* pPropertyCount,
                                                                        VkExtensionProperties* pProperties) {
   if (pLayerName) return VK_ERROR_LAYER_NOT_PRESENT;
-  Connection* conn = connection_of(physicalDevice);
   uint32_t n = 0;
-  std::vector<VkExtensionProperties> host;
-  wire::Builder& b = thread_builder();
-  Reply& r = thread_reply();
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    VkExtensionProperties* out = attempt ? host.data() : nullptr;
-    wire::encode_vkEnumerateDeviceExtensionProperties(b, conn->handles(), physicalDevice, nullptr, &n, out);
-    if (!conn->call(wire::kCmd_vkEnumerateDeviceExtensionProperties, b, r)) return VK_ERROR_DEVICE_LOST;
-    auto c = r.context(conn->handles());
-    wire::decode_reply_vkEnumerateDeviceExtensionProperties(c, r.data(), r.size(), physicalDevice, nullptr, &n, out);
-    if (!attempt) host.resize(n);
-  }
+  VkResult r = forward_vkEnumerateDeviceExtensionProperties(physicalDevice, nullptr, &n, nullptr);
+  std::vector<VkExtensionProperties> host(n);
+  if (r >= 0) r = forward_vkEnumerateDeviceExtensionProperties(physicalDevice, nullptr, &n, host.data());
+  if (r < 0) return r;
   host.resize(n);
   std::vector<VkExtensionProperties> list;
   for (auto& e : host)

@@ -16,12 +16,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateMemory(VkDevice device, const
   Connection* conn = dev->conn;
   const uint64_t id = conn->new_id();
   VkDeviceMemory handle = wire::handle_from_bits<VkDeviceMemory>(id);
-  wire::Builder& b = thread_builder();
-  wire::encode_vkAllocateMemory(b, conn->handles(), device, pAllocateInfo, nullptr, &handle);
-  Reply& r = thread_reply();
-  if (!conn->call(wire::kCmd_vkAllocateMemory, b, r)) return VK_ERROR_DEVICE_LOST;
-  auto c = r.context(conn->handles());
-  VkResult result = wire::decode_reply_vkAllocateMemory(c, r.data(), r.size(), device, pAllocateInfo, nullptr, &handle);
+  const VkResult result = forward_vkAllocateMemory(device, pAllocateInfo, nullptr, &handle);
   if (result != VK_SUCCESS) return result;
   const auto& props = memory_properties(dev->physical);
   const uint32_t type = pAllocateInfo->memoryTypeIndex;
@@ -56,9 +51,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateMemory(VkDevice device, const
 VKAPI_ATTR void VKAPI_CALL bypass_hw_vkFreeMemory(VkDevice device, VkDeviceMemory memory, const VkAllocationCallbacks*) {
   if (!memory) return;
   auto* dev = as<Device>(device);
-  wire::Builder& b = thread_builder();
-  wire::encode_vkFreeMemory(b, dev->conn->handles(), device, memory, nullptr);
-  dev->conn->send(wire::kCmd_vkFreeMemory, b);
+  forward_vkFreeMemory(device, memory, nullptr);
   std::lock_guard lock(dev->mu);
   auto it = dev->memory.find(wire::handle_bits(memory));
   if (it == dev->memory.end()) return;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "objects.h"
+#include "wsi.h"
 
 namespace bypass::icd {
 
@@ -32,6 +33,16 @@ bool exposed_extension(const char* name, bool instance) {
     return true;
   }
   return false;
+}
+
+// WSI is the ICD's own (wsi_*.cpp): exposed whether or not the host driver lists it, since the
+// host needs no display.
+void add_own_wsi_extensions(std::vector<VkExtensionProperties>& list, bool instance) {
+  for (const auto& own : wsi::own_extensions(instance)) {
+    bool have = false;
+    for (auto& e : list) have |= !std::strcmp(e.extensionName, own.extensionName);
+    if (!have) list.push_back(own);
+  }
 }
 
 VkResult copy_out(const std::vector<VkExtensionProperties>& list, uint32_t* count, VkExtensionProperties* props) {
@@ -79,6 +90,7 @@ std::vector<VkExtensionProperties> host_instance_extensions() {
   host.resize(n);
   for (auto& e : host)
     if (exposed_extension(e.extensionName, true)) g_instance_exts.push_back(e);
+  add_own_wsi_extensions(g_instance_exts, true);
   // Debug utils and report are implemented in the ICD itself.
   for (const char* own : {"VK_EXT_debug_utils", "VK_EXT_debug_report"}) {
     bool have = false;
@@ -293,6 +305,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateDeviceExtensionProperties(Vk
   std::vector<VkExtensionProperties> list;
   for (auto& e : host)
     if (exposed_extension(e.extensionName, false)) list.push_back(e);
+  add_own_wsi_extensions(list, false);
   return copy_out(list, pPropertyCount, pProperties);
 }
 

@@ -578,11 +578,14 @@ extern const RunFn kRunTable[kCommandIdLimit];
             if self.reg.is_handle(p.type) and p.ptr == 0:
                 L.append(f"  if (a.{p.name}) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}));")
         if s.name.startswith("vkFree"):
+            # vkFreeMemory(device, memory) frees its second parameter; vkFreeCommandBuffers and
+            # vkFreeDescriptorSets free the array and keep the pool they name.
+            frees_array = any(self.reg.is_handle(p.type) and p.ptr == 1 and p.len for p in s.cmd.params[1:])
             for p in s.cmd.params[1:]:
                 if self.reg.is_handle(p.type) and p.ptr == 1 and p.len:
                     L.append(f"  for (size_t i = 0; i < static_cast<size_t>(a.{p.len[0]}); ++i)")
                     L.append(f"    if (a.{p.name}[i]) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}[i]));")
-                elif self.reg.is_handle(p.type) and p.ptr == 0 and p is s.cmd.params[1]:
+                elif self.reg.is_handle(p.type) and p.ptr == 0 and p is s.cmd.params[1] and not frees_array:
                     L.append(f"  if (a.{p.name}) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}));")
         L.append("}")
         return "\n".join(L)

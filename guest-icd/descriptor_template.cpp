@@ -13,6 +13,7 @@ namespace {
 
 struct Template {
   std::vector<VkDescriptorUpdateTemplateEntry> entries;
+  VkPipelineBindPoint bind_point = VK_PIPELINE_BIND_POINT_GRAPHICS;  // push descriptor templates
 };
 
 std::mutex g_mu;
@@ -96,6 +97,8 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateDescriptorUpdateTemplate(VkDevi
   Template t;
   t.entries.assign(pCreateInfo->pDescriptorUpdateEntries,
                    pCreateInfo->pDescriptorUpdateEntries + pCreateInfo->descriptorUpdateEntryCount);
+  if (pCreateInfo->templateType == VK_DESCRIPTOR_UPDATE_TEMPLATE_TYPE_PUSH_DESCRIPTORS_KHR)
+    t.bind_point = pCreateInfo->pipelineBindPoint;
   std::lock_guard lock(g_mu);
   g_templates[id] = std::move(t);
   *pTemplate = wire::handle_from_bits<VkDescriptorUpdateTemplate>(id);
@@ -116,16 +119,19 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkUpdateDescriptorSetWithTemplate(VkDevice 
   update(device, static_cast<uint32_t>(w.writes.size()), w.writes.data(), 0, nullptr);
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkCmdPushDescriptorSetWithTemplateKHR(VkCommandBuffer commandBuffer,
+// Declared (weak, C linkage) only in the generated entrypoints.cpp: the definition must say extern "C".
+extern "C" VKAPI_ATTR void VKAPI_CALL bypass_hw_vkCmdPushDescriptorSetWithTemplateKHR(VkCommandBuffer commandBuffer,
                                                                     VkDescriptorUpdateTemplate tmpl, VkPipelineLayout layout,
                                                                     uint32_t set, const void* pData) {
   Writes w;
   if (!build_writes(wire::handle_bits(tmpl), VK_NULL_HANDLE, pData, w)) return;
-  // The template's bind point travels with it in Vulkan; ours are graphics or compute alike.
+  VkPipelineBindPoint bind_point;
+  {
+    std::lock_guard lock(g_mu);
+    bind_point = g_templates[wire::handle_bits(tmpl)].bind_point;
+  }
   static auto push = entry<PFN_vkCmdPushDescriptorSetKHR>("vkCmdPushDescriptorSetKHR");
-  std::lock_guard lock(g_mu);
-  push(commandBuffer, VK_PIPELINE_BIND_POINT_GRAPHICS, layout, set, static_cast<uint32_t>(w.writes.size()),
-       w.writes.data());
+  push(commandBuffer, bind_point, layout, set, static_cast<uint32_t>(w.writes.size()), w.writes.data());
 }
 
 }  // namespace bypass::icd

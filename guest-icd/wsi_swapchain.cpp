@@ -568,43 +568,36 @@ void Swapchain::presenter() {
       const auto due = last_shown + period_;
       // FIFO_RELAXED: a frame that missed its refresh goes out at once.
       const bool late = mode_ == VK_PRESENT_MODE_FIFO_RELAXED_KHR && now > due;
-      if (!late) {
-        const auto at = next_refresh(std::max(now, due));
-        std::this_thread::sleep_until(at);
-        last_shown = at;
-      } else {
-        last_shown = now;
-      }
+      const auto at = late ? now : next_refresh(std::max(now, due));
       if (mode_ == VK_PRESENT_MODE_MAILBOX_KHR) {
-        // A newer frame that finished while we waited for the refresh replaces this one.
+        // Until the refresh, each newer present replaces this one as soon as its copy is
+        // done, and the replaced image goes back at once: the program never waits for the
+        // display, only the newest frame is shown.
         while (true) {
-          size_t count;
-          std::shared_ptr<PresentBatch> newest;
+          std::vector<Job> newer;
           {
-            std::lock_guard lock(mu_);
-            count = jobs_.size();
-            if (count) newest = jobs_.back().batch;
-          }
-          if (!count || vk().vkGetFenceStatus(device(), newest->fence) != VK_SUCCESS) break;
-          std::vector<Job> older;
-          {
-            // Only this thread pops, so the first `count` jobs are still the ones seen above.
-            std::lock_guard lock(mu_);
-            for (size_t i = 0; i < count; ++i) {
-              older.push_back(std::move(jobs_.front()));
+            std::unique_lock lock(mu_);
+            if (!jobs_cv_.wait_until(lock, at, [&] { return stopping_ || !jobs_.empty(); })) break;
+            if (jobs_.empty()) break;  // stopping: show what we have now
+            while (!jobs_.empty()) {
+              newer.push_back(std::move(jobs_.front()));
               jobs_.pop_front();
             }
           }
-          older.insert(older.begin(), std::move(job));
-          job = std::move(older.back());
-          older.pop_back();
-          for (Job& r : older) {
-            wait_done(r);
+          for (Job& n : newer) {
+            if (!wait_done(n)) {
+              release(n.index);
+              continue;
+            }
             ++dropped_;
-            release(r.index);
+            release(job.index);
+            job = std::move(n);
           }
         }
+      } else {
+        std::this_thread::sleep_until(at);
       }
+      last_shown = at;
     }
     show(job.index);
     release(job.index);

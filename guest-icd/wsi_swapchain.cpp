@@ -299,7 +299,10 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
     v.vkGetImageMemoryRequirements(d, img.image, &req);
     VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
     ai.allocationSize = req.size;
-    ai.memoryTypeIndex = pick_memory_type(dev_, req.memoryTypeBits, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
+    // Not host-visible where the driver has such a type: the guest never maps these, and
+    // host-visible memory costs a shared memfd (or shadow-memory traffic) for nothing.
+    ai.memoryTypeIndex = pick_memory_type(dev_, req.memoryTypeBits, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT,
+                                          VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT);
     if (ai.memoryTypeIndex == UINT32_MAX) return VK_ERROR_OUT_OF_DEVICE_MEMORY;
     if ((r = v.vkAllocateMemory(d, &ai, nullptr, &img.memory)) != VK_SUCCESS) return r;
     if ((r = v.vkBindImageMemory(d, img.image, img.memory, 0)) != VK_SUCCESS) return r;

@@ -123,7 +123,7 @@ void run_compute_small(const samples::Context& ctx, Scale scale, Report& out) {
 }
 
 void run_compute_large(const samples::Context& ctx, Scale scale, Report& out) {
-  run_job(ctx, {"compute_large", 1u << 20, 64, pick(scale, 2, 15, 40), pick(scale, 1, 2, 3), 1024}, out);
+  run_job(ctx, {"compute_large", 1u << 20, 16, pick(scale, 2, 20, 60), pick(scale, 1, 2, 3), 1024}, out);
 }
 
 }  // namespace bypass::bench

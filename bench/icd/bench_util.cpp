@@ -31,7 +31,37 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
+int g_host_pid = 0;
+
+double clock_seconds(clockid_t clock) {
+  timespec ts{};
+  if (clock_gettime(clock, &ts) != 0) return 0;
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 }  // namespace
+
+void set_host_pid(int pid) { g_host_pid = pid; }
+
+CpuMeter::CpuMeter() {
+  // The host's process CPU-time clock counts all its threads, including ones that ended.
+  if (g_host_pid > 0 && clock_getcpuclockid(g_host_pid, &host_clock_) == 0) has_host_ = true;
+}
+
+void CpuMeter::start() {
+  guest_start_ = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
+  if (has_host_) host_start_ = clock_seconds(host_clock_);
+}
+
+void CpuMeter::stop() {
+  guest_s_ += clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - guest_start_;
+  if (has_host_) host_s_ += clock_seconds(host_clock_) - host_start_;
+}
+
+void CpuMeter::report(Report& out) const {
+  out.set("cpu_guest_s", guest_s_);
+  if (has_host_) out.set("cpu_host_s", host_s_);
+}
 
 void Report::set(const std::string& key, double value) {
   char buf[64];
@@ -80,6 +110,10 @@ std::span<const Workload> workloads() {
       {"compute_small", "submit + fence wait of one 64-invocation dispatch, repeated", run_compute_small},
       {"compute_large", "submit + fence wait of a 1M-invocation dispatch, repeated", run_compute_large},
       {"cmd_stream", "record command buffers of 10,000 cheap commands, submit, wait", run_cmd_stream},
+      {"cmd_stream_fixed", "cmd_stream with only commands the wire carries as fixed-layout records",
+       run_cmd_stream_fixed},
+      {"cmd_stream_tables", "cmd_stream with only commands the wire carries as FlatBuffers tables",
+       run_cmd_stream_tables},
       {"sync_rtt", "vkGetFenceStatus on a signalled fence: back to back, and after idle gaps", run_sync_rtt},
       {"map_write", "memcpy into mapped host-visible memory, then a submit that reads it; plain memcpy beside it",
        run_map_write},

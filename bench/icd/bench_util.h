@@ -4,6 +4,8 @@
 
 #include <vulkan/vulkan.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -48,6 +50,28 @@ double median(std::vector<double>& values);
 // The p-th percentile (0..100, nearest rank) of `values` (which it sorts); 0 for none.
 double percentile(std::vector<double>& values, double p);
 
+// CPU time spent on the measured work, by this process (all its threads: the application and,
+// natively, the driver's) and by the host server whose pid bench/run passes with --host-pid
+// (bypassd: decoder, waiter and driver threads). Unlike wall time it hardly depends on how busy
+// the machine is, so native CPU / (guest + host CPU) is a steady measure of what remoting costs.
+class CpuMeter {
+ public:
+  CpuMeter();
+  void start();
+  void stop();  // adds the time since start()
+  // Sets cpu_guest_s and, with a host, cpu_host_s.
+  void report(Report& out) const;
+
+ private:
+  clockid_t host_clock_{};
+  bool has_host_ = false;
+  double guest_s_ = 0, host_s_ = 0;
+  double guest_start_ = 0, host_start_ = 0;
+};
+
+// The host server's pid for CpuMeter (0: none, e.g. a native run). Set once by main().
+void set_host_pid(int pid);
+
 // A workload: what bench/run asks for by name.
 struct Workload {
   const char* name;
@@ -59,6 +83,8 @@ void run_frame_loop(const samples::Context& ctx, Scale scale, Report& out);
 void run_compute_small(const samples::Context& ctx, Scale scale, Report& out);
 void run_compute_large(const samples::Context& ctx, Scale scale, Report& out);
 void run_cmd_stream(const samples::Context& ctx, Scale scale, Report& out);
+void run_cmd_stream_fixed(const samples::Context& ctx, Scale scale, Report& out);
+void run_cmd_stream_tables(const samples::Context& ctx, Scale scale, Report& out);
 void run_sync_rtt(const samples::Context& ctx, Scale scale, Report& out);
 void run_map_write(const samples::Context& ctx, Scale scale, Report& out);
 void run_upload(const samples::Context& ctx, Scale scale, Report& out);

@@ -1,12 +1,15 @@
 // Command stream: how many commands per second get from the application's recording calls to
-// the driver's execution. Each command buffer holds 10,000 cheap commands (push constants,
-// viewport, scissor, blend constants: state that costs the driver almost nothing to execute)
-// ending in a vkCmdFillBuffer that stamps the buffer's number, so the run proves every buffer
-// was executed in order. Two buffers are in flight: the application records the next while
-// the previous executes, as a renderer does.
+// the driver's execution. Each command buffer holds 10,000 cheap commands (dynamic state and
+// push constants: almost nothing for the driver to execute) ending in a vkCmdFillBuffer that
+// stamps the buffer's number, so the run proves every buffer was executed, in order. Two
+// buffers are in flight: the application records the next while the previous executes, as a
+// renderer does.
 //
 // Natively this measures lavapipe's recording and execution; through the bypass it adds the
-// guest's encoding, the ring, and bypassd's decoding and replay of every command.
+// guest's encoding, the ring, and bypassd's decoding and replay of every command. The wire
+// carries some commands as fixed-layout records and the rest as FlatBuffers tables, so there
+// are three mixes: cmd_stream (half and half, the headline figure), cmd_stream_fixed and
+// cmd_stream_tables, which show what each kind of record costs.
 #include <array>
 #include <string>
 
@@ -25,39 +28,67 @@ using samples::vk_check;
 constexpr uint32_t kCommandsPerBuffer = 10'000;
 constexpr uint32_t kInFlight = 2;
 
-void record_stream(VkCommandBuffer cmd, VkPipelineLayout layout, VkBuffer stamp, VkDeviceSize offset, uint32_t index) {
-  // The last command is the stamp; the rest cycle through four state commands.
-  for (uint32_t c = 0; c + 1 < kCommandsPerBuffer; ++c) {
-    const float f = static_cast<float>(c % 97);
-    switch (c % 4) {
-      case 0: {
-        const float push[4] = {f, f + 1, f + 2, static_cast<float>(index)};
-        vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_VERTEX_BIT, 0, sizeof push, push);
-        break;
-      }
-      case 1: {
-        const VkViewport viewport{0, 0, 64 + f, 64 + f, 0, 1};
-        vkCmdSetViewport(cmd, 0, 1, &viewport);
-        break;
-      }
-      case 2: {
-        const VkRect2D scissor{{0, 0}, {64 + c % 97, 64}};
-        vkCmdSetScissor(cmd, 0, 1, &scissor);
-        break;
-      }
-      default: {
-        const float blend[4] = {f / 97, 0.5f, 0.25f, 1.0f};
-        vkCmdSetBlendConstants(cmd, blend);
-        break;
-      }
+enum class Mix { kHalf, kFixed, kTables };
+
+// Commands the wire carries as FlatBuffers tables (they take a struct, an array or bytes).
+void record_table_command(VkCommandBuffer cmd, VkPipelineLayout layout, uint32_t c, uint32_t index) {
+  const float f = static_cast<float>(c % 97);
+  switch (c % 4) {
+    case 0: {
+      const float push[4] = {f, f + 1, f + 2, static_cast<float>(index)};
+      vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_VERTEX_BIT, 0, sizeof push, push);
+      break;
     }
+    case 1: {
+      const VkViewport viewport{0, 0, 64 + f, 64 + f, 0, 1};
+      vkCmdSetViewport(cmd, 0, 1, &viewport);
+      break;
+    }
+    case 2: {
+      const VkRect2D scissor{{0, 0}, {64 + c % 97, 64}};
+      vkCmdSetScissor(cmd, 0, 1, &scissor);
+      break;
+    }
+    default: {
+      const float blend[4] = {f / 97, 0.5f, 0.25f, 1.0f};
+      vkCmdSetBlendConstants(cmd, blend);
+      break;
+    }
+  }
+}
+
+// Commands the wire carries as fixed-layout records (scalars and handles only).
+void record_fixed_command(VkCommandBuffer cmd, uint32_t c) {
+  switch (c % 4) {
+    case 0:
+      vkCmdSetLineWidth(cmd, 1.0f);
+      break;
+    case 1:
+      vkCmdSetDepthBias(cmd, static_cast<float>(c % 97), 0.0f, 1.0f);
+      break;
+    case 2:
+      vkCmdSetStencilReference(cmd, VK_STENCIL_FACE_FRONT_AND_BACK, c & 0xFF);
+      break;
+    default:
+      vkCmdSetStencilCompareMask(cmd, VK_STENCIL_FACE_FRONT_AND_BACK, c & 0xFF);
+      break;
+  }
+}
+
+void record_stream(VkCommandBuffer cmd, Mix mix, VkPipelineLayout layout, VkBuffer stamp, VkDeviceSize offset,
+                   uint32_t index) {
+  // The last command is the stamp.
+  for (uint32_t c = 0; c + 1 < kCommandsPerBuffer; ++c) {
+    const bool table = mix == Mix::kTables || (mix == Mix::kHalf && (c / 4) % 2 == 0);
+    if (table)
+      record_table_command(cmd, layout, c, index);
+    else
+      record_fixed_command(cmd, c);
   }
   vkCmdFillBuffer(cmd, stamp, offset, 4, index);
 }
 
-}  // namespace
-
-void run_cmd_stream(const samples::Context& ctx, Scale scale, Report& out) {
+void run(const samples::Context& ctx, Mix mix, Scale scale, Report& out) {
   VkDevice device = ctx.device();
   const uint32_t buffers = pick(scale, 4, 60, 200);
   const uint32_t warmup = pick(scale, 2, 6, 10);
@@ -92,7 +123,7 @@ void run_cmd_stream(const samples::Context& ctx, Scale scale, Report& out) {
     const auto t0 = Clock::now();
     samples::begin_command_buffer(cmds[slot], VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT);
     // Each slot stamps its own 4 bytes.
-    record_stream(cmds[slot], layout.get(), stamps.get(), VkDeviceSize{slot} * 4, n);
+    record_stream(cmds[slot], mix, layout.get(), stamps.get(), VkDeviceSize{slot} * 4, n);
     samples::end_command_buffer(cmds[slot]);
     record_s += seconds_between(t0, Clock::now());
     submit(ctx.queue(), cmds[slot], fences[slot].get());
@@ -110,10 +141,13 @@ void run_cmd_stream(const samples::Context& ctx, Scale scale, Report& out) {
   for (uint32_t n = 0; n < warmup; ++n) one_buffer(n);
   drain();
   record_s = 0;
+  CpuMeter cpu;
+  cpu.start();
   const auto start = Clock::now();
   for (uint32_t n = warmup; n < warmup + buffers; ++n) one_buffer(n);
   drain();
   const double elapsed = seconds_between(start, Clock::now());
+  cpu.stop();
   check.finish();
 
   const double commands = double{kCommandsPerBuffer} * buffers;
@@ -123,6 +157,15 @@ void run_cmd_stream(const samples::Context& ctx, Scale scale, Report& out) {
   out.set("commands_per_s", commands / elapsed);
   out.set("ns_per_command", elapsed * 1e9 / commands);
   out.set("record_ns_per_command", record_s * 1e9 / commands);
+  cpu.report(out);
+}
+
+}  // namespace
+
+void run_cmd_stream(const samples::Context& ctx, Scale scale, Report& out) { run(ctx, Mix::kHalf, scale, out); }
+void run_cmd_stream_fixed(const samples::Context& ctx, Scale scale, Report& out) { run(ctx, Mix::kFixed, scale, out); }
+void run_cmd_stream_tables(const samples::Context& ctx, Scale scale, Report& out) {
+  run(ctx, Mix::kTables, scale, out);
 }
 
 }  // namespace bypass::bench

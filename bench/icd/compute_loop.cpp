@@ -87,6 +87,8 @@ void run_job(const samples::Context& ctx, const Job& job, Report& out) {
   for (uint32_t i = 0; i < job.warmup; ++i) iterate();
   std::vector<double> per_iteration;
   per_iteration.reserve(job.iterations);
+  CpuMeter cpu;
+  cpu.start();
   const auto start = Clock::now();
   auto last = start;
   for (uint32_t i = 0; i < job.iterations; ++i) {
@@ -96,6 +98,7 @@ void run_job(const samples::Context& ctx, const Job& job, Report& out) {
     last = now;
   }
   const double elapsed = seconds_between(start, last);
+  cpu.stop();
 
   data.invalidate();
   const uint32_t total_rounds = job.rounds * (job.warmup + job.iterations);
@@ -113,6 +116,7 @@ void run_job(const samples::Context& ctx, const Job& job, Report& out) {
   out.set("iterations_per_s", job.iterations / elapsed);
   out.set("us_per_iteration", elapsed * 1e6 / job.iterations);
   out.set("median_us_per_iteration", median(per_iteration));
+  cpu.report(out);
 }
 
 }  // namespace

@@ -250,10 +250,13 @@ void run_frame_loop(const samples::Context& ctx, Scale scale, Report& out) {
   for (uint32_t f = 0; f < warmup; ++f) one_frame(f, false);
   drain();
   record_s = 0;
+  CpuMeter cpu;
+  cpu.start();
   const auto start = Clock::now();
   for (uint32_t f = 0; f < frames; ++f) one_frame(warmup + f, false);
   drain();
   const double elapsed = seconds_between(start, Clock::now());
+  cpu.stop();
 
   one_frame(warmup + frames, true);
   drain();
@@ -266,6 +269,7 @@ void run_frame_loop(const samples::Context& ctx, Scale scale, Report& out) {
   out.set("fps", frames / elapsed);
   out.set("ms_per_frame", elapsed * 1e3 / frames);
   out.set("record_ms_per_frame", record_s * 1e3 / frames);
+  cpu.report(out);
 }
 
 }  // namespace bypass::bench

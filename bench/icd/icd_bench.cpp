@@ -27,6 +27,7 @@ void run(int argc, char** argv) {
   std::string scale_name = "full";
   std::string expect = "any";
   bool list = false;
+  uint32_t host_pid = 0;
   std::vector<std::string> names;
   std::string help = "Workloads:\n";
   for (const Workload& w : workloads()) {
@@ -41,6 +42,8 @@ void run(int argc, char** argv) {
   parser.add_choice("--scale", "how much work", {"smoke", "quick", "full"}, &scale_name);
   parser.add_choice("--expect", "fail unless the device is native or the bypass",
                     {"any", "native", "bypass"}, &expect);
+  parser.add_uint("--host-pid", "PID", "the host server, whose CPU time is measured too (0: none)", &host_pid, 0,
+                  0x7fffffff);
   parser.add_flag("--list", "print the workload names and exit", &list);
   if (!parser.parse(argc, argv)) return;
   if (list) {
@@ -50,6 +53,7 @@ void run(int argc, char** argv) {
   if (workload.empty()) throw samples::UsageError("--workload is required (see --help)");
   const Scale scale = scale_name == "smoke" ? Scale::kSmoke : scale_name == "quick" ? Scale::kQuick : Scale::kFull;
 
+  set_host_pid(static_cast<int>(host_pid));
   const Workload* w = nullptr;
   for (const Workload& candidate : workloads())
     if (workload == candidate.name) w = &candidate;

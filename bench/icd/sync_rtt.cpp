@@ -30,7 +30,9 @@ void run_sync_rtt(const samples::Context& ctx, Scale scale, Report& out) {
 
   for (uint32_t i = 0; i < hot_calls / 10 + 10; ++i) call(i);  // warm-up
   // Back to back: the mean over the loop (no clock reads inside), then per-call samples for
-  // the median and tail.
+  // the median and tail. The CPU time covers the back-to-back calls only.
+  CpuMeter cpu;
+  cpu.start();
   auto start = Clock::now();
   for (uint32_t i = 0; i < hot_calls; ++i) call(i);
   const double hot_mean_us = seconds_between(start, Clock::now()) * 1e6 / hot_calls;
@@ -41,6 +43,7 @@ void run_sync_rtt(const samples::Context& ctx, Scale scale, Report& out) {
     call(i);
     hot.push_back(seconds_between(t0, Clock::now()) * 1e6);
   }
+  cpu.stop();
 
   std::vector<double> idle;
   idle.reserve(idle_calls);
@@ -63,6 +66,7 @@ void run_sync_rtt(const samples::Context& ctx, Scale scale, Report& out) {
   out.set("idle_mean_us", idle_sum / idle_calls);
   out.set("idle_median_us", median(idle));
   out.set("idle_p99_us", percentile(idle, 99));
+  cpu.report(out);
 }
 
 }  // namespace bypass::bench

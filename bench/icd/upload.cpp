@@ -66,8 +66,10 @@ void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
 
   std::vector<double> mib_s;
   double copy_s_total = 0, gpu_s_total = 0;
+  CpuMeter cpu;
   for (uint32_t pass = 0; pass < passes + 1; ++pass) {
     double copy_s = 0, gpu_s = 0;
+    if (pass > 0) cpu.start();
     const auto start = Clock::now();
     for (uint32_t b = 0; b < bands; ++b) {
       const auto t0 = Clock::now();
@@ -80,7 +82,8 @@ void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
       gpu_s += seconds_between(t1, Clock::now());
     }
     const double elapsed = seconds_between(start, Clock::now());
-    if (pass == 0) continue;  // first touch of the image's and the staging buffer's pages
+    if (pass == 0) continue;
+    cpu.stop();  // first touch of the image's and the staging buffer's pages
     mib_s.push_back(static_cast<double>(total) / kMiB / elapsed);
     copy_s_total += copy_s;
     gpu_s_total += gpu_s;
@@ -128,6 +131,7 @@ void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
   out.set("mib_s", median(mib_s));
   out.set("memcpy_ms_per_pass", copy_s_total * 1e3 / passes);
   out.set("copy_ms_per_pass", gpu_s_total * 1e3 / passes);
+  cpu.report(out);
 }
 
 }  // namespace bypass::bench

@@ -90,7 +90,7 @@ void record_stream(VkCommandBuffer cmd, Mix mix, VkPipelineLayout layout, VkBuff
 
 void run(const samples::Context& ctx, Mix mix, Scale scale, Report& out) {
   VkDevice device = ctx.device();
-  const uint32_t buffers = pick(scale, 4, 60, 200);
+  const uint32_t buffers = pick(scale, 4, 100, 300);
   const uint32_t warmup = pick(scale, 2, 6, 10);
 
   const VkPushConstantRange push_range{VK_SHADER_STAGE_VERTEX_BIT, 0, 16};

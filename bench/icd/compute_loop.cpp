@@ -122,12 +122,12 @@ void run_job(const samples::Context& ctx, const Job& job, Report& out) {
 }  // namespace
 
 void run_compute_small(const samples::Context& ctx, Scale scale, Report& out) {
-  run_job(ctx, {"compute_small", kLocalSize, 16, pick(scale, 50, 2000, 8000), pick(scale, 5, 100, 200), kLocalSize},
+  run_job(ctx, {"compute_small", kLocalSize, 16, pick(scale, 50, 4000, 10000), pick(scale, 5, 100, 200), kLocalSize},
           out);
 }
 
 void run_compute_large(const samples::Context& ctx, Scale scale, Report& out) {
-  run_job(ctx, {"compute_large", 1u << 20, 16, pick(scale, 2, 20, 60), pick(scale, 1, 2, 3), 1024}, out);
+  run_job(ctx, {"compute_large", 1u << 20, 16, pick(scale, 2, 10, 30), pick(scale, 1, 2, 3), 1024}, out);
 }
 
 }  // namespace bypass::bench

@@ -177,8 +177,8 @@ void check_frame(const samples::Rgba8Image& image) {
 
 void run_frame_loop(const samples::Context& ctx, Scale scale, Report& out) {
   VkDevice device = ctx.device();
-  const uint32_t frames = pick(scale, 10, 120, 400);
-  const uint32_t warmup = pick(scale, 2, 10, 20);
+  const uint32_t frames = pick(scale, 10, 60, 200);
+  const uint32_t warmup = pick(scale, 2, 6, 10);
 
   samples::Image target(ctx, {.width = kWidth, .height = kHeight, .format = kFormat,
                               .usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT});

@@ -30,7 +30,7 @@ struct FreeDeleter {
 void run_map_write(const samples::Context& ctx, Scale scale, Report& out) {
   VkDevice device = ctx.device();
   const size_t bytes = size_t{pick(scale, 1, 16, 32)} << 20;
-  const uint32_t iterations = pick(scale, 3, 24, 60);
+  const uint32_t iterations = pick(scale, 3, 16, 40);
   const uint32_t warmup = 2;
   constexpr size_t kPage = 4096;
   constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;

@@ -17,8 +17,8 @@ namespace bypass::bench {
 
 void run_sync_rtt(const samples::Context& ctx, Scale scale, Report& out) {
   VkDevice device = ctx.device();
-  const uint32_t hot_calls = pick(scale, 500, 20'000, 100'000);
-  const uint32_t idle_calls = pick(scale, 20, 200, 800);
+  const uint32_t hot_calls = pick(scale, 500, 20'000, 50'000);
+  const uint32_t idle_calls = pick(scale, 20, 200, 500);
   constexpr auto kIdleGap = std::chrono::milliseconds(1);
   auto fence = samples::create_fence(device, /*signaled=*/true);
 

@@ -18,7 +18,7 @@ namespace bypass::bench {
 void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
   VkDevice device = ctx.device();
   const uint32_t side = pick(scale, 1024, 8192, 8192);
-  const uint32_t passes = pick(scale, 1, 1, 3);
+  const uint32_t passes = pick(scale, 1, 1, 2);
   const uint32_t bands = 4;
   const uint32_t band_rows = side / bands;
   const size_t row_bytes = size_t{side} * 4;

@@ -1,10 +1,8 @@
-// Shared pieces of the icd_bench workloads: the size preset, the result record printed as one
-// JSON object, timing, and the few Vulkan helpers the samples' library does not have.
+// Shared pieces of the icd_bench workloads: the size preset, the workload table and the few
+// Vulkan helpers the samples' library does not have.
 #pragma once
 
 #include <vulkan/vulkan.h>
-
-#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -16,6 +14,7 @@
 
 #include "context.h"
 #include "handles.h"
+#include "report.h"
 
 namespace bypass::bench {
 
@@ -26,51 +25,6 @@ enum class Scale { kSmoke, kQuick, kFull };
 constexpr uint32_t pick(Scale s, uint32_t smoke, uint32_t quick, uint32_t full) {
   return s == Scale::kSmoke ? smoke : s == Scale::kQuick ? quick : full;
 }
-
-// The figures one workload run produces, printed by main() as one JSON object so bench/run
-// can read them. Keys keep their insertion order.
-class Report {
- public:
-  void set(const std::string& key, double value);
-  void set(const std::string& key, const std::string& value);
-  std::string json() const;
-
- private:
-  std::vector<std::pair<std::string, std::string>> fields_;  // key, JSON-encoded value
-};
-
-using Clock = std::chrono::steady_clock;
-
-inline double seconds_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-// The median of `values` (which it reorders); 0 for none.
-double median(std::vector<double>& values);
-// The p-th percentile (0..100, nearest rank) of `values` (which it sorts); 0 for none.
-double percentile(std::vector<double>& values, double p);
-
-// CPU time spent on the measured work, by this process (all its threads: the application and,
-// natively, the driver's) and by the host server whose pid bench/run passes with --host-pid
-// (bypassd: decoder, waiter and driver threads). Unlike wall time it hardly depends on how busy
-// the machine is, so native CPU / (guest + host CPU) is a steady measure of what remoting costs.
-class CpuMeter {
- public:
-  CpuMeter();
-  void start();
-  void stop();  // adds the time since start()
-  // Sets cpu_guest_s and, with a host, cpu_host_s.
-  void report(Report& out) const;
-
- private:
-  clockid_t host_clock_{};
-  bool has_host_ = false;
-  double guest_s_ = 0, host_s_ = 0;
-  double guest_start_ = 0, host_start_ = 0;
-};
-
-// The host server's pid for CpuMeter (0: none, e.g. a native run). Set once by main().
-void set_host_pid(int pid);
 
 // A workload: what bench/run asks for by name.
 struct Workload {
@@ -89,6 +43,7 @@ void run_sync_rtt(const samples::Context& ctx, Scale scale, Report& out);
 void run_map_write(const samples::Context& ctx, Scale scale, Report& out);
 void run_upload(const samples::Context& ctx, Scale scale, Report& out);
 
+// All workloads, in the order bench/run runs them (defined in icd_bench.cpp).
 std::span<const Workload> workloads();
 
 // ---- Vulkan helpers

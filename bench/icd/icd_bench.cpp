@@ -16,6 +16,26 @@
 #include "sample_main.h"
 
 namespace bypass::bench {
+
+std::span<const Workload> workloads() {
+  static const Workload kAll[] = {
+      {"frame_loop", "offscreen frames of 1,000 draws (4 pipelines, 16 descriptor sets, push constants), 2 in flight",
+       run_frame_loop},
+      {"compute_small", "submit + fence wait of one 64-invocation dispatch, repeated", run_compute_small},
+      {"compute_large", "submit + fence wait of a 1M-invocation dispatch, repeated", run_compute_large},
+      {"cmd_stream", "record command buffers of 10,000 cheap commands, submit, wait", run_cmd_stream},
+      {"cmd_stream_fixed", "cmd_stream with only commands the wire carries as fixed-layout records",
+       run_cmd_stream_fixed},
+      {"cmd_stream_tables", "cmd_stream with only commands the wire carries as FlatBuffers tables",
+       run_cmd_stream_tables},
+      {"sync_rtt", "vkGetFenceStatus on a signalled fence: back to back, and after idle gaps", run_sync_rtt},
+      {"map_write", "memcpy into mapped host-visible memory, then a submit that reads it; plain memcpy beside it",
+       run_map_write},
+      {"upload", "256 MiB through a 64 MiB staging buffer into a device-local 8192x8192 RGBA8 image", run_upload},
+  };
+  return kAll;
+}
+
 namespace {
 
 // The guest ICD reports its devices as "bypass (<host device name>)".

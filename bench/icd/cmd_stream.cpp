@@ -77,8 +77,8 @@ void record_fixed_command(VkCommandBuffer cmd, uint32_t c) {
 
 void record_stream(VkCommandBuffer cmd, Mix mix, VkPipelineLayout layout, VkBuffer stamp, VkDeviceSize offset,
                    uint32_t index) {
-  // The last command is the stamp.
-  for (uint32_t c = 0; c + 1 < kCommandsPerBuffer; ++c) {
+  // The last two commands are the stamp and the barrier that makes it visible to the host.
+  for (uint32_t c = 0; c + 2 < kCommandsPerBuffer; ++c) {
     const bool table = mix == Mix::kTables || (mix == Mix::kHalf && (c / 4) % 2 == 0);
     if (table)
       record_table_command(cmd, layout, c, index);
@@ -86,6 +86,8 @@ void record_stream(VkCommandBuffer cmd, Mix mix, VkPipelineLayout layout, VkBuff
       record_fixed_command(cmd, c);
   }
   vkCmdFillBuffer(cmd, stamp, offset, 4, index);
+  samples::record_memory_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                                 VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
 }
 
 void run(const samples::Context& ctx, Mix mix, Scale scale, Report& out) {

@@ -27,7 +27,9 @@ void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
   constexpr double kMiB = 1024.0 * 1024.0;
 
   samples::Image image(ctx, {.width = side, .height = side, .format = VK_FORMAT_R8G8B8A8_UNORM,
-                             .usage = VK_IMAGE_USAGE_TRANSFER_DST_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT});
+                             // Sampled, as a texture is (the samples' Image also makes a view, which needs it).
+                             .usage = VK_IMAGE_USAGE_TRANSFER_DST_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT |
+                                      VK_IMAGE_USAGE_SAMPLED_BIT});
   samples::Buffer staging(ctx, band_bytes, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, samples::MemoryUse::kUpload);
   constexpr uint32_t kProbe = 64;  // read back kProbe x kProbe texels from each band
   samples::Buffer readback(ctx, VkDeviceSize{kProbe} * kProbe * 4 * bands, VK_BUFFER_USAGE_TRANSFER_DST_BIT,

@@ -184,7 +184,12 @@ class StructGenerator:
             out.append(f"  if (!p) return c.fail({where}, \"out of memory\");")
             out.append(f"  if (!decode_{f.type}(c, s, *p, false)) return false;")
             out.append(f"  {m} = p;")
-            out.append("}")
+            if f.optional:
+                out.append("}")
+            else:
+                out.append(f"}} else {{")
+                out.append(f"  return c.fail({where}, \"missing required struct\");")
+                out.append("}")
         elif k in ("array_struct", "array_scalar", "array_handle", "array_union", "bytes", "string_array"):
             vec_t = {
                 "array_struct": "TableVec",

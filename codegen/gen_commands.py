@@ -345,10 +345,10 @@ extern const RunFn kRunTable[kCommandIdLimit];
         if o.kind == "struct_array":
             L.append(f"      for (size_t i = 0; i < {n}; ++i)")
             L.append(f"        if (!decode_{o.type}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {o.name}[i], true)) return {bad};")
-        elif o.kind == "bytes":
-            L.append(f"      std::memcpy({o.name}, s->data(), {n});")
+        elif o.kind == "bytes":  # s may be absent when n is 0
+            L.append(f"      if ({n}) std::memcpy({o.name}, s->data(), {n});")
         else:
-            L.append(f"      std::memcpy({o.name}, s->data(), {n} * sizeof(*{o.name}));")
+            L.append(f"      if ({n}) std::memcpy({o.name}, s->data(), {n} * sizeof(*{o.name}));")
 
     # ------------------------------------------------------------------ host
     def host_run(self, s: CommandShape) -> str:

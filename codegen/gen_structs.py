@@ -59,7 +59,7 @@ class StructGenerator:
             out.append(f"Off {var} = 0;")
             out.append(f"if ({m}) {{")
             out.append(f"  size_t n = static_cast<size_t>({n});")
-            out.append("  std::vector<Off> offs(n);")
+            out.append("  StackBuf<Off> offs(n);")
             out.append(f"  for (size_t i = 0; i < n; ++i) offs[i] = encode_{f.type}(b, {m}[i], h);")
             out.append(f"  {var} = table_vector(b, offs.data(), n);")
             out.append("}")
@@ -68,22 +68,16 @@ class StructGenerator:
         elif k == "array_union":
             out.append(f"Off {var} = {m} ? bytes_vector(b, {m}, sizeof(*{m}) * static_cast<size_t>({n})) : 0;")
         elif k == "array_handle":
-            out.append(f"Off {var} = 0;")
-            out.append(f"if ({m}) {{")
-            out.append(f"  size_t n = static_cast<size_t>({n});")
-            out.append("  std::vector<uint64_t> bits(n);")
-            out.append(f"  for (size_t i = 0; i < n; ++i) bits[i] = handle_bits({m}[i]);")
-            out.append(f"  {var} = handle_vector(b, h, {self.objtype(f.type)}, bits.data(), n);")
-            out.append("}")
+            out.append(f"Off {var} = {m} ? handle_array_vector(b, h, {self.objtype(f.type)}, {m}, static_cast<size_t>({n})) : 0;")
         elif k == "string":
             out.append(f"Off {var} = {m} ? b.CreateString({m}).o : 0;")
         elif k == "string_array":
             out.append(f"Off {var} = 0;")
             out.append(f"if ({m}) {{")
             out.append(f"  size_t n = static_cast<size_t>({n});")
-            out.append("  std::vector<flatbuffers::Offset<flatbuffers::String>> strs(n);")
-            out.append(f"  for (size_t i = 0; i < n; ++i) strs[i] = b.CreateString({m}[i] ? {m}[i] : \"\");")
-            out.append(f"  {var} = b.CreateVector(strs).o;")
+            out.append("  StackBuf<Off> strs(n);")
+            out.append(f"  for (size_t i = 0; i < n; ++i) strs[i] = b.CreateString({m}[i] ? {m}[i] : \"\").o;")
+            out.append(f"  {var} = table_vector(b, strs.data(), n);")
             out.append("}")
         elif k == "bytes":
             out.append(f"Off {var} = {m} ? bytes_vector(b, {m}, static_cast<size_t>({n})) : 0;")

@@ -231,7 +231,12 @@ class StructGenerator:
             out.append("  }")
             out.append("}")
         elif k == "string":
-            out.append(f"if (auto* s = t->GetPointer<const flatbuffers::String*>({vo})) {m} = s->c_str();")
+            out.append(f"if (auto* s = t->GetPointer<const flatbuffers::String*>({vo})) {{")
+            out.append(f"  {m} = s->c_str();")
+            if not f.optional:  # e.g. VkPipelineShaderStageCreateInfo.pName: the driver reads it
+                out.append("} else {")
+                out.append(f"  return c.fail({where}, \"missing required string\");")
+            out.append("}")
         elif k == "chain":
             pass  # handled by the caller
         return out

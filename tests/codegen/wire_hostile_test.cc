@@ -178,6 +178,32 @@ TEST(WireHostile, RandomBuffers) {
   EXPECT_GT(t.rejected, t.runs * 9 / 10);
 }
 
+// Pointers vk.xml does not mark optional must arrive: the driver would read through them.
+TEST(WireHostile, MissingRequiredPointersAreRejected) {
+  Env e(6);
+  VkPipelineShaderStageCreateInfo stage{};
+  stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+  stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  stage.module = reinterpret_cast<VkShaderModule>(uint64_t{0x1234});
+  stage.pName = nullptr;
+  e.b.Clear();
+  e.b.Finish(flatbuffers::Offset<Table>(encode_VkPipelineShaderStageCreateInfo(e.b, stage, e.handles, true)));
+  e.set_message(e.b.GetBufferPointer(), e.b.GetSize());
+  const Table* t = verify_root(e.msg.get(), e.msg_size, verify_VkPipelineShaderStageCreateInfo);
+  ASSERT_NE(t, nullptr);
+  VkPipelineShaderStageCreateInfo out{};
+  e.host.begin_record();
+  EXPECT_FALSE(decode_VkPipelineShaderStageCreateInfo(e.host.decode, t, out, false));
+  EXPECT_EQ(e.host.decode.error, "VkPipelineShaderStageCreateInfo.pName: missing required string");
+
+  const auto device = reinterpret_cast<VkDevice>(uint64_t{0x10});
+  VkImage image = reinterpret_cast<VkImage>(uint64_t{0x20});
+  encode_vkCreateImage(e.b, e.handles, device, nullptr, nullptr, &image);
+  e.set_message(e.b.GetBufferPointer(), e.b.GetSize());
+  EXPECT_FALSE(e.run(kCmd_vkCreateImage, e.msg.get(), e.msg_size));
+  EXPECT_EQ(e.host.decode.error, "vkCreateImage.pCreateInfo: missing required struct");
+}
+
 // ------------------------------------------------------------------ replies on the guest
 // Feeds hostile replies to the guest decoder of one command, its output storage made by a
 // round trip (two-call capacities, chains, arrays sized by the call's own counts).

@@ -365,6 +365,8 @@ extern const RunFn kRunTable[kCommandIdLimit];
                     opt = "true" if f.optional else "false"
                     L.append(f"  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, \"{s.name}.{f.name}\", &a.{f.name})) return false;")
                 else:
+                    if self.sg.unsigned_enum(f):
+                        L.append(f"  if (w.{f.name} < 0) return c.fail(\"{s.name}.{f.name}\", \"enum value out of range\");")
                     L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
             L.append(f"  c.handlers.{s.name}(c, a);")
             L.append("  return true;")

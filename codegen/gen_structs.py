@@ -20,6 +20,24 @@ class StructGenerator:
         self.reg = proto.reg
         self.structs = [s for s in proto.structs if not proto.struct_unsupported(s)]
         self.chainable = [s for s in proto.chainable if s in self.structs]
+        self.signed_enums = self._signed_enums()
+
+    def _signed_enums(self) -> set[str]:
+        """Enums with a negative enumerant (VkResult). Every other Vulkan enum's values are
+        0..0x7FFFFFFF, so a negative value from the peer is out of the enum's range: storing it
+        is undefined behaviour in C++ and no valid call carries one."""
+        out = set()
+        for enums in self.reg.root.findall("enums"):
+            for e in enums.findall("enum"):
+                if (e.get("value") or "").strip().startswith("-"):
+                    out.add(enums.get("name"))
+        for e in self.reg.root.iter("enum"):
+            if e.get("extends") and (e.get("dir") == "-" or (e.get("value") or "").strip().startswith("-")):
+                out.add(e.get("extends"))
+        return out
+
+    def unsigned_enum(self, f: Field) -> bool:
+        return f.kind == "scalar" and f.type in self.reg.enums and f.type not in self.signed_enums
 
     # ------------------------------------------------------------------ emitters
     def objtype(self, t: str) -> str:
@@ -136,7 +154,10 @@ class StructGenerator:
         k = f.kind
         n = c_expr(f.len_expr, names, dst) if f.len_expr else ""
         out: list[str] = []
-        if k == "scalar":
+        if k == "scalar" and self.unsigned_enum(f):
+            out.append(f"if (const int32_t e = t->GetField<int32_t>({vo}, 0); e >= 0) {m} = static_cast<decltype({m})>(e);")
+            out.append(f"else return c.fail({where}, \"enum value out of range\");")
+        elif k == "scalar":
             out.append(f"{m} = static_cast<decltype({m})>(t->GetField<{f.ctype}>({vo}, 0));")
         elif k == "handle":
             opt = "true" if f.optional else "false"

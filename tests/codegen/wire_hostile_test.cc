@@ -143,7 +143,7 @@ TEST(WireHostile, BitFlippedMessages) {
   Env e(4);
   Tally t;
   for (const Sample& s : corpus().messages) {
-    for (int v = 0; v < 96; ++v) {
+    for (int v = 0; v < 400; ++v) {
       std::vector<uint8_t> m = s.bytes;
       const int flips = 1 + static_cast<int>(e.rng.below(4));
       for (int k = 0; k < flips; ++k) {
@@ -161,7 +161,7 @@ TEST(WireHostile, RandomBuffers) {
   Env e(5);
   Tally t;
   for (const Sample& s : corpus().messages) {
-    for (int v = 0; v < 48; ++v) {
+    for (int v = 0; v < 200; ++v) {
       std::vector<uint8_t> m(static_cast<size_t>(e.rng.below(320)));
       e.fill.bytes(m.data(), m.size());
       // Half of them start with a plausible root offset, so the verifier gets further in.
@@ -240,7 +240,7 @@ TEST(WireHostile, RepliesTruncatedFlippedRandom) {
     const std::vector<uint8_t>& good = reply_of(info.id);
     feed_replies(info, 2000 + i, t, [&](Env& e, const auto& give) {
       for (size_t n : cut_points(good.size())) give(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<long>(n)));
-      for (int v = 0; v < 96; ++v) {
+      for (int v = 0; v < 400; ++v) {
         std::vector<uint8_t> m = good;
         for (int k = 0, flips = 1 + static_cast<int>(e.rng.below(4)); k < flips; ++k) {
           const size_t bit = static_cast<size_t>(e.rng.below(m.size() * 8));
@@ -248,7 +248,7 @@ TEST(WireHostile, RepliesTruncatedFlippedRandom) {
         }
         give(m);
       }
-      for (int v = 0; v < 48; ++v) {
+      for (int v = 0; v < 200; ++v) {
         std::vector<uint8_t> m(static_cast<size_t>(e.rng.below(320)));
         e.fill.bytes(m.data(), m.size());
         give(m);

@@ -235,7 +235,7 @@ class TestGenerator:
         L.append("  return true;")
         L.append("}")
         L.append("")
-        L.append(f"static bool roundtrip_{sname}(Env& e, Diff& d) {{")
+        L.append(f"bool roundtrip_struct_{sname}(Env& e, Diff& d) {{")
         L.append(f"  return roundtrip_struct<{sname}>(e, d, \"{sname}\", fill_random_{sname}, encode_{sname}, verify_{sname}, decode_{sname}, equal_{sname});")
         L.append("}")
         L.append("")
@@ -612,8 +612,6 @@ class TestGenerator:
             body = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
             for s in names:
                 body.append(self.struct_code(s))
-                body.append(f"bool roundtrip_struct_{s}(Env& e, Diff& d) {{ return roundtrip_{s}(e, d); }}")
-                body.append("")
             body.append(NS_CLOSE)
             files[f"structs_{cat}.cpp"] = "\n".join(body)
         for obj in OBJECTS:

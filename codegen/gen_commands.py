@@ -345,10 +345,10 @@ extern const RunFn kRunTable[kCommandIdLimit];
         if o.kind == "struct_array":
             L.append(f"      for (size_t i = 0; i < {n}; ++i)")
             L.append(f"        if (!decode_{o.type}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {o.name}[i], true)) return {bad};")
-        elif o.kind == "bytes":
-            L.append(f"      std::memcpy({o.name}, s->data(), {n});")
+        elif o.kind == "bytes":  # s may be absent when n is 0
+            L.append(f"      if ({n}) std::memcpy({o.name}, s->data(), {n});")
         else:
-            L.append(f"      std::memcpy({o.name}, s->data(), {n} * sizeof(*{o.name}));")
+            L.append(f"      if ({n}) std::memcpy({o.name}, s->data(), {n} * sizeof(*{o.name}));")
 
     # ------------------------------------------------------------------ host
     def host_run(self, s: CommandShape) -> str:
@@ -365,6 +365,8 @@ extern const RunFn kRunTable[kCommandIdLimit];
                     opt = "true" if f.optional else "false"
                     L.append(f"  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, \"{s.name}.{f.name}\", &a.{f.name})) return false;")
                 else:
+                    if self.sg.unsigned_enum(f):
+                        L.append(f"  if (w.{f.name} < 0) return c.fail(\"{s.name}.{f.name}\", \"enum value out of range\");")
                     L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
             L.append(f"  c.handlers.{s.name}(c, a);")
             L.append("  return true;")

@@ -20,6 +20,24 @@ class StructGenerator:
         self.reg = proto.reg
         self.structs = [s for s in proto.structs if not proto.struct_unsupported(s)]
         self.chainable = [s for s in proto.chainable if s in self.structs]
+        self.signed_enums = self._signed_enums()
+
+    def _signed_enums(self) -> set[str]:
+        """Enums with a negative enumerant (VkResult). Every other Vulkan enum's values are
+        0..0x7FFFFFFF, so a negative value from the peer is out of the enum's range: storing it
+        is undefined behaviour in C++ and no valid call carries one."""
+        out = set()
+        for enums in self.reg.root.findall("enums"):
+            for e in enums.findall("enum"):
+                if (e.get("value") or "").strip().startswith("-"):
+                    out.add(enums.get("name"))
+        for e in self.reg.root.iter("enum"):
+            if e.get("extends") and (e.get("dir") == "-" or (e.get("value") or "").strip().startswith("-")):
+                out.add(e.get("extends"))
+        return out
+
+    def unsigned_enum(self, f: Field) -> bool:
+        return f.kind == "scalar" and f.type in self.reg.enums and f.type not in self.signed_enums
 
     # ------------------------------------------------------------------ emitters
     def objtype(self, t: str) -> str:
@@ -59,7 +77,7 @@ class StructGenerator:
             out.append(f"Off {var} = 0;")
             out.append(f"if ({m}) {{")
             out.append(f"  size_t n = static_cast<size_t>({n});")
-            out.append("  std::vector<Off> offs(n);")
+            out.append("  StackBuf<Off> offs(n);")
             out.append(f"  for (size_t i = 0; i < n; ++i) offs[i] = encode_{f.type}(b, {m}[i], h);")
             out.append(f"  {var} = table_vector(b, offs.data(), n);")
             out.append("}")
@@ -68,22 +86,16 @@ class StructGenerator:
         elif k == "array_union":
             out.append(f"Off {var} = {m} ? bytes_vector(b, {m}, sizeof(*{m}) * static_cast<size_t>({n})) : 0;")
         elif k == "array_handle":
-            out.append(f"Off {var} = 0;")
-            out.append(f"if ({m}) {{")
-            out.append(f"  size_t n = static_cast<size_t>({n});")
-            out.append("  std::vector<uint64_t> bits(n);")
-            out.append(f"  for (size_t i = 0; i < n; ++i) bits[i] = handle_bits({m}[i]);")
-            out.append(f"  {var} = handle_vector(b, h, {self.objtype(f.type)}, bits.data(), n);")
-            out.append("}")
+            out.append(f"Off {var} = {m} ? handle_array_vector(b, h, {self.objtype(f.type)}, {m}, static_cast<size_t>({n})) : 0;")
         elif k == "string":
             out.append(f"Off {var} = {m} ? b.CreateString({m}).o : 0;")
         elif k == "string_array":
             out.append(f"Off {var} = 0;")
             out.append(f"if ({m}) {{")
             out.append(f"  size_t n = static_cast<size_t>({n});")
-            out.append("  std::vector<flatbuffers::Offset<flatbuffers::String>> strs(n);")
-            out.append(f"  for (size_t i = 0; i < n; ++i) strs[i] = b.CreateString({m}[i] ? {m}[i] : \"\");")
-            out.append(f"  {var} = b.CreateVector(strs).o;")
+            out.append("  StackBuf<Off> strs(n);")
+            out.append(f"  for (size_t i = 0; i < n; ++i) strs[i] = b.CreateString({m}[i] ? {m}[i] : \"\").o;")
+            out.append(f"  {var} = table_vector(b, strs.data(), n);")
             out.append("}")
         elif k == "bytes":
             out.append(f"Off {var} = {m} ? bytes_vector(b, {m}, static_cast<size_t>({n})) : 0;")
@@ -142,7 +154,10 @@ class StructGenerator:
         k = f.kind
         n = c_expr(f.len_expr, names, dst) if f.len_expr else ""
         out: list[str] = []
-        if k == "scalar":
+        if k == "scalar" and self.unsigned_enum(f):
+            out.append(f"if (const int32_t e = t->GetField<int32_t>({vo}, 0); e >= 0) {m} = static_cast<decltype({m})>(e);")
+            out.append(f"else return c.fail({where}, \"enum value out of range\");")
+        elif k == "scalar":
             out.append(f"{m} = static_cast<decltype({m})>(t->GetField<{f.ctype}>({vo}, 0));")
         elif k == "handle":
             opt = "true" if f.optional else "false"
@@ -184,7 +199,12 @@ class StructGenerator:
             out.append(f"  if (!p) return c.fail({where}, \"out of memory\");")
             out.append(f"  if (!decode_{f.type}(c, s, *p, false)) return false;")
             out.append(f"  {m} = p;")
-            out.append("}")
+            if f.optional:
+                out.append("}")
+            else:
+                out.append(f"}} else {{")
+                out.append(f"  return c.fail({where}, \"missing required struct\");")
+                out.append("}")
         elif k in ("array_struct", "array_scalar", "array_handle", "array_union", "bytes", "string_array"):
             vec_t = {
                 "array_struct": "TableVec",
@@ -232,7 +252,12 @@ class StructGenerator:
             out.append("  }")
             out.append("}")
         elif k == "string":
-            out.append(f"if (auto* s = t->GetPointer<const flatbuffers::String*>({vo})) {m} = s->c_str();")
+            out.append(f"if (auto* s = t->GetPointer<const flatbuffers::String*>({vo})) {{")
+            out.append(f"  {m} = s->c_str();")
+            if not f.optional:  # e.g. VkPipelineShaderStageCreateInfo.pName: the driver reads it
+                out.append("} else {")
+                out.append(f"  return c.fail({where}, \"missing required string\");")
+            out.append("}")
         elif k == "chain":
             pass  # handled by the caller
         return out

@@ -53,7 +53,7 @@ class Field:
       fixed_string  char[N] (string)
       fixed_struct  fixed array of structs (vector of tables)
       fixed_handle  fixed array of handles (vector of ulong)
-      ptr_struct    optional pointer to one struct (table, absent = NULL)
+      ptr_struct    pointer to one struct (table, absent = NULL; rejected unless optional)
       array_struct  pointer to `len` structs (vector of tables)
       array_scalar  pointer to `len` scalars (vector)
       array_handle  pointer to `len` handles (vector of ulong)
@@ -338,7 +338,10 @@ class Protocol:
             raise Unsupported(f"{where}: untyped pointer without length")
         if not length:
             if reg.is_struct(t):
-                return Field(m.name, "ptr_struct", m, type=t, optional=True)
+                # Required pointers (pCreateInfo, ...) must arrive: the driver would
+                # dereference a NULL one, and length expressions like
+                # `pAllocateInfo->descriptorSetCount` read through them.
+                return Field(m.name, "ptr_struct", m, type=t, optional=optional or m.noautovalidity)
             if sc:  # pointer to a single scalar: an array of one
                 return Field(m.name, "array_scalar", m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], len_expr="1", optional=True)
             if reg.is_handle(t):

@@ -1,5 +1,6 @@
 #include "bypass/wire/runtime.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <mutex>
 #include <set>
@@ -19,9 +20,12 @@ void* Arena::alloc(size_t size, size_t align) {
   };
   size_t pos = blocks_.empty() ? SIZE_MAX : fit(blocks_.back());
   if (pos == SIZE_MAX) {
+    // Blocks start small and double up to 64 KiB: most messages decode into a few hundred
+    // bytes, and every allocation is zeroed where it is handed out, not the whole block.
     Block b;
-    b.size = need + align > 64 * 1024 ? need + align : 64 * 1024;
-    b.data = std::make_unique<std::byte[]>(b.size);
+    const size_t grow = blocks_.empty() ? 4096 : std::min<size_t>(blocks_.back().size * 2, 64 * 1024);
+    b.size = std::max(need + align, grow);
+    b.data = std::make_unique_for_overwrite<std::byte[]>(b.size);
     blocks_.push_back(std::move(b));
     pos = fit(blocks_.back());
   }

@@ -138,7 +138,14 @@ inline bool verify_table_vector(Verifier& v, const Table* t, flatbuffers::voffse
 }
 template <class T>
 inline bool verify_vector_field(Verifier& v, const Table* t, flatbuffers::voffset_t vo) {
-  return t->VerifyOffset(v, vo) && v.VerifyVector(t->GetPointer<const Vec<T>*>(vo));
+  if (!t->VerifyOffset(v, vo)) return false;
+  auto* vec = t->GetPointer<const Vec<T>*>(vo);
+  // The verifier checks only the length word's alignment; decoders read elements in place and
+  // hand scalar arrays straight to the driver, so a hostile vector of 8-byte elements at a
+  // 4-byte boundary must be rejected (the buffer itself is 8-aligned, see verify_root). The
+  // builder does not align empty vectors, and nothing is read from them.
+  return v.VerifyVector(vec) &&
+         (!vec || vec->size() == 0 || reinterpret_cast<uintptr_t>(vec->data()) % alignof(T) == 0);
 }
 inline bool verify_string_field(Verifier& v, const Table* t, flatbuffers::voffset_t vo) {
   return t->VerifyOffset(v, vo) && v.VerifyString(t->GetPointer<const flatbuffers::String*>(vo));
@@ -181,6 +188,32 @@ inline Off handle_vector(Builder& b, HandleMap& h, VkObjectType type, const uint
   for (size_t i = n; i-- > 0;) b.PushElement<uint64_t>(bits[i] ? h.to_wire(type, bits[i]) : 0);
   return b.EndVector(n);
 }
+// Handles straight from the application's array: no intermediate copy on the hot path.
+template <class H>
+inline Off handle_array_vector(Builder& b, HandleMap& h, VkObjectType type, const H* handles, size_t n) {
+  b.StartVector(n, sizeof(uint64_t));
+  for (size_t i = n; i-- > 0;) {
+    const uint64_t bits = handle_bits(handles[i]);
+    b.PushElement<uint64_t>(bits ? h.to_wire(type, bits) : 0);
+  }
+  return b.EndVector(n);
+}
+// Element offsets collected before their vector is written: on the stack for the short arrays
+// of nearly every call, so encoding one allocates nothing.
+template <class T, size_t N = 16>
+class StackBuf {
+ public:
+  explicit StackBuf(size_t n) : p_(n <= N ? local_ : (heap_ = std::make_unique<T[]>(n)).get()) {}
+  StackBuf(const StackBuf&) = delete;
+  StackBuf& operator=(const StackBuf&) = delete;
+  T* data() { return p_; }
+  T& operator[](size_t i) { return p_[i]; }
+
+ private:
+  T local_[N];
+  std::unique_ptr<T[]> heap_;
+  T* p_;
+};
 template <class T>
 inline Off scalar_vector(Builder& b, const T* p, size_t n) {
   return b.CreateVector(p, n).o;

@@ -1,0 +1,126 @@
+// ring_rtt: the floor under every synchronous Vulkan call through the bypass. Two threads of
+// one process hold the two ends of a transport session (the same shared-memory rings, spin
+// budget and futex wake-ups bypassd and the guest ICD use) and bounce a 32-byte message back
+// and forth: no Vulkan, no FlatBuffers, no driver. bench/run compares it with sync_rtt's
+// vkGetFenceStatus: the difference is what encoding, decoding and the host's handling add.
+//
+// Measured like sync_rtt: back to back (the echo thread is still spinning) and after a 1 ms
+// pause (it has gone to sleep on the futex). Prints one JSON object.
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "report.h"
+#include "bypass/transport/session.h"
+
+namespace {
+
+using bypass::bench::Clock;
+using bypass::bench::seconds_between;
+namespace transport = bypass::transport;
+
+constexpr uint32_t kPing = 1;
+constexpr uint32_t kStop = 2;
+
+int run(int argc, char** argv) {
+  std::string scale = "full";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--scale" && i + 1 < argc) {
+      scale = argv[++i];
+    } else if (arg == "--help" || arg == "-h") {
+      std::printf("usage: ring_rtt [--scale smoke|quick|full]\n"
+                  "Round trip of a 32-byte message between two threads over a bypass transport session.\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "ring_rtt: unknown argument '%s' (see --help)\n", arg.c_str());
+      return 2;
+    }
+  }
+  if (scale != "smoke" && scale != "quick" && scale != "full") {
+    std::fprintf(stderr, "ring_rtt: --scale expects smoke, quick or full, got '%s'\n", scale.c_str());
+    return 2;
+  }
+  const uint32_t hot_calls = scale == "smoke" ? 500 : scale == "quick" ? 20'000 : 50'000;
+  const uint32_t idle_calls = scale == "smoke" ? 20 : scale == "quick" ? 200 : 500;
+
+  std::string error;
+  auto pair = transport::make_channel_pair({}, &error);
+  if (!pair) {
+    std::fprintf(stderr, "ring_rtt: cannot make a transport session: %s\n", error.c_str());
+    return 1;
+  }
+  std::thread echo([&] {
+    transport::Message msg;
+    while (pair->host.recv(msg) == transport::Status::kOk && msg.kind == kPing) {
+      if (pair->host.send(kPing, msg.payload) != transport::Status::kOk) break;
+    }
+  });
+
+  std::array<std::byte, 32> payload{};
+  transport::Message reply;
+  bool ok = true;
+  auto call = [&](uint32_t i) {
+    std::memcpy(payload.data(), &i, sizeof i);
+    if (pair->guest.send(kPing, payload) != transport::Status::kOk ||
+        pair->guest.recv(reply) != transport::Status::kOk || reply.payload.size() != payload.size() ||
+        std::memcmp(reply.payload.data(), payload.data(), payload.size()) != 0) {
+      ok = false;
+    }
+  };
+
+  for (uint32_t i = 0; i < hot_calls / 10 + 10 && ok; ++i) call(i);
+  // How often either side gave up spinning and slept on the futex during the back-to-back
+  // calls: the transport's own account of why a round trip took longer than a spin.
+  const auto guest_before = pair->guest.stats();
+  const auto host_before = pair->host.stats();
+  const auto start = Clock::now();
+  for (uint32_t i = 0; i < hot_calls && ok; ++i) call(i);
+  const double hot_mean_us = seconds_between(start, Clock::now()) * 1e6 / hot_calls;
+  const auto guest_after = pair->guest.stats();
+  const auto host_after = pair->host.stats();
+  std::vector<double> hot, idle;
+  for (uint32_t i = 0; i < hot_calls && ok; ++i) {
+    const auto t0 = Clock::now();
+    call(i);
+    hot.push_back(seconds_between(t0, Clock::now()) * 1e6);
+  }
+  for (uint32_t i = 0; i < idle_calls && ok; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const auto t0 = Clock::now();
+    call(i);
+    idle.push_back(seconds_between(t0, Clock::now()) * 1e6);
+  }
+  (void)pair->guest.send(kStop, {});
+  echo.join();
+  if (!ok) {
+    std::fprintf(stderr, "ring_rtt: a round trip failed or came back with the wrong bytes\n");
+    return 1;
+  }
+
+  bypass::bench::Report out;
+  out.set("workload", "ring_rtt");
+  out.set("scale", scale);
+  out.set("hot_calls", hot_calls);
+  out.set("idle_calls", idle_calls);
+  out.set("hot_mean_us", hot_mean_us);
+  out.set("hot_median_us", bypass::bench::median(hot));
+  out.set("hot_p99_us", bypass::bench::percentile(hot, 99));
+  out.set("hot_guest_sleeps_per_call", static_cast<double>(guest_after.sleeps - guest_before.sleeps) / hot_calls);
+  out.set("hot_host_sleeps_per_call", static_cast<double>(host_after.sleeps - host_before.sleeps) / hot_calls);
+  out.set("hot_wakes_per_call", static_cast<double>(guest_after.wakes_issued - guest_before.wakes_issued +
+                                                    host_after.wakes_issued - host_before.wakes_issued) /
+                                    hot_calls);
+  out.set("idle_median_us", bypass::bench::median(idle));
+  out.set("idle_p99_us", bypass::bench::percentile(idle, 99));
+  std::printf("%s\n", out.json().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run(argc, argv); }

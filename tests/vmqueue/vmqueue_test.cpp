@@ -111,9 +111,14 @@ static void check_pages_move_without_copy(PageSize size, std::size_t count, std:
   BrokerProcess broker(std::move(broker_args));
   int pipefd[2];
   ASSERT_EQ(::pipe(pipefd), 0);
+  // The sender stays alive until the receiver has been introduced to it: introducing oneself
+  // to a domain that already left fails (by design), so an early exit would make this racy.
+  int gofd[2];
+  ASSERT_EQ(::pipe(gofd), 0);
   pid_t child = ::fork();
   if (child == 0) {
     ::close(pipefd[0]);
+    ::close(gofd[1]);
     auto d = broker.connect("sender");
     if (!d) ::_exit(10);
     auto peer = d->introduce("receiver", 10s);
@@ -136,13 +141,17 @@ static void check_pages_move_without_copy(PageSize size, std::size_t count, std:
     if (::write(pipefd[1], &lost, sizeof lost) != sizeof lost) ::_exit(14);
     if (::write(pipefd[1], &n, sizeof n) != sizeof n) ::_exit(14);
     if (::write(pipefd[1], frames.data(), n * 8) != ssize_t(n * 8)) ::_exit(14);
+    char go;
+    if (::read(gofd[0], &go, 1) < 0) ::_exit(15);  // EOF (0) is fine: the receiver is done
     ::_exit(0);
   }
   ::close(pipefd[1]);
+  ::close(gofd[0]);
   auto d = broker.connect("receiver");
   ASSERT_TRUE(d.ok());
   auto peer = d->introduce("sender", 10s);
-  ASSERT_TRUE(peer.ok()) << to_string(peer.error());
+  ::close(gofd[1]);  // the sender may leave now
+  ASSERT_TRUE(peer.ok()) << to_string(peer.error()) << "; sender exit status " << vmq_test::wait_exit(child);
   auto m = d->recv(10s);
   ASSERT_TRUE(m.ok()) << to_string(m.error());
   std::uint64_t lost = 0, n = 0;

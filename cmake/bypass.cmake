@@ -24,3 +24,30 @@ function(bypass_add_test)
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL};${T_LABELS}" TIMEOUT ${T_TIMEOUT})
 endfunction()
+
+# bypass_embed_shaders(OUT_VAR DIR dir SHADERS file.vert ...)
+# Compiles each GLSL file in <current source dir>/shaders/ with glslc into SPIR-V words in
+# <dir>/<file>.inc, which a program embeds with
+#   constexpr uint32_t kCode[] = {
+#   #include "file.vert.inc"
+#   };
+# so it needs no files next to it at run time. OUT_VAR receives the .inc paths (add them to the
+# target's sources so they are built first) and `dir` goes on its include path.
+function(bypass_embed_shaders out_var)
+  cmake_parse_arguments(E "" "DIR" "SHADERS" ${ARGN})
+  find_program(BYPASS_GLSLC glslc REQUIRED)
+  set(generated)
+  foreach(shader ${E_SHADERS})
+    set(src ${CMAKE_CURRENT_SOURCE_DIR}/shaders/${shader})
+    set(out ${E_DIR}/${shader}.inc)
+    add_custom_command(
+      OUTPUT ${out}
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${E_DIR}
+      COMMAND ${BYPASS_GLSLC} --target-env=vulkan1.0 -Werror -mfmt=num -o ${out} ${src}
+      DEPENDS ${src}
+      COMMENT "glslc ${shader}"
+      VERBATIM)
+    list(APPEND generated ${out})
+  endforeach()
+  set(${out_var} ${generated} PARENT_SCOPE)
+endfunction()

@@ -369,7 +369,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                         L.append(f"  if (w.{f.name} < 0) return c.fail(\"{s.name}.{f.name}\", \"enum value out of range\");")
                     L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
             L.append(f"  c.handlers.{s.name}(c, a);")
-            L.append("  return true;")
+            L.append("  return c.decode.error.empty();  // a handler's c.fail() ends the session")
             L.append("}")
             return "\n".join(L)
         # table commands: verify, decode
@@ -490,6 +490,8 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append(f"  Args_{s.name} a;")
         L.append(f"  if (!decode_args_{s.name}(c, t, a)) return false;")
         L.append(f"  c.handlers.{s.name}(c, a);")
+        # A handler's c.fail() ends the session, with no reply of made-up results.
+        L.append("  if (!c.decode.error.empty()) return false;")
         if s.sync:
             L.append(f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
         L.append("  return true;")

@@ -158,12 +158,19 @@ int Connection::take_fd(uint64_t tag) {
     auto st = ch_.recv_fds(got, fds, transport::deadline_after(std::chrono::seconds(5)));
     if (st != transport::Status::kOk || fds.empty()) {
       for (int fd : fds) close(fd);
-      mark_dead("expected a memory fd from bypassd");
+      mark_dead("expected an fd from bypassd");
       return -1;
     }
-    fds_[got] = fds[0];
+    fds_.emplace(got, fds[0]);
     for (size_t i = 1; i < fds.size(); ++i) close(fds[i]);
   }
+}
+
+bool Connection::send_fd(uint64_t tag, int fd) {
+  const int fds[1] = {fd};
+  if (ch_.send_fds(tag, fds, transport::deadline_after(std::chrono::seconds(5))) == transport::Status::kOk) return true;
+  mark_dead("could not send an fd to bypassd");
+  return false;
 }
 
 void Connection::register_object(Object* o) {

@@ -33,7 +33,7 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyDevice(VkDevice device, const VkAl
   for (auto& [pool, list] : dev->pool_buffers)
     for (auto* cb : list) delete_object(cb);
   for (auto& [id, m] : dev->memory)
-    if (!m.shadow) munmap(m.ptr, m.size);
+    if (m.map_base) munmap(m.map_base, m.map_size);
   delete_object(dev);
 }
 

@@ -18,8 +18,9 @@ namespace {
 bool exposed_extension(const char* name, bool instance) {
   for (size_t i = 0; i < kExtensionCount; ++i) {
     if (kExtensions[i].instance != instance || std::strcmp(kExtensions[i].name, name) != 0) continue;
-    // Memory crosses through bypass's own sharing, not through fds or host pointers of the guest.
-    if (!std::strcmp(name, "VK_KHR_external_memory_fd") || !std::strcmp(name, "VK_EXT_external_memory_host")) return false;
+    // Host pointers of the guest mean nothing to the host driver. (Memory fds do: they are
+    // the host driver's own, passed over the session socket; see memory.cpp.)
+    if (!std::strcmp(name, "VK_EXT_external_memory_host")) return false;
     // WSI is the ICD's own; exposed once implemented.
     if (!std::strcmp(name, "VK_KHR_swapchain")) return find_entry_point("vkCreateSwapchainKHR") != nullptr;
     if (!std::strcmp(name, "VK_KHR_xcb_surface")) return find_entry_point("vkCreateXcbSurfaceKHR") != nullptr;

@@ -1,14 +1,80 @@
 // Device memory. Host-visible memory is a memfd the host created, imported into its driver
 // and sent to us: vkMapMemory returns a pointer into the same pages the driver uses, so a
 // mapped write needs no copy and no flush beyond what the memory type's coherency says.
+//
+// VK_KHR_external_memory_fd: memory allocated for export or from an imported fd is the host
+// driver's own allocation (host-server/memory.cpp), so its pages cannot be ours as well. When
+// host-visible it is shadowed like BYPASS_MEMORY=shadow memory: the guest's copy goes to the
+// host at submissions and flushes and comes back after waits and at invalidates. The fds are
+// the host driver's, passed over the session socket: an exported fd is real memory another
+// process (or another instance through bypass) can import on this machine.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "objects.h"
 
 namespace bypass::icd {
+
+namespace {
+
+// The guest's view of host-visible memory `id`: the host's pages themselves (a memfd the host
+// sent; for external memory, the file behind the driver's mapping when there is one) or a
+// shadow copy moved by barriers.
+VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) {
+  Connection* conn = dev->conn;
+  int fd = -1;
+  uint64_t file_offset = 0;
+  if (!external) {
+    fd = conn->take_fd(wire::kFdTagMemoryBase + id);
+    if (fd < 0) return VK_ERROR_DEVICE_LOST;
+  } else if (!shadow_memory_enabled()) {
+    Reply& reply = thread_reply();
+    if (!conn->call_raw(wire::kCtlExternalMemory, &id, sizeof(id), reply)) return VK_ERROR_DEVICE_LOST;
+    wire::ExternalMemoryReply r;
+    if (reply.size() != sizeof(r)) {
+      conn->protocol_error("external memory: short reply");
+      return VK_ERROR_DEVICE_LOST;
+    }
+    std::memcpy(&r, reply.data(), sizeof(r));
+    if (r.shared) {
+      fd = conn->take_fd(wire::kFdTagMemoryBase + id);
+      if (fd < 0) return VK_ERROR_DEVICE_LOST;
+      file_offset = r.file_offset;
+    }
+  }
+  Mapping m;
+  m.size = size;
+  if (fd < 0 || shadow_memory_enabled()) {
+    // The guest keeps its own copy; the host's pages are reached only through barriers.
+    if (fd >= 0) close(fd);
+    conn->set_memory_hooks(shadow_hooks());
+    auto shadow = memshare::ShadowRegion::create(size);
+    if (!shadow) {
+      std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
+      return VK_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
+    m.ptr = m.shadow->data();
+  } else {
+    // mmap wants a page-aligned offset; the driver's pages may start inside one.
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    const uint64_t skip = file_offset % page;
+    m.map_size = size + skip;
+    m.map_base = mmap(nullptr, m.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(file_offset - skip));
+    close(fd);
+    if (m.map_base == MAP_FAILED) return VK_ERROR_OUT_OF_HOST_MEMORY;
+    m.ptr = static_cast<char*>(m.map_base) + skip;
+  }
+  std::lock_guard lock(dev->mu);
+  dev->memory[id] = std::move(m);
+  return VK_SUCCESS;
+}
+
+}  // namespace
 
 VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateMemory(VkDevice device, const VkMemoryAllocateInfo* pAllocateInfo,
                                                    const VkAllocationCallbacks*, VkDeviceMemory* pMemory) {
@@ -16,33 +82,28 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateMemory(VkDevice device, const
   Connection* conn = dev->conn;
   const uint64_t id = conn->new_id();
   VkDeviceMemory handle = wire::handle_from_bits<VkDeviceMemory>(id);
+  // The same test as the host's: an import or export makes this the driver's own memory.
+  const void* chain = pAllocateInfo->pNext;
+  auto* import = wire::find_in_chain<const VkImportMemoryFdInfoKHR>(chain, VK_STRUCTURE_TYPE_IMPORT_MEMORY_FD_INFO_KHR);
+  auto* exported = wire::find_in_chain<const VkExportMemoryAllocateInfo>(chain, VK_STRUCTURE_TYPE_EXPORT_MEMORY_ALLOCATE_INFO);
+  const bool imports = import && import->handleType;
+  const bool external = imports || (exported && exported->handleTypes);
+  if (imports) {
+    if (import->fd < 0 || fcntl(import->fd, F_GETFD) < 0) return VK_ERROR_INVALID_EXTERNAL_HANDLE;
+    if (!conn->send_fd(wire::kFdTagImportBase + id, import->fd)) return VK_ERROR_DEVICE_LOST;
+  }
   const VkResult result = forward_vkAllocateMemory(device, pAllocateInfo, nullptr, &handle);
-  if (result != VK_SUCCESS) return result;
+  if (result != VK_SUCCESS) return result;  // a failed import leaves the fd with the application
+  // A successful import owns the fd; the host holds its own duplicate.
+  if (imports) close(import->fd);
   const auto& props = memory_properties(dev->physical);
   const uint32_t type = pAllocateInfo->memoryTypeIndex;
   if (type < props.memoryTypeCount && (props.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
-    int fd = conn->take_fd(wire::kFdTagMemoryBase + id);
-    if (fd < 0) return VK_ERROR_DEVICE_LOST;
-    const size_t size = pAllocateInfo->allocationSize;
-    Mapping m;
-    m.size = size;
-    if (shadow_memory_enabled()) {
-      // The guest keeps its own copy; the host's pages are reached only through barriers.
-      close(fd);
-      auto shadow = memshare::ShadowRegion::create(size);
-      if (!shadow) {
-        std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
-        return VK_ERROR_OUT_OF_HOST_MEMORY;
-      }
-      m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
-      m.ptr = m.shadow->data();
-    } else {
-      m.ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-      close(fd);
-      if (m.ptr == MAP_FAILED) return VK_ERROR_OUT_OF_HOST_MEMORY;
+    const VkResult mapped = map_host_visible(dev, id, pAllocateInfo->allocationSize, external);
+    if (mapped != VK_SUCCESS) {
+      forward_vkFreeMemory(device, handle, nullptr);
+      return mapped;
     }
-    std::lock_guard lock(dev->mu);
-    dev->memory[id] = std::move(m);
   }
   *pMemory = handle;
   return VK_SUCCESS;
@@ -55,7 +116,7 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkFreeMemory(VkDevice device, VkDeviceMemor
   std::lock_guard lock(dev->mu);
   auto it = dev->memory.find(wire::handle_bits(memory));
   if (it == dev->memory.end()) return;
-  if (!it->second.shadow) munmap(it->second.ptr, it->second.size);
+  if (it->second.map_base) munmap(it->second.map_base, it->second.map_size);
   dev->memory.erase(it);
 }
 
@@ -73,6 +134,28 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkUnmapMemory(VkDevice, VkDeviceMemory) {
   // The shared mapping stays for the memory's lifetime: the host driver uses the same pages.
 }
 
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetMemoryFdKHR(VkDevice device, const VkMemoryGetFdInfoKHR* pGetFdInfo, int* pFd) {
+  Connection* conn = connection_of(device);
+  int host_number = -1;
+  const VkResult result = forward_vkGetMemoryFdKHR(device, pGetFdInfo, &host_number);
+  if (result != VK_SUCCESS) return result;
+  // The host sent the driver's fd before its reply.
+  const int fd = conn->take_fd(wire::kFdTagExportBase + wire::handle_bits(pGetFdInfo->memory));
+  if (fd < 0) return VK_ERROR_DEVICE_LOST;
+  *pFd = fd;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetMemoryFdPropertiesKHR(VkDevice device, VkExternalMemoryHandleTypeFlagBits handleType,
+                                                                     int fd, VkMemoryFdPropertiesKHR* pMemoryFdProperties) {
+  Connection* conn = connection_of(device);
+  if (fd < 0 || fcntl(fd, F_GETFD) < 0) return VK_ERROR_INVALID_EXTERNAL_HANDLE;
+  // The fd argument on the wire is the nonce the host finds the fd under.
+  const int nonce = static_cast<int>(conn->new_id() & 0x7fffffff);
+  if (!conn->send_fd(wire::kFdTagProbeBase + static_cast<uint32_t>(nonce), fd)) return VK_ERROR_DEVICE_LOST;
+  return forward_vkGetMemoryFdPropertiesKHR(device, handleType, nonce, pMemoryFdProperties);
+}
+
 // Shared memory: the pages are the driver's own, nothing to move. Shadow memory: a flush is
 // a write barrier over the range, an invalidate a read barrier.
 static memshare::Range range_of(const VkMappedMemoryRange& r) {
@@ -81,7 +164,7 @@ static memshare::Range range_of(const VkMappedMemoryRange& r) {
 
 VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkFlushMappedMemoryRanges(VkDevice device, uint32_t count,
                                                                    const VkMappedMemoryRange* ranges) {
-  if (!shadow_memory_enabled()) return VK_SUCCESS;
+  if (!connection_of(device)->memory_hooks()) return VK_SUCCESS;  // no shadowed memory
   for (uint32_t i = 0; i < count; ++i)
     shadow_write_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));
   return connection_of(device)->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
@@ -89,7 +172,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkFlushMappedMemoryRanges(VkDevice devi
 
 VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkInvalidateMappedMemoryRanges(VkDevice device, uint32_t count,
                                                                         const VkMappedMemoryRange* ranges) {
-  if (!shadow_memory_enabled()) return VK_SUCCESS;
+  if (!connection_of(device)->memory_hooks()) return VK_SUCCESS;  // no shadowed memory
   for (uint32_t i = 0; i < count; ++i)
     shadow_read_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));
   return connection_of(device)->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;

@@ -43,6 +43,9 @@ struct CommandBuffer : Object {
 struct Mapping {
   void* ptr = nullptr;
   size_t size = 0;
+  // The mmap of the host's pages (nullptr for a shadow); ptr lies inside it.
+  void* map_base = nullptr;
+  size_t map_size = 0;
   // BYPASS_MEMORY=shadow: the guest's own copy, whose dirty pages barriers move.
   std::shared_ptr<memshare::ShadowRegion> shadow;
 };

@@ -166,6 +166,23 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
       }
       return true;
     }
+    case wire::kCtlExternalMemory: {
+      uint64_t id = 0;
+      if (size < sizeof(id)) return decode.fail("external memory", "short request");
+      std::memcpy(&id, data, sizeof(id));
+      uint64_t handle = 0;
+      if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle))
+        return decode.fail("external memory", "unknown memory id");
+      const SharedMemory* m = find_memory(handle);
+      if (!m || !m->driver_mapped) return decode.fail("external memory", "not external host-visible memory");
+      wire::ExternalMemoryReply r{m->file_offset, m->fd >= 0, 0};
+      if (r.shared) {
+        int fds[1] = {m->fd};
+        if (channel_.send_fds(wire::kFdTagMemoryBase + id, fds) != transport::Status::kOk) r.shared = 0;
+      }
+      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
+      return true;
+    }
     default:
       return decode.fail("control", "unknown control command");
   }
@@ -307,11 +324,39 @@ void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
   memory_[memory_handle] = mem;
 }
 
+const SharedMemory* Session::find_memory(uint64_t memory_handle) const {
+  auto it = memory_.find(memory_handle);
+  return it == memory_.end() ? nullptr : &it->second;
+}
+
+int Session::take_guest_fd(uint64_t tag) {
+  // Fds another thread of the guest sent for later records wait here; a guest cannot make
+  // the host hold more than a few.
+  constexpr size_t kMaxPendingFds = 32;
+  constexpr auto kFdWait = std::chrono::seconds(2);
+  while (true) {
+    if (auto it = guest_fds_.find(tag); it != guest_fds_.end()) {
+      const int fd = it->second;
+      guest_fds_.erase(it);
+      return fd;
+    }
+    if (guest_fds_.size() >= kMaxPendingFds) return -1;
+    uint64_t got = 0;
+    std::vector<int> fds;
+    if (channel_.recv_fds(got, fds, transport::deadline_after(kFdWait)) != transport::Status::kOk || fds.size() != 1) {
+      for (int fd : fds) close(fd);
+      return -1;
+    }
+    guest_fds_.emplace(got, fds[0]);
+  }
+}
+
 void Session::release_memory(uint64_t memory_handle) {
   auto it = memory_.find(memory_handle);
   if (it == memory_.end()) return;
-  munmap(it->second.ptr, it->second.size);
-  close(it->second.fd);
+  // The driver's own mappings end with vkFreeMemory.
+  if (!it->second.driver_mapped) munmap(it->second.ptr, it->second.size);
+  if (it->second.fd >= 0) close(it->second.fd);
   stats_.memory_bytes.fetch_sub(it->second.size, std::memory_order_relaxed);
   memory_.erase(it);
 }
@@ -405,10 +450,12 @@ void Session::teardown() {
     if (d.vkDestroyInstance) d.vkDestroyInstance(as<VkInstance>(inst.handle), nullptr);
   }
   for (auto& [handle, mem] : memory_) {
-    munmap(mem.ptr, mem.size);
-    close(mem.fd);
+    if (!mem.driver_mapped) munmap(mem.ptr, mem.size);  // the driver's went with its device
+    if (mem.fd >= 0) close(mem.fd);
   }
   memory_.clear();
+  for (auto& [tag, fd] : guest_fds_) close(fd);
+  guest_fds_.clear();
   objects_ = ObjectTable();
   dispatch_.clear();
   stats_.objects.store(0, std::memory_order_relaxed);

@@ -22,11 +22,17 @@ namespace bypass::host {
 
 struct ServerConfig;
 
-// Host memory shared with the guest: a memfd mapped here and imported into the driver.
+// Host-visible memory the guest reaches. Either a memfd mapped here and imported into the
+// driver (the guest maps the same fd), or, for memory imported or exported as an fd, the
+// driver's own allocation mapped with vkMapMemory: when its pages are a file the guest can
+// map too (`fd`, at `file_offset`), they are shared; otherwise (fd < 0) the guest shadows
+// them through kCtlMemoryWrite/kCtlMemoryRead.
 struct SharedMemory {
-  int fd = -1;
+  int fd = -1;  // ours to close
   void* ptr = nullptr;
   size_t size = 0;
+  uint64_t file_offset = 0;
+  bool driver_mapped = false;  // ptr is the driver's mapping, which vkFreeMemory ends
 };
 
 // What the host knows about a device it created for the guest.
@@ -71,6 +77,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d);
   std::shared_ptr<wire::Dispatch> dispatch_ptr(uint64_t dispatchable);
   void add_memory(uint64_t memory_handle, SharedMemory mem);
+  const SharedMemory* find_memory(uint64_t memory_handle) const;
+  // The fd the guest sent on the session socket with `tag` (wire::kFdTag*), waiting briefly
+  // for it: the guest sends it before the record that needs it. -1 when it does not come.
+  int take_guest_fd(uint64_t tag);
   void release_memory(uint64_t memory_handle);
   PFN_vkGetInstanceProcAddr gipa() const { return gipa_; }
   void set_device_info(uint64_t device, uint64_t physical_device, bool host_memory_import);
@@ -115,6 +125,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   ObjectTable objects_;
   std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
   std::unordered_map<uint64_t, SharedMemory> memory_;
+  std::unordered_multimap<uint64_t, int> guest_fds_;  // received, not yet taken
   std::unordered_map<uint64_t, DeviceInfo> devices_;
   struct InFlight {
     std::deque<VkFence> fences;

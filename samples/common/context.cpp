@@ -76,6 +76,19 @@ bool has_instance_extension(const char* layer, const char* name) {
   return false;
 }
 
+bool has_device_extension(VkPhysicalDevice pd, const char* name) {
+  uint32_t count = 0;
+  vk_check(vkEnumerateDeviceExtensionProperties(pd, nullptr, &count, nullptr),
+           "vkEnumerateDeviceExtensionProperties");
+  std::vector<VkExtensionProperties> extensions(count);
+  vk_check(vkEnumerateDeviceExtensionProperties(pd, nullptr, &count, extensions.data()),
+           "vkEnumerateDeviceExtensionProperties");
+  for (const auto& e : extensions) {
+    if (std::strcmp(e.extensionName, name) == 0) return true;
+  }
+  return false;
+}
+
 std::string version_string(uint32_t v) {
   return std::to_string(VK_API_VERSION_MAJOR(v)) + "." + std::to_string(VK_API_VERSION_MINOR(v)) +
          "." + std::to_string(VK_API_VERSION_PATCH(v));
@@ -195,6 +208,13 @@ void Context::pick_physical_device(const ContextOptions& options) {
                   version_string(props.apiVersion) + ");";
       continue;
     }
+    std::string missing;
+    for (const char* ext : options.device_extensions)
+      if (!has_device_extension(pd, ext)) missing += std::string(missing.empty() ? "" : ", ") + ext;
+    if (!missing.empty()) {
+      rejected += std::string(" ") + props.deviceName + " (no " + missing + ");";
+      continue;
+    }
     uint32_t family_count = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(pd, &family_count, nullptr);
     std::vector<VkQueueFamilyProperties> families(family_count);
@@ -269,6 +289,8 @@ void Context::create_device(const ContextOptions& options) {
   info.pNext = want12 ? static_cast<void*>(&enable12) : want13 ? static_cast<void*>(&enable13) : nullptr;
   info.queueCreateInfoCount = 1;
   info.pQueueCreateInfos = &queue_info;
+  info.enabledExtensionCount = static_cast<uint32_t>(options.device_extensions.size());
+  info.ppEnabledExtensionNames = options.device_extensions.data();
   vk_check(vkCreateDevice(physical_device_, &info, nullptr, &device_), "vkCreateDevice");
   vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "handles.h"
 
@@ -23,6 +24,8 @@ struct ContextOptions {
   // Vulkan 1.2 core features (requires min_api_version >= 1.2).
   bool timeline_semaphore = false;
   bool host_query_reset = false;
+  // Device extensions the sample needs; devices without them are skipped.
+  std::vector<const char*> device_extensions;
 };
 
 class Context {

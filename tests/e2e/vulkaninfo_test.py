@@ -18,8 +18,7 @@ from harness import Bypassd, check, log
 MISSING_EXTENSIONS = {
     # WSI is the ICD's own (guest-icd/wsi_*.cpp): X11 and headless surfaces, no Wayland.
     "VK_KHR_wayland_surface": "the ICD presents to X11 windows (and headless surfaces) only",
-    # Memory crosses through bypass's own sharing, not through the guest's fds or pointers.
-    "VK_KHR_external_memory_fd": "guest fds are meaningless to the host",
+    # Memory fds cross the session socket (VK_KHR_external_memory_fd is exposed); pointers cannot.
     "VK_EXT_external_memory_host": "guest pointers are meaningless to the host",
 }
 

@@ -38,6 +38,8 @@ BAD_BATCHES = {
     "record-too-long": r"record size 1024 out of bounds",
     "record-too-short": r"record size 4 out of bounds",
     "wrong-kind": r"unexpected message kind 99",
+    "external-memory-unknown": r"external memory: unknown memory id",
+    "import-without-fd": r"vkAllocateMemory: VkImportMemoryFdInfoKHR without its fd",
 }
 
 # texture: a few seconds, to run beside the bad sessions (its native reference runs at the same

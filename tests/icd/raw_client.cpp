@@ -91,6 +91,46 @@ bool print_next(transport::Channel& ch) {
   return true;
 }
 
+constexpr uint64_t kInstanceId = 1, kPhysicalDeviceId = 100, kDeviceId = 200, kMemoryId = 300;
+
+// Sends one record that wants a reply and prints the reply; false when none came.
+bool call(transport::Channel& ch, uint16_t command, const void* data, size_t size) {
+  std::vector<std::byte> batch;
+  append_record(batch, command, wire::kRecordWantsReply, data, size);
+  return ch.send(wire::kMsgBatch, batch, transport::deadline_after(kWait)) == transport::Status::kOk && print_next(ch);
+}
+
+// An instance and a device with VK_KHR_external_memory_fd, made the way the ICD makes them,
+// for the modes whose bad record needs a device.
+bool setup_device(transport::Channel& ch) {
+  IdentityHandles ids;
+  wire::Builder b(1024);
+  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
+  app.apiVersion = VK_API_VERSION_1_1;
+  VkInstanceCreateInfo instance_info{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+  instance_info.pApplicationInfo = &app;
+  VkInstance instance = reinterpret_cast<VkInstance>(uintptr_t{kInstanceId});
+  wire::encode_vkCreateInstance(b, ids, &instance_info, nullptr, &instance);
+  if (!call(ch, wire::kCmd_vkCreateInstance, b.GetBufferPointer(), b.GetSize())) return false;
+  wire::EnumeratePhysicalDevicesRequest req{kInstanceId, kPhysicalDeviceId, 1, 0};
+  if (!call(ch, wire::kCtlEnumeratePhysicalDevices, &req, sizeof(req))) return false;
+  const float priority = 1.0f;
+  VkDeviceQueueCreateInfo queue{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+  queue.queueCount = 1;
+  queue.pQueuePriorities = &priority;
+  const char* extensions[] = {VK_KHR_EXTERNAL_MEMORY_FD_EXTENSION_NAME};
+  VkDeviceCreateInfo device_info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  device_info.queueCreateInfoCount = 1;
+  device_info.pQueueCreateInfos = &queue;
+  device_info.enabledExtensionCount = 1;
+  device_info.ppEnabledExtensionNames = extensions;
+  VkDevice device = reinterpret_cast<VkDevice>(uintptr_t{kDeviceId});
+  b.Clear();
+  wire::encode_vkCreateDevice(b, ids, reinterpret_cast<VkPhysicalDevice>(uintptr_t{kPhysicalDeviceId}), &device_info,
+                              nullptr, &device);
+  return call(ch, wire::kCmd_vkCreateDevice, b.GetBufferPointer(), b.GetSize());
+}
+
 // The bad batch of each mode; empty if the mode is unknown.
 bool bad_message(const std::string& mode, uint32_t* kind, std::vector<std::byte>& batch) {
   *kind = wire::kMsgBatch;
@@ -131,6 +171,21 @@ bool bad_message(const std::string& mode, uint32_t* kind, std::vector<std::byte>
   } else if (mode == "record-too-short") {
     append_header(batch, 4, wire::kCmd_vkDestroyBuffer, 0);
     batch.resize(16);
+  } else if (mode == "external-memory-unknown") {
+    // Asks how to map external memory this session never allocated.
+    const uint64_t id = 0x9999;
+    append_record(batch, wire::kCtlExternalMemory, wire::kRecordWantsReply, &id, sizeof(id));
+  } else if (mode == "import-without-fd") {
+    // After setup_device: an fd import whose fd never comes on the socket.
+    VkImportMemoryFdInfoKHR import{VK_STRUCTURE_TYPE_IMPORT_MEMORY_FD_INFO_KHR};
+    import.handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT;
+    import.fd = 3;
+    VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, &import};
+    alloc.allocationSize = 65536;
+    alloc.memoryTypeIndex = 0;
+    VkDeviceMemory memory = reinterpret_cast<VkDeviceMemory>(uintptr_t{kMemoryId});
+    wire::encode_vkAllocateMemory(b, ids, reinterpret_cast<VkDevice>(uintptr_t{kDeviceId}), &alloc, nullptr, &memory);
+    append_record(batch, wire::kCmd_vkAllocateMemory, wire::kRecordWantsReply, b.GetBufferPointer(), b.GetSize());
   } else if (mode == "wrong-kind") {
     *kind = 99;
     batch.resize(8);
@@ -178,6 +233,10 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (mode == "import-without-fd" && !setup_device(*ch)) {
+    std::printf("device setup failed\n");
+    return 1;
+  }
   uint32_t kind = 0;
   std::vector<std::byte> batch;
   if (!bad_message(mode, &kind, batch)) {

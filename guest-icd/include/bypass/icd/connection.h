@@ -89,12 +89,15 @@ class Connection : private wire::HandleMap {
   bool call(uint16_t command, const wire::Builder& b, Reply& reply);
   bool call_raw(uint16_t command, const void* data, size_t size, Reply& reply);
   void flush();
-  // Takes the fd the host sent with `tag` (memory sharing).
+  // Takes the fd the host sent with `tag` (wire::kFdTag*), waiting for it. -1: the host is gone.
   int take_fd(uint64_t tag);
+  // Sends a duplicate of `fd` to the host with `tag`, ahead of the record that uses it.
+  bool send_fd(uint64_t tag, int fd);
   void protocol_error(const std::string& what);
 
-  MemoryHooks* memory_hooks() const { return hooks_; }
-  void set_memory_hooks(MemoryHooks* hooks) { hooks_ = hooks; }
+  // Installed at connect (BYPASS_MEMORY=shadow) or with the first shadowed allocation.
+  MemoryHooks* memory_hooks() const { return hooks_.load(std::memory_order_acquire); }
+  void set_memory_hooks(MemoryHooks* hooks) { hooks_.store(hooks, std::memory_order_release); }
 
   void register_object(Object* o);
   void unregister_object(Object* o);
@@ -123,10 +126,10 @@ class Connection : private wire::HandleMap {
   std::mutex objects_mu_;
   std::unordered_map<uint64_t, Object*> objects_;
 
-  MemoryHooks* hooks_ = nullptr;
+  std::atomic<MemoryHooks*> hooks_{nullptr};  // pairs set_memory_hooks with the entry points
 
   std::mutex fds_mu_;
-  std::unordered_map<uint64_t, int> fds_;
+  std::unordered_multimap<uint64_t, int> fds_;  // received for another thread's call
 };
 
 wire::Builder& thread_builder();

@@ -29,6 +29,17 @@ enum ControlCommand : uint16_t {
   kCtlMemoryWrite = 0xF002,
   // Read: MemoryRange; reply: the bytes of the range.
   kCtlMemoryRead = 0xF003,
+  // External memory (imported or exported as an fd) that is host-visible: payload uint64
+  // memory id; reply: ExternalMemoryReply. When `shared`, the host sent the fd of the pages
+  // (tag kFdTagMemoryBase + id) before the reply and the guest maps it at `file_offset`;
+  // otherwise the guest shadows the memory with kCtlMemoryWrite/kCtlMemoryRead.
+  kCtlExternalMemory = 0xF004,
+};
+
+struct ExternalMemoryReply {
+  uint64_t file_offset;
+  uint32_t shared;
+  uint32_t reserved;
 };
 
 struct MemoryRange {
@@ -51,7 +62,16 @@ struct StatsReply {
   uint64_t memory_bytes;
 };
 
-// Socket fd tags for memory shared by the host (VkDeviceMemory id).
+// Tags of the fds that travel on the session socket (SCM_RIGHTS), each sent before the
+// record or reply that uses it, so the receiver finds it when it reads that record.
+// host -> guest: the memfd behind host-visible memory shared with the guest (+ memory id)
 inline constexpr uint64_t kFdTagMemoryBase = 0;
+// host -> guest: an fd vkGetMemoryFdKHR exported from the driver (+ memory id)
+inline constexpr uint64_t kFdTagExportBase = uint64_t{1} << 62;
+// guest -> host: the fd of a VkImportMemoryFdInfoKHR (+ id of the memory being allocated)
+inline constexpr uint64_t kFdTagImportBase = uint64_t{2} << 62;
+// guest -> host: the fd vkGetMemoryFdPropertiesKHR asks about (+ the 31-bit nonce the guest
+// puts in the command's fd argument)
+inline constexpr uint64_t kFdTagProbeBase = uint64_t{3} << 62;
 
 }  // namespace bypass::wire

@@ -56,6 +56,15 @@ inline H handle_from_bits(uint64_t b) {
   return reinterpret_cast<H>(b);
 }
 
+// The first structure of type `sType` in a pNext chain, or nullptr. Decoded chains live in
+// the arena, so a host handler may adjust what it finds (a guest fd for the host's own).
+template <class T>
+inline T* find_in_chain(const void* chain, VkStructureType sType) {
+  for (auto* p = static_cast<const VkBaseInStructure*>(chain); p; p = p->pNext)
+    if (p->sType == sType) return reinterpret_cast<T*>(const_cast<VkBaseInStructure*>(p));
+  return nullptr;
+}
+
 // Bump allocator for decoded arguments; everything is freed at once after the call.
 // Allocations are zeroed and padded so a driver reading a little past a short array
 // (e.g. codeSize not a multiple of 4) stays inside memory we own.

@@ -17,7 +17,8 @@ lavapipe and through the bypass ICD, and compares.
   vkcube-shadow      the same with BYPASS_MEMORY=shadow (readback through memshare barriers)
   glxinfo            zink on the ICD reports the GL version and extensions zink reports natively
   glxgears           glxgears through zink on the ICD's swapchain draws its gears, quits cleanly
-  egl-surfaceless    OpenGL on surfaceless EGL through zink: same version, extensions, pixels
+  egl-surfaceless    OpenGL on surfaceless EGL through zink: same version, extensions, pixels,
+                     and GL_EXT_memory_object_fd interop with the probe's own Vulkan buffer
   guest-killed       a guest SIGKILLed while presenting: bypassd and another presenting guest
                      go on, its objects are released
 
@@ -441,6 +442,15 @@ def case_egl_surfaceless(workdir, _arg):
     check(not (be - ne) and (ne - be) <= KNOWN_GL_GAPS, f"extensions differ: missing {sorted(ne - be)}, extra {sorted(be - ne)}")
     check(n["pixels"] == b["pixels"], f"rendered pixels differ: native {n['pixels']}, bypass {b['pixels']}")
     log(f"surfaceless EGL: {b['GL_VERSION']}, {len(be)} extensions ({len(ne)} natively), pixels {b['pixels']}")
+    # GL_EXT_memory_object_fd: the probe's Vulkan buffer (another bypass session) shared with GL
+    for key in ("interop same device", "interop GL reads Vulkan's writes", "interop Vulkan reads GL's writes"):
+        check(key in b and b[key] == n.get(key), f"{key}: native {n.get(key)!r}, bypass {b.get(key)!r}")
+    for key in ("interop GL reads Vulkan's writes", "interop Vulkan reads GL's writes"):
+        right, total = b[key].split("/")
+        check(right == total, f"{key}: {b[key]} words right")
+    check(b["interop same device"] == "yes", "GL_DEVICE_UUID_EXT differs from the Vulkan device's UUID")
+    gl_reads, vk_reads = b["interop GL reads Vulkan's writes"], b["interop Vulkan reads GL's writes"]
+    log(f"GL_EXT_memory_object_fd: GL read {gl_reads} words Vulkan wrote, Vulkan read {vk_reads} GL wrote")
     server.check_alive()
 
 

@@ -13,6 +13,10 @@
 //                           waits for the queue. Invalid usage, so the result is undefined for
 //                           the guest (natively, lavapipe crashes the program itself), but a
 //                           shared host must survive it and serve its other guests on
+//   probe debug-messengers  two instances, each with a debug-utils messenger and a debug-report
+//                           callback: messages submitted on one instance reach that instance's
+//                           callbacks only, filtered by severity/type/flags, and none after the
+//                           messenger is destroyed; prints the callback counts after each step
 //   probe icd-create-instance LIB
 //                           the same as create-instance, but calls the ICD library LIB directly
 //                           (dlopen, the loader-ICD interface), so the VkResult printed is the
@@ -251,6 +255,99 @@ int run_icd_create_instance(const char* lib) {
 
 }  // namespace
 
+// ---------------------------------------------------------------- debug-messengers
+struct Counts {
+  int utils = 0;
+  int report = 0;
+};
+
+VKAPI_ATTR VkBool32 VKAPI_CALL count_utils(VkDebugUtilsMessageSeverityFlagBitsEXT, VkDebugUtilsMessageTypeFlagsEXT,
+                                           const VkDebugUtilsMessengerCallbackDataEXT* data, void* user) {
+  // Only the probe's own messages count: a layer or the loader may add its own.
+  if (data && data->pMessageIdName && std::string(data->pMessageIdName) == "bypass-probe")
+    ++static_cast<Counts*>(user)->utils;
+  return VK_FALSE;
+}
+
+VKAPI_ATTR VkBool32 VKAPI_CALL count_report(VkDebugReportFlagsEXT, VkDebugReportObjectTypeEXT, uint64_t, size_t,
+                                            int32_t, const char* prefix, const char*, void* user) {
+  if (prefix && std::string(prefix) == "bypass-probe") ++static_cast<Counts*>(user)->report;
+  return VK_FALSE;
+}
+
+int run_debug_messengers() {
+  const char* extensions[] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME, VK_EXT_DEBUG_REPORT_EXTENSION_NAME};
+  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
+  app.pApplicationName = "bypass-probe";
+  app.apiVersion = VK_API_VERSION_1_1;
+  VkInstanceCreateInfo info{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+  info.pApplicationInfo = &app;
+  info.enabledExtensionCount = 2;
+  info.ppEnabledExtensionNames = extensions;
+  VkInstance inst[2] = {};
+  Counts counts[2];
+  VkDebugUtilsMessengerEXT messenger[2] = {};
+  VkDebugReportCallbackEXT callback[2] = {};
+  for (int i = 0; i < 2; ++i) {
+    if (!report("vkCreateInstance", vkCreateInstance(&info, nullptr, &inst[i]))) return 1;
+    auto create_messenger = reinterpret_cast<PFN_vkCreateDebugUtilsMessengerEXT>(
+        vkGetInstanceProcAddr(inst[i], "vkCreateDebugUtilsMessengerEXT"));
+    auto create_report = reinterpret_cast<PFN_vkCreateDebugReportCallbackEXT>(
+        vkGetInstanceProcAddr(inst[i], "vkCreateDebugReportCallbackEXT"));
+    VkDebugUtilsMessengerCreateInfoEXT mi{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+    mi.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+    mi.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT;
+    mi.pfnUserCallback = count_utils;
+    mi.pUserData = &counts[i];
+    VkDebugReportCallbackCreateInfoEXT ri{VK_STRUCTURE_TYPE_DEBUG_REPORT_CALLBACK_CREATE_INFO_EXT};
+    ri.flags = VK_DEBUG_REPORT_ERROR_BIT_EXT;
+    ri.pfnCallback = count_report;
+    ri.pUserData = &counts[i];
+    if (!create_messenger || !create_report ||
+        !report("vkCreateDebugUtilsMessengerEXT", create_messenger(inst[i], &mi, nullptr, &messenger[i])) ||
+        !report("vkCreateDebugReportCallbackEXT", create_report(inst[i], &ri, nullptr, &callback[i])))
+      return 1;
+  }
+  auto submit = [&](int i, VkDebugUtilsMessageSeverityFlagBitsEXT severity) {
+    auto fn = reinterpret_cast<PFN_vkSubmitDebugUtilsMessageEXT>(vkGetInstanceProcAddr(inst[i], "vkSubmitDebugUtilsMessageEXT"));
+    VkDebugUtilsMessengerCallbackDataEXT data{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CALLBACK_DATA_EXT};
+    data.pMessageIdName = "bypass-probe";
+    data.pMessage = "hello";
+    fn(inst[i], severity, VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT, &data);
+  };
+  auto report_message = [&](int i, VkDebugReportFlagsEXT flags) {
+    auto fn = reinterpret_cast<PFN_vkDebugReportMessageEXT>(vkGetInstanceProcAddr(inst[i], "vkDebugReportMessageEXT"));
+    fn(inst[i], flags, VK_DEBUG_REPORT_OBJECT_TYPE_UNKNOWN_EXT, 0, 0, 7, "bypass-probe", "hello");
+  };
+  auto print = [&](const char* step) {
+    std::printf("%s: A utils=%d report=%d, B utils=%d report=%d\n", step, counts[0].utils, counts[0].report,
+                counts[1].utils, counts[1].report);
+  };
+  submit(0, VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT);
+  print("warning on A");
+  submit(1, VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT);
+  print("error on B");
+  submit(0, VK_DEBUG_UTILS_MESSAGE_SEVERITY_VERBOSE_BIT_EXT);
+  print("verbose on A (filtered)");
+  report_message(1, VK_DEBUG_REPORT_ERROR_BIT_EXT);
+  print("report error on B");
+  report_message(0, VK_DEBUG_REPORT_INFORMATION_BIT_EXT);
+  print("report information on A (filtered)");
+  reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(vkGetInstanceProcAddr(inst[0], "vkDestroyDebugUtilsMessengerEXT"))(
+      inst[0], messenger[0], nullptr);
+  reinterpret_cast<PFN_vkDestroyDebugReportCallbackEXT>(vkGetInstanceProcAddr(inst[0], "vkDestroyDebugReportCallbackEXT"))(
+      inst[0], callback[0], nullptr);
+  submit(0, VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT);
+  report_message(0, VK_DEBUG_REPORT_ERROR_BIT_EXT);
+  print("A's callbacks destroyed, error on A");
+  reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(vkGetInstanceProcAddr(inst[1], "vkDestroyDebugUtilsMessengerEXT"))(
+      inst[1], messenger[1], nullptr);
+  reinterpret_cast<PFN_vkDestroyDebugReportCallbackEXT>(vkGetInstanceProcAddr(inst[1], "vkDestroyDebugReportCallbackEXT"))(
+      inst[1], callback[1], nullptr);
+  for (VkInstance i : inst) vkDestroyInstance(i, nullptr);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc >= 2 ? argv[1] : "";
   if (mode == "icd-create-instance" && argc == 3) return run_icd_create_instance(argv[2]);
@@ -258,6 +355,7 @@ int main(int argc, char** argv) {
   if (mode == "wait-fence") return run_wait_fence();
   if (mode == "hold") return run_hold();
   if (mode == "free-in-flight") return run_free_in_flight();
-  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|free-in-flight|icd-create-instance LIB\n", argv[0]);
+  if (mode == "debug-messengers") return run_debug_messengers();
+  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|free-in-flight|debug-messengers|icd-create-instance LIB\n", argv[0]);
   return 2;
 }

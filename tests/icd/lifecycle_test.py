@@ -225,6 +225,22 @@ def case_server_stopped_wait(workdir, _):
           f"expected both sessions to end with 'server shutting down':\n{log_text[-3000:]}")
 
 
+def case_debug_messengers(workdir, _):
+    """Debug-utils messengers and debug-report callbacks of two instances: each message reaches
+    its own instance's callbacks only, filtered as asked, none after destruction; the same
+    counts natively and through the ICD (where the callbacks live in the guest)."""
+    server = harness.Bypassd(workdir).start()
+    native = probe(["debug-messengers"], harness.native_env(workdir), workdir, "probe.native")
+    ours = probe(["debug-messengers"], server.guest_env(), workdir, "probe.icd")
+    harness.check_ok(native, "debug-messengers natively")
+    harness.check_ok(ours, "debug-messengers through the ICD")
+    check(ours.stdout == native.stdout, f"callback counts differ:\nnative:\n{native.stdout}\nbypass:\n{ours.stdout}")
+    check("warning on A: A utils=1 report=0, B utils=0 report=0" in ours.stdout,
+          f"a message on A reached B's callbacks or none:\n{ours.stdout}")
+    log(f"callback counts identical natively and through the ICD: {nonempty_lines(ours.stdout)[-1]}")
+    server.stop()
+
+
 if __name__ == "__main__":
     raise SystemExit(harness.main({
         "no-server": case_no_server,
@@ -234,4 +250,5 @@ if __name__ == "__main__":
         "server-killed-wait": case_server_killed_wait,
         "server-killed-midrun": case_server_killed_midrun,
         "server-stopped-wait": case_server_stopped_wait,
+        "debug-messengers": case_debug_messengers,
     }))

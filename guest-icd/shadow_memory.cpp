@@ -50,13 +50,27 @@ void read_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshare
   wire::MemoryRange r{id, offset, size};
   Reply& reply = thread_reply();
   if (!conn->call_raw(wire::kCtlMemoryRead, &r, sizeof(r), reply)) return;
-  if (reply.size() != size) {
-    conn->protocol_error("shadow read barrier: short reply");
-    return;
+  // The host sends only the runs that differ from our copy (host-server/guest_view.h).
+  const auto* data = reinterpret_cast<const std::byte*>(reply.data());
+  wire::MemoryReadReply header;
+  if (reply.size() < sizeof(header)) return conn->protocol_error("shadow read barrier: short reply");
+  std::memcpy(&header, data, sizeof(header));
+  const size_t table = sizeof(header) + size_t{header.runs} * sizeof(wire::MemoryRun);
+  if (header.runs > reply.size() / sizeof(wire::MemoryRun) || table > reply.size())
+    return conn->protocol_error("shadow read barrier: bad run count");
+  const std::byte* bytes = data + table;
+  size_t left = reply.size() - table;
+  for (uint32_t i = 0; i < header.runs; ++i) {
+    wire::MemoryRun run;
+    std::memcpy(&run, data + sizeof(header) + i * sizeof(run), sizeof(run));
+    if (run.offset < offset || run.size > left || run.offset - offset > size || run.size > size - (run.offset - offset))
+      return conn->protocol_error("shadow read barrier: run out of range");
+    auto read = shadow.read_barrier(bytes - run.offset, memshare::Range{run.offset, run.size});
+    if (!read) return conn->protocol_error("shadow read barrier: " + read.error().message);
+    bytes += run.size;
+    left -= run.size;
   }
-  auto read = shadow.read_barrier(reinterpret_cast<const std::byte*>(reply.data()) - offset,
-                                  memshare::Range{offset, size});
-  if (!read) conn->protocol_error("shadow read barrier: " + read.error().message);
+  if (left != 0) conn->protocol_error("shadow read barrier: trailing bytes");
 }
 
 class ShadowHooks final : public MemoryHooks {

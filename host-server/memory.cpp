@@ -119,7 +119,7 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
   }
   spdlog::debug("session {}: external memory {} ({} bytes): {}", s.id(), a.id_pMemory, size,
                 shared.fd >= 0 ? "the guest maps the driver's pages" : "the guest shadows the driver's pages");
-  s.add_memory(mem, shared);
+  s.add_memory(mem, std::move(shared));
 }
 
 void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& a) {

@@ -87,6 +87,9 @@ void Session::run() {
     spdlog::info("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
   else
     spdlog::warn("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+  if (shadow_read_asked_ > 0)
+    spdlog::info("session {}: shadow read barriers sent {} of the {} bytes they covered", id_, shadow_read_sent_,
+                 shadow_read_asked_);
   finished_.store(true, std::memory_order_release);
 }
 
@@ -155,15 +158,35 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
         return decode.fail("memory", "unknown memory id");
       auto it = memory_.find(handle);
       if (it == memory_.end()) return decode.fail("memory", "memory is not host-visible");
-      const SharedMemory& m = it->second;
+      SharedMemory& m = it->second;
       if (r.offset > m.size || r.size > m.size - r.offset) return decode.fail("memory", "range out of bounds");
-      auto* bytes = static_cast<std::byte*>(m.ptr) + r.offset;
+      if (!m.guest_view) m.guest_view = std::make_unique<GuestView>(m.size);
+      auto* base = static_cast<std::byte*>(m.ptr);
       if (command == wire::kCtlMemoryWrite) {
         if (size - sizeof(r) < r.size) return decode.fail("memory", "short write");
-        std::memcpy(bytes, data + sizeof(r), r.size);
-      } else {
-        send_raw_reply(reply_seq, command, 0, bytes, r.size);
+        std::memcpy(base + r.offset, data + sizeof(r), r.size);
+        m.guest_view->wrote(base, r.offset, r.size);
+        return true;
       }
+      // Only what differs from the guest's copy goes back.
+      std::vector<wire::MemoryRun> runs;
+      m.guest_view->changed(base, r.offset, r.size, runs);
+      uint64_t bytes = 0;
+      for (const auto& run : runs) bytes += run.size;
+      shadow_read_asked_ += r.size;
+      shadow_read_sent_ += bytes;
+      const wire::MemoryReadReply header{static_cast<uint32_t>(runs.size()), 0};
+      read_reply_.resize(sizeof(header) + runs.size() * sizeof(wire::MemoryRun) + bytes);
+      std::byte* out = read_reply_.data();
+      std::memcpy(out, &header, sizeof(header));
+      out += sizeof(header);
+      if (!runs.empty()) std::memcpy(out, runs.data(), runs.size() * sizeof(wire::MemoryRun));
+      out += runs.size() * sizeof(wire::MemoryRun);
+      for (const auto& run : runs) {
+        std::memcpy(out, base + run.offset, run.size);
+        out += run.size;
+      }
+      send_raw_reply(reply_seq, command, 0, read_reply_.data(), read_reply_.size());
       return true;
     }
     case wire::kCtlExternalMemory: {
@@ -321,7 +344,7 @@ void Session::remove_owned(uint64_t owner) {
 
 void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
   stats_.memory_bytes.fetch_add(mem.size, std::memory_order_relaxed);
-  memory_[memory_handle] = mem;
+  memory_[memory_handle] = std::move(mem);
 }
 
 const SharedMemory* Session::find_memory(uint64_t memory_handle) const {

@@ -16,6 +16,7 @@
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
 #include "commands.h"
+#include "guest_view.h"
 #include "object_table.h"
 
 namespace bypass::host {
@@ -33,6 +34,7 @@ struct SharedMemory {
   size_t size = 0;
   uint64_t file_offset = 0;
   bool driver_mapped = false;  // ptr is the driver's mapping, which vkFreeMemory ends
+  std::unique_ptr<GuestView> guest_view;  // made at the first shadow barrier
 };
 
 // What the host knows about a device it created for the guest.
@@ -126,6 +128,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
   std::unordered_map<uint64_t, SharedMemory> memory_;
   std::unordered_multimap<uint64_t, int> guest_fds_;  // received, not yet taken
+  std::vector<std::byte> read_reply_;                  // kCtlMemoryRead's reply, reused
+  uint64_t shadow_read_asked_ = 0;                     // bytes the read barriers covered
+  uint64_t shadow_read_sent_ = 0;                      // and the bytes that differed
   std::unordered_map<uint64_t, DeviceInfo> devices_;
   struct InFlight {
     std::deque<VkFence> fences;

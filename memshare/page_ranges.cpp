@@ -131,4 +131,16 @@ void PageHashes::changed(const std::byte* data, PageRange span, std::vector<Page
   }
 }
 
+void PageHashes::seen(const std::byte* data, PageRange span) {
+  const uint64_t end = std::min(span.offset + span.size, size_);
+  for (uint64_t page = page_floor(span.offset); page < end; page += kPageSize)
+    hashes_[page / kPageSize] = hash_at(data, page, size_);
+}
+
+void PageHashes::forget(PageRange span) {
+  const uint64_t end = std::min(span.offset + span.size, size_);
+  // 0 is what a fresh table holds: no page's hash is expected to be it.
+  for (uint64_t page = page_floor(span.offset); page < end; page += kPageSize) hashes_[page / kPageSize] = 0;
+}
+
 }  // namespace bypass::memshare

@@ -47,6 +47,10 @@ class PageHashes {
   // Appends the runs of `span` whose contents changed since last seen, and remembers the new
   // contents.
   void changed(const std::byte* data, PageRange span, std::vector<PageRange>& out);
+  // Records the current contents of the pages of `span` without reporting anything.
+  void seen(const std::byte* data, PageRange span);
+  // The pages of `span` count as changed next time, whatever they hold then.
+  void forget(PageRange span);
   uint64_t size() const { return size_; }
 
  private:

@@ -27,7 +27,8 @@ enum ControlCommand : uint16_t {
   // Shadow memory (BYPASS_MEMORY=shadow, the network path): the guest keeps its own copy of
   // host-visible memory and moves dirty pages with these. Write: MemoryRange + bytes, no reply.
   kCtlMemoryWrite = 0xF002,
-  // Read: MemoryRange; reply: the bytes of the range.
+  // Read: MemoryRange; reply: MemoryReadReply, `runs` MemoryRun, then the bytes of each run
+  // in order: the parts of the range that differ from the guest's copy (host-server/guest_view.h).
   kCtlMemoryRead = 0xF003,
   // External memory (imported or exported as an fd) that is host-visible: payload uint64
   // memory id; reply: ExternalMemoryReply. When `shared`, the host sent the fd of the pages
@@ -45,6 +46,16 @@ struct ExternalMemoryReply {
 struct MemoryRange {
   uint64_t memory_id;  // VkDeviceMemory id
   uint64_t offset;
+  uint64_t size;
+};
+
+struct MemoryReadReply {
+  uint32_t runs;
+  uint32_t reserved;
+};
+
+struct MemoryRun {
+  uint64_t offset;  // in the memory, not in the range asked for
   uint64_t size;
 };
 

@@ -5,6 +5,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+
+#include "memshare/client.h"
 
 namespace bypass::icd {
 
@@ -164,6 +167,33 @@ int Connection::take_fd(uint64_t tag) {
     fds_.emplace(got, fds[0]);
     for (size_t i = 1; i < fds.size(); ++i) close(fds[i]);
   }
+}
+
+memshare::Client* Connection::present_client() {
+  std::lock_guard lock(present_mu_);
+  if (present_tried_) return present_.get();
+  present_tried_ = true;
+  Reply& reply = thread_reply();
+  if (!call_raw(wire::kCtlPresentJoin, nullptr, 0, reply) || reply.header().result != 0) return nullptr;
+  const int fd = take_fd(wire::kFdTagPresent);
+  if (fd < 0) return nullptr;
+  auto client = memshare::Client::adopt(memshare::UniqueFd(fd), "bypass-icd pid " + std::to_string(getpid()));
+  if (!client) {
+    std::fprintf(stderr, "bypass: presentation through memshare unavailable: %s\n", client.error().message.c_str());
+    return nullptr;
+  }
+  present_ = std::make_unique<memshare::Client>(std::move(client.value()));
+  return present_.get();
+}
+
+bool Connection::present_name(uint64_t memory_id, uint64_t offset, uint64_t size, memshare::Name* out) {
+  const wire::PresentNameRequest r{memory_id, offset, size};
+  Reply& reply = thread_reply();
+  if (!call_raw(wire::kCtlPresentName, &r, sizeof(r), reply) || reply.header().result != 0 ||
+      reply.size() != sizeof(memshare::Name))
+    return false;
+  std::memcpy(out, reply.data(), sizeof(*out));
+  return !out->empty();
 }
 
 bool Connection::send_fd(uint64_t tag, int fd) {

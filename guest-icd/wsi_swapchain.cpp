@@ -26,9 +26,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "memshare/client.h"
+#include "memshare/region.h"
 #include "wsi.h"
 #include "wsi_x11.h"
 
@@ -175,6 +178,7 @@ class Swapchain {
     VkBuffer readback = VK_NULL_HANDLE;
     VkDeviceMemory readback_memory = VK_NULL_HANDLE;
     const uint8_t* pixels = nullptr;
+    memshare::Name host_name;  // the readback memory in bypassd's memshare service
     enum class State { kFree, kAcquired, kPresenting } state = State::kFree;
   };
   struct CopyPool {
@@ -198,6 +202,12 @@ class Swapchain {
 
   Device* dev_ = nullptr;
   Surface surface_;
+  // Presentation through memshare: each finished frame is transferred from its image's
+  // readback memory (named by bypassd) into frame_, which the window is shown from.
+  memshare::Client* present_ = nullptr;
+  std::optional<memshare::Region> frame_;
+  memshare::Name frame_name_;
+  uint64_t frame_bytes_ = 0;
   VkExtent2D extent_{};
   VkFormat format_ = VK_FORMAT_UNDEFINED;
   VkPresentModeKHR mode_ = VK_PRESENT_MODE_FIFO_KHR;
@@ -223,6 +233,7 @@ class Swapchain {
   // Statistics (BYPASS_WSI_STATS=1 prints them when the swapchain goes).
   uint64_t presents_ = 0;  // under mu_
   uint64_t shown_ = 0;     // presenter thread
+  uint64_t transferred_ = 0;  // presenter thread: frames moved by memshare transfers
   uint64_t dropped_ = 0;   // presenter thread
   std::chrono::nanoseconds put_time_{0};
 };
@@ -274,6 +285,25 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
   }
   const bool readback = surface_.kind != Surface::Kind::kHeadless;
   const VkDeviceSize row = VkDeviceSize{extent_.width} * 4;
+  frame_bytes_ = row * extent_.height;
+  // Shadow memory means a host we share no memory with: the frames come back through the
+  // readback memory's read barrier. BYPASS_WSI_TRANSFER=0 does the same on a local host.
+  const char* transfer = std::getenv("BYPASS_WSI_TRANSFER");
+  if (readback && !shadow_memory_enabled() && !(transfer && std::strcmp(transfer, "0") == 0)) {
+    present_ = dev_->conn->present_client();
+    if (present_) {
+      auto region = memshare::Region::create(frame_bytes_, "bypass-wsi-frame");
+      auto name = region ? present_->name(region.value()) : memshare::Result<memshare::Name>(region.error());
+      if (name) {
+        frame_.emplace(std::move(region.value()));
+        frame_name_ = name.value();
+      } else {
+        std::fprintf(stderr, "bypass: wsi: no memshare frame buffer (%s); presenting from mapped memory\n",
+                     name.error().message.c_str());
+        present_ = nullptr;
+      }
+    }
+  }
   images_.resize(count);
   for (uint32_t i = 0; i < count; ++i) {
     Image& img = images_[i];
@@ -326,6 +356,8 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
     void* p = nullptr;
     if ((r = v.vkMapMemory(d, img.readback_memory, 0, VK_WHOLE_SIZE, 0, &p)) != VK_SUCCESS) return r;
     img.pixels = static_cast<const uint8_t*>(p);
+    if (present_ && !dev_->conn->present_name(wire::handle_bits(img.readback_memory), 0, frame_bytes_, &img.host_name))
+      present_ = nullptr;  // every image or none: present from the mappings
   }
   return dev_->conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
 }
@@ -341,12 +373,14 @@ Swapchain::~Swapchain() {
   }
   if (stats_enabled())
     std::fprintf(stderr,
-                 "bypass wsi: swapchain %ux%u %s, %zu images, %s: presents %llu, shown %llu, dropped %llu, put %.1f us avg\n",
+                 "bypass wsi: swapchain %ux%u %s, %zu images, %s: presents %llu, shown %llu, dropped %llu, put %.1f us avg, "
+                 "memshare transfers %llu\n",
                  extent_.width, extent_.height, mode_name(mode_), images_.size(),
                  surface_.kind == Surface::Kind::kHeadless ? "headless" : blitter_ && blitter_->uses_shm() ? "MIT-SHM" : "PutImage",
                  static_cast<unsigned long long>(presents_), static_cast<unsigned long long>(shown_),
                  static_cast<unsigned long long>(dropped_),
-                 shown_ ? std::chrono::duration<double, std::micro>(put_time_).count() / static_cast<double>(shown_) : 0.0);
+                 shown_ ? std::chrono::duration<double, std::micro>(put_time_).count() / static_cast<double>(shown_) : 0.0,
+                 static_cast<unsigned long long>(transferred_));
   blitter_.reset();
   const Vk& v = vk();
   const VkDevice d = device();
@@ -512,14 +546,29 @@ void Swapchain::show(uint32_t index) {
   if (surface_.kind == Surface::Kind::kHeadless) return;
   const Health h = health_.load(std::memory_order_relaxed);
   if (h == Health::kSurfaceLost || h == Health::kDeviceLost) return;
-  // Shadow memory: the host's pages come back here; shared memory: nothing to do.
-  VkMappedMemoryRange range{VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE};
-  range.memory = images_[index].readback_memory;
-  range.size = VK_WHOLE_SIZE;
-  vk().vkInvalidateMappedMemoryRanges(device(), 1, &range);
+  const uint8_t* pixels = images_[index].pixels;
+  if (present_) {
+    // The frame moves by a memshare transfer, on the service's workers, into frame_.
+    auto moved = present_->transfer(images_[index].host_name, frame_name_, memshare::CopyRange{0, 0, frame_bytes_});
+    auto done = moved ? moved->wait(std::chrono::seconds(5)) : memshare::Result<uint64_t>(moved.error());
+    if (done && done.value() == frame_bytes_) {
+      pixels = reinterpret_cast<const uint8_t*>(frame_->data());
+      ++transferred_;
+    } else {
+      std::fprintf(stderr, "bypass: wsi: frame transfer failed (%s); presenting from mapped memory\n",
+                   done ? "short transfer" : done.error().message.c_str());
+      present_ = nullptr;
+    }
+  } else {
+    // Shadow memory: the host's pages come back here; shared memory: nothing to do.
+    VkMappedMemoryRange range{VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE};
+    range.memory = images_[index].readback_memory;
+    range.size = VK_WHOLE_SIZE;
+    vk().vkInvalidateMappedMemoryRanges(device(), 1, &range);
+  }
   const auto t0 = Clock::now();
   WindowGeometry g;
-  const WindowState st = blitter_->put(images_[index].pixels, extent_.width, extent_.height, size_t{extent_.width} * 4, &g);
+  const WindowState st = blitter_->put(pixels, extent_.width, extent_.height, size_t{extent_.width} * 4, &g);
   put_time_ += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0);
   if (st == WindowState::kGone) {
     health_.store(Health::kSurfaceLost, std::memory_order_relaxed);

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "config.h"
+#include "presentation.h"
 
 namespace bypass::host {
 
@@ -206,6 +207,48 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
       send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
       return true;
     }
+    case wire::kCtlPresentJoin: {
+      if (present_domain_ != memshare::kNoDomain) return decode.fail("present", "joined twice");
+      auto joined = Presentation::get().join();
+      uint64_t domain = 0;
+      if (joined) {
+        int fds[1] = {joined->guest_socket.get()};
+        if (channel_.send_fds(wire::kFdTagPresent, fds) == transport::Status::kOk) domain = joined->domain;
+        else Presentation::get().end(joined->domain);
+      } else {
+        spdlog::warn("session {}: presentation service: {}", id_, joined.error().message);
+      }
+      present_domain_ = domain;
+      send_raw_reply(reply_seq, command, domain ? 0 : VK_ERROR_INITIALIZATION_FAILED, &domain, sizeof(domain));
+      return true;
+    }
+    case wire::kCtlPresentName: {
+      wire::PresentNameRequest r;
+      if (size < sizeof(r)) return decode.fail("present", "short request");
+      std::memcpy(&r, data, sizeof(r));
+      if (present_domain_ == memshare::kNoDomain) return decode.fail("present", "name before join");
+      uint64_t handle = 0;
+      if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, r.memory_id, &handle))
+        return decode.fail("present", "unknown memory id");
+      auto it = memory_.find(handle);
+      if (it == memory_.end() || !it->second.mapping) {  // not host-visible, or the driver's mapping
+        const memshare::Name none{};
+        send_raw_reply(reply_seq, command, VK_ERROR_FEATURE_NOT_PRESENT, &none, sizeof(none));
+        return true;
+      }
+      SharedMemory& m = it->second;
+      if (r.size == 0 || r.offset > m.size || r.size > m.size - r.offset) return decode.fail("present", "range out of bounds");
+      auto name = Presentation::get().name(m.mapping, static_cast<std::byte*>(m.ptr) + r.offset, r.size, present_domain_);
+      memshare::Name out{};
+      if (name) {
+        out = name.value();
+        m.present_names.push_back(out);
+      } else {
+        spdlog::warn("session {}: naming memory for presentation: {}", id_, name.error().message);
+      }
+      send_raw_reply(reply_seq, command, name ? 0 : VK_ERROR_OUT_OF_HOST_MEMORY, &out, sizeof(out));
+      return true;
+    }
     default:
       return decode.fail("control", "unknown control command");
   }
@@ -343,6 +386,8 @@ void Session::remove_owned(uint64_t owner) {
 }
 
 void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
+  if (!mem.driver_mapped && !mem.mapping)
+    mem.mapping = std::shared_ptr<void>(mem.ptr, [size = mem.size](void* p) { munmap(p, size); });
   stats_.memory_bytes.fetch_add(mem.size, std::memory_order_relaxed);
   memory_[memory_handle] = std::move(mem);
 }
@@ -377,8 +422,8 @@ int Session::take_guest_fd(uint64_t tag) {
 void Session::release_memory(uint64_t memory_handle) {
   auto it = memory_.find(memory_handle);
   if (it == memory_.end()) return;
-  // The driver's own mappings end with vkFreeMemory.
-  if (!it->second.driver_mapped) munmap(it->second.ptr, it->second.size);
+  // The driver's own mappings end with vkFreeMemory; ours when the last reader lets go.
+  for (const auto& name : it->second.present_names) Presentation::get().release(name);
   if (it->second.fd >= 0) close(it->second.fd);
   stats_.memory_bytes.fetch_sub(it->second.size, std::memory_order_relaxed);
   memory_.erase(it);
@@ -472,11 +517,12 @@ void Session::teardown() {
     const wire::Dispatch& d = dispatch_of(inst.handle);
     if (d.vkDestroyInstance) d.vkDestroyInstance(as<VkInstance>(inst.handle), nullptr);
   }
+  Presentation::get().end(present_domain_);
   for (auto& [handle, mem] : memory_) {
-    if (!mem.driver_mapped) munmap(mem.ptr, mem.size);  // the driver's went with its device
+    for (const auto& name : mem.present_names) Presentation::get().release(name);
     if (mem.fd >= 0) close(mem.fd);
   }
-  memory_.clear();
+  memory_.clear();  // our mappings go with their last holder; the driver's went with its device
   for (auto& [tag, fd] : guest_fds_) close(fd);
   guest_fds_.clear();
   objects_ = ObjectTable();

@@ -17,6 +17,7 @@
 #include "bypass/wire/protocol.h"
 #include "commands.h"
 #include "guest_view.h"
+#include "memshare/types.h"
 #include "object_table.h"
 
 namespace bypass::host {
@@ -35,6 +36,10 @@ struct SharedMemory {
   uint64_t file_offset = 0;
   bool driver_mapped = false;  // ptr is the driver's mapping, which vkFreeMemory ends
   std::unique_ptr<GuestView> guest_view;  // made at the first shadow barrier
+  // Our own mapping (not the driver's): unmapped when the last holder lets go, the session or
+  // a presentation transfer still reading it.
+  std::shared_ptr<void> mapping;
+  std::vector<memshare::Name> present_names;  // memshare names over this memory
 };
 
 // What the host knows about a device it created for the guest.
@@ -129,6 +134,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   std::unordered_map<uint64_t, SharedMemory> memory_;
   std::unordered_multimap<uint64_t, int> guest_fds_;  // received, not yet taken
   std::vector<std::byte> read_reply_;                  // kCtlMemoryRead's reply, reused
+  memshare::DomainId present_domain_ = memshare::kNoDomain;  // joined for presentation
   uint64_t shadow_read_asked_ = 0;                     // bytes the read barriers covered
   uint64_t shadow_read_sent_ = 0;                      // and the bytes that differed
   std::unordered_map<uint64_t, DeviceInfo> devices_;

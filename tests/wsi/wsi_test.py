@@ -123,9 +123,10 @@ def wsi_stats(stderr):
     """The ICD's BYPASS_WSI_STATS lines: one dict per destroyed swapchain."""
     stats = []
     for m in re.finditer(r"bypass wsi: swapchain (\d+)x(\d+) (\w+), (\d+) images, ([\w-]+): presents (\d+), "
-                         r"shown (\d+), dropped (\d+), put ([\d.]+) us avg", stderr):
+                         r"shown (\d+), dropped (\d+), put ([\d.]+) us avg, memshare transfers (\d+)", stderr):
         stats.append({"size": (int(m[1]), int(m[2])), "mode": m[3], "images": int(m[4]), "path": m[5],
-                      "presents": int(m[6]), "shown": int(m[7]), "dropped": int(m[8]), "put_us": float(m[9])})
+                      "presents": int(m[6]), "shown": int(m[7]), "dropped": int(m[8]), "put_us": float(m[9]),
+                      "transfers": int(m[10])})
     return stats
 
 
@@ -178,6 +179,8 @@ def case_present_modes(workdir, _arg):
         check(s["shown"] + s["dropped"] == s["presents"], f"{mode}: every present is shown or dropped: {s}")
         if mode.startswith("fifo"):
             check(s["dropped"] == 0, f"{mode} must show every frame: {s}")
+        # every shown frame came over by a memshare transfer from bypassd's service
+        check(s["transfers"] == s["shown"], f"{mode}: frames moved by memshare transfers: {s}")
         log(f"{mode}: native {pn['seconds']} s, bypass {pb['seconds']} s for 120 frames 320x240; shown {s['shown']}, "
             f"dropped {s['dropped']}, {s['path']} put {s['put_us']} us")
     server.check_alive()
@@ -317,6 +320,9 @@ def check_vkcube(workdir, shadow):
     check(diff == 0, f"{bpath} differs from {npath} in {diff} pixels")
     st = wsi_stats(bres.stderr)
     check(st and st[-1]["presents"] == 300 and st[-1]["shown"] == 300, f"vkcube presenter statistics: {st}")
+    # local: memshare transfers; shadow memory (no shared memory with the host): the read barrier
+    want = 0 if shadow else 300
+    check(st[-1]["transfers"] == want, f"vkcube: {st[-1]['transfers']} frames moved by memshare transfers, want {want}")
     log(f"vkcube --c 300: pixel-identical ({SCREEN_W}x{SCREEN_H} screen, {colors}+ colors); native {nsec:.2f} s, "
         f"bypass {bsec:.2f} s (incl. start-up); {st[-1]['path']} put {st[-1]['put_us']} us for 500x500")
     server.check_alive()

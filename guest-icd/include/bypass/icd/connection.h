@@ -18,6 +18,7 @@
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
 #include "bypass/wire/runtime.h"
+#include "memshare/client.h"
 
 namespace bypass::icd {
 
@@ -95,6 +96,13 @@ class Connection : private wire::HandleMap {
   bool send_fd(uint64_t tag, int fd);
   void protocol_error(const std::string& what);
 
+  // Presentation through memshare (host-server/presentation.h): this session's domain in
+  // bypassd's memshare service, joined on first use; nullptr when bypassd offers none.
+  memshare::Client* present_client();
+  // Names [offset, offset + size) of host-visible memory `memory_id` for the presenter to
+  // transfer from. false when bypassd cannot (the caller presents from its mapping instead).
+  bool present_name(uint64_t memory_id, uint64_t offset, uint64_t size, memshare::Name* out);
+
   // Installed at connect (BYPASS_MEMORY=shadow) or with the first shadowed allocation.
   MemoryHooks* memory_hooks() const { return hooks_.load(std::memory_order_acquire); }
   void set_memory_hooks(MemoryHooks* hooks) { hooks_.store(hooks, std::memory_order_release); }
@@ -130,6 +138,10 @@ class Connection : private wire::HandleMap {
 
   std::mutex fds_mu_;
   std::unordered_multimap<uint64_t, int> fds_;  // received for another thread's call
+
+  std::mutex present_mu_;
+  bool present_tried_ = false;
+  std::unique_ptr<memshare::Client> present_;
 };
 
 wire::Builder& thread_builder();

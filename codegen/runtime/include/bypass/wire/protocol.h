@@ -35,6 +35,18 @@ enum ControlCommand : uint16_t {
   // (tag kFdTagMemoryBase + id) before the reply and the guest maps it at `file_offset`;
   // otherwise the guest shadows the memory with kCtlMemoryWrite/kCtlMemoryRead.
   kCtlExternalMemory = 0xF004,
+  // Presentation through memshare (host-server/presentation.h). Join: no payload; reply:
+  // uint64 domain id; the host sent the guest's end of a memshare socket (tag kFdTagPresent)
+  // before the reply. Name: PresentNameRequest; reply: the 16-byte memshare name of that
+  // range of host-visible memory, readable by the guest's domain.
+  kCtlPresentJoin = 0xF005,
+  kCtlPresentName = 0xF006,
+};
+
+struct PresentNameRequest {
+  uint64_t memory_id;
+  uint64_t offset;
+  uint64_t size;
 };
 
 struct ExternalMemoryReply {
@@ -84,5 +96,7 @@ inline constexpr uint64_t kFdTagImportBase = uint64_t{2} << 62;
 // guest -> host: the fd vkGetMemoryFdPropertiesKHR asks about (+ the 31-bit nonce the guest
 // puts in the command's fd argument)
 inline constexpr uint64_t kFdTagProbeBase = uint64_t{3} << 62;
+// host -> guest: the guest's end of its memshare socket (kCtlPresentJoin)
+inline constexpr uint64_t kFdTagPresent = (uint64_t{1} << 62) - 1;
 
 }  // namespace bypass::wire

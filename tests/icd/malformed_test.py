@@ -40,6 +40,7 @@ BAD_BATCHES = {
     "wrong-kind": r"unexpected message kind 99",
     "external-memory-unknown": r"external memory: unknown memory id",
     "import-without-fd": r"vkAllocateMemory: VkImportMemoryFdInfoKHR without its fd",
+    "present-name-before-join": r"present: name before join",
 }
 
 # texture: a few seconds, to run beside the bad sessions (its native reference runs at the same

@@ -175,6 +175,10 @@ bool bad_message(const std::string& mode, uint32_t* kind, std::vector<std::byte>
     // Asks how to map external memory this session never allocated.
     const uint64_t id = 0x9999;
     append_record(batch, wire::kCtlExternalMemory, wire::kRecordWantsReply, &id, sizeof(id));
+  } else if (mode == "present-name-before-join") {
+    // Asks bypassd to name memory for presentation without having joined its memshare service.
+    const wire::PresentNameRequest req{0x9999, 0, 4096};
+    append_record(batch, wire::kCtlPresentName, wire::kRecordWantsReply, &req, sizeof(req));
   } else if (mode == "import-without-fd") {
     // After setup_device: an fd import whose fd never comes on the socket.
     VkImportMemoryFdInfoKHR import{VK_STRUCTURE_TYPE_IMPORT_MEMORY_FD_INFO_KHR};

@@ -333,17 +333,17 @@ int run_debug_messengers() {
   print("report error on B");
   report_message(0, VK_DEBUG_REPORT_INFORMATION_BIT_EXT);
   print("report information on A (filtered)");
-  reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(vkGetInstanceProcAddr(inst[0], "vkDestroyDebugUtilsMessengerEXT"))(
-      inst[0], messenger[0], nullptr);
-  reinterpret_cast<PFN_vkDestroyDebugReportCallbackEXT>(vkGetInstanceProcAddr(inst[0], "vkDestroyDebugReportCallbackEXT"))(
-      inst[0], callback[0], nullptr);
+  auto destroy_callbacks = [&](int i) {
+    reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(vkGetInstanceProcAddr(inst[i], "vkDestroyDebugUtilsMessengerEXT"))(
+        inst[i], messenger[i], nullptr);
+    reinterpret_cast<PFN_vkDestroyDebugReportCallbackEXT>(vkGetInstanceProcAddr(inst[i], "vkDestroyDebugReportCallbackEXT"))(
+        inst[i], callback[i], nullptr);
+  };
+  destroy_callbacks(0);
   submit(0, VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT);
   report_message(0, VK_DEBUG_REPORT_ERROR_BIT_EXT);
   print("A's callbacks destroyed, error on A");
-  reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(vkGetInstanceProcAddr(inst[1], "vkDestroyDebugUtilsMessengerEXT"))(
-      inst[1], messenger[1], nullptr);
-  reinterpret_cast<PFN_vkDestroyDebugReportCallbackEXT>(vkGetInstanceProcAddr(inst[1], "vkDestroyDebugReportCallbackEXT"))(
-      inst[1], callback[1], nullptr);
+  destroy_callbacks(1);
   for (VkInstance i : inst) vkDestroyInstance(i, nullptr);
   return 0;
 }

@@ -145,6 +145,13 @@ class CommandGenerator:
         L.append("struct Handlers {")
         for s in self.shapes:
             L.append(f"  void (*{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
+        L.append("  // Blocking commands (blocking.txt): an optional first attempt on the session thread.")
+        L.append("  // It returns true when it finished the call (the reply goes out at once), false when the")
+        L.append("  // call would block for long: then the handler above runs on a waiter thread, with")
+        L.append("  // Args::waited_ns telling how much of a timeout the attempt already used.")
+        for s in self.shapes:
+            if s.blocking:
+                L.append(f"  bool (*try_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
         L.append("};")
         L.append("Handlers default_handlers();")
         L.append("")
@@ -206,6 +213,8 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 L.append(f"  uint64_t cap_{o.name} = 0;  // 0: the guest asked for the count only")
         if s.cmd.ret != "void":
             L.append(f"  {s.cmd.ret} result{{}};")
+        if s.blocking:
+            L.append("  uint64_t waited_ns = 0;  // spent waiting on the session thread before the hand-off")
         L.append("};")
         return "\n".join(L)
 
@@ -463,6 +472,18 @@ extern const RunFn kRunTable[kCommandIdLimit];
         if s.blocking:
             # The waiter thread needs the message and the decoded arguments to outlive the
             # session's arena: copy both into a job of their own.
+            L.append("  uint64_t waited_ns = 0;")
+            L.append(f"  if (c.handlers.try_{s.name}) {{")
+            L.append("    // Most waits find their work done or nearly done: answering here saves handing the")
+            L.append("    // call to a waiter thread (a wake-up and a thread switch per call).")
+            L.append(f"    Args_{s.name} a;")
+            L.append(f"    if (!decode_args_{s.name}(c, t, a)) return false;")
+            L.append(f"    if (c.handlers.try_{s.name}(c, a)) {{")
+            L.append(f"      reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
+            L.append("      return true;")
+            L.append("    }")
+            L.append("    waited_ns = a.waited_ns;")
+            L.append("  }")
             L.append("  struct Job {")
             L.append("    std::vector<uint64_t> msg;")
             L.append("    Arena arena{size_t{64} << 20};")
@@ -479,6 +500,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append(f"  const bool ok = decode_args_{s.name}(c, jt, job->a);")
             L.append("  c.decode.arena = saved;")
             L.append("  if (!ok) return false;")
+            L.append("  job->a.waited_ns = waited_ns;")
             L.append("  HostContext* hc = &c;")
             L.append("  c.run_blocking([hc, job] {")
             L.append(f"    hc->handlers.{s.name}(*hc, job->a);")

@@ -1,11 +1,13 @@
 // bypassd: the bypass host server. Guests connect over a UNIX socket; each becomes a session
 // whose Vulkan calls are replayed on this machine's driver.
+#include <malloc.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <climits>
 
 #include "server.h"
 
@@ -39,7 +41,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-memory", config.max_memory_bytes, "Bytes of device memory per session")->capture_default_str();
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--malloc-trim", config.malloc_trim_bytes,
+                 "Free heap bytes kept for reuse rather than returned to the kernel (glibc M_TRIM_THRESHOLD; "
+                 "0: glibc's default)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, static_cast<size_t>(INT_MAX)));
   CLI11_PARSE(app, argc, argv);
+  // Before any driver thread exists: the setting is process-wide and read on every free().
+  if (config.malloc_trim_bytes != 0) mallopt(M_TRIM_THRESHOLD, static_cast<int>(config.malloc_trim_bytes));
 
   auto logger = spdlog::stderr_color_mt("bypassd");
   spdlog::set_default_logger(logger);

@@ -113,6 +113,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     if (h.flags & wire::kRecordWantsReply) reply_seq = ++seq_;
     arena_.reset();
     decode.error.clear();
+    batch_rest_ = h.size < size - off;
     bool ok;
     if (h.command >= 0xF000) {
       ok = run_control(h.command, payload, n);
@@ -275,6 +276,8 @@ wire::Builder& Session::reply_builder() {
 }
 
 // ---------------------------------------------------------------- blocking calls
+bool Session::input_waiting() const { return batch_rest_ || channel_.poll_ready(); }
+
 void Session::run_blocking(std::function<void()> job) {
   std::lock_guard lock(jobs_mu_);
   jobs_.push_back(std::move(job));

@@ -99,6 +99,12 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void quiesce();
   void drop_tracking(uint64_t device);
   bool closing() const { return closing_.load(std::memory_order_acquire); }
+  // True while more input waits for the decoder (records left in the batch being decoded, or
+  // a message in the receive ring): a blocking call must not keep the session thread then.
+  bool input_waiting() const;
+  // Waits up to timeout_ns for every guest submission on `device` through the tracking fences:
+  // VK_SUCCESS once all are done, VK_TIMEOUT, or VK_INCOMPLETE when the tracking cannot tell.
+  VkResult wait_tracked(uint64_t device, uint64_t timeout_ns);
   // Sends a reply that is not a generated FlatBuffer (control commands).
   void send_raw_reply(uint64_t seq, uint16_t command, int32_t result, const void* data, size_t size);
 
@@ -140,11 +146,13 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   std::unordered_map<uint64_t, DeviceInfo> devices_;
   struct InFlight {
     std::deque<VkFence> fences;
+    bool incomplete = false;  // a submission went untracked (no fence could be made)
   };
   std::unordered_map<uint64_t, InFlight> in_flight_;  // device -> tracking fences
   std::vector<bool> destroys_;                         // command id -> destroys or frees
   wire::Arena arena_;
   uint64_t seq_ = 0;
+  bool batch_rest_ = false;  // records follow the one being run in the current batch
 
   std::mutex reply_mu_;  // the reply ring has one producer at a time
   std::vector<std::byte> reply_scratch_;

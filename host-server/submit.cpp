@@ -44,14 +44,31 @@ void Session::track_submission(VkQueue queue) {
     d.vkResetFences(dev, 1, &fence);
   } else {
     VkFenceCreateInfo info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    if (d.vkCreateFence(dev, &info, nullptr, &fence) != VK_SUCCESS) return;
+    if (d.vkCreateFence(dev, &info, nullptr, &fence) != VK_SUCCESS) {
+      track.incomplete = true;
+      return;
+    }
   }
   VkSubmitInfo empty{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   if (d.vkQueueSubmit(queue, 1, &empty, fence) != VK_SUCCESS) {
     d.vkDestroyFence(dev, fence, nullptr);
+    track.incomplete = true;
     return;
   }
   track.fences.push_back(fence);
+}
+
+VkResult Session::wait_tracked(uint64_t device, uint64_t timeout_ns) {
+  auto it = in_flight_.find(device);
+  if (it == in_flight_.end()) return VK_SUCCESS;  // nothing submitted on this device
+  InFlight& track = it->second;
+  if (track.incomplete) return VK_INCOMPLETE;
+  if (track.fences.empty()) return VK_SUCCESS;
+  const wire::Dispatch& d = dispatch_of(device);
+  // Tracking fences signal in submission order per queue, not across queues: wait for all.
+  std::vector<VkFence> fences(track.fences.begin(), track.fences.end());
+  return d.vkWaitForFences(wire::handle_from_bits<VkDevice>(device), static_cast<uint32_t>(fences.size()),
+                           fences.data(), VK_TRUE, timeout_ns);
 }
 
 void Session::quiesce() {

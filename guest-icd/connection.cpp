@@ -58,7 +58,7 @@ void Connection::append_locked(uint16_t command, uint16_t flags, const void* dat
   batch_.resize(at + sizeof(wire::RecordHeader) + padded);
   wire::RecordHeader h{static_cast<uint32_t>(sizeof(h) + padded), command, flags};
   std::memcpy(batch_.data() + at, &h, sizeof(h));
-  std::memcpy(batch_.data() + at + sizeof(h), data, size);
+  if (size) std::memcpy(batch_.data() + at + sizeof(h), data, size);  // data may be null then
   std::memset(batch_.data() + at + sizeof(h) + size, 0, padded - size);
 }
 

@@ -3,9 +3,10 @@
 // mapped write needs no copy and no flush beyond what the memory type's coherency says.
 //
 // VK_KHR_external_memory_fd: memory allocated for export or from an imported fd is the host
-// driver's own allocation (host-server/memory.cpp), so its pages cannot be ours as well. When
-// host-visible it is shadowed like BYPASS_MEMORY=shadow memory: the guest's copy goes to the
-// host at submissions and flushes and comes back after waits and at invalidates. The fds are
+// driver's own allocation (host-server/memory.cpp). When host-visible, the guest maps the file
+// behind the driver's own mapping if bypassd found one (kCtlExternalMemory: lavapipe's memfd),
+// and otherwise shadows it like BYPASS_MEMORY=shadow memory: the guest's copy goes to the host
+// at submissions and flushes and comes back after waits and at invalidates. The fds are
 // the host driver's, passed over the session socket: an exported fd is real memory another
 // process (or another instance through bypass) can import on this machine.
 #include <fcntl.h>

@@ -207,6 +207,7 @@ class Swapchain {
   memshare::Client* present_ = nullptr;
   std::optional<memshare::Region> frame_;
   memshare::Name frame_name_;
+  memshare::Client* frame_owner_ = nullptr;  // who named frame_, for the release
   uint64_t frame_bytes_ = 0;
   VkExtent2D extent_{};
   VkFormat format_ = VK_FORMAT_UNDEFINED;
@@ -297,6 +298,7 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
       if (name) {
         frame_.emplace(std::move(region.value()));
         frame_name_ = name.value();
+        frame_owner_ = present_;
       } else {
         std::fprintf(stderr, "bypass: wsi: no memshare frame buffer (%s); presenting from mapped memory\n",
                      name.error().message.c_str());
@@ -371,6 +373,8 @@ Swapchain::~Swapchain() {
     jobs_cv_.notify_all();
     thread_.join();  // shows (or drops, in MAILBOX) what was still queued
   }
+  // The service keeps a named memfd until its name is released (or the session ends).
+  if (frame_owner_ && !frame_name_.empty()) (void)frame_owner_->release(frame_name_);
   if (stats_enabled())
     std::fprintf(stderr,
                  "bypass wsi: swapchain %ux%u %s, %zu images, %s: presents %llu, shown %llu, dropped %llu, put %.1f us avg, "

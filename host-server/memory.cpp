@@ -6,7 +6,9 @@
 // own allocation instead, since a host-pointer import cannot also be an fd import or export.
 // Its fds cross the session socket: vkGetMemoryFdKHR's from the driver to the guest, an
 // import's from the guest to the driver. Such memory, when host-visible, is mapped here with
-// vkMapMemory and the guest keeps a shadow copy moved by barriers (guest-icd/memory.cpp).
+// vkMapMemory; the guest maps the same pages when they are a file it can map (found by
+// file_offset_of_mapping), and keeps a shadow copy moved by barriers otherwise
+// (guest-icd/memory.cpp).
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -60,7 +62,9 @@ bool file_offset_of_mapping(int fd, const void* ptr, size_t size, uint64_t* file
   return found && *file_offset + size <= static_cast<uint64_t>(st.st_size);
 }
 
-void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemoryFdInfoKHR* import, bool visible) {
+// `import`: the fd import, if any; `exported`: the export info, if any (one of the two is set).
+void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemoryFdInfoKHR* import,
+                       const VkExportMemoryAllocateInfo* exported, bool visible) {
   const uint64_t dev = wire::handle_bits(a.device);
   const wire::Dispatch& d = s.dispatch_of(dev);
   const uint64_t size = a.pAllocateInfo->allocationSize;
@@ -102,11 +106,9 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
   }
   SharedMemory shared{-1, ptr, size, 0, true};
   // The fd naming these pages: the imported one's duplicate, or one exported now.
-  if (!import && d.vkGetMemoryFdKHR) {
+  if (!import && exported && d.vkGetMemoryFdKHR) {
     VkMemoryGetFdInfoKHR get{VK_STRUCTURE_TYPE_MEMORY_GET_FD_INFO_KHR};
     get.memory = *a.pMemory;
-    auto* exported = wire::find_in_chain<VkExportMemoryAllocateInfo>(a.pAllocateInfo->pNext,
-                                                                     VK_STRUCTURE_TYPE_EXPORT_MEMORY_ALLOCATE_INFO);
     get.handleType = exported->handleTypes & VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT
                          ? VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT
                          : static_cast<VkExternalMemoryHandleTypeFlagBits>(exported->handleTypes & -exported->handleTypes);
@@ -141,7 +143,8 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
   auto* fd_import = wire::find_in_chain<VkImportMemoryFdInfoKHR>(chain, VK_STRUCTURE_TYPE_IMPORT_MEMORY_FD_INFO_KHR);
   auto* exported = wire::find_in_chain<VkExportMemoryAllocateInfo>(chain, VK_STRUCTURE_TYPE_EXPORT_MEMORY_ALLOCATE_INFO);
   if ((fd_import && fd_import->handleType) || (exported && exported->handleTypes)) {
-    allocate_external(s, a, fd_import && fd_import->handleType ? fd_import : nullptr, visible);
+    allocate_external(s, a, fd_import && fd_import->handleType ? fd_import : nullptr,
+                      exported && exported->handleTypes ? exported : nullptr, visible);
     return;
   }
   if (!visible || !info->host_memory_import) {

@@ -203,11 +203,13 @@ class Swapchain {
   Device* dev_ = nullptr;
   Surface surface_;
   // Presentation through memshare: each finished frame is transferred from its image's
-  // readback memory (named by bypassd) into frame_, which the window is shown from.
+  // readback memory (named by bypassd) into a frame buffer the window is shown from: the
+  // blitter's MIT-SHM segment, else frame_.
   memshare::Client* present_ = nullptr;
   std::optional<memshare::Region> frame_;
   memshare::Name frame_name_;
-  memshare::Client* frame_owner_ = nullptr;  // who named frame_, for the release
+  memshare::Client* frame_owner_ = nullptr;  // who named the frame buffer, for the release
+  const uint8_t* frame_pixels_ = nullptr;      // the frame buffer: the MIT-SHM segment or frame_
   uint64_t frame_bytes_ = 0;
   VkExtent2D extent_{};
   VkFormat format_ = VK_FORMAT_UNDEFINED;
@@ -292,13 +294,24 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
   const char* transfer = std::getenv("BYPASS_WSI_TRANSFER");
   if (readback && !shadow_memory_enabled() && !(transfer && std::strcmp(transfer, "0") == 0)) {
     present_ = dev_->conn->present_client();
-    if (present_) {
+    // Straight into the X server's MIT-SHM segment where there is one: the transfer is then
+    // the frame's only copy in the guest.
+    const int segment = present_ && blitter_ ? blitter_->segment_fd() : -1;
+    if (segment >= 0 && blitter_->segment_size() >= frame_bytes_) {
+      if (auto name = present_->name(segment, 0, blitter_->segment_size())) {
+        frame_name_ = name.value();
+        frame_owner_ = present_;
+        frame_pixels_ = blitter_->segment();
+      }
+    }
+    if (present_ && frame_name_.empty()) {
       auto region = memshare::Region::create(frame_bytes_, "bypass-wsi-frame");
       auto name = region ? present_->name(region.value()) : memshare::Result<memshare::Name>(region.error());
       if (name) {
         frame_.emplace(std::move(region.value()));
         frame_name_ = name.value();
         frame_owner_ = present_;
+        frame_pixels_ = reinterpret_cast<const uint8_t*>(frame_->data());
       } else {
         std::fprintf(stderr, "bypass: wsi: no memshare frame buffer (%s); presenting from mapped memory\n",
                      name.error().message.c_str());
@@ -378,13 +391,14 @@ Swapchain::~Swapchain() {
   if (stats_enabled())
     std::fprintf(stderr,
                  "bypass wsi: swapchain %ux%u %s, %zu images, %s: presents %llu, shown %llu, dropped %llu, put %.1f us avg, "
-                 "memshare transfers %llu\n",
+                 "memshare transfers %llu into the %s\n",
                  extent_.width, extent_.height, mode_name(mode_), images_.size(),
                  surface_.kind == Surface::Kind::kHeadless ? "headless" : blitter_ && blitter_->uses_shm() ? "MIT-SHM" : "PutImage",
                  static_cast<unsigned long long>(presents_), static_cast<unsigned long long>(shown_),
                  static_cast<unsigned long long>(dropped_),
                  shown_ ? std::chrono::duration<double, std::micro>(put_time_).count() / static_cast<double>(shown_) : 0.0,
-                 static_cast<unsigned long long>(transferred_));
+                 static_cast<unsigned long long>(transferred_),
+                 frame_ ? "frame buffer" : frame_pixels_ ? "MIT-SHM segment" : "-");
   blitter_.reset();
   const Vk& v = vk();
   const VkDevice d = device();
@@ -556,7 +570,7 @@ void Swapchain::show(uint32_t index) {
     auto moved = present_->transfer(images_[index].host_name, frame_name_, memshare::CopyRange{0, 0, frame_bytes_});
     auto done = moved ? moved->wait(std::chrono::seconds(5)) : memshare::Result<uint64_t>(moved.error());
     if (done && done.value() == frame_bytes_) {
-      pixels = reinterpret_cast<const uint8_t*>(frame_->data());
+      pixels = frame_pixels_;
       ++transferred_;
     } else {
       std::fprintf(stderr, "bypass: wsi: frame transfer failed (%s); presenting from mapped memory\n",

@@ -4,6 +4,7 @@
 #include "wsi_x11.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -168,20 +169,24 @@ std::unique_ptr<WindowBlitter> WindowBlitter::create(xcb_connection_t* conn, uin
     const bool fd_ok = ver && (ver->major_version > 1 || (ver->major_version == 1 && ver->minor_version >= 2));
     std::free(ver);
     const size_t size = size_t{width} * height * 4;
-    const int fd = fd_ok ? memfd_create("bypass-wsi", MFD_CLOEXEC) : -1;
+    // Sealable, so memshare can name it as a transfer target (segment_fd()).
+    const int fd = fd_ok ? memfd_create("bypass-wsi", MFD_CLOEXEC | MFD_ALLOW_SEALING) : -1;
     if (fd >= 0 && ftruncate(fd, static_cast<off_t>(size)) == 0) {
       void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (p != MAP_FAILED) {
         const uint32_t seg = x->xcb_generate_id(conn);
-        // xcb sends the fd and closes it; the mapping stays ours.
+        const int kept = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        // xcb sends the fd and closes it; the mapping and `kept` stay ours.
         xcb_generic_error_t* err = x->xcb_request_check(conn, x->xcb_shm_attach_fd_checked(conn, seg, fd, 1));
         if (!err) {
           b->shm_seg_ = seg;
+          b->shm_fd_ = kept;
           b->shm_ = p;
           b->shm_size_ = size;
         } else {
           std::free(err);
           munmap(p, size);
+          if (kept >= 0) close(kept);
         }
       } else {
         close(fd);
@@ -201,6 +206,7 @@ WindowBlitter::~WindowBlitter() {
     x_->xcb_flush(conn_);
   }
   if (shm_) munmap(shm_, shm_size_);
+  if (shm_fd_ >= 0) close(shm_fd_);
 }
 
 namespace {
@@ -253,7 +259,9 @@ WindowState WindowBlitter::put(const uint8_t* pixels, uint32_t width, uint32_t h
   height = std::min<uint32_t>(height, 0x7fff);
   std::vector<uint32_t> cookies;
   if (shm_seg_ && size_t{width} * height * 4 <= shm_size_) {
-    copy_rows(static_cast<uint8_t*>(shm_), size_t{width} * 4, pixels, stride, width, height, swap_bytes_);
+    // Pixels already in the segment (a transfer wrote them there) stay where they are.
+    const bool in_place = pixels == shm_ && stride == size_t{width} * 4 && !swap_bytes_;
+    if (!in_place) copy_rows(static_cast<uint8_t*>(shm_), size_t{width} * 4, pixels, stride, width, height, swap_bytes_);
     cookies.push_back(x_->xcb_shm_put_image_checked(conn_, window_, gc_, static_cast<uint16_t>(width),
                                                     static_cast<uint16_t>(height), 0, 0, static_cast<uint16_t>(width),
                                                     static_cast<uint16_t>(height), 0, 0, depth_,

@@ -58,6 +58,12 @@ class WindowBlitter {
   WindowState put(const uint8_t* pixels, uint32_t width, uint32_t height, size_t stride, WindowGeometry* now);
 
   bool uses_shm() const { return shm_seg_ != 0; }
+  // The MIT-SHM segment as a place frames can be written to directly (a memshare transfer
+  // target): its sealable memfd, or -1 when there is none or the server wants the bytes of a
+  // pixel the other way round. put() of segment() itself then copies nothing.
+  int segment_fd() const { return shm_seg_ && !swap_bytes_ ? shm_fd_ : -1; }
+  const uint8_t* segment() const { return static_cast<const uint8_t*>(shm_); }
+  size_t segment_size() const { return shm_size_; }
 
  private:
   WindowBlitter() = default;
@@ -70,6 +76,7 @@ class WindowBlitter {
   uint8_t depth_ = 24;
   bool swap_bytes_ = false;  // a big-endian server wants the pixel bytes the other way round
   uint32_t shm_seg_ = 0;
+  int shm_fd_ = -1;  // ours; the one xcb sent went to the server
   void* shm_ = nullptr;
   size_t shm_size_ = 0;
   size_t max_request_bytes_ = 0;

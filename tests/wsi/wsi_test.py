@@ -123,10 +123,11 @@ def wsi_stats(stderr):
     """The ICD's BYPASS_WSI_STATS lines: one dict per destroyed swapchain."""
     stats = []
     for m in re.finditer(r"bypass wsi: swapchain (\d+)x(\d+) (\w+), (\d+) images, ([\w-]+): presents (\d+), "
-                         r"shown (\d+), dropped (\d+), put ([\d.]+) us avg, memshare transfers (\d+)", stderr):
+                         r"shown (\d+), dropped (\d+), put ([\d.]+) us avg, memshare transfers (\d+) into the ([\w -]+)$",
+                         stderr, re.M):
         stats.append({"size": (int(m[1]), int(m[2])), "mode": m[3], "images": int(m[4]), "path": m[5],
                       "presents": int(m[6]), "shown": int(m[7]), "dropped": int(m[8]), "put_us": float(m[9]),
-                      "transfers": int(m[10])})
+                      "transfers": int(m[10]), "target": m[11]})
     return stats
 
 
@@ -229,6 +230,8 @@ def case_xlib_and_putimage(workdir, _arg):
     check(parse(r.stdout)["window_mismatches"] == "0", f"PutImage: {r.describe()}")
     st2 = wsi_stats(r.stderr)
     check(st2 and st2[0]["path"] == "PutImage", f"BYPASS_WSI_NO_SHM=1 should use PutImage: {st2}")
+    check(st2[0]["target"] == "frame buffer" and st2[0]["transfers"] == st2[0]["shown"],
+          f"without MIT-SHM, frames should be transferred into the ICD's own frame buffer: {st2}")
     log(f"put 320x240: MIT-SHM {st[0]['put_us']} us, PutImage {st2[0]['put_us']} us")
     server.check_alive()
 
@@ -323,6 +326,8 @@ def check_vkcube(workdir, shadow):
     # local: memshare transfers; shadow memory (no shared memory with the host): the read barrier
     want = 0 if shadow else 300
     check(st[-1]["transfers"] == want, f"vkcube: {st[-1]['transfers']} frames moved by memshare transfers, want {want}")
+    if not shadow:  # on a local X server, straight into its MIT-SHM segment
+        check(st[-1]["target"] == "MIT-SHM segment", f"vkcube: frames transferred into the {st[-1]['target']}")
     log(f"vkcube --c 300: pixel-identical ({SCREEN_W}x{SCREEN_H} screen, {colors}+ colors); native {nsec:.2f} s, "
         f"bypass {bsec:.2f} s (incl. start-up); {st[-1]['path']} put {st[-1]['put_us']} us for 500x500")
     server.check_alive()

@@ -25,6 +25,8 @@ using namespace std::chrono_literals;
 namespace {
 
 bool json_only = false;
+bool crossover_only = false;  // --crossover-only: no veth rounds, no VM queue (for profiling)
+const char* xover_path = XOVER_PATH;  // --xover PATH: another build's bypass-xover (before/after runs)
 
 int sh(const std::string& cmd) {
   int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
@@ -106,8 +108,17 @@ void say(const char* fmt, auto... args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
+  int rounds = 3;
+  for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0) json_only = true;
+    else if (std::strcmp(argv[i], "--crossover-only") == 0) crossover_only = true;
+    else if (std::strcmp(argv[i], "--xover") == 0 && i + 1 < argc) xover_path = argv[++i];
+    else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
+    else {
+      std::fprintf(stderr, "usage: crossover_bench [--json] [--crossover-only] [--rounds N] [--xover PATH]\n");
+      return 2;
+    }
+  }
   ::signal(SIGPIPE, SIG_IGN);
 
   double xo_best = 0, veth_best = 0;
@@ -131,7 +142,7 @@ int main(int argc, char** argv) {
     if (daemon == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(127);
-      ::execl(XOVER_PATH, XOVER_PATH, "create", name.c_str(), "--foreground", "--socket", sock.c_str(), "--netns-a",
+      ::execl(xover_path, xover_path, "create", name.c_str(), "--foreground", "--socket", sock.c_str(), "--netns-a",
               a.c_str(), "--netns-b", b.c_str(), "--addr-a", "10.211.0.1/24", "--addr-b", "10.211.0.2/24",
               static_cast<char*>(nullptr));
       ::_exit(127);
@@ -143,9 +154,9 @@ int main(int argc, char** argv) {
     }
     if (up) {
       // Alternate, best of three each: the machine is shared, the best run is the least disturbed.
-      for (int round = 0; round < 3; ++round) {
+      for (int round = 0; round < rounds; ++round) {
         double xo = tcp_rate(a, b, "10.211.0.2", 1500ms);
-        double veth = tcp_rate(c, d, "10.210.0.2", 1500ms);
+        double veth = crossover_only ? 0 : tcp_rate(c, d, "10.210.0.2", 1500ms);
         say("round %d: crossover %.2f Gbit/s, veth %.2f Gbit/s\n", round, xo * 8 / 1e9, veth * 8 / 1e9);
         xo_best = std::max(xo_best, xo);
         veth_best = std::max(veth_best, veth);
@@ -160,9 +171,12 @@ int main(int argc, char** argv) {
     say("not root or no /dev/net/tun: TCP figures skipped\n");
   }
 
-  vmq_bench::Vmqd broker(VMQD_PATH, {"--pages-2m", "16"});
-  auto small = vmq_bench::measure(broker, 16, bypass::vmqueue::PageSize::k4K, 1000ms);
-  auto huge = vmq_bench::measure(broker, 1, bypass::vmqueue::PageSize::k2M, 1000ms);
+  vmq_bench::Figures small{}, huge{};
+  if (!crossover_only) {
+    vmq_bench::Vmqd broker(VMQD_PATH, {"--pages-2m", "16"});
+    small = vmq_bench::measure(broker, 16, bypass::vmqueue::PageSize::k4K, 1000ms);
+    huge = vmq_bench::measure(broker, 1, bypass::vmqueue::PageSize::k2M, 1000ms);
+  }
   say("VM queue: %.0f pages/s in 16-page messages (%.0f messages/s), %.0f huge pages/s\n", small.pages_per_s,
       small.messages_per_s, huge.pages_per_s);
 

@@ -193,8 +193,7 @@ class LinkDaemon {
                                            hp.tx_done_kick.fd(), hp.rx_kick.fd(), stop_.fd());
     sw_->attach(kPortUplink, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
-    uplink_threads_.emplace_back([this] { uplink_->run_tx(); });
-    uplink_threads_.emplace_back([this] { uplink_->run_rx(); });
+    uplink_threads_.emplace_back([this] { uplink_->run(); });
     log("uplink " + opt_.uplink_ifname + " in namespace " + opt_.uplink_netns + " mac " + mac_to_string(mac));
   }
 
@@ -521,15 +520,13 @@ int run_endpoint(const EndpointOptions& options) {
     os::Kick stop = os::Kick::create();
     PortDriver driver(options.side, tap.get(), mem, fds[kFdHostKick].get(), fds[kFdTxDoneKick].get(),
                       fds[kFdRxKick].get(), stop.fd());
-    std::thread tx([&] { driver.run_tx(); });
-    std::thread rx([&] { driver.run_rx(); });
+    std::thread port([&] { driver.run(); });
     // The link lives as long as the host: wait for it to hang up.
     pollfd pfd{conn.get(), POLLRDHUP, 0};
     while (::poll(&pfd, 1, -1) < 0 && errno == EINTR) {
     }
     stop.signal();
-    tx.join();
-    rx.join();
+    port.join();
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bypass-xover endpoint %s: %s\n", port_name(options.side), e.what());

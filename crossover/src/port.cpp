@@ -13,6 +13,7 @@ void kick(int fd) {
   std::uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
 }
+constexpr int kBatch = 32;  // frames per direction per pass, so neither direction starves the other
 void drain(int fd) {
   std::uint64_t v;
   [[maybe_unused]] ssize_t n = ::read(fd, &v, sizeof v);
@@ -29,22 +30,13 @@ PortDriver::PortDriver(std::uint32_t port, int tap_fd, PortMemory memory, int ho
       rx_kick_(rx_kick_fd),
       stop_(stop_fd) {}
 
-bool PortDriver::wait(int fd, short events) {
-  pollfd fds[2] = {{fd, events, 0}, {stop_, POLLIN, 0}};
-  for (;;) {
-    int r = ::poll(fds, 2, -1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return false;
-    if (fds[1].revents) return false;
-    if (fd != tap_ && (fds[0].revents & POLLIN)) drain(fd);
-    return true;
-  }
-}
-
-void PortDriver::run_tx() {
+void PortDriver::run() {
   SlotRing<Desc> tx = open_ring(mem_.rings, kTx);
   SlotRing<Desc> tx_done = open_ring(mem_.rings, kTxDone);
+  SlotRing<Desc> rx = open_ring(mem_.rings, kRx);
+  SlotRing<Desc> rx_done = open_ring(mem_.rings, kRxDone);
   const std::uint32_t first = port_ * mem_.buffers_per_port;
+  const std::uint32_t total = kPorts * mem_.buffers_per_port;
   std::vector<std::uint32_t> free_bufs;
   for (std::uint32_t i = mem_.buffers_per_port; i-- > 0;) free_bufs.push_back(first + i);
   for (;;) {
@@ -53,66 +45,84 @@ void PortDriver::run_tx() {
     while (tx_done.pop(&d, &unused)) {
       if (d.buf >= first && d.buf < first + mem_.buffers_per_port) free_bufs.push_back(d.buf);
     }
-    if (free_bufs.empty()) {
-      // Every buffer is out with a receiver: wait for one to come back.
-      if (tx_done.consumer_prepare_wait()) continue;
-      if (!wait(tx_done_kick_, POLLIN)) return;
-      continue;
-    }
-    std::uint32_t buf = free_bufs.back();
-    std::byte* at = mem_.own_pool + std::size_t{buf - first} * kBufferStride;
-    ssize_t n = ::read(tap_, at, kBufferStride);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) {
-        if (!wait(tap_, POLLIN)) return;
-        continue;
-      }
-      return;  // the device is gone
-    }
-    if (static_cast<std::size_t>(n) < kVnetHdrLen + 14) continue;
-    Desc* slot = tx.producer_slot();
-    if (slot == nullptr) continue;  // cannot happen: no more buffers than slots; drop the frame
-    *slot = Desc{buf, static_cast<std::uint32_t>(n)};
-    free_bufs.pop_back();
-    counters_.tx_frames.fetch_add(1, std::memory_order_relaxed);
-    counters_.tx_bytes.fetch_add(static_cast<std::uint64_t>(n) - kVnetHdrLen, std::memory_order_relaxed);
-    if (tx.publish()) kick(host_kick_);
-  }
-}
+    bool did = false;
+    bool kick_host = false;
 
-void PortDriver::run_rx() {
-  SlotRing<Desc> rx = open_ring(mem_.rings, kRx);
-  SlotRing<Desc> rx_done = open_ring(mem_.rings, kRxDone);
-  const std::uint32_t total = kPorts * mem_.buffers_per_port;
-  for (;;) {
-    const Desc* slot = rx.consumer_slot();
-    if (slot == nullptr) {
-      if (rx.corrupt()) return;
-      if (rx.consumer_prepare_wait()) continue;
-      if (!wait(rx_kick_, POLLIN)) return;
-      continue;
-    }
-    Desc d = *slot;
-    std::uint32_t owner = d.buf / mem_.buffers_per_port;
-    if (d.buf < total && mem_.pools[owner] != nullptr && d.len >= kVnetHdrLen + 14 && d.len <= kBufferStride) {
-      const std::byte* at = mem_.pools[owner] + std::size_t{d.buf % mem_.buffers_per_port} * kBufferStride;
-      ssize_t n = ::write(tap_, at, d.len);
-      if (n == static_cast<ssize_t>(d.len)) {
-        counters_.rx_frames.fetch_add(1, std::memory_order_relaxed);
-        counters_.rx_bytes.fetch_add(d.len - kVnetHdrLen, std::memory_order_relaxed);
+    // rx first: writing a frame into the TAP runs the stack's receive path in this thread,
+    // which usually queues an answer (a TCP ACK, or the next segments once an ACK opened the
+    // window) on the same TAP; the tx pass below picks it up without a wake-up.
+    for (int i = 0; i < kBatch; ++i) {
+      const Desc* slot = rx.consumer_slot();
+      if (slot == nullptr) {
+        if (rx.corrupt()) return;
+        break;
+      }
+      did = true;
+      Desc r = *slot;
+      std::uint32_t owner = r.buf / mem_.buffers_per_port;
+      if (r.buf < total && mem_.pools[owner] != nullptr && r.len >= kVnetHdrLen + 14 && r.len <= kBufferStride) {
+        const std::byte* at = mem_.pools[owner] + std::size_t{r.buf % mem_.buffers_per_port} * kBufferStride;
+        ssize_t n = ::write(tap_, at, r.len);
+        if (n == static_cast<ssize_t>(r.len)) {
+          counters_.rx_frames.fetch_add(1, std::memory_order_relaxed);
+          counters_.rx_bytes.fetch_add(r.len - kVnetHdrLen, std::memory_order_relaxed);
+        } else {
+          counters_.rx_errors.fetch_add(1, std::memory_order_relaxed);
+        }
       } else {
         counters_.rx_errors.fetch_add(1, std::memory_order_relaxed);
       }
-    } else {
-      counters_.rx_errors.fetch_add(1, std::memory_order_relaxed);
+      // Hand the buffer back before freeing the rx slot: the host always sees it in one of
+      // the two rings.
+      Desc* done = rx_done.producer_slot();
+      if (done != nullptr) {
+        *done = Desc{r.buf, 0};
+        kick_host |= rx_done.publish();
+      }
+      rx.release();
     }
-    // Hand the buffer back before freeing the rx slot: the host never sees it in neither ring.
-    Desc* done = rx_done.producer_slot();
-    if (done != nullptr) {
-      *done = Desc{d.buf, 0};
-      if (rx_done.publish()) kick(host_kick_);
+
+    // tx: frames the stack queued on the TAP, read straight into our own buffers.
+    for (int i = 0; i < kBatch && !free_bufs.empty(); ++i) {
+      std::uint32_t buf = free_bufs.back();
+      std::byte* at = mem_.own_pool + std::size_t{buf - first} * kBufferStride;
+      ssize_t n = ::read(tap_, at, kBufferStride);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        return;  // the device is gone
+      }
+      did = true;
+      if (static_cast<std::size_t>(n) < kVnetHdrLen + 14) continue;
+      Desc* slot = tx.producer_slot();
+      if (slot == nullptr) continue;  // cannot happen: no more buffers than slots; drop the frame
+      *slot = Desc{buf, static_cast<std::uint32_t>(n)};
+      free_bufs.pop_back();
+      counters_.tx_frames.fetch_add(1, std::memory_order_relaxed);
+      counters_.tx_bytes.fetch_add(static_cast<std::uint64_t>(n) - kVnetHdrLen, std::memory_order_relaxed);
+      // Publish each frame at once so the switch can forward it while we read the next; the
+      // kick (a system call) happens only while the switch sleeps, once per batch.
+      kick_host |= tx.publish();
     }
-    rx.release();
+    if (kick_host) kick(host_kick_);
+    if (did) continue;
+
+    // Nothing to do: announce the sleep on every ring we wait for, re-check, then block on
+    // the TAP (when we have a buffer to read into), the rx kick, or the tx_done kick (when we
+    // have none).
+    const bool want_tap = !free_bufs.empty();
+    bool work = rx.consumer_prepare_wait();
+    if (!want_tap) work |= tx_done.consumer_prepare_wait();
+    if (work) continue;
+    pollfd fds[4] = {{want_tap ? tap_ : -1, POLLIN, 0},
+                     {rx_kick_, POLLIN, 0},
+                     {want_tap ? -1 : tx_done_kick_, POLLIN, 0},
+                     {stop_, POLLIN, 0}};
+    int r = ::poll(fds, 4, -1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 || fds[3].revents) return;
+    if (fds[1].revents & POLLIN) drain(rx_kick_);
+    if (fds[2].revents & POLLIN) drain(tx_done_kick_);
   }
 }
 

@@ -1,7 +1,9 @@
 // The driver of one port: moves frames between a TAP device and the port's descriptor rings.
 // An endpoint process runs one for its TAP inside its domain's network namespace; the host
-// runs one for the uplink TAP. Two threads: tx (TAP -> pool -> tx ring) and rx (rx ring ->
-// TAP -> rx_done), each blocking on exactly one thing.
+// runs one for the uplink TAP. One thread does both directions (TAP -> pool -> tx ring, and
+// rx ring -> TAP -> rx_done): a frame written into the TAP usually makes the stack queue an
+// answer on it at once (a TCP ACK; new segments after an ACK), which the same pass reads
+// without waking another thread.
 #pragma once
 
 #include <atomic>
@@ -26,16 +28,13 @@ struct PortCounters {
 class PortDriver {
  public:
   // Kicks: `host` wakes the switch; `tx_done` and `rx` are this port's, kicked by the switch.
-  // `stop_fd` (an eventfd) ends both loops when readable.
+  // `stop_fd` (an eventfd) ends run() when readable.
   PortDriver(std::uint32_t port, int tap_fd, PortMemory memory, int host_kick_fd, int tx_done_kick_fd, int rx_kick_fd,
              int stop_fd);
-  void run_tx();
-  void run_rx();
+  void run();  // until stop_fd is readable, the TAP fails, or the rx ring turns out corrupt
   const PortCounters& counters() const { return counters_; }
 
  private:
-  bool wait(int fd, short events);  // false when stopping
-
   std::uint32_t port_;
   int tap_;
   PortMemory mem_;

@@ -71,6 +71,7 @@ class Switch {
   PortState ports_[kPorts];
   std::vector<std::uint8_t> refs_;    // receivers still holding each buffer
   std::vector<std::uint8_t> at_port_; // 1: the owner port holds the buffer
+  std::uint32_t out_[kPorts] = {};    // buffers of each port not at the port (at_port_ == 0)
   Detector detector_;
 
   mutable std::mutex ops_mu_;

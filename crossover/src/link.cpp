@@ -80,6 +80,27 @@ struct HostPort {
   pid_t pid = -1; // endpoint process we spawned
 };
 
+// Pins the calling thread (and the threads it starts later) to `cpu`; kCpuNone leaves it be.
+// A failure (the CPU is not in our cpuset) is not fatal: it only costs throughput.
+void pin_to_cpu(int cpu) {
+  if (cpu < 0 || cpu >= CPU_SETSIZE) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  ::sched_setaffinity(0, sizeof set, &set);
+}
+
+int resolve_cpu(int cpu) {
+  if (cpu != kCpuAuto) return cpu;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return kCpuNone;
+  // The last one: CPU 0 usually takes more of the interrupts and housekeeping.
+  for (int c = CPU_SETSIZE - 1; c >= 0; --c)
+    if (CPU_ISSET(c, &set)) return c;
+  return kCpuNone;
+}
+
 std::string json_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -146,8 +167,12 @@ class LinkDaemon {
       hp.tx_done_kick = os::Kick::create();
       hp.rx_kick = os::Kick::create();
     }
-    sw_ = std::make_unique<Switch>(opt_.buffers, host_kick_.fd(), stop_.fd());
-    switch_thread_ = std::thread([this] { sw_->run(); });
+    cpu_ = resolve_cpu(opt_.cpu);
+    sw_ = std::make_unique<Switch>(opt_.buffers, host_kick_.fd(), stop_.fd(), cpu_ == kCpuNone);
+    switch_thread_ = std::thread([this] {
+      pin_to_cpu(cpu_);
+      sw_->run();
+    });
     if (ports_[kPortUplink].present) start_uplink();
 
     std::string dir = opt_.socket_path.substr(0, opt_.socket_path.rfind('/'));
@@ -193,7 +218,10 @@ class LinkDaemon {
                                            hp.tx_done_kick.fd(), hp.rx_kick.fd(), stop_.fd());
     sw_->attach(kPortUplink, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
-    uplink_threads_.emplace_back([this] { uplink_->run(); });
+    uplink_threads_.emplace_back([this] {
+      pin_to_cpu(cpu_);
+      uplink_->run();
+    });
     log("uplink " + opt_.uplink_ifname + " in namespace " + opt_.uplink_netns + " mac " + mac_to_string(mac));
   }
 
@@ -207,6 +235,7 @@ class LinkDaemon {
     if (has_mac) args.insert(args.end(), {"--mac", mac_to_string(e.mac)});
     if (e.mtu > 0) args.insert(args.end(), {"--mtu", std::to_string(e.mtu)});
     if (!e.offload) args.push_back("--no-offload");
+    if (cpu_ >= 0) args.insert(args.end(), {"--cpu", std::to_string(cpu_)});
     if (opt_.verbose) args.push_back("--verbose");
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -428,6 +457,7 @@ class LinkDaemon {
   }
 
   LinkOptions opt_;
+  int cpu_ = kCpuNone;  // where the forwarding threads run (resolved opt_.cpu)
   int ready_fd_ = -1;
   bool ready_ = false;
   bool shutdown_ = false;
@@ -463,6 +493,20 @@ os::Fd connect_cli(const std::string& socket_path, std::uint32_t command, std::s
 }  // namespace
 
 std::string socket_for(const std::string& link_name) { return "/run/bypass/xover-" + link_name + ".sock"; }
+
+bool parse_cpu(const std::string& text, int* cpu) {
+  if (text == "auto") {
+    *cpu = kCpuAuto;
+    return true;
+  }
+  if (text == "none") {
+    *cpu = kCpuNone;
+    return true;
+  }
+  if (text.empty() || text.size() > 4 || text.find_first_not_of("0123456789") != std::string::npos) return false;
+  *cpu = std::stoi(text);
+  return *cpu < CPU_SETSIZE;
+}
 
 bool valid_link_name(const std::string& name) {
   if (name.empty() || name.size() > 32) return false;
@@ -518,6 +562,7 @@ int run_endpoint(const EndpointOptions& options) {
     }
     mem.own_pool = pool_maps[options.side].data();
     os::Kick stop = os::Kick::create();
+    pin_to_cpu(options.cpu);  // the port thread inherits it
     PortDriver driver(options.side, tap.get(), mem, fds[kFdHostKick].get(), fds[kFdTxDoneKick].get(),
                       fds[kFdRxKick].get(), stop.fd());
     std::thread port([&] { driver.run(); });

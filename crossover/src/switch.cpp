@@ -18,10 +18,11 @@ void kick(int fd) {
 constexpr int kBudget = 64;  // descriptors per ring per pass, so one busy port cannot starve others
 }  // namespace
 
-Switch::Switch(std::uint32_t buffers_per_port, int host_kick_fd, int stop_fd)
+Switch::Switch(std::uint32_t buffers_per_port, int host_kick_fd, int stop_fd, bool spin)
     : bpp_(buffers_per_port),
       host_kick_(host_kick_fd),
       stop_(stop_fd),
+      spin_(spin),
       refs_(std::size_t{kPorts} * buffers_per_port, 0),
       at_port_(std::size_t{kPorts} * buffers_per_port, 1) {}
 
@@ -208,7 +209,7 @@ void Switch::run() {
     // Spin briefly: under load the next frame is microseconds away.
     auto until = Clock::now() + std::chrono::microseconds(5);
     bool work = false;
-    while (!work && Clock::now() < until) {
+    while (spin_ && !work && Clock::now() < until) {
       _mm_pause();
       for (auto& s : ports_)
         if (s.live && (s.tx.consumer_slot() != nullptr || s.rx_done.consumer_slot() != nullptr)) work = true;

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   std::string mac_a, mac_b, mac_up;
   bool foreground = false, no_offload = false;
   int mtu = 0;
+  std::string cpu = "auto";
   auto* create = app.add_subcommand("create", "create two endpoints in two network namespaces and wire them");
   create->add_option("name", link.name, "link name")->required();
   create->add_option("--netns-a", link.netns[0], "network namespace of endpoint a")->required();
@@ -87,6 +88,10 @@ int main(int argc, char** argv) {
   create->add_option("--uplink-addr", link.uplink_address, "IPv4 address/prefix of the uplink TAP");
   create->add_option("--uplink-mac", mac_up, "MAC address of the uplink TAP");
   create->add_option("--buffers", link.buffers, "frame buffers per port")->capture_default_str();
+  create->add_option("--cpu", cpu,
+                     "CPU for all forwarding threads (switch, endpoints, uplink): a number, 'auto' (the last one "
+                     "allowed) or 'none' (no pinning)")
+      ->capture_default_str();
   create->add_option("--socket", link.socket_path, "control socket (default /run/bypass/xover-NAME.sock)");
   create->add_flag("--foreground", foreground, "run the host daemon in this process until SIGTERM");
   create->add_flag("-v,--verbose", link.verbose, "log to stderr");
@@ -114,11 +119,17 @@ int main(int argc, char** argv) {
   endpoint->add_option("--mtu", ep.mtu);
   endpoint->add_flag("--no-offload", ep_no_offload);
   endpoint->add_flag("--verbose", ep_verbose);
+  std::string ep_cpu = "none";
+  endpoint->add_option("--cpu", ep_cpu, "CPU for the endpoint's threads, or 'none'")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (endpoint->parsed()) {
     ep.offload = !ep_no_offload;
     if (!parse_side(side, &ep.side) || !mac_option(mac_ep, &ep.mac, "endpoint")) return 2;
+    if (!parse_cpu(ep_cpu, &ep.cpu) || ep.cpu == kCpuAuto) {
+      std::fprintf(stderr, "bypass-xover: bad --cpu '%s' (a CPU number or 'none')\n", ep_cpu.c_str());
+      return 2;
+    }
     return run_endpoint(ep);
   }
   if (create->parsed()) {
@@ -129,6 +140,10 @@ int main(int argc, char** argv) {
     if (!mac_option(mac_a, &link.endpoint[0].mac, "a") || !mac_option(mac_b, &link.endpoint[1].mac, "b") ||
         !mac_option(mac_up, &link.uplink_mac, "uplink"))
       return 2;
+    if (!parse_cpu(cpu, &link.cpu)) {
+      std::fprintf(stderr, "bypass-xover: bad --cpu '%s' (a CPU number, 'auto' or 'none')\n", cpu.c_str());
+      return 2;
+    }
     for (auto& e : link.endpoint) {
       e.mtu = mtu;
       e.offload = !no_offload;

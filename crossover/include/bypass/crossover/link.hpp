@@ -10,6 +10,14 @@
 
 namespace bypass::crossover {
 
+// CPU choice for a link's forwarding threads (the switch, each endpoint's port thread, the
+// uplink's): all on one CPU, so a frame handed from one to the next is a same-CPU wake-up (no
+// inter-processor interrupt, no halted virtual CPU to wake) and the 64 KiB frame the sender's
+// endpoint just copied is still in that CPU's cache when the receiver's endpoint copies it out.
+// The applications get the other CPUs.
+constexpr int kCpuAuto = -2;  // the last CPU this process may run on
+constexpr int kCpuNone = -1;  // no pinning: the scheduler places every thread
+
 struct EndpointOptions {
   std::string control;  // the link's control socket
   std::uint32_t side = kPortA;
@@ -18,6 +26,7 @@ struct EndpointOptions {
   Mac mac{};            // optional
   int mtu = 0;
   bool offload = true;
+  int cpu = kCpuNone;   // >= 0: the endpoint's threads run on this CPU only
 };
 
 struct LinkOptions {
@@ -30,10 +39,13 @@ struct LinkOptions {
   std::string uplink_address;
   Mac uplink_mac{};
   std::uint32_t buffers = kDefaultBuffers;  // per port
+  int cpu = kCpuAuto;                       // a CPU number, kCpuAuto or kCpuNone
   bool verbose = false;
 };
 
 std::string socket_for(const std::string& link_name);
+// Parses --cpu: "auto", "none" or a CPU number. False on anything else.
+bool parse_cpu(const std::string& text, int* cpu);
 bool valid_link_name(const std::string& name);
 
 // Runs the host side until told to stop (SIGTERM/SIGINT or a `destroy` request). Writes

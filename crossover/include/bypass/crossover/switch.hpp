@@ -31,7 +31,9 @@ struct SwitchStats {
 
 class Switch {
  public:
-  Switch(std::uint32_t buffers_per_port, int host_kick_fd, int stop_fd);
+  // `spin`: poll the rings for a few microseconds before sleeping. Worth it only when the
+  // ports' threads run on other CPUs; on a shared CPU spinning only delays them.
+  Switch(std::uint32_t buffers_per_port, int host_kick_fd, int stop_fd, bool spin = true);
 
   // Thread-safe; takes effect at the switch thread's next pass. `pool` is the port's buffer
   // pool (read-only is enough), `rings` its ring region. Kick fds stay owned by the caller.
@@ -68,6 +70,7 @@ class Switch {
 
   std::uint32_t bpp_;
   int host_kick_, stop_;
+  bool spin_;
   PortState ports_[kPorts];
   std::vector<std::uint8_t> refs_;    // receivers still holding each buffer
   std::vector<std::uint8_t> at_port_; // 1: the owner port holds the buffer

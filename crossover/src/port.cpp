@@ -15,10 +15,6 @@ void kick(int fd) {
   [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
 }
 constexpr int kBatch = 32;  // frames per direction per pass, so neither direction starves the other
-void drain(int fd) {
-  std::uint64_t v;
-  [[maybe_unused]] ssize_t n = ::read(fd, &v, sizeof v);
-}
 }  // namespace
 
 PortDriver::PortDriver(std::uint32_t port, int tap_fd, PortMemory memory, int host_kick_fd, int tx_done_kick_fd,
@@ -48,7 +44,9 @@ void PortDriver::run() {
   for (auto [fd, key] : {std::pair{tap_, kKeyTap}, {rx_kick_, kKeyRxKick}, {tx_done_kick_, kKeyTxDoneKick},
                          {stop_, kKeyStop}}) {
     epoll_event ev{};
-    ev.events = EPOLLIN;
+    // The kick eventfds are edge-triggered: every write to an eventfd wakes its waiters, so
+    // they need no read() to re-arm (their counters just grow; 2^64 kicks are far away).
+    ev.events = EPOLLIN | (key == kKeyRxKick || key == kKeyTxDoneKick ? std::uint32_t{EPOLLET} : 0u);
     ev.data.u32 = key;
     if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return;
   }
@@ -61,6 +59,7 @@ void PortDriver::run() {
     }
     bool did = false;
     bool kick_host = false;
+    bool rx_empty = false, tap_empty = false;  // a pass ended because there was nothing left
 
     // rx first: writing a frame into the TAP runs the stack's receive path in this thread,
     // which usually queues an answer (a TCP ACK, or the next segments once an ACK opened the
@@ -69,6 +68,7 @@ void PortDriver::run() {
       const Desc* slot = rx.consumer_slot();
       if (slot == nullptr) {
         if (rx.corrupt()) return;
+        rx_empty = true;
         break;
       }
       did = true;
@@ -103,7 +103,10 @@ void PortDriver::run() {
       ssize_t n = ::read(tap_, at, kBufferStride);
       if (n < 0) {
         if (errno == EINTR) continue;
-        if (errno == EAGAIN) break;
+        if (errno == EAGAIN) {
+          tap_empty = true;
+          break;
+        }
         return;  // the device is gone
       }
       did = true;
@@ -119,7 +122,9 @@ void PortDriver::run() {
       kick_host |= tx.publish();
     }
     if (kick_host) kick(host_kick_);
-    if (did) continue;
+    // Another pass only when a batch limit cut this one short; otherwise straight to the
+    // sleep announcement below, whose re-check covers the rx ring, and epoll the TAP.
+    if (did && !(rx_empty && (tap_empty || free_bufs.empty()))) continue;
 
     // Nothing to do: announce the sleep on every ring we wait for, re-check, then block on
     // the TAP (when we have a buffer to read into), the rx kick, or the tx_done kick (when we
@@ -139,11 +144,8 @@ void PortDriver::run() {
     int n = ::epoll_wait(ep.get(), events, 4, -1);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return;
-    for (int i = 0; i < n; ++i) {
+    for (int i = 0; i < n; ++i)
       if (events[i].data.u32 == kKeyStop) return;
-      if (events[i].data.u32 == kKeyRxKick) drain(rx_kick_);
-      if (events[i].data.u32 == kKeyTxDoneKick) drain(tx_done_kick_);
-    }
   }
 }
 

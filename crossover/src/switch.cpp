@@ -1,12 +1,15 @@
 #include "bypass/crossover/switch.hpp"
 
-#include <poll.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <utility>
 #include <immintrin.h>
+
+#include "bypass/vmqueue/os.hpp"
 
 namespace bypass::crossover {
 
@@ -192,6 +195,16 @@ bool Switch::drain_rx_done(std::uint32_t p) {
 
 void Switch::run() {
   using Clock = std::chrono::steady_clock;
+  // The host kick is edge-triggered: every write to an eventfd wakes its waiters, so it needs
+  // no read() per wake-up to re-arm (its counter just grows).
+  vmqueue::os::Fd ep(::epoll_create1(EPOLL_CLOEXEC));
+  if (!ep) return;
+  for (auto [fd, flags] : {std::pair{host_kick_, std::uint32_t{EPOLLIN | EPOLLET}}, {stop_, std::uint32_t{EPOLLIN}}}) {
+    epoll_event ev{};
+    ev.events = flags;
+    ev.data.fd = fd;
+    if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return;
+  }
   for (;;) {
     apply_ops();
     bool did = false;
@@ -227,14 +240,11 @@ void Switch::run() {
       if (short_of_buffers && !s.rx_inflight.empty()) work |= s.rx_done.consumer_prepare_wait();
     }
     if (work || ops_pending_.load(std::memory_order_acquire)) continue;
-    pollfd fds[2] = {{host_kick_, POLLIN, 0}, {stop_, POLLIN, 0}};
-    int r = ::poll(fds, 2, -1);
-    if (r < 0 && errno != EINTR) return;
-    if (fds[1].revents) return;
-    if (fds[0].revents & POLLIN) {
-      std::uint64_t v;
-      [[maybe_unused]] ssize_t n = ::read(host_kick_, &v, sizeof v);
-    }
+    epoll_event events[2];
+    int n = ::epoll_wait(ep.get(), events, 2, -1);
+    if (n < 0 && errno != EINTR) return;
+    for (int i = 0; i < n; ++i)
+      if (events[i].data.fd == stop_) return;
   }
 }
 

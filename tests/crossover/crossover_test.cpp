@@ -237,6 +237,49 @@ Transfer tcp_transfer(const std::string& from, const std::string& to, const std:
   return t;
 }
 
+// Sends `count` 1000-byte UDP datagrams from `from` to to_ip:5202 in `to` in bursts of 16,
+// each burst once the one before arrived (few in flight, so nothing overflows and nothing is
+// lost), and nothing ever travels back. Returns how many arrived; it stops at the first burst
+// that does not arrive within a second.
+std::size_t udp_one_way(const std::string& from, const std::string& to, const std::string& to_ip, std::size_t count) {
+  int r, s;
+  {
+    NetnsScope in(to);
+    r = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  }
+  {
+    NetnsScope in(from);
+    s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(5202);
+  ::inet_pton(AF_INET, to_ip.c_str(), &addr.sin_addr);
+  timeval tv{1, 0};
+  ::setsockopt(r, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::atomic<std::size_t> received{0};  // the receiver's count (release); the sender waits on it (acquire)
+  if (::bind(r, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    std::thread receiver([&] {
+      char buf[2048];
+      while (received.load(std::memory_order_relaxed) < count && ::recv(r, buf, sizeof buf, 0) > 0)
+        received.fetch_add(1, std::memory_order_release);
+    });
+    std::vector<char> payload(1000, 'u');
+    for (std::size_t sent = 0; sent < count;) {
+      for (std::size_t end = std::min(count, sent + 16); sent < end; ++sent)
+        ::sendto(s, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+      auto deadline = std::chrono::steady_clock::now() + 1s;
+      while (received.load(std::memory_order_acquire) < sent && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20us);
+      if (received.load(std::memory_order_acquire) < sent) break;
+    }
+    receiver.join();
+  }
+  ::close(s);
+  ::close(r);
+  return received.load();
+}
+
 }  // namespace
 
 TEST(CrossoverDetector, LearnsForwardsFloodsAndRelearns) {
@@ -297,6 +340,30 @@ TEST(Crossover, Tcp100MiBWithMatchingChecksums) {
   EXPECT_NE(t.crc_sent, 0u);
   std::printf("100 MiB over the crossover in %.2f s (%.2f Gbit/s)\n", t.seconds, kBytes * 8 / t.seconds / 1e9);
   EXPECT_GE(link.counter("crossover"), 100u);
+}
+
+// Four buffers per port and traffic one way only (UDP, no answers): the sender runs out of
+// buffers all the time and nothing else wakes the switch, so returned buffers (rx_done) must,
+// although the switch otherwise collects them only when a frame comes.
+TEST(Crossover, OneWayUdpWithFourBuffersPerPort) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  Link link(a, b, "10.207.0", nullptr, {"--buffers", "4"});
+  ASSERT_TRUE(link.up()) << link.status();
+  ASSERT_EQ(a.exec("ping -c 1 -W 2 10.207.0.2"), 0);  // ARP settled: from here on, one way only
+  EXPECT_EQ(udp_one_way(a.name, b.name, "10.207.0.2", 1000), 1000u) << link.status();
+}
+
+// Without pinning (--cpu none) the switch spins before sleeping and the threads wander.
+TEST(Crossover, TcpUnpinned) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  Link link(a, b, "10.208.0", nullptr, {"--cpu", "none"});
+  ASSERT_TRUE(link.up()) << link.status();
+  constexpr std::size_t kBytes = 32u << 20;
+  Transfer t = tcp_transfer(a.name, b.name, "10.208.0.2", kBytes);
+  EXPECT_EQ(t.received, kBytes);
+  EXPECT_EQ(t.crc_received, t.crc_sent);
 }
 
 TEST(Crossover, NonPeerAddressTakesTheUplink) {
@@ -370,6 +437,7 @@ TEST(Crossover, CommandLineCreateStatusDestroy) {
   EXPECT_EQ(a.exec("ping -c 1 -W 2 10.206.0.2"), 0);
   EXPECT_NE(sh_out(x + " status " + name).find("port a"), std::string::npos);
   EXPECT_NE(sh(x + " create " + name + " --netns-a nonexistent-ns --netns-b " + b.name), 0);
+  EXPECT_EQ(sh(x + " create " + name + "-cpu --cpu first --netns-a " + a.name + " --netns-b " + b.name), 2);
   ASSERT_EQ(sh(x + " destroy " + name), 0);
   // The endpoints are gone with their TAP devices.
   bool gone = false;

@@ -486,15 +486,40 @@ int cmd_caps(const Args& a) {
   return g_failures ? 1 : 0;
 }
 
-int cmd_present(const Args& a) {
+// A 320x240 window, a device that presents to it and the per-frame objects, the set-up of
+// every windowed command; close() tears them down in order.
+struct Scene {
   Window w;
-  w.open(a.xlib, 320, 240);
   Gpu g;
-  g.create_instance(false);
-  g.surface_for(w);
-  g.create_device();
   Frames f;
-  f.create(g);
+  explicit Scene(const Args& a) {
+    w.open(a.xlib, 320, 240);
+    g.create_instance(false);
+    g.surface_for(w);
+    g.create_device();
+    f.create(g);
+  }
+  void close() {
+    f.destroy();
+    g.destroy();
+    w.close();
+  }
+};
+
+// Every pixel of the window's width x height shows frame `index`'s color; `what` on failure.
+void check_window_shows(Window& w, uint32_t index, uint32_t width, uint32_t height, const char* what) {
+  uint8_t color[3];
+  frame_color(index, color);
+  const long bad = w.mismatches(color, width, height);
+  line("window_mismatches", std::to_string(bad));
+  if (bad != 0) fail(what);
+}
+
+int cmd_present(const Args& a) {
+  Scene scene(a);
+  Window& w = scene.w;
+  Gpu& g = scene.g;
+  Frames& f = scene.f;
   Swapchain s;
   CHECK_VK(s.create(g, mode_of(a.mode), {320, 240}, VK_NULL_HANDLE));
   line("images", std::to_string(s.images.size()));
@@ -540,26 +565,16 @@ int cmd_present(const Args& a) {
   vkDestroyFence(g.device, fence, nullptr);
   s.destroy(g);  // shows what is still queued
 
-  uint8_t last[3];
-  frame_color(static_cast<uint32_t>(a.frames - 1), last);
-  const long bad = w.mismatches(last, 320, 240);
-  line("window_mismatches", std::to_string(bad));
-  if (bad != 0) fail("the window does not show the last frame");
-  f.destroy();
-  g.destroy();
-  w.close();
+  check_window_shows(w, static_cast<uint32_t>(a.frames - 1), 320, 240, "the window does not show the last frame");
+  scene.close();
   return g_failures ? 1 : 0;
 }
 
 int cmd_resize(const Args& a) {
-  Window w;
-  w.open(a.xlib, 320, 240);
-  Gpu g;
-  g.create_instance(false);
-  g.surface_for(w);
-  g.create_device();
-  Frames f;
-  f.create(g);
+  Scene scene(a);
+  Window& w = scene.w;
+  Gpu& g = scene.g;
+  Frames& f = scene.f;
   Swapchain s;
   CHECK_VK(s.create(g, mode_of(a.mode), {320, 240}, VK_NULL_HANDLE));
   uint32_t k = 0;
@@ -607,26 +622,16 @@ int cmd_resize(const Args& a) {
   if (results["VK_SUCCESS/VK_SUCCESS"] != 5) fail("frames after recreation did not all succeed");
   CHECK_VK(vkDeviceWaitIdle(g.device));
   s2.destroy(g);
-  uint8_t last[3];
-  frame_color(k - 1, last);
-  const long bad = w.mismatches(last, 400, 300);
-  line("window_mismatches", std::to_string(bad));
-  if (bad != 0) fail("the resized window does not show the last frame everywhere");
-  f.destroy();
-  g.destroy();
-  w.close();
+  check_window_shows(w, k - 1, 400, 300, "the resized window does not show the last frame everywhere");
+  scene.close();
   return g_failures ? 1 : 0;
 }
 
 int cmd_destroy_window(const Args& a) {
-  Window w;
-  w.open(a.xlib, 320, 240);
-  Gpu g;
-  g.create_instance(false);
-  g.surface_for(w);
-  g.create_device();
-  Frames f;
-  f.create(g);
+  Scene scene(a);
+  Window& w = scene.w;
+  Gpu& g = scene.g;
+  Frames& f = scene.f;
   Swapchain s;
   CHECK_VK(s.create(g, mode_of(a.mode), {320, 240}, VK_NULL_HANDLE));
   uint32_t k = 0;
@@ -649,22 +654,15 @@ int cmd_destroy_window(const Args& a) {
   line("capabilities_after_destroy", result_name(vkGetPhysicalDeviceSurfaceCapabilitiesKHR(g.pd, g.surface, &caps)));
   vkDeviceWaitIdle(g.device);
   s.destroy(g);
-  f.destroy();
-  g.destroy();
-  w.close();
+  scene.close();
   line("clean_exit", "yes");
   return 0;
 }
 
 int cmd_loop(const Args& a) {
-  Window w;
-  w.open(a.xlib, 320, 240);
-  Gpu g;
-  g.create_instance(false);
-  g.surface_for(w);
-  g.create_device();
-  Frames f;
-  f.create(g);
+  Scene scene(a);
+  Gpu& g = scene.g;
+  Frames& f = scene.f;
   Swapchain s;
   CHECK_VK(s.create(g, mode_of(a.mode), {320, 240}, VK_NULL_HANDLE));
   const auto t0 = Clock::now();
@@ -679,9 +677,7 @@ int cmd_loop(const Args& a) {
   }
   vkDeviceWaitIdle(g.device);
   s.destroy(g);
-  f.destroy();
-  g.destroy();
-  w.close();
+  scene.close();
   line("done", g_failures ? "with failures" : "ok");
   return g_failures ? 1 : 0;
 }

@@ -155,12 +155,10 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
       wire::MemoryRange r;
       if (size < sizeof(r)) return decode.fail("memory", "short request");
       std::memcpy(&r, data, sizeof(r));
-      uint64_t handle = 0;
-      if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, r.memory_id, &handle))
-        return decode.fail("memory", "unknown memory id");
-      auto it = memory_.find(handle);
-      if (it == memory_.end()) return decode.fail("memory", "memory is not host-visible");
-      SharedMemory& m = it->second;
+      SharedMemory* found = nullptr;
+      if (!memory_of_id(r.memory_id, "memory", &found)) return false;
+      if (!found) return decode.fail("memory", "memory is not host-visible");
+      SharedMemory& m = *found;
       if (r.offset > m.size || r.size > m.size - r.offset) return decode.fail("memory", "range out of bounds");
       if (!m.guest_view) m.guest_view = std::make_unique<GuestView>(m.size);
       auto* base = static_cast<std::byte*>(m.ptr);
@@ -195,10 +193,8 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
       uint64_t id = 0;
       if (size < sizeof(id)) return decode.fail("external memory", "short request");
       std::memcpy(&id, data, sizeof(id));
-      uint64_t handle = 0;
-      if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle))
-        return decode.fail("external memory", "unknown memory id");
-      const SharedMemory* m = find_memory(handle);
+      SharedMemory* m = nullptr;
+      if (!memory_of_id(id, "external memory", &m)) return false;
       if (!m || !m->driver_mapped) return decode.fail("external memory", "not external host-visible memory");
       wire::ExternalMemoryReply r{m->file_offset, m->fd >= 0, 0};
       if (r.shared) {
@@ -228,16 +224,14 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
       if (size < sizeof(r)) return decode.fail("present", "short request");
       std::memcpy(&r, data, sizeof(r));
       if (present_domain_ == memshare::kNoDomain) return decode.fail("present", "name before join");
-      uint64_t handle = 0;
-      if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, r.memory_id, &handle))
-        return decode.fail("present", "unknown memory id");
-      auto it = memory_.find(handle);
-      if (it == memory_.end() || !it->second.mapping) {  // not host-visible, or the driver's mapping
+      SharedMemory* found = nullptr;
+      if (!memory_of_id(r.memory_id, "present", &found)) return false;
+      if (!found || !found->mapping) {  // not host-visible, or the driver's mapping
         const memshare::Name none{};
         send_raw_reply(reply_seq, command, VK_ERROR_FEATURE_NOT_PRESENT, &none, sizeof(none));
         return true;
       }
-      SharedMemory& m = it->second;
+      SharedMemory& m = *found;
       if (r.size == 0 || r.offset > m.size || r.size > m.size - r.offset) return decode.fail("present", "range out of bounds");
       auto name = Presentation::get().name(m.mapping, static_cast<std::byte*>(m.ptr) + r.offset, r.size, present_domain_);
       memshare::Name out{};
@@ -395,9 +389,12 @@ void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
   memory_[memory_handle] = std::move(mem);
 }
 
-const SharedMemory* Session::find_memory(uint64_t memory_handle) const {
-  auto it = memory_.find(memory_handle);
-  return it == memory_.end() ? nullptr : &it->second;
+bool Session::memory_of_id(uint64_t id, const char* where, SharedMemory** out) {
+  uint64_t handle = 0;
+  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle)) return decode.fail(where, "unknown memory id");
+  auto it = memory_.find(handle);
+  *out = it == memory_.end() ? nullptr : &it->second;
+  return true;
 }
 
 int Session::take_guest_fd(uint64_t tag) {

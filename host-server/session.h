@@ -84,7 +84,6 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d);
   std::shared_ptr<wire::Dispatch> dispatch_ptr(uint64_t dispatchable);
   void add_memory(uint64_t memory_handle, SharedMemory mem);
-  const SharedMemory* find_memory(uint64_t memory_handle) const;
   // The fd the guest sent on the session socket with `tag` (wire::kFdTag*), waiting briefly
   // for it: the guest sends it before the record that needs it. -1 when it does not come.
   int take_guest_fd(uint64_t tag);
@@ -124,6 +123,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 
   bool process_batch(const std::byte* data, size_t size);
   bool run_control(uint16_t command, const uint8_t* data, size_t size);
+  // The host-visible memory behind the guest's memory id: false (the session fails, naming
+  // `where`) for an id it does not have; *out stays null for memory that is not host-visible.
+  bool memory_of_id(uint64_t id, const char* where, SharedMemory** out);
   void waiter_main();
   void teardown();
   void destroy_object(const ObjectEntry& e);

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include "bypass/transport/session.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,9 +20,22 @@ constexpr size_t kBatchBytes = 256 * 1024;
 
 std::string default_endpoint() {
   if (const char* e = std::getenv("BYPASS_ENDPOINT"); e && *e) return e;
-  if (geteuid() == 0) return "unix:/run/bypass/bypassd.sock";
-  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  return std::string("unix:") + (xdg && *xdg ? xdg : "/tmp") + "/bypass/bypassd.sock";
+  // The user's own server when there is one, else the system service's.
+  const std::string own = transport::default_socket_path();
+  if (access(own.c_str(), F_OK) == 0) return "unix:" + own;
+  return std::string("unix:") + transport::kSystemSocketPath;
+}
+
+// A guest trusts a server run by root, by its own user, or by the uid BYPASS_SERVER_UID names:
+// whoever else listens where we look (a socket directory another user made first, an abstract
+// socket anyone can bind) is refused before anything is sent to it. Empty when trusted.
+std::string check_server_identity(const transport::Channel& ch, const std::string& endpoint) {
+  const uid_t server = ch.peer_uid();
+  if (server == 0 || server == geteuid()) return {};
+  if (const char* e = std::getenv("BYPASS_SERVER_UID"); e && *e && std::to_string(server) == e) return {};
+  return "refusing the bypass server at " + endpoint + ": it runs as uid " + std::to_string(server) +
+         ", not root or this user (uid " + std::to_string(geteuid()) + "); set BYPASS_SERVER_UID=" +
+         std::to_string(server) + " to trust it";
 }
 
 }  // namespace
@@ -33,6 +48,10 @@ std::unique_ptr<Connection> Connection::open(std::string* error) {
   auto ch = transport::connect(endpoint, hello, error, transport::deadline_after(std::chrono::seconds(1)));
   if (!ch) {
     *error = "cannot reach bypassd at " + endpoint + ": " + *error;
+    return nullptr;
+  }
+  if (std::string why = check_server_identity(*ch, endpoint); !why.empty()) {
+    *error = why;
     return nullptr;
   }
   auto c = std::unique_ptr<Connection>(new Connection(std::move(*ch)));

@@ -33,7 +33,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string req = command + "\n";
-  if (write(fd, req.data(), req.size()) < 0) return 1;
+  if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) < 0) {
+    std::fprintf(stderr, "bypassctl: bypassd at %s closed the connection: %s\n", control.c_str(), std::strerror(errno));
+    return 1;
+  }
   std::string out;
   char buf[4096];
   pollfd p{fd, POLLIN, 0};

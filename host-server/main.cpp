@@ -8,6 +8,9 @@
 
 #include <CLI/CLI.hpp>
 #include <climits>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
 
 #include "server.h"
 
@@ -46,7 +49,55 @@ int main(int argc, char** argv) {
                  "0: glibc's default)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{0}, static_cast<size_t>(INT_MAX)));
+  app.add_option("--max-message", config.max_message, "Largest batch a guest may send, in bytes (memory for it grows as it arrives)")
+      ->capture_default_str();
+  // Isolation and sandbox
+  std::string isolation = "process";
+  app.add_option("--isolation", isolation,
+                 "process: each session in a sandboxed worker process (a driver crash ends that session only); "
+                 "thread: in threads of bypassd, no boundary between guests (for measurements and debugging)")
+      ->check(CLI::IsMember({"process", "thread"}))
+      ->capture_default_str();
+  bool no_sandbox = false;
+  app.add_flag("--no-sandbox", no_sandbox, "Workers without the seccomp filter (for debugging a driver that needs more)");
+  app.add_option("--worker-user", config.worker_user,
+                 "A root bypassd runs workers as this user (with its groups, e.g. render)");
+  app.add_option("--worker-data-limit", config.worker_data_bytes,
+                 "RLIMIT_DATA of a worker in bytes: all private memory one guest can make the driver allocate "
+                 "(0: --max-memory + 4 GiB)")
+      ->capture_default_str();
+  // Deadlines
+  app.add_option("--handshake-timeout", config.handshake_timeout_ms, "Milliseconds a new connection has to handshake")
+      ->capture_default_str();
+  app.add_option("--send-timeout", config.send_timeout_ms,
+                 "Milliseconds a reply may wait for room in a guest's ring; then the session ends")
+      ->capture_default_str();
+  app.add_option("--shutdown-timeout", config.shutdown_timeout_ms,
+                 "Milliseconds sessions have to end at shutdown; then their workers are killed")
+      ->capture_default_str();
+  // Access
+  std::string socket_mode = "0660";
+  app.add_option("--socket-mode", socket_mode, "Mode of the guest and control sockets (octal)")->capture_default_str();
+  app.add_option("--socket-group", config.socket_group,
+                 "Group of the sockets, whose members may open sessions (ignored if it does not exist; \"\": none)")
+      ->capture_default_str();
+  app.add_option("--allow-user", config.allow_users, "A user (name or uid) who may open sessions; repeatable")
+      ->take_all();
+  app.add_option("--allow-group", config.allow_groups, "A group (name or gid) whose members may open sessions; repeatable")
+      ->take_all();
+  app.add_option("--max-pending-handshakes", config.max_pending_per_uid, "Handshakes in progress per uid")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  config.isolation = isolation == "thread" ? bypass::host::Isolation::kThread : bypass::host::Isolation::kProcess;
+  config.sandbox = !no_sandbox;
+  try {
+    size_t used = 0;
+    config.socket_mode = static_cast<mode_t>(std::stoul(socket_mode, &used, 8));
+    if (used != socket_mode.size() || config.socket_mode > 0777) throw std::invalid_argument(socket_mode);
+  } catch (const std::exception&) {
+    std::fprintf(stderr, "bypassd: --socket-mode %s: not an octal mode\n", socket_mode.c_str());
+    return 2;
+  }
   // Before any driver thread exists: the setting is process-wide and read on every free().
   if (config.malloc_trim_bytes != 0) mallopt(M_TRIM_THRESHOLD, static_cast<int>(config.malloc_trim_bytes));
 

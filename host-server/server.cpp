@@ -1,44 +1,37 @@
 #include "server.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include <sys/socket.h>
-#include <sys/un.h>
-
-#include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <sstream>
 
 #include "bypass/transport/session.h"
+#include "bypass/wire/protocol.h"
 
 namespace bypass::host {
 
-std::string default_socket_path() {
-  if (geteuid() == 0) return "/run/bypass/bypassd.sock";
-  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  return std::string(xdg && *xdg ? xdg : "/tmp") + "/bypass/bypassd.sock";
-}
-
-void Server::reap(bool all) {
-  // Shutdown: every session is asked to stop before any is joined, so they wind down together.
-  if (all)
-    for (auto& r : sessions_) r.session->stop();
-  for (auto it = sessions_.begin(); it != sessions_.end();) {
-    if (all || it->session->finished()) {
-      it->thread.join();
-      const Session& s = *it->session;
-      ended_.push_back(Ended{s.id(), s.peer_pid(), s.end_reason(), s.object_count(), s.stats().records.load()});
-      if (ended_.size() > 64) ended_.pop_front();
-      it = sessions_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
+std::string default_socket_path() { return transport::default_socket_path(); }
 
 namespace {
+
+int g_child_pipe = -1;  // write end of the running server's SIGCHLD pipe
+
+void on_child(int) {
+  const int saved = errno;
+  char c = 1;
+  [[maybe_unused]] auto r = write(g_child_pipe, &c, 1);
+  errno = saved;
+}
 
 std::string json_escape(const std::string& s) {
   std::string out;
@@ -50,7 +43,7 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
-int listen_control(const std::string& path) {
+int listen_control(const std::string& path, mode_t mode, gid_t gid) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   sockaddr_un addr{};
@@ -65,31 +58,207 @@ int listen_control(const std::string& path) {
     close(fd);
     return -1;
   }
+  // Anyone who may open a session may ask about their own sessions (and only those).
+  if (gid != static_cast<gid_t>(-1)) [[maybe_unused]] int r = chown(path.c_str(), static_cast<uid_t>(-1), gid);
+  chmod(path.c_str(), mode);
   return fd;
+}
+
+void drain(int fd) {
+  char buf[64];
+  while (read(fd, buf, sizeof buf) > 0) {
+  }
+}
+
+std::string describe_exit(int status) {
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    return "the worker process died of signal " + std::to_string(sig) + " (" + strsignal(sig) + ")";
+  }
+  return "the worker process exited with status " + std::to_string(WEXITSTATUS(status));
 }
 
 }  // namespace
 
-std::string Server::stats_json() {
+Server::~Server() {
+  for (Worker& w : workers_) unmap_worker_report(w.report);
+  if (child_pipe_[0] >= 0) {
+    signal(SIGCHLD, SIG_DFL);
+    g_child_pipe = -1;
+    close(child_pipe_[0]);
+    close(child_pipe_[1]);
+  }
+}
+
+size_t Server::pending_handshakes(uid_t uid) const {
+  size_t n = 0;
+  for (const Worker& w : workers_)
+    if (!w.exited && w.peer.uid == uid && w.report->state.load(std::memory_order_acquire) == WorkerReport::kHandshaking)
+      ++n;
+  return n;
+}
+
+void Server::accept_one() {
+  std::string error;
+  transport::UniqueFd conn = listener_->accept_connection(&error, transport::deadline_after(std::chrono::milliseconds(0)));
+  if (!conn) return;  // a guest that gave up while queued
+  const ucred peer = transport::peer_credentials_of(conn.get());
+  // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
+  std::string refusal = policy_->check(conn.get(), peer);
+  if (refusal.empty() && workers_.size() >= config_.max_sessions) {
+    refusal = "bypassd refused the session: " + std::to_string(workers_.size()) +
+              " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
+  }
+  if (refusal.empty() && pending_handshakes(peer.uid) >= config_.max_pending_per_uid) {
+    refusal = "bypassd refused the session: uid " + std::to_string(peer.uid) + " has " +
+              std::to_string(config_.max_pending_per_uid) +
+              " handshakes in progress, the limit (--max-pending-handshakes " +
+              std::to_string(config_.max_pending_per_uid) + ")";
+  }
+  if (!refusal.empty()) {
+    spdlog::warn("{} (guest pid {})", refusal, peer.pid);
+    transport::reject_connection(std::move(conn), refusal);
+    return;
+  }
+  if (!start_worker(std::move(conn), peer)) return;
+}
+
+bool Server::start_worker(transport::UniqueFd conn, const ucred& peer) {
+  WorkerReport* report = map_worker_report();
+  if (!report) {
+    spdlog::error("refused a guest (pid {}): cannot map a worker report page: {}", peer.pid, std::strerror(errno));
+    transport::reject_connection(std::move(conn), "bypassd refused the session: out of memory");
+    return false;
+  }
+  Worker& w = workers_.emplace_back();
+  w.id = next_id_++;
+  w.peer = peer;
+  w.report = report;
+  w.started = std::chrono::steady_clock::now();
+  if (config_.isolation == Isolation::kThread) {
+    w.thread = std::thread([fd = conn.release(), id = w.id, this, report] {
+      serve_connection(transport::UniqueFd(fd), id, config_, report);
+    });
+    return true;
+  }
+  std::string error;
+  w.pid = spawn_worker(std::move(conn), w.id, config_, report, &error);
+  if (w.pid < 0) {
+    spdlog::error("session {}: cannot start a worker for guest pid {}: {}", w.id, peer.pid, error);
+    unmap_worker_report(report);
+    workers_.pop_back();
+    return false;
+  }
+  spdlog::debug("session {}: worker pid {} for guest pid {} uid {}", w.id, w.pid, peer.pid, peer.uid);
+  return true;
+}
+
+void Server::finish(Worker& w) {
+  const WorkerReport& r = *w.report;
+  const bool reported = r.state.load(std::memory_order_acquire) == WorkerReport::kEnded;
+  EndKind kind = reported ? static_cast<EndKind>(r.end_kind.load(std::memory_order_relaxed)) : EndKind::kWorkerDied;
+  std::string reason = reported ? std::string(r.end_reason, strnlen(r.end_reason, sizeof r.end_reason)) : "";
+  if (w.pid > 0 && (WIFSIGNALED(w.wait_status) || (!reported && WIFEXITED(w.wait_status)))) {
+    // A crash in the driver (or a worker killed from outside): only this session is gone. Its
+    // guest sees the connection close and gets VK_ERROR_DEVICE_LOST.
+    kind = EndKind::kWorkerDied;
+    reason = describe_exit(w.wait_status) + (reported ? " after the session ended (" + reason + ")"
+                                                      : " during the session");
+    spdlog::error("session {} (guest pid {}, uid {}): {}; its guest gets VK_ERROR_DEVICE_LOST, other sessions go on",
+                  w.id, w.peer.pid, w.peer.uid, reason);
+  }
+  // A connection that never became a session (refused or silent handshake) was logged by its
+  // worker; the list holds sessions.
+  if (kind != EndKind::kHandshake) {
+    ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, kind, reason, r.stats.objects.load(), r.stats.records.load()});
+    if (ended_.size() > 64) ended_.pop_front();
+  }
+}
+
+void Server::reap() {
+  if (config_.isolation == Isolation::kProcess) {
+    int status = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      for (Worker& w : workers_)
+        if (w.pid == pid) {
+          w.exited = true;
+          w.wait_status = status;
+        }
+    }
+  } else {
+    for (Worker& w : workers_)
+      if (w.report->state.load(std::memory_order_acquire) == WorkerReport::kEnded && w.thread.joinable()) {
+        w.thread.join();
+        w.exited = true;
+      }
+  }
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (!it->exited) {
+      ++it;
+      continue;
+    }
+    finish(*it);
+    unmap_worker_report(it->report);
+    it = workers_.erase(it);
+  }
+}
+
+void Server::shut_down() {
+  spdlog::info("bypassd: shutting down, {} sessions open", workers_.size());
+  for (Worker& w : workers_) w.report->stop_requested.store(1, std::memory_order_release);
+  // Sessions notice within their receive slice (200 ms) and tear down; what has not ended by
+  // the deadline (a driver call that does not return, say) is killed, so shutdown is bounded
+  // whatever the guests do.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.shutdown_timeout_ms);
+  while (!workers_.empty() && std::chrono::steady_clock::now() < deadline) {
+    reap();
+    if (!workers_.empty()) poll(nullptr, 0, 20);
+  }
+  if (workers_.empty()) return;
+  if (config_.isolation == Isolation::kProcess) {
+    for (Worker& w : workers_) {
+      spdlog::warn("session {}: worker pid {} did not end within {} ms (--shutdown-timeout); killing it", w.id, w.pid,
+                   config_.shutdown_timeout_ms);
+      kill(w.pid, SIGKILL);
+    }
+    while (!workers_.empty()) {
+      reap();
+      if (!workers_.empty()) poll(nullptr, 0, 10);
+    }
+  } else {
+    // Threads cannot be killed: give up on them (the process exits under them).
+    spdlog::warn("bypassd: {} session threads did not end within {} ms; exiting regardless", workers_.size(),
+                 config_.shutdown_timeout_ms);
+    for (Worker& w : workers_) w.thread.detach();
+    workers_.clear();
+  }
+}
+
+std::string Server::stats_json(uid_t viewer) const {
+  const bool all = policy_->privileged(viewer);
   std::ostringstream o;
   uint64_t total = 0;
   o << "{\"sessions\": [";
   bool first = true;
-  for (auto& r : sessions_) {
-    const Session& s = *r.session;
-    if (s.finished()) continue;
-    total += s.object_count();
-    o << (first ? "" : ", ") << "{\"id\": " << s.id() << ", \"pid\": " << s.peer_pid()
-      << ", \"objects\": " << s.object_count() << ", \"records\": " << s.stats().records.load()
-      << ", \"bytes\": " << s.stats().bytes.load() << ", \"replies\": " << s.stats().replies.load()
-      << ", \"memory_bytes\": " << s.stats().memory_bytes.load() << "}";
+  for (const Worker& w : workers_) {
+    if (!all && w.peer.uid != viewer) continue;
+    const WorkerReport& r = *w.report;
+    if (r.state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
+    total += r.stats.objects.load();
+    o << (first ? "" : ", ") << "{\"id\": " << w.id << ", \"pid\": " << w.peer.pid << ", \"uid\": " << w.peer.uid
+      << ", \"worker_pid\": " << w.pid << ", \"objects\": " << r.stats.objects.load()
+      << ", \"records\": " << r.stats.records.load() << ", \"bytes\": " << r.stats.bytes.load()
+      << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load() << "}";
     first = false;
   }
   o << "], \"ended\": [";
   first = true;
-  for (auto& e : ended_) {
-    o << (first ? "" : ", ") << "{\"id\": " << e.id << ", \"pid\": " << e.pid << ", \"objects\": " << e.objects_left
-      << ", \"records\": " << e.records << ", \"reason\": \"" << json_escape(e.reason) << "\"}";
+  for (const Ended& e : ended_) {
+    if (!all && e.uid != viewer) continue;
+    o << (first ? "" : ", ") << "{\"id\": " << e.id << ", \"pid\": " << e.pid << ", \"uid\": " << e.uid
+      << ", \"end\": \"" << to_string(e.kind) << "\", \"objects\": " << e.objects_left << ", \"records\": " << e.records
+      << ", \"reason\": \"" << json_escape(e.reason) << "\"}";
     first = false;
   }
   o << "], \"live_objects\": " << total << "}\n";
@@ -99,60 +268,83 @@ std::string Server::stats_json() {
 void Server::serve_control(int lfd) {
   int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
   if (fd < 0) return;
+  const ucred viewer = transport::peer_credentials_of(fd);
   // One request line, one answer; bypassctl is the client. A slow client cannot stall guests
   // for long: the read waits at most 200 ms.
   pollfd p{fd, POLLIN, 0};
   char buf[64] = {};
-  if (poll(&p, 1, 200) == 1) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  int ready;
+  do {  // a worker's SIGCHLD interrupts poll(), which is never restarted
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    ready = poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+  } while (ready < 0 && errno == EINTR);
+  if (ready == 1) {
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
     buf[n > 0 ? n : 0] = 0;
   }
-  reap(false);
-  std::string reply = std::strncmp(buf, "stats", 5) == 0 ? stats_json() : std::string("{\"error\": \"unknown request\"}\n");
+  reap();
+  std::string reply = viewer.uid == static_cast<uid_t>(-1) ? std::string("{\"error\": \"unknown peer\"}\n")
+                      : std::strncmp(buf, "stats", 5) == 0  ? stats_json(viewer.uid)
+                                                            : std::string("{\"error\": \"unknown request\"}\n");
+  // Non-blocking, once: a client that does not read gets what fits.
+  fcntl(fd, F_SETFL, O_NONBLOCK);
   [[maybe_unused]] auto w = write(fd, reply.data(), reply.size());
   close(fd);
 }
 
 int Server::run(int stop_fd) {
   std::string error;
-  auto listener = transport::Listener::listen(config_.socket_path, &error);
-  if (!listener) {
+  policy_ = AccessPolicy::from_config(config_, &error);
+  if (!policy_) {
+    spdlog::error("{}", error);
+    return 2;
+  }
+  // A system service's directory is open to its users (the socket's own mode and group decide);
+  // a user's server keeps its directory to itself.
+  if (!transport::secure_socket_dir(config_.socket_path, geteuid() == 0 ? 0755 : 0700, &error)) {
     spdlog::error("cannot listen on {}: {}", config_.socket_path, error);
     return 1;
   }
-  spdlog::info("bypassd listening on unix:{} (protocol {}, schema {:016x})", listener->path(), wire::kProtocolVersion,
-               wire::kSchemaHash);
-  const std::string control_path = config_.control_path.empty() ? config_.socket_path + ".ctl" : config_.control_path;
-  int control_fd = listen_control(control_path);
-  if (control_fd < 0) spdlog::warn("no control socket at {}: bypassctl will not reach this server", control_path);
-  const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, "bypassd"};
-  transport::SessionOptions opts;
-  opts.ring_bytes = config_.ring_bytes;
-  while (true) {
-    pollfd fds[3] = {{listener->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {control_fd, POLLIN, 0}};
-    int n = poll(fds, control_fd >= 0 ? 3 : 2, 500);
-    if (control_fd >= 0 && (fds[2].revents & POLLIN)) serve_control(control_fd);
-    reap(false);
-    if (n < 0 && errno != EINTR) break;
-    if (fds[1].revents) {
-      spdlog::info("bypassd: shutting down, {} sessions open", sessions_.size());
-      break;
-    }
-    if (!(fds[0].revents & POLLIN)) continue;
-    auto channel = listener->accept(hello, opts, &error, transport::deadline_after(std::chrono::seconds(2)));
-    if (!channel) {
-      spdlog::warn("refused a guest: {}", error);
-      continue;
-    }
-    if (sessions_.size() >= config_.max_sessions) {
-      spdlog::warn("refused a guest (pid {}): {} sessions open, the limit", channel->peer_pid(), sessions_.size());
-      continue;
-    }
-    auto session = std::make_unique<Session>(next_id_++, std::move(*channel), config_);
-    Session* raw = session.get();
-    sessions_.push_back(Running{std::move(session), std::thread([raw] { raw->run(); })});
+  listener_ = transport::Listener::listen(config_.socket_path, &error);
+  if (!listener_) {
+    spdlog::error("cannot listen on {}: {}", config_.socket_path, error);
+    return 1;
   }
-  reap(true);
+  if (!listener_->path().empty()) {
+    if (policy_->socket_gid() != static_cast<gid_t>(-1) &&
+        chown(listener_->path().c_str(), static_cast<uid_t>(-1), policy_->socket_gid()) != 0)
+      spdlog::warn("cannot give {} to group {}: {}", listener_->path(), config_.socket_group, std::strerror(errno));
+    if (chmod(listener_->path().c_str(), config_.socket_mode) != 0)
+      spdlog::warn("cannot set the mode of {}: {}", listener_->path(), std::strerror(errno));
+  }
+  if (pipe2(child_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
+  g_child_pipe = child_pipe_[1];
+  struct sigaction sa {};
+  sa.sa_handler = on_child;
+  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  sigaction(SIGCHLD, &sa, nullptr);
+
+  spdlog::info("bypassd listening on unix:{} (protocol {}, schema {:016x}); sessions run in {}; {}",
+               listener_->path(), wire::kProtocolVersion, wire::kSchemaHash,
+               config_.isolation == Isolation::kProcess ? (config_.sandbox ? "sandboxed worker processes" : "worker processes (no seccomp)")
+                                                        : "threads of bypassd (no isolation)",
+               policy_->describe());
+  const std::string control_path = config_.control_path.empty() ? config_.socket_path + ".ctl" : config_.control_path;
+  int control_fd = listen_control(control_path, config_.socket_mode, policy_->socket_gid());
+  if (control_fd < 0) spdlog::warn("no control socket at {}: bypassctl will not reach this server", control_path);
+  while (true) {
+    pollfd fds[4] = {{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}};
+    int n = poll(fds, control_fd >= 0 ? 4 : 3, 500);
+    if (n < 0 && errno != EINTR) break;
+    if (fds[2].revents) drain(child_pipe_[0]);
+    reap();
+    if (control_fd >= 0 && (fds[3].revents & POLLIN)) serve_control(control_fd);
+    if (fds[1].revents) break;
+    if (fds[0].revents & POLLIN) accept_one();
+  }
+  shut_down();
+  listener_.reset();
   if (control_fd >= 0) {
     close(control_fd);
     unlink(control_path.c_str());

@@ -1,14 +1,20 @@
-// bypassd's accept loop: one session thread per guest.
+// bypassd's main process: accepts guests, applies the access policy and the limits, and runs
+// each session in a worker (a sandboxed process of its own by default; worker.h). It never
+// reads a guest's protocol stream or calls the driver itself, so no guest can crash it.
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <deque>
 #include <list>
+#include <optional>
 #include <string>
-#include <memory>
 #include <thread>
 
+#include "access.h"
 #include "config.h"
-#include "session.h"
+#include "worker.h"
 
 namespace bypass::host {
 
@@ -17,30 +23,47 @@ std::string default_socket_path();
 class Server {
  public:
   explicit Server(ServerConfig config) : config_(std::move(config)) {}
+  ~Server();
   // Serves until `stop_fd` becomes readable (a signal's self-pipe); returns the exit code.
   int run(int stop_fd);
 
  private:
-  struct Running {
-    std::unique_ptr<Session> session;
-    std::thread thread;
+  struct Worker {
+    uint64_t id = 0;
+    pid_t pid = -1;       // the worker process (Isolation::kProcess)
+    std::thread thread;   // or the worker thread (Isolation::kThread)
+    ucred peer{};         // the guest, from SO_PEERCRED at accept
+    WorkerReport* report = nullptr;
+    std::chrono::steady_clock::time_point started;
+    bool exited = false;  // the process was reaped (or the thread reported kEnded)
+    int wait_status = 0;  // waitpid()'s status once reaped
   };
-  void reap(bool all);
-  void serve_control(int fd);
-  std::string stats_json();
-
   struct Ended {
     uint64_t id;
     pid_t pid;
+    uid_t uid;
+    EndKind kind;
     std::string reason;
     uint64_t objects_left;
     uint64_t records;
   };
 
+  void accept_one();
+  bool start_worker(transport::UniqueFd conn, const ucred& peer);
+  void reap();
+  void finish(Worker& w);
+  void shut_down();
+  void serve_control(int fd);
+  std::string stats_json(uid_t viewer) const;
+  size_t pending_handshakes(uid_t uid) const;
+
   ServerConfig config_;
-  std::list<Running> sessions_;
+  std::optional<AccessPolicy> policy_;
+  std::optional<transport::Listener> listener_;
+  std::list<Worker> workers_;
   uint64_t next_id_ = 1;
   std::deque<Ended> ended_;  // the most recent sessions that ended, for bypassctl
+  int child_pipe_[2] = {-1, -1};  // SIGCHLD's self-pipe
 };
 
 }  // namespace bypass::host

@@ -25,8 +25,14 @@ const wire::Dispatch kNoDispatch{};
 
 }  // namespace
 
-Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& config)
-    : id_(id), channel_(std::move(channel)), config_(config), peer_pid_(channel_.peer_pid()) {
+Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& config, SessionStats* stats,
+                 const std::atomic<uint32_t>* stop_request)
+    : id_(id),
+      channel_(std::move(channel)),
+      config_(config),
+      peer_pid_(channel_.peer_pid()),
+      stop_request_(stop_request),
+      stats_(stats ? *stats : own_stats_) {
   gipa_ = vkGetInstanceProcAddr;
   decode.arena = &arena_;
   decode.handles = this;
@@ -65,6 +71,7 @@ void Session::run() {
     }
     if (st != Status::kOk) {
       end_reason_ = std::string("transport: ") + transport::to_string(st);
+      if (const std::string detail = channel_.error_text(); !detail.empty()) end_reason_ += ": " + detail;
       break;
     }
     if (msg.kind != wire::kMsgBatch) {
@@ -72,10 +79,28 @@ void Session::run() {
       break;
     }
     stats_.bytes.fetch_add(msg.payload.size(), std::memory_order_relaxed);
-    if (!process_batch(msg.payload.data(), msg.payload.size())) break;
+    const bool ok = process_batch(msg.payload.data(), msg.payload.size());
+    // A large batch's buffer is not kept for the rest of the session.
+    if (msg.payload.capacity() > (4u << 20)) std::vector<std::byte>().swap(msg.payload);
+    {
+      std::lock_guard lock(reply_mu_);
+      if (!send_failure_.empty()) {
+        end_reason_ = send_failure_;
+        break;
+      }
+    }
+    if (!ok) break;
   }
-  if (end_reason_.empty()) end_reason_ = "server shutting down";
+  if (end_reason_.empty()) {
+    std::lock_guard lock(reply_mu_);
+    end_reason_ = send_failure_;
+  }
+  if (end_reason_.empty()) {
+    end_reason_ = "server shutting down";
+    end_by_server_ = true;
+  }
   const bool clean = end_reason_ == "guest disconnected" || end_reason_ == "guest ended the session";
+  end_by_guest_ = clean;
   if (!clean) {
     // Tell the guest why before the socket closes; it may already be gone.
     channel_.send(wire::kMsgError, std::as_bytes(std::span(end_reason_)), transport::deadline_after(std::chrono::milliseconds(100)));
@@ -259,9 +284,21 @@ void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, con
   std::array<std::span<const std::byte>, 2> parts{
       std::as_bytes(std::span(&h, 1)), std::span(static_cast<const std::byte*>(data), size)};
   std::lock_guard lock(reply_mu_);
-  // A guest that stopped reading fills the ring; its death is noticed by the transport.
-  channel_.sendv(wire::kMsgReply, parts);
-  stats_.replies.fetch_add(1, std::memory_order_relaxed);
+  if (!send_failure_.empty()) return;  // the session is ending; nothing more goes out
+  // A guest that stopped reading fills the ring. Waiting for it is bounded: past the deadline
+  // the session ends (the decoder loop reads send_failure_), so neither this session's threads
+  // nor bypassd's shutdown can be held by it.
+  const Status st =
+      channel_.sendv(wire::kMsgReply, parts, transport::deadline_after(std::chrono::milliseconds(config_.send_timeout_ms)));
+  if (st == Status::kOk) {
+    stats_.replies.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  send_failure_ = st == Status::kTimeout
+                      ? "guest stopped reading replies (the reply ring stayed full for " +
+                            std::to_string(config_.send_timeout_ms) + " ms, --send-timeout)"
+                      : std::string("cannot send a reply: ") + transport::to_string(st);
+  closing_.store(true, std::memory_order_release);
 }
 
 wire::Builder& Session::reply_builder() {

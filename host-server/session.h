@@ -60,7 +60,10 @@ struct SessionStats {
 
 class Session final : public wire::HostContext, private wire::HandleMap {
  public:
-  Session(uint64_t id, transport::Channel channel, const ServerConfig& config);
+  // `stats` and `stop_request` may live in memory shared with bypassd's main process (a worker's
+  // report page); null: the session's own.
+  Session(uint64_t id, transport::Channel channel, const ServerConfig& config, SessionStats* stats = nullptr,
+          const std::atomic<uint32_t>* stop_request = nullptr);
   ~Session() override;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -73,6 +76,8 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   uint64_t id() const { return id_; }
   pid_t peer_pid() const { return peer_pid_; }
   const std::string& end_reason() const { return end_reason_; }
+  bool ended_by_guest() const { return end_by_guest_; }    // it left or disconnected
+  bool ended_by_server() const { return end_by_server_; }  // bypassd asked it to stop
   bool finished() const { return finished_.load(std::memory_order_acquire); }
   const SessionStats& stats() const { return stats_; }
   size_t object_count() const;
@@ -97,7 +102,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void track_submission(VkQueue queue);
   void quiesce();
   void drop_tracking(uint64_t device);
-  bool closing() const { return closing_.load(std::memory_order_acquire); }
+  bool closing() const {
+    return closing_.load(std::memory_order_acquire) ||
+           (stop_request_ && stop_request_->load(std::memory_order_acquire) != 0);
+  }
   // True while more input waits for the decoder (records left in the batch being decoded, or
   // a message in the receive ring): a blocking call must not keep the session thread then.
   bool input_waiting() const;
@@ -166,9 +174,16 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   size_t idle_waiters_ = 0;
 
   std::atomic<bool> closing_{false};
+  const std::atomic<uint32_t>* stop_request_;  // bypassd's "end now", or null
   std::atomic<bool> finished_{false};
   std::string end_reason_;
-  SessionStats stats_;
+  bool end_by_guest_ = false;
+  bool end_by_server_ = false;
+  // Set (under reply_mu_) when a reply could not be sent within --send-timeout: the guest stopped
+  // reading. The decoder loop ends the session with it.
+  std::string send_failure_;
+  SessionStats own_stats_;
+  SessionStats& stats_;
 };
 
 // Hand-written handlers, one registration function per object file.

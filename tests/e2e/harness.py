@@ -61,10 +61,12 @@ def _die_with_parent():
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def spawn(argv, env, stdout=None, stderr=None, stdin=subprocess.DEVNULL):
-    """Starts a child that dies with us; tracked for the final sweep."""
+def spawn(argv, env, stdout=None, stderr=None, stdin=subprocess.DEVNULL, user=None):
+    """Starts a child that dies with us; tracked for the final sweep. `user`: a uid to run it as
+    (its own group, no supplementary groups)."""
+    as_user = {} if user is None else {"user": user, "group": user, "extra_groups": []}
     proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, stdin=stdin,
-                            preexec_fn=_die_with_parent, close_fds=True)
+                            preexec_fn=_die_with_parent, close_fds=True, **as_user)
     proc.argv_text = " ".join(argv)
     _children.append(proc)
     return proc
@@ -137,8 +139,9 @@ def unsanitized_guest_env(env):
 class Bypassd:
     """One bypassd on a private socket, logging to a file."""
 
-    def __init__(self, workdir, extra_args=()):
+    def __init__(self, workdir, extra_args=(), user=None):
         self.workdir = workdir
+        self.user = user
         self.socket = os.path.join(workdir, "bypassd.sock")
         self.control = self.socket + ".ctl"
         self.log_path = os.path.join(workdir, "bypassd.log")
@@ -154,7 +157,8 @@ class Bypassd:
     def start(self, timeout=20.0):
         self._log_file = open(self.log_path, "ab")
         argv = [env_path("BYPASSD"), "--socket", self.socket, "--log-level", "debug"] + self.extra_args
-        self.proc = spawn(argv, native_env(self.workdir), stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.proc = spawn(argv, native_env(self.workdir), stdout=self._log_file, stderr=subprocess.STDOUT,
+                          user=self.user)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             check(self.proc.poll() is None,
@@ -176,9 +180,10 @@ class Bypassd:
         env["BYPASS_ENDPOINT"] = self.endpoint
         return env
 
-    def stats(self):
+    def stats(self, user=None):
+        as_user = {} if user is None else {"user": user, "group": user, "extra_groups": []}
         out = subprocess.run([env_path("BYPASSCTL"), "--control", self.control, "stats"], capture_output=True,
-                             text=True, timeout=10)
+                             text=True, timeout=10, **as_user)
         check(out.returncode == 0, f"bypassctl stats failed ({out.returncode}): {out.stderr.strip()}")
         try:
             return json.loads(out.stdout)
@@ -281,14 +286,14 @@ class Run:
 class Running:
     """A started process whose output goes to files (so a pipe can never fill and stall it)."""
 
-    def __init__(self, argv, env, workdir, tag, stdin=subprocess.DEVNULL):
+    def __init__(self, argv, env, workdir, tag, stdin=subprocess.DEVNULL, user=None):
         self.argv = argv
         self.out_path = os.path.join(workdir, tag + ".stdout")
         self.err_path = os.path.join(workdir, tag + ".stderr")
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
         self.start = time.monotonic()
-        self.proc = spawn(argv, env, stdout=self._out, stderr=self._err, stdin=stdin)
+        self.proc = spawn(argv, env, stdout=self._out, stderr=self._err, stdin=stdin, user=user)
         self.pid = self.proc.pid
 
     def stdout_text(self):
@@ -324,8 +329,8 @@ class Running:
         return Run(self.argv, self.proc.returncode, out, err, time.monotonic() - self.start, self.pid)
 
 
-def run(argv, env, workdir, tag, timeout):
-    return Running(argv, env, workdir, tag).wait(timeout)
+def run(argv, env, workdir, tag, timeout, user=None):
+    return Running(argv, env, workdir, tag, user=user).wait(timeout)
 
 
 def run_sample(name, env, workdir, tag, args=(), timeout=120):

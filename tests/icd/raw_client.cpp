@@ -237,6 +237,27 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (mode == "no-read") {
+    // A guest that asks and never reads the answers: the host's reply ring fills. Flood until
+    // the host gives up on us (our sends fail), then keep the connection open, still not
+    // reading, until killed.
+    std::vector<std::byte> many;
+    for (int i = 0; i < 64; ++i) append_record(many, wire::kCtlSessionStats, wire::kRecordWantsReply, nullptr, 0);
+    transport::Status st;
+    size_t sent = 0;
+    while ((st = ch->send(wire::kMsgBatch, many, transport::deadline_after(std::chrono::seconds(60)))) ==
+           transport::Status::kOk) {
+      sent += 64;
+      if (sent == 64 * 64) {
+        std::printf("flooding\n");
+        std::fflush(stdout);
+      }
+    }
+    std::printf("host-ended %s after %zu requests\n", status_name(st), sent);
+    std::fflush(stdout);
+    pause();
+    return 0;
+  }
   if (mode == "import-without-fd" && !setup_device(*ch)) {
     std::printf("device setup failed\n");
     return 1;

@@ -190,6 +190,23 @@ void Channel::close() {
 
 namespace {
 
+// A reassembly buffer larger than this is given back after its message instead of kept.
+constexpr size_t kKeptReassemblyBytes = 4u << 20;
+
+// Makes room for `needed` bytes of the message being reassembled, doubling at most up to the
+// announced total, so what the buffer holds is at most twice what has really arrived.
+bool grow_reassembly(Channel::Impl& s, uint64_t needed) {
+  try {
+    if (needed > s.reassembly.capacity())
+      s.reassembly.reserve(std::min<uint64_t>(s.reassembly_total,
+                                              std::max<uint64_t>(needed, 2 * s.reassembly.capacity())));
+    s.reassembly.resize(needed);
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  return true;
+}
+
 // Appends to `pieces` the byte range [offset, offset + size) of the concatenation of `parts`,
 // starting the search at part `*index` whose first byte is at concatenated offset `*base`.
 void slice_parts(std::span<const ByteSpan> parts, uint64_t offset, uint64_t size, size_t* index, uint64_t* base,
@@ -319,12 +336,14 @@ Status Channel::recv(Message& out, Deadline deadline) {
                                            " bytes refused (limit %" PRIu64 " bytes)",
                                            start.kind, start.total, s.max_message));
         }
-        try {
-          s.reassembly.resize(start.total);
-        } catch (const std::bad_alloc&) {
+        // The buffer grows with the data that arrives, never from the size the peer announced:
+        // a 24-byte chunk start claiming 256 MiB costs nothing until the bytes come.
+        s.reassembly_total = start.total;
+        s.reassembly.clear();
+        if (!grow_reassembly(s, data)) {
           return s.fail(Status::kProtocolError,
                         detail::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
-                                           start.total));
+                                           data));
         }
         s.rx.read(sizeof start, s.reassembly.data(), data);
         s.rx.pop();
@@ -340,6 +359,11 @@ Status Channel::recv(Message& out, Deadline deadline) {
                         detail::str_printf("receive ring: unexpected chunk of %u bytes (%" PRIu64 " of %" PRIu64
                                            " bytes reassembled)",
                                            h.size, s.reassembly_got, s.reassembly_total));
+        }
+        if (!grow_reassembly(s, s.reassembly_got + h.size)) {
+          return s.fail(Status::kProtocolError,
+                        detail::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
+                                           s.reassembly_got + h.size));
         }
         s.rx.read(0, s.reassembly.data() + s.reassembly_got, h.size);
         s.rx.pop();
@@ -362,6 +386,8 @@ Status Channel::recv(Message& out, Deadline deadline) {
       s.reassembling = false;
       out.kind = s.reassembly_kind;
       out.payload.swap(s.reassembly);  // the old payload buffer is reused for the next one
+      // ...unless it is large: a guest's one big upload must not stay resident for the session.
+      if (s.reassembly.capacity() > kKeptReassemblyBytes) std::vector<std::byte>().swap(s.reassembly);
       ++s.msgs_received;
       s.bytes_received.add(s.reassembly_total);
       return Status::kOk;

@@ -39,8 +39,9 @@ constexpr unsigned kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 bool is_power_of_two(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 bool map_shared(int fd, size_t size, Mapping* mapping, std::string* error) {
-  // MAP_POPULATE: fault the rings in now rather than on the first messages.
-  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  // No MAP_POPULATE: an idle session must not cost its whole ring size in resident memory
+  // (16 MiB at the default 8 MiB per ring); pages fault in as messages first reach them.
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
     *error = str_printf("cannot map the session region (%zu bytes): %s", size, std::strerror(errno));
     return false;

@@ -4,9 +4,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cinttypes>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -153,11 +155,19 @@ std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::s
   std::string why;
   const bool fences = detail::register_asymmetric_fences();
   const HelloPacket hello = make_hello(PacketType::kHello, mine, fences ? detail::kHelloFlagAsymmetricFences : 0);
+  Packet packet;
   if (detail::send_packet(fd, &hello, sizeof hello, {}, deadline, &why) != Status::kOk) {
-    set_error(error, "handshake failed: " + why);
+    // A server that refused us at once (a limit, its access policy) may have closed before
+    // our hello went out; its reason is still queued for us.
+    std::string text;
+    if (detail::recv_packet(fd, &packet, deadline_after(std::chrono::milliseconds(100)), &text) == Status::kOk &&
+        parse_reject(packet, &text)) {
+      set_error(error, text);
+    } else {
+      set_error(error, "handshake failed: " + why);
+    }
     return std::nullopt;
   }
-  Packet packet;
   const Status st = detail::recv_packet(fd, &packet, deadline, &why);
   if (st != Status::kOk) {
     set_error(error, st == Status::kPeerGone ? "handshake failed: the host closed the connection"
@@ -266,6 +276,63 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
   }
   return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, true, asymmetric, cred,
                                       std::move(guest));
+}
+
+void reject_connection(UniqueFd socket, const std::string& text) { send_reject(socket.get(), text); }
+
+ucred peer_credentials_of(int socket) { return peer_credentials(socket); }
+
+std::string default_socket_path() {
+  const uid_t uid = ::geteuid();
+  if (uid == 0) return kSystemSocketPath;
+  // $XDG_RUNTIME_DIR is the user's own 0700 directory. Without it, a directory named after the
+  // uid: the server creates it 0700 and refuses one that another user made first
+  // (secure_socket_dir), and a guest trusts only a server of its own uid or root.
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg == '/') {
+    return std::string(xdg) + "/bypass/bypassd.sock";
+  }
+  return str_printf("/tmp/bypass-%u/bypassd.sock", static_cast<unsigned>(uid));
+}
+
+bool secure_socket_dir(const std::string& socket_path, mode_t mode, std::string* error) {
+  const std::filesystem::path parent = std::filesystem::path(socket_path).parent_path();
+  if (parent.empty()) return true;
+  const uid_t me = ::geteuid();
+  if (::mkdir(parent.c_str(), mode) == 0) {
+    // mkdir honours the umask; the mode asked for is what we want.
+    if (::chmod(parent.c_str(), mode) != 0) {
+      set_error(error, str_printf("cannot set the mode of %s: %s", parent.c_str(), std::strerror(errno)));
+      return false;
+    }
+    return true;
+  }
+  if (errno == ENOENT) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent.parent_path(), ec);
+    if (!ec && ::mkdir(parent.c_str(), mode) == 0 && ::chmod(parent.c_str(), mode) == 0) return true;
+  }
+  struct stat st {};
+  if (::lstat(parent.c_str(), &st) != 0) {
+    set_error(error, str_printf("cannot create %s: %s", parent.c_str(), std::strerror(errno)));
+    return false;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    set_error(error, str_printf("%s is not a directory", parent.c_str()));
+    return false;
+  }
+  if (st.st_uid != me && st.st_uid != 0) {
+    set_error(error, str_printf("%s belongs to uid %u, not to us (uid %u) or root: another user may have made it "
+                                "to serve our guests; refusing to listen there",
+                                parent.c_str(), static_cast<unsigned>(st.st_uid), static_cast<unsigned>(me)));
+    return false;
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    set_error(error, str_printf("%s is writable by others (mode %04o) without the sticky bit: anyone could replace "
+                                "the socket; refusing to listen there",
+                                parent.c_str(), static_cast<unsigned>(st.st_mode & 07777)));
+    return false;
+  }
+  return true;
 }
 
 bool make_socket_pair(UniqueFd* first, UniqueFd* second, std::string* error) {

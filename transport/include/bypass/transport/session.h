@@ -10,6 +10,7 @@
 // region header before touching the rings. SO_PEERCRED identifies the peer on both sides.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -50,6 +51,23 @@ std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, s
 std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline);
 std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const SessionOptions& options,
                                      std::string* error, Deadline deadline);
+
+// Host side: refuses a connection before its handshake (a limit, the access policy). The guest's
+// connect() fails with `text` as its error. Best effort: the guest may already be gone.
+void reject_connection(UniqueFd socket, const std::string& text);
+
+// SO_PEERCRED of a connected UNIX socket (pid -1 and uid/gid -1 when unknown).
+ucred peer_credentials_of(int socket);
+
+// Where a server listens and a guest connects when nothing is configured: the system service's
+// socket for root, else $XDG_RUNTIME_DIR/bypass/bypassd.sock, else /tmp/bypass-UID/bypassd.sock.
+inline constexpr const char* kSystemSocketPath = "/run/bypass/bypassd.sock";
+std::string default_socket_path();
+
+// Makes the socket's directory (mode `mode`) or checks the one there: it must be ours or root's
+// and not writable by others without the sticky bit, so nobody else can put a socket of theirs
+// where our guests look. False with *error naming the directory and what is wrong.
+bool secure_socket_dir(const std::string& socket_path, mode_t mode, std::string* error);
 
 // A connected SOCK_SEQPACKET pair (close-on-exec), for fork-based tests and tools.
 bool make_socket_pair(UniqueFd* first, UniqueFd* second, std::string* error);

@@ -1,0 +1,148 @@
+#include "sandbox.h"
+
+#include <grp.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+namespace bypass::host {
+
+namespace {
+
+#if defined(__x86_64__)
+constexpr uint32_t kAuditArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+constexpr uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
+#else
+#error "bypassd's sandbox knows x86_64 and aarch64"
+#endif
+
+// Refused outright. Each is a way out of the worker or into another process, none is used by a
+// Vulkan driver. (Names absent on an architecture are skipped.)
+constexpr long kDenied[] = {
+    __NR_execve, __NR_execveat, __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev,
+#ifdef __NR_kcmp
+    __NR_kcmp,
+#endif
+#ifdef __NR_pidfd_getfd
+    __NR_pidfd_getfd,
+#endif
+#ifdef __NR_pidfd_send_signal
+    __NR_pidfd_send_signal,
+#endif
+#ifdef __NR_process_madvise
+    __NR_process_madvise,
+#endif
+    __NR_unshare, __NR_setns, __NR_mount, __NR_umount2, __NR_pivot_root, __NR_chroot,
+#ifdef __NR_fsopen
+    __NR_fsopen, __NR_fsmount, __NR_move_mount, __NR_open_tree,
+#endif
+    __NR_init_module, __NR_finit_module, __NR_delete_module, __NR_kexec_load,
+#ifdef __NR_kexec_file_load
+    __NR_kexec_file_load,
+#endif
+    __NR_bpf, __NR_perf_event_open, __NR_keyctl, __NR_add_key, __NR_request_key,
+    __NR_swapon, __NR_swapoff, __NR_reboot, __NR_acct, __NR_settimeofday, __NR_clock_settime,
+    __NR_adjtimex, __NR_clock_adjtime, __NR_sethostname, __NR_setdomainname,
+#ifdef __NR_iopl
+    __NR_iopl, __NR_ioperm,
+#endif
+    __NR_quotactl, __NR_open_by_handle_at, __NR_name_to_handle_at, __NR_fanotify_init,
+    __NR_setuid, __NR_setgid, __NR_setreuid, __NR_setregid, __NR_setresuid, __NR_setresgid,
+    __NR_setfsuid, __NR_setfsgid, __NR_setgroups, __NR_personality,
+    __NR_connect, __NR_bind, __NR_listen, __NR_accept, __NR_accept4,
+#ifdef __NR_mknod
+    __NR_mknod,
+#endif
+    __NR_mknodat,
+};
+
+struct Filter {
+  std::vector<sock_filter> code;
+  void stmt(uint16_t op, uint32_t k) { code.push_back(BPF_STMT(op, k)); }
+  void jump(uint16_t op, uint32_t k, uint8_t jt, uint8_t jf) { code.push_back(BPF_JUMP(op, k, jt, jf)); }
+  void load_nr() { stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)); }
+  // Low 32 bits of argument i (pids and socket domains fit).
+  void load_arg(int i) { stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args) + 8 * i); }
+  void ret(uint32_t action) { stmt(BPF_RET | BPF_K, action); }
+};
+
+constexpr uint32_t kRefuse = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
+
+std::vector<sock_filter> build_filter(pid_t self) {
+  Filter f;
+  // Another architecture's system-call numbers (e.g. i386 through int 0x80) mean other calls:
+  // refuse them all.
+  f.stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch));
+  f.jump(BPF_JMP | BPF_JEQ | BPF_K, kAuditArch, 1, 0);
+  f.ret(SECCOMP_RET_KILL_PROCESS);
+  f.load_nr();
+#if defined(__x86_64__)
+  // x32 calls carry this bit and would dodge the numbers below.
+  f.jump(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1);
+  f.ret(kRefuse);
+#endif
+  for (long nr : kDenied) {
+    f.jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 1);
+    f.ret(kRefuse);
+  }
+  // socket(): UNIX sockets only (socketpair for presentation); no network.
+  f.jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 4);
+  f.load_arg(0);
+  f.jump(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 0, 1);
+  f.ret(SECCOMP_RET_ALLOW);
+  f.ret(kRefuse);
+  // Signals: to this process (and its threads) only. abort() and raise() use these.
+  for (long nr : {static_cast<long>(__NR_kill), static_cast<long>(__NR_tgkill)}) {
+    f.jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 4);
+    f.load_arg(0);
+    f.jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(self), 0, 1);
+    f.ret(SECCOMP_RET_ALLOW);
+    f.ret(kRefuse);
+  }
+  // tkill names a thread id alone, which may be another process's.
+  f.jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_tkill, 0, 1);
+  f.ret(kRefuse);
+  f.ret(SECCOMP_RET_ALLOW);
+  return f.code;
+}
+
+bool fail(std::string* error, const char* step) {
+  *error = std::string(step) + ": " + std::strerror(errno);
+  return false;
+}
+
+}  // namespace
+
+bool enter_sandbox(const SandboxOptions& o, std::string* error) {
+  if (o.uid != static_cast<uid_t>(-1)) {
+    if (!o.user.empty() && initgroups(o.user.c_str(), o.gid) != 0) return fail(error, "initgroups");
+    if (setgid(o.gid) != 0) return fail(error, "setgid");
+    if (setuid(o.uid) != 0) return fail(error, "setuid");
+  }
+  const rlimit no_core{0, 0};
+  if (setrlimit(RLIMIT_CORE, &no_core) != 0) return fail(error, "RLIMIT_CORE");
+  if (o.data_limit != 0) {
+    const rlimit data{o.data_limit, o.data_limit};
+    if (setrlimit(RLIMIT_DATA, &data) != 0) return fail(error, "RLIMIT_DATA");
+  }
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return fail(error, "PR_SET_DUMPABLE");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail(error, "PR_SET_NO_NEW_PRIVS");
+  if (!o.seccomp) return true;
+  std::vector<sock_filter> code = build_filter(getpid());
+  const sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
+  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) return fail(error, "seccomp");
+  return true;
+}
+
+}  // namespace bypass::host

@@ -156,6 +156,13 @@ bool Server::start_worker(transport::UniqueFd conn, const ucred& peer) {
 void Server::finish(Worker& w) {
   const WorkerReport& r = *w.report;
   const bool reported = r.state.load(std::memory_order_acquire) == WorkerReport::kEnded;
+  if (w.listed) {
+    // Listed when it reported its end; a worker that then dies of a signal is still worth a line.
+    if (w.pid > 0 && WIFSIGNALED(w.wait_status))
+      spdlog::error("session {}: {} after its session ended", w.id, describe_exit(w.wait_status));
+    return;
+  }
+  w.listed = true;
   EndKind kind = reported ? static_cast<EndKind>(r.end_kind.load(std::memory_order_relaxed)) : EndKind::kWorkerDied;
   std::string reason = reported ? std::string(r.end_reason, strnlen(r.end_reason, sizeof r.end_reason)) : "";
   if (w.pid > 0 && (WIFSIGNALED(w.wait_status) || (!reported && WIFEXITED(w.wait_status)))) {
@@ -195,6 +202,9 @@ void Server::reap() {
   }
   for (auto it = workers_.begin(); it != workers_.end();) {
     if (!it->exited) {
+      // Its session is over (the guest may already be waiting on bypassctl for that) while the
+      // process is still on its way out: list it now.
+      if (!it->listed && it->report->state.load(std::memory_order_acquire) == WorkerReport::kEnded) finish(*it);
       ++it;
       continue;
     }

@@ -35,7 +35,8 @@ class Server {
     ucred peer{};         // the guest, from SO_PEERCRED at accept
     WorkerReport* report = nullptr;
     std::chrono::steady_clock::time_point started;
-    bool exited = false;  // the process was reaped (or the thread reported kEnded)
+    bool exited = false;  // the process was reaped (or the thread joined)
+    bool listed = false;  // its end is in ended_ (as soon as it reported kEnded, before the reap)
     int wait_status = 0;  // waitpid()'s status once reaped
   };
   struct Ended {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 
 namespace bypass::bench {
 
@@ -37,19 +38,32 @@ double clock_seconds(clockid_t clock) {
 
 void set_host_pid(int pid) { g_host_pid = pid; }
 
-CpuMeter::CpuMeter() {
-  // The host's process CPU-time clock counts all its threads, including ones that ended.
-  if (g_host_pid > 0 && clock_getcpuclockid(g_host_pid, &host_clock_) == 0) has_host_ = true;
+CpuMeter::CpuMeter() { has_host_ = g_host_pid > 0; }
+
+double CpuMeter::host_now() const {
+  double sum = 0;
+  for (clockid_t c : host_clocks_) sum += clock_seconds(c);
+  return sum;
 }
 
 void CpuMeter::start() {
   guest_start_ = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
-  if (has_host_) host_start_ = clock_seconds(host_clock_);
+  if (!has_host_) return;
+  // A process CPU-time clock counts all the process's threads, including ones that ended.
+  host_clocks_.clear();
+  std::vector<int> pids{g_host_pid};
+  std::ifstream children("/proc/" + std::to_string(g_host_pid) + "/task/" + std::to_string(g_host_pid) + "/children");
+  for (int pid; children >> pid;) pids.push_back(pid);
+  for (int pid : pids) {
+    clockid_t c{};
+    if (clock_getcpuclockid(pid, &c) == 0) host_clocks_.push_back(c);
+  }
+  host_start_ = host_now();
 }
 
 void CpuMeter::stop() {
   guest_s_ += clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - guest_start_;
-  if (has_host_) host_s_ += clock_seconds(host_clock_) - host_start_;
+  if (has_host_) host_s_ += host_now() - host_start_;
 }
 
 void CpuMeter::report(Report& out) const {

@@ -38,6 +38,8 @@ double percentile(std::vector<double>& values, double p);
 // natively, the driver's) and by the host server whose pid bench/run passes with --host-pid
 // (bypassd: decoder, waiter and driver threads). Unlike wall time it hardly depends on how busy
 // the machine is, so native CPU / (guest + host CPU) is a steady measure of what remoting costs.
+// With sessions in worker processes, the host's share is bypassd's and its workers' (its child
+// processes at start(), whose clocks count until they exit).
 class CpuMeter {
  public:
   CpuMeter();
@@ -47,7 +49,8 @@ class CpuMeter {
   void report(Report& out) const;
 
  private:
-  clockid_t host_clock_{};
+  double host_now() const;
+  std::vector<clockid_t> host_clocks_;
   bool has_host_ = false;
   double guest_s_ = 0, host_s_ = 0;
   double guest_start_ = 0, host_start_ = 0;

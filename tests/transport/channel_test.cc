@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -322,6 +323,34 @@ TEST(ChannelCorruptionTest, ChunkedMessageOverTheLimitIsRefusedBeforeAllocating)
   EXPECT_EQ(host.recv(m), Status::kProtocolError);
   EXPECT_NE(host.error_text().find("1099511627776 bytes refused (limit 1048576 bytes)"), std::string::npos)
       << host.error_text();
+}
+
+// VmRSS of this process in KiB.
+long resident_kib() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  long kib = -1;
+  char line[256];
+  while (f && std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+  if (f) std::fclose(f);
+  return kib;
+}
+
+TEST(ChannelCorruptionTest, ChunkStartAnnouncingAHugeMessageCostsOnlyWhatArrives) {
+  // 24 bytes that claim 256 MiB (within the limit) must not make the receiver allocate and
+  // zero 256 MiB: memory grows with the chunks that really come.
+  auto [guest, host] = make_pair(4096, 256 << 20);
+  Forger forger(guest);
+  const long before = resident_kib();
+  struct {
+    layout::ChunkStart start{1, 0, uint64_t{256} << 20};
+    uint64_t data = 0x1234;
+  } first;
+  forger.write(layout::kKindChunkStart, std::as_bytes(std::span(&first, 1)));
+  Message m;
+  EXPECT_EQ(host.recv(m, deadline_after(50ms)), Status::kTimeout);
+  const long grown = resident_kib() - before;
+  EXPECT_LT(grown, 8 * 1024) << "resident memory grew by " << grown << " KiB for 8 bytes of a chunked message";
 }
 
 TEST(ChannelCorruptionTest, ChunkOverflowingItsMessageIsAnError) {

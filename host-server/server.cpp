@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <vector>
 #include <sstream>
 
 #include "bypass/transport/session.h"
@@ -105,8 +106,8 @@ void Server::accept_one() {
   const ucred peer = transport::peer_credentials_of(conn.get());
   // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
   std::string refusal = policy_->check(conn.get(), peer);
-  if (refusal.empty() && workers_.size() >= config_.max_sessions) {
-    refusal = "bypassd refused the session: " + std::to_string(workers_.size()) +
+  if (refusal.empty() && live_sessions() >= config_.max_sessions && !wait_for_free_slot()) {
+    refusal = "bypassd refused the session: " + std::to_string(live_sessions()) +
               " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
   }
   if (refusal.empty() && pending_handshakes(peer.uid) >= config_.max_pending_per_uid) {
@@ -275,32 +276,46 @@ std::string Server::stats_json(uid_t viewer) const {
   return o.str();
 }
 
-void Server::serve_control(int lfd) {
-  int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-  if (fd < 0) return;
-  const ucred viewer = transport::peer_credentials_of(fd);
-  // One request line, one answer; bypassctl is the client. A slow client cannot stall guests
-  // for long: the read waits at most 200 ms.
-  pollfd p{fd, POLLIN, 0};
+void Server::accept_control(int lfd) {
+  transport::UniqueFd fd(accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  if (!fd) return;
+  constexpr size_t kMaxControlClients = 16;
+  if (control_clients_.size() >= kMaxControlClients) return;  // closed unanswered: retry later
+  const ucred peer = transport::peer_credentials_of(fd.get());
+  control_clients_.push_back(ControlClient{std::move(fd), peer, std::chrono::steady_clock::now() + std::chrono::seconds(2)});
+}
+
+void Server::answer_control(ControlClient& c) {
+  // One request line, one answer.
   char buf[64] = {};
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-  int ready;
-  do {  // a worker's SIGCHLD interrupts poll(), which is never restarted
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    ready = poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
-  } while (ready < 0 && errno == EINTR);
-  if (ready == 1) {
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    buf[n > 0 ? n : 0] = 0;
-  }
+  const ssize_t n = read(c.fd.get(), buf, sizeof(buf) - 1);
+  buf[n > 0 ? n : 0] = 0;
   reap();
-  std::string reply = viewer.uid == static_cast<uid_t>(-1) ? std::string("{\"error\": \"unknown peer\"}\n")
-                      : std::strncmp(buf, "stats", 5) == 0  ? stats_json(viewer.uid)
-                                                            : std::string("{\"error\": \"unknown request\"}\n");
+  const std::string reply = c.peer.uid == static_cast<uid_t>(-1) ? std::string("{\"error\": \"unknown peer\"}\n")
+                            : std::strncmp(buf, "stats", 5) == 0 ? stats_json(c.peer.uid)
+                                                                 : std::string("{\"error\": \"unknown request\"}\n");
   // Non-blocking, once: a client that does not read gets what fits.
-  fcntl(fd, F_SETFL, O_NONBLOCK);
-  [[maybe_unused]] auto w = write(fd, reply.data(), reply.size());
-  close(fd);
+  [[maybe_unused]] auto w = send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
+}
+
+size_t Server::live_sessions() const {
+  size_t n = 0;
+  for (const Worker& w : workers_) n += !w.listed;
+  return n;
+}
+
+bool Server::wait_for_free_slot() {
+  // A guest's short-lived first connection (the ICD asks for the instance extensions on one)
+  // may still be winding down when its next arrives: give ending sessions a moment.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
+  while (true) {
+    reap();
+    if (live_sessions() < config_.max_sessions) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    pollfd p{child_pipe_[0], POLLIN, 0};
+    poll(&p, 1, 5);
+    if (p.revents) drain(child_pipe_[0]);
+  }
 }
 
 int Server::run(int stop_fd) {
@@ -343,16 +358,26 @@ int Server::run(int stop_fd) {
   const std::string control_path = config_.control_path.empty() ? config_.socket_path + ".ctl" : config_.control_path;
   int control_fd = listen_control(control_path, config_.socket_mode, policy_->socket_gid());
   if (control_fd < 0) spdlog::warn("no control socket at {}: bypassctl will not reach this server", control_path);
+  std::vector<pollfd> fds;
   while (true) {
-    pollfd fds[4] = {{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}};
-    int n = poll(fds, control_fd >= 0 ? 4 : 3, 500);
+    fds.assign({{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
+    for (const ControlClient& c : control_clients_) fds.push_back({c.fd.get(), POLLIN, 0});
+    int n = poll(fds.data(), fds.size(), 500);
     if (n < 0 && errno != EINTR) break;
     if (fds[2].revents) drain(child_pipe_[0]);
     reap();
-    if (control_fd >= 0 && (fds[3].revents & POLLIN)) serve_control(control_fd);
+    const auto now = std::chrono::steady_clock::now();
+    size_t i = 4;
+    for (auto it = control_clients_.begin(); it != control_clients_.end(); ++i) {
+      const bool ready = n > 0 && fds[i].revents != 0;
+      if (ready) answer_control(*it);
+      it = ready || now >= it->deadline ? control_clients_.erase(it) : std::next(it);
+    }
+    if (control_fd >= 0 && (fds[3].revents & POLLIN)) accept_control(control_fd);
     if (fds[1].revents) break;
     if (fds[0].revents & POLLIN) accept_one();
   }
+  control_clients_.clear();
   shut_down();
   listener_.reset();
   if (control_fd >= 0) {

@@ -54,7 +54,18 @@ class Server {
   void reap();
   void finish(Worker& w);
   void shut_down();
-  void serve_control(int fd);
+  // Control requests (bypassctl): accepted, then answered when their line arrives, from the
+  // same poll loop; a client that says nothing is dropped after kControlDeadline and never
+  // holds up an accept.
+  struct ControlClient {
+    transport::UniqueFd fd;
+    ucred peer{};
+    std::chrono::steady_clock::time_point deadline;
+  };
+  void accept_control(int listen_fd);
+  void answer_control(ControlClient& c);
+  size_t live_sessions() const;
+  bool wait_for_free_slot();
   std::string stats_json(uid_t viewer) const;
   size_t pending_handshakes(uid_t uid) const;
 
@@ -65,6 +76,7 @@ class Server {
   uint64_t next_id_ = 1;
   std::deque<Ended> ended_;  // the most recent sessions that ended, for bypassctl
   int child_pipe_[2] = {-1, -1};  // SIGCHLD's self-pipe
+  std::list<ControlClient> control_clients_;
 };
 
 }  // namespace bypass::host

@@ -16,6 +16,8 @@ Cases (one ctest test each):
   stops-reading     a guest that floods requests and never reads the replies is ended after
                     --send-timeout with the reason named; a bypassd whose guest blocks its reply
                     path still shuts down within --shutdown-timeout
+  max-sessions      a guest beyond --max-sessions is refused with the limit named, in its own
+                    output and the log; served once a session is free
   access            a guest of a uid the policy does not allow gets a refusal naming the policy,
                     in its own output and bypassd's log; with --allow-user it renders; bypassctl
                     shows an unprivileged user only their own sessions
@@ -34,6 +36,7 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import time
 
@@ -335,6 +338,25 @@ def case_access(workdir, _):
     check(allowed.stop() == 0, "bypassd should exit 0 on SIGTERM")
 
 
+def case_max_sessions(workdir, _):
+    server = Bypassd(workdir, ["--max-sessions", "1"]).start()
+    holder = harness.Running([harness.env_path("BYPASS_PROBE"), "hold"], server.guest_env(), workdir, "holder",
+                             stdin=subprocess.PIPE)
+    session_of(server, holder.pid)
+    r = vulkaninfo(server.guest_env(), workdir, "refused")
+    text = r.stdout + r.stderr
+    expected = "bypassd refused the session: 1 sessions open, the limit (--max-sessions 1)"
+    check(r.returncode != 0 and expected in text, f"the refused guest should name the limit:\n{r.describe()}")
+    check(expected in server.log_text(), f"bypassd should log the refusal naming the limit:\n{server.log_text()[-3000:]}")
+    log("refused guest: " + next(line for line in text.splitlines() if "--max-sessions" in line).strip())
+    holder.close_stdin()
+    harness.check_ok(holder.wait(timeout=30), "the holding guest")
+    server.wait_gone(holder.pid)
+    again = vulkaninfo(server.guest_env(), workdir, "again")
+    harness.check_ok(again, "vulkaninfo once the session is free")
+    check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
+
+
 def case_server_identity(workdir, _):
     open_to_all(workdir)
     server = Bypassd(workdir, ["--socket-mode", "0666"], user=NOBODY).start()
@@ -433,5 +455,6 @@ if __name__ == "__main__":
         "stops-reading": case_stops_reading,
         "access": case_access,
         "server-identity": case_server_identity,
+        "max-sessions": case_max_sessions,
         "kill-cycles": case_kill_cycles,
     }))

@@ -278,7 +278,14 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
                                       std::move(guest));
 }
 
-void reject_connection(UniqueFd socket, const std::string& text) { send_reject(socket.get(), text); }
+void reject_connection(UniqueFd socket, const std::string& text) {
+  // Read what the guest already sent (its hello): closing with it unread would reset the
+  // connection, and the guest could see that instead of our reason.
+  std::byte discard[512];
+  while (::recv(socket.get(), discard, sizeof discard, MSG_DONTWAIT) > 0) {
+  }
+  send_reject(socket.get(), text);
+}
 
 ucred peer_credentials_of(int socket) { return peer_credentials(socket); }
 

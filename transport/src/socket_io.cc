@@ -77,6 +77,7 @@ Status send_packet(int socket, const void* data, size_t size, std::span<const in
 Status recv_packet(int socket, Packet* packet, Deadline deadline, std::string* error) {
   packet->fds.clear();
   packet->size = 0;
+  bool reset_seen = false;
   for (;;) {
     iovec iov{packet->bytes, sizeof packet->bytes};
     alignas(cmsghdr) std::byte control[CMSG_SPACE(sizeof(int) * kMaxReceivedFds)];
@@ -95,6 +96,12 @@ Status recv_packet(int socket, Packet* packet, Deadline deadline, std::string* e
         }
         pollfd p{socket, POLLIN, 0};
         (void)::poll(&p, 1, poll_timeout_ms(deadline));
+        continue;
+      }
+      // A peer that closed with our packets unread leaves ECONNRESET, reported (once) before
+      // what it sent us last: read on to get that (e.g. a host's reject).
+      if (errno == ECONNRESET && !reset_seen) {
+        reset_seen = true;
         continue;
       }
       if (errno == ECONNRESET || errno == ENOTCONN) {

@@ -20,6 +20,9 @@ packages=(
   iproute2 iputils-ping netcat-openbsd
   # VM-queue pipeline sample (zlib compression stage)
   zlib1g-dev
+  # VM guests (scripts/vm.sh): QEMU, a Debian kernel for the guest, busybox + cpio for its
+  # initramfs
+  qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio
 )
 
 missing=()

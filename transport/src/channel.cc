@@ -20,9 +20,6 @@ using layout::RecordHeader;
 
 namespace {
 
-// A blocked wait re-checks the peer's socket this often: the bound on noticing a dead peer.
-constexpr std::chrono::milliseconds kLivenessSlice{20};
-
 enum class Ready { kYes, kNo, kCorrupt };
 
 uint32_t current_cpu() {
@@ -54,13 +51,13 @@ bool note_cpu_and_check_colocated(const Channel::Impl& s) {
   return mine != layout::kUnknownCpu && s.peer_cpu->load(std::memory_order_relaxed) == mine;
 }
 
-// Waits until check() says kYes: spins (adaptive budget), then sleeps on the ring's futex in
-// slices, checking between slices whether the peer's socket end has closed. `Ring` is
+// Waits until check() says kYes: spins (adaptive budget), then sleeps on the ring's wait word
+// (futex or polling, as the link does it) in slices, asking the link between slices whether
+// the peer died. `Ring` is
 // RingProducer (waiting for space) or RingConsumer (waiting for data).
 template <typename Ring, typename Check>
 Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sleeps, Deadline deadline,
                 Check&& check) {
-  const int socket = s.socket.get();
   const bool timed = deadline != kForever;
   if (timed && Clock::now() >= deadline) return check() == Ready::kYes ? Status::kOk : Status::kTimeout;
   const bool colocated = note_cpu_and_check_colocated(s);
@@ -96,15 +93,15 @@ Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sl
       ring.cancel_sleep();
       return Status::kTimeout;
     }
-    // The socket is the liveness signal. Look at it only after a sleep ran out (no wake came),
-    // which bounds the detection time by one slice and costs nothing on a busy stream.
-    if (slept_out && detail::peer_hung_up(socket)) {
+    // Ask about the peer's life only after a sleep ran out (no wake came), which bounds the
+    // detection time by one slice and costs nothing on a busy stream.
+    if (slept_out && s.link->peer_gone()) {
       ring.cancel_sleep();
       // What the peer did before it died still counts.
       r = check();
       return r == Ready::kYes ? Status::kOk : r == Ready::kCorrupt ? Status::kProtocolError : Status::kPeerGone;
     }
-    const auto slice = std::min<Clock::duration>(kLivenessSlice, deadline - now);
+    const auto slice = std::min<Clock::duration>(s.link->liveness_slice(), deadline - now);
     slept_out = ring.sleep(token, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
     ++sleeps;
   }
@@ -145,21 +142,20 @@ Status Channel::Impl::write_record(uint32_t kind, std::span<const ByteSpan> reco
   }
 }
 
-Channel detail::ChannelFactory::make(UniqueFd socket, Mapping mapping, const RegionLayout& region, bool is_host,
+Channel detail::ChannelFactory::make(std::unique_ptr<Link> link, const RegionLayout& region, bool is_host,
                                      bool asymmetric_fences, const ucred& peer_cred, Hello peer_hello) {
   auto impl = std::make_unique<Channel::Impl>();
   const auto& tx_ring = region.rings[is_host ? layout::kReplyRing : layout::kCommandRing];
   const auto& rx_ring = region.rings[is_host ? layout::kCommandRing : layout::kReplyRing];
-  std::byte* base = mapping.base();
+  std::byte* base = link->region().data();
   impl->tx = RingProducer(reinterpret_cast<layout::RingControl*>(base + tx_ring.control_offset),
-                          base + tx_ring.data_offset, tx_ring.capacity, asymmetric_fences);
+                          base + tx_ring.data_offset, tx_ring.capacity, asymmetric_fences, link.get());
   impl->rx = RingConsumer(reinterpret_cast<layout::RingControl*>(base + rx_ring.control_offset),
-                          base + rx_ring.data_offset, rx_ring.capacity, asymmetric_fences);
+                          base + rx_ring.data_offset, rx_ring.capacity, asymmetric_fences, link.get());
   auto* hints = reinterpret_cast<layout::SchedulingHints*>(base + region.hints_offset);
   impl->my_cpu = is_host ? &hints->host_cpu : &hints->guest_cpu;
   impl->peer_cpu = is_host ? &hints->guest_cpu : &hints->host_cpu;
-  impl->socket = std::move(socket);
-  impl->mapping = std::move(mapping);
+  impl->link = std::move(link);
   impl->max_message = region.max_message;
   impl->peer_cred = peer_cred;
   impl->peer_hello = std::move(peer_hello);
@@ -185,7 +181,7 @@ void Channel::close() {
     std::string ignored;
     (void)s.tx.try_write(layout::kKindGoodbye, {}, &ignored);
   }
-  impl_.reset();  // closes the socket (the peer's liveness signal) and unmaps the region
+  impl_.reset();  // releases the link: closes the socket (the peer's liveness signal), unmaps
 }
 
 namespace {
@@ -402,21 +398,23 @@ Status Channel::send_fds(uint64_t tag, std::span<const int> fds, Deadline deadli
   Impl& s = *impl_;
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
   if (fds.size() > kMaxFdsPerMessage) return Status::kTooLarge;
+  if (s.link->socket() < 0) return Status::kClosed;  // no fd crosses this medium (a VM)
   detail::FdsPacket packet{};
   packet.header = {detail::kPacketMagic, static_cast<uint16_t>(detail::PacketType::kFds), 0};
   packet.count = static_cast<uint32_t>(fds.size());
   packet.tag = tag;
   std::string error;
-  return detail::send_packet(s.socket.get(), &packet, sizeof packet, fds, deadline, &error);
+  return detail::send_packet(s.link->socket(), &packet, sizeof packet, fds, deadline, &error);
 }
 
 Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline) {
   if (!impl_) return Status::kClosed;
   Impl& s = *impl_;
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
+  if (s.link->socket() < 0) return Status::kClosed;  // no fd crosses this medium (a VM)
   detail::Packet packet;
   std::string error;
-  const Status st = detail::recv_packet(s.socket.get(), &packet, deadline, &error);
+  const Status st = detail::recv_packet(s.link->socket(), &packet, deadline, &error);
   if (st == Status::kProtocolError) return s.fail(st, "socket: " + error);
   if (st != Status::kOk) return st;
   detail::FdsPacket fp;
@@ -436,7 +434,9 @@ Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline
   return Status::kOk;
 }
 
-bool Channel::peer_alive() const { return impl_ && !detail::peer_hung_up(impl_->socket.get()); }
+bool Channel::carries_fds() const { return impl_ && impl_->link->socket() >= 0; }
+std::span<std::byte> Channel::shared_heap() const { return impl_ ? impl_->link->heap() : std::span<std::byte>(); }
+bool Channel::peer_alive() const { return impl_ && !impl_->link->peer_gone(); }
 pid_t Channel::peer_pid() const { return impl_ ? impl_->peer_cred.pid : -1; }
 uid_t Channel::peer_uid() const { return impl_ ? impl_->peer_cred.uid : static_cast<uid_t>(-1); }
 gid_t Channel::peer_gid() const { return impl_ ? impl_->peer_cred.gid : static_cast<gid_t>(-1); }
@@ -446,7 +446,7 @@ const Hello& Channel::peer_hello() const {
   return impl_ ? impl_->peer_hello : kNone;
 }
 
-int Channel::socket_fd() const { return impl_ ? impl_->socket.get() : -1; }
+int Channel::socket_fd() const { return impl_ ? impl_->link->socket() : -1; }
 
 void Channel::set_spin(uint32_t max_spins) {
   if (!impl_) return;
@@ -478,7 +478,7 @@ std::string Channel::error_text() const {
 
 std::span<std::byte> Channel::region_for_testing() const {
   if (!impl_) return {};
-  return {impl_->mapping.base(), impl_->mapping.size()};
+  return impl_->link->region();
 }
 
 }  // namespace bypass::transport

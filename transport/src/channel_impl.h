@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bypass/transport/channel.h"
+#include "bypass/transport/link.h"
 #include "bypass/transport/session.h"
 #include "region.h"
 
@@ -43,8 +44,9 @@ struct SpinState {
 };
 
 struct Channel::Impl {
-  UniqueFd socket;
-  detail::Mapping mapping;
+  // The medium: region, wake-ups, peer death (a memfd + socket, or a VM's device slot).
+  // Declared first so it is destroyed last: the rings point into its region.
+  std::unique_ptr<Link> link;
   RingProducer tx;
   RingConsumer rx;
   uint64_t max_message = 0;
@@ -85,8 +87,9 @@ struct Channel::Impl {
 namespace detail {
 struct ChannelFactory {
   // `is_host`: the host writes the reply ring and reads the command ring; the guest the reverse.
-  static Channel make(UniqueFd socket, Mapping mapping, const RegionLayout& region, bool is_host,
-                      bool asymmetric_fences, const ucred& peer_cred, Hello peer_hello);
+  // `region` was validated against link->region().
+  static Channel make(std::unique_ptr<Link> link, const RegionLayout& region, bool is_host, bool asymmetric_fences,
+                      const ucred& peer_cred, Hello peer_hello);
 };
 }  // namespace detail
 

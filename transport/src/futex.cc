@@ -1,5 +1,7 @@
 #include "futex.h"
 
+#include "bypass/transport/link.h"
+
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
@@ -49,3 +51,22 @@ void heavy_fence() {
 }
 
 }  // namespace bypass::transport::detail
+
+namespace bypass::transport {
+
+namespace {
+class FutexWaker final : public Waker {
+ public:
+  void wake(std::atomic<uint32_t>* word) override { detail::futex_wake(word); }
+  bool sleep(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) override {
+    return detail::futex_wait(word, expected, timeout);
+  }
+};
+}  // namespace
+
+Waker& futex_waker() {
+  static FutexWaker waker;
+  return waker;
+}
+
+}  // namespace bypass::transport

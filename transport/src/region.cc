@@ -81,6 +81,21 @@ bool plan_region(const SessionOptions& options, RegionLayout* out, std::string* 
   return true;
 }
 
+void write_region(const RegionLayout& plan, std::byte* base) {
+  for (uint32_t i = 0; i < layout::kRingCount; ++i) new (base + plan.rings[i].control_offset) RingControl{};
+  auto* hints = new (base + plan.hints_offset) layout::SchedulingHints{};
+  hints->guest_cpu.store(layout::kUnknownCpu, std::memory_order_relaxed);
+  hints->host_cpu.store(layout::kUnknownCpu, std::memory_order_relaxed);
+  RegionHeader header{};
+  header.magic = layout::kRegionMagic;
+  header.layout_version = layout::kLayoutVersion;
+  header.region_size = plan.size;
+  header.max_message = plan.max_message;
+  for (uint32_t i = 0; i < layout::kRingCount; ++i) header.rings[i] = plan.rings[i];
+  header.hints_offset = plan.hints_offset;
+  std::memcpy(base, &header, sizeof header);
+}
+
 bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, std::string* error) {
   UniqueFd fd(::memfd_create("bypass-session", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) {
@@ -98,20 +113,7 @@ bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, 
   }
   Mapping map;
   if (!map_shared(fd.get(), plan.size, &map, error)) return false;
-
-  for (uint32_t i = 0; i < layout::kRingCount; ++i) new (map.base() + plan.rings[i].control_offset) RingControl{};
-  auto* hints = new (map.base() + plan.hints_offset) layout::SchedulingHints{};
-  hints->guest_cpu.store(layout::kUnknownCpu, std::memory_order_relaxed);
-  hints->host_cpu.store(layout::kUnknownCpu, std::memory_order_relaxed);
-  RegionHeader header{};
-  header.magic = layout::kRegionMagic;
-  header.layout_version = layout::kLayoutVersion;
-  header.region_size = plan.size;
-  header.max_message = plan.max_message;
-  for (uint32_t i = 0; i < layout::kRingCount; ++i) header.rings[i] = plan.rings[i];
-  header.hints_offset = plan.hints_offset;
-  std::memcpy(map.base(), &header, sizeof header);
-
+  write_region(plan, map.base());
   *memfd = std::move(fd);
   *mapping = std::move(map);
   return true;
@@ -136,9 +138,19 @@ bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* er
   }
   Mapping map;
   if (!map_shared(memfd, size, &map, error)) return false;
+  if (!validate_region({map.base(), map.size()}, out, error)) return false;
+  *mapping = std::move(map);
+  return true;
+}
 
+bool validate_region(std::span<const std::byte> region, RegionLayout* out, std::string* error) {
+  const uint64_t size = region.size();
+  if (size < layout::kDataOffset) {
+    *error = str_printf("session region has an invalid size (%" PRIu64 " bytes)", size);
+    return false;
+  }
   RegionHeader header;
-  std::memcpy(&header, map.base(), sizeof header);
+  std::memcpy(&header, region.data(), sizeof header);
   if (header.magic != layout::kRegionMagic || header.layout_version != layout::kLayoutVersion) {
     *error = str_printf("session region has magic 0x%08x layout version %u, expected 0x%08x version %u", header.magic,
                         header.layout_version, layout::kRegionMagic, layout::kLayoutVersion);
@@ -146,7 +158,7 @@ bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* er
   }
   if (header.region_size != size || header.max_message == 0) {
     *error = str_printf("session region header says %" PRIu64 " bytes (max message %" PRIu64
-                        ") but the memfd holds %" PRIu64,
+                        ") but the region holds %" PRIu64,
                         header.region_size, header.max_message, size);
     return false;
   }
@@ -186,7 +198,6 @@ bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* er
   for (uint32_t i = 0; i < layout::kRingCount; ++i) result.rings[i] = header.rings[i];
   result.hints_offset = header.hints_offset;
   *out = result;
-  *mapping = std::move(map);
   return true;
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -45,6 +46,13 @@ struct RegionLayout {
 };
 
 bool plan_region(const SessionOptions& options, RegionLayout* out, std::string* error);
+
+// Writes the header and empty rings of `plan` at `base` (plan.size bytes of shared memory).
+void write_region(const RegionLayout& plan, std::byte* base);
+
+// Checks a region's header (every piece inside, no two overlapping) into *out, from a copy: the
+// shared bytes are not read again.
+bool validate_region(std::span<const std::byte> region, RegionLayout* out, std::string* error);
 
 // Host: creates the sealed memfd, maps it and writes the header and empty rings.
 bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, std::string* error);

@@ -24,8 +24,14 @@ void set_error(std::string* error, std::string text) {
 // ---------------------------------------------------------------------------------------------
 // Producer
 
-RingProducer::RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences)
-    : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), asymmetric_(asymmetric_fences) {}
+RingProducer::RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences,
+                           Waker* waker)
+    : control_(control),
+      data_(data),
+      capacity_(capacity),
+      mask_(capacity - 1),
+      asymmetric_(asymmetric_fences),
+      waker_(waker != nullptr ? waker : &futex_waker()) {}
 
 bool RingProducer::refresh_tail(std::string* error) {
   // Pairs with the consumer's tail store in pop(): once we see the new tail, the consumer
@@ -101,7 +107,7 @@ RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const Byte
   if (sleeping != 0 && control_->consumer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
     // Bumping the futex word makes a consumer that is about to call FUTEX_WAIT return at once.
     control_->data_seq.fetch_add(1, std::memory_order_release);
-    detail::futex_wake(&control_->data_seq);
+    waker_->wake(&control_->data_seq);
     ++wakes_;
   }
   return Result::kDone;
@@ -124,14 +130,20 @@ uint32_t RingProducer::announce_sleep() {
 void RingProducer::cancel_sleep() { control_->producer_sleeping.store(0, std::memory_order_relaxed); }
 
 bool RingProducer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
-  return detail::futex_wait(&control_->space_seq, token, timeout);
+  return waker_->sleep(&control_->space_seq, token, timeout);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Consumer
 
-RingConsumer::RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences)
-    : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), asymmetric_(asymmetric_fences) {}
+RingConsumer::RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences,
+                           Waker* waker)
+    : control_(control),
+      data_(data),
+      capacity_(capacity),
+      mask_(capacity - 1),
+      asymmetric_(asymmetric_fences),
+      waker_(waker != nullptr ? waker : &futex_waker()) {}
 
 bool RingConsumer::has_data() const {
   // Pairs with the producer's head store in try_write(); seq_cst so that after
@@ -205,7 +217,7 @@ void RingConsumer::pop() {
   }
   if (sleeping != 0 && control_->producer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
     control_->space_seq.fetch_add(1, std::memory_order_release);
-    detail::futex_wake(&control_->space_seq);
+    waker_->wake(&control_->space_seq);
     ++wakes_;
   }
 }
@@ -225,7 +237,7 @@ uint32_t RingConsumer::announce_sleep() {
 void RingConsumer::cancel_sleep() { control_->consumer_sleeping.store(0, std::memory_order_relaxed); }
 
 bool RingConsumer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
-  return detail::futex_wait(&control_->data_seq, token, timeout);
+  return waker_->sleep(&control_->data_seq, token, timeout);
 }
 
 }  // namespace bypass::transport

@@ -15,8 +15,10 @@
 
 #include "channel_impl.h"
 #include "futex.h"
+#include "handshake.h"
 #include "region.h"
 #include "socket_io.h"
+#include "socket_link.h"
 #include "text.h"
 
 namespace bypass::transport {
@@ -96,19 +98,6 @@ void send_reject(int socket, const std::string& text) {
   (void)detail::send_packet(socket, &p, sizeof p, {}, deadline_after(std::chrono::milliseconds(100)), &ignored);
 }
 
-// Empty if the two sides can talk, else the one line both of them report.
-std::string compare_versions(const Hello& guest, uint32_t guest_transport, const Hello& host, uint32_t host_transport) {
-  const char* what = guest_transport != host_transport                 ? "transport version"
-                     : guest.protocol_version != host.protocol_version ? "protocol version"
-                     : guest.schema_hash != host.schema_hash           ? "schema hash"
-                                                                       : nullptr;
-  if (what == nullptr) return {};
-  return str_printf("handshake refused: %s mismatch: guest '%s' has protocol %u schema 0x%016" PRIx64
-                    " transport %u, host '%s' has protocol %u schema 0x%016" PRIx64 " transport %u",
-                    what, guest.peer_name.c_str(), guest.protocol_version, guest.schema_hash, guest_transport,
-                    host.peer_name.c_str(), host.protocol_version, host.schema_hash, host_transport);
-}
-
 ucred peer_credentials(int socket) {
   ucred cred{-1, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
   socklen_t len = sizeof cred;
@@ -150,6 +139,19 @@ bool parse_endpoint(const std::string& endpoint, sockaddr_un* addr, socklen_t* l
 
 }  // namespace
 
+std::string detail::compare_versions(const Hello& guest, uint32_t guest_transport, const Hello& host,
+                                     uint32_t host_transport) {
+  const char* what = guest_transport != host_transport                 ? "transport version"
+                     : guest.protocol_version != host.protocol_version ? "protocol version"
+                     : guest.schema_hash != host.schema_hash           ? "schema hash"
+                                                                       : nullptr;
+  if (what == nullptr) return {};
+  return str_printf("handshake refused: %s mismatch: guest '%s' has protocol %u schema 0x%016" PRIx64
+                    " transport %u, host '%s' has protocol %u schema 0x%016" PRIx64 " transport %u",
+                    what, guest.peer_name.c_str(), guest.protocol_version, guest.schema_hash, guest_transport,
+                    host.peer_name.c_str(), host.protocol_version, host.schema_hash, host_transport);
+}
+
 std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline) {
   const int fd = socket.get();
   std::string why;
@@ -189,7 +191,7 @@ std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::s
   }
   Hello me = mine;
   me.peer_name = detail::printable(mine.peer_name, kMaxNameBytes);
-  if (text = compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {
+  if (text = detail::compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {
     send_reject(fd, text);
     set_error(error, text);
     return std::nullopt;
@@ -209,8 +211,8 @@ std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::s
   }
   const ucred cred = peer_credentials(fd);
   const bool asymmetric = fences && (agreed & detail::kHelloFlagAsymmetricFences) != 0;
-  return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, false, asymmetric, cred,
-                                      std::move(host));
+  return detail::ChannelFactory::make(std::make_unique<detail::SocketLink>(std::move(socket), std::move(mapping)),
+                                      region, false, asymmetric, cred, std::move(host));
 }
 
 std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const SessionOptions& options,
@@ -235,7 +237,7 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
   }
   Hello me = mine;
   me.peer_name = detail::printable(mine.peer_name, kMaxNameBytes);
-  if (std::string text = compare_versions(guest, guest_transport, me, kTransportVersion); !text.empty()) {
+  if (std::string text = detail::compare_versions(guest, guest_transport, me, kTransportVersion); !text.empty()) {
     send_reject(fd, text);
     set_error(error, who + ": " + text);
     return std::nullopt;
@@ -274,8 +276,8 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
     set_error(error, who + ": " + text);
     return std::nullopt;
   }
-  return detail::ChannelFactory::make(std::move(socket), std::move(mapping), region, true, asymmetric, cred,
-                                      std::move(guest));
+  return detail::ChannelFactory::make(std::make_unique<detail::SocketLink>(std::move(socket), std::move(mapping)),
+                                      region, true, asymmetric, cred, std::move(guest));
 }
 
 void reject_connection(UniqueFd socket, const std::string& text) {

@@ -1,6 +1,8 @@
 // One endpoint of a session: it writes its transmit ring, reads its receive ring (both in the
-// shared session region) and owns the UNIX socket that carries file descriptors and tells us
-// when the peer is gone. Channels are made by connect() / Listener::accept() (session.h).
+// shared session region) and owns the link under them (link.h): on one machine the UNIX socket
+// that carries file descriptors and tells us when the peer is gone, for a VM a slot of the
+// shared-memory device. Channels are made by connect() / Listener::accept() (session.h) and by
+// connect_vm() / accept_vm() (vm.h).
 //
 // Not thread-safe as a whole, but the send side (send, sendv, send_fds) and the receive side
 // (recv, poll_ready, recv_fds) may each be used by its own thread at the same time.
@@ -47,12 +49,15 @@ class Channel {
 
   // File descriptors over the socket (SCM_RIGHTS), tagged so the receiver can match them to
   // ring messages. At most kMaxFdsPerMessage per call. recv_fds hands ownership of the
-  // received fds to the caller.
+  // received fds to the caller. kClosed on a link that carries no fds (carries_fds()).
   static constexpr size_t kMaxFdsPerMessage = 64;
   Status send_fds(uint64_t tag, std::span<const int> fds, Deadline deadline = kForever);
   Status recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline = kForever);
 
-  bool peer_alive() const;  // false once the peer's socket end has closed
+  bool carries_fds() const;
+  // Memory shared beside the rings for the host to sub-allocate (a VM slot's heap), or empty.
+  std::span<std::byte> shared_heap() const;  // false on a VM link: no file descriptor crosses a VM boundary
+  bool peer_alive() const;   // false once the peer's socket end has closed (VM: its heartbeat stopped)
   pid_t peer_pid() const;   // SO_PEERCRED at connection time
   uid_t peer_uid() const;
   gid_t peer_gid() const;

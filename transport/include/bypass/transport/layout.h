@@ -132,4 +132,81 @@ static_assert(std::is_trivially_copyable_v<RegionHeader> && std::is_trivially_co
               std::is_trivially_copyable_v<ChunkStart>);
 static_assert(max_record_payload(kMinRingBytes) > sizeof(ChunkStart), "a chunk must carry data");
 
+// ---------------------------------------------------------------------------------------------
+// A VM guest's device (QEMU ivshmem BAR 2, a file bypassd maps on the host). Written by bypassd
+// when it creates the file; QEMU only maps it. A device holds `slot_count` session slots: one
+// guest process of the VM per slot at a time, each with its own session region and its own
+// heap of host-visible memory, so no slot's guest can reach another's rings.
+//
+//   offset 0                          VmDeviceHeader (+ the VmSlot array), kVmHeaderBytes
+//   offset kVmHeaderBytes + i * slot  slot i: a session region (RegionHeader, rings: as above),
+//                                     then its heap up to the next slot
+//
+// Session life, per slot (`state`, the guest claims, the host answers):
+//   kSlotFree -> (guest CAS) kSlotClaimed -> guest wrote its hello -> kSlotRequested
+//   -> host checked it, wrote the region and its own hello -> kSlotActive
+//   or host refused -> kSlotRejected (reject_text says why; the guest frees the slot)
+//   A session's end (goodbye, a dead peer, bypassd's worker gone): bypassd sets kSlotFree.
+// Peer death: bypassd's main process bumps host_heartbeat every kVmHeartbeatPeriod; a guest
+// whose session is open bumps its slot's guest_heartbeat as often. A heartbeat that stands
+// still for the peer's timeout means that side is gone (killed, VM reset, bypassd dead).
+inline constexpr uint32_t kVmMagic = 0x56505942;  // "BYPV" in memory order
+inline constexpr uint32_t kVmLayoutVersion = 1;
+inline constexpr uint32_t kVmMaxSlots = 8;
+inline constexpr uint64_t kVmHeaderBytes = 64 * 1024;
+inline constexpr uint64_t kVmHeapAlign = 64 * 1024;  // heap start and allocation granule
+
+inline constexpr uint32_t kSlotFree = 0;
+inline constexpr uint32_t kSlotClaimed = 1;
+inline constexpr uint32_t kSlotRequested = 2;
+inline constexpr uint32_t kSlotActive = 3;
+inline constexpr uint32_t kSlotRejected = 4;
+
+// A hello across the VM boundary: what HelloPacket carries on a socket.
+struct VmHello {
+  uint32_t transport_version;
+  uint32_t protocol_version;
+  uint64_t schema_hash;
+  uint32_t name_bytes;
+  char name[64];
+  uint32_t reserved;
+};
+
+struct VmSlot {
+  // Session state (kSlot*). The guest CASes Free -> Claimed and stores Requested after its
+  // hello (release; pairs with the host's acquire load before it copies the hello). The host
+  // stores Active/Rejected after its reply (release; pairs with the guest's acquire load) and
+  // Free when the session ended.
+  alignas(kCacheLine) std::atomic<uint32_t> state;
+  // Bumped by the guest when it claims the slot: a guest whose session ended sees a new
+  // generation (or another state) and knows the slot is no longer its own.
+  std::atomic<uint32_t> generation;
+  // Bumped by the guest's heartbeat thread while its session is open (relaxed; read by the host).
+  alignas(kCacheLine) std::atomic<uint64_t> guest_heartbeat;
+  alignas(kCacheLine) VmHello guest_hello;  // written by the guest before kSlotRequested
+  VmHello host_hello;                       // written by the host before kSlotActive
+  uint32_t reject_bytes;                    // written by the host before kSlotRejected
+  char reject_text[476];
+};
+
+struct VmDeviceHeader {
+  uint32_t magic;
+  uint32_t layout_version;
+  uint64_t device_size;
+  uint32_t slot_count;
+  uint32_t reserved;
+  uint64_t slot_bytes;    // slot i starts at kVmHeaderBytes + i * slot_bytes
+  uint64_t region_bytes;  // the session region at the start of each slot; the heap follows
+  uint64_t heap_offset;   // from the slot's start, a multiple of kVmHeapAlign
+  // Bumped by bypassd's main process (relaxed; read by guests).
+  alignas(kCacheLine) std::atomic<uint64_t> host_heartbeat;
+  alignas(kCacheLine) VmSlot slots[kVmMaxSlots];
+};
+
+static_assert(sizeof(VmHello) == 88);
+static_assert(sizeof(VmSlot) % kCacheLine == 0 && sizeof(VmSlot) <= 1024);
+static_assert(sizeof(VmDeviceHeader) <= kVmHeaderBytes);
+static_assert(std::is_standard_layout_v<VmDeviceHeader>);
+static_assert(kVmHeaderBytes % kPageSize == 0 && kVmHeapAlign % kPageSize == 0);
+
 }  // namespace bypass::transport::layout

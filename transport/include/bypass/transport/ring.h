@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bypass/transport/layout.h"
+#include "bypass/transport/link.h"
 
 namespace bypass::transport {
 
@@ -56,7 +57,9 @@ class RingProducer {
   // keeps its own head: it never trusts the shared copy of what it wrote itself.
   // `asymmetric_fences`: both processes registered for membarrier (see futex.h), so the
   // publishing path needs no StoreLoad barrier; must be the same on both sides of a ring.
-  RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences = false);
+  // `waker`: how a sleeping peer is woken and how we sleep (link.h); null: futex_waker().
+  RingProducer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences = false,
+               Waker* waker = nullptr);
 
   uint64_t capacity() const { return capacity_; }
   uint64_t max_record_payload() const { return layout::max_record_payload(capacity_); }
@@ -89,6 +92,7 @@ class RingProducer {
   uint64_t head_ = 0;         // our own count of bytes published
   uint64_t cached_tail_ = 0;  // the consumer's tail as last read (validated)
   bool asymmetric_ = false;
+  Waker* waker_ = nullptr;
   Counter wakes_;
 };
 
@@ -97,7 +101,8 @@ class RingConsumer {
   enum class Result { kDone, kEmpty, kCorrupt };
 
   RingConsumer() = default;
-  RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences = false);
+  RingConsumer(layout::RingControl* control, std::byte* data, uint64_t capacity, bool asymmetric_fences = false,
+               Waker* waker = nullptr);
 
   uint64_t capacity() const { return capacity_; }
 
@@ -131,6 +136,7 @@ class RingConsumer {
   uint64_t current_bytes_ = 0;  // record bytes of the peeked record, 0 if none
   layout::RecordHeader current_{};
   bool asymmetric_ = false;
+  Waker* waker_ = nullptr;
   Counter wakes_;
 };
 

@@ -1,0 +1,82 @@
+// Sessions with guests that are virtual machines: the rings live in a shared-memory PCI device
+// (QEMU's ivshmem-plain, its BAR 2 backed on the host by a file bypassd creates and maps), the
+// guest drives it from user space (sysfs resource2 mmap), and the same ring code as on a UNIX
+// socket runs over it (link.h). What lives where in the device: layout.h, "A VM guest's device".
+//
+// Wake-ups poll: a futex does not cross the VM boundary, so a side that found nothing while
+// spinning sleeps in short, growing naps (kVmPollMin .. kVmPollMax) re-reading the ring's wait
+// word. Peer death: heartbeat words in the device (bypassd's, and each open session's guest's).
+// No file descriptor crosses: Channel::carries_fds() is false, and host-visible memory is
+// sub-allocated from the slot's heap instead (Channel::shared_heap()).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "bypass/transport/channel.h"
+#include "bypass/transport/session.h"
+
+namespace bypass::transport {
+
+// The shortest and longest nap of a polling sleeper: the longest bounds the wake-up latency of
+// an idle side, the shortest keeps a reply that comes just after the spin cheap to notice.
+inline constexpr std::chrono::microseconds kVmPollMin{2};
+inline constexpr std::chrono::microseconds kVmPollMax{500};
+// How often bypassd's main process and an open session's guest bump their heartbeat, and how
+// long each side waits for the other's before it declares the peer dead.
+inline constexpr std::chrono::milliseconds kVmHeartbeatPeriod{50};
+inline constexpr std::chrono::milliseconds kVmHostTimeout{2000};   // guest's view of bypassd
+inline constexpr std::chrono::milliseconds kVmGuestTimeout{4000};  // bypassd's view of a guest
+
+struct VmDeviceOptions {
+  uint64_t size = uint64_t{256} << 20;  // a power of two: QEMU's ivshmem wants one
+  uint32_t slots = 4;                   // guest processes of the VM with a session at once
+  size_t ring_bytes = size_t{1} << 20;  // per ring per slot
+  size_t max_message = size_t{64} << 20;
+};
+
+// Host side: the device file. Made (or re-made: every slot starts free) by bypassd before QEMU
+// maps it; bypassd's main process polls the slots and bumps the heartbeat, a worker per
+// requested slot accepts the session.
+class VmDevice {
+ public:
+  static std::optional<VmDevice> create(const std::string& path, const VmDeviceOptions& options, std::string* error);
+  VmDevice(VmDevice&&) noexcept;
+  VmDevice& operator=(VmDevice&&) noexcept;
+  ~VmDevice();
+
+  const std::string& path() const { return path_; }
+  uint32_t slot_count() const;
+  void heartbeat();  // bypassd's main process, at least every kVmHeartbeatPeriod
+  // A guest asked for a session in `slot` (and is waiting for accept()).
+  bool slot_requested(uint32_t slot) const;
+  // Main process: frees slots a guest claimed or was refused in and then left (a guest that
+  // died half way through its handshake); `now` is the caller's clock.
+  void sweep_stale_slots(Clock::time_point now);
+  // The session in `slot` is over (its worker ended): the guest, if any, sees its peer gone.
+  void free_slot(uint32_t slot);
+  // Worker: answers the guest waiting in `slot` (checks its hello, writes the region, says
+  // Active) or refuses it with the reason. The channel's link keeps the device mapped.
+  std::optional<Channel> accept(uint32_t slot, const Hello& mine, std::string* error);
+
+  struct Impl;
+
+ private:
+  explicit VmDevice(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  std::string path_;
+};
+
+// Guest side. `endpoint`: "ivshmem:" (the VM's first ivshmem device), "ivshmem:0000:00:04.0"
+// (a PCI address), or "ivshmem:/a/file" (the file to map: a sysfs resource2, or in tests the
+// host's device file itself). Claims a free slot, handshakes, and keeps a heartbeat thread
+// running for as long as the channel lives. Fails by the deadline with one line in *error.
+std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine, std::string* error,
+                                  Deadline deadline);
+
+}  // namespace bypass::transport

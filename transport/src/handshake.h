@@ -1,0 +1,15 @@
+// What every handshake checks, whatever carries it (a UNIX socket, a VM's device slot).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "bypass/transport/session.h"
+
+namespace bypass::transport::detail {
+
+// Empty if the two sides can talk, else the one line both of them report (naming both sides'
+// transport version, protocol version and schema hash).
+std::string compare_versions(const Hello& guest, uint32_t guest_transport, const Hello& host, uint32_t host_transport);
+
+}  // namespace bypass::transport::detail

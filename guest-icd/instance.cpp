@@ -21,6 +21,8 @@ bool exposed_extension(const char* name, bool instance) {
     // Host pointers of the guest mean nothing to the host driver. (Memory fds do: they are
     // the host driver's own, passed over the session socket; see memory.cpp.)
     if (!std::strcmp(name, "VK_EXT_external_memory_host")) return false;
+    // No fd crosses a VM boundary (BYPASS_ENDPOINT=ivshmem:...).
+    if (!std::strcmp(name, "VK_KHR_external_memory_fd")) return !Connection::endpoint_is_vm();
     // WSI is the ICD's own; exposed once implemented.
     if (!std::strcmp(name, "VK_KHR_swapchain")) return find_entry_point("vkCreateSwapchainKHR") != nullptr;
     if (!std::strcmp(name, "VK_KHR_xcb_surface")) return find_entry_point("vkCreateXcbSurfaceKHR") != nullptr;

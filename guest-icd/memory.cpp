@@ -22,6 +22,42 @@ namespace bypass::icd {
 
 namespace {
 
+// A VM guest's host-visible memory: a block of the session's heap in the shared device. Shadow
+// memory (BYPASS_MEMORY=shadow) keeps its own copy even so, moved by barriers as anywhere.
+VkResult map_in_device_heap(Device* dev, uint64_t id, size_t size) {
+  Connection* conn = dev->conn;
+  Mapping m;
+  m.size = size;
+  if (shadow_memory_enabled()) {
+    conn->set_memory_hooks(shadow_hooks());
+    auto shadow = memshare::ShadowRegion::create(size);
+    if (!shadow) {
+      std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
+      return VK_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
+    m.ptr = m.shadow->data();
+  } else {
+    Reply& reply = thread_reply();
+    if (!conn->call_raw(wire::kCtlMemoryPlacement, &id, sizeof(id), reply)) return VK_ERROR_DEVICE_LOST;
+    wire::MemoryPlacement r;
+    if (reply.size() != sizeof(r)) {
+      conn->protocol_error("memory placement: short reply");
+      return VK_ERROR_DEVICE_LOST;
+    }
+    std::memcpy(&r, reply.data(), sizeof(r));
+    const std::span<std::byte> heap = conn->shared_heap();
+    if (r.offset > heap.size() || r.size > heap.size() - r.offset || r.size < size) {
+      conn->protocol_error("memory placement outside the shared heap");
+      return VK_ERROR_DEVICE_LOST;
+    }
+    m.ptr = heap.data() + r.offset;
+  }
+  std::lock_guard lock(dev->mu);
+  dev->memory[id] = std::move(m);
+  return VK_SUCCESS;
+}
+
 // The guest's view of host-visible memory `id`: the host's pages themselves (a memfd the host
 // sent; for external memory, the file behind the driver's mapping when there is one) or a
 // shadow copy moved by barriers.
@@ -29,6 +65,7 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
   Connection* conn = dev->conn;
   int fd = -1;
   uint64_t file_offset = 0;
+  if (!conn->shared_heap().empty() && !external) return map_in_device_heap(dev, id, size);
   if (!external) {
     fd = conn->take_fd(wire::kFdTagMemoryBase + id);
     if (fd < 0) return VK_ERROR_DEVICE_LOST;

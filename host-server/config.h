@@ -50,6 +50,17 @@ struct ServerConfig {
   std::vector<std::string> allow_users;  // names or uids, besides root and bypassd's own uid
   std::vector<std::string> allow_groups; // names or gids (primary or supplementary), likewise
   size_t max_pending_per_uid = 4;        // handshakes in progress per uid
+
+  // ---- VM guests (--vm NAME:PATH[:SIZE_MIB[:SLOTS]]): a shared-memory device file per VM that
+  // QEMU maps as an ivshmem-plain BAR (transport/include/bypass/transport/vm.h)
+  struct Vm {
+    std::string name;
+    std::string path;
+    uint64_t size = uint64_t{256} << 20;
+    uint32_t slots = 4;
+  };
+  std::vector<Vm> vms;
+  size_t vm_ring_bytes = 1u << 20;  // per ring per slot: the rest of a slot is host-visible memory
 };
 
 }  // namespace bypass::host

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "server.h"
 
@@ -87,7 +88,34 @@ int main(int argc, char** argv) {
       ->take_all();
   app.add_option("--max-pending-handshakes", config.max_pending_per_uid, "Handshakes in progress per uid")
       ->capture_default_str();
+  // VM guests
+  std::vector<std::string> vms;
+  app.add_option("--vm", vms,
+                 "Serve a VM: NAME:PATH[:SIZE_MIB[:SLOTS]]. bypassd creates the device file PATH (default 256 MiB, "
+                 "4 session slots); QEMU maps it with -object memory-backend-file,share=on,mem-path=PATH "
+                 "-device ivshmem-plain; the guest uses BYPASS_ENDPOINT=ivshmem:. Repeatable")
+      ->take_all();
+  app.add_option("--vm-ring-size", config.vm_ring_bytes, "Bytes per ring per VM session slot")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  for (const std::string& spec : vms) {
+    bypass::host::ServerConfig::Vm vm;
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t colon; (colon = spec.find(':', start)) != std::string::npos; start = colon + 1)
+      parts.push_back(spec.substr(start, colon - start));
+    parts.push_back(spec.substr(start));
+    try {
+      if (parts.size() < 2 || parts.size() > 4 || parts[0].empty() || parts[1].empty()) throw std::invalid_argument(spec);
+      vm.name = parts[0];
+      vm.path = parts[1];
+      if (parts.size() > 2) vm.size = std::stoull(parts[2]) << 20;
+      if (parts.size() > 3) vm.slots = static_cast<uint32_t>(std::stoul(parts[3]));
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "bypassd: --vm %s: expected NAME:PATH[:SIZE_MIB[:SLOTS]]\n", spec.c_str());
+      return 2;
+    }
+    config.vms.push_back(vm);
+  }
   config.isolation = isolation == "thread" ? bypass::host::Isolation::kThread : bypass::host::Isolation::kProcess;
   config.sandbox = !no_sandbox;
   try {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <cstdio>
 
 #include "config.h"
@@ -124,6 +125,39 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
   s.add_memory(mem, std::move(shared));
 }
 
+// A VM guest's host-visible memory: a block of its slot's heap in the shared device, imported
+// like a memfd's pages. The guest learns the block's offset with kCtlMemoryPlacement. A full
+// heap is the device's memory running out, which the guest is told as such.
+void allocate_in_device_heap(Session& s, wire::Args_vkAllocateMemory& a, const std::shared_ptr<DeviceHeap>& heap,
+                             uint64_t size, uint64_t align) {
+  const wire::Dispatch& d = s.dispatch_of(wire::handle_bits(a.device));
+  const std::optional<uint64_t> offset = heap->allocate(size, align);
+  if (!offset) {
+    a.result = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    return;
+  }
+  std::byte* ptr = heap->base() + *offset;
+  VkImportMemoryHostPointerInfoEXT import{VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT};
+  import.handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+  import.pHostPointer = ptr;
+  import.pNext = a.pAllocateInfo->pNext;
+  VkMemoryAllocateInfo alloc = *a.pAllocateInfo;
+  alloc.allocationSize = size;
+  alloc.pNext = &import;
+  a.result = d.vkAllocateMemory(a.device, &alloc, nullptr, a.pMemory);
+  if (a.result != VK_SUCCESS) {
+    heap->release(*offset);
+    return;
+  }
+  const uint64_t mem = wire::handle_bits(*a.pMemory);
+  s.add_object(VK_OBJECT_TYPE_DEVICE_MEMORY, a.id_pMemory, mem, wire::handle_bits(a.device));
+  SharedMemory shared{-1, ptr, size, *offset};
+  shared.in_device_heap = true;
+  // The block goes back to the heap when the last holder lets go (after vkFreeMemory).
+  shared.mapping = std::shared_ptr<void>(ptr, [heap, at = *offset](void*) { heap->release(at); });
+  s.add_memory(mem, std::move(shared));
+}
+
 void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& a) {
   Session& s = session(c);
   const uint64_t dev = wire::handle_bits(a.device);
@@ -159,6 +193,10 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
     return;
   }
   const uint64_t size = (want + align - 1) / align * align;
+  if (const std::shared_ptr<DeviceHeap>& heap = s.device_heap()) {
+    allocate_in_device_heap(s, a, heap, size, align);
+    return;
+  }
   int fd = memfd_create("bypass-device-memory", MFD_CLOEXEC);
   if (fd < 0 || ftruncate(fd, static_cast<off_t>(size)) != 0) {
     if (fd >= 0) close(fd);

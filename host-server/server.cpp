@@ -154,6 +154,81 @@ bool Server::start_worker(transport::UniqueFd conn, const ucred& peer) {
   return true;
 }
 
+bool Server::open_vms() {
+  for (const ServerConfig::Vm& spec : config_.vms) {
+    transport::VmDeviceOptions options;
+    options.size = spec.size;
+    options.slots = spec.slots;
+    options.ring_bytes = config_.vm_ring_bytes;
+    options.max_message = std::min<size_t>(config_.max_message, options.max_message);
+    std::string error;
+    auto device = transport::VmDevice::create(spec.path, options, &error);
+    if (!device) {
+      spdlog::error("--vm {}:{}: {}", spec.name, spec.path, error);
+      return false;
+    }
+    VmState& vm = vms_.emplace_back();
+    vm.spec = spec;
+    vm.busy.assign(device->slot_count(), false);
+    vm.device.emplace(std::move(*device));
+    spdlog::info("serving VM {} on {} ({} MiB, {} session slots): QEMU -object memory-backend-file,id=bypass,"
+                 "share=on,mem-path={},size={}M -device ivshmem-plain,memdev=bypass",
+                 spec.name, spec.path, spec.size >> 20, spec.slots, spec.path, spec.size >> 20);
+  }
+  return true;
+}
+
+void Server::serve_vms() {
+  const auto now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < vms_.size(); ++i) {
+    VmState& vm = vms_[i];
+    vm.device->heartbeat();
+    vm.device->sweep_stale_slots(now);
+    for (uint32_t slot = 0; slot < vm.busy.size(); ++slot) {
+      if (vm.busy[slot] || !vm.device->slot_requested(slot)) continue;
+      // Over the session limit the request waits; the guest gives up at its deadline.
+      if (live_sessions() >= config_.max_sessions) return;
+      start_vm_worker(static_cast<int>(i), slot);
+    }
+  }
+}
+
+bool Server::start_vm_worker(int vm_index, uint32_t slot) {
+  VmState& vm = vms_[static_cast<size_t>(vm_index)];
+  WorkerReport* report = map_worker_report();
+  if (!report) return false;
+  Worker& w = workers_.emplace_back();
+  w.id = next_id_++;
+  // A VM's guests are no local user's: they belong to whoever configured bypassd to serve it.
+  w.peer = ucred{-1, geteuid(), getegid()};
+  w.report = report;
+  w.started = std::chrono::steady_clock::now();
+  w.vm = vm_index;
+  w.slot = slot;
+  vm.busy[slot] = true;
+  transport::VmDevice* device = &*vm.device;
+  const std::string name = vm.spec.name;
+  if (config_.isolation == Isolation::kThread) {
+    w.thread = std::thread([this, device, slot, name, id = w.id, report] {
+      serve_vm_slot(*device, slot, name, id, config_, report);
+    });
+    return true;
+  }
+  std::string error;
+  w.pid = spawn_worker(transport::UniqueFd(), w.id, config_, report, &error, [&](transport::UniqueFd) {
+    serve_vm_slot(*device, slot, name, w.id, config_, report);
+  });
+  if (w.pid < 0) {
+    spdlog::error("session {}: cannot start a worker for VM {} slot {}: {}", w.id, name, slot, error);
+    unmap_worker_report(report);
+    workers_.pop_back();
+    vm.busy[slot] = false;
+    return false;
+  }
+  spdlog::debug("session {}: worker pid {} for VM {} slot {}", w.id, w.pid, name, slot);
+  return true;
+}
+
 void Server::finish(Worker& w) {
   const WorkerReport& r = *w.report;
   const bool reported = r.state.load(std::memory_order_acquire) == WorkerReport::kEnded;
@@ -210,6 +285,13 @@ void Server::reap() {
       continue;
     }
     finish(*it);
+    if (it->vm >= 0) {
+      // Only now, with the worker and everything it made gone, may another guest have the slot
+      // (and its heap); the guest of the session that ended sees its peer gone.
+      VmState& vm = vms_[static_cast<size_t>(it->vm)];
+      vm.device->free_slot(it->slot);
+      vm.busy[it->slot] = false;
+    }
     unmap_worker_report(it->report);
     it = workers_.erase(it);
   }
@@ -224,6 +306,7 @@ void Server::shut_down() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.shutdown_timeout_ms);
   while (!workers_.empty() && std::chrono::steady_clock::now() < deadline) {
     reap();
+    for (VmState& vm : vms_) vm.device->heartbeat();  // the guests' sessions end in order
     if (!workers_.empty()) poll(nullptr, 0, 20);
   }
   if (workers_.empty()) return;
@@ -260,7 +343,9 @@ std::string Server::stats_json(uid_t viewer) const {
     o << (first ? "" : ", ") << "{\"id\": " << w.id << ", \"pid\": " << w.peer.pid << ", \"uid\": " << w.peer.uid
       << ", \"worker_pid\": " << w.pid << ", \"objects\": " << r.stats.objects.load()
       << ", \"records\": " << r.stats.records.load() << ", \"bytes\": " << r.stats.bytes.load()
-      << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load() << "}";
+      << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load();
+    if (w.vm >= 0) o << ", \"vm\": \"" << json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
+    o << "}";
     first = false;
   }
   o << "], \"ended\": [";
@@ -343,6 +428,7 @@ int Server::run(int stop_fd) {
     if (chmod(listener_->path().c_str(), config_.socket_mode) != 0)
       spdlog::warn("cannot set the mode of {}: {}", listener_->path(), std::strerror(errno));
   }
+  if (!open_vms()) return 1;
   if (pipe2(child_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
   g_child_pipe = child_pipe_[1];
   struct sigaction sa {};
@@ -362,8 +448,10 @@ int Server::run(int stop_fd) {
   while (true) {
     fds.assign({{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
     for (const ControlClient& c : control_clients_) fds.push_back({c.fd.get(), POLLIN, 0});
-    int n = poll(fds.data(), fds.size(), 500);
+    // VM guests cannot wake us: their slots are polled, and their heartbeat is ours to bump.
+    int n = poll(fds.data(), fds.size(), vms_.empty() ? 500 : 5);
     if (n < 0 && errno != EINTR) break;
+    serve_vms();
     if (fds[2].revents) drain(child_pipe_[0]);
     reap();
     const auto now = std::chrono::steady_clock::now();

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "access.h"
+#include "bypass/transport/vm.h"
 #include "config.h"
 #include "worker.h"
 
@@ -38,6 +39,14 @@ class Server {
     bool exited = false;  // the process was reaped (or the thread joined)
     bool listed = false;  // its end is in ended_ (as soon as it reported kEnded, before the reap)
     int wait_status = 0;  // waitpid()'s status once reaped
+    int vm = -1;          // index in vms_ for a VM guest's session, else -1
+    uint32_t slot = 0;    // and its slot in that VM's device
+  };
+  // A VM served through its shared-memory device (--vm).
+  struct VmState {
+    ServerConfig::Vm spec;
+    std::optional<transport::VmDevice> device;
+    std::vector<bool> busy;  // a worker serves the slot; it is freed once the worker is gone
   };
   struct Ended {
     uint64_t id;
@@ -50,6 +59,10 @@ class Server {
   };
 
   void accept_one();
+  bool open_vms();
+  // Heartbeat, stale slots, and a worker for every slot a guest requested.
+  void serve_vms();
+  bool start_vm_worker(int vm, uint32_t slot);
   bool start_worker(transport::UniqueFd conn, const ucred& peer);
   void reap();
   void finish(Worker& w);
@@ -77,6 +90,7 @@ class Server {
   std::deque<Ended> ended_;  // the most recent sessions that ended, for bypassctl
   int child_pipe_[2] = {-1, -1};  // SIGCHLD's self-pipe
   std::list<ControlClient> control_clients_;
+  std::vector<VmState> vms_;
 };
 
 }  // namespace bypass::host

@@ -29,6 +29,7 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
                  const std::atomic<uint32_t>* stop_request)
     : id_(id),
       channel_(std::move(channel)),
+      heap_(channel_.shared_heap().empty() ? nullptr : std::make_shared<DeviceHeap>(channel_.shared_heap())),
       config_(config),
       peer_pid_(channel_.peer_pid()),
       stop_request_(stop_request),
@@ -226,6 +227,17 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
         int fds[1] = {m->fd};
         if (channel_.send_fds(wire::kFdTagMemoryBase + id, fds) != transport::Status::kOk) r.shared = 0;
       }
+      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
+      return true;
+    }
+    case wire::kCtlMemoryPlacement: {
+      uint64_t id = 0;
+      if (size < sizeof(id)) return decode.fail("memory placement", "short request");
+      std::memcpy(&id, data, sizeof(id));
+      SharedMemory* m = nullptr;
+      if (!memory_of_id(id, "memory placement", &m)) return false;
+      if (!m || !m->in_device_heap) return decode.fail("memory placement", "not host-visible memory in the device");
+      const wire::MemoryPlacement r{m->file_offset, m->size};
       send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
       return true;
     }

@@ -16,6 +16,7 @@
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
 #include "commands.h"
+#include "device_heap.h"
 #include "guest_view.h"
 #include "memshare/types.h"
 #include "object_table.h"
@@ -40,6 +41,7 @@ struct SharedMemory {
   // a presentation transfer still reading it.
   std::shared_ptr<void> mapping;
   std::vector<memshare::Name> present_names;  // memshare names over this memory
+  bool in_device_heap = false;  // a VM guest's: at `file_offset` in the session's DeviceHeap
 };
 
 // What the host knows about a device it created for the guest.
@@ -86,6 +88,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   const ServerConfig& config() const { return config_; }
   ObjectTable& objects() { return objects_; }
   transport::Channel& channel() { return channel_; }
+  // A VM guest's session: where its host-visible memory comes from (null on a socket session,
+  // whose memory is a memfd per allocation). Held by every block's SharedMemory::mapping too.
+  const std::shared_ptr<DeviceHeap>& device_heap() const { return heap_; }
   void set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d);
   std::shared_ptr<wire::Dispatch> dispatch_ptr(uint64_t dispatchable);
   void add_memory(uint64_t memory_handle, SharedMemory mem);
@@ -140,6 +145,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 
   const uint64_t id_;
   transport::Channel channel_;
+  std::shared_ptr<DeviceHeap> heap_;
   const ServerConfig& config_;
   const pid_t peer_pid_;
   PFN_vkGetInstanceProcAddr gipa_ = nullptr;

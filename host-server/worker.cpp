@@ -56,6 +56,23 @@ void finish(WorkerReport* report, EndKind kind, const std::string& reason) {
 
 }  // namespace
 
+namespace {
+
+void run_session(transport::Channel channel, uint64_t id, const ServerConfig& config, WorkerReport* report) {
+  const std::string& name = channel.peer_hello().peer_name;
+  std::memcpy(report->peer_name, name.data(), std::min(name.size(), sizeof(report->peer_name) - 1));
+  report->state.store(WorkerReport::kRunning, std::memory_order_release);
+  Session session(id, std::move(channel), config, &report->stats, &report->stop_requested);
+  session.run();
+  finish(report,
+         session.ended_by_guest()     ? EndKind::kGuestLeft
+         : session.ended_by_server() ? EndKind::kShutdown
+                                      : EndKind::kGuestError,
+         session.end_reason());
+}
+
+}  // namespace
+
 void serve_connection(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report) {
   transport::SessionOptions opts;
   opts.ring_bytes = config.ring_bytes;
@@ -69,20 +86,31 @@ void serve_connection(transport::UniqueFd connection, uint64_t id, const ServerC
     finish(report, EndKind::kHandshake, error);
     return;
   }
-  const std::string& name = channel->peer_hello().peer_name;
-  std::memcpy(report->peer_name, name.data(), std::min(name.size(), sizeof(report->peer_name) - 1));
-  report->state.store(WorkerReport::kRunning, std::memory_order_release);
-  Session session(id, std::move(*channel), config, &report->stats, &report->stop_requested);
-  session.run();
-  finish(report,
-         session.ended_by_guest()     ? EndKind::kGuestLeft
-         : session.ended_by_server() ? EndKind::kShutdown
-                                      : EndKind::kGuestError,
-         session.end_reason());
+  run_session(std::move(*channel), id, config, report);
+}
+
+void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string& vm_name, uint64_t id,
+                   const ServerConfig& config, WorkerReport* report) {
+  const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, "bypassd"};
+  std::string error;
+  auto channel = device.accept(slot, hello, &error);
+  if (!channel) {
+    spdlog::warn("session {}: refused a guest of VM {}: {}", id, vm_name, error);
+    finish(report, EndKind::kHandshake, error);
+    return;
+  }
+  spdlog::info("session {}: VM {} slot {}: {}", id, vm_name, slot, channel->peer_hello().peer_name);
+  run_session(std::move(*channel), id, config, report);
 }
 
 pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
                    std::string* error) {
+  return spawn_worker(std::move(connection), id, config, report, error,
+                      [&](transport::UniqueFd conn) { serve_connection(std::move(conn), id, config, report); });
+}
+
+pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
+                   std::string* error, const std::function<void(transport::UniqueFd)>& serve) {
   SandboxOptions sandbox;
   sandbox.seccomp = config.sandbox;
   sandbox.data_limit = config.worker_data_bytes != 0 ? config.worker_data_bytes : config.max_memory_bytes + (4ull << 30);
@@ -122,22 +150,23 @@ pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConf
   signal(SIGPIPE, SIG_IGN);
   // Nothing of bypassd's but the guest's connection and stderr: not the listening socket, not
   // the control socket, not other sessions' descriptors.
-  if (connection.get() != 3) {
+  // (A VM's session has no connection: its device is a mapping, which the fork kept.)
+  if (connection && connection.get() != 3) {
     if (dup2(connection.get(), 3) != 3) _exit(1);
     connection.reset(3);
   }
-  close_range(4, ~0u, 0);
+  close_range(connection ? 4 : 3, ~0u, 0);
   const std::string name = "bypassd-s" + std::to_string(id);
   prctl(PR_SET_NAME, name.c_str());
   std::string why;
   if (!enter_sandbox(sandbox, &why)) {
     why = "bypassd could not start the session's worker: sandbox: " + why;
     spdlog::error("session {}: {}", id, why);
-    transport::reject_connection(std::move(connection), why);
+    if (connection) transport::reject_connection(std::move(connection), why);
     finish(report, EndKind::kSetupFailed, why);
     _exit(1);
   }
-  serve_connection(std::move(connection), id, config, report);
+  serve(std::move(connection));
   spdlog::default_logger()->flush();
   // _exit: the atexit handlers and static destructors are bypassd's, not this session's.
   _exit(0);

@@ -22,7 +22,7 @@ packages=(
   zlib1g-dev
   # VM guests (scripts/vm.sh): QEMU, a Debian kernel for the guest, busybox + cpio for its
   # initramfs
-  qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio
+  qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio file
 )
 
 missing=()

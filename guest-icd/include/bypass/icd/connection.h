@@ -74,6 +74,12 @@ class Connection : private wire::HandleMap {
  public:
   // Connects to BYPASS_ENDPOINT (or the default socket). nullptr and *error on failure.
   static std::unique_ptr<Connection> open(std::string* error);
+  // Whether the configured endpoint is a VM's shared-memory device (BYPASS_ENDPOINT=ivshmem:...):
+  // then no file descriptor crosses, so what needs one (VK_KHR_external_memory_fd, MIT-SHM,
+  // presentation through memshare) is not offered, and host-visible memory lies in the
+  // session's shared heap (shared_heap()).
+  static bool endpoint_is_vm();
+  std::span<std::byte> shared_heap() const { return ch_.shared_heap(); }
   ~Connection() override;
 
   wire::HandleMap& handles() { return *this; }

@@ -41,6 +41,15 @@ enum ControlCommand : uint16_t {
   // range of host-visible memory, readable by the guest's domain.
   kCtlPresentJoin = 0xF005,
   kCtlPresentName = 0xF006,
+  // A VM guest's host-visible memory (no fd crosses a VM boundary): payload uint64 memory id;
+  // reply MemoryPlacement: where the memory lies in the session's shared heap
+  // (transport::Channel::shared_heap(), the slot's part of the VM's shared-memory device).
+  kCtlMemoryPlacement = 0xF007,
+};
+
+struct MemoryPlacement {
+  uint64_t offset;  // from the start of the shared heap
+  uint64_t size;
 };
 
 struct PresentNameRequest {

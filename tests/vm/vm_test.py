@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Vulkan programs in a real QEMU guest, through bypassd on this machine (label `vm`).
+
+Each case starts its own bypassd serving one or two VM devices (--vm NAME:PATH, files under
+/dev/shm) and boots guests with scripts/vm.sh: a Debian kernel and a busybox initramfs holding
+the loader, the ICD, vulkaninfo and the samples; the ICD reaches bypassd over the ivshmem BAR
+(BYPASS_ENDPOINT=ivshmem:). Outputs come back out of the guest and are compared byte for byte
+with native runs on this machine.
+
+  vulkaninfo      vulkaninfo in a VM equals vulkaninfo in a process guest, apart from the listed
+                  differences (what needs a file descriptor is not offered)
+  samples [MODE]  triangle, compute, texture, multithread and sync in one VM, outputs identical
+                  to native; MODE shadow: with BYPASS_MEMORY=shadow
+  two-vms         two VMs at once on one bypassd, each rendering, outputs identical
+  vm-killed       QEMU SIGKILLed mid-frame: its session ends, every object is released, and a
+                  new VM on the same device renders correctly
+  bypassd-killed  bypassd SIGKILLed under a running guest program: it exits promptly with
+                  VK_ERROR_DEVICE_LOST
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+import harness  # noqa: E402
+from harness import Bypassd, check, log  # noqa: E402
+
+# Small runs: a TCG guest runs the ICD's side some ten times slower than the host.
+SAMPLE_ARGS = {
+    "triangle": ["--frames", "3"],
+    "compute": ["--frames", "2", "--elements", "262144"],
+    "texture": ["--frames", "2"],
+    "multithread": ["--frames", "2"],
+    "sync": ["--frames", "1"],
+}
+
+# vulkaninfo in a VM against vulkaninfo in a process guest: what may differ, and why.
+VM_MISSING_EXTENSIONS = {
+    "VK_KHR_external_memory_fd": "no file descriptor crosses a VM boundary (README, VM guests)",
+}
+
+
+def vm_sh():
+    return harness.env_path("BYPASS_VM_SH")
+
+
+class VmDevices:
+    """Device files under /dev/shm (QEMU maps them as the ivshmem BAR), removed at the end."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="bypass-vm-", dir="/dev/shm")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Vm:
+    """One `scripts/vm.sh run` in the background."""
+
+    def __init__(self, device, workdir, tag, command, env=()):
+        self.out = os.path.join(workdir, f"{tag}.out")
+        self.pidfile = os.path.join(workdir, f"{tag}.qemu.pid")
+        argv = [vm_sh(), "--build", harness.env_path("BYPASS_BUILD_DIR"), "--device", device, "--out", self.out,
+                "--timeout", "150"]
+        for kv in env:
+            argv += ["--env", kv]
+        argv += ["run", "--"] + list(command)
+        env_vars = dict(os.environ, BYPASS_VM_PIDFILE=self.pidfile)
+        self.run = harness.Running(argv, env_vars, workdir, tag)
+
+    def wait(self, timeout=170):
+        return self.run.wait(timeout=timeout)
+
+    def qemu_pid(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(self.pidfile):
+                text = open(self.pidfile).read().strip()
+                if text:
+                    return int(text)
+            check(self.run.proc.poll() is None, f"vm.sh ended before QEMU started:\n{self.run.result().describe()}")
+            time.sleep(0.05)
+        raise harness.TestFailure("QEMU did not start")
+
+
+def native_outputs(names, workdir):
+    refs = {}
+    for name in names:
+        out = os.path.join(workdir, f"{name}.native.out")
+        argv = [harness.sample_path(name)] + SAMPLE_ARGS[name] + ["--out", out]
+        refs[name] = (harness.Running(argv, harness.native_env(workdir), workdir, f"{name}.native"), out)
+    return refs
+
+
+def native_output(refs, name):
+    run, out = refs[name]
+    harness.check_ok(run.wait(timeout=150), f"native {name}")
+    return out
+
+
+def samples_command(names):
+    """One shell line running each sample in turn, writing NAME.out in the guest's directory."""
+    parts = []
+    for name in names:
+        argv = " ".join([harness.sample_path(name)] + SAMPLE_ARGS[name] + ["--out", f"{name}.out"])
+        parts.append(f"{argv} || exit $?")
+    return ["sh", "-c", "; ".join(parts)]
+
+
+def check_vm_samples(vm, result, names, refs, what):
+    harness.check_ok(result, what)
+    for name in names:
+        check(result.stdout.count("bypass (") >= 1, f"{what}: no sample ran on the bypass device:\n"
+                                                    f"{result.describe()}")
+        harness.check_same_file(native_output(refs, name), os.path.join(vm.out, f"{name}.out"),
+                                f"{what}: {name} in the VM vs native")
+    timing = re.search(r"vm.sh: (\w+) guest, kernel up after ([0-9.?]+) s, whole run ([0-9.?]+) s", result.stderr)
+    if timing:
+        log(f"{what}: {timing.group(1)} guest, kernel up after {timing.group(2)} s, whole run {timing.group(3)} s")
+
+
+def start_server(workdir, devices, names, extra=()):
+    args = []
+    for name in names:
+        args += ["--vm", f"{name}:{devices.path(name)}"]
+    return Bypassd(workdir, extra_args=args + list(extra)).start()
+
+
+def wait_no_objects(server, what, timeout=30):
+    return server.wait_stats(lambda s: s["sessions"] == [] and s["live_objects"] == 0, what, timeout=timeout)
+
+
+def case_samples(workdir, mode):
+    names = list(SAMPLE_ARGS)
+    refs = native_outputs(names, workdir)
+    devices = VmDevices()
+    try:
+        server = start_server(workdir, devices, ["vm1"])
+        env = ["BYPASS_MEMORY=shadow"] if mode == "shadow" else []
+        vm = Vm(devices.path("vm1"), workdir, "vm1", samples_command(names), env)
+        result = vm.wait()
+        check_vm_samples(vm, result, names, refs, f"samples in a VM{' (shadow memory)' if mode else ''}")
+        log(f"{', '.join(names)}: outputs identical to native{' with BYPASS_MEMORY=shadow' if mode else ''}")
+        stats = wait_no_objects(server, "the VM's sessions to end")
+        ended = stats["ended"]
+        check(ended and all(e["end"] == "guest left" for e in ended), f"sessions did not end cleanly: {ended}")
+        check(all(e["objects"] == 0 for e in ended), f"objects left when sessions ended: {ended}")
+        check(server.stop() == 0, "bypassd did not exit cleanly")
+    finally:
+        devices.remove()
+
+
+def case_two_vms(workdir, _):
+    names = ["triangle", "compute", "texture"]
+    refs = native_outputs(names, workdir)
+    devices = VmDevices()
+    try:
+        server = start_server(workdir, devices, ["vm1", "vm2"])
+        a = Vm(devices.path("vm1"), workdir, "vm1", samples_command(names))
+        b = Vm(devices.path("vm2"), workdir, "vm2", samples_command(list(reversed(names))))
+        ra, rb = a.wait(), b.wait()
+        check_vm_samples(a, ra, names, refs, "VM 1 of 2")
+        check_vm_samples(b, rb, names, refs, "VM 2 of 2")
+        log("two VMs at once: every output identical to native")
+        wait_no_objects(server, "both VMs' sessions to end")
+        check(server.stop() == 0, "bypassd did not exit cleanly")
+    finally:
+        devices.remove()
+
+
+def case_vm_killed(workdir, _):
+    refs = native_outputs(["triangle"], workdir)
+    devices = VmDevices()
+    try:
+        server = start_server(workdir, devices, ["vm1"])
+        victim = Vm(devices.path("vm1"), workdir, "victim",
+                    [harness.sample_path("triangle"), "--frames", "100000", "--out", "never.out"])
+        qemu = victim.qemu_pid()
+        stats = server.wait_stats(lambda s: any(x["objects"] > 10 and x.get("vm") == "vm1" for x in s["sessions"]),
+                                  "the VM's session to hold objects", timeout=90)
+        held = sum(x["objects"] for x in stats["sessions"])
+        time.sleep(0.5)  # mid-frame
+        os.kill(qemu, signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.wait(timeout=30)
+        stats = wait_no_objects(server, "the killed VM's session to end", timeout=30)
+        e = stats["ended"][-1]
+        log(f"QEMU killed while its session held {held} objects: session {e['id']} ended after "
+            f"{time.monotonic() - killed_at:.1f} s ({e['end']}: {e['reason']}), live objects 0")
+        check(e["objects"] == 0, f"objects left after the session of the killed VM: {e}")
+        harness.check_stats_consistent(stats)
+        server.check_alive("after the VM was killed")
+        # A new VM on the same device renders correctly.
+        vm = Vm(devices.path("vm1"), workdir, "after", samples_command(["triangle"]))
+        check_vm_samples(vm, vm.wait(), ["triangle"], refs, "a new VM after the kill")
+        wait_no_objects(server, "the new VM's session to end")
+        check(server.stop() == 0, "bypassd did not exit cleanly")
+    finally:
+        devices.remove()
+
+
+def case_bypassd_killed(workdir, _):
+    devices = VmDevices()
+    try:
+        server = start_server(workdir, devices, ["vm1"])
+        vm = Vm(devices.path("vm1"), workdir, "vm1",
+                [harness.sample_path("triangle"), "--frames", "100000", "--out", "never.out"])
+        server.wait_stats(lambda s: any(x["objects"] > 10 for x in s["sessions"]), "the VM's session to hold objects",
+                          timeout=90)
+        time.sleep(0.5)
+        server.proc.kill()
+        server.proc.wait()
+        killed_at = time.monotonic()
+        result = vm.wait(timeout=60)
+        check(result.returncode != 0, f"the guest program did not fail when bypassd died:\n{result.describe()}")
+        check("VK_ERROR_DEVICE_LOST" in result.stderr,
+              f"the guest program did not report VK_ERROR_DEVICE_LOST:\n{result.describe()}")
+        log(f"bypassd killed: the guest program exited with VK_ERROR_DEVICE_LOST, VM done "
+            f"{time.monotonic() - killed_at:.1f} s later (status {result.returncode})")
+    finally:
+        devices.remove()
+
+
+def quiet_loader_env(env, home):
+    """No layers from this machine's configuration: the guest image has none either."""
+    env = dict(env)
+    env["XDG_DATA_DIRS"] = "/nonexistent"
+    env["XDG_CONFIG_DIRS"] = "/nonexistent"
+    env["HOME"] = home
+    return env
+
+
+def case_vulkaninfo(workdir, _):
+    vulkaninfo = harness.env_path("BYPASS_VULKANINFO")
+    devices = VmDevices()
+    try:
+        server = start_server(workdir, devices, ["vm1"])
+        local = harness.run([vulkaninfo], quiet_loader_env(harness.unsanitized_guest_env(server.guest_env()), workdir),
+                            workdir, "vulkaninfo.process", 60)
+        harness.check_ok(local, "vulkaninfo in a process guest")
+        vm = Vm(devices.path("vm1"), workdir, "vm1", ["sh", "-c", f"{vulkaninfo} > vulkaninfo.txt"])
+        result = vm.wait()
+        harness.check_ok(result, "vulkaninfo in a VM")
+        in_vm = open(os.path.join(vm.out, "vulkaninfo.txt")).read().splitlines()
+        check(any("bypass (" in line for line in in_vm), "vulkaninfo in the VM does not show the bypass device")
+        # Expected: the process guest's output without what needs a file descriptor.
+        expected, removed, section = [], {}, None
+        count_re = re.compile(r"^(Instance|Device) Extensions: count = (\d+)$")
+        ext_re = re.compile(r"^\s+(VK_\w+)\s+: extension revision \d+$")
+        for line in local.stdout.splitlines():
+            m = count_re.match(line)
+            if m:
+                section = m.group(1)
+            ext = ext_re.match(line)
+            if ext and ext.group(1) in VM_MISSING_EXTENSIONS:
+                removed[section] = removed.get(section, 0) + 1
+                continue
+            expected.append(line)
+        expected = [count_re.sub(lambda mm: f"{mm.group(1)} Extensions: count = "
+                                            f"{int(mm.group(2)) - removed.get(mm.group(1), 0)}", line)
+                    for line in expected]
+        # Each guest numbers its own sessions: the ICD's name carries its pid (none is printed).
+        if expected != in_vm:
+            diff = harness.text_diff("\n".join(expected), "\n".join(in_vm), "process guest (less fd extensions)",
+                                     "VM guest")
+            raise harness.TestFailure(f"vulkaninfo in the VM differs beyond the allowed differences:\n{diff}")
+        log(f"vulkaninfo: {len(in_vm)} lines equal in a VM and in a process guest, apart from "
+            f"{', '.join(VM_MISSING_EXTENSIONS)} ({sum(removed.values())} lines)")
+        wait_no_objects(server, "vulkaninfo's sessions to end")
+        check(server.stop() == 0, "bypassd did not exit cleanly")
+    finally:
+        devices.remove()
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.main({
+        "samples": case_samples,
+        "two-vms": case_two_vms,
+        "vm-killed": case_vm_killed,
+        "bypassd-killed": case_bypassd_killed,
+        "vulkaninfo": case_vulkaninfo,
+    }))

@@ -145,10 +145,12 @@ export BYPASS_ENDPOINT=ivshmem:
 cd /out
 sh /run/command > /tmp/stdout 2> /tmp/stderr
 echo $? > /tmp/status
+echo "bypass-vm: command ended after $(cut -d' ' -f1 /proc/uptime) s" > /dev/console
 mkdir -p /tmp/result && cp /tmp/stdout /tmp/stderr /tmp/status /tmp/result/
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 { tar -C /out -cf - . | base64; echo "=== files"; tar -C /tmp/result -cf - . | base64; echo "=== end"; } > /dev/ttyS1
 sync
+echo "bypass-vm: results sent after $(cut -d' ' -f1 /proc/uptime) s" > /dev/console
 echo "bypass-vm: done (status $(cat /tmp/status))" > /dev/console
 poweroff -f
 INIT

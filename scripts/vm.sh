@@ -82,7 +82,7 @@ default_files() {
   echo "$build/guest-icd/libbypass_icd.so"
   echo "$build/guest-icd/bypass_icd.json"
   local f
-  for f in "$build"/samples/* "$build"/tests/e2e_probe "$build"/bench/bench_vm_guest; do
+  for f in "$build"/samples/* "$build"/tests/e2e_probe "$build"/bench/icd_bench; do
     [[ -f "$f" && -x "$f" ]] && echo "$f"
   done
   # The loader dlopens these; the ICD's X11 presentation does too (unused without a display).

@@ -6,6 +6,10 @@
 //
 // Measured like sync_rtt: back to back (the echo thread is still spinning) and after a 1 ms
 // pause (it has gone to sleep on the futex). Prints one JSON object.
+//
+// --link vm: the same over a VM session's link (transport/vm.h) with both ends in this process:
+// the device is a file in /dev/shm, wake-ups poll instead of using a futex. The floor under a VM
+// guest's round trip, without the hypervisor.
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -14,8 +18,14 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <optional>
+
 #include "report.h"
 #include "bypass/transport/session.h"
+#include "bypass/transport/vm.h"
 
 namespace {
 
@@ -28,12 +38,15 @@ constexpr uint32_t kStop = 2;
 
 int run(int argc, char** argv) {
   std::string scale = "full";
+  std::string link = "socket";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--scale" && i + 1 < argc) {
       scale = argv[++i];
+    } else if (arg == "--link" && i + 1 < argc) {
+      link = argv[++i];
     } else if (arg == "--help" || arg == "-h") {
-      std::printf("usage: ring_rtt [--scale smoke|quick|full]\n"
+      std::printf("usage: ring_rtt [--scale smoke|quick|full] [--link socket|vm]\n"
                   "Round trip of a 32-byte message between two threads over a bypass transport session.\n");
       return 0;
     } else {
@@ -48,9 +61,45 @@ int run(int argc, char** argv) {
   const uint32_t hot_calls = scale == "smoke" ? 500 : scale == "quick" ? 20'000 : 50'000;
   const uint32_t idle_calls = scale == "smoke" ? 20 : scale == "quick" ? 200 : 500;
 
+  if (link != "socket" && link != "vm") {
+    std::fprintf(stderr, "ring_rtt: --link expects socket or vm, got '%s'\n", link.c_str());
+    return 2;
+  }
   std::string error;
-  auto pair = transport::make_channel_pair({}, &error);
+  std::optional<transport::ChannelPair> pair;
+  // --link vm: a device file and bypassd's main loop (heartbeat, accept) on a thread.
+  std::optional<transport::VmDevice> device;
+  std::atomic<bool> serving{true};
+  std::thread server;
+  const std::string device_path = "/dev/shm/bypass-ring-rtt-" + std::to_string(getpid());
+  if (link == "socket") {
+    pair = transport::make_channel_pair({}, &error);
+  } else if (auto made = transport::VmDevice::create(device_path, transport::VmDeviceOptions{}, &error)) {
+    device.emplace(std::move(*made));
+    std::optional<transport::Channel> host;
+    std::atomic<bool> accepted{false};
+    server = std::thread([&] {
+      while (serving) {
+        device->heartbeat();
+        if (!accepted && device->slot_requested(0)) {
+          host = device->accept(0, transport::Hello{0, 0, "ring_rtt host"}, &error);
+          accepted = true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+    auto guest = transport::connect_vm("ivshmem:" + device_path, transport::Hello{0, 0, "ring_rtt guest"}, &error,
+                                       transport::deadline_after(std::chrono::seconds(5)));
+    while (guest && !accepted) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (guest && host) pair.emplace(transport::ChannelPair{std::move(*guest), std::move(*host)});
+  }
+  ::unlink(device_path.c_str());
+  auto stop_server = [&] {
+    serving = false;
+    if (server.joinable()) server.join();
+  };
   if (!pair) {
+    stop_server();
     std::fprintf(stderr, "ring_rtt: cannot make a transport session: %s\n", error.c_str());
     return 1;
   }
@@ -97,13 +146,14 @@ int run(int argc, char** argv) {
   }
   (void)pair->guest.send(kStop, {});
   echo.join();
+  stop_server();
   if (!ok) {
     std::fprintf(stderr, "ring_rtt: a round trip failed or came back with the wrong bytes\n");
     return 1;
   }
 
   bypass::bench::Report out;
-  out.set("workload", "ring_rtt");
+  out.set("workload", link == "vm" ? "ring_rtt_vm" : "ring_rtt");
   out.set("scale", scale);
   out.set("hot_calls", hot_calls);
   out.set("idle_calls", idle_calls);

@@ -4,8 +4,8 @@
 // socket runs over it (link.h). What lives where in the device: layout.h, "A VM guest's device".
 //
 // Wake-ups poll: a futex does not cross the VM boundary, so a side that found nothing while
-// spinning sleeps in short, growing naps (kVmPollMin .. kVmPollMax) re-reading the ring's wait
-// word. Peer death: heartbeat words in the device (bypassd's, and each open session's guest's).
+// spinning yields, then sleeps in short, growing naps (kVmPollMin .. kVmPollMax), re-reading
+// the ring's wait word. Peer death: heartbeat words in the device (bypassd's, and each open session's guest's).
 // No file descriptor crosses: Channel::carries_fds() is false, and host-visible memory is
 // sub-allocated from the slot's heap instead (Channel::shared_heap()).
 #pragma once
@@ -23,10 +23,13 @@
 
 namespace bypass::transport {
 
-// The shortest and longest nap of a polling sleeper: the longest bounds the wake-up latency of
-// an idle side, the shortest keeps a reply that comes just after the spin cheap to notice.
-inline constexpr std::chrono::microseconds kVmPollMin{2};
-inline constexpr std::chrono::microseconds kVmPollMax{500};
+// A polling sleeper first yields its CPU for kVmYieldPhase, re-reading the word between
+// yields; then it naps, from kVmPollMin doubling up to kVmPollMax. The longest nap bounds the
+// wake-up latency of an idle side and sets what an idle session costs (about 1/kVmPollMax
+// wake-ups per second on each side).
+inline constexpr std::chrono::microseconds kVmYieldPhase{50};
+inline constexpr std::chrono::microseconds kVmPollMin{5};
+inline constexpr std::chrono::microseconds kVmPollMax{200};
 // How often bypassd's main process and an open session's guest bump their heartbeat, and how
 // long each side waits for the other's before it declares the peer dead.
 inline constexpr std::chrono::milliseconds kVmHeartbeatPeriod{50};

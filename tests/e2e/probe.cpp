@@ -17,6 +17,11 @@
 //                           callback: messages submitted on one instance reach that instance's
 //                           callbacks only, filtered by severity/type/flags, and none after the
 //                           messenger is destroyed; prints the callback counts after each step
+//   probe fill-memory MIB   allocates host-visible memory in blocks of MIB MiB until an
+//                           allocation fails (at most 64 blocks), writes each block through its
+//                           mapping, prints how many blocks fit and the failing VkResult, frees
+//                           them all and allocates one block again: a VM guest's device heap
+//                           running full (VK_ERROR_OUT_OF_DEVICE_MEMORY, not a crash)
 //   probe icd-create-instance LIB
 //                           the same as create-instance, but calls the ICD library LIB directly
 //                           (dlopen, the loader-ICD interface), so the VkResult printed is the
@@ -32,6 +37,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -200,6 +206,38 @@ int run_free_in_flight() {
   return 0;
 }
 
+int run_fill_memory(uint64_t mib) {
+  Objects o;
+  if (!create_instance(o) || !create_device(o)) return 1;
+  uint32_t n = 1;
+  VkPhysicalDevice pd;
+  vkEnumeratePhysicalDevices(o.instance, &n, &pd);
+  VkMemoryAllocateInfo info{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  info.allocationSize = mib << 20;
+  info.memoryTypeIndex = host_visible_type(pd, ~0u);
+  std::vector<VkDeviceMemory> blocks;
+  VkResult r = VK_SUCCESS;
+  while (blocks.size() < 64) {
+    VkDeviceMemory m = VK_NULL_HANDLE;
+    r = vkAllocateMemory(o.device, &info, nullptr, &m);
+    if (r != VK_SUCCESS) break;
+    void* p = nullptr;
+    if (vkMapMemory(o.device, m, 0, VK_WHOLE_SIZE, 0, &p) == VK_SUCCESS) {
+      std::memset(p, static_cast<int>(blocks.size() + 1), info.allocationSize);
+      vkUnmapMemory(o.device, m);
+    }
+    blocks.push_back(m);
+  }
+  std::printf("filled: %zu blocks of %llu MiB, then %s\n", blocks.size(), static_cast<unsigned long long>(mib),
+              result_name(r));
+  for (VkDeviceMemory m : blocks) vkFreeMemory(o.device, m, nullptr);
+  VkDeviceMemory again = VK_NULL_HANDLE;
+  if (!report("vkAllocateMemory after freeing", vkAllocateMemory(o.device, &info, nullptr, &again))) return 1;
+  vkFreeMemory(o.device, again, nullptr);
+  std::fflush(stdout);
+  return r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? 0 : 1;
+}
+
 int run_hold() {
   Objects o;
   if (!create_instance(o) || !create_device(o)) return 1;
@@ -354,8 +392,9 @@ int main(int argc, char** argv) {
   if (mode == "create-instance") return run_create_instance();
   if (mode == "wait-fence") return run_wait_fence();
   if (mode == "hold") return run_hold();
+  if (mode == "fill-memory" && argc == 3) return run_fill_memory(std::strtoull(argv[2], nullptr, 10));
   if (mode == "free-in-flight") return run_free_in_flight();
   if (mode == "debug-messengers") return run_debug_messengers();
-  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|free-in-flight|debug-messengers|icd-create-instance LIB\n", argv[0]);
+  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|fill-memory MIB|free-in-flight|debug-messengers|icd-create-instance LIB\n", argv[0]);
   return 2;
 }

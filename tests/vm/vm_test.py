@@ -146,10 +146,19 @@ def case_samples(workdir, mode):
     try:
         server = start_server(workdir, devices, ["vm1"])
         env = ["BYPASS_MEMORY=shadow"] if mode == "shadow" else []
-        vm = Vm(devices.path("vm1"), workdir, "vm1", samples_command(names), env)
+        # Then the slot's heap run full: VK_ERROR_OUT_OF_DEVICE_MEMORY, and memory again once freed.
+        command = samples_command(names)
+        command[-1] += f"; {harness.env_path('BYPASS_PROBE')} fill-memory 16 > fill.txt || exit $?"
+        vm = Vm(devices.path("vm1"), workdir, "vm1", command, env)
         result = vm.wait()
         check_vm_samples(vm, result, names, refs, f"samples in a VM{' (shadow memory)' if mode else ''}")
         log(f"{', '.join(names)}: outputs identical to native{' with BYPASS_MEMORY=shadow' if mode else ''}")
+        fill = open(os.path.join(vm.out, "fill.txt")).read()
+        filled = re.search(r"^filled: (\d+) blocks of 16 MiB, then (\w+)$", fill, re.M)
+        check(filled and filled.group(2) == "VK_ERROR_OUT_OF_DEVICE_MEMORY" and int(filled.group(1)) > 0
+              and "vkAllocateMemory after freeing: VK_SUCCESS" in fill, f"the full heap:\n{fill}")
+        log(f"device heap: {filled.group(1)} blocks of 16 MiB, then VK_ERROR_OUT_OF_DEVICE_MEMORY; "
+            f"memory again after freeing")
         stats = wait_no_objects(server, "the VM's sessions to end")
         ended = stats["ended"]
         check(ended and all(e["end"] == "guest left" for e in ended), f"sessions did not end cleanly: {ended}")

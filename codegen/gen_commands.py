@@ -350,6 +350,17 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append("}")
         return "\n".join(L)
 
+    @staticmethod
+    def _async_failure(s: CommandShape) -> list:
+        """An asynchronous call (codegen/data/async.txt) already told the guest VK_SUCCESS: a
+        failure on the host cannot be reported, and the guest's view of its objects is now wrong,
+        so the session ends naming the command and the result (the guest sees
+        VK_ERROR_DEVICE_LOST with that reason)."""
+        if s.sync or s.cmd.ret != "VkResult":
+            return []
+        return [f"  if (a.result < 0) return c.fail(\"{s.name}\", (\"VkResult \" + std::to_string(a.result) + "
+                f"\" on the host, after the guest was told VK_SUCCESS (an asynchronous call)\").c_str());"]
+
     def _copy_out(self, L, o: OutParam, n: str, bad: str, s) -> None:
         if o.kind == "struct_array":
             L.append(f"      for (size_t i = 0; i < {n}; ++i)")
@@ -378,6 +389,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                         L.append(f"  if (w.{f.name} < 0) return c.fail(\"{s.name}.{f.name}\", \"enum value out of range\");")
                     L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
             L.append(f"  c.handlers.{s.name}(c, a);")
+            L.extend(self._async_failure(s))
             L.append("  return c.decode.error.empty();  // a handler's c.fail() ends the session")
             L.append("}")
             return "\n".join(L)
@@ -514,6 +526,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append(f"  c.handlers.{s.name}(c, a);")
         # A handler's c.fail() ends the session, with no reply of made-up results.
         L.append("  if (!c.decode.error.empty()) return false;")
+        L.extend(self._async_failure(s))
         if s.sync:
             L.append(f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
         L.append("  return true;")

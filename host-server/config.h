@@ -52,4 +52,9 @@ struct ServerConfig {
   size_t max_pending_per_uid = 4;        // handshakes in progress per uid
 };
 
+// The RLIMIT_DATA a worker runs under (see worker_data_bytes).
+inline uint64_t worker_data_limit(const ServerConfig& c) {
+  return c.worker_data_bytes != 0 ? c.worker_data_bytes : c.max_memory_bytes + (4ull << 30);
+}
+
 }  // namespace bypass::host

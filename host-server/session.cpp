@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstring>
+#include <new>
 
 #include "config.h"
 #include "presentation.h"
@@ -79,7 +80,15 @@ void Session::run() {
       break;
     }
     stats_.bytes.fetch_add(msg.payload.size(), std::memory_order_relaxed);
-    const bool ok = process_batch(msg.payload.data(), msg.payload.size());
+    bool ok;
+    try {
+      ok = process_batch(msg.payload.data(), msg.payload.size());
+    } catch (const std::bad_alloc&) {
+      // In a worker, RLIMIT_DATA bounds everything the guest makes us (or the driver) allocate.
+      end_reason_ = "out of memory: the session reached its data limit (" +
+                    std::to_string(worker_data_limit(config_) >> 20) + " MiB, --worker-data-limit)";
+      ok = false;
+    }
     // A large batch's buffer is not kept for the rest of the session.
     if (msg.payload.capacity() > (4u << 20)) std::vector<std::byte>().swap(msg.payload);
     {

@@ -85,7 +85,7 @@ pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConf
                    std::string* error) {
   SandboxOptions sandbox;
   sandbox.seccomp = config.sandbox;
-  sandbox.data_limit = config.worker_data_bytes != 0 ? config.worker_data_bytes : config.max_memory_bytes + (4ull << 30);
+  sandbox.data_limit = worker_data_limit(config);
   if (!config.worker_user.empty()) {
     const passwd* pw = getpwnam(config.worker_user.c_str());
     if (!pw) {

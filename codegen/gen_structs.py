@@ -240,7 +240,8 @@ class StructGenerator:
                 out.append(f"    auto* p = c.arena->make<{T}>(want ? want : 1);")
                 out.append(f"    if (!p) return c.fail({where}, \"out of memory\");")
                 out.append("    for (size_t i = 0; i < want; ++i)")
-                out.append(f"      if (!decode_handle(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {self.objtype(T)}, false, {where}, &p[i])) return false;")
+                nulls = "true" if f.null_elements else "false"
+                out.append(f"      if (!decode_handle(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {self.objtype(T)}, {nulls}, {where}, &p[i])) return false;")
                 out.append(f"    {m} = p;")
             elif k in ("array_union", "bytes"):
                 out.append(f"    {m} = reinterpret_cast<decltype({m})>(s->data());")

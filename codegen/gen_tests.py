@@ -120,7 +120,11 @@ class TestGenerator:
                 L.append(f"    for (size_t i = 0; i < n; ++i) fill_random_{f.type}(f, p[i], d + 1, 0);")
             elif f.kind == "array_handle":
                 L.append(f"    auto* p = f.pool.make<Elem<decltype({m})>>(n);")
-                L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = f.handle<Elem<decltype({m})>>(false);")
+                if f.null_elements:
+                    # The first element VK_NULL_HANDLE, which this array may hold: it must arrive as such.
+                    L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = i == 0 ? Elem<decltype({m})>{{}} : f.handle<Elem<decltype({m})>>(false);")
+                else:
+                    L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = f.handle<Elem<decltype({m})>>(false);")
             elif f.kind == "string_array":
                 L.append("    auto* p = f.pool.make<const char*>(n);")
                 L.append("    for (size_t i = 0; i < n; ++i) p[i] = f.string(false);")

@@ -74,6 +74,12 @@ class Field:
     count: str = ""  # C expression (fixed arrays: constant) for the element count
     len_expr: str = ""  # raw length expression in source terms (member/param names)
     optional: bool = False
+    # array_handle: elements may be VK_NULL_HANDLE. vk.xml says so with a second `optional`
+    # value ("false,true": vkCmdBindVertexBuffers' pBuffers), or leaves the elements to the
+    # spec's text with noautovalidity (vkCmdBeginTransformFeedbackEXT's pCounterBuffers,
+    # vkFreeCommandBuffers' pCommandBuffers, VkFramebufferCreateInfo's pAttachments), whose
+    # rules all allow VK_NULL_HANDLE there.
+    null_elements: bool = False
     index: int = 0  # field id in the table (voffset = 4 + 2 * index)
     condition: str = ""  # C condition in source terms under which the member is read
 
@@ -353,7 +359,8 @@ class Protocol:
         if reg.is_struct(t):
             return Field(m.name, "array_struct", m, type=t, len_expr=length, optional=optional)
         if reg.is_handle(t):
-            return Field(m.name, "array_handle", m, type=t, len_expr=length, optional=optional)
+            nulls = (len(m.optional) > 1 and m.optional[1]) or m.noautovalidity
+            return Field(m.name, "array_handle", m, type=t, len_expr=length, optional=optional, null_elements=nulls)
         if sc:
             if sc[2] == 1 and t in ("uint8_t", "char"):
                 return Field(m.name, "array_scalar", m, type=t, ctype=sc[1], ftype=sc[0], size=1, len_expr=length, optional=optional)

@@ -97,9 +97,10 @@ struct Live {
 
 Live* g_live = nullptr;
 
-void write_seed(const std::string& dir, const char* name, uint16_t command, const wire::Builder& b) {
+void write_seed(const std::string& dir, const char* name, uint16_t command, uint16_t flags, const void* data,
+                size_t size) {
   std::vector<std::byte> batch;
-  append_record(batch, command, 0, b.GetBufferPointer(), b.GetSize());
+  append_record(batch, command, flags, data, size);
   if (FILE* f = std::fopen((dir + "/" + name).c_str(), "wb")) {
     std::fwrite(batch.data(), 1, batch.size(), f);
     std::fclose(f);
@@ -116,7 +117,7 @@ void write_seeds(const std::string& dir) {
   buffer_info.usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   VkBuffer buffer = reinterpret_cast<VkBuffer>(uintptr_t{kBufferId});
   wire::encode_vkCreateBuffer(b, ids, device, &buffer_info, nullptr, &buffer);
-  write_seed(dir, "create-buffer", wire::kCmd_vkCreateBuffer, b);
+  write_seed(dir, "create-buffer", wire::kCmd_vkCreateBuffer, 0, b.GetBufferPointer(), b.GetSize());
 
   VkImageCreateInfo image_info{VK_STRUCTURE_TYPE_IMAGE_CREATE_INFO};
   image_info.imageType = VK_IMAGE_TYPE_2D;
@@ -130,18 +131,18 @@ void write_seeds(const std::string& dir) {
   VkImage image = reinterpret_cast<VkImage>(uintptr_t{kImageId});
   b.Clear();
   wire::encode_vkCreateImage(b, ids, device, &image_info, nullptr, &image);
-  write_seed(dir, "create-image", wire::kCmd_vkCreateImage, b);
+  write_seed(dir, "create-image", wire::kCmd_vkCreateImage, 0, b.GetBufferPointer(), b.GetSize());
 
   VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   alloc.allocationSize = 65536;
   VkDeviceMemory memory = reinterpret_cast<VkDeviceMemory>(uintptr_t{kMemoryId2});
   b.Clear();
   wire::encode_vkAllocateMemory(b, ids, device, &alloc, nullptr, &memory);
-  write_seed(dir, "allocate-memory", wire::kCmd_vkAllocateMemory, b);
+  write_seed(dir, "allocate-memory", wire::kCmd_vkAllocateMemory, 0, b.GetBufferPointer(), b.GetSize());
 
-  b.Clear();
-  wire::encode_vkBindBufferMemory(b, ids, device, buffer, memory, 0);
-  write_seed(dir, "bind-buffer-memory", wire::kCmd_vkBindBufferMemory, b);
+  wire::vkBindBufferMemory_s bind{};
+  wire::encode_vkBindBufferMemory(bind, ids, device, buffer, memory, 0);
+  write_seed(dir, "bind-buffer-memory", wire::kCmd_vkBindBufferMemory, wire::kRecordFixed, &bind, sizeof(bind));
 }
 
 }  // namespace

@@ -120,6 +120,17 @@ bool create_device(Objects& o) {
   return report("vkCreateDevice", r);
 }
 
+// A command pool and one primary command buffer from it.
+bool create_command_buffer(Objects& o, VkCommandPool* pool, VkCommandBuffer* cmd) {
+  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  if (!report("vkCreateCommandPool", vkCreateCommandPool(o.device, &pinfo, nullptr, pool))) return false;
+  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cinfo.commandPool = *pool;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cinfo.commandBufferCount = 1;
+  return report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, cmd));
+}
+
 int run_create_instance() {
   Objects o;
   if (!create_instance(o)) return 1;
@@ -174,15 +185,9 @@ int run_free_in_flight() {
   VkDeviceMemory memory;
   if (!report("vkAllocateMemory", vkAllocateMemory(o.device, &ainfo, nullptr, &memory))) return 1;
   if (!report("vkBindBufferMemory", vkBindBufferMemory(o.device, buffer, memory, 0))) return 1;
-  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   VkCommandPool pool;
-  if (!report("vkCreateCommandPool", vkCreateCommandPool(o.device, &pinfo, nullptr, &pool))) return 1;
-  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  cinfo.commandPool = pool;
-  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  cinfo.commandBufferCount = 1;
   VkCommandBuffer cmd;
-  if (!report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, &cmd))) return 1;
+  if (!create_command_buffer(o, &pool, &cmd)) return 1;
   VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   vkBeginCommandBuffer(cmd, &begin);
   for (uint32_t i = 0; i < 256; ++i) vkCmdFillBuffer(cmd, buffer, 0, VK_WHOLE_SIZE, i);  // 16 GiB of writes
@@ -210,15 +215,9 @@ int run_free_in_flight() {
 int run_record_bomb(uint64_t millions) {
   Objects o;
   if (!create_instance(o) || !create_device(o)) return 1;
-  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   VkCommandPool pool;
-  if (!report("vkCreateCommandPool", vkCreateCommandPool(o.device, &pinfo, nullptr, &pool))) return 1;
-  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  cinfo.commandPool = pool;
-  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  cinfo.commandBufferCount = 1;
   VkCommandBuffer cmd;
-  if (!report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, &cmd))) return 1;
+  if (!create_command_buffer(o, &pool, &cmd)) return 1;
   VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   if (!report("vkBeginCommandBuffer", vkBeginCommandBuffer(cmd, &begin))) return 1;
   VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};

@@ -26,6 +26,15 @@ std::string default_endpoint() {
   return std::string("unix:") + transport::kSystemSocketPath;
 }
 
+std::chrono::milliseconds connect_timeout() {
+  if (const char* e = std::getenv("BYPASS_CONNECT_TIMEOUT_MS"); e && *e) {
+    char* end = nullptr;
+    const unsigned long ms = std::strtoul(e, &end, 10);
+    if (end && *end == '\0' && ms > 0 && ms <= 600000) return std::chrono::milliseconds(ms);
+  }
+  return std::chrono::seconds(1);
+}
+
 // A guest trusts a server run by root, by its own user, or by the uid BYPASS_SERVER_UID names:
 // whoever else listens where we look (a socket directory another user made first, an abstract
 // socket anyone can bind) is refused before anything is sent to it. Empty when trusted.
@@ -45,7 +54,9 @@ std::unique_ptr<Connection> Connection::open(std::string* error) {
   char name[64];
   std::snprintf(name, sizeof(name), "bypass-icd pid %d", static_cast<int>(getpid()));
   const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, name};
-  auto ch = transport::connect(endpoint, hello, error, transport::deadline_after(std::chrono::seconds(1)));
+  // A hung server is given up on after this (1 s unless BYPASS_CONNECT_TIMEOUT_MS says otherwise:
+  // a heavily loaded host may take longer to start a session's worker).
+  auto ch = transport::connect(endpoint, hello, error, transport::deadline_after(connect_timeout()));
   if (!ch) {
     *error = "cannot reach bypassd at " + endpoint + ": " + *error;
     return nullptr;

@@ -35,12 +35,20 @@ void handle_vkCreateInstance(wire::HostContext& c, wire::Args_vkCreateInstance& 
   s.add_object(VK_OBJECT_TYPE_INSTANCE, a.id_pInstance, wire::handle_bits(*a.pInstance), 0);
 }
 
+// Devices the guest left alive go first, each with its children: the driver does not destroy
+// them with their instance (each would keep its memory and its threads in bypassd).
 void handle_vkDestroyInstance(wire::HostContext& c, wire::Args_vkDestroyInstance& a) {
   Session& s = session(c);
-  auto d = s.dispatch_ptr(wire::handle_bits(a.instance));
+  const uint64_t inst = wire::handle_bits(a.instance);
+  auto d = s.dispatch_ptr(inst);
   if (!d) return;
+  for (const ObjectEntry& e : s.objects().entries()) {
+    if (e.type != VK_OBJECT_TYPE_DEVICE) continue;
+    const ObjectEntry* physical = s.objects().entry_of_handle(e.owner);
+    if (physical && physical->owner == inst) s.destroy_device(e.handle);
+  }
   d->vkDestroyInstance(a.instance, nullptr);
-  s.remove_object(VK_OBJECT_TYPE_INSTANCE, wire::handle_bits(a.instance));
+  s.remove_object(VK_OBJECT_TYPE_INSTANCE, inst);
 }
 
 void handle_vkEnumerateInstanceExtensionProperties(wire::HostContext& c,

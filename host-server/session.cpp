@@ -535,6 +535,17 @@ void Session::destroy_object(const ObjectEntry& e) {
   }
 }
 
+void Session::destroy_device(uint64_t device) {
+  const wire::Dispatch& d = dispatch_of(device);
+  if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(device));
+  drop_tracking(device);
+  const std::vector<ObjectEntry> all = objects_.entries();
+  for (VkObjectType t : kDestroyOrder)
+    for (const ObjectEntry& e : all)
+      if (e.type == t && e.owner == device) destroy_object(e);
+  if (d.vkDestroyDevice) d.vkDestroyDevice(as<VkDevice>(device), nullptr);
+}
+
 void Session::teardown() {
   closing_.store(true, std::memory_order_release);
   {
@@ -548,16 +559,8 @@ void Session::teardown() {
   std::lock_guard lock(objects_mu_);
   std::vector<ObjectEntry> all = objects_.entries();
   // Devices first (with their children), then instances.
-  for (const ObjectEntry& dev : all) {
-    if (dev.type != VK_OBJECT_TYPE_DEVICE) continue;
-    const wire::Dispatch& d = dispatch_of(dev.handle);
-    if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(dev.handle));
-    drop_tracking(dev.handle);
-    for (VkObjectType t : kDestroyOrder)
-      for (const ObjectEntry& e : all)
-        if (e.type == t && e.owner == dev.handle) destroy_object(e);
-    if (d.vkDestroyDevice) d.vkDestroyDevice(as<VkDevice>(dev.handle), nullptr);
-  }
+  for (const ObjectEntry& dev : all)
+    if (dev.type == VK_OBJECT_TYPE_DEVICE) destroy_device(dev.handle);
   for (const ObjectEntry& inst : all) {
     if (inst.type != VK_OBJECT_TYPE_INSTANCE) continue;
     const wire::Dispatch& d = dispatch_of(inst.handle);

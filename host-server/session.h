@@ -97,6 +97,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void set_device_info(uint64_t device, uint64_t physical_device, bool host_memory_import);
   const DeviceInfo* device_info(uint64_t device) const;
   void remove_owned(uint64_t owner);
+  // Destroys `device` in the driver with everything it still owns, children before what they
+  // use (the order teardown uses), once its work is done. The table entries stay: the caller
+  // removes them (remove_object) or drops the whole table.
+  void destroy_device(uint64_t device);
   // In-flight tracking (submit.cpp): a host fence after every guest submission, waited for
   // before anything is destroyed or freed.
   void track_submission(VkQueue queue);

@@ -60,6 +60,7 @@ void handle_vkDestroyDevice(wire::HostContext& c, wire::Args_vkDestroyDevice& a)
   Session& s = session(c);
   const uint64_t dev = wire::handle_bits(a.device);
   if (!a.device || !s.dispatch_ptr(dev)) return;
+  if (!s.destroy_ok("vkDestroyDevice", "device", dev)) return;
   s.destroy_device(dev);
   s.remove_object(VK_OBJECT_TYPE_DEVICE, dev);
 }

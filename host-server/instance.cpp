@@ -42,6 +42,7 @@ void handle_vkDestroyInstance(wire::HostContext& c, wire::Args_vkDestroyInstance
   const uint64_t inst = wire::handle_bits(a.instance);
   auto d = s.dispatch_ptr(inst);
   if (!d) return;
+  if (!s.destroy_ok("vkDestroyInstance", "instance", inst)) return;
   for (const ObjectEntry& e : s.objects().entries()) {
     if (e.type != VK_OBJECT_TYPE_DEVICE) continue;
     const ObjectEntry* physical = s.objects().entry_of_handle(e.owner);
@@ -89,7 +90,7 @@ bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t s
     const uint64_t id = req.first_id + count;
     const uint64_t bits = wire::handle_bits(pd);
     if (s.objects().id_of(bits) == 0) {
-      if (!s.new_id_ok(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id)) return s.fail("EnumeratePhysicalDevices", "bad new object id");
+      if (const char* why = s.refuse_new_id(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id)) return s.fail("EnumeratePhysicalDevices", why);
       s.add_object(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id, bits, inst_bits);
     }
     ++count;

@@ -16,7 +16,8 @@
 //                                          (the test measures bypassd at both pauses)
 //   lifecycle_probe truncate-memory        maps host-visible memory, reopens the memfd behind
 //                                          the mapping (/proc/self/map_files) and truncates it,
-//                                          then has the host's driver fill a buffer in it
+//                                          has the host's driver fill a buffer in it, then
+//                                          tries to grow it
 //   lifecycle_probe pending-waits N        N threads each wait with no timeout on a fence
 //                                          nothing signals
 //   lifecycle_probe create-fences N        creates N fences, then vkDeviceWaitIdle
@@ -288,10 +289,8 @@ int truncate_memory() {
     return 0;
   }
   std::printf("ftruncate: %s\n", ftruncate(fd, 0) == 0 ? "done" : strerrorname_np(errno));
-  std::printf("grow: %s\n", ftruncate(fd, 1 << 30) == 0 ? "done" : strerrorname_np(errno));
   std::fflush(stdout);
-  close(fd);
-  // The host's driver writes every page of the memory now.
+  // The host's driver writes every page of the memory now (a SIGBUS in bypassd if truncated).
   VkQueue queue;
   vkGetDeviceQueue(s.device, 0, 0, &queue);
   VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
@@ -317,6 +316,9 @@ int truncate_memory() {
     for (size_t i = 0; i < kSize / 4; ++i) same = same && words[i] == 0x5a5a5a5au;
     say(same ? "fill: every word written" : "fill: wrong contents");
   }
+  std::printf("grow: %s\n", ftruncate(fd, 1 << 30) == 0 ? "done" : strerrorname_np(errno));
+  std::fflush(stdout);
+  close(fd);
   vkDestroyCommandPool(s.device, pool, nullptr);
   vkDestroyBuffer(s.device, buffer, nullptr);
   vkFreeMemory(s.device, memory, nullptr);

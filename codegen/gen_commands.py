@@ -114,6 +114,8 @@ class CommandGenerator:
         limit = max(self.p.command_id(s.name) for s in self.shapes) + 1
         L.append(f"inline constexpr uint16_t kCommandIdLimit = {limit};")
         L.append("const char* command_name(uint16_t id);")
+        L.append("// Whether the command is in blocking.txt (may be handed to a waiter thread).")
+        L.append("bool command_blocks(uint16_t id);")
         L.append("")
         L.append("// Fixed-layout commands: all parameters are scalars or handles, so the record")
         L.append("// payload is this struct (the FlatBuffers struct of the same name in the schema).")
@@ -163,14 +165,19 @@ class HostContext {
   Handlers handlers;
   uint64_t reply_seq = 0;  // set by the session for records that want a reply
   virtual const Dispatch& dispatch_of(uint64_t dispatchable) = 0;
-  // A guest-chosen id for a new object: non-zero and unused in this session.
-  virtual bool new_id_ok(VkObjectType type, uint64_t id) = 0;
+  // A guest-chosen id for a new object: nullptr when it may be used (non-zero, unused in this
+  // session, within the session's object limit), else why not (valid until the next call).
+  virtual const char* refuse_new_id(VkObjectType type, uint64_t id) = 0;
   virtual void add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) = 0;
   virtual void remove_object(VkObjectType type, uint64_t handle) = 0;
   // Sends the reply built in `b` (finished) for `seq`.
   virtual void send_reply(uint64_t seq, uint16_t command, int32_t result, Builder& b) = 0;
-  // Runs `job` where it may block without stalling the session (a waiter thread).
-  virtual void run_blocking(std::function<void()> job) = 0;
+  // Runs `job` where it may block without stalling the session (a waiter thread); false, with
+  // decode.error set, when the session takes no more pending calls.
+  [[nodiscard]] virtual bool run_blocking(std::function<void()> job) = 0;
+  // Called before the driver destroys `handle`, the parameter `what` of `command`: false, with
+  // decode.error set, when a pending blocking call still uses it or anything it owns.
+  [[nodiscard]] virtual bool destroy_ok(const char* command, const char* what, uint64_t handle) = 0;
   // Thread-safe builder for replies produced off the session thread.
   virtual Builder& reply_builder() = 0;
   bool fail(const char* where, const char* what) { return decode.fail(where, what); }
@@ -419,7 +426,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
             vo = 4 + 2 * o.in_index
             if o.kind == "handle":
                 L.append(f"  a.id_{o.name} = t->GetField<uint64_t>({vo}, 0);")
-                L.append(f"  if (!hc.new_id_ok({self.objtype(o.type)}, a.id_{o.name})) return c.fail(\"{s.name}.{o.name}\", \"bad new object id\");")
+                L.append(f"  if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.id_{o.name})) return c.fail(\"{s.name}.{o.name}\", why);")
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
             elif o.kind == "handle_array":
                 n = c_expr(o.len_expr, names, "a.")
@@ -428,7 +435,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 L.append(f"    const size_t n = static_cast<size_t>({n});")
                 L.append(f"    if (!a.ids_{o.name} || a.ids_{o.name}->size() != n) return c.fail(\"{s.name}.{o.name}\", \"ids do not match the count\");")
                 L.append(f"    for (size_t i = 0; i < n; ++i)")
-                L.append(f"      if (!hc.new_id_ok({self.objtype(o.type)}, a.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)))) return c.fail(\"{s.name}.{o.name}\", \"bad new object id\");")
+                L.append(f"      if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)))) return c.fail(\"{s.name}.{o.name}\", why);")
                 L.append(f"    a.{o.name} = c.arena->make<{self.reg.resolve(o.type)}>(n ? n : 1);")
                 L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
                 L.append("  }")
@@ -514,11 +521,10 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append("  if (!ok) return false;")
             L.append("  job->a.waited_ns = waited_ns;")
             L.append("  HostContext* hc = &c;")
-            L.append("  c.run_blocking([hc, job] {")
+            L.append("  return c.run_blocking([hc, job] {")
             L.append(f"    hc->handlers.{s.name}(*hc, job->a);")
             L.append(f"    reply_{s.name}(*hc, hc->reply_builder(), job->a, job->seq);")
             L.append("  });")
-            L.append("  return true;")
             L.append("}")
             return "\n".join(L)
         L.append(f"  Args_{s.name} a;")
@@ -595,6 +601,11 @@ extern const RunFn kRunTable[kCommandIdLimit];
         call = f"c.dispatch_of(handle_bits(a.{first.name})).{s.name}"
         L.append(f"  auto fn = {call};")
         L.append(f"  if (!fn) {{ c.fail(\"{s.name}\", \"not supported by the host driver\"); return; }}")
+        if s.name.startswith("vkDestroy") and len(s.cmd.params) >= 2:
+            # A pending blocking call may still use what is destroyed (a fence waited for).
+            p = s.cmd.params[1]
+            if self.reg.is_handle(p.type) and p.ptr == 0:
+                L.append(f"  if (a.{p.name} && !c.destroy_ok(\"{s.name}\", \"{p.name}\", handle_bits(a.{p.name}))) return;")
         if s.cmd.ret == "void":
             L.append(f"  fn({args});")
             ok = "true"
@@ -645,6 +656,17 @@ extern const RunFn kRunTable[kCommandIdLimit];
         for s in self.shapes:
             L.append(f"    case kCmd_{s.name}: return \"{s.name}\";")
         L.append("    default: return \"(unknown command)\";")
+        L.append("  }")
+        L.append("}")
+        L.append("")
+        L.append("bool command_blocks(uint16_t id) {")
+        L.append("  switch (id) {")
+        for s in self.shapes:
+            if s.blocking:
+                L.append(f"    case kCmd_{s.name}:")
+        L.append("      return true;")
+        L.append("    default:")
+        L.append("      return false;")
         L.append("  }")
         L.append("}")
         L.append("")

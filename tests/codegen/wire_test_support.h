@@ -188,7 +188,8 @@ class TestHost final : public HostContext {
   std::function<void()> job;  // a blocking call's job, kept alive until the next record
 
   const Dispatch& dispatch_of(uint64_t) override { return empty; }
-  bool new_id_ok(VkObjectType, uint64_t) override { return true; }
+  const char* refuse_new_id(VkObjectType, uint64_t) override { return nullptr; }
+  bool destroy_ok(const char*, const char*, uint64_t) override { return true; }
   void add_object(VkObjectType, uint64_t, uint64_t, uint64_t) override {}
   void remove_object(VkObjectType, uint64_t) override {}
   void send_reply(uint64_t seq, uint16_t command, int32_t result, Builder& b) override {
@@ -200,9 +201,10 @@ class TestHost final : public HostContext {
     reply.reset(new uint8_t[reply_size ? reply_size : 1]);
     std::memcpy(reply.get(), b.GetBufferPointer(), reply_size);
   }
-  void run_blocking(std::function<void()> j) override {
+  bool run_blocking(std::function<void()> j) override {
     job = std::move(j);
     job();
+    return true;
   }
   Builder& reply_builder() override { return reply_builder_; }
 

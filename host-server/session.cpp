@@ -37,6 +37,7 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   gipa_ = vkGetInstanceProcAddr;
   decode.arena = &arena_;
   decode.handles = this;
+  decode.check_values = true;  // enum values outside the covered API never reach the driver
   handlers = wire::default_handlers();
   register_instance_handlers(handlers);
   register_device_handlers(handlers);

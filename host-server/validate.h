@@ -1,0 +1,75 @@
+// What the host knows about a session's memory, buffers and images, for the range checks in
+// validate.cpp: the driver (lavapipe) trusts the offsets, sizes and subresources a command
+// names, so each is checked against these facts before the driver sees the command.
+//
+// Recorded by validate.cpp's record_ hooks when an object is created or bound, dropped by
+// Session::remove_object when it goes (directly, or with its owner). Touched on the session
+// thread only, so no lock: the checks sit on the command-recording path.
+#pragma once
+
+#include <vulkan/vulkan.h>
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+namespace bypass::host {
+
+struct MemoryFacts {
+  uint64_t size = 0;  // the guest's allocationSize (the driver's allocation may be larger)
+  uint32_t type_index = 0;
+  // What is bound to it, unbound when it is freed: (is an image, handle).
+  std::vector<std::pair<bool, uint64_t>> bound;
+};
+
+struct BufferFacts {
+  uint64_t size = 0;
+  VkBufferCreateFlags flags = 0;
+  uint64_t memory = 0;  // bound memory (0: none yet, or freed)
+  bool sparse() const { return flags & VK_BUFFER_CREATE_SPARSE_BINDING_BIT; }
+  // Commands may use the buffer: bound (non-sparse buffers must be, and lavapipe would read
+  // through a null pointer otherwise).
+  bool usable() const { return memory != 0 || sparse(); }
+};
+
+struct ImageFacts {
+  VkImageType type = VK_IMAGE_TYPE_2D;
+  VkFormat format = VK_FORMAT_UNDEFINED;
+  VkExtent3D extent{};
+  uint32_t mip_levels = 0;
+  uint32_t array_layers = 0;
+  VkImageCreateFlags flags = 0;
+  uint64_t memory = 0;
+  bool sparse() const { return flags & VK_IMAGE_CREATE_SPARSE_BINDING_BIT; }
+  bool usable() const { return memory != 0 || sparse(); }
+};
+
+class Resources {
+ public:
+  MemoryFacts* memory(uint64_t handle) { return find(memory_, handle); }
+  BufferFacts* buffer(uint64_t handle) { return find(buffers_, handle); }
+  ImageFacts* image(uint64_t handle) { return find(images_, handle); }
+
+  void add_memory(uint64_t handle, const MemoryFacts& m) { memory_[handle] = m; }
+  void add_buffer(uint64_t handle, const BufferFacts& b) { buffers_[handle] = b; }
+  void add_image(uint64_t handle, const ImageFacts& i) { images_[handle] = i; }
+  void bind_buffer(uint64_t buffer, uint64_t memory);
+  void bind_image(uint64_t image, uint64_t memory);
+  // An object of the session's table is gone: forget it (memory: unbind what it held).
+  void forget(VkObjectType type, uint64_t handle);
+  void clear();
+
+ private:
+  template <class M>
+  static typename M::mapped_type* find(M& map, uint64_t handle) {
+    auto it = map.find(handle);
+    return it == map.end() ? nullptr : &it->second;
+  }
+  void unbind(uint64_t memory, bool image, uint64_t handle);
+
+  std::unordered_map<uint64_t, MemoryFacts> memory_;
+  std::unordered_map<uint64_t, BufferFacts> buffers_;
+  std::unordered_map<uint64_t, ImageFacts> images_;
+};
+
+}  // namespace bypass::host

@@ -40,9 +40,8 @@ class CommandGenerator:
         self.checked = read_table("checked.txt")
         for name in self.checked:
             shape = proto.shapes.get(proto.aliases.get(name, name))
-            if shape is None or not shape.wire or shape.blocking:
-                raise SystemExit(f"codegen: checked.txt names {name}, which has no generated run function "
-                                 "(or blocks, and its waiter thread cannot run a check)")
+            if shape is None or not shape.wire:
+                raise SystemExit(f"codegen: checked.txt names {name}, which has no generated run function")
         # Everything the host may call on the driver: wire commands plus core commands that
         # are hand-written on the wire (physical device enumeration, ...).
         self.dispatchable = [
@@ -164,7 +163,8 @@ class CommandGenerator:
         for s in self.shapes:
             if s.name in self.checked:
                 L.append(f"  bool (*check_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
-                L.append(f"  void (*record_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
+                if not s.blocking:  # a blocking call's handler runs on a waiter thread
+                    L.append(f"  void (*record_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
         L.append("};")
         L.append("Handlers default_handlers();")
         L.append("")
@@ -499,6 +499,13 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append(f"  const Table* t = verify_root(data, size, verify_args_{s.name});")
         L.append(f"  if (!t) return c.fail(\"{s.name}\", \"message fails verification\");")
         if s.blocking:
+            if s.name in self.checked:
+                # Checked on the session thread before anything waits (and before the copy below).
+                L.append(f"  if (c.handlers.check_{s.name}) {{")
+                L.append(f"    Args_{s.name} a;")
+                L.append(f"    if (!decode_args_{s.name}(c, t, a)) return false;")
+                L.extend("  " + x for x in self.check_lines(s))
+                L.append("  }")
             # The waiter thread needs the message and the decoded arguments to outlive the
             # session's arena: copy both into a job of their own.
             L.append("  uint64_t waited_ns = 0;")
@@ -544,22 +551,27 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append("}")
         return "\n".join(L)
 
+    def check_lines(self, s: CommandShape) -> list[str]:
+        """The check hook on decoded `a`. A check that fails either ends the session (it called
+        c.fail) or, for a call the guest waits on, sets the VkResult the guest gets instead: the
+        driver never sees the call."""
+        L = [f"  if (c.handlers.check_{s.name} && !c.handlers.check_{s.name}(c, a)) {{"]
+        L.append("    if (!c.decode.error.empty()) return false;")
+        if s.sync and s.cmd.ret == "VkResult":
+            L.append(f"    if (a.result >= 0) return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
+            L.append(f"    reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
+            L.append("    return true;")
+        else:
+            L.append(f"    return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
+        L.append("  }")
+        return L
+
     def call_handler(self, s: CommandShape) -> list[str]:
         """The end of run_vkX: the check hook, the handler, the record hook, the reply."""
         L = []
         reply = [f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);"] if s.sync else []
         if s.name in self.checked:
-            # A check that fails either ends the session (it called c.fail) or, for a call the
-            # guest waits on, sets the VkResult it gets instead: the driver never sees the call.
-            L.append(f"  if (c.handlers.check_{s.name} && !c.handlers.check_{s.name}(c, a)) {{")
-            L.append("    if (!c.decode.error.empty()) return false;")
-            if s.sync and s.cmd.ret == "VkResult":
-                L.append(f"    if (a.result >= 0) return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
-                L.extend("  " + x for x in reply)
-                L.append("    return true;")
-            else:
-                L.append(f"    return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
-            L.append("  }")
+            L.extend(self.check_lines(s))
         L.append(f"  c.handlers.{s.name}(c, a);")
         # A handler's c.fail() ends the session, with no reply of made-up results.
         L.append("  if (!c.decode.error.empty()) return false;")

@@ -73,6 +73,18 @@ void Resources::forget(VkObjectType type, uint64_t handle) {
         images_.erase(it);
       }
       break;
+    case VK_OBJECT_TYPE_DESCRIPTOR_SET_LAYOUT:
+      set_layouts_.erase(handle);
+      break;
+    case VK_OBJECT_TYPE_DESCRIPTOR_SET:
+      sets_.erase(handle);
+      break;
+    case VK_OBJECT_TYPE_PIPELINE_LAYOUT:
+      pipeline_layouts_.erase(handle);
+      break;
+    case VK_OBJECT_TYPE_QUERY_POOL:
+      query_pools_.erase(handle);
+      break;
     default:
       break;
   }
@@ -82,6 +94,10 @@ void Resources::clear() {
   memory_.clear();
   buffers_.clear();
   images_.clear();
+  set_layouts_.clear();
+  sets_.clear();
+  pipeline_layouts_.clear();
+  query_pools_.clear();
 }
 
 namespace {
@@ -119,6 +135,17 @@ bool violation(wire::HostContext& c, const Where& w, fmt::format_string<A...> f,
   const std::string where = w.str();
   const std::string what = fmt::format(f, std::forward<A>(args)...);
   return c.fail(where.c_str(), what.c_str());
+}
+
+// For a call the guest waits for: answer `result` instead of calling the driver, with one log
+// line saying why (the session goes on). Returns false for the check to return.
+template <class... A>
+bool refuse(wire::HostContext& c, VkResult* out, VkResult result, const Where& w, fmt::format_string<A...> f,
+            A&&... args) {
+  spdlog::warn("session {}: {}: {} (answered {})", session(c).id(), w.str(), fmt::format(f, std::forward<A>(args)...),
+               static_cast<int>(result));
+  *out = result;
+  return false;
 }
 
 // The facts of a buffer a command reads or writes through the driver: known and bound.
@@ -387,32 +414,92 @@ bool clear_ranges(wire::HostContext& c, const char* command, VkImage image, uint
   return true;
 }
 
-// Descriptor writes of buffer types: each range inside its buffer. A null buffer is the
-// nullDescriptor feature's, which the driver handles.
-bool descriptor_writes(wire::HostContext& c, const char* command, uint32_t count, const VkWriteDescriptorSet* writes) {
+// The descriptors a write or copy addresses, `count` from `element` of `binding` on: inside
+// the binding or, as the spec allows, spilling into the following bindings of the same type,
+// never past the set's last descriptor (the driver indexes its descriptor array with them).
+// Inline uniform blocks count bytes and do not spill.
+bool set_range_ok(wire::HostContext& c, const Where& w, const DescriptorSetFacts& set, const char* side,
+                  uint32_t binding, uint32_t element, uint32_t count, VkDescriptorType type) {
+  const auto& bs = set.layout->bindings;
+  auto it = std::lower_bound(bs.begin(), bs.end(), binding,
+                             [](const SetLayoutFacts::Binding& b, uint32_t n) { return b.binding < n; });
+  auto count_of = [&](decltype(it) b) {
+    return set.layout->variable_last && b + 1 == bs.end() ? set.variable_count : b->count;
+  };
+  if (it == bs.end() || it->binding != binding || count_of(it) == 0)
+    return violation(c, w, "{}Binding {} is not a binding of the set's layout", side, binding);
+  if (it->type != type)
+    return violation(c, w, "descriptorType {} is not binding {}'s type {}", static_cast<int>(type), binding,
+                     static_cast<int>(it->type));
+  uint64_t skip = element, left = count;
+  for (auto b = it; b != bs.end() && left; ++b) {
+    const uint64_t n = count_of(b);
+    if (n == 0) continue;
+    if (b != it && b->type != type)
+      return violation(c, w, "{}ArrayElement {} + descriptorCount {} spills from binding {} into binding {} of another "
+                       "type", side, element, count, binding, b->binding);
+    const uint64_t here = skip < n ? std::min(n - skip, left) : 0;
+    skip = skip < n ? 0 : skip - n;
+    left -= here;
+    if (type == VK_DESCRIPTOR_TYPE_INLINE_UNIFORM_BLOCK) break;
+  }
+  if (left == 0) return true;
+  return violation(c, w, "{}ArrayElement {} + descriptorCount {} exceeds the descriptors from binding {} on", side,
+                   element, count, binding);
+}
+
+bool is_buffer_descriptor(VkDescriptorType t) {
+  return t == VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER || t == VK_DESCRIPTOR_TYPE_STORAGE_BUFFER ||
+         t == VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER_DYNAMIC || t == VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC;
+}
+
+// Buffer descriptors: each range inside its buffer. A null buffer is the nullDescriptor
+// feature's, which the driver handles.
+bool buffer_infos_ok(wire::HostContext& c, const Where& w, const VkWriteDescriptorSet& wr) {
+  for (uint32_t j = 0; j < wr.descriptorCount; ++j) {
+    const VkDescriptorBufferInfo& info = wr.pBufferInfo[j];
+    if (!info.buffer) continue;
+    BufferFacts* b = session(c).resources().buffer(bits(info.buffer));
+    if (!b) return violation(c, w, "pBufferInfo[{}].buffer was not created by this session's vkCreateBuffer", j);
+    if (info.offset >= b->size)
+      return violation(c, w, "pBufferInfo[{}].offset {} is not inside the buffer's {} bytes", j, info.offset, b->size);
+    if (info.range != VK_WHOLE_SIZE && (info.range == 0 || add(info.offset, info.range) > b->size))
+      return violation(c, w, "pBufferInfo[{}]: offset {} + range {} exceeds the buffer's {} bytes", j, info.offset,
+                       info.range, b->size);
+  }
+  return true;
+}
+
+// Writes into sets (`push`: the set of a push-descriptor layout, whatever dstSet says).
+bool descriptor_writes(wire::HostContext& c, const char* command, uint32_t count, const VkWriteDescriptorSet* writes,
+                       const DescriptorSetFacts* push) {
+  Resources& r = session(c).resources();
   for (uint32_t i = 0; i < count; ++i) {
     const VkWriteDescriptorSet& wr = writes[i];
-    switch (wr.descriptorType) {
-      case VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER:
-      case VK_DESCRIPTOR_TYPE_STORAGE_BUFFER:
-      case VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER_DYNAMIC:
-      case VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC:
-        break;
-      default:
-        continue;
-    }
-    for (uint32_t j = 0; j < wr.descriptorCount; ++j) {
-      const VkDescriptorBufferInfo& info = wr.pBufferInfo[j];
-      if (!info.buffer) continue;
-      const Where w{command, "pDescriptorWrites", i};
-      BufferFacts* b = session(c).resources().buffer(bits(info.buffer));
-      if (!b) return violation(c, w, "pBufferInfo[{}].buffer was not created by this session's vkCreateBuffer", j);
-      if (info.offset >= b->size)
-        return violation(c, w, "pBufferInfo[{}].offset {} is not inside the buffer's {} bytes", j, info.offset, b->size);
-      if (info.range != VK_WHOLE_SIZE && (info.range == 0 || add(info.offset, info.range) > b->size))
-        return violation(c, w, "pBufferInfo[{}]: offset {} + range {} exceeds the buffer's {} bytes", j, info.offset,
-                         info.range, b->size);
-    }
+    const Where w{command, "pDescriptorWrites", i};
+    const DescriptorSetFacts* set = push ? push : r.descriptor_set(bits(wr.dstSet));
+    if (!set) return violation(c, w, "dstSet was not allocated by this session's vkAllocateDescriptorSets");
+    if (!set_range_ok(c, w, *set, "dst", wr.dstBinding, wr.dstArrayElement, wr.descriptorCount, wr.descriptorType))
+      return false;
+    if (is_buffer_descriptor(wr.descriptorType) && !buffer_infos_ok(c, w, wr)) return false;
+  }
+  return true;
+}
+
+bool descriptor_copies(wire::HostContext& c, uint32_t count, const VkCopyDescriptorSet* copies) {
+  Resources& r = session(c).resources();
+  for (uint32_t i = 0; i < count; ++i) {
+    const VkCopyDescriptorSet& cp = copies[i];
+    const Where w{"vkUpdateDescriptorSets", "pDescriptorCopies", i};
+    const DescriptorSetFacts* src = r.descriptor_set(bits(cp.srcSet));
+    const DescriptorSetFacts* dst = r.descriptor_set(bits(cp.dstSet));
+    if (!src || !dst) return violation(c, w, "a set was not allocated by this session's vkAllocateDescriptorSets");
+    const auto& bs = src->layout->bindings;
+    auto it = std::find_if(bs.begin(), bs.end(), [&](const SetLayoutFacts::Binding& b) { return b.binding == cp.srcBinding; });
+    if (it == bs.end()) return violation(c, w, "srcBinding {} is not a binding of the set's layout", cp.srcBinding);
+    if (!set_range_ok(c, w, *src, "src", cp.srcBinding, cp.srcArrayElement, cp.descriptorCount, it->type) ||
+        !set_range_ok(c, w, *dst, "dst", cp.dstBinding, cp.dstArrayElement, cp.descriptorCount, it->type))
+      return false;
   }
   return true;
 }
@@ -615,11 +702,187 @@ void record_vkBindImageMemory2(wire::HostContext& c, wire::Args_vkBindImageMemor
 }
 
 // ---------------------------------------------------------------- descriptors
-bool check_vkUpdateDescriptorSets(wire::HostContext& c, wire::Args_vkUpdateDescriptorSets& a) {
-  return descriptor_writes(c, "vkUpdateDescriptorSets", a.descriptorWriteCount, a.pDescriptorWrites);
+// The driver sizes a layout's tables by its largest binding number.
+constexpr uint32_t kMaxBindingNumber = 65535;
+
+bool check_vkCreateDescriptorSetLayout(wire::HostContext& c, wire::Args_vkCreateDescriptorSetLayout& a) {
+  const VkDescriptorSetLayoutCreateInfo& ci = *a.pCreateInfo;
+  for (uint32_t i = 0; i < ci.bindingCount; ++i) {
+    const Where w{"vkCreateDescriptorSetLayout", "pCreateInfo->pBindings", i};
+    if (ci.pBindings[i].binding > kMaxBindingNumber)
+      return violation(c, w, "binding {} is above the {} bypass allows", ci.pBindings[i].binding, kMaxBindingNumber);
+    for (uint32_t j = 0; j < i; ++j)
+      if (ci.pBindings[j].binding == ci.pBindings[i].binding)
+        return violation(c, w, "binding {} appears twice", ci.pBindings[i].binding);
+  }
+  return true;
 }
+
+void record_vkCreateDescriptorSetLayout(wire::HostContext& c, wire::Args_vkCreateDescriptorSetLayout& a) {
+  const VkDescriptorSetLayoutCreateInfo& ci = *a.pCreateInfo;
+  auto facts = std::make_shared<SetLayoutFacts>();
+  auto* flags = wire::find_in_chain<VkDescriptorSetLayoutBindingFlagsCreateInfo>(
+      ci.pNext, VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_BINDING_FLAGS_CREATE_INFO);
+  uint32_t variable = UINT32_MAX;  // the binding number whose count a set chooses
+  for (uint32_t i = 0; i < ci.bindingCount; ++i) {
+    const VkDescriptorSetLayoutBinding& b = ci.pBindings[i];
+    facts->bindings.push_back({b.binding, b.descriptorType, b.descriptorCount});
+    if (flags && i < flags->bindingCount && flags->pBindingFlags &&
+        (flags->pBindingFlags[i] & VK_DESCRIPTOR_BINDING_VARIABLE_DESCRIPTOR_COUNT_BIT))
+      variable = b.binding;
+  }
+  std::sort(facts->bindings.begin(), facts->bindings.end(),
+            [](const auto& x, const auto& y) { return x.binding < y.binding; });
+  facts->variable_last = !facts->bindings.empty() && facts->bindings.back().binding == variable;
+  session(c).resources().add_set_layout(bits(*a.pSetLayout), std::move(facts));
+}
+
+bool check_vkAllocateDescriptorSets(wire::HostContext& c, wire::Args_vkAllocateDescriptorSets& a) {
+  const VkDescriptorSetAllocateInfo& ai = *a.pAllocateInfo;
+  auto* variable = wire::find_in_chain<VkDescriptorSetVariableDescriptorCountAllocateInfo>(
+      ai.pNext, VK_STRUCTURE_TYPE_DESCRIPTOR_SET_VARIABLE_DESCRIPTOR_COUNT_ALLOCATE_INFO);
+  for (uint32_t i = 0; i < ai.descriptorSetCount; ++i) {
+    const Where w{"vkAllocateDescriptorSets", "pAllocateInfo->pSetLayouts", i};
+    auto* layout = session(c).resources().set_layout(bits(ai.pSetLayouts[i]));
+    if (!layout) return violation(c, w, "the layout was not created by this session's vkCreateDescriptorSetLayout");
+    if (variable && variable->descriptorSetCount && (*layout)->variable_last && variable->pDescriptorCounts &&
+        i < variable->descriptorSetCount && variable->pDescriptorCounts[i] > (*layout)->bindings.back().count)
+      return violation(c, w, "variable descriptor count {} exceeds the binding's {}", variable->pDescriptorCounts[i],
+                       (*layout)->bindings.back().count);
+  }
+  return true;
+}
+
+void record_vkAllocateDescriptorSets(wire::HostContext& c, wire::Args_vkAllocateDescriptorSets& a) {
+  const VkDescriptorSetAllocateInfo& ai = *a.pAllocateInfo;
+  auto* variable = wire::find_in_chain<VkDescriptorSetVariableDescriptorCountAllocateInfo>(
+      ai.pNext, VK_STRUCTURE_TYPE_DESCRIPTOR_SET_VARIABLE_DESCRIPTOR_COUNT_ALLOCATE_INFO);
+  Resources& r = session(c).resources();
+  for (uint32_t i = 0; i < ai.descriptorSetCount; ++i) {
+    auto* layout = r.set_layout(bits(ai.pSetLayouts[i]));
+    if (!layout || !a.pDescriptorSets[i]) continue;
+    DescriptorSetFacts set{*layout, 0};
+    if (variable && variable->pDescriptorCounts && i < variable->descriptorSetCount)
+      set.variable_count = variable->pDescriptorCounts[i];
+    r.add_descriptor_set(bits(a.pDescriptorSets[i]), std::move(set));
+  }
+}
+
+void record_vkCreatePipelineLayout(wire::HostContext& c, wire::Args_vkCreatePipelineLayout& a) {
+  Resources& r = session(c).resources();
+  std::vector<std::shared_ptr<const SetLayoutFacts>> sets;
+  for (uint32_t i = 0; i < a.pCreateInfo->setLayoutCount; ++i) {
+    auto* l = r.set_layout(bits(a.pCreateInfo->pSetLayouts[i]));
+    sets.push_back(l ? *l : nullptr);
+  }
+  r.add_pipeline_layout(bits(*a.pPipelineLayout), std::move(sets));
+}
+
+bool check_vkUpdateDescriptorSets(wire::HostContext& c, wire::Args_vkUpdateDescriptorSets& a) {
+  return descriptor_writes(c, "vkUpdateDescriptorSets", a.descriptorWriteCount, a.pDescriptorWrites, nullptr) &&
+         descriptor_copies(c, a.descriptorCopyCount, a.pDescriptorCopies);
+}
+
 bool check_vkCmdPushDescriptorSetKHR(wire::HostContext& c, wire::Args_vkCmdPushDescriptorSetKHR& a) {
-  return descriptor_writes(c, "vkCmdPushDescriptorSetKHR", a.descriptorWriteCount, a.pDescriptorWrites);
+  const Where w{"vkCmdPushDescriptorSetKHR"};
+  auto* sets = session(c).resources().pipeline_layout(bits(a.layout));
+  if (!sets) return violation(c, w, "layout was not created by this session's vkCreatePipelineLayout");
+  if (a.set >= sets->size() || !(*sets)[a.set])
+    return violation(c, w, "set {} is not a set of the pipeline layout's {}", a.set, sets->size());
+  const DescriptorSetFacts push{(*sets)[a.set], 0};
+  return descriptor_writes(c, "vkCmdPushDescriptorSetKHR", a.descriptorWriteCount, a.pDescriptorWrites, &push);
+}
+
+// ---------------------------------------------------------------- queries
+bool check_vkCreateQueryPool(wire::HostContext& c, wire::Args_vkCreateQueryPool& a) {
+  if (a.pCreateInfo->queryCount == 0) return violation(c, Where{"vkCreateQueryPool", "pCreateInfo"}, "queryCount is 0");
+  return true;
+}
+
+void record_vkCreateQueryPool(wire::HostContext& c, wire::Args_vkCreateQueryPool& a) {
+  const VkQueryPoolCreateInfo& ci = *a.pCreateInfo;
+  QueryPoolFacts q{ci.queryType, ci.queryCount, 1};
+  if (ci.queryType == VK_QUERY_TYPE_PIPELINE_STATISTICS)
+    q.values = static_cast<uint32_t>(std::popcount(ci.pipelineStatistics));
+  else if (ci.queryType == VK_QUERY_TYPE_TRANSFORM_FEEDBACK_STREAM_EXT)
+    q.values = 2;
+  session(c).resources().add_query_pool(bits(*a.pQueryPool), q);
+}
+
+// Queries first..first+count of a pool: the driver indexes its query array with them.
+const QueryPoolFacts* queries(wire::HostContext& c, const Where& w, VkQueryPool pool, uint32_t first, uint32_t count) {
+  const QueryPoolFacts* q = session(c).resources().query_pool(bits(pool));
+  if (!q) {
+    violation(c, w, "queryPool was not created by this session's vkCreateQueryPool");
+    return nullptr;
+  }
+  if (first >= q->count || add(first, count) > q->count) {
+    violation(c, w, "queries {} + {} exceed the pool's {}", first, count, q->count);
+    return nullptr;
+  }
+  return q;
+}
+
+// Bytes one query's results take with these flags.
+uint64_t result_size(const QueryPoolFacts& q, VkQueryResultFlags flags) {
+  const uint64_t values = q.values + ((flags & VK_QUERY_RESULT_WITH_AVAILABILITY_BIT) ? 1 : 0);
+  return values * ((flags & VK_QUERY_RESULT_64_BIT) ? 8 : 4);
+}
+
+bool check_vkCmdBeginQuery(wire::HostContext& c, wire::Args_vkCmdBeginQuery& a) {
+  return queries(c, Where{"vkCmdBeginQuery"}, a.queryPool, a.query, 1);
+}
+bool check_vkCmdEndQuery(wire::HostContext& c, wire::Args_vkCmdEndQuery& a) {
+  return queries(c, Where{"vkCmdEndQuery"}, a.queryPool, a.query, 1);
+}
+bool check_vkCmdBeginQueryIndexedEXT(wire::HostContext& c, wire::Args_vkCmdBeginQueryIndexedEXT& a) {
+  return queries(c, Where{"vkCmdBeginQueryIndexedEXT"}, a.queryPool, a.query, 1);
+}
+bool check_vkCmdEndQueryIndexedEXT(wire::HostContext& c, wire::Args_vkCmdEndQueryIndexedEXT& a) {
+  return queries(c, Where{"vkCmdEndQueryIndexedEXT"}, a.queryPool, a.query, 1);
+}
+bool check_vkCmdWriteTimestamp(wire::HostContext& c, wire::Args_vkCmdWriteTimestamp& a) {
+  return queries(c, Where{"vkCmdWriteTimestamp"}, a.queryPool, a.query, 1);
+}
+bool check_vkCmdWriteTimestamp2(wire::HostContext& c, wire::Args_vkCmdWriteTimestamp2& a) {
+  return queries(c, Where{"vkCmdWriteTimestamp2"}, a.queryPool, a.query, 1);
+}
+bool check_vkCmdResetQueryPool(wire::HostContext& c, wire::Args_vkCmdResetQueryPool& a) {
+  return a.queryCount == 0 || queries(c, Where{"vkCmdResetQueryPool"}, a.queryPool, a.firstQuery, a.queryCount);
+}
+bool check_vkResetQueryPool(wire::HostContext& c, wire::Args_vkResetQueryPool& a) {
+  return a.queryCount == 0 || queries(c, Where{"vkResetQueryPool"}, a.queryPool, a.firstQuery, a.queryCount);
+}
+
+bool check_vkCmdCopyQueryPoolResults(wire::HostContext& c, wire::Args_vkCmdCopyQueryPoolResults& a) {
+  const Where w{"vkCmdCopyQueryPoolResults"};
+  if (a.queryCount == 0) return true;
+  const QueryPoolFacts* q = queries(c, w, a.queryPool, a.firstQuery, a.queryCount);
+  BufferFacts* b = q ? usable_buffer(c, a.dstBuffer, w, "dstBuffer") : nullptr;
+  if (!b) return false;
+  const uint64_t size = result_size(*q, a.flags);
+  if (a.dstOffset % 4 || (a.queryCount > 1 && a.stride % ((a.flags & VK_QUERY_RESULT_64_BIT) ? 8 : 4)))
+    return violation(c, w, "dstOffset {} or stride {} is not aligned to the results", a.dstOffset, a.stride);
+  const uint64_t span = add(mul(a.queryCount - 1, a.stride), size);
+  if (add(a.dstOffset, span) <= b->size) return true;
+  return violation(c, w, "dstOffset {} + {} results of stride {} ({} bytes) exceeds the buffer's {} bytes", a.dstOffset,
+                   a.queryCount, a.stride, span, b->size);
+}
+
+// The driver writes the results into a dataSize-byte reply buffer of bypassd's own.
+bool check_vkGetQueryPoolResults(wire::HostContext& c, wire::Args_vkGetQueryPoolResults& a) {
+  const Where w{"vkGetQueryPoolResults"};
+  const QueryPoolFacts* q = session(c).resources().query_pool(bits(a.queryPool));
+  if (!q) return violation(c, w, "queryPool was not created by this session's vkCreateQueryPool");
+  if (a.queryCount == 0) return true;
+  if (a.firstQuery >= q->count || add(a.firstQuery, a.queryCount) > q->count)
+    return refuse(c, &a.result, VK_ERROR_VALIDATION_FAILED_EXT, w, "queries {} + {} exceed the pool's {}", a.firstQuery,
+                  a.queryCount, q->count);
+  const uint64_t span = add(mul(a.queryCount - 1, a.stride), result_size(*q, a.flags));
+  if (a.stride % ((a.flags & VK_QUERY_RESULT_64_BIT) ? 8 : 4) || span > a.dataSize)
+    return refuse(c, &a.result, VK_ERROR_VALIDATION_FAILED_EXT, w,
+                  "{} results of stride {} ({} bytes) do not fit dataSize {}", a.queryCount, a.stride, span, a.dataSize);
+  return true;
 }
 
 // ---------------------------------------------------------------- transfers
@@ -794,6 +1057,23 @@ void register_validate_handlers(wire::Handlers& h) {
   h.record_vkBindImageMemory = record_vkBindImageMemory;
   h.check_vkBindImageMemory2 = check_vkBindImageMemory2;
   h.record_vkBindImageMemory2 = record_vkBindImageMemory2;
+  h.check_vkCreateDescriptorSetLayout = check_vkCreateDescriptorSetLayout;
+  h.record_vkCreateDescriptorSetLayout = record_vkCreateDescriptorSetLayout;
+  h.check_vkAllocateDescriptorSets = check_vkAllocateDescriptorSets;
+  h.record_vkAllocateDescriptorSets = record_vkAllocateDescriptorSets;
+  h.record_vkCreatePipelineLayout = record_vkCreatePipelineLayout;
+  h.check_vkCreateQueryPool = check_vkCreateQueryPool;
+  h.record_vkCreateQueryPool = record_vkCreateQueryPool;
+  h.check_vkCmdBeginQuery = check_vkCmdBeginQuery;
+  h.check_vkCmdEndQuery = check_vkCmdEndQuery;
+  h.check_vkCmdBeginQueryIndexedEXT = check_vkCmdBeginQueryIndexedEXT;
+  h.check_vkCmdEndQueryIndexedEXT = check_vkCmdEndQueryIndexedEXT;
+  h.check_vkCmdWriteTimestamp = check_vkCmdWriteTimestamp;
+  h.check_vkCmdWriteTimestamp2 = check_vkCmdWriteTimestamp2;
+  h.check_vkCmdResetQueryPool = check_vkCmdResetQueryPool;
+  h.check_vkResetQueryPool = check_vkResetQueryPool;
+  h.check_vkCmdCopyQueryPoolResults = check_vkCmdCopyQueryPoolResults;
+  h.check_vkGetQueryPoolResults = check_vkGetQueryPoolResults;
   h.check_vkUpdateDescriptorSets = check_vkUpdateDescriptorSets;
   h.check_vkCmdPushDescriptorSetKHR = check_vkCmdPushDescriptorSetKHR;
   h.check_vkCmdCopyBuffer = check_vkCmdCopyBuffer;

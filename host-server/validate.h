@@ -1,4 +1,5 @@
-// What the host knows about a session's memory, buffers and images, for the range checks in
+// What the host knows about a session's memory, buffers, images, descriptor sets and query
+// pools, for the range checks in
 // validate.cpp: the driver (lavapipe) trusts the offsets, sizes and subresources a command
 // names, so each is checked against these facts before the driver sees the command.
 //
@@ -10,6 +11,7 @@
 #include <vulkan/vulkan.h>
 
 #include <cstdint>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -44,13 +46,50 @@ struct ImageFacts {
   bool usable() const { return memory != 0 || sparse(); }
 };
 
+// A descriptor set layout's bindings, sorted by binding number. Sets keep their layout's
+// facts alive: the spec lets the layout be destroyed while its sets live on.
+struct SetLayoutFacts {
+  struct Binding {
+    uint32_t binding;
+    VkDescriptorType type;
+    uint32_t count;  // descriptors (bytes for inline uniform blocks)
+  };
+  std::vector<Binding> bindings;
+  bool variable_last = false;  // the last binding's count is chosen when a set is allocated
+};
+
+struct DescriptorSetFacts {
+  std::shared_ptr<const SetLayoutFacts> layout;
+  uint32_t variable_count = 0;  // the last binding's count when layout->variable_last
+};
+
+struct QueryPoolFacts {
+  VkQueryType type = VK_QUERY_TYPE_OCCLUSION;
+  uint32_t count = 0;
+  uint32_t values = 1;  // results per query (pipeline statistics: one per counter)
+};
+
 class Resources {
  public:
   MemoryFacts* memory(uint64_t handle) { return find(memory_, handle); }
   BufferFacts* buffer(uint64_t handle) { return find(buffers_, handle); }
   ImageFacts* image(uint64_t handle) { return find(images_, handle); }
 
+  const std::shared_ptr<const SetLayoutFacts>* set_layout(uint64_t handle) { return find(set_layouts_, handle); }
+  DescriptorSetFacts* descriptor_set(uint64_t handle) { return find(sets_, handle); }
+  // The set layouts of a pipeline layout (push descriptors name a set of it).
+  std::vector<std::shared_ptr<const SetLayoutFacts>>* pipeline_layout(uint64_t handle) {
+    return find(pipeline_layouts_, handle);
+  }
+  QueryPoolFacts* query_pool(uint64_t handle) { return find(query_pools_, handle); }
+
   void add_memory(uint64_t handle, const MemoryFacts& m) { memory_[handle] = m; }
+  void add_set_layout(uint64_t handle, std::shared_ptr<const SetLayoutFacts> l) { set_layouts_[handle] = std::move(l); }
+  void add_descriptor_set(uint64_t handle, DescriptorSetFacts s) { sets_[handle] = std::move(s); }
+  void add_pipeline_layout(uint64_t handle, std::vector<std::shared_ptr<const SetLayoutFacts>> sets) {
+    pipeline_layouts_[handle] = std::move(sets);
+  }
+  void add_query_pool(uint64_t handle, const QueryPoolFacts& q) { query_pools_[handle] = q; }
   void add_buffer(uint64_t handle, const BufferFacts& b) { buffers_[handle] = b; }
   void add_image(uint64_t handle, const ImageFacts& i) { images_[handle] = i; }
   void bind_buffer(uint64_t buffer, uint64_t memory);
@@ -70,6 +109,10 @@ class Resources {
   std::unordered_map<uint64_t, MemoryFacts> memory_;
   std::unordered_map<uint64_t, BufferFacts> buffers_;
   std::unordered_map<uint64_t, ImageFacts> images_;
+  std::unordered_map<uint64_t, std::shared_ptr<const SetLayoutFacts>> set_layouts_;
+  std::unordered_map<uint64_t, DescriptorSetFacts> sets_;
+  std::unordered_map<uint64_t, std::vector<std::shared_ptr<const SetLayoutFacts>>> pipeline_layouts_;
+  std::unordered_map<uint64_t, QueryPoolFacts> query_pools_;
 };
 
 }  // namespace bypass::host

@@ -16,6 +16,10 @@
 //     update-past-end     vkCmdUpdateBuffer of 64 bytes at 4080 of a 4 KiB buffer
 //     indirect-offset     vkCmdDispatchIndirect at offset 1 MiB of a 64-byte buffer
 //     descriptor-range    a storage buffer descriptor of 64 KiB over a 4 KiB buffer
+//     descriptor-element  a descriptor write at array element 5 of a 1-descriptor binding
+//     query-index         vkCmdResetQueryPool of query 10 of a 4-query pool
+//     query-results       vkGetQueryPoolResults of 4 queries into 8 bytes (answered with
+//                         VK_ERROR_VALIDATION_FAILED_EXT; the device goes on working)
 //     enum-index-type     vkCmdBindIndexBuffer with index type 77
 //     enum-image-type     vkCreateImage with image type 7
 //     alloc-zero          vkAllocateMemory of 0 bytes (answered with a VkResult; the device
@@ -239,7 +243,7 @@ void indirect_offset(Guest& g, VkDeviceSize offset) {
   g.submit_and_wait();
 }
 
-void descriptor_range(Guest& g, VkDeviceSize range) {
+void descriptor_range(Guest& g, VkDeviceSize range, uint32_t element = 0) {
   Buffer& b = g.buffer(kSmall, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 0);
   VkDescriptorSetLayoutBinding binding{0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
   VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
@@ -263,6 +267,7 @@ void descriptor_range(Guest& g, VkDeviceSize range) {
   VkDescriptorBufferInfo info{b.buffer, 0, range};
   VkWriteDescriptorSet w{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
   w.dstSet = set;
+  w.dstArrayElement = element;
   w.descriptorCount = 1;
   w.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
   w.pBufferInfo = &info;
@@ -271,6 +276,38 @@ void descriptor_range(Guest& g, VkDeviceSize range) {
     vkDestroyDescriptorPool(g.device, pool, nullptr);
     vkDestroyDescriptorSetLayout(g.device, layout, nullptr);
   }
+}
+
+VkQueryPool query_pool(Guest& g) {
+  VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+  qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  qi.queryCount = 4;
+  VkQueryPool pool = VK_NULL_HANDLE;
+  report("vkCreateQueryPool", vkCreateQueryPool(g.device, &qi, nullptr, &pool));
+  return pool;
+}
+
+// Resets and stamps queries first..first+count of a 4-query pool.
+void query_index(Guest& g, uint32_t first, uint32_t count) {
+  VkQueryPool pool = query_pool(g);
+  g.begin();
+  vkCmdResetQueryPool(g.cmd, pool, first, count);
+  vkCmdWriteTimestamp(g.cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, pool, first);
+  if (g.submit_and_wait() == VK_SUCCESS) vkDestroyQueryPool(g.device, pool, nullptr);
+}
+
+// Reads 4 timestamps (32 bytes with 64-bit results) into a buffer of `size` bytes.
+void query_results(Guest& g, size_t size) {
+  VkQueryPool pool = query_pool(g);
+  g.begin();
+  vkCmdResetQueryPool(g.cmd, pool, 0, 4);
+  for (uint32_t i = 0; i < 4; ++i) vkCmdWriteTimestamp(g.cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool, i);
+  g.submit_and_wait();
+  uint64_t results[4] = {};
+  report("vkGetQueryPoolResults", vkGetQueryPoolResults(g.device, pool, 0, 4, size, results, 8,
+                                                        VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
+  report("vkDeviceWaitIdle", vkDeviceWaitIdle(g.device));
+  vkDestroyQueryPool(g.device, pool, nullptr);
 }
 
 void bind_index_buffer(Guest& g, VkIndexType type) {
@@ -303,6 +340,8 @@ void valid(Guest& g) {
   vkCmdBindIndexBuffer(g.cmd, b.buffer, kSmall - 4, VK_INDEX_TYPE_UINT32);
   g.submit_and_wait();
   descriptor_range(g, kSmall);
+  vkResetFences(g.device, 1, &g.fence);
+  query_results(g, 32);
 }
 
 }  // namespace
@@ -335,6 +374,13 @@ int main(int argc, char** argv) {
     indirect_offset(g, 1 << 20);
   } else if (mode == "descriptor-range") {
     descriptor_range(g, 16 * kSmall);
+  } else if (mode == "descriptor-element") {
+    descriptor_range(g, kSmall, 5);
+  } else if (mode == "query-index") {
+    query_index(g, 10, 1);
+  } else if (mode == "query-results") {
+    query_results(g, 8);
+    return 0;  // the refused read is the expected result
   } else if (mode == "enum-index-type") {
     bind_index_buffer(g, static_cast<VkIndexType>(77));
   } else if (mode == "enum-image-type") {

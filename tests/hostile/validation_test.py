@@ -8,11 +8,12 @@ output compared with a native run at the end; one hostile guest (tests/hostile/
 validation_probe.cpp) per case makes one invalid call of the kind that crashed bypassd or
 handed a guest the server's memory before the checks (a zeroed VkImageCreateInfo, mip levels
 0 and 601, copies of 16 KiB, 64 KiB and 1 MiB out of a 4 KiB buffer, a fill and an update past
-a buffer's end, an indirect dispatch past one, a descriptor range past one, enum values no
-Vulkan defines). Each must:
+a buffer's end, an indirect dispatch past one, a descriptor range or array element past one,
+a query outside its pool, enum values no Vulkan defines). Each must:
   - get an error: its session ends with a reason naming the command, the member and the
     numbers, which the guest reads on stderr, and its next waiting call returns
-    VK_ERROR_DEVICE_LOST (a refused vkAllocateMemory gets its VkResult and goes on);
+    VK_ERROR_DEVICE_LOST (a refused vkAllocateMemory or vkGetQueryPoolResults gets its
+    VkResult and goes on);
   - read back only bytes it wrote itself, or zeros (the copies);
   - leave bypassd alive with one warning line naming the session and the reason.
 A valid run of the same calls must succeed with correct results: the checks refuse nothing a
@@ -45,6 +46,9 @@ REFUSED = [
     (["indirect-offset"], r"^vkCmdDispatchIndirect: offset 1048576 \+ 12 bytes exceeds the buffer's 64 bytes$"),
     (["descriptor-range"], r"^vkUpdateDescriptorSets\.pDescriptorWrites\[0\]: pBufferInfo\[0\]: "
                            r"offset 0 \+ range 65536 exceeds the buffer's 4096 bytes$"),
+    (["descriptor-element"], r"^vkUpdateDescriptorSets\.pDescriptorWrites\[0\]: dstArrayElement 5 \+ descriptorCount 1 "
+                             r"exceeds the descriptors from binding 0 on$"),
+    (["query-index"], r"^vkCmdResetQueryPool: queries 10 \+ 1 exceed the pool's 4$"),
     (["enum-index-type"], r"^vkCmdBindIndexBuffer\.indexType: 77 is not a valid VkIndexType$"),
     (["enum-image-type"], r"^vkCreateImage: VkImageCreateInfo\.imageType: 7 is not a valid VkImageType$"),
 ]
@@ -150,6 +154,17 @@ def case_all(workdir, probe_path):
     check(e["reason"] in harness.CLEAN_REASONS, f"alloc-zero: the session ended with {e['reason']!r}")
     log(f"alloc-zero: VK_ERROR_OUT_OF_DEVICE_MEMORY, the device went on; {len(REFUSED)} hostile guests refused in "
         f"{time.monotonic() - start:.1f} s, the bystander rendering during {overlapped} of them")
+
+    # So is a query read into too small a buffer (bypassd's own, which the driver would overrun).
+    r = probe(probe_path, server, workdir, ["query-results"])
+    check("vkGetQueryPoolResults: VK_ERROR_VALIDATION_FAILED_EXT (-1000011001)" in r.stdout,
+          f"vkGetQueryPoolResults into 8 bytes should fail with VK_ERROR_VALIDATION_FAILED_EXT:\n{r.describe()}")
+    check("vkDeviceWaitIdle: VK_SUCCESS (0)" in r.stdout, f"the device should go on working:\n{r.describe()}")
+    e = ended(server, r.pid, "query-results: the session to end")
+    check(e["reason"] in harness.CLEAN_REASONS, f"query-results: the session ended with {e['reason']!r}")
+    check("vkGetQueryPoolResults: 4 results of stride 8 (32 bytes) do not fit dataSize 8" in server.log_text(),
+          "bypassd did not log why it refused vkGetQueryPoolResults")
+    log("query-results: VK_ERROR_VALIDATION_FAILED_EXT, the device went on")
 
     finish_bystander(server, *bystander)
     server.check_alive("at the end")

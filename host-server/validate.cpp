@@ -733,6 +733,9 @@ void record_vkCreateDescriptorSetLayout(wire::HostContext& c, wire::Args_vkCreat
   }
   std::sort(facts->bindings.begin(), facts->bindings.end(),
             [](const auto& x, const auto& y) { return x.binding < y.binding; });
+  for (const auto& b : facts->bindings)
+    if (b.type == VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER_DYNAMIC || b.type == VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC)
+      facts->dynamic_count += b.count;
   facts->variable_last = !facts->bindings.empty() && facts->bindings.back().binding == variable;
   session(c).resources().add_set_layout(bits(*a.pSetLayout), std::move(facts));
 }
@@ -768,14 +771,75 @@ void record_vkAllocateDescriptorSets(wire::HostContext& c, wire::Args_vkAllocate
   }
 }
 
+// The driver keeps a pipeline layout's sets and push constants in fixed-size arrays.
+bool check_vkCreatePipelineLayout(wire::HostContext& c, wire::Args_vkCreatePipelineLayout& a) {
+  Session& s = session(c);
+  const VkPipelineLayoutCreateInfo& ci = *a.pCreateInfo;
+  const Where w{"vkCreatePipelineLayout", "pCreateInfo"};
+  const DeviceInfo* info = s.device_info(bits(a.device));
+  auto props = s.dispatch_of(bits(a.device)).vkGetPhysicalDeviceProperties;
+  if (!info || !props) return violation(c, w, "no physical device to check the layout against");
+  VkPhysicalDeviceProperties p{};
+  props(wire::handle_from_bits<VkPhysicalDevice>(info->physical_device), &p);
+  if (ci.setLayoutCount > p.limits.maxBoundDescriptorSets)
+    return violation(c, w, "setLayoutCount {} exceeds the device's {}", ci.setLayoutCount, p.limits.maxBoundDescriptorSets);
+  for (uint32_t i = 0; i < ci.pushConstantRangeCount; ++i) {
+    const VkPushConstantRange& r = ci.pPushConstantRanges[i];
+    if (r.size == 0 || add(r.offset, r.size) > p.limits.maxPushConstantsSize)
+      return violation(c, Where{"vkCreatePipelineLayout", "pCreateInfo->pPushConstantRanges", i},
+                       "offset {} + size {} is not within the device's {} bytes of push constants", r.offset, r.size,
+                       p.limits.maxPushConstantsSize);
+  }
+  return true;
+}
+
 void record_vkCreatePipelineLayout(wire::HostContext& c, wire::Args_vkCreatePipelineLayout& a) {
   Resources& r = session(c).resources();
-  std::vector<std::shared_ptr<const SetLayoutFacts>> sets;
+  PipelineLayoutFacts facts;
   for (uint32_t i = 0; i < a.pCreateInfo->setLayoutCount; ++i) {
     auto* l = r.set_layout(bits(a.pCreateInfo->pSetLayouts[i]));
-    sets.push_back(l ? *l : nullptr);
+    facts.sets.push_back(l ? *l : nullptr);
   }
-  r.add_pipeline_layout(bits(*a.pPipelineLayout), std::move(sets));
+  for (uint32_t i = 0; i < a.pCreateInfo->pushConstantRangeCount; ++i) {
+    const VkPushConstantRange& p = a.pCreateInfo->pPushConstantRanges[i];
+    facts.push_end = std::max(facts.push_end, p.offset + p.size);  // checked above: no overflow
+  }
+  r.add_pipeline_layout(bits(*a.pPipelineLayout), std::move(facts));
+}
+
+bool check_vkCmdPushConstants(wire::HostContext& c, wire::Args_vkCmdPushConstants& a) {
+  const Where w{"vkCmdPushConstants"};
+  const PipelineLayoutFacts* l = session(c).resources().pipeline_layout(bits(a.layout));
+  if (!l) return violation(c, w, "layout was not created by this session's vkCreatePipelineLayout");
+  if (add(a.offset, a.size) > l->push_end)
+    return violation(c, w, "offset {} + size {} exceeds the layout's {} bytes of push constants", a.offset, a.size,
+                     l->push_end);
+  return true;
+}
+
+// The sets bound replace sets firstSet.. of the layout, and take one dynamic offset per dynamic
+// buffer descriptor: the driver indexes its per-set arrays and the offsets with them.
+bool check_vkCmdBindDescriptorSets(wire::HostContext& c, wire::Args_vkCmdBindDescriptorSets& a) {
+  const Where w{"vkCmdBindDescriptorSets"};
+  Resources& r = session(c).resources();
+  const PipelineLayoutFacts* l = r.pipeline_layout(bits(a.layout));
+  if (!l) return violation(c, w, "layout was not created by this session's vkCreatePipelineLayout");
+  if (add(a.firstSet, a.descriptorSetCount) > l->sets.size())
+    return violation(c, w, "firstSet {} + descriptorSetCount {} exceeds the layout's {} sets", a.firstSet,
+                     a.descriptorSetCount, l->sets.size());
+  uint64_t dynamic = 0, dynamic_of_sets = 0;
+  for (uint32_t i = 0; i < a.descriptorSetCount; ++i) {
+    if (const auto& layout = l->sets[a.firstSet + i]) dynamic += layout->dynamic_count;
+    if (!a.pDescriptorSets[i]) continue;
+    const DescriptorSetFacts* set = r.descriptor_set(bits(a.pDescriptorSets[i]));
+    if (!set) return violation(c, Where{"vkCmdBindDescriptorSets", "pDescriptorSets", i},
+                               "the set was not allocated by this session's vkAllocateDescriptorSets");
+    dynamic_of_sets += set->layout->dynamic_count;
+  }
+  if (a.dynamicOffsetCount != dynamic || a.dynamicOffsetCount != dynamic_of_sets)
+    return violation(c, w, "dynamicOffsetCount {} is not the {} dynamic descriptors of the sets", a.dynamicOffsetCount,
+                     std::max(dynamic, dynamic_of_sets));
+  return true;
 }
 
 bool check_vkUpdateDescriptorSets(wire::HostContext& c, wire::Args_vkUpdateDescriptorSets& a) {
@@ -785,11 +849,11 @@ bool check_vkUpdateDescriptorSets(wire::HostContext& c, wire::Args_vkUpdateDescr
 
 bool check_vkCmdPushDescriptorSetKHR(wire::HostContext& c, wire::Args_vkCmdPushDescriptorSetKHR& a) {
   const Where w{"vkCmdPushDescriptorSetKHR"};
-  auto* sets = session(c).resources().pipeline_layout(bits(a.layout));
-  if (!sets) return violation(c, w, "layout was not created by this session's vkCreatePipelineLayout");
-  if (a.set >= sets->size() || !(*sets)[a.set])
-    return violation(c, w, "set {} is not a set of the pipeline layout's {}", a.set, sets->size());
-  const DescriptorSetFacts push{(*sets)[a.set], 0};
+  const PipelineLayoutFacts* l = session(c).resources().pipeline_layout(bits(a.layout));
+  if (!l) return violation(c, w, "layout was not created by this session's vkCreatePipelineLayout");
+  if (a.set >= l->sets.size() || !l->sets[a.set])
+    return violation(c, w, "set {} is not a set of the pipeline layout's {}", a.set, l->sets.size());
+  const DescriptorSetFacts push{l->sets[a.set], 0};
   return descriptor_writes(c, "vkCmdPushDescriptorSetKHR", a.descriptorWriteCount, a.pDescriptorWrites, &push);
 }
 
@@ -1061,7 +1125,10 @@ void register_validate_handlers(wire::Handlers& h) {
   h.record_vkCreateDescriptorSetLayout = record_vkCreateDescriptorSetLayout;
   h.check_vkAllocateDescriptorSets = check_vkAllocateDescriptorSets;
   h.record_vkAllocateDescriptorSets = record_vkAllocateDescriptorSets;
+  h.check_vkCreatePipelineLayout = check_vkCreatePipelineLayout;
   h.record_vkCreatePipelineLayout = record_vkCreatePipelineLayout;
+  h.check_vkCmdPushConstants = check_vkCmdPushConstants;
+  h.check_vkCmdBindDescriptorSets = check_vkCmdBindDescriptorSets;
   h.check_vkCreateQueryPool = check_vkCreateQueryPool;
   h.record_vkCreateQueryPool = record_vkCreateQueryPool;
   h.check_vkCmdBeginQuery = check_vkCmdBeginQuery;

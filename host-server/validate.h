@@ -56,11 +56,17 @@ struct SetLayoutFacts {
   };
   std::vector<Binding> bindings;
   bool variable_last = false;  // the last binding's count is chosen when a set is allocated
+  uint32_t dynamic_count = 0;  // dynamic buffer descriptors: dynamic offsets a bind needs
 };
 
 struct DescriptorSetFacts {
   std::shared_ptr<const SetLayoutFacts> layout;
   uint32_t variable_count = 0;  // the last binding's count when layout->variable_last
+};
+
+struct PipelineLayoutFacts {
+  std::vector<std::shared_ptr<const SetLayoutFacts>> sets;  // null where unknown or VK_NULL_HANDLE
+  uint32_t push_end = 0;  // end of the last push constant range
 };
 
 struct QueryPoolFacts {
@@ -77,18 +83,13 @@ class Resources {
 
   const std::shared_ptr<const SetLayoutFacts>* set_layout(uint64_t handle) { return find(set_layouts_, handle); }
   DescriptorSetFacts* descriptor_set(uint64_t handle) { return find(sets_, handle); }
-  // The set layouts of a pipeline layout (push descriptors name a set of it).
-  std::vector<std::shared_ptr<const SetLayoutFacts>>* pipeline_layout(uint64_t handle) {
-    return find(pipeline_layouts_, handle);
-  }
+  PipelineLayoutFacts* pipeline_layout(uint64_t handle) { return find(pipeline_layouts_, handle); }
   QueryPoolFacts* query_pool(uint64_t handle) { return find(query_pools_, handle); }
 
   void add_memory(uint64_t handle, const MemoryFacts& m) { memory_[handle] = m; }
   void add_set_layout(uint64_t handle, std::shared_ptr<const SetLayoutFacts> l) { set_layouts_[handle] = std::move(l); }
   void add_descriptor_set(uint64_t handle, DescriptorSetFacts s) { sets_[handle] = std::move(s); }
-  void add_pipeline_layout(uint64_t handle, std::vector<std::shared_ptr<const SetLayoutFacts>> sets) {
-    pipeline_layouts_[handle] = std::move(sets);
-  }
+  void add_pipeline_layout(uint64_t handle, PipelineLayoutFacts p) { pipeline_layouts_[handle] = std::move(p); }
   void add_query_pool(uint64_t handle, const QueryPoolFacts& q) { query_pools_[handle] = q; }
   void add_buffer(uint64_t handle, const BufferFacts& b) { buffers_[handle] = b; }
   void add_image(uint64_t handle, const ImageFacts& i) { images_[handle] = i; }
@@ -111,7 +112,7 @@ class Resources {
   std::unordered_map<uint64_t, ImageFacts> images_;
   std::unordered_map<uint64_t, std::shared_ptr<const SetLayoutFacts>> set_layouts_;
   std::unordered_map<uint64_t, DescriptorSetFacts> sets_;
-  std::unordered_map<uint64_t, std::vector<std::shared_ptr<const SetLayoutFacts>>> pipeline_layouts_;
+  std::unordered_map<uint64_t, PipelineLayoutFacts> pipeline_layouts_;
   std::unordered_map<uint64_t, QueryPoolFacts> query_pools_;
 };
 

@@ -20,6 +20,8 @@
 //     query-index         vkCmdResetQueryPool of query 10 of a 4-query pool
 //     query-results       vkGetQueryPoolResults of 4 queries into 8 bytes (answered with
 //                         VK_ERROR_VALIDATION_FAILED_EXT; the device goes on working)
+//     push-constants      vkCmdPushConstants of 16 bytes at 4096 with a 16-byte range
+//     bind-sets           vkCmdBindDescriptorSets at set 3 of a 1-set pipeline layout
 //     enum-index-type     vkCmdBindIndexBuffer with index type 77
 //     enum-image-type     vkCreateImage with image type 7
 //     alloc-zero          vkAllocateMemory of 0 bytes (answered with a VkResult; the device
@@ -278,6 +280,47 @@ void descriptor_range(Guest& g, VkDeviceSize range, uint32_t element = 0) {
   }
 }
 
+// A pipeline layout of one storage-buffer set and 16 bytes of push constants; records
+// vkCmdPushConstants at `push_offset` and binds a set at `first_set`.
+void layout_use(Guest& g, uint32_t push_offset, uint32_t first_set) {
+  VkDescriptorSetLayoutBinding binding{0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
+  VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+  li.bindingCount = 1;
+  li.pBindings = &binding;
+  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
+  vkCreateDescriptorSetLayout(g.device, &li, nullptr, &set_layout);
+  VkPushConstantRange range{VK_SHADER_STAGE_COMPUTE_BIT, 0, 16};
+  VkPipelineLayoutCreateInfo pi{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+  pi.setLayoutCount = 1;
+  pi.pSetLayouts = &set_layout;
+  pi.pushConstantRangeCount = 1;
+  pi.pPushConstantRanges = &range;
+  VkPipelineLayout layout = VK_NULL_HANDLE;
+  vkCreatePipelineLayout(g.device, &pi, nullptr, &layout);
+  VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1};
+  VkDescriptorPoolCreateInfo dpi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+  dpi.maxSets = 1;
+  dpi.poolSizeCount = 1;
+  dpi.pPoolSizes = &ps;
+  VkDescriptorPool pool = VK_NULL_HANDLE;
+  vkCreateDescriptorPool(g.device, &dpi, nullptr, &pool);
+  VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+  ai.descriptorPool = pool;
+  ai.descriptorSetCount = 1;
+  ai.pSetLayouts = &set_layout;
+  VkDescriptorSet set = VK_NULL_HANDLE;
+  report("vkAllocateDescriptorSets", vkAllocateDescriptorSets(g.device, &ai, &set));
+  const uint32_t values[4] = {1, 2, 3, 4};
+  g.begin();
+  vkCmdPushConstants(g.cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, push_offset, sizeof(values), values);
+  vkCmdBindDescriptorSets(g.cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, first_set, 1, &set, 0, nullptr);
+  if (g.submit_and_wait() == VK_SUCCESS) {
+    vkDestroyDescriptorPool(g.device, pool, nullptr);
+    vkDestroyPipelineLayout(g.device, layout, nullptr);
+    vkDestroyDescriptorSetLayout(g.device, set_layout, nullptr);
+  }
+}
+
 VkQueryPool query_pool(Guest& g) {
   VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
   qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
@@ -342,6 +385,8 @@ void valid(Guest& g) {
   descriptor_range(g, kSmall);
   vkResetFences(g.device, 1, &g.fence);
   query_results(g, 32);
+  vkResetFences(g.device, 1, &g.fence);
+  layout_use(g, 0, 0);
 }
 
 }  // namespace
@@ -381,6 +426,10 @@ int main(int argc, char** argv) {
   } else if (mode == "query-results") {
     query_results(g, 8);
     return 0;  // the refused read is the expected result
+  } else if (mode == "push-constants") {
+    layout_use(g, 4096, 0);
+  } else if (mode == "bind-sets") {
+    layout_use(g, 0, 3);
   } else if (mode == "enum-index-type") {
     bind_index_buffer(g, static_cast<VkIndexType>(77));
   } else if (mode == "enum-image-type") {

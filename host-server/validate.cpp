@@ -448,6 +448,25 @@ bool set_range_ok(wire::HostContext& c, const Where& w, const DescriptorSetFacts
                    element, count, binding);
 }
 
+bool is_dynamic_descriptor(VkDescriptorType t) {
+  return t == VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER_DYNAMIC || t == VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC;
+}
+
+// Calls f(binding, element) for each of `count` descriptors from `element` of `binding` on,
+// spilling into the following bindings as set_range_ok allowed.
+template <class F>
+void for_each_descriptor(const DescriptorSetFacts& set, uint32_t binding, uint32_t element, uint32_t count, F f) {
+  const auto& bs = set.layout->bindings;
+  auto b = std::lower_bound(bs.begin(), bs.end(), binding,
+                            [](const SetLayoutFacts::Binding& x, uint32_t n) { return x.binding < n; });
+  uint64_t skip = element;
+  for (; b != bs.end() && count; ++b) {
+    const uint32_t n = set.layout->variable_last && b + 1 == bs.end() ? set.variable_count : b->count;
+    for (uint64_t e = skip; e < n && count; ++e, --count) f(*b, static_cast<uint32_t>(e));
+    skip = skip < n ? 0 : skip - n;
+  }
+}
+
 bool is_buffer_descriptor(VkDescriptorType t) {
   return t == VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER || t == VK_DESCRIPTOR_TYPE_STORAGE_BUFFER ||
          t == VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER_DYNAMIC || t == VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC;
@@ -733,9 +752,11 @@ void record_vkCreateDescriptorSetLayout(wire::HostContext& c, wire::Args_vkCreat
   }
   std::sort(facts->bindings.begin(), facts->bindings.end(),
             [](const auto& x, const auto& y) { return x.binding < y.binding; });
-  for (const auto& b : facts->bindings)
-    if (b.type == VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER_DYNAMIC || b.type == VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC)
+  for (auto& b : facts->bindings)
+    if (is_dynamic_descriptor(b.type)) {
+      b.dynamic_base = facts->dynamic_count;
       facts->dynamic_count += b.count;
+    }
   facts->variable_last = !facts->bindings.empty() && facts->bindings.back().binding == variable;
   session(c).resources().add_set_layout(bits(*a.pSetLayout), std::move(facts));
 }
@@ -764,9 +785,10 @@ void record_vkAllocateDescriptorSets(wire::HostContext& c, wire::Args_vkAllocate
   for (uint32_t i = 0; i < ai.descriptorSetCount; ++i) {
     auto* layout = r.set_layout(bits(ai.pSetLayouts[i]));
     if (!layout || !a.pDescriptorSets[i]) continue;
-    DescriptorSetFacts set{*layout, 0};
+    DescriptorSetFacts set{*layout, 0, {}};
     if (variable && variable->pDescriptorCounts && i < variable->descriptorSetCount)
       set.variable_count = variable->pDescriptorCounts[i];
+    set.dynamic_slack.assign((*layout)->dynamic_count, 0);
     r.add_descriptor_set(bits(a.pDescriptorSets[i]), std::move(set));
   }
 }
@@ -834,6 +856,13 @@ bool check_vkCmdBindDescriptorSets(wire::HostContext& c, wire::Args_vkCmdBindDes
     const DescriptorSetFacts* set = r.descriptor_set(bits(a.pDescriptorSets[i]));
     if (!set) return violation(c, Where{"vkCmdBindDescriptorSets", "pDescriptorSets", i},
                                "the set was not allocated by this session's vkAllocateDescriptorSets");
+    // Each dynamic offset moves one dynamic buffer descriptor: it must stay inside its buffer.
+    for (size_t k = 0; k < set->dynamic_slack.size(); ++k) {
+      const uint64_t at = dynamic_of_sets + k;
+      if (at < a.dynamicOffsetCount && a.pDynamicOffsets[at] > set->dynamic_slack[k])
+        return violation(c, w, "pDynamicOffsets[{}] {} moves set {}'s dynamic descriptor {} past its buffer's end (at "
+                         "most {})", at, a.pDynamicOffsets[at], a.firstSet + i, k, set->dynamic_slack[k]);
+    }
     dynamic_of_sets += set->layout->dynamic_count;
   }
   if (a.dynamicOffsetCount != dynamic || a.dynamicOffsetCount != dynamic_of_sets)
@@ -847,13 +876,50 @@ bool check_vkUpdateDescriptorSets(wire::HostContext& c, wire::Args_vkUpdateDescr
          descriptor_copies(c, a.descriptorCopyCount, a.pDescriptorCopies);
 }
 
+// Remembers how far each written dynamic buffer descriptor may be moved by a dynamic offset.
+void record_vkUpdateDescriptorSets(wire::HostContext& c, wire::Args_vkUpdateDescriptorSets& a) {
+  Resources& r = session(c).resources();
+  for (uint32_t i = 0; i < a.descriptorWriteCount; ++i) {
+    const VkWriteDescriptorSet& wr = a.pDescriptorWrites[i];
+    DescriptorSetFacts* set = is_dynamic_descriptor(wr.descriptorType) ? r.descriptor_set(bits(wr.dstSet)) : nullptr;
+    if (!set) continue;
+    uint32_t j = 0;
+    for_each_descriptor(*set, wr.dstBinding, wr.dstArrayElement, wr.descriptorCount,
+                        [&](const SetLayoutFacts::Binding& b, uint32_t e) {
+                          const VkDescriptorBufferInfo& info = wr.pBufferInfo[j++];
+                          const BufferFacts* buf = info.buffer ? r.buffer(bits(info.buffer)) : nullptr;
+                          uint64_t slack = 0;  // checked: offset (+ range) within the buffer
+                          if (buf && info.range != VK_WHOLE_SIZE) slack = buf->size - info.offset - info.range;
+                          set->dynamic_slack[b.dynamic_base + e] = slack;
+                        });
+  }
+  for (uint32_t i = 0; i < a.descriptorCopyCount; ++i) {
+    const VkCopyDescriptorSet& cp = a.pDescriptorCopies[i];
+    DescriptorSetFacts* src = r.descriptor_set(bits(cp.srcSet));
+    DescriptorSetFacts* dst = r.descriptor_set(bits(cp.dstSet));
+    if (!src || !dst || !src->layout->dynamic_count) continue;
+    std::vector<uint64_t> moved;  // copies of dynamic descriptors are rare: an allocation is fine
+    for_each_descriptor(*src, cp.srcBinding, cp.srcArrayElement, cp.descriptorCount,
+                        [&](const SetLayoutFacts::Binding& b, uint32_t e) {
+                          moved.push_back(is_dynamic_descriptor(b.type) ? src->dynamic_slack[b.dynamic_base + e] : 0);
+                        });
+    size_t j = 0;
+    for_each_descriptor(*dst, cp.dstBinding, cp.dstArrayElement, cp.descriptorCount,
+                        [&](const SetLayoutFacts::Binding& b, uint32_t e) {
+                          const uint64_t slack = j < moved.size() ? moved[j] : 0;
+                          ++j;
+                          if (is_dynamic_descriptor(b.type)) dst->dynamic_slack[b.dynamic_base + e] = slack;
+                        });
+  }
+}
+
 bool check_vkCmdPushDescriptorSetKHR(wire::HostContext& c, wire::Args_vkCmdPushDescriptorSetKHR& a) {
   const Where w{"vkCmdPushDescriptorSetKHR"};
   const PipelineLayoutFacts* l = session(c).resources().pipeline_layout(bits(a.layout));
   if (!l) return violation(c, w, "layout was not created by this session's vkCreatePipelineLayout");
   if (a.set >= l->sets.size() || !l->sets[a.set])
     return violation(c, w, "set {} is not a set of the pipeline layout's {}", a.set, l->sets.size());
-  const DescriptorSetFacts push{l->sets[a.set], 0};
+  const DescriptorSetFacts push{l->sets[a.set], 0, {}};
   return descriptor_writes(c, "vkCmdPushDescriptorSetKHR", a.descriptorWriteCount, a.pDescriptorWrites, &push);
 }
 
@@ -1142,6 +1208,7 @@ void register_validate_handlers(wire::Handlers& h) {
   h.check_vkCmdCopyQueryPoolResults = check_vkCmdCopyQueryPoolResults;
   h.check_vkGetQueryPoolResults = check_vkGetQueryPoolResults;
   h.check_vkUpdateDescriptorSets = check_vkUpdateDescriptorSets;
+  h.record_vkUpdateDescriptorSets = record_vkUpdateDescriptorSets;
   h.check_vkCmdPushDescriptorSetKHR = check_vkCmdPushDescriptorSetKHR;
   h.check_vkCmdCopyBuffer = check_vkCmdCopyBuffer;
   h.check_vkCmdCopyBuffer2 = check_vkCmdCopyBuffer2;

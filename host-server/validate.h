@@ -53,6 +53,7 @@ struct SetLayoutFacts {
     uint32_t binding;
     VkDescriptorType type;
     uint32_t count;  // descriptors (bytes for inline uniform blocks)
+    uint32_t dynamic_base = 0;  // dynamic buffer types: the set's dynamic index of element 0
   };
   std::vector<Binding> bindings;
   bool variable_last = false;  // the last binding's count is chosen when a set is allocated
@@ -62,6 +63,9 @@ struct SetLayoutFacts {
 struct DescriptorSetFacts {
   std::shared_ptr<const SetLayoutFacts> layout;
   uint32_t variable_count = 0;  // the last binding's count when layout->variable_last
+  // Per dynamic buffer descriptor, in binding and element order (the order of a bind's dynamic
+  // offsets): how far a dynamic offset may move it and stay inside its buffer. 0 until written.
+  std::vector<uint64_t> dynamic_slack;
 };
 
 struct PipelineLayoutFacts {

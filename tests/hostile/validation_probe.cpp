@@ -22,6 +22,8 @@
 //                         VK_ERROR_VALIDATION_FAILED_EXT; the device goes on working)
 //     push-constants      vkCmdPushConstants of 16 bytes at 4096 with a 16-byte range
 //     bind-sets           vkCmdBindDescriptorSets at set 3 of a 1-set pipeline layout
+//     dynamic-offset      a dynamic storage buffer descriptor of 256 bytes at 0 of a 4 KiB
+//                         buffer, bound with dynamic offset 64 KiB
 //     enum-index-type     vkCmdBindIndexBuffer with index type 77
 //     enum-image-type     vkCreateImage with image type 7
 //     alloc-zero          vkAllocateMemory of 0 bytes (answered with a VkResult; the device
@@ -321,6 +323,51 @@ void layout_use(Guest& g, uint32_t push_offset, uint32_t first_set) {
   }
 }
 
+// A set with one dynamic storage buffer descriptor (256 bytes at 0 of a 4 KiB buffer),
+// bound with `dynamic_offset`.
+void dynamic_offset(Guest& g, uint32_t dynamic_offset) {
+  Buffer& b = g.buffer(kSmall, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 0);
+  VkDescriptorSetLayoutBinding binding{0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC, 1, VK_SHADER_STAGE_COMPUTE_BIT,
+                                       nullptr};
+  VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+  li.bindingCount = 1;
+  li.pBindings = &binding;
+  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
+  vkCreateDescriptorSetLayout(g.device, &li, nullptr, &set_layout);
+  VkPipelineLayoutCreateInfo pi{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+  pi.setLayoutCount = 1;
+  pi.pSetLayouts = &set_layout;
+  VkPipelineLayout layout = VK_NULL_HANDLE;
+  vkCreatePipelineLayout(g.device, &pi, nullptr, &layout);
+  VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC, 1};
+  VkDescriptorPoolCreateInfo dpi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+  dpi.maxSets = 1;
+  dpi.poolSizeCount = 1;
+  dpi.pPoolSizes = &ps;
+  VkDescriptorPool pool = VK_NULL_HANDLE;
+  vkCreateDescriptorPool(g.device, &dpi, nullptr, &pool);
+  VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+  ai.descriptorPool = pool;
+  ai.descriptorSetCount = 1;
+  ai.pSetLayouts = &set_layout;
+  VkDescriptorSet set = VK_NULL_HANDLE;
+  report("vkAllocateDescriptorSets", vkAllocateDescriptorSets(g.device, &ai, &set));
+  VkDescriptorBufferInfo info{b.buffer, 0, 256};
+  VkWriteDescriptorSet w{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+  w.dstSet = set;
+  w.descriptorCount = 1;
+  w.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC;
+  w.pBufferInfo = &info;
+  vkUpdateDescriptorSets(g.device, 1, &w, 0, nullptr);
+  g.begin();
+  vkCmdBindDescriptorSets(g.cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &set, 1, &dynamic_offset);
+  if (g.submit_and_wait() == VK_SUCCESS) {
+    vkDestroyDescriptorPool(g.device, pool, nullptr);
+    vkDestroyPipelineLayout(g.device, layout, nullptr);
+    vkDestroyDescriptorSetLayout(g.device, set_layout, nullptr);
+  }
+}
+
 VkQueryPool query_pool(Guest& g) {
   VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
   qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
@@ -387,6 +434,8 @@ void valid(Guest& g) {
   query_results(g, 32);
   vkResetFences(g.device, 1, &g.fence);
   layout_use(g, 0, 0);
+  vkResetFences(g.device, 1, &g.fence);
+  dynamic_offset(g, 256);
 }
 
 }  // namespace
@@ -430,6 +479,8 @@ int main(int argc, char** argv) {
     layout_use(g, 4096, 0);
   } else if (mode == "bind-sets") {
     layout_use(g, 0, 3);
+  } else if (mode == "dynamic-offset") {
+    dynamic_offset(g, 1 << 16);
   } else if (mode == "enum-index-type") {
     bind_index_buffer(g, static_cast<VkIndexType>(77));
   } else if (mode == "enum-image-type") {

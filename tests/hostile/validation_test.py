@@ -9,8 +9,8 @@ validation_probe.cpp) per case makes one invalid call of the kind that crashed b
 handed a guest the server's memory before the checks (a zeroed VkImageCreateInfo, mip levels
 0 and 601, copies of 16 KiB, 64 KiB and 1 MiB out of a 4 KiB buffer, a fill and an update past
 a buffer's end, an indirect dispatch past one, a descriptor range or array element past one,
-a query outside its pool, push constants past the layout's, a set past the layout's, enum values
-no Vulkan defines). Each must:
+a query outside its pool, push constants past the layout's, a set past the layout's, a dynamic
+offset past a buffer's end, enum values no Vulkan defines). Each must:
   - get an error: its session ends with a reason naming the command, the member and the
     numbers, which the guest reads on stderr, and its next waiting call returns
     VK_ERROR_DEVICE_LOST (a refused vkAllocateMemory or vkGetQueryPoolResults gets its
@@ -52,6 +52,8 @@ REFUSED = [
     (["query-index"], r"^vkCmdResetQueryPool: queries 10 \+ 1 exceed the pool's 4$"),
     (["push-constants"], r"^vkCmdPushConstants: offset 4096 \+ size 16 exceeds the layout's 16 bytes of push constants$"),
     (["bind-sets"], r"^vkCmdBindDescriptorSets: firstSet 3 \+ descriptorSetCount 1 exceeds the layout's 1 sets$"),
+    (["dynamic-offset"], r"^vkCmdBindDescriptorSets: pDynamicOffsets\[0\] 65536 moves set 0's dynamic descriptor 0 "
+                         r"past its buffer's end \(at most 3840\)$"),
     (["enum-index-type"], r"^vkCmdBindIndexBuffer\.indexType: 77 is not a valid VkIndexType$"),
     (["enum-image-type"], r"^vkCreateImage: VkImageCreateInfo\.imageType: 7 is not a valid VkImageType$"),
 ]

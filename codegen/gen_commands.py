@@ -37,6 +37,11 @@ class CommandGenerator:
         self.reg = proto.reg
         self.sg = sg
         self.owners = read_table("owners.txt")
+        self.checked = read_table("checked.txt")
+        for name in self.checked:
+            shape = proto.shapes.get(proto.aliases.get(name, name))
+            if shape is None or not shape.wire:
+                raise SystemExit(f"codegen: checked.txt names {name}, which has no generated run function")
         # Everything the host may call on the driver: wire commands plus core commands that
         # are hand-written on the wire (physical device enumeration, ...).
         self.dispatchable = [
@@ -154,6 +159,14 @@ class CommandGenerator:
         for s in self.shapes:
             if s.blocking:
                 L.append(f"  bool (*try_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
+        L.append("  // Checked commands (checked.txt): check_ runs before the handler and returns false to")
+        L.append("  // keep the call from the driver (having called c.fail(), or set the VkResult of a call")
+        L.append("  // the guest waits for); record_ runs after a handler that succeeded.")
+        for s in self.shapes:
+            if s.name in self.checked:
+                L.append(f"  bool (*check_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
+                if not s.blocking:  # a blocking call's handler runs on a waiter thread
+                    L.append(f"  void (*record_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
         L.append("};")
         L.append("Handlers default_handlers();")
         L.append("")
@@ -393,11 +406,15 @@ extern const RunFn kRunTable[kCommandIdLimit];
                     L.append(f"  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, \"{s.name}.{f.name}\", &a.{f.name})) return false;")
                 else:
                     if self.sg.unsigned_enum(f):
-                        L.append(f"  if (w.{f.name} < 0) return c.fail(\"{s.name}.{f.name}\", \"enum value out of range\");")
+                        bad = f"w.{f.name} < 0"
+                        if self.p.enum_checked(s.name, f):
+                            valid = f"valid_{self.reg.resolve(f.type)}(w.{f.name})"
+                            if f.member.optional and f.member.optional[0]:
+                                valid = f"(w.{f.name} == 0 || {valid})"
+                            bad = f"w.{f.name} < 0 || (c.decode.check_values && !{valid})"
+                        L.append(f"  if ({bad}) return fail_enum(c.decode, \"{s.name}.{f.name}\", \"{self.reg.resolve(f.type)}\", w.{f.name});")
                     L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
-            L.append(f"  c.handlers.{s.name}(c, a);")
-            L.extend(self._async_failure(s))
-            L.append("  return c.decode.error.empty();  // a handler's c.fail() ends the session")
+            L.extend(self.call_handler(s))
             L.append("}")
             return "\n".join(L)
         # table commands: verify, decode
@@ -489,6 +506,13 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append(f"  const Table* t = verify_root(data, size, verify_args_{s.name});")
         L.append(f"  if (!t) return c.fail(\"{s.name}\", \"message fails verification\");")
         if s.blocking:
+            if s.name in self.checked:
+                # Checked on the session thread before anything waits (and before the copy below).
+                L.append(f"  if (c.handlers.check_{s.name}) {{")
+                L.append(f"    Args_{s.name} a;")
+                L.append(f"    if (!decode_args_{s.name}(c, t, a)) return false;")
+                L.extend("  " + x for x in self.check_lines(s))
+                L.append("  }")
             # The waiter thread needs the message and the decoded arguments to outlive the
             # session's arena: copy both into a job of their own.
             L.append("  uint64_t waited_ns = 0;")
@@ -529,15 +553,41 @@ extern const RunFn kRunTable[kCommandIdLimit];
             return "\n".join(L)
         L.append(f"  Args_{s.name} a;")
         L.append(f"  if (!decode_args_{s.name}(c, t, a)) return false;")
+        L.extend(self.call_handler(s))
+        L.append("}")
+        return "\n".join(L)
+
+    def check_lines(self, s: CommandShape) -> list[str]:
+        """The check hook on decoded `a`. A check that fails either ends the session (it called
+        c.fail) or, for a call the guest waits on, sets the VkResult the guest gets instead: the
+        driver never sees the call."""
+        L = [f"  if (c.handlers.check_{s.name} && !c.handlers.check_{s.name}(c, a)) {{"]
+        L.append("    if (!c.decode.error.empty()) return false;")
+        if s.sync and s.cmd.ret == "VkResult":
+            L.append(f"    if (a.result >= 0) return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
+            L.append(f"    reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
+            L.append("    return true;")
+        else:
+            L.append(f"    return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
+        L.append("  }")
+        return L
+
+    def call_handler(self, s: CommandShape) -> list[str]:
+        """The end of run_vkX: the check hook, the handler, the record hook, the reply."""
+        L = []
+        reply = [f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);"] if s.sync else []
+        if s.name in self.checked:
+            L.extend(self.check_lines(s))
         L.append(f"  c.handlers.{s.name}(c, a);")
         # A handler's c.fail() ends the session, with no reply of made-up results.
         L.append("  if (!c.decode.error.empty()) return false;")
         L.extend(self._async_failure(s))
-        if s.sync:
-            L.append(f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
+        if s.name in self.checked:
+            ok = "a.result >= 0 && " if s.cmd.ret == "VkResult" else ""
+            L.append(f"  if ({ok}c.handlers.record_{s.name}) c.handlers.record_{s.name}(c, a);")
+        L.extend(reply)
         L.append("  return true;")
-        L.append("}")
-        return "\n".join(L)
+        return L
 
     def host_reply(self, s: CommandShape) -> str:
         names = {p.name for p in s.cmd.params}

@@ -38,12 +38,14 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   gipa_ = vkGetInstanceProcAddr;
   decode.arena = &arena_;
   decode.handles = this;
+  decode.check_values = true;  // enum values outside the covered API never reach the driver
   handlers = wire::default_handlers();
   register_instance_handlers(handlers);
   register_device_handlers(handlers);
   register_memory_handlers(handlers);
   register_sync_handlers(handlers);
   register_submit_handlers(handlers);
+  register_validate_handlers(handlers);
   destroys_.assign(wire::kCommandIdLimit, false);
   for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) {
     const std::string_view name = wire::command_name(cmd);
@@ -444,6 +446,7 @@ void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64
 void Session::remove_object(VkObjectType, uint64_t handle) {
   std::lock_guard lock(objects_mu_);
   objects_.remove(handle, [&](const ObjectEntry& e) {
+    resources_.forget(e.type, e.handle);
     if (e.type == VK_OBJECT_TYPE_DEVICE_MEMORY) release_memory(e.handle);
     if (e.type == VK_OBJECT_TYPE_DEVICE) {
       devices_.erase(e.handle);
@@ -489,7 +492,10 @@ const DeviceInfo* Session::device_info(uint64_t device) const {
 
 void Session::remove_owned(uint64_t owner) {
   std::lock_guard lock(objects_mu_);
-  objects_.remove_owned(owner, [&](const ObjectEntry& e) { dispatch_.erase(e.handle); });
+  objects_.remove_owned(owner, [&](const ObjectEntry& e) {
+    resources_.forget(e.type, e.handle);
+    dispatch_.erase(e.handle);
+  });
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
 }
 
@@ -640,6 +646,7 @@ void Session::teardown() {
   for (auto& [tag, fd] : guest_fds_) close(fd);
   guest_fds_.clear();
   objects_ = ObjectTable();
+  resources_.clear();
   dispatch_.clear();
   stats_.objects.store(0, std::memory_order_relaxed);
   stats_.memory_bytes.store(0, std::memory_order_relaxed);

@@ -19,6 +19,7 @@
 #include "guest_view.h"
 #include "memshare/types.h"
 #include "object_table.h"
+#include "validate.h"
 
 namespace bypass::host {
 
@@ -85,6 +86,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // ---- used by the hand-written handlers
   const ServerConfig& config() const { return config_; }
   ObjectTable& objects() { return objects_; }
+  Resources& resources() { return resources_; }  // session thread only
   transport::Channel& channel() { return channel_; }
   void set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d);
   std::shared_ptr<wire::Dispatch> dispatch_ptr(uint64_t dispatchable);
@@ -152,6 +154,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 
   mutable std::mutex objects_mu_;  // the table is read by waiters and the stats reader
   ObjectTable objects_;
+  Resources resources_;  // sizes and bindings for validate.cpp; session thread only
   std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
   std::unordered_map<uint64_t, SharedMemory> memory_;
   std::unordered_multimap<uint64_t, int> guest_fds_;  // received, not yet taken
@@ -220,6 +223,7 @@ void register_device_handlers(wire::Handlers& h);
 void register_memory_handlers(wire::Handlers& h);
 void register_sync_handlers(wire::Handlers& h);
 void register_submit_handlers(wire::Handlers& h);
+void register_validate_handlers(wire::Handlers& h);
 bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size);
 
 }  // namespace bypass::host

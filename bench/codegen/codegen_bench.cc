@@ -41,6 +41,7 @@ class BenchHost final : public HostContext {
   BenchHost() {
     decode.arena = &arena;
     decode.handles = &ids;
+    decode.check_values = true;  // as bypassd: decode includes the enum value checks
   }
   Arena arena;
   Identity ids;

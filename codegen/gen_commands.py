@@ -37,6 +37,11 @@ class CommandGenerator:
         self.reg = proto.reg
         self.sg = sg
         self.owners = read_table("owners.txt")
+        self.checked = read_table("checked.txt")
+        for name in self.checked:
+            shape = proto.shapes.get(proto.aliases.get(name, name))
+            if shape is None or not shape.wire:
+                raise SystemExit(f"codegen: checked.txt names {name}, which has no generated run function")
         # Everything the host may call on the driver: wire commands plus core commands that
         # are hand-written on the wire (physical device enumeration, ...).
         self.dispatchable = [
@@ -114,6 +119,8 @@ class CommandGenerator:
         limit = max(self.p.command_id(s.name) for s in self.shapes) + 1
         L.append(f"inline constexpr uint16_t kCommandIdLimit = {limit};")
         L.append("const char* command_name(uint16_t id);")
+        L.append("// Whether the command is in blocking.txt (may be handed to a waiter thread).")
+        L.append("bool command_blocks(uint16_t id);")
         L.append("")
         L.append("// Fixed-layout commands: all parameters are scalars or handles, so the record")
         L.append("// payload is this struct (the FlatBuffers struct of the same name in the schema).")
@@ -152,6 +159,14 @@ class CommandGenerator:
         for s in self.shapes:
             if s.blocking:
                 L.append(f"  bool (*try_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
+        L.append("  // Checked commands (checked.txt): check_ runs before the handler and returns false to")
+        L.append("  // keep the call from the driver (having called c.fail(), or set the VkResult of a call")
+        L.append("  // the guest waits for); record_ runs after a handler that succeeded.")
+        for s in self.shapes:
+            if s.name in self.checked:
+                L.append(f"  bool (*check_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
+                if not s.blocking:  # a blocking call's handler runs on a waiter thread
+                    L.append(f"  void (*record_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
         L.append("};")
         L.append("Handlers default_handlers();")
         L.append("")
@@ -163,14 +178,19 @@ class HostContext {
   Handlers handlers;
   uint64_t reply_seq = 0;  // set by the session for records that want a reply
   virtual const Dispatch& dispatch_of(uint64_t dispatchable) = 0;
-  // A guest-chosen id for a new object: non-zero and unused in this session.
-  virtual bool new_id_ok(VkObjectType type, uint64_t id) = 0;
+  // A guest-chosen id for a new object: nullptr when it may be used (non-zero, unused in this
+  // session, within the session's object limit), else why not (valid until the next call).
+  virtual const char* refuse_new_id(VkObjectType type, uint64_t id) = 0;
   virtual void add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) = 0;
   virtual void remove_object(VkObjectType type, uint64_t handle) = 0;
   // Sends the reply built in `b` (finished) for `seq`.
   virtual void send_reply(uint64_t seq, uint16_t command, int32_t result, Builder& b) = 0;
-  // Runs `job` where it may block without stalling the session (a waiter thread).
-  virtual void run_blocking(std::function<void()> job) = 0;
+  // Runs `job` where it may block without stalling the session (a waiter thread); false, with
+  // decode.error set, when the session takes no more pending calls.
+  [[nodiscard]] virtual bool run_blocking(std::function<void()> job) = 0;
+  // Called before the driver destroys `handle`, the parameter `what` of `command`: false, with
+  // decode.error set, when a pending blocking call still uses it or anything it owns.
+  [[nodiscard]] virtual bool destroy_ok(const char* command, const char* what, uint64_t handle) = 0;
   // Thread-safe builder for replies produced off the session thread.
   virtual Builder& reply_builder() = 0;
   bool fail(const char* where, const char* what) { return decode.fail(where, what); }
@@ -350,6 +370,17 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append("}")
         return "\n".join(L)
 
+    @staticmethod
+    def _async_failure(s: CommandShape) -> list:
+        """An asynchronous call (codegen/data/async.txt) already told the guest VK_SUCCESS: a
+        failure on the host cannot be reported, and the guest's view of its objects is now wrong,
+        so the session ends naming the command and the result (the guest sees
+        VK_ERROR_DEVICE_LOST with that reason)."""
+        if s.sync or s.cmd.ret != "VkResult":
+            return []
+        return [f"  if (a.result < 0) return c.fail(\"{s.name}\", (\"VkResult \" + std::to_string(a.result) + "
+                f"\" on the host, after the guest was told VK_SUCCESS (an asynchronous call)\").c_str());"]
+
     def _copy_out(self, L, o: OutParam, n: str, bad: str, s) -> None:
         if o.kind == "struct_array":
             L.append(f"      for (size_t i = 0; i < {n}; ++i)")
@@ -375,10 +406,15 @@ extern const RunFn kRunTable[kCommandIdLimit];
                     L.append(f"  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, \"{s.name}.{f.name}\", &a.{f.name})) return false;")
                 else:
                     if self.sg.unsigned_enum(f):
-                        L.append(f"  if (w.{f.name} < 0) return c.fail(\"{s.name}.{f.name}\", \"enum value out of range\");")
+                        bad = f"w.{f.name} < 0"
+                        if self.p.enum_checked(s.name, f):
+                            valid = f"valid_{self.reg.resolve(f.type)}(w.{f.name})"
+                            if f.member.optional and f.member.optional[0]:
+                                valid = f"(w.{f.name} == 0 || {valid})"
+                            bad = f"w.{f.name} < 0 || (c.decode.check_values && !{valid})"
+                        L.append(f"  if ({bad}) return fail_enum(c.decode, \"{s.name}.{f.name}\", \"{self.reg.resolve(f.type)}\", w.{f.name});")
                     L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
-            L.append(f"  c.handlers.{s.name}(c, a);")
-            L.append("  return c.decode.error.empty();  // a handler's c.fail() ends the session")
+            L.extend(self.call_handler(s))
             L.append("}")
             return "\n".join(L)
         # table commands: verify, decode
@@ -407,7 +443,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
             vo = 4 + 2 * o.in_index
             if o.kind == "handle":
                 L.append(f"  a.id_{o.name} = t->GetField<uint64_t>({vo}, 0);")
-                L.append(f"  if (!hc.new_id_ok({self.objtype(o.type)}, a.id_{o.name})) return c.fail(\"{s.name}.{o.name}\", \"bad new object id\");")
+                L.append(f"  if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.id_{o.name})) return c.fail(\"{s.name}.{o.name}\", why);")
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
             elif o.kind == "handle_array":
                 n = c_expr(o.len_expr, names, "a.")
@@ -416,7 +452,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 L.append(f"    const size_t n = static_cast<size_t>({n});")
                 L.append(f"    if (!a.ids_{o.name} || a.ids_{o.name}->size() != n) return c.fail(\"{s.name}.{o.name}\", \"ids do not match the count\");")
                 L.append(f"    for (size_t i = 0; i < n; ++i)")
-                L.append(f"      if (!hc.new_id_ok({self.objtype(o.type)}, a.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)))) return c.fail(\"{s.name}.{o.name}\", \"bad new object id\");")
+                L.append(f"      if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)))) return c.fail(\"{s.name}.{o.name}\", why);")
                 L.append(f"    a.{o.name} = c.arena->make<{self.reg.resolve(o.type)}>(n ? n : 1);")
                 L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
                 L.append("  }")
@@ -470,6 +506,13 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append(f"  const Table* t = verify_root(data, size, verify_args_{s.name});")
         L.append(f"  if (!t) return c.fail(\"{s.name}\", \"message fails verification\");")
         if s.blocking:
+            if s.name in self.checked:
+                # Checked on the session thread before anything waits (and before the copy below).
+                L.append(f"  if (c.handlers.check_{s.name}) {{")
+                L.append(f"    Args_{s.name} a;")
+                L.append(f"    if (!decode_args_{s.name}(c, t, a)) return false;")
+                L.extend("  " + x for x in self.check_lines(s))
+                L.append("  }")
             # The waiter thread needs the message and the decoded arguments to outlive the
             # session's arena: copy both into a job of their own.
             L.append("  uint64_t waited_ns = 0;")
@@ -502,23 +545,49 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append("  if (!ok) return false;")
             L.append("  job->a.waited_ns = waited_ns;")
             L.append("  HostContext* hc = &c;")
-            L.append("  c.run_blocking([hc, job] {")
+            L.append("  return c.run_blocking([hc, job] {")
             L.append(f"    hc->handlers.{s.name}(*hc, job->a);")
             L.append(f"    reply_{s.name}(*hc, hc->reply_builder(), job->a, job->seq);")
             L.append("  });")
-            L.append("  return true;")
             L.append("}")
             return "\n".join(L)
         L.append(f"  Args_{s.name} a;")
         L.append(f"  if (!decode_args_{s.name}(c, t, a)) return false;")
+        L.extend(self.call_handler(s))
+        L.append("}")
+        return "\n".join(L)
+
+    def check_lines(self, s: CommandShape) -> list[str]:
+        """The check hook on decoded `a`. A check that fails either ends the session (it called
+        c.fail) or, for a call the guest waits on, sets the VkResult the guest gets instead: the
+        driver never sees the call."""
+        L = [f"  if (c.handlers.check_{s.name} && !c.handlers.check_{s.name}(c, a)) {{"]
+        L.append("    if (!c.decode.error.empty()) return false;")
+        if s.sync and s.cmd.ret == "VkResult":
+            L.append(f"    if (a.result >= 0) return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
+            L.append(f"    reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
+            L.append("    return true;")
+        else:
+            L.append(f"    return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
+        L.append("  }")
+        return L
+
+    def call_handler(self, s: CommandShape) -> list[str]:
+        """The end of run_vkX: the check hook, the handler, the record hook, the reply."""
+        L = []
+        reply = [f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);"] if s.sync else []
+        if s.name in self.checked:
+            L.extend(self.check_lines(s))
         L.append(f"  c.handlers.{s.name}(c, a);")
         # A handler's c.fail() ends the session, with no reply of made-up results.
         L.append("  if (!c.decode.error.empty()) return false;")
-        if s.sync:
-            L.append(f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
+        L.extend(self._async_failure(s))
+        if s.name in self.checked:
+            ok = "a.result >= 0 && " if s.cmd.ret == "VkResult" else ""
+            L.append(f"  if ({ok}c.handlers.record_{s.name}) c.handlers.record_{s.name}(c, a);")
+        L.extend(reply)
         L.append("  return true;")
-        L.append("}")
-        return "\n".join(L)
+        return L
 
     def host_reply(self, s: CommandShape) -> str:
         names = {p.name for p in s.cmd.params}
@@ -582,6 +651,11 @@ extern const RunFn kRunTable[kCommandIdLimit];
         call = f"c.dispatch_of(handle_bits(a.{first.name})).{s.name}"
         L.append(f"  auto fn = {call};")
         L.append(f"  if (!fn) {{ c.fail(\"{s.name}\", \"not supported by the host driver\"); return; }}")
+        if s.name.startswith("vkDestroy") and len(s.cmd.params) >= 2:
+            # A pending blocking call may still use what is destroyed (a fence waited for).
+            p = s.cmd.params[1]
+            if self.reg.is_handle(p.type) and p.ptr == 0:
+                L.append(f"  if (a.{p.name} && !c.destroy_ok(\"{s.name}\", \"{p.name}\", handle_bits(a.{p.name}))) return;")
         if s.cmd.ret == "void":
             L.append(f"  fn({args});")
             ok = "true"
@@ -632,6 +706,17 @@ extern const RunFn kRunTable[kCommandIdLimit];
         for s in self.shapes:
             L.append(f"    case kCmd_{s.name}: return \"{s.name}\";")
         L.append("    default: return \"(unknown command)\";")
+        L.append("  }")
+        L.append("}")
+        L.append("")
+        L.append("bool command_blocks(uint16_t id) {")
+        L.append("  switch (id) {")
+        for s in self.shapes:
+            if s.blocking:
+                L.append(f"    case kCmd_{s.name}:")
+        L.append("      return true;")
+        L.append("    default:")
+        L.append("      return false;")
         L.append("  }")
         L.append("}")
         L.append("")

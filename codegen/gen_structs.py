@@ -155,8 +155,14 @@ class StructGenerator:
         n = c_expr(f.len_expr, names, dst) if f.len_expr else ""
         out: list[str] = []
         if k == "scalar" and self.unsigned_enum(f):
-            out.append(f"if (const int32_t e = t->GetField<int32_t>({vo}, 0); e >= 0) {m} = static_cast<decltype({m})>(e);")
-            out.append(f"else return c.fail({where}, \"enum value out of range\");")
+            ok = "e >= 0"
+            if self.p.enum_checked(owner, f):
+                valid = f"valid_{self.reg.resolve(f.type)}(e)"
+                if f.optional or (f.member.optional and f.member.optional[0]):
+                    valid = f"(e == 0 || {valid})"
+                ok = f"e >= 0 && (!c.check_values || {valid})"
+            out.append(f"if (const int32_t e = t->GetField<int32_t>({vo}, 0); {ok}) {m} = static_cast<decltype({m})>(e);")
+            out.append(f"else return fail_enum(c, {where}, \"{self.reg.resolve(f.type)}\", e);")
         elif k == "scalar":
             out.append(f"{m} = static_cast<decltype({m})>(t->GetField<{f.ctype}>({vo}, 0));")
         elif k == "handle":
@@ -236,11 +242,17 @@ class StructGenerator:
             elif k == "array_scalar":
                 # Vectors of scalars are aligned in a verified message: point straight at them.
                 out.append(f"    {m} = reinterpret_cast<decltype({m})>(s->data());")
+                if self.p.enum_checked(owner, f):
+                    e = self.reg.resolve(f.type)
+                    out.append("    if (c.check_values)")
+                    out.append("      for (flatbuffers::uoffset_t i = 0; i < s->size(); ++i)")
+                    out.append(f"        if (!valid_{e}(s->Get(i))) return fail_enum(c, {where}, \"{e}\", s->Get(i));")
             elif k == "array_handle":
                 out.append(f"    auto* p = c.arena->make<{T}>(want ? want : 1);")
                 out.append(f"    if (!p) return c.fail({where}, \"out of memory\");")
                 out.append("    for (size_t i = 0; i < want; ++i)")
-                out.append(f"      if (!decode_handle(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {self.objtype(T)}, false, {where}, &p[i])) return false;")
+                nulls = "true" if f.null_elements else "false"
+                out.append(f"      if (!decode_handle(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {self.objtype(T)}, {nulls}, {where}, &p[i])) return false;")
                 out.append(f"    {m} = p;")
             elif k in ("array_union", "bytes"):
                 out.append(f"    {m} = reinterpret_cast<decltype({m})>(s->data());")
@@ -265,7 +277,7 @@ class StructGenerator:
     # ------------------------------------------------------------------ outputs
     def header(self) -> str:
         lines = [banner("gen_structs.py", self.reg), "#pragma once", "",
-                 '#include "bypass/wire/runtime.h"', "", NS_OPEN]
+                 '#include "bypass/wire/runtime.h"', '#include "enums.h"', "", NS_OPEN]
         lines.append("// pNext chains: a vector of ChainLink tables, each a nested FlatBuffer.")
         lines.append("Off encode_chain(Builder& b, const void* pNext, HandleMap& h);")
         lines.append("bool verify_ChainLink(Verifier& v, const Table* t);")

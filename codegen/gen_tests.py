@@ -84,7 +84,8 @@ class TestGenerator:
             elif k == "string":
                 L.append(f"{m} = f.string({'true' if f.optional else 'false'});")
         # counts: every scalar a length expression reads gets a small value, once
-        scalars = {f.name for f in fields if f.kind == "scalar"}
+        # (an enum driving a length, `rasterizationSamples`, keeps its random valid value)
+        scalars = {f.name for f in fields if f.kind == "scalar" and f.type not in self.reg.enums}
         assigned: set[str] = set()
         lens = [(f.len_expr, f.kind == "array_struct") for f in fields if f.kind in ARRAY_KINDS and f.len_expr]
         for expr, is_struct in list(lens) + list(extra_lens):
@@ -120,10 +121,17 @@ class TestGenerator:
                 L.append(f"    for (size_t i = 0; i < n; ++i) fill_random_{f.type}(f, p[i], d + 1, 0);")
             elif f.kind == "array_handle":
                 L.append(f"    auto* p = f.pool.make<Elem<decltype({m})>>(n);")
-                L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = f.handle<Elem<decltype({m})>>(false);")
+                if f.null_elements:
+                    # The first element VK_NULL_HANDLE, which this array may hold: it must arrive as such.
+                    L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = i == 0 ? Elem<decltype({m})>{{}} : f.handle<Elem<decltype({m})>>(false);")
+                else:
+                    L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = f.handle<Elem<decltype({m})>>(false);")
             elif f.kind == "string_array":
                 L.append("    auto* p = f.pool.make<const char*>(n);")
                 L.append("    for (size_t i = 0; i < n; ++i) p[i] = f.string(false);")
+            elif f.kind == "array_scalar" and f.type in self.reg.enums:  # valid values, as a guest sends
+                L.append(f"    auto* p = f.pool.make<Elem<decltype({m})>>(n);")
+                L.append("    for (size_t i = 0; i < n; ++i) f.scalar(p[i]);")
             else:  # array_scalar, array_union
                 L.append(f"    auto* p = f.pool.make<Elem<decltype({m})>>(n);")
                 L.append(f"    f.bytes(p, n * sizeof(*p));")

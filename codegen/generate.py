@@ -3,7 +3,7 @@
 
   generate.py --registry vk.xml --out build/generated [--stamp FILE]
 
-Writes the FlatBuffers schema, the struct and command codecs, the guest entry points, the
+Writes the FlatBuffers schema, the struct and command codecs, the enum values and format facts, the guest entry points, the
 ICD manifest template and coverage.json, and prints a one-line coverage summary.
 """
 
@@ -15,6 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from gen_commands import CommandGenerator  # noqa: E402
 from gen_entrypoints import EntryPointGenerator  # noqa: E402
+from gen_enums import EnumGenerator  # noqa: E402
+from gen_formats import FormatGenerator  # noqa: E402
 from gen_report import write as write_coverage  # noqa: E402
 from gen_schema import SchemaGenerator  # noqa: E402
 from gen_structs import StructGenerator  # noqa: E402
@@ -51,6 +53,8 @@ def main() -> int:
     cg = CommandGenerator(proto, sg)
     sg.write(wire_dir)
     cg.write(wire_dir)
+    EnumGenerator(proto, sg.structs, cg.shapes).write(wire_dir)
+    FormatGenerator(proto).write(wire_dir)
     schema = SchemaGenerator(proto, sg, cg)
     schema.write(os.path.join(args.out, "schema"))
     write_hash_header(os.path.join(wire_dir, "schema_hash.h"), schema, reg)

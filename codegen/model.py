@@ -92,6 +92,18 @@ class Command:
 
 
 @dataclass
+class Format:
+    """A <format> of the registry's <formats> table: what buffer<->image copies need."""
+
+    name: str
+    block_size: int  # bytes per texel block
+    block_extent: tuple[int, int, int]  # texels per block in x, y, z
+    compressed: bool
+    components: list[tuple[str, str, int]]  # (R/G/B/A/D/S..., bits or "compressed", plane index)
+    planes: list[tuple[int, int, int, str]]  # (index, width divisor, height divisor, compatible format)
+
+
+@dataclass
 class Extension:
     name: str
     number: int
@@ -118,6 +130,11 @@ class Registry:
         self.features: dict[str, list[str]] = {}  # VK_VERSION_1_x -> command names
         self.extensions: dict[str, Extension] = {}
         self.enum_values: dict[str, int | str] = {}  # VK_STRUCTURE_TYPE_* etc. -> value
+        # Enumerants per enum type: (name, value, origin), origin "" for the type's own
+        # <enums> block, else the feature (VK_VERSION_1_x) or extension that adds it.
+        self.enumerants: dict[str, list[tuple[str, int, str]]] = {}
+        self.enum_bitwidth: dict[str, int] = {}  # enum type -> 32 or 64 (<enums bitwidth>)
+        self.formats: dict[str, Format] = {}
         self.header_version = 0
         self._parse()
 
@@ -136,8 +153,11 @@ class Registry:
         for enums in self.root.findall("enums"):
             name = enums.get("name")
             if enums.get("type") in ("enum", "bitmask"):
+                self.enum_bitwidth[name] = int(enums.get("bitwidth") or 32)
                 for e in enums.findall("enum"):
-                    self._enum_value(e, None)
+                    if _api_ok(e):
+                        self._enum_value(e, None)
+                        self._enumerant(name, e, "")
         for c in self.root.find("commands"):
             if c.tag == "command" and _api_ok(c):
                 self._parse_command(c)
@@ -150,6 +170,8 @@ class Registry:
                     cmds.append(c.get("name"))
                 for e in req.findall("enum"):
                     self._enum_value(e, None)
+                    if e.get("extends") and _api_ok(e) and _api_ok(req):
+                        self._enumerant(e.get("extends"), e, f.get("name"))
             self.features[f.get("name")] = cmds
         for x in self.root.find("extensions"):
             supported = (x.get("supported") or "").split(",")
@@ -162,9 +184,19 @@ class Registry:
                     cmds.append(c.get("name"))
                 for e in req.findall("enum"):
                     self._enum_value(e, number)
+                    if e.get("extends") and _api_ok(e):
+                        self._enumerant(e.get("extends"), e, x.get("name"))
             self.extensions[x.get("name")] = Extension(
                 x.get("name"), number, x.get("type") or "", cmds, supported, x.get("promotedto")
             )
+        fmts = self.root.find("formats")
+        for f in fmts if fmts is not None else []:
+            extent = tuple(int(x) for x in (f.get("blockExtent") or "1,1,1").split(","))
+            comps = [(c.get("name"), c.get("bits"), int(c.get("planeIndex") or 0)) for c in f.findall("component")]
+            planes = [(int(p.get("index")), int(p.get("widthDivisor")), int(p.get("heightDivisor")), p.get("compatible"))
+                      for p in f.findall("plane")]
+            self.formats[f.get("name")] = Format(f.get("name"), int(f.get("blockSize")), extent,
+                                                 bool(f.get("compressed")), comps, planes)
         for t in self.root.find("types"):
             if t.get("category") == "define" and t.find("name") is not None:
                 if t.find("name").text == "VK_HEADER_VERSION":
@@ -191,6 +223,15 @@ class Registry:
             if e.get("dir") == "-":
                 v = -v
             self.enum_values[name] = v
+
+    def _enumerant(self, enum_type: str, e, origin: str) -> None:
+        """Records a value of `enum_type` (after _enum_value computed it); aliases repeat a
+        value already recorded under its own name and are skipped."""
+        if e.get("alias"):
+            return
+        v = self.enum_values.get(e.get("name"))
+        if isinstance(v, int):
+            self.enumerants.setdefault(enum_type, []).append((e.get("name"), v, origin))
 
     def _parse_type(self, t) -> None:
         cat = t.get("category")

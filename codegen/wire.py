@@ -74,6 +74,12 @@ class Field:
     count: str = ""  # C expression (fixed arrays: constant) for the element count
     len_expr: str = ""  # raw length expression in source terms (member/param names)
     optional: bool = False
+    # array_handle: elements may be VK_NULL_HANDLE. vk.xml says so with a second `optional`
+    # value ("false,true": vkCmdBindVertexBuffers' pBuffers), or leaves the elements to the
+    # spec's text with noautovalidity (vkCmdBeginTransformFeedbackEXT's pCounterBuffers,
+    # vkFreeCommandBuffers' pCommandBuffers, VkFramebufferCreateInfo's pAttachments), whose
+    # rules all allow VK_NULL_HANDLE there.
+    null_elements: bool = False
     index: int = 0  # field id in the table (voffset = 4 + 2 * index)
     condition: str = ""  # C condition in source terms under which the member is read
 
@@ -133,6 +139,7 @@ class Protocol:
         self.async_cmds = set(read_list("async.txt"))
         self.blocking = set(read_list("blocking.txt"))
         self.conditions = read_table("conditions.txt")
+        self.unchecked_enums = read_table("unchecked_enums.txt")
         self.ids = self._read_ids()
         self.origin: dict[str, str] = {}
         self.covered: list[str] = []  # canonical command names, in id order
@@ -353,7 +360,8 @@ class Protocol:
         if reg.is_struct(t):
             return Field(m.name, "array_struct", m, type=t, len_expr=length, optional=optional)
         if reg.is_handle(t):
-            return Field(m.name, "array_handle", m, type=t, len_expr=length, optional=optional)
+            nulls = (len(m.optional) > 1 and m.optional[1]) or m.noautovalidity
+            return Field(m.name, "array_handle", m, type=t, len_expr=length, optional=optional, null_elements=nulls)
         if sc:
             if sc[2] == 1 and t in ("uint8_t", "char"):
                 return Field(m.name, "array_scalar", m, type=t, ctype=sc[1], ftype=sc[0], size=1, len_expr=length, optional=optional)
@@ -504,6 +512,29 @@ class Protocol:
         for i, o in enumerate(o for o in shape.outs if o.kind not in ("handle", "handle_array")):
             o.index = 1 + i
         shape.reply_fields = 1 + sum(1 for o in shape.outs if o.kind not in ("handle", "handle_array"))
+
+    # ------------------------------------------------------------------ enum values
+    def enum_values(self, type_name: str) -> list[int]:
+        """The values of an enum that a guest may send: its own <enums> block plus what Vulkan
+        1.0-1.3 and the covered extensions add. Empty for enums the host does not check:
+        64-bit flag bits (not C enums) and enums with negative values (VkResult)."""
+        t = self.reg.resolve(type_name)
+        if self.reg.enum_bitwidth.get(t, 32) != 32 or t not in self.reg.enumerants:
+            return []
+        origins = {""} | set(CORE_VERSIONS) | set(self.extensions)
+        values = sorted({v for _, v, o in self.reg.enumerants[t] if o in origins})
+        return [] if not values or values[0] < 0 else values
+
+    def enum_checked(self, owner: str, f: Field) -> bool:
+        """Whether the host checks field f (of struct or command `owner`) against its enum's
+        values: enum-typed scalars and arrays, except members vk.xml leaves unvalidated
+        (noautovalidity: ignored unless another member says otherwise) and the members listed
+        in data/unchecked_enums.txt."""
+        if f.kind not in ("scalar", "array_scalar") or f.type not in self.reg.enums:
+            return False
+        if f.member.noautovalidity or f"{owner}.{f.name}" in self.unchecked_enums:
+            return False
+        return bool(self.enum_values(f.type))
 
     # ------------------------------------------------------------------ helpers
     def command_id(self, name: str) -> int:

@@ -27,6 +27,15 @@ std::string default_endpoint() {
   return std::string("unix:") + transport::kSystemSocketPath;
 }
 
+std::chrono::milliseconds connect_timeout() {
+  if (const char* e = std::getenv("BYPASS_CONNECT_TIMEOUT_MS"); e && *e) {
+    char* end = nullptr;
+    const unsigned long ms = std::strtoul(e, &end, 10);
+    if (end && *end == '\0' && ms > 0 && ms <= 600000) return std::chrono::milliseconds(ms);
+  }
+  return std::chrono::seconds(1);
+}
+
 // A guest trusts a server run by root, by its own user, or by the uid BYPASS_SERVER_UID names:
 // whoever else listens where we look (a socket directory another user made first, an abstract
 // socket anyone can bind) is refused before anything is sent to it. Empty when trusted.
@@ -51,10 +60,14 @@ std::unique_ptr<Connection> Connection::open(std::string* error) {
   char name[64];
   std::snprintf(name, sizeof(name), "bypass-icd pid %d", static_cast<int>(getpid()));
   const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, name};
+  // A hung server is given up on after this (1 s unless BYPASS_CONNECT_TIMEOUT_MS says otherwise:
+  // a heavily loaded host may take longer to start a session's worker). A VM's request is seen
+  // by bypassd's polling loop and a worker it forks: at least 5 s.
   const bool vm = endpoint.starts_with("ivshmem:");
-  // A VM's request is seen by bypassd's polling loop and a worker it forks: allow it longer.
-  auto ch = vm ? transport::connect_vm(endpoint, hello, error, transport::deadline_after(std::chrono::seconds(5)))
-               : transport::connect(endpoint, hello, error, transport::deadline_after(std::chrono::seconds(1)));
+  auto ch = vm ? transport::connect_vm(endpoint, hello, error,
+                                       transport::deadline_after(std::max<std::chrono::milliseconds>(
+                                           connect_timeout(), std::chrono::seconds(5))))
+               : transport::connect(endpoint, hello, error, transport::deadline_after(connect_timeout()));
   if (!ch) {
     *error = "cannot reach bypassd at " + endpoint + ": " + *error;
     return nullptr;
@@ -259,14 +272,40 @@ bool Connection::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
   return true;
 }
 
-wire::Builder& thread_builder() {
-  thread_local wire::Builder b(1024);
-  return b;
+namespace {
+
+// Each thread's encoder and reply buffer. Applications call Vulkan from exit handlers too (GL
+// through zink tears its context down in an atexit handler: waffle, piglit), and a thread's
+// thread_local objects are destroyed before those run: a plain thread_local Reply was freed
+// once at its destruction and again by the next call's reply, a double free inside the
+// application. So the scratch lives behind a pointer that is always usable; its owner frees it
+// at thread exit and clears the pointer, and a call after that gets a fresh one, which the
+// ending process takes back.
+struct ThreadScratch {
+  wire::Builder builder{1024};
+  Reply reply;
+};
+thread_local ThreadScratch* t_scratch = nullptr;  // trivially destructible: valid at any time
+struct ScratchOwner {
+  ~ScratchOwner() {
+    delete t_scratch;
+    t_scratch = nullptr;
+  }
+};
+thread_local ScratchOwner t_scratch_owner;
+
+ThreadScratch& thread_scratch() {
+  if (t_scratch == nullptr) {
+    t_scratch = new ThreadScratch();
+    (void)&t_scratch_owner;  // constructs the owner in this thread (once), so thread exit frees it
+  }
+  return *t_scratch;
 }
 
-Reply& thread_reply() {
-  thread_local Reply r;
-  return r;
-}
+}  // namespace
+
+wire::Builder& thread_builder() { return thread_scratch().builder; }
+
+Reply& thread_reply() { return thread_scratch().reply; }
 
 }  // namespace bypass::icd

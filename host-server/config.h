@@ -25,6 +25,9 @@ struct ServerConfig {
   size_t max_sessions = 64;
   uint64_t max_objects = 1u << 20;      // per session
   uint64_t max_memory_bytes = 16ull << 30;  // per session, host-visible memory shared with it
+  // Per session: blocking calls (waits) handed to waiter threads and not yet answered. Each
+  // holds a copy of its message and arguments; a guest queueing more ends its session.
+  size_t max_pending_waits = 256;
   std::string log_level = "info";
   // glibc's M_TRIM_THRESHOLD: free heap kept for reuse instead of handed back to the kernel (0:
   // glibc's adaptive default). lavapipe allocates and frees tens of MB per frame; handed back,
@@ -62,5 +65,10 @@ struct ServerConfig {
   std::vector<Vm> vms;
   size_t vm_ring_bytes = 1u << 20;  // per ring per slot: the rest of a slot is host-visible memory
 };
+
+// The RLIMIT_DATA a worker runs under (see worker_data_bytes).
+inline uint64_t worker_data_limit(const ServerConfig& c) {
+  return c.worker_data_bytes != 0 ? c.worker_data_bytes : c.max_memory_bytes + (4ull << 30);
+}
 
 }  // namespace bypass::host

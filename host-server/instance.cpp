@@ -35,12 +35,21 @@ void handle_vkCreateInstance(wire::HostContext& c, wire::Args_vkCreateInstance& 
   s.add_object(VK_OBJECT_TYPE_INSTANCE, a.id_pInstance, wire::handle_bits(*a.pInstance), 0);
 }
 
+// Devices the guest left alive go first, each with its children: the driver does not destroy
+// them with their instance (each would keep its memory and its threads in bypassd).
 void handle_vkDestroyInstance(wire::HostContext& c, wire::Args_vkDestroyInstance& a) {
   Session& s = session(c);
-  auto d = s.dispatch_ptr(wire::handle_bits(a.instance));
+  const uint64_t inst = wire::handle_bits(a.instance);
+  auto d = s.dispatch_ptr(inst);
   if (!d) return;
+  if (!s.destroy_ok("vkDestroyInstance", "instance", inst)) return;
+  for (const ObjectEntry& e : s.objects().entries()) {
+    if (e.type != VK_OBJECT_TYPE_DEVICE) continue;
+    const ObjectEntry* physical = s.objects().entry_of_handle(e.owner);
+    if (physical && physical->owner == inst) s.destroy_device(e.handle);
+  }
   d->vkDestroyInstance(a.instance, nullptr);
-  s.remove_object(VK_OBJECT_TYPE_INSTANCE, wire::handle_bits(a.instance));
+  s.remove_object(VK_OBJECT_TYPE_INSTANCE, inst);
 }
 
 void handle_vkEnumerateInstanceExtensionProperties(wire::HostContext& c,
@@ -81,7 +90,7 @@ bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t s
     const uint64_t id = req.first_id + count;
     const uint64_t bits = wire::handle_bits(pd);
     if (s.objects().id_of(bits) == 0) {
-      if (!s.new_id_ok(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id)) return s.fail("EnumeratePhysicalDevices", "bad new object id");
+      if (const char* why = s.refuse_new_id(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id)) return s.fail("EnumeratePhysicalDevices", why);
       s.add_object(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id, bits, inst_bits);
     }
     ++count;

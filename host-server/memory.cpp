@@ -9,6 +9,7 @@
 // vkMapMemory; the guest maps the same pages when they are a file it can map (found by
 // file_offset_of_mapping), and keeps a shadow copy moved by barriers otherwise
 // (guest-icd/memory.cpp).
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -27,6 +28,34 @@ namespace bypass::host {
 namespace {
 
 Session& session(wire::HostContext& c) { return static_cast<Session&>(c); }
+
+// A file the guest can reach and bypassd (or its driver) maps must never change size: a guest
+// that truncates it would make the next access here a SIGBUS. Seals do that for memfds (as for
+// the session region, transport/src/region.cc).
+constexpr unsigned kResizeSeals = F_SEAL_SHRINK | F_SEAL_GROW;
+
+// A memfd of `size` bytes sealed against resizing and further sealing; -1 on failure.
+int create_sealed_memfd(uint64_t size) {
+  int fd = memfd_create("bypass-device-memory", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return -1;
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0 || fcntl(fd, F_ADD_SEALS, kResizeSeals | F_SEAL_SEAL) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Whether the pages `fd` names can no longer be resized through any fd: true for what is not
+// a regular file (a GPU driver's handle), and for a memfd sealed now or before. A regular file
+// that cannot be sealed (a tmpfs file, a memfd made without MFD_ALLOW_SEALING) is false.
+bool sealed_against_resize(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return false;
+  if (!S_ISREG(st.st_mode)) return true;
+  const int seals = fcntl(fd, F_GET_SEALS);
+  if (seals >= 0 && (static_cast<unsigned>(seals) & kResizeSeals) == kResizeSeals) return true;
+  return seals >= 0 && fcntl(fd, F_ADD_SEALS, kResizeSeals) == 0;
+}
 
 // Drivers read or map what they import: a pipe or socket from the guest could block the
 // session in the driver forever (lavapipe reads from the fd), so those never reach it.
@@ -81,7 +110,8 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
       s.fail("vkAllocateMemory", "VkImportMemoryFdInfoKHR without its fd on the session socket");
       return;
     }
-    if (!may_reach_driver(fd)) {
+    // The driver maps the file; the guest keeps its own fd to it.
+    if (!may_reach_driver(fd) || !sealed_against_resize(fd)) {
       close(fd);
       a.result = VK_ERROR_INVALID_EXTERNAL_HANDLE;
       return;
@@ -115,7 +145,8 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
                          : static_cast<VkExternalMemoryHandleTypeFlagBits>(exported->handleTypes & -exported->handleTypes);
     if (d.vkGetMemoryFdKHR(a.device, &get, &file) != VK_SUCCESS) file = -1;
   }
-  if (file >= 0 && file_offset_of_mapping(file, ptr, size, &shared.file_offset)) {
+  // The guest maps this file too (kCtlExternalMemory): only once it cannot be resized.
+  if (file >= 0 && sealed_against_resize(file) && file_offset_of_mapping(file, ptr, size, &shared.file_offset)) {
     shared.fd = file;
   } else if (file >= 0) {
     close(file);
@@ -197,9 +228,8 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
     allocate_in_device_heap(s, a, heap, size, align);
     return;
   }
-  int fd = memfd_create("bypass-device-memory", MFD_CLOEXEC);
-  if (fd < 0 || ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    if (fd >= 0) close(fd);
+  const int fd = create_sealed_memfd(size);
+  if (fd < 0) {
     a.result = VK_ERROR_OUT_OF_HOST_MEMORY;
     return;
   }
@@ -242,6 +272,12 @@ void handle_vkGetMemoryFdKHR(wire::HostContext& c, wire::Args_vkGetMemoryFdKHR& 
   *a.pFd = -1;  // a host fd number means nothing to the guest
   if (a.result != VK_SUCCESS) return;
   if (fd < 0) {  // memory allocated without export info: the driver had nothing to give
+    a.result = VK_ERROR_TOO_MANY_OBJECTS;
+    return;
+  }
+  // The driver maps these pages in bypassd: the guest's fd must not be able to shrink them.
+  if (!sealed_against_resize(fd)) {
+    close(fd);
     a.result = VK_ERROR_TOO_MANY_OBJECTS;
     return;
   }

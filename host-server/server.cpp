@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -429,6 +430,11 @@ int Server::run(int stop_fd) {
       spdlog::warn("cannot set the mode of {}: {}", listener_->path(), std::strerror(errno));
   }
   if (!open_vms()) return 1;
+  // The main process is small and every new guest waits on it; the workers run the driver's
+  // busy threads. Where we may (root, CAP_SYS_NICE), it runs at a higher priority than they do,
+  // so a loaded host still accepts promptly (workers go back to 0 after the fork).
+  if (config_.isolation == Isolation::kProcess && setpriority(PRIO_PROCESS, 0, -5) != 0)
+    spdlog::debug("bypassd: runs at its inherited priority");
   if (pipe2(child_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
   g_child_pipe = child_pipe_[1];
   struct sigaction sa {};

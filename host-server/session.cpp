@@ -4,8 +4,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <new>
 
 #include "config.h"
 #include "presentation.h"
@@ -37,12 +39,14 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   gipa_ = vkGetInstanceProcAddr;
   decode.arena = &arena_;
   decode.handles = this;
+  decode.check_values = true;  // enum values outside the covered API never reach the driver
   handlers = wire::default_handlers();
   register_instance_handlers(handlers);
   register_device_handlers(handlers);
   register_memory_handlers(handlers);
   register_sync_handlers(handlers);
   register_submit_handlers(handlers);
+  register_validate_handlers(handlers);
   destroys_.assign(wire::kCommandIdLimit, false);
   for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) {
     const std::string_view name = wire::command_name(cmd);
@@ -80,7 +84,15 @@ void Session::run() {
       break;
     }
     stats_.bytes.fetch_add(msg.payload.size(), std::memory_order_relaxed);
-    const bool ok = process_batch(msg.payload.data(), msg.payload.size());
+    bool ok;
+    try {
+      ok = process_batch(msg.payload.data(), msg.payload.size());
+    } catch (const std::bad_alloc&) {
+      // In a worker, RLIMIT_DATA bounds everything the guest makes us (or the driver) allocate.
+      end_reason_ = "out of memory: the session reached its data limit (" +
+                    std::to_string(worker_data_limit(config_) >> 20) + " MiB, --worker-data-limit)";
+      ok = false;
+    }
     // A large batch's buffer is not kept for the rest of the session.
     if (msg.payload.capacity() > (4u << 20)) std::vector<std::byte>().swap(msg.payload);
     {
@@ -136,10 +148,14 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     }
     const uint8_t* payload = data + off + sizeof(h);
     const size_t n = h.size - sizeof(h);
-    if (h.flags & wire::kRecordWantsReply) reply_seq = ++seq_;
+    record_wants_reply_ = h.flags & wire::kRecordWantsReply;
+    if (record_wants_reply_) reply_seq = ++seq_;
     arena_.reset();
     decode.error.clear();
     batch_rest_ = h.size < size - off;
+    record_command_ = h.command;
+    record_blocks_ = h.command < wire::kCommandIdLimit && wire::command_blocks(h.command);
+    record_handles_.clear();
     bool ok;
     if (h.command >= 0xF000) {
       ok = run_control(h.command, payload, n);
@@ -288,6 +304,9 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
 
 // ---------------------------------------------------------------- replies
 void Session::send_reply(uint64_t seq, uint16_t command, int32_t result, wire::Builder& b) {
+  // A blocking call is done with its objects once it replies: the guest may destroy them as
+  // soon as it reads this.
+  if (pending_count_.load(std::memory_order_acquire) != 0) finish_pending(seq);
   send_raw_reply(seq, command, result, b.GetBufferPointer(), b.GetSize());
 }
 
@@ -321,41 +340,98 @@ wire::Builder& Session::reply_builder() {
 // ---------------------------------------------------------------- blocking calls
 bool Session::input_waiting() const { return batch_rest_ || channel_.poll_ready(); }
 
-void Session::run_blocking(std::function<void()> job) {
+bool Session::run_blocking(std::function<void()> job) {
+  const char* name = wire::command_name(record_command_);
+  // Pending calls are known by their reply's sequence number, which only a record that wants a
+  // reply has.
+  if (!record_blocks_ || !record_wants_reply_) return decode.fail(name, "blocking call without a reply");
+  // What the call uses, with every owner above it: destroying any of them would pull it from
+  // under the waiter thread (destroy_ok).
+  PendingCall call{record_command_, {}};
+  for (uint64_t h : record_handles_)
+    for (const ObjectEntry* e = objects_.entry_of_handle(h); e; e = e->owner ? objects_.entry_of_handle(e->owner) : nullptr) {
+      if (std::find(call.uses.begin(), call.uses.end(), e->handle) != call.uses.end()) break;
+      call.uses.push_back(e->handle);
+    }
   std::lock_guard lock(jobs_mu_);
-  jobs_.push_back(std::move(job));
+  if (pending_.size() >= config_.max_pending_waits) {
+    const std::string why = "too many pending blocking calls (limit " + std::to_string(config_.max_pending_waits) + ")";
+    return decode.fail(name, why.c_str());
+  }
+  pending_.emplace(reply_seq, std::move(call));
+  pending_count_.store(pending_.size(), std::memory_order_release);
+  jobs_.push_back(Job{reply_seq, std::move(job)});
   if (idle_waiters_ == 0 && waiters_.size() < 16) {
     waiters_.emplace_back([this] { waiter_main(); });
   } else {
     jobs_cv_.notify_one();
   }
+  return true;
+}
+
+void Session::finish_pending(uint64_t seq) {
+  std::lock_guard lock(jobs_mu_);
+  pending_.erase(seq);
+  pending_count_.store(pending_.size(), std::memory_order_release);
+}
+
+bool Session::destroy_ok(const char* command, const char* what, uint64_t handle) {
+  if (pending_count_.load(std::memory_order_acquire) == 0) return true;
+  std::lock_guard lock(jobs_mu_);
+  for (const auto& [seq, call] : pending_) {
+    if (std::find(call.uses.begin(), call.uses.end(), handle) == call.uses.end()) continue;
+    // Natively invalid usage; here a waiter thread is inside the driver with this object, and
+    // a wait may never end: the session ends instead of waiting or freeing it under the waiter.
+    const std::string why = std::string(what) + " is in use by a pending " + wire::command_name(call.command);
+    return decode.fail(command, why.c_str());
+  }
+  return true;
 }
 
 void Session::waiter_main() {
   std::unique_lock lock(jobs_mu_);
   while (true) {
-    if (jobs_.empty()) {
-      if (closing()) return;
+    if (jobs_.empty() || closing()) {
+      // A closing session answers nothing more: calls not started are dropped unrun.
+      if (closing()) {
+        for (const Job& j : jobs_) pending_.erase(j.seq);
+        jobs_.clear();
+        pending_count_.store(pending_.size(), std::memory_order_release);
+        return;
+      }
       ++idle_waiters_;
       jobs_cv_.wait(lock, [&] { return !jobs_.empty() || closing(); });
       --idle_waiters_;
       continue;
     }
-    auto job = std::move(jobs_.front());
+    Job job = std::move(jobs_.front());
     jobs_.pop_front();
     lock.unlock();
-    job();
+    job.run();
+    job.run = nullptr;  // its arguments and message go before the lock is taken again
     lock.lock();
+    pending_.erase(job.seq);  // normally gone already, with the reply
+    pending_count_.store(pending_.size(), std::memory_order_release);
   }
 }
 
 // ---------------------------------------------------------------- objects
 uint64_t Session::to_wire(VkObjectType, uint64_t handle) { return objects_.id_of(handle); }
 
-bool Session::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) { return objects_.lookup(type, id, handle); }
+bool Session::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
+  if (!objects_.lookup(type, id, handle)) return false;
+  if (record_blocks_) record_handles_.push_back(*handle);
+  return true;
+}
 
-bool Session::new_id_ok(VkObjectType, uint64_t id) {
-  return id != 0 && !objects_.contains(id) && objects_.size() < config_.max_objects;
+const char* Session::refuse_new_id(VkObjectType, uint64_t id) {
+  if (id == 0) return "new object id 0";
+  if (objects_.contains(id)) return "new object id already in use";
+  if (objects_.size() >= config_.max_objects) {
+    refusal_ = "object limit reached (--max-objects " + std::to_string(config_.max_objects) + ")";
+    return refusal_.c_str();
+  }
+  return nullptr;
 }
 
 void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) {
@@ -382,6 +458,7 @@ void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64
 void Session::remove_object(VkObjectType, uint64_t handle) {
   std::lock_guard lock(objects_mu_);
   objects_.remove(handle, [&](const ObjectEntry& e) {
+    resources_.forget(e.type, e.handle);
     if (e.type == VK_OBJECT_TYPE_DEVICE_MEMORY) release_memory(e.handle);
     if (e.type == VK_OBJECT_TYPE_DEVICE) {
       devices_.erase(e.handle);
@@ -427,7 +504,10 @@ const DeviceInfo* Session::device_info(uint64_t device) const {
 
 void Session::remove_owned(uint64_t owner) {
   std::lock_guard lock(objects_mu_);
-  objects_.remove_owned(owner, [&](const ObjectEntry& e) { dispatch_.erase(e.handle); });
+  objects_.remove_owned(owner, [&](const ObjectEntry& e) {
+    resources_.forget(e.type, e.handle);
+    dispatch_.erase(e.handle);
+  });
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
 }
 
@@ -538,6 +618,17 @@ void Session::destroy_object(const ObjectEntry& e) {
   }
 }
 
+void Session::destroy_device(uint64_t device) {
+  const wire::Dispatch& d = dispatch_of(device);
+  if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(device));
+  drop_tracking(device);
+  const std::vector<ObjectEntry> all = objects_.entries();
+  for (VkObjectType t : kDestroyOrder)
+    for (const ObjectEntry& e : all)
+      if (e.type == t && e.owner == device) destroy_object(e);
+  if (d.vkDestroyDevice) d.vkDestroyDevice(as<VkDevice>(device), nullptr);
+}
+
 void Session::teardown() {
   closing_.store(true, std::memory_order_release);
   {
@@ -551,16 +642,8 @@ void Session::teardown() {
   std::lock_guard lock(objects_mu_);
   std::vector<ObjectEntry> all = objects_.entries();
   // Devices first (with their children), then instances.
-  for (const ObjectEntry& dev : all) {
-    if (dev.type != VK_OBJECT_TYPE_DEVICE) continue;
-    const wire::Dispatch& d = dispatch_of(dev.handle);
-    if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(dev.handle));
-    drop_tracking(dev.handle);
-    for (VkObjectType t : kDestroyOrder)
-      for (const ObjectEntry& e : all)
-        if (e.type == t && e.owner == dev.handle) destroy_object(e);
-    if (d.vkDestroyDevice) d.vkDestroyDevice(as<VkDevice>(dev.handle), nullptr);
-  }
+  for (const ObjectEntry& dev : all)
+    if (dev.type == VK_OBJECT_TYPE_DEVICE) destroy_device(dev.handle);
   for (const ObjectEntry& inst : all) {
     if (inst.type != VK_OBJECT_TYPE_INSTANCE) continue;
     const wire::Dispatch& d = dispatch_of(inst.handle);
@@ -575,6 +658,7 @@ void Session::teardown() {
   for (auto& [tag, fd] : guest_fds_) close(fd);
   guest_fds_.clear();
   objects_ = ObjectTable();
+  resources_.clear();
   dispatch_.clear();
   stats_.objects.store(0, std::memory_order_relaxed);
   stats_.memory_bytes.store(0, std::memory_order_relaxed);

@@ -20,6 +20,7 @@
 #include "guest_view.h"
 #include "memshare/types.h"
 #include "object_table.h"
+#include "validate.h"
 
 namespace bypass::host {
 
@@ -87,6 +88,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // ---- used by the hand-written handlers
   const ServerConfig& config() const { return config_; }
   ObjectTable& objects() { return objects_; }
+  Resources& resources() { return resources_; }  // session thread only
   transport::Channel& channel() { return channel_; }
   // A VM guest's session: where its host-visible memory comes from (null on a socket session,
   // whose memory is a memfd per allocation). Held by every block's SharedMemory::mapping too.
@@ -102,6 +104,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void set_device_info(uint64_t device, uint64_t physical_device, bool host_memory_import);
   const DeviceInfo* device_info(uint64_t device) const;
   void remove_owned(uint64_t owner);
+  // Destroys `device` in the driver with everything it still owns, children before what they
+  // use (the order teardown uses), once its work is done. The table entries stay: the caller
+  // removes them (remove_object) or drops the whole table.
+  void destroy_device(uint64_t device);
   // In-flight tracking (submit.cpp): a host fence after every guest submission, waited for
   // before anything is destroyed or freed.
   void track_submission(VkQueue queue);
@@ -122,11 +128,12 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 
   // ---- wire::HostContext
   const wire::Dispatch& dispatch_of(uint64_t dispatchable) override;
-  bool new_id_ok(VkObjectType type, uint64_t id) override;
+  const char* refuse_new_id(VkObjectType type, uint64_t id) override;
   void add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) override;
   void remove_object(VkObjectType type, uint64_t handle) override;
   void send_reply(uint64_t seq, uint16_t command, int32_t result, wire::Builder& b) override;
-  void run_blocking(std::function<void()> job) override;
+  bool run_blocking(std::function<void()> job) override;
+  bool destroy_ok(const char* command, const char* what, uint64_t handle) override;
   wire::Builder& reply_builder() override;
 
  private:
@@ -140,6 +147,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // `where`) for an id it does not have; *out stays null for memory that is not host-visible.
   bool memory_of_id(uint64_t id, const char* where, SharedMemory** out);
   void waiter_main();
+  void finish_pending(uint64_t seq);
   void teardown();
   void destroy_object(const ObjectEntry& e);
 
@@ -152,6 +160,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 
   mutable std::mutex objects_mu_;  // the table is read by waiters and the stats reader
   ObjectTable objects_;
+  Resources resources_;  // sizes and bindings for validate.cpp; session thread only
   std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
   std::unordered_map<uint64_t, SharedMemory> memory_;
   std::unordered_multimap<uint64_t, int> guest_fds_;  // received, not yet taken
@@ -169,13 +178,35 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   wire::Arena arena_;
   uint64_t seq_ = 0;
   bool batch_rest_ = false;  // records follow the one being run in the current batch
+  // The record being run (session thread): its command, whether it wants a reply, and, for a
+  // blocking command, every handle its decoding resolved (what a waiter thread would use).
+  uint16_t record_command_ = 0;
+  bool record_wants_reply_ = false;
+  bool record_blocks_ = false;
+  std::vector<uint64_t> record_handles_;
+  std::string refusal_;  // refuse_new_id's last reason
 
   std::mutex reply_mu_;  // the reply ring has one producer at a time
   std::vector<std::byte> reply_scratch_;
 
   std::mutex jobs_mu_;
   std::condition_variable jobs_cv_;
-  std::deque<std::function<void()>> jobs_;
+  struct Job {
+    uint64_t seq;
+    std::function<void()> run;
+  };
+  std::deque<Job> jobs_;  // guarded by jobs_mu_
+  // Blocking calls queued or running on a waiter thread (guarded by jobs_mu_), by reply
+  // sequence number: the command, and the handles it uses with every owner above them (a
+  // fence's device, physical device and instance). A destroy of any of those is refused while
+  // the call is pending; the entry goes just before the reply, so a guest that saw the reply
+  // may destroy at once.
+  struct PendingCall {
+    uint16_t command;
+    std::vector<uint64_t> uses;
+  };
+  std::unordered_map<uint64_t, PendingCall> pending_;
+  std::atomic<size_t> pending_count_{0};  // pending_.size(), read without the lock by replies
   std::vector<std::thread> waiters_;
   size_t idle_waiters_ = 0;
 
@@ -198,6 +229,7 @@ void register_device_handlers(wire::Handlers& h);
 void register_memory_handlers(wire::Handlers& h);
 void register_sync_handlers(wire::Handlers& h);
 void register_submit_handlers(wire::Handlers& h);
+void register_validate_handlers(wire::Handlers& h);
 bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size);
 
 }  // namespace bypass::host

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -113,7 +114,7 @@ pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConf
                    std::string* error, const std::function<void(transport::UniqueFd)>& serve) {
   SandboxOptions sandbox;
   sandbox.seccomp = config.sandbox;
-  sandbox.data_limit = config.worker_data_bytes != 0 ? config.worker_data_bytes : config.max_memory_bytes + (4ull << 30);
+  sandbox.data_limit = worker_data_limit(config);
   if (!config.worker_user.empty()) {
     const passwd* pw = getpwnam(config.worker_user.c_str());
     if (!pw) {
@@ -142,6 +143,7 @@ pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConf
   // server that lingers without its supervisor.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
+  setpriority(PRIO_PROCESS, 0, 0);  // the main process's higher priority is for accepting only
   // bypassd ends its workers through the report page, in order; a terminal's Ctrl-C or a
   // service manager's SIGTERM to the whole group must not end them first.
   signal(SIGTERM, SIG_IGN);

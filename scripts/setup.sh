@@ -16,6 +16,8 @@ packages=(
   # presentation and OpenGL (X11, Xvfb, zink, demos)
   xvfb xauth libx11-dev libxcb1-dev libx11-xcb-dev libxcb-shm0-dev libxext-dev mesa-utils
   libgl1-mesa-dri libegl1 x11-apps imagemagick
+  # conformance runs (scripts/bypass-conformance): piglit through zink, wflinfo for its GL queries
+  piglit waffle-utils
   # crossover NIC and VM queues: network namespaces, TAP devices, traffic tools
   iproute2 iputils-ping netcat-openbsd
   # VM-queue pipeline sample (zlib compression stage)

@@ -41,17 +41,22 @@ class BenchHost final : public HostContext {
   BenchHost() {
     decode.arena = &arena;
     decode.handles = &ids;
+    decode.check_values = true;  // as bypassd: decode includes the enum value checks
   }
   Arena arena;
   Identity ids;
   Dispatch empty;
   Builder rb{1024};
   const Dispatch& dispatch_of(uint64_t) override { return empty; }
-  bool new_id_ok(VkObjectType, uint64_t id) override { return id != 0; }
+  const char* refuse_new_id(VkObjectType, uint64_t id) override { return id != 0 ? nullptr : "id 0"; }
+  bool destroy_ok(const char*, const char*, uint64_t) override { return true; }
   void add_object(VkObjectType, uint64_t, uint64_t, uint64_t) override {}
   void remove_object(VkObjectType, uint64_t) override {}
   void send_reply(uint64_t, uint16_t, int32_t, Builder&) override {}
-  void run_blocking(std::function<void()> job) override { job(); }
+  bool run_blocking(std::function<void()> job) override {
+    job();
+    return true;
+  }
   Builder& reply_builder() override { return rb; }
 };
 

@@ -84,7 +84,11 @@ struct Fill {
 
   template <class T>
   void scalar(T& v) {
-    if constexpr (std::is_enum_v<T>) {
+    if constexpr (requires { enum_values(T{}); }) {
+      // An enum the host checks (enums.h): one of its values, as a valid guest sends.
+      const EnumValueList list = enum_values(T{});
+      v = static_cast<T>(list.values[rng.below(list.count)]);
+    } else if constexpr (std::is_enum_v<T>) {
       // Small values hit the enumerants conditions test (descriptor types, sharing modes);
       // never negative, which is outside the range of most Vulkan enums.
       const uint64_t r = rng.one_in(8) ? (rng.next() & 0x7FFFFFFF) : rng.below(13);
@@ -150,6 +154,7 @@ class TestHost final : public HostContext {
   explicit TestHost(Fill& f) : fill(&f) {
     decode.arena = &arena;
     decode.handles = &ids;
+    decode.check_values = true;  // as bypassd: enum values must be the covered API's
     handlers = test_handlers_();
   }
   Arena arena{size_t{64} << 20};
@@ -188,7 +193,8 @@ class TestHost final : public HostContext {
   std::function<void()> job;  // a blocking call's job, kept alive until the next record
 
   const Dispatch& dispatch_of(uint64_t) override { return empty; }
-  bool new_id_ok(VkObjectType, uint64_t) override { return true; }
+  const char* refuse_new_id(VkObjectType, uint64_t) override { return nullptr; }
+  bool destroy_ok(const char*, const char*, uint64_t) override { return true; }
   void add_object(VkObjectType, uint64_t, uint64_t, uint64_t) override {}
   void remove_object(VkObjectType, uint64_t) override {}
   void send_reply(uint64_t seq, uint16_t command, int32_t result, Builder& b) override {
@@ -200,9 +206,10 @@ class TestHost final : public HostContext {
     reply.reset(new uint8_t[reply_size ? reply_size : 1]);
     std::memcpy(reply.get(), b.GetBufferPointer(), reply_size);
   }
-  void run_blocking(std::function<void()> j) override {
+  bool run_blocking(std::function<void()> j) override {
     job = std::move(j);
     job();
+    return true;
   }
   Builder& reply_builder() override { return reply_builder_; }
 

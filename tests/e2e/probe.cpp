@@ -8,6 +8,8 @@
 //                           is lost (the tests kill bypassd meanwhile)
 //   probe hold              creates a device, prints "ready", and waits for EOF on stdin before
 //                           destroying everything
+//   probe record-bomb [M]   hostile: records M million (default 20) commands into one command
+//                           buffer, checking the host each million, then ends it
 //   probe free-in-flight    hostile but possible: submits a long vkCmdFillBuffer run on
 //                           host-visible memory and frees that memory without waiting, then
 //                           waits for the queue. Invalid usage, so the result is undefined for
@@ -123,6 +125,17 @@ bool create_device(Objects& o) {
   return report("vkCreateDevice", r);
 }
 
+// A command pool and one primary command buffer from it.
+bool create_command_buffer(Objects& o, VkCommandPool* pool, VkCommandBuffer* cmd) {
+  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  if (!report("vkCreateCommandPool", vkCreateCommandPool(o.device, &pinfo, nullptr, pool))) return false;
+  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cinfo.commandPool = *pool;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cinfo.commandBufferCount = 1;
+  return report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, cmd));
+}
+
 int run_create_instance() {
   Objects o;
   if (!create_instance(o)) return 1;
@@ -177,15 +190,9 @@ int run_free_in_flight() {
   VkDeviceMemory memory;
   if (!report("vkAllocateMemory", vkAllocateMemory(o.device, &ainfo, nullptr, &memory))) return 1;
   if (!report("vkBindBufferMemory", vkBindBufferMemory(o.device, buffer, memory, 0))) return 1;
-  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   VkCommandPool pool;
-  if (!report("vkCreateCommandPool", vkCreateCommandPool(o.device, &pinfo, nullptr, &pool))) return 1;
-  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  cinfo.commandPool = pool;
-  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  cinfo.commandBufferCount = 1;
   VkCommandBuffer cmd;
-  if (!report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, &cmd))) return 1;
+  if (!create_command_buffer(o, &pool, &cmd)) return 1;
   VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   vkBeginCommandBuffer(cmd, &begin);
   for (uint32_t i = 0; i < 256; ++i) vkCmdFillBuffer(cmd, buffer, 0, VK_WHOLE_SIZE, i);  // 16 GiB of writes
@@ -236,6 +243,37 @@ int run_fill_memory(uint64_t mib) {
   vkFreeMemory(o.device, again, nullptr);
   std::fflush(stdout);
   return r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? 0 : 1;
+}
+
+// Hostile: records commands without end (dynamic state, which is valid anywhere in a command
+// buffer), checking every million that the host is still there, then ends the buffer. Each
+// command costs the host driver memory; bypassd's per-session data limit must stop it there,
+// not in the server's or another guest's memory. Prints the result of whatever failed.
+int run_record_bomb(uint64_t millions) {
+  Objects o;
+  if (!create_instance(o) || !create_device(o)) return 1;
+  VkCommandPool pool;
+  VkCommandBuffer cmd;
+  if (!create_command_buffer(o, &pool, &cmd)) return 1;
+  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  if (!report("vkBeginCommandBuffer", vkBeginCommandBuffer(cmd, &begin))) return 1;
+  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  if (!report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence))) return 1;
+  const VkViewport viewport{0, 0, 64, 64, 0, 1};
+  for (uint64_t m = 0; m < millions; ++m) {
+    for (int i = 0; i < 1000000; ++i) vkCmdSetViewport(cmd, 0, 1, &viewport);
+    const VkResult r = vkGetFenceStatus(o.device, o.fence);
+    std::printf("recorded %llu million\n", static_cast<unsigned long long>(m + 1));
+    std::fflush(stdout);
+    if (r != VK_NOT_READY) return report("vkGetFenceStatus", r) ? 0 : 1;
+  }
+  const VkResult r = vkEndCommandBuffer(cmd);
+  report("vkEndCommandBuffer", r);
+  // A synchronous call tells whether the host is still with us.
+  const VkResult idle = vkDeviceWaitIdle(o.device);
+  report("vkDeviceWaitIdle", idle);
+  vkDestroyCommandPool(o.device, pool, nullptr);
+  return r == VK_SUCCESS && idle == VK_SUCCESS ? 0 : 1;
 }
 
 int run_hold() {
@@ -393,8 +431,9 @@ int main(int argc, char** argv) {
   if (mode == "wait-fence") return run_wait_fence();
   if (mode == "hold") return run_hold();
   if (mode == "fill-memory" && argc == 3) return run_fill_memory(std::strtoull(argv[2], nullptr, 10));
+  if (mode == "record-bomb") return run_record_bomb(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 20);
   if (mode == "free-in-flight") return run_free_in_flight();
   if (mode == "debug-messengers") return run_debug_messengers();
-  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|fill-memory MIB|free-in-flight|debug-messengers|icd-create-instance LIB\n", argv[0]);
+  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb [MILLIONS]|free-in-flight|debug-messengers|icd-create-instance LIB\n", argv[0]);
   return 2;
 }

@@ -18,6 +18,9 @@ Cases (one ctest test each):
                     path still shuts down within --shutdown-timeout
   max-sessions      a guest beyond --max-sessions is refused with the limit named, in its own
                     output and the log; served once a session is free
+  memory-bomb       a guest that records commands without end reaches its worker's data limit
+                    (--worker-data-limit) and gets an error; the worker's data segment never
+                    exceeds it, bypassd's memory does not grow, the bystander renders on
   access            a guest of a uid the policy does not allow gets a refusal naming the policy,
                     in its own output and bypassd's log; with --allow-user it renders; bypassctl
                     shows an unprivileged user only their own sessions
@@ -338,6 +341,36 @@ def case_access(workdir, _):
     check(allowed.stop() == 0, "bypassd should exit 0 on SIGTERM")
 
 
+def case_memory_bomb(workdir, _):
+    limit = 512 << 20
+    server = Bypassd(workdir, ["--worker-data-limit", str(limit)]).start()
+    bystander = Bystander(server, workdir)
+    rss0 = rss_kib(server.proc.pid)
+    bomb = harness.Running([harness.env_path("BYPASS_PROBE"), "record-bomb", "40"], server.guest_env(), workdir, "bomb")
+    worker = worker_pid_of(server, bomb.pid)
+    peak = 0
+    while bomb.proc.poll() is None:
+        try:
+            data = int(proc_status(worker)["VmData"].split()[0])
+            peak = max(peak, data)
+        except (FileNotFoundError, KeyError, ProcessLookupError):
+            pass
+        time.sleep(0.02)
+    r = bomb.wait(timeout=10)
+    out = r.stdout.strip().splitlines()
+    log(f"bomb: {out[-1] if out else '(no output)'}; {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
+    log(f"worker's data segment peaked at {peak // 1024} MiB (limit {limit >> 20} MiB); bypassd RSS "
+        f"{rss0} -> {rss_kib(server.proc.pid)} KiB")
+    check(r.returncode != 0 and ("VK_ERROR_OUT_OF_HOST_MEMORY" in r.stdout + r.stderr
+                                 or "VK_ERROR_DEVICE_LOST" in r.stdout + r.stderr),
+          f"recording without end should fail with an error once the session's limit is reached:\n{r.describe()}")
+    check(peak * 1024 <= limit, f"the worker's data segment reached {peak} KiB, over the limit")
+    check(rss_kib(server.proc.pid) < rss0 * 1.10, "bypassd's own memory grew")
+    bystander.check()
+    server.check_alive()
+    check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
+
+
 def case_max_sessions(workdir, _):
     server = Bypassd(workdir, ["--max-sessions", "1"]).start()
     holder = harness.Running([harness.env_path("BYPASS_PROBE"), "hold"], server.guest_env(), workdir, "holder",
@@ -410,9 +443,13 @@ def case_kill_cycles(workdir, arg):
     rng = random.Random(1234)
     samples = ["triangle", "texture", "compute", "multithread"]
 
+    # What this case measures is growth, not start-up latency: on a machine loaded by other
+    # tests a session's worker may take over the ICD's default 1 s to start.
+    env = dict(server.guest_env(), BYPASS_CONNECT_TIMEOUT_MS="20000")
+
     def one_round(tag):
         guests = [harness.Running([harness.sample_path(rng.choice(samples)), "--frames", "100000"],
-                                  server.guest_env(), workdir, f"{tag}.{i}") for i in range(2)]
+                                  env, workdir, f"{tag}.{i}") for i in range(2)]
         for g in guests:
             worker_pid_of(server, g.pid, timeout=60)
         time.sleep(rng.uniform(0.05, 0.4))  # mid-frame
@@ -456,5 +493,6 @@ if __name__ == "__main__":
         "access": case_access,
         "server-identity": case_server_identity,
         "max-sessions": case_max_sessions,
+        "memory-bomb": case_memory_bomb,
         "kill-cycles": case_kill_cycles,
     }))

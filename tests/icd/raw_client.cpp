@@ -25,33 +25,19 @@
 #include "bypass/wire/protocol.h"
 #include "bypass/wire/runtime.h"
 #include "commands.h"
+#include "raw_protocol.h"
 
 namespace {
 
 namespace transport = bypass::transport;
 namespace wire = bypass::wire;
+using bypass::test::append_record;
+using bypass::test::IdentityHandles;
+using bypass::test::kDeviceId;
+using bypass::test::kInstanceId;
+using bypass::test::kMemoryId;
 
 constexpr auto kWait = std::chrono::seconds(10);
-
-// Ids go on the wire as they are: this client has no objects, so every id it names is unknown.
-class IdentityHandles final : public wire::HandleMap {
- public:
-  uint64_t to_wire(VkObjectType, uint64_t handle) override { return handle; }
-  bool from_wire(VkObjectType, uint64_t id, uint64_t* handle) override {
-    *handle = id;
-    return true;
-  }
-};
-
-// Appends one record (header + payload padded to 8 bytes) to a batch.
-void append_record(std::vector<std::byte>& batch, uint16_t command, uint16_t flags, const void* data, size_t size) {
-  const size_t padded = (size + 7) & ~size_t{7};
-  wire::RecordHeader h{static_cast<uint32_t>(sizeof(h) + padded), command, flags};
-  const size_t at = batch.size();
-  batch.resize(at + sizeof(h) + padded);
-  std::memcpy(batch.data() + at, &h, sizeof(h));
-  if (size) std::memcpy(batch.data() + at + sizeof(h), data, size);
-}
 
 void append_header(std::vector<std::byte>& batch, uint32_t size, uint16_t command, uint16_t flags) {
   wire::RecordHeader h{size, command, flags};
@@ -91,8 +77,6 @@ bool print_next(transport::Channel& ch) {
   return true;
 }
 
-constexpr uint64_t kInstanceId = 1, kPhysicalDeviceId = 100, kDeviceId = 200, kMemoryId = 300;
-
 // Sends one record that wants a reply and prints the reply; false when none came.
 bool call(transport::Channel& ch, uint16_t command, const void* data, size_t size) {
   std::vector<std::byte> batch;
@@ -100,35 +84,12 @@ bool call(transport::Channel& ch, uint16_t command, const void* data, size_t siz
   return ch.send(wire::kMsgBatch, batch, transport::deadline_after(kWait)) == transport::Status::kOk && print_next(ch);
 }
 
-// An instance and a device with VK_KHR_external_memory_fd, made the way the ICD makes them,
-// for the modes whose bad record needs a device.
+// An instance and a device with VK_KHR_external_memory_fd, for the modes whose bad record needs
+// a device.
 bool setup_device(transport::Channel& ch) {
-  IdentityHandles ids;
-  wire::Builder b(1024);
-  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
-  app.apiVersion = VK_API_VERSION_1_1;
-  VkInstanceCreateInfo instance_info{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
-  instance_info.pApplicationInfo = &app;
-  VkInstance instance = reinterpret_cast<VkInstance>(uintptr_t{kInstanceId});
-  wire::encode_vkCreateInstance(b, ids, &instance_info, nullptr, &instance);
-  if (!call(ch, wire::kCmd_vkCreateInstance, b.GetBufferPointer(), b.GetSize())) return false;
-  wire::EnumeratePhysicalDevicesRequest req{kInstanceId, kPhysicalDeviceId, 1, 0};
-  if (!call(ch, wire::kCtlEnumeratePhysicalDevices, &req, sizeof(req))) return false;
-  const float priority = 1.0f;
-  VkDeviceQueueCreateInfo queue{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
-  queue.queueCount = 1;
-  queue.pQueuePriorities = &priority;
-  const char* extensions[] = {VK_KHR_EXTERNAL_MEMORY_FD_EXTENSION_NAME};
-  VkDeviceCreateInfo device_info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-  device_info.queueCreateInfoCount = 1;
-  device_info.pQueueCreateInfos = &queue;
-  device_info.enabledExtensionCount = 1;
-  device_info.ppEnabledExtensionNames = extensions;
-  VkDevice device = reinterpret_cast<VkDevice>(uintptr_t{kDeviceId});
-  b.Clear();
-  wire::encode_vkCreateDevice(b, ids, reinterpret_cast<VkPhysicalDevice>(uintptr_t{kPhysicalDeviceId}), &device_info,
-                              nullptr, &device);
-  return call(ch, wire::kCmd_vkCreateDevice, b.GetBufferPointer(), b.GetSize());
+  return bypass::test::setup_device(
+      [&](uint16_t command, const void* data, size_t size) { return call(ch, command, data, size); },
+      {VK_KHR_EXTERNAL_MEMORY_FD_EXTENSION_NAME});
 }
 
 // The bad batch of each mode; empty if the mode is unknown.

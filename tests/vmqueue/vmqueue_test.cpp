@@ -223,6 +223,34 @@ TEST(VmQueue, LazyMessagesArriveAfterTheBoundedDelayWithoutFlush) {
   EXPECT_EQ(p.b.pending(), 1u);
 }
 
+TEST(VmQueue, ParkedSendBehindLazyMessagesDoesNotStallTheBroker) {
+  // Capacity 2, both slots promised to lazy messages, a third lazy send parked: the broker must
+  // sleep until the lazy timer delivers, not spin on the ring's free slots (which the parked
+  // send may not take) and never reach its timer. The old broker delivered only when the
+  // parked send gave up, after its whole timeout.
+  BrokerProcess broker;
+  auto p = make_pair(broker, QueueOptions{.capacity = 2, .default_delivery = Delivery::kLazy, .lazy_delay = 50ms});
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(p.a.send(p.b_id.id, filled(p.a, 1, 1), 4096, {.tag = 1}), Errc::kOk);
+  ASSERT_EQ(p.a.send(p.b_id.id, filled(p.a, 1, 2), 4096, {.tag = 2}), Errc::kOk);
+  Errc third = Errc::kInvalid;
+  std::thread sender([&] { third = p.a.send(p.b_id.id, filled(p.a, 1, 3), 4096, {.tag = 3, .timeout = 3s}); });
+  std::vector<std::uint32_t> tags;
+  for (int i = 0; i < 3; ++i) {
+    auto m = p.b.recv(5s);
+    if (!m.ok()) {
+      ADD_FAILURE() << "message " << i + 1 << ": " << to_string(m.error());
+      break;
+    }
+    tags.push_back(m->tag);
+  }
+  sender.join();
+  EXPECT_EQ(tags, (std::vector<std::uint32_t>{1, 2, 3}));
+  EXPECT_EQ(third, Errc::kOk);
+  // Two lazy delays and the hand-offs; the old broker needed the parked send's full 3 s.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+}
+
 TEST(VmQueue, LengthQueryAndTimedWait) {
   BrokerProcess broker;
   auto p = make_pair(broker);

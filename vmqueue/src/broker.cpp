@@ -587,7 +587,12 @@ struct Broker::Impl {
     bool work = false;
     for (auto& [id, d] : domains) {
       if (d->requests.consumer_prepare_wait()) work = true;
-      if (!d->parked.empty() && d->queue.producer_prepare_wait()) work = true;
+      // A parked send waits for room, which the domain makes by reading (it kicks us: the
+      // prepare announces the wait) or the timer makes by delivering lazy messages. A free ring
+      // slot is work only when the parked send may take it: slots promised to lazy messages
+      // are not, and counting them spun this loop without ever reaching the timer.
+      if (!d->parked.empty() && d->queue.producer_prepare_wait() && d->occupancy() < d->options.capacity)
+        work = true;
       if (!d->reply_backlog.empty() && d->replies.producer_prepare_wait()) work = true;
     }
     return work;

@@ -61,6 +61,11 @@ const Table* verify_root(const uint8_t* data, size_t size, bool (*fn)(Verifier&,
   return fn(v, t) ? t : nullptr;
 }
 
+bool fail_enum(DecodeContext& c, const char* where, const char* type, int64_t value) {
+  const std::string what = std::to_string(value) + " is not a valid " + type;
+  return c.fail(where, what.c_str());
+}
+
 void warn_unknown_stype(int32_t stype) {
   static std::mutex mu;
   static std::set<int32_t> seen;

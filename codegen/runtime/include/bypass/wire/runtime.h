@@ -98,6 +98,9 @@ struct DecodeContext {
   Arena* arena = nullptr;
   HandleMap* handles = nullptr;
   std::string error;  // first failure, "<where>: <what>"
+  // Set by the host: an enum value must be one the covered API defines (enums.h). The guest
+  // leaves it clear, so a newer host driver's values in outputs do not fail a reply.
+  bool check_values = false;
 
   bool fail(const char* where, const char* what) {
     if (error.empty()) {
@@ -108,6 +111,9 @@ struct DecodeContext {
     return false;
   }
 };
+
+// An enum value outside its type's range or values: "<where>: <value> is not a valid <type>".
+bool fail_enum(DecodeContext& c, const char* where, const char* type, int64_t value);
 
 // One record of a batch: [RecordHeader][payload], size includes the header, 8-byte aligned.
 struct RecordHeader {

@@ -135,7 +135,8 @@ build_image() {
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
+# The initramfs root is already writable memory: no tmpfs over /tmp, which would hide a build
+# tree that lives there (copied into the image at its own path).
 mkdir -p /out && mount -t tmpfs out /out
 echo "bypass-vm: up after $(cut -d' ' -f1 /proc/uptime) s" > /dev/console
 export HOME=/root XDG_RUNTIME_DIR=/tmp PATH=/usr/bin:/usr/sbin

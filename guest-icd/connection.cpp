@@ -33,7 +33,7 @@ std::chrono::milliseconds connect_timeout() {
     const unsigned long ms = std::strtoul(e, &end, 10);
     if (end && *end == '\0' && ms > 0 && ms <= 600000) return std::chrono::milliseconds(ms);
   }
-  return std::chrono::seconds(1);
+  return std::chrono::seconds(3);
 }
 
 // A guest trusts a server run by root, by its own user, or by the uid BYPASS_SERVER_UID names:
@@ -60,9 +60,10 @@ std::unique_ptr<Connection> Connection::open(std::string* error) {
   char name[64];
   std::snprintf(name, sizeof(name), "bypass-icd pid %d", static_cast<int>(getpid()));
   const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, name};
-  // A hung server is given up on after this (1 s unless BYPASS_CONNECT_TIMEOUT_MS says otherwise:
-  // a heavily loaded host may take longer to start a session's worker). A VM's request is seen
-  // by bypassd's polling loop and a worker it forks: at least 5 s.
+  // A hung server is given up on after this (3 s unless BYPASS_CONNECT_TIMEOUT_MS says otherwise).
+  // No server at all fails at once (connect is refused); the deadline is for a server that
+  // accepted and must start the session's worker, which a loaded host was seen to take over 1 s.
+  // A VM's request is seen by bypassd's polling loop and a worker it forks: at least 5 s.
   const bool vm = endpoint.starts_with("ivshmem:");
   auto ch = vm ? transport::connect_vm(endpoint, hello, error,
                                        transport::deadline_after(std::max<std::chrono::milliseconds>(

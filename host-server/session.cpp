@@ -64,6 +64,7 @@ void Session::stop() { closing_.store(true, std::memory_order_release); }
 size_t Session::object_count() const { return stats_.objects.load(std::memory_order_relaxed); }
 
 void Session::run() {
+  session_thread_ = std::this_thread::get_id();
   spdlog::info("session {}: start (pid {}, uid {}, guest \"{}\")", id_, channel_.peer_pid(), channel_.peer_uid(),
                channel_.peer_hello().peer_name);
   transport::Message msg;
@@ -443,6 +444,7 @@ void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64
   if (is_dispatchable(type) && !dispatch_.count(handle)) {
     // Queues, command buffers and physical devices use their owner's table; command
     // buffers are owned by a pool, which is owned by the device.
+    std::lock_guard dlock(dispatch_mu_);
     for (uint64_t o = owner; o;) {
       auto it = dispatch_.find(o);
       if (it != dispatch_.end()) {
@@ -464,20 +466,32 @@ void Session::remove_object(VkObjectType, uint64_t handle) {
       devices_.erase(e.handle);
       in_flight_.erase(e.handle);  // its fences died with it
     }
+    std::lock_guard dlock(dispatch_mu_);
     dispatch_.erase(e.handle);
   });
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
 }
 
-void Session::set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d) { dispatch_[dispatchable] = std::move(d); }
+void Session::set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d) {
+  std::lock_guard lock(dispatch_mu_);
+  dispatch_[dispatchable] = std::move(d);
+}
 
+// The session thread is the only writer of dispatch_, so it reads without the lock; waiter
+// threads (blocking calls) take it, since the session thread may be adding an entry meanwhile.
 std::shared_ptr<wire::Dispatch> Session::dispatch_ptr(uint64_t dispatchable) {
+  std::unique_lock lock(dispatch_mu_, std::defer_lock);
+  if (std::this_thread::get_id() != session_thread_) lock.lock();
   auto it = dispatch_.find(dispatchable);
   return it == dispatch_.end() ? nullptr : it->second;
 }
 
 const wire::Dispatch& Session::dispatch_of(uint64_t dispatchable) {
+  std::unique_lock lock(dispatch_mu_, std::defer_lock);
+  if (std::this_thread::get_id() != session_thread_) lock.lock();
   auto it = dispatch_.find(dispatchable);
+  // The table entry may go after the lock (the destroy of what a pending wait uses ends the
+  // session instead: destroy_ok), so what is returned stays alive while a waiter uses it.
   return it == dispatch_.end() ? kNoDispatch : *it->second;
 }
 
@@ -506,6 +520,7 @@ void Session::remove_owned(uint64_t owner) {
   std::lock_guard lock(objects_mu_);
   objects_.remove_owned(owner, [&](const ObjectEntry& e) {
     resources_.forget(e.type, e.handle);
+    std::lock_guard dlock(dispatch_mu_);
     dispatch_.erase(e.handle);
   });
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
@@ -659,7 +674,10 @@ void Session::teardown() {
   guest_fds_.clear();
   objects_ = ObjectTable();
   resources_.clear();
-  dispatch_.clear();
+  {
+    std::lock_guard dlock(dispatch_mu_);
+    dispatch_.clear();
+  }
   stats_.objects.store(0, std::memory_order_relaxed);
   stats_.memory_bytes.store(0, std::memory_order_relaxed);
 }

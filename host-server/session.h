@@ -161,7 +161,11 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   mutable std::mutex objects_mu_;  // the table is read by waiters and the stats reader
   ObjectTable objects_;
   Resources resources_;  // sizes and bindings for validate.cpp; session thread only
+  // Written by the session thread only, under dispatch_mu_; read by it without the lock and by
+  // waiter threads with it (dispatch_of).
+  std::mutex dispatch_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
+  std::thread::id session_thread_;  // run()'s thread
   std::unordered_map<uint64_t, SharedMemory> memory_;
   std::unordered_multimap<uint64_t, int> guest_fds_;  // received, not yet taken
   std::vector<std::byte> read_reply_;                  // kCtlMemoryRead's reply, reused

@@ -235,7 +235,12 @@ def case_silent(workdir, _):
     server = Bypassd(workdir, ["--socket-mode", "0666", "--allow-user", str(NOBODY)]).start()
     bystander = Bystander(server, workdir)
     own = [silent_connection(server.socket) for _ in range(3)]
+    started = time.monotonic()
     others = [silent_connection(server.socket, NOBODY) for _ in range(20)]
+    # Each pending handshake frees its place after --handshake-timeout (2 s): on a slow machine
+    # the twenty take long enough to make that happen, so fewer are refused.
+    windows = 1 + int((time.monotonic() - started) / 2.0)
+    expect_refused = max(1, 20 - 4 * windows)
     try:
         start = time.monotonic()
         r = vulkaninfo(server.guest_env(), workdir, "guest")
@@ -245,8 +250,8 @@ def case_silent(workdir, _):
         log(f"vulkaninfo through bypass beside 3 + 20 silent connections: {took:.2f} s")
         log_text = server.log_text()
         refused = log_text.count(f"uid {NOBODY} has 4 handshakes in progress, the limit (--max-pending-handshakes 4)")
-        check(refused >= 16, f"silent connections beyond the per-uid cap should be refused, naming it "
-                             f"({refused} refused):\n{log_text[-3000:]}")
+        check(refused >= expect_refused, f"silent connections beyond the per-uid cap should be refused, naming it "
+                                         f"({refused} refused, {expect_refused} expected):\n{log_text[-3000:]}")
         # The silent ones are dropped at the handshake deadline (2 s), with a line each.
         time.sleep(2.5)
         check(server.log_text().count("handshake failed") >= 7,

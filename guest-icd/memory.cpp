@@ -22,6 +22,20 @@ namespace bypass::icd {
 
 namespace {
 
+// Host-visible memory the guest keeps its own copy of (BYPASS_MEMORY=shadow, or pages it cannot
+// map): a memshare ShadowRegion of m.size bytes, moved by the connection's barrier hooks.
+VkResult make_shadow(Connection* conn, Mapping& m) {
+  conn->set_memory_hooks(shadow_hooks());
+  auto shadow = memshare::ShadowRegion::create(m.size);
+  if (!shadow) {
+    std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
+    return VK_ERROR_OUT_OF_HOST_MEMORY;
+  }
+  m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
+  m.ptr = m.shadow->data();
+  return VK_SUCCESS;
+}
+
 // A VM guest's host-visible memory: a block of the session's heap in the shared device. Shadow
 // memory (BYPASS_MEMORY=shadow) keeps its own copy even so, moved by barriers as anywhere.
 VkResult map_in_device_heap(Device* dev, uint64_t id, size_t size) {
@@ -29,14 +43,7 @@ VkResult map_in_device_heap(Device* dev, uint64_t id, size_t size) {
   Mapping m;
   m.size = size;
   if (shadow_memory_enabled()) {
-    conn->set_memory_hooks(shadow_hooks());
-    auto shadow = memshare::ShadowRegion::create(size);
-    if (!shadow) {
-      std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
-      return VK_ERROR_OUT_OF_HOST_MEMORY;
-    }
-    m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
-    m.ptr = m.shadow->data();
+    if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
   } else {
     Reply& reply = thread_reply();
     if (!conn->call_raw(wire::kCtlMemoryPlacement, &id, sizeof(id), reply)) return VK_ERROR_DEVICE_LOST;
@@ -89,14 +96,7 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
   if (fd < 0 || shadow_memory_enabled()) {
     // The guest keeps its own copy; the host's pages are reached only through barriers.
     if (fd >= 0) close(fd);
-    conn->set_memory_hooks(shadow_hooks());
-    auto shadow = memshare::ShadowRegion::create(size);
-    if (!shadow) {
-      std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
-      return VK_ERROR_OUT_OF_HOST_MEMORY;
-    }
-    m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
-    m.ptr = m.shadow->data();
+    if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
   } else {
     // mmap wants a page-aligned offset; the driver's pages may start inside one.
     const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));

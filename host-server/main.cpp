@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
                  "0: glibc's default)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{0}, static_cast<size_t>(INT_MAX)));
+  app.add_option("--max-pending-waits", config.max_pending_waits,
+                 "Blocking calls (waits) per session answered on waiter threads at once; more end the session")
+      ->capture_default_str();
   app.add_option("--max-message", config.max_message, "Largest batch a guest may send, in bytes (memory for it grows as it arrives)")
       ->capture_default_str();
   // Isolation and sandbox

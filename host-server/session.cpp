@@ -362,7 +362,11 @@ bool Session::run_blocking(std::function<void()> job) {
   pending_.emplace(reply_seq, std::move(call));
   pending_count_.store(pending_.size(), std::memory_order_release);
   jobs_.push_back(Job{reply_seq, std::move(job)});
-  if (idle_waiters_ == 0 && waiters_.size() < 16) {
+  // A thread for every pending call that finds none idle: a pending call may block for ever
+  // (the guest's timeout is its own), so a smaller pool could leave a call whose work is done
+  // queued behind others that never end. max_pending_waits bounds the threads as it bounds the
+  // calls; they stay for reuse until the session ends.
+  if (idle_waiters_ == 0 && waiters_.size() < config_.max_pending_waits) {
     waiters_.emplace_back([this] { waiter_main(); });
   } else {
     jobs_cv_.notify_one();

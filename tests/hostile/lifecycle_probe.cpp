@@ -18,6 +18,8 @@
 //                                          the mapping (/proc/self/map_files) and truncates it,
 //                                          has the host's driver fill a buffer in it, then
 //                                          tries to grow it
+//   lifecycle_probe wait-behind-waits N    N threads wait forever; a wait on work that finishes
+//                                          must still return
 //   lifecycle_probe pending-waits N        N threads each wait with no timeout on a fence
 //                                          nothing signals
 //   lifecycle_probe create-fences N        creates N fences, then vkDeviceWaitIdle
@@ -349,6 +351,60 @@ int pending_waits(int n) {
   return 0;
 }
 
+// N threads wait forever on one fence; then a wait on work that really finishes (a fence after
+// a few hundred ms of fills, long enough to go to a waiter thread in bypassd) must return,
+// however many waits are already pending ahead of it.
+int wait_behind_waits(int n) {
+  Setup s = setup();
+  if (!s.ok()) return report("setup", VK_ERROR_INITIALIZATION_FAILED), 0;
+  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  VkFence never, done;
+  report("vkCreateFence", vkCreateFence(s.device, &finfo, nullptr, &never));
+  report("vkCreateFence", vkCreateFence(s.device, &finfo, nullptr, &done));
+  for (int i = 0; i < n; ++i) wait_forever(s.device, never, "vkWaitForFences (never)").detach();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // all on bypassd's waiter threads
+  constexpr VkDeviceSize kSize = 64 << 20;
+  VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  binfo.size = kSize;
+  binfo.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  VkBuffer buffer;
+  report("vkCreateBuffer", vkCreateBuffer(s.device, &binfo, nullptr, &buffer));
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements(s.device, buffer, &req);
+  VkMemoryAllocateInfo ainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  ainfo.allocationSize = req.size;
+  ainfo.memoryTypeIndex = host_visible_type(s.physical, req.memoryTypeBits);
+  VkDeviceMemory memory;
+  if (report("vkAllocateMemory", vkAllocateMemory(s.device, &ainfo, nullptr, &memory)) != VK_SUCCESS) return 0;
+  vkBindBufferMemory(s.device, buffer, memory, 0);
+  VkQueue queue;
+  vkGetDeviceQueue(s.device, 0, 0, &queue);
+  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  VkCommandPool pool;
+  vkCreateCommandPool(s.device, &pinfo, nullptr, &pool);
+  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cinfo.commandPool = pool;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cinfo.commandBufferCount = 1;
+  VkCommandBuffer cmd;
+  vkAllocateCommandBuffers(s.device, &cinfo, &cmd);
+  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  vkBeginCommandBuffer(cmd, &begin);
+  for (uint32_t i = 0; i < 16; ++i) vkCmdFillBuffer(cmd, buffer, 0, VK_WHOLE_SIZE, i);  // 1 GiB of writes
+  vkEndCommandBuffer(cmd);
+  VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  submit.commandBufferCount = 1;
+  submit.pCommandBuffers = &cmd;
+  report("vkQueueSubmit", vkQueueSubmit(queue, 1, &submit, done));
+  const auto start = std::chrono::steady_clock::now();
+  const VkResult r = vkWaitForFences(s.device, 1, &done, VK_TRUE, UINT64_MAX);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  std::printf("wait behind %d pending waits: %s after %.0f ms\n", n, r == VK_SUCCESS ? "VK_SUCCESS" : "failed", ms);
+  std::fflush(stdout);
+  // The other waits never end: leave without tearing down (bypassd ends the session).
+  std::_Exit(0);
+}
+
 int create_fences(int n) {
   Setup s = setup();
   if (!s.ok()) return report("setup", VK_ERROR_INITIALIZATION_FAILED), 0;
@@ -377,8 +433,9 @@ int main(int argc, char** argv) {
   if (mode == "device-rounds" && n > 0) return rounds(false, n);
   if (mode == "truncate-memory") return truncate_memory();
   if (mode == "pending-waits" && n > 0) return pending_waits(n);
+  if (mode == "wait-behind-waits" && n > 0) return wait_behind_waits(n);
   if (mode == "create-fences" && n > 0) return create_fences(n);
   std::fprintf(stderr, "usage: %s destroy-waited-fence|destroy-waited-device|truncate-memory|"
-                       "instance-rounds N|device-rounds N|pending-waits N|create-fences N\n", argv[0]);
+                       "instance-rounds N|device-rounds N|pending-waits N|wait-behind-waits N|create-fences N\n", argv[0]);
   return 2;
 }

@@ -15,6 +15,7 @@ Cases (one ctest test each):
   device-rounds          the same with vkDestroyDevice and live children
   truncate-memory        the guest reopens the memfd behind mapped host-visible memory and
                          truncates it: EPERM, and the host's driver still fills the memory
+  wait-behind-waits      40 infinite waits pending: a 41st wait, on work that finishes, returns
   pending-waits          more infinite waits than the per-session limit: the session ends
                          naming the limit
   object-limit           more objects than --max-objects: the session ends naming the limit
@@ -245,6 +246,17 @@ def case_truncate_memory(workdir, _):
     finish(server, bystander)
 
 
+def case_wait_behind_waits(workdir, _):
+    server = Bypassd(workdir).start()
+    bystander = Bystander(server, workdir)
+    r = probe(server, workdir, "probe", "wait-behind-waits", 40)
+    check("wait behind 40 pending waits: VK_SUCCESS" in r.stdout,
+          f"a wait on finished work should return whatever waits are pending ahead of it:\n{r.describe()}")
+    log(next(line for line in r.stdout.splitlines() if line.startswith("wait behind")))
+    server.wait_gone(r.pid)
+    finish(server, bystander)
+
+
 def case_pending_waits(workdir, _):
     server = Bypassd(workdir).start()
     bystander = Bystander(server, workdir)
@@ -277,5 +289,6 @@ if __name__ == "__main__":
         "device-rounds": lambda w, a: case_rounds(w, "device"),
         "truncate-memory": case_truncate_memory,
         "pending-waits": case_pending_waits,
+        "wait-behind-waits": case_wait_behind_waits,
         "object-limit": case_object_limit,
     }))

@@ -31,6 +31,9 @@
 #   --accel kvm|tcg|auto (default auto: KVM if a probe boot works here, else TCG; cached)
 #   --timeout SECONDS    kill the VM after this long (default 300)
 #   --keep               keep the work directory (console log, QEMU's pid) and print its path
+#   --monitor PATH       QEMU's human monitor on a UNIX socket at PATH (e.g. to send system_reset)
+#   --allow-reboot       a reset or reboot restarts the guest, which runs COMMAND again (by default
+#                        it ends the VM)
 # Environment: BYPASS_VM_PIDFILE=PATH also writes QEMU's pid there (for tests that kill it).
 set -euo pipefail
 
@@ -45,6 +48,8 @@ timeout_s=300
 keep=0
 guest_env=()
 includes=()
+monitor=""
+no_reboot=(-no-reboot)
 
 die() { echo "vm.sh: $*" >&2; exit 125; }
 
@@ -60,6 +65,8 @@ while (($#)); do
     --accel) accel="$2"; shift 2 ;;
     --timeout) timeout_s="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --monitor) monitor="$2"; shift 2 ;;
+    --allow-reboot) no_reboot=(); shift ;;
     image|run) break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -196,7 +203,7 @@ qemu_argv() {  # $1: accel, $2: initrd; sets the array qemu
   local cpu=max
   [[ "$1" == kvm ]] && cpu=host
   qemu=(qemu-system-x86_64 -machine pc -accel "$1" -cpu "$cpu" -m "$memory" -smp "$smp" -nodefaults
-    -display none -no-reboot -kernel "$kernel" -initrd "$2"
+    -display none "${no_reboot[@]}" -kernel "$kernel" -initrd "$2"
     -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init")
 }
 
@@ -227,6 +234,7 @@ timeout --signal=KILL "$timeout_s" "${qemu[@]}" \
   -serial file:"$work/console.log" -serial file:"$work/data.b64" \
   -object memory-backend-file,id=bypass,share=on,mem-path="$device",size="$device_size" \
   -device ivshmem-plain,memdev=bypass \
+  ${monitor:+-monitor "unix:$monitor,server=on,wait=off"} \
   -pidfile "$work/qemu.pid" -daemonize >"$work/qemu.out" 2>&1
 rc=$?
 set -e

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -66,11 +67,11 @@ class VmDevices:
 class Vm:
     """One `scripts/vm.sh run` in the background."""
 
-    def __init__(self, device, workdir, tag, command, env=()):
+    def __init__(self, device, workdir, tag, command, env=(), options=()):
         self.out = os.path.join(workdir, f"{tag}.out")
         self.pidfile = os.path.join(workdir, f"{tag}.qemu.pid")
         argv = [vm_sh(), "--build", harness.env_path("BYPASS_BUILD_DIR"), "--device", device, "--out", self.out,
-                "--timeout", "150"]
+                "--timeout", "150"] + list(options)
         for kv in env:
             argv += ["--env", kv]
         argv += ["run", "--"] + list(command)
@@ -217,6 +218,46 @@ def case_vm_killed(workdir, _):
         devices.remove()
 
 
+def case_vm_reset(workdir, _):
+    """A VM reset mid-frame (QEMU's system_reset: QEMU lives on, the guest's memory and processes
+    are gone): its session ends with everything it held released, and the rebooted guest, which
+    runs its command again, gets a new session that works."""
+    devices = VmDevices()
+    monitor = os.path.join(workdir, "monitor.sock")
+    try:
+        server = start_server(workdir, devices, ["vm1"])
+        vm = Vm(devices.path("vm1"), workdir, "reset", [harness.sample_path("triangle"), "--frames", "100000",
+                                                         "--out", "never.out"],
+                options=["--monitor", monitor, "--allow-reboot"])
+        qemu = vm.qemu_pid()
+        stats = server.wait_stats(lambda s: any(x["objects"] > 10 for x in s["sessions"]),
+                                  "the VM's session to hold objects", timeout=90)
+        first = max(x["id"] for x in stats["sessions"])
+        held = sum(x["objects"] for x in stats["sessions"])
+        time.sleep(0.5)  # mid-frame
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as m:
+            m.connect(monitor)
+            m.sendall(b"system_reset\n")
+            time.sleep(0.2)
+        reset_at = time.monotonic()
+        stats = server.wait_stats(
+            lambda s: any(e["id"] == first for e in s["ended"]) and any(
+                x["id"] > first and x["objects"] > 10 for x in s["sessions"]),
+            "the session from before the reset to end and the rebooted guest to render again", timeout=120)
+        ended = next(e for e in stats["ended"] if e["id"] == first)
+        check(ended["objects"] == 0, f"objects left after the reset: {ended}")
+        check(os.path.exists(f"/proc/{qemu}"), "QEMU should have lived through the reset")
+        log(f"reset with {held} objects held: session {first} ended ({ended['end']}: {ended['reason']}); "
+            f"the rebooted guest's session renders {time.monotonic() - reset_at:.1f} s after the reset")
+        server.check_alive("after the reset")
+        os.kill(qemu, signal.SIGKILL)
+        vm.wait(timeout=30)
+        wait_no_objects(server, "the rebooted guest's session to end after QEMU was killed")
+        check(server.stop() == 0, "bypassd did not exit cleanly")
+    finally:
+        devices.remove()
+
+
 def case_bypassd_killed(workdir, _):
     devices = VmDevices()
     try:
@@ -295,6 +336,7 @@ if __name__ == "__main__":
         "samples": case_samples,
         "two-vms": case_two_vms,
         "vm-killed": case_vm_killed,
+        "vm-reset": case_vm_reset,
         "bypassd-killed": case_bypassd_killed,
         "vulkaninfo": case_vulkaninfo,
     }))

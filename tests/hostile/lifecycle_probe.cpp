@@ -271,23 +271,44 @@ int reopen_mapping(const void* ptr) {
   return fd;
 }
 
+// A buffer of `size` bytes bound to host-visible memory of its own.
+bool host_visible_buffer(const Setup& s, VkDeviceSize size, VkBuffer* buffer, VkDeviceMemory* memory) {
+  VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  binfo.size = size;
+  binfo.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  report("vkCreateBuffer", vkCreateBuffer(s.device, &binfo, nullptr, buffer));
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements(s.device, *buffer, &req);
+  VkMemoryAllocateInfo ainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  ainfo.allocationSize = req.size;
+  ainfo.memoryTypeIndex = host_visible_type(s.physical, req.memoryTypeBits);
+  if (report("vkAllocateMemory", vkAllocateMemory(s.device, &ainfo, nullptr, memory)) != VK_SUCCESS) return false;
+  vkBindBufferMemory(s.device, *buffer, *memory, 0);
+  return true;
+}
+
+// A command pool and a primary command buffer from it, begun.
+VkCommandBuffer begin_commands(const Setup& s, VkCommandPool* pool) {
+  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  vkCreateCommandPool(s.device, &pinfo, nullptr, pool);
+  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cinfo.commandPool = *pool;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cinfo.commandBufferCount = 1;
+  VkCommandBuffer cmd;
+  vkAllocateCommandBuffers(s.device, &cinfo, &cmd);
+  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  vkBeginCommandBuffer(cmd, &begin);
+  return cmd;
+}
+
 int truncate_memory() {
   Setup s = setup();
   if (!s.ok()) return report("setup", VK_ERROR_INITIALIZATION_FAILED), 0;
   constexpr VkDeviceSize kSize = 1 << 20;
-  VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
-  binfo.size = kSize;
-  binfo.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   VkBuffer buffer;
-  report("vkCreateBuffer", vkCreateBuffer(s.device, &binfo, nullptr, &buffer));
-  VkMemoryRequirements req;
-  vkGetBufferMemoryRequirements(s.device, buffer, &req);
-  VkMemoryAllocateInfo ainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
-  ainfo.allocationSize = req.size;
-  ainfo.memoryTypeIndex = host_visible_type(s.physical, req.memoryTypeBits);
   VkDeviceMemory memory;
-  if (report("vkAllocateMemory", vkAllocateMemory(s.device, &ainfo, nullptr, &memory)) != VK_SUCCESS) return 0;
-  vkBindBufferMemory(s.device, buffer, memory, 0);
+  if (!host_visible_buffer(s, kSize, &buffer, &memory)) return 0;
   void* ptr = nullptr;
   if (report("vkMapMemory", vkMapMemory(s.device, memory, 0, VK_WHOLE_SIZE, 0, &ptr)) != VK_SUCCESS) return 0;
   const int fd = reopen_mapping(ptr);
@@ -300,17 +321,8 @@ int truncate_memory() {
   // The host's driver writes every page of the memory now (a SIGBUS in bypassd if truncated).
   VkQueue queue;
   vkGetDeviceQueue(s.device, 0, 0, &queue);
-  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   VkCommandPool pool;
-  vkCreateCommandPool(s.device, &pinfo, nullptr, &pool);
-  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  cinfo.commandPool = pool;
-  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  cinfo.commandBufferCount = 1;
-  VkCommandBuffer cmd;
-  vkAllocateCommandBuffers(s.device, &cinfo, &cmd);
-  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-  vkBeginCommandBuffer(cmd, &begin);
+  VkCommandBuffer cmd = begin_commands(s, &pool);
   vkCmdFillBuffer(cmd, buffer, 0, VK_WHOLE_SIZE, 0x5a5a5a5au);
   vkEndCommandBuffer(cmd);
   VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
@@ -364,32 +376,13 @@ int wait_behind_waits(int n) {
   for (int i = 0; i < n; ++i) wait_forever(s.device, never, "vkWaitForFences (never)").detach();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // all on bypassd's waiter threads
   constexpr VkDeviceSize kSize = 64 << 20;
-  VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
-  binfo.size = kSize;
-  binfo.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   VkBuffer buffer;
-  report("vkCreateBuffer", vkCreateBuffer(s.device, &binfo, nullptr, &buffer));
-  VkMemoryRequirements req;
-  vkGetBufferMemoryRequirements(s.device, buffer, &req);
-  VkMemoryAllocateInfo ainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
-  ainfo.allocationSize = req.size;
-  ainfo.memoryTypeIndex = host_visible_type(s.physical, req.memoryTypeBits);
   VkDeviceMemory memory;
-  if (report("vkAllocateMemory", vkAllocateMemory(s.device, &ainfo, nullptr, &memory)) != VK_SUCCESS) return 0;
-  vkBindBufferMemory(s.device, buffer, memory, 0);
+  if (!host_visible_buffer(s, kSize, &buffer, &memory)) return 0;
   VkQueue queue;
   vkGetDeviceQueue(s.device, 0, 0, &queue);
-  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   VkCommandPool pool;
-  vkCreateCommandPool(s.device, &pinfo, nullptr, &pool);
-  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  cinfo.commandPool = pool;
-  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  cinfo.commandBufferCount = 1;
-  VkCommandBuffer cmd;
-  vkAllocateCommandBuffers(s.device, &cinfo, &cmd);
-  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-  vkBeginCommandBuffer(cmd, &begin);
+  VkCommandBuffer cmd = begin_commands(s, &pool);
   for (uint32_t i = 0; i < 16; ++i) vkCmdFillBuffer(cmd, buffer, 0, VK_WHOLE_SIZE, i);  // 1 GiB of writes
   vkEndCommandBuffer(cmd);
   VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};

@@ -247,27 +247,36 @@ void indirect_offset(Guest& g, VkDeviceSize offset) {
   g.submit_and_wait();
 }
 
-void descriptor_range(Guest& g, VkDeviceSize range, uint32_t element = 0) {
-  Buffer& b = g.buffer(kSmall, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 0);
-  VkDescriptorSetLayoutBinding binding{0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
+// A set layout with one descriptor of `type` at binding 0, a pool for one such set, and the set.
+struct OneSet {
+  VkDescriptorSetLayout layout = VK_NULL_HANDLE;
+  VkDescriptorPool pool = VK_NULL_HANDLE;
+  VkDescriptorSet set = VK_NULL_HANDLE;
+};
+OneSet one_set(Guest& g, VkDescriptorType type) {
+  OneSet o;
+  VkDescriptorSetLayoutBinding binding{0, type, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
   VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
   li.bindingCount = 1;
   li.pBindings = &binding;
-  VkDescriptorSetLayout layout = VK_NULL_HANDLE;
-  vkCreateDescriptorSetLayout(g.device, &li, nullptr, &layout);
-  VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1};
-  VkDescriptorPoolCreateInfo pi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
-  pi.maxSets = 1;
-  pi.poolSizeCount = 1;
-  pi.pPoolSizes = &ps;
-  VkDescriptorPool pool = VK_NULL_HANDLE;
-  vkCreateDescriptorPool(g.device, &pi, nullptr, &pool);
+  vkCreateDescriptorSetLayout(g.device, &li, nullptr, &o.layout);
+  VkDescriptorPoolSize ps{type, 1};
+  VkDescriptorPoolCreateInfo dpi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+  dpi.maxSets = 1;
+  dpi.poolSizeCount = 1;
+  dpi.pPoolSizes = &ps;
+  vkCreateDescriptorPool(g.device, &dpi, nullptr, &o.pool);
   VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
-  ai.descriptorPool = pool;
+  ai.descriptorPool = o.pool;
   ai.descriptorSetCount = 1;
-  ai.pSetLayouts = &layout;
-  VkDescriptorSet set = VK_NULL_HANDLE;
-  report("vkAllocateDescriptorSets", vkAllocateDescriptorSets(g.device, &ai, &set));
+  ai.pSetLayouts = &o.layout;
+  report("vkAllocateDescriptorSets", vkAllocateDescriptorSets(g.device, &ai, &o.set));
+  return o;
+}
+
+void descriptor_range(Guest& g, VkDeviceSize range, uint32_t element = 0) {
+  Buffer& b = g.buffer(kSmall, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 0);
+  const auto [layout, pool, set] = one_set(g, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER);
   VkDescriptorBufferInfo info{b.buffer, 0, range};
   VkWriteDescriptorSet w{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
   w.dstSet = set;
@@ -285,12 +294,7 @@ void descriptor_range(Guest& g, VkDeviceSize range, uint32_t element = 0) {
 // A pipeline layout of one storage-buffer set and 16 bytes of push constants; records
 // vkCmdPushConstants at `push_offset` and binds a set at `first_set`.
 void layout_use(Guest& g, uint32_t push_offset, uint32_t first_set) {
-  VkDescriptorSetLayoutBinding binding{0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
-  VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
-  li.bindingCount = 1;
-  li.pBindings = &binding;
-  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
-  vkCreateDescriptorSetLayout(g.device, &li, nullptr, &set_layout);
+  const auto [set_layout, pool, set] = one_set(g, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER);
   VkPushConstantRange range{VK_SHADER_STAGE_COMPUTE_BIT, 0, 16};
   VkPipelineLayoutCreateInfo pi{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
   pi.setLayoutCount = 1;
@@ -299,19 +303,6 @@ void layout_use(Guest& g, uint32_t push_offset, uint32_t first_set) {
   pi.pPushConstantRanges = &range;
   VkPipelineLayout layout = VK_NULL_HANDLE;
   vkCreatePipelineLayout(g.device, &pi, nullptr, &layout);
-  VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1};
-  VkDescriptorPoolCreateInfo dpi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
-  dpi.maxSets = 1;
-  dpi.poolSizeCount = 1;
-  dpi.pPoolSizes = &ps;
-  VkDescriptorPool pool = VK_NULL_HANDLE;
-  vkCreateDescriptorPool(g.device, &dpi, nullptr, &pool);
-  VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
-  ai.descriptorPool = pool;
-  ai.descriptorSetCount = 1;
-  ai.pSetLayouts = &set_layout;
-  VkDescriptorSet set = VK_NULL_HANDLE;
-  report("vkAllocateDescriptorSets", vkAllocateDescriptorSets(g.device, &ai, &set));
   const uint32_t values[4] = {1, 2, 3, 4};
   g.begin();
   vkCmdPushConstants(g.cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, push_offset, sizeof(values), values);
@@ -327,31 +318,12 @@ void layout_use(Guest& g, uint32_t push_offset, uint32_t first_set) {
 // bound with `dynamic_offset`.
 void dynamic_offset(Guest& g, uint32_t dynamic_offset) {
   Buffer& b = g.buffer(kSmall, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 0);
-  VkDescriptorSetLayoutBinding binding{0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC, 1, VK_SHADER_STAGE_COMPUTE_BIT,
-                                       nullptr};
-  VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
-  li.bindingCount = 1;
-  li.pBindings = &binding;
-  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
-  vkCreateDescriptorSetLayout(g.device, &li, nullptr, &set_layout);
+  const auto [set_layout, pool, set] = one_set(g, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC);
   VkPipelineLayoutCreateInfo pi{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
   pi.setLayoutCount = 1;
   pi.pSetLayouts = &set_layout;
   VkPipelineLayout layout = VK_NULL_HANDLE;
   vkCreatePipelineLayout(g.device, &pi, nullptr, &layout);
-  VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER_DYNAMIC, 1};
-  VkDescriptorPoolCreateInfo dpi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
-  dpi.maxSets = 1;
-  dpi.poolSizeCount = 1;
-  dpi.pPoolSizes = &ps;
-  VkDescriptorPool pool = VK_NULL_HANDLE;
-  vkCreateDescriptorPool(g.device, &dpi, nullptr, &pool);
-  VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
-  ai.descriptorPool = pool;
-  ai.descriptorSetCount = 1;
-  ai.pSetLayouts = &set_layout;
-  VkDescriptorSet set = VK_NULL_HANDLE;
-  report("vkAllocateDescriptorSets", vkAllocateDescriptorSets(g.device, &ai, &set));
   VkDescriptorBufferInfo info{b.buffer, 0, 256};
   VkWriteDescriptorSet w{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
   w.dstSet = set;

@@ -10,6 +10,21 @@ if(BYPASS_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
+# ThreadSanitizer (scripts/tsan.sh). The driver (lavapipe) is not instrumented: races inside it
+# are invisible and its own synchronization unknown to TSan, hence tests/tsan.supp. Every test
+# gets TSAN_OPTIONS (BYPASS_TSAN_OPTIONS): a report ends the process, so a race fails its test.
+if(BYPASS_TSAN)
+  if(BYPASS_SANITIZE)
+    message(FATAL_ERROR "BYPASS_TSAN and BYPASS_SANITIZE exclude each other: use a build tree per sanitizer")
+  endif()
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+  execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libtsan.so
+                  OUTPUT_VARIABLE BYPASS_TSAN_RUNTIME OUTPUT_STRIP_TRAILING_WHITESPACE)
+  set(BYPASS_TSAN_OPTIONS
+      "halt_on_error=1 second_deadlock_stack=1 history_size=4 suppressions=${CMAKE_SOURCE_DIR}/tests/tsan.supp")
+endif()
+
 # bypass_add_test(NAME name LABEL label SOURCES ... [LIBS ...] [TIMEOUT s] [PROPERTIES ...])
 # Builds a GoogleTest executable at build/tests/<name> and registers it with ctest under the
 # given label (the label names the source folder the test covers).
@@ -23,6 +38,9 @@ function(bypass_add_test)
   endif()
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL};${T_LABELS}" TIMEOUT ${T_TIMEOUT})
+  if(BYPASS_TSAN)
+    set_tests_properties(${T_NAME} PROPERTIES ENVIRONMENT "TSAN_OPTIONS=${BYPASS_TSAN_OPTIONS}")
+  endif()
 endfunction()
 
 # bypass_embed_shaders(OUT_VAR DIR dir SHADERS file.vert ...)

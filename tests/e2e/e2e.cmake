@@ -39,3 +39,8 @@ if(BYPASS_SANITIZE)
                   OUTPUT_VARIABLE BYPASS_ASAN_RUNTIME OUTPUT_STRIP_TRAILING_WHITESPACE)
   list(APPEND BYPASS_E2E_ENV "BYPASS_ASAN_RUNTIME=${BYPASS_ASAN_RUNTIME}")
 endif()
+# ThreadSanitizer builds: every process of ours reports races (and ends at the first); programs
+# not built by us (vulkaninfo) loading the instrumented ICD get the runtime preloaded.
+if(BYPASS_TSAN)
+  list(APPEND BYPASS_E2E_ENV "BYPASS_TSAN_RUNTIME=${BYPASS_TSAN_RUNTIME}" "TSAN_OPTIONS=${BYPASS_TSAN_OPTIONS}")
+endif()

@@ -127,12 +127,20 @@ def native_env(tmpdir):
     return env
 
 
+def tsan_runtime():
+    """The ThreadSanitizer runtime of a BYPASS_TSAN=ON build, else None."""
+    return os.environ.get("BYPASS_TSAN_RUNTIME") or None
+
+
 def unsanitized_guest_env(env):
     """A guest env for a program not built by us (vulkaninfo) loading a sanitized ICD."""
     if asan_runtime():
         env = dict(env)
         env["LD_PRELOAD"] = asan_runtime()
         env["ASAN_OPTIONS"] = "detect_leaks=0"  # the program's own leaks are not ours to judge
+    elif tsan_runtime():
+        env = dict(env)
+        env["LD_PRELOAD"] = tsan_runtime()
     return env
 
 

@@ -17,7 +17,10 @@ if(BYPASS_TSAN)
   if(BYPASS_SANITIZE)
     message(FATAL_ERROR "BYPASS_TSAN and BYPASS_SANITIZE exclude each other: use a build tree per sanitizer")
   endif()
-  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  # gcc warns that TSan does not model std::atomic_thread_fence. Ours order a sleep flag against
+  # the ring indices (transport/src/futex.cc: a missed wake-up, not data) or sit beside a
+  # release store that TSan does model (vm.cc), so nothing TSan checks depends on them.
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer $<$<CXX_COMPILER_ID:GNU>:-Wno-tsan>)
   add_link_options(-fsanitize=thread)
   execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libtsan.so
                   OUTPUT_VARIABLE BYPASS_TSAN_RUNTIME OUTPUT_STRIP_TRAILING_WHITESPACE)
@@ -39,7 +42,7 @@ function(bypass_add_test)
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL};${T_LABELS}" TIMEOUT ${T_TIMEOUT})
   if(BYPASS_TSAN)
-    set_tests_properties(${T_NAME} PROPERTIES ENVIRONMENT "TSAN_OPTIONS=${BYPASS_TSAN_OPTIONS}")
+    set_property(TEST ${T_NAME} APPEND PROPERTY ENVIRONMENT "TSAN_OPTIONS=${BYPASS_TSAN_OPTIONS}")
   endif()
 endfunction()
 

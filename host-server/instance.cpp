@@ -1,5 +1,5 @@
-// Instance-level handlers: instance creation and destruction, global queries and physical
-// device enumeration.
+// Instance-level handlers: instance creation and destruction, global queries. (Physical devices
+// are enumerated by a control command: src/control.cpp.)
 #include <spdlog/spdlog.h>
 
 #include <cstring>
@@ -65,47 +65,6 @@ void handle_vkEnumerateInstanceVersion(wire::HostContext& c, wire::Args_vkEnumer
 }
 
 }  // namespace
-
-bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size) {
-  wire::EnumeratePhysicalDevicesRequest req;
-  if (size != sizeof(req)) return s.fail("EnumeratePhysicalDevices", "bad request size");
-  std::memcpy(&req, data, sizeof(req));
-  uint64_t inst_bits = 0;
-  if (!s.objects().lookup(VK_OBJECT_TYPE_INSTANCE, req.instance_id, &inst_bits))
-    return s.fail("EnumeratePhysicalDevices", "unknown instance id");
-  if (req.max_devices > 64) return s.fail("EnumeratePhysicalDevices", "too many devices requested");
-  auto inst = wire::handle_from_bits<VkInstance>(inst_bits);
-  auto d = s.dispatch_ptr(inst_bits);
-  uint32_t n = 0;
-  d->vkEnumeratePhysicalDevices(inst, &n, nullptr);
-  std::vector<VkPhysicalDevice> devs(n);
-  d->vkEnumeratePhysicalDevices(inst, &n, devs.data());
-  devs.resize(n);
-  uint32_t count = 0;
-  for (VkPhysicalDevice pd : devs) {
-    if (count >= req.max_devices) break;
-    VkPhysicalDeviceProperties props;
-    d->vkGetPhysicalDeviceProperties(pd, &props);
-    if (!s.config().device_name.empty() && !std::strstr(props.deviceName, s.config().device_name.c_str())) continue;
-    const uint64_t id = req.first_id + count;
-    const uint64_t bits = wire::handle_bits(pd);
-    if (s.objects().id_of(bits) == 0) {
-      if (const char* why = s.refuse_new_id(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id)) return s.fail("EnumeratePhysicalDevices", why);
-      s.add_object(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id, bits, inst_bits);
-    }
-    ++count;
-  }
-  // Reply: the count, then the id of each device (a device enumerated before keeps its id).
-  std::vector<uint64_t> reply{count};
-  count = 0;
-  for (VkPhysicalDevice pd : devs) {
-    const uint64_t id = s.objects().id_of(wire::handle_bits(pd));
-    if (id && reply.size() <= req.max_devices) reply.push_back(id);
-  }
-  reply[0] = reply.size() - 1;
-  s.send_raw_reply(s.reply_seq, wire::kCtlEnumeratePhysicalDevices, VK_SUCCESS, reply.data(), reply.size() * 8);
-  return true;
-}
 
 void register_instance_handlers(wire::Handlers& h) {
   h.vkCreateInstance = handle_vkCreateInstance;

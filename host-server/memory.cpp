@@ -257,7 +257,7 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
   s.add_memory(mem, SharedMemory{fd, ptr, size});
   // The fd travels before the reply, so the guest finds it when the reply arrives.
   int fds[1] = {fd};
-  s.channel().send_fds(wire::kFdTagMemoryBase + a.id_pMemory, fds);
+  s.send_fds(wire::kFdTagMemoryBase + a.id_pMemory, fds);
 }
 
 void handle_vkGetMemoryFdKHR(wire::HostContext& c, wire::Args_vkGetMemoryFdKHR& a) {
@@ -284,7 +284,7 @@ void handle_vkGetMemoryFdKHR(wire::HostContext& c, wire::Args_vkGetMemoryFdKHR& 
   // Sent before the reply, so the guest finds it when the reply arrives.
   const uint64_t id = c.decode.handles->to_wire(VK_OBJECT_TYPE_DEVICE_MEMORY, wire::handle_bits(a.pGetFdInfo->memory));
   int fds[1] = {fd};
-  if (s.channel().send_fds(wire::kFdTagExportBase + id, fds) != transport::Status::kOk)
+  if (s.send_fds(wire::kFdTagExportBase + id, fds) != transport::Status::kOk)
     a.result = VK_ERROR_TOO_MANY_OBJECTS;
   close(fd);
 }

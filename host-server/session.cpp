@@ -30,12 +30,11 @@ const wire::Dispatch kNoDispatch{};
 Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& config, SessionStats* stats,
                  const std::atomic<uint32_t>* stop_request)
     : id_(id),
-      channel_(std::move(channel)),
-      heap_(channel_.shared_heap().empty() ? nullptr : std::make_shared<DeviceHeap>(channel_.shared_heap())),
       config_(config),
-      peer_pid_(channel_.peer_pid()),
       stop_request_(stop_request),
-      stats_(stats ? *stats : own_stats_) {
+      stats_(stats ? *stats : own_stats_),
+      channel_(std::move(channel)),
+      heap_(channel_.shared_heap().empty() ? nullptr : std::make_shared<DeviceHeap>(channel_.shared_heap())) {
   gipa_ = vkGetInstanceProcAddr;
   decode.arena = &arena_;
   decode.handles = this;
@@ -48,9 +47,14 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   register_submit_handlers(handlers);
   register_validate_handlers(handlers);
   destroys_.assign(wire::kCommandIdLimit, false);
+  uses_queue_.assign(wire::kCommandIdLimit, false);
   for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) {
     const std::string_view name = wire::command_name(cmd);
     destroys_[cmd] = name.starts_with("vkDestroy") || name.starts_with("vkFree");
+    // Every vkQueue* command takes its queue externally synchronized. The blocking ones
+    // (vkQueueWaitIdle) never reach the driver's queue from the session thread: their try_
+    // waits on fences, their waiter uses wait_idle.
+    uses_queue_[cmd] = name.starts_with("vkQueue") && !wire::command_blocks(cmd);
   }
 }
 
@@ -115,8 +119,12 @@ void Session::run() {
   }
   const bool clean = end_reason_ == "guest disconnected" || end_reason_ == "guest ended the session";
   end_by_guest_ = clean;
+  // Waiter threads still running stop here: they answer nothing more.
+  closing_.store(true, std::memory_order_release);
   if (!clean) {
-    // Tell the guest why before the socket closes; it may already be gone.
+    // Tell the guest why before the socket closes; it may already be gone. Waiter threads may
+    // be sending a reply this moment: the reply ring takes one producer at a time.
+    std::lock_guard lock(reply_mu_);
     channel_.send(wire::kMsgError, std::as_bytes(std::span(end_reason_)), transport::deadline_after(std::chrono::milliseconds(100)));
   }
   const size_t objects_before = object_count();
@@ -162,7 +170,13 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
       ok = run_control(h.command, payload, n);
     } else if (h.command < wire::kCommandIdLimit && wire::kRunTable[h.command]) {
       if (destroys_[h.command]) quiesce();
-      ok = wire::kRunTable[h.command](*this, payload, n);
+      if (uses_queue_[h.command]) {
+        // A waiter's wait_idle submits to the same queues; held for this one call only.
+        std::lock_guard lock(queue_mu_);
+        ok = wire::kRunTable[h.command](*this, payload, n);
+      } else {
+        ok = wire::kRunTable[h.command](*this, payload, n);
+      }
     } else {
       decode.fail("record", "unknown command");
       ok = false;
@@ -182,125 +196,6 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     off += h.size;
   }
   return true;
-}
-
-bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
-  switch (command) {
-    case wire::kCtlEnumeratePhysicalDevices:
-      return handle_enumerate_physical_devices(*this, data, size);
-    case wire::kCtlSessionStats: {
-      wire::StatsReply r{object_count(), stats_.records.load(), stats_.bytes.load(), stats_.memory_bytes.load()};
-      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
-      return true;
-    }
-    case wire::kCtlMemoryWrite:
-    case wire::kCtlMemoryRead: {
-      wire::MemoryRange r;
-      if (size < sizeof(r)) return decode.fail("memory", "short request");
-      std::memcpy(&r, data, sizeof(r));
-      SharedMemory* found = nullptr;
-      if (!memory_of_id(r.memory_id, "memory", &found)) return false;
-      if (!found) return decode.fail("memory", "memory is not host-visible");
-      SharedMemory& m = *found;
-      if (r.offset > m.size || r.size > m.size - r.offset) return decode.fail("memory", "range out of bounds");
-      if (!m.guest_view) m.guest_view = std::make_unique<GuestView>(m.size);
-      auto* base = static_cast<std::byte*>(m.ptr);
-      if (command == wire::kCtlMemoryWrite) {
-        if (size - sizeof(r) < r.size) return decode.fail("memory", "short write");
-        std::memcpy(base + r.offset, data + sizeof(r), r.size);
-        m.guest_view->wrote(base, r.offset, r.size);
-        return true;
-      }
-      // Only what differs from the guest's copy goes back.
-      std::vector<wire::MemoryRun> runs;
-      m.guest_view->changed(base, r.offset, r.size, runs);
-      uint64_t bytes = 0;
-      for (const auto& run : runs) bytes += run.size;
-      shadow_read_asked_ += r.size;
-      shadow_read_sent_ += bytes;
-      const wire::MemoryReadReply header{static_cast<uint32_t>(runs.size()), 0};
-      read_reply_.resize(sizeof(header) + runs.size() * sizeof(wire::MemoryRun) + bytes);
-      std::byte* out = read_reply_.data();
-      std::memcpy(out, &header, sizeof(header));
-      out += sizeof(header);
-      if (!runs.empty()) std::memcpy(out, runs.data(), runs.size() * sizeof(wire::MemoryRun));
-      out += runs.size() * sizeof(wire::MemoryRun);
-      for (const auto& run : runs) {
-        std::memcpy(out, base + run.offset, run.size);
-        out += run.size;
-      }
-      send_raw_reply(reply_seq, command, 0, read_reply_.data(), read_reply_.size());
-      return true;
-    }
-    case wire::kCtlExternalMemory: {
-      uint64_t id = 0;
-      if (size < sizeof(id)) return decode.fail("external memory", "short request");
-      std::memcpy(&id, data, sizeof(id));
-      SharedMemory* m = nullptr;
-      if (!memory_of_id(id, "external memory", &m)) return false;
-      if (!m || !m->driver_mapped) return decode.fail("external memory", "not external host-visible memory");
-      wire::ExternalMemoryReply r{m->file_offset, m->fd >= 0, 0};
-      if (r.shared) {
-        int fds[1] = {m->fd};
-        if (channel_.send_fds(wire::kFdTagMemoryBase + id, fds) != transport::Status::kOk) r.shared = 0;
-      }
-      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
-      return true;
-    }
-    case wire::kCtlMemoryPlacement: {
-      uint64_t id = 0;
-      if (size < sizeof(id)) return decode.fail("memory placement", "short request");
-      std::memcpy(&id, data, sizeof(id));
-      SharedMemory* m = nullptr;
-      if (!memory_of_id(id, "memory placement", &m)) return false;
-      if (!m || !m->in_device_heap) return decode.fail("memory placement", "not host-visible memory in the device");
-      const wire::MemoryPlacement r{m->file_offset, m->size};
-      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
-      return true;
-    }
-    case wire::kCtlPresentJoin: {
-      if (present_domain_ != memshare::kNoDomain) return decode.fail("present", "joined twice");
-      auto joined = Presentation::get().join();
-      uint64_t domain = 0;
-      if (joined) {
-        int fds[1] = {joined->guest_socket.get()};
-        if (channel_.send_fds(wire::kFdTagPresent, fds) == transport::Status::kOk) domain = joined->domain;
-        else Presentation::get().end(joined->domain);
-      } else {
-        spdlog::warn("session {}: presentation service: {}", id_, joined.error().message);
-      }
-      present_domain_ = domain;
-      send_raw_reply(reply_seq, command, domain ? 0 : VK_ERROR_INITIALIZATION_FAILED, &domain, sizeof(domain));
-      return true;
-    }
-    case wire::kCtlPresentName: {
-      wire::PresentNameRequest r;
-      if (size < sizeof(r)) return decode.fail("present", "short request");
-      std::memcpy(&r, data, sizeof(r));
-      if (present_domain_ == memshare::kNoDomain) return decode.fail("present", "name before join");
-      SharedMemory* found = nullptr;
-      if (!memory_of_id(r.memory_id, "present", &found)) return false;
-      if (!found || !found->mapping) {  // not host-visible, or the driver's mapping
-        const memshare::Name none{};
-        send_raw_reply(reply_seq, command, VK_ERROR_FEATURE_NOT_PRESENT, &none, sizeof(none));
-        return true;
-      }
-      SharedMemory& m = *found;
-      if (r.size == 0 || r.offset > m.size || r.size > m.size - r.offset) return decode.fail("present", "range out of bounds");
-      auto name = Presentation::get().name(m.mapping, static_cast<std::byte*>(m.ptr) + r.offset, r.size, present_domain_);
-      memshare::Name out{};
-      if (name) {
-        out = name.value();
-        m.present_names.push_back(out);
-      } else {
-        spdlog::warn("session {}: naming memory for presentation: {}", id_, name.error().message);
-      }
-      send_raw_reply(reply_seq, command, name ? 0 : VK_ERROR_OUT_OF_HOST_MEMORY, &out, sizeof(out));
-      return true;
-    }
-    default:
-      return decode.fail("control", "unknown control command");
-  }
 }
 
 // ---------------------------------------------------------------- replies
@@ -333,6 +228,11 @@ void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, con
   closing_.store(true, std::memory_order_release);
 }
 
+transport::Status Session::send_fds(uint64_t tag, std::span<const int> fds) {
+  std::lock_guard lock(reply_mu_);
+  return channel_.send_fds(tag, fds, transport::deadline_after(std::chrono::milliseconds(config_.send_timeout_ms)));
+}
+
 wire::Builder& Session::reply_builder() {
   thread_local wire::Builder b(4096);
   return b;
@@ -342,6 +242,9 @@ wire::Builder& Session::reply_builder() {
 bool Session::input_waiting() const { return batch_rest_ || channel_.poll_ready(); }
 
 bool Session::run_blocking(std::function<void()> job) {
+  // A try_ handler that found the call cannot be made (sync.cpp) failed the session on this
+  // thread; the waiter threads never do (decode is this thread's).
+  if (!decode.error.empty()) return false;
   const char* name = wire::command_name(record_command_);
   // Pending calls are known by their reply's sequence number, which only a record that wants a
   // reply has.
@@ -440,11 +343,12 @@ const char* Session::refuse_new_id(VkObjectType, uint64_t id) {
 }
 
 void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) {
-  {
-    std::lock_guard lock(objects_mu_);
-    objects_.add(type, id, handle, owner);
-  }
+  objects_.add(type, id, handle, owner);
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
+  if (type == VK_OBJECT_TYPE_QUEUE) {
+    std::lock_guard lock(queue_mu_);
+    queue_device_[handle] = owner;  // vkGetDeviceQueue's owner is its device
+  }
   if (is_dispatchable(type) && !dispatch_.count(handle)) {
     // Queues, command buffers and physical devices use their owner's table; command
     // buffers are owned by a pool, which is owned by the device.
@@ -462,13 +366,16 @@ void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64
 }
 
 void Session::remove_object(VkObjectType, uint64_t handle) {
-  std::lock_guard lock(objects_mu_);
   objects_.remove(handle, [&](const ObjectEntry& e) {
     resources_.forget(e.type, e.handle);
     if (e.type == VK_OBJECT_TYPE_DEVICE_MEMORY) release_memory(e.handle);
     if (e.type == VK_OBJECT_TYPE_DEVICE) {
       devices_.erase(e.handle);
       in_flight_.erase(e.handle);  // its fences died with it
+    }
+    if (e.type == VK_OBJECT_TYPE_QUEUE) {
+      std::lock_guard qlock(queue_mu_);
+      queue_device_.erase(e.handle);
     }
     std::lock_guard dlock(dispatch_mu_);
     dispatch_.erase(e.handle);
@@ -521,7 +428,6 @@ const DeviceInfo* Session::device_info(uint64_t device) const {
 }
 
 void Session::remove_owned(uint64_t owner) {
-  std::lock_guard lock(objects_mu_);
   objects_.remove_owned(owner, [&](const ObjectEntry& e) {
     resources_.forget(e.type, e.handle);
     std::lock_guard dlock(dispatch_mu_);
@@ -535,14 +441,6 @@ void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
     mem.mapping = std::shared_ptr<void>(mem.ptr, [size = mem.size](void* p) { munmap(p, size); });
   stats_.memory_bytes.fetch_add(mem.size, std::memory_order_relaxed);
   memory_[memory_handle] = std::move(mem);
-}
-
-bool Session::memory_of_id(uint64_t id, const char* where, SharedMemory** out) {
-  uint64_t handle = 0;
-  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle)) return decode.fail(where, "unknown memory id");
-  auto it = memory_.find(handle);
-  *out = it == memory_.end() ? nullptr : &it->second;
-  return true;
 }
 
 int Session::take_guest_fd(uint64_t tag) {
@@ -639,8 +537,19 @@ void Session::destroy_object(const ObjectEntry& e) {
 
 void Session::destroy_device(uint64_t device) {
   const wire::Dispatch& d = dispatch_of(device);
+  // vkDeviceWaitIdle takes every queue of the device, externally synchronized: no waiter uses
+  // one now (destroy_ok refused a destroy of the device, its physical device or its instance
+  // while a pending call used any of them, and teardown joined the waiters first).
   if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(device));
   drop_tracking(device);
+  {
+    std::lock_guard lock(queue_mu_);
+    std::erase_if(abandoned_fences_, [&](const std::pair<uint64_t, VkFence>& f) {
+      if (f.first != device) return false;
+      if (d.vkDestroyFence) d.vkDestroyFence(as<VkDevice>(device), f.second, nullptr);
+      return true;
+    });
+  }
   const std::vector<ObjectEntry> all = objects_.entries();
   for (VkObjectType t : kDestroyOrder)
     for (const ObjectEntry& e : all)
@@ -658,7 +567,6 @@ void Session::teardown() {
     if (t.joinable()) t.join();
   waiters_.clear();
 
-  std::lock_guard lock(objects_mu_);
   std::vector<ObjectEntry> all = objects_.entries();
   // Devices first (with their children), then instances.
   for (const ObjectEntry& dev : all)
@@ -681,6 +589,10 @@ void Session::teardown() {
   {
     std::lock_guard dlock(dispatch_mu_);
     dispatch_.clear();
+  }
+  {
+    std::lock_guard qlock(queue_mu_);
+    queue_device_.clear();
   }
   stats_.objects.store(0, std::memory_order_relaxed);
   stats_.memory_bytes.store(0, std::memory_order_relaxed);

@@ -6,6 +6,10 @@
 // guest submission the host queues an empty submission of its own with a host fence; before
 // a destroy or free it waits until those fences signal. A correct guest has already waited
 // for its own work, so the check finds them signalled and costs a status query.
+//
+// Threads: all of this runs on the session thread. The submissions here (the guest's and the
+// tracking one) run with queue_mu_ held: process_batch takes it for every vkQueue* record, since
+// a waiter's wait_idle (sync.cpp) submits to the same queues.
 #include <vector>
 
 #include "session.h"

@@ -1,0 +1,599 @@
+// The host session's own logic on a real driver (lavapipe): how a batch is taken apart, the
+// control commands, the object ids a guest may use, and the blocking calls (the session
+// thread's try, the waiter threads, idle waits beside submissions). Each test is one guest
+// speaking the protocol to a Session (live_session.h); a session that a test ends must say
+// why, in the words the log and the guest get.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "live_session.h"
+
+namespace bypass::host::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// ------------------------------------------------------------------ a few commands, encoded
+void create_fence(LiveSession& g, uint64_t id, bool signaled) {
+  VkFenceCreateInfo info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  if (signaled) info.flags = VK_FENCE_CREATE_SIGNALED_BIT;
+  VkFence fence = as_handle<VkFence>(id);
+  g.b.Clear();
+  wire::encode_vkCreateFence(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &info, nullptr, &fence);
+  g.add(wire::kCmd_vkCreateFence, g.b);
+}
+
+void wait_fence(LiveSession& g, uint64_t id, uint64_t timeout) {
+  VkFence fence = as_handle<VkFence>(id);
+  g.b.Clear();
+  wire::encode_vkWaitForFences(g.b, g.ids, as_handle<VkDevice>(kDeviceId), 1, &fence, VK_TRUE, timeout);
+  g.add_reply(wire::kCmd_vkWaitForFences, g.b);
+}
+
+void destroy_fence(LiveSession& g, uint64_t id) {
+  g.b.Clear();
+  wire::encode_vkDestroyFence(g.b, g.ids, as_handle<VkDevice>(kDeviceId), as_handle<VkFence>(id), nullptr);
+  g.add(wire::kCmd_vkDestroyFence, g.b);
+}
+
+void stats(LiveSession& g) { g.add_reply(wire::kCtlSessionStats, nullptr, 0); }
+
+void get_queue(LiveSession& g) {
+  VkQueue queue = as_handle<VkQueue>(kQueueId);
+  g.b.Clear();
+  wire::encode_vkGetDeviceQueue(g.b, g.ids, as_handle<VkDevice>(kDeviceId), 0, 0, &queue);
+  g.add(wire::kCmd_vkGetDeviceQueue, g.b);
+}
+
+void submit(LiveSession& g, uint64_t command_buffer, uint64_t fence) {
+  VkCommandBuffer cb = as_handle<VkCommandBuffer>(command_buffer);
+  VkSubmitInfo info{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  info.commandBufferCount = command_buffer ? 1 : 0;
+  info.pCommandBuffers = command_buffer ? &cb : nullptr;
+  g.b.Clear();
+  wire::encode_vkQueueSubmit(g.b, g.ids, as_handle<VkQueue>(kQueueId), 1, &info, as_handle<VkFence>(fence));
+  g.add(wire::kCmd_vkQueueSubmit, g.b);
+}
+
+// A queue, an event the host has not set, and a command buffer that waits for it: once
+// submitted, the queue is busy until the event is set (vkSetEvent, from the guest).
+void blocked_work(LiveSession& g) {
+  get_queue(g);
+  VkEventCreateInfo event_info{VK_STRUCTURE_TYPE_EVENT_CREATE_INFO};
+  VkEvent event = as_handle<VkEvent>(kEventId);
+  g.b.Clear();
+  wire::encode_vkCreateEvent(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &event_info, nullptr, &event);
+  g.add(wire::kCmd_vkCreateEvent, g.b);
+  VkCommandPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  VkCommandPool pool = as_handle<VkCommandPool>(kPoolId);
+  g.b.Clear();
+  wire::encode_vkCreateCommandPool(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &pool_info, nullptr, &pool);
+  g.add(wire::kCmd_vkCreateCommandPool, g.b);
+  VkCommandBufferAllocateInfo alloc{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  alloc.commandPool = pool;
+  alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  alloc.commandBufferCount = 1;
+  VkCommandBuffer cb = as_handle<VkCommandBuffer>(kCommandBufferId);
+  g.b.Clear();
+  wire::encode_vkAllocateCommandBuffers(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, &cb);
+  g.add_reply(wire::kCmd_vkAllocateCommandBuffers, g.b);
+  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  g.b.Clear();
+  wire::encode_vkBeginCommandBuffer(g.b, g.ids, cb, &begin);
+  g.add(wire::kCmd_vkBeginCommandBuffer, g.b);
+  g.b.Clear();
+  wire::encode_vkCmdWaitEvents(g.b, g.ids, cb, 1, &event, VK_PIPELINE_STAGE_HOST_BIT, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                               0, nullptr, 0, nullptr, 0, nullptr);
+  g.add(wire::kCmd_vkCmdWaitEvents, g.b);
+  wire::vkEndCommandBuffer_s end{};
+  wire::encode_vkEndCommandBuffer(end, g.ids, cb);
+  g.add_fixed(wire::kCmd_vkEndCommandBuffer, end);
+}
+
+void set_event(LiveSession& g) {
+  wire::vkSetEvent_s set{};
+  wire::encode_vkSetEvent(set, g.ids, as_handle<VkDevice>(kDeviceId), as_handle<VkEvent>(kEventId));
+  g.add_fixed(wire::kCmd_vkSetEvent, set);
+}
+
+int32_t result_of(const std::optional<Reply>& r) { return r ? r->header.result : INT32_MIN; }
+
+// ------------------------------------------------------------------ batches
+TEST(SessionBatch, RecordsOfABatchRunInOrderWithOneReplyEach) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kFenceId, true);
+  stats(g);
+  wait_fence(g, kFenceId, 0);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  auto first = g.next_reply();
+  auto wait = g.next_reply();
+  auto second = g.next_reply();
+  ASSERT_TRUE(first && wait && second);
+  EXPECT_EQ(first->header.command, wire::kCtlSessionStats);
+  EXPECT_EQ(wait->header.command, wire::kCmd_vkWaitForFences);
+  EXPECT_EQ(wait->header.result, VK_SUCCESS);
+  EXPECT_EQ(second->header.command, wire::kCtlSessionStats);
+  EXPECT_EQ(wait->header.seq, first->header.seq + 1);
+  EXPECT_EQ(second->header.seq, wait->header.seq + 1);
+  // Three set-up records, then the fence, the stats, the wait and the stats again.
+  EXPECT_EQ(second->as<wire::StatsReply>().records, first->as<wire::StatsReply>().records + 2);
+}
+
+TEST(SessionBatch, ATruncatedRecordHeaderEndsTheSession) {
+  LiveSession g;
+  const std::vector<std::byte> four(4);
+  ASSERT_TRUE(g.send_bytes(four));
+  EXPECT_EQ(g.end_reason(), "truncated record header");
+  EXPECT_TRUE(g.join_within(5s));
+}
+
+TEST(SessionBatch, ARecordSizeThatIsNotWholeWordsEndsTheSession) {
+  LiveSession g;
+  std::vector<std::byte> batch(16);
+  const wire::RecordHeader h{12, wire::kCtlSessionStats, wire::kRecordWantsReply};
+  std::memcpy(batch.data(), &h, sizeof(h));
+  ASSERT_TRUE(g.send_bytes(batch));
+  EXPECT_EQ(g.end_reason(), "record size 12 out of bounds");
+}
+
+TEST(SessionBatch, ARecordLongerThanItsBatchEndsTheSession) {
+  LiveSession g;
+  std::vector<std::byte> batch(16);
+  const wire::RecordHeader h{24, wire::kCtlSessionStats, wire::kRecordWantsReply};
+  std::memcpy(batch.data(), &h, sizeof(h));
+  ASSERT_TRUE(g.send_bytes(batch));
+  EXPECT_EQ(g.end_reason(), "record size 24 out of bounds");
+}
+
+TEST(SessionBatch, AnUnknownCommandEndsTheSessionNamingIt) {
+  LiveSession g;
+  g.add(wire::kCommandIdLimit, nullptr, 0);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "command id " + std::to_string(wire::kCommandIdLimit) + ": record: unknown command");
+}
+
+TEST(SessionBatch, AMessageThatIsNotABatchEndsTheSession) {
+  LiveSession g;
+  ASSERT_TRUE(g.send_bytes(std::vector<std::byte>(8), 7));
+  EXPECT_EQ(g.end_reason(), "unexpected message kind 7");
+}
+
+TEST(SessionBatch, TheGuestLeavingEndsTheSessionCleanly) {
+  auto g = std::make_unique<LiveSession>();
+  ASSERT_TRUE(g->setup_device());
+  g->guest().close();
+  ASSERT_TRUE(g->join_within(5s));
+  EXPECT_EQ(g->session().end_reason(), "guest disconnected");
+  EXPECT_TRUE(g->session().ended_by_guest());
+}
+
+TEST(SessionBatch, StopEndsTheSessionAsTheServers) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  g.session().stop();
+  ASSERT_TRUE(g.join_within(5s));
+  EXPECT_EQ(g.session().end_reason(), "server shutting down");
+  EXPECT_TRUE(g.session().ended_by_server());
+}
+
+// ------------------------------------------------------------------ object ids
+TEST(SessionObjects, ANewObjectCannotTakeIdZero) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, 0, false);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "vkCreateFence.pFence: new object id 0");
+}
+
+TEST(SessionObjects, ANewObjectCannotTakeAnIdInUse) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kDeviceId, false);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "vkCreateFence.pFence: new object id already in use");
+}
+
+TEST(SessionObjects, TheObjectLimitEndsTheSession) {
+  ServerConfig config = test_config();
+  config.max_objects = 4;  // instance, physical device, device, one fence
+  LiveSession g(config);
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kFenceId, false);
+  create_fence(g, kFenceId + 1, false);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "vkCreateFence.pFence: object limit reached (--max-objects 4)");
+}
+
+TEST(SessionObjects, AnIdOfTheWrongTypeEndsTheSession) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kFenceId, true);
+  VkFence not_a_fence = as_handle<VkFence>(kInstanceId);
+  g.b.Clear();
+  wire::encode_vkWaitForFences(g.b, g.ids, as_handle<VkDevice>(kDeviceId), 1, &not_a_fence, VK_TRUE, 0);
+  g.add_reply(wire::kCmd_vkWaitForFences, g.b);
+  ASSERT_TRUE(g.send());
+  const std::string why = g.end_reason();
+  EXPECT_NE(why.find("vkWaitForFences"), std::string::npos) << why;
+  EXPECT_NE(why.find("unknown handle"), std::string::npos) << why;
+}
+
+TEST(SessionObjects, StatsCountTheObjectsTheGuestMade) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  stats(g);
+  ASSERT_TRUE(g.send());
+  auto before = g.next_reply();
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->as<wire::StatsReply>().objects, 3u);  // instance, physical device, device
+  create_fence(g, kFenceId, false);
+  create_fence(g, kFenceId + 1, false);
+  destroy_fence(g, kFenceId);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  auto after = g.next_reply();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->as<wire::StatsReply>().objects, 4u);
+  EXPECT_GT(after->as<wire::StatsReply>().bytes, before->as<wire::StatsReply>().bytes);
+}
+
+// ------------------------------------------------------------------ control commands
+TEST(SessionControl, AnUnknownControlCommandEndsTheSession) {
+  LiveSession g;
+  g.add_reply(0xF0FF, nullptr, 0);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61695: control: unknown control command");
+}
+
+TEST(SessionControl, EnumeratingPhysicalDevicesOfAnUnknownInstanceEndsTheSession) {
+  LiveSession g;
+  const wire::EnumeratePhysicalDevicesRequest req{77, 100, 1, 0};
+  g.add_reply(wire::kCtlEnumeratePhysicalDevices, &req, sizeof(req));
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61440: EnumeratePhysicalDevices: unknown instance id");
+}
+
+TEST(SessionControl, EnumeratingTwiceKeepsTheFirstIds) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  const wire::EnumeratePhysicalDevicesRequest req{kInstanceId, 5000, 4, 0};
+  auto r = g.call(wire::kCtlEnumeratePhysicalDevices, &req, sizeof(req));
+  ASSERT_TRUE(r);
+  ASSERT_GE(r->payload.size(), 16u);
+  const auto ids = r->as<std::array<uint64_t, 2>>();
+  EXPECT_EQ(ids[0], 1u);  // lavapipe is one device
+  EXPECT_EQ(ids[1], kPhysicalDeviceId);
+}
+
+TEST(SessionControl, AShortMemoryRequestEndsTheSession) {
+  LiveSession g;
+  const uint64_t half[2] = {kMemoryId, 0};
+  g.add(wire::kCtlMemoryWrite, half, sizeof(half));
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61442: memory: short request");
+}
+
+TEST(SessionControl, MemoryOfAnUnknownIdEndsTheSession) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  const wire::MemoryRange r{kMemoryId, 0, 16};
+  g.add_reply(wire::kCtlMemoryRead, &r, sizeof(r));
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61443: memory: unknown memory id");
+}
+
+// Host-visible memory of three pages; the fd the host shares it through, mapped here.
+struct Mapped {
+  int fd = -1;
+  std::byte* ptr = nullptr;
+  size_t size = 0;
+  ~Mapped() {
+    if (ptr) munmap(ptr, size);
+    if (fd >= 0) close(fd);
+  }
+};
+
+bool allocate_shared(LiveSession& g, size_t size, Mapped* out) {
+  VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  alloc.allocationSize = size;
+  alloc.memoryTypeIndex = 0;  // lavapipe's one type: device-local, host-visible, coherent
+  VkDeviceMemory memory = as_handle<VkDeviceMemory>(kMemoryId);
+  g.b.Clear();
+  wire::encode_vkAllocateMemory(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, nullptr, &memory);
+  auto r = g.call(wire::kCmd_vkAllocateMemory, g.b);
+  if (!r || r->header.result != VK_SUCCESS) return false;
+  out->fd = g.take_fd(wire::kFdTagMemoryBase + kMemoryId);
+  if (out->fd < 0) return false;
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, out->fd, 0);
+  if (p == MAP_FAILED) return false;
+  out->ptr = static_cast<std::byte*>(p);
+  out->size = size;
+  return true;
+}
+
+struct ReadBack {
+  std::vector<wire::MemoryRun> runs;
+  std::vector<std::byte> bytes;
+};
+
+std::optional<ReadBack> read_barrier(LiveSession& g, uint64_t offset, uint64_t size) {
+  const wire::MemoryRange range{kMemoryId, offset, size};
+  auto r = g.call(wire::kCtlMemoryRead, &range, sizeof(range));
+  if (!r) return std::nullopt;
+  const auto header = r->as<wire::MemoryReadReply>();
+  ReadBack out;
+  out.runs.resize(header.runs);
+  const size_t runs_bytes = header.runs * sizeof(wire::MemoryRun);
+  if (r->payload.size() < sizeof(header) + runs_bytes) return std::nullopt;
+  std::memcpy(out.runs.data(), r->payload.data() + sizeof(header), runs_bytes);
+  out.bytes.assign(r->payload.begin() + static_cast<long>(sizeof(header) + runs_bytes), r->payload.end());
+  return out;
+}
+
+TEST(SessionControl, AReadBarrierSendsOnlyThePagesThatDifferFromTheGuestCopy) {
+  constexpr size_t kPage = 4096, kSize = 3 * kPage;
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, kSize, &m));
+  // The guest's copy: all three pages written through the write barrier.
+  std::vector<std::byte> write(sizeof(wire::MemoryRange) + kSize, std::byte{0x5A});
+  const wire::MemoryRange range{kMemoryId, 0, kSize};
+  std::memcpy(write.data(), &range, sizeof(range));
+  g.add(wire::kCtlMemoryWrite, write.data(), write.size());
+  ASSERT_TRUE(g.send());
+  auto same = read_barrier(g, 0, kSize);
+  ASSERT_TRUE(same);
+  EXPECT_TRUE(same->runs.empty());
+  // The device writes the middle page (here: through the shared pages, which the host sees).
+  std::memset(m.ptr + kPage + 100, 0x33, 8);
+  auto changed = read_barrier(g, 0, kSize);
+  ASSERT_TRUE(changed);
+  ASSERT_EQ(changed->runs.size(), 1u);
+  EXPECT_EQ(changed->runs[0].offset, kPage);
+  EXPECT_EQ(changed->runs[0].size, kPage);
+  ASSERT_EQ(changed->bytes.size(), kPage);
+  EXPECT_EQ(changed->bytes[100], std::byte{0x33});
+  EXPECT_EQ(changed->bytes[0], std::byte{0x5A});
+  // Sent once: the guest has it now.
+  auto again = read_barrier(g, 0, kSize);
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->runs.empty());
+}
+
+TEST(SessionControl, AMemoryRangePastTheEndEndsTheSession) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, 4096, &m));
+  const wire::MemoryRange range{kMemoryId, 4000, 200};
+  g.add_reply(wire::kCtlMemoryRead, &range, sizeof(range));
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61443: memory: range out of bounds");
+}
+
+TEST(SessionControl, AWriteShorterThanItsRangeEndsTheSession) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, 4096, &m));
+  std::vector<std::byte> write(sizeof(wire::MemoryRange) + 8);
+  const wire::MemoryRange range{kMemoryId, 0, 64};
+  std::memcpy(write.data(), &range, sizeof(range));
+  g.add(wire::kCtlMemoryWrite, write.data(), write.size());
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61442: memory: short write");
+}
+
+TEST(SessionControl, OrdinaryMemoryIsNotExternalMemory) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, 4096, &m));
+  const uint64_t id = kMemoryId;
+  g.add_reply(wire::kCtlExternalMemory, &id, sizeof(id));
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61444: external memory: not external host-visible memory");
+}
+
+TEST(SessionControl, ASocketSessionHasNoMemoryPlacement) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, 4096, &m));
+  const uint64_t id = kMemoryId;
+  g.add_reply(wire::kCtlMemoryPlacement, &id, sizeof(id));
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61447: memory placement: not host-visible memory in the device");
+}
+
+TEST(SessionControl, NamingMemoryForPresentationBeforeJoiningEndsTheSession) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  const wire::PresentNameRequest req{kMemoryId, 0, 4096};
+  g.add_reply(wire::kCtlPresentName, &req, sizeof(req));
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61446: present: name before join");
+}
+
+// ------------------------------------------------------------------ blocking calls
+TEST(SessionSync, AWaitOnASignaledFenceIsAnsweredAtOnce) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kFenceId, true);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(result_of(g.next_reply()), VK_SUCCESS);
+}
+
+TEST(SessionSync, AWaitOnAnUnsignaledFenceTimesOutAfterTheGuestsTimeout) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kFenceId, false);
+  wait_fence(g, kFenceId, 0);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(result_of(g.next_reply()), VK_TIMEOUT);
+  // Longer than the session thread's own try (200 us): the rest is waited on a waiter thread.
+  for (uint64_t timeout_ms : {1, 30}) {
+    const auto start = std::chrono::steady_clock::now();
+    wait_fence(g, kFenceId, timeout_ms * 1'000'000);
+    ASSERT_TRUE(g.send());
+    EXPECT_EQ(result_of(g.next_reply()), VK_TIMEOUT);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(timeout_ms));
+  }
+}
+
+TEST(SessionSync, APendingWaitDoesNotHoldUpTheRecordsAfterIt) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kFenceId, false);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  auto r = g.next_reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->header.command, wire::kCtlSessionStats);
+}
+
+TEST(SessionSync, DestroyingAFenceAPendingWaitUsesEndsTheSession) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kFenceId, false);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  ASSERT_TRUE(g.next_reply());  // the stats: the wait is pending on a waiter thread
+  destroy_fence(g, kFenceId);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "vkDestroyFence: fence is in use by a pending vkWaitForFences");
+  // The waiter gives up once the session closes; the session ends with it.
+  EXPECT_TRUE(g.join_within(5s));
+}
+
+TEST(SessionSync, TooManyPendingWaitsEndTheSession) {
+  ServerConfig config = test_config();
+  config.max_pending_waits = 2;
+  LiveSession g(config);
+  ASSERT_TRUE(g.setup_device());
+  create_fence(g, kFenceId, false);
+  for (int i = 0; i < 3; ++i) wait_fence(g, kFenceId, UINT64_MAX);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "vkWaitForFences: too many pending blocking calls (limit 2)");
+}
+
+TEST(SessionSync, AWaitThatTheGpuFinishesLaterIsAnsweredThen) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  blocked_work(g);
+  create_fence(g, kFenceId, false);
+  submit(g, kCommandBufferId, kFenceId);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  auto alloc = g.next_reply();
+  ASSERT_TRUE(alloc);
+  EXPECT_EQ(alloc->header.command, wire::kCmd_vkAllocateCommandBuffers);
+  auto s = g.next_reply();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->header.command, wire::kCtlSessionStats);  // the wait is still pending
+  set_event(g);
+  ASSERT_TRUE(g.send());
+  auto wait = g.next_reply();
+  ASSERT_TRUE(wait);
+  EXPECT_EQ(wait->header.command, wire::kCmd_vkWaitForFences);
+  EXPECT_EQ(wait->header.result, VK_SUCCESS);
+}
+
+// vkQueueWaitIdle on a waiter thread while the session thread submits to the same queue: the
+// wait must not overlap a submission (the queue is externally synchronized) and must not hold
+// the queue while it waits (the submissions would stall behind it).
+TEST(SessionSync, QueueWaitIdleOnAWaiterLetsSubmissionsGoOnAndAnswersOnceIdle) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  blocked_work(g);
+  submit(g, kCommandBufferId, 0);
+  g.b.Clear();
+  wire::encode_vkQueueWaitIdle(g.b, g.ids, as_handle<VkQueue>(kQueueId));
+  g.add_reply(wire::kCmd_vkQueueWaitIdle, g.b);
+  ASSERT_TRUE(g.send());
+  ASSERT_TRUE(g.next_reply());  // vkAllocateCommandBuffers
+  // More submissions while the idle wait is pending (on a waiter thread by now: the session
+  // thread's try gives up after 200 us): each is answered (the stats after them come back)
+  // before the queue is idle.
+  create_fence(g, kFenceId, false);
+  for (int round = 0; round < 5; ++round) {
+    std::this_thread::sleep_for(2ms);
+    for (int i = 0; i < 4; ++i) submit(g, 0, round == 4 && i == 3 ? kFenceId : 0);
+    stats(g);
+    ASSERT_TRUE(g.send());
+    auto s = g.next_reply();
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->header.command, wire::kCtlSessionStats);
+  }
+  set_event(g);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  ASSERT_TRUE(g.send());
+  auto idle = g.next_reply();
+  ASSERT_TRUE(idle);
+  auto fence = g.next_reply();
+  ASSERT_TRUE(fence);
+  if (idle->header.command != wire::kCmd_vkQueueWaitIdle) std::swap(idle, fence);
+  EXPECT_EQ(idle->header.command, wire::kCmd_vkQueueWaitIdle);
+  EXPECT_EQ(idle->header.result, VK_SUCCESS);
+  EXPECT_EQ(fence->header.command, wire::kCmd_vkWaitForFences);
+  EXPECT_EQ(fence->header.result, VK_SUCCESS);
+}
+
+TEST(SessionSync, DeviceWaitIdleAnswersOnceEveryQueueIsIdle) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  blocked_work(g);
+  submit(g, kCommandBufferId, 0);
+  g.b.Clear();
+  wire::encode_vkDeviceWaitIdle(g.b, g.ids, as_handle<VkDevice>(kDeviceId));
+  g.add_reply(wire::kCmd_vkDeviceWaitIdle, g.b);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  ASSERT_TRUE(g.next_reply());  // vkAllocateCommandBuffers
+  auto s = g.next_reply();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->header.command, wire::kCtlSessionStats);  // the idle wait is pending
+  set_event(g);
+  ASSERT_TRUE(g.send());
+  auto idle = g.next_reply();
+  ASSERT_TRUE(idle);
+  EXPECT_EQ(idle->header.command, wire::kCmd_vkDeviceWaitIdle);
+  EXPECT_EQ(idle->header.result, VK_SUCCESS);
+}
+
+TEST(SessionSync, AGuestThatLeavesWithAWaitPendingIsTornDownPromptly) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  blocked_work(g);
+  submit(g, kCommandBufferId, 0);
+  g.b.Clear();
+  wire::encode_vkQueueWaitIdle(g.b, g.ids, as_handle<VkQueue>(kQueueId));
+  g.add_reply(wire::kCmd_vkQueueWaitIdle, g.b);
+  create_fence(g, kFenceId, false);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  ASSERT_TRUE(g.next_reply());  // vkAllocateCommandBuffers
+  ASSERT_TRUE(g.next_reply());  // stats: both waits pending
+  // The queue never becomes idle by itself; teardown waits for the device, so the event is
+  // set for it as a guest's last act, then the guest goes.
+  set_event(g);
+  ASSERT_TRUE(g.send());
+  g.guest().close();
+  EXPECT_TRUE(g.join_within(5s));
+  EXPECT_EQ(g.session().end_reason(), "guest disconnected");
+}
+
+}  // namespace
+}  // namespace bypass::host::test

@@ -7,9 +7,9 @@
 #include <cstring>
 #include <vector>
 
-#include "config.h"
+#include "bypass/host/config.h"
 #include "presentation.h"
-#include "session.h"
+#include "bypass/host/session.h"
 
 namespace bypass::host {
 

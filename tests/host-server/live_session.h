@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "bypass/transport/session.h"
-#include "config.h"
+#include "bypass/host/config.h"
 #include "raw_protocol.h"
-#include "session.h"
+#include "bypass/host/session.h"
 
 namespace bypass::host::test {
 

@@ -1,5 +1,5 @@
 // The session's object table on its own: guest ids to driver handles, by type, with owners.
-#include "object_table.h"
+#include "bypass/host/object_table.h"
 
 #include <gtest/gtest.h>
 

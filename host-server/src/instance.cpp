@@ -1,0 +1,76 @@
+// Instance-level handlers: instance creation and destruction, global queries. (Physical devices
+// are enumerated by a control command: src/control.cpp.)
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bypass/host/config.h"
+#include "guest_only.h"
+#include "bypass/host/session.h"
+
+namespace bypass::host {
+
+namespace {
+
+Session& session(wire::HostContext& c) { return static_cast<Session&>(c); }
+
+void handle_vkCreateInstance(wire::HostContext& c, wire::Args_vkCreateInstance& a) {
+  Session& s = session(c);
+  VkInstanceCreateInfo info = *a.pCreateInfo;
+  std::vector<const char*> exts;
+  for (uint32_t i = 0; i < info.enabledExtensionCount; ++i)
+    if (!is_guest_only_extension(info.ppEnabledExtensionNames[i])) exts.push_back(info.ppEnabledExtensionNames[i]);
+  info.enabledExtensionCount = static_cast<uint32_t>(exts.size());
+  info.ppEnabledExtensionNames = exts.data();
+  info.enabledLayerCount = 0;  // layers run in the guest, above the ICD
+  info.ppEnabledLayerNames = nullptr;
+  auto create = reinterpret_cast<PFN_vkCreateInstance>(s.gipa()(nullptr, "vkCreateInstance"));
+  a.result = create(&info, nullptr, a.pInstance);
+  if (a.result != VK_SUCCESS) return;
+  auto d = std::make_shared<wire::Dispatch>();
+  wire::load_instance_dispatch(*d, s.gipa(), *a.pInstance);
+  s.set_dispatch(wire::handle_bits(*a.pInstance), std::move(d));
+  s.add_object(VK_OBJECT_TYPE_INSTANCE, a.id_pInstance, wire::handle_bits(*a.pInstance), 0);
+}
+
+// Devices the guest left alive go first, each with its children: the driver does not destroy
+// them with their instance (each would keep its memory and its threads in bypassd).
+void handle_vkDestroyInstance(wire::HostContext& c, wire::Args_vkDestroyInstance& a) {
+  Session& s = session(c);
+  const uint64_t inst = wire::handle_bits(a.instance);
+  auto d = s.dispatch_ptr(inst);
+  if (!d) return;
+  if (!s.destroy_ok("vkDestroyInstance", "instance", inst)) return;
+  for (const ObjectEntry& e : s.objects().entries()) {
+    if (e.type != VK_OBJECT_TYPE_DEVICE) continue;
+    const ObjectEntry* physical = s.objects().entry_of_handle(e.owner);
+    if (physical && physical->owner == inst) s.destroy_device(e.handle);
+  }
+  d->vkDestroyInstance(a.instance, nullptr);
+  s.remove_object(VK_OBJECT_TYPE_INSTANCE, inst);
+}
+
+void handle_vkEnumerateInstanceExtensionProperties(wire::HostContext& c,
+                                                   wire::Args_vkEnumerateInstanceExtensionProperties& a) {
+  auto fn = reinterpret_cast<PFN_vkEnumerateInstanceExtensionProperties>(
+      session(c).gipa()(nullptr, "vkEnumerateInstanceExtensionProperties"));
+  a.result = fn(a.pLayerName, a.pPropertyCount, a.pProperties);
+}
+
+void handle_vkEnumerateInstanceVersion(wire::HostContext& c, wire::Args_vkEnumerateInstanceVersion& a) {
+  auto fn = reinterpret_cast<PFN_vkEnumerateInstanceVersion>(session(c).gipa()(nullptr, "vkEnumerateInstanceVersion"));
+  a.result = fn ? fn(a.pApiVersion) : (*a.pApiVersion = VK_API_VERSION_1_0, VK_SUCCESS);
+}
+
+}  // namespace
+
+void register_instance_handlers(wire::Handlers& h) {
+  h.vkCreateInstance = handle_vkCreateInstance;
+  h.vkDestroyInstance = handle_vkDestroyInstance;
+  h.vkEnumerateInstanceExtensionProperties = handle_vkEnumerateInstanceExtensionProperties;
+  h.vkEnumerateInstanceVersion = handle_vkEnumerateInstanceVersion;
+}
+
+}  // namespace bypass::host

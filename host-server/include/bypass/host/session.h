@@ -242,8 +242,8 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // records, tracking fences) and waiter threads (wait_idle) both use queues. Every driver
   // call on a queue is made with queue_mu_ held, and only for as long as the call takes
   // (submissions, never waits). queue_device_ is written by the session thread and read by
-  // waiters, both under queue_mu_. Lock order: queue_mu_ before dispatch_mu_; never with
-  // jobs_mu_ or reply_mu_.
+  // waiters, both under queue_mu_. Lock order: queue_mu_ before reply_mu_ (a vkQueue* record
+  // that answers replies with it held); no other lock is held when it is taken.
   std::mutex queue_mu_;
   std::unordered_map<uint64_t, uint64_t> queue_device_;  // queue -> its device
   // Idle fences a waiter stopped waiting for when the session closed: still in a queue, so

@@ -140,10 +140,7 @@ bool try_vkDeviceWaitIdle(wire::HostContext& c, wire::Args_vkDeviceWaitIdle& a) 
 }
 
 void handle_vkQueueWaitIdle(wire::HostContext& c, wire::Args_vkQueueWaitIdle& a) {
-  Session& s = session(c);
-  const uint64_t queue = wire::handle_bits(a.queue);
-  const uint64_t device = s.device_of_queue(queue);
-  a.result = device ? s.wait_idle(device, queue) : kNoFunction;
+  a.result = session(c).wait_idle(0, wire::handle_bits(a.queue));
 }
 
 void handle_vkDeviceWaitIdle(wire::HostContext& c, wire::Args_vkDeviceWaitIdle& a) {
@@ -174,12 +171,6 @@ void handle_vkGetQueryPoolResults(wire::HostContext& c, wire::Args_vkGetQueryPoo
 
 }  // namespace
 
-uint64_t Session::device_of_queue(uint64_t queue) {
-  std::lock_guard lock(queue_mu_);
-  auto it = queue_device_.find(queue);
-  return it == queue_device_.end() ? 0 : it->second;
-}
-
 VkResult Session::submit_idle_fences(const wire::Dispatch& d, VkDevice device, const std::vector<VkQueue>& queues,
                                      std::vector<VkFence>* fences) {
   for (VkQueue queue : queues) {
@@ -197,6 +188,12 @@ VkResult Session::submit_idle_fences(const wire::Dispatch& d, VkDevice device, c
 }
 
 VkResult Session::wait_idle(uint64_t device, uint64_t queue) {
+  if (queue) {
+    std::lock_guard lock(queue_mu_);
+    auto it = queue_device_.find(queue);
+    if (it == queue_device_.end()) return kNoFunction;
+    device = it->second;
+  }
   const wire::Dispatch& d = dispatch_of(device);
   if (!d.vkCreateFence || !d.vkQueueSubmit || !d.vkWaitForFences || !d.vkDestroyFence) return kNoFunction;
   auto dev = wire::handle_from_bits<VkDevice>(device);

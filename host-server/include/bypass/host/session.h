@@ -94,7 +94,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // submit.cpp, validate.cpp). Session thread only, unless a comment says otherwise.
   const ServerConfig& config() const { return config_; }  // any thread (immutable)
   const SessionStats& stats() const { return stats_; }    // any thread (atomics)
-  ObjectTable& objects() { return objects_; }
+  const ObjectTable& objects() const { return objects_; }
   Resources& resources() { return resources_; }
   // A VM guest's session: where its host-visible memory comes from (null on a socket session,
   // whose memory is a memfd per allocation). Held by every block's SharedMemory::mapping too.
@@ -124,14 +124,12 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // Waits up to timeout_ns for every guest submission on `device` through the tracking fences:
   // VK_SUCCESS once all are done, VK_TIMEOUT, or VK_INCOMPLETE when the tracking cannot tell.
   VkResult wait_tracked(uint64_t device, uint64_t timeout_ns);
-  // vkQueueWaitIdle (queue != 0) or vkDeviceWaitIdle (queue == 0) off the session thread: each
-  // queue gets an empty submission with a fence of ours while queue_mu_ is held, then the fences
-  // are waited for without it, so the wait never overlaps a submission on the same queue and
-  // never holds one up. Ends with VK_ERROR_DEVICE_LOST when the session closes first. Waiter
-  // threads.
+  // vkQueueWaitIdle (`queue`, its device found here) or vkDeviceWaitIdle (`device`, queue 0) off
+  // the session thread: each queue gets an empty submission with a fence of ours while
+  // queue_mu_ is held, then the fences are waited for without it, so the wait never overlaps a
+  // submission on the same queue and never holds one up. Ends with VK_ERROR_DEVICE_LOST when
+  // the session closes first, or names a queue the session does not have. Waiter threads.
   VkResult wait_idle(uint64_t device, uint64_t queue);
-  // The device a queue belongs to, 0 if the session has no such queue. Any thread (queue_mu_).
-  uint64_t device_of_queue(uint64_t queue);
   // Any thread.
   bool closing() const {
     return closing_.load(std::memory_order_acquire) ||

@@ -143,6 +143,22 @@ void write_seeds(const std::string& dir) {
   wire::vkBindBufferMemory_s bind{};
   wire::encode_vkBindBufferMemory(bind, ids, device, buffer, memory, 0);
   write_seed(dir, "bind-buffer-memory", wire::kCmd_vkBindBufferMemory, wire::kRecordFixed, &bind, sizeof(bind));
+
+  // The control commands (host-server/src/control.cpp) over that memory, each a seed of its
+  // own: the shadow barriers, external memory, placement, presentation names.
+  const wire::MemoryRange range{kMemoryId2, 0, 4096};
+  std::vector<std::byte> write(sizeof(range) + 64, std::byte{0x5A});
+  std::memcpy(write.data(), &range, sizeof(range));
+  write_seed(dir, "ctl-memory-write", wire::kCtlMemoryWrite, 0, write.data(), write.size());
+  write_seed(dir, "ctl-memory-read", wire::kCtlMemoryRead, wire::kRecordWantsReply, &range, sizeof(range));
+  const uint64_t id = kMemoryId2;
+  write_seed(dir, "ctl-external-memory", wire::kCtlExternalMemory, wire::kRecordWantsReply, &id, sizeof(id));
+  write_seed(dir, "ctl-memory-placement", wire::kCtlMemoryPlacement, wire::kRecordWantsReply, &id, sizeof(id));
+  const wire::PresentNameRequest name{kMemoryId2, 0, 4096};
+  write_seed(dir, "ctl-present-name", wire::kCtlPresentName, wire::kRecordWantsReply, &name, sizeof(name));
+  const wire::EnumeratePhysicalDevicesRequest enumerate{bypass::test::kInstanceId, 2000, 4, 0};
+  write_seed(dir, "ctl-enumerate", wire::kCtlEnumeratePhysicalDevices, wire::kRecordWantsReply, &enumerate,
+             sizeof(enumerate));
 }
 
 }  // namespace

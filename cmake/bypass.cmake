@@ -26,6 +26,11 @@ if(BYPASS_TSAN)
                   OUTPUT_VARIABLE BYPASS_TSAN_RUNTIME OUTPUT_STRIP_TRAILING_WHITESPACE)
   set(BYPASS_TSAN_OPTIONS
       "halt_on_error=1 second_deadlock_stack=1 history_size=4 suppressions=${CMAKE_SOURCE_DIR}/tests/tsan.supp")
+  # Everything of ours runs several times slower: test timeouts (and the e2e harness's hang
+  # limits, through BYPASS_TIMEOUT_SCALE) stretch by this factor.
+  set(BYPASS_TIMEOUT_SCALE 4)
+else()
+  set(BYPASS_TIMEOUT_SCALE 1)
 endif()
 
 # bypass_add_test(NAME name LABEL label SOURCES ... [LIBS ...] [TIMEOUT s] [PROPERTIES ...])
@@ -39,6 +44,7 @@ function(bypass_add_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
+  math(EXPR T_TIMEOUT "${T_TIMEOUT} * ${BYPASS_TIMEOUT_SCALE}")
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL};${T_LABELS}" TIMEOUT ${T_TIMEOUT})
   if(BYPASS_TSAN)

@@ -24,6 +24,7 @@ set(BYPASS_E2E_ENV
 # bypass_add_e2e_test(NAME name SCRIPT file.py ARGS ... LABELS ... TIMEOUT s)
 function(bypass_add_e2e_test)
   cmake_parse_arguments(T "" "NAME;SCRIPT;TIMEOUT" "ARGS;LABELS" ${ARGN})
+  math(EXPR T_TIMEOUT "${T_TIMEOUT} * ${BYPASS_TIMEOUT_SCALE}")
   add_test(NAME ${T_NAME} COMMAND ${Python3_EXECUTABLE} ${T_SCRIPT} ${T_ARGS})
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
                        ENVIRONMENT "${BYPASS_E2E_ENV}")
@@ -42,5 +43,6 @@ endif()
 # ThreadSanitizer builds: every process of ours reports races (and ends at the first); programs
 # not built by us (vulkaninfo) loading the instrumented ICD get the runtime preloaded.
 if(BYPASS_TSAN)
-  list(APPEND BYPASS_E2E_ENV "BYPASS_TSAN_RUNTIME=${BYPASS_TSAN_RUNTIME}" "TSAN_OPTIONS=${BYPASS_TSAN_OPTIONS}")
+  list(APPEND BYPASS_E2E_ENV "BYPASS_TSAN_RUNTIME=${BYPASS_TSAN_RUNTIME}" "TSAN_OPTIONS=${BYPASS_TSAN_OPTIONS}"
+       "BYPASS_TIMEOUT_SCALE=${BYPASS_TIMEOUT_SCALE}")
 endif()

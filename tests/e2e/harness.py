@@ -41,6 +41,11 @@ def check(condition, message):
         raise TestFailure(message)
 
 
+# A ThreadSanitizer build (BYPASS_TSAN=ON) runs every process of ours several times slower: the
+# waits that call a process hung (and ctest's timeouts, in CMake) stretch by this factor.
+TIMEOUT_SCALE = float(os.environ.get("BYPASS_TIMEOUT_SCALE") or 1)
+
+
 def log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -167,7 +172,7 @@ class Bypassd:
         argv = [env_path("BYPASSD"), "--socket", self.socket, "--log-level", "debug"] + self.extra_args
         self.proc = spawn(argv, native_env(self.workdir), stdout=self._log_file, stderr=subprocess.STDOUT,
                           user=self.user)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
         while time.monotonic() < deadline:
             check(self.proc.poll() is None,
                   f"bypassd exited with status {self.proc.returncode} while starting:\n{self.log_text()}")
@@ -200,7 +205,7 @@ class Bypassd:
 
     def wait_stats(self, predicate, what, timeout=15.0):
         """Polls stats until predicate(stats) is true; returns those stats."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
         stats = None
         while time.monotonic() < deadline:
             stats = self.stats()
@@ -314,6 +319,7 @@ class Running:
 
     def wait(self, timeout):
         """Waits up to `timeout` s; a process still running then is a hang: killed and reported."""
+        timeout *= TIMEOUT_SCALE
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

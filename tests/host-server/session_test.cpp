@@ -572,6 +572,27 @@ TEST(SessionSync, DeviceWaitIdleAnswersOnceEveryQueueIsIdle) {
   EXPECT_EQ(idle->header.result, VK_SUCCESS);
 }
 
+// The GPU finishes a pending wait just as a bad record ends the session: the waiter's reply and
+// the session's last word (kMsgError) go out on the same reply ring, one producer at a time
+// (under TSan this is the race the final message once had).
+TEST(SessionSync, AWaiterRepliesWhileTheSessionEndsOnABadRecord) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  blocked_work(g);
+  create_fence(g, kFenceId, false);
+  submit(g, kCommandBufferId, kFenceId);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  ASSERT_TRUE(g.next_reply());  // vkAllocateCommandBuffers
+  ASSERT_TRUE(g.next_reply());  // stats: the wait is pending
+  set_event(g);
+  g.add(wire::kCommandIdLimit, nullptr, 0);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "command id " + std::to_string(wire::kCommandIdLimit) + ": record: unknown command");
+  EXPECT_TRUE(g.join_within(5s));
+}
+
 TEST(SessionSync, AGuestThatLeavesWithAWaitPendingIsTornDownPromptly) {
   LiveSession g;
   ASSERT_TRUE(g.setup_device());

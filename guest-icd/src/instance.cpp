@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "bypass/base/log.h"
 #include "objects.h"
 #include "wsi.h"
 
@@ -160,7 +161,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateInstance(const VkInstanceCreate
   }();
   auto conn = known_unreachable ? nullptr : Connection::open(&error);
   if (!conn) {
-    std::fprintf(stderr, "bypass: %s\n", error.c_str());
+    base::log(base::LogLevel::kError, "%s", error.c_str());
     return VK_ERROR_INITIALIZATION_FAILED;
   }
   for (uint32_t i = 0; i < pCreateInfo->enabledExtensionCount; ++i) {

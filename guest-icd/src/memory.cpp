@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "bypass/base/log.h"
 #include "objects.h"
 
 namespace bypass::icd {
@@ -28,7 +29,7 @@ VkResult make_shadow(Connection* conn, Mapping& m) {
   conn->set_memory_hooks(shadow_hooks());
   auto shadow = memshare::ShadowRegion::create(m.size);
   if (!shadow) {
-    std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
+    base::log(base::LogLevel::kError, "shadow memory: %s", shadow.error().message.c_str());
     return VK_ERROR_OUT_OF_HOST_MEMORY;
   }
   m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));

@@ -6,6 +6,10 @@ Protocol.enum_checked), `valid_<Enum>(v)` is true when v is a value Vulkan 1.0-1
 extension in data/extensions.txt defines; `enum_values(<Enum>)` lists those values for the
 tests. The struct and command decoders call `valid_<Enum>` before a handler runs, so an
 out-of-range enum never reaches the driver (which indexes tables with some of them).
+
+Also `is_dispatchable(VkObjectType)`: true for the object types whose handles vk.xml declares
+with VK_DEFINE_HANDLE (instance, physical device, device, queue, command buffer), which both
+sides treat differently (a guest struct with a dispatch pointer; a host dispatch table).
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ class EnumGenerator:
         for e in self.enums:
             L.append(f"bool valid_{e}(int32_t v);")
         L.append("")
+        L.append("// The object types vk.xml declares with VK_DEFINE_HANDLE (dispatchable handles).")
+        L.append("bool is_dispatchable(VkObjectType t);")
+        L.append("")
         L.append("struct EnumValueList {")
         L.append("  const int32_t* values;")
         L.append("  size_t count;")
@@ -73,8 +80,16 @@ class EnumGenerator:
             L.append(f"static const int32_t kValues_{e}[] = {{{', '.join(str(v) for v in values)}}};")
             L.append(f"EnumValueList enum_values({e}) {{ return {{kValues_{e}, {len(values)}}}; }}")
             L.append("")
+        L.extend(self.dispatchable())
         L.append(NS_CLOSE)
         return "\n".join(L)
+
+    def dispatchable(self) -> list[str]:
+        types = sorted(h.objtype for h in self.reg.handles.values() if h.dispatchable and h.objtype)
+        L = ["bool is_dispatchable(VkObjectType t) {", "  switch (t) {"]
+        L += [f"    case {t}:" for t in types]
+        L += ["      return true;", "    default:", "      return false;", "  }", "}", ""]
+        return L
 
     def write(self, outdir: str) -> list[str]:
         files = {"enums.h": self.header(), "enums.cpp": self.source()}

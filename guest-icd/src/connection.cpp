@@ -12,6 +12,7 @@
 #include "bypass/base/log.h"
 #include "bypass/memshare/client.h"
 #include "config.h"
+#include "enums.h"  // generated: wire::is_dispatchable
 
 namespace bypass::icd {
 
@@ -250,11 +251,11 @@ void Connection::unregister_object(Object* o) {
 
 uint64_t Connection::to_wire(VkObjectType type, uint64_t handle) {
   if (!handle) return 0;
-  return is_dispatchable(type) ? reinterpret_cast<Object*>(handle)->id : handle;
+  return wire::is_dispatchable(type) ? reinterpret_cast<Object*>(handle)->id : handle;
 }
 
 bool Connection::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
-  if (!is_dispatchable(type)) {
+  if (!wire::is_dispatchable(type)) {
     *handle = id;
     return true;
   }

@@ -10,6 +10,7 @@
 #include <new>
 
 #include "bypass/host/config.h"
+#include "enums.h"  // generated: wire::is_dispatchable
 #include "presentation.h"
 
 namespace bypass::host {
@@ -17,11 +18,6 @@ namespace bypass::host {
 using transport::Status;
 
 namespace {
-
-bool is_dispatchable(VkObjectType t) {
-  return t == VK_OBJECT_TYPE_INSTANCE || t == VK_OBJECT_TYPE_PHYSICAL_DEVICE || t == VK_OBJECT_TYPE_DEVICE ||
-         t == VK_OBJECT_TYPE_QUEUE || t == VK_OBJECT_TYPE_COMMAND_BUFFER;
-}
 
 const wire::Dispatch kNoDispatch{};
 
@@ -445,7 +441,7 @@ void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64
     objects_.add(type, id, handle, owner);
   }
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
-  if (is_dispatchable(type) && !dispatch_.count(handle)) {
+  if (wire::is_dispatchable(type) && !dispatch_.count(handle)) {
     // Queues, command buffers and physical devices use their owner's table; command
     // buffers are owned by a pool, which is owned by the device.
     std::lock_guard dlock(dispatch_mu_);

@@ -95,6 +95,16 @@ TEST(EnumDecoding, HostRefusesAStructMemberOutOfRangeNamingIt) {
   EXPECT_EQ(h.error(), "VkImageCreateInfo.imageType: 7 is not a valid VkImageType");
 }
 
+TEST(IsDispatchable, ExactlyTheHandlesVkXmlDeclaresWithVkDefineHandle) {
+  for (VkObjectType t : {VK_OBJECT_TYPE_INSTANCE, VK_OBJECT_TYPE_PHYSICAL_DEVICE, VK_OBJECT_TYPE_DEVICE,
+                         VK_OBJECT_TYPE_QUEUE, VK_OBJECT_TYPE_COMMAND_BUFFER})
+    EXPECT_TRUE(is_dispatchable(t)) << t;
+  for (VkObjectType t : {VK_OBJECT_TYPE_UNKNOWN, VK_OBJECT_TYPE_BUFFER, VK_OBJECT_TYPE_IMAGE, VK_OBJECT_TYPE_FENCE,
+                         VK_OBJECT_TYPE_DEVICE_MEMORY, VK_OBJECT_TYPE_COMMAND_POOL, VK_OBJECT_TYPE_SURFACE_KHR,
+                         VK_OBJECT_TYPE_SWAPCHAIN_KHR, VK_OBJECT_TYPE_DEBUG_UTILS_MESSENGER_EXT})
+    EXPECT_FALSE(is_dispatchable(t)) << t;
+}
+
 TEST(EnumDecoding, HostRefusesAnArrayElementInAChainLink) {
   HostRun h;
   const VkFormat formats[] = {VK_FORMAT_R8G8B8A8_UNORM, static_cast<VkFormat>(12345)};

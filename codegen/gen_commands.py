@@ -378,8 +378,8 @@ extern const RunFn kRunTable[kCommandIdLimit];
         VK_ERROR_DEVICE_LOST with that reason)."""
         if s.sync or s.cmd.ret != "VkResult":
             return []
-        return [f"  if (a.result < 0) return c.fail(\"{s.name}\", (\"VkResult \" + std::to_string(a.result) + "
-                f"\" on the host, after the guest was told VK_SUCCESS (an asynchronous call)\").c_str());"]
+        return [f"  if (a.result < 0) return c.decode.fail(\"{s.name}\", (\"VkResult \" + std::to_string(a.result) + "
+                f"\" on the host, after the guest was told VK_SUCCESS (an asynchronous call)\").c_str(), Fault::kDriver);"]
 
     def _copy_out(self, L, o: OutParam, n: str, bad: str, s) -> None:
         if o.kind == "struct_array":
@@ -650,7 +650,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
             return "\n".join(L)
         call = f"c.dispatch_of(handle_bits(a.{first.name})).{s.name}"
         L.append(f"  auto fn = {call};")
-        L.append(f"  if (!fn) {{ c.fail(\"{s.name}\", \"not supported by the host driver\"); return; }}")
+        L.append(f"  if (!fn) {{ c.decode.fail(\"{s.name}\", \"not supported by the host driver\", Fault::kDriver); return; }}")
         if s.name.startswith("vkDestroy") and len(s.cmd.params) >= 2:
             # A pending blocking call may still use what is destroyed (a fence waited for).
             p = s.cmd.params[1]

@@ -72,7 +72,7 @@ bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t s
   std::memcpy(&req, data, sizeof(req));
   uint64_t inst_bits = 0;
   if (!s.objects().lookup(VK_OBJECT_TYPE_INSTANCE, req.instance_id, &inst_bits))
-    return s.fail("EnumeratePhysicalDevices", "unknown instance id");
+    return s.decode.fail("EnumeratePhysicalDevices", "unknown instance id", wire::Fault::kInvalidUsage);
   if (req.max_devices > 64) return s.fail("EnumeratePhysicalDevices", "too many devices requested");
   auto inst = wire::handle_from_bits<VkInstance>(inst_bits);
   auto d = s.dispatch_ptr(inst_bits);

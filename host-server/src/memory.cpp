@@ -264,7 +264,7 @@ void handle_vkGetMemoryFdKHR(wire::HostContext& c, wire::Args_vkGetMemoryFdKHR& 
   Session& s = session(c);
   auto fn = s.dispatch_of(wire::handle_bits(a.device)).vkGetMemoryFdKHR;
   if (!fn) {
-    s.fail("vkGetMemoryFdKHR", "not supported by the host driver");
+    s.decode.fail("vkGetMemoryFdKHR", "not supported by the host driver", wire::Fault::kDriver);
     return;
   }
   int fd = -1;

@@ -67,17 +67,22 @@ void Session::run() {
   while (!closing()) {
     Status st = channel_.recv(msg, transport::deadline_after(std::chrono::milliseconds(200)));
     if (st == Status::kTimeout) continue;
-    if (st == Status::kPeerGone || st == Status::kClosed) {
-      end_reason_ = "guest disconnected";
+    if (st == Status::kClosed) {
+      end(EndReason::kGuestGoodbye, "the guest closed the session");
+      break;
+    }
+    if (st == Status::kPeerGone) {
+      end(EndReason::kPeerGone, "the guest disconnected without a goodbye");
       break;
     }
     if (st != Status::kOk) {
-      end_reason_ = std::string("transport: ") + transport::to_string(st);
-      if (const std::string detail = channel_.error_text(); !detail.empty()) end_reason_ += ": " + detail;
+      std::string detail = std::string("transport: ") + transport::to_string(st);
+      if (const std::string text = channel_.error_text(); !text.empty()) detail += ": " + text;
+      end(EndReason::kProtocolError, std::move(detail));
       break;
     }
     if (msg.kind != wire::kMsgBatch) {
-      end_reason_ = "unexpected message kind " + std::to_string(msg.kind);
+      end(EndReason::kProtocolError, "unexpected message kind " + std::to_string(msg.kind));
       break;
     }
     stats_.bytes.fetch_add(msg.payload.size(), std::memory_order_relaxed);
@@ -86,69 +91,86 @@ void Session::run() {
       ok = process_batch(msg.payload.data(), msg.payload.size());
     } catch (const std::bad_alloc&) {
       // In a worker, RLIMIT_DATA bounds everything the guest makes us (or the driver) allocate.
-      end_reason_ = "out of memory: the session reached its data limit (" +
-                    std::to_string(worker_data_limit(config_) >> 20) + " MiB, --worker-data-limit)";
-      ok = false;
+      ok = end(EndReason::kOutOfMemory, "the session reached its data limit (" +
+                                            std::to_string(worker_data_limit(config_) >> 20) +
+                                            " MiB, --worker-data-limit)");
     }
     // A large batch's buffer is not kept for the rest of the session.
     if (msg.payload.capacity() > (4u << 20)) std::vector<std::byte>().swap(msg.payload);
     {
       std::lock_guard lock(reply_mu_);
-      if (!send_failure_.empty()) {
+      if (send_failure_ != EndReason::kNone) {
+        // It outranks whatever the batch ended with: nothing more reaches this guest.
         end_reason_ = send_failure_;
+        end_detail_ = send_failure_detail_;
         break;
       }
     }
     if (!ok) break;
   }
-  if (end_reason_.empty()) {
+  {
     std::lock_guard lock(reply_mu_);
-    end_reason_ = send_failure_;
+    if (send_failure_ != EndReason::kNone) end(send_failure_, send_failure_detail_);
   }
-  if (end_reason_.empty()) {
-    end_reason_ = "server shutting down";
-    end_by_server_ = true;
-  }
-  const bool clean = end_reason_ == "guest disconnected" || end_reason_ == "guest ended the session";
-  end_by_guest_ = clean;
+  end(EndReason::kServerShutdown, "server shutting down");  // when nothing else ended it
+  const bool clean = is_clean(end_reason_);
   if (!clean) {
     // Tell the guest why before the socket closes; it may already be gone.
-    channel_.send(wire::kMsgError, std::as_bytes(std::span(end_reason_)), transport::deadline_after(std::chrono::milliseconds(100)));
+    channel_.send(wire::kMsgError, std::as_bytes(std::span(end_detail_)), transport::deadline_after(std::chrono::milliseconds(100)));
   }
   const size_t objects_before = object_count();
   teardown();
   // The guest learns at once that the session is over, not when the server reaps it.
   channel_.close();
+  // The one line naming the session, the reason and its detail (which names the command).
   if (clean)
-    spdlog::info("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+    spdlog::info("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_, objects_before);
   else
-    spdlog::warn("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+    spdlog::warn("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_, objects_before);
   if (shadow_read_asked_ > 0)
     spdlog::info("session {}: shadow read barriers sent {} of the {} bytes they covered", id_, shadow_read_sent_,
                  shadow_read_asked_);
   finished_.store(true, std::memory_order_release);
 }
 
+bool Session::end(EndReason reason, std::string detail) {
+  if (end_reason_ == EndReason::kNone) {
+    end_reason_ = reason;
+    end_detail_ = std::move(detail);
+  }
+  return false;
+}
+
+namespace {
+
+EndReason reason_of(wire::Fault fault) {
+  switch (fault) {
+    case wire::Fault::kMalformed: return EndReason::kProtocolError;
+    case wire::Fault::kInvalidUsage: return EndReason::kInvalidUsage;
+    case wire::Fault::kObjectLimit: return EndReason::kObjectLimit;
+    case wire::Fault::kPendingLimit: return EndReason::kPendingLimit;
+    case wire::Fault::kDriver: return EndReason::kDriverError;
+  }
+  return EndReason::kProtocolError;
+}
+
+}  // namespace
+
 bool Session::process_batch(const std::byte* bytes, size_t size) {
   const auto* data = reinterpret_cast<const uint8_t*>(bytes);
   size_t off = 0;
   while (off < size) {
     wire::RecordHeader h;
-    if (size - off < sizeof(h)) {
-      end_reason_ = "truncated record header";
-      return false;
-    }
+    if (size - off < sizeof(h)) return end(EndReason::kProtocolError, "truncated record header");
     std::memcpy(&h, data + off, sizeof(h));
-    if (h.size < sizeof(h) || h.size > size - off || h.size % 8 != 0) {
-      end_reason_ = "record size " + std::to_string(h.size) + " out of bounds";
-      return false;
-    }
+    if (h.size < sizeof(h) || h.size > size - off || h.size % 8 != 0)
+      return end(EndReason::kProtocolError, "record size " + std::to_string(h.size) + " out of bounds");
     const uint8_t* payload = data + off + sizeof(h);
     const size_t n = h.size - sizeof(h);
     record_wants_reply_ = h.flags & wire::kRecordWantsReply;
     if (record_wants_reply_) reply_seq = ++seq_;
     arena_.reset();
-    decode.error.clear();
+    decode.clear();
     batch_rest_ = h.size < size - off;
     record_command_ = h.command;
     record_blocks_ = h.command < wire::kCommandIdLimit && wire::command_blocks(h.command);
@@ -172,8 +194,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
                                    ? std::string(wire::command_name(h.command))
                                    : "command id " + std::to_string(h.command);
       const std::string& why = decode.error.empty() ? std::string("failed") : decode.error;
-      end_reason_ = why.starts_with(name) ? why : name + ": " + why;
-      return false;
+      return end(reason_of(decode.fault), why.starts_with(name) ? why : name + ": " + why);
     }
     off += h.size;
   }
@@ -312,7 +333,7 @@ void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, con
   std::array<std::span<const std::byte>, 2> parts{
       std::as_bytes(std::span(&h, 1)), std::span(static_cast<const std::byte*>(data), size)};
   std::lock_guard lock(reply_mu_);
-  if (!send_failure_.empty()) return;  // the session is ending; nothing more goes out
+  if (send_failure_ != EndReason::kNone) return;  // the session is ending; nothing more goes out
   // A guest that stopped reading fills the ring. Waiting for it is bounded: past the deadline
   // the session ends (the decoder loop reads send_failure_), so neither this session's threads
   // nor bypassd's shutdown can be held by it.
@@ -322,10 +343,14 @@ void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, con
     stats_.replies.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  send_failure_ = st == Status::kTimeout
-                      ? "guest stopped reading replies (the reply ring stayed full for " +
-                            std::to_string(config_.send_timeout_ms) + " ms, --send-timeout)"
-                      : std::string("cannot send a reply: ") + transport::to_string(st);
+  if (st == Status::kTimeout) {
+    send_failure_ = EndReason::kSendTimeout;
+    send_failure_detail_ = "guest stopped reading replies (the reply ring stayed full for " +
+                           std::to_string(config_.send_timeout_ms) + " ms, --send-timeout)";
+  } else {
+    send_failure_ = st == Status::kPeerGone || st == Status::kClosed ? EndReason::kPeerGone : EndReason::kProtocolError;
+    send_failure_detail_ = std::string("cannot send a reply: ") + transport::to_string(st);
+  }
   closing_.store(true, std::memory_order_release);
 }
 
@@ -353,7 +378,7 @@ bool Session::run_blocking(std::function<void()> job) {
   std::lock_guard lock(jobs_mu_);
   if (pending_.size() >= config_.max_pending_waits) {
     const std::string why = "too many pending blocking calls (limit " + std::to_string(config_.max_pending_waits) + ")";
-    return decode.fail(name, why.c_str());
+    return decode.fail(name, why.c_str(), wire::Fault::kPendingLimit);
   }
   pending_.emplace(reply_seq, std::move(call));
   pending_count_.store(pending_.size(), std::memory_order_release);
@@ -384,7 +409,7 @@ bool Session::destroy_ok(const char* command, const char* what, uint64_t handle)
     // Natively invalid usage; here a waiter thread is inside the driver with this object, and
     // a wait may never end: the session ends instead of waiting or freeing it under the waiter.
     const std::string why = std::string(what) + " is in use by a pending " + wire::command_name(call.command);
-    return decode.fail(command, why.c_str());
+    return decode.fail(command, why.c_str(), wire::Fault::kInvalidUsage);
   }
   return true;
 }
@@ -420,7 +445,10 @@ void Session::waiter_main() {
 uint64_t Session::to_wire(VkObjectType, uint64_t handle) { return objects_.id_of(handle); }
 
 bool Session::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
-  if (!objects_.lookup(type, id, handle)) return false;
+  if (!objects_.lookup(type, id, handle)) {
+    decode.expect_fault(wire::Fault::kInvalidUsage);  // the generated caller reports the unknown id
+    return false;
+  }
   if (record_blocks_) record_handles_.push_back(*handle);
   return true;
 }
@@ -429,6 +457,7 @@ const char* Session::refuse_new_id(VkObjectType, uint64_t id) {
   if (id == 0) return "new object id 0";
   if (objects_.contains(id)) return "new object id already in use";
   if (objects_.size() >= config_.max_objects) {
+    decode.expect_fault(wire::Fault::kObjectLimit);  // the caller reports the refusal
     refusal_ = "object limit reached (--max-objects " + std::to_string(config_.max_objects) + ")";
     return refusal_.c_str();
   }
@@ -535,7 +564,8 @@ void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
 
 bool Session::memory_of_id(uint64_t id, const char* where, SharedMemory** out) {
   uint64_t handle = 0;
-  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle)) return decode.fail(where, "unknown memory id");
+  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle))
+    return decode.fail(where, "unknown memory id", wire::Fault::kInvalidUsage);
   auto it = memory_.find(handle);
   *out = it == memory_.end() ? nullptr : &it->second;
   return true;

@@ -93,6 +93,18 @@ TEST(EnumDecoding, HostRefusesAStructMemberOutOfRangeNamingIt) {
   ci.imageType = static_cast<VkImageType>(7);
   EXPECT_FALSE(create_image(h, ci));
   EXPECT_EQ(h.error(), "VkImageCreateInfo.imageType: 7 is not a valid VkImageType");
+  // A value no Vulkan defines is the application's invalid usage, not a malformed message: the
+  // session ends with invalid_usage.
+  EXPECT_EQ(h.e.host.decode.fault, Fault::kInvalidUsage);
+}
+
+TEST(EnumDecoding, AMalformedMessageIsNotInvalidUsage) {
+  HostRun h;
+  VkImageCreateInfo ci = image_info();
+  ASSERT_TRUE(create_image(h, ci)) << h.error();
+  const uint8_t garbage[16] = {0xff, 0xff, 0xff, 0xff};
+  EXPECT_FALSE(h.run_fixed(kCmd_vkCreateImage, garbage, sizeof(garbage)));
+  EXPECT_EQ(h.e.host.decode.fault, Fault::kMalformed) << h.error();
 }
 
 TEST(IsDispatchable, ExactlyTheHandlesVkXmlDeclaresWithVkDefineHandle) {

@@ -62,7 +62,7 @@ const Table* verify_root(const uint8_t* data, size_t size, bool (*fn)(Verifier&,
 
 bool fail_enum(DecodeContext& c, const char* where, const char* type, int64_t value) {
   const std::string what = std::to_string(value) + " is not a valid " + type;
-  return c.fail(where, what.c_str());
+  return c.fail(where, what.c_str(), Fault::kInvalidUsage);
 }
 
 void warn_unknown_stype(int32_t stype) {

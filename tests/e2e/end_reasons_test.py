@@ -19,8 +19,9 @@ DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs
 
 
 def case_list(workdir, _):
-    out = subprocess.run([harness.env_path("BYPASSD"), "--list-end-reasons"], capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run(
+        [harness.env_path("BYPASSD"), "--list-end-reasons"], capture_output=True, text=True, timeout=30
+    )
     check(out.returncode == 0, f"bypassd --list-end-reasons exited {out.returncode}:\n{out.stderr}")
     theirs = []
     for line in out.stdout.splitlines():
@@ -29,8 +30,7 @@ def case_list(workdir, _):
         theirs.append((int(m.group(1)), m.group(2)))
     ours = [(int(r), str(r)) for r in harness.EndReason]
     check(theirs, "bypassd listed no end reasons")
-    check(theirs == ours, "harness.EndReason differs from bypassd's list:\n"
-                          f"  bypassd: {theirs}\n  harness: {ours}")
+    check(theirs == ours, "harness.EndReason differs from bypassd's list:\n" f"  bypassd: {theirs}\n  harness: {ours}")
     with open(DOC) as f:
         doc = f.read()
     undocumented = [name for _, name in theirs if f"| `{name}` |" not in doc]

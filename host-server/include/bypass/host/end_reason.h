@@ -13,24 +13,24 @@ namespace bypass::host {
 
 // Values are stable: they cross the worker's report page. Append only.
 enum class EndReason : uint32_t {
-  kNone = 0,               // still running (not a reason; never listed)
-  kGuestGoodbye = 1,       // the guest closed its session (a goodbye on the ring)
-  kPeerGone = 2,           // the guest's end went away without a goodbye (exit, crash, kill; a
-                           // VM guest whose heartbeat stopped)
-  kProtocolError = 3,      // a message broke the wire protocol: framing, verification, an unknown
-                           // command, a missing fd, a corrupt ring
-  kInvalidUsage = 4,       // a well-formed call broke a rule the host checks before the driver
-                           // sees it: an unknown handle, a bad enum, a range, a destroy in use
-  kObjectLimit = 5,        // the session reached --max-objects
-  kPendingLimit = 6,       // the session reached --max-pending-waits
-  kOutOfMemory = 7,        // the worker reached its data limit (--worker-data-limit)
-  kSendTimeout = 8,        // the guest stopped reading replies (--send-timeout)
-  kDriverError = 9,        // the host's driver failed a call the guest was told succeeded, or
-                           // lacks a call the guest made
-  kServerShutdown = 10,    // bypassd is shutting down
-  kHandshakeFailed = 11,   // refused or timed-out handshake (never listed: not a session)
-  kWorkerDied = 12,        // the worker process died (a driver crash): VK_ERROR_DEVICE_LOST
-  kWorkerSetupFailed = 13, // the worker could not start (sandbox, user switch)
+  kNone = 0,                // still running (not a reason; never listed)
+  kGuestGoodbye = 1,        // the guest closed its session (a goodbye on the ring)
+  kPeerGone = 2,            // the guest's end went away without a goodbye (exit, crash, kill; a
+                            // VM guest whose heartbeat stopped)
+  kProtocolError = 3,       // a message broke the wire protocol: framing, verification, an unknown
+                            // command, a missing fd, a corrupt ring
+  kInvalidUsage = 4,        // a well-formed call broke a rule the host checks before the driver
+                            // sees it: an unknown handle, a bad enum, a range, a destroy in use
+  kObjectLimit = 5,         // the session reached --max-objects
+  kPendingLimit = 6,        // the session reached --max-pending-waits
+  kOutOfMemory = 7,         // the worker reached its data limit (--worker-data-limit)
+  kSendTimeout = 8,         // the guest stopped reading replies (--send-timeout)
+  kDriverError = 9,         // the host's driver failed a call the guest was told succeeded, or
+                            // lacks a call the guest made
+  kServerShutdown = 10,     // bypassd is shutting down
+  kHandshakeFailed = 11,    // refused or timed-out handshake (never listed: not a session)
+  kWorkerDied = 12,         // the worker process died (a driver crash): VK_ERROR_DEVICE_LOST
+  kWorkerSetupFailed = 13,  // the worker could not start (sandbox, user switch)
 };
 inline constexpr EndReason kLastEndReason = EndReason::kWorkerSetupFailed;
 

@@ -8,14 +8,9 @@
 #include <cstring>
 #include <filesystem>
 
-namespace bypass::base {
+#include "bypass/base/text.h"
 
-std::string printable(std::string_view text, size_t max_bytes) {
-  std::string out;
-  out.reserve(std::min(text.size(), max_bytes));
-  for (char c : text.substr(0, max_bytes)) out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
-  return out;
-}
+namespace bypass::base {
 
 Result<UnixAddress> unix_address(std::string_view path) {
   if (path.empty() || path.size() > kMaxUnixPathBytes) {

@@ -186,7 +186,9 @@ struct Broker::Impl {
     wire::Welcome welcome;
     auto refuse = [&](Errc errc) {
       welcome.status = static_cast<uint32_t>(errc);
-      channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline);
+      // The domain is refused whether or not it hears why; a domain gone already is no news.
+      if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) != transport::Status::kOk)
+        log("the refusal did not reach the domain");
     };
     if (hello.magic != wire::kMagic || hello.version != wire::kVersion) {
       log("refused a domain speaking version %u (host speaks %u)", hello.version, wire::kVersion);

@@ -61,8 +61,4 @@ struct PeerCredentials {
 // socket of theirs where our clients look. The error names the directory and what is wrong.
 [[nodiscard]] Result<void> secure_socket_dir(const std::string& socket_path, mode_t mode);
 
-// Keeps printable ASCII, replaces anything else by '?', caps the length: peer- or user-supplied
-// text that goes into log lines and error messages.
-std::string printable(std::string_view text, size_t max_bytes);
-
 }  // namespace bypass::base

@@ -145,8 +145,12 @@ class LinkDaemon {
       return base::make_error(Errc::kInvalidArgument, "uplink network namespace '" + opt_.uplink_netns + "' does not exist");
     if (opt_.buffers == 0 || opt_.buffers > kRingSlots / 2)
       return base::make_error(Errc::kInvalidArgument, "buffers per port must be 1.." + std::to_string(kRingSlots / 2));
-    if (auto kick = os::Kick::create()) host_kick_ = std::move(kick).value(); else return kick.error();
-    if (auto kick = os::Kick::create()) stop_ = std::move(kick).value(); else return kick.error();
+    auto host_kick = os::Kick::create();
+    if (!host_kick) return host_kick.error();
+    host_kick_ = std::move(host_kick).value();
+    auto stop_kick = os::Kick::create();
+    if (!stop_kick) return stop_kick.error();
+    stop_ = std::move(stop_kick).value();
     ports_[kPortA].present = ports_[kPortB].present = true;
     ports_[kPortUplink].present = !opt_.uplink_netns.empty();
     for (uint32_t p = 0; p < kPorts; ++p) {
@@ -167,8 +171,12 @@ class LinkDaemon {
       auto pool = base::Mapping::map_shared(hp.pool_fd.get(), 0, pool_bytes(opt_.buffers), p == kPortUplink);
       if (!pool) return pool.error();
       hp.pool = std::move(pool).value();
-      if (auto kick = os::Kick::create()) hp.tx_done_kick = std::move(kick).value(); else return kick.error();
-      if (auto kick = os::Kick::create()) hp.rx_kick = std::move(kick).value(); else return kick.error();
+      auto tx_done_kick = os::Kick::create();
+      if (!tx_done_kick) return tx_done_kick.error();
+      hp.tx_done_kick = std::move(tx_done_kick).value();
+      auto rx_kick = os::Kick::create();
+      if (!rx_kick) return rx_kick.error();
+      hp.rx_kick = std::move(rx_kick).value();
     }
     cpu_ = resolve_cpu(opt_.cpu);
     sw_ = std::make_unique<Switch>(opt_.buffers, host_kick_.fd(), stop_.fd(), cpu_ == kCpuNone);

@@ -8,7 +8,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +17,7 @@
 #include <optional>
 #include <thread>
 
+#include "bypass/base/unix_socket.h"
 #include "socket_io.h"  // internal: lets the tests speak raw packets
 #include "test_util.h"
 
@@ -58,12 +58,9 @@ void connect_and_accept(const std::string& endpoint, Listener& listener, const H
 
 // A raw SOCK_SEQPACKET client connected to `path`.
 base::UniqueFd raw_connect(const std::string& path) {
-  base::UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
-  return fd;
+  auto fd = base::connect_unix(path, SOCK_SEQPACKET);
+  EXPECT_TRUE(fd.ok()) << fd.message();
+  return fd ? std::move(fd).value() : base::UniqueFd();
 }
 
 // Reads one packet (with timeout) and returns its text if it is a Reject.
@@ -246,12 +243,9 @@ TEST_F(SessionTest, FdsAttachedToGarbageAreClosed) {
 template <typename Reply>
 std::string guest_error_against(const std::string& path, Reply&& reply, std::string* host_saw = nullptr) {
   std::string error;
-  base::UniqueFd server(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  EXPECT_EQ(bind(server.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  EXPECT_EQ(listen(server.get(), 1), 0);
+  auto listening = base::listen_unix(path, SOCK_SEQPACKET, 1);
+  EXPECT_TRUE(listening.ok()) << listening.message();
+  base::UniqueFd server = listening ? std::move(listening).value() : base::UniqueFd();
   std::thread fake([&] {
     base::UniqueFd conn(accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC));
     detail::Packet hello;
@@ -355,11 +349,10 @@ TEST_F(SessionTest, ListenerReplacesStaleSocketsOnly) {
   EXPECT_NE(error.find("already listening"), std::string::npos) << error;
   {
     // Simulate a crashed server: its socket file stays behind, nobody listens.
-    base::UniqueFd stale(socket(AF_UNIX, SOCK_SEQPACKET, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket_path("stale.sock").c_str(), sizeof addr.sun_path - 1);
-    ASSERT_EQ(bind(stale.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    auto stale = base::unix_socket(SOCK_SEQPACKET);
+    auto addr = base::unix_address(socket_path("stale.sock"));
+    ASSERT_TRUE(stale.ok() && addr.ok());
+    ASSERT_EQ(bind(stale->get(), addr->sockaddr_ptr(), addr->length), 0);
   }
   auto second = Listener::listen(socket_path("stale.sock"), &error);
   EXPECT_TRUE(second) << error;

@@ -11,7 +11,7 @@
 //
 // With --json the last line is exactly one JSON object:
 //   {"msgs_per_s": ..., "rtt_spin_us": ..., "rtt_futex_us": ...}
-// with medians over the runs; rtt_futex_us is the one-CPU figure (see the README for why the
+// with medians over the runs; rtt_futex_us is the one-CPU figure (see docs/transport.md for why the
 // separate-CPU figure on a VM is mostly the hypervisor waking a halted vCPU).
 #include <sched.h>
 #include <signal.h>

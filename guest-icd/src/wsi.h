@@ -1,7 +1,7 @@
 // Presentation (WSI) in the guest ICD. Surfaces and swapchains never cross the wire: a
 // surface is the guest's window, a swapchain is a set of ordinary host images the ICD made
 // through the generated entry points, and a present copies the image into host-visible memory
-// (shared with the guest) and puts it into the window. See the README's wsi section.
+// (shared with the guest) and puts it into the window. See docs/presentation.md.
 #pragma once
 
 #include <vulkan/vulkan.h>

@@ -1,5 +1,5 @@
 // Dirty-page tracking behind one small interface: which pages of a local buffer were written
-// since the last time we asked. Three mechanisms, chosen by measurement (see README):
+// since the last time we asked. Three mechanisms, chosen by measurement (see docs/memshare.md):
 //   kUffdAsync: userfaultfd write-protect in asynchronous mode plus the PAGEMAP_SCAN ioctl
 //               (Linux >= 6.7). The kernel resolves the write fault itself, no signal and no
 //               handler thread; one ioctl reads and re-protects the written pages atomically.

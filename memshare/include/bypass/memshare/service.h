@@ -19,7 +19,7 @@ class Client;
 
 struct ServiceOptions {
   // Transfer workers. The copy is memory-bound: on a 2-core machine two workers already reach
-  // memory bandwidth (see the README for the measurement).
+  // memory bandwidth (see docs/memshare.md for the measurement).
   unsigned workers = 2;
   // Transfers are cut into chunks of this many bytes so workers share big copies.
   uint64_t chunk_bytes = 1 << 20;

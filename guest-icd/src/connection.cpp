@@ -10,6 +10,7 @@
 #include <string>
 
 #include "bypass/base/log.h"
+#include "bypass/base/socket_path.h"
 #include "bypass/memshare/client.h"
 #include "config.h"
 #include "enums.h"  // generated: wire::is_dispatchable
@@ -24,9 +25,9 @@ constexpr size_t kBatchBytes = 256 * 1024;
 std::string default_endpoint() {
   if (!config().endpoint.empty()) return config().endpoint;
   // The user's own server when there is one, else the system service's.
-  const std::string own = transport::default_socket_path();
+  const std::string own = base::default_socket_path(transport::kSocketName);
   if (access(own.c_str(), F_OK) == 0) return "unix:" + own;
-  return std::string("unix:") + transport::kSystemSocketPath;
+  return std::string("unix:") + base::kSystemSocketDir + "/" + transport::kSocketName;
 }
 
 // A guest trusts a server run by root, by its own user, or by the uid BYPASS_SERVER_UID names:
@@ -213,7 +214,7 @@ memshare::Client* Connection::present_client() {
   if (!call_raw(wire::kCtlPresentJoin, nullptr, 0, reply) || reply.header().result != 0) return nullptr;
   const int fd = take_fd(wire::kFdTagPresent);
   if (fd < 0) return nullptr;
-  auto client = memshare::Client::adopt(memshare::UniqueFd(fd), "bypass-icd pid " + std::to_string(getpid()));
+  auto client = memshare::Client::adopt(base::UniqueFd(fd), "bypass-icd pid " + std::to_string(getpid()));
   if (!client) {
     base::log(base::LogLevel::kWarn, "presentation through memshare unavailable: %s", client.error().message.c_str());
     return nullptr;

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from common import banner, write_if_changed
 from gen_commands import CommandGenerator
-from wire import CommandShape, Protocol, read_list, read_table
+from wire import CommandShape, OutKind, Protocol, read_list, read_table
 
 LEVELS = {"global": 0, "instance": 1, "physical_device": 2, "device": 3}
 
@@ -50,9 +50,9 @@ class EntryPointGenerator:
         for o in s.outs:
             if forward:
                 break
-            if o.kind == "handle":
+            if o.kind is OutKind.HANDLE:
                 L.append(f"  *{o.name} = wire::handle_from_bits<{self.reg.resolve(o.type)}>(conn->new_id());")
-            elif o.kind == "handle_array":
+            elif o.kind is OutKind.HANDLE_ARRAY:
                 L.append(f"  for (size_t i = 0; i < static_cast<size_t>({o.len_expr}); ++i)")
                 L.append(f"    {o.name}[i] = wire::handle_from_bits<{self.reg.resolve(o.type)}>(conn->new_id());")
         barrier = self.barriers.get(s.name, "")

@@ -11,7 +11,7 @@ Outputs (all under build/generated/wire/):
 
 from __future__ import annotations
 
-from common import banner, write_if_changed
+from common import banner, include, write_files
 from gen_structs import NS_CLOSE, NS_OPEN, StructGenerator
 from wire import CommandShape, Field, FieldKind, OutKind, OutParam, Protocol, c_expr, read_table
 
@@ -109,8 +109,8 @@ class CommandGenerator:
 
     # ------------------------------------------------------------------ header
     def header(self) -> str:
-        L = [banner("gen_commands.py", self.reg), "#pragma once", "",
-             '#include "structs.h"', "", "#include <functional>", "", NS_OPEN]
+        """commands.h: what both sides share and the guest uses."""
+        L = [banner("gen_commands.py", self.reg), "#pragma once", "", include("structs.h"), "", NS_OPEN]
         L.append("// Stable command ids (codegen/data/command_ids.txt).")
         L.append("enum CommandId : uint16_t {")
         for s in self.shapes:
@@ -118,9 +118,6 @@ class CommandGenerator:
         L.append("};")
         limit = max(self.p.command_id(s.name) for s in self.shapes) + 1
         L.append(f"inline constexpr uint16_t kCommandIdLimit = {limit};")
-        L.append("const char* command_name(uint16_t id);")
-        L.append("// Whether the command is in blocking.txt (may be handed to a waiter thread).")
-        L.append("bool command_blocks(uint16_t id);")
         L.append("")
         L.append("// Fixed-layout commands: all parameters are scalars or handles, so the record")
         L.append("// payload is this struct (the FlatBuffers struct of the same name in the schema).")
@@ -137,18 +134,27 @@ class CommandGenerator:
             if s.sync:
                 L.append(f"{self.ret_ctype(s) if s.cmd.ret != 'void' else 'void'} decode_reply_{s.name}(DecodeContext& c, const uint8_t* data, size_t size, {self.params_decl(s)});")
         L.append("")
-        L.append("// ---- host side")
+        L.append(NS_CLOSE)
+        return "\n".join(L) + "\n"
+
+    def host_header(self) -> str:
+        """host_commands.h: the per-command host types; the interface around them (HostContext,
+        the run table) is hand-written in bypass/wire/host_context.h, which includes this."""
+        L = [banner("gen_commands.py", self.reg), "#pragma once", "", include("commands.h"), "", NS_OPEN]
+        L.append("// The driver's entry points, loaded by load_instance_dispatch / load_device_dispatch.")
         L.append("struct Dispatch {")
         for s in self.dispatchable:
             L.append(f"  PFN_{s.name} {s.name} = nullptr;")
         L.append("};")
-        L.append("// Loads every command the driver exposes (canonical name first, then aliases).")
-        L.append("void load_instance_dispatch(Dispatch& d, PFN_vkGetInstanceProcAddr gipa, VkInstance instance);")
-        L.append("void load_device_dispatch(Dispatch& d, PFN_vkGetDeviceProcAddr gdpa, VkDevice device);")
         L.append("")
         L.append("class HostContext;")
+        L.append("")
+        L.append("// Decoded arguments of each command, in the driver's types; outputs point at v_ members.")
         for s in self.shapes:
             L.append(self.args_struct(s))
+        L.append("")
+        L.append("// What runs each command on the host: default_handlers() fills it with default_vkX,")
+        L.append("// hand-written handlers replace entries (codegen/data/handwritten.txt, side host).")
         L.append("struct Handlers {")
         for s in self.shapes:
             L.append(f"  void (*{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
@@ -168,38 +174,8 @@ class CommandGenerator:
                 if not s.blocking:  # a blocking call's handler runs on a waiter thread
                     L.append(f"  void (*record_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
         L.append("};")
-        L.append("Handlers default_handlers();")
         L.append("")
-        L.append("""// What the generated host code needs from a session.
-class HostContext {
- public:
-  virtual ~HostContext() = default;
-  DecodeContext decode;
-  Handlers handlers;
-  uint64_t reply_seq = 0;  // set by the session for records that want a reply
-  virtual const Dispatch& dispatch_of(uint64_t dispatchable) = 0;
-  // A guest-chosen id for a new object: nullptr when it may be used (non-zero, unused in this
-  // session, within the session's object limit), else why not (valid until the next call).
-  virtual const char* refuse_new_id(VkObjectType type, uint64_t id) = 0;
-  virtual void add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) = 0;
-  virtual void remove_object(VkObjectType type, uint64_t handle) = 0;
-  // Sends the reply built in `b` (finished) for `seq`.
-  virtual void send_reply(uint64_t seq, uint16_t command, int32_t result, Builder& b) = 0;
-  // Runs `job` where it may block without stalling the session (a waiter thread); false, with
-  // decode.error set, when the session takes no more pending calls.
-  [[nodiscard]] virtual bool run_blocking(std::function<void()> job) = 0;
-  // Called before the driver destroys `handle`, the parameter `what` of `command`: false, with
-  // decode.error set, when a pending blocking call still uses it or anything it owns.
-  [[nodiscard]] virtual bool destroy_ok(const char* command, const char* what, uint64_t handle) = 0;
-  // Thread-safe builder for replies produced off the session thread.
-  virtual Builder& reply_builder() = 0;
-  bool fail(const char* where, const char* what) { return decode.fail(where, what); }
-};
-
-using RunFn = bool (*)(HostContext& c, const uint8_t* data, size_t size);
-// Verifies, decodes and handles one record; false ends the session (c.decode.error says why).
-extern const RunFn kRunTable[kCommandIdLimit];
-""")
+        L.append("// The generated handlers (call the driver, track objects) and reply encoders.")
         for s in self.shapes:
             L.append(f"void default_{s.name}(HostContext& c, Args_{s.name}& a);")
             if s.sync:
@@ -278,7 +254,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         for f in s.fields:
             L.append("  " + self.sg.encode_field_add(f, "", f"o_{f.name}"))
         for o, ft in self.in_out_fields(s):
-            vo = o.in_voffset
+            vo = o.in_vo
             if o.kind is OutKind.HANDLE:
                 L.append(f"  add_scalar<uint64_t>(b, {vo}, h.to_wire({self.objtype(o.type)}, handle_bits(*{o.name})));")
             elif o.kind is OutKind.COUNT:
@@ -291,11 +267,11 @@ extern const RunFn kRunTable[kCommandIdLimit];
 
     def reply_verify(self, s: CommandShape) -> str:
         fr, cr = self.reply_ret_field(s)
-        checks = [f"t->VerifyField<{cr}>(v, 4, {4 if cr.endswith('32_t') else 8})"]
+        checks = [f"t->VerifyField<{cr}>(v, 4 /* result */, {4 if cr.endswith('32_t') else 8})"]
         for o in s.outs:
             if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY):
                 continue
-            vo = o.voffset
+            vo = o.vo
             if o.kind is OutKind.COUNT:
                 checks.append(f"t->VerifyField<uint64_t>(v, {vo}, 8)")
             elif o.kind is OutKind.SCALAR:
@@ -327,7 +303,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         for o in s.outs:
             if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY):
                 continue
-            vo = o.voffset
+            vo = o.vo
             if o.kind is OutKind.COUNT:
                 continue  # written together with its array
             if o.kind is OutKind.SCALAR:
@@ -341,7 +317,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                     vec_t = f"Vec<{self.reg.scalar_info(o.type)[1]}>"
                 if o.two_call:
                     cnt = counts[o.two_call]
-                    cvo = cnt.voffset
+                    cvo = cnt.vo
                     L.append("  {")
                     L.append(f"    const uint64_t n = t->GetField<uint64_t>({cvo}, 0);")
                     L.append(f"    auto* s = t->GetPointer<const {vec_t}*>({vo});")
@@ -366,7 +342,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         if ret == "void":
             L.append("}")
         else:
-            L.append(f"  return static_cast<{ret}>(t->GetField<{cr}>(4, 0));")
+            L.append(f"  return static_cast<{ret}>(t->GetField<{cr}>(4 /* result */, 0));")
             L.append("}")
         return "\n".join(L)
 
@@ -420,7 +396,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         # table commands: verify, decode
         checks = [self.sg.verify_field(f) for f in s.fields]
         for o, ft in self.in_out_fields(s):
-            vo = o.in_voffset
+            vo = o.in_vo
             if ft == "ulong":
                 checks.append(f"t->VerifyField<uint64_t>(v, {vo}, 8)")
             elif ft == "[ulong]":
@@ -440,7 +416,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
             for line in self.sg.decode_field(f, s.name, names, "a.", False):
                 L.append("  " + line)
         for o, ft in self.in_out_fields(s):
-            vo = o.in_voffset
+            vo = o.in_vo
             if o.kind is OutKind.HANDLE:
                 L.append(f"  a.id_{o.name} = t->GetField<uint64_t>({vo}, 0);")
                 L.append(f"  if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.id_{o.name})) return c.fail(\"{s.name}.{o.name}\", why);")
@@ -466,7 +442,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 if self.reg.struct(o.type).stype:
                     L.append(f"  a.v_{o.name}.sType = {self.reg.struct(o.type).stype};")
                 if self.reg.struct(o.type).member("pNext"):
-                    ivo = o.in_voffset
+                    ivo = o.in_vo
                     L.append(f"  if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &a.v_{o.name}.pNext)) return false;")
             elif o.kind is OutKind.SCALAR:
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
@@ -485,7 +461,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                         L.append("    for (uint64_t i = 0; i < n; ++i) {")
                         L.append(f"      arr[i].sType = {self.reg.struct(o.type).stype};")
                         if self.reg.struct(o.type).member("pNext"):
-                            ivo = o.in_voffset
+                            ivo = o.in_vo
                             L.append(f"      if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &arr[i].pNext)) return false;")
                         L.append("    }")
                     L.append("  }")
@@ -626,13 +602,13 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 L.append(f"  Off {v} = n_{o.name} ? scalar_vector(b, reinterpret_cast<const {ct}*>(a.{o.name}), n_{o.name}) : 0;")
         L.append("  const Off start = b.StartTable();")
         if s.cmd.ret != "void":
-            L.append(f"  add_scalar<{cr}>(b, 4, static_cast<{cr}>(a.result));")
+            L.append(f"  add_scalar<{cr}>(b, 4 /* result */, static_cast<{cr}>(a.result));")
         for o in s.outs:
-            vo = o.voffset
+            vo = o.vo
             if o.kind in (OutKind.COUNT, OutKind.SCALAR):
                 L.append(f"  add_scalar<uint64_t>(b, {vo}, static_cast<uint64_t>(a.v_{o.name}));")
         for o, v in offs:
-            L.append(f"  add_offset(b, {o.voffset}, {v});")
+            L.append(f"  add_offset(b, {o.vo}, {v});")
         L.append("  b.Finish(flatbuffers::Offset<Table>(b.EndTable(start)));")
         res = "static_cast<int32_t>(a.result)" if s.cmd.ret == "VkResult" else "0"
         L.append(f"  c.send_reply(seq, kCmd_{s.name}, {res}, b);")
@@ -691,7 +667,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         return "\n".join(L)
 
     def host_tables(self) -> str:
-        L = [banner("gen_commands.py", self.reg), '#include "commands.h"', "", NS_OPEN]
+        L = [banner("gen_commands.py", self.reg), '#include "bypass/wire/host_context.h"', "", NS_OPEN]
         for s in self.shapes:
             L.append(f"bool run_entry_{s.name}(HostContext& c, const uint8_t* data, size_t size);")
         L.append("")
@@ -720,6 +696,14 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append("  }")
         L.append("}")
         L.append("")
+        L.append("AnyFn handler_of(const Handlers& h, uint16_t id) {")
+        L.append("  switch (id) {")
+        for s in self.shapes:
+            L.append(f"    case kCmd_{s.name}: return reinterpret_cast<AnyFn>(h.{s.name});")
+        L.append("    default: return nullptr;")
+        L.append("  }")
+        L.append("}")
+        L.append("")
         L.append("Handlers default_handlers() {")
         L.append("  Handlers h;")
         for s in self.shapes:
@@ -745,15 +729,19 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append(NS_CLOSE)
         return "\n".join(L)
 
-    def write(self, outdir: str) -> list[str]:
-        files = {"commands.h": self.header(), "host_tables.cpp": self.host_tables()}
+    def write(self, src_dir: str, include_dir: str) -> list[str]:
+        files = {
+            "commands.h": self.header(),
+            "host_commands.h": self.host_header(),
+            "host_tables.cpp": self.host_tables(),
+        }
         for obj in OBJECTS:
             group = [s for s in self.shapes if object_of(s, self.reg) == obj]
             if not group:
                 continue
-            g = [banner("gen_commands.py", self.reg), '#include "commands.h"', "",
-                 "#include <cstring>", "#include <type_traits>", "", NS_OPEN]
-            h = list(g)
+            tail = ["", "#include <cstring>", "#include <type_traits>", "", NS_OPEN]
+            g = [banner("gen_commands.py", self.reg), include("commands.h")] + tail
+            h = [banner("gen_commands.py", self.reg), '#include "bypass/wire/host_context.h"'] + tail
             for s in group:
                 g.append(self.guest_encode(s))
                 g.append("")
@@ -773,6 +761,5 @@ extern const RunFn kRunTable[kCommandIdLimit];
             h.append(NS_CLOSE)
             files[f"guest_{obj}.cpp"] = "\n".join(g)
             files[f"host_{obj}.cpp"] = "\n".join(h)
-        for name, text in files.items():
-            write_if_changed(f"{outdir}/{name}", text)
+        write_files(src_dir, include_dir, files)
         return sorted(files)

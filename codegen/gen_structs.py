@@ -7,7 +7,7 @@ and encodes outputs. Output: `structs.h`, one `structs_<category>.cpp` per categ
 
 from __future__ import annotations
 
-from common import banner, write_if_changed
+from common import banner, include, write_files
 from wire import Field, FieldKind, Protocol, c_expr
 
 NS_OPEN = "namespace bypass::wire {\n"
@@ -116,13 +116,13 @@ class StructGenerator:
     def encode_field_add(self, f: Field, src: str, var: str) -> str:
         m = f"{src}{f.name}"
         if f.kind is FieldKind.SCALAR:
-            return f"add_scalar<{f.ctype}>(b, {f.voffset}, static_cast<{f.ctype}>({m}));" if f.ctype not in ("float", "double") else f"add_scalar(b, {f.voffset}, {m});"
+            return f"add_scalar<{f.ctype}>(b, {f.vo}, static_cast<{f.ctype}>({m}));" if f.ctype not in ("float", "double") else f"add_scalar(b, {f.vo}, {m});"
         if f.kind is FieldKind.HANDLE:
-            return f"add_scalar<uint64_t>(b, {f.voffset}, {m} ? h.to_wire({self.objtype(f.type)}, handle_bits({m})) : 0);"
-        return f"add_offset(b, {f.voffset}, {var});"
+            return f"add_scalar<uint64_t>(b, {f.vo}, {m} ? h.to_wire({self.objtype(f.type)}, handle_bits({m})) : 0);"
+        return f"add_offset(b, {f.vo}, {var});"
 
     def verify_field(self, f: Field) -> str:
-        vo = f.voffset
+        vo = f.vo
         k = f.kind
         if k is FieldKind.SCALAR:
             return f"t->VerifyField<{f.ctype}>(v, {vo}, {f.size})"
@@ -149,7 +149,7 @@ class StructGenerator:
     def decode_field(self, f: Field, owner: str, names: set[str], dst: str, into: bool) -> list[str]:
         """Statements decoding field f of table t into `dst.<name>`."""
         m = f"{dst}{f.name}"
-        vo = f.voffset
+        vo = f.vo
         where = f'"{owner}.{f.name}"'
         k = f.kind
         n = c_expr(f.len_expr, names, dst) if f.len_expr else ""
@@ -277,7 +277,7 @@ class StructGenerator:
     # ------------------------------------------------------------------ outputs
     def header(self) -> str:
         lines = [banner("gen_structs.py", self.reg), "#pragma once", "",
-                 '#include "bypass/wire/runtime.h"', '#include "enums.h"', "", NS_OPEN]
+                 '#include "bypass/wire/runtime.h"', include("enums.h"), "", NS_OPEN]
         lines.append("// pNext chains: a vector of ChainLink tables, each a nested FlatBuffer.")
         lines.append("Off encode_chain(Builder& b, const void* pNext, HandleMap& h);")
         lines.append("bool verify_ChainLink(Verifier& v, const Table* t);")
@@ -333,7 +333,7 @@ class StructGenerator:
             L.append(f"  if (!into) out.sType = {s.stype};")
         for f in fields:
             if f.kind is FieldKind.CHAIN:
-                L.append(f"  if (auto* links = t->GetPointer<const TableVec*>({f.voffset})) {{")
+                L.append(f"  if (auto* links = t->GetPointer<const TableVec*>({f.vo})) {{")
                 L.append("    if (into) {")
                 L.append("      if (!decode_chain_into(c, links, out.pNext)) return false;")
                 L.append("    } else if (!decode_chain(c, links, const_cast<const void**>(&out.pNext))) {")
@@ -362,7 +362,7 @@ class StructGenerator:
             cats.setdefault(self.p.category(s), []).append(s)
         files = {}
         for cat, names in sorted(cats.items()):
-            body = [banner("gen_structs.py", self.reg), '#include "structs.h"', "",
+            body = [banner("gen_structs.py", self.reg), include("structs.h"), "",
                     "#include <cstring>", "", NS_OPEN]
             for s in names:
                 body.append(self.struct_code(s))
@@ -371,10 +371,10 @@ class StructGenerator:
         return files
 
     def chain_file(self) -> str:
-        L = [banner("gen_structs.py", self.reg), '#include "structs.h"', "", "#include <cstring>", "", NS_OPEN]
+        L = [banner("gen_structs.py", self.reg), include("structs.h"), "", "#include <cstring>", "", NS_OPEN]
         L.append("""bool verify_ChainLink(Verifier& v, const Table* t) {
-  return t->VerifyTableStart(v) && t->VerifyField<int32_t>(v, 4, 4) &&
-         verify_vector_field<uint8_t>(v, t, 6) && v.EndTable();
+  return t->VerifyTableStart(v) && t->VerifyField<int32_t>(v, 4 /* stype */, 4) &&
+         verify_vector_field<uint8_t>(v, t, 6 /* body */) && v.EndTable();
 }
 
 bool decode_handle(DecodeContext& c, uint64_t id, VkObjectType type, bool optional, const char* where, void* out) {
@@ -391,8 +391,8 @@ bool decode_handle(DecodeContext& c, uint64_t id, VkObjectType type, bool option
 static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
   Off body = bytes_vector(b, nested.GetBufferPointer(), nested.GetSize());
   const Off start = b.StartTable();
-  b.AddElement<int32_t>(4, stype, 0);
-  add_offset(b, 6, body);
+  b.AddElement<int32_t>(4 /* stype */, stype, 0);
+  add_offset(b, 6 /* body */, body);
   return b.EndTable(start);
 }
 """)
@@ -426,8 +426,8 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("  *tail = nullptr;")
         L.append("  for (flatbuffers::uoffset_t i = 0; i < links->size(); ++i) {")
         L.append("    const Table* link = links->Get(i);")
-        L.append("    const int32_t stype = link->GetField<int32_t>(4, 0);")
-        L.append("    auto* body = link->GetPointer<const Vec<uint8_t>*>(6);")
+        L.append("    const int32_t stype = link->GetField<int32_t>(4 /* stype */, 0);")
+        L.append("    auto* body = link->GetPointer<const Vec<uint8_t>*>(6 /* body */);")
         L.append("    VkBaseOutStructure* p = nullptr;")
         L.append("    switch (stype) {")
         for s in self.chainable:
@@ -445,8 +445,8 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("  for (auto* p = static_cast<const VkBaseOutStructure*>(chain); p; p = p->pNext) {")
         L.append("    for (flatbuffers::uoffset_t i = 0; i < links->size(); ++i) {")
         L.append("      const Table* link = links->Get(i);")
-        L.append("      if (link->GetField<int32_t>(4, 0) != static_cast<int32_t>(p->sType)) continue;")
-        L.append("      auto* body = link->GetPointer<const Vec<uint8_t>*>(6);")
+        L.append("      if (link->GetField<int32_t>(4 /* stype */, 0) != static_cast<int32_t>(p->sType)) continue;")
+        L.append("      auto* body = link->GetPointer<const Vec<uint8_t>*>(6 /* body */);")
         L.append("      void* dst = const_cast<VkBaseOutStructure*>(p);")
         L.append("      switch (static_cast<int32_t>(p->sType)) {")
         for s in self.chainable:
@@ -500,9 +500,8 @@ bool make_chain(DecodeContext& c, const Vec<uint32_t>* stypes, void** out) {
         L.append(NS_CLOSE)
         return "\n".join(L)
 
-    def write(self, outdir: str) -> list[str]:
+    def write(self, src_dir: str, include_dir: str) -> list[str]:
         files = {"structs.h": self.header(), "chain.cpp": self.chain_file()}
         files.update(self.category_files())
-        for name, text in files.items():
-            write_if_changed(f"{outdir}/{name}", text)
+        write_files(src_dir, include_dir, files)
         return sorted(files)

@@ -24,7 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import banner, write_if_changed  # noqa: E402
+from common import banner, include, write_files  # noqa: E402
 from gen_commands import OBJECTS, CommandGenerator, object_of  # noqa: E402
 from gen_structs import StructGenerator  # noqa: E402
 from model import Registry  # noqa: E402
@@ -246,7 +246,7 @@ class TestGenerator:
         return "\n".join(L)
 
     def links_file(self) -> str:
-        L = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
+        L = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
         for s in self.sg.chainable:
             L.append(f"VkBaseOutStructure* link_{s}(Fill& f, int d) {{")
             L.append(f"  auto* p = f.pool.make<{s}>(1);")
@@ -527,7 +527,7 @@ class TestGenerator:
         return "\n".join(L) + "\n"
 
     def tables_file(self) -> str:
-        L = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", "#include <cstddef>", "", NS_OPEN]
+        L = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", "#include <cstddef>", "", NS_OPEN]
         # struct cases are defined in the category files; declare their round trips
         for s in self.structs:
             L.append(f"bool roundtrip_struct_{s}(Env& e, Diff& d);")
@@ -590,7 +590,7 @@ class TestGenerator:
         return "\n".join(L)
 
     def handlers_file(self) -> str:
-        L = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
+        L = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
         for sh in self.cg.shapes:
             L.append(f"void install_handler_{object_of(sh, self.reg)}(Handlers& h);")
         L = list(dict.fromkeys(L))
@@ -613,14 +613,14 @@ class TestGenerator:
         for s in self.structs:
             cats.setdefault(self.p.category(s), []).append(s)
         for cat, names in sorted(cats.items()):
-            body = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
+            body = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
             for s in names:
                 body.append(self.struct_code(s))
             body.append(NS_CLOSE)
             files[f"structs_{cat}.cpp"] = "\n".join(body)
         for obj in OBJECTS:
             group = [sh for sh in self.cg.shapes if object_of(sh, self.reg) == obj]
-            body = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
+            body = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
             for sh in group:
                 body.append(self.command_code(sh))
                 body.append(f"std::unique_ptr<CommandCase> make_case_{sh.name}() {{ return std::make_unique<Case_{sh.name}>(); }}")
@@ -633,8 +633,8 @@ class TestGenerator:
             body.append("")
             body.append(NS_CLOSE)
             files[f"commands_{obj}.cpp"] = "\n".join(body)
-        for name, text in files.items():
-            write_if_changed(os.path.join(outdir, name), text)
+        # Sources in outdir, the header under outdir/include/bypass/wire/gen/.
+        write_files(outdir, os.path.join(outdir, "include", "bypass", "wire", "gen"), files)
         return sorted(files)
 
 

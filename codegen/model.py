@@ -103,6 +103,8 @@ class Extension:
     type: str  # "instance" or "device"
     commands: list[str]
     supported: list[str]
+    spec_version: int = 0  # its VK_*_SPEC_VERSION
+    platform: str = ""  # window system (vk.xml <platforms>) whose headers its types need
 
 
 class Registry:
@@ -117,6 +119,7 @@ class Registry:
         self.basetypes: dict[str, str] = {}  # VkBool32 -> uint32_t ...
         self.aliases: dict[str, str] = {}  # type alias -> target
         self.funcpointers: set[str] = set()
+        self.type_headers: dict[str, str] = {}  # window-system type -> the header defining it
         self.commands: dict[str, Command] = {}
         self.command_aliases: dict[str, str] = {}
         self.features: dict[str, list[str]] = {}  # VK_VERSION_1_x -> command names
@@ -169,6 +172,7 @@ class Registry:
             supported = (x.get("supported") or "").split(",")
             number = int(x.get("number"))
             cmds = []
+            spec = 0
             for req in x.findall("require"):
                 if not _api_ok(req):
                     continue
@@ -178,8 +182,10 @@ class Registry:
                     self._enum_value(e, number)
                     if e.get("extends") and _api_ok(e):
                         self._enumerant(e.get("extends"), e, x.get("name"))
+                    if (e.get("name") or "").endswith("_SPEC_VERSION") and e.get("value"):
+                        spec = int(e.get("value"))
             self.extensions[x.get("name")] = Extension(
-                x.get("name"), x.get("type") or "", cmds, supported
+                x.get("name"), x.get("type") or "", cmds, supported, spec, x.get("platform") or ""
             )
         fmts = self.root.find("formats")
         for f in fmts if fmts is not None else []:
@@ -228,6 +234,8 @@ class Registry:
     def _parse_type(self, t) -> None:
         cat = t.get("category")
         name = t.get("name") or (t.find("name").text if t.find("name") is not None else None)
+        if cat is None and t.get("requires", "").endswith(".h"):
+            self.type_headers[name] = t.get("requires")
         if t.get("alias"):
             self.aliases[name] = t.get("alias")
             return

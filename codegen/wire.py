@@ -16,6 +16,8 @@ from model import Command, Member, Registry
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 CORE_VERSIONS = ["VK_VERSION_1_0", "VK_VERSION_1_1", "VK_VERSION_1_2", "VK_VERSION_1_3"]
+SIDES = ("guest", "host", "both")  # the second column of handwritten.txt
+EXTENSION_OWNERS = ("host", "guest", "loader", "bypassd")  # the second column of extensions.txt
 
 
 def read_list(name: str) -> list[str]:
@@ -147,6 +149,11 @@ class Field:
     def voffset(self) -> int:
         return voffset(self.index)
 
+    @property
+    def vo(self) -> str:
+        """The voffset as generated C++ writes it: with the field's name."""
+        return f"{self.voffset} /* {self.name} */"
+
 
 @dataclass
 class OutParam:
@@ -171,6 +178,16 @@ class OutParam:
         """Of the input field derived from this output (in_index)."""
         return voffset(self.in_index)
 
+    @property
+    def vo(self) -> str:
+        """voffset as generated C++ writes it: with the field's name."""
+        return f"{self.voffset} /* {self.name} */"
+
+    @property
+    def in_vo(self) -> str:
+        """in_voffset as generated C++ writes it: with the field's name."""
+        return f"{self.in_voffset} /* in_{self.name} */"
+
 
 @dataclass
 class CommandShape:
@@ -187,10 +204,21 @@ class CommandShape:
     aliases: list[str] = field(default_factory=list)
     origin: str = ""  # VK_VERSION_x or extension name
     wire: bool = True  # False: hand-written and without a generated message
+    hand: str = ""  # the side written by hand (handwritten.txt): "", guest, host or both
 
     @property
     def returns_result(self) -> bool:
         return self.cmd.ret == "VkResult"
+
+    @property
+    def guest_handwritten(self) -> bool:
+        """The ICD defines icd_vkX instead of a generated entry_vkX."""
+        return self.hand in ("guest", "both")
+
+    @property
+    def host_handwritten(self) -> bool:
+        """bypassd defines handle_vkX, registered in place of default_vkX."""
+        return self.hand in ("host", "both")
 
 
 class Protocol:
@@ -199,8 +227,10 @@ class Protocol:
     def __init__(self, reg: Registry, require_ids: bool = True):
         self.reg = reg
         self.require_ids = require_ids
-        self.extensions = read_list("extensions.txt")
-        self.handwritten = read_table("handwritten.txt")
+        self.extension_owners = self._read_extensions()
+        # The extensions the protocol covers, in file order (loader-level ones carry nothing).
+        self.extensions = [x for x, (owner, _) in self.extension_owners.items() if owner != "loader"]
+        self.handwritten = self._read_handwritten()
         self.async_cmds = set(read_list("async.txt"))
         self.blocking = set(read_list("blocking.txt"))
         self.conditions = read_table("conditions.txt")
@@ -216,6 +246,29 @@ class Protocol:
             self.shapes[name] = self._command_shape(name)
 
     # ------------------------------------------------------------------ selection
+    def _read_extensions(self) -> dict[str, tuple[str, set[str]]]:
+        """extensions.txt: extension -> (owner, flags)."""
+        out = {}
+        for name, rest in read_table("extensions.txt").items():
+            owner, *flags = rest.split() or [""]
+            if owner not in EXTENSION_OWNERS:
+                raise SystemExit(f"codegen: extensions.txt: {name}: owner {owner!r} is not one of {EXTENSION_OWNERS}")
+            if set(flags) - {"fd"} or name not in self.reg.extensions:
+                raise SystemExit(f"codegen: extensions.txt: {name}: unknown extension or flag {flags}")
+            out[name] = (owner, set(flags))
+        return out
+
+    @staticmethod
+    def _read_handwritten() -> dict[str, str]:
+        """handwritten.txt: command -> the side written by hand (guest, host or both)."""
+        out = {}
+        for name, rest in read_table("handwritten.txt").items():
+            side = rest.split(None, 1)[0] if rest else ""
+            if side not in SIDES:
+                raise SystemExit(f"codegen: handwritten.txt: {name}: side {side!r} is not one of {SIDES}")
+            out[name] = side
+        return out
+
     def _read_ids(self) -> dict[str, int]:
         ids = {}
         for line in read_list("command_ids.txt"):
@@ -457,6 +510,7 @@ class Protocol:
         shape.aliases = sorted(a for a, c in self.aliases.items() if c == name)
         if name in self.handwritten:
             shape.status = "handwritten"
+            shape.hand = self.handwritten[name]
         try:
             self._fill_params(shape)
         except Unsupported as e:

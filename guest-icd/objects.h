@@ -10,7 +10,7 @@
 
 #include "bypass/icd/connection.h"
 #include "memshare/shadow_region.h"
-#include "entrypoints.h"
+#include "bypass/icd/gen/entrypoints.h"
 
 namespace bypass::icd {
 

@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "bypass/transport/session.h"
+#include "bypass/host/gen/handwritten.h"
+#include "bypass/wire/host_context.h"
 #include "bypass/wire/protocol.h"
-#include "commands.h"
 #include "device_heap.h"
 #include "guest_view.h"
 #include "memshare/types.h"
@@ -228,11 +229,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 };
 
 // Hand-written handlers, one registration function per object file.
-void register_instance_handlers(wire::Handlers& h);
-void register_device_handlers(wire::Handlers& h);
-void register_memory_handlers(wire::Handlers& h);
 void register_sync_handlers(wire::Handlers& h);
-void register_submit_handlers(wire::Handlers& h);
 void register_validate_handlers(wire::Handlers& h);
 bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size);
 

@@ -20,7 +20,7 @@
 #include <bit>
 #include <string>
 
-#include "formats.h"
+#include "bypass/wire/gen/formats.h"
 #include "session.h"
 
 namespace bypass::host {

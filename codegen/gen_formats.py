@@ -3,7 +3,7 @@
 Output: `formats.h` and `formats.cpp` (build/generated/wire/): `format_info(VkFormat)` gives
 the texel block size and extent, the aspects and, per plane, the block size and subsampling
 of every format a guest may use. Buffer<->image copies need them to know how many bytes of a
-buffer a region touches (host-server/validate.cpp).
+buffer a region touches (host-server/src/validate.cpp).
 """
 
 from __future__ import annotations

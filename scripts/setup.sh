@@ -11,6 +11,8 @@ packages=(
   # wire format, network path, logging, command lines
   flatbuffers-compiler libflatbuffers-dev libgrpc++-dev libprotobuf-dev protobuf-compiler
   protobuf-compiler-grpc libspdlog-dev libcli11-dev
+  # one layout: clang-format for C and C++, black for Python (scripts/format.sh, the style test)
+  clang-format black
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox libpng-dev
   # presentation and OpenGL (X11, Xvfb, zink, demos)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a command in a small QEMU guest whose Vulkan calls go through bypass to a bypassd on
-# this machine, over a shared-memory PCI device (ivshmem-plain; see the README, "Guests that
+# this machine, over a shared-memory PCI device (ivshmem-plain; see docs/vm.md, "Guests that
 # are virtual machines").
 #
 #   bypassd --vm vm1:/dev/shm/bypass-vm1 &                    # the host side

@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "../vmqueue/vmq_throughput.hpp"
-#include "bypass/crossover/tap.hpp"
+#include "vmq_throughput.h"
+#include "bypass/crossover/tap.h"
 
 using namespace std::chrono_literals;
 
@@ -64,7 +64,7 @@ double tcp_rate(const std::string& from, const std::string& to, const std::strin
     ::close(listener);
     return 0;
   }
-  std::uint64_t received = 0;
+  uint64_t received = 0;
   std::chrono::steady_clock::time_point first, last;
   std::thread receiver([&] {
     int c = ::accept(listener, nullptr, nullptr);
@@ -77,7 +77,7 @@ double tcp_rate(const std::string& from, const std::string& to, const std::strin
         first = std::chrono::steady_clock::now();
         started = true;
       }
-      received += static_cast<std::uint64_t>(n);
+      received += static_cast<uint64_t>(n);
     }
     last = std::chrono::steady_clock::now();
     ::close(c);

@@ -95,10 +95,10 @@ std::string Report::json() const {
 double median(std::vector<double>& values) {
   if (values.empty()) return 0;
   const size_t mid = values.size() / 2;
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(mid), values.end());
+  std::nth_element(values.begin(), values.begin() + static_cast<ptrdiff_t>(mid), values.end());
   double m = values[mid];
   if (values.size() % 2 == 0) {
-    m = (m + *std::max_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(mid))) / 2;
+    m = (m + *std::max_element(values.begin(), values.begin() + static_cast<ptrdiff_t>(mid))) / 2;
   }
   return m;
 }

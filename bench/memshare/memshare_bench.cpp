@@ -21,11 +21,11 @@
 #include <string>
 #include <vector>
 
-#include "memshare/client.h"
-#include "memshare/dirty_tracker.h"
-#include "memshare/page_ranges.h"
-#include "memshare/service.h"
-#include "memshare/shadow_region.h"
+#include "bypass/memshare/client.h"
+#include "bypass/memshare/dirty_tracker.h"
+#include "bypass/memshare/page_ranges.h"
+#include "bypass/memshare/service.h"
+#include "bypass/memshare/shadow_region.h"
 
 using namespace bypass::memshare;
 using Clock = std::chrono::steady_clock;

@@ -1,13 +1,13 @@
 // VM-queue pages per second by message size. Prints a table, then one JSON line.
 #include <cstdio>
 
-#include "vmq_throughput.hpp"
+#include "vmq_throughput.h"
 
 int main() {
   using namespace std::chrono_literals;
   vmq_bench::Vmqd broker(VMQD_PATH, {"--pages-2m", "16"});
   std::string json = "{";
-  for (std::size_t n : {1, 4, 16, 64}) {
+  for (size_t n : {1, 4, 16, 64}) {
     auto f = vmq_bench::measure(broker, n, bypass::vmqueue::PageSize::k4K, 700ms);
     std::printf("4 KiB pages x %-3zu per message: %10.0f messages/s %11.0f pages/s (%.2f GB/s)%s\n", n,
                 f.messages_per_s, f.pages_per_s, f.pages_per_s * 4096 / 1e9, f.ok ? "" : "  [lost messages]");

@@ -1,4 +1,4 @@
-#include "bypass/crossover/detector.hpp"
+#include "bypass/crossover/detector.h"
 
 #include <cstdio>
 
@@ -17,12 +17,12 @@ bool parse_mac(const std::string& text, Mac* out) {
     return false;
   for (int i = 0; i < 6; ++i) {
     if (v[i] > 255) return false;
-    (*out)[i] = static_cast<std::uint8_t>(v[i]);
+    (*out)[i] = static_cast<uint8_t>(v[i]);
   }
   return true;
 }
 
-void Detector::learn_locked(const Mac& mac, std::uint32_t port, Clock::time_point now) {
+void Detector::learn_locked(const Mac& mac, uint32_t port, Clock::time_point now) {
   if (is_multicast(mac)) return;
   auto [it, inserted] = table_.try_emplace(key(mac), Slot{port, now});
   if (!inserted) {
@@ -31,21 +31,21 @@ void Detector::learn_locked(const Mac& mac, std::uint32_t port, Clock::time_poin
   }
 }
 
-void Detector::learn(const Mac& mac, std::uint32_t port) {
+void Detector::learn(const Mac& mac, uint32_t port) {
   std::lock_guard lock(mu_);
   learn_locked(mac, port, Clock::now());
 }
 
-Decision Detector::decide(std::uint32_t from, const Mac& dst, const Mac& src, std::uint32_t live) {
+Decision Detector::decide(uint32_t from, const Mac& dst, const Mac& src, uint32_t live) {
   auto now = Clock::now();
   std::lock_guard lock(mu_);
   learn_locked(src, from, now);
-  std::uint32_t others = live & ~(1u << from);
+  uint32_t others = live & ~(1u << from);
   Decision d;
   if (!is_multicast(dst)) {
     auto it = table_.find(key(dst));
     if (it != table_.end() && now - it->second.seen < kAging) {
-      std::uint32_t to = it->second.port;
+      uint32_t to = it->second.port;
       if (to == from || (others & (1u << to)) == 0) return d;  // behind the sender, or down: drop
       d.kind = Decision::kForward;
       d.port = to;
@@ -59,7 +59,7 @@ Decision Detector::decide(std::uint32_t from, const Mac& dst, const Mac& src, st
   return d;
 }
 
-void Detector::forget_port(std::uint32_t port) {
+void Detector::forget_port(uint32_t port) {
   std::lock_guard lock(mu_);
   std::erase_if(table_, [&](const auto& kv) { return kv.second.port == port; });
 }
@@ -70,13 +70,13 @@ std::vector<Detector::Entry> Detector::table() const {
   auto now = Clock::now();
   for (const auto& [k, slot] : table_) {
     Mac m;
-    for (int i = 5, j = 0; i >= 0; --i, ++j) m[j] = static_cast<std::uint8_t>(k >> (8 * i));
+    for (int i = 5, j = 0; i >= 0; --i, ++j) m[j] = static_cast<uint8_t>(k >> (8 * i));
     out.push_back(Entry{m, slot.port, std::chrono::duration<double>(now - slot.seen).count()});
   }
   return out;
 }
 
-std::uint64_t Detector::moves() const {
+uint64_t Detector::moves() const {
   std::lock_guard lock(mu_);
   return moves_;
 }

@@ -1,4 +1,4 @@
-#include "bypass/crossover/link.hpp"
+#include "bypass/crossover/link.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,10 +20,10 @@
 #include <thread>
 #include <vector>
 
-#include "bypass/crossover/port.hpp"
-#include "bypass/crossover/switch.hpp"
-#include "bypass/crossover/tap.hpp"
-#include "bypass/vmqueue/os.hpp"
+#include "bypass/crossover/port.h"
+#include "bypass/crossover/switch.h"
+#include "bypass/crossover/tap.h"
+#include "bypass/vmqueue/os.h"
 
 namespace bypass::crossover {
 
@@ -31,39 +31,39 @@ namespace os = vmqueue::os;
 
 namespace {
 
-constexpr std::uint32_t kMagic = 0x58525658;  // "XVRX"
-enum Role : std::uint32_t { kRoleEndpoint = 1, kRoleCli = 2 };
-enum Command : std::uint32_t { kCmdStatus = 1, kCmdStatusJson, kCmdShutdown };
+constexpr uint32_t kMagic = 0x58525658;  // "XVRX"
+enum Role : uint32_t { kRoleEndpoint = 1, kRoleCli = 2 };
+enum Command : uint32_t { kCmdStatus = 1, kCmdStatusJson, kCmdShutdown };
 
 struct CtlHello {
-  std::uint32_t magic = kMagic;
-  std::uint32_t role = 0;
-  std::uint32_t side = 0;
-  std::uint32_t command = 0;
-  std::uint8_t mac[6] = {};
-  std::uint8_t pad[2] = {};
+  uint32_t magic = kMagic;
+  uint32_t role = 0;
+  uint32_t side = 0;
+  uint32_t command = 0;
+  uint8_t mac[6] = {};
+  uint8_t pad[2] = {};
 };
 static_assert(sizeof(CtlHello) == 24);
 
 struct AttachReply {
-  std::uint32_t magic = kMagic;
-  std::uint32_t status = 0;  // 0 ok, else 1 = side taken / bad side
-  std::uint32_t buffers_per_port = 0;
-  std::uint32_t port_mask = 0;  // pools present; their fds follow in port order
+  uint32_t magic = kMagic;
+  uint32_t status = 0;  // 0 ok, else 1 = side taken / bad side
+  uint32_t buffers_per_port = 0;
+  uint32_t port_mask = 0;  // pools present; their fds follow in port order
 };
 // Fds after an AttachReply: rings, host kick, tx_done kick, rx kick, then one pool per port in
 // port_mask (the endpoint's own read/write, the others read-only).
 enum AttachFd { kFdRings = 0, kFdHostKick, kFdTxDoneKick, kFdRxKick, kFdFirstPool };
 
 bool send_text(int sock, const std::string& text) {
-  std::uint32_t n = static_cast<std::uint32_t>(text.size());
+  uint32_t n = static_cast<uint32_t>(text.size());
   std::string framed(reinterpret_cast<const char*>(&n), sizeof n);
   framed += text;
   return os::send_with_fds(sock, std::as_bytes(std::span(framed.data(), framed.size())), {});
 }
 
 bool recv_text(int sock, std::string* text) {
-  std::uint32_t n = 0;
+  uint32_t n = 0;
   if (!os::recv_with_fds(sock, std::as_writable_bytes(std::span(&n, 1)), nullptr)) return false;
   if (n > (16u << 20)) return false;
   text->resize(n);
@@ -154,7 +154,7 @@ class LinkDaemon {
     stop_ = os::Kick::create();
     ports_[kPortA].present = ports_[kPortB].present = true;
     ports_[kPortUplink].present = !opt_.uplink_netns.empty();
-    for (std::uint32_t p = 0; p < kPorts; ++p) {
+    for (uint32_t p = 0; p < kPorts; ++p) {
       HostPort& hp = ports_[p];
       if (!hp.present) continue;
       std::string tag = std::string("xover-") + port_name(p);
@@ -188,7 +188,7 @@ class LinkDaemon {
     signals_ = os::Fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     watch(listen_.get(), kKeyListen);
     watch(signals_.get(), kKeySignals);
-    for (std::uint32_t s = 0; s < 2; ++s) spawn_endpoint(s);
+    for (uint32_t s = 0; s < 2; ++s) spawn_endpoint(s);
   }
 
   void start_uplink() {
@@ -211,7 +211,7 @@ class LinkDaemon {
     PortMemory mem;
     mem.rings = hp.rings.data();
     mem.own_pool = hp.pool.data();
-    for (std::uint32_t p = 0; p < kPorts; ++p)
+    for (uint32_t p = 0; p < kPorts; ++p)
       if (ports_[p].present) mem.pools[p] = ports_[p].pool.data();
     mem.buffers_per_port = opt_.buffers;
     uplink_ = std::make_unique<PortDriver>(kPortUplink, uplink_tap_.get(), mem, host_kick_.fd(),
@@ -225,7 +225,7 @@ class LinkDaemon {
     log("uplink " + opt_.uplink_ifname + " in namespace " + opt_.uplink_netns + " mac " + mac_to_string(mac));
   }
 
-  void spawn_endpoint(std::uint32_t side) {
+  void spawn_endpoint(uint32_t side) {
     const EndpointOptions& e = opt_.endpoint[side];
     std::vector<std::string> args = {"bypass-xover", "endpoint", "--control", opt_.socket_path,
                                      "--side",        port_name(side), "--ifname", e.ifname};
@@ -258,9 +258,9 @@ class LinkDaemon {
     ports_[side].pid = pid;
   }
 
-  enum : std::uint64_t { kKeyListen = 1ull << 40, kKeySignals = 2ull << 40 };
+  enum : uint64_t { kKeyListen = 1ull << 40, kKeySignals = 2ull << 40 };
 
-  void watch(int fd, std::uint64_t key) {
+  void watch(int fd, uint64_t key) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = key;
@@ -288,7 +288,7 @@ class LinkDaemon {
       int n = ::epoll_wait(epoll_.get(), events, 8, timeout);
       if (n < 0 && errno != EINTR) return 1;
       for (int i = 0; i < n; ++i) {
-        std::uint64_t key = events[i].data.u64;
+        uint64_t key = events[i].data.u64;
         if (key == kKeyListen) {
           accept_one();
         } else if (key == kKeySignals) {
@@ -306,7 +306,7 @@ class LinkDaemon {
             return 1;
           }
         } else {
-          auto side = static_cast<std::uint32_t>(key);
+          auto side = static_cast<uint32_t>(key);
           if (side < 2 && ports_[side].attached) {
             log(std::string("endpoint ") + port_name(side) + " gone: link down on that side");
             sw_->detach(side);
@@ -355,7 +355,7 @@ class LinkDaemon {
     if (hello.role != kRoleEndpoint) return;
     AttachReply reply;
     reply.buffers_per_port = opt_.buffers;
-    std::uint32_t side = hello.side;
+    uint32_t side = hello.side;
     if (side > kPortB || ports_[side].attached) {
       reply.status = 1;
       os::send_with_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), {});
@@ -364,7 +364,7 @@ class LinkDaemon {
     HostPort& hp = ports_[side];
     std::vector<os::Fd> read_only;  // kept alive until sent
     std::vector<int> fds = {hp.rings_fd.get(), host_kick_.fd(), hp.tx_done_kick.fd(), hp.rx_kick.fd()};
-    for (std::uint32_t p = 0; p < kPorts; ++p) {
+    for (uint32_t p = 0; p < kPorts; ++p) {
       if (!ports_[p].present) continue;
       reply.port_mask |= 1u << p;
       if (p == side) {
@@ -387,7 +387,7 @@ class LinkDaemon {
   std::string status_json() {
     SwitchStats s = sw_->stats();
     std::string j = "{\"name\":\"" + json_escape(opt_.name) + "\",\"ports\":{";
-    for (std::uint32_t p = 0; p < kPorts; ++p) {
+    for (uint32_t p = 0; p < kPorts; ++p) {
       const auto& ps = s.ports[p];
       if (p) j += ",";
       j += "\"" + std::string(port_name(p)) + "\":{\"present\":" + (ports_[p].present ? "true" : "false") +
@@ -416,7 +416,7 @@ class LinkDaemon {
     std::string t = "link " + opt_.name + " (" + opt_.netns[0] + " <-> " + opt_.netns[1] +
                     (opt_.uplink_netns.empty() ? "" : ", uplink in " + opt_.uplink_netns) + ")\n";
     char line[256];
-    for (std::uint32_t p = 0; p < kPorts; ++p) {
+    for (uint32_t p = 0; p < kPorts; ++p) {
       if (!ports_[p].present) continue;
       const auto& ps = s.ports[p];
       std::snprintf(line, sizeof line, "  port %-6s %-4s in %llu frames / %llu bytes, out %llu / %llu, ring-full drops %llu\n",
@@ -472,7 +472,7 @@ class LinkDaemon {
   os::Fd listen_, epoll_, signals_;
 };
 
-os::Fd connect_cli(const std::string& socket_path, std::uint32_t command, std::string* error) {
+os::Fd connect_cli(const std::string& socket_path, uint32_t command, std::string* error) {
   os::Fd fd;
   try {
     fd = os::connect_unix(socket_path);
@@ -545,7 +545,7 @@ int run_endpoint(const EndpointOptions& options) {
     if (!os::recv_with_fds(conn.get(), std::as_writable_bytes(std::span(&reply, 1)), &fds))
       throw std::runtime_error("host closed the control connection");
     if (reply.magic != kMagic || reply.status != 0) throw std::runtime_error("host refused this endpoint (side taken?)");
-    std::size_t pools = static_cast<std::size_t>(__builtin_popcount(reply.port_mask));
+    size_t pools = static_cast<size_t>(__builtin_popcount(reply.port_mask));
     if (fds.size() != kFdFirstPool + pools || !(reply.port_mask & (1u << options.side)) || reply.buffers_per_port == 0 ||
         reply.buffers_per_port > kRingSlots)
       throw std::runtime_error("malformed attach reply");
@@ -554,8 +554,8 @@ int run_endpoint(const EndpointOptions& options) {
     PortMemory mem;
     mem.rings = rings.data();
     mem.buffers_per_port = reply.buffers_per_port;
-    std::size_t next = kFdFirstPool;
-    for (std::uint32_t p = 0; p < kPorts; ++p) {
+    size_t next = kFdFirstPool;
+    for (uint32_t p = 0; p < kPorts; ++p) {
       if (!(reply.port_mask & (1u << p))) continue;
       pool_maps[p] = os::map_shared(fds[next++].get(), pool_bytes(reply.buffers_per_port), p == options.side);
       mem.pools[p] = pool_maps[p].data();

@@ -1,4 +1,4 @@
-#include "bypass/crossover/port.hpp"
+#include "bypass/crossover/port.h"
 
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -11,13 +11,13 @@ namespace bypass::crossover {
 
 namespace {
 void kick(int fd) {
-  std::uint64_t one = 1;
+  uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
 }
 constexpr int kBatch = 32;  // frames per direction per pass, so neither direction starves the other
 }  // namespace
 
-PortDriver::PortDriver(std::uint32_t port, int tap_fd, PortMemory memory, int host_kick_fd, int tx_done_kick_fd,
+PortDriver::PortDriver(uint32_t port, int tap_fd, PortMemory memory, int host_kick_fd, int tx_done_kick_fd,
                        int rx_kick_fd, int stop_fd)
     : port_(port),
       tap_(tap_fd),
@@ -32,13 +32,13 @@ void PortDriver::run() {
   SlotRing<Desc> tx_done = open_ring(mem_.rings, kTxDone);
   SlotRing<Desc> rx = open_ring(mem_.rings, kRx);
   SlotRing<Desc> rx_done = open_ring(mem_.rings, kRxDone);
-  const std::uint32_t first = port_ * mem_.buffers_per_port;
-  const std::uint32_t total = kPorts * mem_.buffers_per_port;
-  std::vector<std::uint32_t> free_bufs;
-  for (std::uint32_t i = mem_.buffers_per_port; i-- > 0;) free_bufs.push_back(first + i);
+  const uint32_t first = port_ * mem_.buffers_per_port;
+  const uint32_t total = kPorts * mem_.buffers_per_port;
+  std::vector<uint32_t> free_bufs;
+  for (uint32_t i = mem_.buffers_per_port; i-- > 0;) free_bufs.push_back(first + i);
   // One epoll set for the thread's life: registering four fds with poll() on every sleep
   // costs more than the sleep's bookkeeping itself at tens of thousands of sleeps a second.
-  enum : std::uint32_t { kKeyTap, kKeyRxKick, kKeyTxDoneKick, kKeyStop };
+  enum : uint32_t { kKeyTap, kKeyRxKick, kKeyTxDoneKick, kKeyStop };
   vmqueue::os::Fd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return;
   for (auto [fd, key] : {std::pair{tap_, kKeyTap}, {rx_kick_, kKeyRxKick}, {tx_done_kick_, kKeyTxDoneKick},
@@ -46,7 +46,7 @@ void PortDriver::run() {
     epoll_event ev{};
     // The kick eventfds are edge-triggered: every write to an eventfd wakes its waiters, so
     // they need no read() to re-arm (their counters just grow; 2^64 kicks are far away).
-    ev.events = EPOLLIN | (key == kKeyRxKick || key == kKeyTxDoneKick ? std::uint32_t{EPOLLET} : 0u);
+    ev.events = EPOLLIN | (key == kKeyRxKick || key == kKeyTxDoneKick ? uint32_t{EPOLLET} : 0u);
     ev.data.u32 = key;
     if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return;
   }
@@ -73,9 +73,9 @@ void PortDriver::run() {
       }
       did = true;
       Desc r = *slot;
-      std::uint32_t owner = r.buf / mem_.buffers_per_port;
+      uint32_t owner = r.buf / mem_.buffers_per_port;
       if (r.buf < total && mem_.pools[owner] != nullptr && r.len >= kVnetHdrLen + 14 && r.len <= kBufferStride) {
-        const std::byte* at = mem_.pools[owner] + std::size_t{r.buf % mem_.buffers_per_port} * kBufferStride;
+        const std::byte* at = mem_.pools[owner] + size_t{r.buf % mem_.buffers_per_port} * kBufferStride;
         ssize_t n = ::write(tap_, at, r.len);
         if (n == static_cast<ssize_t>(r.len)) {
           counters_.rx_frames.fetch_add(1, std::memory_order_relaxed);
@@ -98,8 +98,8 @@ void PortDriver::run() {
 
     // tx: frames the stack queued on the TAP, read straight into our own buffers.
     for (int i = 0; i < kBatch && !free_bufs.empty(); ++i) {
-      std::uint32_t buf = free_bufs.back();
-      std::byte* at = mem_.own_pool + std::size_t{buf - first} * kBufferStride;
+      uint32_t buf = free_bufs.back();
+      std::byte* at = mem_.own_pool + size_t{buf - first} * kBufferStride;
       ssize_t n = ::read(tap_, at, kBufferStride);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -110,13 +110,13 @@ void PortDriver::run() {
         return;  // the device is gone
       }
       did = true;
-      if (static_cast<std::size_t>(n) < kVnetHdrLen + 14) continue;
+      if (static_cast<size_t>(n) < kVnetHdrLen + 14) continue;
       Desc* slot = tx.producer_slot();
       if (slot == nullptr) continue;  // cannot happen: no more buffers than slots; drop the frame
-      *slot = Desc{buf, static_cast<std::uint32_t>(n)};
+      *slot = Desc{buf, static_cast<uint32_t>(n)};
       free_bufs.pop_back();
       counters_.tx_frames.fetch_add(1, std::memory_order_relaxed);
-      counters_.tx_bytes.fetch_add(static_cast<std::uint64_t>(n) - kVnetHdrLen, std::memory_order_relaxed);
+      counters_.tx_bytes.fetch_add(static_cast<uint64_t>(n) - kVnetHdrLen, std::memory_order_relaxed);
       // Publish each frame at once so the switch can forward it while we read the next; the
       // kick (a system call) happens only while the switch sleeps, once per batch.
       kick_host |= tx.publish();
@@ -135,7 +135,7 @@ void PortDriver::run() {
     if (work) continue;
     if (want_tap != tap_armed) {
       epoll_event ev{};
-      ev.events = want_tap ? std::uint32_t{EPOLLIN} : 0u;
+      ev.events = want_tap ? uint32_t{EPOLLIN} : 0u;
       ev.data.u32 = kKeyTap;
       if (::epoll_ctl(ep.get(), EPOLL_CTL_MOD, tap_, &ev) != 0) return;
       tap_armed = want_tap;

@@ -1,4 +1,4 @@
-#include "bypass/crossover/switch.hpp"
+#include "bypass/crossover/switch.h"
 
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -9,27 +9,27 @@
 #include <utility>
 #include <immintrin.h>
 
-#include "bypass/vmqueue/os.hpp"
+#include "bypass/vmqueue/os.h"
 
 namespace bypass::crossover {
 
 namespace {
 void kick(int fd) {
-  std::uint64_t one = 1;
+  uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
 }
 constexpr int kBudget = 64;  // descriptors per ring per pass, so one busy port cannot starve others
 }  // namespace
 
-Switch::Switch(std::uint32_t buffers_per_port, int host_kick_fd, int stop_fd, bool spin)
+Switch::Switch(uint32_t buffers_per_port, int host_kick_fd, int stop_fd, bool spin)
     : bpp_(buffers_per_port),
       host_kick_(host_kick_fd),
       stop_(stop_fd),
       spin_(spin),
-      refs_(std::size_t{kPorts} * buffers_per_port, 0),
-      at_port_(std::size_t{kPorts} * buffers_per_port, 1) {}
+      refs_(size_t{kPorts} * buffers_per_port, 0),
+      at_port_(size_t{kPorts} * buffers_per_port, 1) {}
 
-void Switch::attach(std::uint32_t port, std::byte* rings, const std::byte* pool, int tx_done_kick_fd, int rx_kick_fd,
+void Switch::attach(uint32_t port, std::byte* rings, const std::byte* pool, int tx_done_kick_fd, int rx_kick_fd,
                     const Mac& mac) {
   std::lock_guard lock(ops_mu_);
   ops_.push_back([=, this] {
@@ -43,7 +43,7 @@ void Switch::attach(std::uint32_t port, std::byte* rings, const std::byte* pool,
     s.pool = pool;
     s.tx_done_kick = tx_done_kick_fd;
     s.rx_kick = rx_kick_fd;
-    for (std::uint32_t i = 0; i < bpp_; ++i) {
+    for (uint32_t i = 0; i < bpp_; ++i) {
       refs_[port * bpp_ + i] = 0;
       at_port_[port * bpp_ + i] = 1;
     }
@@ -57,7 +57,7 @@ void Switch::attach(std::uint32_t port, std::byte* rings, const std::byte* pool,
   kick(host_kick_);
 }
 
-void Switch::detach(std::uint32_t port) {
+void Switch::detach(uint32_t port) {
   std::lock_guard lock(ops_mu_);
   ops_.push_back([=, this] { do_detach(port); });
   ops_pending_.store(true, std::memory_order_release);  // pairs with run()'s acquire exchange
@@ -74,14 +74,14 @@ void Switch::apply_ops() {
   for (auto& op : ops) op();
 }
 
-void Switch::do_detach(std::uint32_t p) {
+void Switch::do_detach(uint32_t p) {
   PortState& s = ports_[p];
   if (!s.live) return;
   s.live = false;
   live_[p].store(false, std::memory_order_relaxed);
   // Buffers of other ports it was holding go back to their owners.
   while (!s.rx_inflight.empty()) {
-    std::uint32_t buf = s.rx_inflight.front();
+    uint32_t buf = s.rx_inflight.front();
     s.rx_inflight.pop_front();
     unref(buf);
   }
@@ -89,17 +89,17 @@ void Switch::do_detach(std::uint32_t p) {
   detector_.forget_port(p);
 }
 
-std::uint32_t Switch::live_mask() const {
-  std::uint32_t m = 0;
-  for (std::uint32_t p = 0; p < kPorts; ++p)
+uint32_t Switch::live_mask() const {
+  uint32_t m = 0;
+  for (uint32_t p = 0; p < kPorts; ++p)
     if (ports_[p].live) m |= 1u << p;
   return m;
 }
 
 // A buffer a receiver is done with: back to its owner once nobody holds it.
-void Switch::unref(std::uint32_t buf) {
+void Switch::unref(uint32_t buf) {
   if (refs_[buf] == 0 || --refs_[buf] != 0) return;
-  std::uint32_t owner = buf / bpp_;
+  uint32_t owner = buf / bpp_;
   PortState& o = ports_[owner];
   if (!o.live) return;
   Desc* slot = o.tx_done.producer_slot();
@@ -110,7 +110,7 @@ void Switch::unref(std::uint32_t buf) {
   if (o.tx_done.publish()) o.kick_tx_done = true;
 }
 
-bool Switch::deliver(std::uint32_t to, std::uint32_t buf, std::uint32_t len) {
+bool Switch::deliver(uint32_t to, uint32_t buf, uint32_t len) {
   PortState& t = ports_[to];
   Desc* slot = t.rx.producer_slot();
   if (slot == nullptr) {
@@ -126,10 +126,10 @@ bool Switch::deliver(std::uint32_t to, std::uint32_t buf, std::uint32_t len) {
   return true;
 }
 
-void Switch::route(std::uint32_t from, std::uint32_t buf, std::uint32_t len) {
+void Switch::route(uint32_t from, uint32_t buf, uint32_t len) {
   // Read the addresses once: the port may scribble on its own buffer meanwhile.
-  std::uint8_t eth[12];
-  std::memcpy(eth, ports_[from].pool + std::size_t{buf % bpp_} * kBufferStride + kVnetHdrLen, sizeof eth);
+  uint8_t eth[12];
+  std::memcpy(eth, ports_[from].pool + size_t{buf % bpp_} * kBufferStride + kVnetHdrLen, sizeof eth);
   Mac dst, src;
   std::memcpy(dst.data(), eth, 6);
   std::memcpy(src.data(), eth + 6, 6);
@@ -145,7 +145,7 @@ void Switch::route(std::uint32_t from, std::uint32_t buf, std::uint32_t len) {
     }
   } else if (d.kind == Decision::kFlood) {
     flooded_.fetch_add(1, std::memory_order_relaxed);
-    for (std::uint32_t p = 0; p < kPorts; ++p)
+    for (uint32_t p = 0; p < kPorts; ++p)
       if (d.mask & (1u << p)) deliver(p, buf, len);
   } else {
     dropped_.fetch_add(1, std::memory_order_relaxed);
@@ -153,7 +153,7 @@ void Switch::route(std::uint32_t from, std::uint32_t buf, std::uint32_t len) {
   unref(buf);
 }
 
-bool Switch::drain_tx(std::uint32_t p) {
+bool Switch::drain_tx(uint32_t p) {
   PortState& s = ports_[p];
   bool did = false;
   Desc d;
@@ -174,7 +174,7 @@ bool Switch::drain_tx(std::uint32_t p) {
   return did;
 }
 
-bool Switch::drain_rx_done(std::uint32_t p) {
+bool Switch::drain_rx_done(uint32_t p) {
   PortState& s = ports_[p];
   bool did = false;
   Desc d;
@@ -199,7 +199,7 @@ void Switch::run() {
   // no read() per wake-up to re-arm (its counter just grows).
   vmqueue::os::Fd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return;
-  for (auto [fd, flags] : {std::pair{host_kick_, std::uint32_t{EPOLLIN | EPOLLET}}, {stop_, std::uint32_t{EPOLLIN}}}) {
+  for (auto [fd, flags] : {std::pair{host_kick_, uint32_t{EPOLLIN | EPOLLET}}, {stop_, uint32_t{EPOLLIN}}}) {
     epoll_event ev{};
     ev.events = flags;
     ev.data.fd = fd;
@@ -208,7 +208,7 @@ void Switch::run() {
   for (;;) {
     apply_ops();
     bool did = false;
-    for (std::uint32_t p = 0; p < kPorts; ++p) {
+    for (uint32_t p = 0; p < kPorts; ++p) {
       if (!ports_[p].live) continue;
       did |= drain_rx_done(p);
       did |= drain_tx(p);
@@ -232,7 +232,7 @@ void Switch::run() {
     // otherwise they wait for the next pass a posted frame wakes us for. This halves the
     // switch's wake-ups: a receiver's rx_done no longer kicks it once per frame.
     bool short_of_buffers = false;
-    for (std::uint32_t p = 0; p < kPorts; ++p)
+    for (uint32_t p = 0; p < kPorts; ++p)
       short_of_buffers |= ports_[p].live && out_[p] >= bpp_ / 2;
     for (auto& s : ports_) {
       if (!s.live) continue;
@@ -250,7 +250,7 @@ void Switch::run() {
 
 SwitchStats Switch::stats() const {
   SwitchStats s;
-  for (std::uint32_t p = 0; p < kPorts; ++p) {
+  for (uint32_t p = 0; p < kPorts; ++p) {
     s.ports[p].live = live_[p].load(std::memory_order_relaxed);
     s.ports[p].frames_in = port_counters_[p].frames_in.load(std::memory_order_relaxed);
     s.ports[p].bytes_in = port_counters_[p].bytes_in.load(std::memory_order_relaxed);

@@ -1,4 +1,4 @@
-#include "bypass/crossover/tap.hpp"
+#include "bypass/crossover/tap.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

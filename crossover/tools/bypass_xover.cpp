@@ -9,13 +9,13 @@
 #include <cstdio>
 #include <string>
 
-#include "bypass/crossover/link.hpp"
+#include "bypass/crossover/link.h"
 
 using namespace bypass::crossover;
 
 namespace {
 
-bool parse_side(const std::string& s, std::uint32_t* side) {
+bool parse_side(const std::string& s, uint32_t* side) {
   if (s == "a") *side = kPortA;
   else if (s == "b") *side = kPortB;
   else return false;
@@ -51,7 +51,7 @@ int create_detached(const LinkOptions& o) {
   std::string answer;
   char buf[256];
   ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) answer.append(buf, static_cast<std::size_t>(n));
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) answer.append(buf, static_cast<size_t>(n));
   ::close(pipefd[0]);
   int status;
   ::waitpid(pid, &status, 0);

@@ -114,7 +114,7 @@ Rgba8Image read_rgba8(const Buffer& buffer, uint32_t width, uint32_t height) {
   if (buffer.size() < bytes) throw std::logic_error("read_rgba8: buffer smaller than the image");
   buffer.invalidate();
   auto mapped = buffer.mapped<const uint8_t>();
-  image.pixels.assign(mapped.begin(), mapped.begin() + static_cast<std::ptrdiff_t>(bytes));
+  image.pixels.assign(mapped.begin(), mapped.begin() + static_cast<ptrdiff_t>(bytes));
   return image;
 }
 

@@ -341,7 +341,7 @@ void fill_links(Fill& f, void* chain, int depth);
 bool equal_link(const VkBaseOutStructure* a, const VkBaseOutStructure* b, Diff& d, unsigned flags);
 const char* table_of_stype(int32_t stype);
 
-// Chains (wire_test_support.cc).
+// Chains (wire_test_support.cpp).
 bool equal_chain(const void* a, const void* b, Diff& d, unsigned flags);
 bool same_stypes(const void* a, const void* b);
 // A zeroed chain with the same sTypes (array elements of an output share one skeleton).

@@ -21,8 +21,8 @@
 #include <thread>
 #include <vector>
 
-#include "bypass/crossover/detector.hpp"
-#include "bypass/crossover/tap.hpp"
+#include "bypass/crossover/detector.h"
+#include "bypass/crossover/tap.h"
 
 using namespace bypass::crossover;
 using namespace std::chrono_literals;
@@ -39,7 +39,7 @@ std::string sh_out(const std::string& cmd) {
   FILE* f = ::popen(cmd.c_str(), "r");
   if (f == nullptr) return out;
   char buf[4096];
-  std::size_t n;
+  size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
   ::pclose(f);
   return out;
@@ -57,10 +57,10 @@ class Janitor {
       ::setsid();  // survive a ctest timeout's process-group kill of the test
       std::string names, chunk(256, '\0');
       ssize_t n;
-      while ((n = ::read(fds[0], chunk.data(), chunk.size())) > 0) names.append(chunk.data(), std::size_t(n));
-      std::size_t start = 0;
+      while ((n = ::read(fds[0], chunk.data(), chunk.size())) > 0) names.append(chunk.data(), size_t(n));
+      size_t start = 0;
       while (start < names.size()) {
-        std::size_t end = names.find('\n', start);
+        size_t end = names.find('\n', start);
         std::string ns = names.substr(start, end - start);
         if (!ns.empty()) sh("ip netns del " + ns);
         if (end == std::string::npos) break;
@@ -149,7 +149,7 @@ class Link {
     return sh_out(std::string(XOVER_PATH) + " status " + name_ + " --json --socket " + socket_ + " 2>/dev/null");
   }
   // A top-level counter from the JSON status.
-  std::uint64_t counter(const std::string& key) const {
+  uint64_t counter(const std::string& key) const {
     std::string s = status();
     auto at = s.find("\"" + key + "\":");
     if (at == std::string::npos) return 0;
@@ -170,12 +170,12 @@ bool root() { return ::geteuid() == 0 && ::access("/dev/net/tun", R_OK | W_OK) =
 // Streams `bytes` of seeded pseudo-random data from namespace `from` to `to_ip` in namespace
 // `to` over TCP; returns {bytes received, crc of sent, crc of received, seconds}.
 struct Transfer {
-  std::uint64_t received = 0;
-  std::uint32_t crc_sent = 0, crc_received = 0;
+  uint64_t received = 0;
+  uint32_t crc_sent = 0, crc_received = 0;
   double seconds = 0;
 };
 
-Transfer tcp_transfer(const std::string& from, const std::string& to, const std::string& to_ip, std::size_t bytes) {
+Transfer tcp_transfer(const std::string& from, const std::string& to, const std::string& to_ip, size_t bytes) {
   Transfer t;
   int listener = -1;
   {
@@ -200,9 +200,9 @@ Transfer tcp_transfer(const std::string& from, const std::string& to, const std:
     ssize_t n;
     while ((n = ::read(c, buf.data(), buf.size())) > 0) {
       crc = crc32(crc, buf.data(), static_cast<uInt>(n));
-      t.received += static_cast<std::uint64_t>(n);
+      t.received += static_cast<uint64_t>(n);
     }
-    t.crc_received = static_cast<std::uint32_t>(crc);
+    t.crc_received = static_cast<uint32_t>(crc);
     ::close(c);
   });
   int s;
@@ -212,22 +212,22 @@ Transfer tcp_transfer(const std::string& from, const std::string& to, const std:
   }
   auto start = std::chrono::steady_clock::now();
   if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    std::vector<std::uint64_t> block((1 << 20) / 8);
+    std::vector<uint64_t> block((1 << 20) / 8);
     std::mt19937_64 rng(42);
     uLong crc = crc32(0, nullptr, 0);
-    for (std::size_t sent = 0; sent < bytes;) {
+    for (size_t sent = 0; sent < bytes;) {
       for (auto& w : block) w = rng();
-      std::size_t len = std::min(bytes - sent, block.size() * 8);
+      size_t len = std::min(bytes - sent, block.size() * 8);
       auto* p = reinterpret_cast<const unsigned char*>(block.data());
       crc = crc32(crc, p, static_cast<uInt>(len));
-      for (std::size_t off = 0; off < len;) {
+      for (size_t off = 0; off < len;) {
         ssize_t n = ::write(s, p + off, len - off);
         if (n <= 0) break;
-        off += static_cast<std::size_t>(n);
+        off += static_cast<size_t>(n);
       }
       sent += len;
     }
-    t.crc_sent = static_cast<std::uint32_t>(crc);
+    t.crc_sent = static_cast<uint32_t>(crc);
   }
   ::shutdown(s, SHUT_WR);
   receiver.join();
@@ -241,7 +241,7 @@ Transfer tcp_transfer(const std::string& from, const std::string& to, const std:
 // each burst once the one before arrived (few in flight, so nothing overflows and nothing is
 // lost), and nothing ever travels back. Returns how many arrived; it stops at the first burst
 // that does not arrive within a second.
-std::size_t udp_one_way(const std::string& from, const std::string& to, const std::string& to_ip, std::size_t count) {
+size_t udp_one_way(const std::string& from, const std::string& to, const std::string& to_ip, size_t count) {
   int r, s;
   {
     NetnsScope in(to);
@@ -257,7 +257,7 @@ std::size_t udp_one_way(const std::string& from, const std::string& to, const st
   ::inet_pton(AF_INET, to_ip.c_str(), &addr.sin_addr);
   timeval tv{1, 0};
   ::setsockopt(r, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::atomic<std::size_t> received{0};  // the receiver's count (release); the sender waits on it (acquire)
+  std::atomic<size_t> received{0};  // the receiver's count (release); the sender waits on it (acquire)
   if (::bind(r, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
     std::thread receiver([&] {
       char buf[2048];
@@ -265,8 +265,8 @@ std::size_t udp_one_way(const std::string& from, const std::string& to, const st
         received.fetch_add(1, std::memory_order_release);
     });
     std::vector<char> payload(1000, 'u');
-    for (std::size_t sent = 0; sent < count;) {
-      for (std::size_t end = std::min(count, sent + 16); sent < end; ++sent)
+    for (size_t sent = 0; sent < count;) {
+      for (size_t end = std::min(count, sent + 16); sent < end; ++sent)
         ::sendto(s, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
       auto deadline = std::chrono::steady_clock::now() + 1s;
       while (received.load(std::memory_order_acquire) < sent && std::chrono::steady_clock::now() < deadline)
@@ -286,7 +286,7 @@ TEST(CrossoverDetector, LearnsForwardsFloodsAndRelearns) {
   Detector d;
   Mac a{2, 0, 0, 0, 0, 1}, b{2, 0, 0, 0, 0, 2}, up{2, 0, 0, 0, 0, 3};
   Mac bcast{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-  std::uint32_t all = 0b111;
+  uint32_t all = 0b111;
   d.learn(a, kPortA);
   d.learn(b, kPortB);
   auto to_peer = d.decide(kPortA, b, a, all);
@@ -333,7 +333,7 @@ TEST(Crossover, Tcp100MiBWithMatchingChecksums) {
   Netns a("a"), b("b");
   Link link(a, b, "10.202.0");
   ASSERT_TRUE(link.up()) << link.status();
-  constexpr std::size_t kBytes = 100u << 20;
+  constexpr size_t kBytes = 100u << 20;
   Transfer t = tcp_transfer(a.name, b.name, "10.202.0.2", kBytes);
   EXPECT_EQ(t.received, kBytes);
   EXPECT_EQ(t.crc_received, t.crc_sent);
@@ -360,7 +360,7 @@ TEST(Crossover, TcpUnpinned) {
   Netns a("a"), b("b");
   Link link(a, b, "10.208.0", nullptr, {"--cpu", "none"});
   ASSERT_TRUE(link.up()) << link.status();
-  constexpr std::size_t kBytes = 32u << 20;
+  constexpr size_t kBytes = 32u << 20;
   Transfer t = tcp_transfer(a.name, b.name, "10.208.0.2", kBytes);
   EXPECT_EQ(t.received, kBytes);
   EXPECT_EQ(t.crc_received, t.crc_sent);
@@ -371,12 +371,12 @@ TEST(Crossover, NonPeerAddressTakesTheUplink) {
   Netns a("a"), b("b"), u("u");
   Link link(a, b, "10.203.0", &u);
   ASSERT_TRUE(link.up()) << link.status();
-  std::uint64_t before = link.counter("to_uplink");
+  uint64_t before = link.counter("to_uplink");
   EXPECT_EQ(a.exec("ping -c 3 -i 0.2 -W 2 10.203.0.3"), 0);  // the uplink's address, not the peer's
   EXPECT_GE(link.counter("to_uplink") - before, 3u);
   EXPECT_GE(link.counter("from_uplink"), 3u);
   // The peer still goes straight across.
-  std::uint64_t cross = link.counter("crossover");
+  uint64_t cross = link.counter("crossover");
   EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.203.0.2"), 0);
   EXPECT_GE(link.counter("crossover") - cross, 4u);
 }
@@ -397,7 +397,7 @@ TEST(Crossover, MacMovingToTheUplinkIsRelearnt) {
   EXPECT_GE(link.counter("mac_moves"), 1u);
   // a reaches the uplink host at that MAC: the detector now sends it up, not across.
   ASSERT_EQ(a.exec("ip neigh replace 10.204.0.3 lladdr " + mac_b + " dev xo0"), 0);
-  std::uint64_t before = link.counter("to_uplink");
+  uint64_t before = link.counter("to_uplink");
   EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.204.0.3"), 0);
   EXPECT_GE(link.counter("to_uplink") - before, 2u);
 }
@@ -410,8 +410,8 @@ TEST(Crossover, DeadEndpointTakesItsSideDown) {
   // Kill b's endpoint process: its TAP disappears and the host marks that port down.
   std::string pids = sh_out("ip netns pids " + b.name);
   ASSERT_FALSE(pids.empty());
-  for (std::size_t at = 0; at < pids.size();) {
-    std::size_t end = pids.find('\n', at);
+  for (size_t at = 0; at < pids.size();) {
+    size_t end = pids.find('\n', at);
     ::kill(std::stoi(pids.substr(at, end - at)), SIGKILL);
     if (end == std::string::npos) break;
     at = end + 1;

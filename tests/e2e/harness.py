@@ -122,7 +122,7 @@ def native_env(tmpdir):
     env["VK_DRIVER_FILES"] = env_path("BYPASS_LVP_JSON")
     if asan_runtime():
         # Keep lavapipe loaded to the end so LeakSanitizer sees what it holds as lavapipe's,
-        # not as leaks from an unloaded module (see the samples section of the README).
+        # not as leaks from an unloaded module (see docs/samples.md).
         env["LD_PRELOAD"] = f"{asan_runtime()} {lavapipe_library()}"
     return env
 

@@ -1,5 +1,5 @@
 // DeviceHeap: the first-fit sub-allocator of a VM guest's host-visible memory.
-#include "device_heap.h"
+#include "bypass/host/device_heap.h"
 
 #include <gtest/gtest.h>
 

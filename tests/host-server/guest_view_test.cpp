@@ -1,5 +1,5 @@
 // GuestView: a shadowing guest's read barrier gets exactly the bytes that differ from its copy.
-#include "guest_view.h"
+#include "bypass/host/guest_view.h"
 
 #include <gtest/gtest.h>
 

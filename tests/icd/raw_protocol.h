@@ -1,6 +1,6 @@
 // Speaking bypass's protocol without the ICD: records, batches and a device set up the way the
 // ICD sets one up. For the hostile-guest tools (raw_client.cpp) and the session fuzzer
-// (tests/fuzz/session_fuzz.cc).
+// (tests/fuzz/session_fuzz.cpp).
 #pragma once
 
 #include <cstring>

@@ -9,9 +9,9 @@
 #include <thread>
 #include <vector>
 
-#include "memshare/dirty_tracker.h"
-#include "memshare/page_ranges.h"
-#include "memshare/shadow_region.h"
+#include "bypass/memshare/dirty_tracker.h"
+#include "bypass/memshare/page_ranges.h"
+#include "bypass/memshare/shadow_region.h"
 #include "test_support.h"
 
 namespace bypass::memshare {

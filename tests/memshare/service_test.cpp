@@ -10,10 +10,10 @@
 #include <thread>
 #include <vector>
 
-#include "memshare/client.h"
-#include "memshare/page_ranges.h"
-#include "memshare/service.h"
-#include "memshare/socket_io.h"
+#include "bypass/memshare/client.h"
+#include "bypass/memshare/page_ranges.h"
+#include "bypass/memshare/service.h"
+#include "bypass/memshare/socket_io.h"
 #include "test_support.h"
 
 namespace bypass::memshare {

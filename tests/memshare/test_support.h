@@ -20,7 +20,7 @@
 #include <string>
 #include <thread>
 
-#include "memshare/client.h"
+#include "bypass/memshare/client.h"
 
 namespace bypass::memshare::test {
 

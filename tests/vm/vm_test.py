@@ -43,7 +43,7 @@ SAMPLE_ARGS = {
 
 # vulkaninfo in a VM against vulkaninfo in a process guest: what may differ, and why.
 VM_MISSING_EXTENSIONS = {
-    "VK_KHR_external_memory_fd": "no file descriptor crosses a VM boundary (README, VM guests)",
+    "VK_KHR_external_memory_fd": "no file descriptor crosses a VM boundary (docs/vm.md)",
 }
 
 

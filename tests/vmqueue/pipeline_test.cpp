@@ -8,7 +8,7 @@
 #include <random>
 #include <sstream>
 
-#include "helpers.hpp"
+#include "helpers.h"
 
 using vmq_test::BrokerProcess;
 using vmq_test::spawn;
@@ -21,7 +21,7 @@ std::string temp_path(const std::string& what) {
 }
 
 // Compressible but not trivial: words drawn from a small vocabulary, with random numbers.
-std::string make_input(std::size_t size) {
+std::string make_input(size_t size) {
   static const char* words[] = {"queue ", "page ", "domain ", "host ", "remap ", "owner ", "ring ", "\n"};
   std::mt19937_64 rng(1234);
   std::string s;
@@ -52,7 +52,7 @@ struct Files {
   }
 };
 
-void run_pipeline(const std::string& mode, bool huge, std::size_t size) {
+void run_pipeline(const std::string& mode, bool huge, size_t size) {
   vmq_test::HugePageReserve reserve(huge ? 8 : 0);
   BrokerProcess broker(huge ? std::vector<std::string>{"--pages-2m", "8"} : std::vector<std::string>{});
   Files f;

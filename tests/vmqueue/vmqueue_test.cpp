@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "bypass/transport/session.h"
-#include "bypass/vmqueue/os.hpp"
-#include "helpers.hpp"
+#include "bypass/vmqueue/os.h"
+#include "helpers.h"
 
 using namespace bypass::vmqueue;
 using namespace std::chrono_literals;
@@ -40,15 +40,15 @@ Pair make_pair(const BrokerProcess& broker, QueueOptions b_options = {}, QueueOp
   return Pair{std::move(*a), std::move(*b), *b_sees, *a_sees};
 }
 
-Pages filled(Domain& d, std::size_t count, std::uint8_t seed, PageSize size = PageSize::k4K) {
+Pages filled(Domain& d, size_t count, uint8_t seed, PageSize size = PageSize::k4K) {
   auto p = d.alloc(count, size);
   EXPECT_TRUE(p.ok()) << to_string(p.error());
-  for (std::size_t i = 0; i < p->bytes().size(); i += 512) p->data()[i] = std::byte(seed + i / 4096);
+  for (size_t i = 0; i < p->bytes().size(); i += 512) p->data()[i] = std::byte(seed + i / 4096);
   return std::move(*p);
 }
 
-bool looks_filled(std::span<const std::byte> bytes, std::uint8_t seed) {
-  for (std::size_t i = 0; i < bytes.size(); i += 512)
+bool looks_filled(std::span<const std::byte> bytes, uint8_t seed) {
+  for (size_t i = 0; i < bytes.size(); i += 512)
     if (bytes[i] != std::byte(seed + i / 4096)) return false;
   return true;
 }
@@ -88,26 +88,26 @@ TEST(VmQueue, MessagesArriveInOrderWithTheirPayload) {
   auto p = make_pair(broker, QueueOptions{.capacity = 256});
   constexpr int kMessages = 200;
   for (int i = 0; i < kMessages; ++i) {
-    std::size_t count = 1 + i % 5;
-    auto pages = filled(p.a, count, static_cast<std::uint8_t>(i));
-    ASSERT_EQ(p.a.send(p.b_id.id, std::move(pages), count * 4096 - i, {.tag = std::uint32_t(i)}), Errc::kOk);
+    size_t count = 1 + i % 5;
+    auto pages = filled(p.a, count, static_cast<uint8_t>(i));
+    ASSERT_EQ(p.a.send(p.b_id.id, std::move(pages), count * 4096 - i, {.tag = uint32_t(i)}), Errc::kOk);
   }
-  EXPECT_EQ(p.b.pending(), std::size_t(kMessages));
+  EXPECT_EQ(p.b.pending(), size_t(kMessages));
   for (int i = 0; i < kMessages; ++i) {
     auto m = p.b.recv(1s);
     ASSERT_TRUE(m.ok()) << to_string(m.error());
-    EXPECT_EQ(m->tag, std::uint32_t(i));
+    EXPECT_EQ(m->tag, uint32_t(i));
     EXPECT_EQ(m->sender, p.a_id.id);
-    EXPECT_EQ(m->pages.count(), std::size_t(1 + i % 5));
+    EXPECT_EQ(m->pages.count(), size_t(1 + i % 5));
     EXPECT_EQ(m->length, m->pages.count() * 4096 - i);
-    EXPECT_TRUE(looks_filled(m->pages.bytes(), static_cast<std::uint8_t>(i)));
+    EXPECT_TRUE(looks_filled(m->pages.bytes(), static_cast<uint8_t>(i)));
   }
   EXPECT_EQ(p.b.pending(), 0u);
 }
 
 // The sender runs in a child process: it records the physical frames behind its pages, sends
 // them, and checks it lost the mapping. The receiver must see the very same frames.
-static void check_pages_move_without_copy(PageSize size, std::size_t count, std::vector<std::string> broker_args) {
+static void check_pages_move_without_copy(PageSize size, size_t count, std::vector<std::string> broker_args) {
   BrokerProcess broker(std::move(broker_args));
   int pipefd[2];
   ASSERT_EQ(::pipe(pipefd), 0);
@@ -125,19 +125,19 @@ static void check_pages_move_without_copy(PageSize size, std::size_t count, std:
     if (!peer) ::_exit(11);
     auto pages = d->alloc(count, size);
     if (!pages) ::_exit(12);
-    std::vector<std::uint64_t> frames;
-    std::size_t step = 4096;
-    for (std::size_t off = 0; off < pages->bytes().size(); off += step) {
+    std::vector<uint64_t> frames;
+    size_t step = 4096;
+    for (size_t off = 0; off < pages->bytes().size(); off += step) {
       std::memset(pages->data() + off, (0x5a ^ int(off / step)) & 0xff, 64);
       frames.push_back(os::page_frame_number(pages->data() + off));
     }
     void* old = pages->data();
-    std::size_t len = pages->bytes().size();
+    size_t len = pages->bytes().size();
     if (d->send(peer->id, std::move(*pages), len) != Errc::kOk) ::_exit(13);
     // The range is gone from this process: mincore() on an unmapped range fails with ENOMEM.
     std::vector<unsigned char> vec(len / 4096);
-    std::uint64_t lost = (::mincore(old, len, vec.data()) != 0 && errno == ENOMEM) ? 1 : 0;
-    std::uint64_t n = frames.size();
+    uint64_t lost = (::mincore(old, len, vec.data()) != 0 && errno == ENOMEM) ? 1 : 0;
+    uint64_t n = frames.size();
     if (::write(pipefd[1], &lost, sizeof lost) != sizeof lost) ::_exit(14);
     if (::write(pipefd[1], &n, sizeof n) != sizeof n) ::_exit(14);
     if (::write(pipefd[1], frames.data(), n * 8) != ssize_t(n * 8)) ::_exit(14);
@@ -154,17 +154,17 @@ static void check_pages_move_without_copy(PageSize size, std::size_t count, std:
   ASSERT_TRUE(peer.ok()) << to_string(peer.error()) << "; sender exit status " << vmq_test::wait_exit(child);
   auto m = d->recv(10s);
   ASSERT_TRUE(m.ok()) << to_string(m.error());
-  std::uint64_t lost = 0, n = 0;
+  uint64_t lost = 0, n = 0;
   ASSERT_EQ(::read(pipefd[0], &lost, sizeof lost), ssize_t(sizeof lost));
   ASSERT_EQ(::read(pipefd[0], &n, sizeof n), ssize_t(sizeof n));
-  std::vector<std::uint64_t> frames(n);
+  std::vector<uint64_t> frames(n);
   ASSERT_EQ(::read(pipefd[0], frames.data(), n * 8), ssize_t(n * 8));
   ::close(pipefd[0]);
   EXPECT_EQ(vmq_test::wait_exit(child), 0);
   EXPECT_EQ(lost, 1u) << "sender still maps the pages it sent";
   ASSERT_EQ(m->pages.bytes().size(), n * 4096);
   if (frames[0] == 0) GTEST_SKIP() << "pagemap hides frame numbers (not root?)";
-  for (std::size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < n; ++i) {
     std::byte* at = m->pages.data() + i * 4096;
     EXPECT_EQ(std::to_integer<int>(at[0]), (0x5a ^ int(i)) & 0xff) << "page " << i;
     EXPECT_EQ(os::page_frame_number(at), frames[i]) << "page " << i << " was copied, not moved";
@@ -235,7 +235,7 @@ TEST(VmQueue, ParkedSendBehindLazyMessagesDoesNotStallTheBroker) {
   ASSERT_EQ(p.a.send(p.b_id.id, filled(p.a, 1, 2), 4096, {.tag = 2}), Errc::kOk);
   Errc third = Errc::kInvalid;
   std::thread sender([&] { third = p.a.send(p.b_id.id, filled(p.a, 1, 3), 4096, {.tag = 3, .timeout = 3s}); });
-  std::vector<std::uint32_t> tags;
+  std::vector<uint32_t> tags;
   for (int i = 0; i < 3; ++i) {
     auto m = p.b.recv(5s);
     if (!m.ok()) {
@@ -245,7 +245,7 @@ TEST(VmQueue, ParkedSendBehindLazyMessagesDoesNotStallTheBroker) {
     tags.push_back(m->tag);
   }
   sender.join();
-  EXPECT_EQ(tags, (std::vector<std::uint32_t>{1, 2, 3}));
+  EXPECT_EQ(tags, (std::vector<uint32_t>{1, 2, 3}));
   EXPECT_EQ(third, Errc::kOk);
   // Two lazy delays and the hand-offs; the old broker needed the parked send's full 3 s.
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
@@ -278,7 +278,7 @@ TEST(VmQueue, LengthQueryAndTimedWait) {
 TEST(VmQueue, FullQueueAppliesBackpressure) {
   BrokerProcess broker;
   auto p = make_pair(broker, QueueOptions{.capacity = 4});
-  for (int i = 0; i < 4; ++i) ASSERT_EQ(p.a.send(p.b_id.id, filled(p.a, 1, i), 4096, {.tag = std::uint32_t(i)}), Errc::kOk);
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(p.a.send(p.b_id.id, filled(p.a, 1, i), 4096, {.tag = uint32_t(i)}), Errc::kOk);
   auto extra = filled(p.a, 1, 42);
   EXPECT_EQ(p.a.send(p.b_id.id, std::move(extra), 4096, {.tag = 4, .timeout = 0ms}), Errc::kFull);
   EXPECT_EQ(p.a.send(p.b_id.id, std::move(extra), 4096, {.tag = 4, .timeout = 50ms}), Errc::kFull);
@@ -298,7 +298,7 @@ TEST(VmQueue, FullQueueAppliesBackpressure) {
   receiver.join();
   EXPECT_FALSE(extra);
   EXPECT_EQ(p.b.pending(), 4u);
-  for (std::uint32_t i = 1; i <= 4; ++i) EXPECT_EQ(p.b.recv(0ms)->tag, i);
+  for (uint32_t i = 1; i <= 4; ++i) EXPECT_EQ(p.b.recv(0ms)->tag, i);
 }
 
 TEST(VmQueue, DeadPeerIsAnErrorNotAHang) {

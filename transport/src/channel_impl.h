@@ -1,4 +1,4 @@
-// Channel's private state, shared by channel.cc and session.cc (which builds channels).
+// Channel's private state, shared by channel.cpp and session.cpp (which builds channels).
 #pragma once
 
 #include <sys/socket.h>

@@ -1,4 +1,4 @@
-#include "bypass/vmqueue/broker.hpp"
+#include "bypass/vmqueue/broker.h"
 
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -18,9 +18,9 @@
 #include <set>
 
 #include "bypass/transport/session.h"
-#include "bypass/vmqueue/os.hpp"
-#include "page_pool.hpp"
-#include "wire.hpp"
+#include "bypass/vmqueue/os.h"
+#include "page_pool.h"
+#include "wire.h"
 
 namespace bypass::vmqueue {
 
@@ -35,23 +35,23 @@ using Clock = std::chrono::steady_clock;
 // the domains spin while they wait for a reply instead.
 constexpr auto kSpin = std::chrono::microseconds(0);
 
-enum class Tag : std::uint32_t { kListen = 1, kStop, kKick, kTimer, kDomain };
+enum class Tag : uint32_t { kListen = 1, kStop, kKick, kTimer, kDomain };
 
-std::uint64_t epoll_key(Tag tag, std::uint32_t id = 0) { return (std::uint64_t(tag) << 32) | id; }
+uint64_t epoll_key(Tag tag, uint32_t id = 0) { return (uint64_t(tag) << 32) | id; }
 
 struct Parked {
-  std::uint32_t sender;
+  uint32_t sender;
   Record rec;
 };
 
 struct LazyMessage {
-  std::uint32_t dest;
+  uint32_t dest;
   Record rec;
   Clock::time_point deadline;
 };
 
 struct DomainEntry {
-  std::uint32_t id = 0;
+  uint32_t id = 0;
   std::string name;
   os::PeerCred cred;
   std::optional<transport::Channel> channel;  // set-up messages and fds; its socket tells death
@@ -61,10 +61,10 @@ struct DomainEntry {
   SlotRing<Record> queue;     // broker produces: this domain's inbound VM queue
   os::Kick kick;              // wakes the domain
   QueueOptions options;
-  std::set<std::uint32_t> introduced;            // may send to / hear from these
-  std::map<std::string, std::uint32_t> wants;    // pending introductions: name -> req_id
+  std::set<uint32_t> introduced;            // may send to / hear from these
+  std::map<std::string, uint32_t> wants;    // pending introductions: name -> req_id
   std::deque<Record> reply_backlog;              // replies waiting for room in `replies`
-  std::uint32_t lazy_reserved = 0;               // lazy messages accepted for this queue
+  uint32_t lazy_reserved = 0;               // lazy messages accepted for this queue
   std::deque<Parked> parked;                     // sends waiting for room in this queue
   std::deque<LazyMessage> lazy_out;              // lazy messages this domain sent, in order
   bool kick_owed = false;                        // a publish asked for a kick; sent once per pass
@@ -78,7 +78,7 @@ struct DomainEntry {
     return w;
   }
   // Messages the queue holds or has promised to hold.
-  std::uint64_t occupancy() { return (queue.capacity() - queue.producer_free()) + lazy_reserved; }
+  uint64_t occupancy() { return (queue.capacity() - queue.producer_free()) + lazy_reserved; }
 };
 
 }  // namespace
@@ -94,22 +94,22 @@ struct Broker::Impl {
   os::Kick stop_kick;
   os::Kick broker_kick;  // every domain holds this fd; kicked when we announced sleep
   os::Fd timer;
-  std::map<std::uint32_t, std::unique_ptr<DomainEntry>> domains;
-  std::map<std::string, std::uint32_t> by_name;
-  std::uint32_t next_id = 1;
+  std::map<uint32_t, std::unique_ptr<DomainEntry>> domains;
+  std::map<std::string, uint32_t> by_name;
+  uint32_t next_id = 1;
   bool lazy_dirty = false;
   std::atomic<bool> stopping{false};  // set by stop() (any thread), read by run()
 
   struct Counters {
-    std::atomic<std::uint64_t> connected{0}, live{0}, messages{0}, pages{0}, timer_flushes{0}, protocol{0};
+    std::atomic<uint64_t> connected{0}, live{0}, messages{0}, pages{0}, timer_flushes{0}, protocol{0};
   } counters;
 
   explicit Impl(BrokerOptions o) : options(std::move(o)) {
     if (options.pages_4k == 0 && options.pages_2m == 0) throw std::runtime_error("vmqueue broker: empty page pools");
     pools[0] = PagePool(options.pages_4k);
     pools[1] = PagePool(options.pages_2m);
-    pool_fds[0] = os::make_memfd("vmq-pool-4k", std::size_t{options.pages_4k} * 4096);
-    std::size_t huge_size = std::size_t{options.pages_2m} * page_bytes(PageSize::k2M);
+    pool_fds[0] = os::make_memfd("vmq-pool-4k", size_t{options.pages_4k} * 4096);
+    size_t huge_size = size_t{options.pages_2m} * page_bytes(PageSize::k2M);
     if (options.hugetlb && huge_size > 0) {
       try {
         os::Fd fd = os::make_memfd("vmq-pool-2m", huge_size, true);
@@ -124,7 +124,7 @@ struct Broker::Impl {
       } catch (const std::system_error&) {
       }
     }
-    if (!hugetlb) pool_fds[1] = os::make_memfd("vmq-pool-2m-fallback", std::max<std::size_t>(huge_size, 4096));
+    if (!hugetlb) pool_fds[1] = os::make_memfd("vmq-pool-2m-fallback", std::max<size_t>(huge_size, 4096));
     std::string error;
     listener = transport::Listener::listen(options.socket_path, &error);
     if (!listener) throw std::runtime_error("vmqueue broker: " + error);
@@ -142,7 +142,7 @@ struct Broker::Impl {
 
   // ~Listener removes the socket file.
 
-  void watch(int fd, std::uint64_t key, std::uint32_t events) {
+  void watch(int fd, uint64_t key, uint32_t events) {
     epoll_event ev{};
     ev.events = events;
     ev.data.u64 = key;
@@ -156,7 +156,7 @@ struct Broker::Impl {
     std::fputc('\n', stderr);
   }
 
-  DomainEntry* find(std::uint32_t id) {
+  DomainEntry* find(uint32_t id) {
     auto it = domains.find(id);
     return it == domains.end() ? nullptr : it->second.get();
   }
@@ -185,7 +185,7 @@ struct Broker::Impl {
     std::memcpy(&hello, msg.payload.data(), sizeof hello);
     wire::Welcome welcome;
     auto refuse = [&](Errc errc) {
-      welcome.status = static_cast<std::uint32_t>(errc);
+      welcome.status = static_cast<uint32_t>(errc);
       channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline);
     };
     if (hello.magic != wire::kMagic || hello.version != wire::kVersion) {
@@ -195,7 +195,7 @@ struct Broker::Impl {
     hello.name[wire::kNameMax] = 0;
     std::string name(wire::name_of(hello.name));
     if (!wire::valid_name(name) || hello.queue_capacity == 0 || hello.queue_capacity > wire::kMaxQueueCapacity ||
-        hello.default_delivery > static_cast<std::uint8_t>(Delivery::kLazy) || hello.lazy_delay_us > 10'000'000)
+        hello.default_delivery > static_cast<uint8_t>(Delivery::kLazy) || hello.lazy_delay_us > 10'000'000)
       return refuse(Errc::kInvalid);
     if (by_name.count(name) != 0) return refuse(Errc::kNameTaken);
 
@@ -221,7 +221,7 @@ struct Broker::Impl {
     welcome.pages_4k = pools[0].size();
     welcome.pages_2m = pools[1].size();
     welcome.huge_backing =
-        static_cast<std::uint8_t>(hugetlb ? wire::HugeBacking::kHugetlb : wire::HugeBacking::kShmemFallback);
+        static_cast<uint8_t>(hugetlb ? wire::HugeBacking::kHugetlb : wire::HugeBacking::kShmemFallback);
     int fds[wire::kWelcomeFds];
     fds[wire::kFdRegion] = region_fd.get();
     fds[wire::kFdPool4K] = pool_fds[0].get();
@@ -237,7 +237,7 @@ struct Broker::Impl {
     log("domain %u '%s' connected (pid %d uid %u), queue capacity %u", d->id, name.c_str(), d->cred.pid,
         d->cred.uid, hello.queue_capacity);
     by_name[name] = d->id;
-    std::uint32_t id = d->id;
+    uint32_t id = d->id;
     domains[id] = std::move(d);
     counters.connected.fetch_add(1, std::memory_order_relaxed);
     counters.live.fetch_add(1, std::memory_order_relaxed);
@@ -274,19 +274,19 @@ struct Broker::Impl {
 
   Record make_reply(Kind kind, const Record& req, Errc status) {
     Record r{};
-    r.kind = static_cast<std::uint32_t>(kind);
+    r.kind = static_cast<uint32_t>(kind);
     r.req_id = req.req_id;
     r.peer = req.peer;
-    r.status = static_cast<std::uint8_t>(status);
+    r.status = static_cast<uint8_t>(status);
     return r;
   }
 
   // Puts an accepted message into dest's queue; room was checked or reserved by the caller.
-  void enqueue(DomainEntry& dest, std::uint32_t sender, const Record& req) {
+  void enqueue(DomainEntry& dest, uint32_t sender, const Record& req) {
     Record* slot = dest.queue.producer_slot();
     if (slot == nullptr) return;  // cannot happen: occupancy was checked; a corrupt queue is dropped below
     Record r = req;
-    r.kind = static_cast<std::uint32_t>(Kind::kDeliver);
+    r.kind = static_cast<uint32_t>(Kind::kDeliver);
     r.req_id = 0;
     r.peer = sender;
     r.status = 0;
@@ -303,8 +303,8 @@ struct Broker::Impl {
     if (s.introduced.count(req.peer) == 0) return Errc::kNotIntroduced;
     DomainEntry* dest = find(req.peer);
     if (dest == nullptr) return Errc::kPeerDead;
-    std::uint64_t pages = 0;
-    for (std::uint32_t i = 0; i < req.n_runs; ++i) pages += req.runs[i].count;
+    uint64_t pages = 0;
+    for (uint32_t i = 0; i < req.n_runs; ++i) pages += req.runs[i].count;
     if (req.bytes > pages * page_bytes(static_cast<PageSize>(req.page_size))) return Errc::kInvalid;
     *dest_out = dest;
     return Errc::kOk;
@@ -323,7 +323,7 @@ struct Broker::Impl {
     if (!dest->parked.empty() || dest->occupancy() >= dest->options.capacity) {
       if (req.flags & wire::kNoWait) return reply(s, make_reply(Kind::kSendReply, req, Errc::kFull));
       Record parked = req;
-      parked.delivery = static_cast<std::uint8_t>(delivery);
+      parked.delivery = static_cast<uint8_t>(delivery);
       dest->parked.push_back(Parked{s.id, parked});
       return;
     }
@@ -334,8 +334,8 @@ struct Broker::Impl {
     PagePool& pool = pools[req.page_size];
     if (!pool.transfer(std::span(req.runs, req.n_runs), s.id, dest.id))
       return reply(s, make_reply(Kind::kSendReply, req, Errc::kInvalid));
-    std::uint64_t pages = 0;
-    for (std::uint32_t i = 0; i < req.n_runs; ++i) pages += req.runs[i].count;
+    uint64_t pages = 0;
+    for (uint32_t i = 0; i < req.n_runs; ++i) pages += req.runs[i].count;
     counters.pages.fetch_add(pages, std::memory_order_relaxed);
     if (delivery == Delivery::kLazy) {
       dest.lazy_reserved++;
@@ -382,13 +382,13 @@ struct Broker::Impl {
     Record r = make_reply(Kind::kAllocReply, req, Errc::kOk);
     r.page_size = req.page_size;
     if (req.page_size > 1 || req.bytes == 0 || req.bytes > pools[req.page_size].size()) {
-      r.status = static_cast<std::uint8_t>(req.page_size > 1 || req.bytes == 0 ? Errc::kInvalid : Errc::kNoPages);
+      r.status = static_cast<uint8_t>(req.page_size > 1 || req.bytes == 0 ? Errc::kInvalid : Errc::kNoPages);
       return reply(d, r);
     }
     std::vector<wire::PageRun> runs;
-    Errc errc = pools[req.page_size].allocate(static_cast<std::uint32_t>(req.bytes), d.id, wire::kMaxRuns, &runs);
-    r.status = static_cast<std::uint8_t>(errc);
-    r.n_runs = static_cast<std::uint32_t>(runs.size());
+    Errc errc = pools[req.page_size].allocate(static_cast<uint32_t>(req.bytes), d.id, wire::kMaxRuns, &runs);
+    r.status = static_cast<uint8_t>(errc);
+    r.n_runs = static_cast<uint32_t>(runs.size());
     std::copy(runs.begin(), runs.end(), r.runs);
     reply(d, r);
   }
@@ -423,9 +423,9 @@ struct Broker::Impl {
     if (mine == d.wants.end() || theirs == other->wants.end()) return;
     d.introduced.insert(other->id);
     other->introduced.insert(d.id);
-    auto send_identity = [&](DomainEntry& to, std::uint32_t req_id, const DomainEntry& about) {
+    auto send_identity = [&](DomainEntry& to, uint32_t req_id, const DomainEntry& about) {
       Record r{};
-      r.kind = static_cast<std::uint32_t>(Kind::kIntroduced);
+      r.kind = static_cast<uint32_t>(Kind::kIntroduced);
       r.req_id = req_id;
       r.peer = about.id;
       wire::WireIdentity w = about.wire_identity();
@@ -454,7 +454,7 @@ struct Broker::Impl {
 
   // Drains up to `budget` requests of one domain. Returns whether it did anything.
   bool process_requests(DomainEntry& d, int budget = 64) {
-    const std::uint32_t id = d.id;  // `d` dies with the session if a request ends it
+    const uint32_t id = d.id;  // `d` dies with the session if a request ends it
     bool did = false;
     Record req;
     bool kick_domain = false;
@@ -491,7 +491,7 @@ struct Broker::Impl {
     remove_domain(d.id);
   }
 
-  void remove_domain(std::uint32_t id) {
+  void remove_domain(uint32_t id) {
     DomainEntry* d = find(id);
     if (d == nullptr) return;
     // What it sent before dying still counts: lazy messages are delivered.
@@ -507,10 +507,10 @@ struct Broker::Impl {
       std::erase_if(other->lazy_out, [&](const LazyMessage& m) { return m.dest == id; });
     }
     for (auto& pool : pools) pool.free_all_of(id);
-    for (std::uint32_t peer : d->introduced) {
+    for (uint32_t peer : d->introduced) {
       if (DomainEntry* p = find(peer)) {
         Record r{};
-        r.kind = static_cast<std::uint32_t>(Kind::kPeerDown);
+        r.kind = static_cast<uint32_t>(Kind::kPeerDown);
         r.peer = id;
         reply(*p, r);
       }
@@ -523,7 +523,7 @@ struct Broker::Impl {
     lazy_dirty = true;
   }
 
-  void on_domain_event(std::uint32_t id, std::uint32_t events) {
+  void on_domain_event(uint32_t id, uint32_t events) {
     DomainEntry* d = find(id);
     if (d == nullptr) return;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -538,12 +538,12 @@ struct Broker::Impl {
 
   bool pass() {
     bool did = false;
-    std::vector<std::uint32_t> ids;
+    std::vector<uint32_t> ids;
     ids.reserve(domains.size());
     for (auto& [id, d] : domains) ids.push_back(id);
-    for (std::uint32_t id : ids)
+    for (uint32_t id : ids)
       if (DomainEntry* d = find(id)) did |= process_requests(*d);
-    for (std::uint32_t id : ids) {
+    for (uint32_t id : ids) {
       DomainEntry* d = find(id);
       if (d == nullptr) continue;
       if (!d->parked.empty()) did |= unpark(*d);
@@ -576,7 +576,7 @@ struct Broker::Impl {
   }
 
   void on_timer() {
-    std::uint64_t expirations;
+    uint64_t expirations;
     [[maybe_unused]] ssize_t n = ::read(timer.get(), &expirations, sizeof expirations);
     for (auto& [id, d] : domains) flush_lazy(*d, true);
     lazy_dirty = true;
@@ -621,7 +621,7 @@ struct Broker::Impl {
       }
       for (int i = 0; i < n; ++i) {
         auto tag = static_cast<Tag>(events[i].data.u64 >> 32);
-        auto id = static_cast<std::uint32_t>(events[i].data.u64);
+        auto id = static_cast<uint32_t>(events[i].data.u64);
         switch (tag) {
           case Tag::kListen: accept_one(); break;
           case Tag::kStop: stop_kick.drain(); break;

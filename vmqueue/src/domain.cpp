@@ -1,4 +1,4 @@
-#include "bypass/vmqueue/domain.hpp"
+#include "bypass/vmqueue/domain.h"
 
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -11,9 +11,9 @@
 #include <optional>
 
 #include "bypass/transport/session.h"
-#include "bypass/vmqueue/os.hpp"
-#include "page_pool.hpp"
-#include "wire.hpp"
+#include "bypass/vmqueue/os.h"
+#include "page_pool.h"
+#include "wire.h"
 
 namespace bypass::vmqueue {
 
@@ -26,10 +26,10 @@ namespace {
 // catch a reply from a busy broker, short enough not to starve it on a small machine.
 constexpr auto kSpin = std::chrono::microseconds(20);
 // Pages a domain keeps unmapped in its local cache before giving the excess back to the host.
-constexpr std::uint32_t kCacheLimit[2] = {2048, 4};
+constexpr uint32_t kCacheLimit[2] = {2048, 4};
 // Extra 4 KiB pages asked for on a cache miss, so small allocations rarely need the host.
-constexpr std::uint32_t kRefill4K = 256;
-constexpr std::uint32_t kNotCached = 1;
+constexpr uint32_t kRefill4K = 256;
+constexpr uint32_t kNotCached = 1;
 }  // namespace
 
 namespace detail {
@@ -40,7 +40,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   int sock = -1;                               // its socket, polled for the broker's death
   os::Mapping region;
   os::Fd pool_fds[2];
-  std::uint32_t pool_pages[2] = {0, 0};
+  uint32_t pool_pages[2] = {0, 0};
   os::Kick broker_kick;
   os::Kick kick;
   SlotRing<Record> requests;  // produced here
@@ -49,11 +49,11 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   bool hugetlb = false;
   bool lost = false;    // broker gone
   bool closed = false;  // Domain destroyed; Pages left over just unmap
-  std::uint32_t next_req = 1;
-  std::map<std::uint32_t, Record> answers;  // replies by req_id
-  std::map<std::uint32_t, Identity> peers;
+  uint32_t next_req = 1;
+  std::map<uint32_t, Record> answers;  // replies by req_id
+  std::map<uint32_t, Identity> peers;
   std::vector<Identity> dead;
-  std::size_t dead_reported = 0;
+  size_t dead_reported = 0;
   PagePool cache[2];  // "free" = owned by this domain, unmapped, ready for alloc()
 
   // ---- waiting ----
@@ -125,7 +125,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   }
 
   // Waits for the reply to req_id. Returns false on timeout or broker loss (see `lost`).
-  bool await(std::uint32_t req_id, Clock::time_point deadline, bool forever, Record* out) {
+  bool await(uint32_t req_id, Clock::time_point deadline, bool forever, Record* out) {
     for (;;) {
       drain_replies();
       auto it = answers.find(req_id);
@@ -149,29 +149,29 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
 
   // ---- page mappings ----
 
-  std::byte* reserve(std::size_t count, PageSize size) {
-    std::size_t pb = page_bytes(size);
-    std::size_t len = count * pb;
-    std::size_t slack = size == PageSize::k2M ? pb : 0;
+  std::byte* reserve(size_t count, PageSize size) {
+    size_t pb = page_bytes(size);
+    size_t len = count * pb;
+    size_t slack = size == PageSize::k2M ? pb : 0;
     void* p = ::mmap(nullptr, len + slack, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return nullptr;
-    auto addr = reinterpret_cast<std::uintptr_t>(p);
-    std::uintptr_t aligned = (addr + pb - 1) / pb * pb;
+    auto addr = reinterpret_cast<uintptr_t>(p);
+    uintptr_t aligned = (addr + pb - 1) / pb * pb;
     if (slack > 0) {
       if (aligned > addr) ::munmap(p, aligned - addr);
-      std::uintptr_t end = addr + len + slack;
+      uintptr_t end = addr + len + slack;
       if (end > aligned + len) ::munmap(reinterpret_cast<void*>(aligned + len), end - (aligned + len));
     }
     return reinterpret_cast<std::byte*>(aligned);
   }
 
   bool map_runs(std::byte* base, const std::vector<Pages::Run>& runs, PageSize size) {
-    std::size_t pb = page_bytes(size);
-    std::size_t pos = 0;
+    size_t pb = page_bytes(size);
+    size_t pos = 0;
     for (const auto& r : runs) {
       void* want = base + pos * pb;
       void* got = ::mmap(want, r.count * pb, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                         pool_fds[static_cast<int>(size)].get(), static_cast<off_t>(std::size_t{r.first} * pb));
+                         pool_fds[static_cast<int>(size)].get(), static_cast<off_t>(size_t{r.first} * pb));
       if (got == MAP_FAILED) return false;
       pos += r.count;
     }
@@ -180,7 +180,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
 
   // Builds Pages over `runs`: reserves a range and maps every run into it back to back.
   Result<Pages> make_pages(std::vector<Pages::Run> runs, PageSize size) {
-    std::size_t count = 0;
+    size_t count = 0;
     for (const auto& r : runs) count += r.count;
     std::byte* base = reserve(count, size);
     if (base == nullptr) return Errc::kNoPages;
@@ -212,12 +212,12 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     int k = static_cast<int>(size);
     while (cache[k].free_pages() > kCacheLimit[k]) {
       std::vector<wire::PageRun> runs;
-      std::uint32_t n = cache[k].take_any(cache[k].free_pages() - kCacheLimit[k], kNotCached, wire::kMaxRuns, &runs);
+      uint32_t n = cache[k].take_any(cache[k].free_pages() - kCacheLimit[k], kNotCached, wire::kMaxRuns, &runs);
       if (n == 0) break;
       Record r{};
-      r.kind = static_cast<std::uint32_t>(Kind::kFree);
-      r.page_size = static_cast<std::uint8_t>(size);
-      r.n_runs = static_cast<std::uint32_t>(runs.size());
+      r.kind = static_cast<uint32_t>(Kind::kFree);
+      r.page_size = static_cast<uint8_t>(size);
+      r.n_runs = static_cast<uint32_t>(runs.size());
       std::copy(runs.begin(), runs.end(), r.runs);
       if (!push(r)) return;
     }
@@ -288,8 +288,8 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   wire::Hello hello;
   wire::copy_name(hello.name, name);
   hello.queue_capacity = options.capacity;
-  hello.lazy_delay_us = static_cast<std::uint32_t>(options.lazy_delay.count());
-  hello.default_delivery = static_cast<std::uint8_t>(options.default_delivery);
+  hello.lazy_delay_us = static_cast<uint32_t>(options.lazy_delay.count());
+  hello.default_delivery = static_cast<uint8_t>(options.default_delivery);
   wire::Welcome welcome;
   std::vector<os::Fd> fds;
   transport::Message msg;
@@ -299,7 +299,7 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   if (msg.kind != wire::kSessionWelcome || msg.payload.size() != sizeof welcome) return Errc::kProtocol;
   std::memcpy(&welcome, msg.payload.data(), sizeof welcome);
   if (welcome.magic == wire::kMagic && welcome.status == 0) {
-    std::uint64_t tag = 0;
+    uint64_t tag = 0;
     std::vector<int> raw;
     if (channel->recv_fds(tag, raw, deadline) != transport::Status::kOk) return Errc::kBrokerLost;
     for (int fd : raw) fds.emplace_back(fd);
@@ -329,7 +329,7 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   }
   s->broker_kick = os::Kick(std::move(fds[wire::kFdBrokerKick]));
   s->kick = os::Kick(std::move(fds[wire::kFdDomainKick]));
-  s->hugetlb = welcome.huge_backing == static_cast<std::uint8_t>(wire::HugeBacking::kHugetlb);
+  s->hugetlb = welcome.huge_backing == static_cast<uint8_t>(wire::HugeBacking::kHugetlb);
   s->channel = std::move(channel);
   s->sock = s->channel->socket_fd();
   s->self = Identity{welcome.domain_id, std::string(name), static_cast<int>(::getpid()), ::getuid(), ::getgid()};
@@ -345,7 +345,7 @@ Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseco
   for (auto& [id, ident] : s_->peers)
     if (ident.name == peer) return ident;
   Record req{};
-  req.kind = static_cast<std::uint32_t>(Kind::kIntroduce);
+  req.kind = static_cast<uint32_t>(Kind::kIntroduce);
   req.req_id = s_->next_req++;
   wire::WireIdentity w{};
   wire::copy_name(w.name, peer);
@@ -361,30 +361,30 @@ Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseco
   return it->second;
 }
 
-const Identity* Domain::peer(std::uint32_t id) const {
+const Identity* Domain::peer(uint32_t id) const {
   auto it = s_->peers.find(id);
   return it == s_->peers.end() ? nullptr : &it->second;
 }
 
-Result<Pages> Domain::alloc(std::size_t count, PageSize size) {
+Result<Pages> Domain::alloc(size_t count, PageSize size) {
   auto& s = *s_;
   int k = static_cast<int>(size);
   if (s.lost) return Errc::kBrokerLost;
   if (count == 0) return Errc::kInvalid;
   if (count > s.pool_pages[k]) return Errc::kNoPages;
-  auto want = static_cast<std::uint32_t>(count);
+  auto want = static_cast<uint32_t>(count);
   std::vector<wire::PageRun> runs;
-  std::uint32_t got = std::min(want, s.cache[k].free_pages());
+  uint32_t got = std::min(want, s.cache[k].free_pages());
   if (got > 0 && s.cache[k].allocate(got, kNotCached, wire::kMaxRuns, &runs) != Errc::kOk) {
     got = s.cache[k].take_any(got, kNotCached, wire::kMaxRuns, &runs);
   }
   if (got < want) {
-    std::uint32_t need = want - got;
-    std::uint32_t extra = size == PageSize::k4K ? kRefill4K : 0;
+    uint32_t need = want - got;
+    uint32_t extra = size == PageSize::k4K ? kRefill4K : 0;
     Record req{};
-    req.kind = static_cast<std::uint32_t>(Kind::kAlloc);
-    req.page_size = static_cast<std::uint8_t>(size);
-    req.bytes = std::min<std::uint64_t>(need + extra, s.pool_pages[k]);
+    req.kind = static_cast<uint32_t>(Kind::kAlloc);
+    req.page_size = static_cast<uint8_t>(size);
+    req.bytes = std::min<uint64_t>(need + extra, s.pool_pages[k]);
     Record answer;
     Errc errc = s.call(req, &answer);
     if (errc == Errc::kNoPages && extra > 0) {
@@ -410,7 +410,7 @@ Result<Pages> Domain::alloc(std::size_t count, PageSize size) {
   return pages;
 }
 
-Errc Domain::send(std::uint32_t peer, Pages&& pages, std::size_t length, SendOptions options) {
+Errc Domain::send(uint32_t peer, Pages&& pages, size_t length, SendOptions options) {
   auto& s = *s_;
   if (s.lost) return Errc::kBrokerLost;
   if (!pages || pages.state_ != s_ || length > pages.bytes().size()) return Errc::kInvalid;
@@ -421,22 +421,22 @@ Errc Domain::send(std::uint32_t peer, Pages&& pages, std::size_t length, SendOpt
       if (d.id == peer) return Errc::kPeerDead;
     return Errc::kNotIntroduced;
   }
-  std::size_t len = pages.count_ * page_bytes(pages.size_);
+  size_t len = pages.count_ * page_bytes(pages.size_);
   // From here on this domain cannot reach the pages: the range stays reserved (PROT_NONE) so
   // a refused send can map them back at the same address.
   if (::mmap(pages.base_, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
     return Errc::kNoPages;
   Record req{};
-  req.kind = static_cast<std::uint32_t>(Kind::kSend);
+  req.kind = static_cast<uint32_t>(Kind::kSend);
   req.req_id = s.next_req++;
   req.peer = peer;
   req.tag = options.tag;
   req.bytes = length;
-  req.page_size = static_cast<std::uint8_t>(pages.size_);
-  req.delivery = static_cast<std::uint8_t>(options.delivery);
+  req.page_size = static_cast<uint8_t>(pages.size_);
+  req.delivery = static_cast<uint8_t>(options.delivery);
   req.flags = options.timeout.count() == 0 ? wire::kNoWait : 0;
-  req.n_runs = static_cast<std::uint32_t>(pages.runs_.size());
-  for (std::size_t i = 0; i < pages.runs_.size(); ++i) req.runs[i] = wire::PageRun{pages.runs_[i].first, pages.runs_[i].count};
+  req.n_runs = static_cast<uint32_t>(pages.runs_.size());
+  for (size_t i = 0; i < pages.runs_.size(); ++i) req.runs[i] = wire::PageRun{pages.runs_[i].first, pages.runs_[i].count};
   Record answer{};
   Errc errc = Errc::kBrokerLost;
   if (s.push(req)) {
@@ -447,7 +447,7 @@ Errc Domain::send(std::uint32_t peer, Pages&& pages, std::size_t length, SendOpt
       // Timed out while parked on a full queue: withdraw it. The broker answers either the
       // withdrawal (kFull) or, if it had just accepted the message, with kOk.
       Record cancel{};
-      cancel.kind = static_cast<std::uint32_t>(Kind::kCancel);
+      cancel.kind = static_cast<uint32_t>(Kind::kCancel);
       cancel.req_id = req.req_id;
       if (s.push(cancel) && s.await(req.req_id, {}, true, &answer)) errc = static_cast<Errc>(answer.status);
     }
@@ -467,12 +467,12 @@ Errc Domain::send(std::uint32_t peer, Pages&& pages, std::size_t length, SendOpt
 
 Errc Domain::flush() {
   Record req{};
-  req.kind = static_cast<std::uint32_t>(Kind::kFlush);
+  req.kind = static_cast<uint32_t>(Kind::kFlush);
   Record answer;
   return s_->call(req, &answer);
 }
 
-std::size_t Domain::pending() { return static_cast<std::size_t>(s_->queue.readable()); }
+size_t Domain::pending() { return static_cast<size_t>(s_->queue.readable()); }
 
 Result<Message> Domain::recv(std::chrono::milliseconds timeout) {
   auto& s = *s_;
@@ -485,10 +485,10 @@ Result<Message> Domain::recv(std::chrono::milliseconds timeout) {
       if (s.queue.release()) s.broker_kick.signal();
       int k = r.page_size;
       std::vector<Pages::Run> runs;
-      std::uint64_t pages = 0;
-      bool valid = r.kind == static_cast<std::uint32_t>(Kind::kDeliver) && k <= 1 && r.n_runs >= 1 &&
+      uint64_t pages = 0;
+      bool valid = r.kind == static_cast<uint32_t>(Kind::kDeliver) && k <= 1 && r.n_runs >= 1 &&
                    r.n_runs <= wire::kMaxRuns;
-      for (std::uint32_t i = 0; valid && i < r.n_runs; ++i) {
+      for (uint32_t i = 0; valid && i < r.n_runs; ++i) {
         const auto& run = r.runs[i];
         valid = run.count > 0 && run.first < s.pool_pages[k] && run.count <= s.pool_pages[k] - run.first;
         runs.push_back(Pages::Run{run.first, run.count});
@@ -500,7 +500,7 @@ Result<Message> Domain::recv(std::chrono::milliseconds timeout) {
       Message m;
       m.sender = r.peer;
       m.tag = r.tag;
-      m.length = static_cast<std::size_t>(r.bytes);
+      m.length = static_cast<size_t>(r.bytes);
       m.pages = std::move(mapped).value();
       return m;
     }

@@ -1,4 +1,4 @@
-#include "bypass/vmqueue/os.hpp"
+#include "bypass/vmqueue/os.h"
 
 #include <fcntl.h>
 #include <linux/memfd.h>
@@ -28,7 +28,7 @@ void Fd::reset(int fd) {
   fd_ = fd;
 }
 
-Fd make_memfd(const char* name, std::size_t size, bool hugetlb) {
+Fd make_memfd(const char* name, size_t size, bool hugetlb) {
   unsigned flags = MFD_CLOEXEC;
   if (hugetlb) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
   Fd fd(::memfd_create(name, flags));
@@ -61,7 +61,7 @@ void Mapping::reset() {
   size_ = 0;
 }
 
-Mapping map_shared(int fd, std::size_t size, bool writable, std::size_t offset) {
+Mapping map_shared(int fd, size_t size, bool writable, size_t offset) {
   int prot = PROT_READ | (writable ? PROT_WRITE : 0);
   void* p = ::mmap(nullptr, size, prot, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (p == MAP_FAILED) throw_errno("mmap shared region");
@@ -75,13 +75,13 @@ Kick Kick::create() {
 }
 
 void Kick::signal() const {
-  std::uint64_t one = 1;
+  uint64_t one = 1;
   // EAGAIN only when the counter would overflow, which means kicks are pending anyway.
   [[maybe_unused]] ssize_t n = ::write(fd_.get(), &one, sizeof one);
 }
 
 void Kick::drain() const {
-  std::uint64_t value;
+  uint64_t value;
   [[maybe_unused]] ssize_t n = ::read(fd_.get(), &value, sizeof value);
 }
 
@@ -122,7 +122,7 @@ bool send_with_fds(int sock, std::span<const std::byte> bytes, std::span<const i
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
-  std::size_t sent = 0;
+  size_t sent = 0;
   while (sent < bytes.size()) {
     ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (n < 0) {
@@ -130,7 +130,7 @@ bool send_with_fds(int sock, std::span<const std::byte> bytes, std::span<const i
       if (errno == EPIPE || errno == ECONNRESET) return false;
       throw_errno("sendmsg");
     }
-    sent += static_cast<std::size_t>(n);
+    sent += static_cast<size_t>(n);
     // Fds travel with the first byte only.
     msg.msg_control = nullptr;
     msg.msg_controllen = 0;
@@ -141,7 +141,7 @@ bool send_with_fds(int sock, std::span<const std::byte> bytes, std::span<const i
 }
 
 bool recv_with_fds(int sock, std::span<std::byte> bytes, std::vector<Fd>* fds) {
-  std::size_t got = 0;
+  size_t got = 0;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
   while (got < bytes.size()) {
     msghdr msg{};
@@ -158,8 +158,8 @@ bool recv_with_fds(int sock, std::span<std::byte> bytes, std::vector<Fd>* fds) {
     }
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t i = 0; i < count; ++i) {
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
         int fd;
         std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
         Fd owned(fd);
@@ -168,7 +168,7 @@ bool recv_with_fds(int sock, std::span<std::byte> bytes, std::vector<Fd>* fds) {
     }
     if (msg.msg_flags & MSG_CTRUNC) throw std::runtime_error("recvmsg: too many fds (control truncated)");
     if (n == 0) return false;
-    got += static_cast<std::size_t>(n);
+    got += static_cast<size_t>(n);
   }
   return true;
 }
@@ -208,14 +208,14 @@ PeerCred peer_cred(int sock) {
   return PeerCred{cred.pid, cred.uid, cred.gid};
 }
 
-std::uint64_t page_frame_number(const void* addr) {
+uint64_t page_frame_number(const void* addr) {
   Fd fd(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
   if (!fd) return 0;
-  std::uint64_t entry = 0;
-  auto page = reinterpret_cast<std::uintptr_t>(addr) / 4096;
+  uint64_t entry = 0;
+  auto page = reinterpret_cast<uintptr_t>(addr) / 4096;
   if (::pread(fd.get(), &entry, sizeof entry, static_cast<off_t>(page * sizeof entry)) != sizeof entry) return 0;
   if ((entry >> 63) == 0) return 0;  // not present
-  return entry & ((std::uint64_t{1} << 55) - 1);
+  return entry & ((uint64_t{1} << 55) - 1);
 }
 
 }  // namespace bypass::vmqueue::os

@@ -11,20 +11,20 @@
 #include <cstring>
 #include <string>
 
-#include "bypass/vmqueue/domain.hpp"
+#include "bypass/vmqueue/domain.h"
 
 using namespace bypass::vmqueue;
 using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::uint32_t kData = 1;
-constexpr std::uint32_t kEnd = 2;
+constexpr uint32_t kData = 1;
+constexpr uint32_t kEnd = 2;
 
 struct EndRecord {
-  std::uint64_t bytes_in;  // bytes the reader read
-  std::uint32_t crc_in;    // CRC-32 of them (computed by transform)
-  std::uint32_t pad;
+  uint64_t bytes_in;  // bytes the reader read
+  uint32_t crc_in;    // CRC-32 of them (computed by transform)
+  uint32_t pad;
 };
 
 int fail(const char* stage, const char* what, Errc errc) {
@@ -41,7 +41,7 @@ Result<Domain> join(const std::string& socket, const std::string& name) {
   }
 }
 
-Errc send_end(Domain& d, std::uint32_t to, const EndRecord& end) {
+Errc send_end(Domain& d, uint32_t to, const EndRecord& end) {
   auto page = d.alloc(1);
   if (!page) return page.error();
   std::memcpy(page->data(), &end, sizeof end);
@@ -49,7 +49,7 @@ Errc send_end(Domain& d, std::uint32_t to, const EndRecord& end) {
 }
 
 int run_reader(const std::string& socket, const std::string& name, const std::string& next, const std::string& input,
-               std::size_t chunk_pages, bool huge) {
+               size_t chunk_pages, bool huge) {
   auto d = join(socket, name);
   if (!d) return fail("reader", "connect", d.error());
   auto peer = d->introduce(next, 10s);
@@ -60,12 +60,12 @@ int run_reader(const std::string& socket, const std::string& name, const std::st
     return 2;
   }
   PageSize size = huge ? PageSize::k2M : PageSize::k4K;
-  std::size_t count = huge ? 1 : chunk_pages;
-  std::uint64_t total = 0;
+  size_t count = huge ? 1 : chunk_pages;
+  uint64_t total = 0;
   for (;;) {
     auto pages = d->alloc(count, size);
     if (!pages) return fail("reader", "alloc", pages.error());
-    std::size_t filled = 0;
+    size_t filled = 0;
     while (filled < pages->bytes().size()) {
       ssize_t n = ::read(fd, pages->data() + filled, pages->bytes().size() - filled);
       if (n < 0) {
@@ -73,7 +73,7 @@ int run_reader(const std::string& socket, const std::string& name, const std::st
         return 2;
       }
       if (n == 0) break;
-      filled += static_cast<std::size_t>(n);
+      filled += static_cast<size_t>(n);
     }
     if (filled == 0) break;
     total += filled;
@@ -100,10 +100,10 @@ int run_transform(const std::string& socket, const std::string& name, const std:
   z_stream z{};
   if (compress && deflateInit(&z, 6) != Z_OK) return 2;
   uLong crc = crc32(0, nullptr, 0);
-  constexpr std::size_t kOutPages = 16;
+  constexpr size_t kOutPages = 16;
   Pages out;
   auto ship = [&](bool final) -> Errc {
-    std::size_t used = out.bytes().size() - z.avail_out;
+    size_t used = out.bytes().size() - z.avail_out;
     if (used == 0 && !final) return Errc::kOk;
     Errc e = used == 0 ? Errc::kOk : d->send(down->id, std::move(out), used, {.tag = kData, .delivery = Delivery::kLazy});
     out = Pages();
@@ -116,7 +116,7 @@ int run_transform(const std::string& socket, const std::string& name, const std:
     if (m->tag == kEnd) {
       EndRecord end;
       std::memcpy(&end, m->data().data(), sizeof end);
-      end.crc_in = static_cast<std::uint32_t>(crc);
+      end.crc_in = static_cast<uint32_t>(crc);
       if (compress) {
         int rc;
         do {
@@ -142,7 +142,7 @@ int run_transform(const std::string& socket, const std::string& name, const std:
     crc = crc32(crc, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size()));
     if (!compress) {
       // Zero-copy forwarding: the same pages move on to the writer.
-      std::size_t len = m->length;
+      size_t len = m->length;
       Errc e = d->send(down->id, std::move(m->pages), len, {.tag = kData, .delivery = Delivery::kLazy});
       if (e != Errc::kOk) return fail("transform", "send", e);
       continue;
@@ -175,7 +175,7 @@ int run_writer(const std::string& socket, const std::string& name, const std::st
     std::perror(("writer: " + output).c_str());
     return 2;
   }
-  std::uint64_t written = 0;
+  uint64_t written = 0;
   for (;;) {
     auto m = d->recv(30s);
     if (!m) return fail("writer", "recv", m.error());
@@ -188,13 +188,13 @@ int run_writer(const std::string& socket, const std::string& name, const std::st
       return 0;
     }
     auto data = m->data();
-    for (std::size_t off = 0; off < data.size();) {
+    for (size_t off = 0; off < data.size();) {
       ssize_t n = ::write(fd, data.data() + off, data.size() - off);
       if (n < 0) {
         std::perror("writer: write");
         return 2;
       }
-      off += static_cast<std::size_t>(n);
+      off += static_cast<size_t>(n);
     }
     written += data.size();
   }
@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
   app.add_option("-s,--socket", socket, "vmqd socket")->capture_default_str();
   // Each subcommand gets its own variables: CLI11 applies default_val() at definition time.
   std::string r_name, r_next, t_name, t_prev, t_next, w_name, w_prev, input, output, mode = "compress";
-  std::size_t chunk_pages = 16;
+  size_t chunk_pages = 16;
   bool huge = false;
   auto* reader = app.add_subcommand("reader", "read a file and send it as pages");
   reader->add_option("--name", r_name)->default_val("reader");

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "bypass/vmqueue/broker.hpp"
+#include "bypass/vmqueue/broker.h"
 
 namespace {
 bypass::vmqueue::Broker* g_broker = nullptr;

@@ -18,7 +18,7 @@
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
 #include "bypass/wire/runtime.h"
-#include "memshare/client.h"
+#include "bypass/memshare/client.h"
 
 namespace bypass::icd {
 
@@ -102,7 +102,7 @@ class Connection : private wire::HandleMap {
   bool send_fd(uint64_t tag, int fd);
   void protocol_error(const std::string& what);
 
-  // Presentation through memshare (host-server/presentation.h): this session's domain in
+  // Presentation through memshare (host-server/src/presentation.h): this session's domain in
   // bypassd's memshare service, joined on first use; nullptr when bypassd offers none.
   memshare::Client* present_client();
   // Names [offset, offset + size) of host-visible memory `memory_id` for the presenter to

@@ -1,6 +1,6 @@
 // The shared session region: the one place that says what lives where in the memfd both
 // processes map. Everything here is read by a process that does not trust the writer, so
-// every field is validated by the reader (see region.cc and ring.cc) before use.
+// every field is validated by the reader (see region.cpp and ring.cpp) before use.
 //
 //   offset 0                      RegionHeader (written once by the host before the fd is sent)
 //   offset kControlOffset         RingControl for the command ring (guest -> host)

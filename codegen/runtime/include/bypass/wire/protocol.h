@@ -28,14 +28,14 @@ enum ControlCommand : uint16_t {
   // host-visible memory and moves dirty pages with these. Write: MemoryRange + bytes, no reply.
   kCtlMemoryWrite = 0xF002,
   // Read: MemoryRange; reply: MemoryReadReply, `runs` MemoryRun, then the bytes of each run
-  // in order: the parts of the range that differ from the guest's copy (host-server/guest_view.h).
+  // in order: the parts of the range that differ from the guest's copy (host-server/include/bypass/host/guest_view.h).
   kCtlMemoryRead = 0xF003,
   // External memory (imported or exported as an fd) that is host-visible: payload uint64
   // memory id; reply: ExternalMemoryReply. When `shared`, the host sent the fd of the pages
   // (tag kFdTagMemoryBase + id) before the reply and the guest maps it at `file_offset`;
   // otherwise the guest shadows the memory with kCtlMemoryWrite/kCtlMemoryRead.
   kCtlExternalMemory = 0xF004,
-  // Presentation through memshare (host-server/presentation.h). Join: no payload; reply:
+  // Presentation through memshare (host-server/src/presentation.h). Join: no payload; reply:
   // uint64 domain id; the host sent the guest's end of a memshare socket (tag kFdTagPresent)
   // before the reply. Name: PresentNameRequest; reply: the 16-byte memshare name of that
   // range of host-visible memory, readable by the guest's domain.

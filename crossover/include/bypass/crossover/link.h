@@ -1,0 +1,63 @@
+// A crossover link: the host daemon (switch + uplink + control socket) and the endpoint
+// process that runs inside each domain's network namespace.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "bypass/crossover/detector.h"
+#include "bypass/crossover/layout.h"
+
+namespace bypass::crossover {
+
+// CPU choice for a link's forwarding threads (the switch, each endpoint's port thread, the
+// uplink's): all on one CPU, so a frame handed from one to the next is a same-CPU wake-up (no
+// inter-processor interrupt, no halted virtual CPU to wake) and the 64 KiB frame the sender's
+// endpoint just copied is still in that CPU's cache when the receiver's endpoint copies it out.
+// The applications get the other CPUs.
+constexpr int kCpuAuto = -2;  // the last CPU this process may run on
+constexpr int kCpuNone = -1;  // no pinning: the scheduler places every thread
+
+struct EndpointOptions {
+  std::string control;  // the link's control socket
+  uint32_t side = kPortA;
+  std::string ifname = "xo0";
+  std::string address;  // IPv4 CIDR, optional
+  Mac mac{};            // optional
+  int mtu = 0;
+  bool offload = true;
+  int cpu = kCpuNone;   // >= 0: the endpoint's threads run on this CPU only
+};
+
+struct LinkOptions {
+  std::string name;
+  std::string socket_path;        // default: socket_for(name)
+  std::string netns[2];           // the two domains' network namespaces
+  EndpointOptions endpoint[2];    // their TAP devices (control/side filled in by the daemon)
+  std::string uplink_netns;       // empty: no uplink (frames for anything but the peer drop)
+  std::string uplink_ifname = "xo-up0";
+  std::string uplink_address;
+  Mac uplink_mac{};
+  uint32_t buffers = kDefaultBuffers;  // per port
+  int cpu = kCpuAuto;                       // a CPU number, kCpuAuto or kCpuNone
+  bool verbose = false;
+};
+
+std::string socket_for(const std::string& link_name);
+// Parses --cpu: "auto", "none" or a CPU number. False on anything else.
+bool parse_cpu(const std::string& text, int* cpu);
+bool valid_link_name(const std::string& name);
+
+// Runs the host side until told to stop (SIGTERM/SIGINT or a `destroy` request). Writes
+// "ok\n" to ready_fd (when >= 0) once both endpoints are attached, or "error: ...\n".
+// Returns the process exit code.
+int run_link_daemon(const LinkOptions& options, int ready_fd);
+
+// Runs an endpoint in the calling process's network namespace until the host goes away.
+int run_endpoint(const EndpointOptions& options);
+
+// CLI requests to a running daemon. Return false (with *error set) when it is not reachable.
+bool request_status(const std::string& socket_path, bool json, std::string* out, std::string* error);
+bool request_shutdown(const std::string& socket_path, std::string* error);
+
+}  // namespace bypass::crossover

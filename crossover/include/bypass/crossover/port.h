@@ -1,0 +1,45 @@
+// The driver of one port: moves frames between a TAP device and the port's descriptor rings.
+// An endpoint process runs one for its TAP inside its domain's network namespace; the host
+// runs one for the uplink TAP. One thread does both directions (TAP -> pool -> tx ring, and
+// rx ring -> TAP -> rx_done): a frame written into the TAP usually makes the stack queue an
+// answer on it at once (a TCP ACK; new segments after an ACK), which the same pass reads
+// without waking another thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "bypass/crossover/layout.h"
+#include "bypass/vmqueue/os.h"
+
+namespace bypass::crossover {
+
+struct PortMemory {
+  std::byte* rings = nullptr;                   // this port's ring region
+  std::byte* own_pool = nullptr;                // this port's buffers (read/write)
+  const std::byte* pools[kPorts] = {};          // every present port's buffers (others read-only)
+  uint32_t buffers_per_port = kDefaultBuffers;
+};
+
+struct PortCounters {
+  std::atomic<uint64_t> tx_frames{0}, tx_bytes{0}, rx_frames{0}, rx_bytes{0}, rx_errors{0};
+};
+
+class PortDriver {
+ public:
+  // Kicks: `host` wakes the switch; `tx_done` and `rx` are this port's, kicked by the switch.
+  // `stop_fd` (an eventfd) ends run() when readable.
+  PortDriver(uint32_t port, int tap_fd, PortMemory memory, int host_kick_fd, int tx_done_kick_fd, int rx_kick_fd,
+             int stop_fd);
+  void run();  // until stop_fd is readable, the TAP fails, or the rx ring turns out corrupt
+  const PortCounters& counters() const { return counters_; }
+
+ private:
+  uint32_t port_;
+  int tap_;
+  PortMemory mem_;
+  int host_kick_, tx_done_kick_, rx_kick_, stop_;
+  PortCounters counters_;
+};
+
+}  // namespace bypass::crossover

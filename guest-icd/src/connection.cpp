@@ -1,0 +1,312 @@
+#include "bypass/icd/connection.h"
+
+#include <unistd.h>
+
+#include "bypass/transport/session.h"
+#include "bypass/transport/vm.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "bypass/memshare/client.h"
+
+namespace bypass::icd {
+
+namespace {
+
+// Records collect in the batch until a synchronous call, a submission, or this size.
+constexpr size_t kBatchBytes = 256 * 1024;
+
+std::string default_endpoint() {
+  if (const char* e = std::getenv("BYPASS_ENDPOINT"); e && *e) return e;
+  // The user's own server when there is one, else the system service's.
+  const std::string own = transport::default_socket_path();
+  if (access(own.c_str(), F_OK) == 0) return "unix:" + own;
+  return std::string("unix:") + transport::kSystemSocketPath;
+}
+
+std::chrono::milliseconds connect_timeout() {
+  if (const char* e = std::getenv("BYPASS_CONNECT_TIMEOUT_MS"); e && *e) {
+    char* end = nullptr;
+    const unsigned long ms = std::strtoul(e, &end, 10);
+    if (end && *end == '\0' && ms > 0 && ms <= 600000) return std::chrono::milliseconds(ms);
+  }
+  return std::chrono::seconds(3);
+}
+
+// A guest trusts a server run by root, by its own user, or by the uid BYPASS_SERVER_UID names:
+// whoever else listens where we look (a socket directory another user made first, an abstract
+// socket anyone can bind) is refused before anything is sent to it. Empty when trusted.
+std::string check_server_identity(const transport::Channel& ch, const std::string& endpoint) {
+  const uid_t server = ch.peer_uid();
+  if (server == 0 || server == geteuid()) return {};
+  if (const char* e = std::getenv("BYPASS_SERVER_UID"); e && *e && std::to_string(server) == e) return {};
+  return "refusing the bypass server at " + endpoint + ": it runs as uid " + std::to_string(server) +
+         ", not root or this user (uid " + std::to_string(geteuid()) + "); set BYPASS_SERVER_UID=" +
+         std::to_string(server) + " to trust it";
+}
+
+}  // namespace
+
+bool Connection::endpoint_is_vm() {
+  static const bool vm = default_endpoint().starts_with("ivshmem:");
+  return vm;
+}
+
+std::unique_ptr<Connection> Connection::open(std::string* error) {
+  const std::string endpoint = default_endpoint();
+  char name[64];
+  std::snprintf(name, sizeof(name), "bypass-icd pid %d", static_cast<int>(getpid()));
+  const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, name};
+  // A hung server is given up on after this (3 s unless BYPASS_CONNECT_TIMEOUT_MS says otherwise).
+  // No server at all fails at once (connect is refused); the deadline is for a server that
+  // accepted and must start the session's worker, which a loaded host was seen to take over 1 s.
+  // A VM's request is seen by bypassd's polling loop and a worker it forks: at least 5 s.
+  const bool vm = endpoint.starts_with("ivshmem:");
+  auto ch = vm ? transport::connect_vm(endpoint, hello, error,
+                                       transport::deadline_after(std::max<std::chrono::milliseconds>(
+                                           connect_timeout(), std::chrono::seconds(5))))
+               : transport::connect(endpoint, hello, error, transport::deadline_after(connect_timeout()));
+  if (!ch) {
+    *error = "cannot reach bypassd at " + endpoint + ": " + *error;
+    return nullptr;
+  }
+  // Across a VM boundary there is no peer uid to check: whoever may map the device is trusted.
+  if (std::string why = vm ? std::string() : check_server_identity(*ch, endpoint); !why.empty()) {
+    *error = why;
+    return nullptr;
+  }
+  auto c = std::unique_ptr<Connection>(new Connection(std::move(*ch)));
+  c->batch_.reserve(kBatchBytes + 4096);
+  return c;
+}
+
+Connection::~Connection() {
+  flush();
+  for (auto& [tag, fd] : fds_) close(fd);
+}
+
+void Connection::mark_dead(const std::string& why) {
+  if (!dead_.exchange(true, std::memory_order_acq_rel))
+    std::fprintf(stderr, "bypass: lost the host: %s\n", why.c_str());
+}
+
+void Connection::protocol_error(const std::string& what) { mark_dead("protocol error: " + what); }
+
+void Connection::append_locked(uint16_t command, uint16_t flags, const void* data, size_t size) {
+  const size_t padded = (size + 7) & ~size_t{7};
+  const size_t at = batch_.size();
+  batch_.resize(at + sizeof(wire::RecordHeader) + padded);
+  wire::RecordHeader h{static_cast<uint32_t>(sizeof(h) + padded), command, flags};
+  std::memcpy(batch_.data() + at, &h, sizeof(h));
+  if (size) std::memcpy(batch_.data() + at + sizeof(h), data, size);  // data may be null then
+  std::memset(batch_.data() + at + sizeof(h) + size, 0, padded - size);
+}
+
+void Connection::flush_locked() {
+  if (batch_.empty()) return;
+  if (alive()) {
+    auto st = ch_.send(wire::kMsgBatch, std::as_bytes(std::span(batch_)));
+    if (st != transport::Status::kOk) mark_dead(transport::to_string(st));
+  }
+  batch_.clear();
+}
+
+void Connection::flush() {
+  std::lock_guard lock(send_mu_);
+  flush_locked();
+}
+
+void Connection::send(uint16_t command, const wire::Builder& b, bool flush) {
+  std::lock_guard lock(send_mu_);
+  append_locked(command, 0, b.GetBufferPointer(), b.GetSize());
+  if (flush || batch_.size() >= kBatchBytes) flush_locked();
+}
+
+void Connection::send_fixed(uint16_t command, const void* data, size_t size) {
+  std::lock_guard lock(send_mu_);
+  append_locked(command, wire::kRecordFixed, data, size);
+  if (batch_.size() >= kBatchBytes) flush_locked();
+}
+
+void Connection::send_raw(uint16_t command, const void* data, size_t size) {
+  std::lock_guard lock(send_mu_);
+  append_locked(command, 0, data, size);
+  if (batch_.size() >= kBatchBytes) flush_locked();
+}
+
+bool Connection::call(uint16_t command, const wire::Builder& b, Reply& reply) {
+  return call_raw(command, b.GetBufferPointer(), b.GetSize(), reply);
+}
+
+bool Connection::call_raw(uint16_t command, const void* data, size_t size, Reply& reply) {
+  uint64_t seq;
+  {
+    std::lock_guard lock(send_mu_);
+    if (!alive()) return false;
+    append_locked(command, wire::kRecordWantsReply, data, size);
+    seq = ++sync_seq_;
+    flush_locked();
+  }
+  return wait_reply(seq, reply);
+}
+
+// One waiting thread at a time reads the reply ring; replies for other threads are stashed
+// and their owners woken. The host answers blocking calls out of order, so each thread waits
+// for its own sequence number.
+bool Connection::wait_reply(uint64_t seq, Reply& reply) {
+  std::unique_lock lock(reply_mu_);
+  while (true) {
+    if (auto it = stash_.find(seq); it != stash_.end()) {
+      reply.message() = std::move(it->second);
+      stash_.erase(it);
+      return true;
+    }
+    if (!alive()) return false;
+    if (reading_) {
+      reply_cv_.wait(lock);
+      continue;
+    }
+    reading_ = true;
+    lock.unlock();
+    transport::Message msg;
+    auto st = ch_.recv(msg);
+    lock.lock();
+    reading_ = false;
+    if (st != transport::Status::kOk) {
+      mark_dead(st == transport::Status::kPeerGone ? "bypassd went away" : transport::to_string(st));
+    } else if (msg.kind == wire::kMsgError) {
+      mark_dead("bypassd ended the session: " +
+                std::string(reinterpret_cast<const char*>(msg.payload.data()), msg.payload.size()));
+    } else if (msg.kind != wire::kMsgReply || msg.payload.size() < sizeof(wire::ReplyHeader)) {
+      mark_dead("malformed reply");
+    } else {
+      wire::ReplyHeader h;
+      std::memcpy(&h, msg.payload.data(), sizeof(h));
+      stash_[h.seq] = std::move(msg);
+    }
+    reply_cv_.notify_all();
+  }
+}
+
+int Connection::take_fd(uint64_t tag) {
+  std::lock_guard lock(fds_mu_);
+  while (true) {
+    if (auto it = fds_.find(tag); it != fds_.end()) {
+      int fd = it->second;
+      fds_.erase(it);
+      return fd;
+    }
+    uint64_t got = 0;
+    std::vector<int> fds;
+    auto st = ch_.recv_fds(got, fds, transport::deadline_after(std::chrono::seconds(5)));
+    if (st != transport::Status::kOk || fds.empty()) {
+      for (int fd : fds) close(fd);
+      mark_dead("expected an fd from bypassd");
+      return -1;
+    }
+    fds_.emplace(got, fds[0]);
+    for (size_t i = 1; i < fds.size(); ++i) close(fds[i]);
+  }
+}
+
+memshare::Client* Connection::present_client() {
+  std::lock_guard lock(present_mu_);
+  if (present_tried_) return present_.get();
+  present_tried_ = true;
+  Reply& reply = thread_reply();
+  if (!call_raw(wire::kCtlPresentJoin, nullptr, 0, reply) || reply.header().result != 0) return nullptr;
+  const int fd = take_fd(wire::kFdTagPresent);
+  if (fd < 0) return nullptr;
+  auto client = memshare::Client::adopt(memshare::UniqueFd(fd), "bypass-icd pid " + std::to_string(getpid()));
+  if (!client) {
+    std::fprintf(stderr, "bypass: presentation through memshare unavailable: %s\n", client.error().message.c_str());
+    return nullptr;
+  }
+  present_ = std::make_unique<memshare::Client>(std::move(client.value()));
+  return present_.get();
+}
+
+bool Connection::present_name(uint64_t memory_id, uint64_t offset, uint64_t size, memshare::Name* out) {
+  const wire::PresentNameRequest r{memory_id, offset, size};
+  Reply& reply = thread_reply();
+  if (!call_raw(wire::kCtlPresentName, &r, sizeof(r), reply) || reply.header().result != 0 ||
+      reply.size() != sizeof(memshare::Name))
+    return false;
+  std::memcpy(out, reply.data(), sizeof(*out));
+  return !out->empty();
+}
+
+bool Connection::send_fd(uint64_t tag, int fd) {
+  const int fds[1] = {fd};
+  if (ch_.send_fds(tag, fds, transport::deadline_after(std::chrono::seconds(5))) == transport::Status::kOk) return true;
+  mark_dead("could not send an fd to bypassd");
+  return false;
+}
+
+void Connection::register_object(Object* o) {
+  std::lock_guard lock(objects_mu_);
+  objects_[o->id] = o;
+}
+
+void Connection::unregister_object(Object* o) {
+  std::lock_guard lock(objects_mu_);
+  objects_.erase(o->id);
+}
+
+uint64_t Connection::to_wire(VkObjectType type, uint64_t handle) {
+  if (!handle) return 0;
+  return is_dispatchable(type) ? reinterpret_cast<Object*>(handle)->id : handle;
+}
+
+bool Connection::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
+  if (!is_dispatchable(type)) {
+    *handle = id;
+    return true;
+  }
+  std::lock_guard lock(objects_mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end() || it->second->type != type) return false;
+  *handle = reinterpret_cast<uint64_t>(it->second);
+  return true;
+}
+
+namespace {
+
+// Each thread's encoder and reply buffer. Applications call Vulkan from exit handlers too (GL
+// through zink tears its context down in an atexit handler: waffle, piglit), and a thread's
+// thread_local objects are destroyed before those run: a plain thread_local Reply was freed
+// once at its destruction and again by the next call's reply, a double free inside the
+// application. So the scratch lives behind a pointer that is always usable; its owner frees it
+// at thread exit and clears the pointer, and a call after that gets a fresh one, which the
+// ending process takes back.
+struct ThreadScratch {
+  wire::Builder builder{1024};
+  Reply reply;
+};
+thread_local ThreadScratch* t_scratch = nullptr;  // trivially destructible: valid at any time
+struct ScratchOwner {
+  ~ScratchOwner() {
+    delete t_scratch;
+    t_scratch = nullptr;
+  }
+};
+thread_local ScratchOwner t_scratch_owner;
+
+ThreadScratch& thread_scratch() {
+  if (t_scratch == nullptr) {
+    t_scratch = new ThreadScratch();
+    (void)&t_scratch_owner;  // constructs the owner in this thread (once), so thread exit frees it
+  }
+  return *t_scratch;
+}
+
+}  // namespace
+
+wire::Builder& thread_builder() { return thread_scratch().builder; }
+
+Reply& thread_reply() { return thread_scratch().reply; }
+
+}  // namespace bypass::icd

@@ -1,0 +1,219 @@
+// Device memory. Host-visible memory is a memfd the host created, imported into its driver
+// and sent to us: vkMapMemory returns a pointer into the same pages the driver uses, so a
+// mapped write needs no copy and no flush beyond what the memory type's coherency says.
+//
+// VK_KHR_external_memory_fd: memory allocated for export or from an imported fd is the host
+// driver's own allocation (host-server/src/memory.cpp). When host-visible, the guest maps the file
+// behind the driver's own mapping if bypassd found one (kCtlExternalMemory: lavapipe's memfd),
+// and otherwise shadows it like BYPASS_MEMORY=shadow memory: the guest's copy goes to the host
+// at submissions and flushes and comes back after waits and at invalidates. The fds are
+// the host driver's, passed over the session socket: an exported fd is real memory another
+// process (or another instance through bypass) can import on this machine.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "objects.h"
+
+namespace bypass::icd {
+
+namespace {
+
+// Host-visible memory the guest keeps its own copy of (BYPASS_MEMORY=shadow, or pages it cannot
+// map): a memshare ShadowRegion of m.size bytes, moved by the connection's barrier hooks.
+VkResult make_shadow(Connection* conn, Mapping& m) {
+  conn->set_memory_hooks(shadow_hooks());
+  auto shadow = memshare::ShadowRegion::create(m.size);
+  if (!shadow) {
+    std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
+    return VK_ERROR_OUT_OF_HOST_MEMORY;
+  }
+  m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
+  m.ptr = m.shadow->data();
+  return VK_SUCCESS;
+}
+
+// A VM guest's host-visible memory: a block of the session's heap in the shared device. Shadow
+// memory (BYPASS_MEMORY=shadow) keeps its own copy even so, moved by barriers as anywhere.
+VkResult map_in_device_heap(Device* dev, uint64_t id, size_t size) {
+  Connection* conn = dev->conn;
+  Mapping m;
+  m.size = size;
+  if (shadow_memory_enabled()) {
+    if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
+  } else {
+    Reply& reply = thread_reply();
+    if (!conn->call_raw(wire::kCtlMemoryPlacement, &id, sizeof(id), reply)) return VK_ERROR_DEVICE_LOST;
+    wire::MemoryPlacement r;
+    if (reply.size() != sizeof(r)) {
+      conn->protocol_error("memory placement: short reply");
+      return VK_ERROR_DEVICE_LOST;
+    }
+    std::memcpy(&r, reply.data(), sizeof(r));
+    const std::span<std::byte> heap = conn->shared_heap();
+    if (r.offset > heap.size() || r.size > heap.size() - r.offset || r.size < size) {
+      conn->protocol_error("memory placement outside the shared heap");
+      return VK_ERROR_DEVICE_LOST;
+    }
+    m.ptr = heap.data() + r.offset;
+  }
+  std::lock_guard lock(dev->mu);
+  dev->memory[id] = std::move(m);
+  return VK_SUCCESS;
+}
+
+// The guest's view of host-visible memory `id`: the host's pages themselves (a memfd the host
+// sent; for external memory, the file behind the driver's mapping when there is one) or a
+// shadow copy moved by barriers.
+VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) {
+  Connection* conn = dev->conn;
+  int fd = -1;
+  uint64_t file_offset = 0;
+  if (!conn->shared_heap().empty() && !external) return map_in_device_heap(dev, id, size);
+  if (!external) {
+    fd = conn->take_fd(wire::kFdTagMemoryBase + id);
+    if (fd < 0) return VK_ERROR_DEVICE_LOST;
+  } else if (!shadow_memory_enabled()) {
+    Reply& reply = thread_reply();
+    if (!conn->call_raw(wire::kCtlExternalMemory, &id, sizeof(id), reply)) return VK_ERROR_DEVICE_LOST;
+    wire::ExternalMemoryReply r;
+    if (reply.size() != sizeof(r)) {
+      conn->protocol_error("external memory: short reply");
+      return VK_ERROR_DEVICE_LOST;
+    }
+    std::memcpy(&r, reply.data(), sizeof(r));
+    if (r.shared) {
+      fd = conn->take_fd(wire::kFdTagMemoryBase + id);
+      if (fd < 0) return VK_ERROR_DEVICE_LOST;
+      file_offset = r.file_offset;
+    }
+  }
+  Mapping m;
+  m.size = size;
+  if (fd < 0 || shadow_memory_enabled()) {
+    // The guest keeps its own copy; the host's pages are reached only through barriers.
+    if (fd >= 0) close(fd);
+    if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
+  } else {
+    // mmap wants a page-aligned offset; the driver's pages may start inside one.
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    const uint64_t skip = file_offset % page;
+    m.map_size = size + skip;
+    m.map_base = mmap(nullptr, m.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(file_offset - skip));
+    close(fd);
+    if (m.map_base == MAP_FAILED) return VK_ERROR_OUT_OF_HOST_MEMORY;
+    m.ptr = static_cast<char*>(m.map_base) + skip;
+  }
+  std::lock_guard lock(dev->mu);
+  dev->memory[id] = std::move(m);
+  return VK_SUCCESS;
+}
+
+}  // namespace
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateMemory(VkDevice device, const VkMemoryAllocateInfo* pAllocateInfo,
+                                             const VkAllocationCallbacks*, VkDeviceMemory* pMemory) {
+  auto* dev = as<Device>(device);
+  Connection* conn = dev->conn;
+  const uint64_t id = conn->new_id();
+  VkDeviceMemory handle = wire::handle_from_bits<VkDeviceMemory>(id);
+  // The same test as the host's: an import or export makes this the driver's own memory.
+  const void* chain = pAllocateInfo->pNext;
+  auto* import = wire::find_in_chain<const VkImportMemoryFdInfoKHR>(chain, VK_STRUCTURE_TYPE_IMPORT_MEMORY_FD_INFO_KHR);
+  auto* exported = wire::find_in_chain<const VkExportMemoryAllocateInfo>(chain, VK_STRUCTURE_TYPE_EXPORT_MEMORY_ALLOCATE_INFO);
+  const bool imports = import && import->handleType;
+  const bool external = imports || (exported && exported->handleTypes);
+  if (imports) {
+    if (import->fd < 0 || fcntl(import->fd, F_GETFD) < 0) return VK_ERROR_INVALID_EXTERNAL_HANDLE;
+    if (!conn->send_fd(wire::kFdTagImportBase + id, import->fd)) return VK_ERROR_DEVICE_LOST;
+  }
+  const VkResult result = forward_vkAllocateMemory(device, pAllocateInfo, nullptr, &handle);
+  if (result != VK_SUCCESS) return result;  // a failed import leaves the fd with the application
+  // A successful import owns the fd; the host holds its own duplicate.
+  if (imports) close(import->fd);
+  const auto& props = memory_properties(dev->physical);
+  const uint32_t type = pAllocateInfo->memoryTypeIndex;
+  if (type < props.memoryTypeCount && (props.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
+    const VkResult mapped = map_host_visible(dev, id, pAllocateInfo->allocationSize, external);
+    if (mapped != VK_SUCCESS) {
+      forward_vkFreeMemory(device, handle, nullptr);
+      return mapped;
+    }
+  }
+  *pMemory = handle;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR void VKAPI_CALL icd_vkFreeMemory(VkDevice device, VkDeviceMemory memory, const VkAllocationCallbacks*) {
+  if (!memory) return;
+  auto* dev = as<Device>(device);
+  forward_vkFreeMemory(device, memory, nullptr);
+  std::lock_guard lock(dev->mu);
+  auto it = dev->memory.find(wire::handle_bits(memory));
+  if (it == dev->memory.end()) return;
+  if (it->second.map_base) munmap(it->second.map_base, it->second.map_size);
+  dev->memory.erase(it);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkMapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset, VkDeviceSize,
+                                        VkMemoryMapFlags, void** ppData) {
+  auto* dev = as<Device>(device);
+  std::lock_guard lock(dev->mu);
+  auto it = dev->memory.find(wire::handle_bits(memory));
+  if (it == dev->memory.end() || offset > it->second.size) return VK_ERROR_MEMORY_MAP_FAILED;
+  *ppData = static_cast<char*>(it->second.ptr) + offset;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR void VKAPI_CALL icd_vkUnmapMemory(VkDevice, VkDeviceMemory) {
+  // The shared mapping stays for the memory's lifetime: the host driver uses the same pages.
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryFdKHR(VkDevice device, const VkMemoryGetFdInfoKHR* pGetFdInfo, int* pFd) {
+  Connection* conn = connection_of(device);
+  int host_number = -1;
+  const VkResult result = forward_vkGetMemoryFdKHR(device, pGetFdInfo, &host_number);
+  if (result != VK_SUCCESS) return result;
+  // The host sent the driver's fd before its reply.
+  const int fd = conn->take_fd(wire::kFdTagExportBase + wire::handle_bits(pGetFdInfo->memory));
+  if (fd < 0) return VK_ERROR_DEVICE_LOST;
+  *pFd = fd;
+  return VK_SUCCESS;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryFdPropertiesKHR(VkDevice device, VkExternalMemoryHandleTypeFlagBits handleType,
+                                                               int fd, VkMemoryFdPropertiesKHR* pMemoryFdProperties) {
+  Connection* conn = connection_of(device);
+  if (fd < 0 || fcntl(fd, F_GETFD) < 0) return VK_ERROR_INVALID_EXTERNAL_HANDLE;
+  // The fd argument on the wire is the nonce the host finds the fd under.
+  const int nonce = static_cast<int>(conn->new_id() & 0x7fffffff);
+  if (!conn->send_fd(wire::kFdTagProbeBase + static_cast<uint32_t>(nonce), fd)) return VK_ERROR_DEVICE_LOST;
+  return forward_vkGetMemoryFdPropertiesKHR(device, handleType, nonce, pMemoryFdProperties);
+}
+
+// Shared memory: the pages are the driver's own, nothing to move. Shadow memory: a flush is
+// a write barrier over the range, an invalidate a read barrier.
+static memshare::Range range_of(const VkMappedMemoryRange& r) {
+  return memshare::Range{r.offset, r.size == VK_WHOLE_SIZE ? memshare::Range::kWhole : r.size};
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkFlushMappedMemoryRanges(VkDevice device, uint32_t count,
+                                                             const VkMappedMemoryRange* ranges) {
+  if (!connection_of(device)->memory_hooks()) return VK_SUCCESS;  // no shadowed memory
+  for (uint32_t i = 0; i < count; ++i)
+    shadow_write_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));
+  return connection_of(device)->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkInvalidateMappedMemoryRanges(VkDevice device, uint32_t count,
+                                                                  const VkMappedMemoryRange* ranges) {
+  if (!connection_of(device)->memory_hooks()) return VK_SUCCESS;  // no shadowed memory
+  for (uint32_t i = 0; i < count; ++i)
+    shadow_read_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));
+  return connection_of(device)->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
+}
+
+}  // namespace bypass::icd

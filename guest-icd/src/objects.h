@@ -1,0 +1,102 @@
+// The ICD's dispatchable objects and the guest-side state hand-written commands keep.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bypass/icd/connection.h"
+#include "bypass/icd/gen/entrypoints.h"
+#include "bypass/memshare/shadow_region.h"
+
+namespace bypass::icd {
+
+struct PhysicalDevice;
+
+struct Instance : Object {
+  std::unique_ptr<Connection> owned;
+  std::mutex mu;
+  bool enumerated = false;
+  std::vector<PhysicalDevice*> physical_devices;
+  uint32_t api_version = VK_API_VERSION_1_0;
+};
+
+struct PhysicalDevice : Object {
+  Instance* instance = nullptr;
+  std::once_flag memory_once;
+  VkPhysicalDeviceMemoryProperties memory{};
+};
+
+struct Device;
+
+struct Queue : Object {
+  Device* device = nullptr;
+};
+
+struct CommandBuffer : Object {
+  uint64_t pool = 0;
+};
+
+struct Mapping {
+  void* ptr = nullptr;
+  size_t size = 0;
+  // The mmap of the host's pages (nullptr for a shadow); ptr lies inside it.
+  void* map_base = nullptr;
+  size_t map_size = 0;
+  // BYPASS_MEMORY=shadow: the guest's own copy, whose dirty pages barriers move.
+  std::shared_ptr<memshare::ShadowRegion> shadow;
+};
+
+struct Device : Object {
+  PhysicalDevice* physical = nullptr;
+  std::mutex mu;
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t>, Queue*> queues;  // flags, family, index
+  std::unordered_map<uint64_t, std::vector<CommandBuffer*>> pool_buffers;
+  std::unordered_map<uint64_t, Mapping> memory;  // VkDeviceMemory id -> shared mapping
+};
+
+template <class T>
+T* new_object(Connection* conn, VkObjectType type, uint64_t id) {
+  auto* o = new T();
+  set_loader_magic_value(o);
+  o->id = id;
+  o->conn = conn;
+  o->type = type;
+  conn->register_object(o);
+  return o;
+}
+
+template <class T>
+void delete_object(T* o) {
+  if (!o) return;
+  o->conn->unregister_object(o);
+  delete o;
+}
+
+template <class T, class H>
+T* as(H h) {
+  return reinterpret_cast<T*>(h);
+}
+
+// Looks up an entry point by name (kEntryPoints is sorted).
+const EntryPoint* find_entry_point(const char* name);
+template <class PFN>
+PFN entry(const char* name) {
+  const EntryPoint* e = find_entry_point(name);
+  return e ? reinterpret_cast<PFN>(e->fn) : nullptr;
+}
+
+// Shadow memory (BYPASS_MEMORY=shadow): hooks installed on each connection, and the barriers
+// flush/invalidate use directly.
+bool shadow_memory_enabled();
+MemoryHooks* shadow_hooks();
+void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range);
+void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range);
+
+// Cached once per physical device.
+const VkPhysicalDeviceMemoryProperties& memory_properties(PhysicalDevice* pd);
+
+}  // namespace bypass::icd

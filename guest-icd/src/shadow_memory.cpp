@@ -1,0 +1,125 @@
+// Shadow memory (BYPASS_MEMORY=shadow): for a host the guest cannot share pages with (another
+// machine, a driver without host-pointer import), host-visible memory is a guest-side copy.
+// memshare's ShadowRegion tracks which pages the guest wrote; a write barrier (before each
+// submission, at vkFlushMappedMemoryRanges) sends only those pages to the host; a read barrier
+// (after a fence, semaphore or idle wait succeeds, at vkInvalidateMappedMemoryRanges) fetches
+// the host's pages and writes only the ones that differ.
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "objects.h"
+
+namespace bypass::icd {
+
+namespace {
+
+Device* device_of(Object* o) {
+  switch (o->type) {
+    case VK_OBJECT_TYPE_DEVICE:
+      return static_cast<Device*>(o);
+    case VK_OBJECT_TYPE_QUEUE:
+      return static_cast<Queue*>(o)->device;
+    default:
+      return nullptr;
+  }
+}
+
+void write_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshare::Range range) {
+  Connection* conn = dev->conn;
+  std::vector<uint8_t> record;
+  auto sent = shadow.write_barrier(
+      [&](uint64_t offset, std::span<const std::byte> bytes) -> memshare::Result<void> {
+        wire::MemoryRange r{id, offset, bytes.size()};
+        record.resize(sizeof(r) + bytes.size());
+        std::memcpy(record.data(), &r, sizeof(r));
+        std::memcpy(record.data() + sizeof(r), bytes.data(), bytes.size());
+        conn->send_raw(wire::kCtlMemoryWrite, record.data(), record.size());
+        return memshare::ok_result();
+      },
+      range);
+  if (!sent) conn->protocol_error("shadow write barrier: " + sent.error().message);
+}
+
+void read_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshare::Range range) {
+  Connection* conn = dev->conn;
+  // Pages written here but not yet sent go first, so the read does not discard them.
+  write_one(dev, id, shadow, range);
+  const uint64_t offset = range.offset;
+  const uint64_t size = range.size == memshare::Range::kWhole ? shadow.size() - offset : range.size;
+  wire::MemoryRange r{id, offset, size};
+  Reply& reply = thread_reply();
+  if (!conn->call_raw(wire::kCtlMemoryRead, &r, sizeof(r), reply)) return;
+  // The host sends only the runs that differ from our copy (host-server/include/bypass/host/guest_view.h).
+  const auto* data = reinterpret_cast<const std::byte*>(reply.data());
+  wire::MemoryReadReply header;
+  if (reply.size() < sizeof(header)) return conn->protocol_error("shadow read barrier: short reply");
+  std::memcpy(&header, data, sizeof(header));
+  const size_t table = sizeof(header) + size_t{header.runs} * sizeof(wire::MemoryRun);
+  if (header.runs > reply.size() / sizeof(wire::MemoryRun) || table > reply.size())
+    return conn->protocol_error("shadow read barrier: bad run count");
+  const std::byte* bytes = data + table;
+  size_t left = reply.size() - table;
+  for (uint32_t i = 0; i < header.runs; ++i) {
+    wire::MemoryRun run;
+    std::memcpy(&run, data + sizeof(header) + i * sizeof(run), sizeof(run));
+    if (run.offset < offset || run.size > left || run.offset - offset > size || run.size > size - (run.offset - offset))
+      return conn->protocol_error("shadow read barrier: run out of range");
+    auto read = shadow.read_barrier(bytes - run.offset, memshare::Range{run.offset, run.size});
+    if (!read) return conn->protocol_error("shadow read barrier: " + read.error().message);
+    bytes += run.size;
+    left -= run.size;
+  }
+  if (left != 0) conn->protocol_error("shadow read barrier: trailing bytes");
+}
+
+class ShadowHooks final : public MemoryHooks {
+ public:
+  void write_barrier(Object* first) override { each(first, write_one); }
+  void read_barrier(Object* first) override { each(first, read_one); }
+
+ private:
+  template <class Fn>
+  void each(Object* first, Fn fn) {
+    Device* dev = device_of(first);
+    if (!dev) return;
+    std::vector<std::pair<uint64_t, std::shared_ptr<memshare::ShadowRegion>>> shadows;
+    {
+      std::lock_guard lock(dev->mu);
+      for (auto& [id, m] : dev->memory)
+        if (m.shadow) shadows.emplace_back(id, m.shadow);
+    }
+    for (auto& [id, s] : shadows) fn(dev, id, *s, memshare::Range::whole());
+  }
+};
+
+std::shared_ptr<memshare::ShadowRegion> find_shadow(Device* dev, uint64_t memory_id) {
+  std::lock_guard lock(dev->mu);
+  auto it = dev->memory.find(memory_id);
+  return it == dev->memory.end() ? nullptr : it->second.shadow;
+}
+
+}  // namespace
+
+bool shadow_memory_enabled() {
+  static const bool enabled = [] {
+    const char* m = std::getenv("BYPASS_MEMORY");
+    return m && std::strcmp(m, "shadow") == 0;
+  }();
+  return enabled;
+}
+
+MemoryHooks* shadow_hooks() {
+  static ShadowHooks hooks;
+  return &hooks;
+}
+
+void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range) {
+  if (auto s = find_shadow(dev, memory_id)) write_one(dev, memory_id, *s, range);
+}
+
+void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range) {
+  if (auto s = find_shadow(dev, memory_id)) read_one(dev, memory_id, *s, range);
+}
+
+}  // namespace bypass::icd

@@ -1,0 +1,96 @@
+// bypassd's main process: accepts guests, applies the access policy and the limits, and runs
+// each session in a worker (a sandboxed process of its own by default; worker.h). It never
+// reads a guest's protocol stream or calls the driver itself, so no guest can crash it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <deque>
+#include <list>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "bypass/host/access.h"
+#include "bypass/transport/vm.h"
+#include "bypass/host/config.h"
+#include "bypass/host/worker.h"
+
+namespace bypass::host {
+
+std::string default_socket_path();
+
+class Server {
+ public:
+  explicit Server(ServerConfig config) : config_(std::move(config)) {}
+  ~Server();
+  // Serves until `stop_fd` becomes readable (a signal's self-pipe); returns the exit code.
+  int run(int stop_fd);
+
+ private:
+  struct Worker {
+    uint64_t id = 0;
+    pid_t pid = -1;       // the worker process (Isolation::kProcess)
+    std::thread thread;   // or the worker thread (Isolation::kThread)
+    ucred peer{};         // the guest, from SO_PEERCRED at accept
+    WorkerReport* report = nullptr;
+    std::chrono::steady_clock::time_point started;
+    bool exited = false;  // the process was reaped (or the thread joined)
+    bool listed = false;  // its end is in ended_ (as soon as it reported kEnded, before the reap)
+    int wait_status = 0;  // waitpid()'s status once reaped
+    int vm = -1;          // index in vms_ for a VM guest's session, else -1
+    uint32_t slot = 0;    // and its slot in that VM's device
+  };
+  // A VM served through its shared-memory device (--vm).
+  struct VmState {
+    ServerConfig::Vm spec;
+    std::optional<transport::VmDevice> device;
+    std::vector<bool> busy;  // a worker serves the slot; it is freed once the worker is gone
+  };
+  struct Ended {
+    uint64_t id;
+    pid_t pid;
+    uid_t uid;
+    EndKind kind;
+    std::string reason;
+    uint64_t objects_left;
+    uint64_t records;
+  };
+
+  void accept_one();
+  bool open_vms();
+  // Heartbeat, stale slots, and a worker for every slot a guest requested.
+  void serve_vms();
+  bool start_vm_worker(int vm, uint32_t slot);
+  bool start_worker(transport::UniqueFd conn, const ucred& peer);
+  void reap();
+  void finish(Worker& w);
+  void shut_down();
+  // Control requests (bypassctl): accepted, then answered when their line arrives, from the
+  // same poll loop; a client that says nothing is dropped after kControlDeadline and never
+  // holds up an accept.
+  struct ControlClient {
+    transport::UniqueFd fd;
+    ucred peer{};
+    std::chrono::steady_clock::time_point deadline;
+  };
+  void accept_control(int listen_fd);
+  void answer_control(ControlClient& c);
+  size_t live_sessions() const;
+  bool wait_for_free_slot();
+  std::string stats_json(uid_t viewer) const;
+  size_t pending_handshakes(uid_t uid) const;
+
+  ServerConfig config_;
+  std::optional<AccessPolicy> policy_;
+  std::optional<transport::Listener> listener_;
+  std::list<Worker> workers_;
+  uint64_t next_id_ = 1;
+  std::deque<Ended> ended_;  // the most recent sessions that ended, for bypassctl
+  int child_pipe_[2] = {-1, -1};  // SIGCHLD's self-pipe
+  std::list<ControlClient> control_clients_;
+  std::vector<VmState> vms_;
+};
+
+}  // namespace bypass::host

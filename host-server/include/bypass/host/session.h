@@ -1,0 +1,236 @@
+// One guest session: its channel, its object table, its decoder thread and its waiters.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "bypass/host/device_heap.h"
+#include "bypass/host/gen/handwritten.h"
+#include "bypass/host/guest_view.h"
+#include "bypass/host/object_table.h"
+#include "bypass/host/validate.h"
+#include "bypass/memshare/types.h"
+#include "bypass/transport/session.h"
+#include "bypass/wire/host_context.h"
+#include "bypass/wire/protocol.h"
+
+namespace bypass::host {
+
+struct ServerConfig;
+
+// Host-visible memory the guest reaches. Either a memfd mapped here and imported into the
+// driver (the guest maps the same fd), or, for memory imported or exported as an fd, the
+// driver's own allocation mapped with vkMapMemory: when its pages are a file the guest can
+// map too (`fd`, at `file_offset`), they are shared; otherwise (fd < 0) the guest shadows
+// them through kCtlMemoryWrite/kCtlMemoryRead.
+struct SharedMemory {
+  int fd = -1;  // ours to close
+  void* ptr = nullptr;
+  size_t size = 0;
+  uint64_t file_offset = 0;
+  bool driver_mapped = false;  // ptr is the driver's mapping, which vkFreeMemory ends
+  std::unique_ptr<GuestView> guest_view;  // made at the first shadow barrier
+  // Our own mapping (not the driver's): unmapped when the last holder lets go, the session or
+  // a presentation transfer still reading it.
+  std::shared_ptr<void> mapping;
+  std::vector<memshare::Name> present_names;  // memshare names over this memory
+  bool in_device_heap = false;  // a VM guest's: at `file_offset` in the session's DeviceHeap
+};
+
+// What the host knows about a device it created for the guest.
+struct DeviceInfo {
+  uint64_t physical_device = 0;
+  bool host_memory_import = false;
+  uint64_t import_alignment = 4096;
+  VkPhysicalDeviceMemoryProperties memory{};
+};
+
+struct SessionStats {
+  std::atomic<uint64_t> records{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> replies{0};
+  std::atomic<uint64_t> objects{0};
+  std::atomic<uint64_t> memory_bytes{0};
+};
+
+class Session final : public wire::HostContext, private wire::HandleMap {
+ public:
+  // `stats` and `stop_request` may live in memory shared with bypassd's main process (a worker's
+  // report page); null: the session's own.
+  Session(uint64_t id, transport::Channel channel, const ServerConfig& config, SessionStats* stats = nullptr,
+          const std::atomic<uint32_t>* stop_request = nullptr);
+  ~Session() override;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Runs the decoder loop until the guest leaves or misbehaves, then tears everything down.
+  void run();
+  // Asks the loop to stop (server shutdown); returns at once.
+  void stop();
+
+  uint64_t id() const { return id_; }
+  pid_t peer_pid() const { return peer_pid_; }
+  const std::string& end_reason() const { return end_reason_; }
+  bool ended_by_guest() const { return end_by_guest_; }    // it left or disconnected
+  bool ended_by_server() const { return end_by_server_; }  // bypassd asked it to stop
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
+  const SessionStats& stats() const { return stats_; }
+  size_t object_count() const;
+
+  // ---- used by the hand-written handlers
+  const ServerConfig& config() const { return config_; }
+  ObjectTable& objects() { return objects_; }
+  Resources& resources() { return resources_; }  // session thread only
+  transport::Channel& channel() { return channel_; }
+  // A VM guest's session: where its host-visible memory comes from (null on a socket session,
+  // whose memory is a memfd per allocation). Held by every block's SharedMemory::mapping too.
+  const std::shared_ptr<DeviceHeap>& device_heap() const { return heap_; }
+  void set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d);
+  std::shared_ptr<wire::Dispatch> dispatch_ptr(uint64_t dispatchable);
+  void add_memory(uint64_t memory_handle, SharedMemory mem);
+  // The fd the guest sent on the session socket with `tag` (wire::kFdTag*), waiting briefly
+  // for it: the guest sends it before the record that needs it. -1 when it does not come.
+  int take_guest_fd(uint64_t tag);
+  void release_memory(uint64_t memory_handle);
+  PFN_vkGetInstanceProcAddr gipa() const { return gipa_; }
+  void set_device_info(uint64_t device, uint64_t physical_device, bool host_memory_import);
+  const DeviceInfo* device_info(uint64_t device) const;
+  void remove_owned(uint64_t owner);
+  // Destroys `device` in the driver with everything it still owns, children before what they
+  // use (the order teardown uses), once its work is done. The table entries stay: the caller
+  // removes them (remove_object) or drops the whole table.
+  void destroy_device(uint64_t device);
+  // In-flight tracking (submit.cpp): a host fence after every guest submission, waited for
+  // before anything is destroyed or freed.
+  void track_submission(VkQueue queue);
+  void quiesce();
+  void drop_tracking(uint64_t device);
+  bool closing() const {
+    return closing_.load(std::memory_order_acquire) ||
+           (stop_request_ && stop_request_->load(std::memory_order_acquire) != 0);
+  }
+  // True while more input waits for the decoder (records left in the batch being decoded, or
+  // a message in the receive ring): a blocking call must not keep the session thread then.
+  bool input_waiting() const;
+  // Waits up to timeout_ns for every guest submission on `device` through the tracking fences:
+  // VK_SUCCESS once all are done, VK_TIMEOUT, or VK_INCOMPLETE when the tracking cannot tell.
+  VkResult wait_tracked(uint64_t device, uint64_t timeout_ns);
+  // Sends a reply that is not a generated FlatBuffer (control commands).
+  void send_raw_reply(uint64_t seq, uint16_t command, int32_t result, const void* data, size_t size);
+
+  // ---- wire::HostContext
+  const wire::Dispatch& dispatch_of(uint64_t dispatchable) override;
+  const char* refuse_new_id(VkObjectType type, uint64_t id) override;
+  void add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) override;
+  void remove_object(VkObjectType type, uint64_t handle) override;
+  void send_reply(uint64_t seq, uint16_t command, int32_t result, wire::Builder& b) override;
+  bool run_blocking(std::function<void()> job) override;
+  bool destroy_ok(const char* command, const char* what, uint64_t handle) override;
+  wire::Builder& reply_builder() override;
+
+ private:
+  // wire::HandleMap
+  uint64_t to_wire(VkObjectType type, uint64_t handle) override;
+  bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
+
+  bool process_batch(const std::byte* data, size_t size);
+  bool run_control(uint16_t command, const uint8_t* data, size_t size);
+  // The host-visible memory behind the guest's memory id: false (the session fails, naming
+  // `where`) for an id it does not have; *out stays null for memory that is not host-visible.
+  bool memory_of_id(uint64_t id, const char* where, SharedMemory** out);
+  void waiter_main();
+  void finish_pending(uint64_t seq);
+  void teardown();
+  void destroy_object(const ObjectEntry& e);
+
+  const uint64_t id_;
+  transport::Channel channel_;
+  std::shared_ptr<DeviceHeap> heap_;
+  const ServerConfig& config_;
+  const pid_t peer_pid_;
+  PFN_vkGetInstanceProcAddr gipa_ = nullptr;
+
+  mutable std::mutex objects_mu_;  // the table is read by waiters and the stats reader
+  ObjectTable objects_;
+  Resources resources_;  // sizes and bindings for validate.cpp; session thread only
+  // Written by the session thread only, under dispatch_mu_; read by it without the lock and by
+  // waiter threads with it (dispatch_of).
+  std::mutex dispatch_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
+  std::thread::id session_thread_;  // run()'s thread
+  std::unordered_map<uint64_t, SharedMemory> memory_;
+  std::unordered_multimap<uint64_t, int> guest_fds_;  // received, not yet taken
+  std::vector<std::byte> read_reply_;                  // kCtlMemoryRead's reply, reused
+  memshare::DomainId present_domain_ = memshare::kNoDomain;  // joined for presentation
+  uint64_t shadow_read_asked_ = 0;                     // bytes the read barriers covered
+  uint64_t shadow_read_sent_ = 0;                      // and the bytes that differed
+  std::unordered_map<uint64_t, DeviceInfo> devices_;
+  struct InFlight {
+    std::deque<VkFence> fences;
+    bool incomplete = false;  // a submission went untracked (no fence could be made)
+  };
+  std::unordered_map<uint64_t, InFlight> in_flight_;  // device -> tracking fences
+  std::vector<bool> destroys_;                         // command id -> destroys or frees
+  wire::Arena arena_;
+  uint64_t seq_ = 0;
+  bool batch_rest_ = false;  // records follow the one being run in the current batch
+  // The record being run (session thread): its command, whether it wants a reply, and, for a
+  // blocking command, every handle its decoding resolved (what a waiter thread would use).
+  uint16_t record_command_ = 0;
+  bool record_wants_reply_ = false;
+  bool record_blocks_ = false;
+  std::vector<uint64_t> record_handles_;
+  std::string refusal_;  // refuse_new_id's last reason
+
+  std::mutex reply_mu_;  // the reply ring has one producer at a time
+  std::vector<std::byte> reply_scratch_;
+
+  std::mutex jobs_mu_;
+  std::condition_variable jobs_cv_;
+  struct Job {
+    uint64_t seq;
+    std::function<void()> run;
+  };
+  std::deque<Job> jobs_;  // guarded by jobs_mu_
+  // Blocking calls queued or running on a waiter thread (guarded by jobs_mu_), by reply
+  // sequence number: the command, and the handles it uses with every owner above them (a
+  // fence's device, physical device and instance). A destroy of any of those is refused while
+  // the call is pending; the entry goes just before the reply, so a guest that saw the reply
+  // may destroy at once.
+  struct PendingCall {
+    uint16_t command;
+    std::vector<uint64_t> uses;
+  };
+  std::unordered_map<uint64_t, PendingCall> pending_;
+  std::atomic<size_t> pending_count_{0};  // pending_.size(), read without the lock by replies
+  std::vector<std::thread> waiters_;
+  size_t idle_waiters_ = 0;
+
+  std::atomic<bool> closing_{false};
+  const std::atomic<uint32_t>* stop_request_;  // bypassd's "end now", or null
+  std::atomic<bool> finished_{false};
+  std::string end_reason_;
+  bool end_by_guest_ = false;
+  bool end_by_server_ = false;
+  // Set (under reply_mu_) when a reply could not be sent within --send-timeout: the guest stopped
+  // reading. The decoder loop ends the session with it.
+  std::string send_failure_;
+  SessionStats own_stats_;
+  SessionStats& stats_;
+};
+
+// Hand-written handlers, one registration function per object file.
+void register_sync_handlers(wire::Handlers& h);
+void register_validate_handlers(wire::Handlers& h);
+bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size);
+
+}  // namespace bypass::host

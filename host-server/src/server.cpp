@@ -1,0 +1,484 @@
+#include "bypass/host/server.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <vector>
+#include <sstream>
+
+#include "bypass/transport/session.h"
+#include "bypass/wire/protocol.h"
+
+namespace bypass::host {
+
+std::string default_socket_path() { return transport::default_socket_path(); }
+
+namespace {
+
+int g_child_pipe = -1;  // write end of the running server's SIGCHLD pipe
+
+void on_child(int) {
+  const int saved = errno;
+  char c = 1;
+  [[maybe_unused]] auto r = write(g_child_pipe, &c, 1);
+  errno = saved;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out += c;
+  }
+  return out;
+}
+
+int listen_control(const std::string& path, mode_t mode, gid_t gid) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    close(fd);
+    return -1;
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  unlink(path.c_str());
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 8) != 0) {
+    close(fd);
+    return -1;
+  }
+  // Anyone who may open a session may ask about their own sessions (and only those).
+  if (gid != static_cast<gid_t>(-1)) [[maybe_unused]] int r = chown(path.c_str(), static_cast<uid_t>(-1), gid);
+  chmod(path.c_str(), mode);
+  return fd;
+}
+
+void drain(int fd) {
+  char buf[64];
+  while (read(fd, buf, sizeof buf) > 0) {
+  }
+}
+
+std::string describe_exit(int status) {
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    return "the worker process died of signal " + std::to_string(sig) + " (" + strsignal(sig) + ")";
+  }
+  return "the worker process exited with status " + std::to_string(WEXITSTATUS(status));
+}
+
+}  // namespace
+
+Server::~Server() {
+  for (Worker& w : workers_) unmap_worker_report(w.report);
+  if (child_pipe_[0] >= 0) {
+    signal(SIGCHLD, SIG_DFL);
+    g_child_pipe = -1;
+    close(child_pipe_[0]);
+    close(child_pipe_[1]);
+  }
+}
+
+size_t Server::pending_handshakes(uid_t uid) const {
+  size_t n = 0;
+  for (const Worker& w : workers_)
+    if (!w.exited && w.peer.uid == uid && w.report->state.load(std::memory_order_acquire) == WorkerReport::kHandshaking)
+      ++n;
+  return n;
+}
+
+void Server::accept_one() {
+  std::string error;
+  transport::UniqueFd conn = listener_->accept_connection(&error, transport::deadline_after(std::chrono::milliseconds(0)));
+  if (!conn) return;  // a guest that gave up while queued
+  const ucred peer = transport::peer_credentials_of(conn.get());
+  // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
+  std::string refusal = policy_->check(conn.get(), peer);
+  if (refusal.empty() && live_sessions() >= config_.max_sessions && !wait_for_free_slot()) {
+    refusal = "bypassd refused the session: " + std::to_string(live_sessions()) +
+              " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
+  }
+  if (refusal.empty() && pending_handshakes(peer.uid) >= config_.max_pending_per_uid) {
+    refusal = "bypassd refused the session: uid " + std::to_string(peer.uid) + " has " +
+              std::to_string(config_.max_pending_per_uid) +
+              " handshakes in progress, the limit (--max-pending-handshakes " +
+              std::to_string(config_.max_pending_per_uid) + ")";
+  }
+  if (!refusal.empty()) {
+    spdlog::warn("{} (guest pid {})", refusal, peer.pid);
+    transport::reject_connection(std::move(conn), refusal);
+    return;
+  }
+  if (!start_worker(std::move(conn), peer)) return;
+}
+
+bool Server::start_worker(transport::UniqueFd conn, const ucred& peer) {
+  WorkerReport* report = map_worker_report();
+  if (!report) {
+    spdlog::error("refused a guest (pid {}): cannot map a worker report page: {}", peer.pid, std::strerror(errno));
+    transport::reject_connection(std::move(conn), "bypassd refused the session: out of memory");
+    return false;
+  }
+  Worker& w = workers_.emplace_back();
+  w.id = next_id_++;
+  w.peer = peer;
+  w.report = report;
+  w.started = std::chrono::steady_clock::now();
+  if (config_.isolation == Isolation::kThread) {
+    w.thread = std::thread([fd = conn.release(), id = w.id, this, report] {
+      serve_connection(transport::UniqueFd(fd), id, config_, report);
+    });
+    return true;
+  }
+  std::string error;
+  w.pid = spawn_worker(std::move(conn), w.id, config_, report, &error);
+  if (w.pid < 0) {
+    spdlog::error("session {}: cannot start a worker for guest pid {}: {}", w.id, peer.pid, error);
+    unmap_worker_report(report);
+    workers_.pop_back();
+    return false;
+  }
+  spdlog::debug("session {}: worker pid {} for guest pid {} uid {}", w.id, w.pid, peer.pid, peer.uid);
+  return true;
+}
+
+bool Server::open_vms() {
+  for (const ServerConfig::Vm& spec : config_.vms) {
+    transport::VmDeviceOptions options;
+    options.size = spec.size;
+    options.slots = spec.slots;
+    options.ring_bytes = config_.vm_ring_bytes;
+    options.max_message = std::min<size_t>(config_.max_message, options.max_message);
+    std::string error;
+    auto device = transport::VmDevice::create(spec.path, options, &error);
+    if (!device) {
+      spdlog::error("--vm {}:{}: {}", spec.name, spec.path, error);
+      return false;
+    }
+    VmState& vm = vms_.emplace_back();
+    vm.spec = spec;
+    vm.busy.assign(device->slot_count(), false);
+    vm.device.emplace(std::move(*device));
+    spdlog::info("serving VM {} on {} ({} MiB, {} session slots): QEMU -object memory-backend-file,id=bypass,"
+                 "share=on,mem-path={},size={}M -device ivshmem-plain,memdev=bypass",
+                 spec.name, spec.path, spec.size >> 20, spec.slots, spec.path, spec.size >> 20);
+  }
+  return true;
+}
+
+void Server::serve_vms() {
+  const auto now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < vms_.size(); ++i) {
+    VmState& vm = vms_[i];
+    vm.device->heartbeat();
+    vm.device->sweep_stale_slots(now);
+    for (uint32_t slot = 0; slot < vm.busy.size(); ++slot) {
+      if (vm.busy[slot] || !vm.device->slot_requested(slot)) continue;
+      // Over the session limit the request waits; the guest gives up at its deadline.
+      if (live_sessions() >= config_.max_sessions) return;
+      start_vm_worker(static_cast<int>(i), slot);
+    }
+  }
+}
+
+bool Server::start_vm_worker(int vm_index, uint32_t slot) {
+  VmState& vm = vms_[static_cast<size_t>(vm_index)];
+  WorkerReport* report = map_worker_report();
+  if (!report) return false;
+  Worker& w = workers_.emplace_back();
+  w.id = next_id_++;
+  // A VM's guests are no local user's: they belong to whoever configured bypassd to serve it.
+  w.peer = ucred{-1, geteuid(), getegid()};
+  w.report = report;
+  w.started = std::chrono::steady_clock::now();
+  w.vm = vm_index;
+  w.slot = slot;
+  vm.busy[slot] = true;
+  transport::VmDevice* device = &*vm.device;
+  const std::string name = vm.spec.name;
+  if (config_.isolation == Isolation::kThread) {
+    w.thread = std::thread([this, device, slot, name, id = w.id, report] {
+      serve_vm_slot(*device, slot, name, id, config_, report);
+    });
+    return true;
+  }
+  std::string error;
+  w.pid = spawn_worker(transport::UniqueFd(), w.id, config_, report, &error, [&](transport::UniqueFd) {
+    serve_vm_slot(*device, slot, name, w.id, config_, report);
+  });
+  if (w.pid < 0) {
+    spdlog::error("session {}: cannot start a worker for VM {} slot {}: {}", w.id, name, slot, error);
+    unmap_worker_report(report);
+    workers_.pop_back();
+    vm.busy[slot] = false;
+    return false;
+  }
+  spdlog::debug("session {}: worker pid {} for VM {} slot {}", w.id, w.pid, name, slot);
+  return true;
+}
+
+void Server::finish(Worker& w) {
+  const WorkerReport& r = *w.report;
+  const bool reported = r.state.load(std::memory_order_acquire) == WorkerReport::kEnded;
+  if (w.listed) {
+    // Listed when it reported its end; a worker that then dies of a signal is still worth a line.
+    if (w.pid > 0 && WIFSIGNALED(w.wait_status))
+      spdlog::error("session {}: {} after its session ended", w.id, describe_exit(w.wait_status));
+    return;
+  }
+  w.listed = true;
+  EndKind kind = reported ? static_cast<EndKind>(r.end_kind.load(std::memory_order_relaxed)) : EndKind::kWorkerDied;
+  std::string reason = reported ? std::string(r.end_reason, strnlen(r.end_reason, sizeof r.end_reason)) : "";
+  if (w.pid > 0 && (WIFSIGNALED(w.wait_status) || (!reported && WIFEXITED(w.wait_status)))) {
+    // A crash in the driver (or a worker killed from outside): only this session is gone. Its
+    // guest sees the connection close and gets VK_ERROR_DEVICE_LOST.
+    kind = EndKind::kWorkerDied;
+    reason = describe_exit(w.wait_status) + (reported ? " after the session ended (" + reason + ")"
+                                                      : " during the session");
+    spdlog::error("session {} (guest pid {}, uid {}): {}; its guest gets VK_ERROR_DEVICE_LOST, other sessions go on",
+                  w.id, w.peer.pid, w.peer.uid, reason);
+  }
+  // A connection that never became a session (refused or silent handshake) was logged by its
+  // worker; the list holds sessions.
+  if (kind != EndKind::kHandshake) {
+    ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, kind, reason, r.stats.objects.load(), r.stats.records.load()});
+    if (ended_.size() > 64) ended_.pop_front();
+  }
+}
+
+void Server::reap() {
+  if (config_.isolation == Isolation::kProcess) {
+    int status = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      for (Worker& w : workers_)
+        if (w.pid == pid) {
+          w.exited = true;
+          w.wait_status = status;
+        }
+    }
+  } else {
+    for (Worker& w : workers_)
+      if (w.report->state.load(std::memory_order_acquire) == WorkerReport::kEnded && w.thread.joinable()) {
+        w.thread.join();
+        w.exited = true;
+      }
+  }
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (!it->exited) {
+      // Its session is over (the guest may already be waiting on bypassctl for that) while the
+      // process is still on its way out: list it now.
+      if (!it->listed && it->report->state.load(std::memory_order_acquire) == WorkerReport::kEnded) finish(*it);
+      ++it;
+      continue;
+    }
+    finish(*it);
+    if (it->vm >= 0) {
+      // Only now, with the worker and everything it made gone, may another guest have the slot
+      // (and its heap); the guest of the session that ended sees its peer gone.
+      VmState& vm = vms_[static_cast<size_t>(it->vm)];
+      vm.device->free_slot(it->slot);
+      vm.busy[it->slot] = false;
+    }
+    unmap_worker_report(it->report);
+    it = workers_.erase(it);
+  }
+}
+
+void Server::shut_down() {
+  spdlog::info("bypassd: shutting down, {} sessions open", workers_.size());
+  for (Worker& w : workers_) w.report->stop_requested.store(1, std::memory_order_release);
+  // Sessions notice within their receive slice (200 ms) and tear down; what has not ended by
+  // the deadline (a driver call that does not return, say) is killed, so shutdown is bounded
+  // whatever the guests do.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.shutdown_timeout_ms);
+  while (!workers_.empty() && std::chrono::steady_clock::now() < deadline) {
+    reap();
+    for (VmState& vm : vms_) vm.device->heartbeat();  // the guests' sessions end in order
+    if (!workers_.empty()) poll(nullptr, 0, 20);
+  }
+  if (workers_.empty()) return;
+  if (config_.isolation == Isolation::kProcess) {
+    for (Worker& w : workers_) {
+      spdlog::warn("session {}: worker pid {} did not end within {} ms (--shutdown-timeout); killing it", w.id, w.pid,
+                   config_.shutdown_timeout_ms);
+      kill(w.pid, SIGKILL);
+    }
+    while (!workers_.empty()) {
+      reap();
+      if (!workers_.empty()) poll(nullptr, 0, 10);
+    }
+  } else {
+    // Threads cannot be killed: give up on them (the process exits under them).
+    spdlog::warn("bypassd: {} session threads did not end within {} ms; exiting regardless", workers_.size(),
+                 config_.shutdown_timeout_ms);
+    for (Worker& w : workers_) w.thread.detach();
+    workers_.clear();
+  }
+}
+
+std::string Server::stats_json(uid_t viewer) const {
+  const bool all = policy_->privileged(viewer);
+  std::ostringstream o;
+  uint64_t total = 0;
+  o << "{\"sessions\": [";
+  bool first = true;
+  for (const Worker& w : workers_) {
+    if (!all && w.peer.uid != viewer) continue;
+    const WorkerReport& r = *w.report;
+    if (r.state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
+    total += r.stats.objects.load();
+    o << (first ? "" : ", ") << "{\"id\": " << w.id << ", \"pid\": " << w.peer.pid << ", \"uid\": " << w.peer.uid
+      << ", \"worker_pid\": " << w.pid << ", \"objects\": " << r.stats.objects.load()
+      << ", \"records\": " << r.stats.records.load() << ", \"bytes\": " << r.stats.bytes.load()
+      << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load();
+    if (w.vm >= 0) o << ", \"vm\": \"" << json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
+    o << "}";
+    first = false;
+  }
+  o << "], \"ended\": [";
+  first = true;
+  for (const Ended& e : ended_) {
+    if (!all && e.uid != viewer) continue;
+    o << (first ? "" : ", ") << "{\"id\": " << e.id << ", \"pid\": " << e.pid << ", \"uid\": " << e.uid
+      << ", \"end\": \"" << to_string(e.kind) << "\", \"objects\": " << e.objects_left << ", \"records\": " << e.records
+      << ", \"reason\": \"" << json_escape(e.reason) << "\"}";
+    first = false;
+  }
+  o << "], \"live_objects\": " << total << "}\n";
+  return o.str();
+}
+
+void Server::accept_control(int lfd) {
+  transport::UniqueFd fd(accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  if (!fd) return;
+  constexpr size_t kMaxControlClients = 16;
+  if (control_clients_.size() >= kMaxControlClients) return;  // closed unanswered: retry later
+  const ucred peer = transport::peer_credentials_of(fd.get());
+  control_clients_.push_back(ControlClient{std::move(fd), peer, std::chrono::steady_clock::now() + std::chrono::seconds(2)});
+}
+
+void Server::answer_control(ControlClient& c) {
+  // One request line, one answer.
+  char buf[64] = {};
+  const ssize_t n = read(c.fd.get(), buf, sizeof(buf) - 1);
+  buf[n > 0 ? n : 0] = 0;
+  reap();
+  const std::string reply = c.peer.uid == static_cast<uid_t>(-1) ? std::string("{\"error\": \"unknown peer\"}\n")
+                            : std::strncmp(buf, "stats", 5) == 0 ? stats_json(c.peer.uid)
+                                                                 : std::string("{\"error\": \"unknown request\"}\n");
+  // Non-blocking, once: a client that does not read gets what fits.
+  [[maybe_unused]] auto w = send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
+}
+
+size_t Server::live_sessions() const {
+  size_t n = 0;
+  for (const Worker& w : workers_) n += !w.listed;
+  return n;
+}
+
+bool Server::wait_for_free_slot() {
+  // A guest's short-lived first connection (the ICD asks for the instance extensions on one)
+  // may still be winding down when its next arrives: give ending sessions a moment.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
+  while (true) {
+    reap();
+    if (live_sessions() < config_.max_sessions) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    pollfd p{child_pipe_[0], POLLIN, 0};
+    poll(&p, 1, 5);
+    if (p.revents) drain(child_pipe_[0]);
+  }
+}
+
+int Server::run(int stop_fd) {
+  std::string error;
+  policy_ = AccessPolicy::from_config(config_, &error);
+  if (!policy_) {
+    spdlog::error("{}", error);
+    return 2;
+  }
+  // A system service's directory is open to its users (the socket's own mode and group decide);
+  // a user's server keeps its directory to itself.
+  if (!transport::secure_socket_dir(config_.socket_path, geteuid() == 0 ? 0755 : 0700, &error)) {
+    spdlog::error("cannot listen on {}: {}", config_.socket_path, error);
+    return 1;
+  }
+  listener_ = transport::Listener::listen(config_.socket_path, &error);
+  if (!listener_) {
+    spdlog::error("cannot listen on {}: {}", config_.socket_path, error);
+    return 1;
+  }
+  if (!listener_->path().empty()) {
+    if (policy_->socket_gid() != static_cast<gid_t>(-1) &&
+        chown(listener_->path().c_str(), static_cast<uid_t>(-1), policy_->socket_gid()) != 0)
+      spdlog::warn("cannot give {} to group {}: {}", listener_->path(), config_.socket_group, std::strerror(errno));
+    if (chmod(listener_->path().c_str(), config_.socket_mode) != 0)
+      spdlog::warn("cannot set the mode of {}: {}", listener_->path(), std::strerror(errno));
+  }
+  if (!open_vms()) return 1;
+  // The main process is small and every new guest waits on it; the workers run the driver's
+  // busy threads. Where we may (root, CAP_SYS_NICE), it runs at a higher priority than they do,
+  // so a loaded host still accepts promptly (workers go back to 0 after the fork).
+  if (config_.isolation == Isolation::kProcess && setpriority(PRIO_PROCESS, 0, -5) != 0)
+    spdlog::debug("bypassd: runs at its inherited priority");
+  if (pipe2(child_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
+  g_child_pipe = child_pipe_[1];
+  struct sigaction sa {};
+  sa.sa_handler = on_child;
+  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  sigaction(SIGCHLD, &sa, nullptr);
+
+  spdlog::info("bypassd listening on unix:{} (protocol {}, schema {:016x}); sessions run in {}; {}",
+               listener_->path(), wire::kProtocolVersion, wire::kSchemaHash,
+               config_.isolation == Isolation::kProcess ? (config_.sandbox ? "sandboxed worker processes" : "worker processes (no seccomp)")
+                                                        : "threads of bypassd (no isolation)",
+               policy_->describe());
+  const std::string control_path = config_.control_path.empty() ? config_.socket_path + ".ctl" : config_.control_path;
+  int control_fd = listen_control(control_path, config_.socket_mode, policy_->socket_gid());
+  if (control_fd < 0) spdlog::warn("no control socket at {}: bypassctl will not reach this server", control_path);
+  std::vector<pollfd> fds;
+  while (true) {
+    fds.assign({{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
+    for (const ControlClient& c : control_clients_) fds.push_back({c.fd.get(), POLLIN, 0});
+    // VM guests cannot wake us: their slots are polled, and their heartbeat is ours to bump.
+    int n = poll(fds.data(), fds.size(), vms_.empty() ? 500 : 5);
+    if (n < 0 && errno != EINTR) break;
+    serve_vms();
+    if (fds[2].revents) drain(child_pipe_[0]);
+    reap();
+    const auto now = std::chrono::steady_clock::now();
+    size_t i = 4;
+    for (auto it = control_clients_.begin(); it != control_clients_.end(); ++i) {
+      const bool ready = n > 0 && fds[i].revents != 0;
+      if (ready) answer_control(*it);
+      it = ready || now >= it->deadline ? control_clients_.erase(it) : std::next(it);
+    }
+    if (control_fd >= 0 && (fds[3].revents & POLLIN)) accept_control(control_fd);
+    if (fds[1].revents) break;
+    if (fds[0].revents & POLLIN) accept_one();
+  }
+  control_clients_.clear();
+  shut_down();
+  listener_.reset();
+  if (control_fd >= 0) {
+    close(control_fd);
+    unlink(control_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace bypass::host

@@ -1,0 +1,639 @@
+#include "bypass/host/session.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <new>
+
+#include "bypass/host/config.h"
+#include "presentation.h"
+
+namespace bypass::host {
+
+using transport::Status;
+
+namespace {
+
+bool is_dispatchable(VkObjectType t) {
+  return t == VK_OBJECT_TYPE_INSTANCE || t == VK_OBJECT_TYPE_PHYSICAL_DEVICE || t == VK_OBJECT_TYPE_DEVICE ||
+         t == VK_OBJECT_TYPE_QUEUE || t == VK_OBJECT_TYPE_COMMAND_BUFFER;
+}
+
+const wire::Dispatch kNoDispatch{};
+
+}  // namespace
+
+Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& config, SessionStats* stats,
+                 const std::atomic<uint32_t>* stop_request)
+    : id_(id),
+      channel_(std::move(channel)),
+      heap_(channel_.shared_heap().empty() ? nullptr : std::make_shared<DeviceHeap>(channel_.shared_heap())),
+      config_(config),
+      peer_pid_(channel_.peer_pid()),
+      stop_request_(stop_request),
+      stats_(stats ? *stats : own_stats_) {
+  gipa_ = vkGetInstanceProcAddr;
+  decode.arena = &arena_;
+  decode.handles = this;
+  decode.check_values = true;  // enum values outside the covered API never reach the driver
+  handlers = wire::default_handlers();
+  register_handwritten_handlers(handlers);  // codegen/data/handwritten.txt, side host
+  register_sync_handlers(handlers);
+  register_validate_handlers(handlers);
+  destroys_.assign(wire::kCommandIdLimit, false);
+  for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) destroys_[cmd] = wire::command_destroys(cmd);
+}
+
+Session::~Session() {
+  stop();
+  if (!finished()) teardown();
+}
+
+void Session::stop() { closing_.store(true, std::memory_order_release); }
+
+size_t Session::object_count() const { return stats_.objects.load(std::memory_order_relaxed); }
+
+void Session::run() {
+  session_thread_ = std::this_thread::get_id();
+  spdlog::info("session {}: start (pid {}, uid {}, guest \"{}\")", id_, channel_.peer_pid(), channel_.peer_uid(),
+               channel_.peer_hello().peer_name);
+  transport::Message msg;
+  while (!closing()) {
+    Status st = channel_.recv(msg, transport::deadline_after(std::chrono::milliseconds(200)));
+    if (st == Status::kTimeout) continue;
+    if (st == Status::kPeerGone || st == Status::kClosed) {
+      end_reason_ = "guest disconnected";
+      break;
+    }
+    if (st != Status::kOk) {
+      end_reason_ = std::string("transport: ") + transport::to_string(st);
+      if (const std::string detail = channel_.error_text(); !detail.empty()) end_reason_ += ": " + detail;
+      break;
+    }
+    if (msg.kind != wire::kMsgBatch) {
+      end_reason_ = "unexpected message kind " + std::to_string(msg.kind);
+      break;
+    }
+    stats_.bytes.fetch_add(msg.payload.size(), std::memory_order_relaxed);
+    bool ok;
+    try {
+      ok = process_batch(msg.payload.data(), msg.payload.size());
+    } catch (const std::bad_alloc&) {
+      // In a worker, RLIMIT_DATA bounds everything the guest makes us (or the driver) allocate.
+      end_reason_ = "out of memory: the session reached its data limit (" +
+                    std::to_string(worker_data_limit(config_) >> 20) + " MiB, --worker-data-limit)";
+      ok = false;
+    }
+    // A large batch's buffer is not kept for the rest of the session.
+    if (msg.payload.capacity() > (4u << 20)) std::vector<std::byte>().swap(msg.payload);
+    {
+      std::lock_guard lock(reply_mu_);
+      if (!send_failure_.empty()) {
+        end_reason_ = send_failure_;
+        break;
+      }
+    }
+    if (!ok) break;
+  }
+  if (end_reason_.empty()) {
+    std::lock_guard lock(reply_mu_);
+    end_reason_ = send_failure_;
+  }
+  if (end_reason_.empty()) {
+    end_reason_ = "server shutting down";
+    end_by_server_ = true;
+  }
+  const bool clean = end_reason_ == "guest disconnected" || end_reason_ == "guest ended the session";
+  end_by_guest_ = clean;
+  if (!clean) {
+    // Tell the guest why before the socket closes; it may already be gone.
+    channel_.send(wire::kMsgError, std::as_bytes(std::span(end_reason_)), transport::deadline_after(std::chrono::milliseconds(100)));
+  }
+  const size_t objects_before = object_count();
+  teardown();
+  // The guest learns at once that the session is over, not when the server reaps it.
+  channel_.close();
+  if (clean)
+    spdlog::info("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+  else
+    spdlog::warn("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+  if (shadow_read_asked_ > 0)
+    spdlog::info("session {}: shadow read barriers sent {} of the {} bytes they covered", id_, shadow_read_sent_,
+                 shadow_read_asked_);
+  finished_.store(true, std::memory_order_release);
+}
+
+bool Session::process_batch(const std::byte* bytes, size_t size) {
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes);
+  size_t off = 0;
+  while (off < size) {
+    wire::RecordHeader h;
+    if (size - off < sizeof(h)) {
+      end_reason_ = "truncated record header";
+      return false;
+    }
+    std::memcpy(&h, data + off, sizeof(h));
+    if (h.size < sizeof(h) || h.size > size - off || h.size % 8 != 0) {
+      end_reason_ = "record size " + std::to_string(h.size) + " out of bounds";
+      return false;
+    }
+    const uint8_t* payload = data + off + sizeof(h);
+    const size_t n = h.size - sizeof(h);
+    record_wants_reply_ = h.flags & wire::kRecordWantsReply;
+    if (record_wants_reply_) reply_seq = ++seq_;
+    arena_.reset();
+    decode.error.clear();
+    batch_rest_ = h.size < size - off;
+    record_command_ = h.command;
+    record_blocks_ = h.command < wire::kCommandIdLimit && wire::command_blocks(h.command);
+    record_handles_.clear();
+    bool ok;
+    if (h.command >= 0xF000) {
+      ok = run_control(h.command, payload, n);
+    } else if (h.command < wire::kCommandIdLimit && wire::kRunTable[h.command]) {
+      if (destroys_[h.command]) quiesce();
+      ok = wire::kRunTable[h.command](*this, payload, n);
+    } else {
+      decode.fail("record", "unknown command");
+      ok = false;
+    }
+    stats_.records.fetch_add(1, std::memory_order_relaxed);
+    if (!ok) {
+      // decode.error already names where it failed ("vkCmdDraw.commandBuffer: unknown handle
+      // id"); add the command only when it does not.
+      const std::string name = h.command >= 0xF000 ? "control command " + std::to_string(h.command)
+                               : h.command < wire::kCommandIdLimit && wire::kRunTable[h.command]
+                                   ? std::string(wire::command_name(h.command))
+                                   : "command id " + std::to_string(h.command);
+      const std::string& why = decode.error.empty() ? std::string("failed") : decode.error;
+      end_reason_ = why.starts_with(name) ? why : name + ": " + why;
+      return false;
+    }
+    off += h.size;
+  }
+  return true;
+}
+
+bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
+  switch (command) {
+    case wire::kCtlEnumeratePhysicalDevices:
+      return handle_enumerate_physical_devices(*this, data, size);
+    case wire::kCtlSessionStats: {
+      wire::StatsReply r{object_count(), stats_.records.load(), stats_.bytes.load(), stats_.memory_bytes.load()};
+      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
+      return true;
+    }
+    case wire::kCtlMemoryWrite:
+    case wire::kCtlMemoryRead: {
+      wire::MemoryRange r;
+      if (size < sizeof(r)) return decode.fail("memory", "short request");
+      std::memcpy(&r, data, sizeof(r));
+      SharedMemory* found = nullptr;
+      if (!memory_of_id(r.memory_id, "memory", &found)) return false;
+      if (!found) return decode.fail("memory", "memory is not host-visible");
+      SharedMemory& m = *found;
+      if (r.offset > m.size || r.size > m.size - r.offset) return decode.fail("memory", "range out of bounds");
+      if (!m.guest_view) m.guest_view = std::make_unique<GuestView>(m.size);
+      auto* base = static_cast<std::byte*>(m.ptr);
+      if (command == wire::kCtlMemoryWrite) {
+        if (size - sizeof(r) < r.size) return decode.fail("memory", "short write");
+        std::memcpy(base + r.offset, data + sizeof(r), r.size);
+        m.guest_view->wrote(base, r.offset, r.size);
+        return true;
+      }
+      // Only what differs from the guest's copy goes back.
+      std::vector<wire::MemoryRun> runs;
+      m.guest_view->changed(base, r.offset, r.size, runs);
+      uint64_t bytes = 0;
+      for (const auto& run : runs) bytes += run.size;
+      shadow_read_asked_ += r.size;
+      shadow_read_sent_ += bytes;
+      const wire::MemoryReadReply header{static_cast<uint32_t>(runs.size()), 0};
+      read_reply_.resize(sizeof(header) + runs.size() * sizeof(wire::MemoryRun) + bytes);
+      std::byte* out = read_reply_.data();
+      std::memcpy(out, &header, sizeof(header));
+      out += sizeof(header);
+      if (!runs.empty()) std::memcpy(out, runs.data(), runs.size() * sizeof(wire::MemoryRun));
+      out += runs.size() * sizeof(wire::MemoryRun);
+      for (const auto& run : runs) {
+        std::memcpy(out, base + run.offset, run.size);
+        out += run.size;
+      }
+      send_raw_reply(reply_seq, command, 0, read_reply_.data(), read_reply_.size());
+      return true;
+    }
+    case wire::kCtlExternalMemory: {
+      uint64_t id = 0;
+      if (size < sizeof(id)) return decode.fail("external memory", "short request");
+      std::memcpy(&id, data, sizeof(id));
+      SharedMemory* m = nullptr;
+      if (!memory_of_id(id, "external memory", &m)) return false;
+      if (!m || !m->driver_mapped) return decode.fail("external memory", "not external host-visible memory");
+      wire::ExternalMemoryReply r{m->file_offset, m->fd >= 0, 0};
+      if (r.shared) {
+        int fds[1] = {m->fd};
+        if (channel_.send_fds(wire::kFdTagMemoryBase + id, fds) != transport::Status::kOk) r.shared = 0;
+      }
+      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
+      return true;
+    }
+    case wire::kCtlMemoryPlacement: {
+      uint64_t id = 0;
+      if (size < sizeof(id)) return decode.fail("memory placement", "short request");
+      std::memcpy(&id, data, sizeof(id));
+      SharedMemory* m = nullptr;
+      if (!memory_of_id(id, "memory placement", &m)) return false;
+      if (!m || !m->in_device_heap) return decode.fail("memory placement", "not host-visible memory in the device");
+      const wire::MemoryPlacement r{m->file_offset, m->size};
+      send_raw_reply(reply_seq, command, 0, &r, sizeof(r));
+      return true;
+    }
+    case wire::kCtlPresentJoin: {
+      if (present_domain_ != memshare::kNoDomain) return decode.fail("present", "joined twice");
+      auto joined = Presentation::get().join();
+      uint64_t domain = 0;
+      if (joined) {
+        int fds[1] = {joined->guest_socket.get()};
+        if (channel_.send_fds(wire::kFdTagPresent, fds) == transport::Status::kOk) domain = joined->domain;
+        else Presentation::get().end(joined->domain);
+      } else {
+        spdlog::warn("session {}: presentation service: {}", id_, joined.error().message);
+      }
+      present_domain_ = domain;
+      send_raw_reply(reply_seq, command, domain ? 0 : VK_ERROR_INITIALIZATION_FAILED, &domain, sizeof(domain));
+      return true;
+    }
+    case wire::kCtlPresentName: {
+      wire::PresentNameRequest r;
+      if (size < sizeof(r)) return decode.fail("present", "short request");
+      std::memcpy(&r, data, sizeof(r));
+      if (present_domain_ == memshare::kNoDomain) return decode.fail("present", "name before join");
+      SharedMemory* found = nullptr;
+      if (!memory_of_id(r.memory_id, "present", &found)) return false;
+      if (!found || !found->mapping) {  // not host-visible, or the driver's mapping
+        const memshare::Name none{};
+        send_raw_reply(reply_seq, command, VK_ERROR_FEATURE_NOT_PRESENT, &none, sizeof(none));
+        return true;
+      }
+      SharedMemory& m = *found;
+      if (r.size == 0 || r.offset > m.size || r.size > m.size - r.offset) return decode.fail("present", "range out of bounds");
+      auto name = Presentation::get().name(m.mapping, static_cast<std::byte*>(m.ptr) + r.offset, r.size, present_domain_);
+      memshare::Name out{};
+      if (name) {
+        out = name.value();
+        m.present_names.push_back(out);
+      } else {
+        spdlog::warn("session {}: naming memory for presentation: {}", id_, name.error().message);
+      }
+      send_raw_reply(reply_seq, command, name ? 0 : VK_ERROR_OUT_OF_HOST_MEMORY, &out, sizeof(out));
+      return true;
+    }
+    default:
+      return decode.fail("control", "unknown control command");
+  }
+}
+
+// ---------------------------------------------------------------- replies
+void Session::send_reply(uint64_t seq, uint16_t command, int32_t result, wire::Builder& b) {
+  // A blocking call is done with its objects once it replies: the guest may destroy them as
+  // soon as it reads this.
+  if (pending_count_.load(std::memory_order_acquire) != 0) finish_pending(seq);
+  send_raw_reply(seq, command, result, b.GetBufferPointer(), b.GetSize());
+}
+
+void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, const void* data, size_t size) {
+  wire::ReplyHeader h{seq, command, result};
+  std::array<std::span<const std::byte>, 2> parts{
+      std::as_bytes(std::span(&h, 1)), std::span(static_cast<const std::byte*>(data), size)};
+  std::lock_guard lock(reply_mu_);
+  if (!send_failure_.empty()) return;  // the session is ending; nothing more goes out
+  // A guest that stopped reading fills the ring. Waiting for it is bounded: past the deadline
+  // the session ends (the decoder loop reads send_failure_), so neither this session's threads
+  // nor bypassd's shutdown can be held by it.
+  const Status st =
+      channel_.sendv(wire::kMsgReply, parts, transport::deadline_after(std::chrono::milliseconds(config_.send_timeout_ms)));
+  if (st == Status::kOk) {
+    stats_.replies.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  send_failure_ = st == Status::kTimeout
+                      ? "guest stopped reading replies (the reply ring stayed full for " +
+                            std::to_string(config_.send_timeout_ms) + " ms, --send-timeout)"
+                      : std::string("cannot send a reply: ") + transport::to_string(st);
+  closing_.store(true, std::memory_order_release);
+}
+
+wire::Builder& Session::reply_builder() {
+  thread_local wire::Builder b(4096);
+  return b;
+}
+
+// ---------------------------------------------------------------- blocking calls
+bool Session::input_waiting() const { return batch_rest_ || channel_.poll_ready(); }
+
+bool Session::run_blocking(std::function<void()> job) {
+  const char* name = wire::command_name(record_command_);
+  // Pending calls are known by their reply's sequence number, which only a record that wants a
+  // reply has.
+  if (!record_blocks_ || !record_wants_reply_) return decode.fail(name, "blocking call without a reply");
+  // What the call uses, with every owner above it: destroying any of them would pull it from
+  // under the waiter thread (destroy_ok).
+  PendingCall call{record_command_, {}};
+  for (uint64_t h : record_handles_)
+    for (const ObjectEntry* e = objects_.entry_of_handle(h); e; e = e->owner ? objects_.entry_of_handle(e->owner) : nullptr) {
+      if (std::find(call.uses.begin(), call.uses.end(), e->handle) != call.uses.end()) break;
+      call.uses.push_back(e->handle);
+    }
+  std::lock_guard lock(jobs_mu_);
+  if (pending_.size() >= config_.max_pending_waits) {
+    const std::string why = "too many pending blocking calls (limit " + std::to_string(config_.max_pending_waits) + ")";
+    return decode.fail(name, why.c_str());
+  }
+  pending_.emplace(reply_seq, std::move(call));
+  pending_count_.store(pending_.size(), std::memory_order_release);
+  jobs_.push_back(Job{reply_seq, std::move(job)});
+  // A thread for every pending call that finds none idle: a pending call may block for ever
+  // (the guest's timeout is its own), so a smaller pool could leave a call whose work is done
+  // queued behind others that never end. max_pending_waits bounds the threads as it bounds the
+  // calls; they stay for reuse until the session ends.
+  if (idle_waiters_ == 0 && waiters_.size() < config_.max_pending_waits) {
+    waiters_.emplace_back([this] { waiter_main(); });
+  } else {
+    jobs_cv_.notify_one();
+  }
+  return true;
+}
+
+void Session::finish_pending(uint64_t seq) {
+  std::lock_guard lock(jobs_mu_);
+  pending_.erase(seq);
+  pending_count_.store(pending_.size(), std::memory_order_release);
+}
+
+bool Session::destroy_ok(const char* command, const char* what, uint64_t handle) {
+  if (pending_count_.load(std::memory_order_acquire) == 0) return true;
+  std::lock_guard lock(jobs_mu_);
+  for (const auto& [seq, call] : pending_) {
+    if (std::find(call.uses.begin(), call.uses.end(), handle) == call.uses.end()) continue;
+    // Natively invalid usage; here a waiter thread is inside the driver with this object, and
+    // a wait may never end: the session ends instead of waiting or freeing it under the waiter.
+    const std::string why = std::string(what) + " is in use by a pending " + wire::command_name(call.command);
+    return decode.fail(command, why.c_str());
+  }
+  return true;
+}
+
+void Session::waiter_main() {
+  std::unique_lock lock(jobs_mu_);
+  while (true) {
+    if (jobs_.empty() || closing()) {
+      // A closing session answers nothing more: calls not started are dropped unrun.
+      if (closing()) {
+        for (const Job& j : jobs_) pending_.erase(j.seq);
+        jobs_.clear();
+        pending_count_.store(pending_.size(), std::memory_order_release);
+        return;
+      }
+      ++idle_waiters_;
+      jobs_cv_.wait(lock, [&] { return !jobs_.empty() || closing(); });
+      --idle_waiters_;
+      continue;
+    }
+    Job job = std::move(jobs_.front());
+    jobs_.pop_front();
+    lock.unlock();
+    job.run();
+    job.run = nullptr;  // its arguments and message go before the lock is taken again
+    lock.lock();
+    pending_.erase(job.seq);  // normally gone already, with the reply
+    pending_count_.store(pending_.size(), std::memory_order_release);
+  }
+}
+
+// ---------------------------------------------------------------- objects
+uint64_t Session::to_wire(VkObjectType, uint64_t handle) { return objects_.id_of(handle); }
+
+bool Session::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
+  if (!objects_.lookup(type, id, handle)) return false;
+  if (record_blocks_) record_handles_.push_back(*handle);
+  return true;
+}
+
+const char* Session::refuse_new_id(VkObjectType, uint64_t id) {
+  if (id == 0) return "new object id 0";
+  if (objects_.contains(id)) return "new object id already in use";
+  if (objects_.size() >= config_.max_objects) {
+    refusal_ = "object limit reached (--max-objects " + std::to_string(config_.max_objects) + ")";
+    return refusal_.c_str();
+  }
+  return nullptr;
+}
+
+void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) {
+  {
+    std::lock_guard lock(objects_mu_);
+    objects_.add(type, id, handle, owner);
+  }
+  stats_.objects.store(objects_.size(), std::memory_order_relaxed);
+  if (is_dispatchable(type) && !dispatch_.count(handle)) {
+    // Queues, command buffers and physical devices use their owner's table; command
+    // buffers are owned by a pool, which is owned by the device.
+    std::lock_guard dlock(dispatch_mu_);
+    for (uint64_t o = owner; o;) {
+      auto it = dispatch_.find(o);
+      if (it != dispatch_.end()) {
+        dispatch_[handle] = it->second;
+        break;
+      }
+      const ObjectEntry* e = objects_.entry_of_handle(o);
+      o = e ? e->owner : 0;
+    }
+  }
+}
+
+void Session::remove_object(VkObjectType, uint64_t handle) {
+  std::lock_guard lock(objects_mu_);
+  objects_.remove(handle, [&](const ObjectEntry& e) {
+    resources_.forget(e.type, e.handle);
+    if (e.type == VK_OBJECT_TYPE_DEVICE_MEMORY) release_memory(e.handle);
+    if (e.type == VK_OBJECT_TYPE_DEVICE) {
+      devices_.erase(e.handle);
+      in_flight_.erase(e.handle);  // its fences died with it
+    }
+    std::lock_guard dlock(dispatch_mu_);
+    dispatch_.erase(e.handle);
+  });
+  stats_.objects.store(objects_.size(), std::memory_order_relaxed);
+}
+
+void Session::set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d) {
+  std::lock_guard lock(dispatch_mu_);
+  dispatch_[dispatchable] = std::move(d);
+}
+
+// The session thread is the only writer of dispatch_, so it reads without the lock; waiter
+// threads (blocking calls) take it, since the session thread may be adding an entry meanwhile.
+std::shared_ptr<wire::Dispatch> Session::dispatch_ptr(uint64_t dispatchable) {
+  std::unique_lock lock(dispatch_mu_, std::defer_lock);
+  if (std::this_thread::get_id() != session_thread_) lock.lock();
+  auto it = dispatch_.find(dispatchable);
+  return it == dispatch_.end() ? nullptr : it->second;
+}
+
+const wire::Dispatch& Session::dispatch_of(uint64_t dispatchable) {
+  std::unique_lock lock(dispatch_mu_, std::defer_lock);
+  if (std::this_thread::get_id() != session_thread_) lock.lock();
+  auto it = dispatch_.find(dispatchable);
+  // The table entry may go after the lock (the destroy of what a pending wait uses ends the
+  // session instead: destroy_ok), so what is returned stays alive while a waiter uses it.
+  return it == dispatch_.end() ? kNoDispatch : *it->second;
+}
+
+void Session::set_device_info(uint64_t device, uint64_t physical_device, bool host_memory_import) {
+  DeviceInfo info;
+  info.physical_device = physical_device;
+  info.host_memory_import = host_memory_import;
+  const wire::Dispatch& d = dispatch_of(device);
+  auto pd = wire::handle_from_bits<VkPhysicalDevice>(physical_device);
+  d.vkGetPhysicalDeviceMemoryProperties(pd, &info.memory);
+  if (host_memory_import && d.vkGetPhysicalDeviceProperties2) {
+    VkPhysicalDeviceExternalMemoryHostPropertiesEXT host{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
+    VkPhysicalDeviceProperties2 props{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &host};
+    d.vkGetPhysicalDeviceProperties2(pd, &props);
+    info.import_alignment = host.minImportedHostPointerAlignment;
+  }
+  devices_[device] = info;
+}
+
+const DeviceInfo* Session::device_info(uint64_t device) const {
+  auto it = devices_.find(device);
+  return it == devices_.end() ? nullptr : &it->second;
+}
+
+void Session::remove_owned(uint64_t owner) {
+  std::lock_guard lock(objects_mu_);
+  objects_.remove_owned(owner, [&](const ObjectEntry& e) {
+    resources_.forget(e.type, e.handle);
+    std::lock_guard dlock(dispatch_mu_);
+    dispatch_.erase(e.handle);
+  });
+  stats_.objects.store(objects_.size(), std::memory_order_relaxed);
+}
+
+void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
+  if (!mem.driver_mapped && !mem.mapping)
+    mem.mapping = std::shared_ptr<void>(mem.ptr, [size = mem.size](void* p) { munmap(p, size); });
+  stats_.memory_bytes.fetch_add(mem.size, std::memory_order_relaxed);
+  memory_[memory_handle] = std::move(mem);
+}
+
+bool Session::memory_of_id(uint64_t id, const char* where, SharedMemory** out) {
+  uint64_t handle = 0;
+  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle)) return decode.fail(where, "unknown memory id");
+  auto it = memory_.find(handle);
+  *out = it == memory_.end() ? nullptr : &it->second;
+  return true;
+}
+
+int Session::take_guest_fd(uint64_t tag) {
+  // Fds another thread of the guest sent for later records wait here; a guest cannot make
+  // the host hold more than a few.
+  constexpr size_t kMaxPendingFds = 32;
+  constexpr auto kFdWait = std::chrono::seconds(2);
+  while (true) {
+    if (auto it = guest_fds_.find(tag); it != guest_fds_.end()) {
+      const int fd = it->second;
+      guest_fds_.erase(it);
+      return fd;
+    }
+    if (guest_fds_.size() >= kMaxPendingFds) return -1;
+    uint64_t got = 0;
+    std::vector<int> fds;
+    if (channel_.recv_fds(got, fds, transport::deadline_after(kFdWait)) != transport::Status::kOk || fds.size() != 1) {
+      for (int fd : fds) close(fd);
+      return -1;
+    }
+    guest_fds_.emplace(got, fds[0]);
+  }
+}
+
+void Session::release_memory(uint64_t memory_handle) {
+  auto it = memory_.find(memory_handle);
+  if (it == memory_.end()) return;
+  // The driver's own mappings end with vkFreeMemory; ours when the last reader lets go.
+  for (const auto& name : it->second.present_names) Presentation::get().release(name);
+  if (it->second.fd >= 0) close(it->second.fd);
+  stats_.memory_bytes.fetch_sub(it->second.size, std::memory_order_relaxed);
+  memory_.erase(it);
+}
+
+// ---------------------------------------------------------------- teardown
+namespace {
+
+template <class H>
+H as(uint64_t bits) {
+  return wire::handle_from_bits<H>(bits);
+}
+
+}  // namespace
+
+void Session::destroy_object(const ObjectEntry& e) {
+  // vkDestroyX / vkFreeX of the object's type (codegen/gen_lifetime.py); other types are
+  // destroyed with their owner.
+  (void)wire::destroy_device_child(dispatch_of(e.owner), as<VkDevice>(e.owner), e.type, e.handle);
+}
+
+void Session::destroy_device(uint64_t device) {
+  const wire::Dispatch& d = dispatch_of(device);
+  if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(device));
+  drop_tracking(device);
+  const std::vector<ObjectEntry> all = objects_.entries();
+  for (size_t i = 0; i < wire::kTeardownOrderCount; ++i)
+    for (const ObjectEntry& e : all)
+      if (e.type == wire::kTeardownOrder[i] && e.owner == device) destroy_object(e);
+  if (d.vkDestroyDevice) d.vkDestroyDevice(as<VkDevice>(device), nullptr);
+}
+
+void Session::teardown() {
+  closing_.store(true, std::memory_order_release);
+  {
+    std::lock_guard lock(jobs_mu_);
+    jobs_cv_.notify_all();
+  }
+  for (auto& t : waiters_)
+    if (t.joinable()) t.join();
+  waiters_.clear();
+
+  std::lock_guard lock(objects_mu_);
+  std::vector<ObjectEntry> all = objects_.entries();
+  // Devices first (with their children), then instances.
+  for (const ObjectEntry& dev : all)
+    if (dev.type == VK_OBJECT_TYPE_DEVICE) destroy_device(dev.handle);
+  for (const ObjectEntry& inst : all) {
+    if (inst.type != VK_OBJECT_TYPE_INSTANCE) continue;
+    const wire::Dispatch& d = dispatch_of(inst.handle);
+    if (d.vkDestroyInstance) d.vkDestroyInstance(as<VkInstance>(inst.handle), nullptr);
+  }
+  Presentation::get().end(present_domain_);
+  for (auto& [handle, mem] : memory_) {
+    for (const auto& name : mem.present_names) Presentation::get().release(name);
+    if (mem.fd >= 0) close(mem.fd);
+  }
+  memory_.clear();  // our mappings go with their last holder; the driver's went with its device
+  for (auto& [tag, fd] : guest_fds_) close(fd);
+  guest_fds_.clear();
+  objects_ = ObjectTable();
+  resources_.clear();
+  {
+    std::lock_guard dlock(dispatch_mu_);
+    dispatch_.clear();
+  }
+  stats_.objects.store(0, std::memory_order_relaxed);
+  stats_.memory_bytes.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace bypass::host

@@ -1,0 +1,148 @@
+// bypassd: the bypass host server. Guests connect over a UNIX socket; each becomes a session
+// whose Vulkan calls are replayed on this machine's driver.
+#include <malloc.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <climits>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bypass/host/server.h"
+
+namespace {
+int g_stop_pipe[2] = {-1, -1};
+void on_signal(int) {
+  char c = 1;
+  [[maybe_unused]] auto r = write(g_stop_pipe[1], &c, 1);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  bypass::host::ServerConfig config;
+  config.socket_path = bypass::host::default_socket_path();
+  CLI::App app{
+      "bypassd: the bypass host server.\n"
+      "Guest processes load the bypass Vulkan ICD, which connects here; every guest is a session\n"
+      "whose Vulkan calls are replayed on this machine's Vulkan driver. The driver is chosen by the\n"
+      "Vulkan loader from this process's environment (e.g. VK_DRIVER_FILES=.../lvp_icd.x86_64.json)."};
+  app.set_config("--config", "", "Read options from a TOML/INI file (keys are the long option names)");
+  app.add_option("--socket", config.socket_path, "UNIX socket guests connect to (BYPASS_ENDPOINT=unix:PATH)")
+      ->capture_default_str();
+  app.add_option("--control", config.control_path,
+                 "UNIX socket bypassctl reads stats from (default: the guest socket path + \".ctl\")");
+  app.add_option("--device", config.device_name,
+                 "Expose only physical devices whose name contains this text (default: all)");
+  app.add_option("--ring-size", config.ring_bytes, "Bytes per ring per session (rounded up to a power of two)")
+      ->capture_default_str();
+  app.add_option("--max-sessions", config.max_sessions, "Guests served at once; more are refused")->capture_default_str();
+  app.add_option("--max-objects", config.max_objects, "Vulkan objects per session; more end the session")
+      ->capture_default_str();
+  app.add_option("--max-memory", config.max_memory_bytes, "Bytes of device memory per session")->capture_default_str();
+  app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--malloc-trim", config.malloc_trim_bytes,
+                 "Free heap bytes kept for reuse rather than returned to the kernel (glibc M_TRIM_THRESHOLD; "
+                 "0: glibc's default)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, static_cast<size_t>(INT_MAX)));
+  app.add_option("--max-pending-waits", config.max_pending_waits,
+                 "Blocking calls (waits) per session answered on waiter threads at once; more end the session")
+      ->capture_default_str();
+  app.add_option("--max-message", config.max_message, "Largest batch a guest may send, in bytes (memory for it grows as it arrives)")
+      ->capture_default_str();
+  // Isolation and sandbox
+  std::string isolation = "process";
+  app.add_option("--isolation", isolation,
+                 "process: each session in a sandboxed worker process (a driver crash ends that session only); "
+                 "thread: in threads of bypassd, no boundary between guests (for measurements and debugging)")
+      ->check(CLI::IsMember({"process", "thread"}))
+      ->capture_default_str();
+  bool no_sandbox = false;
+  app.add_flag("--no-sandbox", no_sandbox, "Workers without the seccomp filter (for debugging a driver that needs more)");
+  app.add_option("--worker-user", config.worker_user,
+                 "A root bypassd runs workers as this user (with its groups, e.g. render)");
+  app.add_option("--worker-data-limit", config.worker_data_bytes,
+                 "RLIMIT_DATA of a worker in bytes: all private memory one guest can make the driver allocate "
+                 "(0: --max-memory + 4 GiB)")
+      ->capture_default_str();
+  // Deadlines
+  app.add_option("--handshake-timeout", config.handshake_timeout_ms, "Milliseconds a new connection has to handshake")
+      ->capture_default_str();
+  app.add_option("--send-timeout", config.send_timeout_ms,
+                 "Milliseconds a reply may wait for room in a guest's ring; then the session ends")
+      ->capture_default_str();
+  app.add_option("--shutdown-timeout", config.shutdown_timeout_ms,
+                 "Milliseconds sessions have to end at shutdown; then their workers are killed")
+      ->capture_default_str();
+  // Access
+  std::string socket_mode = "0660";
+  app.add_option("--socket-mode", socket_mode, "Mode of the guest and control sockets (octal)")->capture_default_str();
+  app.add_option("--socket-group", config.socket_group,
+                 "Group of the sockets, whose members may open sessions (ignored if it does not exist; \"\": none)")
+      ->capture_default_str();
+  app.add_option("--allow-user", config.allow_users, "A user (name or uid) who may open sessions; repeatable")
+      ->take_all();
+  app.add_option("--allow-group", config.allow_groups, "A group (name or gid) whose members may open sessions; repeatable")
+      ->take_all();
+  app.add_option("--max-pending-handshakes", config.max_pending_per_uid, "Handshakes in progress per uid")
+      ->capture_default_str();
+  // VM guests
+  std::vector<std::string> vms;
+  app.add_option("--vm", vms,
+                 "Serve a VM: NAME:PATH[:SIZE_MIB[:SLOTS]]. bypassd creates the device file PATH (default 256 MiB, "
+                 "4 session slots); QEMU maps it with -object memory-backend-file,share=on,mem-path=PATH "
+                 "-device ivshmem-plain; the guest uses BYPASS_ENDPOINT=ivshmem:. Repeatable")
+      ->take_all();
+  app.add_option("--vm-ring-size", config.vm_ring_bytes, "Bytes per ring per VM session slot")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  for (const std::string& spec : vms) {
+    bypass::host::ServerConfig::Vm vm;
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t colon; (colon = spec.find(':', start)) != std::string::npos; start = colon + 1)
+      parts.push_back(spec.substr(start, colon - start));
+    parts.push_back(spec.substr(start));
+    try {
+      if (parts.size() < 2 || parts.size() > 4 || parts[0].empty() || parts[1].empty()) throw std::invalid_argument(spec);
+      vm.name = parts[0];
+      vm.path = parts[1];
+      if (parts.size() > 2) vm.size = std::stoull(parts[2]) << 20;
+      if (parts.size() > 3) vm.slots = static_cast<uint32_t>(std::stoul(parts[3]));
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "bypassd: --vm %s: expected NAME:PATH[:SIZE_MIB[:SLOTS]]\n", spec.c_str());
+      return 2;
+    }
+    config.vms.push_back(vm);
+  }
+  config.isolation = isolation == "thread" ? bypass::host::Isolation::kThread : bypass::host::Isolation::kProcess;
+  config.sandbox = !no_sandbox;
+  try {
+    size_t used = 0;
+    config.socket_mode = static_cast<mode_t>(std::stoul(socket_mode, &used, 8));
+    if (used != socket_mode.size() || config.socket_mode > 0777) throw std::invalid_argument(socket_mode);
+  } catch (const std::exception&) {
+    std::fprintf(stderr, "bypassd: --socket-mode %s: not an octal mode\n", socket_mode.c_str());
+    return 2;
+  }
+  // Before any driver thread exists: the setting is process-wide and read on every free().
+  if (config.malloc_trim_bytes != 0) mallopt(M_TRIM_THRESHOLD, static_cast<int>(config.malloc_trim_bytes));
+
+  auto logger = spdlog::stderr_color_mt("bypassd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
+
+  if (pipe(g_stop_pipe) != 0) return 1;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  bypass::host::Server server(config);
+  return server.run(g_stop_pipe[0]);
+}

@@ -1,0 +1,57 @@
+#include "bypass/memshare/dirty_tracker.h"
+
+#include <cstdint>
+#include <mutex>
+
+#include "dirty_tracker_impl.h"
+
+namespace bypass::memshare {
+
+std::string_view tracking_method_name(TrackingMethod method) {
+  switch (method) {
+    case TrackingMethod::kAuto: return "auto";
+    case TrackingMethod::kUffdAsync: return "uffd-wp-async";
+    case TrackingMethod::kMprotect: return "mprotect";
+    case TrackingMethod::kHash: return "hash";
+  }
+  return "unknown";
+}
+
+bool tracking_available(TrackingMethod method) {
+  switch (method) {
+    case TrackingMethod::kAuto: return true;
+    case TrackingMethod::kUffdAsync: {
+      static const bool available = detail::uffd_async_probe();
+      return available;
+    }
+    case TrackingMethod::kMprotect: return true;
+    case TrackingMethod::kHash: return true;
+  }
+  return false;
+}
+
+TrackingMethod default_tracking_method() {
+  return tracking_available(TrackingMethod::kUffdAsync) ? TrackingMethod::kUffdAsync : TrackingMethod::kMprotect;
+}
+
+Result<std::unique_ptr<DirtyTracker>> make_dirty_tracker(void* base, uint64_t size, TrackingMethod method) {
+  if (base == nullptr || reinterpret_cast<uintptr_t>(base) % kPageSize != 0) {
+    return make_error(Errc::kInvalidArgument, "tracked memory must start on a page boundary");
+  }
+  if (size == 0 || size > (uint64_t{1} << 46)) return make_error(Errc::kInvalidArgument, "tracked size out of bounds");
+  if (method == TrackingMethod::kAuto) method = default_tracking_method();
+  auto* bytes = static_cast<std::byte*>(base);
+  switch (method) {
+    case TrackingMethod::kUffdAsync:
+      if (!tracking_available(method)) {
+        return make_error(Errc::kUnsupported, "userfaultfd async write-protect with PAGEMAP_SCAN is not available");
+      }
+      return detail::make_uffd_tracker(bytes, size);
+    case TrackingMethod::kMprotect: return detail::make_mprotect_tracker(bytes, size);
+    case TrackingMethod::kHash: return detail::make_hash_tracker(bytes, size);
+    case TrackingMethod::kAuto: break;
+  }
+  return make_error(Errc::kInvalidArgument, "unknown tracking method");
+}
+
+}  // namespace bypass::memshare

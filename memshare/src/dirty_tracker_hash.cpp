@@ -1,0 +1,31 @@
+// Content hashing: writes cost nothing; collect() reads every page of the range.
+#include "dirty_tracker_impl.h"
+#include "bypass/memshare/page_ranges.h"
+
+namespace bypass::memshare::detail {
+namespace {
+
+class HashTracker final : public DirtyTracker {
+ public:
+  HashTracker(std::byte* base, uint64_t size) : DirtyTracker(base, size), hashes_(size) { hashes_.reset(base); }
+
+  TrackingMethod method() const override { return TrackingMethod::kHash; }
+
+  Result<void> collect(Range range, std::vector<PageRange>& out) override {
+    auto span = page_span(range, size());
+    if (!span) return span.error();
+    hashes_.changed(base(), *span, out);
+    return {};
+  }
+
+ private:
+  PageHashes hashes_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<DirtyTracker>> make_hash_tracker(std::byte* base, uint64_t size) {
+  return std::unique_ptr<DirtyTracker>(new HashTracker(base, size));
+}
+
+}  // namespace bypass::memshare::detail

@@ -1,0 +1,139 @@
+// Test helpers: a vmqd process per test, huge-page reservation, child processes.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bypass/vmqueue/domain.h"
+
+namespace vmq_test {
+
+inline std::string unique_socket() {
+  static std::atomic<int> n{0};
+  return "/tmp/vmq-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++) + ".sock";
+}
+
+// Runs a program with PR_SET_PDEATHSIG so it cannot outlive a crashed test.
+inline pid_t spawn(const std::vector<std::string>& argv, const std::string& stdout_path = "") {
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    if (!stdout_path.empty()) {
+      int fd = ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd >= 0) ::dup2(fd, 1);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Exit status, or -signal; waits at most `timeout` then kills.
+inline int wait_exit(pid_t pid, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  for (;;) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (std::chrono::steady_clock::now() > end) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1000;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return -WTERMSIG(status);
+}
+
+class BrokerProcess {
+ public:
+  explicit BrokerProcess(std::vector<std::string> extra = {}) : socket_(unique_socket()) {
+    std::vector<std::string> argv = {VMQD_PATH, "--socket", socket_};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    pid_ = spawn(argv, "/dev/null");
+  }
+  ~BrokerProcess() { stop(); }
+  void stop() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      wait_exit(pid_, std::chrono::seconds(10));
+      pid_ = -1;
+    }
+  }
+  void kill_hard() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(pid_);
+      pid_ = -1;
+    }
+  }
+  const std::string& socket() const { return socket_; }
+
+  // Connects, retrying while the broker starts.
+  bypass::vmqueue::Result<bypass::vmqueue::Domain> connect(const std::string& name,
+                                                           bypass::vmqueue::QueueOptions o = {}) const {
+    for (int i = 0;; ++i) {
+      auto d = bypass::vmqueue::Domain::connect(socket_, name, o);
+      if (d.ok() || d.error() != bypass::vmqueue::Errc::kBrokerLost || i == 200) return d;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+ private:
+  std::string socket_;
+  pid_t pid_ = -1;
+};
+
+// Makes sure `pages` 2 MiB huge pages are free for this test, restoring the setting after.
+class HugePageReserve {
+ public:
+  explicit HugePageReserve(long pages) {
+    before_ = read("/proc/sys/vm/nr_hugepages");
+    long free_now = meminfo("HugePages_Free:");
+    if (before_ < 0 || free_now >= pages) return;
+    std::ofstream("/proc/sys/vm/nr_hugepages") << (before_ + pages - free_now);
+    changed_ = true;
+  }
+  ~HugePageReserve() {
+    if (changed_) std::ofstream("/proc/sys/vm/nr_hugepages") << before_;
+  }
+
+ private:
+  static long read(const char* path) {
+    std::ifstream f(path);
+    long v = -1;
+    f >> v;
+    return v;
+  }
+  static long meminfo(const std::string& key) {
+    std::ifstream f("/proc/meminfo");
+    std::string k;
+    long v;
+    std::string unit;
+    while (f >> k >> v) {
+      if (k == key) return v;
+      std::getline(f, unit);
+    }
+    return 0;
+  }
+  long before_ = -1;
+  bool changed_ = false;
+};
+
+}  // namespace vmq_test

@@ -143,7 +143,8 @@ class LifetimeGenerator:
         return order
 
     def source(self) -> str:
-        L = [banner("gen_lifetime.py", self.reg), '#include "bypass/wire/host_context.h"', "", "namespace bypass::wire {", ""]
+        L = [banner("gen_lifetime.py", self.reg), '#include "bypass/wire/host_context.h"', ""]
+        L += ["namespace bypass::wire {", ""]
         L.append("bool command_destroys(uint16_t id) {")
         L.append("  switch (id) {")
         for s in self.cg.shapes:

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "bypass/base/socket_path.h"
 #include "bypass/memshare/client.h"
 
 namespace bypass::icd {
@@ -22,9 +23,9 @@ constexpr size_t kBatchBytes = 256 * 1024;
 std::string default_endpoint() {
   if (const char* e = std::getenv("BYPASS_ENDPOINT"); e && *e) return e;
   // The user's own server when there is one, else the system service's.
-  const std::string own = transport::default_socket_path();
+  const std::string own = base::default_socket_path(transport::kSocketName);
   if (access(own.c_str(), F_OK) == 0) return "unix:" + own;
-  return std::string("unix:") + transport::kSystemSocketPath;
+  return std::string("unix:") + base::kSystemSocketDir + "/" + transport::kSocketName;
 }
 
 std::chrono::milliseconds connect_timeout() {
@@ -220,7 +221,7 @@ memshare::Client* Connection::present_client() {
   if (!call_raw(wire::kCtlPresentJoin, nullptr, 0, reply) || reply.header().result != 0) return nullptr;
   const int fd = take_fd(wire::kFdTagPresent);
   if (fd < 0) return nullptr;
-  auto client = memshare::Client::adopt(memshare::UniqueFd(fd), "bypass-icd pid " + std::to_string(getpid()));
+  auto client = memshare::Client::adopt(base::UniqueFd(fd), "bypass-icd pid " + std::to_string(getpid()));
   if (!client) {
     std::fprintf(stderr, "bypass: presentation through memshare unavailable: %s\n", client.error().message.c_str());
     return nullptr;

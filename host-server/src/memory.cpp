@@ -259,7 +259,11 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
   s.add_memory(mem, SharedMemory{fd, ptr, size});
   // The fd travels before the reply, so the guest finds it when the reply arrives.
   int fds[1] = {fd};
-  s.channel().send_fds(wire::kFdTagMemoryBase + a.id_pMemory, fds);
+  if (s.channel().send_fds(wire::kFdTagMemoryBase + a.id_pMemory, fds) != transport::Status::kOk) {
+    // The guest would wait for an fd that never comes: the session cannot go on. The memory is
+    // in the session's table already and is freed with it.
+    s.fail("vkAllocateMemory", "cannot send the memory's fd to the guest");
+  }
 }
 
 void handle_vkGetMemoryFdKHR(wire::HostContext& c, wire::Args_vkGetMemoryFdKHR& a) {

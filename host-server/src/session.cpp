@@ -110,8 +110,13 @@ void Session::run() {
   const bool clean = end_reason_ == "guest disconnected" || end_reason_ == "guest ended the session";
   end_by_guest_ = clean;
   if (!clean) {
-    // Tell the guest why before the socket closes; it may already be gone.
-    channel_.send(wire::kMsgError, std::as_bytes(std::span(end_reason_)), transport::deadline_after(std::chrono::milliseconds(100)));
+    // Tell the guest why before the socket closes; it may already be gone, and the session ends
+    // either way: a failure is only worth a debug line.
+    if (const transport::Status st = channel_.send(wire::kMsgError, std::as_bytes(std::span(end_reason_)),
+                                                   transport::deadline_after(std::chrono::milliseconds(100)));
+        st != transport::Status::kOk) {
+      spdlog::debug("session {}: the end reason did not reach the guest ({})", id_, transport::to_string(st));
+    }
   }
   const size_t objects_before = object_count();
   teardown();

@@ -74,7 +74,7 @@ void run_session(transport::Channel channel, uint64_t id, const ServerConfig& co
 
 }  // namespace
 
-void serve_connection(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report) {
+void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report) {
   transport::SessionOptions opts;
   opts.ring_bytes = config.ring_bytes;
   opts.max_message = config.max_message;
@@ -104,14 +104,14 @@ void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string
   run_session(std::move(*channel), id, config, report);
 }
 
-pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
+pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
                    std::string* error) {
   return spawn_worker(std::move(connection), id, config, report, error,
-                      [&](transport::UniqueFd conn) { serve_connection(std::move(conn), id, config, report); });
+                      [&](base::UniqueFd conn) { serve_connection(std::move(conn), id, config, report); });
 }
 
-pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
-                   std::string* error, const std::function<void(transport::UniqueFd)>& serve) {
+pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
+                   std::string* error, const std::function<void(base::UniqueFd)>& serve) {
   SandboxOptions sandbox;
   sandbox.seccomp = config.sandbox;
   sandbox.data_limit = worker_data_limit(config);

@@ -11,7 +11,7 @@
 
 #include <functional>
 
-#include "bypass/transport/unique_fd.h"
+#include "bypass/base/unique_fd.h"
 #include "bypass/transport/vm.h"
 #include "bypass/host/config.h"
 #include "bypass/host/session.h"
@@ -55,7 +55,7 @@ void unmap_worker_report(WorkerReport* report);
 // Runs one guest's session on `connection` in the calling thread: the handshake (with the
 // configured deadline), then Session::run. Fills `report` as it goes; returns when the session
 // has ended and everything it owned is released.
-void serve_connection(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report);
+void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report);
 
 // The same for a guest of a VM waiting in `slot` of its device (bypassd --vm).
 void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string& vm_name, uint64_t id,
@@ -64,11 +64,11 @@ void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string
 // Starts a worker process for one session: forks (the caller must be single-threaded), closes
 // every descriptor but `connection` and stderr, enters the sandbox, serves, and exits. Returns
 // the worker's pid, or -1 with *error.
-pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
+pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
                    std::string* error);
 // The general form: the worker runs `serve` (given `connection`, which may be empty: a VM's
 // session) once it is sandboxed.
-pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
-                   std::string* error, const std::function<void(transport::UniqueFd)>& serve);
+pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
+                   std::string* error, const std::function<void(base::UniqueFd)>& serve);
 
 }  // namespace bypass::host

@@ -14,7 +14,7 @@ sides treat differently (a guest struct with a dispatch pointer; a host dispatch
 
 from __future__ import annotations
 
-from common import banner, write_if_changed
+from common import banner, include, write_files
 from wire import Protocol
 
 NS_OPEN = "namespace bypass::wire {\n"
@@ -70,7 +70,7 @@ class EnumGenerator:
         return "\n".join(L)
 
     def source(self) -> str:
-        L = [banner("gen_enums.py", self.reg), '#include "enums.h"', "", NS_OPEN]
+        L = [banner("gen_enums.py", self.reg), include("enums.h"), "", NS_OPEN]
         for e in self.enums:
             values = self.p.enum_values(e)
             conds = [f"v == {a}" if a == b else f"(v >= {a} && v <= {b})" for a, b in self.runs(values)]
@@ -91,8 +91,7 @@ class EnumGenerator:
         L += ["      return true;", "    default:", "      return false;", "  }", "}", ""]
         return L
 
-    def write(self, outdir: str) -> list[str]:
+    def write(self, src_dir: str, include_dir: str) -> list[str]:
         files = {"enums.h": self.header(), "enums.cpp": self.source()}
-        for name, text in files.items():
-            write_if_changed(f"{outdir}/{name}", text)
+        write_files(src_dir, include_dir, files)
         return sorted(files)

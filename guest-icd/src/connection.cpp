@@ -13,7 +13,7 @@
 #include "bypass/base/socket_path.h"
 #include "bypass/memshare/client.h"
 #include "config.h"
-#include "enums.h"  // generated: wire::is_dispatchable
+#include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
 
 namespace bypass::icd {
 

@@ -678,8 +678,8 @@ Swapchain* swapchain_of(VkSwapchainKHR s) { return reinterpret_cast<Swapchain*>(
 
 }  // namespace
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateSwapchainKHR(VkDevice device, const VkSwapchainCreateInfoKHR* pCreateInfo,
-                                                             const VkAllocationCallbacks*, VkSwapchainKHR* pSwapchain) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateSwapchainKHR(VkDevice device, const VkSwapchainCreateInfoKHR* pCreateInfo,
+                                                       const VkAllocationCallbacks*, VkSwapchainKHR* pSwapchain) {
   if (pCreateInfo->oldSwapchain) swapchain_of(pCreateInfo->oldSwapchain)->retire();
   Swapchain* sc = nullptr;
   const VkResult r = Swapchain::create(as<Device>(device), pCreateInfo, &sc);
@@ -688,13 +688,13 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateSwapchainKHR(VkDevice device, c
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroySwapchainKHR(VkDevice, VkSwapchainKHR swapchain, const VkAllocationCallbacks*) {
+VKAPI_ATTR void VKAPI_CALL icd_vkDestroySwapchainKHR(VkDevice, VkSwapchainKHR swapchain, const VkAllocationCallbacks*) {
   delete swapchain_of(swapchain);
 }
 
-extern "C" VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetSwapchainImagesKHR(VkDevice, VkSwapchainKHR swapchain,
-                                                                           uint32_t* pSwapchainImageCount,
-                                                                           VkImage* pSwapchainImages) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetSwapchainImagesKHR(VkDevice, VkSwapchainKHR swapchain,
+                                                                     uint32_t* pSwapchainImageCount,
+                                                                     VkImage* pSwapchainImages) {
   const auto& images = swapchain_of(swapchain)->images();
   const uint32_t n = static_cast<uint32_t>(images.size());
   if (!pSwapchainImages) {
@@ -707,18 +707,18 @@ extern "C" VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetSwapchainImagesKHR(VkDe
   return k < n ? VK_INCOMPLETE : VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAcquireNextImageKHR(VkDevice, VkSwapchainKHR swapchain, uint64_t timeout,
-                                                              VkSemaphore semaphore, VkFence fence, uint32_t* pImageIndex) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkAcquireNextImageKHR(VkDevice, VkSwapchainKHR swapchain, uint64_t timeout,
+                                                        VkSemaphore semaphore, VkFence fence, uint32_t* pImageIndex) {
   return swapchain_of(swapchain)->acquire(timeout, semaphore, fence, pImageIndex);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAcquireNextImage2KHR(VkDevice, const VkAcquireNextImageInfoKHR* pAcquireInfo,
-                                                               uint32_t* pImageIndex) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkAcquireNextImage2KHR(VkDevice, const VkAcquireNextImageInfoKHR* pAcquireInfo,
+                                                         uint32_t* pImageIndex) {
   return swapchain_of(pAcquireInfo->swapchain)
       ->acquire(pAcquireInfo->timeout, pAcquireInfo->semaphore, pAcquireInfo->fence, pImageIndex);
 }
 
-extern "C" VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkQueuePresentKHR(VkQueue queue, const VkPresentInfoKHR* pPresentInfo) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueuePresentKHR(VkQueue queue, const VkPresentInfoKHR* pPresentInfo) {
   auto* q = as<Queue>(queue);
   Device* dev = q->device;
   const uint32_t family = wsi::family_of(dev, q);

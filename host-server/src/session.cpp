@@ -10,7 +10,7 @@
 #include <new>
 
 #include "bypass/host/config.h"
-#include "enums.h"  // generated: wire::is_dispatchable
+#include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
 #include "presentation.h"
 
 namespace bypass::host {
@@ -37,17 +37,11 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   decode.handles = this;
   decode.check_values = true;  // enum values outside the covered API never reach the driver
   handlers = wire::default_handlers();
-  register_instance_handlers(handlers);
-  register_device_handlers(handlers);
-  register_memory_handlers(handlers);
+  register_handwritten_handlers(handlers);  // codegen/data/handwritten.txt, side host
   register_sync_handlers(handlers);
-  register_submit_handlers(handlers);
   register_validate_handlers(handlers);
   destroys_.assign(wire::kCommandIdLimit, false);
-  for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) {
-    const std::string_view name = wire::command_name(cmd);
-    destroys_[cmd] = name.starts_with("vkDestroy") || name.starts_with("vkFree");
-  }
+  for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) destroys_[cmd] = wire::command_destroys(cmd);
 }
 
 Session::~Session() {
@@ -611,21 +605,6 @@ void Session::release_memory(uint64_t memory_handle) {
 // ---------------------------------------------------------------- teardown
 namespace {
 
-// Children of a device in the order they can be destroyed: users before what they use.
-constexpr VkObjectType kDestroyOrder[] = {
-    VK_OBJECT_TYPE_COMMAND_POOL,        VK_OBJECT_TYPE_PIPELINE,
-    VK_OBJECT_TYPE_PIPELINE_LAYOUT,     VK_OBJECT_TYPE_DESCRIPTOR_POOL,
-    VK_OBJECT_TYPE_DESCRIPTOR_SET_LAYOUT, VK_OBJECT_TYPE_SAMPLER,
-    VK_OBJECT_TYPE_SAMPLER_YCBCR_CONVERSION, VK_OBJECT_TYPE_SHADER_MODULE,
-    VK_OBJECT_TYPE_FRAMEBUFFER,         VK_OBJECT_TYPE_RENDER_PASS,
-    VK_OBJECT_TYPE_IMAGE_VIEW,          VK_OBJECT_TYPE_BUFFER_VIEW,
-    VK_OBJECT_TYPE_IMAGE,               VK_OBJECT_TYPE_BUFFER,
-    VK_OBJECT_TYPE_QUERY_POOL,          VK_OBJECT_TYPE_EVENT,
-    VK_OBJECT_TYPE_SEMAPHORE,           VK_OBJECT_TYPE_FENCE,
-    VK_OBJECT_TYPE_PIPELINE_CACHE,      VK_OBJECT_TYPE_PRIVATE_DATA_SLOT,
-    VK_OBJECT_TYPE_DEVICE_MEMORY,
-};
-
 template <class H>
 H as(uint64_t bits) {
   return wire::handle_from_bits<H>(bits);
@@ -634,38 +613,9 @@ H as(uint64_t bits) {
 }  // namespace
 
 void Session::destroy_object(const ObjectEntry& e) {
-  auto dev = as<VkDevice>(e.owner);
-  const wire::Dispatch& d = dispatch_of(e.owner);
-  switch (e.type) {
-#define BYPASS_DESTROY(TYPE, FN, H) \
-  case TYPE:                        \
-    if (d.FN) d.FN(dev, as<H>(e.handle), nullptr); \
-    break;
-    BYPASS_DESTROY(VK_OBJECT_TYPE_COMMAND_POOL, vkDestroyCommandPool, VkCommandPool)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE, vkDestroyPipeline, VkPipeline)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE_LAYOUT, vkDestroyPipelineLayout, VkPipelineLayout)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_DESCRIPTOR_POOL, vkDestroyDescriptorPool, VkDescriptorPool)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_DESCRIPTOR_SET_LAYOUT, vkDestroyDescriptorSetLayout, VkDescriptorSetLayout)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_SAMPLER, vkDestroySampler, VkSampler)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_SAMPLER_YCBCR_CONVERSION, vkDestroySamplerYcbcrConversion, VkSamplerYcbcrConversion)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_SHADER_MODULE, vkDestroyShaderModule, VkShaderModule)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_FRAMEBUFFER, vkDestroyFramebuffer, VkFramebuffer)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_RENDER_PASS, vkDestroyRenderPass, VkRenderPass)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_IMAGE_VIEW, vkDestroyImageView, VkImageView)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_BUFFER_VIEW, vkDestroyBufferView, VkBufferView)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_IMAGE, vkDestroyImage, VkImage)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_BUFFER, vkDestroyBuffer, VkBuffer)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_QUERY_POOL, vkDestroyQueryPool, VkQueryPool)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_EVENT, vkDestroyEvent, VkEvent)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_SEMAPHORE, vkDestroySemaphore, VkSemaphore)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_FENCE, vkDestroyFence, VkFence)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE_CACHE, vkDestroyPipelineCache, VkPipelineCache)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_PRIVATE_DATA_SLOT, vkDestroyPrivateDataSlot, VkPrivateDataSlot)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_DEVICE_MEMORY, vkFreeMemory, VkDeviceMemory)
-#undef BYPASS_DESTROY
-    default:
-      break;
-  }
+  // vkDestroyX / vkFreeX of the object's type (codegen/gen_lifetime.py); other types are
+  // destroyed with their owner.
+  (void)wire::destroy_device_child(dispatch_of(e.owner), as<VkDevice>(e.owner), e.type, e.handle);
 }
 
 void Session::destroy_device(uint64_t device) {
@@ -673,9 +623,9 @@ void Session::destroy_device(uint64_t device) {
   if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(device));
   drop_tracking(device);
   const std::vector<ObjectEntry> all = objects_.entries();
-  for (VkObjectType t : kDestroyOrder)
+  for (size_t i = 0; i < wire::kTeardownOrderCount; ++i)
     for (const ObjectEntry& e : all)
-      if (e.type == t && e.owner == device) destroy_object(e);
+      if (e.type == wire::kTeardownOrder[i] && e.owner == device) destroy_object(e);
   if (d.vkDestroyDevice) d.vkDestroyDevice(as<VkDevice>(device), nullptr);
 }
 

@@ -20,8 +20,8 @@
 #include <bit>
 #include <string>
 
-#include "formats.h"
 #include "bypass/host/session.h"
+#include "bypass/wire/gen/formats.h"
 
 namespace bypass::host {
 

@@ -19,7 +19,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "commands.h"
+#include "bypass/wire/host_context.h"
 
 namespace bypass::wire::test {
 

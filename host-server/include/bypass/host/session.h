@@ -13,15 +13,16 @@
 #include <unordered_map>
 #include <vector>
 
-#include "bypass/transport/session.h"
-#include "bypass/wire/protocol.h"
-#include "commands.h"
 #include "bypass/host/device_heap.h"
 #include "bypass/host/end_reason.h"
+#include "bypass/host/gen/handwritten.h"
 #include "bypass/host/guest_view.h"
-#include "bypass/memshare/types.h"
 #include "bypass/host/object_table.h"
 #include "bypass/host/validate.h"
+#include "bypass/memshare/types.h"
+#include "bypass/transport/session.h"
+#include "bypass/wire/host_context.h"
+#include "bypass/wire/protocol.h"
 
 namespace bypass::host {
 
@@ -232,11 +233,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 };
 
 // Hand-written handlers, one registration function per object file.
-void register_instance_handlers(wire::Handlers& h);
-void register_device_handlers(wire::Handlers& h);
-void register_memory_handlers(wire::Handlers& h);
 void register_sync_handlers(wire::Handlers& h);
-void register_submit_handlers(wire::Handlers& h);
 void register_validate_handlers(wire::Handlers& h);
 bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size);
 

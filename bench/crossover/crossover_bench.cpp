@@ -51,7 +51,8 @@ struct Namespaces {
 double tcp_rate(const std::string& from, const std::string& to, const std::string& ip, std::chrono::milliseconds duration) {
   int listener;
   {
-    bypass::crossover::NetnsScope in(to);
+    auto in = bypass::crossover::NetnsScope::enter(to);
+    if (!in) std::fprintf(stderr, "%s\n", in.error().message.c_str());
     listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   }
   int one = 1;
@@ -84,7 +85,8 @@ double tcp_rate(const std::string& from, const std::string& to, const std::strin
   });
   int s;
   {
-    bypass::crossover::NetnsScope in(from);
+    auto in = bypass::crossover::NetnsScope::enter(from);
+    if (!in) std::fprintf(stderr, "%s\n", in.error().message.c_str());
     s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   }
   if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "bypass/base/unix_socket.h"
 #include "bypass/transport/session.h"
 
 namespace {
@@ -250,12 +251,13 @@ int main(int argc, char** argv) {
     if (CPU_ISSET(c, &g_all_cpus)) (cpu_a < 0 ? cpu_a : cpu_b) = c;
   }
 
-  UniqueFd guest_end, host_end;
-  std::string error;
-  if (!make_socket_pair(&guest_end, &host_end, &error)) {
-    std::fprintf(stderr, "%s\n", error.c_str());
+  auto pair = bypass::base::socket_pair(SOCK_SEQPACKET | SOCK_NONBLOCK);
+  if (!pair) {
+    std::fprintf(stderr, "%s\n", pair.error().message.c_str());
     return 1;
   }
+  bypass::base::UniqueFd guest_end = std::move(pair->first), host_end = std::move(pair->second);
+  std::string error;
   const Hello hello{1, 0, "transport_bench"};
   const Deadline deadline = deadline_after(std::chrono::seconds(10));
   const pid_t child = fork();

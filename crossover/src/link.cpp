@@ -20,6 +20,11 @@
 #include <thread>
 #include <vector>
 
+#include "bypass/base/fd_passing.h"
+#include "bypass/base/json.h"
+#include "bypass/base/mapping.h"
+#include "bypass/base/socket_path.h"
+#include "bypass/base/unix_socket.h"
 #include "bypass/crossover/port.h"
 #include "bypass/crossover/switch.h"
 #include "bypass/crossover/tap.h"
@@ -59,24 +64,24 @@ bool send_text(int sock, const std::string& text) {
   uint32_t n = static_cast<uint32_t>(text.size());
   std::string framed(reinterpret_cast<const char*>(&n), sizeof n);
   framed += text;
-  return os::send_with_fds(sock, std::as_bytes(std::span(framed.data(), framed.size())), {});
+  return base::send_all_fds(sock, std::as_bytes(std::span(framed.data(), framed.size())), {}).ok();
 }
 
 bool recv_text(int sock, std::string* text) {
   uint32_t n = 0;
-  if (!os::recv_with_fds(sock, std::as_writable_bytes(std::span(&n, 1)), nullptr)) return false;
+  if (!base::recv_exact_fds(sock, std::as_writable_bytes(std::span(&n, 1)), nullptr).ok()) return false;
   if (n > (16u << 20)) return false;
   text->resize(n);
-  return n == 0 || os::recv_with_fds(sock, std::as_writable_bytes(std::span(text->data(), n)), nullptr);
+  return n == 0 || base::recv_exact_fds(sock, std::as_writable_bytes(std::span(text->data(), n)), nullptr).ok();
 }
 
 struct HostPort {
   bool present = false;
-  os::Fd rings_fd, pool_fd;
-  os::Mapping rings, pool;
+  base::UniqueFd rings_fd, pool_fd;
+  base::Mapping rings, pool;
   os::Kick tx_done_kick, rx_kick;
   bool attached = false;
-  os::Fd conn;    // endpoint's control connection
+  base::UniqueFd conn;  // endpoint's control connection
   pid_t pid = -1; // endpoint process we spawned
 };
 
@@ -101,25 +106,14 @@ int resolve_cpu(int cpu) {
   return kCpuNone;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
 class LinkDaemon {
  public:
   LinkDaemon(const LinkOptions& o) : opt_(o) {}
 
   int run(int ready_fd) {
     ready_fd_ = ready_fd;
-    try {
-      setup();
-    } catch (const std::exception& e) {
-      report_ready(std::string("error: ") + e.what());
+    if (auto ready = setup(); !ready) {
+      report_ready("error: " + ready.error().message);
       teardown();
       return 1;
     }
@@ -141,31 +135,48 @@ class LinkDaemon {
     ready_fd_ = -1;
   }
 
-  void setup() {
+  base::Result<void> setup() {
+    using base::Errc;
     for (int s = 0; s < 2; ++s)
       if (!netns_exists(opt_.netns[s]))
-        throw std::runtime_error("network namespace '" + opt_.netns[s] + "' does not exist (ip netns add " +
-                                 opt_.netns[s] + ")");
+        return base::make_error(Errc::kInvalidArgument, "network namespace '" + opt_.netns[s] +
+                                                            "' does not exist (ip netns add " + opt_.netns[s] + ")");
     if (!opt_.uplink_netns.empty() && !netns_exists(opt_.uplink_netns))
-      throw std::runtime_error("uplink network namespace '" + opt_.uplink_netns + "' does not exist");
+      return base::make_error(Errc::kInvalidArgument, "uplink network namespace '" + opt_.uplink_netns + "' does not exist");
     if (opt_.buffers == 0 || opt_.buffers > kRingSlots / 2)
-      throw std::runtime_error("buffers per port must be 1.." + std::to_string(kRingSlots / 2));
-    host_kick_ = os::Kick::create();
-    stop_ = os::Kick::create();
+      return base::make_error(Errc::kInvalidArgument, "buffers per port must be 1.." + std::to_string(kRingSlots / 2));
+    auto host_kick = os::Kick::create();
+    if (!host_kick) return host_kick.error();
+    host_kick_ = std::move(host_kick).value();
+    auto stop_kick = os::Kick::create();
+    if (!stop_kick) return stop_kick.error();
+    stop_ = std::move(stop_kick).value();
     ports_[kPortA].present = ports_[kPortB].present = true;
     ports_[kPortUplink].present = !opt_.uplink_netns.empty();
     for (uint32_t p = 0; p < kPorts; ++p) {
       HostPort& hp = ports_[p];
       if (!hp.present) continue;
       std::string tag = std::string("xover-") + port_name(p);
-      hp.rings_fd = os::make_memfd((tag + "-rings").c_str(), ring_region_bytes());
-      hp.rings = os::map_shared(hp.rings_fd.get(), ring_region_bytes());
+      auto rings_fd = os::make_memfd((tag + "-rings").c_str(), ring_region_bytes());
+      if (!rings_fd) return rings_fd.error();
+      hp.rings_fd = std::move(rings_fd).value();
+      auto rings = base::Mapping::map_shared(hp.rings_fd.get(), 0, ring_region_bytes(), /*writable=*/true);
+      if (!rings) return rings.error();
+      hp.rings = std::move(rings).value();
       for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings.data(), r, true);
-      hp.pool_fd = os::make_memfd((tag + "-pool").c_str(), pool_bytes(opt_.buffers));
+      auto pool_fd = os::make_memfd((tag + "-pool").c_str(), pool_bytes(opt_.buffers));
+      if (!pool_fd) return pool_fd.error();
+      hp.pool_fd = std::move(pool_fd).value();
       // The host only reads endpoint frames (their destination MAC); it writes the uplink's.
-      hp.pool = os::map_shared(hp.pool_fd.get(), pool_bytes(opt_.buffers), p == kPortUplink);
-      hp.tx_done_kick = os::Kick::create();
-      hp.rx_kick = os::Kick::create();
+      auto pool = base::Mapping::map_shared(hp.pool_fd.get(), 0, pool_bytes(opt_.buffers), p == kPortUplink);
+      if (!pool) return pool.error();
+      hp.pool = std::move(pool).value();
+      auto tx_done_kick = os::Kick::create();
+      if (!tx_done_kick) return tx_done_kick.error();
+      hp.tx_done_kick = std::move(tx_done_kick).value();
+      auto rx_kick = os::Kick::create();
+      if (!rx_kick) return rx_kick.error();
+      hp.rx_kick = std::move(rx_kick).value();
     }
     cpu_ = resolve_cpu(opt_.cpu);
     sw_ = std::make_unique<Switch>(opt_.buffers, host_kick_.fd(), stop_.fd(), cpu_ == kCpuNone);
@@ -173,39 +184,52 @@ class LinkDaemon {
       pin_to_cpu(cpu_);
       sw_->run();
     });
-    if (ports_[kPortUplink].present) start_uplink();
+    if (ports_[kPortUplink].present) {
+      if (auto uplink = start_uplink(); !uplink) return uplink;
+    }
 
-    std::string dir = opt_.socket_path.substr(0, opt_.socket_path.rfind('/'));
-    if (!dir.empty()) ::mkdir(dir.c_str(), 0755);
-    listen_ = os::listen_unix(opt_.socket_path);
-    epoll_ = os::Fd(::epoll_create1(EPOLL_CLOEXEC));
+    if (auto dir = base::secure_socket_dir(opt_.socket_path, 0755); !dir) return dir;
+    auto listening = base::listen_unix(opt_.socket_path, SOCK_STREAM);
+    if (!listening) return listening.error();
+    listen_ = std::move(listening).value();
+    epoll_ = base::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_) return base::errno_error(Errc::kIo, "epoll_create1", errno);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGCHLD);
     ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-    signals_ = os::Fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-    watch(listen_.get(), kKeyListen);
-    watch(signals_.get(), kKeySignals);
-    for (uint32_t s = 0; s < 2; ++s) spawn_endpoint(s);
+    signals_ = base::UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!signals_) return base::errno_error(Errc::kIo, "signalfd", errno);
+    if (auto watched = watch(listen_.get(), kKeyListen); !watched) return watched;
+    if (auto watched = watch(signals_.get(), kKeySignals); !watched) return watched;
+    for (uint32_t s = 0; s < 2; ++s) {
+      if (auto spawned = spawn_endpoint(s); !spawned) return spawned;
+    }
+    return {};
   }
 
-  void start_uplink() {
+  base::Result<void> start_uplink() {
     HostPort& hp = ports_[kPortUplink];
     Mac mac{};
     {
       // The TAP device is created in the uplink namespace and stays there; this thread goes
       // back to the host's namespace at the end of the scope.
-      NetnsScope in(opt_.uplink_netns);
+      auto in = NetnsScope::enter(opt_.uplink_netns);
+      if (!in) return in.error();
       TapConfig c;
       c.name = opt_.uplink_ifname;
       c.address = opt_.uplink_address;
       c.mac = opt_.uplink_mac;
       c.mtu = opt_.endpoint[0].mtu;
       c.offload = opt_.endpoint[0].offload;
-      uplink_tap_ = create_tap(c);
-      mac = tap_mac(c.name);
+      auto tap = create_tap(c);
+      if (!tap) return tap.error();
+      uplink_tap_ = std::move(tap).value();
+      auto tap_address = tap_mac(c.name);
+      if (!tap_address) return tap_address.error();
+      mac = *tap_address;
     }
     ::fcntl(uplink_tap_.get(), F_SETFL, ::fcntl(uplink_tap_.get(), F_GETFL) | O_NONBLOCK);
     PortMemory mem;
@@ -223,9 +247,10 @@ class LinkDaemon {
       uplink_->run();
     });
     log("uplink " + opt_.uplink_ifname + " in namespace " + opt_.uplink_netns + " mac " + mac_to_string(mac));
+    return {};
   }
 
-  void spawn_endpoint(uint32_t side) {
+  base::Result<void> spawn_endpoint(uint32_t side) {
     const EndpointOptions& e = opt_.endpoint[side];
     std::vector<std::string> args = {"bypass-xover", "endpoint", "--control", opt_.socket_path,
                                      "--side",        port_name(side), "--ifname", e.ifname};
@@ -240,10 +265,12 @@ class LinkDaemon {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    os::Fd ns = open_netns(opt_.netns[side]);
+    auto netns = open_netns(opt_.netns[side]);
+    if (!netns) return netns.error();
+    const base::UniqueFd ns = std::move(netns).value();
     pid_t parent = ::getpid();
     pid_t pid = ::fork();
-    if (pid < 0) os::throw_errno("fork");
+    if (pid < 0) return base::errno_error(base::Errc::kIo, "fork", errno);
     if (pid == 0) {
       // Only system calls between fork and exec: the daemon has threads.
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -256,15 +283,17 @@ class LinkDaemon {
       ::_exit(127);
     }
     ports_[side].pid = pid;
+    return {};
   }
 
   enum : uint64_t { kKeyListen = 1ull << 40, kKeySignals = 2ull << 40 };
 
-  void watch(int fd, uint64_t key) {
+  base::Result<void> watch(int fd, uint64_t key) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = key;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) os::throw_errno("epoll_ctl");
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return base::errno_error(base::Errc::kIo, "epoll_ctl", errno);
+    return {};
   }
 
   int loop() {
@@ -332,23 +361,21 @@ class LinkDaemon {
   }
 
   void accept_one() {
-    os::Fd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    base::UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!conn) return;
     timeval tv{2, 0};
     ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     CtlHello hello;
-    try {
-      if (!os::recv_with_fds(conn.get(), std::as_writable_bytes(std::span(&hello, 1)), nullptr)) return;
-    } catch (const std::exception&) {
-      return;
-    }
+    // A client that says nothing in 2 s, or hangs up, is dropped (its connection closes here).
+    if (!base::recv_exact_fds(conn.get(), std::as_writable_bytes(std::span(&hello, 1)), nullptr).ok()) return;
     if (hello.magic != kMagic) return;
     if (hello.role == kRoleCli) {
+      // A CLI that hung up before its answer misses only that answer; shutdown happens anyway.
       if (hello.command == kCmdShutdown) {
-        send_text(conn.get(), "shutting down");
+        if (!send_text(conn.get(), "shutting down")) log("shutdown requested by a client that left");
         shutdown_ = true;
-      } else {
-        send_text(conn.get(), hello.command == kCmdStatusJson ? status_json() : status_text());
+      } else if (!send_text(conn.get(), hello.command == kCmdStatusJson ? status_json() : status_text())) {
+        log("a status client left before its answer");
       }
       return;
     }
@@ -358,11 +385,12 @@ class LinkDaemon {
     uint32_t side = hello.side;
     if (side > kPortB || ports_[side].attached) {
       reply.status = 1;
-      os::send_with_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), {});
+      // Refused either way; an endpoint gone already needs no reason.
+      if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), {}).ok()) log("refused endpoint left");
       return;
     }
     HostPort& hp = ports_[side];
-    std::vector<os::Fd> read_only;  // kept alive until sent
+    std::vector<base::UniqueFd> read_only;  // kept alive until sent
     std::vector<int> fds = {hp.rings_fd.get(), host_kick_.fd(), hp.tx_done_kick.fd(), hp.rx_kick.fd()};
     for (uint32_t p = 0; p < kPorts; ++p) {
       if (!ports_[p].present) continue;
@@ -370,23 +398,34 @@ class LinkDaemon {
       if (p == side) {
         fds.push_back(ports_[p].pool_fd.get());
       } else {
-        read_only.push_back(os::reopen_read_only(ports_[p].pool_fd.get()));
+        auto ro = os::reopen_read_only(ports_[p].pool_fd.get());
+        if (!ro) {
+          log(std::string("cannot attach endpoint ") + port_name(side) + ": " + ro.error().message);
+          return;  // the endpoint sees the connection close and exits with an error
+        }
+        read_only.push_back(std::move(ro).value());
         fds.push_back(read_only.back().get());
       }
     }
-    if (!os::send_with_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), fds)) return;
+    if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), fds).ok()) return;
     Mac mac;
     std::memcpy(mac.data(), hello.mac, 6);
     sw_->attach(side, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
     hp.conn = std::move(conn);
-    watch(hp.conn.get(), side);
+    if (auto watched = watch(hp.conn.get(), side); !watched) {
+      // Unwatched, its hang-up would go unnoticed: treat it as gone now.
+      log(std::string("endpoint ") + port_name(side) + ": " + watched.error().message);
+      sw_->detach(side);
+      hp.conn.reset();
+      return;
+    }
     log(std::string("endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac));
   }
 
   std::string status_json() {
     SwitchStats s = sw_->stats();
-    std::string j = "{\"name\":\"" + json_escape(opt_.name) + "\",\"ports\":{";
+    std::string j = "{\"name\":\"" + base::json_escape(opt_.name) + "\",\"ports\":{";
     for (uint32_t p = 0; p < kPorts; ++p) {
       const auto& ps = s.ports[p];
       if (p) j += ",";
@@ -466,24 +505,23 @@ class LinkDaemon {
   HostPort ports_[kPorts];
   std::unique_ptr<Switch> sw_;
   std::thread switch_thread_;
-  os::Fd uplink_tap_;
+  base::UniqueFd uplink_tap_;
   std::unique_ptr<PortDriver> uplink_;
   std::vector<std::thread> uplink_threads_;
-  os::Fd listen_, epoll_, signals_;
+  base::UniqueFd listen_, epoll_, signals_;
 };
 
-os::Fd connect_cli(const std::string& socket_path, uint32_t command, std::string* error) {
-  os::Fd fd;
-  try {
-    fd = os::connect_unix(socket_path);
-  } catch (const std::exception& e) {
-    *error = std::string(e.what()) + " (is the link up?)";
-    return fd;
+base::UniqueFd connect_cli(const std::string& socket_path, uint32_t command, std::string* error) {
+  auto connected = base::connect_unix(socket_path, SOCK_STREAM);
+  if (!connected) {
+    *error = connected.error().message + " (is the link up?)";
+    return base::UniqueFd();
   }
+  base::UniqueFd fd = std::move(connected).value();
   CtlHello hello;
   hello.role = kRoleCli;
   hello.command = command;
-  if (!os::send_with_fds(fd.get(), std::as_bytes(std::span(&hello, 1)), {})) {
+  if (!base::send_all_fds(fd.get(), std::as_bytes(std::span(&hello, 1)), {}).ok()) {
     *error = "daemon closed the connection";
     fd.reset();
   }
@@ -492,7 +530,7 @@ os::Fd connect_cli(const std::string& socket_path, uint32_t command, std::string
 
 }  // namespace
 
-std::string socket_for(const std::string& link_name) { return "/run/bypass/xover-" + link_name + ".sock"; }
+std::string socket_for(const std::string& link_name) { return base::default_socket_path("xover-" + link_name + ".sock"); }
 
 bool parse_cpu(const std::string& text, int* cpu) {
   if (text == "auto") {
@@ -522,65 +560,83 @@ int run_link_daemon(const LinkOptions& options, int ready_fd) {
   return d.run(ready_fd);
 }
 
+namespace {
+
+base::Result<void> endpoint_main(const EndpointOptions& options) {
+  using base::Errc;
+  TapConfig c;
+  c.name = options.ifname;
+  c.address = options.address;
+  c.mac = options.mac;
+  c.mtu = options.mtu;
+  c.offload = options.offload;
+  auto created = create_tap(c);
+  if (!created) return created.error();
+  const base::UniqueFd tap = std::move(created).value();
+  ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
+  auto mac = tap_mac(c.name);
+  if (!mac) return mac.error();
+  auto connected = base::connect_unix(options.control, SOCK_STREAM);
+  if (!connected) return connected.error();
+  const base::UniqueFd conn = std::move(connected).value();
+  CtlHello hello;
+  hello.role = kRoleEndpoint;
+  hello.side = options.side;
+  std::memcpy(hello.mac, mac->data(), 6);
+  if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&hello, 1)), {}).ok())
+    return base::make_error(Errc::kPeerGone, "host closed the control connection");
+  AttachReply reply;
+  std::vector<base::UniqueFd> fds;
+  if (!base::recv_exact_fds(conn.get(), std::as_writable_bytes(std::span(&reply, 1)), &fds).ok())
+    return base::make_error(Errc::kPeerGone, "host closed the control connection");
+  if (reply.magic != kMagic || reply.status != 0)
+    return base::make_error(Errc::kInvalidArgument, "host refused this endpoint (side taken?)");
+  size_t pools = static_cast<size_t>(__builtin_popcount(reply.port_mask));
+  if (fds.size() != kFdFirstPool + pools || !(reply.port_mask & (1u << options.side)) || reply.buffers_per_port == 0 ||
+      reply.buffers_per_port > kRingSlots)
+    return base::make_error(Errc::kInvalidArgument, "malformed attach reply");
+  auto rings = base::Mapping::map_shared(fds[kFdRings].get(), 0, ring_region_bytes(), /*writable=*/true);
+  if (!rings) return rings.error();
+  base::Mapping pool_maps[kPorts];
+  PortMemory mem;
+  mem.rings = rings->data();
+  mem.buffers_per_port = reply.buffers_per_port;
+  size_t next = kFdFirstPool;
+  for (uint32_t p = 0; p < kPorts; ++p) {
+    if (!(reply.port_mask & (1u << p))) continue;
+    auto pool = base::Mapping::map_shared(fds[next++].get(), 0, pool_bytes(reply.buffers_per_port), p == options.side);
+    if (!pool) return pool.error();
+    pool_maps[p] = std::move(pool).value();
+    mem.pools[p] = pool_maps[p].data();
+  }
+  mem.own_pool = pool_maps[options.side].data();
+  auto stop = os::Kick::create();
+  if (!stop) return stop.error();
+  pin_to_cpu(options.cpu);  // the port thread inherits it
+  PortDriver driver(options.side, tap.get(), mem, fds[kFdHostKick].get(), fds[kFdTxDoneKick].get(),
+                    fds[kFdRxKick].get(), stop->fd());
+  std::thread port([&] { driver.run(); });
+  // The link lives as long as the host: wait for it to hang up.
+  pollfd pfd{conn.get(), POLLRDHUP, 0};
+  while (::poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+  }
+  stop->signal();
+  port.join();
+  return {};
+}
+
+}  // namespace
+
 int run_endpoint(const EndpointOptions& options) {
-  try {
-    TapConfig c;
-    c.name = options.ifname;
-    c.address = options.address;
-    c.mac = options.mac;
-    c.mtu = options.mtu;
-    c.offload = options.offload;
-    os::Fd tap = create_tap(c);
-    ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
-    Mac mac = tap_mac(c.name);
-    os::Fd conn = os::connect_unix(options.control);
-    CtlHello hello;
-    hello.role = kRoleEndpoint;
-    hello.side = options.side;
-    std::memcpy(hello.mac, mac.data(), 6);
-    if (!os::send_with_fds(conn.get(), std::as_bytes(std::span(&hello, 1)), {}))
-      throw std::runtime_error("host closed the control connection");
-    AttachReply reply;
-    std::vector<os::Fd> fds;
-    if (!os::recv_with_fds(conn.get(), std::as_writable_bytes(std::span(&reply, 1)), &fds))
-      throw std::runtime_error("host closed the control connection");
-    if (reply.magic != kMagic || reply.status != 0) throw std::runtime_error("host refused this endpoint (side taken?)");
-    size_t pools = static_cast<size_t>(__builtin_popcount(reply.port_mask));
-    if (fds.size() != kFdFirstPool + pools || !(reply.port_mask & (1u << options.side)) || reply.buffers_per_port == 0 ||
-        reply.buffers_per_port > kRingSlots)
-      throw std::runtime_error("malformed attach reply");
-    os::Mapping rings = os::map_shared(fds[kFdRings].get(), ring_region_bytes());
-    os::Mapping pool_maps[kPorts];
-    PortMemory mem;
-    mem.rings = rings.data();
-    mem.buffers_per_port = reply.buffers_per_port;
-    size_t next = kFdFirstPool;
-    for (uint32_t p = 0; p < kPorts; ++p) {
-      if (!(reply.port_mask & (1u << p))) continue;
-      pool_maps[p] = os::map_shared(fds[next++].get(), pool_bytes(reply.buffers_per_port), p == options.side);
-      mem.pools[p] = pool_maps[p].data();
-    }
-    mem.own_pool = pool_maps[options.side].data();
-    os::Kick stop = os::Kick::create();
-    pin_to_cpu(options.cpu);  // the port thread inherits it
-    PortDriver driver(options.side, tap.get(), mem, fds[kFdHostKick].get(), fds[kFdTxDoneKick].get(),
-                      fds[kFdRxKick].get(), stop.fd());
-    std::thread port([&] { driver.run(); });
-    // The link lives as long as the host: wait for it to hang up.
-    pollfd pfd{conn.get(), POLLRDHUP, 0};
-    while (::poll(&pfd, 1, -1) < 0 && errno == EINTR) {
-    }
-    stop.signal();
-    port.join();
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bypass-xover endpoint %s: %s\n", port_name(options.side), e.what());
+  if (auto done = endpoint_main(options); !done) {
+    std::fprintf(stderr, "bypass-xover endpoint %s: %s\n", port_name(options.side), done.error().message.c_str());
     return 1;
   }
+  return 0;
 }
 
 bool request_status(const std::string& socket_path, bool json, std::string* out, std::string* error) {
-  os::Fd fd = connect_cli(socket_path, json ? kCmdStatusJson : kCmdStatus, error);
+  base::UniqueFd fd = connect_cli(socket_path, json ? kCmdStatusJson : kCmdStatus, error);
   if (!fd) return false;
   if (!recv_text(fd.get(), out)) {
     *error = "no answer from the daemon";
@@ -590,7 +646,7 @@ bool request_status(const std::string& socket_path, bool json, std::string* out,
 }
 
 bool request_shutdown(const std::string& socket_path, std::string* error) {
-  os::Fd fd = connect_cli(socket_path, kCmdShutdown, error);
+  base::UniqueFd fd = connect_cli(socket_path, kCmdShutdown, error);
   if (!fd) return false;
   std::string ack;
   if (!recv_text(fd.get(), &ack)) {

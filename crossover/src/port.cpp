@@ -39,7 +39,7 @@ void PortDriver::run() {
   // One epoll set for the thread's life: registering four fds with poll() on every sleep
   // costs more than the sleep's bookkeeping itself at tens of thousands of sleeps a second.
   enum : uint32_t { kKeyTap, kKeyRxKick, kKeyTxDoneKick, kKeyStop };
-  vmqueue::os::Fd ep(::epoll_create1(EPOLL_CLOEXEC));
+  base::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return;
   for (auto [fd, key] : {std::pair{tap_, kKeyTap}, {rx_kick_, kKeyRxKick}, {tx_done_kick_, kKeyTxDoneKick},
                          {stop_, kKeyStop}}) {

@@ -9,7 +9,7 @@
 #include <utility>
 #include <immintrin.h>
 
-#include "bypass/vmqueue/os.h"
+#include "bypass/base/unique_fd.h"
 
 namespace bypass::crossover {
 
@@ -197,7 +197,7 @@ void Switch::run() {
   using Clock = std::chrono::steady_clock;
   // The host kick is edge-triggered: every write to an eventfd wakes its waiters, so it needs
   // no read() per wake-up to re-arm (its counter just grows).
-  vmqueue::os::Fd ep(::epoll_create1(EPOLL_CLOEXEC));
+  base::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return;
   for (auto [fd, flags] : {std::pair{host_kick_, uint32_t{EPOLLIN | EPOLLET}}, {stop_, uint32_t{EPOLLIN}}}) {
     epoll_event ev{};

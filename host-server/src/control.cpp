@@ -35,7 +35,7 @@ bool Session::control_enumerate_physical_devices(const uint8_t* data, size_t siz
   std::memcpy(&req, data, sizeof(req));
   uint64_t inst_bits = 0;
   if (!objects_.lookup(VK_OBJECT_TYPE_INSTANCE, req.instance_id, &inst_bits))
-    return fail("EnumeratePhysicalDevices", "unknown instance id");
+    return decode.fail("EnumeratePhysicalDevices", "unknown instance id", wire::Fault::kInvalidUsage);
   if (req.max_devices > 64) return fail("EnumeratePhysicalDevices", "too many devices requested");
   auto inst = wire::handle_from_bits<VkInstance>(inst_bits);
   auto d = dispatch_ptr(inst_bits);
@@ -58,7 +58,7 @@ bool Session::control_enumerate_physical_devices(const uint8_t* data, size_t siz
     }
     ++count;
   }
-  // Reply: the count, then the id of each device.
+  // Reply: the count, then the id of each device (a device enumerated before keeps its id).
   std::vector<uint64_t> reply{count};
   for (VkPhysicalDevice pd : devs) {
     const uint64_t id = objects_.id_of(wire::handle_bits(pd));
@@ -203,7 +203,8 @@ bool Session::control_present_name(const uint8_t* data, size_t size) {
 
 bool Session::memory_of_id(uint64_t id, const char* where, SharedMemory** out) {
   uint64_t handle = 0;
-  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle)) return decode.fail(where, "unknown memory id");
+  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle))
+    return decode.fail(where, "unknown memory id", wire::Fault::kInvalidUsage);
   auto it = memory_.find(handle);
   *out = it == memory_.end() ? nullptr : &it->second;
   return true;

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "bypass/host/config.h"
-#include "guest_only.h"
 #include "bypass/host/session.h"
+#include "bypass/wire/ownership.h"
 
 namespace bypass::host {
 
@@ -16,12 +16,14 @@ namespace {
 
 Session& session(wire::HostContext& c) { return static_cast<Session&>(c); }
 
+}  // namespace
+
 void handle_vkCreateInstance(wire::HostContext& c, wire::Args_vkCreateInstance& a) {
   Session& s = session(c);
   VkInstanceCreateInfo info = *a.pCreateInfo;
   std::vector<const char*> exts;
   for (uint32_t i = 0; i < info.enabledExtensionCount; ++i)
-    if (!is_guest_only_extension(info.ppEnabledExtensionNames[i])) exts.push_back(info.ppEnabledExtensionNames[i]);
+    if (!wire::guest_side_extension(info.ppEnabledExtensionNames[i])) exts.push_back(info.ppEnabledExtensionNames[i]);
   info.enabledExtensionCount = static_cast<uint32_t>(exts.size());
   info.ppEnabledExtensionNames = exts.data();
   info.enabledLayerCount = 0;  // layers run in the guest, above the ICD
@@ -62,15 +64,6 @@ void handle_vkEnumerateInstanceExtensionProperties(wire::HostContext& c,
 void handle_vkEnumerateInstanceVersion(wire::HostContext& c, wire::Args_vkEnumerateInstanceVersion& a) {
   auto fn = reinterpret_cast<PFN_vkEnumerateInstanceVersion>(session(c).gipa()(nullptr, "vkEnumerateInstanceVersion"));
   a.result = fn ? fn(a.pApiVersion) : (*a.pApiVersion = VK_API_VERSION_1_0, VK_SUCCESS);
-}
-
-}  // namespace
-
-void register_instance_handlers(wire::Handlers& h) {
-  h.vkCreateInstance = handle_vkCreateInstance;
-  h.vkDestroyInstance = handle_vkDestroyInstance;
-  h.vkEnumerateInstanceExtensionProperties = handle_vkEnumerateInstanceExtensionProperties;
-  h.vkEnumerateInstanceVersion = handle_vkEnumerateInstanceVersion;
 }
 
 }  // namespace bypass::host

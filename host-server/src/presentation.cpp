@@ -59,8 +59,8 @@ memshare::Result<Presentation::Joined> Presentation::join() {
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
     return memshare::make_error(memshare::Errc::kIo, "socketpair failed");
   Joined j;
-  j.guest_socket = transport::UniqueFd(pair[1]);
-  auto domain = impl_->service.adopt(transport::UniqueFd(pair[0]));
+  j.guest_socket = base::UniqueFd(pair[1]);
+  auto domain = impl_->service.adopt(base::UniqueFd(pair[0]));
   if (!domain) return domain.error();
   j.domain = domain.value();
   return j;

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "bypass/transport/unique_fd.h"
+#include "bypass/base/unique_fd.h"
 #include "bypass/memshare/error.h"
 #include "bypass/memshare/types.h"
 
@@ -21,7 +21,7 @@ class Presentation {
 
   struct Joined {
     memshare::DomainId domain = memshare::kNoDomain;
-    transport::UniqueFd guest_socket;  // the guest's end, to be sent to it
+    base::UniqueFd guest_socket;  // the guest's end, to be sent to it
   };
   memshare::Result<Joined> join();
 

@@ -7,7 +7,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,12 +16,15 @@
 #include <vector>
 #include <sstream>
 
+#include "bypass/base/json.h"
+#include "bypass/base/socket_path.h"
+#include "bypass/base/unix_socket.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
 
 namespace bypass::host {
 
-std::string default_socket_path() { return transport::default_socket_path(); }
+std::string default_socket_path() { return base::default_socket_path(transport::kSocketName); }
 
 namespace {
 
@@ -35,35 +37,17 @@ void on_child(int) {
   errno = saved;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out += c;
-  }
-  return out;
-}
-
+// The control socket bypassctl talks to; -1 (and a log line) when it cannot be made.
 int listen_control(const std::string& path, mode_t mode, gid_t gid) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    close(fd);
-    return -1;
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  unlink(path.c_str());
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 8) != 0) {
-    close(fd);
+  auto fd = base::listen_unix(path, SOCK_STREAM, 8);
+  if (!fd) {
+    spdlog::warn("control socket: {}", fd.error().message);
     return -1;
   }
   // Anyone who may open a session may ask about their own sessions (and only those).
   if (gid != static_cast<gid_t>(-1)) [[maybe_unused]] int r = chown(path.c_str(), static_cast<uid_t>(-1), gid);
   chmod(path.c_str(), mode);
-  return fd;
+  return fd->release();
 }
 
 void drain(int fd) {
@@ -102,7 +86,7 @@ size_t Server::pending_handshakes(uid_t uid) const {
 
 void Server::accept_one() {
   std::string error;
-  transport::UniqueFd conn = listener_->accept_connection(&error, transport::deadline_after(std::chrono::milliseconds(0)));
+  base::UniqueFd conn = listener_->accept_connection(&error, transport::deadline_after(std::chrono::milliseconds(0)));
   if (!conn) return;  // a guest that gave up while queued
   const ucred peer = transport::peer_credentials_of(conn.get());
   // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
@@ -125,7 +109,7 @@ void Server::accept_one() {
   if (!start_worker(std::move(conn), peer)) return;
 }
 
-bool Server::start_worker(transport::UniqueFd conn, const ucred& peer) {
+bool Server::start_worker(base::UniqueFd conn, const ucred& peer) {
   WorkerReport* report = map_worker_report();
   if (!report) {
     spdlog::error("refused a guest (pid {}): cannot map a worker report page: {}", peer.pid, std::strerror(errno));
@@ -139,7 +123,7 @@ bool Server::start_worker(transport::UniqueFd conn, const ucred& peer) {
   w.started = std::chrono::steady_clock::now();
   if (config_.isolation == Isolation::kThread) {
     w.thread = std::thread([fd = conn.release(), id = w.id, this, report] {
-      serve_connection(transport::UniqueFd(fd), id, config_, report);
+      serve_connection(base::UniqueFd(fd), id, config_, report);
     });
     return true;
   }
@@ -216,7 +200,7 @@ bool Server::start_vm_worker(int vm_index, uint32_t slot) {
     return true;
   }
   std::string error;
-  w.pid = spawn_worker(transport::UniqueFd(), w.id, config_, report, &error, [&](transport::UniqueFd) {
+  w.pid = spawn_worker(base::UniqueFd(), w.id, config_, report, &error, [&](base::UniqueFd) {
     serve_vm_slot(*device, slot, name, w.id, config_, report);
   });
   if (w.pid < 0) {
@@ -240,21 +224,24 @@ void Server::finish(Worker& w) {
     return;
   }
   w.listed = true;
-  EndKind kind = reported ? static_cast<EndKind>(r.end_kind.load(std::memory_order_relaxed)) : EndKind::kWorkerDied;
-  std::string reason = reported ? std::string(r.end_reason, strnlen(r.end_reason, sizeof r.end_reason)) : "";
+  // The page is the worker's: a value that is no reason is taken as the worker's failure.
+  const auto told = end_reason_from_int(r.end_reason.load(std::memory_order_relaxed));
+  EndReason reason = reported && told && *told != EndReason::kNone ? *told : EndReason::kWorkerDied;
+  std::string detail = reported ? std::string(r.end_detail, strnlen(r.end_detail, sizeof r.end_detail)) : "";
   if (w.pid > 0 && (WIFSIGNALED(w.wait_status) || (!reported && WIFEXITED(w.wait_status)))) {
     // A crash in the driver (or a worker killed from outside): only this session is gone. Its
     // guest sees the connection close and gets VK_ERROR_DEVICE_LOST.
-    kind = EndKind::kWorkerDied;
-    reason = describe_exit(w.wait_status) + (reported ? " after the session ended (" + reason + ")"
-                                                      : " during the session");
+    detail = describe_exit(w.wait_status) +
+             (reported ? " after the session ended (" + std::string(to_string(reason)) + ": " + detail + ")"
+                       : " during the session");
+    reason = EndReason::kWorkerDied;
     spdlog::error("session {} (guest pid {}, uid {}): {}; its guest gets VK_ERROR_DEVICE_LOST, other sessions go on",
-                  w.id, w.peer.pid, w.peer.uid, reason);
+                  w.id, w.peer.pid, w.peer.uid, detail);
   }
   // A connection that never became a session (refused or silent handshake) was logged by its
   // worker; the list holds sessions.
-  if (kind != EndKind::kHandshake) {
-    ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, kind, reason, r.stats.objects.load(), r.stats.records.load()});
+  if (reason != EndReason::kHandshakeFailed) {
+    ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, reason, detail, r.stats.objects.load(), r.stats.records.load()});
     if (ended_.size() > 64) ended_.pop_front();
   }
 }
@@ -345,7 +332,7 @@ std::string Server::stats_json(uid_t viewer) const {
       << ", \"worker_pid\": " << w.pid << ", \"objects\": " << r.stats.objects.load()
       << ", \"records\": " << r.stats.records.load() << ", \"bytes\": " << r.stats.bytes.load()
       << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load();
-    if (w.vm >= 0) o << ", \"vm\": \"" << json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
+    if (w.vm >= 0) o << ", \"vm\": \"" << base::json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
     o << "}";
     first = false;
   }
@@ -354,8 +341,8 @@ std::string Server::stats_json(uid_t viewer) const {
   for (const Ended& e : ended_) {
     if (!all && e.uid != viewer) continue;
     o << (first ? "" : ", ") << "{\"id\": " << e.id << ", \"pid\": " << e.pid << ", \"uid\": " << e.uid
-      << ", \"end\": \"" << to_string(e.kind) << "\", \"objects\": " << e.objects_left << ", \"records\": " << e.records
-      << ", \"reason\": \"" << json_escape(e.reason) << "\"}";
+      << ", \"reason\": \"" << to_string(e.reason) << "\", \"objects\": " << e.objects_left
+      << ", \"records\": " << e.records << ", \"detail\": \"" << base::json_escape(e.detail) << "\"}";
     first = false;
   }
   o << "], \"live_objects\": " << total << "}\n";
@@ -363,7 +350,7 @@ std::string Server::stats_json(uid_t viewer) const {
 }
 
 void Server::accept_control(int lfd) {
-  transport::UniqueFd fd(accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  base::UniqueFd fd(accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
   if (!fd) return;
   constexpr size_t kMaxControlClients = 16;
   if (control_clients_.size() >= kMaxControlClients) return;  // closed unanswered: retry later
@@ -413,8 +400,8 @@ int Server::run(int stop_fd) {
   }
   // A system service's directory is open to its users (the socket's own mode and group decide);
   // a user's server keeps its directory to itself.
-  if (!transport::secure_socket_dir(config_.socket_path, geteuid() == 0 ? 0755 : 0700, &error)) {
-    spdlog::error("cannot listen on {}: {}", config_.socket_path, error);
+  if (auto dir = base::secure_socket_dir(config_.socket_path, geteuid() == 0 ? 0755 : 0700); !dir) {
+    spdlog::error("cannot listen on {}: {}", config_.socket_path, dir.error().message);
     return 1;
   }
   listener_ = transport::Listener::listen(config_.socket_path, &error);

@@ -80,6 +80,8 @@ uint64_t left_of(uint64_t timeout, uint64_t waited_ns) { return timeout > waited
 // (it cannot: the device outlives the call, destroy_ok): the device is gone as far as it knows.
 constexpr VkResult kNoFunction = VK_ERROR_DEVICE_LOST;
 
+}  // namespace
+
 void handle_vkWaitForFences(wire::HostContext& c, wire::Args_vkWaitForFences& a) {
   Session& s = session(c);
   auto fn = s.dispatch_of(wire::handle_bits(a.device)).vkWaitForFences;
@@ -94,7 +96,7 @@ void handle_vkWaitForFences(wire::HostContext& c, wire::Args_vkWaitForFences& a)
 bool try_vkWaitForFences(wire::HostContext& c, wire::Args_vkWaitForFences& a) {
   Session& s = session(c);
   auto fn = s.dispatch_of(wire::handle_bits(a.device)).vkWaitForFences;
-  if (!fn) return c.fail("vkWaitForFences", "not supported by the host driver");
+  if (!fn) return c.decode.fail("vkWaitForFences", "not supported by the host driver", wire::Fault::kDriver);
   return wait_inline(s, a.timeout, &a.result, &a.waited_ns,
                      [&](uint64_t t) { return fn(a.device, a.fenceCount, a.pFences, a.waitAll, t); });
 }
@@ -112,9 +114,11 @@ void handle_vkWaitSemaphores(wire::HostContext& c, wire::Args_vkWaitSemaphores& 
 bool try_vkWaitSemaphores(wire::HostContext& c, wire::Args_vkWaitSemaphores& a) {
   Session& s = session(c);
   auto fn = s.dispatch_of(wire::handle_bits(a.device)).vkWaitSemaphores;
-  if (!fn) return c.fail("vkWaitSemaphores", "not supported by the host driver");
+  if (!fn) return c.decode.fail("vkWaitSemaphores", "not supported by the host driver", wire::Fault::kDriver);
   return wait_inline(s, a.timeout, &a.result, &a.waited_ns, [&](uint64_t t) { return fn(a.device, a.pWaitInfo, t); });
 }
+
+namespace {
 
 // Idle waits have no timeout and no status query; the session's tracking fences (submit.cpp:
 // one after every guest submission) tell the same thing: once all of a device's have
@@ -139,6 +143,25 @@ bool try_vkDeviceWaitIdle(wire::HostContext& c, wire::Args_vkDeviceWaitIdle& a) 
   return try_device_idle(session(c), wire::handle_bits(a.device), &a.result);
 }
 
+// Without VK_QUERY_RESULT_WAIT_BIT the call never blocks. With it, the same call without the
+// bit answers whenever every query is already available (VK_SUCCESS: the same values the
+// waiting call would write); VK_NOT_READY sends the waiting call to a waiter thread, which
+// decodes its own copy of the arguments, so the values written here are not seen.
+bool try_vkGetQueryPoolResults(wire::HostContext& c, wire::Args_vkGetQueryPoolResults& a) {
+  if (session(c).closing()) return false;
+  auto fn = c.dispatch_of(wire::handle_bits(a.device)).vkGetQueryPoolResults;
+  if (!fn) return c.decode.fail("vkGetQueryPoolResults", "not supported by the host driver", wire::Fault::kDriver);
+  const VkQueryResultFlags flags = a.flags & ~VkQueryResultFlags{VK_QUERY_RESULT_WAIT_BIT};
+  const VkResult r = fn(a.device, a.queryPool, a.firstQuery, a.queryCount, a.dataSize, a.pData, a.stride, flags);
+  if (r == VK_NOT_READY && flags != a.flags) return false;
+  a.result = r;
+  return true;
+}
+
+}  // namespace
+
+// On a waiter thread, once the try_ above could not answer: through the session's own fences
+// (Session::wait_idle), never the driver's idle waits.
 void handle_vkQueueWaitIdle(wire::HostContext& c, wire::Args_vkQueueWaitIdle& a) {
   a.result = session(c).wait_idle(0, wire::handle_bits(a.queue));
 }
@@ -147,29 +170,12 @@ void handle_vkDeviceWaitIdle(wire::HostContext& c, wire::Args_vkDeviceWaitIdle& 
   a.result = session(c).wait_idle(wire::handle_bits(a.device), 0);
 }
 
-// Without VK_QUERY_RESULT_WAIT_BIT the call never blocks. With it, the same call without the
-// bit answers whenever every query is already available (VK_SUCCESS: the same values the
-// waiting call would write); VK_NOT_READY sends the waiting call to a waiter thread, which
-// decodes its own copy of the arguments, so the values written here are not seen.
-bool try_vkGetQueryPoolResults(wire::HostContext& c, wire::Args_vkGetQueryPoolResults& a) {
-  if (session(c).closing()) return false;
-  auto fn = c.dispatch_of(wire::handle_bits(a.device)).vkGetQueryPoolResults;
-  if (!fn) return c.fail("vkGetQueryPoolResults", "not supported by the host driver");
-  const VkQueryResultFlags flags = a.flags & ~VkQueryResultFlags{VK_QUERY_RESULT_WAIT_BIT};
-  const VkResult r = fn(a.device, a.queryPool, a.firstQuery, a.queryCount, a.dataSize, a.pData, a.stride, flags);
-  if (r == VK_NOT_READY && flags != a.flags) return false;
-  a.result = r;
-  return true;
-}
-
 // The waiting call on a waiter thread: the driver waits (WAIT_BIT), as the guest asked.
 void handle_vkGetQueryPoolResults(wire::HostContext& c, wire::Args_vkGetQueryPoolResults& a) {
   auto fn = c.dispatch_of(wire::handle_bits(a.device)).vkGetQueryPoolResults;
   a.result = fn ? fn(a.device, a.queryPool, a.firstQuery, a.queryCount, a.dataSize, a.pData, a.stride, a.flags)
                 : kNoFunction;
 }
-
-}  // namespace
 
 VkResult Session::submit_idle_fences(const wire::Dispatch& d, VkDevice device, const std::vector<VkQueue>& queues,
                                      std::vector<VkFence>* fences) {
@@ -222,15 +228,10 @@ VkResult Session::wait_idle(uint64_t device, uint64_t queue) {
 }
 
 void register_sync_handlers(wire::Handlers& h) {
-  h.vkWaitForFences = handle_vkWaitForFences;
   h.try_vkWaitForFences = try_vkWaitForFences;
-  h.vkWaitSemaphores = handle_vkWaitSemaphores;
   h.try_vkWaitSemaphores = try_vkWaitSemaphores;
-  h.vkQueueWaitIdle = handle_vkQueueWaitIdle;
   h.try_vkQueueWaitIdle = try_vkQueueWaitIdle;
-  h.vkDeviceWaitIdle = handle_vkDeviceWaitIdle;
   h.try_vkDeviceWaitIdle = try_vkDeviceWaitIdle;
-  h.vkGetQueryPoolResults = handle_vkGetQueryPoolResults;
   h.try_vkGetQueryPoolResults = try_vkGetQueryPoolResults;
 }
 

@@ -19,19 +19,6 @@
 
 namespace bypass::host {
 
-const char* to_string(EndKind kind) {
-  switch (kind) {
-    case EndKind::kNone: return "running";
-    case EndKind::kGuestLeft: return "guest left";
-    case EndKind::kGuestError: return "guest error";
-    case EndKind::kShutdown: return "shutdown";
-    case EndKind::kHandshake: return "handshake failed";
-    case EndKind::kWorkerDied: return "worker died";
-    case EndKind::kSetupFailed: return "worker set-up failed";
-  }
-  return "unknown";
-}
-
 WorkerReport* map_worker_report() {
   void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
@@ -46,11 +33,11 @@ void unmap_worker_report(WorkerReport* report) {
 
 namespace {
 
-void finish(WorkerReport* report, EndKind kind, const std::string& reason) {
-  const size_t n = std::min(reason.size(), sizeof(report->end_reason) - 1);
-  std::memcpy(report->end_reason, reason.data(), n);
-  report->end_reason[n] = '\0';
-  report->end_kind.store(static_cast<uint32_t>(kind), std::memory_order_relaxed);
+void finish(WorkerReport* report, EndReason reason, const std::string& detail) {
+  const size_t n = std::min(detail.size(), sizeof(report->end_detail) - 1);
+  std::memcpy(report->end_detail, detail.data(), n);
+  report->end_detail[n] = '\0';
+  report->end_reason.store(static_cast<uint32_t>(reason), std::memory_order_relaxed);
   // Pairs with the acquire load in Server::reap: reason and kind are complete once it sees kEnded.
   report->state.store(WorkerReport::kEnded, std::memory_order_release);
 }
@@ -65,16 +52,12 @@ void run_session(transport::Channel channel, uint64_t id, const ServerConfig& co
   report->state.store(WorkerReport::kRunning, std::memory_order_release);
   Session session(id, std::move(channel), config, &report->stats, &report->stop_requested);
   session.run();
-  finish(report,
-         session.ended_by_guest()     ? EndKind::kGuestLeft
-         : session.ended_by_server() ? EndKind::kShutdown
-                                      : EndKind::kGuestError,
-         session.end_reason());
+  finish(report, session.end_reason(), session.end_detail());
 }
 
 }  // namespace
 
-void serve_connection(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report) {
+void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report) {
   transport::SessionOptions opts;
   opts.ring_bytes = config.ring_bytes;
   opts.max_message = config.max_message;
@@ -84,7 +67,7 @@ void serve_connection(transport::UniqueFd connection, uint64_t id, const ServerC
                                           transport::deadline_after(std::chrono::milliseconds(config.handshake_timeout_ms)));
   if (!channel) {
     spdlog::warn("session {}: refused a guest: {}", id, error);
-    finish(report, EndKind::kHandshake, error);
+    finish(report, EndReason::kHandshakeFailed, error);
     return;
   }
   run_session(std::move(*channel), id, config, report);
@@ -97,21 +80,21 @@ void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string
   auto channel = device.accept(slot, hello, &error);
   if (!channel) {
     spdlog::warn("session {}: refused a guest of VM {}: {}", id, vm_name, error);
-    finish(report, EndKind::kHandshake, error);
+    finish(report, EndReason::kHandshakeFailed, error);
     return;
   }
   spdlog::info("session {}: VM {} slot {}: {}", id, vm_name, slot, channel->peer_hello().peer_name);
   run_session(std::move(*channel), id, config, report);
 }
 
-pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
+pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
                    std::string* error) {
   return spawn_worker(std::move(connection), id, config, report, error,
-                      [&](transport::UniqueFd conn) { serve_connection(std::move(conn), id, config, report); });
+                      [&](base::UniqueFd conn) { serve_connection(std::move(conn), id, config, report); });
 }
 
-pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
-                   std::string* error, const std::function<void(transport::UniqueFd)>& serve) {
+pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
+                   std::string* error, const std::function<void(base::UniqueFd)>& serve) {
   SandboxOptions sandbox;
   sandbox.seccomp = config.sandbox;
   sandbox.data_limit = worker_data_limit(config);
@@ -165,7 +148,7 @@ pid_t spawn_worker(transport::UniqueFd connection, uint64_t id, const ServerConf
     why = "bypassd could not start the session's worker: sandbox: " + why;
     spdlog::error("session {}: {}", id, why);
     if (connection) transport::reject_connection(std::move(connection), why);
-    finish(report, EndKind::kSetupFailed, why);
+    finish(report, EndReason::kWorkerSetupFailed, why);
     _exit(1);
   }
   serve(std::move(connection));

@@ -2,7 +2,6 @@
 //   bypassctl [--control PATH] stats      JSON: live sessions, recently ended sessions, totals
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "bypass/base/unix_socket.h"
 #include "bypass/host/server.h"
 
 int main(int argc, char** argv) {
@@ -20,18 +20,17 @@ int main(int argc, char** argv) {
   app.add_option("command", command, "stats")->check(CLI::IsMember({"stats"}));
   CLI11_PARSE(app, argc, argv);
 
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (control.size() >= sizeof(addr.sun_path)) {
-    std::fprintf(stderr, "bypassctl: control path too long\n");
+  if (auto address = bypass::base::unix_address(control); !address) {
+    std::fprintf(stderr, "bypassctl: control path: %s\n", address.error().message.c_str());
     return 2;
   }
-  std::memcpy(addr.sun_path, control.c_str(), control.size() + 1);
-  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    std::fprintf(stderr, "bypassctl: cannot reach bypassd at %s: %s\n", control.c_str(), std::strerror(errno));
+  auto connected = bypass::base::connect_unix(control, SOCK_STREAM);
+  if (!connected) {
+    std::fprintf(stderr, "bypassctl: cannot reach bypassd at %s: %s\n", control.c_str(),
+                 connected.error().message.c_str());
     return 1;
   }
+  const int fd = connected->get();
   std::string req = command + "\n";
   if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) < 0) {
     std::fprintf(stderr, "bypassctl: bypassd at %s closed the connection: %s\n", control.c_str(), std::strerror(errno));
@@ -45,7 +44,7 @@ int main(int argc, char** argv) {
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
-  close(fd);
+  connected->reset();
   if (out.empty()) {
     std::fprintf(stderr, "bypassctl: no answer from bypassd\n");
     return 1;

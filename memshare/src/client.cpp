@@ -13,6 +13,7 @@
 #include "layout.h"
 #include "bypass/memshare/page_ranges.h"
 #include "protocol.h"
+#include "bypass/base/unix_socket.h"
 #include "bypass/memshare/socket_io.h"
 
 namespace bypass::memshare {
@@ -20,9 +21,9 @@ namespace bypass::memshare {
 namespace detail {
 
 struct Connection {
-  UniqueFd socket;
+  base::UniqueFd socket;
   DomainId domain = kNoDomain;
-  MappedMemory control_view;
+  base::Mapping control_view;
   std::mutex mutex;  // one request at a time; guards everything below
   std::vector<uint32_t> free_slots;
   std::vector<uint32_t> abandoned_slots;  // handles dropped before completion
@@ -36,7 +37,7 @@ struct Connection {
   struct Reply {
     std::byte body[64];
     size_t size = 0;
-    UniqueFd fd;
+    base::UniqueFd fd;
   };
 
   // Sends one request and, unless one-way, reads its reply. Mutex held by the caller.
@@ -57,7 +58,7 @@ struct Connection {
   Result<Reply> call(wire::Op op, const void* body, size_t size, std::span<const std::byte> trailing = {}, int fd = -1) {
     if (auto sent = send(op, body, size, trailing, fd); !sent) return sent.error();
     std::byte buffer[sizeof(wire::MessageHeader) + wire::kMaxErrorText];
-    std::vector<UniqueFd> fds;
+    std::vector<base::UniqueFd> fds;
     auto n = recv_message(socket.get(), buffer, fds);
     if (!n) {
       broken = true;
@@ -123,7 +124,7 @@ struct ShadowState {
   uint32_t id = 0;
   Name name;
   Access access = Access::kRead;
-  MappedMemory view;
+  base::Mapping view;
   std::unique_ptr<DirtyTracker> tracker;  // empty for read-only shadows
 
   ~ShadowState() {
@@ -297,12 +298,12 @@ Result<uint64_t> TransferHandle::wait(std::chrono::nanoseconds timeout) {
 Client::~Client() = default;
 
 Result<Client> Client::connect(const std::string& socket_path, std::string_view label) {
-  auto socket = connect_unix(socket_path);
-  if (!socket) return socket.error();
+  auto socket = base::connect_unix(socket_path, SOCK_SEQPACKET);
+  if (!socket) return from_base(socket.error());
   return adopt(std::move(*socket), label);
 }
 
-Result<Client> Client::adopt(UniqueFd socket, std::string_view label) {
+Result<Client> Client::adopt(base::UniqueFd socket, std::string_view label) {
   if (!socket.valid()) return make_error(Errc::kInvalidArgument, "no socket");
   auto conn = std::make_shared<Connection>();
   conn->socket = std::move(socket);
@@ -318,7 +319,7 @@ Result<Client> Client::adopt(UniqueFd socket, std::string_view label) {
       body->mapping_slots != kMappingSlots) {
     return make_error(Errc::kProtocol, "registration reply does not match this library's control page layout");
   }
-  auto view = MappedMemory::map(reply->fd.get(), 0, kControlPageBytes, true);
+  auto view = map_memory(reply->fd.get(), 0, kControlPageBytes, true);
   if (!view) return view.error();
   conn->control_view = std::move(*view);
   if (conn->control()->header.magic != kControlMagic || conn->control()->header.version != kProtocolVersion) {
@@ -484,7 +485,7 @@ Result<Shadow> Client::open_shadow(const Name& name, Access access, TrackingMeth
     state->id = body->shadow;
     state->name = name;
     state->access = access;
-    auto view = MappedMemory::map(reply->fd.get(), 0, body->size, access == Access::kReadWrite);
+    auto view = map_memory(reply->fd.get(), 0, body->size, access == Access::kReadWrite);
     if (!view) return view.error();
     state->view = std::move(*view);
   }

@@ -15,7 +15,7 @@
 
 #include "dirty_tracker_impl.h"
 #include "bypass/memshare/page_ranges.h"
-#include "bypass/memshare/unique_fd.h"
+#include "bypass/base/unique_fd.h"
 
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
@@ -62,11 +62,11 @@ constexpr __u64 kFeatures = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED 
 // A userfaultfd with async write-protect enabled. User-mode-only is tried first: it is what an
 // unprivileged process may open when vm.unprivileged_userfaultfd is 0, and async write faults
 // are resolved by the kernel whatever mode the fault came from.
-Result<UniqueFd> open_uffd() {
+Result<base::UniqueFd> open_uffd() {
   int fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
   if (fd < 0) fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (fd < 0) return io_error("userfaultfd", errno);
-  UniqueFd uffd(fd);
+  base::UniqueFd uffd(fd);
   uffdio_api api{};
   api.api = UFFD_API;
   api.features = kFeatures;
@@ -76,7 +76,7 @@ Result<UniqueFd> open_uffd() {
 
 class UffdTracker final : public DirtyTracker {
  public:
-  UffdTracker(std::byte* base, uint64_t size, UniqueFd uffd, UniqueFd pagemap)
+  UffdTracker(std::byte* base, uint64_t size, base::UniqueFd uffd, base::UniqueFd pagemap)
       : DirtyTracker(base, size), uffd_(std::move(uffd)), pagemap_(std::move(pagemap)) {}
 
   ~UffdTracker() override {
@@ -120,8 +120,8 @@ class UffdTracker final : public DirtyTracker {
   }
 
  private:
-  UniqueFd uffd_;
-  UniqueFd pagemap_;
+  base::UniqueFd uffd_;
+  base::UniqueFd pagemap_;
 };
 
 }  // namespace
@@ -135,7 +135,7 @@ Result<std::unique_ptr<DirtyTracker>> make_uffd_tracker(std::byte* base, uint64_
   reg.range.len = length;
   reg.mode = UFFDIO_REGISTER_MODE_WP;
   if (::ioctl(uffd->get(), UFFDIO_REGISTER, &reg) != 0) return io_error("UFFDIO_REGISTER (write-protect)", errno);
-  UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  base::UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
   if (!pagemap.valid()) return io_error("open /proc/self/pagemap", errno);
   // Arm every page: write-protect the whole range (unpopulated pages get markers too).
   uffdio_writeprotect wp{};

@@ -1,10 +1,8 @@
 #include "bypass/memshare/error.h"
 
-#include <cstring>
-
 namespace bypass::memshare {
 
-std::string_view errc_name(Errc code) {
+std::string_view to_string(Errc code) {
   switch (code) {
     case Errc::kOk: return "ok";
     case Errc::kUnknownName: return "unknown name";
@@ -22,20 +20,17 @@ std::string_view errc_name(Errc code) {
   return "unknown error code";
 }
 
-Error make_error(Errc code, std::string message) {
-  std::string text(errc_name(code));
-  if (!message.empty()) {
-    text += ": ";
-    text += message;
+Error from_base(const base::Error<base::Errc>& error) {
+  switch (error.code) {
+    case base::Errc::kOk: return {};
+    case base::Errc::kPeerGone:
+    case base::Errc::kConnectionReset: return base::rebrand(Errc::kDisconnected, error);
+    case base::Errc::kTruncated:
+    case base::Errc::kTooManyFds: return base::rebrand(Errc::kProtocol, error);
+    case base::Errc::kInvalidArgument: return base::rebrand(Errc::kInvalidArgument, error);
+    case base::Errc::kTimeout: return base::rebrand(Errc::kTimeout, error);
+    default: return base::rebrand(Errc::kIo, error);
   }
-  return Error{code, std::move(text)};
-}
-
-Error io_error(std::string_view what, int errno_value) {
-  std::string text(what);
-  text += ": ";
-  text += std::strerror(errno_value);
-  return make_error(Errc::kIo, std::move(text));
 }
 
 }  // namespace bypass::memshare

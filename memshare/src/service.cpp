@@ -25,6 +25,7 @@
 #include "bypass/memshare/page_ranges.h"
 #include "protocol.h"
 #include "bypass/memshare/region.h"
+#include "bypass/base/unix_socket.h"
 #include "bypass/memshare/socket_io.h"
 #include "transfer_engine.h"
 
@@ -57,7 +58,7 @@ Result<Name> random_name() {
 }
 
 // Validates a domain's buffer fd and maps it for the service.
-Result<std::shared_ptr<Buffer>> make_buffer(UniqueFd fd, uint64_t offset, uint64_t size) {
+Result<std::shared_ptr<Buffer>> make_buffer(base::UniqueFd fd, uint64_t offset, uint64_t size) {
   if (!fd.valid()) return make_error(Errc::kInvalidArgument, "no file descriptor came with the request");
   const int flags = ::fcntl(fd.get(), F_GETFL);
   if (flags < 0) return io_error("fcntl(F_GETFL)", errno);
@@ -90,7 +91,7 @@ Result<std::shared_ptr<Buffer>> make_buffer(UniqueFd fd, uint64_t offset, uint64
   // allocate memory on a domain's behalf.
   const bool resident = static_cast<uint64_t>(st.st_blocks) * 512 >= size / 2;
   const bool populate = resident && size <= kPopulateLimit;
-  auto view = MappedMemory::map(fd.get(), offset, size, true, populate);
+  auto view = map_memory(fd.get(), offset, size, true, populate);
   if (!view) return view.error();
   auto buffer = std::make_shared<Buffer>();
   buffer->fd = std::move(fd);
@@ -119,11 +120,11 @@ struct NameEntry {
 
 struct Domain {
   DomainId id = kNoDomain;
-  UniqueFd socket;
-  PeerCredentials peer;
+  base::UniqueFd socket;
+  base::PeerCredentials peer;
   std::string label;
-  UniqueFd control_fd;
-  MappedMemory control_view;
+  base::UniqueFd control_fd;
+  base::Mapping control_view;
   // Everything below is guarded by Service::Impl::mutex.
   bool registered = false;
   bool ended = false;
@@ -150,7 +151,7 @@ struct Service::Impl {
   std::mutex threads_mutex;  // guards threads, finished, listener thread
   std::unordered_map<DomainId, std::thread> threads;
   std::vector<DomainId> finished;
-  UniqueFd listener;
+  base::UniqueFd listener;
   std::thread accept_thread;
   std::atomic<bool> stopping{false};  // set by stop(); read by accept loop and adopt()
 
@@ -174,10 +175,10 @@ struct Service::Impl {
   }
 
   // ---- connection management ----
-  Result<DomainId> add_domain(UniqueFd socket) {
+  Result<DomainId> add_domain(base::UniqueFd socket) {
     if (stopping.load(std::memory_order_acquire)) return make_error(Errc::kDisconnected, "service is stopping");
     auto domain = std::make_shared<Domain>();
-    auto peer = peer_credentials(socket.get());
+    auto peer = base::peer_credentials(socket.get());
     if (peer) domain->peer = *peer;
     domain->socket = std::move(socket);
     {
@@ -223,14 +224,14 @@ struct Service::Impl {
         log("accept failed: %s; no longer accepting", std::strerror(errno));
         return;
       }
-      auto added = add_domain(UniqueFd(fd));
+      auto added = add_domain(base::UniqueFd(fd));
       if (!added) log("could not add a domain: %s", added.error().message.c_str());
     }
   }
 
   void serve_domain(const std::shared_ptr<Domain>& domain) {
     std::vector<std::byte> buffer(wire::kMaxMessageBytes);
-    std::vector<UniqueFd> fds;
+    std::vector<base::UniqueFd> fds;
     std::string reason = "closed its connection";
     bool abnormal = false;
     for (;;) {
@@ -406,7 +407,7 @@ struct Service::Impl {
     return out;
   }
 
-  Result<void> dispatch(Domain& domain, std::span<const std::byte> message, std::vector<UniqueFd>& fds) {
+  Result<void> dispatch(Domain& domain, std::span<const std::byte> message, std::vector<base::UniqueFd>& fds) {
     if (message.size() < sizeof(wire::MessageHeader)) return make_error(Errc::kProtocol, "runt message");
     wire::MessageHeader header;
     std::memcpy(&header, message.data(), sizeof header);
@@ -417,7 +418,7 @@ struct Service::Impl {
     // Descriptors only come with the requests that carry one.
     const bool takes_fd = op == wire::Op::kName || op == wire::Op::kRebind;
     if (fds.size() > (takes_fd ? 1u : 0u)) return make_error(Errc::kProtocol, "unexpected file descriptors");
-    UniqueFd fd = fds.empty() ? UniqueFd() : std::move(fds[0]);
+    base::UniqueFd fd = fds.empty() ? base::UniqueFd() : std::move(fds[0]);
     switch (op) {
       case wire::Op::kRegister: return on_register(domain, message);
       case wire::Op::kName: return on_name(domain, message, std::move(fd));
@@ -448,7 +449,7 @@ struct Service::Impl {
     domain.label.assign(req->label, strnlen(req->label, sizeof req->label));
     auto fd = create_memfd(kControlPageBytes, "memshare-control");
     if (!fd) return send_error(domain, wire::Op::kRegister, fd.error());
-    auto view = MappedMemory::map(fd->get(), 0, kControlPageBytes, true);
+    auto view = map_memory(fd->get(), 0, kControlPageBytes, true);
     if (!view) return send_error(domain, wire::Op::kRegister, view.error());
     auto* page = reinterpret_cast<ControlPage*>(view->data());
     page->header.magic = kControlMagic;
@@ -483,7 +484,7 @@ struct Service::Impl {
     }
   }
 
-  Result<void> on_name(Domain& domain, std::span<const std::byte> message, UniqueFd fd) {
+  Result<void> on_name(Domain& domain, std::span<const std::byte> message, base::UniqueFd fd) {
     auto req = parse<wire::NameRequest>(message);
     if (!req) return req.error();
     auto buffer = make_buffer(std::move(fd), req->offset, req->size);
@@ -637,7 +638,7 @@ struct Service::Impl {
     // Read access gets its own read-only file description: the domain cannot mprotect or
     // mmap it writable (EACCES), so a write through the mapping faults.
     const std::string path = "/proc/self/fd/" + std::to_string(buffer->fd.get());
-    UniqueFd read_only(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    base::UniqueFd read_only(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!read_only.valid()) {
       const Error error = io_error("reopen read-only", errno);
       std::lock_guard lock(mutex);
@@ -656,7 +657,7 @@ struct Service::Impl {
     return {};
   }
 
-  Result<void> on_rebind(Domain& domain, std::span<const std::byte> message, UniqueFd fd) {
+  Result<void> on_rebind(Domain& domain, std::span<const std::byte> message, base::UniqueFd fd) {
     auto req = parse<wire::RebindRequest>(message);
     if (!req) return req.error();
     const Name name = wire::from_wire(req->name);
@@ -903,12 +904,12 @@ void Service::stop() { impl_->stop(); }
 const ServiceOptions& Service::options() const { return impl_->options; }
 
 Result<void> Service::listen(const std::string& path) {
-  auto fd = listen_unix(path);
-  if (!fd) return fd.error();
+  auto fd = base::listen_unix(path, SOCK_SEQPACKET);
+  if (!fd) return from_base(fd.error());
   return serve(std::move(*fd));
 }
 
-Result<void> Service::serve(UniqueFd listening_socket) {
+Result<void> Service::serve(base::UniqueFd listening_socket) {
   if (!listening_socket.valid()) return make_error(Errc::kInvalidArgument, "no listening socket");
   std::lock_guard lock(impl_->threads_mutex);
   if (impl_->listener.valid()) return make_error(Errc::kInvalidArgument, "service already listens");
@@ -919,18 +920,17 @@ Result<void> Service::serve(UniqueFd listening_socket) {
   return {};
 }
 
-Result<DomainId> Service::adopt(UniqueFd connected_socket) {
+Result<DomainId> Service::adopt(base::UniqueFd connected_socket) {
   if (!connected_socket.valid()) return make_error(Errc::kInvalidArgument, "no socket");
   return impl_->add_domain(std::move(connected_socket));
 }
 
 Result<Client> Service::connect_local(std::string label) {
-  UniqueFd ours;
-  UniqueFd theirs;
-  if (auto r = seqpacket_pair(ours, theirs); !r) return r.error();
-  auto id = adopt(std::move(theirs));
+  auto pair = base::socket_pair(SOCK_SEQPACKET);
+  if (!pair) return from_base(pair.error());
+  auto id = adopt(std::move(pair->second));
   if (!id) return id.error();
-  return Client::adopt(std::move(ours), label);
+  return Client::adopt(std::move(pair->first), label);
 }
 
 Result<Name> Service::name_image(DomainId owner, std::shared_ptr<ImageEndpoint> image) {

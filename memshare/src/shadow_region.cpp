@@ -9,9 +9,9 @@ namespace bypass::memshare {
 Result<ShadowRegion> ShadowRegion::create(uint64_t size, TrackingMethod method) {
   auto fd = create_memfd(size, "memshare-shadow");
   if (!fd) return fd.error();
-  auto tracked = MappedMemory::map(fd->get(), 0, size, true);
+  auto tracked = map_memory(fd->get(), 0, size, true);
   if (!tracked) return tracked.error();
-  auto alias = MappedMemory::map(fd->get(), 0, size, true);
+  auto alias = map_memory(fd->get(), 0, size, true);
   if (!alias) return alias.error();
   auto tracker = make_dirty_tracker(tracked->data(), size, method);
   if (!tracker) return tracker.error();

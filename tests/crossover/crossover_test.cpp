@@ -179,7 +179,8 @@ Transfer tcp_transfer(const std::string& from, const std::string& to, const std:
   Transfer t;
   int listener = -1;
   {
-    NetnsScope in(to);
+    auto in = NetnsScope::enter(to);
+    EXPECT_TRUE(in.ok()) << in.message();
     listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   }
   sockaddr_in addr{};
@@ -207,7 +208,8 @@ Transfer tcp_transfer(const std::string& from, const std::string& to, const std:
   });
   int s;
   {
-    NetnsScope in(from);
+    auto in = NetnsScope::enter(from);
+    EXPECT_TRUE(in.ok()) << in.message();
     s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   }
   auto start = std::chrono::steady_clock::now();
@@ -244,11 +246,13 @@ Transfer tcp_transfer(const std::string& from, const std::string& to, const std:
 size_t udp_one_way(const std::string& from, const std::string& to, const std::string& to_ip, size_t count) {
   int r, s;
   {
-    NetnsScope in(to);
+    auto in = NetnsScope::enter(to);
+    EXPECT_TRUE(in.ok()) << in.message();
     r = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   }
   {
-    NetnsScope in(from);
+    auto in = NetnsScope::enter(from);
+    EXPECT_TRUE(in.ok()) << in.message();
     s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   }
   sockaddr_in addr{};

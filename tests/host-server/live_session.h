@@ -88,7 +88,7 @@ class LiveSession {
       if (std::chrono::steady_clock::now() > end) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    host_.join();
+    if (host_.joinable()) host_.join();
     return true;
   }
 
@@ -145,11 +145,18 @@ class LiveSession {
     return call(command, b.GetBufferPointer(), b.GetSize());
   }
 
-  // The reason the session gave when it ended (kMsgError), waiting for it: "" when none came.
+  // The reason the session gave the guest when it ended (kMsgError, the detail), waiting for
+  // it: "" when none came.
   std::string end_reason() {
     while (error_.empty() && next_reply()) {
     }
     return error_;
+  }
+  // The kind of end the session recorded (EndReason), once run() has returned; kNone when it did
+  // not return within a few seconds.
+  EndReason end_kind() {
+    if (!join_within(std::chrono::seconds(5))) return EndReason::kNone;
+    return session_->end_reason();
   }
 
   // The fd the host sent with `tag` (memory it shares), or -1.

@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "bypass/transport/session.h"
+#include "bypass/wire/gen/commands.h"
 #include "bypass/wire/protocol.h"
 #include "bypass/wire/runtime.h"
-#include "commands.h"
 #include "raw_protocol.h"
 
 namespace {
@@ -234,7 +234,9 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   // The session should be over now. A stats request after the bad message must not be
   // answered; asking shows whether the host really stopped reading this stream.
-  ch->send(wire::kMsgBatch, stats, transport::deadline_after(std::chrono::milliseconds(200)));
+  const transport::Status stats_st =
+      ch->send(wire::kMsgBatch, stats, transport::deadline_after(std::chrono::milliseconds(200)));
+  std::printf("stats request after it: %s\n", status_name(stats_st));
   while (print_next(*ch)) {
   }
   return 0;

@@ -13,6 +13,7 @@
 #include "bypass/memshare/client.h"
 #include "bypass/memshare/page_ranges.h"
 #include "bypass/memshare/service.h"
+#include "bypass/base/unix_socket.h"
 #include "bypass/memshare/socket_io.h"
 #include "test_support.h"
 
@@ -520,12 +521,12 @@ TEST_F(ServiceTest, DomainKilledWhileOthersMapItsBuffers) {
 
 TEST_F(ServiceTest, BadInputNeverCrashesTheService) {
   // Garbage on a raw connection ends that connection only.
-  auto raw = connect_unix(daemon_.socket());
+  auto raw = base::connect_unix(daemon_.socket(), SOCK_SEQPACKET);
   ASSERT_TRUE(raw);
   const char junk[] = "this is not a memshare message";
   ASSERT_TRUE(send_message(raw->get(), std::as_bytes(std::span(junk))));
   std::byte buffer[64];
-  std::vector<UniqueFd> fds;
+  std::vector<base::UniqueFd> fds;
   EXPECT_EQ(recv_message(raw->get(), buffer, fds).code(), Errc::kDisconnected);
 
   Client client = connect("client");
@@ -593,9 +594,10 @@ TEST(EmbeddedService, HostImageReadbackAndUploadThroughTransfers) {
   Service service(options);
   auto host = service.connect_local("host");
   ASSERT_TRUE(host) << host.error().message;
-  UniqueFd guest_end;
-  UniqueFd service_end;
-  ASSERT_TRUE(seqpacket_pair(guest_end, service_end));
+  auto pair = base::socket_pair(SOCK_SEQPACKET);
+  ASSERT_TRUE(pair);
+  base::UniqueFd guest_end = std::move(pair->first);
+  base::UniqueFd service_end = std::move(pair->second);
   auto guest_id = service.adopt(std::move(service_end));
   ASSERT_TRUE(guest_id);
   auto guest = Client::adopt(std::move(guest_end), "guest");

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "bypass/base/unix_socket.h"
 #include "bypass/transport/session.h"
 #include "test_util.h"
 
@@ -25,12 +26,13 @@ struct ForkedSession {
 inline ForkedSession fork_session(Role child_role, const SessionOptions& options,
                                   const std::function<int(Channel&)>& child_body) {
   ForkedSession result;
-  UniqueFd child_end, parent_end;
-  std::string error;
-  if (!make_socket_pair(&child_end, &parent_end, &error)) {
-    ADD_FAILURE() << error;
+  auto pair = base::socket_pair(SOCK_SEQPACKET | SOCK_NONBLOCK);
+  if (!pair) {
+    ADD_FAILURE() << pair.error().message;
     return result;
   }
+  base::UniqueFd child_end = std::move(pair->first), parent_end = std::move(pair->second);
+  std::string error;
   const Hello hello{1, 42, child_role == Role::kGuest ? "test-guest" : "test-host"};
   const Deadline deadline = deadline_after(std::chrono::seconds(10));
   result.child = std::make_unique<ChildProcess>([&]() -> int {

@@ -8,7 +8,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +17,7 @@
 #include <optional>
 #include <thread>
 
+#include "bypass/base/unix_socket.h"
 #include "socket_io.h"  // internal: lets the tests speak raw packets
 #include "test_util.h"
 
@@ -57,13 +57,10 @@ void connect_and_accept(const std::string& endpoint, Listener& listener, const H
 }
 
 // A raw SOCK_SEQPACKET client connected to `path`.
-UniqueFd raw_connect(const std::string& path) {
-  UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
-  return fd;
+base::UniqueFd raw_connect(const std::string& path) {
+  auto fd = base::connect_unix(path, SOCK_SEQPACKET);
+  EXPECT_TRUE(fd.ok()) << fd.message();
+  return fd ? std::move(fd).value() : base::UniqueFd();
 }
 
 // Reads one packet (with timeout) and returns its text if it is a Reject.
@@ -108,7 +105,7 @@ TEST_F(SessionTest, HandshakeCanRunOffTheAcceptThread) {
   ASSERT_TRUE(listener) << error;
   Outcome guest;
   std::thread t([&] { guest.channel = connect(socket_path(), kGuest, &guest.error, deadline_after(5s)); });
-  UniqueFd conn = listener->accept_connection(&error, deadline_after(5s));
+  base::UniqueFd conn = listener->accept_connection(&error, deadline_after(5s));
   ASSERT_TRUE(conn) << error;
   std::optional<Channel> host;
   std::thread session([&] { host = accept_socket(std::move(conn), kHost, {}, &error, deadline_after(5s)); });
@@ -189,7 +186,7 @@ TEST_F(SessionTest, SilentGuestTimesOut) {
   std::string error;
   auto listener = Listener::listen(socket_path(), &error);
   ASSERT_TRUE(listener) << error;
-  UniqueFd raw = raw_connect(socket_path());
+  base::UniqueFd raw = raw_connect(socket_path());
   const auto start = Clock::now();
   EXPECT_FALSE(listener->accept(kHost, {}, &error, deadline_after(200ms)));
   EXPECT_LT(Clock::now() - start, 2s);
@@ -208,7 +205,7 @@ TEST_F(SessionTest, GarbageFromAGuestIsRefusedWithAReason) {
       testing::pattern(4000, 3),  // oversized
   };
   for (const auto& bytes : garbage) {
-    UniqueFd raw = raw_connect(socket_path());
+    base::UniqueFd raw = raw_connect(socket_path());
     ASSERT_EQ(send(raw.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
     EXPECT_FALSE(listener->accept(kHost, {}, &error, deadline_after(2s)));
     EXPECT_NE(error.find("guest pid " + std::to_string(getpid())), std::string::npos) << error;
@@ -228,7 +225,7 @@ TEST_F(SessionTest, FdsAttachedToGarbageAreClosed) {
   std::string error;
   auto listener = Listener::listen(socket_path(), &error);
   ASSERT_TRUE(listener) << error;
-  UniqueFd raw = raw_connect(socket_path());
+  base::UniqueFd raw = raw_connect(socket_path());
   int p[2];
   ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
   const std::vector<int> fds(10, p[1]);
@@ -246,14 +243,11 @@ TEST_F(SessionTest, FdsAttachedToGarbageAreClosed) {
 template <typename Reply>
 std::string guest_error_against(const std::string& path, Reply&& reply, std::string* host_saw = nullptr) {
   std::string error;
-  UniqueFd server(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  EXPECT_EQ(bind(server.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  EXPECT_EQ(listen(server.get(), 1), 0);
+  auto listening = base::listen_unix(path, SOCK_SEQPACKET, 1);
+  EXPECT_TRUE(listening.ok()) << listening.message();
+  base::UniqueFd server = listening ? std::move(listening).value() : base::UniqueFd();
   std::thread fake([&] {
-    UniqueFd conn(accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    base::UniqueFd conn(accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC));
     detail::Packet hello;
     std::string ignored;
     (void)detail::recv_packet(conn.get(), &hello, deadline_after(2s), &ignored);
@@ -313,7 +307,7 @@ TEST_F(SessionTest, UnsealedOrBogusRegionIsRefusedByTheGuest) {
     const std::string error = guest_error_against(
         path,
         [&](int fd) {
-          UniqueFd memfd(memfd_create("fake", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+          base::UniqueFd memfd(memfd_create("fake", MFD_CLOEXEC | MFD_ALLOW_SEALING));
           ASSERT_EQ(ftruncate(memfd.get(), static_cast<off_t>(c.size)), 0);
           if (c.size >= sizeof(layout::RegionHeader)) {
             layout::RegionHeader h{};
@@ -355,11 +349,10 @@ TEST_F(SessionTest, ListenerReplacesStaleSocketsOnly) {
   EXPECT_NE(error.find("already listening"), std::string::npos) << error;
   {
     // Simulate a crashed server: its socket file stays behind, nobody listens.
-    UniqueFd stale(socket(AF_UNIX, SOCK_SEQPACKET, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket_path("stale.sock").c_str(), sizeof addr.sun_path - 1);
-    ASSERT_EQ(bind(stale.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    auto stale = base::unix_socket(SOCK_SEQPACKET);
+    auto addr = base::unix_address(socket_path("stale.sock"));
+    ASSERT_TRUE(stale.ok() && addr.ok());
+    ASSERT_EQ(bind(stale->get(), addr->sockaddr_ptr(), addr->length), 0);
   }
   auto second = Listener::listen(socket_path("stale.sock"), &error);
   EXPECT_TRUE(second) << error;

@@ -12,7 +12,7 @@
 #include "channel_impl.h"
 #include "futex.h"
 #include "socket_io.h"
-#include "text.h"
+#include "bypass/base/text.h"
 
 namespace bypass::transport {
 
@@ -307,7 +307,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
     if (h.kind < layout::kReservedKindBase) {
       if (s.reassembling) {
         return s.fail(Status::kProtocolError,
-                      detail::str_printf("receive ring: message of kind %u inside a chunked message", h.kind));
+                      base::str_printf("receive ring: message of kind %u inside a chunked message", h.kind));
       }
       out.kind = h.kind;
       out.payload.resize(h.size);
@@ -328,7 +328,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
         const uint64_t data = h.size - sizeof start;
         if (start.kind >= layout::kReservedKindBase || start.total > s.max_message || data > start.total) {
           return s.fail(Status::kProtocolError,
-                        detail::str_printf("receive ring: chunked message of kind 0x%08x and %" PRIu64
+                        base::str_printf("receive ring: chunked message of kind 0x%08x and %" PRIu64
                                            " bytes refused (limit %" PRIu64 " bytes)",
                                            start.kind, start.total, s.max_message));
         }
@@ -338,7 +338,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
         s.reassembly.clear();
         if (!grow_reassembly(s, data)) {
           return s.fail(Status::kProtocolError,
-                        detail::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
+                        base::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
                                            data));
         }
         s.rx.read(sizeof start, s.reassembly.data(), data);
@@ -352,13 +352,13 @@ Status Channel::recv(Message& out, Deadline deadline) {
       case layout::kKindChunkMore:
         if (!s.reassembling || h.size == 0 || h.size > s.reassembly_total - s.reassembly_got) {
           return s.fail(Status::kProtocolError,
-                        detail::str_printf("receive ring: unexpected chunk of %u bytes (%" PRIu64 " of %" PRIu64
+                        base::str_printf("receive ring: unexpected chunk of %u bytes (%" PRIu64 " of %" PRIu64
                                            " bytes reassembled)",
                                            h.size, s.reassembly_got, s.reassembly_total));
         }
         if (!grow_reassembly(s, s.reassembly_got + h.size)) {
           return s.fail(Status::kProtocolError,
-                        detail::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
+                        base::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
                                            s.reassembly_got + h.size));
         }
         s.rx.read(0, s.reassembly.data() + s.reassembly_got, h.size);
@@ -376,7 +376,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
         return Status::kClosed;
       default:
         return s.fail(Status::kProtocolError,
-                      detail::str_printf("receive ring: record of reserved kind 0x%08x", h.kind));
+                      base::str_printf("receive ring: record of reserved kind 0x%08x", h.kind));
     }
     if (s.reassembling && s.reassembly_got == s.reassembly_total) {
       s.reassembling = false;
@@ -419,18 +419,18 @@ Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline
   if (st != Status::kOk) return st;
   detail::FdsPacket fp;
   if (packet.size != sizeof fp) {
-    return s.fail(Status::kProtocolError, detail::str_printf("socket: unexpected %zu-byte packet", packet.size));
+    return s.fail(Status::kProtocolError, base::str_printf("socket: unexpected %zu-byte packet", packet.size));
   }
   std::memcpy(&fp, packet.bytes, sizeof fp);
   if (fp.header.magic != detail::kPacketMagic || fp.header.type != static_cast<uint16_t>(detail::PacketType::kFds) ||
       fp.count != packet.fds.size() || fp.count > kMaxFdsPerMessage) {
     return s.fail(Status::kProtocolError,
-                  detail::str_printf("socket: malformed fd packet (type %u, %u fds announced, %zu attached)",
+                  base::str_printf("socket: malformed fd packet (type %u, %u fds announced, %zu attached)",
                                      fp.header.type, fp.count, packet.fds.size()));
   }
   tag = fp.tag;
   fds.clear();
-  for (UniqueFd& fd : packet.fds) fds.push_back(fd.release());
+  for (base::UniqueFd& fd : packet.fds) fds.push_back(fd.release());
   return Status::kOk;
 }
 

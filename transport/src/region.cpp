@@ -10,27 +10,14 @@
 #include <new>
 
 #include "bypass/transport/session.h"
-#include "text.h"
+#include "bypass/base/text.h"
 
 namespace bypass::transport::detail {
 
+using base::str_printf;
+
 using layout::RegionHeader;
 using layout::RingControl;
-
-Mapping& Mapping::operator=(Mapping&& other) noexcept {
-  if (this != &other) {
-    reset();
-    base_ = std::exchange(other.base_, nullptr);
-    size_ = std::exchange(other.size_, 0);
-  }
-  return *this;
-}
-
-void Mapping::reset() {
-  if (base_ != nullptr) ::munmap(base_, size_);
-  base_ = nullptr;
-  size_ = 0;
-}
 
 namespace {
 
@@ -38,15 +25,15 @@ constexpr unsigned kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
 bool is_power_of_two(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
-bool map_shared(int fd, size_t size, Mapping* mapping, std::string* error) {
+bool map_shared(int fd, size_t size, base::Mapping* mapping, std::string* error) {
   // No MAP_POPULATE: an idle session must not cost its whole ring size in resident memory
   // (16 MiB at the default 8 MiB per ring); pages fault in as messages first reach them.
-  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) {
-    *error = str_printf("cannot map the session region (%zu bytes): %s", size, std::strerror(errno));
+  auto mapped = base::Mapping::map_shared(fd, 0, size, /*writable=*/true);
+  if (!mapped) {
+    *error = str_printf("cannot map the session region (%zu bytes): %s", size, mapped.error().message.c_str());
     return false;
   }
-  *mapping = Mapping(static_cast<std::byte*>(base), size);
+  *mapping = std::move(mapped).value();
   return true;
 }
 
@@ -96,8 +83,8 @@ void write_region(const RegionLayout& plan, std::byte* base) {
   std::memcpy(base, &header, sizeof header);
 }
 
-bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, std::string* error) {
-  UniqueFd fd(::memfd_create("bypass-session", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+bool create_region(const RegionLayout& plan, base::UniqueFd* memfd, base::Mapping* mapping, std::string* error) {
+  base::UniqueFd fd(::memfd_create("bypass-session", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) {
     *error = str_printf("memfd_create failed: %s", std::strerror(errno));
     return false;
@@ -111,15 +98,15 @@ bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, 
     *error = str_printf("cannot seal the session region: %s", std::strerror(errno));
     return false;
   }
-  Mapping map;
+  base::Mapping map;
   if (!map_shared(fd.get(), plan.size, &map, error)) return false;
-  write_region(plan, map.base());
+  write_region(plan, map.data());
   *memfd = std::move(fd);
   *mapping = std::move(map);
   return true;
 }
 
-bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* error) {
+bool open_region(int memfd, base::Mapping* mapping, RegionLayout* out, std::string* error) {
   struct stat st {};
   if (::fstat(memfd, &st) != 0) {
     *error = str_printf("cannot stat the session region: %s", std::strerror(errno));
@@ -136,9 +123,9 @@ bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* er
     *error = "session region is not sealed against resizing";
     return false;
   }
-  Mapping map;
+  base::Mapping map;
   if (!map_shared(memfd, size, &map, error)) return false;
-  if (!validate_region({map.base(), map.size()}, out, error)) return false;
+  if (!validate_region({map.data(), map.size()}, out, error)) return false;
   *mapping = std::move(map);
   return true;
 }

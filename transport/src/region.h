@@ -5,37 +5,16 @@
 #include <cstdint>
 #include <span>
 #include <string>
-#include <utility>
 
 #include "bypass/transport/layout.h"
-#include "bypass/transport/unique_fd.h"
+#include "bypass/base/mapping.h"
+#include "bypass/base/unique_fd.h"
 
 namespace bypass::transport {
 struct SessionOptions;
 }
 
 namespace bypass::transport::detail {
-
-// An owned shared mapping, unmapped exactly once.
-class Mapping {
- public:
-  Mapping() = default;
-  Mapping(std::byte* base, size_t size) : base_(base), size_(size) {}
-  Mapping(Mapping&& other) noexcept
-      : base_(std::exchange(other.base_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-  Mapping& operator=(Mapping&& other) noexcept;
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() { reset(); }
-
-  std::byte* base() const { return base_; }
-  size_t size() const { return size_; }
-  void reset();
-
- private:
-  std::byte* base_ = nullptr;
-  size_t size_ = 0;
-};
 
 // Where everything lives; a validated private copy, never re-read from shared memory.
 struct RegionLayout {
@@ -55,9 +34,9 @@ void write_region(const RegionLayout& plan, std::byte* base);
 bool validate_region(std::span<const std::byte> region, RegionLayout* out, std::string* error);
 
 // Host: creates the sealed memfd, maps it and writes the header and empty rings.
-bool create_region(const RegionLayout& plan, UniqueFd* memfd, Mapping* mapping, std::string* error);
+bool create_region(const RegionLayout& plan, base::UniqueFd* memfd, base::Mapping* mapping, std::string* error);
 
 // Guest: checks the memfd (size, seals), maps it and validates the header into *out.
-bool open_region(int memfd, Mapping* mapping, RegionLayout* out, std::string* error);
+bool open_region(int memfd, base::Mapping* mapping, RegionLayout* out, std::string* error);
 
 }  // namespace bypass::transport::detail

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "futex.h"
-#include "text.h"
+#include "bypass/base/text.h"
 
 namespace bypass::transport {
 
@@ -40,7 +40,7 @@ bool RingProducer::refresh_tail(std::string* error) {
   const uint64_t tail = control_->tail.load(std::memory_order_seq_cst);
   // The consumer can only move forward, never past what we published, in whole records.
   if (tail < cached_tail_ || tail > head_ || tail % kAlign != 0) {
-    set_error(error, detail::str_printf("ring tail %" PRIu64 " is invalid (previous tail %" PRIu64 ", head %" PRIu64
+    set_error(error, base::str_printf("ring tail %" PRIu64 " is invalid (previous tail %" PRIu64 ", head %" PRIu64
                                         ", capacity %" PRIu64 ")",
                                         tail, cached_tail_, head_, capacity_));
     return false;
@@ -66,7 +66,7 @@ RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const Byte
   uint64_t size = 0;
   for (const ByteSpan& part : parts) size += part.size();
   if (size > max_record_payload()) {
-    set_error(error, detail::str_printf("record of %" PRIu64 " bytes exceeds the ring's record limit %" PRIu64, size,
+    set_error(error, base::str_printf("record of %" PRIu64 " bytes exceeds the ring's record limit %" PRIu64, size,
                                         max_record_payload()));
     return Result::kCorrupt;
   }
@@ -168,7 +168,7 @@ RingConsumer::Result RingConsumer::peek(RecordHeader* header, std::string* error
     const uint64_t head = control_->head.load(std::memory_order_seq_cst);
     // Unsigned difference: a head behind our tail wraps to a huge value and is caught too.
     if (head - tail_ > capacity_ || head < cached_head_ || head % kAlign != 0) {
-      set_error(error, detail::str_printf("ring head %" PRIu64 " is invalid (tail %" PRIu64 ", previous head %" PRIu64
+      set_error(error, base::str_printf("ring head %" PRIu64 " is invalid (tail %" PRIu64 ", previous head %" PRIu64
                                           ", capacity %" PRIu64 ")",
                                           head, tail_, cached_head_, capacity_));
       return Result::kCorrupt;
@@ -183,7 +183,7 @@ RingConsumer::Result RingConsumer::peek(RecordHeader* header, std::string* error
   const uint64_t available = cached_head_ - tail_;
   if (copy.size > layout::max_record_payload(capacity_) || layout::record_bytes(copy.size) > available) {
     set_error(error,
-              detail::str_printf("record at %" PRIu64 " claims %u payload bytes but %" PRIu64
+              base::str_printf("record at %" PRIu64 " claims %u payload bytes but %" PRIu64
                                  " bytes are published (record limit %" PRIu64 ")",
                                  tail_, copy.size, available - sizeof copy, layout::max_record_payload(capacity_)));
     return Result::kCorrupt;

@@ -13,13 +13,15 @@
 #include <filesystem>
 #include <thread>
 
+#include "bypass/base/unix_socket.h"
+
 #include "channel_impl.h"
 #include "futex.h"
 #include "handshake.h"
 #include "region.h"
 #include "socket_io.h"
 #include "socket_link.h"
-#include "text.h"
+#include "bypass/base/text.h"
 
 namespace bypass::transport {
 
@@ -28,7 +30,7 @@ using detail::Packet;
 using detail::PacketHeader;
 using detail::PacketType;
 using detail::RejectPacket;
-using detail::str_printf;
+using base::str_printf;
 
 namespace {
 
@@ -45,7 +47,7 @@ HelloPacket make_hello(PacketType type, const Hello& hello, uint32_t flags) {
   p.transport_version = kTransportVersion;
   p.protocol_version = hello.protocol_version;
   p.schema_hash = hello.schema_hash;
-  const std::string name = detail::printable(hello.peer_name, kMaxNameBytes);
+  const std::string name = base::printable(hello.peer_name, kMaxNameBytes);
   p.name_bytes = static_cast<uint32_t>(name.size());
   std::memcpy(p.name, name.data(), name.size());
   return p;
@@ -72,7 +74,7 @@ bool parse_hello(const Packet& packet, PacketType type, Hello* out, uint32_t* tr
   if (p.name_bytes > kMaxNameBytes) return false;
   out->protocol_version = p.protocol_version;
   out->schema_hash = p.schema_hash;
-  out->peer_name = detail::printable(std::string_view(p.name, p.name_bytes), kMaxNameBytes);
+  out->peer_name = base::printable(std::string_view(p.name, p.name_bytes), kMaxNameBytes);
   *transport_version = p.transport_version;
   *flags = p.flags;
   return true;
@@ -83,7 +85,7 @@ bool parse_reject(const Packet& packet, std::string* text) {
   RejectPacket p;
   std::memcpy(&p, packet.bytes, sizeof p);
   if (p.text_bytes > detail::kMaxRejectText) return false;
-  *text = detail::printable(std::string_view(p.text, p.text_bytes), detail::kMaxRejectText);
+  *text = base::printable(std::string_view(p.text, p.text_bytes), detail::kMaxRejectText);
   return true;
 }
 
@@ -91,50 +93,37 @@ bool parse_reject(const Packet& packet, std::string* text) {
 void send_reject(int socket, const std::string& text) {
   RejectPacket p{};
   p.header = header_of(PacketType::kReject);
-  const std::string line = detail::printable(text, detail::kMaxRejectText);
+  const std::string line = base::printable(text, detail::kMaxRejectText);
   p.text_bytes = static_cast<uint32_t>(line.size());
   std::memcpy(p.text, line.data(), line.size());
   std::string ignored;
   (void)detail::send_packet(socket, &p, sizeof p, {}, deadline_after(std::chrono::milliseconds(100)), &ignored);
 }
 
+// SO_PEERCRED as the channel reports it: pid, uid and gid -1 when the kernel would not say.
 ucred peer_credentials(int socket) {
-  ucred cred{-1, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    cred = {-1, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
-  }
-  return cred;
+  auto cred = base::peer_credentials(socket);
+  if (!cred) return {-1, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
+  return {cred->pid, cred->uid, cred->gid};
 }
 
-// "unix:/path", "/path", "unix:@name" (abstract). Fills the sockaddr; *path is the filesystem
-// path (empty for abstract sockets).
-bool parse_endpoint(const std::string& endpoint, sockaddr_un* addr, socklen_t* len, std::string* path,
-                    std::string* error) {
-  std::string rest = endpoint;
+// "unix:/path", "/path", "unix:@name" (abstract): the address, its path empty for abstract
+// sockets.
+std::optional<base::UnixAddress> parse_endpoint(const std::string& endpoint, std::string* error) {
+  std::string_view rest = endpoint;
   if (rest.starts_with("unix:")) {
-    rest = rest.substr(5);
+    rest.remove_prefix(5);
   } else if (const size_t colon = rest.find(':'); colon != std::string::npos && rest.find('/') > colon) {
     set_error(error, str_printf("unsupported endpoint '%s' (only unix:PATH is implemented)",
-                                detail::printable(endpoint, 200).c_str()));
-    return false;
+                                base::printable(endpoint, 200).c_str()));
+    return std::nullopt;
   }
-  if (rest.empty() || rest.size() >= sizeof(addr->sun_path)) {
-    set_error(error, str_printf("invalid UNIX socket path '%s' (1 to %zu bytes)", detail::printable(rest, 200).c_str(),
-                                sizeof(addr->sun_path) - 1));
-    return false;
+  auto address = base::unix_address(rest);
+  if (!address) {
+    set_error(error, address.error().message);
+    return std::nullopt;
   }
-  *addr = {};
-  addr->sun_family = AF_UNIX;
-  std::memcpy(addr->sun_path, rest.data(), rest.size());
-  if (rest[0] == '@') {
-    addr->sun_path[0] = '\0';  // abstract namespace: no file
-    path->clear();
-  } else {
-    *path = rest;
-  }
-  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + rest.size());
-  return true;
+  return std::move(address).value();
 }
 
 }  // namespace
@@ -152,7 +141,7 @@ std::string detail::compare_versions(const Hello& guest, uint32_t guest_transpor
                     host.peer_name.c_str(), host.protocol_version, host.schema_hash, host_transport);
 }
 
-std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline) {
+std::optional<Channel> connect_socket(base::UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline) {
   const int fd = socket.get();
   std::string why;
   const bool fences = detail::register_asymmetric_fences();
@@ -190,13 +179,13 @@ std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::s
     return std::nullopt;
   }
   Hello me = mine;
-  me.peer_name = detail::printable(mine.peer_name, kMaxNameBytes);
+  me.peer_name = base::printable(mine.peer_name, kMaxNameBytes);
   if (text = detail::compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {
     send_reject(fd, text);
     set_error(error, text);
     return std::nullopt;
   }
-  detail::Mapping mapping;
+  base::Mapping mapping;
   detail::RegionLayout region;
   if (!detail::open_region(packet.fds[0].get(), &mapping, &region, &why)) {
     text = "handshake failed: guest refused the session region: " + why;
@@ -215,7 +204,7 @@ std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::s
                                       region, false, asymmetric, cred, std::move(host));
 }
 
-std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const SessionOptions& options,
+std::optional<Channel> accept_socket(base::UniqueFd socket, const Hello& mine, const SessionOptions& options,
                                      std::string* error, Deadline deadline) {
   const int fd = socket.get();
   const ucred cred = peer_credentials(fd);
@@ -236,15 +225,15 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
     return std::nullopt;
   }
   Hello me = mine;
-  me.peer_name = detail::printable(mine.peer_name, kMaxNameBytes);
+  me.peer_name = base::printable(mine.peer_name, kMaxNameBytes);
   if (std::string text = detail::compare_versions(guest, guest_transport, me, kTransportVersion); !text.empty()) {
     send_reject(fd, text);
     set_error(error, who + ": " + text);
     return std::nullopt;
   }
   detail::RegionLayout region;
-  UniqueFd memfd;
-  detail::Mapping mapping;
+  base::UniqueFd memfd;
+  base::Mapping mapping;
   if (!detail::plan_region(options, &region, &why) || !detail::create_region(region, &memfd, &mapping, &why)) {
     const std::string text = "handshake refused: host cannot create the session region: " + why;
     send_reject(fd, text);
@@ -280,7 +269,7 @@ std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const S
                                       region, true, asymmetric, cred, std::move(guest));
 }
 
-void reject_connection(UniqueFd socket, const std::string& text) {
+void reject_connection(base::UniqueFd socket, const std::string& text) {
   // Read what the guest already sent (its hello): closing with it unread would reset the
   // connection, and the guest could see that instead of our reason.
   std::byte discard[512];
@@ -291,73 +280,13 @@ void reject_connection(UniqueFd socket, const std::string& text) {
 
 ucred peer_credentials_of(int socket) { return peer_credentials(socket); }
 
-std::string default_socket_path() {
-  const uid_t uid = ::geteuid();
-  if (uid == 0) return kSystemSocketPath;
-  // $XDG_RUNTIME_DIR is the user's own 0700 directory. Without it, a directory named after the
-  // uid: the server creates it 0700 and refuses one that another user made first
-  // (secure_socket_dir), and a guest trusts only a server of its own uid or root.
-  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg == '/') {
-    return std::string(xdg) + "/bypass/bypassd.sock";
-  }
-  return str_printf("/tmp/bypass-%u/bypassd.sock", static_cast<unsigned>(uid));
-}
-
-bool secure_socket_dir(const std::string& socket_path, mode_t mode, std::string* error) {
-  const std::filesystem::path parent = std::filesystem::path(socket_path).parent_path();
-  if (parent.empty()) return true;
-  const uid_t me = ::geteuid();
-  if (::mkdir(parent.c_str(), mode) == 0) {
-    // mkdir honours the umask; the mode asked for is what we want.
-    if (::chmod(parent.c_str(), mode) != 0) {
-      set_error(error, str_printf("cannot set the mode of %s: %s", parent.c_str(), std::strerror(errno)));
-      return false;
-    }
-    return true;
-  }
-  if (errno == ENOENT) {
-    std::error_code ec;
-    std::filesystem::create_directories(parent.parent_path(), ec);
-    if (!ec && ::mkdir(parent.c_str(), mode) == 0 && ::chmod(parent.c_str(), mode) == 0) return true;
-  }
-  struct stat st {};
-  if (::lstat(parent.c_str(), &st) != 0) {
-    set_error(error, str_printf("cannot create %s: %s", parent.c_str(), std::strerror(errno)));
-    return false;
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    set_error(error, str_printf("%s is not a directory", parent.c_str()));
-    return false;
-  }
-  if (st.st_uid != me && st.st_uid != 0) {
-    set_error(error, str_printf("%s belongs to uid %u, not to us (uid %u) or root: another user may have made it "
-                                "to serve our guests; refusing to listen there",
-                                parent.c_str(), static_cast<unsigned>(st.st_uid), static_cast<unsigned>(me)));
-    return false;
-  }
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
-    set_error(error, str_printf("%s is writable by others (mode %04o) without the sticky bit: anyone could replace "
-                                "the socket; refusing to listen there",
-                                parent.c_str(), static_cast<unsigned>(st.st_mode & 07777)));
-    return false;
-  }
-  return true;
-}
-
-bool make_socket_pair(UniqueFd* first, UniqueFd* second, std::string* error) {
-  int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
-    set_error(error, str_printf("socketpair failed: %s", std::strerror(errno)));
-    return false;
-  }
-  first->reset(fds[0]);
-  second->reset(fds[1]);
-  return true;
-}
-
 std::optional<ChannelPair> make_channel_pair(const SessionOptions& options, std::string* error) {
-  UniqueFd guest_end, host_end;
-  if (!make_socket_pair(&guest_end, &host_end, error)) return std::nullopt;
+  auto pair = base::socket_pair(SOCK_SEQPACKET | SOCK_NONBLOCK);
+  if (!pair) {
+    set_error(error, pair.error().message);
+    return std::nullopt;
+  }
+  base::UniqueFd guest_end = std::move(pair->first), host_end = std::move(pair->second);
   const Deadline deadline = deadline_after(std::chrono::seconds(10));
   std::optional<Channel> guest;
   std::string guest_error;
@@ -374,24 +303,23 @@ std::optional<ChannelPair> make_channel_pair(const SessionOptions& options, std:
 }
 
 std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, std::string* error, Deadline deadline) {
-  sockaddr_un addr;
-  socklen_t len = 0;
-  std::string path;
-  if (!parse_endpoint(endpoint, &addr, &len, &path, error)) return std::nullopt;
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) {
-    set_error(error, str_printf("cannot create a socket: %s", std::strerror(errno)));
+  const std::optional<base::UnixAddress> address = parse_endpoint(endpoint, error);
+  if (!address) return std::nullopt;
+  auto socket = base::unix_socket(SOCK_SEQPACKET | SOCK_NONBLOCK);
+  if (!socket) {
+    set_error(error, "cannot create a socket: " + socket.error().message);
     return std::nullopt;
   }
+  base::UniqueFd fd = std::move(socket).value();
   for (;;) {
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) break;
+    if (::connect(fd.get(), address->sockaddr_ptr(), address->length) == 0) break;
     if (errno == EINTR) continue;
     // A full backlog: the server is alive but busy accepting. Retry until the deadline.
     if (errno == EAGAIN && Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
-    set_error(error, str_printf("no bypass server at %s (connect: %s)", detail::printable(endpoint, 200).c_str(),
+    set_error(error, str_printf("no bypass server at %s (connect: %s)", base::printable(endpoint, 200).c_str(),
                                 errno == EAGAIN ? "server busy, timed out" : std::strerror(errno)));
     return std::nullopt;
   }
@@ -401,7 +329,7 @@ std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, s
 // ---------------------------------------------------------------------------------------------
 // Listener
 
-Listener::Listener(UniqueFd fd, std::string path, dev_t dev, ino_t ino)
+Listener::Listener(base::UniqueFd fd, std::string path, dev_t dev, ino_t ino)
     : fd_(std::move(fd)), path_(std::move(path)), dev_(dev), ino_(ino) {}
 
 Listener::Listener(Listener&& other) noexcept
@@ -437,10 +365,9 @@ int Listener::fd() const { return fd_.get(); }
 const std::string& Listener::path() const { return path_; }
 
 std::optional<Listener> Listener::listen(const std::string& endpoint, std::string* error) {
-  sockaddr_un addr;
-  socklen_t len = 0;
-  std::string path;
-  if (!parse_endpoint(endpoint, &addr, &len, &path, error)) return std::nullopt;
+  const std::optional<base::UnixAddress> address = parse_endpoint(endpoint, error);
+  if (!address) return std::nullopt;
+  const std::string& path = address->path;
   if (!path.empty()) {
     const std::filesystem::path parent = std::filesystem::path(path).parent_path();
     std::error_code ec;
@@ -456,26 +383,27 @@ std::optional<Listener> Listener::listen(const std::string& endpoint, std::strin
         return std::nullopt;
       }
       // A socket file: live if someone accepts on it, stale otherwise.
-      UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-      if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) {
+      auto probe = base::unix_socket(SOCK_SEQPACKET | SOCK_NONBLOCK);
+      if (probe && ::connect(probe->get(), address->sockaddr_ptr(), address->length) == 0) {
         set_error(error, str_printf("another server is already listening on %s", path.c_str()));
         return std::nullopt;
       }
       ::unlink(path.c_str());
     }
   }
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) {
-    set_error(error, str_printf("cannot create a socket: %s", std::strerror(errno)));
+  auto socket = base::unix_socket(SOCK_SEQPACKET | SOCK_NONBLOCK);
+  if (!socket) {
+    set_error(error, "cannot create a socket: " + socket.error().message);
     return std::nullopt;
   }
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
-    set_error(error, str_printf("cannot bind %s: %s", detail::printable(endpoint, 200).c_str(), std::strerror(errno)));
+  base::UniqueFd fd = std::move(socket).value();
+  if (::bind(fd.get(), address->sockaddr_ptr(), address->length) != 0) {
+    set_error(error, str_printf("cannot bind %s: %s", base::printable(endpoint, 200).c_str(), std::strerror(errno)));
     return std::nullopt;
   }
   if (::listen(fd.get(), 128) != 0) {
     set_error(error,
-              str_printf("cannot listen on %s: %s", detail::printable(endpoint, 200).c_str(), std::strerror(errno)));
+              str_printf("cannot listen on %s: %s", base::printable(endpoint, 200).c_str(), std::strerror(errno)));
     return std::nullopt;
   }
   struct stat st {};
@@ -483,21 +411,21 @@ std::optional<Listener> Listener::listen(const std::string& endpoint, std::strin
   return Listener(std::move(fd), path, st.st_dev, st.st_ino);
 }
 
-UniqueFd Listener::accept_connection(std::string* error, Deadline deadline) {
+base::UniqueFd Listener::accept_connection(std::string* error, Deadline deadline) {
   if (!fd_) {
     set_error(error, "listener is closed");
-    return UniqueFd();
+    return base::UniqueFd();
   }
   for (;;) {
-    UniqueFd conn(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    base::UniqueFd conn(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (conn) return conn;
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
       set_error(error, str_printf("accept failed: %s", std::strerror(errno)));
-      return UniqueFd();
+      return base::UniqueFd();
     }
     if (Clock::now() >= deadline) {
       set_error(error, "no guest connected before the deadline");
-      return UniqueFd();
+      return base::UniqueFd();
     }
     pollfd p{fd_.get(), POLLIN, 0};
     (void)::poll(&p, 1, detail::poll_timeout_ms(deadline));
@@ -506,7 +434,7 @@ UniqueFd Listener::accept_connection(std::string* error, Deadline deadline) {
 
 std::optional<Channel> Listener::accept(const Hello& mine, const SessionOptions& options, std::string* error,
                                         Deadline deadline) {
-  UniqueFd conn = accept_connection(error, deadline);
+  base::UniqueFd conn = accept_connection(error, deadline);
   if (!conn) return std::nullopt;
   return accept_socket(std::move(conn), mine, options, error, deadline);
 }

@@ -4,12 +4,14 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 
-#include "text.h"
+#include "bypass/base/fd_passing.h"
+
+#include "bypass/base/text.h"
 
 namespace bypass::transport::detail {
+
+using base::str_printf;
 
 int poll_timeout_ms(Deadline deadline) {
   constexpr int kMaxSliceMs = 100;
@@ -26,47 +28,33 @@ bool peer_hung_up(int socket) {
 
 Status send_packet(int socket, const void* data, size_t size, std::span<const int> fds, Deadline deadline,
                    std::string* error) {
-  iovec iov{const_cast<void*>(data), size};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) std::byte control[CMSG_SPACE(sizeof(int) * kMaxReceivedFds)];
-  if (!fds.empty()) {
-    if (fds.size() > kMaxReceivedFds) {
-      *error = str_printf("cannot send %zu fds in one message", fds.size());
-      return Status::kTooLarge;
-    }
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
-  }
+  const std::span<const std::byte> bytes(static_cast<const std::byte*>(data), size);
   for (;;) {
-    // MSG_NOSIGNAL: a dead peer is an error code, not a SIGPIPE that kills us.
-    const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n == static_cast<ssize_t>(size)) return Status::kOk;
-    if (n >= 0) {
+    auto sent = base::send_fds(socket, bytes, fds, MSG_DONTWAIT);
+    if (sent.ok()) {
+      if (*sent == size) return Status::kOk;
       *error = "short write on a SOCK_SEQPACKET socket";
       return Status::kProtocolError;
     }
-    if (errno == EINTR) continue;
-    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
-      *error = "peer closed the connection";
-      return Status::kPeerGone;
-    }
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      *error = str_printf("sendmsg failed: %s", std::strerror(errno));
-      return errno == EBADF ? Status::kClosed : Status::kPeerGone;
+    switch (sent.code()) {
+      case base::Errc::kWouldBlock:
+        break;
+      case base::Errc::kInvalidArgument:
+        *error = str_printf("cannot send %zu fds in one message", fds.size());
+        return Status::kTooLarge;
+      case base::Errc::kPeerGone:
+        *error = "peer closed the connection";
+        return Status::kPeerGone;
+      default:
+        *error = sent.error().message;
+        return sent.code() == base::Errc::kClosed ? Status::kClosed : Status::kPeerGone;
     }
     if (Clock::now() >= deadline) {
       *error = "timed out sending on the session socket";
       return Status::kTimeout;
     }
     pollfd p{socket, POLLOUT, 0};
-    (void)::poll(&p, 1, poll_timeout_ms(deadline));
+    (void)::poll(&p, 1, poll_timeout_ms(deadline));  // any outcome: the next sendmsg tells
     if ((p.revents & (POLLHUP | POLLERR)) != 0) {
       *error = "peer closed the connection";
       return Status::kPeerGone;
@@ -79,49 +67,43 @@ Status recv_packet(int socket, Packet* packet, Deadline deadline, std::string* e
   packet->size = 0;
   bool reset_seen = false;
   for (;;) {
-    iovec iov{packet->bytes, sizeof packet->bytes};
-    alignas(cmsghdr) std::byte control[CMSG_SPACE(sizeof(int) * kMaxReceivedFds)];
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (Clock::now() >= deadline) {
-          *error = "timed out waiting for the peer";
-          return Status::kTimeout;
+    // Room for kMaxReceivedFds: a peer that attaches more is detected (MSG_CTRUNC, and the
+    // kernel closes the extra ones) instead of truncating silently.
+    auto n = base::recv_fds(socket, packet->bytes, &packet->fds, kMaxReceivedFds, MSG_DONTWAIT);
+    if (!n.ok()) {
+      switch (n.code()) {
+        case base::Errc::kWouldBlock: {
+          if (Clock::now() >= deadline) {
+            *error = "timed out waiting for the peer";
+            return Status::kTimeout;
+          }
+          pollfd p{socket, POLLIN, 0};
+          (void)::poll(&p, 1, poll_timeout_ms(deadline));  // any outcome: the next recvmsg tells
+          continue;
         }
-        pollfd p{socket, POLLIN, 0};
-        (void)::poll(&p, 1, poll_timeout_ms(deadline));
-        continue;
-      }
-      // A peer that closed with our packets unread leaves ECONNRESET, reported (once) before
-      // what it sent us last: read on to get that (e.g. a host's reject).
-      if (errno == ECONNRESET && !reset_seen) {
-        reset_seen = true;
-        continue;
-      }
-      if (errno == ECONNRESET || errno == ENOTCONN) {
-        *error = "peer closed the connection";
-        return Status::kPeerGone;
-      }
-      *error = str_printf("recvmsg failed: %s", std::strerror(errno));
-      return errno == EBADF ? Status::kClosed : Status::kPeerGone;
-    }
-    // Take ownership of every fd first, so that each error path below closes them.
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        packet->fds.emplace_back(fd);
+        case base::Errc::kConnectionReset:
+          // A peer that closed with our packets unread leaves ECONNRESET, reported (once)
+          // before what it sent us last: read on to get that (e.g. a host's reject).
+          if (!reset_seen) {
+            reset_seen = true;
+            continue;
+          }
+          [[fallthrough]];
+        case base::Errc::kPeerGone:
+          *error = "peer closed the connection";
+          return Status::kPeerGone;
+        case base::Errc::kTruncated:
+          *error = "peer sent an oversized packet";
+          return Status::kProtocolError;
+        case base::Errc::kTooManyFds:
+          *error = "peer attached too many file descriptors";
+          return Status::kProtocolError;
+        default:
+          *error = n.error().message;
+          return n.code() == base::Errc::kClosed ? Status::kClosed : Status::kPeerGone;
       }
     }
-    if (n == 0 && packet->fds.empty()) {
+    if (*n == 0 && packet->fds.empty()) {
       // End of stream, or an empty packet from a live peer (malformed).
       if (peer_hung_up(socket)) {
         *error = "peer closed the connection";
@@ -130,15 +112,11 @@ Status recv_packet(int socket, Packet* packet, Deadline deadline, std::string* e
       *error = "peer sent an empty packet";
       return Status::kProtocolError;
     }
-    if ((msg.msg_flags & MSG_TRUNC) != 0 || static_cast<size_t>(n) > kMaxPacketBytes) {
+    if (*n > kMaxPacketBytes) {
       *error = "peer sent an oversized packet";
       return Status::kProtocolError;
     }
-    if ((msg.msg_flags & MSG_CTRUNC) != 0) {
-      *error = "peer attached too many file descriptors";
-      return Status::kProtocolError;
-    }
-    packet->size = static_cast<size_t>(n);
+    packet->size = *n;
     return Status::kOk;
   }
 }

@@ -10,7 +10,8 @@
 
 #include "bypass/transport/session.h"
 #include "bypass/transport/status.h"
-#include "bypass/transport/unique_fd.h"
+#include "bypass/base/fd_passing.h"
+#include "bypass/base/unique_fd.h"
 
 namespace bypass::transport::detail {
 
@@ -62,13 +63,13 @@ static_assert(sizeof(FdsPacket) == 24);
 inline constexpr size_t kMaxPacketBytes = 512;
 // Room for the kernel's per-message maximum (SCM_MAX_FD), so a peer that attaches too many
 // fds is detected (and they are closed) instead of truncating silently.
-inline constexpr size_t kMaxReceivedFds = 253;
+inline constexpr size_t kMaxReceivedFds = base::kMaxFdsPerMessage;
 
 // One received packet; fds are owned and closed unless moved out.
 struct Packet {
   std::byte bytes[kMaxPacketBytes + 8];
   size_t size = 0;
-  std::vector<UniqueFd> fds;
+  std::vector<base::UniqueFd> fds;
 };
 
 // Sends one packet, waiting (poll) while the socket buffer is full. kPeerGone if the peer

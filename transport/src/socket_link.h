@@ -4,16 +4,16 @@
 #pragma once
 
 #include "bypass/transport/link.h"
-#include "bypass/transport/unique_fd.h"
+#include "bypass/base/unique_fd.h"
 #include "region.h"
 
 namespace bypass::transport::detail {
 
 class SocketLink final : public Link {
  public:
-  SocketLink(UniqueFd socket, Mapping mapping) : socket_(std::move(socket)), mapping_(std::move(mapping)) {}
+  SocketLink(base::UniqueFd socket, base::Mapping mapping) : socket_(std::move(socket)), mapping_(std::move(mapping)) {}
 
-  std::span<std::byte> region() const override { return {mapping_.base(), mapping_.size()}; }
+  std::span<std::byte> region() const override { return {mapping_.data(), mapping_.size()}; }
   void wake(std::atomic<uint32_t>* word) override;
   bool sleep(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) override;
   bool peer_gone() override;
@@ -22,8 +22,8 @@ class SocketLink final : public Link {
   int socket() const override { return socket_.get(); }
 
  private:
-  UniqueFd socket_;
-  Mapping mapping_;
+  base::UniqueFd socket_;
+  base::Mapping mapping_;
 };
 
 }  // namespace bypass::transport::detail

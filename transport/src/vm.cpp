@@ -23,11 +23,11 @@
 #include "channel_impl.h"
 #include "handshake.h"
 #include "region.h"
-#include "text.h"
+#include "bypass/base/text.h"
 
 namespace bypass::transport {
 
-using detail::str_printf;
+using base::str_printf;
 using layout::VmDeviceHeader;
 using layout::VmSlot;
 
@@ -37,7 +37,7 @@ void set_error(std::string* error, std::string text) {
   if (error != nullptr) *error = std::move(text);
 }
 
-VmDeviceHeader* header_of(const detail::Mapping& m) { return reinterpret_cast<VmDeviceHeader*>(m.base()); }
+VmDeviceHeader* header_of(const base::Mapping& m) { return reinterpret_cast<VmDeviceHeader*>(m.data()); }
 
 void nap(std::chrono::nanoseconds d) {
   // A polling sleeper's naps are its wake-up latency: without this, the kernel's default timer
@@ -53,7 +53,7 @@ layout::VmHello to_vm_hello(const Hello& hello) {
   h.transport_version = kTransportVersion;
   h.protocol_version = hello.protocol_version;
   h.schema_hash = hello.schema_hash;
-  const std::string name = detail::printable(hello.peer_name, sizeof h.name);
+  const std::string name = base::printable(hello.peer_name, sizeof h.name);
   h.name_bytes = static_cast<uint32_t>(name.size());
   std::memcpy(h.name, name.data(), name.size());
   return h;
@@ -64,7 +64,7 @@ Hello from_vm_hello(const layout::VmHello& h, uint32_t* transport_version) {
   Hello out;
   out.protocol_version = h.protocol_version;
   out.schema_hash = h.schema_hash;
-  out.peer_name = detail::printable(std::string_view(h.name, std::min<size_t>(h.name_bytes, sizeof h.name)),
+  out.peer_name = base::printable(std::string_view(h.name, std::min<size_t>(h.name_bytes, sizeof h.name)),
                                     kMaxNameBytes);
   *transport_version = h.transport_version;
   return out;
@@ -101,11 +101,11 @@ bool check_geometry(const VmDeviceHeader& h, uint64_t size, Geometry* out, std::
 // process (a guest with two sessions maps its BAR twice otherwise; bypassd's workers inherit it).
 class VmLink final : public Link {
  public:
-  VmLink(std::shared_ptr<detail::Mapping> device, const Geometry& g, uint32_t slot, uint32_t generation, bool is_host)
+  VmLink(std::shared_ptr<base::Mapping> device, const Geometry& g, uint32_t slot, uint32_t generation, bool is_host)
       : device_(std::move(device)), slot_index_(slot), generation_(generation), is_host_(is_host) {
     header_ = header_of(*device_);
     slot_ = &header_->slots[slot];
-    std::byte* base = device_->base() + layout::kVmHeaderBytes + slot * g.slot_bytes;
+    std::byte* base = device_->data() + layout::kVmHeaderBytes + slot * g.slot_bytes;
     region_ = {base, g.region_bytes};
     heap_ = {base + g.heap_offset, g.slot_bytes - g.heap_offset};
     last_beat_ = peer_beat().load(std::memory_order_relaxed);
@@ -178,7 +178,7 @@ class VmLink final : public Link {
     }
   }
 
-  std::shared_ptr<detail::Mapping> device_;
+  std::shared_ptr<base::Mapping> device_;
   VmDeviceHeader* header_ = nullptr;
   VmSlot* slot_ = nullptr;
   const uint32_t slot_index_;
@@ -244,7 +244,7 @@ bool resolve_device(const std::string& endpoint, std::string* path, std::string*
 // Host
 
 struct VmDevice::Impl {
-  std::shared_ptr<detail::Mapping> mapping;
+  std::shared_ptr<base::Mapping> mapping;
   Geometry geometry;
   VmDeviceOptions options;
   detail::RegionLayout plan;
@@ -289,7 +289,7 @@ std::optional<VmDevice> VmDevice::create(const std::string& path, const VmDevice
                                 options.size, options.slots, options.ring_bytes));
     return std::nullopt;
   }
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) {
     set_error(error, str_printf("cannot open %s: %s", path.c_str(), std::strerror(errno)));
     return std::nullopt;
@@ -303,19 +303,20 @@ std::optional<VmDevice> VmDevice::create(const std::string& path, const VmDevice
     set_error(error, str_printf("cannot size %s to %" PRIu64 " bytes: %s", path.c_str(), options.size, std::strerror(errno)));
     return std::nullopt;
   }
-  void* base = ::mmap(nullptr, options.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (base == MAP_FAILED) {
-    set_error(error, str_printf("cannot map %s: %s", path.c_str(), std::strerror(errno)));
+  auto mapped = base::Mapping::map_shared(fd.get(), 0, options.size, /*writable=*/true);
+  if (!mapped) {
+    set_error(error, str_printf("cannot map %s: %s", path.c_str(), mapped.error().message.c_str()));
     return std::nullopt;
   }
   auto impl = std::make_unique<Impl>();
-  impl->mapping = std::make_shared<detail::Mapping>(static_cast<std::byte*>(base), options.size);
+  impl->mapping = std::make_shared<base::Mapping>(std::move(mapped).value());
   impl->geometry = g;
   impl->options = options;
   impl->plan = plan;
   // Every slot starts free: a guest of an earlier bypassd sees its session gone.
-  std::memset(base, 0, layout::kVmHeaderBytes);
-  auto* h = new (base) VmDeviceHeader{};
+  std::byte* header_bytes = impl->mapping->data();
+  std::memset(header_bytes, 0, layout::kVmHeaderBytes);
+  auto* h = new (header_bytes) VmDeviceHeader{};
   h->device_size = options.size;
   h->slot_count = g.slots;
   h->slot_bytes = g.slot_bytes;
@@ -379,11 +380,11 @@ std::optional<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine, 
   uint32_t guest_transport = 0;
   const Hello guest = from_vm_hello(copy, &guest_transport);
   Hello me = mine;
-  me.peer_name = detail::printable(mine.peer_name, kMaxNameBytes);
+  me.peer_name = base::printable(mine.peer_name, kMaxNameBytes);
   const layout::VmHello reply = to_vm_hello(me);
   std::memcpy(&slot.host_hello, &reply, sizeof reply);
   if (std::string text = detail::compare_versions(guest, guest_transport, me, kTransportVersion); !text.empty()) {
-    const std::string line = detail::printable(text, sizeof slot.reject_text);
+    const std::string line = base::printable(text, sizeof slot.reject_text);
     std::memcpy(slot.reject_text, line.data(), line.size());
     slot.reject_bytes = static_cast<uint32_t>(line.size());
     slot.state.store(layout::kSlotRejected, std::memory_order_release);
@@ -391,7 +392,7 @@ std::optional<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine, 
     return std::nullopt;
   }
   const Geometry& g = impl_->geometry;
-  std::byte* base = impl_->mapping->base() + layout::kVmHeaderBytes + slot_index * g.slot_bytes;
+  std::byte* base = impl_->mapping->data() + layout::kVmHeaderBytes + slot_index * g.slot_bytes;
   detail::write_region(impl_->plan, base);
   auto link = std::make_unique<VmLink>(impl_->mapping, g, slot_index, generation, true);
   // Release: the region and our hello are written before the guest sees Active.
@@ -407,7 +408,7 @@ std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine
                                   Deadline deadline) {
   std::string path;
   if (!resolve_device(endpoint, &path, error)) return std::nullopt;
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd) {
     set_error(error, str_printf("cannot open the device %s: %s", path.c_str(), std::strerror(errno)));
     return std::nullopt;
@@ -418,12 +419,12 @@ std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine
     return std::nullopt;
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (base == MAP_FAILED) {
-    set_error(error, str_printf("cannot map the device %s: %s", path.c_str(), std::strerror(errno)));
+  auto mapped = base::Mapping::map_shared(fd.get(), 0, size, /*writable=*/true);
+  if (!mapped) {
+    set_error(error, str_printf("cannot map the device %s: %s", path.c_str(), mapped.error().message.c_str()));
     return std::nullopt;
   }
-  auto mapping = std::make_shared<detail::Mapping>(static_cast<std::byte*>(base), size);
+  auto mapping = std::make_shared<base::Mapping>(std::move(mapped).value());
   fd.reset();
   auto* h = header_of(*mapping);
   VmDeviceHeader copy;
@@ -433,7 +434,7 @@ std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine
   Geometry g;
   if (!check_geometry(copy, size, &g, error)) return std::nullopt;
   Hello me = mine;
-  me.peer_name = detail::printable(mine.peer_name, kMaxNameBytes);
+  me.peer_name = base::printable(mine.peer_name, kMaxNameBytes);
   const layout::VmHello hello = to_vm_hello(me);
 
   // bypassd is alive if its heartbeat moves; noticed while we wait for a slot or an answer.
@@ -479,7 +480,7 @@ std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine
         const uint32_t n = std::min<uint32_t>(slot.reject_bytes, sizeof text);
         std::memcpy(text, slot.reject_text, n);
         slot.state.store(layout::kSlotFree, std::memory_order_release);
-        set_error(error, detail::printable(std::string_view(text, n), sizeof text));
+        set_error(error, base::printable(std::string_view(text, n), sizeof text));
         return std::nullopt;
       }
       if (state != layout::kSlotActive || slot.generation.load(std::memory_order_relaxed) != generation) {

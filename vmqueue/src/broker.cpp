@@ -17,6 +17,8 @@
 #include <optional>
 #include <set>
 
+#include "bypass/base/mapping.h"
+#include "bypass/base/unix_socket.h"
 #include "bypass/transport/session.h"
 #include "bypass/vmqueue/os.h"
 #include "page_pool.h"
@@ -53,9 +55,9 @@ struct LazyMessage {
 struct DomainEntry {
   uint32_t id = 0;
   std::string name;
-  os::PeerCred cred;
+  base::PeerCredentials cred;
   std::optional<transport::Channel> channel;  // set-up messages and fds; its socket tells death
-  os::Mapping region;
+  base::Mapping region;
   SlotRing<Record> requests;  // broker consumes
   SlotRing<Record> replies;   // broker produces
   SlotRing<Record> queue;     // broker produces: this domain's inbound VM queue
@@ -86,14 +88,14 @@ struct DomainEntry {
 struct Broker::Impl {
   BrokerOptions options;
   PagePool pools[2];
-  os::Fd pool_fds[2];
-  os::Mapping huge_reservation;  // keeps the hugetlb pages reserved for the pool's lifetime
+  base::UniqueFd pool_fds[2];
+  base::Mapping huge_reservation;  // keeps the hugetlb pages reserved for the pool's lifetime
   bool hugetlb = false;
   std::optional<transport::Listener> listener;
-  os::Fd epoll;
+  base::UniqueFd epoll;
   os::Kick stop_kick;
   os::Kick broker_kick;  // every domain holds this fd; kicked when we announced sleep
-  os::Fd timer;
+  base::UniqueFd timer;
   std::map<uint32_t, std::unique_ptr<DomainEntry>> domains;
   std::map<std::string, uint32_t> by_name;
   uint32_t next_id = 1;
@@ -104,49 +106,64 @@ struct Broker::Impl {
     std::atomic<uint64_t> connected{0}, live{0}, messages{0}, pages{0}, timer_flushes{0}, protocol{0};
   } counters;
 
-  explicit Impl(BrokerOptions o) : options(std::move(o)) {
-    if (options.pages_4k == 0 && options.pages_2m == 0) throw std::runtime_error("vmqueue broker: empty page pools");
+  explicit Impl(BrokerOptions o) : options(std::move(o)) {}
+
+  // Creates the pools, binds the socket and sets up the event loop.
+  base::Result<void> init() {
+    if (options.pages_4k == 0 && options.pages_2m == 0) {
+      return base::make_error(base::Errc::kInvalidArgument, "vmqueue broker: empty page pools");
+    }
     pools[0] = PagePool(options.pages_4k);
     pools[1] = PagePool(options.pages_2m);
-    pool_fds[0] = os::make_memfd("vmq-pool-4k", size_t{options.pages_4k} * 4096);
+    auto pool_4k = os::make_memfd("vmq-pool-4k", size_t{options.pages_4k} * 4096);
+    if (!pool_4k) return pool_4k.error();
+    pool_fds[0] = std::move(pool_4k).value();
     size_t huge_size = size_t{options.pages_2m} * page_bytes(PageSize::k2M);
     if (options.hugetlb && huge_size > 0) {
-      try {
-        os::Fd fd = os::make_memfd("vmq-pool-2m", huge_size, true);
-        // Mapping the whole file reserves its huge pages now, so a domain's later mmap of any
-        // part cannot fail for lack of them. The broker never touches the bytes.
-        void* p = ::mmap(nullptr, huge_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-        if (p != MAP_FAILED) {
-          huge_reservation = os::Mapping(p, huge_size);
-          pool_fds[1] = std::move(fd);
+      // Mapping the whole file reserves its huge pages now, so a domain's later mmap of any
+      // part cannot fail for lack of them. The broker never touches the bytes. Without huge
+      // pages reserved either step fails, and the fallback below takes over.
+      if (auto fd = os::make_memfd("vmq-pool-2m", huge_size, true)) {
+        if (auto reservation = base::Mapping::map_shared(fd->get(), 0, huge_size, /*writable=*/true)) {
+          huge_reservation = std::move(reservation).value();
+          pool_fds[1] = std::move(fd).value();
           hugetlb = true;
         }
-      } catch (const std::system_error&) {
       }
     }
-    if (!hugetlb) pool_fds[1] = os::make_memfd("vmq-pool-2m-fallback", std::max<size_t>(huge_size, 4096));
+    if (!hugetlb) {
+      auto fallback = os::make_memfd("vmq-pool-2m-fallback", std::max<size_t>(huge_size, 4096));
+      if (!fallback) return fallback.error();
+      pool_fds[1] = std::move(fallback).value();
+    }
     std::string error;
     listener = transport::Listener::listen(options.socket_path, &error);
-    if (!listener) throw std::runtime_error("vmqueue broker: " + error);
-    epoll = os::Fd(::epoll_create1(EPOLL_CLOEXEC));
-    if (!epoll) os::throw_errno("epoll_create1");
-    stop_kick = os::Kick::create();
-    broker_kick = os::Kick::create();
-    timer = os::Fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-    if (!timer) os::throw_errno("timerfd_create");
-    watch(listener->fd(), epoll_key(Tag::kListen), EPOLLIN);
-    watch(stop_kick.fd(), epoll_key(Tag::kStop), EPOLLIN);
-    watch(broker_kick.fd(), epoll_key(Tag::kKick), EPOLLIN);
-    watch(timer.get(), epoll_key(Tag::kTimer), EPOLLIN);
+    if (!listener) return base::make_error(base::Errc::kIo, "vmqueue broker: " + error);
+    epoll = base::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll) return base::errno_error(base::Errc::kIo, "epoll_create1", errno);
+    auto stop = os::Kick::create();
+    if (!stop) return stop.error();
+    stop_kick = std::move(stop).value();
+    auto kick = os::Kick::create();
+    if (!kick) return kick.error();
+    broker_kick = std::move(kick).value();
+    timer = base::UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!timer) return base::errno_error(base::Errc::kIo, "timerfd_create", errno);
+    for (auto [fd, tag] : {std::pair{listener->fd(), Tag::kListen}, std::pair{stop_kick.fd(), Tag::kStop},
+                           std::pair{broker_kick.fd(), Tag::kKick}, std::pair{timer.get(), Tag::kTimer}}) {
+      if (auto watched = watch(fd, epoll_key(tag), EPOLLIN); !watched) return watched;
+    }
+    return {};
   }
 
   // ~Listener removes the socket file.
 
-  void watch(int fd, uint64_t key, uint32_t events) {
+  base::Result<void> watch(int fd, uint64_t key, uint32_t events) {
     epoll_event ev{};
     ev.events = events;
     ev.data.u64 = key;
-    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) os::throw_errno("epoll_ctl");
+    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return base::errno_error(base::Errc::kIo, "epoll_ctl", errno);
+    return {};
   }
 
   void log(const char* fmt, auto... args) {
@@ -186,7 +203,9 @@ struct Broker::Impl {
     wire::Welcome welcome;
     auto refuse = [&](Errc errc) {
       welcome.status = static_cast<uint32_t>(errc);
-      channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline);
+      // The domain is refused whether or not it hears why; a domain gone already is no news.
+      if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) != transport::Status::kOk)
+        log("the refusal did not reach the domain");
     };
     if (hello.magic != wire::kMagic || hello.version != wire::kVersion) {
       log("refused a domain speaking version %u (host speaks %u)", hello.version, wire::kVersion);
@@ -202,18 +221,27 @@ struct Broker::Impl {
     auto d = std::make_unique<DomainEntry>();
     d->id = next_id++;
     d->name = name;
-    d->cred = os::PeerCred{static_cast<int>(channel->peer_pid()), channel->peer_uid(), channel->peer_gid()};
+    d->cred = base::PeerCredentials{channel->peer_pid(), channel->peer_uid(), channel->peer_gid()};
     d->options.capacity = hello.queue_capacity;
     d->options.default_delivery = static_cast<Delivery>(hello.default_delivery);
     if (d->options.default_delivery == Delivery::kQueueDefault) d->options.default_delivery = Delivery::kImmediate;
     d->options.lazy_delay = std::chrono::microseconds(hello.lazy_delay_us);
     wire::RegionLayout layout = wire::region_layout(hello.queue_capacity);
-    os::Fd region_fd = os::make_memfd("vmq-domain", layout.size);
-    d->region = os::map_shared(region_fd.get(), layout.size);
+    // This host cannot serve the domain now (memory, fds): the domain hears kNoPages, vmqd goes on.
+    auto region_fd = os::make_memfd("vmq-domain", layout.size);
+    auto region = region_fd ? base::Mapping::map_shared(region_fd->get(), 0, layout.size, /*writable=*/true)
+                            : base::Result<base::Mapping>(region_fd.error());
+    auto domain_kick = os::Kick::create();
+    if (!region || !domain_kick) {
+      log("cannot set up domain '%s': %s", name.c_str(),
+          std::string(!region ? region.message() : domain_kick.message()).c_str());
+      return refuse(Errc::kNoPages);
+    }
+    d->region = std::move(region).value();
     d->requests = SlotRing<Record>(d->region.data() + layout.request_offset, wire::kRequestSlots, true);
     d->replies = SlotRing<Record>(d->region.data() + layout.reply_offset, wire::kReplySlots, true);
     d->queue = SlotRing<Record>(d->region.data() + layout.queue_offset, hello.queue_capacity, true);
-    d->kick = os::Kick::create();
+    d->kick = std::move(domain_kick).value();
 
     welcome.domain_id = d->id;
     welcome.region_size = layout.size;
@@ -223,7 +251,7 @@ struct Broker::Impl {
     welcome.huge_backing =
         static_cast<uint8_t>(hugetlb ? wire::HugeBacking::kHugetlb : wire::HugeBacking::kShmemFallback);
     int fds[wire::kWelcomeFds];
-    fds[wire::kFdRegion] = region_fd.get();
+    fds[wire::kFdRegion] = region_fd->get();
     fds[wire::kFdPool4K] = pool_fds[0].get();
     fds[wire::kFdPool2M] = pool_fds[1].get();
     fds[wire::kFdBrokerKick] = broker_kick.fd();
@@ -232,10 +260,14 @@ struct Broker::Impl {
         channel->send_fds(wire::kWelcomeFdTag, fds) != transport::Status::kOk)
       return;
     d->channel = std::move(channel);
-    // Only hang-ups matter: after set-up nothing more travels on the session.
-    watch(d->channel->socket_fd(), epoll_key(Tag::kDomain, d->id), EPOLLRDHUP);
-    log("domain %u '%s' connected (pid %d uid %u), queue capacity %u", d->id, name.c_str(), d->cred.pid,
-        d->cred.uid, hello.queue_capacity);
+    // Only hang-ups matter: after set-up nothing more travels on the session. Unwatched, a dead
+    // domain would never be noticed: refuse it instead.
+    if (auto watched = watch(d->channel->socket_fd(), epoll_key(Tag::kDomain, d->id), EPOLLRDHUP); !watched) {
+      log("cannot watch domain '%s': %s", name.c_str(), std::string(watched.message()).c_str());
+      return;
+    }
+    log("domain %u '%s' connected (pid %d uid %u), queue capacity %u", d->id, name.c_str(), static_cast<int>(d->cred.pid),
+        static_cast<unsigned>(d->cred.uid), hello.queue_capacity);
     by_name[name] = d->id;
     uint32_t id = d->id;
     domains[id] = std::move(d);
@@ -598,7 +630,7 @@ struct Broker::Impl {
     return work;
   }
 
-  void run() {
+  base::Result<void> run() {
     constexpr int kMaxEvents = 32;
     epoll_event events[kMaxEvents];
     while (!stopping.load(std::memory_order_acquire)) {
@@ -617,7 +649,7 @@ struct Broker::Impl {
       int n = ::epoll_wait(epoll.get(), events, kMaxEvents, -1);
       if (n < 0) {
         if (errno == EINTR) continue;
-        os::throw_errno("epoll_wait");
+        return base::errno_error(base::Errc::kIo, "epoll_wait", errno);
       }
       for (int i = 0; i < n; ++i) {
         auto tag = static_cast<Tag>(events[i].data.u64 >> 32);
@@ -632,13 +664,20 @@ struct Broker::Impl {
       }
       arm_timer();
     }
+    return {};
   }
 };
 
-Broker::Broker(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+base::Result<std::unique_ptr<Broker>> Broker::create(BrokerOptions options) {
+  auto impl = std::make_unique<Impl>(std::move(options));
+  if (auto ready = impl->init(); !ready) return ready.error();
+  return std::unique_ptr<Broker>(new Broker(std::move(impl)));
+}
+
+Broker::Broker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Broker::~Broker() = default;
 
-void Broker::run() { impl_->run(); }
+base::Result<void> Broker::run() { return impl_->run(); }
 
 void Broker::stop() {
   impl_->stopping.store(true, std::memory_order_release);  // pairs with run()'s acquire load

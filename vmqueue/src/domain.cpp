@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 
+#include "bypass/base/mapping.h"
 #include "bypass/transport/session.h"
 #include "bypass/vmqueue/os.h"
 #include "page_pool.h"
@@ -38,8 +39,8 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   Identity self;
   std::optional<transport::Channel> channel;  // the session with the broker (set-up, death)
   int sock = -1;                               // its socket, polled for the broker's death
-  os::Mapping region;
-  os::Fd pool_fds[2];
+  base::Mapping region;
+  base::UniqueFd pool_fds[2];
   uint32_t pool_pages[2] = {0, 0};
   os::Kick broker_kick;
   os::Kick kick;
@@ -291,7 +292,7 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   hello.lazy_delay_us = static_cast<uint32_t>(options.lazy_delay.count());
   hello.default_delivery = static_cast<uint8_t>(options.default_delivery);
   wire::Welcome welcome;
-  std::vector<os::Fd> fds;
+  std::vector<base::UniqueFd> fds;
   transport::Message msg;
   if (channel->send(wire::kSessionHello, std::as_bytes(std::span(&hello, 1)), deadline) != transport::Status::kOk ||
       channel->recv(msg, deadline) != transport::Status::kOk)
@@ -310,11 +311,9 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   wire::RegionLayout layout = wire::region_layout(welcome.queue_capacity);
   if (fds.size() != wire::kWelcomeFds || welcome.region_size != layout.size || welcome.queue_capacity != options.capacity)
     return Errc::kProtocol;
-  try {
-    s->region = os::map_shared(fds[wire::kFdRegion].get(), layout.size);
-  } catch (const std::exception&) {
-    return Errc::kProtocol;
-  }
+  auto region = base::Mapping::map_shared(fds[wire::kFdRegion].get(), 0, layout.size, /*writable=*/true);
+  if (!region) return Errc::kProtocol;  // not the region the welcome described
+  s->region = std::move(region).value();
   s->requests = SlotRing<Record>(s->region.data() + layout.request_offset, wire::kRequestSlots);
   s->replies = SlotRing<Record>(s->region.data() + layout.reply_offset, wire::kReplySlots);
   s->queue = SlotRing<Record>(s->region.data() + layout.queue_offset, welcome.queue_capacity);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "bypass/base/socket_path.h"
 #include "bypass/vmqueue/domain.h"
 
 using namespace bypass::vmqueue;
@@ -205,7 +206,7 @@ int run_writer(const std::string& socket, const std::string& name, const std::st
 int main(int argc, char** argv) {
   CLI::App app{"vmq-pipeline: read -> transform -> write, three domains passing pages over VM queues"};
   app.require_subcommand(1);
-  std::string socket = "/run/bypass/vmq.sock";
+  std::string socket = bypass::base::default_socket_path("vmq.sock");
   app.add_option("-s,--socket", socket, "vmqd socket")->capture_default_str();
   // Each subcommand gets its own variables: CLI11 applies default_val() at definition time.
   std::string r_name, r_next, t_name, t_prev, t_next, w_name, w_prev, input, output, mode = "compress";

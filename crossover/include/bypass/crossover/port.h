@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "bypass/crossover/layout.h"
-#include "bypass/vmqueue/os.h"
+#include "bypass/base/unique_fd.h"
 
 namespace bypass::crossover {
 

@@ -5,11 +5,10 @@
 #include <string>
 
 #include "bypass/crossover/detector.h"
-#include "bypass/vmqueue/os.h"
+#include "bypass/base/result.h"
+#include "bypass/base/unique_fd.h"
 
 namespace bypass::crossover {
-
-using vmqueue::os::Fd;
 
 struct TapConfig {
   std::string name = "xo0";
@@ -21,25 +20,28 @@ struct TapConfig {
 };
 
 // Creates a TAP device in the calling thread's network namespace, configures it and brings it
-// up. The device lives as long as the returned fd. Throws std::system_error.
-Fd create_tap(const TapConfig& config);
+// up. The device lives as long as the returned fd. The error names the step that failed.
+base::Result<base::UniqueFd> create_tap(const TapConfig& config);
 // The device's MAC address.
-Mac tap_mac(const std::string& name);
+base::Result<Mac> tap_mac(const std::string& name);
 
 // Opens /run/netns/NAME (what `ip netns add NAME` creates).
-Fd open_netns(const std::string& name);
+base::Result<base::UniqueFd> open_netns(const std::string& name);
 bool netns_exists(const std::string& name);
 
 // Moves the calling thread into a network namespace and back on destruction.
 class NetnsScope {
  public:
-  explicit NetnsScope(const std::string& name);
+  static base::Result<NetnsScope> enter(const std::string& name);
   ~NetnsScope();
+  NetnsScope(NetnsScope&&) = default;
+  NetnsScope& operator=(NetnsScope&&) = delete;
   NetnsScope(const NetnsScope&) = delete;
   NetnsScope& operator=(const NetnsScope&) = delete;
 
  private:
-  Fd original_;
+  explicit NetnsScope(base::UniqueFd original) : original_(std::move(original)) {}
+  base::UniqueFd original_;  // where to go back; empty once moved from
 };
 
 }  // namespace bypass::crossover

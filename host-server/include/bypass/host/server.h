@@ -52,8 +52,8 @@ class Server {
     uint64_t id;
     pid_t pid;
     uid_t uid;
-    EndKind kind;
-    std::string reason;
+    EndReason reason;
+    std::string detail;
     uint64_t objects_left;
     uint64_t records;
   };
@@ -63,7 +63,7 @@ class Server {
   // Heartbeat, stale slots, and a worker for every slot a guest requested.
   void serve_vms();
   bool start_vm_worker(int vm, uint32_t slot);
-  bool start_worker(transport::UniqueFd conn, const ucred& peer);
+  bool start_worker(base::UniqueFd conn, const ucred& peer);
   void reap();
   void finish(Worker& w);
   void shut_down();
@@ -71,7 +71,7 @@ class Server {
   // same poll loop; a client that says nothing is dropped after kControlDeadline and never
   // holds up an accept.
   struct ControlClient {
-    transport::UniqueFd fd;
+    base::UniqueFd fd;
     ucred peer{};
     std::chrono::steady_clock::time_point deadline;
   };

@@ -14,14 +14,16 @@
 #include <unordered_map>
 #include <vector>
 
-#include "bypass/transport/session.h"
-#include "bypass/wire/protocol.h"
-#include "commands.h"
 #include "bypass/host/device_heap.h"
+#include "bypass/host/end_reason.h"
+#include "bypass/host/gen/handwritten.h"
 #include "bypass/host/guest_view.h"
-#include "bypass/memshare/types.h"
 #include "bypass/host/object_table.h"
 #include "bypass/host/validate.h"
+#include "bypass/memshare/types.h"
+#include "bypass/transport/session.h"
+#include "bypass/wire/host_context.h"
+#include "bypass/wire/protocol.h"
 
 namespace bypass::host {
 
@@ -84,10 +86,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // Asks the loop to stop (server shutdown); returns at once. Any thread.
   void stop();
   uint64_t id() const { return id_; }
-  // Why and how it ended; read after run() returned, by its thread.
-  const std::string& end_reason() const { return end_reason_; }
-  bool ended_by_guest() const { return end_by_guest_; }    // it left or disconnected
-  bool ended_by_server() const { return end_by_server_; }  // bypassd asked it to stop
+  // Why it ended, and the detail (which command, what): read once finished(); the session
+  // thread writes them before run() returns.
+  EndReason end_reason() const { return end_reason_; }
+  const std::string& end_detail() const { return end_detail_; }
   bool finished() const { return finished_.load(std::memory_order_acquire); }  // any thread
 
   // ---- for the hand-written handlers (instance.cpp, device.cpp, memory.cpp, sync.cpp,
@@ -157,6 +159,8 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
 
   size_t object_count() const;
+  // Records why the session ends (the first reason given wins); returns false.
+  bool end(EndReason reason, std::string detail);
   bool process_batch(const std::byte* data, size_t size);
   void waiter_main();
   void finish_pending(uint64_t seq);
@@ -226,9 +230,8 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   bool record_blocks_ = false;
   std::vector<uint64_t> record_handles_;
   std::string refusal_;  // refuse_new_id's last reason
-  std::string end_reason_;
-  bool end_by_guest_ = false;
-  bool end_by_server_ = false;
+  EndReason end_reason_ = EndReason::kNone;  // others read it (and the detail) once finished()
+  std::string end_detail_;
   std::thread::id session_thread_;  // run()'s thread; written before any waiter exists
 
   // ---- dispatch tables: written by the session thread only, under dispatch_mu_; read by it
@@ -250,9 +253,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 
   // ---- replies: any thread, under reply_mu_ (the reply ring has one producer at a time)
   std::mutex reply_mu_;
-  // Set when a reply could not be sent within --send-timeout: the guest stopped reading. The
-  // decoder loop ends the session with it.
-  std::string send_failure_;
+  // Set when a reply could not be sent within --send-timeout (the guest stopped reading) or at
+  // all. The decoder loop ends the session with it.
+  EndReason send_failure_ = EndReason::kNone;
+  std::string send_failure_detail_;
 
   // ---- blocking calls: the session thread queues them, waiter threads run them; all under
   // jobs_mu_ except waiters_, which only the session thread touches (it joins them).
@@ -282,11 +286,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 };
 
 // Hand-written handlers, one registration function per object file.
-void register_instance_handlers(wire::Handlers& h);
-void register_device_handlers(wire::Handlers& h);
-void register_memory_handlers(wire::Handlers& h);
 void register_sync_handlers(wire::Handlers& h);
-void register_submit_handlers(wire::Handlers& h);
 void register_validate_handlers(wire::Handlers& h);
 
 }  // namespace bypass::host

@@ -17,7 +17,7 @@
 #include "bypass/memshare/error.h"
 #include "bypass/memshare/region.h"
 #include "bypass/memshare/types.h"
-#include "bypass/memshare/unique_fd.h"
+#include "bypass/base/unique_fd.h"
 
 namespace bypass::memshare {
 
@@ -118,7 +118,7 @@ class Client {
   // Connects to a service socket and registers; `label` shows in the service's log.
   static Result<Client> connect(const std::string& socket_path, std::string_view label = "domain");
   // Registers over an already connected SOCK_SEQPACKET socket.
-  static Result<Client> adopt(UniqueFd socket, std::string_view label = "domain");
+  static Result<Client> adopt(base::UniqueFd socket, std::string_view label = "domain");
 
   Client(Client&&) noexcept = default;
   Client& operator=(Client&&) noexcept = default;

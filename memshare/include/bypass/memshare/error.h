@@ -1,12 +1,13 @@
 // Precise errors for memshare: every failure names one of a small set of codes plus a message
-// that says which name, domain or range was involved.
+// that says which name, domain or range was involved. The codes travel on memshare's wire
+// (uint32), so their values are fixed.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <variant>
+
+#include "bypass/base/result.h"
 
 namespace bypass::memshare {
 
@@ -25,54 +26,21 @@ enum class Errc : uint32_t {
   kDisconnected = 11,   // the service connection is closed
 };
 
-std::string_view errc_name(Errc code);
+// Names a code ("unknown name"); messages start with it.
+std::string_view to_string(Errc code);
 
-struct Error {
-  Errc code = Errc::kOk;
-  std::string message;
-};
-
-// Builds an Error whose message is prefixed with the code's name.
-Error make_error(Errc code, std::string message);
-// kIo error carrying strerror(errno_value).
-Error io_error(std::string_view what, int errno_value);
-
-// A value or an Error (std::expected is C++23; this is the small subset we need).
+// The one result shape (bypass/base/result.h) with memshare's codes.
+using Error = base::Error<Errc>;
 template <typename T>
-class [[nodiscard]] Result {
- public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(Error error) : v_(std::move(error)) {}  // NOLINT
+using Result = base::Result<T, Errc>;
 
-  bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  T& operator*() & { return value(); }
-  T* operator->() { return &std::get<0>(v_); }
-  const T* operator->() const { return &std::get<0>(v_); }
-  const Error& error() const { return std::get<1>(v_); }
-  Errc code() const { return ok() ? Errc::kOk : error().code; }
-
- private:
-  std::variant<T, Error> v_;
-};
-
-template <>
-class [[nodiscard]] Result<void> {
- public:
-  Result() = default;
-  Result(Error error) : error_(std::move(error)) {}  // NOLINT
-  bool ok() const { return error_.code == Errc::kOk; }
-  explicit operator bool() const { return ok(); }
-  void value() const {}
-  const Error& error() const { return error_; }
-  Errc code() const { return error_.code; }
-
- private:
-  Error error_;
-};
+// An Error whose message is prefixed with the code's name.
+inline Error make_error(Errc code, std::string_view message) { return base::make_error(code, message); }
+// kIo error carrying strerror(errno_value).
+inline Error io_error(std::string_view what, int errno_value) { return base::errno_error(Errc::kIo, what, errno_value); }
+// A base/ (OS plumbing) error under memshare's codes: a closed peer is kDisconnected, a
+// malformed message kProtocol, a bad argument kInvalidArgument, the rest kIo.
+Error from_base(const base::Error<base::Errc>& error);
 
 inline Result<void> ok_result() { return {}; }
 

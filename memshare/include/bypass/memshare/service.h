@@ -11,7 +11,7 @@
 #include "bypass/memshare/error.h"
 #include "bypass/memshare/image_endpoint.h"
 #include "bypass/memshare/types.h"
-#include "bypass/memshare/unique_fd.h"
+#include "bypass/base/unique_fd.h"
 
 namespace bypass::memshare {
 
@@ -48,10 +48,10 @@ class Service {
   // Creates a listening socket at `path` and accepts domains on a thread.
   Result<void> listen(const std::string& path);
   // Accepts domains on an already listening SOCK_SEQPACKET socket.
-  Result<void> serve(UniqueFd listening_socket);
+  Result<void> serve(base::UniqueFd listening_socket);
   // Serves one domain on an already connected SOCK_SEQPACKET socket (e.g. a session socket
   // bypassd accepted). Returns the domain id the domain will be told at registration.
-  Result<DomainId> adopt(UniqueFd connected_socket);
+  Result<DomainId> adopt(base::UniqueFd connected_socket);
   // A Client for the calling process (the host) over a socket pair served by this service.
   Result<Client> connect_local(std::string label = "host");
 

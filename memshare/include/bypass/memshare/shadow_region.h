@@ -64,9 +64,9 @@ class ShadowRegion {
   std::byte* writable_view() const { return alias_.valid() ? alias_.data() : data(); }
   bool writes_need_discard() const { return !alias_.valid() || method() == TrackingMethod::kHash; }
 
-  UniqueFd fd_;
-  MappedMemory tracked_;  // the view handed out (empty when wrapping caller memory)
-  MappedMemory alias_;    // untracked view for barrier writes (create() only)
+  base::UniqueFd fd_;
+  base::Mapping tracked_;  // the view handed out (empty when wrapping caller memory)
+  base::Mapping alias_;    // untracked view for barrier writes (create() only)
   std::unique_ptr<DirtyTracker> tracker_;
   std::vector<PageRange> scratch_;
 };

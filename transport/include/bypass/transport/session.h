@@ -20,7 +20,7 @@
 
 #include "bypass/transport/channel.h"
 #include "bypass/transport/status.h"
-#include "bypass/transport/unique_fd.h"
+#include "bypass/base/unique_fd.h"
 
 namespace bypass::transport {
 
@@ -48,29 +48,23 @@ std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, s
 
 // Both handshake halves over an already connected SOCK_SEQPACKET UNIX socket (e.g. one end of
 // make_socket_pair() after fork()). They take ownership of the socket.
-std::optional<Channel> connect_socket(UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline);
-std::optional<Channel> accept_socket(UniqueFd socket, const Hello& mine, const SessionOptions& options,
+std::optional<Channel> connect_socket(base::UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline);
+std::optional<Channel> accept_socket(base::UniqueFd socket, const Hello& mine, const SessionOptions& options,
                                      std::string* error, Deadline deadline);
 
 // Host side: refuses a connection before its handshake (a limit, the access policy). The guest's
 // connect() fails with `text` as its error. Best effort: the guest may already be gone.
-void reject_connection(UniqueFd socket, const std::string& text);
+void reject_connection(base::UniqueFd socket, const std::string& text);
 
-// SO_PEERCRED of a connected UNIX socket (pid -1 and uid/gid -1 when unknown).
+// SO_PEERCRED of a connected UNIX socket (pid -1 and uid/gid -1 when unknown), as a Channel
+// reports it; base::peer_credentials underneath.
 ucred peer_credentials_of(int socket);
 
-// Where a server listens and a guest connects when nothing is configured: the system service's
-// socket for root, else $XDG_RUNTIME_DIR/bypass/bypassd.sock, else /tmp/bypass-UID/bypassd.sock.
-inline constexpr const char* kSystemSocketPath = "/run/bypass/bypassd.sock";
-std::string default_socket_path();
-
-// Makes the socket's directory (mode `mode`) or checks the one there: it must be ours or root's
-// and not writable by others without the sticky bit, so nobody else can put a socket of theirs
-// where our guests look. False with *error naming the directory and what is wrong.
-bool secure_socket_dir(const std::string& socket_path, mode_t mode, std::string* error);
-
-// A connected SOCK_SEQPACKET pair (close-on-exec), for fork-based tests and tools.
-bool make_socket_pair(UniqueFd* first, UniqueFd* second, std::string* error);
+// Where a server listens and a guest connects when nothing is configured:
+// base::default_socket_path(kSocketName) (/run/bypass/bypassd.sock for root; see
+// bypass/base/socket_path.h). Servers check the directory with base::secure_socket_dir, and a
+// socket pair for fork-based tests comes from base::socket_pair.
+inline constexpr const char* kSocketName = "bypassd.sock";
 
 // Both endpoints of one session in this process (handshake run on a helper thread).
 struct ChannelPair {
@@ -102,12 +96,12 @@ class Listener {
   // Only the accept(2) half: the connected socket, or an invalid fd with *error. A server
   // that must not let one slow guest hold up the others hands the socket to accept_socket()
   // on a session thread.
-  UniqueFd accept_connection(std::string* error, Deadline deadline);
+  base::UniqueFd accept_connection(std::string* error, Deadline deadline);
 
  private:
-  Listener(UniqueFd fd, std::string path, dev_t dev, ino_t ino);
+  Listener(base::UniqueFd fd, std::string path, dev_t dev, ino_t ino);
   void remove_socket_file();
-  UniqueFd fd_;
+  base::UniqueFd fd_;
   std::string path_;  // filesystem path, empty for abstract sockets
   dev_t dev_ = 0;     // identity of the socket file we created, so ~Listener removes only it
   ino_t ino_ = 0;

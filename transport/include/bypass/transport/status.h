@@ -5,7 +5,8 @@
 
 namespace bypass::transport {
 
-enum class Status {
+// [[nodiscard]]: a Status dropped on the floor is a failure nobody handled; the build refuses it.
+enum class [[nodiscard]] Status {
   kOk,
   kTimeout,        // the deadline passed first; nothing was lost, the call may be retried
   kPeerGone,       // the peer's socket end closed without a goodbye (crash, SIGKILL, exit)

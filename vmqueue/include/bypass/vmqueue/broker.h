@@ -9,6 +9,8 @@
 #include <memory>
 #include <string>
 
+#include "bypass/base/result.h"
+
 namespace bypass::vmqueue {
 
 struct BrokerOptions {
@@ -31,19 +33,21 @@ struct BrokerStats {
 
 class Broker {
  public:
-  // Creates the pools and binds the socket. Throws std::system_error / std::runtime_error.
-  explicit Broker(BrokerOptions options);
+  // Creates the pools and binds the socket; the error names what failed.
+  static base::Result<std::unique_ptr<Broker>> create(BrokerOptions options);
   ~Broker();
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
-  void run();
+  // Serves until stop(); an error only when the event loop itself fails (epoll_wait).
+  base::Result<void> run();
   void stop();
   // A snapshot; safe from any thread.
   BrokerStats stats() const;
 
  private:
   struct Impl;
+  explicit Broker(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,11 +1,12 @@
-// An owned file descriptor: closed exactly once, movable, never copied.
+// An owned file descriptor: closed exactly once, movable, never copied. The one fd owner of
+// every part (transport, memshare, vmqueue, crossover, the host and the ICD).
 #pragma once
 
 #include <unistd.h>
 
 #include <utility>
 
-namespace bypass::transport {
+namespace bypass::base {
 
 class UniqueFd {
  public:
@@ -24,7 +25,7 @@ class UniqueFd {
   bool valid() const { return fd_ >= 0; }
   explicit operator bool() const { return valid(); }
   // Gives up ownership without closing.
-  int release() { return std::exchange(fd_, -1); }
+  [[nodiscard]] int release() { return std::exchange(fd_, -1); }
   void reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
@@ -34,4 +35,4 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-}  // namespace bypass::transport
+}  // namespace bypass::base

@@ -1,9 +1,10 @@
-#include "text.h"
+#include "bypass/base/text.h"
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 
-namespace bypass::transport::detail {
+namespace bypass::base {
 
 std::string str_printf(const char* format, ...) {
   va_list args;
@@ -29,4 +30,4 @@ std::string printable(std::string_view text, size_t max_bytes) {
   return out;
 }
 
-}  // namespace bypass::transport::detail
+}  // namespace bypass::base

@@ -1,2 +1,0 @@
-// Replaced as the base library gains its first source file.
-namespace bypass::base {}

@@ -66,12 +66,12 @@ std::unique_ptr<Connection> Connection::open(std::string* error) {
   // accepted and must start the session's worker, which a loaded host was seen to take over 1 s.
   // A VM's request is seen by bypassd's polling loop and a worker it forks: at least 5 s.
   const bool vm = endpoint.starts_with("ivshmem:");
-  auto ch = vm ? transport::connect_vm(endpoint, hello, error,
+  auto ch = vm ? transport::connect_vm(endpoint, hello,
                                        transport::deadline_after(std::max<std::chrono::milliseconds>(
                                            connect_timeout(), std::chrono::seconds(5))))
-               : transport::connect(endpoint, hello, error, transport::deadline_after(connect_timeout()));
+               : transport::connect(endpoint, hello, transport::deadline_after(connect_timeout()));
   if (!ch) {
-    *error = "cannot reach bypassd at " + endpoint + ": " + *error;
+    *error = "cannot reach bypassd at " + endpoint + ": " + ch.error().message;
     return nullptr;
   }
   // Across a VM boundary there is no peer uid to check: whoever may map the device is trusted.

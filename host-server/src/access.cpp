@@ -77,7 +77,7 @@ std::optional<AccessPolicy> AccessPolicy::from_config(const ServerConfig& config
   return p;
 }
 
-std::string AccessPolicy::check(int socket, const ucred& cred) const {
+std::string AccessPolicy::check(int socket, const base::PeerCredentials& cred) const {
   if (cred.uid == static_cast<uid_t>(-1)) return "bypassd refused the connection: the peer's credentials are unknown";
   if (privileged(cred.uid) || uids_.count(cred.uid)) return {};
   if (!gids_.empty())

@@ -79,12 +79,12 @@ void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig
   opts.ring_bytes = config.ring_bytes;
   opts.max_message = config.max_message;
   const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, "bypassd"};
-  std::string error;
-  auto channel = transport::accept_socket(std::move(connection), hello, opts, &error,
-                                          transport::deadline_after(std::chrono::milliseconds(config.handshake_timeout_ms)));
+  auto channel =
+      transport::accept_socket(std::move(connection), hello, opts,
+                               transport::deadline_after(std::chrono::milliseconds(config.handshake_timeout_ms)));
   if (!channel) {
-    spdlog::warn("session {}: refused a guest: {}", id, error);
-    finish(report, EndKind::kHandshake, error);
+    spdlog::warn("session {}: refused a guest: {}", id, channel.error().message);
+    finish(report, EndKind::kHandshake, channel.error().message);
     return;
   }
   run_session(std::move(*channel), id, config, report);
@@ -93,11 +93,10 @@ void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig
 void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string& vm_name, uint64_t id,
                    const ServerConfig& config, WorkerReport* report) {
   const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, "bypassd"};
-  std::string error;
-  auto channel = device.accept(slot, hello, &error);
+  auto channel = device.accept(slot, hello);
   if (!channel) {
-    spdlog::warn("session {}: refused a guest of VM {}: {}", id, vm_name, error);
-    finish(report, EndKind::kHandshake, error);
+    spdlog::warn("session {}: refused a guest of VM {}: {}", id, vm_name, channel.error().message);
+    finish(report, EndKind::kHandshake, channel.error().message);
     return;
   }
   spdlog::info("session {}: VM {} slot {}: {}", id, vm_name, slot, channel->peer_hello().peer_name);

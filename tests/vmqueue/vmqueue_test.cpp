@@ -402,10 +402,11 @@ TEST(VmQueue, BadArgumentsAreErrors) {
 TEST(VmQueue, SessionWithAnotherProtocolVersionIsRefused) {
   BrokerProcess broker;
   ASSERT_TRUE(broker.connect("probe").ok());  // the broker is up
-  std::string error;
   bypass::transport::Hello future{999, 0, "from-the-future"};
-  auto channel = bypass::transport::connect(broker.socket(), future, &error,
-                                            bypass::transport::deadline_after(std::chrono::seconds(5)));
-  EXPECT_FALSE(channel.has_value());
+  auto channel =
+      bypass::transport::connect(broker.socket(), future, bypass::transport::deadline_after(std::chrono::seconds(5)));
+  ASSERT_FALSE(channel);
+  EXPECT_EQ(channel.code(), bypass::transport::Status::kRefused);
+  const std::string error = channel.error().message;
   EXPECT_NE(error.find("999"), std::string::npos) << error;  // the refusal names the versions
 }

@@ -281,11 +281,11 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   auto s = std::make_shared<detail::DomainState>();
   // Session set-up on the transport: handshake (versions, schema hash, name), then our queue
   // options, the broker's welcome and the fds of the region, pools and kicks.
-  std::string error;
   auto deadline = transport::deadline_after(std::chrono::seconds(5));
   transport::Hello mine{wire::kVersion, wire::kSchemaHash, std::string(name)};
-  auto channel = transport::connect(socket_path, mine, &error, deadline);
-  if (!channel) return error.find("version") != std::string::npos ? Errc::kProtocol : Errc::kBrokerLost;
+  auto channel = transport::connect(socket_path, mine, deadline);
+  // Refused: the broker speaks another version of the queue protocol (the line names both).
+  if (!channel) return channel.code() == transport::Status::kRefused ? Errc::kProtocol : Errc::kBrokerLost;
   wire::Hello hello;
   wire::copy_name(hello.name, name);
   hello.queue_capacity = options.capacity;
@@ -329,7 +329,7 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   s->broker_kick = os::Kick(std::move(fds[wire::kFdBrokerKick]));
   s->kick = os::Kick(std::move(fds[wire::kFdDomainKick]));
   s->hugetlb = welcome.huge_backing == static_cast<uint8_t>(wire::HugeBacking::kHugetlb);
-  s->channel = std::move(channel);
+  s->channel = std::move(channel).value();
   s->sock = s->channel->socket_fd();
   s->self = Identity{welcome.domain_id, std::string(name), static_cast<int>(::getpid()), ::getuid(), ::getgid()};
   return Domain(std::move(s));

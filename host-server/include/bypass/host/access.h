@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 
+#include "bypass/base/unix_socket.h"
 #include "bypass/host/config.h"
 
 namespace bypass::host {
@@ -21,7 +22,7 @@ class AccessPolicy {
 
   // Empty when the peer behind `socket` may open a session, else the one line of refusal both
   // sides report.
-  std::string check(int socket, const ucred& cred) const;
+  std::string check(int socket, const base::PeerCredentials& cred) const;
   // Whether `uid` may see every session on the control socket (root and bypassd's own uid).
   bool privileged(uid_t uid) const { return uid == 0 || uid == self_; }
 

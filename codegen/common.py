@@ -10,6 +10,19 @@ def banner(generator: str, reg) -> str:
     )
 
 
+def include(name: str, part: str = "wire") -> str:
+    """The #include line of a generated header. Generated headers live under a namespaced
+    path (bypass/<part>/gen/) so that an include of one says what it is and grep finds its
+    generator; hand-written interfaces live in codegen/runtime/include/bypass/wire/."""
+    return f'#include "bypass/{part}/gen/{name}"'
+
+
+def write_files(src_dir: str, include_dir: str, files: dict[str, str]) -> None:
+    """Writes generated headers (.h) under include_dir and everything else under src_dir."""
+    for name, text in files.items():
+        write_if_changed(os.path.join(include_dir if name.endswith(".h") else src_dir, name), text)
+
+
 def write_if_changed(path: str, text: str) -> None:
     """Writes only when the content differs, so unchanged outputs do not trigger rebuilds."""
     os.makedirs(os.path.dirname(path), exist_ok=True)

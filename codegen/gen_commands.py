@@ -11,9 +11,9 @@ Outputs (all under build/generated/wire/):
 
 from __future__ import annotations
 
-from common import banner, write_if_changed
+from common import banner, include, write_files
 from gen_structs import NS_CLOSE, NS_OPEN, StructGenerator
-from wire import CommandShape, Field, OutParam, Protocol, c_expr, read_table
+from wire import CommandShape, Field, FieldKind, OutKind, OutParam, Protocol, c_expr, read_table
 
 OBJECTS = ["global", "instance", "physical_device", "device", "queue", "command_buffer"]
 
@@ -81,13 +81,13 @@ class CommandGenerator:
         for o in shape.outs:
             if o.in_index < 0:
                 continue
-            if o.kind == "handle":
+            if o.kind is OutKind.HANDLE:
                 out.append((o, "ulong"))
-            elif o.kind == "handle_array":
+            elif o.kind is OutKind.HANDLE_ARRAY:
                 out.append((o, "[ulong]"))
-            elif o.kind == "count":
+            elif o.kind is OutKind.COUNT:
                 out.append((o, "ulong"))
-            elif o.kind in ("struct", "struct_array"):
+            elif o.kind in (OutKind.STRUCT, OutKind.STRUCT_ARRAY):
                 out.append((o, "[int]"))
             else:
                 out.append((o, "ulong"))
@@ -97,7 +97,7 @@ class CommandGenerator:
     def fixed_struct(self, shape: CommandShape) -> str:
         members = []
         for f in shape.fields:
-            if f.kind == "handle":
+            if f.kind is FieldKind.HANDLE:
                 members.append(("uint64_t", f.name, 8))
             else:
                 members.append((f.ctype, f.name, f.size))
@@ -109,8 +109,8 @@ class CommandGenerator:
 
     # ------------------------------------------------------------------ header
     def header(self) -> str:
-        L = [banner("gen_commands.py", self.reg), "#pragma once", "",
-             '#include "structs.h"', "", "#include <functional>", "", NS_OPEN]
+        """commands.h: what both sides share and the guest uses."""
+        L = [banner("gen_commands.py", self.reg), "#pragma once", "", include("structs.h"), "", NS_OPEN]
         L.append("// Stable command ids (codegen/data/command_ids.txt).")
         L.append("enum CommandId : uint16_t {")
         for s in self.shapes:
@@ -118,9 +118,6 @@ class CommandGenerator:
         L.append("};")
         limit = max(self.p.command_id(s.name) for s in self.shapes) + 1
         L.append(f"inline constexpr uint16_t kCommandIdLimit = {limit};")
-        L.append("const char* command_name(uint16_t id);")
-        L.append("// Whether the command is in blocking.txt (may be handed to a waiter thread).")
-        L.append("bool command_blocks(uint16_t id);")
         L.append("")
         L.append("// Fixed-layout commands: all parameters are scalars or handles, so the record")
         L.append("// payload is this struct (the FlatBuffers struct of the same name in the schema).")
@@ -137,18 +134,27 @@ class CommandGenerator:
             if s.sync:
                 L.append(f"{self.ret_ctype(s) if s.cmd.ret != 'void' else 'void'} decode_reply_{s.name}(DecodeContext& c, const uint8_t* data, size_t size, {self.params_decl(s)});")
         L.append("")
-        L.append("// ---- host side")
+        L.append(NS_CLOSE)
+        return "\n".join(L) + "\n"
+
+    def host_header(self) -> str:
+        """host_commands.h: the per-command host types; the interface around them (HostContext,
+        the run table) is hand-written in bypass/wire/host_context.h, which includes this."""
+        L = [banner("gen_commands.py", self.reg), "#pragma once", "", include("commands.h"), "", NS_OPEN]
+        L.append("// The driver's entry points, loaded by load_instance_dispatch / load_device_dispatch.")
         L.append("struct Dispatch {")
         for s in self.dispatchable:
             L.append(f"  PFN_{s.name} {s.name} = nullptr;")
         L.append("};")
-        L.append("// Loads every command the driver exposes (canonical name first, then aliases).")
-        L.append("void load_instance_dispatch(Dispatch& d, PFN_vkGetInstanceProcAddr gipa, VkInstance instance);")
-        L.append("void load_device_dispatch(Dispatch& d, PFN_vkGetDeviceProcAddr gdpa, VkDevice device);")
         L.append("")
         L.append("class HostContext;")
+        L.append("")
+        L.append("// Decoded arguments of each command, in the driver's types; outputs point at v_ members.")
         for s in self.shapes:
             L.append(self.args_struct(s))
+        L.append("")
+        L.append("// What runs each command on the host: default_handlers() fills it with default_vkX,")
+        L.append("// hand-written handlers replace entries (codegen/data/handwritten.txt, side host).")
         L.append("struct Handlers {")
         for s in self.shapes:
             L.append(f"  void (*{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
@@ -168,38 +174,8 @@ class CommandGenerator:
                 if not s.blocking:  # a blocking call's handler runs on a waiter thread
                     L.append(f"  void (*record_{s.name})(HostContext&, Args_{s.name}&) = nullptr;")
         L.append("};")
-        L.append("Handlers default_handlers();")
         L.append("")
-        L.append("""// What the generated host code needs from a session.
-class HostContext {
- public:
-  virtual ~HostContext() = default;
-  DecodeContext decode;
-  Handlers handlers;
-  uint64_t reply_seq = 0;  // set by the session for records that want a reply
-  virtual const Dispatch& dispatch_of(uint64_t dispatchable) = 0;
-  // A guest-chosen id for a new object: nullptr when it may be used (non-zero, unused in this
-  // session, within the session's object limit), else why not (valid until the next call).
-  virtual const char* refuse_new_id(VkObjectType type, uint64_t id) = 0;
-  virtual void add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) = 0;
-  virtual void remove_object(VkObjectType type, uint64_t handle) = 0;
-  // Sends the reply built in `b` (finished) for `seq`.
-  virtual void send_reply(uint64_t seq, uint16_t command, int32_t result, Builder& b) = 0;
-  // Runs `job` where it may block without stalling the session (a waiter thread); false, with
-  // decode.error set, when the session takes no more pending calls.
-  [[nodiscard]] virtual bool run_blocking(std::function<void()> job) = 0;
-  // Called before the driver destroys `handle`, the parameter `what` of `command`: false, with
-  // decode.error set, when a pending blocking call still uses it or anything it owns.
-  [[nodiscard]] virtual bool destroy_ok(const char* command, const char* what, uint64_t handle) = 0;
-  // Thread-safe builder for replies produced off the session thread.
-  virtual Builder& reply_builder() = 0;
-  bool fail(const char* where, const char* what) { return decode.fail(where, what); }
-};
-
-using RunFn = bool (*)(HostContext& c, const uint8_t* data, size_t size);
-// Verifies, decodes and handles one record; false ends the session (c.decode.error says why).
-extern const RunFn kRunTable[kCommandIdLimit];
-""")
+        L.append("// The generated handlers (call the driver, track objects) and reply encoders.")
         for s in self.shapes:
             L.append(f"void default_{s.name}(HostContext& c, Args_{s.name}& a);")
             if s.sync:
@@ -221,15 +197,15 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 continue
             L.append(f"  {decl}{{}};")
         for o in s.outs:
-            T = self.reg.resolve(o.type) if o.kind != "bytes" else "uint8_t"
-            if o.kind in ("handle", "scalar", "count", "struct"):
+            T = self.reg.resolve(o.type) if o.kind is not OutKind.BYTES else "uint8_t"
+            if o.kind in (OutKind.HANDLE, OutKind.SCALAR, OutKind.COUNT, OutKind.STRUCT):
                 ct = o.member.decl.rsplit("*", 1)[0].replace("const ", "").strip()
                 L.append(f"  {ct} v_{o.name}{{}};")
-            if o.kind == "handle":
+            if o.kind is OutKind.HANDLE:
                 L.append(f"  uint64_t id_{o.name} = 0;")
-            if o.kind == "handle_array":
+            if o.kind is OutKind.HANDLE_ARRAY:
                 L.append(f"  const Vec<uint64_t>* ids_{o.name} = nullptr;")
-            if o.kind == "count":
+            if o.kind is OutKind.COUNT:
                 L.append(f"  uint64_t cap_{o.name} = 0;  // 0: the guest asked for the count only")
         if s.cmd.ret != "void":
             L.append(f"  {s.cmd.ret} result{{}};")
@@ -246,7 +222,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append(f"void encode_{s.name}({s.name}_s& w, HandleMap& h, {self.params_decl(s)}) {{")
             L.append("  (void)h;")
             for f in s.fields:
-                if f.kind == "handle":
+                if f.kind is FieldKind.HANDLE:
                     L.append(f"  w.{f.name} = {f.name} ? h.to_wire({self.objtype(f.type)}, handle_bits({f.name})) : 0;")
                 else:
                     L.append(f"  w.{f.name} = static_cast<{f.ctype}>({f.name});")
@@ -258,12 +234,12 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append(f"  (void){p.name};")
         L.append("  b.Clear();")
         for f in s.fields:
-            if f.kind not in ("scalar", "handle"):
+            if f.kind not in (FieldKind.SCALAR, FieldKind.HANDLE):
                 for line in self.sg.encode_field_pre(f, "", names, f"o_{f.name}"):
                     L.append("  " + line)
         for o, ft in self.in_out_fields(s):
             v = f"i_{o.name}"
-            if o.kind == "handle_array":
+            if o.kind is OutKind.HANDLE_ARRAY:
                 n = c_expr(o.len_expr, names, "")
                 L.append(f"  Off {v};")
                 L.append("  {")
@@ -272,16 +248,16 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 L.append(f"    for (size_t i = 0; i < n; ++i) ids[i] = h.to_wire({self.objtype(o.type)}, handle_bits({o.name}[i]));")
                 L.append(f"    {v} = scalar_vector(b, ids.data(), n);")
                 L.append("  }")
-            elif o.kind in ("struct", "struct_array"):
+            elif o.kind in (OutKind.STRUCT, OutKind.STRUCT_ARRAY):
                 L.append(f"  Off {v} = {o.name} ? encode_chain_skeleton(b, {o.name}[0].pNext) : 0;")
         L.append("  const Off start = b.StartTable();")
         for f in s.fields:
             L.append("  " + self.sg.encode_field_add(f, "", f"o_{f.name}"))
         for o, ft in self.in_out_fields(s):
-            vo = 4 + 2 * o.in_index
-            if o.kind == "handle":
+            vo = o.in_vo
+            if o.kind is OutKind.HANDLE:
                 L.append(f"  add_scalar<uint64_t>(b, {vo}, h.to_wire({self.objtype(o.type)}, handle_bits(*{o.name})));")
-            elif o.kind == "count":
+            elif o.kind is OutKind.COUNT:
                 L.append(f"  add_scalar<uint64_t>(b, {vo}, {o.two_call} ? static_cast<uint64_t>(*{o.name}) + 1 : 0);")
             else:
                 L.append(f"  add_offset(b, {vo}, i_{o.name});")
@@ -291,22 +267,22 @@ extern const RunFn kRunTable[kCommandIdLimit];
 
     def reply_verify(self, s: CommandShape) -> str:
         fr, cr = self.reply_ret_field(s)
-        checks = [f"t->VerifyField<{cr}>(v, 4, {4 if cr.endswith('32_t') else 8})"]
+        checks = [f"t->VerifyField<{cr}>(v, 4 /* result */, {4 if cr.endswith('32_t') else 8})"]
         for o in s.outs:
-            if o.kind in ("handle", "handle_array"):
+            if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY):
                 continue
-            vo = 4 + 2 * o.index
-            if o.kind == "count":
+            vo = o.vo
+            if o.kind is OutKind.COUNT:
                 checks.append(f"t->VerifyField<uint64_t>(v, {vo}, 8)")
-            elif o.kind == "scalar":
+            elif o.kind is OutKind.SCALAR:
                 checks.append(f"t->VerifyField<uint64_t>(v, {vo}, 8)")
-            elif o.kind == "struct":
+            elif o.kind is OutKind.STRUCT:
                 checks.append(f"verify_table_field(v, t, {vo}, verify_{o.type})")
-            elif o.kind == "struct_array":
+            elif o.kind is OutKind.STRUCT_ARRAY:
                 checks.append(f"verify_table_vector(v, t, {vo}, verify_{o.type})")
-            elif o.kind == "bytes":
+            elif o.kind is OutKind.BYTES:
                 checks.append(f"verify_vector_field<uint8_t>(v, t, {vo})")
-            elif o.kind == "scalar_array":
+            elif o.kind is OutKind.SCALAR_ARRAY:
                 info = self.reg.scalar_info(o.type)
                 checks.append(f"verify_vector_field<{info[1]}>(v, t, {vo})")
         return (f"static bool verify_reply_{s.name}(Verifier& v, const Table* t) {{\n  return t->VerifyTableStart(v)"
@@ -323,25 +299,25 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append(f"  (void){p.name};")
         L.append(f"  const Table* t = verify_root(data, size, verify_reply_{s.name});")
         L.append(f"  if (!t) {{ c.fail(\"{s.name}\", \"reply fails verification\"); return {bad}; }}")
-        counts = {o.name: o for o in s.outs if o.kind == "count"}
+        counts = {o.name: o for o in s.outs if o.kind is OutKind.COUNT}
         for o in s.outs:
-            if o.kind in ("handle", "handle_array"):
+            if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY):
                 continue
-            vo = 4 + 2 * o.index
-            if o.kind == "count":
+            vo = o.vo
+            if o.kind is OutKind.COUNT:
                 continue  # written together with its array
-            if o.kind == "scalar":
+            if o.kind is OutKind.SCALAR:
                 ct = o.member.decl.rsplit("*", 1)[0].replace("const ", "").strip()
                 L.append(f"  if ({o.name}) *{o.name} = static_cast<{ct}>(t->GetField<uint64_t>({vo}, 0));")
-            elif o.kind == "struct":
+            elif o.kind is OutKind.STRUCT:
                 L.append(f"  if (auto* s = t->GetPointer<const Table*>({vo}); s && {o.name} && !decode_{o.type}(c, s, *{o.name}, true)) return {bad};")
-            elif o.kind in ("struct_array", "bytes", "scalar_array"):
-                vec_t = {"struct_array": "TableVec", "bytes": "Vec<uint8_t>"}.get(o.kind)
-                if o.kind == "scalar_array":
+            elif o.kind in (OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY):
+                vec_t = {OutKind.STRUCT_ARRAY: "TableVec", OutKind.BYTES: "Vec<uint8_t>"}.get(o.kind)
+                if o.kind is OutKind.SCALAR_ARRAY:
                     vec_t = f"Vec<{self.reg.scalar_info(o.type)[1]}>"
                 if o.two_call:
                     cnt = counts[o.two_call]
-                    cvo = 4 + 2 * cnt.index
+                    cvo = cnt.vo
                     L.append("  {")
                     L.append(f"    const uint64_t n = t->GetField<uint64_t>({cvo}, 0);")
                     L.append(f"    auto* s = t->GetPointer<const {vec_t}*>({vo});")
@@ -366,7 +342,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         if ret == "void":
             L.append("}")
         else:
-            L.append(f"  return static_cast<{ret}>(t->GetField<{cr}>(4, 0));")
+            L.append(f"  return static_cast<{ret}>(t->GetField<{cr}>(4 /* result */, 0));")
             L.append("}")
         return "\n".join(L)
 
@@ -378,14 +354,14 @@ extern const RunFn kRunTable[kCommandIdLimit];
         VK_ERROR_DEVICE_LOST with that reason)."""
         if s.sync or s.cmd.ret != "VkResult":
             return []
-        return [f"  if (a.result < 0) return c.fail(\"{s.name}\", (\"VkResult \" + std::to_string(a.result) + "
-                f"\" on the host, after the guest was told VK_SUCCESS (an asynchronous call)\").c_str());"]
+        return [f"  if (a.result < 0) return c.decode.fail(\"{s.name}\", (\"VkResult \" + std::to_string(a.result) + "
+                f"\" on the host, after the guest was told VK_SUCCESS (an asynchronous call)\").c_str(), Fault::kDriver);"]
 
     def _copy_out(self, L, o: OutParam, n: str, bad: str, s) -> None:
-        if o.kind == "struct_array":
+        if o.kind is OutKind.STRUCT_ARRAY:
             L.append(f"      for (size_t i = 0; i < {n}; ++i)")
             L.append(f"        if (!decode_{o.type}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {o.name}[i], true)) return {bad};")
-        elif o.kind == "bytes":  # s may be absent when n is 0
+        elif o.kind is OutKind.BYTES:  # s may be absent when n is 0
             L.append(f"      if ({n}) std::memcpy({o.name}, s->data(), {n});")
         else:
             L.append(f"      if ({n}) std::memcpy({o.name}, s->data(), {n} * sizeof(*{o.name}));")
@@ -401,7 +377,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
             L.append("  std::memcpy(&w, data, sizeof(w));")
             L.append(f"  Args_{s.name} a;")
             for f in s.fields:
-                if f.kind == "handle":
+                if f.kind is FieldKind.HANDLE:
                     opt = "true" if f.optional else "false"
                     L.append(f"  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, \"{s.name}.{f.name}\", &a.{f.name})) return false;")
                 else:
@@ -420,7 +396,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         # table commands: verify, decode
         checks = [self.sg.verify_field(f) for f in s.fields]
         for o, ft in self.in_out_fields(s):
-            vo = 4 + 2 * o.in_index
+            vo = o.in_vo
             if ft == "ulong":
                 checks.append(f"t->VerifyField<uint64_t>(v, {vo}, 8)")
             elif ft == "[ulong]":
@@ -434,18 +410,18 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append(f"static bool decode_args_{s.name}(HostContext& hc, const Table* t, Args_{s.name}& a) {{")
         L.append("  DecodeContext& c = hc.decode;")
         L.append("  (void)t; (void)c;")
-        first = [f for f in s.fields if f.kind in ("scalar", "handle")]
+        first = [f for f in s.fields if f.kind in (FieldKind.SCALAR, FieldKind.HANDLE)]
         rest = [f for f in s.fields if f not in first]
         for f in first + rest:
             for line in self.sg.decode_field(f, s.name, names, "a.", False):
                 L.append("  " + line)
         for o, ft in self.in_out_fields(s):
-            vo = 4 + 2 * o.in_index
-            if o.kind == "handle":
+            vo = o.in_vo
+            if o.kind is OutKind.HANDLE:
                 L.append(f"  a.id_{o.name} = t->GetField<uint64_t>({vo}, 0);")
                 L.append(f"  if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.id_{o.name})) return c.fail(\"{s.name}.{o.name}\", why);")
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
-            elif o.kind == "handle_array":
+            elif o.kind is OutKind.HANDLE_ARRAY:
                 n = c_expr(o.len_expr, names, "a.")
                 L.append(f"  a.ids_{o.name} = t->GetPointer<const Vec<uint64_t>*>({vo});")
                 L.append("  {")
@@ -456,22 +432,22 @@ extern const RunFn kRunTable[kCommandIdLimit];
                 L.append(f"    a.{o.name} = c.arena->make<{self.reg.resolve(o.type)}>(n ? n : 1);")
                 L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
                 L.append("  }")
-            elif o.kind == "count":
+            elif o.kind is OutKind.COUNT:
                 L.append(f"  a.cap_{o.name} = t->GetField<uint64_t>({vo}, 0);")
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
         # output storage
         for o in s.outs:
-            if o.kind == "struct":
+            if o.kind is OutKind.STRUCT:
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
                 if self.reg.struct(o.type).stype:
                     L.append(f"  a.v_{o.name}.sType = {self.reg.struct(o.type).stype};")
                 if self.reg.struct(o.type).member("pNext"):
-                    ivo = 4 + 2 * o.in_index
+                    ivo = o.in_vo
                     L.append(f"  if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &a.v_{o.name}.pNext)) return false;")
-            elif o.kind == "scalar":
+            elif o.kind is OutKind.SCALAR:
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
-            elif o.kind in ("struct_array", "bytes", "scalar_array"):
-                T = "uint8_t" if o.kind == "bytes" else self.reg.resolve(o.type)
+            elif o.kind in (OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY):
+                T = "uint8_t" if o.kind is OutKind.BYTES else self.reg.resolve(o.type)
                 if o.two_call:
                     cnt = next(q for q in s.outs if q.name == o.two_call)
                     L.append(f"  if (a.cap_{cnt.name}) {{")
@@ -480,12 +456,12 @@ extern const RunFn kRunTable[kCommandIdLimit];
                     L.append(f"    a.v_{cnt.name} = static_cast<decltype(a.v_{cnt.name})>(n);")
                     L.append(f"    a.{o.name} = reinterpret_cast<decltype(a.{o.name})>(c.arena->make<{T}>(n ? n : 1));")
                     L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
-                    if o.kind == "struct_array" and self.reg.struct(o.type).stype:
+                    if o.kind is OutKind.STRUCT_ARRAY and self.reg.struct(o.type).stype:
                         L.append(f"    auto* arr = reinterpret_cast<{T}*>(a.{o.name});")
                         L.append("    for (uint64_t i = 0; i < n; ++i) {")
                         L.append(f"      arr[i].sType = {self.reg.struct(o.type).stype};")
                         if self.reg.struct(o.type).member("pNext"):
-                            ivo = 4 + 2 * o.in_index
+                            ivo = o.in_vo
                             L.append(f"      if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &arr[i].pNext)) return false;")
                         L.append("    }")
                     L.append("  }")
@@ -495,7 +471,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
                     L.append(f"    const size_t n = static_cast<size_t>({n});")
                     L.append(f"    a.{o.name} = reinterpret_cast<decltype(a.{o.name})>(c.arena->make<{T}>(n ? n : 1));")
                     L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
-                    if o.kind == "struct_array" and self.reg.struct(o.type).stype:
+                    if o.kind is OutKind.STRUCT_ARRAY and self.reg.struct(o.type).stype:
                         L.append(f"    auto* arr = reinterpret_cast<{T}*>(a.{o.name});")
                         L.append(f"    for (size_t i = 0; i < n; ++i) arr[i].sType = {self.reg.struct(o.type).stype};")
                     L.append("  }")
@@ -596,14 +572,14 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append("  HandleMap& h = *c.decode.handles;")
         L.append("  (void)h; (void)a;")
         L.append("  b.Clear();")
-        counts = {o.name: o for o in s.outs if o.kind == "count"}
+        counts = {o.name: o for o in s.outs if o.kind is OutKind.COUNT}
         offs = []
         for o in s.outs:
-            if o.kind in ("handle", "handle_array", "count", "scalar"):
+            if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY, OutKind.COUNT, OutKind.SCALAR):
                 continue
             v = f"o_{o.name}"
             offs.append((o, v))
-            if o.kind == "struct":
+            if o.kind is OutKind.STRUCT:
                 L.append(f"  Off {v} = a.{o.name} ? encode_{o.type}(b, *a.{o.name}, h) : 0;")
                 continue
             if o.two_call:
@@ -612,27 +588,27 @@ extern const RunFn kRunTable[kCommandIdLimit];
             else:
                 n = c_expr(o.len_expr, names, "a.")
                 L.append(f"  const size_t n_{o.name} = a.{o.name} ? static_cast<size_t>({n}) : 0;")
-            if o.kind == "struct_array":
+            if o.kind is OutKind.STRUCT_ARRAY:
                 L.append(f"  Off {v} = 0;")
                 L.append(f"  if (n_{o.name}) {{")
                 L.append(f"    std::vector<Off> offs(n_{o.name});")
                 L.append(f"    for (size_t i = 0; i < n_{o.name}; ++i) offs[i] = encode_{o.type}(b, a.{o.name}[i], h);")
                 L.append(f"    {v} = table_vector(b, offs.data(), n_{o.name});")
                 L.append("  }")
-            elif o.kind == "bytes":
+            elif o.kind is OutKind.BYTES:
                 L.append(f"  Off {v} = n_{o.name} ? bytes_vector(b, a.{o.name}, n_{o.name}) : 0;")
             else:
                 ct = self.reg.scalar_info(o.type)[1]
                 L.append(f"  Off {v} = n_{o.name} ? scalar_vector(b, reinterpret_cast<const {ct}*>(a.{o.name}), n_{o.name}) : 0;")
         L.append("  const Off start = b.StartTable();")
         if s.cmd.ret != "void":
-            L.append(f"  add_scalar<{cr}>(b, 4, static_cast<{cr}>(a.result));")
+            L.append(f"  add_scalar<{cr}>(b, 4 /* result */, static_cast<{cr}>(a.result));")
         for o in s.outs:
-            vo = 4 + 2 * o.index
-            if o.kind in ("count", "scalar"):
+            vo = o.vo
+            if o.kind in (OutKind.COUNT, OutKind.SCALAR):
                 L.append(f"  add_scalar<uint64_t>(b, {vo}, static_cast<uint64_t>(a.v_{o.name}));")
         for o, v in offs:
-            L.append(f"  add_offset(b, {4 + 2 * o.index}, {v});")
+            L.append(f"  add_offset(b, {o.vo}, {v});")
         L.append("  b.Finish(flatbuffers::Offset<Table>(b.EndTable(start)));")
         res = "static_cast<int32_t>(a.result)" if s.cmd.ret == "VkResult" else "0"
         L.append(f"  c.send_reply(seq, kCmd_{s.name}, {res}, b);")
@@ -650,7 +626,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
             return "\n".join(L)
         call = f"c.dispatch_of(handle_bits(a.{first.name})).{s.name}"
         L.append(f"  auto fn = {call};")
-        L.append(f"  if (!fn) {{ c.fail(\"{s.name}\", \"not supported by the host driver\"); return; }}")
+        L.append(f"  if (!fn) {{ c.decode.fail(\"{s.name}\", \"not supported by the host driver\", Fault::kDriver); return; }}")
         if s.name.startswith("vkDestroy") and len(s.cmd.params) >= 2:
             # A pending blocking call may still use what is destroyed (a fence waited for).
             p = s.cmd.params[1]
@@ -665,9 +641,9 @@ extern const RunFn kRunTable[kCommandIdLimit];
         owner = self.owners.get(s.name, "")
         owner_expr = f"handle_bits(a.{owner})" if owner else f"handle_bits(a.{first.name})"
         for o in s.outs:
-            if o.kind == "handle":
+            if o.kind is OutKind.HANDLE:
                 L.append(f"  if ({ok}) c.add_object({self.objtype(o.type)}, a.id_{o.name}, handle_bits(*a.{o.name}), {owner_expr});")
-            elif o.kind == "handle_array":
+            elif o.kind is OutKind.HANDLE_ARRAY:
                 L.append(f"  if ({ok} && a.ids_{o.name}) {{")
                 L.append(f"    for (flatbuffers::uoffset_t i = 0; i < a.ids_{o.name}->size(); ++i)")
                 L.append(f"      if (a.{o.name}[i]) c.add_object({self.objtype(o.type)}, a.ids_{o.name}->Get(i), handle_bits(a.{o.name}[i]), {owner_expr});")
@@ -691,7 +667,7 @@ extern const RunFn kRunTable[kCommandIdLimit];
         return "\n".join(L)
 
     def host_tables(self) -> str:
-        L = [banner("gen_commands.py", self.reg), '#include "commands.h"', "", NS_OPEN]
+        L = [banner("gen_commands.py", self.reg), '#include "bypass/wire/host_context.h"', "", NS_OPEN]
         for s in self.shapes:
             L.append(f"bool run_entry_{s.name}(HostContext& c, const uint8_t* data, size_t size);")
         L.append("")
@@ -720,6 +696,14 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append("  }")
         L.append("}")
         L.append("")
+        L.append("AnyFn handler_of(const Handlers& h, uint16_t id) {")
+        L.append("  switch (id) {")
+        for s in self.shapes:
+            L.append(f"    case kCmd_{s.name}: return reinterpret_cast<AnyFn>(h.{s.name});")
+        L.append("    default: return nullptr;")
+        L.append("  }")
+        L.append("}")
+        L.append("")
         L.append("Handlers default_handlers() {")
         L.append("  Handlers h;")
         for s in self.shapes:
@@ -745,15 +729,19 @@ extern const RunFn kRunTable[kCommandIdLimit];
         L.append(NS_CLOSE)
         return "\n".join(L)
 
-    def write(self, outdir: str) -> list[str]:
-        files = {"commands.h": self.header(), "host_tables.cpp": self.host_tables()}
+    def write(self, src_dir: str, include_dir: str) -> list[str]:
+        files = {
+            "commands.h": self.header(),
+            "host_commands.h": self.host_header(),
+            "host_tables.cpp": self.host_tables(),
+        }
         for obj in OBJECTS:
             group = [s for s in self.shapes if object_of(s, self.reg) == obj]
             if not group:
                 continue
-            g = [banner("gen_commands.py", self.reg), '#include "commands.h"', "",
-                 "#include <cstring>", "#include <type_traits>", "", NS_OPEN]
-            h = list(g)
+            tail = ["", "#include <cstring>", "#include <type_traits>", "", NS_OPEN]
+            g = [banner("gen_commands.py", self.reg), include("commands.h")] + tail
+            h = [banner("gen_commands.py", self.reg), '#include "bypass/wire/host_context.h"'] + tail
             for s in group:
                 g.append(self.guest_encode(s))
                 g.append("")
@@ -773,6 +761,5 @@ extern const RunFn kRunTable[kCommandIdLimit];
             h.append(NS_CLOSE)
             files[f"guest_{obj}.cpp"] = "\n".join(g)
             files[f"host_{obj}.cpp"] = "\n".join(h)
-        for name, text in files.items():
-            write_if_changed(f"{outdir}/{name}", text)
+        write_files(src_dir, include_dir, files)
         return sorted(files)

@@ -1,16 +1,17 @@
 """The guest ICD's entry points: one function per generated command, and the name table the
 loader's vkGetInstanceProcAddr / vkGetDeviceProcAddr / GetPhysicalDeviceProcAddr look up.
 
-Generated entry points encode into the calling thread's builder and hand the record to the
-connection of their first (dispatchable) parameter; hand-written commands are declared weak
-so an ICD that has not implemented one yet simply does not expose it.
+Generated entry points (entry_vkX) encode into the calling thread's builder and hand the record
+to the connection of their first (dispatchable) parameter. Commands hand-written on the guest
+side (handwritten.txt) are declared here as icd_vkX and defined in guest-icd/: the name table
+refers to each, so a missing or mis-typed definition fails the ICD's link.
 """
 
 from __future__ import annotations
 
-from common import banner, write_if_changed
+from common import banner, include, write_files
 from gen_commands import CommandGenerator
-from wire import CommandShape, Protocol, read_list, read_table
+from wire import CommandShape, OutKind, Protocol, read_list, read_table
 
 LEVELS = {"global": 0, "instance": 1, "physical_device": 2, "device": 3}
 
@@ -25,8 +26,7 @@ class EntryPointGenerator:
         """Hand-written commands that still cross the wire the generated way get a
         `forward_vkX`: the generated call without output-handle allocation, which the
         hand-written code wraps (it chooses the handles and post-processes the results)."""
-        return (s.status == "handwritten" and s in self.cg.shapes and s.level != "global"
-                and not self.platform(s))
+        return s.guest_handwritten and s in self.cg.shapes and s.level != "global"
 
     def entry(self, s: CommandShape, forward: bool = False) -> str:
         decl = self.cg.params_decl(s)
@@ -50,9 +50,9 @@ class EntryPointGenerator:
         for o in s.outs:
             if forward:
                 break
-            if o.kind == "handle":
+            if o.kind is OutKind.HANDLE:
                 L.append(f"  *{o.name} = wire::handle_from_bits<{self.reg.resolve(o.type)}>(conn->new_id());")
-            elif o.kind == "handle_array":
+            elif o.kind is OutKind.HANDLE_ARRAY:
                 L.append(f"  for (size_t i = 0; i < static_cast<size_t>({o.len_expr}); ++i)")
                 L.append(f"    {o.name}[i] = wire::handle_from_bits<{self.reg.resolve(o.type)}>(conn->new_id());")
         barrier = self.barriers.get(s.name, "")
@@ -83,20 +83,54 @@ class EntryPointGenerator:
         L.append("}")
         return "\n".join(L)
 
-    def platform(self, s: CommandShape) -> bool:
-        return not s.wire and not s.origin.startswith("VK_VERSION")
+    def platform(self, s: CommandShape) -> str:
+        """The window system whose types the command's parameters use (vk.xml's platform of its
+        extension), or ""."""
+        x = self.reg.extensions.get(s.origin)
+        return x.platform if x else ""
+
+    def platform_headers(self, shapes: list[CommandShape]) -> list[str]:
+        """The headers that define the window-system types of `shapes`: each type's `requires`
+        in vk.xml, then the Vulkan header of each platform."""
+        types: set[str] = set()
+
+        def visit(t: str) -> None:
+            t = self.reg.resolve(t)
+            if t in types:
+                return
+            types.add(t)
+            if t in self.reg.structs:
+                for m in self.reg.structs[t].members:
+                    visit(m.type)
+
+        for s in shapes:
+            for p in s.cmd.params:
+                visit(p.type)
+        system = sorted({self.reg.type_headers[t] for t in types if t in self.reg.type_headers})
+        vulkan = sorted({f"vulkan/vulkan_{self.platform(s)}.h" for s in shapes})
+        return system + vulkan
+
+    def declaration(self, s: CommandShape) -> str:
+        return f"VKAPI_ATTR {s.cmd.ret} VKAPI_CALL icd_{s.name}({self.cg.params_decl(s)});"
+
+    def exposed(self) -> list[CommandShape]:
+        """Every command the ICD exposes: generated or hand-written on the guest side."""
+        return [s for s in self.p.shapes.values() if not s.status.startswith("unsupported")]
 
     def source(self) -> str:
-        L = [banner("gen_entrypoints.py", self.reg), '#include "entrypoints.h"', "",
-             '#include "bypass/icd/connection.h"', "", "namespace bypass::icd {", ""]
-        L.append('extern "C" {')
-        for s in self.p.shapes.values():
-            if s.status == "handwritten" and self.platform(s):
-                L.append(f"__attribute__((weak)) void bypass_hw_{s.name}(void);")
-        L.append('}  // extern "C"')
+        platform = [s for s in self.p.shapes.values() if s.guest_handwritten and self.platform(s)]
+        L = [banner("gen_entrypoints.py", self.reg), include("entrypoints.h", "icd"), "",
+             '#include "bypass/icd/connection.h"', ""]
+        L.append("// Last: the window-system headers define macros (None, Status, Bool) that would break")
+        L.append("// what follows them.")
+        L += [f"#include <{h}>" for h in self.platform_headers(platform)]
+        L += ["", "namespace bypass::icd {", ""]
+        L.append("// Hand-written commands whose parameters use window-system types (defined in wsi_*.cpp).")
+        for s in platform:
+            L.append(self.declaration(s))
         L.append("")
         for s in self.cg.shapes:
-            if s.status == "generated":
+            if not s.guest_handwritten:
                 L.append(self.entry(s))
                 L.append("")
             elif self.forwardable(s):
@@ -105,11 +139,9 @@ class EntryPointGenerator:
         L.append("// Sorted by name for binary search; aliases point at their command's function.")
         L.append("const EntryPoint kEntryPoints[] = {")
         rows = []
-        for s in self.p.shapes.values():
-            if s.status.startswith("unsupported"):
-                continue
-            fn = f"entry_{s.name}" if s.status == "generated" else f"bypass_hw_{s.name}"
-            ptr = f"reinterpret_cast<PFN_vkVoidFunction>({fn})" if s.status == "generated" else f"reinterpret_cast<PFN_vkVoidFunction>(&{fn})"
+        for s in self.exposed():
+            fn = f"icd_{s.name}" if s.guest_handwritten else f"entry_{s.name}"
+            ptr = f"reinterpret_cast<PFN_vkVoidFunction>(&{fn})"
             for n in [s.name] + s.aliases:
                 rows.append((n, ptr, LEVELS.get(s.level, 3), s.origin))
         rows.sort()
@@ -118,42 +150,26 @@ class EntryPointGenerator:
         L.append("};")
         L.append(f"const size_t kEntryPointCount = {len(rows)};")
         L.append("")
-        L.append("// The extension allowlist (codegen/data/extensions.txt).")
-        L.append("const ExtensionInfo kExtensions[] = {")
-        for x in self.p.extensions:
-            L.append(f'  {{"{x}", {"true" if self.reg.extensions[x].type == "instance" else "false"}}},')
-        L.append("};")
-        L.append(f"const size_t kExtensionCount = {len(self.p.extensions)};")
-        L.append("")
         L.append("}  // namespace bypass::icd")
         return "\n".join(L) + "\n"
 
     def header(self) -> str:
         L = [banner("gen_entrypoints.py", self.reg), "#pragma once", "",
-             '#include "commands.h"', "", "namespace bypass::icd {", "",
+             include("commands.h"), "", "namespace bypass::icd {", "",
              "struct EntryPoint {",
              "  const char* name;",
-             "  PFN_vkVoidFunction fn;  // null: hand-written and not implemented",
+             "  PFN_vkVoidFunction fn;",
              "  uint8_t level;          // 0 global, 1 instance, 2 physical device, 3 device",
              "  const char* origin;     // VK_VERSION_1_x or the extension that adds it",
              "};",
              "extern const EntryPoint kEntryPoints[];",
-             "struct ExtensionInfo {",
-             "  const char* name;",
-             "  bool instance;",
-             "};",
-             "extern const ExtensionInfo kExtensions[];",
-             "extern const size_t kExtensionCount;",
              "extern const size_t kEntryPointCount;", "",
-             "// Hand-written commands (codegen/data/handwritten.txt), defined by the ICD with C",
-             "// linkage. Weak: one not implemented yet resolves to null and is not exposed.",
-             "// Commands whose parameters use window-system types are declared in entrypoints.cpp",
-             "// only (their definitions include the platform headers themselves).",
-             'extern "C" {']
+             "// Commands hand-written in the guest (codegen/data/handwritten.txt, side guest or both),",
+             "// defined in guest-icd/. Those whose parameters use window-system types are declared in",
+             "// entrypoints.cpp only, which includes the platform headers."]
         for s in self.p.shapes.values():
-            if s.status == "handwritten" and not self.platform(s):
-                L.append(f"__attribute__((weak)) VKAPI_ATTR {s.cmd.ret} VKAPI_CALL bypass_hw_{s.name}({self.cg.params_decl(s)});")
-        L.append('}  // extern "C"')
+            if s.guest_handwritten and not self.platform(s):
+                L.append(self.declaration(s))
         L.append("")
         L.append("// The generated call of a hand-written command, for its hand-written wrapper; output")
         L.append("// handles must already hold the ids (or ICD objects) the caller chose.")
@@ -164,8 +180,7 @@ class EntryPointGenerator:
         L.append("}  // namespace bypass::icd")
         return "\n".join(L) + "\n"
 
-    def write(self, outdir: str) -> list[str]:
+    def write(self, src_dir: str, include_dir: str) -> list[str]:
         files = {"entrypoints.h": self.header(), "entrypoints.cpp": self.source()}
-        for name, text in files.items():
-            write_if_changed(f"{outdir}/{name}", text)
+        write_files(src_dir, include_dir, files)
         return sorted(files)

@@ -6,11 +6,15 @@ Protocol.enum_checked), `valid_<Enum>(v)` is true when v is a value Vulkan 1.0-1
 extension in data/extensions.txt defines; `enum_values(<Enum>)` lists those values for the
 tests. The struct and command decoders call `valid_<Enum>` before a handler runs, so an
 out-of-range enum never reaches the driver (which indexes tables with some of them).
+
+Also `is_dispatchable(VkObjectType)`: true for the object types whose handles vk.xml declares
+with VK_DEFINE_HANDLE (instance, physical device, device, queue, command buffer), which both
+sides treat differently (a guest struct with a dispatch pointer; a host dispatch table).
 """
 
 from __future__ import annotations
 
-from common import banner, write_if_changed
+from common import banner, include, write_files
 from wire import Protocol
 
 NS_OPEN = "namespace bypass::wire {\n"
@@ -51,6 +55,9 @@ class EnumGenerator:
         for e in self.enums:
             L.append(f"bool valid_{e}(int32_t v);")
         L.append("")
+        L.append("// The object types vk.xml declares with VK_DEFINE_HANDLE (dispatchable handles).")
+        L.append("bool is_dispatchable(VkObjectType t);")
+        L.append("")
         L.append("struct EnumValueList {")
         L.append("  const int32_t* values;")
         L.append("  size_t count;")
@@ -63,7 +70,7 @@ class EnumGenerator:
         return "\n".join(L)
 
     def source(self) -> str:
-        L = [banner("gen_enums.py", self.reg), '#include "enums.h"', "", NS_OPEN]
+        L = [banner("gen_enums.py", self.reg), include("enums.h"), "", NS_OPEN]
         for e in self.enums:
             values = self.p.enum_values(e)
             conds = [f"v == {a}" if a == b else f"(v >= {a} && v <= {b})" for a, b in self.runs(values)]
@@ -73,11 +80,18 @@ class EnumGenerator:
             L.append(f"static const int32_t kValues_{e}[] = {{{', '.join(str(v) for v in values)}}};")
             L.append(f"EnumValueList enum_values({e}) {{ return {{kValues_{e}, {len(values)}}}; }}")
             L.append("")
+        L.extend(self.dispatchable())
         L.append(NS_CLOSE)
         return "\n".join(L)
 
-    def write(self, outdir: str) -> list[str]:
+    def dispatchable(self) -> list[str]:
+        types = sorted(h.objtype for h in self.reg.handles.values() if h.dispatchable and h.objtype)
+        L = ["bool is_dispatchable(VkObjectType t) {", "  switch (t) {"]
+        L += [f"    case {t}:" for t in types]
+        L += ["      return true;", "    default:", "      return false;", "  }", "}", ""]
+        return L
+
+    def write(self, src_dir: str, include_dir: str) -> list[str]:
         files = {"enums.h": self.header(), "enums.cpp": self.source()}
-        for name, text in files.items():
-            write_if_changed(f"{outdir}/{name}", text)
+        write_files(src_dir, include_dir, files)
         return sorted(files)

@@ -8,7 +8,7 @@ buffer a region touches (host-server/src/validate.cpp).
 
 from __future__ import annotations
 
-from common import banner, write_if_changed
+from common import banner, include, write_files
 from wire import Protocol
 
 NS_OPEN = "namespace bypass::wire {\n"
@@ -77,7 +77,7 @@ class FormatGenerator:
             "", NS_CLOSE])
 
     def source(self) -> str:
-        L = [banner("gen_formats.py", self.reg), '#include "formats.h"', "", NS_OPEN]
+        L = [banner("gen_formats.py", self.reg), include("formats.h"), "", NS_OPEN]
         L.append("namespace {")
         L.append("const FormatInfo kFormats[] = {")
         for v, name in self.formats:
@@ -96,8 +96,7 @@ class FormatGenerator:
         L.append(NS_CLOSE)
         return "\n".join(L)
 
-    def write(self, outdir: str) -> list[str]:
+    def write(self, src_dir: str, include_dir: str) -> list[str]:
         files = {"formats.h": self.header(), "formats.cpp": self.source()}
-        for name, text in files.items():
-            write_if_changed(f"{outdir}/{name}", text)
+        write_files(src_dir, include_dir, files)
         return sorted(files)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from common import write_if_changed
-from wire import Protocol
+from wire import SIDES, Protocol
 
 
 def coverage(proto: Protocol) -> dict:
@@ -29,11 +29,20 @@ def coverage(proto: Protocol) -> dict:
 
 def write(proto: Protocol, path: str) -> str:
     cov = coverage(proto)
-    text = json.dumps({"registry_version": proto.reg.header_version, "commands": cov}, indent=1, sort_keys=True)
+    sides = {side: sorted(n for n, s in proto.shapes.items() if s.hand == side) for side in SIDES}
+    doc = {
+        "generated_by": "codegen/gen_report.py",
+        "registry_version": proto.reg.header_version,
+        "commands": cov,
+        "handwritten_sides": sides,
+    }
+    text = json.dumps(doc, indent=1, sort_keys=True)
     write_if_changed(path, text + "\n")
     gen = sum(1 for v in cov.values() if v == "generated")
     hand = sum(1 for v in cov.values() if v == "handwritten")
     uns = len(cov) - gen - hand
     core_uns = [n for n, s in proto.shapes.items() if s.status.startswith("unsupported") and s.origin.startswith("VK_VERSION")]
+    per_side = ", ".join(f"{len(names)} {side}" for side, names in sides.items())
     return (f"codegen: {len(cov)} commands in vk.xml {proto.reg.header_version}: {gen} generated, "
-            f"{hand} hand-written, {uns} unsupported ({len(core_uns)} of them core)")
+            f"{hand} hand-written ({per_side}; aliases not counted), {uns} unsupported "
+            f"({len(core_uns)} of them core)")

@@ -3,7 +3,7 @@
 The generated C++ codecs (gen_structs.py, gen_commands.py) write and read exactly these
 tables; the codegen tests check every encoded message against the compiled schema with
 FlatBuffers' reflection verifier, so the schema is the contract, not documentation.
-Field order here is the field id order the codecs use (voffset = 4 + 2 * id).
+Field order here is the field id order the codecs use (voffset = 4 + 2 * id, wire.voffset).
 """
 
 from __future__ import annotations
@@ -11,26 +11,26 @@ from __future__ import annotations
 from common import banner, write_if_changed
 from gen_commands import CommandGenerator
 from gen_structs import StructGenerator
-from wire import Field, Protocol
+from wire import Field, FieldKind, OutKind, Protocol
 
 FB_VECTOR = {
-    "union": "[ubyte]", "bytes": "[ubyte]", "array_union": "[ubyte]",
-    "fixed_handle": "[ulong]", "array_handle": "[ulong]",
-    "fixed_string": "string", "string": "string", "string_array": "[string]",
-    "chain": "[ChainLink]",
+    FieldKind.UNION: "[ubyte]", FieldKind.BYTES: "[ubyte]", FieldKind.ARRAY_UNION: "[ubyte]",
+    FieldKind.FIXED_HANDLE: "[ulong]", FieldKind.ARRAY_HANDLE: "[ulong]",
+    FieldKind.FIXED_STRING: "string", FieldKind.STRING: "string", FieldKind.STRING_ARRAY: "[string]",
+    FieldKind.CHAIN: "[ChainLink]",
 }
 
 
 def fb_type(f: Field) -> str:
-    if f.kind == "scalar":
+    if f.kind is FieldKind.SCALAR:
         return f.ftype
-    if f.kind == "handle":
+    if f.kind is FieldKind.HANDLE:
         return "ulong"
-    if f.kind in ("struct", "ptr_struct"):
+    if f.kind in (FieldKind.STRUCT, FieldKind.PTR_STRUCT):
         return f.type
-    if f.kind in ("fixed_struct", "array_struct"):
+    if f.kind in (FieldKind.FIXED_STRUCT, FieldKind.ARRAY_STRUCT):
         return f"[{f.type}]"
-    if f.kind in ("fixed_scalar", "array_scalar"):
+    if f.kind in (FieldKind.FIXED_SCALAR, FieldKind.ARRAY_SCALAR):
         return f"[{f.ftype}]"
     return FB_VECTOR[f.kind]
 
@@ -64,7 +64,7 @@ class SchemaGenerator:
             if s.fixed:
                 L.append(f"struct {s.name}_s {{")
                 for f in s.fields:
-                    L.append(f"  {f.name}: {'ulong' if f.kind == 'handle' else f.ftype};")
+                    L.append(f"  {f.name}: {'ulong' if f.kind is FieldKind.HANDLE else f.ftype};")
                 L.append("}")
                 continue
             fields = [(f.name, fb_type(f)) for f in s.fields]
@@ -75,11 +75,11 @@ class SchemaGenerator:
                 fr, _ = self.cg.reply_ret_field(s)
                 rf = [("result", fr)]
                 for o in s.outs:
-                    if o.kind in ("handle", "handle_array"):
+                    if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY):
                         continue
-                    t = {"count": "ulong", "scalar": "ulong", "struct": o.type,
-                         "struct_array": f"[{o.type}]", "bytes": "[ubyte]"}.get(o.kind)
-                    if o.kind == "scalar_array":
+                    t = {OutKind.COUNT: "ulong", OutKind.SCALAR: "ulong", OutKind.STRUCT: o.type,
+                         OutKind.STRUCT_ARRAY: f"[{o.type}]", OutKind.BYTES: "[ubyte]"}.get(o.kind)
+                    if o.kind is OutKind.SCALAR_ARRAY:
                         t = f"[{self.reg.scalar_info(o.type)[0]}]"
                     rf.append((o.name, t))
                 L.append(self.table(f"{s.name}_reply", rf))

@@ -7,8 +7,8 @@ and encodes outputs. Output: `structs.h`, one `structs_<category>.cpp` per categ
 
 from __future__ import annotations
 
-from common import banner, write_if_changed
-from wire import Field, Protocol, c_expr
+from common import banner, include, write_files
+from wire import Field, FieldKind, Protocol, c_expr
 
 NS_OPEN = "namespace bypass::wire {\n"
 NS_CLOSE = "}  // namespace bypass::wire\n"
@@ -37,7 +37,7 @@ class StructGenerator:
         return out
 
     def unsigned_enum(self, f: Field) -> bool:
-        return f.kind == "scalar" and f.type in self.reg.enums and f.type not in self.signed_enums
+        return f.kind is FieldKind.SCALAR and f.type in self.reg.enums and f.type not in self.signed_enums
 
     # ------------------------------------------------------------------ emitters
     def objtype(self, t: str) -> str:
@@ -49,31 +49,31 @@ class StructGenerator:
         n = c_expr(f.len_expr, names, src) if f.len_expr else ""
         k = f.kind
         out = []
-        if k == "struct":
+        if k is FieldKind.STRUCT:
             out.append(f"Off {var} = encode_{f.type}(b, {m}, h);")
-        elif k == "union":
+        elif k is FieldKind.UNION:
             out.append(f"Off {var} = bytes_vector(b, &{m}, sizeof({m}));")
-        elif k == "fixed_scalar":
+        elif k is FieldKind.FIXED_SCALAR:
             out.append(f"Off {var} = scalar_vector(b, reinterpret_cast<const {f.ctype}*>({m}), {f.count});")
-        elif k == "fixed_string":
+        elif k is FieldKind.FIXED_STRING:
             out.append(f"Off {var} = b.CreateString({m}, strnlen({m}, {f.count})).o;")
-        elif k == "fixed_struct":
+        elif k is FieldKind.FIXED_STRUCT:
             out.append(f"Off {var};")
             out.append("{")
             out.append(f"  Off offs[{f.count}];")
             out.append(f"  for (size_t i = 0; i < {f.count}; ++i) offs[i] = encode_{f.type}(b, {m}[i], h);")
             out.append(f"  {var} = table_vector(b, offs, {f.count});")
             out.append("}")
-        elif k == "fixed_handle":
+        elif k is FieldKind.FIXED_HANDLE:
             out.append(f"Off {var};")
             out.append("{")
             out.append(f"  uint64_t bits[{f.count}];")
             out.append(f"  for (size_t i = 0; i < {f.count}; ++i) bits[i] = handle_bits({m}[i]);")
             out.append(f"  {var} = handle_vector(b, h, {self.objtype(f.type)}, bits, {f.count});")
             out.append("}")
-        elif k == "ptr_struct":
+        elif k is FieldKind.PTR_STRUCT:
             out.append(f"Off {var} = {m} ? encode_{f.type}(b, *{m}, h) : 0;")
-        elif k == "array_struct":
+        elif k is FieldKind.ARRAY_STRUCT:
             out.append(f"Off {var} = 0;")
             out.append(f"if ({m}) {{")
             out.append(f"  size_t n = static_cast<size_t>({n});")
@@ -81,15 +81,15 @@ class StructGenerator:
             out.append(f"  for (size_t i = 0; i < n; ++i) offs[i] = encode_{f.type}(b, {m}[i], h);")
             out.append(f"  {var} = table_vector(b, offs.data(), n);")
             out.append("}")
-        elif k == "array_scalar":
+        elif k is FieldKind.ARRAY_SCALAR:
             out.append(f"Off {var} = {m} ? scalar_vector(b, reinterpret_cast<const {f.ctype}*>({m}), static_cast<size_t>({n})) : 0;")
-        elif k == "array_union":
+        elif k is FieldKind.ARRAY_UNION:
             out.append(f"Off {var} = {m} ? bytes_vector(b, {m}, sizeof(*{m}) * static_cast<size_t>({n})) : 0;")
-        elif k == "array_handle":
+        elif k is FieldKind.ARRAY_HANDLE:
             out.append(f"Off {var} = {m} ? handle_array_vector(b, h, {self.objtype(f.type)}, {m}, static_cast<size_t>({n})) : 0;")
-        elif k == "string":
+        elif k is FieldKind.STRING:
             out.append(f"Off {var} = {m} ? b.CreateString({m}).o : 0;")
-        elif k == "string_array":
+        elif k is FieldKind.STRING_ARRAY:
             out.append(f"Off {var} = 0;")
             out.append(f"if ({m}) {{")
             out.append(f"  size_t n = static_cast<size_t>({n});")
@@ -97,11 +97,11 @@ class StructGenerator:
             out.append(f"  for (size_t i = 0; i < n; ++i) strs[i] = b.CreateString({m}[i] ? {m}[i] : \"\").o;")
             out.append(f"  {var} = table_vector(b, strs.data(), n);")
             out.append("}")
-        elif k == "bytes":
+        elif k is FieldKind.BYTES:
             out.append(f"Off {var} = {m} ? bytes_vector(b, {m}, static_cast<size_t>({n})) : 0;")
-        elif k == "chain":
+        elif k is FieldKind.CHAIN:
             out.append(f"Off {var} = with_chain ? encode_chain(b, {m}, h) : 0;")
-        if f.condition and out and k not in ("scalar", "handle"):
+        if f.condition and out and k not in (FieldKind.SCALAR, FieldKind.HANDLE):
             cond = c_expr(f.condition, names, src)
             # evaluate only when the member is meaningful
             first = out[0]
@@ -115,46 +115,46 @@ class StructGenerator:
 
     def encode_field_add(self, f: Field, src: str, var: str) -> str:
         m = f"{src}{f.name}"
-        if f.kind == "scalar":
-            return f"add_scalar<{f.ctype}>(b, {f.voffset}, static_cast<{f.ctype}>({m}));" if f.ctype not in ("float", "double") else f"add_scalar(b, {f.voffset}, {m});"
-        if f.kind == "handle":
-            return f"add_scalar<uint64_t>(b, {f.voffset}, {m} ? h.to_wire({self.objtype(f.type)}, handle_bits({m})) : 0);"
-        return f"add_offset(b, {f.voffset}, {var});"
+        if f.kind is FieldKind.SCALAR:
+            return f"add_scalar<{f.ctype}>(b, {f.vo}, static_cast<{f.ctype}>({m}));" if f.ctype not in ("float", "double") else f"add_scalar(b, {f.vo}, {m});"
+        if f.kind is FieldKind.HANDLE:
+            return f"add_scalar<uint64_t>(b, {f.vo}, {m} ? h.to_wire({self.objtype(f.type)}, handle_bits({m})) : 0);"
+        return f"add_offset(b, {f.vo}, {var});"
 
     def verify_field(self, f: Field) -> str:
-        vo = f.voffset
+        vo = f.vo
         k = f.kind
-        if k == "scalar":
+        if k is FieldKind.SCALAR:
             return f"t->VerifyField<{f.ctype}>(v, {vo}, {f.size})"
-        if k == "handle":
+        if k is FieldKind.HANDLE:
             return f"t->VerifyField<uint64_t>(v, {vo}, 8)"
-        if k in ("struct", "ptr_struct"):
+        if k in (FieldKind.STRUCT, FieldKind.PTR_STRUCT):
             return f"verify_table_field(v, t, {vo}, verify_{f.type})"
-        if k in ("fixed_struct", "array_struct"):
+        if k in (FieldKind.FIXED_STRUCT, FieldKind.ARRAY_STRUCT):
             return f"verify_table_vector(v, t, {vo}, verify_{f.type})"
-        if k in ("union", "bytes", "array_union"):
+        if k in (FieldKind.UNION, FieldKind.BYTES, FieldKind.ARRAY_UNION):
             return f"verify_vector_field<uint8_t>(v, t, {vo})"
-        if k in ("fixed_scalar", "array_scalar"):
+        if k in (FieldKind.FIXED_SCALAR, FieldKind.ARRAY_SCALAR):
             return f"verify_vector_field<{f.ctype}>(v, t, {vo})"
-        if k in ("fixed_handle", "array_handle"):
+        if k in (FieldKind.FIXED_HANDLE, FieldKind.ARRAY_HANDLE):
             return f"verify_vector_field<uint64_t>(v, t, {vo})"
-        if k in ("fixed_string", "string"):
+        if k in (FieldKind.FIXED_STRING, FieldKind.STRING):
             return f"verify_string_field(v, t, {vo})"
-        if k == "string_array":
+        if k is FieldKind.STRING_ARRAY:
             return f"verify_string_vector_field(v, t, {vo})"
-        if k == "chain":
+        if k is FieldKind.CHAIN:
             return f"verify_table_vector(v, t, {vo}, verify_ChainLink)"
         raise AssertionError(k)
 
     def decode_field(self, f: Field, owner: str, names: set[str], dst: str, into: bool) -> list[str]:
         """Statements decoding field f of table t into `dst.<name>`."""
         m = f"{dst}{f.name}"
-        vo = f.voffset
+        vo = f.vo
         where = f'"{owner}.{f.name}"'
         k = f.kind
         n = c_expr(f.len_expr, names, dst) if f.len_expr else ""
         out: list[str] = []
-        if k == "scalar" and self.unsigned_enum(f):
+        if k is FieldKind.SCALAR and self.unsigned_enum(f):
             ok = "e >= 0"
             if self.p.enum_checked(owner, f):
                 valid = f"valid_{self.reg.resolve(f.type)}(e)"
@@ -163,35 +163,35 @@ class StructGenerator:
                 ok = f"e >= 0 && (!c.check_values || {valid})"
             out.append(f"if (const int32_t e = t->GetField<int32_t>({vo}, 0); {ok}) {m} = static_cast<decltype({m})>(e);")
             out.append(f"else return fail_enum(c, {where}, \"{self.reg.resolve(f.type)}\", e);")
-        elif k == "scalar":
+        elif k is FieldKind.SCALAR:
             out.append(f"{m} = static_cast<decltype({m})>(t->GetField<{f.ctype}>({vo}, 0));")
-        elif k == "handle":
+        elif k is FieldKind.HANDLE:
             opt = "true" if f.optional else "false"
             out.append(f"if (!decode_handle(c, t->GetField<uint64_t>({vo}, 0), {self.objtype(f.type)}, {opt}, {where}, &{m})) return false;")
-        elif k == "struct":
+        elif k is FieldKind.STRUCT:
             out.append(f"if (auto* s = t->GetPointer<const Table*>({vo}); s && !decode_{f.type}(c, s, {m}, false)) return false;")
-        elif k == "union":
+        elif k is FieldKind.UNION:
             out.append(f"if (auto* s = t->GetPointer<const Vec<uint8_t>*>({vo})) {{")
             out.append(f"  if (s->size() != sizeof({m})) return c.fail({where}, \"union size\");")
             out.append(f"  std::memcpy(&{m}, s->data(), sizeof({m}));")
             out.append("}")
-        elif k == "fixed_scalar":
+        elif k is FieldKind.FIXED_SCALAR:
             out.append(f"if (auto* s = t->GetPointer<const Vec<{f.ctype}>*>({vo})) {{")
             out.append(f"  if (s->size() > {f.count}) return c.fail({where}, \"array too long\");")
             out.append(f"  std::memcpy({m}, s->data(), s->size() * sizeof({f.ctype}));")
             out.append("}")
-        elif k == "fixed_string":
+        elif k is FieldKind.FIXED_STRING:
             out.append(f"if (auto* s = t->GetPointer<const flatbuffers::String*>({vo})) {{")
             out.append(f"  if (s->size() >= {f.count}) return c.fail({where}, \"string too long\");")
             out.append(f"  std::memcpy({m}, s->c_str(), s->size() + 1);")
             out.append("}")
-        elif k == "fixed_struct":
+        elif k is FieldKind.FIXED_STRUCT:
             out.append(f"if (auto* s = t->GetPointer<const TableVec*>({vo})) {{")
             out.append(f"  if (s->size() > {f.count}) return c.fail({where}, \"array too long\");")
             out.append(f"  for (flatbuffers::uoffset_t i = 0; i < s->size(); ++i)")
             out.append(f"    if (!decode_{f.type}(c, s->Get(i), {m}[i], false)) return false;")
             out.append("}")
-        elif k == "fixed_handle":
+        elif k is FieldKind.FIXED_HANDLE:
             out.append(f"if (auto* s = t->GetPointer<const Vec<uint64_t>*>({vo})) {{")
             out.append(f"  if (s->size() > {f.count}) return c.fail({where}, \"array too long\");")
             out.append(f"  for (flatbuffers::uoffset_t i = 0; i < s->size(); ++i)")
@@ -199,7 +199,7 @@ class StructGenerator:
             out.append("}")
         elif into:
             return []  # pointers of an output struct belong to the application
-        elif k == "ptr_struct":
+        elif k is FieldKind.PTR_STRUCT:
             out.append(f"if (auto* s = t->GetPointer<const Table*>({vo})) {{")
             out.append(f"  auto* p = c.arena->make<{f.type}>(1);")
             out.append(f"  if (!p) return c.fail({where}, \"out of memory\");")
@@ -211,21 +211,21 @@ class StructGenerator:
                 out.append(f"}} else {{")
                 out.append(f"  return c.fail({where}, \"missing required struct\");")
                 out.append("}")
-        elif k in ("array_struct", "array_scalar", "array_handle", "array_union", "bytes", "string_array"):
+        elif k in (FieldKind.ARRAY_STRUCT, FieldKind.ARRAY_SCALAR, FieldKind.ARRAY_HANDLE, FieldKind.ARRAY_UNION, FieldKind.BYTES, FieldKind.STRING_ARRAY):
             vec_t = {
-                "array_struct": "TableVec",
-                "array_scalar": f"Vec<{f.ctype}>",
-                "array_handle": "Vec<uint64_t>",
-                "array_union": "Vec<uint8_t>",
-                "bytes": "Vec<uint8_t>",
-                "string_array": "StringVec",
+                FieldKind.ARRAY_STRUCT: "TableVec",
+                FieldKind.ARRAY_SCALAR: f"Vec<{f.ctype}>",
+                FieldKind.ARRAY_HANDLE: "Vec<uint64_t>",
+                FieldKind.ARRAY_UNION: "Vec<uint8_t>",
+                FieldKind.BYTES: "Vec<uint8_t>",
+                FieldKind.STRING_ARRAY: "StringVec",
             }[k]
-            elem_size = {"array_union": f"sizeof(*{m})", "bytes": "1"}.get(k, "1")
+            elem_size = {FieldKind.ARRAY_UNION: f"sizeof(*{m})", FieldKind.BYTES: "1"}.get(k, "1")
             cond = c_expr(f.condition, names, dst) if f.condition else "true"
             out.append(f"if ({cond}) {{")
             out.append(f"  const size_t want = static_cast<size_t>({n});")
             out.append(f"  auto* s = t->GetPointer<const {vec_t}*>({vo});")
-            if k == "array_union":
+            if k is FieldKind.ARRAY_UNION:
                 out.append(f"  if (s && s->size() != want * {elem_size}) return c.fail({where}, \"length does not match its count\");")
             else:
                 out.append(f"  if (s && s->size() != want) return c.fail({where}, \"length does not match its count\");")
@@ -233,13 +233,13 @@ class StructGenerator:
                 out.append(f"  if (!s && want) return c.fail({where}, \"missing array\");")
             out.append("  if (s) {")
             T = f.type
-            if k == "array_struct":
+            if k is FieldKind.ARRAY_STRUCT:
                 out.append(f"    auto* p = c.arena->make<{T}>(want ? want : 1);")
                 out.append(f"    if (!p) return c.fail({where}, \"out of memory\");")
                 out.append("    for (size_t i = 0; i < want; ++i)")
                 out.append(f"      if (!decode_{T}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), p[i], false)) return false;")
                 out.append(f"    {m} = p;")
-            elif k == "array_scalar":
+            elif k is FieldKind.ARRAY_SCALAR:
                 # Vectors of scalars are aligned in a verified message: point straight at them.
                 out.append(f"    {m} = reinterpret_cast<decltype({m})>(s->data());")
                 if self.p.enum_checked(owner, f):
@@ -247,37 +247,37 @@ class StructGenerator:
                     out.append("    if (c.check_values)")
                     out.append("      for (flatbuffers::uoffset_t i = 0; i < s->size(); ++i)")
                     out.append(f"        if (!valid_{e}(s->Get(i))) return fail_enum(c, {where}, \"{e}\", s->Get(i));")
-            elif k == "array_handle":
+            elif k is FieldKind.ARRAY_HANDLE:
                 out.append(f"    auto* p = c.arena->make<{T}>(want ? want : 1);")
                 out.append(f"    if (!p) return c.fail({where}, \"out of memory\");")
                 out.append("    for (size_t i = 0; i < want; ++i)")
                 nulls = "true" if f.null_elements else "false"
                 out.append(f"      if (!decode_handle(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {self.objtype(T)}, {nulls}, {where}, &p[i])) return false;")
                 out.append(f"    {m} = p;")
-            elif k in ("array_union", "bytes"):
+            elif k in (FieldKind.ARRAY_UNION, FieldKind.BYTES):
                 out.append(f"    {m} = reinterpret_cast<decltype({m})>(s->data());")
-            elif k == "string_array":
+            elif k is FieldKind.STRING_ARRAY:
                 out.append("    auto* p = c.arena->make<const char*>(want ? want : 1);")
                 out.append(f"    if (!p) return c.fail({where}, \"out of memory\");")
                 out.append("    for (size_t i = 0; i < want; ++i) p[i] = s->Get(static_cast<flatbuffers::uoffset_t>(i))->c_str();")
                 out.append(f"    {m} = p;")
             out.append("  }")
             out.append("}")
-        elif k == "string":
+        elif k is FieldKind.STRING:
             out.append(f"if (auto* s = t->GetPointer<const flatbuffers::String*>({vo})) {{")
             out.append(f"  {m} = s->c_str();")
             if not f.optional:  # e.g. VkPipelineShaderStageCreateInfo.pName: the driver reads it
                 out.append("} else {")
                 out.append(f"  return c.fail({where}, \"missing required string\");")
             out.append("}")
-        elif k == "chain":
+        elif k is FieldKind.CHAIN:
             pass  # handled by the caller
         return out
 
     # ------------------------------------------------------------------ outputs
     def header(self) -> str:
         lines = [banner("gen_structs.py", self.reg), "#pragma once", "",
-                 '#include "bypass/wire/runtime.h"', '#include "enums.h"', "", NS_OPEN]
+                 '#include "bypass/wire/runtime.h"', include("enums.h"), "", NS_OPEN]
         lines.append("// pNext chains: a vector of ChainLink tables, each a nested FlatBuffer.")
         lines.append("Off encode_chain(Builder& b, const void* pNext, HandleMap& h);")
         lines.append("bool verify_ChainLink(Verifier& v, const Table* t);")
@@ -310,12 +310,12 @@ class StructGenerator:
         L.append(f"Off encode_{sname}(Builder& b, const {sname}& s, HandleMap& h, bool with_chain) {{")
         L.append("  (void)h; (void)with_chain;")
         for f in fields:
-            if f.kind not in ("scalar", "handle"):
+            if f.kind not in (FieldKind.SCALAR, FieldKind.HANDLE):
                 for line in self.encode_field_pre(f, "s.", names, f"o_{f.name}"):
                     L.append("  " + line)
         L.append("  const Off start = b.StartTable();")
         # larger scalars first keeps padding small
-        for f in sorted(fields, key=lambda f: -(8 if f.kind == "handle" else f.size or 4)):
+        for f in sorted(fields, key=lambda f: -(8 if f.kind is FieldKind.HANDLE else f.size or 4)):
             L.append("  " + self.encode_field_add(f, "s.", f"o_{f.name}"))
         L.append("  return b.EndTable(start);")
         L.append("}")
@@ -332,16 +332,16 @@ class StructGenerator:
         if s.stype:
             L.append(f"  if (!into) out.sType = {s.stype};")
         for f in fields:
-            if f.kind == "chain":
-                L.append(f"  if (auto* links = t->GetPointer<const TableVec*>({f.voffset})) {{")
+            if f.kind is FieldKind.CHAIN:
+                L.append(f"  if (auto* links = t->GetPointer<const TableVec*>({f.vo})) {{")
                 L.append("    if (into) {")
                 L.append("      if (!decode_chain_into(c, links, out.pNext)) return false;")
                 L.append("    } else if (!decode_chain(c, links, const_cast<const void**>(&out.pNext))) {")
                 L.append("      return false;")
                 L.append("    }")
                 L.append("  }")
-        first = [f for f in fields if f.kind not in ("chain",) and not f.kind.startswith("array") and f.kind not in ("bytes", "string_array", "ptr_struct", "string")]
-        second = [f for f in fields if f not in first and f.kind != "chain"]
+        first = [f for f in fields if f.kind is not FieldKind.CHAIN and not f.kind.is_pointer]
+        second = [f for f in fields if f not in first and f.kind is not FieldKind.CHAIN]
         for f in first:
             for line in self.decode_field(f, sname, names, "out.", False):
                 L.append("  " + line)
@@ -362,7 +362,7 @@ class StructGenerator:
             cats.setdefault(self.p.category(s), []).append(s)
         files = {}
         for cat, names in sorted(cats.items()):
-            body = [banner("gen_structs.py", self.reg), '#include "structs.h"', "",
+            body = [banner("gen_structs.py", self.reg), include("structs.h"), "",
                     "#include <cstring>", "", NS_OPEN]
             for s in names:
                 body.append(self.struct_code(s))
@@ -371,10 +371,10 @@ class StructGenerator:
         return files
 
     def chain_file(self) -> str:
-        L = [banner("gen_structs.py", self.reg), '#include "structs.h"', "", "#include <cstring>", "", NS_OPEN]
+        L = [banner("gen_structs.py", self.reg), include("structs.h"), "", "#include <cstring>", "", NS_OPEN]
         L.append("""bool verify_ChainLink(Verifier& v, const Table* t) {
-  return t->VerifyTableStart(v) && t->VerifyField<int32_t>(v, 4, 4) &&
-         verify_vector_field<uint8_t>(v, t, 6) && v.EndTable();
+  return t->VerifyTableStart(v) && t->VerifyField<int32_t>(v, 4 /* stype */, 4) &&
+         verify_vector_field<uint8_t>(v, t, 6 /* body */) && v.EndTable();
 }
 
 bool decode_handle(DecodeContext& c, uint64_t id, VkObjectType type, bool optional, const char* where, void* out) {
@@ -391,8 +391,8 @@ bool decode_handle(DecodeContext& c, uint64_t id, VkObjectType type, bool option
 static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
   Off body = bytes_vector(b, nested.GetBufferPointer(), nested.GetSize());
   const Off start = b.StartTable();
-  b.AddElement<int32_t>(4, stype, 0);
-  add_offset(b, 6, body);
+  b.AddElement<int32_t>(4 /* stype */, stype, 0);
+  add_offset(b, 6 /* body */, body);
   return b.EndTable(start);
 }
 """)
@@ -426,8 +426,8 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("  *tail = nullptr;")
         L.append("  for (flatbuffers::uoffset_t i = 0; i < links->size(); ++i) {")
         L.append("    const Table* link = links->Get(i);")
-        L.append("    const int32_t stype = link->GetField<int32_t>(4, 0);")
-        L.append("    auto* body = link->GetPointer<const Vec<uint8_t>*>(6);")
+        L.append("    const int32_t stype = link->GetField<int32_t>(4 /* stype */, 0);")
+        L.append("    auto* body = link->GetPointer<const Vec<uint8_t>*>(6 /* body */);")
         L.append("    VkBaseOutStructure* p = nullptr;")
         L.append("    switch (stype) {")
         for s in self.chainable:
@@ -445,8 +445,8 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("  for (auto* p = static_cast<const VkBaseOutStructure*>(chain); p; p = p->pNext) {")
         L.append("    for (flatbuffers::uoffset_t i = 0; i < links->size(); ++i) {")
         L.append("      const Table* link = links->Get(i);")
-        L.append("      if (link->GetField<int32_t>(4, 0) != static_cast<int32_t>(p->sType)) continue;")
-        L.append("      auto* body = link->GetPointer<const Vec<uint8_t>*>(6);")
+        L.append("      if (link->GetField<int32_t>(4 /* stype */, 0) != static_cast<int32_t>(p->sType)) continue;")
+        L.append("      auto* body = link->GetPointer<const Vec<uint8_t>*>(6 /* body */);")
         L.append("      void* dst = const_cast<VkBaseOutStructure*>(p);")
         L.append("      switch (static_cast<int32_t>(p->sType)) {")
         for s in self.chainable:
@@ -500,9 +500,8 @@ bool make_chain(DecodeContext& c, const Vec<uint32_t>* stypes, void** out) {
         L.append(NS_CLOSE)
         return "\n".join(L)
 
-    def write(self, outdir: str) -> list[str]:
+    def write(self, src_dir: str, include_dir: str) -> list[str]:
         files = {"structs.h": self.header(), "chain.cpp": self.chain_file()}
         files.update(self.category_files())
-        for name, text in files.items():
-            write_if_changed(f"{outdir}/{name}", text)
+        write_files(src_dir, include_dir, files)
         return sorted(files)

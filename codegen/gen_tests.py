@@ -24,19 +24,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import banner, write_if_changed  # noqa: E402
+from common import banner, include, write_files  # noqa: E402
 from gen_commands import OBJECTS, CommandGenerator, object_of  # noqa: E402
 from gen_structs import StructGenerator  # noqa: E402
 from model import Registry  # noqa: E402
-from wire import CommandShape, Field, Protocol, c_expr  # noqa: E402
+from wire import CommandShape, Field, FieldKind, OutKind, Protocol, c_expr  # noqa: E402
 
 NS_OPEN = "namespace bypass::wire::test {\n"
 NS_CLOSE = "}  // namespace bypass::wire::test\n"
 
-# Kinds the decoder reads in its second pass and skips when decoding into an output struct.
-POINTER_KINDS = ("array_struct", "array_scalar", "array_handle", "array_union", "bytes",
-                 "string_array", "ptr_struct", "string")
-ARRAY_KINDS = ("array_struct", "array_scalar", "array_handle", "array_union", "bytes", "string_array")
 WORD = r"(?<![\w>.])[A-Za-z_]\w*"
 
 
@@ -49,7 +45,7 @@ class TestGenerator:
 
     # ------------------------------------------------------------------ helpers
     def has_chain(self, sname: str) -> bool:
-        return any(f.kind == "chain" for f in self.p.struct_fields(sname))
+        return any(f.kind is FieldKind.CHAIN for f in self.p.struct_fields(sname))
 
     @staticmethod
     def drivers(expr: str, scalars: set[str]) -> list[str]:
@@ -63,31 +59,31 @@ class TestGenerator:
         for f in fields:
             m = P + f.name
             k = f.kind
-            if k == "scalar":
+            if k is FieldKind.SCALAR:
                 L.append(f"f.scalar({m});")
-            elif k == "handle":
+            elif k is FieldKind.HANDLE:
                 L.append(f"{m} = f.handle<decltype({m})>({'true' if f.optional else 'false'});")
-            elif k == "struct":
+            elif k is FieldKind.STRUCT:
                 L.append(f"fill_random_{f.type}(f, {m}, d + 1, 0);")
-            elif k in ("union", "fixed_scalar"):
+            elif k in (FieldKind.UNION, FieldKind.FIXED_SCALAR):
                 L.append(f"f.bytes(&{m}, sizeof({m}));")
-            elif k == "fixed_string":
+            elif k is FieldKind.FIXED_STRING:
                 L.append(f"f.fixed_string({m}, {f.count});")
-            elif k == "fixed_struct":
+            elif k is FieldKind.FIXED_STRUCT:
                 L.append(f"for (auto& e : {m}) fill_random_{f.type}(f, e, d + 1, 0);")
-            elif k == "fixed_handle":
+            elif k is FieldKind.FIXED_HANDLE:
                 L.append(f"for (auto& e : {m}) e = f.handle<std::remove_reference_t<decltype(e)>>(true);")
-            elif k == "ptr_struct":
+            elif k is FieldKind.PTR_STRUCT:
                 opt = "true" if f.optional else "false"
                 L.append(f"if (f.present(d, {opt}, {'true' if top else 'false'})) {{ auto* p = f.pool.make<{f.type}>(1); "
                          f"fill_random_{f.type}(f, *p, d + 1, 0); {m} = p; }} else {{ {m} = nullptr; }}")
-            elif k == "string":
+            elif k is FieldKind.STRING:
                 L.append(f"{m} = f.string({'true' if f.optional else 'false'});")
         # counts: every scalar a length expression reads gets a small value, once
         # (an enum driving a length, `rasterizationSamples`, keeps its random valid value)
-        scalars = {f.name for f in fields if f.kind == "scalar" and f.type not in self.reg.enums}
+        scalars = {f.name for f in fields if f.kind is FieldKind.SCALAR and f.type not in self.reg.enums}
         assigned: set[str] = set()
-        lens = [(f.len_expr, f.kind == "array_struct") for f in fields if f.kind in ARRAY_KINDS and f.len_expr]
+        lens = [(f.len_expr, f.kind is FieldKind.ARRAY_STRUCT) for f in fields if f.kind.is_array and f.len_expr]
         for expr, is_struct in list(lens) + list(extra_lens):
             simple = re.fullmatch(r"\w+", expr) is not None
             limit = (3 if is_struct else 8) if simple else 32
@@ -103,7 +99,7 @@ class TestGenerator:
                     # the struct's own filler already made it small when it counts an array there
                     L.append(f"if ({P}{ptr} && {target} > {limit}) {target} = static_cast<decltype({target})>(f.count(d, {limit}));")
         for f in fields:
-            if f.kind not in ARRAY_KINDS:
+            if not f.kind.is_array:
                 continue
             m = P + f.name
             n = c_expr(f.len_expr, names, P)
@@ -113,23 +109,23 @@ class TestGenerator:
                 L.append(f"  if (f.rng.one_in(4)) {{ {m} = nullptr; }} else {{")
             else:
                 L.append("  {")
-            if f.kind == "bytes":
+            if f.kind is FieldKind.BYTES:
                 L.append("    auto* p = f.pool.make<uint8_t>(n);")
                 L.append("    f.bytes(p, n);")
-            elif f.kind == "array_struct":
+            elif f.kind is FieldKind.ARRAY_STRUCT:
                 L.append(f"    auto* p = f.pool.make<{f.type}>(n);")
                 L.append(f"    for (size_t i = 0; i < n; ++i) fill_random_{f.type}(f, p[i], d + 1, 0);")
-            elif f.kind == "array_handle":
+            elif f.kind is FieldKind.ARRAY_HANDLE:
                 L.append(f"    auto* p = f.pool.make<Elem<decltype({m})>>(n);")
                 if f.null_elements:
                     # The first element VK_NULL_HANDLE, which this array may hold: it must arrive as such.
                     L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = i == 0 ? Elem<decltype({m})>{{}} : f.handle<Elem<decltype({m})>>(false);")
                 else:
                     L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = f.handle<Elem<decltype({m})>>(false);")
-            elif f.kind == "string_array":
+            elif f.kind is FieldKind.STRING_ARRAY:
                 L.append("    auto* p = f.pool.make<const char*>(n);")
                 L.append("    for (size_t i = 0; i < n; ++i) p[i] = f.string(false);")
-            elif f.kind == "array_scalar" and f.type in self.reg.enums:  # valid values, as a guest sends
+            elif f.kind is FieldKind.ARRAY_SCALAR and f.type in self.reg.enums:  # valid values, as a guest sends
                 L.append(f"    auto* p = f.pool.make<Elem<decltype({m})>>(n);")
                 L.append("    for (size_t i = 0; i < n; ++i) f.scalar(p[i]);")
             else:  # array_scalar, array_union
@@ -146,48 +142,48 @@ class TestGenerator:
         where = f'"{owner}.{f.name}"'
         k = f.kind
         bad = f"return d.at({where});"
-        if k in ("scalar", "handle", "union", "fixed_scalar", "fixed_handle"):
+        if k in (FieldKind.SCALAR, FieldKind.HANDLE, FieldKind.UNION, FieldKind.FIXED_SCALAR, FieldKind.FIXED_HANDLE):
             return [f"if (std::memcmp(&{ma}, &{mb}, sizeof({ma})) != 0) {bad}"]
-        if k == "struct":
+        if k is FieldKind.STRUCT:
             return [f"if (!equal_{f.type}({ma}, {mb}, d, 0)) {bad}"]
-        if k == "fixed_string":
+        if k is FieldKind.FIXED_STRING:
             return [f"if (std::strncmp({ma}, {mb}, {f.count}) != 0) {bad}"]
-        if k == "fixed_struct":
+        if k is FieldKind.FIXED_STRUCT:
             return [f"for (size_t i = 0; i < std::size({ma}); ++i) if (!equal_{f.type}({ma}[i], {mb}[i], d, 0)) {bad}"]
-        if k == "ptr_struct":
+        if k is FieldKind.PTR_STRUCT:
             return [f"if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
                     f"if ({ma} && !equal_{f.type}(*{ma}, *{mb}, d, 0)) {bad}"]
-        if k == "string":
+        if k is FieldKind.STRING:
             return [f"if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
                     f"if ({ma} && std::strcmp({ma}, {mb}) != 0) {bad}"]
-        if k in ARRAY_KINDS:
+        if k.is_array:
             n = c_expr(f.len_expr, names, A)
             cond = c_expr(f.condition, names, A) if f.condition else "true"
             L = [f"if ({cond}) {{",
                  f"  const size_t n = static_cast<size_t>({n});",
                  f"  if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
                  f"  if ({ma} && n) {{"]
-            if k == "array_struct":
+            if k is FieldKind.ARRAY_STRUCT:
                 L.append(f"    for (size_t i = 0; i < n; ++i) if (!equal_{f.type}({ma}[i], {mb}[i], d, 0)) {bad}")
-            elif k == "string_array":
+            elif k is FieldKind.STRING_ARRAY:
                 L.append(f"    for (size_t i = 0; i < n; ++i) if (std::strcmp({ma}[i], {mb}[i]) != 0) {bad}")
-            elif k == "bytes":
+            elif k is FieldKind.BYTES:
                 L.append(f"    if (std::memcmp({ma}, {mb}, n) != 0) {bad}")
             else:
                 L.append(f"    if (std::memcmp({ma}, {mb}, n * sizeof(*{ma})) != 0) {bad}")
             L.append("  }")
             L.append("}")
             return L
-        if k == "chain":
+        if k is FieldKind.CHAIN:
             return []
         raise AssertionError(k)
 
     def equal_lines(self, fields: list[Field], owner: str, names: set[str], A: str, B: str) -> list[str]:
         L: list[str] = []
         for f in fields:
-            if f.kind not in POINTER_KINDS:
+            if not f.kind.is_pointer:
                 L += self.equal_field(f, owner, names, A, B)
-        ptr = [f for f in fields if f.kind in POINTER_KINDS]
+        ptr = [f for f in fields if f.kind.is_pointer]
         if ptr:
             L.append("if (!(flags & kInto)) {")
             for f in ptr:
@@ -250,7 +246,7 @@ class TestGenerator:
         return "\n".join(L)
 
     def links_file(self) -> str:
-        L = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
+        L = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
         for s in self.sg.chainable:
             L.append(f"VkBaseOutStructure* link_{s}(Fill& f, int d) {{")
             L.append(f"  auto* p = f.pool.make<{s}>(1);")
@@ -290,28 +286,28 @@ class TestGenerator:
 
     # ------------------------------------------------------------------ commands
     def out_elem(self, o) -> str:
-        return "uint8_t" if o.kind == "bytes" else f"Elem<decltype(in.{o.name})>"
+        return "uint8_t" if o.kind is OutKind.BYTES else f"Elem<decltype(in.{o.name})>"
 
     def command_code(self, s: CommandShape) -> str:
         reg = self.reg
         names = {p.name for p in s.cmd.params}
         fields = s.fields
         n_of = lambda expr, P: c_expr(expr, names, P)  # noqa: E731
-        counts = {o.name: o for o in s.outs if o.kind == "count"}
-        arrays_of_count = {o.two_call: o for o in s.outs if o.two_call and o.kind != "count"}
+        counts = {o.name: o for o in s.outs if o.kind is OutKind.COUNT}
+        arrays_of_count = {o.two_call: o for o in s.outs if o.two_call and o.kind is not OutKind.COUNT}
         L = []
         # ---- handler: touch every decoded input, write outputs like a driver, capture
         L.append(f"static void fill_outputs_{s.name}(Fill& f, Args_{s.name}& a) {{")
         L.append("  (void)f; (void)a;")
         for o in s.outs:
             m = f"a.{o.name}"
-            if o.kind == "handle":
+            if o.kind is OutKind.HANDLE:
                 L.append(f"  if ({m}) *{m} = f.handle<Elem<decltype({m})>>(false);")
-            elif o.kind == "handle_array":
+            elif o.kind is OutKind.HANDLE_ARRAY:
                 L.append(f"  if ({m}) for (size_t i = 0, n = static_cast<size_t>({n_of(o.len_expr, 'a.')}); i < n; ++i) {m}[i] = f.handle<Elem<decltype({m})>>(false);")
-            elif o.kind == "scalar":
+            elif o.kind is OutKind.SCALAR:
                 L.append(f"  if ({m}) f.scalar(*{m});")
-            elif o.kind == "count":
+            elif o.kind is OutKind.COUNT:
                 arr = arrays_of_count.get(o.name)
                 T = f"std::remove_reference_t<decltype(*{m})>"
                 L.append(f"  if ({m}) {{")
@@ -326,9 +322,9 @@ class TestGenerator:
                 else:
                     L.append(f"    *{m} = static_cast<{T}>(f.rng.below(6));")
                 L.append("  }")
-            elif o.kind == "struct":
+            elif o.kind is OutKind.STRUCT:
                 L.append(f"  if ({m}) fill_random_{o.type}(f, *{m}, 0, 1);")
-            elif o.kind in ("struct_array", "bytes", "scalar_array") and not o.two_call:
+            elif o.kind in (OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY) and not o.two_call:
                 L.append(f"  if ({m}) {{")
                 L.append(f"    const size_t n = static_cast<size_t>({n_of(o.len_expr, 'a.')});")
                 L += ["    " + x for x in self.fill_out_array(o, m)]
@@ -369,31 +365,31 @@ class TestGenerator:
         L.append(f"    got = Args_{s.name}{{}};")
         extra = []
         for o in s.outs:
-            if o.kind in ("handle_array", "struct_array", "bytes", "scalar_array") and not o.two_call:
-                extra.append((o.len_expr, o.kind == "struct_array"))
+            if o.kind in (OutKind.HANDLE_ARRAY, OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY) and not o.two_call:
+                extra.append((o.len_expr, o.kind is OutKind.STRUCT_ARRAY))
         L += ["    " + x for x in self.fill_lines(fields, "in.", names, extra, top=True)]
         # output storage on the guest side: counts first, their arrays use them as capacity
-        for o in [o for o in s.outs if o.kind == "count"] + [o for o in s.outs if o.kind != "count"]:
+        for o in [o for o in s.outs if o.kind is OutKind.COUNT] + [o for o in s.outs if o.kind is not OutKind.COUNT]:
             m = f"in.{o.name}"
             E = self.out_elem(o)
-            if o.kind == "handle":
+            if o.kind is OutKind.HANDLE:
                 L.append(f"    {m} = f.pool.make<{E}>(1);")
                 L.append(f"    *{m} = f.handle<{E}>(false);")
-            elif o.kind == "handle_array":
+            elif o.kind is OutKind.HANDLE_ARRAY:
                 L.append("    {")
                 L.append(f"      const size_t n = static_cast<size_t>({n_of(o.len_expr, 'in.')});")
                 L.append(f"      {m} = f.pool.make<{E}>(n);")
                 L.append(f"      for (size_t i = 0; i < n; ++i) {m}[i] = f.handle<{E}>(false);")
                 L.append("    }")
-            elif o.kind == "scalar":
+            elif o.kind is OutKind.SCALAR:
                 L.append(f"    {m} = f.pool.make<{E}>(1);")
-            elif o.kind == "count":
+            elif o.kind is OutKind.COUNT:
                 L.append(f"    {m} = f.pool.make<{E}>(1);")
                 L.append(f"    *{m} = static_cast<{E}>(f.rng.below(4));")
-            elif o.kind == "struct":
+            elif o.kind is OutKind.STRUCT:
                 L.append(f"    {m} = f.pool.make<{E}>(1);")
                 L += ["    " + x for x in self.out_header(o, f"{m}[0]", first=True)]
-            elif o.kind in ("struct_array", "bytes", "scalar_array"):
+            elif o.kind in (OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY):
                 L.append("    {")
                 if o.two_call:
                     L.append(f"      const size_t n = static_cast<size_t>(*in.{o.two_call});")
@@ -402,7 +398,7 @@ class TestGenerator:
                     L.append(f"      const size_t n = static_cast<size_t>({n_of(o.len_expr, 'in.')});")
                     L.append("      const bool absent = false;")
                 L.append(f"      {m} = absent ? nullptr : reinterpret_cast<decltype({m})>(f.pool.make<{E}>(n));")
-                if o.kind == "struct_array":
+                if o.kind is OutKind.STRUCT_ARRAY:
                     L.append("      for (size_t i = 0; !absent && i < n; ++i) {")
                     L += ["        " + x for x in self.out_header(o, f"{m}[i]", first=False)]
                     L.append("      }")
@@ -423,21 +419,21 @@ class TestGenerator:
         L.append(f"    if (!equal_args_{s.name}(in, got, d)) return false;")
         for o in s.outs:
             where = f'"{s.name}.{o.name}"'
-            if o.kind == "handle":
+            if o.kind is OutKind.HANDLE:
                 L.append(f"    if (got.id_{o.name} != handle_bits(*in.{o.name})) return d.at({where});")
-            elif o.kind == "handle_array":
+            elif o.kind is OutKind.HANDLE_ARRAY:
                 L.append("    {")
                 L.append(f"      const size_t n = static_cast<size_t>({n_of(o.len_expr, 'in.')});")
                 L.append(f"      if (!got.ids_{o.name} || got.ids_{o.name}->size() != n) return d.at({where});")
                 L.append(f"      for (size_t i = 0; i < n; ++i) if (got.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)) != handle_bits(in.{o.name}[i])) return d.at({where});")
                 L.append("    }")
-            elif o.kind == "count":
+            elif o.kind is OutKind.COUNT:
                 arr = arrays_of_count.get(o.name)
                 want = f"(in.{arr.name} ? static_cast<uint64_t>(*in.{o.name}) + 1 : 0)" if arr else "0"
                 L.append(f"    if (got.cap_{o.name} != {want}) return d.at({where});")
-            elif o.kind == "struct" and self.reg.struct(o.type).member("pNext"):
+            elif o.kind is OutKind.STRUCT and self.reg.struct(o.type).member("pNext"):
                 L.append(f"    if (!same_stypes(in.{o.name}->pNext, got.v_{o.name}.pNext)) return d.at({where});")
-            elif o.kind == "struct_array" and self.reg.struct(o.type).member("pNext"):
+            elif o.kind is OutKind.STRUCT_ARRAY and self.reg.struct(o.type).member("pNext"):
                 L.append(f"    if (in.{o.name} && got.{o.name}) {{")
                 if o.two_call:
                     L.append(f"      const size_t n = static_cast<size_t>(*in.{o.two_call});")
@@ -459,9 +455,9 @@ class TestGenerator:
             for o in s.outs:
                 where = f'"{s.name}.{o.name}"'
                 m = f"in.{o.name}"
-                if o.kind == "scalar":
+                if o.kind is OutKind.SCALAR:
                     L.append(f"    if (std::memcmp({m}, &got.v_{o.name}, sizeof(got.v_{o.name})) != 0) return d.at({where});")
-                elif o.kind == "count":
+                elif o.kind is OutKind.COUNT:
                     L.append(f"    if (*{m} != got.v_{o.name}) return d.at({where});")
                     arr = arrays_of_count.get(o.name)
                     if arr:
@@ -469,9 +465,9 @@ class TestGenerator:
                         L.append(f"      const size_t n = static_cast<size_t>(got.v_{o.name});")
                         L += ["      " + x for x in self.compare_out_array(arr, s.name)]
                         L.append("    }")
-                elif o.kind == "struct":
+                elif o.kind is OutKind.STRUCT:
                     L.append(f"    if (!equal_{o.type}(*{m}, got.v_{o.name}, d, kInto)) return d.at({where});")
-                elif o.kind in ("struct_array", "bytes", "scalar_array") and not o.two_call:
+                elif o.kind in (OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY) and not o.two_call:
                     L.append("    {")
                     L.append(f"      const size_t n = static_cast<size_t>({n_of(o.len_expr, 'in.')});")
                     L += ["      " + x for x in self.compare_out_array(o, s.name)]
@@ -487,18 +483,18 @@ class TestGenerator:
         return "\n".join(L)
 
     def fill_out_array(self, o, m: str) -> list[str]:
-        if o.kind == "struct_array":
+        if o.kind is OutKind.STRUCT_ARRAY:
             return [f"for (size_t i = 0; i < n; ++i) fill_random_{o.type}(f, {m}[i], 0, 1);"]
-        if o.kind == "bytes":
+        if o.kind is OutKind.BYTES:
             return [f"f.bytes({m}, n);"]
         return [f"f.bytes({m}, n * sizeof(*{m}));"]
 
     def compare_out_array(self, o, cmd: str) -> list[str]:
         where = f'"{cmd}.{o.name}"'
         m, g = f"in.{o.name}", f"got.{o.name}"
-        if o.kind == "struct_array":
+        if o.kind is OutKind.STRUCT_ARRAY:
             return [f"for (size_t i = 0; i < n; ++i) if (!equal_{o.type}({m}[i], {g}[i], d, kInto)) return d.at({where});"]
-        if o.kind == "bytes":
+        if o.kind is OutKind.BYTES:
             return [f"if (n && std::memcmp({m}, {g}, n) != 0) return d.at({where});"]
         return [f"if (n && std::memcmp({m}, {g}, n * sizeof(*{m})) != 0) return d.at({where});"]
 
@@ -531,7 +527,7 @@ class TestGenerator:
         return "\n".join(L) + "\n"
 
     def tables_file(self) -> str:
-        L = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", "#include <cstddef>", "", NS_OPEN]
+        L = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", "#include <cstddef>", "", NS_OPEN]
         # struct cases are defined in the category files; declare their round trips
         for s in self.structs:
             L.append(f"bool roundtrip_struct_{s}(Env& e, Diff& d);")
@@ -559,10 +555,10 @@ class TestGenerator:
             if sh.fixed:
                 continue
             fl = [(f.name, f.voffset) for f in sh.fields]
-            fl += [(f"in_{o.name}", 4 + 2 * o.in_index) for o, _ in self.cg.in_out_fields(sh)]
+            fl += [(f"in_{o.name}", o.in_voffset) for o, _ in self.cg.in_out_fields(sh)]
             entries.append((f"{sh.name}_args", fl))
             if sh.sync:
-                rf = [("result", 4)] + [(o.name, 4 + 2 * o.index) for o in sh.outs if o.kind not in ("handle", "handle_array")]
+                rf = [("result", 4)] + [(o.name, o.voffset) for o in sh.outs if o.kind not in (OutKind.HANDLE, OutKind.HANDLE_ARRAY)]
                 entries.append((f"{sh.name}_reply", rf))
         for i, (name, fl) in enumerate(entries):
             body = ", ".join(f"{{\"{n}\", {vo}}}" for n, vo in fl) or "{nullptr, 0}"
@@ -594,7 +590,7 @@ class TestGenerator:
         return "\n".join(L)
 
     def handlers_file(self) -> str:
-        L = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
+        L = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
         for sh in self.cg.shapes:
             L.append(f"void install_handler_{object_of(sh, self.reg)}(Handlers& h);")
         L = list(dict.fromkeys(L))
@@ -617,14 +613,14 @@ class TestGenerator:
         for s in self.structs:
             cats.setdefault(self.p.category(s), []).append(s)
         for cat, names in sorted(cats.items()):
-            body = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
+            body = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
             for s in names:
                 body.append(self.struct_code(s))
             body.append(NS_CLOSE)
             files[f"structs_{cat}.cpp"] = "\n".join(body)
         for obj in OBJECTS:
             group = [sh for sh in self.cg.shapes if object_of(sh, self.reg) == obj]
-            body = [banner("gen_tests.py", self.reg), '#include "wire_tests.h"', "", NS_OPEN]
+            body = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
             for sh in group:
                 body.append(self.command_code(sh))
                 body.append(f"std::unique_ptr<CommandCase> make_case_{sh.name}() {{ return std::make_unique<Case_{sh.name}>(); }}")
@@ -637,8 +633,8 @@ class TestGenerator:
             body.append("")
             body.append(NS_CLOSE)
             files[f"commands_{obj}.cpp"] = "\n".join(body)
-        for name, text in files.items():
-            write_if_changed(os.path.join(outdir, name), text)
+        # Sources in outdir, the header under outdir/include/bypass/wire/gen/.
+        write_files(outdir, os.path.join(outdir, "include", "bypass", "wire", "gen"), files)
         return sorted(files)
 
 

@@ -45,14 +45,12 @@ class Member:
     type: str  # base type name, e.g. "VkImageCreateInfo", "uint32_t", "void"
     ptr: int = 0  # pointer depth
     const: bool = False  # the pointee is const
-    const_ptrs: bool = False  # "* const*": the inner pointer is const too
     array: list[str] = field(default_factory=list)  # fixed array dimensions (literal or constant)
     len: list[str] = field(default_factory=list)  # raw `len` entries
     altlen: str | None = None
     optional: list[bool] = field(default_factory=list)
     noautovalidity: bool = False
     values: str | None = None  # sType value for `sType` members
-    selector: str | None = None
     bitfield: str | None = None
     decl: str = ""  # the C declaration, e.g. "const VkImageCreateInfo* pCreateInfo"
 
@@ -63,7 +61,6 @@ class Struct:
     union: bool
     members: list[Member]
     extends: list[str] = field(default_factory=list)
-    returnedonly: bool = False
     stype: str | None = None  # VK_STRUCTURE_TYPE_* of this struct, if it has an sType member
 
     def member(self, name: str) -> Member | None:
@@ -86,9 +83,6 @@ class Command:
     name: str
     ret: str
     params: list[Member]
-    successcodes: list[str] = field(default_factory=list)
-    errorcodes: list[str] = field(default_factory=list)
-    alias: str | None = None
 
 
 @dataclass
@@ -106,11 +100,11 @@ class Format:
 @dataclass
 class Extension:
     name: str
-    number: int
     type: str  # "instance" or "device"
     commands: list[str]
     supported: list[str]
-    promoted: str | None = None
+    spec_version: int = 0  # its VK_*_SPEC_VERSION
+    platform: str = ""  # window system (vk.xml <platforms>) whose headers its types need
 
 
 class Registry:
@@ -125,6 +119,7 @@ class Registry:
         self.basetypes: dict[str, str] = {}  # VkBool32 -> uint32_t ...
         self.aliases: dict[str, str] = {}  # type alias -> target
         self.funcpointers: set[str] = set()
+        self.type_headers: dict[str, str] = {}  # window-system type -> the header defining it
         self.commands: dict[str, Command] = {}
         self.command_aliases: dict[str, str] = {}
         self.features: dict[str, list[str]] = {}  # VK_VERSION_1_x -> command names
@@ -177,6 +172,7 @@ class Registry:
             supported = (x.get("supported") or "").split(",")
             number = int(x.get("number"))
             cmds = []
+            spec = 0
             for req in x.findall("require"):
                 if not _api_ok(req):
                     continue
@@ -186,8 +182,10 @@ class Registry:
                     self._enum_value(e, number)
                     if e.get("extends") and _api_ok(e):
                         self._enumerant(e.get("extends"), e, x.get("name"))
+                    if (e.get("name") or "").endswith("_SPEC_VERSION") and e.get("value"):
+                        spec = int(e.get("value"))
             self.extensions[x.get("name")] = Extension(
-                x.get("name"), number, x.get("type") or "", cmds, supported, x.get("promotedto")
+                x.get("name"), x.get("type") or "", cmds, supported, spec, x.get("platform") or ""
             )
         fmts = self.root.find("formats")
         for f in fmts if fmts is not None else []:
@@ -236,6 +234,8 @@ class Registry:
     def _parse_type(self, t) -> None:
         cat = t.get("category")
         name = t.get("name") or (t.find("name").text if t.find("name") is not None else None)
+        if cat is None and t.get("requires", "").endswith(".h"):
+            self.type_headers[name] = t.get("requires")
         if t.get("alias"):
             self.aliases[name] = t.get("alias")
             return
@@ -243,7 +243,6 @@ class Registry:
             members = [self._parse_member(m) for m in t.findall("member") if _api_ok(m)]
             s = Struct(name, cat == "union", members)
             s.extends = [x for x in (t.get("structextends") or "").split(",") if x]
-            s.returnedonly = t.get("returnedonly") == "true"
             st = s.member("sType")
             if st is not None and st.values:
                 s.stype = st.values
@@ -264,8 +263,6 @@ class Registry:
                 self.basetypes[name] = base.text
         elif cat == "funcpointer":
             self.funcpointers.add(name)
-        for enums in self.root.findall("enums"):
-            pass
 
     @staticmethod
     def _parse_member(m) -> Member:
@@ -280,7 +277,6 @@ class Registry:
         mem.decl = re.sub(r"\s+", " ", "".join(parts)).strip()
         mem.const = "const" in text_before
         mem.ptr = tail.count("*")
-        mem.const_ptrs = "const" in tail
         # fixed array dimensions: "[<enum>X</enum>]" or "[4]" after the name
         rest = name_elem.tail or ""
         enum_elem = m.find("enum")
@@ -298,7 +294,6 @@ class Registry:
             mem.optional = [x == "true" for x in m.get("optional").split(",")]
         mem.noautovalidity = m.get("noautovalidity") == "true"
         mem.values = m.get("values")
-        mem.selector = m.get("selector")
         return mem
 
     def _parse_command(self, c) -> None:
@@ -309,22 +304,13 @@ class Registry:
         name = proto.find("name").text
         ret = proto.find("type").text
         params = [self._parse_member(p) for p in c.findall("param") if _api_ok(p)]
-        self.commands[name] = Command(
-            name,
-            ret,
-            params,
-            (c.get("successcodes") or "").split(",") if c.get("successcodes") else [],
-            (c.get("errorcodes") or "").split(",") if c.get("errorcodes") else [],
-        )
+        self.commands[name] = Command(name, ret, params)
 
     # ------------------------------------------------------------------ queries
     def resolve(self, type_name: str) -> str:
         while type_name in self.aliases:
             type_name = self.aliases[type_name]
         return type_name
-
-    def command(self, name: str) -> Command:
-        return self.commands[self.command_aliases.get(name, name)]
 
     def canonical_command(self, name: str) -> str:
         while name in self.command_aliases:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 
 from model import Command, Member, Registry
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 CORE_VERSIONS = ["VK_VERSION_1_0", "VK_VERSION_1_1", "VK_VERSION_1_2", "VK_VERSION_1_3"]
+SIDES = ("guest", "host", "both")  # the second column of handwritten.txt
+EXTENSION_OWNERS = ("host", "guest", "loader", "bypassd")  # the second column of extensions.txt
 
 
 def read_list(name: str) -> list[str]:
@@ -40,32 +43,91 @@ class Unsupported(Exception):
     pass
 
 
+def voffset(index: int) -> int:
+    """The vtable offset of FlatBuffers field `index`: two bytes per field after the vtable's
+    own two 16-bit sizes."""
+    return 4 + 2 * index
+
+
+class _Kind(Enum):
+    """A kind is compared by identity only: comparing one with a string (the old
+    representation) raises instead of silently being false."""
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            raise TypeError(f"{type(self).__name__}.{self.name} compared with the string {other!r}")
+        return self is other
+
+    def __hash__(self):
+        return hash(self.name)
+
+
+class FieldKind(_Kind):
+    """What a struct member or input parameter becomes on the wire."""
+
+    SCALAR = "value of a scalar type (ctype/ftype)"
+    HANDLE = "a handle id (ulong)"
+    STRUCT = "nested struct by value (table)"
+    UNION = "union by value, raw bytes (no pointers inside)"
+    FIXED_SCALAR = "fixed array of scalars (vector of scalars, all `count` elements)"
+    FIXED_STRING = "char[N] (string)"
+    FIXED_STRUCT = "fixed array of structs (vector of tables)"
+    FIXED_HANDLE = "fixed array of handles (vector of ulong)"
+    PTR_STRUCT = "pointer to one struct (table, absent = NULL; rejected unless optional)"
+    ARRAY_STRUCT = "pointer to `len` structs (vector of tables)"
+    ARRAY_SCALAR = "pointer to `len` scalars (vector)"
+    ARRAY_HANDLE = "pointer to `len` handles (vector of ulong)"
+    ARRAY_UNION = "pointer to `len` unions (vector of ubyte)"
+    STRING = "const char* (string, absent = NULL)"
+    STRING_ARRAY = "const char* const* with `len` (vector of strings)"
+    BYTES = "const void* with a byte length (vector of ubyte)"
+    CHAIN = "pNext (vector of ChainLink)"
+
+    @property
+    def is_array(self) -> bool:
+        """A pointer to `len_expr` elements."""
+        return self in _ARRAY_KINDS
+
+    @property
+    def is_pointer(self) -> bool:
+        """Read through a pointer: decoded in the second pass, skipped when decoding into an
+        output struct (whose pointers the caller owns)."""
+        return self in _ARRAY_KINDS or self in (FieldKind.PTR_STRUCT, FieldKind.STRING)
+
+
+_ARRAY_KINDS = frozenset(
+    {
+        FieldKind.ARRAY_STRUCT,
+        FieldKind.ARRAY_SCALAR,
+        FieldKind.ARRAY_HANDLE,
+        FieldKind.ARRAY_UNION,
+        FieldKind.BYTES,
+        FieldKind.STRING_ARRAY,
+    }
+)
+
+
+class OutKind(_Kind):
+    """What an output parameter of a command is."""
+
+    NONE = "not classified yet"
+    HANDLE = "a new handle: its guest-chosen id is sent as an input"
+    HANDLE_ARRAY = "new handles: their ids are sent as an input"
+    STRUCT = "one struct"
+    STRUCT_ARRAY = "structs, of a two-call count or a fixed length"
+    SCALAR = "one scalar"
+    SCALAR_ARRAY = "scalars"
+    BYTES = "untyped bytes with a length"
+    COUNT = "the uint32_t*/size_t* count of a two-call idiom"
+
+
 @dataclass
 class Field:
-    """One member/parameter on the wire.
-
-    kind is one of:
-      scalar        value of a scalar type (ctype/ftype)
-      handle        a handle id (ulong)
-      struct        nested struct by value (table)
-      union         union by value, raw bytes (no pointers inside)
-      fixed_scalar  fixed array of scalars (vector of scalars, all `count` elements)
-      fixed_string  char[N] (string)
-      fixed_struct  fixed array of structs (vector of tables)
-      fixed_handle  fixed array of handles (vector of ulong)
-      ptr_struct    pointer to one struct (table, absent = NULL; rejected unless optional)
-      array_struct  pointer to `len` structs (vector of tables)
-      array_scalar  pointer to `len` scalars (vector)
-      array_handle  pointer to `len` handles (vector of ulong)
-      string        const char* (string, absent = NULL)
-      string_array  const char* const* with `len` (vector of strings)
-      bytes         const void* with a byte length (vector of ubyte)
-      chain         pNext (vector of ChainLink)
-    Output-only parameter kinds (commands only) are described by OutParam.
-    """
+    """One member/parameter on the wire (see FieldKind); output-only parameters of commands
+    are OutParams."""
 
     name: str
-    kind: str
+    kind: FieldKind
     member: Member
     type: str = ""  # resolved base type
     ctype: str = ""  # C storage type for scalars
@@ -80,31 +142,51 @@ class Field:
     # vkFreeCommandBuffers' pCommandBuffers, VkFramebufferCreateInfo's pAttachments), whose
     # rules all allow VK_NULL_HANDLE there.
     null_elements: bool = False
-    index: int = 0  # field id in the table (voffset = 4 + 2 * index)
+    index: int = 0  # field id in the table
     condition: str = ""  # C condition in source terms under which the member is read
 
     @property
     def voffset(self) -> int:
-        return 4 + 2 * self.index
+        return voffset(self.index)
+
+    @property
+    def vo(self) -> str:
+        """The voffset as generated C++ writes it: with the field's name."""
+        return f"{self.voffset} /* {self.name} */"
 
 
 @dataclass
 class OutParam:
-    """An output parameter of a command.
-
-    kind: handle (guest-chosen id, sent as input), handle_array (ids, sent as input),
-          struct, struct_array (two-call or fixed length), scalar, scalar_array, bytes,
-          count (the uint32_t*/size_t* of a two-call idiom).
-    """
+    """An output parameter of a command (see OutKind)."""
 
     name: str
-    kind: str
+    kind: OutKind
     member: Member
     type: str = ""
     len_expr: str = ""  # element count, in parameter terms
     two_call: str = ""  # name of the count parameter for the two-call idiom
     index: int = 0  # reply field index
     in_index: int = -1  # args field index for ids / chain skeleton / capacity
+
+    @property
+    def voffset(self) -> int:
+        """Of the reply field."""
+        return voffset(self.index)
+
+    @property
+    def in_voffset(self) -> int:
+        """Of the input field derived from this output (in_index)."""
+        return voffset(self.in_index)
+
+    @property
+    def vo(self) -> str:
+        """voffset as generated C++ writes it: with the field's name."""
+        return f"{self.voffset} /* {self.name} */"
+
+    @property
+    def in_vo(self) -> str:
+        """in_voffset as generated C++ writes it: with the field's name."""
+        return f"{self.in_voffset} /* in_{self.name} */"
 
 
 @dataclass
@@ -122,10 +204,21 @@ class CommandShape:
     aliases: list[str] = field(default_factory=list)
     origin: str = ""  # VK_VERSION_x or extension name
     wire: bool = True  # False: hand-written and without a generated message
+    hand: str = ""  # the side written by hand (handwritten.txt): "", guest, host or both
 
     @property
     def returns_result(self) -> bool:
         return self.cmd.ret == "VkResult"
+
+    @property
+    def guest_handwritten(self) -> bool:
+        """The ICD defines icd_vkX instead of a generated entry_vkX."""
+        return self.hand in ("guest", "both")
+
+    @property
+    def host_handwritten(self) -> bool:
+        """bypassd defines handle_vkX, registered in place of default_vkX."""
+        return self.hand in ("host", "both")
 
 
 class Protocol:
@@ -134,8 +227,10 @@ class Protocol:
     def __init__(self, reg: Registry, require_ids: bool = True):
         self.reg = reg
         self.require_ids = require_ids
-        self.extensions = read_list("extensions.txt")
-        self.handwritten = read_table("handwritten.txt")
+        self.extension_owners = self._read_extensions()
+        # The extensions the protocol covers, in file order (loader-level ones carry nothing).
+        self.extensions = [x for x, (owner, _) in self.extension_owners.items() if owner != "loader"]
+        self.handwritten = self._read_handwritten()
         self.async_cmds = set(read_list("async.txt"))
         self.blocking = set(read_list("blocking.txt"))
         self.conditions = read_table("conditions.txt")
@@ -151,6 +246,29 @@ class Protocol:
             self.shapes[name] = self._command_shape(name)
 
     # ------------------------------------------------------------------ selection
+    def _read_extensions(self) -> dict[str, tuple[str, set[str]]]:
+        """extensions.txt: extension -> (owner, flags)."""
+        out = {}
+        for name, rest in read_table("extensions.txt").items():
+            owner, *flags = rest.split() or [""]
+            if owner not in EXTENSION_OWNERS:
+                raise SystemExit(f"codegen: extensions.txt: {name}: owner {owner!r} is not one of {EXTENSION_OWNERS}")
+            if set(flags) - {"fd"} or name not in self.reg.extensions:
+                raise SystemExit(f"codegen: extensions.txt: {name}: unknown extension or flag {flags}")
+            out[name] = (owner, set(flags))
+        return out
+
+    @staticmethod
+    def _read_handwritten() -> dict[str, str]:
+        """handwritten.txt: command -> the side written by hand (guest, host or both)."""
+        out = {}
+        for name, rest in read_table("handwritten.txt").items():
+            side = rest.split(None, 1)[0] if rest else ""
+            if side not in SIDES:
+                raise SystemExit(f"codegen: handwritten.txt: {name}: side {side!r} is not one of {SIDES}")
+            out[name] = side
+        return out
+
     def _read_ids(self) -> dict[str, int]:
         ids = {}
         for line in read_list("command_ids.txt"):
@@ -278,7 +396,7 @@ class Protocol:
         reason = None
         try:
             for f in self.struct_fields(sname):
-                if f.kind in ("struct", "ptr_struct", "array_struct", "fixed_struct"):
+                if f.kind in (FieldKind.STRUCT, FieldKind.PTR_STRUCT, FieldKind.ARRAY_STRUCT, FieldKind.FIXED_STRUCT):
                     r = self.struct_unsupported(f.type)
                     if r:
                         reason = f"{sname}.{f.name}: {r}"
@@ -294,7 +412,7 @@ class Protocol:
         where = f"{owner}.{m.name}"
         optional = bool(m.optional and m.optional[0])
         if m.name == "pNext" and t == "void":
-            return Field(m.name, "chain", m, type=t)
+            return Field(m.name, FieldKind.CHAIN, m, type=t)
         if t == "VkAllocationCallbacks" or t in reg.funcpointers:
             return None  # stays in the guest
         if m.name == "pUserData" and t == "void" and m.ptr == 1 and not m.len:
@@ -307,24 +425,24 @@ class Protocol:
                 raise Unsupported(f"{where}: multi-dimensional array")
             count = str(reg.constant(m.array[0])) if not m.array[0].isdigit() else m.array[0]
             if t == "char":
-                return Field(m.name, "fixed_string", m, type=t, count=count)
+                return Field(m.name, FieldKind.FIXED_STRING, m, type=t, count=count)
             if sc:
-                return Field(m.name, "fixed_scalar", m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], count=count)
+                return Field(m.name, FieldKind.FIXED_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], count=count)
             if reg.is_handle(t):
-                return Field(m.name, "fixed_handle", m, type=t, count=count)
+                return Field(m.name, FieldKind.FIXED_HANDLE, m, type=t, count=count)
             if reg.is_struct(t):
-                return Field(m.name, "fixed_struct", m, type=t, count=count)
+                return Field(m.name, FieldKind.FIXED_STRUCT, m, type=t, count=count)
             raise Unsupported(f"{where}: fixed array of {t}")
         if m.ptr == 0:
             if sc:
-                return Field(m.name, "scalar", m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2])
+                return Field(m.name, FieldKind.SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2])
             if reg.is_handle(t):
-                return Field(m.name, "handle", m, type=t, optional=optional or m.noautovalidity)
+                return Field(m.name, FieldKind.HANDLE, m, type=t, optional=optional or m.noautovalidity)
             if reg.is_struct(t):
-                return Field(m.name, "struct", m, type=t)
+                return Field(m.name, FieldKind.STRUCT, m, type=t)
             if reg.is_union(t):
                 self._check_union(t, where)
-                return Field(m.name, "union", m, type=t)
+                return Field(m.name, FieldKind.UNION, m, type=t)
             raise Unsupported(f"{where}: value of type {t}")
         # pointers
         if not m.const and struct_ctx and m.ptr >= 1 and not (t == "void" and m.len):
@@ -335,40 +453,40 @@ class Protocol:
             raise Unsupported(f"{where}: length {length} without altlen")
         if m.ptr == 2:
             if t == "char" and m.len and m.len[-1] == "null-terminated" and length:
-                return Field(m.name, "string_array", m, type=t, len_expr=length, optional=optional)
+                return Field(m.name, FieldKind.STRING_ARRAY, m, type=t, len_expr=length, optional=optional)
             raise Unsupported(f"{where}: double pointer")
         if t == "char" and m.len == ["null-terminated"]:
-            return Field(m.name, "string", m, type=t, optional=optional)
+            return Field(m.name, FieldKind.STRING, m, type=t, optional=optional)
         if t == "void":
             if length:
-                return Field(m.name, "bytes", m, type=t, len_expr=length, optional=optional)
+                return Field(m.name, FieldKind.BYTES, m, type=t, len_expr=length, optional=optional)
             raise Unsupported(f"{where}: untyped pointer without length")
         if not length:
             if reg.is_struct(t):
                 # Required pointers (pCreateInfo, ...) must arrive: the driver would
                 # dereference a NULL one, and length expressions like
                 # `pAllocateInfo->descriptorSetCount` read through them.
-                return Field(m.name, "ptr_struct", m, type=t, optional=optional or m.noautovalidity)
+                return Field(m.name, FieldKind.PTR_STRUCT, m, type=t, optional=optional or m.noautovalidity)
             if sc:  # pointer to a single scalar: an array of one
-                return Field(m.name, "array_scalar", m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], len_expr="1", optional=True)
+                return Field(m.name, FieldKind.ARRAY_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], len_expr="1", optional=True)
             if reg.is_handle(t):
-                return Field(m.name, "array_handle", m, type=t, len_expr="1", optional=True)
+                return Field(m.name, FieldKind.ARRAY_HANDLE, m, type=t, len_expr="1", optional=True)
             if reg.is_union(t):
                 self._check_union(t, where)
-                return Field(m.name, "array_union", m, type=t, len_expr="1", optional=True)
+                return Field(m.name, FieldKind.ARRAY_UNION, m, type=t, len_expr="1", optional=True)
             raise Unsupported(f"{where}: pointer to {t} without length")
         if reg.is_struct(t):
-            return Field(m.name, "array_struct", m, type=t, len_expr=length, optional=optional)
+            return Field(m.name, FieldKind.ARRAY_STRUCT, m, type=t, len_expr=length, optional=optional)
         if reg.is_handle(t):
             nulls = (len(m.optional) > 1 and m.optional[1]) or m.noautovalidity
-            return Field(m.name, "array_handle", m, type=t, len_expr=length, optional=optional, null_elements=nulls)
+            return Field(m.name, FieldKind.ARRAY_HANDLE, m, type=t, len_expr=length, optional=optional, null_elements=nulls)
         if sc:
             if sc[2] == 1 and t in ("uint8_t", "char"):
-                return Field(m.name, "array_scalar", m, type=t, ctype=sc[1], ftype=sc[0], size=1, len_expr=length, optional=optional)
-            return Field(m.name, "array_scalar", m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], len_expr=length, optional=optional)
+                return Field(m.name, FieldKind.ARRAY_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=1, len_expr=length, optional=optional)
+            return Field(m.name, FieldKind.ARRAY_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], len_expr=length, optional=optional)
         if reg.is_union(t):
             self._check_union(t, where)
-            return Field(m.name, "array_union", m, type=t, len_expr=length, optional=optional)
+            return Field(m.name, FieldKind.ARRAY_UNION, m, type=t, len_expr=length, optional=optional)
         raise Unsupported(f"{where}: pointer to {t}")
 
     def _check_union(self, t: str, where: str) -> None:
@@ -392,6 +510,7 @@ class Protocol:
         shape.aliases = sorted(a for a, c in self.aliases.items() if c == name)
         if name in self.handwritten:
             shape.status = "handwritten"
+            shape.hand = self.handwritten[name]
         try:
             self._fill_params(shape)
         except Unsupported as e:
@@ -400,20 +519,20 @@ class Protocol:
             shape.wire = False
             return shape
         for f in shape.fields:
-            if f.kind in ("struct", "ptr_struct", "array_struct"):
+            if f.kind in (FieldKind.STRUCT, FieldKind.PTR_STRUCT, FieldKind.ARRAY_STRUCT):
                 r = self.struct_unsupported(f.type)
                 if r:
                     shape.wire = False
                 if r and shape.status != "handwritten":
                     shape.status = f"unsupported: {r}"
         for o in shape.outs:
-            if o.kind in ("struct", "struct_array"):
+            if o.kind in (OutKind.STRUCT, OutKind.STRUCT_ARRAY):
                 r = self.struct_unsupported(o.type)
                 if r:
                     shape.wire = False
                 if r and shape.status != "handwritten":
                     shape.status = f"unsupported: {r}"
-        has_data_out = any(o.kind not in ("handle", "handle_array") for o in shape.outs)
+        has_data_out = any(o.kind not in (OutKind.HANDLE, OutKind.HANDLE_ARRAY) for o in shape.outs)
         shape.blocking = name in self.blocking
         if cmd.ret not in ("void", "VkResult"):
             shape.sync = True
@@ -426,7 +545,7 @@ class Protocol:
         shape.fixed = (
             not shape.sync
             and not shape.outs
-            and all(f.kind in ("scalar", "handle") for f in shape.fields)
+            and all(f.kind in (FieldKind.SCALAR, FieldKind.HANDLE) for f in shape.fields)
             and len(cmd.params) == len(shape.fields)
         )
         if self.require_ids and name not in self.ids and not shape.status.startswith("unsupported"):
@@ -461,45 +580,45 @@ class Protocol:
                     f.index = len(shape.fields)
                     shape.fields.append(f)
                 continue
-            o = OutParam(p.name, "", p, type=t)
+            o = OutParam(p.name, OutKind.NONE, p, type=t)
             if p.name in counts:
-                o.kind = "count"
+                o.kind = OutKind.COUNT
                 o.two_call = counts[p.name]
             elif reg.is_handle(t):
-                o.kind = "handle_array" if p.len else "handle"
+                o.kind = OutKind.HANDLE_ARRAY if p.len else OutKind.HANDLE
                 o.len_expr = p.len[0] if p.len else "1"
                 if o.len_expr in counts.values() or o.len_expr in counts:
                     raise Unsupported(f"{cmd.name}.{p.name}: handles returned by a two-call idiom")
             elif reg.is_struct(t):
                 if p.len:
-                    o.kind = "struct_array"
+                    o.kind = OutKind.STRUCT_ARRAY
                     o.len_expr = p.len[0]
                     if p.len[0] in counts:
                         o.two_call = p.len[0]
                 else:
-                    o.kind = "struct"
+                    o.kind = OutKind.STRUCT
             elif t == "void":
                 if not p.len:
                     raise Unsupported(f"{cmd.name}.{p.name}: untyped output without length")
-                o.kind = "bytes"
+                o.kind = OutKind.BYTES
                 o.len_expr = p.len[0]
                 if p.len[0] in counts:
                     o.two_call = p.len[0]
             elif reg.scalar_info(t):
                 if p.len:
-                    o.kind = "scalar_array"
+                    o.kind = OutKind.SCALAR_ARRAY
                     o.len_expr = p.len[0]
                     if p.len[0] in counts:
                         o.two_call = p.len[0]
                 else:
-                    o.kind = "scalar"
+                    o.kind = OutKind.SCALAR
             else:
                 raise Unsupported(f"{cmd.name}.{p.name}: output of type {t}")
             shape.outs.append(o)
         # inputs derived from outputs: guest-chosen ids, chain skeletons, capacities
         for o in shape.outs:
-            if o.kind in ("handle", "handle_array", "count") or (
-                o.kind in ("struct", "struct_array") and reg.struct(o.type).member("pNext")
+            if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY, OutKind.COUNT) or (
+                o.kind in (OutKind.STRUCT, OutKind.STRUCT_ARRAY) and reg.struct(o.type).member("pNext")
             ):
                 o.in_index = len(shape.fields) + sum(1 for q in shape.outs if q.in_index >= 0)
         n_in = len(shape.fields)
@@ -509,9 +628,9 @@ class Protocol:
                 o.in_index = n_in + k
                 k += 1
         # reply: [result][outputs...]
-        for i, o in enumerate(o for o in shape.outs if o.kind not in ("handle", "handle_array")):
+        for i, o in enumerate(o for o in shape.outs if o.kind not in (OutKind.HANDLE, OutKind.HANDLE_ARRAY)):
             o.index = 1 + i
-        shape.reply_fields = 1 + sum(1 for o in shape.outs if o.kind not in ("handle", "handle_array"))
+        shape.reply_fields = 1 + sum(1 for o in shape.outs if o.kind not in (OutKind.HANDLE, OutKind.HANDLE_ARRAY))
 
     # ------------------------------------------------------------------ enum values
     def enum_values(self, type_name: str) -> list[int]:
@@ -530,7 +649,7 @@ class Protocol:
         values: enum-typed scalars and arrays, except members vk.xml leaves unvalidated
         (noautovalidity: ignored unless another member says otherwise) and the members listed
         in data/unchecked_enums.txt."""
-        if f.kind not in ("scalar", "array_scalar") or f.type not in self.reg.enums:
+        if f.kind not in (FieldKind.SCALAR, FieldKind.ARRAY_SCALAR) or f.type not in self.reg.enums:
             return False
         if f.member.noautovalidity or f"{owner}.{f.name}" in self.unchecked_enums:
             return False

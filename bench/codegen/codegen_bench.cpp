@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "commands.h"
+#include "bypass/wire/host_context.h"
 
 namespace bypass::wire::bench {
 namespace {

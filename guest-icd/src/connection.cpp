@@ -6,12 +6,14 @@
 #include "bypass/transport/vm.h"
 
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "bypass/base/log.h"
 #include "bypass/base/socket_path.h"
 #include "bypass/memshare/client.h"
+#include "config.h"
+#include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
 
 namespace bypass::icd {
 
@@ -21,20 +23,11 @@ namespace {
 constexpr size_t kBatchBytes = 256 * 1024;
 
 std::string default_endpoint() {
-  if (const char* e = std::getenv("BYPASS_ENDPOINT"); e && *e) return e;
+  if (!config().endpoint.empty()) return config().endpoint;
   // The user's own server when there is one, else the system service's.
   const std::string own = base::default_socket_path(transport::kSocketName);
   if (access(own.c_str(), F_OK) == 0) return "unix:" + own;
   return std::string("unix:") + base::kSystemSocketDir + "/" + transport::kSocketName;
-}
-
-std::chrono::milliseconds connect_timeout() {
-  if (const char* e = std::getenv("BYPASS_CONNECT_TIMEOUT_MS"); e && *e) {
-    char* end = nullptr;
-    const unsigned long ms = std::strtoul(e, &end, 10);
-    if (end && *end == '\0' && ms > 0 && ms <= 600000) return std::chrono::milliseconds(ms);
-  }
-  return std::chrono::seconds(3);
 }
 
 // A guest trusts a server run by root, by its own user, or by the uid BYPASS_SERVER_UID names:
@@ -43,7 +36,7 @@ std::chrono::milliseconds connect_timeout() {
 std::string check_server_identity(const transport::Channel& ch, const std::string& endpoint) {
   const uid_t server = ch.peer_uid();
   if (server == 0 || server == geteuid()) return {};
-  if (const char* e = std::getenv("BYPASS_SERVER_UID"); e && *e && std::to_string(server) == e) return {};
+  if (config().server_uid == server) return {};
   return "refusing the bypass server at " + endpoint + ": it runs as uid " + std::to_string(server) +
          ", not root or this user (uid " + std::to_string(geteuid()) + "); set BYPASS_SERVER_UID=" +
          std::to_string(server) + " to trust it";
@@ -68,8 +61,8 @@ std::unique_ptr<Connection> Connection::open(std::string* error) {
   const bool vm = endpoint.starts_with("ivshmem:");
   auto ch = vm ? transport::connect_vm(endpoint, hello,
                                        transport::deadline_after(std::max<std::chrono::milliseconds>(
-                                           connect_timeout(), std::chrono::seconds(5))))
-               : transport::connect(endpoint, hello, transport::deadline_after(connect_timeout()));
+                                           config().connect_timeout, std::chrono::seconds(5))))
+               : transport::connect(endpoint, hello, transport::deadline_after(config().connect_timeout));
   if (!ch) {
     *error = "cannot reach bypassd at " + endpoint + ": " + ch.error().message;
     return nullptr;
@@ -91,7 +84,7 @@ Connection::~Connection() {
 
 void Connection::mark_dead(const std::string& why) {
   if (!dead_.exchange(true, std::memory_order_acq_rel))
-    std::fprintf(stderr, "bypass: lost the host: %s\n", why.c_str());
+    base::log(base::LogLevel::kError, "lost the host: %s", why.c_str());
 }
 
 void Connection::protocol_error(const std::string& what) { mark_dead("protocol error: " + what); }
@@ -223,7 +216,7 @@ memshare::Client* Connection::present_client() {
   if (fd < 0) return nullptr;
   auto client = memshare::Client::adopt(base::UniqueFd(fd), "bypass-icd pid " + std::to_string(getpid()));
   if (!client) {
-    std::fprintf(stderr, "bypass: presentation through memshare unavailable: %s\n", client.error().message.c_str());
+    base::log(base::LogLevel::kWarn, "presentation through memshare unavailable: %s", client.error().message.c_str());
     return nullptr;
   }
   present_ = std::make_unique<memshare::Client>(std::move(client.value()));
@@ -259,11 +252,11 @@ void Connection::unregister_object(Object* o) {
 
 uint64_t Connection::to_wire(VkObjectType type, uint64_t handle) {
   if (!handle) return 0;
-  return is_dispatchable(type) ? reinterpret_cast<Object*>(handle)->id : handle;
+  return wire::is_dispatchable(type) ? reinterpret_cast<Object*>(handle)->id : handle;
 }
 
 bool Connection::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
-  if (!is_dispatchable(type)) {
+  if (!wire::is_dispatchable(type)) {
     *handle = id;
     return true;
   }

@@ -89,10 +89,10 @@ bool build_writes(uint64_t tmpl, VkDescriptorSet set, const void* pData, Writes&
 
 }  // namespace
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateDescriptorUpdateTemplate(VkDevice device,
-                                                                   const VkDescriptorUpdateTemplateCreateInfo* pCreateInfo,
-                                                                   const VkAllocationCallbacks*,
-                                                                   VkDescriptorUpdateTemplate* pTemplate) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDescriptorUpdateTemplate(VkDevice device,
+                                                             const VkDescriptorUpdateTemplateCreateInfo* pCreateInfo,
+                                                             const VkAllocationCallbacks*,
+                                                             VkDescriptorUpdateTemplate* pTemplate) {
   const uint64_t id = connection_of(device)->new_id();
   Template t;
   t.entries.assign(pCreateInfo->pDescriptorUpdateEntries,
@@ -105,24 +105,23 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateDescriptorUpdateTemplate(VkDevi
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyDescriptorUpdateTemplate(VkDevice, VkDescriptorUpdateTemplate tmpl,
-                                                                const VkAllocationCallbacks*) {
+VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDescriptorUpdateTemplate(VkDevice, VkDescriptorUpdateTemplate tmpl,
+                                                          const VkAllocationCallbacks*) {
   std::lock_guard lock(g_mu);
   g_templates.erase(wire::handle_bits(tmpl));
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkUpdateDescriptorSetWithTemplate(VkDevice device, VkDescriptorSet set,
-                                                                VkDescriptorUpdateTemplate tmpl, const void* pData) {
+VKAPI_ATTR void VKAPI_CALL icd_vkUpdateDescriptorSetWithTemplate(VkDevice device, VkDescriptorSet set,
+                                                          VkDescriptorUpdateTemplate tmpl, const void* pData) {
   Writes w;
   if (!build_writes(wire::handle_bits(tmpl), set, pData, w)) return;
   static auto update = entry<PFN_vkUpdateDescriptorSets>("vkUpdateDescriptorSets");
   update(device, static_cast<uint32_t>(w.writes.size()), w.writes.data(), 0, nullptr);
 }
 
-// Declared (weak, C linkage) only in the generated entrypoints.cpp: the definition must say extern "C".
-extern "C" VKAPI_ATTR void VKAPI_CALL bypass_hw_vkCmdPushDescriptorSetWithTemplateKHR(VkCommandBuffer commandBuffer,
-                                                                    VkDescriptorUpdateTemplate tmpl, VkPipelineLayout layout,
-                                                                    uint32_t set, const void* pData) {
+VKAPI_ATTR void VKAPI_CALL icd_vkCmdPushDescriptorSetWithTemplateKHR(VkCommandBuffer commandBuffer,
+                                                              VkDescriptorUpdateTemplate tmpl, VkPipelineLayout layout,
+                                                              uint32_t set, const void* pData) {
   Writes w;
   if (!build_writes(wire::handle_bits(tmpl), VK_NULL_HANDLE, pData, w)) return;
   VkPipelineBindPoint bind_point;

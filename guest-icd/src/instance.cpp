@@ -7,44 +7,39 @@
 #include <string>
 #include <vector>
 
+#include "bypass/base/log.h"
+#include "bypass/wire/ownership.h"
 #include "objects.h"
-#include "wsi.h"
 
 namespace bypass::icd {
 
 namespace {
 
-// Extensions the guest sees only if bypass can honour them.
+// Extensions the guest sees only if bypass can honour them: who owns each is
+// codegen/data/extensions.txt (wire::kExtensions).
 bool exposed_extension(const char* name, bool instance) {
-  for (size_t i = 0; i < kExtensionCount; ++i) {
-    if (kExtensions[i].instance != instance || std::strcmp(kExtensions[i].name, name) != 0) continue;
-    // Host pointers of the guest mean nothing to the host driver. (Memory fds do: they are
-    // the host driver's own, passed over the session socket; see memory.cpp.)
-    if (!std::strcmp(name, "VK_EXT_external_memory_host")) return false;
-    // No fd crosses a VM boundary (BYPASS_ENDPOINT=ivshmem:...).
-    if (!std::strcmp(name, "VK_KHR_external_memory_fd")) return !Connection::endpoint_is_vm();
-    // WSI is the ICD's own; exposed once implemented.
-    if (!std::strcmp(name, "VK_KHR_swapchain")) return find_entry_point("vkCreateSwapchainKHR") != nullptr;
-    if (!std::strcmp(name, "VK_KHR_xcb_surface")) return find_entry_point("vkCreateXcbSurfaceKHR") != nullptr;
-    if (!std::strcmp(name, "VK_KHR_xlib_surface")) return find_entry_point("vkCreateXlibSurfaceKHR") != nullptr;
-    if (!std::strcmp(name, "VK_EXT_headless_surface")) return find_entry_point("vkCreateHeadlessSurfaceEXT") != nullptr;
-    if (!std::strcmp(name, "VK_KHR_surface") || !std::strcmp(name, "VK_KHR_get_surface_capabilities2") ||
-        !std::strcmp(name, "VK_KHR_surface_protected_capabilities"))
-      return find_entry_point("vkDestroySurfaceKHR") != nullptr;
-    if (!std::strcmp(name, "VK_KHR_incremental_present") || !std::strcmp(name, "VK_KHR_swapchain_mutable_format"))
-      return find_entry_point("vkCreateSwapchainKHR") != nullptr;
-    return true;
-  }
-  return false;
+  const wire::ExtensionInfo* x = wire::find_extension(name);
+  if (!x || x->instance != instance) return false;
+  // No fd crosses a VM boundary (BYPASS_ENDPOINT=ivshmem:...).
+  if (x->needs_fds && Connection::endpoint_is_vm()) return false;
+  // Host pointers of the guest mean nothing to the host driver (kBypassd); memory fds do: they
+  // are the host driver's own, passed over the session socket (see memory.cpp).
+  return x->owner == wire::ExtensionOwner::kHost || x->owner == wire::ExtensionOwner::kGuest;
 }
 
-// WSI is the ICD's own (wsi_*.cpp): exposed whether or not the host driver lists it, since the
-// host needs no display.
-void add_own_wsi_extensions(std::vector<VkExtensionProperties>& list, bool instance) {
-  for (const auto& own : wsi::own_extensions(instance)) {
+// The ICD's own extensions (WSI, debug callbacks): exposed whether or not the host driver lists
+// them, since the host needs no display and the callbacks stay in the guest.
+void add_own_extensions(std::vector<VkExtensionProperties>& list, bool instance) {
+  for (size_t i = 0; i < wire::kExtensionCount; ++i) {
+    const wire::ExtensionInfo& x = wire::kExtensions[i];
+    if (x.owner != wire::ExtensionOwner::kGuest || x.instance != instance) continue;
     bool have = false;
-    for (auto& e : list) have |= !std::strcmp(e.extensionName, own.extensionName);
-    if (!have) list.push_back(own);
+    for (auto& e : list) have |= !std::strcmp(e.extensionName, x.name);
+    if (have) continue;
+    VkExtensionProperties p{};
+    std::snprintf(p.extensionName, sizeof(p.extensionName), "%s", x.name);
+    p.specVersion = x.spec_version;
+    list.push_back(p);
   }
 }
 
@@ -93,18 +88,7 @@ std::vector<VkExtensionProperties> host_instance_extensions() {
   host.resize(n);
   for (auto& e : host)
     if (exposed_extension(e.extensionName, true)) g_instance_exts.push_back(e);
-  add_own_wsi_extensions(g_instance_exts, true);
-  // Debug utils and report are implemented in the ICD itself.
-  for (const char* own : {"VK_EXT_debug_utils", "VK_EXT_debug_report"}) {
-    bool have = false;
-    for (auto& e : g_instance_exts) have |= !std::strcmp(e.extensionName, own);
-    if (!have && find_entry_point(own[7] == 'u' ? "vkCreateDebugUtilsMessengerEXT" : "vkCreateDebugReportCallbackEXT")) {
-      VkExtensionProperties p{};
-      std::snprintf(p.extensionName, sizeof(p.extensionName), "%s", own);
-      p.specVersion = 1;
-      g_instance_exts.push_back(p);
-    }
-  }
+  add_own_extensions(g_instance_exts, true);
   g_instance_exts_known = true;
   return g_instance_exts;
 }
@@ -134,24 +118,24 @@ void rewrite_driver(char (&name)[VK_MAX_DRIVER_NAME_SIZE], char (&info)[VK_MAX_D
 
 }  // namespace
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateInstanceExtensionProperties(const char* pLayerName, uint32_t* pPropertyCount,
-                                                                         VkExtensionProperties* pProperties) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateInstanceExtensionProperties(const char* pLayerName, uint32_t* pPropertyCount,
+                                                                   VkExtensionProperties* pProperties) {
   if (pLayerName) return VK_ERROR_LAYER_NOT_PRESENT;
   return copy_out(host_instance_extensions(), pPropertyCount, pProperties);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateInstanceLayerProperties(uint32_t* pPropertyCount, VkLayerProperties*) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateInstanceLayerProperties(uint32_t* pPropertyCount, VkLayerProperties*) {
   *pPropertyCount = 0;
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateInstanceVersion(uint32_t* pApiVersion) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateInstanceVersion(uint32_t* pApiVersion) {
   *pApiVersion = VK_API_VERSION_1_3;
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateInstance(const VkInstanceCreateInfo* pCreateInfo, const VkAllocationCallbacks*,
-                                                   VkInstance* pInstance) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateInstance(const VkInstanceCreateInfo* pCreateInfo, const VkAllocationCallbacks*,
+                                             VkInstance* pInstance) {
   std::string error;
   const bool known_unreachable = [&] {
     std::lock_guard lock(g_instance_ext_mu);
@@ -160,14 +144,15 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateInstance(const VkInstanceCreate
   }();
   auto conn = known_unreachable ? nullptr : Connection::open(&error);
   if (!conn) {
-    std::fprintf(stderr, "bypass: %s\n", error.c_str());
+    base::log(base::LogLevel::kError, "%s", error.c_str());
     return VK_ERROR_INITIALIZATION_FAILED;
   }
   for (uint32_t i = 0; i < pCreateInfo->enabledExtensionCount; ++i) {
     const char* e = pCreateInfo->ppEnabledExtensionNames[i];
     bool known = false;
     for (auto& x : host_instance_extensions()) known |= !std::strcmp(x.extensionName, e);
-    if (!known && std::strcmp(e, "VK_KHR_portability_enumeration") != 0) return VK_ERROR_EXTENSION_NOT_PRESENT;
+    const wire::ExtensionInfo* x = wire::find_extension(e);
+    if (!known && !(x && x->owner == wire::ExtensionOwner::kLoader)) return VK_ERROR_EXTENSION_NOT_PRESENT;
   }
   if (shadow_memory_enabled()) conn->set_memory_hooks(shadow_hooks());
   auto* inst = new_object<Instance>(conn.get(), VK_OBJECT_TYPE_INSTANCE, conn->new_id());
@@ -191,7 +176,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateInstance(const VkInstanceCreate
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyInstance(VkInstance instance, const VkAllocationCallbacks*) {
+VKAPI_ATTR void VKAPI_CALL icd_vkDestroyInstance(VkInstance instance, const VkAllocationCallbacks*) {
   if (!instance) return;
   auto* inst = as<Instance>(instance);
   forward_vkDestroyInstance(instance, nullptr);
@@ -201,8 +186,8 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroyInstance(VkInstance instance, cons
   delete_object(inst);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumeratePhysicalDevices(VkInstance instance, uint32_t* pPhysicalDeviceCount,
-                                                             VkPhysicalDevice* pPhysicalDevices) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumeratePhysicalDevices(VkInstance instance, uint32_t* pPhysicalDeviceCount,
+                                                       VkPhysicalDevice* pPhysicalDevices) {
   auto* inst = as<Instance>(instance);
   std::lock_guard lock(inst->mu);
   if (!inst->enumerated) {
@@ -234,13 +219,13 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumeratePhysicalDevices(VkInstance i
   return n < total ? VK_INCOMPLETE : VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumeratePhysicalDeviceGroups(VkInstance instance, uint32_t* pCount,
-                                                                  VkPhysicalDeviceGroupProperties* pGroups) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumeratePhysicalDeviceGroups(VkInstance instance, uint32_t* pCount,
+                                                            VkPhysicalDeviceGroupProperties* pGroups) {
   uint32_t n = 0;
-  VkResult r = bypass_hw_vkEnumeratePhysicalDevices(instance, &n, nullptr);
+  VkResult r = icd_vkEnumeratePhysicalDevices(instance, &n, nullptr);
   if (r < 0) return r;
   std::vector<VkPhysicalDevice> devs(n);
-  bypass_hw_vkEnumeratePhysicalDevices(instance, &n, devs.data());
+  icd_vkEnumeratePhysicalDevices(instance, &n, devs.data());
   if (!pGroups) {
     *pCount = n;
     return VK_SUCCESS;
@@ -255,14 +240,14 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumeratePhysicalDeviceGroups(VkInsta
   return k < n ? VK_INCOMPLETE : VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetPhysicalDeviceProperties(VkPhysicalDevice physicalDevice,
-                                                            VkPhysicalDeviceProperties* pProperties) {
+VKAPI_ATTR void VKAPI_CALL icd_vkGetPhysicalDeviceProperties(VkPhysicalDevice physicalDevice,
+                                                      VkPhysicalDeviceProperties* pProperties) {
   forward_vkGetPhysicalDeviceProperties(physicalDevice, pProperties);
   rewrite_identity(*pProperties);
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetPhysicalDeviceProperties2(VkPhysicalDevice physicalDevice,
-                                                             VkPhysicalDeviceProperties2* pProperties) {
+VKAPI_ATTR void VKAPI_CALL icd_vkGetPhysicalDeviceProperties2(VkPhysicalDevice physicalDevice,
+                                                       VkPhysicalDeviceProperties2* pProperties) {
   forward_vkGetPhysicalDeviceProperties2(physicalDevice, pProperties);
   rewrite_identity(pProperties->properties);
   for (auto* p = static_cast<VkBaseOutStructure*>(pProperties->pNext); p; p = p->pNext) {
@@ -295,9 +280,9 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkGetPhysicalDeviceProperties2(VkPhysicalDe
   }
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateDeviceExtensionProperties(VkPhysicalDevice physicalDevice,
-                                                                       const char* pLayerName, uint32_t* pPropertyCount,
-                                                                       VkExtensionProperties* pProperties) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateDeviceExtensionProperties(VkPhysicalDevice physicalDevice,
+                                                                 const char* pLayerName, uint32_t* pPropertyCount,
+                                                                 VkExtensionProperties* pProperties) {
   if (pLayerName) return VK_ERROR_LAYER_NOT_PRESENT;
   uint32_t n = 0;
   VkResult r = forward_vkEnumerateDeviceExtensionProperties(physicalDevice, nullptr, &n, nullptr);
@@ -308,12 +293,12 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateDeviceExtensionProperties(Vk
   std::vector<VkExtensionProperties> list;
   for (auto& e : host)
     if (exposed_extension(e.extensionName, false)) list.push_back(e);
-  add_own_wsi_extensions(list, false);
+  add_own_extensions(list, false);
   return copy_out(list, pPropertyCount, pProperties);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkEnumerateDeviceLayerProperties(VkPhysicalDevice, uint32_t* pPropertyCount,
-                                                                   VkLayerProperties*) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateDeviceLayerProperties(VkPhysicalDevice, uint32_t* pPropertyCount,
+                                                             VkLayerProperties*) {
   *pPropertyCount = 0;
   return VK_SUCCESS;
 }

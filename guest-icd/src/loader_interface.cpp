@@ -20,15 +20,12 @@ const EntryPoint* find_entry_point(const char* name) {
   return nullptr;
 }
 
-VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetInstanceProcAddr(VkInstance instance, const char* pName);
-VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetDeviceProcAddr(VkDevice device, const char* pName);
-
-VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetInstanceProcAddr(VkInstance instance, const char* pName) {
+VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_vkGetInstanceProcAddr(VkInstance instance, const char* pName) {
   if (!pName) return nullptr;
   if (std::strcmp(pName, "vkGetInstanceProcAddr") == 0)
-    return reinterpret_cast<PFN_vkVoidFunction>(bypass_hw_vkGetInstanceProcAddr);
+    return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetInstanceProcAddr);
   if (std::strcmp(pName, "vkGetDeviceProcAddr") == 0)
-    return reinterpret_cast<PFN_vkVoidFunction>(bypass_hw_vkGetDeviceProcAddr);
+    return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetDeviceProcAddr);
   const EntryPoint* e = find_entry_point(pName);
   if (!e) return nullptr;
   // Without an instance only global commands may be queried.
@@ -36,10 +33,10 @@ VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetInstanceProcAddr(VkInsta
   return e->fn;
 }
 
-VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL bypass_hw_vkGetDeviceProcAddr(VkDevice, const char* pName) {
+VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_vkGetDeviceProcAddr(VkDevice, const char* pName) {
   if (!pName) return nullptr;
   if (std::strcmp(pName, "vkGetDeviceProcAddr") == 0)
-    return reinterpret_cast<PFN_vkVoidFunction>(bypass_hw_vkGetDeviceProcAddr);
+    return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetDeviceProcAddr);
   const EntryPoint* e = find_entry_point(pName);
   return e && e->level == 3 ? e->fn : nullptr;
 }
@@ -57,7 +54,7 @@ __attribute__((visibility("default"))) VKAPI_ATTR VkResult VKAPI_CALL vk_icdNego
 }
 
 __attribute__((visibility("default"))) VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL vk_icdGetInstanceProcAddr(VkInstance instance, const char* pName) {
-  return bypass::icd::bypass_hw_vkGetInstanceProcAddr(instance, pName);
+  return bypass::icd::icd_vkGetInstanceProcAddr(instance, pName);
 }
 
 __attribute__((visibility("default"))) VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL vk_icdGetPhysicalDeviceProcAddr(VkInstance, const char* pName) {

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "bypass/base/log.h"
 #include "objects.h"
 
 namespace bypass::icd {
@@ -28,7 +29,7 @@ VkResult make_shadow(Connection* conn, Mapping& m) {
   conn->set_memory_hooks(shadow_hooks());
   auto shadow = memshare::ShadowRegion::create(m.size);
   if (!shadow) {
-    std::fprintf(stderr, "bypass: shadow memory: %s\n", shadow.error().message.c_str());
+    base::log(base::LogLevel::kError, "shadow memory: %s", shadow.error().message.c_str());
     return VK_ERROR_OUT_OF_HOST_MEMORY;
   }
   m.shadow = std::make_shared<memshare::ShadowRegion>(std::move(shadow.value()));
@@ -114,8 +115,8 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
 
 }  // namespace
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateMemory(VkDevice device, const VkMemoryAllocateInfo* pAllocateInfo,
-                                                   const VkAllocationCallbacks*, VkDeviceMemory* pMemory) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateMemory(VkDevice device, const VkMemoryAllocateInfo* pAllocateInfo,
+                                             const VkAllocationCallbacks*, VkDeviceMemory* pMemory) {
   auto* dev = as<Device>(device);
   Connection* conn = dev->conn;
   const uint64_t id = conn->new_id();
@@ -147,7 +148,7 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAllocateMemory(VkDevice device, const
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkFreeMemory(VkDevice device, VkDeviceMemory memory, const VkAllocationCallbacks*) {
+VKAPI_ATTR void VKAPI_CALL icd_vkFreeMemory(VkDevice device, VkDeviceMemory memory, const VkAllocationCallbacks*) {
   if (!memory) return;
   auto* dev = as<Device>(device);
   forward_vkFreeMemory(device, memory, nullptr);
@@ -158,8 +159,8 @@ VKAPI_ATTR void VKAPI_CALL bypass_hw_vkFreeMemory(VkDevice device, VkDeviceMemor
   dev->memory.erase(it);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkMapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset, VkDeviceSize,
-                                              VkMemoryMapFlags, void** ppData) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkMapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset, VkDeviceSize,
+                                        VkMemoryMapFlags, void** ppData) {
   auto* dev = as<Device>(device);
   std::lock_guard lock(dev->mu);
   auto it = dev->memory.find(wire::handle_bits(memory));
@@ -168,11 +169,11 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkMapMemory(VkDevice device, VkDeviceMe
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkUnmapMemory(VkDevice, VkDeviceMemory) {
+VKAPI_ATTR void VKAPI_CALL icd_vkUnmapMemory(VkDevice, VkDeviceMemory) {
   // The shared mapping stays for the memory's lifetime: the host driver uses the same pages.
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetMemoryFdKHR(VkDevice device, const VkMemoryGetFdInfoKHR* pGetFdInfo, int* pFd) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryFdKHR(VkDevice device, const VkMemoryGetFdInfoKHR* pGetFdInfo, int* pFd) {
   Connection* conn = connection_of(device);
   int host_number = -1;
   const VkResult result = forward_vkGetMemoryFdKHR(device, pGetFdInfo, &host_number);
@@ -184,8 +185,8 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetMemoryFdKHR(VkDevice device, const
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetMemoryFdPropertiesKHR(VkDevice device, VkExternalMemoryHandleTypeFlagBits handleType,
-                                                                     int fd, VkMemoryFdPropertiesKHR* pMemoryFdProperties) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryFdPropertiesKHR(VkDevice device, VkExternalMemoryHandleTypeFlagBits handleType,
+                                                               int fd, VkMemoryFdPropertiesKHR* pMemoryFdProperties) {
   Connection* conn = connection_of(device);
   if (fd < 0 || fcntl(fd, F_GETFD) < 0) return VK_ERROR_INVALID_EXTERNAL_HANDLE;
   // The fd argument on the wire is the nonce the host finds the fd under.
@@ -200,16 +201,16 @@ static memshare::Range range_of(const VkMappedMemoryRange& r) {
   return memshare::Range{r.offset, r.size == VK_WHOLE_SIZE ? memshare::Range::kWhole : r.size};
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkFlushMappedMemoryRanges(VkDevice device, uint32_t count,
-                                                                   const VkMappedMemoryRange* ranges) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkFlushMappedMemoryRanges(VkDevice device, uint32_t count,
+                                                             const VkMappedMemoryRange* ranges) {
   if (!connection_of(device)->memory_hooks()) return VK_SUCCESS;  // no shadowed memory
   for (uint32_t i = 0; i < count; ++i)
     shadow_write_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));
   return connection_of(device)->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkInvalidateMappedMemoryRanges(VkDevice device, uint32_t count,
-                                                                        const VkMappedMemoryRange* ranges) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkInvalidateMappedMemoryRanges(VkDevice device, uint32_t count,
+                                                                  const VkMappedMemoryRange* ranges) {
   if (!connection_of(device)->memory_hooks()) return VK_SUCCESS;  // no shadowed memory
   for (uint32_t i = 0; i < count; ++i)
     shadow_read_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "bypass/icd/connection.h"
+#include "bypass/icd/gen/entrypoints.h"
 #include "bypass/memshare/shadow_region.h"
-#include "entrypoints.h"
 
 namespace bypass::icd {
 

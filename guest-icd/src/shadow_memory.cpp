@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "config.h"
 #include "objects.h"
 
 namespace bypass::icd {
@@ -101,13 +102,7 @@ std::shared_ptr<memshare::ShadowRegion> find_shadow(Device* dev, uint64_t memory
 
 }  // namespace
 
-bool shadow_memory_enabled() {
-  static const bool enabled = [] {
-    const char* m = std::getenv("BYPASS_MEMORY");
-    return m && std::strcmp(m, "shadow") == 0;
-  }();
-  return enabled;
-}
+bool shadow_memory_enabled() { return config().shadow_memory; }
 
 MemoryHooks* shadow_hooks() {
   static ShadowHooks hooks;

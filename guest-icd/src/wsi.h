@@ -38,8 +38,4 @@ inline constexpr uint32_t kMinImageCount = 3;
 // Whether queues of this family can present (they can copy: graphics, compute or transfer).
 bool family_can_present(PhysicalDevice* pd, uint32_t family);
 
-// Extensions the ICD implements itself and exposes whether or not the host driver lists
-// them (the host needs no display). Used by the extension enumeration in instance.cpp.
-std::vector<VkExtensionProperties> own_extensions(bool instance);
-
 }  // namespace bypass::icd::wsi

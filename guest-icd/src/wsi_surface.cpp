@@ -73,38 +73,6 @@ VkResult surface_capabilities(PhysicalDevice* pd, Surface* s, VkSurfaceCapabilit
   return VK_SUCCESS;
 }
 
-std::vector<VkExtensionProperties> own_extensions(bool instance) {
-  struct Own {
-    const char* name;
-    uint32_t spec;
-  };
-  static constexpr Own kInstance[] = {
-      {VK_KHR_SURFACE_EXTENSION_NAME, VK_KHR_SURFACE_SPEC_VERSION},
-      {VK_KHR_GET_SURFACE_CAPABILITIES_2_EXTENSION_NAME, VK_KHR_GET_SURFACE_CAPABILITIES_2_SPEC_VERSION},
-      {VK_KHR_SURFACE_PROTECTED_CAPABILITIES_EXTENSION_NAME, VK_KHR_SURFACE_PROTECTED_CAPABILITIES_SPEC_VERSION},
-      {VK_KHR_XCB_SURFACE_EXTENSION_NAME, VK_KHR_XCB_SURFACE_SPEC_VERSION},
-      {"VK_KHR_xlib_surface", 6},
-      {VK_EXT_HEADLESS_SURFACE_EXTENSION_NAME, VK_EXT_HEADLESS_SURFACE_SPEC_VERSION},
-  };
-  static constexpr Own kDevice[] = {
-      {VK_KHR_SWAPCHAIN_EXTENSION_NAME, VK_KHR_SWAPCHAIN_SPEC_VERSION},
-      {VK_KHR_INCREMENTAL_PRESENT_EXTENSION_NAME, VK_KHR_INCREMENTAL_PRESENT_SPEC_VERSION},
-      {VK_KHR_SWAPCHAIN_MUTABLE_FORMAT_EXTENSION_NAME, VK_KHR_SWAPCHAIN_MUTABLE_FORMAT_SPEC_VERSION},
-  };
-  std::vector<VkExtensionProperties> out;
-  auto add = [&](const Own& o) {
-    VkExtensionProperties p{};
-    std::strncpy(p.extensionName, o.name, sizeof(p.extensionName) - 1);
-    p.specVersion = o.spec;
-    out.push_back(p);
-  };
-  if (instance)
-    for (const Own& o : kInstance) add(o);
-  else
-    for (const Own& o : kDevice) add(o);
-  return out;
-}
-
 namespace {
 
 template <class T>
@@ -144,10 +112,8 @@ namespace bypass::icd {
 
 using wsi::Surface;
 
-extern "C" {
-
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateXcbSurfaceKHR(VkInstance, const VkXcbSurfaceCreateInfoKHR* pCreateInfo,
-                                                               const VkAllocationCallbacks*, VkSurfaceKHR* pSurface) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateXcbSurfaceKHR(VkInstance, const VkXcbSurfaceCreateInfoKHR* pCreateInfo,
+                                                         const VkAllocationCallbacks*, VkSurfaceKHR* pSurface) {
   if (!wsi::xcb_api()) return VK_ERROR_INITIALIZATION_FAILED;
   Surface s;
   s.kind = Surface::Kind::kXcb;
@@ -157,29 +123,27 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateXcbSurfaceKHR(VkInstance, const
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkBool32 VKAPI_CALL bypass_hw_vkGetPhysicalDeviceXcbPresentationSupportKHR(VkPhysicalDevice physicalDevice,
-                                                                                     uint32_t queueFamilyIndex,
-                                                                                     xcb_connection_t* connection,
-                                                                                     xcb_visualid_t visual_id) {
+VKAPI_ATTR VkBool32 VKAPI_CALL icd_vkGetPhysicalDeviceXcbPresentationSupportKHR(VkPhysicalDevice physicalDevice,
+                                                                               uint32_t queueFamilyIndex,
+                                                                               xcb_connection_t* connection,
+                                                                               xcb_visualid_t visual_id) {
   if (!wsi::family_can_present(as<PhysicalDevice>(physicalDevice), queueFamilyIndex)) return VK_FALSE;
   return wsi::depth_supported(connection, wsi::visual_depth(connection, visual_id)) ? VK_TRUE : VK_FALSE;
 }
 
-}  // extern "C"
-
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateHeadlessSurfaceEXT(VkInstance, const VkHeadlessSurfaceCreateInfoEXT*,
-                                                                   const VkAllocationCallbacks*, VkSurfaceKHR* pSurface) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateHeadlessSurfaceEXT(VkInstance, const VkHeadlessSurfaceCreateInfoEXT*,
+                                                             const VkAllocationCallbacks*, VkSurfaceKHR* pSurface) {
   *pSurface = wsi::new_surface(Surface{});
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroySurfaceKHR(VkInstance, VkSurfaceKHR surface, const VkAllocationCallbacks*) {
+VKAPI_ATTR void VKAPI_CALL icd_vkDestroySurfaceKHR(VkInstance, VkSurfaceKHR surface, const VkAllocationCallbacks*) {
   delete wsi::surface_of(surface);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfaceSupportKHR(VkPhysicalDevice physicalDevice,
-                                                                             uint32_t queueFamilyIndex, VkSurfaceKHR surface,
-                                                                             VkBool32* pSupported) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceSupportKHR(VkPhysicalDevice physicalDevice,
+                                                                       uint32_t queueFamilyIndex, VkSurfaceKHR surface,
+                                                                       VkBool32* pSupported) {
   Surface* s = wsi::surface_of(surface);
   *pSupported = VK_FALSE;
   if (s->kind != Surface::Kind::kHeadless) {
@@ -192,13 +156,13 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfaceSupportKHR(Vk
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfaceCapabilitiesKHR(VkPhysicalDevice physicalDevice,
-                                                                                  VkSurfaceKHR surface,
-                                                                                  VkSurfaceCapabilitiesKHR* pSurfaceCapabilities) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceCapabilitiesKHR(VkPhysicalDevice physicalDevice,
+                                                                            VkSurfaceKHR surface,
+                                                                            VkSurfaceCapabilitiesKHR* pSurfaceCapabilities) {
   return wsi::surface_capabilities(as<PhysicalDevice>(physicalDevice), wsi::surface_of(surface), pSurfaceCapabilities);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfaceCapabilities2KHR(
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceCapabilities2KHR(
     VkPhysicalDevice physicalDevice, const VkPhysicalDeviceSurfaceInfo2KHR* pSurfaceInfo,
     VkSurfaceCapabilities2KHR* pSurfaceCapabilities) {
   const VkResult r = wsi::surface_capabilities(as<PhysicalDevice>(physicalDevice), wsi::surface_of(pSurfaceInfo->surface),
@@ -211,19 +175,19 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfaceCapabilities2
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfaceFormatsKHR(VkPhysicalDevice, VkSurfaceKHR surface,
-                                                                             uint32_t* pSurfaceFormatCount,
-                                                                             VkSurfaceFormatKHR* pSurfaceFormats) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceFormatsKHR(VkPhysicalDevice, VkSurfaceKHR surface,
+                                                                       uint32_t* pSurfaceFormatCount,
+                                                                       VkSurfaceFormatKHR* pSurfaceFormats) {
   VkResult r;
   const auto list = wsi::surface_formats(wsi::surface_of(surface), &r);
   if (r != VK_SUCCESS) return r;
   return wsi::copy_list(list.data(), static_cast<uint32_t>(list.size()), pSurfaceFormatCount, pSurfaceFormats);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfaceFormats2KHR(VkPhysicalDevice,
-                                                                              const VkPhysicalDeviceSurfaceInfo2KHR* pSurfaceInfo,
-                                                                              uint32_t* pSurfaceFormatCount,
-                                                                              VkSurfaceFormat2KHR* pSurfaceFormats) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceFormats2KHR(VkPhysicalDevice,
+                                                                        const VkPhysicalDeviceSurfaceInfo2KHR* pSurfaceInfo,
+                                                                        uint32_t* pSurfaceFormatCount,
+                                                                        VkSurfaceFormat2KHR* pSurfaceFormats) {
   VkResult r;
   const auto list = wsi::surface_formats(wsi::surface_of(pSurfaceInfo->surface), &r);
   if (r != VK_SUCCESS) return r;
@@ -238,9 +202,9 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfaceFormats2KHR(V
   return k < n ? VK_INCOMPLETE : VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfacePresentModesKHR(VkPhysicalDevice, VkSurfaceKHR surface,
-                                                                                  uint32_t* pPresentModeCount,
-                                                                                  VkPresentModeKHR* pPresentModes) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfacePresentModesKHR(VkPhysicalDevice, VkSurfaceKHR surface,
+                                                                            uint32_t* pPresentModeCount,
+                                                                            VkPresentModeKHR* pPresentModes) {
   Surface* s = wsi::surface_of(surface);
   if (s->kind != Surface::Kind::kHeadless) {
     wsi::WindowGeometry g;
@@ -250,9 +214,9 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDeviceSurfacePresentModesK
                         pPresentModes);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDevicePresentRectanglesKHR(VkPhysicalDevice physicalDevice,
-                                                                                VkSurfaceKHR surface, uint32_t* pRectCount,
-                                                                                VkRect2D* pRects) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDevicePresentRectanglesKHR(VkPhysicalDevice physicalDevice,
+                                                                          VkSurfaceKHR surface, uint32_t* pRectCount,
+                                                                          VkRect2D* pRects) {
   VkSurfaceCapabilitiesKHR caps;
   const VkResult r = wsi::surface_capabilities(as<PhysicalDevice>(physicalDevice), wsi::surface_of(surface), &caps);
   if (r != VK_SUCCESS) return r;
@@ -260,16 +224,16 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetPhysicalDevicePresentRectanglesKHR
   return wsi::copy_list(&rect, 1u, pRectCount, pRects);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetDeviceGroupPresentCapabilitiesKHR(VkDevice,
-                                                                               VkDeviceGroupPresentCapabilitiesKHR* pCaps) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetDeviceGroupPresentCapabilitiesKHR(VkDevice,
+                                                                         VkDeviceGroupPresentCapabilitiesKHR* pCaps) {
   std::memset(pCaps->presentMask, 0, sizeof(pCaps->presentMask));
   pCaps->presentMask[0] = 1;
   pCaps->modes = VK_DEVICE_GROUP_PRESENT_MODE_LOCAL_BIT_KHR;
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetDeviceGroupSurfacePresentModesKHR(VkDevice, VkSurfaceKHR,
-                                                                               VkDeviceGroupPresentModeFlagsKHR* pModes) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetDeviceGroupSurfacePresentModesKHR(VkDevice, VkSurfaceKHR,
+                                                                         VkDeviceGroupPresentModeFlagsKHR* pModes) {
   *pModes = VK_DEVICE_GROUP_PRESENT_MODE_LOCAL_BIT_KHR;
   return VK_SUCCESS;
 }

@@ -30,8 +30,10 @@
 #include <thread>
 #include <vector>
 
+#include "bypass/base/log.h"
 #include "bypass/memshare/client.h"
 #include "bypass/memshare/region.h"
+#include "config.h"
 #include "wsi.h"
 #include "wsi_x11.h"
 
@@ -92,19 +94,6 @@ VkResult health_result(Health h) {
       return VK_ERROR_DEVICE_LOST;
   }
   return VK_ERROR_UNKNOWN;
-}
-
-// Refresh clock for FIFO/MAILBOX pacing, from BYPASS_WSI_REFRESH_HZ; 0 (the default): a frame
-// is shown as soon as the window system takes it, as lavapipe's own X11 WSI does on Xvfb.
-std::chrono::nanoseconds refresh_period() {
-  const char* hz = std::getenv("BYPASS_WSI_REFRESH_HZ");
-  const double v = hz ? std::atof(hz) : 0.0;
-  return v > 0.0 && v <= 1000.0 ? std::chrono::nanoseconds(static_cast<int64_t>(1e9 / v)) : std::chrono::nanoseconds(0);
-}
-
-bool stats_enabled() {
-  const char* s = std::getenv("BYPASS_WSI_STATS");
-  return s && *s && *s != '0';
 }
 
 const char* mode_name(VkPresentModeKHR m) {
@@ -250,7 +239,9 @@ VkResult Swapchain::create(Device* dev, const VkSwapchainCreateInfoKHR* info, Sw
   sc->extent_ = info->imageExtent;
   sc->format_ = info->imageFormat;
   sc->mode_ = info->presentMode;
-  sc->period_ = refresh_period();
+  // Refresh clock for FIFO/MAILBOX pacing; 0 (the default): a frame is shown as soon as the
+  // window system takes it, as lavapipe's own X11 WSI does on Xvfb.
+  sc->period_ = config().wsi_refresh_period;
   sc->epoch_ = Clock::now();
   if (sc->surface_.kind != Surface::Kind::kHeadless) {
     std::string error;
@@ -259,7 +250,7 @@ VkResult Swapchain::create(Device* dev, const VkSwapchainCreateInfoKHR* info, Sw
     if (!sc->blitter_) {
       WindowGeometry g;
       if (query_window(sc->surface_.conn, sc->surface_.window, &g) == WindowState::kGone) return VK_ERROR_SURFACE_LOST_KHR;
-      std::fprintf(stderr, "bypass: swapchain: %s\n", error.c_str());
+      base::log(base::LogLevel::kError, "swapchain: %s", error.c_str());
       return VK_ERROR_INITIALIZATION_FAILED;
     }
     WindowGeometry g;
@@ -291,8 +282,7 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
   frame_bytes_ = row * extent_.height;
   // Shadow memory means a host we share no memory with: the frames come back through the
   // readback memory's read barrier. BYPASS_WSI_TRANSFER=0 does the same on a local host.
-  const char* transfer = std::getenv("BYPASS_WSI_TRANSFER");
-  if (readback && !shadow_memory_enabled() && !(transfer && std::strcmp(transfer, "0") == 0)) {
+  if (readback && !shadow_memory_enabled() && config().wsi_transfer) {
     present_ = dev_->conn->present_client();
     // Straight into the X server's MIT-SHM segment where there is one: the transfer is then
     // the frame's only copy in the guest.
@@ -313,8 +303,8 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
         frame_owner_ = present_;
         frame_pixels_ = reinterpret_cast<const uint8_t*>(frame_->data());
       } else {
-        std::fprintf(stderr, "bypass: wsi: no memshare frame buffer (%s); presenting from mapped memory\n",
-                     name.error().message.c_str());
+        base::log(base::LogLevel::kWarn, "wsi: no memshare frame buffer (%s); presenting from mapped memory",
+                  name.error().message.c_str());
         present_ = nullptr;
       }
     }
@@ -388,7 +378,9 @@ Swapchain::~Swapchain() {
   }
   // The service keeps a named memfd until its name is released (or the session ends).
   if (frame_owner_ && !frame_name_.empty()) (void)frame_owner_->release(frame_name_);
-  if (stats_enabled())
+  // A report the user asked for (BYPASS_WSI_STATS), not a log line: printed whatever BYPASS_LOG
+  // says, in the form the tests parse.
+  if (config().wsi_stats)
     std::fprintf(stderr,
                  "bypass wsi: swapchain %ux%u %s, %zu images, %s: presents %llu, shown %llu, dropped %llu, put %.1f us avg, "
                  "memshare transfers %llu into the %s\n",
@@ -573,8 +565,8 @@ void Swapchain::show(uint32_t index) {
       pixels = frame_pixels_;
       ++transferred_;
     } else {
-      std::fprintf(stderr, "bypass: wsi: frame transfer failed (%s); presenting from mapped memory\n",
-                   done ? "short transfer" : done.error().message.c_str());
+      base::log(base::LogLevel::kWarn, "wsi: frame transfer failed (%s); presenting from mapped memory",
+                done ? "short transfer" : done.error().message.c_str());
       present_ = nullptr;
     }
   } else {
@@ -686,8 +678,8 @@ Swapchain* swapchain_of(VkSwapchainKHR s) { return reinterpret_cast<Swapchain*>(
 
 }  // namespace
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateSwapchainKHR(VkDevice device, const VkSwapchainCreateInfoKHR* pCreateInfo,
-                                                             const VkAllocationCallbacks*, VkSwapchainKHR* pSwapchain) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateSwapchainKHR(VkDevice device, const VkSwapchainCreateInfoKHR* pCreateInfo,
+                                                       const VkAllocationCallbacks*, VkSwapchainKHR* pSwapchain) {
   if (pCreateInfo->oldSwapchain) swapchain_of(pCreateInfo->oldSwapchain)->retire();
   Swapchain* sc = nullptr;
   const VkResult r = Swapchain::create(as<Device>(device), pCreateInfo, &sc);
@@ -696,13 +688,13 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateSwapchainKHR(VkDevice device, c
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL bypass_hw_vkDestroySwapchainKHR(VkDevice, VkSwapchainKHR swapchain, const VkAllocationCallbacks*) {
+VKAPI_ATTR void VKAPI_CALL icd_vkDestroySwapchainKHR(VkDevice, VkSwapchainKHR swapchain, const VkAllocationCallbacks*) {
   delete swapchain_of(swapchain);
 }
 
-extern "C" VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetSwapchainImagesKHR(VkDevice, VkSwapchainKHR swapchain,
-                                                                           uint32_t* pSwapchainImageCount,
-                                                                           VkImage* pSwapchainImages) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetSwapchainImagesKHR(VkDevice, VkSwapchainKHR swapchain,
+                                                                     uint32_t* pSwapchainImageCount,
+                                                                     VkImage* pSwapchainImages) {
   const auto& images = swapchain_of(swapchain)->images();
   const uint32_t n = static_cast<uint32_t>(images.size());
   if (!pSwapchainImages) {
@@ -715,18 +707,18 @@ extern "C" VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkGetSwapchainImagesKHR(VkDe
   return k < n ? VK_INCOMPLETE : VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAcquireNextImageKHR(VkDevice, VkSwapchainKHR swapchain, uint64_t timeout,
-                                                              VkSemaphore semaphore, VkFence fence, uint32_t* pImageIndex) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkAcquireNextImageKHR(VkDevice, VkSwapchainKHR swapchain, uint64_t timeout,
+                                                        VkSemaphore semaphore, VkFence fence, uint32_t* pImageIndex) {
   return swapchain_of(swapchain)->acquire(timeout, semaphore, fence, pImageIndex);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkAcquireNextImage2KHR(VkDevice, const VkAcquireNextImageInfoKHR* pAcquireInfo,
-                                                               uint32_t* pImageIndex) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkAcquireNextImage2KHR(VkDevice, const VkAcquireNextImageInfoKHR* pAcquireInfo,
+                                                         uint32_t* pImageIndex) {
   return swapchain_of(pAcquireInfo->swapchain)
       ->acquire(pAcquireInfo->timeout, pAcquireInfo->semaphore, pAcquireInfo->fence, pImageIndex);
 }
 
-extern "C" VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkQueuePresentKHR(VkQueue queue, const VkPresentInfoKHR* pPresentInfo) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueuePresentKHR(VkQueue queue, const VkPresentInfoKHR* pPresentInfo) {
   auto* q = as<Queue>(queue);
   Device* dev = q->device;
   const uint32_t family = wsi::family_of(dev, q);

@@ -16,6 +16,8 @@
 #include <xcb/shm.h>
 #include <xcb/xcb.h>
 
+#include "config.h"
+
 namespace bypass::icd::wsi {
 
 #define BYPASS_XCB_FUNCTIONS(X)                                                                 \
@@ -162,9 +164,8 @@ std::unique_ptr<WindowBlitter> WindowBlitter::create(xcb_connection_t* conn, uin
   }
   // MIT-SHM 1.2 takes a memfd: no SysV segment that could outlive a killed guest. A remote
   // server refuses the segment; core PutImage then carries the pixels in the requests.
-  const char* no_shm = std::getenv("BYPASS_WSI_NO_SHM");
   const xcb_query_extension_reply_t* ext = x->shm_id ? x->xcb_get_extension_data(conn, x->shm_id) : nullptr;
-  if (ext && ext->present && !(no_shm && *no_shm == '1')) {
+  if (ext && ext->present && !config().wsi_no_shm) {
     auto* ver = x->xcb_shm_query_version_reply(conn, x->xcb_shm_query_version(conn), nullptr);
     const bool fd_ok = ver && (ver->major_version > 1 || (ver->major_version == 1 && ver->minor_version >= 2));
     std::free(ver);

@@ -9,10 +9,8 @@
 
 namespace bypass::icd {
 
-extern "C" {
-
-VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateXlibSurfaceKHR(VkInstance, const VkXlibSurfaceCreateInfoKHR* pCreateInfo,
-                                                                const VkAllocationCallbacks*, VkSurfaceKHR* pSurface) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateXlibSurfaceKHR(VkInstance, const VkXlibSurfaceCreateInfoKHR* pCreateInfo,
+                                                          const VkAllocationCallbacks*, VkSurfaceKHR* pSurface) {
   xcb_connection_t* conn = wsi::xlib_to_xcb(pCreateInfo->dpy);
   if (!conn || !wsi::xcb_api()) return VK_ERROR_INITIALIZATION_FAILED;
   wsi::Surface s;
@@ -23,14 +21,12 @@ VKAPI_ATTR VkResult VKAPI_CALL bypass_hw_vkCreateXlibSurfaceKHR(VkInstance, cons
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkBool32 VKAPI_CALL bypass_hw_vkGetPhysicalDeviceXlibPresentationSupportKHR(VkPhysicalDevice physicalDevice,
-                                                                                      uint32_t queueFamilyIndex, Display* dpy,
-                                                                                      VisualID visualID) {
+VKAPI_ATTR VkBool32 VKAPI_CALL icd_vkGetPhysicalDeviceXlibPresentationSupportKHR(VkPhysicalDevice physicalDevice,
+                                                                                uint32_t queueFamilyIndex, Display* dpy,
+                                                                                VisualID visualID) {
   if (!wsi::family_can_present(as<PhysicalDevice>(physicalDevice), queueFamilyIndex)) return VK_FALSE;
   xcb_connection_t* conn = wsi::xlib_to_xcb(dpy);
   return wsi::depth_supported(conn, wsi::visual_depth(conn, static_cast<uint32_t>(visualID))) ? VK_TRUE : VK_FALSE;
 }
-
-}  // extern "C"
 
 }  // namespace bypass::icd

@@ -4,14 +4,16 @@
 #include <string>
 #include <vector>
 
-#include "guest_only.h"
 #include "bypass/host/session.h"
+#include "bypass/wire/ownership.h"
 
 namespace bypass::host {
 
 namespace {
 
 Session& session(wire::HostContext& c) { return static_cast<Session&>(c); }
+
+}  // namespace
 
 void handle_vkCreateDevice(wire::HostContext& c, wire::Args_vkCreateDevice& a) {
   Session& s = session(c);
@@ -25,7 +27,7 @@ void handle_vkCreateDevice(wire::HostContext& c, wire::Args_vkCreateDevice& a) {
   bool has_host_memory = false;
   for (uint32_t i = 0; i < info.enabledExtensionCount; ++i) {
     const char* e = info.ppEnabledExtensionNames[i];
-    if (is_guest_only_extension(e)) continue;
+    if (wire::guest_side_extension(e)) continue;
     if (std::strcmp(e, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME) == 0) has_host_memory = true;
     exts.push_back(e);
   }
@@ -70,12 +72,5 @@ void handle_vkResetDescriptorPool(wire::HostContext& c, wire::Args_vkResetDescri
   session(c).remove_owned(wire::handle_bits(a.descriptorPool));
 }
 
-}  // namespace
-
-void register_device_handlers(wire::Handlers& h) {
-  h.vkCreateDevice = handle_vkCreateDevice;
-  h.vkDestroyDevice = handle_vkDestroyDevice;
-  h.vkResetDescriptorPool = handle_vkResetDescriptorPool;
-}
 
 }  // namespace bypass::host

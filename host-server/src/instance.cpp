@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "bypass/host/config.h"
-#include "guest_only.h"
 #include "bypass/host/session.h"
+#include "bypass/wire/ownership.h"
 
 namespace bypass::host {
 
@@ -16,12 +16,14 @@ namespace {
 
 Session& session(wire::HostContext& c) { return static_cast<Session&>(c); }
 
+}  // namespace
+
 void handle_vkCreateInstance(wire::HostContext& c, wire::Args_vkCreateInstance& a) {
   Session& s = session(c);
   VkInstanceCreateInfo info = *a.pCreateInfo;
   std::vector<const char*> exts;
   for (uint32_t i = 0; i < info.enabledExtensionCount; ++i)
-    if (!is_guest_only_extension(info.ppEnabledExtensionNames[i])) exts.push_back(info.ppEnabledExtensionNames[i]);
+    if (!wire::guest_side_extension(info.ppEnabledExtensionNames[i])) exts.push_back(info.ppEnabledExtensionNames[i]);
   info.enabledExtensionCount = static_cast<uint32_t>(exts.size());
   info.ppEnabledExtensionNames = exts.data();
   info.enabledLayerCount = 0;  // layers run in the guest, above the ICD
@@ -64,15 +66,13 @@ void handle_vkEnumerateInstanceVersion(wire::HostContext& c, wire::Args_vkEnumer
   a.result = fn ? fn(a.pApiVersion) : (*a.pApiVersion = VK_API_VERSION_1_0, VK_SUCCESS);
 }
 
-}  // namespace
-
 bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size) {
   wire::EnumeratePhysicalDevicesRequest req;
   if (size != sizeof(req)) return s.fail("EnumeratePhysicalDevices", "bad request size");
   std::memcpy(&req, data, sizeof(req));
   uint64_t inst_bits = 0;
   if (!s.objects().lookup(VK_OBJECT_TYPE_INSTANCE, req.instance_id, &inst_bits))
-    return s.fail("EnumeratePhysicalDevices", "unknown instance id");
+    return s.decode.fail("EnumeratePhysicalDevices", "unknown instance id", wire::Fault::kInvalidUsage);
   if (req.max_devices > 64) return s.fail("EnumeratePhysicalDevices", "too many devices requested");
   auto inst = wire::handle_from_bits<VkInstance>(inst_bits);
   auto d = s.dispatch_ptr(inst_bits);
@@ -107,11 +107,5 @@ bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t s
   return true;
 }
 
-void register_instance_handlers(wire::Handlers& h) {
-  h.vkCreateInstance = handle_vkCreateInstance;
-  h.vkDestroyInstance = handle_vkDestroyInstance;
-  h.vkEnumerateInstanceExtensionProperties = handle_vkEnumerateInstanceExtensionProperties;
-  h.vkEnumerateInstanceVersion = handle_vkEnumerateInstanceVersion;
-}
 
 }  // namespace bypass::host

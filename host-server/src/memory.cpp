@@ -189,6 +189,8 @@ void allocate_in_device_heap(Session& s, wire::Args_vkAllocateMemory& a, const s
   s.add_memory(mem, std::move(shared));
 }
 
+}  // namespace
+
 void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& a) {
   Session& s = session(c);
   const uint64_t dev = wire::handle_bits(a.device);
@@ -268,7 +270,7 @@ void handle_vkGetMemoryFdKHR(wire::HostContext& c, wire::Args_vkGetMemoryFdKHR& 
   Session& s = session(c);
   auto fn = s.dispatch_of(wire::handle_bits(a.device)).vkGetMemoryFdKHR;
   if (!fn) {
-    s.fail("vkGetMemoryFdKHR", "not supported by the host driver");
+    s.decode.fail("vkGetMemoryFdKHR", "not supported by the host driver", wire::Fault::kDriver);
     return;
   }
   int fd = -1;
@@ -307,12 +309,5 @@ void handle_vkGetMemoryFdPropertiesKHR(wire::HostContext& c, wire::Args_vkGetMem
   close(fd);
 }
 
-}  // namespace
-
-void register_memory_handlers(wire::Handlers& h) {
-  h.vkAllocateMemory = handle_vkAllocateMemory;
-  h.vkGetMemoryFdKHR = handle_vkGetMemoryFdKHR;
-  h.vkGetMemoryFdPropertiesKHR = handle_vkGetMemoryFdPropertiesKHR;
-}
 
 }  // namespace bypass::host

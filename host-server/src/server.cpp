@@ -223,21 +223,24 @@ void Server::finish(Worker& w) {
     return;
   }
   w.listed = true;
-  EndKind kind = reported ? static_cast<EndKind>(r.end_kind.load(std::memory_order_relaxed)) : EndKind::kWorkerDied;
-  std::string reason = reported ? std::string(r.end_reason, strnlen(r.end_reason, sizeof r.end_reason)) : "";
+  // The page is the worker's: a value that is no reason is taken as the worker's failure.
+  const auto told = end_reason_from_int(r.end_reason.load(std::memory_order_relaxed));
+  EndReason reason = reported && told && *told != EndReason::kNone ? *told : EndReason::kWorkerDied;
+  std::string detail = reported ? std::string(r.end_detail, strnlen(r.end_detail, sizeof r.end_detail)) : "";
   if (w.pid > 0 && (WIFSIGNALED(w.wait_status) || (!reported && WIFEXITED(w.wait_status)))) {
     // A crash in the driver (or a worker killed from outside): only this session is gone. Its
     // guest sees the connection close and gets VK_ERROR_DEVICE_LOST.
-    kind = EndKind::kWorkerDied;
-    reason = describe_exit(w.wait_status) + (reported ? " after the session ended (" + reason + ")"
-                                                      : " during the session");
+    detail = describe_exit(w.wait_status) +
+             (reported ? " after the session ended (" + std::string(to_string(reason)) + ": " + detail + ")"
+                       : " during the session");
+    reason = EndReason::kWorkerDied;
     spdlog::error("session {} (guest pid {}, uid {}): {}; its guest gets VK_ERROR_DEVICE_LOST, other sessions go on",
-                  w.id, w.peer.pid, w.peer.uid, reason);
+                  w.id, w.peer.pid, w.peer.uid, detail);
   }
   // A connection that never became a session (refused or silent handshake) was logged by its
   // worker; the list holds sessions.
-  if (kind != EndKind::kHandshake) {
-    ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, kind, reason, r.stats.objects.load(), r.stats.records.load()});
+  if (reason != EndReason::kHandshakeFailed) {
+    ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, reason, detail, r.stats.objects.load(), r.stats.records.load()});
     if (ended_.size() > 64) ended_.pop_front();
   }
 }
@@ -337,8 +340,8 @@ std::string Server::stats_json(uid_t viewer) const {
   for (const Ended& e : ended_) {
     if (!all && e.uid != viewer) continue;
     o << (first ? "" : ", ") << "{\"id\": " << e.id << ", \"pid\": " << e.pid << ", \"uid\": " << e.uid
-      << ", \"end\": \"" << to_string(e.kind) << "\", \"objects\": " << e.objects_left << ", \"records\": " << e.records
-      << ", \"reason\": \"" << base::json_escape(e.reason) << "\"}";
+      << ", \"reason\": \"" << to_string(e.reason) << "\", \"objects\": " << e.objects_left
+      << ", \"records\": " << e.records << ", \"detail\": \"" << base::json_escape(e.detail) << "\"}";
     first = false;
   }
   o << "], \"live_objects\": " << total << "}\n";

@@ -10,6 +10,7 @@
 #include <new>
 
 #include "bypass/host/config.h"
+#include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
 #include "presentation.h"
 
 namespace bypass::host {
@@ -17,11 +18,6 @@ namespace bypass::host {
 using transport::Status;
 
 namespace {
-
-bool is_dispatchable(VkObjectType t) {
-  return t == VK_OBJECT_TYPE_INSTANCE || t == VK_OBJECT_TYPE_PHYSICAL_DEVICE || t == VK_OBJECT_TYPE_DEVICE ||
-         t == VK_OBJECT_TYPE_QUEUE || t == VK_OBJECT_TYPE_COMMAND_BUFFER;
-}
 
 const wire::Dispatch kNoDispatch{};
 
@@ -41,17 +37,11 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   decode.handles = this;
   decode.check_values = true;  // enum values outside the covered API never reach the driver
   handlers = wire::default_handlers();
-  register_instance_handlers(handlers);
-  register_device_handlers(handlers);
-  register_memory_handlers(handlers);
+  register_handwritten_handlers(handlers);  // codegen/data/handwritten.txt, side host
   register_sync_handlers(handlers);
-  register_submit_handlers(handlers);
   register_validate_handlers(handlers);
   destroys_.assign(wire::kCommandIdLimit, false);
-  for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) {
-    const std::string_view name = wire::command_name(cmd);
-    destroys_[cmd] = name.starts_with("vkDestroy") || name.starts_with("vkFree");
-  }
+  for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) destroys_[cmd] = wire::command_destroys(cmd);
 }
 
 Session::~Session() {
@@ -71,17 +61,22 @@ void Session::run() {
   while (!closing()) {
     Status st = channel_.recv(msg, transport::deadline_after(std::chrono::milliseconds(200)));
     if (st == Status::kTimeout) continue;
-    if (st == Status::kPeerGone || st == Status::kClosed) {
-      end_reason_ = "guest disconnected";
+    if (st == Status::kClosed) {
+      end(EndReason::kGuestGoodbye, "the guest closed the session");
+      break;
+    }
+    if (st == Status::kPeerGone) {
+      end(EndReason::kPeerGone, "the guest disconnected without a goodbye");
       break;
     }
     if (st != Status::kOk) {
-      end_reason_ = std::string("transport: ") + transport::to_string(st);
-      if (const std::string detail = channel_.error_text(); !detail.empty()) end_reason_ += ": " + detail;
+      std::string detail = std::string("transport: ") + transport::to_string(st);
+      if (const std::string text = channel_.error_text(); !text.empty()) detail += ": " + text;
+      end(EndReason::kProtocolError, std::move(detail));
       break;
     }
     if (msg.kind != wire::kMsgBatch) {
-      end_reason_ = "unexpected message kind " + std::to_string(msg.kind);
+      end(EndReason::kProtocolError, "unexpected message kind " + std::to_string(msg.kind));
       break;
     }
     stats_.bytes.fetch_add(msg.payload.size(), std::memory_order_relaxed);
@@ -90,35 +85,33 @@ void Session::run() {
       ok = process_batch(msg.payload.data(), msg.payload.size());
     } catch (const std::bad_alloc&) {
       // In a worker, RLIMIT_DATA bounds everything the guest makes us (or the driver) allocate.
-      end_reason_ = "out of memory: the session reached its data limit (" +
-                    std::to_string(worker_data_limit(config_) >> 20) + " MiB, --worker-data-limit)";
-      ok = false;
+      ok = end(EndReason::kOutOfMemory, "the session reached its data limit (" +
+                                            std::to_string(worker_data_limit(config_) >> 20) +
+                                            " MiB, --worker-data-limit)");
     }
     // A large batch's buffer is not kept for the rest of the session.
     if (msg.payload.capacity() > (4u << 20)) std::vector<std::byte>().swap(msg.payload);
     {
       std::lock_guard lock(reply_mu_);
-      if (!send_failure_.empty()) {
+      if (send_failure_ != EndReason::kNone) {
+        // It outranks whatever the batch ended with: nothing more reaches this guest.
         end_reason_ = send_failure_;
+        end_detail_ = send_failure_detail_;
         break;
       }
     }
     if (!ok) break;
   }
-  if (end_reason_.empty()) {
+  {
     std::lock_guard lock(reply_mu_);
-    end_reason_ = send_failure_;
+    if (send_failure_ != EndReason::kNone) end(send_failure_, send_failure_detail_);
   }
-  if (end_reason_.empty()) {
-    end_reason_ = "server shutting down";
-    end_by_server_ = true;
-  }
-  const bool clean = end_reason_ == "guest disconnected" || end_reason_ == "guest ended the session";
-  end_by_guest_ = clean;
+  end(EndReason::kServerShutdown, "server shutting down");  // when nothing else ended it
+  const bool clean = is_clean(end_reason_);
   if (!clean) {
     // Tell the guest why before the socket closes; it may already be gone, and the session ends
     // either way: a failure is only worth a debug line.
-    if (const transport::Status st = channel_.send(wire::kMsgError, std::as_bytes(std::span(end_reason_)),
+    if (const transport::Status st = channel_.send(wire::kMsgError, std::as_bytes(std::span(end_detail_)),
                                                    transport::deadline_after(std::chrono::milliseconds(100)));
         st != transport::Status::kOk) {
       spdlog::debug("session {}: the end reason did not reach the guest ({})", id_, transport::to_string(st));
@@ -128,36 +121,55 @@ void Session::run() {
   teardown();
   // The guest learns at once that the session is over, not when the server reaps it.
   channel_.close();
+  // The one line naming the session, the reason and its detail (which names the command).
   if (clean)
-    spdlog::info("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+    spdlog::info("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_, objects_before);
   else
-    spdlog::warn("session {}: end ({}), {} objects released", id_, end_reason_, objects_before);
+    spdlog::warn("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_, objects_before);
   if (shadow_read_asked_ > 0)
     spdlog::info("session {}: shadow read barriers sent {} of the {} bytes they covered", id_, shadow_read_sent_,
                  shadow_read_asked_);
   finished_.store(true, std::memory_order_release);
 }
 
+bool Session::end(EndReason reason, std::string detail) {
+  if (end_reason_ == EndReason::kNone) {
+    end_reason_ = reason;
+    end_detail_ = std::move(detail);
+  }
+  return false;
+}
+
+namespace {
+
+EndReason reason_of(wire::Fault fault) {
+  switch (fault) {
+    case wire::Fault::kMalformed: return EndReason::kProtocolError;
+    case wire::Fault::kInvalidUsage: return EndReason::kInvalidUsage;
+    case wire::Fault::kObjectLimit: return EndReason::kObjectLimit;
+    case wire::Fault::kPendingLimit: return EndReason::kPendingLimit;
+    case wire::Fault::kDriver: return EndReason::kDriverError;
+  }
+  return EndReason::kProtocolError;
+}
+
+}  // namespace
+
 bool Session::process_batch(const std::byte* bytes, size_t size) {
   const auto* data = reinterpret_cast<const uint8_t*>(bytes);
   size_t off = 0;
   while (off < size) {
     wire::RecordHeader h;
-    if (size - off < sizeof(h)) {
-      end_reason_ = "truncated record header";
-      return false;
-    }
+    if (size - off < sizeof(h)) return end(EndReason::kProtocolError, "truncated record header");
     std::memcpy(&h, data + off, sizeof(h));
-    if (h.size < sizeof(h) || h.size > size - off || h.size % 8 != 0) {
-      end_reason_ = "record size " + std::to_string(h.size) + " out of bounds";
-      return false;
-    }
+    if (h.size < sizeof(h) || h.size > size - off || h.size % 8 != 0)
+      return end(EndReason::kProtocolError, "record size " + std::to_string(h.size) + " out of bounds");
     const uint8_t* payload = data + off + sizeof(h);
     const size_t n = h.size - sizeof(h);
     record_wants_reply_ = h.flags & wire::kRecordWantsReply;
     if (record_wants_reply_) reply_seq = ++seq_;
     arena_.reset();
-    decode.error.clear();
+    decode.clear();
     batch_rest_ = h.size < size - off;
     record_command_ = h.command;
     record_blocks_ = h.command < wire::kCommandIdLimit && wire::command_blocks(h.command);
@@ -181,8 +193,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
                                    ? std::string(wire::command_name(h.command))
                                    : "command id " + std::to_string(h.command);
       const std::string& why = decode.error.empty() ? std::string("failed") : decode.error;
-      end_reason_ = why.starts_with(name) ? why : name + ": " + why;
-      return false;
+      return end(reason_of(decode.fault), why.starts_with(name) ? why : name + ": " + why);
     }
     off += h.size;
   }
@@ -321,7 +332,7 @@ void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, con
   std::array<std::span<const std::byte>, 2> parts{
       std::as_bytes(std::span(&h, 1)), std::span(static_cast<const std::byte*>(data), size)};
   std::lock_guard lock(reply_mu_);
-  if (!send_failure_.empty()) return;  // the session is ending; nothing more goes out
+  if (send_failure_ != EndReason::kNone) return;  // the session is ending; nothing more goes out
   // A guest that stopped reading fills the ring. Waiting for it is bounded: past the deadline
   // the session ends (the decoder loop reads send_failure_), so neither this session's threads
   // nor bypassd's shutdown can be held by it.
@@ -331,10 +342,14 @@ void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, con
     stats_.replies.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  send_failure_ = st == Status::kTimeout
-                      ? "guest stopped reading replies (the reply ring stayed full for " +
-                            std::to_string(config_.send_timeout_ms) + " ms, --send-timeout)"
-                      : std::string("cannot send a reply: ") + transport::to_string(st);
+  if (st == Status::kTimeout) {
+    send_failure_ = EndReason::kSendTimeout;
+    send_failure_detail_ = "guest stopped reading replies (the reply ring stayed full for " +
+                           std::to_string(config_.send_timeout_ms) + " ms, --send-timeout)";
+  } else {
+    send_failure_ = st == Status::kPeerGone || st == Status::kClosed ? EndReason::kPeerGone : EndReason::kProtocolError;
+    send_failure_detail_ = std::string("cannot send a reply: ") + transport::to_string(st);
+  }
   closing_.store(true, std::memory_order_release);
 }
 
@@ -362,7 +377,7 @@ bool Session::run_blocking(std::function<void()> job) {
   std::lock_guard lock(jobs_mu_);
   if (pending_.size() >= config_.max_pending_waits) {
     const std::string why = "too many pending blocking calls (limit " + std::to_string(config_.max_pending_waits) + ")";
-    return decode.fail(name, why.c_str());
+    return decode.fail(name, why.c_str(), wire::Fault::kPendingLimit);
   }
   pending_.emplace(reply_seq, std::move(call));
   pending_count_.store(pending_.size(), std::memory_order_release);
@@ -393,7 +408,7 @@ bool Session::destroy_ok(const char* command, const char* what, uint64_t handle)
     // Natively invalid usage; here a waiter thread is inside the driver with this object, and
     // a wait may never end: the session ends instead of waiting or freeing it under the waiter.
     const std::string why = std::string(what) + " is in use by a pending " + wire::command_name(call.command);
-    return decode.fail(command, why.c_str());
+    return decode.fail(command, why.c_str(), wire::Fault::kInvalidUsage);
   }
   return true;
 }
@@ -429,7 +444,10 @@ void Session::waiter_main() {
 uint64_t Session::to_wire(VkObjectType, uint64_t handle) { return objects_.id_of(handle); }
 
 bool Session::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
-  if (!objects_.lookup(type, id, handle)) return false;
+  if (!objects_.lookup(type, id, handle)) {
+    decode.expect_fault(wire::Fault::kInvalidUsage);  // the generated caller reports the unknown id
+    return false;
+  }
   if (record_blocks_) record_handles_.push_back(*handle);
   return true;
 }
@@ -438,6 +456,7 @@ const char* Session::refuse_new_id(VkObjectType, uint64_t id) {
   if (id == 0) return "new object id 0";
   if (objects_.contains(id)) return "new object id already in use";
   if (objects_.size() >= config_.max_objects) {
+    decode.expect_fault(wire::Fault::kObjectLimit);  // the caller reports the refusal
     refusal_ = "object limit reached (--max-objects " + std::to_string(config_.max_objects) + ")";
     return refusal_.c_str();
   }
@@ -450,7 +469,7 @@ void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64
     objects_.add(type, id, handle, owner);
   }
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
-  if (is_dispatchable(type) && !dispatch_.count(handle)) {
+  if (wire::is_dispatchable(type) && !dispatch_.count(handle)) {
     // Queues, command buffers and physical devices use their owner's table; command
     // buffers are owned by a pool, which is owned by the device.
     std::lock_guard dlock(dispatch_mu_);
@@ -544,7 +563,8 @@ void Session::add_memory(uint64_t memory_handle, SharedMemory mem) {
 
 bool Session::memory_of_id(uint64_t id, const char* where, SharedMemory** out) {
   uint64_t handle = 0;
-  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle)) return decode.fail(where, "unknown memory id");
+  if (!objects_.lookup(VK_OBJECT_TYPE_DEVICE_MEMORY, id, &handle))
+    return decode.fail(where, "unknown memory id", wire::Fault::kInvalidUsage);
   auto it = memory_.find(handle);
   *out = it == memory_.end() ? nullptr : &it->second;
   return true;
@@ -585,21 +605,6 @@ void Session::release_memory(uint64_t memory_handle) {
 // ---------------------------------------------------------------- teardown
 namespace {
 
-// Children of a device in the order they can be destroyed: users before what they use.
-constexpr VkObjectType kDestroyOrder[] = {
-    VK_OBJECT_TYPE_COMMAND_POOL,        VK_OBJECT_TYPE_PIPELINE,
-    VK_OBJECT_TYPE_PIPELINE_LAYOUT,     VK_OBJECT_TYPE_DESCRIPTOR_POOL,
-    VK_OBJECT_TYPE_DESCRIPTOR_SET_LAYOUT, VK_OBJECT_TYPE_SAMPLER,
-    VK_OBJECT_TYPE_SAMPLER_YCBCR_CONVERSION, VK_OBJECT_TYPE_SHADER_MODULE,
-    VK_OBJECT_TYPE_FRAMEBUFFER,         VK_OBJECT_TYPE_RENDER_PASS,
-    VK_OBJECT_TYPE_IMAGE_VIEW,          VK_OBJECT_TYPE_BUFFER_VIEW,
-    VK_OBJECT_TYPE_IMAGE,               VK_OBJECT_TYPE_BUFFER,
-    VK_OBJECT_TYPE_QUERY_POOL,          VK_OBJECT_TYPE_EVENT,
-    VK_OBJECT_TYPE_SEMAPHORE,           VK_OBJECT_TYPE_FENCE,
-    VK_OBJECT_TYPE_PIPELINE_CACHE,      VK_OBJECT_TYPE_PRIVATE_DATA_SLOT,
-    VK_OBJECT_TYPE_DEVICE_MEMORY,
-};
-
 template <class H>
 H as(uint64_t bits) {
   return wire::handle_from_bits<H>(bits);
@@ -608,38 +613,9 @@ H as(uint64_t bits) {
 }  // namespace
 
 void Session::destroy_object(const ObjectEntry& e) {
-  auto dev = as<VkDevice>(e.owner);
-  const wire::Dispatch& d = dispatch_of(e.owner);
-  switch (e.type) {
-#define BYPASS_DESTROY(TYPE, FN, H) \
-  case TYPE:                        \
-    if (d.FN) d.FN(dev, as<H>(e.handle), nullptr); \
-    break;
-    BYPASS_DESTROY(VK_OBJECT_TYPE_COMMAND_POOL, vkDestroyCommandPool, VkCommandPool)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE, vkDestroyPipeline, VkPipeline)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE_LAYOUT, vkDestroyPipelineLayout, VkPipelineLayout)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_DESCRIPTOR_POOL, vkDestroyDescriptorPool, VkDescriptorPool)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_DESCRIPTOR_SET_LAYOUT, vkDestroyDescriptorSetLayout, VkDescriptorSetLayout)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_SAMPLER, vkDestroySampler, VkSampler)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_SAMPLER_YCBCR_CONVERSION, vkDestroySamplerYcbcrConversion, VkSamplerYcbcrConversion)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_SHADER_MODULE, vkDestroyShaderModule, VkShaderModule)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_FRAMEBUFFER, vkDestroyFramebuffer, VkFramebuffer)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_RENDER_PASS, vkDestroyRenderPass, VkRenderPass)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_IMAGE_VIEW, vkDestroyImageView, VkImageView)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_BUFFER_VIEW, vkDestroyBufferView, VkBufferView)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_IMAGE, vkDestroyImage, VkImage)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_BUFFER, vkDestroyBuffer, VkBuffer)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_QUERY_POOL, vkDestroyQueryPool, VkQueryPool)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_EVENT, vkDestroyEvent, VkEvent)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_SEMAPHORE, vkDestroySemaphore, VkSemaphore)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_FENCE, vkDestroyFence, VkFence)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_PIPELINE_CACHE, vkDestroyPipelineCache, VkPipelineCache)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_PRIVATE_DATA_SLOT, vkDestroyPrivateDataSlot, VkPrivateDataSlot)
-    BYPASS_DESTROY(VK_OBJECT_TYPE_DEVICE_MEMORY, vkFreeMemory, VkDeviceMemory)
-#undef BYPASS_DESTROY
-    default:
-      break;
-  }
+  // vkDestroyX / vkFreeX of the object's type (codegen/gen_lifetime.py); other types are
+  // destroyed with their owner.
+  (void)wire::destroy_device_child(dispatch_of(e.owner), as<VkDevice>(e.owner), e.type, e.handle);
 }
 
 void Session::destroy_device(uint64_t device) {
@@ -647,9 +623,9 @@ void Session::destroy_device(uint64_t device) {
   if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(device));
   drop_tracking(device);
   const std::vector<ObjectEntry> all = objects_.entries();
-  for (VkObjectType t : kDestroyOrder)
+  for (size_t i = 0; i < wire::kTeardownOrderCount; ++i)
     for (const ObjectEntry& e : all)
-      if (e.type == t && e.owner == device) destroy_object(e);
+      if (e.type == wire::kTeardownOrder[i] && e.owner == device) destroy_object(e);
   if (d.vkDestroyDevice) d.vkDestroyDevice(as<VkDevice>(device), nullptr);
 }
 

@@ -16,6 +16,8 @@ namespace {
 
 Session& session(wire::HostContext& c) { return static_cast<Session&>(c); }
 
+}  // namespace
+
 void handle_vkQueueSubmit(wire::HostContext& c, wire::Args_vkQueueSubmit& a) {
   wire::default_vkQueueSubmit(c, a);
   if (a.result == VK_SUCCESS) session(c).track_submission(a.queue);
@@ -25,8 +27,6 @@ void handle_vkQueueSubmit2(wire::HostContext& c, wire::Args_vkQueueSubmit2& a) {
   wire::default_vkQueueSubmit2(c, a);
   if (a.result == VK_SUCCESS) session(c).track_submission(a.queue);
 }
-
-}  // namespace
 
 void Session::track_submission(VkQueue queue) {
   const uint64_t q = wire::handle_bits(queue);
@@ -92,9 +92,5 @@ void Session::drop_tracking(uint64_t device) {
   in_flight_.erase(it);
 }
 
-void register_submit_handlers(wire::Handlers& h) {
-  h.vkQueueSubmit = handle_vkQueueSubmit;
-  h.vkQueueSubmit2 = handle_vkQueueSubmit2;
-}
 
 }  // namespace bypass::host

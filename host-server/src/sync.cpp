@@ -66,6 +66,8 @@ bool wait_inline(Session& s, uint64_t timeout, VkResult* result, uint64_t* waite
 
 uint64_t left_of(uint64_t timeout, uint64_t waited_ns) { return timeout > waited_ns ? timeout - waited_ns : 0; }
 
+}  // namespace
+
 void handle_vkWaitForFences(wire::HostContext& c, wire::Args_vkWaitForFences& a) {
   Session& s = session(c);
   auto fn = s.dispatch_of(wire::handle_bits(a.device)).vkWaitForFences;
@@ -93,6 +95,8 @@ bool try_vkWaitSemaphores(wire::HostContext& c, wire::Args_vkWaitSemaphores& a) 
   if (!fn) return false;
   return wait_inline(s, a.timeout, &a.result, &a.waited_ns, [&](uint64_t t) { return fn(a.device, a.pWaitInfo, t); });
 }
+
+namespace {
 
 // Idle waits have no timeout and no status query; the session's tracking fences (submit.cpp:
 // one after every guest submission) tell the same thing: once all of a device's have
@@ -135,9 +139,7 @@ bool try_vkGetQueryPoolResults(wire::HostContext& c, wire::Args_vkGetQueryPoolRe
 }  // namespace
 
 void register_sync_handlers(wire::Handlers& h) {
-  h.vkWaitForFences = handle_vkWaitForFences;
   h.try_vkWaitForFences = try_vkWaitForFences;
-  h.vkWaitSemaphores = handle_vkWaitSemaphores;
   h.try_vkWaitSemaphores = try_vkWaitSemaphores;
   h.try_vkQueueWaitIdle = try_vkQueueWaitIdle;
   h.try_vkDeviceWaitIdle = try_vkDeviceWaitIdle;

@@ -20,8 +20,8 @@
 #include <bit>
 #include <string>
 
-#include "formats.h"
 #include "bypass/host/session.h"
+#include "bypass/wire/gen/formats.h"
 
 namespace bypass::host {
 
@@ -129,12 +129,12 @@ struct Where {
   }
 };
 
-// Ends the session with "<where>: <what>"; returns false for the caller to return.
+// Ends the session (invalid_usage) with "<where>: <what>"; returns false for the caller to return.
 template <class... A>
 bool violation(wire::HostContext& c, const Where& w, fmt::format_string<A...> f, A&&... args) {
   const std::string where = w.str();
   const std::string what = fmt::format(f, std::forward<A>(args)...);
-  return c.fail(where.c_str(), what.c_str());
+  return c.decode.fail(where.c_str(), what.c_str(), wire::Fault::kInvalidUsage);
 }
 
 // For a call the guest waits for: answer `result` instead of calling the driver, with one log

@@ -19,19 +19,6 @@
 
 namespace bypass::host {
 
-const char* to_string(EndKind kind) {
-  switch (kind) {
-    case EndKind::kNone: return "running";
-    case EndKind::kGuestLeft: return "guest left";
-    case EndKind::kGuestError: return "guest error";
-    case EndKind::kShutdown: return "shutdown";
-    case EndKind::kHandshake: return "handshake failed";
-    case EndKind::kWorkerDied: return "worker died";
-    case EndKind::kSetupFailed: return "worker set-up failed";
-  }
-  return "unknown";
-}
-
 WorkerReport* map_worker_report() {
   void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
@@ -46,11 +33,11 @@ void unmap_worker_report(WorkerReport* report) {
 
 namespace {
 
-void finish(WorkerReport* report, EndKind kind, const std::string& reason) {
-  const size_t n = std::min(reason.size(), sizeof(report->end_reason) - 1);
-  std::memcpy(report->end_reason, reason.data(), n);
-  report->end_reason[n] = '\0';
-  report->end_kind.store(static_cast<uint32_t>(kind), std::memory_order_relaxed);
+void finish(WorkerReport* report, EndReason reason, const std::string& detail) {
+  const size_t n = std::min(detail.size(), sizeof(report->end_detail) - 1);
+  std::memcpy(report->end_detail, detail.data(), n);
+  report->end_detail[n] = '\0';
+  report->end_reason.store(static_cast<uint32_t>(reason), std::memory_order_relaxed);
   // Pairs with the acquire load in Server::reap: reason and kind are complete once it sees kEnded.
   report->state.store(WorkerReport::kEnded, std::memory_order_release);
 }
@@ -65,11 +52,7 @@ void run_session(transport::Channel channel, uint64_t id, const ServerConfig& co
   report->state.store(WorkerReport::kRunning, std::memory_order_release);
   Session session(id, std::move(channel), config, &report->stats, &report->stop_requested);
   session.run();
-  finish(report,
-         session.ended_by_guest()     ? EndKind::kGuestLeft
-         : session.ended_by_server() ? EndKind::kShutdown
-                                      : EndKind::kGuestError,
-         session.end_reason());
+  finish(report, session.end_reason(), session.end_detail());
 }
 
 }  // namespace
@@ -84,7 +67,7 @@ void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig
                                transport::deadline_after(std::chrono::milliseconds(config.handshake_timeout_ms)));
   if (!channel) {
     spdlog::warn("session {}: refused a guest: {}", id, channel.error().message);
-    finish(report, EndKind::kHandshake, channel.error().message);
+    finish(report, EndReason::kHandshakeFailed, channel.error().message);
     return;
   }
   run_session(std::move(*channel), id, config, report);
@@ -96,7 +79,7 @@ void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string
   auto channel = device.accept(slot, hello);
   if (!channel) {
     spdlog::warn("session {}: refused a guest of VM {}: {}", id, vm_name, channel.error().message);
-    finish(report, EndKind::kHandshake, channel.error().message);
+    finish(report, EndReason::kHandshakeFailed, channel.error().message);
     return;
   }
   spdlog::info("session {}: VM {} slot {}: {}", id, vm_name, slot, channel->peer_hello().peer_name);
@@ -164,7 +147,7 @@ pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& c
     why = "bypassd could not start the session's worker: sandbox: " + why;
     spdlog::error("session {}: {}", id, why);
     if (connection) transport::reject_connection(std::move(connection), why);
-    finish(report, EndKind::kSetupFailed, why);
+    finish(report, EndReason::kWorkerSetupFailed, why);
     _exit(1);
   }
   serve(std::move(connection));

@@ -101,7 +101,15 @@ int main(int argc, char** argv) {
                  "-device ivshmem-plain; the guest uses BYPASS_ENDPOINT=ivshmem:. Repeatable")
       ->take_all();
   app.add_option("--vm-ring-size", config.vm_ring_bytes, "Bytes per ring per VM session slot")->capture_default_str();
+  // Hidden: the end reasons, "<value> <name>" a line, for the tests' mirror of the list.
+  bool list_end_reasons = false;
+  app.add_flag("--list-end-reasons", list_end_reasons, "Print the session end reasons and exit")->group("");
   CLI11_PARSE(app, argc, argv);
+  if (list_end_reasons) {
+    for (uint32_t v = 1; v <= static_cast<uint32_t>(bypass::host::kLastEndReason); ++v)
+      std::printf("%u %s\n", v, bypass::host::to_string(static_cast<bypass::host::EndReason>(v)));
+    return 0;
+  }
   for (const std::string& spec : vms) {
     bypass::host::ServerConfig::Vm vm;
     std::vector<std::string> parts;

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "wire_tests.h"
+#include "bypass/wire/gen/wire_tests.h"
 
 namespace bypass::wire::test {
 namespace {

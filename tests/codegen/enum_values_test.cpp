@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "wire_tests.h"
+#include "bypass/wire/gen/wire_tests.h"
 
 namespace bypass::wire::test {
 namespace {
@@ -93,6 +93,28 @@ TEST(EnumDecoding, HostRefusesAStructMemberOutOfRangeNamingIt) {
   ci.imageType = static_cast<VkImageType>(7);
   EXPECT_FALSE(create_image(h, ci));
   EXPECT_EQ(h.error(), "VkImageCreateInfo.imageType: 7 is not a valid VkImageType");
+  // A value no Vulkan defines is the application's invalid usage, not a malformed message: the
+  // session ends with invalid_usage.
+  EXPECT_EQ(h.e.host.decode.fault, Fault::kInvalidUsage);
+}
+
+TEST(EnumDecoding, AMalformedMessageIsNotInvalidUsage) {
+  HostRun h;
+  VkImageCreateInfo ci = image_info();
+  ASSERT_TRUE(create_image(h, ci)) << h.error();
+  const uint8_t garbage[16] = {0xff, 0xff, 0xff, 0xff};
+  EXPECT_FALSE(h.run_fixed(kCmd_vkCreateImage, garbage, sizeof(garbage)));
+  EXPECT_EQ(h.e.host.decode.fault, Fault::kMalformed) << h.error();
+}
+
+TEST(IsDispatchable, ExactlyTheHandlesVkXmlDeclaresWithVkDefineHandle) {
+  for (VkObjectType t : {VK_OBJECT_TYPE_INSTANCE, VK_OBJECT_TYPE_PHYSICAL_DEVICE, VK_OBJECT_TYPE_DEVICE,
+                         VK_OBJECT_TYPE_QUEUE, VK_OBJECT_TYPE_COMMAND_BUFFER})
+    EXPECT_TRUE(is_dispatchable(t)) << t;
+  for (VkObjectType t : {VK_OBJECT_TYPE_UNKNOWN, VK_OBJECT_TYPE_BUFFER, VK_OBJECT_TYPE_IMAGE, VK_OBJECT_TYPE_FENCE,
+                         VK_OBJECT_TYPE_DEVICE_MEMORY, VK_OBJECT_TYPE_COMMAND_POOL, VK_OBJECT_TYPE_SURFACE_KHR,
+                         VK_OBJECT_TYPE_SWAPCHAIN_KHR, VK_OBJECT_TYPE_DEBUG_UTILS_MESSENGER_EXT})
+    EXPECT_FALSE(is_dispatchable(t)) << t;
 }
 
 TEST(EnumDecoding, HostRefusesAnArrayElementInAChainLink) {

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "wire_tests.h"
+#include "bypass/wire/gen/wire_tests.h"
 
 namespace bypass::wire::test {
 namespace {

@@ -19,7 +19,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "commands.h"
+#include "bypass/wire/host_context.h"
 
 namespace bypass::wire::test {
 
@@ -177,7 +177,7 @@ class TestHost final : public HostContext {
   // Clears per-record state, as a session does before each record.
   void begin_record() {
     arena.reset();
-    decode.error.clear();
+    decode.clear();
     called = false;
     replies = 0;
     job = nullptr;

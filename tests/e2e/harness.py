@@ -13,6 +13,7 @@ BYPASS_PROBE, BYPASS_RAW_CLIENT, BYPASS_LVP_JSON.
 import contextlib
 import ctypes
 import difflib
+import enum
 import filecmp
 import json
 import os
@@ -231,7 +232,45 @@ class Bypassd:
             return ""
 
 
-CLEAN_REASONS = ("guest disconnected", "guest ended the session")
+class EndReason(enum.IntEnum):
+    """Why bypassd ended a session: bypassctl's "reason" is the member's name in lower case.
+
+    Mirrors host-server/include/bypass/host/end_reason.h, value for value; the e2e_end_reasons
+    test checks the two agree (`bypassd --list-end-reasons`). docs/host-server.md says what
+    each means.
+    """
+    GUEST_GOODBYE = 1
+    PEER_GONE = 2
+    PROTOCOL_ERROR = 3
+    INVALID_USAGE = 4
+    OBJECT_LIMIT = 5
+    PENDING_LIMIT = 6
+    OUT_OF_MEMORY = 7
+    SEND_TIMEOUT = 8
+    DRIVER_ERROR = 9
+    SERVER_SHUTDOWN = 10
+    HANDSHAKE_FAILED = 11
+    WORKER_DIED = 12
+    WORKER_SETUP_FAILED = 13
+
+    def __str__(self):
+        return self.name.lower()
+
+
+# The guest ended its own session (said goodbye, or its process went away).
+CLEAN_REASONS = (EndReason.GUEST_GOODBYE, EndReason.PEER_GONE)
+
+
+def reason_of(ended):
+    """The EndReason of one entry of bypassctl's "ended" list."""
+    name = ended.get("reason", "")
+    check(name.upper() in EndReason.__members__ and name == name.lower(),
+          f"session {ended.get('id')} ended with {name!r}, which is not an end reason: {ended}")
+    return EndReason[name.upper()]
+
+
+def is_clean(ended):
+    return reason_of(ended) in CLEAN_REASONS
 
 
 def ended_for_pid(stats, pid):
@@ -248,23 +287,33 @@ def check_stats_consistent(stats):
           f"live_objects {stats['live_objects']} != sum of live sessions' objects {total}: {json.dumps(stats)}")
 
 
-def check_ended_clean(stats, pid, reason_part="guest disconnected"):
-    """The main session of `pid` ended with `reason_part` in its reason, holding no objects.
+def check_ended(stats, pid, reasons=CLEAN_REASONS, detail=None):
+    """The main session of `pid` ended with one of `reasons` (an EndReason or a tuple of them),
+    `detail` (when given) in its detail, holding no objects.
 
     A guest through the ICD may have had more than one session: the ICD asks for the instance
     extensions on a short-lived connection before the instance's own. The main session is the
-    last one; the others must have ended cleanly too.
+    last one; the others must have ended cleanly.
     """
+    reasons = (reasons,) if isinstance(reasons, EndReason) else tuple(reasons)
     ended = sorted(ended_for_pid(stats, pid), key=lambda e: e["id"])
     check(ended, f"expected an ended session for pid {pid}: {json.dumps(stats)}")
     for e in ended:
         check(e["objects"] == 0, f"session {e['id']} (pid {pid}) ended with {e['objects']} objects left: {e}")
     for e in ended[:-1]:
-        check(e["reason"] in CLEAN_REASONS, f"session {e['id']} (pid {pid}) ended with reason {e['reason']!r}")
+        check(is_clean(e), f"session {e['id']} (pid {pid}) ended with {e['reason']} ({e['detail']!r})")
     e = ended[-1]
-    check(reason_part in e["reason"], f"session {e['id']} (pid {pid}) ended with reason {e['reason']!r}, "
-                                      f"expected it to mention {reason_part!r}")
+    check(reason_of(e) in reasons, f"session {e['id']} (pid {pid}) ended with {e['reason']} ({e['detail']!r}), "
+                                   f"expected {' or '.join(str(r) for r in reasons)}")
+    if detail is not None:
+        check(detail in e["detail"], f"session {e['id']} (pid {pid}) ended with detail {e['detail']!r}, "
+                                     f"expected it to mention {detail!r}")
     return e
+
+
+def check_ended_clean(stats, pid):
+    """The guest ended its own sessions (goodbye or gone), holding no objects."""
+    return check_ended(stats, pid, CLEAN_REASONS)
 
 
 class Run:

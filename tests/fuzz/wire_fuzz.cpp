@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "wire_tests.h"
+#include "bypass/wire/gen/wire_tests.h"
 
 using namespace bypass::wire;
 using namespace bypass::wire::test;

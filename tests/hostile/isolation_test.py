@@ -169,8 +169,8 @@ def case_worker_crash(workdir, _):
     server.check_alive("after a worker crashed")
     stats = server.wait_gone(victim.pid)
     ended = next(e for e in harness.ended_for_pid(stats, victim.pid) if e["id"] == session["id"])
-    check(ended["end"] == "worker died" and "signal 11" in ended["reason"],
-          f"the session should be listed as 'worker died' by signal 11: {ended}")
+    check(harness.reason_of(ended) == harness.EndReason.WORKER_DIED and "signal 11" in ended["detail"],
+          f"the session should be listed as worker_died by signal 11: {ended}")
     log_text = server.log_text()
     check(re.search(rf"session {ended['id']} \(guest pid {victim.pid}, uid 0\): the worker process died of signal 11",
                     log_text), f"bypassd should log the worker's death naming the session:\n{log_text[-3000:]}")
@@ -281,8 +281,8 @@ def case_stops_reading(workdir, _):
     log(f"raw client: {raw.stdout_text().strip().splitlines()[-1]}")
     stats = server.wait_gone(raw.pid)
     ended = harness.ended_for_pid(stats, raw.pid)[0]
-    check("guest stopped reading replies" in ended["reason"] and "--send-timeout" in ended["reason"],
-          f"the end reason should name the send timeout: {ended}")
+    check(harness.reason_of(ended) == harness.EndReason.SEND_TIMEOUT and "--send-timeout" in ended["detail"],
+          f"the session should end with send_timeout, its detail naming --send-timeout: {ended}")
     bystander.check()
     server.check_alive()
     raw.proc.kill()

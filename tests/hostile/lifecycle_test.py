@@ -77,7 +77,7 @@ class Bystander:
         harness.check_through_bypass(g, "texture")
         harness.check_same_file(self.native, self.out, "bystander texture: ICD output vs native")
         stats = self.server.wait_gone(self.guest.pid, "the bystander's session to end")
-        harness.check_ended_clean(stats, self.guest.pid, "guest")
+        harness.check_ended_clean(stats, self.guest.pid)
         log(f"bystander: texture identical to native ({g.seconds:.2f} s)")
 
 
@@ -144,23 +144,24 @@ def check_growth(mode, before, after):
     check(rss1 - rss0 < MAX_RSS_GROWTH_KB, f"bypassd's RSS grew by {rss1 - rss0} kB over {ROUNDS} rounds")
 
 
-def hostile_ended(server, r, reason):
-    """The hostile guest's session ended with `reason` (bypassd's stats, its log, the guest's
-    stderr); the guest itself did not hang. Returns the ended session."""
+def hostile_ended(server, r, end_reason, detail):
+    """The hostile guest's session ended with `end_reason` and `detail` (bypassd's stats, its
+    log, the guest's stderr); the guest itself did not hang. Returns the ended session."""
     stats = server.wait_gone(r.pid, "the hostile session to end")
     ended = harness.ended_for_pid(stats, r.pid)
-    bad = [e for e in ended if e["reason"] not in harness.CLEAN_REASONS]
-    check(len(bad) == 1 and reason in bad[0]["reason"],
-          f"expected one session of pid {r.pid} to end with {reason!r}, got {ended}\n{r.describe()}")
+    bad = [e for e in ended if not harness.is_clean(e)]
+    check(len(bad) == 1 and harness.reason_of(bad[0]) == end_reason and detail in bad[0]["detail"],
+          f"expected one session of pid {r.pid} to end with {end_reason} ({detail!r}), got {ended}\n{r.describe()}")
     e = bad[0]
     check(e["objects"] == 0, f"the hostile session ended holding {e['objects']} objects: {e}")
     lines = [line for line in server.log_text().splitlines()
              if f"session {e['id']}:" in line and "[warning]" in line]
-    check(len(lines) == 1 and reason in lines[0], f"expected one warning naming {reason!r}, got {lines}")
-    check(f"bypassd ended the session: {reason}" in r.stderr,
-          f"the guest was not told {reason!r}:\n{r.describe()}")
-    server.check_alive(f"after the hostile session ({reason})")
-    log(f"hostile session {e['id']} ended: {e['reason']}")
+    check(len(lines) == 1 and f"end ({end_reason}: " in lines[0] and detail in lines[0],
+          f"expected one warning naming {end_reason} and {detail!r}, got {lines}")
+    check(f"bypassd ended the session: {detail}" in r.stderr,
+          f"the guest was not told {detail!r}:\n{r.describe()}")
+    server.check_alive(f"after the hostile session ({end_reason})")
+    log(f"hostile session {e['id']} ended: {e['reason']}: {e['detail']}")
     return e
 
 
@@ -181,7 +182,7 @@ def case_destroy_waited(workdir, what):
     check(r.returncode == 0, f"the probe crashed or failed:\n{r.describe()}")
     check("vkWaitForFences: VK_ERROR_DEVICE_LOST" in r.stdout, f"the pending wait should end lost:\n{r.describe()}")
     command = "vkDestroyFence" if what == "fence" else "vkDestroyDevice"
-    hostile_ended(server, r, f"{command}: {what} is in use by a pending vkWaitForFences")
+    hostile_ended(server, r, harness.EndReason.INVALID_USAGE, f"{command}: {what} is in use by a pending vkWaitForFences")
     finish(server, bystander)
 
 
@@ -202,7 +203,7 @@ def case_rounds(workdir, level):
         r = probe(server, workdir, "rounds", mode, ROUNDS)
         harness.check_ok(r, f"{ROUNDS} rounds")
         check(f"rounds: {ROUNDS}" in r.stdout, f"the probe did not finish its rounds:\n{r.describe()}")
-        harness.check_ended_clean(server.wait_gone(r.pid), r.pid, "guest")
+        harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
         check_growth(mode, before, settled(server, before[0]))
     else:
         # One session for every round: measured while it lives, after its warm-up rounds and
@@ -218,7 +219,7 @@ def case_rounds(workdir, level):
         running.close_stdin()
         r = running.wait(timeout=30)
         harness.check_ok(r, f"{2 * ROUNDS} rounds")
-        harness.check_ended_clean(server.wait_gone(r.pid), r.pid, "guest")
+        harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
         check_growth(mode, before, after)
     # Again with a bystander rendering: it is served correctly, and nothing is left behind.
     idle_threads = settled(server, 0, timeout=1.0)[0]
@@ -240,7 +241,7 @@ def case_truncate_memory(workdir, _):
     check("grow: EPERM" in r.stdout, f"growing the shared memfd should fail with EPERM:\n{r.describe()}")
     check("fill: every word written" in r.stdout and "done" in r.stdout,
           f"the host's fill of the memory should work:\n{r.describe()}")
-    harness.check_ended_clean(server.wait_gone(r.pid), r.pid, "guest")
+    harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
     server.check_alive("after the truncate")
     log("truncate-memory: ftruncate and growth refused (EPERM), the memory still works")
     finish(server, bystander)
@@ -265,7 +266,8 @@ def case_pending_waits(workdir, _):
     check(r.returncode == 0, f"the probe crashed or failed:\n{r.describe()}")
     lost = r.stdout.count("vkWaitForFences: VK_ERROR_DEVICE_LOST")
     check(lost == PENDING_LIMIT + 44, f"every wait should end lost, {lost} did:\n{r.describe()}")
-    hostile_ended(server, r, f"vkWaitForFences: too many pending blocking calls (limit {PENDING_LIMIT})")
+    hostile_ended(server, r, harness.EndReason.PENDING_LIMIT,
+                  f"vkWaitForFences: too many pending blocking calls (limit {PENDING_LIMIT})")
     threads1 = settled(server, threads0)[0]
     log(f"pending-waits: bypassd threads {threads0} with the bystander before, {threads1} after")
     check(threads1 <= threads0, f"bypassd kept waiter threads: {threads1} threads, {threads0} before")
@@ -277,7 +279,8 @@ def case_object_limit(workdir, _):
     bystander = Bystander(server, workdir)
     r = probe(server, workdir, "probe", "create-fences", MAX_OBJECTS + 50)
     check(r.returncode == 0, f"the probe crashed or failed:\n{r.describe()}")
-    hostile_ended(server, r, f"vkCreateFence.pFence: object limit reached (--max-objects {MAX_OBJECTS})")
+    hostile_ended(server, r, harness.EndReason.OBJECT_LIMIT,
+                  f"vkCreateFence.pFence: object limit reached (--max-objects {MAX_OBJECTS})")
     finish(server, bystander)
 
 

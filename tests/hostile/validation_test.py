@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 from harness import Bypassd, check, log  # noqa: E402
 
-# probe arguments -> the end reason (a regular expression) bypassd must give.
+# probe arguments -> the detail (a regular expression) bypassd must give; the end reason is
+# invalid_usage for all of them.
 REFUSED = [
     (["image-zeroed"], r"^vkCreateImage: VkImageCreateInfo\.samples: 0 is not a valid VkSampleCountFlagBits$"),
     (["mip-levels-0"], r"^vkCreateImage\.pCreateInfo: mipLevels 0 is not in 1\.\.7 for extent 64x64x1$"),
@@ -73,7 +74,7 @@ def ended(server, pid, what):
     for e in sessions:
         check(e["objects"] == 0, f"{what}: session {e['id']} ended holding {e['objects']} objects: {e}")
     for e in sessions[:-1]:
-        check(e["reason"] in harness.CLEAN_REASONS, f"{what}: an earlier session ended with {e['reason']!r}")
+        check(harness.is_clean(e), f"{what}: an earlier session ended with {e['reason']} ({e['detail']!r})")
     return sessions[-1]
 
 
@@ -97,15 +98,17 @@ def check_refused(server, probe_path, workdir, args, pattern):
     check(re.search(pattern, m.group(1)), f"{what}: the guest's reason {m.group(1)!r} does not match {pattern!r}")
     # bypassd's side: the same reason, one warning line, everything released.
     e = ended(server, r.pid, f"{what}: the session to end")
-    check(re.search(pattern, e["reason"]), f"{what}: bypassd's reason {e['reason']!r} does not match {pattern!r}")
+    check(harness.reason_of(e) == harness.EndReason.INVALID_USAGE,
+          f"{what}: bypassd's reason {e['reason']} ({e['detail']!r}) should be invalid_usage")
+    check(re.search(pattern, e["detail"]), f"{what}: bypassd's detail {e['detail']!r} does not match {pattern!r}")
     lines = [line for line in server.log_text().splitlines()
              if re.search(rf"\bsession {e['id']}:", line) and ("[warning]" in line or "[error]" in line)]
-    check(len(lines) == 1 and e["reason"] in lines[0],
+    check(len(lines) == 1 and f"end (invalid_usage: {e['detail']})" in lines[0],
           f"{what}: expected one warning line with the reason for session {e['id']}, got:\n" + "\n".join(lines))
     if args[0] == "copy-buffer":
         copied, size = check_readback(r, what)
         check(copied == 0, f"{what}: {copied} bytes were copied though the copy was refused:\n{r.describe()}")
-    log(f"{what}: refused: {e['reason']}")
+    log(f"{what}: refused: {e['reason']}: {e['detail']}")
 
 
 def start_bystander(server, workdir):
@@ -127,7 +130,7 @@ def finish_bystander(server, native_run, native, guest, out):
     harness.check_through_bypass(g, "texture")
     harness.check_same_file(native, out, "the bystander's output through bypass vs native")
     e = ended(server, g.pid, "the bystander's session to end")
-    check(e["reason"] in harness.CLEAN_REASONS, f"the bystander's session ended with {e['reason']!r}")
+    check(harness.is_clean(e), f"the bystander's session ended with {e['reason']} ({e['detail']!r})")
     log(f"bystander: texture identical to native ({g.seconds:.2f} s)")
 
 
@@ -143,7 +146,7 @@ def case_all(workdir, probe_path):
     copied, size = check_readback(r, "valid copy")
     check(copied == size == 4096, f"the valid copy of 4096 bytes read back {copied} of {size}:\n{r.describe()}")
     e = ended(server, r.pid, "the valid probe's session to end")
-    check(e["reason"] in harness.CLEAN_REASONS, f"the valid probe's session ended with {e['reason']!r}")
+    check(harness.is_clean(e), f"the valid probe's session ended with {e['reason']} ({e['detail']!r})")
 
     overlapped = 0
     for args, pattern in REFUSED:
@@ -156,7 +159,7 @@ def case_all(workdir, probe_path):
           f"vkAllocateMemory of 0 bytes should fail with VK_ERROR_OUT_OF_DEVICE_MEMORY:\n{r.describe()}")
     check("vkDeviceWaitIdle: VK_SUCCESS (0)" in r.stdout, f"the device should go on working:\n{r.describe()}")
     e = ended(server, r.pid, "alloc-zero: the session to end")
-    check(e["reason"] in harness.CLEAN_REASONS, f"alloc-zero: the session ended with {e['reason']!r}")
+    check(harness.is_clean(e), f"alloc-zero: the session ended with {e['reason']} ({e['detail']!r})")
     log(f"alloc-zero: VK_ERROR_OUT_OF_DEVICE_MEMORY, the device went on; {len(REFUSED)} hostile guests refused in "
         f"{time.monotonic() - start:.1f} s, the bystander rendering during {overlapped} of them")
 
@@ -166,7 +169,7 @@ def case_all(workdir, probe_path):
           f"vkGetQueryPoolResults into 8 bytes should fail with VK_ERROR_VALIDATION_FAILED_EXT:\n{r.describe()}")
     check("vkDeviceWaitIdle: VK_SUCCESS (0)" in r.stdout, f"the device should go on working:\n{r.describe()}")
     e = ended(server, r.pid, "query-results: the session to end")
-    check(e["reason"] in harness.CLEAN_REASONS, f"query-results: the session ended with {e['reason']!r}")
+    check(harness.is_clean(e), f"query-results: the session ended with {e['reason']} ({e['detail']!r})")
     check("vkGetQueryPoolResults: 4 results of stride 8 (32 bytes) do not fit dataSize 8" in server.log_text(),
           "bypassd did not log why it refused vkGetQueryPoolResults")
     log("query-results: VK_ERROR_VALIDATION_FAILED_EXT, the device went on")

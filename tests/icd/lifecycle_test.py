@@ -221,8 +221,8 @@ def case_server_stopped_wait(workdir, _):
     log_text = server.log_text()
     for pid in (waiter.pid, compute.pid):
         check(f"pid {pid}" in log_text, f"bypassd did not log the session of pid {pid}")
-    check(log_text.count("end (server shutting down)") == 2,
-          f"expected both sessions to end with 'server shutting down':\n{log_text[-3000:]}")
+    check(log_text.count("end (server_shutdown: server shutting down)") == 2,
+          f"expected both sessions to end with server_shutdown:\n{log_text[-3000:]}")
 
 
 def case_debug_messengers(workdir, _):

@@ -26,21 +26,23 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 from harness import Bypassd, check, log  # noqa: E402
 
-# Mode of raw_client -> a regular expression the session's end reason must match.
+# Mode of raw_client -> the session's end reason, and a regular expression its detail must match.
+PROTOCOL = harness.EndReason.PROTOCOL_ERROR
+USAGE = harness.EndReason.INVALID_USAGE
 BAD_BATCHES = {
-    "garbage": r".+",
-    "garbage-payload": r"vkDestroyBuffer.*verification",
-    "unknown-command": r"unknown command",
-    "unknown-control": r"unknown control command",
-    "bad-handle": r"vkDestroyBuffer.*device",
-    "bad-handle-sync": r"EnumeratePhysicalDevices.*unknown instance id",
-    "truncated-header": r"truncated record header",
-    "record-too-long": r"record size 1024 out of bounds",
-    "record-too-short": r"record size 4 out of bounds",
-    "wrong-kind": r"unexpected message kind 99",
-    "external-memory-unknown": r"external memory: unknown memory id",
-    "import-without-fd": r"vkAllocateMemory: VkImportMemoryFdInfoKHR without its fd",
-    "present-name-before-join": r"present: name before join",
+    "garbage": (PROTOCOL, r".+"),
+    "garbage-payload": (PROTOCOL, r"vkDestroyBuffer.*verification"),
+    "unknown-command": (PROTOCOL, r"unknown command"),
+    "unknown-control": (PROTOCOL, r"unknown control command"),
+    "bad-handle": (USAGE, r"vkDestroyBuffer.*device"),
+    "bad-handle-sync": (USAGE, r"EnumeratePhysicalDevices.*unknown instance id"),
+    "truncated-header": (PROTOCOL, r"truncated record header"),
+    "record-too-long": (PROTOCOL, r"record size 1024 out of bounds"),
+    "record-too-short": (PROTOCOL, r"record size 4 out of bounds"),
+    "wrong-kind": (PROTOCOL, r"unexpected message kind 99"),
+    "external-memory-unknown": (USAGE, r"external memory: unknown memory id"),
+    "import-without-fd": (PROTOCOL, r"vkAllocateMemory: VkImportMemoryFdInfoKHR without its fd"),
+    "present-name-before-join": (PROTOCOL, r"present: name before join"),
 }
 
 # texture: a few seconds, to run beside the bad sessions (its native reference runs at the same
@@ -63,7 +65,8 @@ def session_log_lines(log_text, session_id):
     return [line for line in log_text.splitlines() if re.search(rf"\bsession {session_id}:", line)]
 
 
-def check_bad_session(server, mode, pattern, r):
+def check_bad_session(server, mode, expected, r):
+    end_reason, pattern = expected
     lines = r.stdout.splitlines()
     check(r.returncode == 0, f"{mode}: raw_client failed:\n{r.describe()}")
     check_stats_roundtrip(lines, mode)
@@ -81,14 +84,15 @@ def check_bad_session(server, mode, pattern, r):
           f"{mode}: the client should see the peer gone after the error:\n{r.describe()}")
     # The server's side: the session is over, with the same reason, every object released.
     stats = server.wait_gone(r.pid, f"{mode}: the session to end")
-    e = harness.check_ended_clean(stats, r.pid, reason)
-    check(e["reason"] == reason, f"{mode}: bypassd's reason {e['reason']!r} differs from the client's {reason!r}")
+    e = harness.check_ended(stats, r.pid, end_reason, reason)
+    check(e["detail"] == reason, f"{mode}: bypassd's detail {e['detail']!r} differs from the client's {reason!r}")
     check(not harness.live_for_pid(stats, r.pid), f"{mode}: session still live: {stats}")
     # One log line names the session and the reason (plus the routine start line).
     lines_of_session = session_log_lines(server.log_text(), e["id"])
     bad = [line for line in lines_of_session if "[warning]" in line or "[error]" in line]
     check(len(bad) == 1, f"{mode}: expected one warning line for session {e['id']}, got:\n" + "\n".join(bad))
-    check(reason in bad[0], f"{mode}: the log line does not carry the reason {reason!r}: {bad[0]}")
+    check(f"end ({end_reason}: {reason})" in bad[0],
+          f"{mode}: the log line does not carry the reason {end_reason} and detail {reason!r}: {bad[0]}")
     log(f"{mode}: session {e['id']} ended: {bad[0].split('] ', 2)[-1]}")
 
 
@@ -123,7 +127,7 @@ def finish_good_guests(server, native_run, native, good, out, holder):
     harness.check_same_file(native, out, "texture beside bad sessions: ICD output vs native")
     stats = server.wait_gone([good.pid, holder.pid], "the good guests' sessions to end")
     for pid in (good.pid, holder.pid):
-        harness.check_ended_clean(stats, pid, "guest")
+        harness.check_ended_clean(stats, pid)
     check(stats["sessions"] == [] and stats["live_objects"] == 0, f"objects live after every guest left: {stats}")
     log(f"good guests: texture identical to native ({g.seconds:.2f} s), the holding probe's device still worked")
 
@@ -136,12 +140,12 @@ def case_stream(workdir, _):
     r = raw_client(server, "stats", workdir)
     check_stats_roundtrip(r.stdout.splitlines(), "stats")
     stats = server.wait_gone(r.pid, "the well-behaved raw session to end")
-    harness.check_ended_clean(stats, r.pid, "guest")
+    harness.check_ended_clean(stats, r.pid)
 
     overlapped = 0
-    for mode, pattern in BAD_BATCHES.items():
+    for mode, expected in BAD_BATCHES.items():
         r = raw_client(server, mode, workdir)
-        check_bad_session(server, mode, pattern, r)
+        check_bad_session(server, mode, expected, r)
         overlapped += good.proc.poll() is None
     log(f"texture was running during {overlapped} of {len(BAD_BATCHES)} bad sessions")
 

@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "bypass/transport/session.h"
+#include "bypass/wire/gen/commands.h"
 #include "bypass/wire/protocol.h"
 #include "bypass/wire/runtime.h"
-#include "commands.h"
 #include "raw_protocol.h"
 
 namespace {

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "bypass/transport/channel.h"
+#include "bypass/wire/gen/commands.h"
 #include "bypass/wire/protocol.h"
 #include "bypass/wire/runtime.h"
-#include "commands.h"
 
 namespace bypass::test {
 

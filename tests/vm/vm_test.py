@@ -162,7 +162,7 @@ def case_samples(workdir, mode):
             f"memory again after freeing")
         stats = wait_no_objects(server, "the VM's sessions to end")
         ended = stats["ended"]
-        check(ended and all(e["end"] == "guest left" for e in ended), f"sessions did not end cleanly: {ended}")
+        check(ended and all(harness.is_clean(e) for e in ended), f"sessions did not end cleanly: {ended}")
         check(all(e["objects"] == 0 for e in ended), f"objects left when sessions ended: {ended}")
         check(server.stop() == 0, "bypassd did not exit cleanly")
     finally:
@@ -205,7 +205,7 @@ def case_vm_killed(workdir, _):
         stats = wait_no_objects(server, "the killed VM's session to end", timeout=30)
         e = stats["ended"][-1]
         log(f"QEMU killed while its session held {held} objects: session {e['id']} ended after "
-            f"{time.monotonic() - killed_at:.1f} s ({e['end']}: {e['reason']}), live objects 0")
+            f"{time.monotonic() - killed_at:.1f} s ({e['reason']}: {e['detail']}), live objects 0")
         check(e["objects"] == 0, f"objects left after the session of the killed VM: {e}")
         harness.check_stats_consistent(stats)
         server.check_alive("after the VM was killed")
@@ -247,7 +247,7 @@ def case_vm_reset(workdir, _):
         ended = next(e for e in stats["ended"] if e["id"] == first)
         check(ended["objects"] == 0, f"objects left after the reset: {ended}")
         check(os.path.exists(f"/proc/{qemu}"), "QEMU should have lived through the reset")
-        log(f"reset with {held} objects held: session {first} ended ({ended['end']}: {ended['reason']}); "
+        log(f"reset with {held} objects held: session {first} ended ({ended['reason']}: {ended['detail']}); "
             f"the rebooted guest's session renders {time.monotonic() - reset_at:.1f} s after the reset")
         server.check_alive("after the reset")
         os.kill(qemu, signal.SIGKILL)

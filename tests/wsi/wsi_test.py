@@ -485,7 +485,7 @@ def case_guest_killed(workdir, _arg):
     stats = server.wait_gone(victim.pid, "the killed guest's session to end")
     main = h.ended_for_pid(stats, victim.pid)
     check(all(e["objects"] == 0 for e in main), f"the killed guest's objects were not all released: {main}")
-    log(f"killed a guest at frame {frames(victim)}; session ended: {main[-1]['reason']!r}")
+    log(f"killed a guest at frame {frames(victim)}; session ended: {main[-1]['reason']} ({main[-1]['detail']!r})")
     result = other.wait(60)
     h.check_ok(result, "the other presenting guest")
     check(frames(other) > killed_at + 100, f"the other guest stalled after the kill (frame {killed_at} -> {frames(other)})")

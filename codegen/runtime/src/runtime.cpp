@@ -1,9 +1,8 @@
 #include "bypass/wire/runtime.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <mutex>
-#include <set>
+
+#include "bypass/base/log.h"
 
 namespace bypass::wire {
 
@@ -63,15 +62,13 @@ const Table* verify_root(const uint8_t* data, size_t size, bool (*fn)(Verifier&,
 
 bool fail_enum(DecodeContext& c, const char* where, const char* type, int64_t value) {
   const std::string what = std::to_string(value) + " is not a valid " + type;
-  return c.fail(where, what.c_str());
+  return c.fail(where, what.c_str(), Fault::kInvalidUsage);
 }
 
 void warn_unknown_stype(int32_t stype) {
-  static std::mutex mu;
-  static std::set<int32_t> seen;
-  std::lock_guard lock(mu);
-  if (seen.insert(stype).second)
-    std::fprintf(stderr, "bypass: skipping unknown sType %d in a pNext chain\n", stype);
+  // Applications chain structures of extensions we do not carry as a matter of course
+  // (vulkaninfo chains dozens): that is no fault of theirs, so only a debug line, once per type.
+  base::log_once(base::LogLevel::kDebug, "unknown sType", stype, "skipping unknown sType %d in a pNext chain", stype);
 }
 
 }  // namespace bypass::wire

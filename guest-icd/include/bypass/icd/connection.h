@@ -153,9 +153,4 @@ class Connection : private wire::HandleMap {
 wire::Builder& thread_builder();
 Reply& thread_reply();
 
-inline bool is_dispatchable(VkObjectType t) {
-  return t == VK_OBJECT_TYPE_INSTANCE || t == VK_OBJECT_TYPE_PHYSICAL_DEVICE || t == VK_OBJECT_TYPE_DEVICE ||
-         t == VK_OBJECT_TYPE_QUEUE || t == VK_OBJECT_TYPE_COMMAND_BUFFER;
-}
-
 }  // namespace bypass::icd

@@ -50,8 +50,8 @@ class Server {
     uint64_t id;
     pid_t pid;
     uid_t uid;
-    EndKind kind;
-    std::string reason;
+    EndReason reason;
+    std::string detail;
     uint64_t objects_left;
     uint64_t records;
   };

@@ -13,14 +13,16 @@
 #include <unordered_map>
 #include <vector>
 
-#include "bypass/transport/session.h"
-#include "bypass/wire/protocol.h"
-#include "commands.h"
 #include "bypass/host/device_heap.h"
+#include "bypass/host/end_reason.h"
+#include "bypass/host/gen/handwritten.h"
 #include "bypass/host/guest_view.h"
-#include "bypass/memshare/types.h"
 #include "bypass/host/object_table.h"
 #include "bypass/host/validate.h"
+#include "bypass/memshare/types.h"
+#include "bypass/transport/session.h"
+#include "bypass/wire/host_context.h"
+#include "bypass/wire/protocol.h"
 
 namespace bypass::host {
 
@@ -78,9 +80,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
 
   uint64_t id() const { return id_; }
   pid_t peer_pid() const { return peer_pid_; }
-  const std::string& end_reason() const { return end_reason_; }
-  bool ended_by_guest() const { return end_by_guest_; }    // it left or disconnected
-  bool ended_by_server() const { return end_by_server_; }  // bypassd asked it to stop
+  // Why it ended, and the detail (which command, what), once run() has returned.
+  EndReason end_reason() const { return end_reason_; }
+  const std::string& end_detail() const { return end_detail_; }
   bool finished() const { return finished_.load(std::memory_order_acquire); }
   const SessionStats& stats() const { return stats_; }
   size_t object_count() const;
@@ -141,6 +143,8 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   uint64_t to_wire(VkObjectType type, uint64_t handle) override;
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
 
+  // Records why the session ends (the first reason given wins); returns false.
+  bool end(EndReason reason, std::string detail);
   bool process_batch(const std::byte* data, size_t size);
   bool run_control(uint16_t command, const uint8_t* data, size_t size);
   // The host-visible memory behind the guest's memory id: false (the session fails, naming
@@ -217,22 +221,19 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   std::atomic<bool> closing_{false};
   const std::atomic<uint32_t>* stop_request_;  // bypassd's "end now", or null
   std::atomic<bool> finished_{false};
-  std::string end_reason_;
-  bool end_by_guest_ = false;
-  bool end_by_server_ = false;
-  // Set (under reply_mu_) when a reply could not be sent within --send-timeout: the guest stopped
-  // reading. The decoder loop ends the session with it.
-  std::string send_failure_;
+  // Session thread only; read by others once finished().
+  EndReason end_reason_ = EndReason::kNone;
+  std::string end_detail_;
+  // Set (under reply_mu_) when a reply could not be sent within --send-timeout (the guest
+  // stopped reading) or at all. The decoder loop ends the session with it.
+  EndReason send_failure_ = EndReason::kNone;
+  std::string send_failure_detail_;
   SessionStats own_stats_;
   SessionStats& stats_;
 };
 
 // Hand-written handlers, one registration function per object file.
-void register_instance_handlers(wire::Handlers& h);
-void register_device_handlers(wire::Handlers& h);
-void register_memory_handlers(wire::Handlers& h);
 void register_sync_handlers(wire::Handlers& h);
-void register_submit_handlers(wire::Handlers& h);
 void register_validate_handlers(wire::Handlers& h);
 bool handle_enumerate_physical_devices(Session& s, const uint8_t* data, size_t size);
 

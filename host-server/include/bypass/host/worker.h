@@ -14,22 +14,10 @@
 #include "bypass/base/unique_fd.h"
 #include "bypass/transport/vm.h"
 #include "bypass/host/config.h"
+#include "bypass/host/end_reason.h"
 #include "bypass/host/session.h"
 
 namespace bypass::host {
-
-// Why a session ended, for the ended-sessions list, bypassctl and tests (the log line gives the
-// detail). Values are stable: they appear in bypassctl's JSON.
-enum class EndKind : uint32_t {
-  kNone = 0,          // still running
-  kGuestLeft = 1,     // the guest ended the session or disconnected
-  kGuestError = 2,    // the guest broke the protocol or the rules (the reason says which)
-  kShutdown = 3,      // bypassd is shutting down
-  kHandshake = 4,     // the handshake failed or timed out
-  kWorkerDied = 5,    // the worker process died (a driver crash): the guest sees DEVICE_LOST
-  kSetupFailed = 6,   // the worker could not start (sandbox, user switch)
-};
-const char* to_string(EndKind kind);
 
 // One page shared between bypassd and a worker (MAP_SHARED, made before the fork). The worker
 // writes; bypassd reads for its logs and bypassctl. Lock-free atomics only, so both sides may
@@ -39,10 +27,10 @@ struct WorkerReport {
   enum State : uint32_t { kHandshaking = 0, kRunning = 1, kEnded = 2 };
   std::atomic<uint32_t> state{kHandshaking};
   std::atomic<uint32_t> stop_requested{0};  // set by bypassd: end the session now
-  std::atomic<uint32_t> end_kind{0};        // EndKind, written before state becomes kEnded
+  std::atomic<uint32_t> end_reason{0};      // EndReason, written before state becomes kEnded
   char peer_name[72] = {};                  // what the guest called itself, once running
   SessionStats stats;
-  char end_reason[512] = {};  // NUL-terminated, written before state becomes kEnded
+  char end_detail[512] = {};  // NUL-terminated, written before state becomes kEnded
 };
 static_assert(sizeof(WorkerReport) <= 4096, "one page");
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,

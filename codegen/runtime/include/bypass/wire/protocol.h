@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "schema_hash.h"
+#include "bypass/wire/gen/schema_hash.h"
 
 namespace bypass::wire {
 

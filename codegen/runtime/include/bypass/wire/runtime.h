@@ -94,10 +94,23 @@ class Arena {
   size_t used_ = 0;
 };
 
+// What kind of rule a failed record broke, for the host's end reason (host/end_reason.h).
+enum class Fault : uint8_t {
+  kMalformed,     // the message itself: framing, verification, sizes, a missing field
+  kInvalidUsage,  // well-formed, but against a rule the host checks: unknown handle, bad enum
+  kObjectLimit,   // the session's object limit (HostContext::refuse_new_id)
+  kPendingLimit,  // the session's limit on pending blocking calls (HostContext::run_blocking)
+  kDriver,        // the host's driver failed or lacks the call
+};
+
 struct DecodeContext {
   Arena* arena = nullptr;
   HandleMap* handles = nullptr;
   std::string error;  // first failure, "<where>: <what>"
+  // The kind of the first failure: the one its fail() named, else what a callback whose refusal
+  // the generated code then reports (an unknown id, a limit) set beforehand, else kMalformed.
+  // Cleared with `error` for every record.
+  Fault fault = Fault::kMalformed;
   // Set by the host: an enum value must be one the covered API defines (enums.h). The guest
   // leaves it clear, so a newer host driver's values in outputs do not fail a reply.
   bool check_values = false;
@@ -109,6 +122,18 @@ struct DecodeContext {
       error += what;
     }
     return false;
+  }
+  bool fail(const char* where, const char* what, Fault kind) {
+    if (error.empty()) fault = kind;
+    return fail(where, what);
+  }
+  // For a callback about to refuse (the generated caller then calls fail without a kind).
+  void expect_fault(Fault kind) {
+    if (error.empty()) fault = kind;
+  }
+  void clear() {
+    error.clear();
+    fault = Fault::kMalformed;
   }
 };
 
@@ -238,7 +263,7 @@ inline Off bytes_vector(Builder& b, const void* p, size_t n) {
   return b.CreateVector(static_cast<const uint8_t*>(p), n).o;
 }
 
-// Unknown sType in a guest chain: skipped, reported once per type.
+// Unknown sType in a chain: skipped, reported once per type at debug level (BYPASS_LOG=debug).
 void warn_unknown_stype(int32_t stype);
 
 }  // namespace bypass::wire

@@ -127,14 +127,14 @@ bool Server::start_worker(base::UniqueFd conn, const base::PeerCredentials& peer
     });
     return true;
   }
-  std::string error;
-  w.pid = spawn_worker(std::move(conn), w.id, config_, report, &error);
-  if (w.pid < 0) {
-    spdlog::error("session {}: cannot start a worker for guest pid {}: {}", w.id, peer.pid, error);
+  auto pid = spawn_worker(std::move(conn), w.id, config_, report);
+  if (!pid) {
+    spdlog::error("session {}: cannot start a worker for guest pid {}: {}", w.id, peer.pid, pid.error().message);
     unmap_worker_report(report);
     workers_.pop_back();
     return false;
   }
+  w.pid = *pid;
   spdlog::debug("session {}: worker pid {} for guest pid {} uid {}", w.id, w.pid, peer.pid, peer.uid);
   return true;
 }
@@ -198,17 +198,17 @@ bool Server::start_vm_worker(int vm_index, uint32_t slot) {
     });
     return true;
   }
-  std::string error;
-  w.pid = spawn_worker(base::UniqueFd(), w.id, config_, report, &error, [&](base::UniqueFd) {
+  auto pid = spawn_worker(base::UniqueFd(), w.id, config_, report, [&](base::UniqueFd) {
     serve_vm_slot(*device, slot, name, w.id, config_, report);
   });
-  if (w.pid < 0) {
-    spdlog::error("session {}: cannot start a worker for VM {} slot {}: {}", w.id, name, slot, error);
+  if (!pid) {
+    spdlog::error("session {}: cannot start a worker for VM {} slot {}: {}", w.id, name, slot, pid.error().message);
     unmap_worker_report(report);
     workers_.pop_back();
     vm.busy[slot] = false;
     return false;
   }
+  w.pid = *pid;
   spdlog::debug("session {}: worker pid {} for VM {} slot {}", w.id, w.pid, name, slot);
   return true;
 }
@@ -392,12 +392,12 @@ bool Server::wait_for_free_slot() {
 }
 
 int Server::run(int stop_fd) {
-  std::string error;
-  policy_ = AccessPolicy::from_config(config_, &error);
-  if (!policy_) {
-    spdlog::error("{}", error);
+  auto policy = AccessPolicy::from_config(config_);
+  if (!policy) {
+    spdlog::error("{}", policy.error().message);
     return 2;
   }
+  policy_ = std::move(policy).value();
   // A system service's directory is open to its users (the socket's own mode and group decide);
   // a user's server keeps its directory to itself.
   if (auto dir = base::secure_socket_dir(config_.socket_path, geteuid() == 0 ? 0755 : 0700); !dir) {

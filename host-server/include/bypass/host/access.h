@@ -16,9 +16,9 @@ namespace bypass::host {
 
 class AccessPolicy {
  public:
-  // Resolves the names in `config` (users, groups, the socket group). False with *error naming
+  // Resolves the names in `config` (users, groups, the socket group). kInvalidArgument naming
   // the first unknown one. The socket group may be absent from the system: then it is ignored.
-  static std::optional<AccessPolicy> from_config(const ServerConfig& config, std::string* error);
+  static base::Result<AccessPolicy> from_config(const ServerConfig& config);
 
   // Empty when the peer behind `socket` may open a session, else the one line of refusal both
   // sides report.

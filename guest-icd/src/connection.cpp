@@ -49,7 +49,7 @@ bool Connection::endpoint_is_vm() {
   return vm;
 }
 
-std::unique_ptr<Connection> Connection::open(std::string* error) {
+transport::Result<std::unique_ptr<Connection>> Connection::open() {
   const std::string endpoint = default_endpoint();
   char name[64];
   std::snprintf(name, sizeof(name), "bypass-icd pid %d", static_cast<int>(getpid()));
@@ -63,14 +63,10 @@ std::unique_ptr<Connection> Connection::open(std::string* error) {
                                        transport::deadline_after(std::max<std::chrono::milliseconds>(
                                            config().connect_timeout, std::chrono::seconds(5))))
                : transport::connect(endpoint, hello, transport::deadline_after(config().connect_timeout));
-  if (!ch) {
-    *error = "cannot reach bypassd at " + endpoint + ": " + ch.error().message;
-    return nullptr;
-  }
+  if (!ch) return transport::make_error(ch.code(), "cannot reach bypassd at " + endpoint + ": " + ch.error().message);
   // Across a VM boundary there is no peer uid to check: whoever may map the device is trusted.
   if (std::string why = vm ? std::string() : check_server_identity(*ch, endpoint); !why.empty()) {
-    *error = why;
-    return nullptr;
+    return transport::make_error(transport::Status::kRefused, why);
   }
   auto c = std::unique_ptr<Connection>(new Connection(std::move(*ch)));
   c->batch_.reserve(kBatchBytes + 4096);

@@ -17,6 +17,17 @@ def include(name: str, part: str = "wire") -> str:
     return f'#include "bypass/{part}/gen/{name}"'
 
 
+def membership_switch(signature: str, cases: list[str]) -> list[str]:
+    """A C++ predicate true for exactly the listed case labels: `signature` is the function's
+    head up to its parameter (e.g. "bool command_blocks(uint16_t id)"), the switch is on the
+    last parameter's name."""
+    param = signature.rstrip(")").split()[-1]
+    lines = [f"{signature} {{", f"  switch ({param}) {{"]
+    lines += [f"    case {c}:" for c in cases]
+    lines += ["      return true;", "    default:", "      return false;", "  }", "}", ""]
+    return lines
+
+
 def write_files(src_dir: str, include_dir: str, files: dict[str, str]) -> None:
     """Writes generated headers (.h) under include_dir and everything else under src_dir."""
     for name, text in files.items():

@@ -11,7 +11,7 @@ Outputs (all under build/generated/wire/):
 
 from __future__ import annotations
 
-from common import banner, include, write_files
+from common import banner, include, membership_switch, write_files
 from gen_structs import NS_CLOSE, NS_OPEN, StructGenerator
 from wire import CommandShape, Field, FieldKind, OutKind, OutParam, Protocol, c_expr, read_table
 
@@ -685,17 +685,7 @@ class CommandGenerator:
         L.append("  }")
         L.append("}")
         L.append("")
-        L.append("bool command_blocks(uint16_t id) {")
-        L.append("  switch (id) {")
-        for s in self.shapes:
-            if s.blocking:
-                L.append(f"    case kCmd_{s.name}:")
-        L.append("      return true;")
-        L.append("    default:")
-        L.append("      return false;")
-        L.append("  }")
-        L.append("}")
-        L.append("")
+        L += membership_switch("bool command_blocks(uint16_t id)", [f"kCmd_{s.name}" for s in self.shapes if s.blocking])
         L.append("AnyFn handler_of(const Handlers& h, uint16_t id) {")
         L.append("  switch (id) {")
         for s in self.shapes:

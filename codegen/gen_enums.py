@@ -14,7 +14,7 @@ sides treat differently (a guest struct with a dispatch pointer; a host dispatch
 
 from __future__ import annotations
 
-from common import banner, include, write_files
+from common import banner, include, membership_switch, write_files
 from wire import Protocol
 
 NS_OPEN = "namespace bypass::wire {\n"
@@ -86,10 +86,7 @@ class EnumGenerator:
 
     def dispatchable(self) -> list[str]:
         types = sorted(h.objtype for h in self.reg.handles.values() if h.dispatchable and h.objtype)
-        L = ["bool is_dispatchable(VkObjectType t) {", "  switch (t) {"]
-        L += [f"    case {t}:" for t in types]
-        L += ["      return true;", "    default:", "      return false;", "  }", "}", ""]
-        return L
+        return membership_switch("bool is_dispatchable(VkObjectType t)", types)
 
     def write(self, src_dir: str, include_dir: str) -> list[str]:
         files = {"enums.h": self.header(), "enums.cpp": self.source()}

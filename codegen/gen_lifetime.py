@@ -19,7 +19,7 @@ its image, but the image is bound to that memory, so the image goes first.
 
 from __future__ import annotations
 
-from common import banner, write_files
+from common import banner, membership_switch, write_files
 from gen_commands import CommandGenerator
 from wire import Protocol
 
@@ -145,17 +145,8 @@ class LifetimeGenerator:
     def source(self) -> str:
         L = [banner("gen_lifetime.py", self.reg), '#include "bypass/wire/host_context.h"', ""]
         L += ["namespace bypass::wire {", ""]
-        L.append("bool command_destroys(uint16_t id) {")
-        L.append("  switch (id) {")
-        for s in self.cg.shapes:
-            if s.name.startswith(("vkDestroy", "vkFree")):
-                L.append(f"    case kCmd_{s.name}:")
-        L.append("      return true;")
-        L.append("    default:")
-        L.append("      return false;")
-        L.append("  }")
-        L.append("}")
-        L.append("")
+        destroys = [f"kCmd_{s.name}" for s in self.cg.shapes if s.name.startswith(("vkDestroy", "vkFree"))]
+        L += membership_switch("bool command_destroys(uint16_t id)", destroys)
         L.append("const VkObjectType kTeardownOrder[] = {")
         for t in self.order:
             L.append(f"    {self.reg.handles[t].objtype},  // {self.destroyers[t]}")

@@ -73,25 +73,37 @@ int run(int argc, char** argv) {
   std::thread server;
   const std::string device_path = "/dev/shm/bypass-ring-rtt-" + std::to_string(getpid());
   if (link == "socket") {
-    pair = transport::make_channel_pair({}, &error);
-  } else if (auto made = transport::VmDevice::create(device_path, transport::VmDeviceOptions{}, &error)) {
+    if (auto made = transport::make_channel_pair({})) {
+      pair.emplace(std::move(made).value());
+    } else {
+      error = made.error().message;
+    }
+  } else if (auto made = transport::VmDevice::create(device_path, transport::VmDeviceOptions{})) {
     device.emplace(std::move(*made));
-    std::optional<transport::Channel> host;
+    std::optional<transport::Result<transport::Channel>> host;
     std::atomic<bool> accepted{false};
     server = std::thread([&] {
       while (serving) {
         device->heartbeat();
         if (!accepted && device->slot_requested(0)) {
-          host = device->accept(0, transport::Hello{0, 0, "ring_rtt host"}, &error);
-          accepted = true;
+          host.emplace(device->accept(0, transport::Hello{0, 0, "ring_rtt host"}));
+          accepted = true;  // release: `host` is written before the guest's thread reads it
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
     });
-    auto guest = transport::connect_vm("ivshmem:" + device_path, transport::Hello{0, 0, "ring_rtt guest"}, &error,
+    auto guest = transport::connect_vm("ivshmem:" + device_path, transport::Hello{0, 0, "ring_rtt guest"},
                                        transport::deadline_after(std::chrono::seconds(5)));
     while (guest && !accepted) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    if (guest && host) pair.emplace(transport::ChannelPair{std::move(*guest), std::move(*host)});
+    if (!guest) {
+      error = guest.error().message;
+    } else if (!*host) {
+      error = (*host).error().message;
+    } else {
+      pair.emplace(transport::ChannelPair{std::move(guest).value(), std::move(*host).value()});
+    }
+  } else {
+    error = made.error().message;
   }
   ::unlink(device_path.c_str());
   auto stop_server = [&] {

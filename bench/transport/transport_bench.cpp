@@ -257,23 +257,22 @@ int main(int argc, char** argv) {
     return 1;
   }
   bypass::base::UniqueFd guest_end = std::move(pair->first), host_end = std::move(pair->second);
-  std::string error;
   const Hello hello{1, 0, "transport_bench"};
   const Deadline deadline = deadline_after(std::chrono::seconds(10));
   const pid_t child = fork();
   if (child == 0) {
     guest_end.reset();
-    auto ch = accept_socket(std::move(host_end), hello, SessionOptions{}, &error, deadline);
+    auto ch = accept_socket(std::move(host_end), hello, SessionOptions{}, deadline);
     if (!ch) {
-      std::fprintf(stderr, "host: %s\n", error.c_str());
+      std::fprintf(stderr, "host: %s\n", ch.error().message.c_str());
       _exit(1);
     }
     _exit(host_main(*ch));
   }
   host_end.reset();
-  auto ch = connect_socket(std::move(guest_end), hello, &error, deadline);
+  auto ch = connect_socket(std::move(guest_end), hello, deadline);
   if (!ch) {
-    std::fprintf(stderr, "guest: %s\n", error.c_str());
+    std::fprintf(stderr, "guest: %s\n", ch.error().message.c_str());
     kill(child, SIGKILL);
     return 1;
   }

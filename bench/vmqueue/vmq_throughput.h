@@ -70,7 +70,7 @@ inline Figures measure(const Vmqd& broker, size_t pages_per_message, PageSize si
   auto rx = broker.connect("rx" + std::to_string(r), QueueOptions{.capacity = 256});
   Figures f;
   if (!tx || !rx) return f;
-  Result<Identity> rx_id = Errc::kInvalid;
+  Result<Identity> rx_id = make_error(Errc::kInvalid);
   std::thread t([&] { rx_id = tx->introduce("rx" + std::to_string(r), std::chrono::seconds(5)); });
   auto tx_id = rx->introduce("tx" + std::to_string(r), std::chrono::seconds(5));
   t.join();
@@ -96,7 +96,7 @@ inline Figures measure(const Vmqd& broker, size_t pages_per_message, PageSize si
   uint64_t sent = 0;
   while (std::chrono::steady_clock::now() - start < duration) {
     auto p = tx->alloc(pages_per_message, size);
-    if (!p && p.error() == Errc::kNoPages) {
+    if (!p && p.code() == Errc::kNoPages) {
       // Every page is in the receiver's queue: wait for it to drain some.
       std::this_thread::yield();
       continue;

@@ -511,19 +511,15 @@ class LinkDaemon {
   base::UniqueFd listen_, epoll_, signals_;
 };
 
-base::UniqueFd connect_cli(const std::string& socket_path, uint32_t command, std::string* error) {
+base::Result<base::UniqueFd> connect_cli(const std::string& socket_path, uint32_t command) {
   auto connected = base::connect_unix(socket_path, SOCK_STREAM);
-  if (!connected) {
-    *error = connected.error().message + " (is the link up?)";
-    return base::UniqueFd();
-  }
+  if (!connected) return base::Error<base::Errc>{connected.code(), connected.error().message + " (is the link up?)"};
   base::UniqueFd fd = std::move(connected).value();
   CtlHello hello;
   hello.role = kRoleCli;
   hello.command = command;
   if (!base::send_all_fds(fd.get(), std::as_bytes(std::span(&hello, 1)), {}).ok()) {
-    *error = "daemon closed the connection";
-    fd.reset();
+    return base::make_error(base::Errc::kPeerGone, "daemon closed the connection");
   }
   return fd;
 }
@@ -635,28 +631,23 @@ int run_endpoint(const EndpointOptions& options) {
   return 0;
 }
 
-bool request_status(const std::string& socket_path, bool json, std::string* out, std::string* error) {
-  base::UniqueFd fd = connect_cli(socket_path, json ? kCmdStatusJson : kCmdStatus, error);
-  if (!fd) return false;
-  if (!recv_text(fd.get(), out)) {
-    *error = "no answer from the daemon";
-    return false;
-  }
-  return true;
+base::Result<std::string> request_status(const std::string& socket_path, bool json) {
+  auto fd = connect_cli(socket_path, json ? kCmdStatusJson : kCmdStatus);
+  if (!fd) return fd.error();
+  std::string out;
+  if (!recv_text(fd->get(), &out)) return base::make_error(base::Errc::kPeerGone, "no answer from the daemon");
+  return out;
 }
 
-bool request_shutdown(const std::string& socket_path, std::string* error) {
-  base::UniqueFd fd = connect_cli(socket_path, kCmdShutdown, error);
-  if (!fd) return false;
+base::Result<void> request_shutdown(const std::string& socket_path) {
+  auto fd = connect_cli(socket_path, kCmdShutdown);
+  if (!fd) return fd.error();
   std::string ack;
-  if (!recv_text(fd.get(), &ack)) {
-    *error = "no answer from the daemon";
-    return false;
-  }
+  if (!recv_text(fd->get(), &ack)) return base::make_error(base::Errc::kPeerGone, "no answer from the daemon");
   // The daemon removes its socket last; wait for that so the caller can reuse the name.
   for (int i = 0; i < 500 && ::access(socket_path.c_str(), F_OK) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  return true;
+  return {};
 }
 
 }  // namespace bypass::crossover

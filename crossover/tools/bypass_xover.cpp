@@ -168,18 +168,17 @@ int main(int argc, char** argv) {
     }
     socket_path = socket_for(name);
   }
-  std::string error;
   if (status->parsed()) {
-    std::string out;
-    if (!request_status(socket_path, json, &out, &error)) {
-      std::fprintf(stderr, "bypass-xover: %s\n", error.c_str());
+    auto out = request_status(socket_path, json);
+    if (!out) {
+      std::fprintf(stderr, "bypass-xover: %s\n", out.error().message.c_str());
       return 1;
     }
-    std::printf("%s\n", out.c_str());
+    std::printf("%s\n", out->c_str());
     return 0;
   }
-  if (!request_shutdown(socket_path, &error)) {
-    std::fprintf(stderr, "bypass-xover: %s\n", error.c_str());
+  if (auto down = request_shutdown(socket_path); !down) {
+    std::fprintf(stderr, "bypass-xover: %s\n", down.error().message.c_str());
     return 1;
   }
   std::printf("link %s down\n", name.c_str());

@@ -49,7 +49,7 @@ bool Connection::endpoint_is_vm() {
   return vm;
 }
 
-std::unique_ptr<Connection> Connection::open(std::string* error) {
+transport::Result<std::unique_ptr<Connection>> Connection::open() {
   const std::string endpoint = default_endpoint();
   char name[64];
   std::snprintf(name, sizeof(name), "bypass-icd pid %d", static_cast<int>(getpid()));
@@ -59,18 +59,14 @@ std::unique_ptr<Connection> Connection::open(std::string* error) {
   // accepted and must start the session's worker, which a loaded host was seen to take over 1 s.
   // A VM's request is seen by bypassd's polling loop and a worker it forks: at least 5 s.
   const bool vm = endpoint.starts_with("ivshmem:");
-  auto ch = vm ? transport::connect_vm(endpoint, hello, error,
+  auto ch = vm ? transport::connect_vm(endpoint, hello,
                                        transport::deadline_after(std::max<std::chrono::milliseconds>(
                                            config().connect_timeout, std::chrono::seconds(5))))
-               : transport::connect(endpoint, hello, error, transport::deadline_after(config().connect_timeout));
-  if (!ch) {
-    *error = "cannot reach bypassd at " + endpoint + ": " + *error;
-    return nullptr;
-  }
+               : transport::connect(endpoint, hello, transport::deadline_after(config().connect_timeout));
+  if (!ch) return transport::make_error(ch.code(), "cannot reach bypassd at " + endpoint + ": " + ch.error().message);
   // Across a VM boundary there is no peer uid to check: whoever may map the device is trusted.
   if (std::string why = vm ? std::string() : check_server_identity(*ch, endpoint); !why.empty()) {
-    *error = why;
-    return nullptr;
+    return transport::make_error(transport::Status::kRefused, why);
   }
   auto c = std::unique_ptr<Connection>(new Connection(std::move(*ch)));
   c->batch_.reserve(kBatchBytes + 4096);

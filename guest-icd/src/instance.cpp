@@ -66,13 +66,13 @@ std::vector<VkExtensionProperties> host_instance_extensions() {
   std::lock_guard lock(g_instance_ext_mu);
   if (g_instance_exts_known) return g_instance_exts;
   if (std::chrono::steady_clock::now() < g_unreachable_until) return {};
-  std::string error;
-  auto conn = Connection::open(&error);
-  if (!conn) {
+  auto opened = Connection::open();
+  if (!opened) {
     g_unreachable_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    g_unreachable_error = error;
+    g_unreachable_error = opened.error().message;
     return {};
   }
+  const std::unique_ptr<Connection> conn = std::move(opened).value();
   uint32_t n = 0;
   std::vector<VkExtensionProperties> host;
   wire::Builder& b = thread_builder();
@@ -142,11 +142,16 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateInstance(const VkInstanceCreateInfo* 
     error = g_unreachable_error;
     return !g_instance_exts_known && std::chrono::steady_clock::now() < g_unreachable_until;
   }();
-  auto conn = known_unreachable ? nullptr : Connection::open(&error);
-  if (!conn) {
+  if (known_unreachable) {
     base::log(base::LogLevel::kError, "%s", error.c_str());
     return VK_ERROR_INITIALIZATION_FAILED;
   }
+  auto opened = Connection::open();
+  if (!opened) {
+    base::log(base::LogLevel::kError, "%s", opened.error().message.c_str());
+    return VK_ERROR_INITIALIZATION_FAILED;
+  }
+  std::unique_ptr<Connection> conn = std::move(opened).value();
   for (uint32_t i = 0; i < pCreateInfo->enabledExtensionCount; ++i) {
     const char* e = pCreateInfo->ppEnabledExtensionNames[i];
     bool known = false;

@@ -244,15 +244,15 @@ VkResult Swapchain::create(Device* dev, const VkSwapchainCreateInfoKHR* info, Sw
   sc->period_ = config().wsi_refresh_period;
   sc->epoch_ = Clock::now();
   if (sc->surface_.kind != Surface::Kind::kHeadless) {
-    std::string error;
-    sc->blitter_ = WindowBlitter::create(sc->surface_.conn, sc->surface_.window, info->imageExtent.width,
-                                         info->imageExtent.height, &error);
-    if (!sc->blitter_) {
+    auto blitter = WindowBlitter::create(sc->surface_.conn, sc->surface_.window, info->imageExtent.width,
+                                         info->imageExtent.height);
+    if (!blitter) {
       WindowGeometry g;
       if (query_window(sc->surface_.conn, sc->surface_.window, &g) == WindowState::kGone) return VK_ERROR_SURFACE_LOST_KHR;
-      base::log(base::LogLevel::kError, "swapchain: %s", error.c_str());
+      base::log(base::LogLevel::kError, "swapchain: %s", blitter.error().message.c_str());
       return VK_ERROR_INITIALIZATION_FAILED;
     }
+    sc->blitter_ = std::move(blitter).value();
     WindowGeometry g;
     if (query_window(sc->surface_.conn, sc->surface_.window, &g) == WindowState::kOk &&
         (g.width != sc->extent_.width || g.height != sc->extent_.height))

@@ -131,22 +131,19 @@ uint8_t visual_depth(xcb_connection_t* conn, uint32_t visual_id) {
   return 0;
 }
 
-std::unique_ptr<WindowBlitter> WindowBlitter::create(xcb_connection_t* conn, uint32_t window, uint32_t width,
-                                                     uint32_t height, std::string* error) {
+base::Result<std::unique_ptr<WindowBlitter>> WindowBlitter::create(xcb_connection_t* conn, uint32_t window,
+                                                                   uint32_t width, uint32_t height) {
   const XcbApi* x = xcb_api();
-  if (!x) {
-    *error = "libxcb.so.1 cannot be loaded";
-    return nullptr;
-  }
+  if (!x) return base::make_error(base::Errc::kIo, "libxcb.so.1 cannot be loaded");
   WindowGeometry g;
   const WindowState st = query_window(conn, window, &g);
   if (st != WindowState::kOk) {
-    *error = st == WindowState::kGone ? "the window is gone" : "the window's geometry cannot be read";
-    return nullptr;
+    return base::make_error(base::Errc::kIo,
+                            st == WindowState::kGone ? "the window is gone" : "the window's geometry cannot be read");
   }
   if (!depth_supported(conn, g.depth)) {
-    *error = "windows of depth " + std::to_string(g.depth) + " are not supported";
-    return nullptr;
+    return base::make_error(base::Errc::kInvalidArgument,
+                            "windows of depth " + std::to_string(g.depth) + " are not supported");
   }
   std::unique_ptr<WindowBlitter> b(new WindowBlitter());
   b->x_ = x;
@@ -159,8 +156,7 @@ std::unique_ptr<WindowBlitter> WindowBlitter::create(xcb_connection_t* conn, uin
   if (xcb_generic_error_t* err = x->xcb_request_check(conn, x->xcb_create_gc_checked(conn, b->gc_, window, 0, nullptr))) {
     std::free(err);
     b->gc_ = 0;
-    *error = "cannot create a graphics context on the window";
-    return nullptr;
+    return base::make_error(base::Errc::kIo, "cannot create a graphics context on the window");
   }
   // MIT-SHM 1.2 takes a memfd: no SysV segment that could outlive a killed guest. A remote
   // server refuses the segment; core PutImage then carries the pixels in the requests.

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "bypass/base/result.h"
+
 struct xcb_connection_t;
 
 namespace bypass::icd::wsi {
@@ -45,9 +47,9 @@ uint8_t visual_depth(xcb_connection_t* conn, uint32_t visual_id);
 // accepts the segment (a local server), core PutImage requests otherwise.
 class WindowBlitter {
  public:
-  // Frames up to width x height pixels. Null on failure, with *error set.
-  static std::unique_ptr<WindowBlitter> create(xcb_connection_t* conn, uint32_t window, uint32_t width,
-                                               uint32_t height, std::string* error);
+  // Frames up to width x height pixels. The error says what the window or server lacks.
+  static base::Result<std::unique_ptr<WindowBlitter>> create(xcb_connection_t* conn, uint32_t window, uint32_t width,
+                                                             uint32_t height);
   ~WindowBlitter();
   WindowBlitter(const WindowBlitter&) = delete;
   WindowBlitter& operator=(const WindowBlitter&) = delete;

@@ -54,22 +54,18 @@ std::vector<gid_t> peer_groups(int socket, gid_t primary) {
 
 }  // namespace
 
-std::optional<AccessPolicy> AccessPolicy::from_config(const ServerConfig& config, std::string* error) {
+base::Result<AccessPolicy> AccessPolicy::from_config(const ServerConfig& config) {
   AccessPolicy p;
   p.self_ = geteuid();
   for (const std::string& u : config.allow_users) {
     uid_t uid = 0;
-    if (!resolve_user(u, &uid)) {
-      *error = "--allow-user " + u + ": no such user";
-      return std::nullopt;
-    }
+    if (!resolve_user(u, &uid)) return base::make_error(base::Errc::kInvalidArgument, "--allow-user " + u + ": no such user");
     p.uids_.insert(uid);
   }
   for (const std::string& g : config.allow_groups) {
     gid_t gid = 0;
     if (!resolve_group(g, &gid)) {
-      *error = "--allow-group " + g + ": no such group";
-      return std::nullopt;
+      return base::make_error(base::Errc::kInvalidArgument, "--allow-group " + g + ": no such group");
     }
     p.gids_.insert(gid);
   }
@@ -77,7 +73,7 @@ std::optional<AccessPolicy> AccessPolicy::from_config(const ServerConfig& config
   return p;
 }
 
-std::string AccessPolicy::check(int socket, const ucred& cred) const {
+std::string AccessPolicy::check(int socket, const base::PeerCredentials& cred) const {
   if (cred.uid == static_cast<uid_t>(-1)) return "bypassd refused the connection: the peer's credentials are unknown";
   if (privileged(cred.uid) || uids_.count(cred.uid)) return {};
   if (!gids_.empty())

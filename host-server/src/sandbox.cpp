@@ -149,32 +149,29 @@ std::vector<sock_filter> build_filter(pid_t self) {
   return f.code;
 }
 
-bool fail(std::string* error, const char* step) {
-  *error = std::string(step) + ": " + std::strerror(errno);
-  return false;
-}
+base::Error<base::Errc> fail(const char* step) { return base::errno_error(base::Errc::kIo, step, errno); }
 
 }  // namespace
 
-bool enter_sandbox(const SandboxOptions& o, std::string* error) {
+base::Result<void> enter_sandbox(const SandboxOptions& o) {
   if (o.uid != static_cast<uid_t>(-1)) {
-    if (!o.user.empty() && initgroups(o.user.c_str(), o.gid) != 0) return fail(error, "initgroups");
-    if (setgid(o.gid) != 0) return fail(error, "setgid");
-    if (setuid(o.uid) != 0) return fail(error, "setuid");
+    if (!o.user.empty() && initgroups(o.user.c_str(), o.gid) != 0) return fail("initgroups");
+    if (setgid(o.gid) != 0) return fail("setgid");
+    if (setuid(o.uid) != 0) return fail("setuid");
   }
   const rlimit no_core{0, 0};
-  if (setrlimit(RLIMIT_CORE, &no_core) != 0) return fail(error, "RLIMIT_CORE");
+  if (setrlimit(RLIMIT_CORE, &no_core) != 0) return fail("RLIMIT_CORE");
   if (o.data_limit != 0 && !kThreadSanitizer) {
     const rlimit data{o.data_limit, o.data_limit};
-    if (setrlimit(RLIMIT_DATA, &data) != 0) return fail(error, "RLIMIT_DATA");
+    if (setrlimit(RLIMIT_DATA, &data) != 0) return fail("RLIMIT_DATA");
   }
-  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return fail(error, "PR_SET_DUMPABLE");
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail(error, "PR_SET_NO_NEW_PRIVS");
-  if (!o.seccomp) return true;
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return fail("PR_SET_DUMPABLE");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("PR_SET_NO_NEW_PRIVS");
+  if (!o.seccomp) return {};
   std::vector<sock_filter> code = build_filter(getpid());
   const sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
-  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) return fail(error, "seccomp");
-  return true;
+  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) return fail("seccomp");
+  return {};
 }
 
 }  // namespace bypass::host

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "bypass/base/result.h"
+
 namespace bypass::host {
 
 struct SandboxOptions {
@@ -26,7 +28,7 @@ struct SandboxOptions {
 //    use against the host or other guests: exec, ptrace and cross-process memory access, new
 //    namespaces, mounts, modules, BPF, perf, keyrings, network sockets, signals to any
 //    process but itself, raw I/O ports, clock and host name changes, setuid.
-// False with *error naming the step that failed.
-bool enter_sandbox(const SandboxOptions& options, std::string* error);
+// The error names the step that failed (kIo with its errno).
+base::Result<void> enter_sandbox(const SandboxOptions& options);
 
 }  // namespace bypass::host

@@ -24,8 +24,6 @@
 
 namespace bypass::host {
 
-std::string default_socket_path() { return base::default_socket_path(transport::kSocketName); }
-
 namespace {
 
 int g_child_pipe = -1;  // write end of the running server's SIGCHLD pipe
@@ -85,10 +83,12 @@ size_t Server::pending_handshakes(uid_t uid) const {
 }
 
 void Server::accept_one() {
-  std::string error;
-  base::UniqueFd conn = listener_->accept_connection(&error, transport::deadline_after(std::chrono::milliseconds(0)));
-  if (!conn) return;  // a guest that gave up while queued
-  const ucred peer = transport::peer_credentials_of(conn.get());
+  auto accepted = listener_->accept_connection(transport::deadline_after(std::chrono::milliseconds(0)));
+  if (!accepted) return;  // a guest that gave up while queued
+  base::UniqueFd conn = std::move(accepted).value();
+  // Unknown credentials (pid, uid and gid -1) are refused by the policy.
+  const auto cred = base::peer_credentials(conn.get());
+  const base::PeerCredentials peer = cred ? *cred : base::PeerCredentials{};
   // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
   std::string refusal = policy_->check(conn.get(), peer);
   if (refusal.empty() && live_sessions() >= config_.max_sessions && !wait_for_free_slot()) {
@@ -109,7 +109,7 @@ void Server::accept_one() {
   if (!start_worker(std::move(conn), peer)) return;
 }
 
-bool Server::start_worker(base::UniqueFd conn, const ucred& peer) {
+bool Server::start_worker(base::UniqueFd conn, const base::PeerCredentials& peer) {
   WorkerReport* report = map_worker_report();
   if (!report) {
     spdlog::error("refused a guest (pid {}): cannot map a worker report page: {}", peer.pid, std::strerror(errno));
@@ -127,14 +127,14 @@ bool Server::start_worker(base::UniqueFd conn, const ucred& peer) {
     });
     return true;
   }
-  std::string error;
-  w.pid = spawn_worker(std::move(conn), w.id, config_, report, &error);
-  if (w.pid < 0) {
-    spdlog::error("session {}: cannot start a worker for guest pid {}: {}", w.id, peer.pid, error);
+  auto pid = spawn_worker(std::move(conn), w.id, config_, report);
+  if (!pid) {
+    spdlog::error("session {}: cannot start a worker for guest pid {}: {}", w.id, peer.pid, pid.error().message);
     unmap_worker_report(report);
     workers_.pop_back();
     return false;
   }
+  w.pid = *pid;
   spdlog::debug("session {}: worker pid {} for guest pid {} uid {}", w.id, w.pid, peer.pid, peer.uid);
   return true;
 }
@@ -146,10 +146,9 @@ bool Server::open_vms() {
     options.slots = spec.slots;
     options.ring_bytes = config_.vm_ring_bytes;
     options.max_message = std::min<size_t>(config_.max_message, options.max_message);
-    std::string error;
-    auto device = transport::VmDevice::create(spec.path, options, &error);
+    auto device = transport::VmDevice::create(spec.path, options);
     if (!device) {
-      spdlog::error("--vm {}:{}: {}", spec.name, spec.path, error);
+      spdlog::error("--vm {}:{}: {}", spec.name, spec.path, device.error().message);
       return false;
     }
     VmState& vm = vms_.emplace_back();
@@ -185,7 +184,7 @@ bool Server::start_vm_worker(int vm_index, uint32_t slot) {
   Worker& w = workers_.emplace_back();
   w.id = next_id_++;
   // A VM's guests are no local user's: they belong to whoever configured bypassd to serve it.
-  w.peer = ucred{-1, geteuid(), getegid()};
+  w.peer = base::PeerCredentials{-1, geteuid(), getegid()};
   w.report = report;
   w.started = std::chrono::steady_clock::now();
   w.vm = vm_index;
@@ -199,17 +198,17 @@ bool Server::start_vm_worker(int vm_index, uint32_t slot) {
     });
     return true;
   }
-  std::string error;
-  w.pid = spawn_worker(base::UniqueFd(), w.id, config_, report, &error, [&](base::UniqueFd) {
+  auto pid = spawn_worker(base::UniqueFd(), w.id, config_, report, [&](base::UniqueFd) {
     serve_vm_slot(*device, slot, name, w.id, config_, report);
   });
-  if (w.pid < 0) {
-    spdlog::error("session {}: cannot start a worker for VM {} slot {}: {}", w.id, name, slot, error);
+  if (!pid) {
+    spdlog::error("session {}: cannot start a worker for VM {} slot {}: {}", w.id, name, slot, pid.error().message);
     unmap_worker_report(report);
     workers_.pop_back();
     vm.busy[slot] = false;
     return false;
   }
+  w.pid = *pid;
   spdlog::debug("session {}: worker pid {} for VM {} slot {}", w.id, w.pid, name, slot);
   return true;
 }
@@ -354,7 +353,8 @@ void Server::accept_control(int lfd) {
   if (!fd) return;
   constexpr size_t kMaxControlClients = 16;
   if (control_clients_.size() >= kMaxControlClients) return;  // closed unanswered: retry later
-  const ucred peer = transport::peer_credentials_of(fd.get());
+  const auto cred = base::peer_credentials(fd.get());
+  const base::PeerCredentials peer = cred ? *cred : base::PeerCredentials{};  // uid -1: "unknown peer"
   control_clients_.push_back(ControlClient{std::move(fd), peer, std::chrono::steady_clock::now() + std::chrono::seconds(2)});
 }
 
@@ -392,23 +392,24 @@ bool Server::wait_for_free_slot() {
 }
 
 int Server::run(int stop_fd) {
-  std::string error;
-  policy_ = AccessPolicy::from_config(config_, &error);
-  if (!policy_) {
-    spdlog::error("{}", error);
+  auto policy = AccessPolicy::from_config(config_);
+  if (!policy) {
+    spdlog::error("{}", policy.error().message);
     return 2;
   }
+  policy_ = std::move(policy).value();
   // A system service's directory is open to its users (the socket's own mode and group decide);
   // a user's server keeps its directory to itself.
   if (auto dir = base::secure_socket_dir(config_.socket_path, geteuid() == 0 ? 0755 : 0700); !dir) {
     spdlog::error("cannot listen on {}: {}", config_.socket_path, dir.error().message);
     return 1;
   }
-  listener_ = transport::Listener::listen(config_.socket_path, &error);
-  if (!listener_) {
-    spdlog::error("cannot listen on {}: {}", config_.socket_path, error);
+  auto listening = transport::Listener::listen(config_.socket_path);
+  if (!listening) {
+    spdlog::error("cannot listen on {}: {}", config_.socket_path, listening.error().message);
     return 1;
   }
+  listener_ = std::move(listening).value();
   if (!listener_->path().empty()) {
     if (policy_->socket_gid() != static_cast<gid_t>(-1) &&
         chown(listener_->path().c_str(), static_cast<uid_t>(-1), policy_->socket_gid()) != 0)

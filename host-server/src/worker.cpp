@@ -62,12 +62,12 @@ void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig
   opts.ring_bytes = config.ring_bytes;
   opts.max_message = config.max_message;
   const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, "bypassd"};
-  std::string error;
-  auto channel = transport::accept_socket(std::move(connection), hello, opts, &error,
-                                          transport::deadline_after(std::chrono::milliseconds(config.handshake_timeout_ms)));
+  auto channel =
+      transport::accept_socket(std::move(connection), hello, opts,
+                               transport::deadline_after(std::chrono::milliseconds(config.handshake_timeout_ms)));
   if (!channel) {
-    spdlog::warn("session {}: refused a guest: {}", id, error);
-    finish(report, EndReason::kHandshakeFailed, error);
+    spdlog::warn("session {}: refused a guest: {}", id, channel.error().message);
+    finish(report, EndReason::kHandshakeFailed, channel.error().message);
     return;
   }
   run_session(std::move(*channel), id, config, report);
@@ -76,44 +76,37 @@ void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig
 void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string& vm_name, uint64_t id,
                    const ServerConfig& config, WorkerReport* report) {
   const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, "bypassd"};
-  std::string error;
-  auto channel = device.accept(slot, hello, &error);
+  auto channel = device.accept(slot, hello);
   if (!channel) {
-    spdlog::warn("session {}: refused a guest of VM {}: {}", id, vm_name, error);
-    finish(report, EndReason::kHandshakeFailed, error);
+    spdlog::warn("session {}: refused a guest of VM {}: {}", id, vm_name, channel.error().message);
+    finish(report, EndReason::kHandshakeFailed, channel.error().message);
     return;
   }
   spdlog::info("session {}: VM {} slot {}: {}", id, vm_name, slot, channel->peer_hello().peer_name);
   run_session(std::move(*channel), id, config, report);
 }
 
-pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
-                   std::string* error) {
-  return spawn_worker(std::move(connection), id, config, report, error,
+base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config,
+                                 WorkerReport* report) {
+  return spawn_worker(std::move(connection), id, config, report,
                       [&](base::UniqueFd conn) { serve_connection(std::move(conn), id, config, report); });
 }
 
-pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
-                   std::string* error, const std::function<void(base::UniqueFd)>& serve) {
+base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config,
+                                 WorkerReport* report, const std::function<void(base::UniqueFd)>& serve) {
   SandboxOptions sandbox;
   sandbox.seccomp = config.sandbox;
   sandbox.data_limit = worker_data_limit(config);
   if (!config.worker_user.empty()) {
     const passwd* pw = getpwnam(config.worker_user.c_str());
-    if (!pw) {
-      *error = "--worker-user " + config.worker_user + ": no such user";
-      return -1;
-    }
+    if (!pw) return base::make_error(base::Errc::kInvalidArgument, "--worker-user " + config.worker_user + ": no such user");
     sandbox.uid = pw->pw_uid;
     sandbox.gid = pw->pw_gid;
     sandbox.user = config.worker_user;
   }
   const pid_t parent = getpid();
   const pid_t pid = fork();
-  if (pid < 0) {
-    *error = std::string("fork: ") + std::strerror(errno);
-    return -1;
-  }
+  if (pid < 0) return base::errno_error(base::Errc::kIo, "fork", errno);
   if (pid > 0) {
     // Later workers must not inherit this worker's page (they could end its session or fake
     // its figures); this one got it already.
@@ -143,9 +136,8 @@ pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& c
   close_range(connection ? 4 : 3, ~0u, 0);
   const std::string name = "bypassd-s" + std::to_string(id);
   prctl(PR_SET_NAME, name.c_str());
-  std::string why;
-  if (!enter_sandbox(sandbox, &why)) {
-    why = "bypassd could not start the session's worker: sandbox: " + why;
+  if (auto sandboxed = enter_sandbox(sandbox); !sandboxed) {
+    const std::string why = "bypassd could not start the session's worker: sandbox: " + sandboxed.error().message;
     spdlog::error("session {}: {}", id, why);
     if (connection) transport::reject_connection(std::move(connection), why);
     finish(report, EndReason::kWorkerSetupFailed, why);

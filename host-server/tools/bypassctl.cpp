@@ -9,11 +9,13 @@
 #include <cstring>
 #include <string>
 
+#include "bypass/base/socket_path.h"
 #include "bypass/base/unix_socket.h"
 #include "bypass/host/server.h"
+#include "bypass/transport/session.h"
 
 int main(int argc, char** argv) {
-  std::string control = bypass::host::default_socket_path() + ".ctl";
+  std::string control = bypass::base::default_socket_path(bypass::transport::kSocketName) + ".ctl";
   std::string command = "stats";
   CLI::App app{"bypassctl: reads a running bypassd's sessions and statistics (JSON on stdout)."};
   app.add_option("--control", control, "bypassd's control socket")->capture_default_str();

@@ -13,7 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "bypass/base/socket_path.h"
 #include "bypass/host/server.h"
+#include "bypass/transport/session.h"
 
 namespace {
 int g_stop_pipe[2] = {-1, -1};
@@ -25,7 +27,7 @@ void on_signal(int) {
 
 int main(int argc, char** argv) {
   bypass::host::ServerConfig config;
-  config.socket_path = bypass::host::default_socket_path();
+  config.socket_path = bypass::base::default_socket_path(bypass::transport::kSocketName);
   CLI::App app{
       "bypassd: the bypass host server.\n"
       "Guest processes load the bypass Vulkan ICD, which connects here; every guest is a session\n"

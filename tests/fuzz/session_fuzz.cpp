@@ -70,10 +70,9 @@ struct Live {
   std::thread host;
 
   bool start() {
-    std::string error;
-    auto pair = transport::make_channel_pair(transport::SessionOptions{config().ring_bytes, config().max_message}, &error);
+    auto pair = transport::make_channel_pair(transport::SessionOptions{config().ring_bytes, config().max_message});
     if (!pair) {
-      std::fprintf(stderr, "session_fuzz: %s\n", error.c_str());
+      std::fprintf(stderr, "session_fuzz: %s\n", pair.error().message.c_str());
       std::abort();
     }
     guest.emplace(std::move(pair->guest));

@@ -173,10 +173,9 @@ int main(int argc, char** argv) {
   transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, "raw_client " + mode};
   if (mode == "bad-schema") hello.schema_hash = 0x0123456789abcdefull;
   if (mode == "bad-version") hello.protocol_version = 999;
-  std::string error;
-  auto ch = transport::connect(endpoint, hello, &error, transport::deadline_after(kWait));
+  auto ch = transport::connect(endpoint, hello, transport::deadline_after(kWait));
   if (!ch) {
-    std::printf("connect-failed %s\n", error.c_str());
+    std::printf("connect-failed %s\n", ch.error().message.c_str());
     return 0;
   }
   std::printf("connected session_pid=%d\n", static_cast<int>(getpid()));

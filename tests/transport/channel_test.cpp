@@ -23,10 +23,9 @@ using testing::bytes_of;
 using testing::pattern;
 
 ChannelPair make_pair(size_t ring_bytes = 4096, size_t max_message = 256 << 20) {
-  std::string error;
-  auto pair = make_channel_pair(SessionOptions{ring_bytes, max_message}, &error);
-  EXPECT_TRUE(pair.has_value()) << error;
-  return std::move(*pair);
+  auto pair = make_channel_pair(SessionOptions{ring_bytes, max_message});
+  EXPECT_TRUE(pair) << pair.message();
+  return std::move(pair).value();
 }
 
 // The shared control block and data of one ring, for tests that play a hostile peer.
@@ -53,9 +52,8 @@ struct Forger {
   }
   void write(uint32_t kind, std::span<const std::byte> payload) {
     const ByteSpan part = payload;
-    std::string error;
-    ASSERT_EQ(producer.try_write(kind, std::span<const ByteSpan>(&part, 1), &error), RingProducer::Result::kDone)
-        << error;
+    ASSERT_EQ(producer.try_write(kind, std::span<const ByteSpan>(&part, 1)), RingProducer::Result::kDone)
+        << producer.error_text();
   }
   RingProducer producer;
 };
@@ -274,8 +272,9 @@ TEST(ChannelTest, RingSizeIsRoundedUpToAPowerOfTwoAndCapped) {
   auto [guest, host] = make_pair(5000);
   EXPECT_EQ(guest.tx_capacity(), 8192u);
   EXPECT_EQ(host.tx_capacity(), 8192u);
-  std::string error;
-  EXPECT_FALSE(make_channel_pair(SessionOptions{size_t{2} << 30}, &error));
+  auto refused = make_channel_pair(SessionOptions{size_t{2} << 30});
+  ASSERT_FALSE(refused);
+  const std::string error = refused.error().message;
   EXPECT_NE(error.find("ring_bytes 2147483648 exceeds the limit"), std::string::npos) << error;
 }
 

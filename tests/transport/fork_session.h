@@ -32,25 +32,26 @@ inline ForkedSession fork_session(Role child_role, const SessionOptions& options
     return result;
   }
   base::UniqueFd child_end = std::move(pair->first), parent_end = std::move(pair->second);
-  std::string error;
   const Hello hello{1, 42, child_role == Role::kGuest ? "test-guest" : "test-host"};
   const Deadline deadline = deadline_after(std::chrono::seconds(10));
   result.child = std::make_unique<ChildProcess>([&]() -> int {
     parent_end.reset();  // only the parent may hold that end, or its death would go unnoticed
-    std::string child_error;
-    std::optional<Channel> ch = child_role == Role::kGuest
-                                    ? connect_socket(std::move(child_end), hello, &child_error, deadline)
-                                    : accept_socket(std::move(child_end), hello, options, &child_error, deadline);
+    Result<Channel> ch = child_role == Role::kGuest ? connect_socket(std::move(child_end), hello, deadline)
+                                                    : accept_socket(std::move(child_end), hello, options, deadline);
     if (!ch) {
-      fprintf(stderr, "child handshake failed: %s\n", child_error.c_str());
+      fprintf(stderr, "child handshake failed: %s\n", ch.error().message.c_str());
       return 90;
     }
     return child_body(*ch);
   });
   child_end.reset();
-  result.channel = child_role == Role::kGuest ? accept_socket(std::move(parent_end), hello, options, &error, deadline)
-                                              : connect_socket(std::move(parent_end), hello, &error, deadline);
-  if (!result.channel) ADD_FAILURE() << "parent handshake failed: " << error;
+  Result<Channel> ch = child_role == Role::kGuest ? accept_socket(std::move(parent_end), hello, options, deadline)
+                                                  : connect_socket(std::move(parent_end), hello, deadline);
+  if (ch) {
+    result.channel.emplace(std::move(ch).value());
+  } else {
+    ADD_FAILURE() << "parent handshake failed: " << ch.error().message;
+  }
   return result;
 }
 

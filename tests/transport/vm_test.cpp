@@ -37,9 +37,8 @@ class VmTest : public ::testing::Test {
     options.size = 16 << 20;
     options.slots = 2;
     options.ring_bytes = 64 << 10;
-    std::string error;
-    auto device = VmDevice::create(path_, options, &error);
-    ASSERT_TRUE(device) << error;
+    auto device = VmDevice::create(path_, options);
+    ASSERT_TRUE(device) << device.message();
     device_.emplace(std::move(*device));
     // bypassd's main loop: the heartbeat, and an accept for every requested slot.
     server_ = std::thread([this] {
@@ -47,11 +46,11 @@ class VmTest : public ::testing::Test {
         device_->heartbeat();
         for (uint32_t i = 0; i < device_->slot_count(); ++i) {
           if (!device_->slot_requested(i)) continue;
-          std::string why;
-          auto ch = device_->accept(i, Hello{1, 2, "host"}, &why);
+          auto ch = device_->accept(i, Hello{1, 2, "host"});
           std::lock_guard lock(mu_);
           if (ch) accepted_.push_back(std::move(*ch));
-          else refusals_.push_back(why);
+          else
+            refusals_.push_back(ch.error().message);
         }
         std::this_thread::sleep_for(1ms);
       }
@@ -76,8 +75,8 @@ class VmTest : public ::testing::Test {
     ADD_FAILURE() << "no session accepted";
     std::abort();
   }
-  std::optional<Channel> connect(std::string* error, Hello hello = Hello{1, 2, "guest"}) {
-    return connect_vm("ivshmem:" + path_, hello, error, deadline_after(5s));
+  Result<Channel> connect(Hello hello = Hello{1, 2, "guest"}) {
+    return connect_vm("ivshmem:" + path_, hello, deadline_after(5s));
   }
 
   std::string dir_, path_;
@@ -90,9 +89,8 @@ class VmTest : public ::testing::Test {
 };
 
 TEST_F(VmTest, MessagesCrossInBothDirections) {
-  std::string error;
-  auto guest = connect(&error);
-  ASSERT_TRUE(guest) << error;
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
   Channel& h = host(0);
   EXPECT_FALSE(guest->carries_fds());
   EXPECT_FALSE(guest->shared_heap().empty());
@@ -113,9 +111,8 @@ TEST_F(VmTest, MessagesCrossInBothDirections) {
 }
 
 TEST_F(VmTest, MessagesLargerThanTheRingAreChunked) {
-  std::string error;
-  auto guest = connect(&error);
-  ASSERT_TRUE(guest) << error;
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
   Channel& h = host(0);
   const auto big = testing::pattern(1 << 20, 42);  // 16 rings' worth
   std::thread sender([&] { EXPECT_EQ(guest->send(3, big), Status::kOk); });
@@ -126,48 +123,44 @@ TEST_F(VmTest, MessagesLargerThanTheRingAreChunked) {
 }
 
 TEST_F(VmTest, TheHeapIsTheSameMemoryOnBothSides) {
-  std::string error;
-  auto guest = connect(&error);
-  ASSERT_TRUE(guest) << error;
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
   Channel& h = host(0);
   std::memcpy(h.shared_heap().data() + 4096, "zero-copy", 10);
   EXPECT_STREQ(reinterpret_cast<const char*>(guest->shared_heap().data() + 4096), "zero-copy");
 }
 
 TEST_F(VmTest, TwoSessionsTakeTwoSlotsAndAThirdWaitsForOne) {
-  std::string error;
-  auto a = connect(&error);
-  ASSERT_TRUE(a) << error;
-  auto b = connect(&error);
-  ASSERT_TRUE(b) << error;
+  auto a = connect();
+  ASSERT_TRUE(a) << a.message();
+  auto b = connect();
+  ASSERT_TRUE(b) << b.message();
   EXPECT_NE(a->shared_heap().data(), b->shared_heap().data());
-  auto c = connect_vm("ivshmem:" + path_, Hello{1, 2, "third"}, &error, deadline_after(200ms));
-  EXPECT_FALSE(c);
-  EXPECT_NE(error.find("busy"), std::string::npos) << error;
+  auto c = connect_vm("ivshmem:" + path_, Hello{1, 2, "third"}, deadline_after(200ms));
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("busy"), std::string::npos) << c.error().message;
 }
 
 TEST_F(VmTest, AVersionMismatchIsRefusedWithBothVersions) {
-  std::string error;
-  auto guest = connect(&error, Hello{9, 2, "old-guest"});
+  auto guest = connect(Hello{9, 2, "old-guest"});
   ASSERT_FALSE(guest);
-  EXPECT_NE(error.find("protocol version mismatch"), std::string::npos) << error;
+  EXPECT_EQ(guest.code(), Status::kRefused);
+  EXPECT_NE(guest.error().message.find("protocol version mismatch"), std::string::npos) << guest.error().message;
 }
 
 TEST_F(VmTest, AGuestWithoutBypassdFailsPromptly) {
   stop_ = true;
   server_.join();
-  std::string error;
   const auto start = Clock::now();
-  auto guest = connect(&error);
-  EXPECT_FALSE(guest);
+  auto guest = connect();
+  ASSERT_FALSE(guest);
   EXPECT_LT(Clock::now() - start, kVmHostTimeout + 1s);
-  EXPECT_NE(error.find("heartbeat"), std::string::npos) << error;
+  EXPECT_NE(guest.error().message.find("heartbeat"), std::string::npos) << guest.error().message;
 }
 
 TEST_F(VmTest, TheGuestSeesTheHostGoneWhenItsHeartbeatStops) {
-  std::string error;
-  auto guest = connect(&error);
-  ASSERT_TRUE(guest) << error;
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
   host(0);
   stop_ = true;  // bypassd dies: no heartbeat, nobody answers
   server_.join();
@@ -178,9 +171,8 @@ TEST_F(VmTest, TheGuestSeesTheHostGoneWhenItsHeartbeatStops) {
 }
 
 TEST_F(VmTest, TheGuestSeesItsSessionEndWhenTheHostFreesTheSlot) {
-  std::string error;
-  auto guest = connect(&error);
-  ASSERT_TRUE(guest) << error;
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
   host(0);
   device_->free_slot(0);
   Message m;
@@ -192,8 +184,7 @@ TEST_F(VmTest, TheHostSeesAGuestGoneWhenItsHeartbeatStops) {
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    std::string error;
-    auto guest = connect(&error);
+    auto guest = connect();
     if (guest) (void)guest->send(5, testing::pattern(100, 1));
     ::kill(::getpid(), SIGKILL);
     _exit(1);
@@ -209,9 +200,8 @@ TEST_F(VmTest, TheHostSeesAGuestGoneWhenItsHeartbeatStops) {
 }
 
 TEST_F(VmTest, AGoodbyeEndsTheHostSide) {
-  std::string error;
-  auto guest = connect(&error);
-  ASSERT_TRUE(guest) << error;
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
   Channel& h = host(0);
   guest->close();
   Message m;

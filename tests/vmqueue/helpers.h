@@ -90,7 +90,7 @@ class BrokerProcess {
                                                            bypass::vmqueue::QueueOptions o = {}) const {
     for (int i = 0;; ++i) {
       auto d = bypass::vmqueue::Domain::connect(socket_, name, o);
-      if (d.ok() || d.error() != bypass::vmqueue::Errc::kBrokerLost || i == 200) return d;
+      if (d.ok() || d.code() != bypass::vmqueue::Errc::kBrokerLost || i == 200) return d;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }

@@ -122,12 +122,12 @@ Status Channel::Impl::fail(Status status, std::string text) {
 Status Channel::Impl::write_record(uint32_t kind, std::span<const ByteSpan> record_parts, uint64_t size,
                                    Deadline deadline) {
   for (;;) {
-    const RingProducer::Result r = tx.try_write(kind, record_parts, &tx_error);
+    const RingProducer::Result r = tx.try_write(kind, record_parts);
     if (r == RingProducer::Result::kDone) return Status::kOk;
-    if (r == RingProducer::Result::kCorrupt) return fail(Status::kProtocolError, "transmit ring: " + tx_error);
+    if (r == RingProducer::Result::kCorrupt) return fail(Status::kProtocolError, "transmit ring: " + tx.error_text());
     const uint64_t bytes = layout::record_bytes(size);
     const Status w = wait_for(*this, tx, send_spin, send_sleeps, deadline, [&] {
-      switch (tx.has_space(bytes, &tx_error)) {
+      switch (tx.has_space(bytes)) {
         case RingProducer::Result::kDone:
           return Ready::kYes;
         case RingProducer::Result::kFull:
@@ -137,7 +137,7 @@ Status Channel::Impl::write_record(uint32_t kind, std::span<const ByteSpan> reco
       }
       return Ready::kCorrupt;
     });
-    if (w == Status::kProtocolError) return fail(w, "transmit ring: " + tx_error);
+    if (w == Status::kProtocolError) return fail(w, "transmit ring: " + tx.error_text());
     if (w != Status::kOk) return w;
   }
 }
@@ -178,8 +178,7 @@ void Channel::close() {
   Impl& s = *impl_;
   if (s.check_broken() == Status::kOk) {
     // Best effort, never blocking: a full ring means the peer sees kPeerGone instead.
-    std::string ignored;
-    (void)s.tx.try_write(layout::kKindGoodbye, {}, &ignored);
+    (void)s.tx.try_write(layout::kKindGoodbye, {});
   }
   impl_.reset();  // releases the link: closes the socket (the peer's liveness signal), unmaps
 }
@@ -292,11 +291,11 @@ Status Channel::recv(Message& out, Deadline deadline) {
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
   if (s.rx_closed) return Status::kClosed;
   note_cpu(s);
-  std::string& error = s.rx_error;
   for (;;) {
     RecordHeader h;
-    const RingConsumer::Result r = s.rx.peek(&h, &error);
-    if (r == RingConsumer::Result::kCorrupt) return s.fail(Status::kProtocolError, "receive ring: " + error);
+    const RingConsumer::Result r = s.rx.peek(&h);
+    if (r == RingConsumer::Result::kCorrupt)
+      return s.fail(Status::kProtocolError, "receive ring: " + s.rx.error_text());
     if (r == RingConsumer::Result::kEmpty) {
       const Status w = wait_for(s, s.rx, s.recv_spin, s.recv_sleeps, deadline,
                                 [&] { return s.rx.has_data() ? Ready::kYes : Ready::kNo; });
@@ -403,8 +402,8 @@ Status Channel::send_fds(uint64_t tag, std::span<const int> fds, Deadline deadli
   packet.header = {detail::kPacketMagic, static_cast<uint16_t>(detail::PacketType::kFds), 0};
   packet.count = static_cast<uint32_t>(fds.size());
   packet.tag = tag;
-  std::string error;
-  return detail::send_packet(s.link->socket(), &packet, sizeof packet, fds, deadline, &error);
+  // Its message adds nothing a caller of send_fds() acts on: the code says it all.
+  return detail::send_packet(s.link->socket(), &packet, sizeof packet, fds, deadline).code();
 }
 
 Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline) {
@@ -413,10 +412,9 @@ Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline
   if (const Status b = s.check_broken(); b != Status::kOk) return b;
   if (s.link->socket() < 0) return Status::kClosed;  // no fd crosses this medium (a VM)
   detail::Packet packet;
-  std::string error;
-  const Status st = detail::recv_packet(s.link->socket(), &packet, deadline, &error);
-  if (st == Status::kProtocolError) return s.fail(st, "socket: " + error);
-  if (st != Status::kOk) return st;
+  const auto received = detail::recv_packet(s.link->socket(), &packet, deadline);
+  if (received.code() == Status::kProtocolError) return s.fail(received.code(), "socket: " + received.error().message);
+  if (!received) return received.code();
   detail::FdsPacket fp;
   if (packet.size != sizeof fp) {
     return s.fail(Status::kProtocolError, base::str_printf("socket: unexpected %zu-byte packet", packet.size));

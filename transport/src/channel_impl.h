@@ -61,7 +61,6 @@ struct Channel::Impl {
   Counter msgs_sent, bytes_sent, send_sleeps;
   bool tx_abort_pending = false;  // a chunked message was cut short; cancel it before the next
   std::vector<ByteSpan> pieces;   // reused gather list for one record
-  std::string tx_error;           // reused: no construction per send
   // Appends one record, waiting for room until the deadline.
   Status write_record(uint32_t kind, std::span<const ByteSpan> record_parts, uint64_t size, Deadline deadline);
 
@@ -73,7 +72,6 @@ struct Channel::Impl {
   uint32_t reassembly_kind = 0;
   uint64_t reassembly_total = 0, reassembly_got = 0;
   std::vector<std::byte> reassembly;
-  std::string rx_error;
 
   // Sticky failure, set by whichever side finds it first.
   std::atomic<int> broken{0};  // a Status; pairs with the loads in check_broken()

@@ -25,16 +25,15 @@ constexpr unsigned kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
 bool is_power_of_two(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
-bool map_shared(int fd, size_t size, base::Mapping* mapping, std::string* error) {
+Result<base::Mapping> map_shared(int fd, size_t size) {
   // No MAP_POPULATE: an idle session must not cost its whole ring size in resident memory
   // (16 MiB at the default 8 MiB per ring); pages fault in as messages first reach them.
   auto mapped = base::Mapping::map_shared(fd, 0, size, /*writable=*/true);
   if (!mapped) {
-    *error = str_printf("cannot map the session region (%zu bytes): %s", size, mapped.error().message.c_str());
-    return false;
+    return make_error(
+        Status::kIo, str_printf("cannot map the session region (%zu bytes): %s", size, mapped.error().message.c_str()));
   }
-  *mapping = std::move(mapped).value();
-  return true;
+  return std::move(mapped).value();
 }
 
 struct Range {
@@ -43,17 +42,15 @@ struct Range {
 
 }  // namespace
 
-bool plan_region(const SessionOptions& options, RegionLayout* out, std::string* error) {
+Result<RegionLayout> plan_region(const SessionOptions& options) {
   uint64_t capacity = layout::kMinRingBytes;
   if (options.ring_bytes > layout::kMaxRingBytes) {
-    *error =
-        str_printf("ring_bytes %zu exceeds the limit of %" PRIu64 " bytes", options.ring_bytes, layout::kMaxRingBytes);
-    return false;
+    return make_error(Status::kInvalidArgument, str_printf("ring_bytes %zu exceeds the limit of %" PRIu64 " bytes",
+                                                           options.ring_bytes, layout::kMaxRingBytes));
   }
   while (capacity < options.ring_bytes) capacity *= 2;
   if (options.max_message == 0) {
-    *error = "max_message must be at least 1 byte";
-    return false;
+    return make_error(Status::kInvalidArgument, "max_message must be at least 1 byte");
   }
   RegionLayout plan;
   plan.max_message = options.max_message;
@@ -64,8 +61,7 @@ bool plan_region(const SessionOptions& options, RegionLayout* out, std::string* 
   }
   plan.hints_offset = layout::kControlOffset + layout::kRingCount * sizeof(RingControl);
   plan.size = layout::kDataOffset + layout::kRingCount * capacity;
-  *out = plan;
-  return true;
+  return plan;
 }
 
 void write_region(const RegionLayout& plan, std::byte* base) {
@@ -83,79 +79,73 @@ void write_region(const RegionLayout& plan, std::byte* base) {
   std::memcpy(base, &header, sizeof header);
 }
 
-bool create_region(const RegionLayout& plan, base::UniqueFd* memfd, base::Mapping* mapping, std::string* error) {
+Result<CreatedRegion> create_region(const RegionLayout& plan) {
   base::UniqueFd fd(::memfd_create("bypass-session", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) {
-    *error = str_printf("memfd_create failed: %s", std::strerror(errno));
-    return false;
+    return make_error(Status::kIo, str_printf("memfd_create failed: %s", std::strerror(errno)));
   }
   if (::ftruncate(fd.get(), static_cast<off_t>(plan.size)) != 0) {
-    *error = str_printf("cannot size the session region to %" PRIu64 " bytes: %s", plan.size, std::strerror(errno));
-    return false;
+    return make_error(Status::kIo, str_printf("cannot size the session region to %" PRIu64 " bytes: %s", plan.size,
+                                              std::strerror(errno)));
   }
   // Sealed against shrinking, a guest cannot make the host fault (SIGBUS) on the mapping.
   if (::fcntl(fd.get(), F_ADD_SEALS, kRequiredSeals) != 0) {
-    *error = str_printf("cannot seal the session region: %s", std::strerror(errno));
-    return false;
+    return make_error(Status::kIo, str_printf("cannot seal the session region: %s", std::strerror(errno)));
   }
-  base::Mapping map;
-  if (!map_shared(fd.get(), plan.size, &map, error)) return false;
-  write_region(plan, map.data());
-  *memfd = std::move(fd);
-  *mapping = std::move(map);
-  return true;
+  auto map = map_shared(fd.get(), plan.size);
+  if (!map) return map.error();
+  write_region(plan, map->data());
+  return CreatedRegion{std::move(fd), std::move(map).value()};
 }
 
-bool open_region(int memfd, base::Mapping* mapping, RegionLayout* out, std::string* error) {
+Result<OpenedRegion> open_region(int memfd) {
   struct stat st {};
   if (::fstat(memfd, &st) != 0) {
-    *error = str_printf("cannot stat the session region: %s", std::strerror(errno));
-    return false;
+    return make_error(Status::kIo, str_printf("cannot stat the session region: %s", std::strerror(errno)));
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   constexpr uint64_t kMaxRegion = layout::kDataOffset + layout::kRingCount * layout::kMaxRingBytes;
   if (!S_ISREG(st.st_mode) || size < layout::kDataOffset || size > kMaxRegion) {
-    *error = str_printf("session region has an invalid size (%" PRIu64 " bytes)", size);
-    return false;
+    return make_error(Status::kProtocolError,
+                      str_printf("session region has an invalid size (%" PRIu64 " bytes)", size));
   }
   const int seals = ::fcntl(memfd, F_GET_SEALS);
   if (seals < 0 || (static_cast<unsigned>(seals) & kRequiredSeals) != kRequiredSeals) {
-    *error = "session region is not sealed against resizing";
-    return false;
+    return make_error(Status::kProtocolError, "session region is not sealed against resizing");
   }
-  base::Mapping map;
-  if (!map_shared(memfd, size, &map, error)) return false;
-  if (!validate_region({map.data(), map.size()}, out, error)) return false;
-  *mapping = std::move(map);
-  return true;
+  auto map = map_shared(memfd, size);
+  if (!map) return map.error();
+  auto layout = validate_region({map->data(), map->size()});
+  if (!layout) return layout.error();
+  return OpenedRegion{std::move(map).value(), *layout};
 }
 
-bool validate_region(std::span<const std::byte> region, RegionLayout* out, std::string* error) {
+Result<RegionLayout> validate_region(std::span<const std::byte> region) {
   const uint64_t size = region.size();
   if (size < layout::kDataOffset) {
-    *error = str_printf("session region has an invalid size (%" PRIu64 " bytes)", size);
-    return false;
+    return make_error(Status::kProtocolError,
+                      str_printf("session region has an invalid size (%" PRIu64 " bytes)", size));
   }
   RegionHeader header;
   std::memcpy(&header, region.data(), sizeof header);
   if (header.magic != layout::kRegionMagic || header.layout_version != layout::kLayoutVersion) {
-    *error = str_printf("session region has magic 0x%08x layout version %u, expected 0x%08x version %u", header.magic,
-                        header.layout_version, layout::kRegionMagic, layout::kLayoutVersion);
-    return false;
+    return make_error(Status::kProtocolError,
+                      str_printf("session region has magic 0x%08x layout version %u, expected 0x%08x version %u",
+                                 header.magic, header.layout_version, layout::kRegionMagic, layout::kLayoutVersion));
   }
   if (header.region_size != size || header.max_message == 0) {
-    *error = str_printf("session region header says %" PRIu64 " bytes (max message %" PRIu64
-                        ") but the region holds %" PRIu64,
-                        header.region_size, header.max_message, size);
-    return false;
+    return make_error(Status::kProtocolError,
+                      str_printf("session region header says %" PRIu64 " bytes (max message %" PRIu64
+                                 ") but the region holds %" PRIu64,
+                                 header.region_size, header.max_message, size));
   }
   // Every piece must lie inside the region and no two may overlap.
   Range ranges[2 + 2 * layout::kRingCount];
   ranges[0] = {0, sizeof(RegionHeader)};
   if (header.hints_offset % layout::kCacheLine != 0 || header.hints_offset > size ||
       size - header.hints_offset < sizeof(layout::SchedulingHints)) {
-    *error = str_printf("session region hints at %" PRIu64 " are invalid", header.hints_offset);
-    return false;
+    return make_error(Status::kProtocolError,
+                      str_printf("session region hints at %" PRIu64 " are invalid", header.hints_offset));
   }
   ranges[1 + 2 * layout::kRingCount] = {header.hints_offset, header.hints_offset + sizeof(layout::SchedulingHints)};
   for (uint32_t i = 0; i < layout::kRingCount; ++i) {
@@ -163,10 +153,10 @@ bool validate_region(std::span<const std::byte> region, RegionLayout* out, std::
     if (!is_power_of_two(d.capacity) || d.capacity < layout::kMinRingBytes || d.capacity > layout::kMaxRingBytes ||
         d.control_offset % layout::kCacheLine != 0 || d.data_offset % 8 != 0 || d.control_offset > size ||
         size - d.control_offset < sizeof(RingControl) || d.data_offset > size || size - d.data_offset < d.capacity) {
-      *error = str_printf("session region ring %u is invalid (control at %" PRIu64 ", data at %" PRIu64
-                          ", capacity %" PRIu64 ", region %" PRIu64 " bytes)",
-                          i, d.control_offset, d.data_offset, d.capacity, size);
-      return false;
+      return make_error(Status::kProtocolError,
+                        str_printf("session region ring %u is invalid (control at %" PRIu64 ", data at %" PRIu64
+                                   ", capacity %" PRIu64 ", region %" PRIu64 " bytes)",
+                                   i, d.control_offset, d.data_offset, d.capacity, size));
     }
     ranges[1 + 2 * i] = {d.control_offset, d.control_offset + sizeof(RingControl)};
     ranges[2 + 2 * i] = {d.data_offset, d.data_offset + d.capacity};
@@ -174,8 +164,7 @@ bool validate_region(std::span<const std::byte> region, RegionLayout* out, std::
   for (size_t a = 0; a < std::size(ranges); ++a) {
     for (size_t b = a + 1; b < std::size(ranges); ++b) {
       if (ranges[a].begin < ranges[b].end && ranges[b].begin < ranges[a].end) {
-        *error = "session region has overlapping rings";
-        return false;
+        return make_error(Status::kProtocolError, "session region has overlapping rings");
       }
     }
   }
@@ -184,8 +173,7 @@ bool validate_region(std::span<const std::byte> region, RegionLayout* out, std::
   result.max_message = header.max_message;
   for (uint32_t i = 0; i < layout::kRingCount; ++i) result.rings[i] = header.rings[i];
   result.hints_offset = header.hints_offset;
-  *out = result;
-  return true;
+  return result;
 }
 
 }  // namespace bypass::transport::detail

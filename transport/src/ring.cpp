@@ -15,10 +15,6 @@ namespace {
 
 constexpr uint64_t kAlign = 8;
 
-void set_error(std::string* error, std::string text) {
-  if (error != nullptr) *error = std::move(text);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -33,25 +29,25 @@ RingProducer::RingProducer(layout::RingControl* control, std::byte* data, uint64
       asymmetric_(asymmetric_fences),
       waker_(waker != nullptr ? waker : &futex_waker()) {}
 
-bool RingProducer::refresh_tail(std::string* error) {
+bool RingProducer::refresh_tail() {
   // Pairs with the consumer's tail store in pop(): once we see the new tail, the consumer
   // has finished copying those bytes out and we may overwrite them. seq_cst rather
   // than acquire because after announce_sleep() this load must not move before that store.
   const uint64_t tail = control_->tail.load(std::memory_order_seq_cst);
   // The consumer can only move forward, never past what we published, in whole records.
   if (tail < cached_tail_ || tail > head_ || tail % kAlign != 0) {
-    set_error(error, base::str_printf("ring tail %" PRIu64 " is invalid (previous tail %" PRIu64 ", head %" PRIu64
-                                        ", capacity %" PRIu64 ")",
-                                        tail, cached_tail_, head_, capacity_));
+    error_ = base::str_printf("ring tail %" PRIu64 " is invalid (previous tail %" PRIu64 ", head %" PRIu64
+                              ", capacity %" PRIu64 ")",
+                              tail, cached_tail_, head_, capacity_);
     return false;
   }
   cached_tail_ = tail;
   return true;
 }
 
-RingProducer::Result RingProducer::has_space(uint64_t record_bytes, std::string* error) {
+RingProducer::Result RingProducer::has_space(uint64_t record_bytes) {
   if (capacity_ - (head_ - cached_tail_) >= record_bytes) return Result::kDone;
-  if (!refresh_tail(error)) return Result::kCorrupt;
+  if (!refresh_tail()) return Result::kCorrupt;
   return capacity_ - (head_ - cached_tail_) >= record_bytes ? Result::kDone : Result::kFull;
 }
 
@@ -62,16 +58,16 @@ uint64_t RingProducer::used() const {
   return used <= capacity_ ? used : capacity_;
 }
 
-RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const ByteSpan> parts, std::string* error) {
+RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const ByteSpan> parts) {
   uint64_t size = 0;
   for (const ByteSpan& part : parts) size += part.size();
   if (size > max_record_payload()) {
-    set_error(error, base::str_printf("record of %" PRIu64 " bytes exceeds the ring's record limit %" PRIu64, size,
-                                        max_record_payload()));
+    error_ = base::str_printf("record of %" PRIu64 " bytes exceeds the ring's record limit %" PRIu64, size,
+                              max_record_payload());
     return Result::kCorrupt;
   }
   const uint64_t bytes = layout::record_bytes(size);
-  if (const Result r = has_space(bytes, error); r != Result::kDone) return r;
+  if (const Result r = has_space(bytes); r != Result::kDone) return r;
 
   // The header never wraps (head_ is 8-aligned, capacity a multiple of 8); payload parts may.
   const RecordHeader header{static_cast<uint32_t>(size), kind};
@@ -157,7 +153,7 @@ uint64_t RingConsumer::used() const {
   return used <= capacity_ ? used : capacity_;  // a corrupt head is reported by peek()
 }
 
-RingConsumer::Result RingConsumer::peek(RecordHeader* header, std::string* error) {
+RingConsumer::Result RingConsumer::peek(RecordHeader* header) {
   if (current_bytes_ != 0) {
     *header = current_;
     return Result::kDone;
@@ -168,9 +164,9 @@ RingConsumer::Result RingConsumer::peek(RecordHeader* header, std::string* error
     const uint64_t head = control_->head.load(std::memory_order_seq_cst);
     // Unsigned difference: a head behind our tail wraps to a huge value and is caught too.
     if (head - tail_ > capacity_ || head < cached_head_ || head % kAlign != 0) {
-      set_error(error, base::str_printf("ring head %" PRIu64 " is invalid (tail %" PRIu64 ", previous head %" PRIu64
-                                          ", capacity %" PRIu64 ")",
-                                          head, tail_, cached_head_, capacity_));
+      error_ = base::str_printf("ring head %" PRIu64 " is invalid (tail %" PRIu64 ", previous head %" PRIu64
+                                ", capacity %" PRIu64 ")",
+                                head, tail_, cached_head_, capacity_);
       return Result::kCorrupt;
     }
     cached_head_ = head;
@@ -182,10 +178,9 @@ RingConsumer::Result RingConsumer::peek(RecordHeader* header, std::string* error
   std::memcpy(&copy, data_ + (tail_ & mask_), sizeof copy);
   const uint64_t available = cached_head_ - tail_;
   if (copy.size > layout::max_record_payload(capacity_) || layout::record_bytes(copy.size) > available) {
-    set_error(error,
-              base::str_printf("record at %" PRIu64 " claims %u payload bytes but %" PRIu64
-                                 " bytes are published (record limit %" PRIu64 ")",
-                                 tail_, copy.size, available - sizeof copy, layout::max_record_payload(capacity_)));
+    error_ = base::str_printf("record at %" PRIu64 " claims %u payload bytes but %" PRIu64
+                              " bytes are published (record limit %" PRIu64 ")",
+                              tail_, copy.size, available - sizeof copy, layout::max_record_payload(capacity_));
     return Result::kCorrupt;
   }
   current_ = copy;

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "bypass/base/unix_socket.h"
@@ -33,10 +34,6 @@ using detail::RejectPacket;
 using base::str_printf;
 
 namespace {
-
-void set_error(std::string* error, std::string text) {
-  if (error != nullptr) *error = std::move(text);
-}
 
 PacketHeader header_of(PacketType type) { return {detail::kPacketMagic, static_cast<uint16_t>(type), 0}; }
 
@@ -96,9 +93,28 @@ void send_reject(int socket, const std::string& text) {
   const std::string line = base::printable(text, detail::kMaxRejectText);
   p.text_bytes = static_cast<uint32_t>(line.size());
   std::memcpy(p.text, line.data(), line.size());
-  std::string ignored;
-  (void)detail::send_packet(socket, &p, sizeof p, {}, deadline_after(std::chrono::milliseconds(100)), &ignored);
+  if (auto sent = detail::send_packet(socket, &p, sizeof p, {}, deadline_after(std::chrono::milliseconds(100)));
+      !sent) {
+    // Nothing to do about it: the caller's own error says why the session ended.
+  }
 }
+
+// Refuses the handshake: the peer gets `error`'s message as the Reject text, and it is our error.
+Error refuse(int socket, Error error) {
+  send_reject(socket, error.message);
+  return error;
+}
+
+// An error's message without the code name in front, to be put under another prefix.
+std::string detail_of(const Error& error) {
+  const std::string_view name = to_string(error.code);
+  std::string_view text = error.message;
+  if (text.starts_with(name) && text.substr(name.size()).starts_with(": ")) text.remove_prefix(name.size() + 2);
+  return std::string(text);
+}
+
+// A packet that could not be sent or received during the handshake, under its own code.
+Error handshake_failed(const Error& error) { return make_error(error.code, "handshake failed: " + detail_of(error)); }
 
 // SO_PEERCRED as the channel reports it: pid, uid and gid -1 when the kernel would not say.
 ucred peer_credentials(int socket) {
@@ -109,24 +125,25 @@ ucred peer_credentials(int socket) {
 
 // "unix:/path", "/path", "unix:@name" (abstract): the address, its path empty for abstract
 // sockets.
-std::optional<base::UnixAddress> parse_endpoint(const std::string& endpoint, std::string* error) {
+Result<base::UnixAddress> parse_endpoint(const std::string& endpoint) {
   std::string_view rest = endpoint;
   if (rest.starts_with("unix:")) {
     rest.remove_prefix(5);
   } else if (const size_t colon = rest.find(':'); colon != std::string::npos && rest.find('/') > colon) {
-    set_error(error, str_printf("unsupported endpoint '%s' (only unix:PATH is implemented)",
-                                base::printable(endpoint, 200).c_str()));
-    return std::nullopt;
+    return make_error(Status::kInvalidArgument, str_printf("unsupported endpoint '%s' (only unix:PATH is implemented)",
+                                                           base::printable(endpoint, 200).c_str()));
   }
   auto address = base::unix_address(rest);
-  if (!address) {
-    set_error(error, address.error().message);
-    return std::nullopt;
-  }
+  if (!address) return base::rebrand(Status::kInvalidArgument, address.error());
   return std::move(address).value();
 }
 
 }  // namespace
+
+Error detail::refused(const std::string& text) {
+  if (text.starts_with(to_string(Status::kRefused))) return Error{Status::kRefused, text};
+  return make_error(Status::kRefused, text);
+}
 
 std::string detail::compare_versions(const Hello& guest, uint32_t guest_transport, const Hello& host,
                                      uint32_t host_transport) {
@@ -135,138 +152,109 @@ std::string detail::compare_versions(const Hello& guest, uint32_t guest_transpor
                      : guest.schema_hash != host.schema_hash           ? "schema hash"
                                                                        : nullptr;
   if (what == nullptr) return {};
-  return str_printf("handshake refused: %s mismatch: guest '%s' has protocol %u schema 0x%016" PRIx64
+  return str_printf("%s mismatch: guest '%s' has protocol %u schema 0x%016" PRIx64
                     " transport %u, host '%s' has protocol %u schema 0x%016" PRIx64 " transport %u",
                     what, guest.peer_name.c_str(), guest.protocol_version, guest.schema_hash, guest_transport,
                     host.peer_name.c_str(), host.protocol_version, host.schema_hash, host_transport);
 }
 
-std::optional<Channel> connect_socket(base::UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline) {
+Result<Channel> connect_socket(base::UniqueFd socket, const Hello& mine, Deadline deadline) {
   const int fd = socket.get();
-  std::string why;
   const bool fences = detail::register_asymmetric_fences();
   const HelloPacket hello = make_hello(PacketType::kHello, mine, fences ? detail::kHelloFlagAsymmetricFences : 0);
   Packet packet;
-  if (detail::send_packet(fd, &hello, sizeof hello, {}, deadline, &why) != Status::kOk) {
+  if (auto sent = detail::send_packet(fd, &hello, sizeof hello, {}, deadline); !sent) {
     // A server that refused us at once (a limit, its access policy) may have closed before
     // our hello went out; its reason is still queued for us.
     std::string text;
-    if (detail::recv_packet(fd, &packet, deadline_after(std::chrono::milliseconds(100)), &text) == Status::kOk &&
+    if (detail::recv_packet(fd, &packet, deadline_after(std::chrono::milliseconds(100))) &&
         parse_reject(packet, &text)) {
-      set_error(error, text);
-    } else {
-      set_error(error, "handshake failed: " + why);
+      return detail::refused(text);
     }
-    return std::nullopt;
+    return handshake_failed(sent.error());
   }
-  const Status st = detail::recv_packet(fd, &packet, deadline, &why);
-  if (st != Status::kOk) {
-    set_error(error, st == Status::kPeerGone ? "handshake failed: the host closed the connection"
-                                             : "handshake failed: " + why);
-    return std::nullopt;
+  if (auto received = detail::recv_packet(fd, &packet, deadline); !received) {
+    if (received.code() == Status::kPeerGone) {
+      return make_error(Status::kPeerGone, "handshake failed: the host closed the connection");
+    }
+    return handshake_failed(received.error());
   }
   std::string text;
-  if (parse_reject(packet, &text)) {
-    set_error(error, text);
-    return std::nullopt;
-  }
+  if (parse_reject(packet, &text)) return detail::refused(text);
   Hello host;
   uint32_t host_transport = 0, agreed = 0;
   if (!parse_hello(packet, PacketType::kWelcome, &host, &host_transport, &agreed) || packet.fds.size() != 1) {
-    text = "handshake failed: the host sent a malformed welcome (" + describe_packet(packet) + ")";
-    send_reject(fd, text);
-    set_error(error, text);
-    return std::nullopt;
+    return refuse(fd, make_error(Status::kProtocolError, "handshake failed: the host sent a malformed welcome (" +
+                                                             describe_packet(packet) + ")"));
   }
   Hello me = mine;
   me.peer_name = base::printable(mine.peer_name, kMaxNameBytes);
   if (text = detail::compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {
-    send_reject(fd, text);
-    set_error(error, text);
-    return std::nullopt;
+    return refuse(fd, detail::refused(text));
   }
-  base::Mapping mapping;
-  detail::RegionLayout region;
-  if (!detail::open_region(packet.fds[0].get(), &mapping, &region, &why)) {
-    text = "handshake failed: guest refused the session region: " + why;
-    send_reject(fd, text);
-    set_error(error, text);
-    return std::nullopt;
+  auto region = detail::open_region(packet.fds[0].get());
+  if (!region) {
+    return refuse(fd, make_error(Status::kRefused, "guest refused the session region: " + region.error().message));
   }
   const detail::ReadyPacket ready{header_of(PacketType::kReady)};
-  if (detail::send_packet(fd, &ready, sizeof ready, {}, deadline, &why) != Status::kOk) {
-    set_error(error, "handshake failed: " + why);
-    return std::nullopt;
+  if (auto sent = detail::send_packet(fd, &ready, sizeof ready, {}, deadline); !sent) {
+    return handshake_failed(sent.error());
   }
   const ucred cred = peer_credentials(fd);
   const bool asymmetric = fences && (agreed & detail::kHelloFlagAsymmetricFences) != 0;
-  return detail::ChannelFactory::make(std::make_unique<detail::SocketLink>(std::move(socket), std::move(mapping)),
-                                      region, false, asymmetric, cred, std::move(host));
+  return detail::ChannelFactory::make(
+      std::make_unique<detail::SocketLink>(std::move(socket), std::move(region->mapping)), region->layout, false,
+      asymmetric, cred, std::move(host));
 }
 
-std::optional<Channel> accept_socket(base::UniqueFd socket, const Hello& mine, const SessionOptions& options,
-                                     std::string* error, Deadline deadline) {
+Result<Channel> accept_socket(base::UniqueFd socket, const Hello& mine, const SessionOptions& options,
+                              Deadline deadline) {
   const int fd = socket.get();
   const ucred cred = peer_credentials(fd);
   const std::string who = str_printf("guest pid %d uid %d", static_cast<int>(cred.pid), static_cast<int>(cred.uid));
-  std::string why;
+  // The error a host logs names the guest; the Reject the guest gets does not.
+  auto guest_error = [&](const Error& error) { return make_error(error.code, who + ": " + detail_of(error)); };
   Packet packet;
-  if (const Status st = detail::recv_packet(fd, &packet, deadline, &why); st != Status::kOk) {
-    if (st == Status::kProtocolError) send_reject(fd, "handshake refused: " + why);
-    set_error(error, who + ": handshake failed: " + why);
-    return std::nullopt;
+  if (auto received = detail::recv_packet(fd, &packet, deadline); !received) {
+    if (received.code() == Status::kProtocolError) send_reject(fd, "handshake refused: " + received.error().message);
+    return guest_error(handshake_failed(received.error()));
   }
   Hello guest;
   uint32_t guest_transport = 0, offered = 0;
   if (!parse_hello(packet, PacketType::kHello, &guest, &guest_transport, &offered) || !packet.fds.empty()) {
-    const std::string text = "handshake refused: malformed hello (" + describe_packet(packet) + ")";
-    send_reject(fd, text);
-    set_error(error, who + ": " + text);
-    return std::nullopt;
+    return guest_error(refuse(fd, make_error(Status::kRefused, "malformed hello (" + describe_packet(packet) + ")")));
   }
   Hello me = mine;
   me.peer_name = base::printable(mine.peer_name, kMaxNameBytes);
   if (std::string text = detail::compare_versions(guest, guest_transport, me, kTransportVersion); !text.empty()) {
-    send_reject(fd, text);
-    set_error(error, who + ": " + text);
-    return std::nullopt;
+    return guest_error(refuse(fd, detail::refused(text)));
   }
-  detail::RegionLayout region;
-  base::UniqueFd memfd;
-  base::Mapping mapping;
-  if (!detail::plan_region(options, &region, &why) || !detail::create_region(region, &memfd, &mapping, &why)) {
-    const std::string text = "handshake refused: host cannot create the session region: " + why;
-    send_reject(fd, text);
-    set_error(error, who + ": " + text);
-    return std::nullopt;
+  auto plan = detail::plan_region(options);
+  auto region = plan ? detail::create_region(*plan) : Result<detail::CreatedRegion>(plan.error());
+  if (!region) {
+    return guest_error(
+        refuse(fd, make_error(Status::kRefused, "host cannot create the session region: " + region.error().message)));
   }
   // Asymmetric fences only if both processes registered for membarrier.
   const bool asymmetric = (offered & detail::kHelloFlagAsymmetricFences) != 0 && detail::register_asymmetric_fences();
   const HelloPacket welcome =
       make_hello(PacketType::kWelcome, mine, asymmetric ? detail::kHelloFlagAsymmetricFences : 0);
-  const int fds[] = {memfd.get()};
-  if (detail::send_packet(fd, &welcome, sizeof welcome, fds, deadline, &why) != Status::kOk) {
-    set_error(error, who + ": handshake failed: " + why);
-    return std::nullopt;
+  const int fds[] = {region->memfd.get()};
+  if (auto sent = detail::send_packet(fd, &welcome, sizeof welcome, fds, deadline); !sent) {
+    return guest_error(handshake_failed(sent.error()));
   }
-  memfd.reset();  // the guest has its own reference now; our mapping keeps the memory alive
-  if (const Status st = detail::recv_packet(fd, &packet, deadline, &why); st != Status::kOk) {
-    set_error(error, who + ": handshake failed: " + why);
-    return std::nullopt;
+  region->memfd.reset();  // the guest has its own reference now; our mapping keeps the memory alive
+  if (auto received = detail::recv_packet(fd, &packet, deadline); !received) {
+    return guest_error(handshake_failed(received.error()));
   }
   std::string text;
-  if (parse_reject(packet, &text)) {
-    set_error(error, who + ": " + text);
-    return std::nullopt;
-  }
+  if (parse_reject(packet, &text)) return guest_error(detail::refused(text));
   if (!packet_is(packet, PacketType::kReady, sizeof(detail::ReadyPacket)) || !packet.fds.empty()) {
-    text = "handshake refused: malformed ready (" + describe_packet(packet) + ")";
-    send_reject(fd, text);
-    set_error(error, who + ": " + text);
-    return std::nullopt;
+    return guest_error(refuse(fd, make_error(Status::kRefused, "malformed ready (" + describe_packet(packet) + ")")));
   }
-  return detail::ChannelFactory::make(std::make_unique<detail::SocketLink>(std::move(socket), std::move(mapping)),
-                                      region, true, asymmetric, cred, std::move(guest));
+  return detail::ChannelFactory::make(
+      std::make_unique<detail::SocketLink>(std::move(socket), std::move(region->mapping)), *plan, true, asymmetric,
+      cred, std::move(guest));
 }
 
 void reject_connection(base::UniqueFd socket, const std::string& text) {
@@ -278,38 +266,27 @@ void reject_connection(base::UniqueFd socket, const std::string& text) {
   send_reject(socket.get(), text);
 }
 
-ucred peer_credentials_of(int socket) { return peer_credentials(socket); }
-
-std::optional<ChannelPair> make_channel_pair(const SessionOptions& options, std::string* error) {
+Result<ChannelPair> make_channel_pair(const SessionOptions& options) {
   auto pair = base::socket_pair(SOCK_SEQPACKET | SOCK_NONBLOCK);
-  if (!pair) {
-    set_error(error, pair.error().message);
-    return std::nullopt;
-  }
+  if (!pair) return base::rebrand(Status::kIo, pair.error());
   base::UniqueFd guest_end = std::move(pair->first), host_end = std::move(pair->second);
   const Deadline deadline = deadline_after(std::chrono::seconds(10));
-  std::optional<Channel> guest;
-  std::string guest_error;
+  std::optional<Result<Channel>> guest;
   std::thread guest_thread([&] {
-    guest = connect_socket(std::move(guest_end), Hello{0, 0, "pair-guest"}, &guest_error, deadline);
+    guest.emplace(connect_socket(std::move(guest_end), Hello{0, 0, "pair-guest"}, deadline));
   });
-  std::optional<Channel> host = accept_socket(std::move(host_end), Hello{0, 0, "pair-host"}, options, error, deadline);
+  Result<Channel> host = accept_socket(std::move(host_end), Hello{0, 0, "pair-host"}, options, deadline);
   guest_thread.join();
-  if (!guest || !host) {
-    if (host) set_error(error, guest_error);
-    return std::nullopt;
-  }
-  return ChannelPair{std::move(*guest), std::move(*host)};
+  if (!host) return host.error();
+  if (!*guest) return guest->error();
+  return ChannelPair{std::move(*guest).value(), std::move(host).value()};
 }
 
-std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, std::string* error, Deadline deadline) {
-  const std::optional<base::UnixAddress> address = parse_endpoint(endpoint, error);
-  if (!address) return std::nullopt;
+Result<Channel> connect(const std::string& endpoint, const Hello& mine, Deadline deadline) {
+  auto address = parse_endpoint(endpoint);
+  if (!address) return address.error();
   auto socket = base::unix_socket(SOCK_SEQPACKET | SOCK_NONBLOCK);
-  if (!socket) {
-    set_error(error, "cannot create a socket: " + socket.error().message);
-    return std::nullopt;
-  }
+  if (!socket) return make_error(Status::kIo, "cannot create a socket: " + socket.error().message);
   base::UniqueFd fd = std::move(socket).value();
   for (;;) {
     if (::connect(fd.get(), address->sockaddr_ptr(), address->length) == 0) break;
@@ -319,11 +296,11 @@ std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, s
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
-    set_error(error, str_printf("no bypass server at %s (connect: %s)", base::printable(endpoint, 200).c_str(),
-                                errno == EAGAIN ? "server busy, timed out" : std::strerror(errno)));
-    return std::nullopt;
+    return make_error(errno == EAGAIN ? Status::kTimeout : Status::kIo,
+                      str_printf("no bypass server at %s (connect: %s)", base::printable(endpoint, 200).c_str(),
+                                 errno == EAGAIN ? "server busy, timed out" : std::strerror(errno)));
   }
-  return connect_socket(std::move(fd), mine, error, deadline);
+  return connect_socket(std::move(fd), mine, deadline);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,79 +341,64 @@ void Listener::remove_socket_file() {
 int Listener::fd() const { return fd_.get(); }
 const std::string& Listener::path() const { return path_; }
 
-std::optional<Listener> Listener::listen(const std::string& endpoint, std::string* error) {
-  const std::optional<base::UnixAddress> address = parse_endpoint(endpoint, error);
-  if (!address) return std::nullopt;
+Result<Listener> Listener::listen(const std::string& endpoint) {
+  auto address = parse_endpoint(endpoint);
+  if (!address) return address.error();
   const std::string& path = address->path;
   if (!path.empty()) {
     const std::filesystem::path parent = std::filesystem::path(path).parent_path();
     std::error_code ec;
     if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-    if (ec) {
-      set_error(error, str_printf("cannot create %s: %s", parent.c_str(), ec.message().c_str()));
-      return std::nullopt;
-    }
+    if (ec) return make_error(Status::kIo, str_printf("cannot create %s: %s", parent.c_str(), ec.message().c_str()));
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode)) {
-        set_error(error, str_printf("%s exists and is not a socket; not replacing it", path.c_str()));
-        return std::nullopt;
+        return make_error(Status::kInvalidArgument,
+                          str_printf("%s exists and is not a socket; not replacing it", path.c_str()));
       }
       // A socket file: live if someone accepts on it, stale otherwise.
       auto probe = base::unix_socket(SOCK_SEQPACKET | SOCK_NONBLOCK);
       if (probe && ::connect(probe->get(), address->sockaddr_ptr(), address->length) == 0) {
-        set_error(error, str_printf("another server is already listening on %s", path.c_str()));
-        return std::nullopt;
+        return make_error(Status::kInvalidArgument,
+                          str_printf("another server is already listening on %s", path.c_str()));
       }
       ::unlink(path.c_str());
     }
   }
   auto socket = base::unix_socket(SOCK_SEQPACKET | SOCK_NONBLOCK);
-  if (!socket) {
-    set_error(error, "cannot create a socket: " + socket.error().message);
-    return std::nullopt;
-  }
+  if (!socket) return make_error(Status::kIo, "cannot create a socket: " + socket.error().message);
   base::UniqueFd fd = std::move(socket).value();
   if (::bind(fd.get(), address->sockaddr_ptr(), address->length) != 0) {
-    set_error(error, str_printf("cannot bind %s: %s", base::printable(endpoint, 200).c_str(), std::strerror(errno)));
-    return std::nullopt;
+    return make_error(Status::kIo,
+                      str_printf("cannot bind %s: %s", base::printable(endpoint, 200).c_str(), std::strerror(errno)));
   }
   if (::listen(fd.get(), 128) != 0) {
-    set_error(error,
-              str_printf("cannot listen on %s: %s", base::printable(endpoint, 200).c_str(), std::strerror(errno)));
-    return std::nullopt;
+    return make_error(Status::kIo, str_printf("cannot listen on %s: %s", base::printable(endpoint, 200).c_str(),
+                                              std::strerror(errno)));
   }
   struct stat st {};
   if (!path.empty() && ::lstat(path.c_str(), &st) != 0) st = {};
   return Listener(std::move(fd), path, st.st_dev, st.st_ino);
 }
 
-base::UniqueFd Listener::accept_connection(std::string* error, Deadline deadline) {
-  if (!fd_) {
-    set_error(error, "listener is closed");
-    return base::UniqueFd();
-  }
+Result<base::UniqueFd> Listener::accept_connection(Deadline deadline) {
+  if (!fd_) return make_error(Status::kClosed, "listener is closed");
   for (;;) {
     base::UniqueFd conn(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (conn) return conn;
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
-      set_error(error, str_printf("accept failed: %s", std::strerror(errno)));
-      return base::UniqueFd();
+      return make_error(Status::kIo, str_printf("accept failed: %s", std::strerror(errno)));
     }
-    if (Clock::now() >= deadline) {
-      set_error(error, "no guest connected before the deadline");
-      return base::UniqueFd();
-    }
+    if (Clock::now() >= deadline) return make_error(Status::kTimeout, "no guest connected before the deadline");
     pollfd p{fd_.get(), POLLIN, 0};
     (void)::poll(&p, 1, detail::poll_timeout_ms(deadline));
   }
 }
 
-std::optional<Channel> Listener::accept(const Hello& mine, const SessionOptions& options, std::string* error,
-                                        Deadline deadline) {
-  base::UniqueFd conn = accept_connection(error, deadline);
-  if (!conn) return std::nullopt;
-  return accept_socket(std::move(conn), mine, options, error, deadline);
+Result<Channel> Listener::accept(const Hello& mine, const SessionOptions& options, Deadline deadline) {
+  auto conn = accept_connection(deadline);
+  if (!conn) return conn.error();
+  return accept_socket(std::move(conn).value(), mine, options, deadline);
 }
 
 }  // namespace bypass::transport

@@ -26,43 +26,36 @@ bool peer_hung_up(int socket) {
   return (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) != 0;
 }
 
-Status send_packet(int socket, const void* data, size_t size, std::span<const int> fds, Deadline deadline,
-                   std::string* error) {
+Result<> send_packet(int socket, const void* data, size_t size, std::span<const int> fds, Deadline deadline) {
   const std::span<const std::byte> bytes(static_cast<const std::byte*>(data), size);
   for (;;) {
     auto sent = base::send_fds(socket, bytes, fds, MSG_DONTWAIT);
     if (sent.ok()) {
-      if (*sent == size) return Status::kOk;
-      *error = "short write on a SOCK_SEQPACKET socket";
-      return Status::kProtocolError;
+      if (*sent == size) return {};
+      return make_error(Status::kProtocolError, "short write on a SOCK_SEQPACKET socket");
     }
     switch (sent.code()) {
       case base::Errc::kWouldBlock:
         break;
       case base::Errc::kInvalidArgument:
-        *error = str_printf("cannot send %zu fds in one message", fds.size());
-        return Status::kTooLarge;
+        return make_error(Status::kTooLarge, str_printf("cannot send %zu fds in one message", fds.size()));
       case base::Errc::kPeerGone:
-        *error = "peer closed the connection";
-        return Status::kPeerGone;
+        return make_error(Status::kPeerGone, "peer closed the connection");
       default:
-        *error = sent.error().message;
-        return sent.code() == base::Errc::kClosed ? Status::kClosed : Status::kPeerGone;
+        return base::rebrand(sent.code() == base::Errc::kClosed ? Status::kClosed : Status::kPeerGone, sent.error());
     }
     if (Clock::now() >= deadline) {
-      *error = "timed out sending on the session socket";
-      return Status::kTimeout;
+      return make_error(Status::kTimeout, "timed out sending on the session socket");
     }
     pollfd p{socket, POLLOUT, 0};
     (void)::poll(&p, 1, poll_timeout_ms(deadline));  // any outcome: the next sendmsg tells
     if ((p.revents & (POLLHUP | POLLERR)) != 0) {
-      *error = "peer closed the connection";
-      return Status::kPeerGone;
+      return make_error(Status::kPeerGone, "peer closed the connection");
     }
   }
 }
 
-Status recv_packet(int socket, Packet* packet, Deadline deadline, std::string* error) {
+Result<> recv_packet(int socket, Packet* packet, Deadline deadline) {
   packet->fds.clear();
   packet->size = 0;
   bool reset_seen = false;
@@ -74,8 +67,7 @@ Status recv_packet(int socket, Packet* packet, Deadline deadline, std::string* e
       switch (n.code()) {
         case base::Errc::kWouldBlock: {
           if (Clock::now() >= deadline) {
-            *error = "timed out waiting for the peer";
-            return Status::kTimeout;
+            return make_error(Status::kTimeout, "timed out waiting for the peer");
           }
           pollfd p{socket, POLLIN, 0};
           (void)::poll(&p, 1, poll_timeout_ms(deadline));  // any outcome: the next recvmsg tells
@@ -90,34 +82,27 @@ Status recv_packet(int socket, Packet* packet, Deadline deadline, std::string* e
           }
           [[fallthrough]];
         case base::Errc::kPeerGone:
-          *error = "peer closed the connection";
-          return Status::kPeerGone;
+          return make_error(Status::kPeerGone, "peer closed the connection");
         case base::Errc::kTruncated:
-          *error = "peer sent an oversized packet";
-          return Status::kProtocolError;
+          return make_error(Status::kProtocolError, "peer sent an oversized packet");
         case base::Errc::kTooManyFds:
-          *error = "peer attached too many file descriptors";
-          return Status::kProtocolError;
+          return make_error(Status::kProtocolError, "peer attached too many file descriptors");
         default:
-          *error = n.error().message;
-          return n.code() == base::Errc::kClosed ? Status::kClosed : Status::kPeerGone;
+          return base::rebrand(n.code() == base::Errc::kClosed ? Status::kClosed : Status::kPeerGone, n.error());
       }
     }
     if (*n == 0 && packet->fds.empty()) {
       // End of stream, or an empty packet from a live peer (malformed).
       if (peer_hung_up(socket)) {
-        *error = "peer closed the connection";
-        return Status::kPeerGone;
+        return make_error(Status::kPeerGone, "peer closed the connection");
       }
-      *error = "peer sent an empty packet";
-      return Status::kProtocolError;
+      return make_error(Status::kProtocolError, "peer sent an empty packet");
     }
     if (*n > kMaxPacketBytes) {
-      *error = "peer sent an oversized packet";
-      return Status::kProtocolError;
+      return make_error(Status::kProtocolError, "peer sent an oversized packet");
     }
     packet->size = *n;
-    return Status::kOk;
+    return {};
   }
 }
 

@@ -74,11 +74,10 @@ struct Packet {
 
 // Sends one packet, waiting (poll) while the socket buffer is full. kPeerGone if the peer
 // closed its end.
-Status send_packet(int socket, const void* data, size_t size, std::span<const int> fds, Deadline deadline,
-                   std::string* error);
+Result<> send_packet(int socket, const void* data, size_t size, std::span<const int> fds, Deadline deadline);
 // Receives one packet. kTimeout at the deadline, kPeerGone at end of stream, kProtocolError
-// for a truncated packet (too long or too many fds), with *error saying which.
-Status recv_packet(int socket, Packet* packet, Deadline deadline, std::string* error);
+// for a truncated packet (too long or too many fds), the message saying which.
+Result<> recv_packet(int socket, Packet* packet, Deadline deadline);
 
 // Whether the peer's end of a connected socket has closed (non-blocking poll).
 bool peer_hung_up(int socket);

@@ -16,6 +16,12 @@ const char* to_string(Status status) {
       return "too large";
     case Status::kClosed:
       return "closed";
+    case Status::kRefused:
+      return "handshake refused";
+    case Status::kInvalidArgument:
+      return "invalid argument";
+    case Status::kIo:
+      return "i/o error";
   }
   return "unknown status";
 }

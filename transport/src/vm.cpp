@@ -33,10 +33,6 @@ using layout::VmSlot;
 
 namespace {
 
-void set_error(std::string* error, std::string text) {
-  if (error != nullptr) *error = std::move(text);
-}
-
 VmDeviceHeader* header_of(const base::Mapping& m) { return reinterpret_cast<VmDeviceHeader*>(m.data()); }
 
 void nap(std::chrono::nanoseconds d) {
@@ -76,25 +72,25 @@ struct Geometry {
   uint64_t slot_bytes = 0, region_bytes = 0, heap_offset = 0;
 };
 
-bool check_geometry(const VmDeviceHeader& h, uint64_t size, Geometry* out, std::string* error) {
+Result<Geometry> check_geometry(const VmDeviceHeader& h, uint64_t size) {
   if (h.magic != layout::kVmMagic || h.layout_version != layout::kVmLayoutVersion) {
-    set_error(error, str_printf("the device has magic 0x%08x layout version %u, expected 0x%08x version %u (is bypassd "
-                                "serving it with --vm?)",
-                                h.magic, h.layout_version, layout::kVmMagic, layout::kVmLayoutVersion));
-    return false;
+    return make_error(
+        Status::kProtocolError,
+        str_printf("the device has magic 0x%08x layout version %u, expected 0x%08x version %u (is bypassd "
+                   "serving it with --vm?)",
+                   h.magic, h.layout_version, layout::kVmMagic, layout::kVmLayoutVersion));
   }
   const uint64_t slots_bytes = size - layout::kVmHeaderBytes;
   if (h.device_size != size || h.slot_count == 0 || h.slot_count > layout::kVmMaxSlots || h.slot_bytes == 0 ||
       h.slot_bytes % layout::kVmHeapAlign != 0 || h.slot_bytes > slots_bytes / h.slot_count ||
       h.region_bytes < layout::kDataOffset || h.heap_offset % layout::kVmHeapAlign != 0 ||
       h.heap_offset < h.region_bytes || h.heap_offset > h.slot_bytes) {
-    set_error(error, str_printf("the device header is inconsistent (size %" PRIu64 " of %" PRIu64 ", %u slots of %" PRIu64
-                                " bytes, region %" PRIu64 ", heap at %" PRIu64 ")",
-                                h.device_size, size, h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset));
-    return false;
+    return make_error(Status::kProtocolError,
+                      str_printf("the device header is inconsistent (size %" PRIu64 " of %" PRIu64
+                                 ", %u slots of %" PRIu64 " bytes, region %" PRIu64 ", heap at %" PRIu64 ")",
+                                 h.device_size, size, h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset));
   }
-  *out = Geometry{h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset};
-  return true;
+  return Geometry{h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset};
 }
 
 // One end of a session in a device slot. The device mapping is shared by every link of the
@@ -206,12 +202,9 @@ std::string read_line(const std::string& path) {
 
 // The file behind an "ivshmem:..." endpoint: a PCI device's BAR 2 (enabled first: no kernel
 // driver binds an ivshmem device, so nobody else turns its memory decoding on) or a path.
-bool resolve_device(const std::string& endpoint, std::string* path, std::string* error) {
+Result<std::string> resolve_device(const std::string& endpoint) {
   std::string rest = endpoint.substr(std::strlen("ivshmem:"));
-  if (!rest.empty() && rest[0] == '/') {
-    *path = rest;
-    return true;
-  }
+  if (!rest.empty() && rest[0] == '/') return rest;
   if (rest.empty()) {
     DIR* dir = ::opendir("/sys/bus/pci/devices");
     if (dir != nullptr) {
@@ -228,14 +221,12 @@ bool resolve_device(const std::string& endpoint, std::string* path, std::string*
       rest = best;
     }
     if (rest.empty()) {
-      set_error(error, "no ivshmem PCI device (vendor 0x1af4, device 0x1110) in /sys/bus/pci/devices");
-      return false;
+      return make_error(Status::kIo, "no ivshmem PCI device (vendor 0x1af4, device 0x1110) in /sys/bus/pci/devices");
     }
   }
   const std::string base = "/sys/bus/pci/devices/" + rest;
   if (std::ofstream enable(base + "/enable"); enable) enable << "1";
-  *path = base + "/resource2";
-  return true;
+  return base + "/resource2";
 }
 
 }  // namespace
@@ -261,52 +252,48 @@ VmDevice::VmDevice(VmDevice&&) noexcept = default;
 VmDevice& VmDevice::operator=(VmDevice&&) noexcept = default;
 VmDevice::~VmDevice() = default;
 
-std::optional<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions& options, std::string* error) {
+Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions& options) {
   if (!is_power_of_two(options.size) || options.size < (uint64_t{4} << 20) || options.slots == 0 ||
       options.slots > layout::kVmMaxSlots) {
-    set_error(error, str_printf("a VM device must be a power of two of at least 4 MiB with 1 to %u slots (asked: %" PRIu64
-                                " bytes, %u slots)",
-                                layout::kVmMaxSlots, options.size, options.slots));
-    return std::nullopt;
+    return make_error(
+        Status::kInvalidArgument,
+        str_printf("a VM device must be a power of two of at least 4 MiB with 1 to %u slots (asked: %" PRIu64
+                   " bytes, %u slots)",
+                   layout::kVmMaxSlots, options.size, options.slots));
   }
   SessionOptions session;
   session.ring_bytes = options.ring_bytes;
   session.max_message = options.max_message;
-  detail::RegionLayout plan;
-  std::string why;
-  if (!detail::plan_region(session, &plan, &why)) {
-    set_error(error, why);
-    return std::nullopt;
-  }
+  auto planned = detail::plan_region(session);
+  if (!planned) return planned.error();
+  const detail::RegionLayout plan = *planned;
   Geometry g;
   g.slots = options.slots;
   g.slot_bytes = (options.size - layout::kVmHeaderBytes) / options.slots / layout::kVmHeapAlign * layout::kVmHeapAlign;
   g.region_bytes = plan.size;
   g.heap_offset = (plan.size + layout::kVmHeapAlign - 1) / layout::kVmHeapAlign * layout::kVmHeapAlign;
   if (g.heap_offset >= g.slot_bytes) {
-    set_error(error, str_printf("%" PRIu64 " bytes in %u slots leave no room for host-visible memory beside rings of %zu "
-                                "bytes",
-                                options.size, options.slots, options.ring_bytes));
-    return std::nullopt;
+    return make_error(
+        Status::kInvalidArgument,
+        str_printf("%" PRIu64 " bytes in %u slots leave no room for host-visible memory beside rings of %zu "
+                   "bytes",
+                   options.size, options.slots, options.ring_bytes));
   }
   base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) {
-    set_error(error, str_printf("cannot open %s: %s", path.c_str(), std::strerror(errno)));
-    return std::nullopt;
+    return make_error(Status::kIo, str_printf("cannot open %s: %s", path.c_str(), std::strerror(errno)));
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    set_error(error, str_printf("%s is not a regular file", path.c_str()));
-    return std::nullopt;
+    return make_error(Status::kInvalidArgument, str_printf("%s is not a regular file", path.c_str()));
   }
   if (::ftruncate(fd.get(), static_cast<off_t>(options.size)) != 0) {
-    set_error(error, str_printf("cannot size %s to %" PRIu64 " bytes: %s", path.c_str(), options.size, std::strerror(errno)));
-    return std::nullopt;
+    return make_error(Status::kIo, str_printf("cannot size %s to %" PRIu64 " bytes: %s", path.c_str(), options.size,
+                                              std::strerror(errno)));
   }
   auto mapped = base::Mapping::map_shared(fd.get(), 0, options.size, /*writable=*/true);
   if (!mapped) {
-    set_error(error, str_printf("cannot map %s: %s", path.c_str(), mapped.error().message.c_str()));
-    return std::nullopt;
+    return make_error(Status::kIo, str_printf("cannot map %s: %s", path.c_str(), mapped.error().message.c_str()));
   }
   auto impl = std::make_unique<Impl>();
   impl->mapping = std::make_shared<base::Mapping>(std::move(mapped).value());
@@ -368,10 +355,9 @@ void VmDevice::free_slot(uint32_t slot) {
   header_of(*impl_->mapping)->slots[slot].state.store(layout::kSlotFree, std::memory_order_release);
 }
 
-std::optional<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine, std::string* error) {
+Result<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine) {
   if (!slot_requested(slot_index)) {
-    set_error(error, str_printf("slot %u has no guest waiting", slot_index));
-    return std::nullopt;
+    return make_error(Status::kInvalidArgument, str_printf("slot %u has no guest waiting", slot_index));
   }
   VmSlot& slot = header_of(*impl_->mapping)->slots[slot_index];
   const uint32_t generation = slot.generation.load(std::memory_order_relaxed);
@@ -384,12 +370,11 @@ std::optional<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine, 
   const layout::VmHello reply = to_vm_hello(me);
   std::memcpy(&slot.host_hello, &reply, sizeof reply);
   if (std::string text = detail::compare_versions(guest, guest_transport, me, kTransportVersion); !text.empty()) {
-    const std::string line = base::printable(text, sizeof slot.reject_text);
+    const std::string line = base::printable(detail::refused(text).message, sizeof slot.reject_text);
     std::memcpy(slot.reject_text, line.data(), line.size());
     slot.reject_bytes = static_cast<uint32_t>(line.size());
     slot.state.store(layout::kSlotRejected, std::memory_order_release);
-    set_error(error, str_printf("slot %u: ", slot_index) + text);
-    return std::nullopt;
+    return make_error(Status::kRefused, str_printf("slot %u: ", slot_index) + text);
   }
   const Geometry& g = impl_->geometry;
   std::byte* base = impl_->mapping->data() + layout::kVmHeaderBytes + slot_index * g.slot_bytes;
@@ -404,25 +389,23 @@ std::optional<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine, 
 // ---------------------------------------------------------------------------------------------
 // Guest
 
-std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine, std::string* error,
-                                  Deadline deadline) {
-  std::string path;
-  if (!resolve_device(endpoint, &path, error)) return std::nullopt;
+Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadline deadline) {
+  auto resolved = resolve_device(endpoint);
+  if (!resolved) return resolved.error();
+  const std::string& path = *resolved;
   base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd) {
-    set_error(error, str_printf("cannot open the device %s: %s", path.c_str(), std::strerror(errno)));
-    return std::nullopt;
+    return make_error(Status::kIo, str_printf("cannot open the device %s: %s", path.c_str(), std::strerror(errno)));
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0 || st.st_size < static_cast<off_t>(layout::kVmHeaderBytes)) {
-    set_error(error, str_printf("the device %s is too small or unreadable", path.c_str()));
-    return std::nullopt;
+    return make_error(Status::kIo, str_printf("the device %s is too small or unreadable", path.c_str()));
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   auto mapped = base::Mapping::map_shared(fd.get(), 0, size, /*writable=*/true);
   if (!mapped) {
-    set_error(error, str_printf("cannot map the device %s: %s", path.c_str(), mapped.error().message.c_str()));
-    return std::nullopt;
+    return make_error(Status::kIo,
+                      str_printf("cannot map the device %s: %s", path.c_str(), mapped.error().message.c_str()));
   }
   auto mapping = std::make_shared<base::Mapping>(std::move(mapped).value());
   fd.reset();
@@ -431,8 +414,9 @@ std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine
   // Acquire: pairs with bypassd's release store of the magic.
   (void)reinterpret_cast<std::atomic<uint32_t>*>(&h->magic)->load(std::memory_order_acquire);
   std::memcpy(static_cast<void*>(&copy), h, offsetof(VmDeviceHeader, host_heartbeat));
-  Geometry g;
-  if (!check_geometry(copy, size, &g, error)) return std::nullopt;
+  auto geometry = check_geometry(copy, size);
+  if (!geometry) return geometry.error();
+  const Geometry g = *geometry;
   Hello me = mine;
   me.peer_name = base::printable(mine.peer_name, kMaxNameBytes);
   const layout::VmHello hello = to_vm_hello(me);
@@ -468,9 +452,11 @@ std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine
           // heartbeat stop and end the session.
           expected = layout::kSlotRequested;
           slot.state.compare_exchange_strong(expected, layout::kSlotFree, std::memory_order_acq_rel);
-          set_error(error, host_alive() ? str_printf("bypassd did not answer on %s in time", path.c_str())
-                                        : str_printf("no bypassd serves %s (its heartbeat stands still)", path.c_str()));
-          return std::nullopt;
+          if (host_alive()) {
+            return make_error(Status::kTimeout, str_printf("bypassd did not answer on %s in time", path.c_str()));
+          }
+          return make_error(Status::kPeerGone,
+                            str_printf("no bypassd serves %s (its heartbeat stands still)", path.c_str()));
         }
         nap(step);
         step = std::min<std::chrono::nanoseconds>(step * 2, std::chrono::milliseconds(1));
@@ -480,35 +466,30 @@ std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine
         const uint32_t n = std::min<uint32_t>(slot.reject_bytes, sizeof text);
         std::memcpy(text, slot.reject_text, n);
         slot.state.store(layout::kSlotFree, std::memory_order_release);
-        set_error(error, base::printable(std::string_view(text, n), sizeof text));
-        return std::nullopt;
+        return detail::refused(base::printable(std::string_view(text, n), sizeof text));
       }
       if (state != layout::kSlotActive || slot.generation.load(std::memory_order_relaxed) != generation) {
-        set_error(error, str_printf("bypassd ended the session in slot %u before it began", i));
-        return std::nullopt;
+        return make_error(Status::kPeerGone, str_printf("bypassd ended the session in slot %u before it began", i));
       }
       layout::VmHello host_copy;
       std::memcpy(&host_copy, &slot.host_hello, sizeof host_copy);
       uint32_t host_transport = 0;
       Hello host = from_vm_hello(host_copy, &host_transport);
       auto link = std::make_unique<VmLink>(mapping, g, i, generation, false);
-      std::string why;
       if (std::string text = detail::compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {
-        set_error(error, text);
-        return std::nullopt;  // the link's end stops our heartbeat: bypassd ends the session
+        return detail::refused(text);  // the link's end stops our heartbeat: bypassd ends the session
       }
-      detail::RegionLayout region;
-      if (!detail::validate_region(link->region(), &region, &why)) {
-        set_error(error, "handshake failed: guest refused the session region: " + why);
-        return std::nullopt;
-      }
+      auto region = detail::validate_region(link->region());
+      if (!region) return detail::refused("guest refused the session region: " + region.error().message);
       ucred cred{-1, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
-      return detail::ChannelFactory::make(std::move(link), region, false, false, cred, std::move(host));
+      return detail::ChannelFactory::make(std::move(link), *region, false, false, cred, std::move(host));
     }
     if (Clock::now() >= deadline || !host_alive()) {
-      set_error(error, host_alive() ? str_printf("all %u session slots of %s are busy", g.slots, path.c_str())
-                                    : str_printf("no bypassd serves %s (its heartbeat stands still)", path.c_str()));
-      return std::nullopt;
+      if (host_alive()) {
+        return make_error(Status::kTimeout, str_printf("all %u session slots of %s are busy", g.slots, path.c_str()));
+      }
+      return make_error(Status::kPeerGone,
+                        str_printf("no bypassd serves %s (its heartbeat stands still)", path.c_str()));
     }
     nap(std::chrono::milliseconds(1));
   }

@@ -156,10 +156,9 @@ bool transfer(Channel& ch, const char* label, uint64_t count, size_t size) {
 }
 
 bool run_guest(const std::string& endpoint, uint64_t mib) {
-  std::string error;
-  auto ch = connect(endpoint, Hello{kProtocolVersion, kSchemaHash, "transport_demo-guest"}, &error, deadline_after(5s));
+  auto ch = connect(endpoint, Hello{kProtocolVersion, kSchemaHash, "transport_demo-guest"}, deadline_after(5s));
   if (!ch) {
-    std::printf("guest: %s\n", error.c_str());
+    std::printf("guest: %s\n", ch.error().message.c_str());
     return false;
   }
   std::printf("guest: connected to '%s' (pid %d), protocol %u, schema 0x%" PRIx64 ", rings of %zu bytes\n",
@@ -210,16 +209,15 @@ bool run_guest(const std::string& endpoint, uint64_t mib) {
 // The host side: serve the guest, then show a refused handshake and a guest that is killed.
 bool run_host(Listener& listener, pid_t demo_guest, bool demo_failures) {
   const Hello mine{kProtocolVersion, kSchemaHash, "transport_demo-host"};
-  std::string error;
-  auto ch = listener.accept(mine, SessionOptions{}, &error, deadline_after(10s));
+  auto ch = listener.accept(mine, SessionOptions{}, deadline_after(10s));
   if (!ch) {
-    std::printf("host: %s\n", error.c_str());
+    std::printf("host: %s\n", ch.error().message.c_str());
     return false;
   }
   std::printf("host: accepted guest '%s' pid %d uid %d (SO_PEERCRED)\n", ch->peer_hello().peer_name.c_str(),
               static_cast<int>(ch->peer_pid()), static_cast<int>(ch->peer_uid()));
   bool ok = serve(*ch);
-  ch.reset();
+  ch->close();
   if (demo_guest > 0) {
     int status = 0;
     waitpid(demo_guest, &status, 0);
@@ -230,14 +228,14 @@ bool run_host(Listener& listener, pid_t demo_guest, bool demo_failures) {
   // A guest built against another protocol version is refused, with the same line on both sides.
   const pid_t old_guest = fork();
   if (old_guest == 0) {
-    std::string e;
-    auto c = connect(listener.path(), Hello{kProtocolVersion + 1, kSchemaHash, "newer-guest"}, &e, deadline_after(5s));
-    std::printf("guest (protocol %u): %s\n", kProtocolVersion + 1, c ? "connected?!" : e.c_str());
+    auto c = connect(listener.path(), Hello{kProtocolVersion + 1, kSchemaHash, "newer-guest"}, deadline_after(5s));
+    std::printf("guest (protocol %u): %s\n", kProtocolVersion + 1, c ? "connected?!" : c.error().message.c_str());
     std::fflush(stdout);
     _exit(c ? 1 : 0);
   }
-  const bool refused = !listener.accept(mine, SessionOptions{}, &error, deadline_after(5s));
-  std::printf("host: %s\n", error.c_str());
+  auto old = listener.accept(mine, SessionOptions{}, deadline_after(5s));
+  const bool refused = !old;
+  std::printf("host: %s\n", refused ? old.error().message.c_str() : "accepted?!");
   int status = 0;
   waitpid(old_guest, &status, 0);
   ok = ok && refused && WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -245,11 +243,10 @@ bool run_host(Listener& listener, pid_t demo_guest, bool demo_failures) {
   // A guest killed with SIGKILL while the host waits for its next message.
   const pid_t doomed = fork();
   if (doomed == 0) {
-    std::string e;
-    auto c = connect(listener.path(), Hello{kProtocolVersion, kSchemaHash, "doomed-guest"}, &e, deadline_after(5s));
+    auto c = connect(listener.path(), Hello{kProtocolVersion, kSchemaHash, "doomed-guest"}, deadline_after(5s));
     for (;;) pause();
   }
-  auto victim = listener.accept(mine, SessionOptions{}, &error, deadline_after(5s));
+  auto victim = listener.accept(mine, SessionOptions{}, deadline_after(5s));
   if (!victim) return false;
   std::thread killer([doomed] {
     std::this_thread::sleep_for(50ms);
@@ -291,7 +288,6 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   if (!client.empty()) return run_guest(client, mib) ? 0 : 1;
 
-  std::string error;
   std::string path = server;
   std::filesystem::path temp_dir;
   if (path.empty()) {
@@ -300,9 +296,9 @@ int main(int argc, char** argv) {
     temp_dir = tmpl;
     path = temp_dir / "bypass.sock";
   }
-  auto listener = Listener::listen("unix:" + path, &error);
+  auto listener = Listener::listen("unix:" + path);
   if (!listener) {
-    std::printf("host: %s\n", error.c_str());
+    std::printf("host: %s\n", listener.error().message.c_str());
     return 1;
   }
   std::printf("host: pid %d listening on unix:%s\n", static_cast<int>(getpid()), path.c_str());
@@ -314,7 +310,7 @@ int main(int argc, char** argv) {
     if (guest == 0) _exit(run_guest("unix:" + path, mib) ? 0 : 1);
     ok = run_host(*listener, guest, true);
   }
-  listener.reset();
+  { const Listener closing = std::move(*listener); }  // closes it and removes the socket file
   if (!temp_dir.empty()) std::filesystem::remove_all(temp_dir);
   std::printf("transport_demo: %s\n", ok ? "OK" : "FAILED");
   return ok ? 0 : 1;

@@ -136,9 +136,9 @@ struct Broker::Impl {
       if (!fallback) return fallback.error();
       pool_fds[1] = std::move(fallback).value();
     }
-    std::string error;
-    listener = transport::Listener::listen(options.socket_path, &error);
-    if (!listener) return base::make_error(base::Errc::kIo, "vmqueue broker: " + error);
+    auto listening = transport::Listener::listen(options.socket_path);
+    if (!listening) return base::make_error(base::Errc::kIo, "vmqueue broker: " + listening.error().message);
+    listener = std::move(listening).value();
     epoll = base::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll) return base::errno_error(base::Errc::kIo, "epoll_create1", errno);
     auto stop = os::Kick::create();
@@ -183,13 +183,11 @@ struct Broker::Impl {
   void accept_one() {
     // The transport handshake checks transport and VM-queue versions (a mismatch is refused
     // with a line naming both); a client that connects and says nothing costs at most 1 s.
-    std::string error;
     transport::Hello mine{wire::kVersion, wire::kSchemaHash, "vmqd"};
     auto deadline = transport::deadline_after(std::chrono::seconds(1));
-    auto channel = listener->accept(mine, transport::SessionOptions{.ring_bytes = 4096, .max_message = 4096},
-                                    &error, deadline);
+    auto channel = listener->accept(mine, transport::SessionOptions{.ring_bytes = 4096, .max_message = 4096}, deadline);
     if (!channel) {
-      log("session refused: %s", error.c_str());
+      log("session refused: %s", channel.error().message.c_str());
       return;
     }
     transport::Message msg;
@@ -259,7 +257,7 @@ struct Broker::Impl {
     if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) != transport::Status::kOk ||
         channel->send_fds(wire::kWelcomeFdTag, fds) != transport::Status::kOk)
       return;
-    d->channel = std::move(channel);
+    d->channel = std::move(channel).value();
     // Only hang-ups matter: after set-up nothing more travels on the session. Unwatched, a dead
     // domain would never be noticed: refuse it instead.
     if (auto watched = watch(d->channel->socket_fd(), epoll_key(Tag::kDomain, d->id), EPOLLRDHUP); !watched) {

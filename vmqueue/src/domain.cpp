@@ -184,10 +184,10 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     size_t count = 0;
     for (const auto& r : runs) count += r.count;
     std::byte* base = reserve(count, size);
-    if (base == nullptr) return Errc::kNoPages;
+    if (base == nullptr) return make_error(Errc::kNoPages);
     if (!map_runs(base, runs, size)) {
       ::munmap(base, count * page_bytes(size));
-      return Errc::kNoPages;
+      return make_error(Errc::kNoPages);
     }
     Pages p;
     p.state_ = shared_from_this();
@@ -277,15 +277,18 @@ Domain::~Domain() {
 Result<Domain> Domain::connect(const std::string& socket_path, std::string_view name, QueueOptions options) {
   if (!wire::valid_name(name) || options.capacity == 0 || options.capacity > wire::kMaxQueueCapacity ||
       options.lazy_delay.count() < 0 || options.lazy_delay > std::chrono::seconds(10))
-    return Errc::kInvalid;
+    return make_error(Errc::kInvalid);
   auto s = std::make_shared<detail::DomainState>();
   // Session set-up on the transport: handshake (versions, schema hash, name), then our queue
   // options, the broker's welcome and the fds of the region, pools and kicks.
-  std::string error;
   auto deadline = transport::deadline_after(std::chrono::seconds(5));
   transport::Hello mine{wire::kVersion, wire::kSchemaHash, std::string(name)};
-  auto channel = transport::connect(socket_path, mine, &error, deadline);
-  if (!channel) return error.find("version") != std::string::npos ? Errc::kProtocol : Errc::kBrokerLost;
+  auto channel = transport::connect(socket_path, mine, deadline);
+  // Refused: the broker speaks another version of the queue protocol (the line names both).
+  if (!channel) {
+    return make_error(channel.code() == transport::Status::kRefused ? Errc::kProtocol : Errc::kBrokerLost,
+                      channel.error().message);
+  }
   wire::Hello hello;
   wire::copy_name(hello.name, name);
   hello.queue_capacity = options.capacity;
@@ -296,23 +299,23 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   transport::Message msg;
   if (channel->send(wire::kSessionHello, std::as_bytes(std::span(&hello, 1)), deadline) != transport::Status::kOk ||
       channel->recv(msg, deadline) != transport::Status::kOk)
-    return Errc::kBrokerLost;
-  if (msg.kind != wire::kSessionWelcome || msg.payload.size() != sizeof welcome) return Errc::kProtocol;
+    return make_error(Errc::kBrokerLost);
+  if (msg.kind != wire::kSessionWelcome || msg.payload.size() != sizeof welcome) return make_error(Errc::kProtocol);
   std::memcpy(&welcome, msg.payload.data(), sizeof welcome);
   if (welcome.magic == wire::kMagic && welcome.status == 0) {
     uint64_t tag = 0;
     std::vector<int> raw;
-    if (channel->recv_fds(tag, raw, deadline) != transport::Status::kOk) return Errc::kBrokerLost;
+    if (channel->recv_fds(tag, raw, deadline) != transport::Status::kOk) return make_error(Errc::kBrokerLost);
     for (int fd : raw) fds.emplace_back(fd);
-    if (tag != wire::kWelcomeFdTag) return Errc::kProtocol;
+    if (tag != wire::kWelcomeFdTag) return make_error(Errc::kProtocol);
   }
-  if (welcome.magic != wire::kMagic || welcome.version != wire::kVersion) return Errc::kProtocol;
-  if (welcome.status != 0) return static_cast<Errc>(welcome.status);
+  if (welcome.magic != wire::kMagic || welcome.version != wire::kVersion) return make_error(Errc::kProtocol);
+  if (welcome.status != 0) return make_error(static_cast<Errc>(welcome.status));
   wire::RegionLayout layout = wire::region_layout(welcome.queue_capacity);
   if (fds.size() != wire::kWelcomeFds || welcome.region_size != layout.size || welcome.queue_capacity != options.capacity)
-    return Errc::kProtocol;
+    return make_error(Errc::kProtocol);
   auto region = base::Mapping::map_shared(fds[wire::kFdRegion].get(), 0, layout.size, /*writable=*/true);
-  if (!region) return Errc::kProtocol;  // not the region the welcome described
+  if (!region) return make_error(Errc::kProtocol);  // not the region the welcome described
   s->region = std::move(region).value();
   s->requests = SlotRing<Record>(s->region.data() + layout.request_offset, wire::kRequestSlots);
   s->replies = SlotRing<Record>(s->region.data() + layout.reply_offset, wire::kReplySlots);
@@ -329,7 +332,7 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   s->broker_kick = os::Kick(std::move(fds[wire::kFdBrokerKick]));
   s->kick = os::Kick(std::move(fds[wire::kFdDomainKick]));
   s->hugetlb = welcome.huge_backing == static_cast<uint8_t>(wire::HugeBacking::kHugetlb);
-  s->channel = std::move(channel);
+  s->channel = std::move(channel).value();
   s->sock = s->channel->socket_fd();
   s->self = Identity{welcome.domain_id, std::string(name), static_cast<int>(::getpid()), ::getuid(), ::getgid()};
   return Domain(std::move(s));
@@ -339,7 +342,7 @@ const Identity& Domain::self() const { return s_->self; }
 bool Domain::huge_pages_are_hugetlb() const { return s_->hugetlb; }
 
 Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseconds timeout) {
-  if (!wire::valid_name(peer) || peer == s_->self.name) return Errc::kInvalid;
+  if (!wire::valid_name(peer) || peer == s_->self.name) return make_error(Errc::kInvalid);
   s_->drain_replies();
   for (auto& [id, ident] : s_->peers)
     if (ident.name == peer) return ident;
@@ -349,14 +352,14 @@ Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseco
   wire::WireIdentity w{};
   wire::copy_name(w.name, peer);
   std::memcpy(req.runs, &w, sizeof w);
-  if (!s_->push(req)) return Errc::kBrokerLost;
+  if (!s_->push(req)) return make_error(Errc::kBrokerLost);
   Record answer;
   bool forever = timeout.count() < 0;
   if (!s_->await(req.req_id, Clock::now() + timeout, forever, &answer))
-    return s_->lost ? Errc::kBrokerLost : Errc::kTimedOut;
-  if (answer.status != 0) return static_cast<Errc>(answer.status);
+    return make_error(s_->lost ? Errc::kBrokerLost : Errc::kTimedOut);
+  if (answer.status != 0) return make_error(static_cast<Errc>(answer.status));
   auto it = s_->peers.find(answer.peer);
-  if (it == s_->peers.end()) return Errc::kPeerDead;
+  if (it == s_->peers.end()) return make_error(Errc::kPeerDead);
   return it->second;
 }
 
@@ -368,9 +371,9 @@ const Identity* Domain::peer(uint32_t id) const {
 Result<Pages> Domain::alloc(size_t count, PageSize size) {
   auto& s = *s_;
   int k = static_cast<int>(size);
-  if (s.lost) return Errc::kBrokerLost;
-  if (count == 0) return Errc::kInvalid;
-  if (count > s.pool_pages[k]) return Errc::kNoPages;
+  if (s.lost) return make_error(Errc::kBrokerLost);
+  if (count == 0) return make_error(Errc::kInvalid);
+  if (count > s.pool_pages[k]) return make_error(Errc::kNoPages);
   auto want = static_cast<uint32_t>(count);
   std::vector<wire::PageRun> runs;
   uint32_t got = std::min(want, s.cache[k].free_pages());
@@ -392,13 +395,13 @@ Result<Pages> Domain::alloc(size_t count, PageSize size) {
     }
     if (errc != Errc::kOk || answer.n_runs > wire::kMaxRuns) {
       if (!runs.empty()) s.cache[k].transfer(runs, kNotCached, PagePool::kFree);
-      return errc == Errc::kOk ? Errc::kProtocol : errc;
+      return make_error(errc == Errc::kOk ? Errc::kProtocol : errc);
     }
     // Everything granted goes through the cache so the pages used come out as few runs.
     s.cache[k].transfer(std::span(answer.runs, answer.n_runs), kNotCached, PagePool::kFree);
     if (!runs.empty()) s.cache[k].transfer(runs, kNotCached, PagePool::kFree);
     Errc taken = s.cache[k].allocate(want, kNotCached, wire::kMaxRuns, &runs);
-    if (taken != Errc::kOk) return taken;
+    if (taken != Errc::kOk) return make_error(taken);
   }
   std::vector<Pages::Run> mapped;
   for (const auto& r : runs) mapped.push_back(Pages::Run{r.first, r.count});
@@ -493,7 +496,7 @@ Result<Message> Domain::recv(std::chrono::milliseconds timeout) {
         runs.push_back(Pages::Run{run.first, run.count});
         pages += run.count;
       }
-      if (!valid || r.bytes > pages * page_bytes(static_cast<PageSize>(k))) return Errc::kProtocol;
+      if (!valid || r.bytes > pages * page_bytes(static_cast<PageSize>(k))) return make_error(Errc::kProtocol);
       auto mapped = s.make_pages(std::move(runs), static_cast<PageSize>(k));
       if (!mapped.ok()) return mapped.error();
       Message m;
@@ -505,10 +508,10 @@ Result<Message> Domain::recv(std::chrono::milliseconds timeout) {
     }
     if (s.dead_reported < s.dead.size()) {
       ++s.dead_reported;
-      return Errc::kPeerDead;
+      return make_error(Errc::kPeerDead);
     }
-    if (s.lost) return Errc::kBrokerLost;
-    if (!forever && Clock::now() >= deadline) return Errc::kTimedOut;
+    if (s.lost) return make_error(Errc::kBrokerLost);
+    if (!forever && Clock::now() >= deadline) return make_error(Errc::kTimedOut);
     s.wait(deadline, forever,
            [&] { return s.queue.consumer_slot() != nullptr || s.replies.consumer_slot() != nullptr; });
   }

@@ -37,14 +37,14 @@ Result<Domain> join(const std::string& socket, const std::string& name) {
   // The broker may still be starting: retry for a few seconds.
   for (int i = 0;; ++i) {
     auto d = Domain::connect(socket, name);
-    if (d.ok() || d.error() != Errc::kBrokerLost || i == 100) return d;
+    if (d.ok() || d.code() != Errc::kBrokerLost || i == 100) return d;
     ::usleep(50'000);
   }
 }
 
 Errc send_end(Domain& d, uint32_t to, const EndRecord& end) {
   auto page = d.alloc(1);
-  if (!page) return page.error();
+  if (!page) return page.code();
   std::memcpy(page->data(), &end, sizeof end);
   return d.send(to, std::move(*page), sizeof end, {.tag = kEnd, .delivery = Delivery::kImmediate});
 }
@@ -52,9 +52,9 @@ Errc send_end(Domain& d, uint32_t to, const EndRecord& end) {
 int run_reader(const std::string& socket, const std::string& name, const std::string& next, const std::string& input,
                size_t chunk_pages, bool huge) {
   auto d = join(socket, name);
-  if (!d) return fail("reader", "connect", d.error());
+  if (!d) return fail("reader", "connect", d.code());
   auto peer = d->introduce(next, 10s);
-  if (!peer) return fail("reader", "introduce", peer.error());
+  if (!peer) return fail("reader", "introduce", peer.code());
   int fd = ::open(input.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     std::perror(("reader: " + input).c_str());
@@ -65,7 +65,7 @@ int run_reader(const std::string& socket, const std::string& name, const std::st
   uint64_t total = 0;
   for (;;) {
     auto pages = d->alloc(count, size);
-    if (!pages) return fail("reader", "alloc", pages.error());
+    if (!pages) return fail("reader", "alloc", pages.code());
     size_t filled = 0;
     while (filled < pages->bytes().size()) {
       ssize_t n = ::read(fd, pages->data() + filled, pages->bytes().size() - filled);
@@ -92,11 +92,11 @@ int run_reader(const std::string& socket, const std::string& name, const std::st
 int run_transform(const std::string& socket, const std::string& name, const std::string& prev,
                   const std::string& next, const std::string& mode) {
   auto d = join(socket, name);
-  if (!d) return fail("transform", "connect", d.error());
+  if (!d) return fail("transform", "connect", d.code());
   auto up = d->introduce(prev, 10s);
-  if (!up) return fail("transform", "introduce upstream", up.error());
+  if (!up) return fail("transform", "introduce upstream", up.code());
   auto down = d->introduce(next, 10s);
-  if (!down) return fail("transform", "introduce downstream", down.error());
+  if (!down) return fail("transform", "introduce downstream", down.code());
   bool compress = mode == "compress";
   z_stream z{};
   if (compress && deflateInit(&z, 6) != Z_OK) return 2;
@@ -112,7 +112,7 @@ int run_transform(const std::string& socket, const std::string& name, const std:
   };
   for (;;) {
     auto m = d->recv(30s);
-    if (!m) return fail("transform", "recv", m.error());
+    if (!m) return fail("transform", "recv", m.code());
     if (m->sender != up->id) continue;
     if (m->tag == kEnd) {
       EndRecord end;
@@ -123,7 +123,7 @@ int run_transform(const std::string& socket, const std::string& name, const std:
         do {
           if (!out) {
             auto p = d->alloc(kOutPages);
-            if (!p) return fail("transform", "alloc", p.error());
+            if (!p) return fail("transform", "alloc", p.code());
             out = std::move(*p);
             z.next_out = reinterpret_cast<Bytef*>(out.data());
             z.avail_out = static_cast<uInt>(out.bytes().size());
@@ -153,7 +153,7 @@ int run_transform(const std::string& socket, const std::string& name, const std:
     while (z.avail_in > 0) {
       if (!out) {
         auto p = d->alloc(kOutPages);
-        if (!p) return fail("transform", "alloc", p.error());
+        if (!p) return fail("transform", "alloc", p.code());
         out = std::move(*p);
         z.next_out = reinterpret_cast<Bytef*>(out.data());
         z.avail_out = static_cast<uInt>(out.bytes().size());
@@ -168,9 +168,9 @@ int run_transform(const std::string& socket, const std::string& name, const std:
 
 int run_writer(const std::string& socket, const std::string& name, const std::string& prev, const std::string& output) {
   auto d = join(socket, name);
-  if (!d) return fail("writer", "connect", d.error());
+  if (!d) return fail("writer", "connect", d.code());
   auto up = d->introduce(prev, 10s);
-  if (!up) return fail("writer", "introduce", up.error());
+  if (!up) return fail("writer", "introduce", up.code());
   int fd = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     std::perror(("writer: " + output).c_str());
@@ -179,7 +179,7 @@ int run_writer(const std::string& socket, const std::string& name, const std::st
   uint64_t written = 0;
   for (;;) {
     auto m = d->recv(30s);
-    if (!m) return fail("writer", "recv", m.error());
+    if (!m) return fail("writer", "recv", m.code());
     if (m->tag == kEnd) {
       EndRecord end;
       std::memcpy(&end, m->data().data(), sizeof end);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "bypass/base/result.h"
 #include "bypass/crossover/detector.h"
 #include "bypass/crossover/layout.h"
 
@@ -56,8 +57,9 @@ int run_link_daemon(const LinkOptions& options, int ready_fd);
 // Runs an endpoint in the calling process's network namespace until the host goes away.
 int run_endpoint(const EndpointOptions& options);
 
-// CLI requests to a running daemon. Return false (with *error set) when it is not reachable.
-bool request_status(const std::string& socket_path, bool json, std::string* out, std::string* error);
-bool request_shutdown(const std::string& socket_path, std::string* error);
+// CLI requests to a running daemon; an error when it is not reachable or does not answer.
+// request_status gives the daemon's status text (JSON when `json`).
+base::Result<std::string> request_status(const std::string& socket_path, bool json);
+base::Result<void> request_shutdown(const std::string& socket_path);
 
 }  // namespace bypass::crossover

@@ -72,8 +72,9 @@ class MemoryHooks {
 
 class Connection : private wire::HandleMap {
  public:
-  // Connects to BYPASS_ENDPOINT (or the default socket). nullptr and *error on failure.
-  static std::unique_ptr<Connection> open(std::string* error);
+  // Connects to BYPASS_ENDPOINT (or the default socket). The error is the transport's
+  // ("cannot reach bypassd at ...") or kRefused for a server of a uid we do not trust.
+  static transport::Result<std::unique_ptr<Connection>> open();
   // Whether the configured endpoint is a VM's shared-memory device (BYPASS_ENDPOINT=ivshmem:...):
   // then no file descriptor crosses, so what needs one (VK_KHR_external_memory_fd, MIT-SHM,
   // presentation through memshare) is not offered, and host-visible memory lies in the

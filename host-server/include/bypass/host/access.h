@@ -9,19 +9,20 @@
 #include <set>
 #include <string>
 
+#include "bypass/base/unix_socket.h"
 #include "bypass/host/config.h"
 
 namespace bypass::host {
 
 class AccessPolicy {
  public:
-  // Resolves the names in `config` (users, groups, the socket group). False with *error naming
+  // Resolves the names in `config` (users, groups, the socket group). kInvalidArgument naming
   // the first unknown one. The socket group may be absent from the system: then it is ignored.
-  static std::optional<AccessPolicy> from_config(const ServerConfig& config, std::string* error);
+  static base::Result<AccessPolicy> from_config(const ServerConfig& config);
 
   // Empty when the peer behind `socket` may open a session, else the one line of refusal both
   // sides report.
-  std::string check(int socket, const ucred& cred) const;
+  std::string check(int socket, const base::PeerCredentials& cred) const;
   // Whether `uid` may see every session on the control socket (root and bypassd's own uid).
   bool privileged(uid_t uid) const { return uid == 0 || uid == self_; }
 

@@ -19,8 +19,6 @@
 
 namespace bypass::host {
 
-std::string default_socket_path();
-
 class Server {
  public:
   explicit Server(ServerConfig config) : config_(std::move(config)) {}
@@ -33,7 +31,7 @@ class Server {
     uint64_t id = 0;
     pid_t pid = -1;       // the worker process (Isolation::kProcess)
     std::thread thread;   // or the worker thread (Isolation::kThread)
-    ucred peer{};         // the guest, from SO_PEERCRED at accept
+    base::PeerCredentials peer;  // the guest, from SO_PEERCRED at accept
     WorkerReport* report = nullptr;
     std::chrono::steady_clock::time_point started;
     bool exited = false;  // the process was reaped (or the thread joined)
@@ -63,7 +61,7 @@ class Server {
   // Heartbeat, stale slots, and a worker for every slot a guest requested.
   void serve_vms();
   bool start_vm_worker(int vm, uint32_t slot);
-  bool start_worker(base::UniqueFd conn, const ucred& peer);
+  bool start_worker(base::UniqueFd conn, const base::PeerCredentials& peer);
   void reap();
   void finish(Worker& w);
   void shut_down();
@@ -72,7 +70,7 @@ class Server {
   // holds up an accept.
   struct ControlClient {
     base::UniqueFd fd;
-    ucred peer{};
+    base::PeerCredentials peer;
     std::chrono::steady_clock::time_point deadline;
   };
   void accept_control(int listen_fd);

@@ -11,6 +11,7 @@
 
 #include <functional>
 
+#include "bypass/base/result.h"
 #include "bypass/base/unique_fd.h"
 #include "bypass/transport/vm.h"
 #include "bypass/host/config.h"
@@ -52,11 +53,11 @@ void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string
 // Starts a worker process for one session: forks (the caller must be single-threaded), closes
 // every descriptor but `connection` and stderr, enters the sandbox, serves, and exits. Returns
 // the worker's pid, or -1 with *error.
-pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
-                   std::string* error);
+base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config,
+                                 WorkerReport* report);
 // The general form: the worker runs `serve` (given `connection`, which may be empty: a VM's
 // session) once it is sandboxed.
-pid_t spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report,
-                   std::string* error, const std::function<void(base::UniqueFd)>& serve);
+base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config,
+                                 WorkerReport* report, const std::function<void(base::UniqueFd)>& serve);
 
 }  // namespace bypass::host

@@ -2,8 +2,8 @@
 // Neither half blocks: RingProducer::try_write says kFull and RingConsumer::peek says kEmpty,
 // and Channel (channel.h) adds spinning, futex sleeps and peer-death checks on top. Both
 // halves treat the shared control block as hostile: an index or record size that would
-// point outside the ring is reported as kCorrupt (with a reason) and nothing is read or
-// written through it.
+// point outside the ring is reported as kCorrupt (the reason in error_text()) and nothing is
+// read or written through it.
 #pragma once
 
 #include <atomic>
@@ -66,11 +66,14 @@ class RingProducer {
 
   // Appends one record whose payload is the concatenation of `parts` (at most
   // max_record_payload() bytes in all) and publishes it; wakes the consumer if it announced
-  // that it sleeps. kFull: not enough free space right now, nothing was written.
-  Result try_write(uint32_t kind, std::span<const ByteSpan> parts, std::string* error);
+  // that it sleeps. kFull: not enough free space right now, nothing was written. kCorrupt: a
+  // record over the limit or an invalid tail, with error_text() saying which.
+  Result try_write(uint32_t kind, std::span<const ByteSpan> parts);
 
   // Whether `record_bytes` bytes are free (re-reads and validates the consumer's tail).
-  Result has_space(uint64_t record_bytes, std::string* error);
+  Result has_space(uint64_t record_bytes);
+  // Why the last call said kCorrupt (one line).
+  const std::string& error_text() const { return error_; }
   // Bytes published and not yet consumed, from the shared indices (safe from any thread).
   uint64_t used() const;
 
@@ -83,7 +86,7 @@ class RingProducer {
   uint64_t wakes_issued() const { return wakes_.load(); }
 
  private:
-  bool refresh_tail(std::string* error);
+  bool refresh_tail();
 
   layout::RingControl* control_ = nullptr;
   std::byte* data_ = nullptr;
@@ -94,6 +97,7 @@ class RingProducer {
   bool asymmetric_ = false;
   Waker* waker_ = nullptr;
   Counter wakes_;
+  std::string error_;  // the reason of the last kCorrupt
 };
 
 class RingConsumer {
@@ -108,7 +112,10 @@ class RingConsumer {
 
   // Validates the next record's header and returns a private copy of it. The record stays
   // current until pop(); further peeks return the same header without re-reading memory.
-  Result peek(layout::RecordHeader* header, std::string* error);
+  // kCorrupt: the producer's head or the record's size is invalid, error_text() says which.
+  Result peek(layout::RecordHeader* header);
+  // Why the last peek() said kCorrupt (one line).
+  const std::string& error_text() const { return error_; }
   // Copies `size` payload bytes of the current record, starting `offset` bytes into the
   // payload, to `out`. Requires offset + size <= the header's size (checked by the caller).
   void read(uint64_t offset, std::byte* out, uint64_t size) const;
@@ -138,6 +145,7 @@ class RingConsumer {
   bool asymmetric_ = false;
   Waker* waker_ = nullptr;
   Counter wakes_;
+  std::string error_;  // the reason of the last kCorrupt
 };
 
 }  // namespace bypass::transport

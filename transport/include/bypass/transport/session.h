@@ -15,7 +15,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 
 #include "bypass/transport/channel.h"
@@ -41,24 +40,21 @@ struct SessionOptions {
 };
 
 // Guest side: connects to `endpoint` ("unix:/path", a bare path, or "unix:@name" for the
-// abstract namespace) and handshakes. On failure returns nullopt and sets *error (if not
-// null) to one line, e.g. no server at the path, or the version mismatch naming both
-// versions. Fails by the deadline, never hangs.
-std::optional<Channel> connect(const std::string& endpoint, const Hello& mine, std::string* error, Deadline deadline);
+// abstract namespace) and handshakes. On failure the error is one line: kIo for no server at
+// the path, kRefused for the version mismatch naming both versions (or the server's reason),
+// kTimeout, kPeerGone or kProtocolError for a handshake that did not finish. Fails by the
+// deadline, never hangs.
+Result<Channel> connect(const std::string& endpoint, const Hello& mine, Deadline deadline);
 
 // Both handshake halves over an already connected SOCK_SEQPACKET UNIX socket (e.g. one end of
-// make_socket_pair() after fork()). They take ownership of the socket.
-std::optional<Channel> connect_socket(base::UniqueFd socket, const Hello& mine, std::string* error, Deadline deadline);
-std::optional<Channel> accept_socket(base::UniqueFd socket, const Hello& mine, const SessionOptions& options,
-                                     std::string* error, Deadline deadline);
+// base::socket_pair() after fork()). They take ownership of the socket.
+Result<Channel> connect_socket(base::UniqueFd socket, const Hello& mine, Deadline deadline);
+Result<Channel> accept_socket(base::UniqueFd socket, const Hello& mine, const SessionOptions& options,
+                              Deadline deadline);
 
 // Host side: refuses a connection before its handshake (a limit, the access policy). The guest's
 // connect() fails with `text` as its error. Best effort: the guest may already be gone.
 void reject_connection(base::UniqueFd socket, const std::string& text);
-
-// SO_PEERCRED of a connected UNIX socket (pid -1 and uid/gid -1 when unknown), as a Channel
-// reports it; base::peer_credentials underneath.
-ucred peer_credentials_of(int socket);
 
 // Where a server listens and a guest connects when nothing is configured:
 // base::default_socket_path(kSocketName) (/run/bypass/bypassd.sock for root; see
@@ -71,14 +67,14 @@ struct ChannelPair {
   Channel guest;
   Channel host;
 };
-std::optional<ChannelPair> make_channel_pair(const SessionOptions& options = {}, std::string* error = nullptr);
+Result<ChannelPair> make_channel_pair(const SessionOptions& options = {});
 
 // Host side: a listening socket.
 class Listener {
  public:
   // Creates missing parent directories and replaces a stale socket file (one nobody listens
   // on); refuses to touch a live socket or a file that is not a socket.
-  static std::optional<Listener> listen(const std::string& endpoint, std::string* error);
+  static Result<Listener> listen(const std::string& endpoint);
 
   Listener(Listener&&) noexcept;
   Listener& operator=(Listener&&) noexcept;
@@ -88,15 +84,14 @@ class Listener {
   const std::string& path() const;
 
   // Accepts one guest, handshakes, creates the session region (options.ring_bytes per ring)
-  // and sends its fd. On failure (deadline, handshake refused, malformed peer) returns nullopt
-  // with *error; a guest that got as far as a Hello also received a Reject with the reason.
-  std::optional<Channel> accept(const Hello& mine, const SessionOptions& options, std::string* error,
-                                Deadline deadline);
+  // and sends its fd. On failure (deadline, handshake refused, malformed peer) the error names
+  // the guest; a guest that got as far as a Hello also received a Reject with the reason.
+  Result<Channel> accept(const Hello& mine, const SessionOptions& options, Deadline deadline);
 
-  // Only the accept(2) half: the connected socket, or an invalid fd with *error. A server
-  // that must not let one slow guest hold up the others hands the socket to accept_socket()
-  // on a session thread.
-  base::UniqueFd accept_connection(std::string* error, Deadline deadline);
+  // Only the accept(2) half: the connected socket (kTimeout: no guest by the deadline). A
+  // server that must not let one slow guest hold up the others hands the socket to
+  // accept_socket() on a session thread.
+  Result<base::UniqueFd> accept_connection(Deadline deadline);
 
  private:
   Listener(base::UniqueFd fd, std::string path, dev_t dev, ino_t ino);

@@ -14,7 +14,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
 
@@ -48,7 +47,7 @@ struct VmDeviceOptions {
 // requested slot accepts the session.
 class VmDevice {
  public:
-  static std::optional<VmDevice> create(const std::string& path, const VmDeviceOptions& options, std::string* error);
+  static Result<VmDevice> create(const std::string& path, const VmDeviceOptions& options);
   VmDevice(VmDevice&&) noexcept;
   VmDevice& operator=(VmDevice&&) noexcept;
   ~VmDevice();
@@ -64,8 +63,8 @@ class VmDevice {
   // The session in `slot` is over (its worker ended): the guest, if any, sees its peer gone.
   void free_slot(uint32_t slot);
   // Worker: answers the guest waiting in `slot` (checks its hello, writes the region, says
-  // Active) or refuses it with the reason. The channel's link keeps the device mapped.
-  std::optional<Channel> accept(uint32_t slot, const Hello& mine, std::string* error);
+  // Active) or refuses it with the reason (kRefused). The channel's link keeps the device mapped.
+  Result<Channel> accept(uint32_t slot, const Hello& mine);
 
   struct Impl;
 
@@ -78,8 +77,8 @@ class VmDevice {
 // Guest side. `endpoint`: "ivshmem:" (the VM's first ivshmem device), "ivshmem:0000:00:04.0"
 // (a PCI address), or "ivshmem:/a/file" (the file to map: a sysfs resource2, or in tests the
 // host's device file itself). Claims a free slot, handshakes, and keeps a heartbeat thread
-// running for as long as the channel lives. Fails by the deadline with one line in *error.
-std::optional<Channel> connect_vm(const std::string& endpoint, const Hello& mine, std::string* error,
-                                  Deadline deadline);
+// running for as long as the channel lives. Fails by the deadline with one line (kTimeout: no
+// answer or no free slot; kPeerGone: no bypassd beats; kRefused: bypassd said why).
+Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadline deadline);
 
 }  // namespace bypass::transport

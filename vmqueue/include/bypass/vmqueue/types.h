@@ -5,8 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
-#include <variant>
+
+#include "bypass/base/result.h"
 
 namespace bypass::vmqueue {
 
@@ -40,23 +42,13 @@ enum class Errc : uint8_t {
 
 const char* to_string(Errc errc);
 
-// A value or an error code; a tiny stand-in for std::expected (C++23).
+// A value or an Error (a code and a one-line message starting with the code's name); the
+// library's one result type, base::Result (docs/base.md). The codes travel on the wire as one
+// byte; the message does not (the receiver names the code).
+using Error = base::Error<Errc>;
 template <class T>
-class Result {
- public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  Result(Errc errc) : v_(errc) {}            // NOLINT(google-explicit-constructor)
-  bool ok() const { return std::holds_alternative<T>(v_); }
-  explicit operator bool() const { return ok(); }
-  Errc error() const { return ok() ? Errc::kOk : std::get<Errc>(v_); }
-  T& value() & { return std::get<T>(v_); }
-  T&& value() && { return std::get<T>(std::move(v_)); }
-  T* operator->() { return &std::get<T>(v_); }
-  T& operator*() & { return std::get<T>(v_); }
-
- private:
-  std::variant<T, Errc> v_;
-};
+using Result = base::Result<T, Errc>;
+inline Error make_error(Errc code, std::string_view message = {}) { return base::make_error(code, message); }
 
 // Who a domain is, as the host saw it: the id the host assigned, the name it registered, and
 // the kernel's SO_PEERCRED credentials of its connection (not claims the domain made).

@@ -62,9 +62,8 @@ class LiveSession {
   static constexpr auto kWait = std::chrono::seconds(20);
 
   explicit LiveSession(ServerConfig config = test_config()) : config_(config) {
-    std::string error;
-    auto pair = transport::make_channel_pair(transport::SessionOptions{config_.ring_bytes, config_.max_message}, &error);
-    if (!pair) throw std::runtime_error("channel pair: " + error);
+    auto pair = transport::make_channel_pair(transport::SessionOptions{config_.ring_bytes, config_.max_message});
+    if (!pair) throw std::runtime_error("channel pair: " + pair.error().message);
     guest_.emplace(std::move(pair->guest));
     session_ = std::make_unique<Session>(1, std::move(pair->host), config_);
     host_ = std::thread([this] {

@@ -45,12 +45,15 @@ class CommandGenerator:
         # Everything the host may call on the driver: wire commands plus core commands that
         # are hand-written on the wire (physical device enumeration, ...).
         self.dispatchable = [
-            s for s in proto.shapes.values()
-            if not s.status.startswith("unsupported") and s.cmd.ret not in proto.reg.funcpointers
+            s
+            for s in proto.shapes.values()
+            if not s.status.startswith("unsupported")
+            and s.cmd.ret not in proto.reg.funcpointers
             and (s.wire or s.origin.startswith("VK_VERSION"))
         ]
         self.shapes = [
-            s for s in proto.shapes.values()
+            s
+            for s in proto.shapes.values()
             if not s.status.startswith("unsupported") and s.wire and s.cmd.ret not in proto.reg.funcpointers
         ]
 
@@ -132,7 +135,9 @@ class CommandGenerator:
             else:
                 L.append(f"void encode_{s.name}(Builder& b, HandleMap& h, {self.params_decl(s)});")
             if s.sync:
-                L.append(f"{self.ret_ctype(s) if s.cmd.ret != 'void' else 'void'} decode_reply_{s.name}(DecodeContext& c, const uint8_t* data, size_t size, {self.params_decl(s)});")
+                L.append(
+                    f"{self.ret_ctype(s) if s.cmd.ret != 'void' else 'void'} decode_reply_{s.name}(DecodeContext& c, const uint8_t* data, size_t size, {self.params_decl(s)});"
+                )
         L.append("")
         L.append(NS_CLOSE)
         return "\n".join(L) + "\n"
@@ -245,7 +250,9 @@ class CommandGenerator:
                 L.append("  {")
                 L.append(f"    size_t n = static_cast<size_t>({n});")
                 L.append("    std::vector<uint64_t> ids(n);")
-                L.append(f"    for (size_t i = 0; i < n; ++i) ids[i] = h.to_wire({self.objtype(o.type)}, handle_bits({o.name}[i]));")
+                L.append(
+                    f"    for (size_t i = 0; i < n; ++i) ids[i] = h.to_wire({self.objtype(o.type)}, handle_bits({o.name}[i]));"
+                )
                 L.append(f"    {v} = scalar_vector(b, ids.data(), n);")
                 L.append("  }")
             elif o.kind in (OutKind.STRUCT, OutKind.STRUCT_ARRAY):
@@ -285,8 +292,11 @@ class CommandGenerator:
             elif o.kind is OutKind.SCALAR_ARRAY:
                 info = self.reg.scalar_info(o.type)
                 checks.append(f"verify_vector_field<{info[1]}>(v, t, {vo})")
-        return (f"static bool verify_reply_{s.name}(Verifier& v, const Table* t) {{\n  return t->VerifyTableStart(v)"
-                + "".join(f" &&\n         {c}" for c in checks) + " &&\n         v.EndTable();\n}")
+        return (
+            f"static bool verify_reply_{s.name}(Verifier& v, const Table* t) {{\n  return t->VerifyTableStart(v)"
+            + "".join(f" &&\n         {c}" for c in checks)
+            + " &&\n         v.EndTable();\n}"
+        )
 
     def guest_decode_reply(self, s: CommandShape) -> str:
         names = {p.name for p in s.cmd.params}
@@ -294,11 +304,13 @@ class CommandGenerator:
         fr, cr = self.reply_ret_field(s)
         bad = {"VkResult": "VK_ERROR_DEVICE_LOST", "void": ""}.get(ret, f"{ret}{{}}")
         L = [self.reply_verify(s), ""]
-        L.append(f"{ret} decode_reply_{s.name}(DecodeContext& c, const uint8_t* data, size_t size, {self.params_decl(s)}) {{")
+        L.append(
+            f"{ret} decode_reply_{s.name}(DecodeContext& c, const uint8_t* data, size_t size, {self.params_decl(s)}) {{"
+        )
         for p in s.cmd.params:
             L.append(f"  (void){p.name};")
         L.append(f"  const Table* t = verify_root(data, size, verify_reply_{s.name});")
-        L.append(f"  if (!t) {{ c.fail(\"{s.name}\", \"reply fails verification\"); return {bad}; }}")
+        L.append(f'  if (!t) {{ c.fail("{s.name}", "reply fails verification"); return {bad}; }}')
         counts = {o.name: o for o in s.outs if o.kind is OutKind.COUNT}
         for o in s.outs:
             if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY):
@@ -310,7 +322,9 @@ class CommandGenerator:
                 ct = o.member.decl.rsplit("*", 1)[0].replace("const ", "").strip()
                 L.append(f"  if ({o.name}) *{o.name} = static_cast<{ct}>(t->GetField<uint64_t>({vo}, 0));")
             elif o.kind is OutKind.STRUCT:
-                L.append(f"  if (auto* s = t->GetPointer<const Table*>({vo}); s && {o.name} && !decode_{o.type}(c, s, *{o.name}, true)) return {bad};")
+                L.append(
+                    f"  if (auto* s = t->GetPointer<const Table*>({vo}); s && {o.name} && !decode_{o.type}(c, s, *{o.name}, true)) return {bad};"
+                )
             elif o.kind in (OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY):
                 vec_t = {OutKind.STRUCT_ARRAY: "TableVec", OutKind.BYTES: "Vec<uint8_t>"}.get(o.kind)
                 if o.kind is OutKind.SCALAR_ARRAY:
@@ -324,7 +338,9 @@ class CommandGenerator:
                     L.append(f"    if (!{o.name}) {{")
                     L.append(f"      *{o.two_call} = static_cast<std::remove_pointer_t<decltype({o.two_call})>>(n);")
                     L.append("    } else {")
-                    L.append(f"      if (n > *{o.two_call} || (n && (!s || s->size() < n))) {{ c.fail(\"{s.name}\", \"reply count exceeds capacity\"); return {bad}; }}")
+                    L.append(
+                        f'      if (n > *{o.two_call} || (n && (!s || s->size() < n))) {{ c.fail("{s.name}", "reply count exceeds capacity"); return {bad}; }}'
+                    )
                     L.append(f"      *{o.two_call} = static_cast<std::remove_pointer_t<decltype({o.two_call})>>(n);")
                     self._copy_out(L, o, "n", bad, s)
                     L.append("    }")
@@ -335,7 +351,7 @@ class CommandGenerator:
                     L.append(f"    auto* s = t->GetPointer<const {vec_t}*>({vo});")
                     L.append(f"    const size_t n = static_cast<size_t>({n});")
                     L.append(f"    if (s && {o.name}) {{")
-                    L.append(f"      if (s->size() < n) {{ c.fail(\"{s.name}\", \"short reply array\"); return {bad}; }}")
+                    L.append(f'      if (s->size() < n) {{ c.fail("{s.name}", "short reply array"); return {bad}; }}')
                     self._copy_out(L, o, "n", bad, s)
                     L.append("    }")
                     L.append("  }")
@@ -354,13 +370,17 @@ class CommandGenerator:
         VK_ERROR_DEVICE_LOST with that reason)."""
         if s.sync or s.cmd.ret != "VkResult":
             return []
-        return [f"  if (a.result < 0) return c.decode.fail(\"{s.name}\", (\"VkResult \" + std::to_string(a.result) + "
-                f"\" on the host, after the guest was told VK_SUCCESS (an asynchronous call)\").c_str(), Fault::kDriver);"]
+        return [
+            f'  if (a.result < 0) return c.decode.fail("{s.name}", ("VkResult " + std::to_string(a.result) + '
+            f'" on the host, after the guest was told VK_SUCCESS (an asynchronous call)").c_str(), Fault::kDriver);'
+        ]
 
     def _copy_out(self, L, o: OutParam, n: str, bad: str, s) -> None:
         if o.kind is OutKind.STRUCT_ARRAY:
             L.append(f"      for (size_t i = 0; i < {n}; ++i)")
-            L.append(f"        if (!decode_{o.type}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {o.name}[i], true)) return {bad};")
+            L.append(
+                f"        if (!decode_{o.type}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {o.name}[i], true)) return {bad};"
+            )
         elif o.kind is OutKind.BYTES:  # s may be absent when n is 0
             L.append(f"      if ({n}) std::memcpy({o.name}, s->data(), {n});")
         else:
@@ -372,14 +392,16 @@ class CommandGenerator:
         L = []
         if s.fixed:
             L.append(f"static bool run_{s.name}(HostContext& c, const uint8_t* data, size_t size) {{")
-            L.append(f"  if (size != sizeof({s.name}_s)) return c.fail(\"{s.name}\", \"bad record size\");")
+            L.append(f'  if (size != sizeof({s.name}_s)) return c.fail("{s.name}", "bad record size");')
             L.append(f"  {s.name}_s w;")
             L.append("  std::memcpy(&w, data, sizeof(w));")
             L.append(f"  Args_{s.name} a;")
             for f in s.fields:
                 if f.kind is FieldKind.HANDLE:
                     opt = "true" if f.optional else "false"
-                    L.append(f"  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, \"{s.name}.{f.name}\", &a.{f.name})) return false;")
+                    L.append(
+                        f'  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, "{s.name}.{f.name}", &a.{f.name})) return false;'
+                    )
                 else:
                     if self.sg.unsigned_enum(f):
                         bad = f"w.{f.name} < 0"
@@ -388,7 +410,9 @@ class CommandGenerator:
                             if f.member.optional and f.member.optional[0]:
                                 valid = f"(w.{f.name} == 0 || {valid})"
                             bad = f"w.{f.name} < 0 || (c.decode.check_values && !{valid})"
-                        L.append(f"  if ({bad}) return fail_enum(c.decode, \"{s.name}.{f.name}\", \"{self.reg.resolve(f.type)}\", w.{f.name});")
+                        L.append(
+                            f'  if ({bad}) return fail_enum(c.decode, "{s.name}.{f.name}", "{self.reg.resolve(f.type)}", w.{f.name});'
+                        )
                     L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
             L.extend(self.call_handler(s))
             L.append("}")
@@ -404,7 +428,11 @@ class CommandGenerator:
             else:
                 checks.append(f"verify_vector_field<int32_t>(v, t, {vo})")
         L.append(f"static bool verify_args_{s.name}(Verifier& v, const Table* t) {{")
-        L.append("  return t->VerifyTableStart(v)" + "".join(f" &&\n         {c}" for c in checks) + " &&\n         v.EndTable();")
+        L.append(
+            "  return t->VerifyTableStart(v)"
+            + "".join(f" &&\n         {c}" for c in checks)
+            + " &&\n         v.EndTable();"
+        )
         L.append("}")
         L.append("")
         L.append(f"static bool decode_args_{s.name}(HostContext& hc, const Table* t, Args_{s.name}& a) {{")
@@ -419,18 +447,24 @@ class CommandGenerator:
             vo = o.in_vo
             if o.kind is OutKind.HANDLE:
                 L.append(f"  a.id_{o.name} = t->GetField<uint64_t>({vo}, 0);")
-                L.append(f"  if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.id_{o.name})) return c.fail(\"{s.name}.{o.name}\", why);")
+                L.append(
+                    f'  if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.id_{o.name})) return c.fail("{s.name}.{o.name}", why);'
+                )
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
             elif o.kind is OutKind.HANDLE_ARRAY:
                 n = c_expr(o.len_expr, names, "a.")
                 L.append(f"  a.ids_{o.name} = t->GetPointer<const Vec<uint64_t>*>({vo});")
                 L.append("  {")
                 L.append(f"    const size_t n = static_cast<size_t>({n});")
-                L.append(f"    if (!a.ids_{o.name} || a.ids_{o.name}->size() != n) return c.fail(\"{s.name}.{o.name}\", \"ids do not match the count\");")
+                L.append(
+                    f'    if (!a.ids_{o.name} || a.ids_{o.name}->size() != n) return c.fail("{s.name}.{o.name}", "ids do not match the count");'
+                )
                 L.append(f"    for (size_t i = 0; i < n; ++i)")
-                L.append(f"      if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)))) return c.fail(\"{s.name}.{o.name}\", why);")
+                L.append(
+                    f'      if (const char* why = hc.refuse_new_id({self.objtype(o.type)}, a.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)))) return c.fail("{s.name}.{o.name}", why);'
+                )
                 L.append(f"    a.{o.name} = c.arena->make<{self.reg.resolve(o.type)}>(n ? n : 1);")
-                L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
+                L.append(f'    if (!a.{o.name}) return c.fail("{s.name}.{o.name}", "out of memory");')
                 L.append("  }")
             elif o.kind is OutKind.COUNT:
                 L.append(f"  a.cap_{o.name} = t->GetField<uint64_t>({vo}, 0);")
@@ -443,7 +477,9 @@ class CommandGenerator:
                     L.append(f"  a.v_{o.name}.sType = {self.reg.struct(o.type).stype};")
                 if self.reg.struct(o.type).member("pNext"):
                     ivo = o.in_vo
-                    L.append(f"  if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &a.v_{o.name}.pNext)) return false;")
+                    L.append(
+                        f"  if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &a.v_{o.name}.pNext)) return false;"
+                    )
             elif o.kind is OutKind.SCALAR:
                 L.append(f"  a.{o.name} = &a.v_{o.name};")
             elif o.kind in (OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY):
@@ -452,17 +488,19 @@ class CommandGenerator:
                     cnt = next(q for q in s.outs if q.name == o.two_call)
                     L.append(f"  if (a.cap_{cnt.name}) {{")
                     L.append(f"    const uint64_t n = a.cap_{cnt.name} - 1;")
-                    L.append(f"    if (n > (1u << 20)) return c.fail(\"{s.name}.{o.name}\", \"capacity too large\");")
+                    L.append(f'    if (n > (1u << 20)) return c.fail("{s.name}.{o.name}", "capacity too large");')
                     L.append(f"    a.v_{cnt.name} = static_cast<decltype(a.v_{cnt.name})>(n);")
                     L.append(f"    a.{o.name} = reinterpret_cast<decltype(a.{o.name})>(c.arena->make<{T}>(n ? n : 1));")
-                    L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
+                    L.append(f'    if (!a.{o.name}) return c.fail("{s.name}.{o.name}", "out of memory");')
                     if o.kind is OutKind.STRUCT_ARRAY and self.reg.struct(o.type).stype:
                         L.append(f"    auto* arr = reinterpret_cast<{T}*>(a.{o.name});")
                         L.append("    for (uint64_t i = 0; i < n; ++i) {")
                         L.append(f"      arr[i].sType = {self.reg.struct(o.type).stype};")
                         if self.reg.struct(o.type).member("pNext"):
                             ivo = o.in_vo
-                            L.append(f"      if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &arr[i].pNext)) return false;")
+                            L.append(
+                                f"      if (!make_chain(c, t->GetPointer<const Vec<uint32_t>*>({ivo}), &arr[i].pNext)) return false;"
+                            )
                         L.append("    }")
                     L.append("  }")
                 else:
@@ -470,7 +508,7 @@ class CommandGenerator:
                     L.append("  {")
                     L.append(f"    const size_t n = static_cast<size_t>({n});")
                     L.append(f"    a.{o.name} = reinterpret_cast<decltype(a.{o.name})>(c.arena->make<{T}>(n ? n : 1));")
-                    L.append(f"    if (!a.{o.name}) return c.fail(\"{s.name}.{o.name}\", \"out of memory\");")
+                    L.append(f'    if (!a.{o.name}) return c.fail("{s.name}.{o.name}", "out of memory");')
                     if o.kind is OutKind.STRUCT_ARRAY and self.reg.struct(o.type).stype:
                         L.append(f"    auto* arr = reinterpret_cast<{T}*>(a.{o.name});")
                         L.append(f"    for (size_t i = 0; i < n; ++i) arr[i].sType = {self.reg.struct(o.type).stype};")
@@ -480,7 +518,7 @@ class CommandGenerator:
         L.append("")
         L.append(f"static bool run_{s.name}(HostContext& c, const uint8_t* data, size_t size) {{")
         L.append(f"  const Table* t = verify_root(data, size, verify_args_{s.name});")
-        L.append(f"  if (!t) return c.fail(\"{s.name}\", \"message fails verification\");")
+        L.append(f'  if (!t) return c.fail("{s.name}", "message fails verification");')
         if s.blocking:
             if s.name in self.checked:
                 # Checked on the session thread before anything waits (and before the copy below).
@@ -513,7 +551,9 @@ class CommandGenerator:
             L.append("  job->msg.resize((size + 7) / 8);")
             L.append("  std::memcpy(job->msg.data(), data, size);")
             L.append("  job->seq = c.reply_seq;")
-            L.append("  const Table* jt = flatbuffers::GetRoot<Table>(reinterpret_cast<const uint8_t*>(job->msg.data()));")
+            L.append(
+                "  const Table* jt = flatbuffers::GetRoot<Table>(reinterpret_cast<const uint8_t*>(job->msg.data()));"
+            )
             L.append("  Arena* saved = c.decode.arena;")
             L.append("  c.decode.arena = &job->arena;")
             L.append(f"  const bool ok = decode_args_{s.name}(c, jt, job->a);")
@@ -540,11 +580,11 @@ class CommandGenerator:
         L = [f"  if (c.handlers.check_{s.name} && !c.handlers.check_{s.name}(c, a)) {{"]
         L.append("    if (!c.decode.error.empty()) return false;")
         if s.sync and s.cmd.ret == "VkResult":
-            L.append(f"    if (a.result >= 0) return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
+            L.append(f'    if (a.result >= 0) return c.fail("{s.name}", "rejected by its check without a reason");')
             L.append(f"    reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
             L.append("    return true;")
         else:
-            L.append(f"    return c.fail(\"{s.name}\", \"rejected by its check without a reason\");")
+            L.append(f'    return c.fail("{s.name}", "rejected by its check without a reason");')
         L.append("  }")
         return L
 
@@ -599,7 +639,9 @@ class CommandGenerator:
                 L.append(f"  Off {v} = n_{o.name} ? bytes_vector(b, a.{o.name}, n_{o.name}) : 0;")
             else:
                 ct = self.reg.scalar_info(o.type)[1]
-                L.append(f"  Off {v} = n_{o.name} ? scalar_vector(b, reinterpret_cast<const {ct}*>(a.{o.name}), n_{o.name}) : 0;")
+                L.append(
+                    f"  Off {v} = n_{o.name} ? scalar_vector(b, reinterpret_cast<const {ct}*>(a.{o.name}), n_{o.name}) : 0;"
+                )
         L.append("  const Off start = b.StartTable();")
         if s.cmd.ret != "void":
             L.append(f"  add_scalar<{cr}>(b, 4 /* result */, static_cast<{cr}>(a.result));")
@@ -621,17 +663,19 @@ class CommandGenerator:
         args = ", ".join(f"a.{p.name}" for p in s.cmd.params)
         if object_of(s, self.reg) == "global":
             L.append("  (void)a;")
-            L.append(f"  c.fail(\"{s.name}\", \"no default handler for a global command\");")
+            L.append(f'  c.fail("{s.name}", "no default handler for a global command");')
             L.append("}")
             return "\n".join(L)
         call = f"c.dispatch_of(handle_bits(a.{first.name})).{s.name}"
         L.append(f"  auto fn = {call};")
-        L.append(f"  if (!fn) {{ c.decode.fail(\"{s.name}\", \"not supported by the host driver\", Fault::kDriver); return; }}")
+        L.append(
+            f'  if (!fn) {{ c.decode.fail("{s.name}", "not supported by the host driver", Fault::kDriver); return; }}'
+        )
         if s.name.startswith("vkDestroy") and len(s.cmd.params) >= 2:
             # A pending blocking call may still use what is destroyed (a fence waited for).
             p = s.cmd.params[1]
             if self.reg.is_handle(p.type) and p.ptr == 0:
-                L.append(f"  if (a.{p.name} && !c.destroy_ok(\"{s.name}\", \"{p.name}\", handle_bits(a.{p.name}))) return;")
+                L.append(f'  if (a.{p.name} && !c.destroy_ok("{s.name}", "{p.name}", handle_bits(a.{p.name}))) return;')
         if s.cmd.ret == "void":
             L.append(f"  fn({args});")
             ok = "true"
@@ -642,11 +686,15 @@ class CommandGenerator:
         owner_expr = f"handle_bits(a.{owner})" if owner else f"handle_bits(a.{first.name})"
         for o in s.outs:
             if o.kind is OutKind.HANDLE:
-                L.append(f"  if ({ok}) c.add_object({self.objtype(o.type)}, a.id_{o.name}, handle_bits(*a.{o.name}), {owner_expr});")
+                L.append(
+                    f"  if ({ok}) c.add_object({self.objtype(o.type)}, a.id_{o.name}, handle_bits(*a.{o.name}), {owner_expr});"
+                )
             elif o.kind is OutKind.HANDLE_ARRAY:
                 L.append(f"  if ({ok} && a.ids_{o.name}) {{")
                 L.append(f"    for (flatbuffers::uoffset_t i = 0; i < a.ids_{o.name}->size(); ++i)")
-                L.append(f"      if (a.{o.name}[i]) c.add_object({self.objtype(o.type)}, a.ids_{o.name}->Get(i), handle_bits(a.{o.name}[i]), {owner_expr});")
+                L.append(
+                    f"      if (a.{o.name}[i]) c.add_object({self.objtype(o.type)}, a.ids_{o.name}->Get(i), handle_bits(a.{o.name}[i]), {owner_expr});"
+                )
                 L.append("  }")
         # destroys and frees drop their objects from the table
         if s.name.startswith("vkDestroy") and len(s.cmd.params) >= 2:
@@ -660,7 +708,9 @@ class CommandGenerator:
             for p in s.cmd.params[1:]:
                 if self.reg.is_handle(p.type) and p.ptr == 1 and p.len:
                     L.append(f"  for (size_t i = 0; i < static_cast<size_t>(a.{p.len[0]}); ++i)")
-                    L.append(f"    if (a.{p.name}[i]) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}[i]));")
+                    L.append(
+                        f"    if (a.{p.name}[i]) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}[i]));"
+                    )
                 elif self.reg.is_handle(p.type) and p.ptr == 0 and p is s.cmd.params[1] and not frees_array:
                     L.append(f"  if (a.{p.name}) c.remove_object({self.objtype(p.type)}, handle_bits(a.{p.name}));")
         L.append("}")
@@ -680,12 +730,14 @@ class CommandGenerator:
         L.append("const char* command_name(uint16_t id) {")
         L.append("  switch (id) {")
         for s in self.shapes:
-            L.append(f"    case kCmd_{s.name}: return \"{s.name}\";")
-        L.append("    default: return \"(unknown command)\";")
+            L.append(f'    case kCmd_{s.name}: return "{s.name}";')
+        L.append('    default: return "(unknown command)";')
         L.append("  }")
         L.append("}")
         L.append("")
-        L += membership_switch("bool command_blocks(uint16_t id)", [f"kCmd_{s.name}" for s in self.shapes if s.blocking])
+        L += membership_switch(
+            "bool command_blocks(uint16_t id)", [f"kCmd_{s.name}" for s in self.shapes if s.blocking]
+        )
         L.append("AnyFn handler_of(const Handlers& h, uint16_t id) {")
         L.append("  switch (id) {")
         for s in self.shapes:
@@ -702,7 +754,11 @@ class CommandGenerator:
         L.append("}")
         L.append("")
         for level, loader, handle in (("instance", "gipa", "instance"), ("device", "gdpa", "device")):
-            sig = "PFN_vkGetInstanceProcAddr gipa, VkInstance instance" if level == "instance" else "PFN_vkGetDeviceProcAddr gdpa, VkDevice device"
+            sig = (
+                "PFN_vkGetInstanceProcAddr gipa, VkInstance instance"
+                if level == "instance"
+                else "PFN_vkGetDeviceProcAddr gdpa, VkDevice device"
+            )
             L.append(f"void load_{level}_dispatch(Dispatch& d, {sig}) {{")
             for s in self.dispatchable:
                 if level == "device" and s.level != "device":
@@ -713,7 +769,9 @@ class CommandGenerator:
                 if level == "device":
                     L.append(f"  d.{s.name} = nullptr;  // the device's own entry point, not the loader's trampoline")
                 for n in names:
-                    L.append(f'  if (!d.{s.name}) d.{s.name} = reinterpret_cast<PFN_{s.name}>({loader}({handle}, "{n}"));')
+                    L.append(
+                        f'  if (!d.{s.name}) d.{s.name} = reinterpret_cast<PFN_{s.name}>({loader}({handle}, "{n}"));'
+                    )
             L.append("}")
             L.append("")
         L.append(NS_CLOSE)
@@ -740,7 +798,9 @@ class CommandGenerator:
                     g.append("")
                 h.append(self.host_run(s))
                 h.append("")
-                h.append(f"bool run_entry_{s.name}(HostContext& c, const uint8_t* data, size_t size) {{ return run_{s.name}(c, data, size); }}")
+                h.append(
+                    f"bool run_entry_{s.name}(HostContext& c, const uint8_t* data, size_t size) {{ return run_{s.name}(c, data, size); }}"
+                )
                 h.append("")
                 h.append(self.host_default(s))
                 h.append("")

@@ -119,8 +119,13 @@ class EntryPointGenerator:
 
     def source(self) -> str:
         platform = [s for s in self.p.shapes.values() if s.guest_handwritten and self.platform(s)]
-        L = [banner("gen_entrypoints.py", self.reg), include("entrypoints.h", "icd"), "",
-             '#include "bypass/icd/connection.h"', ""]
+        L = [
+            banner("gen_entrypoints.py", self.reg),
+            include("entrypoints.h", "icd"),
+            "",
+            '#include "bypass/icd/connection.h"',
+            "",
+        ]
         L.append("// Last: the window-system headers define macros (None, Status, Bool) that would break")
         L.append("// what follows them.")
         L += [f"#include <{h}>" for h in self.platform_headers(platform)]
@@ -154,19 +159,27 @@ class EntryPointGenerator:
         return "\n".join(L) + "\n"
 
     def header(self) -> str:
-        L = [banner("gen_entrypoints.py", self.reg), "#pragma once", "",
-             include("commands.h"), "", "namespace bypass::icd {", "",
-             "struct EntryPoint {",
-             "  const char* name;",
-             "  PFN_vkVoidFunction fn;",
-             "  uint8_t level;          // 0 global, 1 instance, 2 physical device, 3 device",
-             "  const char* origin;     // VK_VERSION_1_x or the extension that adds it",
-             "};",
-             "extern const EntryPoint kEntryPoints[];",
-             "extern const size_t kEntryPointCount;", "",
-             "// Commands hand-written in the guest (codegen/data/handwritten.txt, side guest or both),",
-             "// defined in guest-icd/. Those whose parameters use window-system types are declared in",
-             "// entrypoints.cpp only, which includes the platform headers."]
+        L = [
+            banner("gen_entrypoints.py", self.reg),
+            "#pragma once",
+            "",
+            include("commands.h"),
+            "",
+            "namespace bypass::icd {",
+            "",
+            "struct EntryPoint {",
+            "  const char* name;",
+            "  PFN_vkVoidFunction fn;",
+            "  uint8_t level;          // 0 global, 1 instance, 2 physical device, 3 device",
+            "  const char* origin;     // VK_VERSION_1_x or the extension that adds it",
+            "};",
+            "extern const EntryPoint kEntryPoints[];",
+            "extern const size_t kEntryPointCount;",
+            "",
+            "// Commands hand-written in the guest (codegen/data/handwritten.txt, side guest or both),",
+            "// defined in guest-icd/. Those whose parameters use window-system types are declared in",
+            "// entrypoints.cpp only, which includes the platform headers.",
+        ]
         for s in self.p.shapes.values():
             if s.guest_handwritten and not self.platform(s):
                 L.append(self.declaration(s))

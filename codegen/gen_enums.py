@@ -48,8 +48,17 @@ class EnumGenerator:
         return out
 
     def header(self) -> str:
-        L = [banner("gen_enums.py", self.reg), "#pragma once", "",
-             "#include <vulkan/vulkan.h>", "", "#include <cstddef>", "#include <cstdint>", "", NS_OPEN]
+        L = [
+            banner("gen_enums.py", self.reg),
+            "#pragma once",
+            "",
+            "#include <vulkan/vulkan.h>",
+            "",
+            "#include <cstddef>",
+            "#include <cstdint>",
+            "",
+            NS_OPEN,
+        ]
         L.append("// valid_X(v): v is one of the values of enum X that Vulkan 1.0-1.3 or a covered extension")
         L.append("// defines (for flag bits: one of the named bits or combinations, not any mask).")
         for e in self.enums:

@@ -52,29 +52,41 @@ class FormatGenerator:
             aspects |= PLANE0 << index
             planes[index] = f"{{{self.reg.formats[compat].block_size}, {wdiv}, {hdiv}}}"
         bw, bh, bd = f.block_extent
-        return (f"{{{f.block_size}, {bw}, {bh}, {bd}, 0x{aspects:x}, {depth}, {stencil}, {len(f.planes)}, "
-                f"{{{', '.join(planes)}}}}}")
+        return (
+            f"{{{f.block_size}, {bw}, {bh}, {bd}, 0x{aspects:x}, {depth}, {stencil}, {len(f.planes)}, "
+            f"{{{', '.join(planes)}}}}}"
+        )
 
     def header(self) -> str:
-        return "\n".join([
-            banner("gen_formats.py", self.reg), "#pragma once", "", "#include <vulkan/vulkan.h>", "",
-            "#include <cstdint>", "", NS_OPEN,
-            "struct FormatPlane {",
-            "  uint8_t block_size;  // bytes per texel of the plane (its compatible format's)",
-            "  uint8_t width_divisor;",
-            "  uint8_t height_divisor;",
-            "};",
-            "struct FormatInfo {",
-            "  uint8_t block_size;  // bytes per texel block",
-            "  uint8_t block_width, block_height, block_depth;  // texels per block",
-            "  uint8_t aspects;  // VkImageAspectFlags the format has (planes also count as color)",
-            "  uint8_t depth_bytes, stencil_bytes;  // per texel of that aspect in a buffer copy",
-            "  uint8_t plane_count;  // 0 for single-plane formats",
-            "  FormatPlane planes[3];",
-            "};",
-            "// Null for VK_FORMAT_UNDEFINED and for values outside the covered API.",
-            "const FormatInfo* format_info(VkFormat format);",
-            "", NS_CLOSE])
+        return "\n".join(
+            [
+                banner("gen_formats.py", self.reg),
+                "#pragma once",
+                "",
+                "#include <vulkan/vulkan.h>",
+                "",
+                "#include <cstdint>",
+                "",
+                NS_OPEN,
+                "struct FormatPlane {",
+                "  uint8_t block_size;  // bytes per texel of the plane (its compatible format's)",
+                "  uint8_t width_divisor;",
+                "  uint8_t height_divisor;",
+                "};",
+                "struct FormatInfo {",
+                "  uint8_t block_size;  // bytes per texel block",
+                "  uint8_t block_width, block_height, block_depth;  // texels per block",
+                "  uint8_t aspects;  // VkImageAspectFlags the format has (planes also count as color)",
+                "  uint8_t depth_bytes, stencil_bytes;  // per texel of that aspect in a buffer copy",
+                "  uint8_t plane_count;  // 0 for single-plane formats",
+                "  FormatPlane planes[3];",
+                "};",
+                "// Null for VK_FORMAT_UNDEFINED and for values outside the covered API.",
+                "const FormatInfo* format_info(VkFormat format);",
+                "",
+                NS_CLOSE,
+            ]
+        )
 
     def source(self) -> str:
         L = [banner("gen_formats.py", self.reg), include("formats.h"), "", NS_OPEN]

@@ -41,8 +41,12 @@ def write(proto: Protocol, path: str) -> str:
     gen = sum(1 for v in cov.values() if v == "generated")
     hand = sum(1 for v in cov.values() if v == "handwritten")
     uns = len(cov) - gen - hand
-    core_uns = [n for n, s in proto.shapes.items() if s.status.startswith("unsupported") and s.origin.startswith("VK_VERSION")]
+    core_uns = [
+        n for n, s in proto.shapes.items() if s.status.startswith("unsupported") and s.origin.startswith("VK_VERSION")
+    ]
     per_side = ", ".join(f"{len(names)} {side}" for side, names in sides.items())
-    return (f"codegen: {len(cov)} commands in vk.xml {proto.reg.header_version}: {gen} generated, "
-            f"{hand} hand-written ({per_side}; aliases not counted), {uns} unsupported "
-            f"({len(core_uns)} of them core)")
+    return (
+        f"codegen: {len(cov)} commands in vk.xml {proto.reg.header_version}: {gen} generated, "
+        f"{hand} hand-written ({per_side}; aliases not counted), {uns} unsupported "
+        f"({len(core_uns)} of them core)"
+    )

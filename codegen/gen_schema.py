@@ -14,9 +14,14 @@ from gen_structs import StructGenerator
 from wire import Field, FieldKind, OutKind, Protocol
 
 FB_VECTOR = {
-    FieldKind.UNION: "[ubyte]", FieldKind.BYTES: "[ubyte]", FieldKind.ARRAY_UNION: "[ubyte]",
-    FieldKind.FIXED_HANDLE: "[ulong]", FieldKind.ARRAY_HANDLE: "[ulong]",
-    FieldKind.FIXED_STRING: "string", FieldKind.STRING: "string", FieldKind.STRING_ARRAY: "[string]",
+    FieldKind.UNION: "[ubyte]",
+    FieldKind.BYTES: "[ubyte]",
+    FieldKind.ARRAY_UNION: "[ubyte]",
+    FieldKind.FIXED_HANDLE: "[ulong]",
+    FieldKind.ARRAY_HANDLE: "[ulong]",
+    FieldKind.FIXED_STRING: "string",
+    FieldKind.STRING: "string",
+    FieldKind.STRING_ARRAY: "[string]",
     FieldKind.CHAIN: "[ChainLink]",
 }
 
@@ -46,10 +51,15 @@ class SchemaGenerator:
         return "\n".join(lines)
 
     def structs_schema(self) -> str:
-        L = [banner("gen_schema.py", self.reg).replace("//", "//"), "namespace bypass.wire;", "",
-             "// One pNext link: the struct's sType and the struct as a nested FlatBuffer whose",
-             "// root table is the struct's table.",
-             "table ChainLink {\n  stype: int;\n  body: [ubyte];\n}", ""]
+        L = [
+            banner("gen_schema.py", self.reg).replace("//", "//"),
+            "namespace bypass.wire;",
+            "",
+            "// One pNext link: the struct's sType and the struct as a nested FlatBuffer whose",
+            "// root table is the struct's table.",
+            "table ChainLink {\n  stype: int;\n  body: [ubyte];\n}",
+            "",
+        ]
         for s in self.sg.structs:
             L.append(self.table(s, [(f.name, fb_type(f)) for f in self.p.struct_fields(s)]))
         return "\n".join(L) + "\n"
@@ -77,8 +87,13 @@ class SchemaGenerator:
                 for o in s.outs:
                     if o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY):
                         continue
-                    t = {OutKind.COUNT: "ulong", OutKind.SCALAR: "ulong", OutKind.STRUCT: o.type,
-                         OutKind.STRUCT_ARRAY: f"[{o.type}]", OutKind.BYTES: "[ubyte]"}.get(o.kind)
+                    t = {
+                        OutKind.COUNT: "ulong",
+                        OutKind.SCALAR: "ulong",
+                        OutKind.STRUCT: o.type,
+                        OutKind.STRUCT_ARRAY: f"[{o.type}]",
+                        OutKind.BYTES: "[ubyte]",
+                    }.get(o.kind)
                     if o.kind is OutKind.SCALAR_ARRAY:
                         t = f"[{self.reg.scalar_info(o.type)[0]}]"
                     rf.append((o.name, t))

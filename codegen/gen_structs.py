@@ -82,11 +82,15 @@ class StructGenerator:
             out.append(f"  {var} = table_vector(b, offs.data(), n);")
             out.append("}")
         elif k is FieldKind.ARRAY_SCALAR:
-            out.append(f"Off {var} = {m} ? scalar_vector(b, reinterpret_cast<const {f.ctype}*>({m}), static_cast<size_t>({n})) : 0;")
+            out.append(
+                f"Off {var} = {m} ? scalar_vector(b, reinterpret_cast<const {f.ctype}*>({m}), static_cast<size_t>({n})) : 0;"
+            )
         elif k is FieldKind.ARRAY_UNION:
             out.append(f"Off {var} = {m} ? bytes_vector(b, {m}, sizeof(*{m}) * static_cast<size_t>({n})) : 0;")
         elif k is FieldKind.ARRAY_HANDLE:
-            out.append(f"Off {var} = {m} ? handle_array_vector(b, h, {self.objtype(f.type)}, {m}, static_cast<size_t>({n})) : 0;")
+            out.append(
+                f"Off {var} = {m} ? handle_array_vector(b, h, {self.objtype(f.type)}, {m}, static_cast<size_t>({n})) : 0;"
+            )
         elif k is FieldKind.STRING:
             out.append(f"Off {var} = {m} ? b.CreateString({m}).o : 0;")
         elif k is FieldKind.STRING_ARRAY:
@@ -94,7 +98,7 @@ class StructGenerator:
             out.append(f"if ({m}) {{")
             out.append(f"  size_t n = static_cast<size_t>({n});")
             out.append("  StackBuf<Off> strs(n);")
-            out.append(f"  for (size_t i = 0; i < n; ++i) strs[i] = b.CreateString({m}[i] ? {m}[i] : \"\").o;")
+            out.append(f'  for (size_t i = 0; i < n; ++i) strs[i] = b.CreateString({m}[i] ? {m}[i] : "").o;')
             out.append(f"  {var} = table_vector(b, strs.data(), n);")
             out.append("}")
         elif k is FieldKind.BYTES:
@@ -106,7 +110,7 @@ class StructGenerator:
             # evaluate only when the member is meaningful
             first = out[0]
             if first.startswith(f"Off {var} = ") and len(out) == 1:
-                expr = first[len(f"Off {var} = "):-1]
+                expr = first[len(f"Off {var} = ") : -1]
                 out = [f"Off {var} = ({cond}) ? ({expr}) : 0;"]
             else:
                 body = out[1:] if out[0] == f"Off {var} = 0;" else out
@@ -116,7 +120,11 @@ class StructGenerator:
     def encode_field_add(self, f: Field, src: str, var: str) -> str:
         m = f"{src}{f.name}"
         if f.kind is FieldKind.SCALAR:
-            return f"add_scalar<{f.ctype}>(b, {f.vo}, static_cast<{f.ctype}>({m}));" if f.ctype not in ("float", "double") else f"add_scalar(b, {f.vo}, {m});"
+            return (
+                f"add_scalar<{f.ctype}>(b, {f.vo}, static_cast<{f.ctype}>({m}));"
+                if f.ctype not in ("float", "double")
+                else f"add_scalar(b, {f.vo}, {m});"
+            )
         if f.kind is FieldKind.HANDLE:
             return f"add_scalar<uint64_t>(b, {f.vo}, {m} ? h.to_wire({self.objtype(f.type)}, handle_bits({m})) : 0);"
         return f"add_offset(b, {f.vo}, {var});"
@@ -161,57 +169,72 @@ class StructGenerator:
                 if f.optional or (f.member.optional and f.member.optional[0]):
                     valid = f"(e == 0 || {valid})"
                 ok = f"e >= 0 && (!c.check_values || {valid})"
-            out.append(f"if (const int32_t e = t->GetField<int32_t>({vo}, 0); {ok}) {m} = static_cast<decltype({m})>(e);")
-            out.append(f"else return fail_enum(c, {where}, \"{self.reg.resolve(f.type)}\", e);")
+            out.append(
+                f"if (const int32_t e = t->GetField<int32_t>({vo}, 0); {ok}) {m} = static_cast<decltype({m})>(e);"
+            )
+            out.append(f'else return fail_enum(c, {where}, "{self.reg.resolve(f.type)}", e);')
         elif k is FieldKind.SCALAR:
             out.append(f"{m} = static_cast<decltype({m})>(t->GetField<{f.ctype}>({vo}, 0));")
         elif k is FieldKind.HANDLE:
             opt = "true" if f.optional else "false"
-            out.append(f"if (!decode_handle(c, t->GetField<uint64_t>({vo}, 0), {self.objtype(f.type)}, {opt}, {where}, &{m})) return false;")
+            out.append(
+                f"if (!decode_handle(c, t->GetField<uint64_t>({vo}, 0), {self.objtype(f.type)}, {opt}, {where}, &{m})) return false;"
+            )
         elif k is FieldKind.STRUCT:
-            out.append(f"if (auto* s = t->GetPointer<const Table*>({vo}); s && !decode_{f.type}(c, s, {m}, false)) return false;")
+            out.append(
+                f"if (auto* s = t->GetPointer<const Table*>({vo}); s && !decode_{f.type}(c, s, {m}, false)) return false;"
+            )
         elif k is FieldKind.UNION:
             out.append(f"if (auto* s = t->GetPointer<const Vec<uint8_t>*>({vo})) {{")
-            out.append(f"  if (s->size() != sizeof({m})) return c.fail({where}, \"union size\");")
+            out.append(f'  if (s->size() != sizeof({m})) return c.fail({where}, "union size");')
             out.append(f"  std::memcpy(&{m}, s->data(), sizeof({m}));")
             out.append("}")
         elif k is FieldKind.FIXED_SCALAR:
             out.append(f"if (auto* s = t->GetPointer<const Vec<{f.ctype}>*>({vo})) {{")
-            out.append(f"  if (s->size() > {f.count}) return c.fail({where}, \"array too long\");")
+            out.append(f'  if (s->size() > {f.count}) return c.fail({where}, "array too long");')
             out.append(f"  std::memcpy({m}, s->data(), s->size() * sizeof({f.ctype}));")
             out.append("}")
         elif k is FieldKind.FIXED_STRING:
             out.append(f"if (auto* s = t->GetPointer<const flatbuffers::String*>({vo})) {{")
-            out.append(f"  if (s->size() >= {f.count}) return c.fail({where}, \"string too long\");")
+            out.append(f'  if (s->size() >= {f.count}) return c.fail({where}, "string too long");')
             out.append(f"  std::memcpy({m}, s->c_str(), s->size() + 1);")
             out.append("}")
         elif k is FieldKind.FIXED_STRUCT:
             out.append(f"if (auto* s = t->GetPointer<const TableVec*>({vo})) {{")
-            out.append(f"  if (s->size() > {f.count}) return c.fail({where}, \"array too long\");")
+            out.append(f'  if (s->size() > {f.count}) return c.fail({where}, "array too long");')
             out.append(f"  for (flatbuffers::uoffset_t i = 0; i < s->size(); ++i)")
             out.append(f"    if (!decode_{f.type}(c, s->Get(i), {m}[i], false)) return false;")
             out.append("}")
         elif k is FieldKind.FIXED_HANDLE:
             out.append(f"if (auto* s = t->GetPointer<const Vec<uint64_t>*>({vo})) {{")
-            out.append(f"  if (s->size() > {f.count}) return c.fail({where}, \"array too long\");")
+            out.append(f'  if (s->size() > {f.count}) return c.fail({where}, "array too long");')
             out.append(f"  for (flatbuffers::uoffset_t i = 0; i < s->size(); ++i)")
-            out.append(f"    if (!decode_handle(c, s->Get(i), {self.objtype(f.type)}, true, {where}, &{m}[i])) return false;")
+            out.append(
+                f"    if (!decode_handle(c, s->Get(i), {self.objtype(f.type)}, true, {where}, &{m}[i])) return false;"
+            )
             out.append("}")
         elif into:
             return []  # pointers of an output struct belong to the application
         elif k is FieldKind.PTR_STRUCT:
             out.append(f"if (auto* s = t->GetPointer<const Table*>({vo})) {{")
             out.append(f"  auto* p = c.arena->make<{f.type}>(1);")
-            out.append(f"  if (!p) return c.fail({where}, \"out of memory\");")
+            out.append(f'  if (!p) return c.fail({where}, "out of memory");')
             out.append(f"  if (!decode_{f.type}(c, s, *p, false)) return false;")
             out.append(f"  {m} = p;")
             if f.optional:
                 out.append("}")
             else:
                 out.append(f"}} else {{")
-                out.append(f"  return c.fail({where}, \"missing required struct\");")
+                out.append(f'  return c.fail({where}, "missing required struct");')
                 out.append("}")
-        elif k in (FieldKind.ARRAY_STRUCT, FieldKind.ARRAY_SCALAR, FieldKind.ARRAY_HANDLE, FieldKind.ARRAY_UNION, FieldKind.BYTES, FieldKind.STRING_ARRAY):
+        elif k in (
+            FieldKind.ARRAY_STRUCT,
+            FieldKind.ARRAY_SCALAR,
+            FieldKind.ARRAY_HANDLE,
+            FieldKind.ARRAY_UNION,
+            FieldKind.BYTES,
+            FieldKind.STRING_ARRAY,
+        ):
             vec_t = {
                 FieldKind.ARRAY_STRUCT: "TableVec",
                 FieldKind.ARRAY_SCALAR: f"Vec<{f.ctype}>",
@@ -226,18 +249,22 @@ class StructGenerator:
             out.append(f"  const size_t want = static_cast<size_t>({n});")
             out.append(f"  auto* s = t->GetPointer<const {vec_t}*>({vo});")
             if k is FieldKind.ARRAY_UNION:
-                out.append(f"  if (s && s->size() != want * {elem_size}) return c.fail({where}, \"length does not match its count\");")
+                out.append(
+                    f'  if (s && s->size() != want * {elem_size}) return c.fail({where}, "length does not match its count");'
+                )
             else:
-                out.append(f"  if (s && s->size() != want) return c.fail({where}, \"length does not match its count\");")
+                out.append(f'  if (s && s->size() != want) return c.fail({where}, "length does not match its count");')
             if not f.optional:
-                out.append(f"  if (!s && want) return c.fail({where}, \"missing array\");")
+                out.append(f'  if (!s && want) return c.fail({where}, "missing array");')
             out.append("  if (s) {")
             T = f.type
             if k is FieldKind.ARRAY_STRUCT:
                 out.append(f"    auto* p = c.arena->make<{T}>(want ? want : 1);")
-                out.append(f"    if (!p) return c.fail({where}, \"out of memory\");")
+                out.append(f'    if (!p) return c.fail({where}, "out of memory");')
                 out.append("    for (size_t i = 0; i < want; ++i)")
-                out.append(f"      if (!decode_{T}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), p[i], false)) return false;")
+                out.append(
+                    f"      if (!decode_{T}(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), p[i], false)) return false;"
+                )
                 out.append(f"    {m} = p;")
             elif k is FieldKind.ARRAY_SCALAR:
                 # Vectors of scalars are aligned in a verified message: point straight at them.
@@ -246,20 +273,24 @@ class StructGenerator:
                     e = self.reg.resolve(f.type)
                     out.append("    if (c.check_values)")
                     out.append("      for (flatbuffers::uoffset_t i = 0; i < s->size(); ++i)")
-                    out.append(f"        if (!valid_{e}(s->Get(i))) return fail_enum(c, {where}, \"{e}\", s->Get(i));")
+                    out.append(f'        if (!valid_{e}(s->Get(i))) return fail_enum(c, {where}, "{e}", s->Get(i));')
             elif k is FieldKind.ARRAY_HANDLE:
                 out.append(f"    auto* p = c.arena->make<{T}>(want ? want : 1);")
-                out.append(f"    if (!p) return c.fail({where}, \"out of memory\");")
+                out.append(f'    if (!p) return c.fail({where}, "out of memory");')
                 out.append("    for (size_t i = 0; i < want; ++i)")
                 nulls = "true" if f.null_elements else "false"
-                out.append(f"      if (!decode_handle(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {self.objtype(T)}, {nulls}, {where}, &p[i])) return false;")
+                out.append(
+                    f"      if (!decode_handle(c, s->Get(static_cast<flatbuffers::uoffset_t>(i)), {self.objtype(T)}, {nulls}, {where}, &p[i])) return false;"
+                )
                 out.append(f"    {m} = p;")
             elif k in (FieldKind.ARRAY_UNION, FieldKind.BYTES):
                 out.append(f"    {m} = reinterpret_cast<decltype({m})>(s->data());")
             elif k is FieldKind.STRING_ARRAY:
                 out.append("    auto* p = c.arena->make<const char*>(want ? want : 1);")
-                out.append(f"    if (!p) return c.fail({where}, \"out of memory\");")
-                out.append("    for (size_t i = 0; i < want; ++i) p[i] = s->Get(static_cast<flatbuffers::uoffset_t>(i))->c_str();")
+                out.append(f'    if (!p) return c.fail({where}, "out of memory");')
+                out.append(
+                    "    for (size_t i = 0; i < want; ++i) p[i] = s->Get(static_cast<flatbuffers::uoffset_t>(i))->c_str();"
+                )
                 out.append(f"    {m} = p;")
             out.append("  }")
             out.append("}")
@@ -268,7 +299,7 @@ class StructGenerator:
             out.append(f"  {m} = s->c_str();")
             if not f.optional:  # e.g. VkPipelineShaderStageCreateInfo.pName: the driver reads it
                 out.append("} else {")
-                out.append(f"  return c.fail({where}, \"missing required string\");")
+                out.append(f'  return c.fail({where}, "missing required string");')
             out.append("}")
         elif k is FieldKind.CHAIN:
             pass  # handled by the caller
@@ -276,8 +307,15 @@ class StructGenerator:
 
     # ------------------------------------------------------------------ outputs
     def header(self) -> str:
-        lines = [banner("gen_structs.py", self.reg), "#pragma once", "",
-                 '#include "bypass/wire/runtime.h"', include("enums.h"), "", NS_OPEN]
+        lines = [
+            banner("gen_structs.py", self.reg),
+            "#pragma once",
+            "",
+            '#include "bypass/wire/runtime.h"',
+            include("enums.h"),
+            "",
+            NS_OPEN,
+        ]
         lines.append("// pNext chains: a vector of ChainLink tables, each a nested FlatBuffer.")
         lines.append("Off encode_chain(Builder& b, const void* pNext, HandleMap& h);")
         lines.append("bool verify_ChainLink(Verifier& v, const Table* t);")
@@ -290,7 +328,9 @@ class StructGenerator:
         lines.append("bool make_chain(DecodeContext& c, const Vec<uint32_t>* stypes, void** out);")
         lines.append("// Size of the struct with this sType, 0 if the protocol does not know it.")
         lines.append("size_t struct_size(int32_t stype);")
-        lines.append("bool decode_handle(DecodeContext& c, uint64_t id, VkObjectType type, bool optional, const char* where, void* out);")
+        lines.append(
+            "bool decode_handle(DecodeContext& c, uint64_t id, VkObjectType type, bool optional, const char* where, void* out);"
+        )
         lines.append("")
         for s in self.structs:
             lines.append(f"Off encode_{s}(Builder& b, const {s}& s, HandleMap& h, bool with_chain = true);")
@@ -323,7 +363,11 @@ class StructGenerator:
         # verify
         checks = [self.verify_field(f) for f in fields]
         L.append(f"bool verify_{sname}(Verifier& v, const Table* t) {{")
-        L.append("  return t->VerifyTableStart(v)" + "".join(f" &&\n         {c}" for c in checks) + " &&\n         v.EndTable();")
+        L.append(
+            "  return t->VerifyTableStart(v)"
+            + "".join(f" &&\n         {c}" for c in checks)
+            + " &&\n         v.EndTable();"
+        )
         L.append("}")
         L.append("")
         # decode
@@ -362,8 +406,7 @@ class StructGenerator:
             cats.setdefault(self.p.category(s), []).append(s)
         files = {}
         for cat, names in sorted(cats.items()):
-            body = [banner("gen_structs.py", self.reg), include("structs.h"), "",
-                    "#include <cstring>", "", NS_OPEN]
+            body = [banner("gen_structs.py", self.reg), include("structs.h"), "", "#include <cstring>", "", NS_OPEN]
             for s in names:
                 body.append(self.struct_code(s))
             body.append(NS_CLOSE)
@@ -372,7 +415,8 @@ class StructGenerator:
 
     def chain_file(self) -> str:
         L = [banner("gen_structs.py", self.reg), include("structs.h"), "", "#include <cstring>", "", NS_OPEN]
-        L.append("""bool verify_ChainLink(Verifier& v, const Table* t) {
+        L.append(
+            """bool verify_ChainLink(Verifier& v, const Table* t) {
   return t->VerifyTableStart(v) && t->VerifyField<int32_t>(v, 4 /* stype */, 4) &&
          verify_vector_field<uint8_t>(v, t, 6 /* body */) && v.EndTable();
 }
@@ -395,7 +439,8 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
   add_offset(b, 6 /* body */, body);
   return b.EndTable(start);
 }
-""")
+"""
+        )
         L.append("Off encode_chain(Builder& b, const void* pNext, HandleMap& h) {")
         L.append("  std::vector<Off> links;")
         L.append("  for (auto* p = static_cast<const VkBaseInStructure*>(pNext); p; p = p->pNext) {")
@@ -403,8 +448,12 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("    switch (static_cast<int32_t>(p->sType)) {")
         for s in self.chainable:
             st = self.reg.struct(s).stype
-            L.append(f"      case {st}: nb.Finish(flatbuffers::Offset<Table>(encode_{s}(nb, *reinterpret_cast<const {s}*>(p), h, false))); break;")
-        L.append("      default: if (p->sType > 48) warn_unknown_stype(p->sType); continue;  // 47, 48: the loader's own")
+            L.append(
+                f"      case {st}: nb.Finish(flatbuffers::Offset<Table>(encode_{s}(nb, *reinterpret_cast<const {s}*>(p), h, false))); break;"
+            )
+        L.append(
+            "      default: if (p->sType > 48) warn_unknown_stype(p->sType); continue;  // 47, 48: the loader's own"
+        )
         L.append("    }")
         L.append("    links.push_back(make_link(b, p->sType, nb));")
         L.append("  }")
@@ -412,12 +461,14 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("}")
         L.append("")
         L.append("template <class T>")
-        L.append("static T* decode_link(DecodeContext& c, const Vec<uint8_t>* body, bool (*verify)(Verifier&, const Table*), bool (*decode)(DecodeContext&, const Table*, T&, bool), T* into) {")
-        L.append("  if (!body) { c.fail(\"pNext\", \"empty chain link\"); return nullptr; }")
+        L.append(
+            "static T* decode_link(DecodeContext& c, const Vec<uint8_t>* body, bool (*verify)(Verifier&, const Table*), bool (*decode)(DecodeContext&, const Table*, T&, bool), T* into) {"
+        )
+        L.append('  if (!body) { c.fail("pNext", "empty chain link"); return nullptr; }')
         L.append("  const Table* root = verify_root(body->data(), body->size(), verify);")
-        L.append("  if (!root) { c.fail(\"pNext\", \"chain link fails verification\"); return nullptr; }")
+        L.append('  if (!root) { c.fail("pNext", "chain link fails verification"); return nullptr; }')
         L.append("  T* p = into ? into : c.arena->make<T>(1);")
-        L.append("  if (!p) { c.fail(\"pNext\", \"out of memory\"); return nullptr; }")
+        L.append('  if (!p) { c.fail("pNext", "out of memory"); return nullptr; }')
         L.append("  return decode(c, root, *p, into != nullptr) ? p : nullptr;")
         L.append("}")
         L.append("")
@@ -432,7 +483,9 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("    switch (stype) {")
         for s in self.chainable:
             st = self.reg.struct(s).stype
-            L.append(f"      case {st}: p = reinterpret_cast<VkBaseOutStructure*>(decode_link<{s}>(c, body, verify_{s}, decode_{s}, nullptr)); if (!p) return false; break;")
+            L.append(
+                f"      case {st}: p = reinterpret_cast<VkBaseOutStructure*>(decode_link<{s}>(c, body, verify_{s}, decode_{s}, nullptr)); if (!p) return false; break;"
+            )
         L.append("      default: warn_unknown_stype(stype); continue;")
         L.append("    }")
         L.append("    *tail = p;")
@@ -451,7 +504,9 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("      switch (static_cast<int32_t>(p->sType)) {")
         for s in self.chainable:
             st = self.reg.struct(s).stype
-            L.append(f"        case {st}: if (!decode_link<{s}>(c, body, verify_{s}, decode_{s}, static_cast<{s}*>(dst))) return false; break;")
+            L.append(
+                f"        case {st}: if (!decode_link<{s}>(c, body, verify_{s}, decode_{s}, static_cast<{s}*>(dst))) return false; break;"
+            )
         L.append("        default: break;")
         L.append("      }")
         L.append("      break;")
@@ -470,7 +525,8 @@ static Off make_link(Builder& b, int32_t stype, const Builder& nested) {
         L.append("  }")
         L.append("}")
         L.append("")
-        L.append("""Off encode_chain_skeleton(Builder& b, const void* pNext) {
+        L.append(
+            """Off encode_chain_skeleton(Builder& b, const void* pNext) {
   std::vector<int32_t> stypes;
   for (auto* p = static_cast<const VkBaseInStructure*>(pNext); p; p = p->pNext) {
     if (struct_size(p->sType)) stypes.push_back(p->sType);
@@ -496,7 +552,8 @@ bool make_chain(DecodeContext& c, const Vec<uint32_t>* stypes, void** out) {
   }
   return true;
 }
-""")
+"""
+        )
         L.append(NS_CLOSE)
         return "\n".join(L)
 

@@ -75,8 +75,10 @@ class TestGenerator:
                 L.append(f"for (auto& e : {m}) e = f.handle<std::remove_reference_t<decltype(e)>>(true);")
             elif k is FieldKind.PTR_STRUCT:
                 opt = "true" if f.optional else "false"
-                L.append(f"if (f.present(d, {opt}, {'true' if top else 'false'})) {{ auto* p = f.pool.make<{f.type}>(1); "
-                         f"fill_random_{f.type}(f, *p, d + 1, 0); {m} = p; }} else {{ {m} = nullptr; }}")
+                L.append(
+                    f"if (f.present(d, {opt}, {'true' if top else 'false'})) {{ auto* p = f.pool.make<{f.type}>(1); "
+                    f"fill_random_{f.type}(f, *p, d + 1, 0); {m} = p; }} else {{ {m} = nullptr; }}"
+                )
             elif k is FieldKind.STRING:
                 L.append(f"{m} = f.string({'true' if f.optional else 'false'});")
         # counts: every scalar a length expression reads gets a small value, once
@@ -97,7 +99,9 @@ class TestGenerator:
                     assigned.add(f"{ptr}->{member}")
                     target = f"const_cast<Elem<decltype({P}{ptr})>*>({P}{ptr})->{member}"
                     # the struct's own filler already made it small when it counts an array there
-                    L.append(f"if ({P}{ptr} && {target} > {limit}) {target} = static_cast<decltype({target})>(f.count(d, {limit}));")
+                    L.append(
+                        f"if ({P}{ptr} && {target} > {limit}) {target} = static_cast<decltype({target})>(f.count(d, {limit}));"
+                    )
         for f in fields:
             if not f.kind.is_array:
                 continue
@@ -119,7 +123,9 @@ class TestGenerator:
                 L.append(f"    auto* p = f.pool.make<Elem<decltype({m})>>(n);")
                 if f.null_elements:
                     # The first element VK_NULL_HANDLE, which this array may hold: it must arrive as such.
-                    L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = i == 0 ? Elem<decltype({m})>{{}} : f.handle<Elem<decltype({m})>>(false);")
+                    L.append(
+                        f"    for (size_t i = 0; i < n; ++i) p[i] = i == 0 ? Elem<decltype({m})>{{}} : f.handle<Elem<decltype({m})>>(false);"
+                    )
                 else:
                     L.append(f"    for (size_t i = 0; i < n; ++i) p[i] = f.handle<Elem<decltype({m})>>(false);")
             elif f.kind is FieldKind.STRING_ARRAY:
@@ -151,18 +157,24 @@ class TestGenerator:
         if k is FieldKind.FIXED_STRUCT:
             return [f"for (size_t i = 0; i < std::size({ma}); ++i) if (!equal_{f.type}({ma}[i], {mb}[i], d, 0)) {bad}"]
         if k is FieldKind.PTR_STRUCT:
-            return [f"if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
-                    f"if ({ma} && !equal_{f.type}(*{ma}, *{mb}, d, 0)) {bad}"]
+            return [
+                f"if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
+                f"if ({ma} && !equal_{f.type}(*{ma}, *{mb}, d, 0)) {bad}",
+            ]
         if k is FieldKind.STRING:
-            return [f"if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
-                    f"if ({ma} && std::strcmp({ma}, {mb}) != 0) {bad}"]
+            return [
+                f"if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
+                f"if ({ma} && std::strcmp({ma}, {mb}) != 0) {bad}",
+            ]
         if k.is_array:
             n = c_expr(f.len_expr, names, A)
             cond = c_expr(f.condition, names, A) if f.condition else "true"
-            L = [f"if ({cond}) {{",
-                 f"  const size_t n = static_cast<size_t>({n});",
-                 f"  if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
-                 f"  if ({ma} && n) {{"]
+            L = [
+                f"if ({cond}) {{",
+                f"  const size_t n = static_cast<size_t>({n});",
+                f"  if (({ma} == nullptr) != ({mb} == nullptr)) {bad}",
+                f"  if ({ma} && n) {{",
+            ]
             if k is FieldKind.ARRAY_STRUCT:
                 L.append(f"    for (size_t i = 0; i < n; ++i) if (!equal_{f.type}({ma}[i], {mb}[i], d, 0)) {bad}")
             elif k is FieldKind.STRING_ARRAY:
@@ -203,7 +215,9 @@ class TestGenerator:
             if links:
                 L.append(f"static const LinkFn kLinks_{sname}[] = {{{', '.join('link_' + x for x in links)}}};")
             L.append(f"const void* random_chain_{sname}(Fill& f, int d) {{")
-            L.append(f"  return {'f.chain(kLinks_' + sname + ', std::size(kLinks_' + sname + '), d)' if links else 'nullptr'};")
+            L.append(
+                f"  return {'f.chain(kLinks_' + sname + ', std::size(kLinks_' + sname + '), d)' if links else 'nullptr'};"
+            )
             L.append("}")
             L.append("")
         L.append(f"void fill_random_{sname}(Fill& f, {sname}& x, int d, int mode) {{")
@@ -232,15 +246,21 @@ class TestGenerator:
         L.append(f"bool equal_{sname}(const {sname}& a, const {sname}& b, Diff& d, unsigned flags) {{")
         L.append("  (void)d; (void)flags;")
         if s.stype:
-            L.append(f"  if (a.sType != b.sType) return d.at(\"{sname}.sType\");")
+            L.append(f'  if (a.sType != b.sType) return d.at("{sname}.sType");')
         L += ["  " + x for x in self.equal_lines(fields, sname, names, "a.", "b.")]
         if chain:
-            L.append("  if (!(flags & kNoChain) && !equal_chain(a.pNext, b.pNext, d, flags & kInto)) return d.at(\"" + sname + ".pNext\");")
+            L.append(
+                '  if (!(flags & kNoChain) && !equal_chain(a.pNext, b.pNext, d, flags & kInto)) return d.at("'
+                + sname
+                + '.pNext");'
+            )
         L.append("  return true;")
         L.append("}")
         L.append("")
         L.append(f"bool roundtrip_struct_{sname}(Env& e, Diff& d) {{")
-        L.append(f"  return roundtrip_struct<{sname}>(e, d, \"{sname}\", fill_random_{sname}, encode_{sname}, verify_{sname}, decode_{sname}, equal_{sname});")
+        L.append(
+            f'  return roundtrip_struct<{sname}>(e, d, "{sname}", fill_random_{sname}, encode_{sname}, verify_{sname}, decode_{sname}, equal_{sname});'
+        )
         L.append("}")
         L.append("")
         return "\n".join(L)
@@ -259,7 +279,9 @@ class TestGenerator:
         L.append("  for (auto* p = static_cast<VkBaseOutStructure*>(chain); p; p = p->pNext) {")
         L.append("    switch (static_cast<int32_t>(p->sType)) {")
         for s in self.sg.chainable:
-            L.append(f"      case {self.reg.struct(s).stype}: fill_random_{s}(f, *reinterpret_cast<{s}*>(p), d + 1, 2); break;")
+            L.append(
+                f"      case {self.reg.struct(s).stype}: fill_random_{s}(f, *reinterpret_cast<{s}*>(p), d + 1, 2); break;"
+            )
         L.append("      default: break;")
         L.append("    }")
         L.append("  }")
@@ -268,7 +290,9 @@ class TestGenerator:
         L.append("bool equal_link(const VkBaseOutStructure* a, const VkBaseOutStructure* b, Diff& d, unsigned flags) {")
         L.append("  switch (static_cast<int32_t>(a->sType)) {")
         for s in self.sg.chainable:
-            L.append(f"    case {self.reg.struct(s).stype}: return equal_{s}(*reinterpret_cast<const {s}*>(a), *reinterpret_cast<const {s}*>(b), d, flags | kNoChain);")
+            L.append(
+                f"    case {self.reg.struct(s).stype}: return equal_{s}(*reinterpret_cast<const {s}*>(a), *reinterpret_cast<const {s}*>(b), d, flags | kNoChain);"
+            )
         L.append("    default: return true;")
         L.append("  }")
         L.append("}")
@@ -276,7 +300,7 @@ class TestGenerator:
         L.append("const char* table_of_stype(int32_t stype) {")
         L.append("  switch (stype) {")
         for s in self.sg.chainable:
-            L.append(f"    case {self.reg.struct(s).stype}: return \"bypass.wire.{s}\";")
+            L.append(f'    case {self.reg.struct(s).stype}: return "bypass.wire.{s}";')
         L.append("    default: return nullptr;")
         L.append("  }")
         L.append("}")
@@ -304,7 +328,9 @@ class TestGenerator:
             if o.kind is OutKind.HANDLE:
                 L.append(f"  if ({m}) *{m} = f.handle<Elem<decltype({m})>>(false);")
             elif o.kind is OutKind.HANDLE_ARRAY:
-                L.append(f"  if ({m}) for (size_t i = 0, n = static_cast<size_t>({n_of(o.len_expr, 'a.')}); i < n; ++i) {m}[i] = f.handle<Elem<decltype({m})>>(false);")
+                L.append(
+                    f"  if ({m}) for (size_t i = 0, n = static_cast<size_t>({n_of(o.len_expr, 'a.')}); i < n; ++i) {m}[i] = f.handle<Elem<decltype({m})>>(false);"
+                )
             elif o.kind is OutKind.SCALAR:
                 L.append(f"  if ({m}) f.scalar(*{m});")
             elif o.kind is OutKind.COUNT:
@@ -313,7 +339,9 @@ class TestGenerator:
                 L.append(f"  if ({m}) {{")
                 if arr:
                     # a driver writes at most the capacity; 64 keeps hostile capacities cheap
-                    L.append(f"    if (a.{arr.name}) *{m} = static_cast<{T}>(f.rng.below(std::min<uint64_t>(static_cast<uint64_t>(*{m}), 64) + 1));")
+                    L.append(
+                        f"    if (a.{arr.name}) *{m} = static_cast<{T}>(f.rng.below(std::min<uint64_t>(static_cast<uint64_t>(*{m}), 64) + 1));"
+                    )
                     L.append(f"    else *{m} = static_cast<{T}>(f.rng.below(6));")
                     L.append(f"    if (a.{arr.name}) {{")
                     L.append(f"      const size_t n = static_cast<size_t>(*{m});")
@@ -356,7 +384,9 @@ class TestGenerator:
         ret_void = s.cmd.ret == "void"
         if s.sync and not ret_void:
             L.append(f"  {s.cmd.ret} ret{{}};")
-        L.append(f"  Case_{s.name}() : CommandCase(\"{s.name}\", kCmd_{s.name}, {str(s.fixed).lower()}, {str(s.sync).lower()}) {{}}")
+        L.append(
+            f'  Case_{s.name}() : CommandCase("{s.name}", kCmd_{s.name}, {str(s.fixed).lower()}, {str(s.sync).lower()}) {{}}'
+        )
         L.append("  void make(Env& e) override {")
         L.append("    Fill& f = e.fill;")
         L.append("    const int d = 0;")
@@ -365,7 +395,10 @@ class TestGenerator:
         L.append(f"    got = Args_{s.name}{{}};")
         extra = []
         for o in s.outs:
-            if o.kind in (OutKind.HANDLE_ARRAY, OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY) and not o.two_call:
+            if (
+                o.kind in (OutKind.HANDLE_ARRAY, OutKind.STRUCT_ARRAY, OutKind.BYTES, OutKind.SCALAR_ARRAY)
+                and not o.two_call
+            ):
                 extra.append((o.len_expr, o.kind is OutKind.STRUCT_ARRAY))
         L += ["    " + x for x in self.fill_lines(fields, "in.", names, extra, top=True)]
         # output storage on the guest side: counts first, their arrays use them as capacity
@@ -425,7 +458,9 @@ class TestGenerator:
                 L.append("    {")
                 L.append(f"      const size_t n = static_cast<size_t>({n_of(o.len_expr, 'in.')});")
                 L.append(f"      if (!got.ids_{o.name} || got.ids_{o.name}->size() != n) return d.at({where});")
-                L.append(f"      for (size_t i = 0; i < n; ++i) if (got.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)) != handle_bits(in.{o.name}[i])) return d.at({where});")
+                L.append(
+                    f"      for (size_t i = 0; i < n; ++i) if (got.ids_{o.name}->Get(static_cast<flatbuffers::uoffset_t>(i)) != handle_bits(in.{o.name}[i])) return d.at({where});"
+                )
                 L.append("    }")
             elif o.kind is OutKind.COUNT:
                 arr = arrays_of_count.get(o.name)
@@ -439,7 +474,9 @@ class TestGenerator:
                     L.append(f"      const size_t n = static_cast<size_t>(*in.{o.two_call});")
                 else:
                     L.append(f"      const size_t n = static_cast<size_t>({n_of(o.len_expr, 'in.')});")
-                L.append(f"      for (size_t i = 0; i < n; ++i) if (!same_stypes(in.{o.name}[i].pNext, got.{o.name}[i].pNext)) return d.at({where});")
+                L.append(
+                    f"      for (size_t i = 0; i < n; ++i) if (!same_stypes(in.{o.name}[i].pNext, got.{o.name}[i].pNext)) return d.at({where});"
+                )
                 L.append("    }")
         L.append("    return true;")
         L.append("  }")
@@ -456,7 +493,9 @@ class TestGenerator:
                 where = f'"{s.name}.{o.name}"'
                 m = f"in.{o.name}"
                 if o.kind is OutKind.SCALAR:
-                    L.append(f"    if (std::memcmp({m}, &got.v_{o.name}, sizeof(got.v_{o.name})) != 0) return d.at({where});")
+                    L.append(
+                        f"    if (std::memcmp({m}, &got.v_{o.name}, sizeof(got.v_{o.name})) != 0) return d.at({where});"
+                    )
                 elif o.kind is OutKind.COUNT:
                     L.append(f"    if (*{m} != got.v_{o.name}) return d.at({where});")
                     arr = arrays_of_count.get(o.name)
@@ -473,7 +512,7 @@ class TestGenerator:
                     L += ["      " + x for x in self.compare_out_array(o, s.name)]
                     L.append("    }")
             if not ret_void:
-                L.append(f"    if (std::memcmp(&ret, &got.result, sizeof(ret)) != 0) return d.at(\"{s.name}.result\");")
+                L.append(f'    if (std::memcmp(&ret, &got.result, sizeof(ret)) != 0) return d.at("{s.name}.result");')
             L.append("    return true;")
             L.append("  }")
             res = "static_cast<int32_t>(got.result)" if s.cmd.ret == "VkResult" else "0"
@@ -493,7 +532,9 @@ class TestGenerator:
         where = f'"{cmd}.{o.name}"'
         m, g = f"in.{o.name}", f"got.{o.name}"
         if o.kind is OutKind.STRUCT_ARRAY:
-            return [f"for (size_t i = 0; i < n; ++i) if (!equal_{o.type}({m}[i], {g}[i], d, kInto)) return d.at({where});"]
+            return [
+                f"for (size_t i = 0; i < n; ++i) if (!equal_{o.type}({m}[i], {g}[i], d, kInto)) return d.at({where});"
+            ]
         if o.kind is OutKind.BYTES:
             return [f"if (n && std::memcmp({m}, {g}, n) != 0) return d.at({where});"]
         return [f"if (n && std::memcmp({m}, {g}, n * sizeof(*{m})) != 0) return d.at({where});"]
@@ -509,7 +550,9 @@ class TestGenerator:
             if first:
                 L.append(f"{elem}.pNext = const_cast<void*>(random_chain_{o.type}(f, 0));")
             else:
-                L.append(f"{elem}.pNext = i == 0 ? const_cast<void*>(random_chain_{o.type}(f, 0)) : clone_chain(f, in.{o.name}[0].pNext);")
+                L.append(
+                    f"{elem}.pNext = i == 0 ? const_cast<void*>(random_chain_{o.type}(f, 0)) : clone_chain(f, in.{o.name}[0].pNext);"
+                )
         return L
 
     # ------------------------------------------------------------------ files
@@ -536,13 +579,15 @@ class TestGenerator:
         L.append("")
         L.append("const StructCase kStructCases[] = {")
         for s in self.structs:
-            L.append(f"  {{\"{s}\", roundtrip_struct_{s}}},")
+            L.append(f'  {{"{s}", roundtrip_struct_{s}}},')
         L.append("};")
         L.append("const size_t kStructCaseCount = std::size(kStructCases);")
         L.append("")
         L.append("const CommandCaseInfo kCommandCases[] = {")
         for sh in self.cg.shapes:
-            L.append(f"  {{\"{sh.name}\", kCmd_{sh.name}, {str(sh.fixed).lower()}, {str(sh.sync).lower()}, make_case_{sh.name}}},")
+            L.append(
+                f'  {{"{sh.name}", kCmd_{sh.name}, {str(sh.fixed).lower()}, {str(sh.sync).lower()}, make_case_{sh.name}}},'
+            )
         L.append("};")
         L.append("const size_t kCommandCaseCount = std::size(kCommandCases);")
         L.append("")
@@ -558,31 +603,35 @@ class TestGenerator:
             fl += [(f"in_{o.name}", o.in_voffset) for o, _ in self.cg.in_out_fields(sh)]
             entries.append((f"{sh.name}_args", fl))
             if sh.sync:
-                rf = [("result", 4)] + [(o.name, o.voffset) for o in sh.outs if o.kind not in (OutKind.HANDLE, OutKind.HANDLE_ARRAY)]
+                rf = [("result", 4)] + [
+                    (o.name, o.voffset) for o in sh.outs if o.kind not in (OutKind.HANDLE, OutKind.HANDLE_ARRAY)
+                ]
                 entries.append((f"{sh.name}_reply", rf))
         for i, (name, fl) in enumerate(entries):
-            body = ", ".join(f"{{\"{n}\", {vo}}}" for n, vo in fl) or "{nullptr, 0}"
+            body = ", ".join(f'{{"{n}", {vo}}}' for n, vo in fl) or "{nullptr, 0}"
             L.append(f"static const FieldSlot kSlots{i}[] = {{{body}}};")
         L.append("const TableLayout kTableLayouts[] = {")
         for i, (name, fl) in enumerate(entries):
-            L.append(f"  {{\"bypass.wire.{name}\", kSlots{i}, {len(fl)}}},")
+            L.append(f'  {{"bypass.wire.{name}", kSlots{i}, {len(fl)}}},')
         L.append("};")
         L.append("const size_t kTableLayoutCount = std::size(kTableLayouts);")
         L.append("")
         L.append("// Fixed-layout commands: the C struct the codecs memcpy, for the schema's struct.")
         fixed = [sh for sh in self.cg.shapes if sh.fixed]
         for sh in fixed:
-            body = ", ".join(f"{{\"{f.name}\", offsetof({sh.name}_s, {f.name})}}" for f in sh.fields)
+            body = ", ".join(f'{{"{f.name}", offsetof({sh.name}_s, {f.name})}}' for f in sh.fields)
             L.append(f"static const FieldSlot kFixed_{sh.name}[] = {{{body}}};")
         L.append("const FixedLayout kFixedLayouts[] = {")
         for sh in fixed:
-            L.append(f"  {{\"bypass.wire.{sh.name}_s\", sizeof({sh.name}_s), alignof({sh.name}_s), kFixed_{sh.name}, {len(sh.fields)}}},")
+            L.append(
+                f'  {{"bypass.wire.{sh.name}_s", sizeof({sh.name}_s), alignof({sh.name}_s), kFixed_{sh.name}, {len(sh.fields)}}},'
+            )
         L.append("};")
         L.append("const size_t kFixedLayoutCount = std::size(kFixedLayouts);")
         L.append("")
         L.append("const CommandIdEntry kCommandIdTable[] = {")
         for sh in self.cg.shapes:
-            L.append(f"  {{\"{sh.name}\", kCmd_{sh.name}}},")
+            L.append(f'  {{"{sh.name}", kCmd_{sh.name}}},')
         L.append("};")
         L.append("const size_t kCommandIdCount = std::size(kCommandIdTable);")
         L.append("")
@@ -607,8 +656,12 @@ class TestGenerator:
         return "\n".join(L)
 
     def write(self, outdir: str) -> list[str]:
-        files = {"wire_tests.h": self.header(), "links.cpp": self.links_file(),
-                 "tables.cpp": self.tables_file(), "handlers.cpp": self.handlers_file()}
+        files = {
+            "wire_tests.h": self.header(),
+            "links.cpp": self.links_file(),
+            "tables.cpp": self.tables_file(),
+            "handlers.cpp": self.handlers_file(),
+        }
         cats: dict[str, list[str]] = {}
         for s in self.structs:
             cats.setdefault(self.p.category(s), []).append(s)
@@ -623,7 +676,9 @@ class TestGenerator:
             body = [banner("gen_tests.py", self.reg), include("wire_tests.h"), "", NS_OPEN]
             for sh in group:
                 body.append(self.command_code(sh))
-                body.append(f"std::unique_ptr<CommandCase> make_case_{sh.name}() {{ return std::make_unique<Case_{sh.name}>(); }}")
+                body.append(
+                    f"std::unique_ptr<CommandCase> make_case_{sh.name}() {{ return std::make_unique<Case_{sh.name}>(); }}"
+                )
                 body.append("")
             body.append(f"void install_handler_{obj}(Handlers& h) {{")
             body.append("  (void)h;")

@@ -191,10 +191,13 @@ class Registry:
         for f in fmts if fmts is not None else []:
             extent = tuple(int(x) for x in (f.get("blockExtent") or "1,1,1").split(","))
             comps = [(c.get("name"), c.get("bits"), int(c.get("planeIndex") or 0)) for c in f.findall("component")]
-            planes = [(int(p.get("index")), int(p.get("widthDivisor")), int(p.get("heightDivisor")), p.get("compatible"))
-                      for p in f.findall("plane")]
-            self.formats[f.get("name")] = Format(f.get("name"), int(f.get("blockSize")), extent,
-                                                 bool(f.get("compressed")), comps, planes)
+            planes = [
+                (int(p.get("index")), int(p.get("widthDivisor")), int(p.get("heightDivisor")), p.get("compatible"))
+                for p in f.findall("plane")
+            ]
+            self.formats[f.get("name")] = Format(
+                f.get("name"), int(f.get("blockSize")), extent, bool(f.get("compressed")), comps, planes
+            )
         for t in self.root.find("types"):
             if t.get("category") == "define" and t.find("name") is not None:
                 if t.find("name").text == "VK_HEADER_VERSION":
@@ -249,9 +252,7 @@ class Registry:
             self.structs[name] = s
         elif cat == "handle":
             kind = t.find("type").text
-            self.handles[name] = Handle(
-                name, kind == "VK_DEFINE_HANDLE", t.get("parent"), t.get("objtypeenum")
-            )
+            self.handles[name] = Handle(name, kind == "VK_DEFINE_HANDLE", t.get("parent"), t.get("objtypeenum"))
         elif cat == "enum":
             self.enums[name] = 32
         elif cat == "bitmask":

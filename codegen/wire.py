@@ -314,10 +314,7 @@ class Protocol:
                 dep = req.get("depends") or req.get("extension") or req.get("feature") or ""
                 if dep:
                     alternatives = dep.split(",")
-                    ok = any(
-                        all(tok.strip("()") in covered for tok in alt.split("+"))
-                        for alt in alternatives
-                    )
+                    ok = any(all(tok.strip("()") in covered for tok in alt.split("+")) for alt in alternatives)
                     if not ok:
                         continue
                 out += [c.get("name") for c in req.findall("command")]
@@ -357,9 +354,7 @@ class Protocol:
             t = reg.resolve(t)
             if t in reg.structs and reg.structs[t].extends:
                 visit(t)
-        self.chainable = sorted(
-            {s for s in seen if reg.structs[s].extends and reg.structs[s].stype}
-        )
+        self.chainable = sorted({s for s in seen if reg.structs[s].extends and reg.structs[s].stype})
         return order
 
     # ------------------------------------------------------------------ struct shapes
@@ -427,7 +422,9 @@ class Protocol:
             if t == "char":
                 return Field(m.name, FieldKind.FIXED_STRING, m, type=t, count=count)
             if sc:
-                return Field(m.name, FieldKind.FIXED_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], count=count)
+                return Field(
+                    m.name, FieldKind.FIXED_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], count=count
+                )
             if reg.is_handle(t):
                 return Field(m.name, FieldKind.FIXED_HANDLE, m, type=t, count=count)
             if reg.is_struct(t):
@@ -468,7 +465,17 @@ class Protocol:
                 # `pAllocateInfo->descriptorSetCount` read through them.
                 return Field(m.name, FieldKind.PTR_STRUCT, m, type=t, optional=optional or m.noautovalidity)
             if sc:  # pointer to a single scalar: an array of one
-                return Field(m.name, FieldKind.ARRAY_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], len_expr="1", optional=True)
+                return Field(
+                    m.name,
+                    FieldKind.ARRAY_SCALAR,
+                    m,
+                    type=t,
+                    ctype=sc[1],
+                    ftype=sc[0],
+                    size=sc[2],
+                    len_expr="1",
+                    optional=True,
+                )
             if reg.is_handle(t):
                 return Field(m.name, FieldKind.ARRAY_HANDLE, m, type=t, len_expr="1", optional=True)
             if reg.is_union(t):
@@ -479,11 +486,33 @@ class Protocol:
             return Field(m.name, FieldKind.ARRAY_STRUCT, m, type=t, len_expr=length, optional=optional)
         if reg.is_handle(t):
             nulls = (len(m.optional) > 1 and m.optional[1]) or m.noautovalidity
-            return Field(m.name, FieldKind.ARRAY_HANDLE, m, type=t, len_expr=length, optional=optional, null_elements=nulls)
+            return Field(
+                m.name, FieldKind.ARRAY_HANDLE, m, type=t, len_expr=length, optional=optional, null_elements=nulls
+            )
         if sc:
             if sc[2] == 1 and t in ("uint8_t", "char"):
-                return Field(m.name, FieldKind.ARRAY_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=1, len_expr=length, optional=optional)
-            return Field(m.name, FieldKind.ARRAY_SCALAR, m, type=t, ctype=sc[1], ftype=sc[0], size=sc[2], len_expr=length, optional=optional)
+                return Field(
+                    m.name,
+                    FieldKind.ARRAY_SCALAR,
+                    m,
+                    type=t,
+                    ctype=sc[1],
+                    ftype=sc[0],
+                    size=1,
+                    len_expr=length,
+                    optional=optional,
+                )
+            return Field(
+                m.name,
+                FieldKind.ARRAY_SCALAR,
+                m,
+                type=t,
+                ctype=sc[1],
+                ftype=sc[0],
+                size=sc[2],
+                len_expr=length,
+                optional=optional,
+            )
         if reg.is_union(t):
             self._check_union(t, where)
             return Field(m.name, FieldKind.ARRAY_UNION, m, type=t, len_expr=length, optional=optional)

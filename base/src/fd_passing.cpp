@@ -60,8 +60,7 @@ Result<size_t> send_fds(int socket, std::span<const std::byte> data, std::span<c
   }
 }
 
-Result<size_t> recv_fds(int socket, std::span<std::byte> data, std::vector<UniqueFd>* fds, size_t max_fds,
-                        int flags) {
+Result<size_t> recv_fds(int socket, std::span<std::byte> data, std::vector<UniqueFd>* fds, size_t max_fds, int flags) {
   if (max_fds > kMaxFdsPerMessage) max_fds = kMaxFdsPerMessage;
   iovec iov{data.data(), data.size()};
   alignas(cmsghdr) std::byte control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];

@@ -9,7 +9,8 @@
 namespace bypass::base {
 
 Result<Mapping> Mapping::map_shared(int fd, uint64_t offset, uint64_t size, bool writable, bool populate) {
-  if (size == 0 || size > SIZE_MAX) return make_error(Errc::kInvalidArgument, "cannot map " + std::to_string(size) + " bytes");
+  if (size == 0 || size > SIZE_MAX)
+    return make_error(Errc::kInvalidArgument, "cannot map " + std::to_string(size) + " bytes");
   const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
   void* p = ::mmap(nullptr, static_cast<size_t>(size), prot, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd,
                    static_cast<off_t>(offset));

@@ -134,7 +134,8 @@ struct Bench {
     const size_t n = h.size - sizeof(h);
     host.arena.reset();
     if (h.command != id || !kRunTable[id](host, payload, n)) {
-      std::fprintf(stderr, "%s: the host rejects the benchmark's record: %s\n", command_name(id), host.decode.error.c_str());
+      std::fprintf(stderr, "%s: the host rejects the benchmark's record: %s\n", command_name(id),
+                   host.decode.error.c_str());
       std::exit(1);
     }
     f.decode_ns = time_ns(iters, reps, [&](size_t count) {
@@ -186,8 +187,8 @@ int run(bool json, bool quick) {
   imb.image = handle<VkImage>(0x40001);
   imb.subresourceRange = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
   const Figures barrier = B.measure(kCmd_vkCmdPipelineBarrier, [&] {
-    encode_vkCmdPipelineBarrier(B.b, B.guest, cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT, 0,
-                                0, nullptr, 0, nullptr, 1, &imb);
+    encode_vkCmdPipelineBarrier(B.b, B.guest, cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT,
+                                0, 0, nullptr, 0, nullptr, 1, &imb);
     B.batch.append(kCmd_vkCmdPipelineBarrier, 0, B.b.GetBufferPointer(), B.b.GetSize());
   });
 

@@ -17,15 +17,15 @@
 #include <thread>
 #include <vector>
 
-#include "vmq_throughput.h"
 #include "bypass/crossover/tap.h"
+#include "vmq_throughput.h"
 
 using namespace std::chrono_literals;
 
 namespace {
 
 bool json_only = false;
-bool crossover_only = false;  // --crossover-only: no veth rounds, no VM queue (for profiling)
+bool crossover_only = false;          // --crossover-only: no veth rounds, no VM queue (for profiling)
 const char* xover_path = XOVER_PATH;  // --xover PATH: another build's bypass-xover (before/after runs)
 
 int sh(const std::string& cmd) {
@@ -48,7 +48,8 @@ struct Namespaces {
 };
 
 // Bytes per second of one TCP stream from `from` to ip:5301 in `to`, sending for `duration`.
-double tcp_rate(const std::string& from, const std::string& to, const std::string& ip, std::chrono::milliseconds duration) {
+double tcp_rate(const std::string& from, const std::string& to, const std::string& ip,
+                std::chrono::milliseconds duration) {
   int listener;
   {
     auto in = bypass::crossover::NetnsScope::enter(to);
@@ -112,10 +113,14 @@ void say(const char* fmt, auto... args) {
 int main(int argc, char** argv) {
   int rounds = 3;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0) json_only = true;
-    else if (std::strcmp(argv[i], "--crossover-only") == 0) crossover_only = true;
-    else if (std::strcmp(argv[i], "--xover") == 0 && i + 1 < argc) xover_path = argv[++i];
-    else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
+    if (std::strcmp(argv[i], "--json") == 0)
+      json_only = true;
+    else if (std::strcmp(argv[i], "--crossover-only") == 0)
+      crossover_only = true;
+    else if (std::strcmp(argv[i], "--xover") == 0 && i + 1 < argc)
+      xover_path = argv[++i];
+    else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+      rounds = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr, "usage: crossover_bench [--json] [--crossover-only] [--rounds N] [--xover PATH]\n");
       return 2;
@@ -128,7 +133,8 @@ int main(int argc, char** argv) {
   if (net_ok) {
     Namespaces ns;
     std::string a = ns.add("a"), b = ns.add("b"), c = ns.add("c"), d = ns.add("d");
-    sh("ip link add bxbv" + std::to_string(::getpid() % 100000) + " netns " + c + " type veth peer name vethd netns " + d);
+    sh("ip link add bxbv" + std::to_string(::getpid() % 100000) + " netns " + c + " type veth peer name vethd netns " +
+       d);
     sh("ip -n " + c + " link set bxbv" + std::to_string(::getpid() % 100000) + " name vethc");
     sh("ip -n " + c + " addr add 10.210.0.1/24 dev vethc");
     sh("ip -n " + d + " addr add 10.210.0.2/24 dev vethd");

@@ -51,8 +51,8 @@ VkDescriptorSet allocate_set(VkDevice device, VkDescriptorPool pool, VkDescripto
   return set;
 }
 
-void write_buffer_descriptor(VkDevice device, VkDescriptorSet set, VkDescriptorType type,
-                             VkBuffer buffer, VkDeviceSize offset, VkDeviceSize range) {
+void write_buffer_descriptor(VkDevice device, VkDescriptorSet set, VkDescriptorType type, VkBuffer buffer,
+                             VkDeviceSize offset, VkDeviceSize range) {
   VkDescriptorBufferInfo buffer_info{buffer, offset, range};
   VkWriteDescriptorSet write{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
   write.dstSet = set;

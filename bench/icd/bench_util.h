@@ -57,8 +57,8 @@ UniqueDescriptorSetLayout create_single_binding_layout(VkDevice device, VkDescri
 // A pool for `sets` sets of one `type` descriptor each.
 UniqueDescriptorPool create_pool(VkDevice device, VkDescriptorType type, uint32_t sets);
 VkDescriptorSet allocate_set(VkDevice device, VkDescriptorPool pool, VkDescriptorSetLayout layout);
-void write_buffer_descriptor(VkDevice device, VkDescriptorSet set, VkDescriptorType type,
-                             VkBuffer buffer, VkDeviceSize offset, VkDeviceSize range);
+void write_buffer_descriptor(VkDevice device, VkDescriptorSet set, VkDescriptorType type, VkBuffer buffer,
+                             VkDeviceSize offset, VkDeviceSize range);
 
 // vkQueueSubmit of one command buffer signalling `fence`.
 void submit(VkQueue queue, VkCommandBuffer cmd, VkFence fence);

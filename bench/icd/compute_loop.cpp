@@ -55,7 +55,8 @@ void run_job(const samples::Context& ctx, const Job& job, Report& out) {
   for (uint32_t i = 0; i < job.count; ++i) values[i] = i;
   data.flush();
 
-  auto set_layout = create_single_binding_layout(device, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_SHADER_STAGE_COMPUTE_BIT);
+  auto set_layout =
+      create_single_binding_layout(device, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_SHADER_STAGE_COMPUTE_BIT);
   const VkDescriptorSetLayout set_layouts[] = {set_layout.get()};
   const VkPushConstantRange push_range{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(Params)};
   auto layout = samples::create_pipeline_layout(device, set_layouts, std::span(&push_range, 1));
@@ -67,7 +68,8 @@ void run_job(const samples::Context& ctx, const Job& job, Report& out) {
 
   // Recorded once, submitted every iteration.
   auto cmd_pool = samples::create_command_pool(device, ctx.queue_family());
-  VkCommandBuffer cmd = samples::allocate_command_buffers(device, cmd_pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
+  VkCommandBuffer cmd =
+      samples::allocate_command_buffers(device, cmd_pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
   samples::begin_command_buffer(cmd);
   vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.get());
   vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout.get(), 0, 1, &set, 0, nullptr);

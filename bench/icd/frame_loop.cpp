@@ -35,7 +35,7 @@ constexpr uint32_t kWidth = 256;
 constexpr uint32_t kHeight = 256;
 constexpr VkFormat kFormat = VK_FORMAT_R8G8B8A8_UNORM;
 constexpr uint32_t kDraws = 1000;
-constexpr uint32_t kGrid = 32;    // cells per row; draw d covers cell (d % 32, d / 32)
+constexpr uint32_t kGrid = 32;  // cells per row; draw d covers cell (d % 32, d / 32)
 constexpr uint32_t kCellPx = 8;
 constexpr uint32_t kInsetPx = 1;  // background gap on each side of a quad
 constexpr uint32_t kPipelines = 4;
@@ -63,8 +63,8 @@ constexpr uint32_t kCommandsPerFrame = 2 /*begin, end*/ + 2 /*render pass*/ + 2 
                                        kDraws * 2 /*push, draw*/ + kDraws / kDrawsPerMaterial +
                                        kDraws / kDrawsPerPipeline;
 
-samples::UniquePipeline create_pipeline(VkDevice device, VkShaderModule vs, VkShaderModule fs,
-                                        VkPipelineLayout layout, VkRenderPass pass, int32_t variant) {
+samples::UniquePipeline create_pipeline(VkDevice device, VkShaderModule vs, VkShaderModule fs, VkPipelineLayout layout,
+                                        VkRenderPass pass, int32_t variant) {
   VkSpecializationMapEntry entry{0, 0, sizeof(int32_t)};
   VkSpecializationInfo spec{1, &entry, sizeof(variant), &variant};
   VkPipelineShaderStageCreateInfo stages[2]{};
@@ -92,8 +92,8 @@ samples::UniquePipeline create_pipeline(VkDevice device, VkShaderModule vs, VkSh
   VkPipelineMultisampleStateCreateInfo multisample{VK_STRUCTURE_TYPE_PIPELINE_MULTISAMPLE_STATE_CREATE_INFO};
   multisample.rasterizationSamples = VK_SAMPLE_COUNT_1_BIT;
   VkPipelineColorBlendAttachmentState blend_attachment{};
-  blend_attachment.colorWriteMask = VK_COLOR_COMPONENT_R_BIT | VK_COLOR_COMPONENT_G_BIT | VK_COLOR_COMPONENT_B_BIT |
-                                    VK_COLOR_COMPONENT_A_BIT;
+  blend_attachment.colorWriteMask =
+      VK_COLOR_COMPONENT_R_BIT | VK_COLOR_COMPONENT_G_BIT | VK_COLOR_COMPONENT_B_BIT | VK_COLOR_COMPONENT_A_BIT;
   VkPipelineColorBlendStateCreateInfo blend{VK_STRUCTURE_TYPE_PIPELINE_COLOR_BLEND_STATE_CREATE_INFO};
   blend.attachmentCount = 1;
   blend.pAttachments = &blend_attachment;
@@ -142,17 +142,18 @@ void record_frame(VkCommandBuffer cmd, const Scene& s, uint32_t frame) {
   const VkShaderStageFlags stages = VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT;
   for (uint32_t d = 0; d < kDraws; ++d) {
     if (d % kDrawsPerPipeline == 0)
-      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, s.pipelines[(d / kDrawsPerPipeline + frame) % kPipelines]);
+      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS,
+                        s.pipelines[(d / kDrawsPerPipeline + frame) % kPipelines]);
     if (d % kDrawsPerMaterial == 0)
       vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, s.layout, 0, 1,
                               &s.sets[(d / kDrawsPerMaterial + frame) % kMaterials], 0, nullptr);
     const uint32_t tx = d % kGrid, ty = d / kGrid;
-    const DrawPush push{{static_cast<float>(tx * kCellPx + kInsetPx), static_cast<float>(ty * kCellPx + kInsetPx),
-                         static_cast<float>((tx + 1) * kCellPx - kInsetPx),
-                         static_cast<float>((ty + 1) * kCellPx - kInsetPx)},
-                        {static_cast<float>(kWidth), static_cast<float>(kHeight)},
-                        0.5f + 0.5f * static_cast<float>((d * 7 + frame) % 8) / 7.0f,
-                        0.0f};
+    const DrawPush push{
+        {static_cast<float>(tx * kCellPx + kInsetPx), static_cast<float>(ty * kCellPx + kInsetPx),
+         static_cast<float>((tx + 1) * kCellPx - kInsetPx), static_cast<float>((ty + 1) * kCellPx - kInsetPx)},
+        {static_cast<float>(kWidth), static_cast<float>(kHeight)},
+        0.5f + 0.5f * static_cast<float>((d * 7 + frame) % 8) / 7.0f,
+        0.0f};
     vkCmdPushConstants(cmd, s.layout, stages, 0, sizeof(push), &push);
     vkCmdDraw(cmd, 4, 1, 0, 0);
   }
@@ -180,7 +181,9 @@ void run_frame_loop(const samples::Context& ctx, Scale scale, Report& out) {
   const uint32_t frames = pick(scale, 10, 60, 200);
   const uint32_t warmup = pick(scale, 2, 6, 10);
 
-  samples::Image target(ctx, {.width = kWidth, .height = kHeight, .format = kFormat,
+  samples::Image target(ctx, {.width = kWidth,
+                              .height = kHeight,
+                              .format = kFormat,
                               .usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT});
   samples::Buffer readback(ctx, kWidth * kHeight * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT, samples::MemoryUse::kReadback);
   samples::Buffer materials(ctx, kMaterialStride * kMaterials, VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT,
@@ -234,8 +237,7 @@ void run_frame_loop(const samples::Context& ctx, Scale scale, Report& out) {
     const auto t0 = Clock::now();
     samples::begin_command_buffer(cmds[slot], VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT);
     record_frame(cmds[slot], scene, frame);
-    if (readback_too)
-      samples::record_copy_image_to_buffer(cmds[slot], target.get(), kWidth, kHeight, readback.get());
+    if (readback_too) samples::record_copy_image_to_buffer(cmds[slot], target.get(), kWidth, kHeight, readback.get());
     samples::end_command_buffer(cmds[slot]);
     record_s += seconds_between(t0, Clock::now());
     submit(ctx.queue(), cmds[slot], fence);

@@ -56,12 +56,12 @@ void run(int argc, char** argv) {
   }
   samples::ArgParser parser("icd_bench",
                             "Runs one workload of the bypass benchmark on the Vulkan driver the loader finds\n"
-                            "and prints its figures as one JSON object.\n" + help,
+                            "and prints its figures as one JSON object.\n" +
+                                help,
                             common);
   parser.add_choice("--workload", "what to run", names, &workload);
   parser.add_choice("--scale", "how much work", {"smoke", "quick", "full"}, &scale_name);
-  parser.add_choice("--expect", "fail unless the device is native or the bypass",
-                    {"any", "native", "bypass"}, &expect);
+  parser.add_choice("--expect", "fail unless the device is native or the bypass", {"any", "native", "bypass"}, &expect);
   parser.add_uint("--host-pid", "PID", "the host server, whose CPU time is measured too (0: none)", &host_pid, 0,
                   0x7fffffff);
   parser.add_flag("--list", "print the workload names and exit", &list);
@@ -82,8 +82,10 @@ void run(int argc, char** argv) {
   {
     samples::Context ctx({.app_name = "bypass-icd-bench"});
     const bool bypass = is_bypass_device(ctx.properties());
-    if (expect == "native" && bypass) throw std::runtime_error("expected a native device, got " + std::string(ctx.properties().deviceName));
-    if (expect == "bypass" && !bypass) throw std::runtime_error("expected the bypass device, got " + std::string(ctx.properties().deviceName));
+    if (expect == "native" && bypass)
+      throw std::runtime_error("expected a native device, got " + std::string(ctx.properties().deviceName));
+    if (expect == "bypass" && !bypass)
+      throw std::runtime_error("expected the bypass device, got " + std::string(ctx.properties().deviceName));
     report.set("workload", w->name);
     report.set("scale", scale_name);
     report.set("device", ctx.properties().deviceName);

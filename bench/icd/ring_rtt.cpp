@@ -23,9 +23,9 @@
 #include <atomic>
 #include <optional>
 
-#include "report.h"
 #include "bypass/transport/session.h"
 #include "bypass/transport/vm.h"
+#include "report.h"
 
 namespace {
 
@@ -46,8 +46,9 @@ int run(int argc, char** argv) {
     } else if (arg == "--link" && i + 1 < argc) {
       link = argv[++i];
     } else if (arg == "--help" || arg == "-h") {
-      std::printf("usage: ring_rtt [--scale smoke|quick|full] [--link socket|vm]\n"
-                  "Round trip of a 32-byte message between two threads over a bypass transport session.\n");
+      std::printf(
+          "usage: ring_rtt [--scale smoke|quick|full] [--link socket|vm]\n"
+          "Round trip of a 32-byte message between two threads over a bypass transport session.\n");
       return 0;
     } else {
       std::fprintf(stderr, "ring_rtt: unknown argument '%s' (see --help)\n", arg.c_str());

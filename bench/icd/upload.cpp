@@ -26,10 +26,12 @@ void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
   const size_t total = row_bytes * side;
   constexpr double kMiB = 1024.0 * 1024.0;
 
-  samples::Image image(ctx, {.width = side, .height = side, .format = VK_FORMAT_R8G8B8A8_UNORM,
-                             // Sampled, as a texture is (the samples' Image also makes a view, which needs it).
-                             .usage = VK_IMAGE_USAGE_TRANSFER_DST_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT |
-                                      VK_IMAGE_USAGE_SAMPLED_BIT});
+  samples::Image image(
+      ctx, {.width = side,
+            .height = side,
+            .format = VK_FORMAT_R8G8B8A8_UNORM,
+            // Sampled, as a texture is (the samples' Image also makes a view, which needs it).
+            .usage = VK_IMAGE_USAGE_TRANSFER_DST_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT | VK_IMAGE_USAGE_SAMPLED_BIT});
   samples::Buffer staging(ctx, band_bytes, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, samples::MemoryUse::kUpload);
   constexpr uint32_t kProbe = 64;  // read back kProbe x kProbe texels from each band
   samples::Buffer readback(ctx, VkDeviceSize{kProbe} * kProbe * 4 * bands, VK_BUFFER_USAGE_TRANSFER_DST_BIT,
@@ -45,7 +47,8 @@ void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
 
   // The layout change happens once; every band's copy then writes TRANSFER_DST_OPTIMAL.
   samples::begin_command_buffer(cmds[bands]);
-  samples::record_image_barrier(cmds[bands], {.image = image.get(), .old_layout = VK_IMAGE_LAYOUT_UNDEFINED,
+  samples::record_image_barrier(cmds[bands], {.image = image.get(),
+                                              .old_layout = VK_IMAGE_LAYOUT_UNDEFINED,
                                               .new_layout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL,
                                               .src_stage = VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT,
                                               .dst_stage = VK_PIPELINE_STAGE_TRANSFER_BIT,
@@ -94,7 +97,8 @@ void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
   // Read back a kProbe x kProbe square from the middle of every band and compare.
   VkCommandBuffer check_cmd = cmds[bands + 1];
   samples::begin_command_buffer(check_cmd);
-  samples::record_image_barrier(check_cmd, {.image = image.get(), .old_layout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL,
+  samples::record_image_barrier(check_cmd, {.image = image.get(),
+                                            .old_layout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL,
                                             .new_layout = VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL,
                                             .src_stage = VK_PIPELINE_STAGE_TRANSFER_BIT,
                                             .src_access = VK_ACCESS_TRANSFER_WRITE_BIT,
@@ -104,7 +108,8 @@ void run_upload(const samples::Context& ctx, Scale scale, Report& out) {
   for (uint32_t b = 0; b < bands; ++b) {
     regions[b].bufferOffset = VkDeviceSize{b} * kProbe * kProbe * 4;
     regions[b].imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
-    regions[b].imageOffset = {static_cast<int32_t>(side / 2 + b * 17), static_cast<int32_t>(b * band_rows + band_rows / 2), 0};
+    regions[b].imageOffset = {static_cast<int32_t>(side / 2 + b * 17),
+                              static_cast<int32_t>(b * band_rows + band_rows / 2), 0};
     regions[b].imageExtent = {kProbe, kProbe, 1};
   }
   vkCmdCopyImageToBuffer(check_cmd, image.get(), VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, readback.get(), bands,

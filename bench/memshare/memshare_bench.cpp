@@ -192,9 +192,9 @@ BarrierFigures measure_barriers(uint64_t size, int rounds) {
 }
 
 struct TrackingFigures {
-  double write_slowdown = 0;       // tracked writes / untracked writes
-  double collect_ms = 0;           // per collect
-  double cycle_slowdown = 0;       // (tracked writes + collect) / untracked writes
+  double write_slowdown = 0;  // tracked writes / untracked writes
+  double collect_ms = 0;      // per collect
+  double cycle_slowdown = 0;  // (tracked writes + collect) / untracked writes
 };
 
 enum class Pattern { kFullPages, kSparse, kSequential };
@@ -283,9 +283,12 @@ bool soft_dirty_works() {
 
 const char* pattern_name(Pattern p) {
   switch (p) {
-    case Pattern::kFullPages: return "25% of pages, whole pages, random";
-    case Pattern::kSparse: return "1% of pages, 64 B each";
-    case Pattern::kSequential: return "every page, sequential";
+    case Pattern::kFullPages:
+      return "25% of pages, whole pages, random";
+    case Pattern::kSparse:
+      return "1% of pages, 64 B each";
+    case Pattern::kSequential:
+      return "every page, sequential";
   }
   return "";
 }
@@ -330,13 +333,14 @@ int main(int argc, char** argv) {
 
   const BarrierFigures b = measure_barriers(size, 8);
   const double barrier_ratio = static_cast<double>(b.barrier_bytes) / static_cast<double>(b.dirty_bytes);
-  std::printf("# barriers (%s tracking): write: %llu dirty bytes, %llu copied (ratio %.3f, %.2f GB/s); "
-              "read: %llu changed, %llu copied (ratio %.3f)\n",
-              std::string(tracking_method_name(default_tracking_method())).c_str(),
-              static_cast<unsigned long long>(b.dirty_bytes), static_cast<unsigned long long>(b.barrier_bytes),
-              barrier_ratio, b.barrier_gbps, static_cast<unsigned long long>(b.read_dirty_bytes),
-              static_cast<unsigned long long>(b.read_barrier_bytes),
-              static_cast<double>(b.read_barrier_bytes) / static_cast<double>(b.read_dirty_bytes));
+  std::printf(
+      "# barriers (%s tracking): write: %llu dirty bytes, %llu copied (ratio %.3f, %.2f GB/s); "
+      "read: %llu changed, %llu copied (ratio %.3f)\n",
+      std::string(tracking_method_name(default_tracking_method())).c_str(),
+      static_cast<unsigned long long>(b.dirty_bytes), static_cast<unsigned long long>(b.barrier_bytes), barrier_ratio,
+      b.barrier_gbps, static_cast<unsigned long long>(b.read_dirty_bytes),
+      static_cast<unsigned long long>(b.read_barrier_bytes),
+      static_cast<double>(b.read_barrier_bytes) / static_cast<double>(b.read_dirty_bytes));
 
   std::printf("# dirty tracking (write slowdown = tracked writes / plain writes; cycle adds collect):\n");
   double default_overhead = 0;
@@ -353,13 +357,15 @@ int main(int argc, char** argv) {
                   f.cycle_slowdown);
     }
   }
-  std::printf("# soft-dirty bits: %s; not offered either way (clearing them is process-wide and would disturb "
-              "every other tracker)\n",
-              soft_dirty_works() ? "work on this kernel" : "do not work on this kernel");
+  std::printf(
+      "# soft-dirty bits: %s; not offered either way (clearing them is process-wide and would disturb "
+      "every other tracker)\n",
+      soft_dirty_works() ? "work on this kernel" : "do not work on this kernel");
 
   if (json) {
-    std::printf("{\"transfer_vs_memcpy\": %.3f, \"barrier_bytes_over_dirty_bytes\": %.3f, \"dirty_tracking_overhead\": %.3f}\n",
-                chosen.ratio, barrier_ratio, default_overhead);
+    std::printf(
+        "{\"transfer_vs_memcpy\": %.3f, \"barrier_bytes_over_dirty_bytes\": %.3f, \"dirty_tracking_overhead\": %.3f}\n",
+        chosen.ratio, barrier_ratio, default_overhead);
   } else {
     std::printf("transfer_vs_memcpy %.3f\nbarrier_bytes_over_dirty_bytes %.3f\ndirty_tracking_overhead %.3f\n",
                 chosen.ratio, barrier_ratio, default_overhead);

@@ -11,8 +11,8 @@ int main() {
     auto f = vmq_bench::measure(broker, n, bypass::vmqueue::PageSize::k4K, 700ms);
     std::printf("4 KiB pages x %-3zu per message: %10.0f messages/s %11.0f pages/s (%.2f GB/s)%s\n", n,
                 f.messages_per_s, f.pages_per_s, f.pages_per_s * 4096 / 1e9, f.ok ? "" : "  [lost messages]");
-    json += (json.size() > 1 ? "," : "") + std::string("\"pages_per_s_") + std::to_string(n) + "\":" +
-            std::to_string(static_cast<long long>(f.pages_per_s));
+    json += (json.size() > 1 ? "," : "") + std::string("\"pages_per_s_") + std::to_string(n) +
+            "\":" + std::to_string(static_cast<long long>(f.pages_per_s));
   }
   auto h = vmq_bench::measure(broker, 1, bypass::vmqueue::PageSize::k2M, 700ms);
   std::printf("2 MiB pages x 1   per message: %10.0f messages/s %11.0f pages/s (%.2f GB/s)\n", h.messages_per_s,

@@ -7,8 +7,8 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,7 +82,7 @@ struct HostPort {
   os::Kick tx_done_kick, rx_kick;
   bool attached = false;
   base::UniqueFd conn;  // endpoint's control connection
-  pid_t pid = -1; // endpoint process we spawned
+  pid_t pid = -1;       // endpoint process we spawned
 };
 
 // Pins the calling thread (and the threads it starts later) to `cpu`; kCpuNone leaves it be.
@@ -142,7 +142,8 @@ class LinkDaemon {
         return base::make_error(Errc::kInvalidArgument, "network namespace '" + opt_.netns[s] +
                                                             "' does not exist (ip netns add " + opt_.netns[s] + ")");
     if (!opt_.uplink_netns.empty() && !netns_exists(opt_.uplink_netns))
-      return base::make_error(Errc::kInvalidArgument, "uplink network namespace '" + opt_.uplink_netns + "' does not exist");
+      return base::make_error(Errc::kInvalidArgument,
+                              "uplink network namespace '" + opt_.uplink_netns + "' does not exist");
     if (opt_.buffers == 0 || opt_.buffers > kRingSlots / 2)
       return base::make_error(Errc::kInvalidArgument, "buffers per port must be 1.." + std::to_string(kRingSlots / 2));
     auto host_kick = os::Kick::create();
@@ -238,8 +239,8 @@ class LinkDaemon {
     for (uint32_t p = 0; p < kPorts; ++p)
       if (ports_[p].present) mem.pools[p] = ports_[p].pool.data();
     mem.buffers_per_port = opt_.buffers;
-    uplink_ = std::make_unique<PortDriver>(kPortUplink, uplink_tap_.get(), mem, host_kick_.fd(),
-                                           hp.tx_done_kick.fd(), hp.rx_kick.fd(), stop_.fd());
+    uplink_ = std::make_unique<PortDriver>(kPortUplink, uplink_tap_.get(), mem, host_kick_.fd(), hp.tx_done_kick.fd(),
+                                           hp.rx_kick.fd(), stop_.fd());
     sw_->attach(kPortUplink, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
     uplink_threads_.emplace_back([this] {
@@ -252,8 +253,8 @@ class LinkDaemon {
 
   base::Result<void> spawn_endpoint(uint32_t side) {
     const EndpointOptions& e = opt_.endpoint[side];
-    std::vector<std::string> args = {"bypass-xover", "endpoint", "--control", opt_.socket_path,
-                                     "--side",        port_name(side), "--ifname", e.ifname};
+    std::vector<std::string> args = {"bypass-xover", "endpoint",      "--control", opt_.socket_path,
+                                     "--side",       port_name(side), "--ifname",  e.ifname};
     if (!e.address.empty()) args.insert(args.end(), {"--addr", e.address});
     bool has_mac = false;
     for (auto b : e.mac) has_mac |= b != 0;
@@ -292,7 +293,8 @@ class LinkDaemon {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = key;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return base::errno_error(base::Errc::kIo, "epoll_ctl", errno);
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+      return base::errno_error(base::Errc::kIo, "epoll_ctl", errno);
     return {};
   }
 
@@ -458,10 +460,10 @@ class LinkDaemon {
     for (uint32_t p = 0; p < kPorts; ++p) {
       if (!ports_[p].present) continue;
       const auto& ps = s.ports[p];
-      std::snprintf(line, sizeof line, "  port %-6s %-4s in %llu frames / %llu bytes, out %llu / %llu, ring-full drops %llu\n",
-                    port_name(p), ps.live ? "up" : "down", (unsigned long long)ps.frames_in,
-                    (unsigned long long)ps.bytes_in, (unsigned long long)ps.frames_out,
-                    (unsigned long long)ps.bytes_out, (unsigned long long)ps.dropped_full);
+      std::snprintf(
+          line, sizeof line, "  port %-6s %-4s in %llu frames / %llu bytes, out %llu / %llu, ring-full drops %llu\n",
+          port_name(p), ps.live ? "up" : "down", (unsigned long long)ps.frames_in, (unsigned long long)ps.bytes_in,
+          (unsigned long long)ps.frames_out, (unsigned long long)ps.bytes_out, (unsigned long long)ps.dropped_full);
       t += line;
     }
     std::snprintf(line, sizeof line,
@@ -526,7 +528,9 @@ base::Result<base::UniqueFd> connect_cli(const std::string& socket_path, uint32_
 
 }  // namespace
 
-std::string socket_for(const std::string& link_name) { return base::default_socket_path("xover-" + link_name + ".sock"); }
+std::string socket_for(const std::string& link_name) {
+  return base::default_socket_path("xover-" + link_name + ".sock");
+}
 
 bool parse_cpu(const std::string& text, int* cpu) {
   if (text == "auto") {

@@ -41,8 +41,8 @@ void PortDriver::run() {
   enum : uint32_t { kKeyTap, kKeyRxKick, kKeyTxDoneKick, kKeyStop };
   base::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return;
-  for (auto [fd, key] : {std::pair{tap_, kKeyTap}, {rx_kick_, kKeyRxKick}, {tx_done_kick_, kKeyTxDoneKick},
-                         {stop_, kKeyStop}}) {
+  for (auto [fd, key] :
+       {std::pair{tap_, kKeyTap}, {rx_kick_, kKeyRxKick}, {tx_done_kick_, kKeyTxDoneKick}, {stop_, kKeyStop}}) {
     epoll_event ev{};
     // The kick eventfds are edge-triggered: every write to an eventfd wakes its waiters, so
     // they need no read() to re-arm (their counters just grow; 2^64 kicks are far away).

@@ -3,11 +3,11 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <immintrin.h>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <utility>
-#include <immintrin.h>
 
 #include "bypass/base/unique_fd.h"
 
@@ -139,9 +139,12 @@ void Switch::route(uint32_t from, uint32_t buf, uint32_t len) {
   refs_[buf] = 1;  // held by us while fanning out, so an early rx_done cannot free it
   if (d.kind == Decision::kForward) {
     if (deliver(d.port, buf, len)) {
-      if (from == kPortUplink) from_uplink_.fetch_add(1, std::memory_order_relaxed);
-      else if (d.port == kPortUplink) to_uplink_.fetch_add(1, std::memory_order_relaxed);
-      else crossover_.fetch_add(1, std::memory_order_relaxed);
+      if (from == kPortUplink)
+        from_uplink_.fetch_add(1, std::memory_order_relaxed);
+      else if (d.port == kPortUplink)
+        to_uplink_.fetch_add(1, std::memory_order_relaxed);
+      else
+        crossover_.fetch_add(1, std::memory_order_relaxed);
     }
   } else if (d.kind == Decision::kFlood) {
     flooded_.fetch_add(1, std::memory_order_relaxed);
@@ -232,8 +235,7 @@ void Switch::run() {
     // otherwise they wait for the next pass a posted frame wakes us for. This halves the
     // switch's wake-ups: a receiver's rx_done no longer kicks it once per frame.
     bool short_of_buffers = false;
-    for (uint32_t p = 0; p < kPorts; ++p)
-      short_of_buffers |= ports_[p].live && out_[p] >= bpp_ / 2;
+    for (uint32_t p = 0; p < kPorts; ++p) short_of_buffers |= ports_[p].live && out_[p] >= bpp_ / 2;
     for (auto& s : ports_) {
       if (!s.live) continue;
       work |= s.tx.consumer_prepare_wait();

@@ -31,7 +31,8 @@ ifreq make_ifreq(const std::string& name) {
 }
 
 base::Result<void> check_ifname(const std::string& name) {
-  if (name.empty() || name.size() >= IFNAMSIZ) return base::make_error(Errc::kInvalidArgument, "bad interface name '" + name + "'");
+  if (name.empty() || name.size() >= IFNAMSIZ)
+    return base::make_error(Errc::kInvalidArgument, "bad interface name '" + name + "'");
   return {};
 }
 
@@ -131,7 +132,8 @@ base::Result<UniqueFd> open_netns(const std::string& name) {
   }
   UniqueFd fd(::open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
-    return base::errno_error(Errc::kIo, "network namespace '" + name + "' (create it with: ip netns add " + name + ")", errno);
+    return base::errno_error(Errc::kIo, "network namespace '" + name + "' (create it with: ip netns add " + name + ")",
+                             errno);
   }
   return fd;
 }

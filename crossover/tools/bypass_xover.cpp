@@ -16,9 +16,12 @@ using namespace bypass::crossover;
 namespace {
 
 bool parse_side(const std::string& s, uint32_t* side) {
-  if (s == "a") *side = kPortA;
-  else if (s == "b") *side = kPortB;
-  else return false;
+  if (s == "a")
+    *side = kPortA;
+  else if (s == "b")
+    *side = kPortB;
+  else
+    return false;
   return true;
 }
 
@@ -88,9 +91,10 @@ int main(int argc, char** argv) {
   create->add_option("--uplink-addr", link.uplink_address, "IPv4 address/prefix of the uplink TAP");
   create->add_option("--uplink-mac", mac_up, "MAC address of the uplink TAP");
   create->add_option("--buffers", link.buffers, "frame buffers per port")->capture_default_str();
-  create->add_option("--cpu", cpu,
-                     "CPU for all forwarding threads (switch, endpoints, uplink): a number, 'auto' (the last one "
-                     "allowed) or 'none' (no pinning)")
+  create
+      ->add_option("--cpu", cpu,
+                   "CPU for all forwarding threads (switch, endpoints, uplink): a number, 'auto' (the last one "
+                   "allowed) or 'none' (no pinning)")
       ->capture_default_str();
   create->add_option("--socket", link.socket_path, "control socket (default /run/bypass/xover-NAME.sock)");
   create->add_flag("--foreground", foreground, "run the host daemon in this process until SIGTERM");
@@ -156,9 +160,10 @@ int main(int argc, char** argv) {
     }
     int rc = create_detached(link);
     if (rc == 0)
-      std::printf("link %s up: %s/%s <-> %s/%s%s\n", link.name.c_str(), link.netns[0].c_str(),
-                  link.endpoint[0].ifname.c_str(), link.netns[1].c_str(), link.endpoint[1].ifname.c_str(),
-                  link.uplink_netns.empty() ? "" : (", uplink " + link.uplink_netns + "/" + link.uplink_ifname).c_str());
+      std::printf(
+          "link %s up: %s/%s <-> %s/%s%s\n", link.name.c_str(), link.netns[0].c_str(), link.endpoint[0].ifname.c_str(),
+          link.netns[1].c_str(), link.endpoint[1].ifname.c_str(),
+          link.uplink_netns.empty() ? "" : (", uplink " + link.uplink_netns + "/" + link.uplink_ifname).c_str());
     return rc;
   }
   if (socket_path.empty()) {

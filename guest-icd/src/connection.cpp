@@ -12,8 +12,8 @@
 #include "bypass/base/log.h"
 #include "bypass/base/socket_path.h"
 #include "bypass/memshare/client.h"
-#include "config.h"
 #include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
+#include "config.h"
 
 namespace bypass::icd {
 
@@ -38,8 +38,8 @@ std::string check_server_identity(const transport::Channel& ch, const std::strin
   if (server == 0 || server == geteuid()) return {};
   if (config().server_uid == server) return {};
   return "refusing the bypass server at " + endpoint + ": it runs as uid " + std::to_string(server) +
-         ", not root or this user (uid " + std::to_string(geteuid()) + "); set BYPASS_SERVER_UID=" +
-         std::to_string(server) + " to trust it";
+         ", not root or this user (uid " + std::to_string(geteuid()) +
+         "); set BYPASS_SERVER_UID=" + std::to_string(server) + " to trust it";
 }
 
 }  // namespace

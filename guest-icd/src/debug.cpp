@@ -54,22 +54,22 @@ Registry<VkDebugReportCallbackCreateInfoEXT> g_reports;
 }  // namespace
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDebugUtilsMessengerEXT(VkInstance instance,
-                                                           const VkDebugUtilsMessengerCreateInfoEXT* pCreateInfo,
-                                                           const VkAllocationCallbacks*,
-                                                           VkDebugUtilsMessengerEXT* pMessenger) {
+                                                                  const VkDebugUtilsMessengerCreateInfoEXT* pCreateInfo,
+                                                                  const VkAllocationCallbacks*,
+                                                                  VkDebugUtilsMessengerEXT* pMessenger) {
   *pMessenger = wire::handle_from_bits<VkDebugUtilsMessengerEXT>(g_messengers.add(instance, *pCreateInfo));
   return VK_SUCCESS;
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDebugUtilsMessengerEXT(VkInstance, VkDebugUtilsMessengerEXT messenger,
-                                                        const VkAllocationCallbacks*) {
+                                                               const VkAllocationCallbacks*) {
   g_messengers.remove(wire::handle_bits(messenger));
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkSubmitDebugUtilsMessageEXT(VkInstance instance,
-                                                     VkDebugUtilsMessageSeverityFlagBitsEXT severity,
-                                                     VkDebugUtilsMessageTypeFlagsEXT types,
-                                                     const VkDebugUtilsMessengerCallbackDataEXT* pCallbackData) {
+                                                            VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                                            VkDebugUtilsMessageTypeFlagsEXT types,
+                                                            const VkDebugUtilsMessengerCallbackDataEXT* pCallbackData) {
   auto wants = [&](const VkDebugUtilsMessengerCreateInfoEXT& m) {
     return (m.messageSeverity & severity) && (m.messageType & types);
   };
@@ -77,22 +77,22 @@ VKAPI_ATTR void VKAPI_CALL icd_vkSubmitDebugUtilsMessageEXT(VkInstance instance,
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDebugReportCallbackEXT(VkInstance instance,
-                                                           const VkDebugReportCallbackCreateInfoEXT* pCreateInfo,
-                                                           const VkAllocationCallbacks*,
-                                                           VkDebugReportCallbackEXT* pCallback) {
+                                                                  const VkDebugReportCallbackCreateInfoEXT* pCreateInfo,
+                                                                  const VkAllocationCallbacks*,
+                                                                  VkDebugReportCallbackEXT* pCallback) {
   *pCallback = wire::handle_from_bits<VkDebugReportCallbackEXT>(g_reports.add(instance, *pCreateInfo));
   return VK_SUCCESS;
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDebugReportCallbackEXT(VkInstance, VkDebugReportCallbackEXT callback,
-                                                        const VkAllocationCallbacks*) {
+                                                               const VkAllocationCallbacks*) {
   g_reports.remove(wire::handle_bits(callback));
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDebugReportMessageEXT(VkInstance instance, VkDebugReportFlagsEXT flags,
-                                                VkDebugReportObjectTypeEXT objectType, uint64_t object,
-                                                size_t location, int32_t messageCode, const char* pLayerPrefix,
-                                                const char* pMessage) {
+                                                       VkDebugReportObjectTypeEXT objectType, uint64_t object,
+                                                       size_t location, int32_t messageCode, const char* pLayerPrefix,
+                                                       const char* pMessage) {
   auto wants = [&](const VkDebugReportCallbackCreateInfoEXT& r) { return (r.flags & flags) != 0; };
   for (const auto& r : g_reports.of(instance, wants))
     r.pfnCallback(flags, objectType, object, location, messageCode, pLayerPrefix, pMessage, r.pUserData);

@@ -89,10 +89,9 @@ bool build_writes(uint64_t tmpl, VkDescriptorSet set, const void* pData, Writes&
 
 }  // namespace
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDescriptorUpdateTemplate(VkDevice device,
-                                                             const VkDescriptorUpdateTemplateCreateInfo* pCreateInfo,
-                                                             const VkAllocationCallbacks*,
-                                                             VkDescriptorUpdateTemplate* pTemplate) {
+VKAPI_ATTR VkResult VKAPI_CALL
+icd_vkCreateDescriptorUpdateTemplate(VkDevice device, const VkDescriptorUpdateTemplateCreateInfo* pCreateInfo,
+                                     const VkAllocationCallbacks*, VkDescriptorUpdateTemplate* pTemplate) {
   const uint64_t id = connection_of(device)->new_id();
   Template t;
   t.entries.assign(pCreateInfo->pDescriptorUpdateEntries,
@@ -106,13 +105,13 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDescriptorUpdateTemplate(VkDevice dev
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDescriptorUpdateTemplate(VkDevice, VkDescriptorUpdateTemplate tmpl,
-                                                          const VkAllocationCallbacks*) {
+                                                                 const VkAllocationCallbacks*) {
   std::lock_guard lock(g_mu);
   g_templates.erase(wire::handle_bits(tmpl));
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkUpdateDescriptorSetWithTemplate(VkDevice device, VkDescriptorSet set,
-                                                          VkDescriptorUpdateTemplate tmpl, const void* pData) {
+                                                                 VkDescriptorUpdateTemplate tmpl, const void* pData) {
   Writes w;
   if (!build_writes(wire::handle_bits(tmpl), set, pData, w)) return;
   static auto update = entry<PFN_vkUpdateDescriptorSets>("vkUpdateDescriptorSets");
@@ -120,8 +119,9 @@ VKAPI_ATTR void VKAPI_CALL icd_vkUpdateDescriptorSetWithTemplate(VkDevice device
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkCmdPushDescriptorSetWithTemplateKHR(VkCommandBuffer commandBuffer,
-                                                              VkDescriptorUpdateTemplate tmpl, VkPipelineLayout layout,
-                                                              uint32_t set, const void* pData) {
+                                                                     VkDescriptorUpdateTemplate tmpl,
+                                                                     VkPipelineLayout layout, uint32_t set,
+                                                                     const void* pData) {
   Writes w;
   if (!build_writes(wire::handle_bits(tmpl), VK_NULL_HANDLE, pData, w)) return;
   VkPipelineBindPoint bind_point;

@@ -8,8 +8,9 @@
 
 namespace bypass::icd {
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDevice(VkPhysicalDevice physicalDevice, const VkDeviceCreateInfo* pCreateInfo,
-                                           const VkAllocationCallbacks*, VkDevice* pDevice) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDevice(VkPhysicalDevice physicalDevice,
+                                                  const VkDeviceCreateInfo* pCreateInfo, const VkAllocationCallbacks*,
+                                                  VkDevice* pDevice) {
   auto* pd = as<PhysicalDevice>(physicalDevice);
   Connection* conn = pd->conn;
   auto* dev = new_object<Device>(conn, VK_OBJECT_TYPE_DEVICE, conn->new_id());
@@ -55,16 +56,18 @@ static VkQueue get_queue(VkDevice device, uint32_t flags, uint32_t family, uint3
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkGetDeviceQueue(VkDevice device, uint32_t queueFamilyIndex, uint32_t queueIndex,
-                                         VkQueue* pQueue) {
+                                                VkQueue* pQueue) {
   *pQueue = get_queue(device, 0, queueFamilyIndex, queueIndex, nullptr);
 }
 
-VKAPI_ATTR void VKAPI_CALL icd_vkGetDeviceQueue2(VkDevice device, const VkDeviceQueueInfo2* pQueueInfo, VkQueue* pQueue) {
+VKAPI_ATTR void VKAPI_CALL icd_vkGetDeviceQueue2(VkDevice device, const VkDeviceQueueInfo2* pQueueInfo,
+                                                 VkQueue* pQueue) {
   *pQueue = get_queue(device, pQueueInfo->flags, pQueueInfo->queueFamilyIndex, pQueueInfo->queueIndex, pQueueInfo);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateCommandBuffers(VkDevice device, const VkCommandBufferAllocateInfo* pAllocateInfo,
-                                                     VkCommandBuffer* pCommandBuffers) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateCommandBuffers(VkDevice device,
+                                                            const VkCommandBufferAllocateInfo* pAllocateInfo,
+                                                            VkCommandBuffer* pCommandBuffers) {
   auto* dev = as<Device>(device);
   Connection* conn = dev->conn;
   const uint32_t n = pAllocateInfo->commandBufferCount;
@@ -87,8 +90,9 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateCommandBuffers(VkDevice device, con
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR void VKAPI_CALL icd_vkFreeCommandBuffers(VkDevice device, VkCommandPool commandPool, uint32_t commandBufferCount,
-                                             const VkCommandBuffer* pCommandBuffers) {
+VKAPI_ATTR void VKAPI_CALL icd_vkFreeCommandBuffers(VkDevice device, VkCommandPool commandPool,
+                                                    uint32_t commandBufferCount,
+                                                    const VkCommandBuffer* pCommandBuffers) {
   auto* dev = as<Device>(device);
   // Null entries are allowed; the wire carries them as id 0.
   forward_vkFreeCommandBuffers(device, commandPool, commandBufferCount, pCommandBuffers);
@@ -103,7 +107,7 @@ VKAPI_ATTR void VKAPI_CALL icd_vkFreeCommandBuffers(VkDevice device, VkCommandPo
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyCommandPool(VkDevice device, VkCommandPool commandPool,
-                                             const VkAllocationCallbacks*) {
+                                                    const VkAllocationCallbacks*) {
   if (!commandPool) return;
   auto* dev = as<Device>(device);
   forward_vkDestroyCommandPool(device, commandPool, nullptr);

@@ -118,8 +118,9 @@ void rewrite_driver(char (&name)[VK_MAX_DRIVER_NAME_SIZE], char (&info)[VK_MAX_D
 
 }  // namespace
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateInstanceExtensionProperties(const char* pLayerName, uint32_t* pPropertyCount,
-                                                                   VkExtensionProperties* pProperties) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateInstanceExtensionProperties(const char* pLayerName,
+                                                                          uint32_t* pPropertyCount,
+                                                                          VkExtensionProperties* pProperties) {
   if (pLayerName) return VK_ERROR_LAYER_NOT_PRESENT;
   return copy_out(host_instance_extensions(), pPropertyCount, pProperties);
 }
@@ -134,8 +135,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateInstanceVersion(uint32_t* pApiVers
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateInstance(const VkInstanceCreateInfo* pCreateInfo, const VkAllocationCallbacks*,
-                                             VkInstance* pInstance) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateInstance(const VkInstanceCreateInfo* pCreateInfo,
+                                                    const VkAllocationCallbacks*, VkInstance* pInstance) {
   std::string error;
   const bool known_unreachable = [&] {
     std::lock_guard lock(g_instance_ext_mu);
@@ -192,14 +193,15 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyInstance(VkInstance instance, const VkAl
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumeratePhysicalDevices(VkInstance instance, uint32_t* pPhysicalDeviceCount,
-                                                       VkPhysicalDevice* pPhysicalDevices) {
+                                                              VkPhysicalDevice* pPhysicalDevices) {
   auto* inst = as<Instance>(instance);
   std::lock_guard lock(inst->mu);
   if (!inst->enumerated) {
     constexpr uint32_t kMax = 16;
     wire::EnumeratePhysicalDevicesRequest req{inst->id, inst->conn->reserve_ids(kMax), kMax, 0};
     Reply& r = thread_reply();
-    if (!inst->conn->call_raw(wire::kCtlEnumeratePhysicalDevices, &req, sizeof(req), r)) return VK_ERROR_INITIALIZATION_FAILED;
+    if (!inst->conn->call_raw(wire::kCtlEnumeratePhysicalDevices, &req, sizeof(req), r))
+      return VK_ERROR_INITIALIZATION_FAILED;
     uint64_t count = 0;
     if (r.size() < 8) return VK_ERROR_INITIALIZATION_FAILED;
     std::memcpy(&count, r.data(), 8);
@@ -225,7 +227,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumeratePhysicalDevices(VkInstance instanc
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumeratePhysicalDeviceGroups(VkInstance instance, uint32_t* pCount,
-                                                            VkPhysicalDeviceGroupProperties* pGroups) {
+                                                                   VkPhysicalDeviceGroupProperties* pGroups) {
   uint32_t n = 0;
   VkResult r = icd_vkEnumeratePhysicalDevices(instance, &n, nullptr);
   if (r < 0) return r;
@@ -246,13 +248,13 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumeratePhysicalDeviceGroups(VkInstance in
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkGetPhysicalDeviceProperties(VkPhysicalDevice physicalDevice,
-                                                      VkPhysicalDeviceProperties* pProperties) {
+                                                             VkPhysicalDeviceProperties* pProperties) {
   forward_vkGetPhysicalDeviceProperties(physicalDevice, pProperties);
   rewrite_identity(*pProperties);
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkGetPhysicalDeviceProperties2(VkPhysicalDevice physicalDevice,
-                                                       VkPhysicalDeviceProperties2* pProperties) {
+                                                              VkPhysicalDeviceProperties2* pProperties) {
   forward_vkGetPhysicalDeviceProperties2(physicalDevice, pProperties);
   rewrite_identity(pProperties->properties);
   for (auto* p = static_cast<VkBaseOutStructure*>(pProperties->pNext); p; p = p->pNext) {
@@ -286,8 +288,9 @@ VKAPI_ATTR void VKAPI_CALL icd_vkGetPhysicalDeviceProperties2(VkPhysicalDevice p
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateDeviceExtensionProperties(VkPhysicalDevice physicalDevice,
-                                                                 const char* pLayerName, uint32_t* pPropertyCount,
-                                                                 VkExtensionProperties* pProperties) {
+                                                                        const char* pLayerName,
+                                                                        uint32_t* pPropertyCount,
+                                                                        VkExtensionProperties* pProperties) {
   if (pLayerName) return VK_ERROR_LAYER_NOT_PRESENT;
   uint32_t n = 0;
   VkResult r = forward_vkEnumerateDeviceExtensionProperties(physicalDevice, nullptr, &n, nullptr);
@@ -303,7 +306,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateDeviceExtensionProperties(VkPhysic
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateDeviceLayerProperties(VkPhysicalDevice, uint32_t* pPropertyCount,
-                                                             VkLayerProperties*) {
+                                                                    VkLayerProperties*) {
   *pPropertyCount = 0;
   return VK_SUCCESS;
 }

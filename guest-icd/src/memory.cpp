@@ -103,7 +103,8 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
     const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
     const uint64_t skip = file_offset % page;
     m.map_size = size + skip;
-    m.map_base = mmap(nullptr, m.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(file_offset - skip));
+    m.map_base =
+        mmap(nullptr, m.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(file_offset - skip));
     close(fd);
     if (m.map_base == MAP_FAILED) return VK_ERROR_OUT_OF_HOST_MEMORY;
     m.ptr = static_cast<char*>(m.map_base) + skip;
@@ -116,7 +117,7 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
 }  // namespace
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateMemory(VkDevice device, const VkMemoryAllocateInfo* pAllocateInfo,
-                                             const VkAllocationCallbacks*, VkDeviceMemory* pMemory) {
+                                                    const VkAllocationCallbacks*, VkDeviceMemory* pMemory) {
   auto* dev = as<Device>(device);
   Connection* conn = dev->conn;
   const uint64_t id = conn->new_id();
@@ -124,7 +125,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateMemory(VkDevice device, const VkMem
   // The same test as the host's: an import or export makes this the driver's own memory.
   const void* chain = pAllocateInfo->pNext;
   auto* import = wire::find_in_chain<const VkImportMemoryFdInfoKHR>(chain, VK_STRUCTURE_TYPE_IMPORT_MEMORY_FD_INFO_KHR);
-  auto* exported = wire::find_in_chain<const VkExportMemoryAllocateInfo>(chain, VK_STRUCTURE_TYPE_EXPORT_MEMORY_ALLOCATE_INFO);
+  auto* exported =
+      wire::find_in_chain<const VkExportMemoryAllocateInfo>(chain, VK_STRUCTURE_TYPE_EXPORT_MEMORY_ALLOCATE_INFO);
   const bool imports = import && import->handleType;
   const bool external = imports || (exported && exported->handleTypes);
   if (imports) {
@@ -159,8 +161,8 @@ VKAPI_ATTR void VKAPI_CALL icd_vkFreeMemory(VkDevice device, VkDeviceMemory memo
   dev->memory.erase(it);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkMapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset, VkDeviceSize,
-                                        VkMemoryMapFlags, void** ppData) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkMapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset,
+                                               VkDeviceSize, VkMemoryMapFlags, void** ppData) {
   auto* dev = as<Device>(device);
   std::lock_guard lock(dev->mu);
   auto it = dev->memory.find(wire::handle_bits(memory));
@@ -185,8 +187,9 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryFdKHR(VkDevice device, const VkMem
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryFdPropertiesKHR(VkDevice device, VkExternalMemoryHandleTypeFlagBits handleType,
-                                                               int fd, VkMemoryFdPropertiesKHR* pMemoryFdProperties) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryFdPropertiesKHR(VkDevice device,
+                                                              VkExternalMemoryHandleTypeFlagBits handleType, int fd,
+                                                              VkMemoryFdPropertiesKHR* pMemoryFdProperties) {
   Connection* conn = connection_of(device);
   if (fd < 0 || fcntl(fd, F_GETFD) < 0) return VK_ERROR_INVALID_EXTERNAL_HANDLE;
   // The fd argument on the wire is the nonce the host finds the fd under.

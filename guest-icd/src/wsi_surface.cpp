@@ -51,7 +51,8 @@ VkResult surface_capabilities(PhysicalDevice* pd, Surface* s, VkSurfaceCapabilit
   if (s->kind == Surface::Kind::kHeadless) {
     // The swapchain decides the size.
     VkPhysicalDeviceProperties props;
-    entry<PFN_vkGetPhysicalDeviceProperties>("vkGetPhysicalDeviceProperties")(reinterpret_cast<VkPhysicalDevice>(pd), &props);
+    entry<PFN_vkGetPhysicalDeviceProperties>("vkGetPhysicalDeviceProperties")(reinterpret_cast<VkPhysicalDevice>(pd),
+                                                                              &props);
     caps->currentExtent = {0xFFFFFFFFu, 0xFFFFFFFFu};
     caps->minImageExtent = {1, 1};
     caps->maxImageExtent = {props.limits.maxImageDimension2D, props.limits.maxImageDimension2D};
@@ -124,15 +125,15 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateXcbSurfaceKHR(VkInstance, const VkXcb
 }
 
 VKAPI_ATTR VkBool32 VKAPI_CALL icd_vkGetPhysicalDeviceXcbPresentationSupportKHR(VkPhysicalDevice physicalDevice,
-                                                                               uint32_t queueFamilyIndex,
-                                                                               xcb_connection_t* connection,
-                                                                               xcb_visualid_t visual_id) {
+                                                                                uint32_t queueFamilyIndex,
+                                                                                xcb_connection_t* connection,
+                                                                                xcb_visualid_t visual_id) {
   if (!wsi::family_can_present(as<PhysicalDevice>(physicalDevice), queueFamilyIndex)) return VK_FALSE;
   return wsi::depth_supported(connection, wsi::visual_depth(connection, visual_id)) ? VK_TRUE : VK_FALSE;
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateHeadlessSurfaceEXT(VkInstance, const VkHeadlessSurfaceCreateInfoEXT*,
-                                                             const VkAllocationCallbacks*, VkSurfaceKHR* pSurface) {
+                                                              const VkAllocationCallbacks*, VkSurfaceKHR* pSurface) {
   *pSurface = wsi::new_surface(Surface{});
   return VK_SUCCESS;
 }
@@ -142,8 +143,8 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroySurfaceKHR(VkInstance, VkSurfaceKHR surf
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceSupportKHR(VkPhysicalDevice physicalDevice,
-                                                                       uint32_t queueFamilyIndex, VkSurfaceKHR surface,
-                                                                       VkBool32* pSupported) {
+                                                                        uint32_t queueFamilyIndex, VkSurfaceKHR surface,
+                                                                        VkBool32* pSupported) {
   Surface* s = wsi::surface_of(surface);
   *pSupported = VK_FALSE;
   if (s->kind != Surface::Kind::kHeadless) {
@@ -156,17 +157,17 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceSupportKHR(VkPhysic
   return VK_SUCCESS;
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceCapabilitiesKHR(VkPhysicalDevice physicalDevice,
-                                                                            VkSurfaceKHR surface,
-                                                                            VkSurfaceCapabilitiesKHR* pSurfaceCapabilities) {
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceCapabilitiesKHR(
+    VkPhysicalDevice physicalDevice, VkSurfaceKHR surface, VkSurfaceCapabilitiesKHR* pSurfaceCapabilities) {
   return wsi::surface_capabilities(as<PhysicalDevice>(physicalDevice), wsi::surface_of(surface), pSurfaceCapabilities);
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceCapabilities2KHR(
     VkPhysicalDevice physicalDevice, const VkPhysicalDeviceSurfaceInfo2KHR* pSurfaceInfo,
     VkSurfaceCapabilities2KHR* pSurfaceCapabilities) {
-  const VkResult r = wsi::surface_capabilities(as<PhysicalDevice>(physicalDevice), wsi::surface_of(pSurfaceInfo->surface),
-                                               &pSurfaceCapabilities->surfaceCapabilities);
+  const VkResult r =
+      wsi::surface_capabilities(as<PhysicalDevice>(physicalDevice), wsi::surface_of(pSurfaceInfo->surface),
+                                &pSurfaceCapabilities->surfaceCapabilities);
   if (r != VK_SUCCESS) return r;
   for (auto* p = static_cast<VkBaseOutStructure*>(pSurfaceCapabilities->pNext); p; p = p->pNext) {
     if (p->sType == VK_STRUCTURE_TYPE_SURFACE_PROTECTED_CAPABILITIES_KHR)
@@ -176,18 +177,17 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceCapabilities2KHR(
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceFormatsKHR(VkPhysicalDevice, VkSurfaceKHR surface,
-                                                                       uint32_t* pSurfaceFormatCount,
-                                                                       VkSurfaceFormatKHR* pSurfaceFormats) {
+                                                                        uint32_t* pSurfaceFormatCount,
+                                                                        VkSurfaceFormatKHR* pSurfaceFormats) {
   VkResult r;
   const auto list = wsi::surface_formats(wsi::surface_of(surface), &r);
   if (r != VK_SUCCESS) return r;
   return wsi::copy_list(list.data(), static_cast<uint32_t>(list.size()), pSurfaceFormatCount, pSurfaceFormats);
 }
 
-VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceFormats2KHR(VkPhysicalDevice,
-                                                                        const VkPhysicalDeviceSurfaceInfo2KHR* pSurfaceInfo,
-                                                                        uint32_t* pSurfaceFormatCount,
-                                                                        VkSurfaceFormat2KHR* pSurfaceFormats) {
+VKAPI_ATTR VkResult VKAPI_CALL
+icd_vkGetPhysicalDeviceSurfaceFormats2KHR(VkPhysicalDevice, const VkPhysicalDeviceSurfaceInfo2KHR* pSurfaceInfo,
+                                          uint32_t* pSurfaceFormatCount, VkSurfaceFormat2KHR* pSurfaceFormats) {
   VkResult r;
   const auto list = wsi::surface_formats(wsi::surface_of(pSurfaceInfo->surface), &r);
   if (r != VK_SUCCESS) return r;
@@ -203,8 +203,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfaceFormats2KHR(VkPhysi
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfacePresentModesKHR(VkPhysicalDevice, VkSurfaceKHR surface,
-                                                                            uint32_t* pPresentModeCount,
-                                                                            VkPresentModeKHR* pPresentModes) {
+                                                                             uint32_t* pPresentModeCount,
+                                                                             VkPresentModeKHR* pPresentModes) {
   Surface* s = wsi::surface_of(surface);
   if (s->kind != Surface::Kind::kHeadless) {
     wsi::WindowGeometry g;
@@ -215,8 +215,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDeviceSurfacePresentModesKHR(VkP
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDevicePresentRectanglesKHR(VkPhysicalDevice physicalDevice,
-                                                                          VkSurfaceKHR surface, uint32_t* pRectCount,
-                                                                          VkRect2D* pRects) {
+                                                                           VkSurfaceKHR surface, uint32_t* pRectCount,
+                                                                           VkRect2D* pRects) {
   VkSurfaceCapabilitiesKHR caps;
   const VkResult r = wsi::surface_capabilities(as<PhysicalDevice>(physicalDevice), wsi::surface_of(surface), &caps);
   if (r != VK_SUCCESS) return r;
@@ -225,7 +225,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetPhysicalDevicePresentRectanglesKHR(VkPhy
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetDeviceGroupPresentCapabilitiesKHR(VkDevice,
-                                                                         VkDeviceGroupPresentCapabilitiesKHR* pCaps) {
+                                                                          VkDeviceGroupPresentCapabilitiesKHR* pCaps) {
   std::memset(pCaps->presentMask, 0, sizeof(pCaps->presentMask));
   pCaps->presentMask[0] = 1;
   pCaps->modes = VK_DEVICE_GROUP_PRESENT_MODE_LOCAL_BIT_KHR;
@@ -233,7 +233,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetDeviceGroupPresentCapabilitiesKHR(VkDevi
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetDeviceGroupSurfacePresentModesKHR(VkDevice, VkSurfaceKHR,
-                                                                         VkDeviceGroupPresentModeFlagsKHR* pModes) {
+                                                                          VkDeviceGroupPresentModeFlagsKHR* pModes) {
   *pModes = VK_DEVICE_GROUP_PRESENT_MODE_LOCAL_BIT_KHR;
   return VK_SUCCESS;
 }

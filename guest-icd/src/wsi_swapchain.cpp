@@ -198,7 +198,7 @@ class Swapchain {
   std::optional<memshare::Region> frame_;
   memshare::Name frame_name_;
   memshare::Client* frame_owner_ = nullptr;  // who named the frame buffer, for the release
-  const uint8_t* frame_pixels_ = nullptr;      // the frame buffer: the MIT-SHM segment or frame_
+  const uint8_t* frame_pixels_ = nullptr;    // the frame buffer: the MIT-SHM segment or frame_
   uint64_t frame_bytes_ = 0;
   VkExtent2D extent_{};
   VkFormat format_ = VK_FORMAT_UNDEFINED;
@@ -223,10 +223,10 @@ class Swapchain {
   std::thread thread_;
 
   // Statistics (BYPASS_WSI_STATS=1 prints them when the swapchain goes).
-  uint64_t presents_ = 0;  // under mu_
-  uint64_t shown_ = 0;     // presenter thread
+  uint64_t presents_ = 0;     // under mu_
+  uint64_t shown_ = 0;        // presenter thread
   uint64_t transferred_ = 0;  // presenter thread: frames moved by memshare transfers
-  uint64_t dropped_ = 0;   // presenter thread
+  uint64_t dropped_ = 0;      // presenter thread
   std::chrono::nanoseconds put_time_{0};
 };
 
@@ -248,7 +248,8 @@ VkResult Swapchain::create(Device* dev, const VkSwapchainCreateInfoKHR* info, Sw
                                          info->imageExtent.height);
     if (!blitter) {
       WindowGeometry g;
-      if (query_window(sc->surface_.conn, sc->surface_.window, &g) == WindowState::kGone) return VK_ERROR_SURFACE_LOST_KHR;
+      if (query_window(sc->surface_.conn, sc->surface_.window, &g) == WindowState::kGone)
+        return VK_ERROR_SURFACE_LOST_KHR;
       base::log(base::LogLevel::kError, "swapchain: %s", blitter.error().message.c_str());
       return VK_ERROR_INITIALIZATION_FAILED;
     }
@@ -271,7 +272,8 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
   const uint32_t count = std::max<uint32_t>(info->minImageCount, 1);
   const VkImageFormatListCreateInfo* list = nullptr;
   for (auto* p = static_cast<const VkBaseInStructure*>(info->pNext); p; p = p->pNext)
-    if (p->sType == VK_STRUCTURE_TYPE_IMAGE_FORMAT_LIST_CREATE_INFO) list = reinterpret_cast<const VkImageFormatListCreateInfo*>(p);
+    if (p->sType == VK_STRUCTURE_TYPE_IMAGE_FORMAT_LIST_CREATE_INFO)
+      list = reinterpret_cast<const VkImageFormatListCreateInfo*>(p);
   VkImageFormatListCreateInfo format_list{};
   if (list) {
     format_list = *list;
@@ -381,16 +383,21 @@ Swapchain::~Swapchain() {
   // A report the user asked for (BYPASS_WSI_STATS), not a log line: printed whatever BYPASS_LOG
   // says, in the form the tests parse.
   if (config().wsi_stats)
-    std::fprintf(stderr,
-                 "bypass wsi: swapchain %ux%u %s, %zu images, %s: presents %llu, shown %llu, dropped %llu, put %.1f us avg, "
-                 "memshare transfers %llu into the %s\n",
-                 extent_.width, extent_.height, mode_name(mode_), images_.size(),
-                 surface_.kind == Surface::Kind::kHeadless ? "headless" : blitter_ && blitter_->uses_shm() ? "MIT-SHM" : "PutImage",
-                 static_cast<unsigned long long>(presents_), static_cast<unsigned long long>(shown_),
-                 static_cast<unsigned long long>(dropped_),
-                 shown_ ? std::chrono::duration<double, std::micro>(put_time_).count() / static_cast<double>(shown_) : 0.0,
-                 static_cast<unsigned long long>(transferred_),
-                 frame_ ? "frame buffer" : frame_pixels_ ? "MIT-SHM segment" : "-");
+    std::fprintf(
+        stderr,
+        "bypass wsi: swapchain %ux%u %s, %zu images, %s: presents %llu, shown %llu, dropped %llu, put %.1f us avg, "
+        "memshare transfers %llu into the %s\n",
+        extent_.width, extent_.height, mode_name(mode_), images_.size(),
+        surface_.kind == Surface::Kind::kHeadless ? "headless"
+        : blitter_ && blitter_->uses_shm()        ? "MIT-SHM"
+                                                  : "PutImage",
+        static_cast<unsigned long long>(presents_), static_cast<unsigned long long>(shown_),
+        static_cast<unsigned long long>(dropped_),
+        shown_ ? std::chrono::duration<double, std::micro>(put_time_).count() / static_cast<double>(shown_) : 0.0,
+        static_cast<unsigned long long>(transferred_),
+        frame_          ? "frame buffer"
+        : frame_pixels_ ? "MIT-SHM segment"
+                        : "-");
   blitter_.reset();
   const Vk& v = vk();
   const VkDevice d = device();
@@ -426,7 +433,8 @@ VkResult Swapchain::acquire(uint64_t timeout, VkSemaphore semaphore, VkFence fen
     std::unique_lock lock(mu_);
     auto ready = [&] {
       const Health h = health_.load(std::memory_order_relaxed);
-      return retired_ || !free_.empty() || h == Health::kSurfaceLost || h == Health::kDeviceLost || !dev_->conn->alive();
+      return retired_ || !free_.empty() || h == Health::kSurfaceLost || h == Health::kDeviceLost ||
+             !dev_->conn->alive();
     };
     if (!ready()) {
       if (timeout == 0) return VK_NOT_READY;
@@ -484,7 +492,8 @@ bool Swapchain::record_copies(CopyPool& cp) {
     VkBufferImageCopy region{};
     region.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
     region.imageExtent = {extent_.width, extent_.height, 1};
-    v.vkCmdCopyImageToBuffer(cb, images_[i].image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, images_[i].readback, 1, &region);
+    v.vkCmdCopyImageToBuffer(cb, images_[i].image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, images_[i].readback, 1,
+                             &region);
     VkImageMemoryBarrier back = to_src;
     back.srcAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
     back.dstAccessMask = 0;
@@ -497,8 +506,9 @@ bool Swapchain::record_copies(CopyPool& cp) {
     to_host.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
     to_host.buffer = images_[i].readback;
     to_host.size = VK_WHOLE_SIZE;
-    v.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT,
-                           0, 0, nullptr, 1, &to_host, 1, &back);
+    v.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                           VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, 0, 0, nullptr, 1,
+                           &to_host, 1, &back);
     if (v.vkEndCommandBuffer(cb) != VK_SUCCESS) return false;
   }
   return true;
@@ -679,7 +689,7 @@ Swapchain* swapchain_of(VkSwapchainKHR s) { return reinterpret_cast<Swapchain*>(
 }  // namespace
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateSwapchainKHR(VkDevice device, const VkSwapchainCreateInfoKHR* pCreateInfo,
-                                                       const VkAllocationCallbacks*, VkSwapchainKHR* pSwapchain) {
+                                                        const VkAllocationCallbacks*, VkSwapchainKHR* pSwapchain) {
   if (pCreateInfo->oldSwapchain) swapchain_of(pCreateInfo->oldSwapchain)->retire();
   Swapchain* sc = nullptr;
   const VkResult r = Swapchain::create(as<Device>(device), pCreateInfo, &sc);
@@ -693,8 +703,7 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroySwapchainKHR(VkDevice, VkSwapchainKHR sw
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetSwapchainImagesKHR(VkDevice, VkSwapchainKHR swapchain,
-                                                                     uint32_t* pSwapchainImageCount,
-                                                                     VkImage* pSwapchainImages) {
+                                                           uint32_t* pSwapchainImageCount, VkImage* pSwapchainImages) {
   const auto& images = swapchain_of(swapchain)->images();
   const uint32_t n = static_cast<uint32_t>(images.size());
   if (!pSwapchainImages) {
@@ -708,12 +717,12 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetSwapchainImagesKHR(VkDevice, VkSwapchain
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkAcquireNextImageKHR(VkDevice, VkSwapchainKHR swapchain, uint64_t timeout,
-                                                        VkSemaphore semaphore, VkFence fence, uint32_t* pImageIndex) {
+                                                         VkSemaphore semaphore, VkFence fence, uint32_t* pImageIndex) {
   return swapchain_of(swapchain)->acquire(timeout, semaphore, fence, pImageIndex);
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkAcquireNextImage2KHR(VkDevice, const VkAcquireNextImageInfoKHR* pAcquireInfo,
-                                                         uint32_t* pImageIndex) {
+                                                          uint32_t* pImageIndex) {
   return swapchain_of(pAcquireInfo->swapchain)
       ->acquire(pAcquireInfo->timeout, pAcquireInfo->semaphore, pAcquireInfo->fence, pImageIndex);
 }

@@ -20,6 +20,8 @@
 
 namespace bypass::icd::wsi {
 
+// X-macro lists, one entry per xcb function, laid out by hand:
+// clang-format off
 #define BYPASS_XCB_FUNCTIONS(X)                                                                 \
   X(xcb_connection_has_error) X(xcb_get_setup) X(xcb_setup_roots_iterator) X(xcb_screen_next)   \
   X(xcb_screen_allowed_depths_iterator) X(xcb_depth_next) X(xcb_depth_visuals_iterator)         \
@@ -30,6 +32,7 @@ namespace bypass::icd::wsi {
 #define BYPASS_XCB_SHM_FUNCTIONS(X) \
   X(xcb_shm_query_version) X(xcb_shm_query_version_reply) X(xcb_shm_attach_fd_checked) X(xcb_shm_detach) \
   X(xcb_shm_put_image_checked)
+// clang-format on
 
 struct XcbApi {
 #define BYPASS_XCB_MEMBER(name) decltype(&::name) name = nullptr;
@@ -126,8 +129,7 @@ uint8_t visual_depth(xcb_connection_t* conn, uint32_t visual_id) {
   for (auto s = x->xcb_setup_roots_iterator(x->xcb_get_setup(conn)); s.rem; x->xcb_screen_next(&s))
     for (auto d = x->xcb_screen_allowed_depths_iterator(s.data); d.rem; x->xcb_depth_next(&d))
       for (auto v = x->xcb_depth_visuals_iterator(d.data); v.rem; x->xcb_visualtype_next(&v))
-        if (v.data->visual_id == visual_id)
-          return v.data->_class == XCB_VISUAL_CLASS_TRUE_COLOR ? d.data->depth : 0;
+        if (v.data->visual_id == visual_id) return v.data->_class == XCB_VISUAL_CLASS_TRUE_COLOR ? d.data->depth : 0;
   return 0;
 }
 
@@ -153,7 +155,8 @@ base::Result<std::unique_ptr<WindowBlitter>> WindowBlitter::create(xcb_connectio
   b->swap_bytes_ = x->xcb_get_setup(conn)->image_byte_order != XCB_IMAGE_ORDER_LSB_FIRST;
   b->max_request_bytes_ = size_t{x->xcb_get_maximum_request_length(conn)} * 4;
   b->gc_ = x->xcb_generate_id(conn);
-  if (xcb_generic_error_t* err = x->xcb_request_check(conn, x->xcb_create_gc_checked(conn, b->gc_, window, 0, nullptr))) {
+  if (xcb_generic_error_t* err =
+          x->xcb_request_check(conn, x->xcb_create_gc_checked(conn, b->gc_, window, 0, nullptr))) {
     std::free(err);
     b->gc_ = 0;
     return base::make_error(base::Errc::kIo, "cannot create a graphics context on the window");
@@ -258,7 +261,8 @@ WindowState WindowBlitter::put(const uint8_t* pixels, uint32_t width, uint32_t h
   if (shm_seg_ && size_t{width} * height * 4 <= shm_size_) {
     // Pixels already in the segment (a transfer wrote them there) stay where they are.
     const bool in_place = pixels == shm_ && stride == size_t{width} * 4 && !swap_bytes_;
-    if (!in_place) copy_rows(static_cast<uint8_t*>(shm_), size_t{width} * 4, pixels, stride, width, height, swap_bytes_);
+    if (!in_place)
+      copy_rows(static_cast<uint8_t*>(shm_), size_t{width} * 4, pixels, stride, width, height, swap_bytes_);
     cookies.push_back(x_->xcb_shm_put_image_checked(conn_, window_, gc_, static_cast<uint16_t>(width),
                                                     static_cast<uint16_t>(height), 0, 0, static_cast<uint16_t>(width),
                                                     static_cast<uint16_t>(height), 0, 0, depth_,

@@ -22,8 +22,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateXlibSurfaceKHR(VkInstance, const VkXl
 }
 
 VKAPI_ATTR VkBool32 VKAPI_CALL icd_vkGetPhysicalDeviceXlibPresentationSupportKHR(VkPhysicalDevice physicalDevice,
-                                                                                uint32_t queueFamilyIndex, Display* dpy,
-                                                                                VisualID visualID) {
+                                                                                 uint32_t queueFamilyIndex,
+                                                                                 Display* dpy, VisualID visualID) {
   if (!wsi::family_can_present(as<PhysicalDevice>(physicalDevice), queueFamilyIndex)) return VK_FALSE;
   xcb_connection_t* conn = wsi::xlib_to_xcb(dpy);
   return wsi::depth_supported(conn, wsi::visual_depth(conn, static_cast<uint32_t>(visualID))) ? VK_TRUE : VK_FALSE;

@@ -59,7 +59,8 @@ base::Result<AccessPolicy> AccessPolicy::from_config(const ServerConfig& config)
   p.self_ = geteuid();
   for (const std::string& u : config.allow_users) {
     uid_t uid = 0;
-    if (!resolve_user(u, &uid)) return base::make_error(base::Errc::kInvalidArgument, "--allow-user " + u + ": no such user");
+    if (!resolve_user(u, &uid))
+      return base::make_error(base::Errc::kInvalidArgument, "--allow-user " + u + ": no such user");
     p.uids_.insert(uid);
   }
   for (const std::string& g : config.allow_groups) {

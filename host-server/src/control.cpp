@@ -8,22 +8,31 @@
 #include <vector>
 
 #include "bypass/host/config.h"
-#include "presentation.h"
 #include "bypass/host/session.h"
+#include "presentation.h"
 
 namespace bypass::host {
 
 bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
   switch (command) {
-    case wire::kCtlEnumeratePhysicalDevices: return control_enumerate_physical_devices(data, size);
-    case wire::kCtlSessionStats: return control_session_stats(data, size);
-    case wire::kCtlMemoryWrite: return control_memory_write(data, size);
-    case wire::kCtlMemoryRead: return control_memory_read(data, size);
-    case wire::kCtlExternalMemory: return control_external_memory(data, size);
-    case wire::kCtlMemoryPlacement: return control_memory_placement(data, size);
-    case wire::kCtlPresentJoin: return control_present_join(data, size);
-    case wire::kCtlPresentName: return control_present_name(data, size);
-    default: return decode.fail("control", "unknown control command");
+    case wire::kCtlEnumeratePhysicalDevices:
+      return control_enumerate_physical_devices(data, size);
+    case wire::kCtlSessionStats:
+      return control_session_stats(data, size);
+    case wire::kCtlMemoryWrite:
+      return control_memory_write(data, size);
+    case wire::kCtlMemoryRead:
+      return control_memory_read(data, size);
+    case wire::kCtlExternalMemory:
+      return control_external_memory(data, size);
+    case wire::kCtlMemoryPlacement:
+      return control_memory_placement(data, size);
+    case wire::kCtlPresentJoin:
+      return control_present_join(data, size);
+    case wire::kCtlPresentName:
+      return control_present_name(data, size);
+    default:
+      return decode.fail("control", "unknown control command");
   }
 }
 
@@ -53,7 +62,8 @@ bool Session::control_enumerate_physical_devices(const uint8_t* data, size_t siz
     const uint64_t id = req.first_id + count;
     const uint64_t bits = wire::handle_bits(pd);
     if (objects_.id_of(bits) == 0) {
-      if (const char* why = refuse_new_id(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id)) return fail("EnumeratePhysicalDevices", why);
+      if (const char* why = refuse_new_id(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id))
+        return fail("EnumeratePhysicalDevices", why);
       add_object(VK_OBJECT_TYPE_PHYSICAL_DEVICE, id, bits, inst_bits);
     }
     ++count;
@@ -164,13 +174,16 @@ bool Session::control_present_join(const uint8_t*, size_t) {
   uint64_t domain = 0;
   if (joined) {
     const int fds[1] = {joined->guest_socket.get()};
-    if (send_fds(wire::kFdTagPresent, fds) == transport::Status::kOk) domain = joined->domain;
-    else Presentation::get().end(joined->domain);
+    if (send_fds(wire::kFdTagPresent, fds) == transport::Status::kOk)
+      domain = joined->domain;
+    else
+      Presentation::get().end(joined->domain);
   } else {
     spdlog::warn("session {}: presentation service: {}", id_, joined.error().message);
   }
   present_domain_ = domain;
-  send_raw_reply(reply_seq, wire::kCtlPresentJoin, domain ? 0 : VK_ERROR_INITIALIZATION_FAILED, &domain, sizeof(domain));
+  send_raw_reply(reply_seq, wire::kCtlPresentJoin, domain ? 0 : VK_ERROR_INITIALIZATION_FAILED, &domain,
+                 sizeof(domain));
   return true;
 }
 
@@ -188,7 +201,8 @@ bool Session::control_present_name(const uint8_t* data, size_t size) {
     return true;
   }
   SharedMemory& m = *found;
-  if (r.size == 0 || r.offset > m.size || r.size > m.size - r.offset) return decode.fail("present", "range out of bounds");
+  if (r.size == 0 || r.offset > m.size || r.size > m.size - r.offset)
+    return decode.fail("present", "range out of bounds");
   auto name = Presentation::get().name(m.mapping, static_cast<std::byte*>(m.ptr) + r.offset, r.size, present_domain_);
   memshare::Name out{};
   if (name) {

@@ -72,5 +72,4 @@ void handle_vkResetDescriptorPool(wire::HostContext& c, wire::Args_vkResetDescri
   session(c).remove_owned(wire::handle_bits(a.descriptorPool));
 }
 
-
 }  // namespace bypass::host

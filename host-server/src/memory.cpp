@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <optional>
 #include <cstdio>
+#include <optional>
 
 #include "bypass/host/config.h"
 #include "bypass/host/session.h"
@@ -140,9 +140,10 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
   if (!import && exported && d.vkGetMemoryFdKHR) {
     VkMemoryGetFdInfoKHR get{VK_STRUCTURE_TYPE_MEMORY_GET_FD_INFO_KHR};
     get.memory = *a.pMemory;
-    get.handleType = exported->handleTypes & VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT
-                         ? VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT
-                         : static_cast<VkExternalMemoryHandleTypeFlagBits>(exported->handleTypes & -exported->handleTypes);
+    get.handleType =
+        exported->handleTypes & VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT
+            ? VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT
+            : static_cast<VkExternalMemoryHandleTypeFlagBits>(exported->handleTypes & -exported->handleTypes);
     if (d.vkGetMemoryFdKHR(a.device, &get, &file) != VK_SUCCESS) file = -1;
   }
   // The guest maps this file too (kCtlExternalMemory): only once it cannot be resized.
@@ -208,7 +209,8 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
   const bool visible = info->memory.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT;
   const void* chain = a.pAllocateInfo->pNext;
   auto* fd_import = wire::find_in_chain<VkImportMemoryFdInfoKHR>(chain, VK_STRUCTURE_TYPE_IMPORT_MEMORY_FD_INFO_KHR);
-  auto* exported = wire::find_in_chain<VkExportMemoryAllocateInfo>(chain, VK_STRUCTURE_TYPE_EXPORT_MEMORY_ALLOCATE_INFO);
+  auto* exported =
+      wire::find_in_chain<VkExportMemoryAllocateInfo>(chain, VK_STRUCTURE_TYPE_EXPORT_MEMORY_ALLOCATE_INFO);
   if ((fd_import && fd_import->handleType) || (exported && exported->handleTypes)) {
     allocate_external(s, a, fd_import && fd_import->handleType ? fd_import : nullptr,
                       exported && exported->handleTypes ? exported : nullptr, visible);
@@ -290,8 +292,7 @@ void handle_vkGetMemoryFdKHR(wire::HostContext& c, wire::Args_vkGetMemoryFdKHR& 
   // Sent before the reply, so the guest finds it when the reply arrives.
   const uint64_t id = c.decode.handles->to_wire(VK_OBJECT_TYPE_DEVICE_MEMORY, wire::handle_bits(a.pGetFdInfo->memory));
   int fds[1] = {fd};
-  if (s.send_fds(wire::kFdTagExportBase + id, fds) != transport::Status::kOk)
-    a.result = VK_ERROR_TOO_MANY_OBJECTS;
+  if (s.send_fds(wire::kFdTagExportBase + id, fds) != transport::Status::kOk) a.result = VK_ERROR_TOO_MANY_OBJECTS;
   close(fd);
 }
 
@@ -308,6 +309,5 @@ void handle_vkGetMemoryFdPropertiesKHR(wire::HostContext& c, wire::Args_vkGetMem
                                         : VK_ERROR_INVALID_EXTERNAL_HANDLE;
   close(fd);
 }
-
 
 }  // namespace bypass::host

@@ -32,7 +32,7 @@ class MemoryEndpoint final : public memshare::ImageEndpoint {
 
 struct Presentation::Impl {
   memshare::Service service;
-  std::mutex mu;  // host_ is made once
+  std::mutex mu;                         // host_ is made once
   std::optional<memshare::Client> host;  // owns the names bypassd makes
 
   memshare::Result<memshare::Client*> host_client() {
@@ -70,8 +70,8 @@ memshare::Result<memshare::Name> Presentation::name(std::shared_ptr<void> keep, 
                                                     memshare::DomainId reader) {
   auto host = impl_->host_client();
   if (!host) return host.error();
-  auto name = impl_->service.name_image((*host)->domain(),
-                                        std::make_shared<MemoryEndpoint>(std::move(keep), base, size));
+  auto name =
+      impl_->service.name_image((*host)->domain(), std::make_shared<MemoryEndpoint>(std::move(keep), base, size));
   if (!name) return name.error();
   if (auto g = impl_->service.grant(name.value(), reader, memshare::Access::kRead); !g) {
     release(name.value());

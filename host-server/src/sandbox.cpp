@@ -45,7 +45,11 @@ constexpr uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
 // Refused outright. Each is a way out of the worker or into another process, none is used by a
 // Vulkan driver. (Names absent on an architecture are skipped.)
 constexpr long kDenied[] = {
-    __NR_execve, __NR_execveat, __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev,
+    __NR_execve,
+    __NR_execveat,
+    __NR_ptrace,
+    __NR_process_vm_readv,
+    __NR_process_vm_writev,
 #ifdef __NR_kcmp
     __NR_kcmp,
 #endif
@@ -58,24 +62,63 @@ constexpr long kDenied[] = {
 #ifdef __NR_process_madvise
     __NR_process_madvise,
 #endif
-    __NR_unshare, __NR_setns, __NR_mount, __NR_umount2, __NR_pivot_root, __NR_chroot,
+    __NR_unshare,
+    __NR_setns,
+    __NR_mount,
+    __NR_umount2,
+    __NR_pivot_root,
+    __NR_chroot,
 #ifdef __NR_fsopen
-    __NR_fsopen, __NR_fsmount, __NR_move_mount, __NR_open_tree,
+    __NR_fsopen,
+    __NR_fsmount,
+    __NR_move_mount,
+    __NR_open_tree,
 #endif
-    __NR_init_module, __NR_finit_module, __NR_delete_module, __NR_kexec_load,
+    __NR_init_module,
+    __NR_finit_module,
+    __NR_delete_module,
+    __NR_kexec_load,
 #ifdef __NR_kexec_file_load
     __NR_kexec_file_load,
 #endif
-    __NR_bpf, __NR_perf_event_open, __NR_keyctl, __NR_add_key, __NR_request_key,
-    __NR_swapon, __NR_swapoff, __NR_reboot, __NR_acct, __NR_settimeofday, __NR_clock_settime,
-    __NR_adjtimex, __NR_clock_adjtime, __NR_sethostname, __NR_setdomainname,
+    __NR_bpf,
+    __NR_perf_event_open,
+    __NR_keyctl,
+    __NR_add_key,
+    __NR_request_key,
+    __NR_swapon,
+    __NR_swapoff,
+    __NR_reboot,
+    __NR_acct,
+    __NR_settimeofday,
+    __NR_clock_settime,
+    __NR_adjtimex,
+    __NR_clock_adjtime,
+    __NR_sethostname,
+    __NR_setdomainname,
 #ifdef __NR_iopl
-    __NR_iopl, __NR_ioperm,
+    __NR_iopl,
+    __NR_ioperm,
 #endif
-    __NR_quotactl, __NR_open_by_handle_at, __NR_name_to_handle_at, __NR_fanotify_init,
-    __NR_setuid, __NR_setgid, __NR_setreuid, __NR_setregid, __NR_setresuid, __NR_setresgid,
-    __NR_setfsuid, __NR_setfsgid, __NR_setgroups, __NR_personality,
-    __NR_connect, __NR_bind, __NR_listen, __NR_accept, __NR_accept4,
+    __NR_quotactl,
+    __NR_open_by_handle_at,
+    __NR_name_to_handle_at,
+    __NR_fanotify_init,
+    __NR_setuid,
+    __NR_setgid,
+    __NR_setreuid,
+    __NR_setregid,
+    __NR_setresuid,
+    __NR_setresgid,
+    __NR_setfsuid,
+    __NR_setfsgid,
+    __NR_setgroups,
+    __NR_personality,
+    __NR_connect,
+    __NR_bind,
+    __NR_listen,
+    __NR_accept,
+    __NR_accept4,
 #ifdef __NR_mknod
     __NR_mknod,
 #endif
@@ -85,12 +128,26 @@ constexpr long kDenied[] = {
 // Allowed at once (none of them is in kDenied): futex waits and wakes on the rings and in the
 // driver, the reply and fd paths, timed sleeps, memory the driver maps and unmaps.
 constexpr long kHot[] = {
-    __NR_futex, __NR_sched_yield, __NR_read, __NR_write, __NR_recvmsg, __NR_sendmsg, __NR_ppoll,
+    __NR_futex,
+    __NR_sched_yield,
+    __NR_read,
+    __NR_write,
+    __NR_recvmsg,
+    __NR_sendmsg,
+    __NR_ppoll,
 #ifdef __NR_poll
     __NR_poll,
 #endif
-    __NR_clock_nanosleep, __NR_nanosleep, __NR_clock_gettime, __NR_madvise, __NR_mmap, __NR_munmap,
-    __NR_mprotect, __NR_getpid, __NR_gettid, __NR_membarrier,
+    __NR_clock_nanosleep,
+    __NR_nanosleep,
+    __NR_clock_gettime,
+    __NR_madvise,
+    __NR_mmap,
+    __NR_munmap,
+    __NR_mprotect,
+    __NR_getpid,
+    __NR_gettid,
+    __NR_membarrier,
 };
 
 struct Filter {

@@ -12,11 +12,11 @@
 namespace bypass::host {
 
 struct SandboxOptions {
-  bool seccomp = true;           // the system-call filter below
+  bool seccomp = true;                 // the system-call filter below
   uid_t uid = static_cast<uid_t>(-1);  // switch to this user (and gid, groups) first; -1 = stay
   gid_t gid = static_cast<gid_t>(-1);
-  std::string user;              // for initgroups(): the supplementary groups (e.g. render)
-  uint64_t data_limit = 0;       // RLIMIT_DATA in bytes; 0 = unlimited
+  std::string user;         // for initgroups(): the supplementary groups (e.g. render)
+  uint64_t data_limit = 0;  // RLIMIT_DATA in bytes; 0 = unlimited
 };
 
 // Applies to the calling process, which must be single-threaded (a freshly forked worker):

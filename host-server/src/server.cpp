@@ -13,8 +13,8 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
-#include <vector>
 #include <sstream>
+#include <vector>
 
 #include "bypass/base/json.h"
 #include "bypass/base/socket_path.h"
@@ -43,7 +43,8 @@ int listen_control(const std::string& path, mode_t mode, gid_t gid) {
     return -1;
   }
   // Anyone who may open a session may ask about their own sessions (and only those).
-  if (gid != static_cast<gid_t>(-1)) [[maybe_unused]] int r = chown(path.c_str(), static_cast<uid_t>(-1), gid);
+  if (gid != static_cast<gid_t>(-1)) [[maybe_unused]]
+    int r = chown(path.c_str(), static_cast<uid_t>(-1), gid);
   chmod(path.c_str(), mode);
   return fd->release();
 }
@@ -122,9 +123,8 @@ bool Server::start_worker(base::UniqueFd conn, const base::PeerCredentials& peer
   w.report = report;
   w.started = std::chrono::steady_clock::now();
   if (config_.isolation == Isolation::kThread) {
-    w.thread = std::thread([fd = conn.release(), id = w.id, this, report] {
-      serve_connection(base::UniqueFd(fd), id, config_, report);
-    });
+    w.thread = std::thread(
+        [fd = conn.release(), id = w.id, this, report] { serve_connection(base::UniqueFd(fd), id, config_, report); });
     return true;
   }
   auto pid = spawn_worker(std::move(conn), w.id, config_, report);
@@ -155,9 +155,10 @@ bool Server::open_vms() {
     vm.spec = spec;
     vm.busy.assign(device->slot_count(), false);
     vm.device.emplace(std::move(*device));
-    spdlog::info("serving VM {} on {} ({} MiB, {} session slots): QEMU -object memory-backend-file,id=bypass,"
-                 "share=on,mem-path={},size={}M -device ivshmem-plain,memdev=bypass",
-                 spec.name, spec.path, spec.size >> 20, spec.slots, spec.path, spec.size >> 20);
+    spdlog::info(
+        "serving VM {} on {} ({} MiB, {} session slots): QEMU -object memory-backend-file,id=bypass,"
+        "share=on,mem-path={},size={}M -device ivshmem-plain,memdev=bypass",
+        spec.name, spec.path, spec.size >> 20, spec.slots, spec.path, spec.size >> 20);
   }
   return true;
 }
@@ -193,14 +194,12 @@ bool Server::start_vm_worker(int vm_index, uint32_t slot) {
   transport::VmDevice* device = &*vm.device;
   const std::string name = vm.spec.name;
   if (config_.isolation == Isolation::kThread) {
-    w.thread = std::thread([this, device, slot, name, id = w.id, report] {
-      serve_vm_slot(*device, slot, name, id, config_, report);
-    });
+    w.thread = std::thread(
+        [this, device, slot, name, id = w.id, report] { serve_vm_slot(*device, slot, name, id, config_, report); });
     return true;
   }
-  auto pid = spawn_worker(base::UniqueFd(), w.id, config_, report, [&](base::UniqueFd) {
-    serve_vm_slot(*device, slot, name, w.id, config_, report);
-  });
+  auto pid = spawn_worker(base::UniqueFd(), w.id, config_, report,
+                          [&](base::UniqueFd) { serve_vm_slot(*device, slot, name, w.id, config_, report); });
   if (!pid) {
     spdlog::error("session {}: cannot start a worker for VM {} slot {}: {}", w.id, name, slot, pid.error().message);
     unmap_worker_report(report);
@@ -240,7 +239,8 @@ void Server::finish(Worker& w) {
   // A connection that never became a session (refused or silent handshake) was logged by its
   // worker; the list holds sessions.
   if (reason != EndReason::kHandshakeFailed) {
-    ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, reason, detail, r.stats.objects.load(), r.stats.records.load()});
+    ended_.push_back(
+        Ended{w.id, w.peer.pid, w.peer.uid, reason, detail, r.stats.objects.load(), r.stats.records.load()});
     if (ended_.size() > 64) ended_.pop_front();
   }
 }
@@ -331,7 +331,8 @@ std::string Server::stats_json(uid_t viewer) const {
       << ", \"worker_pid\": " << w.pid << ", \"objects\": " << r.stats.objects.load()
       << ", \"records\": " << r.stats.records.load() << ", \"bytes\": " << r.stats.bytes.load()
       << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load();
-    if (w.vm >= 0) o << ", \"vm\": \"" << base::json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
+    if (w.vm >= 0)
+      o << ", \"vm\": \"" << base::json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
     o << "}";
     first = false;
   }
@@ -355,7 +356,8 @@ void Server::accept_control(int lfd) {
   if (control_clients_.size() >= kMaxControlClients) return;  // closed unanswered: retry later
   const auto cred = base::peer_credentials(fd.get());
   const base::PeerCredentials peer = cred ? *cred : base::PeerCredentials{};  // uid -1: "unknown peer"
-  control_clients_.push_back(ControlClient{std::move(fd), peer, std::chrono::steady_clock::now() + std::chrono::seconds(2)});
+  control_clients_.push_back(
+      ControlClient{std::move(fd), peer, std::chrono::steady_clock::now() + std::chrono::seconds(2)});
 }
 
 void Server::answer_control(ControlClient& c) {
@@ -430,17 +432,19 @@ int Server::run(int stop_fd) {
   sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
   sigaction(SIGCHLD, &sa, nullptr);
 
-  spdlog::info("bypassd listening on unix:{} (protocol {}, schema {:016x}); sessions run in {}; {}",
-               listener_->path(), wire::kProtocolVersion, wire::kSchemaHash,
-               config_.isolation == Isolation::kProcess ? (config_.sandbox ? "sandboxed worker processes" : "worker processes (no seccomp)")
-                                                        : "threads of bypassd (no isolation)",
+  spdlog::info("bypassd listening on unix:{} (protocol {}, schema {:016x}); sessions run in {}; {}", listener_->path(),
+               wire::kProtocolVersion, wire::kSchemaHash,
+               config_.isolation == Isolation::kProcess
+                   ? (config_.sandbox ? "sandboxed worker processes" : "worker processes (no seccomp)")
+                   : "threads of bypassd (no isolation)",
                policy_->describe());
   const std::string control_path = config_.control_path.empty() ? config_.socket_path + ".ctl" : config_.control_path;
   int control_fd = listen_control(control_path, config_.socket_mode, policy_->socket_gid());
   if (control_fd < 0) spdlog::warn("no control socket at {}: bypassctl will not reach this server", control_path);
   std::vector<pollfd> fds;
   while (true) {
-    fds.assign({{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
+    fds.assign(
+        {{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
     for (const ControlClient& c : control_clients_) fds.push_back({c.fd.get(), POLLIN, 0});
     // VM guests cannot wake us: their slots are polled, and their heartbeat is ours to bump.
     int n = poll(fds.data(), fds.size(), vms_.empty() ? 500 : 5);

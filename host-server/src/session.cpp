@@ -133,9 +133,11 @@ void Session::run() {
   channel_.close();
   // The one line naming the session, the reason and its detail (which names the command).
   if (clean)
-    spdlog::info("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_, objects_before);
+    spdlog::info("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_,
+                 objects_before);
   else
-    spdlog::warn("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_, objects_before);
+    spdlog::warn("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_,
+                 objects_before);
   if (shadow_read_asked_ > 0)
     spdlog::info("session {}: shadow read barriers sent {} of the {} bytes they covered", id_, shadow_read_sent_,
                  shadow_read_asked_);
@@ -154,11 +156,16 @@ namespace {
 
 EndReason reason_of(wire::Fault fault) {
   switch (fault) {
-    case wire::Fault::kMalformed: return EndReason::kProtocolError;
-    case wire::Fault::kInvalidUsage: return EndReason::kInvalidUsage;
-    case wire::Fault::kObjectLimit: return EndReason::kObjectLimit;
-    case wire::Fault::kPendingLimit: return EndReason::kPendingLimit;
-    case wire::Fault::kDriver: return EndReason::kDriverError;
+    case wire::Fault::kMalformed:
+      return EndReason::kProtocolError;
+    case wire::Fault::kInvalidUsage:
+      return EndReason::kInvalidUsage;
+    case wire::Fault::kObjectLimit:
+      return EndReason::kObjectLimit;
+    case wire::Fault::kPendingLimit:
+      return EndReason::kPendingLimit;
+    case wire::Fault::kDriver:
+      return EndReason::kDriverError;
   }
   return EndReason::kProtocolError;
 }
@@ -226,15 +233,15 @@ void Session::send_reply(uint64_t seq, uint16_t command, int32_t result, wire::B
 
 void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, const void* data, size_t size) {
   wire::ReplyHeader h{seq, command, result};
-  std::array<std::span<const std::byte>, 2> parts{
-      std::as_bytes(std::span(&h, 1)), std::span(static_cast<const std::byte*>(data), size)};
+  std::array<std::span<const std::byte>, 2> parts{std::as_bytes(std::span(&h, 1)),
+                                                  std::span(static_cast<const std::byte*>(data), size)};
   std::lock_guard lock(reply_mu_);
   if (send_failure_ != EndReason::kNone) return;  // the session is ending; nothing more goes out
   // A guest that stopped reading fills the ring. Waiting for it is bounded: past the deadline
   // the session ends (the decoder loop reads send_failure_), so neither this session's threads
   // nor bypassd's shutdown can be held by it.
-  const Status st =
-      channel_.sendv(wire::kMsgReply, parts, transport::deadline_after(std::chrono::milliseconds(config_.send_timeout_ms)));
+  const Status st = channel_.sendv(wire::kMsgReply, parts,
+                                   transport::deadline_after(std::chrono::milliseconds(config_.send_timeout_ms)));
   if (st == Status::kOk) {
     stats_.replies.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -275,7 +282,8 @@ bool Session::run_blocking(std::function<void()> job) {
   // under the waiter thread (destroy_ok).
   PendingCall call{record_command_, {}};
   for (uint64_t h : record_handles_)
-    for (const ObjectEntry* e = objects_.entry_of_handle(h); e; e = e->owner ? objects_.entry_of_handle(e->owner) : nullptr) {
+    for (const ObjectEntry* e = objects_.entry_of_handle(h); e;
+         e = e->owner ? objects_.entry_of_handle(e->owner) : nullptr) {
       if (std::find(call.uses.begin(), call.uses.end(), e->handle) != call.uses.end()) break;
       call.uses.push_back(e->handle);
     }
@@ -440,7 +448,8 @@ void Session::set_device_info(uint64_t device, uint64_t physical_device, bool ho
   auto pd = wire::handle_from_bits<VkPhysicalDevice>(physical_device);
   d.vkGetPhysicalDeviceMemoryProperties(pd, &info.memory);
   if (host_memory_import && d.vkGetPhysicalDeviceProperties2) {
-    VkPhysicalDeviceExternalMemoryHostPropertiesEXT host{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
+    VkPhysicalDeviceExternalMemoryHostPropertiesEXT host{
+        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
     VkPhysicalDeviceProperties2 props{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &host};
     d.vkGetPhysicalDeviceProperties2(pd, &props);
     info.import_alignment = host.minImportedHostPointerAlignment;

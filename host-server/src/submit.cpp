@@ -96,5 +96,4 @@ void Session::drop_tracking(uint64_t device) {
   in_flight_.erase(it);
 }
 
-
 }  // namespace bypass::host

@@ -5,10 +5,10 @@
 // for at most kInlineWaitNs: that bounds how long one guest thread's wait can hold up another
 // thread's commands. The wait is one slice on purpose: a driver wait that times out costs a
 // timer expiry and a wake-up on this VM, and slices of 20 us doubling to 200 us (checking for
-// input between them) made the small compute loop slower than the hand-off it replaces. What the try cannot finish goes to a waiter thread
-// (Session::run_blocking), where an unbounded wait is cut into slices so a session that is
-// closing never leaves a thread stuck in the driver. Timeouts are the driver's own in both
-// places: the waiter waits only what the try left of the guest's timeout.
+// input between them) made the small compute loop slower than the hand-off it replaces. What the try cannot finish goes
+// to a waiter thread (Session::run_blocking), where an unbounded wait is cut into slices so a session that is closing
+// never leaves a thread stuck in the driver. Timeouts are the driver's own in both places: the waiter waits only what
+// the try left of the guest's timeout.
 //
 // Threads: try_ handlers run on the session thread and may end the session (c.fail) when the
 // call cannot be made at all. The handlers without try_ run on waiter threads and never call
@@ -173,8 +173,8 @@ void handle_vkDeviceWaitIdle(wire::HostContext& c, wire::Args_vkDeviceWaitIdle& 
 // The waiting call on a waiter thread: the driver waits (WAIT_BIT), as the guest asked.
 void handle_vkGetQueryPoolResults(wire::HostContext& c, wire::Args_vkGetQueryPoolResults& a) {
   auto fn = c.dispatch_of(wire::handle_bits(a.device)).vkGetQueryPoolResults;
-  a.result = fn ? fn(a.device, a.queryPool, a.firstQuery, a.queryCount, a.dataSize, a.pData, a.stride, a.flags)
-                : kNoFunction;
+  a.result =
+      fn ? fn(a.device, a.queryPool, a.firstQuery, a.queryCount, a.dataSize, a.pData, a.stride, a.flags) : kNoFunction;
 }
 
 VkResult Session::submit_idle_fences(const wire::Dispatch& d, VkDevice device, const std::vector<VkQueue>& queues,

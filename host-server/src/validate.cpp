@@ -186,8 +186,7 @@ bool within(wire::HostContext& c, const Where& w, const char* offset_name, uint6
 // buffer, and a range that is not whole non-zero and within it.
 bool range_within(wire::HostContext& c, const Where& w, const char* offset_name, uint64_t offset, const char* size_name,
                   uint64_t size, uint64_t limit) {
-  if (offset >= limit)
-    return violation(c, w, "{} {} is not inside the buffer's {} bytes", offset_name, offset, limit);
+  if (offset >= limit) return violation(c, w, "{} {} is not inside the buffer's {} bytes", offset_name, offset, limit);
   if (size == VK_WHOLE_SIZE) return true;
   if (size == 0) return violation(c, w, "{} is 0", size_name);
   return within(c, w, offset_name, offset, size_name, size, limit);
@@ -210,10 +209,14 @@ Dims level_dims(const ImageFacts& im, uint32_t level) {
 
 int plane_of(VkImageAspectFlags aspect) {
   switch (aspect) {
-    case VK_IMAGE_ASPECT_PLANE_0_BIT: return 0;
-    case VK_IMAGE_ASPECT_PLANE_1_BIT: return 1;
-    case VK_IMAGE_ASPECT_PLANE_2_BIT: return 2;
-    default: return -1;
+    case VK_IMAGE_ASPECT_PLANE_0_BIT:
+      return 0;
+    case VK_IMAGE_ASPECT_PLANE_1_BIT:
+      return 1;
+    case VK_IMAGE_ASPECT_PLANE_2_BIT:
+      return 2;
+    default:
+      return -1;
   }
 }
 
@@ -340,7 +343,8 @@ bool image_regions(wire::HostContext& c, const char* command, VkImage src, VkIma
     VkExtent3D dext = r.extent;
     dext.width = static_cast<uint32_t>(std::min<uint64_t>(UINT32_MAX, ceil_div(r.extent.width, sb.w) * db.w));
     dext.height = static_cast<uint32_t>(std::min<uint64_t>(UINT32_MAX, ceil_div(r.extent.height, sb.h) * db.h));
-    if (!region_ok(c, w, *s, sb, r.srcSubresource, r.srcOffset, r.extent, mixed && s->type != VK_IMAGE_TYPE_3D, "src") ||
+    if (!region_ok(c, w, *s, sb, r.srcSubresource, r.srcOffset, r.extent, mixed && s->type != VK_IMAGE_TYPE_3D,
+                   "src") ||
         !region_ok(c, w, *d, db, r.dstSubresource, r.dstOffset, dext, mixed && d->type != VK_IMAGE_TYPE_3D, "dst"))
       return false;
   }
@@ -392,12 +396,14 @@ bool subresource_range_ok(wire::HostContext& c, const Where& w, const ImageFacts
   if (!aspects_ok(c, w, f, r.aspectMask, false)) return false;
   if (r.baseMipLevel >= im.mip_levels)
     return violation(c, w, "baseMipLevel {} is not below the image's {} levels", r.baseMipLevel, im.mip_levels);
-  if (r.levelCount != VK_REMAINING_MIP_LEVELS && (r.levelCount == 0 || add(r.baseMipLevel, r.levelCount) > im.mip_levels))
+  if (r.levelCount != VK_REMAINING_MIP_LEVELS &&
+      (r.levelCount == 0 || add(r.baseMipLevel, r.levelCount) > im.mip_levels))
     return violation(c, w, "baseMipLevel {} + levelCount {} exceeds the image's {} levels", r.baseMipLevel,
                      r.levelCount, im.mip_levels);
   if (r.baseArrayLayer >= layer_limit)
     return violation(c, w, "baseArrayLayer {} is not below the image's {} layers", r.baseArrayLayer, layer_limit);
-  if (r.layerCount != VK_REMAINING_ARRAY_LAYERS && (r.layerCount == 0 || add(r.baseArrayLayer, r.layerCount) > layer_limit))
+  if (r.layerCount != VK_REMAINING_ARRAY_LAYERS &&
+      (r.layerCount == 0 || add(r.baseArrayLayer, r.layerCount) > layer_limit))
     return violation(c, w, "baseArrayLayer {} + layerCount {} exceeds the image's {} layers", r.baseArrayLayer,
                      r.layerCount, layer_limit);
   return true;
@@ -436,8 +442,10 @@ bool set_range_ok(wire::HostContext& c, const Where& w, const DescriptorSetFacts
     const uint64_t n = count_of(b);
     if (n == 0) continue;
     if (b != it && b->type != type)
-      return violation(c, w, "{}ArrayElement {} + descriptorCount {} spills from binding {} into binding {} of another "
-                       "type", side, element, count, binding, b->binding);
+      return violation(c, w,
+                       "{}ArrayElement {} + descriptorCount {} spills from binding {} into binding {} of another "
+                       "type",
+                       side, element, count, binding, b->binding);
     const uint64_t here = skip < n ? std::min(n - skip, left) : 0;
     skip = skip < n ? 0 : skip - n;
     left -= here;
@@ -514,7 +522,8 @@ bool descriptor_copies(wire::HostContext& c, uint32_t count, const VkCopyDescrip
     const DescriptorSetFacts* dst = r.descriptor_set(bits(cp.dstSet));
     if (!src || !dst) return violation(c, w, "a set was not allocated by this session's vkAllocateDescriptorSets");
     const auto& bs = src->layout->bindings;
-    auto it = std::find_if(bs.begin(), bs.end(), [&](const SetLayoutFacts::Binding& b) { return b.binding == cp.srcBinding; });
+    auto it = std::find_if(bs.begin(), bs.end(),
+                           [&](const SetLayoutFacts::Binding& b) { return b.binding == cp.srcBinding; });
     if (it == bs.end()) return violation(c, w, "srcBinding {} is not a binding of the set's layout", cp.srcBinding);
     if (!set_range_ok(c, w, *src, "src", cp.srcBinding, cp.srcArrayElement, cp.descriptorCount, it->type) ||
         !set_range_ok(c, w, *dst, "dst", cp.dstBinding, cp.dstArrayElement, cp.descriptorCount, it->type))
@@ -594,9 +603,10 @@ bool check_vkCreateImage(wire::HostContext& c, wire::Args_vkCreateImage& a) {
   const VkResult r = query(wire::handle_from_bits<VkPhysicalDevice>(info->physical_device), ci.format, ci.imageType,
                            ci.tiling, ci.usage, ci.flags, &p);
   if (r != VK_SUCCESS)
-    return violation(c, w, "format {}, type {}, tiling {}, usage 0x{:x}, flags 0x{:x} is not supported by the device ({})",
-                     static_cast<int>(ci.format), static_cast<int>(ci.imageType), static_cast<int>(ci.tiling),
-                     ci.usage, ci.flags, static_cast<int>(r));
+    return violation(c, w,
+                     "format {}, type {}, tiling {}, usage 0x{:x}, flags 0x{:x} is not supported by the device ({})",
+                     static_cast<int>(ci.format), static_cast<int>(ci.imageType), static_cast<int>(ci.tiling), ci.usage,
+                     ci.flags, static_cast<int>(r));
   if (e.width > p.maxExtent.width || e.height > p.maxExtent.height || e.depth > p.maxExtent.depth)
     return violation(c, w, "extent {}x{}x{} exceeds the device's {}x{}x{}", e.width, e.height, e.depth,
                      p.maxExtent.width, p.maxExtent.height, p.maxExtent.depth);
@@ -804,7 +814,8 @@ bool check_vkCreatePipelineLayout(wire::HostContext& c, wire::Args_vkCreatePipel
   VkPhysicalDeviceProperties p{};
   props(wire::handle_from_bits<VkPhysicalDevice>(info->physical_device), &p);
   if (ci.setLayoutCount > p.limits.maxBoundDescriptorSets)
-    return violation(c, w, "setLayoutCount {} exceeds the device's {}", ci.setLayoutCount, p.limits.maxBoundDescriptorSets);
+    return violation(c, w, "setLayoutCount {} exceeds the device's {}", ci.setLayoutCount,
+                     p.limits.maxBoundDescriptorSets);
   for (uint32_t i = 0; i < ci.pushConstantRangeCount; ++i) {
     const VkPushConstantRange& r = ci.pPushConstantRanges[i];
     if (r.size == 0 || add(r.offset, r.size) > p.limits.maxPushConstantsSize)
@@ -854,14 +865,17 @@ bool check_vkCmdBindDescriptorSets(wire::HostContext& c, wire::Args_vkCmdBindDes
     if (const auto& layout = l->sets[a.firstSet + i]) dynamic += layout->dynamic_count;
     if (!a.pDescriptorSets[i]) continue;
     const DescriptorSetFacts* set = r.descriptor_set(bits(a.pDescriptorSets[i]));
-    if (!set) return violation(c, Where{"vkCmdBindDescriptorSets", "pDescriptorSets", i},
-                               "the set was not allocated by this session's vkAllocateDescriptorSets");
+    if (!set)
+      return violation(c, Where{"vkCmdBindDescriptorSets", "pDescriptorSets", i},
+                       "the set was not allocated by this session's vkAllocateDescriptorSets");
     // Each dynamic offset moves one dynamic buffer descriptor: it must stay inside its buffer.
     for (size_t k = 0; k < set->dynamic_slack.size(); ++k) {
       const uint64_t at = dynamic_of_sets + k;
       if (at < a.dynamicOffsetCount && a.pDynamicOffsets[at] > set->dynamic_slack[k])
-        return violation(c, w, "pDynamicOffsets[{}] {} moves set {}'s dynamic descriptor {} past its buffer's end (at "
-                         "most {})", at, a.pDynamicOffsets[at], a.firstSet + i, k, set->dynamic_slack[k]);
+        return violation(c, w,
+                         "pDynamicOffsets[{}] {} moves set {}'s dynamic descriptor {} past its buffer's end (at "
+                         "most {})",
+                         at, a.pDynamicOffsets[at], a.firstSet + i, k, set->dynamic_slack[k]);
     }
     dynamic_of_sets += set->layout->dynamic_count;
   }
@@ -1011,7 +1025,8 @@ bool check_vkGetQueryPoolResults(wire::HostContext& c, wire::Args_vkGetQueryPool
   const uint64_t span = add(mul(a.queryCount - 1, a.stride), result_size(*q, a.flags));
   if (a.stride % ((a.flags & VK_QUERY_RESULT_64_BIT) ? 8 : 4) || span > a.dataSize)
     return refuse(c, &a.result, VK_ERROR_VALIDATION_FAILED_EXT, w,
-                  "{} results of stride {} ({} bytes) do not fit dataSize {}", a.queryCount, a.stride, span, a.dataSize);
+                  "{} results of stride {} ({} bytes) do not fit dataSize {}", a.queryCount, a.stride, span,
+                  a.dataSize);
   return true;
 }
 
@@ -1085,8 +1100,7 @@ bool check_vkCmdClearDepthStencilImage(wire::HostContext& c, wire::Args_vkCmdCle
 bool check_vkCmdFillBuffer(wire::HostContext& c, wire::Args_vkCmdFillBuffer& a) {
   const Where w{"vkCmdFillBuffer"};
   BufferFacts* b = usable_buffer(c, a.dstBuffer, w, "dstBuffer");
-  return b && aligned4(c, w, "dstOffset", a.dstOffset) &&
-         (a.size == VK_WHOLE_SIZE || aligned4(c, w, "size", a.size)) &&
+  return b && aligned4(c, w, "dstOffset", a.dstOffset) && (a.size == VK_WHOLE_SIZE || aligned4(c, w, "size", a.size)) &&
          range_within(c, w, "dstOffset", a.dstOffset, "size", a.size, b->size);
 }
 
@@ -1138,10 +1152,10 @@ bool check_vkCmdBindIndexBuffer(wire::HostContext& c, wire::Args_vkCmdBindIndexB
   const Where w{"vkCmdBindIndexBuffer"};
   BufferFacts* b = usable_buffer(c, a.buffer, w, "buffer");
   if (!b) return false;
-  if (a.offset >= b->size)
-    return violation(c, w, "offset {} is not inside the buffer's {} bytes", a.offset, b->size);
+  if (a.offset >= b->size) return violation(c, w, "offset {} is not inside the buffer's {} bytes", a.offset, b->size);
   const uint64_t index_size = a.indexType == VK_INDEX_TYPE_UINT32 ? 4 : a.indexType == VK_INDEX_TYPE_UINT16 ? 2 : 1;
-  if (a.offset % index_size) return violation(c, w, "offset {} is not a multiple of the index size {}", a.offset, index_size);
+  if (a.offset % index_size)
+    return violation(c, w, "offset {} is not a multiple of the index size {}", a.offset, index_size);
   return true;
 }
 

@@ -99,7 +99,8 @@ base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const S
   sandbox.data_limit = worker_data_limit(config);
   if (!config.worker_user.empty()) {
     const passwd* pw = getpwnam(config.worker_user.c_str());
-    if (!pw) return base::make_error(base::Errc::kInvalidArgument, "--worker-user " + config.worker_user + ": no such user");
+    if (!pw)
+      return base::make_error(base::Errc::kInvalidArgument, "--worker-user " + config.worker_user + ": no such user");
     sandbox.uid = pw->pw_uid;
     sandbox.gid = pw->pw_gid;
     sandbox.user = config.worker_user;

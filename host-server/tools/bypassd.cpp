@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
                  "Expose only physical devices whose name contains this text (default: all)");
   app.add_option("--ring-size", config.ring_bytes, "Bytes per ring per session (rounded up to a power of two)")
       ->capture_default_str();
-  app.add_option("--max-sessions", config.max_sessions, "Guests served at once; more are refused")->capture_default_str();
+  app.add_option("--max-sessions", config.max_sessions, "Guests served at once; more are refused")
+      ->capture_default_str();
   app.add_option("--max-objects", config.max_objects, "Vulkan objects per session; more end the session")
       ->capture_default_str();
   app.add_option("--max-memory", config.max_memory_bytes, "Bytes of device memory per session")->capture_default_str();
@@ -55,7 +56,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-pending-waits", config.max_pending_waits,
                  "Blocking calls (waits) per session answered on waiter threads at once; more end the session")
       ->capture_default_str();
-  app.add_option("--max-message", config.max_message, "Largest batch a guest may send, in bytes (memory for it grows as it arrives)")
+  app.add_option("--max-message", config.max_message,
+                 "Largest batch a guest may send, in bytes (memory for it grows as it arrives)")
       ->capture_default_str();
   // Isolation and sandbox
   std::string isolation = "process";
@@ -65,7 +67,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"process", "thread"}))
       ->capture_default_str();
   bool no_sandbox = false;
-  app.add_flag("--no-sandbox", no_sandbox, "Workers without the seccomp filter (for debugging a driver that needs more)");
+  app.add_flag("--no-sandbox", no_sandbox,
+               "Workers without the seccomp filter (for debugging a driver that needs more)");
   app.add_option("--worker-user", config.worker_user,
                  "A root bypassd runs workers as this user (with its groups, e.g. render)");
   app.add_option("--worker-data-limit", config.worker_data_bytes,
@@ -89,7 +92,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--allow-user", config.allow_users, "A user (name or uid) who may open sessions; repeatable")
       ->take_all();
-  app.add_option("--allow-group", config.allow_groups, "A group (name or gid) whose members may open sessions; repeatable")
+  app.add_option("--allow-group", config.allow_groups,
+                 "A group (name or gid) whose members may open sessions; repeatable")
       ->take_all();
   app.add_option("--max-pending-handshakes", config.max_pending_per_uid, "Handshakes in progress per uid")
       ->capture_default_str();
@@ -118,7 +122,8 @@ int main(int argc, char** argv) {
       parts.push_back(spec.substr(start, colon - start));
     parts.push_back(spec.substr(start));
     try {
-      if (parts.size() < 2 || parts.size() > 4 || parts[0].empty() || parts[1].empty()) throw std::invalid_argument(spec);
+      if (parts.size() < 2 || parts.size() > 4 || parts[0].empty() || parts[1].empty())
+        throw std::invalid_argument(spec);
       vm.name = parts[0];
       vm.path = parts[1];
       if (parts.size() > 2) vm.size = std::stoull(parts[2]) << 20;

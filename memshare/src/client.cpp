@@ -10,11 +10,11 @@
 #include <unordered_map>
 #include <vector>
 
-#include "layout.h"
-#include "bypass/memshare/page_ranges.h"
-#include "protocol.h"
 #include "bypass/base/unix_socket.h"
+#include "bypass/memshare/page_ranges.h"
 #include "bypass/memshare/socket_io.h"
+#include "layout.h"
+#include "protocol.h"
 
 namespace bypass::memshare {
 
@@ -30,7 +30,7 @@ struct Connection {
   uint64_t next_ticket = 1;
   uint32_t revocations_seen = 0;
   std::unordered_map<uint32_t, MappingState*> mappings;  // by mapping slot
-  bool broken = false;  // a protocol error or closed socket: every later request fails
+  bool broken = false;                                   // a protocol error or closed socket: every later request fails
 
   ControlPage* control() const { return reinterpret_cast<ControlPage*>(control_view.data()); }
 
@@ -41,8 +41,7 @@ struct Connection {
   };
 
   // Sends one request and, unless one-way, reads its reply. Mutex held by the caller.
-  Result<void> send(wire::Op op, const void* body, size_t size, std::span<const std::byte> trailing = {},
-                    int fd = -1) {
+  Result<void> send(wire::Op op, const void* body, size_t size, std::span<const std::byte> trailing = {}, int fd = -1) {
     if (broken) return make_error(Errc::kDisconnected, "connection to the memshare service is closed");
     std::vector<std::byte> message(sizeof(wire::MessageHeader) + size + trailing.size());
     const wire::MessageHeader header{static_cast<uint32_t>(op), 0};
@@ -55,14 +54,16 @@ struct Connection {
     return sent;
   }
 
-  Result<Reply> call(wire::Op op, const void* body, size_t size, std::span<const std::byte> trailing = {}, int fd = -1) {
+  Result<Reply> call(wire::Op op, const void* body, size_t size, std::span<const std::byte> trailing = {},
+                     int fd = -1) {
     if (auto sent = send(op, body, size, trailing, fd); !sent) return sent.error();
     std::byte buffer[sizeof(wire::MessageHeader) + wire::kMaxErrorText];
     std::vector<base::UniqueFd> fds;
     auto n = recv_message(socket.get(), buffer, fds);
     if (!n) {
       broken = true;
-      if (n.code() == Errc::kDisconnected) return make_error(Errc::kDisconnected, "the memshare service closed the connection");
+      if (n.code() == Errc::kDisconnected)
+        return make_error(Errc::kDisconnected, "the memshare service closed the connection");
       return n.error();
     }
     wire::MessageHeader reply_header{};
@@ -286,8 +287,8 @@ Result<uint64_t> TransferHandle::wait(std::chrono::nanoseconds timeout) {
     if (state.load(std::memory_order_acquire) != kSlotDone) {
       pollfd pfd{conn_->socket.get(), 0, 0};
       if (::poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR))) {
-        return make_error(Errc::kDisconnected, "the memshare service went away before transfer " +
-                                                   std::to_string(ticket_) + " completed");
+        return make_error(Errc::kDisconnected,
+                          "the memshare service went away before transfer " + std::to_string(ticket_) + " completed");
       }
     }
   }
@@ -522,8 +523,8 @@ Result<BarrierStats> Client::barrier(Shadow& shadow, BarrierDirection direction,
   size_t sent = 0;
   do {
     const size_t count = std::min(runs.size() - sent, wire::kMaxBarrierRuns);
-    const wire::BarrierRequest req{s.id, static_cast<uint32_t>(direction), range.offset, range.size,
-                                   static_cast<uint32_t>(count), 0};
+    const wire::BarrierRequest req{s.id,       static_cast<uint32_t>(direction), range.offset,
+                                   range.size, static_cast<uint32_t>(count),     0};
     const auto trailing = std::as_bytes(std::span<const PageRange>(runs.data() + sent, count));
     auto reply = conn_->call(wire::Op::kBarrier, &req, sizeof req, trailing);
     if (!reply) return reply.error();
@@ -544,8 +545,8 @@ Result<BarrierStats> Client::barrier(Shadow& shadow, BarrierDirection direction,
 
 Result<TransferHandle> Client::transfer(const Name& src, const Name& dst, std::span<const CopyRange> ranges) {
   if (ranges.size() > wire::kMaxTransferRanges) {
-    return make_error(Errc::kInvalidArgument, "at most " + std::to_string(wire::kMaxTransferRanges) +
-                                                  " ranges per transfer");
+    return make_error(Errc::kInvalidArgument,
+                      "at most " + std::to_string(wire::kMaxTransferRanges) + " ranges per transfer");
   }
   std::lock_guard lock(conn_->mutex);
   conn_->process_revocations_locked();

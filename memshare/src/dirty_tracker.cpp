@@ -9,23 +9,30 @@ namespace bypass::memshare {
 
 std::string_view tracking_method_name(TrackingMethod method) {
   switch (method) {
-    case TrackingMethod::kAuto: return "auto";
-    case TrackingMethod::kUffdAsync: return "uffd-wp-async";
-    case TrackingMethod::kMprotect: return "mprotect";
-    case TrackingMethod::kHash: return "hash";
+    case TrackingMethod::kAuto:
+      return "auto";
+    case TrackingMethod::kUffdAsync:
+      return "uffd-wp-async";
+    case TrackingMethod::kMprotect:
+      return "mprotect";
+    case TrackingMethod::kHash:
+      return "hash";
   }
   return "unknown";
 }
 
 bool tracking_available(TrackingMethod method) {
   switch (method) {
-    case TrackingMethod::kAuto: return true;
+    case TrackingMethod::kAuto:
+      return true;
     case TrackingMethod::kUffdAsync: {
       static const bool available = detail::uffd_async_probe();
       return available;
     }
-    case TrackingMethod::kMprotect: return true;
-    case TrackingMethod::kHash: return true;
+    case TrackingMethod::kMprotect:
+      return true;
+    case TrackingMethod::kHash:
+      return true;
   }
   return false;
 }
@@ -47,9 +54,12 @@ Result<std::unique_ptr<DirtyTracker>> make_dirty_tracker(void* base, uint64_t si
         return make_error(Errc::kUnsupported, "userfaultfd async write-protect with PAGEMAP_SCAN is not available");
       }
       return detail::make_uffd_tracker(bytes, size);
-    case TrackingMethod::kMprotect: return detail::make_mprotect_tracker(bytes, size);
-    case TrackingMethod::kHash: return detail::make_hash_tracker(bytes, size);
-    case TrackingMethod::kAuto: break;
+    case TrackingMethod::kMprotect:
+      return detail::make_mprotect_tracker(bytes, size);
+    case TrackingMethod::kHash:
+      return detail::make_hash_tracker(bytes, size);
+    case TrackingMethod::kAuto:
+      break;
   }
   return make_error(Errc::kInvalidArgument, "unknown tracking method");
 }

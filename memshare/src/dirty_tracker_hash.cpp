@@ -1,6 +1,6 @@
 // Content hashing: writes cost nothing; collect() reads every page of the range.
-#include "dirty_tracker_impl.h"
 #include "bypass/memshare/page_ranges.h"
+#include "dirty_tracker_impl.h"
 
 namespace bypass::memshare::detail {
 namespace {

@@ -9,8 +9,8 @@
 #include <cerrno>
 #include <mutex>
 
-#include "dirty_tracker_impl.h"
 #include "bypass/memshare/page_ranges.h"
+#include "dirty_tracker_impl.h"
 
 namespace bypass::memshare::detail {
 namespace {
@@ -65,7 +65,7 @@ void on_segv(int sig, siginfo_t* info, void* context) {
 }
 
 void install_handler() {
-  struct sigaction action{};
+  struct sigaction action {};
   action.sa_sigaction = on_segv;
   action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
   sigemptyset(&action.sa_mask);

@@ -13,9 +13,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "dirty_tracker_impl.h"
-#include "bypass/memshare/page_ranges.h"
 #include "bypass/base/unique_fd.h"
+#include "bypass/memshare/page_ranges.h"
+#include "dirty_tracker_impl.h"
 
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)

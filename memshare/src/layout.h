@@ -40,9 +40,9 @@ struct alignas(128) CompletionSlot {
   // wait; the service exchanges in kSlotDone (release) after writing the fields below and
   // wakes the futex if it saw kSlotWaiting. The domain loads it with acquire.
   std::atomic<uint32_t> state;
-  uint32_t error;      // Errc
-  uint64_t bytes;      // bytes moved
-  uint64_t ticket;     // copied from the request, so the domain can check what completed
+  uint32_t error;                       // Errc
+  uint64_t bytes;                       // bytes moved
+  uint64_t ticket;                      // copied from the request, so the domain can check what completed
   char detail[kCompletionDetailBytes];  // error message, NUL terminated
 };
 

@@ -16,18 +16,18 @@ inline constexpr size_t kMaxErrorText = 512;
 
 enum class Op : uint32_t {
   kRegister = 1,
-  kName = 2,        // + fd
+  kName = 2,  // + fd
   kGrant = 3,
   kRevoke = 4,
   kRelease = 5,
   kQuery = 6,
-  kMap = 7,         // reply + fd
-  kUnmap = 8,       // one-way
-  kRebind = 9,      // + fd
-  kShadowOpen = 10, // reply + fd
-  kShadowClose = 11,// one-way
-  kBarrier = 12,    // + PageRange[count]
-  kTransfer = 13,   // one-way, + CopyRange[count]; result in the completion slot
+  kMap = 7,           // reply + fd
+  kUnmap = 8,         // one-way
+  kRebind = 9,        // + fd
+  kShadowOpen = 10,   // reply + fd
+  kShadowClose = 11,  // one-way
+  kBarrier = 12,      // + PageRange[count]
+  kTransfer = 13,     // one-way, + CopyRange[count]; result in the completion slot
 };
 
 struct MessageHeader {

@@ -20,13 +20,13 @@
 #include <utility>
 #include <vector>
 
-#include "bypass/memshare/client.h"
-#include "layout.h"
-#include "bypass/memshare/page_ranges.h"
-#include "protocol.h"
-#include "bypass/memshare/region.h"
 #include "bypass/base/unix_socket.h"
+#include "bypass/memshare/client.h"
+#include "bypass/memshare/page_ranges.h"
+#include "bypass/memshare/region.h"
 #include "bypass/memshare/socket_io.h"
+#include "layout.h"
+#include "protocol.h"
 #include "transfer_engine.h"
 
 namespace bypass::memshare {
@@ -63,7 +63,7 @@ Result<std::shared_ptr<Buffer>> make_buffer(base::UniqueFd fd, uint64_t offset, 
   const int flags = ::fcntl(fd.get(), F_GETFL);
   if (flags < 0) return io_error("fcntl(F_GETFL)", errno);
   if ((flags & O_ACCMODE) != O_RDWR) return make_error(Errc::kInvalidArgument, "buffer fd must be open read-write");
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return io_error("fstat", errno);
   if (!S_ISREG(st.st_mode)) return make_error(Errc::kInvalidArgument, "buffer fd is not a memfd or regular file");
   if (size == 0 || size > kMaxBufferBytes) {
@@ -83,8 +83,9 @@ Result<std::shared_ptr<Buffer>> make_buffer(base::UniqueFd fd, uint64_t offset, 
     return make_error(Errc::kInvalidArgument, "buffer memfd is sealed against writing");
   }
   if (!(seals & F_SEAL_SHRINK) && ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
-    return make_error(Errc::kInvalidArgument, "cannot seal the buffer against shrinking (create the memfd with "
-                                              "MFD_ALLOW_SEALING and do not seal it with F_SEAL_SEAL)");
+    return make_error(Errc::kInvalidArgument,
+                      "cannot seal the buffer against shrinking (create the memfd with "
+                      "MFD_ALLOW_SEALING and do not seal it with F_SEAL_SEAL)");
   }
   // Pre-fault the service's view so transfers run at memcpy speed, but only where the domain
   // already allocated most of the file: populating a sparse memfd would make the service
@@ -296,8 +297,8 @@ struct Service::Impl {
     if (it != names.end()) return &it->second;
     auto gone = tombstones.find(name);
     if (gone != tombstones.end()) {
-      return make_error(Errc::kDomainGone, "name " + name.to_string() + " was revoked: its owner " +
-                                               domain_text(gone->second) + " ended");
+      return make_error(Errc::kDomainGone,
+                        "name " + name.to_string() + " was revoked: its owner " + domain_text(gone->second) + " ended");
     }
     return make_error(Errc::kUnknownName, "no name " + name.to_string() + " in this service");
   }
@@ -316,8 +317,8 @@ struct Service::Impl {
 
   static Result<void> check_owner(const NameEntry& entry, DomainId domain, const char* what) {
     if (entry.owner == domain) return {};
-    return make_error(Errc::kAccessDenied, std::string("only the owner (") + domain_text(entry.owner) + ") may " + what +
-                                               " name " + entry.name.to_string());
+    return make_error(Errc::kAccessDenied, std::string("only the owner (") + domain_text(entry.owner) + ") may " +
+                                               what + " name " + entry.name.to_string());
   }
 
   void mark_revoked_locked(DomainId domain_id, uint32_t slot) {
@@ -325,8 +326,8 @@ struct Service::Impl {
     if (it == domains.end()) return;
     ControlPage* page = it->second->control();
     if (page == nullptr) return;
-    page->mappings[slot].revoked.store(1, std::memory_order_release);   // pairs with Mapping::revoked()
-    page->header.revocations.fetch_add(1, std::memory_order_release);   // pairs with process_revocations()
+    page->mappings[slot].revoked.store(1, std::memory_order_release);  // pairs with Mapping::revoked()
+    page->header.revocations.fetch_add(1, std::memory_order_release);  // pairs with process_revocations()
   }
 
   void revoke_name_locked(const Name& name, bool tombstone) {
@@ -420,19 +421,32 @@ struct Service::Impl {
     if (fds.size() > (takes_fd ? 1u : 0u)) return make_error(Errc::kProtocol, "unexpected file descriptors");
     base::UniqueFd fd = fds.empty() ? base::UniqueFd() : std::move(fds[0]);
     switch (op) {
-      case wire::Op::kRegister: return on_register(domain, message);
-      case wire::Op::kName: return on_name(domain, message, std::move(fd));
-      case wire::Op::kGrant: return on_grant(domain, message);
-      case wire::Op::kRevoke: return on_revoke(domain, message);
-      case wire::Op::kRelease: return on_release(domain, message);
-      case wire::Op::kQuery: return on_query(domain, message);
-      case wire::Op::kMap: return on_map(domain, message);
-      case wire::Op::kUnmap: return on_unmap(domain, message);
-      case wire::Op::kRebind: return on_rebind(domain, message, std::move(fd));
-      case wire::Op::kShadowOpen: return on_shadow_open(domain, message);
-      case wire::Op::kShadowClose: return on_shadow_close(domain, message);
-      case wire::Op::kBarrier: return on_barrier(domain, message);
-      case wire::Op::kTransfer: return on_transfer(domain, message);
+      case wire::Op::kRegister:
+        return on_register(domain, message);
+      case wire::Op::kName:
+        return on_name(domain, message, std::move(fd));
+      case wire::Op::kGrant:
+        return on_grant(domain, message);
+      case wire::Op::kRevoke:
+        return on_revoke(domain, message);
+      case wire::Op::kRelease:
+        return on_release(domain, message);
+      case wire::Op::kQuery:
+        return on_query(domain, message);
+      case wire::Op::kMap:
+        return on_map(domain, message);
+      case wire::Op::kUnmap:
+        return on_unmap(domain, message);
+      case wire::Op::kRebind:
+        return on_rebind(domain, message, std::move(fd));
+      case wire::Op::kShadowOpen:
+        return on_shadow_open(domain, message);
+      case wire::Op::kShadowClose:
+        return on_shadow_close(domain, message);
+      case wire::Op::kBarrier:
+        return on_barrier(domain, message);
+      case wire::Op::kTransfer:
+        return on_transfer(domain, message);
     }
     return make_error(Errc::kProtocol, "unknown request " + std::to_string(header.op));
   }
@@ -504,7 +518,8 @@ struct Service::Impl {
   }
 
   Result<void> grant_locked(const Name& name, DomainId caller, DomainId target, uint32_t access_bits) {
-    if (access_bits != static_cast<uint32_t>(Access::kRead) && access_bits != static_cast<uint32_t>(Access::kReadWrite)) {
+    if (access_bits != static_cast<uint32_t>(Access::kRead) &&
+        access_bits != static_cast<uint32_t>(Access::kReadWrite)) {
       return make_error(Errc::kInvalidArgument, "unknown access " + std::to_string(access_bits));
     }
     auto entry = lookup_locked(name);
@@ -605,7 +620,8 @@ struct Service::Impl {
   Result<void> on_map(Domain& domain, std::span<const std::byte> message) {
     auto req = parse<wire::MapRequest>(message);
     if (!req) return req.error();
-    if (req->access != static_cast<uint32_t>(Access::kRead) && req->access != static_cast<uint32_t>(Access::kReadWrite)) {
+    if (req->access != static_cast<uint32_t>(Access::kRead) &&
+        req->access != static_cast<uint32_t>(Access::kReadWrite)) {
       return send_error(domain, wire::Op::kMap, make_error(Errc::kInvalidArgument, "unknown access"));
     }
     const Access access = static_cast<Access>(req->access);
@@ -619,13 +635,15 @@ struct Service::Impl {
       if (auto r = check_access(**entry, domain.id, access); !r) return send_error(domain, wire::Op::kMap, r.error());
       buffer = (*entry)->buffer;
       if (buffer->image) {
-        return send_error(domain, wire::Op::kMap,
-                          make_error(Errc::kInvalidArgument, "name " + name.to_string() + " is a device image; use transfers"));
+        return send_error(
+            domain, wire::Op::kMap,
+            make_error(Errc::kInvalidArgument, "name " + name.to_string() + " is a device image; use transfers"));
       }
       uint32_t slot = 0;
       while (slot < kMappingSlots && !domain.slot_names[slot].empty()) ++slot;
       if (slot == kMappingSlots) {
-        return send_error(domain, wire::Op::kMap, make_error(Errc::kBusy, "too many mappings in " + domain_text(domain.id)));
+        return send_error(domain, wire::Op::kMap,
+                          make_error(Errc::kBusy, "too many mappings in " + domain_text(domain.id)));
       }
       domain.slot_names[slot] = name;
       (*entry)->mappers.insert({domain.id, slot});
@@ -666,7 +684,8 @@ struct Service::Impl {
       std::lock_guard lock(mutex);
       auto entry = lookup_locked(name);
       if (!entry) return send_error(domain, wire::Op::kRebind, entry.error());
-      if (auto r = check_owner(**entry, domain.id, "rebind"); !r) return send_error(domain, wire::Op::kRebind, r.error());
+      if (auto r = check_owner(**entry, domain.id, "rebind"); !r)
+        return send_error(domain, wire::Op::kRebind, r.error());
     }
     auto buffer = make_buffer(std::move(fd), req->offset, req->size);
     if (!buffer) return send_error(domain, wire::Op::kRebind, buffer.error());
@@ -698,7 +717,8 @@ struct Service::Impl {
   Result<void> on_shadow_open(Domain& domain, std::span<const std::byte> message) {
     auto req = parse<wire::ShadowOpenRequest>(message);
     if (!req) return req.error();
-    if (req->access != static_cast<uint32_t>(Access::kRead) && req->access != static_cast<uint32_t>(Access::kReadWrite)) {
+    if (req->access != static_cast<uint32_t>(Access::kRead) &&
+        req->access != static_cast<uint32_t>(Access::kReadWrite)) {
       return send_error(domain, wire::Op::kShadowOpen, make_error(Errc::kInvalidArgument, "unknown access"));
     }
     const Name name = wire::from_wire(req->name);
@@ -716,8 +736,9 @@ struct Service::Impl {
       buffer = (*entry)->buffer;
     }
     if (buffer->image) {
-      return send_error(domain, wire::Op::kShadowOpen,
-                        make_error(Errc::kInvalidArgument, "name " + name.to_string() + " is a device image; use transfers"));
+      return send_error(
+          domain, wire::Op::kShadowOpen,
+          make_error(Errc::kInvalidArgument, "name " + name.to_string() + " is a device image; use transfers"));
     }
     auto fd = create_memfd(buffer->size, "memshare-shadow");
     if (!fd) return send_error(domain, wire::Op::kShadowOpen, fd.error());

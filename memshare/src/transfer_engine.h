@@ -22,10 +22,10 @@ namespace bypass::memshare {
 
 // Memory the service can address: a mapped memfd range, or a device image.
 struct Buffer {
-  base::UniqueFd fd;          // read-write file description (empty for images)
+  base::UniqueFd fd;  // read-write file description (empty for images)
   uint64_t fd_offset = 0;
   uint64_t size = 0;
-  base::Mapping view;    // the service's read-write view
+  base::Mapping view;  // the service's read-write view
   std::shared_ptr<ImageEndpoint> image;
   // Set (release) when the owner is gone or the name released; workers check it (acquire)
   // before each chunk so a dead domain's transfer ends with kDomainGone.

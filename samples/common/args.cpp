@@ -10,60 +10,52 @@ namespace bypass::samples {
 ArgParser::ArgParser(std::string program, std::string summary, CommonArgs& common)
     : program_(std::move(program)), summary_(std::move(summary)) {
   add_string("--out", "FILE", "write the result to FILE", &common.out);
-  add_uint("--frames", "N", "run the sample's loop N times (the output is the last one)",
-           &common.frames, 1, 100000);
+  add_uint("--frames", "N", "run the sample's loop N times (the output is the last one)", &common.frames, 1, 100000);
   add_flag("--timing", "print the mean time per frame to stderr", &common.timing);
 }
 
-void ArgParser::add_uint(std::string name, std::string value_name, std::string help,
-                         uint32_t* value, uint32_t min, uint32_t max) {
+void ArgParser::add_uint(std::string name, std::string value_name, std::string help, uint32_t* value, uint32_t min,
+                         uint32_t max) {
   std::string option_name = name;
-  help += " [" + std::to_string(min) + ".." + std::to_string(max) + ", default " +
-          std::to_string(*value) + "]";
+  help += " [" + std::to_string(min) + ".." + std::to_string(max) + ", default " + std::to_string(*value) + "]";
   options_.push_back({std::move(name), std::move(value_name), std::move(help),
                       [value, min, max, option_name](const std::string& text) {
                         uint64_t parsed = 0;
                         const char* end = text.data() + text.size();
                         auto [ptr, ec] = std::from_chars(text.data(), end, parsed);
-                        if (text.empty() || ec != std::errc() || ptr != end || parsed < min ||
-                            parsed > max) {
-                          throw UsageError(option_name + " expects an integer in [" +
-                                           std::to_string(min) + ", " + std::to_string(max) +
-                                           "], got '" + text + "'");
+                        if (text.empty() || ec != std::errc() || ptr != end || parsed < min || parsed > max) {
+                          throw UsageError(option_name + " expects an integer in [" + std::to_string(min) + ", " +
+                                           std::to_string(max) + "], got '" + text + "'");
                         }
                         *value = static_cast<uint32_t>(parsed);
                       }});
 }
 
-void ArgParser::add_string(std::string name, std::string value_name, std::string help,
-                           std::string* value) {
+void ArgParser::add_string(std::string name, std::string value_name, std::string help, std::string* value) {
   std::string option_name = name;
-  options_.push_back({std::move(name), std::move(value_name), std::move(help),
-                      [value, option_name](const std::string& text) {
-                        if (text.empty()) throw UsageError(option_name + " expects a value");
-                        *value = text;
-                      }});
+  options_.push_back(
+      {std::move(name), std::move(value_name), std::move(help), [value, option_name](const std::string& text) {
+         if (text.empty()) throw UsageError(option_name + " expects a value");
+         *value = text;
+       }});
 }
 
-void ArgParser::add_choice(std::string name, std::string help, std::vector<std::string> choices,
-                           std::string* value) {
+void ArgParser::add_choice(std::string name, std::string help, std::vector<std::string> choices, std::string* value) {
   std::string joined;
   for (const auto& c : choices) joined += (joined.empty() ? "" : "|") + c;
   std::string option_name = name;
   help += " [default " + *value + "]";
-  options_.push_back({std::move(name), joined, std::move(help),
-                      [value, option_name, choices, joined](const std::string& text) {
-                        if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
-                          throw UsageError(option_name + " expects one of " + joined + ", got '" +
-                                           text + "'");
-                        }
-                        *value = text;
-                      }});
+  options_.push_back(
+      {std::move(name), joined, std::move(help), [value, option_name, choices, joined](const std::string& text) {
+         if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
+           throw UsageError(option_name + " expects one of " + joined + ", got '" + text + "'");
+         }
+         *value = text;
+       }});
 }
 
 void ArgParser::add_flag(std::string name, std::string help, bool* value) {
-  options_.push_back(
-      {std::move(name), "", std::move(help), [value](const std::string&) { *value = true; }});
+  options_.push_back({std::move(name), "", std::move(help), [value](const std::string&) { *value = true; }});
 }
 
 bool ArgParser::parse(int argc, char** argv) {
@@ -81,8 +73,7 @@ bool ArgParser::parse(int argc, char** argv) {
       arg = arg.substr(0, eq);
       has_inline_value = true;
     }
-    auto it = std::find_if(options_.begin(), options_.end(),
-                           [&](const Option& o) { return o.name == arg; });
+    auto it = std::find_if(options_.begin(), options_.end(), [&](const Option& o) { return o.name == arg; });
     if (it == options_.end()) {
       throw UsageError("unknown argument '" + arg + "' (see --help)");
     }

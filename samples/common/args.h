@@ -18,9 +18,9 @@ class UsageError : public std::runtime_error {
 
 // What every sample understands.
 struct CommonArgs {
-  std::string out;          // --out FILE: where the result goes; empty: not written
-  uint32_t frames = 1;      // --frames N: how many times the sample's loop runs
-  bool timing = false;      // --timing: print the mean time per frame to stderr
+  std::string out;      // --out FILE: where the result goes; empty: not written
+  uint32_t frames = 1;  // --frames N: how many times the sample's loop runs
+  bool timing = false;  // --timing: print the mean time per frame to stderr
 };
 
 class ArgParser {
@@ -28,11 +28,10 @@ class ArgParser {
   // `summary` is the one-line description printed by --help.
   ArgParser(std::string program, std::string summary, CommonArgs& common);
 
-  void add_uint(std::string name, std::string value_name, std::string help, uint32_t* value,
-                uint32_t min, uint32_t max);
+  void add_uint(std::string name, std::string value_name, std::string help, uint32_t* value, uint32_t min,
+                uint32_t max);
   void add_string(std::string name, std::string value_name, std::string help, std::string* value);
-  void add_choice(std::string name, std::string help, std::vector<std::string> choices,
-                  std::string* value);
+  void add_choice(std::string name, std::string help, std::vector<std::string> choices, std::string* value);
   void add_flag(std::string name, std::string help, bool* value);
 
   // Returns false when --help was given (usage already printed; the caller exits 0).

@@ -18,8 +18,7 @@ class ResultCheck {
   explicit ResultCheck(std::string what) : what_(std::move(what)) {}
 
   // Pixel (x, y) of `image` must be within `tolerance` of `expected` in every channel.
-  void expect_pixel(const Rgba8Image& image, uint32_t x, uint32_t y, const Rgba& expected,
-                    int tolerance = 0);
+  void expect_pixel(const Rgba8Image& image, uint32_t x, uint32_t y, const Rgba& expected, int tolerance = 0);
   // Element `index` of `what` must equal `expected`; cheap when it does (no string is built).
   void expect_equal(const char* what, uint64_t index, uint64_t actual, uint64_t expected) {
     ++checked_;

@@ -4,8 +4,7 @@
 
 namespace bypass::samples {
 
-UniqueCommandPool create_command_pool(VkDevice device, uint32_t queue_family,
-                                      VkCommandPoolCreateFlags flags) {
+UniqueCommandPool create_command_pool(VkDevice device, uint32_t queue_family, VkCommandPoolCreateFlags flags) {
   VkCommandPoolCreateInfo info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   info.flags = flags;
   info.queueFamilyIndex = queue_family;
@@ -14,8 +13,8 @@ UniqueCommandPool create_command_pool(VkDevice device, uint32_t queue_family,
   return pool;
 }
 
-std::vector<VkCommandBuffer> allocate_command_buffers(VkDevice device, VkCommandPool pool,
-                                                      VkCommandBufferLevel level, uint32_t count) {
+std::vector<VkCommandBuffer> allocate_command_buffers(VkDevice device, VkCommandPool pool, VkCommandBufferLevel level,
+                                                      uint32_t count) {
   std::vector<VkCommandBuffer> buffers(count);
   VkCommandBufferAllocateInfo info{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
   info.commandPool = pool;
@@ -33,9 +32,7 @@ void begin_command_buffer(VkCommandBuffer cmd, VkCommandBufferUsageFlags flags,
   vk_check(vkBeginCommandBuffer(cmd, &info), "vkBeginCommandBuffer");
 }
 
-void end_command_buffer(VkCommandBuffer cmd) {
-  vk_check(vkEndCommandBuffer(cmd), "vkEndCommandBuffer");
-}
+void end_command_buffer(VkCommandBuffer cmd) { vk_check(vkEndCommandBuffer(cmd), "vkEndCommandBuffer"); }
 
 UniqueFence create_fence(VkDevice device, bool signaled) {
   VkFenceCreateInfo info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};

@@ -11,11 +11,10 @@
 
 namespace bypass::samples {
 
-UniqueCommandPool create_command_pool(VkDevice device, uint32_t queue_family,
-                                      VkCommandPoolCreateFlags flags = 0);
+UniqueCommandPool create_command_pool(VkDevice device, uint32_t queue_family, VkCommandPoolCreateFlags flags = 0);
 
-std::vector<VkCommandBuffer> allocate_command_buffers(VkDevice device, VkCommandPool pool,
-                                                      VkCommandBufferLevel level, uint32_t count);
+std::vector<VkCommandBuffer> allocate_command_buffers(VkDevice device, VkCommandPool pool, VkCommandBufferLevel level,
+                                                      uint32_t count);
 
 // vkBeginCommandBuffer; `inheritance` is required for secondary command buffers.
 void begin_command_buffer(VkCommandBuffer cmd, VkCommandBufferUsageFlags flags = 0,

@@ -27,9 +27,9 @@ const char* validation_env() {
   return v == nullptr ? "" : v;
 }
 
-VKAPI_ATTR VkBool32 VKAPI_CALL on_debug_message(
-    VkDebugUtilsMessageSeverityFlagBitsEXT severity, VkDebugUtilsMessageTypeFlagsEXT /*types*/,
-    const VkDebugUtilsMessengerCallbackDataEXT* data, void* /*user*/) {
+VKAPI_ATTR VkBool32 VKAPI_CALL on_debug_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                                VkDebugUtilsMessageTypeFlagsEXT /*types*/,
+                                                const VkDebugUtilsMessengerCallbackDataEXT* data, void* /*user*/) {
   const char* message = data != nullptr && data->pMessage != nullptr ? data->pMessage : "";
   if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) {
     g_validation_errors.fetch_add(1, std::memory_order_relaxed);
@@ -42,10 +42,9 @@ VKAPI_ATTR VkBool32 VKAPI_CALL on_debug_message(
 
 VkDebugUtilsMessengerCreateInfoEXT messenger_info() {
   VkDebugUtilsMessengerCreateInfoEXT info{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
-  info.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
-                         VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
-  info.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
-                     VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+  info.messageSeverity =
+      VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+  info.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
                      VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT;
   info.pfnUserCallback = on_debug_message;
   return info;
@@ -55,8 +54,7 @@ bool has_layer(const char* name) {
   uint32_t count = 0;
   vk_check(vkEnumerateInstanceLayerProperties(&count, nullptr), "vkEnumerateInstanceLayerProperties");
   std::vector<VkLayerProperties> layers(count);
-  vk_check(vkEnumerateInstanceLayerProperties(&count, layers.data()),
-           "vkEnumerateInstanceLayerProperties");
+  vk_check(vkEnumerateInstanceLayerProperties(&count, layers.data()), "vkEnumerateInstanceLayerProperties");
   for (const auto& l : layers) {
     if (std::strcmp(l.layerName, name) == 0) return true;
   }
@@ -65,8 +63,7 @@ bool has_layer(const char* name) {
 
 bool has_instance_extension(const char* layer, const char* name) {
   uint32_t count = 0;
-  vk_check(vkEnumerateInstanceExtensionProperties(layer, &count, nullptr),
-           "vkEnumerateInstanceExtensionProperties");
+  vk_check(vkEnumerateInstanceExtensionProperties(layer, &count, nullptr), "vkEnumerateInstanceExtensionProperties");
   std::vector<VkExtensionProperties> extensions(count);
   vk_check(vkEnumerateInstanceExtensionProperties(layer, &count, extensions.data()),
            "vkEnumerateInstanceExtensionProperties");
@@ -78,8 +75,7 @@ bool has_instance_extension(const char* layer, const char* name) {
 
 bool has_device_extension(VkPhysicalDevice pd, const char* name) {
   uint32_t count = 0;
-  vk_check(vkEnumerateDeviceExtensionProperties(pd, nullptr, &count, nullptr),
-           "vkEnumerateDeviceExtensionProperties");
+  vk_check(vkEnumerateDeviceExtensionProperties(pd, nullptr, &count, nullptr), "vkEnumerateDeviceExtensionProperties");
   std::vector<VkExtensionProperties> extensions(count);
   vk_check(vkEnumerateDeviceExtensionProperties(pd, nullptr, &count, extensions.data()),
            "vkEnumerateDeviceExtensionProperties");
@@ -90,8 +86,8 @@ bool has_device_extension(VkPhysicalDevice pd, const char* name) {
 }
 
 std::string version_string(uint32_t v) {
-  return std::to_string(VK_API_VERSION_MAJOR(v)) + "." + std::to_string(VK_API_VERSION_MINOR(v)) +
-         "." + std::to_string(VK_API_VERSION_PATCH(v));
+  return std::to_string(VK_API_VERSION_MAJOR(v)) + "." + std::to_string(VK_API_VERSION_MINOR(v)) + "." +
+         std::to_string(VK_API_VERSION_PATCH(v));
 }
 
 }  // namespace
@@ -144,16 +140,15 @@ void Context::create_instance(const ContextOptions& options) {
   std::vector<const char*> layers;
   std::vector<const char*> extensions;
   VkDebugUtilsMessengerCreateInfoEXT debug_info = messenger_info();
-  VkValidationFeatureEnableEXT sync_enable =
-      VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+  VkValidationFeatureEnableEXT sync_enable = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
   VkValidationFeaturesEXT features{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
   const void* chain = nullptr;
 
   const bool validation = validation_requested();
   if (validation) {
     if (!has_layer(kValidationLayer)) {
-      throw std::runtime_error(std::string("BYPASS_SAMPLE_VALIDATION is set but ") +
-                               kValidationLayer + " is not installed");
+      throw std::runtime_error(std::string("BYPASS_SAMPLE_VALIDATION is set but ") + kValidationLayer +
+                               " is not installed");
     }
     layers.push_back(kValidationLayer);
     // The layer implements VK_EXT_debug_utils itself, so the driver need not.
@@ -195,8 +190,7 @@ void Context::pick_physical_device(const ContextOptions& options) {
   uint32_t count = 0;
   vk_check(vkEnumeratePhysicalDevices(instance_, &count, nullptr), "vkEnumeratePhysicalDevices");
   std::vector<VkPhysicalDevice> devices(count);
-  vk_check(vkEnumeratePhysicalDevices(instance_, &count, devices.data()),
-           "vkEnumeratePhysicalDevices");
+  vk_check(vkEnumeratePhysicalDevices(instance_, &count, devices.data()), "vkEnumeratePhysicalDevices");
   if (count == 0) throw std::runtime_error("no Vulkan physical device found");
 
   std::string rejected;
@@ -204,8 +198,7 @@ void Context::pick_physical_device(const ContextOptions& options) {
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(pd, &props);
     if (props.apiVersion < options.min_api_version) {
-      rejected += std::string(" ") + props.deviceName + " (Vulkan " +
-                  version_string(props.apiVersion) + ");";
+      rejected += std::string(" ") + props.deviceName + " (Vulkan " + version_string(props.apiVersion) + ");";
       continue;
     }
     std::string missing;
@@ -231,8 +224,7 @@ void Context::pick_physical_device(const ContextOptions& options) {
     }
     rejected += std::string(" ") + props.deviceName + " (no graphics+compute queue);";
   }
-  throw std::runtime_error("no suitable Vulkan device (need Vulkan " +
-                           version_string(options.min_api_version) +
+  throw std::runtime_error("no suitable Vulkan device (need Vulkan " + version_string(options.min_api_version) +
                            " and a graphics+compute queue):" + rejected);
 }
 
@@ -249,18 +241,15 @@ void Context::create_device(const ContextOptions& options) {
     if (options.min_api_version < VK_API_VERSION_1_3) {
       throw std::logic_error("Vulkan 1.3 features need min_api_version 1.3");
     }
-    VkPhysicalDeviceVulkan13Features supported{
-        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES};
+    VkPhysicalDeviceVulkan13Features supported{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES};
     VkPhysicalDeviceFeatures2 features2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
     features2.pNext = &supported;
     vkGetPhysicalDeviceFeatures2(physical_device_, &features2);
     if (options.dynamic_rendering && !supported.dynamicRendering) {
-      throw std::runtime_error(std::string(properties_.deviceName) +
-                               " lacks the Vulkan 1.3 feature dynamicRendering");
+      throw std::runtime_error(std::string(properties_.deviceName) + " lacks the Vulkan 1.3 feature dynamicRendering");
     }
     if (options.synchronization2 && !supported.synchronization2) {
-      throw std::runtime_error(std::string(properties_.deviceName) +
-                               " lacks the Vulkan 1.3 feature synchronization2");
+      throw std::runtime_error(std::string(properties_.deviceName) + " lacks the Vulkan 1.3 feature synchronization2");
     }
     enable13.dynamicRendering = options.dynamic_rendering ? VK_TRUE : VK_FALSE;
     enable13.synchronization2 = options.synchronization2 ? VK_TRUE : VK_FALSE;
@@ -299,8 +288,7 @@ uint32_t Context::find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags req
                                    VkMemoryPropertyFlags preferred) const {
   for (VkMemoryPropertyFlags want : {required | preferred, required}) {
     for (uint32_t i = 0; i < memory_properties_.memoryTypeCount; ++i) {
-      if ((type_bits & (1u << i)) != 0 &&
-          (memory_properties_.memoryTypes[i].propertyFlags & want) == want) {
+      if ((type_bits & (1u << i)) != 0 && (memory_properties_.memoryTypes[i].propertyFlags & want) == want) {
         return i;
       }
     }
@@ -313,9 +301,8 @@ void Context::require_format_features(VkFormat format, VkFormatFeatureFlags feat
   VkFormatProperties props;
   vkGetPhysicalDeviceFormatProperties(physical_device_, format, &props);
   if ((props.optimalTilingFeatures & features) != features) {
-    throw std::runtime_error("format " + std::to_string(format) +
-                             " lacks optimal-tiling features " + std::to_string(features) +
-                             " (has " + std::to_string(props.optimalTilingFeatures) + ")");
+    throw std::runtime_error("format " + std::to_string(format) + " lacks optimal-tiling features " +
+                             std::to_string(features) + " (has " + std::to_string(props.optimalTilingFeatures) + ")");
   }
 }
 

@@ -45,8 +45,7 @@ class Context {
 
   // The first memory type allowed by `type_bits` that has `required` and `preferred`, else the
   // first with `required` only. Throws when none has `required`.
-  uint32_t find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags required,
-                            VkMemoryPropertyFlags preferred) const;
+  uint32_t find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags required, VkMemoryPropertyFlags preferred) const;
 
   // Throws unless `format` with optimal tiling supports all of `features`.
   void require_format_features(VkFormat format, VkFormatFeatureFlags features) const;

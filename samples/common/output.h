@@ -15,9 +15,7 @@ struct Rgba8Image {
   uint32_t height = 0;
   std::vector<uint8_t> pixels;
 
-  const uint8_t* at(uint32_t x, uint32_t y) const {
-    return pixels.data() + (static_cast<size_t>(y) * width + x) * 4;
-  }
+  const uint8_t* at(uint32_t x, uint32_t y) const { return pixels.data() + (static_cast<size_t>(y) * width + x) * 4; }
 };
 
 // Throws std::runtime_error naming the file on any failure.

@@ -9,13 +9,11 @@ UniqueShaderModule create_shader_module(VkDevice device, std::span<const uint32_
   info.codeSize = spirv.size_bytes();
   info.pCode = spirv.data();
   UniqueShaderModule module;
-  vk_check(vkCreateShaderModule(device, &info, nullptr, module.put(device)),
-           "vkCreateShaderModule");
+  vk_check(vkCreateShaderModule(device, &info, nullptr, module.put(device)), "vkCreateShaderModule");
   return module;
 }
 
-UniquePipelineLayout create_pipeline_layout(VkDevice device,
-                                            std::span<const VkDescriptorSetLayout> set_layouts,
+UniquePipelineLayout create_pipeline_layout(VkDevice device, std::span<const VkDescriptorSetLayout> set_layouts,
                                             std::span<const VkPushConstantRange> push_constants) {
   VkPipelineLayoutCreateInfo info{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
   info.setLayoutCount = static_cast<uint32_t>(set_layouts.size());
@@ -23,8 +21,7 @@ UniquePipelineLayout create_pipeline_layout(VkDevice device,
   info.pushConstantRangeCount = static_cast<uint32_t>(push_constants.size());
   info.pPushConstantRanges = push_constants.data();
   UniquePipelineLayout layout;
-  vk_check(vkCreatePipelineLayout(device, &info, nullptr, layout.put(device)),
-           "vkCreatePipelineLayout");
+  vk_check(vkCreatePipelineLayout(device, &info, nullptr, layout.put(device)), "vkCreatePipelineLayout");
   return layout;
 }
 
@@ -39,35 +36,31 @@ UniquePipeline create_graphics_pipeline(VkDevice device, const GraphicsPipelineD
   stages[1].module = desc.fragment;
   stages[1].pName = "main";
 
-  VkPipelineVertexInputStateCreateInfo vertex_input{
-      VK_STRUCTURE_TYPE_PIPELINE_VERTEX_INPUT_STATE_CREATE_INFO};
+  VkPipelineVertexInputStateCreateInfo vertex_input{VK_STRUCTURE_TYPE_PIPELINE_VERTEX_INPUT_STATE_CREATE_INFO};
   vertex_input.vertexBindingDescriptionCount = static_cast<uint32_t>(desc.bindings.size());
   vertex_input.pVertexBindingDescriptions = desc.bindings.data();
   vertex_input.vertexAttributeDescriptionCount = static_cast<uint32_t>(desc.attributes.size());
   vertex_input.pVertexAttributeDescriptions = desc.attributes.data();
 
-  VkPipelineInputAssemblyStateCreateInfo input_assembly{
-      VK_STRUCTURE_TYPE_PIPELINE_INPUT_ASSEMBLY_STATE_CREATE_INFO};
+  VkPipelineInputAssemblyStateCreateInfo input_assembly{VK_STRUCTURE_TYPE_PIPELINE_INPUT_ASSEMBLY_STATE_CREATE_INFO};
   input_assembly.topology = desc.topology;
 
   VkPipelineViewportStateCreateInfo viewport{VK_STRUCTURE_TYPE_PIPELINE_VIEWPORT_STATE_CREATE_INFO};
   viewport.viewportCount = 1;
   viewport.scissorCount = 1;
 
-  VkPipelineRasterizationStateCreateInfo raster{
-      VK_STRUCTURE_TYPE_PIPELINE_RASTERIZATION_STATE_CREATE_INFO};
+  VkPipelineRasterizationStateCreateInfo raster{VK_STRUCTURE_TYPE_PIPELINE_RASTERIZATION_STATE_CREATE_INFO};
   raster.polygonMode = VK_POLYGON_MODE_FILL;
   raster.cullMode = VK_CULL_MODE_NONE;
   raster.frontFace = VK_FRONT_FACE_COUNTER_CLOCKWISE;
   raster.lineWidth = 1.0f;
 
-  VkPipelineMultisampleStateCreateInfo multisample{
-      VK_STRUCTURE_TYPE_PIPELINE_MULTISAMPLE_STATE_CREATE_INFO};
+  VkPipelineMultisampleStateCreateInfo multisample{VK_STRUCTURE_TYPE_PIPELINE_MULTISAMPLE_STATE_CREATE_INFO};
   multisample.rasterizationSamples = VK_SAMPLE_COUNT_1_BIT;
 
   VkPipelineColorBlendAttachmentState blend_attachment{};
-  blend_attachment.colorWriteMask = VK_COLOR_COMPONENT_R_BIT | VK_COLOR_COMPONENT_G_BIT |
-                                    VK_COLOR_COMPONENT_B_BIT | VK_COLOR_COMPONENT_A_BIT;
+  blend_attachment.colorWriteMask =
+      VK_COLOR_COMPONENT_R_BIT | VK_COLOR_COMPONENT_G_BIT | VK_COLOR_COMPONENT_B_BIT | VK_COLOR_COMPONENT_A_BIT;
   VkPipelineColorBlendStateCreateInfo blend{VK_STRUCTURE_TYPE_PIPELINE_COLOR_BLEND_STATE_CREATE_INFO};
   blend.attachmentCount = 1;
   blend.pAttachments = &blend_attachment;
@@ -97,14 +90,12 @@ UniquePipeline create_graphics_pipeline(VkDevice device, const GraphicsPipelineD
   info.subpass = 0;
 
   UniquePipeline pipeline;
-  vk_check(vkCreateGraphicsPipelines(device, VK_NULL_HANDLE, 1, &info, nullptr,
-                                     pipeline.put(device)),
+  vk_check(vkCreateGraphicsPipelines(device, VK_NULL_HANDLE, 1, &info, nullptr, pipeline.put(device)),
            "vkCreateGraphicsPipelines");
   return pipeline;
 }
 
-UniquePipeline create_compute_pipeline(VkDevice device, VkShaderModule module,
-                                       VkPipelineLayout layout) {
+UniquePipeline create_compute_pipeline(VkDevice device, VkShaderModule module, VkPipelineLayout layout) {
   VkComputePipelineCreateInfo info{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
   info.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
   info.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
@@ -112,8 +103,7 @@ UniquePipeline create_compute_pipeline(VkDevice device, VkShaderModule module,
   info.stage.pName = "main";
   info.layout = layout;
   UniquePipeline pipeline;
-  vk_check(vkCreateComputePipelines(device, VK_NULL_HANDLE, 1, &info, nullptr,
-                                    pipeline.put(device)),
+  vk_check(vkCreateComputePipelines(device, VK_NULL_HANDLE, 1, &info, nullptr, pipeline.put(device)),
            "vkCreateComputePipelines");
   return pipeline;
 }
@@ -147,8 +137,8 @@ UniqueRenderPass create_color_render_pass(VkDevice device, const ColorPassDesc& 
   deps[1].srcStageMask = VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT;
   deps[1].srcAccessMask = VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
   deps[1].dstStageMask = VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  deps[1].dstAccessMask = VK_ACCESS_COLOR_ATTACHMENT_READ_BIT |
-                          VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT;
+  deps[1].dstAccessMask =
+      VK_ACCESS_COLOR_ATTACHMENT_READ_BIT | VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT;
 
   VkRenderPassCreateInfo info{VK_STRUCTURE_TYPE_RENDER_PASS_CREATE_INFO};
   info.attachmentCount = 1;
@@ -162,8 +152,8 @@ UniqueRenderPass create_color_render_pass(VkDevice device, const ColorPassDesc& 
   return pass;
 }
 
-UniqueFramebuffer create_framebuffer(VkDevice device, VkRenderPass pass, VkImageView view,
-                                     uint32_t width, uint32_t height) {
+UniqueFramebuffer create_framebuffer(VkDevice device, VkRenderPass pass, VkImageView view, uint32_t width,
+                                     uint32_t height) {
   VkFramebufferCreateInfo info{VK_STRUCTURE_TYPE_FRAMEBUFFER_CREATE_INFO};
   info.renderPass = pass;
   info.attachmentCount = 1;
@@ -172,8 +162,7 @@ UniqueFramebuffer create_framebuffer(VkDevice device, VkRenderPass pass, VkImage
   info.height = height;
   info.layers = 1;
   UniqueFramebuffer framebuffer;
-  vk_check(vkCreateFramebuffer(device, &info, nullptr, framebuffer.put(device)),
-           "vkCreateFramebuffer");
+  vk_check(vkCreateFramebuffer(device, &info, nullptr, framebuffer.put(device)), "vkCreateFramebuffer");
   return framebuffer;
 }
 

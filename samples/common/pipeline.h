@@ -15,8 +15,7 @@ namespace bypass::samples {
 
 UniqueShaderModule create_shader_module(VkDevice device, std::span<const uint32_t> spirv);
 
-UniquePipelineLayout create_pipeline_layout(VkDevice device,
-                                            std::span<const VkDescriptorSetLayout> set_layouts,
+UniquePipelineLayout create_pipeline_layout(VkDevice device, std::span<const VkDescriptorSetLayout> set_layouts,
                                             std::span<const VkPushConstantRange> push_constants);
 
 struct GraphicsPipelineDesc {
@@ -33,8 +32,7 @@ struct GraphicsPipelineDesc {
 
 UniquePipeline create_graphics_pipeline(VkDevice device, const GraphicsPipelineDesc& desc);
 
-UniquePipeline create_compute_pipeline(VkDevice device, VkShaderModule module,
-                                       VkPipelineLayout layout);
+UniquePipeline create_compute_pipeline(VkDevice device, VkShaderModule module, VkPipelineLayout layout);
 
 // A render pass with one colour attachment and one subpass. Its external dependencies order
 // it after earlier colour writes and transfer reads of the same image and before later colour
@@ -47,8 +45,8 @@ struct ColorPassDesc {
 };
 UniqueRenderPass create_color_render_pass(VkDevice device, const ColorPassDesc& desc);
 
-UniqueFramebuffer create_framebuffer(VkDevice device, VkRenderPass pass, VkImageView view,
-                                     uint32_t width, uint32_t height);
+UniqueFramebuffer create_framebuffer(VkDevice device, VkRenderPass pass, VkImageView view, uint32_t width,
+                                     uint32_t height);
 
 // Sets viewport and scissor to the whole `width` x `height` target.
 void record_full_viewport(VkCommandBuffer cmd, uint32_t width, uint32_t height);

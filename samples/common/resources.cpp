@@ -32,8 +32,7 @@ Buffer::Buffer(const Context& ctx, VkDeviceSize size, VkBufferUsageFlags usage, 
       break;
   }
   uint32_t type = ctx.find_memory_type(req.memoryTypeBits, required, preferred);
-  coherent_ = (ctx.memory_properties().memoryTypes[type].propertyFlags &
-               VK_MEMORY_PROPERTY_HOST_COHERENT_BIT) != 0;
+  coherent_ = (ctx.memory_properties().memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT) != 0;
 
   VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   alloc.allocationSize = req.size;
@@ -84,8 +83,7 @@ Image::Image(const Context& ctx, const ImageDesc& desc) : desc_(desc) {
   vkGetImageMemoryRequirements(device, image_.get(), &req);
   VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   alloc.allocationSize = req.size;
-  alloc.memoryTypeIndex =
-      ctx.find_memory_type(req.memoryTypeBits, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+  alloc.memoryTypeIndex = ctx.find_memory_type(req.memoryTypeBits, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
   vk_check(vkAllocateMemory(device, &alloc, nullptr, memory_.put(device)), "vkAllocateMemory");
   vk_check(vkBindImageMemory(device, image_.get(), memory_.get(), 0), "vkBindImageMemory");
 
@@ -97,8 +95,7 @@ Image::Image(const Context& ctx, const ImageDesc& desc) : desc_(desc) {
   vk_check(vkCreateImageView(device, &view, nullptr, view_.put(device)), "vkCreateImageView");
 }
 
-void record_copy_image_to_buffer(VkCommandBuffer cmd, VkImage image, uint32_t width,
-                                 uint32_t height, VkBuffer buffer) {
+void record_copy_image_to_buffer(VkCommandBuffer cmd, VkImage image, uint32_t width, uint32_t height, VkBuffer buffer) {
   VkBufferImageCopy region{};
   region.bufferOffset = 0;
   region.bufferRowLength = 0;  // tightly packed
@@ -131,9 +128,8 @@ void record_image_barrier(VkCommandBuffer cmd, const ImageBarrier& b) {
   vkCmdPipelineBarrier(cmd, b.src_stage, b.dst_stage, 0, 0, nullptr, 0, nullptr, 1, &barrier);
 }
 
-void record_memory_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src_stage,
-                           VkAccessFlags src_access, VkPipelineStageFlags dst_stage,
-                           VkAccessFlags dst_access) {
+void record_memory_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
+                           VkPipelineStageFlags dst_stage, VkAccessFlags dst_access) {
   VkMemoryBarrier barrier{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   barrier.srcAccessMask = src_access;
   barrier.dstAccessMask = dst_access;

@@ -76,8 +76,7 @@ class Image {
 
 // Records a copy of mip level 0 of a tightly packed RGBA8 `image` (in TRANSFER_SRC_OPTIMAL)
 // into `buffer` at offset 0.
-void record_copy_image_to_buffer(VkCommandBuffer cmd, VkImage image, uint32_t width,
-                                 uint32_t height, VkBuffer buffer);
+void record_copy_image_to_buffer(VkCommandBuffer cmd, VkImage image, uint32_t width, uint32_t height, VkBuffer buffer);
 
 // Copies a tightly packed RGBA8 image out of a readback buffer (after its fence).
 Rgba8Image read_rgba8(const Buffer& buffer, uint32_t width, uint32_t height);
@@ -97,8 +96,7 @@ struct ImageBarrier {
 void record_image_barrier(VkCommandBuffer cmd, const ImageBarrier& b);
 
 // A global memory barrier (buffers, compute-to-compute and compute-to-host hazards).
-void record_memory_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src_stage,
-                           VkAccessFlags src_access, VkPipelineStageFlags dst_stage,
-                           VkAccessFlags dst_access);
+void record_memory_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
+                           VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
 
 }  // namespace bypass::samples

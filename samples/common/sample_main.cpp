@@ -36,8 +36,7 @@ int sample_main(const char* name, const std::function<void()>& body) {
 void FrameTimer::report(const char* name) const {
   if (frames_ == 0) return;
   double ms = std::chrono::duration<double, std::milli>(total_).count() / static_cast<double>(frames_);
-  std::fprintf(stderr, "%s: %llu frames, %.3f ms/frame\n", name,
-               static_cast<unsigned long long>(frames_), ms);
+  std::fprintf(stderr, "%s: %llu frames, %.3f ms/frame\n", name, static_cast<unsigned long long>(frames_), ms);
 }
 
 }  // namespace bypass::samples

@@ -94,8 +94,7 @@ void run(int argc, char** argv) {
   const VkDeviceSize data_bytes = VkDeviceSize{elements} * sizeof(uint32_t);
   Buffer input(ctx, data_bytes, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, MemoryUse::kUpload);
   Buffer work(ctx, VkDeviceSize{work_elements} * sizeof(uint32_t),
-              VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
-              MemoryUse::kDeviceLocal);
+              VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT, MemoryUse::kDeviceLocal);
   Buffer result(ctx, data_bytes, VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::kReadback);
 
   // One set layout {0: source, 1: destination}; set A reads the input, set B scans in place.
@@ -106,13 +105,11 @@ void run(int argc, char** argv) {
     bindings[i].descriptorCount = 1;
     bindings[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
   }
-  VkDescriptorSetLayoutCreateInfo set_layout_info{
-      VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+  VkDescriptorSetLayoutCreateInfo set_layout_info{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
   set_layout_info.bindingCount = 2;
   set_layout_info.pBindings = bindings;
   UniqueDescriptorSetLayout set_layout;
-  vk_check(vkCreateDescriptorSetLayout(device, &set_layout_info, nullptr,
-                                       set_layout.put(device)),
+  vk_check(vkCreateDescriptorSetLayout(device, &set_layout_info, nullptr, set_layout.put(device)),
            "vkCreateDescriptorSetLayout");
 
   VkDescriptorPoolSize pool_size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4};
@@ -121,8 +118,7 @@ void run(int argc, char** argv) {
   pool_info.poolSizeCount = 1;
   pool_info.pPoolSizes = &pool_size;
   UniqueDescriptorPool descriptor_pool;
-  vk_check(vkCreateDescriptorPool(device, &pool_info, nullptr, descriptor_pool.put(device)),
-           "vkCreateDescriptorPool");
+  vk_check(vkCreateDescriptorPool(device, &pool_info, nullptr, descriptor_pool.put(device)), "vkCreateDescriptorPool");
   VkDescriptorSetLayout layouts[2] = {set_layout.get(), set_layout.get()};
   VkDescriptorSetAllocateInfo set_info{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
   set_info.descriptorPool = descriptor_pool.get();
@@ -148,8 +144,8 @@ void run(int argc, char** argv) {
 
   const VkDescriptorSetLayout set_layout_handle = set_layout.get();
   const VkPushConstantRange push_range{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(PushConstants)};
-  UniquePipelineLayout layout = create_pipeline_layout(
-      device, std::span(&set_layout_handle, 1), std::span(&push_range, 1));
+  UniquePipelineLayout layout =
+      create_pipeline_layout(device, std::span(&set_layout_handle, 1), std::span(&push_range, 1));
   UniqueShaderModule scan_module = create_shader_module(device, kScanBlocksSpirv);
   UniqueShaderModule add_module = create_shader_module(device, kScanAddSpirv);
   UniquePipeline scan_pipeline = create_compute_pipeline(device, scan_module.get(), layout.get());
@@ -157,13 +153,11 @@ void run(int argc, char** argv) {
 
   // Record once; every frame resubmits the same command buffer.
   UniqueCommandPool pool = create_command_pool(device, ctx.queue_family());
-  VkCommandBuffer cmd =
-      allocate_command_buffers(device, pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
+  VkCommandBuffer cmd = allocate_command_buffers(device, pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
   begin_command_buffer(cmd);
   auto compute_to_compute = [&] {
     record_memory_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+                          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
   };
   // Up: scan every level, each writing its block totals into the next.
   vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, scan_pipeline.get());
@@ -172,16 +166,14 @@ void run(int argc, char** argv) {
     const PushConstants pc{levels[k].count, k == 0 ? 0 : levels[k].offset, levels[k].offset,
                            top ? kNoSums : levels[k + 1].offset};
     const VkDescriptorSet set = k == 0 ? from_input : in_place;
-    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout.get(), 0, 1, &set, 0,
-                            nullptr);
+    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout.get(), 0, 1, &set, 0, nullptr);
     vkCmdPushConstants(cmd, layout.get(), VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(pc), &pc);
     vkCmdDispatch(cmd, blocks_for(levels[k].count), 1, 1);
     compute_to_compute();
   }
   // Down: add the scanned totals of level k+1 into level k, top level first.
   vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, add_pipeline.get());
-  vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout.get(), 0, 1, &in_place, 0,
-                          nullptr);
+  vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout.get(), 0, 1, &in_place, 0, nullptr);
   for (size_t k = levels.size() - 1; k-- > 0;) {
     const PushConstants pc{levels[k].count, 0, levels[k].offset, levels[k + 1].offset};
     vkCmdPushConstants(cmd, layout.get(), VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(pc), &pc);
@@ -192,8 +184,8 @@ void run(int argc, char** argv) {
                         VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
   const VkBufferCopy copy{0, 0, data_bytes};
   vkCmdCopyBuffer(cmd, work.get(), result.get(), 1, &copy);
-  record_memory_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                        VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+  record_memory_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                        VK_ACCESS_HOST_READ_BIT);
   end_command_buffer(cmd);
 
   UniqueFence fence = create_fence(device);
@@ -221,16 +213,15 @@ void run(int argc, char** argv) {
     for (uint32_t i = 0; i < elements; ++i) check.expect_equal("scan", i, out[i], expected[i]);
     if (!args.out.empty() && (last || check.failed() > 0)) {
       // x86-64 and every other little-endian host write the words little-endian as they are.
-      write_file(args.out, std::span(reinterpret_cast<const uint8_t*>(out.data()),
-                                     static_cast<size_t>(data_bytes)));
+      write_file(args.out, std::span(reinterpret_cast<const uint8_t*>(out.data()), static_cast<size_t>(data_bytes)));
     }
     check.finish();
     total = out[elements - 1];
   }
   if (args.timing) timer.report("compute");
-  std::printf("compute: OK, scanned %u values x %u frame(s) in %zu level(s) on %s, total %u%s%s\n",
-              elements, args.frames, levels.size(), ctx.properties().deviceName, total,
-              args.out.empty() ? "" : ", wrote ", args.out.c_str());
+  std::printf("compute: OK, scanned %u values x %u frame(s) in %zu level(s) on %s, total %u%s%s\n", elements,
+              args.frames, levels.size(), ctx.properties().deviceName, total, args.out.empty() ? "" : ", wrote ",
+              args.out.c_str());
 }
 
 }  // namespace

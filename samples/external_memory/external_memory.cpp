@@ -59,8 +59,7 @@ constexpr uint32_t kFillB = 0xC0FFEE00u;
 // A buffer bound to memory that is exported (import == nullptr) or imported from an fd.
 class SharedBuffer {
  public:
-  SharedBuffer(const Context& ctx, uint32_t type, const VkImportMemoryFdInfoKHR* import)
-      : device_(ctx.device()) {
+  SharedBuffer(const Context& ctx, uint32_t type, const VkImportMemoryFdInfoKHR* import) : device_(ctx.device()) {
     VkExternalMemoryBufferCreateInfo external{VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO};
     external.handleTypes = kOpaqueFd;
     VkBufferCreateInfo info{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, &external};
@@ -185,8 +184,8 @@ void report_capabilities(const Context& ctx, Log& log) {
   VkExternalBufferProperties props{VK_STRUCTURE_TYPE_EXTERNAL_BUFFER_PROPERTIES};
   vkGetPhysicalDeviceExternalBufferProperties(ctx.physical_device(), &info, &props);
   const auto& m = props.externalMemoryProperties;
-  log.line("buffer opaque fd:" + handle_features(m.externalMemoryFeatures) +
-           ", compatible 0x" + std::to_string(m.compatibleHandleTypes));
+  log.line("buffer opaque fd:" + handle_features(m.externalMemoryFeatures) + ", compatible 0x" +
+           std::to_string(m.compatibleHandleTypes));
   log.expect("buffer opaque fd exportable and importable",
              (m.externalMemoryFeatures & VK_EXTERNAL_MEMORY_FEATURE_EXPORTABLE_BIT) &&
                  (m.externalMemoryFeatures & VK_EXTERNAL_MEMORY_FEATURE_IMPORTABLE_BIT));
@@ -221,7 +220,8 @@ void share(const Context& a, const Context& b, uint32_t type, const std::string&
   import.handleType = kOpaqueFd;
   import.fd = fd;  // owned by B's implementation once the import succeeds
   SharedBuffer imported(b, type, &import);
-  log.expect(kind + ": importer and exporter agree on the size", imported.allocation_size() == exported.allocation_size());
+  log.expect(kind + ": importer and exporter agree on the size",
+             imported.allocation_size() == exported.allocation_size());
 
   auto seen = device_read(b, imported.get());
   log.expect_words(kind + ": B's device reads A's data", seen.data(), seen.size(), pattern_a);
@@ -282,8 +282,8 @@ void import_garbage(const Context& b, uint32_t type, Log& log) {
   // Properties of an fd asked with a handle type the device does not offer.
   SharedBuffer exported(b, type, nullptr);
   const int exported_fd = exported.export_fd();
-  auto props_of = reinterpret_cast<PFN_vkGetMemoryFdPropertiesKHR>(
-      vkGetDeviceProcAddr(b.device(), "vkGetMemoryFdPropertiesKHR"));
+  auto props_of =
+      reinterpret_cast<PFN_vkGetMemoryFdPropertiesKHR>(vkGetDeviceProcAddr(b.device(), "vkGetMemoryFdPropertiesKHR"));
   VkMemoryFdPropertiesKHR props{VK_STRUCTURE_TYPE_MEMORY_FD_PROPERTIES_KHR};
   const VkResult pr = props_of(b.device(), VK_EXTERNAL_MEMORY_HANDLE_TYPE_DMA_BUF_BIT_EXT, exported_fd, &props);
   log.line(std::string("dma-buf properties of an opaque fd: ") + vk_result_name(pr));
@@ -304,8 +304,8 @@ void run(int argc, char** argv) {
                    "(opaque fds): export, import, writes both ways, for each memory kind.\n"
                    "--out writes one line per step with its outcome.",
                    args);
-  parser.add_flag("--import-garbage", "also import an empty file, which must fail (invalid usage: run without validation)",
-                  &hostile);
+  parser.add_flag("--import-garbage",
+                  "also import an empty file, which must fail (invalid usage: run without validation)", &hostile);
   if (!parser.parse(argc, argv)) return;
   ContextOptions options;
   options.min_api_version = VK_API_VERSION_1_1;
@@ -328,8 +328,8 @@ void run(int argc, char** argv) {
   vk_check(vkCreateBuffer(a.device(), &info, nullptr, probe.put(a.device())), "vkCreateBuffer");
   VkMemoryRequirements req;
   vkGetBufferMemoryRequirements(a.device(), probe.get(), &req);
-  const uint32_t visible = a.find_memory_type(req.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT,
-                                              VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+  const uint32_t visible =
+      a.find_memory_type(req.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
   const uint32_t local = a.find_memory_type(req.memoryTypeBits, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
 
   for (uint32_t round = 0; round < args.frames; ++round) {

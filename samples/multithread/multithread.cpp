@@ -31,9 +31,9 @@ namespace {
 constexpr uint32_t kWidth = 256;
 constexpr uint32_t kHeight = 256;
 constexpr VkFormat kFormat = VK_FORMAT_R8G8B8A8_UNORM;
-constexpr uint32_t kGrid = 32;     // tiles per row and column
-constexpr uint32_t kTilePx = 8;    // tile pitch
-constexpr uint32_t kInsetPx = 1;   // background gap on each side of a tile
+constexpr uint32_t kGrid = 32;           // tiles per row and column
+constexpr uint32_t kTilePx = 8;          // tile pitch
+constexpr uint32_t kInsetPx = 1;         // background gap on each side of a tile
 constexpr uint32_t kMaxThreads = kGrid;  // at least one row per thread
 constexpr Rgba kBackground = {16, 16, 16, 255};
 
@@ -64,22 +64,21 @@ Rgba tile_color(uint32_t tx, uint32_t ty, uint32_t frame) {
 // Rows [first, last) of the grid belong to thread t of n.
 uint32_t band_start(uint32_t t, uint32_t n) { return t * kGrid / n; }
 
-void record_band(VkCommandBuffer cmd, VkPipeline pipeline, VkPipelineLayout layout, uint32_t thread,
-                 uint32_t threads, uint32_t frame) {
+void record_band(VkCommandBuffer cmd, VkPipeline pipeline, VkPipelineLayout layout, uint32_t thread, uint32_t threads,
+                 uint32_t frame) {
   vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, pipeline);
   // Dynamic state is not inherited by secondary command buffers: every buffer sets its own.
   record_full_viewport(cmd, kWidth, kHeight);
   for (uint32_t ty = band_start(thread, threads); ty < band_start(thread + 1, threads); ++ty) {
     for (uint32_t tx = 0; tx < kGrid; ++tx) {
       const Rgba c = tile_color(tx, ty, frame);
-      const TilePush push{{static_cast<float>(tx * kTilePx + kInsetPx),
-                           static_cast<float>(ty * kTilePx + kInsetPx),
-                           static_cast<float>((tx + 1) * kTilePx - kInsetPx),
-                           static_cast<float>((ty + 1) * kTilePx - kInsetPx)},
-                          {c[0] / 255.0f, c[1] / 255.0f, c[2] / 255.0f, c[3] / 255.0f},
-                          {static_cast<float>(kWidth), static_cast<float>(kHeight)}};
-      vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT,
-                         0, sizeof(push), &push);
+      const TilePush push{
+          {static_cast<float>(tx * kTilePx + kInsetPx), static_cast<float>(ty * kTilePx + kInsetPx),
+           static_cast<float>((tx + 1) * kTilePx - kInsetPx), static_cast<float>((ty + 1) * kTilePx - kInsetPx)},
+          {c[0] / 255.0f, c[1] / 255.0f, c[2] / 255.0f, c[3] / 255.0f},
+          {static_cast<float>(kWidth), static_cast<float>(kHeight)}};
+      vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT, 0, sizeof(push),
+                         &push);
       vkCmdDraw(cmd, 4, 1, 0, 0);
     }
   }
@@ -90,10 +89,8 @@ void check_image(const Rgba8Image& image, uint32_t frame) {
   for (uint32_t y = 0; y < kHeight; ++y) {
     for (uint32_t x = 0; x < kWidth; ++x) {
       const uint32_t ix = x % kTilePx, iy = y % kTilePx;
-      const bool in_tile = ix >= kInsetPx && ix < kTilePx - kInsetPx && iy >= kInsetPx &&
-                           iy < kTilePx - kInsetPx;
-      check.expect_pixel(image, x, y,
-                         in_tile ? tile_color(x / kTilePx, y / kTilePx, frame) : kBackground);
+      const bool in_tile = ix >= kInsetPx && ix < kTilePx - kInsetPx && iy >= kInsetPx && iy < kTilePx - kInsetPx;
+      check.expect_pixel(image, x, y, in_tile ? tile_color(x / kTilePx, y / kTilePx, frame) : kBackground);
     }
   }
   check.finish();
@@ -138,61 +135,52 @@ void run(int argc, char** argv) {
 
   Context ctx({.app_name = "bypass-multithread"});
   VkDevice device = ctx.device();
-  ctx.require_format_features(kFormat, VK_FORMAT_FEATURE_COLOR_ATTACHMENT_BIT |
-                                           VK_FORMAT_FEATURE_TRANSFER_SRC_BIT);
+  ctx.require_format_features(kFormat, VK_FORMAT_FEATURE_COLOR_ATTACHMENT_BIT | VK_FORMAT_FEATURE_TRANSFER_SRC_BIT);
 
   Image target(ctx, {.width = kWidth,
                      .height = kHeight,
                      .format = kFormat,
-                     .usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT |
-                              VK_IMAGE_USAGE_TRANSFER_SRC_BIT});
-  Buffer readback(ctx, kWidth * kHeight * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                  MemoryUse::kReadback);
+                     .usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT});
+  Buffer readback(ctx, kWidth * kHeight * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::kReadback);
 
   // Secondary mode: one pass, cleared, ending ready for the copy. Primary mode: the first
   // thread's pass clears, the others load; all stay in COLOR_ATTACHMENT_OPTIMAL and the main
   // thread's barrier moves the image to TRANSFER_SRC. The passes differ only in load op and
   // layouts, so they are compatible: one framebuffer and one pipeline serve all of them.
   UniqueRenderPass clear_pass = create_color_render_pass(
-      device, {.format = kFormat,
-               .load_op = VK_ATTACHMENT_LOAD_OP_CLEAR,
-               .initial_layout = VK_IMAGE_LAYOUT_UNDEFINED,
-               .final_layout = secondary ? VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL
-                                         : VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL});
-  UniqueRenderPass load_pass = create_color_render_pass(
-      device, {.format = kFormat,
-               .load_op = VK_ATTACHMENT_LOAD_OP_LOAD,
-               .initial_layout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL,
-               .final_layout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL});
-  UniqueFramebuffer framebuffer =
-      create_framebuffer(device, clear_pass.get(), target.view(), kWidth, kHeight);
+      device,
+      {.format = kFormat,
+       .load_op = VK_ATTACHMENT_LOAD_OP_CLEAR,
+       .initial_layout = VK_IMAGE_LAYOUT_UNDEFINED,
+       .final_layout = secondary ? VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL : VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL});
+  UniqueRenderPass load_pass =
+      create_color_render_pass(device, {.format = kFormat,
+                                        .load_op = VK_ATTACHMENT_LOAD_OP_LOAD,
+                                        .initial_layout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL,
+                                        .final_layout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL});
+  UniqueFramebuffer framebuffer = create_framebuffer(device, clear_pass.get(), target.view(), kWidth, kHeight);
 
-  const VkPushConstantRange push_range{VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT,
-                                       0, sizeof(TilePush)};
+  const VkPushConstantRange push_range{VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT, 0, sizeof(TilePush)};
   UniquePipelineLayout layout = create_pipeline_layout(device, {}, std::span(&push_range, 1));
   UniqueShaderModule vs = create_shader_module(device, kVertexSpirv);
   UniqueShaderModule fs = create_shader_module(device, kFragmentSpirv);
-  UniquePipeline pipeline =
-      create_graphics_pipeline(device, {.vertex = vs.get(),
-                                        .fragment = fs.get(),
-                                        .layout = layout.get(),
-                                        .render_pass = clear_pass.get(),
-                                        .topology = VK_PRIMITIVE_TOPOLOGY_TRIANGLE_STRIP});
+  UniquePipeline pipeline = create_graphics_pipeline(device, {.vertex = vs.get(),
+                                                              .fragment = fs.get(),
+                                                              .layout = layout.get(),
+                                                              .render_pass = clear_pass.get(),
+                                                              .topology = VK_PRIMITIVE_TOPOLOGY_TRIANGLE_STRIP});
 
   // One pool per recording thread (pools are externally synchronized), one for the main thread.
   std::vector<UniqueCommandPool> pools;
   std::vector<VkCommandBuffer> thread_cmds;
   for (uint32_t t = 0; t < threads; ++t) {
-    pools.push_back(create_command_pool(device, ctx.queue_family(),
-                                        VK_COMMAND_POOL_CREATE_TRANSIENT_BIT));
+    pools.push_back(create_command_pool(device, ctx.queue_family(), VK_COMMAND_POOL_CREATE_TRANSIENT_BIT));
     thread_cmds.push_back(allocate_command_buffers(
-        device, pools.back().get(),
-        secondary ? VK_COMMAND_BUFFER_LEVEL_SECONDARY : VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0]);
+        device, pools.back().get(), secondary ? VK_COMMAND_BUFFER_LEVEL_SECONDARY : VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        1)[0]);
   }
-  UniqueCommandPool main_pool = create_command_pool(device, ctx.queue_family(),
-                                                    VK_COMMAND_POOL_CREATE_TRANSIENT_BIT);
-  VkCommandBuffer main_cmd =
-      allocate_command_buffers(device, main_pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
+  UniqueCommandPool main_pool = create_command_pool(device, ctx.queue_family(), VK_COMMAND_POOL_CREATE_TRANSIENT_BIT);
+  VkCommandBuffer main_cmd = allocate_command_buffers(device, main_pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
   UniqueFence fence = create_fence(device);
 
   VkClearValue clear{};
@@ -208,8 +196,8 @@ void run(int argc, char** argv) {
   };
   auto record_readback = [&](VkCommandBuffer cmd) {
     record_copy_image_to_buffer(cmd, target.get(), kWidth, kHeight, readback.get());
-    record_memory_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                          VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    record_memory_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                          VK_ACCESS_HOST_READ_BIT);
   };
 
   FrameTimer timer;
@@ -221,15 +209,13 @@ void run(int argc, char** argv) {
       VkCommandBuffer cmd = thread_cmds[t];
       vk_check(vkResetCommandPool(device, pools[t].get(), 0), "vkResetCommandPool");
       if (secondary) {
-        VkCommandBufferInheritanceInfo inheritance{
-            VK_STRUCTURE_TYPE_COMMAND_BUFFER_INHERITANCE_INFO};
+        VkCommandBufferInheritanceInfo inheritance{VK_STRUCTURE_TYPE_COMMAND_BUFFER_INHERITANCE_INFO};
         inheritance.renderPass = clear_pass.get();
         inheritance.subpass = 0;
         inheritance.framebuffer = framebuffer.get();
-        begin_command_buffer(cmd,
-                             VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT |
-                                 VK_COMMAND_BUFFER_USAGE_RENDER_PASS_CONTINUE_BIT,
-                             &inheritance);
+        begin_command_buffer(
+            cmd, VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT | VK_COMMAND_BUFFER_USAGE_RENDER_PASS_CONTINUE_BIT,
+            &inheritance);
         record_band(cmd, pipeline.get(), layout.get(), t, threads, frame);
       } else {
         begin_command_buffer(cmd, VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT);
@@ -280,10 +266,11 @@ void run(int argc, char** argv) {
     }
   }
   if (args.timing) timer.report("multithread");
-  std::printf("multithread: OK, %u frame(s), %u thread(s), %s command buffers, %u draws/frame on "
-              "%s%s%s\n",
-              args.frames, threads, mode.c_str(), kGrid * kGrid, ctx.properties().deviceName,
-              args.out.empty() ? "" : ", wrote ", args.out.c_str());
+  std::printf(
+      "multithread: OK, %u frame(s), %u thread(s), %s command buffers, %u draws/frame on "
+      "%s%s%s\n",
+      args.frames, threads, mode.c_str(), kGrid * kGrid, ctx.properties().deviceName,
+      args.out.empty() ? "" : ", wrote ", args.out.c_str());
 }
 
 }  // namespace

@@ -110,7 +110,8 @@ void check_binary_semaphores(const Context& ctx, Log& log) {
   wait.waitSemaphoreCount = 1;
   wait.pWaitSemaphores = &sem;
   wait.pWaitDstStageMask = &stage;
-  log.expect("submit signalling a binary semaphore", vkQueueSubmit(ctx.queue(), 1, &signal, VK_NULL_HANDLE), VK_SUCCESS);
+  log.expect("submit signalling a binary semaphore", vkQueueSubmit(ctx.queue(), 1, &signal, VK_NULL_HANDLE),
+             VK_SUCCESS);
   log.expect("submit waiting on it, with a fence", vkQueueSubmit(ctx.queue(), 1, &wait, fence), VK_SUCCESS);
   log.expect("the fence signals", vkWaitForFences(dev, 1, &fence, VK_TRUE, 5000 * kMs), VK_SUCCESS);
   vkDestroyFence(dev, fence, nullptr);
@@ -211,8 +212,9 @@ void check_queries(const Context& ctx, Log& log) {
   vk_check(vkCreateQueryPool(dev, &qi, nullptr, &pool), "vkCreateQueryPool");
   vkResetQueryPool(dev, pool, 0, 2);
   uint64_t results[4] = {~0ull, ~0ull, ~0ull, ~0ull};
-  log.expect("results of unwritten queries", vkGetQueryPoolResults(dev, pool, 0, 2, sizeof(results), results, 16,
-                                                                    VK_QUERY_RESULT_64_BIT), VK_NOT_READY);
+  log.expect("results of unwritten queries",
+             vkGetQueryPoolResults(dev, pool, 0, 2, sizeof(results), results, 16, VK_QUERY_RESULT_64_BIT),
+             VK_NOT_READY);
   log.expect("results with availability, unwritten",
              vkGetQueryPoolResults(dev, pool, 0, 2, sizeof(results), results, 16,
                                    VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WITH_AVAILABILITY_BIT),
@@ -227,10 +229,11 @@ void check_queries(const Context& ctx, Log& log) {
   submit.commandBufferCount = 1;
   submit.pCommandBuffers = &cmd.cb;
   vk_check(vkQueueSubmit(ctx.queue(), 1, &submit, VK_NULL_HANDLE), "vkQueueSubmit");
-  log.expect("results with WAIT", vkGetQueryPoolResults(dev, pool, 0, 2, sizeof(results), results, 16,
-                                                         VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT |
-                                                             VK_QUERY_RESULT_WITH_AVAILABILITY_BIT),
-             VK_SUCCESS);
+  log.expect(
+      "results with WAIT",
+      vkGetQueryPoolResults(dev, pool, 0, 2, sizeof(results), results, 16,
+                            VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT | VK_QUERY_RESULT_WITH_AVAILABILITY_BIT),
+      VK_SUCCESS);
   log.expect_value("availability of query 0", results[1], 1);
   log.expect_value("availability of query 1", results[3], 1);
   log.expect_true("timestamps ordered", results[2] >= results[0]);

@@ -105,8 +105,8 @@ std::vector<Level> make_mip_chain(Level base) {
     for (uint32_t y = 0; y < dst.size; ++y) {
       for (uint32_t x = 0; x < dst.size; ++x) {
         for (uint32_t c = 0; c < 4; ++c) {
-          const uint32_t sum = src.at(2 * x, 2 * y)[c] + src.at(2 * x + 1, 2 * y)[c] +
-                               src.at(2 * x, 2 * y + 1)[c] + src.at(2 * x + 1, 2 * y + 1)[c];
+          const uint32_t sum = src.at(2 * x, 2 * y)[c] + src.at(2 * x + 1, 2 * y)[c] + src.at(2 * x, 2 * y + 1)[c] +
+                               src.at(2 * x + 1, 2 * y + 1)[c];
           dst.texels[(y * dst.size + x) * 4 + c] = static_cast<uint8_t>((sum + 2) / 4);
         }
       }
@@ -150,9 +150,8 @@ void check_image(const Rgba8Image& image, const std::vector<Level>& chain, uint3
 }
 
 // vkCmdPipelineBarrier2 with one image barrier over the colour aspect.
-void image_barrier2(VkCommandBuffer cmd, VkImage image, uint32_t base_mip, uint32_t mip_count,
-                    VkImageLayout old_layout, VkImageLayout new_layout,
-                    VkPipelineStageFlags2 src_stage, VkAccessFlags2 src_access,
+void image_barrier2(VkCommandBuffer cmd, VkImage image, uint32_t base_mip, uint32_t mip_count, VkImageLayout old_layout,
+                    VkImageLayout new_layout, VkPipelineStageFlags2 src_stage, VkAccessFlags2 src_access,
                     VkPipelineStageFlags2 dst_stage, VkAccessFlags2 dst_access) {
   VkImageMemoryBarrier2 barrier{VK_STRUCTURE_TYPE_IMAGE_MEMORY_BARRIER_2};
   barrier.srcStageMask = src_stage;
@@ -185,10 +184,9 @@ void submit2_and_wait(const Context& ctx, VkCommandBuffer cmd, VkFence fence) {
 // Uploads level 0 from `staging` and blits each further level from the one above it; leaves
 // every level in SHADER_READ_ONLY_OPTIMAL for the fragment shader.
 void record_upload_and_mips(VkCommandBuffer cmd, VkImage texture, VkBuffer staging) {
-  image_barrier2(cmd, texture, 0, kMipLevels, VK_IMAGE_LAYOUT_UNDEFINED,
-                 VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_PIPELINE_STAGE_2_NONE, VK_ACCESS_2_NONE,
-                 VK_PIPELINE_STAGE_2_COPY_BIT | VK_PIPELINE_STAGE_2_BLIT_BIT,
-                 VK_ACCESS_2_TRANSFER_WRITE_BIT);
+  image_barrier2(cmd, texture, 0, kMipLevels, VK_IMAGE_LAYOUT_UNDEFINED, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL,
+                 VK_PIPELINE_STAGE_2_NONE, VK_ACCESS_2_NONE,
+                 VK_PIPELINE_STAGE_2_COPY_BIT | VK_PIPELINE_STAGE_2_BLIT_BIT, VK_ACCESS_2_TRANSFER_WRITE_BIT);
   VkBufferImageCopy copy{};
   copy.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
   copy.imageExtent = {kTextureSize, kTextureSize, 1};
@@ -197,10 +195,8 @@ void record_upload_and_mips(VkCommandBuffer cmd, VkImage texture, VkBuffer stagi
   for (uint32_t level = 1; level < kMipLevels; ++level) {
     // The level above was written by the copy (level 1) or the previous blit.
     image_barrier2(cmd, texture, level - 1, 1, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL,
-                   VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL,
-                   VK_PIPELINE_STAGE_2_COPY_BIT | VK_PIPELINE_STAGE_2_BLIT_BIT,
-                   VK_ACCESS_2_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_2_BLIT_BIT,
-                   VK_ACCESS_2_TRANSFER_READ_BIT);
+                   VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, VK_PIPELINE_STAGE_2_COPY_BIT | VK_PIPELINE_STAGE_2_BLIT_BIT,
+                   VK_ACCESS_2_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_2_BLIT_BIT, VK_ACCESS_2_TRANSFER_READ_BIT);
     const int32_t src = static_cast<int32_t>(kTextureSize >> (level - 1));
     const int32_t dst = static_cast<int32_t>(kTextureSize >> level);
     VkImageBlit blit{};
@@ -208,17 +204,15 @@ void record_upload_and_mips(VkCommandBuffer cmd, VkImage texture, VkBuffer stagi
     blit.srcOffsets[1] = {src, src, 1};
     blit.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, level, 0, 1};
     blit.dstOffsets[1] = {dst, dst, 1};
-    vkCmdBlitImage(cmd, texture, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, texture,
-                   VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1, &blit, VK_FILTER_LINEAR);
+    vkCmdBlitImage(cmd, texture, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, texture, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1,
+                   &blit, VK_FILTER_LINEAR);
   }
   image_barrier2(cmd, texture, 0, kMipLevels - 1, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL,
-                 VK_IMAGE_LAYOUT_SHADER_READ_ONLY_OPTIMAL, VK_PIPELINE_STAGE_2_BLIT_BIT,
-                 VK_ACCESS_2_NONE, VK_PIPELINE_STAGE_2_FRAGMENT_SHADER_BIT,
-                 VK_ACCESS_2_SHADER_SAMPLED_READ_BIT);
+                 VK_IMAGE_LAYOUT_SHADER_READ_ONLY_OPTIMAL, VK_PIPELINE_STAGE_2_BLIT_BIT, VK_ACCESS_2_NONE,
+                 VK_PIPELINE_STAGE_2_FRAGMENT_SHADER_BIT, VK_ACCESS_2_SHADER_SAMPLED_READ_BIT);
   image_barrier2(cmd, texture, kMipLevels - 1, 1, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL,
-                 VK_IMAGE_LAYOUT_SHADER_READ_ONLY_OPTIMAL, VK_PIPELINE_STAGE_2_BLIT_BIT,
-                 VK_ACCESS_2_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_2_FRAGMENT_SHADER_BIT,
-                 VK_ACCESS_2_SHADER_SAMPLED_READ_BIT);
+                 VK_IMAGE_LAYOUT_SHADER_READ_ONLY_OPTIMAL, VK_PIPELINE_STAGE_2_BLIT_BIT, VK_ACCESS_2_TRANSFER_WRITE_BIT,
+                 VK_PIPELINE_STAGE_2_FRAGMENT_SHADER_BIT, VK_ACCESS_2_SHADER_SAMPLED_READ_BIT);
 }
 
 void run(int argc, char** argv) {
@@ -238,32 +232,28 @@ void run(int argc, char** argv) {
   VkDevice device = ctx.device();
   ctx.require_format_features(kTextureFormat, VK_FORMAT_FEATURE_SAMPLED_IMAGE_BIT |
                                                   VK_FORMAT_FEATURE_SAMPLED_IMAGE_FILTER_LINEAR_BIT |
-                                                  VK_FORMAT_FEATURE_BLIT_SRC_BIT |
-                                                  VK_FORMAT_FEATURE_BLIT_DST_BIT |
+                                                  VK_FORMAT_FEATURE_BLIT_SRC_BIT | VK_FORMAT_FEATURE_BLIT_DST_BIT |
                                                   VK_FORMAT_FEATURE_TRANSFER_DST_BIT);
-  ctx.require_format_features(kTargetFormat, VK_FORMAT_FEATURE_COLOR_ATTACHMENT_BIT |
-                                                 VK_FORMAT_FEATURE_TRANSFER_SRC_BIT);
+  ctx.require_format_features(kTargetFormat,
+                              VK_FORMAT_FEATURE_COLOR_ATTACHMENT_BIT | VK_FORMAT_FEATURE_TRANSFER_SRC_BIT);
 
   const std::vector<Level> chain = make_mip_chain(make_texture());
 
   // Resources.
-  Image texture(ctx, {.width = kTextureSize,
-                      .height = kTextureSize,
-                      .mip_levels = kMipLevels,
-                      .format = kTextureFormat,
-                      .usage = VK_IMAGE_USAGE_TRANSFER_SRC_BIT | VK_IMAGE_USAGE_TRANSFER_DST_BIT |
-                               VK_IMAGE_USAGE_SAMPLED_BIT});
+  Image texture(
+      ctx, {.width = kTextureSize,
+            .height = kTextureSize,
+            .mip_levels = kMipLevels,
+            .format = kTextureFormat,
+            .usage = VK_IMAGE_USAGE_TRANSFER_SRC_BIT | VK_IMAGE_USAGE_TRANSFER_DST_BIT | VK_IMAGE_USAGE_SAMPLED_BIT});
   Image target(ctx, {.width = kWidth,
                      .height = kHeight,
                      .format = kTargetFormat,
-                     .usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT |
-                              VK_IMAGE_USAGE_TRANSFER_SRC_BIT});
-  Buffer staging(ctx, chain[0].texels.size(), VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
-                 MemoryUse::kUpload);
+                     .usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT});
+  Buffer staging(ctx, chain[0].texels.size(), VK_BUFFER_USAGE_TRANSFER_SRC_BIT, MemoryUse::kUpload);
   Buffer vertices(ctx, sizeof(kQuad), VK_BUFFER_USAGE_VERTEX_BUFFER_BIT, MemoryUse::kUpload);
   Buffer indices(ctx, sizeof(kQuadIndices), VK_BUFFER_USAGE_INDEX_BUFFER_BIT, MemoryUse::kUpload);
-  Buffer readback(ctx, kWidth * kHeight * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                  MemoryUse::kReadback);
+  Buffer readback(ctx, kWidth * kHeight * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::kReadback);
   std::copy(chain[0].texels.begin(), chain[0].texels.end(), staging.mapped<uint8_t>().begin());
   std::copy(std::begin(kQuad), std::end(kQuad), vertices.mapped<Vertex>().begin());
   std::copy(std::begin(kQuadIndices), std::end(kQuadIndices), indices.mapped<uint16_t>().begin());
@@ -271,10 +261,9 @@ void run(int argc, char** argv) {
   vertices.flush();
   indices.flush();
 
-  UniqueCommandPool pool = create_command_pool(device, ctx.queue_family(),
-                                               VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT);
-  VkCommandBuffer cmd =
-      allocate_command_buffers(device, pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
+  UniqueCommandPool pool =
+      create_command_pool(device, ctx.queue_family(), VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT);
+  VkCommandBuffer cmd = allocate_command_buffers(device, pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
   UniqueFence fence = create_fence(device);
 
   begin_command_buffer(cmd, VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT);
@@ -299,13 +288,11 @@ void run(int argc, char** argv) {
   binding.descriptorType = VK_DESCRIPTOR_TYPE_COMBINED_IMAGE_SAMPLER;
   binding.descriptorCount = 1;
   binding.stageFlags = VK_SHADER_STAGE_FRAGMENT_BIT;
-  VkDescriptorSetLayoutCreateInfo set_layout_info{
-      VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+  VkDescriptorSetLayoutCreateInfo set_layout_info{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
   set_layout_info.bindingCount = 1;
   set_layout_info.pBindings = &binding;
   UniqueDescriptorSetLayout set_layout;
-  vk_check(vkCreateDescriptorSetLayout(device, &set_layout_info, nullptr,
-                                       set_layout.put(device)),
+  vk_check(vkCreateDescriptorSetLayout(device, &set_layout_info, nullptr, set_layout.put(device)),
            "vkCreateDescriptorSetLayout");
   VkDescriptorPoolSize pool_size{VK_DESCRIPTOR_TYPE_COMBINED_IMAGE_SAMPLER, 1};
   VkDescriptorPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
@@ -313,8 +300,7 @@ void run(int argc, char** argv) {
   pool_info.poolSizeCount = 1;
   pool_info.pPoolSizes = &pool_size;
   UniqueDescriptorPool descriptor_pool;
-  vk_check(vkCreateDescriptorPool(device, &pool_info, nullptr, descriptor_pool.put(device)),
-           "vkCreateDescriptorPool");
+  vk_check(vkCreateDescriptorPool(device, &pool_info, nullptr, descriptor_pool.put(device)), "vkCreateDescriptorPool");
   const VkDescriptorSetLayout set_layout_handle = set_layout.get();
   VkDescriptorSetAllocateInfo set_info{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
   set_info.descriptorPool = descriptor_pool.get();
@@ -322,8 +308,7 @@ void run(int argc, char** argv) {
   set_info.pSetLayouts = &set_layout_handle;
   VkDescriptorSet set = VK_NULL_HANDLE;
   vk_check(vkAllocateDescriptorSets(device, &set_info, &set), "vkAllocateDescriptorSets");
-  VkDescriptorImageInfo image_info{sampler.get(), texture.view(),
-                                   VK_IMAGE_LAYOUT_SHADER_READ_ONLY_OPTIMAL};
+  VkDescriptorImageInfo image_info{sampler.get(), texture.view(), VK_IMAGE_LAYOUT_SHADER_READ_ONLY_OPTIMAL};
   VkWriteDescriptorSet write{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
   write.dstSet = set;
   write.dstBinding = 0;
@@ -333,20 +318,19 @@ void run(int argc, char** argv) {
   vkUpdateDescriptorSets(device, 1, &write, 0, nullptr);
 
   // Pipeline for dynamic rendering (no render pass object).
-  const VkPushConstantRange push_range{VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT,
-                                       0, sizeof(QuadPush)};
-  UniquePipelineLayout layout = create_pipeline_layout(
-      device, std::span(&set_layout_handle, 1), std::span(&push_range, 1));
+  const VkPushConstantRange push_range{VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT, 0, sizeof(QuadPush)};
+  UniquePipelineLayout layout =
+      create_pipeline_layout(device, std::span(&set_layout_handle, 1), std::span(&push_range, 1));
   UniqueShaderModule vs = create_shader_module(device, kVertexSpirv);
   UniqueShaderModule fs = create_shader_module(device, kFragmentSpirv);
-  UniquePipeline pipeline = create_graphics_pipeline(
-      device, {.vertex = vs.get(),
-               .fragment = fs.get(),
-               .layout = layout.get(),
-               .color_format = kTargetFormat,
-               .bindings = {{0, sizeof(Vertex), VK_VERTEX_INPUT_RATE_VERTEX}},
-               .attributes = {{0, 0, VK_FORMAT_R32G32_SFLOAT, offsetof(Vertex, x)},
-                              {1, 0, VK_FORMAT_R32G32_SFLOAT, offsetof(Vertex, u)}}});
+  UniquePipeline pipeline =
+      create_graphics_pipeline(device, {.vertex = vs.get(),
+                                        .fragment = fs.get(),
+                                        .layout = layout.get(),
+                                        .color_format = kTargetFormat,
+                                        .bindings = {{0, sizeof(Vertex), VK_VERTEX_INPUT_RATE_VERTEX}},
+                                        .attributes = {{0, 0, VK_FORMAT_R32G32_SFLOAT, offsetof(Vertex, x)},
+                                                       {1, 0, VK_FORMAT_R32G32_SFLOAT, offsetof(Vertex, u)}}});
 
   FrameTimer timer;
   Rgba8Image image;
@@ -354,9 +338,8 @@ void run(int argc, char** argv) {
     timer.start();
     begin_command_buffer(cmd, VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT);
     // The previous frame's readback copy must finish before the image is overwritten.
-    image_barrier2(cmd, target.get(), 0, 1, VK_IMAGE_LAYOUT_UNDEFINED,
-                   VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL, VK_PIPELINE_STAGE_2_COPY_BIT,
-                   VK_ACCESS_2_NONE, VK_PIPELINE_STAGE_2_COLOR_ATTACHMENT_OUTPUT_BIT,
+    image_barrier2(cmd, target.get(), 0, 1, VK_IMAGE_LAYOUT_UNDEFINED, VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL,
+                   VK_PIPELINE_STAGE_2_COPY_BIT, VK_ACCESS_2_NONE, VK_PIPELINE_STAGE_2_COLOR_ATTACHMENT_OUTPUT_BIT,
                    VK_ACCESS_2_COLOR_ATTACHMENT_WRITE_BIT);
     VkRenderingAttachmentInfo color{VK_STRUCTURE_TYPE_RENDERING_ATTACHMENT_INFO};
     color.imageView = target.view();
@@ -372,8 +355,7 @@ void run(int argc, char** argv) {
     vkCmdBeginRendering(cmd, &rendering);
     vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, pipeline.get());
     record_full_viewport(cmd, kWidth, kHeight);
-    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, layout.get(), 0, 1, &set, 0,
-                            nullptr);
+    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, layout.get(), 0, 1, &set, 0, nullptr);
     const VkBuffer vb = vertices.get();
     const VkDeviceSize offset = 0;
     vkCmdBindVertexBuffers(cmd, 0, 1, &vb, &offset);
@@ -383,16 +365,14 @@ void run(int argc, char** argv) {
                           {128 * 2.0f / kWidth, 128 * 2.0f / kHeight},
                           q.uv_scale,
                           q.lod};
-      vkCmdPushConstants(cmd, layout.get(), VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT,
-                         0, sizeof(push), &push);
+      vkCmdPushConstants(cmd, layout.get(), VK_SHADER_STAGE_VERTEX_BIT | VK_SHADER_STAGE_FRAGMENT_BIT, 0, sizeof(push),
+                         &push);
       vkCmdDrawIndexed(cmd, 6, 1, 0, 0, 0);
     }
     vkCmdEndRendering(cmd);
     image_barrier2(cmd, target.get(), 0, 1, VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL,
-                   VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL,
-                   VK_PIPELINE_STAGE_2_COLOR_ATTACHMENT_OUTPUT_BIT,
-                   VK_ACCESS_2_COLOR_ATTACHMENT_WRITE_BIT, VK_PIPELINE_STAGE_2_COPY_BIT,
-                   VK_ACCESS_2_TRANSFER_READ_BIT);
+                   VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, VK_PIPELINE_STAGE_2_COLOR_ATTACHMENT_OUTPUT_BIT,
+                   VK_ACCESS_2_COLOR_ATTACHMENT_WRITE_BIT, VK_PIPELINE_STAGE_2_COPY_BIT, VK_ACCESS_2_TRANSFER_READ_BIT);
     record_copy_image_to_buffer(cmd, target.get(), kWidth, kHeight, readback.get());
     VkMemoryBarrier2 to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER_2};
     to_host.srcStageMask = VK_PIPELINE_STAGE_2_COPY_BIT;

@@ -53,8 +53,8 @@ std::array<Vertex, 3> triangle_for_frame(uint32_t frame) {
   const float colors[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
   for (int i = 0; i < 3; ++i) {
     const double a = turn + (90.0 + 120.0 * i) * std::numbers::pi / 180.0;
-    v[i] = {static_cast<float>(0.8 * std::cos(a)), static_cast<float>(0.8 * std::sin(a)),
-            colors[i][0], colors[i][1], colors[i][2]};
+    v[i] = {static_cast<float>(0.8 * std::cos(a)), static_cast<float>(0.8 * std::sin(a)), colors[i][0], colors[i][1],
+            colors[i][2]};
   }
   return v;
 }
@@ -77,8 +77,7 @@ void check_image(const Rgba8Image& image, const std::array<Vertex, 3>& v, uint32
       for (int i = 0; i < 3; ++i) {
         const int a = (i + 1) % 3, b = (i + 2) % 3;
         // Edge function of the edge opposite vertex i, signed so that inside is positive.
-        const double e = ((px[b] - px[a]) * (cy - py[a]) - (py[b] - py[a]) * (cx - px[a])) /
-                         area;
+        const double e = ((px[b] - px[a]) * (cy - py[a]) - (py[b] - py[a]) * (cx - px[a])) / area;
         bary[i] = e;
         const double len = std::hypot(px[b] - px[a], py[b] - py[a]);
         min_dist = std::min(min_dist, e * std::abs(area) / len);
@@ -105,44 +104,37 @@ void check_image(const Rgba8Image& image, const std::array<Vertex, 3>& v, uint32
 void run(int argc, char** argv) {
   CommonArgs args;
   args.frames = 3;
-  ArgParser parser("triangle",
-                   "Renders a turning RGB triangle offscreen (256x256) and checks every pixel.",
-                   args);
+  ArgParser parser("triangle", "Renders a turning RGB triangle offscreen (256x256) and checks every pixel.", args);
   if (!parser.parse(argc, argv)) return;
 
   Context ctx({.app_name = "bypass-triangle"});
   VkDevice device = ctx.device();
-  ctx.require_format_features(kFormat, VK_FORMAT_FEATURE_COLOR_ATTACHMENT_BIT |
-                                           VK_FORMAT_FEATURE_TRANSFER_SRC_BIT);
+  ctx.require_format_features(kFormat, VK_FORMAT_FEATURE_COLOR_ATTACHMENT_BIT | VK_FORMAT_FEATURE_TRANSFER_SRC_BIT);
 
   Image target(ctx, {.width = kWidth,
                      .height = kHeight,
                      .format = kFormat,
-                     .usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT |
-                              VK_IMAGE_USAGE_TRANSFER_SRC_BIT});
+                     .usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT});
   Buffer vertices(ctx, sizeof(Vertex) * 3, VK_BUFFER_USAGE_VERTEX_BUFFER_BIT, MemoryUse::kUpload);
-  Buffer readback(ctx, kWidth * kHeight * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                  MemoryUse::kReadback);
+  Buffer readback(ctx, kWidth * kHeight * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::kReadback);
 
   UniqueRenderPass pass = create_color_render_pass(device, {.format = kFormat});
-  UniqueFramebuffer framebuffer =
-      create_framebuffer(device, pass.get(), target.view(), kWidth, kHeight);
+  UniqueFramebuffer framebuffer = create_framebuffer(device, pass.get(), target.view(), kWidth, kHeight);
   UniqueShaderModule vs = create_shader_module(device, kVertexSpirv);
   UniqueShaderModule fs = create_shader_module(device, kFragmentSpirv);
   UniquePipelineLayout layout = create_pipeline_layout(device, {}, {});
-  UniquePipeline pipeline = create_graphics_pipeline(
-      device, {.vertex = vs.get(),
-               .fragment = fs.get(),
-               .layout = layout.get(),
-               .render_pass = pass.get(),
-               .bindings = {{0, sizeof(Vertex), VK_VERTEX_INPUT_RATE_VERTEX}},
-               .attributes = {{0, 0, VK_FORMAT_R32G32_SFLOAT, offsetof(Vertex, x)},
-                              {1, 0, VK_FORMAT_R32G32B32_SFLOAT, offsetof(Vertex, r)}}});
+  UniquePipeline pipeline =
+      create_graphics_pipeline(device, {.vertex = vs.get(),
+                                        .fragment = fs.get(),
+                                        .layout = layout.get(),
+                                        .render_pass = pass.get(),
+                                        .bindings = {{0, sizeof(Vertex), VK_VERTEX_INPUT_RATE_VERTEX}},
+                                        .attributes = {{0, 0, VK_FORMAT_R32G32_SFLOAT, offsetof(Vertex, x)},
+                                                       {1, 0, VK_FORMAT_R32G32B32_SFLOAT, offsetof(Vertex, r)}}});
 
-  UniqueCommandPool pool = create_command_pool(device, ctx.queue_family(),
-                                               VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT);
-  VkCommandBuffer cmd =
-      allocate_command_buffers(device, pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
+  UniqueCommandPool pool =
+      create_command_pool(device, ctx.queue_family(), VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT);
+  VkCommandBuffer cmd = allocate_command_buffers(device, pool.get(), VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1)[0];
   UniqueFence fence = create_fence(device);
 
   FrameTimer timer;
@@ -172,8 +164,8 @@ void run(int argc, char** argv) {
     vkCmdDraw(cmd, 3, 1, 0, 0);
     vkCmdEndRenderPass(cmd);  // leaves the image in TRANSFER_SRC_OPTIMAL
     record_copy_image_to_buffer(cmd, target.get(), kWidth, kHeight, readback.get());
-    record_memory_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                          VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    record_memory_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                          VK_ACCESS_HOST_READ_BIT);
     end_command_buffer(cmd);
 
     VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
@@ -195,9 +187,9 @@ void run(int argc, char** argv) {
   }
   if (args.timing) timer.report("triangle");
   const uint8_t* centre = image.at(kWidth / 2, kHeight / 2);
-  std::printf("triangle: OK, %u frame(s) on %s, centre pixel %s%s%s\n", args.frames,
-              ctx.properties().deviceName, rgba_string({centre[0], centre[1], centre[2], centre[3]}).c_str(),
-              args.out.empty() ? "" : ", wrote ", args.out.c_str());
+  std::printf("triangle: OK, %u frame(s) on %s, centre pixel %s%s%s\n", args.frames, ctx.properties().deviceName,
+              rgba_string({centre[0], centre[1], centre[2], centre[3]}).c_str(), args.out.empty() ? "" : ", wrote ",
+              args.out.c_str());
 }
 
 }  // namespace

@@ -65,7 +65,8 @@ TEST(FdPassingTest, SeveralFdsArriveWithTheirDataAndStillWork) {
   for (size_t i = 0; i < got.size(); ++i) {
     // Each received fd is close-on-exec and names the same pipe as the one sent.
     EXPECT_EQ(::fcntl(got[i].get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     ASSERT_EQ(::fstat(got[i].get(), &a), 0);
     ASSERT_EQ(::fstat(pipes[i].get(), &b), 0);
     EXPECT_EQ(a.st_ino, b.st_ino);

@@ -28,8 +28,10 @@ TEST(JsonEscapeTest, EveryByteBelow0x80RoundTripsThroughPython) {
   ASSERT_NE(f, nullptr);
   std::fwrite(doc.data(), 1, doc.size(), f);
   std::fclose(f);
-  const std::string command = "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); "
-                              "print(\",\".join(str(ord(c)) for c in d[\"name\"]))' " + path;
+  const std::string command =
+      "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); "
+      "print(\",\".join(str(ord(c)) for c in d[\"name\"]))' " +
+      path;
   FILE* p = ::popen(command.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string out;

@@ -59,7 +59,7 @@ def problems(doc, commands: set, core: set, version: int) -> list:
         if not isinstance(status, str):
             out.append(f"{name}: status is not a string")
         elif status not in ("generated", "handwritten") and not (
-            status.startswith("unsupported: ") and status[len("unsupported: "):].strip()
+            status.startswith("unsupported: ") and status[len("unsupported: ") :].strip()
         ):
             out.append(f"{name}: bad status {status!r}")
         elif name in core and status.startswith("unsupported"):
@@ -116,7 +116,10 @@ def main() -> int:
     check(any(victim in p for p in problems(doctored, commands, core, version)), "detects a missing command")
     doctored = copy.deepcopy(doc)
     doctored["commands"][victim] = "unsupported:"
-    check(any(victim in p for p in problems(doctored, commands, core, version)), "detects an unsupported status without a reason")
+    check(
+        any(victim in p for p in problems(doctored, commands, core, version)),
+        "detects an unsupported status without a reason",
+    )
 
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

@@ -109,8 +109,8 @@ TEST(CommandIds, GeneratedIdsMatchTheTable) {
 TEST(CommandIds, PrefixCheckCatchesEdits) {
   const std::vector<IdLine> now{{1, "vkA"}, {2, "vkB"}, {3, "vkC"}};
   EXPECT_EQ(first_change({{1, "vkA"}, {2, "vkB"}}, now), -1);
-  EXPECT_EQ(first_change({{1, "vkA"}, {2, "vkX"}}, now), 1);          // renamed
-  EXPECT_EQ(first_change({{1, "vkA"}, {3, "vkB"}}, now), 1);          // renumbered
+  EXPECT_EQ(first_change({{1, "vkA"}, {2, "vkX"}}, now), 1);                          // renamed
+  EXPECT_EQ(first_change({{1, "vkA"}, {3, "vkB"}}, now), 1);                          // renumbered
   EXPECT_EQ(first_change({{1, "vkA"}, {2, "vkB"}, {3, "vkC"}, {4, "vkD"}}, now), 3);  // removed
 }
 
@@ -134,7 +134,8 @@ TEST(CommandIds, EveryCommittedVersionIsAPrefix) {
     ASSERT_TRUE(parse_ids(text, &old, &err)) << rev << ": " << err;
     const long at = first_change(old, now);
     EXPECT_EQ(at, -1) << kIdsPath << " as of " << rev << " is not a prefix of the current one: entry " << at << " ("
-                      << old[static_cast<size_t>(at < 0 ? 0 : at)].id << " " << old[static_cast<size_t>(at < 0 ? 0 : at)].name
+                      << old[static_cast<size_t>(at < 0 ? 0 : at)].id << " "
+                      << old[static_cast<size_t>(at < 0 ? 0 : at)].name
                       << ") changed or was removed; the table is append-only";
     ++checked;
   }

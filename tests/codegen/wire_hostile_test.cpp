@@ -45,7 +45,8 @@ const Corpus& corpus() {
         std::abort();
       }
       if (info.sync)
-        out->replies.push_back({info.id, info.name, std::vector<uint8_t>(e.host.reply.get(), e.host.reply.get() + e.host.reply_size)});
+        out->replies.push_back(
+            {info.id, info.name, std::vector<uint8_t>(e.host.reply.get(), e.host.reply.get() + e.host.reply_size)});
     }
     return out;
   }();
@@ -239,7 +240,8 @@ TEST(WireHostile, RepliesTruncatedFlippedRandom) {
     if (!info.sync) continue;
     const std::vector<uint8_t>& good = reply_of(info.id);
     feed_replies(info, 2000 + i, t, [&](Env& e, const auto& give) {
-      for (size_t n : cut_points(good.size())) give(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<long>(n)));
+      for (size_t n : cut_points(good.size()))
+        give(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<long>(n)));
       for (int v = 0; v < 400; ++v) {
         std::vector<uint8_t> m = good;
         for (int k = 0, flips = 1 + static_cast<int>(e.rng.below(4)); k < flips; ++k) {

@@ -47,7 +47,8 @@ void command_roundtrip(const CommandCaseInfo& info, int iterations) {
       ASSERT_TRUE(e.schema.verify(std::string("bypass.wire.") + info.name + "_args", e.msg.get(), e.msg_size, &why))
           << ctx << ": " << why;
     }
-    ASSERT_TRUE(e.run(info.id, e.msg.get(), e.msg_size)) << ctx << ": host rejected a valid message: " << e.host.decode.error;
+    ASSERT_TRUE(e.run(info.id, e.msg.get(), e.msg_size))
+        << ctx << ": host rejected a valid message: " << e.host.decode.error;
     ASSERT_TRUE(e.host.called) << ctx << ": handler not called";
     Diff d;
     ASSERT_TRUE(c->check_args(d)) << ctx << ": host decoded " << d.path << " differently";
@@ -59,10 +60,12 @@ void command_roundtrip(const CommandCaseInfo& info, int iterations) {
     EXPECT_EQ(e.host.reply_command, info.id) << ctx;
     EXPECT_EQ(e.host.reply_result, c->reply_result()) << ctx;
     std::string why;
-    ASSERT_TRUE(e.schema.verify(std::string("bypass.wire.") + info.name + "_reply", e.host.reply.get(), e.host.reply_size, &why))
+    ASSERT_TRUE(e.schema.verify(std::string("bypass.wire.") + info.name + "_reply", e.host.reply.get(),
+                                e.host.reply_size, &why))
         << ctx << ": " << why;
     DecodeContext gc = e.guest_context();
-    ASSERT_TRUE(c->decode_reply(gc, e.host.reply.get(), e.host.reply_size)) << ctx << ": guest rejected a valid reply: " << gc.error;
+    ASSERT_TRUE(c->decode_reply(gc, e.host.reply.get(), e.host.reply_size))
+        << ctx << ": guest rejected a valid reply: " << gc.error;
     Diff rd;
     ASSERT_TRUE(c->check_reply(rd)) << ctx << ": guest decoded reply " << rd.path << " differently";
   }

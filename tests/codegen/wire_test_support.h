@@ -350,8 +350,7 @@ void* clone_chain(Fill& f, const void* chain);
 // Encode, verify against the schema, verify, decode, compare one random struct.
 template <class T>
 bool roundtrip_struct(Env& e, Diff& d, const char* name, void (*fill)(Fill&, T&, int, int),
-                      Off (*encode)(Builder&, const T&, HandleMap&, bool),
-                      bool (*verify)(Verifier&, const Table*),
+                      Off (*encode)(Builder&, const T&, HandleMap&, bool), bool (*verify)(Verifier&, const Table*),
                       bool (*decode)(DecodeContext&, const Table*, T&, bool),
                       bool (*equal)(const T&, const T&, Diff&, unsigned)) {
   T x{};

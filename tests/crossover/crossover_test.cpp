@@ -111,8 +111,8 @@ class Link {
   Link(const Netns& a, const Netns& b, const std::string& subnet, const Netns* uplink = nullptr,
        std::vector<std::string> extra = {})
       : name_(unique_name("l")), socket_("/tmp/" + name_ + ".sock") {
-    std::vector<std::string> args = {XOVER_PATH, "create", name_, "--foreground", "--socket", socket_,
-                                     "--netns-a", a.name, "--netns-b", b.name,
+    std::vector<std::string> args = {XOVER_PATH, "create",         name_,      "--foreground",  "--socket",
+                                     socket_,    "--netns-a",      a.name,     "--netns-b",     b.name,
                                      "--addr-a", subnet + ".1/24", "--addr-b", subnet + ".2/24"};
     if (uplink != nullptr) args.insert(args.end(), {"--uplink-netns", uplink->name, "--uplink-addr", subnet + ".3/24"});
     args.insert(args.end(), extra.begin(), extra.end());

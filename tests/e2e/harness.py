@@ -71,8 +71,9 @@ def spawn(argv, env, stdout=None, stderr=None, stdin=subprocess.DEVNULL, user=No
     """Starts a child that dies with us; tracked for the final sweep. `user`: a uid to run it as
     (its own group, no supplementary groups)."""
     as_user = {} if user is None else {"user": user, "group": user, "extra_groups": []}
-    proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, stdin=stdin,
-                            preexec_fn=_die_with_parent, close_fds=True, **as_user)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=stdout, stderr=stderr, stdin=stdin, preexec_fn=_die_with_parent, close_fds=True, **as_user
+    )
     proc.argv_text = " ".join(argv)
     _children.append(proc)
     return proc
@@ -104,9 +105,18 @@ def sweep_children():
 def base_env(tmpdir):
     env = dict(os.environ)
     # Nothing from the caller's Vulkan setup may leak in: the test says which driver is used.
-    for key in ("VK_ICD_FILENAMES", "VK_ADD_DRIVER_FILES", "VK_INSTANCE_LAYERS", "VK_LOADER_LAYERS_ENABLE",
-                "VK_LOADER_LAYERS_DISABLE", "VK_LOADER_DEBUG", "BYPASS_ENDPOINT", "BYPASS_SAMPLE_VALIDATION",
-                "DISPLAY", "WAYLAND_DISPLAY"):
+    for key in (
+        "VK_ICD_FILENAMES",
+        "VK_ADD_DRIVER_FILES",
+        "VK_INSTANCE_LAYERS",
+        "VK_LOADER_LAYERS_ENABLE",
+        "VK_LOADER_LAYERS_DISABLE",
+        "VK_LOADER_DEBUG",
+        "BYPASS_ENDPOINT",
+        "BYPASS_SAMPLE_VALIDATION",
+        "DISPLAY",
+        "WAYLAND_DISPLAY",
+    ):
         env.pop(key, None)
     env["XDG_RUNTIME_DIR"] = tmpdir  # lavapipe wants one; a private one keeps tests apart
     return env
@@ -171,12 +181,15 @@ class Bypassd:
     def start(self, timeout=20.0):
         self._log_file = open(self.log_path, "ab")
         argv = [env_path("BYPASSD"), "--socket", self.socket, "--log-level", "debug"] + self.extra_args
-        self.proc = spawn(argv, native_env(self.workdir), stdout=self._log_file, stderr=subprocess.STDOUT,
-                          user=self.user)
+        self.proc = spawn(
+            argv, native_env(self.workdir), stdout=self._log_file, stderr=subprocess.STDOUT, user=self.user
+        )
         deadline = time.monotonic() + timeout * TIMEOUT_SCALE
         while time.monotonic() < deadline:
-            check(self.proc.poll() is None,
-                  f"bypassd exited with status {self.proc.returncode} while starting:\n{self.log_text()}")
+            check(
+                self.proc.poll() is None,
+                f"bypassd exited with status {self.proc.returncode} while starting:\n{self.log_text()}",
+            )
             if os.path.exists(self.socket) and os.path.exists(self.control):
                 return self
             time.sleep(0.02)
@@ -196,8 +209,13 @@ class Bypassd:
 
     def stats(self, user=None):
         as_user = {} if user is None else {"user": user, "group": user, "extra_groups": []}
-        out = subprocess.run([env_path("BYPASSCTL"), "--control", self.control, "stats"], capture_output=True,
-                             text=True, timeout=10, **as_user)
+        out = subprocess.run(
+            [env_path("BYPASSCTL"), "--control", self.control, "stats"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            **as_user,
+        )
         check(out.returncode == 0, f"bypassctl stats failed ({out.returncode}): {out.stderr.strip()}")
         try:
             return json.loads(out.stdout)
@@ -218,8 +236,11 @@ class Bypassd:
     def wait_gone(self, pids, what=None, timeout=15.0):
         """Waits until every pid's sessions have all ended (none live, at least one ended)."""
         pids = [pids] if isinstance(pids, int) else list(pids)
-        return self.wait_stats(lambda s: all(ended_for_pid(s, p) and not live_for_pid(s, p) for p in pids),
-                               what or f"the sessions of pids {pids} to end", timeout)
+        return self.wait_stats(
+            lambda s: all(ended_for_pid(s, p) and not live_for_pid(s, p) for p in pids),
+            what or f"the sessions of pids {pids} to end",
+            timeout,
+        )
 
     def stop(self):
         """SIGTERM and wait: a clean shutdown must exit 0."""
@@ -252,6 +273,7 @@ class EndReason(enum.IntEnum):
     test checks the two agree (`bypassd --list-end-reasons`). docs/host-server.md says what
     each means.
     """
+
     GUEST_GOODBYE = 1
     PEER_GONE = 2
     PROTOCOL_ERROR = 3
@@ -277,8 +299,10 @@ CLEAN_REASONS = (EndReason.GUEST_GOODBYE, EndReason.PEER_GONE)
 def reason_of(ended):
     """The EndReason of one entry of bypassctl's "ended" list."""
     name = ended.get("reason", "")
-    check(name.upper() in EndReason.__members__ and name == name.lower(),
-          f"session {ended.get('id')} ended with {name!r}, which is not an end reason: {ended}")
+    check(
+        name.upper() in EndReason.__members__ and name == name.lower(),
+        f"session {ended.get('id')} ended with {name!r}, which is not an end reason: {ended}",
+    )
     return EndReason[name.upper()]
 
 
@@ -296,8 +320,10 @@ def live_for_pid(stats, pid):
 
 def check_stats_consistent(stats):
     total = sum(s["objects"] for s in stats["sessions"])
-    check(stats["live_objects"] == total,
-          f"live_objects {stats['live_objects']} != sum of live sessions' objects {total}: {json.dumps(stats)}")
+    check(
+        stats["live_objects"] == total,
+        f"live_objects {stats['live_objects']} != sum of live sessions' objects {total}: {json.dumps(stats)}",
+    )
 
 
 def check_ended(stats, pid, reasons=CLEAN_REASONS, detail=None):
@@ -316,11 +342,16 @@ def check_ended(stats, pid, reasons=CLEAN_REASONS, detail=None):
     for e in ended[:-1]:
         check(is_clean(e), f"session {e['id']} (pid {pid}) ended with {e['reason']} ({e['detail']!r})")
     e = ended[-1]
-    check(reason_of(e) in reasons, f"session {e['id']} (pid {pid}) ended with {e['reason']} ({e['detail']!r}), "
-                                   f"expected {' or '.join(str(r) for r in reasons)}")
+    check(
+        reason_of(e) in reasons,
+        f"session {e['id']} (pid {pid}) ended with {e['reason']} ({e['detail']!r}), "
+        f"expected {' or '.join(str(r) for r in reasons)}",
+    )
     if detail is not None:
-        check(detail in e["detail"], f"session {e['id']} (pid {pid}) ended with detail {e['detail']!r}, "
-                                     f"expected it to mention {detail!r}")
+        check(
+            detail in e["detail"],
+            f"session {e['id']} (pid {pid}) ended with detail {e['detail']!r}, " f"expected it to mention {detail!r}",
+        )
     return e
 
 
@@ -341,8 +372,10 @@ class Run:
         self.pid = pid
 
     def describe(self):
-        return (f"`{' '.join(self.argv)}` exited {self.returncode} after {self.seconds:.2f} s\n"
-                f"--- stdout\n{self.stdout[-4000:]}\n--- stderr\n{self.stderr[-4000:]}")
+        return (
+            f"`{' '.join(self.argv)}` exited {self.returncode} after {self.seconds:.2f} s\n"
+            f"--- stdout\n{self.stdout[-4000:]}\n--- stderr\n{self.stderr[-4000:]}"
+        )
 
 
 class Running:
@@ -374,8 +407,10 @@ class Running:
         except subprocess.TimeoutExpired:
             stop_process(self.proc, grace=2.0)
             self._close()
-            raise TestFailure(f"`{' '.join(self.argv)}` still running after {timeout} s (hang); killed it\n"
-                              + self.result().describe())
+            raise TestFailure(
+                f"`{' '.join(self.argv)}` still running after {timeout} s (hang); killed it\n"
+                + self.result().describe()
+            )
         self._close()
         return self.result()
 
@@ -417,8 +452,10 @@ def check_same_file(expected, actual, what):
         a = open(expected, "rb").read()
         b = open(actual, "rb").read()
         first = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
-        raise TestFailure(f"{what}: {actual} differs from {expected} (sizes {len(a)} vs {len(b)}, "
-                          f"first difference at byte {first})")
+        raise TestFailure(
+            f"{what}: {actual} differs from {expected} (sizes {len(a)} vs {len(b)}, "
+            f"first difference at byte {first})"
+        )
 
 
 def text_diff(a, b, name_a, name_b, limit=60):

@@ -296,8 +296,8 @@ int run_icd_create_instance(const char* lib) {
     std::fprintf(stderr, "probe: dlopen %s: %s\n", lib, dlerror());
     return 2;
   }
-  auto negotiate = reinterpret_cast<PFN_vkNegotiateLoaderICDInterfaceVersion>(
-      dlsym(so, "vk_icdNegotiateLoaderICDInterfaceVersion"));
+  auto negotiate =
+      reinterpret_cast<PFN_vkNegotiateLoaderICDInterfaceVersion>(dlsym(so, "vk_icdNegotiateLoaderICDInterfaceVersion"));
   auto gipa = reinterpret_cast<PFN_vkGetInstanceProcAddr>(dlsym(so, "vk_icdGetInstanceProcAddr"));
   if (!negotiate || !gipa) {
     std::fprintf(stderr, "probe: %s lacks the loader-ICD entry points\n", lib);
@@ -371,7 +371,8 @@ int run_debug_messengers() {
     auto create_report = reinterpret_cast<PFN_vkCreateDebugReportCallbackEXT>(
         vkGetInstanceProcAddr(inst[i], "vkCreateDebugReportCallbackEXT"));
     VkDebugUtilsMessengerCreateInfoEXT mi{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
-    mi.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+    mi.messageSeverity =
+        VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
     mi.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT;
     mi.pfnUserCallback = count_utils;
     mi.pUserData = &counts[i];
@@ -385,7 +386,8 @@ int run_debug_messengers() {
       return 1;
   }
   auto submit = [&](int i, VkDebugUtilsMessageSeverityFlagBitsEXT severity) {
-    auto fn = reinterpret_cast<PFN_vkSubmitDebugUtilsMessageEXT>(vkGetInstanceProcAddr(inst[i], "vkSubmitDebugUtilsMessageEXT"));
+    auto fn = reinterpret_cast<PFN_vkSubmitDebugUtilsMessageEXT>(
+        vkGetInstanceProcAddr(inst[i], "vkSubmitDebugUtilsMessageEXT"));
     VkDebugUtilsMessengerCallbackDataEXT data{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CALLBACK_DATA_EXT};
     data.pMessageIdName = "bypass-probe";
     data.pMessage = "hello";
@@ -410,10 +412,10 @@ int run_debug_messengers() {
   report_message(0, VK_DEBUG_REPORT_INFORMATION_BIT_EXT);
   print("report information on A (filtered)");
   auto destroy_callbacks = [&](int i) {
-    reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(vkGetInstanceProcAddr(inst[i], "vkDestroyDebugUtilsMessengerEXT"))(
-        inst[i], messenger[i], nullptr);
-    reinterpret_cast<PFN_vkDestroyDebugReportCallbackEXT>(vkGetInstanceProcAddr(inst[i], "vkDestroyDebugReportCallbackEXT"))(
-        inst[i], callback[i], nullptr);
+    reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
+        vkGetInstanceProcAddr(inst[i], "vkDestroyDebugUtilsMessengerEXT"))(inst[i], messenger[i], nullptr);
+    reinterpret_cast<PFN_vkDestroyDebugReportCallbackEXT>(
+        vkGetInstanceProcAddr(inst[i], "vkDestroyDebugReportCallbackEXT"))(inst[i], callback[i], nullptr);
   };
   destroy_callbacks(0);
   submit(0, VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT);
@@ -434,6 +436,9 @@ int main(int argc, char** argv) {
   if (mode == "record-bomb") return run_record_bomb(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 20);
   if (mode == "free-in-flight") return run_free_in_flight();
   if (mode == "debug-messengers") return run_debug_messengers();
-  std::fprintf(stderr, "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb [MILLIONS]|free-in-flight|debug-messengers|icd-create-instance LIB\n", argv[0]);
+  std::fprintf(stderr,
+               "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
+               "[MILLIONS]|free-in-flight|debug-messengers|icd-create-instance LIB\n",
+               argv[0]);
   return 2;
 }

@@ -62,8 +62,9 @@ def released_count(log_text, session_id):
 
 def native_reference(name, args, workdir):
     out = os.path.join(workdir, f"{name}.native.out")
-    r = harness.run_sample(sample_binary(name), harness.native_env(workdir), workdir, f"{name}.native",
-                           args + ["--out", out])
+    r = harness.run_sample(
+        sample_binary(name), harness.native_env(workdir), workdir, f"{name}.native", args + ["--out", out]
+    )
     harness.check_ok(r, f"native {name}")
     return out
 
@@ -90,8 +91,11 @@ def check_clean_end(server, stats, pid, what):
     check(main["records"] > 0, f"{what}: session {main['id']} carried no records")
     for e in harness.ended_for_pid(stats, pid):
         left = released_count(server.log_text(), e["id"])
-        check(left == 0, f"{what}: the guest exited cleanly but bypassd had to release {left} objects of "
-                         f"session {e['id']} (a destroy did not reach the host)")
+        check(
+            left == 0,
+            f"{what}: the guest exited cleanly but bypassd had to release {left} objects of "
+            f"session {e['id']} (a destroy did not reach the host)",
+        )
 
 
 def stop_server(server):
@@ -131,8 +135,10 @@ def case_validation(workdir, name):
     r = harness.run_sample(sample_binary(name), env, workdir, f"{name}.validation", args)
     harness.check_ok(r, f"{name} through the ICD with validation")
     harness.check_through_bypass(r, name)
-    for what in ('Insert instance layer "VK_LAYER_KHRONOS_validation"',
-                 'Inserted device layer "VK_LAYER_KHRONOS_validation"'):
+    for what in (
+        'Insert instance layer "VK_LAYER_KHRONOS_validation"',
+        'Inserted device layer "VK_LAYER_KHRONOS_validation"',
+    ):
         check(what in r.stderr, f"{name}: the loader did not report: {what}")
     errors = [line for line in r.stderr.splitlines() if line.startswith("validation error") or "VUID-" in line]
     check(not errors, f"{name}: validation errors:\n" + "\n".join(errors[:20]))
@@ -154,8 +160,10 @@ def start_guests(server, names, args_of, workdir, tag):
 
 def wait_for_sessions(server, pids, what):
     """Waits until every pid holds a live session with objects (its instance exists)."""
+
     def ready(s):
         return all(any(x["objects"] > 0 for x in harness.live_for_pid(s, pid)) for pid in pids)
+
     return server.wait_stats(ready, what, timeout=30)
 
 
@@ -175,8 +183,11 @@ def case_concurrent(workdir, _):
         for name, (g, _) in guests.items():
             if g.pid in held:
                 continue
-            check(g.proc.poll() is None, f"{name} finished before all four guests were connected; "
-                                          f"raise its frame count:\n{g.result().describe()}")
+            check(
+                g.proc.poll() is None,
+                f"{name} finished before all four guests were connected; "
+                f"raise its frame count:\n{g.result().describe()}",
+            )
             if any(x["objects"] > 0 for x in harness.live_for_pid(stats, g.pid)):
                 os.kill(g.pid, signal.SIGSTOP)
                 held.add(g.pid)
@@ -207,8 +218,10 @@ def kill_and_check(server, victim, what, survivors):
     held = sum(x["objects"] for x in harness.live_for_pid(before, victim.pid))
     check(held > 0, f"{what}: no live session with objects before the kill: {before}")
     for name, g in survivors.items():
-        check(g.proc.poll() is None, f"{name} finished before {what} was killed; raise its frame count:\n"
-                                     f"{g.result().describe()}")
+        check(
+            g.proc.poll() is None,
+            f"{name} finished before {what} was killed; raise its frame count:\n" f"{g.result().describe()}",
+        )
     os.kill(victim.pid, signal.SIGKILL)
     victim.proc.wait()
     stats = server.wait_gone(victim.pid, f"{what}'s session to end")
@@ -219,8 +232,10 @@ def kill_and_check(server, victim, what, survivors):
     harness.check_stats_consistent(stats)
     live = {s["pid"] for s in stats["sessions"]}
     survivors_live = {name for name, g in survivors.items() if g.pid in live}
-    log(f"{what} killed while holding {held} objects: session {e['id']} ended ({e['reason']}), "
-        f"{released} objects released; {stats['live_objects']} objects live in {sorted(survivors_live)}")
+    log(
+        f"{what} killed while holding {held} objects: session {e['id']} ended ({e['reason']}), "
+        f"{released} objects released; {stats['live_objects']} objects live in {sorted(survivors_live)}"
+    )
     return e
 
 
@@ -231,18 +246,29 @@ def case_guest_killed(workdir, _):
     running = {name: g for name, (g, _) in survivors.items()}
     # Victims: compute and multithread told to run far longer than the test, and a probe
     # blocked in vkWaitForFences on a fence nobody signals (the host waits on its behalf).
-    compute = harness.Running([harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
-                              server.guest_env(), workdir, "compute.victim")
-    multi = harness.Running([harness.sample_path("multithread"), "--frames", "100000"], server.guest_env(), workdir,
-                            "multithread.victim")
-    waiter = harness.Running([harness.env_path("BYPASS_PROBE"), "wait-fence"], server.guest_env(), workdir,
-                             "probe.victim")
-    wait_for_sessions(server, [compute.pid, multi.pid, waiter.pid] + [g.pid for g in running.values()],
-                      "every guest to hold a session with objects")
+    compute = harness.Running(
+        [harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
+        server.guest_env(),
+        workdir,
+        "compute.victim",
+    )
+    multi = harness.Running(
+        [harness.sample_path("multithread"), "--frames", "100000"], server.guest_env(), workdir, "multithread.victim"
+    )
+    waiter = harness.Running(
+        [harness.env_path("BYPASS_PROBE"), "wait-fence"], server.guest_env(), workdir, "probe.victim"
+    )
+    wait_for_sessions(
+        server,
+        [compute.pid, multi.pid, waiter.pid] + [g.pid for g in running.values()],
+        "every guest to hold a session with objects",
+    )
     deadline = time.monotonic() + 20
     while "waiting" not in waiter.stdout_text():
-        check(time.monotonic() < deadline and waiter.proc.poll() is None,
-              f"the probe never reached its fence wait:\n{waiter.result().describe()}")
+        check(
+            time.monotonic() < deadline and waiter.proc.poll() is None,
+            f"the probe never reached its fence wait:\n{waiter.result().describe()}",
+        )
         time.sleep(0.02)
     time.sleep(0.5)  # mid-frame: both samples are deep in their loops by now
     kill_and_check(server, compute, "compute (mid-frame)", running)
@@ -311,10 +337,18 @@ def case_soak(workdir, _):
         os.mkdir(sub)
         guests = start_guests(server, list(LONG_ARGS), LONG_ARGS, sub, "icd")
         victims = [
-            harness.Running([harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
-                            server.guest_env(), sub, "compute.victim"),
-            harness.Running([harness.sample_path("multithread"), "--frames", "100000"], server.guest_env(), sub,
-                            "multithread.victim"),
+            harness.Running(
+                [harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
+                server.guest_env(),
+                sub,
+                "compute.victim",
+            ),
+            harness.Running(
+                [harness.sample_path("multithread"), "--frames", "100000"],
+                server.guest_env(),
+                sub,
+                "multithread.victim",
+            ),
         ]
         wait_for_sessions(server, [v.pid for v in victims], "the victims to hold sessions")
         time.sleep(0.1 * (i % 7))  # a different moment of the frame each round
@@ -322,11 +356,14 @@ def case_soak(workdir, _):
             os.kill(v.pid, signal.SIGKILL)
             v.proc.wait()
         server.check_alive(f"in round {i + 1}, after the kills")
-        bad = harness.run([harness.env_path("BYPASS_RAW_CLIENT"), server.endpoint, "garbage"], harness.base_env(sub),
-                          sub, "raw", 30)
+        bad = harness.run(
+            [harness.env_path("BYPASS_RAW_CLIENT"), server.endpoint, "garbage"], harness.base_env(sub), sub, "raw", 30
+        )
         server.check_alive(f"in round {i + 1}, after the garbage session")
-        check("error " in bad.stdout, f"round {i + 1}: the garbage session did not end with an error:\n"
-                                       f"{bad.describe()}")
+        check(
+            "error " in bad.stdout,
+            f"round {i + 1}: the garbage session did not end with an error:\n" f"{bad.describe()}",
+        )
         for name, (g, out) in guests.items():
             r = g.wait(timeout=300)
             harness.check_ok(r, f"round {i + 1}: {name}")
@@ -340,21 +377,29 @@ def case_soak(workdir, _):
         rss = process_rss_kib(server.proc.pid)
         if baseline_fds is None:
             baseline_fds = fds
-        check(len(fds) <= len(baseline_fds),
-              f"round {i + 1}: bypassd holds {len(fds)} fds, {len(baseline_fds)} after round 1 (a leak): "
-              f"new: { {fd: what for fd, what in fds.items() if baseline_fds.get(fd) != what} }")
-        log(f"soak round {i + 1}/{rounds}: 4 guests identical to native, 2 killed, 1 garbage session; "
-            f"bypassd {len(fds)} fds, {rss // 1024} MiB resident")
+        check(
+            len(fds) <= len(baseline_fds),
+            f"round {i + 1}: bypassd holds {len(fds)} fds, {len(baseline_fds)} after round 1 (a leak): "
+            f"new: { {fd: what for fd, what in fds.items() if baseline_fds.get(fd) != what} }",
+        )
+        log(
+            f"soak round {i + 1}/{rounds}: 4 guests identical to native, 2 killed, 1 garbage session; "
+            f"bypassd {len(fds)} fds, {rss // 1024} MiB resident"
+        )
     stop_server(server)
 
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main({
-        "output": case_output,
-        # shadow memory: guest-side copies moved by memshare dirty-page barriers
-        "shadow": lambda workdir, name: case_output(workdir, name, memory="shadow"),
-        "validation": case_validation,
-        "concurrent": case_concurrent,
-        "guest-killed": case_guest_killed,
-        "soak": case_soak,
-    }))
+    raise SystemExit(
+        harness.main(
+            {
+                "output": case_output,
+                # shadow memory: guest-side copies moved by memshare dirty-page barriers
+                "shadow": lambda workdir, name: case_output(workdir, name, memory="shadow"),
+                "validation": case_validation,
+                "concurrent": case_concurrent,
+                "guest-killed": case_guest_killed,
+                "soak": case_soak,
+            }
+        )
+    )

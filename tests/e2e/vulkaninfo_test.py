@@ -73,12 +73,16 @@ def expected_from_native(native, icd):
     for value in values_of(icd, "driverName"):
         check(value == "bypass", f"ICD driverName {value!r}, expected 'bypass'")
     for native_info, value in zip(values_of(native, "driverInfo"), values_of(icd, "driverInfo")):
-        check(value == f"bypass over {driver_name} {native_info}"[:255],
-              f"ICD driverInfo {value!r}, expected 'bypass over {driver_name} {native_info}'")
+        check(
+            value == f"bypass over {driver_name} {native_info}"[:255],
+            f"ICD driverInfo {value!r}, expected 'bypass over {driver_name} {native_info}'",
+        )
     for key in ("deviceUUID", "driverUUID"):
         for native_uuid, value in zip(values_of(native, key), values_of(icd, key)):
-            check(UUID_RE.match(value) and value != native_uuid,
-                  f"ICD {key} {value!r} should be a UUID distinct from the native {native_uuid!r}")
+            check(
+                UUID_RE.match(value) and value != native_uuid,
+                f"ICD {key} {value!r} should be a UUID distinct from the native {native_uuid!r}",
+            )
 
     def mask(line):
         m = KEY_RE.match(line)
@@ -116,7 +120,9 @@ def expected_from_native(native, icd):
 
     # The ICD's own extensions go in, in name order, aligned like their neighbours.
     for section, ext_name, revision, why in EXTRA_EXTENSIONS:
-        start = next((j for j, line in enumerate(expected) if (COUNT_RE.match(line) or [None, None])[1] == section), None)
+        start = next(
+            (j for j, line in enumerate(expected) if (COUNT_RE.match(line) or [None, None])[1] == section), None
+        )
         check(start is not None, f"no {section} extension list in the native output")
         j = start + 2  # the count line, its underline
         width = None
@@ -170,13 +176,18 @@ def case_full(workdir, _):
     check("bypass (" in icd.stdout, "vulkaninfo through the ICD does not show the bypass device")
     expected, actual, notes = expected_from_native(native.stdout.splitlines(), icd.stdout.splitlines())
     if expected != actual:
-        diff = harness.text_diff("\n".join(expected), "\n".join(actual), "expected (native + allowances)",
-                                 "vulkaninfo through the ICD")
-        raise harness.TestFailure("vulkaninfo through the ICD differs from native beyond the allowed "
-                                  f"differences:\n{diff}")
+        diff = harness.text_diff(
+            "\n".join(expected), "\n".join(actual), "expected (native + allowances)", "vulkaninfo through the ICD"
+        )
+        raise harness.TestFailure(
+            "vulkaninfo through the ICD differs from native beyond the allowed " f"differences:\n{diff}"
+        )
     skipped = [line for line in icd.stderr.splitlines() if "skipping unknown sType" in line]
-    check(not skipped, f"with the default BYPASS_LOG the ICD printed {len(skipped)} 'skipping unknown sType' "
-                       f"lines (debug level only):\n" + "\n".join(skipped[:5]))
+    check(
+        not skipped,
+        f"with the default BYPASS_LOG the ICD printed {len(skipped)} 'skipping unknown sType' "
+        f"lines (debug level only):\n" + "\n".join(skipped[:5]),
+    )
     stderr_notes = check_stderr(native.stderr, icd.stderr)
     log(f"{len(actual)} lines equal after the allowed differences:")
     for what, n in sorted(notes.items()):
@@ -184,8 +195,10 @@ def case_full(workdir, _):
     for what, n in sorted(stderr_notes.items()):
         log(f"  {n} x extra stderr line: {what}")
     for key in ("deviceName", "driverName", "driverInfo"):
-        log(f"  {key}: {values_of(native.stdout.splitlines(), key)[0]!r} -> "
-            f"{values_of(icd.stdout.splitlines(), key)[0]!r}")
+        log(
+            f"  {key}: {values_of(native.stdout.splitlines(), key)[0]!r} -> "
+            f"{values_of(icd.stdout.splitlines(), key)[0]!r}"
+        )
     stats = server.wait_gone(icd.pid, "vulkaninfo's sessions to end")
     check(stats["sessions"] == [] and stats["live_objects"] == 0, f"sessions live after vulkaninfo left: {stats}")
     status = server.stop()

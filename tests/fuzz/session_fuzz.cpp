@@ -24,10 +24,10 @@
 #include <thread>
 #include <vector>
 
-#include "bypass/transport/session.h"
 #include "bypass/host/config.h"
-#include "raw_protocol.h"
 #include "bypass/host/session.h"
+#include "bypass/transport/session.h"
+#include "raw_protocol.h"
 
 namespace {
 

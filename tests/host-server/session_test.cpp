@@ -86,8 +86,8 @@ void blocked_work(LiveSession& g) {
   wire::encode_vkBeginCommandBuffer(g.b, g.ids, cb, &begin);
   g.add(wire::kCmd_vkBeginCommandBuffer, g.b);
   g.b.Clear();
-  wire::encode_vkCmdWaitEvents(g.b, g.ids, cb, 1, &event, VK_PIPELINE_STAGE_HOST_BIT, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                               0, nullptr, 0, nullptr, 0, nullptr);
+  wire::encode_vkCmdWaitEvents(g.b, g.ids, cb, 1, &event, VK_PIPELINE_STAGE_HOST_BIT,
+                               VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, nullptr, 0, nullptr, 0, nullptr);
   g.add(wire::kCmd_vkCmdWaitEvents, g.b);
   wire::vkEndCommandBuffer_s end{};
   wire::encode_vkEndCommandBuffer(end, g.ids, cb);

@@ -60,10 +60,18 @@ class Bystander:
         self.tag = tag
         self.native_out = os.path.join(workdir, f"{tag}.native.out")
         self.bypass_out = os.path.join(workdir, f"{tag}.bypass.out")
-        self.native = harness.Running([harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", self.native_out],
-                                      harness.native_env(workdir), workdir, f"{tag}.native")
-        self.guest = harness.Running([harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", self.bypass_out],
-                                     server.guest_env(), workdir, f"{tag}.bypass")
+        self.native = harness.Running(
+            [harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", self.native_out],
+            harness.native_env(workdir),
+            workdir,
+            f"{tag}.native",
+        )
+        self.guest = harness.Running(
+            [harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", self.bypass_out],
+            server.guest_env(),
+            workdir,
+            f"{tag}.bypass",
+        )
 
     def check(self):
         n = self.native.wait(timeout=180)
@@ -77,8 +85,11 @@ class Bystander:
 
 def session_of(server, guest_pid, timeout=30):
     """The guest's live session once it holds objects (bypassctl's entry: id, worker_pid, ...)."""
-    stats = server.wait_stats(lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, guest_pid)),
-                              f"guest pid {guest_pid} to hold a session with objects", timeout=timeout)
+    stats = server.wait_stats(
+        lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, guest_pid)),
+        f"guest pid {guest_pid} to hold a session with objects",
+        timeout=timeout,
+    )
     return next(x for x in harness.live_for_pid(stats, guest_pid) if x["objects"] > 0)
 
 
@@ -147,33 +158,50 @@ def guest_env_for(server, workdir):
 
 
 def vulkaninfo(env, workdir, tag, user=None, timeout=60):
-    return harness.run([harness.env_path("BYPASS_VULKANINFO"), "--summary"], harness.unsanitized_guest_env(env),
-                       workdir, tag, timeout, user=user)
+    return harness.run(
+        [harness.env_path("BYPASS_VULKANINFO"), "--summary"],
+        harness.unsanitized_guest_env(env),
+        workdir,
+        tag,
+        timeout,
+        user=user,
+    )
 
 
 # ------------------------------------------------------------------------------------------ cases
 def case_worker_crash(workdir, _):
     server = Bypassd(workdir).start()
     bystander = Bystander(server, workdir)
-    victim = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], server.guest_env(), workdir,
-                             "victim")
+    victim = harness.Running(
+        [harness.sample_path("triangle"), "--frames", "100000"], server.guest_env(), workdir, "victim"
+    )
     session = session_of(server, victim.pid)
     worker = session["worker_pid"]
-    check(worker != server.proc.pid and worker in children_of(server.proc.pid),
-          f"the victim's session should run in a worker process of bypassd, not pid {worker}")
+    check(
+        worker != server.proc.pid and worker in children_of(server.proc.pid),
+        f"the victim's session should run in a worker process of bypassd, not pid {worker}",
+    )
     time.sleep(0.3)  # mid-frame
     os.kill(worker, signal.SIGSEGV)
     r = victim.wait(timeout=20)
-    check(r.returncode == 1 and "VK_ERROR_DEVICE_LOST" in r.stderr,
-          f"the victim should end with VK_ERROR_DEVICE_LOST:\n{r.describe()}")
+    check(
+        r.returncode == 1 and "VK_ERROR_DEVICE_LOST" in r.stderr,
+        f"the victim should end with VK_ERROR_DEVICE_LOST:\n{r.describe()}",
+    )
     server.check_alive("after a worker crashed")
     stats = server.wait_gone(victim.pid)
     ended = next(e for e in harness.ended_for_pid(stats, victim.pid) if e["id"] == session["id"])
-    check(harness.reason_of(ended) == harness.EndReason.WORKER_DIED and "signal 11" in ended["detail"],
-          f"the session should be listed as worker_died by signal 11: {ended}")
+    check(
+        harness.reason_of(ended) == harness.EndReason.WORKER_DIED and "signal 11" in ended["detail"],
+        f"the session should be listed as worker_died by signal 11: {ended}",
+    )
     log_text = server.log_text()
-    check(re.search(rf"session {ended['id']} \(guest pid {victim.pid}, uid 0\): the worker process died of signal 11",
-                    log_text), f"bypassd should log the worker's death naming the session:\n{log_text[-3000:]}")
+    check(
+        re.search(
+            rf"session {ended['id']} \(guest pid {victim.pid}, uid 0\): the worker process died of signal 11", log_text
+        ),
+        f"bypassd should log the worker's death naming the session:\n{log_text[-3000:]}",
+    )
     log(f"victim: {r.stderr.strip().splitlines()[-1]}")
     # A new guest right after: served as usual.
     after = vulkaninfo(server.guest_env(), workdir, "after")
@@ -186,8 +214,9 @@ def case_worker_crash(workdir, _):
 
 def case_sandbox(workdir, _):
     server = Bypassd(workdir).start()
-    guest = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], server.guest_env(), workdir,
-                            "guest")
+    guest = harness.Running(
+        [harness.sample_path("triangle"), "--frames", "100000"], server.guest_env(), workdir, "guest"
+    )
     worker = worker_pid_of(server, guest.pid)
     status = proc_status(worker)
     log(f"worker {worker}: Name={status['Name']} Seccomp={status.get('Seccomp')} NoNewPrivs={status.get('NoNewPrivs')}")
@@ -250,12 +279,17 @@ def case_silent(workdir, _):
         log(f"vulkaninfo through bypass beside 3 + 20 silent connections: {took:.2f} s")
         log_text = server.log_text()
         refused = log_text.count(f"uid {NOBODY} has 4 handshakes in progress, the limit (--max-pending-handshakes 4)")
-        check(refused >= expect_refused, f"silent connections beyond the per-uid cap should be refused, naming it "
-                                         f"({refused} refused, {expect_refused} expected):\n{log_text[-3000:]}")
+        check(
+            refused >= expect_refused,
+            f"silent connections beyond the per-uid cap should be refused, naming it "
+            f"({refused} refused, {expect_refused} expected):\n{log_text[-3000:]}",
+        )
         # The silent ones are dropped at the handshake deadline (2 s), with a line each.
         time.sleep(2.5)
-        check(server.log_text().count("handshake failed") >= 7,
-              f"silent handshakes should time out with a line each:\n{server.log_text()[-3000:]}")
+        check(
+            server.log_text().count("handshake failed") >= 7,
+            f"silent handshakes should time out with a line each:\n{server.log_text()[-3000:]}",
+        )
     finally:
         for s in own:
             s.close()
@@ -270,19 +304,28 @@ def case_silent(workdir, _):
 def case_stops_reading(workdir, _):
     server = Bypassd(workdir, ["--send-timeout", "500", "--ring-size", "65536"]).start()
     bystander = Bystander(server, workdir)
-    raw = harness.Running([harness.env_path("BYPASS_RAW_CLIENT"), server.endpoint, "no-read"],
-                          harness.base_env(workdir), workdir, "no-read")
+    raw = harness.Running(
+        [harness.env_path("BYPASS_RAW_CLIENT"), server.endpoint, "no-read"],
+        harness.base_env(workdir),
+        workdir,
+        "no-read",
+    )
     deadline = time.monotonic() + 20
     while "host-ended" not in raw.stdout_text():
-        check(time.monotonic() < deadline, f"the host did not end the session of a guest that stops reading:\n"
-                                           f"{raw.stdout_text()}\n{server.log_text()[-3000:]}")
+        check(
+            time.monotonic() < deadline,
+            f"the host did not end the session of a guest that stops reading:\n"
+            f"{raw.stdout_text()}\n{server.log_text()[-3000:]}",
+        )
         check(raw.proc.poll() is None, f"the raw client exited:\n{raw.result().describe()}")
         time.sleep(0.05)
     log(f"raw client: {raw.stdout_text().strip().splitlines()[-1]}")
     stats = server.wait_gone(raw.pid)
     ended = harness.ended_for_pid(stats, raw.pid)[0]
-    check(harness.reason_of(ended) == harness.EndReason.SEND_TIMEOUT and "--send-timeout" in ended["detail"],
-          f"the session should end with send_timeout, its detail naming --send-timeout: {ended}")
+    check(
+        harness.reason_of(ended) == harness.EndReason.SEND_TIMEOUT and "--send-timeout" in ended["detail"],
+        f"the session should end with send_timeout, its detail naming --send-timeout: {ended}",
+    )
     bystander.check()
     server.check_alive()
     raw.proc.kill()
@@ -290,10 +333,16 @@ def case_stops_reading(workdir, _):
 
     # Shutdown while a guest holds the reply path (a long send timeout): bounded all the same.
     os.mkdir(os.path.join(workdir, "second"))
-    second = Bypassd(os.path.join(workdir, "second"), ["--send-timeout", "60000", "--ring-size", "65536",
-                                                        "--shutdown-timeout", "1000"]).start()
-    raw2 = harness.Running([harness.env_path("BYPASS_RAW_CLIENT"), second.endpoint, "no-read"],
-                           harness.base_env(workdir), workdir, "no-read-2")
+    second = Bypassd(
+        os.path.join(workdir, "second"),
+        ["--send-timeout", "60000", "--ring-size", "65536", "--shutdown-timeout", "1000"],
+    ).start()
+    raw2 = harness.Running(
+        [harness.env_path("BYPASS_RAW_CLIENT"), second.endpoint, "no-read"],
+        harness.base_env(workdir),
+        workdir,
+        "no-read-2",
+    )
     deadline = time.monotonic() + 20
     while "flooding" not in raw2.stdout_text():
         check(time.monotonic() < deadline, "the second raw client never flooded")
@@ -308,8 +357,10 @@ def case_stops_reading(workdir, _):
     took = time.monotonic() - stopped
     log(f"bypassd shut down {took:.2f} s after SIGTERM with a guest blocking its reply path")
     check(status == 0 and took < 5, f"shutdown should end within --shutdown-timeout (exit {status}, {took:.2f} s)")
-    check("did not end within 1000 ms (--shutdown-timeout); killing it" in second.log_text(),
-          f"the stuck worker should be killed, naming the limit:\n{second.log_text()[-3000:]}")
+    check(
+        "did not end within 1000 ms (--shutdown-timeout); killing it" in second.log_text(),
+        f"the stuck worker should be killed, naming the limit:\n{second.log_text()[-3000:]}",
+    )
     raw2.proc.kill()
 
 
@@ -318,26 +369,40 @@ def case_access(workdir, _):
     server = Bypassd(workdir, ["--socket-mode", "0666"]).start()
     refused = vulkaninfo(guest_env_for(server, workdir), workdir, "refused", user=NOBODY)
     text = refused.stdout + refused.stderr
-    check(refused.returncode != 0 and f"bypassd refused uid {NOBODY}" in text and "access policy" in text,
-          f"a guest of a uid the policy does not allow should be refused with the reason:\n{refused.describe()}")
+    check(
+        refused.returncode != 0 and f"bypassd refused uid {NOBODY}" in text and "access policy" in text,
+        f"a guest of a uid the policy does not allow should be refused with the reason:\n{refused.describe()}",
+    )
     log("refused guest: " + next(line for line in text.splitlines() if "refused uid" in line).strip())
-    check(re.search(rf"bypassd refused uid {NOBODY} \(pid \d+\): not allowed by its access policy", server.log_text()),
-          f"bypassd should log the refusal:\n{server.log_text()[-3000:]}")
+    check(
+        re.search(rf"bypassd refused uid {NOBODY} \(pid \d+\): not allowed by its access policy", server.log_text()),
+        f"bypassd should log the refusal:\n{server.log_text()[-3000:]}",
+    )
     check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
 
     allowed = Bypassd(workdir, ["--socket-mode", "0666", "--allow-user", str(NOBODY)]).start()
-    root_guest = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], allowed.guest_env(), workdir,
-                                 "root-guest")
-    nobody_guest = harness.Running([harness.sample_path("triangle"), "--frames", "100000"],
-                                   guest_env_for(allowed, workdir), workdir, "nobody-guest", user=NOBODY)
+    root_guest = harness.Running(
+        [harness.sample_path("triangle"), "--frames", "100000"], allowed.guest_env(), workdir, "root-guest"
+    )
+    nobody_guest = harness.Running(
+        [harness.sample_path("triangle"), "--frames", "100000"],
+        guest_env_for(allowed, workdir),
+        workdir,
+        "nobody-guest",
+        user=NOBODY,
+    )
     worker_pid_of(allowed, root_guest.pid)
     worker_pid_of(allowed, nobody_guest.pid)
     mine = allowed.stats(user=NOBODY)
-    check([s["pid"] for s in mine["sessions"]] == [nobody_guest.pid],
-          f"uid {NOBODY} should see only its own session: {mine}")
+    check(
+        [s["pid"] for s in mine["sessions"]] == [nobody_guest.pid],
+        f"uid {NOBODY} should see only its own session: {mine}",
+    )
     everything = allowed.stats()
-    check({s["pid"] for s in everything["sessions"]} == {root_guest.pid, nobody_guest.pid},
-          f"root should see every session: {everything}")
+    check(
+        {s["pid"] for s in everything["sessions"]} == {root_guest.pid, nobody_guest.pid},
+        f"root should see every session: {everything}",
+    )
     log(f"bypassctl as uid {NOBODY}: {len(mine['sessions'])} session(s); as root: {len(everything['sessions'])}")
     for g in (root_guest, nobody_guest):
         g.proc.kill()
@@ -364,11 +429,15 @@ def case_memory_bomb(workdir, _):
     r = bomb.wait(timeout=10)
     out = r.stdout.strip().splitlines()
     log(f"bomb: {out[-1] if out else '(no output)'}; {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
-    log(f"worker's data segment peaked at {peak // 1024} MiB (limit {limit >> 20} MiB); bypassd RSS "
-        f"{rss0} -> {rss_kib(server.proc.pid)} KiB")
-    check(r.returncode != 0 and ("VK_ERROR_OUT_OF_HOST_MEMORY" in r.stdout + r.stderr
-                                 or "VK_ERROR_DEVICE_LOST" in r.stdout + r.stderr),
-          f"recording without end should fail with an error once the session's limit is reached:\n{r.describe()}")
+    log(
+        f"worker's data segment peaked at {peak // 1024} MiB (limit {limit >> 20} MiB); bypassd RSS "
+        f"{rss0} -> {rss_kib(server.proc.pid)} KiB"
+    )
+    check(
+        r.returncode != 0
+        and ("VK_ERROR_OUT_OF_HOST_MEMORY" in r.stdout + r.stderr or "VK_ERROR_DEVICE_LOST" in r.stdout + r.stderr),
+        f"recording without end should fail with an error once the session's limit is reached:\n{r.describe()}",
+    )
     check(peak * 1024 <= limit, f"the worker's data segment reached {peak} KiB, over the limit")
     check(rss_kib(server.proc.pid) < rss0 * 1.10, "bypassd's own memory grew")
     bystander.check()
@@ -378,14 +447,17 @@ def case_memory_bomb(workdir, _):
 
 def case_max_sessions(workdir, _):
     server = Bypassd(workdir, ["--max-sessions", "1"]).start()
-    holder = harness.Running([harness.env_path("BYPASS_PROBE"), "hold"], server.guest_env(), workdir, "holder",
-                             stdin=subprocess.PIPE)
+    holder = harness.Running(
+        [harness.env_path("BYPASS_PROBE"), "hold"], server.guest_env(), workdir, "holder", stdin=subprocess.PIPE
+    )
     session_of(server, holder.pid)
     r = vulkaninfo(server.guest_env(), workdir, "refused")
     text = r.stdout + r.stderr
     expected = "bypassd refused the session: 1 sessions open, the limit (--max-sessions 1)"
     check(r.returncode != 0 and expected in text, f"the refused guest should name the limit:\n{r.describe()}")
-    check(expected in server.log_text(), f"bypassd should log the refusal naming the limit:\n{server.log_text()[-3000:]}")
+    check(
+        expected in server.log_text(), f"bypassd should log the refusal naming the limit:\n{server.log_text()[-3000:]}"
+    )
     log("refused guest: " + next(line for line in text.splitlines() if "--max-sessions" in line).strip())
     holder.close_stdin()
     harness.check_ok(holder.wait(timeout=30), "the holding guest")
@@ -400,9 +472,12 @@ def case_server_identity(workdir, _):
     server = Bypassd(workdir, ["--socket-mode", "0666"], user=NOBODY).start()
     r = vulkaninfo(server.guest_env(), workdir, "untrusted")
     text = r.stdout + r.stderr
-    check(r.returncode != 0 and f"runs as uid {NOBODY}, not root or this user" in text
-          and f"BYPASS_SERVER_UID={NOBODY}" in text,
-          f"a guest should refuse a server of another uid, naming it:\n{r.describe()}")
+    check(
+        r.returncode != 0
+        and f"runs as uid {NOBODY}, not root or this user" in text
+        and f"BYPASS_SERVER_UID={NOBODY}" in text,
+        f"a guest should refuse a server of another uid, naming it:\n{r.describe()}",
+    )
     log("guest: " + next(line for line in text.splitlines() if "runs as uid" in line).strip())
     env = server.guest_env()
     env["BYPASS_SERVER_UID"] = str(NOBODY)
@@ -420,22 +495,39 @@ def case_server_identity(workdir, _):
     try:
         env = harness.native_env(workdir)
         env.pop("XDG_RUNTIME_DIR", None)
-        r = harness.run([harness.env_path("BYPASSD"), "--control", os.path.join(workdir, "x.ctl")], env, workdir,
-                        "squatted", timeout=20, user=NOBODY)
-        check(r.returncode != 0 and f"{squat} belongs to uid {squatter}" in r.stdout + r.stderr,
-              f"bypassd should refuse a socket directory another user made:\n{r.describe()}")
+        r = harness.run(
+            [harness.env_path("BYPASSD"), "--control", os.path.join(workdir, "x.ctl")],
+            env,
+            workdir,
+            "squatted",
+            timeout=20,
+            user=NOBODY,
+        )
+        check(
+            r.returncode != 0 and f"{squat} belongs to uid {squatter}" in r.stdout + r.stderr,
+            f"bypassd should refuse a socket directory another user made:\n{r.describe()}",
+        )
         log("bypassd: " + next(line for line in (r.stdout + r.stderr).splitlines() if "belongs to uid" in line).strip())
         os.rmdir(squat)
-        own = harness.Running([harness.env_path("BYPASSD"), "--control", os.path.join(workdir, "own.ctl")], env,
-                              workdir, "own-dir", user=NOBODY)
+        own = harness.Running(
+            [harness.env_path("BYPASSD"), "--control", os.path.join(workdir, "own.ctl")],
+            env,
+            workdir,
+            "own-dir",
+            user=NOBODY,
+        )
         deadline = time.monotonic() + 20
         while not os.path.exists(os.path.join(squat, "bypassd.sock")):
-            check(own.proc.poll() is None and time.monotonic() < deadline,
-                  f"bypassd did not listen in {squat}:\n{own.result().describe()}")
+            check(
+                own.proc.poll() is None and time.monotonic() < deadline,
+                f"bypassd did not listen in {squat}:\n{own.result().describe()}",
+            )
             time.sleep(0.05)
         st = os.stat(squat)
-        check(st.st_uid == NOBODY and stat.S_IMODE(st.st_mode) == 0o700,
-              f"{squat} should be uid {NOBODY}'s, mode 0700: uid {st.st_uid} mode {oct(stat.S_IMODE(st.st_mode))}")
+        check(
+            st.st_uid == NOBODY and stat.S_IMODE(st.st_mode) == 0o700,
+            f"{squat} should be uid {NOBODY}'s, mode 0700: uid {st.st_uid} mode {oct(stat.S_IMODE(st.st_mode))}",
+        )
         own.proc.send_signal(signal.SIGTERM)
         check(own.wait(timeout=20).returncode == 0, "bypassd should exit 0 on SIGTERM")
     finally:
@@ -453,8 +545,12 @@ def case_kill_cycles(workdir, arg):
     env = dict(server.guest_env(), BYPASS_CONNECT_TIMEOUT_MS="20000")
 
     def one_round(tag):
-        guests = [harness.Running([harness.sample_path(rng.choice(samples)), "--frames", "100000"],
-                                  env, workdir, f"{tag}.{i}") for i in range(2)]
+        guests = [
+            harness.Running(
+                [harness.sample_path(rng.choice(samples)), "--frames", "100000"], env, workdir, f"{tag}.{i}"
+            )
+            for i in range(2)
+        ]
         for g in guests:
             worker_pid_of(server, g.pid, timeout=60)
         time.sleep(rng.uniform(0.05, 0.4))  # mid-frame
@@ -480,8 +576,10 @@ def case_kill_cycles(workdir, arg):
     stats = server.wait_stats(lambda s: not s["sessions"], "no live session")
     rss1, fds1 = rss_kib(pid), fd_count(pid)
     workers = children_of(pid)
-    log(f"{cycles} guests killed mid-frame in {time.monotonic() - start:.1f} s: bypassd RSS {rss0} -> {rss1} KiB, "
-        f"fds {fds0} -> {fds1}, live objects {stats['live_objects']}, workers left {len(workers)}")
+    log(
+        f"{cycles} guests killed mid-frame in {time.monotonic() - start:.1f} s: bypassd RSS {rss0} -> {rss1} KiB, "
+        f"fds {fds0} -> {fds1}, live objects {stats['live_objects']}, workers left {len(workers)}"
+    )
     check(rss1 <= rss0 * 1.10, f"bypassd's RSS grew by more than 10%: {rss0} -> {rss1} KiB")
     check(fds1 <= fds0 * 1.10, f"bypassd's descriptor count grew by more than 10%: {fds0} -> {fds1}")
     check(stats["live_objects"] == 0, f"objects still live: {stats}")
@@ -490,14 +588,18 @@ def case_kill_cycles(workdir, arg):
 
 
 if __name__ == "__main__":
-    sys.exit(harness.main({
-        "worker-crash": case_worker_crash,
-        "sandbox": case_sandbox,
-        "silent": case_silent,
-        "stops-reading": case_stops_reading,
-        "access": case_access,
-        "server-identity": case_server_identity,
-        "max-sessions": case_max_sessions,
-        "memory-bomb": case_memory_bomb,
-        "kill-cycles": case_kill_cycles,
-    }))
+    sys.exit(
+        harness.main(
+            {
+                "worker-crash": case_worker_crash,
+                "sandbox": case_sandbox,
+                "silent": case_silent,
+                "stops-reading": case_stops_reading,
+                "access": case_access,
+                "server-identity": case_server_identity,
+                "max-sessions": case_max_sessions,
+                "memory-bomb": case_memory_bomb,
+                "kill-cycles": case_kill_cycles,
+            }
+        )
+    )

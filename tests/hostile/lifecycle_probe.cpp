@@ -46,15 +46,24 @@ namespace {
 
 const char* result_name(VkResult r) {
   switch (r) {
-    case VK_SUCCESS: return "VK_SUCCESS";
-    case VK_NOT_READY: return "VK_NOT_READY";
-    case VK_TIMEOUT: return "VK_TIMEOUT";
-    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
-    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
-    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
-    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
-    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
-    default: return "VkResult";
+    case VK_SUCCESS:
+      return "VK_SUCCESS";
+    case VK_NOT_READY:
+      return "VK_NOT_READY";
+    case VK_TIMEOUT:
+      return "VK_TIMEOUT";
+    case VK_ERROR_OUT_OF_HOST_MEMORY:
+      return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+      return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED:
+      return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST:
+      return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_MEMORY_MAP_FAILED:
+      return "VK_ERROR_MEMORY_MAP_FAILED";
+    default:
+      return "VkResult";
   }
 }
 
@@ -428,7 +437,9 @@ int main(int argc, char** argv) {
   if (mode == "pending-waits" && n > 0) return pending_waits(n);
   if (mode == "wait-behind-waits" && n > 0) return wait_behind_waits(n);
   if (mode == "create-fences" && n > 0) return create_fences(n);
-  std::fprintf(stderr, "usage: %s destroy-waited-fence|destroy-waited-device|truncate-memory|"
-                       "instance-rounds N|device-rounds N|pending-waits N|wait-behind-waits N|create-fences N\n", argv[0]);
+  std::fprintf(stderr,
+               "usage: %s destroy-waited-fence|destroy-waited-device|truncate-memory|"
+               "instance-rounds N|device-rounds N|pending-waits N|wait-behind-waits N|create-fences N\n",
+               argv[0]);
   return 2;
 }

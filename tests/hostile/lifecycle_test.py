@@ -63,12 +63,23 @@ class Bystander:
         self.server = server
         self.native = os.path.join(workdir, "texture.native.out")
         self.out = os.path.join(workdir, "texture.icd.out")
-        self.native_run = harness.Running([harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", self.native],
-                                          harness.native_env(workdir), workdir, "texture.native")
-        self.guest = harness.Running([harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", self.out],
-                                     server.guest_env(), workdir, "texture.icd")
-        server.wait_stats(lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, self.guest.pid)),
-                          "the bystander to hold a session with objects", timeout=30)
+        self.native_run = harness.Running(
+            [harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", self.native],
+            harness.native_env(workdir),
+            workdir,
+            "texture.native",
+        )
+        self.guest = harness.Running(
+            [harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", self.out],
+            server.guest_env(),
+            workdir,
+            "texture.icd",
+        )
+        server.wait_stats(
+            lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, self.guest.pid)),
+            "the bystander to hold a session with objects",
+            timeout=30,
+        )
 
     def finish(self):
         harness.check_ok(self.native_run.wait(timeout=60), "native texture")
@@ -130,16 +141,19 @@ def wait_line(running, prefix, timeout=60.0):
         if any(line.startswith(prefix) for line in running.stdout_text().splitlines()):
             return
         if running.proc.poll() is not None:
-            raise harness.TestFailure(f"the probe ended before printing {prefix!r}:\n"
-                                      f"{running.wait(timeout=1).describe()}")
+            raise harness.TestFailure(
+                f"the probe ended before printing {prefix!r}:\n" f"{running.wait(timeout=1).describe()}"
+            )
         time.sleep(0.05)
     raise harness.TestFailure(f"the probe did not print {prefix!r} within {timeout} s")
 
 
 def check_growth(mode, before, after):
     (threads0, rss0), (threads1, rss1) = before, after
-    log(f"{mode}: bypassd threads {threads0} -> {threads1}, anonymous RSS {rss0} kB -> {rss1} kB "
-        f"({rss1 - rss0:+d} kB) over {ROUNDS} rounds")
+    log(
+        f"{mode}: bypassd threads {threads0} -> {threads1}, anonymous RSS {rss0} kB -> {rss1} kB "
+        f"({rss1 - rss0:+d} kB) over {ROUNDS} rounds"
+    )
     check(threads1 == threads0, f"bypassd's threads grew from {threads0} to {threads1} over {ROUNDS} rounds")
     check(rss1 - rss0 < MAX_RSS_GROWTH_KB, f"bypassd's RSS grew by {rss1 - rss0} kB over {ROUNDS} rounds")
 
@@ -150,16 +164,18 @@ def hostile_ended(server, r, end_reason, detail):
     stats = server.wait_gone(r.pid, "the hostile session to end")
     ended = harness.ended_for_pid(stats, r.pid)
     bad = [e for e in ended if not harness.is_clean(e)]
-    check(len(bad) == 1 and harness.reason_of(bad[0]) == end_reason and detail in bad[0]["detail"],
-          f"expected one session of pid {r.pid} to end with {end_reason} ({detail!r}), got {ended}\n{r.describe()}")
+    check(
+        len(bad) == 1 and harness.reason_of(bad[0]) == end_reason and detail in bad[0]["detail"],
+        f"expected one session of pid {r.pid} to end with {end_reason} ({detail!r}), got {ended}\n{r.describe()}",
+    )
     e = bad[0]
     check(e["objects"] == 0, f"the hostile session ended holding {e['objects']} objects: {e}")
-    lines = [line for line in server.log_text().splitlines()
-             if f"session {e['id']}:" in line and "[warning]" in line]
-    check(len(lines) == 1 and f"end ({end_reason}: " in lines[0] and detail in lines[0],
-          f"expected one warning naming {end_reason} and {detail!r}, got {lines}")
-    check(f"bypassd ended the session: {detail}" in r.stderr,
-          f"the guest was not told {detail!r}:\n{r.describe()}")
+    lines = [line for line in server.log_text().splitlines() if f"session {e['id']}:" in line and "[warning]" in line]
+    check(
+        len(lines) == 1 and f"end ({end_reason}: " in lines[0] and detail in lines[0],
+        f"expected one warning naming {end_reason} and {detail!r}, got {lines}",
+    )
+    check(f"bypassd ended the session: {detail}" in r.stderr, f"the guest was not told {detail!r}:\n{r.describe()}")
     server.check_alive(f"after the hostile session ({end_reason})")
     log(f"hostile session {e['id']} ended: {e['reason']}: {e['detail']}")
     return e
@@ -182,7 +198,9 @@ def case_destroy_waited(workdir, what):
     check(r.returncode == 0, f"the probe crashed or failed:\n{r.describe()}")
     check("vkWaitForFences: VK_ERROR_DEVICE_LOST" in r.stdout, f"the pending wait should end lost:\n{r.describe()}")
     command = "vkDestroyFence" if what == "fence" else "vkDestroyDevice"
-    hostile_ended(server, r, harness.EndReason.INVALID_USAGE, f"{command}: {what} is in use by a pending vkWaitForFences")
+    hostile_ended(
+        server, r, harness.EndReason.INVALID_USAGE, f"{command}: {what} is in use by a pending vkWaitForFences"
+    )
     finish(server, bystander)
 
 
@@ -239,8 +257,10 @@ def case_truncate_memory(workdir, _):
     harness.check_ok(r, "the truncating probe")
     check("ftruncate: EPERM" in r.stdout, f"truncating the shared memfd should fail with EPERM:\n{r.describe()}")
     check("grow: EPERM" in r.stdout, f"growing the shared memfd should fail with EPERM:\n{r.describe()}")
-    check("fill: every word written" in r.stdout and "done" in r.stdout,
-          f"the host's fill of the memory should work:\n{r.describe()}")
+    check(
+        "fill: every word written" in r.stdout and "done" in r.stdout,
+        f"the host's fill of the memory should work:\n{r.describe()}",
+    )
     harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
     server.check_alive("after the truncate")
     log("truncate-memory: ftruncate and growth refused (EPERM), the memory still works")
@@ -251,8 +271,10 @@ def case_wait_behind_waits(workdir, _):
     server = Bypassd(workdir).start()
     bystander = Bystander(server, workdir)
     r = probe(server, workdir, "probe", "wait-behind-waits", 40)
-    check("wait behind 40 pending waits: VK_SUCCESS" in r.stdout,
-          f"a wait on finished work should return whatever waits are pending ahead of it:\n{r.describe()}")
+    check(
+        "wait behind 40 pending waits: VK_SUCCESS" in r.stdout,
+        f"a wait on finished work should return whatever waits are pending ahead of it:\n{r.describe()}",
+    )
     log(next(line for line in r.stdout.splitlines() if line.startswith("wait behind")))
     server.wait_gone(r.pid)
     finish(server, bystander)
@@ -266,8 +288,12 @@ def case_pending_waits(workdir, _):
     check(r.returncode == 0, f"the probe crashed or failed:\n{r.describe()}")
     lost = r.stdout.count("vkWaitForFences: VK_ERROR_DEVICE_LOST")
     check(lost == PENDING_LIMIT + 44, f"every wait should end lost, {lost} did:\n{r.describe()}")
-    hostile_ended(server, r, harness.EndReason.PENDING_LIMIT,
-                  f"vkWaitForFences: too many pending blocking calls (limit {PENDING_LIMIT})")
+    hostile_ended(
+        server,
+        r,
+        harness.EndReason.PENDING_LIMIT,
+        f"vkWaitForFences: too many pending blocking calls (limit {PENDING_LIMIT})",
+    )
     threads1 = settled(server, threads0)[0]
     log(f"pending-waits: bypassd threads {threads0} with the bystander before, {threads1} after")
     check(threads1 <= threads0, f"bypassd kept waiter threads: {threads1} threads, {threads0} before")
@@ -279,19 +305,27 @@ def case_object_limit(workdir, _):
     bystander = Bystander(server, workdir)
     r = probe(server, workdir, "probe", "create-fences", MAX_OBJECTS + 50)
     check(r.returncode == 0, f"the probe crashed or failed:\n{r.describe()}")
-    hostile_ended(server, r, harness.EndReason.OBJECT_LIMIT,
-                  f"vkCreateFence.pFence: object limit reached (--max-objects {MAX_OBJECTS})")
+    hostile_ended(
+        server,
+        r,
+        harness.EndReason.OBJECT_LIMIT,
+        f"vkCreateFence.pFence: object limit reached (--max-objects {MAX_OBJECTS})",
+    )
     finish(server, bystander)
 
 
 if __name__ == "__main__":
-    sys.exit(harness.main({
-        "destroy-waited-fence": lambda w, a: case_destroy_waited(w, "fence"),
-        "destroy-waited-device": lambda w, a: case_destroy_waited(w, "device"),
-        "instance-rounds": lambda w, a: case_rounds(w, "instance"),
-        "device-rounds": lambda w, a: case_rounds(w, "device"),
-        "truncate-memory": case_truncate_memory,
-        "pending-waits": case_pending_waits,
-        "wait-behind-waits": case_wait_behind_waits,
-        "object-limit": case_object_limit,
-    }))
+    sys.exit(
+        harness.main(
+            {
+                "destroy-waited-fence": lambda w, a: case_destroy_waited(w, "fence"),
+                "destroy-waited-device": lambda w, a: case_destroy_waited(w, "device"),
+                "instance-rounds": lambda w, a: case_rounds(w, "instance"),
+                "device-rounds": lambda w, a: case_rounds(w, "device"),
+                "truncate-memory": case_truncate_memory,
+                "pending-waits": case_pending_waits,
+                "wait-behind-waits": case_wait_behind_waits,
+                "object-limit": case_object_limit,
+            }
+        )
+    )

@@ -43,12 +43,18 @@ namespace {
 
 const char* result_name(VkResult r) {
   switch (r) {
-    case VK_SUCCESS: return "VK_SUCCESS";
-    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
-    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
-    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
-    case VK_ERROR_VALIDATION_FAILED_EXT: return "VK_ERROR_VALIDATION_FAILED_EXT";
-    default: return "VkResult";
+    case VK_SUCCESS:
+      return "VK_SUCCESS";
+    case VK_ERROR_OUT_OF_HOST_MEMORY:
+      return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+      return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_DEVICE_LOST:
+      return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_VALIDATION_FAILED_EXT:
+      return "VK_ERROR_VALIDATION_FAILED_EXT";
+    default:
+      return "VkResult";
   }
 }
 
@@ -216,8 +222,10 @@ void copy_buffer(Guest& g, VkDeviceSize size) {
   size_t foreign = 0, copied = 0;
   for (VkDeviceSize i = 0; i < dst.size; ++i) {
     const uint8_t b = dst.data[i];
-    if (b == kSrcByte) ++copied;
-    else if (b != kDstByte && b != 0) ++foreign;
+    if (b == kSrcByte)
+      ++copied;
+    else if (b != kDstByte && b != 0)
+      ++foreign;
   }
   std::printf("readback: %zu of %llu bytes copied, %zu foreign\n", copied, static_cast<unsigned long long>(dst.size),
               foreign);
@@ -393,8 +401,9 @@ void valid(Guest& g) {
   copy_buffer(g, kSmall);
   create_image(g, image_64x64(7));
   vkResetFences(g.device, 1, &g.fence);
-  Buffer& b = g.buffer(kSmall, VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT |
-                                   VK_BUFFER_USAGE_INDEX_BUFFER_BIT, 0);
+  Buffer& b = g.buffer(
+      kSmall, VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT | VK_BUFFER_USAGE_INDEX_BUFFER_BIT,
+      0);
   uint32_t words[16] = {};
   g.begin();
   vkCmdFillBuffer(g.cmd, b.buffer, 0, VK_WHOLE_SIZE, 0);

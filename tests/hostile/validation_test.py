@@ -37,24 +37,42 @@ REFUSED = [
     (["image-zeroed"], r"^vkCreateImage: VkImageCreateInfo\.samples: 0 is not a valid VkSampleCountFlagBits$"),
     (["mip-levels-0"], r"^vkCreateImage\.pCreateInfo: mipLevels 0 is not in 1\.\.7 for extent 64x64x1$"),
     (["mip-levels-601"], r"^vkCreateImage\.pCreateInfo: mipLevels 601 is not in 1\.\.7 for extent 64x64x1$"),
-    (["copy-buffer", "16384"],
-     r"^vkCmdCopyBuffer\.pRegions\[0\]: srcOffset 0 \+ size 16384 exceeds the buffer's 4096 bytes$"),
-    (["copy-buffer", "65536"],
-     r"^vkCmdCopyBuffer\.pRegions\[0\]: srcOffset 0 \+ size 65536 exceeds the buffer's 4096 bytes$"),
-    (["copy-buffer", "1048576"],
-     r"^vkCmdCopyBuffer\.pRegions\[0\]: srcOffset 0 \+ size 1048576 exceeds the buffer's 4096 bytes$"),
+    (
+        ["copy-buffer", "16384"],
+        r"^vkCmdCopyBuffer\.pRegions\[0\]: srcOffset 0 \+ size 16384 exceeds the buffer's 4096 bytes$",
+    ),
+    (
+        ["copy-buffer", "65536"],
+        r"^vkCmdCopyBuffer\.pRegions\[0\]: srcOffset 0 \+ size 65536 exceeds the buffer's 4096 bytes$",
+    ),
+    (
+        ["copy-buffer", "1048576"],
+        r"^vkCmdCopyBuffer\.pRegions\[0\]: srcOffset 0 \+ size 1048576 exceeds the buffer's 4096 bytes$",
+    ),
     (["fill-past-end"], r"^vkCmdFillBuffer: dstOffset 0 \+ size 16384 exceeds the buffer's 4096 bytes$"),
     (["update-past-end"], r"^vkCmdUpdateBuffer: dstOffset 4080 \+ dataSize 64 exceeds the buffer's 4096 bytes$"),
     (["indirect-offset"], r"^vkCmdDispatchIndirect: offset 1048576 \+ 12 bytes exceeds the buffer's 64 bytes$"),
-    (["descriptor-range"], r"^vkUpdateDescriptorSets\.pDescriptorWrites\[0\]: pBufferInfo\[0\]: "
-                           r"offset 0 \+ range 65536 exceeds the buffer's 4096 bytes$"),
-    (["descriptor-element"], r"^vkUpdateDescriptorSets\.pDescriptorWrites\[0\]: dstArrayElement 5 \+ descriptorCount 1 "
-                             r"exceeds the descriptors from binding 0 on$"),
+    (
+        ["descriptor-range"],
+        r"^vkUpdateDescriptorSets\.pDescriptorWrites\[0\]: pBufferInfo\[0\]: "
+        r"offset 0 \+ range 65536 exceeds the buffer's 4096 bytes$",
+    ),
+    (
+        ["descriptor-element"],
+        r"^vkUpdateDescriptorSets\.pDescriptorWrites\[0\]: dstArrayElement 5 \+ descriptorCount 1 "
+        r"exceeds the descriptors from binding 0 on$",
+    ),
     (["query-index"], r"^vkCmdResetQueryPool: queries 10 \+ 1 exceed the pool's 4$"),
-    (["push-constants"], r"^vkCmdPushConstants: offset 4096 \+ size 16 exceeds the layout's 16 bytes of push constants$"),
+    (
+        ["push-constants"],
+        r"^vkCmdPushConstants: offset 4096 \+ size 16 exceeds the layout's 16 bytes of push constants$",
+    ),
     (["bind-sets"], r"^vkCmdBindDescriptorSets: firstSet 3 \+ descriptorSetCount 1 exceeds the layout's 1 sets$"),
-    (["dynamic-offset"], r"^vkCmdBindDescriptorSets: pDynamicOffsets\[0\] 65536 moves set 0's dynamic descriptor 0 "
-                         r"past its buffer's end \(at most 3840\)$"),
+    (
+        ["dynamic-offset"],
+        r"^vkCmdBindDescriptorSets: pDynamicOffsets\[0\] 65536 moves set 0's dynamic descriptor 0 "
+        r"past its buffer's end \(at most 3840\)$",
+    ),
     (["enum-index-type"], r"^vkCmdBindIndexBuffer\.indexType: 77 is not a valid VkIndexType$"),
     (["enum-image-type"], r"^vkCreateImage: VkImageCreateInfo\.imageType: 7 is not a valid VkImageType$"),
 ]
@@ -81,8 +99,11 @@ def ended(server, pid, what):
 def check_readback(r, what):
     m = re.search(r"readback: (\d+) of (\d+) bytes copied, (\d+) foreign", r.stdout)
     check(m is not None, f"{what}: the probe did not read its destination back:\n{r.describe()}")
-    check(m.group(3) == "0", f"{what}: the guest read {m.group(3)} bytes it never wrote (another session's or "
-                             f"bypassd's memory):\n{r.describe()}")
+    check(
+        m.group(3) == "0",
+        f"{what}: the guest read {m.group(3)} bytes it never wrote (another session's or "
+        f"bypassd's memory):\n{r.describe()}",
+    )
     return int(m.group(1)), int(m.group(2))
 
 
@@ -91,20 +112,29 @@ def check_refused(server, probe_path, workdir, args, pattern):
     r = probe(probe_path, server, workdir, args)
     server.check_alive(f"after {what}")
     check(r.returncode == 1, f"{what}: the probe should see a failed call:\n{r.describe()}")
-    check("VK_ERROR_DEVICE_LOST (-4)" in r.stdout, f"{what}: no VK_ERROR_DEVICE_LOST after the refusal:\n{r.describe()}")
+    check(
+        "VK_ERROR_DEVICE_LOST (-4)" in r.stdout, f"{what}: no VK_ERROR_DEVICE_LOST after the refusal:\n{r.describe()}"
+    )
     # The guest is told why.
     m = re.search(r"bypass: lost the host: bypassd ended the session: (.*)", r.stderr)
     check(m is not None, f"{what}: the guest was not told why its session ended:\n{r.describe()}")
     check(re.search(pattern, m.group(1)), f"{what}: the guest's reason {m.group(1)!r} does not match {pattern!r}")
     # bypassd's side: the same reason, one warning line, everything released.
     e = ended(server, r.pid, f"{what}: the session to end")
-    check(harness.reason_of(e) == harness.EndReason.INVALID_USAGE,
-          f"{what}: bypassd's reason {e['reason']} ({e['detail']!r}) should be invalid_usage")
+    check(
+        harness.reason_of(e) == harness.EndReason.INVALID_USAGE,
+        f"{what}: bypassd's reason {e['reason']} ({e['detail']!r}) should be invalid_usage",
+    )
     check(re.search(pattern, e["detail"]), f"{what}: bypassd's detail {e['detail']!r} does not match {pattern!r}")
-    lines = [line for line in server.log_text().splitlines()
-             if re.search(rf"\bsession {e['id']}:", line) and ("[warning]" in line or "[error]" in line)]
-    check(len(lines) == 1 and f"end (invalid_usage: {e['detail']})" in lines[0],
-          f"{what}: expected one warning line with the reason for session {e['id']}, got:\n" + "\n".join(lines))
+    lines = [
+        line
+        for line in server.log_text().splitlines()
+        if re.search(rf"\bsession {e['id']}:", line) and ("[warning]" in line or "[error]" in line)
+    ]
+    check(
+        len(lines) == 1 and f"end (invalid_usage: {e['detail']})" in lines[0],
+        f"{what}: expected one warning line with the reason for session {e['id']}, got:\n" + "\n".join(lines),
+    )
     if args[0] == "copy-buffer":
         copied, size = check_readback(r, what)
         check(copied == 0, f"{what}: {copied} bytes were copied though the copy was refused:\n{r.describe()}")
@@ -113,13 +143,21 @@ def check_refused(server, probe_path, workdir, args, pattern):
 
 def start_bystander(server, workdir):
     native = os.path.join(workdir, "texture.native.out")
-    native_run = harness.Running([harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", native],
-                                 harness.native_env(workdir), workdir, "texture.native")
+    native_run = harness.Running(
+        [harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", native],
+        harness.native_env(workdir),
+        workdir,
+        "texture.native",
+    )
     out = os.path.join(workdir, "texture.icd.out")
-    guest = harness.Running([harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", out], server.guest_env(),
-                            workdir, "texture.icd")
-    server.wait_stats(lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, guest.pid)),
-                      "the bystander to hold a session with objects", timeout=30)
+    guest = harness.Running(
+        [harness.sample_path("texture")] + BYSTANDER_ARGS + ["--out", out], server.guest_env(), workdir, "texture.icd"
+    )
+    server.wait_stats(
+        lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, guest.pid)),
+        "the bystander to hold a session with objects",
+        timeout=30,
+    )
     return native_run, native, guest, out
 
 
@@ -155,23 +193,31 @@ def case_all(workdir, probe_path):
 
     # A refused allocation is answered with a VkResult; the session goes on.
     r = probe(probe_path, server, workdir, ["alloc-zero"])
-    check("vkAllocateMemory: VK_ERROR_OUT_OF_DEVICE_MEMORY (-2)" in r.stdout,
-          f"vkAllocateMemory of 0 bytes should fail with VK_ERROR_OUT_OF_DEVICE_MEMORY:\n{r.describe()}")
+    check(
+        "vkAllocateMemory: VK_ERROR_OUT_OF_DEVICE_MEMORY (-2)" in r.stdout,
+        f"vkAllocateMemory of 0 bytes should fail with VK_ERROR_OUT_OF_DEVICE_MEMORY:\n{r.describe()}",
+    )
     check("vkDeviceWaitIdle: VK_SUCCESS (0)" in r.stdout, f"the device should go on working:\n{r.describe()}")
     e = ended(server, r.pid, "alloc-zero: the session to end")
     check(harness.is_clean(e), f"alloc-zero: the session ended with {e['reason']} ({e['detail']!r})")
-    log(f"alloc-zero: VK_ERROR_OUT_OF_DEVICE_MEMORY, the device went on; {len(REFUSED)} hostile guests refused in "
-        f"{time.monotonic() - start:.1f} s, the bystander rendering during {overlapped} of them")
+    log(
+        f"alloc-zero: VK_ERROR_OUT_OF_DEVICE_MEMORY, the device went on; {len(REFUSED)} hostile guests refused in "
+        f"{time.monotonic() - start:.1f} s, the bystander rendering during {overlapped} of them"
+    )
 
     # So is a query read into too small a buffer (bypassd's own, which the driver would overrun).
     r = probe(probe_path, server, workdir, ["query-results"])
-    check("vkGetQueryPoolResults: VK_ERROR_VALIDATION_FAILED_EXT (-1000011001)" in r.stdout,
-          f"vkGetQueryPoolResults into 8 bytes should fail with VK_ERROR_VALIDATION_FAILED_EXT:\n{r.describe()}")
+    check(
+        "vkGetQueryPoolResults: VK_ERROR_VALIDATION_FAILED_EXT (-1000011001)" in r.stdout,
+        f"vkGetQueryPoolResults into 8 bytes should fail with VK_ERROR_VALIDATION_FAILED_EXT:\n{r.describe()}",
+    )
     check("vkDeviceWaitIdle: VK_SUCCESS (0)" in r.stdout, f"the device should go on working:\n{r.describe()}")
     e = ended(server, r.pid, "query-results: the session to end")
     check(harness.is_clean(e), f"query-results: the session ended with {e['reason']} ({e['detail']!r})")
-    check("vkGetQueryPoolResults: 4 results of stride 8 (32 bytes) do not fit dataSize 8" in server.log_text(),
-          "bypassd did not log why it refused vkGetQueryPoolResults")
+    check(
+        "vkGetQueryPoolResults: 4 results of stride 8 (32 bytes) do not fit dataSize 8" in server.log_text(),
+        "bypassd did not log why it refused vkGetQueryPoolResults",
+    )
     log("query-results: VK_ERROR_VALIDATION_FAILED_EXT, the device went on")
 
     finish_bystander(server, *bystander)

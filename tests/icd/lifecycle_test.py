@@ -59,8 +59,10 @@ def create_instance_ms(result):
 def check_one_line(result, endpoint_path):
     lines = nonempty_lines(result.stderr)
     check(len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}:\n{result.describe()}")
-    check("bypassd" in lines[0] and endpoint_path in lines[0],
-          f"the stderr line should name bypassd and the endpoint {endpoint_path}: {lines[0]!r}")
+    check(
+        "bypassd" in lines[0] and endpoint_path in lines[0],
+        f"the stderr line should name bypassd and the endpoint {endpoint_path}: {lines[0]!r}",
+    )
     return lines[0]
 
 
@@ -73,23 +75,32 @@ def check_init_failed(env, workdir, endpoint_path, limit_ms, loader_limit_ms=Non
     (Debian 12's loader 1.3.239 does); a loader passing the driver's code on gives -3.
     """
     direct = probe(["icd-create-instance", harness.env_path("BYPASS_ICD_LIB")], env, workdir, "probe.direct")
-    check(direct.returncode == 1 and "vkCreateInstance: VK_ERROR_INITIALIZATION_FAILED (-3)" in direct.stdout,
-          f"the ICD's vkCreateInstance should return VK_ERROR_INITIALIZATION_FAILED:\n{direct.describe()}")
+    check(
+        direct.returncode == 1 and "vkCreateInstance: VK_ERROR_INITIALIZATION_FAILED (-3)" in direct.stdout,
+        f"the ICD's vkCreateInstance should return VK_ERROR_INITIALIZATION_FAILED:\n{direct.describe()}",
+    )
     line = check_one_line(direct, endpoint_path)
     ms = create_instance_ms(direct)
     check(ms < limit_ms, f"the ICD's vkCreateInstance took {ms:.0f} ms to fail, more than {limit_ms:.0f} ms")
     log(f"ICD vkCreateInstance: VK_ERROR_INITIALIZATION_FAILED in {ms:.1f} ms: {line}")
 
     loaded = probe(["create-instance"], env, workdir, "probe.loader")
-    check(loaded.returncode == 1 and ("vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER (-9)" in loaded.stdout
-                                      or "vkCreateInstance: VK_ERROR_INITIALIZATION_FAILED (-3)" in loaded.stdout),
-          f"vkCreateInstance through the loader should fail with the ICD's or the loader's error:\n"
-          f"{loaded.describe()}")
+    check(
+        loaded.returncode == 1
+        and (
+            "vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER (-9)" in loaded.stdout
+            or "vkCreateInstance: VK_ERROR_INITIALIZATION_FAILED (-3)" in loaded.stdout
+        ),
+        f"vkCreateInstance through the loader should fail with the ICD's or the loader's error:\n"
+        f"{loaded.describe()}",
+    )
     check_one_line(loaded, endpoint_path)
     ms = create_instance_ms(loaded)
     loader_limit_ms = loader_limit_ms or limit_ms
-    check(ms < loader_limit_ms,
-          f"vkCreateInstance through the loader took {ms:.0f} ms to fail, more than {loader_limit_ms:.0f} ms")
+    check(
+        ms < loader_limit_ms,
+        f"vkCreateInstance through the loader took {ms:.0f} ms to fail, more than {loader_limit_ms:.0f} ms",
+    )
     log(f"through the loader: {loaded.stdout.splitlines()[-1]} in {ms:.1f} ms")
 
 
@@ -129,10 +140,14 @@ def case_vulkaninfo_no_server(workdir, _):
     r = harness.run([harness.env_path("BYPASS_VULKANINFO")], env, workdir, "vulkaninfo", HANG_LIMIT)
     check(r.returncode > 0, f"vulkaninfo should fail with an error status, not {r.returncode}:\n{r.describe()}")
     check("bypassd" in r.stderr and path in r.stderr, f"stderr should name bypassd and {path}:\n{r.describe()}")
-    check(re.search(r"vkCreateInstance failed with ERROR_(INITIALIZATION_FAILED|INCOMPATIBLE_DRIVER)", r.stderr),
-          f"vulkaninfo should report the VkResult:\n{r.describe()}")
-    check(len([line for line in r.stderr.splitlines() if "bypass" in line]) == 1,
-          f"the ICD should say why in one line:\n{r.describe()}")
+    check(
+        re.search(r"vkCreateInstance failed with ERROR_(INITIALIZATION_FAILED|INCOMPATIBLE_DRIVER)", r.stderr),
+        f"vulkaninfo should report the VkResult:\n{r.describe()}",
+    )
+    check(
+        len([line for line in r.stderr.splitlines() if "bypass" in line]) == 1,
+        f"the ICD should say why in one line:\n{r.describe()}",
+    )
     log(f"vulkaninfo exited {r.returncode} in {r.seconds:.2f} s")
 
 
@@ -147,13 +162,19 @@ def wait_for_line(running, text, timeout=30):
 def check_lost(result, what, reason_part):
     """A guest that lost its host: DEVICE_LOST from the wait and from the next call, a clean exit."""
     check(result.returncode == 1, f"{what}: expected exit 1 after losing the host:\n{result.describe()}")
-    check("vkWaitForFences: VK_ERROR_DEVICE_LOST (-4)" in result.stdout,
-          f"{what}: the fence wait should end with VK_ERROR_DEVICE_LOST:\n{result.describe()}")
-    check("vkDeviceWaitIdle: VK_ERROR_DEVICE_LOST (-4)" in result.stdout,
-          f"{what}: a call after the loss should return VK_ERROR_DEVICE_LOST:\n{result.describe()}")
+    check(
+        "vkWaitForFences: VK_ERROR_DEVICE_LOST (-4)" in result.stdout,
+        f"{what}: the fence wait should end with VK_ERROR_DEVICE_LOST:\n{result.describe()}",
+    )
+    check(
+        "vkDeviceWaitIdle: VK_ERROR_DEVICE_LOST (-4)" in result.stdout,
+        f"{what}: a call after the loss should return VK_ERROR_DEVICE_LOST:\n{result.describe()}",
+    )
     lines = nonempty_lines(result.stderr)
-    check(len(lines) == 1 and reason_part in lines[0],
-          f"{what}: expected one stderr line mentioning {reason_part!r}:\n{result.describe()}")
+    check(
+        len(lines) == 1 and reason_part in lines[0],
+        f"{what}: expected one stderr line mentioning {reason_part!r}:\n{result.describe()}",
+    )
 
 
 def case_server_killed_wait(workdir, _):
@@ -171,16 +192,25 @@ def case_server_killed_wait(workdir, _):
 def case_server_killed_midrun(workdir, _):
     server = Bypassd(workdir).start()
     guests = {
-        "compute": harness.Running([harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
-                                   server.guest_env(), workdir, "compute"),
-        "multithread": harness.Running([harness.sample_path("multithread"), "--frames", "100000"],
-                                       server.guest_env(), workdir, "multithread"),
-        "triangle": harness.Running([harness.sample_path("triangle"), "--frames", "100000"], server.guest_env(),
-                                    workdir, "triangle"),
+        "compute": harness.Running(
+            [harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
+            server.guest_env(),
+            workdir,
+            "compute",
+        ),
+        "multithread": harness.Running(
+            [harness.sample_path("multithread"), "--frames", "100000"], server.guest_env(), workdir, "multithread"
+        ),
+        "triangle": harness.Running(
+            [harness.sample_path("triangle"), "--frames", "100000"], server.guest_env(), workdir, "triangle"
+        ),
     }
     pids = [g.pid for g in guests.values()]
-    server.wait_stats(lambda s: all(any(x["objects"] > 0 for x in harness.live_for_pid(s, p)) for p in pids),
-                      "every guest to hold a session with objects", timeout=30)
+    server.wait_stats(
+        lambda s: all(any(x["objects"] > 0 for x in harness.live_for_pid(s, p)) for p in pids),
+        "every guest to hold a session with objects",
+        timeout=30,
+    )
     time.sleep(1.0)
     for name, g in guests.items():
         check(g.proc.poll() is None, f"{name} ended before bypassd was killed:\n{g.result().describe()}")
@@ -191,38 +221,53 @@ def case_server_killed_midrun(workdir, _):
         check(r.returncode == 1, f"{name}: expected exit 1 after losing the host:\n{r.describe()}")
         check("VK_ERROR_DEVICE_LOST" in r.stderr, f"{name}: should report VK_ERROR_DEVICE_LOST:\n{r.describe()}")
         check("bypassd went away" in r.stderr, f"{name}: the ICD should say the host went away:\n{r.describe()}")
-        log(f"{name}: exited {r.returncode} {time.monotonic() - killed_at:.2f} s after the kill: "
-            f"{nonempty_lines(r.stderr)[-1]}")
+        log(
+            f"{name}: exited {r.returncode} {time.monotonic() - killed_at:.2f} s after the kill: "
+            f"{nonempty_lines(r.stderr)[-1]}"
+        )
 
 
 def case_server_stopped_wait(workdir, _):
     server = Bypassd(workdir).start()
     waiter = harness.Running([harness.env_path("BYPASS_PROBE"), "wait-fence"], server.guest_env(), workdir, "probe")
-    compute = harness.Running([harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
-                              server.guest_env(), workdir, "compute")
+    compute = harness.Running(
+        [harness.sample_path("compute"), "--frames", "1000", "--elements", "1048576"],
+        server.guest_env(),
+        workdir,
+        "compute",
+    )
     wait_for_line(waiter, "waiting")
-    server.wait_stats(lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, compute.pid)),
-                      "compute to hold a session with objects", timeout=30)
+    server.wait_stats(
+        lambda s: any(x["objects"] > 0 for x in harness.live_for_pid(s, compute.pid)),
+        "compute to hold a session with objects",
+        timeout=30,
+    )
     time.sleep(0.5)
     stopped_at = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     try:
         status = server.proc.wait(timeout=HANG_LIMIT)
     except Exception:  # noqa: BLE001 - reported as the failure it is
-        raise harness.TestFailure(f"bypassd did not exit within {HANG_LIMIT} s of SIGTERM with a guest in a "
-                                  f"fence wait:\n{server.log_text()[-3000:]}")
+        raise harness.TestFailure(
+            f"bypassd did not exit within {HANG_LIMIT} s of SIGTERM with a guest in a "
+            f"fence wait:\n{server.log_text()[-3000:]}"
+        )
     log(f"bypassd exited {status} {time.monotonic() - stopped_at:.2f} s after SIGTERM")
     check(status == 0, f"bypassd exited {status} on SIGTERM")
     r = waiter.wait(timeout=HANG_LIMIT)
     check_lost(r, "probe", "server shutting down")
     c = compute.wait(timeout=HANG_LIMIT)
-    check(c.returncode == 1 and "VK_ERROR_DEVICE_LOST" in c.stderr,
-          f"compute: expected exit 1 with VK_ERROR_DEVICE_LOST:\n{c.describe()}")
+    check(
+        c.returncode == 1 and "VK_ERROR_DEVICE_LOST" in c.stderr,
+        f"compute: expected exit 1 with VK_ERROR_DEVICE_LOST:\n{c.describe()}",
+    )
     log_text = server.log_text()
     for pid in (waiter.pid, compute.pid):
         check(f"pid {pid}" in log_text, f"bypassd did not log the session of pid {pid}")
-    check(log_text.count("end (server_shutdown: server shutting down)") == 2,
-          f"expected both sessions to end with server_shutdown:\n{log_text[-3000:]}")
+    check(
+        log_text.count("end (server_shutdown: server shutting down)") == 2,
+        f"expected both sessions to end with server_shutdown:\n{log_text[-3000:]}",
+    )
 
 
 def case_debug_messengers(workdir, _):
@@ -235,20 +280,26 @@ def case_debug_messengers(workdir, _):
     harness.check_ok(native, "debug-messengers natively")
     harness.check_ok(ours, "debug-messengers through the ICD")
     check(ours.stdout == native.stdout, f"callback counts differ:\nnative:\n{native.stdout}\nbypass:\n{ours.stdout}")
-    check("warning on A: A utils=1 report=0, B utils=0 report=0" in ours.stdout,
-          f"a message on A reached B's callbacks or none:\n{ours.stdout}")
+    check(
+        "warning on A: A utils=1 report=0, B utils=0 report=0" in ours.stdout,
+        f"a message on A reached B's callbacks or none:\n{ours.stdout}",
+    )
     log(f"callback counts identical natively and through the ICD: {nonempty_lines(ours.stdout)[-1]}")
     server.stop()
 
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main({
-        "no-server": case_no_server,
-        "stale-socket": case_stale_socket,
-        "silent-server": case_silent_server,
-        "vulkaninfo-no-server": case_vulkaninfo_no_server,
-        "server-killed-wait": case_server_killed_wait,
-        "server-killed-midrun": case_server_killed_midrun,
-        "server-stopped-wait": case_server_stopped_wait,
-        "debug-messengers": case_debug_messengers,
-    }))
+    raise SystemExit(
+        harness.main(
+            {
+                "no-server": case_no_server,
+                "stale-socket": case_stale_socket,
+                "silent-server": case_silent_server,
+                "vulkaninfo-no-server": case_vulkaninfo_no_server,
+                "server-killed-wait": case_server_killed_wait,
+                "server-killed-midrun": case_server_killed_midrun,
+                "server-stopped-wait": case_server_stopped_wait,
+                "debug-messengers": case_debug_messengers,
+            }
+        )
+    )

@@ -51,14 +51,21 @@ GOOD_GUEST_ARGS = ["--frames", "800"]
 
 
 def raw_client(server, mode, workdir):
-    return harness.run([harness.env_path("BYPASS_RAW_CLIENT"), server.endpoint, mode], harness.base_env(workdir),
-                       workdir, f"raw.{mode}", timeout=30)
+    return harness.run(
+        [harness.env_path("BYPASS_RAW_CLIENT"), server.endpoint, mode],
+        harness.base_env(workdir),
+        workdir,
+        f"raw.{mode}",
+        timeout=30,
+    )
 
 
 def check_stats_roundtrip(lines, what):
     check(len(lines) >= 2 and lines[0].startswith("connected "), f"{what}: no session:\n" + "\n".join(lines))
-    check(re.match(r"reply seq=1 command=61441 result=0 objects=0 ", lines[1]),
-          f"{what}: the well-formed stats request got no proper reply:\n" + "\n".join(lines))
+    check(
+        re.match(r"reply seq=1 command=61441 result=0 objects=0 ", lines[1]),
+        f"{what}: the well-formed stats request got no proper reply:\n" + "\n".join(lines),
+    )
 
 
 def session_log_lines(log_text, session_id):
@@ -72,16 +79,20 @@ def check_bad_session(server, mode, expected, r):
     check_stats_roundtrip(lines, mode)
     sent = [i for i, line in enumerate(lines) if line.startswith("sent ")]
     check(len(sent) == 1, f"{mode}: the bad batch was not sent:\n{r.describe()}")
-    after = lines[sent[0] + 1:]
+    after = lines[sent[0] + 1 :]
     # What the host sent back after the bad batch: exactly its reason, then nothing.
-    check(not any(line.startswith("reply ") for line in after),
-          f"{mode}: bypassd answered after the bad batch (the session should have ended):\n{r.describe()}")
-    errors = [line[len("error "):] for line in after if line.startswith("error ")]
+    check(
+        not any(line.startswith("reply ") for line in after),
+        f"{mode}: bypassd answered after the bad batch (the session should have ended):\n{r.describe()}",
+    )
+    errors = [line[len("error ") :] for line in after if line.startswith("error ")]
     check(len(errors) == 1, f"{mode}: expected one kMsgError with the reason, got {len(errors)}:\n{r.describe()}")
     reason = errors[0]
     check(re.search(pattern, reason), f"{mode}: reason {reason!r} does not match {pattern!r}")
-    check(after and after[-1] in ("end peer gone", "end closed"),
-          f"{mode}: the client should see the peer gone after the error:\n{r.describe()}")
+    check(
+        after and after[-1] in ("end peer gone", "end closed"),
+        f"{mode}: the client should see the peer gone after the error:\n{r.describe()}",
+    )
     # The server's side: the session is over, with the same reason, every object released.
     stats = server.wait_gone(r.pid, f"{mode}: the session to end")
     e = harness.check_ended(stats, r.pid, end_reason, reason)
@@ -91,8 +102,10 @@ def check_bad_session(server, mode, expected, r):
     lines_of_session = session_log_lines(server.log_text(), e["id"])
     bad = [line for line in lines_of_session if "[warning]" in line or "[error]" in line]
     check(len(bad) == 1, f"{mode}: expected one warning line for session {e['id']}, got:\n" + "\n".join(bad))
-    check(f"end ({end_reason}: {reason})" in bad[0],
-          f"{mode}: the log line does not carry the reason {end_reason} and detail {reason!r}: {bad[0]}")
+    check(
+        f"end ({end_reason}: {reason})" in bad[0],
+        f"{mode}: the log line does not carry the reason {end_reason} and detail {reason!r}: {bad[0]}",
+    )
     log(f"{mode}: session {e['id']} ended: {bad[0].split('] ', 2)[-1]}")
 
 
@@ -100,16 +113,24 @@ def start_good_guests(server, workdir):
     """A texture run beside the bad sessions (its native reference alongside), and a probe that
     holds a device until told to finish, so one good session spans every bad one for certain."""
     native = os.path.join(workdir, "texture.native.out")
-    native_run = harness.Running([harness.sample_path("texture")] + GOOD_GUEST_ARGS + ["--out", native],
-                                 harness.native_env(workdir), workdir, "texture.native")
+    native_run = harness.Running(
+        [harness.sample_path("texture")] + GOOD_GUEST_ARGS + ["--out", native],
+        harness.native_env(workdir),
+        workdir,
+        "texture.native",
+    )
     out = os.path.join(workdir, "texture.icd.out")
-    good = harness.Running([harness.sample_path("texture")] + GOOD_GUEST_ARGS + ["--out", out], server.guest_env(),
-                           workdir, "texture.icd")
-    holder = harness.Running([harness.env_path("BYPASS_PROBE"), "hold"], server.guest_env(), workdir, "probe.hold",
-                             stdin=subprocess.PIPE)
-    server.wait_stats(lambda s: all(any(x["objects"] > 0 for x in harness.live_for_pid(s, p))
-                                    for p in (good.pid, holder.pid)),
-                      "the good guests to hold sessions with objects", timeout=30)
+    good = harness.Running(
+        [harness.sample_path("texture")] + GOOD_GUEST_ARGS + ["--out", out], server.guest_env(), workdir, "texture.icd"
+    )
+    holder = harness.Running(
+        [harness.env_path("BYPASS_PROBE"), "hold"], server.guest_env(), workdir, "probe.hold", stdin=subprocess.PIPE
+    )
+    server.wait_stats(
+        lambda s: all(any(x["objects"] > 0 for x in harness.live_for_pid(s, p)) for p in (good.pid, holder.pid)),
+        "the good guests to hold sessions with objects",
+        timeout=30,
+    )
     return native_run, native, good, out, holder
 
 
@@ -118,8 +139,10 @@ def finish_good_guests(server, native_run, native, good, out, holder):
     holder.close_stdin()
     h = holder.wait(timeout=30)
     harness.check_ok(h, "the probe holding a device beside the bad sessions")
-    check("vkDeviceWaitIdle: VK_SUCCESS (0)" in h.stdout, f"the holding probe's device should still work:\n"
-                                                          f"{h.describe()}")
+    check(
+        "vkDeviceWaitIdle: VK_SUCCESS (0)" in h.stdout,
+        f"the holding probe's device should still work:\n" f"{h.describe()}",
+    )
     harness.check_ok(native_run.wait(timeout=150), "native texture")
     g = good.wait(timeout=150)
     harness.check_ok(g, "texture (the good guest beside the bad sessions)")
@@ -160,9 +183,11 @@ def case_free_in_flight(workdir, _):
     r = harness.run([harness.env_path("BYPASS_PROBE"), "free-in-flight"], server.guest_env(), workdir, "probe", 60)
     check("freed while in flight" in r.stdout, f"the probe did not get as far as the free:\n{r.describe()}")
     time.sleep(0.5)
-    check(server.proc.poll() is None,
-          f"bypassd died (status {server.proc.returncode}) when a guest freed memory its queued work still "
-          f"writes:\n{server.log_text()[-2000:]}\nprobe:\n{r.describe()}")
+    check(
+        server.proc.poll() is None,
+        f"bypassd died (status {server.proc.returncode}) when a guest freed memory its queued work still "
+        f"writes:\n{server.log_text()[-2000:]}\nprobe:\n{r.describe()}",
+    )
     log(f"probe: {r.stdout.splitlines()[-1]} (exit {r.returncode}); bypassd alive")
     finish_good_guests(server, *good_guests)
     status = server.stop()
@@ -178,13 +203,17 @@ def server_schema(server):
 def case_handshake(workdir, _):
     server = Bypassd(workdir).start()
     protocol, schema = server_schema(server)
-    for mode, ours, theirs in (("bad-schema", "0123456789abcdef", schema), ("bad-version", "protocol 999",
-                                                                             f"protocol {protocol}")):
+    for mode, ours, theirs in (
+        ("bad-schema", "0123456789abcdef", schema),
+        ("bad-version", "protocol 999", f"protocol {protocol}"),
+    ):
         r = raw_client(server, mode, workdir)
         lines = r.stdout.splitlines()
-        check(r.returncode == 0 and lines and lines[0].startswith("connect-failed "),
-              f"{mode}: the handshake should be refused:\n{r.describe()}")
-        error = lines[0][len("connect-failed "):]
+        check(
+            r.returncode == 0 and lines and lines[0].startswith("connect-failed "),
+            f"{mode}: the handshake should be refused:\n{r.describe()}",
+        )
+        error = lines[0][len("connect-failed ") :]
         check(ours in error and theirs in error, f"{mode}: the refusal should name {ours!r} and {theirs!r}: {error!r}")
         deadline = time.monotonic() + 5
         while ours not in server.log_text():
@@ -203,5 +232,6 @@ def case_handshake(workdir, _):
 
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main({"stream": case_stream, "handshake": case_handshake,
-                                   "free-in-flight": case_free_in_flight}))
+    raise SystemExit(
+        harness.main({"stream": case_stream, "handshake": case_handshake, "free-in-flight": case_free_in_flight})
+    )

@@ -133,14 +133,14 @@ TEST_P(TrackerTest, ConcurrentWritesAreNeverLost) {
       const uint64_t page = rng() % kPages;
       const uint64_t at = page * kPageSize + (rng() % (kPageSize / 8)) * 8;
       reinterpret_cast<std::atomic<uint64_t>*>(data + at)->store(value++ * 0x0101010101010101ull,
-                                                                std::memory_order_relaxed);
+                                                                 std::memory_order_relaxed);
       writes.fetch_add(1, std::memory_order_relaxed);
     }
   });
   // Barriers run while the writer writes: at least 200 of them and 20000 writes.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (int i = 0; (i < 200 || writes.load(std::memory_order_relaxed) < 20000) &&
-                  std::chrono::steady_clock::now() < deadline;
+  for (int i = 0;
+       (i < 200 || writes.load(std::memory_order_relaxed) < 20000) && std::chrono::steady_clock::now() < deadline;
        ++i) {
     ASSERT_TRUE(shadow->write_barrier(dst.data()));
   }
@@ -197,7 +197,8 @@ TEST_P(TrackerTest, ShadowRegionBarriersMoveOnlyDirtyPages) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, TrackerTest,
-                         ::testing::Values(TrackingMethod::kUffdAsync, TrackingMethod::kMprotect, TrackingMethod::kHash),
+                         ::testing::Values(TrackingMethod::kUffdAsync, TrackingMethod::kMprotect,
+                                           TrackingMethod::kHash),
                          test::method_param_name<::testing::TestParamInfo<TrackingMethod>>);
 
 TEST(DirtyTracker, RejectsBadMemory) {

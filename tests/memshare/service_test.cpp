@@ -1,6 +1,6 @@
 // memshare service tests: a real memshared daemon, domains in real (forked) processes.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 
@@ -10,10 +10,10 @@
 #include <thread>
 #include <vector>
 
+#include "bypass/base/unix_socket.h"
 #include "bypass/memshare/client.h"
 #include "bypass/memshare/page_ranges.h"
 #include "bypass/memshare/service.h"
-#include "bypass/base/unix_socket.h"
 #include "bypass/memshare/socket_io.h"
 #include "test_support.h"
 
@@ -26,12 +26,12 @@ using test::Pipe;
 
 constexpr uint64_t kMiB = 1 << 20;
 
-#define CHILD_CHECK(cond)                                                             \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
-      std::fprintf(stderr, "child check failed at line %d: %s\n", __LINE__, #cond);   \
-      return __LINE__ % 200 + 1;                                                      \
-    }                                                                                 \
+#define CHILD_CHECK(cond)                                                           \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      std::fprintf(stderr, "child check failed at line %d: %s\n", __LINE__, #cond); \
+      return __LINE__ % 200 + 1;                                                    \
+    }                                                                               \
   } while (0)
 
 class ServiceTest : public ::testing::Test {
@@ -326,7 +326,8 @@ TEST_P(BarrierTest, BarriersMoveExactlyTheDirtyPages) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, BarrierTest,
-                         ::testing::Values(TrackingMethod::kUffdAsync, TrackingMethod::kMprotect, TrackingMethod::kHash),
+                         ::testing::Values(TrackingMethod::kUffdAsync, TrackingMethod::kMprotect,
+                                           TrackingMethod::kHash),
                          test::method_param_name<::testing::TestParamInfo<TrackingMethod>>);
 
 TEST_F(ServiceTest, TransfersCompleteWithStatusUnderConcurrency) {

@@ -189,10 +189,14 @@ inline void fill_pattern(std::byte* p, size_t n, uint32_t seed) {
 // Test-name suffix for a tracking method parameter.
 inline std::string method_suffix(TrackingMethod method) {
   switch (method) {
-    case TrackingMethod::kUffdAsync: return "uffd";
-    case TrackingMethod::kMprotect: return "mprotect";
-    case TrackingMethod::kHash: return "hash";
-    case TrackingMethod::kAuto: break;
+    case TrackingMethod::kUffdAsync:
+      return "uffd";
+    case TrackingMethod::kMprotect:
+      return "mprotect";
+    case TrackingMethod::kHash:
+      return "hash";
+    case TrackingMethod::kAuto:
+      break;
   }
   return "auto";
 }

@@ -8,8 +8,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -48,7 +48,8 @@ class VmTest : public ::testing::Test {
           if (!device_->slot_requested(i)) continue;
           auto ch = device_->accept(i, Hello{1, 2, "host"});
           std::lock_guard lock(mu_);
-          if (ch) accepted_.push_back(std::move(*ch));
+          if (ch)
+            accepted_.push_back(std::move(*ch));
           else
             refusals_.push_back(ch.error().message);
         }

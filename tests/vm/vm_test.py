@@ -70,8 +70,17 @@ class Vm:
     def __init__(self, device, workdir, tag, command, env=(), options=()):
         self.out = os.path.join(workdir, f"{tag}.out")
         self.pidfile = os.path.join(workdir, f"{tag}.qemu.pid")
-        argv = [vm_sh(), "--build", harness.env_path("BYPASS_BUILD_DIR"), "--device", device, "--out", self.out,
-                "--timeout", "150"] + list(options)
+        argv = [
+            vm_sh(),
+            "--build",
+            harness.env_path("BYPASS_BUILD_DIR"),
+            "--device",
+            device,
+            "--out",
+            self.out,
+            "--timeout",
+            "150",
+        ] + list(options)
         for kv in env:
             argv += ["--env", kv]
         argv += ["run", "--"] + list(command)
@@ -120,10 +129,13 @@ def samples_command(names):
 def check_vm_samples(vm, result, names, refs, what):
     harness.check_ok(result, what)
     for name in names:
-        check(result.stdout.count("bypass (") >= 1, f"{what}: no sample ran on the bypass device:\n"
-                                                    f"{result.describe()}")
-        harness.check_same_file(native_output(refs, name), os.path.join(vm.out, f"{name}.out"),
-                                f"{what}: {name} in the VM vs native")
+        check(
+            result.stdout.count("bypass (") >= 1,
+            f"{what}: no sample ran on the bypass device:\n" f"{result.describe()}",
+        )
+        harness.check_same_file(
+            native_output(refs, name), os.path.join(vm.out, f"{name}.out"), f"{what}: {name} in the VM vs native"
+        )
     timing = re.search(r"vm.sh: (\w+) guest, kernel up after ([0-9.?]+) s, whole run ([0-9.?]+) s", result.stderr)
     if timing:
         log(f"{what}: {timing.group(1)} guest, kernel up after {timing.group(2)} s, whole run {timing.group(3)} s")
@@ -156,10 +168,17 @@ def case_samples(workdir, mode):
         log(f"{', '.join(names)}: outputs identical to native{' with BYPASS_MEMORY=shadow' if mode else ''}")
         fill = open(os.path.join(vm.out, "fill.txt")).read()
         filled = re.search(r"^filled: (\d+) blocks of 16 MiB, then (\w+)$", fill, re.M)
-        check(filled and filled.group(2) == "VK_ERROR_OUT_OF_DEVICE_MEMORY" and int(filled.group(1)) > 0
-              and "vkAllocateMemory after freeing: VK_SUCCESS" in fill, f"the full heap:\n{fill}")
-        log(f"device heap: {filled.group(1)} blocks of 16 MiB, then VK_ERROR_OUT_OF_DEVICE_MEMORY; "
-            f"memory again after freeing")
+        check(
+            filled
+            and filled.group(2) == "VK_ERROR_OUT_OF_DEVICE_MEMORY"
+            and int(filled.group(1)) > 0
+            and "vkAllocateMemory after freeing: VK_SUCCESS" in fill,
+            f"the full heap:\n{fill}",
+        )
+        log(
+            f"device heap: {filled.group(1)} blocks of 16 MiB, then VK_ERROR_OUT_OF_DEVICE_MEMORY; "
+            f"memory again after freeing"
+        )
         stats = wait_no_objects(server, "the VM's sessions to end")
         ended = stats["ended"]
         check(ended and all(harness.is_clean(e) for e in ended), f"sessions did not end cleanly: {ended}")
@@ -192,11 +211,18 @@ def case_vm_killed(workdir, _):
     devices = VmDevices()
     try:
         server = start_server(workdir, devices, ["vm1"])
-        victim = Vm(devices.path("vm1"), workdir, "victim",
-                    [harness.sample_path("triangle"), "--frames", "100000", "--out", "never.out"])
+        victim = Vm(
+            devices.path("vm1"),
+            workdir,
+            "victim",
+            [harness.sample_path("triangle"), "--frames", "100000", "--out", "never.out"],
+        )
         qemu = victim.qemu_pid()
-        stats = server.wait_stats(lambda s: any(x["objects"] > 10 and x.get("vm") == "vm1" for x in s["sessions"]),
-                                  "the VM's session to hold objects", timeout=90)
+        stats = server.wait_stats(
+            lambda s: any(x["objects"] > 10 and x.get("vm") == "vm1" for x in s["sessions"]),
+            "the VM's session to hold objects",
+            timeout=90,
+        )
         held = sum(x["objects"] for x in stats["sessions"])
         time.sleep(0.5)  # mid-frame
         os.kill(qemu, signal.SIGKILL)
@@ -204,8 +230,10 @@ def case_vm_killed(workdir, _):
         victim.wait(timeout=30)
         stats = wait_no_objects(server, "the killed VM's session to end", timeout=30)
         e = stats["ended"][-1]
-        log(f"QEMU killed while its session held {held} objects: session {e['id']} ended after "
-            f"{time.monotonic() - killed_at:.1f} s ({e['reason']}: {e['detail']}), live objects 0")
+        log(
+            f"QEMU killed while its session held {held} objects: session {e['id']} ended after "
+            f"{time.monotonic() - killed_at:.1f} s ({e['reason']}: {e['detail']}), live objects 0"
+        )
         check(e["objects"] == 0, f"objects left after the session of the killed VM: {e}")
         harness.check_stats_consistent(stats)
         server.check_alive("after the VM was killed")
@@ -226,12 +254,17 @@ def case_vm_reset(workdir, _):
     monitor = os.path.join(workdir, "monitor.sock")
     try:
         server = start_server(workdir, devices, ["vm1"])
-        vm = Vm(devices.path("vm1"), workdir, "reset", [harness.sample_path("triangle"), "--frames", "100000",
-                                                         "--out", "never.out"],
-                options=["--monitor", monitor, "--allow-reboot"])
+        vm = Vm(
+            devices.path("vm1"),
+            workdir,
+            "reset",
+            [harness.sample_path("triangle"), "--frames", "100000", "--out", "never.out"],
+            options=["--monitor", monitor, "--allow-reboot"],
+        )
         qemu = vm.qemu_pid()
-        stats = server.wait_stats(lambda s: any(x["objects"] > 10 for x in s["sessions"]),
-                                  "the VM's session to hold objects", timeout=90)
+        stats = server.wait_stats(
+            lambda s: any(x["objects"] > 10 for x in s["sessions"]), "the VM's session to hold objects", timeout=90
+        )
         first = max(x["id"] for x in stats["sessions"])
         held = sum(x["objects"] for x in stats["sessions"])
         time.sleep(0.5)  # mid-frame
@@ -241,14 +274,18 @@ def case_vm_reset(workdir, _):
             time.sleep(0.2)
         reset_at = time.monotonic()
         stats = server.wait_stats(
-            lambda s: any(e["id"] == first for e in s["ended"]) and any(
-                x["id"] > first and x["objects"] > 10 for x in s["sessions"]),
-            "the session from before the reset to end and the rebooted guest to render again", timeout=120)
+            lambda s: any(e["id"] == first for e in s["ended"])
+            and any(x["id"] > first and x["objects"] > 10 for x in s["sessions"]),
+            "the session from before the reset to end and the rebooted guest to render again",
+            timeout=120,
+        )
         ended = next(e for e in stats["ended"] if e["id"] == first)
         check(ended["objects"] == 0, f"objects left after the reset: {ended}")
         check(os.path.exists(f"/proc/{qemu}"), "QEMU should have lived through the reset")
-        log(f"reset with {held} objects held: session {first} ended ({ended['reason']}: {ended['detail']}); "
-            f"the rebooted guest's session renders {time.monotonic() - reset_at:.1f} s after the reset")
+        log(
+            f"reset with {held} objects held: session {first} ended ({ended['reason']}: {ended['detail']}); "
+            f"the rebooted guest's session renders {time.monotonic() - reset_at:.1f} s after the reset"
+        )
         server.check_alive("after the reset")
         os.kill(qemu, signal.SIGKILL)
         vm.wait(timeout=30)
@@ -262,20 +299,29 @@ def case_bypassd_killed(workdir, _):
     devices = VmDevices()
     try:
         server = start_server(workdir, devices, ["vm1"])
-        vm = Vm(devices.path("vm1"), workdir, "vm1",
-                [harness.sample_path("triangle"), "--frames", "100000", "--out", "never.out"])
-        server.wait_stats(lambda s: any(x["objects"] > 10 for x in s["sessions"]), "the VM's session to hold objects",
-                          timeout=90)
+        vm = Vm(
+            devices.path("vm1"),
+            workdir,
+            "vm1",
+            [harness.sample_path("triangle"), "--frames", "100000", "--out", "never.out"],
+        )
+        server.wait_stats(
+            lambda s: any(x["objects"] > 10 for x in s["sessions"]), "the VM's session to hold objects", timeout=90
+        )
         time.sleep(0.5)
         server.proc.kill()
         server.proc.wait()
         killed_at = time.monotonic()
         result = vm.wait(timeout=60)
         check(result.returncode != 0, f"the guest program did not fail when bypassd died:\n{result.describe()}")
-        check("VK_ERROR_DEVICE_LOST" in result.stderr,
-              f"the guest program did not report VK_ERROR_DEVICE_LOST:\n{result.describe()}")
-        log(f"bypassd killed: the guest program exited with VK_ERROR_DEVICE_LOST, VM done "
-            f"{time.monotonic() - killed_at:.1f} s later (status {result.returncode})")
+        check(
+            "VK_ERROR_DEVICE_LOST" in result.stderr,
+            f"the guest program did not report VK_ERROR_DEVICE_LOST:\n{result.describe()}",
+        )
+        log(
+            f"bypassd killed: the guest program exited with VK_ERROR_DEVICE_LOST, VM done "
+            f"{time.monotonic() - killed_at:.1f} s later (status {result.returncode})"
+        )
     finally:
         devices.remove()
 
@@ -294,8 +340,13 @@ def case_vulkaninfo(workdir, _):
     devices = VmDevices()
     try:
         server = start_server(workdir, devices, ["vm1"])
-        local = harness.run([vulkaninfo], quiet_loader_env(harness.unsanitized_guest_env(server.guest_env()), workdir),
-                            workdir, "vulkaninfo.process", 60)
+        local = harness.run(
+            [vulkaninfo],
+            quiet_loader_env(harness.unsanitized_guest_env(server.guest_env()), workdir),
+            workdir,
+            "vulkaninfo.process",
+            60,
+        )
         harness.check_ok(local, "vulkaninfo in a process guest")
         vm = Vm(devices.path("vm1"), workdir, "vm1", ["sh", "-c", f"{vulkaninfo} > vulkaninfo.txt"])
         result = vm.wait()
@@ -315,16 +366,23 @@ def case_vulkaninfo(workdir, _):
                 removed[section] = removed.get(section, 0) + 1
                 continue
             expected.append(line)
-        expected = [count_re.sub(lambda mm: f"{mm.group(1)} Extensions: count = "
-                                            f"{int(mm.group(2)) - removed.get(mm.group(1), 0)}", line)
-                    for line in expected]
+        expected = [
+            count_re.sub(
+                lambda mm: f"{mm.group(1)} Extensions: count = " f"{int(mm.group(2)) - removed.get(mm.group(1), 0)}",
+                line,
+            )
+            for line in expected
+        ]
         # Each guest numbers its own sessions: the ICD's name carries its pid (none is printed).
         if expected != in_vm:
-            diff = harness.text_diff("\n".join(expected), "\n".join(in_vm), "process guest (less fd extensions)",
-                                     "VM guest")
+            diff = harness.text_diff(
+                "\n".join(expected), "\n".join(in_vm), "process guest (less fd extensions)", "VM guest"
+            )
             raise harness.TestFailure(f"vulkaninfo in the VM differs beyond the allowed differences:\n{diff}")
-        log(f"vulkaninfo: {len(in_vm)} lines equal in a VM and in a process guest, apart from "
-            f"{', '.join(VM_MISSING_EXTENSIONS)} ({sum(removed.values())} lines)")
+        log(
+            f"vulkaninfo: {len(in_vm)} lines equal in a VM and in a process guest, apart from "
+            f"{', '.join(VM_MISSING_EXTENSIONS)} ({sum(removed.values())} lines)"
+        )
         wait_no_objects(server, "vulkaninfo's sessions to end")
         check(server.stop() == 0, "bypassd did not exit cleanly")
     finally:
@@ -332,11 +390,15 @@ def case_vulkaninfo(workdir, _):
 
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main({
-        "samples": case_samples,
-        "two-vms": case_two_vms,
-        "vm-killed": case_vm_killed,
-        "vm-reset": case_vm_reset,
-        "bypassd-killed": case_bypassd_killed,
-        "vulkaninfo": case_vulkaninfo,
-    }))
+    raise SystemExit(
+        harness.main(
+            {
+                "samples": case_samples,
+                "two-vms": case_two_vms,
+                "vm-killed": case_vm_killed,
+                "vm-reset": case_vm_reset,
+                "bypassd-killed": case_bypassd_killed,
+                "vulkaninfo": case_vulkaninfo,
+            }
+        )
+    )

@@ -74,8 +74,8 @@ void run_pipeline(const std::string& mode, bool huge, size_t size) {
     ASSERT_LT(out.size(), data.size() / 2) << "not compressed";
     std::string back(data.size(), '\0');
     uLongf back_len = back.size();
-    ASSERT_EQ(uncompress(reinterpret_cast<Bytef*>(back.data()), &back_len,
-                         reinterpret_cast<const Bytef*>(out.data()), out.size()),
+    ASSERT_EQ(uncompress(reinterpret_cast<Bytef*>(back.data()), &back_len, reinterpret_cast<const Bytef*>(out.data()),
+                         out.size()),
               Z_OK);
     ASSERT_EQ(back_len, data.size());
     EXPECT_TRUE(back == data) << "decompressed output differs from the input";

@@ -186,11 +186,13 @@ int main() {
 
   std::printf("GL_VERSION: %s\n", reinterpret_cast<const char*>(glGetString(GL_VERSION)));
   std::printf("GL_RENDERER: %s\n", reinterpret_cast<const char*>(glGetString(GL_RENDERER)));
-  std::printf("GL_SHADING_LANGUAGE_VERSION: %s\n", reinterpret_cast<const char*>(glGetString(GL_SHADING_LANGUAGE_VERSION)));
+  std::printf("GL_SHADING_LANGUAGE_VERSION: %s\n",
+              reinterpret_cast<const char*>(glGetString(GL_SHADING_LANGUAGE_VERSION)));
   GLint count = 0;
   glGetIntegerv(GL_NUM_EXTENSIONS, &count);
   std::vector<std::string> exts;
-  for (GLint i = 0; i < count; ++i) exts.emplace_back(reinterpret_cast<const char*>(glGetStringi(GL_EXTENSIONS, static_cast<GLuint>(i))));
+  for (GLint i = 0; i < count; ++i)
+    exts.emplace_back(reinterpret_cast<const char*>(glGetStringi(GL_EXTENSIONS, static_cast<GLuint>(i))));
   std::sort(exts.begin(), exts.end());
   std::string list;
   for (auto& e : exts) list += (list.empty() ? "" : " ") + e;

@@ -50,6 +50,7 @@ using Clock = std::chrono::steady_clock;
 
 const char* result_name(VkResult r) {
   switch (r) {
+    // clang-format off
 #define R(x) \
   case x:    \
     return #x;
@@ -61,6 +62,7 @@ const char* result_name(VkResult r) {
     default:
       return "VkResult(other)";
   }
+  // clang-format on
 }
 
 int g_failures = 0;
@@ -76,13 +78,13 @@ void line(const char* key, const std::string& value) {
   std::fflush(stdout);
 }
 
-#define CHECK_VK(expr)                                                                   \
-  do {                                                                                   \
-    const VkResult r_ = (expr);                                                          \
-    if (r_ != VK_SUCCESS) {                                                              \
-      fail(std::string(#expr) + " -> " + result_name(r_));                               \
-      std::exit(1);                                                                      \
-    }                                                                                    \
+#define CHECK_VK(expr)                                     \
+  do {                                                     \
+    const VkResult r_ = (expr);                            \
+    if (r_ != VK_SUCCESS) {                                \
+      fail(std::string(#expr) + " -> " + result_name(r_)); \
+      std::exit(1);                                        \
+    }                                                      \
   } while (0)
 
 struct Args {
@@ -155,9 +157,11 @@ struct Window {
   }
   // Counts the window's pixels that are not `rgb`; -1 when the image cannot be read.
   long mismatches(const uint8_t rgb[3], uint32_t w, uint32_t h) {
-    xcb_get_image_reply_t* img = xcb_get_image_reply(
-        conn, xcb_get_image(conn, XCB_IMAGE_FORMAT_Z_PIXMAP, id, 0, 0, static_cast<uint16_t>(w), static_cast<uint16_t>(h), ~0u),
-        nullptr);
+    xcb_get_image_reply_t* img =
+        xcb_get_image_reply(conn,
+                            xcb_get_image(conn, XCB_IMAGE_FORMAT_Z_PIXMAP, id, 0, 0, static_cast<uint16_t>(w),
+                                          static_cast<uint16_t>(h), ~0u),
+                            nullptr);
     if (!img) return -1;
     const uint8_t* p = xcb_get_image_data(img);
     const int len = xcb_get_image_data_length(img);
@@ -229,7 +233,8 @@ struct Gpu {
   }
   void headless_surface() {
     VkHeadlessSurfaceCreateInfoEXT ci{VK_STRUCTURE_TYPE_HEADLESS_SURFACE_CREATE_INFO_EXT};
-    auto fn = reinterpret_cast<PFN_vkCreateHeadlessSurfaceEXT>(vkGetInstanceProcAddr(instance, "vkCreateHeadlessSurfaceEXT"));
+    auto fn =
+        reinterpret_cast<PFN_vkCreateHeadlessSurfaceEXT>(vkGetInstanceProcAddr(instance, "vkCreateHeadlessSurfaceEXT"));
     if (!fn) {
       fail("vkCreateHeadlessSurfaceEXT missing");
       std::exit(1);
@@ -377,7 +382,8 @@ void record_clear(VkCommandBuffer cb, VkImage image, uint32_t k) {
   b.srcQueueFamilyIndex = b.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
   b.image = image;
   b.subresourceRange = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
-  vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, nullptr, 0, nullptr, 1, &b);
+  vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, nullptr, 0, nullptr, 1,
+                       &b);
   uint8_t rgb[3];
   frame_color(k, rgb);
   VkClearColorValue c{};
@@ -390,8 +396,8 @@ void record_clear(VkCommandBuffer cb, VkImage image, uint32_t k) {
   b.dstAccessMask = 0;
   b.oldLayout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL;
   b.newLayout = VK_IMAGE_LAYOUT_PRESENT_SRC_KHR;
-  vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, 0, 0, nullptr, 0, nullptr, 1,
-                       &b);
+  vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, 0, 0, nullptr, 0,
+                       nullptr, 1, &b);
   CHECK_VK(vkEndCommandBuffer(cb));
 }
 
@@ -450,7 +456,8 @@ int cmd_caps(const Args& a) {
   VkSurfaceCapabilitiesKHR c;
   CHECK_VK(vkGetPhysicalDeviceSurfaceCapabilitiesKHR(g.pd, g.surface, &c));
   char buf[512];
-  std::snprintf(buf, sizeof(buf), "min %u max %u current %ux%u extent %ux%u..%ux%u layers %u transforms 0x%x alpha 0x%x usage 0x%x",
+  std::snprintf(buf, sizeof(buf),
+                "min %u max %u current %ux%u extent %ux%u..%ux%u layers %u transforms 0x%x alpha 0x%x usage 0x%x",
                 c.minImageCount, c.maxImageCount, c.currentExtent.width, c.currentExtent.height, c.minImageExtent.width,
                 c.minImageExtent.height, c.maxImageExtent.width, c.maxImageExtent.height, c.maxImageArrayLayers,
                 c.supportedTransforms, c.supportedCompositeAlpha, c.supportedUsageFlags);
@@ -478,7 +485,8 @@ int cmd_caps(const Args& a) {
     const VkBool32 xlib_ok = a.xlib ? vkGetPhysicalDeviceXlibPresentationSupportKHR(
                                           g.pd, i, w.dpy, XVisualIDFromVisual(DefaultVisual(w.dpy, 0)))
                                     : xcb_ok;
-    s += std::to_string(i) + ":" + std::to_string(ok) + "/" + std::to_string(xcb_ok) + "/" + std::to_string(xlib_ok) + " ";
+    s += std::to_string(i) + ":" + std::to_string(ok) + "/" + std::to_string(xcb_ok) + "/" + std::to_string(xlib_ok) +
+         " ";
   }
   line("present_support", s);
   g.destroy();
@@ -558,7 +566,8 @@ int cmd_present(const Args& a) {
   }
   if (held.size() == s.images.size()) {
     uint32_t index;
-    line("acquire_none_free_timeout0", result_name(vkAcquireNextImageKHR(g.device, s.handle, 0, VK_NULL_HANDLE, fence, &index)));
+    line("acquire_none_free_timeout0",
+         result_name(vkAcquireNextImageKHR(g.device, s.handle, 0, VK_NULL_HANDLE, fence, &index)));
     line("acquire_none_free_timeout1ms",
          result_name(vkAcquireNextImageKHR(g.device, s.handle, 1'000'000, VK_NULL_HANDLE, fence, &index)));
   }
@@ -641,11 +650,11 @@ int cmd_destroy_window(const Args& a) {
   std::map<std::string, int> results;
   for (uint32_t i = 0; i < 10; ++i, ++k) {
     FrameResult r = draw_frame(g, f, s, k);
-    const std::string t = std::string(result_name(r.acquire)) + "/" +
-                          (r.acquire >= 0 ? result_name(r.present) : "-");
+    const std::string t = std::string(result_name(r.acquire)) + "/" + (r.acquire >= 0 ? result_name(r.present) : "-");
     ++results[t];
     if (first_error.empty() && (r.acquire < 0 || r.present < 0))
-      first_error = r.acquire < 0 ? std::string("acquire ") + result_name(r.acquire) : std::string("present ") + result_name(r.present);
+      first_error = r.acquire < 0 ? std::string("acquire ") + result_name(r.acquire)
+                                  : std::string("present ") + result_name(r.present);
     if (r.acquire < 0) break;
   }
   line("after_destroy", counts(results));

@@ -58,10 +58,25 @@ class Xvfb:
     def start(self):
         read_fd, write_fd = os.pipe()
         log_file = open(os.path.join(self.workdir, "xvfb.log"), "ab")
-        argv = [h.env_path("BYPASS_XVFB"), "-displayfd", str(write_fd), "-screen", "0",
-                f"{SCREEN_W}x{SCREEN_H}x24", "-nolisten", "tcp", "-noreset"]
-        self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     pass_fds=(write_fd,), preexec_fn=h._die_with_parent)
+        argv = [
+            h.env_path("BYPASS_XVFB"),
+            "-displayfd",
+            str(write_fd),
+            "-screen",
+            "0",
+            f"{SCREEN_W}x{SCREEN_H}x24",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+        ]
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            pass_fds=(write_fd,),
+            preexec_fn=h._die_with_parent,
+        )
         self.proc.argv_text = " ".join(argv)
         h._children.append(self.proc)  # the harness's final sweep stops it, whatever happens
         os.close(write_fd)
@@ -90,8 +105,10 @@ class Xvfb:
         png = subprocess.run(["convert", "xwd:-", "png:" + path], input=xwd.stdout, capture_output=True, timeout=30)
         check(png.returncode == 0, f"convert failed: {png.stderr.decode(errors='replace')}")
         raw = subprocess.run(["convert", path, "-depth", "8", "rgb:-"], capture_output=True, timeout=30)
-        check(raw.returncode == 0 and len(raw.stdout) == SCREEN_W * SCREEN_H * 3,
-              f"cannot read back {path} ({len(raw.stdout)} bytes)")
+        check(
+            raw.returncode == 0 and len(raw.stdout) == SCREEN_W * SCREEN_H * 3,
+            f"cannot read back {path} ({len(raw.stdout)} bytes)",
+        )
         return raw.stdout
 
 
@@ -110,7 +127,7 @@ def setup(workdir, need_server=True):
 
 
 def parse(text):
-    """"key: value" lines of the probes, later keys win."""
+    """ "key: value" lines of the probes, later keys win."""
     out = {}
     for line in text.splitlines():
         if ": " in line:
@@ -122,12 +139,26 @@ def parse(text):
 def wsi_stats(stderr):
     """The ICD's BYPASS_WSI_STATS lines: one dict per destroyed swapchain."""
     stats = []
-    for m in re.finditer(r"bypass wsi: swapchain (\d+)x(\d+) (\w+), (\d+) images, ([\w-]+): presents (\d+), "
-                         r"shown (\d+), dropped (\d+), put ([\d.]+) us avg, memshare transfers (\d+) into the ([\w -]+)$",
-                         stderr, re.M):
-        stats.append({"size": (int(m[1]), int(m[2])), "mode": m[3], "images": int(m[4]), "path": m[5],
-                      "presents": int(m[6]), "shown": int(m[7]), "dropped": int(m[8]), "put_us": float(m[9]),
-                      "transfers": int(m[10]), "target": m[11]})
+    for m in re.finditer(
+        r"bypass wsi: swapchain (\d+)x(\d+) (\w+), (\d+) images, ([\w-]+): presents (\d+), "
+        r"shown (\d+), dropped (\d+), put ([\d.]+) us avg, memshare transfers (\d+) into the ([\w -]+)$",
+        stderr,
+        re.M,
+    ):
+        stats.append(
+            {
+                "size": (int(m[1]), int(m[2])),
+                "mode": m[3],
+                "images": int(m[4]),
+                "path": m[5],
+                "presents": int(m[6]),
+                "shown": int(m[7]),
+                "dropped": int(m[8]),
+                "put_us": float(m[9]),
+                "transfers": int(m[10]),
+                "target": m[11],
+            }
+        )
     return stats
 
 
@@ -156,10 +187,14 @@ def case_caps(workdir, _arg):
         n, b = both(x, native, guest, workdir, "caps", *extra)
         pn, pb = parse(n.stdout), parse(b.stdout)
         for key in ("capabilities", "formats", "present_modes", "present_support"):
-            check(pn.get(key) == pb.get(key), f"{key} differs{' (xlib)' if extra else ''}: native {pn.get(key)!r}, "
-                                              f"bypass {pb.get(key)!r}")
-        log(f"caps{' (xlib)' if extra else ''}: {pb['capabilities']}; formats {pb['formats']}; "
-            f"modes {pb['present_modes']}")
+            check(
+                pn.get(key) == pb.get(key),
+                f"{key} differs{' (xlib)' if extra else ''}: native {pn.get(key)!r}, " f"bypass {pb.get(key)!r}",
+            )
+        log(
+            f"caps{' (xlib)' if extra else ''}: {pb['capabilities']}; formats {pb['formats']}; "
+            f"modes {pb['present_modes']}"
+        )
     server.check_alive()
 
 
@@ -182,8 +217,10 @@ def case_present_modes(workdir, _arg):
             check(s["dropped"] == 0, f"{mode} must show every frame: {s}")
         # every shown frame came over by a memshare transfer from bypassd's service
         check(s["transfers"] == s["shown"], f"{mode}: frames moved by memshare transfers: {s}")
-        log(f"{mode}: native {pn['seconds']} s, bypass {pb['seconds']} s for 120 frames 320x240; shown {s['shown']}, "
-            f"dropped {s['dropped']}, {s['path']} put {s['put_us']} us")
+        log(
+            f"{mode}: native {pn['seconds']} s, bypass {pb['seconds']} s for 120 frames 320x240; shown {s['shown']}, "
+            f"dropped {s['dropped']}, {s['path']} put {s['put_us']} us"
+        )
     server.check_alive()
 
 
@@ -230,8 +267,10 @@ def case_xlib_and_putimage(workdir, _arg):
     check(parse(r.stdout)["window_mismatches"] == "0", f"PutImage: {r.describe()}")
     st2 = wsi_stats(r.stderr)
     check(st2 and st2[0]["path"] == "PutImage", f"BYPASS_WSI_NO_SHM=1 should use PutImage: {st2}")
-    check(st2[0]["target"] == "frame buffer" and st2[0]["transfers"] == st2[0]["shown"],
-          f"without MIT-SHM, frames should be transferred into the ICD's own frame buffer: {st2}")
+    check(
+        st2[0]["target"] == "frame buffer" and st2[0]["transfers"] == st2[0]["shown"],
+        f"without MIT-SHM, frames should be transferred into the ICD's own frame buffer: {st2}",
+    )
     log(f"put 320x240: MIT-SHM {st[0]['put_us']} us, PutImage {st2[0]['put_us']} us")
     server.check_alive()
 
@@ -241,12 +280,16 @@ def case_resize(workdir, _arg):
     for mode in ("fifo", "mailbox"):
         n, b = both(x, native, guest, workdir, "resize", "--mode", mode)
         pn, pb = parse(n.stdout), parse(b.stdout)
-        log(f"{mode}: native after resize '{pn['after_resize']}' (frame {pn['frames_to_notice']}), "
-            f"bypass '{pb['after_resize']}' (frame {pb['frames_to_notice']})")
+        log(
+            f"{mode}: native after resize '{pn['after_resize']}' (frame {pn['frames_to_notice']}), "
+            f"bypass '{pb['after_resize']}' (frame {pb['frames_to_notice']})"
+        )
         # Natively lavapipe reports SUBOPTIMAL from the next acquire; bypass learns the new
         # size from the put of the frame after, so one frame later.
-        check(pb["after_resize"].split()[-1] == pn["after_resize"].split()[-1],
-              f"{mode}: resize reported as {pb['after_resize']!r}, natively {pn['after_resize']!r}")
+        check(
+            pb["after_resize"].split()[-1] == pn["after_resize"].split()[-1],
+            f"{mode}: resize reported as {pb['after_resize']!r}, natively {pn['after_resize']!r}",
+        )
         check(int(pb["frames_to_notice"]) <= 3, f"{mode}: noticed only after {pb['frames_to_notice']} frames")
         for p in (pn, pb):
             check(p["current_extent"] == "400x300" and p["window_mismatches"] == "0", f"{mode}: {p}")
@@ -257,8 +300,10 @@ def case_destroy_window(workdir, _arg):
     x, server, native, guest = setup(workdir)
     n, b = both(x, native, guest, workdir, "destroy-window")
     pn, pb = parse(n.stdout), parse(b.stdout)
-    log(f"native: {pn['first_error']}, caps {pn['capabilities_after_destroy']}; "
-        f"bypass: {pb['first_error']}, caps {pb['capabilities_after_destroy']}")
+    log(
+        f"native: {pn['first_error']}, caps {pn['capabilities_after_destroy']}; "
+        f"bypass: {pb['first_error']}, caps {pb['capabilities_after_destroy']}"
+    )
     check(re.search(r"SURFACE_LOST|OUT_OF_DATE", pb["first_error"]), f"no error after the window went: {pb}")
     check(pb["first_error"] == pn["first_error"], f"bypass {pb['first_error']!r}, natively {pn['first_error']!r}")
     check(pb["capabilities_after_destroy"] == "VK_ERROR_SURFACE_LOST_KHR", f"{pb}")
@@ -317,9 +362,9 @@ def check_vkcube(workdir, shadow):
     npx, npath, _, nsec = vkcube_shot(x, native, workdir, "native")
     bpx, bpath, bres, bsec = vkcube_shot(x, genv, workdir, "bypass-shadow" if shadow else "bypass")
     check("bypass (" in bres.stdout + bres.stderr, f"vkcube did not select the bypass device:\n{bres.describe()}")
-    colors = len(set(npx[i:i + 3] for i in range(0, len(npx), 3 * 97)))
+    colors = len(set(npx[i : i + 3] for i in range(0, len(npx), 3 * 97)))
     check(colors > 50, f"the native screenshot {npath} looks empty ({colors} colors)")
-    diff = sum(1 for i in range(0, len(npx), 3) if npx[i:i + 3] != bpx[i:i + 3])
+    diff = sum(1 for i in range(0, len(npx), 3) if npx[i : i + 3] != bpx[i : i + 3])
     check(diff == 0, f"{bpath} differs from {npath} in {diff} pixels")
     st = wsi_stats(bres.stderr)
     check(st and st[-1]["presents"] == 300 and st[-1]["shown"] == 300, f"vkcube presenter statistics: {st}")
@@ -328,8 +373,10 @@ def check_vkcube(workdir, shadow):
     check(st[-1]["transfers"] == want, f"vkcube: {st[-1]['transfers']} frames moved by memshare transfers, want {want}")
     if not shadow:  # on a local X server, straight into its MIT-SHM segment
         check(st[-1]["target"] == "MIT-SHM segment", f"vkcube: frames transferred into the {st[-1]['target']}")
-    log(f"vkcube --c 300: pixel-identical ({SCREEN_W}x{SCREEN_H} screen, {colors}+ colors); native {nsec:.2f} s, "
-        f"bypass {bsec:.2f} s (incl. start-up); {st[-1]['path']} put {st[-1]['put_us']} us for 500x500")
+    log(
+        f"vkcube --c 300: pixel-identical ({SCREEN_W}x{SCREEN_H} screen, {colors}+ colors); native {nsec:.2f} s, "
+        f"bypass {bsec:.2f} s (incl. start-up); {st[-1]['path']} put {st[-1]['put_us']} us for 500x500"
+    )
     server.check_alive()
 
 
@@ -376,7 +423,10 @@ def case_glxinfo(workdir, _arg):
     missing, extra = ne - be, be - ne
     log(f"GL/GLX extensions: native {len(ne)}, bypass {len(be)}; missing through bypass: {sorted(missing)}")
     check(not extra, f"extensions only through bypass: {sorted(extra)}")
-    check(missing <= KNOWN_GL_GAPS, f"extensions missing through bypass beyond the known gap: {sorted(missing - KNOWN_GL_GAPS)}")
+    check(
+        missing <= KNOWN_GL_GAPS,
+        f"extensions missing through bypass beyond the known gap: {sorted(missing - KNOWN_GL_GAPS)}",
+    )
     server.check_alive()
 
 
@@ -384,7 +434,7 @@ def color_counts(pixels):
     counts = dict.fromkeys(GEAR_COLORS, 0)
     wanted = {bytes(v): k for k, v in GEAR_COLORS.items()}
     for i in range(0, len(pixels), 3):
-        name = wanted.get(pixels[i:i + 3])
+        name = wanted.get(pixels[i : i + 3])
         if name:
             counts[name] += 1
     return counts
@@ -420,10 +470,14 @@ def case_glxgears(workdir, _arg):
         if tag == "bypass":
             st = wsi_stats(result.stderr)
             check(st and st[-1]["presents"] > 100, f"glxgears did not present through the ICD's swapchain: {st}")
-            log(f"glxgears through bypass: {st[-1]['presents']} presents, {st[-1]['path']} put {st[-1]['put_us']} us "
-                f"for {st[-1]['size'][0]}x{st[-1]['size'][1]}")
-    log(f"gear pixels native {counts['native']}, bypass {counts['bypass']}; FPS native {fps['native']}, "
-        f"bypass {fps['bypass']}")
+            log(
+                f"glxgears through bypass: {st[-1]['presents']} presents, {st[-1]['path']} put {st[-1]['put_us']} us "
+                f"for {st[-1]['size'][0]}x{st[-1]['size'][1]}"
+            )
+    log(
+        f"gear pixels native {counts['native']}, bypass {counts['bypass']}; FPS native {fps['native']}, "
+        f"bypass {fps['bypass']}"
+    )
     for name in GEAR_COLORS:
         n, b = counts["native"][name], counts["bypass"][name]
         check(n > 1000, f"native glxgears shows too few {name} pixels ({n}): is zink presenting?")
@@ -450,7 +504,10 @@ def case_egl_surfaceless(workdir, _arg):
     check(b["GL_RENDERER"].startswith("zink (bypass ("), f"not zink on the bypass device: {b['GL_RENDERER']}")
     check(n["GL_VERSION"] == b["GL_VERSION"], f"GL_VERSION {n['GL_VERSION']!r} vs {b['GL_VERSION']!r}")
     ne, be = set(n["GL_EXTENSIONS"].split()), set(b["GL_EXTENSIONS"].split())
-    check(not (be - ne) and (ne - be) <= KNOWN_GL_GAPS, f"extensions differ: missing {sorted(ne - be)}, extra {sorted(be - ne)}")
+    check(
+        not (be - ne) and (ne - be) <= KNOWN_GL_GAPS,
+        f"extensions differ: missing {sorted(ne - be)}, extra {sorted(be - ne)}",
+    )
     check(n["pixels"] == b["pixels"], f"rendered pixels differ: native {n['pixels']}, bypass {b['pixels']}")
     log(f"surfaceless EGL: {b['GL_VERSION']}, {len(be)} extensions ({len(ne)} natively), pixels {b['pixels']}")
     # GL_EXT_memory_object_fd: the probe's Vulkan buffer (another bypass session) shared with GL
@@ -488,7 +545,10 @@ def case_guest_killed(workdir, _arg):
     log(f"killed a guest at frame {frames(victim)}; session ended: {main[-1]['reason']} ({main[-1]['detail']!r})")
     result = other.wait(60)
     h.check_ok(result, "the other presenting guest")
-    check(frames(other) > killed_at + 100, f"the other guest stalled after the kill (frame {killed_at} -> {frames(other)})")
+    check(
+        frames(other) > killed_at + 100,
+        f"the other guest stalled after the kill (frame {killed_at} -> {frames(other)})",
+    )
     server.check_alive("after a guest was killed while presenting")
     # And a new guest is served.
     r = probe(guest, workdir, "after", "present", "--frames", "20")

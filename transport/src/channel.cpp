@@ -9,10 +9,10 @@
 #include <cstring>
 #include <new>
 
+#include "bypass/base/text.h"
 #include "channel_impl.h"
 #include "futex.h"
 #include "socket_io.h"
-#include "bypass/base/text.h"
 
 namespace bypass::transport {
 
@@ -193,8 +193,8 @@ constexpr size_t kKeptReassemblyBytes = 4u << 20;
 bool grow_reassembly(Channel::Impl& s, uint64_t needed) {
   try {
     if (needed > s.reassembly.capacity())
-      s.reassembly.reserve(std::min<uint64_t>(s.reassembly_total,
-                                              std::max<uint64_t>(needed, 2 * s.reassembly.capacity())));
+      s.reassembly.reserve(
+          std::min<uint64_t>(s.reassembly_total, std::max<uint64_t>(needed, 2 * s.reassembly.capacity())));
     s.reassembly.resize(needed);
   } catch (const std::bad_alloc&) {
     return false;
@@ -328,17 +328,17 @@ Status Channel::recv(Message& out, Deadline deadline) {
         if (start.kind >= layout::kReservedKindBase || start.total > s.max_message || data > start.total) {
           return s.fail(Status::kProtocolError,
                         base::str_printf("receive ring: chunked message of kind 0x%08x and %" PRIu64
-                                           " bytes refused (limit %" PRIu64 " bytes)",
-                                           start.kind, start.total, s.max_message));
+                                         " bytes refused (limit %" PRIu64 " bytes)",
+                                         start.kind, start.total, s.max_message));
         }
         // The buffer grows with the data that arrives, never from the size the peer announced:
         // a 24-byte chunk start claiming 256 MiB costs nothing until the bytes come.
         s.reassembly_total = start.total;
         s.reassembly.clear();
         if (!grow_reassembly(s, data)) {
-          return s.fail(Status::kProtocolError,
-                        base::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
-                                           data));
+          return s.fail(
+              Status::kProtocolError,
+              base::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message", data));
         }
         s.rx.read(sizeof start, s.reassembly.data(), data);
         s.rx.pop();
@@ -350,15 +350,14 @@ Status Channel::recv(Message& out, Deadline deadline) {
       }
       case layout::kKindChunkMore:
         if (!s.reassembling || h.size == 0 || h.size > s.reassembly_total - s.reassembly_got) {
-          return s.fail(Status::kProtocolError,
-                        base::str_printf("receive ring: unexpected chunk of %u bytes (%" PRIu64 " of %" PRIu64
-                                           " bytes reassembled)",
-                                           h.size, s.reassembly_got, s.reassembly_total));
+          return s.fail(Status::kProtocolError, base::str_printf("receive ring: unexpected chunk of %u bytes (%" PRIu64
+                                                                 " of %" PRIu64 " bytes reassembled)",
+                                                                 h.size, s.reassembly_got, s.reassembly_total));
         }
         if (!grow_reassembly(s, s.reassembly_got + h.size)) {
           return s.fail(Status::kProtocolError,
                         base::str_printf("receive ring: cannot allocate %" PRIu64 " bytes for a chunked message",
-                                           s.reassembly_got + h.size));
+                                         s.reassembly_got + h.size));
         }
         s.rx.read(0, s.reassembly.data() + s.reassembly_got, h.size);
         s.rx.pop();
@@ -374,8 +373,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
         s.reassembling = false;
         return Status::kClosed;
       default:
-        return s.fail(Status::kProtocolError,
-                      base::str_printf("receive ring: record of reserved kind 0x%08x", h.kind));
+        return s.fail(Status::kProtocolError, base::str_printf("receive ring: record of reserved kind 0x%08x", h.kind));
     }
     if (s.reassembling && s.reassembly_got == s.reassembly_total) {
       s.reassembling = false;
@@ -424,7 +422,7 @@ Status Channel::recv_fds(uint64_t& tag, std::vector<int>& fds, Deadline deadline
       fp.count != packet.fds.size() || fp.count > kMaxFdsPerMessage) {
     return s.fail(Status::kProtocolError,
                   base::str_printf("socket: malformed fd packet (type %u, %u fds announced, %zu attached)",
-                                     fp.header.type, fp.count, packet.fds.size()));
+                                   fp.header.type, fp.count, packet.fds.size()));
   }
   tag = fp.tag;
   fds.clear();

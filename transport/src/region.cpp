@@ -9,8 +9,8 @@
 #include <cstring>
 #include <new>
 
-#include "bypass/transport/session.h"
 #include "bypass/base/text.h"
+#include "bypass/transport/session.h"
 
 namespace bypass::transport::detail {
 

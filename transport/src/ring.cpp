@@ -4,8 +4,8 @@
 #include <cinttypes>
 #include <cstring>
 
-#include "futex.h"
 #include "bypass/base/text.h"
+#include "futex.h"
 
 namespace bypass::transport {
 

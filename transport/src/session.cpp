@@ -16,22 +16,22 @@
 
 #include "bypass/base/unix_socket.h"
 
+#include "bypass/base/text.h"
 #include "channel_impl.h"
 #include "futex.h"
 #include "handshake.h"
 #include "region.h"
 #include "socket_io.h"
 #include "socket_link.h"
-#include "bypass/base/text.h"
 
 namespace bypass::transport {
 
+using base::str_printf;
 using detail::HelloPacket;
 using detail::Packet;
 using detail::PacketHeader;
 using detail::PacketType;
 using detail::RejectPacket;
-using base::str_printf;
 
 namespace {
 

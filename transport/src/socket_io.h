@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "bypass/transport/session.h"
-#include "bypass/transport/status.h"
 #include "bypass/base/fd_passing.h"
 #include "bypass/base/unique_fd.h"
+#include "bypass/transport/session.h"
+#include "bypass/transport/status.h"
 
 namespace bypass::transport::detail {
 

@@ -3,8 +3,8 @@
 // sign that the peer died).
 #pragma once
 
-#include "bypass/transport/link.h"
 #include "bypass/base/unique_fd.h"
+#include "bypass/transport/link.h"
 #include "region.h"
 
 namespace bypass::transport::detail {

@@ -2,10 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,12 +18,12 @@
 #include <mutex>
 #include <thread>
 
+#include "bypass/base/text.h"
 #include "bypass/transport/layout.h"
 #include "bypass/transport/link.h"
 #include "channel_impl.h"
 #include "handshake.h"
 #include "region.h"
-#include "bypass/base/text.h"
 
 namespace bypass::transport {
 
@@ -60,8 +60,8 @@ Hello from_vm_hello(const layout::VmHello& h, uint32_t* transport_version) {
   Hello out;
   out.protocol_version = h.protocol_version;
   out.schema_hash = h.schema_hash;
-  out.peer_name = base::printable(std::string_view(h.name, std::min<size_t>(h.name_bytes, sizeof h.name)),
-                                    kMaxNameBytes);
+  out.peer_name =
+      base::printable(std::string_view(h.name, std::min<size_t>(h.name_bytes, sizeof h.name)), kMaxNameBytes);
   *transport_version = h.transport_version;
   return out;
 }
@@ -183,8 +183,8 @@ class VmLink final : public Link {
   std::span<std::byte> region_, heap_;
   // peer_gone() may be asked by the send and the receive thread at once.
   std::mutex watch_mu_;
-  uint64_t last_beat_ = 0;            // guarded by watch_mu_
-  Clock::time_point last_change_;     // guarded by watch_mu_
+  uint64_t last_beat_ = 0;         // guarded by watch_mu_
+  Clock::time_point last_change_;  // guarded by watch_mu_
   std::mutex beat_mu_;
   std::condition_variable beat_cv_;
   bool stop_ = false;  // guarded by beat_mu_

@@ -6,13 +6,13 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <immintrin.h>
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <deque>
-#include <immintrin.h>
 #include <map>
 #include <optional>
 #include <set>
@@ -63,13 +63,13 @@ struct DomainEntry {
   SlotRing<Record> queue;     // broker produces: this domain's inbound VM queue
   os::Kick kick;              // wakes the domain
   QueueOptions options;
-  std::set<uint32_t> introduced;            // may send to / hear from these
-  std::map<std::string, uint32_t> wants;    // pending introductions: name -> req_id
-  std::deque<Record> reply_backlog;              // replies waiting for room in `replies`
-  uint32_t lazy_reserved = 0;               // lazy messages accepted for this queue
-  std::deque<Parked> parked;                     // sends waiting for room in this queue
-  std::deque<LazyMessage> lazy_out;              // lazy messages this domain sent, in order
-  bool kick_owed = false;                        // a publish asked for a kick; sent once per pass
+  std::set<uint32_t> introduced;          // may send to / hear from these
+  std::map<std::string, uint32_t> wants;  // pending introductions: name -> req_id
+  std::deque<Record> reply_backlog;       // replies waiting for room in `replies`
+  uint32_t lazy_reserved = 0;             // lazy messages accepted for this queue
+  std::deque<Parked> parked;              // sends waiting for room in this queue
+  std::deque<LazyMessage> lazy_out;       // lazy messages this domain sent, in order
+  bool kick_owed = false;                 // a publish asked for a kick; sent once per pass
 
   wire::WireIdentity wire_identity() const {
     wire::WireIdentity w{};
@@ -162,7 +162,8 @@ struct Broker::Impl {
     epoll_event ev{};
     ev.events = events;
     ev.data.u64 = key;
-    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return base::errno_error(base::Errc::kIo, "epoll_ctl", errno);
+    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+      return base::errno_error(base::Errc::kIo, "epoll_ctl", errno);
     return {};
   }
 
@@ -202,7 +203,8 @@ struct Broker::Impl {
     auto refuse = [&](Errc errc) {
       welcome.status = static_cast<uint32_t>(errc);
       // The domain is refused whether or not it hears why; a domain gone already is no news.
-      if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) != transport::Status::kOk)
+      if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) !=
+          transport::Status::kOk)
         log("the refusal did not reach the domain");
     };
     if (hello.magic != wire::kMagic || hello.version != wire::kVersion) {
@@ -254,7 +256,8 @@ struct Broker::Impl {
     fds[wire::kFdPool2M] = pool_fds[1].get();
     fds[wire::kFdBrokerKick] = broker_kick.fd();
     fds[wire::kFdDomainKick] = d->kick.fd();
-    if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) != transport::Status::kOk ||
+    if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) !=
+            transport::Status::kOk ||
         channel->send_fds(wire::kWelcomeFdTag, fds) != transport::Status::kOk)
       return;
     d->channel = std::move(channel).value();
@@ -264,8 +267,8 @@ struct Broker::Impl {
       log("cannot watch domain '%s': %s", name.c_str(), std::string(watched.message()).c_str());
       return;
     }
-    log("domain %u '%s' connected (pid %d uid %u), queue capacity %u", d->id, name.c_str(), static_cast<int>(d->cred.pid),
-        static_cast<unsigned>(d->cred.uid), hello.queue_capacity);
+    log("domain %u '%s' connected (pid %d uid %u), queue capacity %u", d->id, name.c_str(),
+        static_cast<int>(d->cred.pid), static_cast<unsigned>(d->cred.uid), hello.queue_capacity);
     by_name[name] = d->id;
     uint32_t id = d->id;
     domains[id] = std::move(d);
@@ -492,16 +495,28 @@ struct Broker::Impl {
       if (kick_domain) d.kick_owed = true;
       did = true;
       switch (static_cast<Kind>(req.kind)) {
-        case Kind::kAlloc: handle_alloc(d, req); break;
-        case Kind::kSend: handle_send(d, req); break;
+        case Kind::kAlloc:
+          handle_alloc(d, req);
+          break;
+        case Kind::kSend:
+          handle_send(d, req);
+          break;
         case Kind::kFlush:
           flush_lazy(d);
           reply(d, make_reply(Kind::kFlushReply, req, Errc::kOk));
           break;
-        case Kind::kFree: handle_free(d, req); break;
-        case Kind::kIntroduce: handle_introduce(d, req); break;
-        case Kind::kCancel: handle_cancel(d, req); break;
-        default: end_session(d, "unknown request kind"); return true;
+        case Kind::kFree:
+          handle_free(d, req);
+          break;
+        case Kind::kIntroduce:
+          handle_introduce(d, req);
+          break;
+        case Kind::kCancel:
+          handle_cancel(d, req);
+          break;
+        default:
+          end_session(d, "unknown request kind");
+          return true;
       }
       if (find(id) == nullptr) return true;  // the request ended the session
     }
@@ -621,8 +636,7 @@ struct Broker::Impl {
       // prepare announces the wait) or the timer makes by delivering lazy messages. A free ring
       // slot is work only when the parked send may take it: slots promised to lazy messages
       // are not, and counting them spun this loop without ever reaching the timer.
-      if (!d->parked.empty() && d->queue.producer_prepare_wait() && d->occupancy() < d->options.capacity)
-        work = true;
+      if (!d->parked.empty() && d->queue.producer_prepare_wait() && d->occupancy() < d->options.capacity) work = true;
       if (!d->reply_backlog.empty() && d->replies.producer_prepare_wait()) work = true;
     }
     return work;
@@ -653,11 +667,21 @@ struct Broker::Impl {
         auto tag = static_cast<Tag>(events[i].data.u64 >> 32);
         auto id = static_cast<uint32_t>(events[i].data.u64);
         switch (tag) {
-          case Tag::kListen: accept_one(); break;
-          case Tag::kStop: stop_kick.drain(); break;
-          case Tag::kKick: broker_kick.drain(); break;
-          case Tag::kTimer: on_timer(); break;
-          case Tag::kDomain: on_domain_event(id, events[i].events); break;
+          case Tag::kListen:
+            accept_one();
+            break;
+          case Tag::kStop:
+            stop_kick.drain();
+            break;
+          case Tag::kKick:
+            broker_kick.drain();
+            break;
+          case Tag::kTimer:
+            on_timer();
+            break;
+          case Tag::kDomain:
+            on_domain_event(id, events[i].events);
+            break;
         }
       }
       arm_timer();
@@ -697,17 +721,28 @@ BrokerStats Broker::stats() const {
 
 const char* to_string(Errc errc) {
   switch (errc) {
-    case Errc::kOk: return "ok";
-    case Errc::kFull: return "destination queue full";
-    case Errc::kTimedOut: return "timed out";
-    case Errc::kPeerDead: return "peer domain is gone";
-    case Errc::kNotIntroduced: return "not introduced to that domain";
-    case Errc::kNoPages: return "page pool exhausted";
-    case Errc::kBrokerLost: return "host broker is gone";
-    case Errc::kInvalid: return "invalid argument";
-    case Errc::kNameTaken: return "domain name already taken";
-    case Errc::kTooFragmented: return "too many page runs for one message";
-    case Errc::kProtocol: return "protocol mismatch";
+    case Errc::kOk:
+      return "ok";
+    case Errc::kFull:
+      return "destination queue full";
+    case Errc::kTimedOut:
+      return "timed out";
+    case Errc::kPeerDead:
+      return "peer domain is gone";
+    case Errc::kNotIntroduced:
+      return "not introduced to that domain";
+    case Errc::kNoPages:
+      return "page pool exhausted";
+    case Errc::kBrokerLost:
+      return "host broker is gone";
+    case Errc::kInvalid:
+      return "invalid argument";
+    case Errc::kNameTaken:
+      return "domain name already taken";
+    case Errc::kTooFragmented:
+      return "too many page runs for one message";
+    case Errc::kProtocol:
+      return "protocol mismatch";
   }
   return "unknown error";
 }

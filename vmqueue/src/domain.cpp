@@ -4,9 +4,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <immintrin.h>
 #include <algorithm>
 #include <cerrno>
-#include <immintrin.h>
 #include <map>
 #include <optional>
 
@@ -38,7 +38,7 @@ namespace detail {
 struct DomainState : std::enable_shared_from_this<DomainState> {
   Identity self;
   std::optional<transport::Channel> channel;  // the session with the broker (set-up, death)
-  int sock = -1;                               // its socket, polled for the broker's death
+  int sock = -1;                              // its socket, polled for the broker's death
   base::Mapping region;
   base::UniqueFd pool_fds[2];
   uint32_t pool_pages[2] = {0, 0};
@@ -82,7 +82,9 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
           }
           break;
         }
-        default: answers[r.req_id] = r; break;
+        default:
+          answers[r.req_id] = r;
+          break;
       }
     }
     if (kick_broker) broker_kick.signal();
@@ -312,7 +314,8 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   if (welcome.magic != wire::kMagic || welcome.version != wire::kVersion) return make_error(Errc::kProtocol);
   if (welcome.status != 0) return make_error(static_cast<Errc>(welcome.status));
   wire::RegionLayout layout = wire::region_layout(welcome.queue_capacity);
-  if (fds.size() != wire::kWelcomeFds || welcome.region_size != layout.size || welcome.queue_capacity != options.capacity)
+  if (fds.size() != wire::kWelcomeFds || welcome.region_size != layout.size ||
+      welcome.queue_capacity != options.capacity)
     return make_error(Errc::kProtocol);
   auto region = base::Mapping::map_shared(fds[wire::kFdRegion].get(), 0, layout.size, /*writable=*/true);
   if (!region) return make_error(Errc::kProtocol);  // not the region the welcome described
@@ -438,7 +441,8 @@ Errc Domain::send(uint32_t peer, Pages&& pages, size_t length, SendOptions optio
   req.delivery = static_cast<uint8_t>(options.delivery);
   req.flags = options.timeout.count() == 0 ? wire::kNoWait : 0;
   req.n_runs = static_cast<uint32_t>(pages.runs_.size());
-  for (size_t i = 0; i < pages.runs_.size(); ++i) req.runs[i] = wire::PageRun{pages.runs_[i].first, pages.runs_[i].count};
+  for (size_t i = 0; i < pages.runs_.size(); ++i)
+    req.runs[i] = wire::PageRun{pages.runs_[i].first, pages.runs_[i].count};
   Record answer{};
   Errc errc = Errc::kBrokerLost;
   if (s.push(req)) {
@@ -488,8 +492,8 @@ Result<Message> Domain::recv(std::chrono::milliseconds timeout) {
       int k = r.page_size;
       std::vector<Pages::Run> runs;
       uint64_t pages = 0;
-      bool valid = r.kind == static_cast<uint32_t>(Kind::kDeliver) && k <= 1 && r.n_runs >= 1 &&
-                   r.n_runs <= wire::kMaxRuns;
+      bool valid =
+          r.kind == static_cast<uint32_t>(Kind::kDeliver) && k <= 1 && r.n_runs >= 1 && r.n_runs <= wire::kMaxRuns;
       for (uint32_t i = 0; valid && i < r.n_runs; ++i) {
         const auto& run = r.runs[i];
         valid = run.count > 0 && run.first < s.pool_pages[k] && run.count <= s.pool_pages[k] - run.first;

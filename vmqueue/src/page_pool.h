@@ -114,8 +114,7 @@ class PagePool {
   uint32_t owner_of(uint32_t page) const { return owner_[page]; }
 
   // Takes up to `max_pages` free pages in at most `max_runs` runs, lowest first, for `owner`.
-  uint32_t take_any(uint32_t max_pages, uint32_t owner, uint32_t max_runs,
-                         std::vector<wire::PageRun>* out) {
+  uint32_t take_any(uint32_t max_pages, uint32_t owner, uint32_t max_runs, std::vector<wire::PageRun>* out) {
     out->clear();
     uint32_t got = 0;
     while (got < max_pages && out->size() < max_runs && !free_runs_.empty()) {

@@ -61,12 +61,12 @@ struct PageRun {
 
 enum class Kind : uint32_t {
   // domain -> broker (request ring)
-  kAlloc = 1,   // bytes = page count; reply kAllocReply with the runs
-  kSend,        // peer = destination; reply kSendReply
-  kFlush,       // deliver this domain's lazy messages now; reply kFlushReply
-  kFree,        // give pages back to the pool; no reply
-  kIntroduce,   // identity exchange with the named domain; reply kIntroduced when mutual
-  kCancel,      // req_id = a parked send to give up on; its kSendReply follows
+  kAlloc = 1,  // bytes = page count; reply kAllocReply with the runs
+  kSend,       // peer = destination; reply kSendReply
+  kFlush,      // deliver this domain's lazy messages now; reply kFlushReply
+  kFree,       // give pages back to the pool; no reply
+  kIntroduce,  // identity exchange with the named domain; reply kIntroduced when mutual
+  kCancel,     // req_id = a parked send to give up on; its kSendReply follows
   // broker -> domain (reply ring)
   kAllocReply = 101,
   kSendReply,
@@ -123,8 +123,8 @@ inline RegionLayout region_layout(uint32_t queue_capacity) {
 inline bool valid_name(std::string_view name) {
   if (name.empty() || name.size() > kNameMax) return false;
   for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-              c == '_' || c == '.';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
     if (!ok) return false;
   }
   return true;

@@ -89,8 +89,8 @@ int run_reader(const std::string& socket, const std::string& name, const std::st
   return 0;
 }
 
-int run_transform(const std::string& socket, const std::string& name, const std::string& prev,
-                  const std::string& next, const std::string& mode) {
+int run_transform(const std::string& socket, const std::string& name, const std::string& prev, const std::string& next,
+                  const std::string& mode) {
   auto d = join(socket, name);
   if (!d) return fail("transform", "connect", d.code());
   auto up = d->introduce(prev, 10s);
@@ -106,7 +106,8 @@ int run_transform(const std::string& socket, const std::string& name, const std:
   auto ship = [&](bool final) -> Errc {
     size_t used = out.bytes().size() - z.avail_out;
     if (used == 0 && !final) return Errc::kOk;
-    Errc e = used == 0 ? Errc::kOk : d->send(down->id, std::move(out), used, {.tag = kData, .delivery = Delivery::kLazy});
+    Errc e =
+        used == 0 ? Errc::kOk : d->send(down->id, std::move(out), used, {.tag = kData, .delivery = Delivery::kLazy});
     out = Pages();
     return e;
   };

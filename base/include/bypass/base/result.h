@@ -67,7 +67,7 @@ template <class T, class Code = Errc>
 class [[nodiscard]] Result {
  public:
   using ErrorType = Error<Code>;
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}           // NOLINT: implicit by design
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}          // NOLINT: implicit by design
   Result(ErrorType error) : v_(std::in_place_index<1>, std::move(error)) {}  // NOLINT
 
   bool ok() const { return v_.index() == 0; }

@@ -23,8 +23,8 @@ inline bool is_multicast(const Mac& mac) { return (mac[0] & 1) != 0; }  // broad
 
 struct Decision {
   enum Kind { kForward, kFlood, kDrop } kind = kDrop;
-  uint32_t port = 0;   // kForward: the one target
-  uint32_t mask = 0;   // kFlood: bit per target port
+  uint32_t port = 0;  // kForward: the one target
+  uint32_t mask = 0;  // kFlood: bit per target port
 };
 
 class Detector {

@@ -27,20 +27,20 @@ struct EndpointOptions {
   Mac mac{};            // optional
   int mtu = 0;
   bool offload = true;
-  int cpu = kCpuNone;   // >= 0: the endpoint's threads run on this CPU only
+  int cpu = kCpuNone;  // >= 0: the endpoint's threads run on this CPU only
 };
 
 struct LinkOptions {
   std::string name;
-  std::string socket_path;        // default: socket_for(name)
-  std::string netns[2];           // the two domains' network namespaces
-  EndpointOptions endpoint[2];    // their TAP devices (control/side filled in by the daemon)
-  std::string uplink_netns;       // empty: no uplink (frames for anything but the peer drop)
+  std::string socket_path;      // default: socket_for(name)
+  std::string netns[2];         // the two domains' network namespaces
+  EndpointOptions endpoint[2];  // their TAP devices (control/side filled in by the daemon)
+  std::string uplink_netns;     // empty: no uplink (frames for anything but the peer drop)
   std::string uplink_ifname = "xo-up0";
   std::string uplink_address;
   Mac uplink_mac{};
   uint32_t buffers = kDefaultBuffers;  // per port
-  int cpu = kCpuAuto;                       // a CPU number, kCpuAuto or kCpuNone
+  int cpu = kCpuAuto;                  // a CPU number, kCpuAuto or kCpuNone
   bool verbose = false;
 };
 

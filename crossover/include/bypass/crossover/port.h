@@ -9,15 +9,15 @@
 #include <atomic>
 #include <cstdint>
 
-#include "bypass/crossover/layout.h"
 #include "bypass/base/unique_fd.h"
+#include "bypass/crossover/layout.h"
 
 namespace bypass::crossover {
 
 struct PortMemory {
-  std::byte* rings = nullptr;                   // this port's ring region
-  std::byte* own_pool = nullptr;                // this port's buffers (read/write)
-  const std::byte* pools[kPorts] = {};          // every present port's buffers (others read-only)
+  std::byte* rings = nullptr;           // this port's ring region
+  std::byte* own_pool = nullptr;        // this port's buffers (read/write)
+  const std::byte* pools[kPorts] = {};  // every present port's buffers (others read-only)
   uint32_t buffers_per_port = kDefaultBuffers;
 };
 

@@ -24,8 +24,8 @@ struct SwitchStats {
   uint64_t crossover = 0;  // unicast frames endpoint -> peer endpoint
   uint64_t to_uplink = 0;  // unicast frames endpoint -> uplink
   uint64_t from_uplink = 0;
-  uint64_t flooded = 0;    // broadcast / multicast / unknown destination
-  uint64_t dropped = 0;    // no live destination, or bad descriptor
+  uint64_t flooded = 0;  // broadcast / multicast / unknown destination
+  uint64_t dropped = 0;  // no live destination, or bad descriptor
   uint64_t mac_moves = 0;
 };
 
@@ -72,9 +72,9 @@ class Switch {
   int host_kick_, stop_;
   bool spin_;
   PortState ports_[kPorts];
-  std::vector<uint8_t> refs_;    // receivers still holding each buffer
-  std::vector<uint8_t> at_port_; // 1: the owner port holds the buffer
-  uint32_t out_[kPorts] = {};    // buffers of each port not at the port (at_port_ == 0)
+  std::vector<uint8_t> refs_;     // receivers still holding each buffer
+  std::vector<uint8_t> at_port_;  // 1: the owner port holds the buffer
+  uint32_t out_[kPorts] = {};     // buffers of each port not at the port (at_port_ == 0)
   Detector detector_;
 
   mutable std::mutex ops_mu_;

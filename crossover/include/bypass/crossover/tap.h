@@ -4,19 +4,19 @@
 #include <cstdint>
 #include <string>
 
-#include "bypass/crossover/detector.h"
 #include "bypass/base/result.h"
 #include "bypass/base/unique_fd.h"
+#include "bypass/crossover/detector.h"
 
 namespace bypass::crossover {
 
 struct TapConfig {
   std::string name = "xo0";
-  Mac mac{};             // all zero: keep the kernel's random address
-  int mtu = 0;           // 0: keep the default (1500)
-  std::string address;   // IPv4 CIDR ("10.0.0.1/24"); empty: none
-  bool offload = true;   // IFF_VNET_HDR + TUNSETOFFLOAD (checksum, TSO4/6): 64 KiB frames
-  int txqueuelen = 0;    // 0: keep the default
+  Mac mac{};            // all zero: keep the kernel's random address
+  int mtu = 0;          // 0: keep the default (1500)
+  std::string address;  // IPv4 CIDR ("10.0.0.1/24"); empty: none
+  bool offload = true;  // IFF_VNET_HDR + TUNSETOFFLOAD (checksum, TSO4/6): 64 KiB frames
+  int txqueuelen = 0;   // 0: keep the default
 };
 
 // Creates a TAP device in the calling thread's network namespace, configures it and brings it

@@ -15,10 +15,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bypass/memshare/client.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
 #include "bypass/wire/runtime.h"
-#include "bypass/memshare/client.h"
 
 namespace bypass::icd {
 
@@ -44,7 +44,9 @@ inline Connection* connection_of(H h) {
 // A reply received for a synchronous call: ReplyHeader + FlatBuffer.
 class Reply {
  public:
-  const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(msg_.payload.data()) + sizeof(wire::ReplyHeader); }
+  const uint8_t* data() const {
+    return reinterpret_cast<const uint8_t*>(msg_.payload.data()) + sizeof(wire::ReplyHeader);
+  }
   size_t size() const { return msg_.payload.size() - sizeof(wire::ReplyHeader); }
   const wire::ReplyHeader& header() const { return *reinterpret_cast<const wire::ReplyHeader*>(msg_.payload.data()); }
   wire::DecodeContext context(wire::HandleMap& h) {

@@ -17,13 +17,13 @@ namespace bypass::host {
 enum class Isolation { kProcess, kThread };
 
 struct ServerConfig {
-  std::string socket_path;         // unix socket the guests connect to
-  std::string control_path;        // unix socket bypassctl talks to ("" = socket_path + ".ctl")
-  std::string device_name;         // substring of the physical device name to expose ("" = all)
-  size_t ring_bytes = 8u << 20;    // per ring, per session
+  std::string socket_path;          // unix socket the guests connect to
+  std::string control_path;         // unix socket bypassctl talks to ("" = socket_path + ".ctl")
+  std::string device_name;          // substring of the physical device name to expose ("" = all)
+  size_t ring_bytes = 8u << 20;     // per ring, per session
   size_t max_message = 256u << 20;  // largest reassembled message (a batch) per session
   size_t max_sessions = 64;
-  uint64_t max_objects = 1u << 20;      // per session
+  uint64_t max_objects = 1u << 20;          // per session
   uint64_t max_memory_bytes = 16ull << 30;  // per session, host-visible memory shared with it
   // Per session: blocking calls (waits) handed to waiter threads and not yet answered. Each
   // holds a copy of its message and arguments; a guest queueing more ends its session.
@@ -36,8 +36,8 @@ struct ServerConfig {
 
   // ---- isolation (host-server/src/worker.cpp, sandbox.cpp)
   Isolation isolation = Isolation::kProcess;
-  bool sandbox = true;             // seccomp filter, no new privileges, not dumpable
-  std::string worker_user;         // a root bypassd runs workers as this user ("" = its own)
+  bool sandbox = true;      // seccomp filter, no new privileges, not dumpable
+  std::string worker_user;  // a root bypassd runs workers as this user ("" = its own)
   // RLIMIT_DATA of a worker: every private allocation the guest can cause in the driver
   // (recorded commands, device-local memory, queued waits, reassembly). 0 = max_memory + 4 GiB.
   uint64_t worker_data_bytes = 0;
@@ -49,10 +49,10 @@ struct ServerConfig {
 
   // ---- access (host-server/src/access.cpp)
   mode_t socket_mode = 0660;
-  std::string socket_group = "bypass";   // group of both sockets, allowed to connect; "" = none
-  std::vector<std::string> allow_users;  // names or uids, besides root and bypassd's own uid
-  std::vector<std::string> allow_groups; // names or gids (primary or supplementary), likewise
-  size_t max_pending_per_uid = 4;        // handshakes in progress per uid
+  std::string socket_group = "bypass";    // group of both sockets, allowed to connect; "" = none
+  std::vector<std::string> allow_users;   // names or uids, besides root and bypassd's own uid
+  std::vector<std::string> allow_groups;  // names or gids (primary or supplementary), likewise
+  size_t max_pending_per_uid = 4;         // handshakes in progress per uid
 
   // ---- VM guests (--vm NAME:PATH[:SIZE_MIB[:SLOTS]]): a shared-memory device file per VM that
   // QEMU maps as an ivshmem-plain BAR (transport/include/bypass/transport/vm.h)

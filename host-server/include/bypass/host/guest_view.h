@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "bypass/wire/protocol.h"
 #include "bypass/memshare/page_ranges.h"
+#include "bypass/wire/protocol.h"
 
 namespace bypass::host {
 

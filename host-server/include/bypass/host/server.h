@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "bypass/host/access.h"
-#include "bypass/transport/vm.h"
 #include "bypass/host/config.h"
 #include "bypass/host/worker.h"
+#include "bypass/transport/vm.h"
 
 namespace bypass::host {
 
@@ -29,8 +29,8 @@ class Server {
  private:
   struct Worker {
     uint64_t id = 0;
-    pid_t pid = -1;       // the worker process (Isolation::kProcess)
-    std::thread thread;   // or the worker thread (Isolation::kThread)
+    pid_t pid = -1;              // the worker process (Isolation::kProcess)
+    std::thread thread;          // or the worker thread (Isolation::kThread)
     base::PeerCredentials peer;  // the guest, from SO_PEERCRED at accept
     WorkerReport* report = nullptr;
     std::chrono::steady_clock::time_point started;
@@ -85,7 +85,7 @@ class Server {
   std::optional<transport::Listener> listener_;
   std::list<Worker> workers_;
   uint64_t next_id_ = 1;
-  std::deque<Ended> ended_;  // the most recent sessions that ended, for bypassctl
+  std::deque<Ended> ended_;       // the most recent sessions that ended, for bypassctl
   int child_pipe_[2] = {-1, -1};  // SIGCHLD's self-pipe
   std::list<ControlClient> control_clients_;
   std::vector<VmState> vms_;

@@ -39,13 +39,13 @@ struct SharedMemory {
   void* ptr = nullptr;
   size_t size = 0;
   uint64_t file_offset = 0;
-  bool driver_mapped = false;  // ptr is the driver's mapping, which vkFreeMemory ends
+  bool driver_mapped = false;             // ptr is the driver's mapping, which vkFreeMemory ends
   std::unique_ptr<GuestView> guest_view;  // made at the first shadow barrier
   // Our own mapping (not the driver's): unmapped when the last holder lets go, the session or
   // a presentation transfer still reading it.
   std::shared_ptr<void> mapping;
   std::vector<memshare::Name> present_names;  // memshare names over this memory
-  bool in_device_heap = false;  // a VM guest's: at `file_offset` in the session's DeviceHeap
+  bool in_device_heap = false;                // a VM guest's: at `file_offset` in the session's DeviceHeap
 };
 
 // What the host knows about a device it created for the guest.
@@ -194,10 +194,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   const ServerConfig& config_;
   const std::atomic<uint32_t>* stop_request_;  // bypassd's "end now", or null
   PFN_vkGetInstanceProcAddr gipa_ = nullptr;
-  std::vector<bool> destroys_;     // command id -> destroys or frees
-  std::vector<bool> uses_queue_;   // command id -> a vkQueue* call the session thread makes
+  std::vector<bool> destroys_;    // command id -> destroys or frees
+  std::vector<bool> uses_queue_;  // command id -> a vkQueue* call the session thread makes
   SessionStats own_stats_;
-  SessionStats& stats_;            // atomics: bypassd's main process reads them any time
+  SessionStats& stats_;  // atomics: bypassd's main process reads them any time
 
   // ---- the channel. Receive side (recv, poll_ready, recv_fds): the session thread. Send side
   // (replies, fds, the final error): any thread, one at a time, under reply_mu_. close(): the
@@ -209,11 +209,11 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   ObjectTable objects_;  // no other thread reads it (the stats reader reads stats_.objects)
   Resources resources_;  // sizes and bindings for validate.cpp
   std::unordered_map<uint64_t, SharedMemory> memory_;
-  std::unordered_multimap<uint64_t, int> guest_fds_;  // received, not yet taken
-  std::vector<std::byte> read_reply_;                  // kCtlMemoryRead's reply, reused
+  std::unordered_multimap<uint64_t, int> guest_fds_;         // received, not yet taken
+  std::vector<std::byte> read_reply_;                        // kCtlMemoryRead's reply, reused
   memshare::DomainId present_domain_ = memshare::kNoDomain;  // joined for presentation
-  uint64_t shadow_read_asked_ = 0;                     // bytes the read barriers covered
-  uint64_t shadow_read_sent_ = 0;                      // and the bytes that differed
+  uint64_t shadow_read_asked_ = 0;                           // bytes the read barriers covered
+  uint64_t shadow_read_sent_ = 0;                            // and the bytes that differed
   std::unordered_map<uint64_t, DeviceInfo> devices_;
   struct InFlight {
     std::deque<VkFence> fences;
@@ -229,7 +229,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   bool record_wants_reply_ = false;
   bool record_blocks_ = false;
   std::vector<uint64_t> record_handles_;
-  std::string refusal_;  // refuse_new_id's last reason
+  std::string refusal_;                      // refuse_new_id's last reason
   EndReason end_reason_ = EndReason::kNone;  // others read it (and the detail) once finished()
   std::string end_detail_;
   std::thread::id session_thread_;  // run()'s thread; written before any waiter exists

@@ -52,7 +52,7 @@ struct SetLayoutFacts {
   struct Binding {
     uint32_t binding;
     VkDescriptorType type;
-    uint32_t count;  // descriptors (bytes for inline uniform blocks)
+    uint32_t count;             // descriptors (bytes for inline uniform blocks)
     uint32_t dynamic_base = 0;  // dynamic buffer types: the set's dynamic index of element 0
   };
   std::vector<Binding> bindings;
@@ -70,7 +70,7 @@ struct DescriptorSetFacts {
 
 struct PipelineLayoutFacts {
   std::vector<std::shared_ptr<const SetLayoutFacts>> sets;  // null where unknown or VK_NULL_HANDLE
-  uint32_t push_end = 0;  // end of the last push constant range
+  uint32_t push_end = 0;                                    // end of the last push constant range
 };
 
 struct QueryPoolFacts {

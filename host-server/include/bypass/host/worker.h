@@ -13,10 +13,10 @@
 
 #include "bypass/base/result.h"
 #include "bypass/base/unique_fd.h"
-#include "bypass/transport/vm.h"
 #include "bypass/host/config.h"
 #include "bypass/host/end_reason.h"
 #include "bypass/host/session.h"
+#include "bypass/transport/vm.h"
 
 namespace bypass::host {
 

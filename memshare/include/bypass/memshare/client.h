@@ -13,11 +13,11 @@
 #include <string>
 #include <string_view>
 
+#include "bypass/base/unique_fd.h"
 #include "bypass/memshare/dirty_tracker.h"
 #include "bypass/memshare/error.h"
 #include "bypass/memshare/region.h"
 #include "bypass/memshare/types.h"
-#include "bypass/base/unique_fd.h"
 
 namespace bypass::memshare {
 
@@ -30,7 +30,7 @@ struct ShadowState;
 struct NameInfo {
   uint64_t size = 0;
   DomainId owner = kNoDomain;
-  uint32_t generation = 0;  // bumped by every rebind
+  uint32_t generation = 0;        // bumped by every rebind
   Access access = Access::kRead;  // what the asking domain may do
   bool is_image = false;
 };
@@ -144,7 +144,9 @@ class Client {
   Result<void> refresh(Mapping& mapping);
   // Owner only: the name now stands for [offset, offset + size) of `fd`.
   Result<uint32_t> rebind(const Name& name, int fd, uint64_t offset, uint64_t size);
-  Result<uint32_t> rebind(const Name& name, const Region& region) { return rebind(name, region.fd(), 0, region.size()); }
+  Result<uint32_t> rebind(const Name& name, const Region& region) {
+    return rebind(name, region.fd(), 0, region.size());
+  }
 
   // A shadow copy of the name, initially equal to it.
   Result<Shadow> open_shadow(const Name& name, Access access, TrackingMethod method = TrackingMethod::kAuto);

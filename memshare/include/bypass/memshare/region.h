@@ -6,9 +6,9 @@
 #include <string_view>
 #include <utility>
 
-#include "bypass/memshare/error.h"
 #include "bypass/base/mapping.h"
 #include "bypass/base/unique_fd.h"
+#include "bypass/memshare/error.h"
 
 namespace bypass::memshare {
 

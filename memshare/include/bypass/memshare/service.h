@@ -8,10 +8,10 @@
 #include <memory>
 #include <string>
 
+#include "bypass/base/unique_fd.h"
 #include "bypass/memshare/error.h"
 #include "bypass/memshare/image_endpoint.h"
 #include "bypass/memshare/types.h"
-#include "bypass/base/unique_fd.h"
 
 namespace bypass::memshare {
 
@@ -31,9 +31,9 @@ struct ServiceOptions {
 };
 
 struct ServiceStats {
-  uint64_t domains = 0;       // connected now
-  uint64_t names = 0;         // live names
-  uint64_t transfers = 0;     // completed
+  uint64_t domains = 0;    // connected now
+  uint64_t names = 0;      // live names
+  uint64_t transfers = 0;  // completed
   uint64_t transfer_bytes = 0;
   uint64_t barrier_bytes = 0;
 };

@@ -57,8 +57,8 @@ class Channel {
   bool carries_fds() const;
   // Memory shared beside the rings for the host to sub-allocate (a VM slot's heap), or empty.
   std::span<std::byte> shared_heap() const;  // false on a VM link: no file descriptor crosses a VM boundary
-  bool peer_alive() const;   // false once the peer's socket end has closed (VM: its heartbeat stopped)
-  pid_t peer_pid() const;   // SO_PEERCRED at connection time
+  bool peer_alive() const;                   // false once the peer's socket end has closed (VM: its heartbeat stopped)
+  pid_t peer_pid() const;                    // SO_PEERCRED at connection time
   uid_t peer_uid() const;
   gid_t peer_gid() const;
   const Hello& peer_hello() const;  // what the peer said in the handshake

@@ -17,9 +17,9 @@
 #include <cstdint>
 #include <string>
 
+#include "bypass/base/unique_fd.h"
 #include "bypass/transport/channel.h"
 #include "bypass/transport/status.h"
-#include "bypass/base/unique_fd.h"
 
 namespace bypass::transport {
 

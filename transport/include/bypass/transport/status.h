@@ -13,17 +13,17 @@
 namespace bypass::transport {
 
 // [[nodiscard]]: a Status dropped on the floor is a failure nobody handled; the build refuses it.
-enum class [[nodiscard]] Status {
-  kOk,
-  kTimeout,        // the deadline passed first; nothing was lost, the call may be retried
-  kPeerGone,       // the peer's socket end closed without a goodbye (crash, SIGKILL, exit)
-  kProtocolError,  // the peer wrote something invalid; the session is unusable (sticky)
-  kTooLarge,       // a message exceeds the session's max_message; nothing was sent
-  kClosed,         // this endpoint was closed, moved from, or the peer said goodbye (sticky)
-  // Set-up only:
-  kRefused,          // the handshake was refused (versions, a server's limit or policy, a bad region)
-  kInvalidArgument,  // a bad endpoint, path or size from the caller
-  kIo,               // a system call failed (no server at the path, socket, memfd, mmap, ...)
+enum class [[nodiscard]] Status{
+    kOk,
+    kTimeout,        // the deadline passed first; nothing was lost, the call may be retried
+    kPeerGone,       // the peer's socket end closed without a goodbye (crash, SIGKILL, exit)
+    kProtocolError,  // the peer wrote something invalid; the session is unusable (sticky)
+    kTooLarge,       // a message exceeds the session's max_message; nothing was sent
+    kClosed,         // this endpoint was closed, moved from, or the peer said goodbye (sticky)
+    // Set-up only:
+    kRefused,          // the handshake was refused (versions, a server's limit or policy, a bad region)
+    kInvalidArgument,  // a bad endpoint, path or size from the caller
+    kIo,               // a system call failed (no server at the path, socket, memfd, mmap, ...)
 };
 
 const char* to_string(Status status);

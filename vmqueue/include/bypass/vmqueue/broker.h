@@ -14,18 +14,18 @@
 namespace bypass::vmqueue {
 
 struct BrokerOptions {
-  std::string socket_path;      // UNIX socket domains connect to
+  std::string socket_path;    // UNIX socket domains connect to
   uint32_t pages_4k = 16384;  // 64 MiB pool of 4 KiB pages
   uint32_t pages_2m = 16;     // 32 MiB pool of 2 MiB pages
-  bool hugetlb = true;          // back 2 MiB pages by hugetlbfs when the kernel has them reserved
-  bool verbose = false;         // one log line per session start/end on stderr
+  bool hugetlb = true;        // back 2 MiB pages by hugetlbfs when the kernel has them reserved
+  bool verbose = false;       // one log line per session start/end on stderr
 };
 
 struct BrokerStats {
   uint64_t domains_connected = 0;
   uint64_t domains_live = 0;
-  uint64_t messages = 0;        // descriptors moved into a queue
-  uint64_t pages_moved = 0;     // pages whose owner changed by a send
+  uint64_t messages = 0;     // descriptors moved into a queue
+  uint64_t pages_moved = 0;  // pages whose owner changed by a send
   uint64_t lazy_flushed_by_timer = 0;
   uint64_t sessions_ended_for_protocol = 0;
   bool huge_pages_are_hugetlb = false;

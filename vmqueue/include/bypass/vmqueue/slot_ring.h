@@ -141,7 +141,8 @@ class SlotRing {
     header_->tail.value.store(tail_, std::memory_order_release);  // pairs with producer_slot()'s acquire
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (header_->producer_waiting.value.load(std::memory_order_relaxed) == 0) return false;
-    return header_->producer_waiting.value.exchange(0, std::memory_order_seq_cst) != 0;  // pairs with producer_prepare_wait()
+    return header_->producer_waiting.value.exchange(0, std::memory_order_seq_cst) !=
+           0;  // pairs with producer_prepare_wait()
   }
   // Records waiting, from the consumer's view (no blocking, one acquire load).
   uint64_t readable() {
@@ -171,7 +172,8 @@ class SlotRing {
   bool consumer_needs_kick() {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (header_->consumer_sleeping.value.load(std::memory_order_relaxed) == 0) return false;
-    return header_->consumer_sleeping.value.exchange(0, std::memory_order_seq_cst) != 0;  // pairs with consumer_prepare_wait()
+    return header_->consumer_sleeping.value.exchange(0, std::memory_order_seq_cst) !=
+           0;  // pairs with consumer_prepare_wait()
   }
   bool check(uint64_t head, uint64_t tail) {
     if (head < tail || head - tail > capacity_) corrupt_ = true;

@@ -14,9 +14,7 @@ namespace bypass::vmqueue {
 
 enum class PageSize : uint8_t { k4K = 0, k2M = 1 };
 
-constexpr size_t page_bytes(PageSize size) {
-  return size == PageSize::k2M ? size_t{2} << 20 : size_t{4096};
-}
+constexpr size_t page_bytes(PageSize size) { return size == PageSize::k2M ? size_t{2} << 20 : size_t{4096}; }
 
 // When the destination is woken for a message.
 enum class Delivery : uint8_t {
@@ -28,16 +26,16 @@ enum class Delivery : uint8_t {
 
 enum class Errc : uint8_t {
   kOk = 0,
-  kFull,            // destination queue full and the caller would not wait (or waited in vain)
-  kTimedOut,        // nothing arrived / no space appeared within the timeout
-  kPeerDead,        // the peer domain is gone
-  kNotIntroduced,   // no completed identity exchange with that domain
-  kNoPages,         // the host's page pool is exhausted
-  kBrokerLost,      // the host broker is gone; the domain is unusable
-  kInvalid,         // bad argument (pages not ours, size out of range, bad name...)
-  kNameTaken,       // another live domain already has this name
-  kTooFragmented,   // a message would need more page runs than a descriptor holds
-  kProtocol,        // version mismatch or malformed host message
+  kFull,           // destination queue full and the caller would not wait (or waited in vain)
+  kTimedOut,       // nothing arrived / no space appeared within the timeout
+  kPeerDead,       // the peer domain is gone
+  kNotIntroduced,  // no completed identity exchange with that domain
+  kNoPages,        // the host's page pool is exhausted
+  kBrokerLost,     // the host broker is gone; the domain is unusable
+  kInvalid,        // bad argument (pages not ours, size out of range, bad name...)
+  kNameTaken,      // another live domain already has this name
+  kTooFragmented,  // a message would need more page runs than a descriptor holds
+  kProtocol,       // version mismatch or malformed host message
 };
 
 const char* to_string(Errc errc);

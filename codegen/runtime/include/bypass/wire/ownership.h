@@ -30,7 +30,7 @@ enum class ExtensionOwner : uint8_t {
 
 struct ExtensionInfo {
   const char* name;
-  bool instance;          // an instance extension, else a device extension
+  bool instance;  // an instance extension, else a device extension
   ExtensionOwner owner;
   uint32_t spec_version;  // vk.xml's
   bool needs_fds;         // passes file descriptors: not offered where fds cannot cross

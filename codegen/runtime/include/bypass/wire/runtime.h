@@ -147,14 +147,14 @@ struct RecordHeader {
   uint16_t flags;
 };
 static_assert(sizeof(RecordHeader) == 8);
-inline constexpr uint16_t kRecordWantsReply = 1;   // the guest waits for a reply to this one
-inline constexpr uint16_t kRecordFixed = 2;        // payload is a fixed-layout struct
+inline constexpr uint16_t kRecordWantsReply = 1;  // the guest waits for a reply to this one
+inline constexpr uint16_t kRecordFixed = 2;       // payload is a fixed-layout struct
 
 // Reply header on the reply ring, followed by the reply FlatBuffer.
 struct ReplyHeader {
-  uint64_t seq;       // count of kRecordWantsReply records before this one, from 1
+  uint64_t seq;  // count of kRecordWantsReply records before this one, from 1
   uint32_t command;
-  int32_t result;     // VkResult, or a bypass error below
+  int32_t result;  // VkResult, or a bypass error below
 };
 static_assert(sizeof(ReplyHeader) == 16);
 

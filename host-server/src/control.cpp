@@ -85,17 +85,32 @@ bool Session::control_session_stats(const uint8_t*, size_t) {
   return true;
 }
 
+SharedMemory* Session::shadow_range_of(const uint8_t* data, size_t size, wire::MemoryRange& r) {
+  if (size < sizeof(r)) {
+    decode.fail("memory", "short request");
+    return nullptr;
+  }
+  std::memcpy(&r, data, sizeof(r));
+  SharedMemory* found = nullptr;
+  if (!memory_of_id(r.memory_id, "memory", &found)) return nullptr;
+  if (!found) {
+    decode.fail("memory", "memory is not host-visible");
+    return nullptr;
+  }
+  if (r.offset > found->size || r.size > found->size - r.offset) {
+    decode.fail("memory", "range out of bounds");
+    return nullptr;
+  }
+  if (!found->guest_view) found->guest_view = std::make_unique<GuestView>(found->size);
+  return found;
+}
+
 // Shadow memory, guest to host: the guest's dirty bytes of a range, no reply.
 bool Session::control_memory_write(const uint8_t* data, size_t size) {
   wire::MemoryRange r;
-  if (size < sizeof(r)) return decode.fail("memory", "short request");
-  std::memcpy(&r, data, sizeof(r));
-  SharedMemory* found = nullptr;
-  if (!memory_of_id(r.memory_id, "memory", &found)) return false;
-  if (!found) return decode.fail("memory", "memory is not host-visible");
+  SharedMemory* found = shadow_range_of(data, size, r);
+  if (!found) return false;
   SharedMemory& m = *found;
-  if (r.offset > m.size || r.size > m.size - r.offset) return decode.fail("memory", "range out of bounds");
-  if (!m.guest_view) m.guest_view = std::make_unique<GuestView>(m.size);
   if (size - sizeof(r) < r.size) return decode.fail("memory", "short write");
   auto* base = static_cast<std::byte*>(m.ptr);
   std::memcpy(base + r.offset, data + sizeof(r), r.size);
@@ -106,14 +121,9 @@ bool Session::control_memory_write(const uint8_t* data, size_t size) {
 // Shadow memory, host to guest: only what differs from the guest's copy goes back.
 bool Session::control_memory_read(const uint8_t* data, size_t size) {
   wire::MemoryRange r;
-  if (size < sizeof(r)) return decode.fail("memory", "short request");
-  std::memcpy(&r, data, sizeof(r));
-  SharedMemory* found = nullptr;
-  if (!memory_of_id(r.memory_id, "memory", &found)) return false;
-  if (!found) return decode.fail("memory", "memory is not host-visible");
+  SharedMemory* found = shadow_range_of(data, size, r);
+  if (!found) return false;
   SharedMemory& m = *found;
-  if (r.offset > m.size || r.size > m.size - r.offset) return decode.fail("memory", "range out of bounds");
-  if (!m.guest_view) m.guest_view = std::make_unique<GuestView>(m.size);
   auto* base = static_cast<std::byte*>(m.ptr);
   std::vector<wire::MemoryRun> runs;
   m.guest_view->changed(base, r.offset, r.size, runs);

@@ -188,6 +188,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // The host-visible memory behind the guest's memory id: false (the session fails, naming
   // `where`) for an id it does not have; *out stays null for memory that is not host-visible.
   bool memory_of_id(uint64_t id, const char* where, SharedMemory** out);
+  // The host-visible memory a shadow-memory request (a wire::MemoryRange, then data) names, its
+  // range checked and its guest view made; nullptr once the request has ended the session.
+  SharedMemory* shadow_range_of(const uint8_t* data, size_t size, wire::MemoryRange& r);
 
   // ---- set at construction, read by any thread
   const uint64_t id_;

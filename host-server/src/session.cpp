@@ -35,6 +35,8 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   decode.arena = &arena_;
   decode.handles = this;
   decode.check_values = true;  // enum values outside the covered API never reach the driver
+  feedback_ = channel_.feedback();
+  published_.assign(transport::layout::kFeedbackSlots, 0);
   handlers = wire::default_handlers();
   register_handwritten_handlers(handlers);  // codegen/data/handwritten.txt, side host
   register_sync_handlers(handlers);
@@ -405,7 +407,7 @@ void Session::remove_object(VkObjectType, uint64_t handle) {
     if (e.type == VK_OBJECT_TYPE_DEVICE_MEMORY) release_memory(e.handle);
     if (e.type == VK_OBJECT_TYPE_DEVICE) {
       devices_.erase(e.handle);
-      in_flight_.erase(e.handle);  // its fences died with it
+      untracked_devices_.erase(e.handle);  // its fences died with it (destroy_device)
     }
     if (e.type == VK_OBJECT_TYPE_QUEUE) {
       std::lock_guard qlock(queue_mu_);
@@ -557,6 +559,7 @@ void Session::teardown() {
   for (auto& t : waiters_)
     if (t.joinable()) t.join();
   waiters_.clear();
+  stop_feedback();
 
   std::vector<ObjectEntry> all = objects_.entries();
   // Devices first (with their children), then instances.

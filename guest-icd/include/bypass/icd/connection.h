@@ -6,6 +6,7 @@
 #include <vulkan/vulkan.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -72,6 +73,30 @@ class MemoryHooks {
   virtual void read_barrier(Object* first_param) = 0;   // after a wait succeeded
 };
 
+// What the guest knows of its fences for completion feedback (sync.cpp): the serial of the
+// submission each fence rides on, for fences submitted since they were created or last reset.
+// Any thread.
+class FenceTracker {
+ public:
+  void submitted(uint64_t fence, uint64_t serial) {
+    std::lock_guard lock(mu_);
+    serial_[fence] = serial;
+  }
+  void forget(uint64_t fence) {
+    std::lock_guard lock(mu_);
+    serial_.erase(fence);
+  }
+  uint64_t serial_of(uint64_t fence) {  // 0: not known (never submitted, reset, signalled otherwise)
+    std::lock_guard lock(mu_);
+    auto it = serial_.find(fence);
+    return it == serial_.end() ? 0 : it->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<uint64_t, uint64_t> serial_;
+};
+
 class Connection : private wire::HandleMap {
  public:
   // Connects to BYPASS_ENDPOINT (or the default socket). The error is the transport's
@@ -99,6 +124,22 @@ class Connection : private wire::HandleMap {
   bool call(uint16_t command, const wire::Builder& b, Reply& reply);
   bool call_raw(uint16_t command, const void* data, size_t size, Reply& reply);
   void flush();
+  // Appends a vkQueueSubmit/vkQueueSubmit2 record and sends the batch: the serial bypassd gives
+  // the same submission (every such record is numbered 1, 2, ... in the order it is appended).
+  uint64_t send_submission(uint16_t command, const wire::Builder& b);
+
+  // Completion feedback (sync.cpp): the block bypassd publishes completions in, the fences'
+  // submissions, and the wait on the block's word (a futex, or polling on a VM link).
+  const transport::layout::Feedback* feedback() const { return feedback_; }
+  transport::layout::Feedback* feedback_for_testing() const { return feedback_; }
+  FenceTracker& fences() { return fences_; }
+  void sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const {
+    ch_.sleep_feedback(expected, timeout);
+  }
+  std::chrono::nanoseconds liveness_slice() const { return ch_.liveness_slice(); }
+  // Checks the peer (a system call): marks the connection dead when bypassd is gone.
+  bool check_peer();
+
   // Takes the fd the host sent with `tag` (wire::kFdTag*), waiting for it. -1: the host is gone.
   int take_fd(uint64_t tag);
   // Sends a duplicate of `fd` to the host with `tag`, ahead of the record that uses it.
@@ -120,10 +161,11 @@ class Connection : private wire::HandleMap {
   void unregister_object(Object* o);
 
  private:
-  explicit Connection(transport::Channel ch) : ch_(std::move(ch)) {}
+  explicit Connection(transport::Channel ch) : ch_(std::move(ch)), feedback_(ch_.feedback()) {}
   uint64_t to_wire(VkObjectType type, uint64_t handle) override;
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
-  void append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
+  // Returns the record's submission serial (0 for any other command).
+  uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
   void mark_dead(const std::string& why);
@@ -132,6 +174,9 @@ class Connection : private wire::HandleMap {
   std::mutex send_mu_;
   std::vector<uint8_t> batch_;
   uint64_t sync_seq_ = 0;
+  uint64_t submit_serial_ = 0;                       // vkQueueSubmit/vkQueueSubmit2 records appended (send_mu_)
+  transport::layout::Feedback* feedback_ = nullptr;  // in ch_'s region, which outlives every call
+  FenceTracker fences_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> dead_{false};
 

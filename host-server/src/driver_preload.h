@@ -20,7 +20,7 @@ struct PreloadedDriver {
   std::string manifest;
   std::string library;  // as dlopen was given it
   bool loaded = false;
-  std::string error;    // dlerror() when not loaded
+  std::string error;  // dlerror() when not loaded
 };
 
 // The manifests (files) the Vulkan loader would consider, in its order, from the environment.

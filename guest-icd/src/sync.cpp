@@ -16,6 +16,7 @@
 // submission it could not track, the session's end). A fence is never reported signalled
 // before the submission it rides on is complete; it may be reported a little late, which the
 // round trip then answers exactly.
+#include <algorithm>
 #include <chrono>
 #include <thread>
 #include <vector>
@@ -55,6 +56,30 @@ Known known_all(const layout::Feedback* f, const std::vector<uint64_t>& serials,
   }
   if (all) return unsure ? Known::kUnsure : pending ? Known::kPending : Known::kDone;
   return unsure ? Known::kUnsure : Known::kPending;
+}
+
+// How long a waiting thread spins before it sleeps, per thread and adaptive as the transport's
+// (transport/src/channel_impl.h, SpinState): a wait that ended late in the spin or after a short
+// sleep doubles it, a long sleep halves it. On a busy two-core machine a spinning guest keeps the
+// driver's threads from the CPU; on an idle one, a sleep and wake-up cost more than the job.
+struct SpinBudget {
+  static constexpr uint32_t kMin = 32, kMax = 2048;
+  uint32_t budget = 256;
+  void hit(uint32_t at) {
+    if (at >= budget / 2) budget = std::min(kMax, budget * 2);
+  }
+  void slept(Clock::duration d) {
+    budget = d < std::chrono::microseconds(50) ? std::min(kMax, budget * 2) : std::max(kMin, budget / 2);
+  }
+};
+thread_local SpinBudget t_spin;
+
+inline void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
 }
 
 VkResult done(Connection* conn, VkDevice device) {
@@ -118,31 +143,48 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fen
   if (k == Known::kUnsure || timeout == 0)
     return forward_vkWaitForFences(device, fenceCount, pFences, waitAll, timeout);
 
-  // Sleep on the block's word until bypassd publishes or the deadline passes.
+  // Wait on the block's word until bypassd publishes or the deadline passes: spin a little (a
+  // small job is done within tens of microseconds, less than a sleep and wake-up cost here), then
+  // sleep. `sleepers` counts this thread for the whole wait: bypassd wakes it and its session
+  // thread waits for the work it just ran on our behalf (feedback.cpp, settle_feedback).
   const Clock::time_point start = Clock::now();
   const bool forever = timeout > (uint64_t{1} << 62);  // past any steady_clock deadline
   const Clock::time_point deadline = forever ? Clock::time_point::max() : start + std::chrono::nanoseconds(timeout);
   auto* fw = const_cast<layout::Feedback*>(f);
+  // seq_cst: announced before the checks below, so bypassd, which bumps `seq` before it reads
+  // `sleepers`, either wakes us or we see its slot (feedback.cpp, publish).
+  fw->sleepers.fetch_add(1, std::memory_order_seq_cst);
+  bool spun = false;
   while (true) {
-    // seq_cst: announced before the re-check, so bypassd, which bumps `seq` before it reads
-    // `sleepers`, either wakes us or we see its slot (feedback.cpp, publish).
-    fw->sleepers.fetch_add(1, std::memory_order_seq_cst);
     const uint32_t seq = fw->seq.load(std::memory_order_seq_cst);
     k = known_all(f, serials, all);
+    if (k != Known::kPending) break;
     const Clock::time_point now = Clock::now();
-    if (k == Known::kPending && now < deadline) {
-      const auto left = deadline - now;
-      conn->sleep_feedback(seq, std::min<std::chrono::nanoseconds>(left, conn->liveness_slice()));
-    }
-    fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
-    if (k == Known::kDone) return done(conn, device);
-    if (k == Known::kUnsure) break;
-    if (Clock::now() >= deadline) {
+    if (now >= deadline) {
+      fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
       // Asked with no time left: bypassd's exact answer, VK_TIMEOUT or signalled just now.
       return forward_vkWaitForFences(device, fenceCount, pFences, waitAll, 0);
     }
-    if (fw->seq.load(std::memory_order_acquire) == seq && !conn->check_peer()) return VK_ERROR_DEVICE_LOST;
+    if (!spun) {
+      spun = true;
+      uint32_t i = 0;
+      while (i < t_spin.budget && fw->seq.load(std::memory_order_acquire) == seq) {
+        pause();
+        ++i;
+      }
+      if (i < t_spin.budget) t_spin.hit(i);
+      continue;
+    }
+    const Clock::time_point slept_at = Clock::now();
+    conn->sleep_feedback(seq, std::min<std::chrono::nanoseconds>(deadline - now, conn->liveness_slice()));
+    t_spin.slept(Clock::now() - slept_at);
+    if (fw->seq.load(std::memory_order_acquire) == seq && !conn->check_peer()) {
+      fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return VK_ERROR_DEVICE_LOST;
+    }
   }
+  fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
+  if (k == Known::kDone) return done(conn, device);
   // Not certain any more: bypassd waits what is left of the timeout.
   uint64_t left = timeout;
   if (!forever) {

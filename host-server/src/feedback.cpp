@@ -14,12 +14,18 @@
 // The guest decides what a serial means for a fence (guest-icd/src/sync.cpp); nothing the guest
 // writes here is read by the host but `sleepers`, a hint that only decides a wake-up.
 //
-// Threads (docs/host-threads.md): the feedback thread runs feedback_main and publish; the queues
-// of fences in flight are shared with the session thread under feedback_mu_. It waits on a
-// fence without the lock, in slices, with busy_device_ saying which device it is in, so
-// drop_tracking (a device going away) waits for it to come out. It never resets or destroys a
-// fence and never touches a queue: fences it saw signalled go to free_fences_ for the session
-// thread to reuse.
+// Who learns of a completion publishes it: the session thread, after a batch with submissions
+// when no other input waits, waits up to 200 us for the newest tracking fence (settle_feedback:
+// a small job is done by then, and the guest is woken with no other thread involved); what is
+// still in flight after that is the feedback thread's.
+//
+// Threads (docs/host-threads.md): the feedback thread runs feedback_main; the session thread
+// runs settle_feedback; both publish (collect, publish) under feedback_mu_, which guards the
+// queues of fences in flight and published_. The feedback thread waits on a fence without the
+// lock, in slices, with busy_device_/busy_fence_ saying where it is, so drop_tracking (a device
+// going away) waits for it to come out and the session thread does not reuse that fence yet. It
+// never resets or destroys a fence and never touches a queue: fences seen signalled go to
+// free_fences_ for the session thread to reuse.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -37,11 +43,13 @@ namespace {
 // several queues have work in flight, before it turns to the next queue.
 constexpr uint64_t kFeedbackSliceNs = 50'000'000;
 constexpr uint64_t kFeedbackTurnNs = 1'000'000;
+// The session thread's own wait for the work it just submitted (settle_feedback).
+constexpr uint64_t kSettleNs = 200'000;
+constexpr std::chrono::microseconds kSettleLookout{10};
 
 }  // namespace
 
 void Session::feedback_main() {
-  std::vector<uint64_t> done;
   std::unique_lock lock(feedback_mu_);
   size_t turn = 0;  // which queue with work in flight gets the next wait
   while (!feedback_stop_) {
@@ -56,6 +64,7 @@ void Session::feedback_main() {
     const uint64_t device = tq.device;
     const VkFence fence = tq.pending.front().fence;
     busy_device_ = device;
+    busy_fence_ = fence;
     lock.unlock();
     // dispatch_mu_ is taken alone (docs/host-threads.md); the device cannot go meanwhile
     // (busy_device_ holds drop_tracking off).
@@ -63,6 +72,7 @@ void Session::feedback_main() {
     if (!d || !d->vkWaitForFences || !d->vkGetFenceStatus) {
       lock.lock();
       busy_device_ = 0;
+      busy_fence_ = VK_NULL_HANDLE;
       feedback_cv_.notify_all();
       break;
     }
@@ -70,6 +80,7 @@ void Session::feedback_main() {
                                           busy.size() > 1 ? kFeedbackTurnNs : kFeedbackSliceNs);
     lock.lock();
     busy_device_ = 0;
+    busy_fence_ = VK_NULL_HANDLE;
     feedback_cv_.notify_all();  // drop_tracking may wait for this device
     if (r == VK_TIMEOUT) continue;
     if (r != VK_SUCCESS) {
@@ -77,31 +88,79 @@ void Session::feedback_main() {
                     static_cast<int>(r));
       break;
     }
-    // The queue may have been dropped (its device destroyed) while we waited without the lock;
-    // then `tq` is gone and so are its fences.
-    bool still_there = false;
-    for (auto& [queue, other] : tracked_)
-      if (&other == &tq) still_there = true;
-    if (!still_there) continue;
-    // Signalled: it and everything before it on the queue. The ones after it that have already
-    // signalled too go in the same publication.
-    done.clear();
-    auto dev = wire::handle_from_bits<VkDevice>(device);
-    std::vector<VkFence>& spare = free_fences_[device];
-    while (!tq.pending.empty()) {
-      const Tracked t = tq.pending.front();
-      if (t.fence != fence && d->vkGetFenceStatus(dev, t.fence) != VK_SUCCESS) break;
-      tq.pending.pop_front();
-      done.push_back(t.serial);
-      spare.push_back(t.fence);
-    }
-    publish(done);
+    collect(tq, *d);
   }
   const bool stopping = feedback_stop_;
   lock.unlock();
   // Left the loop for a reason other than the session's end: the guest can no longer count on
   // the slots and asks the host from now on.
   if (!stopping) feedback_unreliable();
+}
+
+void Session::collect(TrackedQueue& tq, const wire::Dispatch& d) {
+  // Signalled fences leave the queue oldest first; the first one still unsignalled ends it (a
+  // queue's fences signal in order).
+  std::vector<uint64_t> done;
+  auto dev = wire::handle_from_bits<VkDevice>(tq.device);
+  std::vector<VkFence>& spare = free_fences_[tq.device];
+  while (!tq.pending.empty()) {
+    const Tracked t = tq.pending.front();
+    if (d.vkGetFenceStatus(dev, t.fence) != VK_SUCCESS) break;
+    tq.pending.pop_front();
+    done.push_back(t.serial);
+    spare.push_back(t.fence);
+  }
+  publish(done);
+}
+
+void Session::settle_feedback() {
+  if (!feedback_kick_) return;
+  feedback_kick_ = false;
+  // The session thread learns of a completion itself while a guest thread waits for one and no
+  // other input waits: one driver wait of at most kSettleNs on the oldest tracking fence (the same bound, and for the
+  // same reason, as the blocking calls' inline wait in sync.cpp). A guest waiting on the feedback block is then woken
+  // by this thread, as a reply would have; no hand-off to the feedback thread, which costs one more wake-up per
+  // submission. Only for a guest that waits on the block now (`sleepers`, a hint: a guest that lies about it makes only
+  // its own session's thread wait). A guest that submitted and goes on to wait gets here a microsecond or two after us:
+  // look for it that long, unless input comes first.
+  bool waiter = false;
+  if (last_tracked_.fence != VK_NULL_HANDLE && feedback_ && !closing()) {
+    const auto until = std::chrono::steady_clock::now() + kSettleLookout;
+    while (!(waiter = feedback_->sleepers.load(std::memory_order_seq_cst) != 0) && !input_waiting() &&
+           std::chrono::steady_clock::now() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+  }
+  if (waiter && !input_waiting()) {
+    // The oldest submission in flight on that queue: what a guest with frames in flight waits
+    // for (for one in flight, the one just made). Only this thread resets or destroys it.
+    VkFence oldest = last_tracked_.fence;
+    {
+      std::lock_guard lock(feedback_mu_);
+      if (auto it = tracked_.find(last_tracked_.queue); it != tracked_.end() && !it->second.pending.empty())
+        oldest = it->second.pending.front().fence;
+    }
+    const wire::Dispatch& d = dispatch_of(last_tracked_.device);
+    const VkResult r =
+        d.vkWaitForFences(wire::handle_from_bits<VkDevice>(last_tracked_.device), 1, &oldest, VK_TRUE, kSettleNs);
+    if (r == VK_SUCCESS) {
+      std::lock_guard lock(feedback_mu_);
+      if (auto it = tracked_.find(last_tracked_.queue); it != tracked_.end()) collect(it->second, d);
+    }
+  }
+  last_tracked_ = {};
+  bool left = false;
+  {
+    std::lock_guard lock(feedback_mu_);
+    for (const auto& [queue, tq] : tracked_) left = left || !tq.pending.empty();
+    // Started at the first submission that outlives the session thread's wait: a session whose
+    // work is always done by then pays no thread.
+    if (left && !feedback_thread_.joinable() && !feedback_stop_)
+      feedback_thread_ = std::thread([this] { feedback_main(); });
+  }
+  if (left) feedback_cv_.notify_one();
 }
 
 void Session::publish(const std::vector<uint64_t>& serials) {

@@ -52,9 +52,15 @@ void Session::track_submission(VkQueue queue, uint64_t serial) {
     // guest runs far ahead, which costs one fence each.
     std::lock_guard lock(feedback_mu_);
     auto it = free_fences_.find(device);
+    // Not the one the feedback thread may still be waiting on: nobody resets a fence in use.
     if (it != free_fences_.end() && !it->second.empty()) {
-      fence = it->second.back();
-      it->second.pop_back();
+      auto& spare = it->second;
+      for (size_t i = spare.size(); i-- > 0;) {
+        if (spare[i] == busy_fence_) continue;
+        fence = spare[i];
+        spare.erase(spare.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
     }
   }
   if (fence != VK_NULL_HANDLE) {
@@ -79,10 +85,11 @@ void Session::track_submission(VkQueue queue, uint64_t serial) {
     TrackedQueue& tq = tracked_[q];
     tq.device = device;
     tq.pending.push_back(Tracked{fence, serial});
-    // Started with the first submission: a session that never submits pays no thread.
-    if (!feedback_thread_.joinable() && !feedback_stop_) feedback_thread_ = std::thread([this] { feedback_main(); });
   }
-  feedback_cv_.notify_one();
+  // Published by the session thread after this batch, or handed to the feedback thread
+  // (settle_feedback, feedback.cpp).
+  last_tracked_ = LastTracked{q, device, fence};
+  feedback_kick_ = true;
 }
 
 // The session thread's own waits on tracking fences (idle waits, quiesce): the fences it copies

@@ -180,7 +180,13 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void feedback_main();
   void stop_feedback();
   void feedback_unreliable();
-  // The feedback thread: publishes `serials` and wakes a sleeping guest.
+  // After a batch with submissions (session thread): waits briefly for the newest and
+  // publishes, or hands what is left to the feedback thread.
+  void settle_feedback();
+  // Under feedback_mu_: moves the signalled fences at the front of `tq` to free_fences_ and
+  // publishes their serials; publish stores them and wakes a sleeping guest.
+  struct TrackedQueue;
+  void collect(TrackedQueue& tq, const wire::Dispatch& d);
   void publish(const std::vector<uint64_t>& serials);
   // Submits an empty batch with a new fence on each of `queues` (queue_mu_ held by the caller);
   // false when a fence cannot be made or submitted (the fences made so far are in *fences).
@@ -250,6 +256,13 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // without the lock and by waiter threads with it (dispatch_of, dispatch_ptr).
   std::mutex dispatch_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
+  // The session thread's last lookup in dispatch_ (no lock: only it reads or writes this, and it
+  // forgets it whenever it changes dispatch_).
+  struct DispatchCache {
+    uint64_t key = 0;
+    const wire::Dispatch* table = nullptr;
+  };
+  DispatchCache dispatch_cache_;
 
   // ---- queues: a VkQueue is externally synchronized, and the session thread (vkQueue*
   // records, tracking fences) and waiter threads (wait_idle) both use queues. Every driver
@@ -297,9 +310,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // for them in each queue's order, publishes the serials in the region's Feedback block and
   // hands signalled fences back (free_fences_), which only the session thread resets and
   // reuses, destroys (drop_tracking) or waits on itself (wait_tracked, quiesce). Everything
-  // here under feedback_mu_, except feedback_ (set at construction), published_ (the feedback
-  // thread's own) and feedback_thread_ (the session thread's: started at the first tracked
-  // submission, joined by teardown).
+  // here under feedback_mu_, except feedback_ (set at construction), last_tracked_ and
+  // feedback_kick_ (the session thread's) and feedback_thread_ (the session thread's: started
+  // when work outlives settle_feedback's wait, joined by teardown).
   struct Tracked {
     VkFence fence;
     uint64_t serial;
@@ -312,10 +325,19 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   std::condition_variable feedback_cv_;                 // work for the feedback thread; busy_device_ went to 0
   std::unordered_map<uint64_t, TrackedQueue> tracked_;  // queue -> its fences in flight
   std::unordered_map<uint64_t, std::vector<VkFence>> free_fences_;  // device -> signalled, unused
-  uint64_t busy_device_ = 0;  // the device whose fence the feedback thread waits on right now
+  uint64_t busy_device_ = 0;             // the device whose fence the feedback thread waits on right now
+  VkFence busy_fence_ = VK_NULL_HANDLE;  // and that fence: not reused until it is out
+  // The session thread's: the last tracking fence of the batch being run, for settle_feedback.
+  struct LastTracked {
+    uint64_t queue = 0;
+    uint64_t device = 0;
+    VkFence fence = VK_NULL_HANDLE;
+  };
+  LastTracked last_tracked_;
+  bool feedback_kick_ = false;
   bool feedback_stop_ = false;
   transport::layout::Feedback* feedback_ = nullptr;  // in the channel's region; null: none
-  std::vector<uint64_t> published_;                  // the feedback thread's copy of done[]
+  std::vector<uint64_t> published_;                  // our copy of done[] (feedback_mu_)
   std::thread feedback_thread_;
 
   // ---- life: any thread

@@ -144,7 +144,9 @@ void Session::settle_feedback() {
     }
     const wire::Dispatch& d = dispatch_of(last_tracked_.device);
     const VkResult r =
-        d.vkWaitForFences(wire::handle_from_bits<VkDevice>(last_tracked_.device), 1, &oldest, VK_TRUE, kSettleNs);
+        !d.vkWaitForFences || !d.vkGetFenceStatus
+            ? VK_ERROR_DEVICE_LOST
+            : d.vkWaitForFences(wire::handle_from_bits<VkDevice>(last_tracked_.device), 1, &oldest, VK_TRUE, kSettleNs);
     if (r == VK_SUCCESS) {
       std::lock_guard lock(feedback_mu_);
       if (auto it = tracked_.find(last_tracked_.queue); it != tracked_.end()) collect(it->second, d);

@@ -30,19 +30,30 @@ void handle_vkQueueSubmit(wire::HostContext& c, wire::Args_vkQueueSubmit& a) {
   // Counted before the driver sees it: the guest numbered the record when it appended it.
   const uint64_t serial = session(c).next_submission_serial();
   wire::default_vkQueueSubmit(c, a);
-  if (a.result == VK_SUCCESS) session(c).track_submission(a.queue, serial);
+  if (a.result == VK_SUCCESS) {
+    session(c).track_submission(a.queue, serial);
+  } else {
+    session(c).feedback_unreliable();  // this serial will never be published
+  }
 }
 
 void handle_vkQueueSubmit2(wire::HostContext& c, wire::Args_vkQueueSubmit2& a) {
   const uint64_t serial = session(c).next_submission_serial();
   wire::default_vkQueueSubmit2(c, a);
-  if (a.result == VK_SUCCESS) session(c).track_submission(a.queue, serial);
+  if (a.result == VK_SUCCESS) {
+    session(c).track_submission(a.queue, serial);
+  } else {
+    session(c).feedback_unreliable();
+  }
 }
 
 void Session::track_submission(VkQueue queue, uint64_t serial) {
   const uint64_t q = wire::handle_bits(queue);
   const ObjectEntry* qe = objects_.entry_of_handle(q);
-  if (!qe) return;
+  if (!qe) {
+    feedback_unreliable();
+    return;
+  }
   const uint64_t device = qe->owner;
   auto dev = wire::handle_from_bits<VkDevice>(device);
   const wire::Dispatch& d = dispatch_of(device);
@@ -143,6 +154,7 @@ void Session::drop_tracking(uint64_t device) {
     }
   }
   untracked_devices_.erase(device);
+  if (last_tracked_.device == device) last_tracked_ = {};  // a batch may submit, then destroy
   const wire::Dispatch& d = dispatch_of(device);
   auto dev = wire::handle_from_bits<VkDevice>(device);
   if (d.vkDestroyFence)

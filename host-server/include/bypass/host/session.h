@@ -179,7 +179,13 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // not be tracked, or the session's end, does to the guest's view (any thread, feedback_mu_ not held).
   void feedback_main();
   void stop_feedback();
+
+ public:
+  // The guest's feedback can no longer be complete (a submission that will not be published):
+  // sets the block's `stopped` word. Any thread.
   void feedback_unreliable();
+
+ private:
   // After a batch with submissions (session thread): waits briefly for the newest and
   // publishes, or hands what is left to the feedback thread.
   void settle_feedback();

@@ -97,6 +97,18 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitC
   wire::encode_vkQueueSubmit(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit, b);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
+  for (uint32_t i = 0; i < submitCount; ++i) {
+    // Timeline values this submission signals (binary semaphores' values are ignored, and no
+    // one may wait for them with vkWaitSemaphores).
+    for (auto* n = static_cast<const VkBaseInStructure*>(pSubmits[i].pNext); n; n = n->pNext) {
+      if (n->sType != VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO) continue;
+      const auto* t = reinterpret_cast<const VkTimelineSemaphoreSubmitInfo*>(n);
+      const uint32_t count = std::min(t->signalSemaphoreValueCount, pSubmits[i].signalSemaphoreCount);
+      for (uint32_t j = 0; j < count && t->pSignalSemaphoreValues; ++j)
+        conn->timelines().signalled_by(wire::handle_bits(pSubmits[i].pSignalSemaphores[j]),
+                                       t->pSignalSemaphoreValues[j], serial);
+    }
+  }
   return conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
 }
 
@@ -108,6 +120,10 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit2(VkQueue queue, uint32_t submit
   wire::encode_vkQueueSubmit2(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit2, b);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
+  for (uint32_t i = 0; i < submitCount; ++i)
+    for (uint32_t j = 0; j < pSubmits[i].signalSemaphoreInfoCount; ++j)
+      conn->timelines().signalled_by(wire::handle_bits(pSubmits[i].pSignalSemaphoreInfos[j].semaphore),
+                                     pSubmits[i].pSignalSemaphoreInfos[j].value, serial);
   return conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
 }
 
@@ -120,6 +136,31 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkResetFences(VkDevice device, uint32_t fence
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyFence(VkDevice device, VkFence fence, const VkAllocationCallbacks* pAllocator) {
   if (fence != VK_NULL_HANDLE) connection_of(device)->fences().forget(wire::handle_bits(fence));
   forward_vkDestroyFence(device, fence, pAllocator);
+}
+
+VKAPI_ATTR void VKAPI_CALL icd_vkDestroySemaphore(VkDevice device, VkSemaphore semaphore,
+                                                  const VkAllocationCallbacks* pAllocator) {
+  if (semaphore != VK_NULL_HANDLE) connection_of(device)->timelines().forget(wire::handle_bits(semaphore));
+  forward_vkDestroySemaphore(device, semaphore, pAllocator);
+}
+
+// A timeline wait whose values the guest's own finished submissions already reached (every
+// one, or one with VK_SEMAPHORE_WAIT_ANY_BIT) succeeds here; any other goes to bypassd.
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitSemaphores(VkDevice device, const VkSemaphoreWaitInfo* pWaitInfo,
+                                                    uint64_t timeout) {
+  Connection* conn = connection_of(device);
+  if (!conn->alive()) return VK_ERROR_DEVICE_LOST;
+  const layout::Feedback* f = conn->feedback();
+  if (pWaitInfo && pWaitInfo->semaphoreCount > 0 && f) {
+    const bool any = (pWaitInfo->flags & VK_SEMAPHORE_WAIT_ANY_BIT) != 0;
+    auto done_serial = [&](uint64_t serial) { return known(f, serial) == Known::kDone; };
+    uint32_t reached = 0;
+    for (uint32_t i = 0; i < pWaitInfo->semaphoreCount; ++i)
+      if (conn->timelines().reached(wire::handle_bits(pWaitInfo->pSemaphores[i]), pWaitInfo->pValues[i], done_serial))
+        ++reached;
+    if (any ? reached > 0 : reached == pWaitInfo->semaphoreCount) return done(conn, device);
+  }
+  return forward_vkWaitSemaphores(device, pWaitInfo, timeout);
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetFenceStatus(VkDevice device, VkFence fence) {

@@ -369,6 +369,8 @@ struct FenceRig {
   VkCommandBuffer fill = VK_NULL_HANDLE;  // fills `buffer`
   VkSemaphore gate = VK_NULL_HANDLE;      // timeline: a held submission waits for `gate_value`
   uint64_t gate_value = 0;
+  VkSemaphore timeline = VK_NULL_HANDLE;  // timeline: submissions signal `timeline_value`
+  uint64_t timeline_value = 0;
   VkBuffer buffer = VK_NULL_HANDLE;
   VkDeviceMemory memory = VK_NULL_HANDLE;
   uint32_t* mapped = nullptr;
@@ -382,6 +384,7 @@ struct FenceRig {
     if (buffer) vkDestroyBuffer(o.device, buffer, nullptr);
     if (memory) vkFreeMemory(o.device, memory, nullptr);
     if (gate) vkDestroySemaphore(o.device, gate, nullptr);
+    if (timeline) vkDestroySemaphore(o.device, timeline, nullptr);
     if (pool) vkDestroyCommandPool(o.device, pool, nullptr);
   }
 };
@@ -426,6 +429,7 @@ bool make_rig(FenceRig& g) {
   VkSemaphoreCreateInfo sinfo{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO};
   sinfo.pNext = &tinfo;
   if (!report("vkCreateSemaphore", vkCreateSemaphore(o.device, &sinfo, nullptr, &g.gate))) return false;
+  if (!report("vkCreateSemaphore", vkCreateSemaphore(o.device, &sinfo, nullptr, &g.timeline))) return false;
   VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   pinfo.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
   if (!report("vkCreateCommandPool", vkCreateCommandPool(o.device, &pinfo, nullptr, &g.pool))) return false;
@@ -452,11 +456,27 @@ bool make_rig(FenceRig& g) {
   return true;
 }
 
-bool submit_one(FenceRig& g, VkCommandBuffer cmd, VkFence fence) {
+// A submission that also signals the next value of the rig's timeline semaphore.
+bool submit_signalling(FenceRig& g, VkCommandBuffer cmd, VkFence fence) {
+  const uint64_t value = ++g.timeline_value;
+  VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  ti.signalSemaphoreValueCount = 1;
+  ti.pSignalSemaphoreValues = &value;
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.pNext = &ti;
   si.commandBufferCount = cmd ? 1 : 0;
   si.pCommandBuffers = &cmd;
+  si.signalSemaphoreCount = 1;
+  si.pSignalSemaphores = &g.timeline;
   return vkQueueSubmit(g.queue, 1, &si, fence) == VK_SUCCESS;
+}
+
+VkResult wait_timeline(FenceRig& g, uint64_t value, uint64_t timeout) {
+  VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+  wi.semaphoreCount = 1;
+  wi.pSemaphores = &g.timeline;
+  wi.pValues = &value;
+  return vkWaitSemaphores(g.o.device, &wi, timeout);
 }
 
 // A submission that waits for the gate's next value, which only open_gate signals (from the host
@@ -491,7 +511,7 @@ void fill_rounds(FenceRig& g, uint32_t rounds) {
     vkBeginCommandBuffer(g.fill, &begin);
     vkCmdFillBuffer(g.fill, g.buffer, 0, kFillBytes, i);
     vkEndCommandBuffer(g.fill);
-    expect(submit_one(g, g.fill, g.o.fence), "fill submission");
+    expect(submit_signalling(g, g.fill, g.o.fence), "fill submission");
     if (i % 2) {
       expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, UINT64_MAX) == VK_SUCCESS, "fill wait");
     } else {
@@ -500,6 +520,13 @@ void fill_rounds(FenceRig& g, uint32_t rounds) {
       expect(r == VK_SUCCESS, "fill status poll");
     }
     expect(vkGetFenceStatus(dev, g.o.fence) == VK_SUCCESS, "status after the wait");
+    // A fence and a semaphore signalled by one submission need not signal in the same instant (lavapipe
+    // signals the fence first): wait, but never long.
+    expect(wait_timeline(g, g.timeline_value, 1'000'000'000) == VK_SUCCESS,
+           "the timeline value of a finished submission");
+    uint64_t value = 0;
+    expect(vkGetSemaphoreCounterValue(dev, g.timeline, &value) == VK_SUCCESS && value == g.timeline_value,
+           "the timeline semaphore holds the value of the finished submission");
     expect(g.mapped[0] == i && g.mapped[kFillBytes / 4 - 1] == i, "the fill is complete when its fence is signalled");
     expect(vkResetFences(dev, 1, &g.o.fence) == VK_SUCCESS, "reset");
     expect(vkGetFenceStatus(dev, g.o.fence) == VK_NOT_READY, "a reset fence is not signalled");
@@ -513,7 +540,9 @@ void held_rounds(FenceRig& g) {
   for (int round = 0; round < 3 && !g_failed; ++round) {
     expect(submit_held(g, g.o.fence), "held submission");
     // A fence-only submission behind it: it cannot signal before the held work either.
-    expect(submit_one(g, VK_NULL_HANDLE, g.fence2), "fence-only submission");
+    expect(submit_signalling(g, VK_NULL_HANDLE, g.fence2), "fence-only submission");
+    expect(wait_timeline(g, g.timeline_value, 0) == VK_TIMEOUT, "a held timeline value is not reached");
+    expect(wait_timeline(g, g.timeline_value, 10'000'000) == VK_TIMEOUT, "a held timeline value's wait times out");
     expect(vkGetFenceStatus(dev, g.o.fence) == VK_NOT_READY, "a held fence's status is VK_NOT_READY");
     expect(vkGetFenceStatus(dev, g.fence2) == VK_NOT_READY, "the fence behind it is VK_NOT_READY");
     expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, 0) == VK_TIMEOUT, "a held fence's wait(0) times out");
@@ -553,6 +582,7 @@ void held_rounds(FenceRig& g) {
            "the timeline semaphore holds the value signalled");
     expect(vkGetFenceStatus(dev, g.o.fence) == VK_SUCCESS, "signalled after the wait");
     expect(vkWaitForFences(dev, 2, both, VK_FALSE, 0) == VK_SUCCESS, "waitAny(0) after the wait");
+    expect(wait_timeline(g, g.timeline_value, 1'000'000'000) == VK_SUCCESS, "the timeline value once the work is done");
     expect(vkResetFences(dev, 2, both) == VK_SUCCESS, "reset both");
     expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, 0) == VK_TIMEOUT, "a reset fence's wait(0) times out");
     expect(vkGetFenceStatus(dev, g.fence2) == VK_NOT_READY, "a reset fence's status is VK_NOT_READY");

@@ -5,6 +5,7 @@
 #include <vulkan/vk_icd.h>
 #include <vulkan/vulkan.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -97,6 +98,48 @@ class FenceTracker {
   std::unordered_map<uint64_t, uint64_t> serial_;
 };
 
+// What the guest knows of its timeline semaphores for completion feedback (sync.cpp): the values
+// its submissions signal, each with the submission's serial. A value whose submission is done
+// has been reached (a counter only grows), so a wait for it needs no round trip. Any thread.
+class TimelineTracker {
+ public:
+  struct Pending {
+    uint64_t value, serial;
+  };
+  void signalled_by(uint64_t semaphore, uint64_t value, uint64_t serial) {
+    std::lock_guard lock(mu_);
+    auto& e = by_semaphore_[semaphore];
+    if (e.pending.size() < kMaxPending) e.pending.push_back({value, serial});
+  }
+  void forget(uint64_t semaphore) {
+    std::lock_guard lock(mu_);
+    by_semaphore_.erase(semaphore);
+  }
+  // Whether `value` is known reached; `done(serial)` says whether a submission is known done.
+  template <class Done>
+  bool reached(uint64_t semaphore, uint64_t value, Done done) {
+    std::lock_guard lock(mu_);
+    auto it = by_semaphore_.find(semaphore);
+    if (it == by_semaphore_.end()) return false;
+    Entry& e = it->second;
+    std::erase_if(e.pending, [&](const Pending& p) {
+      if (!done(p.serial)) return false;
+      e.reached = std::max(e.reached, p.value);
+      return true;
+    });
+    return value <= e.reached;
+  }
+
+ private:
+  static constexpr size_t kMaxPending = 256;  // more in flight: the rest are asked of bypassd
+  struct Entry {
+    uint64_t reached = 0;
+    std::vector<Pending> pending;
+  };
+  std::mutex mu_;
+  std::unordered_map<uint64_t, Entry> by_semaphore_;
+};
+
 class Connection : private wire::HandleMap {
  public:
   // Connects to BYPASS_ENDPOINT (or the default socket). The error is the transport's
@@ -133,6 +176,7 @@ class Connection : private wire::HandleMap {
   const transport::layout::Feedback* feedback() const { return feedback_; }
   transport::layout::Feedback* feedback_for_testing() const { return feedback_; }
   FenceTracker& fences() { return fences_; }
+  TimelineTracker& timelines() { return timelines_; }
   void sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const {
     ch_.sleep_feedback(expected, timeout);
   }
@@ -177,6 +221,7 @@ class Connection : private wire::HandleMap {
   uint64_t submit_serial_ = 0;                       // vkQueueSubmit/vkQueueSubmit2 records appended (send_mu_)
   transport::layout::Feedback* feedback_ = nullptr;  // in ch_'s region, which outlives every call
   FenceTracker fences_;
+  TimelineTracker timelines_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> dead_{false};
 

@@ -333,6 +333,18 @@ std::string Server::stats_json(uid_t viewer) const {
       << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load();
     if (w.vm >= 0)
       o << ", \"vm\": \"" << base::json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
+    // A network guest's session comes from bypass-grpcd (our own uid), which names it
+    // "grpc IDENTITY ADDRESS": who it authenticated and from where. Other uids' names are not
+    // believed.
+    const std::string_view name(r.peer_name, strnlen(r.peer_name, sizeof(r.peer_name)));
+    if (w.peer.uid == geteuid() && name.starts_with("grpc ")) {
+      const std::string_view rest = name.substr(5);
+      const size_t space = rest.find(' ');
+      o << ", \"transport\": \"grpc\", \"identity\": \"" << base::json_escape(std::string(rest.substr(0, space)))
+        << "\", \"address\": \""
+        << base::json_escape(space == std::string_view::npos ? std::string() : std::string(rest.substr(space + 1)))
+        << "\"";
+    }
     o << "}";
     first = false;
   }

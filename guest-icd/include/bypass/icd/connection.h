@@ -72,6 +72,22 @@ class MemoryHooks {
   virtual void read_barrier(Object* first_param) = 0;   // after a wait succeeded
 };
 
+// What the connection needs from its medium: send a batch, receive a reply, and, where the
+// medium has them, file descriptors and a shared heap. The ring Channel (a UNIX socket's memfd,
+// a VM's device) or a gRPC stream (BYPASS_ENDPOINT=grpc://, net/include/bypass/net/client.h).
+class HostLink {
+ public:
+  virtual ~HostLink() = default;
+  virtual transport::Status send(uint32_t kind, std::span<const std::byte> payload) = 0;
+  virtual transport::Status recv(transport::Message& out) = 0;
+  virtual transport::Status send_fds(uint64_t tag, std::span<const int> fds, transport::Deadline deadline) = 0;
+  virtual transport::Status recv_fds(uint64_t& tag, std::vector<int>& fds, transport::Deadline deadline) = 0;
+  virtual bool carries_fds() const = 0;
+  virtual std::span<std::byte> shared_heap() const = 0;
+  // Why the medium failed, when it knows more than the status says ("" if not).
+  virtual std::string error_text() const = 0;
+};
+
 class Connection : private wire::HandleMap {
  public:
   // Connects to BYPASS_ENDPOINT (or the default socket). The error is the transport's
@@ -82,7 +98,11 @@ class Connection : private wire::HandleMap {
   // presentation through memshare) is not offered, and host-visible memory lies in the
   // session's shared heap (shared_heap()).
   static bool endpoint_is_vm();
-  std::span<std::byte> shared_heap() const { return ch_.shared_heap(); }
+  // Whether file descriptors cross to bypassd: not to a VM, not over the network
+  // (BYPASS_ENDPOINT=grpc://, where host-visible memory is always a shadow copy).
+  static bool endpoint_carries_fds();
+  static bool endpoint_is_network();
+  std::span<std::byte> shared_heap() const { return link_->shared_heap(); }
   ~Connection() override;
 
   wire::HandleMap& handles() { return *this; }
@@ -120,15 +140,16 @@ class Connection : private wire::HandleMap {
   void unregister_object(Object* o);
 
  private:
-  explicit Connection(transport::Channel ch) : ch_(std::move(ch)) {}
+  explicit Connection(std::unique_ptr<HostLink> link) : link_(std::move(link)) {}
   uint64_t to_wire(VkObjectType type, uint64_t handle) override;
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
   void append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
   void mark_dead(const std::string& why);
+  std::string lost_text(transport::Status st) const;
 
-  transport::Channel ch_;
+  std::unique_ptr<HostLink> link_;
   std::mutex send_mu_;
   std::vector<uint8_t> batch_;
   uint64_t sync_seq_ = 0;

@@ -17,6 +17,10 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <condition_variable>
@@ -26,6 +30,7 @@
 
 #include "bypass/net/credentials.h"
 #include "bypass/net/frame.h"
+#include "bypass/net/management.h"
 #include "bypass/transport/layout.h"
 #include "bypass/transport/session.h"
 
@@ -37,6 +42,8 @@ namespace transport = bypass::transport;
 
 struct Options {
   std::string socket_path;
+  std::string control_path;     // bypassd's control socket, which the management API asks
+  std::string management_path;  // the management API's UNIX socket ("" = none)
   std::string listen;
   net::ServerSecurity security;
   uint32_t handshake_timeout_ms = 2000;
@@ -232,7 +239,10 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"bypass-grpcd: serves bypassd's guests over the network (gRPC); started by bypassd --listen"};
   app.add_option("--socket", o.socket_path, "bypassd's UNIX socket")->required();
-  app.add_option("--listen", o.listen, "grpc://ADDR:PORT to listen on")->required();
+  app.add_option("--listen", o.listen, "grpc://ADDR:PORT to serve network guests on (and the health service)");
+  app.add_option("--control", o.control_path, "bypassd's control socket (default: --socket + \".ctl\")");
+  app.add_option("--management", o.management_path,
+                 "UNIX socket for the management API and the health service (mode 0600)");
   app.add_flag("--insecure", o.security.insecure, "Plaintext, no TLS (loopback tests only)");
   app.add_option("--tls-cert", o.security.cert_file, "The server's PEM certificate chain");
   app.add_option("--tls-key", o.security.key_file, "The server's PEM private key");
@@ -254,8 +264,9 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] bypass-grpcd: %v");
   signal(SIGPIPE, SIG_IGN);
 
+  if (o.control_path.empty()) o.control_path = o.socket_path + ".ctl";
   std::string address;
-  if (!net::parse_endpoint(o.listen, address)) {
+  if (!o.listen.empty() && !net::parse_endpoint(o.listen, address)) {
     spdlog::error("--listen {}: expected grpc://ADDR:PORT", o.listen);
     return 2;
   }
@@ -268,12 +279,16 @@ int main(int argc, char** argv) {
     }
     tokens = std::move(*t);
   }
-  auto creds = net::server_credentials(o.security);
+  // Without --listen only the management socket is served (no TLS on a UNIX socket).
+  auto creds =
+      address.empty()
+          ? bypass::transport::Result<std::shared_ptr<grpc::ServerCredentials>>(grpc::InsecureServerCredentials())
+          : net::server_credentials(o.security);
   if (!creds) {
     spdlog::error("{}", creds.error().message);
     return 2;
   }
-  if (tokens.empty() && o.security.client_ca_file.empty())
+  if (!address.empty() && tokens.empty() && o.security.client_ca_file.empty())
     spdlog::warn("no --token-file and no --tls-client-ca: anyone who reaches {} may open sessions", address);
   // SIGTERM/SIGINT (and bypassd's death): stop accepting, cancel the streams, exit. Blocked
   // before gRPC starts its threads, so they all inherit the mask and sigwait() gets it.
@@ -283,20 +298,40 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   Relay relay(o, std::move(tokens));
+  std::atomic<grpc::Server*> serving{nullptr};
+  net::ManagementService management(o.control_path, [&serving] {
+    // Draining: the health service says NOT_SERVING from now on.
+    if (grpc::Server* s = serving.load()) s->GetHealthCheckService()->SetServingStatus(false);
+  });
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(address, *creds, &port);
+  if (!address.empty()) builder.AddListeningPort(address, *creds, &port);
+  if (!o.management_path.empty()) {
+    unlink(o.management_path.c_str());  // a stale socket of an earlier run (bypassd owns the directory)
+    builder.AddListeningPort("unix:" + o.management_path, grpc::InsecureServerCredentials());
+  }
   net::add_server_arguments(builder);
   builder.RegisterService(&relay);
+  builder.RegisterService(&management);
+  // Created under this umask: only root and bypassd's user may manage bypassd.
+  const mode_t old_umask = umask(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) {
-    spdlog::error("cannot listen on {}", address);
+  umask(old_umask);
+  if (!server || (!address.empty() && port == 0)) {
+    spdlog::error("cannot listen on {}", address.empty() ? o.management_path : address);
     return 1;
   }
-  spdlog::info(
-      "listening on {} ({}), relaying to {}", address,
-      o.security.insecure ? "insecure" : (o.security.client_ca_file.empty() ? "TLS" : "TLS, client certificates"),
-      o.socket_path);
+  if (!o.management_path.empty()) chmod(o.management_path.c_str(), 0600);
+  server->GetHealthCheckService()->SetServingStatus(true);
+  serving = server.get();
+  if (!address.empty())
+    spdlog::info(
+        "listening on {} ({}), relaying to {}", address,
+        o.security.insecure ? "insecure" : (o.security.client_ca_file.empty() ? "TLS" : "TLS, client certificates"),
+        o.socket_path);
+  if (!o.management_path.empty()) spdlog::info("management API on unix:{}", o.management_path);
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&set, &sig);

@@ -31,6 +31,9 @@ void on_signal(int) {
 // own because gRPC needs threads and bypassd's main process has none. It dies with bypassd.
 struct Network {
   std::string listen;
+  bool management = false;
+  std::string management_socket;  // "" = the guest socket + ".grpc"
+  std::string control_path;
   bool insecure = false;
   std::string tls_cert, tls_key, tls_client_ca, token_file;
 };
@@ -45,12 +48,15 @@ pid_t start_grpcd(const Network& n, const std::string& socket_path, const std::s
   std::vector<std::string> args = {exe,
                                    "--socket",
                                    socket_path,
-                                   "--listen",
-                                   n.listen,
+                                   "--control",
+                                   n.control_path,
+                                   "--management",
+                                   n.management_socket.empty() ? socket_path + ".grpc" : n.management_socket,
                                    "--log-level",
                                    log_level,
                                    "--handshake-timeout",
                                    std::to_string(handshake_timeout_ms)};
+  if (!n.listen.empty()) args.insert(args.end(), {"--listen", n.listen});
   if (n.insecure) args.push_back("--insecure");
   for (auto [flag, value] : {std::pair<const char*, const std::string*>{"--tls-cert", &n.tls_cert},
                              {"--tls-key", &n.tls_key},
@@ -158,6 +164,11 @@ int main(int argc, char** argv) {
   app.add_option("--listen", network.listen,
                  "Also serve guests over the network: grpc://ADDR:PORT (through bypass-grpcd; guests use "
                  "BYPASS_ENDPOINT=grpc://HOST:PORT)");
+  app.add_flag("--management", network.management,
+               "Serve the gRPC management API and health service (bypassctl sessions, end, drain, health) on "
+               "--management-socket; implied by --listen");
+  app.add_option("--management-socket", network.management_socket,
+                 "The management API's UNIX socket, mode 0600 (default: the guest socket path + \".grpc\")");
   app.add_flag("--insecure", network.insecure, "Network guests without TLS (loopback tests only)");
   app.add_option("--tls-cert", network.tls_cert, "The network side's PEM certificate chain");
   app.add_option("--tls-key", network.tls_key, "The network side's PEM private key");
@@ -218,21 +229,24 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  if (!network.listen.empty()) {
-    if (!network.listen.starts_with("grpc://")) {
+  if (!network.listen.empty() || network.management) {
+    network.control_path = config.control_path.empty() ? config.socket_path + ".ctl" : config.control_path;
+    if (!network.listen.empty() && !network.listen.starts_with("grpc://")) {
       spdlog::error("--listen {}: expected grpc://ADDR:PORT", network.listen);
       return 2;
     }
-    if (!network.insecure && (network.tls_cert.empty() || network.tls_key.empty())) {
+    if (!network.listen.empty() && !network.insecure && (network.tls_cert.empty() || network.tls_key.empty())) {
       spdlog::error("--listen {}: needs --tls-cert and --tls-key, or --insecure for loopback tests", network.listen);
       return 2;
     }
     const pid_t pid = start_grpcd(network, config.socket_path, config.log_level, config.handshake_timeout_ms);
     if (pid < 0) {
-      spdlog::error("--listen {}: cannot start bypass-grpcd", network.listen);
+      spdlog::error("cannot start bypass-grpcd");
       return 1;
     }
-    spdlog::info("network guests: bypass-grpcd pid {} on {}", pid, network.listen);
+    spdlog::info(
+        "bypass-grpcd pid {}: {}", pid,
+        network.listen.empty() ? "management API" : "network guests on " + network.listen + ", management API");
   }
   bypass::host::Server server(config);
   return server.run(g_stop_pipe[0]);

@@ -16,6 +16,10 @@ Cases (one ctest test each, label `network`):
   hostile           a client that breaks the stream protocol (garbage, an oversized frame, no
                     hello, a bad hello, another schema, a reserved kind, silence) is refused
                     each time; bypassd and bypass-grpcd live on and serve a good guest after
+  management        the gRPC management API through bypassctl: health SERVING; sessions lists a
+                    network guest (table and --json); drain refuses a new guest and makes health
+                    NOT_SERVING while it waits; end ID ends the live guest (VK_ERROR_DEVICE_LOST,
+                    reason ended_by_operator) and the drain returns
   cut               the link goes down mid-frame: the guest gets VK_ERROR_DEVICE_LOST within a
                     second or two, bypassd ends the session and releases everything
 """
@@ -416,6 +420,65 @@ def case_cut(workdir, _):
         check(server.stop() == 0, "bypassd did not exit 0")
 
 
+def ctl(server, *args, ok=(0,)):
+    r = subprocess.run(
+        [harness.env_path("BYPASSCTL"), "--control", server.control] + list(args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    check(r.returncode in ok, f"bypassctl {' '.join(args)} exited {r.returncode}: {r.stdout}{r.stderr}")
+    return r
+
+
+def case_management(workdir, _):
+    port = free_port()
+    endpoint = f"grpc://127.0.0.1:{port}"
+    server = NetServer(workdir, endpoint, ["--insecure"]).start()
+    check(ctl(server, "health").stdout.strip() == "SERVING", "health is not SERVING at start")
+    env = server.net_env(endpoint, BYPASS_INSECURE="1")
+    run = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "long")
+    # (the ICD's short first session, for the instance extensions, must be gone)
+    server.wait_stats(
+        lambda s: len(s["sessions"]) == 1 and s["sessions"][0]["objects"] > 0 and s["sessions"][0].get("transport"),
+        "the network session",
+    )
+    table = ctl(server, "sessions").stdout
+    check("grpc" in table and "127.0.0.1" in table and "IDENTITY" in table, f"sessions table:\n{table}")
+    listed = json.loads(ctl(server, "--json", "sessions").stdout)
+    check(len(listed["sessions"]) == 1 and not listed["draining"], f"sessions --json: {listed}")
+    live = listed["sessions"][0]
+    check(live["transport"] == "grpc" and live["objects"] > 0, f"sessions --json: {live}")
+    log(f"sessions:\n{table.rstrip()}")
+    drain = subprocess.Popen(
+        [harness.env_path("BYPASSCTL"), "--control", server.control, "drain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 10
+    while ctl(server, "health", ok=(0, 3)).stdout.strip() != "NOT_SERVING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(ctl(server, "health", ok=(3,)).stdout.strip() == "NOT_SERVING", "health is not NOT_SERVING while draining")
+    check(drain.poll() is None, "drain returned while a session was live")
+    refused(server, env, workdir, "while-draining", "draining", "draining", ())
+    check(json.loads(ctl(server, "--json", "sessions").stdout)["draining"], "sessions does not say draining")
+    ctl(server, "end", str(live["id"]))
+    r = run.wait(timeout=20)
+    check(r.returncode != 0 and "VK_ERROR_DEVICE_LOST" in r.stdout + r.stderr, f"the ended guest:\n{r.describe()}")
+    check("an operator ended the session" in r.stderr, f"the guest was not told why:\n{r.describe()}")
+    out, _ = drain.communicate(timeout=20)
+    check(drain.returncode == 0 and "drained" in out, f"drain exited {drain.returncode}: {out}")
+    stats = server.stats()
+    check(
+        any(e["reason"] == "ended_by_operator" for e in stats["ended"]),
+        f"no ended_by_operator session: {stats['ended']}",
+    )
+    check(stats["draining"] and stats["sessions"] == [], f"after the drain: {stats}")
+    log(f"drain: {out.strip()}; health NOT_SERVING; the ended guest saw VK_ERROR_DEVICE_LOST")
+    check(server.stop() == 0, "bypassd did not exit 0")
+
+
 def case_hostile(workdir, _):
     port = free_port()
     endpoint = f"grpc://127.0.0.1:{port}"
@@ -444,6 +507,7 @@ if __name__ == "__main__":
                 "netns-client-cert": case_netns_client_cert,
                 "cut": case_cut,
                 "hostile": case_hostile,
+                "management": case_management,
             }
         )
     )

@@ -78,6 +78,10 @@ class Server {
   size_t live_sessions() const;
   bool wait_for_free_slot();
   std::string stats_json(uid_t viewer) const;
+  // The live sessions a line each, tab-separated (bypass-grpcd's management API reads them).
+  std::string sessions_lines(uid_t viewer) const;
+  std::string end_session(uid_t viewer, const char* id_text);
+  std::string start_draining(uid_t viewer);
   size_t pending_handshakes(uid_t uid) const;
 
   ServerConfig config_;
@@ -89,6 +93,7 @@ class Server {
   int child_pipe_[2] = {-1, -1};  // SIGCHLD's self-pipe
   std::list<ControlClient> control_clients_;
   std::vector<VmState> vms_;
+  bool draining_ = false;  // bypassctl drain: new sessions are refused
 };
 
 }  // namespace bypass::host

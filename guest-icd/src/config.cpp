@@ -45,6 +45,7 @@ Config parse_config(const char* (*get)(const char* name)) {
   if (const char* e = set("BYPASS_MEMORY")) c.shadow_memory = std::strcmp(e, "shadow") == 0;
   // Memory cannot be shared with another machine: the network path always shadows it.
   if (c.endpoint.starts_with("grpc://")) c.shadow_memory = true;
+  if (const char* e = set("BYPASS_NET_STATS")) c.net_stats = *e != '0';
   if (const char* e = set("BYPASS_INSECURE")) c.insecure = std::strcmp(e, "1") == 0;
   if (const char* e = set("BYPASS_TLS_CA")) c.tls_ca = e;
   if (const char* e = set("BYPASS_TLS_CERT")) c.tls_cert = e;

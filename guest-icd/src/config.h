@@ -31,6 +31,8 @@ struct Config {
   // plaintext (loopback tests), else TLS with the roots in BYPASS_TLS_CA (default: the system's),
   // a client certificate BYPASS_TLS_CERT + BYPASS_TLS_KEY, and a bearer token BYPASS_TOKEN.
   bool insecure = false;
+  // BYPASS_NET_STATS (set, not 0): one line of network traffic figures when a connection closes.
+  bool net_stats = false;
   std::string tls_ca, tls_cert, tls_key, token;
   // BYPASS_WSI_NO_SHM=1: present with core PutImage, not MIT-SHM.
   bool wsi_no_shm = false;

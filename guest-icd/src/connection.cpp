@@ -67,6 +67,15 @@ class ChannelLink final : public HostLink {
 class NetworkLink final : public HostLink {
  public:
   explicit NetworkLink(std::unique_ptr<net::RemoteStream> s) : s_(std::move(s)) {}
+  ~NetworkLink() override {
+    // A report asked for (bench/run's bytes on the wire), printed whatever BYPASS_LOG says.
+    if (!config().net_stats) return;
+    const net::RemoteStream::Stats st = s_->stats();
+    std::fprintf(stderr, "bypass: network: %llu bytes sent in %llu frames, %llu bytes received in %llu messages\n",
+                 static_cast<unsigned long long>(st.bytes_sent), static_cast<unsigned long long>(st.frames_sent),
+                 static_cast<unsigned long long>(st.bytes_received),
+                 static_cast<unsigned long long>(st.frames_received));
+  }
   transport::Status send(uint32_t kind, std::span<const std::byte> payload) override { return s_->send(kind, payload); }
   transport::Status recv(transport::Message& out) override { return s_->recv(out); }
   transport::Status send_fds(uint64_t, std::span<const int>, transport::Deadline) override {

@@ -1,5 +1,6 @@
 #include "bypass/icd/connection.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include "bypass/transport/session.h"
@@ -12,7 +13,6 @@
 #include "bypass/base/log.h"
 #include "bypass/base/socket_path.h"
 #include "bypass/memshare/client.h"
-#include "bypass/net/client.h"
 #include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
 #include "config.h"
 
@@ -63,34 +63,31 @@ class ChannelLink final : public HostLink {
   transport::Channel ch_;
 };
 
-// The network: a gRPC stream to bypass-grpcd. No fds, no shared memory.
-class NetworkLink final : public HostLink {
- public:
-  explicit NetworkLink(std::unique_ptr<net::RemoteStream> s) : s_(std::move(s)) {}
-  ~NetworkLink() override {
-    // A report asked for (bench/run's bytes on the wire), printed whatever BYPASS_LOG says.
-    if (!config().net_stats) return;
-    const net::RemoteStream::Stats st = s_->stats();
-    std::fprintf(stderr, "bypass: network: %llu bytes sent in %llu frames, %llu bytes received in %llu messages\n",
-                 static_cast<unsigned long long>(st.bytes_sent), static_cast<unsigned long long>(st.frames_sent),
-                 static_cast<unsigned long long>(st.bytes_received),
-                 static_cast<unsigned long long>(st.frames_received));
-  }
-  transport::Status send(uint32_t kind, std::span<const std::byte> payload) override { return s_->send(kind, payload); }
-  transport::Status recv(transport::Message& out) override { return s_->recv(out); }
-  transport::Status send_fds(uint64_t, std::span<const int>, transport::Deadline) override {
-    return transport::Status::kClosed;
-  }
-  transport::Status recv_fds(uint64_t&, std::vector<int>&, transport::Deadline) override {
-    return transport::Status::kClosed;
-  }
-  bool carries_fds() const override { return false; }
-  std::span<std::byte> shared_heap() const override { return {}; }
-  std::string error_text() const override { return s_->error_text(); }
-
- private:
-  std::unique_ptr<net::RemoteStream> s_;
-};
+// The network plugin beside this library, loaded on first use and never unloaded (gRPC keeps
+// threads); null with `why` when it cannot be loaded.
+NetworkConnectFn network_plugin(std::string& why) {
+  static std::string error;
+  static const NetworkConnectFn fn = []() -> NetworkConnectFn {
+    Dl_info info{};
+    if (!dladdr(reinterpret_cast<void*>(&network_plugin), &info) || !info.dli_fname) {
+      error = "cannot locate the ICD's own library";
+      return nullptr;
+    }
+    std::string path = info.dli_fname;
+    path = path.substr(0, path.rfind('/') + 1) + kNetworkPlugin;
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      const char* e = dlerror();
+      error = "cannot load the network plugin " + path + ": " + (e ? e : "unknown error");
+      return nullptr;
+    }
+    auto f = reinterpret_cast<NetworkConnectFn>(dlsym(lib, kNetworkConnectSymbol));
+    if (!f) error = path + " has no " + kNetworkConnectSymbol;
+    return f;
+  }();
+  why = error;
+  return fn;
+}
 
 }  // namespace
 
@@ -116,15 +113,23 @@ transport::Result<std::unique_ptr<Connection>> Connection::open() {
   // accepted and must start the session's worker, which a loaded host was seen to take over 1 s.
   // A VM's request is seen by bypassd's polling loop and a worker it forks: at least 5 s.
   if (endpoint.starts_with("grpc://")) {
-    net::ClientSecurity security;
-    security.insecure = config().insecure;
-    security.ca_file = config().tls_ca;
-    security.cert_file = config().tls_cert;
-    security.key_file = config().tls_key;
-    security.token = config().token;
-    auto s = net::RemoteStream::connect(endpoint, security, hello, config().connect_timeout);
-    if (!s) return transport::make_error(s.code(), "cannot reach bypassd at " + endpoint + ": " + s.error().message);
-    auto c = std::unique_ptr<Connection>(new Connection(std::make_unique<NetworkLink>(std::move(*s))));
+    std::string why;
+    const NetworkConnectFn connect_network = network_plugin(why);
+    if (!connect_network)
+      return transport::make_error(transport::Status::kIo, "cannot reach bypassd at " + endpoint + ": " + why);
+    NetworkOptions o;
+    o.endpoint = endpoint;
+    o.insecure = config().insecure;
+    o.ca_file = config().tls_ca;
+    o.cert_file = config().tls_cert;
+    o.key_file = config().tls_key;
+    o.token = config().token;
+    o.timeout = config().connect_timeout;
+    o.stats = config().net_stats;
+    auto link = connect_network(o, hello);
+    if (!link)
+      return transport::make_error(link.code(), "cannot reach bypassd at " + endpoint + ": " + link.error().message);
+    auto c = std::unique_ptr<Connection>(new Connection(std::move(*link)));
     c->batch_.reserve(kBatchBytes + 4096);
     return c;
   }

@@ -171,6 +171,7 @@ class Relay final : public net::fb::Remote::Service {
                      transport::Channel& ch, const std::string& peer) {
     std::atomic<bool> stop{false};
     std::atomic<bool> host_ended{false};
+    std::atomic<bool> down_done{false};
     std::thread down([&] {
       transport::Message msg;
       while (!stop.load()) {
@@ -186,6 +187,7 @@ class Relay final : public net::fb::Remote::Service {
       }
       host_ended = !stop.load();
       if (host_ended) ctx.TryCancel();  // ends the handler's Read
+      down_done = true;
     });
     // A down thread stuck in Write (a guest that stopped reading) is freed once bypassd ended
     // the session (its --send-timeout): the call is cancelled.
@@ -215,15 +217,27 @@ class Relay final : public net::fb::Remote::Service {
       if (st != transport::Status::kOk) break;
     }
     stop = true;
+    // A down thread blocked in Write (a guest that reads nothing) is freed by cancelling.
+    for (int i = 0; i < 100 && !down_done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!down_done.load()) ctx.TryCancel();
     down.join();
     watch.join();
     const bool ended_by_host = host_ended.load();
-    ch.close();
+    // A guest that closed its stream (half-close) leaves with a goodbye; a connection that broke
+    // (cut, reset, keepalive) is passed on as what it is: bypassd ends the session as peer_gone.
+    const bool broken = !ended_by_host && error.empty() && ctx.IsCancelled();
+    if (broken)
+      ch.abandon();
+    else
+      ch.close();
     if (!error.empty()) {
       spdlog::warn("grpc {}: {}: protocol error: {}; session closed", n, peer, error);
       return {grpc::StatusCode::INVALID_ARGUMENT, "bypass-grpcd: " + error};
     }
-    spdlog::info("grpc {}: {}: {}", n, peer, ended_by_host ? "bypassd ended the session" : "the guest left");
+    spdlog::info("grpc {}: {}: {}", n, peer,
+                 ended_by_host ? "bypassd ended the session"
+                 : broken      ? "the connection broke"
+                               : "the guest left");
     return grpc::Status::OK;
   }
 

@@ -172,9 +172,11 @@ void RemoteStream::close() {
   closed_ = true;
   if (finished_) return;
   // Half-close: the relay sees the end of our frames, closes its session with a goodbye and
-  // ends the stream; then the call is cancelled so nothing waits on a peer that is gone.
-  stream_->WritesDone();
-  ctx_.TryCancel();
+  // ends the stream. A relay that does not answer within a second is given up on (cancelled).
+  (void)stream_->WritesDone();
+  Watchdog dog(ctx_, std::chrono::milliseconds(1000));
+  (void)stream_->Finish();
+  finished_ = true;
 }
 
 std::string RemoteStream::error_text() const {

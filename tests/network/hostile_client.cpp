@@ -10,6 +10,8 @@
 //     old-schema    a hello with another schema hash: refused with both sides' versions
 //     reserved-kind a ring-reserved kind after a good handshake
 //     silent        connects and says nothing: dropped at the handshake deadline
+//     stop-reading  asks for replies (session stats, 4096 a batch) and never reads one: bypassd
+//                   ends the session (--send-timeout) and the relay cancels the stream
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -20,6 +22,7 @@
 #include "bypass/net/frame.h"
 #include "bypass/wire/gen/schema_hash.h"
 #include "bypass/wire/protocol.h"
+#include "bypass/wire/runtime.h"
 
 namespace net = bypass::net;
 
@@ -70,6 +73,25 @@ int main(int argc, char** argv) {
       return 1;
     }
     (void)stream->Write(net::make_frame(0xFFFF0001u, 0, std::vector<std::byte>(16)));
+  } else if (mode == "stop-reading") {
+    (void)stream->Write(hello_frame(bypass::wire::kSchemaHash));
+    net::FrameMessage welcome;
+    if (!stream->Read(&welcome)) {
+      std::printf("hostile: no welcome for a good hello\n");
+      return 1;
+    }
+    std::vector<std::byte> batch;
+    for (int i = 0; i < 4096; ++i) {
+      const bypass::wire::RecordHeader h{sizeof(bypass::wire::RecordHeader), bypass::wire::kCtlSessionStats,
+                                         bypass::wire::kRecordWantsReply};
+      const auto* p = reinterpret_cast<const std::byte*>(&h);
+      batch.insert(batch.end(), p, p + sizeof(h));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    size_t sent = 0;
+    while (stream->Write(net::make_frame(bypass::wire::kMsgBatch, 0, batch))) ++sent;
+    std::printf("hostile stop-reading: the server stopped taking batches after %zu (%zu replies asked for) in %.1f s\n",
+                sent, sent * 4096, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   } else if (mode != "silent") {
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
     return 2;

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bypass/icd/host_link.h"
 #include "bypass/memshare/client.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
@@ -70,22 +71,6 @@ class MemoryHooks {
   virtual ~MemoryHooks() = default;
   virtual void write_barrier(Object* first_param) = 0;  // before a submission
   virtual void read_barrier(Object* first_param) = 0;   // after a wait succeeded
-};
-
-// What the connection needs from its medium: send a batch, receive a reply, and, where the
-// medium has them, file descriptors and a shared heap. The ring Channel (a UNIX socket's memfd,
-// a VM's device) or a gRPC stream (BYPASS_ENDPOINT=grpc://, net/include/bypass/net/client.h).
-class HostLink {
- public:
-  virtual ~HostLink() = default;
-  virtual transport::Status send(uint32_t kind, std::span<const std::byte> payload) = 0;
-  virtual transport::Status recv(transport::Message& out) = 0;
-  virtual transport::Status send_fds(uint64_t tag, std::span<const int> fds, transport::Deadline deadline) = 0;
-  virtual transport::Status recv_fds(uint64_t& tag, std::vector<int>& fds, transport::Deadline deadline) = 0;
-  virtual bool carries_fds() const = 0;
-  virtual std::span<std::byte> shared_heap() const = 0;
-  // Why the medium failed, when it knows more than the status says ("" if not).
-  virtual std::string error_text() const = 0;
 };
 
 class Connection : private wire::HandleMap {

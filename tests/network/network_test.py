@@ -190,7 +190,7 @@ class NetServer(Bypassd):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             check(self.proc.poll() is None, f"bypassd exited {self.proc.returncode} while starting:\n{self.log_text()}")
-            if os.path.exists(self.control) and "listening on" in self.log_text():
+            if os.path.exists(self.control) and "management API on" in self.log_text():
                 return self
             time.sleep(0.05)
         raise harness.TestFailure(f"bypassd --listen did not come up:\n{self.log_text()}")

@@ -172,6 +172,7 @@ class Relay final : public net::fb::Remote::Service {
     std::atomic<bool> stop{false};
     std::atomic<bool> host_ended{false};
     std::atomic<bool> down_done{false};
+    std::atomic<bool> reading_done{false};
     std::thread down([&] {
       transport::Message msg;
       while (!stop.load()) {
@@ -186,7 +187,14 @@ class Relay final : public net::fb::Remote::Service {
         if (!net::write_message(stream, msg.kind, msg.payload)) break;
       }
       host_ended = !stop.load();
-      if (host_ended) ctx.TryCancel();  // ends the handler's Read
+      if (host_ended) {
+        // bypassd ended the session; its reason went out last. A cancel now could overtake it on
+        // the wire, so the guest (which closes its stream once it saw the reason) gets a second
+        // to leave on its own before the handler's Read is cancelled.
+        for (int i = 0; i < 100 && !reading_done.load(); ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        if (!reading_done.load()) ctx.TryCancel();
+      }
       down_done = true;
     });
     // A down thread stuck in Write (a guest that stopped reading) is freed once bypassd ended
@@ -216,6 +224,7 @@ class Relay final : public net::fb::Remote::Service {
         st = ch.send(msg.kind, msg.payload, transport::deadline_after(std::chrono::milliseconds(100)));
       if (st != transport::Status::kOk) break;
     }
+    reading_done = true;
     stop = true;
     // A down thread blocked in Write (a guest that reads nothing) is freed by cancelling.
     for (int i = 0; i < 100 && !down_done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -26,6 +26,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "bypass/net/credentials.h"
@@ -49,6 +50,7 @@ struct Options {
   uint32_t handshake_timeout_ms = 2000;
   size_t max_sessions = 64;
   std::string log_level = "info";
+  std::set<std::string> admins;  // token or certificate names allowed the management API over TCP
 };
 
 class Relay final : public net::fb::Remote::Service {
@@ -79,9 +81,21 @@ class Relay final : public net::fb::Remote::Service {
     return serve(n, *ctx, *stream, peer, identity);
   }
 
+  // The management API: anyone on its UNIX socket (mode 0600), and on the TCP port an
+  // authenticated caller whose token name or certificate name is an --admin.
+  std::string authorize_management(grpc::ServerContext& ctx) {
+    if (ctx.peer().starts_with("unix:")) return {};
+    std::string identity, token_name, cert;
+    if (std::string why = authenticate(ctx, identity, &token_name, &cert); !why.empty()) return why;
+    if ((!token_name.empty() && options_.admins.count(token_name)) || (!cert.empty() && options_.admins.count(cert)))
+      return {};
+    return identity + " is not an --admin: the management API over TCP is for the names --admin lists";
+  }
+
  private:
   // Empty when `ctx` may open a session; else the one line both sides print.
-  std::string authenticate(grpc::ServerContext& ctx, std::string& identity) {
+  std::string authenticate(grpc::ServerContext& ctx, std::string& identity, std::string* token_out = nullptr,
+                           std::string* cert_out = nullptr) {
     std::string cert;
     if (auto auth = ctx.auth_context(); auth && !options_.security.client_ca_file.empty()) {
       for (const auto& v : auth->FindPropertyValues("x509_common_name")) cert.assign(v.data(), v.size());
@@ -98,6 +112,8 @@ class Relay final : public net::fb::Remote::Service {
       if (t == tokens_.end()) return "the bearer token is not in --token-file";
       token_name = t->second;
     }
+    if (token_out) *token_out = token_name;
+    if (cert_out) *cert_out = cert;
     identity = !token_name.empty() && !cert.empty() ? token_name + "/" + cert
                : !token_name.empty()                ? "token:" + token_name
                : !cert.empty()                      ? "cert:" + cert
@@ -274,6 +290,10 @@ int main(int argc, char** argv) {
   app.add_option("--handshake-timeout", o.handshake_timeout_ms, "Milliseconds a new stream has to handshake");
   app.add_option("--max-sessions", o.max_sessions, "Network sessions at once");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error");
+  app.add_option("--admin", o.admins,
+                 "A token name (--token-file) or client-certificate name that may use the management API over "
+                 "the --listen port; repeatable")
+      ->take_all();
   bool die_with_parent = false;
   app.add_flag("--die-with-parent", die_with_parent, "Exit when the parent (bypassd) does");
   CLI11_PARSE(app, argc, argv);
@@ -322,10 +342,13 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   Relay relay(o, std::move(tokens));
   std::atomic<grpc::Server*> serving{nullptr};
-  net::ManagementService management(o.control_path, [&serving] {
-    // Draining: the health service says NOT_SERVING from now on.
-    if (grpc::Server* s = serving.load()) s->GetHealthCheckService()->SetServingStatus(false);
-  });
+  net::ManagementService management(
+      o.control_path,
+      [&serving] {
+        // Draining: the health service says NOT_SERVING from now on.
+        if (grpc::Server* s = serving.load()) s->GetHealthCheckService()->SetServingStatus(false);
+      },
+      [&relay](grpc::ServerContext& ctx) { return relay.authorize_management(ctx); });
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

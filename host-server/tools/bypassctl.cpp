@@ -6,18 +6,22 @@
 //   bypassctl drain                refuses new sessions and waits until none is live
 //   bypassctl health               grpc.health.v1: SERVING (exit 0) or NOT_SERVING (exit 3)
 // sessions, end, drain and health are calls of the gRPC management API (docs/network.md), served
-// by bypass-grpcd on bypassd's management socket (bypassd --management or --listen).
+// by bypass-grpcd on bypassd's management socket (bypassd --management or --listen), or with
+// --management grpc://HOST:PORT on its network port (for an --admin; TLS and token from
+// BYPASS_TLS_CA, BYPASS_TLS_CERT, BYPASS_TLS_KEY, BYPASS_TOKEN, or BYPASS_INSECURE=1).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "bypass/base/json.h"
 #include "bypass/base/socket_path.h"
+#include "bypass/net/credentials.h"
 #include "bypass/net/management.h"
 #include "bypass/transport/session.h"
 
@@ -51,13 +55,44 @@ std::string mib(uint64_t bytes) {
 const std::vector<std::string> kHeader = {"ID",      "PID",     "UID",     "WORKER", "TRANSPORT", "IDENTITY",
                                           "ADDRESS", "OBJECTS", "RECORDS", "MIB IN", "REPLIES",   "MEMORY MIB"};
 
-std::shared_ptr<grpc::Channel> management_channel(const std::string& path) {
-  return grpc::CreateChannel("unix:" + path, grpc::InsecureChannelCredentials());
+std::string target_of(const std::string& management) {
+  return management.starts_with("grpc://") ? management : "unix:" + management;
 }
 
-int fail(const std::string& what, const grpc::Status& st, const std::string& path) {
-  std::fprintf(stderr, "bypassctl: %s: %s (management API at unix:%s; bypassd --management or --listen)\n",
-               what.c_str(), st.error_message().c_str(), path.c_str());
+std::shared_ptr<grpc::Channel> management_channel(const std::string& management, std::string& why) {
+  if (!management.starts_with("grpc://"))
+    return grpc::CreateChannel("unix:" + management, grpc::InsecureChannelCredentials());
+  std::string address;
+  if (!net::parse_endpoint(management, address)) {
+    why = "expected grpc://HOST:PORT or a socket path";
+    return nullptr;
+  }
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v ? v : "");
+  };
+  net::ClientSecurity security;
+  security.insecure = env("BYPASS_INSECURE") == "1";
+  security.ca_file = env("BYPASS_TLS_CA");
+  security.cert_file = env("BYPASS_TLS_CERT");
+  security.key_file = env("BYPASS_TLS_KEY");
+  auto creds = net::client_credentials(security);
+  if (!creds) {
+    why = creds.error().message;
+    return nullptr;
+  }
+  return grpc::CreateChannel(address, *creds);
+}
+
+// Over TCP the caller is who its token says (BYPASS_TOKEN).
+void add_token(grpc::ClientContext& ctx) {
+  if (const char* t = std::getenv("BYPASS_TOKEN"); t && *t)
+    ctx.AddMetadata("authorization", std::string("Bearer ") + t);
+}
+
+int fail(const std::string& what, const grpc::Status& st, const std::string& management) {
+  std::fprintf(stderr, "bypassctl: %s: %s (management API at %s; bypassd --management or --listen)\n", what.c_str(),
+               st.error_message().c_str(), target_of(management).c_str());
   return 1;
 }
 
@@ -77,7 +112,8 @@ int main(int argc, char** argv) {
   CLI::App app{"bypassctl: a running bypassd's sessions, statistics and management."};
   app.add_option("--control", control, "bypassd's control socket (default: the guest socket + \".ctl\")");
   app.add_option("--management", management,
-                 "bypassd's management socket (default: next to the control socket, \".grpc\" for \".ctl\")");
+                 "bypassd's management socket (default: next to the control socket, \".grpc\" for \".ctl\"), "
+                 "or grpc://HOST:PORT (its network port, for an --admin)");
   app.add_flag("--json", json, "JSON instead of a table");
   app.add_option("--timeout", timeout_s, "drain: seconds to wait for the live sessions to end")->capture_default_str();
   app.add_option("command", command, "stats, sessions, end, drain, health")
@@ -118,11 +154,17 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  auto channel = management_channel(management);
+  std::string why;
+  auto channel = management_channel(management, why);
+  if (!channel) {
+    std::fprintf(stderr, "bypassctl: --management %s: %s\n", management.c_str(), why.c_str());
+    return 2;
+  }
   if (command == "health") {
     grpc::GenericStub stub(channel);
     grpc::ClientContext ctx;
     ctx.set_deadline(deadline_in(5));
+    add_token(ctx);
     grpc::CompletionQueue cq;
     grpc::Slice nothing;  // HealthCheckRequest{service: ""} serializes to no bytes
     grpc::ByteBuffer request(&nothing, 1), response;
@@ -150,6 +192,7 @@ int main(int argc, char** argv) {
 
   auto stub = net::fb::Management::NewStub(channel);
   grpc::ClientContext ctx;
+  add_token(ctx);
   flatbuffers::grpc::MessageBuilder mb;
   if (command == "sessions") {
     ctx.set_deadline(deadline_in(5));

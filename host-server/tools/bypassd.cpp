@@ -36,6 +36,7 @@ struct Network {
   std::string control_path;
   bool insecure = false;
   std::string tls_cert, tls_key, tls_client_ca, token_file;
+  std::vector<std::string> admins;
 };
 
 pid_t start_grpcd(const Network& n, const std::string& socket_path, const std::string& log_level,
@@ -63,6 +64,7 @@ pid_t start_grpcd(const Network& n, const std::string& socket_path, const std::s
                              {"--tls-client-ca", &n.tls_client_ca},
                              {"--token-file", &n.token_file}})
     if (!value->empty()) args.insert(args.end(), {flag, *value});
+  for (const std::string& a : n.admins) args.insert(args.end(), {"--admin", a});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -180,6 +182,10 @@ int main(int argc, char** argv) {
                  "Network guests must present a client certificate this CA signed");
   app.add_option("--token-file", network.token_file,
                  "Lines NAME TOKEN: bearer tokens with which network guests may open sessions");
+  app.add_option("--admin", network.admins,
+                 "A token name or client-certificate name that may use the management API over the --listen "
+                 "port (besides its UNIX socket); repeatable")
+      ->take_all();
   // Hidden: the end reasons, "<value> <name>" a line, for the tests' mirror of the list.
   bool list_end_reasons = false;
   app.add_flag("--list-end-reasons", list_end_reasons, "Print the session end reasons and exit")->group("");

@@ -16,13 +16,6 @@ namespace bypass::net {
 
 namespace {
 
-// The management service is for whoever may reach its UNIX socket (mode 0600: root and
-// bypassd's user); on a TCP port of the same server it is refused.
-grpc::Status local_only(const grpc::ServerContext& ctx) {
-  if (ctx.peer().starts_with("unix:")) return grpc::Status::OK;
-  return {grpc::StatusCode::PERMISSION_DENIED, "the management API is served on bypassd's UNIX socket only"};
-}
-
 flatbuffers::grpc::Message<fb::Outcome> outcome(bool ok, const std::string& message) {
   flatbuffers::grpc::MessageBuilder mb;
   mb.Finish(fb::CreateOutcome(mb, ok, mb.CreateString(message)));
@@ -50,6 +43,12 @@ transport::Result<std::string> control_request(const std::string& control_path, 
   }
   if (out.empty()) return transport::make_error(transport::Status::kTimeout, "no answer from bypassd");
   return out;
+}
+
+grpc::Status ManagementService::allowed(grpc::ServerContext& ctx) {
+  if (std::string why = authorize_ ? authorize_(ctx) : std::string(); !why.empty())
+    return {grpc::StatusCode::PERMISSION_DENIED, why};
+  return grpc::Status::OK;
 }
 
 grpc::Status ManagementService::session_list(SessionListMessage* response, size_t* live) {
@@ -80,13 +79,13 @@ grpc::Status ManagementService::session_list(SessionListMessage* response, size_
 
 grpc::Status ManagementService::Sessions(grpc::ServerContext* ctx, const flatbuffers::grpc::Message<fb::Empty>*,
                                          SessionListMessage* response) {
-  if (auto st = local_only(*ctx); !st.ok()) return st;
+  if (auto st = allowed(*ctx); !st.ok()) return st;
   return session_list(response);
 }
 
 grpc::Status ManagementService::Stats(grpc::ServerContext* ctx, const flatbuffers::grpc::Message<fb::Empty>*,
                                       flatbuffers::grpc::Message<fb::StatsReply>* response) {
-  if (auto st = local_only(*ctx); !st.ok()) return st;
+  if (auto st = allowed(*ctx); !st.ok()) return st;
   auto text = control_request(control_path_, "stats");
   if (!text) return {grpc::StatusCode::UNAVAILABLE, text.error().message};
   flatbuffers::grpc::MessageBuilder mb;
@@ -97,7 +96,7 @@ grpc::Status ManagementService::Stats(grpc::ServerContext* ctx, const flatbuffer
 
 grpc::Status ManagementService::End(grpc::ServerContext* ctx, const flatbuffers::grpc::Message<fb::EndRequest>* request,
                                     flatbuffers::grpc::Message<fb::Outcome>* response) {
-  if (auto st = local_only(*ctx); !st.ok()) return st;
+  if (auto st = allowed(*ctx); !st.ok()) return st;
   const uint64_t id = request->GetRoot()->id();
   auto text = control_request(control_path_, "end " + std::to_string(id));
   if (!text) return {grpc::StatusCode::UNAVAILABLE, text.error().message};
@@ -109,7 +108,7 @@ grpc::Status ManagementService::End(grpc::ServerContext* ctx, const flatbuffers:
 
 grpc::Status ManagementService::Drain(grpc::ServerContext* ctx, const flatbuffers::grpc::Message<fb::Empty>*,
                                       flatbuffers::grpc::Message<fb::Outcome>* response) {
-  if (auto st = local_only(*ctx); !st.ok()) return st;
+  if (auto st = allowed(*ctx); !st.ok()) return st;
   auto text = control_request(control_path_, "drain");
   if (!text) return {grpc::StatusCode::UNAVAILABLE, text.error().message};
   if (text->find("\"ok\": true") == std::string::npos) {

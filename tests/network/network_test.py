@@ -17,7 +17,8 @@ Cases (one ctest test each, label `network`):
                     hello, a bad hello, another schema, a reserved kind, silence) is refused
                     each time; bypassd and bypass-grpcd live on and serve a good guest after
   management        the gRPC management API through bypassctl: health SERVING; sessions lists a
-                    network guest (table and --json); drain refuses a new guest and makes health
+                    network guest (table and --json), also over TCP for an --admin's token (another
+                    token and none refused); drain refuses a new guest and makes health
                     NOT_SERVING while it waits; end ID ends the live guest (VK_ERROR_DEVICE_LOST,
                     reason ended_by_operator) and the drain returns
   cut               the link goes down mid-frame: the guest gets VK_ERROR_DEVICE_LOST within a
@@ -421,12 +422,13 @@ def case_cut(workdir, _):
         check(server.stop() == 0, "bypassd did not exit 0")
 
 
-def ctl(server, *args, ok=(0,)):
+def ctl(server, *args, ok=(0,), env=None):
     r = subprocess.run(
         [harness.env_path("BYPASSCTL"), "--control", server.control] + list(args),
         capture_output=True,
         text=True,
         timeout=30,
+        env=env,
     )
     check(r.returncode in ok, f"bypassctl {' '.join(args)} exited {r.returncode}: {r.stdout}{r.stderr}")
     return r
@@ -435,9 +437,12 @@ def ctl(server, *args, ok=(0,)):
 def case_management(workdir, _):
     port = free_port()
     endpoint = f"grpc://127.0.0.1:{port}"
-    server = NetServer(workdir, endpoint, ["--insecure"]).start()
+    tokens = os.path.join(workdir, "tokens")
+    with open(tokens, "w") as f:
+        f.write(f"alice {TOKEN}\nbob {TOKEN}-bob\n")
+    server = NetServer(workdir, endpoint, ["--insecure", "--token-file", tokens, "--admin", "alice"]).start()
     check(ctl(server, "health").stdout.strip() == "SERVING", "health is not SERVING at start")
-    env = server.net_env(endpoint, BYPASS_INSECURE="1")
+    env = server.net_env(endpoint, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN)
     run = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "long")
     # (the ICD's short first session, for the instance extensions, must be gone)
     server.wait_stats(
@@ -451,6 +456,17 @@ def case_management(workdir, _):
     live = listed["sessions"][0]
     check(live["transport"] == "grpc" and live["objects"] > 0, f"sessions --json: {live}")
     log(f"sessions:\n{table.rstrip()}")
+    # The same API on the network port: for an --admin's token only.
+    tcp = ["--management", endpoint]
+    admin = dict(os.environ, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN)
+    remote = json.loads(ctl(server, *tcp, "--json", "sessions", env=admin).stdout)
+    check([s["id"] for s in remote["sessions"]] == [live["id"]], f"sessions over TCP: {remote}")
+    r = ctl(server, *tcp, "sessions", env=dict(admin, BYPASS_TOKEN=TOKEN + "-bob"), ok=(1,))
+    check("not an --admin" in r.stderr, f"a non-admin over TCP: {r.stderr}")
+    r = ctl(server, *tcp, "sessions", env=dict(admin, BYPASS_TOKEN=""), ok=(1,))
+    check("no bearer token" in r.stderr, f"no token over TCP: {r.stderr}")
+    check(ctl(server, *tcp, "health", env=admin).stdout.strip() == "SERVING", "health over TCP")
+    log("management over TCP: alice (--admin) lists sessions, bob and no token are refused, health SERVING")
     drain = subprocess.Popen(
         [harness.env_path("BYPASSCTL"), "--control", server.control, "drain"],
         stdout=subprocess.PIPE,

@@ -20,9 +20,11 @@ using SessionListMessage = flatbuffers::grpc::Message<fb::SessionList>;
 
 class ManagementService final : public fb::Management::Service {
  public:
-  // `on_drain` runs when a drain was asked for (bypass-grpcd turns its health NOT_SERVING).
-  ManagementService(std::string control_path, std::function<void()> on_drain)
-      : control_path_(std::move(control_path)), on_drain_(std::move(on_drain)) {}
+  // `on_drain` runs when a drain was asked for (bypass-grpcd turns its health NOT_SERVING);
+  // `authorize` says why a caller may not use the API ("" when it may).
+  using Authorize = std::function<std::string(grpc::ServerContext&)>;
+  ManagementService(std::string control_path, std::function<void()> on_drain, Authorize authorize)
+      : control_path_(std::move(control_path)), on_drain_(std::move(on_drain)), authorize_(std::move(authorize)) {}
 
   grpc::Status Sessions(grpc::ServerContext* ctx, const flatbuffers::grpc::Message<fb::Empty>* request,
                         SessionListMessage* response) override;
@@ -35,8 +37,10 @@ class ManagementService final : public fb::Management::Service {
 
  private:
   grpc::Status session_list(SessionListMessage* response, size_t* live = nullptr);
+  grpc::Status allowed(grpc::ServerContext& ctx);
   std::string control_path_;
   std::function<void()> on_drain_;
+  Authorize authorize_;
 };
 
 }  // namespace bypass::net

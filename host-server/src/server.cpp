@@ -250,11 +250,23 @@ void Server::finish(Worker& w) {
   }
 }
 
+void Server::helper_exited(int status) {
+  spdlog::error("bypass-grpcd (pid {}) exited ({} {}): network guests and the management API are gone",
+                config_.helper_pid, WIFSIGNALED(status) ? "signal" : "status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+  config_.helper_pid = -1;
+}
+
 void Server::reap() {
+  if (config_.helper_pid > 0 && config_.isolation != Isolation::kProcess) {
+    int status = 0;
+    if (waitpid(config_.helper_pid, &status, WNOHANG) == config_.helper_pid) helper_exited(status);
+  }
   if (config_.isolation == Isolation::kProcess) {
     int status = 0;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (pid == config_.helper_pid) helper_exited(status);
       for (Worker& w : workers_)
         if (w.pid == pid) {
           w.exited = true;

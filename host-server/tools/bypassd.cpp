@@ -255,6 +255,7 @@ int main(int argc, char** argv) {
       spdlog::error("cannot start bypass-grpcd");
       return 1;
     }
+    config.helper_pid = pid;
     spdlog::info(
         "bypass-grpcd pid {}: {}", pid,
         network.listen.empty() ? "management API" : "network guests on " + network.listen + ", management API");

@@ -279,6 +279,27 @@ def case_loopback_vulkaninfo(workdir, _):
     check("bypass (" in remote, "vulkaninfo over the network did not see the bypass device")
     check_vulkaninfo(local, remote)
     log(f"vulkaninfo: {len(remote.splitlines())} lines, equal to the local ICD's but for VK_KHR_external_memory_fd")
+    # gRPC is loaded (through the ICD's network plugin) only into guests of a grpc:// endpoint.
+    for tag, guest_env, want in (
+        ("local", local_env, False),
+        ("network", server.net_env(f"grpc://127.0.0.1:{port}", BYPASS_INSECURE="1"), True),
+    ):
+        run = harness.Running(
+            [harness.sample_path("triangle"), "--frames", "100000"], guest_env, workdir, f"maps-{tag}"
+        )
+        deadline = time.monotonic() + 15
+        maps = ""
+        while time.monotonic() < deadline and "bypass_icd" not in maps:
+            time.sleep(0.1)
+            with open(f"/proc/{run.pid}/maps") as f:
+                maps = f.read()
+        time.sleep(0.3)
+        with open(f"/proc/{run.pid}/maps") as f:
+            maps = f.read()
+        harness.stop_process(run.proc)
+        check("bypass_icd" in maps, f"{tag} guest: the ICD was not loaded")
+        check(("libgrpc" in maps) == want, f"{tag} guest: libgrpc {'not ' if want else ''}loaded")
+    log("gRPC's libraries are loaded into the network guest only, not into a local one")
     wait_no_sessions(server, "vulkaninfo's sessions to end")
     check(server.stop() == 0, "bypassd did not exit 0")
 

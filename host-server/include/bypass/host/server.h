@@ -63,6 +63,7 @@ class Server {
   bool start_vm_worker(int vm, uint32_t slot);
   bool start_worker(base::UniqueFd conn, const base::PeerCredentials& peer);
   void reap();
+  void helper_exited(int status);
   void finish(Worker& w);
   void shut_down();
   // Control requests (bypassctl): accepted, then answered when their line arrives, from the

@@ -74,7 +74,9 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
   int fd = -1;
   uint64_t file_offset = 0;
   if (!conn->shared_heap().empty() && !external) return map_in_device_heap(dev, id, size);
-  if (!external) {
+  if (!external && !Connection::endpoint_carries_fds()) {
+    // Over the network the host's pages are reached only through barriers (shadow mode).
+  } else if (!external) {
     fd = conn->take_fd(wire::kFdTagMemoryBase + id);
     if (fd < 0) return VK_ERROR_DEVICE_LOST;
   } else if (!shadow_memory_enabled()) {

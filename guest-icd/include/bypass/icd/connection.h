@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bypass/icd/host_link.h"
 #include "bypass/memshare/client.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
@@ -150,7 +151,11 @@ class Connection : private wire::HandleMap {
   // presentation through memshare) is not offered, and host-visible memory lies in the
   // session's shared heap (shared_heap()).
   static bool endpoint_is_vm();
-  std::span<std::byte> shared_heap() const { return ch_.shared_heap(); }
+  // Whether file descriptors cross to bypassd: not to a VM, not over the network
+  // (BYPASS_ENDPOINT=grpc://, where host-visible memory is always a shadow copy).
+  static bool endpoint_carries_fds();
+  static bool endpoint_is_network();
+  std::span<std::byte> shared_heap() const { return link_->shared_heap(); }
   ~Connection() override;
 
   wire::HandleMap& handles() { return *this; }
@@ -178,9 +183,9 @@ class Connection : private wire::HandleMap {
   FenceTracker& fences() { return fences_; }
   TimelineTracker& timelines() { return timelines_; }
   void sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const {
-    ch_.sleep_feedback(expected, timeout);
+    link_->sleep_feedback(expected, timeout);
   }
-  std::chrono::nanoseconds liveness_slice() const { return ch_.liveness_slice(); }
+  std::chrono::nanoseconds liveness_slice() const { return link_->liveness_slice(); }
   // Checks the peer (a system call): marks the connection dead when bypassd is gone.
   bool check_peer();
 
@@ -205,7 +210,7 @@ class Connection : private wire::HandleMap {
   void unregister_object(Object* o);
 
  private:
-  explicit Connection(transport::Channel ch) : ch_(std::move(ch)), feedback_(ch_.feedback()) {}
+  explicit Connection(std::unique_ptr<HostLink> link) : link_(std::move(link)), feedback_(link_->feedback()) {}
   uint64_t to_wire(VkObjectType type, uint64_t handle) override;
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
   // Returns the record's submission serial (0 for any other command).
@@ -213,13 +218,14 @@ class Connection : private wire::HandleMap {
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
   void mark_dead(const std::string& why);
+  std::string lost_text(transport::Status st) const;
 
-  transport::Channel ch_;
+  std::unique_ptr<HostLink> link_;
   std::mutex send_mu_;
   std::vector<uint8_t> batch_;
   uint64_t sync_seq_ = 0;
   uint64_t submit_serial_ = 0;                       // vkQueueSubmit/vkQueueSubmit2 records appended (send_mu_)
-  transport::layout::Feedback* feedback_ = nullptr;  // in ch_'s region, which outlives every call
+  transport::layout::Feedback* feedback_ = nullptr;  // in the link's region (outlives every call); null: none
   FenceTracker fences_;
   TimelineTracker timelines_;
   std::atomic<uint64_t> next_id_{1};

@@ -137,15 +137,21 @@ void Session::settle_feedback() {
     // The oldest submission in flight on that queue: what a guest with frames in flight waits
     // for (for one in flight, the one just made). Only this thread resets or destroys it.
     VkFence oldest = last_tracked_.fence;
+    size_t in_flight = 1;
     {
       std::lock_guard lock(feedback_mu_);
-      if (auto it = tracked_.find(last_tracked_.queue); it != tracked_.end() && !it->second.pending.empty())
+      if (auto it = tracked_.find(last_tracked_.queue); it != tracked_.end() && !it->second.pending.empty()) {
         oldest = it->second.pending.front().fence;
+        in_flight = it->second.pending.size();
+      }
     }
+    // Only when that is all the queue has in flight (a submit-and-wait loop): with frames in
+    // flight the oldest is a whole frame of rasterization away, and waiting for it here only
+    // keeps the session thread from the next frame's commands.
     const wire::Dispatch& d = dispatch_of(last_tracked_.device);
     const VkResult r =
-        !d.vkWaitForFences || !d.vkGetFenceStatus
-            ? VK_ERROR_DEVICE_LOST
+        in_flight > 1 || !d.vkWaitForFences || !d.vkGetFenceStatus
+            ? VK_TIMEOUT
             : d.vkWaitForFences(wire::handle_from_bits<VkDevice>(last_tracked_.device), 1, &oldest, VK_TRUE, kSettleNs);
     if (r == VK_SUCCESS) {
       std::lock_guard lock(feedback_mu_);

@@ -17,72 +17,82 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
-#include "bypass/base/fd_passing.h"
 #include "bypass/base/json.h"
 #include "bypass/base/mapping.h"
+#include "bypass/base/memfd.h"
 #include "bypass/base/socket_path.h"
 #include "bypass/base/unix_socket.h"
 #include "bypass/crossover/port.h"
 #include "bypass/crossover/switch.h"
 #include "bypass/crossover/tap.h"
-#include "bypass/vmqueue/os.h"
+#include "bypass/transport/kick.h"
+#include "bypass/transport/session.h"
 
 namespace bypass::crossover {
 
-namespace os = vmqueue::os;
-
 namespace {
 
-constexpr uint32_t kMagic = 0x58525658;  // "XVRX"
-enum Role : uint32_t { kRoleEndpoint = 1, kRoleCli = 2 };
-enum Command : uint32_t { kCmdStatus = 1, kCmdStatusJson, kCmdShutdown };
+// The control protocol runs on transport sessions (link.h: kControlVersion, kControlSchema):
+// handshake with version check, fd passing, peer death from the session socket's hang-up.
+const transport::SessionOptions kControlSession{.ring_bytes = 64 << 10, .max_message = 4 << 20};
 
-struct CtlHello {
-  uint32_t magic = kMagic;
-  uint32_t role = 0;
+// Messages on a control session. The first one from the client says what it wants.
+enum MessageKind : uint32_t {
+  kMsgAttach = 1,   // endpoint -> host: AttachRequest
+  kMsgAttachReply,  // host -> endpoint: AttachReply, then (if accepted) the fds with kAttachFdTag
+  kMsgCommand,      // CLI -> host: CommandRequest
+  kMsgText,         // host -> CLI: the answer, text
+};
+enum Command : uint32_t { kCmdStatus = 1, kCmdStatusJson, kCmdShutdown };
+constexpr uint64_t kAttachFdTag = 0x78617474;  // "xatt"
+
+struct AttachRequest {
   uint32_t side = 0;
-  uint32_t command = 0;
   uint8_t mac[6] = {};
   uint8_t pad[2] = {};
 };
-static_assert(sizeof(CtlHello) == 24);
+static_assert(sizeof(AttachRequest) == 12);
+
+struct CommandRequest {
+  uint32_t command = 0;
+};
 
 struct AttachReply {
-  uint32_t magic = kMagic;
   uint32_t status = 0;  // 0 ok, else 1 = side taken / bad side
   uint32_t buffers_per_port = 0;
   uint32_t port_mask = 0;  // pools present; their fds follow in port order
+  uint32_t reserved = 0;
 };
-// Fds after an AttachReply: rings, host kick, tx_done kick, rx kick, then one pool per port in
-// port_mask (the endpoint's own read/write, the others read-only).
+static_assert(sizeof(AttachReply) == 16);
+// Fds after an accepted AttachReply: rings, host kick, tx_done kick, rx kick, then one pool per
+// port in port_mask (the endpoint's own read/write, the others read-only).
 enum AttachFd { kFdRings = 0, kFdHostKick, kFdTxDoneKick, kFdRxKick, kFdFirstPool };
 
-bool send_text(int sock, const std::string& text) {
-  uint32_t n = static_cast<uint32_t>(text.size());
-  std::string framed(reinterpret_cast<const char*>(&n), sizeof n);
-  framed += text;
-  return base::send_all_fds(sock, std::as_bytes(std::span(framed.data(), framed.size())), {}).ok();
+template <class T>
+std::span<const std::byte> bytes_of(const T& value) {
+  return std::as_bytes(std::span(&value, 1));
 }
 
-bool recv_text(int sock, std::string* text) {
-  uint32_t n = 0;
-  if (!base::recv_exact_fds(sock, std::as_writable_bytes(std::span(&n, 1)), nullptr).ok()) return false;
-  if (n > (16u << 20)) return false;
-  text->resize(n);
-  return n == 0 || base::recv_exact_fds(sock, std::as_writable_bytes(std::span(text->data(), n)), nullptr).ok();
+// Reads a fixed-size record out of a message, refusing any other size.
+template <class T>
+bool record_from(const transport::Message& msg, uint32_t kind, T* out) {
+  if (msg.kind != kind || msg.payload.size() != sizeof(T)) return false;
+  std::memcpy(out, msg.payload.data(), sizeof(T));
+  return true;
 }
 
 struct HostPort {
   bool present = false;
   base::UniqueFd rings_fd, pool_fd;
   base::Mapping rings, pool;
-  os::Kick tx_done_kick, rx_kick;
+  transport::Kick tx_done_kick, rx_kick;
   bool attached = false;
-  base::UniqueFd conn;  // endpoint's control connection
-  pid_t pid = -1;       // endpoint process we spawned
+  std::optional<transport::Channel> session;  // the endpoint's control session (its death is the port's)
+  pid_t pid = -1;                             // endpoint process we spawned
 };
 
 // Pins the calling thread (and the threads it starts later) to `cpu`; kCpuNone leaves it be.
@@ -146,10 +156,10 @@ class LinkDaemon {
                               "uplink network namespace '" + opt_.uplink_netns + "' does not exist");
     if (opt_.buffers == 0 || opt_.buffers > kRingSlots / 2)
       return base::make_error(Errc::kInvalidArgument, "buffers per port must be 1.." + std::to_string(kRingSlots / 2));
-    auto host_kick = os::Kick::create();
+    auto host_kick = transport::Kick::create();
     if (!host_kick) return host_kick.error();
     host_kick_ = std::move(host_kick).value();
-    auto stop_kick = os::Kick::create();
+    auto stop_kick = transport::Kick::create();
     if (!stop_kick) return stop_kick.error();
     stop_ = std::move(stop_kick).value();
     ports_[kPortA].present = ports_[kPortB].present = true;
@@ -158,24 +168,24 @@ class LinkDaemon {
       HostPort& hp = ports_[p];
       if (!hp.present) continue;
       std::string tag = std::string("xover-") + port_name(p);
-      auto rings_fd = os::make_memfd((tag + "-rings").c_str(), ring_region_bytes());
+      auto rings_fd = base::make_memfd((tag + "-rings").c_str(), ring_region_bytes());
       if (!rings_fd) return rings_fd.error();
       hp.rings_fd = std::move(rings_fd).value();
       auto rings = base::Mapping::map_shared(hp.rings_fd.get(), 0, ring_region_bytes(), /*writable=*/true);
       if (!rings) return rings.error();
       hp.rings = std::move(rings).value();
       for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings.data(), r, true);
-      auto pool_fd = os::make_memfd((tag + "-pool").c_str(), pool_bytes(opt_.buffers));
+      auto pool_fd = base::make_memfd((tag + "-pool").c_str(), pool_bytes(opt_.buffers));
       if (!pool_fd) return pool_fd.error();
       hp.pool_fd = std::move(pool_fd).value();
       // The host only reads endpoint frames (their destination MAC); it writes the uplink's.
       auto pool = base::Mapping::map_shared(hp.pool_fd.get(), 0, pool_bytes(opt_.buffers), p == kPortUplink);
       if (!pool) return pool.error();
       hp.pool = std::move(pool).value();
-      auto tx_done_kick = os::Kick::create();
+      auto tx_done_kick = transport::Kick::create();
       if (!tx_done_kick) return tx_done_kick.error();
       hp.tx_done_kick = std::move(tx_done_kick).value();
-      auto rx_kick = os::Kick::create();
+      auto rx_kick = transport::Kick::create();
       if (!rx_kick) return rx_kick.error();
       hp.rx_kick = std::move(rx_kick).value();
     }
@@ -190,9 +200,9 @@ class LinkDaemon {
     }
 
     if (auto dir = base::secure_socket_dir(opt_.socket_path, 0755); !dir) return dir;
-    auto listening = base::listen_unix(opt_.socket_path, SOCK_STREAM);
-    if (!listening) return listening.error();
-    listen_ = std::move(listening).value();
+    auto listening = transport::Listener::listen(opt_.socket_path);
+    if (!listening) return base::make_error(Errc::kIo, listening.error().message);
+    listen_.emplace(std::move(listening).value());
     epoll_ = base::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_) return base::errno_error(Errc::kIo, "epoll_create1", errno);
     sigset_t mask;
@@ -203,8 +213,8 @@ class LinkDaemon {
     ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     signals_ = base::UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signals_) return base::errno_error(Errc::kIo, "signalfd", errno);
-    if (auto watched = watch(listen_.get(), kKeyListen); !watched) return watched;
-    if (auto watched = watch(signals_.get(), kKeySignals); !watched) return watched;
+    if (auto watched = watch(listen_->fd(), kKeyListen, EPOLLIN); !watched) return watched;
+    if (auto watched = watch(signals_.get(), kKeySignals, EPOLLIN); !watched) return watched;
     for (uint32_t s = 0; s < 2; ++s) {
       if (auto spawned = spawn_endpoint(s); !spawned) return spawned;
     }
@@ -289,9 +299,9 @@ class LinkDaemon {
 
   enum : uint64_t { kKeyListen = 1ull << 40, kKeySignals = 2ull << 40 };
 
-  base::Result<void> watch(int fd, uint64_t key) {
+  base::Result<void> watch(int fd, uint64_t key, uint32_t events) {
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.events = events;
     ev.data.u64 = key;
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
       return base::errno_error(base::Errc::kIo, "epoll_ctl", errno);
@@ -341,8 +351,8 @@ class LinkDaemon {
           if (side < 2 && ports_[side].attached) {
             log(std::string("endpoint ") + port_name(side) + " gone: link down on that side");
             sw_->detach(side);
-            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, ports_[side].conn.get(), nullptr);
-            ports_[side].conn.reset();
+            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, ports_[side].session->socket_fd(), nullptr);
+            ports_[side].session.reset();
           }
         }
         if (shutdown_) return 0;
@@ -362,33 +372,53 @@ class LinkDaemon {
     }
   }
 
+  // One control session: the transport handshake (versions, schema), then one request. A client
+  // that says nothing in 2 s, speaks another version or sends a malformed request is dropped
+  // with a log line; the link goes on.
   void accept_one() {
-    base::UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!conn) return;
-    timeval tv{2, 0};
-    ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    CtlHello hello;
-    // A client that says nothing in 2 s, or hangs up, is dropped (its connection closes here).
-    if (!base::recv_exact_fds(conn.get(), std::as_writable_bytes(std::span(&hello, 1)), nullptr).ok()) return;
-    if (hello.magic != kMagic) return;
-    if (hello.role == kRoleCli) {
-      // A CLI that hung up before its answer misses only that answer; shutdown happens anyway.
-      if (hello.command == kCmdShutdown) {
-        if (!send_text(conn.get(), "shutting down")) log("shutdown requested by a client that left");
-        shutdown_ = true;
-      } else if (!send_text(conn.get(), hello.command == kCmdStatusJson ? status_json() : status_text())) {
-        log("a status client left before its answer");
-      }
+    const transport::Hello mine{kControlVersion, kControlSchema, "bypass-xover " + opt_.name};
+    const auto deadline = transport::deadline_after(std::chrono::seconds(2));
+    auto channel = listen_->accept(mine, kControlSession, deadline);
+    if (!channel) {
+      log("control session refused: " + channel.error().message);
       return;
     }
-    if (hello.role != kRoleEndpoint) return;
+    transport::Message msg;
+    if (const auto got = channel->recv(msg, deadline); got != transport::Status::kOk) {
+      log("control client sent no request: " + std::string(transport::to_string(got)));
+      return;
+    }
+    CommandRequest command;
+    if (record_from(msg, kMsgCommand, &command)) {
+      std::string text;
+      if (command.command == kCmdShutdown) {
+        text = "shutting down";
+        shutdown_ = true;
+      } else if (command.command == kCmdStatus || command.command == kCmdStatusJson) {
+        text = command.command == kCmdStatusJson ? status_json() : status_text();
+      } else {
+        text = "error: unknown command " + std::to_string(command.command);
+      }
+      // A CLI that hung up before its answer misses only that answer; shutdown happens anyway.
+      if (channel->send(kMsgText, std::as_bytes(std::span(text.data(), text.size())), deadline) !=
+          transport::Status::kOk)
+        log("a control client left before its answer");
+      return;
+    }
+    AttachRequest hello;
+    if (!record_from(msg, kMsgAttach, &hello)) {
+      log("malformed control request (kind " + std::to_string(msg.kind) + ", " + std::to_string(msg.payload.size()) +
+          " bytes) from pid " + std::to_string(channel->peer_pid()));
+      return;
+    }
     AttachReply reply;
     reply.buffers_per_port = opt_.buffers;
-    uint32_t side = hello.side;
+    const uint32_t side = hello.side;
     if (side > kPortB || ports_[side].attached) {
       reply.status = 1;
       // Refused either way; an endpoint gone already needs no reason.
-      if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), {}).ok()) log("refused endpoint left");
+      if (channel->send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk)
+        log("refused endpoint left");
       return;
     }
     HostPort& hp = ports_[side];
@@ -400,29 +430,35 @@ class LinkDaemon {
       if (p == side) {
         fds.push_back(ports_[p].pool_fd.get());
       } else {
-        auto ro = os::reopen_read_only(ports_[p].pool_fd.get());
+        auto ro = base::reopen_read_only(ports_[p].pool_fd.get());
         if (!ro) {
           log(std::string("cannot attach endpoint ") + port_name(side) + ": " + ro.error().message);
-          return;  // the endpoint sees the connection close and exits with an error
+          return;  // the endpoint sees the session end and exits with an error
         }
         read_only.push_back(std::move(ro).value());
         fds.push_back(read_only.back().get());
       }
     }
-    if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), fds).ok()) return;
+    if (channel->send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk ||
+        channel->send_fds(kAttachFdTag, fds, deadline) != transport::Status::kOk) {
+      log(std::string("endpoint ") + port_name(side) + " left during its attach: " + channel->error_text());
+      return;
+    }
     Mac mac;
     std::memcpy(mac.data(), hello.mac, 6);
     sw_->attach(side, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
-    hp.conn = std::move(conn);
-    if (auto watched = watch(hp.conn.get(), side); !watched) {
-      // Unwatched, its hang-up would go unnoticed: treat it as gone now.
+    hp.session.emplace(std::move(channel).value());
+    // Nothing more travels on the session: only its hang-up (the peer death SocketLink reads)
+    // matters. Unwatched, it would go unnoticed: treat the endpoint as gone now.
+    if (auto watched = watch(hp.session->socket_fd(), side, EPOLLRDHUP); !watched) {
       log(std::string("endpoint ") + port_name(side) + ": " + watched.error().message);
       sw_->detach(side);
-      hp.conn.reset();
+      hp.session.reset();
       return;
     }
-    log(std::string("endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac));
+    log(std::string("endpoint ") + port_name(side) + " attached (pid " + std::to_string(hp.session->peer_pid()) +
+        "), mac " + mac_to_string(mac));
   }
 
   std::string status_json() {
@@ -494,7 +530,10 @@ class LinkDaemon {
         hp.pid = -1;
       }
     }
-    if (listen_) ::unlink(opt_.socket_path.c_str());
+    // Goodbye to the endpoints (they stop at once rather than when they notice the hang-up),
+    // then the listener removes its socket file.
+    for (auto& hp : ports_) hp.session.reset();
+    listen_.reset();
   }
 
   LinkOptions opt_;
@@ -503,27 +542,44 @@ class LinkDaemon {
   bool ready_ = false;
   bool shutdown_ = false;
   bool endpoint_failed_ = false;
-  os::Kick host_kick_, stop_;
+  transport::Kick host_kick_, stop_;
   HostPort ports_[kPorts];
   std::unique_ptr<Switch> sw_;
   std::thread switch_thread_;
   base::UniqueFd uplink_tap_;
   std::unique_ptr<PortDriver> uplink_;
   std::vector<std::thread> uplink_threads_;
-  base::UniqueFd listen_, epoll_, signals_;
+  std::optional<transport::Listener> listen_;
+  base::UniqueFd epoll_, signals_;
 };
 
-base::Result<base::UniqueFd> connect_cli(const std::string& socket_path, uint32_t command) {
-  auto connected = base::connect_unix(socket_path, SOCK_STREAM);
-  if (!connected) return base::Error<base::Errc>{connected.code(), connected.error().message + " (is the link up?)"};
-  base::UniqueFd fd = std::move(connected).value();
-  CtlHello hello;
-  hello.role = kRoleCli;
-  hello.command = command;
-  if (!base::send_all_fds(fd.get(), std::as_bytes(std::span(&hello, 1)), {}).ok()) {
-    return base::make_error(base::Errc::kPeerGone, "daemon closed the connection");
-  }
-  return fd;
+// A control session to the daemon at `socket_path` (`who` names the client in the handshake).
+base::Result<transport::Channel> open_control(const std::string& socket_path, const std::string& who,
+                                              std::chrono::seconds timeout) {
+  const transport::Hello mine{kControlVersion, kControlSchema, who};
+  auto channel = transport::connect(socket_path, mine, transport::deadline_after(timeout));
+  if (channel) return std::move(channel).value();
+  if (channel.code() == transport::Status::kRefused)
+    return base::make_error(base::Errc::kInvalidArgument, channel.error().message);
+  if (channel.code() == transport::Status::kIo)
+    return base::make_error(base::Errc::kIo, channel.error().message + " (is the link up?)");
+  return base::make_error(base::Errc::kPeerGone, channel.error().message);
+}
+
+// One CLI command, its text answer.
+base::Result<std::string> run_command(const std::string& socket_path, uint32_t command) {
+  auto channel = open_control(socket_path, "bypass-xover cli", std::chrono::seconds(5));
+  if (!channel) return channel.error();
+  const auto deadline = transport::deadline_after(std::chrono::seconds(5));
+  const CommandRequest request{command};
+  if (channel->send(kMsgCommand, bytes_of(request), deadline) != transport::Status::kOk)
+    return base::make_error(base::Errc::kPeerGone, "daemon closed the connection: " + channel->error_text());
+  transport::Message answer;
+  if (const auto got = channel->recv(answer, deadline); got != transport::Status::kOk)
+    return base::make_error(base::Errc::kPeerGone,
+                            "no answer from the daemon: " + std::string(transport::to_string(got)));
+  if (answer.kind != kMsgText) return base::make_error(base::Errc::kIo, "malformed answer from the daemon");
+  return std::string(reinterpret_cast<const char*>(answer.payload.data()), answer.payload.size());
 }
 
 }  // namespace
@@ -576,24 +632,32 @@ base::Result<void> endpoint_main(const EndpointOptions& options) {
   ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
   auto mac = tap_mac(c.name);
   if (!mac) return mac.error();
-  auto connected = base::connect_unix(options.control, SOCK_STREAM);
-  if (!connected) return connected.error();
-  const base::UniqueFd conn = std::move(connected).value();
-  CtlHello hello;
-  hello.role = kRoleEndpoint;
+  auto opened =
+      open_control(options.control, std::string("endpoint ") + port_name(options.side), std::chrono::seconds(5));
+  if (!opened) return opened.error();
+  transport::Channel session = std::move(opened).value();
+  const auto deadline = transport::deadline_after(std::chrono::seconds(5));
+  AttachRequest hello;
   hello.side = options.side;
   std::memcpy(hello.mac, mac->data(), 6);
-  if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&hello, 1)), {}).ok())
-    return base::make_error(Errc::kPeerGone, "host closed the control connection");
+  if (session.send(kMsgAttach, bytes_of(hello), deadline) != transport::Status::kOk)
+    return base::make_error(Errc::kPeerGone, "host closed the control session: " + session.error_text());
+  transport::Message msg;
+  if (const auto got = session.recv(msg, deadline); got != transport::Status::kOk)
+    return base::make_error(Errc::kPeerGone, "no attach reply: " + std::string(transport::to_string(got)));
   AttachReply reply;
+  if (!record_from(msg, kMsgAttachReply, &reply))
+    return base::make_error(Errc::kInvalidArgument, "malformed attach reply");
+  if (reply.status != 0) return base::make_error(Errc::kInvalidArgument, "host refused this endpoint (side taken?)");
+  uint64_t tag = 0;
+  std::vector<int> raw;
+  if (const auto got = session.recv_fds(tag, raw, deadline); got != transport::Status::kOk)
+    return base::make_error(Errc::kPeerGone, "no attach fds: " + std::string(transport::to_string(got)));
   std::vector<base::UniqueFd> fds;
-  if (!base::recv_exact_fds(conn.get(), std::as_writable_bytes(std::span(&reply, 1)), &fds).ok())
-    return base::make_error(Errc::kPeerGone, "host closed the control connection");
-  if (reply.magic != kMagic || reply.status != 0)
-    return base::make_error(Errc::kInvalidArgument, "host refused this endpoint (side taken?)");
-  size_t pools = static_cast<size_t>(__builtin_popcount(reply.port_mask));
-  if (fds.size() != kFdFirstPool + pools || !(reply.port_mask & (1u << options.side)) || reply.buffers_per_port == 0 ||
-      reply.buffers_per_port > kRingSlots)
+  for (int fd : raw) fds.emplace_back(fd);
+  const size_t pools = static_cast<size_t>(__builtin_popcount(reply.port_mask));
+  if (tag != kAttachFdTag || fds.size() != kFdFirstPool + pools || !(reply.port_mask & (1u << options.side)) ||
+      reply.port_mask >= (1u << kPorts) || reply.buffers_per_port == 0 || reply.buffers_per_port > kRingSlots)
     return base::make_error(Errc::kInvalidArgument, "malformed attach reply");
   auto rings = base::Mapping::map_shared(fds[kFdRings].get(), 0, ring_region_bytes(), /*writable=*/true);
   if (!rings) return rings.error();
@@ -610,16 +674,18 @@ base::Result<void> endpoint_main(const EndpointOptions& options) {
     mem.pools[p] = pool_maps[p].data();
   }
   mem.own_pool = pool_maps[options.side].data();
-  auto stop = os::Kick::create();
+  auto stop = transport::Kick::create();
   if (!stop) return stop.error();
   pin_to_cpu(options.cpu);  // the port thread inherits it
   PortDriver driver(options.side, tap.get(), mem, fds[kFdHostKick].get(), fds[kFdTxDoneKick].get(),
                     fds[kFdRxKick].get(), stop->fd());
   std::thread port([&] { driver.run(); });
-  // The link lives as long as the host: wait for it to hang up.
-  pollfd pfd{conn.get(), POLLRDHUP, 0};
-  while (::poll(&pfd, 1, -1) < 0 && errno == EINTR) {
-  }
+  // The link lives as long as the host: nothing more comes on the session, so recv() returns
+  // when the host says goodbye (kClosed) or dies (kPeerGone: transport's peer-death check).
+  transport::Status ended;
+  do {
+    ended = session.recv(msg);
+  } while (ended == transport::Status::kOk);
   stop->signal();
   port.join();
   return {};
@@ -636,18 +702,12 @@ int run_endpoint(const EndpointOptions& options) {
 }
 
 base::Result<std::string> request_status(const std::string& socket_path, bool json) {
-  auto fd = connect_cli(socket_path, json ? kCmdStatusJson : kCmdStatus);
-  if (!fd) return fd.error();
-  std::string out;
-  if (!recv_text(fd->get(), &out)) return base::make_error(base::Errc::kPeerGone, "no answer from the daemon");
-  return out;
+  return run_command(socket_path, json ? kCmdStatusJson : kCmdStatus);
 }
 
 base::Result<void> request_shutdown(const std::string& socket_path) {
-  auto fd = connect_cli(socket_path, kCmdShutdown);
-  if (!fd) return fd.error();
-  std::string ack;
-  if (!recv_text(fd->get(), &ack)) return base::make_error(base::Errc::kPeerGone, "no answer from the daemon");
+  auto ack = run_command(socket_path, kCmdShutdown);
+  if (!ack) return ack.error();
   // The daemon removes its socket last; wait for that so the caller can reuse the name.
   for (int i = 0; i < 500 && ::access(socket_path.c_str(), F_OK) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -16,13 +16,16 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bypass/crossover/detector.h"
+#include "bypass/crossover/link.h"
 #include "bypass/crossover/tap.h"
+#include "bypass/transport/session.h"
 
 using namespace bypass::crossover;
 using namespace std::chrono_literals;
@@ -145,6 +148,7 @@ class Link {
     }
   }
   bool up() const { return up_; }
+  const std::string& socket() const { return socket_; }
   std::string status() const {
     return sh_out(std::string(XOVER_PATH) + " status " + name_ + " --json --socket " + socket_ + " 2>/dev/null");
   }
@@ -427,6 +431,51 @@ TEST(Crossover, DeadEndpointTakesItsSideDown) {
   }
   EXPECT_TRUE(down) << link.status();
   EXPECT_NE(a.exec("ping -c 1 -W 1 10.205.0.2"), 0);  // an error, promptly; not a hang
+}
+
+// The control socket is a transport session: a client of another version is refused in the
+// handshake with both versions named, a client that sends garbage or asks for a side that is
+// taken is dropped, and the link forwards on.
+TEST(Crossover, HostileControlClientsAreRefusedAndTheLinkGoesOn) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  Link link(a, b, "10.209.0");
+  ASSERT_TRUE(link.up()) << link.status();
+  namespace transport = bypass::transport;
+  auto old = transport::connect(link.socket(), transport::Hello{kControlVersion + 41, kControlSchema, "old"},
+                                transport::deadline_after(5s));
+  ASSERT_FALSE(old);
+  EXPECT_EQ(old.code(), transport::Status::kRefused);
+  EXPECT_NE(std::string(old.message()).find(std::to_string(kControlVersion + 41)), std::string::npos) << old.message();
+
+  const transport::Hello mine{kControlVersion, kControlSchema, "hostile"};
+  {  // garbage where the request belongs: the daemon ends the session
+    auto c = transport::connect(link.socket(), mine, transport::deadline_after(5s));
+    ASSERT_TRUE(c) << c.message();
+    const char junk[5] = {1, 2, 3, 4, 5};
+    ASSERT_EQ(c->send(1, std::as_bytes(std::span(junk)), transport::deadline_after(5s)), transport::Status::kOk);
+    transport::Message m;
+    const auto got = c->recv(m, transport::deadline_after(5s));
+    EXPECT_TRUE(got == transport::Status::kClosed || got == transport::Status::kPeerGone) << transport::to_string(got);
+  }
+  {  // an attach for side a, which is taken: refused, nothing attached
+    auto c = transport::connect(link.socket(), mine, transport::deadline_after(5s));
+    ASSERT_TRUE(c) << c.message();
+    const uint32_t attach[3] = {kPortA, 0, 0};
+    ASSERT_EQ(c->send(1, std::as_bytes(std::span(attach)), transport::deadline_after(5s)), transport::Status::kOk);
+    transport::Message m;
+    ASSERT_EQ(c->recv(m, transport::deadline_after(5s)), transport::Status::kOk);
+    uint32_t status = 0;
+    ASSERT_GE(m.payload.size(), sizeof status);
+    std::memcpy(&status, m.payload.data(), sizeof status);
+    EXPECT_NE(status, 0u);
+  }
+  {  // one that connects and leaves without a request
+    auto c = transport::connect(link.socket(), mine, transport::deadline_after(5s));
+    ASSERT_TRUE(c) << c.message();
+  }
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.209.0.2"), 0);
+  EXPECT_NE(link.status().find("\"b\":{\"present\":true,\"live\":true"), std::string::npos) << link.status();
 }
 
 TEST(Crossover, CommandLineCreateStatusDestroy) {

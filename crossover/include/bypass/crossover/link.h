@@ -44,6 +44,14 @@ struct LinkOptions {
   bool verbose = false;
 };
 
+// The control socket speaks transport sessions (bypass/transport/session.h): endpoints attach
+// and the CLI asks for status or shutdown after a handshake that checks these two; a client of
+// another build is refused with a line naming both versions.
+inline constexpr uint32_t kControlVersion = 1;
+// Changes whenever the control records or the shared ring/pool layout (layout.h) do.
+inline constexpr uint64_t kControlSchema = 0x786f760000000000ull | (uint64_t{sizeof(Desc)} << 32) |
+                                           (uint64_t{kRingSlots} << 16) | (kBufferStride >> 12) << 4 | kRingsPerPort;
+
 std::string socket_for(const std::string& link_name);
 // Parses --cpu: "auto", "none" or a CPU number. False on anything else.
 bool parse_cpu(const std::string& text, int* cpu);

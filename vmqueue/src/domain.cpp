@@ -361,9 +361,13 @@ Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseco
   if (!s_->await(req.req_id, Clock::now() + timeout, forever, &answer))
     return make_error(s_->lost ? Errc::kBrokerLost : Errc::kTimedOut);
   if (answer.status != 0) return make_error(static_cast<Errc>(answer.status));
-  auto it = s_->peers.find(answer.peer);
-  if (it == s_->peers.end()) return make_error(Errc::kPeerDead);
-  return it->second;
+  // The introduction completed: the peer's identity is in the answer itself. The peer may have
+  // sent its messages and died since (its kPeerDown drained in the same pass took it out of
+  // `peers`); its messages are still delivered first, then kPeerDead, as for any dead peer.
+  wire::WireIdentity who;
+  std::memcpy(&who, answer.runs, sizeof who);
+  who.name[wire::kNameMax] = 0;
+  return Identity{answer.peer, std::string(wire::name_of(who.name)), who.pid, who.uid, who.gid};
 }
 
 const Identity* Domain::peer(uint32_t id) const {

@@ -26,11 +26,13 @@
 #include "bypass/base/memfd.h"
 #include "bypass/base/socket_path.h"
 #include "bypass/base/unix_socket.h"
+#include "bypass/crossover/device.h"
 #include "bypass/crossover/port.h"
 #include "bypass/crossover/switch.h"
 #include "bypass/crossover/tap.h"
 #include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
+#include "bypass/transport/vm.h"
 
 namespace bypass::crossover {
 
@@ -89,6 +91,13 @@ struct HostPort {
   bool present = false;
   base::UniqueFd rings_fd, pool_fd;
   base::Mapping rings, pool;
+  std::byte* rings_at = nullptr;  // this port's rings and pool: in the memfds above, or in the VM device
+  std::byte* pool_at = nullptr;
+  // A port in the VM device: the endpoint's generation and heartbeat as last seen, and when it
+  // last moved.
+  uint32_t generation = 0;
+  uint64_t heartbeat = 0;
+  std::chrono::steady_clock::time_point heartbeat_moved;
   transport::Kick tx_done_kick, rx_kick;
   bool attached = false;
   std::optional<transport::Channel> session;  // the endpoint's control session (its death is the port's)
@@ -147,7 +156,7 @@ class LinkDaemon {
 
   base::Result<void> setup() {
     using base::Errc;
-    for (int s = 0; s < 2; ++s)
+    for (int s = 0; s < 2 && opt_.device.empty(); ++s)
       if (!netns_exists(opt_.netns[s]))
         return base::make_error(Errc::kInvalidArgument, "network namespace '" + opt_.netns[s] +
                                                             "' does not exist (ip netns add " + opt_.netns[s] + ")");
@@ -164,9 +173,26 @@ class LinkDaemon {
     stop_ = std::move(stop_kick).value();
     ports_[kPortA].present = ports_[kPortB].present = true;
     ports_[kPortUplink].present = !opt_.uplink_netns.empty();
+    if (!opt_.device.empty()) {
+      if (auto made = make_device(); !made) return made;
+    }
     for (uint32_t p = 0; p < kPorts; ++p) {
       HostPort& hp = ports_[p];
       if (!hp.present) continue;
+      if (!opt_.device.empty()) {
+        hp.rings_at = device_.data() + geometry_.rings_offset[p];
+        hp.pool_at = device_.data() + geometry_.pool_offset[p];
+        for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings_at, r, true);
+        if (p == kPortUplink) {
+          auto tx_done_kick = transport::Kick::create();
+          if (!tx_done_kick) return tx_done_kick.error();
+          hp.tx_done_kick = std::move(tx_done_kick).value();
+          auto rx_kick = transport::Kick::create();
+          if (!rx_kick) return rx_kick.error();
+          hp.rx_kick = std::move(rx_kick).value();
+        }
+        continue;  // a VM's port is woken by polling, not kicked
+      }
       std::string tag = std::string("xover-") + port_name(p);
       auto rings_fd = base::make_memfd((tag + "-rings").c_str(), ring_region_bytes());
       if (!rings_fd) return rings_fd.error();
@@ -182,6 +208,8 @@ class LinkDaemon {
       auto pool = base::Mapping::map_shared(hp.pool_fd.get(), 0, pool_bytes(opt_.buffers), p == kPortUplink);
       if (!pool) return pool.error();
       hp.pool = std::move(pool).value();
+      hp.rings_at = hp.rings.data();
+      hp.pool_at = hp.pool.data();
       auto tx_done_kick = transport::Kick::create();
       if (!tx_done_kick) return tx_done_kick.error();
       hp.tx_done_kick = std::move(tx_done_kick).value();
@@ -215,10 +243,80 @@ class LinkDaemon {
     if (!signals_) return base::errno_error(Errc::kIo, "signalfd", errno);
     if (auto watched = watch(listen_->fd(), kKeyListen, EPOLLIN); !watched) return watched;
     if (auto watched = watch(signals_.get(), kKeySignals, EPOLLIN); !watched) return watched;
-    for (uint32_t s = 0; s < 2; ++s) {
+    for (uint32_t s = 0; s < 2 && opt_.device.empty(); ++s) {
       if (auto spawned = spawn_endpoint(s); !spawned) return spawned;
     }
     return {};
+  }
+
+  // The VM device: a file of geometry_.size bytes that QEMU maps as each guest's ivshmem BAR.
+  base::Result<void> make_device() {
+    using base::Errc;
+    geometry_ = device_geometry(opt_.buffers);
+    base::UniqueFd fd(::open(opt_.device.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) return base::errno_error(Errc::kIo, "cannot create the device " + opt_.device, errno);
+    if (::ftruncate(fd.get(), static_cast<off_t>(geometry_.size)) != 0)
+      return base::errno_error(Errc::kIo, "cannot size the device " + opt_.device, errno);
+    auto mapped = base::Mapping::map_shared(fd.get(), 0, geometry_.size, /*writable=*/true);
+    if (!mapped) return mapped.error();
+    device_ = std::move(mapped).value();
+    auto* h = device_header();
+    h->version = kDeviceVersion;
+    h->size = geometry_.size;
+    h->control_schema = kControlSchema;
+    h->buffers_per_port = opt_.buffers;
+    for (uint32_t p = 0; p < kPorts; ++p) {
+      if (ports_[p].present) h->port_mask |= 1u << p;
+      h->rings_offset[p] = geometry_.rings_offset[p];
+      h->pool_offset[p] = geometry_.pool_offset[p];
+    }
+    // Release: pairs with a guest's acquire load of the magic before it reads the rest.
+    std::atomic_ref(h->magic).store(kDeviceMagic, std::memory_order_release);
+    log("VM device " + opt_.device + ": " + std::to_string(geometry_.size >> 20) + " MiB");
+    return {};
+  }
+
+  DeviceHeader* device_header() { return reinterpret_cast<DeviceHeader*>(device_.data()); }
+
+  // Every kDeviceBeat while a VM device is served: our heartbeat, endpoints asking to attach,
+  // endpoints whose heartbeat stood still.
+  void serve_device() {
+    auto* h = device_header();
+    h->host_heartbeat.fetch_add(1, std::memory_order_relaxed);
+    const auto now = std::chrono::steady_clock::now();
+    for (uint32_t side = 0; side < 2; ++side) {
+      HostPort& hp = ports_[side];
+      DevicePort& dp = h->ports[side];
+      const uint32_t state = dp.state.load(std::memory_order_acquire);  // pairs with the guest's release
+      if (state == kDeviceRequested && !hp.attached) {
+        // Fresh rings for a fresh endpoint: the last one may have died half way through a frame.
+        for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings_at, r, true);
+        Mac mac;
+        std::memcpy(mac.data(), dp.mac, 6);
+        sw_->attach(side, hp.rings_at, hp.pool_at, -1, -1, mac);
+        hp.attached = true;
+        hp.generation = dp.generation.load(std::memory_order_relaxed);
+        hp.heartbeat = dp.guest_heartbeat.load(std::memory_order_relaxed);
+        hp.heartbeat_moved = now;
+        dp.state.store(kDeviceActive, std::memory_order_release);  // pairs with the guest's acquire
+        log(std::string("VM endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac));
+        continue;
+      }
+      if (!hp.attached) continue;
+      const uint64_t beat = dp.guest_heartbeat.load(std::memory_order_relaxed);
+      if (beat != hp.heartbeat) {
+        hp.heartbeat = beat;
+        hp.heartbeat_moved = now;
+      }
+      const bool silent = now - hp.heartbeat_moved > kDeviceGuestTimeout;
+      if (silent || state != kDeviceActive || dp.generation.load(std::memory_order_relaxed) != hp.generation) {
+        log(std::string("VM endpoint ") + port_name(side) + (silent ? " silent" : " left") +
+            ": link down on that side");
+        sw_->detach(side);
+        hp.attached = false;
+        dp.state.store(kDeviceFree, std::memory_order_release);
+      }
+    }
   }
 
   base::Result<void> start_uplink() {
@@ -244,14 +342,14 @@ class LinkDaemon {
     }
     ::fcntl(uplink_tap_.get(), F_SETFL, ::fcntl(uplink_tap_.get(), F_GETFL) | O_NONBLOCK);
     PortMemory mem;
-    mem.rings = hp.rings.data();
-    mem.own_pool = hp.pool.data();
+    mem.rings = hp.rings_at;
+    mem.own_pool = hp.pool_at;
     for (uint32_t p = 0; p < kPorts; ++p)
-      if (ports_[p].present) mem.pools[p] = ports_[p].pool.data();
+      if (ports_[p].present) mem.pools[p] = ports_[p].pool_at;
     mem.buffers_per_port = opt_.buffers;
     uplink_ = std::make_unique<PortDriver>(kPortUplink, uplink_tap_.get(), mem, host_kick_.fd(), hp.tx_done_kick.fd(),
                                            hp.rx_kick.fd(), stop_.fd());
-    sw_->attach(kPortUplink, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
+    sw_->attach(kPortUplink, hp.rings_at, hp.pool_at, hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
     uplink_threads_.emplace_back([this] {
       pin_to_cpu(cpu_);
@@ -310,13 +408,16 @@ class LinkDaemon {
 
   int loop() {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    const bool vm = !opt_.device.empty();
     for (;;) {
-      if (!ready_ && ports_[kPortA].attached && ports_[kPortB].attached) {
+      if (vm) serve_device();
+      // A VM link is up once its device is: the guests attach when they boot, and again after a reset.
+      if (!ready_ && (vm || (ports_[kPortA].attached && ports_[kPortB].attached))) {
         ready_ = true;
         report_ready("ok");
         log("ready");
       }
-      int timeout = -1;
+      int timeout = vm ? static_cast<int>(kDeviceBeat.count()) : -1;
       if (!ready_) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
@@ -414,7 +515,8 @@ class LinkDaemon {
     AttachReply reply;
     reply.buffers_per_port = opt_.buffers;
     const uint32_t side = hello.side;
-    if (side > kPortB || ports_[side].attached) {
+    // A VM link's endpoints attach through the device, not the socket.
+    if (side > kPortB || ports_[side].attached || !opt_.device.empty()) {
       reply.status = 1;
       // Refused either way; an endpoint gone already needs no reason.
       if (channel->send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk)
@@ -446,7 +548,7 @@ class LinkDaemon {
     }
     Mac mac;
     std::memcpy(mac.data(), hello.mac, 6);
-    sw_->attach(side, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
+    sw_->attach(side, hp.rings_at, hp.pool_at, hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
     hp.session.emplace(std::move(channel).value());
     // Nothing more travels on the session: only its hang-up (the peer death SocketLink reads)
@@ -490,7 +592,8 @@ class LinkDaemon {
 
   std::string status_text() {
     SwitchStats s = sw_->stats();
-    std::string t = "link " + opt_.name + " (" + opt_.netns[0] + " <-> " + opt_.netns[1] +
+    const std::string sides = opt_.device.empty() ? opt_.netns[0] + " <-> " + opt_.netns[1] : "VMs on " + opt_.device;
+    std::string t = "link " + opt_.name + " (" + sides +
                     (opt_.uplink_netns.empty() ? "" : ", uplink in " + opt_.uplink_netns) + ")\n";
     char line[256];
     for (uint32_t p = 0; p < kPorts; ++p) {
@@ -544,6 +647,8 @@ class LinkDaemon {
   bool endpoint_failed_ = false;
   transport::Kick host_kick_, stop_;
   HostPort ports_[kPorts];
+  base::Mapping device_;  // the VM device, when opt_.device names one
+  DeviceGeometry geometry_{};
   std::unique_ptr<Switch> sw_;
   std::thread switch_thread_;
   base::UniqueFd uplink_tap_;
@@ -691,9 +796,118 @@ base::Result<void> endpoint_main(const EndpointOptions& options) {
   return {};
 }
 
+// An endpoint inside a VM: the link's memory is the ivshmem device, attach and peer death go
+// through its header (device.h), and the rings are polled.
+base::Result<void> endpoint_device_main(const EndpointOptions& options) {
+  using base::Errc;
+  auto mapped = transport::map_vm_device(options.device, kDeviceHeaderBytes);
+  if (!mapped) return base::make_error(Errc::kIo, mapped.error().message);
+  base::Mapping device = std::move(mapped).value();
+  auto* h = reinterpret_cast<DeviceHeader*>(device.data());
+  // Acquire: pairs with the host's release store of the magic after the rest of the header.
+  if (std::atomic_ref(h->magic).load(std::memory_order_acquire) != kDeviceMagic)
+    return base::make_error(Errc::kInvalidArgument, options.device + " is not a crossover device (no link daemon?)");
+  // Everything below is read once and checked: the host is trusted no more than it must be.
+  const uint32_t version = h->version;
+  const uint64_t schema = h->control_schema;
+  const uint32_t buffers = h->buffers_per_port;
+  const uint32_t mask = h->port_mask;
+  if (version != kDeviceVersion || schema != kControlSchema)
+    return base::make_error(Errc::kInvalidArgument, "the link daemon speaks device version " + std::to_string(version) +
+                                                        ", this endpoint " + std::to_string(kDeviceVersion) +
+                                                        " (or another schema)");
+  if (buffers == 0 || buffers > kRingSlots / 2 || !(mask & (1u << options.side)) || mask >= (1u << kPorts))
+    return base::make_error(Errc::kInvalidArgument, "malformed crossover device header");
+  PortMemory mem;
+  mem.buffers_per_port = buffers;
+  for (uint32_t p = 0; p < kPorts; ++p) {
+    if (!(mask & (1u << p))) continue;
+    const uint64_t rings = h->rings_offset[p], pool = h->pool_offset[p];
+    if (rings % 64 != 0 || rings > device.size() || device.size() - rings < ring_region_bytes() ||
+        pool > device.size() || device.size() - pool < pool_bytes(buffers) || rings < kDeviceHeaderBytes ||
+        pool < kDeviceHeaderBytes)
+      return base::make_error(Errc::kInvalidArgument, "crossover device: port memory outside the device");
+    mem.pools[p] = device.data() + pool;
+    if (p == options.side) {
+      mem.rings = device.data() + rings;
+      mem.own_pool = device.data() + pool;
+    }
+  }
+  DevicePort& port = h->ports[options.side];
+  TapConfig c;
+  c.name = options.ifname;
+  c.address = options.address;
+  c.mac = options.mac;
+  c.mtu = options.mtu;
+  c.offload = options.offload;
+  auto created = create_tap(c);
+  if (!created) return created.error();
+  const base::UniqueFd tap = std::move(created).value();
+  ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
+  auto mac = tap_mac(c.name);
+  if (!mac) return mac.error();
+
+  uint32_t expected = kDeviceFree;
+  if (!port.state.compare_exchange_strong(expected, kDeviceClaimed, std::memory_order_acq_rel))
+    return base::make_error(Errc::kInvalidArgument,
+                            std::string("side ") + port_name(options.side) + " of the device is taken");
+  const uint32_t generation = port.generation.fetch_add(1, std::memory_order_relaxed) + 1;
+  std::memcpy(port.mac, mac->data(), 6);
+  port.state.store(kDeviceRequested, std::memory_order_release);  // pairs with the host's acquire
+  // The host looks every kDeviceBeat; give it the time a busy or emulated host needs.
+  const auto give_up = std::chrono::steady_clock::now() + kDeviceHostTimeout;
+  uint32_t state = kDeviceRequested;
+  while ((state = port.state.load(std::memory_order_acquire)) == kDeviceRequested) {
+    if (std::chrono::steady_clock::now() > give_up) {
+      port.state.store(kDeviceFree, std::memory_order_release);
+      return base::make_error(Errc::kTimeout, "no link daemon answered on " + options.device);
+    }
+    std::this_thread::sleep_for(kDeviceBeat);
+  }
+  if (state != kDeviceActive) {
+    port.state.store(kDeviceFree, std::memory_order_release);
+    return base::make_error(Errc::kInvalidArgument, "the link daemon refused this endpoint");
+  }
+  auto stop = transport::Kick::create();
+  if (!stop) return stop.error();
+  pin_to_cpu(options.cpu);
+  PortDriver driver(options.side, tap.get(), mem, -1, -1, -1, stop->fd());
+  std::thread forward([&] { driver.run(); });
+  // Our heartbeat, and the host's: a host whose beat stood still for kDeviceHostTimeout, or
+  // that gave the port away, is gone.
+  uint64_t host_beat = h->host_heartbeat.load(std::memory_order_relaxed);
+  auto host_moved = std::chrono::steady_clock::now();
+  std::string why;
+  for (;;) {
+    port.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
+    std::this_thread::sleep_for(kDeviceBeat);
+    const auto now = std::chrono::steady_clock::now();
+    if (const uint64_t beat = h->host_heartbeat.load(std::memory_order_relaxed); beat != host_beat) {
+      host_beat = beat;
+      host_moved = now;
+    } else if (now - host_moved > kDeviceHostTimeout) {
+      why = "the link daemon is gone (its heartbeat stood still)";
+      break;
+    }
+    if (port.state.load(std::memory_order_acquire) != kDeviceActive ||
+        port.generation.load(std::memory_order_relaxed) != generation) {
+      why = "the link daemon took this port down";
+      break;
+    }
+  }
+  stop->signal();
+  forward.join();
+  return base::make_error(Errc::kPeerGone, why);
+}
+
 }  // namespace
 
 int run_endpoint(const EndpointOptions& options) {
+  if (!options.device.empty()) {
+    auto done = endpoint_device_main(options);
+    std::fprintf(stderr, "bypass-xover endpoint %s: %s\n", port_name(options.side), done.error().message.c_str());
+    return 1;
+  }
   if (auto done = endpoint_main(options); !done) {
     std::fprintf(stderr, "bypass-xover endpoint %s: %s\n", port_name(options.side), done.error().message.c_str());
     return 1;

@@ -433,6 +433,80 @@ TEST(Crossover, DeadEndpointTakesItsSideDown) {
   EXPECT_NE(a.exec("ping -c 1 -W 1 10.205.0.2"), 0);  // an error, promptly; not a hang
 }
 
+// Runs `argv` as a child that dies with the test; returns its pid.
+pid_t spawn_child(std::vector<std::string> args) {
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);
+    std::vector<char*> argv;
+    for (auto& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+void stop_child(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  int status;
+  ::waitpid(pid, &status, 0);
+}
+
+// A link whose memory is a VM device file, as between two QEMU guests (tests/vm/xover_vm_test.py
+// runs it with real VMs), with its endpoints in two namespaces mapping the file itself: the
+// attach through the device header, polled rings, heartbeats instead of a socket's hang-up.
+TEST(Crossover, VmDeviceLinkCarriesTcpAndNoticesADeadEndpoint) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  const std::string name = unique_name("vmdev");
+  const std::string device = "/dev/shm/" + name, socket = "/tmp/" + name + ".sock";
+  const pid_t daemon =
+      spawn_child({XOVER_PATH, "create", name, "--foreground", "--device", device, "--socket", socket});
+  auto status = [&] {
+    return sh_out(std::string(XOVER_PATH) + " status x --json --socket " + socket + " 2>/dev/null");
+  };
+  auto live = [&](const char* side, bool want) {
+    const std::string key = std::string("\"") + side + "\":{\"present\":true,\"live\":" + (want ? "true" : "false");
+    for (int i = 0; i < 1000; ++i) {
+      if (status().find(key) != std::string::npos) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  };
+  ASSERT_TRUE(live("a", false)) << "the daemon did not come up: " << status();
+  auto endpoint = [&](const Netns& ns, const char* side, const char* addr) {
+    // A fixed MAC per side, as a VM's NIC has: the re-attached endpoint is the same host to a's ARP cache.
+    return spawn_child({"ip", "netns", "exec", ns.name, XOVER_PATH, "endpoint", "--device", "ivshmem:" + device,
+                        "--side", side, "--addr", addr, "--mac", std::string("02:0d:00:00:00:0") + side});
+  };
+  const pid_t ea = endpoint(a, "a", "10.210.0.1/24");
+  pid_t eb = endpoint(b, "b", "10.210.0.2/24");
+  EXPECT_TRUE(live("a", true) && live("b", true)) << status();
+  EXPECT_EQ(a.exec("ping -c 3 -i 0.2 -W 2 10.210.0.2"), 0);
+  constexpr size_t kBytes = 32u << 20;
+  Transfer t = tcp_transfer(a.name, b.name, "10.210.0.2", kBytes);
+  EXPECT_EQ(t.received, kBytes);
+  EXPECT_EQ(t.crc_received, t.crc_sent);
+  std::printf("32 MiB over a VM-device link (polled) in %.2f s\n", t.seconds);
+  // b's endpoint dies without a word: its heartbeat stops and the host takes its port down.
+  ::kill(eb, SIGKILL);
+  int st;
+  ::waitpid(eb, &st, 0);
+  EXPECT_TRUE(live("b", false)) << status();
+  // A new endpoint claims the freed side and traffic flows again.
+  eb = endpoint(b, "b", "10.210.0.2/24");
+  EXPECT_TRUE(live("b", true)) << status();
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.210.0.2"), 0);
+  stop_child(ea);
+  stop_child(eb);
+  stop_child(daemon);
+  ::unlink(device.c_str());
+}
+
 // The control socket is a transport session: a client of another version is refused in the
 // handshake with both versions named, a client that sends garbage or asks for a side that is
 // taken is dropped, and the link forwards on.

@@ -21,6 +21,7 @@ constexpr int kCpuNone = -1;  // no pinning: the scheduler places every thread
 
 struct EndpointOptions {
   std::string control;  // the link's control socket
+  std::string device;   // or, in a VM: the link's ivshmem device ("ivshmem:", a PCI address, a path)
   uint32_t side = kPortA;
   std::string ifname = "xo0";
   std::string address;  // IPv4 CIDR, optional
@@ -34,6 +35,7 @@ struct LinkOptions {
   std::string name;
   std::string socket_path;      // default: socket_for(name)
   std::string netns[2];         // the two domains' network namespaces
+  std::string device;           // or: a VM device file (device.h) whose endpoints run in two VMs
   EndpointOptions endpoint[2];  // their TAP devices (control/side filled in by the daemon)
   std::string uplink_netns;     // empty: no uplink (frames for anything but the peer drop)
   std::string uplink_ifname = "xo-up0";

@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
   if (argc >= 3 && std::strcmp(argv[1], "recv") == 0)
     return do_recv(std::atoi(argv[2]), argc > 3 ? std::atoi(argv[3]) : 300);
   if (argc >= 5 && std::strcmp(argv[1], "send") == 0)
-    return do_send(argv[2], std::atoi(argv[3]), std::strtoull(argv[4], nullptr, 10), argc > 5 ? std::atoi(argv[5]) : 300);
+    return do_send(argv[2], std::atoi(argv[3]), std::strtoull(argv[4], nullptr, 10),
+                   argc > 5 ? std::atoi(argv[5]) : 300);
   std::fprintf(stderr, "usage: xover_probe recv PORT [TIMEOUT_S] | send HOST PORT BYTES [TIMEOUT_S]\n");
   return 2;
 }

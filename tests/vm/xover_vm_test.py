@@ -7,7 +7,7 @@ The link daemon on this machine serves a VM device (bypass-xover create --device
 kernel (its tun module). Frames travel guest TAP -> device pool -> host switch -> other guest's
 TAP, with no file descriptor crossing: the rings are polled and peer death is heartbeats.
 
-  crossover [BYTES]  VM b pings VM a, then streams BYTES (default 8 MiB) over TCP to it with a
+  crossover [BYTES]  VM b pings VM a, then streams BYTES (default 100 MiB) over TCP to it with a
                      CRC-32 on both ends; VM a pings the uplink's address (a namespace on this
                      machine), which the cross-talk detector sends up, not across; once the
                      guests power off, both ports go down by heartbeat and the daemon lives on
@@ -32,6 +32,11 @@ def xover():
     return os.path.join(harness.env_path("BYPASS_BUILD_DIR"), "crossover", "bypass-xover")
 
 
+def probe():
+    # The image holds our binaries at their own paths (scripts/vm.sh).
+    return os.path.join(harness.env_path("BYPASS_BUILD_DIR"), "tests", "crossover", "xover_probe")
+
+
 def status(socket_path):
     out = subprocess.run(
         [xover(), "status", "x", "--json", "--socket", socket_path], capture_output=True, text=True, timeout=20
@@ -53,7 +58,7 @@ def wait_status(socket_path, predicate, what, timeout):
 def endpoint_script(side, address, then):
     # The endpoint makes xo0 once the daemon accepted it; the rest waits for that.
     return (
-        f"bypass-xover endpoint --device ivshmem: --side {side} --addr {address}/24 2> endpoint.log &\n"
+        f"{xover()} endpoint --device ivshmem: --side {side} --addr {address}/24 2> endpoint.log &\n"
         "i=0; while ! ip link show xo0 >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 600 ] && exit 90; sleep 0.1; done\n"
         + then
     )
@@ -73,7 +78,7 @@ def parse_stream(text, what):
 
 
 def case_crossover(workdir, arg):
-    nbytes = int(arg) if arg else 8 << 20
+    nbytes = int(arg) if arg else 100 << 20
     devices = VmDevices()
     netns = f"xvu-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
@@ -113,7 +118,7 @@ def case_crossover(workdir, arg):
                 endpoint_script(
                     "a",
                     f"{SUBNET}.1",
-                    "xover_probe recv 5001 300 > recv.txt\n"
+                    f"{probe()} recv 5001 300 > recv.txt\n"
                     f"ping -c 3 -W 5 {SUBNET}.3 > ping-uplink.txt; echo $? > ping-uplink.status\n",
                 ),
             ],
@@ -131,7 +136,7 @@ def case_crossover(workdir, arg):
                     f"{SUBNET}.2",
                     f"n=0; until ping -c 1 -W 1 {SUBNET}.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 300 ] && break; done\n"
                     f"ping -c 3 -W 5 {SUBNET}.1 > ping.txt; echo $? > ping.status\n"
-                    f"xover_probe send {SUBNET}.1 5001 {nbytes} 300 > send.txt\n",
+                    f"{probe()} send {SUBNET}.1 5001 {nbytes} 300 > send.txt\n",
                 ),
             ],
             options=timeout,

@@ -22,6 +22,8 @@ packages=(
   piglit waffle-utils
   # crossover NIC and VM queues: network namespaces, TAP devices, traffic tools
   iproute2 iputils-ping netcat-openbsd
+  # real programs (tests/e2e/programs_test.py, bench/run's program rows): ffmpeg's Vulkan filters
+  ffmpeg
   # VM-queue pipeline sample (zlib compression stage)
   zlib1g-dev
   # VM guests (scripts/vm.sh): QEMU, a Debian kernel for the guest, busybox + cpio for its

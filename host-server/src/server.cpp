@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -21,6 +23,7 @@
 #include "bypass/base/unix_socket.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
+#include "driver_preload.h"
 
 namespace bypass::host {
 
@@ -420,6 +423,20 @@ int Server::run(int stop_fd) {
       spdlog::warn("cannot set the mode of {}: {}", listener_->path(), std::strerror(errno));
   }
   if (!open_vms()) return 1;
+  if (config_.isolation == Isolation::kProcess && config_.preload_drivers) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::string> loaded;
+    for (const PreloadedDriver& d : preload_drivers()) {
+      if (d.loaded)
+        loaded.push_back(d.library);
+      else
+        spdlog::debug("bypassd: driver {} of {} not preloaded: {}", d.library, d.manifest, d.error);
+    }
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    spdlog::info("bypassd: driver libraries mapped for the workers ({} ms): {}", ms,
+                 loaded.empty() ? std::string("none") : fmt::format("{}", fmt::join(loaded, ", ")));
+  }
   // The main process is small and every new guest waits on it; the workers run the driver's
   // busy threads. Where we may (root, CAP_SYS_NICE), it runs at a higher priority than they do,
   // so a loaded host still accepts promptly (workers go back to 0 after the fork).

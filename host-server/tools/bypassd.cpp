@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
   bool no_sandbox = false;
   app.add_flag("--no-sandbox", no_sandbox,
                "Workers without the seccomp filter (for debugging a driver that needs more)");
+  bool no_preload = false;
+  app.add_flag("--no-preload-drivers", no_preload,
+               "Do not map the Vulkan drivers' libraries into bypassd before forking workers (each worker then "
+               "loads them itself: slower session start-up, more private memory per session)");
   app.add_option("--worker-user", config.worker_user,
                  "A root bypassd runs workers as this user (with its groups, e.g. render)");
   app.add_option("--worker-data-limit", config.worker_data_bytes,
@@ -136,6 +140,7 @@ int main(int argc, char** argv) {
   }
   config.isolation = isolation == "thread" ? bypass::host::Isolation::kThread : bypass::host::Isolation::kProcess;
   config.sandbox = !no_sandbox;
+  config.preload_drivers = !no_preload;
   try {
     size_t used = 0;
     config.socket_mode = static_cast<mode_t>(std::stoul(socket_mode, &used, 8));

@@ -8,6 +8,8 @@ Cases (one ctest test each):
   worker-crash      a session's worker process dies of SIGSEGV mid-frame (what a driver crash
                     does): its guest gets VK_ERROR_DEVICE_LOST, bypassd logs the signal, lists
                     the session as "worker died", and serves a new guest at once
+  preload           bypassd maps the driver's library before any guest (no Vulkan call, one
+                    thread); not with --no-preload-drivers; guests work either way
   sandbox           a worker runs under seccomp with no new privileges, holds neither the
                     listening nor the control socket, and is named after its session
   silent            connections that never say hello: three of the guest's own uid do not
@@ -231,6 +233,33 @@ def case_sandbox(workdir, _):
     guest.wait(timeout=10)
     server.wait_gone(guest.pid)
     check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
+
+
+def mapped_files(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+
+
+def case_preload(workdir, _):
+    """bypassd maps the driver's library before any guest comes, and stays one thread that never
+    talked to the driver; with --no-preload-drivers it does not, and guests work either way."""
+    lvp = os.path.realpath(harness.lavapipe_library())
+    for preload in (True, False):
+        own = os.path.join(workdir, "preload" if preload else "no-preload")
+        os.makedirs(own)
+        server = Bypassd(own, [] if preload else ["--no-preload-drivers"]).start()
+        main = server.proc.pid
+        mapped = lvp in {os.path.realpath(p) for p in mapped_files(main) if p.startswith("/")}
+        check(
+            mapped == preload, f"{'--no-preload-drivers: ' if not preload else ''}lavapipe mapped in bypassd: {mapped}"
+        )
+        logged = "driver libraries mapped for the workers" in server.log_text()
+        check(logged == preload, f"bypassd's log should {'' if preload else 'not '}name the preloaded drivers")
+        check(proc_status(main)["Threads"] == "1", f"bypassd's main process should be one thread: {proc_status(main)}")
+        harness.check_ok(vulkaninfo(server.guest_env(), workdir, f"vulkaninfo-{preload}"), "vulkaninfo")
+        check(proc_status(main)["Threads"] == "1", "bypassd's main process started a thread while serving")
+        log(f"preload {preload}: lavapipe {'mapped' if mapped else 'not mapped'} in bypassd (pid {main}), one thread")
+        check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
 
 
 def silent_connection(path, user=None):
@@ -593,6 +622,7 @@ if __name__ == "__main__":
             {
                 "worker-crash": case_worker_crash,
                 "sandbox": case_sandbox,
+                "preload": case_preload,
                 "silent": case_silent,
                 "stops-reading": case_stops_reading,
                 "access": case_access,

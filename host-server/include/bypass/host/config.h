@@ -38,6 +38,9 @@ struct ServerConfig {
   Isolation isolation = Isolation::kProcess;
   bool sandbox = true;      // seccomp filter, no new privileges, not dumpable
   std::string worker_user;  // a root bypassd runs workers as this user ("" = its own)
+  // Map the drivers' libraries into the main process before forking (src/driver_preload.h): each
+  // worker then starts with them loaded and relocated. No Vulkan call is made.
+  bool preload_drivers = true;
   // RLIMIT_DATA of a worker: every private allocation the guest can cause in the driver
   // (recorded commands, device-local memory, queued waits, reassembly). 0 = max_memory + 4 GiB.
   uint64_t worker_data_bytes = 0;

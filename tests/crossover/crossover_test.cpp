@@ -23,9 +23,11 @@
 #include <vector>
 
 #include "bypass/crossover/detector.h"
+#include "bypass/crossover/device.h"
 #include "bypass/crossover/link.h"
 #include "bypass/crossover/tap.h"
 #include "bypass/transport/session.h"
+#include "bypass/transport/vm.h"
 
 using namespace bypass::crossover;
 using namespace std::chrono_literals;
@@ -501,6 +503,84 @@ TEST(Crossover, VmDeviceLinkCarriesTcpAndNoticesADeadEndpoint) {
   eb = endpoint(b, "b", "10.210.0.2/24");
   EXPECT_TRUE(live("b", true)) << status();
   EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.210.0.2"), 0);
+  stop_child(ea);
+  stop_child(eb);
+  stop_child(daemon);
+  ::unlink(device.c_str());
+}
+
+// A hostile endpoint inside a VM writes what it likes into the device. Here the test plays it:
+// it claims side b through the device header, posts a buffer of port a's pool (dropped and
+// counted), then makes its tx ring's head jump past the capacity (the switch takes the port
+// down). The daemon and side a live on; once the hostile endpoint's heartbeat stops, the side
+// is freed and a real endpoint attaches and pings.
+TEST(Crossover, HostileVmEndpointIsTakenDownAndTheLinkGoesOn) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  const std::string name = unique_name("vmbad");
+  const std::string device = "/dev/shm/" + name, socket = "/tmp/" + name + ".sock";
+  const pid_t daemon =
+      spawn_child({XOVER_PATH, "create", name, "--foreground", "--device", device, "--socket", socket});
+  auto status = [&] {
+    return sh_out(std::string(XOVER_PATH) + " status x --json --socket " + socket + " 2>/dev/null");
+  };
+  auto live = [&](const char* side, bool want) {
+    const std::string key = std::string("\"") + side + "\":{\"present\":true,\"live\":" + (want ? "true" : "false");
+    for (int i = 0; i < 1000; ++i) {
+      if (status().find(key) != std::string::npos) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  };
+  ASSERT_TRUE(live("a", false)) << "the daemon did not come up: " << status();
+  auto endpoint = [&](const Netns& ns, const char* side, const char* addr) {
+    return spawn_child({"ip", "netns", "exec", ns.name, XOVER_PATH, "endpoint", "--device", "ivshmem:" + device,
+                        "--side", side, "--addr", addr, "--mac", std::string("02:0e:00:00:00:0") + side});
+  };
+  const pid_t ea = endpoint(a, "a", "10.211.0.1/24");
+  ASSERT_TRUE(live("a", true)) << status();
+
+  auto mapped = bypass::transport::map_vm_device("ivshmem:" + device, kDeviceHeaderBytes);
+  ASSERT_TRUE(mapped) << mapped.message();
+  auto* h = reinterpret_cast<DeviceHeader*>(mapped->data());
+  DevicePort& port = h->ports[kPortB];
+  uint32_t free_state = kDeviceFree;
+  ASSERT_TRUE(port.state.compare_exchange_strong(free_state, kDeviceClaimed));
+  port.generation.fetch_add(1);
+  port.state.store(kDeviceRequested, std::memory_order_release);
+  std::atomic<bool> beating{true};
+  std::thread heart([&] {
+    while (beating.load()) {
+      port.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::sleep_for(kDeviceBeat);
+    }
+  });
+  EXPECT_TRUE(live("b", true)) << status();
+  SlotRing<Desc> tx = open_ring(mapped->data() + h->rings_offset[kPortB], kTx);
+  const auto counter = [&](const std::string& key) {
+    const std::string s = status();
+    const auto at = s.find("\"" + key + "\":");
+    return at == std::string::npos ? uint64_t{0} : std::stoull(s.substr(at + key.size() + 3));
+  };
+  const uint64_t dropped = counter("dropped");
+  Desc* slot = tx.producer_slot();
+  ASSERT_NE(slot, nullptr);
+  *slot = Desc{0, 100};  // buffer 0 belongs to port a
+  tx.publish();
+  for (int i = 0; i < 200 && counter("dropped") == dropped; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(counter("dropped"), dropped + 1) << status();
+  EXPECT_TRUE(live("b", true)) << "one bad descriptor is dropped, not fatal: " << status();
+  tx.control()->head.store(tx.control()->tail.load() + kRingSlots + 7);  // more than the ring holds
+  EXPECT_TRUE(live("b", false)) << status();
+  EXPECT_TRUE(live("a", true)) << status();
+
+  beating = false;  // the hostile guest goes silent: the daemon frees side b by heartbeat
+  heart.join();
+  for (int i = 0; i < 1000 && port.state.load() != kDeviceFree; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(port.state.load(), kDeviceFree);
+  const pid_t eb = endpoint(b, "b", "10.211.0.2/24");
+  EXPECT_TRUE(live("b", true)) << status();
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.211.0.2"), 0);
   stop_child(ea);
   stop_child(eb);
   stop_child(daemon);

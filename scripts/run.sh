@@ -24,7 +24,7 @@ for _ in $(seq 50); do [[ -S $socket ]] && break; sleep 0.1; done
 # The guest: an ordinary Vulkan program; the loader finds only the bypass ICD.
 VK_DRIVER_FILES=$PWD/$build/guest-icd/bypass_icd.json BYPASS_ENDPOINT=unix:$socket \
   "$build/samples/triangle" --out "$out/triangle.png"
-"$build/host-server/bypassctl" --control "$socket.ctl" stats >"$out/bypassd-stats.json"
+"$build/host-server/bypassctl" --control "$socket.ctl" --json stats >"$out/bypassd-stats.json"
 echo
 echo "bypass: the triangle was rendered by bypassd on lavapipe for a guest that used the bypass ICD."
 echo "bypass: image: $out/triangle.png"

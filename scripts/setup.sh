@@ -22,6 +22,8 @@ packages=(
   piglit waffle-utils
   # crossover NIC and VM queues: network namespaces, TAP devices, traffic tools
   iproute2 iputils-ping netcat-openbsd
+  # network path tests: a test CA and certificates (tests/network)
+  openssl
   # real programs (tests/e2e/programs_test.py, bench/run's program rows): ffmpeg's Vulkan filters
   ffmpeg
   # VM-queue pipeline sample (zlib compression stage)

@@ -43,6 +43,14 @@ Config parse_config(const char* (*get)(const char* name)) {
     }
   }
   if (const char* e = set("BYPASS_MEMORY")) c.shadow_memory = std::strcmp(e, "shadow") == 0;
+  // Memory cannot be shared with another machine: the network path always shadows it.
+  if (c.endpoint.starts_with("grpc://")) c.shadow_memory = true;
+  if (const char* e = set("BYPASS_NET_STATS")) c.net_stats = *e != '0';
+  if (const char* e = set("BYPASS_INSECURE")) c.insecure = std::strcmp(e, "1") == 0;
+  if (const char* e = set("BYPASS_TLS_CA")) c.tls_ca = e;
+  if (const char* e = set("BYPASS_TLS_CERT")) c.tls_cert = e;
+  if (const char* e = set("BYPASS_TLS_KEY")) c.tls_key = e;
+  if (const char* e = set("BYPASS_TOKEN")) c.token = e;
   if (const char* e = set("BYPASS_WSI_NO_SHM")) c.wsi_no_shm = *e == '1';
   if (const char* e = set("BYPASS_WSI_TRANSFER")) c.wsi_transfer = std::strcmp(e, "0") != 0;
   if (const char* e = set("BYPASS_WSI_REFRESH_HZ")) {

@@ -27,6 +27,13 @@ struct Config {
   // BYPASS_MEMORY=shadow: host-visible memory as a guest-side copy moved by barriers, even where
   // pages could be shared.
   bool shadow_memory = false;
+  // The network path (BYPASS_ENDPOINT=grpc://HOST:PORT, docs/network.md): BYPASS_INSECURE=1 for
+  // plaintext (loopback tests), else TLS with the roots in BYPASS_TLS_CA (default: the system's),
+  // a client certificate BYPASS_TLS_CERT + BYPASS_TLS_KEY, and a bearer token BYPASS_TOKEN.
+  bool insecure = false;
+  // BYPASS_NET_STATS (set, not 0): one line of network traffic figures when a connection closes.
+  bool net_stats = false;
+  std::string tls_ca, tls_cert, tls_key, token;
   // BYPASS_WSI_NO_SHM=1: present with core PutImage, not MIT-SHM.
   bool wsi_no_shm = false;
   // BYPASS_WSI_TRANSFER=0: frames come back through the readback memory, not a memshare transfer.

@@ -1,5 +1,6 @@
 #include "bypass/icd/connection.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include "bypass/transport/session.h"
@@ -42,12 +43,65 @@ std::string check_server_identity(const transport::Channel& ch, const std::strin
          "); set BYPASS_SERVER_UID=" + std::to_string(server) + " to trust it";
 }
 
+// The ring: a UNIX socket's session region or a VM's device slot.
+class ChannelLink final : public HostLink {
+ public:
+  explicit ChannelLink(transport::Channel ch) : ch_(std::move(ch)) {}
+  transport::Status send(uint32_t kind, std::span<const std::byte> payload) override { return ch_.send(kind, payload); }
+  transport::Status recv(transport::Message& out) override { return ch_.recv(out); }
+  transport::Status send_fds(uint64_t tag, std::span<const int> fds, transport::Deadline deadline) override {
+    return ch_.send_fds(tag, fds, deadline);
+  }
+  transport::Status recv_fds(uint64_t& tag, std::vector<int>& fds, transport::Deadline deadline) override {
+    return ch_.recv_fds(tag, fds, deadline);
+  }
+  bool carries_fds() const override { return ch_.carries_fds(); }
+  std::span<std::byte> shared_heap() const override { return ch_.shared_heap(); }
+  std::string error_text() const override { return ch_.error_text(); }
+
+ private:
+  transport::Channel ch_;
+};
+
+// The network plugin beside this library, loaded on first use and never unloaded (gRPC keeps
+// threads); null with `why` when it cannot be loaded.
+NetworkConnectFn network_plugin(std::string& why) {
+  static std::string error;
+  static const NetworkConnectFn fn = []() -> NetworkConnectFn {
+    Dl_info info{};
+    if (!dladdr(reinterpret_cast<void*>(&network_plugin), &info) || !info.dli_fname) {
+      error = "cannot locate the ICD's own library";
+      return nullptr;
+    }
+    std::string path = info.dli_fname;
+    path = path.substr(0, path.rfind('/') + 1) + kNetworkPlugin;
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      const char* e = dlerror();
+      error = "cannot load the network plugin " + path + ": " + (e ? e : "unknown error");
+      return nullptr;
+    }
+    auto f = reinterpret_cast<NetworkConnectFn>(dlsym(lib, kNetworkConnectSymbol));
+    if (!f) error = path + " has no " + kNetworkConnectSymbol;
+    return f;
+  }();
+  why = error;
+  return fn;
+}
+
 }  // namespace
 
 bool Connection::endpoint_is_vm() {
   static const bool vm = default_endpoint().starts_with("ivshmem:");
   return vm;
 }
+
+bool Connection::endpoint_is_network() {
+  static const bool network = default_endpoint().starts_with("grpc://");
+  return network;
+}
+
+bool Connection::endpoint_carries_fds() { return !endpoint_is_vm() && !endpoint_is_network(); }
 
 transport::Result<std::unique_ptr<Connection>> Connection::open() {
   const std::string endpoint = default_endpoint();
@@ -58,6 +112,27 @@ transport::Result<std::unique_ptr<Connection>> Connection::open() {
   // No server at all fails at once (connect is refused); the deadline is for a server that
   // accepted and must start the session's worker, which a loaded host was seen to take over 1 s.
   // A VM's request is seen by bypassd's polling loop and a worker it forks: at least 5 s.
+  if (endpoint.starts_with("grpc://")) {
+    std::string why;
+    const NetworkConnectFn connect_network = network_plugin(why);
+    if (!connect_network)
+      return transport::make_error(transport::Status::kIo, "cannot reach bypassd at " + endpoint + ": " + why);
+    NetworkOptions o;
+    o.endpoint = endpoint;
+    o.insecure = config().insecure;
+    o.ca_file = config().tls_ca;
+    o.cert_file = config().tls_cert;
+    o.key_file = config().tls_key;
+    o.token = config().token;
+    o.timeout = config().connect_timeout;
+    o.stats = config().net_stats;
+    auto link = connect_network(o, hello);
+    if (!link)
+      return transport::make_error(link.code(), "cannot reach bypassd at " + endpoint + ": " + link.error().message);
+    auto c = std::unique_ptr<Connection>(new Connection(std::move(*link)));
+    c->batch_.reserve(kBatchBytes + 4096);
+    return c;
+  }
   const bool vm = endpoint.starts_with("ivshmem:");
   auto ch = vm ? transport::connect_vm(endpoint, hello,
                                        transport::deadline_after(std::max<std::chrono::milliseconds>(
@@ -68,7 +143,7 @@ transport::Result<std::unique_ptr<Connection>> Connection::open() {
   if (std::string why = vm ? std::string() : check_server_identity(*ch, endpoint); !why.empty()) {
     return transport::make_error(transport::Status::kRefused, why);
   }
-  auto c = std::unique_ptr<Connection>(new Connection(std::move(*ch)));
+  auto c = std::unique_ptr<Connection>(new Connection(std::make_unique<ChannelLink>(std::move(*ch))));
   c->batch_.reserve(kBatchBytes + 4096);
   return c;
 }
@@ -81,6 +156,12 @@ Connection::~Connection() {
 void Connection::mark_dead(const std::string& why) {
   if (!dead_.exchange(true, std::memory_order_acq_rel))
     base::log(base::LogLevel::kError, "lost the host: %s", why.c_str());
+}
+
+std::string Connection::lost_text(transport::Status st) const {
+  std::string why = st == transport::Status::kPeerGone ? "bypassd went away" : transport::to_string(st);
+  if (std::string more = link_->error_text(); !more.empty()) why += " (" + more + ")";
+  return why;
 }
 
 void Connection::protocol_error(const std::string& what) { mark_dead("protocol error: " + what); }
@@ -98,8 +179,8 @@ void Connection::append_locked(uint16_t command, uint16_t flags, const void* dat
 void Connection::flush_locked() {
   if (batch_.empty()) return;
   if (alive()) {
-    auto st = ch_.send(wire::kMsgBatch, std::as_bytes(std::span(batch_)));
-    if (st != transport::Status::kOk) mark_dead(transport::to_string(st));
+    auto st = link_->send(wire::kMsgBatch, std::as_bytes(std::span(batch_)));
+    if (st != transport::Status::kOk) mark_dead(lost_text(st));
   }
   batch_.clear();
 }
@@ -162,11 +243,11 @@ bool Connection::wait_reply(uint64_t seq, Reply& reply) {
     reading_ = true;
     lock.unlock();
     transport::Message msg;
-    auto st = ch_.recv(msg);
+    auto st = link_->recv(msg);
     lock.lock();
     reading_ = false;
     if (st != transport::Status::kOk) {
-      mark_dead(st == transport::Status::kPeerGone ? "bypassd went away" : transport::to_string(st));
+      mark_dead(lost_text(st));
     } else if (msg.kind == wire::kMsgError) {
       mark_dead("bypassd ended the session: " +
                 std::string(reinterpret_cast<const char*>(msg.payload.data()), msg.payload.size()));
@@ -191,7 +272,7 @@ int Connection::take_fd(uint64_t tag) {
     }
     uint64_t got = 0;
     std::vector<int> fds;
-    auto st = ch_.recv_fds(got, fds, transport::deadline_after(std::chrono::seconds(5)));
+    auto st = link_->recv_fds(got, fds, transport::deadline_after(std::chrono::seconds(5)));
     if (st != transport::Status::kOk || fds.empty()) {
       for (int fd : fds) close(fd);
       mark_dead("expected an fd from bypassd");
@@ -206,6 +287,7 @@ memshare::Client* Connection::present_client() {
   std::lock_guard lock(present_mu_);
   if (present_tried_) return present_.get();
   present_tried_ = true;
+  if (!link_->carries_fds()) return nullptr;
   Reply& reply = thread_reply();
   if (!call_raw(wire::kCtlPresentJoin, nullptr, 0, reply) || reply.header().result != 0) return nullptr;
   const int fd = take_fd(wire::kFdTagPresent);
@@ -231,7 +313,8 @@ bool Connection::present_name(uint64_t memory_id, uint64_t offset, uint64_t size
 
 bool Connection::send_fd(uint64_t tag, int fd) {
   const int fds[1] = {fd};
-  if (ch_.send_fds(tag, fds, transport::deadline_after(std::chrono::seconds(5))) == transport::Status::kOk) return true;
+  if (link_->send_fds(tag, fds, transport::deadline_after(std::chrono::seconds(5))) == transport::Status::kOk)
+    return true;
   mark_dead("could not send an fd to bypassd");
   return false;
 }

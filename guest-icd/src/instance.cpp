@@ -20,8 +20,8 @@ namespace {
 bool exposed_extension(const char* name, bool instance) {
   const wire::ExtensionInfo* x = wire::find_extension(name);
   if (!x || x->instance != instance) return false;
-  // No fd crosses a VM boundary (BYPASS_ENDPOINT=ivshmem:...).
-  if (x->needs_fds && Connection::endpoint_is_vm()) return false;
+  // No fd crosses a VM boundary (BYPASS_ENDPOINT=ivshmem:...) or the network (grpc://).
+  if (x->needs_fds && !Connection::endpoint_carries_fds()) return false;
   // Host pointers of the guest mean nothing to the host driver (kBypassd); memory fds do: they
   // are the host driver's own, passed over the session socket (see memory.cpp).
   return x->owner == wire::ExtensionOwner::kHost || x->owner == wire::ExtensionOwner::kGuest;

@@ -74,6 +74,17 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
   int fd = -1;
   uint64_t file_offset = 0;
   if (!conn->shared_heap().empty() && !external) return map_in_device_heap(dev, id, size);
+  if (!external && !Connection::endpoint_carries_fds()) {
+    // Over the network the host's pages are reached only through barriers, and the shadow copy
+    // is made at the first vkMapMemory (which fetches the contents): memory the guest never maps
+    // (images and buffers on a driver whose every type is host-visible, like lavapipe) moves no
+    // bytes at barriers.
+    Mapping m;
+    m.size = size;
+    std::lock_guard lock(dev->mu);
+    dev->memory[id] = std::move(m);
+    return VK_SUCCESS;
+  }
   if (!external) {
     fd = conn->take_fd(wire::kFdTagMemoryBase + id);
     if (fd < 0) return VK_ERROR_DEVICE_LOST;
@@ -164,10 +175,23 @@ VKAPI_ATTR void VKAPI_CALL icd_vkFreeMemory(VkDevice device, VkDeviceMemory memo
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkMapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset,
                                                VkDeviceSize, VkMemoryMapFlags, void** ppData) {
   auto* dev = as<Device>(device);
-  std::lock_guard lock(dev->mu);
-  auto it = dev->memory.find(wire::handle_bits(memory));
-  if (it == dev->memory.end() || offset > it->second.size) return VK_ERROR_MEMORY_MAP_FAILED;
-  *ppData = static_cast<char*>(it->second.ptr) + offset;
+  const uint64_t id = wire::handle_bits(memory);
+  bool fetch = false;
+  {
+    std::lock_guard lock(dev->mu);
+    auto it = dev->memory.find(id);
+    if (it == dev->memory.end() || offset > it->second.size) return VK_ERROR_MEMORY_MAP_FAILED;
+    if (!it->second.ptr) {
+      // Network memory mapped for the first time (map_host_visible): its shadow copy now.
+      if (VkResult r = make_shadow(dev->conn, it->second); r != VK_SUCCESS) return r;
+      fetch = true;
+    }
+    *ppData = static_cast<char*>(it->second.ptr) + offset;
+  }
+  if (fetch) {
+    shadow_read_barrier(dev, id, memshare::Range::whole());
+    if (!dev->conn->alive()) return VK_ERROR_DEVICE_LOST;
+  }
   return VK_SUCCESS;
 }
 

@@ -4,6 +4,7 @@
 // submission, at vkFlushMappedMemoryRanges) sends only those pages to the host; a read barrier
 // (after a fence, semaphore or idle wait succeeds, at vkInvalidateMappedMemoryRanges) fetches
 // the host's pages and writes only the ones that differ.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -26,21 +27,34 @@ Device* device_of(Object* o) {
   }
 }
 
+constexpr size_t kWritePiece = size_t{1} << 20;
+constexpr uint64_t kReadWindow = uint64_t{8} << 20;
+
 void write_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshare::Range range) {
   Connection* conn = dev->conn;
   std::vector<uint8_t> record;
   auto sent = shadow.write_barrier(
       [&](uint64_t offset, std::span<const std::byte> bytes) -> memshare::Result<void> {
-        wire::MemoryRange r{id, offset, bytes.size()};
-        record.resize(sizeof(r) + bytes.size());
-        std::memcpy(record.data(), &r, sizeof(r));
-        std::memcpy(record.data() + sizeof(r), bytes.data(), bytes.size());
-        conn->send_raw(wire::kCtlMemoryWrite, record.data(), record.size());
+        // In records of at most kWritePiece: the batch goes out every 256 KiB, so a large dirty
+        // run costs neither side a copy of its size (a 256 MiB upload over the network moves as
+        // ~1 MiB messages; docs/network.md).
+        while (!bytes.empty()) {
+          const size_t n = std::min(bytes.size(), kWritePiece);
+          wire::MemoryRange r{id, offset, n};
+          record.resize(sizeof(r) + n);
+          std::memcpy(record.data(), &r, sizeof(r));
+          std::memcpy(record.data() + sizeof(r), bytes.data(), n);
+          conn->send_raw(wire::kCtlMemoryWrite, record.data(), record.size());
+          offset += n;
+          bytes = bytes.subspan(n);
+        }
         return memshare::ok_result();
       },
       range);
   if (!sent) conn->protocol_error("shadow write barrier: " + sent.error().message);
 }
+
+void read_window(Connection* conn, uint64_t id, memshare::ShadowRegion& shadow, uint64_t offset, uint64_t size);
 
 void read_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshare::Range range) {
   Connection* conn = dev->conn;
@@ -48,6 +62,16 @@ void read_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshare
   write_one(dev, id, shadow, range);
   const uint64_t offset = range.offset;
   const uint64_t size = range.size == memshare::Range::kWhole ? shadow.size() - offset : range.size;
+  // In windows of kReadWindow (aligned, so pages are not split where they need not be): no reply
+  // is larger than that, whatever the memory's size.
+  for (uint64_t at = offset, end = offset + size; at < end && conn->alive();) {
+    const uint64_t next = std::min(end, (at / kReadWindow + 1) * kReadWindow);
+    read_window(conn, id, shadow, at, next - at);
+    at = next;
+  }
+}
+
+void read_window(Connection* conn, uint64_t id, memshare::ShadowRegion& shadow, uint64_t offset, uint64_t size) {
   wire::MemoryRange r{id, offset, size};
   Reply& reply = thread_reply();
   if (!conn->call_raw(wire::kCtlMemoryRead, &r, sizeof(r), reply)) return;

@@ -33,6 +33,8 @@ const char* to_string(EndReason reason) {
       return "worker_died";
     case EndReason::kWorkerSetupFailed:
       return "worker_setup_failed";
+    case EndReason::kEndedByOperator:
+      return "ended_by_operator";
   }
   return "unknown";
 }

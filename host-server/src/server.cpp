@@ -95,6 +95,8 @@ void Server::accept_one() {
   const base::PeerCredentials peer = cred ? *cred : base::PeerCredentials{};
   // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
   std::string refusal = policy_->check(conn.get(), peer);
+  if (refusal.empty() && draining_)
+    refusal = "bypassd refused the session: it is draining (bypassctl drain): no new sessions";
   if (refusal.empty() && live_sessions() >= config_.max_sessions && !wait_for_free_slot()) {
     refusal = "bypassd refused the session: " + std::to_string(live_sessions()) +
               " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
@@ -248,11 +250,23 @@ void Server::finish(Worker& w) {
   }
 }
 
+void Server::helper_exited(int status) {
+  spdlog::error("bypass-grpcd (pid {}) exited ({} {}): network guests and the management API are gone",
+                config_.helper_pid, WIFSIGNALED(status) ? "signal" : "status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+  config_.helper_pid = -1;
+}
+
 void Server::reap() {
+  if (config_.helper_pid > 0 && config_.isolation != Isolation::kProcess) {
+    int status = 0;
+    if (waitpid(config_.helper_pid, &status, WNOHANG) == config_.helper_pid) helper_exited(status);
+  }
   if (config_.isolation == Isolation::kProcess) {
     int status = 0;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (pid == config_.helper_pid) helper_exited(status);
       for (Worker& w : workers_)
         if (w.pid == pid) {
           w.exited = true;
@@ -289,7 +303,7 @@ void Server::reap() {
 
 void Server::shut_down() {
   spdlog::info("bypassd: shutting down, {} sessions open", workers_.size());
-  for (Worker& w : workers_) w.report->stop_requested.store(1, std::memory_order_release);
+  for (Worker& w : workers_) w.report->stop_requested.store(WorkerReport::kStopShutdown, std::memory_order_release);
   // Sessions notice within their receive slice (200 ms) and tear down; what has not ended by
   // the deadline (a driver call that does not return, say) is killed, so shutdown is bounded
   // whatever the guests do.
@@ -336,6 +350,18 @@ std::string Server::stats_json(uid_t viewer) const {
       << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load();
     if (w.vm >= 0)
       o << ", \"vm\": \"" << base::json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
+    // A network guest's session comes from bypass-grpcd (our own uid), which names it
+    // "grpc IDENTITY ADDRESS": who it authenticated and from where. Other uids' names are not
+    // believed.
+    const std::string_view name(r.peer_name, strnlen(r.peer_name, sizeof(r.peer_name)));
+    if (w.peer.uid == geteuid() && name.starts_with("grpc ")) {
+      const std::string_view rest = name.substr(5);
+      const size_t space = rest.find(' ');
+      o << ", \"transport\": \"grpc\", \"identity\": \"" << base::json_escape(std::string(rest.substr(0, space)))
+        << "\", \"address\": \""
+        << base::json_escape(space == std::string_view::npos ? std::string() : std::string(rest.substr(space + 1)))
+        << "\"";
+    }
     o << "}";
     first = false;
   }
@@ -348,8 +374,55 @@ std::string Server::stats_json(uid_t viewer) const {
       << ", \"records\": " << e.records << ", \"detail\": \"" << base::json_escape(e.detail) << "\"}";
     first = false;
   }
-  o << "], \"live_objects\": " << total << "}\n";
+  o << "], \"live_objects\": " << total << ", \"draining\": " << (draining_ ? "true" : "false") << "}\n";
   return o.str();
+}
+
+std::string Server::sessions_lines(uid_t viewer) const {
+  const bool all = policy_->privileged(viewer);
+  std::ostringstream o;
+  o << "draining\t" << (draining_ ? 1 : 0) << "\n";
+  for (const Worker& w : workers_) {
+    if (!all && w.peer.uid != viewer) continue;
+    const WorkerReport& r = *w.report;
+    if (r.state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
+    std::string transport = w.vm >= 0 ? "vm" : "unix", identity, address;
+    const std::string_view name(r.peer_name, strnlen(r.peer_name, sizeof(r.peer_name)));
+    if (w.peer.uid == geteuid() && name.starts_with("grpc ")) {
+      const std::string_view rest = name.substr(5);
+      const size_t space = rest.find(' ');
+      transport = "grpc";
+      identity = rest.substr(0, space);
+      if (space != std::string_view::npos) address = rest.substr(space + 1);
+    }
+    for (char& c : identity) c = c == '\t' || c == '\n' ? ' ' : c;
+    for (char& c : address) c = c == '\t' || c == '\n' ? ' ' : c;
+    o << "session\t" << w.id << '\t' << w.peer.pid << '\t' << w.peer.uid << '\t' << w.pid << '\t'
+      << r.stats.objects.load() << '\t' << r.stats.records.load() << '\t' << r.stats.bytes.load() << '\t'
+      << r.stats.replies.load() << '\t' << r.stats.memory_bytes.load() << '\t' << transport << '\t' << identity << '\t'
+      << address << "\n";
+  }
+  return o.str();
+}
+
+std::string Server::end_session(uid_t viewer, const char* id_text) {
+  char* end = nullptr;
+  const unsigned long long id = std::strtoull(id_text, &end, 10);
+  for (Worker& w : workers_) {
+    if (w.id != id || w.report->state.load(std::memory_order_acquire) == WorkerReport::kEnded) continue;
+    if (!policy_->privileged(viewer) && w.peer.uid != viewer) break;  // as if unknown: not theirs to see
+    w.report->stop_requested.store(WorkerReport::kStopOperator, std::memory_order_release);
+    spdlog::info("session {}: ending it for uid {} (bypassctl end)", w.id, viewer);
+    return "{\"ok\": true}\n";
+  }
+  return "{\"ok\": false, \"error\": \"no live session " + std::to_string(id) + "\"}\n";
+}
+
+std::string Server::start_draining(uid_t viewer) {
+  if (!policy_->privileged(viewer)) return "{\"ok\": false, \"error\": \"only root or bypassd's user may drain\"}\n";
+  if (!draining_) spdlog::info("bypassd: draining: new sessions are refused, {} live", live_sessions());
+  draining_ = true;
+  return "{\"ok\": true, \"live\": " + std::to_string(live_sessions()) + "}\n";
 }
 
 void Server::accept_control(int lfd) {
@@ -369,9 +442,12 @@ void Server::answer_control(ControlClient& c) {
   const ssize_t n = read(c.fd.get(), buf, sizeof(buf) - 1);
   buf[n > 0 ? n : 0] = 0;
   reap();
-  const std::string reply = c.peer.uid == static_cast<uid_t>(-1) ? std::string("{\"error\": \"unknown peer\"}\n")
-                            : std::strncmp(buf, "stats", 5) == 0 ? stats_json(c.peer.uid)
-                                                                 : std::string("{\"error\": \"unknown request\"}\n");
+  const std::string reply = c.peer.uid == static_cast<uid_t>(-1)    ? std::string("{\"error\": \"unknown peer\"}\n")
+                            : std::strncmp(buf, "stats", 5) == 0    ? stats_json(c.peer.uid)
+                            : std::strncmp(buf, "sessions", 8) == 0 ? sessions_lines(c.peer.uid)
+                            : std::strncmp(buf, "end ", 4) == 0     ? end_session(c.peer.uid, buf + 4)
+                            : std::strncmp(buf, "drain", 5) == 0    ? start_draining(c.peer.uid)
+                                                                    : std::string("{\"error\": \"unknown request\"}\n");
   // Non-blocking, once: a client that does not read gets what fits.
   [[maybe_unused]] auto w = send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
 }

@@ -10,6 +10,7 @@
 #include <new>
 
 #include "bypass/host/config.h"
+#include "bypass/host/worker.h"     // WorkerReport::kStopOperator
 #include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
 #include "presentation.h"
 
@@ -112,7 +113,11 @@ void Session::run() {
     std::lock_guard lock(reply_mu_);
     if (send_failure_ != EndReason::kNone) end(send_failure_, send_failure_detail_);
   }
-  end(EndReason::kServerShutdown, "server shutting down");  // when nothing else ended it
+  // When nothing else ended it: a stop request.
+  if (stop_request_ && stop_request_->load(std::memory_order_acquire) == WorkerReport::kStopOperator)
+    end(EndReason::kEndedByOperator, "an operator ended the session (bypassctl end)");
+  else
+    end(EndReason::kServerShutdown, "server shutting down");
   const bool clean = is_clean(end_reason_);
   // Waiter threads still running stop here: they answer nothing more.
   closing_.store(true, std::memory_order_release);

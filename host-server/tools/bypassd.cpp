@@ -1,14 +1,18 @@
 // bypassd: the bypass host server. Guests connect over a UNIX socket; each becomes a session
 // whose Vulkan calls are replayed on this machine's driver.
+#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,6 +26,58 @@ int g_stop_pipe[2] = {-1, -1};
 void on_signal(int) {
   char c = 1;
   [[maybe_unused]] auto r = write(g_stop_pipe[1], &c, 1);
+}
+// The network side (--listen grpc://): bypass-grpcd, beside this executable, in a process of its
+// own because gRPC needs threads and bypassd's main process has none. It dies with bypassd.
+struct Network {
+  std::string listen;
+  bool management = false;
+  std::string management_socket;  // "" = the guest socket + ".grpc"
+  std::string control_path;
+  bool insecure = false;
+  std::string tls_cert, tls_key, tls_client_ca, token_file;
+  std::vector<std::string> admins;
+};
+
+pid_t start_grpcd(const Network& n, const std::string& socket_path, const std::string& log_level,
+                  uint32_t handshake_timeout_ms) {
+  char self[PATH_MAX];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (len <= 0) return -1;
+  std::string exe(self, static_cast<size_t>(len));
+  exe = exe.substr(0, exe.rfind('/') + 1) + "bypass-grpcd";
+  std::vector<std::string> args = {exe,
+                                   "--socket",
+                                   socket_path,
+                                   "--control",
+                                   n.control_path,
+                                   "--management",
+                                   n.management_socket.empty() ? socket_path + ".grpc" : n.management_socket,
+                                   "--log-level",
+                                   log_level,
+                                   "--handshake-timeout",
+                                   std::to_string(handshake_timeout_ms)};
+  if (!n.listen.empty()) args.insert(args.end(), {"--listen", n.listen});
+  if (n.insecure) args.push_back("--insecure");
+  for (auto [flag, value] : {std::pair<const char*, const std::string*>{"--tls-cert", &n.tls_cert},
+                             {"--tls-key", &n.tls_key},
+                             {"--tls-client-ca", &n.tls_client_ca},
+                             {"--token-file", &n.token_file}})
+    if (!value->empty()) args.insert(args.end(), {flag, *value});
+  for (const std::string& a : n.admins) args.insert(args.end(), {"--admin", a});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
+    execv(exe.c_str(), argv.data());
+    std::fprintf(stderr, "bypassd: cannot run %s: %s\n", exe.c_str(), std::strerror(errno));
+    _exit(127);
+  }
+  return pid;
 }
 }  // namespace
 
@@ -109,6 +165,27 @@ int main(int argc, char** argv) {
                  "-device ivshmem-plain; the guest uses BYPASS_ENDPOINT=ivshmem:. Repeatable")
       ->take_all();
   app.add_option("--vm-ring-size", config.vm_ring_bytes, "Bytes per ring per VM session slot")->capture_default_str();
+  // Network guests (docs/network.md)
+  Network network;
+  app.add_option("--listen", network.listen,
+                 "Also serve guests over the network: grpc://ADDR:PORT (through bypass-grpcd; guests use "
+                 "BYPASS_ENDPOINT=grpc://HOST:PORT)");
+  app.add_flag("--management", network.management,
+               "Serve the gRPC management API and health service (bypassctl sessions, end, drain, health) on "
+               "--management-socket; implied by --listen");
+  app.add_option("--management-socket", network.management_socket,
+                 "The management API's UNIX socket, mode 0600 (default: the guest socket path + \".grpc\")");
+  app.add_flag("--insecure", network.insecure, "Network guests without TLS (loopback tests only)");
+  app.add_option("--tls-cert", network.tls_cert, "The network side's PEM certificate chain");
+  app.add_option("--tls-key", network.tls_key, "The network side's PEM private key");
+  app.add_option("--tls-client-ca", network.tls_client_ca,
+                 "Network guests must present a client certificate this CA signed");
+  app.add_option("--token-file", network.token_file,
+                 "Lines NAME TOKEN: bearer tokens with which network guests may open sessions");
+  app.add_option("--admin", network.admins,
+                 "A token name or client-certificate name that may use the management API over the --listen "
+                 "port (besides its UNIX socket); repeatable")
+      ->take_all();
   // Hidden: the end reasons, "<value> <name>" a line, for the tests' mirror of the list.
   bool list_end_reasons = false;
   app.add_flag("--list-end-reasons", list_end_reasons, "Print the session end reasons and exit")->group("");
@@ -163,6 +240,26 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  if (!network.listen.empty() || network.management) {
+    network.control_path = config.control_path.empty() ? config.socket_path + ".ctl" : config.control_path;
+    if (!network.listen.empty() && !network.listen.starts_with("grpc://")) {
+      spdlog::error("--listen {}: expected grpc://ADDR:PORT", network.listen);
+      return 2;
+    }
+    if (!network.listen.empty() && !network.insecure && (network.tls_cert.empty() || network.tls_key.empty())) {
+      spdlog::error("--listen {}: needs --tls-cert and --tls-key, or --insecure for loopback tests", network.listen);
+      return 2;
+    }
+    const pid_t pid = start_grpcd(network, config.socket_path, config.log_level, config.handshake_timeout_ms);
+    if (pid < 0) {
+      spdlog::error("cannot start bypass-grpcd");
+      return 1;
+    }
+    config.helper_pid = pid;
+    spdlog::info(
+        "bypass-grpcd pid {}: {}", pid,
+        network.listen.empty() ? "management API" : "network guests on " + network.listen + ", management API");
+  }
   bypass::host::Server server(config);
   return server.run(g_stop_pipe[0]);
 }

@@ -210,7 +210,7 @@ class Bypassd:
     def stats(self, user=None):
         as_user = {} if user is None else {"user": user, "group": user, "extra_groups": []}
         out = subprocess.run(
-            [env_path("BYPASSCTL"), "--control", self.control, "stats"],
+            [env_path("BYPASSCTL"), "--control", self.control, "--json", "stats"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -287,6 +287,7 @@ class EndReason(enum.IntEnum):
     HANDSHAKE_FAILED = 11
     WORKER_DIED = 12
     WORKER_SETUP_FAILED = 13
+    ENDED_BY_OPERATOR = 14
 
     def __str__(self):
         return self.name.lower()

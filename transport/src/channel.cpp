@@ -183,6 +183,8 @@ void Channel::close() {
   impl_.reset();  // releases the link: closes the socket (the peer's liveness signal), unmaps
 }
 
+void Channel::abandon() { impl_.reset(); }
+
 namespace {
 
 // A reassembly buffer larger than this is given back after its message instead of kept.

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bypass/icd/host_link.h"
 #include "bypass/memshare/client.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
@@ -82,7 +83,11 @@ class Connection : private wire::HandleMap {
   // presentation through memshare) is not offered, and host-visible memory lies in the
   // session's shared heap (shared_heap()).
   static bool endpoint_is_vm();
-  std::span<std::byte> shared_heap() const { return ch_.shared_heap(); }
+  // Whether file descriptors cross to bypassd: not to a VM, not over the network
+  // (BYPASS_ENDPOINT=grpc://, where host-visible memory is always a shadow copy).
+  static bool endpoint_carries_fds();
+  static bool endpoint_is_network();
+  std::span<std::byte> shared_heap() const { return link_->shared_heap(); }
   ~Connection() override;
 
   wire::HandleMap& handles() { return *this; }
@@ -120,15 +125,16 @@ class Connection : private wire::HandleMap {
   void unregister_object(Object* o);
 
  private:
-  explicit Connection(transport::Channel ch) : ch_(std::move(ch)) {}
+  explicit Connection(std::unique_ptr<HostLink> link) : link_(std::move(link)) {}
   uint64_t to_wire(VkObjectType type, uint64_t handle) override;
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
   void append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
   void mark_dead(const std::string& why);
+  std::string lost_text(transport::Status st) const;
 
-  transport::Channel ch_;
+  std::unique_ptr<HostLink> link_;
   std::mutex send_mu_;
   std::vector<uint8_t> batch_;
   uint64_t sync_seq_ = 0;

@@ -67,6 +67,10 @@ struct ServerConfig {
   };
   std::vector<Vm> vms;
   size_t vm_ring_bytes = 1u << 20;  // per ring per slot: the rest of a slot is host-visible memory
+
+  // bypass-grpcd, when bypassd started it (--listen, --management): reaped and reported by the
+  // server like a worker, so its death is one error line instead of a silent zombie.
+  pid_t helper_pid = -1;
 };
 
 // The RLIMIT_DATA a worker runs under (see worker_data_bytes).

@@ -31,8 +31,9 @@ enum class EndReason : uint32_t {
   kHandshakeFailed = 11,    // refused or timed-out handshake (never listed: not a session)
   kWorkerDied = 12,         // the worker process died (a driver crash): VK_ERROR_DEVICE_LOST
   kWorkerSetupFailed = 13,  // the worker could not start (sandbox, user switch)
+  kEndedByOperator = 14,    // an operator ended it (bypassctl end, the management API)
 };
-inline constexpr EndReason kLastEndReason = EndReason::kWorkerSetupFailed;
+inline constexpr EndReason kLastEndReason = EndReason::kEndedByOperator;
 
 // "guest_goodbye", "peer_gone", ...: snake_case, stable.
 const char* to_string(EndReason reason);

@@ -63,6 +63,7 @@ class Server {
   bool start_vm_worker(int vm, uint32_t slot);
   bool start_worker(base::UniqueFd conn, const base::PeerCredentials& peer);
   void reap();
+  void helper_exited(int status);
   void finish(Worker& w);
   void shut_down();
   // Control requests (bypassctl): accepted, then answered when their line arrives, from the
@@ -78,6 +79,10 @@ class Server {
   size_t live_sessions() const;
   bool wait_for_free_slot();
   std::string stats_json(uid_t viewer) const;
+  // The live sessions a line each, tab-separated (bypass-grpcd's management API reads them).
+  std::string sessions_lines(uid_t viewer) const;
+  std::string end_session(uid_t viewer, const char* id_text);
+  std::string start_draining(uid_t viewer);
   size_t pending_handshakes(uid_t uid) const;
 
   ServerConfig config_;
@@ -89,6 +94,7 @@ class Server {
   int child_pipe_[2] = {-1, -1};  // SIGCHLD's self-pipe
   std::list<ControlClient> control_clients_;
   std::vector<VmState> vms_;
+  bool draining_ = false;  // bypassctl drain: new sessions are refused
 };
 
 }  // namespace bypass::host

@@ -27,9 +27,12 @@ namespace bypass::host {
 struct WorkerReport {
   enum State : uint32_t { kHandshaking = 0, kRunning = 1, kEnded = 2 };
   std::atomic<uint32_t> state{kHandshaking};
-  std::atomic<uint32_t> stop_requested{0};  // set by bypassd: end the session now
-  std::atomic<uint32_t> end_reason{0};      // EndReason, written before state becomes kEnded
-  char peer_name[72] = {};                  // what the guest called itself, once running
+  // Set by bypassd: end the session now (kStopShutdown: bypassd is shutting down;
+  // kStopOperator: an operator ended it).
+  std::atomic<uint32_t> stop_requested{0};
+  static constexpr uint32_t kStopShutdown = 1, kStopOperator = 2;
+  std::atomic<uint32_t> end_reason{0};  // EndReason, written before state becomes kEnded
+  char peer_name[72] = {};              // what the guest called itself, once running
   SessionStats stats;
   char end_detail[512] = {};  // NUL-terminated, written before state becomes kEnded
 };

@@ -82,6 +82,9 @@ class Channel {
   // Sends a goodbye record (if there is room) and closes the socket and the mapping.
   // Afterwards every call returns kClosed. Idempotent.
   void close();
+  // Closes without a goodbye, so the peer sees kPeerGone: for a relay whose own peer went away
+  // without one (a network guest's dropped connection). Idempotent.
+  void abandon();
   // Why the session failed (protocol error text), empty while it is healthy.
   std::string error_text() const;
 

@@ -1,0 +1,562 @@
+#!/usr/bin/env python3
+"""The network path (docs/network.md): guests reach bypassd over gRPC (BYPASS_ENDPOINT=grpc://).
+
+Cases (one ctest test each, label `network`):
+  loopback SAMPLE   bypassd --listen grpc://127.0.0.1:PORT --insecure; SAMPLE's output through
+                    the network identical to native; the session is listed as grpc and ends clean
+  loopback-vulkaninfo  vulkaninfo over the network equals vulkaninfo through the local ICD but
+                    for VK_KHR_external_memory_fd (no fd crosses a network)
+  netns             bypassd in one network namespace, the guests in another (a veth pair), TLS
+                    with a CA this test makes (openssl) and a bearer token: the samples
+                    triangle, compute, texture and sync identical to native, vulkaninfo, the
+                    identity in bypassctl; a wrong token, no token and a server certificate of
+                    another CA refused with one line on both sides
+  netns-client-cert bypassd requiring client certificates: one from the test CA opens a
+                    session (its subject listed), one from another CA is refused
+  hostile           a client that breaks the stream protocol (garbage, an oversized frame, no
+                    hello, a bad hello, another schema, a reserved kind, silence) is refused
+                    each time; bypassd and bypass-grpcd live on and serve a good guest after
+  management        the gRPC management API through bypassctl: health SERVING; sessions lists a
+                    network guest (table and --json), also over TCP for an --admin's token (another
+                    token and none refused); drain refuses a new guest and makes health
+                    NOT_SERVING while it waits; end ID ends the live guest (VK_ERROR_DEVICE_LOST,
+                    reason ended_by_operator) and the drain returns
+  cut               the link goes down mid-frame: the guest gets VK_ERROR_DEVICE_LOST within a
+                    second or two, bypassd ends the session and releases everything
+"""
+
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+
+import harness  # noqa: E402
+from harness import Bypassd, check, log  # noqa: E402
+
+OUTPUT_ARGS = {
+    "triangle": ["--frames", "3"],
+    "compute": ["--frames", "2", "--elements", "1048576"],
+    "texture": ["--frames", "2"],
+    "sync": ["--frames", "1"],
+}
+TOKEN = "t0ken-for-the-network-test-0123456789"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sh(*argv, check_rc=True):
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    if check_rc:
+        check(r.returncode == 0, f"`{' '.join(argv)}` failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+class Netns:
+    """Two network namespaces joined by a veth pair: host side .1, guest side .2."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}"
+        self.host, self.guest = f"bypnh{tag}", f"bypng{tag}"
+        self.veth_h, self.veth_g = f"bvh{tag}", f"bvg{tag}"
+        net = 10 + os.getpid() % 240
+        self.host_ip, self.guest_ip = f"10.213.{net}.1", f"10.213.{net}.2"
+        sh("ip", "netns", "add", self.host)
+        sh("ip", "netns", "add", self.guest)
+        sh(
+            "ip",
+            "link",
+            "add",
+            self.veth_h,
+            "netns",
+            self.host,
+            "type",
+            "veth",
+            "peer",
+            self.veth_g,
+            "netns",
+            self.guest,
+        )
+        for ns, dev, ip in ((self.host, self.veth_h, self.host_ip), (self.guest, self.veth_g, self.guest_ip)):
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def wrap(self, ns):
+        return ["ip", "netns", "exec", ns]
+
+    def close(self):
+        for ns in (self.host, self.guest):
+            sh("ip", "netns", "del", ns, check_rc=False)
+
+
+@contextlib.contextmanager
+def netns():
+    n = Netns()
+    try:
+        yield n
+    finally:
+        harness.sweep_children()
+        n.close()
+
+
+class Pki:
+    """A test CA, a server certificate for `ips`, client certificates; and a stranger CA."""
+
+    def __init__(self, workdir, ips):
+        self.dir = workdir
+        self.ca_key, self.ca = self.path("ca.key"), self.path("ca.pem")
+        self._ca("ca", "bypass test CA")
+        self._ca("other-ca", "some other CA")
+        san = ",".join(["DNS:localhost"] + [f"IP:{ip}" for ip in ips])
+        self.server_cert, self.server_key = self.issue("server", "bypass test server", san, "ca")
+        self.client_cert, self.client_key = self.issue("client", "guest-alice", None, "ca")
+        self.other_client_cert, self.other_client_key = self.issue("stranger", "guest-mallory", None, "other-ca")
+        self.other_ca = self.path("other-ca.pem")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _ca(self, name, cn):
+        sh(
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            self.path(f"{name}.key"),
+            "-out",
+            self.path(f"{name}.pem"),
+        )
+
+    def issue(self, name, cn, san, ca):
+        key, csr, cert = self.path(f"{name}.key"), self.path(f"{name}.csr"), self.path(f"{name}.pem")
+        sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", key, "-out", csr)
+        ext = self.path(f"{name}.ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\n")
+            if san:
+                f.write(f"subjectAltName={san}\n")
+        sh(
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            self.path(f"{ca}.pem"),
+            "-CAkey",
+            self.path(f"{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            cert,
+            "-extfile",
+            ext,
+        )
+        return cert, key
+
+
+class NetServer(Bypassd):
+    """bypassd (optionally inside a network namespace) listening on grpc:// as well."""
+
+    def __init__(self, workdir, listen, args=(), wrap=()):
+        super().__init__(workdir, ["--listen", listen] + list(args))
+        self.wrap = list(wrap)
+        self.listen = listen
+
+    def start(self, timeout=20.0):
+        self._log_file = open(self.log_path, "ab")
+        argv = self.wrap + [harness.env_path("BYPASSD"), "--socket", self.socket, "--log-level", "debug"]
+        self.proc = harness.spawn(
+            argv + self.extra_args, harness.native_env(self.workdir), stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            check(self.proc.poll() is None, f"bypassd exited {self.proc.returncode} while starting:\n{self.log_text()}")
+            if os.path.exists(self.control) and "management API on" in self.log_text():
+                return self
+            time.sleep(0.05)
+        raise harness.TestFailure(f"bypassd --listen did not come up:\n{self.log_text()}")
+
+    def net_env(self, endpoint, **extra):
+        env = harness.base_env(self.workdir)
+        env["VK_DRIVER_FILES"] = harness.env_path("BYPASS_ICD_JSON")
+        env["BYPASS_ENDPOINT"] = endpoint
+        env["BYPASS_CONNECT_TIMEOUT_MS"] = "5000"
+        env.update(extra)
+        return env
+
+
+def native_reference(name, workdir):
+    out = os.path.join(workdir, f"{name}.native.out")
+    r = harness.run_sample(
+        name, harness.native_env(workdir), workdir, f"{name}.native", OUTPUT_ARGS[name] + ["--out", out]
+    )
+    harness.check_ok(r, f"native {name}")
+    return out
+
+
+def run_and_compare(server, name, env, workdir, wrap=(), tag="net"):
+    native = native_reference(name, workdir)
+    out = os.path.join(workdir, f"{name}.{tag}.out")
+    argv = list(wrap) + [harness.sample_path(name)] + OUTPUT_ARGS[name] + ["--out", out]
+    r = harness.run(argv, env, workdir, f"{name}.{tag}", 120)
+    harness.check_ok(r, f"{name} over the network")
+    harness.check_through_bypass(r, name)
+    harness.check_same_file(native, out, f"{name}: network output vs native")
+    log(f"{name}: {os.path.getsize(out)} bytes identical natively and over the network ({r.seconds:.2f} s)")
+    return r
+
+
+def wait_no_sessions(server, what):
+    return server.wait_stats(lambda s: s["sessions"] == [] and s["live_objects"] == 0, what)
+
+
+def case_loopback(workdir, name):
+    check(name in OUTPUT_ARGS, f"unknown sample {name}")
+    port = free_port()
+    server = NetServer(workdir, f"grpc://127.0.0.1:{port}", ["--insecure"]).start()
+    env = server.net_env(f"grpc://127.0.0.1:{port}", BYPASS_INSECURE="1")
+    run_and_compare(server, name, env, workdir)
+    stats = wait_no_sessions(server, "the network session to end")
+    check(stats["ended"], f"no ended session listed: {stats}")
+    check(all(harness.is_clean(e) for e in stats["ended"]), f"a network session did not end clean: {stats['ended']}")
+    check("relayed to bypassd" in server.log_text(), "bypass-grpcd relayed nothing")
+    status = server.stop()
+    check(status == 0, f"bypassd exited {status} on SIGTERM")
+
+
+def vulkaninfo(env, workdir, tag, wrap=()):
+    r = harness.run(
+        list(wrap) + [harness.env_path("BYPASS_VULKANINFO")], harness.unsanitized_guest_env(env), workdir, tag, 60
+    )
+    harness.check_ok(r, f"vulkaninfo {tag}")
+    return r.stdout
+
+
+def check_vulkaninfo(local, remote):
+    """Equal but for VK_KHR_external_memory_fd, which needs fds and so is not offered remotely."""
+    a = [line for line in local.splitlines() if "VK_KHR_external_memory_fd" not in line]
+    b = remote.splitlines()
+    norm = [lambda x: x if "count =" not in x else x.split("count =")[0]]
+    a2, b2 = [norm[0](x) for x in a], [norm[0](x) for x in b]
+    check(
+        a2 == b2,
+        "vulkaninfo over the network differs from the local ICD's:\n"
+        + harness.text_diff("\n".join(a2), "\n".join(b2), "local", "network"),
+    )
+
+
+def case_loopback_vulkaninfo(workdir, _):
+    port = free_port()
+    server = NetServer(workdir, f"grpc://127.0.0.1:{port}", ["--insecure"]).start()
+    local_env = server.guest_env()
+    local_env["BYPASS_MEMORY"] = "shadow"
+    local = vulkaninfo(local_env, workdir, "local")
+    remote = vulkaninfo(server.net_env(f"grpc://127.0.0.1:{port}", BYPASS_INSECURE="1"), workdir, "network")
+    check("bypass (" in remote, "vulkaninfo over the network did not see the bypass device")
+    check_vulkaninfo(local, remote)
+    log(f"vulkaninfo: {len(remote.splitlines())} lines, equal to the local ICD's but for VK_KHR_external_memory_fd")
+    # gRPC is loaded (through the ICD's network plugin) only into guests of a grpc:// endpoint.
+    for tag, guest_env, want in (
+        ("local", local_env, False),
+        ("network", server.net_env(f"grpc://127.0.0.1:{port}", BYPASS_INSECURE="1"), True),
+    ):
+        run = harness.Running(
+            [harness.sample_path("triangle"), "--frames", "100000"], guest_env, workdir, f"maps-{tag}"
+        )
+        deadline = time.monotonic() + 15
+        maps = ""
+        while time.monotonic() < deadline and "bypass_icd" not in maps:
+            time.sleep(0.1)
+            with open(f"/proc/{run.pid}/maps") as f:
+                maps = f.read()
+        time.sleep(0.3)
+        with open(f"/proc/{run.pid}/maps") as f:
+            maps = f.read()
+        harness.stop_process(run.proc)
+        check("bypass_icd" in maps, f"{tag} guest: the ICD was not loaded")
+        check(("libgrpc" in maps) == want, f"{tag} guest: libgrpc {'not ' if want else ''}loaded")
+    log("gRPC's libraries are loaded into the network guest only, not into a local one")
+    wait_no_sessions(server, "vulkaninfo's sessions to end")
+    check(server.stop() == 0, "bypassd did not exit 0")
+
+
+def refused(server, env, workdir, tag, expect_guest, expect_server, wrap):
+    before = server.log_text().count(expect_server) if expect_server else 0
+    r = harness.run(list(wrap) + [harness.sample_path("triangle"), "--frames", "1"], env, workdir, tag, 60)
+    check(r.returncode != 0, f"{tag}: the guest was not refused:\n{r.describe()}")
+    lines = [line for line in r.stderr.splitlines() if line.startswith("bypass: ")]
+    check(any(expect_guest in line for line in lines), f"{tag}: expected a line with {expect_guest!r}:\n{r.describe()}")
+    if expect_server:
+        deadline = time.monotonic() + 5
+        while server.log_text().count(expect_server) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(
+            server.log_text().count(expect_server) > before,
+            f"{tag}: bypassd's log has no new line with {expect_server!r}",
+        )
+    log(f"{tag}: refused: {next(line for line in lines if expect_guest in line)}")
+
+
+def case_netns(workdir, _):
+    with netns() as n:
+        pki = Pki(workdir, [n.host_ip])
+        tokens = os.path.join(workdir, "tokens")
+        with open(tokens, "w") as f:
+            f.write(f"# name token\nalice {TOKEN}\n")
+        endpoint = f"grpc://{n.host_ip}:7443"
+        server = NetServer(
+            workdir,
+            f"grpc://{n.host_ip}:7443",
+            ["--tls-cert", pki.server_cert, "--tls-key", pki.server_key, "--token-file", tokens],
+            wrap=n.wrap(n.host),
+        ).start()
+        env = server.net_env(endpoint, BYPASS_TLS_CA=pki.ca, BYPASS_TOKEN=TOKEN)
+        guest = n.wrap(n.guest)
+        for name in OUTPUT_ARGS:
+            run_and_compare(server, name, env, workdir, wrap=guest)
+        # A long enough run to see the session listed with who opened it and from where.
+        run = harness.Running(guest + [harness.sample_path("triangle"), "--frames", "2000"], env, workdir, "listed")
+        stats = server.wait_stats(lambda s: any(x.get("transport") == "grpc" for x in s["sessions"]), "a grpc session")
+        live = next(x for x in stats["sessions"] if x.get("transport") == "grpc")
+        check(live["identity"] == "token:alice", f"identity {live['identity']!r}, expected token:alice")
+        check(n.guest_ip in live["address"], f"address {live['address']!r} does not name {n.guest_ip}")
+        log(f"listed: {json.dumps(live)}")
+        harness.stop_process(run.proc)
+        wait_no_sessions(server, "the listed session to end")
+        # vulkaninfo across the namespaces
+        remote = vulkaninfo(env, workdir, "netns-vulkaninfo", wrap=guest)
+        check("bypass (" in remote, "vulkaninfo over the network did not see the bypass device")
+        # Refusals: one line on each side.
+        refused(
+            server,
+            server.net_env(endpoint, BYPASS_TLS_CA=pki.ca, BYPASS_TOKEN="wrong-token-0123456789"),
+            workdir,
+            "wrong-token",
+            "not in --token-file",
+            "not in --token-file",
+            guest,
+        )
+        refused(
+            server,
+            server.net_env(endpoint, BYPASS_TLS_CA=pki.ca),
+            workdir,
+            "no-token",
+            "no bearer token",
+            "no bearer token",
+            guest,
+        )
+        refused(
+            server,
+            server.net_env(endpoint, BYPASS_TLS_CA=pki.other_ca, BYPASS_TOKEN=TOKEN),
+            workdir,
+            "wrong-ca",
+            "cannot reach bypassd at " + endpoint,
+            None,  # the guest refuses the server: the server is not told why
+            guest,
+        )
+        wait_no_sessions(server, "no session after the refusals")
+        check(server.stop() == 0, "bypassd did not exit 0")
+
+
+def case_netns_client_cert(workdir, _):
+    with netns() as n:
+        pki = Pki(workdir, [n.host_ip])
+        endpoint = f"grpc://{n.host_ip}:7444"
+        server = NetServer(
+            workdir,
+            endpoint,
+            ["--tls-cert", pki.server_cert, "--tls-key", pki.server_key, "--tls-client-ca", pki.ca],
+            wrap=n.wrap(n.host),
+        ).start()
+        guest = n.wrap(n.guest)
+        env = server.net_env(
+            endpoint, BYPASS_TLS_CA=pki.ca, BYPASS_TLS_CERT=pki.client_cert, BYPASS_TLS_KEY=pki.client_key
+        )
+        run = harness.Running(guest + [harness.sample_path("triangle"), "--frames", "2000"], env, workdir, "cert")
+        stats = server.wait_stats(lambda s: any(x.get("transport") == "grpc" for x in s["sessions"]), "a grpc session")
+        live = next(x for x in stats["sessions"] if x.get("transport") == "grpc")
+        check(live["identity"] == "cert:guest-alice", f"identity {live['identity']!r}, expected cert:guest-alice")
+        harness.stop_process(run.proc)
+        wait_no_sessions(server, "the session to end")
+        stranger = server.net_env(
+            endpoint, BYPASS_TLS_CA=pki.ca, BYPASS_TLS_CERT=pki.other_client_cert, BYPASS_TLS_KEY=pki.other_client_key
+        )
+        refused(
+            server, stranger, workdir, "stranger-cert", "cannot reach bypassd at " + endpoint, "Handshake failed", guest
+        )
+        nocert = server.net_env(endpoint, BYPASS_TLS_CA=pki.ca)
+        refused(server, nocert, workdir, "no-cert", "cannot reach bypassd at " + endpoint, "Handshake failed", guest)
+        check(server.stop() == 0, "bypassd did not exit 0")
+
+
+def case_cut(workdir, _):
+    with netns() as n:
+        endpoint = f"grpc://{n.host_ip}:7445"
+        server = NetServer(workdir, endpoint, ["--insecure"], wrap=n.wrap(n.host)).start()
+        env = server.net_env(endpoint, BYPASS_INSECURE="1")
+        guest = n.wrap(n.guest)
+        run = harness.Running(guest + [harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "cut")
+        stats = server.wait_stats(lambda s: any(x["records"] > 1000 for x in s["sessions"]), "frames flowing")
+        check(run.proc.poll() is None, "the guest ended before the cut")
+        cut_at = time.monotonic()
+        sh("ip", "-n", n.guest, "link", "set", n.veth_g, "down")
+        r = run.wait(timeout=20)
+        lost_after = time.monotonic() - cut_at
+        check(r.returncode != 0, f"the guest went on after the cut:\n{r.describe()}")
+        check("VK_ERROR_DEVICE_LOST" in r.stdout + r.stderr, f"no VK_ERROR_DEVICE_LOST after the cut:\n{r.describe()}")
+        check(lost_after < 3.0, f"the guest took {lost_after:.2f} s to see the cut (keepalive 0.2 + 0.5 s)")
+        log(f"cut: the guest got VK_ERROR_DEVICE_LOST {lost_after:.2f} s after the link went down")
+        stats = server.wait_stats(
+            lambda s: s["sessions"] == [] and s["live_objects"] == 0 and s["ended"],
+            "the cut session to end on the host",
+            timeout=20,
+        )
+        log(
+            f"cut: host session ended: {stats['ended'][-1]['reason']}, {stats['ended'][-1]['objects']} objects released"
+        )
+        check(stats["ended"][-1]["reason"] == "peer_gone", f"expected peer_gone: {stats['ended'][-1]}")
+        server.check_alive("after the cut")
+        check(server.stop() == 0, "bypassd did not exit 0")
+
+
+def ctl(server, *args, ok=(0,), env=None):
+    r = subprocess.run(
+        [harness.env_path("BYPASSCTL"), "--control", server.control] + list(args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    check(r.returncode in ok, f"bypassctl {' '.join(args)} exited {r.returncode}: {r.stdout}{r.stderr}")
+    return r
+
+
+def case_management(workdir, _):
+    port = free_port()
+    endpoint = f"grpc://127.0.0.1:{port}"
+    tokens = os.path.join(workdir, "tokens")
+    with open(tokens, "w") as f:
+        f.write(f"alice {TOKEN}\nbob {TOKEN}-bob\n")
+    server = NetServer(workdir, endpoint, ["--insecure", "--token-file", tokens, "--admin", "alice"]).start()
+    check(ctl(server, "health").stdout.strip() == "SERVING", "health is not SERVING at start")
+    env = server.net_env(endpoint, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN)
+    run = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "long")
+    # (the ICD's short first session, for the instance extensions, must be gone)
+    server.wait_stats(
+        lambda s: len(s["sessions"]) == 1 and s["sessions"][0]["objects"] > 0 and s["sessions"][0].get("transport"),
+        "the network session",
+    )
+    table = ctl(server, "sessions").stdout
+    check("grpc" in table and "127.0.0.1" in table and "IDENTITY" in table, f"sessions table:\n{table}")
+    listed = json.loads(ctl(server, "--json", "sessions").stdout)
+    check(len(listed["sessions"]) == 1 and not listed["draining"], f"sessions --json: {listed}")
+    live = listed["sessions"][0]
+    check(live["transport"] == "grpc" and live["objects"] > 0, f"sessions --json: {live}")
+    log(f"sessions:\n{table.rstrip()}")
+    # The same API on the network port: for an --admin's token only.
+    tcp = ["--management", endpoint]
+    admin = dict(os.environ, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN)
+    remote = json.loads(ctl(server, *tcp, "--json", "sessions", env=admin).stdout)
+    check([s["id"] for s in remote["sessions"]] == [live["id"]], f"sessions over TCP: {remote}")
+    r = ctl(server, *tcp, "sessions", env=dict(admin, BYPASS_TOKEN=TOKEN + "-bob"), ok=(1,))
+    check("not an --admin" in r.stderr, f"a non-admin over TCP: {r.stderr}")
+    r = ctl(server, *tcp, "sessions", env=dict(admin, BYPASS_TOKEN=""), ok=(1,))
+    check("no bearer token" in r.stderr, f"no token over TCP: {r.stderr}")
+    check(ctl(server, *tcp, "health", env=admin).stdout.strip() == "SERVING", "health over TCP")
+    log("management over TCP: alice (--admin) lists sessions, bob and no token are refused, health SERVING")
+    drain = subprocess.Popen(
+        [harness.env_path("BYPASSCTL"), "--control", server.control, "drain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 10
+    while ctl(server, "health", ok=(0, 3)).stdout.strip() != "NOT_SERVING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(ctl(server, "health", ok=(3,)).stdout.strip() == "NOT_SERVING", "health is not NOT_SERVING while draining")
+    check(drain.poll() is None, "drain returned while a session was live")
+    refused(server, env, workdir, "while-draining", "draining", "draining", ())
+    check(json.loads(ctl(server, "--json", "sessions").stdout)["draining"], "sessions does not say draining")
+    ctl(server, "end", str(live["id"]))
+    r = run.wait(timeout=20)
+    check(r.returncode != 0 and "VK_ERROR_DEVICE_LOST" in r.stdout + r.stderr, f"the ended guest:\n{r.describe()}")
+    check("an operator ended the session" in r.stderr, f"the guest was not told why:\n{r.describe()}")
+    out, _ = drain.communicate(timeout=20)
+    check(drain.returncode == 0 and "drained" in out, f"drain exited {drain.returncode}: {out}")
+    stats = server.stats()
+    check(
+        any(e["reason"] == "ended_by_operator" for e in stats["ended"]),
+        f"no ended_by_operator session: {stats['ended']}",
+    )
+    check(stats["draining"] and stats["sessions"] == [], f"after the drain: {stats}")
+    log(f"drain: {out.strip()}; health NOT_SERVING; the ended guest saw VK_ERROR_DEVICE_LOST")
+    check(server.stop() == 0, "bypassd did not exit 0")
+
+
+def case_hostile(workdir, _):
+    port = free_port()
+    endpoint = f"grpc://127.0.0.1:{port}"
+    server = NetServer(workdir, endpoint, ["--insecure", "--send-timeout", "1000"]).start()
+    for mode in ("garbage", "oversized", "no-hello", "bad-hello", "old-schema", "reserved-kind", "silent"):
+        r = harness.run([harness.env_path("BYPASS_NET_HOSTILE"), endpoint, mode], os.environ.copy(), workdir, mode, 30)
+        check(r.returncode == 0, f"hostile {mode}: the server did not refuse it as it should:\n{r.describe()}")
+        log(r.stdout.strip())
+        server.check_alive(f"after the hostile client's {mode}")
+    r = harness.run(
+        [harness.env_path("BYPASS_NET_HOSTILE"), endpoint, "old-schema"], os.environ.copy(), workdir, "v", 30
+    )
+    check("schema" in r.stdout, f"the version refusal does not name the schemas: {r.stdout}")
+    # A client that asks for replies and reads none: bypassd ends its session (--send-timeout),
+    # the relay cancels the stream; neither holds more memory than the rings and gRPC's window.
+    relay = int(re.search(r"bypass-grpcd pid (\d+)", server.log_text()).group(1))
+    r = harness.run(
+        [harness.env_path("BYPASS_NET_HOSTILE"), endpoint, "stop-reading"], os.environ.copy(), workdir, "stall", 60
+    )
+    check(r.returncode == 0, f"stop-reading: the stream was not ended:\n{r.describe()}")
+    log(r.stdout.strip())
+    server.wait_stats(
+        lambda s: s["sessions"] == [] and any(e["reason"] == "send_timeout" for e in s["ended"]),
+        "the stalled session to end with send_timeout",
+    )
+    with open(f"/proc/{relay}/status") as f:
+        hwm = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) // 1024
+    check(hwm < 256, f"bypass-grpcd's peak resident memory reached {hwm} MiB for a stalled client")
+    log(f"stop-reading: session ended with send_timeout; bypass-grpcd's peak resident memory {hwm} MiB")
+    run_and_compare(server, "triangle", server.net_env(endpoint, BYPASS_INSECURE="1"), workdir)
+    wait_no_sessions(server, "no session left after the hostile clients")
+    check(server.stop() == 0, "bypassd did not exit 0")
+
+
+if __name__ == "__main__":
+    sys.exit(
+        harness.main(
+            {
+                "loopback": case_loopback,
+                "loopback-vulkaninfo": case_loopback_vulkaninfo,
+                "netns": case_netns,
+                "netns-client-cert": case_netns_client_cert,
+                "cut": case_cut,
+                "hostile": case_hostile,
+                "management": case_management,
+            }
+        )
+    )

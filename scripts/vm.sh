@@ -94,6 +94,13 @@ default_files() {
   done
   # The loader dlopens these; the ICD's X11 presentation does too (unused without a display).
   ls -1 /usr/lib/x86_64-linux-gnu/libvulkan.so.1* 2>/dev/null
+  # The crossover NIC's endpoint makes a TAP device: the guest kernel's tun module (loaded by
+  # /init), and the endpoint and its test probe where they are built.
+  local tun="/lib/modules/${kernel#/boot/vmlinuz-}/kernel/drivers/net/tun.ko"
+  [[ -f "$tun" ]] && echo "$tun"
+  for f in "$build/crossover/bypass-xover" "$build/tests/crossover/xover_probe"; do
+    [[ -f "$f" && -x "$f" ]] && echo "$f"
+  done
   return 0
 }
 
@@ -142,6 +149,7 @@ build_image() {
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+for m in /lib/modules/*/kernel/drivers/net/tun.ko; do [ -f "$m" ] && insmod "$m" 2>/dev/null; done
 # The initramfs root is already writable memory: no tmpfs over /tmp, which would hide a build
 # tree that lives there (copied into the image at its own path).
 mkdir -p /out && mount -t tmpfs out /out

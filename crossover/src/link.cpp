@@ -17,72 +17,91 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
-#include "bypass/base/fd_passing.h"
 #include "bypass/base/json.h"
 #include "bypass/base/mapping.h"
+#include "bypass/base/memfd.h"
 #include "bypass/base/socket_path.h"
 #include "bypass/base/unix_socket.h"
+#include "bypass/crossover/device.h"
 #include "bypass/crossover/port.h"
 #include "bypass/crossover/switch.h"
 #include "bypass/crossover/tap.h"
-#include "bypass/vmqueue/os.h"
+#include "bypass/transport/kick.h"
+#include "bypass/transport/session.h"
+#include "bypass/transport/vm.h"
 
 namespace bypass::crossover {
 
-namespace os = vmqueue::os;
-
 namespace {
 
-constexpr uint32_t kMagic = 0x58525658;  // "XVRX"
-enum Role : uint32_t { kRoleEndpoint = 1, kRoleCli = 2 };
-enum Command : uint32_t { kCmdStatus = 1, kCmdStatusJson, kCmdShutdown };
+// The control protocol runs on transport sessions (link.h: kControlVersion, kControlSchema):
+// handshake with version check, fd passing, peer death from the session socket's hang-up.
+const transport::SessionOptions kControlSession{.ring_bytes = 64 << 10, .max_message = 4 << 20};
 
-struct CtlHello {
-  uint32_t magic = kMagic;
-  uint32_t role = 0;
+// Messages on a control session. The first one from the client says what it wants.
+enum MessageKind : uint32_t {
+  kMsgAttach = 1,   // endpoint -> host: AttachRequest
+  kMsgAttachReply,  // host -> endpoint: AttachReply, then (if accepted) the fds with kAttachFdTag
+  kMsgCommand,      // CLI -> host: CommandRequest
+  kMsgText,         // host -> CLI: the answer, text
+};
+enum Command : uint32_t { kCmdStatus = 1, kCmdStatusJson, kCmdShutdown };
+constexpr uint64_t kAttachFdTag = 0x78617474;  // "xatt"
+
+struct AttachRequest {
   uint32_t side = 0;
-  uint32_t command = 0;
   uint8_t mac[6] = {};
   uint8_t pad[2] = {};
 };
-static_assert(sizeof(CtlHello) == 24);
+static_assert(sizeof(AttachRequest) == 12);
+
+struct CommandRequest {
+  uint32_t command = 0;
+};
 
 struct AttachReply {
-  uint32_t magic = kMagic;
   uint32_t status = 0;  // 0 ok, else 1 = side taken / bad side
   uint32_t buffers_per_port = 0;
   uint32_t port_mask = 0;  // pools present; their fds follow in port order
+  uint32_t reserved = 0;
 };
-// Fds after an AttachReply: rings, host kick, tx_done kick, rx kick, then one pool per port in
-// port_mask (the endpoint's own read/write, the others read-only).
+static_assert(sizeof(AttachReply) == 16);
+// Fds after an accepted AttachReply: rings, host kick, tx_done kick, rx kick, then one pool per
+// port in port_mask (the endpoint's own read/write, the others read-only).
 enum AttachFd { kFdRings = 0, kFdHostKick, kFdTxDoneKick, kFdRxKick, kFdFirstPool };
 
-bool send_text(int sock, const std::string& text) {
-  uint32_t n = static_cast<uint32_t>(text.size());
-  std::string framed(reinterpret_cast<const char*>(&n), sizeof n);
-  framed += text;
-  return base::send_all_fds(sock, std::as_bytes(std::span(framed.data(), framed.size())), {}).ok();
+template <class T>
+std::span<const std::byte> bytes_of(const T& value) {
+  return std::as_bytes(std::span(&value, 1));
 }
 
-bool recv_text(int sock, std::string* text) {
-  uint32_t n = 0;
-  if (!base::recv_exact_fds(sock, std::as_writable_bytes(std::span(&n, 1)), nullptr).ok()) return false;
-  if (n > (16u << 20)) return false;
-  text->resize(n);
-  return n == 0 || base::recv_exact_fds(sock, std::as_writable_bytes(std::span(text->data(), n)), nullptr).ok();
+// Reads a fixed-size record out of a message, refusing any other size.
+template <class T>
+bool record_from(const transport::Message& msg, uint32_t kind, T* out) {
+  if (msg.kind != kind || msg.payload.size() != sizeof(T)) return false;
+  std::memcpy(out, msg.payload.data(), sizeof(T));
+  return true;
 }
 
 struct HostPort {
   bool present = false;
   base::UniqueFd rings_fd, pool_fd;
   base::Mapping rings, pool;
-  os::Kick tx_done_kick, rx_kick;
+  std::byte* rings_at = nullptr;  // this port's rings and pool: in the memfds above, or in the VM device
+  std::byte* pool_at = nullptr;
+  // A port in the VM device: the endpoint's generation and heartbeat as last seen, and when it
+  // last moved.
+  uint32_t generation = 0;
+  uint64_t heartbeat = 0;
+  std::chrono::steady_clock::time_point heartbeat_moved;
+  transport::Kick tx_done_kick, rx_kick;
   bool attached = false;
-  base::UniqueFd conn;  // endpoint's control connection
-  pid_t pid = -1;       // endpoint process we spawned
+  std::optional<transport::Channel> session;  // the endpoint's control session (its death is the port's)
+  pid_t pid = -1;                             // endpoint process we spawned
 };
 
 // Pins the calling thread (and the threads it starts later) to `cpu`; kCpuNone leaves it be.
@@ -137,7 +156,7 @@ class LinkDaemon {
 
   base::Result<void> setup() {
     using base::Errc;
-    for (int s = 0; s < 2; ++s)
+    for (int s = 0; s < 2 && opt_.device.empty(); ++s)
       if (!netns_exists(opt_.netns[s]))
         return base::make_error(Errc::kInvalidArgument, "network namespace '" + opt_.netns[s] +
                                                             "' does not exist (ip netns add " + opt_.netns[s] + ")");
@@ -146,36 +165,55 @@ class LinkDaemon {
                               "uplink network namespace '" + opt_.uplink_netns + "' does not exist");
     if (opt_.buffers == 0 || opt_.buffers > kRingSlots / 2)
       return base::make_error(Errc::kInvalidArgument, "buffers per port must be 1.." + std::to_string(kRingSlots / 2));
-    auto host_kick = os::Kick::create();
+    auto host_kick = transport::Kick::create();
     if (!host_kick) return host_kick.error();
     host_kick_ = std::move(host_kick).value();
-    auto stop_kick = os::Kick::create();
+    auto stop_kick = transport::Kick::create();
     if (!stop_kick) return stop_kick.error();
     stop_ = std::move(stop_kick).value();
     ports_[kPortA].present = ports_[kPortB].present = true;
     ports_[kPortUplink].present = !opt_.uplink_netns.empty();
+    if (!opt_.device.empty()) {
+      if (auto made = make_device(); !made) return made;
+    }
     for (uint32_t p = 0; p < kPorts; ++p) {
       HostPort& hp = ports_[p];
       if (!hp.present) continue;
+      if (!opt_.device.empty()) {
+        hp.rings_at = device_.data() + geometry_.rings_offset[p];
+        hp.pool_at = device_.data() + geometry_.pool_offset[p];
+        for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings_at, r, true);
+        if (p == kPortUplink) {
+          auto tx_done_kick = transport::Kick::create();
+          if (!tx_done_kick) return tx_done_kick.error();
+          hp.tx_done_kick = std::move(tx_done_kick).value();
+          auto rx_kick = transport::Kick::create();
+          if (!rx_kick) return rx_kick.error();
+          hp.rx_kick = std::move(rx_kick).value();
+        }
+        continue;  // a VM's port is woken by polling, not kicked
+      }
       std::string tag = std::string("xover-") + port_name(p);
-      auto rings_fd = os::make_memfd((tag + "-rings").c_str(), ring_region_bytes());
+      auto rings_fd = base::make_memfd((tag + "-rings").c_str(), ring_region_bytes());
       if (!rings_fd) return rings_fd.error();
       hp.rings_fd = std::move(rings_fd).value();
       auto rings = base::Mapping::map_shared(hp.rings_fd.get(), 0, ring_region_bytes(), /*writable=*/true);
       if (!rings) return rings.error();
       hp.rings = std::move(rings).value();
       for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings.data(), r, true);
-      auto pool_fd = os::make_memfd((tag + "-pool").c_str(), pool_bytes(opt_.buffers));
+      auto pool_fd = base::make_memfd((tag + "-pool").c_str(), pool_bytes(opt_.buffers));
       if (!pool_fd) return pool_fd.error();
       hp.pool_fd = std::move(pool_fd).value();
       // The host only reads endpoint frames (their destination MAC); it writes the uplink's.
       auto pool = base::Mapping::map_shared(hp.pool_fd.get(), 0, pool_bytes(opt_.buffers), p == kPortUplink);
       if (!pool) return pool.error();
       hp.pool = std::move(pool).value();
-      auto tx_done_kick = os::Kick::create();
+      hp.rings_at = hp.rings.data();
+      hp.pool_at = hp.pool.data();
+      auto tx_done_kick = transport::Kick::create();
       if (!tx_done_kick) return tx_done_kick.error();
       hp.tx_done_kick = std::move(tx_done_kick).value();
-      auto rx_kick = os::Kick::create();
+      auto rx_kick = transport::Kick::create();
       if (!rx_kick) return rx_kick.error();
       hp.rx_kick = std::move(rx_kick).value();
     }
@@ -190,9 +228,9 @@ class LinkDaemon {
     }
 
     if (auto dir = base::secure_socket_dir(opt_.socket_path, 0755); !dir) return dir;
-    auto listening = base::listen_unix(opt_.socket_path, SOCK_STREAM);
-    if (!listening) return listening.error();
-    listen_ = std::move(listening).value();
+    auto listening = transport::Listener::listen(opt_.socket_path);
+    if (!listening) return base::make_error(Errc::kIo, listening.error().message);
+    listen_.emplace(std::move(listening).value());
     epoll_ = base::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_) return base::errno_error(Errc::kIo, "epoll_create1", errno);
     sigset_t mask;
@@ -203,12 +241,82 @@ class LinkDaemon {
     ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     signals_ = base::UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signals_) return base::errno_error(Errc::kIo, "signalfd", errno);
-    if (auto watched = watch(listen_.get(), kKeyListen); !watched) return watched;
-    if (auto watched = watch(signals_.get(), kKeySignals); !watched) return watched;
-    for (uint32_t s = 0; s < 2; ++s) {
+    if (auto watched = watch(listen_->fd(), kKeyListen, EPOLLIN); !watched) return watched;
+    if (auto watched = watch(signals_.get(), kKeySignals, EPOLLIN); !watched) return watched;
+    for (uint32_t s = 0; s < 2 && opt_.device.empty(); ++s) {
       if (auto spawned = spawn_endpoint(s); !spawned) return spawned;
     }
     return {};
+  }
+
+  // The VM device: a file of geometry_.size bytes that QEMU maps as each guest's ivshmem BAR.
+  base::Result<void> make_device() {
+    using base::Errc;
+    geometry_ = device_geometry(opt_.buffers);
+    base::UniqueFd fd(::open(opt_.device.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) return base::errno_error(Errc::kIo, "cannot create the device " + opt_.device, errno);
+    if (::ftruncate(fd.get(), static_cast<off_t>(geometry_.size)) != 0)
+      return base::errno_error(Errc::kIo, "cannot size the device " + opt_.device, errno);
+    auto mapped = base::Mapping::map_shared(fd.get(), 0, geometry_.size, /*writable=*/true);
+    if (!mapped) return mapped.error();
+    device_ = std::move(mapped).value();
+    auto* h = device_header();
+    h->version = kDeviceVersion;
+    h->size = geometry_.size;
+    h->control_schema = kControlSchema;
+    h->buffers_per_port = opt_.buffers;
+    for (uint32_t p = 0; p < kPorts; ++p) {
+      if (ports_[p].present) h->port_mask |= 1u << p;
+      h->rings_offset[p] = geometry_.rings_offset[p];
+      h->pool_offset[p] = geometry_.pool_offset[p];
+    }
+    // Release: pairs with a guest's acquire load of the magic before it reads the rest.
+    std::atomic_ref(h->magic).store(kDeviceMagic, std::memory_order_release);
+    log("VM device " + opt_.device + ": " + std::to_string(geometry_.size >> 20) + " MiB");
+    return {};
+  }
+
+  DeviceHeader* device_header() { return reinterpret_cast<DeviceHeader*>(device_.data()); }
+
+  // Every kDeviceBeat while a VM device is served: our heartbeat, endpoints asking to attach,
+  // endpoints whose heartbeat stood still.
+  void serve_device() {
+    auto* h = device_header();
+    h->host_heartbeat.fetch_add(1, std::memory_order_relaxed);
+    const auto now = std::chrono::steady_clock::now();
+    for (uint32_t side = 0; side < 2; ++side) {
+      HostPort& hp = ports_[side];
+      DevicePort& dp = h->ports[side];
+      const uint32_t state = dp.state.load(std::memory_order_acquire);  // pairs with the guest's release
+      if (state == kDeviceRequested && !hp.attached) {
+        // Fresh rings for a fresh endpoint: the last one may have died half way through a frame.
+        for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings_at, r, true);
+        Mac mac;
+        std::memcpy(mac.data(), dp.mac, 6);
+        sw_->attach(side, hp.rings_at, hp.pool_at, -1, -1, mac);
+        hp.attached = true;
+        hp.generation = dp.generation.load(std::memory_order_relaxed);
+        hp.heartbeat = dp.guest_heartbeat.load(std::memory_order_relaxed);
+        hp.heartbeat_moved = now;
+        dp.state.store(kDeviceActive, std::memory_order_release);  // pairs with the guest's acquire
+        log(std::string("VM endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac));
+        continue;
+      }
+      if (!hp.attached) continue;
+      const uint64_t beat = dp.guest_heartbeat.load(std::memory_order_relaxed);
+      if (beat != hp.heartbeat) {
+        hp.heartbeat = beat;
+        hp.heartbeat_moved = now;
+      }
+      const bool silent = now - hp.heartbeat_moved > kDeviceGuestTimeout;
+      if (silent || state != kDeviceActive || dp.generation.load(std::memory_order_relaxed) != hp.generation) {
+        log(std::string("VM endpoint ") + port_name(side) + (silent ? " silent" : " left") +
+            ": link down on that side");
+        sw_->detach(side);
+        hp.attached = false;
+        dp.state.store(kDeviceFree, std::memory_order_release);
+      }
+    }
   }
 
   base::Result<void> start_uplink() {
@@ -234,14 +342,14 @@ class LinkDaemon {
     }
     ::fcntl(uplink_tap_.get(), F_SETFL, ::fcntl(uplink_tap_.get(), F_GETFL) | O_NONBLOCK);
     PortMemory mem;
-    mem.rings = hp.rings.data();
-    mem.own_pool = hp.pool.data();
+    mem.rings = hp.rings_at;
+    mem.own_pool = hp.pool_at;
     for (uint32_t p = 0; p < kPorts; ++p)
-      if (ports_[p].present) mem.pools[p] = ports_[p].pool.data();
+      if (ports_[p].present) mem.pools[p] = ports_[p].pool_at;
     mem.buffers_per_port = opt_.buffers;
     uplink_ = std::make_unique<PortDriver>(kPortUplink, uplink_tap_.get(), mem, host_kick_.fd(), hp.tx_done_kick.fd(),
                                            hp.rx_kick.fd(), stop_.fd());
-    sw_->attach(kPortUplink, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
+    sw_->attach(kPortUplink, hp.rings_at, hp.pool_at, hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
     uplink_threads_.emplace_back([this] {
       pin_to_cpu(cpu_);
@@ -289,9 +397,9 @@ class LinkDaemon {
 
   enum : uint64_t { kKeyListen = 1ull << 40, kKeySignals = 2ull << 40 };
 
-  base::Result<void> watch(int fd, uint64_t key) {
+  base::Result<void> watch(int fd, uint64_t key, uint32_t events) {
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.events = events;
     ev.data.u64 = key;
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
       return base::errno_error(base::Errc::kIo, "epoll_ctl", errno);
@@ -300,13 +408,16 @@ class LinkDaemon {
 
   int loop() {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    const bool vm = !opt_.device.empty();
     for (;;) {
-      if (!ready_ && ports_[kPortA].attached && ports_[kPortB].attached) {
+      if (vm) serve_device();
+      // A VM link is up once its device is: the guests attach when they boot, and again after a reset.
+      if (!ready_ && (vm || (ports_[kPortA].attached && ports_[kPortB].attached))) {
         ready_ = true;
         report_ready("ok");
         log("ready");
       }
-      int timeout = -1;
+      int timeout = vm ? static_cast<int>(kDeviceBeat.count()) : -1;
       if (!ready_) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
@@ -341,8 +452,8 @@ class LinkDaemon {
           if (side < 2 && ports_[side].attached) {
             log(std::string("endpoint ") + port_name(side) + " gone: link down on that side");
             sw_->detach(side);
-            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, ports_[side].conn.get(), nullptr);
-            ports_[side].conn.reset();
+            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, ports_[side].session->socket_fd(), nullptr);
+            ports_[side].session.reset();
           }
         }
         if (shutdown_) return 0;
@@ -362,33 +473,54 @@ class LinkDaemon {
     }
   }
 
+  // One control session: the transport handshake (versions, schema), then one request. A client
+  // that says nothing in 2 s, speaks another version or sends a malformed request is dropped
+  // with a log line; the link goes on.
   void accept_one() {
-    base::UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!conn) return;
-    timeval tv{2, 0};
-    ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    CtlHello hello;
-    // A client that says nothing in 2 s, or hangs up, is dropped (its connection closes here).
-    if (!base::recv_exact_fds(conn.get(), std::as_writable_bytes(std::span(&hello, 1)), nullptr).ok()) return;
-    if (hello.magic != kMagic) return;
-    if (hello.role == kRoleCli) {
-      // A CLI that hung up before its answer misses only that answer; shutdown happens anyway.
-      if (hello.command == kCmdShutdown) {
-        if (!send_text(conn.get(), "shutting down")) log("shutdown requested by a client that left");
-        shutdown_ = true;
-      } else if (!send_text(conn.get(), hello.command == kCmdStatusJson ? status_json() : status_text())) {
-        log("a status client left before its answer");
-      }
+    const transport::Hello mine{kControlVersion, kControlSchema, "bypass-xover " + opt_.name};
+    const auto deadline = transport::deadline_after(std::chrono::seconds(2));
+    auto channel = listen_->accept(mine, kControlSession, deadline);
+    if (!channel) {
+      log("control session refused: " + channel.error().message);
       return;
     }
-    if (hello.role != kRoleEndpoint) return;
+    transport::Message msg;
+    if (const auto got = channel->recv(msg, deadline); got != transport::Status::kOk) {
+      log("control client sent no request: " + std::string(transport::to_string(got)));
+      return;
+    }
+    CommandRequest command;
+    if (record_from(msg, kMsgCommand, &command)) {
+      std::string text;
+      if (command.command == kCmdShutdown) {
+        text = "shutting down";
+        shutdown_ = true;
+      } else if (command.command == kCmdStatus || command.command == kCmdStatusJson) {
+        text = command.command == kCmdStatusJson ? status_json() : status_text();
+      } else {
+        text = "error: unknown command " + std::to_string(command.command);
+      }
+      // A CLI that hung up before its answer misses only that answer; shutdown happens anyway.
+      if (channel->send(kMsgText, std::as_bytes(std::span(text.data(), text.size())), deadline) !=
+          transport::Status::kOk)
+        log("a control client left before its answer");
+      return;
+    }
+    AttachRequest hello;
+    if (!record_from(msg, kMsgAttach, &hello)) {
+      log("malformed control request (kind " + std::to_string(msg.kind) + ", " + std::to_string(msg.payload.size()) +
+          " bytes) from pid " + std::to_string(channel->peer_pid()));
+      return;
+    }
     AttachReply reply;
     reply.buffers_per_port = opt_.buffers;
-    uint32_t side = hello.side;
-    if (side > kPortB || ports_[side].attached) {
+    const uint32_t side = hello.side;
+    // A VM link's endpoints attach through the device, not the socket.
+    if (side > kPortB || ports_[side].attached || !opt_.device.empty()) {
       reply.status = 1;
       // Refused either way; an endpoint gone already needs no reason.
-      if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), {}).ok()) log("refused endpoint left");
+      if (channel->send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk)
+        log("refused endpoint left");
       return;
     }
     HostPort& hp = ports_[side];
@@ -400,29 +532,35 @@ class LinkDaemon {
       if (p == side) {
         fds.push_back(ports_[p].pool_fd.get());
       } else {
-        auto ro = os::reopen_read_only(ports_[p].pool_fd.get());
+        auto ro = base::reopen_read_only(ports_[p].pool_fd.get());
         if (!ro) {
           log(std::string("cannot attach endpoint ") + port_name(side) + ": " + ro.error().message);
-          return;  // the endpoint sees the connection close and exits with an error
+          return;  // the endpoint sees the session end and exits with an error
         }
         read_only.push_back(std::move(ro).value());
         fds.push_back(read_only.back().get());
       }
     }
-    if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&reply, 1)), fds).ok()) return;
-    Mac mac;
-    std::memcpy(mac.data(), hello.mac, 6);
-    sw_->attach(side, hp.rings.data(), hp.pool.data(), hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
-    hp.attached = true;
-    hp.conn = std::move(conn);
-    if (auto watched = watch(hp.conn.get(), side); !watched) {
-      // Unwatched, its hang-up would go unnoticed: treat it as gone now.
-      log(std::string("endpoint ") + port_name(side) + ": " + watched.error().message);
-      sw_->detach(side);
-      hp.conn.reset();
+    if (channel->send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk ||
+        channel->send_fds(kAttachFdTag, fds, deadline) != transport::Status::kOk) {
+      log(std::string("endpoint ") + port_name(side) + " left during its attach: " + channel->error_text());
       return;
     }
-    log(std::string("endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac));
+    Mac mac;
+    std::memcpy(mac.data(), hello.mac, 6);
+    sw_->attach(side, hp.rings_at, hp.pool_at, hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
+    hp.attached = true;
+    hp.session.emplace(std::move(channel).value());
+    // Nothing more travels on the session: only its hang-up (the peer death SocketLink reads)
+    // matters. Unwatched, it would go unnoticed: treat the endpoint as gone now.
+    if (auto watched = watch(hp.session->socket_fd(), side, EPOLLRDHUP); !watched) {
+      log(std::string("endpoint ") + port_name(side) + ": " + watched.error().message);
+      sw_->detach(side);
+      hp.session.reset();
+      return;
+    }
+    log(std::string("endpoint ") + port_name(side) + " attached (pid " + std::to_string(hp.session->peer_pid()) +
+        "), mac " + mac_to_string(mac));
   }
 
   std::string status_json() {
@@ -454,7 +592,8 @@ class LinkDaemon {
 
   std::string status_text() {
     SwitchStats s = sw_->stats();
-    std::string t = "link " + opt_.name + " (" + opt_.netns[0] + " <-> " + opt_.netns[1] +
+    const std::string sides = opt_.device.empty() ? opt_.netns[0] + " <-> " + opt_.netns[1] : "VMs on " + opt_.device;
+    std::string t = "link " + opt_.name + " (" + sides +
                     (opt_.uplink_netns.empty() ? "" : ", uplink in " + opt_.uplink_netns) + ")\n";
     char line[256];
     for (uint32_t p = 0; p < kPorts; ++p) {
@@ -494,7 +633,10 @@ class LinkDaemon {
         hp.pid = -1;
       }
     }
-    if (listen_) ::unlink(opt_.socket_path.c_str());
+    // Goodbye to the endpoints (they stop at once rather than when they notice the hang-up),
+    // then the listener removes its socket file.
+    for (auto& hp : ports_) hp.session.reset();
+    listen_.reset();
   }
 
   LinkOptions opt_;
@@ -503,27 +645,46 @@ class LinkDaemon {
   bool ready_ = false;
   bool shutdown_ = false;
   bool endpoint_failed_ = false;
-  os::Kick host_kick_, stop_;
+  transport::Kick host_kick_, stop_;
   HostPort ports_[kPorts];
+  base::Mapping device_;  // the VM device, when opt_.device names one
+  DeviceGeometry geometry_{};
   std::unique_ptr<Switch> sw_;
   std::thread switch_thread_;
   base::UniqueFd uplink_tap_;
   std::unique_ptr<PortDriver> uplink_;
   std::vector<std::thread> uplink_threads_;
-  base::UniqueFd listen_, epoll_, signals_;
+  std::optional<transport::Listener> listen_;
+  base::UniqueFd epoll_, signals_;
 };
 
-base::Result<base::UniqueFd> connect_cli(const std::string& socket_path, uint32_t command) {
-  auto connected = base::connect_unix(socket_path, SOCK_STREAM);
-  if (!connected) return base::Error<base::Errc>{connected.code(), connected.error().message + " (is the link up?)"};
-  base::UniqueFd fd = std::move(connected).value();
-  CtlHello hello;
-  hello.role = kRoleCli;
-  hello.command = command;
-  if (!base::send_all_fds(fd.get(), std::as_bytes(std::span(&hello, 1)), {}).ok()) {
-    return base::make_error(base::Errc::kPeerGone, "daemon closed the connection");
-  }
-  return fd;
+// A control session to the daemon at `socket_path` (`who` names the client in the handshake).
+base::Result<transport::Channel> open_control(const std::string& socket_path, const std::string& who,
+                                              std::chrono::seconds timeout) {
+  const transport::Hello mine{kControlVersion, kControlSchema, who};
+  auto channel = transport::connect(socket_path, mine, transport::deadline_after(timeout));
+  if (channel) return std::move(channel).value();
+  if (channel.code() == transport::Status::kRefused)
+    return base::make_error(base::Errc::kInvalidArgument, channel.error().message);
+  if (channel.code() == transport::Status::kIo)
+    return base::make_error(base::Errc::kIo, channel.error().message + " (is the link up?)");
+  return base::make_error(base::Errc::kPeerGone, channel.error().message);
+}
+
+// One CLI command, its text answer.
+base::Result<std::string> run_command(const std::string& socket_path, uint32_t command) {
+  auto channel = open_control(socket_path, "bypass-xover cli", std::chrono::seconds(5));
+  if (!channel) return channel.error();
+  const auto deadline = transport::deadline_after(std::chrono::seconds(5));
+  const CommandRequest request{command};
+  if (channel->send(kMsgCommand, bytes_of(request), deadline) != transport::Status::kOk)
+    return base::make_error(base::Errc::kPeerGone, "daemon closed the connection: " + channel->error_text());
+  transport::Message answer;
+  if (const auto got = channel->recv(answer, deadline); got != transport::Status::kOk)
+    return base::make_error(base::Errc::kPeerGone,
+                            "no answer from the daemon: " + std::string(transport::to_string(got)));
+  if (answer.kind != kMsgText) return base::make_error(base::Errc::kIo, "malformed answer from the daemon");
+  return std::string(reinterpret_cast<const char*>(answer.payload.data()), answer.payload.size());
 }
 
 }  // namespace
@@ -576,24 +737,32 @@ base::Result<void> endpoint_main(const EndpointOptions& options) {
   ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
   auto mac = tap_mac(c.name);
   if (!mac) return mac.error();
-  auto connected = base::connect_unix(options.control, SOCK_STREAM);
-  if (!connected) return connected.error();
-  const base::UniqueFd conn = std::move(connected).value();
-  CtlHello hello;
-  hello.role = kRoleEndpoint;
+  auto opened =
+      open_control(options.control, std::string("endpoint ") + port_name(options.side), std::chrono::seconds(5));
+  if (!opened) return opened.error();
+  transport::Channel session = std::move(opened).value();
+  const auto deadline = transport::deadline_after(std::chrono::seconds(5));
+  AttachRequest hello;
   hello.side = options.side;
   std::memcpy(hello.mac, mac->data(), 6);
-  if (!base::send_all_fds(conn.get(), std::as_bytes(std::span(&hello, 1)), {}).ok())
-    return base::make_error(Errc::kPeerGone, "host closed the control connection");
+  if (session.send(kMsgAttach, bytes_of(hello), deadline) != transport::Status::kOk)
+    return base::make_error(Errc::kPeerGone, "host closed the control session: " + session.error_text());
+  transport::Message msg;
+  if (const auto got = session.recv(msg, deadline); got != transport::Status::kOk)
+    return base::make_error(Errc::kPeerGone, "no attach reply: " + std::string(transport::to_string(got)));
   AttachReply reply;
+  if (!record_from(msg, kMsgAttachReply, &reply))
+    return base::make_error(Errc::kInvalidArgument, "malformed attach reply");
+  if (reply.status != 0) return base::make_error(Errc::kInvalidArgument, "host refused this endpoint (side taken?)");
+  uint64_t tag = 0;
+  std::vector<int> raw;
+  if (const auto got = session.recv_fds(tag, raw, deadline); got != transport::Status::kOk)
+    return base::make_error(Errc::kPeerGone, "no attach fds: " + std::string(transport::to_string(got)));
   std::vector<base::UniqueFd> fds;
-  if (!base::recv_exact_fds(conn.get(), std::as_writable_bytes(std::span(&reply, 1)), &fds).ok())
-    return base::make_error(Errc::kPeerGone, "host closed the control connection");
-  if (reply.magic != kMagic || reply.status != 0)
-    return base::make_error(Errc::kInvalidArgument, "host refused this endpoint (side taken?)");
-  size_t pools = static_cast<size_t>(__builtin_popcount(reply.port_mask));
-  if (fds.size() != kFdFirstPool + pools || !(reply.port_mask & (1u << options.side)) || reply.buffers_per_port == 0 ||
-      reply.buffers_per_port > kRingSlots)
+  for (int fd : raw) fds.emplace_back(fd);
+  const size_t pools = static_cast<size_t>(__builtin_popcount(reply.port_mask));
+  if (tag != kAttachFdTag || fds.size() != kFdFirstPool + pools || !(reply.port_mask & (1u << options.side)) ||
+      reply.port_mask >= (1u << kPorts) || reply.buffers_per_port == 0 || reply.buffers_per_port > kRingSlots)
     return base::make_error(Errc::kInvalidArgument, "malformed attach reply");
   auto rings = base::Mapping::map_shared(fds[kFdRings].get(), 0, ring_region_bytes(), /*writable=*/true);
   if (!rings) return rings.error();
@@ -610,24 +779,135 @@ base::Result<void> endpoint_main(const EndpointOptions& options) {
     mem.pools[p] = pool_maps[p].data();
   }
   mem.own_pool = pool_maps[options.side].data();
-  auto stop = os::Kick::create();
+  auto stop = transport::Kick::create();
   if (!stop) return stop.error();
   pin_to_cpu(options.cpu);  // the port thread inherits it
   PortDriver driver(options.side, tap.get(), mem, fds[kFdHostKick].get(), fds[kFdTxDoneKick].get(),
                     fds[kFdRxKick].get(), stop->fd());
   std::thread port([&] { driver.run(); });
-  // The link lives as long as the host: wait for it to hang up.
-  pollfd pfd{conn.get(), POLLRDHUP, 0};
-  while (::poll(&pfd, 1, -1) < 0 && errno == EINTR) {
-  }
+  // The link lives as long as the host: nothing more comes on the session, so recv() returns
+  // when the host says goodbye (kClosed) or dies (kPeerGone: transport's peer-death check).
+  transport::Status ended;
+  do {
+    ended = session.recv(msg);
+  } while (ended == transport::Status::kOk);
   stop->signal();
   port.join();
   return {};
 }
 
+// An endpoint inside a VM: the link's memory is the ivshmem device, attach and peer death go
+// through its header (device.h), and the rings are polled.
+base::Result<void> endpoint_device_main(const EndpointOptions& options) {
+  using base::Errc;
+  auto mapped = transport::map_vm_device(options.device, kDeviceHeaderBytes);
+  if (!mapped) return base::make_error(Errc::kIo, mapped.error().message);
+  base::Mapping device = std::move(mapped).value();
+  auto* h = reinterpret_cast<DeviceHeader*>(device.data());
+  // Acquire: pairs with the host's release store of the magic after the rest of the header.
+  if (std::atomic_ref(h->magic).load(std::memory_order_acquire) != kDeviceMagic)
+    return base::make_error(Errc::kInvalidArgument, options.device + " is not a crossover device (no link daemon?)");
+  // Everything below is read once and checked: the host is trusted no more than it must be.
+  const uint32_t version = h->version;
+  const uint64_t schema = h->control_schema;
+  const uint32_t buffers = h->buffers_per_port;
+  const uint32_t mask = h->port_mask;
+  if (version != kDeviceVersion || schema != kControlSchema)
+    return base::make_error(Errc::kInvalidArgument, "the link daemon speaks device version " + std::to_string(version) +
+                                                        ", this endpoint " + std::to_string(kDeviceVersion) +
+                                                        " (or another schema)");
+  if (buffers == 0 || buffers > kRingSlots / 2 || !(mask & (1u << options.side)) || mask >= (1u << kPorts))
+    return base::make_error(Errc::kInvalidArgument, "malformed crossover device header");
+  PortMemory mem;
+  mem.buffers_per_port = buffers;
+  for (uint32_t p = 0; p < kPorts; ++p) {
+    if (!(mask & (1u << p))) continue;
+    const uint64_t rings = h->rings_offset[p], pool = h->pool_offset[p];
+    if (rings % 64 != 0 || rings > device.size() || device.size() - rings < ring_region_bytes() ||
+        pool > device.size() || device.size() - pool < pool_bytes(buffers) || rings < kDeviceHeaderBytes ||
+        pool < kDeviceHeaderBytes)
+      return base::make_error(Errc::kInvalidArgument, "crossover device: port memory outside the device");
+    mem.pools[p] = device.data() + pool;
+    if (p == options.side) {
+      mem.rings = device.data() + rings;
+      mem.own_pool = device.data() + pool;
+    }
+  }
+  DevicePort& port = h->ports[options.side];
+  TapConfig c;
+  c.name = options.ifname;
+  c.address = options.address;
+  c.mac = options.mac;
+  c.mtu = options.mtu;
+  c.offload = options.offload;
+  auto created = create_tap(c);
+  if (!created) return created.error();
+  const base::UniqueFd tap = std::move(created).value();
+  ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
+  auto mac = tap_mac(c.name);
+  if (!mac) return mac.error();
+
+  uint32_t expected = kDeviceFree;
+  if (!port.state.compare_exchange_strong(expected, kDeviceClaimed, std::memory_order_acq_rel))
+    return base::make_error(Errc::kInvalidArgument,
+                            std::string("side ") + port_name(options.side) + " of the device is taken");
+  const uint32_t generation = port.generation.fetch_add(1, std::memory_order_relaxed) + 1;
+  std::memcpy(port.mac, mac->data(), 6);
+  port.state.store(kDeviceRequested, std::memory_order_release);  // pairs with the host's acquire
+  // The host looks every kDeviceBeat; give it the time a busy or emulated host needs.
+  const auto give_up = std::chrono::steady_clock::now() + kDeviceHostTimeout;
+  uint32_t state = kDeviceRequested;
+  while ((state = port.state.load(std::memory_order_acquire)) == kDeviceRequested) {
+    if (std::chrono::steady_clock::now() > give_up) {
+      port.state.store(kDeviceFree, std::memory_order_release);
+      return base::make_error(Errc::kTimeout, "no link daemon answered on " + options.device);
+    }
+    std::this_thread::sleep_for(kDeviceBeat);
+  }
+  if (state != kDeviceActive) {
+    port.state.store(kDeviceFree, std::memory_order_release);
+    return base::make_error(Errc::kInvalidArgument, "the link daemon refused this endpoint");
+  }
+  auto stop = transport::Kick::create();
+  if (!stop) return stop.error();
+  pin_to_cpu(options.cpu);
+  PortDriver driver(options.side, tap.get(), mem, -1, -1, -1, stop->fd());
+  std::thread forward([&] { driver.run(); });
+  // Our heartbeat, and the host's: a host whose beat stood still for kDeviceHostTimeout, or
+  // that gave the port away, is gone.
+  uint64_t host_beat = h->host_heartbeat.load(std::memory_order_relaxed);
+  auto host_moved = std::chrono::steady_clock::now();
+  std::string why;
+  for (;;) {
+    port.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
+    std::this_thread::sleep_for(kDeviceBeat);
+    const auto now = std::chrono::steady_clock::now();
+    if (const uint64_t beat = h->host_heartbeat.load(std::memory_order_relaxed); beat != host_beat) {
+      host_beat = beat;
+      host_moved = now;
+    } else if (now - host_moved > kDeviceHostTimeout) {
+      why = "the link daemon is gone (its heartbeat stood still)";
+      break;
+    }
+    if (port.state.load(std::memory_order_acquire) != kDeviceActive ||
+        port.generation.load(std::memory_order_relaxed) != generation) {
+      why = "the link daemon took this port down";
+      break;
+    }
+  }
+  stop->signal();
+  forward.join();
+  return base::make_error(Errc::kPeerGone, why);
+}
+
 }  // namespace
 
 int run_endpoint(const EndpointOptions& options) {
+  if (!options.device.empty()) {
+    auto done = endpoint_device_main(options);
+    std::fprintf(stderr, "bypass-xover endpoint %s: %s\n", port_name(options.side), done.error().message.c_str());
+    return 1;
+  }
   if (auto done = endpoint_main(options); !done) {
     std::fprintf(stderr, "bypass-xover endpoint %s: %s\n", port_name(options.side), done.error().message.c_str());
     return 1;
@@ -636,18 +916,12 @@ int run_endpoint(const EndpointOptions& options) {
 }
 
 base::Result<std::string> request_status(const std::string& socket_path, bool json) {
-  auto fd = connect_cli(socket_path, json ? kCmdStatusJson : kCmdStatus);
-  if (!fd) return fd.error();
-  std::string out;
-  if (!recv_text(fd->get(), &out)) return base::make_error(base::Errc::kPeerGone, "no answer from the daemon");
-  return out;
+  return run_command(socket_path, json ? kCmdStatusJson : kCmdStatus);
 }
 
 base::Result<void> request_shutdown(const std::string& socket_path) {
-  auto fd = connect_cli(socket_path, kCmdShutdown);
-  if (!fd) return fd.error();
-  std::string ack;
-  if (!recv_text(fd->get(), &ack)) return base::make_error(base::Errc::kPeerGone, "no answer from the daemon");
+  auto ack = run_command(socket_path, kCmdShutdown);
+  if (!ack) return ack.error();
   // The daemon removes its socket last; wait for that so the caller can reuse the name.
   for (int i = 0; i < 500 && ::access(socket_path.c_str(), F_OK) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -1,9 +1,12 @@
 #include "bypass/crossover/port.h"
 
+#include "bypass/crossover/device.h"
+
 #include <sys/epoll.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <utility>
 #include <vector>
 
@@ -11,6 +14,7 @@ namespace bypass::crossover {
 
 namespace {
 void kick(int fd) {
+  if (fd < 0) return;  // a port in a VM device: the switch polls
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
 }
@@ -41,8 +45,12 @@ void PortDriver::run() {
   enum : uint32_t { kKeyTap, kKeyRxKick, kKeyTxDoneKick, kKeyStop };
   base::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return;
+  // Without kicks (a port in a VM device: no fd crosses) the rings are polled every kDevicePoll.
+  const bool polled = rx_kick_ < 0;
+  const timespec poll_interval{0, static_cast<long>(std::chrono::nanoseconds(kDevicePoll).count())};
   for (auto [fd, key] :
        {std::pair{tap_, kKeyTap}, {rx_kick_, kKeyRxKick}, {tx_done_kick_, kKeyTxDoneKick}, {stop_, kKeyStop}}) {
+    if (fd < 0) continue;
     epoll_event ev{};
     // The kick eventfds are edge-triggered: every write to an eventfd wakes its waiters, so
     // they need no read() to re-arm (their counters just grow; 2^64 kicks are far away).
@@ -141,7 +149,7 @@ void PortDriver::run() {
       tap_armed = want_tap;
     }
     epoll_event events[4];
-    int n = ::epoll_wait(ep.get(), events, 4, -1);
+    int n = ::epoll_pwait2(ep.get(), events, 4, polled ? &poll_interval : nullptr, nullptr);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return;
     for (int i = 0; i < n; ++i)

@@ -10,11 +10,13 @@
 #include <utility>
 
 #include "bypass/base/unique_fd.h"
+#include "bypass/crossover/device.h"
 
 namespace bypass::crossover {
 
 namespace {
 void kick(int fd) {
+  if (fd < 0) return;  // a port in a VM device polls its rings
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
 }
@@ -208,6 +210,7 @@ void Switch::run() {
     ev.data.fd = fd;
     if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return;
   }
+  const timespec poll_interval{0, static_cast<long>(std::chrono::nanoseconds(kDevicePoll).count())};
   for (;;) {
     apply_ops();
     bool did = false;
@@ -242,8 +245,12 @@ void Switch::run() {
       if (short_of_buffers && !s.rx_inflight.empty()) work |= s.rx_done.consumer_prepare_wait();
     }
     if (work || ops_pending_.load(std::memory_order_acquire)) continue;
+    // A port in a VM device cannot kick us: while one is live, look at the rings every
+    // kDevicePoll (as transport's VmLink polls its wait words).
+    bool polled = false;
+    for (const auto& s : ports_) polled |= s.live && s.rx_kick < 0;
     epoll_event events[2];
-    int n = ::epoll_wait(ep.get(), events, 2, -1);
+    int n = ::epoll_pwait2(ep.get(), events, 2, polled ? &poll_interval : nullptr, nullptr);
     if (n < 0 && errno != EINTR) return;
     for (int i = 0; i < n; ++i)
       if (events[i].data.fd == stop_) return;

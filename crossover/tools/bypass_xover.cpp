@@ -76,8 +76,13 @@ int main(int argc, char** argv) {
   std::string cpu = "auto";
   auto* create = app.add_subcommand("create", "create two endpoints in two network namespaces and wire them");
   create->add_option("name", link.name, "link name")->required();
-  create->add_option("--netns-a", link.netns[0], "network namespace of endpoint a")->required();
-  create->add_option("--netns-b", link.netns[1], "network namespace of endpoint b")->required();
+  auto* netns_a = create->add_option("--netns-a", link.netns[0], "network namespace of endpoint a");
+  auto* netns_b = create->add_option("--netns-b", link.netns[1], "network namespace of endpoint b");
+  auto* vm_device = create->add_option("--device", link.device,
+                                       "instead of namespaces: a VM device file (QEMU ivshmem memory) whose endpoints "
+                                       "run in two VMs (bypass-xover endpoint --device ivshmem: --side a|b)");
+  netns_a->excludes(vm_device);
+  netns_b->excludes(vm_device);
   create->add_option("--ifname-a", link.endpoint[0].ifname, "TAP device name in namespace a")->capture_default_str();
   create->add_option("--ifname-b", link.endpoint[1].ifname, "TAP device name in namespace b")->capture_default_str();
   create->add_option("--addr-a", link.endpoint[0].address, "IPv4 address/prefix of endpoint a");
@@ -115,7 +120,10 @@ int main(int argc, char** argv) {
   std::string side = "a", mac_ep;
   bool ep_no_offload = false, ep_verbose = false;
   auto* endpoint = app.add_subcommand("endpoint", "(internal) run one endpoint in the current network namespace");
-  endpoint->add_option("--control", ep.control, "the link's control socket")->required();
+  auto* control = endpoint->add_option("--control", ep.control, "the link's control socket");
+  auto* ep_device = endpoint->add_option("--device", ep.device,
+                                         "in a VM: the link's ivshmem device ('ivshmem:', a PCI address or a path)");
+  control->excludes(ep_device);
   endpoint->add_option("--side", side, "a or b")->required();
   endpoint->add_option("--ifname", ep.ifname)->capture_default_str();
   endpoint->add_option("--addr", ep.address);
@@ -128,6 +136,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (endpoint->parsed()) {
+    if (ep.control.empty() == ep.device.empty()) {
+      std::fprintf(stderr, "bypass-xover endpoint: say --control SOCKET or --device DEVICE\n");
+      return 2;
+    }
     ep.offload = !ep_no_offload;
     if (!parse_side(side, &ep.side) || !mac_option(mac_ep, &ep.mac, "endpoint")) return 2;
     if (!parse_cpu(ep_cpu, &ep.cpu) || ep.cpu == kCpuAuto) {
@@ -137,6 +149,10 @@ int main(int argc, char** argv) {
     return run_endpoint(ep);
   }
   if (create->parsed()) {
+    if (link.device.empty() && (link.netns[0].empty() || link.netns[1].empty())) {
+      std::fprintf(stderr, "bypass-xover: create needs --netns-a and --netns-b, or --device\n");
+      return 2;
+    }
     if (!valid_link_name(link.name)) {
       std::fprintf(stderr, "bypass-xover: bad link name '%s' (letters, digits, '-', '_')\n", link.name.c_str());
       return 2;
@@ -159,7 +175,9 @@ int main(int argc, char** argv) {
       return rc;
     }
     int rc = create_detached(link);
-    if (rc == 0)
+    if (rc == 0 && !link.device.empty())
+      std::printf("link %s up: VM device %s\n", link.name.c_str(), link.device.c_str());
+    else if (rc == 0)
       std::printf(
           "link %s up: %s/%s <-> %s/%s%s\n", link.name.c_str(), link.netns[0].c_str(), link.endpoint[0].ifname.c_str(),
           link.netns[1].c_str(), link.endpoint[1].ifname.c_str(),

@@ -16,13 +16,18 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bypass/crossover/detector.h"
+#include "bypass/crossover/device.h"
+#include "bypass/crossover/link.h"
 #include "bypass/crossover/tap.h"
+#include "bypass/transport/session.h"
+#include "bypass/transport/vm.h"
 
 using namespace bypass::crossover;
 using namespace std::chrono_literals;
@@ -145,6 +150,7 @@ class Link {
     }
   }
   bool up() const { return up_; }
+  const std::string& socket() const { return socket_; }
   std::string status() const {
     return sh_out(std::string(XOVER_PATH) + " status " + name_ + " --json --socket " + socket_ + " 2>/dev/null");
   }
@@ -427,6 +433,203 @@ TEST(Crossover, DeadEndpointTakesItsSideDown) {
   }
   EXPECT_TRUE(down) << link.status();
   EXPECT_NE(a.exec("ping -c 1 -W 1 10.205.0.2"), 0);  // an error, promptly; not a hang
+}
+
+// Runs `argv` as a child that dies with the test; returns its pid.
+pid_t spawn_child(std::vector<std::string> args) {
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);
+    std::vector<char*> argv;
+    for (auto& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+void stop_child(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  int status;
+  ::waitpid(pid, &status, 0);
+}
+
+// A link whose memory is a VM device file, as between two QEMU guests (tests/vm/xover_vm_test.py
+// runs it with real VMs), with its endpoints in two namespaces mapping the file itself: the
+// attach through the device header, polled rings, heartbeats instead of a socket's hang-up.
+TEST(Crossover, VmDeviceLinkCarriesTcpAndNoticesADeadEndpoint) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  const std::string name = unique_name("vmdev");
+  const std::string device = "/dev/shm/" + name, socket = "/tmp/" + name + ".sock";
+  const pid_t daemon =
+      spawn_child({XOVER_PATH, "create", name, "--foreground", "--device", device, "--socket", socket});
+  auto status = [&] {
+    return sh_out(std::string(XOVER_PATH) + " status x --json --socket " + socket + " 2>/dev/null");
+  };
+  auto live = [&](const char* side, bool want) {
+    const std::string key = std::string("\"") + side + "\":{\"present\":true,\"live\":" + (want ? "true" : "false");
+    for (int i = 0; i < 1000; ++i) {
+      if (status().find(key) != std::string::npos) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  };
+  ASSERT_TRUE(live("a", false)) << "the daemon did not come up: " << status();
+  auto endpoint = [&](const Netns& ns, const char* side, const char* addr) {
+    // A fixed MAC per side, as a VM's NIC has: the re-attached endpoint is the same host to a's ARP cache.
+    return spawn_child({"ip", "netns", "exec", ns.name, XOVER_PATH, "endpoint", "--device", "ivshmem:" + device,
+                        "--side", side, "--addr", addr, "--mac", std::string("02:0d:00:00:00:0") + side});
+  };
+  const pid_t ea = endpoint(a, "a", "10.210.0.1/24");
+  pid_t eb = endpoint(b, "b", "10.210.0.2/24");
+  EXPECT_TRUE(live("a", true) && live("b", true)) << status();
+  EXPECT_EQ(a.exec("ping -c 3 -i 0.2 -W 2 10.210.0.2"), 0);
+  constexpr size_t kBytes = 32u << 20;
+  Transfer t = tcp_transfer(a.name, b.name, "10.210.0.2", kBytes);
+  EXPECT_EQ(t.received, kBytes);
+  EXPECT_EQ(t.crc_received, t.crc_sent);
+  std::printf("32 MiB over a VM-device link (polled) in %.2f s\n", t.seconds);
+  // b's endpoint dies without a word: its heartbeat stops and the host takes its port down.
+  ::kill(eb, SIGKILL);
+  int st;
+  ::waitpid(eb, &st, 0);
+  EXPECT_TRUE(live("b", false)) << status();
+  // A new endpoint claims the freed side and traffic flows again.
+  eb = endpoint(b, "b", "10.210.0.2/24");
+  EXPECT_TRUE(live("b", true)) << status();
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.210.0.2"), 0);
+  stop_child(ea);
+  stop_child(eb);
+  stop_child(daemon);
+  ::unlink(device.c_str());
+}
+
+// A hostile endpoint inside a VM writes what it likes into the device. Here the test plays it:
+// it claims side b through the device header, posts a buffer of port a's pool (dropped and
+// counted), then makes its tx ring's head jump past the capacity (the switch takes the port
+// down). The daemon and side a live on; once the hostile endpoint's heartbeat stops, the side
+// is freed and a real endpoint attaches and pings.
+TEST(Crossover, HostileVmEndpointIsTakenDownAndTheLinkGoesOn) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  const std::string name = unique_name("vmbad");
+  const std::string device = "/dev/shm/" + name, socket = "/tmp/" + name + ".sock";
+  const pid_t daemon =
+      spawn_child({XOVER_PATH, "create", name, "--foreground", "--device", device, "--socket", socket});
+  auto status = [&] {
+    return sh_out(std::string(XOVER_PATH) + " status x --json --socket " + socket + " 2>/dev/null");
+  };
+  auto live = [&](const char* side, bool want) {
+    const std::string key = std::string("\"") + side + "\":{\"present\":true,\"live\":" + (want ? "true" : "false");
+    for (int i = 0; i < 1000; ++i) {
+      if (status().find(key) != std::string::npos) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  };
+  ASSERT_TRUE(live("a", false)) << "the daemon did not come up: " << status();
+  auto endpoint = [&](const Netns& ns, const char* side, const char* addr) {
+    return spawn_child({"ip", "netns", "exec", ns.name, XOVER_PATH, "endpoint", "--device", "ivshmem:" + device,
+                        "--side", side, "--addr", addr, "--mac", std::string("02:0e:00:00:00:0") + side});
+  };
+  const pid_t ea = endpoint(a, "a", "10.211.0.1/24");
+  ASSERT_TRUE(live("a", true)) << status();
+
+  auto mapped = bypass::transport::map_vm_device("ivshmem:" + device, kDeviceHeaderBytes);
+  ASSERT_TRUE(mapped) << mapped.message();
+  auto* h = reinterpret_cast<DeviceHeader*>(mapped->data());
+  DevicePort& port = h->ports[kPortB];
+  uint32_t free_state = kDeviceFree;
+  ASSERT_TRUE(port.state.compare_exchange_strong(free_state, kDeviceClaimed));
+  port.generation.fetch_add(1);
+  port.state.store(kDeviceRequested, std::memory_order_release);
+  std::atomic<bool> beating{true};
+  std::thread heart([&] {
+    while (beating.load()) {
+      port.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::sleep_for(kDeviceBeat);
+    }
+  });
+  EXPECT_TRUE(live("b", true)) << status();
+  SlotRing<Desc> tx = open_ring(mapped->data() + h->rings_offset[kPortB], kTx);
+  const auto counter = [&](const std::string& key) {
+    const std::string s = status();
+    const auto at = s.find("\"" + key + "\":");
+    return at == std::string::npos ? uint64_t{0} : std::stoull(s.substr(at + key.size() + 3));
+  };
+  const uint64_t dropped = counter("dropped");
+  Desc* slot = tx.producer_slot();
+  ASSERT_NE(slot, nullptr);
+  *slot = Desc{0, 100};  // buffer 0 belongs to port a
+  tx.publish();
+  for (int i = 0; i < 200 && counter("dropped") == dropped; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(counter("dropped"), dropped + 1) << status();
+  EXPECT_TRUE(live("b", true)) << "one bad descriptor is dropped, not fatal: " << status();
+  tx.control()->head.store(tx.control()->tail.load() + kRingSlots + 7);  // more than the ring holds
+  EXPECT_TRUE(live("b", false)) << status();
+  EXPECT_TRUE(live("a", true)) << status();
+
+  beating = false;  // the hostile guest goes silent: the daemon frees side b by heartbeat
+  heart.join();
+  for (int i = 0; i < 1000 && port.state.load() != kDeviceFree; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(port.state.load(), kDeviceFree);
+  const pid_t eb = endpoint(b, "b", "10.211.0.2/24");
+  EXPECT_TRUE(live("b", true)) << status();
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.211.0.2"), 0);
+  stop_child(ea);
+  stop_child(eb);
+  stop_child(daemon);
+  ::unlink(device.c_str());
+}
+
+// The control socket is a transport session: a client of another version is refused in the
+// handshake with both versions named, a client that sends garbage or asks for a side that is
+// taken is dropped, and the link forwards on.
+TEST(Crossover, HostileControlClientsAreRefusedAndTheLinkGoesOn) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  Link link(a, b, "10.209.0");
+  ASSERT_TRUE(link.up()) << link.status();
+  namespace transport = bypass::transport;
+  auto old = transport::connect(link.socket(), transport::Hello{kControlVersion + 41, kControlSchema, "old"},
+                                transport::deadline_after(5s));
+  ASSERT_FALSE(old);
+  EXPECT_EQ(old.code(), transport::Status::kRefused);
+  EXPECT_NE(std::string(old.message()).find(std::to_string(kControlVersion + 41)), std::string::npos) << old.message();
+
+  const transport::Hello mine{kControlVersion, kControlSchema, "hostile"};
+  {  // garbage where the request belongs: the daemon ends the session
+    auto c = transport::connect(link.socket(), mine, transport::deadline_after(5s));
+    ASSERT_TRUE(c) << c.message();
+    const char junk[5] = {1, 2, 3, 4, 5};
+    ASSERT_EQ(c->send(1, std::as_bytes(std::span(junk)), transport::deadline_after(5s)), transport::Status::kOk);
+    transport::Message m;
+    const auto got = c->recv(m, transport::deadline_after(5s));
+    EXPECT_TRUE(got == transport::Status::kClosed || got == transport::Status::kPeerGone) << transport::to_string(got);
+  }
+  {  // an attach for side a, which is taken: refused, nothing attached
+    auto c = transport::connect(link.socket(), mine, transport::deadline_after(5s));
+    ASSERT_TRUE(c) << c.message();
+    const uint32_t attach[3] = {kPortA, 0, 0};
+    ASSERT_EQ(c->send(1, std::as_bytes(std::span(attach)), transport::deadline_after(5s)), transport::Status::kOk);
+    transport::Message m;
+    ASSERT_EQ(c->recv(m, transport::deadline_after(5s)), transport::Status::kOk);
+    uint32_t status = 0;
+    ASSERT_GE(m.payload.size(), sizeof status);
+    std::memcpy(&status, m.payload.data(), sizeof status);
+    EXPECT_NE(status, 0u);
+  }
+  {  // one that connects and leaves without a request
+    auto c = transport::connect(link.socket(), mine, transport::deadline_after(5s));
+    ASSERT_TRUE(c) << c.message();
+  }
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.209.0.2"), 0);
+  EXPECT_NE(link.status().find("\"b\":{\"present\":true,\"live\":true"), std::string::npos) << link.status();
 }
 
 TEST(Crossover, CommandLineCreateStatusDestroy) {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -17,6 +18,19 @@
 #include "bypass/vmqueue/domain.h"
 
 namespace vmq_test {
+
+// Physical frame number backing virtual address `addr` in this process, from
+// /proc/self/pagemap (needs CAP_SYS_ADMIN to see real PFNs). 0 when not present or hidden.
+inline uint64_t page_frame_number(const void* addr) {
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  uint64_t entry = 0;
+  const auto page = reinterpret_cast<uintptr_t>(addr) / 4096;
+  const bool read = ::pread(fd, &entry, sizeof entry, static_cast<off_t>(page * sizeof entry)) == sizeof entry;
+  ::close(fd);
+  if (!read || (entry >> 63) == 0) return 0;  // not present
+  return entry & ((uint64_t{1} << 55) - 1);
+}
 
 inline std::string unique_socket() {
   static std::atomic<int> n{0};

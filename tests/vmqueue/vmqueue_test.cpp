@@ -8,7 +8,6 @@
 #include <thread>
 
 #include "bypass/transport/session.h"
-#include "bypass/vmqueue/os.h"
 #include "helpers.h"
 
 using namespace bypass::vmqueue;
@@ -129,7 +128,7 @@ static void check_pages_move_without_copy(PageSize size, size_t count, std::vect
     size_t step = 4096;
     for (size_t off = 0; off < pages->bytes().size(); off += step) {
       std::memset(pages->data() + off, (0x5a ^ int(off / step)) & 0xff, 64);
-      frames.push_back(os::page_frame_number(pages->data() + off));
+      frames.push_back(vmq_test::page_frame_number(pages->data() + off));
     }
     void* old = pages->data();
     size_t len = pages->bytes().size();
@@ -167,7 +166,7 @@ static void check_pages_move_without_copy(PageSize size, size_t count, std::vect
   for (size_t i = 0; i < n; ++i) {
     std::byte* at = m->pages.data() + i * 4096;
     EXPECT_EQ(std::to_integer<int>(at[0]), (0x5a ^ int(i)) & 0xff) << "page " << i;
-    EXPECT_EQ(os::page_frame_number(at), frames[i]) << "page " << i << " was copied, not moved";
+    EXPECT_EQ(vmq_test::page_frame_number(at), frames[i]) << "page " << i << " was copied, not moved";
   }
 }
 

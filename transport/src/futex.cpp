@@ -46,17 +46,17 @@ bool register_asymmetric_fences() {
   return registered;
 }
 
-void heavy_fence() {
+}  // namespace bypass::transport::detail
+
+namespace bypass::transport {
+
+void ring_sync::heavy_fence() {
   if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) {
     // Cannot happen once registered; if it does, a missed wake-up is still bounded by the
     // sleeper's time slice (Channel sleeps in short slices), so degrade rather than fail.
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
 }
-
-}  // namespace bypass::transport::detail
-
-namespace bypass::transport {
 
 namespace {
 class FutexWaker final : public Waker {

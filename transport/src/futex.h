@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include "bypass/transport/ring_sync.h"
+
 namespace bypass::transport::detail {
 
 // Sleeps while *word == expected, at most `timeout`. Returns on wake, timeout, signal or a
@@ -26,11 +28,9 @@ void futex_wake_all(std::atomic<uint32_t>* word);
 // Registers this process (once); false if the kernel or a seccomp filter refuses, or if the
 // environment sets BYPASS_TRANSPORT_SYMMETRIC_FENCES=1 (forces seq_cst fences, for tests).
 bool register_asymmetric_fences();
-// The heavy side: a full barrier here and on every CPU running a registered process.
-void heavy_fence();
-// The light side: orders our own store before our own load as far as the compiler goes; the
-// CPU-level ordering is supplied by the peer's heavy_fence().
-inline void light_fence() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+// The two sides of the scheme live with the ring protocol they serve (ring_sync.h).
+using ring_sync::heavy_fence;
+using ring_sync::light_fence;
 
 // One spin-wait iteration: tells the core we are spinning (PAUSE on x86).
 inline void cpu_relax() {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "bypass/base/text.h"
+#include "bypass/transport/ring_sync.h"
 #include "futex.h"
 
 namespace bypass::transport {
@@ -35,7 +36,7 @@ bool RingProducer::refresh_tail() {
   // than acquire because after announce_sleep() this load must not move before that store.
   const uint64_t tail = control_->tail.load(std::memory_order_seq_cst);
   // The consumer can only move forward, never past what we published, in whole records.
-  if (tail < cached_tail_ || tail > head_ || tail % kAlign != 0) {
+  if (!ring_sync::valid_peer_tail(tail, cached_tail_, head_, kAlign)) {
     error_ = base::str_printf("ring tail %" PRIu64 " is invalid (previous tail %" PRIu64 ", head %" PRIu64
                               ", capacity %" PRIu64 ")",
                               tail, cached_tail_, head_, capacity_);
@@ -82,27 +83,12 @@ RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const Byte
   }
   head_ += bytes;
 
-  // Publish, then look whether the consumer announced that it sleeps. The store must be
-  // ordered before that load (StoreLoad): the consumer does the mirror image (store its
-  // sleeping flag, then load head), so at least one of us sees the other and no wake is lost.
-  //  - symmetric: seq_cst store + seq_cst load, a full barrier on every record;
-  //  - asymmetric: release store + compiler barrier; the consumer's announce_sleep() runs
-  //    membarrier(), which executes the barrier on our CPU only when someone goes to sleep.
-  // Either way the store also publishes the record: pairs with the consumer's load of head
-  // in peek() / has_data().
-  uint32_t sleeping;
-  if (asymmetric_) {
-    control_->head.store(head_, std::memory_order_release);
-    detail::light_fence();
-    sleeping = control_->consumer_sleeping.load(std::memory_order_relaxed);
-  } else {
-    control_->head.store(head_, std::memory_order_seq_cst);
-    sleeping = control_->consumer_sleeping.load(std::memory_order_seq_cst);
-  }
-  // exchange: only one wake per announced sleep, however many records follow.
-  if (sleeping != 0 && control_->consumer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
+  // Publish, then look whether the consumer announced that it sleeps (ring_sync.h: the
+  // StoreLoad pair and the two fence schemes). The store also publishes the record: pairs
+  // with the consumer's load of head in peek() / has_data().
+  if (ring_sync::publish_and_claim_sleeper(control_->head, head_, control_->consumer_sleeping, asymmetric_)) {
     // Bumping the futex word makes a consumer that is about to call FUTEX_WAIT return at once.
-    control_->data_seq.fetch_add(1, std::memory_order_release);
+    ring_sync::bump(control_->data_seq);
     waker_->wake(&control_->data_seq);
     ++wakes_;
   }
@@ -110,20 +96,12 @@ RingProducer::Result RingProducer::try_write(uint32_t kind, std::span<const Byte
 }
 
 uint32_t RingProducer::announce_sleep() {
-  // Read the token first: any wake issued after this point changes it.
-  const uint32_t token = control_->space_seq.load(std::memory_order_acquire);
   // Pairs with the consumer's tail store + load of producer_sleeping in pop(); the caller
-  // re-checks the tail after this (see try_write() for the two fence schemes).
-  if (asymmetric_) {
-    control_->producer_sleeping.store(1, std::memory_order_relaxed);
-    detail::heavy_fence();
-  } else {
-    control_->producer_sleeping.store(1, std::memory_order_seq_cst);
-  }
-  return token;
+  // re-checks the tail after this.
+  return ring_sync::announce_sleep(control_->producer_sleeping, control_->space_seq, asymmetric_);
 }
 
-void RingProducer::cancel_sleep() { control_->producer_sleeping.store(0, std::memory_order_relaxed); }
+void RingProducer::cancel_sleep() { ring_sync::cancel_sleep(control_->producer_sleeping); }
 
 bool RingProducer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
   return waker_->sleep(&control_->space_seq, token, timeout);
@@ -162,8 +140,7 @@ RingConsumer::Result RingConsumer::peek(RecordHeader* header) {
     // seq_cst (not just acquire) so that after announce_sleep() this load is ordered after
     // the consumer_sleeping store (symmetric scheme); pairs with the producer's head store.
     const uint64_t head = control_->head.load(std::memory_order_seq_cst);
-    // Unsigned difference: a head behind our tail wraps to a huge value and is caught too.
-    if (head - tail_ > capacity_ || head < cached_head_ || head % kAlign != 0) {
+    if (!ring_sync::valid_peer_head(head, cached_head_, tail_, capacity_, kAlign)) {
       error_ = base::str_printf("ring head %" PRIu64 " is invalid (tail %" PRIu64 ", previous head %" PRIu64
                                 ", capacity %" PRIu64 ")",
                                 head, tail_, cached_head_, capacity_);
@@ -200,36 +177,20 @@ void RingConsumer::pop() {
   tail_ += current_bytes_;
   current_bytes_ = 0;
   // Hands the space back (pairs with the producer's load of tail in refresh_tail()), then
-  // looks for a sleeping producer: the mirror image of try_write(), same two fence schemes.
-  uint32_t sleeping;
-  if (asymmetric_) {
-    control_->tail.store(tail_, std::memory_order_release);
-    detail::light_fence();
-    sleeping = control_->producer_sleeping.load(std::memory_order_relaxed);
-  } else {
-    control_->tail.store(tail_, std::memory_order_seq_cst);
-    sleeping = control_->producer_sleeping.load(std::memory_order_seq_cst);
-  }
-  if (sleeping != 0 && control_->producer_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
-    control_->space_seq.fetch_add(1, std::memory_order_release);
+  // looks for a sleeping producer: the mirror image of try_write().
+  if (ring_sync::publish_and_claim_sleeper(control_->tail, tail_, control_->producer_sleeping, asymmetric_)) {
+    ring_sync::bump(control_->space_seq);
     waker_->wake(&control_->space_seq);
     ++wakes_;
   }
 }
 
 uint32_t RingConsumer::announce_sleep() {
-  const uint32_t token = control_->data_seq.load(std::memory_order_acquire);
   // Pairs with the producer's head store + load of consumer_sleeping in try_write().
-  if (asymmetric_) {
-    control_->consumer_sleeping.store(1, std::memory_order_relaxed);
-    detail::heavy_fence();
-  } else {
-    control_->consumer_sleeping.store(1, std::memory_order_seq_cst);
-  }
-  return token;
+  return ring_sync::announce_sleep(control_->consumer_sleeping, control_->data_seq, asymmetric_);
 }
 
-void RingConsumer::cancel_sleep() { control_->consumer_sleeping.store(0, std::memory_order_relaxed); }
+void RingConsumer::cancel_sleep() { ring_sync::cancel_sleep(control_->consumer_sleeping); }
 
 bool RingConsumer::sleep(uint32_t token, std::chrono::nanoseconds timeout) {
   return waker_->sleep(&control_->data_seq, token, timeout);

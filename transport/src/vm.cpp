@@ -389,7 +389,7 @@ Result<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine) {
 // ---------------------------------------------------------------------------------------------
 // Guest
 
-Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadline deadline) {
+Result<base::Mapping> map_vm_device(const std::string& endpoint, uint64_t min_bytes) {
   auto resolved = resolve_device(endpoint);
   if (!resolved) return resolved.error();
   const std::string& path = *resolved;
@@ -398,17 +398,23 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
     return make_error(Status::kIo, str_printf("cannot open the device %s: %s", path.c_str(), std::strerror(errno)));
   }
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || st.st_size < static_cast<off_t>(layout::kVmHeaderBytes)) {
+  if (::fstat(fd.get(), &st) != 0 || st.st_size < static_cast<off_t>(min_bytes)) {
     return make_error(Status::kIo, str_printf("the device %s is too small or unreadable", path.c_str()));
   }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  auto mapped = base::Mapping::map_shared(fd.get(), 0, size, /*writable=*/true);
+  auto mapped = base::Mapping::map_shared(fd.get(), 0, static_cast<uint64_t>(st.st_size), /*writable=*/true);
   if (!mapped) {
     return make_error(Status::kIo,
                       str_printf("cannot map the device %s: %s", path.c_str(), mapped.error().message.c_str()));
   }
+  return std::move(mapped).value();
+}
+
+Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadline deadline) {
+  auto mapped = map_vm_device(endpoint, layout::kVmHeaderBytes);
+  if (!mapped) return mapped.error();
+  const uint64_t size = mapped->size();
   auto mapping = std::make_shared<base::Mapping>(std::move(mapped).value());
-  fd.reset();
+  const std::string path = endpoint;  // for the messages below
   auto* h = header_of(*mapping);
   VmDeviceHeader copy;
   // Acquire: pairs with bypassd's release store of the magic.

@@ -18,9 +18,10 @@
 #include <set>
 
 #include "bypass/base/mapping.h"
+#include "bypass/base/memfd.h"
 #include "bypass/base/unix_socket.h"
+#include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
-#include "bypass/vmqueue/os.h"
 #include "page_pool.h"
 #include "wire.h"
 
@@ -61,7 +62,7 @@ struct DomainEntry {
   SlotRing<Record> requests;  // broker consumes
   SlotRing<Record> replies;   // broker produces
   SlotRing<Record> queue;     // broker produces: this domain's inbound VM queue
-  os::Kick kick;              // wakes the domain
+  transport::Kick kick;       // wakes the domain
   QueueOptions options;
   std::set<uint32_t> introduced;          // may send to / hear from these
   std::map<std::string, uint32_t> wants;  // pending introductions: name -> req_id
@@ -93,8 +94,8 @@ struct Broker::Impl {
   bool hugetlb = false;
   std::optional<transport::Listener> listener;
   base::UniqueFd epoll;
-  os::Kick stop_kick;
-  os::Kick broker_kick;  // every domain holds this fd; kicked when we announced sleep
+  transport::Kick stop_kick;
+  transport::Kick broker_kick;  // every domain holds this fd; kicked when we announced sleep
   base::UniqueFd timer;
   std::map<uint32_t, std::unique_ptr<DomainEntry>> domains;
   std::map<std::string, uint32_t> by_name;
@@ -115,7 +116,7 @@ struct Broker::Impl {
     }
     pools[0] = PagePool(options.pages_4k);
     pools[1] = PagePool(options.pages_2m);
-    auto pool_4k = os::make_memfd("vmq-pool-4k", size_t{options.pages_4k} * 4096);
+    auto pool_4k = base::make_memfd("vmq-pool-4k", size_t{options.pages_4k} * 4096);
     if (!pool_4k) return pool_4k.error();
     pool_fds[0] = std::move(pool_4k).value();
     size_t huge_size = size_t{options.pages_2m} * page_bytes(PageSize::k2M);
@@ -123,7 +124,7 @@ struct Broker::Impl {
       // Mapping the whole file reserves its huge pages now, so a domain's later mmap of any
       // part cannot fail for lack of them. The broker never touches the bytes. Without huge
       // pages reserved either step fails, and the fallback below takes over.
-      if (auto fd = os::make_memfd("vmq-pool-2m", huge_size, true)) {
+      if (auto fd = base::make_memfd("vmq-pool-2m", huge_size, true)) {
         if (auto reservation = base::Mapping::map_shared(fd->get(), 0, huge_size, /*writable=*/true)) {
           huge_reservation = std::move(reservation).value();
           pool_fds[1] = std::move(fd).value();
@@ -132,7 +133,7 @@ struct Broker::Impl {
       }
     }
     if (!hugetlb) {
-      auto fallback = os::make_memfd("vmq-pool-2m-fallback", std::max<size_t>(huge_size, 4096));
+      auto fallback = base::make_memfd("vmq-pool-2m-fallback", std::max<size_t>(huge_size, 4096));
       if (!fallback) return fallback.error();
       pool_fds[1] = std::move(fallback).value();
     }
@@ -141,10 +142,10 @@ struct Broker::Impl {
     listener = std::move(listening).value();
     epoll = base::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll) return base::errno_error(base::Errc::kIo, "epoll_create1", errno);
-    auto stop = os::Kick::create();
+    auto stop = transport::Kick::create();
     if (!stop) return stop.error();
     stop_kick = std::move(stop).value();
-    auto kick = os::Kick::create();
+    auto kick = transport::Kick::create();
     if (!kick) return kick.error();
     broker_kick = std::move(kick).value();
     timer = base::UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
@@ -228,10 +229,10 @@ struct Broker::Impl {
     d->options.lazy_delay = std::chrono::microseconds(hello.lazy_delay_us);
     wire::RegionLayout layout = wire::region_layout(hello.queue_capacity);
     // This host cannot serve the domain now (memory, fds): the domain hears kNoPages, vmqd goes on.
-    auto region_fd = os::make_memfd("vmq-domain", layout.size);
+    auto region_fd = base::make_memfd("vmq-domain", layout.size);
     auto region = region_fd ? base::Mapping::map_shared(region_fd->get(), 0, layout.size, /*writable=*/true)
                             : base::Result<base::Mapping>(region_fd.error());
-    auto domain_kick = os::Kick::create();
+    auto domain_kick = transport::Kick::create();
     if (!region || !domain_kick) {
       log("cannot set up domain '%s': %s", name.c_str(),
           std::string(!region ? region.message() : domain_kick.message()).c_str());

@@ -11,8 +11,8 @@
 #include <optional>
 
 #include "bypass/base/mapping.h"
+#include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
-#include "bypass/vmqueue/os.h"
 #include "page_pool.h"
 #include "wire.h"
 
@@ -42,8 +42,8 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   base::Mapping region;
   base::UniqueFd pool_fds[2];
   uint32_t pool_pages[2] = {0, 0};
-  os::Kick broker_kick;
-  os::Kick kick;
+  transport::Kick broker_kick;
+  transport::Kick kick;
   SlotRing<Record> requests;  // produced here
   SlotRing<Record> replies;   // consumed here
   SlotRing<Record> queue;     // consumed here
@@ -107,7 +107,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       timeout_ms = static_cast<int>(std::clamp<long long>(left + 1, 0, 1'000'000));
     }
-    if (os::wait_kick_or_hangup(kick, sock, timeout_ms) == os::WaitResult::kPeerGone) lost = true;
+    if (transport::wait_kick_or_hangup(kick, sock, timeout_ms) == transport::KickWait::kPeerGone) lost = true;
   }
 
   bool push(const Record& r) {
@@ -123,7 +123,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
         return false;
       }
       if (requests.producer_prepare_wait()) continue;
-      if (os::wait_kick_or_hangup(kick, sock, 100) == os::WaitResult::kPeerGone) lost = true;
+      if (transport::wait_kick_or_hangup(kick, sock, 100) == transport::KickWait::kPeerGone) lost = true;
     }
   }
 
@@ -332,8 +332,8 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
     std::vector<wire::PageRun> all;
     if (s->pool_pages[k] > 0) s->cache[k].allocate(s->pool_pages[k], kNotCached, 1, &all);
   }
-  s->broker_kick = os::Kick(std::move(fds[wire::kFdBrokerKick]));
-  s->kick = os::Kick(std::move(fds[wire::kFdDomainKick]));
+  s->broker_kick = transport::Kick(std::move(fds[wire::kFdBrokerKick]));
+  s->kick = transport::Kick(std::move(fds[wire::kFdDomainKick]));
   s->hugetlb = welcome.huge_backing == static_cast<uint8_t>(wire::HugeBacking::kHugetlb);
   s->channel = std::move(channel).value();
   s->sock = s->channel->socket_fd();
@@ -361,9 +361,13 @@ Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseco
   if (!s_->await(req.req_id, Clock::now() + timeout, forever, &answer))
     return make_error(s_->lost ? Errc::kBrokerLost : Errc::kTimedOut);
   if (answer.status != 0) return make_error(static_cast<Errc>(answer.status));
-  auto it = s_->peers.find(answer.peer);
-  if (it == s_->peers.end()) return make_error(Errc::kPeerDead);
-  return it->second;
+  // The introduction completed: the peer's identity is in the answer itself. The peer may have
+  // sent its messages and died since (its kPeerDown drained in the same pass took it out of
+  // `peers`); its messages are still delivered first, then kPeerDead, as for any dead peer.
+  wire::WireIdentity who;
+  std::memcpy(&who, answer.runs, sizeof who);
+  who.name[wire::kNameMax] = 0;
+  return Identity{answer.peer, std::string(wire::name_of(who.name)), who.pid, who.uid, who.gid};
 }
 
 const Identity* Domain::peer(uint32_t id) const {

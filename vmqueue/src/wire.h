@@ -7,8 +7,13 @@
 #include <cstring>
 #include <string_view>
 
-#include "bypass/vmqueue/slot_ring.h"
+#include "bypass/transport/slot_ring.h"
 #include "bypass/vmqueue/types.h"
+
+namespace bypass::vmqueue {
+// The data path's rings are transport's slot rings.
+using transport::SlotRing;
+}  // namespace bypass::vmqueue
 
 namespace bypass::vmqueue::wire {
 
@@ -113,9 +118,9 @@ struct RegionLayout {
 inline RegionLayout region_layout(uint32_t queue_capacity) {
   RegionLayout l{};
   l.request_offset = 0;
-  l.reply_offset = l.request_offset + ring_bytes<Record>(kRequestSlots);
-  l.queue_offset = l.reply_offset + ring_bytes<Record>(kReplySlots);
-  size_t end = l.queue_offset + ring_bytes<Record>(queue_capacity);
+  l.reply_offset = l.request_offset + transport::slot_ring_bytes<Record>(kRequestSlots);
+  l.queue_offset = l.reply_offset + transport::slot_ring_bytes<Record>(kReplySlots);
+  size_t end = l.queue_offset + transport::slot_ring_bytes<Record>(queue_capacity);
   l.size = (end + 4095) / 4096 * 4096;
   return l;
 }

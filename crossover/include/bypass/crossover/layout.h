@@ -5,7 +5,7 @@
 //     straight into these buffers; the port maps its own pool read/write and every other
 //     port's pool read-only (page protection, so it can write a peer's frame to its TAP but
 //     never alter it);
-//   - a ring memfd with four descriptor rings:
+//   - a ring memfd with four descriptor rings (transport's slot rings):
 //       tx       port -> host   frames it posts (a buffer of its own pool)
 //       tx_done  host -> port   its buffers handed back once every receiver is done
 //       rx       host -> port   frames for it (buffers of other ports' pools)
@@ -18,11 +18,11 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "bypass/vmqueue/slot_ring.h"
+#include "bypass/transport/slot_ring.h"
 
 namespace bypass::crossover {
 
-using vmqueue::SlotRing;
+using transport::SlotRing;
 
 enum Port : uint32_t { kPortA = 0, kPortB = 1, kPortUplink = 2, kPorts = 3 };
 
@@ -48,7 +48,7 @@ constexpr uint32_t kRingSlots = 512;  // >= buffers of the two other ports that 
 
 enum RingIndex { kTx = 0, kTxDone, kRx, kRxDone, kRingsPerPort };
 
-constexpr size_t ring_stride() { return vmqueue::ring_bytes<Desc>(kRingSlots); }
+constexpr size_t ring_stride() { return transport::slot_ring_bytes<Desc>(kRingSlots); }
 constexpr size_t ring_region_bytes() { return (ring_stride() * kRingsPerPort + 4095) / 4096 * 4096; }
 inline size_t pool_bytes(uint32_t buffers) { return size_t{buffers} * kBufferStride; }
 

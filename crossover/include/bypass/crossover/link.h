@@ -21,6 +21,7 @@ constexpr int kCpuNone = -1;  // no pinning: the scheduler places every thread
 
 struct EndpointOptions {
   std::string control;  // the link's control socket
+  std::string device;   // or, in a VM: the link's ivshmem device ("ivshmem:", a PCI address, a path)
   uint32_t side = kPortA;
   std::string ifname = "xo0";
   std::string address;  // IPv4 CIDR, optional
@@ -34,6 +35,7 @@ struct LinkOptions {
   std::string name;
   std::string socket_path;      // default: socket_for(name)
   std::string netns[2];         // the two domains' network namespaces
+  std::string device;           // or: a VM device file (device.h) whose endpoints run in two VMs
   EndpointOptions endpoint[2];  // their TAP devices (control/side filled in by the daemon)
   std::string uplink_netns;     // empty: no uplink (frames for anything but the peer drop)
   std::string uplink_ifname = "xo-up0";
@@ -43,6 +45,14 @@ struct LinkOptions {
   int cpu = kCpuAuto;                  // a CPU number, kCpuAuto or kCpuNone
   bool verbose = false;
 };
+
+// The control socket speaks transport sessions (bypass/transport/session.h): endpoints attach
+// and the CLI asks for status or shutdown after a handshake that checks these two; a client of
+// another build is refused with a line naming both versions.
+inline constexpr uint32_t kControlVersion = 1;
+// Changes whenever the control records or the shared ring/pool layout (layout.h) do.
+inline constexpr uint64_t kControlSchema = 0x786f760000000000ull | (uint64_t{sizeof(Desc)} << 32) |
+                                           (uint64_t{kRingSlots} << 16) | (kBufferStride >> 12) << 4 | kRingsPerPort;
 
 std::string socket_for(const std::string& link_name);
 // Parses --cpu: "auto", "none" or a CPU number. False on anything else.

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 
+#include "bypass/base/mapping.h"
 #include "bypass/transport/channel.h"
 #include "bypass/transport/session.h"
 
@@ -80,5 +81,10 @@ class VmDevice {
 // running for as long as the channel lives. Fails by the deadline with one line (kTimeout: no
 // answer or no free slot; kPeerGone: no bypassd beats; kRefused: bypassd said why).
 Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadline deadline);
+
+// Guest side, for users of a device other than bypassd's sessions (the crossover NIC): maps the
+// whole device behind `endpoint` (as connect_vm() resolves it) read/write. kIo with one line
+// when there is no such device or it is smaller than `min_bytes`.
+Result<base::Mapping> map_vm_device(const std::string& endpoint, uint64_t min_bytes);
 
 }  // namespace bypass::transport

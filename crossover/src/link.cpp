@@ -723,8 +723,13 @@ int run_link_daemon(const LinkOptions& options, int ready_fd) {
 
 namespace {
 
-base::Result<void> endpoint_main(const EndpointOptions& options) {
-  using base::Errc;
+// The endpoint's TAP device, non-blocking, and the MAC address the kernel gave it.
+struct EndpointTap {
+  base::UniqueFd fd;
+  Mac mac{};
+};
+
+base::Result<EndpointTap> endpoint_tap(const EndpointOptions& options) {
   TapConfig c;
   c.name = options.ifname;
   c.address = options.address;
@@ -733,10 +738,20 @@ base::Result<void> endpoint_main(const EndpointOptions& options) {
   c.offload = options.offload;
   auto created = create_tap(c);
   if (!created) return created.error();
-  const base::UniqueFd tap = std::move(created).value();
-  ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
+  EndpointTap out{std::move(created).value()};
+  ::fcntl(out.fd.get(), F_SETFL, ::fcntl(out.fd.get(), F_GETFL) | O_NONBLOCK);
   auto mac = tap_mac(c.name);
   if (!mac) return mac.error();
+  out.mac = *mac;
+  return out;
+}
+
+base::Result<void> endpoint_main(const EndpointOptions& options) {
+  using base::Errc;
+  auto made = endpoint_tap(options);
+  if (!made) return made.error();
+  const base::UniqueFd tap = std::move(made->fd);
+  const Mac* mac = &made->mac;
   auto opened =
       open_control(options.control, std::string("endpoint ") + port_name(options.side), std::chrono::seconds(5));
   if (!opened) return opened.error();
@@ -834,18 +849,10 @@ base::Result<void> endpoint_device_main(const EndpointOptions& options) {
     }
   }
   DevicePort& port = h->ports[options.side];
-  TapConfig c;
-  c.name = options.ifname;
-  c.address = options.address;
-  c.mac = options.mac;
-  c.mtu = options.mtu;
-  c.offload = options.offload;
-  auto created = create_tap(c);
-  if (!created) return created.error();
-  const base::UniqueFd tap = std::move(created).value();
-  ::fcntl(tap.get(), F_SETFL, ::fcntl(tap.get(), F_GETFL) | O_NONBLOCK);
-  auto mac = tap_mac(c.name);
-  if (!mac) return mac.error();
+  auto made = endpoint_tap(options);
+  if (!made) return made.error();
+  const base::UniqueFd tap = std::move(made->fd);
+  const Mac* mac = &made->mac;
 
   uint32_t expected = kDeviceFree;
   if (!port.state.compare_exchange_strong(expected, kDeviceClaimed, std::memory_order_acq_rel))

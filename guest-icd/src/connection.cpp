@@ -13,6 +13,7 @@
 #include "bypass/base/log.h"
 #include "bypass/base/socket_path.h"
 #include "bypass/memshare/client.h"
+#include "bypass/wire/gen/commands.h"
 #include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
 #include "config.h"
 
@@ -58,6 +59,12 @@ class ChannelLink final : public HostLink {
   bool carries_fds() const override { return ch_.carries_fds(); }
   std::span<std::byte> shared_heap() const override { return ch_.shared_heap(); }
   std::string error_text() const override { return ch_.error_text(); }
+  transport::layout::Feedback* feedback() const override { return ch_.feedback(); }
+  void sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const override {
+    ch_.sleep_feedback(expected, timeout);
+  }
+  std::chrono::nanoseconds liveness_slice() const override { return ch_.liveness_slice(); }
+  bool peer_alive() const override { return ch_.peer_alive(); }
 
  private:
   transport::Channel ch_;
@@ -166,7 +173,7 @@ std::string Connection::lost_text(transport::Status st) const {
 
 void Connection::protocol_error(const std::string& what) { mark_dead("protocol error: " + what); }
 
-void Connection::append_locked(uint16_t command, uint16_t flags, const void* data, size_t size) {
+uint64_t Connection::append_locked(uint16_t command, uint16_t flags, const void* data, size_t size) {
   const size_t padded = (size + 7) & ~size_t{7};
   const size_t at = batch_.size();
   batch_.resize(at + sizeof(wire::RecordHeader) + padded);
@@ -174,6 +181,21 @@ void Connection::append_locked(uint16_t command, uint16_t flags, const void* dat
   std::memcpy(batch_.data() + at, &h, sizeof(h));
   if (size) std::memcpy(batch_.data() + at + sizeof(h), data, size);  // data may be null then
   std::memset(batch_.data() + at + sizeof(h) + size, 0, padded - size);
+  // Numbered as bypassd numbers them: in ring order, whatever path appended the record.
+  if (command == wire::kCmd_vkQueueSubmit || command == wire::kCmd_vkQueueSubmit2) return ++submit_serial_;
+  return 0;
+}
+
+uint64_t Connection::send_submission(uint16_t command, const wire::Builder& b) {
+  std::lock_guard lock(send_mu_);
+  const uint64_t serial = append_locked(command, 0, b.GetBufferPointer(), b.GetSize());
+  flush_locked();
+  return serial;
+}
+
+bool Connection::check_peer() {
+  if (alive() && !link_->peer_alive()) mark_dead("bypassd went away");
+  return alive();
 }
 
 void Connection::flush_locked() {

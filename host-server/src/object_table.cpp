@@ -5,9 +5,16 @@
 namespace bypass::host {
 
 bool ObjectTable::lookup(VkObjectType type, uint64_t id, uint64_t* handle) const {
+  // A command stream names the same command buffer record after record: one entry remembered,
+  // forgotten by every change to the table.
+  if (id != 0 && id == last_.id && type == last_.type) {
+    *handle = last_.handle;
+    return true;
+  }
   auto it = by_id_.find(id);
   if (it == by_id_.end() || it->second.type != type) return false;
   *handle = it->second.handle;
+  last_ = {id, type, it->second.handle};
   return true;
 }
 
@@ -24,12 +31,14 @@ const ObjectEntry* ObjectTable::entry_of_handle(uint64_t handle) const {
 }
 
 void ObjectTable::add(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) {
+  last_ = {};
   by_id_[id] = ObjectEntry{type, handle, owner};
   ids_by_handle_[handle].push_back(id);
   if (owner) owned_[owner].push_back(id);
 }
 
 void ObjectTable::remove_owned(uint64_t owner, const std::function<void(const ObjectEntry&)>& on_removed) {
+  last_ = {};
   auto it = owned_.find(owner);
   if (it == owned_.end()) return;
   std::vector<uint64_t> ids = std::move(it->second);
@@ -42,6 +51,7 @@ void ObjectTable::remove_owned(uint64_t owner, const std::function<void(const Ob
 }
 
 void ObjectTable::remove(uint64_t handle, const std::function<void(const ObjectEntry&)>& on_removed) {
+  last_ = {};
   remove_owned(handle, on_removed);
   // Queues fetched twice share a handle: every id that maps to it goes.
   auto h = ids_by_handle_.find(handle);

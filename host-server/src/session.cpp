@@ -36,6 +36,8 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   decode.arena = &arena_;
   decode.handles = this;
   decode.check_values = true;  // enum values outside the covered API never reach the driver
+  feedback_ = channel_.feedback();
+  published_.assign(transport::layout::kFeedbackSlots, 0);
   handlers = wire::default_handlers();
   register_handwritten_handlers(handlers);  // codegen/data/handwritten.txt, side host
   register_sync_handlers(handlers);
@@ -96,6 +98,7 @@ void Session::run() {
                                             std::to_string(worker_data_limit(config_) >> 20) +
                                             " MiB, --worker-data-limit)");
     }
+    if (ok) settle_feedback();
     // A large batch's buffer is not kept for the rest of the session.
     if (msg.payload.capacity() > (4u << 20)) std::vector<std::byte>().swap(msg.payload);
     {
@@ -180,6 +183,14 @@ EndReason reason_of(wire::Fault fault) {
 bool Session::process_batch(const std::byte* bytes, size_t size) {
   const auto* data = reinterpret_cast<const uint8_t*>(bytes);
   size_t off = 0;
+  // Counted once per batch: the stats live in a page bypassd's main process reads, and an atomic
+  // add per record (10,000 per command buffer) is not free.
+  uint64_t records = 0;
+  struct Count {
+    std::atomic<uint64_t>& to;
+    uint64_t& n;
+    ~Count() { to.fetch_add(n, std::memory_order_relaxed); }
+  } count{stats_.records, records};
   while (off < size) {
     wire::RecordHeader h;
     if (size - off < sizeof(h)) return end(EndReason::kProtocolError, "truncated record header");
@@ -198,6 +209,9 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     record_handles_.clear();
     bool ok;
     if (h.command >= 0xF000) {
+      // A control command may report the count (kCtlSessionStats): bring it up to date first.
+      stats_.records.fetch_add(records, std::memory_order_relaxed);
+      records = 0;
       ok = run_control(h.command, payload, n);
     } else if (h.command < wire::kCommandIdLimit && wire::kRunTable[h.command]) {
       if (destroys_[h.command]) quiesce();
@@ -212,7 +226,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
       decode.fail("record", "unknown command");
       ok = false;
     }
-    stats_.records.fetch_add(1, std::memory_order_relaxed);
+    ++records;
     if (!ok) {
       // decode.error already names where it failed ("vkCmdDraw.commandBuffer: unknown handle
       // id"); add the command only when it does not.
@@ -396,6 +410,7 @@ void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64
       auto it = dispatch_.find(o);
       if (it != dispatch_.end()) {
         dispatch_[handle] = it->second;
+        dispatch_cache_ = {};
         break;
       }
       const ObjectEntry* e = objects_.entry_of_handle(o);
@@ -410,7 +425,7 @@ void Session::remove_object(VkObjectType, uint64_t handle) {
     if (e.type == VK_OBJECT_TYPE_DEVICE_MEMORY) release_memory(e.handle);
     if (e.type == VK_OBJECT_TYPE_DEVICE) {
       devices_.erase(e.handle);
-      in_flight_.erase(e.handle);  // its fences died with it
+      untracked_devices_.erase(e.handle);  // its fences died with it (destroy_device)
     }
     if (e.type == VK_OBJECT_TYPE_QUEUE) {
       std::lock_guard qlock(queue_mu_);
@@ -418,6 +433,7 @@ void Session::remove_object(VkObjectType, uint64_t handle) {
     }
     std::lock_guard dlock(dispatch_mu_);
     dispatch_.erase(e.handle);
+    dispatch_cache_ = {};
   });
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
 }
@@ -425,6 +441,7 @@ void Session::remove_object(VkObjectType, uint64_t handle) {
 void Session::set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d) {
   std::lock_guard lock(dispatch_mu_);
   dispatch_[dispatchable] = std::move(d);
+  dispatch_cache_ = {};
 }
 
 // The session thread is the only writer of dispatch_, so it reads without the lock; waiter
@@ -437,9 +454,13 @@ std::shared_ptr<wire::Dispatch> Session::dispatch_ptr(uint64_t dispatchable) {
 }
 
 const wire::Dispatch& Session::dispatch_of(uint64_t dispatchable) {
+  const bool session_thread = std::this_thread::get_id() == session_thread_;
+  // Nearly every record names the same command buffer or device as the one before it.
+  if (session_thread && dispatch_cache_.key == dispatchable && dispatchable != 0) return *dispatch_cache_.table;
   std::unique_lock lock(dispatch_mu_, std::defer_lock);
-  if (std::this_thread::get_id() != session_thread_) lock.lock();
+  if (!session_thread) lock.lock();
   auto it = dispatch_.find(dispatchable);
+  if (session_thread && it != dispatch_.end()) dispatch_cache_ = {dispatchable, it->second.get()};
   // The table entry may go after the lock (the destroy of what a pending wait uses ends the
   // session instead: destroy_ok), so what is returned stays alive while a waiter uses it.
   return it == dispatch_.end() ? kNoDispatch : *it->second;
@@ -472,6 +493,7 @@ void Session::remove_owned(uint64_t owner) {
     resources_.forget(e.type, e.handle);
     std::lock_guard dlock(dispatch_mu_);
     dispatch_.erase(e.handle);
+    dispatch_cache_ = {};
   });
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
 }
@@ -562,6 +584,7 @@ void Session::teardown() {
   for (auto& t : waiters_)
     if (t.joinable()) t.join();
   waiters_.clear();
+  stop_feedback();
 
   std::vector<ObjectEntry> all = objects_.entries();
   // Devices first (with their children), then instances.
@@ -585,6 +608,7 @@ void Session::teardown() {
   {
     std::lock_guard dlock(dispatch_mu_);
     dispatch_.clear();
+    dispatch_cache_ = {};
   }
   {
     std::lock_guard qlock(queue_mu_);

@@ -7,9 +7,13 @@
 // a destroy or free it waits until those fences signal. A correct guest has already waited
 // for its own work, so the check finds them signalled and costs a status query.
 //
+// The same tracking fences tell the guest when its work is done: the feedback thread
+// (feedback.cpp) waits for them and publishes each submission's serial in the session region.
+//
 // Threads: all of this runs on the session thread. The submissions here (the guest's and the
 // tracking one) run with queue_mu_ held: process_batch takes it for every vkQueue* record, since
-// a waiter's wait_idle (sync.cpp) submits to the same queues.
+// a waiter's wait_idle (sync.cpp) submits to the same queues. The fences in flight are shared
+// with the feedback thread under feedback_mu_; only this thread resets, reuses or destroys one.
 #include <vector>
 
 #include "bypass/host/session.h"
@@ -23,77 +27,138 @@ Session& session(wire::HostContext& c) { return static_cast<Session&>(c); }
 }  // namespace
 
 void handle_vkQueueSubmit(wire::HostContext& c, wire::Args_vkQueueSubmit& a) {
+  // Counted before the driver sees it: the guest numbered the record when it appended it.
+  const uint64_t serial = session(c).next_submission_serial();
   wire::default_vkQueueSubmit(c, a);
-  if (a.result == VK_SUCCESS) session(c).track_submission(a.queue);
+  if (a.result == VK_SUCCESS) {
+    session(c).track_submission(a.queue, serial);
+  } else {
+    session(c).feedback_unreliable();  // this serial will never be published
+  }
 }
 
 void handle_vkQueueSubmit2(wire::HostContext& c, wire::Args_vkQueueSubmit2& a) {
+  const uint64_t serial = session(c).next_submission_serial();
   wire::default_vkQueueSubmit2(c, a);
-  if (a.result == VK_SUCCESS) session(c).track_submission(a.queue);
+  if (a.result == VK_SUCCESS) {
+    session(c).track_submission(a.queue, serial);
+  } else {
+    session(c).feedback_unreliable();
+  }
 }
 
-void Session::track_submission(VkQueue queue) {
+void Session::track_submission(VkQueue queue, uint64_t serial) {
   const uint64_t q = wire::handle_bits(queue);
   const ObjectEntry* qe = objects_.entry_of_handle(q);
-  if (!qe) return;
-  auto dev = wire::handle_from_bits<VkDevice>(qe->owner);
-  const wire::Dispatch& d = dispatch_of(qe->owner);
+  if (!qe) {
+    feedback_unreliable();
+    return;
+  }
+  const uint64_t device = qe->owner;
+  auto dev = wire::handle_from_bits<VkDevice>(device);
+  const wire::Dispatch& d = dispatch_of(device);
   VkFence fence = VK_NULL_HANDLE;
-  auto& track = in_flight_[qe->owner];
-  // Reuse the oldest tracking fence once it has signalled; a long queue of them means the
-  // guest runs far ahead, which costs one fence each.
-  if (!track.fences.empty() && d.vkGetFenceStatus(dev, track.fences.front()) == VK_SUCCESS) {
-    fence = track.fences.front();
-    track.fences.pop_front();
+  {
+    // A fence the feedback thread saw signalled and let go; a long queue of new ones means the
+    // guest runs far ahead, which costs one fence each.
+    std::lock_guard lock(feedback_mu_);
+    auto it = free_fences_.find(device);
+    // Not the one the feedback thread may still be waiting on: nobody resets a fence in use.
+    if (it != free_fences_.end() && !it->second.empty()) {
+      auto& spare = it->second;
+      for (size_t i = spare.size(); i-- > 0;) {
+        if (spare[i] == busy_fence_) continue;
+        fence = spare[i];
+        spare.erase(spare.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
+    }
+  }
+  if (fence != VK_NULL_HANDLE) {
     d.vkResetFences(dev, 1, &fence);
   } else {
     VkFenceCreateInfo info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     if (d.vkCreateFence(dev, &info, nullptr, &fence) != VK_SUCCESS) {
-      track.incomplete = true;
+      untracked_devices_.insert(device);
+      feedback_unreliable();
       return;
     }
   }
   VkSubmitInfo empty{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   if (d.vkQueueSubmit(queue, 1, &empty, fence) != VK_SUCCESS) {
     d.vkDestroyFence(dev, fence, nullptr);
-    track.incomplete = true;
+    untracked_devices_.insert(device);
+    feedback_unreliable();
     return;
   }
-  track.fences.push_back(fence);
+  {
+    std::lock_guard lock(feedback_mu_);
+    TrackedQueue& tq = tracked_[q];
+    tq.device = device;
+    tq.pending.push_back(Tracked{fence, serial});
+  }
+  // Published by the session thread after this batch, or handed to the feedback thread
+  // (settle_feedback, feedback.cpp).
+  last_tracked_ = LastTracked{q, device, fence};
+  feedback_kick_ = true;
 }
 
+// The session thread's own waits on tracking fences (idle waits, quiesce): the fences it copies
+// under feedback_mu_ stay valid without it, since only this thread resets or destroys them.
 VkResult Session::wait_tracked(uint64_t device, uint64_t timeout_ns) {
-  auto it = in_flight_.find(device);
-  if (it == in_flight_.end()) return VK_SUCCESS;  // nothing submitted on this device
-  InFlight& track = it->second;
-  if (track.incomplete) return VK_INCOMPLETE;
-  if (track.fences.empty()) return VK_SUCCESS;
+  if (untracked_devices_.count(device)) return VK_INCOMPLETE;
+  std::vector<VkFence> fences;
+  {
+    std::lock_guard lock(feedback_mu_);
+    for (const auto& [queue, tq] : tracked_)
+      if (tq.device == device)
+        for (const Tracked& t : tq.pending) fences.push_back(t.fence);
+  }
+  if (fences.empty()) return VK_SUCCESS;  // nothing in flight on this device
   const wire::Dispatch& d = dispatch_of(device);
   // Tracking fences signal in submission order per queue, not across queues: wait for all.
-  std::vector<VkFence> fences(track.fences.begin(), track.fences.end());
   return d.vkWaitForFences(wire::handle_from_bits<VkDevice>(device), static_cast<uint32_t>(fences.size()),
                            fences.data(), VK_TRUE, timeout_ns);
 }
 
 void Session::quiesce() {
-  for (auto& [device, track] : in_flight_) {
-    if (track.fences.empty()) continue;
-    auto dev = wire::handle_from_bits<VkDevice>(device);
+  std::unordered_map<uint64_t, std::vector<VkFence>> by_device;
+  {
+    std::lock_guard lock(feedback_mu_);
+    for (const auto& [queue, tq] : tracked_)
+      for (const Tracked& t : tq.pending) by_device[tq.device].push_back(t.fence);
+  }
+  for (auto& [device, fences] : by_device) {
     const wire::Dispatch& d = dispatch_of(device);
-    std::vector<VkFence> fences(track.fences.begin(), track.fences.end());
     // Bounded so a device that never finishes cannot hold the session forever.
-    d.vkWaitForFences(dev, static_cast<uint32_t>(fences.size()), fences.data(), VK_TRUE, 10'000'000'000ull);
+    d.vkWaitForFences(wire::handle_from_bits<VkDevice>(device), static_cast<uint32_t>(fences.size()), fences.data(),
+                      VK_TRUE, 10'000'000'000ull);
   }
 }
 
 void Session::drop_tracking(uint64_t device) {
-  auto it = in_flight_.find(device);
-  if (it == in_flight_.end()) return;
+  std::vector<VkFence> fences;
+  {
+    std::unique_lock lock(feedback_mu_);
+    // The feedback thread may be in a wait on one of them: let it come out (its waits are short
+    // slices, and the device is idle by now).
+    feedback_cv_.wait(lock, [&] { return busy_device_ != device; });
+    std::erase_if(tracked_, [&](auto& entry) {
+      if (entry.second.device != device) return false;
+      for (const Tracked& t : entry.second.pending) fences.push_back(t.fence);
+      return true;
+    });
+    if (auto it = free_fences_.find(device); it != free_fences_.end()) {
+      fences.insert(fences.end(), it->second.begin(), it->second.end());
+      free_fences_.erase(it);
+    }
+  }
+  untracked_devices_.erase(device);
+  if (last_tracked_.device == device) last_tracked_ = {};  // a batch may submit, then destroy
   const wire::Dispatch& d = dispatch_of(device);
   auto dev = wire::handle_from_bits<VkDevice>(device);
   if (d.vkDestroyFence)
-    for (VkFence f : it->second.fences) d.vkDestroyFence(dev, f, nullptr);
-  in_flight_.erase(it);
+    for (VkFence f : fences) d.vkDestroyFence(dev, f, nullptr);
 }
 
 }  // namespace bypass::host

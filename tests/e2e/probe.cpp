@@ -24,6 +24,20 @@
 //                           mapping, prints how many blocks fit and the failing VkResult, frees
 //                           them all and allocates one block again: a VM guest's device heap
 //                           running full (VK_ERROR_OUT_OF_DEVICE_MEMORY, not a crash)
+//   probe feedback          fences answered from bypassd's completion feedback: a submission held
+//                           back by a timeline semaphore (signalled later with vkSignalSemaphore)
+//                           must not report its fence signalled, by status, wait or timeout, before
+//                           that; a thread waiting without timeout returns only after it; reset
+//                           and resubmitted fences, waitAny over a held and a finished fence, and
+//                           200 fill-wait-reset rounds whose data is checked when the wait returns.
+//                           Prints "FAIL: ..." and exits 1 on a wrong answer
+//   probe feedback-wait     creates a submission held back by a semaphore nobody signals, prints
+//                           "waiting", then waits on its fence with no timeout (the tests kill
+//                           bypassd meanwhile: the wait must end with VK_ERROR_DEVICE_LOST)
+//   probe feedback-scribble hostile to itself: writes garbage over the completion feedback block
+//                           in its own mapping of the session region, then runs the fence rounds:
+//                           answers stay right (the guest asks bypassd when the block makes no
+//                           sense) and bypassd, which never reads the block back, carries on
 //   probe icd-create-instance LIB
 //                           the same as create-instance, but calls the ICD library LIB directly
 //                           (dlopen, the loader-ICD interface), so the VkResult printed is the
@@ -37,11 +51,15 @@
 #include <vulkan/vk_icd.h>
 #include <vulkan/vulkan.h>
 
+#include <sys/mman.h>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -329,6 +347,303 @@ int run_icd_create_instance(const char* lib) {
   return r == VK_SUCCESS ? 0 : 1;
 }
 
+// ---------------------------------------------------------------- completion feedback
+// (guest-icd/src/sync.cpp, host-server/src/feedback.cpp)
+
+bool g_failed = false;
+void expect(bool ok, const char* what) {
+  if (!ok) {
+    std::printf("FAIL: %s\n", what);
+    std::fflush(stdout);
+    g_failed = true;
+  }
+}
+
+struct FenceRig;
+void open_gate(FenceRig& g);
+
+struct FenceRig {
+  Objects o;
+  VkQueue queue = VK_NULL_HANDLE;
+  VkCommandPool pool = VK_NULL_HANDLE;
+  VkCommandBuffer fill = VK_NULL_HANDLE;  // fills `buffer`
+  VkSemaphore gate = VK_NULL_HANDLE;      // timeline: a held submission waits for `gate_value`
+  uint64_t gate_value = 0;
+  VkSemaphore timeline = VK_NULL_HANDLE;  // timeline: submissions signal `timeline_value`
+  uint64_t timeline_value = 0;
+  VkBuffer buffer = VK_NULL_HANDLE;
+  VkDeviceMemory memory = VK_NULL_HANDLE;
+  uint32_t* mapped = nullptr;
+  VkFence fence2 = VK_NULL_HANDLE;
+  bool lost = false;
+  ~FenceRig() {
+    if (!o.device || lost) return;
+    if (gate) open_gate(*this);  // nothing stays held back
+    vkDeviceWaitIdle(o.device);
+    if (fence2) vkDestroyFence(o.device, fence2, nullptr);
+    if (buffer) vkDestroyBuffer(o.device, buffer, nullptr);
+    if (memory) vkFreeMemory(o.device, memory, nullptr);
+    if (gate) vkDestroySemaphore(o.device, gate, nullptr);
+    if (timeline) vkDestroySemaphore(o.device, timeline, nullptr);
+    if (pool) vkDestroyCommandPool(o.device, pool, nullptr);
+  }
+};
+
+constexpr VkDeviceSize kFillBytes = 1 << 20;
+
+bool make_rig(FenceRig& g) {
+  Objects& o = g.o;
+  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
+  app.pApplicationName = "bypass-probe";
+  app.apiVersion = VK_API_VERSION_1_2;
+  VkInstanceCreateInfo iinfo{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+  iinfo.pApplicationInfo = &app;
+  if (!report("vkCreateInstance", vkCreateInstance(&iinfo, nullptr, &o.instance))) {
+    o.instance = VK_NULL_HANDLE;
+    return false;
+  }
+  uint32_t n = 1;
+  VkPhysicalDevice pd;
+  vkEnumeratePhysicalDevices(o.instance, &n, &pd);
+  if (n == 0) return false;
+  const float priority = 1.0f;
+  VkDeviceQueueCreateInfo queue{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+  queue.queueCount = 1;
+  queue.pQueuePriorities = &priority;
+  VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  f12.timelineSemaphore = VK_TRUE;
+  VkDeviceCreateInfo dinfo{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  dinfo.pNext = &f12;
+  dinfo.queueCreateInfoCount = 1;
+  dinfo.pQueueCreateInfos = &queue;
+  if (!report("vkCreateDevice", vkCreateDevice(pd, &dinfo, nullptr, &o.device))) {
+    o.device = VK_NULL_HANDLE;
+    return false;
+  }
+  vkGetDeviceQueue(o.device, 0, 0, &g.queue);
+  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  if (!report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence))) return false;
+  if (!report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &g.fence2))) return false;
+  VkSemaphoreTypeCreateInfo tinfo{VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO};
+  tinfo.semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE;
+  VkSemaphoreCreateInfo sinfo{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO};
+  sinfo.pNext = &tinfo;
+  if (!report("vkCreateSemaphore", vkCreateSemaphore(o.device, &sinfo, nullptr, &g.gate))) return false;
+  if (!report("vkCreateSemaphore", vkCreateSemaphore(o.device, &sinfo, nullptr, &g.timeline))) return false;
+  VkCommandPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  pinfo.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+  if (!report("vkCreateCommandPool", vkCreateCommandPool(o.device, &pinfo, nullptr, &g.pool))) return false;
+  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cinfo.commandPool = g.pool;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cinfo.commandBufferCount = 1;
+  if (!report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, &g.fill))) return false;
+
+  VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  binfo.size = kFillBytes;
+  binfo.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  if (!report("vkCreateBuffer", vkCreateBuffer(o.device, &binfo, nullptr, &g.buffer))) return false;
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements(o.device, g.buffer, &req);
+  VkMemoryAllocateInfo ainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  ainfo.allocationSize = req.size;
+  ainfo.memoryTypeIndex = host_visible_type(pd, req.memoryTypeBits);
+  if (!report("vkAllocateMemory", vkAllocateMemory(o.device, &ainfo, nullptr, &g.memory))) return false;
+  if (!report("vkBindBufferMemory", vkBindBufferMemory(o.device, g.buffer, g.memory, 0))) return false;
+  void* p = nullptr;
+  if (!report("vkMapMemory", vkMapMemory(o.device, g.memory, 0, VK_WHOLE_SIZE, 0, &p))) return false;
+  g.mapped = static_cast<uint32_t*>(p);
+  return true;
+}
+
+// A submission that also signals the next value of the rig's timeline semaphore.
+bool submit_signalling(FenceRig& g, VkCommandBuffer cmd, VkFence fence) {
+  const uint64_t value = ++g.timeline_value;
+  VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  ti.signalSemaphoreValueCount = 1;
+  ti.pSignalSemaphoreValues = &value;
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.pNext = &ti;
+  si.commandBufferCount = cmd ? 1 : 0;
+  si.pCommandBuffers = &cmd;
+  si.signalSemaphoreCount = 1;
+  si.pSignalSemaphores = &g.timeline;
+  return vkQueueSubmit(g.queue, 1, &si, fence) == VK_SUCCESS;
+}
+
+VkResult wait_timeline(FenceRig& g, uint64_t value, uint64_t timeout) {
+  VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+  wi.semaphoreCount = 1;
+  wi.pSemaphores = &g.timeline;
+  wi.pValues = &value;
+  return vkWaitSemaphores(g.o.device, &wi, timeout);
+}
+
+// A submission that waits for the gate's next value, which only open_gate signals (from the host
+// side of the API, vkSignalSemaphore): its fence must not signal before.
+bool submit_held(FenceRig& g, VkFence fence) {
+  const uint64_t wait_value = g.gate_value + 1;
+  const VkPipelineStageFlags stage = VK_PIPELINE_STAGE_ALL_COMMANDS_BIT;
+  VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  ti.waitSemaphoreValueCount = 1;
+  ti.pWaitSemaphoreValues = &wait_value;
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.pNext = &ti;
+  si.waitSemaphoreCount = 1;
+  si.pWaitSemaphores = &g.gate;
+  si.pWaitDstStageMask = &stage;
+  return vkQueueSubmit(g.queue, 1, &si, fence) == VK_SUCCESS;
+}
+
+void open_gate(FenceRig& g) {
+  VkSemaphoreSignalInfo info{VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO};
+  info.semaphore = g.gate;
+  info.value = ++g.gate_value;
+  vkSignalSemaphore(g.o.device, &info);
+}
+
+// Fill-wait-reset rounds: when the wait or status says the fence signalled, the fill is in memory.
+void fill_rounds(FenceRig& g, uint32_t rounds) {
+  VkDevice dev = g.o.device;
+  for (uint32_t i = 1; i <= rounds && !g_failed; ++i) {
+    VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vkResetCommandBuffer(g.fill, 0);
+    vkBeginCommandBuffer(g.fill, &begin);
+    vkCmdFillBuffer(g.fill, g.buffer, 0, kFillBytes, i);
+    vkEndCommandBuffer(g.fill);
+    expect(submit_signalling(g, g.fill, g.o.fence), "fill submission");
+    if (i % 2) {
+      expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, UINT64_MAX) == VK_SUCCESS, "fill wait");
+    } else {
+      VkResult r;
+      while ((r = vkGetFenceStatus(dev, g.o.fence)) == VK_NOT_READY) std::this_thread::yield();
+      expect(r == VK_SUCCESS, "fill status poll");
+    }
+    expect(vkGetFenceStatus(dev, g.o.fence) == VK_SUCCESS, "status after the wait");
+    // A fence and a semaphore signalled by one submission need not signal in the same instant (lavapipe
+    // signals the fence first): wait, but never long.
+    expect(wait_timeline(g, g.timeline_value, 1'000'000'000) == VK_SUCCESS,
+           "the timeline value of a finished submission");
+    uint64_t value = 0;
+    expect(vkGetSemaphoreCounterValue(dev, g.timeline, &value) == VK_SUCCESS && value == g.timeline_value,
+           "the timeline semaphore holds the value of the finished submission");
+    expect(g.mapped[0] == i && g.mapped[kFillBytes / 4 - 1] == i, "the fill is complete when its fence is signalled");
+    expect(vkResetFences(dev, 1, &g.o.fence) == VK_SUCCESS, "reset");
+    expect(vkGetFenceStatus(dev, g.o.fence) == VK_NOT_READY, "a reset fence is not signalled");
+  }
+}
+
+// A submission held back by the event: nothing may call its fence signalled until the event is set.
+void held_rounds(FenceRig& g) {
+  VkDevice dev = g.o.device;
+  using Clock = std::chrono::steady_clock;
+  for (int round = 0; round < 3 && !g_failed; ++round) {
+    expect(submit_held(g, g.o.fence), "held submission");
+    // A fence-only submission behind it: it cannot signal before the held work either.
+    expect(submit_signalling(g, VK_NULL_HANDLE, g.fence2), "fence-only submission");
+    expect(wait_timeline(g, g.timeline_value, 0) == VK_TIMEOUT, "a held timeline value is not reached");
+    expect(wait_timeline(g, g.timeline_value, 10'000'000) == VK_TIMEOUT, "a held timeline value's wait times out");
+    expect(vkGetFenceStatus(dev, g.o.fence) == VK_NOT_READY, "a held fence's status is VK_NOT_READY");
+    expect(vkGetFenceStatus(dev, g.fence2) == VK_NOT_READY, "the fence behind it is VK_NOT_READY");
+    expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, 0) == VK_TIMEOUT, "a held fence's wait(0) times out");
+    const auto t0 = Clock::now();
+    expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, 30'000'000) == VK_TIMEOUT,
+           "a held fence's 30 ms wait times out");
+    expect(Clock::now() - t0 >= std::chrono::milliseconds(30), "a 30 ms wait lasts 30 ms");
+    VkFence both[2] = {g.o.fence, g.fence2};
+    expect(vkWaitForFences(dev, 2, both, VK_FALSE, 10'000'000) == VK_TIMEOUT, "waitAny over two held fences");
+    std::atomic<bool> returned{false};
+    VkResult waited = VK_ERROR_UNKNOWN;
+    Clock::time_point returned_at;
+    std::thread waiter([&] {
+      waited = vkWaitForFences(dev, 2, both, VK_TRUE, UINT64_MAX);
+      returned_at = Clock::now();
+      returned.store(true);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    expect(!returned.load(), "a wait without timeout on held fences does not return before the gate opens");
+    uint64_t before = 0;
+    expect(vkGetSemaphoreCounterValue(dev, g.gate, &before) == VK_SUCCESS && before == g.gate_value,
+           "the gate's value before it opens");
+    VkSemaphoreWaitInfo swi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+    const uint64_t next = g.gate_value + 1;
+    swi.semaphoreCount = 1;
+    swi.pSemaphores = &g.gate;
+    swi.pValues = &next;
+    expect(vkWaitSemaphores(dev, &swi, 10'000'000) == VK_TIMEOUT, "a wait for the gate's next value times out");
+    expect(vkGetFenceStatus(dev, g.o.fence) == VK_NOT_READY, "still VK_NOT_READY while another thread waits");
+    const auto set_at = Clock::now();
+    open_gate(g);
+    waiter.join();
+    expect(waited == VK_SUCCESS, "the waiting thread's wait succeeds once the gate opened");
+    expect(returned_at >= set_at, "the waiting thread returned only after the gate opened");
+    uint64_t value = 0;
+    expect(vkGetSemaphoreCounterValue(dev, g.gate, &value) == VK_SUCCESS && value == g.gate_value,
+           "the timeline semaphore holds the value signalled");
+    expect(vkGetFenceStatus(dev, g.o.fence) == VK_SUCCESS, "signalled after the wait");
+    expect(vkWaitForFences(dev, 2, both, VK_FALSE, 0) == VK_SUCCESS, "waitAny(0) after the wait");
+    expect(wait_timeline(g, g.timeline_value, 1'000'000'000) == VK_SUCCESS, "the timeline value once the work is done");
+    expect(vkResetFences(dev, 2, both) == VK_SUCCESS, "reset both");
+    expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, 0) == VK_TIMEOUT, "a reset fence's wait(0) times out");
+    expect(vkGetFenceStatus(dev, g.fence2) == VK_NOT_READY, "a reset fence's status is VK_NOT_READY");
+  }
+}
+
+int run_feedback() {
+  FenceRig g;
+  if (!make_rig(g)) return 1;
+  held_rounds(g);
+  fill_rounds(g, 200);
+  std::printf("feedback: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
+int run_feedback_wait() {
+  FenceRig g;
+  if (!make_rig(g)) return 1;
+  if (!submit_held(g, g.o.fence)) return 1;
+  std::printf("waiting\n");
+  std::fflush(stdout);
+  VkResult r = vkWaitForFences(g.o.device, 1, &g.o.fence, VK_TRUE, UINT64_MAX);
+  report("vkWaitForFences", r);
+  report("vkDeviceWaitIdle", vkDeviceWaitIdle(g.o.device));
+  g.lost = r == VK_ERROR_DEVICE_LOST;
+  if (g.lost) g.gate = VK_NULL_HANDLE;
+  return r == VK_SUCCESS ? 0 : 1;
+}
+
+// The session region as this process maps it: the ICD's mapping of bypassd's memfd.
+std::byte* find_session_region() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("bypass-session") == std::string::npos) continue;
+    return reinterpret_cast<std::byte*>(std::strtoull(line.c_str(), nullptr, 16));
+  }
+  return nullptr;
+}
+
+int run_feedback_scribble() {
+  FenceRig g;
+  if (!make_rig(g)) return 1;
+  fill_rounds(g, 20);
+  std::byte* region = find_session_region();
+  expect(region != nullptr, "the session region is mapped");
+  if (!region) return 1;
+  // transport::layout: the control page at 4096, the feedback block 1024 bytes into it.
+  std::byte* block = region + 4096 + 1024;
+  // Every word: sequence, stop flag, sleepers, slots. Slots far ahead make every answer unsure.
+  std::memset(block, 0xff, 4096 - 1024);
+  fill_rounds(g, 50);
+  held_rounds(g);
+  // Slots set back to 0: published serials bypassd does not write again.
+  std::memset(block, 0, 4096 - 1024);
+  fill_rounds(g, 300);
+  held_rounds(g);
+  std::printf("feedback-scribble: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- debug-messengers
@@ -436,9 +751,13 @@ int main(int argc, char** argv) {
   if (mode == "record-bomb") return run_record_bomb(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 20);
   if (mode == "free-in-flight") return run_free_in_flight();
   if (mode == "debug-messengers") return run_debug_messengers();
+  if (mode == "feedback") return run_feedback();
+  if (mode == "feedback-wait") return run_feedback_wait();
+  if (mode == "feedback-scribble") return run_feedback_scribble();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
-               "[MILLIONS]|free-in-flight|debug-messengers|icd-create-instance LIB\n",
+               "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|"
+               "icd-create-instance LIB\n",
                argv[0]);
   return 2;
 }

@@ -13,6 +13,15 @@ Cases (one ctest test each):
                         at once, later calls too, the guest exits normally
   server-killed-midrun  bypassd SIGKILLed under running samples: they exit non-zero naming the
                         Vulkan error, none hangs or crashes
+  server-killed-feedback-wait
+                        the same while the guest waits on a fence of a submitted batch (held
+                        back by an event), a wait the ICD makes on the completion feedback block
+                        rather than through bypassd
+  feedback              fences answered from completion feedback: never early (a submission held
+                        back by an event), waits with and without timeouts, reset and resubmitted
+                        fences, waitAny, fill-wait-reset rounds checked; natively and through bypass
+  feedback-scribble     a guest that writes garbage over its own feedback block still gets right
+                        answers, and its session ends cleanly
   server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
                         exits 0 promptly, the guests see DEVICE_LOST with the server's reason
 """
@@ -190,6 +199,37 @@ def case_server_killed_wait(workdir, _):
     check_lost(r, "probe", "bypassd went away")
 
 
+def case_server_killed_feedback_wait(workdir, _):
+    server = Bypassd(workdir).start()
+    waiter = harness.Running([harness.env_path("BYPASS_PROBE"), "feedback-wait"], server.guest_env(), workdir, "probe")
+    wait_for_line(waiter, "waiting")
+    time.sleep(0.3)  # the guest now sleeps on the feedback block's word
+    killed_at = time.monotonic()
+    server.kill()
+    r = waiter.wait(timeout=HANG_LIMIT)
+    log(f"the probe returned {time.monotonic() - killed_at:.2f} s after bypassd was killed")
+    check_lost(r, "probe", "bypassd went away")
+
+
+def case_feedback(workdir, _):
+    server = Bypassd(workdir).start()
+    native = probe(["feedback"], harness.native_env(workdir), workdir, "probe.native", timeout=120)
+    harness.check_ok(native, "feedback natively (the test's own expectations)")
+    ours = probe(["feedback"], server.guest_env(), workdir, "probe.icd", timeout=120)
+    harness.check_ok(ours, "feedback through bypass")
+    check("feedback: ok" in ours.stdout, f"the probe did not finish its rounds:\n{ours.describe()}")
+
+
+def case_feedback_scribble(workdir, _):
+    server = Bypassd(workdir).start()
+    ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
+    harness.check_ok(ours, "feedback-scribble through bypass")
+    check("feedback-scribble: ok" in ours.stdout, f"the probe did not finish its rounds:\n{ours.describe()}")
+    # bypassd carries on: another guest is served as before.
+    again = probe(["feedback"], server.guest_env(), workdir, "probe.again", timeout=120)
+    harness.check_ok(again, "a guest after the scribbling one")
+
+
 def case_server_killed_midrun(workdir, _):
     server = Bypassd(workdir).start()
     guests = {
@@ -299,6 +339,9 @@ if __name__ == "__main__":
                 "vulkaninfo-no-server": case_vulkaninfo_no_server,
                 "server-killed-wait": case_server_killed_wait,
                 "server-killed-midrun": case_server_killed_midrun,
+                "server-killed-feedback-wait": case_server_killed_feedback_wait,
+                "feedback": case_feedback,
+                "feedback-scribble": case_feedback_scribble,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
             }

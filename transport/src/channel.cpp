@@ -444,6 +444,25 @@ const Hello& Channel::peer_hello() const {
   return impl_ ? impl_->peer_hello : kNone;
 }
 
+layout::Feedback* Channel::feedback() const {
+  if (!impl_) return nullptr;
+  std::span<std::byte> region = impl_->link->region();
+  if (region.size() < layout::kDataOffset) return nullptr;
+  return reinterpret_cast<layout::Feedback*>(region.data() + layout::kFeedbackOffset);
+}
+
+void Channel::wake_feedback() const {
+  if (layout::Feedback* f = feedback()) impl_->link->wake_all(&f->seq);
+}
+
+void Channel::sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const {
+  if (layout::Feedback* f = feedback()) (void)impl_->link->sleep(&f->seq, expected, timeout);
+}
+
+std::chrono::nanoseconds Channel::liveness_slice() const {
+  return impl_ ? impl_->link->liveness_slice() : std::chrono::nanoseconds(0);
+}
+
 int Channel::socket_fd() const { return impl_ ? impl_->link->socket() : -1; }
 
 void Channel::set_spin(uint32_t max_spins) {

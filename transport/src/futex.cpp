@@ -31,6 +31,10 @@ void futex_wake(std::atomic<uint32_t>* word) {
   (void)syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
 }
 
+void futex_wake_all(std::atomic<uint32_t>* word) {
+  (void)syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
 bool register_asymmetric_fences() {
   static const bool registered = [] {
     const char* force = std::getenv("BYPASS_TRANSPORT_SYMMETRIC_FENCES");

@@ -14,6 +14,8 @@ namespace bypass::transport::detail {
 bool futex_wait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout);
 // Wakes the (single) waiter on `word`.
 void futex_wake(std::atomic<uint32_t>* word);
+// Wakes every sleeper on the word (several guest threads may wait on one feedback word).
+void futex_wake_all(std::atomic<uint32_t>* word);
 
 // Asymmetric fences (membarrier(2)): the hot path (publishing a record) gets away with a
 // compiler-only barrier between its index store and its load of the peer's sleeping flag,

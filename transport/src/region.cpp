@@ -69,6 +69,8 @@ void write_region(const RegionLayout& plan, std::byte* base) {
   auto* hints = new (base + plan.hints_offset) layout::SchedulingHints{};
   hints->guest_cpu.store(layout::kUnknownCpu, std::memory_order_relaxed);
   hints->host_cpu.store(layout::kUnknownCpu, std::memory_order_relaxed);
+  // A VM slot's region is written again for every session: no completion of the last one stays.
+  new (base + layout::kFeedbackOffset) layout::Feedback{};
   RegionHeader header{};
   header.magic = layout::kRegionMagic;
   header.layout_version = layout::kLayoutVersion;

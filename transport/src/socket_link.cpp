@@ -6,6 +6,7 @@
 namespace bypass::transport::detail {
 
 void SocketLink::wake(std::atomic<uint32_t>* word) { futex_wake(word); }
+void SocketLink::wake_all(std::atomic<uint32_t>* word) { futex_wake_all(word); }
 
 bool SocketLink::sleep(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) {
   return futex_wait(word, expected, timeout);

@@ -15,6 +15,7 @@ class SocketLink final : public Link {
 
   std::span<std::byte> region() const override { return {mapping_.data(), mapping_.size()}; }
   void wake(std::atomic<uint32_t>* word) override;
+  void wake_all(std::atomic<uint32_t>* word) override;
   bool sleep(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) override;
   bool peer_gone() override;
   // A blocked wait looks at the socket this often.

@@ -5,7 +5,9 @@
 #include <vulkan/vk_icd.h>
 #include <vulkan/vulkan.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -73,6 +75,72 @@ class MemoryHooks {
   virtual void read_barrier(Object* first_param) = 0;   // after a wait succeeded
 };
 
+// What the guest knows of its fences for completion feedback (sync.cpp): the serial of the
+// submission each fence rides on, for fences submitted since they were created or last reset.
+// Any thread.
+class FenceTracker {
+ public:
+  void submitted(uint64_t fence, uint64_t serial) {
+    std::lock_guard lock(mu_);
+    serial_[fence] = serial;
+  }
+  void forget(uint64_t fence) {
+    std::lock_guard lock(mu_);
+    serial_.erase(fence);
+  }
+  uint64_t serial_of(uint64_t fence) {  // 0: not known (never submitted, reset, signalled otherwise)
+    std::lock_guard lock(mu_);
+    auto it = serial_.find(fence);
+    return it == serial_.end() ? 0 : it->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<uint64_t, uint64_t> serial_;
+};
+
+// What the guest knows of its timeline semaphores for completion feedback (sync.cpp): the values
+// its submissions signal, each with the submission's serial. A value whose submission is done
+// has been reached (a counter only grows), so a wait for it needs no round trip. Any thread.
+class TimelineTracker {
+ public:
+  struct Pending {
+    uint64_t value, serial;
+  };
+  void signalled_by(uint64_t semaphore, uint64_t value, uint64_t serial) {
+    std::lock_guard lock(mu_);
+    auto& e = by_semaphore_[semaphore];
+    if (e.pending.size() < kMaxPending) e.pending.push_back({value, serial});
+  }
+  void forget(uint64_t semaphore) {
+    std::lock_guard lock(mu_);
+    by_semaphore_.erase(semaphore);
+  }
+  // Whether `value` is known reached; `done(serial)` says whether a submission is known done.
+  template <class Done>
+  bool reached(uint64_t semaphore, uint64_t value, Done done) {
+    std::lock_guard lock(mu_);
+    auto it = by_semaphore_.find(semaphore);
+    if (it == by_semaphore_.end()) return false;
+    Entry& e = it->second;
+    std::erase_if(e.pending, [&](const Pending& p) {
+      if (!done(p.serial)) return false;
+      e.reached = std::max(e.reached, p.value);
+      return true;
+    });
+    return value <= e.reached;
+  }
+
+ private:
+  static constexpr size_t kMaxPending = 256;  // more in flight: the rest are asked of bypassd
+  struct Entry {
+    uint64_t reached = 0;
+    std::vector<Pending> pending;
+  };
+  std::mutex mu_;
+  std::unordered_map<uint64_t, Entry> by_semaphore_;
+};
+
 class Connection : private wire::HandleMap {
  public:
   // Connects to BYPASS_ENDPOINT (or the default socket). The error is the transport's
@@ -104,6 +172,23 @@ class Connection : private wire::HandleMap {
   bool call(uint16_t command, const wire::Builder& b, Reply& reply);
   bool call_raw(uint16_t command, const void* data, size_t size, Reply& reply);
   void flush();
+  // Appends a vkQueueSubmit/vkQueueSubmit2 record and sends the batch: the serial bypassd gives
+  // the same submission (every such record is numbered 1, 2, ... in the order it is appended).
+  uint64_t send_submission(uint16_t command, const wire::Builder& b);
+
+  // Completion feedback (sync.cpp): the block bypassd publishes completions in, the fences'
+  // submissions, and the wait on the block's word (a futex, or polling on a VM link).
+  const transport::layout::Feedback* feedback() const { return feedback_; }
+  transport::layout::Feedback* feedback_for_testing() const { return feedback_; }
+  FenceTracker& fences() { return fences_; }
+  TimelineTracker& timelines() { return timelines_; }
+  void sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const {
+    link_->sleep_feedback(expected, timeout);
+  }
+  std::chrono::nanoseconds liveness_slice() const { return link_->liveness_slice(); }
+  // Checks the peer (a system call): marks the connection dead when bypassd is gone.
+  bool check_peer();
+
   // Takes the fd the host sent with `tag` (wire::kFdTag*), waiting for it. -1: the host is gone.
   int take_fd(uint64_t tag);
   // Sends a duplicate of `fd` to the host with `tag`, ahead of the record that uses it.
@@ -125,10 +210,11 @@ class Connection : private wire::HandleMap {
   void unregister_object(Object* o);
 
  private:
-  explicit Connection(std::unique_ptr<HostLink> link) : link_(std::move(link)) {}
+  explicit Connection(std::unique_ptr<HostLink> link) : link_(std::move(link)), feedback_(link_->feedback()) {}
   uint64_t to_wire(VkObjectType type, uint64_t handle) override;
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
-  void append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
+  // Returns the record's submission serial (0 for any other command).
+  uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
   void mark_dead(const std::string& why);
@@ -138,6 +224,10 @@ class Connection : private wire::HandleMap {
   std::mutex send_mu_;
   std::vector<uint8_t> batch_;
   uint64_t sync_seq_ = 0;
+  uint64_t submit_serial_ = 0;                       // vkQueueSubmit/vkQueueSubmit2 records appended (send_mu_)
+  transport::layout::Feedback* feedback_ = nullptr;  // in the link's region (outlives every call); null: none
+  FenceTracker fences_;
+  TimelineTracker timelines_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> dead_{false};
 

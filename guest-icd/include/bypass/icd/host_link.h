@@ -32,6 +32,13 @@ class HostLink {
   virtual std::span<std::byte> shared_heap() const = 0;
   // Why the medium failed, when it knows more than the status says ("" if not).
   virtual std::string error_text() const = 0;
+  // Completion feedback (sync.cpp): the block in the session's shared region, or null where
+  // there is none (the network: every fence is asked of bypassd); the wait on its word; how long
+  // one sleep may last before the peer is checked, and the check.
+  virtual transport::layout::Feedback* feedback() const { return nullptr; }
+  virtual void sleep_feedback(uint32_t, std::chrono::nanoseconds) const {}
+  virtual std::chrono::nanoseconds liveness_slice() const { return std::chrono::milliseconds(20); }
+  virtual bool peer_alive() const { return true; }
 };
 
 // What the network plugin needs to connect (BYPASS_ENDPOINT=grpc://..., docs/network.md).

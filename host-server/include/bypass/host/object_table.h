@@ -39,6 +39,12 @@ class ObjectTable {
   std::unordered_map<uint64_t, ObjectEntry> by_id_;
   std::unordered_map<uint64_t, std::vector<uint64_t>> ids_by_handle_;
   std::unordered_map<uint64_t, std::vector<uint64_t>> owned_;  // owner handle -> ids
+  struct Last {
+    uint64_t id = 0;
+    VkObjectType type = VK_OBJECT_TYPE_UNKNOWN;
+    uint64_t handle = 0;
+  };
+  mutable Last last_;  // lookup's last hit; the table has one user thread (the session's)
 };
 
 }  // namespace bypass::host

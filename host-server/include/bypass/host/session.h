@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "bypass/host/device_heap.h"
@@ -120,9 +121,13 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // use (the order teardown uses), once its work is done. The table entries stay: the caller
   // removes them (remove_object) or drops the whole table.
   void destroy_device(uint64_t device);
-  // After a guest submission on `queue` (submit.cpp): a host fence behind it, which destroys
-  // and frees wait for. Runs with queue_mu_ held (process_batch holds it for vkQueue* records).
-  void track_submission(VkQueue queue);
+  // Counts a guest vkQueueSubmit/vkQueueSubmit2 record (whatever its result): the serial the
+  // guest gave the same submission (submit.cpp), 1, 2, ... per session.
+  uint64_t next_submission_serial() { return ++submit_serial_; }
+  // After guest submission `serial` on `queue` (submit.cpp): a host fence behind it, which
+  // destroys and frees wait for and whose signal the feedback thread publishes to the guest.
+  // Runs with queue_mu_ held (process_batch holds it for vkQueue* records).
+  void track_submission(VkQueue queue, uint64_t serial);
   // Waits up to timeout_ns for every guest submission on `device` through the tracking fences:
   // VK_SUCCESS once all are done, VK_TIMEOUT, or VK_INCOMPLETE when the tracking cannot tell.
   VkResult wait_tracked(uint64_t device, uint64_t timeout_ns);
@@ -170,6 +175,25 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // Before a destroy or free: waits (bounded) for the tracking fences of every device.
   void quiesce();
   void drop_tracking(uint64_t device);
+  // Completion feedback (feedback.cpp): the feedback thread's loop; what a submission that could
+  // not be tracked, or the session's end, does to the guest's view (any thread, feedback_mu_ not held).
+  void feedback_main();
+  void stop_feedback();
+
+ public:
+  // The guest's feedback can no longer be complete (a submission that will not be published):
+  // sets the block's `stopped` word. Any thread.
+  void feedback_unreliable();
+
+ private:
+  // After a batch with submissions (session thread): waits briefly for the newest and
+  // publishes, or hands what is left to the feedback thread.
+  void settle_feedback();
+  // Under feedback_mu_: moves the signalled fences at the front of `tq` to free_fences_ and
+  // publishes their serials; publish stores them and wakes a sleeping guest.
+  struct TrackedQueue;
+  void collect(TrackedQueue& tq, const wire::Dispatch& d);
+  void publish(const std::vector<uint64_t>& serials);
   // Submits an empty batch with a new fence on each of `queues` (queue_mu_ held by the caller);
   // false when a fence cannot be made or submitted (the fences made so far are in *fences).
   VkResult submit_idle_fences(const wire::Dispatch& d, VkDevice device, const std::vector<VkQueue>& queues,
@@ -218,11 +242,8 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   uint64_t shadow_read_asked_ = 0;                           // bytes the read barriers covered
   uint64_t shadow_read_sent_ = 0;                            // and the bytes that differed
   std::unordered_map<uint64_t, DeviceInfo> devices_;
-  struct InFlight {
-    std::deque<VkFence> fences;
-    bool incomplete = false;  // a submission went untracked (no fence could be made)
-  };
-  std::unordered_map<uint64_t, InFlight> in_flight_;  // device -> tracking fences
+  uint64_t submit_serial_ = 0;                      // guest submissions run so far
+  std::unordered_set<uint64_t> untracked_devices_;  // a submission went untracked (no fence)
   wire::Arena arena_;
   uint64_t seq_ = 0;
   bool batch_rest_ = false;  // records follow the one being run in the current batch
@@ -241,6 +262,13 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // without the lock and by waiter threads with it (dispatch_of, dispatch_ptr).
   std::mutex dispatch_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<wire::Dispatch>> dispatch_;
+  // The session thread's last lookup in dispatch_ (no lock: only it reads or writes this, and it
+  // forgets it whenever it changes dispatch_).
+  struct DispatchCache {
+    uint64_t key = 0;
+    const wire::Dispatch* table = nullptr;
+  };
+  DispatchCache dispatch_cache_;
 
   // ---- queues: a VkQueue is externally synchronized, and the session thread (vkQueue*
   // records, tracking fences) and waiter threads (wait_idle) both use queues. Every driver
@@ -282,6 +310,41 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   std::atomic<size_t> pending_count_{0};  // pending_.size(), read without the lock by replies
   size_t idle_waiters_ = 0;
   std::vector<std::thread> waiters_;  // session thread (started in run_blocking, joined in teardown)
+
+  // ---- tracking fences and completion feedback (submit.cpp, feedback.cpp): the session thread
+  // puts a fence of ours behind every guest submission (tracked_), the feedback thread waits
+  // for them in each queue's order, publishes the serials in the region's Feedback block and
+  // hands signalled fences back (free_fences_), which only the session thread resets and
+  // reuses, destroys (drop_tracking) or waits on itself (wait_tracked, quiesce). Everything
+  // here under feedback_mu_, except feedback_ (set at construction), last_tracked_ and
+  // feedback_kick_ (the session thread's) and feedback_thread_ (the session thread's: started
+  // when work outlives settle_feedback's wait, joined by teardown).
+  struct Tracked {
+    VkFence fence;
+    uint64_t serial;
+  };
+  struct TrackedQueue {
+    uint64_t device = 0;
+    std::deque<Tracked> pending;  // submitted, not yet seen signalled, oldest first
+  };
+  std::mutex feedback_mu_;
+  std::condition_variable feedback_cv_;                 // work for the feedback thread; busy_device_ went to 0
+  std::unordered_map<uint64_t, TrackedQueue> tracked_;  // queue -> its fences in flight
+  std::unordered_map<uint64_t, std::vector<VkFence>> free_fences_;  // device -> signalled, unused
+  uint64_t busy_device_ = 0;             // the device whose fence the feedback thread waits on right now
+  VkFence busy_fence_ = VK_NULL_HANDLE;  // and that fence: not reused until it is out
+  // The session thread's: the last tracking fence of the batch being run, for settle_feedback.
+  struct LastTracked {
+    uint64_t queue = 0;
+    uint64_t device = 0;
+    VkFence fence = VK_NULL_HANDLE;
+  };
+  LastTracked last_tracked_;
+  bool feedback_kick_ = false;
+  bool feedback_stop_ = false;
+  transport::layout::Feedback* feedback_ = nullptr;  // in the channel's region; null: none
+  std::vector<uint64_t> published_;                  // our copy of done[] (feedback_mu_)
+  std::thread feedback_thread_;
 
   // ---- life: any thread
   std::atomic<bool> closing_{false};

@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bypass/transport/layout.h"
 #include "bypass/transport/ring.h"
 #include "bypass/transport/status.h"
 
@@ -63,6 +65,16 @@ class Channel {
   gid_t peer_gid() const;
   const Hello& peer_hello() const;  // what the peer said in the handshake
   int socket_fd() const;            // -1 when closed
+
+  // The session's completion feedback block in the shared region (layout::Feedback), null once
+  // closed. The host writes it, the guest reads it; wake_feedback() wakes a guest asleep in
+  // sleep_feedback() on its `seq` word (a futex, or on a VM link a polled word). Any thread.
+  layout::Feedback* feedback() const;
+  void wake_feedback() const;
+  // Sleeps while feedback()->seq == expected, at most `timeout` (may return early).
+  void sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const;
+  // The longest sleep after which a waiter should ask peer_alive() again.
+  std::chrono::nanoseconds liveness_slice() const;
 
   // Spin budget (pause iterations) before sleeping on the futex; the budget adapts below this
   // maximum (halved after a wait that ended asleep, doubled after a late spin hit).

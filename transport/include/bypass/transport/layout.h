@@ -6,6 +6,7 @@
 //   offset kControlOffset         RingControl for the command ring (guest -> host)
 //   offset kControlOffset + 256   RingControl for the reply ring   (host -> guest)
 //   offset kControlOffset + 512   SchedulingHints (where each side last ran)
+//   offset kFeedbackOffset        Feedback (completions the host publishes for the guest)
 //   offset kDataOffset            command ring data (capacity bytes, power of two)
 //   offset kDataOffset + cap0     reply ring data   (capacity bytes, power of two)
 //
@@ -24,7 +25,7 @@
 namespace bypass::transport::layout {
 
 inline constexpr uint32_t kRegionMagic = 0x52505942;  // "BYPR" in memory order
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr size_t kPageSize = 4096;
 
@@ -105,6 +106,33 @@ struct ChunkStart {
 inline constexpr uint64_t kControlOffset = kPageSize;
 inline constexpr uint64_t kDataOffset = 2 * kPageSize;
 
+// Completion feedback, in the rest of the control page: the host writes what it learned of the
+// guest's submissions, so a guest can answer fence status and waits on finished work without
+// a round trip. The transport only places it and zeroes it when it writes a region; what the
+// words mean is the session's (host-server/src/feedback.cpp publishes, guest-icd/src/sync.cpp
+// reads). The host never reads back what it wrote here (it keeps its own copy), so a guest
+// that scribbles on this block misleads only itself.
+inline constexpr uint32_t kFeedbackSlots = 256;
+struct Feedback {
+  // Bumped by the host after every batch of completions it published (seq_cst RMW after the
+  // slot stores; pairs with the guest's load before it re-checks the slots and sleeps): the
+  // futex word a waiting guest sleeps on.
+  alignas(kCacheLine) std::atomic<uint32_t> seq;
+  // Set once by the host when a submission went untracked or the session ends: from then on
+  // the slots may miss a completion, and the guest asks the host instead (release; pairs with
+  // the guest's acquire load).
+  std::atomic<uint32_t> stopped;
+  // Guest threads asleep on `seq`, written by the guest (seq_cst RMW before it re-checks the
+  // slots; pairs with the host's seq_cst load after it bumped `seq`): the host wakes only when
+  // it is not zero. A hostile value costs the guest its own wake-ups, nothing else.
+  alignas(kCacheLine) std::atomic<uint32_t> sleepers;
+  // done[s % kFeedbackSlots] = the highest guest submission serial s (1, 2, ... in the order the
+  // host ran the guest's vkQueueSubmit records) known complete among those with that residue;
+  // release stores, acquire loads.
+  alignas(kCacheLine) std::atomic<uint64_t> done[kFeedbackSlots];
+};
+inline constexpr uint64_t kFeedbackOffset = kControlOffset + 1024;
+
 constexpr uint64_t record_bytes(uint64_t payload) { return sizeof(RecordHeader) + ((payload + 7) & ~uint64_t{7}); }
 
 // Largest payload one record may carry. A quarter of the ring keeps producer and consumer
@@ -126,6 +154,10 @@ static_assert(sizeof(RegionHeader) == 32 + kRingCount * sizeof(RingDescriptor));
 static_assert(sizeof(SchedulingHints) == 2 * kCacheLine && alignof(SchedulingHints) == kCacheLine);
 static_assert(sizeof(RegionHeader) <= kControlOffset);
 static_assert(kRingCount * sizeof(RingControl) + sizeof(SchedulingHints) <= kDataOffset - kControlOffset);
+static_assert(std::is_standard_layout_v<Feedback> && sizeof(Feedback) == 2 * kCacheLine + 8 * kFeedbackSlots);
+static_assert(kFeedbackOffset % kCacheLine == 0 &&
+              kFeedbackOffset >= kControlOffset + kRingCount * sizeof(RingControl) + sizeof(SchedulingHints) &&
+              kFeedbackOffset + sizeof(Feedback) <= kDataOffset);
 static_assert(sizeof(RecordHeader) == 8 && alignof(RecordHeader) == 4);
 static_assert(sizeof(ChunkStart) == 16);
 static_assert(std::is_trivially_copyable_v<RegionHeader> && std::is_trivially_copyable_v<RecordHeader> &&

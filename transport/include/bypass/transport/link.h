@@ -25,6 +25,9 @@ class Waker {
   virtual ~Waker() = default;
   // Wakes the peer sleeping on `word` (the ring bumped it just before).
   virtual void wake(std::atomic<uint32_t>* word) = 0;
+  // Wakes every thread sleeping on `word` (the completion feedback word has one per waiting
+  // guest thread). A medium whose sleepers poll needs nothing more than wake().
+  virtual void wake_all(std::atomic<uint32_t>* word) { wake(word); }
   // Sleeps while *word == expected, at most `timeout`; may return early (callers re-check).
   // True if the timeout ran out.
   virtual bool sleep(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) = 0;

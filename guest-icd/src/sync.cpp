@@ -1,0 +1,238 @@
+// Fences answered from bypassd's completion feedback (transport::layout::Feedback, published by
+// host-server/src/feedback.cpp).
+//
+// Every vkQueueSubmit/vkQueueSubmit2 record gets a serial as it is appended (Connection), the
+// same number bypassd gives it as it runs it; a fence submitted with it rides on that serial
+// (FenceTracker). bypassd stores a submission's serial in done[serial % kFeedbackSlots] once a
+// fence of its own, submitted behind it on the same queue, has signalled, so all of the
+// submission's work is finished. Then:
+//   vkGetFenceStatus   a fence whose serial is published is signalled: no round trip;
+//   vkWaitForFences    the same for every fence (or one, waitAll false); otherwise the guest
+//                      sleeps on the block's word until bypassd publishes, and asks bypassd at
+//                      the deadline, so a timeout is the host's exact answer.
+// Anything not certain goes to bypassd as before (the generated call): a fence never submitted,
+// reset, created signalled, used by vkQueueBindSparse or signalled by other means; a slot holding
+// a later serial (another queue finished first); and everything once bypassd set `stopped` (a
+// submission it could not track, the session's end). A fence is never reported signalled
+// before the submission it rides on is complete; it may be reported a little late, which the
+// round trip then answers exactly.
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "bypass/icd/connection.h"
+#include "bypass/icd/gen/entrypoints.h"
+#include "bypass/wire/gen/commands.h"
+#include "objects.h"
+
+namespace bypass::icd {
+
+namespace {
+
+namespace layout = transport::layout;
+using Clock = std::chrono::steady_clock;
+
+enum class Known { kDone, kPending, kUnsure };
+
+// What the feedback block says of submission `serial` (0: no submission known).
+Known known(const layout::Feedback* f, uint64_t serial) {
+  if (f == nullptr || serial == 0) return Known::kUnsure;
+  // Acquire: pairs with bypassd's release store of the slot (feedback.cpp, publish).
+  const uint64_t v = f->done[serial % layout::kFeedbackSlots].load(std::memory_order_acquire);
+  if (v == serial) return Known::kDone;
+  if (v > serial || f->stopped.load(std::memory_order_acquire) != 0) return Known::kUnsure;
+  return Known::kPending;
+}
+
+// All (waitAll) or any of the serials: kDone, kPending (worth waiting for), or kUnsure.
+Known known_all(const layout::Feedback* f, const std::vector<uint64_t>& serials, bool all) {
+  bool unsure = false, pending = false;
+  for (uint64_t s : serials) {
+    const Known k = known(f, s);
+    if (k == Known::kDone && !all) return Known::kDone;
+    if (k == Known::kUnsure) unsure = true;
+    if (k == Known::kPending) pending = true;
+  }
+  if (all) return unsure ? Known::kUnsure : pending ? Known::kPending : Known::kDone;
+  return unsure ? Known::kUnsure : Known::kPending;
+}
+
+// How long a waiting thread spins before it sleeps, per thread and adaptive as the transport's
+// (transport/src/channel_impl.h, SpinState): a wait that ended late in the spin or after a short
+// sleep doubles it, a long sleep halves it. On a busy two-core machine a spinning guest keeps the
+// driver's threads from the CPU; on an idle one, a sleep and wake-up cost more than the job.
+struct SpinBudget {
+  static constexpr uint32_t kMin = 32, kMax = 2048;
+  uint32_t budget = 256;
+  void hit(uint32_t at) {
+    if (at >= budget / 2) budget = std::min(kMax, budget * 2);
+  }
+  void slept(Clock::duration d) {
+    budget = d < std::chrono::microseconds(50) ? std::min(kMax, budget * 2) : std::max(kMin, budget / 2);
+  }
+};
+thread_local SpinBudget t_spin;
+
+inline void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+VkResult done(Connection* conn, VkDevice device) {
+  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->read_barrier(object_of(device));
+  return VK_SUCCESS;
+}
+
+}  // namespace
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitCount, const VkSubmitInfo* pSubmits,
+                                                 VkFence fence) {
+  Connection* conn = connection_of(queue);
+  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue));
+  wire::Builder& b = thread_builder();
+  wire::encode_vkQueueSubmit(b, conn->handles(), queue, submitCount, pSubmits, fence);
+  const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit, b);
+  if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
+  for (uint32_t i = 0; i < submitCount; ++i) {
+    // Timeline values this submission signals (binary semaphores' values are ignored, and no
+    // one may wait for them with vkWaitSemaphores).
+    for (auto* n = static_cast<const VkBaseInStructure*>(pSubmits[i].pNext); n; n = n->pNext) {
+      if (n->sType != VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO) continue;
+      const auto* t = reinterpret_cast<const VkTimelineSemaphoreSubmitInfo*>(n);
+      const uint32_t count = std::min(t->signalSemaphoreValueCount, pSubmits[i].signalSemaphoreCount);
+      for (uint32_t j = 0; j < count && t->pSignalSemaphoreValues; ++j)
+        conn->timelines().signalled_by(wire::handle_bits(pSubmits[i].pSignalSemaphores[j]),
+                                       t->pSignalSemaphoreValues[j], serial);
+    }
+  }
+  return conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit2(VkQueue queue, uint32_t submitCount, const VkSubmitInfo2* pSubmits,
+                                                  VkFence fence) {
+  Connection* conn = connection_of(queue);
+  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue));
+  wire::Builder& b = thread_builder();
+  wire::encode_vkQueueSubmit2(b, conn->handles(), queue, submitCount, pSubmits, fence);
+  const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit2, b);
+  if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
+  for (uint32_t i = 0; i < submitCount; ++i)
+    for (uint32_t j = 0; j < pSubmits[i].signalSemaphoreInfoCount; ++j)
+      conn->timelines().signalled_by(wire::handle_bits(pSubmits[i].pSignalSemaphoreInfos[j].semaphore),
+                                     pSubmits[i].pSignalSemaphoreInfos[j].value, serial);
+  return conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkResetFences(VkDevice device, uint32_t fenceCount, const VkFence* pFences) {
+  Connection* conn = connection_of(device);
+  for (uint32_t i = 0; i < fenceCount; ++i) conn->fences().forget(wire::handle_bits(pFences[i]));
+  return forward_vkResetFences(device, fenceCount, pFences);
+}
+
+VKAPI_ATTR void VKAPI_CALL icd_vkDestroyFence(VkDevice device, VkFence fence, const VkAllocationCallbacks* pAllocator) {
+  if (fence != VK_NULL_HANDLE) connection_of(device)->fences().forget(wire::handle_bits(fence));
+  forward_vkDestroyFence(device, fence, pAllocator);
+}
+
+VKAPI_ATTR void VKAPI_CALL icd_vkDestroySemaphore(VkDevice device, VkSemaphore semaphore,
+                                                  const VkAllocationCallbacks* pAllocator) {
+  if (semaphore != VK_NULL_HANDLE) connection_of(device)->timelines().forget(wire::handle_bits(semaphore));
+  forward_vkDestroySemaphore(device, semaphore, pAllocator);
+}
+
+// A timeline wait whose values the guest's own finished submissions already reached (every
+// one, or one with VK_SEMAPHORE_WAIT_ANY_BIT) succeeds here; any other goes to bypassd.
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitSemaphores(VkDevice device, const VkSemaphoreWaitInfo* pWaitInfo,
+                                                    uint64_t timeout) {
+  Connection* conn = connection_of(device);
+  if (!conn->alive()) return VK_ERROR_DEVICE_LOST;
+  const layout::Feedback* f = conn->feedback();
+  if (pWaitInfo && pWaitInfo->semaphoreCount > 0 && f) {
+    const bool any = (pWaitInfo->flags & VK_SEMAPHORE_WAIT_ANY_BIT) != 0;
+    auto done_serial = [&](uint64_t serial) { return known(f, serial) == Known::kDone; };
+    uint32_t reached = 0;
+    for (uint32_t i = 0; i < pWaitInfo->semaphoreCount; ++i)
+      if (conn->timelines().reached(wire::handle_bits(pWaitInfo->pSemaphores[i]), pWaitInfo->pValues[i], done_serial))
+        ++reached;
+    if (any ? reached > 0 : reached == pWaitInfo->semaphoreCount) return done(conn, device);
+  }
+  return forward_vkWaitSemaphores(device, pWaitInfo, timeout);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetFenceStatus(VkDevice device, VkFence fence) {
+  Connection* conn = connection_of(device);
+  if (!conn->alive()) return VK_ERROR_DEVICE_LOST;
+  if (known(conn->feedback(), conn->fences().serial_of(wire::handle_bits(fence))) == Known::kDone)
+    return done(conn, device);
+  return forward_vkGetFenceStatus(device, fence);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fenceCount, const VkFence* pFences,
+                                                   VkBool32 waitAll, uint64_t timeout) {
+  Connection* conn = connection_of(device);
+  if (!conn->alive()) return VK_ERROR_DEVICE_LOST;
+  const layout::Feedback* f = conn->feedback();
+  std::vector<uint64_t> serials(fenceCount);
+  for (uint32_t i = 0; i < fenceCount; ++i) serials[i] = conn->fences().serial_of(wire::handle_bits(pFences[i]));
+  const bool all = waitAll || fenceCount == 1;
+  Known k = known_all(f, serials, all);
+  if (k == Known::kDone) return done(conn, device);
+  if (k == Known::kUnsure || timeout == 0)
+    return forward_vkWaitForFences(device, fenceCount, pFences, waitAll, timeout);
+
+  // Wait on the block's word until bypassd publishes or the deadline passes: spin a little (a
+  // small job is done within tens of microseconds, less than a sleep and wake-up cost here), then
+  // sleep. `sleepers` counts this thread for the whole wait: bypassd wakes it and its session
+  // thread waits for the work it just ran on our behalf (feedback.cpp, settle_feedback).
+  const Clock::time_point start = Clock::now();
+  const bool forever = timeout > (uint64_t{1} << 62);  // past any steady_clock deadline
+  const Clock::time_point deadline = forever ? Clock::time_point::max() : start + std::chrono::nanoseconds(timeout);
+  auto* fw = const_cast<layout::Feedback*>(f);
+  // seq_cst: announced before the checks below, so bypassd, which bumps `seq` before it reads
+  // `sleepers`, either wakes us or we see its slot (feedback.cpp, publish).
+  fw->sleepers.fetch_add(1, std::memory_order_seq_cst);
+  bool spun = false;
+  while (true) {
+    const uint32_t seq = fw->seq.load(std::memory_order_seq_cst);
+    k = known_all(f, serials, all);
+    if (k != Known::kPending) break;
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) {
+      fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
+      // Asked with no time left: bypassd's exact answer, VK_TIMEOUT or signalled just now.
+      return forward_vkWaitForFences(device, fenceCount, pFences, waitAll, 0);
+    }
+    if (!spun) {
+      spun = true;
+      uint32_t i = 0;
+      while (i < t_spin.budget && fw->seq.load(std::memory_order_acquire) == seq) {
+        pause();
+        ++i;
+      }
+      if (i < t_spin.budget) t_spin.hit(i);
+      continue;
+    }
+    const Clock::time_point slept_at = Clock::now();
+    conn->sleep_feedback(seq, std::min<std::chrono::nanoseconds>(deadline - now, conn->liveness_slice()));
+    t_spin.slept(Clock::now() - slept_at);
+    if (fw->seq.load(std::memory_order_acquire) == seq && !conn->check_peer()) {
+      fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return VK_ERROR_DEVICE_LOST;
+    }
+  }
+  fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
+  if (k == Known::kDone) return done(conn, device);
+  // Not certain any more: bypassd waits what is left of the timeout.
+  uint64_t left = timeout;
+  if (!forever) {
+    const auto spent = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    left = timeout > static_cast<uint64_t>(spent) ? timeout - static_cast<uint64_t>(spent) : 0;
+  }
+  return forward_vkWaitForFences(device, fenceCount, pFences, waitAll, left);
+}
+
+}  // namespace bypass::icd

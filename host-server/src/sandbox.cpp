@@ -1,9 +1,10 @@
-#include "sandbox.h"
+#include "bypass/host/sandbox.h"
 
 #include <grp.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -114,15 +115,30 @@ constexpr long kDenied[] = {
     __NR_setfsgid,
     __NR_setgroups,
     __NR_personality,
-    __NR_connect,
     __NR_bind,
     __NR_listen,
-    __NR_accept,
-    __NR_accept4,
 #ifdef __NR_mknod
     __NR_mknod,
 #endif
     __NR_mknodat,
+};
+
+// Refused to a worker besides kDenied (bypass-grpcd needs them: it accepts network guests and
+// connects to bypassd's UNIX socket per session).
+constexpr long kDeniedWorker[] = {
+    __NR_connect,
+    __NR_accept,
+    __NR_accept4,
+};
+
+// Refused to bypass-grpcd besides kDenied: new processes. Its threads are clone() with
+// CLONE_THREAD, checked below; clone3 passes its flags in memory a filter cannot read, so it
+// fails with ENOSYS, on which glibc falls back to clone().
+constexpr long kDeniedRelay[] = {
+#ifdef __NR_fork
+    __NR_fork,
+    __NR_vfork,
+#endif
 };
 
 // Allowed at once (none of them is in kDenied): futex waits and wakes on the rings and in the
@@ -162,7 +178,7 @@ struct Filter {
 
 constexpr uint32_t kRefuse = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
 
-std::vector<sock_filter> build_filter(pid_t self) {
+std::vector<sock_filter> build_filter(pid_t self, SandboxProfile profile) {
   Filter f;
   // Another architecture's system-call numbers (e.g. i386 through int 0x80) mean other calls:
   // refuse them all.
@@ -181,8 +197,24 @@ std::vector<sock_filter> build_filter(pid_t self) {
     f.jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 1);
     f.ret(SECCOMP_RET_ALLOW);
   }
-  for (long nr : kDenied) {
+  const auto refuse = [&f](long nr) {
     f.jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 1);
+    f.ret(kRefuse);
+  };
+  for (long nr : kDenied) refuse(nr);
+  if (profile == SandboxProfile::kWorker) {
+    for (long nr : kDeniedWorker) refuse(nr);
+  } else {
+    for (long nr : kDeniedRelay) refuse(nr);
+#ifdef __NR_clone3
+    f.jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1);
+    f.ret(SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA));
+#endif
+    // clone(): threads only (the flags are the first argument on x86_64 and aarch64).
+    f.jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4);
+    f.load_arg(0);
+    f.jump(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1);
+    f.ret(SECCOMP_RET_ALLOW);
     f.ret(kRefuse);
   }
   // socket(): UNIX sockets only (socketpair for presentation); no network.
@@ -225,9 +257,10 @@ base::Result<void> enter_sandbox(const SandboxOptions& o) {
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return fail("PR_SET_DUMPABLE");
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("PR_SET_NO_NEW_PRIVS");
   if (!o.seccomp) return {};
-  std::vector<sock_filter> code = build_filter(getpid());
+  std::vector<sock_filter> code = build_filter(getpid(), o.profile);
   const sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
-  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) return fail("seccomp");
+  // TSYNC: a relay has gRPC's threads by now; they get the filter (and no_new_privs) too.
+  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0) return fail("seccomp");
   return {};
 }
 

@@ -31,6 +31,12 @@ namespace {
 
 int g_child_pipe = -1;  // write end of the running server's SIGCHLD pipe
 
+// bypass-grpcd's restarts: the first after 100 ms, each next one waits twice as long up to 5 s;
+// one that stayed up 30 s had a good run, and its successor starts from 100 ms again.
+constexpr std::chrono::milliseconds kHelperBackoffFirst{100};
+constexpr std::chrono::milliseconds kHelperBackoffMax{5000};
+constexpr std::chrono::seconds kHelperGoodRun{30};
+
 void on_child(int) {
   const int saved = errno;
   char c = 1;
@@ -251,10 +257,46 @@ void Server::finish(Worker& w) {
 }
 
 void Server::helper_exited(int status) {
-  spdlog::error("bypass-grpcd (pid {}) exited ({} {}): network guests and the management API are gone",
+  const auto now = std::chrono::steady_clock::now();
+  const auto up = std::chrono::duration_cast<std::chrono::milliseconds>(now - helper_started_);
+  if (up >= kHelperGoodRun || helper_backoff_.count() == 0) helper_backoff_ = kHelperBackoffFirst;
+  const bool restart = static_cast<bool>(config_.start_helper);
+  // Its sessions' UNIX connections closed with it: their workers end them as peer_gone, and
+  // their guests' TCP connections were reset, which they see as VK_ERROR_DEVICE_LOST.
+  spdlog::error("bypass-grpcd (pid {}) exited ({} {}) after {} ms: its network sessions are gone; {}",
                 config_.helper_pid, WIFSIGNALED(status) ? "signal" : "status",
-                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), up.count(),
+                restart ? fmt::format("restarting it in {} ms", helper_backoff_.count())
+                        : std::string("network guests and the management API are gone"));
   config_.helper_pid = -1;
+  if (!restart) return;
+  helper_due_ = true;
+  helper_restart_at_ = now + helper_backoff_;
+  helper_backoff_ = std::min(helper_backoff_ * 2, kHelperBackoffMax);
+}
+
+void Server::restart_helper(std::chrono::steady_clock::time_point now) {
+  if (!helper_due_ || now < helper_restart_at_) return;
+  helper_due_ = false;
+  const pid_t pid = config_.start_helper();
+  if (pid < 0) {
+    // As if it had died at once: the next try backs off further.
+    spdlog::error("cannot start bypass-grpcd again; next try in {} ms", helper_backoff_.count());
+    helper_due_ = true;
+    helper_restart_at_ = now + helper_backoff_;
+    helper_backoff_ = std::min(helper_backoff_ * 2, kHelperBackoffMax);
+    return;
+  }
+  config_.helper_pid = pid;
+  helper_started_ = now;
+  spdlog::info("bypass-grpcd pid {}: restarted (restart {})", pid, ++helper_restarts_);
+}
+
+int Server::helper_poll_timeout_ms(int otherwise) const {
+  if (!helper_due_) return otherwise;
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(helper_restart_at_ - std::chrono::steady_clock::now());
+  return static_cast<int>(std::clamp<int64_t>(left.count() + 1, 0, otherwise));
 }
 
 void Server::reap() {
@@ -540,12 +582,13 @@ int Server::run(int stop_fd) {
         {{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
     for (const ControlClient& c : control_clients_) fds.push_back({c.fd.get(), POLLIN, 0});
     // VM guests cannot wake us: their slots are polled, and their heartbeat is ours to bump.
-    int n = poll(fds.data(), fds.size(), vms_.empty() ? 500 : 5);
+    int n = poll(fds.data(), fds.size(), helper_poll_timeout_ms(vms_.empty() ? 500 : 5));
     if (n < 0 && errno != EINTR) break;
     serve_vms();
     if (fds[2].revents) drain(child_pipe_[0]);
     reap();
     const auto now = std::chrono::steady_clock::now();
+    restart_helper(now);
     size_t i = 4;
     for (auto it = control_clients_.begin(); it != control_clients_.end(); ++i) {
       const bool ready = n > 0 && fds[i].revents != 0;

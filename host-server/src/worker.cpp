@@ -13,9 +13,9 @@
 #include <cstring>
 #include <new>
 
+#include "bypass/host/sandbox.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
-#include "sandbox.h"
 
 namespace bypass::host {
 

@@ -11,24 +11,32 @@
 // the file descriptors bypassd sends (shared memory cannot cross machines: the guest runs in
 // shadow mode). A guest that stops reading blocks the down thread, bypassd ends the session
 // after --send-timeout, and the stream is cancelled: nothing stays held.
+//
+// Once its ports are bound and its credentials read it enters bypassd's sandbox with the relay's
+// filter (bypass/host/sandbox.h): what it parses comes from the network.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <grpc/support/log.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
 #include <thread>
 
+#include "bypass/host/sandbox.h"
 #include "bypass/net/credentials.h"
 #include "bypass/net/frame.h"
 #include "bypass/net/management.h"
@@ -272,6 +280,43 @@ class Relay final : public net::fb::Remote::Service {
   std::atomic<size_t> active_{0};
 };
 
+// gRPC's own log lines, in ours. A TLS handshake that fails (a client certificate of another CA,
+// none where --tls-client-ca asks for one, a guest that does not trust our certificate, a
+// plaintext client) fails inside gRPC's transport before any call exists: no handler, auth
+// metadata processor or certificate verifier of ours runs for it (a custom verifier runs only
+// after the TLS library's own chain check passed), and gRPC 1.51 reports it with the TLS reason
+// only, in a log line from its TLS layer, which knows no peer address. That line becomes ours.
+void grpc_log(gpr_log_func_args* a) {
+  const std::string_view m = a->message ? a->message : "";
+  if (m.starts_with("Handshake failed")) {
+    spdlog::warn("refused a TLS client (gRPC names no peer address for a failed handshake): {}", m);
+    return;
+  }
+  const auto level = a->severity == GPR_LOG_SEVERITY_ERROR  ? spdlog::level::err
+                     : a->severity == GPR_LOG_SEVERITY_INFO ? spdlog::level::info
+                                                            : spdlog::level::debug;
+  spdlog::log(level, "gRPC {}:{}: {}", a->file ? a->file : "?", a->line, m);
+}
+
+// --probe-sandbox: one line per attempt, "probe NAME: OUTCOME".
+void probe() {
+  const auto outcome = [](long r) { return r >= 0 ? std::string("allowed") : std::string(std::strerror(errno)); };
+  char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
+  spdlog::info("probe execve: {}", outcome(execv("/bin/true", argv)));
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  spdlog::info("probe fork: {}", outcome(child));
+  const int inet = socket(AF_INET, SOCK_STREAM, 0);
+  spdlog::info("probe socket(AF_INET): {}", outcome(inet));
+  if (inet >= 0) close(inet);
+  const int unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  spdlog::info("probe socket(AF_UNIX): {}", outcome(unix_fd));
+  if (unix_fd >= 0) close(unix_fd);
+  std::thread t([] {});
+  t.join();
+  spdlog::info("probe thread: allowed");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -296,7 +341,12 @@ int main(int argc, char** argv) {
       ->take_all();
   bool die_with_parent = false;
   app.add_flag("--die-with-parent", die_with_parent, "Exit when the parent (bypassd) does");
+  // Hidden, for the tests: once sandboxed, try what the filter refuses and log each outcome.
+  bool probe_sandbox = false;
+  app.add_flag("--probe-sandbox", probe_sandbox, "Log what the sandbox refuses, then serve")->group("");
   CLI11_PARSE(app, argc, argv);
+  // Nothing of bypassd's (its pipes, say) but stdin, stdout and stderr.
+  close_range(3, ~0u, 0);
   if (die_with_parent) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1) return 1;
@@ -305,6 +355,7 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(o.log_level));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] bypass-grpcd: %v");
+  gpr_set_log_function(grpc_log);  // before gRPC starts
   signal(SIGPIPE, SIG_IGN);
 
   if (o.control_path.empty()) o.control_path = o.socket_path + ".ctl";
@@ -370,6 +421,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!o.management_path.empty()) chmod(o.management_path.c_str(), 0600);
+  // Bound and with its credentials read: from here on only what serving needs.
+  bypass::host::SandboxOptions sandbox;
+  sandbox.profile = bypass::host::SandboxProfile::kRelay;
+  if (auto entered = bypass::host::enter_sandbox(sandbox); !entered) {
+    spdlog::error("cannot enter the sandbox: {}", entered.error().message);
+    return 1;
+  }
+  if (probe_sandbox) probe();
   server->GetHealthCheckService()->SetServingStatus(true);
   serving = server.get();
   if (!address.empty())

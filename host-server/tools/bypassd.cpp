@@ -28,7 +28,8 @@ void on_signal(int) {
   [[maybe_unused]] auto r = write(g_stop_pipe[1], &c, 1);
 }
 // The network side (--listen grpc://): bypass-grpcd, beside this executable, in a process of its
-// own because gRPC needs threads and bypassd's main process has none. It dies with bypassd.
+// own because gRPC needs threads and bypassd's main process has none. It dies with bypassd, and
+// bypassd starts it again should it die first.
 struct Network {
   std::string listen;
   bool management = false;
@@ -256,6 +257,11 @@ int main(int argc, char** argv) {
       return 1;
     }
     config.helper_pid = pid;
+    // Should it die, the server starts it again (with a back-off) and new guests reach the new one.
+    config.start_helper = [network, socket_path = config.socket_path, log_level = config.log_level,
+                           timeout = config.handshake_timeout_ms] {
+      return start_grpcd(network, socket_path, log_level, timeout);
+    };
     spdlog::info(
         "bypass-grpcd pid {}: {}", pid,
         network.listen.empty() ? "management API" : "network guests on " + network.listen + ", management API");

@@ -1,6 +1,7 @@
 // The guest's gRPC stream (client.h).
 #include "bypass/net/client.h"
 
+#include <cctype>
 #include <condition_variable>
 #include <thread>
 
@@ -47,6 +48,37 @@ std::string status_line(const grpc::Status& s) {
   return m;
 }
 
+// Why a channel that never became ready failed: gRPC keeps the last connection error for the
+// calls that fail on it ("failed to connect to all addresses; last error: ... Ssl handshake
+// failed: ... CERTIFICATE_VERIFY_FAILED"), and a call is the only way to read it. One that
+// reconnected in the meantime opens a stream the relay drops for want of a hello.
+std::string connect_failure(const std::shared_ptr<grpc::Channel>& channel, const std::string& address, bool tls,
+                            std::chrono::system_clock::time_point until) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(until);
+  auto stub = fb::Remote::NewStub(channel);
+  auto stream = stub->Session(&ctx);
+  stream->WritesDone();
+  FrameMessage ignored;
+  while (stream->Read(&ignored)) {
+  }
+  const std::string why = status_line(stream->Finish());
+  std::string lower = why;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (tls && (lower.find("handshake") != std::string::npos || lower.find("ssl") != std::string::npos))
+    return "the TLS handshake with " + address +
+           " failed (the server's certificate is not signed by BYPASS_TLS_CA or the system's roots): " + why;
+  // TLS 1.3: the client's side of the handshake is done before the server checks the client's
+  // certificate, so a refused (or missing) one shows here only as a connection the server closed
+  // before HTTP/2 began. A server that is not there refuses the connection instead.
+  if (tls && lower.find("socket closed") != std::string::npos)
+    return "the TLS handshake with " + address +
+           " failed: the server closed the connection (it refused our client certificate, BYPASS_TLS_CERT, "
+           "or wants one): " +
+           why;
+  return "the connection to " + address + " failed: " + why;
+}
+
 }  // namespace
 
 transport::Result<std::unique_ptr<RemoteStream>> RemoteStream::connect(const std::string& endpoint,
@@ -62,13 +94,11 @@ transport::Result<std::unique_ptr<RemoteStream>> RemoteStream::connect(const std
   std::unique_ptr<RemoteStream> s(new RemoteStream());
   s->channel_ = grpc::CreateCustomChannel(address, *creds, client_arguments());
   // Connect now, and fail at once when the connection fails (no server, a TLS handshake that
-  // failed: the relay's log names the TLS error) instead of retrying until the deadline.
+  // failed) instead of retrying until the deadline.
   const auto until = std::chrono::system_clock::now() + timeout;
   for (auto state = s->channel_->GetState(true); state != GRPC_CHANNEL_READY; state = s->channel_->GetState(true)) {
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN)
-      return transport::make_error(Status::kIo, "the connection to " + address +
-                                                    " failed (no server there, or the TLS handshake failed: "
-                                                    "certificate, CA or client certificate)");
+      return transport::make_error(Status::kIo, connect_failure(s->channel_, address, !security.insecure, until));
     if (!s->channel_->WaitForStateChange(state, until))
       return transport::make_error(
           Status::kTimeout, "no connection to " + address + " within " + std::to_string(timeout.count()) + " ms");

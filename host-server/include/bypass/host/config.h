@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -69,8 +70,10 @@ struct ServerConfig {
   size_t vm_ring_bytes = 1u << 20;  // per ring per slot: the rest of a slot is host-visible memory
 
   // bypass-grpcd, when bypassd started it (--listen, --management): reaped and reported by the
-  // server like a worker, so its death is one error line instead of a silent zombie.
+  // server like a worker, so its death is one error line instead of a silent zombie, and
+  // started again through start_helper (a new pid, or -1) after a back-off (kHelperBackoff*).
   pid_t helper_pid = -1;
+  std::function<pid_t()> start_helper;
 };
 
 // The RLIMIT_DATA a worker runs under (see worker_data_bytes).

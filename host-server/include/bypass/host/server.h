@@ -64,6 +64,9 @@ class Server {
   bool start_worker(base::UniqueFd conn, const base::PeerCredentials& peer);
   void reap();
   void helper_exited(int status);
+  // Starts bypass-grpcd again once its back-off has passed; the poll timeout until then.
+  void restart_helper(std::chrono::steady_clock::time_point now);
+  int helper_poll_timeout_ms(int otherwise) const;
   void finish(Worker& w);
   void shut_down();
   // Control requests (bypassctl): accepted, then answered when their line arrives, from the
@@ -95,6 +98,13 @@ class Server {
   std::list<ControlClient> control_clients_;
   std::vector<VmState> vms_;
   bool draining_ = false;  // bypassctl drain: new sessions are refused
+  // bypass-grpcd's restarts (all on the main thread): when the running one started, when the
+  // dead one is due to start again (while helper_pid is -1 and helper_due_), the next back-off.
+  std::chrono::steady_clock::time_point helper_started_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point helper_restart_at_;
+  bool helper_due_ = false;
+  std::chrono::milliseconds helper_backoff_{0};
+  uint64_t helper_restarts_ = 0;
 };
 
 }  // namespace bypass::host

@@ -260,7 +260,13 @@ void Server::helper_exited(int status) {
   const auto now = std::chrono::steady_clock::now();
   const auto up = std::chrono::duration_cast<std::chrono::milliseconds>(now - helper_started_);
   if (up >= kHelperGoodRun || helper_backoff_.count() == 0) helper_backoff_ = kHelperBackoffFirst;
-  const bool restart = static_cast<bool>(config_.start_helper);
+  const bool restart = static_cast<bool>(config_.start_helper) && !shutting_down_;
+  if (shutting_down_) {
+    // PR_SET_PDEATHSIG or its own stop: nothing to restart, and nothing to alarm an operator.
+    spdlog::info("bypass-grpcd (pid {}) exited while bypassd shuts down", config_.helper_pid);
+    config_.helper_pid = -1;
+    return;
+  }
   // Its sessions' UNIX connections closed with it: their workers end them as peer_gone, and
   // their guests' TCP connections were reset, which they see as VK_ERROR_DEVICE_LOST.
   spdlog::error("bypass-grpcd (pid {}) exited ({} {}) after {} ms: its network sessions are gone; {}",
@@ -344,6 +350,8 @@ void Server::reap() {
 }
 
 void Server::shut_down() {
+  shutting_down_ = true;
+  helper_due_ = false;
   spdlog::info("bypassd: shutting down, {} sessions open", workers_.size());
   for (Worker& w : workers_) w.report->stop_requested.store(WorkerReport::kStopShutdown, std::memory_order_release);
   // Sessions notice within their receive slice (200 ms) and tear down; what has not ended by

@@ -103,6 +103,7 @@ class Server {
   std::chrono::steady_clock::time_point helper_started_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point helper_restart_at_;
   bool helper_due_ = false;
+  bool shutting_down_ = false;  // set by shut_down(): a relay that dies then is not restarted
   std::chrono::milliseconds helper_backoff_{0};
   uint64_t helper_restarts_ = 0;
 };

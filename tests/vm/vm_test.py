@@ -246,6 +246,29 @@ def case_vm_killed(workdir, _):
         devices.remove()
 
 
+def monitor_command(path, command, timeout=60.0):
+    """Runs one command on QEMU's human monitor and returns once QEMU has taken it: after its
+    prompt, the command, and the next prompt. A command written before QEMU's busy main loop
+    read the connection, on a socket closed at once, can be lost (vm_reset once waited 120 s
+    for a reset that never came)."""
+    deadline = time.monotonic() + timeout * harness.TIMEOUT_SCALE
+
+    def until_prompt(m, seen):
+        while b"(qemu)" not in seen:
+            check(time.monotonic() < deadline, f"QEMU's monitor gave no prompt within {timeout} s: {seen!r}")
+            m.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = m.recv(4096)
+            check(chunk, f"QEMU's monitor closed the connection: {seen!r}")
+            seen += chunk
+        return seen.split(b"(qemu)", 1)[1]
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as m:
+        m.connect(path)
+        rest = until_prompt(m, b"")
+        m.sendall(command.encode() + b"\n")
+        until_prompt(m, rest)
+
+
 def case_vm_reset(workdir, _):
     """A VM reset mid-frame (QEMU's system_reset: QEMU lives on, the guest's memory and processes
     are gone): its session ends with everything it held released, and the rebooted guest, which
@@ -268,10 +291,7 @@ def case_vm_reset(workdir, _):
         first = max(x["id"] for x in stats["sessions"])
         held = sum(x["objects"] for x in stats["sessions"])
         time.sleep(0.5)  # mid-frame
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as m:
-            m.connect(monitor)
-            m.sendall(b"system_reset\n")
-            time.sleep(0.2)
+        monitor_command(monitor, "system_reset")
         reset_at = time.monotonic()
         stats = server.wait_stats(
             lambda s: any(e["id"] == first for e in s["ended"])

@@ -104,6 +104,18 @@ struct HostPort {
   pid_t pid = -1;                             // endpoint process we spawned
 };
 
+// The two eventfd kicks the switch and a port's endpoint wake each other with (not for a VM's
+// ports, which poll).
+base::Result<void> make_kicks(HostPort& hp) {
+  auto tx_done_kick = transport::Kick::create();
+  if (!tx_done_kick) return tx_done_kick.error();
+  hp.tx_done_kick = std::move(tx_done_kick).value();
+  auto rx_kick = transport::Kick::create();
+  if (!rx_kick) return rx_kick.error();
+  hp.rx_kick = std::move(rx_kick).value();
+  return {};
+}
+
 // Pins the calling thread (and the threads it starts later) to `cpu`; kCpuNone leaves it be.
 // A failure (the CPU is not in our cpuset) is not fatal: it only costs throughput.
 void pin_to_cpu(int cpu) {
@@ -184,12 +196,7 @@ class LinkDaemon {
         hp.pool_at = device_.data() + geometry_.pool_offset[p];
         for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings_at, r, true);
         if (p == kPortUplink) {
-          auto tx_done_kick = transport::Kick::create();
-          if (!tx_done_kick) return tx_done_kick.error();
-          hp.tx_done_kick = std::move(tx_done_kick).value();
-          auto rx_kick = transport::Kick::create();
-          if (!rx_kick) return rx_kick.error();
-          hp.rx_kick = std::move(rx_kick).value();
+          if (auto made = make_kicks(hp); !made) return made.error();
         }
         continue;  // a VM's port is woken by polling, not kicked
       }
@@ -210,12 +217,7 @@ class LinkDaemon {
       hp.pool = std::move(pool).value();
       hp.rings_at = hp.rings.data();
       hp.pool_at = hp.pool.data();
-      auto tx_done_kick = transport::Kick::create();
-      if (!tx_done_kick) return tx_done_kick.error();
-      hp.tx_done_kick = std::move(tx_done_kick).value();
-      auto rx_kick = transport::Kick::create();
-      if (!rx_kick) return rx_kick.error();
-      hp.rx_kick = std::move(rx_kick).value();
+      if (auto made = make_kicks(hp); !made) return made.error();
     }
     cpu_ = resolve_cpu(opt_.cpu);
     sw_ = std::make_unique<Switch>(opt_.buffers, host_kick_.fd(), stop_.fd(), cpu_ == kCpuNone);

@@ -187,28 +187,25 @@ def check_lost(result, what, reason_part):
     )
 
 
-def case_server_killed_wait(workdir, _):
+def killed_while_waiting(workdir, probe_case, where):
+    """bypassd SIGKILLed while the probe waits (`where` says on what): DEVICE_LOST, no hang."""
     server = Bypassd(workdir).start()
-    waiter = harness.Running([harness.env_path("BYPASS_PROBE"), "wait-fence"], server.guest_env(), workdir, "probe")
+    waiter = harness.Running([harness.env_path("BYPASS_PROBE"), probe_case], server.guest_env(), workdir, "probe")
     wait_for_line(waiter, "waiting")
-    time.sleep(0.3)  # the wait is now on the host's waiter thread
+    time.sleep(0.3)  # the wait is now `where`
     killed_at = time.monotonic()
     server.kill()
     r = waiter.wait(timeout=HANG_LIMIT)
-    log(f"the probe returned {time.monotonic() - killed_at:.2f} s after bypassd was killed")
+    log(f"the probe ({where}) returned {time.monotonic() - killed_at:.2f} s after bypassd was killed")
     check_lost(r, "probe", "bypassd went away")
+
+
+def case_server_killed_wait(workdir, _):
+    killed_while_waiting(workdir, "wait-fence", "on the host's waiter thread")
 
 
 def case_server_killed_feedback_wait(workdir, _):
-    server = Bypassd(workdir).start()
-    waiter = harness.Running([harness.env_path("BYPASS_PROBE"), "feedback-wait"], server.guest_env(), workdir, "probe")
-    wait_for_line(waiter, "waiting")
-    time.sleep(0.3)  # the guest now sleeps on the feedback block's word
-    killed_at = time.monotonic()
-    server.kill()
-    r = waiter.wait(timeout=HANG_LIMIT)
-    log(f"the probe returned {time.monotonic() - killed_at:.2f} s after bypassd was killed")
-    check_lost(r, "probe", "bypassd went away")
+    killed_while_waiting(workdir, "feedback-wait", "asleep on the feedback block's word")
 
 
 def case_feedback(workdir, _):

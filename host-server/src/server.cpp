@@ -100,7 +100,8 @@ void Server::accept_one() {
   const auto cred = base::peer_credentials(conn.get());
   const base::PeerCredentials peer = cred ? *cred : base::PeerCredentials{};
   // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
-  std::string refusal = policy_->check(conn.get(), peer);
+  // Our own relay is let in whoever it runs as; the guests behind it it has authenticated.
+  std::string refusal = is_relay(peer.pid) ? std::string() : policy_->check(conn.get(), peer);
   if (refusal.empty() && draining_)
     refusal = "bypassd refused the session: it is draining (bypassctl drain): no new sessions";
   if (refusal.empty() && live_sessions() >= config_.max_sessions && !wait_for_free_slot()) {
@@ -133,6 +134,7 @@ bool Server::start_worker(base::UniqueFd conn, const base::PeerCredentials& peer
   w.peer = peer;
   w.report = report;
   w.started = std::chrono::steady_clock::now();
+  w.relay = is_relay(peer.pid);
   if (config_.isolation == Isolation::kThread) {
     w.thread = std::thread(
         [fd = conn.release(), id = w.id, this, report] { serve_connection(base::UniqueFd(fd), id, config_, report); });
@@ -400,11 +402,11 @@ std::string Server::stats_json(uid_t viewer) const {
       << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load();
     if (w.vm >= 0)
       o << ", \"vm\": \"" << base::json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
-    // A network guest's session comes from bypass-grpcd (our own uid), which names it
-    // "grpc IDENTITY ADDRESS": who it authenticated and from where. Other uids' names are not
+    // A network guest's session comes from bypass-grpcd (known by its pid), which names it
+    // "grpc IDENTITY ADDRESS": who it authenticated and from where. Other guests' names are not
     // believed.
     const std::string_view name(r.peer_name, strnlen(r.peer_name, sizeof(r.peer_name)));
-    if (w.peer.uid == geteuid() && name.starts_with("grpc ")) {
+    if (w.relay && name.starts_with("grpc ")) {
       const std::string_view rest = name.substr(5);
       const size_t space = rest.find(' ');
       o << ", \"transport\": \"grpc\", \"identity\": \"" << base::json_escape(std::string(rest.substr(0, space)))
@@ -438,7 +440,7 @@ std::string Server::sessions_lines(uid_t viewer) const {
     if (r.state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
     std::string transport = w.vm >= 0 ? "vm" : "unix", identity, address;
     const std::string_view name(r.peer_name, strnlen(r.peer_name, sizeof(r.peer_name)));
-    if (w.peer.uid == geteuid() && name.starts_with("grpc ")) {
+    if (w.relay && name.starts_with("grpc ")) {
       const std::string_view rest = name.substr(5);
       const size_t space = rest.find(' ');
       transport = "grpc";
@@ -492,11 +494,14 @@ void Server::answer_control(ControlClient& c) {
   const ssize_t n = read(c.fd.get(), buf, sizeof(buf) - 1);
   buf[n > 0 ? n : 0] = 0;
   reap();
-  const std::string reply = c.peer.uid == static_cast<uid_t>(-1)    ? std::string("{\"error\": \"unknown peer\"}\n")
-                            : std::strncmp(buf, "stats", 5) == 0    ? stats_json(c.peer.uid)
-                            : std::strncmp(buf, "sessions", 8) == 0 ? sessions_lines(c.peer.uid)
-                            : std::strncmp(buf, "end ", 4) == 0     ? end_session(c.peer.uid, buf + 4)
-                            : std::strncmp(buf, "drain", 5) == 0    ? start_draining(c.peer.uid)
+  // The relay asks for the management API, which its own callers' rights already decided: it
+  // sees what bypassd's own user sees.
+  const uid_t viewer = is_relay(c.peer.pid) ? geteuid() : c.peer.uid;
+  const std::string reply = viewer == static_cast<uid_t>(-1)        ? std::string("{\"error\": \"unknown peer\"}\n")
+                            : std::strncmp(buf, "stats", 5) == 0    ? stats_json(viewer)
+                            : std::strncmp(buf, "sessions", 8) == 0 ? sessions_lines(viewer)
+                            : std::strncmp(buf, "end ", 4) == 0     ? end_session(viewer, buf + 4)
+                            : std::strncmp(buf, "drain", 5) == 0    ? start_draining(viewer)
                                                                     : std::string("{\"error\": \"unknown request\"}\n");
   // Non-blocking, once: a client that does not read gets what fits.
   [[maybe_unused]] auto w = send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL);

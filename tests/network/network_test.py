@@ -26,6 +26,9 @@ Cases (one ctest test each, label `network`):
   relay-sandbox     bypass-grpcd runs under seccomp (mode 2, on every thread), no_new_privs, no
                     core dumps, and serves a guest identical to native; run with --probe-sandbox
                     it finds exec, fork and inet sockets refused, UNIX sockets and threads allowed
+  relay-user        with --worker-user nobody the relay runs as nobody in the sockets' group
+                    (sandboxed), its sessions and management calls still recognised by pid, a
+                    guest identical to native through it; killing bypassd ends it
   relay-restart     bypass-grpcd is killed (SIGKILL) under a running network guest: the guest
                     gets VK_ERROR_DEVICE_LOST, its session ends peer_gone, bypassd lives on,
                     starts a new relay (sandboxed too), and a new guest renders identical to native
@@ -627,6 +630,51 @@ def case_relay_sandbox(workdir, _):
     log("--probe-sandbox: " + "; ".join(f"{k} {v}" for k, v in want.items()))
 
 
+def case_relay_user(workdir, _):
+    """A root bypassd with --worker-user runs the relay as that user (in the sockets' group), after
+    it bound its port: the process facing the network holds no root. bypassd knows it by its pid:
+    its sessions are network sessions, its management calls see everything; and it still ends
+    with bypassd (a change of user clears the parent-death signal; it is armed again)."""
+    os.chmod(workdir, 0o755)  # the relay, as nobody, reaches the sockets in it
+    port = free_port()
+    endpoint = f"grpc://127.0.0.1:{port}"
+    server = NetServer(
+        workdir, endpoint, ["--insecure", "--worker-user", "nobody", "--socket-group", "nogroup"]
+    ).start()
+    relay = relay_pids(server)[-1]
+    status = proc_status(relay)
+    uids, gids = status["Uid"].split(), status["Gid"].split()
+    check(uids == ["65534"] * 4, f"bypass-grpcd should run as nobody: Uid {uids}")
+    check(gids == ["65534"] * 4, f"bypass-grpcd should run in the sockets' group nogroup: Gid {gids}")
+    check_relay_sandboxed(relay)
+    check("serving as nobody (uid 65534, gid 65534)" in server.log_text(), "the relay should log whom it serves as")
+    env = server.net_env(endpoint, BYPASS_INSECURE="1")
+    run = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "long")
+    server.wait_stats(
+        lambda s: any(x.get("transport") == "grpc" and x["objects"] > 0 for x in s["sessions"]),
+        "the network session, listed as grpc",
+    )
+    listed = json.loads(ctl(server, "--json", "sessions").stdout)  # through the relay's management API
+    check(any(x["transport"] == "grpc" for x in listed["sessions"]), f"management sessions: {listed}")
+    run.proc.kill()
+    run.wait(timeout=20)
+    wait_no_sessions(server, "the killed guest's session to end")
+    run_and_compare(server, "triangle", env, workdir)
+    log(f"bypass-grpcd pid {relay} as nobody/nogroup, sandboxed; a guest identical to native through it")
+    # bypassd killed outright: the relay goes with it.
+    server.proc.kill()
+    server.proc.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{relay}") and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if proc_status(relay)["State"].split()[0] == "Z":
+                break
+        time.sleep(0.05)
+    gone = not os.path.exists(f"/proc/{relay}") or proc_status(relay)["State"].split()[0] == "Z"
+    check(gone, f"bypass-grpcd (pid {relay}) outlived bypassd")
+    log("bypassd killed: the relay ended with it")
+
+
 def case_relay_restart(workdir, _):
     port = free_port()
     endpoint = f"grpc://127.0.0.1:{port}"
@@ -673,6 +721,7 @@ if __name__ == "__main__":
                 "hostile": case_hostile,
                 "management": case_management,
                 "relay-sandbox": case_relay_sandbox,
+                "relay-user": case_relay_user,
                 "relay-restart": case_relay_restart,
             }
         )

@@ -39,6 +39,7 @@ class Server {
     int wait_status = 0;  // waitpid()'s status once reaped
     int vm = -1;          // index in vms_ for a VM guest's session, else -1
     uint32_t slot = 0;    // and its slot in that VM's device
+    bool relay = false;   // opened by bypass-grpcd (its pid): a network guest's session
   };
   // A VM served through its shared-memory device (--vm).
   struct VmState {
@@ -67,6 +68,8 @@ class Server {
   // Starts bypass-grpcd again once its back-off has passed; the poll timeout until then.
   void restart_helper(std::chrono::steady_clock::time_point now);
   int helper_poll_timeout_ms(int otherwise) const;
+  // bypass-grpcd, known by its pid (it may run as another user: --worker-user).
+  bool is_relay(pid_t pid) const { return config_.helper_pid > 0 && pid == config_.helper_pid; }
   void note_stall(const char* what, std::chrono::steady_clock::time_point due,
                   std::chrono::steady_clock::time_point now);
   void finish(Worker& w);

@@ -93,14 +93,24 @@ class Relay final : public net::fb::Remote::Service {
   }
 
   // The management API: anyone on its UNIX socket (mode 0600), and on the TCP port an
-  // authenticated caller whose token name or certificate name is an --admin.
-  std::string authorize_management(grpc::ServerContext& ctx) {
-    if (ctx.peer().starts_with("unix:")) return {};
+  // authenticated caller: whose token name or certificate name is an --admin sees everything;
+  // anyone else who may open sessions sees, and may end, only its own network sessions (those
+  // bypassd lists with its identity) and may not drain.
+  net::ManagementService::Caller authorize_management(grpc::ServerContext& ctx) {
+    net::ManagementService::Caller caller;
+    if (ctx.peer().starts_with("unix:")) return caller;
     std::string identity, token_name, cert;
-    if (std::string why = authenticate(ctx, identity, &token_name, &cert); !why.empty()) return why;
-    if ((!token_name.empty() && options_.admins.count(token_name)) || (!cert.empty() && options_.admins.count(cert)))
-      return {};
-    return identity + " is not an --admin: the management API over TCP is for the names --admin lists";
+    if (std::string why = authenticate(ctx, identity, &token_name, &cert); !why.empty()) {
+      caller.refusal = why;
+      return caller;
+    }
+    caller.identity = identity;
+    caller.admin =
+        (!token_name.empty() && options_.admins.count(token_name)) || (!cert.empty() && options_.admins.count(cert));
+    // Without tokens or client certificates every guest is "anonymous": one could end another's.
+    if (!caller.admin && token_name.empty() && cert.empty())
+      caller.refusal = "an anonymous caller may not use the management API over TCP (no token, no client certificate)";
+    return caller;
   }
 
  private:

@@ -487,12 +487,37 @@ def case_management(workdir, _):
     admin = dict(os.environ, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN)
     remote = json.loads(ctl(server, *tcp, "--json", "sessions", env=admin).stdout)
     check([s["id"] for s in remote["sessions"]] == [live["id"]], f"sessions over TCP: {remote}")
-    r = ctl(server, *tcp, "sessions", env=dict(admin, BYPASS_TOKEN=TOKEN + "-bob"), ok=(1,))
-    check("not an --admin" in r.stderr, f"a non-admin over TCP: {r.stderr}")
+    # bob is no --admin: his own network sessions only; he may end those, not alice's, and not drain.
+    bob = dict(admin, BYPASS_TOKEN=TOKEN + "-bob")
+    check(json.loads(ctl(server, *tcp, "--json", "sessions", env=bob).stdout)["sessions"] == [], "bob sees alice's")
+    bob_run = harness.Running(
+        [harness.sample_path("triangle"), "--frames", "100000"],
+        server.net_env(endpoint, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN + "-bob"),
+        workdir,
+        "bob",
+    )
+    server.wait_stats(
+        lambda s: any(x.get("identity") == "token:bob" and x["objects"] > 0 for x in s["sessions"]), "bob's session"
+    )
+    mine = json.loads(ctl(server, *tcp, "--json", "sessions", env=bob).stdout)["sessions"]
+    check(len(mine) == 1 and mine[0]["identity"] == "token:bob", f"bob's view: {mine}")
+    bob_stats = json.loads(ctl(server, *tcp, "--json", "stats", env=bob).stdout)
+    check([x["identity"] for x in bob_stats["sessions"]] == ["token:bob"], f"bob's stats: {bob_stats}")
+    r = ctl(server, *tcp, "end", str(live["id"]), env=bob, ok=(1,))
+    check(f"no live session {live['id']}" in r.stdout + r.stderr, f"bob ending alice's session: {r.stdout}{r.stderr}")
+    r = ctl(server, *tcp, "drain", env=bob, ok=(1,))
+    check("not an --admin" in r.stderr, f"bob draining: {r.stderr}")
+    ctl(server, *tcp, "end", str(mine[0]["id"]), env=bob)
+    r = bob_run.wait(timeout=20)
+    check("an operator ended the session" in r.stderr, f"bob's guest, ended by bob:\n{r.describe()}")
+    check(server.stats()["sessions"][0]["id"] == live["id"], "alice's session should be live still")
     r = ctl(server, *tcp, "sessions", env=dict(admin, BYPASS_TOKEN=""), ok=(1,))
     check("no bearer token" in r.stderr, f"no token over TCP: {r.stderr}")
     check(ctl(server, *tcp, "health", env=admin).stdout.strip() == "SERVING", "health over TCP")
-    log("management over TCP: alice (--admin) lists sessions, bob and no token are refused, health SERVING")
+    log(
+        "management over TCP: alice (--admin) lists every session; bob sees, stats and ends only his own, "
+        "cannot end alice's or drain; no token is refused; health SERVING"
+    )
     drain = subprocess.Popen(
         [harness.env_path("BYPASSCTL"), "--control", server.control, "drain"],
         stdout=subprocess.PIPE,

@@ -120,6 +120,7 @@ struct Broker::Impl {
   device::Geometry geom;
   Clock::time_point next_serve;
   uint32_t vm_live = 0;
+  std::chrono::nanoseconds vm_nap = device::kPoll;  // how long the loop sleeps between polls
   // Per slot, what the event loop saw: the domain attached there (0: none), or a claim that
   // never became a request (a guest that died half way): its state, generation and since when.
   struct SlotSeen {
@@ -860,7 +861,10 @@ struct Broker::Impl {
         serve_device();
         next_serve = Clock::now() + device::kServe;
       }
-      if (pass()) continue;
+      if (pass()) {
+        vm_nap = transport::kVmPollMin;
+        continue;
+      }
       // A short spin catches the next request of a busy domain without a sleep/wake pair.
       bool work = false;
       auto spin_until = Clock::now() + kSpin;
@@ -879,13 +883,16 @@ struct Broker::Impl {
       timespec* timeout = nullptr;
       if (device_fd) {
         auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(next_serve - Clock::now());
-        if (vm_live > 0) left = std::min<std::chrono::nanoseconds>(left, device::kPoll);
+        if (vm_live > 0) left = std::min<std::chrono::nanoseconds>(left, vm_nap);
         left = std::max<std::chrono::nanoseconds>(left, std::chrono::nanoseconds(0));
         nap.tv_sec = static_cast<time_t>(left.count() / 1'000'000'000);
         nap.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
         timeout = &nap;
       }
       int n = ::epoll_pwait2(epoll.get(), events, kMaxEvents, timeout, nullptr);
+      // An idle look at VM domains' rings: the next nap is longer (transport's polling sleeper's
+      // growth), up to kPoll; any work found starts it over from kVmPollMin.
+      if (n == 0) vm_nap = std::min<std::chrono::nanoseconds>(vm_nap * 2, device::kPoll);
       if (n < 0) {
         if (errno == EINTR) continue;
         return base::errno_error(base::Errc::kIo, "epoll_wait", errno);

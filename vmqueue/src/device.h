@@ -57,7 +57,8 @@ inline constexpr std::chrono::milliseconds kServe{5};
 inline constexpr std::chrono::milliseconds kGuestBeat{50};
 inline constexpr std::chrono::milliseconds kHostTimeout{2000};   // a domain's view of the broker
 inline constexpr std::chrono::milliseconds kGuestTimeout{4000};  // the broker's view of a domain
-// How long the broker polls the request rings of live VM domains between looks.
+// The longest the broker sleeps between looks at live VM domains' request rings: after work it
+// looks again after transport's kVmPollMin, doubling while it finds nothing.
 inline constexpr std::chrono::microseconds kPoll{200};
 
 struct Slot {

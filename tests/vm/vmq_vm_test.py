@@ -121,10 +121,11 @@ def case_vmqueue(workdir, _):
         )
         check(sent[0] == MESSAGES + HUGE and sent[1] == MESSAGES * PAGES + HUGE, f"sent {sent}")
         check("peer vm-b claimed 1" in received_text, f"VM a's view of VM b: {received_text!r}")
-        rate = re.search(r"pages/s (\d+)", read_out(b, "send.txt"))
+        rate = re.search(r"in-send ([0-9.]+) sends/s (\d+)", read_out(b, "send.txt"))
         log(
             f"{sent[0]} messages, {sent[1]} pages ({sent[2]} bytes) VM b -> VM a through vmqd, CRC-32 {sent[3]} "
-            f"on both ends, {sent[4]:.2f} s ({rate.group(1) if rate else '?'} pages/s)"
+            f"on both ends, {sent[4]:.2f} s in all, {rate.group(1) if rate else '?'} s of it in send() "
+            f"({rate.group(2) if rate else '?'} sends/s, one broker round trip each)"
         )
         hostile = read_out(a, "hostile.txt")
         check("the broker ended this domain" in hostile, f"the hostile domain: {hostile!r}")

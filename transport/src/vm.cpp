@@ -280,18 +280,9 @@ Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions
                    "bytes",
                    options.size, options.slots, options.ring_bytes));
   }
-  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd) {
-    return make_error(Status::kIo, str_printf("cannot open %s: %s", path.c_str(), std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return make_error(Status::kInvalidArgument, str_printf("%s is not a regular file", path.c_str()));
-  }
-  if (::ftruncate(fd.get(), static_cast<off_t>(options.size)) != 0) {
-    return make_error(Status::kIo, str_printf("cannot size %s to %" PRIu64 " bytes: %s", path.c_str(), options.size,
-                                              std::strerror(errno)));
-  }
+  auto file = create_vm_device_file(path, options.size);
+  if (!file) return file.error();
+  const base::UniqueFd fd = std::move(file).value();
   auto mapped = base::Mapping::map_shared(fd.get(), 0, options.size, /*writable=*/true);
   if (!mapped) {
     return make_error(Status::kIo, str_printf("cannot map %s: %s", path.c_str(), mapped.error().message.c_str()));

@@ -252,3 +252,55 @@ TEST(VmQueueDevice, AllSlotsTakenIsOneClearError) {
   }
   EXPECT_TRUE(sixth.ok()) << sixth.message();
 }
+
+TEST(VmQueueDevice, GarbageHelloIsRefusedAndAbandonedClaimsAreFreed) {
+  DeviceBroker b;
+  // A live domain first: vmqd is up, and must stay unharmed.
+  auto a = b.attach("bystander");
+  ASSERT_TRUE(a.ok()) << a.message();
+  auto dev = bypass::transport::map_vm_device(b.endpoint(), device::kHeaderBytes);
+  ASSERT_TRUE(dev.ok()) << dev.error().message;
+  auto* h = reinterpret_cast<device::Header*>(dev->data());
+  auto claim = [&]() -> device::Slot* {
+    for (uint32_t i = 0; i < h->slot_count; ++i) {
+      uint32_t expected = device::kFree;
+      if (h->slots[i].state.compare_exchange_strong(expected, device::kClaimed)) {
+        h->slots[i].generation.fetch_add(1);
+        return &h->slots[i];
+      }
+    }
+    return nullptr;
+  };
+  // A hello that is garbage: bytes everywhere, the version and magic right, a bad name.
+  device::Slot* bad = claim();
+  ASSERT_NE(bad, nullptr);
+  std::memset(static_cast<void*>(&bad->hello), 0xff, sizeof bad->hello);
+  bad->hello.magic = wire::kMagic;
+  bad->hello.version = wire::kVersion;
+  bad->state.store(device::kRequested, std::memory_order_release);
+  const auto start = std::chrono::steady_clock::now();
+  while (bad->state.load(std::memory_order_acquire) == device::kRequested &&
+         std::chrono::steady_clock::now() - start < 5s)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(bad->state.load(), device::kRejected);
+  EXPECT_EQ(bad->status, static_cast<uint32_t>(Errc::kInvalid));
+  // A claim its guest never finished, and the refused slot never given back: both are freed
+  // after the guest timeout.
+  device::Slot* abandoned = claim();
+  ASSERT_NE(abandoned, nullptr);
+  const auto claimed_at = std::chrono::steady_clock::now();
+  while ((abandoned->state.load() != device::kFree || bad->state.load() != device::kFree) &&
+         std::chrono::steady_clock::now() - claimed_at < 10s)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(abandoned->state.load(), device::kFree);
+  EXPECT_EQ(bad->state.load(), device::kFree);
+  EXPECT_GE(std::chrono::steady_clock::now() - claimed_at, device::kGuestTimeout - 1s);
+  // The bystander never noticed.
+  auto self = b.attach("self-check");
+  ASSERT_TRUE(self.ok()) << self.message();
+  introduce(*a, *self);
+  ASSERT_EQ(a->send(self->self().id, filled(*a, 1, 5), 100), Errc::kOk);
+  auto m = self->recv(5s);
+  ASSERT_TRUE(m.ok()) << m.message();
+  EXPECT_TRUE(looks_filled(m->data(), 5));
+}

@@ -416,10 +416,8 @@ struct Broker::Impl {
         }
         if (why != nullptr) {
           log("VM domain %u '%s' in slot %u %s", d->id, d->name.c_str(), i, why);
-          const uint32_t id = d->id;
-          // Requests it posted before going are served first (a send is a send).
-          for (DomainEntry* live = d; live != nullptr && process_requests(*live);) live = find(id);
-          remove_domain(id);
+          serve_last_requests(d->id);
+          remove_domain(d->id);
         }
         continue;
       }
@@ -779,12 +777,21 @@ struct Broker::Impl {
     lazy_dirty = true;
   }
 
+  // Requests a domain posted before it went are served first (a send is a send): what its
+  // request ring holds, a few passes' worth and no more, so that whoever still writes into the
+  // ring of a domain that is going (a hostile guest) cannot keep the event loop here.
+  void serve_last_requests(uint32_t id) {
+    for (int passes = 0; passes < 4; ++passes) {
+      DomainEntry* d = find(id);
+      if (d == nullptr || !process_requests(*d)) return;
+    }
+  }
+
   void on_domain_event(uint32_t id, uint32_t events) {
     DomainEntry* d = find(id);
     if (d == nullptr) return;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-      // Requests it posted before dying are served first (a send is a send).
-      for (DomainEntry* live = d; live != nullptr && process_requests(*live);) live = find(id);
+      serve_last_requests(id);
       remove_domain(id);
       return;
     }

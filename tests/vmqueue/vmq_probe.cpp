@@ -3,6 +3,7 @@
 //   vmq_probe send ENDPOINT NAME PEER MESSAGES PAGES HUGE   MESSAGES messages of PAGES 4 KiB
 //                  pages, then HUGE messages of one 2 MiB page, then an end marker, to PEER
 //   vmq_probe recv ENDPOINT NAME PEER                      everything PEER sends, to its end marker
+//                  (or an error: then what came before it and the error, exit status 2)
 //   vmq_probe hostile ENDPOINT NAME    attaches, writes garbage into its own request ring's index
 //                  and expects the broker to end it (exit 0 when it did)
 //   vmq_probe hold ENDPOINT NAME PAGES attaches, takes PAGES pages and dies without leaving (its
@@ -113,7 +114,13 @@ int do_recv(const std::string& endpoint, const std::string& name, const std::str
   Clock::time_point start{};
   for (;;) {
     auto m = d->recv(60s);
-    if (!m) return fail("recv", m.error());
+    if (!m) {
+      // What came before the error, then the error (a peer that died: kPeerDead).
+      std::printf("received %d messages %llu pages %llu bytes crc32 %08lx, then: %s\n", messages,
+                  static_cast<unsigned long long>(pages), static_cast<unsigned long long>(bytes), crc,
+                  to_string(m.code()));
+      return fail("recv", m.error());
+    }
     if (m->sender != peer->id) {
       std::fprintf(stderr, "vmq_probe: a message from domain %u, not %u\n", m->sender, peer->id);
       return 3;

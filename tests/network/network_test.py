@@ -16,9 +16,10 @@ Cases (one ctest test each, label `network`):
   hostile           a client that breaks the stream protocol (garbage, an oversized frame, no
                     hello, a bad hello, another schema, a reserved kind, silence) is refused
                     each time; bypassd and bypass-grpcd live on and serve a good guest after
-  management        the gRPC management API through bypassctl: health SERVING; sessions lists a
-                    network guest (table and --json), also over TCP for an --admin's token (another
-                    token and none refused); drain refuses a new guest and makes health
+  management        the gRPC management API through bypassctl: health SERVING; server reflection
+                    on the management socket lists Management, health and reflection; sessions
+                    lists a network guest (table and --json), also over TCP for an --admin's
+                    token (another token and none refused); drain refuses a new guest and makes health
                     NOT_SERVING while it waits; end ID ends the live guest (VK_ERROR_DEVICE_LOST,
                     reason ended_by_operator) and the drain returns
   cut               the link goes down mid-frame: the guest gets VK_ERROR_DEVICE_LOST within a
@@ -468,6 +469,22 @@ def case_management(workdir, _):
         f.write(f"alice {TOKEN}\nbob {TOKEN}-bob\n")
     server = NetServer(workdir, endpoint, ["--insecure", "--token-file", tokens, "--admin", "alice"]).start()
     check(ctl(server, "health").stdout.strip() == "SERVING", "health is not SERVING at start")
+    # gRPC server reflection on the management socket: the services a generic client finds there.
+    r = harness.run(
+        [harness.env_path("BYPASS_NET_REFLECTION"), "unix:" + server.socket + ".grpc"],
+        os.environ.copy(),
+        workdir,
+        "reflection",
+        30,
+    )
+    services = set(r.stdout.split())
+    wanted = {
+        "bypass.net.fb.Management",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    check(r.returncode == 0 and wanted <= services, f"reflection listed {sorted(services)}:\n{r.describe()}")
+    log(f"reflection on the management socket lists: {', '.join(sorted(services))}")
     env = server.net_env(endpoint, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN)
     run = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "long")
     # (the ICD's short first session, for the instance extensions, must be gone)

@@ -25,6 +25,7 @@
 #include "bypass/crossover/detector.h"
 #include "bypass/crossover/device.h"
 #include "bypass/crossover/link.h"
+#include "bypass/crossover/port.h"
 #include "bypass/crossover/tap.h"
 #include "bypass/transport/session.h"
 #include "bypass/transport/vm.h"
@@ -291,6 +292,44 @@ size_t udp_one_way(const std::string& from, const std::string& to, const std::st
 }
 
 }  // namespace
+
+// A peer's virtio-net header reaches our TAP only when it is what a TAP itself hands over.
+TEST(CrossoverVnetHeader, OnlyWhatATapProducesIsAccepted) {
+  const size_t frame = 1514;
+  VnetHeader plain;  // all zero: no offload
+  EXPECT_TRUE(vnet_header_acceptable(plain, frame));
+  VnetHeader csum{.flags = 1, .csum_start = 34, .csum_offset = 16};  // TCP checksum left to do
+  EXPECT_TRUE(vnet_header_acceptable(csum, frame));
+  VnetHeader tso{.flags = 1, .gso_type = 1, .hdr_len = 66, .gso_size = 1448, .csum_start = 34, .csum_offset = 16};
+  EXPECT_TRUE(vnet_header_acceptable(tso, 65000));
+  VnetHeader tso6_ecn = tso;
+  tso6_ecn.gso_type = 4 | 0x80;
+  EXPECT_TRUE(vnet_header_acceptable(tso6_ecn, 65000));
+  VnetHeader valid{.flags = 2};  // checksum already verified
+  EXPECT_TRUE(vnet_header_acceptable(valid, frame));
+
+  auto with = [](VnetHeader h, auto change) {
+    change(h);
+    return h;
+  };
+  EXPECT_FALSE(vnet_header_acceptable(with(plain, [](auto& h) { h.flags = 4; }), frame));        // unknown flag
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.gso_type = 3; }), 65000));       // UDP fragmentation
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.gso_type = 5; }), 65000));       // UDP segmentation
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.gso_type = 0x42; }), 65000));    // nonsense
+  EXPECT_FALSE(vnet_header_acceptable(with(plain, [](auto& h) { h.gso_type = 0x80; }), frame));  // ECN alone
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.gso_size = 0; }), 65000));
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.hdr_len = 0; }), 65000));
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.flags = 0; }), 65000));  // TSO, no checksum
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.hdr_len = 65001; }), 65000));
+  EXPECT_FALSE(vnet_header_acceptable(csum, 49));  // the checksum field past the frame's end
+  EXPECT_TRUE(vnet_header_acceptable(csum, 52));
+  EXPECT_FALSE(vnet_header_acceptable(with(csum,
+                                           [](auto& h) {
+                                             h.csum_start = 0xffff;
+                                             h.csum_offset = 0xffff;
+                                           }),
+                                      frame));
+}
 
 TEST(CrossoverDetector, LearnsForwardsFloodsAndRelearns) {
   Detector d;

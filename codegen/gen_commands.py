@@ -99,12 +99,18 @@ class CommandGenerator:
     # ------------------------------------------------------------------ fixed structs
     def fixed_struct(self, shape: CommandShape) -> str:
         members = []
-        for f in shape.fields:
+        for f in shape.head:
             if f.kind is FieldKind.HANDLE:
                 members.append(("uint64_t", f.name, 8))
             else:
                 members.append((f.ctype, f.name, f.size))
-        L = [f"struct {shape.name}_s {{"]
+        L = []
+        if shape.trailing:
+            arrays = ", ".join(
+                f"{f.name} [{f.count if f.kind is FieldKind.FIXED_SCALAR else f.len_expr}]" for f in shape.trailing
+            )
+            L.append(f"// followed by {arrays}, each 8-aligned (wire::Packed)")
+        L.append(f"struct {shape.name}_s {{")
         for ct, n, _ in members:
             L.append(f"  {ct} {n};")
         L.append("};")
@@ -130,7 +136,9 @@ class CommandGenerator:
         L.append("")
         L.append("// ---- guest side")
         for s in self.shapes:
-            if s.fixed:
+            if s.trailing:
+                L.append(f"void encode_{s.name}(Packed& r, HandleMap& h, {self.params_decl(s)});")
+            elif s.fixed:
                 L.append(f"void encode_{s.name}({s.name}_s& w, HandleMap& h, {self.params_decl(s)});")
             else:
                 L.append(f"void encode_{s.name}(Builder& b, HandleMap& h, {self.params_decl(s)});")
@@ -224,13 +232,36 @@ class CommandGenerator:
         names = {p.name for p in s.cmd.params}
         L = []
         if s.fixed:
-            L.append(f"void encode_{s.name}({s.name}_s& w, HandleMap& h, {self.params_decl(s)}) {{")
+            if s.trailing:
+                L.append(f"void encode_{s.name}(Packed& r, HandleMap& h, {self.params_decl(s)}) {{")
+                L.append(f"  {s.name}_s w;")
+                L.append("  std::memset(&w, 0, sizeof(w));")
+            else:
+                L.append(f"void encode_{s.name}({s.name}_s& w, HandleMap& h, {self.params_decl(s)}) {{")
             L.append("  (void)h;")
-            for f in s.fields:
+            for f in s.head:
                 if f.kind is FieldKind.HANDLE:
                     L.append(f"  w.{f.name} = {f.name} ? h.to_wire({self.objtype(f.type)}, handle_bits({f.name})) : 0;")
                 else:
                     L.append(f"  w.{f.name} = static_cast<{f.ctype}>({f.name});")
+            if s.trailing:
+                L.append("  r.start(&w, sizeof(w));")
+                for f in s.trailing:
+                    n = f"static_cast<size_t>({f.len_expr})"
+                    if f.kind is FieldKind.FIXED_SCALAR:
+                        L.append(f"  r.put({f.name}, {f.count} * sizeof({f.ctype}));")
+                    elif f.kind is FieldKind.BYTES:
+                        L.append(f"  r.put({f.name}, {n});")
+                    elif f.kind is FieldKind.ARRAY_HANDLE:
+                        L.append("  {")
+                        L.append(f"    const size_t n = {n};")
+                        L.append("    uint64_t* ids = r.reserve<uint64_t>(n);")
+                        L.append(
+                            f"    for (size_t i = 0; {f.name} && i < n; ++i) ids[i] = {f.name}[i] ? h.to_wire({self.objtype(f.type)}, handle_bits({f.name}[i])) : 0;"
+                        )
+                        L.append("  }")
+                    else:
+                        L.append(f"  r.put({f.name}, {n} * sizeof(*{f.name}));")
             L.append("}")
             return "\n".join(L)
         L.append(f"void encode_{s.name}(Builder& b, HandleMap& h, {self.params_decl(s)}) {{")
@@ -392,11 +423,48 @@ class CommandGenerator:
         L = []
         if s.fixed:
             L.append(f"static bool run_{s.name}(HostContext& c, const uint8_t* data, size_t size) {{")
-            L.append(f'  if (size != sizeof({s.name}_s)) return c.fail("{s.name}", "bad record size");')
+            cmp = "<" if s.trailing else "!="
+            L.append(f'  if (size {cmp} sizeof({s.name}_s)) return c.fail("{s.name}", "bad record size");')
             L.append(f"  {s.name}_s w;")
             L.append("  std::memcpy(&w, data, sizeof(w));")
             L.append(f"  Args_{s.name} a;")
-            for f in s.fields:
+            if s.trailing:
+                # Every array's place first, checked against the record's size: nothing is
+                # read (no handle looked up) from a record whose counts do not match its bytes.
+                L.append("  Unpacked u(data, size, sizeof(w));")
+                for f in s.trailing:
+                    n = f"static_cast<uint64_t>(w.{f.len_expr})"
+                    if f.kind is FieldKind.FIXED_SCALAR:
+                        L.append(f"  const uint8_t* in_{f.name} = u.take({f.count}, sizeof(a.{f.name}[0]));")
+                    elif f.kind is FieldKind.BYTES:
+                        L.append(f"  a.{f.name} = u.take({n}, 1);")
+                    elif f.kind is FieldKind.ARRAY_HANDLE:
+                        L.append(f"  const uint8_t* ids_{f.name} = u.take({n}, sizeof(uint64_t));")
+                    else:
+                        L.append(
+                            f"  a.{f.name} = reinterpret_cast<decltype(a.{f.name})>(u.take({n}, sizeof(*a.{f.name})));"
+                        )
+                L.append(f'  if (!u.done()) return c.fail("{s.name}", "bad record size");')
+                for f in s.trailing:
+                    if f.kind is FieldKind.FIXED_SCALAR:
+                        L.append(f"  std::memcpy(a.{f.name}, in_{f.name}, sizeof(a.{f.name}));")
+                    elif f.kind is FieldKind.ARRAY_HANDLE:
+                        opt = "true" if f.null_elements else "false"
+                        ht = self.reg.resolve(f.type)
+                        L.append(f"  if (ids_{f.name}) {{")
+                        L.append(f"    const size_t n = static_cast<size_t>(w.{f.len_expr});")
+                        L.append(f"    auto* p = c.decode.arena->make<{ht}>(n);")
+                        L.append(f'    if (!p) return c.fail("{s.name}.{f.name}", "out of memory");')
+                        L.append("    for (size_t i = 0; i < n; ++i) {")
+                        L.append("      uint64_t id;")
+                        L.append(f"      std::memcpy(&id, ids_{f.name} + i * sizeof(id), sizeof(id));")
+                        L.append(
+                            f'      if (!decode_handle(c.decode, id, {self.objtype(f.type)}, {opt}, "{s.name}.{f.name}", &p[i])) return false;'
+                        )
+                        L.append("    }")
+                        L.append(f"    a.{f.name} = p;")
+                        L.append("  }")
+            for f in s.head:
                 if f.kind is FieldKind.HANDLE:
                     opt = "true" if f.optional else "false"
                     L.append(

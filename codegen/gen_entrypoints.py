@@ -40,9 +40,14 @@ class EntryPointGenerator:
             L = [f"static VKAPI_ATTR {ret} VKAPI_CALL entry_{s.name}({decl}) {{"]
         L.append(f"  Connection* conn = connection_of({first});")
         if s.fixed:
-            L.append(f"  wire::{s.name}_s w;")
-            L.append(f"  wire::encode_{s.name}(w, conn->handles(), {names});")
-            L.append(f"  conn->send_fixed(wire::kCmd_{s.name}, &w, sizeof(w));")
+            if s.trailing:
+                L.append("  wire::Packed& r = wire::thread_packed();")
+                L.append(f"  wire::encode_{s.name}(r, conn->handles(), {names});")
+                L.append(f"  conn->send_fixed(wire::kCmd_{s.name}, r.data(), r.size());")
+            else:
+                L.append(f"  wire::{s.name}_s w;")
+                L.append(f"  wire::encode_{s.name}(w, conn->handles(), {names});")
+                L.append(f"  conn->send_fixed(wire::kCmd_{s.name}, &w, sizeof(w));")
             if ret == "VkResult":
                 L.append("  return conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;")
             L.append("}")

@@ -72,8 +72,11 @@ class SchemaGenerator:
         L.append("// command id in the record header selects the table.")
         for s in self.cg.shapes:
             if s.fixed:
+                if s.trailing:
+                    arrays = ", ".join(f.name for f in s.trailing)
+                    L.append(f"// followed by the arrays {arrays}, each 8-aligned (runtime.h, Packed)")
                 L.append(f"struct {s.name}_s {{")
-                for f in s.fields:
+                for f in s.head:
                     L.append(f"  {f.name}: {'ulong' if f.kind is FieldKind.HANDLE else f.ftype};")
                 L.append("}")
                 continue

@@ -199,12 +199,20 @@ class CommandShape:
     status: str  # generated | handwritten | unsupported: <reason>
     sync: bool = False
     blocking: bool = False
-    fixed: bool = False  # encoded as a FlatBuffers struct (all params scalar/handle, no reply)
+    fixed: bool = False  # encoded as a plain struct (params scalar/handle, no reply), see `trailing`
+    # Fixed-layout commands with arrays ("packed"): arrays of plain data that follow the struct
+    # in the record, each 8-aligned, each counted by a scalar of the struct or a constant.
+    trailing: list[Field] = field(default_factory=list)
     reply_fields: int = 0
     aliases: list[str] = field(default_factory=list)
     origin: str = ""  # VK_VERSION_x or extension name
     wire: bool = True  # False: hand-written and without a generated message
     hand: str = ""  # the side written by hand (handwritten.txt): "", guest, host or both
+
+    @property
+    def head(self) -> list[Field]:
+        """A fixed-layout command's struct members: its scalar and handle parameters."""
+        return [f for f in self.fields if f.kind in (FieldKind.SCALAR, FieldKind.HANDLE)]
 
     @property
     def returns_result(self) -> bool:
@@ -233,6 +241,7 @@ class Protocol:
         self.handwritten = self._read_handwritten()
         self.async_cmds = set(read_list("async.txt"))
         self.blocking = set(read_list("blocking.txt"))
+        self.barriers = read_table("barriers.txt")
         self.conditions = read_table("conditions.txt")
         self.unchecked_enums = read_table("unchecked_enums.txt")
         self.ids = self._read_ids()
@@ -518,6 +527,44 @@ class Protocol:
             return Field(m.name, FieldKind.ARRAY_UNION, m, type=t, len_expr=length, optional=optional)
         raise Unsupported(f"{where}: pointer to {t}")
 
+    def trailable(self, f: Field, header: list[Field]) -> bool:
+        """Whether command parameter f can follow a fixed-layout record as plain bytes: an array
+        of non-enum scalars, bytes, handles (sent as ids) or plain structs, always present, whose
+        count is a constant or one integer parameter of the record's struct."""
+        if f.optional or f.condition:
+            return False
+        if f.kind is FieldKind.FIXED_SCALAR:
+            return f.count.isdigit() and f.type not in self.reg.enums
+        if f.kind not in (FieldKind.ARRAY_SCALAR, FieldKind.BYTES, FieldKind.ARRAY_HANDLE, FieldKind.ARRAY_STRUCT):
+            return False
+        counter = next((h for h in header if h.name == f.len_expr), None)
+        if counter is None or counter.kind is not FieldKind.SCALAR or counter.ctype in ("float", "double"):
+            return False
+        if f.kind is FieldKind.ARRAY_SCALAR:
+            return f.type not in self.reg.enums
+        if f.kind is FieldKind.ARRAY_STRUCT:
+            return self.plain_struct(f.type)
+        return True
+
+    def plain_struct(self, sname: str) -> bool:
+        """A struct of numbers only (nested plain structs and number arrays allowed): no sType,
+        pointer, handle, union or enum, so its C layout is its wire form and any bytes are a
+        valid value (VkViewport, VkRect2D, VkBufferCopy)."""
+        try:
+            fields = self.struct_fields(sname)
+        except Unsupported:
+            return False
+        for f in fields:
+            if f.kind is FieldKind.STRUCT:
+                if not self.plain_struct(f.type):
+                    return False
+            elif f.kind in (FieldKind.SCALAR, FieldKind.FIXED_SCALAR):
+                if f.type in self.reg.enums:
+                    return False
+            else:
+                return False
+        return bool(fields) and not self.reg.struct(sname).member("sType")
+
     def _check_union(self, t: str, where: str) -> None:
         for m in self.reg.struct(t).members:
             mt = self.reg.resolve(m.type)
@@ -571,12 +618,16 @@ class Protocol:
             shape.sync = name not in self.async_cmds
         else:
             shape.sync = False
+        header = [f for f in shape.fields if f.kind in (FieldKind.SCALAR, FieldKind.HANDLE)]
+        rest = [f for f in shape.fields if f.kind not in (FieldKind.SCALAR, FieldKind.HANDLE)]
         shape.fixed = (
             not shape.sync
             and not shape.outs
-            and all(f.kind in (FieldKind.SCALAR, FieldKind.HANDLE) for f in shape.fields)
             and len(cmd.params) == len(shape.fields)
+            and all(self.trailable(f, header) for f in rest)
+            and (not rest or name not in self.barriers)
         )
+        shape.trailing = rest if shape.fixed else []
         if self.require_ids and name not in self.ids and not shape.status.startswith("unsupported"):
             raise SystemExit(
                 f"codegen: {name} is covered but has no id in codegen/data/command_ids.txt; "

@@ -172,8 +172,9 @@ int run(bool json, bool quick) {
                                    handle<VkDescriptorSet>(0x20003), handle<VkDescriptorSet>(0x20004)};
   const auto layout = handle<VkPipelineLayout>(0x30001);
   const Figures bind = B.measure(kCmd_vkCmdBindDescriptorSets, [&] {
-    encode_vkCmdBindDescriptorSets(B.b, B.guest, cb, VK_PIPELINE_BIND_POINT_GRAPHICS, layout, 0, 4, sets, 0, nullptr);
-    B.batch.append(kCmd_vkCmdBindDescriptorSets, 0, B.b.GetBufferPointer(), B.b.GetSize());
+    Packed& r = thread_packed();
+    encode_vkCmdBindDescriptorSets(r, B.guest, cb, VK_PIPELINE_BIND_POINT_GRAPHICS, layout, 0, 4, sets, 0, nullptr);
+    B.batch.append(kCmd_vkCmdBindDescriptorSets, kRecordFixed, r.data(), r.size());
   });
 
   VkImageMemoryBarrier imb{};

@@ -38,7 +38,7 @@ void run_compute_small(const samples::Context& ctx, Scale scale, Report& out);
 void run_compute_large(const samples::Context& ctx, Scale scale, Report& out);
 void run_cmd_stream(const samples::Context& ctx, Scale scale, Report& out);
 void run_cmd_stream_fixed(const samples::Context& ctx, Scale scale, Report& out);
-void run_cmd_stream_tables(const samples::Context& ctx, Scale scale, Report& out);
+void run_cmd_stream_arrays(const samples::Context& ctx, Scale scale, Report& out);
 void run_sync_rtt(const samples::Context& ctx, Scale scale, Report& out);
 void run_map_write(const samples::Context& ctx, Scale scale, Report& out);
 void run_upload(const samples::Context& ctx, Scale scale, Report& out);

@@ -6,10 +6,12 @@
 // renderer does.
 //
 // Natively this measures lavapipe's recording and execution; through the bypass it adds the
-// guest's encoding, the ring, and bypassd's decoding and replay of every command. The wire
-// carries some commands as fixed-layout records and the rest as FlatBuffers tables, so there
-// are three mixes: cmd_stream (half and half, the headline figure), cmd_stream_fixed and
-// cmd_stream_tables, which show what each kind of record costs.
+// guest's encoding, the ring, and bypassd's decoding and replay of every command. Half of the
+// commands take only scalars and handles, half take arrays or bytes (viewports, scissors,
+// blend constants, push constants), so there are three mixes: cmd_stream (half and half, the
+// headline figure), cmd_stream_fixed and cmd_stream_arrays, which show what each kind costs.
+// All of them travel as fixed-layout records, the array commands with their arrays after the
+// struct (docs/codegen.md); until December 2026 those were FlatBuffers tables.
 #include <array>
 #include <string>
 
@@ -28,10 +30,10 @@ using samples::vk_check;
 constexpr uint32_t kCommandsPerBuffer = 10'000;
 constexpr uint32_t kInFlight = 2;
 
-enum class Mix { kHalf, kFixed, kTables };
+enum class Mix { kHalf, kFixed, kArrays };
 
-// Commands the wire carries as FlatBuffers tables (they take a struct, an array or bytes).
-void record_table_command(VkCommandBuffer cmd, VkPipelineLayout layout, uint32_t c, uint32_t index) {
+// Commands that take an array or bytes: fixed-layout records with trailing arrays on the wire.
+void record_array_command(VkCommandBuffer cmd, VkPipelineLayout layout, uint32_t c, uint32_t index) {
   const float f = static_cast<float>(c % 97);
   switch (c % 4) {
     case 0: {
@@ -79,9 +81,9 @@ void record_stream(VkCommandBuffer cmd, Mix mix, VkPipelineLayout layout, VkBuff
                    uint32_t index) {
   // The last two commands are the stamp and the barrier that makes it visible to the host.
   for (uint32_t c = 0; c + 2 < kCommandsPerBuffer; ++c) {
-    const bool table = mix == Mix::kTables || (mix == Mix::kHalf && (c / 4) % 2 == 0);
-    if (table)
-      record_table_command(cmd, layout, c, index);
+    const bool arrays = mix == Mix::kArrays || (mix == Mix::kHalf && (c / 4) % 2 == 0);
+    if (arrays)
+      record_array_command(cmd, layout, c, index);
     else
       record_fixed_command(cmd, c);
   }
@@ -166,8 +168,8 @@ void run(const samples::Context& ctx, Mix mix, Scale scale, Report& out) {
 
 void run_cmd_stream(const samples::Context& ctx, Scale scale, Report& out) { run(ctx, Mix::kHalf, scale, out); }
 void run_cmd_stream_fixed(const samples::Context& ctx, Scale scale, Report& out) { run(ctx, Mix::kFixed, scale, out); }
-void run_cmd_stream_tables(const samples::Context& ctx, Scale scale, Report& out) {
-  run(ctx, Mix::kTables, scale, out);
+void run_cmd_stream_arrays(const samples::Context& ctx, Scale scale, Report& out) {
+  run(ctx, Mix::kArrays, scale, out);
 }
 
 }  // namespace bypass::bench

@@ -502,6 +502,20 @@ void Server::answer_control(ControlClient& c) {
   [[maybe_unused]] auto w = send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
 }
 
+void Server::note_stall(const char* what, std::chrono::steady_clock::time_point due,
+                        std::chrono::steady_clock::time_point now) {
+  // Every guest's connection and every bypassctl request waits on this loop. One pass that took
+  // long (or a wake-up far past its due time: the process was not run) is worth a line, so that
+  // an operator can tell a slow bypassd from a starved host.
+  constexpr std::chrono::milliseconds kStall{250};
+  if (now - due < kStall) return;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - due).count();
+  if (std::strcmp(what, "poll") == 0)
+    spdlog::warn("bypassd: the main loop woke {} ms late (the host did not run it: CPU or memory pressure)", ms);
+  else
+    spdlog::warn("bypassd: one pass of the main loop took {} ms", ms);
+}
+
 size_t Server::live_sessions() const {
   size_t n = 0;
   for (const Worker& w : workers_) n += !w.listed;
@@ -590,8 +604,12 @@ int Server::run(int stop_fd) {
         {{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
     for (const ControlClient& c : control_clients_) fds.push_back({c.fd.get(), POLLIN, 0});
     // VM guests cannot wake us: their slots are polled, and their heartbeat is ours to bump.
-    int n = poll(fds.data(), fds.size(), helper_poll_timeout_ms(vms_.empty() ? 500 : 5));
+    const int timeout_ms = helper_poll_timeout_ms(vms_.empty() ? 500 : 5);
+    const auto slept = std::chrono::steady_clock::now();
+    int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) break;
+    const auto woke = std::chrono::steady_clock::now();
+    note_stall("poll", slept + std::chrono::milliseconds(timeout_ms), woke);
     serve_vms();
     if (fds[2].revents) drain(child_pipe_[0]);
     reap();
@@ -606,6 +624,7 @@ int Server::run(int stop_fd) {
     if (control_fd >= 0 && (fds[3].revents & POLLIN)) accept_control(control_fd);
     if (fds[1].revents) break;
     if (fds[0].revents & POLLIN) accept_one();
+    note_stall("serving", woke, std::chrono::steady_clock::now());
   }
   control_clients_.clear();
   shut_down();

@@ -205,6 +205,61 @@ TEST(WireHostile, MissingRequiredPointersAreRejected) {
   EXPECT_EQ(e.host.decode.error, "vkCreateImage.pCreateInfo: missing required struct");
 }
 
+// Fixed-layout records with trailing arrays (vkCmdSetScissor, vkCmdBindDescriptorSets...): the
+// counts in the struct must account for every byte after it, exactly; an array the counts put
+// past the record's end, a count whose byte size overflows, spare bytes and a misaligned
+// record are refused before any array or handle is read.
+TEST(WireHostile, PackedCountsMustMatchTheirBytes) {
+  Env e(7);
+  const auto cb = reinterpret_cast<VkCommandBuffer>(uint64_t{0x10});
+  const VkRect2D scissors[2] = {{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}};
+  encode_vkCmdSetScissor(e.packed, e.handles, cb, 0, 2, scissors);
+  std::vector<uint8_t> good(e.packed.data(), e.packed.data() + e.packed.size());
+  ASSERT_EQ(good.size(), sizeof(vkCmdSetScissor_s) + sizeof(scissors));
+  Tally t;
+  auto with_count = [&](uint32_t count) {
+    std::vector<uint8_t> m = good;
+    vkCmdSetScissor_s w;
+    std::memcpy(&w, m.data(), sizeof(w));
+    w.scissorCount = count;
+    std::memcpy(m.data(), &w, sizeof(w));
+    return m;
+  };
+  auto refused = [&](const std::vector<uint8_t>& m, const char* what) {
+    EXPECT_FALSE(feed(e, kCmd_vkCmdSetScissor, m.data(), m.size(), t)) << what;
+    EXPECT_EQ(e.host.decode.error, "vkCmdSetScissor: bad record size") << what;
+  };
+  EXPECT_TRUE(feed(e, kCmd_vkCmdSetScissor, good.data(), good.size(), t));
+  refused(with_count(3), "a count past the record's end");
+  refused(with_count(1), "bytes left over");
+  refused(with_count(0xFFFFFFFFu), "a count whose bytes overflow");
+  std::vector<uint8_t> longer = good;
+  longer.resize(good.size() + 8);
+  refused(longer, "spare bytes");
+  // Misaligned in memory: the arrays would be handed to the driver in place.
+  std::unique_ptr<uint64_t[]> store(new uint64_t[good.size() / 8 + 2]);
+  auto* odd = reinterpret_cast<uint8_t*>(store.get()) + 4;
+  std::memcpy(odd, good.data(), good.size());
+  e.host.expect(0xFFFF, nullptr, 0);
+  EXPECT_FALSE(e.run(kCmd_vkCmdSetScissor, odd, good.size()));
+
+  // Two arrays: the second one's place depends on the first one's count.
+  const VkDescriptorSet sets[2] = {reinterpret_cast<VkDescriptorSet>(uint64_t{0x21}),
+                                   reinterpret_cast<VkDescriptorSet>(uint64_t{0x22})};
+  const uint32_t offsets[3] = {256, 512, 768};
+  const auto layout = reinterpret_cast<VkPipelineLayout>(uint64_t{0x30});
+  encode_vkCmdBindDescriptorSets(e.packed, e.handles, cb, VK_PIPELINE_BIND_POINT_GRAPHICS, layout, 0, 2, sets, 3,
+                                 offsets);
+  std::vector<uint8_t> bind(e.packed.data(), e.packed.data() + e.packed.size());
+  EXPECT_TRUE(feed(e, kCmd_vkCmdBindDescriptorSets, bind.data(), bind.size(), t));
+  vkCmdBindDescriptorSets_s w;
+  std::memcpy(&w, bind.data(), sizeof(w));
+  w.descriptorSetCount = 3;  // 8 more bytes of ids: the offsets' 16 would then end 8 bytes past
+  std::memcpy(bind.data(), &w, sizeof(w));
+  EXPECT_FALSE(feed(e, kCmd_vkCmdBindDescriptorSets, bind.data(), bind.size(), t));
+  EXPECT_EQ(e.host.decode.error, "vkCmdBindDescriptorSets: bad record size");
+}
+
 // ------------------------------------------------------------------ replies on the guest
 // Feeds hostile replies to the guest decoder of one command, its output storage made by a
 // round trip (two-call capacities, chains, arrays sized by the call's own counts).

@@ -242,6 +242,7 @@ struct Env {
   Pool pool;
   Fill fill{rng, pool};
   Builder b{1024};
+  Packed packed;  // fixed-layout records with trailing arrays
   IdentityHandles handles;
   TestHost host{fill};
   Arena guest_arena{size_t{64} << 20};

@@ -29,6 +29,8 @@ Cases (one ctest test each):
   server-identity   a guest refuses a server run by another (unprivileged) uid, naming it,
                     unless BYPASS_SERVER_UID names that uid; a server refuses a socket
                     directory another user made first
+  stalled           bypassd's main process stopped for 1.2 s logs that its loop woke late,
+                    then serves on
   kill-cycles N     N guests SIGKILLed mid-frame, two at a time: bypassd's RSS and descriptor
                     count end within 10% of where they started, no worker is left, no object
                     is live (label soak runs 1,000)
@@ -616,6 +618,23 @@ def case_kill_cycles(workdir, arg):
     check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
 
 
+def case_stalled(workdir, _):
+    """bypassd's main process, stopped for a second (what a starved host does to it), says so in
+    its log when it runs again, and serves on."""
+    server = Bypassd(workdir).start()
+    harness.check_ok(vulkaninfo(server.guest_env(), workdir, "before"), "vulkaninfo before the stall")
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    time.sleep(1.2)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    harness.check_ok(vulkaninfo(server.guest_env(), workdir, "after"), "vulkaninfo after the stall")
+    m = re.search(r"the main loop woke (\d+) ms late", server.log_text())
+    check(m is not None, f"bypassd should log that its main loop woke late:\n{server.log_text()[-3000:]}")
+    check(int(m.group(1)) >= 500, f"the stall it logged is too short for a 1.2 s stop: {m.group(0)}")
+    log(f"logged: {m.group(0)}")
+    server.check_alive("after the stall")
+    check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
+
+
 if __name__ == "__main__":
     sys.exit(
         harness.main(
@@ -630,6 +649,7 @@ if __name__ == "__main__":
                 "max-sessions": case_max_sessions,
                 "memory-bomb": case_memory_bomb,
                 "kill-cycles": case_kill_cycles,
+                "stalled": case_stalled,
             }
         )
     )

@@ -65,6 +65,11 @@ bool fail_enum(DecodeContext& c, const char* where, const char* type, int64_t va
   return c.fail(where, what.c_str(), Fault::kInvalidUsage);
 }
 
+Packed& thread_packed() {
+  thread_local Packed p;
+  return p;
+}
+
 void warn_unknown_stype(int32_t stype) {
   // Applications chain structures of extensions we do not carry as a matter of course
   // (vulkaninfo chains dozens): that is no fault of theirs, so only a debug line, once per type.

@@ -67,6 +67,8 @@ class Server {
   // Starts bypass-grpcd again once its back-off has passed; the poll timeout until then.
   void restart_helper(std::chrono::steady_clock::time_point now);
   int helper_poll_timeout_ms(int otherwise) const;
+  void note_stall(const char* what, std::chrono::steady_clock::time_point due,
+                  std::chrono::steady_clock::time_point now);
   void finish(Worker& w);
   void shut_down();
   // Control requests (bypassctl): accepted, then answered when their line arrives, from the

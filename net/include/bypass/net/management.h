@@ -14,7 +14,7 @@ namespace bypass::net {
 
 // One request to bypassd's control socket (stats, sessions, end ID, drain): its whole answer.
 transport::Result<std::string> control_request(const std::string& control_path, const std::string& line,
-                                               std::chrono::milliseconds timeout = std::chrono::seconds(2));
+                                               std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 using SessionListMessage = flatbuffers::grpc::Message<fb::SessionList>;
 

@@ -263,6 +263,74 @@ inline Off bytes_vector(Builder& b, const void* p, size_t n) {
   return b.CreateVector(static_cast<const uint8_t*>(p), n).o;
 }
 
+// A fixed-layout record with trailing arrays, as the guest builds it: the command's struct, then
+// each array's bytes, every piece starting 8-aligned. One buffer per thread, reused, so a record
+// costs no allocation once the buffer has grown to the largest one.
+class Packed {
+ public:
+  static constexpr size_t align(size_t n) { return (n + 7) & ~size_t{7}; }
+  // Starts a record with its struct.
+  void start(const void* head, size_t size) {
+    bytes_.clear();
+    put(head, size);
+  }
+  // Appends `size` bytes from `p` (zeros when p is null: an application's missing array, which
+  // the host then sees as zeros, not as memory we would read through a null pointer).
+  void put(const void* p, size_t size) {
+    const size_t at = bytes_.size();
+    bytes_.resize(at + align(size));
+    if (size && p) std::memcpy(bytes_.data() + at, p, size);
+    if (!p) std::memset(bytes_.data() + at, 0, size);
+    std::memset(bytes_.data() + at + size, 0, align(size) - size);
+  }
+  // Room for n elements of T, to fill in place (handle ids).
+  template <class T>
+  T* reserve(size_t n) {
+    const size_t at = bytes_.size();
+    bytes_.resize(at + align(n * sizeof(T)));
+    std::memset(bytes_.data() + at, 0, align(n * sizeof(T)));
+    return reinterpret_cast<T*>(bytes_.data() + at);
+  }
+  const uint8_t* data() const { return bytes_.data(); }
+  size_t size() const { return bytes_.size(); }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+// The calling thread's record buffer.
+Packed& thread_packed();
+
+// The host's reading of a packed record: each trailing array's place, checked against the
+// record's size before anything reads it. A count that does not fit, or bytes left over, is a
+// malformed record.
+class Unpacked {
+ public:
+  Unpacked(const uint8_t* data, size_t size, size_t head) : data_(data), size_(size), at_(Packed::align(head)) {}
+  // `count` elements of `elem` bytes; nullptr with ok() false when they do not fit.
+  const uint8_t* take(uint64_t count, size_t elem) {
+    if (!ok_) return nullptr;
+    if (count > (uint64_t{1} << 40) / elem) return fail();  // no multiplication overflow
+    const uint64_t bytes = count * elem;
+    if (at_ > size_ || bytes > size_ - at_) return fail();
+    const uint8_t* p = data_ + at_;
+    at_ += Packed::align(static_cast<size_t>(bytes));
+    return count ? p : nullptr;
+  }
+  // Every byte accounted for, and the record 8-aligned in memory (its arrays are handed to the
+  // driver in place).
+  bool done() const { return ok_ && at_ == size_ && reinterpret_cast<uintptr_t>(data_) % 8 == 0; }
+
+ private:
+  const uint8_t* fail() {
+    ok_ = false;
+    return nullptr;
+  }
+  const uint8_t* data_;
+  size_t size_;
+  size_t at_;
+  bool ok_ = true;
+};
+
 // Unknown sType in a chain: skipped, reported once per type at debug level (BYPASS_LOG=debug).
 void warn_unknown_stype(int32_t stype);
 

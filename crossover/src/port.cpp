@@ -32,7 +32,7 @@ bool vnet_header_acceptable(const VnetHeader& h, size_t frame_bytes) {
   const uint8_t gso = h.gso_type & ~kGsoEcn;
   if (gso != kGsoNone && gso != kGsoTcp4 && gso != kGsoTcp6) return false;
   if (gso == kGsoNone && h.gso_type != kGsoNone) return false;  // ECN without segmentation
-  if (gso != kGsoNone && (h.gso_size == 0 || h.hdr_len == 0 || !(h.flags & kNeedsCsum))) return false;
+  if (gso != kGsoNone && h.gso_size == 0) return false;
   if (h.hdr_len > frame_bytes) return false;
   if ((h.flags & kNeedsCsum) && size_t{h.csum_start} + h.csum_offset + sizeof(uint16_t) > frame_bytes) return false;
   return true;

@@ -32,7 +32,7 @@ static_assert(sizeof(VnetHeader) == kVnetHdrLen);
 
 // Whether a peer's header may go to our TAP in front of a frame of `frame_bytes` (the bytes
 // after the header): only what our own TAPs produce (checksum hints, TCP segmentation over IPv4
-// and IPv6, ECN), with every length and offset inside the frame. The kernel checks again; this
+// and IPv6 with a segment size, ECN), with every length and offset inside the frame. The kernel checks again; this
 // keeps a hostile peer's fields away from its GSO and checksum code altogether.
 bool vnet_header_acceptable(const VnetHeader& h, size_t frame_bytes);
 

@@ -244,9 +244,14 @@ base::Error<base::Errc> fail(const char* step) { return base::errno_error(base::
 
 base::Result<void> enter_sandbox(const SandboxOptions& o) {
   if (o.uid != static_cast<uid_t>(-1)) {
+    // A change of user clears the parent-death signal: armed again after it, so a worker or a
+    // relay that runs as another user still ends with bypassd.
+    int death_signal = 0;
+    prctl(PR_GET_PDEATHSIG, &death_signal, 0, 0, 0);
     if (!o.user.empty() && initgroups(o.user.c_str(), o.gid) != 0) return fail("initgroups");
     if (setgid(o.gid) != 0) return fail("setgid");
     if (setuid(o.uid) != 0) return fail("setuid");
+    if (death_signal != 0 && prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0) return fail("PR_SET_PDEATHSIG");
   }
   const rlimit no_core{0, 0};
   if (setrlimit(RLIMIT_CORE, &no_core) != 0) return fail("RLIMIT_CORE");

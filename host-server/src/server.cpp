@@ -29,7 +29,8 @@ namespace bypass::host {
 
 namespace {
 
-int g_child_pipe = -1;  // write end of the running server's SIGCHLD pipe
+int g_child_pipe = -1;                            // write end of the running server's SIGCHLD pipe
+constexpr uid_t kNoUid = static_cast<uid_t>(-1);  // a viewer with no rights (a scoped drain)
 
 // bypass-grpcd's restarts: the first after 100 ms, each next one waits twice as long up to 5 s;
 // one that stayed up 30 s had a good run, and its successor starts from 100 ms again.
@@ -100,7 +101,8 @@ void Server::accept_one() {
   const auto cred = base::peer_credentials(conn.get());
   const base::PeerCredentials peer = cred ? *cred : base::PeerCredentials{};
   // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
-  std::string refusal = policy_->check(conn.get(), peer);
+  // Our own relay is let in whoever it runs as; the guests behind it it has authenticated.
+  std::string refusal = is_relay(peer.pid) ? std::string() : policy_->check(conn.get(), peer);
   if (refusal.empty() && draining_)
     refusal = "bypassd refused the session: it is draining (bypassctl drain): no new sessions";
   if (refusal.empty() && live_sessions() >= config_.max_sessions && !wait_for_free_slot()) {
@@ -133,6 +135,7 @@ bool Server::start_worker(base::UniqueFd conn, const base::PeerCredentials& peer
   w.peer = peer;
   w.report = report;
   w.started = std::chrono::steady_clock::now();
+  w.relay = is_relay(peer.pid);
   if (config_.isolation == Isolation::kThread) {
     w.thread = std::thread(
         [fd = conn.release(), id = w.id, this, report] { serve_connection(base::UniqueFd(fd), id, config_, report); });
@@ -250,8 +253,8 @@ void Server::finish(Worker& w) {
   // A connection that never became a session (refused or silent handshake) was logged by its
   // worker; the list holds sessions.
   if (reason != EndReason::kHandshakeFailed) {
-    ended_.push_back(
-        Ended{w.id, w.peer.pid, w.peer.uid, reason, detail, r.stats.objects.load(), r.stats.records.load()});
+    ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, reason, detail, r.stats.objects.load(), r.stats.records.load(),
+                           network_peer(w).identity});
     if (ended_.size() > 64) ended_.pop_front();
   }
 }
@@ -383,7 +386,22 @@ void Server::shut_down() {
   }
 }
 
-std::string Server::stats_json(uid_t viewer) const {
+Server::NetworkPeer Server::network_peer(const Worker& w) const {
+  // A network guest's session comes from bypass-grpcd (known by its pid), which names it
+  // "grpc IDENTITY ADDRESS": who it authenticated and from where. Other guests' names are not
+  // believed.
+  NetworkPeer p;
+  const std::string_view name(w.report->peer_name, strnlen(w.report->peer_name, sizeof(w.report->peer_name)));
+  if (!w.relay || !name.starts_with("grpc ")) return p;
+  const std::string_view rest = name.substr(5);
+  const size_t space = rest.find(' ');
+  p.network = true;
+  p.identity = rest.substr(0, space);
+  if (space != std::string_view::npos) p.address = rest.substr(space + 1);
+  return p;
+}
+
+std::string Server::stats_json(uid_t viewer, const std::string& scope) const {
   const bool all = policy_->privileged(viewer);
   std::ostringstream o;
   uint64_t total = 0;
@@ -393,6 +411,8 @@ std::string Server::stats_json(uid_t viewer) const {
     if (!all && w.peer.uid != viewer) continue;
     const WorkerReport& r = *w.report;
     if (r.state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
+    const NetworkPeer net = network_peer(w);
+    if (!scope.empty() && net.identity != scope) continue;
     total += r.stats.objects.load();
     o << (first ? "" : ", ") << "{\"id\": " << w.id << ", \"pid\": " << w.peer.pid << ", \"uid\": " << w.peer.uid
       << ", \"worker_pid\": " << w.pid << ", \"objects\": " << r.stats.objects.load()
@@ -400,18 +420,9 @@ std::string Server::stats_json(uid_t viewer) const {
       << ", \"replies\": " << r.stats.replies.load() << ", \"memory_bytes\": " << r.stats.memory_bytes.load();
     if (w.vm >= 0)
       o << ", \"vm\": \"" << base::json_escape(vms_[static_cast<size_t>(w.vm)].spec.name) << "\", \"slot\": " << w.slot;
-    // A network guest's session comes from bypass-grpcd (our own uid), which names it
-    // "grpc IDENTITY ADDRESS": who it authenticated and from where. Other uids' names are not
-    // believed.
-    const std::string_view name(r.peer_name, strnlen(r.peer_name, sizeof(r.peer_name)));
-    if (w.peer.uid == geteuid() && name.starts_with("grpc ")) {
-      const std::string_view rest = name.substr(5);
-      const size_t space = rest.find(' ');
-      o << ", \"transport\": \"grpc\", \"identity\": \"" << base::json_escape(std::string(rest.substr(0, space)))
-        << "\", \"address\": \""
-        << base::json_escape(space == std::string_view::npos ? std::string() : std::string(rest.substr(space + 1)))
-        << "\"";
-    }
+    if (net.network)
+      o << ", \"transport\": \"grpc\", \"identity\": \"" << base::json_escape(net.identity) << "\", \"address\": \""
+        << base::json_escape(net.address) << "\"";
     o << "}";
     first = false;
   }
@@ -419,6 +430,7 @@ std::string Server::stats_json(uid_t viewer) const {
   first = true;
   for (const Ended& e : ended_) {
     if (!all && e.uid != viewer) continue;
+    if (!scope.empty() && e.identity != scope) continue;
     o << (first ? "" : ", ") << "{\"id\": " << e.id << ", \"pid\": " << e.pid << ", \"uid\": " << e.uid
       << ", \"reason\": \"" << to_string(e.reason) << "\", \"objects\": " << e.objects_left
       << ", \"records\": " << e.records << ", \"detail\": \"" << base::json_escape(e.detail) << "\"}";
@@ -428,7 +440,7 @@ std::string Server::stats_json(uid_t viewer) const {
   return o.str();
 }
 
-std::string Server::sessions_lines(uid_t viewer) const {
+std::string Server::sessions_lines(uid_t viewer, const std::string& scope) const {
   const bool all = policy_->privileged(viewer);
   std::ostringstream o;
   o << "draining\t" << (draining_ ? 1 : 0) << "\n";
@@ -436,31 +448,26 @@ std::string Server::sessions_lines(uid_t viewer) const {
     if (!all && w.peer.uid != viewer) continue;
     const WorkerReport& r = *w.report;
     if (r.state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
-    std::string transport = w.vm >= 0 ? "vm" : "unix", identity, address;
-    const std::string_view name(r.peer_name, strnlen(r.peer_name, sizeof(r.peer_name)));
-    if (w.peer.uid == geteuid() && name.starts_with("grpc ")) {
-      const std::string_view rest = name.substr(5);
-      const size_t space = rest.find(' ');
-      transport = "grpc";
-      identity = rest.substr(0, space);
-      if (space != std::string_view::npos) address = rest.substr(space + 1);
-    }
-    for (char& c : identity) c = c == '\t' || c == '\n' ? ' ' : c;
-    for (char& c : address) c = c == '\t' || c == '\n' ? ' ' : c;
+    NetworkPeer net = network_peer(w);
+    if (!scope.empty() && net.identity != scope) continue;
+    const std::string transport = w.vm >= 0 ? "vm" : net.network ? "grpc" : "unix";
+    for (char& c : net.identity) c = c == '\t' || c == '\n' ? ' ' : c;
+    for (char& c : net.address) c = c == '\t' || c == '\n' ? ' ' : c;
     o << "session\t" << w.id << '\t' << w.peer.pid << '\t' << w.peer.uid << '\t' << w.pid << '\t'
       << r.stats.objects.load() << '\t' << r.stats.records.load() << '\t' << r.stats.bytes.load() << '\t'
-      << r.stats.replies.load() << '\t' << r.stats.memory_bytes.load() << '\t' << transport << '\t' << identity << '\t'
-      << address << "\n";
+      << r.stats.replies.load() << '\t' << r.stats.memory_bytes.load() << '\t' << transport << '\t' << net.identity
+      << '\t' << net.address << "\n";
   }
   return o.str();
 }
 
-std::string Server::end_session(uid_t viewer, const char* id_text) {
+std::string Server::end_session(uid_t viewer, const char* id_text, const std::string& scope) {
   char* end = nullptr;
   const unsigned long long id = std::strtoull(id_text, &end, 10);
   for (Worker& w : workers_) {
     if (w.id != id || w.report->state.load(std::memory_order_acquire) == WorkerReport::kEnded) continue;
     if (!policy_->privileged(viewer) && w.peer.uid != viewer) break;  // as if unknown: not theirs to see
+    if (!scope.empty() && network_peer(w).identity != scope) break;
     w.report->stop_requested.store(WorkerReport::kStopOperator, std::memory_order_release);
     spdlog::info("session {}: ending it for uid {} (bypassctl end)", w.id, viewer);
     return "{\"ok\": true}\n";
@@ -487,16 +494,26 @@ void Server::accept_control(int lfd) {
 }
 
 void Server::answer_control(ControlClient& c) {
-  // One request line, one answer.
-  char buf[64] = {};
+  // One request line, one answer; " @NAME" at its end narrows it to that network identity.
+  char buf[320] = {};
   const ssize_t n = read(c.fd.get(), buf, sizeof(buf) - 1);
   buf[n > 0 ? n : 0] = 0;
+  buf[strcspn(buf, "\n")] = 0;
+  std::string scope;
+  if (char* at = strstr(buf, " @")) {
+    scope = at + 2;
+    *at = 0;
+    if (scope.empty()) scope = " ";  // "@" and nothing: matches no identity
+  }
   reap();
-  const std::string reply = c.peer.uid == static_cast<uid_t>(-1)    ? std::string("{\"error\": \"unknown peer\"}\n")
-                            : std::strncmp(buf, "stats", 5) == 0    ? stats_json(c.peer.uid)
-                            : std::strncmp(buf, "sessions", 8) == 0 ? sessions_lines(c.peer.uid)
-                            : std::strncmp(buf, "end ", 4) == 0     ? end_session(c.peer.uid, buf + 4)
-                            : std::strncmp(buf, "drain", 5) == 0    ? start_draining(c.peer.uid)
+  // The relay asks for the management API, which its own callers' rights already decided: it
+  // sees what bypassd's own user sees.
+  const uid_t viewer = is_relay(c.peer.pid) ? geteuid() : c.peer.uid;
+  const std::string reply = viewer == static_cast<uid_t>(-1)        ? std::string("{\"error\": \"unknown peer\"}\n")
+                            : std::strncmp(buf, "stats", 5) == 0    ? stats_json(viewer, scope)
+                            : std::strncmp(buf, "sessions", 8) == 0 ? sessions_lines(viewer, scope)
+                            : std::strncmp(buf, "end ", 4) == 0     ? end_session(viewer, buf + 4, scope)
+                            : std::strncmp(buf, "drain", 5) == 0    ? start_draining(scope.empty() ? viewer : kNoUid)
                                                                     : std::string("{\"error\": \"unknown request\"}\n");
   // Non-blocking, once: a client that does not read gets what fits.
   [[maybe_unused]] auto w = send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL);

@@ -14,6 +14,8 @@
 //
 // Once its ports are bound and its credentials read it enters bypassd's sandbox with the relay's
 // filter (bypass/host/sandbox.h): what it parses comes from the network.
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -59,6 +61,7 @@ struct Options {
   size_t max_sessions = 64;
   std::string log_level = "info";
   std::set<std::string> admins;  // token or certificate names allowed the management API over TCP
+  std::string user, group;       // who the relay serves as, once bound and its keys read
 };
 
 class Relay final : public net::fb::Remote::Service {
@@ -90,14 +93,24 @@ class Relay final : public net::fb::Remote::Service {
   }
 
   // The management API: anyone on its UNIX socket (mode 0600), and on the TCP port an
-  // authenticated caller whose token name or certificate name is an --admin.
-  std::string authorize_management(grpc::ServerContext& ctx) {
-    if (ctx.peer().starts_with("unix:")) return {};
+  // authenticated caller: whose token name or certificate name is an --admin sees everything;
+  // anyone else who may open sessions sees, and may end, only its own network sessions (those
+  // bypassd lists with its identity) and may not drain.
+  net::ManagementService::Caller authorize_management(grpc::ServerContext& ctx) {
+    net::ManagementService::Caller caller;
+    if (ctx.peer().starts_with("unix:")) return caller;
     std::string identity, token_name, cert;
-    if (std::string why = authenticate(ctx, identity, &token_name, &cert); !why.empty()) return why;
-    if ((!token_name.empty() && options_.admins.count(token_name)) || (!cert.empty() && options_.admins.count(cert)))
-      return {};
-    return identity + " is not an --admin: the management API over TCP is for the names --admin lists";
+    if (std::string why = authenticate(ctx, identity, &token_name, &cert); !why.empty()) {
+      caller.refusal = why;
+      return caller;
+    }
+    caller.identity = identity;
+    caller.admin =
+        (!token_name.empty() && options_.admins.count(token_name)) || (!cert.empty() && options_.admins.count(cert));
+    // Without tokens or client certificates every guest is "anonymous": one could end another's.
+    if (!caller.admin && token_name.empty() && cert.empty())
+      caller.refusal = "an anonymous caller may not use the management API over TCP (no token, no client certificate)";
+    return caller;
   }
 
  private:
@@ -339,6 +352,10 @@ int main(int argc, char** argv) {
                  "A token name (--token-file) or client-certificate name that may use the management API over "
                  "the --listen port; repeatable")
       ->take_all();
+  app.add_option("--user", o.user,
+                 "Serve as this user once the port is bound and the keys are read (bypassd passes "
+                 "its --worker-user)");
+  app.add_option("--group", o.group, "With --user: this group (bypassd's --socket-group), so the relay may connect");
   bool die_with_parent = false;
   app.add_flag("--die-with-parent", die_with_parent, "Exit when the parent (bypassd) does");
   // Hidden, for the tests: once sandboxed, try what the filter refuses and log each outcome.
@@ -424,10 +441,29 @@ int main(int argc, char** argv) {
   // Bound and with its credentials read: from here on only what serving needs.
   bypass::host::SandboxOptions sandbox;
   sandbox.profile = bypass::host::SandboxProfile::kRelay;
+  if (!o.user.empty()) {
+    const passwd* pw = getpwnam(o.user.c_str());
+    if (!pw) {
+      spdlog::error("--user {}: no such user", o.user);
+      return 2;
+    }
+    sandbox.user = o.user;
+    sandbox.uid = pw->pw_uid;
+    sandbox.gid = pw->pw_gid;
+    if (!o.group.empty()) {
+      const group* gr = getgrnam(o.group.c_str());
+      if (!gr) {
+        spdlog::error("--group {}: no such group", o.group);
+        return 2;
+      }
+      sandbox.gid = gr->gr_gid;  // primary, and with initgroups one of its groups
+    }
+  }
   if (auto entered = bypass::host::enter_sandbox(sandbox); !entered) {
     spdlog::error("cannot enter the sandbox: {}", entered.error().message);
     return 1;
   }
+  if (!o.user.empty()) spdlog::info("serving as {} (uid {}, gid {})", o.user, getuid(), getgid());
   if (probe_sandbox) probe();
   server->GetHealthCheckService()->SetServingStatus(true);
   serving = server.get();

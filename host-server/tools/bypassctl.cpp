@@ -124,7 +124,10 @@ int main(int argc, char** argv) {
   if (management.empty())
     management = (control.ends_with(".ctl") ? control.substr(0, control.size() - 4) : control) + ".grpc";
 
-  if (command == "stats") {
+  // Over the network, stats is the management API's: the JSON of its Stats call, or the table.
+  const bool remote = management.starts_with("grpc://");
+  if (command == "stats" && remote && !json) command = "sessions";
+  if (command == "stats" && !remote) {
     auto text = net::control_request(control, json ? "stats" : "sessions");
     if (!text) {
       std::fprintf(stderr, "bypassctl: %s\n", text.error().message.c_str());
@@ -194,6 +197,16 @@ int main(int argc, char** argv) {
   grpc::ClientContext ctx;
   add_token(ctx);
   flatbuffers::grpc::MessageBuilder mb;
+  if (command == "stats") {
+    ctx.set_deadline(deadline_in(5));
+    mb.Finish(net::fb::CreateEmpty(mb));
+    flatbuffers::grpc::Message<net::fb::StatsReply> reply;
+    auto st = stub->Stats(&ctx, mb.ReleaseMessage<net::fb::Empty>(), &reply);
+    if (!st.ok()) return fail("stats", st, management);
+    const flatbuffers::String* text = reply.GetRoot()->json();
+    std::fputs(text ? text->c_str() : "{}\n", stdout);
+    return 0;
+  }
   if (command == "sessions") {
     ctx.set_deadline(deadline_in(5));
     mb.Finish(net::fb::CreateEmpty(mb));

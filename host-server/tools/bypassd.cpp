@@ -38,6 +38,9 @@ struct Network {
   bool insecure = false;
   std::string tls_cert, tls_key, tls_client_ca, token_file;
   std::vector<std::string> admins;
+  // A root bypassd with --worker-user runs the relay as that user too, in the sockets' group so
+  // that it may connect to them: the process that faces the network holds no root.
+  std::string user, group;
 };
 
 pid_t start_grpcd(const Network& n, const std::string& socket_path, const std::string& log_level,
@@ -66,6 +69,8 @@ pid_t start_grpcd(const Network& n, const std::string& socket_path, const std::s
                              {"--token-file", &n.token_file}})
     if (!value->empty()) args.insert(args.end(), {flag, *value});
   for (const std::string& a : n.admins) args.insert(args.end(), {"--admin", a});
+  if (!n.user.empty()) args.insert(args.end(), {"--user", n.user});
+  if (!n.user.empty() && !n.group.empty()) args.insert(args.end(), {"--group", n.group});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -250,6 +255,10 @@ int main(int argc, char** argv) {
     if (!network.listen.empty() && !network.insecure && (network.tls_cert.empty() || network.tls_key.empty())) {
       spdlog::error("--listen {}: needs --tls-cert and --tls-key, or --insecure for loopback tests", network.listen);
       return 2;
+    }
+    if (geteuid() == 0 && !config.worker_user.empty()) {
+      network.user = config.worker_user;
+      network.group = config.socket_group;
     }
     const pid_t pid = start_grpcd(network, config.socket_path, config.log_level, config.handshake_timeout_ms);
     if (pid < 0) {

@@ -26,6 +26,9 @@ Cases (one ctest test each, label `network`):
   relay-sandbox     bypass-grpcd runs under seccomp (mode 2, on every thread), no_new_privs, no
                     core dumps, and serves a guest identical to native; run with --probe-sandbox
                     it finds exec, fork and inet sockets refused, UNIX sockets and threads allowed
+  relay-user        with --worker-user nobody the relay runs as nobody in the sockets' group
+                    (sandboxed), its sessions and management calls still recognised by pid, a
+                    guest identical to native through it; killing bypassd ends it
   relay-restart     bypass-grpcd is killed (SIGKILL) under a running network guest: the guest
                     gets VK_ERROR_DEVICE_LOST, its session ends peer_gone, bypassd lives on,
                     starts a new relay (sandboxed too), and a new guest renders identical to native
@@ -484,12 +487,37 @@ def case_management(workdir, _):
     admin = dict(os.environ, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN)
     remote = json.loads(ctl(server, *tcp, "--json", "sessions", env=admin).stdout)
     check([s["id"] for s in remote["sessions"]] == [live["id"]], f"sessions over TCP: {remote}")
-    r = ctl(server, *tcp, "sessions", env=dict(admin, BYPASS_TOKEN=TOKEN + "-bob"), ok=(1,))
-    check("not an --admin" in r.stderr, f"a non-admin over TCP: {r.stderr}")
+    # bob is no --admin: his own network sessions only; he may end those, not alice's, and not drain.
+    bob = dict(admin, BYPASS_TOKEN=TOKEN + "-bob")
+    check(json.loads(ctl(server, *tcp, "--json", "sessions", env=bob).stdout)["sessions"] == [], "bob sees alice's")
+    bob_run = harness.Running(
+        [harness.sample_path("triangle"), "--frames", "100000"],
+        server.net_env(endpoint, BYPASS_INSECURE="1", BYPASS_TOKEN=TOKEN + "-bob"),
+        workdir,
+        "bob",
+    )
+    server.wait_stats(
+        lambda s: any(x.get("identity") == "token:bob" and x["objects"] > 0 for x in s["sessions"]), "bob's session"
+    )
+    mine = json.loads(ctl(server, *tcp, "--json", "sessions", env=bob).stdout)["sessions"]
+    check(len(mine) == 1 and mine[0]["identity"] == "token:bob", f"bob's view: {mine}")
+    bob_stats = json.loads(ctl(server, *tcp, "--json", "stats", env=bob).stdout)
+    check([x["identity"] for x in bob_stats["sessions"]] == ["token:bob"], f"bob's stats: {bob_stats}")
+    r = ctl(server, *tcp, "end", str(live["id"]), env=bob, ok=(1,))
+    check(f"no live session {live['id']}" in r.stdout + r.stderr, f"bob ending alice's session: {r.stdout}{r.stderr}")
+    r = ctl(server, *tcp, "drain", env=bob, ok=(1,))
+    check("not an --admin" in r.stderr, f"bob draining: {r.stderr}")
+    ctl(server, *tcp, "end", str(mine[0]["id"]), env=bob)
+    r = bob_run.wait(timeout=20)
+    check("an operator ended the session" in r.stderr, f"bob's guest, ended by bob:\n{r.describe()}")
+    check(server.stats()["sessions"][0]["id"] == live["id"], "alice's session should be live still")
     r = ctl(server, *tcp, "sessions", env=dict(admin, BYPASS_TOKEN=""), ok=(1,))
     check("no bearer token" in r.stderr, f"no token over TCP: {r.stderr}")
     check(ctl(server, *tcp, "health", env=admin).stdout.strip() == "SERVING", "health over TCP")
-    log("management over TCP: alice (--admin) lists sessions, bob and no token are refused, health SERVING")
+    log(
+        "management over TCP: alice (--admin) lists every session; bob sees, stats and ends only his own, "
+        "cannot end alice's or drain; no token is refused; health SERVING"
+    )
     drain = subprocess.Popen(
         [harness.env_path("BYPASSCTL"), "--control", server.control, "drain"],
         stdout=subprocess.PIPE,
@@ -627,6 +655,51 @@ def case_relay_sandbox(workdir, _):
     log("--probe-sandbox: " + "; ".join(f"{k} {v}" for k, v in want.items()))
 
 
+def case_relay_user(workdir, _):
+    """A root bypassd with --worker-user runs the relay as that user (in the sockets' group), after
+    it bound its port: the process facing the network holds no root. bypassd knows it by its pid:
+    its sessions are network sessions, its management calls see everything; and it still ends
+    with bypassd (a change of user clears the parent-death signal; it is armed again)."""
+    os.chmod(workdir, 0o755)  # the relay, as nobody, reaches the sockets in it
+    port = free_port()
+    endpoint = f"grpc://127.0.0.1:{port}"
+    server = NetServer(
+        workdir, endpoint, ["--insecure", "--worker-user", "nobody", "--socket-group", "nogroup"]
+    ).start()
+    relay = relay_pids(server)[-1]
+    status = proc_status(relay)
+    uids, gids = status["Uid"].split(), status["Gid"].split()
+    check(uids == ["65534"] * 4, f"bypass-grpcd should run as nobody: Uid {uids}")
+    check(gids == ["65534"] * 4, f"bypass-grpcd should run in the sockets' group nogroup: Gid {gids}")
+    check_relay_sandboxed(relay)
+    check("serving as nobody (uid 65534, gid 65534)" in server.log_text(), "the relay should log whom it serves as")
+    env = server.net_env(endpoint, BYPASS_INSECURE="1")
+    run = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "long")
+    server.wait_stats(
+        lambda s: any(x.get("transport") == "grpc" and x["objects"] > 0 for x in s["sessions"]),
+        "the network session, listed as grpc",
+    )
+    listed = json.loads(ctl(server, "--json", "sessions").stdout)  # through the relay's management API
+    check(any(x["transport"] == "grpc" for x in listed["sessions"]), f"management sessions: {listed}")
+    run.proc.kill()
+    run.wait(timeout=20)
+    wait_no_sessions(server, "the killed guest's session to end")
+    run_and_compare(server, "triangle", env, workdir)
+    log(f"bypass-grpcd pid {relay} as nobody/nogroup, sandboxed; a guest identical to native through it")
+    # bypassd killed outright: the relay goes with it.
+    server.proc.kill()
+    server.proc.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{relay}") and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if proc_status(relay)["State"].split()[0] == "Z":
+                break
+        time.sleep(0.05)
+    gone = not os.path.exists(f"/proc/{relay}") or proc_status(relay)["State"].split()[0] == "Z"
+    check(gone, f"bypass-grpcd (pid {relay}) outlived bypassd")
+    log("bypassd killed: the relay ended with it")
+
+
 def case_relay_restart(workdir, _):
     port = free_port()
     endpoint = f"grpc://127.0.0.1:{port}"
@@ -673,6 +746,7 @@ if __name__ == "__main__":
                 "hostile": case_hostile,
                 "management": case_management,
                 "relay-sandbox": case_relay_sandbox,
+                "relay-user": case_relay_user,
                 "relay-restart": case_relay_restart,
             }
         )

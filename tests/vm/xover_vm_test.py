@@ -9,8 +9,11 @@ TAP, with no file descriptor crossing: the rings are polled and peer death is he
 
   crossover [BYTES]  VM b pings VM a, then streams BYTES (default 100 MiB) over TCP to it with a
                      CRC-32 on both ends; VM a pings the uplink's address (a namespace on this
-                     machine), which the cross-talk detector sends up, not across; once the
-                     guests power off, both ports go down by heartbeat and the daemon lives on
+                     machine), which the cross-talk detector sends up, not across; then VM b's
+                     MAC moves to the uplink (VM b takes another one, the uplink takes VM b's
+                     and speaks): the switch re-learns it and VM a's frames to that MAC take
+                     the uplink, as between namespaces; once the guests power off, both ports
+                     go down by heartbeat and the daemon lives on
 """
 
 import json
@@ -26,6 +29,8 @@ from harness import check, log  # noqa: E402
 from vm_test import Vm, VmDevices  # noqa: E402
 
 SUBNET = "10.77.0"
+MAC_B = "02:bb:00:00:00:02"  # VM b's, until it moves to the uplink
+NEW_B = "02:bb:00:00:00:99"  # what VM b takes then
 
 
 def xover():
@@ -55,13 +60,19 @@ def wait_status(socket_path, predicate, what, timeout):
     raise harness.TestFailure(f"timed out waiting for {what}; last status: {last}")
 
 
-def endpoint_script(side, address, then):
+def endpoint_script(side, address, then, mac=None):
     # The endpoint makes xo0 once the daemon accepted it; the rest waits for that.
+    mac_option = f" --mac {mac}" if mac else ""
     return (
-        f"{xover()} endpoint --device ivshmem: --side {side} --addr {address}/24 2> endpoint.log &\n"
+        f"{xover()} endpoint --device ivshmem: --side {side}{mac_option} --addr {address}/24 2> endpoint.log &\n"
         "i=0; while ! ip link show xo0 >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 600 ] && exit 90; sleep 0.1; done\n"
         + then
     )
+
+
+def learnt(st, mac):
+    """The port the switch learnt `mac` at, or None."""
+    return next((m["port"] for m in st.get("macs", []) if m["mac"] == mac), None)
 
 
 def read_out(vm, name):
@@ -119,7 +130,15 @@ def case_crossover(workdir, arg):
                     "a",
                     f"{SUBNET}.1",
                     f"{probe()} recv 5001 300 > recv.txt\n"
-                    f"ping -c 3 -W 5 {SUBNET}.3 > ping-uplink.txt; echo $? > ping-uplink.status\n",
+                    f"ping -c 3 -W 5 {SUBNET}.3 > ping-uplink.txt; echo $? > ping-uplink.status\n"
+                    # The uplink's address at VM b's MAC: across to VM b (which drops it) until
+                    # the MAC moves, then up.
+                    f"ip neigh replace {SUBNET}.3 lladdr {MAC_B} dev xo0\n"
+                    f"n=0; until ping -c 1 -W 1 {SUBNET}.3 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 200 ] && break; done\n"
+                    f"ping -c 3 -W 5 {SUBNET}.3 > ping-moved.txt; echo $? > ping-moved.status\n"
+                    # Tell VM b it may power off: over the crossover, to its new MAC.
+                    f"ip neigh replace {SUBNET}.2 lladdr {NEW_B} dev xo0\n"
+                    f"{probe()} send {SUBNET}.2 5002 4096 120 > done.txt\n",
                 ),
             ],
             options=timeout,
@@ -136,11 +155,34 @@ def case_crossover(workdir, arg):
                     f"{SUBNET}.2",
                     f"n=0; until ping -c 1 -W 1 {SUBNET}.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 300 ] && break; done\n"
                     f"ping -c 3 -W 5 {SUBNET}.1 > ping.txt; echo $? > ping.status\n"
-                    f"{probe()} send {SUBNET}.1 5001 {nbytes} 300 > send.txt\n",
+                    f"{probe()} send {SUBNET}.1 5001 {nbytes} 300 > send.txt\n"
+                    # Give up the MAC (the switch learns the new one from the pings' frames),
+                    # then stay up until VM a has reached the uplink at the old one.
+                    f"ip link set dev xo0 address {NEW_B}\n"
+                    f"ping -c 2 -W 1 {SUBNET}.1 >/dev/null 2>&1\n"
+                    f"{probe()} recv 5002 240 > done.txt\n",
+                    mac=MAC_B,
                 ),
             ],
             options=timeout,
         )
+        # VM b took its new MAC: the uplink takes the old one and speaks, which moves it.
+        wait_status(socket_path, lambda st: learnt(st, NEW_B) == "b", f"VM b's new MAC {NEW_B} learnt", 400)
+        before = status(socket_path)
+        subprocess.run(
+            ["ip", "netns", "exec", netns, "ip", "link", "set", "dev", "xo-up0", "address", MAC_B], check=True
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", netns, "ping", "-c", "3", "-W", "2", f"{SUBNET}.1"],
+            check=False,
+            capture_output=True,
+        )
+        moved = wait_status(socket_path, lambda st: learnt(st, MAC_B) == "uplink", f"{MAC_B} learnt at the uplink", 30)
+        check(
+            moved["mac_moves"] > before["mac_moves"],
+            f"the switch did not count a move: {before['mac_moves']} -> {moved['mac_moves']}",
+        )
+        to_uplink = moved["to_uplink"]
         ra, rb = a.wait(timeout=420), b.wait(timeout=420)
         check(ra.returncode == 0, f"VM a failed:\n{ra.describe()}")
         check(rb.returncode == 0, f"VM b failed:\n{rb.describe()}")
@@ -154,8 +196,14 @@ def case_crossover(workdir, arg):
             read_out(a, "ping-uplink.status").strip() == "0",
             f"VM a could not ping the uplink:\n{read_out(a, 'ping-uplink.txt')}",
         )
+        check(
+            read_out(a, "ping-moved.status").strip() == "0",
+            f"VM a could not reach the uplink at VM b's old MAC:\n{read_out(a, 'ping-moved.txt')}",
+        )
         s = status(socket_path)
         check(s is not None, "the link daemon does not answer after the guests")
+        check(s["to_uplink"] - to_uplink >= 3, f"VM a's frames to the moved MAC did not take the uplink: {s}")
+        log(f"VM b's MAC {MAC_B} moved to the uplink (mac_moves {s['mac_moves']}); VM a reached it there")
         check(s["crossover"] >= 100, f"few frames went across: {s}")
         check(s["to_uplink"] >= 3, f"the pings to the uplink's address did not take the uplink: {s}")
         log(f"switch: crossover {s['crossover']}, to uplink {s['to_uplink']}, from uplink {s['from_uplink']}")

@@ -39,6 +39,7 @@ class Server {
     int wait_status = 0;  // waitpid()'s status once reaped
     int vm = -1;          // index in vms_ for a VM guest's session, else -1
     uint32_t slot = 0;    // and its slot in that VM's device
+    bool relay = false;   // opened by bypass-grpcd (its pid): a network guest's session
   };
   // A VM served through its shared-memory device (--vm).
   struct VmState {
@@ -54,7 +55,14 @@ class Server {
     std::string detail;
     uint64_t objects_left;
     uint64_t records;
+    std::string identity;  // a network guest's, as its relay named it ("" otherwise)
   };
+  // Who a network guest is, as bypass-grpcd named its session ("grpc IDENTITY ADDRESS").
+  struct NetworkPeer {
+    bool network = false;
+    std::string identity, address;
+  };
+  NetworkPeer network_peer(const Worker& w) const;
 
   void accept_one();
   bool open_vms();
@@ -67,6 +75,8 @@ class Server {
   // Starts bypass-grpcd again once its back-off has passed; the poll timeout until then.
   void restart_helper(std::chrono::steady_clock::time_point now);
   int helper_poll_timeout_ms(int otherwise) const;
+  // bypass-grpcd, known by its pid (it may run as another user: --worker-user).
+  bool is_relay(pid_t pid) const { return config_.helper_pid > 0 && pid == config_.helper_pid; }
   void note_stall(const char* what, std::chrono::steady_clock::time_point due,
                   std::chrono::steady_clock::time_point now);
   void finish(Worker& w);
@@ -83,10 +93,12 @@ class Server {
   void answer_control(ControlClient& c);
   size_t live_sessions() const;
   bool wait_for_free_slot();
-  std::string stats_json(uid_t viewer) const;
+  // `scope`, when not empty, narrows what a viewer sees or ends to the network sessions of that
+  // identity (the management API for a caller who is not an --admin: "stats @NAME").
+  std::string stats_json(uid_t viewer, const std::string& scope) const;
   // The live sessions a line each, tab-separated (bypass-grpcd's management API reads them).
-  std::string sessions_lines(uid_t viewer) const;
-  std::string end_session(uid_t viewer, const char* id_text);
+  std::string sessions_lines(uid_t viewer, const std::string& scope) const;
+  std::string end_session(uid_t viewer, const char* id_text, const std::string& scope);
   std::string start_draining(uid_t viewer);
   size_t pending_handshakes(uid_t uid) const;
 

@@ -20,9 +20,16 @@ using SessionListMessage = flatbuffers::grpc::Message<fb::SessionList>;
 
 class ManagementService final : public fb::Management::Service {
  public:
-  // `on_drain` runs when a drain was asked for (bypass-grpcd turns its health NOT_SERVING);
-  // `authorize` says why a caller may not use the API ("" when it may).
-  using Authorize = std::function<std::string(grpc::ServerContext&)>;
+  // Who is calling: `refusal` says why a caller may not use the API at all ("" when it may); a
+  // caller who is not an admin sees, and may end, only the network sessions of its `identity`,
+  // and may not drain.
+  struct Caller {
+    std::string refusal;
+    bool admin = true;
+    std::string identity;
+  };
+  // `on_drain` runs when a drain was asked for (bypass-grpcd turns its health NOT_SERVING).
+  using Authorize = std::function<Caller(grpc::ServerContext&)>;
   ManagementService(std::string control_path, std::function<void()> on_drain, Authorize authorize)
       : control_path_(std::move(control_path)), on_drain_(std::move(on_drain)), authorize_(std::move(authorize)) {}
 
@@ -36,8 +43,10 @@ class ManagementService final : public fb::Management::Service {
                      flatbuffers::grpc::Message<fb::Outcome>* response) override;
 
  private:
-  grpc::Status session_list(SessionListMessage* response, size_t* live = nullptr);
-  grpc::Status allowed(grpc::ServerContext& ctx);
+  grpc::Status session_list(SessionListMessage* response, size_t* live = nullptr, const std::string& scope = "");
+  grpc::Status allowed(grpc::ServerContext& ctx, Caller* caller);
+  // The control socket's request for this caller: " @IDENTITY" added for one who is not an admin.
+  static std::string scoped(const std::string& request, const Caller& caller);
   std::string control_path_;
   std::function<void()> on_drain_;
   Authorize authorize_;

@@ -98,7 +98,8 @@ default_files() {
   # /init), and the endpoint and its test probe where they are built.
   local tun="/lib/modules/${kernel#/boot/vmlinuz-}/kernel/drivers/net/tun.ko"
   [[ -f "$tun" ]] && echo "$tun"
-  for f in "$build/crossover/bypass-xover" "$build/tests/crossover/xover_probe"; do
+  # The VM-queue domain probe (tests/vm/vmq_vm_test.py), where it is built.
+  for f in "$build/crossover/bypass-xover" "$build/tests/crossover/xover_probe" "$build/tests/vmqueue/vmq_probe"; do
     [[ -f "$f" && -x "$f" ]] && echo "$f"
   done
   return 0

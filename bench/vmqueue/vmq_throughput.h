@@ -1,6 +1,8 @@
 // VM-queue throughput: one sender and one receiver domain (two threads, one vmqd process),
 // messages of `pages_per_message` pages moved for `duration`. Shared by vmqueue_bench and
-// crossover_bench.
+// crossover_bench. With a device (vmqd --device), `measure(..., vm = true)` attaches both
+// domains through it as a VM's domains do (rings polled, heartbeats), here from processes of
+// this machine that map the device file.
 #pragma once
 
 #include <signal.h>
@@ -28,9 +30,13 @@ struct Figures {
 
 class Vmqd {
  public:
-  Vmqd(const std::string& path, std::vector<std::string> extra = {})
+  Vmqd(const std::string& path, std::vector<std::string> extra = {}, bool device = false)
       : socket_("/tmp/vmq-bench-" + std::to_string(::getpid()) + ".sock") {
     std::vector<std::string> args = {path, "--socket", socket_};
+    if (device) {
+      device_ = "/dev/shm/vmq-bench-" + std::to_string(::getpid());
+      args.insert(args.end(), {"--device", device_});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     std::fflush(nullptr);  // or the child's freopen() flushes our buffered output a second time
     pid_ = ::fork();
@@ -48,10 +54,11 @@ class Vmqd {
     ::kill(pid_, SIGTERM);
     int st;
     ::waitpid(pid_, &st, 0);
+    if (!device_.empty()) ::unlink(device_.c_str());
   }
-  Result<Domain> connect(const std::string& name, QueueOptions o = {}) const {
+  Result<Domain> connect(const std::string& name, QueueOptions o = {}, bool vm = false) const {
     for (int i = 0;; ++i) {
-      auto d = Domain::connect(socket_, name, o);
+      auto d = Domain::connect(vm ? "ivshmem:" + device_ : socket_, name, o);
       if (d.ok() || i == 200) return d;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -59,15 +66,16 @@ class Vmqd {
 
  private:
   std::string socket_;
+  std::string device_;
   pid_t pid_;
 };
 
-inline Figures measure(const Vmqd& broker, size_t pages_per_message, PageSize size,
-                       std::chrono::milliseconds duration) {
+inline Figures measure(const Vmqd& broker, size_t pages_per_message, PageSize size, std::chrono::milliseconds duration,
+                       bool vm = false) {
   static std::atomic<int> run{0};
   int r = run++;
-  auto tx = broker.connect("tx" + std::to_string(r));
-  auto rx = broker.connect("rx" + std::to_string(r), QueueOptions{.capacity = 256});
+  auto tx = broker.connect("tx" + std::to_string(r), {}, vm);
+  auto rx = broker.connect("rx" + std::to_string(r), QueueOptions{.capacity = 256}, vm);
   Figures f;
   if (!tx || !rx) return f;
   Result<Identity> rx_id = make_error(Errc::kInvalid);

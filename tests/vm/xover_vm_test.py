@@ -182,7 +182,9 @@ def case_crossover(workdir, arg):
             moved["mac_moves"] > before["mac_moves"],
             f"the switch did not count a move: {before['mac_moves']} -> {moved['mac_moves']}",
         )
-        to_uplink = moved["to_uplink"]
+        # VM a's pings to the moved MAC may come before this snapshot (the uplink's own pings
+        # take seconds): count from before the move.
+        to_uplink = before["to_uplink"]
         ra, rb = a.wait(timeout=420), b.wait(timeout=420)
         check(ra.returncode == 0, f"VM a failed:\n{ra.describe()}")
         check(rb.returncode == 0, f"VM b failed:\n{rb.describe()}")

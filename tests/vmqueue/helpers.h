@@ -77,10 +77,11 @@ inline int wait_exit(pid_t pid, std::chrono::seconds timeout = std::chrono::seco
 
 class BrokerProcess {
  public:
-  explicit BrokerProcess(std::vector<std::string> extra = {}) : socket_(unique_socket()) {
+  explicit BrokerProcess(std::vector<std::string> extra = {}, const std::string& stdout_path = "/dev/null")
+      : socket_(unique_socket()) {
     std::vector<std::string> argv = {VMQD_PATH, "--socket", socket_};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    pid_ = spawn(argv, "/dev/null");
+    pid_ = spawn(argv, stdout_path);
   }
   ~BrokerProcess() { stop(); }
   void stop() {

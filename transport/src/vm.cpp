@@ -35,15 +35,6 @@ namespace {
 
 VmDeviceHeader* header_of(const base::Mapping& m) { return reinterpret_cast<VmDeviceHeader*>(m.data()); }
 
-void nap(std::chrono::nanoseconds d) {
-  // A polling sleeper's naps are its wake-up latency: without this, the kernel's default timer
-  // slack (50 us) rounds every 2 us nap up to some 60 us. Per thread, set once.
-  thread_local const bool slack_set = ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0) == 0;
-  (void)slack_set;
-  timespec ts{static_cast<time_t>(d.count() / 1'000'000'000), static_cast<long>(d.count() % 1'000'000'000)};
-  ::nanosleep(&ts, nullptr);
-}
-
 layout::VmHello to_vm_hello(const Hello& hello) {
   layout::VmHello h{};
   h.transport_version = kTransportVersion;
@@ -124,23 +115,8 @@ class VmLink final : public Link {
   // Nothing to do: the ring bumped the word the sleeper polls.
   void wake(std::atomic<uint32_t>*) override {}
   bool sleep(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) override {
-    const Clock::time_point start = Clock::now();
-    const Clock::time_point end = start + timeout;
-    // First yield instead of napping: a reply that comes within kVmYieldPhase is noticed at
-    // once, and whoever else wants this CPU (the peer itself, when it shares it) gets it.
-    while (Clock::now() - start < kVmYieldPhase) {
-      if (word->load(std::memory_order_acquire) != expected) return false;
-      ::sched_yield();
-    }
-    std::chrono::nanoseconds step = kVmPollMin;
-    for (;;) {
-      // Acquire: pairs with the waker's release bump of the word (ring.cpp).
-      if (word->load(std::memory_order_acquire) != expected) return false;
-      const Clock::time_point now = Clock::now();
-      if (now >= end) return true;
-      nap(std::min<std::chrono::nanoseconds>(step, end - now));
-      step = std::min<std::chrono::nanoseconds>(step * 2, kVmPollMax);
-    }
+    // Acquire: pairs with the waker's release bump of the word (ring.cpp).
+    return !vm_poll_until([&] { return word->load(std::memory_order_acquire) != expected; }, timeout);
   }
   bool peer_gone() override {
     // The slot is no longer this session's: bypassd ended it (guest's view), or a new guest
@@ -231,6 +207,31 @@ Result<std::string> resolve_device(const std::string& endpoint) {
 
 }  // namespace
 
+void vm_nap(std::chrono::nanoseconds d) {
+  // A polling sleeper's naps are its wake-up latency: without this, the kernel's default timer
+  // slack (50 us) rounds every 2 us nap up to some 60 us. Per thread, set once.
+  thread_local const bool slack_set = ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0) == 0;
+  (void)slack_set;
+  timespec ts{static_cast<time_t>(d.count() / 1'000'000'000), static_cast<long>(d.count() % 1'000'000'000)};
+  ::nanosleep(&ts, nullptr);
+}
+
+void vm_yield() { ::sched_yield(); }
+
+Result<base::UniqueFd> create_vm_device_file(const std::string& path, uint64_t size) {
+  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return make_error(Status::kIo, str_printf("cannot open %s: %s", path.c_str(), std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return make_error(Status::kInvalidArgument, str_printf("%s is not a regular file", path.c_str()));
+  }
+  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+    return make_error(Status::kIo,
+                      str_printf("cannot size %s to %" PRIu64 " bytes: %s", path.c_str(), size, std::strerror(errno)));
+  }
+  return fd;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host
 
@@ -279,18 +280,9 @@ Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions
                    "bytes",
                    options.size, options.slots, options.ring_bytes));
   }
-  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd) {
-    return make_error(Status::kIo, str_printf("cannot open %s: %s", path.c_str(), std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return make_error(Status::kInvalidArgument, str_printf("%s is not a regular file", path.c_str()));
-  }
-  if (::ftruncate(fd.get(), static_cast<off_t>(options.size)) != 0) {
-    return make_error(Status::kIo, str_printf("cannot size %s to %" PRIu64 " bytes: %s", path.c_str(), options.size,
-                                              std::strerror(errno)));
-  }
+  auto file = create_vm_device_file(path, options.size);
+  if (!file) return file.error();
+  const base::UniqueFd fd = std::move(file).value();
   auto mapped = base::Mapping::map_shared(fd.get(), 0, options.size, /*writable=*/true);
   if (!mapped) {
     return make_error(Status::kIo, str_printf("cannot map %s: %s", path.c_str(), mapped.error().message.c_str()));
@@ -389,22 +381,30 @@ Result<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine) {
 // ---------------------------------------------------------------------------------------------
 // Guest
 
-Result<base::Mapping> map_vm_device(const std::string& endpoint, uint64_t min_bytes) {
+Result<VmDeviceFile> open_vm_device(const std::string& endpoint, uint64_t min_bytes) {
   auto resolved = resolve_device(endpoint);
   if (!resolved) return resolved.error();
-  const std::string& path = *resolved;
-  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-  if (!fd) {
-    return make_error(Status::kIo, str_printf("cannot open the device %s: %s", path.c_str(), std::strerror(errno)));
+  VmDeviceFile dev;
+  dev.path = *resolved;
+  dev.fd = base::UniqueFd(::open(dev.path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!dev.fd) {
+    return make_error(Status::kIo, str_printf("cannot open the device %s: %s", dev.path.c_str(), std::strerror(errno)));
   }
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || st.st_size < static_cast<off_t>(min_bytes)) {
-    return make_error(Status::kIo, str_printf("the device %s is too small or unreadable", path.c_str()));
+  if (::fstat(dev.fd.get(), &st) != 0 || st.st_size < static_cast<off_t>(min_bytes)) {
+    return make_error(Status::kIo, str_printf("the device %s is too small or unreadable", dev.path.c_str()));
   }
-  auto mapped = base::Mapping::map_shared(fd.get(), 0, static_cast<uint64_t>(st.st_size), /*writable=*/true);
+  dev.size = static_cast<uint64_t>(st.st_size);
+  return dev;
+}
+
+Result<base::Mapping> map_vm_device(const std::string& endpoint, uint64_t min_bytes) {
+  auto opened = open_vm_device(endpoint, min_bytes);
+  if (!opened) return opened.error();
+  auto mapped = base::Mapping::map_shared(opened->fd.get(), 0, opened->size, /*writable=*/true);
   if (!mapped) {
     return make_error(Status::kIo,
-                      str_printf("cannot map the device %s: %s", path.c_str(), mapped.error().message.c_str()));
+                      str_printf("cannot map the device %s: %s", opened->path.c_str(), mapped.error().message.c_str()));
   }
   return std::move(mapped).value();
 }
@@ -464,7 +464,7 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
           return make_error(Status::kPeerGone,
                             str_printf("no bypassd serves %s (its heartbeat stands still)", path.c_str()));
         }
-        nap(step);
+        vm_nap(step);
         step = std::min<std::chrono::nanoseconds>(step * 2, std::chrono::milliseconds(1));
       }
       if (state == layout::kSlotRejected) {
@@ -497,7 +497,7 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
       return make_error(Status::kPeerGone,
                         str_printf("no bypassd serves %s (its heartbeat stands still)", path.c_str()));
     }
-    nap(std::chrono::milliseconds(1));
+    vm_nap(std::chrono::milliseconds(1));
   }
 }
 

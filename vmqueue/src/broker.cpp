@@ -22,6 +22,8 @@
 #include "bypass/base/unix_socket.h"
 #include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
+#include "bypass/transport/vm.h"
+#include "device.h"
 #include "page_pool.h"
 #include "wire.h"
 
@@ -57,8 +59,15 @@ struct DomainEntry {
   uint32_t id = 0;
   std::string name;
   base::PeerCredentials cred;
+  bool claimed = false;                       // cred is what a VM guest wrote, not the kernel's
   std::optional<transport::Channel> channel;  // set-up messages and fds; its socket tells death
-  base::Mapping region;
+  base::Mapping region;                       // a process domain's memfd (a VM domain's is its device slot)
+  // A VM domain: its device slot, the generation it attached with, and its heartbeat as last
+  // seen and when that changed.
+  int vm_slot = -1;
+  uint32_t vm_generation = 0;
+  uint64_t vm_beat = 0;
+  Clock::time_point vm_beat_moved;
   SlotRing<Record> requests;  // broker consumes
   SlotRing<Record> replies;   // broker produces
   SlotRing<Record> queue;     // broker produces: this domain's inbound VM queue
@@ -77,6 +86,7 @@ struct DomainEntry {
     w.pid = cred.pid;
     w.uid = cred.uid;
     w.gid = cred.gid;
+    w.flags = claimed ? uint32_t{wire::kClaimed} : 0u;
     wire::copy_name(w.name, name);
     return w;
   }
@@ -103,8 +113,26 @@ struct Broker::Impl {
   bool lazy_dirty = false;
   std::atomic<bool> stopping{false};  // set by stop() (any thread), read by run()
 
+  // The VM device (options.device_path): the pools are its file (offsets in geom), the header
+  // and slot regions are mapped here; the pools never are.
+  base::UniqueFd device_fd;
+  base::Mapping device_control;
+  device::Geometry geom;
+  Clock::time_point next_serve;
+  uint32_t vm_live = 0;
+  std::chrono::nanoseconds vm_nap = device::kPoll;  // how long the loop sleeps between polls
+  // Per slot, what the event loop saw: the domain attached there (0: none), or a claim that
+  // never became a request (a guest that died half way): its state, generation and since when.
+  struct SlotSeen {
+    uint32_t domain = 0;
+    uint32_t state = device::kFree, generation = 0;
+    Clock::time_point since;
+  };
+  SlotSeen slot_seen[device::kMaxSlots];
+
   struct Counters {
-    std::atomic<uint64_t> connected{0}, live{0}, messages{0}, pages{0}, timer_flushes{0}, protocol{0};
+    std::atomic<uint64_t> connected{0}, live{0}, messages{0}, pages{0}, timer_flushes{0}, protocol{0}, silent{0},
+        free_pages{0};
   } counters;
 
   explicit Impl(BrokerOptions o) : options(std::move(o)) {}
@@ -116,6 +144,15 @@ struct Broker::Impl {
     }
     pools[0] = PagePool(options.pages_4k);
     pools[1] = PagePool(options.pages_2m);
+    if (!options.device_path.empty()) {
+      if (auto made = make_device(); !made) return made;
+    } else if (auto made = make_pools(); !made) {
+      return made;
+    }
+    return init_loop();
+  }
+
+  base::Result<void> make_pools() {
     auto pool_4k = base::make_memfd("vmq-pool-4k", size_t{options.pages_4k} * 4096);
     if (!pool_4k) return pool_4k.error();
     pool_fds[0] = std::move(pool_4k).value();
@@ -137,6 +174,47 @@ struct Broker::Impl {
       if (!fallback) return fallback.error();
       pool_fds[1] = std::move(fallback).value();
     }
+    return {};
+  }
+
+  // The VM device: a file QEMU maps as each guest's ivshmem BAR, holding the slots and both
+  // pools. Its header is written before the magic, so a guest that maps it early waits.
+  base::Result<void> make_device() {
+    if (options.vm_slots == 0 || options.vm_slots > device::kMaxSlots) {
+      return base::make_error(base::Errc::kInvalidArgument,
+                              "vmqueue broker: a VM device has 1 to " + std::to_string(device::kMaxSlots) + " slots");
+    }
+    geom = device::geometry(options.vm_slots, options.pages_4k, options.pages_2m);
+    auto fd = transport::create_vm_device_file(options.device_path, geom.size);
+    if (!fd) return base::make_error(base::Errc::kIo, "vmqueue broker: " + fd.error().message);
+    device_fd = std::move(fd).value();
+    auto mapped = base::Mapping::map_shared(device_fd.get(), 0, geom.control_bytes, /*writable=*/true);
+    if (!mapped) return mapped.error();
+    device_control = std::move(mapped).value();
+    // Every slot starts free; a guest still attached to an earlier broker sees its slot gone.
+    std::memset(device_control.data(), 0, geom.control_bytes);
+    auto* h = header();
+    h->version = device::kVersion;
+    h->size = geom.size;
+    h->schema_hash = wire::kSchemaHash;
+    h->slot_count = options.vm_slots;
+    h->max_queue_capacity = device::kMaxQueueCapacity;
+    h->slots_offset = geom.slots_offset;
+    h->slot_bytes = geom.slot_bytes;
+    for (int k = 0; k < 2; ++k) {
+      h->pool_offset[k] = geom.pool_offset[k];
+      h->pool_pages[k] = pools[k].size();
+    }
+    // Release: pairs with a guest's acquire load of the magic before it reads the rest.
+    std::atomic_ref(h->magic).store(device::kMagic, std::memory_order_release);
+    next_serve = Clock::now();
+    return {};
+  }
+
+  device::Header* header() { return reinterpret_cast<device::Header*>(device_control.data()); }
+  int pool_fd(int k) const { return device_fd ? device_fd.get() : pool_fds[k].get(); }
+
+  base::Result<void> init_loop() {
     auto listening = transport::Listener::listen(options.socket_path);
     if (!listening) return base::make_error(base::Errc::kIo, "vmqueue broker: " + listening.error().message);
     listener = std::move(listening).value();
@@ -201,6 +279,7 @@ struct Broker::Impl {
     }
     std::memcpy(&hello, msg.payload.data(), sizeof hello);
     wire::Welcome welcome;
+    std::string name;
     auto refuse = [&](Errc errc) {
       welcome.status = static_cast<uint32_t>(errc);
       // The domain is refused whether or not it hears why; a domain gone already is no news.
@@ -208,25 +287,10 @@ struct Broker::Impl {
           transport::Status::kOk)
         log("the refusal did not reach the domain");
     };
-    if (hello.magic != wire::kMagic || hello.version != wire::kVersion) {
-      log("refused a domain speaking version %u (host speaks %u)", hello.version, wire::kVersion);
-      return refuse(Errc::kProtocol);
-    }
-    hello.name[wire::kNameMax] = 0;
-    std::string name(wire::name_of(hello.name));
-    if (!wire::valid_name(name) || hello.queue_capacity == 0 || hello.queue_capacity > wire::kMaxQueueCapacity ||
-        hello.default_delivery > static_cast<uint8_t>(Delivery::kLazy) || hello.lazy_delay_us > 10'000'000)
-      return refuse(Errc::kInvalid);
-    if (by_name.count(name) != 0) return refuse(Errc::kNameTaken);
+    if (Errc errc = check_hello(hello, wire::kMaxQueueCapacity, &name); errc != Errc::kOk) return refuse(errc);
 
-    auto d = std::make_unique<DomainEntry>();
-    d->id = next_id++;
-    d->name = name;
+    auto d = new_domain(hello, name);
     d->cred = base::PeerCredentials{channel->peer_pid(), channel->peer_uid(), channel->peer_gid()};
-    d->options.capacity = hello.queue_capacity;
-    d->options.default_delivery = static_cast<Delivery>(hello.default_delivery);
-    if (d->options.default_delivery == Delivery::kQueueDefault) d->options.default_delivery = Delivery::kImmediate;
-    d->options.lazy_delay = std::chrono::microseconds(hello.lazy_delay_us);
     wire::RegionLayout layout = wire::region_layout(hello.queue_capacity);
     // This host cannot serve the domain now (memory, fds): the domain hears kNoPages, vmqd goes on.
     auto region_fd = base::make_memfd("vmq-domain", layout.size);
@@ -239,9 +303,7 @@ struct Broker::Impl {
       return refuse(Errc::kNoPages);
     }
     d->region = std::move(region).value();
-    d->requests = SlotRing<Record>(d->region.data() + layout.request_offset, wire::kRequestSlots, true);
-    d->replies = SlotRing<Record>(d->region.data() + layout.reply_offset, wire::kReplySlots, true);
-    d->queue = SlotRing<Record>(d->region.data() + layout.queue_offset, hello.queue_capacity, true);
+    open_rings(*d, d->region.data(), hello.queue_capacity);
     d->kick = std::move(domain_kick).value();
 
     welcome.domain_id = d->id;
@@ -251,10 +313,11 @@ struct Broker::Impl {
     welcome.pages_2m = pools[1].size();
     welcome.huge_backing =
         static_cast<uint8_t>(hugetlb ? wire::HugeBacking::kHugetlb : wire::HugeBacking::kShmemFallback);
+    for (int k = 0; k < 2; ++k) welcome.pool_offset[k] = device_fd ? geom.pool_offset[k] : 0;
     int fds[wire::kWelcomeFds];
     fds[wire::kFdRegion] = region_fd->get();
-    fds[wire::kFdPool4K] = pool_fds[0].get();
-    fds[wire::kFdPool2M] = pool_fds[1].get();
+    fds[wire::kFdPool4K] = pool_fd(0);
+    fds[wire::kFdPool2M] = pool_fd(1);
     fds[wire::kFdBrokerKick] = broker_kick.fd();
     fds[wire::kFdDomainKick] = d->kick.fd();
     if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) !=
@@ -270,6 +333,45 @@ struct Broker::Impl {
     }
     log("domain %u '%s' connected (pid %d uid %u), queue capacity %u", d->id, name.c_str(),
         static_cast<int>(d->cred.pid), static_cast<unsigned>(d->cred.uid), hello.queue_capacity);
+    add_domain(std::move(d));
+  }
+
+  // Checks a domain's queue options and name, from a copy the domain can no longer change.
+  Errc check_hello(wire::Hello& hello, uint32_t max_capacity, std::string* name) {
+    if (hello.magic != wire::kMagic || hello.version != wire::kVersion) {
+      log("refused a domain speaking version %u (host speaks %u)", hello.version, wire::kVersion);
+      return Errc::kProtocol;
+    }
+    hello.name[wire::kNameMax] = 0;
+    *name = std::string(wire::name_of(hello.name));
+    if (!wire::valid_name(*name) || hello.queue_capacity == 0 || hello.queue_capacity > max_capacity ||
+        hello.default_delivery > static_cast<uint8_t>(Delivery::kLazy) || hello.lazy_delay_us > 10'000'000)
+      return Errc::kInvalid;
+    if (by_name.count(*name) != 0) return Errc::kNameTaken;
+    return Errc::kOk;
+  }
+
+  std::unique_ptr<DomainEntry> new_domain(const wire::Hello& hello, const std::string& name) {
+    auto d = std::make_unique<DomainEntry>();
+    d->id = next_id++;
+    d->name = name;
+    d->options.capacity = hello.queue_capacity;
+    d->options.default_delivery = static_cast<Delivery>(hello.default_delivery);
+    if (d->options.default_delivery == Delivery::kQueueDefault) d->options.default_delivery = Delivery::kImmediate;
+    d->options.lazy_delay = std::chrono::microseconds(hello.lazy_delay_us);
+    return d;
+  }
+
+  // Fresh rings in a domain's region: zeroed here, before the domain hears that it may use them.
+  static void open_rings(DomainEntry& d, std::byte* region, uint32_t capacity) {
+    wire::RegionLayout layout = wire::region_layout(capacity);
+    d.requests = SlotRing<Record>(region + layout.request_offset, wire::kRequestSlots, true);
+    d.replies = SlotRing<Record>(region + layout.reply_offset, wire::kReplySlots, true);
+    d.queue = SlotRing<Record>(region + layout.queue_offset, capacity, true);
+  }
+
+  void add_domain(std::unique_ptr<DomainEntry> d) {
+    const std::string name = d->name;
     by_name[name] = d->id;
     uint32_t id = d->id;
     domains[id] = std::move(d);
@@ -278,6 +380,103 @@ struct Broker::Impl {
     // Introductions that waited for this name.
     for (auto& [other_id, other] : domains)
       if (other_id != id && other->wants.count(name) != 0) try_introduce(*other, name);
+  }
+
+  // ---------------------------------------------------------------- VM domains
+
+  // Every kServe while a VM device is served: our heartbeat, guests asking to attach, VM domains
+  // that left, stopped beating or lost their slot, and claims nobody finished.
+  void serve_device() {
+    auto* h = header();
+    h->host_heartbeat.fetch_add(1, std::memory_order_relaxed);
+    const auto now = Clock::now();
+    for (uint32_t i = 0; i < options.vm_slots; ++i) {
+      device::Slot& slot = h->slots[i];
+      SlotSeen& seen = slot_seen[i];
+      const uint32_t state = slot.state.load(std::memory_order_acquire);  // pairs with the guest's release
+      const uint32_t generation = slot.generation.load(std::memory_order_relaxed);
+      if (seen.domain != 0) {
+        DomainEntry* d = find(seen.domain);
+        if (d == nullptr) {  // ended meanwhile (remove_domain freed the slot)
+          seen = SlotSeen{};
+          continue;
+        }
+        if (const uint64_t beat = slot.guest_heartbeat.load(std::memory_order_relaxed); beat != d->vm_beat) {
+          d->vm_beat = beat;
+          d->vm_beat_moved = now;
+        }
+        const char* why = nullptr;
+        if (state == device::kLeaving && generation == d->vm_generation) {
+          why = "left";
+        } else if (state != device::kActive || generation != d->vm_generation) {
+          why = "lost its slot (the guest wrote its state)";
+        } else if (now - d->vm_beat_moved > device::kGuestTimeout) {
+          why = "silent (its heartbeat stood still)";
+          counters.silent.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (why != nullptr) {
+          log("VM domain %u '%s' in slot %u %s", d->id, d->name.c_str(), i, why);
+          serve_last_requests(d->id);
+          remove_domain(d->id);
+        }
+        continue;
+      }
+      if (state == device::kRequested) {
+        attach_vm(i, generation, now);
+        continue;
+      }
+      // A claim or refusal the guest never finished (it died half way), a leave after we
+      // removed its domain, or whatever a hostile guest stored: free the slot once it stood
+      // still for a guest's timeout.
+      if (state == device::kFree) {
+        seen.state = state;
+        continue;
+      }
+      if (seen.state != state || seen.generation != generation) {
+        seen.state = state;
+        seen.generation = generation;
+        seen.since = now;
+      } else if (now - seen.since > device::kGuestTimeout) {
+        uint32_t expected = state;
+        // acq_rel: pairs with a guest's claim CAS.
+        slot.state.compare_exchange_strong(expected, device::kFree, std::memory_order_acq_rel);
+        seen.state = device::kFree;
+      }
+    }
+  }
+
+  // A guest asked for a domain in `slot`: copy and check its hello, zero the rings, answer.
+  void attach_vm(uint32_t i, uint32_t generation, Clock::time_point now) {
+    device::Slot& slot = header()->slots[i];
+    wire::Hello hello;
+    std::memcpy(&hello, &slot.hello, sizeof hello);  // our copy: the guest may write the slot on
+    const int32_t pid = slot.claimed_pid;
+    const uint32_t uid = slot.claimed_uid;
+    const uint32_t gid = slot.claimed_gid;
+    std::string name;
+    if (Errc errc = check_hello(hello, device::kMaxQueueCapacity, &name); errc != Errc::kOk) {
+      log("refused a VM domain in slot %u: %s", i, to_string(errc));
+      slot.status = static_cast<uint32_t>(errc);
+      slot.state.store(device::kRejected, std::memory_order_release);  // pairs with the guest's acquire
+      slot_seen[i] = SlotSeen{0, device::kRejected, generation, now};
+      return;
+    }
+    auto d = new_domain(hello, name);
+    d->cred = base::PeerCredentials{pid, uid, gid};
+    d->claimed = true;
+    d->vm_slot = static_cast<int>(i);
+    d->vm_generation = generation;
+    d->vm_beat = slot.guest_heartbeat.load(std::memory_order_relaxed);
+    d->vm_beat_moved = now;
+    open_rings(*d, device_control.data() + geom.slots_offset + i * geom.slot_bytes, hello.queue_capacity);
+    slot.domain_id = d->id;
+    slot.status = 0;
+    slot.state.store(device::kActive, std::memory_order_release);  // pairs with the guest's acquire
+    log("VM domain %u '%s' attached in slot %u (claims pid %d uid %u), queue capacity %u", d->id, name.c_str(), i,
+        static_cast<int>(pid), static_cast<unsigned>(uid), hello.queue_capacity);
+    slot_seen[i] = SlotSeen{d->id, device::kActive, generation, now};
+    ++vm_live;
+    add_domain(std::move(d));
   }
 
   // ---------------------------------------------------------------- output to domains
@@ -533,7 +732,7 @@ struct Broker::Impl {
   void end_session(DomainEntry& d, const char* reason) {
     counters.protocol.fetch_add(1, std::memory_order_relaxed);
     log("ending domain %u '%s': %s", d.id, d.name.c_str(), reason);
-    ::shutdown(d.channel->socket_fd(), SHUT_RDWR);
+    if (d.channel) ::shutdown(d.channel->socket_fd(), SHUT_RDWR);
     remove_domain(d.id);
   }
 
@@ -561,7 +760,16 @@ struct Broker::Impl {
         reply(*p, r);
       }
     }
-    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, d->channel->socket_fd(), nullptr);
+    if (d->channel) ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, d->channel->socket_fd(), nullptr);
+    if (d->vm_slot >= 0) {
+      // The guest sees its slot gone (if it still looks) and the slot is free for the next one.
+      // Only the generation it attached with: a newer claim is not ours to clear.
+      device::Slot& slot = header()->slots[d->vm_slot];
+      if (slot.generation.load(std::memory_order_relaxed) == d->vm_generation)
+        slot.state.store(device::kFree, std::memory_order_release);  // pairs with the guest's acquire
+      slot_seen[d->vm_slot] = SlotSeen{};
+      --vm_live;
+    }
     by_name.erase(d->name);
     log("domain %u '%s' gone", id, d->name.c_str());
     domains.erase(id);
@@ -569,12 +777,21 @@ struct Broker::Impl {
     lazy_dirty = true;
   }
 
+  // Requests a domain posted before it went are served first (a send is a send): what its
+  // request ring holds, a few passes' worth and no more, so that whoever still writes into the
+  // ring of a domain that is going (a hostile guest) cannot keep the event loop here.
+  void serve_last_requests(uint32_t id) {
+    for (int passes = 0; passes < 4; ++passes) {
+      DomainEntry* d = find(id);
+      if (d == nullptr || !process_requests(*d)) return;
+    }
+  }
+
   void on_domain_event(uint32_t id, uint32_t events) {
     DomainEntry* d = find(id);
     if (d == nullptr) return;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-      // Requests it posted before dying are served first (a send is a send).
-      for (DomainEntry* live = d; live != nullptr && process_requests(*live);) live = find(id);
+      serve_last_requests(id);
       remove_domain(id);
       return;
     }
@@ -598,7 +815,7 @@ struct Broker::Impl {
     for (auto& [id, d] : domains) {
       if (d->kick_owed) {
         d->kick_owed = false;
-        d->kick.signal();
+        if (d->kick) d->kick.signal();  // nobody kicks a VM domain: it polls
       }
     }
     return did;
@@ -647,7 +864,14 @@ struct Broker::Impl {
     constexpr int kMaxEvents = 32;
     epoll_event events[kMaxEvents];
     while (!stopping.load(std::memory_order_acquire)) {
-      if (pass()) continue;
+      if (device_fd && Clock::now() >= next_serve) {
+        serve_device();
+        next_serve = Clock::now() + device::kServe;
+      }
+      if (pass()) {
+        vm_nap = transport::kVmPollMin;
+        continue;
+      }
       // A short spin catches the next request of a busy domain without a sleep/wake pair.
       bool work = false;
       auto spin_until = Clock::now() + kSpin;
@@ -659,7 +883,23 @@ struct Broker::Impl {
       if (work) continue;
       arm_timer();
       if (prepare_sleep()) continue;
-      int n = ::epoll_wait(epoll.get(), events, kMaxEvents, -1);
+      counters.free_pages.store(pools[0].free_pages() + pools[1].free_pages(), std::memory_order_relaxed);
+      // Nobody kicks us for a VM domain: while one is attached, poll the rings every kPoll;
+      // otherwise wake for the next look at the device's slots.
+      timespec nap{};
+      timespec* timeout = nullptr;
+      if (device_fd) {
+        auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(next_serve - Clock::now());
+        if (vm_live > 0) left = std::min<std::chrono::nanoseconds>(left, vm_nap);
+        left = std::max<std::chrono::nanoseconds>(left, std::chrono::nanoseconds(0));
+        nap.tv_sec = static_cast<time_t>(left.count() / 1'000'000'000);
+        nap.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
+        timeout = &nap;
+      }
+      int n = ::epoll_pwait2(epoll.get(), events, kMaxEvents, timeout, nullptr);
+      // An idle look at VM domains' rings: the next nap is longer (transport's polling sleeper's
+      // growth), up to kPoll; any work found starts it over from kVmPollMin.
+      if (n == 0) vm_nap = std::min<std::chrono::nanoseconds>(vm_nap * 2, device::kPoll);
       if (n < 0) {
         if (errno == EINTR) continue;
         return base::errno_error(base::Errc::kIo, "epoll_wait", errno);
@@ -687,6 +927,7 @@ struct Broker::Impl {
       }
       arm_timer();
     }
+    counters.free_pages.store(pools[0].free_pages() + pools[1].free_pages(), std::memory_order_relaxed);
     return {};
   }
 };
@@ -716,6 +957,8 @@ BrokerStats Broker::stats() const {
   s.pages_moved = c.pages.load(std::memory_order_relaxed);
   s.lazy_flushed_by_timer = c.timer_flushes.load(std::memory_order_relaxed);
   s.sessions_ended_for_protocol = c.protocol.load(std::memory_order_relaxed);
+  s.vm_domains_silent = c.silent.load(std::memory_order_relaxed);
+  s.pages_free = c.free_pages.load(std::memory_order_relaxed);
   s.huge_pages_are_hugetlb = impl_->hugetlb;
   return s;
 }

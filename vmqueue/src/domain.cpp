@@ -1,5 +1,6 @@
 #include "bypass/vmqueue/domain.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -7,12 +8,18 @@
 #include <immintrin.h>
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include "bypass/base/mapping.h"
+#include "bypass/base/text.h"
 #include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
+#include "bypass/transport/vm.h"
+#include "device.h"
 #include "page_pool.h"
 #include "wire.h"
 
@@ -41,6 +48,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   int sock = -1;                              // its socket, polled for the broker's death
   base::Mapping region;
   base::UniqueFd pool_fds[2];
+  uint64_t pool_offset[2] = {0, 0};  // where each pool starts in its fd (a VM device: the BAR)
   uint32_t pool_pages[2] = {0, 0};
   transport::Kick broker_kick;
   transport::Kick kick;
@@ -57,6 +65,79 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   size_t dead_reported = 0;
   PagePool cache[2];  // "free" = owned by this domain, unmapped, ready for alloc()
 
+  // A domain inside a VM (connect("ivshmem:...")): the device's header and slots (`region` is
+  // this mapping; the pools are mapped per message from pool_fds), our slot and the generation
+  // we claimed it with, the broker's heartbeat as last seen, and our heartbeat thread.
+  device::Header* vm_header = nullptr;
+  device::Slot* vm_slot = nullptr;
+  uint32_t vm_generation = 0;
+  uint64_t host_beat = 0;
+  Clock::time_point host_beat_moved;
+  std::thread beat_thread;
+  std::mutex beat_mu;
+  std::condition_variable beat_cv;
+  bool beat_stop = false;  // guarded by beat_mu
+
+  bool vm() const { return vm_slot != nullptr; }
+  ~DomainState() { stop_beating(); }
+
+  // ---- waking the broker ----
+
+  // A process domain kicks the broker's eventfd; nobody kicks for a VM domain (the broker
+  // polls its rings), and the ring already bumped the word a polling sleeper would watch.
+  void kick_broker() {
+    if (broker_kick) broker_kick.signal();
+  }
+
+  // A VM domain's view of the broker: gone when it took our slot away (or gave it to another
+  // guest) or its heartbeat stood still for kHostTimeout.
+  void check_broker() {
+    if (!vm() || lost) return;
+    // Acquire: pairs with the broker's release store of the state.
+    if (vm_slot->state.load(std::memory_order_acquire) != device::kActive ||
+        vm_slot->generation.load(std::memory_order_relaxed) != vm_generation) {
+      lost = true;
+      return;
+    }
+    const uint64_t beat = vm_header->host_heartbeat.load(std::memory_order_relaxed);
+    const auto now = Clock::now();
+    if (beat != host_beat) {
+      host_beat = beat;
+      host_beat_moved = now;
+    } else if (now - host_beat_moved > device::kHostTimeout) {
+      lost = true;
+    }
+  }
+
+  // Sleeps until `ready()`, at most `timeout` and one liveness slice, then looks at the broker.
+  template <class Ready>
+  void vm_wait(Ready ready, std::chrono::nanoseconds timeout) {
+    constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(50);
+    transport::vm_poll_until(ready, std::clamp(timeout, std::chrono::nanoseconds(0), kSlice));
+    check_broker();
+  }
+
+  void start_beating() {
+    beat_thread = std::thread([this] {
+      std::unique_lock lock(beat_mu);
+      while (!beat_stop) {
+        // Relaxed: only its change matters, read by the broker's serve_device().
+        vm_slot->guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
+        beat_cv.wait_for(lock, device::kGuestBeat, [this] { return beat_stop; });
+      }
+    });
+  }
+
+  void stop_beating() {
+    if (!beat_thread.joinable()) return;
+    {
+      std::lock_guard lock(beat_mu);
+      beat_stop = true;
+    }
+    beat_cv.notify_all();
+    beat_thread.join();
+  }
+
   // ---- waiting ----
 
   // Pulls every reply-ring record into `answers` / `peers` / `dead`.
@@ -70,7 +151,8 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
             wire::WireIdentity w;
             std::memcpy(&w, r.runs, sizeof w);
             w.name[wire::kNameMax] = 0;
-            peers[r.peer] = Identity{r.peer, std::string(wire::name_of(w.name)), w.pid, w.uid, w.gid};
+            peers[r.peer] = Identity{r.peer, std::string(wire::name_of(w.name)), w.pid, w.uid,
+                                     w.gid,  (w.flags & wire::kClaimed) != 0};
           }
           answers[r.req_id] = r;
           break;
@@ -87,7 +169,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
           break;
       }
     }
-    if (kick_broker) broker_kick.signal();
+    if (kick_broker) this->kick_broker();
   }
 
   // Sleeps until the broker kicks this domain, the deadline passes or the broker dies.
@@ -98,6 +180,11 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     while (Clock::now() < spin_until) {
       if (ready()) return;
       _mm_pause();
+    }
+    if (vm()) {
+      // Nobody kicks a VM domain: poll, and announce no sleep the broker would have to serve.
+      vm_wait(ready, forever ? std::chrono::nanoseconds::max() : deadline - Clock::now());
+      return;
     }
     queue.consumer_prepare_wait();
     replies.consumer_prepare_wait();
@@ -115,12 +202,16 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
       if (lost) return false;
       if (Record* slot = requests.producer_slot()) {
         *slot = r;
-        if (requests.publish()) broker_kick.signal();
+        if (requests.publish()) kick_broker();
         return true;
       }
       if (requests.corrupt()) {
         lost = true;
         return false;
+      }
+      if (vm()) {
+        vm_wait([&] { return requests.producer_slot() != nullptr; }, std::chrono::milliseconds(100));
+        continue;
       }
       if (requests.producer_prepare_wait()) continue;
       if (transport::wait_kick_or_hangup(kick, sock, 100) == transport::KickWait::kPeerGone) lost = true;
@@ -173,8 +264,9 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     size_t pos = 0;
     for (const auto& r : runs) {
       void* want = base + pos * pb;
-      void* got = ::mmap(want, r.count * pb, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                         pool_fds[static_cast<int>(size)].get(), static_cast<off_t>(size_t{r.first} * pb));
+      const int k = static_cast<int>(size);
+      void* got = ::mmap(want, r.count * pb, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, pool_fds[k].get(),
+                         static_cast<off_t>(pool_offset[k] + uint64_t{r.first} * pb));
       if (got == MAP_FAILED) return false;
       pos += r.count;
     }
@@ -226,10 +318,27 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     }
   }
 
+  // Every pool page starts "not cached" (not ours) in the local cache.
+  void init_caches() {
+    for (int k = 0; k < 2; ++k) {
+      cache[k] = PagePool(pool_pages[k]);
+      std::vector<wire::PageRun> all;
+      if (pool_pages[k] > 0) cache[k].allocate(pool_pages[k], kNotCached, 1, &all);
+    }
+  }
+
   void close() {
     closed = true;
     if (channel) channel->close();
     sock = -1;
+    if (vm()) {
+      stop_beating();
+      // Leave: the broker serves what we posted, then frees our pages and the slot. Only our
+      // own claim: a slot the broker already gave away is not ours to touch.
+      uint32_t expected = device::kActive;
+      if (vm_slot->generation.load(std::memory_order_relaxed) == vm_generation)
+        vm_slot->state.compare_exchange_strong(expected, device::kLeaving, std::memory_order_acq_rel);
+    }
   }
 };
 
@@ -280,6 +389,7 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   if (!wire::valid_name(name) || options.capacity == 0 || options.capacity > wire::kMaxQueueCapacity ||
       options.lazy_delay.count() < 0 || options.lazy_delay > std::chrono::seconds(10))
     return make_error(Errc::kInvalid);
+  if (socket_path.starts_with("ivshmem:")) return connect_device(socket_path, name, options);
   auto s = std::make_shared<detail::DomainState>();
   // Session set-up on the transport: handshake (versions, schema hash, name), then our queue
   // options, the broker's welcome and the fds of the region, pools and kicks.
@@ -327,17 +437,153 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   s->pool_fds[1] = std::move(fds[wire::kFdPool2M]);
   s->pool_pages[0] = welcome.pages_4k;
   s->pool_pages[1] = welcome.pages_2m;
-  for (int k = 0; k < 2; ++k) {
-    s->cache[k] = PagePool(s->pool_pages[k]);
-    std::vector<wire::PageRun> all;
-    if (s->pool_pages[k] > 0) s->cache[k].allocate(s->pool_pages[k], kNotCached, 1, &all);
-  }
+  s->pool_offset[0] = welcome.pool_offset[0];
+  s->pool_offset[1] = welcome.pool_offset[1];
+  s->init_caches();
   s->broker_kick = transport::Kick(std::move(fds[wire::kFdBrokerKick]));
   s->kick = transport::Kick(std::move(fds[wire::kFdDomainKick]));
   s->hugetlb = welcome.huge_backing == static_cast<uint8_t>(wire::HugeBacking::kHugetlb);
   s->channel = std::move(channel).value();
   s->sock = s->channel->socket_fd();
   s->self = Identity{welcome.domain_id, std::string(name), static_cast<int>(::getpid()), ::getuid(), ::getgid()};
+  return Domain(std::move(s));
+}
+
+// A domain inside a VM: everything a process domain gets on its socket comes from the device
+// (device.h). What the broker wrote is read once and checked against the device's size.
+Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_view name, QueueOptions options) {
+  using base::str_printf;
+  if (options.capacity > device::kMaxQueueCapacity) {
+    return make_error(Errc::kInvalid, str_printf("a VM domain's queue holds at most %u messages (asked %u)",
+                                                 device::kMaxQueueCapacity, options.capacity));
+  }
+  auto opened = transport::open_vm_device(endpoint, device::kHeaderBytes);
+  if (!opened) return make_error(Errc::kBrokerLost, opened.error().message);
+  transport::VmDeviceFile dev = std::move(opened).value();
+  auto head = base::Mapping::map_shared(dev.fd.get(), 0, device::kHeaderBytes, /*writable=*/true);
+  if (!head) return make_error(Errc::kBrokerLost, "cannot map " + dev.path + ": " + head.error().message);
+  auto* h = reinterpret_cast<device::Header*>(head->data());
+  // Acquire: pairs with the broker's release store of the magic after the rest of the header.
+  if (std::atomic_ref(h->magic).load(std::memory_order_acquire) != device::kMagic)
+    return make_error(Errc::kBrokerLost, dev.path + " is not a VM-queue device (no vmqd --device serving it?)");
+  // A private copy: the header's numbers are read once.
+  const uint32_t version = h->version;
+  const uint64_t schema = h->schema_hash;
+  const uint64_t size = h->size;
+  const uint32_t slots = h->slot_count;
+  const uint32_t max_capacity = h->max_queue_capacity;
+  const uint64_t slots_offset = h->slots_offset;
+  const uint64_t slot_bytes = h->slot_bytes;
+  const uint64_t pool_offset[2] = {h->pool_offset[0], h->pool_offset[1]};
+  const uint32_t pool_pages[2] = {h->pool_pages[0], h->pool_pages[1]};
+  if (version != device::kVersion || schema != wire::kSchemaHash) {
+    return make_error(Errc::kProtocol,
+                      str_printf("vmqd's device speaks version %u (schema %016llx), this domain %u (schema %016llx)",
+                                 version, static_cast<unsigned long long>(schema), device::kVersion,
+                                 static_cast<unsigned long long>(wire::kSchemaHash)));
+  }
+  const uint64_t region_bytes = wire::region_layout(options.capacity).size;
+  bool sane = size <= dev.size && slots >= 1 && slots <= device::kMaxSlots && max_capacity >= options.capacity &&
+              slots_offset >= device::kHeaderBytes && slots_offset % 4096 == 0 && slot_bytes % 4096 == 0 &&
+              slot_bytes >= region_bytes && slot_bytes <= size && slots_offset <= size &&
+              (size - slots_offset) / slot_bytes >= slots;
+  const uint64_t control = sane ? slots_offset + uint64_t{slots} * slot_bytes : 0;
+  for (int k = 0; sane && k < 2; ++k) {
+    const uint64_t pb = page_bytes(static_cast<PageSize>(k));
+    sane = pool_offset[k] % pb == 0 && pool_offset[k] >= control && pool_offset[k] <= size &&
+           (size - pool_offset[k]) / pb >= pool_pages[k];
+  }
+  // The pools must not overlap: the 4 KiB pool ends before the 2 MiB pool or starts after it.
+  if (sane) {
+    const uint64_t end4k = pool_offset[0] + uint64_t{pool_pages[0]} * 4096;
+    const uint64_t end2m = pool_offset[1] + uint64_t{pool_pages[1]} * page_bytes(PageSize::k2M);
+    sane = end4k <= pool_offset[1] || end2m <= pool_offset[0] || pool_pages[0] == 0 || pool_pages[1] == 0;
+  }
+  if (!sane) return make_error(Errc::kProtocol, "the VM-queue device header in " + dev.path + " is inconsistent");
+  auto mapped = base::Mapping::map_shared(dev.fd.get(), 0, control, /*writable=*/true);
+  if (!mapped) return make_error(Errc::kBrokerLost, "cannot map " + dev.path + ": " + mapped.error().message);
+
+  auto s = std::make_shared<detail::DomainState>();
+  s->region = std::move(mapped).value();
+  s->vm_header = reinterpret_cast<device::Header*>(s->region.data());
+  s->host_beat = s->vm_header->host_heartbeat.load(std::memory_order_relaxed);
+  s->host_beat_moved = Clock::now();
+  wire::Hello hello;
+  wire::copy_name(hello.name, name);
+  hello.queue_capacity = options.capacity;
+  hello.lazy_delay_us = static_cast<uint32_t>(options.lazy_delay.count());
+  hello.default_delivery = static_cast<uint8_t>(options.default_delivery);
+  // Claim a free slot, write the request, wait for the broker (it looks every kServe).
+  const auto give_up = Clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    for (uint32_t i = 0; i < slots && !s->vm(); ++i) {
+      device::Slot& slot = s->vm_header->slots[i];
+      uint32_t expected = device::kFree;
+      // acq_rel: a claim excludes every other guest; pairs with the broker's release of kFree.
+      if (!slot.state.compare_exchange_strong(expected, device::kClaimed, std::memory_order_acq_rel)) continue;
+      s->vm_slot = &slot;
+      s->vm_generation = slot.generation.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    if (s->vm()) break;
+    s->check_broker();
+    if (s->lost) return make_error(Errc::kBrokerLost, "no vmqd serves " + dev.path + " (its heartbeat stands still)");
+    if (Clock::now() > give_up)
+      return make_error(Errc::kNoPages, str_printf("all %u VM-queue slots of %s are taken", slots, dev.path.c_str()));
+    transport::vm_nap(std::chrono::milliseconds(1));
+  }
+  device::Slot& slot = *s->vm_slot;
+  std::memcpy(&slot.hello, &hello, sizeof hello);
+  slot.claimed_pid = static_cast<int32_t>(::getpid());
+  slot.claimed_uid = ::getuid();
+  slot.claimed_gid = ::getgid();
+  slot.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
+  // Release: the hello is written before the broker sees the request.
+  slot.state.store(device::kRequested, std::memory_order_release);
+  uint32_t state = device::kRequested;
+  // Acquire: pairs with the broker's release store of Active / Rejected.
+  while ((state = slot.state.load(std::memory_order_acquire)) == device::kRequested) {
+    const uint64_t beat = s->vm_header->host_heartbeat.load(std::memory_order_relaxed);
+    if (beat != s->host_beat) {
+      s->host_beat = beat;
+      s->host_beat_moved = Clock::now();
+    }
+    if (Clock::now() > give_up || Clock::now() - s->host_beat_moved > device::kHostTimeout) {
+      // Take the request back if the broker has not answered; if it just did, it sees our
+      // heartbeat stand still and removes the domain.
+      uint32_t expected = device::kRequested;
+      slot.state.compare_exchange_strong(expected, device::kFree, std::memory_order_acq_rel);
+      s->vm_slot = nullptr;
+      return make_error(Errc::kBrokerLost, "no vmqd answered on " + dev.path);
+    }
+    transport::vm_nap(std::chrono::milliseconds(1));
+  }
+  if (state == device::kRejected) {
+    const auto errc = static_cast<Errc>(slot.status);
+    slot.state.store(device::kFree, std::memory_order_release);
+    s->vm_slot = nullptr;
+    const bool known = slot.status != 0 && slot.status <= static_cast<uint32_t>(Errc::kProtocol);
+    return make_error(known ? errc : Errc::kProtocol,
+                      std::string("vmqd refused this domain: ") + (known ? to_string(errc) : "no reason given"));
+  }
+  if (state != device::kActive || slot.generation.load(std::memory_order_relaxed) != s->vm_generation) {
+    s->vm_slot = nullptr;
+    return make_error(Errc::kBrokerLost, "vmqd took the slot away before the domain began");
+  }
+  const uint32_t domain_id = slot.domain_id;
+  std::byte* region = s->region.data() + slots_offset + (s->vm_slot - s->vm_header->slots) * slot_bytes;
+  wire::RegionLayout layout = wire::region_layout(options.capacity);
+  s->requests = SlotRing<Record>(region + layout.request_offset, wire::kRequestSlots);
+  s->replies = SlotRing<Record>(region + layout.reply_offset, wire::kReplySlots);
+  s->queue = SlotRing<Record>(region + layout.queue_offset, options.capacity);
+  for (int k = 0; k < 2; ++k) {
+    s->pool_fds[k] = base::UniqueFd(::fcntl(dev.fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!s->pool_fds[k]) return make_error(Errc::kNoPages, "cannot duplicate the device fd");
+    s->pool_offset[k] = pool_offset[k];
+    s->pool_pages[k] = pool_pages[k];
+  }
+  s->init_caches();
+  s->self = Identity{domain_id, std::string(name), static_cast<int>(::getpid()), ::getuid(), ::getgid(), true};
+  s->start_beating();
   return Domain(std::move(s));
 }
 
@@ -367,7 +613,8 @@ Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseco
   wire::WireIdentity who;
   std::memcpy(&who, answer.runs, sizeof who);
   who.name[wire::kNameMax] = 0;
-  return Identity{answer.peer, std::string(wire::name_of(who.name)), who.pid, who.uid, who.gid};
+  return Identity{answer.peer, std::string(wire::name_of(who.name)), who.pid, who.uid,
+                  who.gid,     (who.flags & wire::kClaimed) != 0};
 }
 
 const Identity* Domain::peer(uint32_t id) const {
@@ -492,7 +739,7 @@ Result<Message> Domain::recv(std::chrono::milliseconds timeout) {
     s.drain_replies();
     if (const Record* slot = s.queue.consumer_slot()) {
       Record r = *slot;
-      if (s.queue.release()) s.broker_kick.signal();
+      if (s.queue.release()) s.kick_broker();
       int k = r.page_size;
       std::vector<Pages::Run> runs;
       uint64_t pages = 0;

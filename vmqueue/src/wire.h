@@ -18,7 +18,7 @@ using transport::SlotRing;
 namespace bypass::vmqueue::wire {
 
 constexpr uint32_t kMagic = 0x51514d56;  // "VMQQ"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;         // 2: pools at offsets (a VM device), claimed identities
 constexpr size_t kNameMax = 63;
 constexpr uint32_t kMaxRuns = 28;
 constexpr uint32_t kRequestSlots = 128;
@@ -54,8 +54,11 @@ struct Welcome {
   uint32_t pages_2m = 0;
   uint8_t huge_backing = 0;
   uint8_t pad[3] = {};
+  // Where each pool starts in its fd: 0 for the broker's memfds, the pool's offset when the
+  // pools live in a VM device (vmqd --device) and both fds are that file.
+  uint64_t pool_offset[2] = {0, 0};
 };
-static_assert(sizeof(Welcome) == 40);
+static_assert(sizeof(Welcome) == 56);
 // Fds that follow a successful Welcome, in this order.
 enum WelcomeFd { kFdRegion = 0, kFdPool4K, kFdPool2M, kFdBrokerKick, kFdDomainKick, kWelcomeFds };
 
@@ -84,10 +87,13 @@ enum class Kind : uint32_t {
 
 enum RecordFlags : uint8_t { kNoWait = 1 };
 
+enum IdentityFlags : uint32_t { kClaimed = 1 };  // pid/uid/gid are what a VM guest said
+
 struct WireIdentity {
   int32_t pid;
   uint32_t uid;
   uint32_t gid;
+  uint32_t flags;
   char name[kNameMax + 1];
 };
 

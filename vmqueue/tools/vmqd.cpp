@@ -29,6 +29,10 @@ int main(int argc, char** argv) {
   app.add_option("--pages-4k", options.pages_4k, "4 KiB pages in the pool")->capture_default_str();
   app.add_option("--pages-2m", options.pages_2m, "2 MiB pages in the pool")->capture_default_str();
   app.add_flag("--no-hugetlb", no_hugetlb, "back 2 MiB pages by ordinary shared memory, not hugetlbfs");
+  app.add_option("--device", options.device_path,
+                 "VM device file (QEMU: -object memory-backend-file,share=on,mem-path=FILE + -device "
+                 "ivshmem-plain): the pools live in it and domains inside VMs attach through it");
+  app.add_option("--vm-slots", options.vm_slots, "VM domains the device holds at once")->capture_default_str();
   app.add_flag("-v,--verbose", options.verbose, "log sessions to stderr");
   CLI11_PARSE(app, argc, argv);
   options.hugetlb = !no_hugetlb;
@@ -52,7 +56,15 @@ int main(int argc, char** argv) {
   ::sigaction(SIGINT, &sa, nullptr);
   std::printf("vmqd: listening on %s; pools: %u x 4 KiB, %u x 2 MiB (%s)\n", options.socket_path.c_str(),
               options.pages_4k, options.pages_2m,
-              broker.stats().huge_pages_are_hugetlb ? "hugetlbfs" : "shared-memory fallback");
+              !options.device_path.empty()            ? "in the VM device"
+              : broker.stats().huge_pages_are_hugetlb ? "hugetlbfs"
+                                                      : "shared-memory fallback");
+  if (!options.device_path.empty()) {
+    struct stat st {};
+    ::stat(options.device_path.c_str(), &st);
+    std::printf("vmqd: VM device %s: %lld MiB, %u slots\n", options.device_path.c_str(),
+                static_cast<long long>(st.st_size >> 20), options.vm_slots);
+  }
   std::fflush(stdout);
   const auto served = broker.run();
   g_broker = nullptr;
@@ -61,8 +73,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto st = broker.stats();
-  std::printf("vmqd: stopped; %llu domains served, %llu messages, %llu pages moved\n",
-              static_cast<unsigned long long>(st.domains_connected), static_cast<unsigned long long>(st.messages),
-              static_cast<unsigned long long>(st.pages_moved));
+  std::printf(
+      "vmqd: stopped; %llu domains served, %llu messages, %llu pages moved, %llu pages free, %llu VM domains "
+      "silent, %llu sessions ended for protocol errors\n",
+      static_cast<unsigned long long>(st.domains_connected), static_cast<unsigned long long>(st.messages),
+      static_cast<unsigned long long>(st.pages_moved), static_cast<unsigned long long>(st.pages_free),
+      static_cast<unsigned long long>(st.vm_domains_silent),
+      static_cast<unsigned long long>(st.sessions_ended_for_protocol));
   return 0;
 }

@@ -10,6 +10,7 @@
 // sub-allocated from the slot's heap instead (Channel::shared_heap()).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include <string>
 
 #include "bypass/base/mapping.h"
+#include "bypass/base/unique_fd.h"
 #include "bypass/transport/channel.h"
 #include "bypass/transport/session.h"
 
@@ -35,6 +37,8 @@ inline constexpr std::chrono::microseconds kVmPollMax{200};
 inline constexpr std::chrono::milliseconds kVmHeartbeatPeriod{50};
 inline constexpr std::chrono::milliseconds kVmHostTimeout{2000};   // guest's view of bypassd
 inline constexpr std::chrono::milliseconds kVmGuestTimeout{4000};  // bypassd's view of a guest
+
+void vm_yield();  // sched_yield(), out of line
 
 struct VmDeviceOptions {
   uint64_t size = uint64_t{256} << 20;  // a power of two: QEMU's ivshmem wants one
@@ -86,5 +90,43 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
 // whole device behind `endpoint` (as connect_vm() resolves it) read/write. kIo with one line
 // when there is no such device or it is smaller than `min_bytes`.
 Result<base::Mapping> map_vm_device(const std::string& endpoint, uint64_t min_bytes);
+
+// Guest side, for users that map parts of the device themselves (the VM queues map each
+// message's pages at their offset in the BAR): the device behind `endpoint`, opened read/write.
+struct VmDeviceFile {
+  base::UniqueFd fd;
+  uint64_t size = 0;
+  std::string path;  // what `endpoint` resolved to (a sysfs resource2, or a file)
+};
+Result<VmDeviceFile> open_vm_device(const std::string& endpoint, uint64_t min_bytes);
+
+// Host side, for users of a device other than bypassd's sessions: opens or creates the regular
+// file at `path` (never through a symlink) and sizes it to `size` bytes. Existing contents are
+// kept: a QEMU that still maps the file would fault on a truncated one.
+Result<base::UniqueFd> create_vm_device_file(const std::string& path, uint64_t size);
+
+// The polling sleeper of every VM-device user (a futex does not cross the VM boundary): yields
+// for kVmYieldPhase, then naps from kVmPollMin doubling up to kVmPollMax, until `ready()` or
+// `timeout`. Returns whether `ready()` held.
+void vm_nap(std::chrono::nanoseconds d);
+template <class Ready>
+bool vm_poll_until(Ready ready, std::chrono::nanoseconds timeout) {
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point end = start + timeout;
+  // First yield instead of napping: what comes within kVmYieldPhase is noticed at once, and
+  // whoever else wants this CPU (the peer itself, when it shares it) gets it.
+  while (Clock::now() - start < kVmYieldPhase) {
+    if (ready()) return true;
+    vm_yield();
+  }
+  std::chrono::nanoseconds step = kVmPollMin;
+  for (;;) {
+    if (ready()) return true;
+    const Clock::time_point now = Clock::now();
+    if (now >= end) return false;
+    vm_nap(std::min<std::chrono::nanoseconds>(step, end - now));
+    step = std::min<std::chrono::nanoseconds>(step * 2, kVmPollMax);
+  }
+}
 
 }  // namespace bypass::transport

@@ -19,6 +19,11 @@ struct BrokerOptions {
   uint32_t pages_2m = 16;     // 32 MiB pool of 2 MiB pages
   bool hugetlb = true;        // back 2 MiB pages by hugetlbfs when the kernel has them reserved
   bool verbose = false;       // one log line per session start/end on stderr
+  // A VM device file (QEMU maps it as each guest's ivshmem BAR): when set, the pools live in it
+  // and domains inside VMs attach through its `vm_slots` slots (docs/vmqueue.md, "Between VMs").
+  // Process domains still connect on the socket and share the same pools.
+  std::string device_path;
+  uint32_t vm_slots = 8;
 };
 
 struct BrokerStats {
@@ -28,6 +33,8 @@ struct BrokerStats {
   uint64_t pages_moved = 0;  // pages whose owner changed by a send
   uint64_t lazy_flushed_by_timer = 0;
   uint64_t sessions_ended_for_protocol = 0;
+  uint64_t vm_domains_silent = 0;  // VM domains removed because their heartbeat stood still
+  uint64_t pages_free = 0;         // 4 KiB and 2 MiB pages in the pools, owned by nobody
   bool huge_pages_are_hugetlb = false;
 };
 

@@ -76,6 +76,10 @@ class Domain {
   // Connects to the broker at `socket_path` and registers `name` (letters, digits, '-', '_',
   // '.'; at most 63). Fails with kNameTaken, kProtocol (host speaks another version),
   // kBrokerLost (nobody listening) or kInvalid.
+  // Inside a VM, `socket_path` is "ivshmem:" (the VM's first ivshmem PCI device),
+  // "ivshmem:0000:00:04.0" (a PCI address) or "ivshmem:/a/file" (a resource2, or in tests the
+  // host's device file): the domain attaches through a slot of the broker's VM device (vmqd
+  // --device) and its queue holds at most 256 messages.
   static Result<Domain> connect(const std::string& socket_path, std::string_view name, QueueOptions options = {});
 
   Domain(Domain&&) noexcept;
@@ -114,6 +118,7 @@ class Domain {
 
  private:
   explicit Domain(std::shared_ptr<detail::DomainState> state);
+  static Result<Domain> connect_device(const std::string& endpoint, std::string_view name, QueueOptions options);
   std::shared_ptr<detail::DomainState> s_;
 };
 

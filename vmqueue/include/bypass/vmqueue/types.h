@@ -49,13 +49,16 @@ using Result = base::Result<T, Errc>;
 inline Error make_error(Errc code, std::string_view message = {}) { return base::make_error(code, message); }
 
 // Who a domain is, as the host saw it: the id the host assigned, the name it registered, and
-// the kernel's SO_PEERCRED credentials of its connection (not claims the domain made).
+// for a process domain the kernel's SO_PEERCRED credentials of its connection (not claims the
+// domain made). For a domain inside a VM no kernel vouches for them: pid/uid/gid are what the
+// guest wrote into its device slot, and `claimed` says so.
 struct Identity {
   uint32_t id = 0;
   std::string name;
   int pid = 0;
   unsigned uid = 0;
   unsigned gid = 0;
+  bool claimed = false;
 };
 
 struct QueueOptions {

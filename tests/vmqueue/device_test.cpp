@@ -1,0 +1,316 @@
+// VM queues through a VM device (vmqd --device), with the domains in processes of this machine
+// that map the device file itself ("ivshmem:/path"), as a guest maps its ivshmem BAR: attach
+// through a slot, pages moving owner by remapping the device, a process domain and a VM domain
+// sharing the pools, and hostile or vanished VM domains (garbage in their rings, a heartbeat
+// that stops, a device that is not one) ending only themselves. The same against two real
+// QEMU guests: tests/vm/vmq_vm_test.py.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "bypass/transport/layout.h"
+#include "bypass/transport/vm.h"
+#include "device.h"
+#include "helpers.h"
+
+using namespace bypass::vmqueue;
+using namespace std::chrono_literals;
+using vmq_test::BrokerProcess;
+
+namespace {
+
+std::string unique_device() {
+  static int n = 0;
+  return "/dev/shm/vmq-device-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+}
+
+// vmqd serving a VM device (small pools), its stdout kept for the final statistics line.
+struct DeviceBroker {
+  std::string device = unique_device();
+  std::string out = device + ".out";
+  BrokerProcess broker{{"--device", device, "--pages-4k", "1024", "--pages-2m", "4", "--vm-slots", "4"}, out};
+  ~DeviceBroker() {
+    broker.stop();
+    ::unlink(device.c_str());
+    ::unlink(out.c_str());
+  }
+  std::string endpoint() const { return "ivshmem:" + device; }
+  // Attaches a VM domain, retrying while vmqd starts.
+  Result<Domain> attach(const std::string& name, QueueOptions o = {}) const {
+    for (int i = 0;; ++i) {
+      auto d = Domain::connect(endpoint(), name, o);
+      if (d.ok() || d.code() != Errc::kBrokerLost || i == 200) return d;
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  // vmqd's last line, after it stopped.
+  std::string stop_and_report() {
+    broker.stop();
+    std::ifstream in(out);
+    std::string line, last;
+    while (std::getline(in, line)) last = line;
+    return last;
+  }
+};
+
+void introduce(Domain& a, Domain& b) {
+  Result<Identity> a_sees = make_error(Errc::kInvalid);
+  std::thread t([&] { a_sees = a.introduce(b.self().name, 5s); });
+  auto b_sees = b.introduce(a.self().name, 5s);
+  t.join();
+  ASSERT_TRUE(a_sees.ok()) << a_sees.message();
+  ASSERT_TRUE(b_sees.ok()) << b_sees.message();
+}
+
+Pages filled(Domain& d, size_t count, uint8_t seed, PageSize size = PageSize::k4K) {
+  auto p = d.alloc(count, size);
+  EXPECT_TRUE(p.ok()) << p.message();
+  if (!p) return {};
+  for (size_t i = 0; i < p->bytes().size(); i += 512) p->data()[i] = std::byte(seed + i / 4096);
+  return std::move(*p);
+}
+
+bool looks_filled(std::span<const std::byte> bytes, uint8_t seed) {
+  for (size_t i = 0; i < bytes.size(); i += 512)
+    if (bytes[i] != std::byte(seed + i / 4096)) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST(VmQueueDevice, TwoVmDomainsMovePagesWithoutCopy) {
+  DeviceBroker b;
+  auto a = b.attach("vm-a");
+  auto c = b.attach("vm-c");
+  ASSERT_TRUE(a.ok()) << a.message();
+  ASSERT_TRUE(c.ok()) << c.message();
+  introduce(*a, *c);
+  const Identity* sees = c->peer(a->self().id);
+  ASSERT_NE(sees, nullptr);
+  EXPECT_TRUE(sees->claimed);  // no SO_PEERCRED across a VM: what the guest said
+  EXPECT_EQ(sees->pid, ::getpid());
+  for (PageSize size : {PageSize::k4K, PageSize::k2M}) {
+    const size_t count = size == PageSize::k4K ? 5 : 1;
+    auto pages = filled(*a, count, 40, size);
+    ASSERT_TRUE(pages);
+    const uint64_t frame = vmq_test::page_frame_number(pages.data());
+    std::byte* where = pages.data();
+    ASSERT_EQ(a->send(c->self().id, std::move(pages), count * page_bytes(size) - 3), Errc::kOk);
+    EXPECT_FALSE(pages);
+    // The sender's range is gone.
+    unsigned char vec = 0;
+    EXPECT_NE(::mincore(where, 4096, &vec), 0);
+    auto m = c->recv(5s);
+    ASSERT_TRUE(m.ok()) << m.message();
+    EXPECT_EQ(m->sender, a->self().id);
+    EXPECT_EQ(m->length, count * page_bytes(size) - 3);
+    EXPECT_TRUE(looks_filled(m->pages.bytes(), 40));
+    // The very same page of the device, not a copy.
+    if (frame != 0) {
+      EXPECT_EQ(vmq_test::page_frame_number(m->pages.data()), frame);
+    }
+  }
+}
+
+TEST(VmQueueDevice, ProcessAndVmDomainsShareThePools) {
+  DeviceBroker b;
+  auto vm = b.attach("in-vm");
+  ASSERT_TRUE(vm.ok()) << vm.message();
+  auto proc = b.broker.connect("on-host");
+  ASSERT_TRUE(proc.ok()) << proc.message();
+  introduce(*vm, *proc);
+  EXPECT_FALSE(vm->peer(proc->self().id)->claimed);  // the kernel's SO_PEERCRED
+  ASSERT_EQ(proc->send(vm->self().id, filled(*proc, 3, 9), 3 * 4096), Errc::kOk);
+  auto m = vm->recv(5s);
+  ASSERT_TRUE(m.ok()) << m.message();
+  EXPECT_TRUE(looks_filled(m->data(), 9));
+  // And back, the very pages.
+  ASSERT_EQ(vm->send(proc->self().id, std::move(m->pages), 3 * 4096), Errc::kOk);
+  auto back = proc->recv(5s);
+  ASSERT_TRUE(back.ok()) << back.message();
+  EXPECT_TRUE(looks_filled(back->data(), 9));
+}
+
+TEST(VmQueueDevice, GarbageInAVmDomainsRingEndsOnlyThatDomain) {
+  DeviceBroker b;
+  auto a = b.attach("good-a");
+  auto c = b.attach("good-c");
+  ASSERT_TRUE(a.ok() && c.ok());
+  introduce(*a, *c);
+  // The hostile domain is its own process (vmq_probe hostile): it corrupts its request ring.
+  pid_t evil = vmq_test::spawn({PROBE_PATH, "hostile", b.endpoint(), "evil"}, b.device + ".evil");
+  EXPECT_EQ(vmq_test::wait_exit(evil, 30s), 0);
+  std::ifstream said(b.device + ".evil");
+  std::string line;
+  std::getline(said, line);
+  EXPECT_NE(line.find("the broker ended this domain"), std::string::npos) << line;
+  ::unlink((b.device + ".evil").c_str());
+  // The others go on.
+  ASSERT_EQ(a->send(c->self().id, filled(*a, 2, 77), 8192), Errc::kOk);
+  auto m = c->recv(5s);
+  ASSERT_TRUE(m.ok()) << m.message();
+  EXPECT_TRUE(looks_filled(m->data(), 77));
+  const std::string report = b.stop_and_report();
+  EXPECT_NE(report.find("1 sessions ended for protocol errors"), std::string::npos) << report;
+}
+
+TEST(VmQueueDevice, SilentVmDomainIsRemovedAndItsPagesReturn) {
+  DeviceBroker b;
+  auto a = b.attach("survivor");
+  ASSERT_TRUE(a.ok()) << a.message();
+  // A domain that takes pages and dies without leaving: its heartbeat stops.
+  pid_t mute = vmq_test::spawn({PROBE_PATH, "hold", b.endpoint(), "mute", "300"});
+  ASSERT_EQ(vmq_test::wait_exit(mute, 30s), 0);
+  // Its name is taken until the broker notices the silence (kGuestTimeout), then free again.
+  const auto start = std::chrono::steady_clock::now();
+  Result<Domain> again = make_error(Errc::kInvalid);
+  for (;;) {
+    again = Domain::connect(b.endpoint(), "mute");
+    if (again.ok() || again.code() != Errc::kNameTaken || std::chrono::steady_clock::now() - start > 15s) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(again.ok()) << again.message();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, device::kGuestTimeout - 1s);
+  introduce(*a, *again);
+  ASSERT_EQ(a->send(again->self().id, filled(*a, 1, 3), 10), Errc::kOk);
+  ASSERT_TRUE(again->recv(5s).ok());
+  again = make_error(Errc::kInvalid);  // leaves: its pages go back too
+  a = make_error(Errc::kInvalid);
+  // Both names free again: vmqd has removed both (it looks every kServe), without a sleep that a
+  // loaded machine could outlast.
+  for (const char* name : {"mute", "survivor"}) {
+    Result<Domain> probe = make_error(Errc::kInvalid);
+    for (int i = 0; i < 500; ++i) {
+      probe = Domain::connect(b.endpoint(), name);
+      if (probe.ok() || probe.code() != Errc::kNameTaken) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(probe.ok()) << probe.message();
+  }
+  const std::string report = b.stop_and_report();
+  EXPECT_NE(report.find("1 VM domains silent"), std::string::npos) << report;
+  EXPECT_NE(report.find(" 1028 pages free"), std::string::npos) << report;  // 1024 + 4: all of them
+}
+
+TEST(VmQueueDevice, PeerOfAStoppedVmDomainGetsPeerDead) {
+  DeviceBroker b;
+  auto a = b.attach("waiter");
+  ASSERT_TRUE(a.ok()) << a.message();
+  // A domain whose process stops (SIGSTOP, as a paused or killed VM looks to the broker): its
+  // heartbeat stands still.
+  pid_t frozen_pid = vmq_test::spawn({PROBE_PATH, "freeze", b.endpoint(), "frozen", "waiter"});
+  auto frozen = a->introduce("frozen", 10s);
+  ASSERT_TRUE(frozen.ok()) << frozen.message();
+  const auto start = std::chrono::steady_clock::now();
+  auto r = a->recv(15s);
+  EXPECT_EQ(r.code(), Errc::kPeerDead) << r.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, device::kGuestTimeout + 3s);
+  ::kill(frozen_pid, SIGKILL);
+  vmq_test::wait_exit(frozen_pid);
+}
+
+TEST(VmQueueDevice, BrokerGoneIsBrokerLost) {
+  DeviceBroker b;
+  auto a = b.attach("orphan");
+  ASSERT_TRUE(a.ok());
+  b.broker.kill_hard();
+  const auto start = std::chrono::steady_clock::now();
+  auto r = a->recv(15s);
+  EXPECT_EQ(r.code(), Errc::kBrokerLost);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, device::kHostTimeout + 2s);
+}
+
+TEST(VmQueueDevice, NotADeviceIsOneClearError) {
+  const std::string path = unique_device();
+  {
+    std::ofstream f(path);
+    f << std::string(1 << 20, 'x');
+  }
+  auto d = Domain::connect("ivshmem:" + path, "lost");
+  EXPECT_EQ(d.code(), Errc::kBrokerLost);
+  EXPECT_NE(d.message().find("is not a VM-queue device"), std::string::npos) << d.message();
+  // A queue larger than a slot holds.
+  auto big = Domain::connect("ivshmem:" + path, "big", QueueOptions{.capacity = 1000});
+  EXPECT_EQ(big.code(), Errc::kInvalid);
+  ::unlink(path.c_str());
+}
+
+TEST(VmQueueDevice, AllSlotsTakenIsOneClearError) {
+  DeviceBroker b;
+  std::vector<Domain> held;
+  for (int i = 0; i < 4; ++i) {
+    auto d = b.attach("slot-" + std::to_string(i));
+    ASSERT_TRUE(d.ok()) << d.message();
+    held.push_back(std::move(*d));
+  }
+  auto fifth = Domain::connect(b.endpoint(), "fifth");
+  EXPECT_EQ(fifth.code(), Errc::kNoPages);
+  EXPECT_NE(fifth.message().find("slots"), std::string::npos) << fifth.message();
+  // One leaves: its slot is free again.
+  held.pop_back();
+  Result<Domain> sixth = make_error(Errc::kInvalid);
+  for (int i = 0; i < 100 && !sixth.ok(); ++i) {
+    sixth = Domain::connect(b.endpoint(), "sixth");
+    if (!sixth.ok()) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(sixth.ok()) << sixth.message();
+}
+
+TEST(VmQueueDevice, GarbageHelloIsRefusedAndAbandonedClaimsAreFreed) {
+  DeviceBroker b;
+  // A live domain first: vmqd is up, and must stay unharmed.
+  auto a = b.attach("bystander");
+  ASSERT_TRUE(a.ok()) << a.message();
+  auto dev = bypass::transport::map_vm_device(b.endpoint(), device::kHeaderBytes);
+  ASSERT_TRUE(dev.ok()) << dev.error().message;
+  auto* h = reinterpret_cast<device::Header*>(dev->data());
+  auto claim = [&]() -> device::Slot* {
+    for (uint32_t i = 0; i < h->slot_count; ++i) {
+      uint32_t expected = device::kFree;
+      if (h->slots[i].state.compare_exchange_strong(expected, device::kClaimed)) {
+        h->slots[i].generation.fetch_add(1);
+        return &h->slots[i];
+      }
+    }
+    return nullptr;
+  };
+  // A hello that is garbage: bytes everywhere, the version and magic right, a bad name.
+  device::Slot* bad = claim();
+  ASSERT_NE(bad, nullptr);
+  std::memset(static_cast<void*>(&bad->hello), 0xff, sizeof bad->hello);
+  bad->hello.magic = wire::kMagic;
+  bad->hello.version = wire::kVersion;
+  bad->state.store(device::kRequested, std::memory_order_release);
+  const auto start = std::chrono::steady_clock::now();
+  while (bad->state.load(std::memory_order_acquire) == device::kRequested &&
+         std::chrono::steady_clock::now() - start < 5s)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(bad->state.load(), device::kRejected);
+  EXPECT_EQ(bad->status, static_cast<uint32_t>(Errc::kInvalid));
+  // A claim its guest never finished, and the refused slot never given back: both are freed
+  // after the guest timeout.
+  device::Slot* abandoned = claim();
+  ASSERT_NE(abandoned, nullptr);
+  const auto claimed_at = std::chrono::steady_clock::now();
+  while ((abandoned->state.load() != device::kFree || bad->state.load() != device::kFree) &&
+         std::chrono::steady_clock::now() - claimed_at < 10s)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(abandoned->state.load(), device::kFree);
+  EXPECT_EQ(bad->state.load(), device::kFree);
+  EXPECT_GE(std::chrono::steady_clock::now() - claimed_at, device::kGuestTimeout - 1s);
+  // The bystander never noticed.
+  auto self = b.attach("self-check");
+  ASSERT_TRUE(self.ok()) << self.message();
+  introduce(*a, *self);
+  ASSERT_EQ(a->send(self->self().id, filled(*a, 1, 5), 100), Errc::kOk);
+  auto m = self->recv(5s);
+  ASSERT_TRUE(m.ok()) << m.message();
+  EXPECT_TRUE(looks_filled(m->data(), 5));
+}

@@ -1,0 +1,208 @@
+// A VM-queue domain for the VM tests (it runs inside the guests, tests/vm/vmq_vm_test.py) and
+// for the device tests on this machine:
+//   vmq_probe send ENDPOINT NAME PEER MESSAGES PAGES HUGE   MESSAGES messages of PAGES 4 KiB
+//                  pages, then HUGE messages of one 2 MiB page, then an end marker, to PEER
+//   vmq_probe recv ENDPOINT NAME PEER                      everything PEER sends, to its end marker
+//                  (or an error: then what came before it and the error, exit status 2)
+//   vmq_probe hostile ENDPOINT NAME    attaches, writes garbage into its own request ring's index
+//                  and expects the broker to end it (exit 0 when it did)
+//   vmq_probe hold ENDPOINT NAME PAGES attaches, takes PAGES pages and dies without leaving (its
+//                  heartbeat stops: the broker must take them back)
+//   vmq_probe freeze ENDPOINT NAME PEER  attaches, is introduced to PEER, then stops itself
+//                  (SIGSTOP: every thread, the heartbeat's too)
+// send and recv print one line: "sent|received M messages P pages B bytes crc32 X seconds S",
+// the CRC-32 over every payload byte in order; send adds the time spent inside send() and the
+// sends per second that makes (one broker round trip each), recv what the broker said the peer is.
+// Payloads are pseudo-random, a different length each message.
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "bypass/transport/layout.h"
+#include "bypass/transport/vm.h"
+#include "bypass/vmqueue/domain.h"
+#include "device.h"
+
+using namespace bypass::vmqueue;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr uint32_t kData = 1;
+constexpr uint32_t kEnd = 2;
+
+double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+int fail(const char* what, const Error& e) {
+  std::fprintf(stderr, "vmq_probe: %s: %s\n", what, e.message.c_str());
+  return 2;
+}
+int fail(const char* what, Errc errc) {
+  std::fprintf(stderr, "vmq_probe: %s: %s\n", what, to_string(errc));
+  return 2;
+}
+
+// The broker may start after the guest: retry for a while.
+Result<Domain> join(const std::string& endpoint, const std::string& name) {
+  const auto give_up = Clock::now() + 60s;
+  for (;;) {
+    auto d = Domain::connect(endpoint, name);
+    if (d.ok() || d.code() != Errc::kBrokerLost || Clock::now() > give_up) return d;
+    ::usleep(100'000);
+  }
+}
+
+int do_send(const std::string& endpoint, const std::string& name, const std::string& peer_name, int messages, int pages,
+            int huge) {
+  auto d = join(endpoint, name);
+  if (!d) return fail("connect", d.error());
+  // The other guest may still be booting.
+  auto peer = d->introduce(peer_name, 120s);
+  if (!peer) return fail("introduce", peer.error());
+  const auto start = Clock::now();
+  uLong crc = crc32(0, nullptr, 0);
+  uint64_t bytes = 0, sent_pages = 0;
+  std::mt19937_64 rng(0x766d71);
+  Clock::duration in_send{};  // inside send(): the transport's share, without filling and checksumming
+  for (int i = 0; i < messages + huge; ++i) {
+    const bool is_huge = i >= messages;
+    auto p = d->alloc(is_huge ? 1 : static_cast<size_t>(pages), is_huge ? PageSize::k2M : PageSize::k4K);
+    if (!p) return fail("alloc", p.error());
+    const size_t length = p->bytes().size() - static_cast<size_t>(i % 97) * 8;
+    auto* words = reinterpret_cast<uint64_t*>(p->data());
+    for (size_t w = 0; w < length / 8; ++w) words[w] = rng();
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(p->data()), static_cast<uInt>(length));
+    bytes += length;
+    sent_pages += p->count();
+    const auto before = Clock::now();
+    if (Errc e = d->send(peer->id, std::move(*p), length, {.tag = kData}); e != Errc::kOk) return fail("send", e);
+    in_send += Clock::now() - before;
+  }
+  auto end = d->alloc(1);
+  if (!end) return fail("alloc", end.error());
+  if (Errc e = d->send(peer->id, std::move(*end), 0, {.tag = kEnd}); e != Errc::kOk) return fail("send", e);
+  const double seconds = since(start);
+  const double sending = std::chrono::duration<double>(in_send).count();
+  std::printf("sent %d messages %llu pages %llu bytes crc32 %08lx seconds %.3f in-send %.3f sends/s %.0f\n",
+              messages + huge, static_cast<unsigned long long>(sent_pages), static_cast<unsigned long long>(bytes), crc,
+              seconds, sending, (messages + huge) / sending);
+  // Stay until the receiver has everything: leaving is fine (messages sent are delivered), but
+  // the test reads the receiver's identity of us while we are attached.
+  auto bye = d->recv(60s);
+  (void)bye;
+  return 0;
+}
+
+int do_recv(const std::string& endpoint, const std::string& name, const std::string& peer_name) {
+  auto d = join(endpoint, name);
+  if (!d) return fail("connect", d.error());
+  auto peer = d->introduce(peer_name, 120s);
+  if (!peer) return fail("introduce", peer.error());
+  uLong crc = crc32(0, nullptr, 0);
+  uint64_t bytes = 0, pages = 0;
+  int messages = 0;
+  Clock::time_point start{};
+  for (;;) {
+    auto m = d->recv(60s);
+    if (!m) {
+      // What came before the error, then the error (a peer that died: kPeerDead).
+      std::printf("received %d messages %llu pages %llu bytes crc32 %08lx, then: %s\n", messages,
+                  static_cast<unsigned long long>(pages), static_cast<unsigned long long>(bytes), crc,
+                  to_string(m.code()));
+      return fail("recv", m.error());
+    }
+    if (m->sender != peer->id) {
+      std::fprintf(stderr, "vmq_probe: a message from domain %u, not %u\n", m->sender, peer->id);
+      return 3;
+    }
+    if (messages == 0) start = Clock::now();
+    if (m->tag == kEnd) break;
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(m->data().data()), static_cast<uInt>(m->length));
+    bytes += m->length;
+    pages += m->pages.count();
+    ++messages;
+  }
+  std::printf("received %d messages %llu pages %llu bytes crc32 %08lx seconds %.3f peer %s claimed %d pid %d\n",
+              messages, static_cast<unsigned long long>(pages), static_cast<unsigned long long>(bytes), crc,
+              since(start), peer->name.c_str(), peer->claimed ? 1 : 0, peer->pid);
+  // Tell the sender it may go.
+  auto bye = d->alloc(1);
+  if (bye) (void)d->send(peer->id, std::move(*bye), 0, {.tag = kEnd});
+  return 0;
+}
+
+int do_hostile(const std::string& endpoint, const std::string& name) {
+  auto d = join(endpoint, name);
+  if (!d) return fail("connect", d.error());
+  auto dev = bypass::transport::map_vm_device(endpoint, device::kHeaderBytes);
+  if (!dev) {
+    std::fprintf(stderr, "vmq_probe: %s\n", dev.error().message.c_str());
+    return 2;
+  }
+  auto* h = reinterpret_cast<device::Header*>(dev->data());
+  for (uint32_t i = 0; i < h->slot_count && i < device::kMaxSlots; ++i) {
+    device::Slot& slot = h->slots[i];
+    if (slot.state.load(std::memory_order_acquire) != device::kActive || slot.domain_id != d->self().id) continue;
+    // The request ring's head, far past what the ring holds: the broker must end this domain
+    // and nobody else.
+    auto* control = reinterpret_cast<bypass::transport::layout::RingControl*>(dev->data() + h->slots_offset +
+                                                                              uint64_t{i} * h->slot_bytes);
+    control->head.store(0x0123456789abcdefull, std::memory_order_release);
+    auto r = d->recv(20s);
+    if (!r && r.code() == Errc::kBrokerLost) {
+      std::printf("hostile: the broker ended this domain (%s)\n", to_string(r.code()));
+      return 0;
+    }
+    std::printf("hostile: still served after garbage in the ring (%s)\n", r ? "a message" : to_string(r.code()));
+    return 1;
+  }
+  std::fprintf(stderr, "vmq_probe: found no active slot of domain %u\n", d->self().id);
+  return 2;
+}
+
+int do_hold(const std::string& endpoint, const std::string& name, int pages) {
+  auto d = join(endpoint, name);
+  if (!d) return fail("connect", d.error());
+  auto p = d->alloc(static_cast<size_t>(pages));
+  if (!p) return fail("alloc", p.error());
+  std::memset(p->data(), 0x5a, p->bytes().size());
+  std::printf("holding %d pages, dying without leaving\n", pages);
+  std::fflush(stdout);
+  ::_exit(0);  // no destructors: the domain never says it leaves, its heartbeat just stops
+}
+
+int do_freeze(const std::string& endpoint, const std::string& name, const std::string& peer_name) {
+  auto d = join(endpoint, name);
+  if (!d) return fail("connect", d.error());
+  auto peer = d->introduce(peer_name, 30s);
+  if (!peer) return fail("introduce", peer.error());
+  ::raise(SIGSTOP);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "send" && argc == 8)
+    return do_send(argv[2], argv[3], argv[4], std::atoi(argv[5]), std::atoi(argv[6]), std::atoi(argv[7]));
+  if (mode == "recv" && argc == 5) return do_recv(argv[2], argv[3], argv[4]);
+  if (mode == "hostile" && argc == 4) return do_hostile(argv[2], argv[3]);
+  if (mode == "hold" && argc == 5) return do_hold(argv[2], argv[3], std::atoi(argv[4]));
+  if (mode == "freeze" && argc == 5) return do_freeze(argv[2], argv[3], argv[4]);
+  std::fprintf(stderr,
+               "usage: vmq_probe send ENDPOINT NAME PEER MESSAGES PAGES HUGE | recv ENDPOINT NAME PEER |\n"
+               "       hostile ENDPOINT NAME | hold ENDPOINT NAME PAGES | freeze ENDPOINT NAME PEER\n");
+  return 64;
+}

@@ -1,0 +1,129 @@
+// The VM-queue device: what a domain inside a VM reaches the broker through. File descriptors
+// cannot cross a VM boundary, so what a process domain gets as fds is here instead: its rings
+// (a slot region in the device), the page pools (in the device too: a domain maps a message's
+// pages from the BAR at the pool's offset, so ownership still moves by remapping), wake-ups
+// (nobody kicks a VM domain: both sides poll the rings) and peer death (heartbeat words
+// instead of a session socket's hang-up). The broker (vmqd --device FILE) makes the file; QEMU
+// maps it as each guest's ivshmem-plain BAR 2.
+//
+//   offset 0             Header (written once by the broker before the magic, then only the
+//                        host heartbeat and the slots' state words)
+//   slots_offset         slot_count slot regions of slot_bytes: request, reply and queue rings
+//                        (wire::region_layout of the domain's queue capacity)
+//   pool_offset[0]       4 KiB pages (4 KiB aligned)
+//   pool_offset[1]       2 MiB units (2 MiB aligned)
+//   size                 a power of two, as a PCI BAR must be
+//
+// Attach, per slot (the guest claims, the broker answers):
+//   kFree -> (guest CAS, generation + 1) kClaimed -> guest wrote its hello -> kRequested
+//   -> broker copied and checked the hello, zeroed the rings, set domain_id -> kActive
+//      or refused it (status) -> kRejected (the guest reads status and stores kFree)
+//   kActive -> (guest closes) kLeaving -> broker removes the domain -> kFree
+//   The guest's heartbeat stood still for kVmGuestTimeout, or a hostile guest broke its rings:
+//   the broker removes the domain (its pages go back to the pool) and stores kFree.
+// A guest maps the whole BAR: page protection cannot keep it out of pages it does not own, as
+// it cannot on one kernel (the domain holds the pool fds); the broker checks ownership for every
+// operation and never maps a pool page itself.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "wire.h"
+
+namespace bypass::vmqueue::device {
+
+inline constexpr uint32_t kMagic = 0x44514d56;  // "VMQD" in memory order
+inline constexpr uint32_t kVersion = 1;
+inline constexpr uint64_t kHeaderBytes = 64 * 1024;
+inline constexpr uint64_t kAlign = 64 * 1024;
+inline constexpr uint32_t kMaxSlots = 32;
+// The largest queue a VM domain may ask for: it sizes every slot.
+inline constexpr uint32_t kMaxQueueCapacity = 256;
+
+inline constexpr uint32_t kFree = 0;
+inline constexpr uint32_t kClaimed = 1;
+inline constexpr uint32_t kRequested = 2;
+inline constexpr uint32_t kActive = 3;
+inline constexpr uint32_t kRejected = 4;
+inline constexpr uint32_t kLeaving = 5;
+
+// How often the broker looks at the slots (attach requests, heartbeats) and beats, how often a
+// guest beats, and how long each side gives a silent peer (a TCG guest can stall for a while).
+inline constexpr std::chrono::milliseconds kServe{5};
+inline constexpr std::chrono::milliseconds kGuestBeat{50};
+inline constexpr std::chrono::milliseconds kHostTimeout{2000};   // a domain's view of the broker
+inline constexpr std::chrono::milliseconds kGuestTimeout{4000};  // the broker's view of a domain
+// The longest the broker sleeps between looks at live VM domains' request rings: after work it
+// looks again after transport's kVmPollMin, doubling while it finds nothing.
+inline constexpr std::chrono::microseconds kPoll{200};
+
+struct Slot {
+  // k*: the guest CASes Free -> Claimed, writes `hello` and `claimed_*`, stores Requested
+  // (release; pairs with the broker's acquire load before it copies them). The broker writes
+  // `status` and `domain_id` and stores Active or Rejected (release; pairs with the guest's
+  // acquire load), and Free once the domain is gone.
+  alignas(64) std::atomic<uint32_t> state;
+  // Bumped by the guest when it claims (relaxed): a guest that sees another generation lost
+  // the slot.
+  std::atomic<uint32_t> generation;
+  wire::Hello hello;  // the guest's queue options and name
+  // What the guest says about its process: no SO_PEERCRED crosses a VM boundary.
+  int32_t claimed_pid;
+  uint32_t claimed_uid;
+  uint32_t claimed_gid;
+  uint32_t status;  // Errc, the broker's answer
+  uint32_t domain_id;
+  // Bumped by the guest every kGuestBeat while it is attached (relaxed; read by the broker).
+  alignas(64) std::atomic<uint64_t> guest_heartbeat;
+};
+
+struct Header {
+  uint32_t magic;  // stored last (release), after everything else
+  uint32_t version;
+  uint64_t size;
+  uint64_t schema_hash;  // wire::kSchemaHash of the broker's build
+  uint32_t slot_count;
+  uint32_t max_queue_capacity;
+  uint64_t slots_offset;
+  uint64_t slot_bytes;
+  uint64_t pool_offset[2];
+  uint32_t pool_pages[2];
+  // Bumped by the broker every kServe (relaxed; read by guests).
+  alignas(64) std::atomic<uint64_t> host_heartbeat;
+  Slot slots[kMaxSlots];
+};
+
+static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::is_standard_layout_v<Header>);
+static_assert(sizeof(Slot) == 192);
+static_assert(sizeof(Header) <= kHeaderBytes);
+
+inline constexpr uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
+
+struct Geometry {
+  uint64_t slots_offset = 0;
+  uint64_t slot_bytes = 0;
+  uint64_t pool_offset[2] = {0, 0};
+  uint64_t control_bytes = 0;  // header and slots: what the broker maps
+  uint64_t size = 0;
+};
+
+inline Geometry geometry(uint32_t slots, uint32_t pages_4k, uint32_t pages_2m) {
+  Geometry g;
+  g.slots_offset = kHeaderBytes;
+  g.slot_bytes = align_up(wire::region_layout(kMaxQueueCapacity).size, kAlign);
+  g.control_bytes = g.slots_offset + uint64_t{slots} * g.slot_bytes;
+  g.pool_offset[0] = align_up(g.control_bytes, page_bytes(PageSize::k2M));
+  g.pool_offset[1] =
+      align_up(g.pool_offset[0] + uint64_t{pages_4k} * page_bytes(PageSize::k4K), page_bytes(PageSize::k2M));
+  const uint64_t end = g.pool_offset[1] + uint64_t{pages_2m} * page_bytes(PageSize::k2M);
+  g.size = uint64_t{1} << 22;  // 4 MiB at least
+  while (g.size < end) g.size <<= 1;
+  return g;
+}
+
+}  // namespace bypass::vmqueue::device

@@ -26,6 +26,7 @@ namespace {
 
 bool json_only = false;
 bool crossover_only = false;          // --crossover-only: no veth rounds, no VM queue (for profiling)
+bool veth_only = false;               // --veth-only: the baseline alone, no crossover, no VM queue (for profiling)
 const char* xover_path = XOVER_PATH;  // --xover PATH: another build's bypass-xover (before/after runs)
 
 int sh(const std::string& cmd) {
@@ -117,12 +118,15 @@ int main(int argc, char** argv) {
       json_only = true;
     else if (std::strcmp(argv[i], "--crossover-only") == 0)
       crossover_only = true;
+    else if (std::strcmp(argv[i], "--veth-only") == 0)
+      veth_only = true;
     else if (std::strcmp(argv[i], "--xover") == 0 && i + 1 < argc)
       xover_path = argv[++i];
     else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
       rounds = std::max(1, std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: crossover_bench [--json] [--crossover-only] [--rounds N] [--xover PATH]\n");
+      std::fprintf(stderr,
+                   "usage: crossover_bench [--json] [--crossover-only | --veth-only] [--rounds N] [--xover PATH]\n");
       return 2;
     }
   }
@@ -163,7 +167,7 @@ int main(int argc, char** argv) {
     if (up) {
       // Alternate, best of three each: the machine is shared, the best run is the least disturbed.
       for (int round = 0; round < rounds; ++round) {
-        double xo = tcp_rate(a, b, "10.211.0.2", 1500ms);
+        double xo = veth_only ? 0 : tcp_rate(a, b, "10.211.0.2", 1500ms);
         double veth = crossover_only ? 0 : tcp_rate(c, d, "10.210.0.2", 1500ms);
         say("round %d: crossover %.2f Gbit/s, veth %.2f Gbit/s\n", round, xo * 8 / 1e9, veth * 8 / 1e9);
         xo_best = std::max(xo_best, xo);
@@ -180,7 +184,7 @@ int main(int argc, char** argv) {
   }
 
   vmq_bench::Figures small{}, huge{};
-  if (!crossover_only) {
+  if (!crossover_only && !veth_only) {
     vmq_bench::Vmqd broker(VMQD_PATH, {"--pages-2m", "16"});
     small = vmq_bench::measure(broker, 16, bypass::vmqueue::PageSize::k4K, 1000ms);
     huge = vmq_bench::measure(broker, 1, bypass::vmqueue::PageSize::k2M, 1000ms);

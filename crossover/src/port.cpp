@@ -3,10 +3,12 @@
 #include "bypass/crossover/device.h"
 
 #include <sys/epoll.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -20,6 +22,21 @@ void kick(int fd) {
 }
 constexpr int kBatch = 32;  // frames per direction per pass, so neither direction starves the other
 }  // namespace
+
+bool vnet_header_acceptable(const VnetHeader& h, size_t frame_bytes) {
+  // linux/virtio_net.h: VIRTIO_NET_HDR_F_NEEDS_CSUM, _F_DATA_VALID; VIRTIO_NET_HDR_GSO_NONE,
+  // _TCPV4, _TCPV6, _ECN.
+  constexpr uint8_t kNeedsCsum = 1, kDataValid = 2;
+  constexpr uint8_t kGsoNone = 0, kGsoTcp4 = 1, kGsoTcp6 = 4, kGsoEcn = 0x80;
+  if (h.flags & ~(kNeedsCsum | kDataValid)) return false;
+  const uint8_t gso = h.gso_type & ~kGsoEcn;
+  if (gso != kGsoNone && gso != kGsoTcp4 && gso != kGsoTcp6) return false;
+  if (gso == kGsoNone && h.gso_type != kGsoNone) return false;  // ECN without segmentation
+  if (gso != kGsoNone && h.gso_size == 0) return false;
+  if (h.hdr_len > frame_bytes) return false;
+  if ((h.flags & kNeedsCsum) && size_t{h.csum_start} + h.csum_offset + sizeof(uint16_t) > frame_bytes) return false;
+  return true;
+}
 
 PortDriver::PortDriver(uint32_t port, int tap_fd, PortMemory memory, int host_kick_fd, int tx_done_kick_fd,
                        int rx_kick_fd, int stop_fd)
@@ -84,7 +101,12 @@ void PortDriver::run() {
       uint32_t owner = r.buf / mem_.buffers_per_port;
       if (r.buf < total && mem_.pools[owner] != nullptr && r.len >= kVnetHdrLen + 14 && r.len <= kBufferStride) {
         const std::byte* at = mem_.pools[owner] + size_t{r.buf % mem_.buffers_per_port} * kBufferStride;
-        ssize_t n = ::write(tap_, at, r.len);
+        // The header goes to the TAP from our own checked copy: the owner can still write its
+        // buffer, and a check of the shared bytes would not hold until the kernel reads them.
+        VnetHeader header;
+        std::memcpy(&header, at, sizeof header);
+        iovec parts[2] = {{&header, sizeof header}, {const_cast<std::byte*>(at + kVnetHdrLen), r.len - kVnetHdrLen}};
+        ssize_t n = vnet_header_acceptable(header, r.len - kVnetHdrLen) ? ::writev(tap_, parts, 2) : -1;
         if (n == static_cast<ssize_t>(r.len)) {
           counters_.rx_frames.fetch_add(1, std::memory_order_relaxed);
           counters_.rx_bytes.fetch_add(r.len - kVnetHdrLen, std::memory_order_relaxed);

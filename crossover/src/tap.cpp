@@ -48,16 +48,17 @@ base::Result<UniqueFd> create_tap(const TapConfig& config) {
   UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
   if (!fd) return base::errno_error(Errc::kIo, "open /dev/net/tun", errno);
   ifreq ifr = make_ifreq(config.name);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (config.offload ? IFF_VNET_HDR : 0);
+  // Every frame carries a virtio-net header, with or without offloads: a buffer's layout is
+  // one (the switch finds the MACs at kVnetHdrLen), and a peer's GSO frame is taken either way.
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
   if (auto ok = ioctl_checked(fd.get(), TUNSETIFF, &ifr, "TUNSETIFF " + config.name); !ok) return ok.error();
-  if (config.offload) {
-    int hdr = static_cast<int>(kVnetHdrLen);
-    if (auto ok = ioctl_checked(fd.get(), TUNSETVNETHDRSZ, &hdr, "TUNSETVNETHDRSZ"); !ok) return ok.error();
-    // The stack may hand us frames with partial checksums and TSO super-frames up to 64 KiB;
-    // the peer TAP takes them back as they are, so no one computes a checksum or segments.
-    unsigned long offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
-    if (::ioctl(fd.get(), TUNSETOFFLOAD, offloads) != 0) return base::errno_error(Errc::kIo, "TUNSETOFFLOAD", errno);
-  }
+  int hdr = static_cast<int>(kVnetHdrLen);
+  if (auto ok = ioctl_checked(fd.get(), TUNSETVNETHDRSZ, &hdr, "TUNSETVNETHDRSZ"); !ok) return ok.error();
+  // With offloads the stack may hand us frames with partial checksums and TSO super-frames up
+  // to 64 KiB; the peer TAP takes them back as they are, so no one computes a checksum or
+  // segments. Without, the stack does both and the header stays zero.
+  const unsigned long offloads = config.offload ? TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN : 0;
+  if (::ioctl(fd.get(), TUNSETOFFLOAD, offloads) != 0) return base::errno_error(Errc::kIo, "TUNSETOFFLOAD", errno);
   UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!sock) return base::errno_error(Errc::kIo, "socket", errno);
   bool set_mac = false;

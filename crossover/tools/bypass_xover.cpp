@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   create->add_option("--mac-a", mac_a, "MAC address of endpoint a");
   create->add_option("--mac-b", mac_b, "MAC address of endpoint b");
   create->add_option("--mtu", mtu, "MTU of every TAP device (default 1500)");
-  create->add_flag("--no-offload", no_offload, "no virtio-net header / TSO: one wire-size frame per descriptor");
+  create->add_flag("--no-offload", no_offload, "no checksum / TSO offload: one wire-size frame per descriptor");
   create->add_option("--uplink-netns", link.uplink_netns, "namespace for the uplink TAP (frames not for the peer)");
   create->add_option("--uplink-ifname", link.uplink_ifname, "uplink TAP device name")->capture_default_str();
   create->add_option("--uplink-addr", link.uplink_address, "IPv4 address/prefix of the uplink TAP");

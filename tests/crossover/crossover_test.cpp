@@ -25,6 +25,7 @@
 #include "bypass/crossover/detector.h"
 #include "bypass/crossover/device.h"
 #include "bypass/crossover/link.h"
+#include "bypass/crossover/port.h"
 #include "bypass/crossover/tap.h"
 #include "bypass/transport/session.h"
 #include "bypass/transport/vm.h"
@@ -292,6 +293,44 @@ size_t udp_one_way(const std::string& from, const std::string& to, const std::st
 
 }  // namespace
 
+// A peer's virtio-net header reaches our TAP only when it is what a TAP itself hands over.
+TEST(CrossoverVnetHeader, OnlyWhatATapProducesIsAccepted) {
+  const size_t frame = 1514;
+  VnetHeader plain;  // all zero: no offload
+  EXPECT_TRUE(vnet_header_acceptable(plain, frame));
+  VnetHeader csum{.flags = 1, .csum_start = 34, .csum_offset = 16};  // TCP checksum left to do
+  EXPECT_TRUE(vnet_header_acceptable(csum, frame));
+  VnetHeader tso{.flags = 1, .gso_type = 1, .hdr_len = 66, .gso_size = 1448, .csum_start = 34, .csum_offset = 16};
+  EXPECT_TRUE(vnet_header_acceptable(tso, 65000));
+  VnetHeader tso6_ecn = tso;
+  tso6_ecn.gso_type = 4 | 0x80;
+  EXPECT_TRUE(vnet_header_acceptable(tso6_ecn, 65000));
+  VnetHeader valid{.flags = 2};  // checksum already verified
+  EXPECT_TRUE(vnet_header_acceptable(valid, frame));
+
+  auto with = [](VnetHeader h, auto change) {
+    change(h);
+    return h;
+  };
+  EXPECT_FALSE(vnet_header_acceptable(with(plain, [](auto& h) { h.flags = 4; }), frame));        // unknown flag
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.gso_type = 3; }), 65000));       // UDP fragmentation
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.gso_type = 5; }), 65000));       // UDP segmentation
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.gso_type = 0x42; }), 65000));    // nonsense
+  EXPECT_FALSE(vnet_header_acceptable(with(plain, [](auto& h) { h.gso_type = 0x80; }), frame));  // ECN alone
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.gso_size = 0; }), 65000));
+  // A stack forwarding a segmented frame whose checksums are already checked (GRO) hands it over so.
+  EXPECT_TRUE(vnet_header_acceptable(with(tso, [](auto& h) { h.flags = 2; }), 65000));
+  EXPECT_FALSE(vnet_header_acceptable(with(tso, [](auto& h) { h.hdr_len = 65001; }), 65000));
+  EXPECT_FALSE(vnet_header_acceptable(csum, 49));  // the checksum field past the frame's end
+  EXPECT_TRUE(vnet_header_acceptable(csum, 52));
+  EXPECT_FALSE(vnet_header_acceptable(with(csum,
+                                           [](auto& h) {
+                                             h.csum_start = 0xffff;
+                                             h.csum_offset = 0xffff;
+                                           }),
+                                      frame));
+}
+
 TEST(CrossoverDetector, LearnsForwardsFloodsAndRelearns) {
   Detector d;
   Mac a{2, 0, 0, 0, 0, 1}, b{2, 0, 0, 0, 0, 2}, up{2, 0, 0, 0, 0, 3};
@@ -372,6 +411,26 @@ TEST(Crossover, TcpUnpinned) {
   ASSERT_TRUE(link.up()) << link.status();
   constexpr size_t kBytes = 32u << 20;
   Transfer t = tcp_transfer(a.name, b.name, "10.208.0.2", kBytes);
+  EXPECT_EQ(t.received, kBytes);
+  EXPECT_EQ(t.crc_received, t.crc_sent);
+}
+
+// Without offloads the frames still carry a (zero) virtio-net header, so the switch finds the
+// MACs where it looks: the peer's frames go across, none is flooded to the uplink.
+TEST(Crossover, WithoutOffloadFramesAreSwitchedByMac) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b"), u("u");
+  Link link(a, b, "10.212.0", &u, {"--no-offload"});
+  ASSERT_TRUE(link.up()) << link.status();
+  ASSERT_EQ(a.exec("ping -c 1 -W 2 10.212.0.2"), 0);  // ARP (a broadcast, flooded) settled
+  const uint64_t flooded = link.counter("flooded");
+  EXPECT_EQ(a.exec("ping -c 3 -i 0.2 -W 2 10.212.0.2"), 0);
+  EXPECT_GE(link.counter("crossover"), 6u) << link.status();
+  EXPECT_EQ(link.counter("flooded"), flooded) << link.status();
+  EXPECT_EQ(link.counter("to_uplink"), 0u);
+  EXPECT_EQ(link.counter("mac_moves"), 0u);
+  constexpr size_t kBytes = 8u << 20;
+  Transfer t = tcp_transfer(a.name, b.name, "10.212.0.2", kBytes);
   EXPECT_EQ(t.received, kBytes);
   EXPECT_EQ(t.crc_received, t.crc_sent);
 }

@@ -21,6 +21,21 @@ struct PortMemory {
   uint32_t buffers_per_port = kDefaultBuffers;
 };
 
+// struct virtio_net_hdr (linux/virtio_net.h does not compile as C++) as the TAPs exchange it
+// with IFF_VNET_HDR, in the host's byte order.
+struct VnetHeader {
+  uint8_t flags = 0;
+  uint8_t gso_type = 0;
+  uint16_t hdr_len = 0, gso_size = 0, csum_start = 0, csum_offset = 0;
+};
+static_assert(sizeof(VnetHeader) == kVnetHdrLen);
+
+// Whether a peer's header may go to our TAP in front of a frame of `frame_bytes` (the bytes
+// after the header): only what our own TAPs produce (checksum hints, TCP segmentation over IPv4
+// and IPv6 with a segment size, ECN), with every length and offset inside the frame. The kernel checks again; this
+// keeps a hostile peer's fields away from its GSO and checksum code altogether.
+bool vnet_header_acceptable(const VnetHeader& h, size_t frame_bytes);
+
 struct PortCounters {
   std::atomic<uint64_t> tx_frames{0}, tx_bytes{0}, rx_frames{0}, rx_bytes{0}, rx_errors{0};
 };

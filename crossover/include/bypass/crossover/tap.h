@@ -15,7 +15,7 @@ struct TapConfig {
   Mac mac{};            // all zero: keep the kernel's random address
   int mtu = 0;          // 0: keep the default (1500)
   std::string address;  // IPv4 CIDR ("10.0.0.1/24"); empty: none
-  bool offload = true;  // IFF_VNET_HDR + TUNSETOFFLOAD (checksum, TSO4/6): 64 KiB frames
+  bool offload = true;  // TUNSETOFFLOAD (checksum, TSO4/6): 64 KiB frames; the vnet header is there either way
   int txqueuelen = 0;   // 0: keep the default
 };
 

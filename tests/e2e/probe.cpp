@@ -741,6 +741,57 @@ int run_debug_messengers() {
   return 0;
 }
 
+// Vulkan from an exit handler, as GL through zink does (waffle, piglit): by then the thread's
+// thread_local objects are destroyed, and the ICD's per-thread buffers must still work. Records
+// of every kind (fixed-layout with arrays, tables, a call with a reply) and the teardown run in
+// the handler; the process must exit 0, with no heap corruption reported by glibc.
+Objects* g_exit_objects = nullptr;
+VkCommandPool g_exit_pool = VK_NULL_HANDLE;
+VkCommandBuffer g_exit_cmd = VK_NULL_HANDLE;
+
+void exit_handler_calls() {
+  Objects& o = *g_exit_objects;
+  for (int round = 0; round < 50; ++round) {
+    VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vkResetCommandBuffer(g_exit_cmd, 0);
+    vkBeginCommandBuffer(g_exit_cmd, &begin);
+    const VkRect2D scissors[4] = {};
+    vkCmdSetScissor(g_exit_cmd, 0, 1 + round % 4, scissors);  // fixed-layout, with an array
+    const float blend[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+    vkCmdSetBlendConstants(g_exit_cmd, blend);
+    vkEndCommandBuffer(g_exit_cmd);
+    vkResetFences(o.device, 1, &o.fence);  // fixed-layout, a handle array
+    VkFenceCreateInfo info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    VkFence extra = VK_NULL_HANDLE;
+    vkCreateFence(o.device, &info, nullptr, &extra);  // a table
+    vkGetFenceStatus(o.device, extra);                // a reply
+    vkDestroyFence(o.device, extra, nullptr);
+  }
+  vkFreeCommandBuffers(o.device, g_exit_pool, 1, &g_exit_cmd);
+  vkDestroyCommandPool(o.device, g_exit_pool, nullptr);
+  delete g_exit_objects;  // fence, device, instance
+  std::printf("exit handler: Vulkan calls done\n");
+  std::fflush(stdout);
+}
+
+int run_exit_handler() {
+  g_exit_objects = new Objects;
+  Objects& o = *g_exit_objects;
+  if (!create_instance(o) || !create_device(o)) return 1;
+  VkFenceCreateInfo info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  if (!report("vkCreateFence", vkCreateFence(o.device, &info, nullptr, &o.fence))) return 1;
+  if (!create_command_buffer(o, &g_exit_pool, &g_exit_cmd)) return 1;
+  // Touch the per-thread buffers now, so that thread exit has something to destroy.
+  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  vkBeginCommandBuffer(g_exit_cmd, &begin);
+  const VkRect2D scissor{};
+  vkCmdSetScissor(g_exit_cmd, 0, 1, &scissor);
+  vkEndCommandBuffer(g_exit_cmd);
+  report("vkGetFenceStatus", vkGetFenceStatus(o.device, o.fence) == VK_NOT_READY ? VK_SUCCESS : VK_ERROR_UNKNOWN);
+  std::atexit(exit_handler_calls);
+  std::exit(0);
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc >= 2 ? argv[1] : "";
   if (mode == "icd-create-instance" && argc == 3) return run_icd_create_instance(argv[2]);
@@ -752,6 +803,7 @@ int main(int argc, char** argv) {
   if (mode == "free-in-flight") return run_free_in_flight();
   if (mode == "debug-messengers") return run_debug_messengers();
   if (mode == "feedback") return run_feedback();
+  if (mode == "exit-handler") return run_exit_handler();
   if (mode == "feedback-wait") return run_feedback_wait();
   if (mode == "feedback-scribble") return run_feedback_scribble();
   std::fprintf(stderr,

@@ -326,6 +326,26 @@ def case_debug_messengers(workdir, _):
     server.stop()
 
 
+def case_exit_handler(workdir, _):
+    """Vulkan from an exit handler, after the thread's thread_local objects are gone (GL through
+    zink tears down there: waffle, piglit): fixed-layout records with arrays, tables, a call with
+    a reply, and the teardown all work, and glibc finds no heap corruption (MALLOC_CHECK_=3 with
+    its debugging malloc, and MALLOC_PERTURB_ so a read of freed memory reads garbage)."""
+    server = harness.Bypassd(workdir).start()
+    env = server.guest_env()
+    env.update(MALLOC_CHECK_="3", MALLOC_PERTURB_="165")
+    debug_malloc = "/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0"
+    if os.path.exists(debug_malloc):
+        env["LD_PRELOAD"] = debug_malloc
+    for run in range(3):
+        r = probe(["exit-handler"], env, workdir, f"probe.{run}")
+        harness.check_ok(r, f"Vulkan calls from an exit handler (run {run})")
+        check("exit handler: Vulkan calls done" in r.stdout, f"the exit handler did not finish:\n{r.describe()}")
+    server.check_alive()
+    log("3 runs: 50 rounds of records and the teardown in an exit handler, exit 0, no heap corruption")
+    server.stop()
+
+
 if __name__ == "__main__":
     raise SystemExit(
         harness.main(
@@ -341,6 +361,7 @@ if __name__ == "__main__":
                 "feedback-scribble": case_feedback_scribble,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
+                "exit-handler": case_exit_handler,
             }
         )
     )

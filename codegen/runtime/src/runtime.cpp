@@ -65,9 +65,28 @@ bool fail_enum(DecodeContext& c, const char* where, const char* type, int64_t va
   return c.fail(where, what.c_str(), Fault::kInvalidUsage);
 }
 
+namespace {
+// Applications call Vulkan from exit handlers (GL through zink tears its context down in an
+// atexit handler: waffle, piglit), and a thread's thread_local objects are destroyed before
+// those run. So the buffer lives behind a pointer that stays usable: its owner frees it at
+// thread exit and clears the pointer, and a call after that makes a fresh one, which the ending
+// process takes back (guest-icd/src/connection.cpp keeps its scratch the same way).
+thread_local Packed* t_packed = nullptr;  // trivially destructible: valid at any time
+struct PackedOwner {
+  ~PackedOwner() {
+    delete t_packed;
+    t_packed = nullptr;
+  }
+};
+thread_local PackedOwner t_packed_owner;
+}  // namespace
+
 Packed& thread_packed() {
-  thread_local Packed p;
-  return p;
+  if (t_packed == nullptr) {
+    t_packed = new Packed();
+    (void)&t_packed_owner;  // constructs the owner in this thread (once), so thread exit frees it
+  }
+  return *t_packed;
 }
 
 void warn_unknown_stype(int32_t stype) {

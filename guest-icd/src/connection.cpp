@@ -12,6 +12,7 @@
 
 #include "bypass/base/log.h"
 #include "bypass/base/socket_path.h"
+#include "bypass/base/thread_scratch.h"
 #include "bypass/memshare/client.h"
 #include "bypass/wire/gen/commands.h"
 #include "bypass/wire/gen/enums.h"  // wire::is_dispatchable
@@ -370,33 +371,13 @@ bool Connection::from_wire(VkObjectType type, uint64_t id, uint64_t* handle) {
 
 namespace {
 
-// Each thread's encoder and reply buffer. Applications call Vulkan from exit handlers too (GL
-// through zink tears its context down in an atexit handler: waffle, piglit), and a thread's
-// thread_local objects are destroyed before those run: a plain thread_local Reply was freed
-// once at its destruction and again by the next call's reply, a double free inside the
-// application. So the scratch lives behind a pointer that is always usable; its owner frees it
-// at thread exit and clears the pointer, and a call after that gets a fresh one, which the
-// ending process takes back.
+// Each thread's encoder and reply buffer, usable from exit handlers too (base/thread_scratch.h:
+// a plain thread_local Reply was once freed twice, inside the application).
 struct ThreadScratch {
   wire::Builder builder{1024};
   Reply reply;
 };
-thread_local ThreadScratch* t_scratch = nullptr;  // trivially destructible: valid at any time
-struct ScratchOwner {
-  ~ScratchOwner() {
-    delete t_scratch;
-    t_scratch = nullptr;
-  }
-};
-thread_local ScratchOwner t_scratch_owner;
-
-ThreadScratch& thread_scratch() {
-  if (t_scratch == nullptr) {
-    t_scratch = new ThreadScratch();
-    (void)&t_scratch_owner;  // constructs the owner in this thread (once), so thread exit frees it
-  }
-  return *t_scratch;
-}
+ThreadScratch& thread_scratch() { return base::thread_scratch<ThreadScratch>(); }
 
 }  // namespace
 

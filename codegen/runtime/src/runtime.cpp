@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "bypass/base/log.h"
+#include "bypass/base/thread_scratch.h"
 
 namespace bypass::wire {
 
@@ -65,29 +66,8 @@ bool fail_enum(DecodeContext& c, const char* where, const char* type, int64_t va
   return c.fail(where, what.c_str(), Fault::kInvalidUsage);
 }
 
-namespace {
-// Applications call Vulkan from exit handlers (GL through zink tears its context down in an
-// atexit handler: waffle, piglit), and a thread's thread_local objects are destroyed before
-// those run. So the buffer lives behind a pointer that stays usable: its owner frees it at
-// thread exit and clears the pointer, and a call after that makes a fresh one, which the ending
-// process takes back (guest-icd/src/connection.cpp keeps its scratch the same way).
-thread_local Packed* t_packed = nullptr;  // trivially destructible: valid at any time
-struct PackedOwner {
-  ~PackedOwner() {
-    delete t_packed;
-    t_packed = nullptr;
-  }
-};
-thread_local PackedOwner t_packed_owner;
-}  // namespace
-
-Packed& thread_packed() {
-  if (t_packed == nullptr) {
-    t_packed = new Packed();
-    (void)&t_packed_owner;  // constructs the owner in this thread (once), so thread exit frees it
-  }
-  return *t_packed;
-}
+// Usable from exit handlers too (base/thread_scratch.h says why).
+Packed& thread_packed() { return base::thread_scratch<Packed>(); }
 
 void warn_unknown_stype(int32_t stype) {
   // Applications chain structures of extensions we do not carry as a matter of course

@@ -4,6 +4,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -241,6 +242,21 @@ std::vector<sock_filter> build_filter(pid_t self, SandboxProfile profile) {
 base::Error<base::Errc> fail(const char* step) { return base::errno_error(base::Errc::kIo, step, errno); }
 
 }  // namespace
+
+base::Result<void> switch_to_user(SandboxOptions& o, const std::string& user, const char* option,
+                                  const std::string& group, const char* group_option) {
+  const passwd* pw = getpwnam(user.c_str());
+  if (!pw) return base::make_error(base::Errc::kInvalidArgument, std::string(option) + " " + user + ": no such user");
+  o.user = user;
+  o.uid = pw->pw_uid;
+  o.gid = pw->pw_gid;
+  if (group.empty()) return {};
+  const struct group* gr = getgrnam(group.c_str());
+  if (!gr)
+    return base::make_error(base::Errc::kInvalidArgument, std::string(group_option) + " " + group + ": no such group");
+  o.gid = gr->gr_gid;  // primary, and with initgroups one of the process's groups
+  return {};
+}
 
 base::Result<void> enter_sandbox(const SandboxOptions& o) {
   if (o.uid != static_cast<uid_t>(-1)) {

@@ -278,7 +278,10 @@ void Server::helper_exited(int status) {
                 restart ? fmt::format("restarting it in {} ms", helper_backoff_.count())
                         : std::string("network guests and the management API are gone"));
   config_.helper_pid = -1;
-  if (!restart) return;
+  if (restart) schedule_helper_restart(now);
+}
+
+void Server::schedule_helper_restart(std::chrono::steady_clock::time_point now) {
   helper_due_ = true;
   helper_restart_at_ = now + helper_backoff_;
   helper_backoff_ = std::min(helper_backoff_ * 2, kHelperBackoffMax);
@@ -291,9 +294,7 @@ void Server::restart_helper(std::chrono::steady_clock::time_point now) {
   if (pid < 0) {
     // As if it had died at once: the next try backs off further.
     spdlog::error("cannot start bypass-grpcd again; next try in {} ms", helper_backoff_.count());
-    helper_due_ = true;
-    helper_restart_at_ = now + helper_backoff_;
-    helper_backoff_ = std::min(helper_backoff_ * 2, kHelperBackoffMax);
+    schedule_helper_restart(now);
     return;
   }
   config_.helper_pid = pid;
@@ -401,18 +402,29 @@ Server::NetworkPeer Server::network_peer(const Worker& w) const {
   return p;
 }
 
+std::vector<std::pair<const Server::Worker*, Server::NetworkPeer>> Server::visible_sessions(
+    uid_t viewer, const std::string& scope) const {
+  const bool all = policy_->privileged(viewer);
+  std::vector<std::pair<const Worker*, NetworkPeer>> out;
+  for (const Worker& w : workers_) {
+    if (!all && w.peer.uid != viewer) continue;
+    if (w.report->state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
+    NetworkPeer net = network_peer(w);
+    if (!scope.empty() && net.identity != scope) continue;
+    out.emplace_back(&w, std::move(net));
+  }
+  return out;
+}
+
 std::string Server::stats_json(uid_t viewer, const std::string& scope) const {
   const bool all = policy_->privileged(viewer);
   std::ostringstream o;
   uint64_t total = 0;
   o << "{\"sessions\": [";
   bool first = true;
-  for (const Worker& w : workers_) {
-    if (!all && w.peer.uid != viewer) continue;
+  for (const auto& [worker, net] : visible_sessions(viewer, scope)) {
+    const Worker& w = *worker;
     const WorkerReport& r = *w.report;
-    if (r.state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
-    const NetworkPeer net = network_peer(w);
-    if (!scope.empty() && net.identity != scope) continue;
     total += r.stats.objects.load();
     o << (first ? "" : ", ") << "{\"id\": " << w.id << ", \"pid\": " << w.peer.pid << ", \"uid\": " << w.peer.uid
       << ", \"worker_pid\": " << w.pid << ", \"objects\": " << r.stats.objects.load()
@@ -441,15 +453,11 @@ std::string Server::stats_json(uid_t viewer, const std::string& scope) const {
 }
 
 std::string Server::sessions_lines(uid_t viewer, const std::string& scope) const {
-  const bool all = policy_->privileged(viewer);
   std::ostringstream o;
   o << "draining\t" << (draining_ ? 1 : 0) << "\n";
-  for (const Worker& w : workers_) {
-    if (!all && w.peer.uid != viewer) continue;
+  for (auto& [worker, net] : visible_sessions(viewer, scope)) {
+    const Worker& w = *worker;
     const WorkerReport& r = *w.report;
-    if (r.state.load(std::memory_order_acquire) != WorkerReport::kRunning) continue;
-    NetworkPeer net = network_peer(w);
-    if (!scope.empty() && net.identity != scope) continue;
     const std::string transport = w.vm >= 0 ? "vm" : net.network ? "grpc" : "unix";
     for (char& c : net.identity) c = c == '\t' || c == '\n' ? ' ' : c;
     for (char& c : net.address) c = c == '\t' || c == '\n' ? ' ' : c;
@@ -519,7 +527,7 @@ void Server::answer_control(ControlClient& c) {
   [[maybe_unused]] auto w = send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
 }
 
-void Server::note_stall(const char* what, std::chrono::steady_clock::time_point due,
+void Server::note_stall(Stall kind, std::chrono::steady_clock::time_point due,
                         std::chrono::steady_clock::time_point now) {
   // Every guest's connection and every bypassctl request waits on this loop. One pass that took
   // long (or a wake-up far past its due time: the process was not run) is worth a line, so that
@@ -527,7 +535,7 @@ void Server::note_stall(const char* what, std::chrono::steady_clock::time_point 
   constexpr std::chrono::milliseconds kStall{250};
   if (now - due < kStall) return;
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - due).count();
-  if (std::strcmp(what, "poll") == 0)
+  if (kind == Stall::kWokeLate)
     spdlog::warn("bypassd: the main loop woke {} ms late (the host did not run it: CPU or memory pressure)", ms);
   else
     spdlog::warn("bypassd: one pass of the main loop took {} ms", ms);
@@ -626,7 +634,7 @@ int Server::run(int stop_fd) {
     int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) break;
     const auto woke = std::chrono::steady_clock::now();
-    note_stall("poll", slept + std::chrono::milliseconds(timeout_ms), woke);
+    note_stall(Stall::kWokeLate, slept + std::chrono::milliseconds(timeout_ms), woke);
     serve_vms();
     if (fds[2].revents) drain(child_pipe_[0]);
     reap();
@@ -641,7 +649,7 @@ int Server::run(int stop_fd) {
     if (control_fd >= 0 && (fds[3].revents & POLLIN)) accept_control(control_fd);
     if (fds[1].revents) break;
     if (fds[0].revents & POLLIN) accept_one();
-    note_stall("serving", woke, std::chrono::steady_clock::now());
+    note_stall(Stall::kSlowPass, woke, std::chrono::steady_clock::now());
   }
   control_clients_.clear();
   shut_down();

@@ -1,6 +1,5 @@
 #include "bypass/host/worker.h"
 
-#include <pwd.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
@@ -97,14 +96,8 @@ base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const S
   SandboxOptions sandbox;
   sandbox.seccomp = config.sandbox;
   sandbox.data_limit = worker_data_limit(config);
-  if (!config.worker_user.empty()) {
-    const passwd* pw = getpwnam(config.worker_user.c_str());
-    if (!pw)
-      return base::make_error(base::Errc::kInvalidArgument, "--worker-user " + config.worker_user + ": no such user");
-    sandbox.uid = pw->pw_uid;
-    sandbox.gid = pw->pw_gid;
-    sandbox.user = config.worker_user;
-  }
+  if (!config.worker_user.empty())
+    if (auto user = switch_to_user(sandbox, config.worker_user, "--worker-user"); !user) return user.error();
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) return base::errno_error(base::Errc::kIo, "fork", errno);

@@ -14,8 +14,6 @@
 //
 // Once its ports are bound and its credentials read it enters bypassd's sandbox with the relay's
 // filter (bypass/host/sandbox.h): what it parses comes from the network.
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -442,21 +440,9 @@ int main(int argc, char** argv) {
   bypass::host::SandboxOptions sandbox;
   sandbox.profile = bypass::host::SandboxProfile::kRelay;
   if (!o.user.empty()) {
-    const passwd* pw = getpwnam(o.user.c_str());
-    if (!pw) {
-      spdlog::error("--user {}: no such user", o.user);
+    if (auto user = bypass::host::switch_to_user(sandbox, o.user, "--user", o.group, "--group"); !user) {
+      spdlog::error("{}", user.error().message);
       return 2;
-    }
-    sandbox.user = o.user;
-    sandbox.uid = pw->pw_uid;
-    sandbox.gid = pw->pw_gid;
-    if (!o.group.empty()) {
-      const group* gr = getgrnam(o.group.c_str());
-      if (!gr) {
-        spdlog::error("--group {}: no such group", o.group);
-        return 2;
-      }
-      sandbox.gid = gr->gr_gid;  // primary, and with initgroups one of its groups
     }
   }
   if (auto entered = bypass::host::enter_sandbox(sandbox); !entered) {

@@ -59,8 +59,8 @@ std::string ManagementService::scoped(const std::string& request, const Caller& 
   return caller.admin ? request : request + " @" + caller.identity;
 }
 
-grpc::Status ManagementService::session_list(SessionListMessage* response, size_t* live, const std::string& scope) {
-  auto text = control_request(control_path_, scope.empty() ? std::string("sessions") : "sessions @" + scope);
+grpc::Status ManagementService::session_list(SessionListMessage* response, size_t* live, const Caller& caller) {
+  auto text = control_request(control_path_, scoped("sessions", caller));
   if (!text) return {grpc::StatusCode::UNAVAILABLE, text.error().message};
   flatbuffers::grpc::MessageBuilder mb;
   std::vector<flatbuffers::Offset<fb::SessionInfo>> list;
@@ -89,7 +89,7 @@ grpc::Status ManagementService::Sessions(grpc::ServerContext* ctx, const flatbuf
                                          SessionListMessage* response) {
   Caller caller;
   if (auto st = allowed(*ctx, &caller); !st.ok()) return st;
-  return session_list(response, nullptr, caller.admin ? std::string() : caller.identity);
+  return session_list(response, nullptr, caller);
 }
 
 grpc::Status ManagementService::Stats(grpc::ServerContext* ctx, const flatbuffers::grpc::Message<fb::Empty>*,
@@ -135,7 +135,7 @@ grpc::Status ManagementService::Drain(grpc::ServerContext* ctx, const flatbuffer
   while (!ctx->IsCancelled()) {
     SessionListMessage list;
     size_t live = 0;
-    if (auto st = session_list(&list, &live); !st.ok()) return st;
+    if (auto st = session_list(&list, &live, caller); !st.ok()) return st;
     if (live == 0) {
       *response = outcome(true, "drained: no session is live; new sessions are refused");
       return grpc::Status::OK;

@@ -44,4 +44,10 @@ struct SandboxOptions {
 // The error names the step that failed (kIo with its errno).
 base::Result<void> enter_sandbox(const SandboxOptions& options);
 
+// Fills in the user switch of `options`: `user`'s uid, with `group`'s gid as the primary group
+// when one is given (else the user's own). An unknown name is an error that names `option`
+// ("--worker-user NAME: no such user").
+base::Result<void> switch_to_user(SandboxOptions& options, const std::string& user, const char* option,
+                                  const std::string& group = "", const char* group_option = "");
+
 }  // namespace bypass::host

@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "bypass/host/access.h"
 #include "bypass/host/config.h"
@@ -63,6 +65,9 @@ class Server {
     std::string identity, address;
   };
   NetworkPeer network_peer(const Worker& w) const;
+  // The running sessions `viewer` may see (all for a privileged one, else its own), narrowed to
+  // one network identity by a non-empty `scope`, each with who its network guest is.
+  std::vector<std::pair<const Worker*, NetworkPeer>> visible_sessions(uid_t viewer, const std::string& scope) const;
 
   void accept_one();
   bool open_vms();
@@ -75,10 +80,14 @@ class Server {
   // Starts bypass-grpcd again once its back-off has passed; the poll timeout until then.
   void restart_helper(std::chrono::steady_clock::time_point now);
   int helper_poll_timeout_ms(int otherwise) const;
+  // The next start of bypass-grpcd after the current back-off, which then doubles (up to 5 s).
+  void schedule_helper_restart(std::chrono::steady_clock::time_point now);
   // bypass-grpcd, known by its pid (it may run as another user: --worker-user).
   bool is_relay(pid_t pid) const { return config_.helper_pid > 0 && pid == config_.helper_pid; }
-  void note_stall(const char* what, std::chrono::steady_clock::time_point due,
-                  std::chrono::steady_clock::time_point now);
+  // A wake-up of the main loop that came late (the host did not run it), or one of its passes
+  // that took long: logged from 250 ms on.
+  enum class Stall { kWokeLate, kSlowPass };
+  void note_stall(Stall kind, std::chrono::steady_clock::time_point due, std::chrono::steady_clock::time_point now);
   void finish(Worker& w);
   void shut_down();
   // Control requests (bypassctl): accepted, then answered when their line arrives, from the

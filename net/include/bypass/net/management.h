@@ -43,7 +43,8 @@ class ManagementService final : public fb::Management::Service {
                      flatbuffers::grpc::Message<fb::Outcome>* response) override;
 
  private:
-  grpc::Status session_list(SessionListMessage* response, size_t* live = nullptr, const std::string& scope = "");
+  // The sessions `caller` may see (all of them for an admin).
+  grpc::Status session_list(SessionListMessage* response, size_t* live, const Caller& caller);
   grpc::Status allowed(grpc::ServerContext& ctx, Caller* caller);
   // The control socket's request for this caller: " @IDENTITY" added for one who is not an admin.
   static std::string scoped(const std::string& request, const Caller& caller);

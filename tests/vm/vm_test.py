@@ -90,6 +90,13 @@ class Vm:
     def wait(self, timeout=170):
         return self.run.wait(timeout=timeout)
 
+    def read_out(self, name):
+        """A file the guest's command wrote (vm.sh copies them to `out` once the guest is off)."""
+        path = os.path.join(self.out, name)
+        check(os.path.exists(path), f"{name} did not come out of the VM ({self.out})")
+        with open(path) as f:
+            return f.read()
+
     def qemu_pid(self, timeout=60):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -44,13 +44,6 @@ def probe():
     return build("tests", "vmqueue", "vmq_probe")
 
 
-def read_out(vm, name):
-    path = os.path.join(vm.out, name)
-    check(os.path.exists(path), f"{name} did not come out of the VM ({vm.out})")
-    with open(path) as f:
-        return f.read()
-
-
 def parse(text, what):
     m = re.search(r"(sent|received) (\d+) messages (\d+) pages (\d+) bytes crc32 ([0-9a-f]+) seconds ([0-9.]+)", text)
     check(m is not None, f"{what}: unexpected probe output {text!r}")
@@ -134,8 +127,8 @@ def case_vmqueue(workdir, _):
         gone = time.monotonic()
         check(ra.returncode == 0, f"VM a failed:\n{ra.describe()}")
         check(rb.returncode == 0, f"VM b failed:\n{rb.describe()}")
-        sent = parse(read_out(b, "send.txt"), "VM b")
-        received_text = read_out(a, "recv.txt")
+        sent = parse(b.read_out("send.txt"), "VM b")
+        received_text = a.read_out("recv.txt")
         received = parse(received_text, "VM a")
         check(
             sent[:4] == received[:4],
@@ -143,16 +136,16 @@ def case_vmqueue(workdir, _):
         )
         check(sent[0] == MESSAGES + HUGE and sent[1] == MESSAGES * PAGES + HUGE, f"sent {sent}")
         check("peer vm-b claimed 1" in received_text, f"VM a's view of VM b: {received_text!r}")
-        rate = re.search(r"in-send ([0-9.]+) sends/s (\d+)", read_out(b, "send.txt"))
+        rate = re.search(r"in-send ([0-9.]+) sends/s (\d+)", b.read_out("send.txt"))
         log(
             f"{sent[0]} messages, {sent[1]} pages ({sent[2]} bytes) VM b -> VM a through vmqd, CRC-32 {sent[3]} "
             f"on both ends, {sent[4]:.2f} s in all, {rate.group(1) if rate else '?'} s of it in send() "
             f"({rate.group(2) if rate else '?'} sends/s, one broker round trip each)"
         )
-        hostile = read_out(a, "hostile.txt")
+        hostile = a.read_out("hostile.txt")
         check("the broker ended this domain" in hostile, f"the hostile domain: {hostile!r}")
         log("a VM domain writing garbage into its ring was ended by vmqd")
-        check("holding 100 pages" in read_out(b, "hold.txt"), "the dying domain did not take its pages")
+        check("holding 100 pages" in b.read_out("hold.txt"), "the dying domain did not take its pages")
         # The dying domain's heartbeat stood still: give vmqd its guest timeout (4 s) and a margin.
         time.sleep(max(0.0, gone + 6.0 - time.monotonic()))
         out, (served, messages, moved, free, silent, protocol) = stop_vmqd(vmqd)
@@ -202,7 +195,7 @@ def case_killed(workdir, _):
         b.wait(timeout=30)
         ra = a.wait(timeout=120)
         check(ra.returncode == 0, f"VM a failed:\n{ra.describe()}")
-        text = read_out(a, "recv.txt")
+        text = a.read_out("recv.txt")
         m = re.search(r"received (\d+) messages (\d+) pages .*then: (.*)", text)
         check(m is not None, f"VM a's receive did not end with an error: {text!r}")
         check(int(m.group(1)) > 0, f"nothing arrived before the kill: {text!r}")

@@ -75,13 +75,6 @@ def learnt(st, mac):
     return next((m["port"] for m in st.get("macs", []) if m["mac"] == mac), None)
 
 
-def read_out(vm, name):
-    path = os.path.join(vm.out, name)
-    check(os.path.exists(path), f"{name} did not come out of the VM ({vm.out})")
-    with open(path) as f:
-        return f.read()
-
-
 def parse_stream(text, what):
     words = text.split()
     check(len(words) >= 4 and words[0] in ("sent", "received"), f"{what}: unexpected probe output {text!r}")
@@ -188,19 +181,19 @@ def case_crossover(workdir, arg):
         ra, rb = a.wait(timeout=420), b.wait(timeout=420)
         check(ra.returncode == 0, f"VM a failed:\n{ra.describe()}")
         check(rb.returncode == 0, f"VM b failed:\n{rb.describe()}")
-        check(read_out(b, "ping.status").strip() == "0", f"VM b could not ping VM a:\n{read_out(b, 'ping.txt')}")
-        sent, crc_sent, _ = parse_stream(read_out(b, "send.txt"), "VM b")
-        received, crc_received, seconds = parse_stream(read_out(a, "recv.txt"), "VM a")
+        check(b.read_out("ping.status").strip() == "0", f"VM b could not ping VM a:\n{b.read_out('ping.txt')}")
+        sent, crc_sent, _ = parse_stream(b.read_out("send.txt"), "VM b")
+        received, crc_received, seconds = parse_stream(a.read_out("recv.txt"), "VM a")
         check(sent == nbytes and received == nbytes, f"sent {sent}, received {received}, wanted {nbytes}")
         check(crc_sent == crc_received, f"CRC-32 differs: sent {crc_sent}, received {crc_received}")
         log(f"{nbytes} bytes VM b -> VM a over the crossover, CRC-32 {crc_sent} on both ends, {seconds:.2f} s")
         check(
-            read_out(a, "ping-uplink.status").strip() == "0",
-            f"VM a could not ping the uplink:\n{read_out(a, 'ping-uplink.txt')}",
+            a.read_out("ping-uplink.status").strip() == "0",
+            f"VM a could not ping the uplink:\n{a.read_out('ping-uplink.txt')}",
         )
         check(
-            read_out(a, "ping-moved.status").strip() == "0",
-            f"VM a could not reach the uplink at VM b's old MAC:\n{read_out(a, 'ping-moved.txt')}",
+            a.read_out("ping-moved.status").strip() == "0",
+            f"VM a could not reach the uplink at VM b's old MAC:\n{a.read_out('ping-moved.txt')}",
         )
         s = status(socket_path)
         check(s is not None, "the link daemon does not answer after the guests")

@@ -236,15 +236,50 @@ bool Connection::call(uint16_t command, const wire::Builder& b, Reply& reply) {
 }
 
 bool Connection::call_raw(uint16_t command, const void* data, size_t size, Reply& reply) {
-  uint64_t seq;
+  uint64_t seq, sent_after;
   {
     std::lock_guard lock(send_mu_);
     if (!alive()) return false;
     append_locked(command, wire::kRecordWantsReply, data, size);
     seq = ++sync_seq_;
+    sent_after = submit_serial_;
     flush_locked();
   }
-  return wait_reply(seq, reply);
+  if (!wait_reply(seq, reply)) return false;
+  // bypassd ran every submission up to sent_after before this call: an answer that shows
+  // signal operations may tell of them (may_know_done). Raised before the caller sees the
+  // answer, so before it can pass it on.
+  if (shows_signals(command, reply.header().result)) learned_done(sent_after);
+  return true;
+}
+
+void Connection::learned_done(uint64_t serial) {
+  uint64_t h = reply_horizon_.load(std::memory_order_relaxed);
+  while (h < serial && !reply_horizon_.compare_exchange_weak(h, serial, std::memory_order_release)) {
+  }
+}
+
+bool Connection::shows_signals(uint16_t command, int32_t result) {
+  switch (command) {
+    // A semaphore's value, reached or read: the submission that signalled it, and every signal
+    // operation before it on its queue. A wait that timed out tells nothing.
+    case wire::kCmd_vkWaitSemaphores:
+      return result != VK_TIMEOUT;
+    case wire::kCmd_vkGetSemaphoreCounterValue:
+    // Everything submitted is done; an image back from presentation: the semaphores its
+    // presentation waited for were signalled.
+    case wire::kCmd_vkQueueWaitIdle:
+    case wire::kCmd_vkDeviceWaitIdle:
+    case wire::kCmd_vkAcquireNextImageKHR:
+    case wire::kCmd_vkAcquireNextImage2KHR:
+      return true;
+    default:
+      // Fence waits and status tell of their own fences' submissions (sync.cpp counts those).
+      // Query results and event status show commands that ran, not signal operations: a
+      // submission can have written its queries while its fence is not yet signalled.
+      // Creation, properties, requirements, memory: nothing of the queues.
+      return false;
+  }
 }
 
 // One waiting thread at a time reads the reply ring; replies for other threads are stashed

@@ -9,7 +9,9 @@
 //   vkGetFenceStatus   a fence whose serial is published is signalled: no round trip;
 //   vkWaitForFences    the same for every fence (or one, waitAll false); otherwise the guest
 //                      sleeps on the block's word until bypassd publishes, and asks bypassd at
-//                      the deadline, so a timeout is the host's exact answer.
+//                      the deadline, so a timeout is the host's exact answer;
+//   polls (timeout 0)  of a pending submission that nothing could have told this process of
+//                      (not_done_here, Connection::may_know_done): "not yet", no round trip.
 // Anything not certain goes to bypassd as before (the generated call): a fence never submitted,
 // reset, created signalled, used by vkQueueBindSparse or signalled by other means; a slot holding
 // a later serial (another queue finished first); and everything once bypassd set `stopped` (a
@@ -43,6 +45,17 @@ Known known(const layout::Feedback* f, uint64_t serial) {
   if (v == serial) return Known::kDone;
   if (v > serial || f->stopped.load(std::memory_order_acquire) != 0) return Known::kUnsure;
   return Known::kPending;
+}
+
+// Whether submission `serial` is surely not done as far as this process can tell: pending by
+// the block, nothing at or after it published on any queue (a later submission that waited for
+// it through a semaphore would say it is done), and nothing else told of it
+// (Connection::may_know_done). A zero-timeout poll then answers "not yet" without a round trip.
+bool not_done_here(Connection* conn, const layout::Feedback* f, uint64_t serial) {
+  // The slot first, then `highest`: bypassd stores them in the other order, so a completion
+  // published between the two loads shows in `highest`.
+  return known(f, serial) == Known::kPending && serial > f->highest.load(std::memory_order_acquire) &&
+         !conn->may_know_done(serial);
 }
 
 // All (waitAll) or any of the serials: kDone, kPending (worth waiting for), or kUnsure.
@@ -82,33 +95,57 @@ inline void pause() {
 #endif
 }
 
+// bypassd answered a fence wait or status with VK_SUCCESS: the fences' submissions are done, and
+// with them every signal operation before them on their queues (may_know_done). A fence not
+// known to ride on a submission (vkQueueBindSparse, signalled otherwise) may stand for any.
+VkResult learned(Connection* conn, const std::vector<uint64_t>& serials, VkResult r) {
+  if (r != VK_SUCCESS) return r;
+  const bool all_known = std::find(serials.begin(), serials.end(), uint64_t{0}) == serials.end();
+  conn->learned_done(all_known ? *std::max_element(serials.begin(), serials.end()) : conn->last_submission());
+  return r;
+}
+
+// A submission waits for `value` of `semaphore` (a binary semaphore's value is 0, or ignored).
+// A wait for what no earlier submission signals makes the serials' order no longer the order of
+// completion (a later submission, or the host, may signal it).
+void note_wait(Connection* conn, VkSemaphore semaphore, uint64_t value) {
+  if (value != 0 && !conn->timelines().submitted_before(wire::handle_bits(semaphore), value)) conn->saw_timeline_wait();
+}
+
 VkResult done(Connection* conn, VkDevice device) {
   if (MemoryHooks* hooks = conn->memory_hooks()) hooks->read_barrier(object_of(device));
   return VK_SUCCESS;
 }
 
+const VkTimelineSemaphoreSubmitInfo* timeline_info(const VkSubmitInfo& submit) {
+  for (auto* n = static_cast<const VkBaseInStructure*>(submit.pNext); n; n = n->pNext)
+    if (n->sType == VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO)
+      return reinterpret_cast<const VkTimelineSemaphoreSubmitInfo*>(n);
+  return nullptr;
+}
+
 }  // namespace
 
+// The values a submission waits for are noted before its record goes (a thread that sees it
+// complete must find them noted); the timeline values it signals after, with its serial
+// (binary semaphores' values are ignored, and no one may wait for them with vkWaitSemaphores).
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitCount, const VkSubmitInfo* pSubmits,
                                                  VkFence fence) {
   Connection* conn = connection_of(queue);
   if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue));
+  for (uint32_t i = 0; i < submitCount; ++i)
+    if (const VkTimelineSemaphoreSubmitInfo* t = timeline_info(pSubmits[i]); t && t->pWaitSemaphoreValues)
+      for (uint32_t j = 0; j < std::min(t->waitSemaphoreValueCount, pSubmits[i].waitSemaphoreCount); ++j)
+        note_wait(conn, pSubmits[i].pWaitSemaphores[j], t->pWaitSemaphoreValues[j]);
   wire::Builder& b = thread_builder();
   wire::encode_vkQueueSubmit(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit, b);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
-  for (uint32_t i = 0; i < submitCount; ++i) {
-    // Timeline values this submission signals (binary semaphores' values are ignored, and no
-    // one may wait for them with vkWaitSemaphores).
-    for (auto* n = static_cast<const VkBaseInStructure*>(pSubmits[i].pNext); n; n = n->pNext) {
-      if (n->sType != VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO) continue;
-      const auto* t = reinterpret_cast<const VkTimelineSemaphoreSubmitInfo*>(n);
-      const uint32_t count = std::min(t->signalSemaphoreValueCount, pSubmits[i].signalSemaphoreCount);
-      for (uint32_t j = 0; j < count && t->pSignalSemaphoreValues; ++j)
+  for (uint32_t i = 0; i < submitCount; ++i)
+    if (const VkTimelineSemaphoreSubmitInfo* t = timeline_info(pSubmits[i]); t && t->pSignalSemaphoreValues)
+      for (uint32_t j = 0; j < std::min(t->signalSemaphoreValueCount, pSubmits[i].signalSemaphoreCount); ++j)
         conn->timelines().signalled_by(wire::handle_bits(pSubmits[i].pSignalSemaphores[j]),
                                        t->pSignalSemaphoreValues[j], serial);
-    }
-  }
   return conn->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
 }
 
@@ -116,6 +153,9 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit2(VkQueue queue, uint32_t submit
                                                   VkFence fence) {
   Connection* conn = connection_of(queue);
   if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue));
+  for (uint32_t i = 0; i < submitCount; ++i)
+    for (uint32_t j = 0; j < pSubmits[i].waitSemaphoreInfoCount; ++j)
+      note_wait(conn, pSubmits[i].pWaitSemaphoreInfos[j].semaphore, pSubmits[i].pWaitSemaphoreInfos[j].value);
   wire::Builder& b = thread_builder();
   wire::encode_vkQueueSubmit2(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit2, b);
@@ -166,9 +206,11 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitSemaphores(VkDevice device, const VkSem
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetFenceStatus(VkDevice device, VkFence fence) {
   Connection* conn = connection_of(device);
   if (!conn->alive()) return VK_ERROR_DEVICE_LOST;
-  if (known(conn->feedback(), conn->fences().serial_of(wire::handle_bits(fence))) == Known::kDone)
-    return done(conn, device);
-  return forward_vkGetFenceStatus(device, fence);
+  const layout::Feedback* f = conn->feedback();
+  const uint64_t serial = conn->fences().serial_of(wire::handle_bits(fence));
+  if (known(f, serial) == Known::kDone) return done(conn, device);
+  if (not_done_here(conn, f, serial)) return VK_NOT_READY;
+  return learned(conn, {serial}, forward_vkGetFenceStatus(device, fence));
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fenceCount, const VkFence* pFences,
@@ -181,8 +223,15 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fen
   const bool all = waitAll || fenceCount == 1;
   Known k = known_all(f, serials, all);
   if (k == Known::kDone) return done(conn, device);
+  if (k == Known::kPending && timeout == 0) {
+    // A poll: not satisfied while one fence (all) or every fence (any) is surely not done.
+    auto not_done = [&](uint64_t s) { return not_done_here(conn, f, s); };
+    if (all ? std::any_of(serials.begin(), serials.end(), not_done)
+            : std::all_of(serials.begin(), serials.end(), not_done))
+      return VK_TIMEOUT;
+  }
   if (k == Known::kUnsure || timeout == 0)
-    return forward_vkWaitForFences(device, fenceCount, pFences, waitAll, timeout);
+    return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, timeout));
 
   // Wait on the block's word until bypassd publishes or the deadline passes: spin a little (a
   // small job is done within tens of microseconds, less than a sleep and wake-up cost here), then
@@ -204,7 +253,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fen
     if (now >= deadline) {
       fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
       // Asked with no time left: bypassd's exact answer, VK_TIMEOUT or signalled just now.
-      return forward_vkWaitForFences(device, fenceCount, pFences, waitAll, 0);
+      return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, 0));
     }
     if (!spun) {
       spun = true;
@@ -232,7 +281,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fen
     const auto spent = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
     left = timeout > static_cast<uint64_t>(spent) ? timeout - static_cast<uint64_t>(spent) : 0;
   }
-  return forward_vkWaitForFences(device, fenceCount, pFences, waitAll, left);
+  return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, left));
 }
 
 }  // namespace bypass::icd

@@ -180,7 +180,10 @@ void Session::publish(const std::vector<uint64_t>& serials) {
     mine = s;
     // Release: the guest's acquire load of the slot sees everything before it.
     feedback_->done[s % layout::kFeedbackSlots].store(s, std::memory_order_release);
+    published_highest_ = std::max(published_highest_, s);
   }
+  // After the slots: a guest that reads this value sees every slot up to it.
+  feedback_->highest.store(published_highest_, std::memory_order_release);
   // seq_cst on both: the bump is ordered before our load of `sleepers`, and the guest's
   // increment of `sleepers` before its re-check of the slots (a Dekker pair), so either it sees
   // the slot or we see it asleep.

@@ -31,6 +31,10 @@
 //                           and resubmitted fences, waitAny over a held and a finished fence, and
 //                           200 fill-wait-reset rounds whose data is checked when the wait returns.
 //                           Prints "FAIL: ..." and exits 1 on a wrong answer
+//   probe feedback-polls    zero-timeout polls the guest answers itself: 2000 fill rounds, each
+//                           polled (vkWaitForFences with timeout 0 until signalled) or polled
+//                           after vkQueueWaitIdle, vkDeviceWaitIdle or a wait for a later fence,
+//                           which must find the fence signalled at once; the fill is checked
 //   probe feedback-wait     creates a submission held back by a semaphore nobody signals, prints
 //                           "waiting", then waits on its fence with no timeout (the tests kill
 //                           bypassd meanwhile: the wait must end with VK_ERROR_DEVICE_LOST)
@@ -589,6 +593,74 @@ void held_rounds(FenceRig& g) {
   }
 }
 
+// Zero-timeout polls, which the guest answers itself while nothing could have told it otherwise
+// (guest-icd/src/sync.cpp, not_done_here): a poll that says "signalled" finds the fill in memory,
+// and once a call answered by the host told of the submission (an idle wait, a wait for a later
+// fence on the queue), a poll says signalled at once. No timeline waits here: they turn the
+// guest's own answers off.
+void poll_rounds(FenceRig& g, uint32_t rounds) {
+  VkDevice dev = g.o.device;
+  VkFence both[2] = {g.o.fence, g.fence2};
+  // Created signalled: no submission the guest knows of, so a wait that includes it is asked of
+  // the host, whose answer then tells of the other fence's submission too.
+  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO, nullptr, VK_FENCE_CREATE_SIGNALED_BIT};
+  VkFence signalled = VK_NULL_HANDLE;
+  expect(vkCreateFence(dev, &finfo, nullptr, &signalled) == VK_SUCCESS, "a fence created signalled");
+  for (uint32_t i = 1; i <= rounds && !g_failed; ++i) {
+    VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vkResetCommandBuffer(g.fill, 0);
+    vkBeginCommandBuffer(g.fill, &begin);
+    vkCmdFillBuffer(g.fill, g.buffer, 0, kFillBytes, i);
+    vkEndCommandBuffer(g.fill);
+    expect(submit_signalling(g, g.fill, g.o.fence), "fill submission");
+    switch (i % 5) {
+      case 0: {
+        VkResult r;
+        while ((r = vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, 0)) == VK_TIMEOUT) std::this_thread::yield();
+        expect(r == VK_SUCCESS, "fill wait(0) poll");
+        break;
+      }
+      case 1:
+        expect(vkQueueWaitIdle(g.queue) == VK_SUCCESS, "vkQueueWaitIdle");
+        expect(vkGetFenceStatus(dev, g.o.fence) == VK_SUCCESS, "signalled once vkQueueWaitIdle returned");
+        break;
+      case 2:
+        expect(vkDeviceWaitIdle(dev) == VK_SUCCESS, "vkDeviceWaitIdle");
+        expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, 0) == VK_SUCCESS,
+               "wait(0) says signalled once vkDeviceWaitIdle returned");
+        break;
+      case 3:
+        // A later submission's fence signalled: every signal operation before it on the queue
+        // happened too.
+        expect(submit_signalling(g, VK_NULL_HANDLE, g.fence2), "fence-only submission behind the fill");
+        expect(vkWaitForFences(dev, 1, &g.fence2, VK_TRUE, UINT64_MAX) == VK_SUCCESS, "wait for the later fence");
+        expect(vkGetFenceStatus(dev, g.o.fence) == VK_SUCCESS, "signalled once a later fence on the queue was");
+        break;
+      default: {
+        // The same, with the wait answered by the host.
+        expect(submit_signalling(g, VK_NULL_HANDLE, g.fence2), "fence-only submission behind the fill");
+        VkFence later[2] = {signalled, g.fence2};
+        expect(vkWaitForFences(dev, 2, later, VK_TRUE, UINT64_MAX) == VK_SUCCESS,
+               "wait for a fence created signalled and the later fence");
+        expect(vkGetFenceStatus(dev, g.o.fence) == VK_SUCCESS, "signalled once the host said a later fence was");
+        break;
+      }
+    }
+    expect(g.mapped[0] == i && g.mapped[kFillBytes / 4 - 1] == i, "the fill is complete when a poll says signalled");
+    expect(vkResetFences(dev, 2, both) == VK_SUCCESS, "reset");
+    expect(vkGetFenceStatus(dev, g.o.fence) == VK_NOT_READY, "a reset fence is not signalled");
+  }
+  vkDestroyFence(dev, signalled, nullptr);
+}
+
+int run_feedback_polls() {
+  FenceRig g;
+  if (!make_rig(g)) return 1;
+  poll_rounds(g, 2000);
+  std::printf("feedback-polls: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
 int run_feedback() {
   FenceRig g;
   if (!make_rig(g)) return 1;
@@ -806,9 +878,10 @@ int main(int argc, char** argv) {
   if (mode == "exit-handler") return run_exit_handler();
   if (mode == "feedback-wait") return run_feedback_wait();
   if (mode == "feedback-scribble") return run_feedback_scribble();
+  if (mode == "feedback-polls") return run_feedback_polls();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
-               "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|"
+               "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"
                "icd-create-instance LIB\n",
                argv[0]);
   return 2;

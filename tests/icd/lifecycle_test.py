@@ -20,6 +20,9 @@ Cases (one ctest test each):
   feedback              fences answered from completion feedback: never early (a submission held
                         back by an event), waits with and without timeouts, reset and resubmitted
                         fences, waitAny, fill-wait-reset rounds checked; natively and through bypass
+  feedback-polls        zero-timeout polls the guest answers itself: a poll that says signalled
+                        finds the work done, and one after an idle wait or a wait for a later
+                        fence says signalled at once; natively and through bypass
   feedback-scribble     a guest that writes garbage over its own feedback block still gets right
                         answers, and its session ends cleanly
   server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
@@ -217,6 +220,15 @@ def case_feedback(workdir, _):
     check("feedback: ok" in ours.stdout, f"the probe did not finish its rounds:\n{ours.describe()}")
 
 
+def case_feedback_polls(workdir, _):
+    server = Bypassd(workdir).start()
+    native = probe(["feedback-polls"], harness.native_env(workdir), workdir, "probe.native", timeout=120)
+    harness.check_ok(native, "feedback-polls natively (the test's own expectations)")
+    ours = probe(["feedback-polls"], server.guest_env(), workdir, "probe.icd", timeout=120)
+    harness.check_ok(ours, "feedback-polls through bypass")
+    check("feedback-polls: ok" in ours.stdout, f"the probe did not finish its rounds:\n{ours.describe()}")
+
+
 def case_feedback_scribble(workdir, _):
     server = Bypassd(workdir).start()
     ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
@@ -359,6 +371,7 @@ if __name__ == "__main__":
                 "server-killed-feedback-wait": case_server_killed_feedback_wait,
                 "feedback": case_feedback,
                 "feedback-scribble": case_feedback_scribble,
+                "feedback-polls": case_feedback_polls,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

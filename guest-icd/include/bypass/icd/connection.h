@@ -110,7 +110,15 @@ class TimelineTracker {
   void signalled_by(uint64_t semaphore, uint64_t value, uint64_t serial) {
     std::lock_guard lock(mu_);
     auto& e = by_semaphore_[semaphore];
+    e.submitted = std::max(e.submitted, value);
     if (e.pending.size() < kMaxPending) e.pending.push_back({value, serial});
+  }
+  // Whether a submission made before now signals `value` (or a later one): a wait for it then
+  // depends on earlier submissions only.
+  bool submitted_before(uint64_t semaphore, uint64_t value) {
+    std::lock_guard lock(mu_);
+    auto it = by_semaphore_.find(semaphore);
+    return it != by_semaphore_.end() && value <= it->second.submitted;
   }
   void forget(uint64_t semaphore) {
     std::lock_guard lock(mu_);
@@ -135,6 +143,7 @@ class TimelineTracker {
   static constexpr size_t kMaxPending = 256;  // more in flight: the rest are asked of bypassd
   struct Entry {
     uint64_t reached = 0;
+    uint64_t submitted = 0;  // the highest value a submission signals
     std::vector<Pending> pending;
   };
   std::mutex mu_;
@@ -186,6 +195,27 @@ class Connection : private wire::HandleMap {
     link_->sleep_feedback(expected, timeout);
   }
   std::chrono::nanoseconds liveness_slice() const { return link_->liveness_slice(); }
+  // Whether this process can have learned, by any way but the feedback block, that submission
+  // `serial` is done: bypassd reported a fence of it or of a later submission signalled, or
+  // answered a call that shows signal operations (shows_signals) after it was made; or a
+  // submission waited for a timeline value that a later one may signal (then a published earlier
+  // serial may stand for any later one). When it cannot, and the block has nothing at or after
+  // `serial`, the submission is not done as far as this process can tell, and a zero-timeout
+  // poll may say so without a round trip (sync.cpp).
+  bool may_know_done(uint64_t serial) const {
+    return timeline_waits_.load(std::memory_order_acquire) || serial <= reply_horizon_.load(std::memory_order_acquire);
+  }
+  // A submission waited for a timeline value no earlier submission signals (it may be signalled
+  // by a later one, or from elsewhere): polls ask bypassd from now on.
+  void saw_timeline_wait() { timeline_waits_.store(true, std::memory_order_release); }
+  // This process learned that submissions up to `serial` may be done (a fence bypassd reported
+  // signalled: sync.cpp; answers that show signal operations: call_raw).
+  void learned_done(uint64_t serial);
+  // The serial of the latest submission appended.
+  uint64_t last_submission() {
+    std::lock_guard lock(send_mu_);
+    return submit_serial_;
+  }
   // Checks the peer (a system call): marks the connection dead when bypassd is gone.
   bool check_peer();
 
@@ -217,6 +247,9 @@ class Connection : private wire::HandleMap {
   uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
+  // Whether bypassd's answer to `command` may show signal operations of the guest's submissions
+  // (may_know_done).
+  static bool shows_signals(uint16_t command, int32_t result);
   void mark_dead(const std::string& why);
   std::string lost_text(transport::Status st) const;
 
@@ -224,7 +257,9 @@ class Connection : private wire::HandleMap {
   std::mutex send_mu_;
   std::vector<uint8_t> batch_;
   uint64_t sync_seq_ = 0;
-  uint64_t submit_serial_ = 0;                       // vkQueueSubmit/vkQueueSubmit2 records appended (send_mu_)
+  uint64_t submit_serial_ = 0;              // vkQueueSubmit/vkQueueSubmit2 records appended (send_mu_)
+  std::atomic<uint64_t> reply_horizon_{0};  // the latest submit_serial_ a call was sent at, once answered
+  std::atomic<bool> timeline_waits_{false};
   transport::layout::Feedback* feedback_ = nullptr;  // in the link's region (outlives every call); null: none
   FenceTracker fences_;
   TimelineTracker timelines_;

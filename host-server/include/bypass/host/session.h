@@ -344,6 +344,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   bool feedback_stop_ = false;
   transport::layout::Feedback* feedback_ = nullptr;  // in the channel's region; null: none
   std::vector<uint64_t> published_;                  // our copy of done[] (feedback_mu_)
+  uint64_t published_highest_ = 0;                   // our copy of `highest` (feedback_mu_)
   std::thread feedback_thread_;
 
   // ---- life: any thread

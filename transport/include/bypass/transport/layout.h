@@ -122,6 +122,11 @@ struct Feedback {
   // the slots may miss a completion, and the guest asks the host instead (release; pairs with
   // the guest's acquire load).
   std::atomic<uint32_t> stopped;
+  // The highest serial the host has published in `done` so far, on any queue (release store
+  // before the `seq` bump, acquire load). A guest answers a zero-timeout poll of a pending
+  // submission itself only when that submission is later than this (guest-icd/src/sync.cpp):
+  // a later one published may mean, through a semaphore, that the earlier one is done too.
+  std::atomic<uint64_t> highest;
   // Guest threads asleep on `seq`, written by the guest (seq_cst RMW before it re-checks the
   // slots; pairs with the host's seq_cst load after it bumped `seq`): the host wakes only when
   // it is not zero. A hostile value costs the guest its own wake-ups, nothing else.

@@ -232,7 +232,66 @@ void Connection::send_raw(uint16_t command, const void* data, size_t size) {
 }
 
 bool Connection::call(uint16_t command, const wire::Builder& b, Reply& reply) {
-  return call_raw(command, b.GetBufferPointer(), b.GetSize(), reply);
+  if (!answer_never_changes(command)) return call_raw(command, b.GetBufferPointer(), b.GetSize(), reply);
+  // The same arguments encode to the same bytes (handles as the session's ids, output chains as
+  // their structure types, array capacities as counts): programs and the loader ask these many
+  // times (ffmpeg with libplacebo: 44 extension enumerations before its first frame).
+  std::string key(reinterpret_cast<const char*>(&command), sizeof command);
+  key.append(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+  {
+    std::lock_guard lock(answers_mu_);
+    if (auto it = answers_.find(key); it != answers_.end()) {
+      reply.message().kind = wire::kMsgReply;
+      reply.message().payload = it->second;
+      return true;
+    }
+  }
+  if (!call_raw(command, b.GetBufferPointer(), b.GetSize(), reply)) return false;
+  // Errors (out of memory, a lost device) are not the query's answer.
+  const int32_t result = reply.header().result;
+  if (result != VK_SUCCESS && result != VK_INCOMPLETE) return true;
+  std::lock_guard lock(answers_mu_);
+  const size_t bytes = key.size() + reply.message().payload.size();
+  if (answer_bytes_ + bytes <= kAnswerCacheBytes && answers_.emplace(std::move(key), reply.message().payload).second)
+    answer_bytes_ += bytes;
+  return true;
+}
+
+bool Connection::answer_never_changes(uint16_t command) {
+  switch (command) {
+    // What the instance and its physical devices are, by the same arguments: fixed for the
+    // driver bypassd runs. Not vkGetPhysicalDeviceMemoryProperties2 (a memory budget in its
+    // chain changes), surfaces (their size does), tool properties or anything creating handles.
+    case wire::kCmd_vkEnumerateInstanceExtensionProperties:
+    case wire::kCmd_vkEnumerateInstanceLayerProperties:
+    case wire::kCmd_vkEnumerateInstanceVersion:
+    case wire::kCmd_vkEnumerateDeviceExtensionProperties:
+    case wire::kCmd_vkEnumerateDeviceLayerProperties:
+    case wire::kCmd_vkGetPhysicalDeviceProperties:
+    case wire::kCmd_vkGetPhysicalDeviceProperties2:
+    case wire::kCmd_vkGetPhysicalDeviceFeatures:
+    case wire::kCmd_vkGetPhysicalDeviceFeatures2:
+    case wire::kCmd_vkGetPhysicalDeviceFormatProperties:
+    case wire::kCmd_vkGetPhysicalDeviceFormatProperties2:
+    case wire::kCmd_vkGetPhysicalDeviceImageFormatProperties:
+    case wire::kCmd_vkGetPhysicalDeviceImageFormatProperties2:
+    case wire::kCmd_vkGetPhysicalDeviceSparseImageFormatProperties:
+    case wire::kCmd_vkGetPhysicalDeviceSparseImageFormatProperties2:
+    case wire::kCmd_vkGetPhysicalDeviceQueueFamilyProperties:
+    case wire::kCmd_vkGetPhysicalDeviceQueueFamilyProperties2:
+    case wire::kCmd_vkGetPhysicalDeviceMemoryProperties:
+    case wire::kCmd_vkGetPhysicalDeviceExternalBufferProperties:
+    case wire::kCmd_vkGetPhysicalDeviceExternalFenceProperties:
+    case wire::kCmd_vkGetPhysicalDeviceExternalSemaphoreProperties:
+    // A device's rules for a create info it is given (not for an object: each has its own id).
+    case wire::kCmd_vkGetDeviceBufferMemoryRequirements:
+    case wire::kCmd_vkGetDeviceImageMemoryRequirements:
+    case wire::kCmd_vkGetDeviceImageSparseMemoryRequirements:
+    case wire::kCmd_vkGetDescriptorSetLayoutSupport:
+      return true;
+    default:
+      return false;
+  }
 }
 
 bool Connection::call_raw(uint16_t command, const void* data, size_t size, Reply& reply) {

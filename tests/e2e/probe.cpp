@@ -35,6 +35,9 @@
 //                           polled (vkWaitForFences with timeout 0 until signalled) or polled
 //                           after vkQueueWaitIdle, vkDeviceWaitIdle or a wait for a later fence,
 //                           which must find the fence signalled at once; the fill is checked
+//   probe repeat-queries    the same physical-device queries asked again answer as the first
+//                           time (the ICD keeps their answers), extension enumeration with a
+//                           short array between full ones; prints the counts it saw
 //   probe feedback-wait     creates a submission held back by a semaphore nobody signals, prints
 //                           "waiting", then waits on its fence with no timeout (the tests kill
 //                           bypassd meanwhile: the wait must end with VK_ERROR_DEVICE_LOST)
@@ -653,6 +656,61 @@ void poll_rounds(FenceRig& g, uint32_t rounds) {
   vkDestroyFence(dev, signalled, nullptr);
 }
 
+// The same queries asked again and with other arguments answer as the first time (the ICD
+// answers repeated ones from a copy: Connection::answer_never_changes): extension enumeration
+// with a short array (VK_INCOMPLETE) between full ones, format properties of every core format
+// asked three times, and image format properties for two usages.
+int run_repeat_queries() {
+  Objects o;
+  if (!create_instance(o)) return 1;
+  uint32_t n = 1;
+  VkPhysicalDevice pd;
+  if (vkEnumeratePhysicalDevices(o.instance, &n, &pd) < 0 || n == 0) return 1;
+  auto extensions = [&](uint32_t capacity, VkResult* r) {
+    uint32_t count = 0;
+    vkEnumerateDeviceExtensionProperties(pd, nullptr, &count, nullptr);
+    std::vector<VkExtensionProperties> list(capacity == 0 ? count : capacity);
+    count = static_cast<uint32_t>(list.size());
+    *r = vkEnumerateDeviceExtensionProperties(pd, nullptr, &count, list.data());
+    list.resize(count);
+    std::vector<std::string> names;
+    for (const auto& e : list) names.push_back(e.extensionName);
+    return names;
+  };
+  VkResult r1, r2, r3, r4;
+  const auto full = extensions(0, &r1);
+  const auto one = extensions(1, &r2);
+  const auto again = extensions(0, &r3);
+  const auto one_again = extensions(1, &r4);
+  expect(r1 == VK_SUCCESS && r3 == VK_SUCCESS && full == again && full.size() > 1, "full extension lists agree");
+  expect(r2 == VK_INCOMPLETE && r4 == VK_INCOMPLETE && one.size() == 1 && one == one_again && one[0] == full[0],
+         "a one-entry array is VK_INCOMPLETE, with the first extension, each time");
+  uint32_t supported = 0;
+  for (int f = VK_FORMAT_UNDEFINED; f <= VK_FORMAT_ASTC_12x12_SRGB_BLOCK; ++f) {
+    VkFormatProperties first, second, third;
+    vkGetPhysicalDeviceFormatProperties(pd, static_cast<VkFormat>(f), &first);
+    vkGetPhysicalDeviceFormatProperties(pd, static_cast<VkFormat>(f), &second);
+    vkGetPhysicalDeviceFormatProperties(pd, static_cast<VkFormat>(f), &third);
+    expect(std::memcmp(&first, &second, sizeof first) == 0 && std::memcmp(&first, &third, sizeof first) == 0,
+           "a format's properties are the same each time");
+    if (first.optimalTilingFeatures) ++supported;
+  }
+  VkImageFormatProperties sampled{}, storage{}, sampled_again{};
+  const VkResult a = vkGetPhysicalDeviceImageFormatProperties(
+      pd, VK_FORMAT_R8G8B8A8_UNORM, VK_IMAGE_TYPE_2D, VK_IMAGE_TILING_OPTIMAL, VK_IMAGE_USAGE_SAMPLED_BIT, 0, &sampled);
+  const VkResult b = vkGetPhysicalDeviceImageFormatProperties(
+      pd, VK_FORMAT_D32_SFLOAT, VK_IMAGE_TYPE_3D, VK_IMAGE_TILING_OPTIMAL, VK_IMAGE_USAGE_STORAGE_BIT, 0, &storage);
+  const VkResult c =
+      vkGetPhysicalDeviceImageFormatProperties(pd, VK_FORMAT_R8G8B8A8_UNORM, VK_IMAGE_TYPE_2D, VK_IMAGE_TILING_OPTIMAL,
+                                               VK_IMAGE_USAGE_SAMPLED_BIT, 0, &sampled_again);
+  expect(a == VK_SUCCESS && c == VK_SUCCESS && std::memcmp(&sampled, &sampled_again, sizeof sampled) == 0,
+         "image format properties are the same each time");
+  std::printf("extensions %zu, formats with optimal features %u, 3D depth storage image: %s\n", full.size(), supported,
+              result_name(b));
+  std::printf("repeat-queries: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
 int run_feedback_polls() {
   FenceRig g;
   if (!make_rig(g)) return 1;
@@ -879,9 +937,11 @@ int main(int argc, char** argv) {
   if (mode == "feedback-wait") return run_feedback_wait();
   if (mode == "feedback-scribble") return run_feedback_scribble();
   if (mode == "feedback-polls") return run_feedback_polls();
+  if (mode == "repeat-queries") return run_repeat_queries();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
                "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"
+               "repeat-queries|"
                "icd-create-instance LIB\n",
                argv[0]);
   return 2;

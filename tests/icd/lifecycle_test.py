@@ -23,6 +23,8 @@ Cases (one ctest test each):
   feedback-polls        zero-timeout polls the guest answers itself: a poll that says signalled
                         finds the work done, and one after an idle wait or a wait for a later
                         fence says signalled at once; natively and through bypass
+  repeat-queries        physical-device queries asked again (which the ICD answers from a copy)
+                        answer as the first time and as natively
   feedback-scribble     a guest that writes garbage over its own feedback block still gets right
                         answers, and its session ends cleanly
   server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
@@ -229,6 +231,18 @@ def case_feedback_polls(workdir, _):
     check("feedback-polls: ok" in ours.stdout, f"the probe did not finish its rounds:\n{ours.describe()}")
 
 
+def case_repeat_queries(workdir, _):
+    server = Bypassd(workdir).start()
+    native = probe(["repeat-queries"], harness.native_env(workdir), workdir, "probe.native", timeout=60)
+    harness.check_ok(native, "repeat-queries natively (the test's own expectations)")
+    ours = probe(["repeat-queries"], server.guest_env(), workdir, "probe.icd", timeout=60)
+    harness.check_ok(ours, "repeat-queries through bypass")
+    check("repeat-queries: ok" in ours.stdout, f"the probe did not finish:\n{ours.describe()}")
+    # The same formats and image limits as the driver's own (the extension list is the ICD's).
+    line = lambda out: re.search(r"formats with optimal features \d+, 3D depth storage image: \S+", out).group(0)
+    check(line(ours.stdout) == line(native.stdout), f"answers differ from native:\n{ours.stdout}\n{native.stdout}")
+
+
 def case_feedback_scribble(workdir, _):
     server = Bypassd(workdir).start()
     ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
@@ -372,6 +386,7 @@ if __name__ == "__main__":
                 "feedback": case_feedback,
                 "feedback-scribble": case_feedback_scribble,
                 "feedback-polls": case_feedback_polls,
+                "repeat-queries": case_repeat_queries,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

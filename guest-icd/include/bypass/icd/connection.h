@@ -178,6 +178,8 @@ class Connection : private wire::HandleMap {
   // An asynchronous control record (wire::ControlCommand) with a raw payload.
   void send_raw(uint16_t command, const void* data, size_t size);
   // Appends a record that wants a reply, sends the batch and waits. false: the host is gone.
+  // Queries whose answer never changes (answer_never_changes) are asked once per argument list
+  // and answered from a copy after that.
   bool call(uint16_t command, const wire::Builder& b, Reply& reply);
   bool call_raw(uint16_t command, const void* data, size_t size, Reply& reply);
   void flush();
@@ -247,6 +249,7 @@ class Connection : private wire::HandleMap {
   uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
+  static bool answer_never_changes(uint16_t command);
   // Whether bypassd's answer to `command` may show signal operations of the guest's submissions
   // (may_know_done).
   static bool shows_signals(uint16_t command, int32_t result);
@@ -265,6 +268,13 @@ class Connection : private wire::HandleMap {
   TimelineTracker timelines_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> dead_{false};
+
+  // Answers of answer_never_changes queries by command and encoded arguments (call), at most
+  // kAnswerCacheBytes of them.
+  static constexpr size_t kAnswerCacheBytes = size_t{1} << 20;
+  std::mutex answers_mu_;
+  std::unordered_map<std::string, std::vector<std::byte>> answers_;
+  size_t answer_bytes_ = 0;
 
   std::mutex reply_mu_;
   std::condition_variable reply_cv_;

@@ -18,9 +18,10 @@
 // submission it could not track, the session's end). A fence is never reported signalled
 // before the submission it rides on is complete; it may be reported a little late, which the
 // round trip then answers exactly.
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
-#include <thread>
 #include <vector>
 
 #include "bypass/icd/connection.h"
@@ -71,29 +72,25 @@ Known known_all(const layout::Feedback* f, const std::vector<uint64_t>& serials,
   return unsure ? Known::kUnsure : Known::kPending;
 }
 
-// How long a waiting thread spins before it sleeps, per thread and adaptive as the transport's
-// (transport/src/channel_impl.h, SpinState): a wait that ended late in the spin or after a short
-// sleep doubles it, a long sleep halves it. On a busy two-core machine a spinning guest keeps the
-// driver's threads from the CPU; on an idle one, a sleep and wake-up cost more than the job.
-struct SpinBudget {
-  static constexpr uint32_t kMin = 32, kMax = 2048;
-  uint32_t budget = 256;
-  void hit(uint32_t at) {
-    if (at >= budget / 2) budget = std::min(kMax, budget * 2);
+// How long a waiting thread polls before it sleeps, per thread and adaptive: a wait that ended
+// in the second half of the poll, or a sleep no longer than kMax (a poll that long would have
+// seen the end), doubles it; a longer sleep halves it. The poll yields the CPU rather than spinning on it: on a
+// two-core machine the driver's threads that finish the job may need this very CPU, and a CPU that stays busy avoids
+// the wake-up of an idle one, which costs 20-30 us on a VM (a small job's whole wait here is
+// 40-80 us). A program whose waits are long (frames in flight) brings it down to kMin within a
+// few frames, so it costs them next to nothing.
+struct PollBudget {
+  static constexpr std::chrono::microseconds kMin{4}, kMax{400}, kStart{100};
+  std::chrono::nanoseconds budget = kStart;
+  void hit(Clock::duration polled) {
+    if (polled >= budget / 2) budget = std::min<std::chrono::nanoseconds>(kMax, budget * 2);
   }
   void slept(Clock::duration d) {
-    budget = d < std::chrono::microseconds(50) ? std::min(kMax, budget * 2) : std::max(kMin, budget / 2);
+    budget = d <= kMax ? std::min<std::chrono::nanoseconds>(kMax, budget * 2)
+                       : std::max<std::chrono::nanoseconds>(kMin, budget / 2);
   }
 };
-thread_local SpinBudget t_spin;
-
-inline void pause() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
+thread_local PollBudget t_poll;
 
 // bypassd answered a fence wait or status with VK_SUCCESS: the fences' submissions are done, and
 // with them every signal operation before them on their queues (may_know_done). A fence not
@@ -233,10 +230,10 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fen
   if (k == Known::kUnsure || timeout == 0)
     return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, timeout));
 
-  // Wait on the block's word until bypassd publishes or the deadline passes: spin a little (a
-  // small job is done within tens of microseconds, less than a sleep and wake-up cost here), then
-  // sleep. `sleepers` counts this thread for the whole wait: bypassd wakes it and its session
-  // thread waits for the work it just ran on our behalf (feedback.cpp, settle_feedback).
+  // Wait on the block's word until bypassd publishes or the deadline passes: poll for a while,
+  // yielding the CPU (PollBudget: a small job is done within tens of microseconds, less than a
+  // sleep and wake-up cost here), then sleep. `sleepers` counts this thread for the whole wait: bypassd wakes it and
+  // its session thread waits for the work it just ran on our behalf (feedback.cpp, settle_feedback).
   const Clock::time_point start = Clock::now();
   const bool forever = timeout > (uint64_t{1} << 62);  // past any steady_clock deadline
   const Clock::time_point deadline = forever ? Clock::time_point::max() : start + std::chrono::nanoseconds(timeout);
@@ -244,7 +241,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fen
   // seq_cst: announced before the checks below, so bypassd, which bumps `seq` before it reads
   // `sleepers`, either wakes us or we see its slot (feedback.cpp, publish).
   fw->sleepers.fetch_add(1, std::memory_order_seq_cst);
-  bool spun = false;
+  bool polled = false;
   while (true) {
     const uint32_t seq = fw->seq.load(std::memory_order_seq_cst);
     k = known_all(f, serials, all);
@@ -255,19 +252,18 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fen
       // Asked with no time left: bypassd's exact answer, VK_TIMEOUT or signalled just now.
       return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, 0));
     }
-    if (!spun) {
-      spun = true;
-      uint32_t i = 0;
-      while (i < t_spin.budget && fw->seq.load(std::memory_order_acquire) == seq) {
-        pause();
-        ++i;
-      }
-      if (i < t_spin.budget) t_spin.hit(i);
+    if (!polled) {
+      polled = true;
+      const Clock::time_point poll_start = Clock::now();
+      const Clock::time_point poll_end = std::min(deadline, poll_start + t_poll.budget);
+      Clock::time_point t = poll_start;
+      while (fw->seq.load(std::memory_order_acquire) == seq && (t = Clock::now()) < poll_end) sched_yield();
+      if (fw->seq.load(std::memory_order_acquire) != seq) t_poll.hit(t - poll_start);
       continue;
     }
     const Clock::time_point slept_at = Clock::now();
     conn->sleep_feedback(seq, std::min<std::chrono::nanoseconds>(deadline - now, conn->liveness_slice()));
-    t_spin.slept(Clock::now() - slept_at);
+    t_poll.slept(Clock::now() - slept_at);
     if (fw->seq.load(std::memory_order_acquire) == seq && !conn->check_peer()) {
       fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
       return VK_ERROR_DEVICE_LOST;

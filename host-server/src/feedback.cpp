@@ -26,6 +26,7 @@
 // going away) waits for it to come out and the session thread does not reuse that fence yet. It
 // never resets or destroys a fence and never touches a queue: fences seen signalled go to
 // free_fences_ for the session thread to reuse.
+#include <sched.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -122,15 +123,14 @@ void Session::settle_feedback() {
   // by this thread, as a reply would have; no hand-off to the feedback thread, which costs one more wake-up per
   // submission. Only for a guest that waits on the block now (`sleepers`, a hint: a guest that lies about it makes only
   // its own session's thread wait). A guest that submitted and goes on to wait gets here a microsecond or two after us:
-  // look for it that long, unless input comes first.
+  // look for it that long, unless input comes first, yielding the CPU meanwhile (the guest may be waiting for this
+  // very CPU: spinning here kept it from announcing itself and sent one submission in six to the feedback thread).
   bool waiter = false;
   if (last_tracked_.fence != VK_NULL_HANDLE && feedback_ && !closing()) {
     const auto until = std::chrono::steady_clock::now() + kSettleLookout;
     while (!(waiter = feedback_->sleepers.load(std::memory_order_seq_cst) != 0) && !input_waiting() &&
            std::chrono::steady_clock::now() < until) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
+      sched_yield();
     }
   }
   if (waiter && !input_waiting()) {

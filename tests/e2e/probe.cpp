@@ -509,16 +509,21 @@ void open_gate(FenceRig& g) {
   vkSignalSemaphore(g.o.device, &info);
 }
 
+// Records a fill of the buffer with `value` and submits it with the rig's fence.
+bool submit_fill(FenceRig& g, uint32_t value) {
+  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  vkResetCommandBuffer(g.fill, 0);
+  vkBeginCommandBuffer(g.fill, &begin);
+  vkCmdFillBuffer(g.fill, g.buffer, 0, kFillBytes, value);
+  vkEndCommandBuffer(g.fill);
+  return submit_signalling(g, g.fill, g.o.fence);
+}
+
 // Fill-wait-reset rounds: when the wait or status says the fence signalled, the fill is in memory.
 void fill_rounds(FenceRig& g, uint32_t rounds) {
   VkDevice dev = g.o.device;
   for (uint32_t i = 1; i <= rounds && !g_failed; ++i) {
-    VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    vkResetCommandBuffer(g.fill, 0);
-    vkBeginCommandBuffer(g.fill, &begin);
-    vkCmdFillBuffer(g.fill, g.buffer, 0, kFillBytes, i);
-    vkEndCommandBuffer(g.fill);
-    expect(submit_signalling(g, g.fill, g.o.fence), "fill submission");
+    expect(submit_fill(g, i), "fill submission");
     if (i % 2) {
       expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, UINT64_MAX) == VK_SUCCESS, "fill wait");
     } else {
@@ -610,12 +615,7 @@ void poll_rounds(FenceRig& g, uint32_t rounds) {
   VkFence signalled = VK_NULL_HANDLE;
   expect(vkCreateFence(dev, &finfo, nullptr, &signalled) == VK_SUCCESS, "a fence created signalled");
   for (uint32_t i = 1; i <= rounds && !g_failed; ++i) {
-    VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    vkResetCommandBuffer(g.fill, 0);
-    vkBeginCommandBuffer(g.fill, &begin);
-    vkCmdFillBuffer(g.fill, g.buffer, 0, kFillBytes, i);
-    vkEndCommandBuffer(g.fill);
-    expect(submit_signalling(g, g.fill, g.o.fence), "fill submission");
+    expect(submit_fill(g, i), "fill submission");
     switch (i % 5) {
       case 0: {
         VkResult r;

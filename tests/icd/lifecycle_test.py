@@ -213,31 +213,28 @@ def case_server_killed_feedback_wait(workdir, _):
     killed_while_waiting(workdir, "feedback-wait", "asleep on the feedback block's word")
 
 
-def case_feedback(workdir, _):
+def native_then_bypass(workdir, mode):
+    """Runs `probe MODE` natively (the test's own expectations) and through a bypassd of its own;
+    returns both runs."""
     server = Bypassd(workdir).start()
-    native = probe(["feedback"], harness.native_env(workdir), workdir, "probe.native", timeout=120)
-    harness.check_ok(native, "feedback natively (the test's own expectations)")
-    ours = probe(["feedback"], server.guest_env(), workdir, "probe.icd", timeout=120)
-    harness.check_ok(ours, "feedback through bypass")
-    check("feedback: ok" in ours.stdout, f"the probe did not finish its rounds:\n{ours.describe()}")
+    native = probe([mode], harness.native_env(workdir), workdir, "probe.native", timeout=120)
+    harness.check_ok(native, f"{mode} natively (the test's own expectations)")
+    ours = probe([mode], server.guest_env(), workdir, "probe.icd", timeout=120)
+    harness.check_ok(ours, f"{mode} through bypass")
+    check(f"{mode}: ok" in ours.stdout, f"the probe did not finish:\n{ours.describe()}")
+    return native, ours
+
+
+def case_feedback(workdir, _):
+    native_then_bypass(workdir, "feedback")
 
 
 def case_feedback_polls(workdir, _):
-    server = Bypassd(workdir).start()
-    native = probe(["feedback-polls"], harness.native_env(workdir), workdir, "probe.native", timeout=120)
-    harness.check_ok(native, "feedback-polls natively (the test's own expectations)")
-    ours = probe(["feedback-polls"], server.guest_env(), workdir, "probe.icd", timeout=120)
-    harness.check_ok(ours, "feedback-polls through bypass")
-    check("feedback-polls: ok" in ours.stdout, f"the probe did not finish its rounds:\n{ours.describe()}")
+    native_then_bypass(workdir, "feedback-polls")
 
 
 def case_repeat_queries(workdir, _):
-    server = Bypassd(workdir).start()
-    native = probe(["repeat-queries"], harness.native_env(workdir), workdir, "probe.native", timeout=60)
-    harness.check_ok(native, "repeat-queries natively (the test's own expectations)")
-    ours = probe(["repeat-queries"], server.guest_env(), workdir, "probe.icd", timeout=60)
-    harness.check_ok(ours, "repeat-queries through bypass")
-    check("repeat-queries: ok" in ours.stdout, f"the probe did not finish:\n{ours.describe()}")
+    native, ours = native_then_bypass(workdir, "repeat-queries")
     # The same formats and image limits as the driver's own (the extension list is the ICD's).
     line = lambda out: re.search(r"formats with optimal features \d+, 3D depth storage image: \S+", out).group(0)
     check(line(ours.stdout) == line(native.stdout), f"answers differ from native:\n{ours.stdout}\n{native.stdout}")

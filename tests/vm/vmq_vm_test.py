@@ -17,6 +17,7 @@ rings are polled and peer death is heartbeats.
            back and vmqd lives on
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -92,36 +93,41 @@ def stop_vmqd(vmqd):
     return out, [int(g) for g in stats.groups()]
 
 
-def case_vmqueue(workdir, _):
+@contextlib.contextmanager
+def vmqd_device(workdir):
+    """A VM device file served by a vmqd of its own: yields (device, vmqd); both are gone after."""
     devices = VmDevices()
     vmqd = None
     try:
         device = devices.path("vmq")
         vmqd = start_vmqd(workdir, device)
-        options = ["--timeout", "240"]
-        a = Vm(
+        yield device, vmqd
+    finally:
+        if vmqd is not None:
+            harness.stop_process(vmqd.proc)
+        devices.remove()
+
+
+def vm_running(device, workdir, name, script):
+    """A QEMU guest on `device` that runs the shell `script`, with the tests' time limit."""
+    return Vm(device, workdir, name, ["sh", "-c", script], options=["--timeout", "240"])
+
+
+def case_vmqueue(workdir, _):
+    with vmqd_device(workdir) as (device, vmqd):
+        a = vm_running(
             device,
             workdir,
             "vm-a",
-            [
-                "sh",
-                "-c",
-                f"{probe()} recv ivshmem: vm-a vm-b > recv.txt 2> recv.err || exit $?\n"
-                f"{probe()} hostile ivshmem: evil-a > hostile.txt 2> hostile.err || exit $?\n",
-            ],
-            options=options,
+            f"{probe()} recv ivshmem: vm-a vm-b > recv.txt 2> recv.err || exit $?\n"
+            f"{probe()} hostile ivshmem: evil-a > hostile.txt 2> hostile.err || exit $?\n",
         )
-        b = Vm(
+        b = vm_running(
             device,
             workdir,
             "vm-b",
-            [
-                "sh",
-                "-c",
-                f"{probe()} send ivshmem: vm-b vm-a {MESSAGES} {PAGES} {HUGE} > send.txt 2> send.err || exit $?\n"
-                f"{probe()} hold ivshmem: mute-b 100 > hold.txt 2> hold.err || exit $?\n",
-            ],
-            options=options,
+            f"{probe()} send ivshmem: vm-b vm-a {MESSAGES} {PAGES} {HUGE} > send.txt 2> send.err || exit $?\n"
+            f"{probe()} hold ivshmem: mute-b 100 > hold.txt 2> hold.err || exit $?\n",
         )
         ra, rb = a.wait(timeout=260), b.wait(timeout=260)
         gone = time.monotonic()
@@ -155,33 +161,19 @@ def case_vmqueue(workdir, _):
         check(silent == 1, f"the dying domain was not found silent:\n{out}")
         check(free == PAGES_4K + PAGES_2M, f"pages left owned after every domain went: {free} free:\n{out}")
         log(f"vmqd: {messages} messages, {moved} pages moved; the silent domain's pages back: all {free} free")
-    finally:
-        if vmqd is not None:
-            harness.stop_process(vmqd.proc)
-        devices.remove()
 
 
 def case_killed(workdir, _):
-    devices = VmDevices()
-    vmqd = None
-    try:
-        device = devices.path("vmq")
-        vmqd = start_vmqd(workdir, device)
-        options = ["--timeout", "240"]
-        a = Vm(
+    with vmqd_device(workdir) as (device, vmqd):
+        a = vm_running(
             device,
             workdir,
             "vm-a",
-            ["sh", "-c", f"{probe()} recv ivshmem: vm-a vm-b > recv.txt 2> recv.err; echo $? > recv.status\n"],
-            options=options,
+            f"{probe()} recv ivshmem: vm-a vm-b > recv.txt 2> recv.err; echo $? > recv.status\n",
         )
         # Far more than it can send before the kill.
-        b = Vm(
-            device,
-            workdir,
-            "vm-b",
-            ["sh", "-c", f"{probe()} send ivshmem: vm-b vm-a 1000000 8 0 > send.txt 2> send.err\n"],
-            options=options,
+        b = vm_running(
+            device, workdir, "vm-b", f"{probe()} send ivshmem: vm-b vm-a 1000000 8 0 > send.txt 2> send.err\n"
         )
         qemu_b = b.qemu_pid()
         deadline = time.monotonic() + 180
@@ -213,10 +205,6 @@ def case_killed(workdir, _):
         check(served == 2 and silent == 1 and protocol == 0, f"vmqd's counts:\n{out}")
         check(free == PAGES_4K + PAGES_2M, f"pages left owned after the killed VM: {free} free:\n{out}")
         log(f"vmqd: {messages} messages, {moved} pages moved; the killed VM's domain silent, all {free} pages free")
-    finally:
-        if vmqd is not None:
-            harness.stop_process(vmqd.proc)
-        devices.remove()
 
 
 if __name__ == "__main__":

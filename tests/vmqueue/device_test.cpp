@@ -22,6 +22,8 @@
 using namespace bypass::vmqueue;
 using namespace std::chrono_literals;
 using vmq_test::BrokerProcess;
+using vmq_test::filled;
+using vmq_test::looks_filled;
 
 namespace {
 
@@ -66,20 +68,6 @@ void introduce(Domain& a, Domain& b) {
   t.join();
   ASSERT_TRUE(a_sees.ok()) << a_sees.message();
   ASSERT_TRUE(b_sees.ok()) << b_sees.message();
-}
-
-Pages filled(Domain& d, size_t count, uint8_t seed, PageSize size = PageSize::k4K) {
-  auto p = d.alloc(count, size);
-  EXPECT_TRUE(p.ok()) << p.message();
-  if (!p) return {};
-  for (size_t i = 0; i < p->bytes().size(); i += 512) p->data()[i] = std::byte(seed + i / 4096);
-  return std::move(*p);
-}
-
-bool looks_filled(std::span<const std::byte> bytes, uint8_t seed) {
-  for (size_t i = 0; i < bytes.size(); i += 512)
-    if (bytes[i] != std::byte(seed + i / 4096)) return false;
-  return true;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +31,22 @@ inline uint64_t page_frame_number(const void* addr) {
   ::close(fd);
   if (!read || (entry >> 63) == 0) return 0;  // not present
   return entry & ((uint64_t{1} << 55) - 1);
+}
+
+// `count` pages of `size` from `d`, every 512th byte set from `seed` (looks_filled checks it);
+// empty when the allocation failed (the caller's send then fails).
+inline bypass::vmqueue::Pages filled(bypass::vmqueue::Domain& d, size_t count, uint8_t seed,
+                                     bypass::vmqueue::PageSize size = bypass::vmqueue::PageSize::k4K) {
+  auto p = d.alloc(count, size);
+  if (!p) return {};
+  for (size_t i = 0; i < p->bytes().size(); i += 512) p->data()[i] = std::byte(seed + i / 4096);
+  return std::move(*p);
+}
+
+inline bool looks_filled(std::span<const std::byte> bytes, uint8_t seed) {
+  for (size_t i = 0; i < bytes.size(); i += 512)
+    if (bytes[i] != std::byte(seed + i / 4096)) return false;
+  return true;
 }
 
 inline std::string unique_socket() {

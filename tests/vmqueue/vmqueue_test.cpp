@@ -13,6 +13,8 @@
 using namespace bypass::vmqueue;
 using namespace std::chrono_literals;
 using vmq_test::BrokerProcess;
+using vmq_test::filled;
+using vmq_test::looks_filled;
 
 namespace {
 
@@ -37,19 +39,6 @@ Pair make_pair(const BrokerProcess& broker, QueueOptions b_options = {}, QueueOp
   EXPECT_TRUE(a_sees.ok());
   EXPECT_TRUE(b_sees.ok());
   return Pair{std::move(*a), std::move(*b), *b_sees, *a_sees};
-}
-
-Pages filled(Domain& d, size_t count, uint8_t seed, PageSize size = PageSize::k4K) {
-  auto p = d.alloc(count, size);
-  EXPECT_TRUE(p.ok()) << to_string(p.code());
-  for (size_t i = 0; i < p->bytes().size(); i += 512) p->data()[i] = std::byte(seed + i / 4096);
-  return std::move(*p);
-}
-
-bool looks_filled(std::span<const std::byte> bytes, uint8_t seed) {
-  for (size_t i = 0; i < bytes.size(); i += 512)
-    if (bytes[i] != std::byte(seed + i / 4096)) return false;
-  return true;
 }
 
 }  // namespace

@@ -8,8 +8,8 @@
 // submission's work is finished. Then:
 //   vkGetFenceStatus   a fence whose serial is published is signalled: no round trip;
 //   vkWaitForFences    the same for every fence (or one, waitAll false); otherwise the guest
-//                      sleeps on the block's word until bypassd publishes, and asks bypassd at
-//                      the deadline, so a timeout is the host's exact answer;
+//                      polls the block, then sleeps on its word until bypassd publishes, and
+//                      asks bypassd at the deadline, so a timeout is the host's exact answer;
 //   polls (timeout 0)  of a pending submission that nothing could have told this process of
 //                      (not_done_here, Connection::may_know_done): "not yet", no round trip.
 // Anything not certain goes to bypassd as before (the generated call): a fence never submitted,

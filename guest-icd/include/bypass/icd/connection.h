@@ -261,7 +261,7 @@ class Connection : private wire::HandleMap {
   std::vector<uint8_t> batch_;
   uint64_t sync_seq_ = 0;
   uint64_t submit_serial_ = 0;              // vkQueueSubmit/vkQueueSubmit2 records appended (send_mu_)
-  std::atomic<uint64_t> reply_horizon_{0};  // the latest submit_serial_ a call was sent at, once answered
+  std::atomic<uint64_t> reply_horizon_{0};  // the latest serial this process may know done (learned_done)
   std::atomic<bool> timeline_waits_{false};
   transport::layout::Feedback* feedback_ = nullptr;  // in the link's region (outlives every call); null: none
   FenceTracker fences_;

@@ -109,18 +109,70 @@ void Server::accept_one() {
     refusal = "bypassd refused the session: " + std::to_string(live_sessions()) +
               " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
   }
-  if (refusal.empty() && pending_handshakes(peer.uid) >= config_.max_pending_per_uid) {
+  // At the handshake cap a guest waits in line behind its uid's earlier ones (a burst of guests
+  // starting together); only beyond the line is it refused, so a flood from one uid costs at
+  // most the line's descriptors and never holds up another uid.
+  const bool at_cap = pending_handshakes(peer.uid) >= config_.max_pending_per_uid || queued_for(peer.uid) > 0;
+  if (refusal.empty() && at_cap && queued_for(peer.uid) >= config_.max_queued_per_uid) {
     refusal = "bypassd refused the session: uid " + std::to_string(peer.uid) + " has " +
-              std::to_string(config_.max_pending_per_uid) +
-              " handshakes in progress, the limit (--max-pending-handshakes " +
-              std::to_string(config_.max_pending_per_uid) + ")";
+              std::to_string(config_.max_pending_per_uid) + " handshakes in progress and " +
+              std::to_string(config_.max_queued_per_uid) + " waiting, the limit (--max-pending-handshakes " +
+              std::to_string(config_.max_pending_per_uid) + ", --max-queued-handshakes " +
+              std::to_string(config_.max_queued_per_uid) + ")";
   }
   if (!refusal.empty()) {
     spdlog::warn("{} (guest pid {})", refusal, peer.pid);
     transport::reject_connection(std::move(conn), refusal);
     return;
   }
+  if (at_cap) {
+    spdlog::debug("guest pid {} (uid {}) waits for a handshake slot ({} in progress)", peer.pid, peer.uid,
+                  pending_handshakes(peer.uid));
+    queued_.push_back({std::move(conn), peer, std::chrono::steady_clock::now()});
+    return;
+  }
   if (!start_worker(std::move(conn), peer)) return;
+}
+
+size_t Server::queued_for(uid_t uid) const {
+  size_t n = 0;
+  for (const Queued& q : queued_) n += q.peer.uid == uid;
+  return n;
+}
+
+void Server::start_queued(std::chrono::steady_clock::time_point now) {
+  const auto wait_limit = std::chrono::milliseconds(config_.handshake_timeout_ms);
+  for (auto it = queued_.begin(); it != queued_.end();) {
+    std::string refusal;
+    if (draining_) {
+      refusal = "bypassd refused the session: it is draining (bypassctl drain): no new sessions";
+    } else if (pending_handshakes(it->peer.uid) < config_.max_pending_per_uid) {
+      if (live_sessions() >= config_.max_sessions) {
+        refusal = "bypassd refused the session: " + std::to_string(live_sessions()) +
+                  " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
+      } else {
+        // Earlier arrivals of the same uid go first: only the first waiting one of a uid can
+        // get here, as the others see the slot it takes.
+        Queued q = std::move(*it);
+        it = queued_.erase(it);
+        start_worker(std::move(q.conn), q.peer);
+        continue;
+      }
+    } else if (now - it->since >= wait_limit) {
+      refusal = "bypassd refused the session: uid " + std::to_string(it->peer.uid) + " waited " +
+                std::to_string(config_.handshake_timeout_ms) + " ms behind " +
+                std::to_string(config_.max_pending_per_uid) + " handshakes in progress (--max-pending-handshakes " +
+                std::to_string(config_.max_pending_per_uid) + ", --handshake-timeout " +
+                std::to_string(config_.handshake_timeout_ms) + ")";
+    }
+    if (refusal.empty()) {
+      ++it;
+      continue;
+    }
+    spdlog::warn("{} (guest pid {})", refusal, it->peer.pid);
+    transport::reject_connection(std::move(it->conn), refusal);
+    it = queued_.erase(it);
+  }
 }
 
 bool Server::start_worker(base::UniqueFd conn, const base::PeerCredentials& peer) {
@@ -629,7 +681,8 @@ int Server::run(int stop_fd) {
         {{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
     for (const ControlClient& c : control_clients_) fds.push_back({c.fd.get(), POLLIN, 0});
     // VM guests cannot wake us: their slots are polled, and their heartbeat is ours to bump.
-    const int timeout_ms = helper_poll_timeout_ms(vms_.empty() ? 500 : 5);
+    // Nor can a handshake that finishes: guests waiting in line look again every 2 ms.
+    const int timeout_ms = helper_poll_timeout_ms(!queued_.empty() ? 2 : vms_.empty() ? 500 : 5);
     const auto slept = std::chrono::steady_clock::now();
     int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) break;
@@ -639,6 +692,7 @@ int Server::run(int stop_fd) {
     if (fds[2].revents) drain(child_pipe_[0]);
     reap();
     const auto now = std::chrono::steady_clock::now();
+    start_queued(now);
     restart_helper(now);
     size_t i = 4;
     for (auto it = control_clients_.begin(); it != control_clients_.end(); ++i) {
@@ -652,6 +706,9 @@ int Server::run(int stop_fd) {
     note_stall(Stall::kSlowPass, woke, std::chrono::steady_clock::now());
   }
   control_clients_.clear();
+  for (Queued& q : queued_)
+    transport::reject_connection(std::move(q.conn), "bypassd refused the session: it is shutting down");
+  queued_.clear();
   shut_down();
   listener_.reset();
   if (control_fd >= 0) {

@@ -163,6 +163,9 @@ int main(int argc, char** argv) {
       ->take_all();
   app.add_option("--max-pending-handshakes", config.max_pending_per_uid, "Handshakes in progress per uid")
       ->capture_default_str();
+  app.add_option("--max-queued-handshakes", config.max_queued_per_uid,
+                 "Connections per uid that wait (up to --handshake-timeout) for a handshake to finish")
+      ->capture_default_str();
   // VM guests
   std::vector<std::string> vms;
   app.add_option("--vm", vms,

@@ -13,8 +13,12 @@ Cases (one ctest test each):
   sandbox           a worker runs under seccomp with no new privileges, holds neither the
                     listening nor the control socket, and is named after its session
   silent            connections that never say hello: three of the guest's own uid do not
-                    delay it; twenty of another uid are refused at the per-uid cap, named in
-                    the log, and do not delay anyone else
+                    delay it; twenty of another uid wait in line or, beyond the line, are
+                    refused at the per-uid cap, named in the log, and do not delay anyone else
+  handshake-burst   guests beyond --max-pending-handshakes wait in line and are served: one
+                    behind a silent connection, six started at once; beyond
+                    --max-queued-handshakes one is refused with both limits named, and one
+                    that waits longer than --handshake-timeout is refused naming it
   stops-reading     a guest that floods requests and never reads the replies is ended after
                     --send-timeout with the reason named; a bypassd whose guest blocks its reply
                     path still shuts down within --shutdown-timeout
@@ -292,15 +296,17 @@ def silent_connection(path, user=None):
 
 def case_silent(workdir, _):
     open_to_all(workdir)
-    server = Bypassd(workdir, ["--socket-mode", "0666", "--allow-user", str(NOBODY)]).start()
+    server = Bypassd(
+        workdir, ["--socket-mode", "0666", "--allow-user", str(NOBODY), "--max-queued-handshakes", "8"]
+    ).start()
     bystander = Bystander(server, workdir)
     own = [silent_connection(server.socket) for _ in range(3)]
     started = time.monotonic()
     others = [silent_connection(server.socket, NOBODY) for _ in range(20)]
-    # Each pending handshake frees its place after --handshake-timeout (2 s): on a slow machine
-    # the twenty take long enough to make that happen, so fewer are refused.
+    # Four handshake and eight wait in line; each place frees after --handshake-timeout (2 s): on
+    # a slow machine the twenty take long enough to make that happen, so fewer are refused.
     windows = 1 + int((time.monotonic() - started) / 2.0)
-    expect_refused = max(1, 20 - 4 * windows)
+    expect_refused = max(1, 20 - 12 * windows)
     try:
         start = time.monotonic()
         r = vulkaninfo(server.guest_env(), workdir, "guest")
@@ -309,7 +315,10 @@ def case_silent(workdir, _):
         check("bypass (" in r.stdout, f"vulkaninfo did not see the bypass device:\n{r.describe()}")
         log(f"vulkaninfo through bypass beside 3 + 20 silent connections: {took:.2f} s")
         log_text = server.log_text()
-        refused = log_text.count(f"uid {NOBODY} has 4 handshakes in progress, the limit (--max-pending-handshakes 4)")
+        refused = log_text.count(
+            f"uid {NOBODY} has 4 handshakes in progress and 8 waiting, the limit "
+            "(--max-pending-handshakes 4, --max-queued-handshakes 8)"
+        )
         check(
             refused >= expect_refused,
             f"silent connections beyond the per-uid cap should be refused, naming it "
@@ -328,6 +337,69 @@ def case_silent(workdir, _):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
     bystander.check()
+    server.check_alive()
+    check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
+
+
+def case_handshake_burst(workdir, _):
+    server = Bypassd(workdir, ["--max-pending-handshakes", "1"]).start()
+    # A guest behind a connection that never says hello waits for its handshake deadline (2 s),
+    # then is served: it is not refused.
+    holder = silent_connection(server.socket)
+    time.sleep(0.2)
+    start = time.monotonic()
+    r = vulkaninfo(server.guest_env(), workdir, "behind-silent")
+    took = time.monotonic() - start
+    holder.close()
+    harness.check_ok(r, "vulkaninfo behind a silent connection")
+    check("bypass (" in r.stdout, f"vulkaninfo did not see the bypass device:\n{r.describe()}")
+    check(
+        "waits for a handshake slot" in server.log_text(),
+        f"bypassd should log that the guest waited in line:\n{server.log_text()[-3000:]}",
+    )
+    log(f"vulkaninfo behind a silent connection: served after {took:.2f} s in line")
+
+    # Six guests at once, each opening two sessions, through one handshake at a time.
+    burst = [
+        harness.Running(
+            [harness.env_path("BYPASS_VULKANINFO"), "--summary"],
+            harness.unsanitized_guest_env(server.guest_env()),
+            workdir,
+            f"burst{i}",
+        )
+        for i in range(6)
+    ]
+    for i, g in enumerate(burst):
+        res = g.wait(timeout=120)
+        harness.check_ok(res, f"burst guest {i}")
+        check("bypass (" in res.stdout, f"burst guest {i} did not see the bypass device:\n{res.describe()}")
+    waited = server.log_text().count("waits for a handshake slot")
+    log(f"six guests started at once: all served, {waited} connections waited in line in all")
+
+    check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
+
+    # One handshaking and two in line: the next is refused at once, naming both limits.
+    server = Bypassd(workdir, ["--max-pending-handshakes", "1", "--max-queued-handshakes", "2"]).start()
+    silent = [silent_connection(server.socket) for _ in range(3)]
+    time.sleep(0.2)
+    r = vulkaninfo(server.guest_env(), workdir, "beyond-line")
+    text = r.stdout + r.stderr
+    expected = (
+        "has 1 handshakes in progress and 2 waiting, the limit (--max-pending-handshakes 1, --max-queued-handshakes 2)"
+    )
+    check(r.returncode != 0 and expected in text, f"the guest beyond the line should name both limits:\n{r.describe()}")
+    log("beyond the line: " + next(line for line in text.splitlines() if "--max-queued-handshakes" in line).strip())
+    # The second in line cannot start before the first's deadline has passed its own.
+    time.sleep(2.5)
+    check(
+        "ms behind 1 handshakes in progress (--max-pending-handshakes 1, --handshake-timeout 2000)"
+        in server.log_text(),
+        f"a connection that waited past --handshake-timeout should be refused naming it:\n{server.log_text()[-3000:]}",
+    )
+    for s in silent:
+        s.close()
+    again = vulkaninfo(server.guest_env(), workdir, "after")
+    harness.check_ok(again, "vulkaninfo once the line is empty")
     server.check_alive()
     check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
 
@@ -643,6 +715,7 @@ if __name__ == "__main__":
                 "sandbox": case_sandbox,
                 "preload": case_preload,
                 "silent": case_silent,
+                "handshake-burst": case_handshake_burst,
                 "stops-reading": case_stops_reading,
                 "access": case_access,
                 "server-identity": case_server_identity,

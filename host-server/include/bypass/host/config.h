@@ -57,6 +57,9 @@ struct ServerConfig {
   std::vector<std::string> allow_users;   // names or uids, besides root and bypassd's own uid
   std::vector<std::string> allow_groups;  // names or gids (primary or supplementary), likewise
   size_t max_pending_per_uid = 4;         // handshakes in progress per uid
+  // Connections of a uid at that cap wait in line (for at most handshake_timeout_ms) up to this
+  // many, so a burst of guests starting at once is served; beyond it they are refused.
+  size_t max_queued_per_uid = 16;
 
   // ---- VM guests (--vm NAME:PATH[:SIZE_MIB[:SLOTS]]): a shared-memory device file per VM that
   // QEMU maps as an ivshmem-plain BAR (transport/include/bypass/transport/vm.h)

@@ -70,6 +70,16 @@ class Server {
   std::vector<std::pair<const Worker*, NetworkPeer>> visible_sessions(uid_t viewer, const std::string& scope) const;
 
   void accept_one();
+  // A connection accepted while its uid had --max-pending-handshakes in progress: it waits here
+  // (up to --handshake-timeout) and is started in arrival order once one of them finishes.
+  struct Queued {
+    base::UniqueFd conn;
+    base::PeerCredentials peer;
+    std::chrono::steady_clock::time_point since;
+  };
+  size_t queued_for(uid_t uid) const;
+  // Starts the queued connections whose uid has room; refuses those whose wait ran out.
+  void start_queued(std::chrono::steady_clock::time_point now);
   bool open_vms();
   // Heartbeat, stale slots, and a worker for every slot a guest requested.
   void serve_vms();
@@ -115,6 +125,7 @@ class Server {
   std::optional<AccessPolicy> policy_;
   std::optional<transport::Listener> listener_;
   std::list<Worker> workers_;
+  std::list<Queued> queued_;
   uint64_t next_id_ = 1;
   std::deque<Ended> ended_;       // the most recent sessions that ended, for bypassctl
   int child_pipe_[2] = {-1, -1};  // SIGCHLD's self-pipe

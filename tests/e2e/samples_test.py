@@ -158,11 +158,15 @@ def start_guests(server, names, args_of, workdir, tag):
     return guests
 
 
-def wait_for_sessions(server, pids, what):
-    """Waits until every pid holds a live session with objects (its instance exists)."""
+def wait_for_sessions(server, guests, what):
+    """Waits until every guest (harness.Running) holds a live session with objects (its instance
+    exists); one that exits first fails the wait at once, with its output."""
 
     def ready(s):
-        return all(any(x["objects"] > 0 for x in harness.live_for_pid(s, pid)) for pid in pids)
+        for g in guests:
+            if g.proc.poll() is not None:
+                raise harness.TestFailure(f"a guest exited while waiting for {what}:\n{g.result().describe()}")
+        return all(any(x["objects"] > 0 for x in harness.live_for_pid(s, g.pid)) for g in guests)
 
     return server.wait_stats(ready, what, timeout=30)
 
@@ -260,7 +264,7 @@ def case_guest_killed(workdir, _):
     )
     wait_for_sessions(
         server,
-        [compute.pid, multi.pid, waiter.pid] + [g.pid for g in running.values()],
+        [compute, multi, waiter] + list(running.values()),
         "every guest to hold a session with objects",
     )
     deadline = time.monotonic() + 20
@@ -350,7 +354,7 @@ def case_soak(workdir, _):
                 "multithread.victim",
             ),
         ]
-        wait_for_sessions(server, [v.pid for v in victims], "the victims to hold sessions")
+        wait_for_sessions(server, victims, "the victims to hold sessions")
         time.sleep(0.1 * (i % 7))  # a different moment of the frame each round
         for v in victims:
             os.kill(v.pid, signal.SIGKILL)

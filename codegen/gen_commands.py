@@ -67,6 +67,30 @@ class CommandGenerator:
     def objtype(self, t: str) -> str:
         return self.reg.handle(t).objtype
 
+    def child_destroyed(self, shape: CommandShape) -> str | None:
+        """The handle type a vkDestroyX(device, x, pAllocator) or vkFreeX(device, x, pAllocator)
+        of a device's non-dispatchable child destroys, else None. The session may destroy such an
+        object later (HostContext::defer_destroy), and tears down what is left of them
+        (gen_lifetime.py)."""
+        if not shape.name.startswith(("vkDestroy", "vkFree")):
+            return None
+        ps = shape.cmd.params
+        if len(ps) != 3 or self.reg.resolve(ps[0].type) != "VkDevice":
+            return None
+        if ps[2].type != "VkAllocationCallbacks" or ps[1].ptr or not self.reg.is_handle(ps[1].type):
+            return None
+        h = self.reg.handle(ps[1].type)
+        return h.name if h.parent == "VkDevice" and not h.dispatchable else None
+
+    # Children whose destruction the guest's next call may depend on at once: a surface takes one
+    # swapchain at a time (a new one for it fails while the old one lives).
+    NEVER_DEFERRED = frozenset({"VkSwapchainKHR"})
+
+    def may_defer_destroy(self, shape: CommandShape) -> str | None:
+        """child_destroyed(shape), for the children the session may destroy later."""
+        child = self.child_destroyed(shape)
+        return child if child not in self.NEVER_DEFERRED else None
+
     def ret_ctype(self, shape: CommandShape) -> str:
         return shape.cmd.ret
 
@@ -744,7 +768,16 @@ class CommandGenerator:
             p = s.cmd.params[1]
             if self.reg.is_handle(p.type) and p.ptr == 0:
                 L.append(f'  if (a.{p.name} && !c.destroy_ok("{s.name}", "{p.name}", handle_bits(a.{p.name}))) return;')
-        if s.cmd.ret == "void":
+        child = self.may_defer_destroy(s)
+        if child:
+            # Work in flight may still use it: the session may destroy it once that is done.
+            x = s.cmd.params[1].name
+            L.append(
+                f"  if (!a.{x} || !c.defer_destroy(handle_bits(a.{first.name}), {self.objtype(child)}, handle_bits(a.{x})))"
+            )
+            L.append(f"    fn({args});")
+            ok = "true"
+        elif s.cmd.ret == "void":
             L.append(f"  fn({args});")
             ok = "true"
         else:

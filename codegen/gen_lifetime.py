@@ -4,6 +4,10 @@ session's teardown destroys a device's children in.
 Output: wire/host_lifetime.cpp (declared in bypass/wire/host_context.h)
   command_destroys(id)    vkDestroy* and vkFree* commands: the session waits for pending
                           calls before it runs one
+  command_may_defer_destroy(id)
+                          those of them that destroy one child of a device (vkDestroyX(device,
+                          x, pAllocator)): the session may destroy it once work in flight is
+                          done (HostContext::defer_destroy) instead of waiting for that work
   kTeardownOrder          the device children that have a vkDestroyX(device, x, pAllocator) or
                           vkFreeX(device, x, pAllocator), users before what they use
   destroy_device_child()  calls that command for one object
@@ -34,16 +38,9 @@ class LifetimeGenerator:
         """Device-child handle type -> the command that destroys one (d.vkX(device, x, nullptr))."""
         out = {}
         for s in self.cg.dispatchable:
-            if not s.name.startswith(("vkDestroy", "vkFree")):
-                continue
-            ps = s.cmd.params
-            if len(ps) != 3 or self.reg.resolve(ps[0].type) != "VkDevice":
-                continue
-            if ps[2].type != "VkAllocationCallbacks" or ps[1].ptr or not self.reg.is_handle(ps[1].type):
-                continue
-            h = self.reg.handle(ps[1].type)
-            if h.parent == "VkDevice" and not h.dispatchable:
-                out[h.name] = s.name
+            child = self.cg.child_destroyed(s)
+            if child:
+                out[child] = s.name
         return out
 
     def _handles_in(self, type_name: str, chain: bool, seen: set[str]) -> set[str]:
@@ -147,6 +144,8 @@ class LifetimeGenerator:
         L += ["namespace bypass::wire {", ""]
         destroys = [f"kCmd_{s.name}" for s in self.cg.shapes if s.name.startswith(("vkDestroy", "vkFree"))]
         L += membership_switch("bool command_destroys(uint16_t id)", destroys)
+        defers = [f"kCmd_{s.name}" for s in self.cg.shapes if self.cg.may_defer_destroy(s)]
+        L += membership_switch("bool command_may_defer_destroy(uint16_t id)", defers)
         L.append("const VkObjectType kTeardownOrder[] = {")
         for t in self.order:
             L.append(f"    {self.reg.handles[t].objtype},  // {self.destroyers[t]}")

@@ -98,6 +98,7 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
   const uint64_t dev = wire::handle_bits(a.device);
   const wire::Dispatch& d = s.dispatch_of(dev);
   const uint64_t size = a.pAllocateInfo->allocationSize;
+  if (visible) s.make_room(size);
   if (visible && s.stats().memory_bytes.load() + size > s.config().max_memory_bytes) {
     a.result = VK_ERROR_OUT_OF_DEVICE_MEMORY;
     return;
@@ -222,6 +223,7 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
   }
   const uint64_t align = std::max<uint64_t>(info->import_alignment, static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
   const uint64_t want = a.pAllocateInfo->allocationSize;
+  s.make_room(want);
   if (want == 0 || want > s.config().max_memory_bytes ||
       s.stats().memory_bytes.load() + want > s.config().max_memory_bytes) {
     a.result = VK_ERROR_OUT_OF_DEVICE_MEMORY;

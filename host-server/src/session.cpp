@@ -43,9 +43,11 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
   register_sync_handlers(handlers);
   register_validate_handlers(handlers);
   destroys_.assign(wire::kCommandIdLimit, false);
+  defers_.assign(wire::kCommandIdLimit, false);
   uses_queue_.assign(wire::kCommandIdLimit, false);
   for (uint16_t cmd = 0; cmd < wire::kCommandIdLimit; ++cmd) {
     destroys_[cmd] = wire::command_destroys(cmd);
+    defers_[cmd] = wire::command_may_defer_destroy(cmd);
     // Every vkQueue* command takes its queue externally synchronized. The blocking ones
     // (vkQueueWaitIdle) never reach the driver's queue from the session thread: their try_
     // waits on fences, their waiter uses wait_idle.
@@ -186,6 +188,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
   // Counted once per batch: the stats live in a page bypassd's main process reads, and an atomic
   // add per record (10,000 per command buffer) is not free.
   uint64_t records = 0;
+  if (!retired_.empty()) run_retired();
   struct Count {
     std::atomic<uint64_t>& to;
     uint64_t& n;
@@ -214,7 +217,8 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
       records = 0;
       ok = run_control(h.command, payload, n);
     } else if (h.command < wire::kCommandIdLimit && wire::kRunTable[h.command]) {
-      if (destroys_[h.command]) quiesce();
+      // A destroy of one device child retires it (defer_destroy); others wait for the work.
+      if (destroys_[h.command] && !defers_[h.command]) quiesce();
       if (uses_queue_[h.command]) {
         // A waiter's wait_idle submits to the same queues; held for this one call only.
         std::lock_guard lock(queue_mu_);
@@ -559,6 +563,7 @@ void Session::destroy_device(uint64_t device) {
   // one now (destroy_ok refused a destroy of the device, its physical device or its instance
   // while a pending call used any of them, and teardown joined the waiters first).
   if (d.vkDeviceWaitIdle) d.vkDeviceWaitIdle(as<VkDevice>(device));
+  run_retired(device);
   drop_tracking(device);
   {
     std::lock_guard lock(queue_mu_);

@@ -3,9 +3,19 @@
 // A guest may free memory, or destroy a buffer, image or pool, while the GPU still uses it.
 // That is invalid usage, but a hostile or buggy guest can do it, and on the host it would be
 // a use-after-free in the driver (shared memory is even unmapped on free). So after every
-// guest submission the host queues an empty submission of its own with a host fence; before
-// a destroy or free it waits until those fences signal. A correct guest has already waited
-// for its own work, so the check finds them signalled and costs a status query.
+// guest submission the host queues an empty submission of its own with a host fence.
+//
+// A destroy of one child of a device (vkDestroyBuffer, vkFreeMemory, vkDestroyRenderPass...:
+// command_may_defer_destroy) made while that device has work in flight retires the object:
+// it leaves the session's table at once (the guest can no longer name it) and the driver
+// destroys it once every submission made before the destroy is done (run_retired, at the
+// next batch). Correct programs destroy in flight too, objects of earlier frames that the
+// frames in flight do not use; waiting for the GPU there, as a native driver never does,
+// made each such destroy a full stall. The retired list is bounded (kMaxRetired objects, and
+// host-visible memory within --max-memory: make_room); past that a destroy waits as the
+// others do. Other destroys and frees (vkFreeCommandBuffers and vkFreeDescriptorSets return
+// to a pool the guest may allocate from next; devices, instances) wait for the tracking
+// fences first (quiesce).
 //
 // The same tracking fences tell the guest when its work is done: the feedback thread
 // (feedback.cpp) waits for them and publishes each submission's serial in the session region.
@@ -14,8 +24,11 @@
 // tracking one) run with queue_mu_ held: process_batch takes it for every vkQueue* record, since
 // a waiter's wait_idle (sync.cpp) submits to the same queues. The fences in flight are shared
 // with the feedback thread under feedback_mu_; only this thread resets, reuses or destroys one.
+#include <algorithm>
+#include <unordered_map>
 #include <vector>
 
+#include "bypass/host/config.h"
 #include "bypass/host/session.h"
 
 namespace bypass::host {
@@ -134,6 +147,69 @@ void Session::quiesce() {
     d.vkWaitForFences(wire::handle_from_bits<VkDevice>(device), static_cast<uint32_t>(fences.size()), fences.data(),
                       VK_TRUE, 10'000'000'000ull);
   }
+}
+
+bool Session::defer_destroy(uint64_t device, VkObjectType type, uint64_t handle) {
+  // A device whose submissions went untracked: nothing tells when its work is done.
+  if (untracked_devices_.count(device)) {
+    quiesce();
+    return false;
+  }
+  bool in_flight = false;
+  {
+    std::lock_guard lock(feedback_mu_);
+    for (const auto& [queue, tq] : tracked_) in_flight |= tq.device == device && !tq.pending.empty();
+  }
+  if (!in_flight) {
+    run_retired();  // this device's go first: the guest destroyed them before this one
+    return false;
+  }
+  if (retired_.size() >= kMaxRetired) {
+    quiesce();
+    run_retired();
+    return false;
+  }
+  Retired r{device, type, handle, submit_serial_, 0, nullptr};
+  if (type == VK_OBJECT_TYPE_DEVICE_MEMORY) {
+    if (auto it = memory_.find(handle); it != memory_.end()) {
+      r.bytes = it->second.size;
+      r.mapping = it->second.mapping;
+    }
+  }
+  retired_bytes_ += r.bytes;
+  retired_.push_back(std::move(r));
+  return true;
+}
+
+void Session::run_retired(uint64_t idle_device) {
+  if (retired_.empty()) return;
+  std::unordered_map<uint64_t, uint64_t> oldest;  // device -> oldest guest submission in flight
+  {
+    std::lock_guard lock(feedback_mu_);
+    for (const auto& [queue, tq] : tracked_) {
+      if (tq.pending.empty()) continue;
+      auto [it, fresh] = oldest.try_emplace(tq.device, tq.pending.front().serial);
+      if (!fresh) it->second = std::min(it->second, tq.pending.front().serial);
+    }
+  }
+  // In the guest's order: a buffer before the memory it was bound to.
+  for (auto it = retired_.begin(); it != retired_.end();) {
+    const auto busy = oldest.find(it->device);
+    if (it->device != idle_device && busy != oldest.end() && busy->second <= it->serial) {
+      ++it;
+      continue;
+    }
+    (void)wire::destroy_device_child(dispatch_of(it->device), wire::handle_from_bits<VkDevice>(it->device), it->type,
+                                     it->handle);
+    retired_bytes_ -= it->bytes;
+    it = retired_.erase(it);
+  }
+}
+
+void Session::make_room(uint64_t bytes) {
+  if (retired_bytes_ == 0 || stats_.memory_bytes.load() + retired_bytes_ + bytes <= config_.max_memory_bytes) return;
+  quiesce();
+  run_retired();
 }
 
 void Session::drop_tracking(uint64_t device) {

@@ -23,6 +23,17 @@
 //   lifecycle_probe pending-waits N        N threads each wait with no timeout on a fence
 //                                          nothing signals
 //   lifecycle_probe create-fences N        creates N fences, then vkDeviceWaitIdle
+//   lifecycle_probe destroy-in-flight N    submits 4 GiB of fills into a buffer and a copy of
+//                                          its start into a second buffer, then destroys the
+//                                          first, frees its memory and destroys the command
+//                                          pool while that runs; asks bypassd something and
+//                                          prints "answered in flight: yes" when the answer
+//                                          came before the work was done, then "copy: right"
+//                                          when the copy holds the last fill. Then 2N rounds of
+//                                          the same with 64 MiB of fills into 4 MiB, each
+//                                          waited and checked, paced like device-rounds ("warm:
+//                                          N", a line on stdin, "rounds: N wrong: W answered in
+//                                          flight: F", EOF on stdin)
 //
 // Output is one "name: VK_RESULT (number)" line per call that matters, flushed at once, and
 // "name: errno-name" for system calls. Exit status 0 when the probe ran to its end (whatever
@@ -281,10 +292,11 @@ int reopen_mapping(const void* ptr) {
 }
 
 // A buffer of `size` bytes bound to host-visible memory of its own.
-bool host_visible_buffer(const Setup& s, VkDeviceSize size, VkBuffer* buffer, VkDeviceMemory* memory) {
+bool host_visible_buffer(const Setup& s, VkDeviceSize size, VkBuffer* buffer, VkDeviceMemory* memory,
+                         VkBufferUsageFlags usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT) {
   VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   binfo.size = size;
-  binfo.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  binfo.usage = usage;
   report("vkCreateBuffer", vkCreateBuffer(s.device, &binfo, nullptr, buffer));
   VkMemoryRequirements req;
   vkGetBufferMemoryRequirements(s.device, *buffer, &req);
@@ -426,6 +438,113 @@ int create_fences(int n) {
 
 }  // namespace
 
+// A buffer, its memory (mapped) and a fence: what a round of destroy-in-flight keeps to check.
+struct Kept {
+  VkBuffer buffer = VK_NULL_HANDLE;
+  VkDeviceMemory memory = VK_NULL_HANDLE;
+  const uint32_t* words = nullptr;
+  VkFence fence = VK_NULL_HANDLE;
+};
+
+constexpr VkDeviceSize kCopyBytes = 4096;
+
+// Fills a buffer of `size` bytes `fills` times (the last time with `value`), copies its first
+// kCopyBytes into a kept buffer, submits that with a fence, then destroys the filled buffer,
+// frees its memory and destroys the command pool while the work runs: invalid usage, which
+// bypassd must survive, and which must not stall its answers.
+bool fill_copy_destroy(const Setup& s, VkQueue queue, VkDeviceSize size, uint32_t fills, uint32_t value, Kept* kept) {
+  VkBuffer source;
+  VkDeviceMemory source_memory;
+  if (!host_visible_buffer(s, size, &source, &source_memory,
+                           VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT) ||
+      !host_visible_buffer(s, kCopyBytes, &kept->buffer, &kept->memory))
+    return false;
+  void* ptr = nullptr;
+  if (vkMapMemory(s.device, kept->memory, 0, VK_WHOLE_SIZE, 0, &ptr) != VK_SUCCESS) return false;
+  kept->words = static_cast<const uint32_t*>(ptr);
+  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  vkCreateFence(s.device, &finfo, nullptr, &kept->fence);
+  VkCommandPool pool;
+  VkCommandBuffer cmd = begin_commands(s, &pool);
+  for (uint32_t i = 0; i < fills; ++i) vkCmdFillBuffer(cmd, source, 0, VK_WHOLE_SIZE, i + 1 == fills ? value : i);
+  VkMemoryBarrier barrier{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  barrier.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+  barrier.dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
+  vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &barrier, 0, nullptr,
+                       0, nullptr);
+  VkBufferCopy region{0, 0, kCopyBytes};
+  vkCmdCopyBuffer(cmd, source, kept->buffer, 1, &region);
+  vkEndCommandBuffer(cmd);
+  VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  submit.commandBufferCount = 1;
+  submit.pCommandBuffers = &cmd;
+  if (vkQueueSubmit(queue, 1, &submit, kept->fence) != VK_SUCCESS) return false;
+  vkDestroyBuffer(s.device, source, nullptr);
+  vkFreeMemory(s.device, source_memory, nullptr);
+  vkDestroyCommandPool(s.device, pool, nullptr);
+  return true;
+}
+
+bool copied(const Kept& k, uint32_t value) {
+  for (size_t i = 0; i < kCopyBytes / 4; ++i)
+    if (k.words[i] != value) return false;
+  return true;
+}
+
+void release(const Setup& s, Kept& k) {
+  vkDestroyFence(s.device, k.fence, nullptr);
+  vkDestroyBuffer(s.device, k.buffer, nullptr);
+  vkFreeMemory(s.device, k.memory, nullptr);
+  k = Kept{};
+}
+
+int destroy_in_flight(int n) {
+  Setup s = setup();
+  if (!s.ok()) return report("setup", VK_ERROR_INITIALIZATION_FAILED), 0;
+  VkQueue queue;
+  vkGetDeviceQueue(s.device, 0, 0, &queue);
+  // A question only bypassd can answer (nothing in the guest knows an event's state): a round
+  // trip, behind the destroys in the same stream.
+  VkEventCreateInfo einfo{VK_STRUCTURE_TYPE_EVENT_CREATE_INFO};
+  VkEvent event;
+  vkCreateEvent(s.device, &einfo, nullptr, &event);
+  Kept k;
+  if (!fill_copy_destroy(s, queue, 64 << 20, 64, 0x5a17c0de, &k))
+    return report("setup", VK_ERROR_INITIALIZATION_FAILED), 0;
+  report("vkGetEventStatus", vkGetEventStatus(s.device, event));
+  std::printf("answered in flight: %s\n", vkGetFenceStatus(s.device, k.fence) == VK_NOT_READY ? "yes" : "no");
+  report("vkWaitForFences", vkWaitForFences(s.device, 1, &k.fence, VK_TRUE, UINT64_MAX));
+  say(copied(k, 0x5a17c0de) ? "copy: right" : "copy: wrong");
+  release(s, k);
+  int wrong = 0, in_flight = 0;
+  for (int i = 0; i < 2 * n; ++i) {
+    if (i == n) {
+      report("vkGetEventStatus", vkGetEventStatus(s.device, event));
+      std::printf("warm: %d\n", n);
+      std::fflush(stdout);
+      char line[16];
+      if (!std::fgets(line, sizeof line, stdin)) return 0;
+    }
+    const uint32_t value = 0x1000u + static_cast<uint32_t>(i);
+    if (!fill_copy_destroy(s, queue, 4 << 20, 16, value, &k)) return report("round", VK_ERROR_INITIALIZATION_FAILED), 0;
+    vkGetEventStatus(s.device, event);  // the destroys reach bypassd now, while the fills run
+    in_flight += vkGetFenceStatus(s.device, k.fence) == VK_NOT_READY;
+    vkWaitForFences(s.device, 1, &k.fence, VK_TRUE, UINT64_MAX);
+    wrong += !copied(k, value);
+    release(s, k);
+  }
+  report("vkGetEventStatus", vkGetEventStatus(s.device, event));
+  std::printf("rounds: %d wrong: %d answered in flight: %d\n", n, wrong, in_flight);
+  std::fflush(stdout);
+  while (std::fgetc(stdin) != EOF) {
+  }
+  vkDestroyEvent(s.device, event, nullptr);
+  vkDestroyDevice(s.device, nullptr);
+  vkDestroyInstance(s.instance, nullptr);
+  say("done");
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   const int n = argc > 2 ? std::atoi(argv[2]) : 0;
@@ -437,9 +556,11 @@ int main(int argc, char** argv) {
   if (mode == "pending-waits" && n > 0) return pending_waits(n);
   if (mode == "wait-behind-waits" && n > 0) return wait_behind_waits(n);
   if (mode == "create-fences" && n > 0) return create_fences(n);
+  if (mode == "destroy-in-flight" && n > 0) return destroy_in_flight(n);
   std::fprintf(stderr,
                "usage: %s destroy-waited-fence|destroy-waited-device|truncate-memory|"
-               "instance-rounds N|device-rounds N|pending-waits N|wait-behind-waits N|create-fences N\n",
+               "instance-rounds N|device-rounds N|pending-waits N|wait-behind-waits N|create-fences N|"
+               "destroy-in-flight N\n",
                argv[0]);
   return 2;
 }

@@ -19,9 +19,15 @@ Cases (one ctest test each):
   pending-waits          more infinite waits than the per-session limit: the session ends
                          naming the limit
   object-limit           more objects than --max-objects: the session ends naming the limit
+  destroy-in-flight      buffers, their memory and command pools destroyed while the work
+                         using them runs: bypassd answers the next question before that work
+                         is done (no stall), the work completes right (the copy it made holds
+                         the data), and 100 more such rounds leave bypassd's memory where it
+                         was (what waited for the work was destroyed after it)
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -250,6 +256,56 @@ def case_rounds(workdir, level):
     finish(server)
 
 
+def memory_kib(server):
+    """Resident anonymous and shared-memory kB of bypassd and its processes: the guest's memory
+    a worker still maps (host-visible allocations are memfds) counts as RssShmem."""
+    total = 0
+    for p in process_tree(server.proc.pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith(("RssAnon:", "RssShmem:")))
+        except OSError:
+            continue
+    return total
+
+
+def case_destroy_in_flight(workdir, _):
+    os.environ["GLIBC_TUNABLES"] = "glibc.malloc.arena_max=1:glibc.pthread.stack_cache_size=0"
+    server = Bypassd(workdir, ["--malloc-trim", "131072"]).start()
+    bystander = Bystander(server, workdir)
+    argv = [harness.env_path("BYPASS_LIFECYCLE_PROBE"), "destroy-in-flight", str(ROUNDS)]
+    running = harness.Running(argv, probe_env(server), workdir, "probe", stdin=subprocess.PIPE)
+    wait_line(running, "warm:")
+    out = running.stdout_text()
+    check(
+        "answered in flight: yes" in out,
+        f"bypassd should answer while the destroyed objects' work still runs, not wait for it:\n{out}",
+    )
+    check("copy: right" in out, f"the work in flight when its objects were destroyed should finish right:\n{out}")
+    time.sleep(0.3)
+    before = memory_kib(server)
+    running.proc.stdin.write(b"go\n")
+    running.proc.stdin.flush()
+    wait_line(running, "rounds:")
+    after = memory_kib(server)
+    running.close_stdin()
+    r = running.wait(timeout=30)
+    harness.check_ok(r, "the probe")
+    m = re.search(r"rounds: (\d+) wrong: (\d+) answered in flight: (\d+)", r.stdout)
+    check(m is not None and m.group(2) == "0", f"every round's copy should hold its fill:\n{r.describe()}")
+    # Most rounds destroy while their fills still run (all of them unless the machine stalls).
+    in_flight = int(m.group(3))
+    check(in_flight >= ROUNDS, f"only {in_flight} of {2 * ROUNDS} rounds destroyed while their work ran")
+    # A round retires 4 MiB of the guest's memory: kept after its work, 100 rounds hold 400 MiB.
+    log(
+        f"destroy-in-flight: {in_flight} of {2 * ROUNDS} rounds destroyed in flight; bypassd's anonymous + "
+        f"shared RSS {before} kB -> {after} kB over the last {ROUNDS}"
+    )
+    check(after - before < 32 * 1024, f"bypassd's memory grew by {after - before} kB over {ROUNDS} rounds")
+    harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
+    finish(server, bystander)
+
+
 def case_truncate_memory(workdir, _):
     server = Bypassd(workdir).start()
     bystander = Bystander(server, workdir)
@@ -326,6 +382,7 @@ if __name__ == "__main__":
                 "pending-waits": case_pending_waits,
                 "wait-behind-waits": case_wait_behind_waits,
                 "object-limit": case_object_limit,
+                "destroy-in-flight": case_destroy_in_flight,
             }
         )
     )

@@ -156,7 +156,12 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void send_reply(uint64_t seq, uint16_t command, int32_t result, wire::Builder& b) override;
   bool run_blocking(std::function<void()> job) override;
   bool destroy_ok(const char* command, const char* what, uint64_t handle) override;
+  bool defer_destroy(uint64_t device, VkObjectType type, uint64_t handle) override;
   wire::Builder& reply_builder() override;
+  // Before a host-visible allocation of `bytes` (memory.cpp): when the memory freed but still
+  // held for work in flight (retired) would take the session past --max-memory, waits for that
+  // work and frees it, so retiring never refuses an allocation a native run would make.
+  void make_room(uint64_t bytes);
 
  private:
   // wire::HandleMap (the session thread's decoding)
@@ -172,8 +177,12 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void teardown();
   void destroy_object(const ObjectEntry& e);
   void release_memory(uint64_t memory_handle);
-  // Before a destroy or free: waits (bounded) for the tracking fences of every device.
+  // Before a destroy or free that cannot be deferred (vkFreeCommandBuffers, vkDestroyDevice...):
+  // waits (bounded) for the tracking fences of every device.
   void quiesce();
+  // Destroys the retired objects whose work is done: every one of `idle_device` (0: none) and,
+  // of the other devices, those retired before the oldest submission still in flight there.
+  void run_retired(uint64_t idle_device = 0);
   void drop_tracking(uint64_t device);
   // Completion feedback (feedback.cpp): the feedback thread's loop; what a submission that could
   // not be tracked, or the session's end, does to the guest's view (any thread, feedback_mu_ not held).
@@ -222,6 +231,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   const std::atomic<uint32_t>* stop_request_;  // bypassd's "end now", or null
   PFN_vkGetInstanceProcAddr gipa_ = nullptr;
   std::vector<bool> destroys_;    // command id -> destroys or frees
+  std::vector<bool> defers_;      // command id -> destroys one device child, may retire it
   std::vector<bool> uses_queue_;  // command id -> a vkQueue* call the session thread makes
   SessionStats own_stats_;
   SessionStats& stats_;  // atomics: bypassd's main process reads them any time
@@ -340,6 +350,21 @@ class Session final : public wire::HostContext, private wire::HandleMap {
     VkFence fence = VK_NULL_HANDLE;
   };
   LastTracked last_tracked_;
+  // Objects the guest destroyed or freed while work was in flight on their device (session
+  // thread only): gone from the table, destroyed by run_retired once every submission made
+  // before the destroy is done. A memory's mapping is held with it (a VM guest's heap block
+  // must not be reused while the driver may still read it).
+  struct Retired {
+    uint64_t device;
+    VkObjectType type;
+    uint64_t handle;
+    uint64_t serial;  // submit_serial_ at the destroy
+    uint64_t bytes;   // host-visible memory it holds (counted in retired_bytes_)
+    std::shared_ptr<void> mapping;
+  };
+  static constexpr size_t kMaxRetired = 4096;  // then a destroy waits for the work, as before
+  std::deque<Retired> retired_;
+  uint64_t retired_bytes_ = 0;
   bool feedback_kick_ = false;
   bool feedback_stop_ = false;
   transport::layout::Feedback* feedback_ = nullptr;  // in the channel's region; null: none

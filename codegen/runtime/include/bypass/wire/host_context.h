@@ -37,6 +37,14 @@ class HostContext {
   // Called before the driver destroys `handle`, the parameter `what` of `command`: false, with
   // decode.error set, when a pending blocking call still uses it or anything it owns.
   [[nodiscard]] virtual bool destroy_ok(const char* command, const char* what, uint64_t handle) = 0;
+  // Called by the generated vkDestroyX / vkFreeX of a device's child (command_may_defer_destroy)
+  // instead of the driver's call: true when the session destroys `handle` itself later (work
+  // in flight may still use it), false to have it destroyed now. Either way the object leaves
+  // the table at once (remove_object).
+  virtual bool defer_destroy(uint64_t device, VkObjectType type, uint64_t handle) {
+    (void)device, (void)type, (void)handle;
+    return false;
+  }
   // Thread-safe builder for replies produced off the session thread.
   virtual Builder& reply_builder() = 0;
   bool fail(const char* where, const char* what) { return decode.fail(where, what); }
@@ -66,6 +74,8 @@ bool command_blocks(uint16_t id);
 // ---------------------------------------------------------------- generated (host_lifetime.cpp)
 // Whether the command destroys or frees objects (vkDestroy*, vkFree*).
 bool command_destroys(uint16_t id);
+// Whether it destroys one child of a device and may leave that to the session (defer_destroy).
+bool command_may_defer_destroy(uint16_t id);
 // The object types of a device's children in the order a teardown destroys them, users
 // before what they use (derived from vk.xml by gen_lifetime.py).
 extern const VkObjectType kTeardownOrder[];

@@ -38,6 +38,12 @@
 //   probe repeat-queries    the same physical-device queries asked again answer as the first
 //                           time (the ICD keeps their answers), extension enumeration with a
 //                           short array between full ones; prints the counts it saw
+//   probe buffer-requirements  buffers of 12 create infos (sizes, usages, flags, concurrent
+//                           sharing, exportable memory): prints each one's requirements (v1, v2
+//                           and v2 with VkMemoryDedicatedRequirements), prints "asked" and waits
+//                           for a line on stdin; then 600 more buffers of those create infos,
+//                           each asked the three ways and checked against the first answers,
+//                           prints "buffer-requirements: ok" (or FAIL lines) and waits for EOF
 //   probe feedback-wait     creates a submission held back by a semaphore nobody signals, prints
 //                           "waiting", then waits on its fence with no timeout (the tests kill
 //                           bypassd meanwhile: the wait must end with VK_ERROR_DEVICE_LOST)
@@ -711,6 +717,90 @@ int run_repeat_queries() {
   return g_failed ? 1 : 0;
 }
 
+struct BufferAnswers {
+  VkMemoryRequirements v1{}, v2{}, v2d{};
+  VkMemoryDedicatedRequirements dedicated{VK_STRUCTURE_TYPE_MEMORY_DEDICATED_REQUIREMENTS};
+};
+
+BufferAnswers ask_buffer(VkDevice dev, const VkBufferCreateInfo& info) {
+  BufferAnswers a;
+  VkBuffer buffer;
+  if (vkCreateBuffer(dev, &info, nullptr, &buffer) != VK_SUCCESS) {
+    expect(false, "vkCreateBuffer");
+    return a;
+  }
+  vkGetBufferMemoryRequirements(dev, buffer, &a.v1);
+  VkBufferMemoryRequirementsInfo2 which{VK_STRUCTURE_TYPE_BUFFER_MEMORY_REQUIREMENTS_INFO_2};
+  which.buffer = buffer;
+  VkMemoryRequirements2 plain{VK_STRUCTURE_TYPE_MEMORY_REQUIREMENTS_2};
+  vkGetBufferMemoryRequirements2(dev, &which, &plain);
+  a.v2 = plain.memoryRequirements;
+  VkMemoryRequirements2 with{VK_STRUCTURE_TYPE_MEMORY_REQUIREMENTS_2};
+  with.pNext = &a.dedicated;
+  vkGetBufferMemoryRequirements2(dev, &which, &with);
+  a.v2d = with.memoryRequirements;
+  a.dedicated.pNext = nullptr;
+  vkDestroyBuffer(dev, buffer, nullptr);
+  return a;
+}
+
+bool same(const BufferAnswers& a, const BufferAnswers& b) {
+  return std::memcmp(&a.v1, &b.v1, sizeof a.v1) == 0 && std::memcmp(&a.v2, &b.v2, sizeof a.v2) == 0 &&
+         std::memcmp(&a.v2d, &b.v2d, sizeof a.v2d) == 0 &&
+         a.dedicated.prefersDedicatedAllocation == b.dedicated.prefersDedicatedAllocation &&
+         a.dedicated.requiresDedicatedAllocation == b.dedicated.requiresDedicatedAllocation;
+}
+
+// Buffer memory requirements asked again for buffers made the same way (the ICD answers those
+// from the first answer: requirements.cpp) equal the first answers, which the test compares
+// with native.
+int run_buffer_requirements() {
+  Objects o;
+  if (!create_instance(o) || !create_device(o)) return 1;
+  static const uint32_t kFamilies[] = {0, 0};
+  VkExternalMemoryBufferCreateInfo exportable{VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO};
+  exportable.handleTypes = VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT;
+  std::vector<VkBufferCreateInfo> infos;
+  const VkDeviceSize sizes[] = {1, 256, 65536 + 3, 4 << 20};
+  const VkBufferUsageFlags usages[] = {VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                       VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT,
+                                       VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_VERTEX_BUFFER_BIT};
+  for (VkDeviceSize size : sizes)
+    for (VkBufferUsageFlags usage : usages) {
+      VkBufferCreateInfo info{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+      info.size = size;
+      info.usage = usage;
+      infos.push_back(info);
+    }
+  infos[1].sharingMode = VK_SHARING_MODE_CONCURRENT;  // one family twice: valid, and in the key
+  infos[1].queueFamilyIndexCount = 1;
+  infos[1].pQueueFamilyIndices = kFamilies;
+  infos[4].pNext = &exportable;
+  std::vector<BufferAnswers> first;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    first.push_back(ask_buffer(o.device, infos[i]));
+    const BufferAnswers& a = first.back();
+    std::printf("buffer %zu: size %llu alignment %llu types 0x%x, v2 %s, dedicated prefers %u requires %u\n", i,
+                static_cast<unsigned long long>(a.v1.size), static_cast<unsigned long long>(a.v1.alignment),
+                a.v1.memoryTypeBits,
+                std::memcmp(&a.v1, &a.v2, sizeof a.v1) == 0 && std::memcmp(&a.v1, &a.v2d, sizeof a.v1) == 0 ? "same"
+                                                                                                            : "differs",
+                a.dedicated.prefersDedicatedAllocation, a.dedicated.requiresDedicatedAllocation);
+  }
+  std::printf("asked\n");
+  std::fflush(stdout);
+  char line[16];
+  if (!std::fgets(line, sizeof line, stdin)) return 1;
+  for (int round = 0; round < 50 && !g_failed; ++round)
+    for (size_t i = 0; i < infos.size(); ++i)
+      expect(same(ask_buffer(o.device, infos[i]), first[i]), "a buffer made the same way has the same requirements");
+  std::printf("buffer-requirements: %s\n", g_failed ? "failed" : "ok");
+  std::fflush(stdout);
+  while (std::fgetc(stdin) != EOF) {
+  }
+  return g_failed ? 1 : 0;
+}
+
 int run_feedback_polls() {
   FenceRig g;
   if (!make_rig(g)) return 1;
@@ -938,10 +1028,11 @@ int main(int argc, char** argv) {
   if (mode == "feedback-scribble") return run_feedback_scribble();
   if (mode == "feedback-polls") return run_feedback_polls();
   if (mode == "repeat-queries") return run_repeat_queries();
+  if (mode == "buffer-requirements") return run_buffer_requirements();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
                "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"
-               "repeat-queries|"
+               "repeat-queries|buffer-requirements|"
                "icd-create-instance LIB\n",
                argv[0]);
   return 2;

@@ -25,6 +25,10 @@ Cases (one ctest test each):
                         fence says signalled at once; natively and through bypass
   repeat-queries        physical-device queries asked again (which the ICD answers from a copy)
                         answer as the first time and as natively
+  buffer-requirements   buffers made the same way asked for their memory requirements again
+                        (the ICD answers from the first answer): the first answers equal
+                        native, every later one equals the first, and 600 buffers cost bypassd
+                        next to no round trips
   feedback-scribble     a guest that writes garbage over its own feedback block still gets right
                         answers, and its session ends cleanly
   server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
@@ -35,6 +39,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -240,6 +245,49 @@ def case_repeat_queries(workdir, _):
     check(line(ours.stdout) == line(native.stdout), f"answers differ from native:\n{ours.stdout}\n{native.stdout}")
 
 
+def case_buffer_requirements(workdir, _):
+    server = Bypassd(workdir).start()
+    runs = {}
+    for side, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
+        argv = [harness.env_path("BYPASS_PROBE"), "buffer-requirements"]
+        running = harness.Running(argv, env, workdir, f"probe.{side}", stdin=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while "asked" not in running.stdout_text():
+            check(
+                time.monotonic() < deadline and running.proc.poll() is None,
+                f"{side}: the probe never asked:\n" f"{running.result().describe()}",
+            )
+            time.sleep(0.02)
+        replies = None
+        if side == "icd":
+            replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"]
+        running.proc.stdin.write(b"go\n")
+        running.proc.stdin.flush()
+        while "buffer-requirements:" not in running.stdout_text():
+            check(
+                time.monotonic() < deadline and running.proc.poll() is None,
+                f"{side}: the probe did not finish:\n" f"{running.result().describe()}",
+            )
+            time.sleep(0.02)
+        if side == "icd":
+            replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"] - replies
+        running.close_stdin()
+        r = running.wait(timeout=30)
+        harness.check_ok(r, f"buffer-requirements ({side})")
+        check("buffer-requirements: ok" in r.stdout, f"{side}: later answers differ from the first:\n{r.describe()}")
+        if side == "icd":
+            harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
+        runs[side] = (r, replies)
+    answers = lambda out: [line for line in out.splitlines() if line.startswith("buffer ")]
+    native, (ours, replies) = runs["native"][0], runs["icd"]
+    check(
+        answers(ours.stdout) == answers(native.stdout), f"answers differ from native:\n{ours.stdout}\n{native.stdout}"
+    )
+    # 600 buffers asked three ways each: 1,800 round trips without the kept answers.
+    log(f"600 buffers made as before, asked three ways each: {replies} replies from bypassd")
+    check(replies < 20, f"the ICD should answer requirements of buffers made as before itself ({replies} replies)")
+
+
 def case_feedback_scribble(workdir, _):
     server = Bypassd(workdir).start()
     ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
@@ -384,6 +432,7 @@ if __name__ == "__main__":
                 "feedback-scribble": case_feedback_scribble,
                 "feedback-polls": case_feedback_polls,
                 "repeat-queries": case_repeat_queries,
+                "buffer-requirements": case_buffer_requirements,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

@@ -290,7 +290,7 @@ class LinkDaemon {
       HostPort& hp = ports_[side];
       DevicePort& dp = h->ports[side];
       const uint32_t state = dp.state.load(std::memory_order_acquire);  // pairs with the guest's release
-      if (state == kDeviceRequested && !hp.attached) {
+      if (state == kSlotRequested && !hp.attached) {
         // Fresh rings for a fresh endpoint: the last one may have died half way through a frame.
         for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings_at, r, true);
         Mac mac;
@@ -300,7 +300,7 @@ class LinkDaemon {
         hp.generation = dp.generation.load(std::memory_order_relaxed);
         hp.heartbeat = dp.guest_heartbeat.load(std::memory_order_relaxed);
         hp.heartbeat_moved = now;
-        dp.state.store(kDeviceActive, std::memory_order_release);  // pairs with the guest's acquire
+        dp.state.store(kSlotActive, std::memory_order_release);  // pairs with the guest's acquire
         log(std::string("VM endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac));
         continue;
       }
@@ -311,12 +311,12 @@ class LinkDaemon {
         hp.heartbeat_moved = now;
       }
       const bool silent = now - hp.heartbeat_moved > kDeviceGuestTimeout;
-      if (silent || state != kDeviceActive || dp.generation.load(std::memory_order_relaxed) != hp.generation) {
+      if (silent || state != kSlotActive || dp.generation.load(std::memory_order_relaxed) != hp.generation) {
         log(std::string("VM endpoint ") + port_name(side) + (silent ? " silent" : " left") +
             ": link down on that side");
         sw_->detach(side);
         hp.attached = false;
-        dp.state.store(kDeviceFree, std::memory_order_release);
+        dp.state.store(kSlotFree, std::memory_order_release);
       }
     }
   }
@@ -856,25 +856,25 @@ base::Result<void> endpoint_device_main(const EndpointOptions& options) {
   const base::UniqueFd tap = std::move(made->fd);
   const Mac* mac = &made->mac;
 
-  uint32_t expected = kDeviceFree;
-  if (!port.state.compare_exchange_strong(expected, kDeviceClaimed, std::memory_order_acq_rel))
+  uint32_t expected = kSlotFree;
+  if (!port.state.compare_exchange_strong(expected, kSlotClaimed, std::memory_order_acq_rel))
     return base::make_error(Errc::kInvalidArgument,
                             std::string("side ") + port_name(options.side) + " of the device is taken");
   const uint32_t generation = port.generation.fetch_add(1, std::memory_order_relaxed) + 1;
   std::memcpy(port.mac, mac->data(), 6);
-  port.state.store(kDeviceRequested, std::memory_order_release);  // pairs with the host's acquire
+  port.state.store(kSlotRequested, std::memory_order_release);  // pairs with the host's acquire
   // The host looks every kDeviceBeat; give it the time a busy or emulated host needs.
   const auto give_up = std::chrono::steady_clock::now() + kDeviceHostTimeout;
-  uint32_t state = kDeviceRequested;
-  while ((state = port.state.load(std::memory_order_acquire)) == kDeviceRequested) {
+  uint32_t state = kSlotRequested;
+  while ((state = port.state.load(std::memory_order_acquire)) == kSlotRequested) {
     if (std::chrono::steady_clock::now() > give_up) {
-      port.state.store(kDeviceFree, std::memory_order_release);
+      port.state.store(kSlotFree, std::memory_order_release);
       return base::make_error(Errc::kTimeout, "no link daemon answered on " + options.device);
     }
     std::this_thread::sleep_for(kDeviceBeat);
   }
-  if (state != kDeviceActive) {
-    port.state.store(kDeviceFree, std::memory_order_release);
+  if (state != kSlotActive) {
+    port.state.store(kSlotFree, std::memory_order_release);
     return base::make_error(Errc::kInvalidArgument, "the link daemon refused this endpoint");
   }
   auto stop = transport::Kick::create();
@@ -898,7 +898,7 @@ base::Result<void> endpoint_device_main(const EndpointOptions& options) {
       why = "the link daemon is gone (its heartbeat stood still)";
       break;
     }
-    if (port.state.load(std::memory_order_acquire) != kDeviceActive ||
+    if (port.state.load(std::memory_order_acquire) != kSlotActive ||
         port.generation.load(std::memory_order_relaxed) != generation) {
       why = "the link daemon took this port down";
       break;

@@ -603,10 +603,10 @@ TEST(Crossover, HostileVmEndpointIsTakenDownAndTheLinkGoesOn) {
   ASSERT_TRUE(mapped) << mapped.message();
   auto* h = reinterpret_cast<DeviceHeader*>(mapped->data());
   DevicePort& port = h->ports[kPortB];
-  uint32_t free_state = kDeviceFree;
-  ASSERT_TRUE(port.state.compare_exchange_strong(free_state, kDeviceClaimed));
+  uint32_t free_state = kSlotFree;
+  ASSERT_TRUE(port.state.compare_exchange_strong(free_state, kSlotClaimed));
   port.generation.fetch_add(1);
-  port.state.store(kDeviceRequested, std::memory_order_release);
+  port.state.store(kSlotRequested, std::memory_order_release);
   std::atomic<bool> beating{true};
   std::thread heart([&] {
     while (beating.load()) {
@@ -635,8 +635,8 @@ TEST(Crossover, HostileVmEndpointIsTakenDownAndTheLinkGoesOn) {
 
   beating = false;  // the hostile guest goes silent: the daemon frees side b by heartbeat
   heart.join();
-  for (int i = 0; i < 1000 && port.state.load() != kDeviceFree; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(port.state.load(), kDeviceFree);
+  for (int i = 0; i < 1000 && port.state.load() != kSlotFree; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(port.state.load(), kSlotFree);
   const pid_t eb = endpoint(b, "b", "10.211.0.2/24");
   EXPECT_TRUE(live("b", true)) << status();
   EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.211.0.2"), 0);

@@ -261,8 +261,8 @@ TEST(VmQueueDevice, GarbageHelloIsRefusedAndAbandonedClaimsAreFreed) {
   auto* h = reinterpret_cast<device::Header*>(dev->data());
   auto claim = [&]() -> device::Slot* {
     for (uint32_t i = 0; i < h->slot_count; ++i) {
-      uint32_t expected = device::kFree;
-      if (h->slots[i].state.compare_exchange_strong(expected, device::kClaimed)) {
+      uint32_t expected = device::kSlotFree;
+      if (h->slots[i].state.compare_exchange_strong(expected, device::kSlotClaimed)) {
         h->slots[i].generation.fetch_add(1);
         return &h->slots[i];
       }
@@ -275,23 +275,23 @@ TEST(VmQueueDevice, GarbageHelloIsRefusedAndAbandonedClaimsAreFreed) {
   std::memset(static_cast<void*>(&bad->hello), 0xff, sizeof bad->hello);
   bad->hello.magic = wire::kMagic;
   bad->hello.version = wire::kVersion;
-  bad->state.store(device::kRequested, std::memory_order_release);
+  bad->state.store(device::kSlotRequested, std::memory_order_release);
   const auto start = std::chrono::steady_clock::now();
-  while (bad->state.load(std::memory_order_acquire) == device::kRequested &&
+  while (bad->state.load(std::memory_order_acquire) == device::kSlotRequested &&
          std::chrono::steady_clock::now() - start < 5s)
     std::this_thread::sleep_for(1ms);
-  EXPECT_EQ(bad->state.load(), device::kRejected);
+  EXPECT_EQ(bad->state.load(), device::kSlotRejected);
   EXPECT_EQ(bad->status, static_cast<uint32_t>(Errc::kInvalid));
   // A claim its guest never finished, and the refused slot never given back: both are freed
   // after the guest timeout.
   device::Slot* abandoned = claim();
   ASSERT_NE(abandoned, nullptr);
   const auto claimed_at = std::chrono::steady_clock::now();
-  while ((abandoned->state.load() != device::kFree || bad->state.load() != device::kFree) &&
+  while ((abandoned->state.load() != device::kSlotFree || bad->state.load() != device::kSlotFree) &&
          std::chrono::steady_clock::now() - claimed_at < 10s)
     std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(abandoned->state.load(), device::kFree);
-  EXPECT_EQ(bad->state.load(), device::kFree);
+  EXPECT_EQ(abandoned->state.load(), device::kSlotFree);
+  EXPECT_EQ(bad->state.load(), device::kSlotFree);
   EXPECT_GE(std::chrono::steady_clock::now() - claimed_at, device::kGuestTimeout - 1s);
   // The bystander never noticed.
   auto self = b.attach("self-check");

@@ -152,7 +152,7 @@ int do_hostile(const std::string& endpoint, const std::string& name) {
   auto* h = reinterpret_cast<device::Header*>(dev->data());
   for (uint32_t i = 0; i < h->slot_count && i < device::kMaxSlots; ++i) {
     device::Slot& slot = h->slots[i];
-    if (slot.state.load(std::memory_order_acquire) != device::kActive || slot.domain_id != d->self().id) continue;
+    if (slot.state.load(std::memory_order_acquire) != device::kSlotActive || slot.domain_id != d->self().id) continue;
     // The request ring's head, far past what the ring holds: the broker must end this domain
     // and nobody else.
     auto* control = reinterpret_cast<bypass::transport::layout::RingControl*>(dev->data() + h->slots_offset +

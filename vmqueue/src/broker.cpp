@@ -125,7 +125,7 @@ struct Broker::Impl {
   // never became a request (a guest that died half way): its state, generation and since when.
   struct SlotSeen {
     uint32_t domain = 0;
-    uint32_t state = device::kFree, generation = 0;
+    uint32_t state = device::kSlotFree, generation = 0;
     Clock::time_point since;
   };
   SlotSeen slot_seen[device::kMaxSlots];
@@ -406,9 +406,9 @@ struct Broker::Impl {
           d->vm_beat_moved = now;
         }
         const char* why = nullptr;
-        if (state == device::kLeaving && generation == d->vm_generation) {
+        if (state == device::kSlotLeaving && generation == d->vm_generation) {
           why = "left";
-        } else if (state != device::kActive || generation != d->vm_generation) {
+        } else if (state != device::kSlotActive || generation != d->vm_generation) {
           why = "lost its slot (the guest wrote its state)";
         } else if (now - d->vm_beat_moved > device::kGuestTimeout) {
           why = "silent (its heartbeat stood still)";
@@ -421,14 +421,14 @@ struct Broker::Impl {
         }
         continue;
       }
-      if (state == device::kRequested) {
+      if (state == device::kSlotRequested) {
         attach_vm(i, generation, now);
         continue;
       }
       // A claim or refusal the guest never finished (it died half way), a leave after we
       // removed its domain, or whatever a hostile guest stored: free the slot once it stood
       // still for a guest's timeout.
-      if (state == device::kFree) {
+      if (state == device::kSlotFree) {
         seen.state = state;
         continue;
       }
@@ -439,8 +439,8 @@ struct Broker::Impl {
       } else if (now - seen.since > device::kGuestTimeout) {
         uint32_t expected = state;
         // acq_rel: pairs with a guest's claim CAS.
-        slot.state.compare_exchange_strong(expected, device::kFree, std::memory_order_acq_rel);
-        seen.state = device::kFree;
+        slot.state.compare_exchange_strong(expected, device::kSlotFree, std::memory_order_acq_rel);
+        seen.state = device::kSlotFree;
       }
     }
   }
@@ -457,8 +457,8 @@ struct Broker::Impl {
     if (Errc errc = check_hello(hello, device::kMaxQueueCapacity, &name); errc != Errc::kOk) {
       log("refused a VM domain in slot %u: %s", i, to_string(errc));
       slot.status = static_cast<uint32_t>(errc);
-      slot.state.store(device::kRejected, std::memory_order_release);  // pairs with the guest's acquire
-      slot_seen[i] = SlotSeen{0, device::kRejected, generation, now};
+      slot.state.store(device::kSlotRejected, std::memory_order_release);  // pairs with the guest's acquire
+      slot_seen[i] = SlotSeen{0, device::kSlotRejected, generation, now};
       return;
     }
     auto d = new_domain(hello, name);
@@ -471,10 +471,10 @@ struct Broker::Impl {
     open_rings(*d, device_control.data() + geom.slots_offset + i * geom.slot_bytes, hello.queue_capacity);
     slot.domain_id = d->id;
     slot.status = 0;
-    slot.state.store(device::kActive, std::memory_order_release);  // pairs with the guest's acquire
+    slot.state.store(device::kSlotActive, std::memory_order_release);  // pairs with the guest's acquire
     log("VM domain %u '%s' attached in slot %u (claims pid %d uid %u), queue capacity %u", d->id, name.c_str(), i,
         static_cast<int>(pid), static_cast<unsigned>(uid), hello.queue_capacity);
-    slot_seen[i] = SlotSeen{d->id, device::kActive, generation, now};
+    slot_seen[i] = SlotSeen{d->id, device::kSlotActive, generation, now};
     ++vm_live;
     add_domain(std::move(d));
   }
@@ -766,7 +766,7 @@ struct Broker::Impl {
       // Only the generation it attached with: a newer claim is not ours to clear.
       device::Slot& slot = header()->slots[d->vm_slot];
       if (slot.generation.load(std::memory_order_relaxed) == d->vm_generation)
-        slot.state.store(device::kFree, std::memory_order_release);  // pairs with the guest's acquire
+        slot.state.store(device::kSlotFree, std::memory_order_release);  // pairs with the guest's acquire
       slot_seen[d->vm_slot] = SlotSeen{};
       --vm_live;
     }

@@ -15,12 +15,12 @@
 //   size                 a power of two, as a PCI BAR must be
 //
 // Attach, per slot (the guest claims, the broker answers):
-//   kFree -> (guest CAS, generation + 1) kClaimed -> guest wrote its hello -> kRequested
-//   -> broker copied and checked the hello, zeroed the rings, set domain_id -> kActive
-//      or refused it (status) -> kRejected (the guest reads status and stores kFree)
-//   kActive -> (guest closes) kLeaving -> broker removes the domain -> kFree
+//   kSlotFree -> (guest CAS, generation + 1) kSlotClaimed -> guest wrote its hello -> kSlotRequested
+//   -> broker copied and checked the hello, zeroed the rings, set domain_id -> kSlotActive
+//      or refused it (status) -> kSlotRejected (the guest reads status and stores kSlotFree)
+//   kSlotActive -> (guest closes) kSlotLeaving -> broker removes the domain -> kSlotFree
 //   The guest's heartbeat stood still for kVmGuestTimeout, or a hostile guest broke its rings:
-//   the broker removes the domain (its pages go back to the pool) and stores kFree.
+//   the broker removes the domain (its pages go back to the pool) and stores kSlotFree.
 // A guest maps the whole BAR: page protection cannot keep it out of pages it does not own, as
 // it cannot on one kernel (the domain holds the pool fds); the broker checks ownership for every
 // operation and never maps a pool page itself.
@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "bypass/transport/layout.h"
 #include "wire.h"
 
 namespace bypass::vmqueue::device {
@@ -44,12 +45,14 @@ inline constexpr uint32_t kMaxSlots = 32;
 // The largest queue a VM domain may ask for: it sizes every slot.
 inline constexpr uint32_t kMaxQueueCapacity = 256;
 
-inline constexpr uint32_t kFree = 0;
-inline constexpr uint32_t kClaimed = 1;
-inline constexpr uint32_t kRequested = 2;
-inline constexpr uint32_t kActive = 3;
-inline constexpr uint32_t kRejected = 4;
-inline constexpr uint32_t kLeaving = 5;
+// The slot states are the transport's (transport::layout::kSlot*), shared with the Vulkan and
+// crossover devices.
+using transport::layout::kSlotActive;
+using transport::layout::kSlotClaimed;
+using transport::layout::kSlotFree;
+using transport::layout::kSlotLeaving;
+using transport::layout::kSlotRejected;
+using transport::layout::kSlotRequested;
 
 // How often the broker looks at the slots (attach requests, heartbeats) and beats, how often a
 // guest beats, and how long each side gives a silent peer (a TCG guest can stall for a while).

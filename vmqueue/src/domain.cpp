@@ -94,7 +94,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   void check_broker() {
     if (!vm() || lost) return;
     // Acquire: pairs with the broker's release store of the state.
-    if (vm_slot->state.load(std::memory_order_acquire) != device::kActive ||
+    if (vm_slot->state.load(std::memory_order_acquire) != device::kSlotActive ||
         vm_slot->generation.load(std::memory_order_relaxed) != vm_generation) {
       lost = true;
       return;
@@ -335,9 +335,9 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
       stop_beating();
       // Leave: the broker serves what we posted, then frees our pages and the slot. Only our
       // own claim: a slot the broker already gave away is not ours to touch.
-      uint32_t expected = device::kActive;
+      uint32_t expected = device::kSlotActive;
       if (vm_slot->generation.load(std::memory_order_relaxed) == vm_generation)
-        vm_slot->state.compare_exchange_strong(expected, device::kLeaving, std::memory_order_acq_rel);
+        vm_slot->state.compare_exchange_strong(expected, device::kSlotLeaving, std::memory_order_acq_rel);
     }
   }
 };
@@ -518,9 +518,9 @@ Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_v
   for (;;) {
     for (uint32_t i = 0; i < slots && !s->vm(); ++i) {
       device::Slot& slot = s->vm_header->slots[i];
-      uint32_t expected = device::kFree;
+      uint32_t expected = device::kSlotFree;
       // acq_rel: a claim excludes every other guest; pairs with the broker's release of kFree.
-      if (!slot.state.compare_exchange_strong(expected, device::kClaimed, std::memory_order_acq_rel)) continue;
+      if (!slot.state.compare_exchange_strong(expected, device::kSlotClaimed, std::memory_order_acq_rel)) continue;
       s->vm_slot = &slot;
       s->vm_generation = slot.generation.fetch_add(1, std::memory_order_relaxed) + 1;
     }
@@ -538,10 +538,10 @@ Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_v
   slot.claimed_gid = ::getgid();
   slot.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
   // Release: the hello is written before the broker sees the request.
-  slot.state.store(device::kRequested, std::memory_order_release);
-  uint32_t state = device::kRequested;
+  slot.state.store(device::kSlotRequested, std::memory_order_release);
+  uint32_t state = device::kSlotRequested;
   // Acquire: pairs with the broker's release store of Active / Rejected.
-  while ((state = slot.state.load(std::memory_order_acquire)) == device::kRequested) {
+  while ((state = slot.state.load(std::memory_order_acquire)) == device::kSlotRequested) {
     const uint64_t beat = s->vm_header->host_heartbeat.load(std::memory_order_relaxed);
     if (beat != s->host_beat) {
       s->host_beat = beat;
@@ -550,22 +550,22 @@ Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_v
     if (Clock::now() > give_up || Clock::now() - s->host_beat_moved > device::kHostTimeout) {
       // Take the request back if the broker has not answered; if it just did, it sees our
       // heartbeat stand still and removes the domain.
-      uint32_t expected = device::kRequested;
-      slot.state.compare_exchange_strong(expected, device::kFree, std::memory_order_acq_rel);
+      uint32_t expected = device::kSlotRequested;
+      slot.state.compare_exchange_strong(expected, device::kSlotFree, std::memory_order_acq_rel);
       s->vm_slot = nullptr;
       return make_error(Errc::kBrokerLost, "no vmqd answered on " + dev.path);
     }
     transport::vm_nap(std::chrono::milliseconds(1));
   }
-  if (state == device::kRejected) {
+  if (state == device::kSlotRejected) {
     const auto errc = static_cast<Errc>(slot.status);
-    slot.state.store(device::kFree, std::memory_order_release);
+    slot.state.store(device::kSlotFree, std::memory_order_release);
     s->vm_slot = nullptr;
     const bool known = slot.status != 0 && slot.status <= static_cast<uint32_t>(Errc::kProtocol);
     return make_error(known ? errc : Errc::kProtocol,
                       std::string("vmqd refused this domain: ") + (known ? to_string(errc) : "no reason given"));
   }
-  if (state != device::kActive || slot.generation.load(std::memory_order_relaxed) != s->vm_generation) {
+  if (state != device::kSlotActive || slot.generation.load(std::memory_order_relaxed) != s->vm_generation) {
     s->vm_slot = nullptr;
     return make_error(Errc::kBrokerLost, "vmqd took the slot away before the domain began");
   }

@@ -11,11 +11,11 @@
 //                             port 1, port 2 (uplink) likewise, each 64 KiB aligned
 //
 // Attach, per endpoint port (`state`, the guest claims, the host answers):
-//   kDeviceFree -> (guest CAS) kDeviceClaimed -> guest wrote its MAC -> kDeviceRequested
-//   -> host zeroed the port's rings and attached it to the switch -> kDeviceActive
-//   or host refused -> kDeviceRejected (the guest stores kDeviceFree again)
+//   kSlotFree -> (guest CAS) kSlotClaimed -> guest wrote its MAC -> kSlotRequested
+//   -> host zeroed the port's rings and attached it to the switch -> kSlotActive
+//   or host refused -> kSlotRejected (the guest stores kSlotFree again)
 //   The endpoint's heartbeat stood still for kDeviceGuestTimeout: the host detaches the port
-//   and stores kDeviceFree; the slot can be claimed again (a rebooted guest).
+//   and stores kSlotFree; the slot can be claimed again (a rebooted guest).
 // The guest maps the whole device: page protection cannot keep it out of the other ports'
 // pools as a read-only memfd does on one kernel; the switch still validates every descriptor.
 #pragma once
@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "bypass/crossover/layout.h"
+#include "bypass/transport/layout.h"
 
 namespace bypass::crossover {
 
@@ -35,11 +36,13 @@ inline constexpr uint32_t kDeviceVersion = 1;
 inline constexpr uint64_t kDeviceHeaderBytes = 64 * 1024;
 inline constexpr uint64_t kDeviceAlign = 64 * 1024;
 
-inline constexpr uint32_t kDeviceFree = 0;
-inline constexpr uint32_t kDeviceClaimed = 1;
-inline constexpr uint32_t kDeviceRequested = 2;
-inline constexpr uint32_t kDeviceActive = 3;
-inline constexpr uint32_t kDeviceRejected = 4;
+// The slot states are the transport's (transport::layout::kSlot*), shared with the Vulkan and
+// VM-queue devices.
+using transport::layout::kSlotActive;
+using transport::layout::kSlotClaimed;
+using transport::layout::kSlotFree;
+using transport::layout::kSlotRejected;
+using transport::layout::kSlotRequested;
 
 // How often each side beats, and how long a silent peer is given. The guest's is longer: a
 // guest under emulation (TCG) can stall for a while.

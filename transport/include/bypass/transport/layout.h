@@ -193,11 +193,15 @@ inline constexpr uint32_t kVmMaxSlots = 8;
 inline constexpr uint64_t kVmHeaderBytes = 64 * 1024;
 inline constexpr uint64_t kVmHeapAlign = 64 * 1024;  // heap start and allocation granule
 
+// One slot handshake for every shared-memory device a VM guest attaches through: this one, the
+// VM-queue device (vmqueue/src/device.h) and the crossover NIC's device
+// (crossover/include/bypass/crossover/device.h) each lay out their own slots, with these states.
 inline constexpr uint32_t kSlotFree = 0;
 inline constexpr uint32_t kSlotClaimed = 1;
 inline constexpr uint32_t kSlotRequested = 2;
 inline constexpr uint32_t kSlotActive = 3;
 inline constexpr uint32_t kSlotRejected = 4;
+inline constexpr uint32_t kSlotLeaving = 5;  // the guest closes; its host side removes it (VM-queue)
 
 // A hello across the VM boundary: what HelloPacket carries on a socket.
 struct VmHello {

@@ -176,7 +176,10 @@ bool Session::defer_destroy(uint64_t device, VkObjectType type, uint64_t handle)
       r.mapping = it->second.mapping;
     }
   }
+  // Still held, so still counted (bypassctl's figure, --max-memory) until the driver frees it;
+  // remove_object takes the memory off the count next.
   retired_bytes_ += r.bytes;
+  stats_.memory_bytes.fetch_add(r.bytes, std::memory_order_relaxed);
   retired_.push_back(std::move(r));
   return true;
 }
@@ -202,12 +205,13 @@ void Session::run_retired(uint64_t idle_device) {
     (void)wire::destroy_device_child(dispatch_of(it->device), wire::handle_from_bits<VkDevice>(it->device), it->type,
                                      it->handle);
     retired_bytes_ -= it->bytes;
+    stats_.memory_bytes.fetch_sub(it->bytes, std::memory_order_relaxed);
     it = retired_.erase(it);
   }
 }
 
 void Session::make_room(uint64_t bytes) {
-  if (retired_bytes_ == 0 || stats_.memory_bytes.load() + retired_bytes_ + bytes <= config_.max_memory_bytes) return;
+  if (retired_bytes_ == 0 || stats_.memory_bytes.load() + bytes <= config_.max_memory_bytes) return;
   quiesce();
   run_retired();
 }

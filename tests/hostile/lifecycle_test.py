@@ -21,9 +21,10 @@ Cases (one ctest test each):
   object-limit           more objects than --max-objects: the session ends naming the limit
   destroy-in-flight      buffers, their memory and command pools destroyed while the work
                          using them runs: bypassd answers the next question before that work
-                         is done (no stall), the work completes right (the copy it made holds
-                         the data), and 100 more such rounds leave bypassd's memory where it
-                         was (what waited for the work was destroyed after it)
+                         is done (no stall), as much memory again fits under --max-memory, the
+                         work completes right (the copy it made holds the data), and 100 more
+                         such rounds leave bypassd's memory where it was (what waited for the
+                         work was destroyed after it)
 """
 
 import os
@@ -271,7 +272,8 @@ def memory_kib(server):
 
 def case_destroy_in_flight(workdir, _):
     os.environ["GLIBC_TUNABLES"] = "glibc.malloc.arena_max=1:glibc.pthread.stack_cache_size=0"
-    server = Bypassd(workdir, ["--malloc-trim", "131072"]).start()
+    # Room for one of the probe's 64 MiB blocks and its small buffers, not for two blocks.
+    server = Bypassd(workdir, ["--malloc-trim", "131072", "--max-memory", str(100 << 20)]).start()
     bystander = Bystander(server, workdir)
     argv = [harness.env_path("BYPASS_LIFECYCLE_PROBE"), "destroy-in-flight", str(ROUNDS)]
     running = harness.Running(argv, probe_env(server), workdir, "probe", stdin=subprocess.PIPE)
@@ -282,6 +284,10 @@ def case_destroy_in_flight(workdir, _):
         f"bypassd should answer while the destroyed objects' work still runs, not wait for it:\n{out}",
     )
     check("copy: right" in out, f"the work in flight when its objects were destroyed should finish right:\n{out}")
+    check(
+        "allocated again: yes" in out,
+        f"memory freed while in flight should not keep a new allocation over --max-memory:\n{out}",
+    )
     time.sleep(0.3)
     before = memory_kib(server)
     running.proc.stdin.write(b"go\n")

@@ -158,9 +158,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   bool destroy_ok(const char* command, const char* what, uint64_t handle) override;
   bool defer_destroy(uint64_t device, VkObjectType type, uint64_t handle) override;
   wire::Builder& reply_builder() override;
-  // Before a host-visible allocation of `bytes` (memory.cpp): when the memory freed but still
-  // held for work in flight (retired) would take the session past --max-memory, waits for that
-  // work and frees it, so retiring never refuses an allocation a native run would make.
+  // Before a host-visible allocation of `bytes` (memory.cpp): when the session would pass
+  // --max-memory while memory freed by the guest is still held for work in flight (retired,
+  // counted until the driver frees it), waits for that work and frees it, so retiring never
+  // refuses an allocation a native run would make.
   void make_room(uint64_t bytes);
 
  private:

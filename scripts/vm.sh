@@ -208,12 +208,15 @@ for kv in "${guest_env[@]+"${guest_env[@]}"}"; do printf 'export %q\n' "$kv" >> 
 (cd "$work/run" && find . | cpio -o -H newc --quiet) > "$work/run.cpio"
 cat "$image_dir/base.cpio" "$work/run.cpio" > "$work/initrd"
 
+# no_timer_check: the kernel's early check that the IO-APIC delivers timer interrupts gives up
+# when an emulated (TCG) CPU on a loaded host runs too slowly for it, and panics ("IO-APIC +
+# timer doesn't work!"); it happened to one of two VMs booting at once under a full test run.
 qemu_argv() {  # $1: accel, $2: initrd; sets the array qemu
   local cpu=max
   [[ "$1" == kvm ]] && cpu=host
   qemu=(qemu-system-x86_64 -machine pc -accel "$1" -cpu "$cpu" -m "$memory" -smp "$smp" -nodefaults
     -display none "${no_reboot[@]}" -kernel "$kernel" -initrd "$2"
-    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init")
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check rdinit=/init")
 }
 
 # KVM where a guest really boots under it (here /dev/kvm may exist and still not run one).

@@ -50,8 +50,8 @@ struct Mapping {
   std::shared_ptr<memshare::ShadowRegion> shadow;
 };
 
-// What vkGetBufferMemoryRequirements(2) answered, by create info (requirements.cpp).
-struct BufferRequirements {
+// What vkGet{Buffer,Image}MemoryRequirements(2) answered, by create info (requirements.cpp).
+struct KeptRequirements {
   struct Answer {
     VkMemoryRequirements requirements{};
     bool has_dedicated = false;  // the answer to a chain with VkMemoryDedicatedRequirements
@@ -62,13 +62,13 @@ struct BufferRequirements {
   std::once_flag once;
   bool by_info = false;  // the device is Vulkan 1.3 or later
   std::mutex mu;
-  std::unordered_map<uint64_t, std::string> buffers;  // live VkBuffer id -> its create info's key
+  std::unordered_map<uint64_t, std::string> objects;  // live VkBuffer/VkImage id -> its create info's key
   std::unordered_map<std::string, Answer> answers;    // create info key -> the driver's answer
 };
 
 struct Device : Object {
   PhysicalDevice* physical = nullptr;
-  BufferRequirements requirements;
+  KeptRequirements requirements;
   std::mutex mu;
   std::map<std::tuple<uint32_t, uint32_t, uint32_t>, Queue*> queues;  // flags, family, index
   std::unordered_map<uint64_t, std::vector<CommandBuffer*>> pool_buffers;

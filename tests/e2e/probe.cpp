@@ -38,12 +38,13 @@
 //   probe repeat-queries    the same physical-device queries asked again answer as the first
 //                           time (the ICD keeps their answers), extension enumeration with a
 //                           short array between full ones; prints the counts it saw
-//   probe buffer-requirements  buffers of 12 create infos (sizes, usages, flags, concurrent
-//                           sharing, exportable memory): prints each one's requirements (v1, v2
-//                           and v2 with VkMemoryDedicatedRequirements), prints "asked" and waits
-//                           for a line on stdin; then 600 more buffers of those create infos,
+//   probe memory-requirements  buffers of 12 create infos (sizes, usages, concurrent sharing,
+//                           exportable memory) and images of 6 (formats, tilings, mip levels and
+//                           layers, 3D, a view format list): prints each one's requirements (v1,
+//                           v2 and v2 with VkMemoryDedicatedRequirements), prints "asked" and
+//                           waits for a line on stdin; then 50 more objects of each create info,
 //                           each asked the three ways and checked against the first answers,
-//                           prints "buffer-requirements: ok" (or FAIL lines) and waits for EOF
+//                           prints "memory-requirements: ok" (or FAIL lines) and waits for EOF
 //   probe feedback-wait     creates a submission held back by a semaphore nobody signals, prints
 //                           "waiting", then waits on its fence with no timeout (the tests kill
 //                           bypassd meanwhile: the wait must end with VK_ERROR_DEVICE_LOST)
@@ -717,13 +718,13 @@ int run_repeat_queries() {
   return g_failed ? 1 : 0;
 }
 
-struct BufferAnswers {
+struct Answers {
   VkMemoryRequirements v1{}, v2{}, v2d{};
   VkMemoryDedicatedRequirements dedicated{VK_STRUCTURE_TYPE_MEMORY_DEDICATED_REQUIREMENTS};
 };
 
-BufferAnswers ask_buffer(VkDevice dev, const VkBufferCreateInfo& info) {
-  BufferAnswers a;
+Answers ask_buffer(VkDevice dev, const VkBufferCreateInfo& info) {
+  Answers a;
   VkBuffer buffer;
   if (vkCreateBuffer(dev, &info, nullptr, &buffer) != VK_SUCCESS) {
     expect(false, "vkCreateBuffer");
@@ -744,23 +745,53 @@ BufferAnswers ask_buffer(VkDevice dev, const VkBufferCreateInfo& info) {
   return a;
 }
 
-bool same(const BufferAnswers& a, const BufferAnswers& b) {
+Answers ask_image(VkDevice dev, const VkImageCreateInfo& info) {
+  Answers a;
+  VkImage image;
+  if (vkCreateImage(dev, &info, nullptr, &image) != VK_SUCCESS) {
+    expect(false, "vkCreateImage");
+    return a;
+  }
+  vkGetImageMemoryRequirements(dev, image, &a.v1);
+  VkImageMemoryRequirementsInfo2 which{VK_STRUCTURE_TYPE_IMAGE_MEMORY_REQUIREMENTS_INFO_2};
+  which.image = image;
+  VkMemoryRequirements2 plain{VK_STRUCTURE_TYPE_MEMORY_REQUIREMENTS_2};
+  vkGetImageMemoryRequirements2(dev, &which, &plain);
+  a.v2 = plain.memoryRequirements;
+  VkMemoryRequirements2 with{VK_STRUCTURE_TYPE_MEMORY_REQUIREMENTS_2};
+  with.pNext = &a.dedicated;
+  vkGetImageMemoryRequirements2(dev, &which, &with);
+  a.v2d = with.memoryRequirements;
+  a.dedicated.pNext = nullptr;
+  vkDestroyImage(dev, image, nullptr);
+  return a;
+}
+
+void print_answers(const char* what, size_t i, const Answers& a) {
+  std::printf(
+      "%s %zu: size %llu alignment %llu types 0x%x, v2 %s, dedicated prefers %u requires %u\n", what, i,
+      static_cast<unsigned long long>(a.v1.size), static_cast<unsigned long long>(a.v1.alignment), a.v1.memoryTypeBits,
+      std::memcmp(&a.v1, &a.v2, sizeof a.v1) == 0 && std::memcmp(&a.v1, &a.v2d, sizeof a.v1) == 0 ? "same" : "differs",
+      a.dedicated.prefersDedicatedAllocation, a.dedicated.requiresDedicatedAllocation);
+}
+
+bool same(const Answers& a, const Answers& b) {
   return std::memcmp(&a.v1, &b.v1, sizeof a.v1) == 0 && std::memcmp(&a.v2, &b.v2, sizeof a.v2) == 0 &&
          std::memcmp(&a.v2d, &b.v2d, sizeof a.v2d) == 0 &&
          a.dedicated.prefersDedicatedAllocation == b.dedicated.prefersDedicatedAllocation &&
          a.dedicated.requiresDedicatedAllocation == b.dedicated.requiresDedicatedAllocation;
 }
 
-// Buffer memory requirements asked again for buffers made the same way (the ICD answers those
-// from the first answer: requirements.cpp) equal the first answers, which the test compares
-// with native.
-int run_buffer_requirements() {
+// Memory requirements asked again for buffers and images made the same way (the ICD answers
+// those from the first answer: requirements.cpp) equal the first answers, which the test
+// compares with native.
+int run_memory_requirements() {
   Objects o;
   if (!create_instance(o) || !create_device(o)) return 1;
   static const uint32_t kFamilies[] = {0, 0};
   VkExternalMemoryBufferCreateInfo exportable{VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO};
   exportable.handleTypes = VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT;
-  std::vector<VkBufferCreateInfo> infos;
+  std::vector<VkBufferCreateInfo> buffers;
   const VkDeviceSize sizes[] = {1, 256, 65536 + 3, 4 << 20};
   const VkBufferUsageFlags usages[] = {VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                                        VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT,
@@ -770,31 +801,65 @@ int run_buffer_requirements() {
       VkBufferCreateInfo info{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
       info.size = size;
       info.usage = usage;
-      infos.push_back(info);
+      buffers.push_back(info);
     }
-  infos[1].sharingMode = VK_SHARING_MODE_CONCURRENT;  // one family twice: valid, and in the key
-  infos[1].queueFamilyIndexCount = 1;
-  infos[1].pQueueFamilyIndices = kFamilies;
-  infos[4].pNext = &exportable;
-  std::vector<BufferAnswers> first;
-  for (size_t i = 0; i < infos.size(); ++i) {
-    first.push_back(ask_buffer(o.device, infos[i]));
-    const BufferAnswers& a = first.back();
-    std::printf("buffer %zu: size %llu alignment %llu types 0x%x, v2 %s, dedicated prefers %u requires %u\n", i,
-                static_cast<unsigned long long>(a.v1.size), static_cast<unsigned long long>(a.v1.alignment),
-                a.v1.memoryTypeBits,
-                std::memcmp(&a.v1, &a.v2, sizeof a.v1) == 0 && std::memcmp(&a.v1, &a.v2d, sizeof a.v1) == 0 ? "same"
-                                                                                                            : "differs",
-                a.dedicated.prefersDedicatedAllocation, a.dedicated.requiresDedicatedAllocation);
+  buffers[1].sharingMode = VK_SHARING_MODE_CONCURRENT;  // one family twice: valid, and in the key
+  buffers[1].queueFamilyIndexCount = 1;
+  buffers[1].pQueueFamilyIndices = kFamilies;
+  buffers[4].pNext = &exportable;
+  static const VkFormat kViewFormats[] = {VK_FORMAT_R8G8B8A8_UNORM, VK_FORMAT_R8G8B8A8_SRGB};
+  VkImageFormatListCreateInfo view_formats{VK_STRUCTURE_TYPE_IMAGE_FORMAT_LIST_CREATE_INFO};
+  view_formats.viewFormatCount = 2;
+  view_formats.pViewFormats = kViewFormats;
+  auto image = [](VkImageType type, VkFormat format, VkExtent3D extent, VkImageTiling tiling, VkImageUsageFlags usage) {
+    VkImageCreateInfo info{VK_STRUCTURE_TYPE_IMAGE_CREATE_INFO};
+    info.imageType = type;
+    info.format = format;
+    info.extent = extent;
+    info.mipLevels = 1;
+    info.arrayLayers = 1;
+    info.samples = VK_SAMPLE_COUNT_1_BIT;
+    info.tiling = tiling;
+    info.usage = usage;
+    return info;
+  };
+  constexpr VkImageUsageFlags kSampled = VK_IMAGE_USAGE_SAMPLED_BIT | VK_IMAGE_USAGE_TRANSFER_DST_BIT;
+  std::vector<VkImageCreateInfo> images = {
+      image(VK_IMAGE_TYPE_2D, VK_FORMAT_R8G8B8A8_UNORM, {256, 256, 1}, VK_IMAGE_TILING_OPTIMAL, kSampled),
+      image(VK_IMAGE_TYPE_2D, VK_FORMAT_R8G8B8A8_UNORM, {64, 48, 1}, VK_IMAGE_TILING_LINEAR,
+            VK_IMAGE_USAGE_TRANSFER_SRC_BIT | VK_IMAGE_USAGE_TRANSFER_DST_BIT),
+      image(VK_IMAGE_TYPE_2D, VK_FORMAT_D32_SFLOAT, {128, 128, 1}, VK_IMAGE_TILING_OPTIMAL,
+            VK_IMAGE_USAGE_DEPTH_STENCIL_ATTACHMENT_BIT),
+      image(VK_IMAGE_TYPE_2D, VK_FORMAT_R8G8B8A8_UNORM, {100, 60, 1}, VK_IMAGE_TILING_OPTIMAL, kSampled),
+      image(VK_IMAGE_TYPE_3D, VK_FORMAT_R8_UNORM, {32, 32, 8}, VK_IMAGE_TILING_OPTIMAL, kSampled),
+      image(VK_IMAGE_TYPE_2D, VK_FORMAT_R8G8B8A8_UNORM, {128, 128, 1}, VK_IMAGE_TILING_OPTIMAL, kSampled),
+  };
+  images[3].mipLevels = 4;
+  images[3].arrayLayers = 2;
+  images[5].flags = VK_IMAGE_CREATE_MUTABLE_FORMAT_BIT;
+  images[5].pNext = &view_formats;
+  std::vector<Answers> first_buffers, first_images;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    first_buffers.push_back(ask_buffer(o.device, buffers[i]));
+    print_answers("buffer", i, first_buffers.back());
+  }
+  for (size_t i = 0; i < images.size(); ++i) {
+    first_images.push_back(ask_image(o.device, images[i]));
+    print_answers("image", i, first_images.back());
   }
   std::printf("asked\n");
   std::fflush(stdout);
   char line[16];
   if (!std::fgets(line, sizeof line, stdin)) return 1;
-  for (int round = 0; round < 50 && !g_failed; ++round)
-    for (size_t i = 0; i < infos.size(); ++i)
-      expect(same(ask_buffer(o.device, infos[i]), first[i]), "a buffer made the same way has the same requirements");
-  std::printf("buffer-requirements: %s\n", g_failed ? "failed" : "ok");
+  for (int round = 0; round < 50 && !g_failed; ++round) {
+    for (size_t i = 0; i < buffers.size(); ++i)
+      expect(same(ask_buffer(o.device, buffers[i]), first_buffers[i]),
+             "a buffer made the same way has the same requirements");
+    for (size_t i = 0; i < images.size(); ++i)
+      expect(same(ask_image(o.device, images[i]), first_images[i]),
+             "an image made the same way has the same requirements");
+  }
+  std::printf("memory-requirements: %s\n", g_failed ? "failed" : "ok");
   std::fflush(stdout);
   while (std::fgetc(stdin) != EOF) {
   }
@@ -1028,11 +1093,11 @@ int main(int argc, char** argv) {
   if (mode == "feedback-scribble") return run_feedback_scribble();
   if (mode == "feedback-polls") return run_feedback_polls();
   if (mode == "repeat-queries") return run_repeat_queries();
-  if (mode == "buffer-requirements") return run_buffer_requirements();
+  if (mode == "memory-requirements") return run_memory_requirements();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
                "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"
-               "repeat-queries|buffer-requirements|"
+               "repeat-queries|memory-requirements|"
                "icd-create-instance LIB\n",
                argv[0]);
   return 2;

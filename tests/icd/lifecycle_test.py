@@ -25,10 +25,10 @@ Cases (one ctest test each):
                         fence says signalled at once; natively and through bypass
   repeat-queries        physical-device queries asked again (which the ICD answers from a copy)
                         answer as the first time and as natively
-  buffer-requirements   buffers made the same way asked for their memory requirements again
-                        (the ICD answers from the first answer): the first answers equal
-                        native, every later one equals the first, and 600 buffers cost bypassd
-                        next to no round trips
+  memory-requirements   buffers and images made the same way asked for their memory
+                        requirements again (the ICD answers from the first answer): the first
+                        answers equal native, every later one equals the first, and 900 objects
+                        cost bypassd next to no round trips
   feedback-scribble     a guest that writes garbage over its own feedback block still gets right
                         answers, and its session ends cleanly
   server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
@@ -245,11 +245,11 @@ def case_repeat_queries(workdir, _):
     check(line(ours.stdout) == line(native.stdout), f"answers differ from native:\n{ours.stdout}\n{native.stdout}")
 
 
-def case_buffer_requirements(workdir, _):
+def case_memory_requirements(workdir, _):
     server = Bypassd(workdir).start()
     runs = {}
     for side, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
-        argv = [harness.env_path("BYPASS_PROBE"), "buffer-requirements"]
+        argv = [harness.env_path("BYPASS_PROBE"), "memory-requirements"]
         running = harness.Running(argv, env, workdir, f"probe.{side}", stdin=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while "asked" not in running.stdout_text():
@@ -263,7 +263,7 @@ def case_buffer_requirements(workdir, _):
             replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"]
         running.proc.stdin.write(b"go\n")
         running.proc.stdin.flush()
-        while "buffer-requirements:" not in running.stdout_text():
+        while "memory-requirements:" not in running.stdout_text():
             check(
                 time.monotonic() < deadline and running.proc.poll() is None,
                 f"{side}: the probe did not finish:\n" f"{running.result().describe()}",
@@ -273,19 +273,19 @@ def case_buffer_requirements(workdir, _):
             replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"] - replies
         running.close_stdin()
         r = running.wait(timeout=30)
-        harness.check_ok(r, f"buffer-requirements ({side})")
-        check("buffer-requirements: ok" in r.stdout, f"{side}: later answers differ from the first:\n{r.describe()}")
+        harness.check_ok(r, f"memory-requirements ({side})")
+        check("memory-requirements: ok" in r.stdout, f"{side}: later answers differ from the first:\n{r.describe()}")
         if side == "icd":
             harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
         runs[side] = (r, replies)
-    answers = lambda out: [line for line in out.splitlines() if line.startswith("buffer ")]
+    answers = lambda out: [line for line in out.splitlines() if line.startswith(("buffer ", "image "))]
     native, (ours, replies) = runs["native"][0], runs["icd"]
     check(
         answers(ours.stdout) == answers(native.stdout), f"answers differ from native:\n{ours.stdout}\n{native.stdout}"
     )
-    # 600 buffers asked three ways each: 1,800 round trips without the kept answers.
-    log(f"600 buffers made as before, asked three ways each: {replies} replies from bypassd")
-    check(replies < 20, f"the ICD should answer requirements of buffers made as before itself ({replies} replies)")
+    # 900 objects asked three ways each: 2,700 round trips without the kept answers.
+    log(f"600 buffers and 300 images made as before, asked three ways each: {replies} replies from bypassd")
+    check(replies < 20, f"the ICD should answer requirements of objects made as before itself ({replies} replies)")
 
 
 def case_feedback_scribble(workdir, _):
@@ -432,7 +432,7 @@ if __name__ == "__main__":
                 "feedback-scribble": case_feedback_scribble,
                 "feedback-polls": case_feedback_polls,
                 "repeat-queries": case_repeat_queries,
-                "buffer-requirements": case_buffer_requirements,
+                "memory-requirements": case_memory_requirements,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

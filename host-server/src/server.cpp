@@ -500,13 +500,24 @@ std::string Server::stats_json(uid_t viewer, const std::string& scope) const {
       << ", \"records\": " << e.records << ", \"detail\": \"" << base::json_escape(e.detail) << "\"}";
     first = false;
   }
-  o << "], \"live_objects\": " << total << ", \"draining\": " << (draining_ ? "true" : "false") << "}\n";
+  o << "], \"live_objects\": " << total << ", \"waiting_handshakes\": " << waiting_for(viewer, scope)
+    << ", \"draining\": " << (draining_ ? "true" : "false") << "}\n";
   return o.str();
+}
+
+size_t Server::waiting_for(uid_t viewer, const std::string& scope) const {
+  // A waiting connection has said nothing yet: no network identity to narrow by.
+  if (!scope.empty()) return 0;
+  const bool all = policy_->privileged(viewer);
+  size_t n = 0;
+  for (const Queued& q : queued_) n += all || q.peer.uid == viewer;
+  return n;
 }
 
 std::string Server::sessions_lines(uid_t viewer, const std::string& scope) const {
   std::ostringstream o;
   o << "draining\t" << (draining_ ? 1 : 0) << "\n";
+  o << "waiting\t" << waiting_for(viewer, scope) << "\n";
   for (auto& [worker, net] : visible_sessions(viewer, scope)) {
     const Worker& w = *worker;
     const WorkerReport& r = *w.report;

@@ -141,11 +141,13 @@ int main(int argc, char** argv) {
     std::istringstream in(*text);
     std::string line;
     bool draining = false;
+    std::string waiting = "0";
     while (std::getline(in, line)) {
       std::vector<std::string> f;
       std::istringstream cols(line);
       for (std::string c; std::getline(cols, c, '\t');) f.push_back(c);
       if (f.size() == 2 && f[0] == "draining") draining = f[1] == "1";
+      if (f.size() == 2 && f[0] == "waiting") waiting = f[1];
       if (f.size() < 11 || f[0] != "session") continue;
       f.resize(13);
       rows.push_back({f[1], f[2], f[3], f[4], f[10], f[11], f[12], f[5], f[6],
@@ -153,7 +155,9 @@ int main(int argc, char** argv) {
                       mib(std::strtoull(f[9].c_str(), nullptr, 10))});
     }
     print_table(rows);
-    std::printf("%zu live session(s)%s\n", rows.size() - 1, draining ? "; draining: new sessions are refused" : "");
+    std::printf("%zu live session(s)%s%s\n", rows.size() - 1,
+                waiting == "0" ? "" : ("; " + waiting + " connection(s) waiting for a handshake slot").c_str(),
+                draining ? "; draining: new sessions are refused" : "");
     return 0;
   }
 

@@ -348,7 +348,25 @@ def case_handshake_burst(workdir, _):
     holder = silent_connection(server.socket)
     time.sleep(0.2)
     start = time.monotonic()
-    r = vulkaninfo(server.guest_env(), workdir, "behind-silent")
+    waiter = harness.Running(
+        [harness.env_path("BYPASS_VULKANINFO"), "--summary"],
+        harness.unsanitized_guest_env(server.guest_env()),
+        workdir,
+        "behind-silent",
+    )
+    # The operator sees it waiting (bypassctl stats), while the silent one holds the only slot.
+    server.wait_stats(lambda st: st["waiting_handshakes"] == 1, "bypassctl to show one connection waiting", timeout=5)
+    table = subprocess.run(
+        [harness.env_path("BYPASSCTL"), "--control", server.control, "stats"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    check(
+        "1 connection(s) waiting for a handshake slot" in table,
+        f"bypassctl's table should say a connection waits:\n{table}",
+    )
+    r = waiter.wait(timeout=60)
     took = time.monotonic() - start
     holder.close()
     harness.check_ok(r, "vulkaninfo behind a silent connection")

@@ -78,6 +78,8 @@ class Server {
     std::chrono::steady_clock::time_point since;
   };
   size_t queued_for(uid_t uid) const;
+  // The waiting connections `viewer` may know of (all for a privileged one, else its own).
+  size_t waiting_for(uid_t viewer, const std::string& scope) const;
   // Starts the queued connections whose uid has room; refuses those whose wait ran out.
   void start_queued(std::chrono::steady_clock::time_point now);
   bool open_vms();

@@ -359,7 +359,7 @@ bool Connection::wait_reply(uint64_t seq, Reply& reply) {
     }
     reading_ = true;
     lock.unlock();
-    transport::Message msg;
+    transport::Message& msg = read_buf_;
     auto st = link_->recv(msg);
     lock.lock();
     reading_ = false;
@@ -373,7 +373,14 @@ bool Connection::wait_reply(uint64_t seq, Reply& reply) {
     } else {
       wire::ReplyHeader h;
       std::memcpy(&h, msg.payload.data(), sizeof(h));
+      if (h.seq == seq) {
+        std::swap(reply.message(), msg);
+        if (msg.payload.capacity() > kKeptReadBytes) msg = transport::Message{};  // a large answer's buffer
+        reply_cv_.notify_all();  // another waiting thread may read next
+        return true;
+      }
       stash_[h.seq] = std::move(msg);
+      msg = transport::Message{};
     }
     reply_cv_.notify_all();
   }

@@ -43,11 +43,13 @@ VkResult map_in_device_heap(Device* dev, uint64_t id, size_t size) {
   Connection* conn = dev->conn;
   Mapping m;
   m.size = size;
+  // bypassd pushed the block's placement before the allocation's reply: it is read already.
+  // Taken even for a shadow, which does not need it, so that it is not kept for ever.
+  Reply& reply = thread_reply();
+  if (!conn->take_pushed(wire::pushed_seq(wire::kPushMemoryPlacement, id), reply)) return VK_ERROR_DEVICE_LOST;
   if (shadow_memory_enabled()) {
     if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
   } else {
-    Reply& reply = thread_reply();
-    if (!conn->call_raw(wire::kCtlMemoryPlacement, &id, sizeof(id), reply)) return VK_ERROR_DEVICE_LOST;
     wire::MemoryPlacement r;
     if (reply.size() != sizeof(r)) {
       conn->protocol_error("memory placement: short reply");

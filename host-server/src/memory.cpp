@@ -159,8 +159,9 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
 }
 
 // A VM guest's host-visible memory: a block of its slot's heap in the shared device, imported
-// like a memfd's pages. The guest learns the block's offset with kCtlMemoryPlacement. A full
-// heap is the device's memory running out, which the guest is told as such.
+// like a memfd's pages. The guest learns the block's offset from a MemoryPlacement pushed just
+// before the allocation's reply (no second round trip across the VM boundary, where every one
+// is polled). A full heap is the device's memory running out, which the guest is told as such.
 void allocate_in_device_heap(Session& s, wire::Args_vkAllocateMemory& a, const std::shared_ptr<DeviceHeap>& heap,
                              uint64_t size, uint64_t align) {
   const wire::Dispatch& d = s.dispatch_of(wire::handle_bits(a.device));
@@ -189,6 +190,9 @@ void allocate_in_device_heap(Session& s, wire::Args_vkAllocateMemory& a, const s
   // The block goes back to the heap when the last holder lets go (after vkFreeMemory).
   shared.mapping = std::shared_ptr<void>(ptr, [heap, at = *offset](void*) { heap->release(at); });
   s.add_memory(mem, std::move(shared));
+  const wire::MemoryPlacement placement{*offset, size};
+  s.send_raw_reply(wire::pushed_seq(wire::kPushMemoryPlacement, a.id_pMemory), wire::kCtlMemoryPlacement, 0, &placement,
+                   sizeof(placement));
 }
 
 }  // namespace

@@ -182,6 +182,9 @@ class Connection : private wire::HandleMap {
   // and answered from a copy after that.
   bool call(uint16_t command, const wire::Builder& b, Reply& reply);
   bool call_raw(uint16_t command, const void* data, size_t size, Reply& reply);
+  // A reply bypassd pushed unasked (wire::pushed_seq) before the reply of a call this thread made:
+  // read already, or next on the ring. False when the session is lost.
+  bool take_pushed(uint64_t seq, Reply& reply) { return wait_reply(seq, reply); }
   void flush();
   // Appends a vkQueueSubmit/vkQueueSubmit2 record and sends the batch: the serial bypassd gives
   // the same submission (every such record is numbered 1, 2, ... in the order it is appended).
@@ -279,6 +282,11 @@ class Connection : private wire::HandleMap {
   std::mutex reply_mu_;
   std::condition_variable reply_cv_;
   bool reading_ = false;
+  // What the reading thread receives into (only it touches it, outside reply_mu_): its own reply
+  // is swapped into the caller's Reply, whose buffer comes back for the next read, so a call
+  // allocates nothing for its reply once warm.
+  transport::Message read_buf_;
+  static constexpr size_t kKeptReadBytes = size_t{1} << 20;  // a larger buffer is not kept
   std::unordered_map<uint64_t, transport::Message> stash_;
 
   std::mutex objects_mu_;

@@ -44,8 +44,19 @@ enum ControlCommand : uint16_t {
   // A VM guest's host-visible memory (no fd crosses a VM boundary): payload uint64 memory id;
   // reply MemoryPlacement: where the memory lies in the session's shared heap
   // (transport::Channel::shared_heap(), the slot's part of the VM's shared-memory device).
+  // The host also pushes this reply unasked, as pushed_seq(kPushMemoryPlacement, id), before the
+  // reply of the vkAllocateMemory that placed it: the ICD needs no second round trip.
   kCtlMemoryPlacement = 0xF007,
 };
+
+// Replies the host sends unasked carry a sequence number no call has: the top bit set, a kind
+// and a tag (a memory id). They travel just before the reply of the call they belong to, so
+// the guest finds them already read when that reply comes, as it finds fds sent before a reply.
+inline constexpr uint64_t kPushedSeqBit = uint64_t{1} << 63;
+inline constexpr uint64_t kPushMemoryPlacement = 1;
+constexpr uint64_t pushed_seq(uint64_t kind, uint64_t tag) {
+  return kPushedSeqBit | (kind << 56) | (tag & ((uint64_t{1} << 56) - 1));
+}
 
 struct MemoryPlacement {
   uint64_t offset;  // from the start of the shared heap

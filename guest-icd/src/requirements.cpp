@@ -196,16 +196,24 @@ void requirements1(Device* dev, uint64_t object, VkMemoryRequirements* req, Forw
   keep_answer(dev, object, a);
 }
 
+// vkCreateBuffer/vkCreateImage: a new id for *handle, the generated call (`forward`), then the
+// create info's key noted for the new object.
+template <class Handle, class Forward, class MakeKey>
+VkResult create_noted(VkDevice device, Handle* handle, Forward forward, MakeKey make_key) {
+  auto* dev = as<Device>(device);
+  *handle = wire::handle_from_bits<Handle>(dev->conn->new_id());
+  const VkResult r = forward();
+  if (r == VK_SUCCESS) note_object(dev, wire::handle_bits(*handle), make_key);
+  return r;
+}
+
 }  // namespace
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateBuffer(VkDevice device, const VkBufferCreateInfo* pCreateInfo,
                                                   const VkAllocationCallbacks* pAllocator, VkBuffer* pBuffer) {
-  auto* dev = as<Device>(device);
-  *pBuffer = wire::handle_from_bits<VkBuffer>(dev->conn->new_id());
-  const VkResult r = forward_vkCreateBuffer(device, pCreateInfo, pAllocator, pBuffer);
-  if (r == VK_SUCCESS)
-    note_object(dev, wire::handle_bits(*pBuffer), [&](std::string* k) { return buffer_key(*pCreateInfo, k); });
-  return r;
+  return create_noted(
+      device, pBuffer, [&] { return forward_vkCreateBuffer(device, pCreateInfo, pAllocator, pBuffer); },
+      [&](std::string* k) { return buffer_key(*pCreateInfo, k); });
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyBuffer(VkDevice device, VkBuffer buffer,
@@ -229,12 +237,9 @@ VKAPI_ATTR void VKAPI_CALL icd_vkGetBufferMemoryRequirements(VkDevice device, Vk
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateImage(VkDevice device, const VkImageCreateInfo* pCreateInfo,
                                                  const VkAllocationCallbacks* pAllocator, VkImage* pImage) {
-  auto* dev = as<Device>(device);
-  *pImage = wire::handle_from_bits<VkImage>(dev->conn->new_id());
-  const VkResult r = forward_vkCreateImage(device, pCreateInfo, pAllocator, pImage);
-  if (r == VK_SUCCESS)
-    note_object(dev, wire::handle_bits(*pImage), [&](std::string* k) { return image_key(*pCreateInfo, k); });
-  return r;
+  return create_noted(
+      device, pImage, [&] { return forward_vkCreateImage(device, pCreateInfo, pAllocator, pImage); },
+      [&](std::string* k) { return image_key(*pCreateInfo, k); });
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyImage(VkDevice device, VkImage image, const VkAllocationCallbacks* pAllocator) {

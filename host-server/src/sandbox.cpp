@@ -22,18 +22,20 @@ namespace bypass::host {
 namespace {
 
 // A ThreadSanitizer build (scripts/tsan.sh) maps terabytes of shadow memory before the worker
-// starts, which RLIMIT_DATA counts: under any limit the next allocation fails. Such a build is
-// for finding races, never for serving guests, so it runs its workers without that limit.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kThreadSanitizer = true;
+// starts, and an AddressSanitizer build (BYPASS_SANITIZE) reserves its allocator's space and
+// shadow the same way; RLIMIT_DATA counts both, so under any limit the next allocation fails
+// (ASan: "Failed to mmap"). Such builds are for finding bugs, never for serving guests, so they
+// run their workers without that limit.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitizerShadow = true;
 #elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool kThreadSanitizer = true;
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+constexpr bool kSanitizerShadow = true;
 #else
-constexpr bool kThreadSanitizer = false;
+constexpr bool kSanitizerShadow = false;
 #endif
 #else
-constexpr bool kThreadSanitizer = false;
+constexpr bool kSanitizerShadow = false;
 #endif
 
 #if defined(__x86_64__)
@@ -271,7 +273,7 @@ base::Result<void> enter_sandbox(const SandboxOptions& o) {
   }
   const rlimit no_core{0, 0};
   if (setrlimit(RLIMIT_CORE, &no_core) != 0) return fail("RLIMIT_CORE");
-  if (o.data_limit != 0 && !kThreadSanitizer) {
+  if (o.data_limit != 0 && !kSanitizerShadow) {
     const rlimit data{o.data_limit, o.data_limit};
     if (setrlimit(RLIMIT_DATA, &data) != 0) return fail("RLIMIT_DATA");
   }

@@ -266,6 +266,8 @@ class CommandGenerator:
             for f in s.head:
                 if f.kind is FieldKind.HANDLE:
                     L.append(f"  w.{f.name} = {f.name} ? h.to_wire({self.objtype(f.type)}, handle_bits({f.name})) : 0;")
+                elif self.reg.resolve(f.type) in self.reg.enums:
+                    L.append(f"  w.{f.name} = enum_bits({f.name});")
                 else:
                     L.append(f"  w.{f.name} = static_cast<{f.ctype}>({f.name});")
             if s.trailing:

@@ -120,6 +120,8 @@ class StructGenerator:
     def encode_field_add(self, f: Field, src: str, var: str) -> str:
         m = f"{src}{f.name}"
         if f.kind is FieldKind.SCALAR:
+            if self.reg.resolve(f.type) in self.reg.enums:
+                return f"add_scalar<{f.ctype}>(b, {f.vo}, enum_bits({m}));"
             return (
                 f"add_scalar<{f.ctype}>(b, {f.vo}, static_cast<{f.ctype}>({m}));"
                 if f.ctype not in ("float", "double")

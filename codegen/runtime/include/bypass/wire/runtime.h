@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace bypass::wire {
@@ -44,6 +45,16 @@ class HandleMap {
   // Resolves a non-zero id; false when the id is unknown or of another type.
   virtual bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) = 0;
 };
+
+// An enum value as the application stored it. A C program may put any int in a VkFormat; C++
+// must not load that as the enum type (UBSan's enum check), so the encoders copy its bits.
+template <class E>
+inline int32_t enum_bits(const E& e) {
+  static_assert(std::is_enum_v<E> && sizeof(E) == sizeof(int32_t));
+  int32_t v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
 
 // Handles are pointers on every 64-bit ABI we support.
 static_assert(sizeof(VkImage) == sizeof(uint64_t));

@@ -171,9 +171,10 @@ class Relay final : public net::fb::Remote::Service {
     transport::Hello hello;
     uint32_t transport_version = 0;
     std::string why;
-    if (!first.Verify() || first.GetRoot()->kind() != net::kFrameHello || first.GetRoot()->flags() != 0)
+    const net::Received<net::fb::Frame> hello_frame(first);
+    if (!hello_frame || hello_frame->kind() != net::kFrameHello || hello_frame->flags() != 0)
       why = "the first frame is not a hello";
-    else if (const auto* d = first.GetRoot()->data();
+    else if (const auto* d = hello_frame->data();
              !net::parse_hello(d ? std::as_bytes(std::span(d->data(), d->size())) : std::span<const std::byte>(), hello,
                                transport_version, why))
       ;

@@ -207,7 +207,9 @@ int main(int argc, char** argv) {
     flatbuffers::grpc::Message<net::fb::StatsReply> reply;
     auto st = stub->Stats(&ctx, mb.ReleaseMessage<net::fb::Empty>(), &reply);
     if (!st.ok()) return fail("stats", st, management);
-    const flatbuffers::String* text = reply.GetRoot()->json();
+    const net::Received<net::fb::StatsReply> got(reply);
+    if (!got) return fail("stats", grpc::Status(grpc::StatusCode::INTERNAL, "not a valid StatsReply"), management);
+    const flatbuffers::String* text = got->json();
     std::fputs(text ? text->c_str() : "{}\n", stdout);
     return 0;
   }
@@ -217,7 +219,9 @@ int main(int argc, char** argv) {
     net::SessionListMessage reply;
     auto st = stub->Sessions(&ctx, mb.ReleaseMessage<net::fb::Empty>(), &reply);
     if (!st.ok()) return fail("sessions", st, management);
-    const net::fb::SessionList* list = reply.GetRoot();
+    const net::Received<net::fb::SessionList> got(reply);
+    if (!got) return fail("sessions", grpc::Status(grpc::StatusCode::INTERNAL, "not a valid SessionList"), management);
+    const net::fb::SessionList* list = got.get();
     std::vector<std::vector<std::string>> rows = {kHeader};
     std::ostringstream o;
     o << "{\"draining\": " << (list->draining() ? "true" : "false") << ", \"sessions\": [";
@@ -260,7 +264,9 @@ int main(int argc, char** argv) {
     st = stub->Drain(&ctx, mb.ReleaseMessage<net::fb::Empty>(), &outcome);
   }
   if (!st.ok()) return fail(command, st, management);
-  const net::fb::Outcome* o = outcome.GetRoot();
+  const net::Received<net::fb::Outcome> got(outcome);
+  if (!got) return fail(command, grpc::Status(grpc::StatusCode::INTERNAL, "not a valid Outcome"), management);
+  const net::fb::Outcome* o = got.get();
   const std::string message = o->message() ? o->message()->str() : "";
   if (json)
     std::printf("{\"ok\": %s, \"message\": \"%s\"}\n", o->ok() ? "true" : "false",

@@ -122,9 +122,8 @@ transport::Result<std::unique_ptr<RemoteStream>> RemoteStream::connect(const std
                          st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
     return transport::make_error(refused ? Status::kRefused : Status::kIo, status_line(st));
   }
-  if (!reply.Verify())
-    return transport::make_error(Status::kProtocolError, "the server's first frame is not a valid FlatBuffer");
-  const fb::Frame* f = reply.GetRoot();
+  const Received<fb::Frame> f(reply);
+  if (!f) return transport::make_error(Status::kProtocolError, "the server's first frame is not a valid FlatBuffer");
   const std::span<const std::byte> data =
       f->data() ? std::as_bytes(std::span(f->data()->data(), f->data()->size())) : std::span<const std::byte>();
   if (f->kind() == kFrameReject) {

@@ -45,11 +45,11 @@ FrameMessage make_frame(uint32_t kind, uint32_t flags, std::span<const std::byte
 }
 
 Reassembler::Step Reassembler::add(FrameMessage& frame, transport::Message& out, std::string& why) {
-  if (!frame.Verify()) {
+  const Received<fb::Frame> f(frame);
+  if (!f) {
     why = "a frame that is not a valid FlatBuffer";
     return Step::kError;
   }
-  const fb::Frame* f = frame.GetRoot();
   const auto* data = f->data();
   const size_t n = data ? data->size() : 0;
   if (f->flags() & ~kFrameMore) {

@@ -108,7 +108,9 @@ grpc::Status ManagementService::End(grpc::ServerContext* ctx, const flatbuffers:
                                     flatbuffers::grpc::Message<fb::Outcome>* response) {
   Caller caller;
   if (auto st = allowed(*ctx, &caller); !st.ok()) return st;
-  const uint64_t id = request->GetRoot()->id();
+  const Received<fb::EndRequest> end(*request);
+  if (!end) return {grpc::StatusCode::INVALID_ARGUMENT, "not a valid EndRequest"};
+  const uint64_t id = end->id();
   auto text = control_request(control_path_, scoped("end " + std::to_string(id), caller));
   if (!text) return {grpc::StatusCode::UNAVAILABLE, text.error().message};
   const bool ok = text->find("\"ok\": true") != std::string::npos;

@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
   } else if (mode == "reserved-kind") {
     (void)stream->Write(hello_frame(bypass::wire::kSchemaHash));
     net::FrameMessage welcome;
-    if (!stream->Read(&welcome) || !welcome.Verify() || welcome.GetRoot()->kind() != net::kFrameWelcome) {
+    if (!stream->Read(&welcome) || !net::Received<net::fb::Frame>(welcome) ||
+        net::Received<net::fb::Frame>(welcome)->kind() != net::kFrameWelcome) {
       std::printf("hostile: no welcome for a good hello\n");
       return 1;
     }
@@ -99,8 +100,9 @@ int main(int argc, char** argv) {
   net::FrameMessage reply;
   std::string said;
   while (stream->Read(&reply)) {
-    if (reply.Verify() && reply.GetRoot()->kind() == net::kFrameReject && reply.GetRoot()->data())
-      said.assign(reinterpret_cast<const char*>(reply.GetRoot()->data()->data()), reply.GetRoot()->data()->size());
+    const net::Received<net::fb::Frame> r(reply);
+    if (r && r->kind() == net::kFrameReject && r->data())
+      said.assign(reinterpret_cast<const char*>(r->data()->data()), r->data()->size());
   }
   const grpc::Status st = stream->Finish();
   std::printf("hostile %s: status %d: %s%s%s\n", mode.c_str(), static_cast<int>(st.error_code()),

@@ -8,8 +8,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "bypass/transport/ring.h"
 #include "bypass/transport/session.h"
@@ -19,6 +21,39 @@
 namespace bypass::net {
 
 using FrameMessage = flatbuffers::grpc::Message<fb::Frame>;
+
+// A FlatBuffer received from gRPC, verified and readable. gRPC hands a message over where its
+// slice lies, usually one byte past a 4-byte boundary (after the 5-byte message prefix), and
+// FlatBuffers reads its scalars in place: misaligned reads (undefined behaviour, which UBSan
+// reports on every message). So gRPC's deserializer does not verify in place
+// (FLATBUFFERS_GRPC_DISABLE_AUTO_VERIFICATION, set for everything that links bypass_net_grpc);
+// a misaligned message is copied to aligned memory here, and verified there. Every message
+// read from a stream goes through this; get() is null for one that is not a valid T.
+template <class T>
+class Received {
+ public:
+  explicit Received(const flatbuffers::grpc::Message<T>& m) {
+    const uint8_t* bytes = m.data();
+    const size_t size = m.size();
+    // gRPC refuses larger messages than kMaxFrameBytes on every stream of ours; 1 GiB bounds
+    // the copy for any message type.
+    if (!bytes || size == 0 || size > (size_t{1} << 30)) return;
+    if (reinterpret_cast<uintptr_t>(bytes) % alignof(uint64_t) != 0) {
+      words_.resize(size / sizeof(uint64_t) + 1);
+      std::memcpy(words_.data(), bytes, size);
+      bytes = reinterpret_cast<const uint8_t*>(words_.data());
+    }
+    flatbuffers::Verifier verifier(bytes, size);
+    if (verifier.VerifyBuffer<T>(nullptr)) root_ = flatbuffers::GetRoot<T>(bytes);
+  }
+  const T* get() const { return root_; }
+  const T* operator->() const { return root_; }
+  explicit operator bool() const { return root_ != nullptr; }
+
+ private:
+  std::vector<uint64_t> words_;  // the aligned copy, when one was needed
+  const T* root_ = nullptr;
+};
 
 // Kinds the stream itself uses; ring kinds stay below (transport::layout::kReservedKindBase and
 // everything >= kFrameKindBase is never relayed to a ring).

@@ -406,7 +406,9 @@ def case_exit_handler(workdir, _):
     env = server.guest_env()
     env.update(MALLOC_CHECK_="3", MALLOC_PERTURB_="165")
     debug_malloc = "/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0"
-    if os.path.exists(debug_malloc):
+    # A sanitizer build has its own allocator, which must come first and finds more than glibc's
+    # debugging malloc would.
+    if os.path.exists(debug_malloc) and not harness.asan_runtime() and not harness.tsan_runtime():
         env["LD_PRELOAD"] = debug_malloc
     for run in range(3):
         r = probe(["exit-handler"], env, workdir, f"probe.{run}")

@@ -103,17 +103,14 @@ void Server::accept_one() {
   // Every refusal is one line: in our log, and (through the handshake's reject) in the guest's.
   // Our own relay is let in whoever it runs as; the guests behind it it has authenticated.
   std::string refusal = is_relay(peer.pid) ? std::string() : policy_->check(conn.get(), peer);
-  if (refusal.empty() && draining_)
-    refusal = "bypassd refused the session: it is draining (bypassctl drain): no new sessions";
-  if (refusal.empty() && live_sessions() >= config_.max_sessions && !wait_for_free_slot()) {
-    refusal = "bypassd refused the session: " + std::to_string(live_sessions()) +
-              " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
-  }
+  if (refusal.empty() && draining_) refusal = kDrainingRefusal;
+  if (refusal.empty() && live_sessions() >= config_.max_sessions && !wait_for_free_slot()) refusal = full_refusal();
   // At the handshake cap a guest waits in line behind its uid's earlier ones (a burst of guests
   // starting together); only beyond the line is it refused, so a flood from one uid costs at
   // most the line's descriptors and never holds up another uid.
-  const bool at_cap = pending_handshakes(peer.uid) >= config_.max_pending_per_uid || queued_for(peer.uid) > 0;
-  if (refusal.empty() && at_cap && queued_for(peer.uid) >= config_.max_queued_per_uid) {
+  const size_t waiting = queued_for(peer.uid);
+  const bool at_cap = waiting > 0 || pending_handshakes(peer.uid) >= config_.max_pending_per_uid;
+  if (refusal.empty() && at_cap && waiting >= config_.max_queued_per_uid) {
     refusal = "bypassd refused the session: uid " + std::to_string(peer.uid) + " has " +
               std::to_string(config_.max_pending_per_uid) + " handshakes in progress and " +
               std::to_string(config_.max_queued_per_uid) + " waiting, the limit (--max-pending-handshakes " +
@@ -134,6 +131,11 @@ void Server::accept_one() {
   if (!start_worker(std::move(conn), peer)) return;
 }
 
+std::string Server::full_refusal() const {
+  return "bypassd refused the session: " + std::to_string(live_sessions()) +
+         " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
+}
+
 size_t Server::queued_for(uid_t uid) const {
   size_t n = 0;
   for (const Queued& q : queued_) n += q.peer.uid == uid;
@@ -145,11 +147,10 @@ void Server::start_queued(std::chrono::steady_clock::time_point now) {
   for (auto it = queued_.begin(); it != queued_.end();) {
     std::string refusal;
     if (draining_) {
-      refusal = "bypassd refused the session: it is draining (bypassctl drain): no new sessions";
+      refusal = kDrainingRefusal;
     } else if (pending_handshakes(it->peer.uid) < config_.max_pending_per_uid) {
       if (live_sessions() >= config_.max_sessions) {
-        refusal = "bypassd refused the session: " + std::to_string(live_sessions()) +
-                  " sessions open, the limit (--max-sessions " + std::to_string(config_.max_sessions) + ")";
+        refusal = full_refusal();
       } else {
         // Earlier arrivals of the same uid go first: only the first waiting one of a uid can
         // get here, as the others see the slot it takes.

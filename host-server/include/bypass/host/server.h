@@ -78,6 +78,10 @@ class Server {
     std::chrono::steady_clock::time_point since;
   };
   size_t queued_for(uid_t uid) const;
+  // The refusals a connection gets at accept or when its wait in line ends.
+  static constexpr const char* kDrainingRefusal =
+      "bypassd refused the session: it is draining (bypassctl drain): no new sessions";
+  std::string full_refusal() const;  // --max-sessions reached
   // The waiting connections `viewer` may know of (all for a privileged one, else its own).
   size_t waiting_for(uid_t viewer, const std::string& scope) const;
   // Starts the queued connections whose uid has room; refuses those whose wait ran out.

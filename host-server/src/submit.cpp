@@ -134,19 +134,27 @@ VkResult Session::wait_tracked(uint64_t device, uint64_t timeout_ns) {
                            fences.data(), VK_TRUE, timeout_ns);
 }
 
-void Session::quiesce() {
+bool Session::quiesce() {
   std::unordered_map<uint64_t, std::vector<VkFence>> by_device;
   {
     std::lock_guard lock(feedback_mu_);
     for (const auto& [queue, tq] : tracked_)
       for (const Tracked& t : tq.pending) by_device[tq.device].push_back(t.fence);
   }
+  bool done = true;
   for (auto& [device, fences] : by_device) {
     const wire::Dispatch& d = dispatch_of(device);
     // Bounded so a device that never finishes cannot hold the session forever.
-    d.vkWaitForFences(wire::handle_from_bits<VkDevice>(device), static_cast<uint32_t>(fences.size()), fences.data(),
-                      VK_TRUE, 10'000'000'000ull);
+    done &= d.vkWaitForFences(wire::handle_from_bits<VkDevice>(device), static_cast<uint32_t>(fences.size()),
+                              fences.data(), VK_TRUE, 10'000'000'000ull) == VK_SUCCESS;
   }
+  return done;
+}
+
+void Session::drain_retired() {
+  // The fences just waited for may still be in tracked_ (the feedback thread collects them in
+  // its own time): run_retired would take their work for running.
+  run_retired(quiesce() ? kAllDevices : 0);
 }
 
 bool Session::defer_destroy(uint64_t device, VkObjectType type, uint64_t handle) {
@@ -165,8 +173,7 @@ bool Session::defer_destroy(uint64_t device, VkObjectType type, uint64_t handle)
     return false;
   }
   if (retired_.size() >= kMaxRetired) {
-    quiesce();
-    run_retired();
+    drain_retired();
     return false;
   }
   Retired r{device, type, handle, submit_serial_, 0, nullptr};
@@ -178,7 +185,6 @@ bool Session::defer_destroy(uint64_t device, VkObjectType type, uint64_t handle)
   }
   // Still held, so still counted (bypassctl's figure, --max-memory) until the driver frees it;
   // remove_object takes the memory off the count next.
-  retired_bytes_ += r.bytes;
   stats_.memory_bytes.fetch_add(r.bytes, std::memory_order_relaxed);
   retired_.push_back(std::move(r));
   return true;
@@ -198,22 +204,23 @@ void Session::run_retired(uint64_t idle_device) {
   // In the guest's order: a buffer before the memory it was bound to.
   for (auto it = retired_.begin(); it != retired_.end();) {
     const auto busy = oldest.find(it->device);
-    if (it->device != idle_device && busy != oldest.end() && busy->second <= it->serial) {
+    if (idle_device != kAllDevices && it->device != idle_device && busy != oldest.end() && busy->second <= it->serial) {
       ++it;
       continue;
     }
     (void)wire::destroy_device_child(dispatch_of(it->device), wire::handle_from_bits<VkDevice>(it->device), it->type,
                                      it->handle);
-    retired_bytes_ -= it->bytes;
     stats_.memory_bytes.fetch_sub(it->bytes, std::memory_order_relaxed);
     it = retired_.erase(it);
   }
 }
 
 void Session::make_room(uint64_t bytes) {
-  if (retired_bytes_ == 0 || stats_.memory_bytes.load() + bytes <= config_.max_memory_bytes) return;
-  quiesce();
-  run_retired();
+  // Nothing to wait for when it fits, or when no freeing could make it fit.
+  const uint64_t limit = config_.max_memory_bytes;
+  if (bytes > limit || stats_.memory_bytes.load() + bytes <= limit) return;
+  if (std::none_of(retired_.begin(), retired_.end(), [](const Retired& r) { return r.bytes != 0; })) return;
+  drain_retired();
 }
 
 void Session::drop_tracking(uint64_t device) {

@@ -179,11 +179,15 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   void destroy_object(const ObjectEntry& e);
   void release_memory(uint64_t memory_handle);
   // Before a destroy or free that cannot be deferred (vkFreeCommandBuffers, vkDestroyDevice...):
-  // waits (bounded) for the tracking fences of every device.
-  void quiesce();
-  // Destroys the retired objects whose work is done: every one of `idle_device` (0: none) and,
-  // of the other devices, those retired before the oldest submission still in flight there.
+  // waits (bounded) for the tracking fences of every device; true when all of them signalled.
+  bool quiesce();
+  // Destroys the retired objects whose work is done: every one of `idle_device` (0: none;
+  // kAllDevices: every device is idle) and, of the other devices, those retired before the
+  // oldest submission still in flight there.
+  static constexpr uint64_t kAllDevices = ~uint64_t{0};
   void run_retired(uint64_t idle_device = 0);
+  // quiesce(), then destroys every retired object whose work that wait saw done.
+  void drain_retired();
   void drop_tracking(uint64_t device);
   // Completion feedback (feedback.cpp): the feedback thread's loop; what a submission that could
   // not be tracked, or the session's end, does to the guest's view (any thread, feedback_mu_ not held).
@@ -360,12 +364,11 @@ class Session final : public wire::HostContext, private wire::HandleMap {
     VkObjectType type;
     uint64_t handle;
     uint64_t serial;  // submit_serial_ at the destroy
-    uint64_t bytes;   // host-visible memory it holds (counted in retired_bytes_)
+    uint64_t bytes;   // host-visible memory it holds (still counted in stats_.memory_bytes)
     std::shared_ptr<void> mapping;
   };
   static constexpr size_t kMaxRetired = 4096;  // then a destroy waits for the work, as before
   std::deque<Retired> retired_;
-  uint64_t retired_bytes_ = 0;
   bool feedback_kick_ = false;
   bool feedback_stop_ = false;
   transport::layout::Feedback* feedback_ = nullptr;  // in the channel's region; null: none

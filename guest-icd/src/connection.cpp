@@ -1,6 +1,8 @@
 #include "bypass/icd/connection.h"
 
 #include <dlfcn.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bypass/transport/session.h"
@@ -159,6 +161,7 @@ transport::Result<std::unique_ptr<Connection>> Connection::open() {
 Connection::~Connection() {
   flush();
   for (auto& [tag, fd] : fds_) close(fd);
+  if (!small_heap_.empty()) munmap(small_heap_.data(), small_heap_.size());
 }
 
 void Connection::mark_dead(const std::string& why) {
@@ -384,6 +387,33 @@ bool Connection::wait_reply(uint64_t seq, Reply& reply) {
     }
     reply_cv_.notify_all();
   }
+}
+
+bool Connection::try_take_pushed(uint64_t seq, Reply& reply) {
+  std::lock_guard lock(reply_mu_);
+  auto it = stash_.find(seq);
+  if (it == stash_.end()) return false;
+  reply.message() = std::move(it->second);
+  stash_.erase(it);
+  return true;
+}
+
+std::span<std::byte> Connection::small_memory_heap() {
+  std::lock_guard lock(heap_mu_);
+  if (!small_heap_.empty()) return small_heap_;
+  const int fd = take_fd(wire::kFdTagSmallMemoryHeap);
+  if (fd < 0) return {};
+  struct stat st;
+  void* base = MAP_FAILED;
+  if (fstat(fd, &st) == 0 && st.st_size > 0)
+    base = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (base == MAP_FAILED) {
+    protocol_error("cannot map the small-memory heap bypassd sent");
+    return {};
+  }
+  small_heap_ = {static_cast<std::byte*>(base), static_cast<size_t>(st.st_size)};
+  return small_heap_;
 }
 
 int Connection::take_fd(uint64_t tag) {

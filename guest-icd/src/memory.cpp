@@ -1,6 +1,8 @@
 // Device memory. Host-visible memory is a memfd the host created, imported into its driver
 // and sent to us: vkMapMemory returns a pointer into the same pages the driver uses, so a
-// mapped write needs no copy and no flush beyond what the memory type's coherency says.
+// mapped write needs no copy and no flush beyond what the memory type's coherency says. Small
+// allocations (up to 1 MiB by default) are blocks of one such memfd per session instead, the
+// small-memory heap, mapped once: bypassd pushes each block's offset before the reply.
 //
 // VK_KHR_external_memory_fd: memory allocated for export or from an imported fd is the host
 // driver's own allocation (host-server/src/memory.cpp). When host-visible, the guest maps the file
@@ -37,26 +39,23 @@ VkResult make_shadow(Connection* conn, Mapping& m) {
   return VK_SUCCESS;
 }
 
-// A VM guest's host-visible memory: a block of the session's heap in the shared device. Shadow
-// memory (BYPASS_MEMORY=shadow) keeps its own copy even so, moved by barriers as anywhere.
-VkResult map_in_device_heap(Device* dev, uint64_t id, size_t size) {
+// Host-visible memory that is a block of a heap both sides map: a VM session's slot heap in the
+// shared device, or a socket session's small-memory heap. `placement` is what bypassd pushed
+// before the allocation's reply. Shadow memory (BYPASS_MEMORY=shadow) keeps its own copy even
+// so, moved by barriers as anywhere.
+VkResult map_in_heap(Device* dev, uint64_t id, size_t size, std::span<std::byte> heap, const Reply& placement) {
   Connection* conn = dev->conn;
   Mapping m;
   m.size = size;
-  // bypassd pushed the block's placement before the allocation's reply: it is read already.
-  // Taken even for a shadow, which does not need it, so that it is not kept for ever.
-  Reply& reply = thread_reply();
-  if (!conn->take_pushed(wire::pushed_seq(wire::kPushMemoryPlacement, id), reply)) return VK_ERROR_DEVICE_LOST;
   if (shadow_memory_enabled()) {
     if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
   } else {
     wire::MemoryPlacement r;
-    if (reply.size() != sizeof(r)) {
+    if (placement.size() != sizeof(r)) {
       conn->protocol_error("memory placement: short reply");
       return VK_ERROR_DEVICE_LOST;
     }
-    std::memcpy(&r, reply.data(), sizeof(r));
-    const std::span<std::byte> heap = conn->shared_heap();
+    std::memcpy(&r, placement.data(), sizeof(r));
     if (r.offset > heap.size() || r.size > heap.size() - r.offset || r.size < size) {
       conn->protocol_error("memory placement outside the shared heap");
       return VK_ERROR_DEVICE_LOST;
@@ -75,7 +74,24 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
   Connection* conn = dev->conn;
   int fd = -1;
   uint64_t file_offset = 0;
-  if (!conn->shared_heap().empty() && !external) return map_in_device_heap(dev, id, size);
+  const uint64_t pushed = wire::pushed_seq(wire::kPushMemoryPlacement, id);
+  if (!conn->shared_heap().empty() && !external) {
+    // A VM session: bypassd pushed the block's placement before the allocation's reply, so it is
+    // read already. Taken even for a shadow, which does not need it, so that it is not kept.
+    Reply& placement = thread_reply();
+    if (!conn->take_pushed(pushed, placement)) return VK_ERROR_DEVICE_LOST;
+    return map_in_heap(dev, id, size, conn->shared_heap(), placement);
+  }
+  if (!external) {
+    // A socket session's small allocation is a block of the small-memory heap, told by a pushed
+    // placement instead of an fd of its own.
+    Reply& placement = thread_reply();
+    if (conn->try_take_pushed(pushed, placement)) {
+      const std::span<std::byte> heap = conn->small_memory_heap();
+      if (heap.empty()) return VK_ERROR_DEVICE_LOST;
+      return map_in_heap(dev, id, size, heap, placement);
+    }
+  }
   if (!external && !Connection::endpoint_carries_fds()) {
     // Over the network the host's pages are reached only through barriers, and the shadow copy
     // is made at the first vkMapMemory (which fetches the contents): memory the guest never maps

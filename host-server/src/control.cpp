@@ -164,14 +164,14 @@ bool Session::control_external_memory(const uint8_t* data, size_t size) {
   return true;
 }
 
-// A VM guest's host-visible memory: where it lies in the session's shared heap.
+// Host-visible memory in a heap (a VM slot's, or the small-memory heap): where it lies in it.
 bool Session::control_memory_placement(const uint8_t* data, size_t size) {
   uint64_t id = 0;
   if (size < sizeof(id)) return decode.fail("memory placement", "short request");
   std::memcpy(&id, data, sizeof(id));
   SharedMemory* m = nullptr;
   if (!memory_of_id(id, "memory placement", &m)) return false;
-  if (!m || !m->in_device_heap) return decode.fail("memory placement", "not host-visible memory in the device");
+  if (!m || !m->in_heap) return decode.fail("memory placement", "not host-visible memory in a heap");
   const wire::MemoryPlacement r{m->file_offset, m->size};
   send_raw_reply(reply_seq, wire::kCtlMemoryPlacement, 0, &r, sizeof(r));
   return true;

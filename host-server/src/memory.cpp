@@ -1,6 +1,8 @@
 // Device memory: host-visible memory is a memfd shared with the guest and imported into the
 // driver as host memory (VK_EXT_external_memory_host), so the guest's vkMapMemory pointer and
-// the driver's memory are the same pages: no copy in either direction.
+// the driver's memory are the same pages: no copy in either direction. Small allocations are
+// blocks of one memfd per session (the small-memory heap, Session::heap_for), sent once: no
+// file, fd or mapping each, and the pages of freed blocks are reused without faulting in again.
 //
 // Memory the guest exports or imports as an fd (VK_KHR_external_memory_fd) is the driver's
 // own allocation instead, since a host-pointer import cannot also be an fd import or export.
@@ -34,9 +36,10 @@ Session& session(wire::HostContext& c) { return static_cast<Session&>(c); }
 // the session region, transport/src/region.cpp).
 constexpr unsigned kResizeSeals = F_SEAL_SHRINK | F_SEAL_GROW;
 
-// A memfd of `size` bytes sealed against resizing and further sealing; -1 on failure.
-int create_sealed_memfd(uint64_t size) {
-  int fd = memfd_create("bypass-device-memory", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+// A memfd of `size` bytes sealed against resizing and further sealing; -1 on failure. Its name
+// shows in /proc/PID/maps of both sides.
+int create_sealed_memfd(uint64_t size, const char* name = "bypass-device-memory") {
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return -1;
   if (ftruncate(fd, static_cast<off_t>(size)) != 0 || fcntl(fd, F_ADD_SEALS, kResizeSeals | F_SEAL_SEAL) != 0) {
     close(fd);
@@ -158,19 +161,14 @@ void allocate_external(Session& s, wire::Args_vkAllocateMemory& a, VkImportMemor
   s.add_memory(mem, std::move(shared));
 }
 
-// A VM guest's host-visible memory: a block of its slot's heap in the shared device, imported
-// like a memfd's pages. The guest learns the block's offset from a MemoryPlacement pushed just
-// before the allocation's reply (no second round trip across the VM boundary, where every one
-// is polled). A full heap is the device's memory running out, which the guest is told as such.
-void allocate_in_device_heap(Session& s, wire::Args_vkAllocateMemory& a, const std::shared_ptr<DeviceHeap>& heap,
-                             uint64_t size, uint64_t align) {
+// Host-visible memory as a block of a heap both sides map (a VM slot's, or a socket session's
+// small-memory heap), imported like a memfd's pages. The guest learns the block's offset from a
+// MemoryPlacement pushed just before the allocation's reply: no second round trip (across a VM
+// boundary every one is polled) and no fd.
+void allocate_in_heap(Session& s, wire::Args_vkAllocateMemory& a, const std::shared_ptr<DeviceHeap>& heap,
+                      uint64_t offset, uint64_t size) {
   const wire::Dispatch& d = s.dispatch_of(wire::handle_bits(a.device));
-  const std::optional<uint64_t> offset = heap->allocate(size, align);
-  if (!offset) {
-    a.result = VK_ERROR_OUT_OF_DEVICE_MEMORY;
-    return;
-  }
-  std::byte* ptr = heap->base() + *offset;
+  std::byte* ptr = heap->base() + offset;
   VkImportMemoryHostPointerInfoEXT import{VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT};
   import.handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
   import.pHostPointer = ptr;
@@ -180,17 +178,17 @@ void allocate_in_device_heap(Session& s, wire::Args_vkAllocateMemory& a, const s
   alloc.pNext = &import;
   a.result = d.vkAllocateMemory(a.device, &alloc, nullptr, a.pMemory);
   if (a.result != VK_SUCCESS) {
-    heap->release(*offset);
+    heap->release(offset);
     return;
   }
   const uint64_t mem = wire::handle_bits(*a.pMemory);
   s.add_object(VK_OBJECT_TYPE_DEVICE_MEMORY, a.id_pMemory, mem, wire::handle_bits(a.device));
-  SharedMemory shared{-1, ptr, size, *offset};
-  shared.in_device_heap = true;
+  SharedMemory shared{-1, ptr, size, offset};
+  shared.in_heap = true;
   // The block goes back to the heap when the last holder lets go (after vkFreeMemory).
-  shared.mapping = std::shared_ptr<void>(ptr, [heap, at = *offset](void*) { heap->release(at); });
+  shared.mapping = std::shared_ptr<void>(ptr, [heap, offset](void*) { heap->release(offset); });
   s.add_memory(mem, std::move(shared));
-  const wire::MemoryPlacement placement{*offset, size};
+  const wire::MemoryPlacement placement{offset, size};
   s.send_raw_reply(wire::pushed_seq(wire::kPushMemoryPlacement, a.id_pMemory), wire::kCtlMemoryPlacement, 0, &placement,
                    sizeof(placement));
 }
@@ -234,9 +232,16 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
     return;
   }
   const uint64_t size = (want + align - 1) / align * align;
-  if (const std::shared_ptr<DeviceHeap>& heap = s.device_heap()) {
-    allocate_in_device_heap(s, a, heap, size, align);
-    return;
+  if (const std::shared_ptr<DeviceHeap> heap = s.heap_for(size)) {
+    if (const std::optional<uint64_t> offset = heap->allocate(size, align)) {
+      allocate_in_heap(s, a, heap, *offset, size);
+      return;
+    }
+    if (s.memory_only_in_heap()) {  // a VM slot's heap is full: the device's memory ran out
+      a.result = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+      return;
+    }
+    // The small-memory heap is full: this allocation gets a memfd of its own.
   }
   const int fd = create_sealed_memfd(size);
   if (fd < 0) {
@@ -272,6 +277,38 @@ void handle_vkAllocateMemory(wire::HostContext& c, wire::Args_vkAllocateMemory& 
     // in the session's table already and is freed with it.
     s.fail("vkAllocateMemory", "cannot send the memory's fd to the guest");
   }
+}
+
+std::shared_ptr<DeviceHeap> Session::heap_for(uint64_t bytes) {
+  if (memory_only_in_heap()) return heap_;
+  if (bytes > config_.small_memory_max()) return nullptr;
+  if (heap_tried_) return heap_;
+  heap_tried_ = true;
+  // A session bypass-grpcd relays (it names them "grpc ..."; a guest that claims so only loses
+  // the heap) is a network guest's: no fd reaches it, it shadows its memory.
+  if (channel_.peer_hello().peer_name.starts_with("grpc ")) return nullptr;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t size = config_.small_memory_heap_bytes / page * page;
+  if (size == 0) return nullptr;
+  const int fd = create_sealed_memfd(size, "bypass-small-memory");
+  if (fd < 0) return nullptr;
+  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    close(fd);
+    return nullptr;
+  }
+  // Sent once, before the first placement in it; the guest maps it whole.
+  const int fds[1] = {fd};
+  const bool sent = send_fds(wire::kFdTagSmallMemoryHeap, fds) == transport::Status::kOk;
+  close(fd);
+  if (!sent) {
+    munmap(base, size);
+    return nullptr;
+  }
+  std::shared_ptr<void> owner(base, [size](void* p) { munmap(p, size); });
+  heap_ = std::make_shared<DeviceHeap>(std::span<std::byte>(static_cast<std::byte*>(base), size), std::move(owner));
+  spdlog::debug("session {}: small-memory heap of {} bytes", id_, size);
+  return heap_;
 }
 
 void handle_vkGetMemoryFdKHR(wire::HostContext& c, wire::Args_vkGetMemoryFdKHR& a) {

@@ -31,7 +31,8 @@ Session::Session(uint64_t id, transport::Channel channel, const ServerConfig& co
       stop_request_(stop_request),
       stats_(stats ? *stats : own_stats_),
       channel_(std::move(channel)),
-      heap_(channel_.shared_heap().empty() ? nullptr : std::make_shared<DeviceHeap>(channel_.shared_heap())) {
+      heap_(channel_.shared_heap().empty() ? nullptr : std::make_shared<DeviceHeap>(channel_.shared_heap())),
+      vm_heap_(heap_ != nullptr) {
   gipa_ = vkGetInstanceProcAddr;
   decode.arena = &arena_;
   decode.handles = this;

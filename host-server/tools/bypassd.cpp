@@ -115,6 +115,10 @@ int main(int argc, char** argv) {
                  "0: glibc's default)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{0}, static_cast<size_t>(INT_MAX)));
+  app.add_option("--small-memory-heap", config.small_memory_heap_bytes,
+                 "Bytes per socket session of one shared file that small host-visible allocations (up to "
+                 "1 MiB, or an eighth of it) are blocks of; 0: each allocation is its own file")
+      ->capture_default_str();
   app.add_option("--max-pending-waits", config.max_pending_waits,
                  "Blocking calls (waits) per session answered on waiter threads at once; more end the session")
       ->capture_default_str();

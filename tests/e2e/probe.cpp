@@ -52,6 +52,15 @@
 //                           in its own mapping of the session region, then runs the fence rounds:
 //                           answers stay right (the guest asks bypassd when the block makes no
 //                           sense) and bypassd, which never reads the block back, carries on
+//   probe small-memory      host-visible allocations of many sizes (4 KiB to 2 MiB, 48 MiB in all,
+//                           more than bypassd's small-memory heap holds): each written through
+//                           its mapping, its first half copied into its second by the device,
+//                           all checked after every copy ran (the GPU sees what the CPU wrote,
+//                           and no two allocations share bytes); then 500 rounds of allocate,
+//                           write, fill on the device, check and free. Prints the counts of this
+//                           process's mappings of bypassd's memory files ("device-memory D
+//                           small-memory S", and the small-memory file's inode), at the peak
+//                           and after the rounds, then "small-memory: ok" and waits for EOF
 //   probe icd-create-instance LIB
 //                           the same as create-instance, but calls the ICD library LIB directly
 //                           (dlopen, the loader-ICD interface), so the VkResult printed is the
@@ -866,6 +875,159 @@ int run_memory_requirements() {
   return g_failed ? 1 : 0;
 }
 
+// This process's mappings of bypassd's memory files (guest-icd/src/memory.cpp), by memfd name,
+// and the inode of the small-memory heap's file (0: none).
+struct MemoryMappings {
+  int device_memory = 0;
+  int small_memory = 0;
+  unsigned long small_inode = 0;
+};
+MemoryMappings memory_mappings() {
+  MemoryMappings m;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("memfd:bypass-device-memory") != std::string::npos) ++m.device_memory;
+    if (line.find("memfd:bypass-small-memory") != std::string::npos) {
+      ++m.small_memory;
+      // address perms offset dev inode path
+      char perms[8], dev[16];
+      unsigned long long start, end, offset;
+      std::sscanf(line.c_str(), "%llx-%llx %7s %llx %15s %lu", &start, &end, perms, &offset, dev, &m.small_inode);
+    }
+  }
+  return m;
+}
+
+void print_mappings(const char* when) {
+  const MemoryMappings m = memory_mappings();
+  std::printf("%s: device-memory %d small-memory %d inode %lu\n", when, m.device_memory, m.small_memory, m.small_inode);
+  std::fflush(stdout);
+}
+
+// One host-visible allocation with a buffer over all of it, mapped.
+struct Block {
+  VkDeviceMemory memory = VK_NULL_HANDLE;
+  VkBuffer buffer = VK_NULL_HANDLE;
+  uint32_t* words = nullptr;
+  VkDeviceSize size = 0;
+};
+
+bool make_block(VkDevice device, VkPhysicalDevice pd, VkDeviceSize size, Block* b) {
+  VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  binfo.size = size;
+  binfo.usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  if (!report("vkCreateBuffer", vkCreateBuffer(device, &binfo, nullptr, &b->buffer))) return false;
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements(device, b->buffer, &req);
+  VkMemoryAllocateInfo ainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  ainfo.allocationSize = req.size;
+  ainfo.memoryTypeIndex = host_visible_type(pd, req.memoryTypeBits);
+  void* p = nullptr;
+  if (!report("vkAllocateMemory", vkAllocateMemory(device, &ainfo, nullptr, &b->memory)) ||
+      !report("vkBindBufferMemory", vkBindBufferMemory(device, b->buffer, b->memory, 0)) ||
+      !report("vkMapMemory", vkMapMemory(device, b->memory, 0, VK_WHOLE_SIZE, 0, &p)))
+    return false;
+  b->words = static_cast<uint32_t*>(p);
+  b->size = size;
+  return true;
+}
+
+void free_block(VkDevice device, Block& b) {
+  vkDestroyBuffer(device, b.buffer, nullptr);
+  vkFreeMemory(device, b.memory, nullptr);  // unmaps it
+  b = Block{};
+}
+
+// Block `tag`'s pattern: its first half, word by word.
+uint32_t pattern(uint32_t tag, size_t word) { return tag * 0x9E3779B9u ^ static_cast<uint32_t>(word * 2654435761u); }
+
+void write_first_half(Block& b, uint32_t tag) {
+  const size_t half = b.size / 2 / sizeof(uint32_t);
+  for (size_t w = 0; w < half; ++w) b.words[w] = pattern(tag, w);
+}
+
+// Both halves hold the pattern: the CPU's writes reached the device, its copy reached us.
+bool check_both_halves(const Block& b, uint32_t tag) {
+  const size_t half = b.size / 2 / sizeof(uint32_t);
+  for (size_t w = 0; w < half; ++w)
+    if (b.words[w] != pattern(tag, w) || b.words[half + w] != pattern(tag, w)) return false;
+  return true;
+}
+
+void copy_halves(VkCommandBuffer cmd, const Block& b) {
+  const VkDeviceSize half = b.size / 2 / sizeof(uint32_t) * sizeof(uint32_t);
+  const VkBufferCopy region{0, half, half};
+  vkCmdCopyBuffer(cmd, b.buffer, b.buffer, 1, &region);
+}
+
+bool submit_and_wait(VkDevice device, VkQueue queue, VkCommandBuffer cmd, VkFence fence) {
+  VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  submit.commandBufferCount = 1;
+  submit.pCommandBuffers = &cmd;
+  return report("vkQueueSubmit", vkQueueSubmit(queue, 1, &submit, fence)) &&
+         vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX) == VK_SUCCESS &&
+         vkResetFences(device, 1, &fence) == VK_SUCCESS;
+}
+
+int run_small_memory() {
+  Objects o;
+  if (!create_instance(o) || !create_device(o)) return 1;
+  uint32_t n = 1;
+  VkPhysicalDevice pd;
+  vkEnumeratePhysicalDevices(o.instance, &n, &pd);
+  VkQueue queue;
+  vkGetDeviceQueue(o.device, 0, 0, &queue);
+  VkCommandPool pool;
+  VkCommandBuffer cmd;
+  if (!create_command_buffer(o, &pool, &cmd)) return 1;
+  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  if (!report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence))) return 1;
+  const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+
+  // Sizes of ffmpeg's frames and small buffers, pages, a 1 MiB block and one past the limit.
+  const VkDeviceSize sizes[] = {4096, 23040, 69120, 230400, 1 << 20, (2 << 20) + 4096};
+  std::vector<Block> blocks;
+  VkDeviceSize total = 0;
+  for (uint32_t i = 0; total < (VkDeviceSize{48} << 20); ++i) {
+    Block b;
+    if (!make_block(o.device, pd, sizes[i % std::size(sizes)], &b)) return 1;
+    write_first_half(b, i);
+    total += b.size;
+    blocks.push_back(b);
+  }
+  vkBeginCommandBuffer(cmd, &begin);
+  for (const Block& b : blocks) copy_halves(cmd, b);
+  vkEndCommandBuffer(cmd);
+  if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+  for (uint32_t i = 0; i < blocks.size(); ++i) expect(check_both_halves(blocks[i], i), "a block holds its pattern");
+  std::printf("blocks: %zu, %llu MiB\n", blocks.size(), static_cast<unsigned long long>(total >> 20));
+  print_mappings("peak");
+  for (Block& b : blocks) free_block(o.device, b);
+
+  for (uint32_t round = 0; round < 500 && !g_failed; ++round) {
+    Block b;
+    if (!make_block(o.device, pd, sizes[round % 4], &b)) return 1;
+    write_first_half(b, round);
+    vkResetCommandBuffer(cmd, 0);
+    vkBeginCommandBuffer(cmd, &begin);
+    copy_halves(cmd, b);
+    vkEndCommandBuffer(cmd);
+    if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+    expect(check_both_halves(b, round), "a block of the rounds holds its pattern");
+    free_block(o.device, b);
+  }
+  print_mappings("after rounds");
+  vkDestroyCommandPool(o.device, pool, nullptr);
+  // A call with an answer: bypassd has run every free before it when the test reads its stats.
+  report("vkDeviceWaitIdle", vkDeviceWaitIdle(o.device));
+  std::printf("small-memory: %s\n", g_failed ? "failed" : "ok");
+  std::fflush(stdout);
+  while (std::fgetc(stdin) != EOF) {
+  }
+  return g_failed ? 1 : 0;
+}
+
 int run_feedback_polls() {
   FenceRig g;
   if (!make_rig(g)) return 1;
@@ -1094,10 +1256,11 @@ int main(int argc, char** argv) {
   if (mode == "feedback-polls") return run_feedback_polls();
   if (mode == "repeat-queries") return run_repeat_queries();
   if (mode == "memory-requirements") return run_memory_requirements();
+  if (mode == "small-memory") return run_small_memory();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
                "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"
-               "repeat-queries|memory-requirements|"
+               "repeat-queries|memory-requirements|small-memory|"
                "icd-create-instance LIB\n",
                argv[0]);
   return 2;

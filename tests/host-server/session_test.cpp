@@ -5,6 +5,7 @@
 // why, in the words the log and the guest get.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -290,31 +291,54 @@ TEST(SessionControl, MemoryOfAnUnknownIdEndsTheSession) {
 }
 
 // Host-visible memory of three pages; the fd the host shares it through, mapped here.
+// Host-visible memory as the guest maps it: a file of its own (fd), or a block of the session's
+// small-memory heap, whose file comes once and whose offset is pushed before the reply.
 struct Mapped {
-  int fd = -1;
+  void* map_base = MAP_FAILED;
+  size_t map_size = 0;
   std::byte* ptr = nullptr;
   size_t size = 0;
+  bool in_heap = false;
+  uint64_t heap_offset = 0;
   ~Mapped() {
-    if (ptr) munmap(ptr, size);
-    if (fd >= 0) close(fd);
+    if (map_base != MAP_FAILED) munmap(map_base, map_size);
   }
 };
 
-bool allocate_shared(LiveSession& g, size_t size, Mapped* out) {
+bool map_file(int fd, Mapped* out) {
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) return false;
+  out->map_size = static_cast<size_t>(st.st_size);
+  out->map_base = mmap(nullptr, out->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  return out->map_base != MAP_FAILED;
+}
+
+bool allocate_shared(LiveSession& g, size_t size, Mapped* out, uint64_t id = kMemoryId) {
   VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   alloc.allocationSize = size;
   alloc.memoryTypeIndex = 0;  // lavapipe's one type: device-local, host-visible, coherent
-  VkDeviceMemory memory = as_handle<VkDeviceMemory>(kMemoryId);
+  VkDeviceMemory memory = as_handle<VkDeviceMemory>(id);
   g.b.Clear();
   wire::encode_vkAllocateMemory(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, nullptr, &memory);
   auto r = g.call(wire::kCmd_vkAllocateMemory, g.b);
+  if (r && r->header.seq == wire::pushed_seq(wire::kPushMemoryPlacement, id)) {
+    const auto placement = r->as<wire::MemoryPlacement>();
+    if (placement.size < size) return false;
+    out->in_heap = true;
+    out->heap_offset = placement.offset;
+    r = g.next_reply();  // the allocation's own
+  }
   if (!r || r->header.result != VK_SUCCESS) return false;
-  out->fd = g.take_fd(wire::kFdTagMemoryBase + kMemoryId);
-  if (out->fd < 0) return false;
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, out->fd, 0);
-  if (p == MAP_FAILED) return false;
-  out->ptr = static_cast<std::byte*>(p);
   out->size = size;
+  if (out->in_heap) {
+    // The heap's file comes with the session's first block only: the tests allocate once.
+    if (!map_file(g.take_fd(wire::kFdTagSmallMemoryHeap), out) || out->heap_offset + size > out->map_size) return false;
+    out->ptr = static_cast<std::byte*>(out->map_base) + out->heap_offset;
+    return true;
+  }
+  if (!map_file(g.take_fd(wire::kFdTagMemoryBase + id), out)) return false;
+  out->ptr = static_cast<std::byte*>(out->map_base);
   return true;
 }
 
@@ -403,15 +427,63 @@ TEST(SessionControl, OrdinaryMemoryIsNotExternalMemory) {
   EXPECT_EQ(g.end_reason(), "control command 61444: external memory: not external host-visible memory");
 }
 
-TEST(SessionControl, ASocketSessionHasNoMemoryPlacement) {
-  LiveSession g;
+TEST(SessionControl, MemoryOfItsOwnFileHasNoMemoryPlacement) {
+  ServerConfig config = test_config();
+  config.small_memory_heap_bytes = 0;  // every allocation its own file
+  LiveSession g(config);
   ASSERT_TRUE(g.setup_device());
   Mapped m;
   ASSERT_TRUE(allocate_shared(g, 4096, &m));
+  EXPECT_FALSE(m.in_heap);
   const uint64_t id = kMemoryId;
   g.add_reply(wire::kCtlMemoryPlacement, &id, sizeof(id));
   ASSERT_TRUE(g.send());
-  EXPECT_EQ(g.end_reason(), "control command 61447: memory placement: not host-visible memory in the device");
+  EXPECT_EQ(g.end_reason(), "control command 61447: memory placement: not host-visible memory in a heap");
+}
+
+TEST(SessionControl, SmallMemoryIsABlockOfOneHeapSentOnce) {
+  ServerConfig config = test_config();
+  config.small_memory_heap_bytes = 1 << 20;  // blocks up to 128 KiB
+  LiveSession g(config);
+  ASSERT_TRUE(g.setup_device());
+  Mapped first;
+  ASSERT_TRUE(allocate_shared(g, 4096, &first, kMemoryId));
+  ASSERT_TRUE(first.in_heap);
+  EXPECT_EQ(first.map_size, size_t{1} << 20);
+  // The second block: a placement in the same heap, no file; written through the first mapping
+  // of the heap, read back by the host's read barrier (it reads the same pages).
+  VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  alloc.allocationSize = 8192;
+  VkDeviceMemory memory = as_handle<VkDeviceMemory>(kMemoryId + 1);
+  g.b.Clear();
+  wire::encode_vkAllocateMemory(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, nullptr, &memory);
+  auto pushed = g.call(wire::kCmd_vkAllocateMemory, g.b);
+  ASSERT_TRUE(pushed);
+  ASSERT_EQ(pushed->header.seq, wire::pushed_seq(wire::kPushMemoryPlacement, kMemoryId + 1));
+  const auto second = pushed->as<wire::MemoryPlacement>();
+  auto reply = g.next_reply();
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->header.result, VK_SUCCESS);
+  EXPECT_GE(second.size, 8192u);
+  EXPECT_TRUE(second.offset >= first.heap_offset + 4096 || second.offset + second.size <= first.heap_offset)
+      << "blocks overlap";
+  std::memset(static_cast<std::byte*>(first.map_base) + second.offset, 0x7E, 8192);
+  const wire::MemoryRange range{kMemoryId + 1, 0, 8192};
+  auto read = g.call(wire::kCtlMemoryRead, &range, sizeof(range));
+  ASSERT_TRUE(read);
+  const auto header = read->as<wire::MemoryReadReply>();
+  ASSERT_EQ(header.runs, 1u);  // the guest never wrote it: both pages differ from its copy
+  ASSERT_EQ(read->payload.size(), sizeof(header) + sizeof(wire::MemoryRun) + 8192);
+  EXPECT_EQ(read->payload.back(), std::byte{0x7E});
+  // Asked for, the placement is the pushed one.
+  const uint64_t id = kMemoryId + 1;
+  auto asked = g.call(wire::kCtlMemoryPlacement, &id, sizeof(id));
+  ASSERT_TRUE(asked);
+  EXPECT_EQ(asked->as<wire::MemoryPlacement>().offset, second.offset);
+  // Past the block limit: a file of its own.
+  Mapped large;
+  ASSERT_TRUE(allocate_shared(g, 256 << 10, &large, kMemoryId + 2));
+  EXPECT_FALSE(large.in_heap);
 }
 
 TEST(SessionControl, NamingMemoryForPresentationBeforeJoiningEndsTheSession) {

@@ -29,6 +29,11 @@ Cases (one ctest test each):
                         requirements again (the ICD answers from the first answer): the first
                         answers equal native, every later one equals the first, and 900 objects
                         cost bypassd next to no round trips
+  small-memory          host-visible allocations of many sizes, more than the small-memory heap
+                        holds, and 500 allocate-free rounds: the device and the guest see the
+                        same bytes (natively too); small ones are blocks of one heap file per
+                        session (two guests: two files), the rest and the overflow files of
+                        their own; none stays counted once freed; with the heap off, each its own
   feedback-scribble     a guest that writes garbage over its own feedback block still gets right
                         answers, and its session ends cleanly
   server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
@@ -288,6 +293,66 @@ def case_memory_requirements(workdir, _):
     check(replies < 20, f"the ICD should answer requirements of objects made as before itself ({replies} replies)")
 
 
+def run_small_memory(workdir, env, tag, count=1):
+    """Runs `count` small-memory probes at once; returns each one's (result, {when: (device, small,
+    inode)}, memory_bytes of its live session (None natively)), read while all of them still run."""
+    server_stats = env.get("_stats")
+    env = {k: v for k, v in env.items() if k != "_stats"}
+    argv = [harness.env_path("BYPASS_PROBE"), "small-memory"]
+    running = [harness.Running(argv, env, workdir, f"probe.{tag}.{i}", stdin=subprocess.PIPE) for i in range(count)]
+    deadline = time.monotonic() + 120 * harness.TIMEOUT_SCALE
+    for r in running:
+        while "small-memory:" not in r.stdout_text():
+            check(
+                time.monotonic() < deadline and r.proc.poll() is None,
+                f"{tag}: the probe did not finish:\n{r.result().describe()}",
+            )
+            time.sleep(0.05)
+    held = [harness.live_for_pid(server_stats(), r.pid)[-1]["memory_bytes"] if server_stats else None for r in running]
+    out = []
+    for r, memory in zip(running, held):
+        r.close_stdin()
+        result = r.wait(timeout=30)
+        harness.check_ok(result, f"small-memory ({tag})")
+        check("small-memory: ok" in result.stdout, f"{tag}: a block lost its bytes:\n{result.describe()}")
+        counts = {}
+        for m in re.finditer(
+            r"^(peak|after rounds): device-memory (\d+) small-memory (\d+) inode (\d+)$", result.stdout, re.M
+        ):
+            counts[m.group(1)] = tuple(int(g) for g in m.group(2, 3, 4))
+        check(len(counts) == 2, f"{tag}: the probe printed no mapping counts:\n{result.stdout}")
+        out.append((result, counts, memory))
+    return out
+
+
+def case_small_memory(workdir, _):
+    # 8 MiB: the probe's 20 MiB of small blocks overflow it, so both placements are exercised.
+    server = Bypassd(workdir, ["--small-memory-heap", str(8 << 20)]).start()
+    native = run_small_memory(workdir, harness.native_env(workdir), "native")[0]
+    check(native[1]["peak"][:2] == (0, 0), f"natively there are no bypass memory files: {native[1]}")
+    blocks = int(re.search(r"^blocks: (\d+)", native[0].stdout, re.M).group(1))
+    large = (blocks + 5) // 6  # every sixth block is past the 1 MiB limit
+    env = dict(server.guest_env(), _stats=server.stats)
+    ours = run_small_memory(workdir, env, "icd", count=2)
+    for result, counts, memory in ours:
+        device, small, inode = counts["peak"]
+        log(f"guest {result.pid}: {blocks} blocks at the peak: heap mapped {small}x, {device} files of their own")
+        check(small == 1 and inode != 0, f"the small-memory heap is mapped once per guest: {counts}")
+        check(large < device < blocks - 20, f"the heap holds 8 MiB of small blocks, the rest overflow: {counts}")
+        check(counts["after rounds"][:2] == (0, 1), f"the 500 rounds' small blocks are all in the heap: {counts}")
+        check(memory == 0, f"bypassd still counts {memory} bytes of freed memory for guest {result.pid}")
+    check(ours[0][1]["peak"][2] != ours[1][1]["peak"][2], "two sessions must not share a small-memory heap")
+    for result, _, _ in ours:
+        harness.check_ended_clean(server.wait_gone(result.pid), result.pid)
+    server.stop()
+    # The heap off: every allocation its own file, the same bytes.
+    off_dir = os.path.join(workdir, "heap-off")
+    os.makedirs(off_dir, exist_ok=True)
+    off = Bypassd(off_dir, ["--small-memory-heap", "0"]).start()
+    _, counts, _ = run_small_memory(off_dir, off.guest_env(), "heap-off")[0]
+    check(counts["peak"][:2] == (blocks, 0), f"with --small-memory-heap 0 each allocation is its own file: {counts}")
+
+
 def case_feedback_scribble(workdir, _):
     server = Bypassd(workdir).start()
     ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
@@ -435,6 +500,7 @@ if __name__ == "__main__":
                 "feedback-polls": case_feedback_polls,
                 "repeat-queries": case_repeat_queries,
                 "memory-requirements": case_memory_requirements,
+                "small-memory": case_small_memory,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

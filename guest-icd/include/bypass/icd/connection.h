@@ -185,6 +185,12 @@ class Connection : private wire::HandleMap {
   // A reply bypassd pushed unasked (wire::pushed_seq) before the reply of a call this thread made:
   // read already, or next on the ring. False when the session is lost.
   bool take_pushed(uint64_t seq, Reply& reply) { return wait_reply(seq, reply); }
+  // A reply bypassd may have pushed before the reply this thread just received: taken if it did,
+  // never waited for (it would have been read already).
+  bool try_take_pushed(uint64_t seq, Reply& reply);
+  // A socket session's small-memory heap (wire::kFdTagSmallMemoryHeap): mapped whole at the
+  // first placement in it and kept until the connection ends. Empty when it cannot be had.
+  std::span<std::byte> small_memory_heap();
   void flush();
   // Appends a vkQueueSubmit/vkQueueSubmit2 record and sends the batch: the serial bypassd gives
   // the same submission (every such record is numbered 1, 2, ... in the order it is appended).
@@ -300,6 +306,9 @@ class Connection : private wire::HandleMap {
   std::mutex present_mu_;
   bool present_tried_ = false;
   std::unique_ptr<memshare::Client> present_;
+
+  std::mutex heap_mu_;
+  std::span<std::byte> small_heap_;  // mapped by small_memory_heap (heap_mu_); unmapped at the end
 };
 
 wire::Builder& thread_builder();

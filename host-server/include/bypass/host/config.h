@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -34,6 +35,12 @@ struct ServerConfig {
   // glibc's adaptive default). lavapipe allocates and frees tens of MB per frame; handed back,
   // every frame faults them in again (about 8,800 page faults, most of a 1,000-draw frame's time).
   size_t malloc_trim_bytes = 64u << 20;
+  // Per socket session: small host-visible allocations (up to small_memory_max()) are blocks of
+  // one memfd of this size the guest maps once, instead of a memfd, an fd and two mappings each
+  // (host-server/src/memory.cpp). Made at the first such allocation; pages freed blocks leave
+  // behind stay resident for the next ones, so it bounds that too. 0: every allocation its own.
+  size_t small_memory_heap_bytes = 32u << 20;
+  uint64_t small_memory_max() const { return std::min<uint64_t>(1u << 20, small_memory_heap_bytes / 8); }
 
   // ---- isolation (host-server/src/worker.cpp, sandbox.cpp)
   Isolation isolation = Isolation::kProcess;

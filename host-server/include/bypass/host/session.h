@@ -46,7 +46,7 @@ struct SharedMemory {
   // a presentation transfer still reading it.
   std::shared_ptr<void> mapping;
   std::vector<memshare::Name> present_names;  // memshare names over this memory
-  bool in_device_heap = false;                // a VM guest's: at `file_offset` in the session's DeviceHeap
+  bool in_heap = false;                       // a block at `file_offset` of the session's DeviceHeap
 };
 
 // What the host knows about a device it created for the guest.
@@ -99,9 +99,13 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   const SessionStats& stats() const { return stats_; }    // any thread (atomics)
   const ObjectTable& objects() const { return objects_; }
   Resources& resources() { return resources_; }
-  // A VM guest's session: where its host-visible memory comes from (null on a socket session,
-  // whose memory is a memfd per allocation). Held by every block's SharedMemory::mapping too.
-  const std::shared_ptr<DeviceHeap>& device_heap() const { return heap_; }
+  // The heap host-visible memory of `bytes` (rounded to pages) is a block of, or null for a memfd
+  // of its own (memory.cpp): a VM guest's slot heap, always; on a socket session the small-memory
+  // heap for allocations up to ServerConfig::small_memory_max(), made and its fd sent to the guest
+  // (wire::kFdTagSmallMemoryHeap) at the first. Held by every block's SharedMemory::mapping too.
+  std::shared_ptr<DeviceHeap> heap_for(uint64_t bytes);
+  // A VM guest's session: every host-visible allocation is a block of the slot's heap.
+  bool memory_only_in_heap() const { return vm_heap_; }
   PFN_vkGetInstanceProcAddr gipa() const { return gipa_; }
   void set_dispatch(uint64_t dispatchable, std::shared_ptr<wire::Dispatch> d);
   std::shared_ptr<wire::Dispatch> dispatch_ptr(uint64_t dispatchable);
@@ -245,7 +249,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // (replies, fds, the final error): any thread, one at a time, under reply_mu_. close(): the
   // session thread, after the waiters are gone.
   transport::Channel channel_;
-  std::shared_ptr<DeviceHeap> heap_;  // set at construction
+  std::shared_ptr<DeviceHeap> heap_;  // a VM slot's, set at construction; or heap_for's (session thread)
+  const bool vm_heap_;                // heap_ is a VM slot's
+  bool heap_tried_ = false;           // heap_for tried to make the small-memory heap (session thread)
 
   // ---- the session thread's own: no lock
   ObjectTable objects_;  // no other thread reads it (the stats reader reads stats_.objects)

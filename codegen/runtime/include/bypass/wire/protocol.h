@@ -8,7 +8,7 @@
 
 namespace bypass::wire {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
 
 // Transport message kinds.
 enum MessageKind : uint32_t {
@@ -45,7 +45,9 @@ enum ControlCommand : uint16_t {
   // reply MemoryPlacement: where the memory lies in the session's shared heap
   // (transport::Channel::shared_heap(), the slot's part of the VM's shared-memory device).
   // The host also pushes this reply unasked, as pushed_seq(kPushMemoryPlacement, id), before the
-  // reply of the vkAllocateMemory that placed it: the ICD needs no second round trip.
+  // reply of the vkAllocateMemory that placed it: the ICD needs no second round trip. A socket
+  // session's small host-visible allocations are pushed a placement too, in the small-memory
+  // heap (kFdTagSmallMemoryHeap) instead of an fd of their own.
   kCtlMemoryPlacement = 0xF007,
 };
 
@@ -118,5 +120,8 @@ inline constexpr uint64_t kFdTagImportBase = uint64_t{2} << 62;
 inline constexpr uint64_t kFdTagProbeBase = uint64_t{3} << 62;
 // host -> guest: the guest's end of its memshare socket (kCtlPresentJoin)
 inline constexpr uint64_t kFdTagPresent = (uint64_t{1} << 62) - 1;
+// host -> guest: the memfd of the session's small-memory heap, once, before the first placement
+// pushed in it (kPushMemoryPlacement on a socket session; its size is the file's)
+inline constexpr uint64_t kFdTagSmallMemoryHeap = (uint64_t{1} << 62) - 2;
 
 }  // namespace bypass::wire

@@ -356,7 +356,7 @@ std::optional<ReadBack> read_barrier(LiveSession& g, uint64_t offset, uint64_t s
   out.runs.resize(header.runs);
   const size_t runs_bytes = header.runs * sizeof(wire::MemoryRun);
   if (r->payload.size() < sizeof(header) + runs_bytes) return std::nullopt;
-  std::memcpy(out.runs.data(), r->payload.data() + sizeof(header), runs_bytes);
+  if (runs_bytes) std::memcpy(out.runs.data(), r->payload.data() + sizeof(header), runs_bytes);
   out.bytes.assign(r->payload.begin() + static_cast<long>(sizeof(header) + runs_bytes), r->payload.end());
   return out;
 }

@@ -209,14 +209,20 @@ uint32_t host_visible_type(VkPhysicalDevice pd, uint32_t bits) {
   return UINT32_MAX;
 }
 
+// An instance and a device on the first physical device, and that device's first queue.
+bool open_device(Objects& o, VkPhysicalDevice* pd, VkQueue* queue) {
+  if (!create_instance(o) || !create_device(o)) return false;
+  uint32_t n = 1;
+  vkEnumeratePhysicalDevices(o.instance, &n, pd);
+  vkGetDeviceQueue(o.device, 0, 0, queue);
+  return true;
+}
+
 int run_free_in_flight() {
   Objects o;
-  if (!create_instance(o) || !create_device(o)) return 1;
-  uint32_t n = 1;
   VkPhysicalDevice pd;
-  vkEnumeratePhysicalDevices(o.instance, &n, &pd);
   VkQueue queue;
-  vkGetDeviceQueue(o.device, 0, 0, &queue);
+  if (!open_device(o, &pd, &queue)) return 1;
   constexpr VkDeviceSize kSize = 64 << 20;
   VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   binfo.size = kSize;
@@ -972,12 +978,9 @@ bool submit_and_wait(VkDevice device, VkQueue queue, VkCommandBuffer cmd, VkFenc
 
 int run_small_memory() {
   Objects o;
-  if (!create_instance(o) || !create_device(o)) return 1;
-  uint32_t n = 1;
   VkPhysicalDevice pd;
-  vkEnumeratePhysicalDevices(o.instance, &n, &pd);
   VkQueue queue;
-  vkGetDeviceQueue(o.device, 0, 0, &queue);
+  if (!open_device(o, &pd, &queue)) return 1;
   VkCommandPool pool;
   VkCommandBuffer cmd;
   if (!create_command_buffer(o, &pool, &cmd)) return 1;

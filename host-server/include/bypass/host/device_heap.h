@@ -2,7 +2,7 @@
 // heap + offset and mapped writes need no copy:
 //   a VM guest's session: its slot's heap in the shared-memory device (transport/vm.h);
 //   a socket session: a memfd the session makes at its first small allocation and sends once
-//   (Session::small_memory_heap), so small allocations cost no file, fd or mapping each.
+//   (Session::heap_for), so small allocations cost no file, fd or mapping each.
 // First fit over a free list; offsets are from the heap's start (the guest has the same heap at
 // another address). Thread-safe: blocks go back when the last holder lets go
 // (SharedMemory::mapping), which may be a presentation transfer's thread.

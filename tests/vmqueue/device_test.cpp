@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -123,6 +124,35 @@ TEST(VmQueueDevice, ProcessAndVmDomainsShareThePools) {
   auto back = proc->recv(5s);
   ASSERT_TRUE(back.ok()) << back.message();
   EXPECT_TRUE(looks_filled(back->data(), 9));
+}
+
+TEST(VmQueueDevice, FreedPagesComeBackZeroedForTheNextVm) {
+  DeviceBroker b;
+  for (PageSize size : {PageSize::k4K, PageSize::k2M}) {
+    const size_t count = size == PageSize::k4K ? 1024 : 4;  // the whole pool
+    {
+      auto victim = b.attach("vm-victim");
+      ASSERT_TRUE(victim.ok()) << victim.message();
+      auto pages = victim->alloc(count, size);
+      ASSERT_TRUE(pages.ok()) << pages.message();
+      std::memset(pages->data(), 0xA5, pages->bytes().size());
+    }  // freed, then the domain leaves
+    bool got = false;
+    for (int i = 0; i < 200 && !got; ++i) {
+      auto next = b.attach("vm-next");
+      ASSERT_TRUE(next.ok()) << next.message();
+      auto pages = next->alloc(count, size);
+      if (!pages.ok()) {
+        std::this_thread::sleep_for(10ms);
+        continue;
+      }
+      got = true;
+      const std::span<std::byte> bytes = pages->bytes();
+      EXPECT_EQ(std::count(bytes.begin(), bytes.end(), std::byte{0}), static_cast<std::ptrdiff_t>(bytes.size()))
+          << "bytes the last VM wrote reached the next one (" << page_bytes(size) << "-byte pages)";
+    }
+    EXPECT_TRUE(got) << "the pages never came back to the pool";
+  }
 }
 
 TEST(VmQueueDevice, GarbageInAVmDomainsRingEndsOnlyThatDomain) {

@@ -1,8 +1,10 @@
 #include "bypass/vmqueue/broker.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <optional>
@@ -629,7 +632,41 @@ struct Broker::Impl {
   void handle_free(DomainEntry& d, const Record& req) {
     if (req.page_size > 1 || req.n_runs > wire::kMaxRuns) return end_session(d, "bad free request");
     if (!pools[req.page_size].transfer(std::span(req.runs, req.n_runs), d.id, PagePool::kFree))
-      end_session(d, "freed pages it does not own");
+      return end_session(d, "freed pages it does not own");
+    scrub(req.page_size, std::span(req.runs, req.n_runs));
+  }
+
+  // Freed pages are zeroed before another domain can be given them: what a page's last owner
+  // left there must not reach the next one. A hole punched in the pool's file does it without
+  // mapping the pages here (the next owner faults in fresh zero pages, the kernel's own zeroing,
+  // as for any new memory). Where the file cannot have holes that small (hugetlbfs), the bytes
+  // are overwritten through a mapping: the hugetlb pool's own reservation, or one made for it.
+  void scrub(int k, std::span<const wire::PageRun> runs) {
+    const uint64_t unit = page_bytes(k == 0 ? PageSize::k4K : PageSize::k2M);
+    const uint64_t base = device_fd ? geom.pool_offset[k] : 0;
+    for (const wire::PageRun& r : runs) {
+      const uint64_t offset = base + uint64_t{r.first} * unit;
+      const uint64_t bytes = uint64_t{r.count} * unit;
+      if (k == 1 && hugetlb && !device_fd) {
+        std::memset(huge_reservation.data() + offset, 0, bytes);
+        continue;
+      }
+      if (::fallocate(pool_fd(k), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                      static_cast<off_t>(bytes)) == 0)
+        continue;
+      struct stat st;
+      const uint64_t align = ::fstat(pool_fd(k), &st) == 0 && st.st_blksize > 0 ? uint64_t(st.st_blksize) : unit;
+      const uint64_t start = offset / align * align;
+      auto mapped = base::Mapping::map_shared(pool_fd(k), start, offset + bytes - start, /*writable=*/true);
+      if (!mapped) {
+        // Never hand out what could not be cleared: the pages stay out of the pool.
+        log("cannot clear %u freed pages (%s): they are withheld from the pool", r.count,
+            mapped.error().message.c_str());
+        pools[k].withhold(r);
+        continue;
+      }
+      std::memset(mapped->data() + (offset - start), 0, bytes);
+    }
   }
 
   void handle_introduce(DomainEntry& d, const Record& req) {
@@ -751,7 +788,11 @@ struct Broker::Impl {
       // Lazy messages to it from others: their pages are already its own, freed below.
       std::erase_if(other->lazy_out, [&](const LazyMessage& m) { return m.dest == id; });
     }
-    for (auto& pool : pools) pool.free_all_of(id);
+    for (int k = 0; k < 2; ++k) {
+      std::vector<wire::PageRun> freed;
+      pools[k].free_all_of(id, &freed);
+      scrub(k, freed);
+    }
     for (uint32_t peer : d->introduced) {
       if (DomainEntry* p = find(peer)) {
         Record r{};

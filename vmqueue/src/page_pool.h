@@ -14,7 +14,8 @@ namespace bypass::vmqueue {
 class PagePool {
  public:
   static constexpr uint32_t kFree = 0;
-  static constexpr uint32_t kMarked = 0xffffffffu;  // transient, inside transfer()
+  static constexpr uint32_t kMarked = 0xffffffffu;    // transient, inside transfer()
+  static constexpr uint32_t kWithheld = 0xfffffffeu;  // out of circulation (withhold())
 
   explicit PagePool(uint32_t pages = 0) : owner_(pages, kFree) {
     if (pages > 0) free_runs_.emplace(0, pages);
@@ -94,8 +95,9 @@ class PagePool {
     return true;
   }
 
-  // Returns every page `owner` holds to the free list (its domain is gone).
-  uint32_t free_all_of(uint32_t owner) {
+  // Returns every page `owner` holds to the free list (its domain is gone); the runs freed are
+  // appended to `runs` when given.
+  uint32_t free_all_of(uint32_t owner, std::vector<wire::PageRun>* runs = nullptr) {
     uint32_t freed = 0;
     for (uint32_t i = 0; i < size();) {
       if (owner_[i] != owner) {
@@ -105,6 +107,7 @@ class PagePool {
       uint32_t j = i;
       while (j < size() && owner_[j] == owner) ++j;
       release(wire::PageRun{i, j - i});
+      if (runs) runs->push_back(wire::PageRun{i, j - i});
       freed += j - i;
       i = j;
     }
@@ -112,6 +115,20 @@ class PagePool {
   }
 
   uint32_t owner_of(uint32_t page) const { return owner_[page]; }
+
+  // Takes free run `r` (all of it free) out of circulation for good: its pages could not be
+  // cleared after their last owner, so nobody may be given them.
+  void withhold(wire::PageRun r) {
+    auto it = free_runs_.upper_bound(r.first);
+    if (it == free_runs_.begin()) return;
+    --it;
+    const uint32_t first = it->first, count = it->second;
+    if (r.first + r.count > first + count) return;  // not one free run: nothing to withhold
+    free_runs_.erase(it);
+    if (r.first > first) free_runs_.emplace(first, r.first - first);
+    if (first + count > r.first + r.count) free_runs_.emplace(r.first + r.count, first + count - r.first - r.count);
+    for (uint32_t i = 0; i < r.count; ++i) owner_[r.first + i] = kWithheld;
+  }
 
   // Takes up to `max_pages` free pages in at most `max_runs` runs, lowest first, for `owner`.
   uint32_t take_any(uint32_t max_pages, uint32_t owner, uint32_t max_runs, std::vector<wire::PageRun>* out) {

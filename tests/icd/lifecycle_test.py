@@ -293,11 +293,10 @@ def case_memory_requirements(workdir, _):
     check(replies < 20, f"the ICD should answer requirements of objects made as before itself ({replies} replies)")
 
 
-def run_small_memory(workdir, env, tag, count=1):
+def run_small_memory(workdir, env, tag, count=1, server=None):
     """Runs `count` small-memory probes at once; returns each one's (result, {when: (device, small,
-    inode)}, memory_bytes of its live session (None natively)), read while all of them still run."""
-    server_stats = env.get("_stats")
-    env = {k: v for k, v in env.items() if k != "_stats"}
+    inode)}, memory_bytes of its live session in `server`'s stats (None without one)), read while
+    all of them still run."""
     argv = [harness.env_path("BYPASS_PROBE"), "small-memory"]
     running = [harness.Running(argv, env, workdir, f"probe.{tag}.{i}", stdin=subprocess.PIPE) for i in range(count)]
     deadline = time.monotonic() + 120 * harness.TIMEOUT_SCALE
@@ -308,7 +307,7 @@ def run_small_memory(workdir, env, tag, count=1):
                 f"{tag}: the probe did not finish:\n{r.result().describe()}",
             )
             time.sleep(0.05)
-    held = [harness.live_for_pid(server_stats(), r.pid)[-1]["memory_bytes"] if server_stats else None for r in running]
+    held = [harness.live_for_pid(server.stats(), r.pid)[-1]["memory_bytes"] if server else None for r in running]
     out = []
     for r, memory in zip(running, held):
         r.close_stdin()
@@ -332,8 +331,7 @@ def case_small_memory(workdir, _):
     check(native[1]["peak"][:2] == (0, 0), f"natively there are no bypass memory files: {native[1]}")
     blocks = int(re.search(r"^blocks: (\d+)", native[0].stdout, re.M).group(1))
     large = (blocks + 5) // 6  # every sixth block is past the 1 MiB limit
-    env = dict(server.guest_env(), _stats=server.stats)
-    ours = run_small_memory(workdir, env, "icd", count=2)
+    ours = run_small_memory(workdir, server.guest_env(), "icd", count=2, server=server)
     for result, counts, memory in ours:
         device, small, inode = counts["peak"]
         log(f"guest {result.pid}: {blocks} blocks at the peak: heap mapped {small}x, {device} files of their own")

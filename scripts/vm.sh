@@ -21,7 +21,9 @@
 #   image                build (or refresh) the guest image only
 #   run -- COMMAND...    boot, run COMMAND, copy its files to --out, exit with its status
 # Options:
-#   --device PATH        the device file bypassd serves (--vm NAME:PATH); default $BYPASS_VM_DEVICE
+#   --device PATH        the device file bypassd serves (--vm NAME:PATH); default $BYPASS_VM_DEVICE.
+#                        Repeatable: each is one more ivshmem device, in PCI address order (e.g. a
+#                        VM's own vmqd control device beside the shared pool device)
 #   --out DIR            where the command's files go (default: ./vm-out)
 #   --build DIR          the build tree (default: <repo>/build)
 #   --env NAME=VALUE     set in the guest's environment (repeatable), e.g. BYPASS_MEMORY=shadow
@@ -39,7 +41,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build="$repo/build"
-device="${BYPASS_VM_DEVICE:-}"
+devices=()
 out="$PWD/vm-out"
 memory=384
 smp=1
@@ -55,7 +57,7 @@ die() { echo "vm.sh: $*" >&2; exit 125; }
 
 while (($#)); do
   case "$1" in
-    --device) device="$2"; shift 2 ;;
+    --device) devices+=("$2"); shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --build) build="$2"; shift 2 ;;
     --env) guest_env+=("$2"); shift 2 ;;
@@ -185,9 +187,16 @@ build_image
 [[ "$command" == run ]] || die "unknown command $command"
 [[ "${1:-}" == "--" ]] && shift
 (($#)) || die "run needs -- COMMAND..."
-[[ -n "$device" ]] || die "say which device: --device PATH (the file bypassd serves with --vm NAME:PATH)"
-[[ -f "$device" ]] || die "$device does not exist: start bypassd --vm NAME:$device first"
-device_size=$(stat -c %s "$device")
+((${#devices[@]})) || [[ -z "${BYPASS_VM_DEVICE:-}" ]] || devices=("$BYPASS_VM_DEVICE")
+((${#devices[@]})) || die "say which device: --device PATH (the file bypassd serves with --vm NAME:PATH)"
+ivshmem=()
+for i in "${!devices[@]}"; do
+  device=${devices[$i]}
+  [[ -f "$device" ]] || die "$device does not exist: start bypassd --vm NAME:$device first"
+  id=bypass; ((i == 0)) || id="bypass$i"
+  ivshmem+=(-object "memory-backend-file,id=$id,share=on,mem-path=$device,size=$(stat -c %s "$device")"
+    -device "ivshmem-plain,memdev=$id")
+done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bypass-vm.XXXXXX")
 cleanup() {
@@ -244,8 +253,7 @@ set +e
 qemu_argv "$accel" "$work/initrd"
 timeout --signal=KILL "$timeout_s" "${qemu[@]}" \
   -serial file:"$work/console.log" -serial file:"$work/data.b64" \
-  -object memory-backend-file,id=bypass,share=on,mem-path="$device",size="$device_size" \
-  -device ivshmem-plain,memdev=bypass \
+  "${ivshmem[@]}" \
   ${monitor:+-monitor "unix:$monitor,server=on,wait=off"} \
   -pidfile "$work/qemu.pid" -daemonize >"$work/qemu.out" 2>&1
 rc=$?

@@ -68,14 +68,17 @@ class Vm:
     """One `scripts/vm.sh run` in the background."""
 
     def __init__(self, device, workdir, tag, command, env=(), options=()):
+        """`device`: a device file, or a list of them (one ivshmem device each, in order)."""
         self.out = os.path.join(workdir, f"{tag}.out")
         self.pidfile = os.path.join(workdir, f"{tag}.qemu.pid")
         argv = [
             vm_sh(),
             "--build",
             harness.env_path("BYPASS_BUILD_DIR"),
-            "--device",
-            device,
+        ]
+        for one in [device] if isinstance(device, str) else device:
+            argv += ["--device", one]
+        argv += [
             "--out",
             self.out,
             "--timeout",

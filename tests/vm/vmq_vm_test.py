@@ -15,6 +15,10 @@ rings are polled and peer death is heartbeats.
   killed   VM b's QEMU SIGKILLed while it streams messages to VM a: vmqd finds VM b's domain
            silent, VM a's receive ends with kPeerDead after what arrived, every pool page comes
            back and vmqd lives on
+  isolated each VM has a control device of its own beside the shared pool device (vmqd --vm):
+           VM a's vandal writes garbage over every slot and ring it can map, and over the pool
+           device's header, while two domains in VM b move pages; it reaches only VM a's slots,
+           VM b's transfer is whole, and vmqd ends nobody and gets every page back
 """
 
 import contextlib
@@ -51,7 +55,7 @@ def parse(text, what):
     return int(m.group(2)), int(m.group(3)), int(m.group(4)), m.group(5), float(m.group(6))
 
 
-def start_vmqd(workdir, device):
+def start_vmqd(workdir, device, extra=()):
     vmqd = harness.Running(
         [
             build("vmqueue", "vmqd"),
@@ -66,6 +70,7 @@ def start_vmqd(workdir, device):
             str(PAGES_4K),
             "--pages-2m",
             str(PAGES_2M),
+            *extra,
         ],
         dict(os.environ),
         workdir,
@@ -207,5 +212,58 @@ def case_killed(workdir, _):
         log(f"vmqd: {messages} messages, {moved} pages moved; the killed VM's domain silent, all {free} pages free")
 
 
+def case_isolated(workdir, _):
+    devices = VmDevices()
+    vmqd = None
+    try:
+        pool, ctl_a, ctl_b = devices.path("vmq"), devices.path("vmq-a"), devices.path("vmq-b")
+        vmqd = start_vmqd(workdir, pool, ["--vm", f"a:{ctl_a}:2", "--vm", f"b:{ctl_b}:2"])
+        # VM a: the pool device first, its control device second (the domain finds which is which).
+        a = Vm(
+            [pool, ctl_a],
+            workdir,
+            "vm-a",
+            ["sh", "-c", f"{probe()} vandal ivshmem: 25 > vandal.txt"],
+            options=["--timeout", "240"],
+        )
+        # VM b starts its transfer once the vandal's garbage shows in the pool device's header.
+        b = Vm(
+            [ctl_b, pool],
+            workdir,
+            "vm-b",
+            [
+                "sh",
+                "-c",
+                f"{probe()} wait-garbage ivshmem: 200 > wait.txt || exit 3\n"
+                f"{probe()} recv ivshmem: b-recv b-send > recv.txt 2> recv.err &\n"
+                f"{probe()} send ivshmem: b-send b-recv {MESSAGES} {PAGES} {HUGE} > send.txt 2> send.err || exit $?\n"
+                "wait $! || exit $?\n",
+            ],
+            options=["--timeout", "240"],
+        )
+        ra, rb = a.wait(timeout=260), b.wait(timeout=260)
+        check(ra.returncode == 0, f"VM a failed:\n{ra.describe()}")
+        check(rb.returncode == 0, f"VM b failed:\n{rb.describe()}")
+        vandal = a.read_out("vandal.txt")
+        check("vandal: 2 devices, 2 slots overwritten" in vandal, f"what the vandal reached: {vandal!r}")
+        sent = parse(b.read_out("send.txt"), "VM b's sender")
+        received = parse(b.read_out("recv.txt"), "VM b's receiver")
+        check(sent[:4] == received[:4], f"sent {sent[:4]}, received {received[:4]} (messages, pages, bytes, crc32)")
+        check(sent[0] == MESSAGES + HUGE, f"sent {sent}")
+        log(
+            f"VM a's vandal ({vandal.strip()}) beside VM b's {sent[0]} messages in {sent[4]:.1f} s, CRC-32 {sent[3]} on both ends"
+        )
+        err = vmqd.result().stderr
+        check(re.search(r"attached in VM 'b' slot", err), f"VM b's domains did not attach in its own slots:\n{err}")
+        out, (served, messages, moved, free, silent, protocol) = stop_vmqd(vmqd)
+        vmqd = None
+        check(served == 2 and silent == 0 and protocol == 0, f"vmqd's counts:\n{out}")
+        check(free == PAGES_4K + PAGES_2M, f"pages left owned: {free} free:\n{out}")
+    finally:
+        if vmqd is not None:
+            harness.stop_process(vmqd.proc)
+        devices.remove()
+
+
 if __name__ == "__main__":
-    raise SystemExit(harness.main({"vmqueue": case_vmqueue, "killed": case_killed}))
+    raise SystemExit(harness.main({"vmqueue": case_vmqueue, "killed": case_killed, "isolated": case_isolated}))

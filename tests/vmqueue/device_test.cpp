@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "bypass/transport/layout.h"
 #include "bypass/transport/vm.h"
@@ -33,21 +34,37 @@ std::string unique_device() {
   return "/dev/shm/vmq-device-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
 }
 
-// vmqd serving a VM device (small pools), its stdout kept for the final statistics line.
+// vmqd serving a VM device (small pools), its stdout kept for the final statistics line. With
+// `vms`, each of those VMs gets a control device of its own (2 slots; vmqd --vm NAME:PATH:2).
 struct DeviceBroker {
   std::string device = unique_device();
   std::string out = device + ".out";
-  BrokerProcess broker{{"--device", device, "--pages-4k", "1024", "--pages-2m", "4", "--vm-slots", "4"}, out};
+  std::vector<std::string> vms;
+  BrokerProcess broker;
+  explicit DeviceBroker(std::vector<std::string> vm_names = {}) : vms(std::move(vm_names)), broker(arguments(), out) {}
+  std::vector<std::string> arguments() const {
+    std::vector<std::string> args = {"--device", device, "--pages-4k", "1024", "--pages-2m", "4", "--vm-slots", "4"};
+    for (const std::string& vm : vms) {
+      args.push_back("--vm");
+      args.push_back(vm + ":" + control(vm) + ":2");
+    }
+    return args;
+  }
   ~DeviceBroker() {
     broker.stop();
     ::unlink(device.c_str());
     ::unlink(out.c_str());
+    for (const std::string& vm : vms) ::unlink(control(vm).c_str());
   }
-  std::string endpoint() const { return "ivshmem:" + device; }
-  // Attaches a VM domain, retrying while vmqd starts.
-  Result<Domain> attach(const std::string& name, QueueOptions o = {}) const {
+  std::string control(const std::string& vm) const { return device + "-" + vm; }
+  // The shared device, or what a domain in VM `vm` names: its control device and the pools.
+  std::string endpoint(const std::string& vm = "") const {
+    return vm.empty() ? "ivshmem:" + device : "ivshmem:" + control(vm) + "," + device;
+  }
+  // Attaches a VM domain (in VM `vm`, when given), retrying while vmqd starts.
+  Result<Domain> attach(const std::string& name, QueueOptions o = {}, const std::string& vm = "") const {
     for (int i = 0;; ++i) {
-      auto d = Domain::connect(endpoint(), name, o);
+      auto d = Domain::connect(endpoint(vm), name, o);
       if (d.ok() || d.code() != Errc::kBrokerLost || i == 200) return d;
       std::this_thread::sleep_for(20ms);
     }
@@ -331,4 +348,84 @@ TEST(VmQueueDevice, GarbageHelloIsRefusedAndAbandonedClaimsAreFreed) {
   auto m = self->recv(5s);
   ASSERT_TRUE(m.ok()) << m.message();
   EXPECT_TRUE(looks_filled(m->data(), 5));
+}
+
+// Each VM with a control device of its own (vmqd --vm): a guest that writes garbage over every
+// slot and ring it can map, and over the shared device's header, ends only its own VM's domain;
+// another VM's domains go on moving pages, with each other and with a process domain. On a
+// device whose slots every VM shares, the same vandal ends the other VM's domains too (the
+// second half: what the control devices take away).
+TEST(VmQueueDevice, AVmsOwnControlDeviceKeepsOtherVmsOutOfItsSlots) {
+  DeviceBroker b({"a", "b"});
+  auto victim_a = b.attach("a1", {}, "a");
+  auto b1 = b.attach("b1", {}, "b");
+  auto b2 = b.attach("b2", {}, "b");
+  ASSERT_TRUE(victim_a.ok()) << victim_a.message();
+  ASSERT_TRUE(b1.ok()) << b1.message();
+  ASSERT_TRUE(b2.ok()) << b2.message();
+  auto host = b.broker.connect("host");
+  ASSERT_TRUE(host.ok()) << host.message();
+  introduce(*b1, *b2);
+  introduce(*b2, *host);
+  introduce(*host, *b1);
+  {
+    // The shared device holds no slots; a control device holds its VM's two, and no pools.
+    auto shared = bypass::transport::map_vm_device(b.endpoint(), device::kHeaderBytes);
+    ASSERT_TRUE(shared.ok());
+    EXPECT_EQ(reinterpret_cast<device::Header*>(shared->data())->slot_count, 0u);
+    auto own = bypass::transport::map_vm_device("ivshmem:" + b.control("a"), device::kHeaderBytes);
+    ASSERT_TRUE(own.ok());
+    const auto* h = reinterpret_cast<device::Header*>(own->data());
+    EXPECT_EQ(h->slot_count, 2u);
+    EXPECT_EQ(h->flags, device::kFlagSeparatePools);
+    EXPECT_LT(own->size(), shared->size());
+  }
+  // VM a's vandal: every slot and ring of its control device, and the shared device's header,
+  // overwritten every 10 ms for 3 s, while VM b's domains move pages.
+  pid_t vandal = vmq_test::spawn({PROBE_PATH, "vandal", b.endpoint("a"), "3"}, b.device + ".vandal");
+  const auto until = std::chrono::steady_clock::now() + 3s;
+  int rounds = 0;
+  for (; std::chrono::steady_clock::now() < until; ++rounds) {
+    const uint8_t seed = static_cast<uint8_t>(rounds);
+    ASSERT_EQ(b1->send(b2->self().id, filled(*b1, 3, seed), 3 * 4096), Errc::kOk) << "round " << rounds;
+    auto m = b2->recv(5s);
+    ASSERT_TRUE(m.ok()) << m.message();
+    EXPECT_TRUE(looks_filled(m->data(), seed));
+    ASSERT_EQ(b2->send(host->self().id, std::move(m->pages), 3 * 4096), Errc::kOk);
+    auto back = host->recv(5s);
+    ASSERT_TRUE(back.ok()) << back.message();
+    EXPECT_TRUE(looks_filled(back->data(), seed));
+    // And home to b1, whose next round takes them from its cache: the pages go round.
+    ASSERT_EQ(host->send(b1->self().id, std::move(back->pages), 3 * 4096), Errc::kOk);
+    auto home = b1->recv(5s);
+    ASSERT_TRUE(home.ok()) << home.message();
+    EXPECT_TRUE(looks_filled(home->data(), seed));
+    std::this_thread::sleep_for(2ms);
+  }
+  EXPECT_EQ(vmq_test::wait_exit(vandal, 30s), 0);
+  std::ifstream said(b.device + ".vandal");
+  std::string line;
+  std::getline(said, line);
+  ::unlink((b.device + ".vandal").c_str());
+  // It reached its own VM's two slots and the shared device, nothing else.
+  EXPECT_NE(line.find("vandal: 2 devices, 2 slots overwritten"), std::string::npos) << line;
+  EXPECT_GT(rounds, 5);
+  // Its own VM's domain lost its slot (vmqd ended it); VM b's are still attached.
+  auto gone = victim_a->recv(6s);
+  EXPECT_EQ(gone.code(), Errc::kBrokerLost);
+  ASSERT_EQ(b1->send(b2->self().id, filled(*b1, 1, 5), 4096), Errc::kOk);
+  auto last = b2->recv(5s);
+  ASSERT_TRUE(last.ok()) << last.message();
+  EXPECT_TRUE(looks_filled(last->data(), 5));
+}
+
+TEST(VmQueueDevice, OnASharedDeviceAVandalReachesEveryVmsSlots) {
+  DeviceBroker b;
+  auto c1 = b.attach("c1");
+  ASSERT_TRUE(c1.ok()) << c1.message();
+  pid_t vandal = vmq_test::spawn({PROBE_PATH, "vandal", b.endpoint(), "1"}, b.device + ".vandal");
+  EXPECT_EQ(vmq_test::wait_exit(vandal, 30s), 0);
+  ::unlink((b.device + ".vandal").c_str());
+  auto gone = c1->recv(6s);
+  EXPECT_EQ(gone.code(), Errc::kBrokerLost);
 }

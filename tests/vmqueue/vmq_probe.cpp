@@ -10,6 +10,13 @@
 //                  heartbeat stops: the broker must take them back)
 //   vmq_probe freeze ENDPOINT NAME PEER  attaches, is introduced to PEER, then stops itself
 //                  (SIGSTOP: every thread, the heartbeat's too)
+//   vmq_probe vandal ENDPOINT SECONDS   for SECONDS, writes garbage over every slot (state words,
+//                  rings) of every VM-queue device it can map, and over the header of the shared
+//                  pool device; prints what it reached. It never attaches.
+//   vmq_probe wait-garbage ENDPOINT SECONDS  waits until a vandal's garbage shows at the start
+//                  of a device ENDPOINT reaches (exit 0), or SECONDS pass (exit 1)
+// ENDPOINT: as a domain takes it ("ivshmem:", "ivshmem:/a/file", "ivshmem:CONTROL,POOLS"); hostile
+// and vandal look at every device it names (every ivshmem device of the VM for "ivshmem:").
 // send and recv print one line: "sent|received M messages P pages B bytes crc32 X seconds S",
 // the CRC-32 over every payload byte in order; send adds the time spent inside send() and the
 // sends per second that makes (one broker round trip each), recv what the broker said the peer is.
@@ -26,6 +33,8 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "bypass/transport/layout.h"
 #include "bypass/transport/vm.h"
@@ -141,33 +150,124 @@ int do_recv(const std::string& endpoint, const std::string& name, const std::str
   return 0;
 }
 
+// Every device `endpoint` reaches, as endpoints of one device each.
+std::vector<std::string> reachable(const std::string& endpoint) {
+  if (size_t comma = endpoint.find(','); comma != std::string::npos)
+    return {endpoint.substr(0, comma), "ivshmem:" + endpoint.substr(comma + 1)};
+  if (endpoint == "ivshmem:") {
+    if (auto all = bypass::transport::list_vm_devices(); !all.empty()) return all;
+  }
+  return {endpoint};
+}
+
+// A device's header, when it is a VM-queue device whose slots fit in it.
+device::Header* slots_header(bypass::base::Mapping& dev) {
+  if (dev.size() < device::kHeaderBytes) return nullptr;
+  auto* h = reinterpret_cast<device::Header*>(dev.data());
+  if (h->magic != device::kMagic || h->slot_count == 0 || h->slot_count > device::kMaxSlots ||
+      h->slots_offset > dev.size() || h->slot_bytes == 0 ||
+      (dev.size() - h->slots_offset) / h->slot_bytes < h->slot_count)
+    return nullptr;
+  return h;
+}
+
 int do_hostile(const std::string& endpoint, const std::string& name) {
   auto d = join(endpoint, name);
   if (!d) return fail("connect", d.error());
-  auto dev = bypass::transport::map_vm_device(endpoint, device::kHeaderBytes);
-  if (!dev) {
-    std::fprintf(stderr, "vmq_probe: %s\n", dev.error().message.c_str());
-    return 2;
-  }
-  auto* h = reinterpret_cast<device::Header*>(dev->data());
-  for (uint32_t i = 0; i < h->slot_count && i < device::kMaxSlots; ++i) {
-    device::Slot& slot = h->slots[i];
-    if (slot.state.load(std::memory_order_acquire) != device::kSlotActive || slot.domain_id != d->self().id) continue;
-    // The request ring's head, far past what the ring holds: the broker must end this domain
-    // and nobody else.
-    auto* control = reinterpret_cast<bypass::transport::layout::RingControl*>(dev->data() + h->slots_offset +
-                                                                              uint64_t{i} * h->slot_bytes);
-    control->head.store(0x0123456789abcdefull, std::memory_order_release);
-    auto r = d->recv(20s);
-    if (!r && r.code() == Errc::kBrokerLost) {
-      std::printf("hostile: the broker ended this domain (%s)\n", to_string(r.code()));
-      return 0;
+  for (const std::string& one : reachable(endpoint)) {
+    auto dev = bypass::transport::map_vm_device(one, device::kHeaderBytes);
+    if (!dev) {
+      std::fprintf(stderr, "vmq_probe: %s\n", dev.error().message.c_str());
+      return 2;
     }
-    std::printf("hostile: still served after garbage in the ring (%s)\n", r ? "a message" : to_string(r.code()));
-    return 1;
+    device::Header* h = slots_header(*dev);
+    if (h == nullptr) continue;
+    for (uint32_t i = 0; i < h->slot_count; ++i) {
+      device::Slot& slot = h->slots[i];
+      if (slot.state.load(std::memory_order_acquire) != device::kSlotActive || slot.domain_id != d->self().id) continue;
+      // The request ring's head, far past what the ring holds: the broker must end this domain
+      // and nobody else.
+      auto* control = reinterpret_cast<bypass::transport::layout::RingControl*>(dev->data() + h->slots_offset +
+                                                                                uint64_t{i} * h->slot_bytes);
+      control->head.store(0x0123456789abcdefull, std::memory_order_release);
+      auto r = d->recv(20s);
+      if (!r && r.code() == Errc::kBrokerLost) {
+        std::printf("hostile: the broker ended this domain (%s)\n", to_string(r.code()));
+        return 0;
+      }
+      std::printf("hostile: still served after garbage in the ring (%s)\n", r ? "a message" : to_string(r.code()));
+      return 1;
+    }
   }
   std::fprintf(stderr, "vmq_probe: found no active slot of domain %u\n", d->self().id);
   return 2;
+}
+
+int do_wait_garbage(const std::string& endpoint, int seconds) {
+  std::vector<bypass::base::Mapping> devices;
+  for (const std::string& one : reachable(endpoint)) {
+    if (auto dev = bypass::transport::map_vm_device(one, 4096)) devices.push_back(std::move(dev).value());
+  }
+  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  while (Clock::now() < end) {
+    for (auto& dev : devices) {
+      if (std::atomic_ref(*reinterpret_cast<uint32_t*>(dev.data())).load(std::memory_order_relaxed) == 0xa5a5a5a5u) {
+        std::printf("wait-garbage: seen\n");
+        return 0;
+      }
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::printf("wait-garbage: none in %d s\n", seconds);
+  return 1;
+}
+
+int do_vandal(const std::string& endpoint, int seconds) {
+  std::vector<bypass::base::Mapping> devices;
+  for (const std::string& one : reachable(endpoint)) {
+    auto dev = bypass::transport::map_vm_device(one, device::kHeaderBytes);
+    if (!dev) {
+      std::fprintf(stderr, "vmq_probe: %s\n", dev.error().message.c_str());
+      return 2;
+    }
+    devices.push_back(std::move(dev).value());
+  }
+  // What each device is, read before the first write.
+  std::vector<uint32_t> slots(devices.size(), 0);
+  std::vector<uint64_t> slots_offset(devices.size(), 0), slot_bytes(devices.size(), 0);
+  uint32_t total = 0;
+  for (size_t k = 0; k < devices.size(); ++k) {
+    if (device::Header* h = slots_header(devices[k])) {
+      slots[k] = h->slot_count;
+      slots_offset[k] = h->slots_offset;
+      slot_bytes[k] = h->slot_bytes;
+      total += h->slot_count;
+    }
+  }
+  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  uint64_t passes = 0;
+  std::mt19937_64 rng(42);
+  do {
+    for (size_t k = 0; k < devices.size(); ++k) {
+      std::byte* base = devices[k].data();
+      if (slots[k] == 0) {  // the shared pool device: its header
+        std::memset(base, 0xa5, 4096);
+        continue;
+      }
+      auto* h = reinterpret_cast<device::Header*>(base);
+      for (uint32_t i = 0; i < slots[k]; ++i) {
+        h->slots[i].state.store(static_cast<uint32_t>(rng()), std::memory_order_relaxed);
+        h->slots[i].generation.store(static_cast<uint32_t>(rng()), std::memory_order_relaxed);
+        h->slots[i].domain_id = static_cast<uint32_t>(rng());
+        std::memset(base + slots_offset[k] + i * slot_bytes[k], static_cast<int>(rng() & 0xff), 4096);
+      }
+    }
+    ++passes;
+    std::this_thread::sleep_for(10ms);
+  } while (Clock::now() < end);
+  std::printf("vandal: %zu devices, %u slots overwritten, %llu passes\n", devices.size(), total,
+              static_cast<unsigned long long>(passes));
+  return 0;
 }
 
 int do_hold(const std::string& endpoint, const std::string& name, int pages) {
@@ -201,8 +301,11 @@ int main(int argc, char** argv) {
   if (mode == "hostile" && argc == 4) return do_hostile(argv[2], argv[3]);
   if (mode == "hold" && argc == 5) return do_hold(argv[2], argv[3], std::atoi(argv[4]));
   if (mode == "freeze" && argc == 5) return do_freeze(argv[2], argv[3], argv[4]);
+  if (mode == "vandal" && argc == 4) return do_vandal(argv[2], std::atoi(argv[3]));
+  if (mode == "wait-garbage" && argc == 4) return do_wait_garbage(argv[2], std::atoi(argv[3]));
   std::fprintf(stderr,
                "usage: vmq_probe send ENDPOINT NAME PEER MESSAGES PAGES HUGE | recv ENDPOINT NAME PEER |\n"
-               "       hostile ENDPOINT NAME | hold ENDPOINT NAME PAGES | freeze ENDPOINT NAME PEER\n");
+               "       hostile ENDPOINT NAME | hold ENDPOINT NAME PAGES | freeze ENDPOINT NAME PEER |\n"
+               "       vandal ENDPOINT SECONDS | wait-garbage ENDPOINT SECONDS\n");
   return 64;
 }

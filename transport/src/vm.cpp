@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cinttypes>
@@ -176,29 +177,33 @@ std::string read_line(const std::string& path) {
   return line;
 }
 
+// The PCI addresses of the ivshmem devices, in order.
+std::vector<std::string> ivshmem_addresses() {
+  std::vector<std::string> found;
+  DIR* dir = ::opendir("/sys/bus/pci/devices");
+  if (dir == nullptr) return found;
+  while (dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string base = std::string("/sys/bus/pci/devices/") + e->d_name;
+    // Red Hat's vendor id, the ivshmem device id.
+    if (read_line(base + "/vendor") == "0x1af4" && read_line(base + "/device") == "0x1110") found.push_back(e->d_name);
+  }
+  ::closedir(dir);
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 // The file behind an "ivshmem:..." endpoint: a PCI device's BAR 2 (enabled first: no kernel
 // driver binds an ivshmem device, so nobody else turns its memory decoding on) or a path.
 Result<std::string> resolve_device(const std::string& endpoint) {
   std::string rest = endpoint.substr(std::strlen("ivshmem:"));
   if (!rest.empty() && rest[0] == '/') return rest;
   if (rest.empty()) {
-    DIR* dir = ::opendir("/sys/bus/pci/devices");
-    if (dir != nullptr) {
-      std::string best;
-      while (dirent* e = ::readdir(dir)) {
-        if (e->d_name[0] == '.') continue;
-        const std::string base = std::string("/sys/bus/pci/devices/") + e->d_name;
-        // Red Hat's vendor id, the ivshmem device id.
-        if (read_line(base + "/vendor") == "0x1af4" && read_line(base + "/device") == "0x1110" &&
-            (best.empty() || e->d_name < best))
-          best = e->d_name;
-      }
-      ::closedir(dir);
-      rest = best;
-    }
-    if (rest.empty()) {
+    std::vector<std::string> all = ivshmem_addresses();
+    if (all.empty()) {
       return make_error(Status::kIo, "no ivshmem PCI device (vendor 0x1af4, device 0x1110) in /sys/bus/pci/devices");
     }
+    rest = all.front();
   }
   const std::string base = "/sys/bus/pci/devices/" + rest;
   if (std::ofstream enable(base + "/enable"); enable) enable << "1";
@@ -396,6 +401,12 @@ Result<VmDeviceFile> open_vm_device(const std::string& endpoint, uint64_t min_by
   }
   dev.size = static_cast<uint64_t>(st.st_size);
   return dev;
+}
+
+std::vector<std::string> list_vm_devices() {
+  std::vector<std::string> endpoints;
+  for (const std::string& address : ivshmem_addresses()) endpoints.push_back("ivshmem:" + address);
+  return endpoints;
 }
 
 Result<base::Mapping> map_vm_device(const std::string& endpoint, uint64_t min_bytes) {

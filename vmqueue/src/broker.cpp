@@ -22,6 +22,7 @@
 
 #include "bypass/base/mapping.h"
 #include "bypass/base/memfd.h"
+#include "bypass/base/text.h"
 #include "bypass/base/unix_socket.h"
 #include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
@@ -58,6 +59,8 @@ struct LazyMessage {
   Clock::time_point deadline;
 };
 
+struct ControlDevice;
+
 struct DomainEntry {
   uint32_t id = 0;
   std::string name;
@@ -65,8 +68,9 @@ struct DomainEntry {
   bool claimed = false;                       // cred is what a VM guest wrote, not the kernel's
   std::optional<transport::Channel> channel;  // set-up messages and fds; its socket tells death
   base::Mapping region;                       // a process domain's memfd (a VM domain's is its device slot)
-  // A VM domain: its device slot, the generation it attached with, and its heartbeat as last
-  // seen and when that changed.
+  // A VM domain: the control device and slot it attached in, the generation it attached with,
+  // and its heartbeat as last seen and when that changed.
+  ControlDevice* vm_control = nullptr;
   int vm_slot = -1;
   uint32_t vm_generation = 0;
   uint64_t vm_beat = 0;
@@ -97,6 +101,31 @@ struct DomainEntry {
   uint64_t occupancy() { return (queue.capacity() - queue.producer_free()) + lazy_reserved; }
 };
 
+// Where VM domains attach: the shared device's own slots, or a VM's control device of its own
+// (BrokerOptions::vms). Its header and slot regions are mapped here.
+struct ControlDevice {
+  std::string vm;         // the VM's name; empty for the shared device's slots
+  base::UniqueFd fd;      // a VM's own file (the shared device's fd is the broker's)
+  base::Mapping mapping;  // header and slots
+  device::Geometry geom;
+  uint32_t slots = 0;
+  // Per slot, what the event loop saw: the domain attached there (0: none), or a claim that
+  // never became a request (a guest that died half way): its state, generation and since when.
+  struct SlotSeen {
+    uint32_t domain = 0;
+    uint32_t state = device::kSlotFree, generation = 0;
+    Clock::time_point since;
+  };
+  SlotSeen seen[device::kMaxSlots];
+
+  device::Header* header() { return reinterpret_cast<device::Header*>(mapping.data()); }
+  std::byte* slot_region(uint32_t i) { return mapping.data() + geom.slots_offset + i * geom.slot_bytes; }
+  // "slot 3" or "VM 'a' slot 3", for the log.
+  std::string where(uint32_t i) const {
+    return vm.empty() ? base::str_printf("slot %u", i) : base::str_printf("VM '%s' slot %u", vm.c_str(), i);
+  }
+};
+
 }  // namespace
 
 struct Broker::Impl {
@@ -116,22 +145,15 @@ struct Broker::Impl {
   bool lazy_dirty = false;
   std::atomic<bool> stopping{false};  // set by stop() (any thread), read by run()
 
-  // The VM device (options.device_path): the pools are its file (offsets in geom), the header
-  // and slot regions are mapped here; the pools never are.
+  // The VM device (options.device_path): the pools are its file (offsets in geom), its header
+  // (and slot regions, when it has any) are mapped in controls; the pools never are.
   base::UniqueFd device_fd;
-  base::Mapping device_control;
   device::Geometry geom;
+  // Where VM domains attach: the shared device itself, or each VM's own control device.
+  std::vector<std::unique_ptr<ControlDevice>> controls;
   Clock::time_point next_serve;
   uint32_t vm_live = 0;
   std::chrono::nanoseconds vm_nap = device::kPoll;  // how long the loop sleeps between polls
-  // Per slot, what the event loop saw: the domain attached there (0: none), or a claim that
-  // never became a request (a guest that died half way): its state, generation and since when.
-  struct SlotSeen {
-    uint32_t domain = 0;
-    uint32_t state = device::kSlotFree, generation = 0;
-    Clock::time_point since;
-  };
-  SlotSeen slot_seen[device::kMaxSlots];
 
   struct Counters {
     std::atomic<uint64_t> connected{0}, live{0}, messages{0}, pages{0}, timer_flushes{0}, protocol{0}, silent{0},
@@ -147,6 +169,11 @@ struct Broker::Impl {
     }
     pools[0] = PagePool(options.pages_4k);
     pools[1] = PagePool(options.pages_2m);
+    if (!options.vms.empty() && options.device_path.empty()) {
+      return base::make_error(
+          base::Errc::kInvalidArgument,
+          "vmqueue broker: VMs with control devices of their own need the shared device (--device)");
+    }
     if (!options.device_path.empty()) {
       if (auto made = make_device(); !made) return made;
     } else if (auto made = make_pools(); !made) {
@@ -180,41 +207,81 @@ struct Broker::Impl {
     return {};
   }
 
-  // The VM device: a file QEMU maps as each guest's ivshmem BAR, holding the slots and both
-  // pools. Its header is written before the magic, so a guest that maps it early waits.
+  // The VM device: a file QEMU maps as each guest's ivshmem BAR, holding both pools and, unless
+  // each VM has a control device of its own, the slots. Headers are written before the magic,
+  // so a guest that maps a device early waits.
   base::Result<void> make_device() {
-    if (options.vm_slots == 0 || options.vm_slots > device::kMaxSlots) {
+    const bool own_controls = !options.vms.empty();
+    const uint32_t shared_slots = own_controls ? 0 : options.vm_slots;
+    if (!own_controls && (options.vm_slots == 0 || options.vm_slots > device::kMaxSlots)) {
       return base::make_error(base::Errc::kInvalidArgument,
                               "vmqueue broker: a VM device has 1 to " + std::to_string(device::kMaxSlots) + " slots");
     }
-    geom = device::geometry(options.vm_slots, options.pages_4k, options.pages_2m);
+    geom = device::geometry(shared_slots, options.pages_4k, options.pages_2m);
     auto fd = transport::create_vm_device_file(options.device_path, geom.size);
     if (!fd) return base::make_error(base::Errc::kIo, "vmqueue broker: " + fd.error().message);
     device_fd = std::move(fd).value();
-    auto mapped = base::Mapping::map_shared(device_fd.get(), 0, geom.control_bytes, /*writable=*/true);
-    if (!mapped) return mapped.error();
-    device_control = std::move(mapped).value();
-    // Every slot starts free; a guest still attached to an earlier broker sees its slot gone.
-    std::memset(device_control.data(), 0, geom.control_bytes);
-    auto* h = header();
-    h->version = device::kVersion;
-    h->size = geom.size;
-    h->schema_hash = wire::kSchemaHash;
-    h->slot_count = options.vm_slots;
-    h->max_queue_capacity = device::kMaxQueueCapacity;
-    h->slots_offset = geom.slots_offset;
-    h->slot_bytes = geom.slot_bytes;
-    for (int k = 0; k < 2; ++k) {
-      h->pool_offset[k] = geom.pool_offset[k];
-      h->pool_pages[k] = pools[k].size();
+    auto shared = std::make_unique<ControlDevice>();
+    shared->geom = geom;
+    shared->slots = shared_slots;
+    if (auto mapped = map_control(device_fd.get(), geom, shared_slots, 0); mapped) {
+      shared->mapping = std::move(mapped).value();
+    } else {
+      return mapped.error();
     }
-    // Release: pairs with a guest's acquire load of the magic before it reads the rest.
-    std::atomic_ref(h->magic).store(device::kMagic, std::memory_order_release);
+    controls.push_back(std::move(shared));
+    std::set<std::string> names, paths{options.device_path};
+    for (const BrokerOptions::Vm& vm : options.vms) {
+      if (vm.slots == 0 || vm.slots > device::kMaxSlots || vm.name.empty() || !names.insert(vm.name).second ||
+          !paths.insert(vm.path).second) {
+        return base::make_error(
+            base::Errc::kInvalidArgument,
+            base::str_printf("vmqueue broker: VM '%s' at %s: each VM needs a name and a file of its "
+                             "own, and 1 to %u slots",
+                             vm.name.c_str(), vm.path.c_str(), device::kMaxSlots));
+      }
+      auto control = std::make_unique<ControlDevice>();
+      control->vm = vm.name;
+      control->geom = device::control_geometry(vm.slots);
+      control->slots = vm.slots;
+      auto made = transport::create_vm_device_file(vm.path, control->geom.size);
+      if (!made) return base::make_error(base::Errc::kIo, "vmqueue broker: " + made.error().message);
+      control->fd = std::move(made).value();
+      auto mapped = map_control(control->fd.get(), control->geom, vm.slots, device::kFlagSeparatePools);
+      if (!mapped) return mapped.error();
+      control->mapping = std::move(mapped).value();
+      controls.push_back(std::move(control));
+    }
     next_serve = Clock::now();
     return {};
   }
 
-  device::Header* header() { return reinterpret_cast<device::Header*>(device_control.data()); }
+  // Maps a device's header and slots and writes the header: every slot starts free (a guest
+  // still attached to an earlier broker sees its slot gone); the pools' offsets are always
+  // the shared device's.
+  base::Result<base::Mapping> map_control(int fd, const device::Geometry& g, uint32_t slots, uint32_t flags) {
+    auto mapped = base::Mapping::map_shared(fd, 0, g.control_bytes, /*writable=*/true);
+    if (!mapped) return mapped.error();
+    std::memset(mapped->data(), 0, g.control_bytes);
+    auto* h = reinterpret_cast<device::Header*>(mapped->data());
+    h->version = device::kVersion;
+    h->size = g.size;
+    h->schema_hash = wire::kSchemaHash;
+    h->slot_count = slots;
+    h->max_queue_capacity = device::kMaxQueueCapacity;
+    h->slots_offset = g.slots_offset;
+    h->slot_bytes = g.slot_bytes;
+    for (int k = 0; k < 2; ++k) {
+      h->pool_offset[k] = geom.pool_offset[k];
+      h->pool_pages[k] = pools[k].size();
+    }
+    h->flags = flags;
+    h->pool_device_size = geom.size;
+    // Release: pairs with a guest's acquire load of the magic before it reads the rest.
+    std::atomic_ref(h->magic).store(device::kMagic, std::memory_order_release);
+    return std::move(mapped).value();
+  }
+
   int pool_fd(int k) const { return device_fd ? device_fd.get() : pool_fds[k].get(); }
 
   base::Result<void> init_loop() {
@@ -390,67 +457,70 @@ struct Broker::Impl {
   // Every kServe while a VM device is served: our heartbeat, guests asking to attach, VM domains
   // that left, stopped beating or lost their slot, and claims nobody finished.
   void serve_device() {
-    auto* h = header();
-    h->host_heartbeat.fetch_add(1, std::memory_order_relaxed);
     const auto now = Clock::now();
-    for (uint32_t i = 0; i < options.vm_slots; ++i) {
-      device::Slot& slot = h->slots[i];
-      SlotSeen& seen = slot_seen[i];
-      const uint32_t state = slot.state.load(std::memory_order_acquire);  // pairs with the guest's release
-      const uint32_t generation = slot.generation.load(std::memory_order_relaxed);
-      if (seen.domain != 0) {
-        DomainEntry* d = find(seen.domain);
-        if (d == nullptr) {  // ended meanwhile (remove_domain freed the slot)
-          seen = SlotSeen{};
-          continue;
-        }
-        if (const uint64_t beat = slot.guest_heartbeat.load(std::memory_order_relaxed); beat != d->vm_beat) {
-          d->vm_beat = beat;
-          d->vm_beat_moved = now;
-        }
-        const char* why = nullptr;
-        if (state == device::kSlotLeaving && generation == d->vm_generation) {
-          why = "left";
-        } else if (state != device::kSlotActive || generation != d->vm_generation) {
-          why = "lost its slot (the guest wrote its state)";
-        } else if (now - d->vm_beat_moved > device::kGuestTimeout) {
-          why = "silent (its heartbeat stood still)";
-          counters.silent.fetch_add(1, std::memory_order_relaxed);
-        }
-        if (why != nullptr) {
-          log("VM domain %u '%s' in slot %u %s", d->id, d->name.c_str(), i, why);
-          serve_last_requests(d->id);
-          remove_domain(d->id);
-        }
-        continue;
+    for (auto& control : controls) {
+      control->header()->host_heartbeat.fetch_add(1, std::memory_order_relaxed);
+      for (uint32_t i = 0; i < control->slots; ++i) serve_slot(*control, i, now);
+    }
+  }
+
+  void serve_slot(ControlDevice& control, uint32_t i, Clock::time_point now) {
+    device::Slot& slot = control.header()->slots[i];
+    ControlDevice::SlotSeen& seen = control.seen[i];
+    const uint32_t state = slot.state.load(std::memory_order_acquire);  // pairs with the guest's release
+    const uint32_t generation = slot.generation.load(std::memory_order_relaxed);
+    if (seen.domain != 0) {
+      DomainEntry* d = find(seen.domain);
+      if (d == nullptr) {  // ended meanwhile (remove_domain freed the slot)
+        seen = ControlDevice::SlotSeen{};
+        return;
       }
-      if (state == device::kSlotRequested) {
-        attach_vm(i, generation, now);
-        continue;
+      if (const uint64_t beat = slot.guest_heartbeat.load(std::memory_order_relaxed); beat != d->vm_beat) {
+        d->vm_beat = beat;
+        d->vm_beat_moved = now;
       }
-      // A claim or refusal the guest never finished (it died half way), a leave after we
-      // removed its domain, or whatever a hostile guest stored: free the slot once it stood
-      // still for a guest's timeout.
-      if (state == device::kSlotFree) {
-        seen.state = state;
-        continue;
+      const char* why = nullptr;
+      if (state == device::kSlotLeaving && generation == d->vm_generation) {
+        why = "left";
+      } else if (state != device::kSlotActive || generation != d->vm_generation) {
+        why = "lost its slot (the guest wrote its state)";
+      } else if (now - d->vm_beat_moved > device::kGuestTimeout) {
+        why = "silent (its heartbeat stood still)";
+        counters.silent.fetch_add(1, std::memory_order_relaxed);
       }
-      if (seen.state != state || seen.generation != generation) {
-        seen.state = state;
-        seen.generation = generation;
-        seen.since = now;
-      } else if (now - seen.since > device::kGuestTimeout) {
-        uint32_t expected = state;
-        // acq_rel: pairs with a guest's claim CAS.
-        slot.state.compare_exchange_strong(expected, device::kSlotFree, std::memory_order_acq_rel);
-        seen.state = device::kSlotFree;
+      if (why != nullptr) {
+        log("VM domain %u '%s' in %s %s", d->id, d->name.c_str(), control.where(i).c_str(), why);
+        serve_last_requests(d->id);
+        remove_domain(d->id);
       }
+      return;
+    }
+    if (state == device::kSlotRequested) {
+      attach_vm(control, i, generation, now);
+      return;
+    }
+    // A claim or refusal the guest never finished (it died half way), a leave after we
+    // removed its domain, or whatever a hostile guest stored: free the slot once it stood
+    // still for a guest's timeout.
+    if (state == device::kSlotFree) {
+      seen.state = state;
+      return;
+    }
+    if (seen.state != state || seen.generation != generation) {
+      seen.state = state;
+      seen.generation = generation;
+      seen.since = now;
+    } else if (now - seen.since > device::kGuestTimeout) {
+      uint32_t expected = state;
+      // acq_rel: pairs with a guest's claim CAS.
+      slot.state.compare_exchange_strong(expected, device::kSlotFree, std::memory_order_acq_rel);
+      seen.state = device::kSlotFree;
     }
   }
 
   // A guest asked for a domain in `slot`: copy and check its hello, zero the rings, answer.
-  void attach_vm(uint32_t i, uint32_t generation, Clock::time_point now) {
-    device::Slot& slot = header()->slots[i];
+  void attach_vm(ControlDevice& control, uint32_t i, uint32_t generation, Clock::time_point now) {
+    device::Slot& slot = control.header()->slots[i];
     wire::Hello hello;
     std::memcpy(&hello, &slot.hello, sizeof hello);  // our copy: the guest may write the slot on
     const int32_t pid = slot.claimed_pid;
@@ -458,26 +528,27 @@ struct Broker::Impl {
     const uint32_t gid = slot.claimed_gid;
     std::string name;
     if (Errc errc = check_hello(hello, device::kMaxQueueCapacity, &name); errc != Errc::kOk) {
-      log("refused a VM domain in slot %u: %s", i, to_string(errc));
+      log("refused a VM domain in %s: %s", control.where(i).c_str(), to_string(errc));
       slot.status = static_cast<uint32_t>(errc);
       slot.state.store(device::kSlotRejected, std::memory_order_release);  // pairs with the guest's acquire
-      slot_seen[i] = SlotSeen{0, device::kSlotRejected, generation, now};
+      control.seen[i] = ControlDevice::SlotSeen{0, device::kSlotRejected, generation, now};
       return;
     }
     auto d = new_domain(hello, name);
     d->cred = base::PeerCredentials{pid, uid, gid};
     d->claimed = true;
+    d->vm_control = &control;
     d->vm_slot = static_cast<int>(i);
     d->vm_generation = generation;
     d->vm_beat = slot.guest_heartbeat.load(std::memory_order_relaxed);
     d->vm_beat_moved = now;
-    open_rings(*d, device_control.data() + geom.slots_offset + i * geom.slot_bytes, hello.queue_capacity);
+    open_rings(*d, control.slot_region(i), hello.queue_capacity);
     slot.domain_id = d->id;
     slot.status = 0;
     slot.state.store(device::kSlotActive, std::memory_order_release);  // pairs with the guest's acquire
-    log("VM domain %u '%s' attached in slot %u (claims pid %d uid %u), queue capacity %u", d->id, name.c_str(), i,
-        static_cast<int>(pid), static_cast<unsigned>(uid), hello.queue_capacity);
-    slot_seen[i] = SlotSeen{d->id, device::kSlotActive, generation, now};
+    log("VM domain %u '%s' attached in %s (claims pid %d uid %u), queue capacity %u", d->id, name.c_str(),
+        control.where(i).c_str(), static_cast<int>(pid), static_cast<unsigned>(uid), hello.queue_capacity);
+    control.seen[i] = ControlDevice::SlotSeen{d->id, device::kSlotActive, generation, now};
     ++vm_live;
     add_domain(std::move(d));
   }
@@ -805,10 +876,10 @@ struct Broker::Impl {
     if (d->vm_slot >= 0) {
       // The guest sees its slot gone (if it still looks) and the slot is free for the next one.
       // Only the generation it attached with: a newer claim is not ours to clear.
-      device::Slot& slot = header()->slots[d->vm_slot];
+      device::Slot& slot = d->vm_control->header()->slots[d->vm_slot];
       if (slot.generation.load(std::memory_order_relaxed) == d->vm_generation)
         slot.state.store(device::kSlotFree, std::memory_order_release);  // pairs with the guest's acquire
-      slot_seen[d->vm_slot] = SlotSeen{};
+      d->vm_control->seen[d->vm_slot] = ControlDevice::SlotSeen{};
       --vm_live;
     }
     by_name.erase(d->name);

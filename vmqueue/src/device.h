@@ -24,6 +24,11 @@
 // A guest maps the whole BAR: page protection cannot keep it out of pages it does not own, as
 // it cannot on one kernel (the domain holds the pool fds); the broker checks ownership for every
 // operation and never maps a pool page itself.
+//
+// A VM's own control device (vmqd --vm NAME:PATH): the same header and slots, for that VM's
+// domains only, and no pools (kFlagSeparatePools): the pools stay in the shared device, whose
+// offsets and size this header gives. Each VM then maps its own slots and the shared pools,
+// never another VM's slots or rings; the shared device, served this way, holds no slots.
 #pragma once
 
 #include <atomic>
@@ -38,12 +43,15 @@
 namespace bypass::vmqueue::device {
 
 inline constexpr uint32_t kMagic = 0x44514d56;  // "VMQD" in memory order
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 inline constexpr uint64_t kHeaderBytes = 64 * 1024;
 inline constexpr uint64_t kAlign = 64 * 1024;
 inline constexpr uint32_t kMaxSlots = 32;
 // The largest queue a VM domain may ask for: it sizes every slot.
 inline constexpr uint32_t kMaxQueueCapacity = 256;
+// Header::flags: the pools are not in this device but in the shared one (pool_device_size
+// bytes); this one is a VM's own control device.
+inline constexpr uint32_t kFlagSeparatePools = 1;
 
 // The slot states are the transport's (transport::layout::kSlot*), shared with the Vulkan and
 // crossover devices.
@@ -93,8 +101,11 @@ struct Header {
   uint32_t max_queue_capacity;
   uint64_t slots_offset;
   uint64_t slot_bytes;
-  uint64_t pool_offset[2];
+  uint64_t pool_offset[2];  // in the device that holds the pools
   uint32_t pool_pages[2];
+  uint32_t flags;
+  uint32_t reserved;
+  uint64_t pool_device_size;  // the size of the device that holds the pools
   // Bumped by the broker every kServe (relaxed; read by guests).
   alignas(64) std::atomic<uint64_t> host_heartbeat;
   Slot slots[kMaxSlots];
@@ -126,6 +137,17 @@ inline Geometry geometry(uint32_t slots, uint32_t pages_4k, uint32_t pages_2m) {
   const uint64_t end = g.pool_offset[1] + uint64_t{pages_2m} * page_bytes(PageSize::k2M);
   g.size = uint64_t{1} << 22;  // 4 MiB at least
   while (g.size < end) g.size <<= 1;
+  return g;
+}
+
+// A VM's own control device: the header and `slots` slots, no pools.
+inline Geometry control_geometry(uint32_t slots) {
+  Geometry g;
+  g.slots_offset = kHeaderBytes;
+  g.slot_bytes = align_up(wire::region_layout(kMaxQueueCapacity).size, kAlign);
+  g.control_bytes = g.slots_offset + uint64_t{slots} * g.slot_bytes;
+  g.size = uint64_t{1} << 20;
+  while (g.size < g.control_bytes) g.size <<= 1;
   return g;
 }
 

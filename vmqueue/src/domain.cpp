@@ -449,6 +449,107 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
   return Domain(std::move(s));
 }
 
+namespace {
+
+// What a VM domain attaches through: the device with its slots (and its header, copied once),
+// and, when that is a VM's own control device, the shared device with the pools.
+struct VmDevices {
+  transport::VmDeviceFile control;
+  // The header's numbers, copied once (a guest may write the device at any time).
+  struct {
+    uint32_t version, slot_count, max_queue_capacity, flags;
+    uint64_t size, schema_hash, slots_offset, slot_bytes, pool_device_size;
+    uint64_t pool_offset[2];
+    uint32_t pool_pages[2];
+  } header{};
+  transport::VmDeviceFile pools;  // fd -1: the pools are in `control`
+};
+
+// Opens the device behind `endpoint` and copies its header, which must be a VM-queue device's
+// of this version.
+Result<VmDevices> open_vm_queue_device(const std::string& endpoint) {
+  using base::str_printf;
+  auto opened = transport::open_vm_device(endpoint, device::kHeaderBytes);
+  if (!opened) return make_error(Errc::kBrokerLost, opened.error().message);
+  VmDevices found;
+  found.control = std::move(opened).value();
+  const std::string& path = found.control.path;
+  auto head = base::Mapping::map_shared(found.control.fd.get(), 0, device::kHeaderBytes, /*writable=*/false);
+  if (!head) return make_error(Errc::kBrokerLost, "cannot map " + path + ": " + head.error().message);
+  const auto* h = reinterpret_cast<const device::Header*>(head->data());
+  // Acquire: pairs with the broker's release store of the magic after the rest of the header.
+  if (std::atomic_ref(const_cast<uint32_t&>(h->magic)).load(std::memory_order_acquire) != device::kMagic)
+    return make_error(Errc::kBrokerLost, path + " is not a VM-queue device (no vmqd --device serving it?)");
+  auto& copy = found.header;
+  copy.version = h->version;
+  copy.slot_count = h->slot_count;
+  copy.max_queue_capacity = h->max_queue_capacity;
+  copy.flags = h->flags;
+  copy.size = h->size;
+  copy.schema_hash = h->schema_hash;
+  copy.slots_offset = h->slots_offset;
+  copy.slot_bytes = h->slot_bytes;
+  copy.pool_device_size = h->pool_device_size;
+  for (int k = 0; k < 2; ++k) {
+    copy.pool_offset[k] = h->pool_offset[k];
+    copy.pool_pages[k] = h->pool_pages[k];
+  }
+  if (found.header.version != device::kVersion || found.header.schema_hash != wire::kSchemaHash) {
+    return make_error(Errc::kProtocol,
+                      str_printf("vmqd's device speaks version %u (schema %016llx), this domain %u (schema %016llx)",
+                                 found.header.version, static_cast<unsigned long long>(found.header.schema_hash),
+                                 device::kVersion, static_cast<unsigned long long>(wire::kSchemaHash)));
+  }
+  return found;
+}
+
+// "ivshmem:CONTROL,POOLS" names both devices. "ivshmem:" in a VM with several ivshmem devices
+// takes as control device the smallest that holds slots: a VM's own control device is smaller
+// than the shared pool device, whose header any guest could forge. The pools of a control
+// device are the other device of the size its header gives.
+Result<VmDevices> find_vm_devices(const std::string& endpoint) {
+  std::string control = endpoint, pools;
+  if (size_t comma = endpoint.find(','); comma != std::string::npos) {
+    control = endpoint.substr(0, comma);
+    pools = "ivshmem:" + endpoint.substr(comma + 1);
+  }
+  const std::vector<std::string> all = transport::list_vm_devices();
+  std::optional<VmDevices> chosen;
+  if (control == "ivshmem:" && all.size() > 1) {
+    for (const std::string& candidate : all) {
+      auto opened = open_vm_queue_device(candidate);
+      if (!opened || opened->header.slot_count == 0) continue;
+      if (!chosen || opened->control.size < chosen->control.size) chosen = std::move(opened).value();
+    }
+    if (!chosen) return make_error(Errc::kBrokerLost, "none of this VM's ivshmem devices holds VM-queue slots");
+  } else {
+    auto opened = open_vm_queue_device(control);
+    if (!opened) return opened.error();
+    chosen = std::move(opened).value();
+  }
+  if ((chosen->header.flags & device::kFlagSeparatePools) == 0) return std::move(*chosen);
+  if (pools.empty()) {
+    for (const std::string& candidate : all) {
+      auto opened = transport::open_vm_device(candidate, device::kHeaderBytes);
+      if (opened && opened->path != chosen->control.path && opened->size == chosen->header.pool_device_size) {
+        pools = candidate;
+        break;
+      }
+    }
+    if (pools.empty()) {
+      return make_error(Errc::kBrokerLost, chosen->control.path +
+                                               " is a VM's control device, and no ivshmem device here has the pools "
+                                               "(name both: ivshmem:CONTROL,POOLS)");
+    }
+  }
+  auto opened = transport::open_vm_device(pools, chosen->header.pool_device_size);
+  if (!opened) return make_error(Errc::kBrokerLost, "the VM-queue pools: " + opened.error().message);
+  chosen->pools = std::move(opened).value();
+  return std::move(*chosen);
+}
+
+}  // namespace
+
 // A domain inside a VM: everything a process domain gets on its socket comes from the device
 // (device.h). What the broker wrote is read once and checked against the device's size.
 Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_view name, QueueOptions options) {
@@ -457,41 +558,31 @@ Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_v
     return make_error(Errc::kInvalid, str_printf("a VM domain's queue holds at most %u messages (asked %u)",
                                                  device::kMaxQueueCapacity, options.capacity));
   }
-  auto opened = transport::open_vm_device(endpoint, device::kHeaderBytes);
-  if (!opened) return make_error(Errc::kBrokerLost, opened.error().message);
-  transport::VmDeviceFile dev = std::move(opened).value();
-  auto head = base::Mapping::map_shared(dev.fd.get(), 0, device::kHeaderBytes, /*writable=*/true);
-  if (!head) return make_error(Errc::kBrokerLost, "cannot map " + dev.path + ": " + head.error().message);
-  auto* h = reinterpret_cast<device::Header*>(head->data());
-  // Acquire: pairs with the broker's release store of the magic after the rest of the header.
-  if (std::atomic_ref(h->magic).load(std::memory_order_acquire) != device::kMagic)
-    return make_error(Errc::kBrokerLost, dev.path + " is not a VM-queue device (no vmqd --device serving it?)");
-  // A private copy: the header's numbers are read once.
-  const uint32_t version = h->version;
-  const uint64_t schema = h->schema_hash;
-  const uint64_t size = h->size;
-  const uint32_t slots = h->slot_count;
-  const uint32_t max_capacity = h->max_queue_capacity;
-  const uint64_t slots_offset = h->slots_offset;
-  const uint64_t slot_bytes = h->slot_bytes;
-  const uint64_t pool_offset[2] = {h->pool_offset[0], h->pool_offset[1]};
-  const uint32_t pool_pages[2] = {h->pool_pages[0], h->pool_pages[1]};
-  if (version != device::kVersion || schema != wire::kSchemaHash) {
-    return make_error(Errc::kProtocol,
-                      str_printf("vmqd's device speaks version %u (schema %016llx), this domain %u (schema %016llx)",
-                                 version, static_cast<unsigned long long>(schema), device::kVersion,
-                                 static_cast<unsigned long long>(wire::kSchemaHash)));
-  }
+  auto found = find_vm_devices(endpoint);
+  if (!found) return found.error();
+  VmDevices devices = std::move(found).value();
+  transport::VmDeviceFile& dev = devices.control;
+  const auto& h = devices.header;
+  const uint64_t size = h.size;
+  const uint32_t slots = h.slot_count;
+  const uint64_t slots_offset = h.slots_offset;
+  const uint64_t slot_bytes = h.slot_bytes;
+  const uint64_t pool_offset[2] = {h.pool_offset[0], h.pool_offset[1]};
+  const uint32_t pool_pages[2] = {h.pool_pages[0], h.pool_pages[1]};
+  // The pools: in this device, or (a VM's own control device) in the shared one.
+  const bool separate = devices.pools.fd.get() >= 0;
+  const uint64_t pool_size = separate ? h.pool_device_size : size;
   const uint64_t region_bytes = wire::region_layout(options.capacity).size;
-  bool sane = size <= dev.size && slots >= 1 && slots <= device::kMaxSlots && max_capacity >= options.capacity &&
-              slots_offset >= device::kHeaderBytes && slots_offset % 4096 == 0 && slot_bytes % 4096 == 0 &&
-              slot_bytes >= region_bytes && slot_bytes <= size && slots_offset <= size &&
-              (size - slots_offset) / slot_bytes >= slots;
+  bool sane = size <= dev.size && slots >= 1 && slots <= device::kMaxSlots &&
+              h.max_queue_capacity >= options.capacity && slots_offset >= device::kHeaderBytes &&
+              slots_offset % 4096 == 0 && slot_bytes % 4096 == 0 && slot_bytes >= region_bytes && slot_bytes <= size &&
+              slots_offset <= size && (size - slots_offset) / slot_bytes >= slots &&
+              (!separate || pool_size <= devices.pools.size);
   const uint64_t control = sane ? slots_offset + uint64_t{slots} * slot_bytes : 0;
   for (int k = 0; sane && k < 2; ++k) {
     const uint64_t pb = page_bytes(static_cast<PageSize>(k));
-    sane = pool_offset[k] % pb == 0 && pool_offset[k] >= control && pool_offset[k] <= size &&
-           (size - pool_offset[k]) / pb >= pool_pages[k];
+    sane = pool_offset[k] % pb == 0 && (separate || pool_offset[k] >= control) && pool_offset[k] <= pool_size &&
+           (pool_size - pool_offset[k]) / pb >= pool_pages[k];
   }
   // The pools must not overlap: the 4 KiB pool ends before the 2 MiB pool or starts after it.
   if (sane) {
@@ -575,8 +666,9 @@ Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_v
   s->requests = SlotRing<Record>(region + layout.request_offset, wire::kRequestSlots);
   s->replies = SlotRing<Record>(region + layout.reply_offset, wire::kReplySlots);
   s->queue = SlotRing<Record>(region + layout.queue_offset, options.capacity);
+  const int pool_fd = separate ? devices.pools.fd.get() : dev.fd.get();
   for (int k = 0; k < 2; ++k) {
-    s->pool_fds[k] = base::UniqueFd(::fcntl(dev.fd.get(), F_DUPFD_CLOEXEC, 0));
+    s->pool_fds[k] = base::UniqueFd(::fcntl(pool_fd, F_DUPFD_CLOEXEC, 0));
     if (!s->pool_fds[k]) return make_error(Errc::kNoPages, "cannot duplicate the device fd");
     s->pool_offset[k] = pool_offset[k];
     s->pool_pages[k] = pool_pages[k];

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "bypass/base/socket_path.h"
 #include "bypass/base/unix_socket.h"
@@ -33,9 +34,28 @@ int main(int argc, char** argv) {
                  "VM device file (QEMU: -object memory-backend-file,share=on,mem-path=FILE + -device "
                  "ivshmem-plain): the pools live in it and domains inside VMs attach through it");
   app.add_option("--vm-slots", options.vm_slots, "VM domains the device holds at once")->capture_default_str();
+  std::vector<std::string> vms;
+  app.add_option("--vm", vms,
+                 "NAME:PATH[:SLOTS] a VM's own control device (repeatable; needs --device): that VM's domains "
+                 "attach through its slots there (default 4), which no other VM maps; --device then holds the "
+                 "pools only. The VM gets both devices");
   app.add_flag("-v,--verbose", options.verbose, "log sessions to stderr");
   CLI11_PARSE(app, argc, argv);
   options.hugetlb = !no_hugetlb;
+  for (const std::string& vm : vms) {
+    const size_t a = vm.find(':');
+    const size_t b = a == std::string::npos ? a : vm.find(':', a + 1);
+    bypass::vmqueue::BrokerOptions::Vm parsed;
+    parsed.name = vm.substr(0, a);
+    parsed.path = a == std::string::npos ? "" : vm.substr(a + 1, b == std::string::npos ? b : b - a - 1);
+    char* end = nullptr;
+    if (b != std::string::npos) parsed.slots = static_cast<uint32_t>(std::strtoul(vm.c_str() + b + 1, &end, 10));
+    if (parsed.name.empty() || parsed.path.empty() || (end != nullptr && *end != '\0')) {
+      std::fprintf(stderr, "vmqd: --vm %s: want NAME:PATH[:SLOTS]\n", vm.c_str());
+      return 1;
+    }
+    options.vms.push_back(parsed);
+  }
 
   // Our own directory (0755 for the system service, 0700 for a user's broker), refused when
   // another user made it first: the same rule as bypassd's.
@@ -63,7 +83,12 @@ int main(int argc, char** argv) {
     struct stat st {};
     ::stat(options.device_path.c_str(), &st);
     std::printf("vmqd: VM device %s: %lld MiB, %u slots\n", options.device_path.c_str(),
-                static_cast<long long>(st.st_size >> 20), options.vm_slots);
+                static_cast<long long>(st.st_size >> 20), options.vms.empty() ? options.vm_slots : 0);
+    for (const auto& vm : options.vms) {
+      ::stat(vm.path.c_str(), &st);
+      std::printf("vmqd: VM '%s' control device %s: %lld KiB, %u slots\n", vm.name.c_str(), vm.path.c_str(),
+                  static_cast<long long>(st.st_size >> 10), vm.slots);
+    }
   }
   std::fflush(stdout);
   const auto served = broker.run();

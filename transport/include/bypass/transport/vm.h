@@ -17,6 +17,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "bypass/base/mapping.h"
 #include "bypass/base/unique_fd.h"
@@ -99,6 +100,10 @@ struct VmDeviceFile {
   std::string path;  // what `endpoint` resolved to (a sysfs resource2, or a file)
 };
 Result<VmDeviceFile> open_vm_device(const std::string& endpoint, uint64_t min_bytes);
+
+// Guest side: every ivshmem device of this VM, as endpoints ("ivshmem:0000:00:04.0"), in PCI
+// address order (the first is what "ivshmem:" means). Empty outside a VM.
+std::vector<std::string> list_vm_devices();
 
 // Host side, for users of a device other than bypassd's sessions: opens or creates the regular
 // file at `path` (never through a symlink) and sizes it to `size` bytes. Existing contents are

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bypass/base/result.h"
 
@@ -24,6 +25,15 @@ struct BrokerOptions {
   // Process domains still connect on the socket and share the same pools.
   std::string device_path;
   uint32_t vm_slots = 8;
+  // VMs with a control device of their own (each needs device_path for the pools): that VM's
+  // domains attach through its `slots` slots there, which no other VM maps; the shared device
+  // then holds the pools only (vm_slots is ignored).
+  struct Vm {
+    std::string name;
+    std::string path;
+    uint32_t slots = 4;
+  };
+  std::vector<Vm> vms;
 };
 
 struct BrokerStats {

@@ -251,6 +251,35 @@ class CommandGenerator:
         L.append("};")
         return "\n".join(L)
 
+    # ------------------------------------------------------------------ strided arrays
+    @staticmethod
+    def strided(s: CommandShape) -> list:
+        """Parameters that are arrays with a stride parameter (vk.xml's stride)."""
+        return [p for p in s.cmd.params if p.stride]
+
+    def pack_strided(self, s: CommandShape) -> list[str]:
+        """Guest: the start of an encoder taking a strided array. Its elements are copied next to
+        each other, so the rest of the encoder (and the wire) sees a plain array; the host hands
+        the driver the packed array with a stride of one element."""
+        L = []
+        for p in self.strided(s):
+            T = p.type
+            n = p.len[0]
+            L.append(f"  std::vector<{T}> packed_{p.name};")
+            L.append(f"  if ({p.name} && {p.stride} != sizeof({T})) {{")
+            L.append(f"    packed_{p.name}.resize({n});")
+            L.append(f"    const char* at = reinterpret_cast<const char*>({p.name});")
+            L.append(f"    for (size_t i = 0; i < packed_{p.name}.size(); ++i)")
+            L.append(f"      std::memcpy(&packed_{p.name}[i], at + i * size_t{{{p.stride}}}, sizeof({T}));")
+            L.append(f"    {p.name} = packed_{p.name}.data();")
+            L.append("  }")
+        return L
+
+    def unstride(self, s: CommandShape) -> list[str]:
+        """Host: the decoded array is packed, so the driver gets a stride of one element, never
+        the guest's (with which it would read past the array)."""
+        return [f"  a.{p.stride} = static_cast<decltype(a.{p.stride})>(sizeof({p.type}));" for p in self.strided(s)]
+
     # ------------------------------------------------------------------ guest
     def guest_encode(self, s: CommandShape) -> str:
         names = {p.name for p in s.cmd.params}
@@ -263,9 +292,12 @@ class CommandGenerator:
             else:
                 L.append(f"void encode_{s.name}({s.name}_s& w, HandleMap& h, {self.params_decl(s)}) {{")
             L.append("  (void)h;")
+            L.extend(self.pack_strided(s))
             for f in s.head:
                 if f.kind is FieldKind.HANDLE:
                     L.append(f"  w.{f.name} = {f.name} ? h.to_wire({self.objtype(f.type)}, handle_bits({f.name})) : 0;")
+                elif f.member.objecttype:
+                    L.append(f"  w.{f.name} = {f.name} ? h.to_wire({f.member.objecttype}, {f.name}) : 0;")
                 elif self.reg.resolve(f.type) in self.reg.enums:
                     L.append(f"  w.{f.name} = enum_bits({f.name});")
                 else:
@@ -294,6 +326,7 @@ class CommandGenerator:
         L.append("  (void)h;")
         for p in s.cmd.params:
             L.append(f"  (void){p.name};")
+        L.extend(self.pack_strided(s))
         L.append("  b.Clear();")
         for f in s.fields:
             if f.kind not in (FieldKind.SCALAR, FieldKind.HANDLE):
@@ -496,6 +529,11 @@ class CommandGenerator:
                     L.append(
                         f'  if (!decode_handle(c.decode, w.{f.name}, {self.objtype(f.type)}, {opt}, "{s.name}.{f.name}", &a.{f.name})) return false;'
                     )
+                elif f.member.objecttype:
+                    # A handle typed by another parameter (vk.xml's objecttype), decoded before it.
+                    L.append(
+                        f'  if (!decode_handle(c.decode, w.{f.name}, a.{f.member.objecttype}, false, "{s.name}.{f.name}", &a.{f.name})) return false;'
+                    )
                 else:
                     if self.sg.unsigned_enum(f):
                         bad = f"w.{f.name} < 0"
@@ -508,6 +546,7 @@ class CommandGenerator:
                             f'  if ({bad}) return fail_enum(c.decode, "{s.name}.{f.name}", "{self.reg.resolve(f.type)}", w.{f.name});'
                         )
                     L.append(f"  a.{f.name} = static_cast<decltype(a.{f.name})>(w.{f.name});")
+            L.extend(self.unstride(s))
             L.extend(self.call_handler(s))
             L.append("}")
             return "\n".join(L)
@@ -607,6 +646,7 @@ class CommandGenerator:
                         L.append(f"    auto* arr = reinterpret_cast<{T}*>(a.{o.name});")
                         L.append(f"    for (size_t i = 0; i < n; ++i) arr[i].sType = {self.reg.struct(o.type).stype};")
                     L.append("  }")
+        L.extend(self.unstride(s))
         L.append("  return true;")
         L.append("}")
         L.append("")
@@ -669,12 +709,16 @@ class CommandGenerator:
 
     def check_lines(self, s: CommandShape) -> list[str]:
         """The check hook on decoded `a`. A check that fails either ends the session (it called
-        c.fail) or, for a call the guest waits on, sets the VkResult the guest gets instead: the
-        driver never sees the call."""
+        c.fail) or, for a call the guest waits on, answers it instead of the driver: the VkResult
+        the guest gets, or (a query returning void) the outputs it filled in. The driver never
+        sees the call."""
         L = [f"  if (c.handlers.check_{s.name} && !c.handlers.check_{s.name}(c, a)) {{"]
         L.append("    if (!c.decode.error.empty()) return false;")
         if s.sync and s.cmd.ret == "VkResult":
             L.append(f'    if (a.result >= 0) return c.fail("{s.name}", "rejected by its check without a reason");')
+            L.append(f"    reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
+            L.append("    return true;")
+        elif s.sync and s.cmd.ret == "void":
             L.append(f"    reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
             L.append("    return true;")
         else:

@@ -119,6 +119,9 @@ class StructGenerator:
 
     def encode_field_add(self, f: Field, src: str, var: str) -> str:
         m = f"{src}{f.name}"
+        if f.kind is FieldKind.SCALAR and f.member.objecttype:
+            # A handle typed by another member (vk.xml's objecttype): an id like any handle's.
+            return f"add_scalar<uint64_t>(b, {f.vo}, {m} ? h.to_wire({src}{f.member.objecttype}, {m}) : 0);"
         if f.kind is FieldKind.SCALAR:
             if self.reg.resolve(f.type) in self.reg.enums:
                 return f"add_scalar<{f.ctype}>(b, {f.vo}, enum_bits({m}));"
@@ -175,6 +178,11 @@ class StructGenerator:
                 f"if (const int32_t e = t->GetField<int32_t>({vo}, 0); {ok}) {m} = static_cast<decltype({m})>(e);"
             )
             out.append(f'else return fail_enum(c, {where}, "{self.reg.resolve(f.type)}", e);')
+        elif k is FieldKind.SCALAR and f.member.objecttype:
+            # The handle's type is the other member's, decoded before it (vk.xml orders them so).
+            out.append(
+                f"if (!decode_handle(c, t->GetField<uint64_t>({vo}, 0), {dst}{f.member.objecttype}, false, {where}, &{m})) return false;"
+            )
         elif k is FieldKind.SCALAR:
             out.append(f"{m} = static_cast<decltype({m})>(t->GetField<{f.ctype}>({vo}, 0));")
         elif k is FieldKind.HANDLE:

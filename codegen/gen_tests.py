@@ -59,7 +59,9 @@ class TestGenerator:
         for f in fields:
             m = P + f.name
             k = f.kind
-            if k is FieldKind.SCALAR:
+            if k is FieldKind.SCALAR and f.member.objecttype:
+                L.append(f"{m} = f.handle<uint64_t>(false);  // typed by {f.member.objecttype}")
+            elif k is FieldKind.SCALAR:
                 L.append(f"f.scalar({m});")
             elif k is FieldKind.HANDLE:
                 L.append(f"{m} = f.handle<decltype({m})>({'true' if f.optional else 'false'});")
@@ -404,6 +406,10 @@ class TestGenerator:
             ):
                 extra.append((o.len_expr, o.kind is OutKind.STRUCT_ARRAY))
         L += ["    " + x for x in self.fill_lines(fields, "in.", names, extra, top=True)]
+        # A strided array (vk.xml's stride) is filled packed; the host hands the driver that stride.
+        for p in s.cmd.params:
+            if p.stride:
+                L.append(f"    in.{p.stride} = sizeof({p.type});")
         # output storage on the guest side: counts first, their arrays use them as capacity
         for o in [o for o in s.outs if o.kind is OutKind.COUNT] + [o for o in s.outs if o.kind is not OutKind.COUNT]:
             m = f"in.{o.name}"

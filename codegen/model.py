@@ -32,6 +32,17 @@ SCALARS = {
 }
 
 
+def _typed_by_object_type(members: list[Member]) -> list[Member]:
+    """Keeps `objecttype` only where the member it names is a VkObjectType: a handle the wire
+    carries as an id of that type. (vkDebugReportMessageEXT's object is typed by a
+    VkDebugReportObjectTypeEXT, and may name anything: it stays a plain number.)"""
+    types = {m.name: m.type for m in members}
+    for m in members:
+        if m.objecttype and types.get(m.objecttype) != "VkObjectType":
+            m.objecttype = None
+    return members
+
+
 def _api_ok(elem) -> bool:
     api = elem.get("api")
     return api is None or API in api.split(",")
@@ -50,6 +61,12 @@ class Member:
     altlen: str | None = None
     optional: list[bool] = field(default_factory=list)
     noautovalidity: bool = False
+    # A uint64_t holding a handle whose type is this other member's or parameter's VkObjectType
+    # (vk.xml's objecttype: vkSetPrivateData's objectHandle, VkDebugUtilsObjectNameInfoEXT's).
+    objecttype: str | None = None
+    # An array whose elements lie this other parameter's number of bytes apart (vk.xml's stride:
+    # vkCmdDrawMultiEXT's pVertexInfo). The wire carries them packed.
+    stride: str | None = None
     values: str | None = None  # sType value for `sType` members
     bitfield: str | None = None
     decl: str = ""  # the C declaration, e.g. "const VkImageCreateInfo* pCreateInfo"
@@ -243,7 +260,7 @@ class Registry:
             self.aliases[name] = t.get("alias")
             return
         if cat in ("struct", "union"):
-            members = [self._parse_member(m) for m in t.findall("member") if _api_ok(m)]
+            members = _typed_by_object_type([self._parse_member(m) for m in t.findall("member") if _api_ok(m)])
             s = Struct(name, cat == "union", members)
             s.extends = [x for x in (t.get("structextends") or "").split(",") if x]
             st = s.member("sType")
@@ -294,6 +311,8 @@ class Registry:
         if m.get("optional"):
             mem.optional = [x == "true" for x in m.get("optional").split(",")]
         mem.noautovalidity = m.get("noautovalidity") == "true"
+        mem.objecttype = m.get("objecttype")
+        mem.stride = m.get("stride")
         mem.values = m.get("values")
         return mem
 
@@ -304,7 +323,7 @@ class Registry:
         proto = c.find("proto")
         name = proto.find("name").text
         ret = proto.find("type").text
-        params = [self._parse_member(p) for p in c.findall("param") if _api_ok(p)]
+        params = _typed_by_object_type([self._parse_member(p) for p in c.findall("param") if _api_ok(p)])
         self.commands[name] = Command(name, ret, params)
 
     # ------------------------------------------------------------------ queries

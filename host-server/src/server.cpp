@@ -194,6 +194,9 @@ bool Server::start_worker(base::UniqueFd conn, const base::PeerCredentials& peer
         [fd = conn.release(), id = w.id, this, report] { serve_connection(base::UniqueFd(fd), id, config_, report); });
     return true;
   }
+  // Our own reference to the guest's end, to notice its hang-up (never read). The worker keeps
+  // its copy; ours closes when the guest goes away or the worker is reaped.
+  w.guest_watch = base::UniqueFd(fcntl(conn.get(), F_DUPFD_CLOEXEC, 0));
   auto pid = spawn_worker(std::move(conn), w.id, config_, report);
   if (!pid) {
     spdlog::error("session {}: cannot start a worker for guest pid {}: {}", w.id, peer.pid, pid.error().message);
@@ -279,6 +282,11 @@ bool Server::start_vm_worker(int vm_index, uint32_t slot) {
   return true;
 }
 
+// How long a worker may go on after its guest went away. A worker notices the hang-up itself
+// within a receive slice and ends; one that does not is inside the driver with work nobody
+// will ever wait for (a dead guest's huge draw, say), holding a CPU and the driver's memory.
+constexpr std::chrono::seconds kAbandonedGrace{5};
+
 void Server::finish(Worker& w) {
   const WorkerReport& r = *w.report;
   const bool reported = r.state.load(std::memory_order_acquire) == WorkerReport::kEnded;
@@ -300,6 +308,17 @@ void Server::finish(Worker& w) {
              (reported ? " after the session ended (" + std::string(to_string(reason)) + ": " + detail + ")"
                        : " during the session");
     reason = EndReason::kWorkerDied;
+    if (w.killed_abandoned) {
+      // Not a crash: bypassd ended a session whose guest was gone (kill_abandoned).
+      reason = EndReason::kPeerGone;
+      detail = "the guest went away; its worker stayed busy in the driver for " +
+               std::to_string(kAbandonedGrace.count()) + " s and was killed";
+      spdlog::info("session {}: {}", w.id, detail);
+      ended_.push_back(Ended{w.id, w.peer.pid, w.peer.uid, reason, detail, r.stats.objects.load(),
+                             r.stats.records.load(), network_peer(w).identity});
+      if (ended_.size() > 64) ended_.pop_front();
+      return;
+    }
     spdlog::error("session {} (guest pid {}, uid {}): {}; its guest gets VK_ERROR_DEVICE_LOST, other sessions go on",
                   w.id, w.peer.pid, w.peer.uid, detail);
   }
@@ -404,6 +423,31 @@ void Server::reap() {
     unmap_worker_report(it->report);
     it = workers_.erase(it);
   }
+}
+
+void Server::kill_abandoned(std::chrono::steady_clock::time_point now) {
+  for (Worker& w : workers_) {
+    if (!w.guest_gone || w.exited || w.killed_abandoned || w.pid <= 0 || now - *w.guest_gone < kAbandonedGrace)
+      continue;
+    if (w.report->state.load(std::memory_order_acquire) == WorkerReport::kEnded) continue;  // on its way out
+    spdlog::warn(
+        "session {} (guest pid {}, uid {}): its guest went away {} s ago and the worker is still busy (in the "
+        "driver, with work nobody waits for): killing it",
+        w.id, w.peer.pid, w.peer.uid, kAbandonedGrace.count());
+    kill(w.pid, SIGKILL);
+    w.killed_abandoned = true;
+  }
+}
+
+int Server::abandoned_poll_timeout_ms(int otherwise) const {
+  const auto now = std::chrono::steady_clock::now();
+  int64_t best = otherwise;
+  for (const Worker& w : workers_) {
+    if (!w.guest_gone || w.exited || w.killed_abandoned) continue;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*w.guest_gone + kAbandonedGrace - now);
+    best = std::min<int64_t>(best, std::max<int64_t>(left.count() + 1, 0));
+  }
+  return static_cast<int>(best);
 }
 
 void Server::shut_down() {
@@ -692,9 +736,14 @@ int Server::run(int stop_fd) {
     fds.assign(
         {{listener_->fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}, {child_pipe_[0], POLLIN, 0}, {control_fd, POLLIN, 0}});
     for (const ControlClient& c : control_clients_) fds.push_back({c.fd.get(), POLLIN, 0});
+    const size_t first_watch = fds.size();
+    for (const Worker& w : workers_)
+      if (w.guest_watch) fds.push_back({w.guest_watch.get(), POLLRDHUP, 0});
     // VM guests cannot wake us: their slots are polled, and their heartbeat is ours to bump.
     // Nor can a handshake that finishes: guests waiting in line look again every 2 ms.
-    const int timeout_ms = helper_poll_timeout_ms(!queued_.empty() ? 2 : vms_.empty() ? 500 : 5);
+    const int timeout_ms = abandoned_poll_timeout_ms(helper_poll_timeout_ms(!queued_.empty() ? 2
+                                                                            : vms_.empty()   ? 500
+                                                                                             : 5));
     const auto slept = std::chrono::steady_clock::now();
     int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) break;
@@ -702,8 +751,20 @@ int Server::run(int stop_fd) {
     note_stall(Stall::kWokeLate, slept + std::chrono::milliseconds(timeout_ms), woke);
     serve_vms();
     if (fds[2].revents) drain(child_pipe_[0]);
+    if (n > 0) {
+      size_t k = first_watch;
+      for (Worker& w : workers_) {
+        if (!w.guest_watch) continue;
+        if (fds[k++].revents != 0) {
+          // The guest's end hung up: the worker should end by itself; the watch has done its job.
+          w.guest_gone = woke;
+          w.guest_watch.reset();
+        }
+      }
+    }
     reap();
     const auto now = std::chrono::steady_clock::now();
+    kill_abandoned(now);
     start_queued(now);
     restart_helper(now);
     size_t i = 4;

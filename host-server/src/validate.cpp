@@ -21,6 +21,7 @@
 #include <string>
 
 #include "bypass/host/session.h"
+#include "bypass/wire/gen/enums.h"
 #include "bypass/wire/gen/formats.h"
 
 namespace bypass::host {
@@ -1182,9 +1183,86 @@ bool check_vkCmdBindVertexBuffers2(wire::HostContext& c, wire::Args_vkCmdBindVer
   return vertex_buffers(c, "vkCmdBindVertexBuffers2", a.bindingCount, a.pBuffers, a.pOffsets, a.pSizes);
 }
 
+// ---------------------------------------------------------------- Format queries
+// A format this registry does not know (a newer Vulkan's, such as VK_KHR_maintenance5's
+// VK_FORMAT_A1B5G5R5_UNORM_PACK16_KHR): the CTS, and programs built with newer headers, ask
+// about such formats and get "unsupported" from a driver that does not know them. bypassd
+// answers so itself, and the driver never sees a format it may not be prepared for.
+bool format_known(wire::HostContext& c, const char* command, VkFormat format) {
+  if (wire::valid_VkFormat(format)) return true;
+  spdlog::debug("session {}: {}: format {} is unknown here: answered as unsupported", session(c).id(), command,
+                static_cast<int>(format));
+  return false;
+}
+
+bool check_vkGetPhysicalDeviceFormatProperties(wire::HostContext& c,
+                                               wire::Args_vkGetPhysicalDeviceFormatProperties& a) {
+  if (format_known(c, "vkGetPhysicalDeviceFormatProperties", a.format)) return true;
+  *a.pFormatProperties = VkFormatProperties{};
+  return false;
+}
+
+bool check_vkGetPhysicalDeviceFormatProperties2(wire::HostContext& c,
+                                                wire::Args_vkGetPhysicalDeviceFormatProperties2& a) {
+  if (format_known(c, "vkGetPhysicalDeviceFormatProperties2", a.format)) return true;
+  a.pFormatProperties->formatProperties = VkFormatProperties{};
+  for (auto* p = static_cast<VkBaseOutStructure*>(a.pFormatProperties->pNext); p; p = p->pNext) {
+    switch (p->sType) {
+      case VK_STRUCTURE_TYPE_FORMAT_PROPERTIES_3: {
+        auto* f3 = reinterpret_cast<VkFormatProperties3*>(p);
+        f3->linearTilingFeatures = f3->optimalTilingFeatures = f3->bufferFeatures = 0;
+        break;
+      }
+      case VK_STRUCTURE_TYPE_DRM_FORMAT_MODIFIER_PROPERTIES_LIST_EXT:
+        reinterpret_cast<VkDrmFormatModifierPropertiesListEXT*>(p)->drmFormatModifierCount = 0;
+        break;
+      case VK_STRUCTURE_TYPE_DRM_FORMAT_MODIFIER_PROPERTIES_LIST_2_EXT:
+        reinterpret_cast<VkDrmFormatModifierPropertiesList2EXT*>(p)->drmFormatModifierCount = 0;
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+bool check_vkGetPhysicalDeviceImageFormatProperties(wire::HostContext& c,
+                                                    wire::Args_vkGetPhysicalDeviceImageFormatProperties& a) {
+  if (format_known(c, "vkGetPhysicalDeviceImageFormatProperties", a.format)) return true;
+  a.result = VK_ERROR_FORMAT_NOT_SUPPORTED;
+  return false;
+}
+
+bool check_vkGetPhysicalDeviceImageFormatProperties2(wire::HostContext& c,
+                                                     wire::Args_vkGetPhysicalDeviceImageFormatProperties2& a) {
+  if (format_known(c, "vkGetPhysicalDeviceImageFormatProperties2", a.pImageFormatInfo->format)) return true;
+  a.result = VK_ERROR_FORMAT_NOT_SUPPORTED;
+  return false;
+}
+
+bool check_vkGetPhysicalDeviceSparseImageFormatProperties(
+    wire::HostContext& c, wire::Args_vkGetPhysicalDeviceSparseImageFormatProperties& a) {
+  if (format_known(c, "vkGetPhysicalDeviceSparseImageFormatProperties", a.format)) return true;
+  *a.pPropertyCount = 0;
+  return false;
+}
+
+bool check_vkGetPhysicalDeviceSparseImageFormatProperties2(
+    wire::HostContext& c, wire::Args_vkGetPhysicalDeviceSparseImageFormatProperties2& a) {
+  if (format_known(c, "vkGetPhysicalDeviceSparseImageFormatProperties2", a.pFormatInfo->format)) return true;
+  *a.pPropertyCount = 0;
+  return false;
+}
+
 }  // namespace
 
 void register_validate_handlers(wire::Handlers& h) {
+  h.check_vkGetPhysicalDeviceFormatProperties = check_vkGetPhysicalDeviceFormatProperties;
+  h.check_vkGetPhysicalDeviceFormatProperties2 = check_vkGetPhysicalDeviceFormatProperties2;
+  h.check_vkGetPhysicalDeviceImageFormatProperties = check_vkGetPhysicalDeviceImageFormatProperties;
+  h.check_vkGetPhysicalDeviceImageFormatProperties2 = check_vkGetPhysicalDeviceImageFormatProperties2;
+  h.check_vkGetPhysicalDeviceSparseImageFormatProperties = check_vkGetPhysicalDeviceSparseImageFormatProperties;
+  h.check_vkGetPhysicalDeviceSparseImageFormatProperties2 = check_vkGetPhysicalDeviceSparseImageFormatProperties2;
   h.check_vkAllocateMemory = check_vkAllocateMemory;
   h.record_vkAllocateMemory = record_vkAllocateMemory;
   h.check_vkCreateBuffer = check_vkCreateBuffer;

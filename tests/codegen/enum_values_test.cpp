@@ -172,5 +172,70 @@ TEST(EnumDecoding, TheGuestDoesNotCheckWhatTheHostSends) {
   EXPECT_EQ(h.error(), "VkImageCreateInfo.imageType: -5 is not a valid VkImageType");
 }
 
+// vk.xml's stride: vkCmdDrawMultiEXT's elements lie `stride` bytes apart. The guest packs them;
+// the driver gets the packed array and a stride of one element (with the guest's stride it would
+// read past the decoded array: host memory as draw parameters).
+TEST(WireDecoding, StridedArraysReachTheDriverPacked) {
+  HostRun h;
+  static std::vector<VkMultiDrawInfoEXT> seen;
+  static uint32_t seen_stride = 0;
+  h.e.host.handlers.vkCmdDrawMultiEXT = [](HostContext&, Args_vkCmdDrawMultiEXT& a) {
+    seen.assign(a.pVertexInfo, a.pVertexInfo + a.drawCount);
+    seen_stride = a.stride;
+  };
+  // Three draws, 20 bytes apart (8 bytes of VkMultiDrawInfoEXT, then 12 of something else).
+  uint32_t words[15] = {};
+  for (uint32_t i = 0; i < 3; ++i) {
+    words[i * 5] = 100 + i;  // firstVertex
+    words[i * 5 + 1] = 3;    // vertexCount
+    words[i * 5 + 2] = words[i * 5 + 3] = words[i * 5 + 4] = 0xdeadbeef;
+  }
+  Packed& r = h.e.packed;
+  encode_vkCmdDrawMultiEXT(r, h.e.handles, kCommandBuffer, 3, reinterpret_cast<const VkMultiDrawInfoEXT*>(words), 1, 0,
+                           20);
+  EXPECT_TRUE(h.e.run(kCmd_vkCmdDrawMultiEXT, r.data(), r.size())) << h.error();
+  ASSERT_EQ(seen.size(), 3u);
+  for (uint32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(seen[i].firstVertex, 100 + i);
+    EXPECT_EQ(seen[i].vertexCount, 3u);
+  }
+  EXPECT_EQ(seen_stride, sizeof(VkMultiDrawInfoEXT));
+}
+
+// Knows one buffer (id 0x4000, whose host handle is 0x4001) and records what it was asked.
+class OneBuffer final : public HandleMap {
+ public:
+  uint64_t to_wire(VkObjectType, uint64_t handle) override { return handle; }
+  bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override {
+    if (type == VK_OBJECT_TYPE_BUFFER && id != 0x4000) return false;
+    *handle = type == VK_OBJECT_TYPE_BUFFER ? 0x4001 : id;
+    return true;
+  }
+};
+
+// vk.xml's objecttype: vkSetPrivateData's and vkGetPrivateData's objectHandle is a handle of the
+// type objectType names, an id like any other handle's: the driver gets the host's handle, and
+// a number that is no object of the guest's ends the session (lavapipe took it for a pointer).
+TEST(WireDecoding, AHandleTypedByObjectTypeIsAnId) {
+  HostRun h;
+  OneBuffer ids;
+  h.e.host.decode.handles = &ids;
+  static uint64_t seen = 0;
+  h.e.host.handlers.vkGetPrivateData = [](HostContext&, Args_vkGetPrivateData& a) { seen = a.objectHandle; };
+  const auto slot = reinterpret_cast<VkPrivateDataSlot>(uintptr_t{0x5000});
+  uint64_t data = 0;
+  encode_vkGetPrivateData(h.e.b, h.e.handles, kDevice, VK_OBJECT_TYPE_BUFFER, 0x4000, slot, &data);
+  EXPECT_TRUE(h.run(kCmd_vkGetPrivateData)) << h.error();
+  EXPECT_EQ(seen, 0x4001u);
+  encode_vkGetPrivateData(h.e.b, h.e.handles, kDevice, VK_OBJECT_TYPE_BUFFER, 0x4141414141414141ull, slot, &data);
+  EXPECT_FALSE(h.run(kCmd_vkGetPrivateData));
+  EXPECT_EQ(h.error(), "vkGetPrivateData.objectHandle: unknown handle id");
+  h.e.host.decode.clear();
+  vkSetPrivateData_s w{};
+  encode_vkSetPrivateData(w, h.e.handles, kDevice, VK_OBJECT_TYPE_BUFFER, 0x4141414141414141ull, slot, 7);
+  EXPECT_FALSE(h.run_fixed(kCmd_vkSetPrivateData, &w, sizeof(w)));
+  EXPECT_EQ(h.error(), "vkSetPrivateData.objectHandle: unknown handle id");
+}
+
 }  // namespace
 }  // namespace bypass::wire::test

@@ -35,6 +35,9 @@
 //                                          waited and checked, paced like device-rounds ("warm:
 //                                          N", a line on stdin, "rounds: N wrong: W answered in
 //                                          flight: F", EOF on stdin)
+//   lifecycle_probe abandon N              submits N GiB of fills into a 64 MiB buffer (1024:
+//                                          about a minute of lavapipe's time here), prints
+//                                          "submitted", and waits to be killed
 //
 // Output is one "name: VK_RESULT (number)" line per call that matters, flushed at once, and
 // "name: errno-name" for system calls. Exit status 0 when the probe ran to its end (whatever
@@ -555,6 +558,31 @@ int destroy_in_flight(int n) {
   return 0;
 }
 
+// Work that keeps the driver busy long after its guest is gone.
+int abandon(int gib) {
+  Setup s = setup();
+  if (!s.ok()) return report("setup", VK_ERROR_INITIALIZATION_FAILED), 0;
+  VkQueue queue;
+  vkGetDeviceQueue(s.device, 0, 0, &queue);
+  VkBuffer buffer;
+  VkDeviceMemory memory;
+  if (!host_visible_buffer(s, 64 << 20, &buffer, &memory)) return report("setup", VK_ERROR_INITIALIZATION_FAILED), 0;
+  VkCommandPool pool;
+  VkCommandBuffer cmd = begin_commands(s, &pool);
+  for (int i = 0; i < gib * 16; ++i) vkCmdFillBuffer(cmd, buffer, 0, VK_WHOLE_SIZE, static_cast<uint32_t>(i));
+  vkEndCommandBuffer(cmd);
+  VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  submit.commandBufferCount = 1;
+  submit.pCommandBuffers = &cmd;
+  report("vkQueueSubmit", vkQueueSubmit(queue, 1, &submit, VK_NULL_HANDLE));
+  VkEventCreateInfo einfo{VK_STRUCTURE_TYPE_EVENT_CREATE_INFO};
+  VkEvent event;
+  report("vkCreateEvent", vkCreateEvent(s.device, &einfo, nullptr, &event));
+  report("vkGetEventStatus", vkGetEventStatus(s.device, event));  // the submit has reached bypassd
+  say("submitted");
+  for (;;) pause();
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   const int n = argc > 2 ? std::atoi(argv[2]) : 0;
@@ -567,10 +595,11 @@ int main(int argc, char** argv) {
   if (mode == "wait-behind-waits" && n > 0) return wait_behind_waits(n);
   if (mode == "create-fences" && n > 0) return create_fences(n);
   if (mode == "destroy-in-flight" && n > 0) return destroy_in_flight(n);
+  if (mode == "abandon" && n > 0) return abandon(n);
   std::fprintf(stderr,
                "usage: %s destroy-waited-fence|destroy-waited-device|truncate-memory|"
                "instance-rounds N|device-rounds N|pending-waits N|wait-behind-waits N|create-fences N|"
-               "destroy-in-flight N\n",
+               "destroy-in-flight N|abandon N\n",
                argv[0]);
   return 2;
 }

@@ -376,6 +376,41 @@ def case_object_limit(workdir, _):
     finish(server, bystander)
 
 
+def case_abandoned(workdir, _):
+    """A guest that submits a minute of work and is killed: its worker, busy in the driver, is
+    killed 5 s after the guest went away (it would run for a minute or more otherwise), the session is
+    listed as peer_gone saying so, and the bystander renders on."""
+    server = Bypassd(workdir).start()
+    bystander = Bystander(server, workdir)
+    guest = harness.Running(
+        [harness.env_path("BYPASS_LIFECYCLE_PROBE"), "abandon", "1024"], probe_env(server), workdir, "probe"
+    )
+    wait_line(guest, "submitted")
+    sessions = harness.live_for_pid(server.stats(), guest.pid)
+    check(len(sessions) == 1, f"the probe's session: {sessions}")
+    worker = sessions[0].get("worker_pid")
+    guest.proc.kill()
+    gone = time.monotonic()
+    guest.wait(timeout=10)
+    stats = server.wait_gone(guest.pid, "the abandoned session to end", timeout=20)
+    took = time.monotonic() - gone
+    ended = sorted(harness.ended_for_pid(stats, guest.pid), key=lambda e: e["id"])
+    check(
+        harness.reason_of(ended[-1]) == harness.EndReason.PEER_GONE
+        and "stayed busy in the driver" in ended[-1]["detail"],
+        f"the abandoned session should end peer_gone, its worker killed: {ended}",
+    )
+    check(4.5 <= took <= 15, f"the busy worker went {took:.1f} s after its guest (5 s grace)")
+    if worker:
+        check(not os.path.exists(f"/proc/{worker}"), f"worker pid {worker} is still there")
+    check(
+        "its guest went away 5 s ago and the worker is still busy" in server.log_text(),
+        "bypassd did not say why it killed the worker",
+    )
+    log(f"abandoned: the busy worker was killed {took:.1f} s after its guest (about a minute of fills left)")
+    finish(server, bystander)
+
+
 if __name__ == "__main__":
     sys.exit(
         harness.main(
@@ -389,6 +424,7 @@ if __name__ == "__main__":
                 "wait-behind-waits": case_wait_behind_waits,
                 "object-limit": case_object_limit,
                 "destroy-in-flight": case_destroy_in_flight,
+                "abandoned": case_abandoned,
             }
         )
     )

@@ -9,7 +9,7 @@ target_link_libraries(hostile_lifecycle_probe PRIVATE Vulkan::Vulkan Threads::Th
 set(lifecycle_script ${CMAKE_CURRENT_SOURCE_DIR}/lifecycle_test.py)
 # About 3-5 s each here (15 s for the rounds), more on a loaded machine or with sanitizers.
 foreach(case destroy-waited-fence destroy-waited-device instance-rounds device-rounds truncate-memory
-             pending-waits wait-behind-waits object-limit destroy-in-flight)
+             pending-waits wait-behind-waits object-limit destroy-in-flight abandoned)
   bypass_add_e2e_test(NAME hostile_lifecycle_${case} SCRIPT ${lifecycle_script} ARGS ${case} LABELS hostile
                       TIMEOUT 120)
   set_property(TEST hostile_lifecycle_${case} APPEND PROPERTY ENVIRONMENT

@@ -28,6 +28,11 @@
 //     enum-image-type     vkCreateImage with image type 7
 //     alloc-zero          vkAllocateMemory of 0 bytes (answered with a VkResult; the device
 //                         goes on working)
+//     private-data-handle vkSetPrivateData on "a buffer" whose handle is a made-up number (the
+//                         driver would take it for a pointer)
+//     format-unknown      format queries about format 1000470000, which Debian 12's registry
+//                         does not know (a newer Vulkan's): answered as unsupported, the device
+//                         goes on working
 //
 // Output: one "call: VK_RESULT (n)" line per call, and for copy-buffer a "readback:" line.
 // Exit status 0 when every call succeeded, 1 when one failed, 2 on bad arguments.
@@ -53,6 +58,8 @@ const char* result_name(VkResult r) {
       return "VK_ERROR_DEVICE_LOST";
     case VK_ERROR_VALIDATION_FAILED_EXT:
       return "VK_ERROR_VALIDATION_FAILED_EXT";
+    case VK_ERROR_FORMAT_NOT_SUPPORTED:
+      return "VK_ERROR_FORMAT_NOT_SUPPORTED";
     default:
       return "VkResult";
   }
@@ -397,6 +404,39 @@ void alloc_zero(Guest& g) {
   report("vkDeviceWaitIdle", vkDeviceWaitIdle(g.device));
 }
 
+// vkSetPrivateData/vkGetPrivateData name their object by a type and a 64-bit handle.
+VkPrivateDataSlot private_data_slot(Guest& g) {
+  VkPrivateDataSlotCreateInfo ci{VK_STRUCTURE_TYPE_PRIVATE_DATA_SLOT_CREATE_INFO};
+  VkPrivateDataSlot slot = VK_NULL_HANDLE;
+  report("vkCreatePrivateDataSlot", vkCreatePrivateDataSlot(g.device, &ci, nullptr, &slot));
+  return slot;
+}
+
+void private_data(Guest& g, VkObjectType type, uint64_t handle, uint64_t value) {
+  VkPrivateDataSlot slot = private_data_slot(g);
+  report("vkSetPrivateData", vkSetPrivateData(g.device, type, handle, slot, value));
+  uint64_t got = 0;
+  vkGetPrivateData(g.device, type, handle, slot, &got);
+  std::printf("vkGetPrivateData: %llu\n", static_cast<unsigned long long>(got));
+  if (got != value) g_all_ok = false;
+  report("vkDeviceWaitIdle", vkDeviceWaitIdle(g.device));
+  vkDestroyPrivateDataSlot(g.device, slot, nullptr);
+}
+
+void format_unknown(Guest& g) {
+  const auto format = static_cast<VkFormat>(1000470000);
+  VkImageFormatProperties ip{};
+  report("vkGetPhysicalDeviceImageFormatProperties",
+         vkGetPhysicalDeviceImageFormatProperties(g.physical, format, VK_IMAGE_TYPE_2D, VK_IMAGE_TILING_OPTIMAL,
+                                                  VK_IMAGE_USAGE_SAMPLED_BIT, 0, &ip));
+  VkFormatProperties fp{};
+  fp.optimalTilingFeatures = fp.linearTilingFeatures = fp.bufferFeatures = ~0u;
+  vkGetPhysicalDeviceFormatProperties(g.physical, format, &fp);
+  std::printf("vkGetPhysicalDeviceFormatProperties: features %x %x %x\n", fp.linearTilingFeatures,
+              fp.optimalTilingFeatures, fp.bufferFeatures);
+  report("vkDeviceWaitIdle", vkDeviceWaitIdle(g.device));
+}
+
 void valid(Guest& g) {
   copy_buffer(g, kSmall);
   create_image(g, image_64x64(7));
@@ -417,6 +457,10 @@ void valid(Guest& g) {
   layout_use(g, 0, 0);
   vkResetFences(g.device, 1, &g.fence);
   dynamic_offset(g, 256);
+  // Private data on a buffer, the device and the queue (dispatchable: the ICD's own pointers).
+  private_data(g, VK_OBJECT_TYPE_BUFFER, reinterpret_cast<uint64_t>(g.buffers.front().buffer), 0x1234);
+  private_data(g, VK_OBJECT_TYPE_DEVICE, reinterpret_cast<uint64_t>(g.device), 0x5678);
+  private_data(g, VK_OBJECT_TYPE_QUEUE, reinterpret_cast<uint64_t>(g.queue), 0x9abc);
 }
 
 }  // namespace
@@ -468,6 +512,10 @@ int main(int argc, char** argv) {
     VkImageCreateInfo ci = image_64x64(1);
     ci.imageType = static_cast<VkImageType>(7);
     create_image(g, ci);
+  } else if (mode == "private-data-handle") {
+    private_data(g, VK_OBJECT_TYPE_BUFFER, 0x4141414141414141ull, 7);
+  } else if (mode == "format-unknown") {
+    format_unknown(g);
   } else if (mode == "alloc-zero") {
     alloc_zero(g);
     return 0;  // the refused allocation is the expected result

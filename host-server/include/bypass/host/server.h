@@ -42,6 +42,11 @@ class Server {
     int vm = -1;          // index in vms_ for a VM guest's session, else -1
     uint32_t slot = 0;    // and its slot in that VM's device
     bool relay = false;   // opened by bypass-grpcd (its pid): a network guest's session
+    // A socket guest's connection, kept only to learn when its guest goes away (POLLRDHUP; never
+    // read): a worker busy in the driver cannot notice that itself.
+    base::UniqueFd guest_watch;
+    std::optional<std::chrono::steady_clock::time_point> guest_gone;
+    bool killed_abandoned = false;  // killed for staying busy after its guest went away
   };
   // A VM served through its shared-memory device (--vm).
   struct VmState {
@@ -92,6 +97,10 @@ class Server {
   bool start_vm_worker(int vm, uint32_t slot);
   bool start_worker(base::UniqueFd conn, const base::PeerCredentials& peer);
   void reap();
+  // Kills the workers whose guest went away kAbandonedGrace ago and that are still running
+  // (busy in the driver with work nobody waits for); the poll timeout until the next such kill.
+  void kill_abandoned(std::chrono::steady_clock::time_point now);
+  int abandoned_poll_timeout_ms(int otherwise) const;
   void helper_exited(int status);
   // Starts bypass-grpcd again once its back-off has passed; the poll timeout until then.
   void restart_helper(std::chrono::steady_clock::time_point now);

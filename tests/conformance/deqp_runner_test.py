@@ -107,9 +107,7 @@ def main():
         check(ran.count("dEQP-VK.api.crash_bypass_0") == 2, "the crash ran twice (once more as a difference)", p)
         check(ran.count("dEQP-VK.api.pass_0") == 1, "a case that passed ran once", p)
 
-        p, r, state = run(
-            repo, build, work, "--fraction", "3", "--fraction-offset", "1", "--pattern", "dEQP-VK.api.*"
-        )
+        p, r, state = run(repo, build, work, "--fraction", "3", "--fraction-offset", "1", "--pattern", "dEQP-VK.api.*")
         check(
             sorted(r["results"]["native"]) == ["dEQP-VK.api.pass_1", "dEQP-VK.api.pass_2"],
             "--fraction 3 --fraction-offset 1 runs every third matching case from the second",

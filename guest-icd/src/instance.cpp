@@ -300,7 +300,9 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateDeviceExtensionProperties(VkPhysic
   host.resize(n);
   std::vector<VkExtensionProperties> list;
   for (auto& e : host)
-    if (exposed_extension(e.extensionName, false)) list.push_back(e);
+    if (exposed_extension(e.extensionName, false) ||
+        !std::strcmp(e.extensionName, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME))
+      list.push_back(e);  // host pointers: mirrored by the ICD (memory.cpp), where the driver imports them
   add_own_extensions(list, false);
   return copy_out(list, pPropertyCount, pProperties);
 }

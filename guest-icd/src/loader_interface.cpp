@@ -26,6 +26,9 @@ VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_vkGetInstanceProcAddr(VkInstance in
     return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetInstanceProcAddr);
   if (std::strcmp(pName, "vkGetDeviceProcAddr") == 0)
     return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetDeviceProcAddr);
+  // The one command the wire does not carry (a guest pointer) that the ICD answers itself.
+  if (instance && std::strcmp(pName, "vkGetMemoryHostPointerPropertiesEXT") == 0)
+    return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetMemoryHostPointerPropertiesEXT);
   const EntryPoint* e = find_entry_point(pName);
   if (!e) return nullptr;
   // Without an instance only global commands may be queried.
@@ -37,6 +40,8 @@ VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_vkGetDeviceProcAddr(VkDevice, const
   if (!pName) return nullptr;
   if (std::strcmp(pName, "vkGetDeviceProcAddr") == 0)
     return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetDeviceProcAddr);
+  if (std::strcmp(pName, "vkGetMemoryHostPointerPropertiesEXT") == 0)
+    return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetMemoryHostPointerPropertiesEXT);
   const EntryPoint* e = find_entry_point(pName);
   return e && e->level == 3 ? e->fn : nullptr;
 }

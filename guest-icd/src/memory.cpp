@@ -11,6 +11,10 @@
 // at submissions and flushes and comes back after waits and at invalidates. The fds are
 // the host driver's, passed over the session socket: an exported fd is real memory another
 // process (or another instance through bypass) can import on this machine.
+//
+// VK_EXT_external_memory_host: a guest pointer means nothing to the host's driver, so an import
+// (VkImportMemoryHostPointerInfoEXT, which the wire does not carry) is ordinary host-visible
+// memory mirroring the application's pages at the barriers (HostPointerMirror in objects.h).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -145,6 +149,49 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
 
 }  // namespace
 
+namespace {
+
+// Memory `id` mirrors the application's pages at `app` (VK_EXT_external_memory_host): their
+// contents go into the allocation now, and the connection's barriers keep the two in step.
+VkResult mirror_host_pointer(Device* dev, uint64_t id, void* app) {
+  Connection* conn = dev->conn;
+  auto mirror = std::make_shared<HostPointerMirror>();
+  {
+    std::lock_guard lock(dev->mu);
+    auto it = dev->memory.find(id);
+    if (it == dev->memory.end()) return VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    Mapping& m = it->second;
+    // Memory of a network session is shadowed from its first mapping on: now.
+    if (!m.ptr)
+      if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
+    mirror->app = static_cast<std::byte*>(app);
+    mirror->memory = static_cast<std::byte*>(m.ptr);
+    mirror->size = m.size;
+    m.host_pointer = mirror;
+  }
+  host_pointer_start(*mirror);
+  conn->set_memory_hooks(shadow_hooks());
+  return VK_SUCCESS;
+}
+
+}  // namespace
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryHostPointerPropertiesEXT(
+    VkDevice device, VkExternalMemoryHandleTypeFlagBits handleType, const void* pHostPointer,
+    VkMemoryHostPointerPropertiesEXT* pMemoryHostPointerProperties) {
+  if ((handleType != VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT &&
+       handleType != VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_MAPPED_FOREIGN_MEMORY_BIT_EXT) ||
+      !pHostPointer)
+    return VK_ERROR_INVALID_EXTERNAL_HANDLE;
+  // Any host-visible type: the import is such memory, mirrored (see the top of this file).
+  const auto& props = memory_properties(as<Device>(device)->physical);
+  uint32_t bits = 0;
+  for (uint32_t i = 0; i < props.memoryTypeCount; ++i)
+    if (props.memoryTypes[i].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) bits |= 1u << i;
+  pMemoryHostPointerProperties->memoryTypeBits = bits;
+  return VK_SUCCESS;
+}
+
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateMemory(VkDevice device, const VkMemoryAllocateInfo* pAllocateInfo,
                                                     const VkAllocationCallbacks*, VkDeviceMemory* pMemory) {
   auto* dev = as<Device>(device);
@@ -162,6 +209,15 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateMemory(VkDevice device, const VkMem
     if (import->fd < 0 || fcntl(import->fd, F_GETFD) < 0) return VK_ERROR_INVALID_EXTERNAL_HANDLE;
     if (!conn->send_fd(wire::kFdTagImportBase + id, import->fd)) return VK_ERROR_DEVICE_LOST;
   }
+  auto* host_import = wire::find_in_chain<const VkImportMemoryHostPointerInfoEXT>(
+      chain, VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT);
+  if (host_import && host_import->handleType) {
+    const auto& types = memory_properties(dev->physical);
+    const uint32_t t = pAllocateInfo->memoryTypeIndex;
+    if (!host_import->pHostPointer || t >= types.memoryTypeCount ||
+        !(types.memoryTypes[t].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT))
+      return VK_ERROR_INVALID_EXTERNAL_HANDLE;
+  }
   const VkResult result = forward_vkAllocateMemory(device, pAllocateInfo, nullptr, &handle);
   if (result != VK_SUCCESS) return result;  // a failed import leaves the fd with the application
   // A successful import owns the fd; the host holds its own duplicate.
@@ -173,6 +229,12 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateMemory(VkDevice device, const VkMem
     if (mapped != VK_SUCCESS) {
       forward_vkFreeMemory(device, handle, nullptr);
       return mapped;
+    }
+    if (host_import && host_import->handleType) {
+      if (VkResult r = mirror_host_pointer(dev, id, host_import->pHostPointer); r != VK_SUCCESS) {
+        icd_vkFreeMemory(device, handle, nullptr);
+        return r;
+      }
     }
   }
   *pMemory = handle;
@@ -186,6 +248,11 @@ VKAPI_ATTR void VKAPI_CALL icd_vkFreeMemory(VkDevice device, VkDeviceMemory memo
   std::lock_guard lock(dev->mu);
   auto it = dev->memory.find(wire::handle_bits(memory));
   if (it == dev->memory.end()) return;
+  if (auto& mirror = it->second.host_pointer) {
+    // A barrier of another thread may be copying it: it finishes first, then sees it gone.
+    std::lock_guard mirror_lock(mirror->mu);
+    mirror->memory = nullptr;
+  }
   if (it->second.map_base) munmap(it->second.map_base, it->second.map_size);
   dev->memory.erase(it);
 }
@@ -204,7 +271,9 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkMapMemory(VkDevice device, VkDeviceMemory m
       if (VkResult r = make_shadow(dev->conn, it->second); r != VK_SUCCESS) return r;
       fetch = true;
     }
-    *ppData = static_cast<char*>(it->second.ptr) + offset;
+    // Imported host memory maps to the application's own pages, as natively.
+    *ppData = it->second.host_pointer ? static_cast<void*>(it->second.host_pointer->app + offset)
+                                      : static_cast<char*>(it->second.ptr) + offset;
   }
   if (fetch) {
     shadow_read_barrier(dev, id, memshare::Range::whole());

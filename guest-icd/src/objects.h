@@ -40,6 +40,20 @@ struct CommandBuffer : Object {
   uint64_t pool = 0;
 };
 
+// VK_EXT_external_memory_host: memory "imported" from the application's own pages. The host
+// driver cannot see guest pointers, so the memory is ordinary host-visible memory (ptr), and the
+// barriers that move shadow memory copy between the application's pages and it: at a write
+// barrier the application's pages that changed, at a read barrier the memory's pages that
+// changed (host_pointer_* in shadow_memory.cpp). `synced` holds a hash per page of what both
+// held after the last barrier. vkFreeMemory clears `memory` under `mu` before it unmaps.
+struct HostPointerMirror {
+  std::mutex mu;
+  std::byte* app = nullptr;     // the application's pages
+  std::byte* memory = nullptr;  // the allocation's mapping; nullptr once freed
+  size_t size = 0;
+  std::vector<uint64_t> synced;
+};
+
 struct Mapping {
   void* ptr = nullptr;
   size_t size = 0;
@@ -48,6 +62,8 @@ struct Mapping {
   size_t map_size = 0;
   // BYPASS_MEMORY=shadow: the guest's own copy, whose dirty pages barriers move.
   std::shared_ptr<memshare::ShadowRegion> shadow;
+  // VK_EXT_external_memory_host: the application's pages this memory mirrors.
+  std::shared_ptr<HostPointerMirror> host_pointer;
 };
 
 // What vkGet{Buffer,Image}MemoryRequirements(2) answered, by create info (requirements.cpp).
@@ -112,6 +128,15 @@ bool shadow_memory_enabled();
 MemoryHooks* shadow_hooks();
 void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range);
 void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range);
+
+// VK_EXT_external_memory_host (memory.cpp, shadow_memory.cpp): the start of a mirror (the
+// application's pages copied in), and the two directions.
+void host_pointer_start(HostPointerMirror& m);
+void host_pointer_write(HostPointerMirror& m);  // application -> memory, changed pages
+void host_pointer_read(HostPointerMirror& m);   // memory -> application, changed pages
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryHostPointerPropertiesEXT(
+    VkDevice device, VkExternalMemoryHandleTypeFlagBits handleType, const void* pHostPointer,
+    VkMemoryHostPointerPropertiesEXT* pMemoryHostPointerProperties);
 
 // Cached once per physical device.
 const VkPhysicalDeviceMemoryProperties& memory_properties(PhysicalDevice* pd);

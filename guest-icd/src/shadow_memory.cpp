@@ -4,11 +4,16 @@
 // submission, at vkFlushMappedMemoryRanges) sends only those pages to the host; a read barrier
 // (after a fence, semaphore or idle wait succeeds, at vkInvalidateMappedMemoryRanges) fetches
 // the host's pages and writes only the ones that differ.
+//
+// The same barriers move memory imported from the application's own pages
+// (VK_EXT_external_memory_host, HostPointerMirror in objects.h): the application's changed pages
+// into the allocation before a submission, the allocation's changed pages back after a wait.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "bypass/memshare/page_ranges.h"
 #include "config.h"
 #include "objects.h"
 
@@ -98,10 +103,31 @@ void read_window(Connection* conn, uint64_t id, memshare::ShadowRegion& shadow, 
   if (left != 0) conn->protocol_error("shadow read barrier: trailing bytes");
 }
 
+constexpr size_t kPage = 4096;
+
+// Copies the pages of `from` whose hash differs from `synced` into `to`, and notes the new hashes.
+void copy_changed(HostPointerMirror& m, const std::byte* from, std::byte* to) {
+  for (size_t p = 0, at = 0; at < m.size; ++p, at += kPage) {
+    const size_t n = std::min(kPage, m.size - at);
+    const uint64_t h = memshare::hash_page(from + at, n);
+    if (h == m.synced[p]) continue;
+    std::memcpy(to + at, from + at, n);
+    m.synced[p] = h;
+  }
+}
+
 class ShadowHooks final : public MemoryHooks {
  public:
-  void write_barrier(Object* first) override { each(first, write_one); }
-  void read_barrier(Object* first) override { each(first, read_one); }
+  // Before a submission: the application's pages into imported memory, then shadows to the host.
+  void write_barrier(Object* first) override {
+    for (auto& m : mirrors(first)) host_pointer_write(*m);
+    each(first, write_one);
+  }
+  // After a wait: shadows from the host, then imported memory back into the application's pages.
+  void read_barrier(Object* first) override {
+    each(first, read_one);
+    for (auto& m : mirrors(first)) host_pointer_read(*m);
+  }
 
  private:
   template <class Fn>
@@ -116,6 +142,16 @@ class ShadowHooks final : public MemoryHooks {
     }
     for (auto& [id, s] : shadows) fn(dev, id, *s, memshare::Range::whole());
   }
+
+  static std::vector<std::shared_ptr<HostPointerMirror>> mirrors(Object* first) {
+    std::vector<std::shared_ptr<HostPointerMirror>> out;
+    Device* dev = device_of(first);
+    if (!dev) return out;
+    std::lock_guard lock(dev->mu);
+    for (auto& [id, m] : dev->memory)
+      if (m.host_pointer) out.push_back(m.host_pointer);
+    return out;
+  }
 };
 
 std::shared_ptr<memshare::ShadowRegion> find_shadow(Device* dev, uint64_t memory_id) {
@@ -128,17 +164,46 @@ std::shared_ptr<memshare::ShadowRegion> find_shadow(Device* dev, uint64_t memory
 
 bool shadow_memory_enabled() { return config().shadow_memory; }
 
+void host_pointer_start(HostPointerMirror& m) {
+  std::lock_guard lock(m.mu);
+  m.synced.assign((m.size + kPage - 1) / kPage, 0);
+  std::memcpy(m.memory, m.app, m.size);
+  for (size_t p = 0, at = 0; at < m.size; ++p, at += kPage)
+    m.synced[p] = memshare::hash_page(m.app + at, std::min(kPage, m.size - at));
+}
+
+void host_pointer_write(HostPointerMirror& m) {
+  std::lock_guard lock(m.mu);
+  if (m.memory) copy_changed(m, m.app, m.memory);
+}
+
+void host_pointer_read(HostPointerMirror& m) {
+  std::lock_guard lock(m.mu);
+  if (!m.memory) return;
+  // What the application wrote since the last barrier goes first, so the read keeps it.
+  copy_changed(m, m.app, m.memory);
+  copy_changed(m, m.memory, m.app);
+}
+
 MemoryHooks* shadow_hooks() {
   static ShadowHooks hooks;
   return &hooks;
 }
 
+std::shared_ptr<HostPointerMirror> find_mirror(Device* dev, uint64_t memory_id) {
+  std::lock_guard lock(dev->mu);
+  auto it = dev->memory.find(memory_id);
+  return it == dev->memory.end() ? nullptr : it->second.host_pointer;
+}
+
 void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range) {
+  if (auto m = find_mirror(dev, memory_id)) host_pointer_write(*m);
   if (auto s = find_shadow(dev, memory_id)) write_one(dev, memory_id, *s, range);
 }
 
 void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range) {
   if (auto s = find_shadow(dev, memory_id)) read_one(dev, memory_id, *s, range);
+  if (auto m = find_mirror(dev, memory_id)) host_pointer_read(*m);
 }
 
 }  // namespace bypass::icd

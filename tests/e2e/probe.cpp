@@ -75,6 +75,7 @@
 #include <vulkan/vulkan.h>
 
 #include <sys/mman.h>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -144,7 +145,7 @@ bool create_instance(Objects& o) {
   return report("vkCreateInstance", r);
 }
 
-bool create_device(Objects& o) {
+bool create_device(Objects& o, const std::vector<const char*>& extensions = {}) {
   uint32_t n = 0;
   if (!report("vkEnumeratePhysicalDevices", vkEnumeratePhysicalDevices(o.instance, &n, nullptr))) return false;
   std::vector<VkPhysicalDevice> devices(n);
@@ -161,6 +162,8 @@ bool create_device(Objects& o) {
   VkDeviceCreateInfo info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
   info.queueCreateInfoCount = 1;
   info.pQueueCreateInfos = &queue;
+  info.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
+  info.ppEnabledExtensionNames = extensions.data();
   VkResult r = vkCreateDevice(devices[0], &info, nullptr, &o.device);
   if (r != VK_SUCCESS) o.device = VK_NULL_HANDLE;
   return report("vkCreateDevice", r);
@@ -210,8 +213,8 @@ uint32_t host_visible_type(VkPhysicalDevice pd, uint32_t bits) {
 }
 
 // An instance and a device on the first physical device, and that device's first queue.
-bool open_device(Objects& o, VkPhysicalDevice* pd, VkQueue* queue) {
-  if (!create_instance(o) || !create_device(o)) return false;
+bool open_device(Objects& o, VkPhysicalDevice* pd, VkQueue* queue, const std::vector<const char*>& extensions = {}) {
+  if (!create_instance(o) || !create_device(o, extensions)) return false;
   uint32_t n = 1;
   vkEnumeratePhysicalDevices(o.instance, &n, pd);
   vkGetDeviceQueue(o.device, 0, 0, queue);
@@ -976,6 +979,80 @@ bool submit_and_wait(VkDevice device, VkQueue queue, VkCommandBuffer cmd, VkFenc
          vkResetFences(device, 1, &fence) == VK_SUCCESS;
 }
 
+// VK_EXT_external_memory_host: a buffer on the application's own pages (aligned_alloc). Each
+// round the CPU writes a pattern into the first half, the device copies it over the second half,
+// and the CPU reads the second half after the fence; the mapping is the application's pointer.
+int run_host_pointer() {
+  Objects o;
+  VkPhysicalDevice pd;
+  VkQueue queue;
+  if (!open_device(o, &pd, &queue, {VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME})) return 1;
+  VkPhysicalDeviceExternalMemoryHostPropertiesEXT host{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
+  VkPhysicalDeviceProperties2 props{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &host};
+  vkGetPhysicalDeviceProperties2(pd, &props);
+  const size_t align = host.minImportedHostPointerAlignment;
+  std::printf("alignment: %zu\n", align);
+  const size_t size = std::max<size_t>(align, 256 << 10);
+  void* app = std::aligned_alloc(align, size);
+  std::memset(app, 0, size);
+  auto get_props = reinterpret_cast<PFN_vkGetMemoryHostPointerPropertiesEXT>(
+      vkGetDeviceProcAddr(o.device, "vkGetMemoryHostPointerPropertiesEXT"));
+  if (!get_props) return std::printf("FAIL: no vkGetMemoryHostPointerPropertiesEXT\n"), 1;
+  VkMemoryHostPointerPropertiesEXT pointer{VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT};
+  if (!report("vkGetMemoryHostPointerPropertiesEXT",
+              get_props(o.device, VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT, app, &pointer)))
+    return 1;
+  VkExternalMemoryBufferCreateInfo external{VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO};
+  external.handleTypes = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+  VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, &external};
+  binfo.size = size;
+  binfo.usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  VkBuffer buffer;
+  if (!report("vkCreateBuffer", vkCreateBuffer(o.device, &binfo, nullptr, &buffer))) return 1;
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements(o.device, buffer, &req);
+  VkImportMemoryHostPointerInfoEXT import{VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT};
+  import.handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+  import.pHostPointer = app;
+  VkMemoryAllocateInfo ainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, &import};
+  ainfo.allocationSize = size;
+  ainfo.memoryTypeIndex = host_visible_type(pd, req.memoryTypeBits & pointer.memoryTypeBits);
+  VkDeviceMemory memory;
+  void* mapped = nullptr;
+  if (!report("vkAllocateMemory", vkAllocateMemory(o.device, &ainfo, nullptr, &memory)) ||
+      !report("vkBindBufferMemory", vkBindBufferMemory(o.device, buffer, memory, 0)) ||
+      !report("vkMapMemory", vkMapMemory(o.device, memory, 0, VK_WHOLE_SIZE, 0, &mapped)))
+    return 1;
+  std::printf("mapping: %s\n", mapped == app ? "the application's pointer" : "another pointer");
+  VkCommandPool pool;
+  VkCommandBuffer cmd;
+  if (!create_command_buffer(o, &pool, &cmd)) return 1;
+  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  if (!report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence))) return 1;
+  const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  auto* words = static_cast<uint32_t*>(app);
+  const size_t half = size / 2 / sizeof(uint32_t);
+  for (uint32_t round = 0; round < 50 && !g_failed; ++round) {
+    // A few scattered words change each round after the first, as a frame's data does.
+    for (size_t i = 0; i < half; i += round == 0 ? 1 : 997) words[i] = round * 1000003u + static_cast<uint32_t>(i);
+    vkResetCommandBuffer(cmd, 0);
+    vkBeginCommandBuffer(cmd, &begin);
+    const VkBufferCopy region{0, half * sizeof(uint32_t), half * sizeof(uint32_t)};
+    vkCmdCopyBuffer(cmd, buffer, buffer, 1, &region);
+    vkEndCommandBuffer(cmd);
+    if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+    expect(std::memcmp(words, words + half, half * sizeof(uint32_t)) == 0,
+           "the device's copy reached the application's pages");
+  }
+  vkDestroyCommandPool(o.device, pool, nullptr);
+  vkDestroyBuffer(o.device, buffer, nullptr);
+  vkFreeMemory(o.device, memory, nullptr);
+  std::free(app);
+  std::printf("host-pointer: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
 int run_small_memory() {
   Objects o;
   VkPhysicalDevice pd;
@@ -1260,6 +1337,7 @@ int main(int argc, char** argv) {
   if (mode == "repeat-queries") return run_repeat_queries();
   if (mode == "memory-requirements") return run_memory_requirements();
   if (mode == "small-memory") return run_small_memory();
+  if (mode == "host-pointer") return run_host_pointer();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
                "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"

@@ -351,6 +351,23 @@ def case_small_memory(workdir, _):
     check(counts["peak"][:2] == (blocks, 0), f"with --small-memory-heap 0 each allocation is its own file: {counts}")
 
 
+def case_host_pointer(workdir, _):
+    """VK_EXT_external_memory_host through bypass: memory imported from the application's pages
+    (mirrored by the ICD at the barriers) behaves as natively: the device's copies reach the
+    application's pages, and the mapping is the application's pointer."""
+    server = Bypassd(workdir).start()
+    for tag, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
+        r = probe(["host-pointer"], env, workdir, f"probe.{tag}", timeout=120)
+        harness.check_ok(r, f"host-pointer ({tag})")
+        check("host-pointer: ok" in r.stdout, f"{tag}: the device's copies did not arrive:\n{r.describe()}")
+        check("mapping: the application's pointer" in r.stdout, f"{tag}: the mapping:\n{r.describe()}")
+        if tag == "icd":
+            harness.check_through_bypass(r, "host-pointer")
+            harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
+    log("host-pointer: 50 rounds of device copies into the application's pages, natively and through bypass")
+    server.stop()
+
+
 def case_feedback_scribble(workdir, _):
     server = Bypassd(workdir).start()
     ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
@@ -499,6 +516,7 @@ if __name__ == "__main__":
                 "repeat-queries": case_repeat_queries,
                 "memory-requirements": case_memory_requirements,
                 "small-memory": case_small_memory,
+                "host-pointer": case_host_pointer,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

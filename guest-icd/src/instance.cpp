@@ -22,8 +22,9 @@ bool exposed_extension(const char* name, bool instance) {
   if (!x || x->instance != instance) return false;
   // No fd crosses a VM boundary (BYPASS_ENDPOINT=ivshmem:...) or the network (grpc://).
   if (x->needs_fds && !Connection::endpoint_carries_fds()) return false;
-  // Host pointers of the guest mean nothing to the host driver (kBypassd); memory fds do: they
-  // are the host driver's own, passed over the session socket (see memory.cpp).
+  // Host pointers of the guest mean nothing to the host driver (kBypassd; the ICD offers
+  // VK_EXT_external_memory_host itself, by mirroring: see the device list below and memory.cpp);
+  // memory fds do: they are the host driver's own, passed over the session socket.
   return x->owner == wire::ExtensionOwner::kHost || x->owner == wire::ExtensionOwner::kGuest;
 }
 

@@ -979,6 +979,13 @@ bool submit_and_wait(VkDevice device, VkQueue queue, VkCommandBuffer cmd, VkFenc
          vkResetFences(device, 1, &fence) == VK_SUCCESS;
 }
 
+// A command pool with one primary command buffer, and the probe's fence.
+bool create_commands_and_fence(Objects& o, VkCommandPool* pool, VkCommandBuffer* cmd) {
+  if (!create_command_buffer(o, pool, cmd)) return false;
+  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  return report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence));
+}
+
 // VK_EXT_external_memory_host: a buffer on the application's own pages (aligned_alloc). Each
 // round the CPU writes a pattern into the first half, the device copies it over the second half,
 // and the CPU reads the second half after the fence; the mapping is the application's pointer.
@@ -1027,9 +1034,7 @@ int run_host_pointer() {
   std::printf("mapping: %s\n", mapped == app ? "the application's pointer" : "another pointer");
   VkCommandPool pool;
   VkCommandBuffer cmd;
-  if (!create_command_buffer(o, &pool, &cmd)) return 1;
-  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-  if (!report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence))) return 1;
+  if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
   const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   auto* words = static_cast<uint32_t*>(app);
   const size_t half = size / 2 / sizeof(uint32_t);
@@ -1060,9 +1065,7 @@ int run_small_memory() {
   if (!open_device(o, &pd, &queue)) return 1;
   VkCommandPool pool;
   VkCommandBuffer cmd;
-  if (!create_command_buffer(o, &pool, &cmd)) return 1;
-  VkFenceCreateInfo finfo{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-  if (!report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence))) return 1;
+  if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
   const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
 
   // Sizes of ffmpeg's frames and small buffers, pages, a 1 MiB block and one past the limit.

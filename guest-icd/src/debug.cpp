@@ -63,6 +63,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDebugUtilsMessengerEXT(VkInstance ins
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDebugUtilsMessengerEXT(VkInstance, VkDebugUtilsMessengerEXT messenger,
                                                                const VkAllocationCallbacks*) {
+  forget_private_data(VK_OBJECT_TYPE_DEBUG_UTILS_MESSENGER_EXT, wire::handle_bits(messenger));
   g_messengers.remove(wire::handle_bits(messenger));
 }
 
@@ -86,6 +87,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDebugReportCallbackEXT(VkInstance ins
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDebugReportCallbackEXT(VkInstance, VkDebugReportCallbackEXT callback,
                                                                const VkAllocationCallbacks*) {
+  forget_private_data(VK_OBJECT_TYPE_DEBUG_REPORT_CALLBACK_EXT, wire::handle_bits(callback));
   g_reports.remove(wire::handle_bits(callback));
 }
 

@@ -106,6 +106,7 @@ icd_vkCreateDescriptorUpdateTemplate(VkDevice device, const VkDescriptorUpdateTe
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDescriptorUpdateTemplate(VkDevice, VkDescriptorUpdateTemplate tmpl,
                                                                  const VkAllocationCallbacks*) {
+  forget_private_data(VK_OBJECT_TYPE_DESCRIPTOR_UPDATE_TEMPLATE, wire::handle_bits(tmpl));
   std::lock_guard lock(g_mu);
   g_templates.erase(wire::handle_bits(tmpl));
 }

@@ -138,6 +138,9 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryHostPointerPropertiesEXT(
     VkDevice device, VkExternalMemoryHandleTypeFlagBits handleType, const void* pHostPointer,
     VkMemoryHostPointerPropertiesEXT* pMemoryHostPointerProperties);
 
+// Private data kept in the guest (private_data.cpp): an object only the guest has is destroyed.
+void forget_private_data(VkObjectType type, uint64_t handle);
+
 // Cached once per physical device.
 const VkPhysicalDeviceMemoryProperties& memory_properties(PhysicalDevice* pd);
 

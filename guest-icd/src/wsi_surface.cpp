@@ -139,6 +139,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateHeadlessSurfaceEXT(VkInstance, const 
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroySurfaceKHR(VkInstance, VkSurfaceKHR surface, const VkAllocationCallbacks*) {
+  forget_private_data(VK_OBJECT_TYPE_SURFACE_KHR, wire::handle_bits(surface));
   delete wsi::surface_of(surface);
 }
 

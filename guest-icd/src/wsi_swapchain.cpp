@@ -699,6 +699,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateSwapchainKHR(VkDevice device, const V
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroySwapchainKHR(VkDevice, VkSwapchainKHR swapchain, const VkAllocationCallbacks*) {
+  forget_private_data(VK_OBJECT_TYPE_SWAPCHAIN_KHR, wire::handle_bits(swapchain));
   delete swapchain_of(swapchain);
 }
 

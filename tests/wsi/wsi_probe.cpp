@@ -17,6 +17,9 @@
 //                                  present must return an error, never crash
 //   wsi_probe loop [--seconds S]   presents until killed (or S seconds), printing "frame K"
 //   wsi_probe headless [--frames N] VK_EXT_headless_surface: N presents without a window
+//   wsi_probe private-data         private data (Vulkan 1.3) on a headless swapchain, its surface
+//                                  and the device; a swapchain made after the first was destroyed
+//                                  starts at zero
 //   wsi_probe send-escape NAME     sends an Escape key press to the top-level window NAME
 //                                  (glxgears quits on it)
 //
@@ -191,6 +194,8 @@ struct Gpu {
   uint32_t family = 0;
   VkSurfaceKHR surface = VK_NULL_HANDLE;
   VkCommandPool pool = VK_NULL_HANDLE;
+  uint32_t api = VK_API_VERSION_1_1;
+  const void* device_features = nullptr;  // chained into VkDeviceCreateInfo
 
   void create_instance(bool headless) {
     std::vector<const char*> exts = {VK_KHR_SURFACE_EXTENSION_NAME};
@@ -202,7 +207,7 @@ struct Gpu {
     }
     VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
     app.pApplicationName = "wsi_probe";
-    app.apiVersion = VK_API_VERSION_1_1;
+    app.apiVersion = api;
     VkInstanceCreateInfo ci{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
     ci.pApplicationInfo = &app;
     ci.enabledExtensionCount = static_cast<uint32_t>(exts.size());
@@ -263,7 +268,7 @@ struct Gpu {
     qi.queueCount = 1;
     qi.pQueuePriorities = &prio;
     const char* ext = VK_KHR_SWAPCHAIN_EXTENSION_NAME;
-    VkDeviceCreateInfo ci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+    VkDeviceCreateInfo ci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, device_features};
     ci.queueCreateInfoCount = 1;
     ci.pQueueCreateInfos = &qi;
     ci.enabledExtensionCount = 1;
@@ -715,6 +720,49 @@ int cmd_headless(const Args& a) {
   return g_failures ? 1 : 0;
 }
 
+// The swapchain and the surface are the ICD's own objects, which the host's driver never sees:
+// their private data stays in the guest (guest-icd/src/private_data.cpp); the device's goes to
+// the driver.
+int cmd_private_data(const Args&) {
+  Gpu g;
+  g.api = VK_API_VERSION_1_3;
+  VkPhysicalDevicePrivateDataFeatures features{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PRIVATE_DATA_FEATURES};
+  features.privateData = VK_TRUE;
+  g.device_features = &features;
+  g.create_instance(true);
+  g.headless_surface();
+  g.create_device();
+  VkPrivateDataSlotCreateInfo si{VK_STRUCTURE_TYPE_PRIVATE_DATA_SLOT_CREATE_INFO};
+  VkPrivateDataSlot slot = VK_NULL_HANDLE;
+  CHECK_VK(vkCreatePrivateDataSlot(g.device, &si, nullptr, &slot));
+  auto get = [&](VkObjectType type, uint64_t handle) {
+    uint64_t v = 0;
+    vkGetPrivateData(g.device, type, handle, slot, &v);
+    return v;
+  };
+  auto as_bits = [](auto handle) { return reinterpret_cast<uint64_t>(handle); };
+  Swapchain s;
+  CHECK_VK(s.create(g, VK_PRESENT_MODE_FIFO_KHR, {64, 48}, VK_NULL_HANDLE));
+  CHECK_VK(vkSetPrivateData(g.device, VK_OBJECT_TYPE_SWAPCHAIN_KHR, as_bits(s.handle), slot, 7));
+  CHECK_VK(vkSetPrivateData(g.device, VK_OBJECT_TYPE_SURFACE_KHR, as_bits(g.surface), slot, 8));
+  CHECK_VK(vkSetPrivateData(g.device, VK_OBJECT_TYPE_DEVICE, as_bits(g.device), slot, 9));
+  const uint64_t got[3] = {get(VK_OBJECT_TYPE_SWAPCHAIN_KHR, as_bits(s.handle)),
+                           get(VK_OBJECT_TYPE_SURFACE_KHR, as_bits(g.surface)),
+                           get(VK_OBJECT_TYPE_DEVICE, as_bits(g.device))};
+  line("private data", std::to_string(got[0]) + " " + std::to_string(got[1]) + " " + std::to_string(got[2]));
+  if (got[0] != 7 || got[1] != 8 || got[2] != 9) fail("private data did not come back");
+  s.destroy(g);
+  Swapchain again;
+  CHECK_VK(again.create(g, VK_PRESENT_MODE_FIFO_KHR, {64, 48}, VK_NULL_HANDLE));
+  line("new swapchain", std::to_string(get(VK_OBJECT_TYPE_SWAPCHAIN_KHR, as_bits(again.handle))));
+  if (get(VK_OBJECT_TYPE_SWAPCHAIN_KHR, as_bits(again.handle)) != 0) fail("a new swapchain did not start at zero");
+  again.destroy(g);
+  vkDestroyPrivateDataSlot(g.device, slot, nullptr);
+  g.destroy();
+  line("done", g_failures ? "with failures" : "ok");
+  return g_failures ? 1 : 0;
+}
+
 int cmd_send_escape(const Args& a) {
   xcb_connection_t* c = xcb_connect(nullptr, nullptr);
   if (xcb_connection_has_error(c)) return 1;
@@ -781,9 +829,10 @@ int main(int argc, char** argv) {
   if (a.command == "destroy-window") return cmd_destroy_window(a);
   if (a.command == "loop") return cmd_loop(a);
   if (a.command == "headless") return cmd_headless(a);
+  if (a.command == "private-data") return cmd_private_data(a);
   if (a.command == "send-escape" && !a.name.empty()) return cmd_send_escape(a);
   std::fprintf(stderr,
-               "usage: wsi_probe caps|present|resize|destroy-window|loop|headless [--mode M] [--frames N] "
+               "usage: wsi_probe caps|present|resize|destroy-window|loop|headless|private-data [--mode M] [--frames N] "
                "[--seconds S] [--xlib] | send-escape NAME\n");
   return 2;
 }

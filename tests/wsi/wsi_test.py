@@ -13,6 +13,7 @@ lavapipe and through the bypass ICD, and compares.
                      swapchain fills the new size
   destroy-window     a window destroyed under a swapchain: SURFACE_LOST, no crash (as natively)
   headless           VK_EXT_headless_surface presents without any window
+  private-data       private data on a headless swapchain and its surface (the ICD's own objects)
   vkcube             vkcube --c 300: the window's last frame is pixel-identical to native
   vkcube-shadow      the same with BYPASS_MEMORY=shadow (readback through memshare barriers)
   glxinfo            zink on the ICD reports the GL version and extensions zink reports natively
@@ -325,6 +326,16 @@ def case_headless(workdir, _arg):
     server.check_alive()
 
 
+def case_private_data(workdir, _arg):
+    # Natively, Debian 12's lavapipe has no headless surface: through bypass only.
+    server = h.Bypassd(workdir).start()
+    r = probe(h.unsanitized_guest_env(server.guest_env()), workdir, "private-data", "private-data")
+    p = parse(r.stdout)
+    check(p.get("private data") == "7 8 9" and p.get("new swapchain") == "0" and p.get("done") == "ok", r.describe())
+    h.check_ended_clean(server.wait_gone(r.pid), r.pid)
+    server.check_alive()
+
+
 def vkcube_shot(x, env, workdir, tag, frames=300):
     """vkcube --c FRAMES, stopped by the hold shim just before it destroys its window."""
     env = dict(env)
@@ -564,6 +575,7 @@ CASES = {
     "resize": case_resize,
     "destroy-window": case_destroy_window,
     "headless": case_headless,
+    "private-data": case_private_data,
     "vkcube": case_vkcube,
     "vkcube-shadow": case_vkcube_shadow,
     "glxinfo": case_glxinfo,

@@ -82,13 +82,20 @@ struct KeptRequirements {
   std::unordered_map<std::string, Answer> answers;    // create info key -> the driver's answer
 };
 
+// What vkGetQueryPoolResults needs to know of a pool (queries.cpp).
+struct QueryPoolInfo {
+  VkQueryType type = VK_QUERY_TYPE_OCCLUSION;
+  VkQueryPipelineStatisticFlags statistics = 0;
+};
+
 struct Device : Object {
   PhysicalDevice* physical = nullptr;
   KeptRequirements requirements;
   std::mutex mu;
   std::map<std::tuple<uint32_t, uint32_t, uint32_t>, Queue*> queues;  // flags, family, index
   std::unordered_map<uint64_t, std::vector<CommandBuffer*>> pool_buffers;
-  std::unordered_map<uint64_t, Mapping> memory;  // VkDeviceMemory id -> shared mapping
+  std::unordered_map<uint64_t, Mapping> memory;             // VkDeviceMemory id -> shared mapping
+  std::unordered_map<uint64_t, QueryPoolInfo> query_pools;  // VkQueryPool id -> its type
 };
 
 template <class T>

@@ -57,7 +57,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkSetPrivateData(VkDevice device, VkObjectTyp
 
 VKAPI_ATTR void VKAPI_CALL icd_vkGetPrivateData(VkDevice device, VkObjectType objectType, uint64_t objectHandle,
                                                 VkPrivateDataSlot privateDataSlot, uint64_t* pData) {
-  if (!guest_side(objectType)) return forward_vkGetPrivateData(device, objectType, objectHandle, privateDataSlot, pData);
+  if (!guest_side(objectType))
+    return forward_vkGetPrivateData(device, objectType, objectHandle, privateDataSlot, pData);
   GuestPrivateData& s = store();
   std::lock_guard lock(s.mu);
   auto it = s.data.find({wire::handle_bits(privateDataSlot), objectType, objectHandle});

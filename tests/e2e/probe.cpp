@@ -1058,6 +1058,44 @@ int run_host_pointer() {
   return g_failed ? 1 : 0;
 }
 
+// vkGetQueryPoolResults without the wait bit: of two timestamp queries only the first was
+// written, so the second's bytes stay as the application left them (0xab), but for its
+// availability word when asked. Prints what each buffer holds afterwards.
+int run_query_not_ready() {
+  Objects o;
+  VkPhysicalDevice pd;
+  VkQueue queue;
+  if (!open_device(o, &pd, &queue)) return 1;
+  VkCommandPool pool;
+  VkCommandBuffer cmd;
+  if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
+  VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+  qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  qi.queryCount = 2;
+  VkQueryPool queries;
+  if (!report("vkCreateQueryPool", vkCreateQueryPool(o.device, &qi, nullptr, &queries))) return 1;
+  const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  vkBeginCommandBuffer(cmd, &begin);
+  vkCmdResetQueryPool(cmd, queries, 0, 2);
+  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 0);
+  vkEndCommandBuffer(cmd);
+  if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+  for (VkQueryResultFlags extra : {VkQueryResultFlags{0}, VkQueryResultFlags{VK_QUERY_RESULT_WITH_AVAILABILITY_BIT}}) {
+    uint64_t words[4];
+    std::memset(words, 0xab, sizeof(words));
+    const VkResult r =
+        vkGetQueryPoolResults(o.device, queries, 0, 2, sizeof(words), words, 16, VK_QUERY_RESULT_64_BIT | extra);
+    const char* name = extra ? "with availability" : "values only";
+    std::printf("%s: %s, first %s, first available %s, second %s, second available %s\n", name, result_name(r),
+                words[0] != 0xababababababababull ? "written" : "untouched", extra ? (words[1] == 1 ? "1" : "?") : "-",
+                words[2] != 0xababababababababull ? "written" : "untouched",
+                extra ? (words[3] == 0 ? "0" : "?") : (words[3] == 0xababababababababull ? "-" : "written"));
+  }
+  vkDestroyQueryPool(o.device, queries, nullptr);
+  vkDestroyCommandPool(o.device, pool, nullptr);
+  return 0;
+}
+
 int run_small_memory() {
   Objects o;
   VkPhysicalDevice pd;
@@ -1341,6 +1379,7 @@ int main(int argc, char** argv) {
   if (mode == "memory-requirements") return run_memory_requirements();
   if (mode == "small-memory") return run_small_memory();
   if (mode == "host-pointer") return run_host_pointer();
+  if (mode == "query-not-ready") return run_query_not_ready();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
                "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"

@@ -368,6 +368,28 @@ def case_host_pointer(workdir, _):
     server.stop()
 
 
+def case_query_not_ready(workdir, _):
+    """vkGetQueryPoolResults without the wait bit leaves a query that is not available as the
+    application left it, natively and through bypass (queries.cpp)."""
+    server = Bypassd(workdir).start()
+    outputs = {}
+    for tag, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
+        r = probe(["query-not-ready"], env, workdir, f"probe.{tag}")
+        harness.check_ok(r, f"query-not-ready ({tag})")
+        outputs[tag] = [line for line in r.stdout.splitlines() if line.startswith(("values only", "with availability"))]
+    check(
+        outputs["native"]
+        == [
+            "values only: VK_NOT_READY, first written, first available -, second untouched, second available -",
+            "with availability: VK_NOT_READY, first written, first available 1, second untouched, second available 0",
+        ],
+        f"native lavapipe: {outputs['native']}",
+    )
+    check(outputs["icd"] == outputs["native"], f"through bypass {outputs['icd']}, natively {outputs['native']}")
+    log("query-not-ready: a query not yet available keeps the application's bytes, as natively")
+    server.stop()
+
+
 def case_feedback_scribble(workdir, _):
     server = Bypassd(workdir).start()
     ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
@@ -517,6 +539,7 @@ if __name__ == "__main__":
                 "memory-requirements": case_memory_requirements,
                 "small-memory": case_small_memory,
                 "host-pointer": case_host_pointer,
+                "query-not-ready": case_query_not_ready,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

@@ -43,8 +43,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateQueryPool(VkDevice device, const VkQu
   const VkResult r = forward_vkCreateQueryPool(device, pCreateInfo, nullptr, pQueryPool);
   if (r == VK_SUCCESS) {
     std::lock_guard lock(dev->mu);
-    dev->query_pools[wire::handle_bits(*pQueryPool)] = QueryPoolInfo{pCreateInfo->queryType,
-                                                                     pCreateInfo->pipelineStatistics};
+    dev->query_pools[wire::handle_bits(*pQueryPool)] =
+        QueryPoolInfo{pCreateInfo->queryType, pCreateInfo->pipelineStatistics};
   }
   return r;
 }

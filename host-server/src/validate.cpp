@@ -264,12 +264,16 @@ bool layers_ok(wire::HostContext& c, const Where& w, const ImageFacts& im, const
 }
 
 // offset + extent of a region inside the subresource's level (a plane's, for plane aspects).
-// `layered`: the image is not 3D and the region's depth counts layers instead (copies between
-// 3D and 2D images): then z is 0 and the depth is 1 or the layer count.
+// A block-compressed level is whole blocks: a region may run to the edge of its last block (a
+// 257-texel-wide BC level holds 65 blocks, 260 texels; zink copies such levels from and to
+// uncompressed images of 65 texels). `layered`: the image is not 3D and the region's depth
+// counts layers instead (copies between 3D and 2D images): then z is 0 and the depth is 1 or
+// the layer count.
 bool region_ok(wire::HostContext& c, const Where& w, const ImageFacts& im, const Block& blk,
                const VkImageSubresourceLayers& s, VkOffset3D off, VkExtent3D ext, bool layered, const char* side) {
   const Dims lv = level_dims(im, s.mipLevel);
-  const uint64_t dims[3] = {ceil_div(lv.w, blk.wdiv), ceil_div(lv.h, blk.hdiv), lv.d};
+  const uint64_t dims[3] = {ceil_div(ceil_div(lv.w, blk.wdiv), blk.w) * blk.w,
+                            ceil_div(ceil_div(lv.h, blk.hdiv), blk.h) * blk.h, ceil_div(lv.d, blk.d) * blk.d};
   const int64_t offs[3] = {off.x, off.y, off.z};
   const uint64_t exts[3] = {ext.width, ext.height, ext.depth};
   const int axes = layered ? 2 : 3;
@@ -593,8 +597,11 @@ bool check_vkCreateImage(wire::HostContext& c, wire::Args_vkCreateImage& a) {
     return violation(c, w, "a 3D image has arrayLayers {}, not 1", ci.arrayLayers);
   if (ci.format == VK_FORMAT_UNDEFINED) return violation(c, w, "format is VK_FORMAT_UNDEFINED");
   if (ci.usage == 0) return violation(c, w, "usage is 0");
-  if ((ci.flags & VK_IMAGE_CREATE_CUBE_COMPATIBLE_BIT) && (e.width != e.height || ci.arrayLayers < 6))
-    return violation(c, w, "a cube-compatible image has extent {}x{} and {} layers", e.width, e.height, ci.arrayLayers);
+  // Cube-compatible wants 6 layers to view as a cube. Its square extent is for the cube views, not
+  // the image: zink flags non-square 2D arrays cube-compatible, and lavapipe makes them as
+  // natively (piglit's arb_get_texture_sub_image-get).
+  if ((ci.flags & VK_IMAGE_CREATE_CUBE_COMPATIBLE_BIT) && ci.arrayLayers < 6)
+    return violation(c, w, "a cube-compatible image has {} layers", ci.arrayLayers);
   // The device's limits for this format, type, tiling, usage and flags.
   const uint64_t dev = bits(a.device);
   const DeviceInfo* info = s.device_info(dev);
@@ -615,8 +622,22 @@ bool check_vkCreateImage(wire::HostContext& c, wire::Args_vkCreateImage& a) {
     return violation(c, w, "mipLevels {} exceeds the device's {}", ci.mipLevels, p.maxMipLevels);
   if (ci.arrayLayers > p.maxArrayLayers)
     return violation(c, w, "arrayLayers {} exceeds the device's {}", ci.arrayLayers, p.maxArrayLayers);
-  if (!(ci.samples & p.sampleCounts))
-    return violation(c, w, "samples {} is not among the device's 0x{:x}", static_cast<int>(ci.samples), p.sampleCounts);
+  if (!(ci.samples & p.sampleCounts)) {
+    // Programs ask for more than this format, usage and flags allow, and drivers make them all
+    // the same (zink asks lavapipe for 4-sample images its answer for their usage says 1 to):
+    // what the device supports for any image is what no driver is unprepared for.
+    VkPhysicalDeviceProperties props{};
+    if (auto get = s.dispatch_of(dev).vkGetPhysicalDeviceProperties)
+      get(wire::handle_from_bits<VkPhysicalDevice>(info->physical_device), &props);
+    const VkPhysicalDeviceLimits& l = props.limits;
+    const VkSampleCountFlags any = l.framebufferColorSampleCounts | l.framebufferDepthSampleCounts |
+                                   l.framebufferStencilSampleCounts | l.sampledImageColorSampleCounts |
+                                   l.sampledImageDepthSampleCounts | l.sampledImageStencilSampleCounts |
+                                   l.sampledImageIntegerSampleCounts | l.storageImageSampleCounts;
+    if (!(ci.samples & any))
+      return violation(c, w, "samples {} is not among the device's 0x{:x}", static_cast<int>(ci.samples),
+                       p.sampleCounts | any);
+  }
   return true;
 }
 

@@ -38,6 +38,7 @@
 // Exit status 0 when every call succeeded, 1 when one failed, 2 on bad arguments.
 #include <vulkan/vulkan.h>
 
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -404,6 +405,58 @@ void alloc_zero(Guest& g) {
   report("vkDeviceWaitIdle", vkDeviceWaitIdle(g.device));
 }
 
+// An image with memory of its own (device-local where there is such a type), for copies.
+VkImage bound_image(Guest& g, const VkImageCreateInfo& ci, VkDeviceMemory* memory) {
+  VkImage image = VK_NULL_HANDLE;
+  if (report("vkCreateImage", vkCreateImage(g.device, &ci, nullptr, &image)) != VK_SUCCESS) return VK_NULL_HANDLE;
+  VkMemoryRequirements req;
+  vkGetImageMemoryRequirements(g.device, image, &req);
+  VkMemoryAllocateInfo mi{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  mi.allocationSize = req.size;
+  mi.memoryTypeIndex = static_cast<uint32_t>(std::countr_zero(req.memoryTypeBits));
+  report("vkAllocateMemory", vkAllocateMemory(g.device, &mi, nullptr, memory));
+  report("vkBindImageMemory", vkBindImageMemory(g.device, image, *memory, 0));
+  return image;
+}
+
+// What zink does and lavapipe makes natively, which the checks must not refuse: a copy from a
+// 65x65 uncompressed image into a 257x257 BC1 image (65 blocks: 260 texels, to the edge of the
+// last block), a 4-sample color image that may also be stored to, and a non-square
+// cube-compatible image.
+void what_zink_does(Guest& g) {
+  VkImageCreateInfo bc = image_64x64(1);
+  bc.format = VK_FORMAT_BC1_RGBA_UNORM_BLOCK;
+  bc.extent = {257, 257, 1};
+  bc.usage = VK_IMAGE_USAGE_TRANSFER_DST_BIT | VK_IMAGE_USAGE_SAMPLED_BIT;
+  VkImageCreateInfo plain = image_64x64(1);
+  plain.format = VK_FORMAT_R32G32_UINT;
+  plain.extent = {65, 65, 1};
+  plain.usage = VK_IMAGE_USAGE_TRANSFER_SRC_BIT;
+  VkDeviceMemory bc_memory = VK_NULL_HANDLE, plain_memory = VK_NULL_HANDLE;
+  VkImage dst = bound_image(g, bc, &bc_memory), src = bound_image(g, plain, &plain_memory);
+  vkResetFences(g.device, 1, &g.fence);
+  g.begin();
+  VkImageCopy region{};
+  region.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+  region.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+  region.extent = {65, 65, 1};
+  vkCmdCopyImage(g.cmd, src, VK_IMAGE_LAYOUT_GENERAL, dst, VK_IMAGE_LAYOUT_GENERAL, 1, &region);
+  g.submit_and_wait();
+  vkDestroyImage(g.device, dst, nullptr);
+  vkDestroyImage(g.device, src, nullptr);
+  vkFreeMemory(g.device, bc_memory, nullptr);
+  vkFreeMemory(g.device, plain_memory, nullptr);
+  VkImageCreateInfo ms = image_64x64(1);
+  ms.samples = VK_SAMPLE_COUNT_4_BIT;
+  ms.usage = VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_STORAGE_BIT;
+  create_image(g, ms);
+  VkImageCreateInfo cube = image_64x64(1);
+  cube.extent = {5, 16, 1};
+  cube.arrayLayers = 6;
+  cube.flags = VK_IMAGE_CREATE_CUBE_COMPATIBLE_BIT;
+  create_image(g, cube);
+}
+
 // vkSetPrivateData/vkGetPrivateData name their object by a type and a 64-bit handle.
 VkPrivateDataSlot private_data_slot(Guest& g) {
   VkPrivateDataSlotCreateInfo ci{VK_STRUCTURE_TYPE_PRIVATE_DATA_SLOT_CREATE_INFO};
@@ -457,6 +510,7 @@ void valid(Guest& g) {
   layout_use(g, 0, 0);
   vkResetFences(g.device, 1, &g.fence);
   dynamic_offset(g, 256);
+  what_zink_does(g);
   // Private data on a buffer, the device and the queue (dispatchable: the ICD's own pointers).
   private_data(g, VK_OBJECT_TYPE_BUFFER, reinterpret_cast<uint64_t>(g.buffers.front().buffer), 0x1234);
   private_data(g, VK_OBJECT_TYPE_DEVICE, reinterpret_cast<uint64_t>(g.device), 0x5678);

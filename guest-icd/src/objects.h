@@ -44,14 +44,15 @@ struct CommandBuffer : Object {
 // driver cannot see guest pointers, so the memory is ordinary host-visible memory (ptr), and the
 // barriers that move shadow memory copy between the application's pages and it: at a write
 // barrier the application's pages that changed, at a read barrier the memory's pages that
-// changed (host_pointer_* in shadow_memory.cpp). `synced` holds a hash per page of what both
-// held after the last barrier. vkFreeMemory clears `memory` under `mu` before it unmaps.
+// changed (host_pointer_* in shadow_memory.cpp). `synced` holds what both held after the last
+// barrier, so that only changed bytes move (imports of overlapping pages then merge). vkFreeMemory
+// clears `memory` under `mu` before it unmaps.
 struct HostPointerMirror {
   std::mutex mu;
   std::byte* app = nullptr;     // the application's pages
   std::byte* memory = nullptr;  // the allocation's mapping; nullptr once freed
   size_t size = 0;
-  std::vector<uint64_t> synced;
+  std::vector<std::byte> synced;
 };
 
 struct Mapping {

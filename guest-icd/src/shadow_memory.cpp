@@ -6,14 +6,15 @@
 // the host's pages and writes only the ones that differ.
 //
 // The same barriers move memory imported from the application's own pages
-// (VK_EXT_external_memory_host, HostPointerMirror in objects.h): the application's changed pages
-// into the allocation before a submission, the allocation's changed pages back after a wait.
+// (VK_EXT_external_memory_host, HostPointerMirror in objects.h): the application's changed bytes
+// into the allocation before a submission, the allocation's changed bytes back after a wait.
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
-#include "bypass/memshare/page_ranges.h"
 #include "config.h"
 #include "objects.h"
 
@@ -105,14 +106,20 @@ void read_window(Connection* conn, uint64_t id, memshare::ShadowRegion& shadow, 
 
 constexpr size_t kPage = 4096;
 
-// Copies the pages of `from` whose hash differs from `synced` into `to`, and notes the new hashes.
+// Copies into `to` the bytes of `from` that differ from what both held at the last barrier
+// (`synced`), and notes them there. Byte by byte, so that two imports of overlapping pages
+// (ffmpeg imports each plane of a frame, and the planes share a page) merge what the device wrote
+// through each instead of one page overwriting the other's.
 void copy_changed(HostPointerMirror& m, const std::byte* from, std::byte* to) {
-  for (size_t p = 0, at = 0; at < m.size; ++p, at += kPage) {
+  std::byte* synced = m.synced.data();
+  for (size_t at = 0; at < m.size; at += kPage) {
     const size_t n = std::min(kPage, m.size - at);
-    const uint64_t h = memshare::hash_page(from + at, n);
-    if (h == m.synced[p]) continue;
-    std::memcpy(to + at, from + at, n);
-    m.synced[p] = h;
+    if (std::memcmp(from + at, synced + at, n) == 0) continue;
+    for (size_t i = at; i < at + n; ++i) {
+      if (from[i] == synced[i]) continue;
+      to[i] = from[i];
+      synced[i] = from[i];
+    }
   }
 }
 
@@ -123,10 +130,13 @@ class ShadowHooks final : public MemoryHooks {
     for (auto& m : mirrors(first)) host_pointer_write(*m);
     each(first, write_one);
   }
-  // After a wait: shadows from the host, then imported memory back into the application's pages.
+  // After a wait: shadows from the host, then what the application wrote into every import, and
+  // only then what the device wrote back into the application's pages (imports may overlap).
   void read_barrier(Object* first) override {
     each(first, read_one);
-    for (auto& m : mirrors(first)) host_pointer_read(*m);
+    const auto all = mirrors(first);
+    for (auto& m : all) host_pointer_write(*m);
+    for (auto& m : all) host_pointer_read(*m);
   }
 
  private:
@@ -166,23 +176,31 @@ bool shadow_memory_enabled() { return config().shadow_memory; }
 
 void host_pointer_start(HostPointerMirror& m) {
   std::lock_guard lock(m.mu);
-  m.synced.assign((m.size + kPage - 1) / kPage, 0);
+  m.synced.assign(m.app, m.app + m.size);
   std::memcpy(m.memory, m.app, m.size);
-  for (size_t p = 0, at = 0; at < m.size; ++p, at += kPage)
-    m.synced[p] = memshare::hash_page(m.app + at, std::min(kPage, m.size - at));
 }
+
+namespace {
+
+// Whether the application's pages are still there. The spec wants them to outlive the import,
+// but programs free a frame's buffer first and the memory object later (ffmpeg's downloads), and
+// a barrier touches every import of the device: once gone, the mirror stops (msync finds any
+// page of the range unmapped: ENOMEM).
+bool app_pages_there(HostPointerMirror& m) {
+  if (m.app && ::msync(m.app, m.size, MS_ASYNC) != 0) m.app = nullptr;
+  return m.app != nullptr && m.memory != nullptr;
+}
+
+}  // namespace
 
 void host_pointer_write(HostPointerMirror& m) {
   std::lock_guard lock(m.mu);
-  if (m.memory) copy_changed(m, m.app, m.memory);
+  if (app_pages_there(m)) copy_changed(m, m.app, m.memory);
 }
 
 void host_pointer_read(HostPointerMirror& m) {
   std::lock_guard lock(m.mu);
-  if (!m.memory) return;
-  // What the application wrote since the last barrier goes first, so the read keeps it.
-  copy_changed(m, m.app, m.memory);
-  copy_changed(m, m.memory, m.app);
+  if (app_pages_there(m)) copy_changed(m, m.memory, m.app);
 }
 
 MemoryHooks* shadow_hooks() {
@@ -203,7 +221,10 @@ void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range
 
 void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range) {
   if (auto s = find_shadow(dev, memory_id)) read_one(dev, memory_id, *s, range);
-  if (auto m = find_mirror(dev, memory_id)) host_pointer_read(*m);
+  if (auto m = find_mirror(dev, memory_id)) {
+    host_pointer_write(*m);  // what the application wrote since the last barrier stays
+    host_pointer_read(*m);
+  }
 }
 
 }  // namespace bypass::icd

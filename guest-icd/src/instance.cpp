@@ -9,6 +9,7 @@
 
 #include "bypass/base/log.h"
 #include "bypass/wire/ownership.h"
+#include "config.h"
 #include "objects.h"
 
 namespace bypass::icd {
@@ -302,7 +303,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkEnumerateDeviceExtensionProperties(VkPhysic
   std::vector<VkExtensionProperties> list;
   for (auto& e : host)
     if (exposed_extension(e.extensionName, false) ||
-        !std::strcmp(e.extensionName, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME))
+        (!std::strcmp(e.extensionName, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME) && config().host_pointers))
       list.push_back(e);  // host pointers: mirrored by the ICD (memory.cpp), where the driver imports them
   add_own_extensions(list, false);
   return copy_out(list, pPropertyCount, pProperties);

@@ -30,6 +30,7 @@ TEST(GuestConfig, DefaultsWithAnEmptyEnvironment) {
   EXPECT_FALSE(c.server_uid);
   EXPECT_EQ(c.log_level, base::LogLevel::kWarn);
   EXPECT_FALSE(c.shadow_memory);
+  EXPECT_TRUE(c.host_pointers);
   EXPECT_FALSE(c.wsi_no_shm);
   EXPECT_TRUE(c.wsi_transfer);
   EXPECT_EQ(c.wsi_refresh_period.count(), 0);
@@ -42,6 +43,7 @@ TEST(GuestConfig, EveryVariableIsRead) {
                           {"BYPASS_SERVER_UID", "1234"},
                           {"BYPASS_LOG", "debug"},
                           {"BYPASS_MEMORY", "shadow"},
+                          {"BYPASS_HOST_POINTERS", "0"},
                           {"BYPASS_WSI_NO_SHM", "1"},
                           {"BYPASS_WSI_TRANSFER", "0"},
                           {"BYPASS_WSI_REFRESH_HZ", "50"},
@@ -51,6 +53,7 @@ TEST(GuestConfig, EveryVariableIsRead) {
   EXPECT_EQ(c.server_uid, uid_t{1234});
   EXPECT_EQ(c.log_level, base::LogLevel::kDebug);
   EXPECT_TRUE(c.shadow_memory);
+  EXPECT_FALSE(c.host_pointers);
   EXPECT_TRUE(c.wsi_no_shm);
   EXPECT_FALSE(c.wsi_transfer);
   EXPECT_EQ(c.wsi_refresh_period, std::chrono::milliseconds(20));

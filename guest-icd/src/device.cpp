@@ -76,6 +76,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateCommandBuffers(VkDevice device,
   for (uint32_t i = 0; i < n; ++i) {
     made[i] = new_object<CommandBuffer>(conn, VK_OBJECT_TYPE_COMMAND_BUFFER, conn->new_id());
     made[i]->pool = pool;
+    made[i]->secondary = pAllocateInfo->level == VK_COMMAND_BUFFER_LEVEL_SECONDARY;
     pCommandBuffers[i] = reinterpret_cast<VkCommandBuffer>(made[i]);
   }
   const VkResult result = forward_vkAllocateCommandBuffers(device, pAllocateInfo, pCommandBuffers);
@@ -116,6 +117,18 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyCommandPool(VkDevice device, VkCommandPo
   if (it == dev->pool_buffers.end()) return;
   for (auto* cb : it->second) delete_object(cb);
   dev->pool_buffers.erase(it);
+}
+
+// A primary command buffer ignores pInheritanceInfo, which may then point at anything (dEQP-VK's
+// api.command_buffers.bad_inheritance_info_random_data): it is not encoded, nor read.
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkBeginCommandBuffer(VkCommandBuffer commandBuffer,
+                                                        const VkCommandBufferBeginInfo* pBeginInfo) {
+  if (pBeginInfo->pInheritanceInfo && !as<CommandBuffer>(commandBuffer)->secondary) {
+    VkCommandBufferBeginInfo primary = *pBeginInfo;
+    primary.pInheritanceInfo = nullptr;
+    return forward_vkBeginCommandBuffer(commandBuffer, &primary);
+  }
+  return forward_vkBeginCommandBuffer(commandBuffer, pBeginInfo);
 }
 
 }  // namespace bypass::icd

@@ -38,6 +38,7 @@ struct Queue : Object {
 
 struct CommandBuffer : Object {
   uint64_t pool = 0;
+  bool secondary = false;  // VK_COMMAND_BUFFER_LEVEL_SECONDARY
 };
 
 // VK_EXT_external_memory_host: memory "imported" from the application's own pages. The host

@@ -511,6 +511,21 @@ void valid(Guest& g) {
   vkResetFences(g.device, 1, &g.fence);
   dynamic_offset(g, 256);
   what_zink_does(g);
+  // A primary command buffer ignores pInheritanceInfo, whatever it points at.
+  {
+    VkCommandBufferInheritanceInfo junk;
+    std::memset(&junk, 0x5a, sizeof(junk));
+    vkResetFences(g.device, 1, &g.fence);
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    bi.pInheritanceInfo = &junk;
+    report("vkBeginCommandBuffer", vkBeginCommandBuffer(g.cmd, &bi));
+    report("vkEndCommandBuffer", vkEndCommandBuffer(g.cmd));
+    VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    submit.commandBufferCount = 1;
+    submit.pCommandBuffers = &g.cmd;
+    report("vkQueueSubmit", vkQueueSubmit(g.queue, 1, &submit, g.fence));
+    report("vkWaitForFences", vkWaitForFences(g.device, 1, &g.fence, VK_TRUE, UINT64_MAX));
+  }
   // Private data on a buffer, the device and the queue (dispatchable: the ICD's own pointers).
   private_data(g, VK_OBJECT_TYPE_BUFFER, reinterpret_cast<uint64_t>(g.buffers.front().buffer), 0x1234);
   private_data(g, VK_OBJECT_TYPE_DEVICE, reinterpret_cast<uint64_t>(g.device), 0x5678);

@@ -164,10 +164,12 @@ class ShadowHooks final : public MemoryHooks {
   }
 };
 
-std::shared_ptr<memshare::ShadowRegion> find_shadow(Device* dev, uint64_t memory_id) {
+// Memory `memory_id`'s shadow (&Mapping::shadow) or mirror (&Mapping::host_pointer), if any.
+template <class T>
+std::shared_ptr<T> find_part(Device* dev, uint64_t memory_id, std::shared_ptr<T> Mapping::*part) {
   std::lock_guard lock(dev->mu);
   auto it = dev->memory.find(memory_id);
-  return it == dev->memory.end() ? nullptr : it->second.shadow;
+  return it == dev->memory.end() ? nullptr : it->second.*part;
 }
 
 }  // namespace
@@ -208,20 +210,14 @@ MemoryHooks* shadow_hooks() {
   return &hooks;
 }
 
-std::shared_ptr<HostPointerMirror> find_mirror(Device* dev, uint64_t memory_id) {
-  std::lock_guard lock(dev->mu);
-  auto it = dev->memory.find(memory_id);
-  return it == dev->memory.end() ? nullptr : it->second.host_pointer;
-}
-
 void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range) {
-  if (auto m = find_mirror(dev, memory_id)) host_pointer_write(*m);
-  if (auto s = find_shadow(dev, memory_id)) write_one(dev, memory_id, *s, range);
+  if (auto m = find_part(dev, memory_id, &Mapping::host_pointer)) host_pointer_write(*m);
+  if (auto s = find_part(dev, memory_id, &Mapping::shadow)) write_one(dev, memory_id, *s, range);
 }
 
 void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range) {
-  if (auto s = find_shadow(dev, memory_id)) read_one(dev, memory_id, *s, range);
-  if (auto m = find_mirror(dev, memory_id)) {
+  if (auto s = find_part(dev, memory_id, &Mapping::shadow)) read_one(dev, memory_id, *s, range);
+  if (auto m = find_part(dev, memory_id, &Mapping::host_pointer)) {
     host_pointer_write(*m);  // what the application wrote since the last barrier stays
     host_pointer_read(*m);
   }

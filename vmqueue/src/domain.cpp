@@ -532,15 +532,13 @@ Result<VmDevices> find_vm_devices(const std::string& endpoint) {
     for (const std::string& candidate : all) {
       auto opened = transport::open_vm_device(candidate, device::kHeaderBytes);
       if (opened && opened->path != chosen->control.path && opened->size == chosen->header.pool_device_size) {
-        pools = candidate;
-        break;
+        chosen->pools = std::move(opened).value();
+        return std::move(*chosen);
       }
     }
-    if (pools.empty()) {
-      return make_error(Errc::kBrokerLost, chosen->control.path +
-                                               " is a VM's control device, and no ivshmem device here has the pools "
-                                               "(name both: ivshmem:CONTROL,POOLS)");
-    }
+    return make_error(Errc::kBrokerLost, chosen->control.path +
+                                             " is a VM's control device, and no ivshmem device here has the pools "
+                                             "(name both: ivshmem:CONTROL,POOLS)");
   }
   auto opened = transport::open_vm_device(pools, chosen->header.pool_device_size);
   if (!opened) return make_error(Errc::kBrokerLost, "the VM-queue pools: " + opened.error().message);

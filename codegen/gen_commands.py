@@ -151,6 +151,7 @@ class CommandGenerator:
         L.append("};")
         limit = max(self.p.command_id(s.name) for s in self.shapes) + 1
         L.append(f"inline constexpr uint16_t kCommandIdLimit = {limit};")
+        L += self.ref_roles()
         L.append("")
         L.append("// Fixed-layout commands: all parameters are scalars or handles, so the record")
         L.append("// payload is this struct (the FlatBuffers struct of the same name in the schema).")
@@ -173,6 +174,65 @@ class CommandGenerator:
         L.append("")
         L.append(NS_CLOSE)
         return "\n".join(L) + "\n"
+
+    # Commands whose handles reach no memory: queries, host-side memory operations, naming,
+    # waits, resets of pools and fences. A handle of imported memory in any command of no role
+    # below makes every submission reach imports (RefRole::kOther).
+    INERT_PREFIXES = ("vkGet", "vkMapMemory", "vkUnmapMemory", "vkSetDebugUtilsObject", "vkDebugMarkerSetObject")
+    INERT_PREFIXES += ("vkSetPrivateData", "vkWait", "vkReset", "vkTrimCommandPool", "vkDeviceWaitIdle")
+    INERT_PREFIXES += ("vkQueueWaitIdle", "vkSetDeviceMemoryPriority", "vkEndCommandBuffer", "vkSignalSemaphore")
+    INERT_PREFIXES += ("vkFlushMappedMemoryRanges", "vkInvalidateMappedMemoryRanges", "vkSetEvent")
+    # Queries that hand out a way to reach memory other than a handle: device addresses, descriptor
+    # bytes, exported payloads.
+    REACHING_QUERIES = ("Address", "vkGetDescriptorEXT", "vkGetMemory")
+
+    def ref_role(self, s: CommandShape) -> str:
+        """What a record of `s` does with the handles it names, for the ICD's tracking of which
+        submissions reach imported host memory (guest-icd/src/import_tracker.cpp)."""
+        n = s.name
+        if n in ("vkBeginCommandBuffer", "vkResetCommandBuffer"):
+            return "kBegin"
+        if n.startswith("vkCmd"):
+            return "kRecord"
+        if n in ("vkQueueSubmit", "vkQueueSubmit2", "vkQueueBindSparse"):
+            return "kSubmit"
+        if n in ("vkUpdateDescriptorSets", "vkCopyDescriptorSets"):
+            return "kDescriptorWrite"
+        if n.startswith("vkBind") and "Memory" in n:
+            return "kBind"
+        if n.startswith(("vkDestroy", "vkFree")):
+            return "kRelease"
+        if any(o.kind in (OutKind.HANDLE, OutKind.HANDLE_ARRAY) for o in s.outs):
+            return "kCreate"
+        if n.startswith(self.INERT_PREFIXES) and not any(r in n for r in self.REACHING_QUERIES):
+            return "kInert"
+        return "kOther"
+
+    def ref_roles(self) -> list[str]:
+        L = [
+            "",
+            "// What a record does with the handles it names (the ICD's ImportTracker, guest-icd/src/import_tracker.cpp).",
+        ]
+        L.append("enum class RefRole : uint8_t {")
+        L.append("  kInert,            // names handles without linking them to memory (queries, waits, naming)")
+        L.append("  kRecord,           // vkCmd*: its command buffers take on what it names")
+        L.append("  kBegin,            // starts a command buffer afresh")
+        L.append("  kSubmit,           // queue submissions: decided from their command buffers before they go")
+        L.append("  kDescriptorWrite,  // its descriptor sets take on what it names")
+        L.append("  kBind,             // binds memory: the bound objects take it on")
+        L.append("  kCreate,           // the objects it creates take on what it names")
+        L.append("  kRelease,          // destroys or frees what it names")
+        L.append("  kOther,            // anything else: no knowing what it links")
+        L.append("};")
+        by_id = {self.p.command_id(s.name): s for s in self.shapes}
+        L.append("inline constexpr RefRole kRefRoles[kCommandIdLimit] = {")
+        for i in range(max(by_id) + 1):
+            L.append(f"  RefRole::{self.ref_role(by_id[i]) if i in by_id else 'kInert'},")
+        L.append("};")
+        L.append(
+            "inline RefRole ref_role(uint16_t id) { return id < kCommandIdLimit ? kRefRoles[id] : RefRole::kInert; }"
+        )
+        return L
 
     def host_header(self) -> str:
         """host_commands.h: the per-command host types; the interface around them (HostContext,

@@ -62,7 +62,9 @@ class EntryPointGenerator:
                 L.append(f"    {o.name}[i] = wire::handle_from_bits<{self.reg.resolve(o.type)}>(conn->new_id());")
         barrier = self.barriers.get(s.name, "")
         if barrier == "write":
-            L.append(f"  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of({first}));")
+            L.append(
+                f"  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of({first}), true);"
+            )
         L.append("  wire::Builder& b = thread_builder();")
         L.append(f"  wire::encode_{s.name}(b, conn->handles(), {names});")
         if not s.sync:

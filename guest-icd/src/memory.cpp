@@ -170,6 +170,7 @@ VkResult mirror_host_pointer(Device* dev, uint64_t id, void* app) {
     m.host_pointer = mirror;
   }
   host_pointer_start(*mirror);
+  conn->imports().imported(id);
   conn->set_memory_hooks(shadow_hooks());
   return VK_SUCCESS;
 }

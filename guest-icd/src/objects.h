@@ -141,6 +141,9 @@ void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range)
 // VK_EXT_external_memory_host (memory.cpp, shadow_memory.cpp): the start of a mirror (the
 // application's pages copied in), and the two directions.
 void host_pointer_start(HostPointerMirror& m);
+// What the completion feedback block (and what else this process learned) shows of submission
+// `serial` (sync.cpp).
+ImportTracker::Seen seen_by_feedback(Connection* conn, uint64_t serial);
 void host_pointer_write(HostPointerMirror& m);  // application -> memory, changed pages
 void host_pointer_read(HostPointerMirror& m);   // memory -> application, changed pages
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetMemoryHostPointerPropertiesEXT(

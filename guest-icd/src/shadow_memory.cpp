@@ -125,18 +125,27 @@ void copy_changed(HostPointerMirror& m, const std::byte* from, std::byte* to) {
 
 class ShadowHooks final : public MemoryHooks {
  public:
-  // Before a submission: the application's pages into imported memory, then shadows to the host.
-  void write_barrier(Object* first) override {
-    for (auto& m : mirrors(first)) host_pointer_write(*m);
+  // Before a submission: the application's pages into imported memory (when the submission may
+  // reach it: ImportTracker), then shadows to the host.
+  void write_barrier(Object* first, bool imports) override {
+    if (imports)
+      for (auto& m : mirrors(first)) host_pointer_write(*m);
     each(first, write_one);
   }
-  // After a wait: shadows from the host, then what the application wrote into every import, and
-  // only then what the device wrote back into the application's pages (imports may overlap).
+  // After a wait: shadows from the host, then, while a submission that reaches imports may not
+  // have been read back, what the application wrote into every import, and only then what the
+  // device wrote back into the application's pages (imports may overlap).
   void read_barrier(Object* first) override {
     each(first, read_one);
+    Device* dev = device_of(first);
+    if (!dev) return;
+    Connection* conn = dev->conn;
+    std::vector<uint64_t> settles;
+    if (!conn->imports().read_due([&](uint64_t s) { return seen_by_feedback(conn, s); }, &settles)) return;
     const auto all = mirrors(first);
     for (auto& m : all) host_pointer_write(*m);
     for (auto& m : all) host_pointer_read(*m);
+    conn->imports().settled(settles);
   }
 
  private:

@@ -109,6 +109,28 @@ void note_wait(Connection* conn, VkSemaphore semaphore, uint64_t value) {
   if (value != 0 && !conn->timelines().submitted_before(wire::handle_bits(semaphore), value)) conn->saw_timeline_wait();
 }
 
+// The command buffers of a submission, as wire ids, for ImportTracker::reaches.
+template <class Submit, class Each>
+std::vector<uint64_t> command_buffers(uint32_t count, const Submit* submits, Each each) {
+  std::vector<uint64_t> ids;
+  for (uint32_t i = 0; i < count; ++i) each(submits[i], [&](VkCommandBuffer cb) { ids.push_back(object_of(cb)->id); });
+  return ids;
+}
+
+bool reaches_imports(Connection* conn, uint32_t count, const VkSubmitInfo* submits) {
+  if (!conn->imports().active()) return false;
+  return conn->imports().reaches(command_buffers(count, submits, [](const VkSubmitInfo& s, auto add) {
+    for (uint32_t j = 0; j < s.commandBufferCount; ++j) add(s.pCommandBuffers[j]);
+  }));
+}
+
+bool reaches_imports(Connection* conn, uint32_t count, const VkSubmitInfo2* submits) {
+  if (!conn->imports().active()) return false;
+  return conn->imports().reaches(command_buffers(count, submits, [](const VkSubmitInfo2& s, auto add) {
+    for (uint32_t j = 0; j < s.commandBufferInfoCount; ++j) add(s.pCommandBufferInfos[j].commandBuffer);
+  }));
+}
+
 VkResult done(Connection* conn, VkDevice device) {
   if (MemoryHooks* hooks = conn->memory_hooks()) hooks->read_barrier(object_of(device));
   return VK_SUCCESS;
@@ -123,13 +145,20 @@ const VkTimelineSemaphoreSubmitInfo* timeline_info(const VkSubmitInfo& submit) {
 
 }  // namespace
 
+ImportTracker::Seen seen_by_feedback(Connection* conn, uint64_t serial) {
+  const layout::Feedback* f = conn->feedback();
+  if (known(f, serial) == Known::kDone) return ImportTracker::Seen::kDone;
+  return not_done_here(conn, f, serial) ? ImportTracker::Seen::kPending : ImportTracker::Seen::kMaybe;
+}
+
 // The values a submission waits for are noted before its record goes (a thread that sees it
 // complete must find them noted); the timeline values it signals after, with its serial
 // (binary semaphores' values are ignored, and no one may wait for them with vkWaitSemaphores).
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitCount, const VkSubmitInfo* pSubmits,
                                                  VkFence fence) {
   Connection* conn = connection_of(queue);
-  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue));
+  const bool reach = reaches_imports(conn, submitCount, pSubmits);
+  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue), reach);
   for (uint32_t i = 0; i < submitCount; ++i)
     if (const VkTimelineSemaphoreSubmitInfo* t = timeline_info(pSubmits[i]); t && t->pWaitSemaphoreValues)
       for (uint32_t j = 0; j < std::min(t->waitSemaphoreValueCount, pSubmits[i].waitSemaphoreCount); ++j)
@@ -137,6 +166,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitC
   wire::Builder& b = thread_builder();
   wire::encode_vkQueueSubmit(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit, b);
+  if (reach) conn->imports().submitted(serial);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
   for (uint32_t i = 0; i < submitCount; ++i)
     if (const VkTimelineSemaphoreSubmitInfo* t = timeline_info(pSubmits[i]); t && t->pSignalSemaphoreValues)
@@ -149,13 +179,15 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitC
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit2(VkQueue queue, uint32_t submitCount, const VkSubmitInfo2* pSubmits,
                                                   VkFence fence) {
   Connection* conn = connection_of(queue);
-  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue));
+  const bool reach = reaches_imports(conn, submitCount, pSubmits);
+  if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue), reach);
   for (uint32_t i = 0; i < submitCount; ++i)
     for (uint32_t j = 0; j < pSubmits[i].waitSemaphoreInfoCount; ++j)
       note_wait(conn, pSubmits[i].pWaitSemaphoreInfos[j].semaphore, pSubmits[i].pWaitSemaphoreInfos[j].value);
   wire::Builder& b = thread_builder();
   wire::encode_vkQueueSubmit2(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit2, b);
+  if (reach) conn->imports().submitted(serial);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
   for (uint32_t i = 0; i < submitCount; ++i)
     for (uint32_t j = 0; j < pSubmits[i].signalSemaphoreInfoCount; ++j)

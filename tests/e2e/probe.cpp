@@ -986,9 +986,86 @@ bool create_commands_and_fence(Objects& o, VkCommandPool* pool, VkCommandBuffer*
   return report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence));
 }
 
+// The compute pipeline of run_host_pointer: the second half of a storage buffer becomes a copy
+// of the first (shaders/copy_half.comp).
+struct CopyHalfPipeline {
+  VkDevice device = VK_NULL_HANDLE;
+  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
+  VkPipelineLayout layout = VK_NULL_HANDLE;
+  VkShaderModule module = VK_NULL_HANDLE;
+  VkPipeline pipeline = VK_NULL_HANDLE;
+  VkDescriptorPool pool = VK_NULL_HANDLE;
+  VkDescriptorSet set = VK_NULL_HANDLE;
+  ~CopyHalfPipeline() {
+    if (!device) return;
+    vkDestroyDescriptorPool(device, pool, nullptr);
+    vkDestroyPipeline(device, pipeline, nullptr);
+    vkDestroyShaderModule(device, module, nullptr);
+    vkDestroyPipelineLayout(device, layout, nullptr);
+    vkDestroyDescriptorSetLayout(device, set_layout, nullptr);
+  }
+};
+
+bool create_copy_half(VkDevice device, VkBuffer buffer, CopyHalfPipeline& p) {
+  static constexpr uint32_t kCode[] = {
+#include "copy_half.comp.inc"
+  };
+  p.device = device;
+  VkDescriptorSetLayoutBinding binding{0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT};
+  VkDescriptorSetLayoutCreateInfo sinfo{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+  sinfo.bindingCount = 1;
+  sinfo.pBindings = &binding;
+  VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(uint32_t)};
+  VkPipelineLayoutCreateInfo linfo{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+  linfo.setLayoutCount = 1;
+  linfo.pSetLayouts = &p.set_layout;
+  linfo.pushConstantRangeCount = 1;
+  linfo.pPushConstantRanges = &push;
+  VkShaderModuleCreateInfo minfo{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+  minfo.codeSize = sizeof(kCode);
+  minfo.pCode = kCode;
+  if (!report("vkCreateDescriptorSetLayout", vkCreateDescriptorSetLayout(device, &sinfo, nullptr, &p.set_layout)) ||
+      !report("vkCreatePipelineLayout", vkCreatePipelineLayout(device, &linfo, nullptr, &p.layout)) ||
+      !report("vkCreateShaderModule", vkCreateShaderModule(device, &minfo, nullptr, &p.module)))
+    return false;
+  VkComputePipelineCreateInfo cinfo{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+  cinfo.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO};
+  cinfo.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  cinfo.stage.module = p.module;
+  cinfo.stage.pName = "main";
+  cinfo.layout = p.layout;
+  VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1};
+  VkDescriptorPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+  pinfo.maxSets = 1;
+  pinfo.poolSizeCount = 1;
+  pinfo.pPoolSizes = &size;
+  if (!report("vkCreateComputePipelines",
+              vkCreateComputePipelines(device, VK_NULL_HANDLE, 1, &cinfo, nullptr, &p.pipeline)) ||
+      !report("vkCreateDescriptorPool", vkCreateDescriptorPool(device, &pinfo, nullptr, &p.pool)))
+    return false;
+  VkDescriptorSetAllocateInfo ainfo{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+  ainfo.descriptorPool = p.pool;
+  ainfo.descriptorSetCount = 1;
+  ainfo.pSetLayouts = &p.set_layout;
+  if (!report("vkAllocateDescriptorSets", vkAllocateDescriptorSets(device, &ainfo, &p.set))) return false;
+  VkDescriptorBufferInfo binfo{buffer, 0, VK_WHOLE_SIZE};
+  VkWriteDescriptorSet write{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+  write.dstSet = p.set;
+  write.descriptorCount = 1;
+  write.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+  write.pBufferInfo = &binfo;
+  vkUpdateDescriptorSets(device, 1, &write, 0, nullptr);
+  return true;
+}
+
 // VK_EXT_external_memory_host: a buffer on the application's own pages (aligned_alloc). Each
 // round the CPU writes a pattern into the first half, the device copies it over the second half,
 // and the CPU reads the second half after the fence; the mapping is the application's pointer.
+// The device reaches the import a different way each round: a copy in the submitted command
+// buffer, a copy in a secondary command buffer, a compute shader through a descriptor set; and a
+// submission that does not reach it (a fill of another buffer, waited for) comes between the
+// CPU's writes and the one that does. The ICD mirrors imports only around submissions that reach
+// them (guest-icd/src/import_tracker.cpp): each of these ways must count.
 int run_host_pointer() {
   Objects o;
   VkPhysicalDevice pd;
@@ -1014,7 +1091,8 @@ int run_host_pointer() {
   external.handleTypes = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
   VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, &external};
   binfo.size = size;
-  binfo.usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  binfo.usage =
+      VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;
   VkBuffer buffer;
   if (!report("vkCreateBuffer", vkCreateBuffer(o.device, &binfo, nullptr, &buffer))) return 1;
   VkMemoryRequirements req;
@@ -1032,25 +1110,78 @@ int run_host_pointer() {
       !report("vkMapMemory", vkMapMemory(o.device, memory, 0, VK_WHOLE_SIZE, 0, &mapped)))
     return 1;
   std::printf("mapping: %s\n", mapped == app ? "the application's pointer" : "another pointer");
+  // A buffer on ordinary memory, for the submissions that do not reach the import.
+  VkBufferCreateInfo oinfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  oinfo.size = size;
+  oinfo.usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  VkBuffer other;
+  VkDeviceMemory other_memory;
+  if (!report("vkCreateBuffer", vkCreateBuffer(o.device, &oinfo, nullptr, &other))) return 1;
+  vkGetBufferMemoryRequirements(o.device, other, &req);
+  VkMemoryAllocateInfo oainfo{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  oainfo.allocationSize = req.size;
+  oainfo.memoryTypeIndex = host_visible_type(pd, req.memoryTypeBits);
+  if (!report("vkAllocateMemory", vkAllocateMemory(o.device, &oainfo, nullptr, &other_memory)) ||
+      !report("vkBindBufferMemory", vkBindBufferMemory(o.device, other, other_memory, 0)))
+    return 1;
+  CopyHalfPipeline copy_half;
+  if (!create_copy_half(o.device, buffer, copy_half)) return 1;
   VkCommandPool pool;
-  VkCommandBuffer cmd;
+  VkCommandBuffer cmd, secondary, unrelated;
   if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
+  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cinfo.commandPool = pool;
+  cinfo.commandBufferCount = 1;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_SECONDARY;
+  if (!report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, &secondary))) return 1;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  if (!report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, &unrelated))) return 1;
   const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  VkCommandBufferInheritanceInfo inheritance{VK_STRUCTURE_TYPE_COMMAND_BUFFER_INHERITANCE_INFO};
+  const VkCommandBufferBeginInfo begin_secondary{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, nullptr, 0, &inheritance};
   auto* words = static_cast<uint32_t*>(app);
   const size_t half = size / 2 / sizeof(uint32_t);
-  for (uint32_t round = 0; round < 50 && !g_failed; ++round) {
+  const VkBufferCopy region{0, half * sizeof(uint32_t), half * sizeof(uint32_t)};
+  const char* kWays[] = {"a copy", "a secondary command buffer", "a compute shader's descriptor set",
+                         "a copy after an unrelated submission"};
+  for (uint32_t round = 0; round < 60 && !g_failed; ++round) {
+    const uint32_t way = round % 4;
     // A few scattered words change each round after the first, as a frame's data does.
     for (size_t i = 0; i < half; i += round == 0 ? 1 : 997) words[i] = round * 1000003u + static_cast<uint32_t>(i);
+    if (way == 3) {
+      vkBeginCommandBuffer(unrelated, &begin);
+      vkCmdFillBuffer(unrelated, other, 0, VK_WHOLE_SIZE, round);
+      vkEndCommandBuffer(unrelated);
+      if (!submit_and_wait(o.device, queue, unrelated, o.fence)) return 1;
+      // The CPU's writes are still there, and still only in the first half.
+      expect(words[0] == round * 1000003u && words[half] != words[0], "an unrelated submission left the import alone");
+    }
     vkResetCommandBuffer(cmd, 0);
     vkBeginCommandBuffer(cmd, &begin);
-    const VkBufferCopy region{0, half * sizeof(uint32_t), half * sizeof(uint32_t)};
-    vkCmdCopyBuffer(cmd, buffer, buffer, 1, &region);
+    if (way == 0 || way == 3) {
+      vkCmdCopyBuffer(cmd, buffer, buffer, 1, &region);
+    } else if (way == 1) {
+      vkBeginCommandBuffer(secondary, &begin_secondary);
+      vkCmdCopyBuffer(secondary, buffer, buffer, 1, &region);
+      vkEndCommandBuffer(secondary);
+      vkCmdExecuteCommands(cmd, 1, &secondary);
+    } else {
+      const uint32_t half_words = static_cast<uint32_t>(half);
+      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, copy_half.pipeline);
+      vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, copy_half.layout, 0, 1, &copy_half.set, 0, nullptr);
+      vkCmdPushConstants(cmd, copy_half.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(half_words), &half_words);
+      vkCmdDispatch(cmd, (half_words + 63) / 64, 1, 1);
+    }
     vkEndCommandBuffer(cmd);
     if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
-    expect(std::memcmp(words, words + half, half * sizeof(uint32_t)) == 0,
-           "the device's copy reached the application's pages");
+    if (std::memcmp(words, words + half, half * sizeof(uint32_t)) != 0) {
+      std::printf("round %u, through %s:\n", round, kWays[way]);
+      expect(false, "the device's copy reached the application's pages");
+    }
   }
   vkDestroyCommandPool(o.device, pool, nullptr);
+  vkDestroyBuffer(o.device, other, nullptr);
+  vkFreeMemory(o.device, other_memory, nullptr);
   vkDestroyBuffer(o.device, buffer, nullptr);
   vkFreeMemory(o.device, memory, nullptr);
   std::free(app);

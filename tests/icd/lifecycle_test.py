@@ -367,7 +367,9 @@ def case_host_pointer(workdir, _):
     # BYPASS_HOST_POINTERS=0 hides the extension (the probe then finds no device for it).
     off = probe(["host-pointer"], dict(server.guest_env(), BYPASS_HOST_POINTERS="0"), workdir, "probe.off")
     check(off.returncode != 0 and "vkCreateDevice: VK_ERROR_EXTENSION_NOT_PRESENT" in off.stdout, off.describe())
-    log("host-pointer: 50 rounds of device copies into the application's pages, natively and through bypass")
+    log(
+        "host-pointer: 60 rounds of device copies into the application's pages (a copy, a secondary command buffer, a compute shader, after an unrelated submission), natively and through bypass"
+    )
     server.stop()
 
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bypass/icd/host_link.h"
+#include "bypass/icd/import_tracker.h"
 #include "bypass/memshare/client.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
@@ -71,8 +72,9 @@ class Reply {
 class MemoryHooks {
  public:
   virtual ~MemoryHooks() = default;
-  virtual void write_barrier(Object* first_param) = 0;  // before a submission
-  virtual void read_barrier(Object* first_param) = 0;   // after a wait succeeded
+  // Before a submission; `imports`: whether it may reach imported host memory (ImportTracker).
+  virtual void write_barrier(Object* first_param, bool imports) = 0;
+  virtual void read_barrier(Object* first_param) = 0;  // after a wait succeeded
 };
 
 // What the guest knows of its fences for completion feedback (sync.cpp): the serial of the
@@ -168,8 +170,8 @@ class Connection : private wire::HandleMap {
   ~Connection() override;
 
   wire::HandleMap& handles() { return *this; }
-  uint64_t new_id() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
-  uint64_t reserve_ids(uint64_t n) { return next_id_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t new_id() { return noted_new(next_id_.fetch_add(1, std::memory_order_relaxed)); }
+  uint64_t reserve_ids(uint64_t n) { return noted_new(next_id_.fetch_add(n, std::memory_order_relaxed)); }
   bool alive() const { return !dead_.load(std::memory_order_acquire); }
 
   // Appends an asynchronous record; `flush` sends the batch now (submissions, signals).
@@ -202,6 +204,8 @@ class Connection : private wire::HandleMap {
   transport::layout::Feedback* feedback_for_testing() const { return feedback_; }
   FenceTracker& fences() { return fences_; }
   TimelineTracker& timelines() { return timelines_; }
+  // Which submissions reach memory imported from application pages (import_tracker.h).
+  ImportTracker& imports() { return imports_; }
   void sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const {
     link_->sleep_feedback(expected, timeout);
   }
@@ -253,6 +257,10 @@ class Connection : private wire::HandleMap {
  private:
   explicit Connection(std::unique_ptr<HostLink> link) : link_(std::move(link)), feedback_(link_->feedback()) {}
   uint64_t to_wire(VkObjectType type, uint64_t handle) override;
+  uint64_t noted_new(uint64_t id) {
+    if (imports_.active()) ImportTracker::note_new(id);
+    return id;
+  }
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
   // Returns the record's submission serial (0 for any other command).
   uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
@@ -275,6 +283,7 @@ class Connection : private wire::HandleMap {
   transport::layout::Feedback* feedback_ = nullptr;  // in the link's region (outlives every call); null: none
   FenceTracker fences_;
   TimelineTracker timelines_;
+  ImportTracker imports_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> dead_{false};
 

@@ -136,11 +136,10 @@ bool ImportTracker::reaches(std::span<const uint64_t> command_buffers) {
   if (!active()) return false;
   std::lock_guard lock(mu_);
   if (everything_) return true;
-  return std::any_of(command_buffers.begin(), command_buffers.end(),
-                     [&](uint64_t cb) {
-                       std::vector<uint64_t> seen;
-                       return reaches_locked(cb, seen);
-                     });
+  return std::any_of(command_buffers.begin(), command_buffers.end(), [&](uint64_t cb) {
+    std::vector<uint64_t> seen;
+    return reaches_locked(cb, seen);
+  });
 }
 
 void ImportTracker::submitted(uint64_t serial) {

@@ -54,8 +54,9 @@ TEST(ImportTracker, ACopyFromABufferOnTheImportReachesAndOneFromOtherMemoryDoesN
   setup(t);
   begin(t, kCmd);
   begin(t, kOtherCmd);
-  record(t, wire::kCmd_vkCmdCopyBuffer,
-         {{VK_OBJECT_TYPE_COMMAND_BUFFER, kCmd}, {VK_OBJECT_TYPE_BUFFER, kBuffer}, {VK_OBJECT_TYPE_BUFFER, kPlainBuffer}});
+  record(
+      t, wire::kCmd_vkCmdCopyBuffer,
+      {{VK_OBJECT_TYPE_COMMAND_BUFFER, kCmd}, {VK_OBJECT_TYPE_BUFFER, kBuffer}, {VK_OBJECT_TYPE_BUFFER, kPlainBuffer}});
   record(t, wire::kCmd_vkCmdFillBuffer,
          {{VK_OBJECT_TYPE_COMMAND_BUFFER, kOtherCmd}, {VK_OBJECT_TYPE_BUFFER, kPlainBuffer}});
   EXPECT_TRUE(reaches(t, {kCmd}));
@@ -70,7 +71,8 @@ TEST(ImportTracker, ACopyFromABufferOnTheImportReachesAndOneFromOtherMemoryDoesN
 TEST(ImportTracker, ADescriptorSetReachesWhetherWrittenBeforeOrAfterItIsBound) {
   ImportTracker t;
   setup(t);
-  record(t, wire::kCmd_vkUpdateDescriptorSets, {{VK_OBJECT_TYPE_DESCRIPTOR_SET, kSet}, {VK_OBJECT_TYPE_BUFFER, kBuffer}});
+  record(t, wire::kCmd_vkUpdateDescriptorSets,
+         {{VK_OBJECT_TYPE_DESCRIPTOR_SET, kSet}, {VK_OBJECT_TYPE_BUFFER, kBuffer}});
   record(t, wire::kCmd_vkUpdateDescriptorSets,
          {{VK_OBJECT_TYPE_DESCRIPTOR_SET, kPlainSet}, {VK_OBJECT_TYPE_BUFFER, kPlainBuffer}});
   begin(t, kCmd);
@@ -142,11 +144,14 @@ TEST(ImportTracker, ADeviceAddressOfAReachingBufferMakesEverySubmissionReach) {
   ImportTracker t;
   setup(t);
   // Queries and naming of the buffer change nothing.
-  record(t, wire::kCmd_vkGetBufferMemoryRequirements, {{VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kBuffer}});
-  record(t, wire::kCmd_vkSetDebugUtilsObjectNameEXT, {{VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kBuffer}});
+  record(t, wire::kCmd_vkGetBufferMemoryRequirements,
+         {{VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kBuffer}});
+  record(t, wire::kCmd_vkSetDebugUtilsObjectNameEXT,
+         {{VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kBuffer}});
   EXPECT_FALSE(t.everything());
   // An address of a buffer on other memory changes nothing either.
-  record(t, wire::kCmd_vkGetBufferDeviceAddress, {{VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kPlainBuffer}});
+  record(t, wire::kCmd_vkGetBufferDeviceAddress,
+         {{VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kPlainBuffer}});
   EXPECT_FALSE(t.everything());
   record(t, wire::kCmd_vkGetBufferDeviceAddress, {{VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kBuffer}});
   EXPECT_TRUE(t.everything());
@@ -158,8 +163,9 @@ TEST(ImportTracker, TheDeviceAndQueuesNeverReach) {
   setup(t);
   // The device is named beside the import in every bind: were it taken on, everything would reach.
   begin(t, kCmd);
-  record(t, wire::kCmd_vkCmdFillBuffer,
-         {{VK_OBJECT_TYPE_COMMAND_BUFFER, kCmd}, {VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kPlainBuffer}});
+  record(
+      t, wire::kCmd_vkCmdFillBuffer,
+      {{VK_OBJECT_TYPE_COMMAND_BUFFER, kCmd}, {VK_OBJECT_TYPE_DEVICE, kDevice}, {VK_OBJECT_TYPE_BUFFER, kPlainBuffer}});
   EXPECT_FALSE(reaches(t, {kCmd}));
 }
 

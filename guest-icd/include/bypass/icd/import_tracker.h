@@ -87,9 +87,9 @@ class ImportTracker {
 
   std::atomic<bool> active_{false};
   std::mutex mu_;
-  std::unordered_set<uint64_t> reach_;                           // ids that reach imports
-  std::unordered_map<uint64_t, std::vector<uint64_t>> links_;    // command buffer -> sets, secondaries
-  std::vector<uint64_t> unread_;                                 // reaching submissions not seen done
+  std::unordered_set<uint64_t> reach_;                         // ids that reach imports
+  std::unordered_map<uint64_t, std::vector<uint64_t>> links_;  // command buffer -> sets, secondaries
+  std::vector<uint64_t> unread_;                               // reaching submissions not seen done
   bool everything_ = false;
 };
 

@@ -44,6 +44,7 @@ Config parse_config(const char* (*get)(const char* name)) {
   }
   if (const char* e = set("BYPASS_MEMORY")) c.shadow_memory = std::strcmp(e, "shadow") == 0;
   if (const char* e = set("BYPASS_HOST_POINTERS")) c.host_pointers = std::strcmp(e, "0") != 0;
+  if (const char* e = set("BYPASS_QUERY_MIRROR")) c.query_mirror = std::strcmp(e, "0") != 0;
   // Memory cannot be shared with another machine: the network path always shadows it.
   if (c.endpoint.starts_with("grpc://")) c.shadow_memory = true;
   if (const char* e = set("BYPASS_NET_STATS")) c.net_stats = *e != '0';

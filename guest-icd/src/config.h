@@ -27,9 +27,12 @@ struct Config {
   // BYPASS_MEMORY=shadow: host-visible memory as a guest-side copy moved by barriers, even where
   // pages could be shared.
   bool shadow_memory = false;
-  // BYPASS_HOST_POINTERS=0: VK_EXT_external_memory_host not offered (the ICD mirrors imports at
-  // every barrier; a program with a fallback, such as ffmpeg, may run faster without it).
+  // BYPASS_HOST_POINTERS=0: VK_EXT_external_memory_host not offered (the ICD mirrors imports
+  // around the submissions that reach them; a program with a fallback, such as ffmpeg, then
+  // copies through staging buffers).
   bool host_pointers = true;
+  // BYPASS_QUERY_MIRROR=0: every vkGetQueryPoolResults goes to bypassd (queries.cpp).
+  bool query_mirror = true;
   // The network path (BYPASS_ENDPOINT=grpc://HOST:PORT, docs/network.md): BYPASS_INSECURE=1 for
   // plaintext (loopback tests), else TLS with the roots in BYPASS_TLS_CA (default: the system's),
   // a client certificate BYPASS_TLS_CERT + BYPASS_TLS_KEY, and a bearer token BYPASS_TOKEN.

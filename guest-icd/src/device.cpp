@@ -75,9 +75,15 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateCommandBuffers(VkDevice device,
   std::vector<CommandBuffer*> made(n);
   for (uint32_t i = 0; i < n; ++i) {
     made[i] = new_object<CommandBuffer>(conn, VK_OBJECT_TYPE_COMMAND_BUFFER, conn->new_id());
+    made[i]->device = dev;
     made[i]->pool = pool;
     made[i]->secondary = pAllocateInfo->level == VK_COMMAND_BUFFER_LEVEL_SECONDARY;
     pCommandBuffers[i] = reinterpret_cast<VkCommandBuffer>(made[i]);
+  }
+  {
+    std::lock_guard lock(dev->mu);
+    auto it = dev->command_pool_copies.find(pool);
+    for (auto* cb : made) cb->copies_queries = !cb->secondary && it != dev->command_pool_copies.end() && it->second;
   }
   const VkResult result = forward_vkAllocateCommandBuffers(device, pAllocateInfo, pCommandBuffers);
   if (result != VK_SUCCESS) {
@@ -113,6 +119,7 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyCommandPool(VkDevice device, VkCommandPo
   auto* dev = as<Device>(device);
   forward_vkDestroyCommandPool(device, commandPool, nullptr);
   std::lock_guard lock(dev->mu);
+  dev->command_pool_copies.erase(wire::handle_bits(commandPool));
   auto it = dev->pool_buffers.find(wire::handle_bits(commandPool));
   if (it == dev->pool_buffers.end()) return;
   for (auto* cb : it->second) delete_object(cb);
@@ -123,6 +130,9 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyCommandPool(VkDevice device, VkCommandPo
 // api.command_buffers.bad_inheritance_info_random_data): it is not encoded, nor read.
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkBeginCommandBuffer(VkCommandBuffer commandBuffer,
                                                         const VkCommandBufferBeginInfo* pBeginInfo) {
+  // A begin resets the command buffer: the query operations noted go (queries.cpp).
+  as<CommandBuffer>(commandBuffer)->query_ops.clear();
+  as<CommandBuffer>(commandBuffer)->query_final.clear();
   if (pBeginInfo->pInheritanceInfo && !as<CommandBuffer>(commandBuffer)->secondary) {
     VkCommandBufferBeginInfo primary = *pBeginInfo;
     primary.pInheritanceInfo = nullptr;

@@ -36,9 +36,23 @@ struct Queue : Object {
   Device* device = nullptr;
 };
 
-struct CommandBuffer : Object {
+// A query a command buffer writes or resets, in recording order (queries.cpp). `written`: by
+// vkCmdWriteTimestamp(2) or vkCmdEndQuery, which the command buffer's end copies into the
+// pool's mirror; otherwise reset, or written where no copy follows (a secondary command buffer,
+// vkCmdEndQueryIndexedEXT), so the mirror does not hold it.
+struct QueryOp {
   uint64_t pool = 0;
-  bool secondary = false;  // VK_COMMAND_BUFFER_LEVEL_SECONDARY
+  uint32_t first = 0, count = 0;
+  bool written = false;
+};
+
+struct CommandBuffer : Object {
+  Device* device = nullptr;
+  uint64_t pool = 0;
+  bool secondary = false;            // VK_COMMAND_BUFFER_LEVEL_SECONDARY
+  bool copies_queries = false;       // a primary of a graphics or compute family, not protected
+  std::vector<QueryOp> query_ops;    // noted while recording
+  std::vector<QueryOp> query_final;  // from vkEndCommandBuffer: what a submission does to the pools
 };
 
 // VK_EXT_external_memory_host: memory "imported" from the application's own pages. The host
@@ -84,10 +98,23 @@ struct KeptRequirements {
   std::unordered_map<std::string, Answer> answers;    // create info key -> the driver's answer
 };
 
-// What vkGetQueryPoolResults needs to know of a pool (queries.cpp).
+// What vkGetQueryPoolResults needs to know of a pool (queries.cpp), and the pool's mirror: a
+// host-visible buffer the ICD made, into which every primary command buffer that writes a query
+// of the pool copies it (values and availability, 64-bit) as it ends. A query whose latest
+// submission is done and that submission copied it (`states`) is answered from the mirror.
 struct QueryPoolInfo {
+  struct State {
+    uint64_t serial = 0;    // the latest submission that wrote or reset the query (0: none known)
+    bool mirrored = false;  // that submission copied it into the mirror
+  };
   VkQueryType type = VK_QUERY_TYPE_OCCLUSION;
   VkQueryPipelineStatisticFlags statistics = 0;
+  uint32_t count = 0;
+  VkBuffer mirror_buffer = VK_NULL_HANDLE;  // none: every call goes to bypassd
+  VkDeviceMemory mirror_memory = VK_NULL_HANDLE;
+  const std::byte* mirror = nullptr;  // its mapping
+  uint32_t stride = 0;                // bytes per query in it
+  std::vector<State> states;
 };
 
 struct Device : Object {
@@ -98,7 +125,11 @@ struct Device : Object {
   std::unordered_map<uint64_t, std::vector<CommandBuffer*>> pool_buffers;
   std::unordered_map<uint64_t, Mapping> memory;             // VkDeviceMemory id -> shared mapping
   std::unordered_map<uint64_t, QueryPoolInfo> query_pools;  // VkQueryPool id -> its type
+  std::unordered_map<uint64_t, bool> command_pool_copies;   // VkCommandPool id -> CommandBuffer::copies_queries
 };
+
+// Query mirrors (queries.cpp): a submission of these command buffers as submission `serial`.
+void queries_submitted(Device* dev, const std::vector<CommandBuffer*>& cbs, uint64_t serial);
 
 template <class T>
 T* new_object(Connection* conn, VkObjectType type, uint64_t id) {

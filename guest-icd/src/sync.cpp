@@ -117,6 +117,24 @@ std::vector<uint64_t> command_buffers(uint32_t count, const Submit* submits, Eac
   return ids;
 }
 
+// Query mirrors (queries.cpp): the submission's command buffers that write or reset queries.
+void note_queries(VkQueue queue, uint32_t count, const VkSubmitInfo* submits, uint64_t serial) {
+  std::vector<CommandBuffer*> cbs;
+  for (uint32_t i = 0; i < count; ++i)
+    for (uint32_t j = 0; j < submits[i].commandBufferCount; ++j)
+      if (auto* cb = as<CommandBuffer>(submits[i].pCommandBuffers[j]); !cb->query_final.empty()) cbs.push_back(cb);
+  if (!cbs.empty()) queries_submitted(as<Queue>(queue)->device, cbs, serial);
+}
+
+void note_queries(VkQueue queue, uint32_t count, const VkSubmitInfo2* submits, uint64_t serial) {
+  std::vector<CommandBuffer*> cbs;
+  for (uint32_t i = 0; i < count; ++i)
+    for (uint32_t j = 0; j < submits[i].commandBufferInfoCount; ++j)
+      if (auto* cb = as<CommandBuffer>(submits[i].pCommandBufferInfos[j].commandBuffer); !cb->query_final.empty())
+        cbs.push_back(cb);
+  if (!cbs.empty()) queries_submitted(as<Queue>(queue)->device, cbs, serial);
+}
+
 bool reaches_imports(Connection* conn, uint32_t count, const VkSubmitInfo* submits) {
   if (!conn->imports().active()) return false;
   return conn->imports().reaches(command_buffers(count, submits, [](const VkSubmitInfo& s, auto add) {
@@ -166,6 +184,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitC
   wire::Builder& b = thread_builder();
   wire::encode_vkQueueSubmit(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit, b);
+  note_queries(queue, submitCount, pSubmits, serial);
   if (reach) conn->imports().submitted(serial);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
   for (uint32_t i = 0; i < submitCount; ++i)
@@ -187,6 +206,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit2(VkQueue queue, uint32_t submit
   wire::Builder& b = thread_builder();
   wire::encode_vkQueueSubmit2(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit2, b);
+  note_queries(queue, submitCount, pSubmits, serial);
   if (reach) conn->imports().submitted(serial);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
   for (uint32_t i = 0; i < submitCount; ++i)

@@ -145,7 +145,7 @@ bool create_instance(Objects& o) {
   return report("vkCreateInstance", r);
 }
 
-bool create_device(Objects& o, const std::vector<const char*>& extensions = {}) {
+bool create_device(Objects& o, const std::vector<const char*>& extensions = {}, const void* features = nullptr) {
   uint32_t n = 0;
   if (!report("vkEnumeratePhysicalDevices", vkEnumeratePhysicalDevices(o.instance, &n, nullptr))) return false;
   std::vector<VkPhysicalDevice> devices(n);
@@ -159,7 +159,7 @@ bool create_device(Objects& o, const std::vector<const char*>& extensions = {}) 
   queue.queueFamilyIndex = 0;
   queue.queueCount = 1;
   queue.pQueuePriorities = &priority;
-  VkDeviceCreateInfo info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  VkDeviceCreateInfo info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, features};
   info.queueCreateInfoCount = 1;
   info.pQueueCreateInfos = &queue;
   info.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
@@ -213,8 +213,9 @@ uint32_t host_visible_type(VkPhysicalDevice pd, uint32_t bits) {
 }
 
 // An instance and a device on the first physical device, and that device's first queue.
-bool open_device(Objects& o, VkPhysicalDevice* pd, VkQueue* queue, const std::vector<const char*>& extensions = {}) {
-  if (!create_instance(o) || !create_device(o, extensions)) return false;
+bool open_device(Objects& o, VkPhysicalDevice* pd, VkQueue* queue, const std::vector<const char*>& extensions = {},
+                 const void* features = nullptr) {
+  if (!create_instance(o) || !create_device(o, extensions, features)) return false;
   uint32_t n = 1;
   vkEnumeratePhysicalDevices(o.instance, &n, pd);
   vkGetDeviceQueue(o.device, 0, 0, queue);
@@ -1227,6 +1228,147 @@ int run_query_not_ready() {
   return 0;
 }
 
+// Query results the ICD answers from a pool's mirror (guest-icd/src/queries.cpp), against the
+// driver's own: timestamps written, reset on the host, reset in a command buffer, written in a
+// secondary, asked in 32 bits. Every answer's result and availability is printed (the test
+// compares them with a native run); values are checked against a copy the application made
+// with vkCmdCopyQueryPoolResults in the same command buffer. Then, on "go" from stdin, 200 calls
+// for queries long done (the test counts bypassd's replies).
+int run_query_mirror() {
+  Objects o;
+  VkPhysicalDevice pd;
+  VkQueue queue;
+  VkPhysicalDeviceHostQueryResetFeaturesEXT host_reset{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_HOST_QUERY_RESET_FEATURES_EXT};
+  host_reset.hostQueryReset = VK_TRUE;
+  if (!open_device(o, &pd, &queue, {VK_EXT_HOST_QUERY_RESET_EXTENSION_NAME}, &host_reset)) return 1;
+  auto reset_pool = reinterpret_cast<PFN_vkResetQueryPoolEXT>(vkGetDeviceProcAddr(o.device, "vkResetQueryPoolEXT"));
+  if (!reset_pool) return std::printf("FAIL: no vkResetQueryPoolEXT\n"), 1;
+  VkCommandPool pool;
+  VkCommandBuffer cmd, secondary;
+  if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
+  VkCommandBufferAllocateInfo cinfo{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cinfo.commandPool = pool;
+  cinfo.level = VK_COMMAND_BUFFER_LEVEL_SECONDARY;
+  cinfo.commandBufferCount = 1;
+  if (!report("vkAllocateCommandBuffers", vkAllocateCommandBuffers(o.device, &cinfo, &secondary))) return 1;
+  Block copy;  // the application's own copy of the results
+  if (!make_block(o.device, pd, 4096, &copy)) return 1;
+  constexpr uint32_t kQueries = 8;
+  VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+  qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  qi.queryCount = kQueries;
+  VkQueryPool queries;
+  if (!report("vkCreateQueryPool", vkCreateQueryPool(o.device, &qi, nullptr, &queries))) return 1;
+  const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  constexpr VkQueryResultFlags k64 = VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WITH_AVAILABILITY_BIT;
+  // Asks for queries [first, first + count) with availability, 64-bit; prints the result and
+  // each availability word.
+  auto ask = [&](const char* what, uint32_t first, uint32_t count, VkQueryResultFlags flags, uint64_t* words) {
+    std::fill(words, words + 2 * count, 0xababababababababull);
+    const VkResult r = vkGetQueryPoolResults(o.device, queries, first, count, 16 * count, words, 16, flags);
+    std::printf("%s: %s, available", what, result_name(r));
+    for (uint32_t i = 0; i < count; ++i)
+      std::printf(" %s", words[2 * i + 1] == 1 ? "1" : words[2 * i + 1] == 0 ? "0" : "?");
+    std::printf("\n");
+    return r;
+  };
+  uint64_t words[2 * kQueries];
+
+  // Rounds: reset, two timestamps around a fill, the application's copy; the answer must be
+  // the copy's bytes, and the second timestamp not before the first.
+  uint32_t same = 0;
+  for (uint32_t round = 0; round < 20; ++round) {
+    vkBeginCommandBuffer(cmd, &begin);
+    vkCmdResetQueryPool(cmd, queries, 0, kQueries);
+    vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries, 0);
+    vkCmdFillBuffer(cmd, copy.buffer, 2048, 1024, round);
+    vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
+    vkCmdCopyQueryPoolResults(cmd, queries, 0, 2, copy.buffer, 0, 16, k64 | VK_QUERY_RESULT_WAIT_BIT);
+    VkMemoryBarrier host_read{VK_STRUCTURE_TYPE_MEMORY_BARRIER, nullptr, VK_ACCESS_TRANSFER_WRITE_BIT,
+                              VK_ACCESS_HOST_READ_BIT};
+    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &host_read, 0, nullptr,
+                         0, nullptr);
+    vkEndCommandBuffer(cmd);
+    if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+    std::fill(words, words + 4, 0);
+    const VkResult r = vkGetQueryPoolResults(o.device, queries, 0, 2, 32, words, 16, k64);
+    if (r == VK_SUCCESS && std::memcmp(words, copy.words, 32) == 0 && words[2] >= words[0]) ++same;
+  }
+  std::printf("rounds whose answer is the application's copy: %u of 20\n", same);
+  ask("after the rounds", 0, 2, k64, words);
+  ask("after the rounds, waiting", 0, 2, k64 | VK_QUERY_RESULT_WAIT_BIT, words);
+
+  // Reset on the host: nothing available any more, whatever the mirror still holds.
+  reset_pool(o.device, queries, 0, kQueries);
+  ask("reset on the host", 0, 2, k64, words);
+
+  // Written again, then reset by a command buffer that writes nothing.
+  vkBeginCommandBuffer(cmd, &begin);
+  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 0);
+  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
+  vkEndCommandBuffer(cmd);
+  if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+  ask("written again", 0, 2, k64, words);
+  vkBeginCommandBuffer(cmd, &begin);
+  vkCmdResetQueryPool(cmd, queries, 0, kQueries);
+  vkEndCommandBuffer(cmd);
+  if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+  ask("reset in a command buffer", 0, 2, k64, words);
+
+  // Written, then reset and one of them written again in the same command buffer.
+  vkBeginCommandBuffer(cmd, &begin);
+  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 0);
+  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
+  vkCmdResetQueryPool(cmd, queries, 0, 2);
+  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
+  vkEndCommandBuffer(cmd);
+  if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+  ask("written, reset, one written again", 0, 2, k64, words);
+
+  // Written by a secondary command buffer.
+  reset_pool(o.device, queries, 0, kQueries);
+  VkCommandBufferInheritanceInfo inheritance{VK_STRUCTURE_TYPE_COMMAND_BUFFER_INHERITANCE_INFO};
+  const VkCommandBufferBeginInfo begin_secondary{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, nullptr, 0, &inheritance};
+  vkBeginCommandBuffer(secondary, &begin_secondary);
+  vkCmdWriteTimestamp(secondary, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 2);
+  vkEndCommandBuffer(secondary);
+  vkBeginCommandBuffer(cmd, &begin);
+  vkCmdExecuteCommands(cmd, 1, &secondary);
+  vkEndCommandBuffer(cmd);
+  if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+  ask("written in a secondary", 2, 2, k64, words);
+
+  // 32-bit results, which the ICD leaves to the driver.
+  uint32_t small[2] = {0xabababab, 0xabababab};
+  const VkResult r32 =
+      vkGetQueryPoolResults(o.device, queries, 2, 1, sizeof small, small, 8, VK_QUERY_RESULT_WITH_AVAILABILITY_BIT);
+  std::printf("32-bit: %s, available %u\n", result_name(r32), small[1]);
+
+  // Queries long done, asked again and again.
+  vkBeginCommandBuffer(cmd, &begin);
+  vkCmdResetQueryPool(cmd, queries, 0, kQueries);
+  for (uint32_t q = 0; q < kQueries; ++q) vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, q);
+  vkEndCommandBuffer(cmd);
+  if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  char line[16];
+  if (!std::fgets(line, sizeof line, stdin)) return 1;
+  uint32_t answered = 0;
+  for (uint32_t i = 0; i < 200; ++i)
+    answered += vkGetQueryPoolResults(o.device, queries, i % kQueries, 1, 16, words, 16,
+                                      k64 | (i % 2 ? VK_QUERY_RESULT_WAIT_BIT : 0)) == VK_SUCCESS;
+  std::printf("polled: %u of 200 answered\n", answered);
+  std::fflush(stdout);
+  while (std::fgets(line, sizeof line, stdin)) {
+  }  // the session stays while the test reads bypassd's counts
+  vkDestroyQueryPool(o.device, queries, nullptr);
+  free_block(o.device, copy);
+  vkDestroyCommandPool(o.device, pool, nullptr);
+  std::printf("query-mirror: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
 int run_small_memory() {
   Objects o;
   VkPhysicalDevice pd;
@@ -1510,6 +1652,7 @@ int main(int argc, char** argv) {
   if (mode == "memory-requirements") return run_memory_requirements();
   if (mode == "small-memory") return run_small_memory();
   if (mode == "host-pointer") return run_host_pointer();
+  if (mode == "query-mirror") return run_query_mirror();
   if (mode == "query-not-ready") return run_query_not_ready();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "

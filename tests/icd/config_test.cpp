@@ -31,6 +31,7 @@ TEST(GuestConfig, DefaultsWithAnEmptyEnvironment) {
   EXPECT_EQ(c.log_level, base::LogLevel::kWarn);
   EXPECT_FALSE(c.shadow_memory);
   EXPECT_TRUE(c.host_pointers);
+  EXPECT_TRUE(c.query_mirror);
   EXPECT_FALSE(c.wsi_no_shm);
   EXPECT_TRUE(c.wsi_transfer);
   EXPECT_EQ(c.wsi_refresh_period.count(), 0);
@@ -44,6 +45,7 @@ TEST(GuestConfig, EveryVariableIsRead) {
                           {"BYPASS_LOG", "debug"},
                           {"BYPASS_MEMORY", "shadow"},
                           {"BYPASS_HOST_POINTERS", "0"},
+                          {"BYPASS_QUERY_MIRROR", "0"},
                           {"BYPASS_WSI_NO_SHM", "1"},
                           {"BYPASS_WSI_TRANSFER", "0"},
                           {"BYPASS_WSI_REFRESH_HZ", "50"},
@@ -54,6 +56,7 @@ TEST(GuestConfig, EveryVariableIsRead) {
   EXPECT_EQ(c.log_level, base::LogLevel::kDebug);
   EXPECT_TRUE(c.shadow_memory);
   EXPECT_FALSE(c.host_pointers);
+  EXPECT_FALSE(c.query_mirror);
   EXPECT_TRUE(c.wsi_no_shm);
   EXPECT_FALSE(c.wsi_transfer);
   EXPECT_EQ(c.wsi_refresh_period, std::chrono::milliseconds(20));

@@ -395,6 +395,56 @@ def case_query_not_ready(workdir, _):
     server.stop()
 
 
+def case_query_mirror(workdir, _):
+    """Query results answered from the ICD's mirror of a pool (queries.cpp) are the driver's:
+    the same results and availability as natively after writes, a host reset, a reset in a
+    command buffer, a write in a secondary and 32-bit asks, values equal to the application's
+    own copy; and queries long done are answered without bypassd."""
+    server = Bypassd(workdir).start()
+    outputs, replies = {}, None
+    for side, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
+        argv = [harness.env_path("BYPASS_PROBE"), "query-mirror"]
+        running = harness.Running(argv, env, workdir, f"probe.{side}", stdin=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while "ready" not in running.stdout_text():
+            check(
+                time.monotonic() < deadline and running.proc.poll() is None,
+                f"{side}: the probe never got ready:\n{running.result().describe()}",
+            )
+            time.sleep(0.02)
+        if side == "icd":
+            replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"]
+        running.proc.stdin.write(b"go\n")
+        running.proc.stdin.flush()
+        while "polled:" not in running.stdout_text():
+            check(
+                time.monotonic() < deadline and running.proc.poll() is None,
+                f"{side}: the probe did not finish polling:\n{running.result().describe()}",
+            )
+            time.sleep(0.02)
+        if side == "icd":
+            replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"] - replies
+        running.close_stdin()
+        r = running.wait(timeout=30)
+        harness.check_ok(r, f"query-mirror ({side})")
+        check("query-mirror: ok" in r.stdout, f"{side}: {r.describe()}")
+        if side == "icd":
+            harness.check_through_bypass(r, "query-mirror")
+            harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
+        outputs[side] = [
+            line for line in r.stdout.splitlines() if ":" in line and not line.startswith(("vk", "device"))
+        ]
+    check(
+        "rounds whose answer is the application's copy: 20 of 20" in outputs["native"]
+        and "reset on the host: VK_NOT_READY, available 0 0" in outputs["native"],
+        f"native lavapipe: {outputs['native']}",
+    )
+    check(outputs["icd"] == outputs["native"], f"through bypass {outputs['icd']}, natively {outputs['native']}")
+    log(f"query-mirror: answers as natively; 200 asks for queries long done: {replies} replies from bypassd")
+    check(replies < 10, f"the ICD should answer queries long done from the mirror ({replies} replies)")
+    server.stop()
+
+
 def case_feedback_scribble(workdir, _):
     server = Bypassd(workdir).start()
     ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
@@ -545,6 +595,7 @@ if __name__ == "__main__":
                 "small-memory": case_small_memory,
                 "host-pointer": case_host_pointer,
                 "query-not-ready": case_query_not_ready,
+                "query-mirror": case_query_mirror,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

@@ -155,7 +155,7 @@ class EntryPointGenerator:
             fn = f"icd_{s.name}" if s.guest_handwritten else f"entry_{s.name}"
             ptr = f"reinterpret_cast<PFN_vkVoidFunction>(&{fn})"
             for n in [s.name] + s.aliases:
-                rows.append((n, ptr, LEVELS.get(s.level, 3), s.origin))
+                rows.append((n, ptr, LEVELS.get(s.level, 3), self.name_origin(n, s.origin)))
         rows.sort()
         for n, ptr, lvl, origin in rows:
             L.append(f'  {{"{n}", {ptr}, {lvl}, "{origin}"}},')
@@ -164,6 +164,17 @@ class EntryPointGenerator:
         L.append("")
         L.append("}  // namespace bypass::icd")
         return "\n".join(L) + "\n"
+
+    def name_origin(self, name: str, fallback: str) -> str:
+        """Where the command *name* comes from, for vkGetDeviceProcAddr: the core version that
+        has this very name, else every extension that has it, comma-separated. An alias is its
+        extension's (vkTrimCommandPoolKHR is VK_KHR_maintenance1's, not Vulkan 1.1's), so that
+        a device without the extension does not get it."""
+        for v, names in self.reg.features.items():
+            if name in names:
+                return v
+        exts = sorted(x.name for x in self.reg.extensions.values() if name in x.commands and "vulkan" in x.supported)
+        return ",".join(exts) or fallback
 
     def header(self) -> str:
         L = [

@@ -15,6 +15,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateDevice(VkPhysicalDevice physicalDevic
   Connection* conn = pd->conn;
   auto* dev = new_object<Device>(conn, VK_OBJECT_TYPE_DEVICE, conn->new_id());
   dev->physical = pd;
+  for (uint32_t i = 0; i < pCreateInfo->enabledExtensionCount; ++i)
+    dev->extensions.emplace_back(pCreateInfo->ppEnabledExtensionNames[i]);
   VkDevice handle = reinterpret_cast<VkDevice>(dev);
   const VkResult result = forward_vkCreateDevice(physicalDevice, pCreateInfo, nullptr, &handle);
   if (result != VK_SUCCESS) {

@@ -166,6 +166,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateInstance(const VkInstanceCreateInfo* 
   auto* inst = new_object<Instance>(conn.get(), VK_OBJECT_TYPE_INSTANCE, conn->new_id());
   inst->owned = std::move(conn);
   if (pCreateInfo->pApplicationInfo) inst->api_version = pCreateInfo->pApplicationInfo->apiVersion;
+  for (uint32_t i = 0; i < pCreateInfo->enabledExtensionCount; ++i)
+    inst->extensions.emplace_back(pCreateInfo->ppEnabledExtensionNames[i]);
   VkInstance handle = reinterpret_cast<VkInstance>(inst);
   wire::Builder& b = thread_builder();
   wire::encode_vkCreateInstance(b, inst->conn->handles(), pCreateInfo, nullptr, &handle);

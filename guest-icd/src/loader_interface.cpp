@@ -36,14 +36,43 @@ VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_vkGetInstanceProcAddr(VkInstance in
   return e->fn;
 }
 
-VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_vkGetDeviceProcAddr(VkDevice, const char* pName) {
+namespace {
+
+// Whether a command of `origin` (a core version, or the extensions that have the command,
+// comma-separated: the entry point table's) is the device's: core, or one of the extensions
+// enabled on the device or its instance (a device command of an instance extension, such as
+// VK_EXT_debug_utils's vkCmdBeginDebugUtilsLabelEXT). As a driver answers, a command of an
+// extension not enabled is NULL, an alias of a core command included (dEQP-VK's
+// api.version_check.entry_points).
+bool enabled_for(const Device* dev, std::string_view origin) {
+  if (origin.starts_with("VK_VERSION_")) return true;
+  auto has = [](const std::vector<std::string>& list, std::string_view x) {
+    return std::find(list.begin(), list.end(), x) != list.end();
+  };
+  const auto* inst = dev->physical ? dev->physical->instance : nullptr;
+  while (!origin.empty()) {
+    const size_t comma = origin.find(',');
+    const std::string_view x = origin.substr(0, comma);
+    if (has(dev->extensions, x) || (inst && has(inst->extensions, x))) return true;
+    origin = comma == std::string_view::npos ? std::string_view{} : origin.substr(comma + 1);
+  }
+  return false;
+}
+
+}  // namespace
+
+VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_vkGetDeviceProcAddr(VkDevice device, const char* pName) {
   if (!pName) return nullptr;
   if (std::strcmp(pName, "vkGetDeviceProcAddr") == 0)
     return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetDeviceProcAddr);
+  const auto* dev = as<Device>(device);
   if (std::strcmp(pName, "vkGetMemoryHostPointerPropertiesEXT") == 0)
-    return reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetMemoryHostPointerPropertiesEXT);
+    return !dev || enabled_for(dev, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME)
+               ? reinterpret_cast<PFN_vkVoidFunction>(icd_vkGetMemoryHostPointerPropertiesEXT)
+               : nullptr;
   const EntryPoint* e = find_entry_point(pName);
-  return e && e->level == 3 ? e->fn : nullptr;
+  if (!e || e->level != 3) return nullptr;
+  return !dev || enabled_for(dev, e->origin) ? e->fn : nullptr;
 }
 
 }  // namespace bypass::icd

@@ -18,6 +18,7 @@ struct PhysicalDevice;
 
 struct Instance : Object {
   std::unique_ptr<Connection> owned;
+  std::vector<std::string> extensions;  // enabled at vkCreateInstance
   std::mutex mu;
   bool enumerated = false;
   std::vector<PhysicalDevice*> physical_devices;
@@ -119,6 +120,7 @@ struct QueryPoolInfo {
 
 struct Device : Object {
   PhysicalDevice* physical = nullptr;
+  std::vector<std::string> extensions;  // enabled at vkCreateDevice (vkGetDeviceProcAddr)
   KeptRequirements requirements;
   std::mutex mu;
   std::map<std::tuple<uint32_t, uint32_t, uint32_t>, Queue*> queues;  // flags, family, index

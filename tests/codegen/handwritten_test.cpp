@@ -29,9 +29,12 @@ class Icd {
   }
   bool loaded() const { return gipa_ && gpdpa_ && gdpa_; }
 
-  // GetProcAddr never dereferences its handle: any non-null one stands for "some instance".
+  // GetProcAddr never dereferences an instance: any non-null one stands for "some instance".
+  // vkGetDeviceProcAddr looks at a device's enabled extensions (an extension's command is NULL
+  // without them, tested end to end by icd_proc-addr); with no device it answers every command
+  // of the device level.
   static VkInstance instance() { return reinterpret_cast<VkInstance>(&kDummy); }
-  static VkDevice device() { return reinterpret_cast<VkDevice>(&kDummy); }
+  static VkDevice device() { return VK_NULL_HANDLE; }
 
   // The ICD's function for `name` through the loader interface of `level` (0 global,
   // 1 instance, 2 physical device, 3 device); empty when all agree it is there, else which

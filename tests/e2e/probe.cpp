@@ -1369,6 +1369,35 @@ int run_query_mirror() {
   return g_failed ? 1 : 0;
 }
 
+// vkGetDeviceProcAddr hands out a command of an extension only to a device that enabled it,
+// an alias of a core command included (dEQP-VK's api.version_check.entry_points); core
+// commands always. Prints what each name gives on a device without and with the extensions.
+int run_proc_addr() {
+  Objects o;
+  if (!create_instance(o)) return 1;
+  const char* names[] = {"vkTrimCommandPool",
+                         "vkTrimCommandPoolKHR",
+                         "vkCmdPushDescriptorSetKHR",
+                         "vkBindBufferMemory2KHR",
+                         "vkGetBufferMemoryRequirements2KHR",
+                         "vkCreateSwapchainKHR",
+                         "vkCmdBeginRenderingKHR",
+                         "vkGetMemoryHostPointerPropertiesEXT"};
+  for (bool with : {false, true}) {
+    std::vector<const char*> extensions;
+    if (with)
+      extensions = {VK_KHR_MAINTENANCE1_EXTENSION_NAME, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME,
+                    VK_KHR_BIND_MEMORY_2_EXTENSION_NAME, VK_KHR_GET_MEMORY_REQUIREMENTS_2_EXTENSION_NAME};
+    if (!create_device(o, extensions)) return 1;
+    for (const char* n : names)
+      std::printf("%s, %s: %s\n", with ? "with the extensions" : "without", n,
+                  vkGetDeviceProcAddr(o.device, n) ? "a function" : "NULL");
+    vkDestroyDevice(o.device, nullptr);
+    o.device = VK_NULL_HANDLE;
+  }
+  return 0;
+}
+
 int run_small_memory() {
   Objects o;
   VkPhysicalDevice pd;
@@ -1653,6 +1682,7 @@ int main(int argc, char** argv) {
   if (mode == "small-memory") return run_small_memory();
   if (mode == "host-pointer") return run_host_pointer();
   if (mode == "query-mirror") return run_query_mirror();
+  if (mode == "proc-addr") return run_proc_addr();
   if (mode == "query-not-ready") return run_query_not_ready();
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "

@@ -445,6 +445,25 @@ def case_query_mirror(workdir, _):
     server.stop()
 
 
+def case_proc_addr(workdir, _):
+    """vkGetDeviceProcAddr gives what native lavapipe gives: an extension's commands (aliases of
+    core commands included) only to a device that enabled the extension."""
+    server = Bypassd(workdir).start()
+    outputs = {}
+    for tag, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
+        r = probe(["proc-addr"], env, workdir, f"probe.{tag}")
+        harness.check_ok(r, f"proc-addr ({tag})")
+        outputs[tag] = [line for line in r.stdout.splitlines() if line.startswith(("without", "with the"))]
+    check(
+        "without, vkTrimCommandPoolKHR: NULL" in outputs["native"]
+        and "with the extensions, vkTrimCommandPoolKHR: a function" in outputs["native"],
+        f"native lavapipe: {outputs['native']}",
+    )
+    check(outputs["icd"] == outputs["native"], f"through bypass {outputs['icd']}, natively {outputs['native']}")
+    log("proc-addr: extension commands only for devices that enabled them, as natively")
+    server.stop()
+
+
 def case_feedback_scribble(workdir, _):
     server = Bypassd(workdir).start()
     ours = probe(["feedback-scribble"], server.guest_env(), workdir, "probe.icd", timeout=120)
@@ -596,6 +615,7 @@ if __name__ == "__main__":
                 "host-pointer": case_host_pointer,
                 "query-not-ready": case_query_not_ready,
                 "query-mirror": case_query_mirror,
+                "proc-addr": case_proc_addr,
                 "server-stopped-wait": case_server_stopped_wait,
                 "debug-messengers": case_debug_messengers,
                 "exit-handler": case_exit_handler,

@@ -86,6 +86,9 @@
 #include <thread>
 #include <vector>
 
+#include "handles.h"
+#include "pipeline.h"
+
 namespace {
 
 const char* result_name(VkResult r) {
@@ -988,66 +991,43 @@ bool create_commands_and_fence(Objects& o, VkCommandPool* pool, VkCommandBuffer*
 }
 
 // The compute pipeline of run_host_pointer: the second half of a storage buffer becomes a copy
-// of the first (shaders/copy_half.comp).
+// of the first (shaders/copy_half.comp), the buffer bound through a descriptor set. Made with
+// the samples' helpers (samples/common/pipeline.h), which end the program on a failure.
 struct CopyHalfPipeline {
-  VkDevice device = VK_NULL_HANDLE;
-  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
-  VkPipelineLayout layout = VK_NULL_HANDLE;
-  VkShaderModule module = VK_NULL_HANDLE;
-  VkPipeline pipeline = VK_NULL_HANDLE;
-  VkDescriptorPool pool = VK_NULL_HANDLE;
+  bypass::samples::UniqueDescriptorSetLayout set_layout;
+  bypass::samples::UniquePipelineLayout layout;
+  bypass::samples::UniqueShaderModule module;
+  bypass::samples::UniquePipeline pipeline;
+  bypass::samples::UniqueDescriptorPool pool;
   VkDescriptorSet set = VK_NULL_HANDLE;
-  ~CopyHalfPipeline() {
-    if (!device) return;
-    vkDestroyDescriptorPool(device, pool, nullptr);
-    vkDestroyPipeline(device, pipeline, nullptr);
-    vkDestroyShaderModule(device, module, nullptr);
-    vkDestroyPipelineLayout(device, layout, nullptr);
-    vkDestroyDescriptorSetLayout(device, set_layout, nullptr);
-  }
 };
 
 bool create_copy_half(VkDevice device, VkBuffer buffer, CopyHalfPipeline& p) {
   static constexpr uint32_t kCode[] = {
 #include "copy_half.comp.inc"
   };
-  p.device = device;
   VkDescriptorSetLayoutBinding binding{0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT};
   VkDescriptorSetLayoutCreateInfo sinfo{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
   sinfo.bindingCount = 1;
   sinfo.pBindings = &binding;
-  VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(uint32_t)};
-  VkPipelineLayoutCreateInfo linfo{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
-  linfo.setLayoutCount = 1;
-  linfo.pSetLayouts = &p.set_layout;
-  linfo.pushConstantRangeCount = 1;
-  linfo.pPushConstantRanges = &push;
-  VkShaderModuleCreateInfo minfo{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
-  minfo.codeSize = sizeof(kCode);
-  minfo.pCode = kCode;
-  if (!report("vkCreateDescriptorSetLayout", vkCreateDescriptorSetLayout(device, &sinfo, nullptr, &p.set_layout)) ||
-      !report("vkCreatePipelineLayout", vkCreatePipelineLayout(device, &linfo, nullptr, &p.layout)) ||
-      !report("vkCreateShaderModule", vkCreateShaderModule(device, &minfo, nullptr, &p.module)))
-    return false;
-  VkComputePipelineCreateInfo cinfo{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
-  cinfo.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO};
-  cinfo.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
-  cinfo.stage.module = p.module;
-  cinfo.stage.pName = "main";
-  cinfo.layout = p.layout;
   VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1};
   VkDescriptorPoolCreateInfo pinfo{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
   pinfo.maxSets = 1;
   pinfo.poolSizeCount = 1;
   pinfo.pPoolSizes = &size;
-  if (!report("vkCreateComputePipelines",
-              vkCreateComputePipelines(device, VK_NULL_HANDLE, 1, &cinfo, nullptr, &p.pipeline)) ||
-      !report("vkCreateDescriptorPool", vkCreateDescriptorPool(device, &pinfo, nullptr, &p.pool)))
+  if (!report("vkCreateDescriptorSetLayout",
+              vkCreateDescriptorSetLayout(device, &sinfo, nullptr, p.set_layout.put(device))) ||
+      !report("vkCreateDescriptorPool", vkCreateDescriptorPool(device, &pinfo, nullptr, p.pool.put(device))))
     return false;
+  const VkDescriptorSetLayout set_layouts[] = {p.set_layout.get()};
+  const VkPushConstantRange push[] = {{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(uint32_t)}};
+  p.layout = bypass::samples::create_pipeline_layout(device, set_layouts, push);
+  p.module = bypass::samples::create_shader_module(device, kCode);
+  p.pipeline = bypass::samples::create_compute_pipeline(device, p.module.get(), p.layout.get());
   VkDescriptorSetAllocateInfo ainfo{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
-  ainfo.descriptorPool = p.pool;
+  ainfo.descriptorPool = p.pool.get();
   ainfo.descriptorSetCount = 1;
-  ainfo.pSetLayouts = &p.set_layout;
+  ainfo.pSetLayouts = set_layouts;
   if (!report("vkAllocateDescriptorSets", vkAllocateDescriptorSets(device, &ainfo, &p.set))) return false;
   VkDescriptorBufferInfo binfo{buffer, 0, VK_WHOLE_SIZE};
   VkWriteDescriptorSet write{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
@@ -1168,9 +1148,10 @@ int run_host_pointer() {
       vkCmdExecuteCommands(cmd, 1, &secondary);
     } else {
       const uint32_t half_words = static_cast<uint32_t>(half);
-      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, copy_half.pipeline);
-      vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, copy_half.layout, 0, 1, &copy_half.set, 0, nullptr);
-      vkCmdPushConstants(cmd, copy_half.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(half_words), &half_words);
+      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, copy_half.pipeline.get());
+      vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, copy_half.layout.get(), 0, 1, &copy_half.set, 0,
+                              nullptr);
+      vkCmdPushConstants(cmd, copy_half.layout.get(), VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(half_words), &half_words);
       vkCmdDispatch(cmd, (half_words + 63) / 64, 1, 1);
     }
     vkEndCommandBuffer(cmd);

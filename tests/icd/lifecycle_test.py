@@ -250,34 +250,42 @@ def case_repeat_queries(workdir, _):
     check(line(ours.stdout) == line(native.stdout), f"answers differ from native:\n{ours.stdout}\n{native.stdout}")
 
 
+def probe_counting_replies(server, side, env, workdir, mode, ready, done):
+    """Runs probe `mode`, which prints `ready`, waits for a line on stdin, does what is counted,
+    prints `done` and waits for stdin to close. Returns its result and, through bypass (side
+    "icd"), how many replies bypassd sent the probe's session in between (None natively)."""
+    argv = [harness.env_path("BYPASS_PROBE"), mode]
+    running = harness.Running(argv, env, workdir, f"probe.{side}", stdin=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+
+    def wait_for(mark):
+        while mark not in running.stdout_text():
+            check(
+                time.monotonic() < deadline and running.proc.poll() is None,
+                f"{side}: the probe never printed {mark!r}:\n{running.result().describe()}",
+            )
+            time.sleep(0.02)
+
+    def replies():
+        return harness.live_for_pid(server.stats(), running.pid)[-1]["replies"] if side == "icd" else 0
+
+    wait_for(ready)
+    before = replies()
+    running.proc.stdin.write(b"go\n")
+    running.proc.stdin.flush()
+    wait_for(done)
+    counted = replies() - before
+    running.close_stdin()
+    return running.wait(timeout=30), (counted if side == "icd" else None)
+
+
 def case_memory_requirements(workdir, _):
     server = Bypassd(workdir).start()
     runs = {}
     for side, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
-        argv = [harness.env_path("BYPASS_PROBE"), "memory-requirements"]
-        running = harness.Running(argv, env, workdir, f"probe.{side}", stdin=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while "asked" not in running.stdout_text():
-            check(
-                time.monotonic() < deadline and running.proc.poll() is None,
-                f"{side}: the probe never asked:\n" f"{running.result().describe()}",
-            )
-            time.sleep(0.02)
-        replies = None
-        if side == "icd":
-            replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"]
-        running.proc.stdin.write(b"go\n")
-        running.proc.stdin.flush()
-        while "memory-requirements:" not in running.stdout_text():
-            check(
-                time.monotonic() < deadline and running.proc.poll() is None,
-                f"{side}: the probe did not finish:\n" f"{running.result().describe()}",
-            )
-            time.sleep(0.02)
-        if side == "icd":
-            replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"] - replies
-        running.close_stdin()
-        r = running.wait(timeout=30)
+        r, replies = probe_counting_replies(
+            server, side, env, workdir, "memory-requirements", "asked", "memory-requirements:"
+        )
         harness.check_ok(r, f"memory-requirements ({side})")
         check("memory-requirements: ok" in r.stdout, f"{side}: later answers differ from the first:\n{r.describe()}")
         if side == "icd":
@@ -403,29 +411,8 @@ def case_query_mirror(workdir, _):
     server = Bypassd(workdir).start()
     outputs, replies = {}, None
     for side, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
-        argv = [harness.env_path("BYPASS_PROBE"), "query-mirror"]
-        running = harness.Running(argv, env, workdir, f"probe.{side}", stdin=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while "ready" not in running.stdout_text():
-            check(
-                time.monotonic() < deadline and running.proc.poll() is None,
-                f"{side}: the probe never got ready:\n{running.result().describe()}",
-            )
-            time.sleep(0.02)
-        if side == "icd":
-            replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"]
-        running.proc.stdin.write(b"go\n")
-        running.proc.stdin.flush()
-        while "polled:" not in running.stdout_text():
-            check(
-                time.monotonic() < deadline and running.proc.poll() is None,
-                f"{side}: the probe did not finish polling:\n{running.result().describe()}",
-            )
-            time.sleep(0.02)
-        if side == "icd":
-            replies = harness.live_for_pid(server.stats(), running.pid)[-1]["replies"] - replies
-        running.close_stdin()
-        r = running.wait(timeout=30)
+        r, counted = probe_counting_replies(server, side, env, workdir, "query-mirror", "ready", "polled:")
+        replies = counted if side == "icd" else replies
         harness.check_ok(r, f"query-mirror ({side})")
         check("query-mirror: ok" in r.stdout, f"{side}: {r.describe()}")
         if side == "icd":

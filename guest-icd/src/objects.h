@@ -99,10 +99,11 @@ struct KeptRequirements {
   std::unordered_map<std::string, Answer> answers;    // create info key -> the driver's answer
 };
 
-// What vkGetQueryPoolResults needs to know of a pool (queries.cpp), and the pool's mirror: a
-// host-visible buffer the ICD made, into which every primary command buffer that writes a query
-// of the pool copies it (values and availability, 64-bit) as it ends. A query whose latest
-// submission is done and that submission copied it (`states`) is answered from the mirror.
+// What vkGetQueryPoolResults needs to know of a pool (queries.cpp), and the pool's mirror, made
+// at the first vkGetQueryPoolResults of the pool: a host-visible buffer the ICD made, into which
+// every primary command buffer that writes a query of the pool copies it (values and
+// availability, 64-bit) as it ends. A query whose latest submission is done and that submission
+// copied it (`states`) is answered from the mirror.
 struct QueryPoolInfo {
   struct State {
     uint64_t serial = 0;    // the latest submission that wrote or reset the query (0: none known)
@@ -111,6 +112,7 @@ struct QueryPoolInfo {
   VkQueryType type = VK_QUERY_TYPE_OCCLUSION;
   VkQueryPipelineStatisticFlags statistics = 0;
   uint32_t count = 0;
+  bool mirror_tried = false;                // made, or found impossible, once
   VkBuffer mirror_buffer = VK_NULL_HANDLE;  // none: every call goes to bypassd
   VkDeviceMemory mirror_memory = VK_NULL_HANDLE;
   const std::byte* mirror = nullptr;  // its mapping

@@ -2,9 +2,9 @@
 //
 // Mirrors. vkGetQueryPoolResults is a round trip, and a program that reads its timers every
 // frame (ffmpeg's libplacebo chain: 245 calls in 25 frames) then waits, each time, for bypassd to
-// run everything batched before the call. So the ICD gives each pool of a type it knows a
-// mirror: a host-visible buffer of its own, one slot per query (values and availability,
-// 64-bit). It notes which queries each command buffer writes (vkCmdWriteTimestamp(2),
+// run everything batched before the call. So the ICD gives each pool of a type it knows, at the
+// pool's first vkGetQueryPoolResults, a mirror: a host-visible buffer of its own, one slot per
+// query (values and availability, 64-bit). It notes which queries each command buffer writes (vkCmdWriteTimestamp(2),
 // vkCmdEndQuery) and resets, and as a primary command buffer of a graphics or compute family
 // ends, it appends a vkCmdCopyQueryPoolResults (waiting, with availability) of the queries it
 // wrote into the mirror, and a barrier that makes the copy visible to the host. Each submission
@@ -63,15 +63,16 @@ namespace {
 
 constexpr size_t kMaxMirrorBytes = size_t{1} << 20;  // a larger pool gets no mirror
 
-// A mirror for `pool`: a transfer-destination buffer on host-visible, coherent memory, mapped.
-// False (no mirror) where the pool's type is unknown, the memory is a shadow, or anything fails.
+// A mirror for `pool` (its type and count): a transfer-destination buffer on host-visible,
+// coherent memory, mapped; set in `pool`. False (no mirror) where the pool's type is unknown,
+// the memory is a shadow, or anything fails.
 bool make_mirror(Device* dev, VkDevice device, QueryPoolInfo& pool) {
   const uint32_t values = values_per_query(pool);
   if (values == 0 || pool.count == 0 || !config().query_mirror || shadow_memory_enabled() ||
       Connection::endpoint_is_network())
     return false;
-  pool.stride = (values + 1) * 8;
-  const size_t bytes = size_t{pool.count} * pool.stride;
+  const uint32_t stride = (values + 1) * 8;
+  const size_t bytes = size_t{pool.count} * stride;
   if (bytes > kMaxMirrorBytes) return false;
   VkBufferCreateInfo info{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   info.size = bytes;
@@ -98,11 +99,48 @@ bool make_mirror(Device* dev, VkDevice device, QueryPoolInfo& pool) {
     if (memory) icd_vkFreeMemory(device, memory, nullptr);
     return false;
   }
+  pool.stride = stride;
   pool.mirror_buffer = buffer;
   pool.mirror_memory = memory;
   pool.mirror = static_cast<const std::byte*>(mapped);
   pool.states.assign(pool.count, {});
   return true;
+}
+
+void free_mirror(VkDevice device, const QueryPoolInfo& pool) {
+  if (pool.mirror_buffer) icd_vkDestroyBuffer(device, pool.mirror_buffer, nullptr);
+  if (pool.mirror_memory) icd_vkFreeMemory(device, pool.mirror_memory, nullptr);
+}
+
+// The first vkGetQueryPoolResults of a pool gives it a mirror (only pools the program reads on
+// the CPU get one; those it copies on the GPU, as zink does, cost nothing). Made outside the
+// device's lock: it makes calls of its own.
+void mirror_on_first_read(Device* dev, VkDevice device, VkQueryPool queryPool) {
+  QueryPoolInfo made;
+  {
+    std::lock_guard lock(dev->mu);
+    auto it = dev->query_pools.find(wire::handle_bits(queryPool));
+    if (it == dev->query_pools.end() || it->second.mirror_tried) return;
+    it->second.mirror_tried = true;
+    made.type = it->second.type;
+    made.statistics = it->second.statistics;
+    made.count = it->second.count;
+  }
+  if (!make_mirror(dev, device, made)) return;
+  {
+    std::lock_guard lock(dev->mu);
+    auto it = dev->query_pools.find(wire::handle_bits(queryPool));
+    if (it != dev->query_pools.end()) {
+      QueryPoolInfo& pool = it->second;
+      pool.stride = made.stride;
+      pool.mirror_buffer = made.mirror_buffer;
+      pool.mirror_memory = made.mirror_memory;
+      pool.mirror = made.mirror;
+      pool.states = std::move(made.states);
+      return;
+    }
+  }
+  free_mirror(device, made);  // the pool went meanwhile (another thread destroyed it)
 }
 
 void note(VkCommandBuffer commandBuffer, VkQueryPool pool, uint32_t first, uint32_t count, bool written) {
@@ -119,7 +157,6 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateQueryPool(VkDevice device, const VkQu
   const VkResult r = forward_vkCreateQueryPool(device, pCreateInfo, nullptr, pQueryPool);
   if (r != VK_SUCCESS) return r;
   QueryPoolInfo pool{pCreateInfo->queryType, pCreateInfo->pipelineStatistics, pCreateInfo->queryCount};
-  make_mirror(dev, device, pool);
   std::lock_guard lock(dev->mu);
   dev->query_pools[wire::handle_bits(*pQueryPool)] = std::move(pool);
   return r;
@@ -139,8 +176,7 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyQueryPool(VkDevice device, VkQueryPool q
     dev->query_pools.erase(it);
   }
   // No submission that copies into it can be pending: the pool's would be too.
-  if (pool.mirror_buffer) icd_vkDestroyBuffer(device, pool.mirror_buffer, nullptr);
-  if (pool.mirror_memory) icd_vkFreeMemory(device, pool.mirror_memory, nullptr);
+  free_mirror(device, pool);
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateCommandPool(VkDevice device, const VkCommandPoolCreateInfo* pCreateInfo,
@@ -364,6 +400,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetQueryPoolResults(VkDevice device, VkQuer
                                                          VkDeviceSize stride, VkQueryResultFlags flags) {
   if (answer_from_mirror(as<Device>(device), queryPool, firstQuery, queryCount, dataSize, pData, stride, flags))
     return VK_SUCCESS;
+  mirror_on_first_read(as<Device>(device), device, queryPool);
   uint32_t values = 0;
   if (!(flags & VK_QUERY_RESULT_WAIT_BIT)) {
     auto* dev = as<Device>(device);

@@ -35,6 +35,12 @@ bool container(VkObjectType t) {
 // Links deeper than this (nested secondary command buffers) are taken to reach.
 constexpr size_t kMaxLinkDepth = 8;
 
+// Reaching handles kept at most. Descriptor sets freed with their pool (vkResetDescriptorPool)
+// are never named again, so a program that writes imports into fresh sets every frame would
+// grow the set without end: past this, every submission reaches and nothing more is kept.
+constexpr size_t kMaxReaching = size_t{1} << 16;
+constexpr size_t kMaxUnread = 4096;  // reaching submissions not yet read back
+
 }  // namespace
 
 void ImportTracker::imported(uint64_t memory_id) {
@@ -114,6 +120,16 @@ void ImportTracker::appended(uint16_t command) {
       }
       break;
   }
+  if (reach_.size() > kMaxReaching && !everything_) {
+    everything_ = true;
+    base::log(base::LogLevel::kDebug,
+              "imported host memory: over %zu handles reach it; every submission now mirrors the imports",
+              kMaxReaching);
+  }
+  if (everything_) {
+    reach_.clear();
+    links_.clear();
+  }
   p.clear();
 }
 
@@ -144,6 +160,17 @@ bool ImportTracker::reaches(std::span<const uint64_t> command_buffers) {
 
 void ImportTracker::submitted(uint64_t serial) {
   std::lock_guard lock(mu_);
+  // Every submission reaches from then on: every wait reads the imports back anyway.
+  if (everything_) return;
+  // Submissions never waited for while the feedback could still show them done (their slots
+  // since taken by later serials) would stay here for ever: past this many, give up tracking.
+  if (unread_.size() >= kMaxUnread) {
+    everything_ = true;
+    unread_.clear();
+    reach_.clear();
+    links_.clear();
+    return;
+  }
   unread_.push_back(serial);
 }
 

@@ -16,7 +16,9 @@
 //   kBegin           a command buffer starts afresh;
 //   kRelease         what is destroyed or freed is forgotten;
 //   kOther           a command of no known role naming a reaching handle (a device address of
-//                    a reaching buffer, say) makes every submission reach from then on.
+//                    a reaching buffer, say) makes every submission reach from then on; so do
+//                    more than 65,536 reaching handles (sets freed with their pool are never
+//                    named again), and nothing is kept from then on.
 // A submission reaches when one of its command buffers does, or one of their links. Errors go
 // one way only: a handle may be taken to reach when it does not (a barrier too many), never the
 // other (vkQueueBindSparse always reaches).

@@ -124,7 +124,10 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyCommandPool(VkDevice device, VkCommandPo
   dev->command_pool_copies.erase(wire::handle_bits(commandPool));
   auto it = dev->pool_buffers.find(wire::handle_bits(commandPool));
   if (it == dev->pool_buffers.end()) return;
-  for (auto* cb : it->second) delete_object(cb);
+  for (auto* cb : it->second) {
+    dev->conn->imports().forget(cb->id);  // no record names the pool's command buffers
+    delete_object(cb);
+  }
   dev->pool_buffers.erase(it);
 }
 

@@ -120,7 +120,7 @@ void ImportTracker::appended(uint16_t command) {
       }
       break;
   }
-  if (reach_.size() > kMaxReaching && !everything_) {
+  if (reach_.size() + links_.size() > kMaxReaching && !everything_) {
     everything_ = true;
     base::log(base::LogLevel::kDebug,
               "imported host memory: over %zu handles reach it; every submission now mirrors the imports",
@@ -131,6 +131,13 @@ void ImportTracker::appended(uint16_t command) {
     links_.clear();
   }
   p.clear();
+}
+
+void ImportTracker::forget(uint64_t id) {
+  if (!active()) return;
+  std::lock_guard lock(mu_);
+  reach_.erase(id);
+  links_.erase(id);
 }
 
 bool ImportTracker::reaches_locked(uint64_t command_buffer, std::vector<uint64_t>& seen) {

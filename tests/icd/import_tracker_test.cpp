@@ -158,6 +158,16 @@ TEST(ImportTracker, ADeviceAddressOfAReachingBufferMakesEverySubmissionReach) {
   EXPECT_TRUE(reaches(t, {kOtherCmd}));
 }
 
+TEST(ImportTracker, ACommandBufferOfADestroyedPoolIsForgotten) {
+  ImportTracker t;
+  setup(t);
+  begin(t, kCmd);
+  record(t, wire::kCmd_vkCmdCopyBuffer, {{VK_OBJECT_TYPE_COMMAND_BUFFER, kCmd}, {VK_OBJECT_TYPE_BUFFER, kBuffer}});
+  ASSERT_TRUE(reaches(t, {kCmd}));
+  t.forget(kCmd);  // vkDestroyCommandPool names the pool, not its command buffers
+  EXPECT_FALSE(reaches(t, {kCmd}));
+}
+
 TEST(ImportTracker, TooManyReachingHandlesMakeEverySubmissionReach) {
   ImportTracker t;
   setup(t);

@@ -17,8 +17,8 @@
 //   kRelease         what is destroyed or freed is forgotten;
 //   kOther           a command of no known role naming a reaching handle (a device address of
 //                    a reaching buffer, say) makes every submission reach from then on; so do
-//                    more than 65,536 reaching handles (sets freed with their pool are never
-//                    named again), and nothing is kept from then on.
+//                    more than 65,536 reaching handles and linked command buffers (sets freed
+//                    with their pool are never named again), and nothing is kept from then on.
 // A submission reaches when one of its command buffers does, or one of their links. Errors go
 // one way only: a handle may be taken to reach when it does not (a barrier too many), never the
 // other (vkQueueBindSparse always reaches).
@@ -52,6 +52,9 @@ class ImportTracker {
   static void note_new(uint64_t id);
   // The record of `command` whose handles were noted on this thread went out.
   void appended(uint16_t command);
+
+  // An object that went without a record naming it (the command buffers of a destroyed pool).
+  void forget(uint64_t id);
 
   // Whether a submission of these command buffers (wire ids) may read or write imported memory.
   bool reaches(std::span<const uint64_t> command_buffers);

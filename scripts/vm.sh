@@ -126,8 +126,18 @@ build_image() {
   if [[ -f "$image_dir/base.cpio" && "$(cat "$image_dir/stamp" 2>/dev/null)" == "$stamp" ]]; then
     return 0
   fi
-  echo "vm.sh: building the guest image in $image_dir" >&2
+  # Tests boot two guests at once: after a rebuild both found the image stale and built it in
+  # the same files (one's `mv` then failed). One builds it under the lock, the other waits and
+  # finds it fresh.
   mkdir -p "$image_dir"
+  local lock
+  exec {lock}>"$image_dir/lock"
+  flock "$lock"
+  if [[ -f "$image_dir/base.cpio" && "$(cat "$image_dir/stamp" 2>/dev/null)" == "$stamp" ]]; then
+    exec {lock}>&-
+    return 0
+  fi
+  echo "vm.sh: building the guest image in $image_dir" >&2
   staging=$(mktemp -d "$image_dir/staging.XXXXXX")
   # Debian 12 has a merged /usr: /lib, /lib64, /bin, /sbin are links into it.
   mkdir -p "$staging"/{usr/bin,usr/sbin,usr/lib,usr/lib64,proc,sys,dev,tmp,run,root,work,etc}
@@ -179,6 +189,7 @@ INIT
   mv "$image_dir/base.cpio.new" "$image_dir/base.cpio"
   echo "$stamp" > "$image_dir/stamp"
   rm -rf "$staging"
+  exec {lock}>&-
   echo "vm.sh: image $(du -h "$image_dir/base.cpio" | cut -f1) (kernel $kernel)" >&2
 }
 

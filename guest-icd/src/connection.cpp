@@ -185,7 +185,7 @@ uint64_t Connection::append_locked(uint16_t command, uint16_t flags, const void*
   std::memcpy(batch_.data() + at, &h, sizeof(h));
   if (size) std::memcpy(batch_.data() + at + sizeof(h), data, size);  // data may be null then
   std::memset(batch_.data() + at + sizeof(h) + size, 0, padded - size);
-  if (imports_.active()) imports_.appended(command);
+  if (imports_.noting()) imports_.appended(command);
   // Numbered as bypassd numbers them: in ring order, whatever path appended the record.
   if (command == wire::kCmd_vkQueueSubmit || command == wire::kCmd_vkQueueSubmit2) return ++submit_serial_;
   return 0;
@@ -487,7 +487,7 @@ void Connection::unregister_object(Object* o) {
 uint64_t Connection::to_wire(VkObjectType type, uint64_t handle) {
   if (!handle) return 0;
   const uint64_t id = wire::is_dispatchable(type) ? reinterpret_cast<Object*>(handle)->id : handle;
-  if (imports_.active()) ImportTracker::note(type, id);
+  if (imports_.noting()) ImportTracker::note(type, id);
   return id;
 }
 

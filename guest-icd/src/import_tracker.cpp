@@ -62,6 +62,7 @@ void ImportTracker::appended(uint16_t command) {
   if (p.refs.empty()) return p.clear();
   const wire::RefRole role = wire::ref_role(command);
   std::lock_guard lock(mu_);
+  if (everything()) return p.clear();  // gave up on another thread meanwhile
   auto mark = [&](auto&& pick) {
     for (const Ref& r : p.refs)
       if (!container(r.type) && pick(r)) reach_.insert(r.id);
@@ -88,10 +89,7 @@ void ImportTracker::appended(uint16_t command) {
       break;
     case wire::RefRole::kBegin:
       for (const Ref& r : p.refs)
-        if (r.type == VK_OBJECT_TYPE_COMMAND_BUFFER) {
-          reach_.erase(r.id);
-          links_.erase(r.id);
-        }
+        if (r.type == VK_OBJECT_TYPE_COMMAND_BUFFER) drop_locked(r.id);
       // A secondary's inheritance (its framebuffer) may reach.
       if (any_reaching()) mark(of_type(VK_OBJECT_TYPE_COMMAND_BUFFER));
       break;
@@ -105,39 +103,29 @@ void ImportTracker::appended(uint16_t command) {
       if (any_reaching()) mark([&](const Ref& r) { return p.new_from == 0 || r.id >= p.new_from; });
       break;
     case wire::RefRole::kRelease:
-      for (const Ref& r : p.refs) {
-        reach_.erase(r.id);
-        links_.erase(r.id);
-      }
+      for (const Ref& r : p.refs) drop_locked(r.id);
       break;
     case wire::RefRole::kOther:
-      if (!everything_ && any_reaching()) {
-        everything_ = true;
-        base::log(base::LogLevel::kDebug,
-                  "imported host memory: command %u names it in a way not tracked; every submission now "
-                  "mirrors the imports",
-                  command);
-      }
+      if (any_reaching()) give_up_locked("a command names it in a way not tracked");
       break;
   }
-  if (reach_.size() + links_.size() > kMaxReaching && !everything_) {
-    everything_ = true;
-    base::log(base::LogLevel::kDebug,
-              "imported host memory: over %zu handles reach it; every submission now mirrors the imports",
-              kMaxReaching);
-  }
-  if (everything_) {
-    reach_.clear();
-    links_.clear();
-  }
+  if (reach_.size() + links_.size() > kMaxReaching) give_up_locked("over 65,536 handles reach it");
   p.clear();
 }
 
+void ImportTracker::give_up_locked(const char* why) {
+  if (everything()) return;
+  everything_.store(true, std::memory_order_relaxed);
+  reach_.clear();
+  links_.clear();
+  unread_.clear();
+  base::log(base::LogLevel::kDebug, "imported host memory: %s; every submission now mirrors the imports", why);
+}
+
 void ImportTracker::forget(uint64_t id) {
-  if (!active()) return;
+  if (!noting()) return;
   std::lock_guard lock(mu_);
-  reach_.erase(id);
-  links_.erase(id);
+  drop_locked(id);
 }
 
 bool ImportTracker::reaches_locked(uint64_t command_buffer, std::vector<uint64_t>& seen) {
@@ -157,8 +145,8 @@ bool ImportTracker::reaches_locked(uint64_t command_buffer, std::vector<uint64_t
 
 bool ImportTracker::reaches(std::span<const uint64_t> command_buffers) {
   if (!active()) return false;
+  if (everything()) return true;
   std::lock_guard lock(mu_);
-  if (everything_) return true;
   return std::any_of(command_buffers.begin(), command_buffers.end(), [&](uint64_t cb) {
     std::vector<uint64_t> seen;
     return reaches_locked(cb, seen);
@@ -168,16 +156,10 @@ bool ImportTracker::reaches(std::span<const uint64_t> command_buffers) {
 void ImportTracker::submitted(uint64_t serial) {
   std::lock_guard lock(mu_);
   // Every submission reaches from then on: every wait reads the imports back anyway.
-  if (everything_) return;
+  if (everything()) return;
   // Submissions never waited for while the feedback could still show them done (their slots
   // since taken by later serials) would stay here for ever: past this many, give up tracking.
-  if (unread_.size() >= kMaxUnread) {
-    everything_ = true;
-    unread_.clear();
-    reach_.clear();
-    links_.clear();
-    return;
-  }
+  if (unread_.size() >= kMaxUnread) return give_up_locked("over 4,096 submissions not read back");
   unread_.push_back(serial);
 }
 

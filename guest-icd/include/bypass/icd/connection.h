@@ -258,7 +258,7 @@ class Connection : private wire::HandleMap {
   explicit Connection(std::unique_ptr<HostLink> link) : link_(std::move(link)), feedback_(link_->feedback()) {}
   uint64_t to_wire(VkObjectType type, uint64_t handle) override;
   uint64_t noted_new(uint64_t id) {
-    if (imports_.active()) ImportTracker::note_new(id);
+    if (imports_.noting()) ImportTracker::note_new(id);
     return id;
   }
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;

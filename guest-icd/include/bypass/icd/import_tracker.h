@@ -45,8 +45,11 @@ class ImportTracker {
   // Memory `memory_id` mirrors application pages: from now on every record's handles are noted.
   void imported(uint64_t memory_id);
   bool active() const { return active_.load(std::memory_order_relaxed); }
+  // Whether records are noted: active, and not given up (everything()), after which what they
+  // name changes nothing.
+  bool noting() const { return active() && !everything_.load(std::memory_order_relaxed); }
 
-  // For the encoding thread, while active: a handle a record names (its wire id), and the first
+  // For the encoding thread, while noting: a handle a record names (its wire id), and the first
   // id handed out for the record being built (the objects it creates).
   static void note(VkObjectType type, uint64_t id);
   static void note_new(uint64_t id);
@@ -70,7 +73,7 @@ class ImportTracker {
   template <class SeenFn>
   bool read_due(SeenFn seen, std::vector<uint64_t>* settles) {
     std::lock_guard lock(mu_);
-    bool due = everything_;
+    bool due = everything();
     for (uint64_t s : unread_) {
       const Seen k = seen(s);
       if (k == Seen::kDone) settles->push_back(s);
@@ -80,14 +83,17 @@ class ImportTracker {
   }
   void settled(std::span<const uint64_t> serials);
 
-  // For tests and the log: whether every submission reaches now (a kOther record).
-  bool everything() {
-    std::lock_guard lock(mu_);
-    return everything_;
-  }
+  // Whether every submission reaches now (a kOther record, or a bound passed): tracking gave up.
+  bool everything() const { return everything_.load(std::memory_order_relaxed); }
 
  private:
   bool reaching(uint64_t id) const { return reach_.count(id) != 0; }
+  void drop_locked(uint64_t id) {
+    reach_.erase(id);
+    links_.erase(id);
+  }
+  // From now on every submission reaches, and nothing is kept or noted.
+  void give_up_locked(const char* why);
   bool reaches_locked(uint64_t command_buffer, std::vector<uint64_t>& seen);
 
   std::atomic<bool> active_{false};
@@ -95,7 +101,7 @@ class ImportTracker {
   std::unordered_set<uint64_t> reach_;                         // ids that reach imports
   std::unordered_map<uint64_t, std::vector<uint64_t>> links_;  // command buffer -> sets, secondaries
   std::vector<uint64_t> unread_;                               // reaching submissions not seen done
-  bool everything_ = false;
+  std::atomic<bool> everything_{false};                        // set under mu_; read without it by noting()
 };
 
 }  // namespace bypass::icd

@@ -132,7 +132,8 @@ struct Device : Object {
   std::unordered_map<uint64_t, bool> command_pool_copies;   // VkCommandPool id -> CommandBuffer::copies_queries
 };
 
-// Query mirrors (queries.cpp): a submission of these command buffers as submission `serial`.
+// Query mirrors (queries.cpp): a submission of these command buffers as submission `serial`
+// (nothing to do, and no lock taken, when none writes or resets a query).
 void queries_submitted(Device* dev, const std::vector<CommandBuffer*>& cbs, uint64_t serial);
 
 template <class T>

@@ -341,6 +341,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkEndCommandBuffer(VkCommandBuffer commandBuf
 }
 
 void queries_submitted(Device* dev, const std::vector<CommandBuffer*>& cbs, uint64_t serial) {
+  if (std::all_of(cbs.begin(), cbs.end(), [](const CommandBuffer* cb) { return cb->query_final.empty(); })) return;
   std::lock_guard lock(dev->mu);
   for (CommandBuffer* cb : cbs)
     for (const QueryOp& op : cb->query_final) {

@@ -109,44 +109,31 @@ void note_wait(Connection* conn, VkSemaphore semaphore, uint64_t value) {
   if (value != 0 && !conn->timelines().submitted_before(wire::handle_bits(semaphore), value)) conn->saw_timeline_wait();
 }
 
-// The command buffers of a submission, as wire ids, for ImportTracker::reaches.
-template <class Submit, class Each>
-std::vector<uint64_t> command_buffers(uint32_t count, const Submit* submits, Each each) {
-  std::vector<uint64_t> ids;
-  for (uint32_t i = 0; i < count; ++i) each(submits[i], [&](VkCommandBuffer cb) { ids.push_back(object_of(cb)->id); });
-  return ids;
-}
-
-// Query mirrors (queries.cpp): the submission's command buffers that write or reset queries.
-void note_queries(VkQueue queue, uint32_t count, const VkSubmitInfo* submits, uint64_t serial) {
-  std::vector<CommandBuffer*> cbs;
+// The command buffers of a vkQueueSubmit / vkQueueSubmit2, in order: what the import tracker
+// and the query mirrors look at. A per-thread list, valid until the thread's next submission.
+const std::vector<CommandBuffer*>& command_buffers(uint32_t count, const VkSubmitInfo* submits) {
+  thread_local std::vector<CommandBuffer*> cbs;
+  cbs.clear();
   for (uint32_t i = 0; i < count; ++i)
     for (uint32_t j = 0; j < submits[i].commandBufferCount; ++j)
-      if (auto* cb = as<CommandBuffer>(submits[i].pCommandBuffers[j]); !cb->query_final.empty()) cbs.push_back(cb);
-  if (!cbs.empty()) queries_submitted(as<Queue>(queue)->device, cbs, serial);
+      cbs.push_back(as<CommandBuffer>(submits[i].pCommandBuffers[j]));
+  return cbs;
 }
 
-void note_queries(VkQueue queue, uint32_t count, const VkSubmitInfo2* submits, uint64_t serial) {
-  std::vector<CommandBuffer*> cbs;
+const std::vector<CommandBuffer*>& command_buffers(uint32_t count, const VkSubmitInfo2* submits) {
+  thread_local std::vector<CommandBuffer*> cbs;
+  cbs.clear();
   for (uint32_t i = 0; i < count; ++i)
     for (uint32_t j = 0; j < submits[i].commandBufferInfoCount; ++j)
-      if (auto* cb = as<CommandBuffer>(submits[i].pCommandBufferInfos[j].commandBuffer); !cb->query_final.empty())
-        cbs.push_back(cb);
-  if (!cbs.empty()) queries_submitted(as<Queue>(queue)->device, cbs, serial);
+      cbs.push_back(as<CommandBuffer>(submits[i].pCommandBufferInfos[j].commandBuffer));
+  return cbs;
 }
 
-bool reaches_imports(Connection* conn, uint32_t count, const VkSubmitInfo* submits) {
+bool reaches_imports(Connection* conn, const std::vector<CommandBuffer*>& cbs) {
   if (!conn->imports().active()) return false;
-  return conn->imports().reaches(command_buffers(count, submits, [](const VkSubmitInfo& s, auto add) {
-    for (uint32_t j = 0; j < s.commandBufferCount; ++j) add(s.pCommandBuffers[j]);
-  }));
-}
-
-bool reaches_imports(Connection* conn, uint32_t count, const VkSubmitInfo2* submits) {
-  if (!conn->imports().active()) return false;
-  return conn->imports().reaches(command_buffers(count, submits, [](const VkSubmitInfo2& s, auto add) {
-    for (uint32_t j = 0; j < s.commandBufferInfoCount; ++j) add(s.pCommandBufferInfos[j].commandBuffer);
-  }));
+  std::vector<uint64_t> ids;
+  for (const CommandBuffer* cb : cbs) ids.push_back(cb->id);
+  return conn->imports().reaches(ids);
 }
 
 VkResult done(Connection* conn, VkDevice device) {
@@ -175,7 +162,8 @@ ImportTracker::Seen seen_by_feedback(Connection* conn, uint64_t serial) {
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitCount, const VkSubmitInfo* pSubmits,
                                                  VkFence fence) {
   Connection* conn = connection_of(queue);
-  const bool reach = reaches_imports(conn, submitCount, pSubmits);
+  const std::vector<CommandBuffer*>& cbs = command_buffers(submitCount, pSubmits);
+  const bool reach = reaches_imports(conn, cbs);
   if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue), reach);
   for (uint32_t i = 0; i < submitCount; ++i)
     if (const VkTimelineSemaphoreSubmitInfo* t = timeline_info(pSubmits[i]); t && t->pWaitSemaphoreValues)
@@ -184,7 +172,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitC
   wire::Builder& b = thread_builder();
   wire::encode_vkQueueSubmit(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit, b);
-  note_queries(queue, submitCount, pSubmits, serial);
+  queries_submitted(as<Queue>(queue)->device, cbs, serial);
   if (reach) conn->imports().submitted(serial);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
   for (uint32_t i = 0; i < submitCount; ++i)
@@ -198,7 +186,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit(VkQueue queue, uint32_t submitC
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit2(VkQueue queue, uint32_t submitCount, const VkSubmitInfo2* pSubmits,
                                                   VkFence fence) {
   Connection* conn = connection_of(queue);
-  const bool reach = reaches_imports(conn, submitCount, pSubmits);
+  const std::vector<CommandBuffer*>& cbs = command_buffers(submitCount, pSubmits);
+  const bool reach = reaches_imports(conn, cbs);
   if (MemoryHooks* hooks = conn->memory_hooks()) hooks->write_barrier(object_of(queue), reach);
   for (uint32_t i = 0; i < submitCount; ++i)
     for (uint32_t j = 0; j < pSubmits[i].waitSemaphoreInfoCount; ++j)
@@ -206,7 +195,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueSubmit2(VkQueue queue, uint32_t submit
   wire::Builder& b = thread_builder();
   wire::encode_vkQueueSubmit2(b, conn->handles(), queue, submitCount, pSubmits, fence);
   const uint64_t serial = conn->send_submission(wire::kCmd_vkQueueSubmit2, b);
-  note_queries(queue, submitCount, pSubmits, serial);
+  queries_submitted(as<Queue>(queue)->device, cbs, serial);
   if (reach) conn->imports().submitted(serial);
   if (fence != VK_NULL_HANDLE) conn->fences().submitted(wire::handle_bits(fence), serial);
   for (uint32_t i = 0; i < submitCount; ++i)

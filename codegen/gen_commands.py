@@ -196,7 +196,7 @@ class CommandGenerator:
             return "kRecord"
         if n in ("vkQueueSubmit", "vkQueueSubmit2", "vkQueueBindSparse"):
             return "kSubmit"
-        if n in ("vkUpdateDescriptorSets", "vkCopyDescriptorSets"):
+        if n == "vkUpdateDescriptorSets":  # its writes and its copies
             return "kDescriptorWrite"
         if n.startswith("vkBind") and "Memory" in n:
             return "kBind"

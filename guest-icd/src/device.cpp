@@ -135,9 +135,7 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyCommandPool(VkDevice device, VkCommandPo
 // api.command_buffers.bad_inheritance_info_random_data): it is not encoded, nor read.
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkBeginCommandBuffer(VkCommandBuffer commandBuffer,
                                                         const VkCommandBufferBeginInfo* pBeginInfo) {
-  // A begin resets the command buffer: the query operations noted go (queries.cpp).
-  as<CommandBuffer>(commandBuffer)->query_ops.clear();
-  as<CommandBuffer>(commandBuffer)->query_final.clear();
+  as<CommandBuffer>(commandBuffer)->forget_queries();  // a begin resets it (queries.cpp)
   if (pBeginInfo->pInheritanceInfo && !as<CommandBuffer>(commandBuffer)->secondary) {
     VkCommandBufferBeginInfo primary = *pBeginInfo;
     primary.pInheritanceInfo = nullptr;

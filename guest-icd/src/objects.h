@@ -54,6 +54,11 @@ struct CommandBuffer : Object {
   bool copies_queries = false;       // a primary of a graphics or compute family, not protected
   std::vector<QueryOp> query_ops;    // noted while recording
   std::vector<QueryOp> query_final;  // from vkEndCommandBuffer: what a submission does to the pools
+  // A begin or reset: the command buffer's contents, and so its query operations, are gone.
+  void forget_queries() {
+    query_ops.clear();
+    query_final.clear();
+  }
 };
 
 // VK_EXT_external_memory_host: memory "imported" from the application's own pages. The host

@@ -207,18 +207,14 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkResetCommandPool(VkDevice device, VkCommand
   {
     std::lock_guard lock(dev->mu);
     if (auto it = dev->pool_buffers.find(wire::handle_bits(commandPool)); it != dev->pool_buffers.end())
-      for (CommandBuffer* cb : it->second) {
-        cb->query_ops.clear();
-        cb->query_final.clear();
-      }
+      for (CommandBuffer* cb : it->second) cb->forget_queries();
   }
   return forward_vkResetCommandPool(device, commandPool, flags);
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkResetCommandBuffer(VkCommandBuffer commandBuffer,
                                                         VkCommandBufferResetFlags flags) {
-  as<CommandBuffer>(commandBuffer)->query_ops.clear();
-  as<CommandBuffer>(commandBuffer)->query_final.clear();
+  as<CommandBuffer>(commandBuffer)->forget_queries();
   return forward_vkResetCommandBuffer(commandBuffer, flags);
 }
 

@@ -7,6 +7,9 @@
 // Measured like sync_rtt: back to back (the echo thread is still spinning) and after a 1 ms
 // pause (it has gone to sleep on the futex). Prints one JSON object.
 //
+// --process: the echo runs in a forked process instead of a thread, as bypassd's worker does
+// (a wake-up then switches address spaces too).
+//
 // --link vm: the same over a VM session's link (transport/vm.h) with both ends in this process:
 // the device is a file in /dev/shm, wake-ups poll instead of using a futex. The floor under a VM
 // guest's round trip, without the hypervisor.
@@ -18,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -39,16 +43,20 @@ constexpr uint32_t kStop = 2;
 int run(int argc, char** argv) {
   std::string scale = "full";
   std::string link = "socket";
+  bool process = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--scale" && i + 1 < argc) {
       scale = argv[++i];
     } else if (arg == "--link" && i + 1 < argc) {
       link = argv[++i];
+    } else if (arg == "--process") {
+      process = true;
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
-          "usage: ring_rtt [--scale smoke|quick|full] [--link socket|vm]\n"
-          "Round trip of a 32-byte message between two threads over a bypass transport session.\n");
+          "usage: ring_rtt [--scale smoke|quick|full] [--link socket|vm] [--process]\n"
+          "Round trip of a 32-byte message between two threads (--process: two processes) over a\n"
+          "bypass transport session.\n");
       return 0;
     } else {
       std::fprintf(stderr, "ring_rtt: unknown argument '%s' (see --help)\n", arg.c_str());
@@ -116,12 +124,23 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "ring_rtt: cannot make a transport session: %s\n", error.c_str());
     return 1;
   }
-  std::thread echo([&] {
+  auto echo_loop = [&] {
     transport::Message msg;
     while (pair->host.recv(msg) == transport::Status::kOk && msg.kind == kPing) {
       if (pair->host.send(kPing, msg.payload) != transport::Status::kOk) break;
     }
-  });
+  };
+  std::thread echo;
+  pid_t child = -1;
+  if (process) {
+    child = fork();
+    if (child == 0) {
+      echo_loop();
+      _exit(0);
+    }
+  } else {
+    echo = std::thread(echo_loop);
+  }
 
   std::array<std::byte, 32> payload{};
   transport::Message reply;
@@ -158,7 +177,8 @@ int run(int argc, char** argv) {
     idle.push_back(seconds_between(t0, Clock::now()) * 1e6);
   }
   (void)pair->guest.send(kStop, {});
-  echo.join();
+  if (echo.joinable()) echo.join();
+  if (child > 0) waitpid(child, nullptr, 0);
   stop_server();
   if (!ok) {
     std::fprintf(stderr, "ring_rtt: a round trip failed or came back with the wrong bytes\n");
@@ -166,7 +186,7 @@ int run(int argc, char** argv) {
   }
 
   bypass::bench::Report out;
-  out.set("workload", link == "vm" ? "ring_rtt_vm" : "ring_rtt");
+  out.set("workload", std::string(link == "vm" ? "ring_rtt_vm" : "ring_rtt") + (process ? "_process" : ""));
   out.set("scale", scale);
   out.set("hot_calls", hot_calls);
   out.set("idle_calls", idle_calls);

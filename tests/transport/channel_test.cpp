@@ -135,6 +135,35 @@ TEST(ChannelTest, BlockedProducerResumesWhenTheConsumerReads) {
   EXPECT_GT(host.stats().wakes_issued, 0u);  // and the consumer woke it
 }
 
+// A side woken from its sleep finds the data without announcing another sleep: each
+// announcement is a membarrier (an IPI to the peer's CPU), once paid after every wake-up.
+TEST(ChannelTest, AWokenReceiverDoesNotAnnounceAgain) {
+  auto [guest, host] = make_pair(4096);
+  guest.set_spin(0);
+  host.set_spin(0);
+  uint32_t rounds_asleep = 0;
+  for (uint32_t round = 0; round < 20; ++round) {
+    std::thread sender([&guest, round] {
+      std::this_thread::sleep_for(5ms);
+      ASSERT_EQ(guest.send(round, bytes_of(pattern(16, round))), Status::kOk);
+    });
+    const Channel::Stats before = host.stats();
+    Message m;
+    ASSERT_EQ(host.recv(m), Status::kOk);
+    sender.join();
+    EXPECT_EQ(m.kind, round);
+    const Channel::Stats after = host.stats();
+    const uint64_t slept = after.sleeps - before.sleeps, announced = after.announces - before.announces;
+    if (slept == 0) {
+      EXPECT_LE(announced, 1u) << "round " << round;  // the data came while announcing
+    } else {
+      ++rounds_asleep;
+      EXPECT_EQ(announced, slept) << "round " << round;  // one announcement per sleep, none after
+    }
+  }
+  EXPECT_GT(rounds_asleep, 0u);
+}
+
 TEST(ChannelTest, OversizedMessagesAreChunkedAndReassembled) {
   auto [guest, host] = make_pair(4096);
   const size_t sizes[] = {1016, 1017, 4096, 3 * 4096 + 5, 1 << 20, 5};  // 1016 = one record

@@ -56,8 +56,8 @@ bool note_cpu_and_check_colocated(const Channel::Impl& s) {
 // the peer died. `Ring` is
 // RingProducer (waiting for space) or RingConsumer (waiting for data).
 template <typename Ring, typename Check>
-Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sleeps, Deadline deadline,
-                Check&& check) {
+Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sleeps, Counter& announces,
+                Deadline deadline, Check&& check) {
   const bool timed = deadline != kForever;
   if (timed && Clock::now() >= deadline) return check() == Ready::kYes ? Status::kOk : Status::kTimeout;
   const bool colocated = note_cpu_and_check_colocated(s);
@@ -78,16 +78,27 @@ Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sl
     // Only a wait on separate CPUs says anything about how long to spin.
     if (!note_cpu_and_check_colocated(s) && !colocated && spin.max != 0) spin.on_slept(Clock::now() - sleep_start);
   };
+  // The check found work (or a corrupt ring) after the spin phase.
+  auto found = [&](Ready r) {
+    ring.cancel_sleep();
+    learn();
+    return r == Ready::kYes ? Status::kOk : Status::kProtocolError;
+  };
   bool slept_out = false;
+  uint32_t sleeps_here = 0;
   for (;;) {
+    // After a sleep: look before announcing again. Announcing costs a heavy fence (membarrier:
+    // an IPI to the peer's CPU) that a woken side would otherwise pay on every wake-up, after
+    // its data had arrived. The announcement may still stand (a timeout, or a wake-up for an
+    // earlier bump): withdraw it, as after a re-check that found work.
+    if (sleeps_here != 0) {
+      if (const Ready r = check(); r != Ready::kNo) return found(r);
+    }
     const uint32_t token = ring.announce_sleep();
+    ++announces;
     // Re-check after announcing: the other side either sees our flag or we see its update.
     Ready r = check();
-    if (r != Ready::kNo) {
-      ring.cancel_sleep();
-      learn();
-      return r == Ready::kYes ? Status::kOk : Status::kProtocolError;
-    }
+    if (r != Ready::kNo) return found(r);
     const Deadline now = Clock::now();
     if (now >= deadline) {
       ring.cancel_sleep();
@@ -104,6 +115,7 @@ Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sl
     const auto slice = std::min<Clock::duration>(s.link->liveness_slice(), deadline - now);
     slept_out = ring.sleep(token, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
     ++sleeps;
+    ++sleeps_here;
   }
 }
 
@@ -126,7 +138,7 @@ Status Channel::Impl::write_record(uint32_t kind, std::span<const ByteSpan> reco
     if (r == RingProducer::Result::kDone) return Status::kOk;
     if (r == RingProducer::Result::kCorrupt) return fail(Status::kProtocolError, "transmit ring: " + tx.error_text());
     const uint64_t bytes = layout::record_bytes(size);
-    const Status w = wait_for(*this, tx, send_spin, send_sleeps, deadline, [&] {
+    const Status w = wait_for(*this, tx, send_spin, send_sleeps, send_announces, deadline, [&] {
       switch (tx.has_space(bytes)) {
         case RingProducer::Result::kDone:
           return Ready::kYes;
@@ -299,7 +311,7 @@ Status Channel::recv(Message& out, Deadline deadline) {
     if (r == RingConsumer::Result::kCorrupt)
       return s.fail(Status::kProtocolError, "receive ring: " + s.rx.error_text());
     if (r == RingConsumer::Result::kEmpty) {
-      const Status w = wait_for(s, s.rx, s.recv_spin, s.recv_sleeps, deadline,
+      const Status w = wait_for(s, s.rx, s.recv_spin, s.recv_sleeps, s.recv_announces, deadline,
                                 [&] { return s.rx.has_data() ? Ready::kYes : Ready::kNo; });
       if (w != Status::kOk) return w;
       continue;
@@ -479,7 +491,8 @@ Channel::Stats Channel::stats() const {
                s.msgs_received.load(),
                s.bytes_received.load(),
                s.tx.wakes_issued() + s.rx.wakes_issued(),
-               s.send_sleeps.load() + s.recv_sleeps.load()};
+               s.send_sleeps.load() + s.recv_sleeps.load(),
+               s.send_announces.load() + s.recv_announces.load()};
 }
 
 size_t Channel::tx_capacity() const { return impl_ ? impl_->tx.capacity() : 0; }

@@ -58,7 +58,7 @@ struct Channel::Impl {
 
   // Send side (one thread at a time).
   SpinState send_spin;
-  Counter msgs_sent, bytes_sent, send_sleeps;
+  Counter msgs_sent, bytes_sent, send_sleeps, send_announces;
   bool tx_abort_pending = false;  // a chunked message was cut short; cancel it before the next
   std::vector<ByteSpan> pieces;   // reused gather list for one record
   // Appends one record, waiting for room until the deadline.
@@ -66,7 +66,7 @@ struct Channel::Impl {
 
   // Receive side (one thread at a time).
   SpinState recv_spin;
-  Counter msgs_received, bytes_received, recv_sleeps;
+  Counter msgs_received, bytes_received, recv_sleeps, recv_announces;
   bool rx_closed = false;  // the peer said goodbye
   bool reassembling = false;
   uint32_t reassembly_kind = 0;

@@ -84,6 +84,8 @@ class Channel {
 
   struct Stats {
     uint64_t msgs_sent, bytes_sent, msgs_received, bytes_received, wakes_issued, sleeps;
+    // Sleep announcements: each a heavy fence (membarrier) under asymmetric fences.
+    uint64_t announces;
   };
   Stats stats() const;  // may be called from any thread
   size_t tx_capacity() const;

@@ -138,6 +138,11 @@ int run(int argc, char** argv) {
       echo_loop();
       _exit(0);
     }
+    if (child < 0) {
+      std::perror("ring_rtt: fork");
+      stop_server();
+      return 1;
+    }
   } else {
     echo = std::thread(echo_loop);
   }

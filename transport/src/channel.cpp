@@ -85,13 +85,13 @@ Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sl
     return r == Ready::kYes ? Status::kOk : Status::kProtocolError;
   };
   bool slept_out = false;
-  uint32_t sleeps_here = 0;
+  bool after_sleep = false;
   for (;;) {
     // After a sleep: look before announcing again. Announcing costs a heavy fence (membarrier:
     // an IPI to the peer's CPU) that a woken side would otherwise pay on every wake-up, after
     // its data had arrived. The announcement may still stand (a timeout, or a wake-up for an
     // earlier bump): withdraw it, as after a re-check that found work.
-    if (sleeps_here != 0) {
+    if (after_sleep) {
       if (const Ready r = check(); r != Ready::kNo) return found(r);
     }
     const uint32_t token = ring.announce_sleep();
@@ -115,7 +115,7 @@ Status wait_for(const Channel::Impl& s, Ring& ring, SpinState& spin, Counter& sl
     const auto slice = std::min<Clock::duration>(s.link->liveness_slice(), deadline - now);
     slept_out = ring.sleep(token, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
     ++sleeps;
-    ++sleeps_here;
+    after_sleep = true;
   }
 }
 

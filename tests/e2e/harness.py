@@ -242,6 +242,17 @@ class Bypassd:
             timeout,
         )
 
+    def wait_ended(self, session_id, what=None, timeout=15.0):
+        """Waits until session `session_id` is listed as ended and nothing is live; returns
+        (stats, its entry). Named by id, not taken as the last entry: the last one may be an
+        earlier session of the same guest (the loader's short pre-instance session)."""
+        stats = self.wait_stats(
+            lambda s: s["sessions"] == [] and s["live_objects"] == 0 and any(e["id"] == session_id for e in s["ended"]),
+            what or f"session {session_id} to end",
+            timeout,
+        )
+        return stats, next(e for e in stats["ended"] if e["id"] == session_id)
+
     def stop(self):
         """SIGTERM and wait: a clean shutdown must exit 0."""
         if self.proc is None:

@@ -427,6 +427,7 @@ def case_cut(workdir, _):
         guest = n.wrap(n.guest)
         run = harness.Running(guest + [harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "cut")
         stats = server.wait_stats(lambda s: any(x["records"] > 1000 for x in s["sessions"]), "frames flowing")
+        sid = next(x["id"] for x in stats["sessions"] if x["records"] > 1000)
         check(run.proc.poll() is None, "the guest ended before the cut")
         cut_at = time.monotonic()
         sh("ip", "-n", n.guest, "link", "set", n.veth_g, "down")
@@ -436,15 +437,9 @@ def case_cut(workdir, _):
         check("VK_ERROR_DEVICE_LOST" in r.stdout + r.stderr, f"no VK_ERROR_DEVICE_LOST after the cut:\n{r.describe()}")
         check(lost_after < 3.0, f"the guest took {lost_after:.2f} s to see the cut (keepalive 0.2 + 0.5 s)")
         log(f"cut: the guest got VK_ERROR_DEVICE_LOST {lost_after:.2f} s after the link went down")
-        stats = server.wait_stats(
-            lambda s: s["sessions"] == [] and s["live_objects"] == 0 and s["ended"],
-            "the cut session to end on the host",
-            timeout=20,
-        )
-        log(
-            f"cut: host session ended: {stats['ended'][-1]['reason']}, {stats['ended'][-1]['objects']} objects released"
-        )
-        check(stats["ended"][-1]["reason"] == "peer_gone", f"expected peer_gone: {stats['ended'][-1]}")
+        stats, ended = server.wait_ended(sid, "the cut session to end on the host", timeout=20)
+        log(f"cut: host session {sid} ended: {ended['reason']}, {ended['objects']} objects released")
+        check(ended["reason"] == "peer_gone", f"expected peer_gone for session {sid}: {json.dumps(stats)}")
         server.check_alive("after the cut")
         check(server.stop() == 0, "bypassd did not exit 0")
 
@@ -724,17 +719,16 @@ def case_relay_restart(workdir, _):
     env = server.net_env(endpoint, BYPASS_INSECURE="1")
     old = relay_pids(server)[-1]
     run = harness.Running([harness.sample_path("triangle"), "--frames", "100000"], env, workdir, "under-relay")
-    server.wait_stats(
+    flowing = server.wait_stats(
         lambda s: any(x.get("transport") == "grpc" and x["records"] > 100 for x in s["sessions"]), "frames flowing"
     )
+    sid = next(x["id"] for x in flowing["sessions"] if x["records"] > 100)
     os.kill(old, 9)
     r = run.wait(timeout=20)
     check(r.returncode != 0, f"the guest went on after its relay died:\n{r.describe()}")
     check("VK_ERROR_DEVICE_LOST" in r.stdout + r.stderr, f"no VK_ERROR_DEVICE_LOST:\n{r.describe()}")
-    stats = server.wait_stats(
-        lambda s: s["sessions"] == [] and s["live_objects"] == 0 and s["ended"], "the relayed session to end"
-    )
-    check(stats["ended"][-1]["reason"] == "peer_gone", f"expected peer_gone: {stats['ended'][-1]}")
+    stats, ended = server.wait_ended(sid, "the relayed session to end")
+    check(ended["reason"] == "peer_gone", f"expected peer_gone for session {sid}: {json.dumps(stats)}")
     server.check_alive("after its relay died")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and server.log_text().count("management API on") < 2:

@@ -234,12 +234,12 @@ def case_vm_killed(workdir, _):
             timeout=90,
         )
         held = sum(x["objects"] for x in stats["sessions"])
+        sid = next(x["id"] for x in stats["sessions"] if x["objects"] > 10 and x.get("vm") == "vm1")
         time.sleep(0.5)  # mid-frame
         os.kill(qemu, signal.SIGKILL)
         killed_at = time.monotonic()
         victim.wait(timeout=30)
-        stats = wait_no_objects(server, "the killed VM's session to end", timeout=30)
-        e = stats["ended"][-1]
+        stats, e = server.wait_ended(sid, "the killed VM's session to end", timeout=30)
         log(
             f"QEMU killed while its session held {held} objects: session {e['id']} ended after "
             f"{time.monotonic() - killed_at:.1f} s ({e['reason']}: {e['detail']}), live objects 0"

@@ -71,6 +71,10 @@ transport::Result<std::shared_ptr<grpc::ServerCredentials>> server_credentials(c
 }
 
 void add_server_arguments(grpc::ServerBuilder& b) {
+  // gRPC sets SO_REUSEPORT by default: a second server on the same port (another bypassd, or an
+  // old one still running) would bind too, and the kernel would share new guests between the
+  // two. A port in use is an error instead.
+  b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

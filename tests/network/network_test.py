@@ -33,6 +33,10 @@ Cases (one ctest test each, label `network`):
   relay-restart     bypass-grpcd is killed (SIGKILL) under a running network guest: the guest
                     gets VK_ERROR_DEVICE_LOST, its session ends peer_gone, bypassd lives on,
                     starts a new relay (sandboxed too), and a new guest renders identical to native
+  port-in-use       a second bypassd --listen on the port of a running one: its relay cannot
+                    listen (no SO_REUSEPORT sharing), says so, and is retried with a back-off;
+                    every network guest reaches the first server; once the first stops, the
+                    second's relay binds the port and serves a guest identical to native
 """
 
 import contextlib
@@ -745,6 +749,57 @@ def case_relay_restart(workdir, _):
     check(server.stop() == 0, "bypassd did not exit 0")
 
 
+def case_port_in_use(workdir, _):
+    port = free_port()
+    endpoint = f"grpc://127.0.0.1:{port}"
+    dirs = [os.path.join(workdir, name) for name in ("first", "second")]
+    for d in dirs:
+        os.mkdir(d)
+    first = NetServer(dirs[0], endpoint, ["--insecure"]).start()
+    second = NetServer(dirs[1], endpoint, ["--insecure"])
+    second._log_file = open(second.log_path, "ab")
+    second.proc = harness.spawn(
+        [harness.env_path("BYPASSD"), "--socket", second.socket, "--log-level", "debug", "--listen", endpoint]
+        + ["--insecure"],
+        harness.native_env(dirs[1]),
+        stdout=second._log_file,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "restarting it in" not in second.log_text():
+        second.check_alive("while its relay could not listen")
+        time.sleep(0.05)
+    text = second.log_text()
+    check(f"cannot listen on 127.0.0.1:{port}" in text, f"the second relay did not say it cannot listen:\n{text}")
+    check("exited (status 1)" in text and "restarting it in" in text, f"no back-off for the relay:\n{text}")
+    check("management API on" not in text, f"the second relay came up on a port in use:\n{text}")
+    log(f"second bypassd on port {port}: its relay cannot listen, and is retried")
+    # Every guest's connections (the loader's short session, then its own) reach the first
+    # server, none the second: with SO_REUSEPORT the kernel would have shared them out.
+    env = first.net_env(endpoint, BYPASS_INSECURE="1")
+    for i in range(3):
+        r = harness.run_sample("triangle", env, dirs[0], f"first-{i}", ["--frames", "2"])
+        harness.check_ok(r, f"guest {i} on port {port}")
+    stats = wait_no_sessions(first, "the guests' sessions to end")
+    check(
+        len(stats["ended"]) >= 3,
+        f"the first server saw {len(stats['ended'])} sessions of 3 guests: {json.dumps(stats)}",
+    )
+    theirs = second.stats()
+    check(theirs["sessions"] == [] and theirs["ended"] == [], f"the second server got guests: {json.dumps(theirs)}")
+    second.check_alive("with its relay failing")
+    # The port free again: the second's relay binds it at its next try and serves.
+    check(first.stop() == 0, "the first bypassd did not exit 0")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "management API on" not in second.log_text():
+        time.sleep(0.1)
+    check("management API on" in second.log_text(), f"the second relay never came up:\n{second.log_text()}")
+    log("the first bypassd stopped: the second's relay took the port")
+    run_and_compare(second, "triangle", second.net_env(endpoint, BYPASS_INSECURE="1"), dirs[1], tag="second")
+    wait_no_sessions(second, "the session through the second server to end")
+    check(second.stop() == 0, "the second bypassd did not exit 0")
+
+
 if __name__ == "__main__":
     sys.exit(
         harness.main(
@@ -759,6 +814,7 @@ if __name__ == "__main__":
                 "relay-sandbox": case_relay_sandbox,
                 "relay-user": case_relay_user,
                 "relay-restart": case_relay_restart,
+                "port-in-use": case_port_in_use,
             }
         )
     )

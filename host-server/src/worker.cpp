@@ -1,5 +1,7 @@
 #include "bypass/host/worker.h"
 
+#include <malloc.h>
+
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
@@ -114,6 +116,8 @@ base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const S
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
   setpriority(PRIO_PROCESS, 0, 0);  // the main process's higher priority is for accepting only
+  // Before the driver's threads make their arenas (config.h, malloc_top_pad_bytes).
+  if (config.malloc_top_pad_bytes != 0) mallopt(M_TOP_PAD, static_cast<int>(config.malloc_top_pad_bytes));
   // bypassd ends its workers through the report page, in order; a terminal's Ctrl-C or a
   // service manager's SIGTERM to the whole group must not end them first.
   signal(SIGTERM, SIG_IGN);

@@ -115,6 +115,11 @@ int main(int argc, char** argv) {
                  "0: glibc's default)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{0}, static_cast<size_t>(INT_MAX)));
+  app.add_option("--malloc-top-pad", config.malloc_top_pad_bytes,
+                 "Slack each heap keeps at its top and grows by (glibc M_TOP_PAD; 0: glibc's default); "
+                 "address space, not resident memory")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, static_cast<size_t>(INT_MAX)));
   app.add_option("--small-memory-heap", config.small_memory_heap_bytes,
                  "Bytes per socket session of one shared file that small host-visible allocations (up to "
                  "1 MiB, or an eighth of it) are blocks of; 0: each allocation is its own file")
@@ -241,6 +246,10 @@ int main(int argc, char** argv) {
   }
   // Before any driver thread exists: the setting is process-wide and read on every free().
   if (config.malloc_trim_bytes != 0) mallopt(M_TRIM_THRESHOLD, static_cast<int>(config.malloc_trim_bytes));
+  // The top pad is the sessions' (their driver threads' arenas): a worker sets it after its fork
+  // (worker.cpp), so bypassd's own heap, which every worker starts from, does not grow by it.
+  if (config.malloc_top_pad_bytes != 0 && config.isolation == bypass::host::Isolation::kThread)
+    mallopt(M_TOP_PAD, static_cast<int>(config.malloc_top_pad_bytes));
 
   auto logger = spdlog::stderr_color_mt("bypassd");
   spdlog::set_default_logger(logger);

@@ -35,6 +35,14 @@ struct ServerConfig {
   // glibc's adaptive default). lavapipe allocates and frees tens of MB per frame; handed back,
   // every frame faults them in again (about 8,800 page faults, most of a 1,000-draw frame's time).
   size_t malloc_trim_bytes = 64u << 20;
+  // glibc's M_TOP_PAD: the slack a heap keeps (and grows by) at its top (0: glibc's default).
+  // Without it a thread arena's heaps (lavapipe's submit thread allocates a frame's worth in one)
+  // could fall into a mode where every frame grows the heap again page by page: about 250,000
+  // page faults and a tenth of the frame rate for the whole session, in one session in eight on
+  // a 2-vCPU VM (docs/benchmarks.md). It costs address space (VmData), and about 1 MiB of an idle
+  // session's resident memory. Set in each worker after its fork (worker.cpp); in bypassd itself
+  // only for --isolation thread.
+  size_t malloc_top_pad_bytes = 16u << 20;
   // Per socket session: small host-visible allocations (up to small_memory_max()) are blocks of
   // one memfd of this size the guest maps once, instead of a memfd, an fd and two mappings each
   // (host-server/src/memory.cpp). Made at the first such allocation; pages freed blocks leave

@@ -39,7 +39,7 @@ struct ServerConfig {
   // Without it a thread arena's heaps (lavapipe's submit thread allocates a frame's worth in one)
   // could fall into a mode where every frame grows the heap again page by page: about 250,000
   // page faults and a tenth of the frame rate for the whole session, in one session in eight on
-  // a 2-vCPU VM (docs/benchmarks.md). It costs address space (VmData), and about 1 MiB of an idle
+  // a 2-vCPU VM (docs/benchmarks.md). It costs address space (VmData), and 1-2 MiB of an idle
   // session's resident memory. Set in each worker after its fork (worker.cpp); in bypassd itself
   // only for --isolation thread.
   size_t malloc_top_pad_bytes = 16u << 20;

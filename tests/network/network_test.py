@@ -195,12 +195,17 @@ class NetServer(Bypassd):
         self.wrap = list(wrap)
         self.listen = listen
 
-    def start(self, timeout=20.0):
+    def launch(self):
+        """Starts bypassd without waiting for its relay (start() waits)."""
         self._log_file = open(self.log_path, "ab")
         argv = self.wrap + [harness.env_path("BYPASSD"), "--socket", self.socket, "--log-level", "debug"]
         self.proc = harness.spawn(
             argv + self.extra_args, harness.native_env(self.workdir), stdout=self._log_file, stderr=subprocess.STDOUT
         )
+        return self
+
+    def start(self, timeout=20.0):
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             check(self.proc.poll() is None, f"bypassd exited {self.proc.returncode} while starting:\n{self.log_text()}")
@@ -237,6 +242,18 @@ def run_and_compare(server, name, env, workdir, wrap=(), tag="net"):
     harness.check_same_file(native, out, f"{name}: network output vs native")
     log(f"{name}: {os.path.getsize(out)} bytes identical natively and over the network ({r.seconds:.2f} s)")
     return r
+
+
+def wait_log(server, ready, timeout):
+    """Polls bypassd's log until ready(text) or the timeout (bypassd must stay alive); returns
+    the log's text. The caller checks what it needs of it."""
+    deadline = time.monotonic() + timeout
+    text = server.log_text()
+    while time.monotonic() < deadline and not ready(text):
+        server.check_alive()
+        time.sleep(0.05)
+        text = server.log_text()
+    return text
 
 
 def wait_no_sessions(server, what):
@@ -734,10 +751,7 @@ def case_relay_restart(workdir, _):
     stats, ended = server.wait_ended(sid, "the relayed session to end")
     check(ended["reason"] == "peer_gone", f"expected peer_gone for session {sid}: {json.dumps(stats)}")
     server.check_alive("after its relay died")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and server.log_text().count("management API on") < 2:
-        time.sleep(0.05)
-    text = server.log_text()
+    text = wait_log(server, lambda t: t.count("management API on") >= 2, 20)
     check(f"bypass-grpcd (pid {old}) exited (signal 9)" in text, f"no line for the relay's death:\n{text}")
     new = relay_pids(server)[-1]
     check(new != old and "restarted (restart 1)" in text, f"the relay was not restarted:\n{text}")
@@ -756,20 +770,8 @@ def case_port_in_use(workdir, _):
     for d in dirs:
         os.mkdir(d)
     first = NetServer(dirs[0], endpoint, ["--insecure"]).start()
-    second = NetServer(dirs[1], endpoint, ["--insecure"])
-    second._log_file = open(second.log_path, "ab")
-    second.proc = harness.spawn(
-        [harness.env_path("BYPASSD"), "--socket", second.socket, "--log-level", "debug", "--listen", endpoint]
-        + ["--insecure"],
-        harness.native_env(dirs[1]),
-        stdout=second._log_file,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and "restarting it in" not in second.log_text():
-        second.check_alive("while its relay could not listen")
-        time.sleep(0.05)
-    text = second.log_text()
+    second = NetServer(dirs[1], endpoint, ["--insecure"]).launch()
+    text = wait_log(second, lambda t: "restarting it in" in t, 20)
     check(f"cannot listen on 127.0.0.1:{port}" in text, f"the second relay did not say it cannot listen:\n{text}")
     check("exited (status 1)" in text and "restarting it in" in text, f"no back-off for the relay:\n{text}")
     check("management API on" not in text, f"the second relay came up on a port in use:\n{text}")
@@ -790,10 +792,8 @@ def case_port_in_use(workdir, _):
     second.check_alive("with its relay failing")
     # The port free again: the second's relay binds it at its next try and serves.
     check(first.stop() == 0, "the first bypassd did not exit 0")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and "management API on" not in second.log_text():
-        time.sleep(0.1)
-    check("management API on" in second.log_text(), f"the second relay never came up:\n{second.log_text()}")
+    text = wait_log(second, lambda t: "management API on" in t, 30)
+    check("management API on" in text, f"the second relay never came up:\n{text}")
     log("the first bypassd stopped: the second's relay took the port")
     run_and_compare(second, "triangle", second.net_env(endpoint, BYPASS_INSECURE="1"), dirs[1], tag="second")
     wait_no_sessions(second, "the session through the second server to end")

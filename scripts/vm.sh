@@ -12,8 +12,9 @@
 # The guest is Debian 12 from this machine's own packages only: the kernel installed by
 # linux-image-amd64 (/boot/vmlinuz-*), and an initramfs holding busybox, the Vulkan loader,
 # the bypass ICD, vulkaninfo, the samples and the shared libraries they need, copied from this
-# host at their own paths (so a path that works here works in the guest). No kernel module:
-# the guest maps the device's BAR through sysfs (resource2). The command runs as root in a
+# host at their own paths (so a path that works here works in the guest). No kernel module of
+# ours: the guest maps the device's BAR through sysfs (resource2), and its doorbells are
+# virtio-serial ports (Debian's virtio_console module, loaded by the init). The command runs as root in a
 # tmpfs working directory; its stdout and stderr, its exit status and every file it left in
 # that directory come back over a second serial port (a tar, base64) when it ends.
 #
@@ -23,7 +24,10 @@
 # Options:
 #   --device PATH        the device file bypassd serves (--vm NAME:PATH); default $BYPASS_VM_DEVICE.
 #                        Repeatable: each is one more ivshmem device, in PCI address order (e.g. a
-#                        VM's own vmqd control device beside the shared pool device)
+#                        VM's own vmqd control device beside the shared pool device). Where
+#                        bypassd listens for the device's doorbells (PATH.<slot>.sock), each
+#                        becomes a virtio-serial port of the guest
+#   --no-doorbell        leave the doorbells out: the device's sessions poll (for comparisons)
 #   --out DIR            where the command's files go (default: ./vm-out)
 #   --build DIR          the build tree (default: <repo>/build)
 #   --env NAME=VALUE     set in the guest's environment (repeatable), e.g. BYPASS_MEMORY=shadow
@@ -52,6 +56,7 @@ guest_env=()
 includes=()
 monitor=""
 no_reboot=(-no-reboot)
+doorbells=1
 
 die() { echo "vm.sh: $*" >&2; exit 125; }
 
@@ -69,6 +74,7 @@ while (($#)); do
     --keep) keep=1; shift ;;
     --monitor) monitor="$2"; shift 2 ;;
     --allow-reboot) no_reboot=(); shift ;;
+    --no-doorbell) doorbells=0; shift ;;
     image|run) break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -98,8 +104,13 @@ default_files() {
   ls -1 /usr/lib/x86_64-linux-gnu/libvulkan.so.1* 2>/dev/null
   # The crossover NIC's endpoint makes a TAP device: the guest kernel's tun module (loaded by
   # /init), and the endpoint and its test probe where they are built.
-  local tun="/lib/modules/${kernel#/boot/vmlinuz-}/kernel/drivers/net/tun.ko"
-  [[ -f "$tun" ]] && echo "$tun"
+  local modules="/lib/modules/${kernel#/boot/vmlinuz-}/kernel/drivers" m
+  [[ -f "$modules/net/tun.ko" ]] && echo "$modules/net/tun.ko"
+  # The doorbells' virtio-serial ports: virtio_console and what it needs, in load order.
+  for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev virtio/virtio_pci_legacy_dev \
+           virtio/virtio_pci char/virtio_console; do
+    [[ -f "$modules/$m.ko" ]] && echo "$modules/$m.ko"
+  done
   # The VM-queue domain probe (tests/vm/vmq_vm_test.py), where it is built.
   for f in "$build/crossover/bypass-xover" "$build/tests/crossover/xover_probe" "$build/tests/vmqueue/vmq_probe"; do
     [[ -f "$f" && -x "$f" ]] && echo "$f"
@@ -162,7 +173,10 @@ build_image() {
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in /lib/modules/*/kernel/drivers/net/tun.ko; do [ -f "$m" ] && insmod "$m" 2>/dev/null; done
+for m in net/tun virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev virtio/virtio_pci_legacy_dev \
+         virtio/virtio_pci char/virtio_console; do
+  for f in /lib/modules/*/kernel/drivers/$m.ko; do [ -f "$f" ] && insmod "$f" 2>/dev/null; done
+done
 # The initramfs root is already writable memory: no tmpfs over /tmp, which would hide a build
 # tree that lives there (copied into the image at its own path).
 mkdir -p /out && mount -t tmpfs out /out
@@ -201,13 +215,22 @@ build_image
 ((${#devices[@]})) || [[ -z "${BYPASS_VM_DEVICE:-}" ]] || devices=("$BYPASS_VM_DEVICE")
 ((${#devices[@]})) || die "say which device: --device PATH (the file bypassd serves with --vm NAME:PATH)"
 ivshmem=()
+ports=()
 for i in "${!devices[@]}"; do
   device=${devices[$i]}
   [[ -f "$device" ]] || die "$device does not exist: start bypassd --vm NAME:$device first"
   id=bypass; ((i == 0)) || id="bypass$i"
   ivshmem+=(-object "memory-backend-file,id=$id,share=on,mem-path=$device,size=$(stat -c %s "$device")"
     -device "ivshmem-plain,memdev=$id")
+  # The slots' doorbells: a port named "<file name>.<slot>" on bypassd's socket for the slot.
+  ((doorbells)) || continue
+  for slot in 0 1 2 3 4 5 6 7; do
+    [[ -S "$device.$slot.sock" ]] || continue
+    ports+=(-chardev "socket,id=$id-bell$slot,path=$device.$slot.sock,reconnect=1"
+      -device "virtserialport,chardev=$id-bell$slot,name=$(basename "$device").$slot")
+  done
 done
+((${#ports[@]} == 0)) || ports=(-device virtio-serial-pci "${ports[@]}")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bypass-vm.XXXXXX")
 cleanup() {
@@ -264,7 +287,7 @@ set +e
 qemu_argv "$accel" "$work/initrd"
 timeout --signal=KILL "$timeout_s" "${qemu[@]}" \
   -serial file:"$work/console.log" -serial file:"$work/data.b64" \
-  "${ivshmem[@]}" \
+  "${ivshmem[@]}" "${ports[@]+"${ports[@]}"}" \
   ${monitor:+-monitor "unix:$monitor,server=on,wait=off"} \
   -pidfile "$work/qemu.pid" -daemonize >"$work/qemu.out" 2>&1
 rc=$?

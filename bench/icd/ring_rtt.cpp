@@ -12,7 +12,8 @@
 //
 // --link vm: the same over a VM session's link (transport/vm.h) with both ends in this process:
 // the device is a file in /dev/shm, wake-ups poll instead of using a futex. The floor under a VM
-// guest's round trip, without the hypervisor.
+// guest's round trip, without the hypervisor. --link vm-doorbell: the same with the slot's
+// doorbell (a UNIX socket here, where a VM has a virtio-serial port): sleepers block on it.
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -54,7 +55,7 @@ int run(int argc, char** argv) {
       process = true;
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
-          "usage: ring_rtt [--scale smoke|quick|full] [--link socket|vm] [--process]\n"
+          "usage: ring_rtt [--scale smoke|quick|full] [--link socket|vm|vm-doorbell] [--process]\n"
           "Round trip of a 32-byte message between two threads (--process: two processes) over a\n"
           "bypass transport session.\n");
       return 0;
@@ -70,8 +71,8 @@ int run(int argc, char** argv) {
   const uint32_t hot_calls = scale == "smoke" ? 500 : scale == "quick" ? 20'000 : 50'000;
   const uint32_t idle_calls = scale == "smoke" ? 20 : scale == "quick" ? 200 : 500;
 
-  if (link != "socket" && link != "vm") {
-    std::fprintf(stderr, "ring_rtt: --link expects socket or vm, got '%s'\n", link.c_str());
+  if (link != "socket" && link != "vm" && link != "vm-doorbell") {
+    std::fprintf(stderr, "ring_rtt: --link expects socket, vm or vm-doorbell, got '%s'\n", link.c_str());
     return 2;
   }
   std::string error;
@@ -87,7 +88,11 @@ int run(int argc, char** argv) {
     } else {
       error = made.error().message;
     }
-  } else if (auto made = transport::VmDevice::create(device_path, transport::VmDeviceOptions{})) {
+  } else if (auto made = transport::VmDevice::create(device_path, [&] {
+               transport::VmDeviceOptions options;
+               options.doorbells = link == "vm-doorbell";
+               return options;
+             }())) {
     device.emplace(std::move(*made));
     std::optional<transport::Result<transport::Channel>> host;
     std::atomic<bool> accepted{false};
@@ -95,7 +100,7 @@ int run(int argc, char** argv) {
       while (serving) {
         device->heartbeat();
         if (!accepted && device->slot_requested(0)) {
-          host.emplace(device->accept(0, transport::Hello{0, 0, "ring_rtt host"}));
+          host.emplace(device->accept(0, transport::Hello{0, 0, "ring_rtt host"}, device->doorbell(0)));
           accepted = true;  // release: `host` is written before the guest's thread reads it
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -191,7 +196,10 @@ int run(int argc, char** argv) {
   }
 
   bypass::bench::Report out;
-  out.set("workload", std::string(link == "vm" ? "ring_rtt_vm" : "ring_rtt") + (process ? "_process" : ""));
+  out.set("workload", std::string(link == "vm"            ? "ring_rtt_vm"
+                                  : link == "vm-doorbell" ? "ring_rtt_vm_doorbell"
+                                                          : "ring_rtt") +
+                          (process ? "_process" : ""));
   out.set("scale", scale);
   out.set("hot_calls", hot_calls);
   out.set("idle_calls", idle_calls);

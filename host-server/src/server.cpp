@@ -216,6 +216,7 @@ bool Server::open_vms() {
     options.slots = spec.slots;
     options.ring_bytes = config_.vm_ring_bytes;
     options.max_message = std::min<size_t>(config_.max_message, options.max_message);
+    options.doorbells = true;
     auto device = transport::VmDevice::create(spec.path, options);
     if (!device) {
       spdlog::error("--vm {}:{}: {}", spec.name, spec.path, device.error().message);
@@ -225,10 +226,17 @@ bool Server::open_vms() {
     vm.spec = spec;
     vm.busy.assign(device->slot_count(), false);
     vm.device.emplace(std::move(*device));
+    std::string ports;
+    const std::string file = spec.path.substr(spec.path.rfind('/') + 1);
+    for (uint32_t slot = 0; slot < vm.device->slot_count(); ++slot) {
+      ports += fmt::format(
+          " -chardev socket,id=bypass{0},path={1},reconnect=1 -device virtserialport,chardev=bypass{0},name={2}.{0}",
+          slot, transport::vm_doorbell_path(spec.path, slot), file);
+    }
     spdlog::info(
         "serving VM {} on {} ({} MiB, {} session slots): QEMU -object memory-backend-file,id=bypass,"
-        "share=on,mem-path={},size={}M -device ivshmem-plain,memdev=bypass",
-        spec.name, spec.path, spec.size >> 20, spec.slots, spec.path, spec.size >> 20);
+        "share=on,mem-path={},size={}M -device ivshmem-plain,memdev=bypass; doorbells: -device virtio-serial-pci{}",
+        spec.name, spec.path, spec.size >> 20, spec.slots, spec.path, spec.size >> 20, ports);
   }
   return true;
 }
@@ -263,13 +271,17 @@ bool Server::start_vm_worker(int vm_index, uint32_t slot) {
   vm.busy[slot] = true;
   transport::VmDevice* device = &*vm.device;
   const std::string name = vm.spec.name;
+  base::UniqueFd doorbell = device->doorbell(slot);
   if (config_.isolation == Isolation::kThread) {
-    w.thread = std::thread(
-        [this, device, slot, name, id = w.id, report] { serve_vm_slot(*device, slot, name, id, config_, report); });
+    w.thread = std::thread([this, device, slot, name, id = w.id, report, bell = std::move(doorbell)]() mutable {
+      serve_vm_slot(*device, slot, name, id, config_, report, std::move(bell));
+    });
     return true;
   }
-  auto pid = spawn_worker(base::UniqueFd(), w.id, config_, report,
-                          [&](base::UniqueFd) { serve_vm_slot(*device, slot, name, w.id, config_, report); });
+  auto pid = spawn_worker(
+      std::move(doorbell), w.id, config_, report,
+      [&](base::UniqueFd bell) { serve_vm_slot(*device, slot, name, w.id, config_, report, std::move(bell)); },
+      /*guest_socket=*/false);
   if (!pid) {
     spdlog::error("session {}: cannot start a worker for VM {} slot {}: {}", w.id, name, slot, pid.error().message);
     unmap_worker_report(report);

@@ -75,26 +75,29 @@ void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig
 }
 
 void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string& vm_name, uint64_t id,
-                   const ServerConfig& config, WorkerReport* report) {
+                   const ServerConfig& config, WorkerReport* report, base::UniqueFd doorbell) {
   const transport::Hello hello{wire::kProtocolVersion, wire::kSchemaHash, "bypassd"};
-  auto channel = device.accept(slot, hello);
+  auto channel = device.accept(slot, hello, std::move(doorbell));
   if (!channel) {
     spdlog::warn("session {}: refused a guest of VM {}: {}", id, vm_name, channel.error().message);
     finish(report, EndReason::kHandshakeFailed, channel.error().message);
     return;
   }
-  spdlog::info("session {}: VM {} slot {}: {}", id, vm_name, slot, channel->peer_hello().peer_name);
+  spdlog::info("session {}: VM {} slot {}: {} (wake-ups: {})", id, vm_name, slot, channel->peer_hello().peer_name,
+               channel->wakeups());
   run_session(std::move(*channel), id, config, report);
 }
 
 base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config,
                                  WorkerReport* report) {
-  return spawn_worker(std::move(connection), id, config, report,
-                      [&](base::UniqueFd conn) { serve_connection(std::move(conn), id, config, report); });
+  return spawn_worker(
+      std::move(connection), id, config, report,
+      [&](base::UniqueFd conn) { serve_connection(std::move(conn), id, config, report); }, /*guest_socket=*/true);
 }
 
 base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config,
-                                 WorkerReport* report, const std::function<void(base::UniqueFd)>& serve) {
+                                 WorkerReport* report, const std::function<void(base::UniqueFd)>& serve,
+                                 bool guest_socket) {
   SandboxOptions sandbox;
   sandbox.seccomp = config.sandbox;
   sandbox.data_limit = worker_data_limit(config);
@@ -126,7 +129,7 @@ base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const S
   signal(SIGPIPE, SIG_IGN);
   // Nothing of bypassd's but the guest's connection and stderr: not the listening socket, not
   // the control socket, not other sessions' descriptors.
-  // (A VM's session has no connection: its device is a mapping, which the fork kept.)
+  // (A VM's session has its doorbell there, if any: its device is a mapping, which the fork kept.)
   if (connection && connection.get() != 3) {
     if (dup2(connection.get(), 3) != 3) _exit(1);
     connection.reset(3);
@@ -137,7 +140,7 @@ base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const S
   if (auto sandboxed = enter_sandbox(sandbox); !sandboxed) {
     const std::string why = "bypassd could not start the session's worker: sandbox: " + sandboxed.error().message;
     spdlog::error("session {}: {}", id, why);
-    if (connection) transport::reject_connection(std::move(connection), why);
+    if (connection && guest_socket) transport::reject_connection(std::move(connection), why);
     finish(report, EndReason::kWorkerSetupFailed, why);
     _exit(1);
   }

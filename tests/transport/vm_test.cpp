@@ -1,7 +1,8 @@
 // The VM transport (vm.h) with both ends on this machine: bypassd's side maps the device file,
 // the guest's side maps the same file through "ivshmem:/path", as a guest maps the BAR. The
-// same ring code runs as on a socket; what differs is the hand-shake in a slot, polled
-// wake-ups and heartbeat peer death.
+// same ring code runs as on a socket; what differs is the hand-shake in a slot, wake-ups
+// (polled, or a doorbell: a guest on this kernel connects to bypassd's socket for its slot as
+// QEMU's chardev does) and heartbeat peer death.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -10,12 +11,14 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "bypass/transport/vm.h"
@@ -37,6 +40,7 @@ class VmTest : public ::testing::Test {
     options.size = 16 << 20;
     options.slots = 2;
     options.ring_bytes = 64 << 10;
+    options.doorbells = doorbells_;
     auto device = VmDevice::create(path_, options);
     ASSERT_TRUE(device) << device.message();
     device_.emplace(std::move(*device));
@@ -46,7 +50,8 @@ class VmTest : public ::testing::Test {
         device_->heartbeat();
         for (uint32_t i = 0; i < device_->slot_count(); ++i) {
           if (!device_->slot_requested(i)) continue;
-          auto ch = device_->accept(i, Hello{1, 2, "host"});
+          base::UniqueFd bell = hand_doorbells_ ? device_->doorbell(i) : base::UniqueFd();
+          auto ch = device_->accept(i, Hello{1, 2, "host"}, std::move(bell));
           std::lock_guard lock(mu_);
           if (ch)
             accepted_.push_back(std::move(*ch));
@@ -79,7 +84,32 @@ class VmTest : public ::testing::Test {
   Result<Channel> connect(Hello hello = Hello{1, 2, "guest"}) {
     return connect_vm("ivshmem:" + path_, hello, deadline_after(5s));
   }
+  // `rounds` messages of growing sizes from the guest and back, each compared.
+  static void ping_pong(Channel& guest, Channel& h, int rounds) {
+    Message m;
+    for (int i = 0; i < rounds; ++i) {
+      const auto payload = testing::pattern(static_cast<size_t>(i * 37 + 1), static_cast<uint64_t>(i));
+      ASSERT_EQ(guest.send(7, payload), Status::kOk);
+      ASSERT_EQ(h.recv(m, deadline_after(5s)), Status::kOk);
+      ASSERT_EQ(m.kind, 7u);
+      ASSERT_EQ(m.payload, payload);
+      ASSERT_EQ(h.send(8, payload), Status::kOk);
+      ASSERT_EQ(guest.recv(m, deadline_after(5s)), Status::kOk);
+      ASSERT_EQ(m.payload, payload);
+    }
+  }
+  // A session in which one side lacks its doorbell: both poll, and messages cross both ways.
+  void check_polling_session() {
+    auto guest = connect();
+    ASSERT_TRUE(guest) << guest.message();
+    Channel& h = host(0);
+    EXPECT_STREQ(guest->wakeups(), "polling");
+    EXPECT_STREQ(h.wakeups(), "polling");
+    ping_pong(*guest, h, 3);
+  }
 
+  bool doorbells_ = false;      // the device listens for doorbells
+  bool hand_doorbells_ = true;  // the "main process" hands them to accept()
   std::string dir_, path_;
   std::optional<VmDevice> device_;
   std::thread server_;
@@ -98,17 +128,7 @@ TEST_F(VmTest, MessagesCrossInBothDirections) {
   EXPECT_EQ(guest->shared_heap().size(), h.shared_heap().size());
   EXPECT_EQ(h.peer_hello().peer_name, "guest");
   EXPECT_EQ(guest->peer_hello().peer_name, "host");
-  Message m;
-  for (int i = 0; i < 200; ++i) {
-    const auto payload = testing::pattern(static_cast<size_t>(i * 37 + 1), static_cast<uint64_t>(i));
-    ASSERT_EQ(guest->send(7, payload), Status::kOk);
-    ASSERT_EQ(h.recv(m, deadline_after(5s)), Status::kOk);
-    ASSERT_EQ(m.kind, 7u);
-    ASSERT_EQ(m.payload, payload);
-    ASSERT_EQ(h.send(8, payload), Status::kOk);
-    ASSERT_EQ(guest->recv(m, deadline_after(5s)), Status::kOk);
-    ASSERT_EQ(m.payload, payload);
-  }
+  ping_pong(*guest, h, 200);
 }
 
 TEST_F(VmTest, MessagesLargerThanTheRingAreChunked) {
@@ -207,6 +227,172 @@ TEST_F(VmTest, AGoodbyeEndsTheHostSide) {
   guest->close();
   Message m;
   EXPECT_EQ(h.recv(m, deadline_after(5s)), Status::kClosed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Doorbells
+
+class VmDoorbellTest : public VmTest {
+ protected:
+  VmDoorbellTest() { doorbells_ = true; }
+};
+
+class VmDoorbellNotHandedTest : public VmTest {
+ protected:
+  VmDoorbellNotHandedTest() {
+    doorbells_ = true;
+    hand_doorbells_ = false;
+  }
+};
+
+// The calling thread's context switches so far (it slept or was put off its CPU).
+uint64_t thread_switches() {
+  std::ifstream in("/proc/thread-self/status");
+  uint64_t total = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+      total += std::stoull(line.substr(line.find(':') + 1));
+  }
+  return total;
+}
+
+TEST_F(VmDoorbellTest, TheDeviceListensPerSlotAndBothSidesRing) {
+  namespace fs = std::filesystem;
+  for (uint32_t i = 0; i < device_->slot_count(); ++i) {
+    EXPECT_TRUE(fs::is_socket(vm_doorbell_path(path_, i))) << vm_doorbell_path(path_, i);
+    // Whoever connects holds the slot's doorbell: the owner only, as for the device file.
+    EXPECT_EQ(fs::status(vm_doorbell_path(path_, i)).permissions() & (fs::perms::group_all | fs::perms::others_all),
+              fs::perms::none);
+  }
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
+  Channel& h = host(0);
+  EXPECT_STREQ(guest->wakeups(), "doorbell");
+  EXPECT_STREQ(h.wakeups(), "doorbell");
+  ping_pong(*guest, h, 200);
+}
+
+TEST_F(VmDoorbellTest, AnIdleSideSleepsUntilTheDoorbellRings) {
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
+  Channel& h = host(0);
+  ASSERT_STREQ(guest->wakeups(), "doorbell");
+  // The guest waits for a message that comes after 400 ms: polling, its naps alone would be
+  // some 2,000 wake-ups (one per kVmPollMax); on the doorbell it wakes once per liveness slice
+  // (50 ms) to look for a dead peer, and once when the host rings.
+  uint64_t switches = 0;
+  Status got = Status::kOk;
+  Message m;
+  std::thread waiter([&] {
+    const uint64_t before = thread_switches();
+    got = guest->recv(m, deadline_after(5s));
+    switches = thread_switches() - before;
+  });
+  std::this_thread::sleep_for(400ms);
+  const uint64_t wakes_before = h.stats().wakes_issued;
+  ASSERT_EQ(h.send(9, testing::pattern(64, 9)), Status::kOk);
+  waiter.join();
+  ASSERT_EQ(got, Status::kOk);
+  EXPECT_EQ(m.payload, testing::pattern(64, 9));
+  EXPECT_EQ(h.stats().wakes_issued, wakes_before + 1) << "the host found the guest asleep and rang";
+  EXPECT_LT(switches, 100u) << "the guest's receiving thread woke " << switches << " times in 400 ms";
+}
+
+TEST_F(VmDoorbellTest, ASessionWhoseGuestHasNoDoorbellPolls) {
+  // A guest that cannot reach its slot's doorbell (here: the socket is gone; in a VM: no port).
+  std::filesystem::remove(vm_doorbell_path(path_, 0));
+  check_polling_session();
+}
+
+TEST_F(VmDoorbellNotHandedTest, ASessionWhoseHostHasNoDoorbellPolls) { check_polling_session(); }
+
+TEST_F(VmDoorbellTest, SuccessiveGuestsOfASlotGetTheirOwnDoorbell) {
+  // The next guest process in the slot connects anew; the host keeps the newest connection.
+  for (size_t n = 0; n < 3; ++n) {
+    auto guest = connect();
+    ASSERT_TRUE(guest) << guest.message();
+    Channel& h = host(n);
+    EXPECT_STREQ(guest->wakeups(), "doorbell") << "guest " << n;
+    EXPECT_STREQ(h.wakeups(), "doorbell") << "guest " << n;
+    Message m;
+    ASSERT_EQ(guest->send(7, testing::pattern(10, n)), Status::kOk);
+    ASSERT_EQ(h.recv(m, deadline_after(5s)), Status::kOk);
+    guest->close();
+    ASSERT_EQ(h.recv(m, deadline_after(5s)), Status::kClosed);
+    device_->free_slot(0);
+  }
+}
+
+TEST_F(VmDoorbellTest, ADoorbellThatHangsUpFallsBackToPolling) {
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
+  Channel& h = host(0);
+  ASSERT_STREQ(h.wakeups(), "doorbell");
+  // The guest sleeps on its doorbell when the stream is cut under the session (in a VM: QEMU's
+  // chardev went away). The sleeping guest sees the hang-up, the host when it next rings (no
+  // SIGPIPE); both go on polling and nothing is lost.
+  Status got = Status::kOk;
+  Message m;
+  std::thread waiter([&] { got = guest->recv(m, deadline_after(5s)); });
+  std::this_thread::sleep_for(100ms);
+  base::UniqueFd stream = device_->doorbell(0);  // the slot is active: the server loop leaves it
+  ASSERT_TRUE(stream);
+  ASSERT_EQ(::shutdown(stream.get(), SHUT_RDWR), 0);
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(h.send(8, testing::pattern(10, 2)), Status::kOk);
+  waiter.join();
+  ASSERT_EQ(got, Status::kOk);
+  EXPECT_EQ(m.payload, testing::pattern(10, 2));
+  EXPECT_STREQ(guest->wakeups(), "polling");
+  // The host learns of the end when it rings: make it find the guest asleep again.
+  std::thread again([&] { got = guest->recv(m, deadline_after(5s)); });
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(h.send(9, testing::pattern(10, 3)), Status::kOk);
+  again.join();
+  ASSERT_EQ(got, Status::kOk);
+  EXPECT_EQ(m.payload, testing::pattern(10, 3));
+  EXPECT_STREQ(h.wakeups(), "polling");
+  ASSERT_EQ(guest->send(7, testing::pattern(10, 1)), Status::kOk);
+  ASSERT_EQ(h.recv(m, deadline_after(5s)), Status::kOk);
+}
+
+TEST_F(VmDoorbellTest, SeveralSleepersOfOneProcessAreAllWoken) {
+  // The guest's receiving thread and three threads waiting on the completion feedback word all
+  // sleep on the one doorbell: one reads the stream, the others wait on the epoch. Each of
+  // them is woken by what concerns it, whichever thread read the ring.
+  auto guest = connect();
+  ASSERT_TRUE(guest) << guest.message();
+  Channel& h = host(0);
+  ASSERT_STREQ(guest->wakeups(), "doorbell");
+  layout::Feedback* feedback = guest->feedback();
+  ASSERT_NE(feedback, nullptr);
+  for (int round = 0; round < 20; ++round) {
+    const uint32_t seq = feedback->seq.load();
+    std::atomic<int> woken{0};
+    std::vector<std::thread> waiters;
+    // One sleep of 10 s each: a wake-up lost between the sleepers would show as a waiter that
+    // took that long (one found woken takes milliseconds).
+    for (int i = 0; i < 3; ++i) {
+      waiters.emplace_back([&] {
+        const auto start = Clock::now();
+        feedback->sleepers.fetch_add(1);
+        while (feedback->seq.load() == seq && Clock::now() - start < 20s) guest->sleep_feedback(seq, 10s);
+        feedback->sleepers.fetch_sub(1);
+        if (feedback->seq.load() != seq && Clock::now() - start < 5s) ++woken;
+      });
+    }
+    Status got = Status::kOk;
+    Message m;
+    std::thread receiver([&] { got = guest->recv(m, deadline_after(5s)); });
+    std::this_thread::sleep_for(20ms);
+    ASSERT_EQ(h.send(8, testing::pattern(10, static_cast<uint64_t>(round))), Status::kOk);
+    receiver.join();
+    ASSERT_EQ(got, Status::kOk);
+    h.feedback()->seq.fetch_add(1);
+    h.wake_feedback();
+    for (auto& t : waiters) t.join();
+    ASSERT_EQ(woken.load(), 3) << "round " << round << ": a waiter missed its wake-up";
+  }
 }
 
 }  // namespace

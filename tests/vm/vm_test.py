@@ -16,6 +16,9 @@ with native runs on this machine.
                   new VM on the same device renders correctly
   bypassd-killed  bypassd SIGKILLed under a running guest program: it exits promptly with
                   VK_ERROR_DEVICE_LOST
+  doorbell        an idle session on the slot's doorbell (a virtio-serial port) against the same
+                  with vm.sh --no-doorbell (polling): the worker's wake-ups and QEMU's CPU time
+                  per idle second, and the sync sample's output through the doorbell
 """
 
 import os
@@ -162,6 +165,14 @@ def wait_no_objects(server, what, timeout=30):
     return server.wait_stats(lambda s: s["sessions"] == [] and s["live_objects"] == 0, what, timeout=timeout)
 
 
+def render_then_stop(server, devices, workdir, tag, sample, refs, what):
+    """One sample in a new VM on vm1, its output identical to native; then bypassd stops clean."""
+    vm = Vm(devices.path("vm1"), workdir, tag, samples_command([sample]))
+    check_vm_samples(vm, vm.wait(), [sample], refs, what)
+    wait_no_objects(server, f"{what}: the sessions to end")
+    check(server.stop() == 0, "bypassd did not exit cleanly")
+
+
 def case_samples(workdir, mode):
     names = list(SAMPLE_ARGS)
     refs = native_outputs(names, workdir)
@@ -248,10 +259,7 @@ def case_vm_killed(workdir, _):
         harness.check_stats_consistent(stats)
         server.check_alive("after the VM was killed")
         # A new VM on the same device renders correctly.
-        vm = Vm(devices.path("vm1"), workdir, "after", samples_command(["triangle"]))
-        check_vm_samples(vm, vm.wait(), ["triangle"], refs, "a new VM after the kill")
-        wait_no_objects(server, "the new VM's session to end")
-        check(server.stop() == 0, "bypassd did not exit cleanly")
+        render_then_stop(server, devices, workdir, "after", "triangle", refs, "a new VM after the kill")
     finally:
         devices.remove()
 
@@ -356,6 +364,106 @@ def case_bypassd_killed(workdir, _):
         devices.remove()
 
 
+def worker_pid(session_id, timeout=10):
+    """bypassd's worker process for a session (it names itself bypassd-s<id>)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/comm") as f:
+                        if f.read().strip() == f"bypassd-s{session_id}":
+                            return int(entry)
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    raise harness.TestFailure(f"no worker process bypassd-s{session_id}")
+
+
+def switches(pid):
+    """Context switches of every thread of a process so far."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split(":")[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_session(server, devices, workdir, tag, options):
+    """A guest asleep in vkWaitForFences on a fence nobody signals (e2e_probe wait-fence) while
+    its worker waits for its next command: the session's wake-up mode from bypassd's log, and per
+    idle second the worker's context switches and QEMU's CPU time. bypassctl then ends the
+    session, and the guest's wait returns VK_ERROR_DEVICE_LOST."""
+    probe = harness.env_path("BYPASS_PROBE")
+    known = {e["id"] for e in server.stats()["ended"]} | {x["id"] for x in server.stats()["sessions"]}
+    vm = Vm(
+        devices.path("vm1"), workdir, tag, ["sh", "-c", f"{probe} wait-fence > wait.txt 2>&1; true"], options=options
+    )
+    qemu = vm.qemu_pid()
+    stats = server.wait_stats(
+        lambda s: any(x["id"] not in known and x.get("vm") == "vm1" and x["objects"] >= 3 for x in s["sessions"]),
+        f"{tag}: the idle guest's session to hold its device and fence",
+        timeout=90,
+    )
+    sid = next(x["id"] for x in stats["sessions"] if x["id"] not in known and x["objects"] >= 3)
+    worker = worker_pid(sid)
+    time.sleep(1.0)  # past the set-up's last replies
+    s0, c0, t0 = switches(worker), cpu_seconds(qemu), time.monotonic()
+    time.sleep(3.0)
+    s1, c1, t1 = switches(worker), cpu_seconds(qemu), time.monotonic()
+    mode = re.search(rf"session {sid}: VM vm1 slot \d+: .*\(wake-ups: (\w+)\)", server.log_text())
+    check(mode, f"{tag}: bypassd did not log session {sid}'s wake-ups:\n{server.log_text()[-2000:]}")
+    ended = subprocess.run(
+        [harness.env_path("BYPASSCTL"), "--control", server.control, "end", str(sid)], capture_output=True, text=True
+    )
+    check(ended.returncode == 0, f"bypassctl end {sid}: {ended.stderr.strip()}")
+    harness.check_ok(vm.wait(), f"{tag}: the idle guest")
+    waited = vm.read_out("wait.txt")
+    check("VK_ERROR_DEVICE_LOST" in waited, f"{tag}: the guest's fence wait did not end in a lost device:\n{waited}")
+    return mode.group(1), (s1 - s0) / (t1 - t0), (c1 - c0) / (t1 - t0)
+
+
+def case_doorbell(workdir, _):
+    refs = native_outputs(["sync"], workdir)
+    devices = VmDevices()
+    try:
+        server = start_server(workdir, devices, ["vm1"], ["--management"])  # for bypassctl end
+        bell_mode, bell_wakes, bell_cpu = idle_session(server, devices, workdir, "doorbell", [])
+        poll_mode, poll_wakes, poll_cpu = idle_session(server, devices, workdir, "polling", ["--no-doorbell"])
+        log(
+            f"idle session, per second: doorbell ({bell_mode}) {bell_wakes:.0f} worker wake-ups, QEMU "
+            f"{bell_cpu * 100:.0f}% CPU; --no-doorbell ({poll_mode}) {poll_wakes:.0f} wake-ups, {poll_cpu * 100:.0f}% CPU"
+        )
+        check(bell_mode == "doorbell", f"the session with vm.sh's doorbells used {bell_mode}")
+        check(poll_mode == "polling", f"the session without doorbells used {poll_mode}")
+        # Polling, the worker's receiving thread naps some 5,000 times a second, and so does the
+        # guest's waiting thread inside QEMU; on the doorbell each wakes once per liveness slice
+        # (20 a second), besides the heartbeats.
+        check(
+            bell_wakes * 10 < poll_wakes,
+            f"the idle worker woke {bell_wakes:.0f} times a second on the doorbell, {poll_wakes:.0f} polling",
+        )
+        check(
+            bell_cpu < poll_cpu,
+            f"QEMU used {bell_cpu * 100:.0f}% CPU idle on the doorbell, {poll_cpu * 100:.0f}% polling",
+        )
+        # Round trips and fence waits through the doorbell: the sync sample's output is native's.
+        render_then_stop(server, devices, workdir, "sync", "sync", refs, "the sync sample on the doorbell")
+    finally:
+        devices.remove()
+
+
 def quiet_loader_env(env, home):
     """No layers from this machine's configuration: the guest image has none either."""
     env = dict(env)
@@ -429,6 +537,7 @@ if __name__ == "__main__":
                 "vm-reset": case_vm_reset,
                 "bypassd-killed": case_bypassd_killed,
                 "vulkaninfo": case_vulkaninfo,
+                "doorbell": case_doorbell,
             }
         )
     )

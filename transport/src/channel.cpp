@@ -475,6 +475,8 @@ std::chrono::nanoseconds Channel::liveness_slice() const {
   return impl_ ? impl_->link->liveness_slice() : std::chrono::nanoseconds(0);
 }
 
+const char* Channel::wakeups() const { return impl_ ? impl_->link->wakeups() : "none"; }
+
 int Channel::socket_fd() const { return impl_ ? impl_->link->socket() : -1; }
 
 void Channel::set_spin(uint32_t max_spins) {

@@ -2,9 +2,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,9 +22,11 @@
 #include <thread>
 
 #include "bypass/base/text.h"
+#include "bypass/base/unix_socket.h"
 #include "bypass/transport/layout.h"
 #include "bypass/transport/link.h"
 #include "channel_impl.h"
+#include "doorbell.h"
 #include "handshake.h"
 #include "region.h"
 
@@ -62,6 +66,7 @@ Hello from_vm_hello(const layout::VmHello& h, uint32_t* transport_version) {
 struct Geometry {
   uint32_t slots = 0;
   uint64_t slot_bytes = 0, region_bytes = 0, heap_offset = 0;
+  std::string doorbell_name;  // empty: bypassd does not listen for doorbells
 };
 
 Result<Geometry> check_geometry(const VmDeviceHeader& h, uint64_t size) {
@@ -82,15 +87,30 @@ Result<Geometry> check_geometry(const VmDeviceHeader& h, uint64_t size) {
                                  ", %u slots of %" PRIu64 " bytes, region %" PRIu64 ", heap at %" PRIu64 ")",
                                  h.device_size, size, h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset));
   }
-  return Geometry{h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset};
+  Geometry g{h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset, {}};
+  if (h.doorbells != 0) {
+    // A name for a port: printable, no path separator (the guest looks it up in sysfs).
+    g.doorbell_name = base::printable(
+        std::string_view(h.doorbell_name, std::min<size_t>(h.doorbell_name_bytes, sizeof h.doorbell_name)),
+        sizeof h.doorbell_name);
+    if (g.doorbell_name.find_first_of("/ ") != std::string::npos) g.doorbell_name.clear();
+  }
+  return g;
 }
 
 // One end of a session in a device slot. The device mapping is shared by every link of the
 // process (a guest with two sessions maps its BAR twice otherwise; bypassd's workers inherit it).
+// With a doorbell, a sleeper blocks until the peer rings it; without one (or once it died) it
+// polls the word.
 class VmLink final : public Link {
  public:
-  VmLink(std::shared_ptr<base::Mapping> device, const Geometry& g, uint32_t slot, uint32_t generation, bool is_host)
-      : device_(std::move(device)), slot_index_(slot), generation_(generation), is_host_(is_host) {
+  VmLink(std::shared_ptr<base::Mapping> device, const Geometry& g, uint32_t slot, uint32_t generation, bool is_host,
+         std::unique_ptr<detail::Doorbell> bell)
+      : device_(std::move(device)),
+        slot_index_(slot),
+        generation_(generation),
+        is_host_(is_host),
+        bell_(std::move(bell)) {
     header_ = header_of(*device_);
     slot_ = &header_->slots[slot];
     std::byte* base = device_->data() + layout::kVmHeaderBytes + slot * g.slot_bytes;
@@ -113,12 +133,33 @@ class VmLink final : public Link {
 
   std::span<std::byte> region() const override { return region_; }
   std::span<std::byte> heap() const override { return heap_; }
-  // Nothing to do: the ring bumped the word the sleeper polls.
-  void wake(std::atomic<uint32_t>*) override {}
+  // The ring bumped the word: a polling sleeper sees it; one asleep on the doorbell needs the ring.
+  void wake(std::atomic<uint32_t>*) override {
+    if (bell_) bell_->ring();
+  }
   bool sleep(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) override {
     // Acquire: pairs with the waker's release bump of the word (ring.cpp).
-    return !vm_poll_until([&] { return word->load(std::memory_order_acquire) != expected; }, timeout);
+    auto changed = [&] { return word->load(std::memory_order_acquire) != expected; };
+    if (!bell_) return !vm_poll_until(changed, timeout);
+    const Clock::time_point start = Clock::now();
+    const Clock::time_point end = start + timeout;
+    // First yield, as a polling sleeper does: an answer within kVmYieldPhase costs no doorbell
+    // round through the hypervisor.
+    while (Clock::now() - start < kVmYieldPhase) {
+      if (changed()) return false;
+      vm_yield();
+    }
+    for (;;) {
+      // The epoch before the word: a ring that comes after this read ends the wait below.
+      const uint32_t epoch = bell_->epoch();
+      if (changed()) return false;
+      const Clock::time_point now = Clock::now();
+      if (now >= end) return true;
+      if (!bell_->alive()) return !vm_poll_until(changed, end - now);
+      bell_->wait(epoch, end - now);
+    }
   }
+  const char* wakeups() const override { return bell_ && bell_->alive() ? "doorbell" : "polling"; }
   bool peer_gone() override {
     // The slot is no longer this session's: bypassd ended it (guest's view), or a new guest
     // claimed it after ours was freed. Acquire pairs with the release stores of the state.
@@ -157,6 +198,7 @@ class VmLink final : public Link {
   const uint32_t slot_index_;
   const uint32_t generation_;
   const bool is_host_;
+  std::unique_ptr<detail::Doorbell> bell_;  // null: wake-ups poll
   std::span<std::byte> region_, heap_;
   // peer_gone() may be asked by the send and the receive thread at once.
   std::mutex watch_mu_;
@@ -210,7 +252,39 @@ Result<std::string> resolve_device(const std::string& endpoint) {
   return base + "/resource2";
 }
 
+// The guest's end of slot `slot`'s doorbell, or nothing (then the session polls). A device that
+// is a file on this kernel (tests, `ivshmem:/path`): its socket, connected directly. A PCI
+// device: the virtio-serial port QEMU named "<doorbell_name>.<slot>", if its host side is
+// connected.
+base::UniqueFd open_doorbell(const std::string& endpoint, const Geometry& g, uint32_t slot) {
+  if (g.doorbell_name.empty()) return {};
+  const std::string rest = endpoint.substr(std::strlen("ivshmem:"));
+  base::UniqueFd fd;
+  if (!rest.empty() && rest[0] == '/') {
+    auto connected = base::connect_unix(vm_doorbell_path(rest, slot), SOCK_STREAM);
+    if (!connected) return {};
+    fd = std::move(connected).value();
+  } else {
+    const std::string want = g.doorbell_name + "." + std::to_string(slot);
+    DIR* dir = ::opendir("/sys/class/virtio-ports");
+    if (dir == nullptr) return {};
+    while (dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      if (read_line(std::string("/sys/class/virtio-ports/") + e->d_name + "/name") != want) continue;
+      fd.reset(::open((std::string("/dev/") + e->d_name).c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
+      break;
+    }
+    ::closedir(dir);
+  }
+  if (!fd || !detail::doorbell_connected(fd.get())) return {};
+  return fd;
+}
+
 }  // namespace
+
+std::string vm_doorbell_path(const std::string& device_path, uint32_t slot) {
+  return device_path + "." + std::to_string(slot) + ".sock";
+}
 
 void vm_nap(std::chrono::nanoseconds d) {
   // A polling sleeper's naps are its wake-up latency: without this, the kernel's default timer
@@ -251,6 +325,18 @@ struct VmDevice::Impl {
     Clock::time_point since;
   };
   Seen seen[layout::kVmMaxSlots];
+  // Doorbells (options.doorbells): a listening socket per slot, and the newest connection QEMU
+  // (or a guest process on this kernel) made to it. Removed by the process that made them.
+  base::UniqueFd bell_listeners[layout::kVmMaxSlots];
+  base::UniqueFd bell_connections[layout::kVmMaxSlots];
+  pid_t owner = -1;
+
+  ~Impl() {
+    if (owner != ::getpid()) return;  // a worker's inherited copy: the sockets are bypassd's
+    for (uint32_t i = 0; i < layout::kVmMaxSlots; ++i)
+      if (bell_listeners[i]) ::unlink(vm_doorbell_path(path, i).c_str());
+  }
+  std::string path;
 };
 
 VmDevice::VmDevice(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -297,6 +383,31 @@ Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions
   impl->geometry = g;
   impl->options = options;
   impl->plan = plan;
+  impl->path = path;
+  impl->owner = ::getpid();
+  std::string bell_name;
+  if (options.doorbells) {
+    const size_t slash = path.rfind('/');
+    bell_name = slash == std::string::npos ? path : path.substr(slash + 1);
+    if (bell_name.empty() || bell_name.size() > sizeof(VmDeviceHeader::doorbell_name) ||
+        base::printable(bell_name, bell_name.size()) != bell_name || bell_name.find(' ') != std::string::npos) {
+      return make_error(Status::kInvalidArgument,
+                        str_printf("doorbells need a device file name of 1 to %zu printable characters without "
+                                   "spaces (%s)",
+                                   sizeof(VmDeviceHeader::doorbell_name), path.c_str()));
+    }
+    for (uint32_t i = 0; i < g.slots; ++i) {
+      const std::string bell_path = vm_doorbell_path(path, i);
+      auto listener = base::listen_unix(bell_path, SOCK_STREAM | SOCK_NONBLOCK, 4);
+      if (!listener) return base::rebrand(Status::kIo, listener.error());
+      // Whoever connects holds the slot's doorbell: only the device file's owner (QEMU runs as
+      // the user who may map the device, whose file is 0600 too).
+      if (::chmod(bell_path.c_str(), 0600) != 0) {
+        return make_error(Status::kIo, str_printf("cannot chmod %s: %s", bell_path.c_str(), std::strerror(errno)));
+      }
+      impl->bell_listeners[i] = std::move(listener).value();
+    }
+  }
   // Every slot starts free: a guest of an earlier bypassd sees its session gone.
   std::byte* header_bytes = impl->mapping->data();
   std::memset(header_bytes, 0, layout::kVmHeaderBytes);
@@ -307,6 +418,11 @@ Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions
   h->region_bytes = g.region_bytes;
   h->heap_offset = g.heap_offset;
   h->layout_version = layout::kVmLayoutVersion;
+  if (!bell_name.empty()) {
+    h->doorbells = 1;
+    h->doorbell_name_bytes = static_cast<uint32_t>(bell_name.size());
+    std::memcpy(h->doorbell_name, bell_name.data(), bell_name.size());
+  }
   // Release: a guest that sees the magic (acquire fence in connect_vm) sees the rest.
   std::atomic_thread_fence(std::memory_order_release);
   reinterpret_cast<std::atomic<uint32_t>*>(&h->magic)->store(layout::kVmMagic, std::memory_order_release);
@@ -346,13 +462,27 @@ void VmDevice::sweep_stale_slots(Clock::time_point now) {
   }
 }
 
+base::UniqueFd VmDevice::doorbell(uint32_t slot) {
+  if (slot >= slot_count() || !impl_->bell_listeners[slot]) return {};
+  base::UniqueFd& kept = impl_->bell_connections[slot];
+  // The newest connection wins: a QEMU that restarted, or the next guest process on this kernel.
+  for (;;) {
+    base::UniqueFd next(::accept4(impl_->bell_listeners[slot].get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!next) break;
+    kept = std::move(next);
+  }
+  if (kept && !detail::doorbell_connected(kept.get())) kept.reset();
+  if (!kept) return {};
+  return base::UniqueFd(::fcntl(kept.get(), F_DUPFD_CLOEXEC, 0));
+}
+
 void VmDevice::free_slot(uint32_t slot) {
   if (slot >= slot_count()) return;
   // Release: pairs with the guest's acquire load in peer_gone() and in its claim.
   header_of(*impl_->mapping)->slots[slot].state.store(layout::kSlotFree, std::memory_order_release);
 }
 
-Result<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine) {
+Result<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine, base::UniqueFd doorbell) {
   if (!slot_requested(slot_index)) {
     return make_error(Status::kInvalidArgument, str_printf("slot %u has no guest waiting", slot_index));
   }
@@ -376,7 +506,15 @@ Result<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine) {
   const Geometry& g = impl_->geometry;
   std::byte* base = impl_->mapping->data() + layout::kVmHeaderBytes + slot_index * g.slot_bytes;
   detail::write_region(impl_->plan, base);
-  auto link = std::make_unique<VmLink>(impl_->mapping, g, slot_index, generation, true);
+  // The doorbell only if the guest holds its end too (what it wrote is only a yes or a no).
+  std::unique_ptr<detail::Doorbell> bell;
+  uint32_t guest_bell = 0;
+  std::memcpy(&guest_bell, &slot.guest_doorbell, sizeof guest_bell);
+  if (doorbell && guest_bell == 1) {
+    if (auto started = detail::Doorbell::start(std::move(doorbell))) bell = std::move(started).value();
+  }
+  slot.host_doorbell = bell ? 1 : 0;
+  auto link = std::make_unique<VmLink>(impl_->mapping, g, slot_index, generation, true, std::move(bell));
   // Release: the region and our hello are written before the guest sees Active.
   slot.state.store(layout::kSlotActive, std::memory_order_release);
   ucred cred{-1, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
@@ -457,6 +595,8 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
       if (!slot.state.compare_exchange_strong(expected, layout::kSlotClaimed, std::memory_order_acq_rel)) continue;
       const uint32_t generation = slot.generation.fetch_add(1, std::memory_order_relaxed) + 1;
       std::memcpy(&slot.guest_hello, &hello, sizeof hello);
+      base::UniqueFd bell_fd = open_doorbell(endpoint, g, i);
+      slot.guest_doorbell = bell_fd ? 1 : 0;
       slot.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
       // Release: the hello is written before bypassd sees the request.
       slot.state.store(layout::kSlotRequested, std::memory_order_release);
@@ -492,7 +632,11 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
       std::memcpy(&host_copy, &slot.host_hello, sizeof host_copy);
       uint32_t host_transport = 0;
       Hello host = from_vm_hello(host_copy, &host_transport);
-      auto link = std::make_unique<VmLink>(mapping, g, i, generation, false);
+      std::unique_ptr<detail::Doorbell> bell;
+      if (bell_fd && slot.host_doorbell == 1) {
+        if (auto started = detail::Doorbell::start(std::move(bell_fd))) bell = std::move(started).value();
+      }
+      auto link = std::make_unique<VmLink>(mapping, g, i, generation, false, std::move(bell));
       if (std::string text = detail::compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {
         return detail::refused(text);  // the link's end stops our heartbeat: bypassd ends the session
       }

@@ -49,18 +49,21 @@ void unmap_worker_report(WorkerReport* report);
 // has ended and everything it owned is released.
 void serve_connection(base::UniqueFd connection, uint64_t id, const ServerConfig& config, WorkerReport* report);
 
-// The same for a guest of a VM waiting in `slot` of its device (bypassd --vm).
+// The same for a guest of a VM waiting in `slot` of its device (bypassd --vm), with the slot's
+// doorbell connection if QEMU made one (VmDevice::doorbell()).
 void serve_vm_slot(transport::VmDevice& device, uint32_t slot, const std::string& vm_name, uint64_t id,
-                   const ServerConfig& config, WorkerReport* report);
+                   const ServerConfig& config, WorkerReport* report, base::UniqueFd doorbell);
 
 // Starts a worker process for one session: forks (the caller must be single-threaded), closes
 // every descriptor but `connection` and stderr, enters the sandbox, serves, and exits. Returns
 // the worker's pid, or -1 with *error.
 base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config,
                                  WorkerReport* report);
-// The general form: the worker runs `serve` (given `connection`, which may be empty: a VM's
-// session) once it is sandboxed.
+// The general form: the worker runs `serve` (given `connection`, which may be empty) once it is
+// sandboxed. `guest_socket`: `connection` is a guest's session socket, which hears why a worker
+// that could not start refused it (a VM's doorbell is not: it hears nothing).
 base::Result<pid_t> spawn_worker(base::UniqueFd connection, uint64_t id, const ServerConfig& config,
-                                 WorkerReport* report, const std::function<void(base::UniqueFd)>& serve);
+                                 WorkerReport* report, const std::function<void(base::UniqueFd)>& serve,
+                                 bool guest_socket);
 
 }  // namespace bypass::host

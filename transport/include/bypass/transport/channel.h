@@ -75,6 +75,8 @@ class Channel {
   void sleep_feedback(uint32_t expected, std::chrono::nanoseconds timeout) const;
   // The longest sleep after which a waiter should ask peer_alive() again.
   std::chrono::nanoseconds liveness_slice() const;
+  // How a sleeping side is woken on this channel's medium: "futex", "doorbell" or "polling".
+  const char* wakeups() const;
 
   // Spin budget (pause iterations) before sleeping on the futex; the budget adapts below this
   // maximum (halved after a wait that ended asleep, doubled after a late spin hit).

@@ -187,8 +187,11 @@ static_assert(max_record_payload(kMinRingBytes) > sizeof(ChunkStart), "a chunk m
 // Peer death: bypassd's main process bumps host_heartbeat every kVmHeartbeatPeriod; a guest
 // whose session is open bumps its slot's guest_heartbeat as often. A heartbeat that stands
 // still for the peer's timeout means that side is gone (killed, VM reset, bypassd dead).
+// Doorbells (optional, per slot): a byte stream beside the device that wakes a sleeping side
+// (vm.h, "Doorbells"). The header names them; each side says in the slot whether it holds its
+// end for this session, and the session uses them only when both do.
 inline constexpr uint32_t kVmMagic = 0x56505942;  // "BYPV" in memory order
-inline constexpr uint32_t kVmLayoutVersion = 1;
+inline constexpr uint32_t kVmLayoutVersion = 2;
 inline constexpr uint32_t kVmMaxSlots = 8;
 inline constexpr uint64_t kVmHeaderBytes = 64 * 1024;
 inline constexpr uint64_t kVmHeapAlign = 64 * 1024;  // heap start and allocation granule
@@ -226,8 +229,12 @@ struct VmSlot {
   alignas(kCacheLine) std::atomic<uint64_t> guest_heartbeat;
   alignas(kCacheLine) VmHello guest_hello;  // written by the guest before kSlotRequested
   VmHello host_hello;                       // written by the host before kSlotActive
-  uint32_t reject_bytes;                    // written by the host before kSlotRejected
-  char reject_text[476];
+  // 1 if that side holds this slot's doorbell for the session: the guest's written before
+  // kSlotRequested, the host's before kSlotActive. Both 1: wake-ups ring it; else they poll.
+  uint32_t guest_doorbell;
+  uint32_t host_doorbell;
+  uint32_t reject_bytes;  // written by the host before kSlotRejected
+  char reject_text[468];
 };
 
 struct VmDeviceHeader {
@@ -239,6 +246,12 @@ struct VmDeviceHeader {
   uint64_t slot_bytes;    // slot i starts at kVmHeaderBytes + i * slot_bytes
   uint64_t region_bytes;  // the session region at the start of each slot; the heap follows
   uint64_t heap_offset;   // from the slot's start, a multiple of kVmHeapAlign
+  // Nonzero if bypassd listens for doorbells of this device; then slot i's doorbell is the
+  // virtio-serial port named "<doorbell_name>.<i>" in the guest (doorbell_name: the device
+  // file's name, doorbell_name_bytes long, not NUL-terminated).
+  uint32_t doorbells;
+  uint32_t doorbell_name_bytes;
+  char doorbell_name[48];
   // Bumped by bypassd's main process (relaxed; read by guests).
   alignas(kCacheLine) std::atomic<uint64_t> host_heartbeat;
   alignas(kCacheLine) VmSlot slots[kVmMaxSlots];

@@ -5,8 +5,9 @@
 //   SocketLink (session.h)  a sealed memfd, futex wake-ups, the UNIX socket's hang-up (and its
 //                           SCM_RIGHTS for file descriptors)
 //   VmLink     (vm.h)       a slot of a shared-memory PCI device (QEMU ivshmem), wake-ups by
-//                           polling the ring's wait word (a futex does not cross the VM
-//                           boundary), heartbeat words in the device for peer death
+//                           a doorbell (a virtio-serial port) or by polling the ring's wait
+//                           word (a futex does not cross the VM boundary), heartbeat words in
+//                           the device for peer death
 #pragma once
 
 #include <atomic>
@@ -31,6 +32,8 @@ class Waker {
   // Sleeps while *word == expected, at most `timeout`; may return early (callers re-check).
   // True if the timeout ran out.
   virtual bool sleep(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) = 0;
+  // How sleepers are woken, for logs and statistics: "futex", "doorbell", "polling".
+  virtual const char* wakeups() const { return "futex"; }
 };
 
 // FUTEX_WAIT / FUTEX_WAKE on the word: both sides are processes of one kernel.

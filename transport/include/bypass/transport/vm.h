@@ -3,7 +3,10 @@
 // guest drives it from user space (sysfs resource2 mmap), and the same ring code as on a UNIX
 // socket runs over it (link.h). What lives where in the device: layout.h, "A VM guest's device".
 //
-// Wake-ups poll: a futex does not cross the VM boundary, so a side that found nothing while
+// Wake-ups: a futex does not cross the VM boundary. With doorbells (VmDeviceOptions::doorbells,
+// and QEMU given a virtio-serial port per slot wired to bypassd's socket for it), a sleeping
+// side blocks until the peer writes a byte to its doorbell, which reaches a guest as an
+// interrupt. Without them (or when one side lacks its end) a side that found nothing while
 // spinning yields, then sleeps in short, growing naps (kVmPollMin .. kVmPollMax), re-reading
 // the ring's wait word. Peer death: heartbeat words in the device (bypassd's, and each open session's guest's).
 // No file descriptor crosses: Channel::carries_fds() is false, and host-visible memory is
@@ -46,7 +49,14 @@ struct VmDeviceOptions {
   uint32_t slots = 4;                   // guest processes of the VM with a session at once
   size_t ring_bytes = size_t{1} << 20;  // per ring per slot
   size_t max_message = size_t{64} << 20;
+  // Listen on vm_doorbell_path(path, slot) for each slot's doorbell (a UNIX stream socket QEMU's
+  // chardev connects to, backing the virtio-serial port "<file name>.<slot>" in the guest).
+  bool doorbells = false;
 };
+
+// Where bypassd listens for slot `slot`'s doorbell of the device file `device_path`:
+// "<device_path>.<slot>.sock".
+std::string vm_doorbell_path(const std::string& device_path, uint32_t slot);
 
 // Host side: the device file. Made (or re-made: every slot starts free) by bypassd before QEMU
 // maps it; bypassd's main process polls the slots and bumps the heartbeat, a worker per
@@ -68,9 +78,14 @@ class VmDevice {
   void sweep_stale_slots(Clock::time_point now);
   // The session in `slot` is over (its worker ended): the guest, if any, sees its peer gone.
   void free_slot(uint32_t slot);
+  // Main process, before it hands a requested slot to a worker: the slot's doorbell connection
+  // (a duplicate; the device keeps the newest one QEMU made), or an empty fd (no doorbells, or
+  // nobody connected).
+  base::UniqueFd doorbell(uint32_t slot);
   // Worker: answers the guest waiting in `slot` (checks its hello, writes the region, says
   // Active) or refuses it with the reason (kRefused). The channel's link keeps the device mapped.
-  Result<Channel> accept(uint32_t slot, const Hello& mine);
+  // With `doorbell` (from doorbell()) and a guest that holds its end, wake-ups ring it.
+  Result<Channel> accept(uint32_t slot, const Hello& mine, base::UniqueFd doorbell = {});
 
   struct Impl;
 

@@ -84,6 +84,17 @@ class VmTest : public ::testing::Test {
   Result<Channel> connect(Hello hello = Hello{1, 2, "guest"}) {
     return connect_vm("ivshmem:" + path_, hello, deadline_after(5s));
   }
+  // A guest process that connects, sends one message of 100 bytes and is SIGKILLed: no goodbye.
+  pid_t fork_guest_that_dies() {
+    const pid_t child = fork();
+    if (child == 0) {
+      auto guest = connect();
+      if (guest) (void)guest->send(5, testing::pattern(100, 1));
+      ::kill(::getpid(), SIGKILL);
+      _exit(1);
+    }
+    return child;
+  }
   // `rounds` messages of growing sizes from the guest and back, each compared.
   static void ping_pong(Channel& guest, Channel& h, int rounds) {
     Message m;
@@ -202,14 +213,8 @@ TEST_F(VmTest, TheGuestSeesItsSessionEndWhenTheHostFreesTheSlot) {
 
 TEST_F(VmTest, TheHostSeesAGuestGoneWhenItsHeartbeatStops) {
   // A guest process (or its whole VM) killed: no goodbye, only its heartbeat stops.
-  const pid_t child = fork();
+  const pid_t child = fork_guest_that_dies();
   ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto guest = connect();
-    if (guest) (void)guest->send(5, testing::pattern(100, 1));
-    ::kill(::getpid(), SIGKILL);
-    _exit(1);
-  }
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   Channel& h = host(0);
@@ -323,37 +328,49 @@ TEST_F(VmDoorbellTest, SuccessiveGuestsOfASlotGetTheirOwnDoorbell) {
   }
 }
 
-TEST_F(VmDoorbellTest, ADoorbellThatHangsUpFallsBackToPolling) {
+TEST_F(VmDoorbellTest, TheDoorbellsEndIsThePeersDeath) {
   auto guest = connect();
   ASSERT_TRUE(guest) << guest.message();
   Channel& h = host(0);
   ASSERT_STREQ(h.wakeups(), "doorbell");
-  // The guest sleeps on its doorbell when the stream is cut under the session (in a VM: QEMU's
-  // chardev went away). The sleeping guest sees the hang-up, the host when it next rings (no
-  // SIGPIPE); both go on polling and nothing is lost.
+  ASSERT_EQ(guest->send(7, testing::pattern(10, 1)), Status::kOk);
+  // The stream ends under the session (in a VM: QEMU died and its chardev closed, or bypassd
+  // died with its sockets) while the guest sleeps on it: the guest sees its peer gone at once,
+  // not after the 2 s heartbeat timeout, and so does the host, after what was sent before.
   Status got = Status::kOk;
+  Clock::time_point woke;
   Message m;
-  std::thread waiter([&] { got = guest->recv(m, deadline_after(5s)); });
+  std::thread waiter([&] {
+    got = guest->recv(m, deadline_after(10s));
+    woke = Clock::now();
+  });
   std::this_thread::sleep_for(100ms);
   base::UniqueFd stream = device_->doorbell(0);  // the slot is active: the server loop leaves it
   ASSERT_TRUE(stream);
+  const auto cut = Clock::now();
   ASSERT_EQ(::shutdown(stream.get(), SHUT_RDWR), 0);
-  std::this_thread::sleep_for(100ms);
-  ASSERT_EQ(h.send(8, testing::pattern(10, 2)), Status::kOk);
   waiter.join();
-  ASSERT_EQ(got, Status::kOk);
-  EXPECT_EQ(m.payload, testing::pattern(10, 2));
-  EXPECT_STREQ(guest->wakeups(), "polling");
-  // The host learns of the end when it rings: make it find the guest asleep again.
-  std::thread again([&] { got = guest->recv(m, deadline_after(5s)); });
-  std::this_thread::sleep_for(100ms);
-  ASSERT_EQ(h.send(9, testing::pattern(10, 3)), Status::kOk);
-  again.join();
-  ASSERT_EQ(got, Status::kOk);
-  EXPECT_EQ(m.payload, testing::pattern(10, 3));
-  EXPECT_STREQ(h.wakeups(), "polling");
-  ASSERT_EQ(guest->send(7, testing::pattern(10, 1)), Status::kOk);
+  EXPECT_EQ(got, Status::kPeerGone);
+  EXPECT_LT(woke - cut, kVmHostTimeout / 2);
+  ASSERT_EQ(h.recv(m, deadline_after(10s)), Status::kOk);
+  EXPECT_EQ(m.payload, testing::pattern(10, 1));
+  const auto start = Clock::now();
+  EXPECT_EQ(h.recv(m, deadline_after(10s)), Status::kPeerGone);
+  EXPECT_LT(Clock::now() - start, kVmGuestTimeout / 2);
+}
+
+TEST_F(VmDoorbellTest, AGuestProcessThatDiesClosesItsDoorbellAndItsSessionEndsAtOnce) {
+  // A guest on this kernel holds the socket itself: its death is the socket's end.
+  const pid_t child = fork_guest_that_dies();
+  ASSERT_GE(child, 0);
+  Channel& h = host(0);
+  Message m;
   ASSERT_EQ(h.recv(m, deadline_after(5s)), Status::kOk);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  const auto start = Clock::now();
+  EXPECT_EQ(h.recv(m, deadline_after(20s)), Status::kPeerGone);
+  EXPECT_LT(Clock::now() - start, kVmGuestTimeout / 2) << "the heartbeat's timeout, not the doorbell, ended it";
 }
 
 TEST_F(VmDoorbellTest, SeveralSleepersOfOneProcessAreAllWoken) {

@@ -35,11 +35,12 @@ Result<std::unique_ptr<Doorbell>> Doorbell::start(base::UniqueFd fd) {
 void Doorbell::ring() {
   if (!alive()) return;
   const char byte = 1;
-  const ssize_t n = is_socket_ ? ::send(fd_.get(), &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT) : ::write(fd_.get(), &byte, 1);
+  const ssize_t n =
+      is_socket_ ? ::send(fd_.get(), &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT) : ::write(fd_.get(), &byte, 1);
   if (n == 1) {
     rung_.fetch_add(1, std::memory_order_relaxed);
   } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-    // The peer is gone (EPIPE, ECONNRESET) or the port broke: wake our own sleepers to poll.
+    // The peer is gone (EPIPE, ECONNRESET) or the port broke: wake our own sleepers to see it.
     alive_.store(false, std::memory_order_release);
     bump(2);  // the reading bit stays as it is; a reader learns of the end from its poll()
   }

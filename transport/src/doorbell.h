@@ -12,8 +12,8 @@
 // reads: taking the reading is a CAS from the very epoch the sleeper saw before it re-checked
 // its ring word, so no ring read by another goes unnoticed, and giving it up is one add that
 // also moves the epoch. When the stream ends (the peer hung up, QEMU's chardev went away, an
-// error) the doorbell is dead and its sleepers poll instead: a lost doorbell costs latency,
-// never a hang.
+// error) the doorbell is dead and its sleepers are woken to learn it: the link takes that for
+// the peer's death (vm.cpp), since the stream lives as long as QEMU and bypassd do.
 #pragma once
 
 #include <atomic>
@@ -42,7 +42,7 @@ class Doorbell {
   // Sleeps until the peer rings (or the stream ends, or another sleeper stops reading) after
   // the epoch `seen` was read, at most `timeout`. May return early; true if the timeout ran out.
   bool wait(uint32_t seen, std::chrono::nanoseconds timeout);
-  // False once the stream ended; then the sleepers poll.
+  // False once the stream ended: the reading sleeper saw the hang-up, or a ring failed.
   bool alive() const { return alive_.load(std::memory_order_acquire); }
   // Bytes written by ring() and bytes read from the peer (for statistics and tests).
   uint64_t rung() const { return rung_.load(std::memory_order_relaxed); }

@@ -100,8 +100,9 @@ Result<Geometry> check_geometry(const VmDeviceHeader& h, uint64_t size) {
 
 // One end of a session in a device slot. The device mapping is shared by every link of the
 // process (a guest with two sessions maps its BAR twice otherwise; bypassd's workers inherit it).
-// With a doorbell, a sleeper blocks until the peer rings it; without one (or once it died) it
-// polls the word.
+// With a doorbell, a sleeper blocks until the peer rings it, and the doorbell's end is the
+// peer's death (QEMU closed its chardev: the VM is gone; bypassd's sockets closed: bypassd is
+// gone), noticed at once instead of after a heartbeat timeout. Without one it polls the word.
 class VmLink final : public Link {
  public:
   VmLink(std::shared_ptr<base::Mapping> device, const Geometry& g, uint32_t slot, uint32_t generation, bool is_host,
@@ -155,12 +156,13 @@ class VmLink final : public Link {
       if (changed()) return false;
       const Clock::time_point now = Clock::now();
       if (now >= end) return true;
-      if (!bell_->alive()) return !vm_poll_until(changed, end - now);
+      if (!bell_->alive()) return true;  // the caller asks peer_gone(), which says yes
       bell_->wait(epoch, end - now);
     }
   }
-  const char* wakeups() const override { return bell_ && bell_->alive() ? "doorbell" : "polling"; }
+  const char* wakeups() const override { return bell_ ? "doorbell" : "polling"; }
   bool peer_gone() override {
+    if (bell_ && !bell_->alive()) return true;
     // The slot is no longer this session's: bypassd ended it (guest's view), or a new guest
     // claimed it after ours was freed. Acquire pairs with the release stores of the state.
     if (slot_->state.load(std::memory_order_acquire) != layout::kSlotActive ||

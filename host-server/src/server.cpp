@@ -21,6 +21,7 @@
 #include "bypass/base/json.h"
 #include "bypass/base/socket_path.h"
 #include "bypass/base/unix_socket.h"
+#include "bypass/transport/doorbell.h"
 #include "bypass/transport/session.h"
 #include "bypass/wire/protocol.h"
 #include "driver_preload.h"
@@ -231,7 +232,7 @@ bool Server::open_vms() {
     for (uint32_t slot = 0; slot < vm.device->slot_count(); ++slot) {
       ports += fmt::format(
           " -chardev socket,id=bypass{0},path={1},reconnect=1 -device virtserialport,chardev=bypass{0},name={2}.{0}",
-          slot, transport::vm_doorbell_path(spec.path, slot), file);
+          slot, transport::doorbell_path(spec.path, slot), file);
     }
     spdlog::info(
         "serving VM {} on {} ({} MiB, {} session slots): QEMU -object memory-backend-file,id=bypass,"

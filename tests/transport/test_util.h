@@ -8,11 +8,25 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace bypass::transport::testing {
+
+// The calling thread's context switches so far (it slept, or was put off its CPU): how often a
+// sleeper woke, for tests of wake-ups that must not poll.
+inline uint64_t thread_switches() {
+  std::ifstream in("/proc/thread-self/status");
+  uint64_t total = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+      total += std::stoull(line.substr(line.find(':') + 1));
+  }
+  return total;
+}
 
 // splitmix64: a fast, decent generator; the same seed gives the same bytes on both sides.
 inline uint64_t splitmix(uint64_t& state) {

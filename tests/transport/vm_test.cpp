@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "bypass/transport/doorbell.h"
 #include "bypass/transport/vm.h"
 #include "test_util.h"
 
@@ -250,23 +251,12 @@ class VmDoorbellNotHandedTest : public VmTest {
   }
 };
 
-// The calling thread's context switches so far (it slept or was put off its CPU).
-uint64_t thread_switches() {
-  std::ifstream in("/proc/thread-self/status");
-  uint64_t total = 0;
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
-      total += std::stoull(line.substr(line.find(':') + 1));
-  }
-  return total;
-}
-
 TEST_F(VmDoorbellTest, TheDeviceListensPerSlotAndBothSidesRing) {
   namespace fs = std::filesystem;
   for (uint32_t i = 0; i < device_->slot_count(); ++i) {
-    EXPECT_TRUE(fs::is_socket(vm_doorbell_path(path_, i))) << vm_doorbell_path(path_, i);
+    EXPECT_TRUE(fs::is_socket(doorbell_path(path_, i))) << doorbell_path(path_, i);
     // Whoever connects holds the slot's doorbell: the owner only, as for the device file.
-    EXPECT_EQ(fs::status(vm_doorbell_path(path_, i)).permissions() & (fs::perms::group_all | fs::perms::others_all),
+    EXPECT_EQ(fs::status(doorbell_path(path_, i)).permissions() & (fs::perms::group_all | fs::perms::others_all),
               fs::perms::none);
   }
   auto guest = connect();
@@ -289,9 +279,9 @@ TEST_F(VmDoorbellTest, AnIdleSideSleepsUntilTheDoorbellRings) {
   Status got = Status::kOk;
   Message m;
   std::thread waiter([&] {
-    const uint64_t before = thread_switches();
+    const uint64_t before = testing::thread_switches();
     got = guest->recv(m, deadline_after(5s));
-    switches = thread_switches() - before;
+    switches = testing::thread_switches() - before;
   });
   std::this_thread::sleep_for(400ms);
   const uint64_t wakes_before = h.stats().wakes_issued;
@@ -305,7 +295,7 @@ TEST_F(VmDoorbellTest, AnIdleSideSleepsUntilTheDoorbellRings) {
 
 TEST_F(VmDoorbellTest, ASessionWhoseGuestHasNoDoorbellPolls) {
   // A guest that cannot reach its slot's doorbell (here: the socket is gone; in a VM: no port).
-  std::filesystem::remove(vm_doorbell_path(path_, 0));
+  std::filesystem::remove(doorbell_path(path_, 0));
   check_polling_session();
 }
 

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "../transport/test_util.h"
 #include "bypass/transport/layout.h"
 #include "bypass/transport/vm.h"
 #include "device.h"
@@ -40,10 +41,13 @@ struct DeviceBroker {
   std::string device = unique_device();
   std::string out = device + ".out";
   std::vector<std::string> vms;
+  std::vector<std::string> extra;
   BrokerProcess broker;
-  explicit DeviceBroker(std::vector<std::string> vm_names = {}) : vms(std::move(vm_names)), broker(arguments(), out) {}
+  explicit DeviceBroker(std::vector<std::string> vm_names = {}, std::vector<std::string> more = {})
+      : vms(std::move(vm_names)), extra(std::move(more)), broker(arguments(), out) {}
   std::vector<std::string> arguments() const {
     std::vector<std::string> args = {"--device", device, "--pages-4k", "1024", "--pages-2m", "4", "--vm-slots", "4"};
+    args.insert(args.end(), extra.begin(), extra.end());
     for (const std::string& vm : vms) {
       args.push_back("--vm");
       args.push_back(vm + ":" + control(vm) + ":2");
@@ -196,6 +200,9 @@ TEST(VmQueueDevice, GarbageInAVmDomainsRingEndsOnlyThatDomain) {
 }
 
 TEST(VmQueueDevice, SilentVmDomainIsRemovedAndItsPagesReturn) {
+  // The shared device's slots have no doorbells: only the heartbeat tells (in a VM's own control
+  // device a process on this kernel holds its slot's doorbell socket, whose end tells at once:
+  // the next test).
   DeviceBroker b;
   auto a = b.attach("survivor");
   ASSERT_TRUE(a.ok()) << a.message();
@@ -232,6 +239,55 @@ TEST(VmQueueDevice, SilentVmDomainIsRemovedAndItsPagesReturn) {
   const std::string report = b.stop_and_report();
   EXPECT_NE(report.find("1 VM domains silent"), std::string::npos) << report;
   EXPECT_NE(report.find(" 1028 pages free"), std::string::npos) << report;  // 1024 + 4: all of them
+}
+
+TEST(VmQueueDevice, AVmDomainWhoseDoorbellClosesIsRemovedAtOnce) {
+  // The doorbell's stream lives as long as the guest's QEMU (here: the domain's own process,
+  // which holds the socket): its end removes the domain at once, not after kGuestTimeout. Only
+  // a VM's own control device has doorbells (the shared device's slots are every VM's).
+  DeviceBroker b({"vma"});
+  auto a = b.attach("survivor", {}, "vma");
+  ASSERT_TRUE(a.ok()) << a.message();
+  pid_t mute = vmq_test::spawn({PROBE_PATH, "hold", b.endpoint("vma"), "mute", "300"});
+  ASSERT_EQ(vmq_test::wait_exit(mute, 30s), 0);
+  const auto start = std::chrono::steady_clock::now();
+  Result<Domain> again = make_error(Errc::kInvalid);
+  for (;;) {
+    again = Domain::connect(b.endpoint("vma"), "mute");
+    if (again.ok() || again.code() != Errc::kNameTaken || std::chrono::steady_clock::now() - start > 15s) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(again.ok()) << again.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, device::kGuestTimeout / 2);
+  again = make_error(Errc::kInvalid);
+  a = make_error(Errc::kInvalid);
+  const std::string report = b.stop_and_report();
+  EXPECT_NE(report.find("1 VM domains silent"), std::string::npos) << report;
+  EXPECT_NE(report.find(" 1028 pages free"), std::string::npos) << report;
+}
+
+TEST(VmQueueDevice, AnIdleVmDomainSleepsOnItsDoorbellUntilAMessageComes) {
+  DeviceBroker b({"vma"});
+  auto a = b.attach("sleeper", {}, "vma");
+  auto c = b.attach("sender", {}, "vma");
+  ASSERT_TRUE(a.ok()) << a.message();
+  ASSERT_TRUE(c.ok()) << c.message();
+  introduce(*a, *c);
+  // Polling, the waiting thread would nap some 2,000 times in the 400 ms; on the doorbell it
+  // wakes once per liveness slice (50 ms), and once for the message.
+  uint64_t switches = 0;
+  bool got = false;
+  std::thread waiter([&] {
+    const uint64_t before = bypass::transport::testing::thread_switches();
+    auto m = a->recv(10s);
+    switches = bypass::transport::testing::thread_switches() - before;
+    got = m.ok() && looks_filled(m->pages.bytes(), 7);
+  });
+  std::this_thread::sleep_for(400ms);
+  ASSERT_EQ(c->send(a->self().id, filled(*c, 1, 7), 10), Errc::kOk);
+  waiter.join();
+  EXPECT_TRUE(got);
+  EXPECT_LT(switches, 100u);
 }
 
 TEST(VmQueueDevice, PeerOfAStoppedVmDomainGetsPeerDead) {

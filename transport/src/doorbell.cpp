@@ -1,5 +1,6 @@
-#include "doorbell.h"
+#include "bypass/transport/doorbell.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -8,10 +9,166 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <fstream>
 
+#include "bypass/base/text.h"
+#include "bypass/base/unix_socket.h"
 #include "futex.h"
 
-namespace bypass::transport::detail {
+namespace bypass::transport {
+
+using detail::futex_wait;
+using detail::futex_wake_all;
+
+std::string doorbell_path(const std::string& device_path, uint32_t slot) {
+  return device_path + "." + std::to_string(slot) + ".sock";
+}
+
+bool valid_doorbell_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxDoorbellName) return false;
+  for (const char c : name)
+    if (c <= ' ' || c > '~' || c == '/' || c == ',') return false;  // ',' would split QEMU's options
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side
+
+Result<DoorbellListener> DoorbellListener::listen(const std::string& device_path, uint32_t slots) {
+  DoorbellListener out;
+  const size_t slash = device_path.rfind('/');
+  out.name_ = slash == std::string::npos ? device_path : device_path.substr(slash + 1);
+  if (!valid_doorbell_name(out.name_)) {
+    return make_error(Status::kInvalidArgument,
+                      base::str_printf("doorbells need a device file name of 1 to %zu printable characters without "
+                                       "spaces or commas (%s)",
+                                       kMaxDoorbellName, device_path.c_str()));
+  }
+  out.path_ = device_path;
+  out.owner_ = ::getpid();
+  for (uint32_t i = 0; i < slots; ++i) {
+    const std::string path = doorbell_path(device_path, i);
+    auto listener = base::listen_unix(path, SOCK_STREAM | SOCK_NONBLOCK, 4);
+    if (!listener) return base::rebrand(Status::kIo, listener.error());
+    out.listeners_.push_back(std::move(listener).value());
+    out.connections_.emplace_back();
+    if (::chmod(path.c_str(), 0600) != 0) return base::errno_error(Status::kIo, "chmod " + path, errno);
+  }
+  return out;
+}
+
+DoorbellListener& DoorbellListener::operator=(DoorbellListener&& other) noexcept {
+  if (this != &other) {
+    remove();
+    path_ = std::move(other.path_);
+    name_ = std::move(other.name_);
+    owner_ = other.owner_;
+    listeners_ = std::move(other.listeners_);
+    connections_ = std::move(other.connections_);
+    other.listeners_.clear();
+  }
+  return *this;
+}
+
+DoorbellListener::~DoorbellListener() { remove(); }
+
+void DoorbellListener::remove() {
+  // A forked worker's copy: the sockets are its parent's.
+  if (owner_ != ::getpid()) return;
+  for (size_t i = 0; i < listeners_.size(); ++i)
+    if (listeners_[i]) ::unlink(doorbell_path(path_, static_cast<uint32_t>(i)).c_str());
+  listeners_.clear();
+}
+
+base::UniqueFd DoorbellListener::take(uint32_t slot) {
+  if (slot >= listeners_.size()) return {};
+  base::UniqueFd& kept = connections_[slot];
+  for (;;) {
+    base::UniqueFd next(::accept4(listeners_[slot].get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!next) break;
+    kept = std::move(next);
+  }
+  if (kept && !doorbell_connected(kept.get())) kept.reset();
+  if (!kept) return {};
+  return base::UniqueFd(::fcntl(kept.get(), F_DUPFD_CLOEXEC, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guest side
+
+namespace {
+
+std::string first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+}  // namespace
+
+base::UniqueFd open_doorbell(const std::string& endpoint, const std::string& name, uint32_t slot) {
+  if (!valid_doorbell_name(name) || endpoint.rfind("ivshmem:", 0) != 0) return {};
+  const std::string rest = endpoint.substr(std::strlen("ivshmem:"));
+  base::UniqueFd fd;
+  if (!rest.empty() && rest[0] == '/') {
+    auto connected = base::connect_unix(doorbell_path(rest, slot), SOCK_STREAM);
+    if (!connected) return {};
+    fd = std::move(connected).value();
+  } else {
+    const std::string want = name + "." + std::to_string(slot);
+    DIR* dir = ::opendir("/sys/class/virtio-ports");
+    if (dir == nullptr) return {};
+    while (dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      if (first_line(std::string("/sys/class/virtio-ports/") + e->d_name + "/name") != want) continue;
+      fd.reset(::open((std::string("/dev/") + e->d_name).c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
+      break;
+    }
+    ::closedir(dir);
+  }
+  if (!fd || !doorbell_connected(fd.get())) return {};
+  return fd;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Either side
+
+namespace {
+
+bool is_socket(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+// One byte; MSG_NOSIGNAL on a socket (a closed peer is EPIPE, not SIGPIPE). 1: written, 0: the
+// stream is full (the peer has wake-ups to read), -1: dead.
+int write_ring(int fd, bool socket) {
+  const char byte = 1;
+  const ssize_t n = socket ? ::send(fd, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT) : ::write(fd, &byte, 1);
+  if (n == 1) return 1;
+  return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+}
+
+// Reads what the stream holds; `heard` counts the bytes. False once it ended.
+bool read_all(int fd, std::atomic<uint64_t>* heard) {
+  for (;;) {
+    char bytes[256];
+    const ssize_t n = ::read(fd, bytes, sizeof bytes);
+    if (n > 0) {
+      if (heard) heard->fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return n < 0 && errno == EAGAIN;  // 0: end of stream; another error: broken
+  }
+}
+
+}  // namespace
+
+bool ring_doorbell(int fd) { return write_ring(fd, is_socket(fd)) >= 0; }
+bool drain_doorbell(int fd) { return read_all(fd, nullptr); }
 
 bool doorbell_connected(int fd) {
   pollfd p{fd, POLLIN, 0};
@@ -24,38 +181,22 @@ Result<std::unique_ptr<Doorbell>> Doorbell::start(base::UniqueFd fd) {
   if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
     return base::errno_error(Status::kIo, "doorbell: fcntl", errno);
   }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return base::errno_error(Status::kIo, "doorbell: fstat", errno);
-  std::unique_ptr<Doorbell> bell(new Doorbell(std::move(fd), S_ISSOCK(st.st_mode)));
-  if (!bell->drain()) return make_error(Status::kPeerGone, "the doorbell's stream has ended");
-  bell->heard_.store(0, std::memory_order_relaxed);  // an earlier session's rings are not ours
+  const bool socket = is_socket(fd.get());
+  std::unique_ptr<Doorbell> bell(new Doorbell(std::move(fd), socket));
+  // An earlier session's rings are not ours.
+  if (!read_all(bell->fd_.get(), nullptr)) return make_error(Status::kPeerGone, "the doorbell's stream has ended");
   return bell;
 }
 
 void Doorbell::ring() {
   if (!alive()) return;
-  const char byte = 1;
-  const ssize_t n =
-      is_socket_ ? ::send(fd_.get(), &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT) : ::write(fd_.get(), &byte, 1);
-  if (n == 1) {
+  const int r = write_ring(fd_.get(), is_socket_);
+  if (r > 0) {
     rung_.fetch_add(1, std::memory_order_relaxed);
-  } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+  } else if (r < 0) {
     // The peer is gone (EPIPE, ECONNRESET) or the port broke: wake our own sleepers to see it.
     alive_.store(false, std::memory_order_release);
     bump(2);  // the reading bit stays as it is; a reader learns of the end from its poll()
-  }
-}
-
-bool Doorbell::drain() {
-  for (;;) {
-    char bytes[256];
-    const ssize_t n = ::read(fd_.get(), bytes, sizeof bytes);
-    if (n > 0) {
-      heard_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    return n < 0 && errno == EAGAIN;  // 0: end of stream; another error: broken
   }
 }
 
@@ -86,7 +227,7 @@ bool Doorbell::wait(uint32_t seen, std::chrono::nanoseconds timeout) {
   bool ended = false;
   if (r > 0) {
     if (p.revents & POLLIN) {
-      ended = !drain();
+      ended = !read_all(fd_.get(), &heard_);
     } else if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) {
       ended = true;
     }
@@ -98,4 +239,4 @@ bool Doorbell::wait(uint32_t seen, std::chrono::nanoseconds timeout) {
   return r == 0;
 }
 
-}  // namespace bypass::transport::detail
+}  // namespace bypass::transport

@@ -23,10 +23,10 @@
 
 #include "bypass/base/text.h"
 #include "bypass/base/unix_socket.h"
+#include "bypass/transport/doorbell.h"
 #include "bypass/transport/layout.h"
 #include "bypass/transport/link.h"
 #include "channel_impl.h"
-#include "doorbell.h"
 #include "handshake.h"
 #include "region.h"
 
@@ -90,10 +90,9 @@ Result<Geometry> check_geometry(const VmDeviceHeader& h, uint64_t size) {
   Geometry g{h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset, {}};
   if (h.doorbells != 0) {
     // A name for a port: printable, no path separator (the guest looks it up in sysfs).
-    g.doorbell_name = base::printable(
-        std::string_view(h.doorbell_name, std::min<size_t>(h.doorbell_name_bytes, sizeof h.doorbell_name)),
-        sizeof h.doorbell_name);
-    if (g.doorbell_name.find_first_of("/ ") != std::string::npos) g.doorbell_name.clear();
+    // What names a port: checked again by open_doorbell() (the host wrote it, and may be wrong).
+    g.doorbell_name.assign(h.doorbell_name, std::min<size_t>(h.doorbell_name_bytes, sizeof h.doorbell_name));
+    if (!valid_doorbell_name(g.doorbell_name)) g.doorbell_name.clear();
   }
   return g;
 }
@@ -106,7 +105,7 @@ Result<Geometry> check_geometry(const VmDeviceHeader& h, uint64_t size) {
 class VmLink final : public Link {
  public:
   VmLink(std::shared_ptr<base::Mapping> device, const Geometry& g, uint32_t slot, uint32_t generation, bool is_host,
-         std::unique_ptr<detail::Doorbell> bell)
+         std::unique_ptr<Doorbell> bell)
       : device_(std::move(device)),
         slot_index_(slot),
         generation_(generation),
@@ -200,7 +199,7 @@ class VmLink final : public Link {
   const uint32_t slot_index_;
   const uint32_t generation_;
   const bool is_host_;
-  std::unique_ptr<detail::Doorbell> bell_;  // null: wake-ups poll
+  std::unique_ptr<Doorbell> bell_;  // null: wake-ups poll
   std::span<std::byte> region_, heap_;
   // peer_gone() may be asked by the send and the receive thread at once.
   std::mutex watch_mu_;
@@ -254,39 +253,7 @@ Result<std::string> resolve_device(const std::string& endpoint) {
   return base + "/resource2";
 }
 
-// The guest's end of slot `slot`'s doorbell, or nothing (then the session polls). A device that
-// is a file on this kernel (tests, `ivshmem:/path`): its socket, connected directly. A PCI
-// device: the virtio-serial port QEMU named "<doorbell_name>.<slot>", if its host side is
-// connected.
-base::UniqueFd open_doorbell(const std::string& endpoint, const Geometry& g, uint32_t slot) {
-  if (g.doorbell_name.empty()) return {};
-  const std::string rest = endpoint.substr(std::strlen("ivshmem:"));
-  base::UniqueFd fd;
-  if (!rest.empty() && rest[0] == '/') {
-    auto connected = base::connect_unix(vm_doorbell_path(rest, slot), SOCK_STREAM);
-    if (!connected) return {};
-    fd = std::move(connected).value();
-  } else {
-    const std::string want = g.doorbell_name + "." + std::to_string(slot);
-    DIR* dir = ::opendir("/sys/class/virtio-ports");
-    if (dir == nullptr) return {};
-    while (dirent* e = ::readdir(dir)) {
-      if (e->d_name[0] == '.') continue;
-      if (read_line(std::string("/sys/class/virtio-ports/") + e->d_name + "/name") != want) continue;
-      fd.reset(::open((std::string("/dev/") + e->d_name).c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
-      break;
-    }
-    ::closedir(dir);
-  }
-  if (!fd || !detail::doorbell_connected(fd.get())) return {};
-  return fd;
-}
-
 }  // namespace
-
-std::string vm_doorbell_path(const std::string& device_path, uint32_t slot) {
-  return device_path + "." + std::to_string(slot) + ".sock";
-}
 
 void vm_nap(std::chrono::nanoseconds d) {
   // A polling sleeper's naps are its wake-up latency: without this, the kernel's default timer
@@ -327,18 +294,7 @@ struct VmDevice::Impl {
     Clock::time_point since;
   };
   Seen seen[layout::kVmMaxSlots];
-  // Doorbells (options.doorbells): a listening socket per slot, and the newest connection QEMU
-  // (or a guest process on this kernel) made to it. Removed by the process that made them.
-  base::UniqueFd bell_listeners[layout::kVmMaxSlots];
-  base::UniqueFd bell_connections[layout::kVmMaxSlots];
-  pid_t owner = -1;
-
-  ~Impl() {
-    if (owner != ::getpid()) return;  // a worker's inherited copy: the sockets are bypassd's
-    for (uint32_t i = 0; i < layout::kVmMaxSlots; ++i)
-      if (bell_listeners[i]) ::unlink(vm_doorbell_path(path, i).c_str());
-  }
-  std::string path;
+  DoorbellListener doorbells;  // options.doorbells
 };
 
 VmDevice::VmDevice(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -385,31 +341,12 @@ Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions
   impl->geometry = g;
   impl->options = options;
   impl->plan = plan;
-  impl->path = path;
-  impl->owner = ::getpid();
-  std::string bell_name;
   if (options.doorbells) {
-    const size_t slash = path.rfind('/');
-    bell_name = slash == std::string::npos ? path : path.substr(slash + 1);
-    if (bell_name.empty() || bell_name.size() > sizeof(VmDeviceHeader::doorbell_name) ||
-        base::printable(bell_name, bell_name.size()) != bell_name || bell_name.find(' ') != std::string::npos) {
-      return make_error(Status::kInvalidArgument,
-                        str_printf("doorbells need a device file name of 1 to %zu printable characters without "
-                                   "spaces (%s)",
-                                   sizeof(VmDeviceHeader::doorbell_name), path.c_str()));
-    }
-    for (uint32_t i = 0; i < g.slots; ++i) {
-      const std::string bell_path = vm_doorbell_path(path, i);
-      auto listener = base::listen_unix(bell_path, SOCK_STREAM | SOCK_NONBLOCK, 4);
-      if (!listener) return base::rebrand(Status::kIo, listener.error());
-      // Whoever connects holds the slot's doorbell: only the device file's owner (QEMU runs as
-      // the user who may map the device, whose file is 0600 too).
-      if (::chmod(bell_path.c_str(), 0600) != 0) {
-        return make_error(Status::kIo, str_printf("cannot chmod %s: %s", bell_path.c_str(), std::strerror(errno)));
-      }
-      impl->bell_listeners[i] = std::move(listener).value();
-    }
+    auto listening = DoorbellListener::listen(path, g.slots);
+    if (!listening) return listening.error();
+    impl->doorbells = std::move(listening).value();
   }
+  const std::string& bell_name = impl->doorbells.name();
   // Every slot starts free: a guest of an earlier bypassd sees its session gone.
   std::byte* header_bytes = impl->mapping->data();
   std::memset(header_bytes, 0, layout::kVmHeaderBytes);
@@ -420,7 +357,7 @@ Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions
   h->region_bytes = g.region_bytes;
   h->heap_offset = g.heap_offset;
   h->layout_version = layout::kVmLayoutVersion;
-  if (!bell_name.empty()) {
+  if (impl->doorbells) {
     h->doorbells = 1;
     h->doorbell_name_bytes = static_cast<uint32_t>(bell_name.size());
     std::memcpy(h->doorbell_name, bell_name.data(), bell_name.size());
@@ -464,19 +401,7 @@ void VmDevice::sweep_stale_slots(Clock::time_point now) {
   }
 }
 
-base::UniqueFd VmDevice::doorbell(uint32_t slot) {
-  if (slot >= slot_count() || !impl_->bell_listeners[slot]) return {};
-  base::UniqueFd& kept = impl_->bell_connections[slot];
-  // The newest connection wins: a QEMU that restarted, or the next guest process on this kernel.
-  for (;;) {
-    base::UniqueFd next(::accept4(impl_->bell_listeners[slot].get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (!next) break;
-    kept = std::move(next);
-  }
-  if (kept && !detail::doorbell_connected(kept.get())) kept.reset();
-  if (!kept) return {};
-  return base::UniqueFd(::fcntl(kept.get(), F_DUPFD_CLOEXEC, 0));
-}
+base::UniqueFd VmDevice::doorbell(uint32_t slot) { return impl_->doorbells.take(slot); }
 
 void VmDevice::free_slot(uint32_t slot) {
   if (slot >= slot_count()) return;
@@ -509,11 +434,11 @@ Result<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine, base::U
   std::byte* base = impl_->mapping->data() + layout::kVmHeaderBytes + slot_index * g.slot_bytes;
   detail::write_region(impl_->plan, base);
   // The doorbell only if the guest holds its end too (what it wrote is only a yes or a no).
-  std::unique_ptr<detail::Doorbell> bell;
+  std::unique_ptr<Doorbell> bell;
   uint32_t guest_bell = 0;
   std::memcpy(&guest_bell, &slot.guest_doorbell, sizeof guest_bell);
   if (doorbell && guest_bell == 1) {
-    if (auto started = detail::Doorbell::start(std::move(doorbell))) bell = std::move(started).value();
+    if (auto started = Doorbell::start(std::move(doorbell))) bell = std::move(started).value();
   }
   slot.host_doorbell = bell ? 1 : 0;
   auto link = std::make_unique<VmLink>(impl_->mapping, g, slot_index, generation, true, std::move(bell));
@@ -597,7 +522,7 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
       if (!slot.state.compare_exchange_strong(expected, layout::kSlotClaimed, std::memory_order_acq_rel)) continue;
       const uint32_t generation = slot.generation.fetch_add(1, std::memory_order_relaxed) + 1;
       std::memcpy(&slot.guest_hello, &hello, sizeof hello);
-      base::UniqueFd bell_fd = open_doorbell(endpoint, g, i);
+      base::UniqueFd bell_fd = open_doorbell(endpoint, g.doorbell_name, i);
       slot.guest_doorbell = bell_fd ? 1 : 0;
       slot.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
       // Release: the hello is written before bypassd sees the request.
@@ -634,9 +559,9 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
       std::memcpy(&host_copy, &slot.host_hello, sizeof host_copy);
       uint32_t host_transport = 0;
       Hello host = from_vm_hello(host_copy, &host_transport);
-      std::unique_ptr<detail::Doorbell> bell;
+      std::unique_ptr<Doorbell> bell;
       if (bell_fd && slot.host_doorbell == 1) {
-        if (auto started = detail::Doorbell::start(std::move(bell_fd))) bell = std::move(started).value();
+        if (auto started = Doorbell::start(std::move(bell_fd))) bell = std::move(started).value();
       }
       auto link = std::make_unique<VmLink>(mapping, g, i, generation, false, std::move(bell));
       if (std::string text = detail::compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {

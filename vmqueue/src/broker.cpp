@@ -24,6 +24,7 @@
 #include "bypass/base/memfd.h"
 #include "bypass/base/text.h"
 #include "bypass/base/unix_socket.h"
+#include "bypass/transport/doorbell.h"
 #include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
 #include "bypass/transport/vm.h"
@@ -44,7 +45,7 @@ using Clock = std::chrono::steady_clock;
 // the domains spin while they wait for a reply instead.
 constexpr auto kSpin = std::chrono::microseconds(0);
 
-enum class Tag : uint32_t { kListen = 1, kStop, kKick, kTimer, kDomain };
+enum class Tag : uint32_t { kListen = 1, kStop, kKick, kTimer, kDomain, kDoorbell };
 
 uint64_t epoll_key(Tag tag, uint32_t id = 0) { return (uint64_t(tag) << 32) | id; }
 
@@ -79,6 +80,7 @@ struct DomainEntry {
   SlotRing<Record> replies;   // broker produces
   SlotRing<Record> queue;     // broker produces: this domain's inbound VM queue
   transport::Kick kick;       // wakes the domain
+  base::UniqueFd doorbell;    // a VM domain's slot doorbell (wakes it, and the broker), if both hold it
   QueueOptions options;
   std::set<uint32_t> introduced;          // may send to / hear from these
   std::map<std::string, uint32_t> wants;  // pending introductions: name -> req_id
@@ -104,9 +106,10 @@ struct DomainEntry {
 // Where VM domains attach: the shared device's own slots, or a VM's control device of its own
 // (BrokerOptions::vms). Its header and slot regions are mapped here.
 struct ControlDevice {
-  std::string vm;         // the VM's name; empty for the shared device's slots
-  base::UniqueFd fd;      // a VM's own file (the shared device's fd is the broker's)
-  base::Mapping mapping;  // header and slots
+  std::string vm;                         // the VM's name; empty for the shared device's slots
+  base::UniqueFd fd;                      // a VM's own file (the shared device's fd is the broker's)
+  transport::DoorbellListener doorbells;  // the slots' doorbell sockets
+  base::Mapping mapping;                  // header and slots
   device::Geometry geom;
   uint32_t slots = 0;
   // Per slot, what the event loop saw: the domain attached there (0: none), or a claim that
@@ -153,6 +156,7 @@ struct Broker::Impl {
   std::vector<std::unique_ptr<ControlDevice>> controls;
   Clock::time_point next_serve;
   uint32_t vm_live = 0;
+  uint32_t vm_polled = 0;                           // VM domains without a doorbell: their rings are polled
   std::chrono::nanoseconds vm_nap = device::kPoll;  // how long the loop sleeps between polls
 
   struct Counters {
@@ -224,7 +228,10 @@ struct Broker::Impl {
     auto shared = std::make_unique<ControlDevice>();
     shared->geom = geom;
     shared->slots = shared_slots;
-    if (auto mapped = map_control(device_fd.get(), geom, shared_slots, 0); mapped) {
+    // No doorbells for the shared device's slots: every VM maps them, so no one QEMU's stream
+    // can be a slot's (and whichever connected last would hold it). A VM's own control device
+    // is that VM's alone.
+    if (auto mapped = map_control(device_fd.get(), geom, shared_slots, 0, shared->doorbells); mapped) {
       shared->mapping = std::move(mapped).value();
     } else {
       return mapped.error();
@@ -247,7 +254,11 @@ struct Broker::Impl {
       auto made = transport::create_vm_device_file(vm.path, control->geom.size);
       if (!made) return base::make_error(base::Errc::kIo, "vmqueue broker: " + made.error().message);
       control->fd = std::move(made).value();
-      auto mapped = map_control(control->fd.get(), control->geom, vm.slots, device::kFlagSeparatePools);
+      auto listening = listen_doorbells(vm.path, vm.slots);
+      if (!listening) return listening.error();
+      control->doorbells = std::move(listening).value();
+      auto mapped =
+          map_control(control->fd.get(), control->geom, vm.slots, device::kFlagSeparatePools, control->doorbells);
       if (!mapped) return mapped.error();
       control->mapping = std::move(mapped).value();
       controls.push_back(std::move(control));
@@ -259,7 +270,15 @@ struct Broker::Impl {
   // Maps a device's header and slots and writes the header: every slot starts free (a guest
   // still attached to an earlier broker sees its slot gone); the pools' offsets are always
   // the shared device's.
-  base::Result<base::Mapping> map_control(int fd, const device::Geometry& g, uint32_t slots, uint32_t flags) {
+  base::Result<transport::DoorbellListener> listen_doorbells(const std::string& path, uint32_t slots) {
+    if (!options.doorbells) return transport::DoorbellListener();
+    auto listening = transport::DoorbellListener::listen(path, slots);
+    if (!listening) return base::make_error(base::Errc::kIo, "vmqueue broker: " + listening.error().message);
+    return std::move(listening).value();
+  }
+
+  base::Result<base::Mapping> map_control(int fd, const device::Geometry& g, uint32_t slots, uint32_t flags,
+                                          const transport::DoorbellListener& doorbells) {
     auto mapped = base::Mapping::map_shared(fd, 0, g.control_bytes, /*writable=*/true);
     if (!mapped) return mapped.error();
     std::memset(mapped->data(), 0, g.control_bytes);
@@ -277,6 +296,11 @@ struct Broker::Impl {
     }
     h->flags = flags;
     h->pool_device_size = geom.size;
+    if (doorbells) {
+      h->doorbells = 1;
+      h->doorbell_name_bytes = static_cast<uint32_t>(doorbells.name().size());
+      std::memcpy(h->doorbell_name, doorbells.name().data(), doorbells.name().size());
+    }
     // Release: pairs with a guest's acquire load of the magic before it reads the rest.
     std::atomic_ref(h->magic).store(device::kMagic, std::memory_order_release);
     return std::move(mapped).value();
@@ -543,11 +567,20 @@ struct Broker::Impl {
     d->vm_beat = slot.guest_heartbeat.load(std::memory_order_relaxed);
     d->vm_beat_moved = now;
     open_rings(*d, control.slot_region(i), hello.queue_capacity);
+    // The doorbell, if the guest holds its end too (what it wrote is only a yes or a no).
+    uint32_t guest_bell = 0;
+    std::memcpy(&guest_bell, &slot.guest_doorbell, sizeof guest_bell);
+    if (base::UniqueFd bell = control.doorbells.take(i); bell && guest_bell == 1) {
+      if (watch(bell.get(), epoll_key(Tag::kDoorbell, d->id), EPOLLIN)) d->doorbell = std::move(bell);
+    }
+    slot.host_doorbell = d->doorbell ? 1 : 0;
+    if (!d->doorbell) ++vm_polled;
     slot.domain_id = d->id;
     slot.status = 0;
     slot.state.store(device::kSlotActive, std::memory_order_release);  // pairs with the guest's acquire
-    log("VM domain %u '%s' attached in %s (claims pid %d uid %u), queue capacity %u", d->id, name.c_str(),
-        control.where(i).c_str(), static_cast<int>(pid), static_cast<unsigned>(uid), hello.queue_capacity);
+    log("VM domain %u '%s' attached in %s (claims pid %d uid %u), queue capacity %u, wake-ups: %s", d->id, name.c_str(),
+        control.where(i).c_str(), static_cast<int>(pid), static_cast<unsigned>(uid), hello.queue_capacity,
+        d->doorbell ? "doorbell" : "polling");
     control.seen[i] = ControlDevice::SlotSeen{d->id, device::kSlotActive, generation, now};
     ++vm_live;
     add_domain(std::move(d));
@@ -881,6 +914,11 @@ struct Broker::Impl {
         slot.state.store(device::kSlotFree, std::memory_order_release);  // pairs with the guest's acquire
       d->vm_control->seen[d->vm_slot] = ControlDevice::SlotSeen{};
       --vm_live;
+      if (d->doorbell) {
+        ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, d->doorbell.get(), nullptr);
+      } else {
+        --vm_polled;
+      }
     }
     by_name.erase(d->name);
     log("domain %u '%s' gone", id, d->name.c_str());
@@ -909,6 +947,29 @@ struct Broker::Impl {
     }
   }
 
+  // A VM domain rang (the pass that follows serves it), or its doorbell ended: the stream lives
+  // as long as its QEMU, so the VM is gone (unless the domain left first: a guest process on
+  // this kernel holds the socket itself, and closes it as it leaves).
+  void on_doorbell(uint32_t id, uint32_t events) {
+    DomainEntry* d = find(id);
+    if (d == nullptr || !d->doorbell) return;
+    if (transport::drain_doorbell(d->doorbell.get()) && !(events & (EPOLLHUP | EPOLLERR))) return;
+    device::Slot& slot = d->vm_control->header()->slots[d->vm_slot];
+    if (slot.state.load(std::memory_order_acquire) == device::kSlotLeaving &&
+        slot.generation.load(std::memory_order_relaxed) == d->vm_generation) {
+      log("VM domain %u '%s' in %s left", d->id, d->name.c_str(),
+          d->vm_control->where(static_cast<uint32_t>(d->vm_slot)).c_str());
+      serve_last_requests(id);
+      remove_domain(id);
+      return;
+    }
+    log("VM domain %u '%s' in %s silent (its doorbell closed: QEMU ended)", d->id, d->name.c_str(),
+        d->vm_control->where(static_cast<uint32_t>(d->vm_slot)).c_str());
+    counters.silent.fetch_add(1, std::memory_order_relaxed);
+    serve_last_requests(id);
+    remove_domain(id);
+  }
+
   // ---------------------------------------------------------------- event loop
 
   bool pass() {
@@ -927,7 +988,11 @@ struct Broker::Impl {
     for (auto& [id, d] : domains) {
       if (d->kick_owed) {
         d->kick_owed = false;
-        if (d->kick) d->kick.signal();  // nobody kicks a VM domain: it polls
+        if (d->kick) {
+          d->kick.signal();
+        } else if (d->doorbell) {
+          transport::ring_doorbell(d->doorbell.get());  // a dead one is reported by epoll
+        }
       }
     }
     return did;
@@ -996,13 +1061,13 @@ struct Broker::Impl {
       arm_timer();
       if (prepare_sleep()) continue;
       counters.free_pages.store(pools[0].free_pages() + pools[1].free_pages(), std::memory_order_relaxed);
-      // Nobody kicks us for a VM domain: while one is attached, poll the rings every kPoll;
-      // otherwise wake for the next look at the device's slots.
+      // A VM domain without a doorbell kicks nobody: while one is attached, poll the rings every
+      // kPoll; otherwise wake for the next look at the device's slots (or a kick, a doorbell).
       timespec nap{};
       timespec* timeout = nullptr;
       if (device_fd) {
         auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(next_serve - Clock::now());
-        if (vm_live > 0) left = std::min<std::chrono::nanoseconds>(left, vm_nap);
+        if (vm_polled > 0) left = std::min<std::chrono::nanoseconds>(left, vm_nap);
         left = std::max<std::chrono::nanoseconds>(left, std::chrono::nanoseconds(0));
         nap.tv_sec = static_cast<time_t>(left.count() / 1'000'000'000);
         nap.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
@@ -1034,6 +1099,9 @@ struct Broker::Impl {
             break;
           case Tag::kDomain:
             on_domain_event(id, events[i].events);
+            break;
+          case Tag::kDoorbell:
+            on_doorbell(id, events[i].events);
             break;
         }
       }

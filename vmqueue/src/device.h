@@ -2,8 +2,9 @@
 // cannot cross a VM boundary, so what a process domain gets as fds is here instead: its rings
 // (a slot region in the device), the page pools (in the device too: a domain maps a message's
 // pages from the BAR at the pool's offset, so ownership still moves by remapping), wake-ups
-// (nobody kicks a VM domain: both sides poll the rings) and peer death (heartbeat words
-// instead of a session socket's hang-up). The broker (vmqd --device FILE) makes the file; QEMU
+// (a doorbell per slot, transport/doorbell.h: a virtio-serial port in the guest, a socket the
+// broker listens on; without one both sides poll the rings) and peer death (heartbeat words
+// instead of a session socket's hang-up, and the doorbell's end). The broker (vmqd --device FILE) makes the file; QEMU
 // maps it as each guest's ivshmem-plain BAR 2.
 //
 //   offset 0             Header (written once by the broker before the magic, then only the
@@ -37,13 +38,14 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "bypass/transport/doorbell.h"
 #include "bypass/transport/layout.h"
 #include "wire.h"
 
 namespace bypass::vmqueue::device {
 
 inline constexpr uint32_t kMagic = 0x44514d56;  // "VMQD" in memory order
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr uint64_t kHeaderBytes = 64 * 1024;
 inline constexpr uint64_t kAlign = 64 * 1024;
 inline constexpr uint32_t kMaxSlots = 32;
@@ -88,6 +90,10 @@ struct Slot {
   uint32_t claimed_gid;
   uint32_t status;  // Errc, the broker's answer
   uint32_t domain_id;
+  // 1 if that side holds this slot's doorbell: the guest's written before Requested, the
+  // broker's before Active. Both 1: the two kick each other through it; else they poll.
+  uint32_t guest_doorbell;
+  uint32_t host_doorbell;
   // Bumped by the guest every kGuestBeat while it is attached (relaxed; read by the broker).
   alignas(64) std::atomic<uint64_t> guest_heartbeat;
 };
@@ -106,6 +112,11 @@ struct Header {
   uint32_t flags;
   uint32_t reserved;
   uint64_t pool_device_size;  // the size of the device that holds the pools
+  // Nonzero if the broker listens for this device's doorbells; slot i's is then the port named
+  // "<doorbell_name>.<i>" (doorbell_name_bytes long, not NUL-terminated).
+  uint32_t doorbells;
+  uint32_t doorbell_name_bytes;
+  char doorbell_name[transport::kMaxDoorbellName];
   // Bumped by the broker every kServe (relaxed; read by guests).
   alignas(64) std::atomic<uint64_t> host_heartbeat;
   Slot slots[kMaxSlots];

@@ -16,6 +16,7 @@
 
 #include "bypass/base/mapping.h"
 #include "bypass/base/text.h"
+#include "bypass/transport/doorbell.h"
 #include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
 #include "bypass/transport/vm.h"
@@ -52,9 +53,10 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   uint32_t pool_pages[2] = {0, 0};
   transport::Kick broker_kick;
   transport::Kick kick;
-  SlotRing<Record> requests;  // produced here
-  SlotRing<Record> replies;   // consumed here
-  SlotRing<Record> queue;     // consumed here
+  std::unique_ptr<transport::Doorbell> doorbell;  // a VM domain's slot doorbell, if both hold it
+  SlotRing<Record> requests;                      // produced here
+  SlotRing<Record> replies;                       // consumed here
+  SlotRing<Record> queue;                         // consumed here
   bool hugetlb = false;
   bool lost = false;    // broker gone
   bool closed = false;  // Domain destroyed; Pages left over just unmap
@@ -83,10 +85,14 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
 
   // ---- waking the broker ----
 
-  // A process domain kicks the broker's eventfd; nobody kicks for a VM domain (the broker
-  // polls its rings), and the ring already bumped the word a polling sleeper would watch.
+  // A process domain kicks the broker's eventfd, a VM domain rings its doorbell; without one
+  // nobody kicks (the broker polls its rings: the ring already bumped the word it watches).
   void kick_broker() {
-    if (broker_kick) broker_kick.signal();
+    if (broker_kick) {
+      broker_kick.signal();
+    } else if (doorbell) {
+      doorbell->ring();
+    }
   }
 
   // A VM domain's view of the broker: gone when it took our slot away (or gave it to another
@@ -110,10 +116,28 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   }
 
   // Sleeps until `ready()`, at most `timeout` and one liveness slice, then looks at the broker.
+  // On the doorbell the caller announced its sleep on the rings first (the broker rings only a
+  // sleeper); its end is the broker's death (the stream lives as long as vmqd).
   template <class Ready>
   void vm_wait(Ready ready, std::chrono::nanoseconds timeout) {
     constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(50);
-    transport::vm_poll_until(ready, std::clamp(timeout, std::chrono::nanoseconds(0), kSlice));
+    const std::chrono::nanoseconds slice = std::clamp(timeout, std::chrono::nanoseconds(0), kSlice);
+    if (!doorbell) {
+      transport::vm_poll_until(ready, slice);
+    } else {
+      const Clock::time_point end = Clock::now() + slice;
+      for (;;) {
+        const uint32_t epoch = doorbell->epoch();
+        if (ready()) break;
+        if (!doorbell->alive()) {
+          lost = true;
+          return;
+        }
+        const Clock::time_point now = Clock::now();
+        if (now >= end) break;
+        doorbell->wait(epoch, end - now);
+      }
+    }
     check_broker();
   }
 
@@ -181,14 +205,19 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
       if (ready()) return;
       _mm_pause();
     }
-    if (vm()) {
-      // Nobody kicks a VM domain: poll, and announce no sleep the broker would have to serve.
+    if (vm() && !doorbell) {
+      // Nobody kicks a VM domain without a doorbell: poll, and announce no sleep the broker
+      // would have to serve.
       vm_wait(ready, forever ? std::chrono::nanoseconds::max() : deadline - Clock::now());
       return;
     }
     queue.consumer_prepare_wait();
     replies.consumer_prepare_wait();
     if (ready()) return;
+    if (vm()) {
+      vm_wait(ready, forever ? std::chrono::nanoseconds::max() : deadline - Clock::now());
+      return;
+    }
     int timeout_ms = -1;
     if (!forever) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -209,11 +238,15 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
         lost = true;
         return false;
       }
-      if (vm()) {
+      if (vm() && !doorbell) {
         vm_wait([&] { return requests.producer_slot() != nullptr; }, std::chrono::milliseconds(100));
         continue;
       }
       if (requests.producer_prepare_wait()) continue;
+      if (vm()) {
+        vm_wait([&] { return requests.producer_slot() != nullptr; }, std::chrono::milliseconds(100));
+        continue;
+      }
       if (transport::wait_kick_or_hangup(kick, sock, 100) == transport::KickWait::kPeerGone) lost = true;
     }
   }
@@ -461,6 +494,7 @@ struct VmDevices {
     uint64_t size, schema_hash, slots_offset, slot_bytes, pool_device_size;
     uint64_t pool_offset[2];
     uint32_t pool_pages[2];
+    std::string doorbell_name;  // empty: no doorbells (or a name no port can have)
   } header{};
   transport::VmDeviceFile pools;  // fd -1: the pools are in `control`
 };
@@ -493,6 +527,10 @@ Result<VmDevices> open_vm_queue_device(const std::string& endpoint) {
   for (int k = 0; k < 2; ++k) {
     copy.pool_offset[k] = h->pool_offset[k];
     copy.pool_pages[k] = h->pool_pages[k];
+  }
+  if (h->doorbells != 0) {
+    copy.doorbell_name.assign(h->doorbell_name, std::min<size_t>(h->doorbell_name_bytes, sizeof h->doorbell_name));
+    if (!transport::valid_doorbell_name(copy.doorbell_name)) copy.doorbell_name.clear();
   }
   if (found.header.version != device::kVersion || found.header.schema_hash != wire::kSchemaHash) {
     return make_error(Errc::kProtocol,
@@ -622,6 +660,11 @@ Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_v
   }
   device::Slot& slot = *s->vm_slot;
   std::memcpy(&slot.hello, &hello, sizeof hello);
+  // The slot's doorbell: a virtio-serial port in a VM, the broker's socket for a device file.
+  const std::string bell_endpoint = dev.path.rfind("/sys/", 0) == 0 ? "ivshmem:" : "ivshmem:" + dev.path;
+  base::UniqueFd bell =
+      transport::open_doorbell(bell_endpoint, h.doorbell_name, static_cast<uint32_t>(s->vm_slot - s->vm_header->slots));
+  slot.guest_doorbell = bell ? 1 : 0;
   slot.claimed_pid = static_cast<int32_t>(::getpid());
   slot.claimed_uid = ::getuid();
   slot.claimed_gid = ::getgid();
@@ -659,6 +702,9 @@ Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_v
     return make_error(Errc::kBrokerLost, "vmqd took the slot away before the domain began");
   }
   const uint32_t domain_id = slot.domain_id;
+  if (bell && slot.host_doorbell == 1) {
+    if (auto started = transport::Doorbell::start(std::move(bell))) s->doorbell = std::move(started).value();
+  }
   std::byte* region = s->region.data() + slots_offset + (s->vm_slot - s->vm_header->slots) * slot_bytes;
   wire::RegionLayout layout = wire::region_layout(options.capacity);
   s->requests = SlotRing<Record>(region + layout.request_offset, wire::kRequestSlots);

@@ -39,9 +39,13 @@ int main(int argc, char** argv) {
                  "NAME:PATH[:SLOTS] a VM's own control device (repeatable; needs --device): that VM's domains "
                  "attach through its slots there (default 4), which no other VM maps; --device then holds the "
                  "pools only. The VM gets both devices");
+  bool no_doorbell = false;
+  app.add_flag("--no-doorbell", no_doorbell,
+               "no doorbell sockets (DEVICE.<slot>.sock) for the VM slots: VM domains and vmqd poll the rings");
   app.add_flag("-v,--verbose", options.verbose, "log sessions to stderr");
   CLI11_PARSE(app, argc, argv);
   options.hugetlb = !no_hugetlb;
+  options.doorbells = !no_doorbell;
   for (const std::string& vm : vms) {
     const size_t a = vm.find(':');
     const size_t b = a == std::string::npos ? a : vm.find(':', a + 1);

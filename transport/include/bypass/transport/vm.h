@@ -49,14 +49,10 @@ struct VmDeviceOptions {
   uint32_t slots = 4;                   // guest processes of the VM with a session at once
   size_t ring_bytes = size_t{1} << 20;  // per ring per slot
   size_t max_message = size_t{64} << 20;
-  // Listen on vm_doorbell_path(path, slot) for each slot's doorbell (a UNIX stream socket QEMU's
-  // chardev connects to, backing the virtio-serial port "<file name>.<slot>" in the guest).
+  // Listen on doorbell_path(path, slot) for each slot's doorbell (doorbell.h: a UNIX stream
+  // socket QEMU's chardev connects to, backing the virtio-serial port "<file name>.<slot>").
   bool doorbells = false;
 };
-
-// Where bypassd listens for slot `slot`'s doorbell of the device file `device_path`:
-// "<device_path>.<slot>.sock".
-std::string vm_doorbell_path(const std::string& device_path, uint32_t slot);
 
 // Host side: the device file. Made (or re-made: every slot starts free) by bypassd before QEMU
 // maps it; bypassd's main process polls the slots and bumps the heartbeat, a worker per

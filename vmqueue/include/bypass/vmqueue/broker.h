@@ -34,6 +34,10 @@ struct BrokerOptions {
     uint32_t slots = 4;
   };
   std::vector<Vm> vms;
+  // A doorbell per VM slot (transport/doorbell.h): a socket "<device file>.<slot>.sock" QEMU
+  // backs the guest's virtio-serial port "<file name>.<slot>" with. Without, VM domains and
+  // the broker poll the rings.
+  bool doorbells = true;
 };
 
 struct BrokerStats {
@@ -43,8 +47,10 @@ struct BrokerStats {
   uint64_t pages_moved = 0;  // pages whose owner changed by a send
   uint64_t lazy_flushed_by_timer = 0;
   uint64_t sessions_ended_for_protocol = 0;
-  uint64_t vm_domains_silent = 0;  // VM domains removed because their heartbeat stood still
-  uint64_t pages_free = 0;         // 4 KiB and 2 MiB pages in the pools, owned by nobody
+  // VM domains that died without leaving: their heartbeat stood still, or their doorbell closed
+  // (their QEMU ended).
+  uint64_t vm_domains_silent = 0;
+  uint64_t pages_free = 0;  // 4 KiB and 2 MiB pages in the pools, owned by nobody
   bool huge_pages_are_hugetlb = false;
 };
 

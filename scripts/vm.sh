@@ -28,6 +28,9 @@
 #                        bypassd listens for the device's doorbells (PATH.<slot>.sock), each
 #                        becomes a virtio-serial port of the guest
 #   --no-doorbell        leave the doorbells out: the device's sessions poll (for comparisons)
+#   --doorbell-slots N,M only these slots' doorbells (default: every socket found). A device two
+#                        VMs map (a crossover link) gives each VM its own side: a slot's stream
+#                        belongs to one QEMU
 #   --out DIR            where the command's files go (default: ./vm-out)
 #   --build DIR          the build tree (default: <repo>/build)
 #   --env NAME=VALUE     set in the guest's environment (repeatable), e.g. BYPASS_MEMORY=shadow
@@ -57,6 +60,7 @@ includes=()
 monitor=""
 no_reboot=(-no-reboot)
 doorbells=1
+doorbell_slots="0,1,2,3,4,5,6,7"
 
 die() { echo "vm.sh: $*" >&2; exit 125; }
 
@@ -75,6 +79,7 @@ while (($#)); do
     --monitor) monitor="$2"; shift 2 ;;
     --allow-reboot) no_reboot=(); shift ;;
     --no-doorbell) doorbells=0; shift ;;
+    --doorbell-slots) doorbell_slots="$2"; shift 2 ;;
     image|run) break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -224,7 +229,7 @@ for i in "${!devices[@]}"; do
     -device "ivshmem-plain,memdev=$id")
   # The slots' doorbells: a port named "<file name>.<slot>" on bypassd's socket for the slot.
   ((doorbells)) || continue
-  for slot in 0 1 2 3 4 5 6 7; do
+  for slot in ${doorbell_slots//,/ }; do
     [[ -S "$device.$slot.sock" ]] || continue
     ports+=(-chardev "socket,id=$id-bell$slot,path=$device.$slot.sock,reconnect=1"
       -device "virtserialport,chardev=$id-bell$slot,name=$(basename "$device").$slot")

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -168,6 +169,15 @@ class LinkDaemon {
 
   base::Result<void> setup() {
     using base::Errc;
+    // Blocked before any thread starts (the switch, the uplink's), which inherit the mask: a
+    // SIGTERM must reach the signalfd below, not kill the process from another thread before
+    // teardown() removes the sockets and says goodbye to the endpoints.
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGCHLD);
+    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     for (int s = 0; s < 2 && opt_.device.empty(); ++s)
       if (!netns_exists(opt_.netns[s]))
         return base::make_error(Errc::kInvalidArgument, "network namespace '" + opt_.netns[s] +
@@ -235,12 +245,6 @@ class LinkDaemon {
     listen_.emplace(std::move(listening).value());
     epoll_ = base::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_) return base::errno_error(Errc::kIo, "epoll_create1", errno);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGCHLD);
-    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     signals_ = base::UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signals_) return base::errno_error(Errc::kIo, "signalfd", errno);
     if (auto watched = watch(listen_->fd(), kKeyListen, EPOLLIN); !watched) return watched;
@@ -272,6 +276,16 @@ class LinkDaemon {
       h->rings_offset[p] = geometry_.rings_offset[p];
       h->pool_offset[p] = geometry_.pool_offset[p];
     }
+    if (opt_.doorbells) {
+      // A doorbell per endpoint port, each for one VM: the two VMs map the same device, so each
+      // QEMU must be given its own side's socket only (scripts/vm.sh --doorbell-slots).
+      auto listening = transport::DoorbellListener::listen(opt_.device, 2);
+      if (!listening) return base::make_error(Errc::kIo, listening.error().message);
+      doorbells_ = std::move(listening).value();
+      h->doorbells = 1;
+      h->doorbell_name_bytes = static_cast<uint32_t>(doorbells_.name().size());
+      std::memcpy(h->doorbell_name, doorbells_.name().data(), doorbells_.name().size());
+    }
     // Release: pairs with a guest's acquire load of the magic before it reads the rest.
     std::atomic_ref(h->magic).store(kDeviceMagic, std::memory_order_release);
     log("VM device " + opt_.device + ": " + std::to_string(geometry_.size >> 20) + " MiB");
@@ -295,13 +309,21 @@ class LinkDaemon {
         for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings_at, r, true);
         Mac mac;
         std::memcpy(mac.data(), dp.mac, 6);
-        sw_->attach(side, hp.rings_at, hp.pool_at, -1, -1, mac);
+        // The doorbell if the endpoint holds its end too (what it wrote is only a yes or a no).
+        uint32_t guest_bell = 0;
+        std::memcpy(&guest_bell, &dp.guest_doorbell, sizeof guest_bell);
+        base::UniqueFd bell = doorbells_.take(side);
+        if (guest_bell != 1) bell.reset();
+        dp.host_doorbell = bell ? 1 : 0;
+        const bool rings = static_cast<bool>(bell);
+        sw_->attach(side, hp.rings_at, hp.pool_at, -1, -1, mac, std::move(bell));
         hp.attached = true;
         hp.generation = dp.generation.load(std::memory_order_relaxed);
         hp.heartbeat = dp.guest_heartbeat.load(std::memory_order_relaxed);
         hp.heartbeat_moved = now;
         dp.state.store(kSlotActive, std::memory_order_release);  // pairs with the guest's acquire
-        log(std::string("VM endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac));
+        log(std::string("VM endpoint ") + port_name(side) + " attached, mac " + mac_to_string(mac) +
+            ", wake-ups: " + (rings ? "doorbell" : "polling"));
         continue;
       }
       if (!hp.attached) continue;
@@ -311,8 +333,14 @@ class LinkDaemon {
         hp.heartbeat_moved = now;
       }
       const bool silent = now - hp.heartbeat_moved > kDeviceGuestTimeout;
-      if (silent || state != kSlotActive || dp.generation.load(std::memory_order_relaxed) != hp.generation) {
-        log(std::string("VM endpoint ") + port_name(side) + (silent ? " silent" : " left") +
+      // Its doorbell's end: the VM is gone (the switch took the port down already).
+      const bool bell_ended = sw_->doorbell_ended(side);
+      if (silent || bell_ended || state != kSlotActive ||
+          dp.generation.load(std::memory_order_relaxed) != hp.generation) {
+        log(std::string("VM endpoint ") + port_name(side) +
+            (bell_ended ? " gone (its doorbell closed)"
+             : silent   ? " silent"
+                        : " left") +
             ": link down on that side");
         sw_->detach(side);
         hp.attached = false;
@@ -626,6 +654,7 @@ class LinkDaemon {
       if (hp.pid > 0) ::kill(hp.pid, SIGTERM);
     }
     if (switch_thread_.joinable()) switch_thread_.join();
+    doorbells_ = transport::DoorbellListener();  // removes the sockets
     for (auto& t : uplink_threads_) t.join();
     uplink_threads_.clear();
     for (auto& hp : ports_) {
@@ -648,6 +677,7 @@ class LinkDaemon {
   bool shutdown_ = false;
   bool endpoint_failed_ = false;
   transport::Kick host_kick_, stop_;
+  transport::DoorbellListener doorbells_;  // a VM device's endpoint ports
   HostPort ports_[kPorts];
   base::Mapping device_;  // the VM device, when opt_.device names one
   DeviceGeometry geometry_{};
@@ -851,6 +881,9 @@ base::Result<void> endpoint_device_main(const EndpointOptions& options) {
     }
   }
   DevicePort& port = h->ports[options.side];
+  std::string bell_name;
+  if (h->doorbells != 0)
+    bell_name.assign(h->doorbell_name, std::min<size_t>(h->doorbell_name_bytes, sizeof h->doorbell_name));
   auto made = endpoint_tap(options);
   if (!made) return made.error();
   const base::UniqueFd tap = std::move(made->fd);
@@ -862,6 +895,10 @@ base::Result<void> endpoint_device_main(const EndpointOptions& options) {
                             std::string("side ") + port_name(options.side) + " of the device is taken");
   const uint32_t generation = port.generation.fetch_add(1, std::memory_order_relaxed) + 1;
   std::memcpy(port.mac, mac->data(), 6);
+  // This side's doorbell: the virtio-serial port "<name>.<side>" (or, for a device file on this
+  // kernel, the daemon's socket); open_doorbell() checks the name the host wrote.
+  base::UniqueFd bell = transport::open_doorbell(options.device, bell_name, options.side);
+  port.guest_doorbell = bell ? 1 : 0;
   port.state.store(kSlotRequested, std::memory_order_release);  // pairs with the host's acquire
   // The host looks every kDeviceBeat; give it the time a busy or emulated host needs.
   const auto give_up = std::chrono::steady_clock::now() + kDeviceHostTimeout;
@@ -880,7 +917,8 @@ base::Result<void> endpoint_device_main(const EndpointOptions& options) {
   auto stop = transport::Kick::create();
   if (!stop) return stop.error();
   pin_to_cpu(options.cpu);
-  PortDriver driver(options.side, tap.get(), mem, -1, -1, -1, stop->fd());
+  if (port.host_doorbell != 1) bell.reset();
+  PortDriver driver(options.side, tap.get(), mem, -1, -1, -1, stop->fd(), bell ? bell.get() : -1);
   std::thread forward([&] { driver.run(); });
   // Our heartbeat, and the host's: a host whose beat stood still for kDeviceHostTimeout, or
   // that gave the port away, is gone.

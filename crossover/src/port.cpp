@@ -1,6 +1,7 @@
 #include "bypass/crossover/port.h"
 
 #include "bypass/crossover/device.h"
+#include "bypass/transport/doorbell.h"
 
 #include <sys/epoll.h>
 #include <sys/uio.h>
@@ -39,14 +40,15 @@ bool vnet_header_acceptable(const VnetHeader& h, size_t frame_bytes) {
 }
 
 PortDriver::PortDriver(uint32_t port, int tap_fd, PortMemory memory, int host_kick_fd, int tx_done_kick_fd,
-                       int rx_kick_fd, int stop_fd)
+                       int rx_kick_fd, int stop_fd, int doorbell_fd)
     : port_(port),
       tap_(tap_fd),
       mem_(memory),
       host_kick_(host_kick_fd),
       tx_done_kick_(tx_done_kick_fd),
       rx_kick_(rx_kick_fd),
-      stop_(stop_fd) {}
+      stop_(stop_fd),
+      doorbell_(doorbell_fd) {}
 
 void PortDriver::run() {
   SlotRing<Desc> tx = open_ring(mem_.rings, kTx);
@@ -59,14 +61,18 @@ void PortDriver::run() {
   for (uint32_t i = mem_.buffers_per_port; i-- > 0;) free_bufs.push_back(first + i);
   // One epoll set for the thread's life: registering four fds with poll() on every sleep
   // costs more than the sleep's bookkeeping itself at tens of thousands of sleeps a second.
-  enum : uint32_t { kKeyTap, kKeyRxKick, kKeyTxDoneKick, kKeyStop };
+  enum : uint32_t { kKeyTap, kKeyRxKick, kKeyTxDoneKick, kKeyStop, kKeyDoorbell };
   base::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return;
-  // Without kicks (a port in a VM device: no fd crosses) the rings are polled every kDevicePoll.
-  const bool polled = rx_kick_ < 0;
+  // Without kicks or a doorbell (a port in a VM device: no fd crosses) the rings are polled
+  // every kDevicePoll.
+  const bool polled = rx_kick_ < 0 && doorbell_ < 0;
   const timespec poll_interval{0, static_cast<long>(std::chrono::nanoseconds(kDevicePoll).count())};
-  for (auto [fd, key] :
-       {std::pair{tap_, kKeyTap}, {rx_kick_, kKeyRxKick}, {tx_done_kick_, kKeyTxDoneKick}, {stop_, kKeyStop}}) {
+  for (auto [fd, key] : {std::pair{tap_, kKeyTap},
+                         {rx_kick_, kKeyRxKick},
+                         {tx_done_kick_, kKeyTxDoneKick},
+                         {stop_, kKeyStop},
+                         {doorbell_, kKeyDoorbell}}) {
     if (fd < 0) continue;
     epoll_event ev{};
     // The kick eventfds are edge-triggered: every write to an eventfd wakes its waiters, so
@@ -151,7 +157,10 @@ void PortDriver::run() {
       // kick (a system call) happens only while the switch sleeps, once per batch.
       kick_host |= tx.publish();
     }
-    if (kick_host) kick(host_kick_);
+    if (kick_host) {
+      kick(host_kick_);
+      if (doorbell_ >= 0) transport::ring_doorbell(doorbell_);
+    }
     // Another pass only when a batch limit cut this one short; otherwise straight to the
     // sleep announcement below, whose re-check covers the rx ring, and epoll the TAP.
     if (did && !(rx_empty && (tap_empty || free_bufs.empty()))) continue;
@@ -170,12 +179,15 @@ void PortDriver::run() {
       if (::epoll_ctl(ep.get(), EPOLL_CTL_MOD, tap_, &ev) != 0) return;
       tap_armed = want_tap;
     }
-    epoll_event events[4];
-    int n = ::epoll_pwait2(ep.get(), events, 4, polled ? &poll_interval : nullptr, nullptr);
+    epoll_event events[5];
+    int n = ::epoll_pwait2(ep.get(), events, 5, polled ? &poll_interval : nullptr, nullptr);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return;
-    for (int i = 0; i < n; ++i)
+    for (int i = 0; i < n; ++i) {
       if (events[i].data.u32 == kKeyStop) return;
+      // The doorbell is level-triggered: read what the switch rang. Its end: the host is gone.
+      if (events[i].data.u32 == kKeyDoorbell && !transport::drain_doorbell(doorbell_)) return;
+    }
   }
 }
 

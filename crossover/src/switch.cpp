@@ -7,10 +7,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <tuple>
 #include <utility>
 
 #include "bypass/base/unique_fd.h"
 #include "bypass/crossover/device.h"
+#include "bypass/transport/doorbell.h"
 
 namespace bypass::crossover {
 
@@ -21,6 +23,8 @@ void kick(int fd) {
   [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
 }
 constexpr int kBudget = 64;  // descriptors per ring per pass, so one busy port cannot starve others
+// run()'s epoll keys: the host kick, the stop fd, and a VM port's doorbell (plus its port).
+constexpr uint64_t kKeyHostKick = 0, kKeyStop = 1, kKeyDoorbell = 2;
 }  // namespace
 
 Switch::Switch(uint32_t buffers_per_port, int host_kick_fd, int stop_fd, bool spin)
@@ -32,10 +36,12 @@ Switch::Switch(uint32_t buffers_per_port, int host_kick_fd, int stop_fd, bool sp
       at_port_(size_t{kPorts} * buffers_per_port, 1) {}
 
 void Switch::attach(uint32_t port, std::byte* rings, const std::byte* pool, int tx_done_kick_fd, int rx_kick_fd,
-                    const Mac& mac) {
+                    const Mac& mac, base::UniqueFd doorbell) {
   std::lock_guard lock(ops_mu_);
+  auto bell = doorbell ? std::make_shared<base::UniqueFd>(std::move(doorbell)) : nullptr;
   ops_.push_back([=, this] {
     PortState& s = ports_[port];
+    if (s.doorbell) ::epoll_ctl(epoll_, EPOLL_CTL_DEL, s.doorbell->get(), nullptr);  // an earlier endpoint's
     s = PortState{};
     s.live = true;
     s.tx = open_ring(rings, kTx);
@@ -45,6 +51,12 @@ void Switch::attach(uint32_t port, std::byte* rings, const std::byte* pool, int 
     s.pool = pool;
     s.tx_done_kick = tx_done_kick_fd;
     s.rx_kick = rx_kick_fd;
+    if (bell) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = kKeyDoorbell + port;
+      if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, bell->get(), &ev) == 0) s.doorbell = bell;
+    }
     for (uint32_t i = 0; i < bpp_; ++i) {
       refs_[port * bpp_ + i] = 0;
       at_port_[port * bpp_ + i] = 1;
@@ -89,6 +101,10 @@ void Switch::do_detach(uint32_t p) {
   }
   // Its own buffers out with receivers: when they come back, they are dropped (owner dead).
   detector_.forget_port(p);
+  if (s.doorbell) {
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, s.doorbell->get(), nullptr);
+    s.doorbell.reset();
+  }
 }
 
 uint32_t Switch::live_mask() const {
@@ -204,10 +220,12 @@ void Switch::run() {
   // no read() per wake-up to re-arm (its counter just grows).
   base::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return;
-  for (auto [fd, flags] : {std::pair{host_kick_, uint32_t{EPOLLIN | EPOLLET}}, {stop_, uint32_t{EPOLLIN}}}) {
+  epoll_ = ep.get();
+  for (auto [fd, flags, key] : {std::tuple{host_kick_, uint32_t{EPOLLIN | EPOLLET}, kKeyHostKick},
+                                std::tuple{stop_, uint32_t{EPOLLIN}, kKeyStop}}) {
     epoll_event ev{};
     ev.events = flags;
-    ev.data.fd = fd;
+    ev.data.u64 = key;
     if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return;
   }
   const timespec poll_interval{0, static_cast<long>(std::chrono::nanoseconds(kDevicePoll).count())};
@@ -222,6 +240,7 @@ void Switch::run() {
     for (auto& s : ports_) {
       if (s.kick_rx) kick(s.rx_kick);
       if (s.kick_tx_done) kick(s.tx_done_kick);
+      if ((s.kick_rx || s.kick_tx_done) && s.doorbell) transport::ring_doorbell(s.doorbell->get());
       s.kick_rx = s.kick_tx_done = false;
     }
     if (did) continue;
@@ -245,15 +264,26 @@ void Switch::run() {
       if (short_of_buffers && !s.rx_inflight.empty()) work |= s.rx_done.consumer_prepare_wait();
     }
     if (work || ops_pending_.load(std::memory_order_acquire)) continue;
-    // A port in a VM device cannot kick us: while one is live, look at the rings every
-    // kDevicePoll (as transport's VmLink polls its wait words).
+    // A port in a VM device without a doorbell cannot kick us: while one is live, look at the
+    // rings every kDevicePoll (as transport's VmLink polls its wait words).
     bool polled = false;
-    for (const auto& s : ports_) polled |= s.live && s.rx_kick < 0;
-    epoll_event events[2];
-    int n = ::epoll_pwait2(ep.get(), events, 2, polled ? &poll_interval : nullptr, nullptr);
+    for (const auto& s : ports_) polled |= s.live && s.rx_kick < 0 && !s.doorbell;
+    epoll_event events[2 + kPorts];
+    int n = ::epoll_pwait2(ep.get(), events, 2 + kPorts, polled ? &poll_interval : nullptr, nullptr);
     if (n < 0 && errno != EINTR) return;
-    for (int i = 0; i < n; ++i)
-      if (events[i].data.fd == stop_) return;
+    for (int i = 0; i < n; ++i) {
+      const uint64_t key = events[i].data.u64;
+      if (key == kKeyStop) return;
+      if (key < kKeyDoorbell || key >= kKeyDoorbell + kPorts) continue;
+      // A VM endpoint rang; or its doorbell ended, which lives as long as its QEMU: the VM is
+      // gone, and its side of the link with it.
+      const auto p = static_cast<uint32_t>(key - kKeyDoorbell);
+      PortState& s = ports_[p];
+      if (s.doorbell && (!transport::drain_doorbell(s.doorbell->get()) || (events[i].events & (EPOLLHUP | EPOLLERR)))) {
+        do_detach(p);
+        doorbell_ended_[p].store(true, std::memory_order_release);
+      }
+    }
   }
 }
 

@@ -91,6 +91,10 @@ int main(int argc, char** argv) {
   create->add_option("--mac-b", mac_b, "MAC address of endpoint b");
   create->add_option("--mtu", mtu, "MTU of every TAP device (default 1500)");
   create->add_flag("--no-offload", no_offload, "no checksum / TSO offload: one wire-size frame per descriptor");
+  bool no_doorbell = false;
+  create->add_flag("--no-doorbell", no_doorbell,
+                   "with --device: no doorbell sockets (DEVICE.0.sock for side a, DEVICE.1.sock for side b); the "
+                   "endpoints and the switch poll");
   create->add_option("--uplink-netns", link.uplink_netns, "namespace for the uplink TAP (frames not for the peer)");
   create->add_option("--uplink-ifname", link.uplink_ifname, "uplink TAP device name")->capture_default_str();
   create->add_option("--uplink-addr", link.uplink_address, "IPv4 address/prefix of the uplink TAP");
@@ -149,6 +153,7 @@ int main(int argc, char** argv) {
     return run_endpoint(ep);
   }
   if (create->parsed()) {
+    link.doorbells = !no_doorbell;
     if (link.device.empty() && (link.netns[0].empty() || link.netns[1].empty())) {
       std::fprintf(stderr, "bypass-xover: create needs --netns-a and --netns-b, or --device\n");
       return 2;

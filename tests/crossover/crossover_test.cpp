@@ -519,14 +519,17 @@ void stop_child(pid_t pid) {
 
 // A link whose memory is a VM device file, as between two QEMU guests (tests/vm/xover_vm_test.py
 // runs it with real VMs), with its endpoints in two namespaces mapping the file itself: the
-// attach through the device header, polled rings, heartbeats instead of a socket's hang-up.
-TEST(Crossover, VmDeviceLinkCarriesTcpAndNoticesADeadEndpoint) {
+// attach through the device header, and either each side's doorbell (the endpoint connects to
+// the daemon's socket for its side, as QEMU would for the guest's virtio-serial port), whose end
+// takes a dead endpoint's side down at once; or, with --no-doorbell, polled rings and heartbeats.
+void vm_device_link(bool doorbells) {
   REQUIRE_ROOT();
   Netns a("a"), b("b");
   const std::string name = unique_name("vmdev");
   const std::string device = "/dev/shm/" + name, socket = "/tmp/" + name + ".sock";
-  const pid_t daemon =
-      spawn_child({XOVER_PATH, "create", name, "--foreground", "--device", device, "--socket", socket});
+  std::vector<std::string> args = {XOVER_PATH, "create", name, "--foreground", "--device", device, "--socket", socket};
+  if (!doorbells) args.push_back("--no-doorbell");
+  const pid_t daemon = spawn_child(args);
   auto status = [&] {
     return sh_out(std::string(XOVER_PATH) + " status x --json --socket " + socket + " 2>/dev/null");
   };
@@ -552,12 +555,18 @@ TEST(Crossover, VmDeviceLinkCarriesTcpAndNoticesADeadEndpoint) {
   Transfer t = tcp_transfer(a.name, b.name, "10.210.0.2", kBytes);
   EXPECT_EQ(t.received, kBytes);
   EXPECT_EQ(t.crc_received, t.crc_sent);
-  std::printf("32 MiB over a VM-device link (polled) in %.2f s\n", t.seconds);
-  // b's endpoint dies without a word: its heartbeat stops and the host takes its port down.
+  std::printf("32 MiB over a VM-device link (%s) in %.2f s\n", doorbells ? "doorbells" : "polled", t.seconds);
+  // b's endpoint dies without a word: its doorbell closes (or its heartbeat stops) and the host
+  // takes its port down.
   ::kill(eb, SIGKILL);
   int st;
   ::waitpid(eb, &st, 0);
+  const auto killed = std::chrono::steady_clock::now();
   EXPECT_TRUE(live("b", false)) << status();
+  if (doorbells) {
+    EXPECT_LT(std::chrono::steady_clock::now() - killed, kDeviceGuestTimeout / 2)
+        << "the doorbell's end went unnoticed";
+  }
   // A new endpoint claims the freed side and traffic flows again.
   eb = endpoint(b, "b", "10.210.0.2/24");
   EXPECT_TRUE(live("b", true)) << status();
@@ -567,6 +576,9 @@ TEST(Crossover, VmDeviceLinkCarriesTcpAndNoticesADeadEndpoint) {
   stop_child(daemon);
   ::unlink(device.c_str());
 }
+
+TEST(Crossover, VmDeviceLinkCarriesTcpAndNoticesADeadEndpoint) { vm_device_link(/*doorbells=*/true); }
+TEST(Crossover, VmDeviceLinkWithoutDoorbellsPollsAndNoticesADeadEndpoint) { vm_device_link(/*doorbells=*/false); }
 
 // A hostile endpoint inside a VM writes what it likes into the device. Here the test plays it:
 // it claims side b through the device header, posts a buffer of port a's pool (dropped and

@@ -18,6 +18,7 @@ TAP, with no file descriptor crossing: the rings are polled and peer death is he
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -134,7 +135,8 @@ def case_crossover(workdir, arg):
                     f"{probe()} send {SUBNET}.2 5002 4096 120 > done.txt\n",
                 ),
             ],
-            options=timeout,
+            # Both VMs map the one device: each gets its own side's doorbell only.
+            options=timeout + ["--doorbell-slots", "0"],
         )
         b = Vm(
             device,
@@ -157,7 +159,7 @@ def case_crossover(workdir, arg):
                     mac=MAC_B,
                 ),
             ],
-            options=timeout,
+            options=timeout + ["--doorbell-slots", "1"],
         )
         # VM b took its new MAC: the uplink takes the old one and speaks, which moves it.
         wait_status(socket_path, lambda st: learnt(st, NEW_B) == "b", f"VM b's new MAC {NEW_B} learnt", 400)
@@ -202,15 +204,24 @@ def case_crossover(workdir, arg):
         check(s["crossover"] >= 100, f"few frames went across: {s}")
         check(s["to_uplink"] >= 3, f"the pings to the uplink's address did not take the uplink: {s}")
         log(f"switch: crossover {s['crossover']}, to uplink {s['to_uplink']}, from uplink {s['from_uplink']}")
-        # Both guests powered off: their endpoints' heartbeats stopped, so both ports go down.
+        # Both guests powered off: their QEMUs closed the doorbells, so both ports go down.
         wait_status(
             socket_path,
             lambda st: not st["ports"]["a"]["live"] and not st["ports"]["b"]["live"],
-            "both VM ports to go down by heartbeat",
+            "both VM ports to go down",
             30,
         )
         check(daemon.proc.poll() is None, "the link daemon died")
-        log("both VM ports down by heartbeat once the guests were gone; the daemon lives on")
+        err = daemon.result().stderr
+        for side in ("a", "b"):
+            check(
+                re.search(rf"VM endpoint {side} attached, .*wake-ups: doorbell", err),
+                f"VM {side}'s endpoint did not attach with its doorbell:\n{err}",
+            )
+            check(f"VM endpoint {side} gone (its doorbell closed)" in err, f"VM {side}'s doorbell end:\n{err}")
+        log(
+            "both endpoints woke through their doorbells; both ports down as the QEMUs closed them; the daemon lives on"
+        )
     finally:
         if daemon is not None:
             harness.stop_process(daemon.proc)

@@ -129,6 +129,9 @@ base::UniqueFd open_doorbell(const std::string& endpoint, const std::string& nam
     ::closedir(dir);
   }
   if (!fd || !doorbell_connected(fd.get())) return {};
+  // Non-blocking, as the host's end is: a ring never blocks, and a drain stops when it is empty.
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) return {};
   return fd;
 }
 

@@ -2,9 +2,11 @@
 // shared-memory device (QEMU ivshmem-plain, backed on the host by a file the link daemon
 // creates), which both guests and the host map. File descriptors cannot cross a VM boundary,
 // so what a process link passes as fds is here: the memory (offsets in the header instead of
-// memfds), the wake-ups (nobody kicks a VM port: its endpoint and the switch poll the rings'
-// wait words, as transport's VmLink does) and peer death (heartbeat words instead of a
-// session socket's hang-up).
+// memfds), the wake-ups (a doorbell per endpoint port, transport/doorbell.h: the guest's
+// virtio-serial port "<file name>.<side>" on the socket "<file>.<side>.sock" the link daemon
+// listens on; without one the endpoint and the switch poll the rings' wait words, as
+// transport's VmLink does) and peer death (heartbeat words instead of a session socket's
+// hang-up).
 //
 //   offset 0                  DeviceHeader (written once by the host before the magic)
 //   offset kDeviceHeaderBytes port 0: rings (ring_region_bytes()), pool (pool_bytes(buffers))
@@ -27,12 +29,13 @@
 #include <type_traits>
 
 #include "bypass/crossover/layout.h"
+#include "bypass/transport/doorbell.h"
 #include "bypass/transport/layout.h"
 
 namespace bypass::crossover {
 
 inline constexpr uint32_t kDeviceMagic = 0x44564f58;  // "XOVD" in memory order
-inline constexpr uint32_t kDeviceVersion = 1;
+inline constexpr uint32_t kDeviceVersion = 2;
 inline constexpr uint64_t kDeviceHeaderBytes = 64 * 1024;
 inline constexpr uint64_t kDeviceAlign = 64 * 1024;
 
@@ -61,6 +64,10 @@ struct DevicePort {
   std::atomic<uint32_t> generation;
   uint8_t mac[6];
   uint8_t pad[2];
+  // 1 if that side holds this port's doorbell: the guest's written before Requested, the
+  // host's before Active. Both 1: the switch and the endpoint kick each other through it.
+  uint32_t guest_doorbell;
+  uint32_t host_doorbell;
   // Bumped by the endpoint every kDeviceBeat while it is attached (relaxed; read by the host).
   alignas(64) std::atomic<uint64_t> guest_heartbeat;
 };
@@ -74,6 +81,11 @@ struct DeviceHeader {
   uint32_t port_mask;  // ports whose memory is in the device (A, B, and the uplink if any)
   uint64_t rings_offset[kPorts];
   uint64_t pool_offset[kPorts];
+  // Nonzero if the host listens for the ports' doorbells, named "<doorbell_name>.<side>"
+  // (doorbell_name_bytes long, not NUL-terminated).
+  uint32_t doorbells;
+  uint32_t doorbell_name_bytes;
+  char doorbell_name[transport::kMaxDoorbellName];
   // Bumped by the host every kDeviceBeat (relaxed; read by guests).
   alignas(64) std::atomic<uint64_t> host_heartbeat;
   DevicePort ports[2];  // the two endpoint ports (A, B); the uplink is the host's own

@@ -44,6 +44,9 @@ struct LinkOptions {
   uint32_t buffers = kDefaultBuffers;  // per port
   int cpu = kCpuAuto;                  // a CPU number, kCpuAuto or kCpuNone
   bool verbose = false;
+  // A VM device's endpoint ports get doorbells (transport/doorbell.h): "<device>.<side>.sock",
+  // side 0 (a) and 1 (b), each for one VM's QEMU. Without, the endpoints and the switch poll.
+  bool doorbells = true;
 };
 
 // The control socket speaks transport sessions (bypass/transport/session.h): endpoints attach

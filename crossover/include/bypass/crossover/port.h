@@ -43,9 +43,11 @@ struct PortCounters {
 class PortDriver {
  public:
   // Kicks: `host` wakes the switch; `tx_done` and `rx` are this port's, kicked by the switch.
-  // `stop_fd` (an eventfd) ends run() when readable.
+  // `stop_fd` (an eventfd) ends run() when readable. A port in a VM device has no kicks (-1),
+  // and may have a doorbell (transport/doorbell.h) instead, both ways: rung for the switch,
+  // readable when the switch rang; its end (the host is gone) ends run().
   PortDriver(uint32_t port, int tap_fd, PortMemory memory, int host_kick_fd, int tx_done_kick_fd, int rx_kick_fd,
-             int stop_fd);
+             int stop_fd, int doorbell_fd = -1);
   void run();  // until stop_fd is readable, the TAP fails, or the rx ring turns out corrupt
   const PortCounters& counters() const { return counters_; }
 
@@ -53,7 +55,7 @@ class PortDriver {
   uint32_t port_;
   int tap_;
   PortMemory mem_;
-  int host_kick_, tx_done_kick_, rx_kick_, stop_;
+  int host_kick_, tx_done_kick_, rx_kick_, stop_, doorbell_;
   PortCounters counters_;
 };
 

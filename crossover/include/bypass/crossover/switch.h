@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <vector>
 
+#include "bypass/base/unique_fd.h"
 #include "bypass/crossover/detector.h"
 #include "bypass/crossover/layout.h"
 
@@ -36,11 +38,17 @@ class Switch {
   Switch(uint32_t buffers_per_port, int host_kick_fd, int stop_fd, bool spin = true);
 
   // Thread-safe; takes effect at the switch thread's next pass. `pool` is the port's buffer
-  // pool (read-only is enough), `rings` its ring region. Kick fds stay owned by the caller.
+  // pool (read-only is enough), `rings` its ring region. Kick fds stay owned by the caller. A
+  // port in a VM device has no kicks, and may have a doorbell (transport/doorbell.h), which the
+  // switch then owns: it rings it for the endpoint, watches it for the endpoint's rings, and
+  // takes its end for the VM's death (the port goes down).
   void attach(uint32_t port, std::byte* rings, const std::byte* pool, int tx_done_kick_fd, int rx_kick_fd,
-              const Mac& mac);
+              const Mac& mac, base::UniqueFd doorbell = {});
   // The port went away: its frames in flight are returned to their owners, its MACs forgotten.
   void detach(uint32_t port);
+  // Whether the port's doorbell ended (its VM is gone) since the last call: the switch took the
+  // port down already; its owner frees the device's slot. Any thread.
+  bool doorbell_ended(uint32_t port) { return doorbell_ended_[port].exchange(false, std::memory_order_acq_rel); }
 
   void run();  // until stop_fd is readable
   SwitchStats stats() const;
@@ -52,6 +60,7 @@ class Switch {
     SlotRing<Desc> tx, tx_done, rx, rx_done;
     const std::byte* pool = nullptr;
     int tx_done_kick = -1, rx_kick = -1;
+    std::shared_ptr<base::UniqueFd> doorbell;  // a VM port's, if any
     bool kick_tx_done = false, kick_rx = false;
     std::deque<uint32_t> rx_inflight;  // what we put on its rx ring, in order
   };
@@ -70,6 +79,7 @@ class Switch {
 
   uint32_t bpp_;
   int host_kick_, stop_;
+  int epoll_ = -1;  // run()'s set, for the doorbells attach() adds
   bool spin_;
   PortState ports_[kPorts];
   std::vector<uint8_t> refs_;     // receivers still holding each buffer
@@ -84,6 +94,7 @@ class Switch {
   Counters port_counters_[kPorts];
   std::atomic<uint64_t> crossover_{0}, to_uplink_{0}, from_uplink_{0}, flooded_{0}, dropped_{0};
   std::atomic<bool> live_[kPorts] = {};
+  std::atomic<bool> doorbell_ended_[kPorts] = {};
 };
 
 }  // namespace bypass::crossover

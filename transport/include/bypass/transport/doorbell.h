@@ -58,7 +58,8 @@ class DoorbellListener {
 // Guest side: the guest's end of slot `slot`'s doorbell of the device behind `endpoint` (as
 // connect_vm() takes it: "ivshmem:", "ivshmem:<PCI address>", "ivshmem:/a/file"), whose header
 // named the ports `name`. A file endpoint: its socket, connected; a PCI device: the port named
-// "<name>.<slot>" in /sys/class/virtio-ports, if its host side is connected. Empty if none.
+// "<name>.<slot>" in /sys/class/virtio-ports, if its host side is connected. Non-blocking.
+// Empty if none.
 base::UniqueFd open_doorbell(const std::string& endpoint, const std::string& name, uint32_t slot);
 
 // For an epoll loop that watches many doorbells (the VM-queue broker): one byte to the peer

@@ -17,10 +17,13 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "bypass/base/unix_socket.h"
 #include "bypass/transport/doorbell.h"
 #include "bypass/transport/vm.h"
 #include "test_util.h"
@@ -400,6 +403,28 @@ TEST_F(VmDoorbellTest, SeveralSleepersOfOneProcessAreAllWoken) {
     for (auto& t : waiters) t.join();
     ASSERT_EQ(woken.load(), 3) << "round " << round << ": a waiter missed its wake-up";
   }
+}
+
+TEST(Doorbell, ADrainTakesAtMost64KiBSoAFloodCannotHoldALoop) {
+  // vmqd's broker and the crossover switch serve every doorbell from one loop: a guest that
+  // floods its own must cost that loop one bounded read per pass, not all of its time.
+  auto pair = base::socket_pair(SOCK_STREAM);
+  ASSERT_TRUE(pair) << pair.message();
+  ASSERT_EQ(::fcntl(pair->first.get(), F_SETFL, O_NONBLOCK), 0);
+  ASSERT_EQ(::fcntl(pair->second.get(), F_SETFL, O_NONBLOCK), 0);
+  const std::vector<char> flood(16 * 1024, 1);
+  size_t written = 0;
+  for (ssize_t n; (n = ::write(pair->first.get(), flood.data(), flood.size())) > 0;) written += static_cast<size_t>(n);
+  ASSERT_GT(written, size_t{64 * 1024}) << "the socket buffer holds too little to show the bound";
+  EXPECT_TRUE(drain_doorbell(pair->second.get()));
+  pollfd p{pair->second.get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 1) << "the rest stays readable for the loop's next pass";
+  while (drain_doorbell(pair->second.get()) && ::poll(&p, 1, 0) == 1) {
+  }
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
+  // Its end is told apart from an empty stream.
+  pair->first.reset();
+  EXPECT_FALSE(drain_doorbell(pair->second.get()));
 }
 
 }  // namespace

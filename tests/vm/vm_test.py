@@ -420,9 +420,12 @@ def idle_session(server, devices, workdir, tag, options):
         f"{tag}: the idle guest's session to hold its device and fence",
         timeout=90,
     )
-    sid = next(x["id"] for x in stats["sessions"] if x["id"] not in known and x["objects"] >= 3)
-    worker = worker_pid(sid)
+    # Every guest opens a short session for the loader first: the probe's is the one still live.
     time.sleep(1.0)  # past the set-up's last replies
+    live = [x for x in server.stats()["sessions"] if x["id"] not in known and x.get("vm") == "vm1"]
+    check(len(live) == 1, f"{tag}: want the probe's one live session: {live}")
+    sid = live[0]["id"]
+    worker = worker_pid(sid)
     s0, c0, t0 = switches(worker), cpu_seconds(qemu), time.monotonic()
     time.sleep(3.0)
     s1, c1, t1 = switches(worker), cpu_seconds(qemu), time.monotonic()

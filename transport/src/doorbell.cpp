@@ -154,18 +154,23 @@ int write_ring(int fd, bool socket) {
   return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
 }
 
-// Reads what the stream holds; `heard` counts the bytes. False once it ended.
+// Reads what the stream holds, at most kMaxDrain bytes a call: a peer that floods its doorbell
+// must not keep a loop that serves others (vmqd's broker, the crossover switch) in here; what is
+// left stays readable for its next look. `heard` counts the bytes. False once the stream ended.
+constexpr size_t kMaxDrain = 64 * 1024;
 bool read_all(int fd, std::atomic<uint64_t>* heard) {
-  for (;;) {
-    char bytes[256];
+  for (size_t total = 0; total < kMaxDrain;) {
+    char bytes[4096];
     const ssize_t n = ::read(fd, bytes, sizeof bytes);
     if (n > 0) {
       if (heard) heard->fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      total += static_cast<size_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     return n < 0 && errno == EAGAIN;  // 0: end of stream; another error: broken
   }
+  return true;
 }
 
 }  // namespace

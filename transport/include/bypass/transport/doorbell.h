@@ -62,8 +62,10 @@ class DoorbellListener {
 // Empty if none.
 base::UniqueFd open_doorbell(const std::string& endpoint, const std::string& name, uint32_t slot);
 
-// For an epoll loop that watches many doorbells (the VM-queue broker): one byte to the peer
-// (false when the stream is dead), and everything the peer sent (false when it ended).
+// For an epoll loop that watches many doorbells (the VM-queue broker, the crossover switch): one
+// byte to the peer (false when the stream is dead), and what the peer sent, up to 64 KiB a call
+// so that a peer flooding its doorbell cannot hold the loop (the rest stays readable; false when
+// the stream ended).
 bool ring_doorbell(int fd);
 bool drain_doorbell(int fd);
 

@@ -149,15 +149,8 @@ class VmLink final : public Link {
       if (changed()) return false;
       vm_yield();
     }
-    for (;;) {
-      // The epoch before the word: a ring that comes after this read ends the wait below.
-      const uint32_t epoch = bell_->epoch();
-      if (changed()) return false;
-      const Clock::time_point now = Clock::now();
-      if (now >= end) return true;
-      if (!bell_->alive()) return true;  // the caller asks peer_gone(), which says yes
-      bell_->wait(epoch, end - now);
-    }
+    // Ended: the caller asks peer_gone(), which says yes.
+    return bell_->sleep_until(changed, end) != Doorbell::Woke::kReady;
   }
   const char* wakeups() const override { return bell_ ? "doorbell" : "polling"; }
   bool peer_gone() override {

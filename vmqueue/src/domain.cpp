@@ -124,19 +124,9 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     const std::chrono::nanoseconds slice = std::clamp(timeout, std::chrono::nanoseconds(0), kSlice);
     if (!doorbell) {
       transport::vm_poll_until(ready, slice);
-    } else {
-      const Clock::time_point end = Clock::now() + slice;
-      for (;;) {
-        const uint32_t epoch = doorbell->epoch();
-        if (ready()) break;
-        if (!doorbell->alive()) {
-          lost = true;
-          return;
-        }
-        const Clock::time_point now = Clock::now();
-        if (now >= end) break;
-        doorbell->wait(epoch, end - now);
-      }
+    } else if (doorbell->sleep_until(ready, Clock::now() + slice) == transport::Doorbell::Woke::kEnded) {
+      lost = true;
+      return;
     }
     check_broker();
   }

@@ -98,6 +98,21 @@ class Doorbell {
   bool wait(uint32_t seen, std::chrono::nanoseconds timeout);
   // False once the stream ended: the reading sleeper saw the hang-up, or a ring failed.
   bool alive() const { return alive_.load(std::memory_order_acquire); }
+
+  // The sleeper's whole loop: sleeps until ready() holds (re-checked after every wake-up, the
+  // epoch read before it), the stream ends, or `end` passes; says which came first.
+  enum class Woke { kReady, kEnded, kTimedOut };
+  template <class Ready>
+  Woke sleep_until(Ready ready, Clock::time_point end) {
+    for (;;) {
+      const uint32_t seen = epoch();
+      if (ready()) return Woke::kReady;
+      if (!alive()) return Woke::kEnded;
+      const Clock::time_point now = Clock::now();
+      if (now >= end) return Woke::kTimedOut;
+      wait(seen, end - now);
+    }
+  }
   // Bytes written by ring() and bytes read from the peer (for statistics and tests).
   uint64_t rung() const { return rung_.load(std::memory_order_relaxed); }
   uint64_t heard() const { return heard_.load(std::memory_order_relaxed); }

@@ -247,6 +247,7 @@ void Server::serve_vms() {
   for (size_t i = 0; i < vms_.size(); ++i) {
     VmState& vm = vms_[i];
     vm.device->heartbeat();
+    vm.device->serve_doorbells(vm.busy);
     vm.device->sweep_stale_slots(now);
     for (uint32_t slot = 0; slot < vm.busy.size(); ++slot) {
       if (vm.busy[slot] || !vm.device->slot_requested(slot)) continue;
@@ -752,11 +753,14 @@ int Server::run(int stop_fd) {
     const size_t first_watch = fds.size();
     for (const Worker& w : workers_)
       if (w.guest_watch) fds.push_back({w.guest_watch.get(), POLLRDHUP, 0});
-    // VM guests cannot wake us: their slots are polled, and their heartbeat is ours to bump.
-    // Nor can a handshake that finishes: guests waiting in line look again every 2 ms.
-    const int timeout_ms = abandoned_poll_timeout_ms(helper_poll_timeout_ms(!queued_.empty() ? 2
-                                                                            : vms_.empty()   ? 500
-                                                                                             : 5));
+    // A VM guest rings its slot's doorbell as it asks for a session; one without a doorbell is
+    // seen at our next look, and the heartbeat is ours to bump at least every 50 ms. A
+    // handshake that finishes cannot wake us: guests waiting in line look again every 2 ms.
+    for (const VmState& vm : vms_) vm.device->watch_doorbells(&fds, vm.busy);
+    const int timeout_ms = abandoned_poll_timeout_ms(
+        helper_poll_timeout_ms(!queued_.empty() ? 2
+                               : vms_.empty()   ? 500
+                                                : static_cast<int>(transport::kVmHeartbeatPeriod.count())));
     const auto slept = std::chrono::steady_clock::now();
     int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) break;

@@ -426,9 +426,14 @@ def idle_session(server, devices, workdir, tag, options):
     check(len(live) == 1, f"{tag}: want the probe's one live session: {live}")
     sid = live[0]["id"]
     worker = worker_pid(sid)
-    s0, c0, t0 = switches(worker), cpu_seconds(qemu), time.monotonic()
+    s0, c0, m0, t0 = switches(worker), cpu_seconds(qemu), switches(server.proc.pid), time.monotonic()
     time.sleep(3.0)
-    s1, c1, t1 = switches(worker), cpu_seconds(qemu), time.monotonic()
+    s1, c1, m1, t1 = switches(worker), cpu_seconds(qemu), switches(server.proc.pid), time.monotonic()
+    # bypassd's main process looks at its VM slots every 50 ms (guests ring as they ask for a
+    # session), not every 5 ms: some 20 wake-ups a second, with or without the guest's doorbell.
+    main_rate = (m1 - m0) / (t1 - t0)
+    log(f"{tag}: bypassd's main process woke {main_rate:.0f} times a second")
+    check(main_rate < 100, f"{tag}: bypassd's main process woke {main_rate:.0f} times a second while idle")
     mode = re.search(rf"session {sid}: VM vm1 slot \d+: .*\(wake-ups: (\w+)\)", server.log_text())
     check(mode, f"{tag}: bypassd did not log session {sid}'s wake-ups:\n{server.log_text()[-2000:]}")
     ended = subprocess.run(

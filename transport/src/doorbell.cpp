@@ -81,14 +81,34 @@ void DoorbellListener::remove() {
   listeners_.clear();
 }
 
-base::UniqueFd DoorbellListener::take(uint32_t slot) {
-  if (slot >= listeners_.size()) return {};
-  base::UniqueFd& kept = connections_[slot];
+void DoorbellListener::accept_pending(uint32_t slot) {
   for (;;) {
     base::UniqueFd next(::accept4(listeners_[slot].get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!next) break;
-    kept = std::move(next);
+    connections_[slot] = std::move(next);
   }
+}
+
+void DoorbellListener::watch(std::vector<pollfd>* fds, const std::vector<bool>& busy) const {
+  for (size_t i = 0; i < listeners_.size(); ++i) {
+    fds->push_back({listeners_[i].get(), POLLIN, 0});
+    if (connections_[i] && !(i < busy.size() && busy[i])) fds->push_back({connections_[i].get(), POLLIN, 0});
+  }
+}
+
+void DoorbellListener::serve(const std::vector<bool>& busy) {
+  for (uint32_t i = 0; i < listeners_.size(); ++i) {
+    accept_pending(i);
+    if (i < busy.size() && busy[i]) continue;
+    // What an idle slot's guest rang (its request is in the slot) or an earlier session left.
+    if (connections_[i] && !drain_doorbell(connections_[i].get())) connections_[i].reset();
+  }
+}
+
+base::UniqueFd DoorbellListener::take(uint32_t slot) {
+  if (slot >= listeners_.size()) return {};
+  accept_pending(slot);
+  base::UniqueFd& kept = connections_[slot];
   if (kept && !doorbell_connected(kept.get())) kept.reset();
   if (!kept) return {};
   return base::UniqueFd(::fcntl(kept.get(), F_DUPFD_CLOEXEC, 0));

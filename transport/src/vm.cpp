@@ -396,6 +396,12 @@ void VmDevice::sweep_stale_slots(Clock::time_point now) {
 
 base::UniqueFd VmDevice::doorbell(uint32_t slot) { return impl_->doorbells.take(slot); }
 
+void VmDevice::watch_doorbells(std::vector<pollfd>* fds, const std::vector<bool>& busy) const {
+  impl_->doorbells.watch(fds, busy);
+}
+
+void VmDevice::serve_doorbells(const std::vector<bool>& busy) { impl_->doorbells.serve(busy); }
+
 void VmDevice::free_slot(uint32_t slot) {
   if (slot >= slot_count()) return;
   // Release: pairs with the guest's acquire load in peer_gone() and in its claim.
@@ -518,8 +524,10 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
       base::UniqueFd bell_fd = open_doorbell(endpoint, g.doorbell_name, i);
       slot.guest_doorbell = bell_fd ? 1 : 0;
       slot.guest_heartbeat.fetch_add(1, std::memory_order_relaxed);
-      // Release: the hello is written before bypassd sees the request.
+      // Release: the hello is written before bypassd sees the request; then ring, so that it
+      // sees the request now rather than at its next look.
       slot.state.store(layout::kSlotRequested, std::memory_order_release);
+      if (bell_fd) ring_doorbell(bell_fd.get());
       std::chrono::nanoseconds step = kVmPollMin;
       uint32_t state;
       // Acquire: pairs with bypassd's release store of Active / Rejected.

@@ -11,6 +11,8 @@
 // sleeps on one): open_doorbell(), then Doorbell.
 #pragma once
 
+#include <poll.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -47,8 +49,16 @@ class DoorbellListener {
   // Slot `slot`'s connection (a duplicate; the listener keeps the newest QEMU made: a QEMU that
   // restarted, or the next guest process on this kernel), or an empty fd if none is connected.
   base::UniqueFd take(uint32_t slot);
+  // For a loop that waits for other things too (bypassd's main process): watch() adds what to
+  // poll for the slots not `busy` (every listener, and the connections kept for idle slots: a
+  // guest rings as it asks for a session), serve() does what they asked after the poll (accepts
+  // new connections, drains idle ones, drops ended ones). A busy slot's connection is its
+  // session's to read.
+  void watch(std::vector<pollfd>* fds, const std::vector<bool>& busy) const;
+  void serve(const std::vector<bool>& busy);
 
  private:
+  void accept_pending(uint32_t slot);
   void remove();
   std::string path_, name_;
   pid_t owner_ = -1;

@@ -25,6 +25,7 @@
 #include "bypass/base/mapping.h"
 #include "bypass/base/unique_fd.h"
 #include "bypass/transport/channel.h"
+#include "bypass/transport/doorbell.h"
 #include "bypass/transport/session.h"
 
 namespace bypass::transport {
@@ -78,6 +79,11 @@ class VmDevice {
   // (a duplicate; the device keeps the newest one QEMU made), or an empty fd (no doorbells, or
   // nobody connected).
   base::UniqueFd doorbell(uint32_t slot);
+  // Main process: what to poll for the idle slots' doorbells (a guest rings as it asks for a
+  // session, so the main process need not look at the slots often), and the work after the poll
+  // (DoorbellListener::watch / serve). `busy`: the slots a worker serves.
+  void watch_doorbells(std::vector<pollfd>* fds, const std::vector<bool>& busy) const;
+  void serve_doorbells(const std::vector<bool>& busy);
   // Worker: answers the guest waiting in `slot` (checks its hello, writes the region, says
   // Active) or refuses it with the reason (kRefused). The channel's link keeps the device mapped.
   // With `doorbell` (from doorbell()) and a guest that holds its end, wake-ups ring it.

@@ -282,9 +282,7 @@ class LinkDaemon {
       auto listening = transport::DoorbellListener::listen(opt_.device, 2);
       if (!listening) return base::make_error(Errc::kIo, listening.error().message);
       doorbells_ = std::move(listening).value();
-      h->doorbells = 1;
-      h->doorbell_name_bytes = static_cast<uint32_t>(doorbells_.name().size());
-      std::memcpy(h->doorbell_name, doorbells_.name().data(), doorbells_.name().size());
+      doorbells_.tag(&h->doorbells);
     }
     // Release: pairs with a guest's acquire load of the magic before it reads the rest.
     std::atomic_ref(h->magic).store(kDeviceMagic, std::memory_order_release);
@@ -309,11 +307,8 @@ class LinkDaemon {
         for (int r = 0; r < kRingsPerPort; ++r) open_ring(hp.rings_at, r, true);
         Mac mac;
         std::memcpy(mac.data(), dp.mac, 6);
-        // The doorbell if the endpoint holds its end too (what it wrote is only a yes or a no).
-        uint32_t guest_bell = 0;
-        std::memcpy(&guest_bell, &dp.guest_doorbell, sizeof guest_bell);
-        base::UniqueFd bell = doorbells_.take(side);
-        if (guest_bell != 1) bell.reset();
+        // The doorbell if the endpoint holds its end too.
+        base::UniqueFd bell = transport::doorbell_if_guest_holds(doorbells_.take(side), dp.guest_doorbell);
         dp.host_doorbell = bell ? 1 : 0;
         const bool rings = static_cast<bool>(bell);
         sw_->attach(side, hp.rings_at, hp.pool_at, -1, -1, mac, std::move(bell));
@@ -881,9 +876,7 @@ base::Result<void> endpoint_device_main(const EndpointOptions& options) {
     }
   }
   DevicePort& port = h->ports[options.side];
-  std::string bell_name;
-  if (h->doorbells != 0)
-    bell_name.assign(h->doorbell_name, std::min<size_t>(h->doorbell_name_bytes, sizeof h->doorbell_name));
+  const std::string bell_name = transport::doorbell_name(h->doorbells);
   auto made = endpoint_tap(options);
   if (!made) return made.error();
   const base::UniqueFd tap = std::move(made->fd);

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -30,6 +31,21 @@ bool valid_doorbell_name(std::string_view name) {
   for (const char c : name)
     if (c <= ' ' || c > '~' || c == '/' || c == ',') return false;  // ',' would split QEMU's options
   return true;
+}
+
+std::string doorbell_name(const layout::DoorbellTag& tag) {
+  layout::DoorbellTag copy;
+  std::memcpy(&copy, &tag, sizeof copy);  // once: the same bytes for the check and the use
+  if (copy.present == 0) return {};
+  std::string name(copy.name, std::min<size_t>(copy.name_bytes, sizeof copy.name));
+  return valid_doorbell_name(name) ? name : std::string();
+}
+
+base::UniqueFd doorbell_if_guest_holds(base::UniqueFd offered, const uint32_t& guest_word) {
+  uint32_t holds = 0;
+  std::memcpy(&holds, &guest_word, sizeof holds);
+  if (holds != 1) offered.reset();
+  return offered;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -56,6 +72,14 @@ Result<DoorbellListener> DoorbellListener::listen(const std::string& device_path
     if (::chmod(path.c_str(), 0600) != 0) return base::errno_error(Status::kIo, "chmod " + path, errno);
   }
   return out;
+}
+
+void DoorbellListener::tag(layout::DoorbellTag* out) const {
+  *out = layout::DoorbellTag{};
+  if (listeners_.empty()) return;
+  out->present = 1;
+  out->name_bytes = static_cast<uint32_t>(name_.size());
+  std::memcpy(out->name, name_.data(), name_.size());
 }
 
 DoorbellListener& DoorbellListener::operator=(DoorbellListener&& other) noexcept {
@@ -204,15 +228,14 @@ bool doorbell_connected(int fd) {
   return (p.revents & (POLLHUP | POLLERR | POLLNVAL)) == 0;
 }
 
-Result<std::unique_ptr<Doorbell>> Doorbell::start(base::UniqueFd fd) {
+std::unique_ptr<Doorbell> Doorbell::start(base::UniqueFd fd) {
+  if (!fd) return nullptr;
   const int flags = ::fcntl(fd.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
-    return base::errno_error(Status::kIo, "doorbell: fcntl", errno);
-  }
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) return nullptr;
   const bool socket = is_socket(fd.get());
   std::unique_ptr<Doorbell> bell(new Doorbell(std::move(fd), socket));
-  // An earlier session's rings are not ours.
-  if (!read_all(bell->fd_.get(), nullptr)) return make_error(Status::kPeerGone, "the doorbell's stream has ended");
+  // An earlier session's rings are not ours; a stream that has ended serves nobody.
+  if (!read_all(bell->fd_.get(), nullptr)) return nullptr;
   return bell;
 }
 

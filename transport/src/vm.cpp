@@ -2,11 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,7 +20,6 @@
 #include <thread>
 
 #include "bypass/base/text.h"
-#include "bypass/base/unix_socket.h"
 #include "bypass/transport/doorbell.h"
 #include "bypass/transport/layout.h"
 #include "bypass/transport/link.h"
@@ -87,14 +84,7 @@ Result<Geometry> check_geometry(const VmDeviceHeader& h, uint64_t size) {
                                  ", %u slots of %" PRIu64 " bytes, region %" PRIu64 ", heap at %" PRIu64 ")",
                                  h.device_size, size, h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset));
   }
-  Geometry g{h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset, {}};
-  if (h.doorbells != 0) {
-    // A name for a port: printable, no path separator (the guest looks it up in sysfs).
-    // What names a port: checked again by open_doorbell() (the host wrote it, and may be wrong).
-    g.doorbell_name.assign(h.doorbell_name, std::min<size_t>(h.doorbell_name_bytes, sizeof h.doorbell_name));
-    if (!valid_doorbell_name(g.doorbell_name)) g.doorbell_name.clear();
-  }
-  return g;
+  return Geometry{h.slot_count, h.slot_bytes, h.region_bytes, h.heap_offset, doorbell_name(h.doorbells)};
 }
 
 // One end of a session in a device slot. The device mapping is shared by every link of the
@@ -141,14 +131,8 @@ class VmLink final : public Link {
     // Acquire: pairs with the waker's release bump of the word (ring.cpp).
     auto changed = [&] { return word->load(std::memory_order_acquire) != expected; };
     if (!bell_) return !vm_poll_until(changed, timeout);
-    const Clock::time_point start = Clock::now();
-    const Clock::time_point end = start + timeout;
-    // First yield, as a polling sleeper does: an answer within kVmYieldPhase costs no doorbell
-    // round through the hypervisor.
-    while (Clock::now() - start < kVmYieldPhase) {
-      if (changed()) return false;
-      vm_yield();
-    }
+    const Clock::time_point end = Clock::now() + timeout;
+    if (vm_yield_phase(changed)) return false;
     // Ended: the caller asks peer_gone(), which says yes.
     return bell_->sleep_until(changed, end) != Doorbell::Woke::kReady;
   }
@@ -339,7 +323,6 @@ Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions
     if (!listening) return listening.error();
     impl->doorbells = std::move(listening).value();
   }
-  const std::string& bell_name = impl->doorbells.name();
   // Every slot starts free: a guest of an earlier bypassd sees its session gone.
   std::byte* header_bytes = impl->mapping->data();
   std::memset(header_bytes, 0, layout::kVmHeaderBytes);
@@ -350,11 +333,7 @@ Result<VmDevice> VmDevice::create(const std::string& path, const VmDeviceOptions
   h->region_bytes = g.region_bytes;
   h->heap_offset = g.heap_offset;
   h->layout_version = layout::kVmLayoutVersion;
-  if (impl->doorbells) {
-    h->doorbells = 1;
-    h->doorbell_name_bytes = static_cast<uint32_t>(bell_name.size());
-    std::memcpy(h->doorbell_name, bell_name.data(), bell_name.size());
-  }
+  impl->doorbells.tag(&h->doorbells);
   // Release: a guest that sees the magic (acquire fence in connect_vm) sees the rest.
   std::atomic_thread_fence(std::memory_order_release);
   reinterpret_cast<std::atomic<uint32_t>*>(&h->magic)->store(layout::kVmMagic, std::memory_order_release);
@@ -432,13 +411,8 @@ Result<Channel> VmDevice::accept(uint32_t slot_index, const Hello& mine, base::U
   const Geometry& g = impl_->geometry;
   std::byte* base = impl_->mapping->data() + layout::kVmHeaderBytes + slot_index * g.slot_bytes;
   detail::write_region(impl_->plan, base);
-  // The doorbell only if the guest holds its end too (what it wrote is only a yes or a no).
-  std::unique_ptr<Doorbell> bell;
-  uint32_t guest_bell = 0;
-  std::memcpy(&guest_bell, &slot.guest_doorbell, sizeof guest_bell);
-  if (doorbell && guest_bell == 1) {
-    if (auto started = Doorbell::start(std::move(doorbell))) bell = std::move(started).value();
-  }
+  // The doorbell only if the guest holds its end too.
+  std::unique_ptr<Doorbell> bell = Doorbell::start(doorbell_if_guest_holds(std::move(doorbell), slot.guest_doorbell));
   slot.host_doorbell = bell ? 1 : 0;
   auto link = std::make_unique<VmLink>(impl_->mapping, g, slot_index, generation, true, std::move(bell));
   // Release: the region and our hello are written before the guest sees Active.
@@ -560,10 +534,7 @@ Result<Channel> connect_vm(const std::string& endpoint, const Hello& mine, Deadl
       std::memcpy(&host_copy, &slot.host_hello, sizeof host_copy);
       uint32_t host_transport = 0;
       Hello host = from_vm_hello(host_copy, &host_transport);
-      std::unique_ptr<Doorbell> bell;
-      if (bell_fd && slot.host_doorbell == 1) {
-        if (auto started = Doorbell::start(std::move(bell_fd))) bell = std::move(started).value();
-      }
+      std::unique_ptr<Doorbell> bell = slot.host_doorbell == 1 ? Doorbell::start(std::move(bell_fd)) : nullptr;
       auto link = std::make_unique<VmLink>(mapping, g, i, generation, false, std::move(bell));
       if (std::string text = detail::compare_versions(me, kTransportVersion, host, host_transport); !text.empty()) {
         return detail::refused(text);  // the link's end stops our heartbeat: bypassd ends the session

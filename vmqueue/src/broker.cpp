@@ -296,11 +296,7 @@ struct Broker::Impl {
     }
     h->flags = flags;
     h->pool_device_size = geom.size;
-    if (doorbells) {
-      h->doorbells = 1;
-      h->doorbell_name_bytes = static_cast<uint32_t>(doorbells.name().size());
-      std::memcpy(h->doorbell_name, doorbells.name().data(), doorbells.name().size());
-    }
+    doorbells.tag(&h->doorbells);
     // Release: pairs with a guest's acquire load of the magic before it reads the rest.
     std::atomic_ref(h->magic).store(device::kMagic, std::memory_order_release);
     return std::move(mapped).value();
@@ -567,10 +563,8 @@ struct Broker::Impl {
     d->vm_beat = slot.guest_heartbeat.load(std::memory_order_relaxed);
     d->vm_beat_moved = now;
     open_rings(*d, control.slot_region(i), hello.queue_capacity);
-    // The doorbell, if the guest holds its end too (what it wrote is only a yes or a no).
-    uint32_t guest_bell = 0;
-    std::memcpy(&guest_bell, &slot.guest_doorbell, sizeof guest_bell);
-    if (base::UniqueFd bell = control.doorbells.take(i); bell && guest_bell == 1) {
+    // The doorbell, if the guest holds its end too.
+    if (base::UniqueFd bell = transport::doorbell_if_guest_holds(control.doorbells.take(i), slot.guest_doorbell)) {
       if (watch(bell.get(), epoll_key(Tag::kDoorbell, d->id), EPOLLIN)) d->doorbell = std::move(bell);
     }
     slot.host_doorbell = d->doorbell ? 1 : 0;

@@ -111,12 +111,8 @@ struct Header {
   uint32_t pool_pages[2];
   uint32_t flags;
   uint32_t reserved;
-  uint64_t pool_device_size;  // the size of the device that holds the pools
-  // Nonzero if the broker listens for this device's doorbells; slot i's is then the port named
-  // "<doorbell_name>.<i>" (doorbell_name_bytes long, not NUL-terminated).
-  uint32_t doorbells;
-  uint32_t doorbell_name_bytes;
-  char doorbell_name[transport::kMaxDoorbellName];
+  uint64_t pool_device_size;                 // the size of the device that holds the pools
+  transport::layout::DoorbellTag doorbells;  // the slots' doorbells, if the broker listens
   // Bumped by the broker every kServe (relaxed; read by guests).
   alignas(64) std::atomic<uint64_t> host_heartbeat;
   Slot slots[kMaxSlots];

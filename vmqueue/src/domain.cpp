@@ -81,6 +81,8 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
   bool beat_stop = false;  // guarded by beat_mu
 
   bool vm() const { return vm_slot != nullptr; }
+  // Whether the broker can wake this domain: a process domain's kick, a VM domain's doorbell.
+  bool kicked() const { return !vm() || doorbell != nullptr; }
   ~DomainState() { stop_beating(); }
 
   // ---- waking the broker ----
@@ -195,15 +197,13 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
       if (ready()) return;
       _mm_pause();
     }
-    if (vm() && !doorbell) {
-      // Nobody kicks a VM domain without a doorbell: poll, and announce no sleep the broker
-      // would have to serve.
-      vm_wait(ready, forever ? std::chrono::nanoseconds::max() : deadline - Clock::now());
-      return;
+    // Announce the sleep where the broker can wake us (a kick, a doorbell); a VM domain without
+    // a doorbell polls, and announces no sleep the broker would have to serve.
+    if (kicked()) {
+      queue.consumer_prepare_wait();
+      replies.consumer_prepare_wait();
+      if (ready()) return;
     }
-    queue.consumer_prepare_wait();
-    replies.consumer_prepare_wait();
-    if (ready()) return;
     if (vm()) {
       vm_wait(ready, forever ? std::chrono::nanoseconds::max() : deadline - Clock::now());
       return;
@@ -228,11 +228,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
         lost = true;
         return false;
       }
-      if (vm() && !doorbell) {
-        vm_wait([&] { return requests.producer_slot() != nullptr; }, std::chrono::milliseconds(100));
-        continue;
-      }
-      if (requests.producer_prepare_wait()) continue;
+      if (kicked() && requests.producer_prepare_wait()) continue;
       if (vm()) {
         vm_wait([&] { return requests.producer_slot() != nullptr; }, std::chrono::milliseconds(100));
         continue;
@@ -518,10 +514,7 @@ Result<VmDevices> open_vm_queue_device(const std::string& endpoint) {
     copy.pool_offset[k] = h->pool_offset[k];
     copy.pool_pages[k] = h->pool_pages[k];
   }
-  if (h->doorbells != 0) {
-    copy.doorbell_name.assign(h->doorbell_name, std::min<size_t>(h->doorbell_name_bytes, sizeof h->doorbell_name));
-    if (!transport::valid_doorbell_name(copy.doorbell_name)) copy.doorbell_name.clear();
-  }
+  copy.doorbell_name = transport::doorbell_name(h->doorbells);
   if (found.header.version != device::kVersion || found.header.schema_hash != wire::kSchemaHash) {
     return make_error(Errc::kProtocol,
                       str_printf("vmqd's device speaks version %u (schema %016llx), this domain %u (schema %016llx)",
@@ -692,9 +685,7 @@ Result<Domain> Domain::connect_device(const std::string& endpoint, std::string_v
     return make_error(Errc::kBrokerLost, "vmqd took the slot away before the domain began");
   }
   const uint32_t domain_id = slot.domain_id;
-  if (bell && slot.host_doorbell == 1) {
-    if (auto started = transport::Doorbell::start(std::move(bell))) s->doorbell = std::move(started).value();
-  }
+  if (slot.host_doorbell == 1) s->doorbell = transport::Doorbell::start(std::move(bell));
   std::byte* region = s->region.data() + slots_offset + (s->vm_slot - s->vm_header->slots) * slot_bytes;
   wire::RegionLayout layout = wire::region_layout(options.capacity);
   s->requests = SlotRing<Record>(region + layout.request_offset, wire::kRequestSlots);

@@ -81,11 +81,7 @@ struct DeviceHeader {
   uint32_t port_mask;  // ports whose memory is in the device (A, B, and the uplink if any)
   uint64_t rings_offset[kPorts];
   uint64_t pool_offset[kPorts];
-  // Nonzero if the host listens for the ports' doorbells, named "<doorbell_name>.<side>"
-  // (doorbell_name_bytes long, not NUL-terminated).
-  uint32_t doorbells;
-  uint32_t doorbell_name_bytes;
-  char doorbell_name[transport::kMaxDoorbellName];
+  transport::layout::DoorbellTag doorbells;  // the ports' doorbells ("<name>.<side>"), if the host listens
   // Bumped by the host every kDeviceBeat (relaxed; read by guests).
   alignas(64) std::atomic<uint64_t> host_heartbeat;
   DevicePort ports[2];  // the two endpoint ports (A, B); the uplink is the host's own

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bypass/base/unique_fd.h"
+#include "bypass/transport/layout.h"
 #include "bypass/transport/status.h"
 
 namespace bypass::transport {
@@ -30,8 +31,15 @@ namespace bypass::transport {
 std::string doorbell_path(const std::string& device_path, uint32_t slot);
 // Whether `name` can name a device's ports (what a device header carries; the guest checks what
 // it read): 1 to kMaxDoorbellName printable characters, no '/', no space, no ','.
-inline constexpr size_t kMaxDoorbellName = 48;
+inline constexpr size_t kMaxDoorbellName = layout::kDoorbellNameBytes;
 bool valid_doorbell_name(std::string_view name);
+// The ports' name a device header's tag gives (read once), or "" when the host listens for no
+// doorbells or wrote a name no port can have.
+std::string doorbell_name(const layout::DoorbellTag& tag);
+// The host's end of a slot's doorbell for a session: `offered` (DoorbellListener::take) if the
+// guest says in its slot word that it holds its end, else nothing. The word is the guest's to
+// write at any time: it is read once, and only as a yes or a no.
+base::UniqueFd doorbell_if_guest_holds(base::UniqueFd offered, const uint32_t& guest_word);
 
 // Host side: a listening socket per slot, mode 0600 (whoever connects holds the slot's
 // doorbell: the device file's owner, as QEMU is). Removed by the process that made them.
@@ -46,6 +54,8 @@ class DoorbellListener {
   explicit operator bool() const { return !listeners_.empty(); }
   // The ports' name: the device file's name (the header tells the guest).
   const std::string& name() const { return name_; }
+  // Fills a device header's tag: present, with the ports' name, if this listens.
+  void tag(layout::DoorbellTag* out) const;
   // Slot `slot`'s connection (a duplicate; the listener keeps the newest QEMU made: a QEMU that
   // restarted, or the next guest process on this kernel), or an empty fd if none is connected.
   base::UniqueFd take(uint32_t slot);
@@ -93,8 +103,8 @@ bool drain_doorbell(int fd);
 class Doorbell {
  public:
   // Takes the stream's fd (made non-blocking here) and drops the bytes an earlier session left
-  // in it.
-  static Result<std::unique_ptr<Doorbell>> start(base::UniqueFd fd);
+  // in it. Null when `fd` is empty or the stream cannot serve (then the session polls).
+  static std::unique_ptr<Doorbell> start(base::UniqueFd fd);
   Doorbell(const Doorbell&) = delete;
   Doorbell& operator=(const Doorbell&) = delete;
 

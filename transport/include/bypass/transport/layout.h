@@ -206,6 +206,17 @@ inline constexpr uint32_t kSlotActive = 3;
 inline constexpr uint32_t kSlotRejected = 4;
 inline constexpr uint32_t kSlotLeaving = 5;  // the guest closes; its host side removes it (VM-queue)
 
+// What a device header says of its slots' doorbells (doorbell.h), in each of the three VM
+// devices: whether the host listens for them, and the ports' name (`name_bytes` long, not
+// NUL-terminated; slot i's port is "<name>.<i>"). Written by the host before the header's magic.
+inline constexpr uint32_t kDoorbellNameBytes = 48;
+struct DoorbellTag {
+  uint32_t present;
+  uint32_t name_bytes;
+  char name[kDoorbellNameBytes];
+};
+static_assert(sizeof(DoorbellTag) == 56);
+
 // A hello across the VM boundary: what HelloPacket carries on a socket.
 struct VmHello {
   uint32_t transport_version;
@@ -246,12 +257,8 @@ struct VmDeviceHeader {
   uint64_t slot_bytes;    // slot i starts at kVmHeaderBytes + i * slot_bytes
   uint64_t region_bytes;  // the session region at the start of each slot; the heap follows
   uint64_t heap_offset;   // from the slot's start, a multiple of kVmHeapAlign
-  // Nonzero if bypassd listens for doorbells of this device; then slot i's doorbell is the
-  // virtio-serial port named "<doorbell_name>.<i>" in the guest (doorbell_name: the device
-  // file's name, doorbell_name_bytes long, not NUL-terminated).
-  uint32_t doorbells;
-  uint32_t doorbell_name_bytes;
-  char doorbell_name[48];
+  // The slots' doorbells: the ports are named after the device file.
+  DoorbellTag doorbells;
   // Bumped by bypassd's main process (relaxed; read by guests).
   alignas(kCacheLine) std::atomic<uint64_t> host_heartbeat;
   alignas(kCacheLine) VmSlot slots[kVmMaxSlots];

@@ -131,16 +131,23 @@ Result<base::UniqueFd> create_vm_device_file(const std::string& path, uint64_t s
 // for kVmYieldPhase, then naps from kVmPollMin doubling up to kVmPollMax, until `ready()` or
 // `timeout`. Returns whether `ready()` held.
 void vm_nap(std::chrono::nanoseconds d);
+// The first phase of every VM sleeper, polling or on a doorbell: yields for kVmYieldPhase,
+// re-checking `ready()` between yields. What comes within it is noticed at once (no nap, no trip
+// through the hypervisor), and whoever else wants this CPU (the peer itself, when it shares it)
+// gets it. Returns whether `ready()` held.
 template <class Ready>
-bool vm_poll_until(Ready ready, std::chrono::nanoseconds timeout) {
+bool vm_yield_phase(Ready ready) {
   const Clock::time_point start = Clock::now();
-  const Clock::time_point end = start + timeout;
-  // First yield instead of napping: what comes within kVmYieldPhase is noticed at once, and
-  // whoever else wants this CPU (the peer itself, when it shares it) gets it.
   while (Clock::now() - start < kVmYieldPhase) {
     if (ready()) return true;
     vm_yield();
   }
+  return false;
+}
+template <class Ready>
+bool vm_poll_until(Ready ready, std::chrono::nanoseconds timeout) {
+  const Clock::time_point end = Clock::now() + timeout;
+  if (vm_yield_phase(ready)) return true;
   std::chrono::nanoseconds step = kVmPollMin;
   for (;;) {
     if (ready()) return true;

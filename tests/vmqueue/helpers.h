@@ -33,6 +33,26 @@ inline uint64_t page_frame_number(const void* addr) {
   return entry & ((uint64_t{1} << 55) - 1);
 }
 
+// Whether this process can no longer reach [addr, addr + len): every mapping over it (in
+// /proc/self/maps) is an inaccessible reservation without a file ("---p", what a domain keeps
+// for its next message's pages), or there is none.
+inline bool unreachable(const void* addr, size_t len) {
+  const auto first = reinterpret_cast<uintptr_t>(addr), end = first + len;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char perms[5] = {};
+    unsigned long long offset = 0;
+    char dev[16] = {};
+    unsigned long inode = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s %llx %15s %lu", &lo, &hi, perms, &offset, dev, &inode) != 6) continue;
+    if (hi <= first || lo >= end) continue;
+    if (std::string(perms) != "---p" || inode != 0) return false;
+  }
+  return true;
+}
+
 // `count` pages of `size` from `d`, every 512th byte set from `seed` (looks_filled checks it);
 // empty when the allocation failed (the caller's send then fails).
 inline bypass::vmqueue::Pages filled(bypass::vmqueue::Domain& d, size_t count, uint8_t seed,

@@ -6,6 +6,10 @@
 //                  (or an error: then what came before it and the error, exit status 2)
 //   vmq_probe hostile ENDPOINT NAME    attaches, writes garbage into its own request ring's index
 //                  and expects the broker to end it (exit 0 when it did)
+//   vmq_probe flood ENDPOINT NAME SECONDS  attaches, then for SECONDS writes flush requests into
+//                  its own request ring as fast as the broker takes them and never reads a reply;
+//                  prints how many the broker took (bounded when the broker stops reading a domain
+//                  it owes too many answers)
 //   vmq_probe hold ENDPOINT NAME PAGES attaches, takes PAGES pages and dies without leaving (its
 //                  heartbeat stops: the broker must take them back)
 //   vmq_probe freeze ENDPOINT NAME PEER  attaches, is introduced to PEER, then stops itself
@@ -37,9 +41,11 @@
 #include <vector>
 
 #include "bypass/transport/layout.h"
+#include "bypass/transport/slot_ring.h"
 #include "bypass/transport/vm.h"
 #include "bypass/vmqueue/domain.h"
 #include "device.h"
+#include "wire.h"
 
 using namespace bypass::vmqueue;
 using namespace std::chrono_literals;
@@ -203,6 +209,49 @@ int do_hostile(const std::string& endpoint, const std::string& name) {
   return 2;
 }
 
+int do_flood(const std::string& endpoint, const std::string& name, int seconds) {
+  auto d = join(endpoint, name);
+  if (!d) return fail("connect", d.error());
+  for (const std::string& one : reachable(endpoint)) {
+    auto dev = bypass::transport::map_vm_device(one, device::kHeaderBytes);
+    if (!dev) continue;
+    device::Header* h = slots_header(*dev);
+    if (h == nullptr) continue;
+    for (uint32_t i = 0; i < h->slot_count; ++i) {
+      device::Slot& slot = h->slots[i];
+      if (slot.state.load(std::memory_order_acquire) != device::kSlotActive || slot.domain_id != d->self().id) continue;
+      auto full = bypass::transport::map_vm_device(one, h->slots_offset + uint64_t{h->slot_count} * h->slot_bytes);
+      if (!full) {
+        std::fprintf(stderr, "vmq_probe: %s\n", full.error().message.c_str());
+        return 2;
+      }
+      std::byte* region = full->data() + h->slots_offset + uint64_t{i} * h->slot_bytes;
+      // Our own request ring, beside the Domain's view of it (which this process no longer uses).
+      bypass::transport::SlotRing<wire::Record> requests(region + wire::region_layout(1).request_offset,
+                                                         wire::kRequestSlots);
+      uint64_t posted = 0;
+      const auto end = Clock::now() + std::chrono::seconds(seconds);
+      while (Clock::now() < end) {
+        wire::Record* r = requests.producer_slot();
+        if (r == nullptr) {
+          ::usleep(1000);
+          continue;
+        }
+        *r = wire::Record{};
+        r->kind = static_cast<uint32_t>(wire::Kind::kFlush);
+        r->req_id = static_cast<uint32_t>(1'000'000 + posted);
+        requests.publish();
+        ++posted;
+      }
+      std::printf("flood: posted %llu requests in %d s, %u not taken\n", static_cast<unsigned long long>(posted),
+                  seconds, wire::kRequestSlots - requests.producer_free());
+      return 0;
+    }
+  }
+  std::fprintf(stderr, "vmq_probe: found no active slot of domain %u\n", d->self().id);
+  return 2;
+}
+
 int do_wait_garbage(const std::string& endpoint, int seconds) {
   std::vector<bypass::base::Mapping> devices;
   for (const std::string& one : reachable(endpoint)) {
@@ -299,6 +348,7 @@ int main(int argc, char** argv) {
     return do_send(argv[2], argv[3], argv[4], std::atoi(argv[5]), std::atoi(argv[6]), std::atoi(argv[7]));
   if (mode == "recv" && argc == 5) return do_recv(argv[2], argv[3], argv[4]);
   if (mode == "hostile" && argc == 4) return do_hostile(argv[2], argv[3]);
+  if (mode == "flood" && argc == 5) return do_flood(argv[2], argv[3], std::atoi(argv[4]));
   if (mode == "hold" && argc == 5) return do_hold(argv[2], argv[3], std::atoi(argv[4]));
   if (mode == "freeze" && argc == 5) return do_freeze(argv[2], argv[3], argv[4]);
   if (mode == "vandal" && argc == 4) return do_vandal(argv[2], std::atoi(argv[3]));

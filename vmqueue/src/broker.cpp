@@ -87,6 +87,7 @@ struct DomainEntry {
   std::deque<Record> reply_backlog;       // replies waiting for room in `replies`
   uint32_t lazy_reserved = 0;             // lazy messages accepted for this queue
   std::deque<Parked> parked;              // sends waiting for room in this queue
+  uint32_t parked_out = 0;                // this domain's own sends parked on some queue
   std::deque<LazyMessage> lazy_out;       // lazy messages this domain sent, in order
   bool kick_owed = false;                 // a publish asked for a kick; sent once per pass
 
@@ -101,6 +102,8 @@ struct DomainEntry {
   }
   // Messages the queue holds or has promised to hold.
   uint64_t occupancy() { return (queue.capacity() - queue.producer_free()) + lazy_reserved; }
+  // Whether its requests are read: not while the broker owes it wire::kMaxOwed answers.
+  bool servable() const { return reply_backlog.size() + parked_out < wire::kMaxOwed; }
 };
 
 // Where VM domains attach: the shared device's own slots, or a VM's control device of its own
@@ -659,6 +662,7 @@ struct Broker::Impl {
       Record parked = req;
       parked.delivery = static_cast<uint8_t>(delivery);
       dest->parked.push_back(Parked{s.id, parked});
+      ++s.parked_out;
       return;
     }
     accept_send(s, *dest, req, delivery);
@@ -706,6 +710,7 @@ struct Broker::Impl {
       dest.parked.pop_front();
       DomainEntry* s = find(p.sender);
       if (s == nullptr) continue;  // the sender died while waiting; its pages were freed
+      --s->parked_out;
       accept_send(*s, dest, p.rec, static_cast<Delivery>(p.rec.delivery));
       moved = true;
     }
@@ -813,6 +818,7 @@ struct Broker::Impl {
         if (it->sender == d.id && it->rec.req_id == req.req_id) {
           reply(d, make_reply(Kind::kSendReply, it->rec, Errc::kFull));
           dest->parked.erase(it);
+          --d.parked_out;
           return;
         }
       }
@@ -820,13 +826,14 @@ struct Broker::Impl {
     // Not parked any more: its reply was already sent.
   }
 
-  // Drains up to `budget` requests of one domain. Returns whether it did anything.
+  // Drains up to `budget` requests of one domain, while it is servable(). Returns whether it
+  // did anything.
   bool process_requests(DomainEntry& d, int budget = 64) {
     const uint32_t id = d.id;  // `d` dies with the session if a request ends it
     bool did = false;
     Record req;
     bool kick_domain = false;
-    while (budget-- > 0 && d.requests.pop(&req, &kick_domain)) {
+    while (budget-- > 0 && d.servable() && d.requests.pop(&req, &kick_domain)) {
       if (kick_domain) d.kick_owed = true;
       did = true;
       switch (static_cast<Kind>(req.kind)) {
@@ -877,8 +884,12 @@ struct Broker::Impl {
     // What it sent before dying still counts: lazy messages are delivered.
     flush_lazy(*d);
     // Senders parked on its queue learn it is gone.
-    for (auto& p : d->parked)
-      if (DomainEntry* s = find(p.sender)) reply(*s, make_reply(Kind::kSendReply, p.rec, Errc::kPeerDead));
+    for (auto& p : d->parked) {
+      if (DomainEntry* s = find(p.sender)) {
+        --s->parked_out;
+        reply(*s, make_reply(Kind::kSendReply, p.rec, Errc::kPeerDead));
+      }
+    }
     d->parked.clear();
     // Its own parked sends elsewhere are dropped (pages still its own, freed below).
     for (auto& [oid, other] : domains) {
@@ -1020,7 +1031,10 @@ struct Broker::Impl {
   bool prepare_sleep() {
     bool work = false;
     for (auto& [id, d] : domains) {
-      if (d->requests.consumer_prepare_wait()) work = true;
+      // A domain owed too many answers is not read (servable()): its requests are work again
+      // once it reads its replies, which kicks us (the backlog's wait below) or a parked send
+      // is decided (a pass that did something, which runs another).
+      if (d->requests.consumer_prepare_wait() && d->servable()) work = true;
       // A parked send waits for room, which the domain makes by reading (it kicks us: the
       // prepare announces the wait) or the timer makes by delivering lazy messages. A free ring
       // slot is work only when the parked send may take it: slots promised to lazy messages
@@ -1049,7 +1063,7 @@ struct Broker::Impl {
       while (!work && Clock::now() < spin_until) {
         _mm_pause();
         for (auto& [id, d] : domains)
-          if (d->requests.consumer_slot() != nullptr) work = true;
+          if (d->servable() && d->requests.consumer_slot() != nullptr) work = true;
       }
       if (work) continue;
       arm_timer();

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -262,9 +263,20 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
 
   // ---- page mappings ----
 
+  // Address ranges of earlier messages, PROT_NONE, by page size and length: a message's pages
+  // are mapped into one of these (MAP_FIXED) and put back the same way, so a stream of messages
+  // of one size reserves and unmaps no address space per message.
+  std::multimap<std::pair<int, size_t>, std::byte*> spare_ranges;
+  static constexpr size_t kSpareRanges = 256;  // each is a mapping the kernel counts (vm.max_map_count)
+
   std::byte* reserve(size_t count, PageSize size) {
     size_t pb = page_bytes(size);
     size_t len = count * pb;
+    if (auto it = spare_ranges.find({static_cast<int>(size), len}); it != spare_ranges.end()) {
+      std::byte* base = it->second;
+      spare_ranges.erase(it);
+      return base;
+    }
     size_t slack = size == PageSize::k2M ? pb : 0;
     void* p = ::mmap(nullptr, len + slack, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return nullptr;
@@ -299,7 +311,7 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     std::byte* base = reserve(count, size);
     if (base == nullptr) return make_error(Errc::kNoPages);
     if (!map_runs(base, runs, size)) {
-      ::munmap(base, count * page_bytes(size));
+      release(base, count, size, true);
       return make_error(Errc::kNoPages);
     }
     Pages p;
@@ -311,9 +323,22 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     return p;
   }
 
+  // A message's range, done with: unmapped, or kept for the next one of its size (made
+  // PROT_NONE first unless it already is: `mapped`).
+  void release(std::byte* base, size_t count, PageSize size, bool mapped) {
+    const size_t len = count * page_bytes(size);
+    if (closed || spare_ranges.size() >= kSpareRanges ||
+        (mapped &&
+         ::mmap(base, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)) {
+      ::munmap(base, len);
+      return;
+    }
+    spare_ranges.emplace(std::pair{static_cast<int>(size), len}, base);
+  }
+
   // Pages dropped by their holder: unmapped, then cached (or given back) for later alloc().
   void give_back(Pages& p) {
-    ::munmap(p.base_, p.count_ * page_bytes(p.size_));
+    release(p.base_, p.count_, p.size_, true);
     if (closed || lost) return;
     int k = static_cast<int>(p.size_);
     std::vector<wire::PageRun> runs;
@@ -348,6 +373,8 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
 
   void close() {
     closed = true;
+    for (const auto& [key, base] : spare_ranges) ::munmap(base, key.second);
+    spare_ranges.clear();
     if (channel) channel->close();
     sock = -1;
     if (vm()) {
@@ -784,59 +811,99 @@ Result<Pages> Domain::alloc(size_t count, PageSize size) {
 }
 
 Errc Domain::send(uint32_t peer, Pages&& pages, size_t length, SendOptions options) {
+  Outgoing m{
+      .peer = peer, .pages = std::move(pages), .length = length, .tag = options.tag, .delivery = options.delivery};
+  send_batch(std::span(&m, 1), options.timeout);
+  if (m.result != Errc::kOk) pages = std::move(m.pages);
+  return m.result;
+}
+
+size_t Domain::send_batch(std::span<Outgoing> messages, std::chrono::milliseconds timeout) {
   auto& s = *s_;
-  if (s.lost) return Errc::kBrokerLost;
-  if (!pages || pages.state_ != s_ || length > pages.bytes().size()) return Errc::kInvalid;
-  if (pages.runs_.size() > wire::kMaxRuns) return Errc::kTooFragmented;
-  s.drain_replies();
-  if (s.peers.count(peer) == 0) {
-    for (const auto& d : s.dead)
-      if (d.id == peer) return Errc::kPeerDead;
-    return Errc::kNotIntroduced;
-  }
-  size_t len = pages.count_ * page_bytes(pages.size_);
-  // From here on this domain cannot reach the pages: the range stays reserved (PROT_NONE) so
-  // a refused send can map them back at the same address.
-  if (::mmap(pages.base_, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
-    return Errc::kNoPages;
-  Record req{};
-  req.kind = static_cast<uint32_t>(Kind::kSend);
-  req.req_id = s.next_req++;
-  req.peer = peer;
-  req.tag = options.tag;
-  req.bytes = length;
-  req.page_size = static_cast<uint8_t>(pages.size_);
-  req.delivery = static_cast<uint8_t>(options.delivery);
-  req.flags = options.timeout.count() == 0 ? wire::kNoWait : 0;
-  req.n_runs = static_cast<uint32_t>(pages.runs_.size());
-  for (size_t i = 0; i < pages.runs_.size(); ++i)
-    req.runs[i] = wire::PageRun{pages.runs_[i].first, pages.runs_[i].count};
-  Record answer{};
-  Errc errc = Errc::kBrokerLost;
-  if (s.push(req)) {
-    bool forever = options.timeout.count() < 0;
-    if (s.await(req.req_id, Clock::now() + options.timeout, forever, &answer)) {
-      errc = static_cast<Errc>(answer.status);
+  const bool forever = timeout.count() < 0;
+  const Clock::time_point deadline = Clock::now() + timeout;
+  struct Flight {
+    Outgoing* m;
+    uint32_t req_id;
+  };
+  std::deque<Flight> flights;  // posted, answer not yet taken: at most wire::kMaxInFlight
+  size_t sent = 0;
+  // The answer to the oldest request in flight decides its message.
+  auto land = [&] {
+    const Flight f = flights.front();
+    flights.pop_front();
+    Outgoing& m = *f.m;
+    Record answer{};
+    m.result = Errc::kBrokerLost;
+    // A send that may not wait (timeout 0) is answered at once, never parked.
+    if (s.await(f.req_id, deadline, forever || timeout.count() == 0, &answer)) {
+      m.result = static_cast<Errc>(answer.status);
     } else if (!s.lost) {
       // Timed out while parked on a full queue: withdraw it. The broker answers either the
       // withdrawal (kFull) or, if it had just accepted the message, with kOk.
       Record cancel{};
       cancel.kind = static_cast<uint32_t>(Kind::kCancel);
-      cancel.req_id = req.req_id;
-      if (s.push(cancel) && s.await(req.req_id, {}, true, &answer)) errc = static_cast<Errc>(answer.status);
+      cancel.req_id = f.req_id;
+      if (s.push(cancel) && s.await(f.req_id, {}, true, &answer)) m.result = static_cast<Errc>(answer.status);
     }
+    Pages& pages = m.pages;
+    if (m.result == Errc::kOk) {
+      s.release(pages.base_, pages.count_, pages.size_, false);
+      pages.base_ = nullptr;
+      pages.count_ = 0;
+      pages.runs_.clear();
+      pages.state_.reset();
+      ++sent;
+      return;
+    }
+    if (s.lost) {
+      m.result = Errc::kBrokerLost;
+    } else if (!s.map_runs(pages.base_, pages.runs_, pages.size_)) {
+      m.result = Errc::kNoPages;
+    }
+  };
+  s.drain_replies();
+  for (Outgoing& m : messages) {
+    const Pages& pages = m.pages;
+    m.result = Errc::kOk;
+    if (s.lost) {
+      m.result = Errc::kBrokerLost;
+    } else if (!pages || pages.state_ != s_ || m.length > pages.bytes().size()) {
+      m.result = Errc::kInvalid;
+    } else if (pages.runs_.size() > wire::kMaxRuns) {
+      m.result = Errc::kTooFragmented;
+    } else if (s.peers.count(m.peer) == 0) {
+      const bool died = std::any_of(s.dead.begin(), s.dead.end(), [&](const Identity& d) { return d.id == m.peer; });
+      m.result = died ? Errc::kPeerDead : Errc::kNotIntroduced;
+    }
+    if (m.result != Errc::kOk) continue;
+    // From here on this domain cannot reach the pages: the range stays reserved (PROT_NONE) so
+    // a refused send can map them back at the same address.
+    const size_t len = pages.count_ * page_bytes(pages.size_);
+    if (::mmap(pages.base_, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) ==
+        MAP_FAILED) {
+      m.result = Errc::kNoPages;
+      continue;
+    }
+    Record req{};
+    req.kind = static_cast<uint32_t>(Kind::kSend);
+    req.req_id = s.next_req++;
+    req.peer = m.peer;
+    req.tag = m.tag;
+    req.bytes = m.length;
+    req.page_size = static_cast<uint8_t>(pages.size_);
+    req.delivery = static_cast<uint8_t>(m.delivery);
+    req.flags = timeout.count() == 0 ? wire::kNoWait : 0;
+    req.n_runs = static_cast<uint32_t>(pages.runs_.size());
+    for (size_t i = 0; i < pages.runs_.size(); ++i)
+      req.runs[i] = wire::PageRun{pages.runs_[i].first, pages.runs_[i].count};
+    if (flights.size() >= wire::kMaxInFlight) land();
+    flights.push_back(Flight{&m, req.req_id});
+    // A request that cannot be posted gets no answer: await() reports the broker lost.
+    if (!s.push(req)) s.lost = true;
   }
-  if (errc == Errc::kOk) {
-    ::munmap(pages.base_, len);
-    pages.base_ = nullptr;
-    pages.count_ = 0;
-    pages.runs_.clear();
-    pages.state_.reset();
-    return Errc::kOk;
-  }
-  if (s.lost) return Errc::kBrokerLost;
-  if (!s.map_runs(pages.base_, pages.runs_, pages.size_)) return Errc::kNoPages;
-  return errc;
+  while (!flights.empty()) land();
+  return sent;
 }
 
 Errc Domain::flush() {

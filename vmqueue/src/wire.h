@@ -23,6 +23,15 @@ constexpr size_t kNameMax = 63;
 constexpr uint32_t kMaxRuns = 28;
 constexpr uint32_t kRequestSlots = 128;
 constexpr uint32_t kReplySlots = 128;
+// Requests a domain keeps outstanding at once (Domain::send_batch): the broker owes it at most
+// this many answers, which its reply ring always has room for.
+constexpr uint32_t kMaxInFlight = kRequestSlots / 2;
+// Answers the broker owes one domain beyond its reply ring (its sends parked on full queues,
+// replies the ring had no room for): past this the broker reads no more of that domain's
+// requests until the domain reads its replies, so a domain that writes requests and never reads
+// the answers costs the broker a bounded amount of memory. A domain that keeps to kMaxInFlight
+// never gets near it.
+constexpr uint32_t kMaxOwed = kReplySlots;
 constexpr uint32_t kMaxQueueCapacity = 4096;
 // Checked by the transport handshake together with kVersion: changes whenever the records do.
 constexpr uint64_t kSchemaHash = 0x766d710000000000ull | (uint64_t{kVersion} << 24) | (256u << 8) | kMaxRuns;

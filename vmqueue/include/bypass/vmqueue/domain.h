@@ -71,6 +71,16 @@ struct SendOptions {
   std::chrono::milliseconds timeout{-1};
 };
 
+// One message of Domain::send_batch().
+struct Outgoing {
+  uint32_t peer = 0;
+  Pages pages;
+  size_t length = 0;  // payload bytes at the start of pages
+  uint32_t tag = 0;
+  Delivery delivery = Delivery::kQueueDefault;
+  Errc result = Errc::kOk;  // what send_batch() decided for this message
+};
+
 class Domain {
  public:
   // Connects to the broker at `socket_path` and registers `name` (letters, digits, '-', '_',
@@ -104,6 +114,16 @@ class Domain {
   // is left empty and this domain can no longer reach those pages; on failure it still owns
   // them, mapped where they were.
   Errc send(uint32_t peer, Pages&& pages, size_t length, SendOptions options = {});
+  // Sends several messages with one wait: their requests go into the request ring back to back
+  // (up to 64 outstanding), the broker decides them in its passes and this waits for the answers
+  // together, so a stream of small messages costs a broker pass per batch instead of a round trip
+  // per message, and the receiver is woken once for what one pass delivered. Each message ends
+  // as send() would leave it, in `result`: sent (its pages gone) or refused (its pages still
+  // this domain's, mapped where they were). Messages to one peer are decided in order, but a
+  // refused one leaves a gap that later ones of the batch may already have passed. `timeout`
+  // bounds the wait for room in full queues, for the whole batch (negative: for ever; zero: a
+  // full queue refuses at once). Returns how many were sent.
+  size_t send_batch(std::span<Outgoing> messages, std::chrono::milliseconds timeout = std::chrono::milliseconds(-1));
   // Delivers this domain's lazy messages now.
   Errc flush();
 

@@ -247,6 +247,18 @@ TEST(VmQueueDevice, ADomainThatNeverReadsItsRepliesIsNoLongerRead) {
   EXPECT_EQ(left, 128u) << line;
 }
 
+// A domain that asks for introductions to 1,000 domains that never come: the broker keeps 64
+// waiting and refuses the rest (without the bound it kept every one, a name each, for ever).
+TEST(VmQueueDevice, IntroductionsWaitingForPeersAreBounded) {
+  DeviceBroker b;
+  auto two = bystanders(b);
+  ASSERT_TRUE(two);
+  auto& [a, c] = *two;
+  const std::string line = probe_said(b, start_probe(b, {"flood-introductions", b.endpoint(), "lonely", "1000"}));
+  EXPECT_EQ(line, "flood-introductions: asked 1000, 936 answered, 936 refused");
+  expect_served(a, c, 79);
+}
+
 TEST(VmQueueDevice, SilentVmDomainIsRemovedAndItsPagesReturn) {
   // The shared device's slots have no doorbells: only the heartbeat tells (in a VM's own control
   // device a process on this kernel holds its slot's doorbell socket, whose end tells at once:

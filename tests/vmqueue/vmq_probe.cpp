@@ -10,6 +10,9 @@
 //                  its own request ring as fast as the broker takes them and never reads a reply;
 //                  prints how many the broker took (bounded when the broker stops reading a domain
 //                  it owes too many answers)
+//   vmq_probe flood-introductions ENDPOINT NAME COUNT  attaches, asks for COUNT introductions to
+//                  domains that do not exist (raw requests, never withdrawn), reads the answers
+//                  and prints how many were refused
 //   vmq_probe hold ENDPOINT NAME PAGES attaches, takes PAGES pages and dies without leaving (its
 //                  heartbeat stops: the broker must take them back)
 //   vmq_probe freeze ENDPOINT NAME PEER  attaches, is introduced to PEER, then stops itself
@@ -209,9 +212,9 @@ int do_hostile(const std::string& endpoint, const std::string& name) {
   return 2;
 }
 
-int do_flood(const std::string& endpoint, const std::string& name, int seconds) {
-  auto d = join(endpoint, name);
-  if (!d) return fail("connect", d.error());
+// The region of `d`'s own slot in a device `endpoint` names (rings at wire::region_layout()
+// offsets), mapped into `mapping`; nullptr when none was found.
+std::byte* own_slot_region(const std::string& endpoint, const Domain& d, bypass::base::Mapping* mapping) {
   for (const std::string& one : reachable(endpoint)) {
     auto dev = bypass::transport::map_vm_device(one, device::kHeaderBytes);
     if (!dev) continue;
@@ -219,37 +222,80 @@ int do_flood(const std::string& endpoint, const std::string& name, int seconds) 
     if (h == nullptr) continue;
     for (uint32_t i = 0; i < h->slot_count; ++i) {
       device::Slot& slot = h->slots[i];
-      if (slot.state.load(std::memory_order_acquire) != device::kSlotActive || slot.domain_id != d->self().id) continue;
+      if (slot.state.load(std::memory_order_acquire) != device::kSlotActive || slot.domain_id != d.self().id) continue;
       auto full = bypass::transport::map_vm_device(one, h->slots_offset + uint64_t{h->slot_count} * h->slot_bytes);
-      if (!full) {
-        std::fprintf(stderr, "vmq_probe: %s\n", full.error().message.c_str());
-        return 2;
-      }
-      std::byte* region = full->data() + h->slots_offset + uint64_t{i} * h->slot_bytes;
-      // Our own request ring, beside the Domain's view of it (which this process no longer uses).
-      bypass::transport::SlotRing<wire::Record> requests(region + wire::region_layout(1).request_offset,
-                                                         wire::kRequestSlots);
-      uint64_t posted = 0;
-      const auto end = Clock::now() + std::chrono::seconds(seconds);
-      while (Clock::now() < end) {
-        wire::Record* r = requests.producer_slot();
-        if (r == nullptr) {
-          ::usleep(1000);
-          continue;
-        }
-        *r = wire::Record{};
-        r->kind = static_cast<uint32_t>(wire::Kind::kFlush);
-        r->req_id = static_cast<uint32_t>(1'000'000 + posted);
-        requests.publish();
-        ++posted;
-      }
-      std::printf("flood: posted %llu requests in %d s, %u not taken\n", static_cast<unsigned long long>(posted),
-                  seconds, wire::kRequestSlots - requests.producer_free());
-      return 0;
+      if (!full) return nullptr;
+      *mapping = std::move(full).value();
+      return mapping->data() + h->slots_offset + uint64_t{i} * h->slot_bytes;
     }
   }
-  std::fprintf(stderr, "vmq_probe: found no active slot of domain %u\n", d->self().id);
-  return 2;
+  std::fprintf(stderr, "vmq_probe: found no active slot of domain %u\n", d.self().id);
+  return nullptr;
+}
+
+int do_flood(const std::string& endpoint, const std::string& name, int seconds) {
+  auto d = join(endpoint, name);
+  if (!d) return fail("connect", d.error());
+  bypass::base::Mapping mapping;
+  std::byte* region = own_slot_region(endpoint, *d, &mapping);
+  if (region == nullptr) return 2;
+  // Our own request ring, beside the Domain's view of it (which this process no longer uses).
+  bypass::transport::SlotRing<wire::Record> requests(region + wire::region_layout(1).request_offset,
+                                                     wire::kRequestSlots);
+  uint64_t posted = 0;
+  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  while (Clock::now() < end) {
+    wire::Record* r = requests.producer_slot();
+    if (r == nullptr) {
+      ::usleep(1000);
+      continue;
+    }
+    *r = wire::Record{};
+    r->kind = static_cast<uint32_t>(wire::Kind::kFlush);
+    r->req_id = static_cast<uint32_t>(1'000'000 + posted);
+    requests.publish();
+    ++posted;
+  }
+  std::printf("flood: posted %llu requests in %d s, %u not taken\n", static_cast<unsigned long long>(posted), seconds,
+              wire::kRequestSlots - requests.producer_free());
+  return 0;
+}
+
+int do_flood_introductions(const std::string& endpoint, const std::string& name, int count) {
+  auto d = join(endpoint, name);
+  if (!d) return fail("connect", d.error());
+  bypass::base::Mapping mapping;
+  std::byte* region = own_slot_region(endpoint, *d, &mapping);
+  if (region == nullptr) return 2;
+  const wire::RegionLayout layout = wire::region_layout(1);
+  bypass::transport::SlotRing<wire::Record> requests(region + layout.request_offset, wire::kRequestSlots);
+  bypass::transport::SlotRing<wire::Record> replies(region + layout.reply_offset, wire::kReplySlots);
+  int posted = 0, answered = 0, refused = 0;
+  const auto give_up = Clock::now() + 20s;
+  while ((posted < count || answered < count - 64) && Clock::now() < give_up) {
+    wire::Record r;
+    bool kick = false;
+    while (replies.pop(&r, &kick)) {
+      ++answered;
+      if (r.kind == static_cast<uint32_t>(wire::Kind::kIntroduced) && r.status == static_cast<uint8_t>(Errc::kFull))
+        ++refused;
+    }
+    wire::Record* q = posted < count ? requests.producer_slot() : nullptr;
+    if (q == nullptr) {
+      ::usleep(1000);
+      continue;
+    }
+    *q = wire::Record{};
+    q->kind = static_cast<uint32_t>(wire::Kind::kIntroduce);
+    q->req_id = static_cast<uint32_t>(1'000'000 + posted);
+    wire::WireIdentity w{};
+    wire::copy_name(w.name, "ghost-" + std::to_string(posted));
+    std::memcpy(q->runs, &w, sizeof w);
+    requests.publish();
+    ++posted;
+  }
+  std::printf("flood-introductions: asked %d, %d answered, %d refused\n", posted, answered, refused);
+  return 0;
 }
 
 int do_wait_garbage(const std::string& endpoint, int seconds) {
@@ -349,6 +395,7 @@ int main(int argc, char** argv) {
   if (mode == "recv" && argc == 5) return do_recv(argv[2], argv[3], argv[4]);
   if (mode == "hostile" && argc == 4) return do_hostile(argv[2], argv[3]);
   if (mode == "flood" && argc == 5) return do_flood(argv[2], argv[3], std::atoi(argv[4]));
+  if (mode == "flood-introductions" && argc == 5) return do_flood_introductions(argv[2], argv[3], std::atoi(argv[4]));
   if (mode == "hold" && argc == 5) return do_hold(argv[2], argv[3], std::atoi(argv[4]));
   if (mode == "freeze" && argc == 5) return do_freeze(argv[2], argv[3], argv[4]);
   if (mode == "vandal" && argc == 4) return do_vandal(argv[2], std::atoi(argv[3]));

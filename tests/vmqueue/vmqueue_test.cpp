@@ -321,6 +321,29 @@ TEST(VmQueue, ParkedSendBehindLazyMessagesDoesNotStallTheBroker) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
 }
 
+// introduce() that times out withdraws its request: 100 of them to domains that never come
+// leave nothing behind at the broker (which keeps at most 64 waiting), and a real introduction
+// still completes.
+TEST(VmQueue, TimedOutIntroductionsAreWithdrawn) {
+  BrokerProcess broker;
+  auto a = broker.connect("alpha");
+  ASSERT_TRUE(a.ok());
+  for (int i = 0; i < 100; ++i) {
+    auto r = a->introduce("nobody-" + std::to_string(i), 5ms);
+    ASSERT_FALSE(r.ok());
+    ASSERT_EQ(r.code(), Errc::kTimedOut) << i;
+  }
+  auto b = broker.connect("beta");
+  ASSERT_TRUE(b.ok());
+  Result<Identity> a_sees = make_error(Errc::kInvalid);
+  std::thread t([&] { a_sees = a->introduce("beta", 5s); });
+  auto b_sees = b->introduce("alpha", 5s);
+  t.join();
+  ASSERT_TRUE(a_sees.ok()) << to_string(a_sees.code());
+  ASSERT_TRUE(b_sees.ok()) << to_string(b_sees.code());
+  EXPECT_EQ(a_sees->name, "beta");
+}
+
 TEST(VmQueue, LengthQueryAndTimedWait) {
   BrokerProcess broker;
   auto p = make_pair(broker);

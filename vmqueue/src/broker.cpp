@@ -781,6 +781,8 @@ struct Broker::Impl {
       Record r = make_reply(Kind::kIntroduced, req, Errc::kInvalid);
       return reply(d, r);
     }
+    if (d.wants.size() >= wire::kMaxPendingIntroductions && d.wants.count(name) == 0)
+      return reply(d, make_reply(Kind::kIntroduced, req, Errc::kFull));
     d.wants[name] = req.req_id;
     try_introduce(d, name);
   }
@@ -823,7 +825,15 @@ struct Broker::Impl {
         }
       }
     }
-    // Not parked any more: its reply was already sent.
+    // An introduction still waiting for its peer (the domain's introduce() timed out).
+    for (auto it = d.wants.begin(); it != d.wants.end(); ++it) {
+      if (it->second == req.req_id) {
+        reply(d, make_reply(Kind::kIntroduced, req, Errc::kTimedOut));
+        d.wants.erase(it);
+        return;
+      }
+    }
+    // Neither any more: its reply was already sent.
   }
 
   // Drains up to `budget` requests of one domain, while it is servable(). Returns whether it

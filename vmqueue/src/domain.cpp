@@ -748,8 +748,15 @@ Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseco
   if (!s_->push(req)) return make_error(Errc::kBrokerLost);
   Record answer;
   bool forever = timeout.count() < 0;
-  if (!s_->await(req.req_id, Clock::now() + timeout, forever, &answer))
-    return make_error(s_->lost ? Errc::kBrokerLost : Errc::kTimedOut);
+  if (!s_->await(req.req_id, Clock::now() + timeout, forever, &answer)) {
+    if (s_->lost) return make_error(Errc::kBrokerLost);
+    // Withdraw it, so that the broker keeps no introduction nobody waits for: it answers the
+    // withdrawal (kTimedOut) or, had the peer asked just now, with the peer's identity.
+    Record cancel{};
+    cancel.kind = static_cast<uint32_t>(Kind::kCancel);
+    cancel.req_id = req.req_id;
+    if (!s_->push(cancel) || !s_->await(req.req_id, {}, true, &answer)) return make_error(Errc::kBrokerLost);
+  }
   if (answer.status != 0) return make_error(static_cast<Errc>(answer.status));
   // The introduction completed: the peer's identity is in the answer itself. The peer may have
   // sent its messages and died since (its kPeerDown drained in the same pass took it out of

@@ -18,7 +18,7 @@ using transport::SlotRing;
 namespace bypass::vmqueue::wire {
 
 constexpr uint32_t kMagic = 0x51514d56;  // "VMQQ"
-constexpr uint32_t kVersion = 2;         // 2: pools at offsets (a VM device), claimed identities
+constexpr uint32_t kVersion = 3;  // 2: pools at offsets (a VM device), claimed identities; 3: withdrawn introductions
 constexpr size_t kNameMax = 63;
 constexpr uint32_t kMaxRuns = 28;
 constexpr uint32_t kRequestSlots = 128;
@@ -32,6 +32,9 @@ constexpr uint32_t kMaxInFlight = kRequestSlots / 2;
 // the answers costs the broker a bounded amount of memory. A domain that keeps to kMaxInFlight
 // never gets near it.
 constexpr uint32_t kMaxOwed = kReplySlots;
+// Introductions one domain may have waiting for their peer at once; one more is refused
+// (kFull). An introduce() that times out withdraws its own (kCancel with its req_id).
+constexpr uint32_t kMaxPendingIntroductions = 64;
 constexpr uint32_t kMaxQueueCapacity = 4096;
 // Checked by the transport handshake together with kVersion: changes whenever the records do.
 constexpr uint64_t kSchemaHash = 0x766d710000000000ull | (uint64_t{kVersion} << 24) | (256u << 8) | kMaxRuns;
@@ -83,7 +86,7 @@ enum class Kind : uint32_t {
   kFlush,      // deliver this domain's lazy messages now; reply kFlushReply
   kFree,       // give pages back to the pool; no reply
   kIntroduce,  // identity exchange with the named domain; reply kIntroduced when mutual
-  kCancel,     // req_id = a parked send to give up on; its kSendReply follows
+  kCancel,     // req_id = a parked send or a pending introduction to give up on; its reply follows
   // broker -> domain (reply ring)
   kAllocReply = 101,
   kSendReply,

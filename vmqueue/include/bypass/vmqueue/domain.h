@@ -102,7 +102,8 @@ class Domain {
 
   // Identity exchange through the host: completes once the domain called `peer` also asked to
   // be introduced to this one. Afterwards each may send to the other. Returns the peer's
-  // identity as the host saw it.
+  // identity as the host saw it. On kTimedOut the request is withdrawn; kFull: 64 other
+  // introductions of this domain are waiting for their peers.
   Result<Identity> introduce(std::string_view peer, std::chrono::milliseconds timeout);
   // Identity of an introduced peer by id, or nullptr.
   const Identity* peer(uint32_t id) const;

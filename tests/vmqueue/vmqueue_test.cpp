@@ -2,12 +2,15 @@
 // lazy versus immediate delivery, length query, backpressure, dead peers, introductions.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <thread>
 
+#include "bypass/base/unique_fd.h"
 #include "bypass/transport/session.h"
 #include "helpers.h"
 
@@ -342,6 +345,44 @@ TEST(VmQueue, TimedOutIntroductionsAreWithdrawn) {
   ASSERT_TRUE(a_sees.ok()) << to_string(a_sees.code());
   ASSERT_TRUE(b_sees.ok()) << to_string(b_sees.code());
   EXPECT_EQ(a_sees->name, "beta");
+}
+
+// Clients that connect to vmqd and say nothing: each handshake waits on a thread of its own,
+// so two domains' messages flow meanwhile (when vmqd read hellos on its event loop, each silent
+// client stopped everybody for its 1 s timeout: these 8 would have taken 8 s); past 16 such
+// clients at once a connection is refused at once, and once they are gone a domain connects.
+TEST(VmQueue, ClientsThatSayNothingHoldUpNobody) {
+  BrokerProcess broker;
+  auto p = make_pair(broker);
+  auto silent = [&] {
+    bypass::base::UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, broker.socket().c_str(), sizeof addr.sun_path - 1);
+    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    return fd;
+  };
+  std::vector<bypass::base::UniqueFd> quiet;
+  for (int i = 0; i < 8; ++i) quiet.push_back(silent());
+  std::this_thread::sleep_for(50ms);  // vmqd has accepted them
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(p.a.send(p.b_id.id, filled(p.a, 1, uint8_t(i)), 4096, {.tag = uint32_t(i)}), Errc::kOk);
+    auto m = p.b.recv(5s);
+    ASSERT_TRUE(m.ok()) << to_string(m.code());
+    EXPECT_EQ(m->tag, uint32_t(i));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+  // 16 handshakes waiting: the next connection is refused, not kept.
+  for (int i = 0; i < 8; ++i) quiet.push_back(silent());
+  std::this_thread::sleep_for(50ms);
+  auto refused = Domain::connect(broker.socket(), "gamma");
+  EXPECT_FALSE(refused.ok());
+  // The silent ones time out (1 s); then a domain connects.
+  quiet.clear();
+  std::this_thread::sleep_for(1200ms);
+  auto c = broker.connect("gamma");
+  EXPECT_TRUE(c.ok()) << to_string(c.code());
 }
 
 TEST(VmQueue, LengthQueryAndTimedWait) {

@@ -16,9 +16,12 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <list>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "bypass/base/mapping.h"
 #include "bypass/base/memfd.h"
@@ -45,7 +48,7 @@ using Clock = std::chrono::steady_clock;
 // the domains spin while they wait for a reply instead.
 constexpr auto kSpin = std::chrono::microseconds(0);
 
-enum class Tag : uint32_t { kListen = 1, kStop, kKick, kTimer, kDomain, kDoorbell };
+enum class Tag : uint32_t { kListen = 1, kStop, kKick, kTimer, kDomain, kDoorbell, kArrival };
 
 uint64_t epoll_key(Tag tag, uint32_t id = 0) { return (uint64_t(tag) << 32) | id; }
 
@@ -167,7 +170,26 @@ struct Broker::Impl {
         free_pages{0};
   } counters;
 
+  // A connection's handshake (the transport's, then the domain's queue options) runs on a thread
+  // of its own, so that a client that connects and says nothing holds up no domain's traffic:
+  // the event loop only accepts, and admits what a door thread hands it (`arrivals`, then a
+  // kick). At most kMaxDoors at once; one more connection is refused at once.
+  static constexpr size_t kMaxDoors = 16;
+  struct Door {
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  struct Arrival {
+    transport::Channel channel;
+    wire::Hello hello;
+  };
+  std::list<Door> doors;  // the event loop's
+  std::mutex arrivals_mu;
+  std::deque<Arrival> arrivals;  // guarded by arrivals_mu
+  transport::Kick arrival_kick;
+
   explicit Impl(BrokerOptions o) : options(std::move(o)) {}
+  ~Impl() { reap_doors(true); }
 
   // Creates the pools, binds the socket and sets up the event loop.
   base::Result<void> init() {
@@ -319,10 +341,14 @@ struct Broker::Impl {
     auto kick = transport::Kick::create();
     if (!kick) return kick.error();
     broker_kick = std::move(kick).value();
+    auto arrived = transport::Kick::create();
+    if (!arrived) return arrived.error();
+    arrival_kick = std::move(arrived).value();
     timer = base::UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     if (!timer) return base::errno_error(base::Errc::kIo, "timerfd_create", errno);
     for (auto [fd, tag] : {std::pair{listener->fd(), Tag::kListen}, std::pair{stop_kick.fd(), Tag::kStop},
-                           std::pair{broker_kick.fd(), Tag::kKick}, std::pair{timer.get(), Tag::kTimer}}) {
+                           std::pair{broker_kick.fd(), Tag::kKick}, std::pair{timer.get(), Tag::kTimer},
+                           std::pair{arrival_kick.fd(), Tag::kArrival}}) {
       if (auto watched = watch(fd, epoll_key(tag), EPOLLIN); !watched) return watched;
     }
     return {};
@@ -339,11 +365,11 @@ struct Broker::Impl {
     return {};
   }
 
+  // One write per line: door threads log too.
   void log(const char* fmt, auto... args) {
     if (!options.verbose) return;
-    std::fprintf(stderr, "vmqd: ");
-    std::fprintf(stderr, fmt, args...);
-    std::fputc('\n', stderr);
+    const std::string line = "vmqd: " + base::str_printf(fmt, args...) + "\n";
+    std::fputs(line.c_str(), stderr);
   }
 
   DomainEntry* find(uint32_t id) {
@@ -354,11 +380,42 @@ struct Broker::Impl {
   // ---------------------------------------------------------------- session set-up
 
   void accept_one() {
-    // The transport handshake checks transport and VM-queue versions (a mismatch is refused
-    // with a line naming both); a client that connects and says nothing costs at most 1 s.
+    reap_doors(false);
+    auto socket = listener->accept_connection(transport::deadline_after(std::chrono::milliseconds(0)));
+    if (!socket) return;  // gone already, or nobody after all
+    if (doors.size() >= kMaxDoors) {
+      log("refused a connection: %zu others are still setting up", doors.size());
+      transport::reject_connection(std::move(socket).value(),
+                                   "vmqd: too many domains are connecting at once; try again");
+      return;
+    }
+    Door& door = doors.emplace_back();
+    door.thread = std::thread([this, &door, fd = std::move(socket).value()]() mutable {
+      handshake(std::move(fd));
+      door.done.store(true, std::memory_order_release);
+    });
+  }
+
+  // Joins the door threads that finished (all of them, waiting, with `all`).
+  void reap_doors(bool all) {
+    for (auto it = doors.begin(); it != doors.end();) {
+      if (!all && !it->done.load(std::memory_order_acquire)) {
+        ++it;
+        continue;
+      }
+      it->thread.join();
+      it = doors.erase(it);
+    }
+  }
+
+  // On a door thread: the transport handshake, then the domain's queue options. The transport
+  // handshake checks transport and VM-queue versions (a mismatch is refused with a line naming
+  // both); a client that connects and says nothing costs this thread at most 1 s.
+  void handshake(base::UniqueFd socket) {
     transport::Hello mine{wire::kVersion, wire::kSchemaHash, "vmqd"};
     auto deadline = transport::deadline_after(std::chrono::seconds(1));
-    auto channel = listener->accept(mine, transport::SessionOptions{.ring_bytes = 4096, .max_message = 4096}, deadline);
+    auto channel = transport::accept_socket(
+        std::move(socket), mine, transport::SessionOptions{.ring_bytes = 4096, .max_message = 4096}, deadline);
     if (!channel) {
       log("session refused: %s", channel.error().message.c_str());
       return;
@@ -371,19 +428,40 @@ struct Broker::Impl {
       return;
     }
     std::memcpy(&hello, msg.payload.data(), sizeof hello);
+    {
+      std::lock_guard lock(arrivals_mu);
+      arrivals.push_back(Arrival{std::move(channel).value(), hello});
+    }
+    arrival_kick.signal();
+  }
+
+  // On the event loop: the domains whose handshake finished.
+  void admit_arrivals() {
+    arrival_kick.drain();
+    std::deque<Arrival> ready;
+    {
+      std::lock_guard lock(arrivals_mu);
+      ready.swap(arrivals);
+    }
+    for (Arrival& a : ready) admit(std::move(a.channel), a.hello);
+  }
+
+  void admit(transport::Channel channel, wire::Hello hello) {
+    // What is sent from here on fits the session's ring and socket buffer: no wait.
+    auto deadline = transport::deadline_after(std::chrono::seconds(1));
     wire::Welcome welcome;
     std::string name;
     auto refuse = [&](Errc errc) {
       welcome.status = static_cast<uint32_t>(errc);
       // The domain is refused whether or not it hears why; a domain gone already is no news.
-      if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) !=
+      if (channel.send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) !=
           transport::Status::kOk)
         log("the refusal did not reach the domain");
     };
     if (Errc errc = check_hello(hello, wire::kMaxQueueCapacity, &name); errc != Errc::kOk) return refuse(errc);
 
     auto d = new_domain(hello, name);
-    d->cred = base::PeerCredentials{channel->peer_pid(), channel->peer_uid(), channel->peer_gid()};
+    d->cred = base::PeerCredentials{channel.peer_pid(), channel.peer_uid(), channel.peer_gid()};
     wire::RegionLayout layout = wire::region_layout(hello.queue_capacity);
     // This host cannot serve the domain now (memory, fds): the domain hears kNoPages, vmqd goes on.
     auto region_fd = base::make_memfd("vmq-domain", layout.size);
@@ -413,11 +491,11 @@ struct Broker::Impl {
     fds[wire::kFdPool2M] = pool_fd(1);
     fds[wire::kFdBrokerKick] = broker_kick.fd();
     fds[wire::kFdDomainKick] = d->kick.fd();
-    if (channel->send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) !=
+    if (channel.send(wire::kSessionWelcome, std::as_bytes(std::span(&welcome, 1)), deadline) !=
             transport::Status::kOk ||
-        channel->send_fds(wire::kWelcomeFdTag, fds) != transport::Status::kOk)
+        channel.send_fds(wire::kWelcomeFdTag, fds) != transport::Status::kOk)
       return;
-    d->channel = std::move(channel).value();
+    d->channel = std::move(channel);
     // Only hang-ups matter: after set-up nothing more travels on the session. Unwatched, a dead
     // domain would never be noticed: refuse it instead.
     if (auto watched = watch(d->channel->socket_fd(), epoll_key(Tag::kDomain, d->id), EPOLLRDHUP); !watched) {
@@ -1114,6 +1192,9 @@ struct Broker::Impl {
             break;
           case Tag::kTimer:
             on_timer();
+            break;
+          case Tag::kArrival:
+            admit_arrivals();
             break;
           case Tag::kDomain:
             on_domain_event(id, events[i].events);

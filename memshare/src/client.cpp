@@ -56,7 +56,12 @@ struct Connection {
 
   Result<Reply> call(wire::Op op, const void* body, size_t size, std::span<const std::byte> trailing = {},
                      int fd = -1) {
-    if (auto sent = send(op, body, size, trailing, fd); !sent) return sent.error();
+    if (auto sent = send(op, body, size, trailing, fd); !sent) {
+      // A service that refused this connection before reading from it (at its max_domains) left
+      // its answer in the socket and closed it: that answer says more than the failed send.
+      pollfd answer{socket.get(), POLLIN, 0};
+      if (::poll(&answer, 1, 0) != 1 || !(answer.revents & POLLIN)) return sent.error();
+    }
     std::byte buffer[sizeof(wire::MessageHeader) + wire::kMaxErrorText];
     std::vector<base::UniqueFd> fds;
     auto n = recv_message(socket.get(), buffer, fds);

@@ -181,9 +181,19 @@ struct Service::Impl {
     auto domain = std::make_shared<Domain>();
     auto peer = base::peer_credentials(socket.get());
     if (peer) domain->peer = *peer;
-    domain->socket = std::move(socket);
     {
       std::lock_guard lock(mutex);
+      if (domains.size() >= options.max_domains) {
+        // Its registration, the first thing it asks, gets this answer (it is already waiting in
+        // its socket); no thread is started for it.
+        const Error busy = make_error(Errc::kBusy, "the memshare service serves " + std::to_string(domains.size()) +
+                                                       " domains, its limit (max_domains)");
+        (void)send_error(socket.get(), wire::Op::kRegister, busy);
+        log("refused a domain: %s", busy.message.c_str());
+        linger(std::move(socket));
+        return busy;
+      }
+      domain->socket = std::move(socket);
       domain->id = next_domain++;
       domains.emplace(domain->id, domain);
     }
@@ -191,6 +201,21 @@ struct Service::Impl {
     std::lock_guard lock(threads_mutex);
     threads.emplace(domain->id, std::thread([this, domain] { serve_domain(domain); }));
     return domain->id;
+  }
+
+  // A refused connection is kept open (write side shut) for a second before it is closed:
+  // closed at once, the client's request still unread here would reset the connection and
+  // lose the refusal waiting in its socket. At most kLingering at once, oldest closed first.
+  // Called with `mutex` held.
+  static constexpr size_t kLingering = 64;
+  std::deque<std::pair<base::UniqueFd, std::chrono::steady_clock::time_point>> lingering;
+  void linger(base::UniqueFd socket) {
+    const auto now = std::chrono::steady_clock::now();
+    while (!lingering.empty() &&
+           (lingering.size() >= kLingering || now - lingering.front().second > std::chrono::seconds(1)))
+      lingering.pop_front();
+    ::shutdown(socket.get(), SHUT_WR);
+    lingering.emplace_back(std::move(socket), now);
   }
 
   void reap() {
@@ -369,13 +394,16 @@ struct Service::Impl {
                         fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
   }
 
-  static Result<void> send_error(Domain& domain, wire::Op op, const Error& error) {
+  static Result<void> send_error(int socket, wire::Op op, const Error& error) {
     std::byte message[sizeof(wire::MessageHeader) + wire::kMaxErrorText];
     const wire::MessageHeader header{static_cast<uint32_t>(op), static_cast<uint32_t>(error.code)};
     std::memcpy(message, &header, sizeof header);
     const size_t n = std::min(error.message.size(), wire::kMaxErrorText);
     std::memcpy(message + sizeof header, error.message.data(), n);
-    return send_message(domain.socket.get(), std::span<const std::byte>(message, sizeof header + n));
+    return send_message(socket, std::span<const std::byte>(message, sizeof header + n));
+  }
+  static Result<void> send_error(Domain& domain, wire::Op op, const Error& error) {
+    return send_error(domain.socket.get(), op, error);
   }
 
   template <typename T>

@@ -15,10 +15,11 @@ namespace {
 
 void usage(FILE* out) {
   std::fprintf(out,
-               "usage: memshared --socket PATH [--workers N] [--chunk-kib N] [--verbose]\n"
+               "usage: memshared --socket PATH [--workers N] [--chunk-kib N] [--max-domains N] [--verbose]\n"
                "  --socket PATH    UNIX socket to listen on (replaced if it exists)\n"
                "  --workers N      transfer worker threads (default 2)\n"
                "  --chunk-kib N    transfer chunk size in KiB (default 1024)\n"
+               "  --max-domains N  domains connected at once; one more is refused (default 1024)\n"
                "  --verbose        log domain connects and disconnects to stderr\n");
 }
 
@@ -49,6 +50,10 @@ int main(int argc, char** argv) {
     } else if (arg == "--chunk-kib" && has_value && parse_unsigned(argv[i + 1], value) && value >= 4 &&
                value <= 1024 * 1024) {
       options.chunk_bytes = value * 1024;
+      ++i;
+    } else if (arg == "--max-domains" && has_value && parse_unsigned(argv[i + 1], value) && value >= 1 &&
+               value <= 1'000'000) {
+      options.max_domains = value;
       ++i;
     } else if (arg == "--verbose") {
       options.verbose = true;

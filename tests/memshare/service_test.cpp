@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <thread>
 #include <vector>
@@ -588,6 +589,37 @@ class PatternImage : public ImageEndpoint {
   std::vector<std::byte> pixels_;
   std::atomic<bool> fail_reads{false};
 };
+
+// A service at max_domains refuses one more domain at its registration (kBusy, no thread
+// started for it), and takes a new one once a domain left: a client that opens connections in a
+// loop cannot exhaust the service's threads.
+TEST(EmbeddedService, DomainsBeyondTheLimitAreRefusedAtRegistration) {
+  char dir_template[] = "/tmp/memshare-limit-XXXXXX";
+  const std::string dir = ::mkdtemp(dir_template);
+  const std::string socket = dir + "/memshare.sock";
+  ServiceOptions options;
+  options.max_domains = 3;
+  Service service(options);
+  ASSERT_TRUE(service.listen(socket));
+  std::vector<Client> clients;
+  for (int i = 0; i < 3; ++i) {
+    auto client = Client::connect(socket, "member");
+    ASSERT_TRUE(client) << client.error().message;
+    clients.push_back(std::move(*client));
+  }
+  auto extra = Client::connect(socket, "extra");
+  ASSERT_FALSE(extra);
+  EXPECT_EQ(extra.code(), Errc::kBusy);
+  EXPECT_NE(extra.error().message.find("its limit"), std::string::npos) << extra.error().message;
+  EXPECT_EQ(service.stats().domains, 3u);
+  clients.pop_back();
+  for (int i = 0; i < 200 && service.stats().domains != 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto again = Client::connect(socket, "again");
+  EXPECT_TRUE(again) << again.error().message;
+  service.stop();
+  std::filesystem::remove_all(dir);
+}
 
 TEST(EmbeddedService, HostImageReadbackAndUploadThroughTransfers) {
   ServiceOptions options;

@@ -28,6 +28,10 @@ struct ServiceOptions {
   // Names owned by ended domains are remembered (up to this many) so later use of them says
   // kDomainGone instead of kUnknownName.
   size_t tombstones = 65536;
+  // Domains connected at once (each has a thread and a control page here); one more is refused
+  // at its registration (kBusy), so a client that opens connections in a loop cannot exhaust
+  // the service's threads.
+  size_t max_domains = 1024;
 };
 
 struct ServiceStats {

@@ -96,7 +96,12 @@ size_t Server::pending_handshakes(uid_t uid) const {
 
 void Server::accept_one() {
   auto accepted = listener_->accept_connection(transport::deadline_after(std::chrono::milliseconds(0)));
-  if (!accepted) return;  // a guest that gave up while queued
+  if (!accepted) {
+    // kTimeout: a guest that gave up while queued; else out of descriptors (that guest was
+    // refused, transport/session.h) or worse.
+    if (accepted.code() != transport::Status::kTimeout) spdlog::warn("{}", accepted.error().message);
+    return;
+  }
   base::UniqueFd conn = std::move(accepted).value();
   // Unknown credentials (pid, uid and gid -1) are refused by the policy.
   const auto cred = base::peer_credentials(conn.get());

@@ -43,6 +43,7 @@ Cases (one ctest test each):
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -594,6 +595,48 @@ def case_max_sessions(workdir, _):
     check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def case_out_of_descriptors(workdir, _):
+    """bypassd out of file descriptors refuses the waiting guests instead of spinning on them.
+
+    Its descriptor limit is set to what it holds plus a few; silent connections use those up,
+    and the next ones cannot be accepted. It used to leave them queued, its listener readable,
+    and its poll loop ran at 100% of a CPU; now it takes each with a descriptor kept in reserve
+    and refuses it, naming why. Once the limit is back, a guest is served.
+    """
+    server = Bypassd(workdir).start()
+    pid = server.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (fd_count(pid) + 4, hard))
+    quiet = [silent_connection(server.socket) for _ in range(24)]
+    try:
+        time.sleep(0.5)
+        before = cpu_seconds(pid)
+        time.sleep(2.0)
+        spent = cpu_seconds(pid) - before
+        log(f"bypassd out of descriptors, 24 silent connections: {spent:.2f} s of CPU in 2 s")
+        check(spent < 0.5, f"bypassd should not spin when out of descriptors: {spent:.2f} s of CPU in 2 s")
+        check(
+            "a waiting guest was refused" in server.log_text(),
+            f"bypassd should say it refused a guest for want of descriptors:\n{server.log_text()[-3000:]}",
+        )
+    finally:
+        for s in quiet:
+            s.close()
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    time.sleep(2.5)  # the silent ones it took end at the handshake deadline
+    r = vulkaninfo(server.guest_env(), workdir, "after")
+    harness.check_ok(r, "vulkaninfo once descriptors are free again")
+    server.check_alive()
+    check(server.stop() == 0, "bypassd should exit 0 on SIGTERM")
+
+
 def case_server_identity(workdir, _):
     open_to_all(workdir)
     server = Bypassd(workdir, ["--socket-mode", "0666"], user=NOBODY).start()
@@ -744,6 +787,7 @@ if __name__ == "__main__":
                 "access": case_access,
                 "server-identity": case_server_identity,
                 "max-sessions": case_max_sessions,
+                "out-of-descriptors": case_out_of_descriptors,
                 "memory-bomb": case_memory_bomb,
                 "kill-cycles": case_kill_cycles,
                 "stalled": case_stalled,

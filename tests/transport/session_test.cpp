@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -205,6 +207,35 @@ TEST_F(SessionTest, SilentGuestTimesOut) {
   EXPECT_NE(error.find("timed out"), std::string::npos) << error;
   error = failure_of(listener->accept(kHost, {}, deadline_after(50ms)));
   EXPECT_NE(error.find("no guest connected"), std::string::npos) << error;
+}
+
+// A server out of file descriptors takes the waiting guest with a descriptor it kept in reserve
+// and refuses it, instead of leaving it queued (the listener readable, and a server's poll loop
+// spinning on it: vmqd did, at 100% of a CPU). The listener side runs in a child process whose
+// descriptor limit is used up.
+TEST_F(SessionTest, AServerOutOfDescriptorsRefusesTheWaitingGuest) {
+  auto listener = Listener::listen(socket_path());
+  ASSERT_TRUE(listener) << listener.message();
+  base::UniqueFd raw = raw_connect(socket_path());
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const rlimit few{64, 64};
+    if (::setrlimit(RLIMIT_NOFILE, &few) != 0) ::_exit(10);
+    while (::dup(0) >= 0) {
+    }
+    if (errno != EMFILE) ::_exit(11);
+    auto first = listener->accept_connection(deadline_after(500ms));
+    if (first || first.error().message.find("a waiting guest was refused") == std::string::npos) ::_exit(12);
+    // The queue is empty again: nothing to spin on.
+    auto second = listener->accept_connection(deadline_after(50ms));
+    if (second || second.code() != Status::kTimeout) ::_exit(13);
+    ::_exit(0);  // not the listener's destructor: the socket file is the parent's
+  }
+  const std::string said = read_reject(raw.get());
+  EXPECT_NE(said.find("run out of file descriptors"), std::string::npos) << said;
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
 }
 
 TEST_F(SessionTest, GarbageFromAGuestIsRefusedWithAReason) {

@@ -1,5 +1,6 @@
 #include "bypass/transport/session.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -306,11 +307,21 @@ Result<Channel> connect(const std::string& endpoint, const Hello& mine, Deadline
 // ---------------------------------------------------------------------------------------------
 // Listener
 
+namespace {
+// A descriptor held in reserve so that a listener out of descriptors can still take the waiting
+// connection off its queue and refuse it (accept_connection).
+base::UniqueFd reserve_fd() { return base::UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+}  // namespace
+
 Listener::Listener(base::UniqueFd fd, std::string path, dev_t dev, ino_t ino)
-    : fd_(std::move(fd)), path_(std::move(path)), dev_(dev), ino_(ino) {}
+    : fd_(std::move(fd)), reserve_(reserve_fd()), path_(std::move(path)), dev_(dev), ino_(ino) {}
 
 Listener::Listener(Listener&& other) noexcept
-    : fd_(std::move(other.fd_)), path_(std::move(other.path_)), dev_(other.dev_), ino_(other.ino_) {
+    : fd_(std::move(other.fd_)),
+      reserve_(std::move(other.reserve_)),
+      path_(std::move(other.path_)),
+      dev_(other.dev_),
+      ino_(other.ino_) {
   other.path_.clear();
 }
 
@@ -318,6 +329,7 @@ Listener& Listener::operator=(Listener&& other) noexcept {
   if (this != &other) {
     remove_socket_file();
     fd_ = std::move(other.fd_);
+    reserve_ = std::move(other.reserve_);
     path_ = std::move(other.path_);
     dev_ = other.dev_;
     ino_ = other.ino_;
@@ -386,6 +398,22 @@ Result<base::UniqueFd> Listener::accept_connection(Deadline deadline) {
   for (;;) {
     base::UniqueFd conn(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (conn) return conn;
+    if ((errno == EMFILE || errno == ENFILE) && reserve_) {
+      // Out of descriptors: the connection would stay queued and the listener readable, and a
+      // server's poll loop would spin on it. Take it with the reserve and refuse it.
+      // (accept4 fails so whether or not anyone waits: it takes the descriptor first.)
+      const int why = errno;
+      reserve_.reset();
+      base::UniqueFd shed(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+      const int shed_errno = errno;
+      const bool refused = shed.valid();
+      if (refused) reject_connection(std::move(shed), "the server has run out of file descriptors; try again later");
+      reserve_ = reserve_fd();
+      if (refused)
+        return make_error(Status::kIo,
+                          str_printf("accept failed: %s; a waiting guest was refused", std::strerror(why)));
+      errno = shed_errno;  // nobody waits (EAGAIN): wait below as usual
+    }
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
       return make_error(Status::kIo, str_printf("accept failed: %s", std::strerror(errno)));
     }

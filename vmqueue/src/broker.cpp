@@ -382,7 +382,12 @@ struct Broker::Impl {
   void accept_one() {
     reap_doors(false);
     auto socket = listener->accept_connection(transport::deadline_after(std::chrono::milliseconds(0)));
-    if (!socket) return;  // gone already, or nobody after all
+    if (!socket) {
+      // kTimeout: gone already, or nobody after all; else out of descriptors (that guest was
+      // refused) or worse.
+      if (socket.code() != transport::Status::kTimeout) log("%s", socket.error().message.c_str());
+      return;
+    }
     if (doors.size() >= kMaxDoors) {
       log("refused a connection: %zu others are still setting up", doors.size());
       transport::reject_connection(std::move(socket).value(),

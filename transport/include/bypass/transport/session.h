@@ -90,15 +90,18 @@ class Listener {
 
   // Only the accept(2) half: the connected socket (kTimeout: no guest by the deadline). A
   // server that must not let one slow guest hold up the others hands the socket to
-  // accept_socket() on a session thread.
+  // accept_socket() on a session thread. Out of descriptors (EMFILE, ENFILE), it takes the
+  // waiting connection with a descriptor kept in reserve, refuses it (the guest's connect fails
+  // saying so) and returns kIo, so the listener does not stay readable for a spinning poll loop.
   Result<base::UniqueFd> accept_connection(Deadline deadline);
 
  private:
   Listener(base::UniqueFd fd, std::string path, dev_t dev, ino_t ino);
   void remove_socket_file();
   base::UniqueFd fd_;
-  std::string path_;  // filesystem path, empty for abstract sockets
-  dev_t dev_ = 0;     // identity of the socket file we created, so ~Listener removes only it
+  base::UniqueFd reserve_;  // spent to refuse a guest when the process is out of descriptors
+  std::string path_;        // filesystem path, empty for abstract sockets
+  dev_t dev_ = 0;           // identity of the socket file we created, so ~Listener removes only it
   ino_t ino_ = 0;
 };
 

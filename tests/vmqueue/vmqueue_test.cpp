@@ -385,6 +385,26 @@ TEST(VmQueue, ClientsThatSayNothingHoldUpNobody) {
   EXPECT_TRUE(c.ok()) << to_string(c.code());
 }
 
+// vmqd --max-domains 2: a third domain is refused with kFull naming the limit, and once one of
+// the two left, a new one connects.
+TEST(VmQueue, DomainsBeyondTheLimitAreRefused) {
+  BrokerProcess broker({"--max-domains", "2"});
+  auto a = broker.connect("alpha");
+  auto b = broker.connect("beta");
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto c = broker.connect("gamma");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.code(), Errc::kFull);
+  EXPECT_NE(c.message().find("--max-domains"), std::string::npos) << c.message();
+  a = make_error(Errc::kInvalid);  // alpha leaves
+  Result<Domain> again = make_error(Errc::kInvalid);
+  for (int i = 0; i < 100 && !again.ok(); ++i) {
+    again = broker.connect("gamma");
+    if (!again.ok()) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(again.ok()) << again.message();
+}
+
 TEST(VmQueue, LengthQueryAndTimedWait) {
   BrokerProcess broker;
   auto p = make_pair(broker);

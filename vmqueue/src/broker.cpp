@@ -464,6 +464,10 @@ struct Broker::Impl {
         log("the refusal did not reach the domain");
     };
     if (Errc errc = check_hello(hello, wire::kMaxQueueCapacity, &name); errc != Errc::kOk) return refuse(errc);
+    if (domains.size() - vm_live >= options.max_domains) {
+      log("refused domain '%s': %u domains connected, the limit (--max-domains)", name.c_str(), options.max_domains);
+      return refuse(Errc::kFull);
+    }
 
     auto d = new_domain(hello, name);
     d->cred = base::PeerCredentials{channel.peer_pid(), channel.peer_uid(), channel.peer_gid()};

@@ -468,6 +468,8 @@ Result<Domain> Domain::connect(const std::string& socket_path, std::string_view 
     if (tag != wire::kWelcomeFdTag) return make_error(Errc::kProtocol);
   }
   if (welcome.magic != wire::kMagic || welcome.version != wire::kVersion) return make_error(Errc::kProtocol);
+  if (welcome.status == static_cast<uint32_t>(Errc::kFull))
+    return make_error(Errc::kFull, "the broker serves as many domains as it may (vmqd --max-domains)");
   if (welcome.status != 0) return make_error(static_cast<Errc>(welcome.status));
   wire::RegionLayout layout = wire::region_layout(welcome.queue_capacity);
   if (fds.size() != wire::kWelcomeFds || welcome.region_size != layout.size ||

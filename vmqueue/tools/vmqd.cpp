@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
                  "VM device file (QEMU: -object memory-backend-file,share=on,mem-path=FILE + -device "
                  "ivshmem-plain): the pools live in it and domains inside VMs attach through it");
   app.add_option("--vm-slots", options.vm_slots, "VM domains the device holds at once")->capture_default_str();
+  app.add_option("--max-domains", options.max_domains,
+                 "domains connected on the socket at once; one more is refused (kFull)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1'000'000u));
   std::vector<std::string> vms;
   app.add_option("--vm", vms,
                  "NAME:PATH[:SLOTS] a VM's own control device (repeatable; needs --device): that VM's domains "

@@ -20,6 +20,9 @@ struct BrokerOptions {
   uint32_t pages_2m = 16;     // 32 MiB pool of 2 MiB pages
   bool hugetlb = true;        // back 2 MiB pages by hugetlbfs when the kernel has them reserved
   bool verbose = false;       // one log line per session start/end on stderr
+  // Domains connected on the socket at once (each holds a region of up to 1 MiB and two
+  // descriptors here); one more is refused (kFull). VM domains are bounded by their slots.
+  uint32_t max_domains = 256;
   // A VM device file (QEMU maps it as each guest's ivshmem BAR): when set, the pools live in it
   // and domains inside VMs attach through its `vm_slots` slots (docs/vmqueue.md, "Between VMs").
   // Process domains still connect on the socket and share the same pools.

@@ -85,7 +85,7 @@ class Domain {
  public:
   // Connects to the broker at `socket_path` and registers `name` (letters, digits, '-', '_',
   // '.'; at most 63). Fails with kNameTaken, kProtocol (host speaks another version),
-  // kBrokerLost (nobody listening) or kInvalid.
+  // kBrokerLost (nobody listening), kFull (the broker serves its --max-domains) or kInvalid.
   // Inside a VM, `socket_path` is "ivshmem:" (the VM's first ivshmem PCI device),
   // "ivshmem:0000:00:04.0" (a PCI address) or "ivshmem:/a/file" (a resource2, or in tests the
   // host's device file): the domain attaches through a slot of the broker's VM device (vmqd

@@ -254,6 +254,15 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     }
   }
 
+  // Gives up on request `req_id` (a parked send, an introduction waiting for its peer) and
+  // takes its answer: the withdrawal's, or the one the broker sent just before it saw it.
+  bool withdraw(uint32_t req_id, Record* answer) {
+    Record cancel{};
+    cancel.kind = static_cast<uint32_t>(Kind::kCancel);
+    cancel.req_id = req_id;
+    return push(cancel) && await(req_id, {}, true, answer);
+  }
+
   Errc call(Record req, Record* answer) {
     req.req_id = next_req++;
     if (!push(req)) return Errc::kBrokerLost;
@@ -323,13 +332,17 @@ struct DomainState : std::enable_shared_from_this<DomainState> {
     return p;
   }
 
-  // A message's range, done with: unmapped, or kept for the next one of its size (made
-  // PROT_NONE first unless it already is: `mapped`).
+  // Replaces whatever `base` maps with an inaccessible reservation of the same range: the pages
+  // are out of this domain's reach, the address stays ours.
+  static bool hide(std::byte* base, size_t len) {
+    return ::mmap(base, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) != MAP_FAILED;
+  }
+
+  // A message's range, done with: unmapped, or kept for the next one of its size (hidden first
+  // unless it already is: `mapped`).
   void release(std::byte* base, size_t count, PageSize size, bool mapped) {
     const size_t len = count * page_bytes(size);
-    if (closed || spare_ranges.size() >= kSpareRanges ||
-        (mapped &&
-         ::mmap(base, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)) {
+    if (closed || spare_ranges.size() >= kSpareRanges || (mapped && !hide(base, len))) {
       ::munmap(base, len);
       return;
     }
@@ -754,10 +767,7 @@ Result<Identity> Domain::introduce(std::string_view peer, std::chrono::milliseco
     if (s_->lost) return make_error(Errc::kBrokerLost);
     // Withdraw it, so that the broker keeps no introduction nobody waits for: it answers the
     // withdrawal (kTimedOut) or, had the peer asked just now, with the peer's identity.
-    Record cancel{};
-    cancel.kind = static_cast<uint32_t>(Kind::kCancel);
-    cancel.req_id = req.req_id;
-    if (!s_->push(cancel) || !s_->await(req.req_id, {}, true, &answer)) return make_error(Errc::kBrokerLost);
+    if (!s_->withdraw(req.req_id, &answer)) return make_error(Errc::kBrokerLost);
   }
   if (answer.status != 0) return make_error(static_cast<Errc>(answer.status));
   // The introduction completed: the peer's identity is in the answer itself. The peer may have
@@ -850,10 +860,7 @@ size_t Domain::send_batch(std::span<Outgoing> messages, std::chrono::millisecond
     } else if (!s.lost) {
       // Timed out while parked on a full queue: withdraw it. The broker answers either the
       // withdrawal (kFull) or, if it had just accepted the message, with kOk.
-      Record cancel{};
-      cancel.kind = static_cast<uint32_t>(Kind::kCancel);
-      cancel.req_id = f.req_id;
-      if (s.push(cancel) && s.await(f.req_id, {}, true, &answer)) m.result = static_cast<Errc>(answer.status);
+      if (s.withdraw(f.req_id, &answer)) m.result = static_cast<Errc>(answer.status);
     }
     Pages& pages = m.pages;
     if (m.result == Errc::kOk) {
@@ -888,9 +895,7 @@ size_t Domain::send_batch(std::span<Outgoing> messages, std::chrono::millisecond
     if (m.result != Errc::kOk) continue;
     // From here on this domain cannot reach the pages: the range stays reserved (PROT_NONE) so
     // a refused send can map them back at the same address.
-    const size_t len = pages.count_ * page_bytes(pages.size_);
-    if (::mmap(pages.base_, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) ==
-        MAP_FAILED) {
+    if (!s.hide(pages.base_, pages.count_ * page_bytes(pages.size_))) {
       m.result = Errc::kNoPages;
       continue;
     }

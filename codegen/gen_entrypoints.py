@@ -75,7 +75,15 @@ class EntryPointGenerator:
             L.append("}")
             return "\n".join(L)
         L.append("  Reply& r = thread_reply();")
-        L.append(f"  if (!conn->call(wire::kCmd_{s.name}, b, r)) return {lost};")
+        if barrier == "read" and ret != "void":
+            # The read barrier rides behind the wait in its batch: one round trip for both.
+            L.append("  MemoryHooks* hooks = conn->memory_hooks();")
+            L.append("  std::vector<Follower>& ahead = thread_followers();")
+            L.append("  ahead.clear();")
+            L.append(f"  if (hooks) hooks->read_ahead(object_of({first}), ahead);")
+            L.append(f"  if (!conn->call(wire::kCmd_{s.name}, b, r, ahead)) return {lost};")
+        else:
+            L.append(f"  if (!conn->call(wire::kCmd_{s.name}, b, r)) return {lost};")
         L.append("  wire::DecodeContext c = r.context(conn->handles());")
         if ret == "void":
             L.append(f"  wire::decode_reply_{s.name}(c, r.data(), r.size(), {names});")
@@ -84,8 +92,7 @@ class EntryPointGenerator:
             L.append(f"  auto result = wire::decode_reply_{s.name}(c, r.data(), r.size(), {names});")
             L.append(f"  if (!c.error.empty()) {{ conn->protocol_error(c.error); return {lost}; }}")
             if barrier == "read":
-                L.append("  if (result == VK_SUCCESS)")
-                L.append(f"    if (MemoryHooks* hooks = conn->memory_hooks()) hooks->read_barrier(object_of({first}));")
+                L.append(f"  if (hooks) hooks->finish_read_ahead(object_of({first}), ahead, result == VK_SUCCESS);")
             L.append("  return result;")
         L.append("}")
         return "\n".join(L)

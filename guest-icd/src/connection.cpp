@@ -299,12 +299,36 @@ bool Connection::answer_never_changes(uint16_t command) {
 }
 
 bool Connection::call_raw(uint16_t command, const void* data, size_t size, Reply& reply) {
+  return call_with(command, data, size, reply, {});
+}
+
+bool Connection::call(uint16_t command, const wire::Builder& b, Reply& reply, std::vector<Follower>& followers) {
+  return call_with(command, b.GetBufferPointer(), b.GetSize(), reply, followers);
+}
+
+bool Connection::send_calls(std::span<Follower> calls) {
+  std::lock_guard lock(send_mu_);
+  if (!alive()) return false;
+  for (Follower& f : calls) {
+    append_locked(f.command, wire::kRecordWantsReply, f.payload.data(), f.payload.size());
+    f.seq = ++sync_seq_;
+  }
+  flush_locked();
+  return true;
+}
+
+bool Connection::call_with(uint16_t command, const void* data, size_t size, Reply& reply,
+                           std::span<Follower> followers) {
   uint64_t seq, sent_after;
   {
     std::lock_guard lock(send_mu_);
     if (!alive()) return false;
     append_locked(command, wire::kRecordWantsReply, data, size);
     seq = ++sync_seq_;
+    for (Follower& f : followers) {
+      append_locked(f.command, wire::kRecordWantsReply, f.payload.data(), f.payload.size());
+      f.seq = ++sync_seq_;
+    }
     sent_after = submit_serial_;
     flush_locked();
   }
@@ -510,6 +534,7 @@ namespace {
 struct ThreadScratch {
   wire::Builder builder{1024};
   Reply reply;
+  std::vector<Follower> followers;
 };
 ThreadScratch& thread_scratch() { return base::thread_scratch<ThreadScratch>(); }
 
@@ -518,5 +543,7 @@ ThreadScratch& thread_scratch() { return base::thread_scratch<ThreadScratch>(); 
 wire::Builder& thread_builder() { return thread_scratch().builder; }
 
 Reply& thread_reply() { return thread_scratch().reply; }
+
+std::vector<Follower>& thread_followers() { return thread_scratch().followers; }
 
 }  // namespace bypass::icd

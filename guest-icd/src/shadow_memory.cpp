@@ -60,28 +60,21 @@ void write_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshar
   if (!sent) conn->protocol_error("shadow write barrier: " + sent.error().message);
 }
 
-void read_window(Connection* conn, uint64_t id, memshare::ShadowRegion& shadow, uint64_t offset, uint64_t size);
-
-void read_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshare::Range range) {
-  Connection* conn = dev->conn;
-  // Pages written here but not yet sent go first, so the read does not discard them.
-  write_one(dev, id, shadow, range);
-  const uint64_t offset = range.offset;
-  const uint64_t size = range.size == memshare::Range::kWhole ? shadow.size() - offset : range.size;
-  // In windows of kReadWindow (aligned, so pages are not split where they need not be): no reply
-  // is larger than that, whatever the memory's size.
-  for (uint64_t at = offset, end = offset + size; at < end && conn->alive();) {
+// Calls fn(offset, size) for each read window of [offset, offset + size), while it returns true:
+// aligned to kReadWindow, so pages are not split where they need not be, and no reply is larger
+// than that whatever the memory's size.
+template <class Fn>
+void each_window(uint64_t offset, uint64_t size, Fn fn) {
+  for (uint64_t at = offset, end = offset + size; at < end;) {
     const uint64_t next = std::min(end, (at / kReadWindow + 1) * kReadWindow);
-    read_window(conn, id, shadow, at, next - at);
+    if (!fn(at, next - at)) return;
     at = next;
   }
 }
 
-void read_window(Connection* conn, uint64_t id, memshare::ShadowRegion& shadow, uint64_t offset, uint64_t size) {
-  wire::MemoryRange r{id, offset, size};
-  Reply& reply = thread_reply();
-  if (!conn->call_raw(wire::kCtlMemoryRead, &r, sizeof(r), reply)) return;
-  // The host sends only the runs that differ from our copy (host-server/include/bypass/host/guest_view.h).
+// Applies a read barrier's reply for [offset, offset + size): the host sends only the runs that
+// differ from our copy (host-server/include/bypass/host/guest_view.h).
+void apply_read(Connection* conn, memshare::ShadowRegion& shadow, Reply& reply, uint64_t offset, uint64_t size) {
   const auto* data = reinterpret_cast<const std::byte*>(reply.data());
   wire::MemoryReadReply header;
   if (reply.size() < sizeof(header)) return conn->protocol_error("shadow read barrier: short reply");
@@ -102,6 +95,70 @@ void read_window(Connection* conn, uint64_t id, memshare::ShadowRegion& shadow, 
     left -= run.size;
   }
   if (left != 0) conn->protocol_error("shadow read barrier: trailing bytes");
+}
+
+uint64_t size_of(memshare::ShadowRegion& shadow, memshare::Range range) {
+  return range.size == memshare::Range::kWhole ? shadow.size() - range.offset : range.size;
+}
+
+// A read of one window as a record wanting a reply: kCtlMemoryRead, or kCtlMemoryReadAfter riding
+// `calls_back` calls behind a wait. Both payloads begin with the MemoryRange.
+Follower read_record(uint64_t id, std::shared_ptr<memshare::ShadowRegion> shadow, uint64_t offset, uint64_t size,
+                     uint64_t calls_back) {
+  Follower f;
+  f.owner = std::move(shadow);
+  const wire::MemoryReadAfter a{{id, offset, size}, calls_back};
+  const auto* bytes = reinterpret_cast<const uint8_t*>(&a);
+  if (calls_back == 0) {
+    f.command = wire::kCtlMemoryRead;
+    f.payload.assign(bytes, bytes + sizeof(wire::MemoryRange));
+  } else {
+    f.command = wire::kCtlMemoryReadAfter;
+    f.payload.assign(bytes, bytes + sizeof(a));
+  }
+  return f;
+}
+
+// Takes the replies of `reads`, in order, and applies each. A read bypassd skipped (only a
+// kCtlMemoryReadAfter is) goes into *skipped as a plain read of the same window.
+void take_reads(Connection* conn, std::span<Follower> reads, std::vector<Follower>* skipped) {
+  for (Follower& f : reads) {
+    Reply& reply = thread_reply();
+    if (!conn->take_reply(f.seq, reply)) return;
+    wire::MemoryRange r;
+    std::memcpy(&r, f.payload.data(), sizeof(r));
+    auto shadow = std::static_pointer_cast<memshare::ShadowRegion>(f.owner);
+    wire::MemoryReadReply header{};
+    if (reply.size() >= sizeof(header)) std::memcpy(&header, reply.data(), sizeof(header));
+    if (header.flags & wire::kMemoryReadSkipped) {
+      if (skipped) skipped->push_back(read_record(r.memory_id, shadow, r.offset, r.size, 0));
+    } else {
+      apply_read(conn, *shadow, reply, r.offset, r.size);
+    }
+  }
+}
+
+// Sends `reads` in one batch and applies their replies: one round trip for every window.
+void read_all(Connection* conn, std::span<Follower> reads) {
+  if (reads.empty() || !conn->send_calls(reads)) return;
+  take_reads(conn, reads, nullptr);
+}
+
+// Adds a read of each window of `range` of the memory to `reads`.
+void add_reads(uint64_t id, const std::shared_ptr<memshare::ShadowRegion>& shadow, memshare::Range range,
+               uint64_t calls_back_base, std::vector<Follower>& reads) {
+  each_window(range.offset, size_of(*shadow, range), [&](uint64_t at, uint64_t n) {
+    reads.push_back(read_record(id, shadow, at, n, calls_back_base ? calls_back_base + reads.size() : 0));
+    return true;
+  });
+}
+
+void read_one(Device* dev, uint64_t id, const std::shared_ptr<memshare::ShadowRegion>& shadow, memshare::Range range) {
+  // Pages written here but not yet sent go first, so the read does not discard them.
+  write_one(dev, id, *shadow, range);
+  std::vector<Follower> reads;
+  add_reads(id, shadow, range, 0, reads);
+  read_all(dev->conn, reads);
 }
 
 constexpr size_t kPage = 4096;
@@ -132,11 +189,78 @@ class ShadowHooks final : public MemoryHooks {
       for (auto& m : mirrors(first)) host_pointer_write(*m);
     each(first, write_one);
   }
-  // After a wait: shadows from the host, then, while a submission that reaches imports may not
-  // have been read back, what the application wrote into every import, and only then what the
-  // device wrote back into the application's pages (imports may overlap).
+  // After a wait: shadows from the host (all in one batch), then the imports (read_imports).
   void read_barrier(Object* first) override {
-    each(first, read_one);
+    Device* dev = device_of(first);
+    if (!dev) return;
+    std::vector<Follower> reads;
+    for (auto& [id, s] : shadows_of(dev)) {
+      write_one(dev, id, *s, memshare::Range::whole());  // so the read does not discard them
+      add_reads(id, s, memshare::Range::whole(), 0, reads);
+    }
+    read_all(dev->conn, reads);
+    read_imports(first);
+  }
+  // Before a wait through bypassd: the guest's writes, then a read of every window of every
+  // shadow behind the call (kCtlMemoryReadAfter), which bypassd answers only if the wait
+  // succeeded at once. None when there are more than kMaxReadAhead windows: read after.
+  void read_ahead(Object* first, std::vector<Follower>& followers) override {
+    Device* dev = device_of(first);
+    if (!dev) return;
+    const auto shadows = shadows_of(dev);
+    size_t windows = 0;
+    for (auto& [id, s] : shadows)
+      each_window(0, s->size(), [&](uint64_t, uint64_t) { return ++windows <= kMaxReadAhead; });
+    if (windows > kMaxReadAhead) return;
+    for (auto& [id, s] : shadows) {
+      write_one(dev, id, *s, memshare::Range::whole());
+      add_reads(id, s, memshare::Range::whole(), 1, followers);
+    }
+  }
+  // After it: each read's reply applied; what bypassd skipped (the wait went on on one of its
+  // waiter threads) is read now, in one batch, if the wait succeeded. Then the imports.
+  void finish_read_ahead(Object* first, std::vector<Follower>& followers, bool succeeded) override {
+    Device* dev = device_of(first);
+    if (!dev) return;
+    std::vector<Follower> skipped;
+    take_reads(dev->conn, followers, &skipped);
+    if (!succeeded) return;
+    if (followers.empty()) return read_barrier(first);  // read_ahead sent none
+    uint64_t written = 0;  // what the application wrote meanwhile goes first, as in read_one
+    for (Follower& f : skipped) {
+      wire::MemoryRange r;
+      std::memcpy(&r, f.payload.data(), sizeof(r));
+      if (r.memory_id == written) continue;
+      write_one(dev, r.memory_id, *std::static_pointer_cast<memshare::ShadowRegion>(f.owner), memshare::Range::whole());
+      written = r.memory_id;
+    }
+    read_all(dev->conn, skipped);
+    read_imports(first);
+  }
+
+ private:
+  static constexpr size_t kMaxReadAhead = 64;  // windows: 512 MiB of mapped memory
+
+  using Shadows = std::vector<std::pair<uint64_t, std::shared_ptr<memshare::ShadowRegion>>>;
+  static Shadows shadows_of(Device* dev) {
+    Shadows shadows;
+    std::lock_guard lock(dev->mu);
+    for (auto& [id, m] : dev->memory)
+      if (m.shadow) shadows.emplace_back(id, m.shadow);
+    return shadows;
+  }
+
+  template <class Fn>
+  void each(Object* first, Fn fn) {
+    Device* dev = device_of(first);
+    if (!dev) return;
+    for (auto& [id, s] : shadows_of(dev)) fn(dev, id, *s, memshare::Range::whole());
+  }
+
+  // While a submission that reaches imports may not have been read back: what the application
+  // wrote into every import, and only then what the device wrote back into the application's
+  // pages (imports may overlap).
+  static void read_imports(Object* first) {
     Device* dev = device_of(first);
     if (!dev) return;
     Connection* conn = dev->conn;
@@ -146,20 +270,6 @@ class ShadowHooks final : public MemoryHooks {
     for (auto& m : all) host_pointer_write(*m);
     for (auto& m : all) host_pointer_read(*m);
     conn->imports().settled(settles);
-  }
-
- private:
-  template <class Fn>
-  void each(Object* first, Fn fn) {
-    Device* dev = device_of(first);
-    if (!dev) return;
-    std::vector<std::pair<uint64_t, std::shared_ptr<memshare::ShadowRegion>>> shadows;
-    {
-      std::lock_guard lock(dev->mu);
-      for (auto& [id, m] : dev->memory)
-        if (m.shadow) shadows.emplace_back(id, m.shadow);
-    }
-    for (auto& [id, s] : shadows) fn(dev, id, *s, memshare::Range::whole());
   }
 
   static std::vector<std::shared_ptr<HostPointerMirror>> mirrors(Object* first) {
@@ -225,7 +335,7 @@ void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range
 }
 
 void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range) {
-  if (auto s = find_part(dev, memory_id, &Mapping::shadow)) read_one(dev, memory_id, *s, range);
+  if (auto s = find_part(dev, memory_id, &Mapping::shadow)) read_one(dev, memory_id, s, range);
   if (auto m = find_part(dev, memory_id, &Mapping::host_pointer)) {
     host_pointer_write(*m);  // what the application wrote since the last barrier stays
     host_pointer_read(*m);

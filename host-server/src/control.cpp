@@ -23,6 +23,8 @@ bool Session::run_control(uint16_t command, const uint8_t* data, size_t size) {
       return control_memory_write(data, size);
     case wire::kCtlMemoryRead:
       return control_memory_read(data, size);
+    case wire::kCtlMemoryReadAfter:
+      return control_memory_read_after(data, size);
     case wire::kCtlExternalMemory:
       return control_external_memory(data, size);
     case wire::kCtlMemoryPlacement:
@@ -123,13 +125,48 @@ bool Session::control_memory_read(const uint8_t* data, size_t size) {
   wire::MemoryRange r;
   SharedMemory* found = shadow_range_of(data, size, r);
   if (!found) return false;
-  SharedMemory& m = *found;
+  send_shadow_read(*found, wire::kCtlMemoryRead, r.offset, r.size);
+  return true;
+}
+
+// The same, riding behind a waiting call: read only if that call was the last one answered and
+// it succeeded (its work is done: the reply was sent, under reply_mu_, after the driver said
+// so). A call still with a waiter thread, one that failed or timed out, or a later call
+// answered in between: skipped, and the guest reads after the call's reply instead.
+bool Session::control_memory_read_after(const uint8_t* data, size_t size) {
+  wire::MemoryReadAfter a;
+  if (size != sizeof(a)) return decode.fail("memory read after", "bad request size");
+  std::memcpy(&a, data, sizeof(a));
+  if (!record_wants_reply_) return decode.fail("memory read after", "asks for no reply");
+  if (a.calls_back == 0 || a.calls_back >= reply_seq)
+    return decode.fail("memory read after", "does not follow an earlier call");
+  const uint64_t after_seq = reply_seq - a.calls_back;
+  wire::MemoryRange r;
+  SharedMemory* found = shadow_range_of(data, sizeof(r), r);
+  if (!found) return false;
+  bool answered;
+  {
+    std::lock_guard lock(reply_mu_);
+    answered = last_call_seq_ == after_seq && last_call_result_ == VK_SUCCESS;
+  }
+  if (answered) {
+    ++reads_after_;
+    send_shadow_read(*found, wire::kCtlMemoryReadAfter, r.offset, r.size);
+  } else {
+    ++reads_after_skipped_;
+    const wire::MemoryReadReply skipped{0, wire::kMemoryReadSkipped};
+    send_raw_reply(reply_seq, wire::kCtlMemoryReadAfter, 0, &skipped, sizeof(skipped));
+  }
+  return true;
+}
+
+void Session::send_shadow_read(SharedMemory& m, uint16_t command, uint64_t offset, uint64_t size) {
   auto* base = static_cast<std::byte*>(m.ptr);
   std::vector<wire::MemoryRun> runs;
-  m.guest_view->changed(base, r.offset, r.size, runs);
+  m.guest_view->changed(base, offset, size, runs);
   uint64_t bytes = 0;
   for (const auto& run : runs) bytes += run.size;
-  shadow_read_asked_ += r.size;
+  shadow_read_asked_ += size;
   shadow_read_sent_ += bytes;
   const wire::MemoryReadReply header{static_cast<uint32_t>(runs.size()), 0};
   read_reply_.resize(sizeof(header) + runs.size() * sizeof(wire::MemoryRun) + bytes);
@@ -142,8 +179,7 @@ bool Session::control_memory_read(const uint8_t* data, size_t size) {
     std::memcpy(out, base + run.offset, run.size);
     out += run.size;
   }
-  send_raw_reply(reply_seq, wire::kCtlMemoryRead, 0, read_reply_.data(), read_reply_.size());
-  return true;
+  send_raw_reply(reply_seq, command, 0, read_reply_.data(), read_reply_.size());
 }
 
 // Host-visible memory imported or exported as an fd: its pages' fd when they are a file the

@@ -149,9 +149,10 @@ void Session::run() {
   else
     spdlog::warn("session {}: end ({}: {}), {} objects released", id_, to_string(end_reason_), end_detail_,
                  objects_before);
-  if (shadow_read_asked_ > 0)
-    spdlog::info("session {}: shadow read barriers sent {} of the {} bytes they covered", id_, shadow_read_sent_,
-                 shadow_read_asked_);
+  if (shadow_read_asked_ > 0 || reads_after_skipped_ > 0)
+    spdlog::info(
+        "session {}: shadow read barriers sent {} of the {} bytes they covered; {} read behind their wait, {} skipped",
+        id_, shadow_read_sent_, shadow_read_asked_, reads_after_, reads_after_skipped_);
   finished_.store(true, std::memory_order_release);
 }
 
@@ -181,6 +182,21 @@ EndReason reason_of(wire::Fault fault) {
   return EndReason::kProtocolError;
 }
 
+// Whether the records in [data, data + size) are all read barriers riding behind a call
+// (kCtlMemoryReadAfter): they wait for that call, so a wait need not make way for them. A
+// malformed record is input like any other (the loop below ends the session on it).
+bool only_reads_after(const uint8_t* data, size_t size) {
+  size_t off = 0;
+  while (off < size) {
+    wire::RecordHeader h;
+    if (size - off < sizeof(h)) return false;
+    std::memcpy(&h, data + off, sizeof(h));
+    if (h.command != wire::kCtlMemoryReadAfter || h.size < sizeof(h) || h.size > size - off) return false;
+    off += h.size;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool Session::process_batch(const std::byte* bytes, size_t size) {
@@ -207,7 +223,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     if (record_wants_reply_) reply_seq = ++seq_;
     arena_.reset();
     decode.clear();
-    batch_rest_ = h.size < size - off;
+    batch_rest_ = h.size < size - off && !only_reads_after(data + off + h.size, size - off - h.size);
     record_command_ = h.command;
     record_blocks_ = h.command < wire::kCommandIdLimit && wire::command_blocks(h.command);
     record_handles_.clear();
@@ -261,6 +277,10 @@ void Session::send_raw_reply(uint64_t seq, uint16_t command, int32_t result, con
                                                   std::span(static_cast<const std::byte*>(data), size)};
   std::lock_guard lock(reply_mu_);
   if (send_failure_ != EndReason::kNone) return;  // the session is ending; nothing more goes out
+  if (command < 0xF000 && !(seq & wire::kPushedSeqBit)) {
+    last_call_seq_ = seq;
+    last_call_result_ = result;
+  }
   // A guest that stopped reading fills the ring. Waiting for it is bounded: past the deadline
   // the session ends (the decoder loop reads send_failure_), so neither this session's threads
   // nor bypassd's shutdown can be held by it.

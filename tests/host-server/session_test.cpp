@@ -392,6 +392,153 @@ TEST(SessionControl, AReadBarrierSendsOnlyThePagesThatDifferFromTheGuestCopy) {
   EXPECT_TRUE(again->runs.empty());
 }
 
+// A read barrier riding behind a wait (kCtlMemoryReadAfter) and its reply, taken apart.
+void read_after(LiveSession& g, uint64_t offset, uint64_t size, uint64_t calls_back) {
+  const wire::MemoryReadAfter a{{kMemoryId, offset, size}, calls_back};
+  g.add_reply(wire::kCtlMemoryReadAfter, &a, sizeof(a));
+}
+
+struct ReadAfter {
+  uint32_t flags = 0;
+  std::vector<wire::MemoryRun> runs;
+  std::vector<std::byte> bytes;
+};
+
+std::optional<ReadAfter> read_after_reply(LiveSession& g) {
+  auto r = g.next_reply();
+  if (!r || r->header.command != wire::kCtlMemoryReadAfter || r->payload.size() < sizeof(wire::MemoryReadReply))
+    return std::nullopt;
+  const auto header = r->as<wire::MemoryReadReply>();
+  ReadAfter out;
+  out.flags = header.flags;
+  const size_t runs_bytes = header.runs * sizeof(wire::MemoryRun);
+  if (r->payload.size() < sizeof(header) + runs_bytes) return std::nullopt;
+  out.runs.resize(header.runs);
+  if (runs_bytes) std::memcpy(out.runs.data(), r->payload.data() + sizeof(header), runs_bytes);
+  out.bytes.assign(r->payload.begin() + static_cast<long>(sizeof(header) + runs_bytes), r->payload.end());
+  return out;
+}
+
+// The guest's copy of kMemoryId: `size` bytes of 0x5A, through the write barrier.
+void write_guest_copy(LiveSession& g, size_t size) {
+  std::vector<std::byte> write(sizeof(wire::MemoryRange) + size, std::byte{0x5A});
+  const wire::MemoryRange range{kMemoryId, 0, size};
+  std::memcpy(write.data(), &range, sizeof(range));
+  g.add(wire::kCtlMemoryWrite, write.data(), write.size());
+}
+
+TEST(SessionControl, AReadBehindAWaitThatSucceededComesWithTheWait) {
+  constexpr size_t kPage = 4096, kSize = 2 * kPage;
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, kSize, &m));
+  write_guest_copy(g, kSize);
+  create_fence(g, kFenceId, true);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  ASSERT_TRUE(g.next_reply());              // the write is in
+  std::memset(m.ptr + kPage + 8, 0x33, 8);  // the device's write
+  // One batch: the wait, then a read of each page behind it (1 and 2 calls back).
+  wait_fence(g, kFenceId, UINT64_MAX);
+  read_after(g, 0, kPage, 1);
+  read_after(g, kPage, kPage, 2);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(result_of(g.next_reply()), VK_SUCCESS);
+  auto first = read_after_reply(g);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->flags, 0u);
+  EXPECT_TRUE(first->runs.empty());
+  auto second = read_after_reply(g);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->flags, 0u);
+  ASSERT_EQ(second->runs.size(), 1u);
+  EXPECT_EQ(second->runs[0].offset, kPage);
+  ASSERT_EQ(second->bytes.size(), kPage);
+  EXPECT_EQ(second->bytes[8], std::byte{0x33});
+  // Sent once: the guest has it now.
+  auto again = read_barrier(g, 0, kSize);
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->runs.empty());
+}
+
+// Behind a wait that timed out, or one still pending on a waiter thread, nothing is read, and
+// what the host knows of the guest's copy does not change: a later read still sends the page.
+TEST(SessionControl, AReadBehindAWaitThatDidNotSucceedAtOnceIsSkipped) {
+  constexpr size_t kPage = 4096;
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, kPage, &m));
+  write_guest_copy(g, kPage);
+  blocked_work(g);
+  create_fence(g, kFenceId, false);
+  submit(g, kCommandBufferId, kFenceId);
+  ASSERT_TRUE(g.send());
+  auto alloc = g.next_reply();
+  ASSERT_TRUE(alloc);
+  EXPECT_EQ(alloc->header.command, wire::kCmd_vkAllocateCommandBuffers);
+  std::memset(m.ptr + 16, 0x44, 8);
+  wait_fence(g, kFenceId, 0);
+  read_after(g, 0, kPage, 1);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(result_of(g.next_reply()), VK_TIMEOUT);
+  auto timed_out = read_after_reply(g);
+  ASSERT_TRUE(timed_out);
+  EXPECT_EQ(timed_out->flags, wire::kMemoryReadSkipped);
+  EXPECT_TRUE(timed_out->runs.empty());
+  // Pending: the skipped read's reply comes first, the wait's once the work is done.
+  wait_fence(g, kFenceId, UINT64_MAX);
+  read_after(g, 0, kPage, 1);
+  ASSERT_TRUE(g.send());
+  auto pending = read_after_reply(g);
+  ASSERT_TRUE(pending);
+  EXPECT_EQ(pending->flags, wire::kMemoryReadSkipped);
+  set_event(g);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(result_of(g.next_reply()), VK_SUCCESS);
+  auto read = read_barrier(g, 0, kPage);
+  ASSERT_TRUE(read);
+  ASSERT_EQ(read->runs.size(), 1u);
+  EXPECT_EQ(read->bytes[16], std::byte{0x44});
+}
+
+// A read behind a call other than the Vulkan call answered last is skipped too.
+TEST(SessionControl, AReadBehindAnotherCallThanTheLastAnsweredIsSkipped) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, 4096, &m));
+  create_fence(g, kFenceId, true);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  read_after(g, 0, 4096, 2);  // the first wait, answered before the second
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(result_of(g.next_reply()), VK_SUCCESS);
+  EXPECT_EQ(result_of(g.next_reply()), VK_SUCCESS);
+  auto skipped = read_after_reply(g);
+  ASSERT_TRUE(skipped);
+  EXPECT_EQ(skipped->flags, wire::kMemoryReadSkipped);
+}
+
+TEST(SessionControl, AReadAfterThatFollowsNoCallEndsTheSession) {
+  for (uint64_t calls_back : {uint64_t{0}, uint64_t{1'000'000}}) {
+    LiveSession g;
+    ASSERT_TRUE(g.setup_device());
+    Mapped m;
+    ASSERT_TRUE(allocate_shared(g, 4096, &m));
+    read_after(g, 0, 4096, calls_back);
+    ASSERT_TRUE(g.send());
+    EXPECT_EQ(g.end_reason(), "control command 61448: memory read after: does not follow an earlier call");
+  }
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  const wire::MemoryRange plain{kMemoryId, 0, 4096};
+  g.add_reply(wire::kCtlMemoryReadAfter, &plain, sizeof(plain));
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(g.end_reason(), "control command 61448: memory read after: bad request size");
+}
+
 TEST(SessionControl, AMemoryRangePastTheEndEndsTheSession) {
   LiveSession g;
   ASSERT_TRUE(g.setup_device());

@@ -260,12 +260,42 @@ def wait_no_sessions(server, what):
     return server.wait_stats(lambda s: s["sessions"] == [] and s["live_objects"] == 0, what)
 
 
+def check_reads_ride_waits(server, env, workdir):
+    """A small job's read barrier comes back with its wait (kCtlMemoryReadAfter): bypassd's
+    session log counts the reads it answered behind their wait and the ones it skipped (the
+    1M-element run above: its waits outlast bypassd's inline wait). Each frame is checked by
+    the sample and the last compared with a native run."""
+    args = ["--frames", "30", "--elements", "256"]
+    native = os.path.join(workdir, "compute-small.native.out")
+    harness.check_ok(
+        harness.run_sample(
+            "compute", harness.native_env(workdir), workdir, "compute-small.native", args + ["--out", native]
+        ),
+        "native compute, small",
+    )
+    out = os.path.join(workdir, "compute-small.net.out")
+    r = harness.run([harness.sample_path("compute")] + args + ["--out", out], env, workdir, "compute-small.net", 120)
+    harness.check_ok(r, "compute over the network, small")
+    harness.check_same_file(native, out, "compute, small: network output vs native")
+    text = wait_log(server, lambda t: len(re.findall(r"read behind their wait", t)) >= 2, 10)
+    counts = [(int(a), int(b)) for a, b in re.findall(r"(\d+) read behind their wait, (\d+) skipped", text)]
+    check(len(counts) == 2, f"expected the two compute sessions' read counts in bypassd's log:\n{text[-3000:]}")
+    (large_read, large_skipped), (small_read, small_skipped) = counts
+    log(
+        f"reads behind their wait: 1M elements {large_read} read, {large_skipped} skipped; 256 elements {small_read} read, {small_skipped} skipped"
+    )
+    check(large_read + large_skipped >= 2, f"the 1M-element run sent no read behind its waits: {counts}")
+    check(small_read >= 1, f"no read of the small run came back with its wait: {counts}")
+
+
 def case_loopback(workdir, name):
     check(name in OUTPUT_ARGS, f"unknown sample {name}")
     port = free_port()
     server = NetServer(workdir, f"grpc://127.0.0.1:{port}", ["--insecure"]).start()
     env = server.net_env(f"grpc://127.0.0.1:{port}", BYPASS_INSECURE="1")
     run_and_compare(server, name, env, workdir)
+    if name == "compute":
+        check_reads_ride_waits(server, env, workdir)
     stats = wait_no_sessions(server, "the network session to end")
     check(stats["ended"], f"no ended session listed: {stats}")
     check(all(harness.is_clean(e) for e in stats["ended"]), f"a network session did not end clean: {stats['ended']}")

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -45,6 +46,15 @@ inline Connection* connection_of(H h) {
   return object_of(h)->conn;
 }
 
+// A record sent right behind a call, in the same batch, that wants a reply of its own
+// (Connection::call with followers): `seq` is its reply's, set when it is sent.
+struct Follower {
+  uint16_t command = 0;
+  std::vector<uint8_t> payload;
+  uint64_t seq = 0;
+  std::shared_ptr<void> owner;  // what the caller needs to use its reply (a shadow region)
+};
+
 // A reply received for a synchronous call: ReplyHeader + FlatBuffer.
 class Reply {
  public:
@@ -75,6 +85,11 @@ class MemoryHooks {
   // Before a submission; `imports`: whether it may reach imported host memory (ImportTracker).
   virtual void write_barrier(Object* first_param, bool imports) = 0;
   virtual void read_barrier(Object* first_param) = 0;  // after a wait succeeded
+  // A wait through bypassd: the read barrier rides behind it in the same batch. `read_ahead`
+  // adds the reads (Follower records) before the call; `finish_read_ahead`, once the call's
+  // reply is decoded, takes their replies and completes the barrier if `succeeded`.
+  virtual void read_ahead(Object* first_param, std::vector<Follower>& followers) = 0;
+  virtual void finish_read_ahead(Object* first_param, std::vector<Follower>& followers, bool succeeded) = 0;
 };
 
 // What the guest knows of its fences for completion feedback (sync.cpp): the serial of the
@@ -184,6 +199,14 @@ class Connection : private wire::HandleMap {
   // and answered from a copy after that.
   bool call(uint16_t command, const wire::Builder& b, Reply& reply);
   bool call_raw(uint16_t command, const void* data, size_t size, Reply& reply);
+  // The same, with `followers` appended behind the call in its batch (each wants a reply, taken
+  // afterwards with take_reply; each's seq is set). Never answered from the copy of
+  // answer_never_changes. false: the host is gone, and no follower's reply will come.
+  bool call(uint16_t command, const wire::Builder& b, Reply& reply, std::vector<Follower>& followers);
+  bool take_reply(uint64_t seq, Reply& reply) { return wait_reply(seq, reply); }
+  // Records that each want a reply, sent in one batch without waiting (each's seq is set); the
+  // caller takes every reply with take_reply. false: the host is gone.
+  bool send_calls(std::span<Follower> calls);
   // A reply bypassd pushed unasked (wire::pushed_seq) before the reply of a call this thread made:
   // read already, or next on the ring. False when the session is lost.
   bool take_pushed(uint64_t seq, Reply& reply) { return wait_reply(seq, reply); }
@@ -264,6 +287,7 @@ class Connection : private wire::HandleMap {
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
   // Returns the record's submission serial (0 for any other command).
   uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
+  bool call_with(uint16_t command, const void* data, size_t size, Reply& reply, std::span<Follower> followers);
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
   static bool answer_never_changes(uint16_t command);
@@ -322,5 +346,6 @@ class Connection : private wire::HandleMap {
 
 wire::Builder& thread_builder();
 Reply& thread_reply();
+std::vector<Follower>& thread_followers();  // cleared by each caller before use
 
 }  // namespace bypass::icd

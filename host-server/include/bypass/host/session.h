@@ -223,6 +223,10 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   bool control_session_stats(const uint8_t* data, size_t size);
   bool control_memory_write(const uint8_t* data, size_t size);
   bool control_memory_read(const uint8_t* data, size_t size);
+  bool control_memory_read_after(const uint8_t* data, size_t size);
+  // A shadow read barrier's reply: the runs of [offset, offset + size) of `m` that differ from
+  // the guest's copy (`command`: which read asked).
+  void send_shadow_read(SharedMemory& m, uint16_t command, uint64_t offset, uint64_t size);
   bool control_external_memory(const uint8_t* data, size_t size);
   bool control_memory_placement(const uint8_t* data, size_t size);
   bool control_present_join(const uint8_t* data, size_t size);
@@ -262,12 +266,16 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   memshare::DomainId present_domain_ = memshare::kNoDomain;  // joined for presentation
   uint64_t shadow_read_asked_ = 0;                           // bytes the read barriers covered
   uint64_t shadow_read_sent_ = 0;                            // and the bytes that differed
+  uint64_t reads_after_ = 0;                                 // kCtlMemoryReadAfter answered with the wait's data
+  uint64_t reads_after_skipped_ = 0;                         // and skipped (the wait did not succeed at once)
   std::unordered_map<uint64_t, DeviceInfo> devices_;
   uint64_t submit_serial_ = 0;                      // guest submissions run so far
   std::unordered_set<uint64_t> untracked_devices_;  // a submission went untracked (no fence)
   wire::Arena arena_;
   uint64_t seq_ = 0;
-  bool batch_rest_ = false;  // records follow the one being run in the current batch
+  // Records other than read barriers riding behind it (kCtlMemoryReadAfter) follow the one
+  // being run in the current batch: input_waiting().
+  bool batch_rest_ = false;
   // The record being run: its command, whether it wants a reply, and, for a blocking command,
   // every handle its decoding resolved (what a waiter thread would use).
   uint16_t record_command_ = 0;
@@ -309,6 +317,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // all. The decoder loop ends the session with it.
   EndReason send_failure_ = EndReason::kNone;
   std::string send_failure_detail_;
+  // The last reply to a Vulkan call, from any thread: what a kCtlMemoryReadAfter checks.
+  uint64_t last_call_seq_ = 0;
+  int32_t last_call_result_ = 0;
 
   // ---- blocking calls: the session thread queues them, waiter threads run them; all under
   // jobs_mu_ except waiters_, which only the session thread touches (it joins them).

@@ -8,7 +8,7 @@
 
 namespace bypass::wire {
 
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 
 // Transport message kinds.
 enum MessageKind : uint32_t {
@@ -49,6 +49,12 @@ enum ControlCommand : uint16_t {
   // session's small host-visible allocations are pushed a placement too, in the small-memory
   // heap (kFdTagSmallMemoryHeap) instead of an fd of their own.
   kCtlMemoryPlacement = 0xF007,
+  // A read barrier that rides behind a waiting call in the same batch (shadow memory): payload
+  // MemoryReadAfter; reply as kCtlMemoryRead. The host reads only if the call it follows was
+  // the last one answered and was answered VK_SUCCESS, so the call's work is done; otherwise
+  // the reply has no runs and kMemoryReadSkipped, and nothing of what the host knows of the
+  // guest's copy changed. One round trip for the wait and the read.
+  kCtlMemoryReadAfter = 0xF008,
 };
 
 // Replies the host sends unasked carry a sequence number no call has: the top bit set, a kind
@@ -83,10 +89,16 @@ struct MemoryRange {
   uint64_t size;
 };
 
+struct MemoryReadAfter {
+  MemoryRange range;
+  uint64_t calls_back;  // the call it follows: this many records wanting a reply back (1: the last)
+};
+
 struct MemoryReadReply {
   uint32_t runs;
-  uint32_t reserved;
+  uint32_t flags;  // kMemoryReadSkipped
 };
+inline constexpr uint32_t kMemoryReadSkipped = 1;  // kCtlMemoryReadAfter: not read (see there)
 
 struct MemoryRun {
   uint64_t offset;  // in the memory, not in the range asked for

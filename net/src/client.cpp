@@ -134,10 +134,44 @@ transport::Result<std::unique_ptr<RemoteStream>> RemoteStream::connect(const std
   std::string why;
   if (f->kind() != kFrameWelcome || !parse_hello(data, s->peer_, transport_version, why))
     return transport::make_error(Status::kProtocolError, "no welcome from " + address + ": " + why);
+  s->idle_ = std::thread([raw = s.get()] { raw->idle_main(); });
   return s;
 }
 
-RemoteStream::~RemoteStream() { close(); }
+RemoteStream::~RemoteStream() {
+  close();
+  stop_idle();
+}
+
+void RemoteStream::idle_main() {
+  // A queue of its own that never gets work: AsyncNext with a deadline already past still polls
+  // once, without blocking, and with gRPC's epoll poller (one epoll set per process) that reads
+  // whatever arrived on the connection, keepalive answers included. A guest thread waiting in
+  // recv() is the poller itself meanwhile; this one then returns at once.
+  grpc::CompletionQueue cq;
+  std::unique_lock lock(idle_mu_);
+  while (!idle_cv_.wait_for(lock, kIdlePoll, [this] { return idle_stop_; })) {
+    lock.unlock();
+    void* tag = nullptr;
+    bool ok = false;
+    (void)cq.AsyncNext(&tag, &ok, std::chrono::system_clock::now());
+    lock.lock();
+  }
+  cq.Shutdown();
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+void RemoteStream::stop_idle() {
+  {
+    std::lock_guard lock(idle_mu_);
+    idle_stop_ = true;
+  }
+  idle_cv_.notify_all();
+  if (idle_.joinable()) idle_.join();
+}
 
 transport::Status RemoteStream::send(uint32_t kind, std::span<const std::byte> payload) {
   std::lock_guard lock(mu_);

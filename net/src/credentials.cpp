@@ -47,6 +47,8 @@ grpc::ChannelArguments client_arguments() {
   // A connection of its own per session: cutting one session's connection cuts no other.
   a.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   a.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  a.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamWindowBytes);
+  a.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   return a;
 }
 
@@ -83,6 +85,8 @@ void add_server_arguments(grpc::ServerBuilder& b) {
   b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                        static_cast<int>(kKeepaliveTime.count() / 2));
   b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  b.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamWindowBytes);
+  b.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   b.SetMaxReceiveMessageSize(static_cast<int>(kMaxFrameBytes));
   b.SetMaxSendMessageSize(static_cast<int>(kMaxFrameBytes));
 }

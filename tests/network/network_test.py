@@ -470,6 +470,44 @@ def case_netns_client_cert(workdir, _):
         check(server.stop() == 0, "bypassd did not exit 0")
 
 
+def case_idle(workdir, _):
+    """A guest that makes no call for a while keeps its device: nothing of the guest waits in gRPC
+    then, and the keepalive watchdog used to close a connection whose ping answer went unread
+    (the device was lost after 0.7 s idle)."""
+    port = free_port()
+    server = NetServer(workdir, f"grpc://127.0.0.1:{port}", ["--insecure"]).start()
+    env = server.net_env(f"grpc://127.0.0.1:{port}", BYPASS_INSECURE="1")
+    proc = subprocess.Popen(
+        [harness.env_path("BYPASS_PROBE"), "hold"],
+        env=env,
+        cwd=workdir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        said = []
+        while not said or said[-1].strip() not in ("ready", ""):
+            said.append(proc.stdout.readline())
+        check(said[-1].strip() == "ready", "the probe did not get a device:\n" + "".join(said))
+        idle_s = 3.0
+        time.sleep(idle_s)
+        stats = server.stats()
+        check(any(x.get("transport") == "grpc" for x in stats["sessions"]), f"the idle guest's session ended: {stats}")
+        proc.stdin.close()
+        out = proc.stdout.read()
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check(rc == 0 and "vkDeviceWaitIdle: VK_SUCCESS" in out, f"after {idle_s} s idle the guest got (exit {rc}):\n{out}")
+    log(f"a guest idle for {idle_s} s kept its device: {out.strip().splitlines()[-1]}")
+    wait_no_sessions(server, "the session to end")
+    check(server.stop() == 0, "bypassd did not exit 0")
+
+
 def case_cut(workdir, _):
     with netns() as n:
         endpoint = f"grpc://{n.host_ip}:7445"
@@ -839,6 +877,7 @@ if __name__ == "__main__":
                 "netns": case_netns,
                 "netns-client-cert": case_netns_client_cert,
                 "cut": case_cut,
+                "idle": case_idle,
                 "hostile": case_hostile,
                 "management": case_management,
                 "relay-sandbox": case_relay_sandbox,

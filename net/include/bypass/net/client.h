@@ -4,10 +4,12 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 
 #include "bypass/net/credentials.h"
 #include "bypass/net/frame.h"
@@ -42,6 +44,8 @@ class RemoteStream {
  private:
   RemoteStream() = default;
   void finish_locked();
+  void idle_main();
+  void stop_idle();
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<fb::Remote::Stub> stub_;
@@ -49,6 +53,15 @@ class RemoteStream {
   std::unique_ptr<grpc::ClientReaderWriter<FrameMessage, FrameMessage>> stream_;
   transport::Hello peer_;
   Reassembler reassembler_{transport::SessionOptions{}.max_message};
+
+  // While no thread of ours waits in gRPC (the guest makes no call), nothing reads the
+  // connection, and gRPC 1.51's keepalive watchdog closes it when a ping's answer goes unread for
+  // kKeepaliveTimeout: an idle guest lost its device after 0.7 s. This thread polls gRPC's
+  // events every kIdlePoll without waiting (docs/network.md, Faults).
+  std::thread idle_;
+  std::mutex idle_mu_;
+  std::condition_variable idle_cv_;
+  bool idle_stop_ = false;
 
   mutable std::mutex mu_;  // guards writes, finishing and the fields below
   bool finished_ = false;

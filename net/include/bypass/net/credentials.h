@@ -45,5 +45,13 @@ transport::Result<std::string> read_file(const std::string& path, const char* wh
 // unanswered one.
 inline constexpr std::chrono::milliseconds kKeepaliveTime{200};
 inline constexpr std::chrono::milliseconds kKeepaliveTimeout{500};
+// How often a guest's connection is polled while the guest makes no call (RemoteStream): well
+// within kKeepaliveTimeout, so a keepalive ping's answer is read in time.
+inline constexpr std::chrono::milliseconds kIdlePoll{100};
+// Each stream's HTTP/2 receive window, fixed on both sides (gRPC's bandwidth-delay probing off):
+// with gRPC 1.51's default (64 KiB, grown by probing) a 4 MiB read barrier took 30-45 ms over
+// loopback, waiting for window updates; with this, 4 ms. It is also what a stream may have in
+// flight unread: the relay's memory per session (docs/network.md).
+inline constexpr int kStreamWindowBytes = 8 << 20;
 
 }  // namespace bypass::net

@@ -31,6 +31,7 @@
 #include "bypass/crossover/port.h"
 #include "bypass/crossover/switch.h"
 #include "bypass/crossover/tap.h"
+#include "bypass/transport/doors.h"
 #include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
 #include "bypass/transport/vm.h"
@@ -249,6 +250,8 @@ class LinkDaemon {
     if (!signals_) return base::errno_error(Errc::kIo, "signalfd", errno);
     if (auto watched = watch(listen_->fd(), kKeyListen, EPOLLIN); !watched) return watched;
     if (auto watched = watch(signals_.get(), kKeySignals, EPOLLIN); !watched) return watched;
+    if (auto started = doors_.start(kMaxDoors); !started) return started;
+    if (auto watched = watch(doors_.fd(), kKeyDoors, EPOLLIN); !watched) return watched;
     for (uint32_t s = 0; s < 2 && opt_.device.empty(); ++s) {
       if (auto spawned = spawn_endpoint(s); !spawned) return spawned;
     }
@@ -420,7 +423,7 @@ class LinkDaemon {
     return {};
   }
 
-  enum : uint64_t { kKeyListen = 1ull << 40, kKeySignals = 2ull << 40 };
+  enum : uint64_t { kKeyListen = 1ull << 40, kKeySignals = 2ull << 40, kKeyDoors = 3ull << 40 };
 
   base::Result<void> watch(int fd, uint64_t key, uint32_t events) {
     epoll_event ev{};
@@ -458,6 +461,8 @@ class LinkDaemon {
         uint64_t key = events[i].data.u64;
         if (key == kKeyListen) {
           accept_one();
+        } else if (key == kKeyDoors) {
+          serve_control();
         } else if (key == kKeySignals) {
           signalfd_siginfo si;
           while (::read(signals_.get(), &si, sizeof si) == sizeof si) {
@@ -498,22 +503,57 @@ class LinkDaemon {
     }
   }
 
-  // One control session: the transport handshake (versions, schema), then one request. A client
-  // that says nothing in 2 s, speaks another version or sends a malformed request is dropped
-  // with a log line; the link goes on.
+  // One control session: the transport handshake (versions, schema), then one request, on a
+  // door thread (transport::Doors), so that a client that says nothing holds up neither the
+  // other control clients nor the event loop's own work (a VM link's heartbeat, an endpoint's
+  // death): the loop only accepts, and answers what a door hands it. A client that says nothing
+  // in 2 s, speaks another version or sends a malformed request is dropped with a log line; one
+  // more than kMaxDoors connecting at once is refused at once; the link goes on.
+  struct ControlRequest {
+    transport::Channel channel;
+    transport::Message msg;
+  };
+
   void accept_one() {
+    auto socket = listen_->accept_connection(transport::deadline_after(std::chrono::milliseconds(0)));
+    if (!socket) {
+      if (socket.code() != transport::Status::kTimeout) log(socket.error().message);
+      return;
+    }
+    if (doors_.full()) {
+      log("refused a control connection: " + std::to_string(doors_.running()) + " others are still connecting");
+      transport::reject_connection(std::move(socket).value(),
+                                   "bypass-xover: too many control clients are connecting at once; try again");
+      return;
+    }
+    doors_.open(std::move(socket).value(), [this](base::UniqueFd fd) { return control_request(std::move(fd)); });
+  }
+
+  // On a door thread: the handshake and the request.
+  std::optional<ControlRequest> control_request(base::UniqueFd socket) {
     const transport::Hello mine{kControlVersion, kControlSchema, "bypass-xover " + opt_.name};
     const auto deadline = transport::deadline_after(std::chrono::seconds(2));
-    auto channel = listen_->accept(mine, kControlSession, deadline);
+    auto channel = transport::accept_socket(std::move(socket), mine, kControlSession, deadline);
     if (!channel) {
       log("control session refused: " + channel.error().message);
-      return;
+      return std::nullopt;
     }
-    transport::Message msg;
-    if (const auto got = channel->recv(msg, deadline); got != transport::Status::kOk) {
+    ControlRequest request{std::move(channel).value(), {}};
+    if (const auto got = request.channel.recv(request.msg, deadline); got != transport::Status::kOk) {
       log("control client sent no request: " + std::string(transport::to_string(got)));
-      return;
+      return std::nullopt;
     }
+    return request;
+  }
+
+  // On the event loop: the requests the doors received. Answers are small and fit the session's
+  // socket buffer, so a client that does not read them holds up nothing.
+  void serve_control() {
+    for (ControlRequest& request : doors_.take()) serve_one(std::move(request.channel), request.msg);
+  }
+
+  void serve_one(transport::Channel channel, const transport::Message& msg) {
+    const auto deadline = transport::deadline_after(std::chrono::seconds(1));
     CommandRequest command;
     if (record_from(msg, kMsgCommand, &command)) {
       std::string text;
@@ -526,7 +566,7 @@ class LinkDaemon {
         text = "error: unknown command " + std::to_string(command.command);
       }
       // A CLI that hung up before its answer misses only that answer; shutdown happens anyway.
-      if (channel->send(kMsgText, std::as_bytes(std::span(text.data(), text.size())), deadline) !=
+      if (channel.send(kMsgText, std::as_bytes(std::span(text.data(), text.size())), deadline) !=
           transport::Status::kOk)
         log("a control client left before its answer");
       return;
@@ -534,7 +574,7 @@ class LinkDaemon {
     AttachRequest hello;
     if (!record_from(msg, kMsgAttach, &hello)) {
       log("malformed control request (kind " + std::to_string(msg.kind) + ", " + std::to_string(msg.payload.size()) +
-          " bytes) from pid " + std::to_string(channel->peer_pid()));
+          " bytes) from pid " + std::to_string(channel.peer_pid()));
       return;
     }
     AttachReply reply;
@@ -544,7 +584,7 @@ class LinkDaemon {
     if (side > kPortB || ports_[side].attached || !opt_.device.empty()) {
       reply.status = 1;
       // Refused either way; an endpoint gone already needs no reason.
-      if (channel->send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk)
+      if (channel.send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk)
         log("refused endpoint left");
       return;
     }
@@ -566,16 +606,16 @@ class LinkDaemon {
         fds.push_back(read_only.back().get());
       }
     }
-    if (channel->send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk ||
-        channel->send_fds(kAttachFdTag, fds, deadline) != transport::Status::kOk) {
-      log(std::string("endpoint ") + port_name(side) + " left during its attach: " + channel->error_text());
+    if (channel.send(kMsgAttachReply, bytes_of(reply), deadline) != transport::Status::kOk ||
+        channel.send_fds(kAttachFdTag, fds, deadline) != transport::Status::kOk) {
+      log(std::string("endpoint ") + port_name(side) + " left during its attach: " + channel.error_text());
       return;
     }
     Mac mac;
     std::memcpy(mac.data(), hello.mac, 6);
     sw_->attach(side, hp.rings_at, hp.pool_at, hp.tx_done_kick.fd(), hp.rx_kick.fd(), mac);
     hp.attached = true;
-    hp.session.emplace(std::move(channel).value());
+    hp.session.emplace(std::move(channel));
     // Nothing more travels on the session: only its hang-up (the peer death SocketLink reads)
     // matters. Unwatched, it would go unnoticed: treat the endpoint as gone now.
     if (auto watched = watch(hp.session->socket_fd(), side, EPOLLRDHUP); !watched) {
@@ -666,6 +706,9 @@ class LinkDaemon {
   }
 
   LinkOptions opt_;
+  // Control sessions being set up (accept_one); declared after opt_, which their threads read.
+  static constexpr size_t kMaxDoors = 8;
+  transport::Doors<ControlRequest> doors_;
   int cpu_ = kCpuNone;  // where the forwarding threads run (resolved opt_.cpu)
   int ready_fd_ = -1;
   bool ready_ = false;

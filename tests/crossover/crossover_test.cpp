@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -701,6 +702,51 @@ TEST(Crossover, HostileControlClientsAreRefusedAndTheLinkGoesOn) {
   }
   EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.209.0.2"), 0);
   EXPECT_NE(link.status().find("\"b\":{\"present\":true,\"live\":true"), std::string::npos) << link.status();
+}
+
+// A connection to the control socket that says nothing (not even the handshake's hello).
+int silent_control_client(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Control clients that connect and say nothing hold up neither the other control clients nor
+// the link: each is set up on a door thread of its own (it held the daemon's event loop for 2 s
+// each, so four of them made a status request wait 8 s and fail). At most 8 set up at once; one
+// more is refused at once, saying why; once they time out the socket serves again.
+TEST(Crossover, SilentControlClientsHoldUpNothing) {
+  REQUIRE_ROOT();
+  Netns a("a"), b("b");
+  Link link(a, b, "10.211.0");
+  ASSERT_TRUE(link.up()) << link.status();
+  std::vector<int> silent;
+  for (int i = 0; i < 4; ++i) silent.push_back(silent_control_client(link.socket()));
+  for (int fd : silent) ASSERT_GE(fd, 0);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string status = link.status();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_NE(status.find("\"b\":{\"present\":true,\"live\":true"), std::string::npos) << status;
+  EXPECT_LT(took, 1500ms) << "a status request beside 4 silent clients took "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+  EXPECT_EQ(a.exec("ping -c 2 -i 0.2 -W 2 10.211.0.2"), 0);
+
+  for (int i = 0; i < 4; ++i) silent.push_back(silent_control_client(link.socket()));
+  std::this_thread::sleep_for(200ms);  // all eight accepted
+  namespace transport = bypass::transport;
+  auto refused = transport::connect(link.socket(), transport::Hello{kControlVersion, kControlSchema, "ninth"},
+                                    transport::deadline_after(5s));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(std::string(refused.message()).find("too many control clients"), std::string::npos) << refused.message();
+  for (int fd : silent) ::close(fd);
+  std::this_thread::sleep_for(2500ms);  // the doors' handshake deadline
+  EXPECT_NE(link.status().find("\"a\":{\"present\":true,\"live\":true"), std::string::npos);
 }
 
 TEST(Crossover, CommandLineCreateStatusDestroy) {

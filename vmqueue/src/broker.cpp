@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <list>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -28,6 +27,7 @@
 #include "bypass/base/text.h"
 #include "bypass/base/unix_socket.h"
 #include "bypass/transport/doorbell.h"
+#include "bypass/transport/doors.h"
 #include "bypass/transport/kick.h"
 #include "bypass/transport/session.h"
 #include "bypass/transport/vm.h"
@@ -170,26 +170,18 @@ struct Broker::Impl {
         free_pages{0};
   } counters;
 
-  // A connection's handshake (the transport's, then the domain's queue options) runs on a thread
-  // of its own, so that a client that connects and says nothing holds up no domain's traffic:
-  // the event loop only accepts, and admits what a door thread hands it (`arrivals`, then a
-  // kick). At most kMaxDoors at once; one more connection is refused at once.
+  // A connection's handshake (the transport's, then the domain's queue options) runs on a door
+  // thread (transport::Doors), so that a client that connects and says nothing holds up no
+  // domain's traffic: the event loop only accepts, and admits what a door hands it. At most
+  // kMaxDoors at once; one more connection is refused at once.
   static constexpr size_t kMaxDoors = 16;
-  struct Door {
-    std::thread thread;
-    std::atomic<bool> done{false};
-  };
   struct Arrival {
     transport::Channel channel;
     wire::Hello hello;
   };
-  std::list<Door> doors;  // the event loop's
-  std::mutex arrivals_mu;
-  std::deque<Arrival> arrivals;  // guarded by arrivals_mu
-  transport::Kick arrival_kick;
+  transport::Doors<Arrival> doors;
 
   explicit Impl(BrokerOptions o) : options(std::move(o)) {}
-  ~Impl() { reap_doors(true); }
 
   // Creates the pools, binds the socket and sets up the event loop.
   base::Result<void> init() {
@@ -341,14 +333,12 @@ struct Broker::Impl {
     auto kick = transport::Kick::create();
     if (!kick) return kick.error();
     broker_kick = std::move(kick).value();
-    auto arrived = transport::Kick::create();
-    if (!arrived) return arrived.error();
-    arrival_kick = std::move(arrived).value();
+    if (auto started = doors.start(kMaxDoors); !started) return started;
     timer = base::UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     if (!timer) return base::errno_error(base::Errc::kIo, "timerfd_create", errno);
     for (auto [fd, tag] : {std::pair{listener->fd(), Tag::kListen}, std::pair{stop_kick.fd(), Tag::kStop},
                            std::pair{broker_kick.fd(), Tag::kKick}, std::pair{timer.get(), Tag::kTimer},
-                           std::pair{arrival_kick.fd(), Tag::kArrival}}) {
+                           std::pair{doors.fd(), Tag::kArrival}}) {
       if (auto watched = watch(fd, epoll_key(tag), EPOLLIN); !watched) return watched;
     }
     return {};
@@ -380,7 +370,6 @@ struct Broker::Impl {
   // ---------------------------------------------------------------- session set-up
 
   void accept_one() {
-    reap_doors(false);
     auto socket = listener->accept_connection(transport::deadline_after(std::chrono::milliseconds(0)));
     if (!socket) {
       // kTimeout: gone already, or nobody after all; else out of descriptors (that guest was
@@ -388,67 +377,41 @@ struct Broker::Impl {
       if (socket.code() != transport::Status::kTimeout) log("%s", socket.error().message.c_str());
       return;
     }
-    if (doors.size() >= kMaxDoors) {
-      log("refused a connection: %zu others are still setting up", doors.size());
+    if (doors.full()) {
+      log("refused a connection: %zu others are still setting up", doors.running());
       transport::reject_connection(std::move(socket).value(),
                                    "vmqd: too many domains are connecting at once; try again");
       return;
     }
-    Door& door = doors.emplace_back();
-    door.thread = std::thread([this, &door, fd = std::move(socket).value()]() mutable {
-      handshake(std::move(fd));
-      door.done.store(true, std::memory_order_release);
-    });
-  }
-
-  // Joins the door threads that finished (all of them, waiting, with `all`).
-  void reap_doors(bool all) {
-    for (auto it = doors.begin(); it != doors.end();) {
-      if (!all && !it->done.load(std::memory_order_acquire)) {
-        ++it;
-        continue;
-      }
-      it->thread.join();
-      it = doors.erase(it);
-    }
+    doors.open(std::move(socket).value(), [this](base::UniqueFd fd) { return handshake(std::move(fd)); });
   }
 
   // On a door thread: the transport handshake, then the domain's queue options. The transport
   // handshake checks transport and VM-queue versions (a mismatch is refused with a line naming
   // both); a client that connects and says nothing costs this thread at most 1 s.
-  void handshake(base::UniqueFd socket) {
+  std::optional<Arrival> handshake(base::UniqueFd socket) {
     transport::Hello mine{wire::kVersion, wire::kSchemaHash, "vmqd"};
     auto deadline = transport::deadline_after(std::chrono::seconds(1));
     auto channel = transport::accept_socket(
         std::move(socket), mine, transport::SessionOptions{.ring_bytes = 4096, .max_message = 4096}, deadline);
     if (!channel) {
       log("session refused: %s", channel.error().message.c_str());
-      return;
+      return std::nullopt;
     }
     transport::Message msg;
     wire::Hello hello;
     if (channel->recv(msg, deadline) != transport::Status::kOk || msg.kind != wire::kSessionHello ||
         msg.payload.size() != sizeof hello) {
       log("no queue options from a new domain");
-      return;
+      return std::nullopt;
     }
     std::memcpy(&hello, msg.payload.data(), sizeof hello);
-    {
-      std::lock_guard lock(arrivals_mu);
-      arrivals.push_back(Arrival{std::move(channel).value(), hello});
-    }
-    arrival_kick.signal();
+    return Arrival{std::move(channel).value(), hello};
   }
 
   // On the event loop: the domains whose handshake finished.
   void admit_arrivals() {
-    arrival_kick.drain();
-    std::deque<Arrival> ready;
-    {
-      std::lock_guard lock(arrivals_mu);
-      ready.swap(arrivals);
-    }
-    for (Arrival& a : ready) admit(std::move(a.channel), a.hello);
+    for (Arrival& a : doors.take()) admit(std::move(a.channel), a.hello);
   }
 
   void admit(transport::Channel channel, wire::Hello hello) {

@@ -361,17 +361,21 @@ std::optional<ReadBack> read_barrier(LiveSession& g, uint64_t offset, uint64_t s
   return out;
 }
 
+// The guest's copy of kMemoryId: `size` bytes of 0x5A, through the write barrier.
+void write_guest_copy(LiveSession& g, size_t size) {
+  std::vector<std::byte> write(sizeof(wire::MemoryRange) + size, std::byte{0x5A});
+  const wire::MemoryRange range{kMemoryId, 0, size};
+  std::memcpy(write.data(), &range, sizeof(range));
+  g.add(wire::kCtlMemoryWrite, write.data(), write.size());
+}
+
 TEST(SessionControl, AReadBarrierSendsOnlyThePagesThatDifferFromTheGuestCopy) {
   constexpr size_t kPage = 4096, kSize = 3 * kPage;
   LiveSession g;
   ASSERT_TRUE(g.setup_device());
   Mapped m;
   ASSERT_TRUE(allocate_shared(g, kSize, &m));
-  // The guest's copy: all three pages written through the write barrier.
-  std::vector<std::byte> write(sizeof(wire::MemoryRange) + kSize, std::byte{0x5A});
-  const wire::MemoryRange range{kMemoryId, 0, kSize};
-  std::memcpy(write.data(), &range, sizeof(range));
-  g.add(wire::kCtlMemoryWrite, write.data(), write.size());
+  write_guest_copy(g, kSize);  // all three pages
   ASSERT_TRUE(g.send());
   auto same = read_barrier(g, 0, kSize);
   ASSERT_TRUE(same);
@@ -417,14 +421,6 @@ std::optional<ReadAfter> read_after_reply(LiveSession& g) {
   if (runs_bytes) std::memcpy(out.runs.data(), r->payload.data() + sizeof(header), runs_bytes);
   out.bytes.assign(r->payload.begin() + static_cast<long>(sizeof(header) + runs_bytes), r->payload.end());
   return out;
-}
-
-// The guest's copy of kMemoryId: `size` bytes of 0x5A, through the write barrier.
-void write_guest_copy(LiveSession& g, size_t size) {
-  std::vector<std::byte> write(sizeof(wire::MemoryRange) + size, std::byte{0x5A});
-  const wire::MemoryRange range{kMemoryId, 0, size};
-  std::memcpy(write.data(), &range, sizeof(range));
-  g.add(wire::kCtlMemoryWrite, write.data(), write.size());
 }
 
 TEST(SessionControl, AReadBehindAWaitThatSucceededComesWithTheWait) {

@@ -306,13 +306,17 @@ bool Connection::call(uint16_t command, const wire::Builder& b, Reply& reply, st
   return call_with(command, b.GetBufferPointer(), b.GetSize(), reply, followers);
 }
 
-bool Connection::send_calls(std::span<Follower> calls) {
-  std::lock_guard lock(send_mu_);
-  if (!alive()) return false;
+void Connection::append_calls_locked(std::span<Follower> calls) {
   for (Follower& f : calls) {
     append_locked(f.command, wire::kRecordWantsReply, f.payload.data(), f.payload.size());
     f.seq = ++sync_seq_;
   }
+}
+
+bool Connection::send_calls(std::span<Follower> calls) {
+  std::lock_guard lock(send_mu_);
+  if (!alive()) return false;
+  append_calls_locked(calls);
   flush_locked();
   return true;
 }
@@ -325,10 +329,7 @@ bool Connection::call_with(uint16_t command, const void* data, size_t size, Repl
     if (!alive()) return false;
     append_locked(command, wire::kRecordWantsReply, data, size);
     seq = ++sync_seq_;
-    for (Follower& f : followers) {
-      append_locked(f.command, wire::kRecordWantsReply, f.payload.data(), f.payload.size());
-      f.seq = ++sync_seq_;
-    }
+    append_calls_locked(followers);
     sent_after = submit_serial_;
     flush_locked();
   }

@@ -288,6 +288,7 @@ class Connection : private wire::HandleMap {
   // Returns the record's submission serial (0 for any other command).
   uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
   bool call_with(uint16_t command, const void* data, size_t size, Reply& reply, std::span<Follower> followers);
+  void append_calls_locked(std::span<Follower> calls);  // each wants a reply; sets each's seq
   void flush_locked();
   bool wait_reply(uint64_t seq, Reply& reply);
   static bool answer_never_changes(uint16_t command);

@@ -182,20 +182,40 @@ EndReason reason_of(wire::Fault fault) {
   return EndReason::kProtocolError;
 }
 
-// Whether the records in [data, data + size) are all read barriers riding behind a call
+// Whether the records of a batch from an offset on are all read barriers riding behind a call
 // (kCtlMemoryReadAfter): they wait for that call, so a wait need not make way for them. A
-// malformed record is input like any other (the loop below ends the session on it).
-bool only_reads_after(const uint8_t* data, size_t size) {
-  size_t off = 0;
-  while (off < size) {
-    wire::RecordHeader h;
-    if (size - off < sizeof(h)) return false;
-    std::memcpy(&h, data + off, sizeof(h));
-    if (h.command != wire::kCtlMemoryReadAfter || h.size < sizeof(h) || h.size > size - off) return false;
-    off += h.size;
+// malformed record is input like any other (process_batch ends the session on it). Each record
+// of the batch is looked at once however many times it is asked, so a batch of many such
+// records costs no more than its length.
+class ReadsAfterTail {
+ public:
+  ReadsAfterTail(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  bool from(size_t off) {
+    if (off >= tail_) return true;
+    if (blocker_ != kNone && off <= blocker_) return false;
+    size_t at = off;
+    while (at < size_) {
+      wire::RecordHeader h;
+      if (size_ - at < sizeof(h)) break;
+      std::memcpy(&h, data_ + at, sizeof(h));
+      if (h.command != wire::kCtlMemoryReadAfter || h.size < sizeof(h) || h.size > size_ - at) break;
+      at += h.size;
+    }
+    if (at >= size_) {
+      tail_ = off;
+      return true;
+    }
+    blocker_ = at;
+    return false;
   }
-  return true;
-}
+
+ private:
+  static constexpr size_t kNone = SIZE_MAX;
+  const uint8_t* data_;
+  size_t size_;
+  size_t tail_ = kNone;     // from here on only reads-after, when known
+  size_t blocker_ = kNone;  // a record that is not one, the last found
+};
 
 }  // namespace
 
@@ -211,6 +231,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     uint64_t& n;
     ~Count() { to.fetch_add(n, std::memory_order_relaxed); }
   } count{stats_.records, records};
+  ReadsAfterTail tail(data, size);
   while (off < size) {
     wire::RecordHeader h;
     if (size - off < sizeof(h)) return end(EndReason::kProtocolError, "truncated record header");
@@ -223,7 +244,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     if (record_wants_reply_) reply_seq = ++seq_;
     arena_.reset();
     decode.clear();
-    batch_rest_ = h.size < size - off && !only_reads_after(data + off + h.size, size - off - h.size);
+    batch_rest_ = h.size < size - off && !tail.from(off + h.size);
     record_command_ = h.command;
     record_blocks_ = h.command < wire::kCommandIdLimit && wire::command_blocks(h.command);
     record_handles_.clear();

@@ -86,6 +86,11 @@ struct Mapping {
   std::shared_ptr<memshare::ShadowRegion> shadow;
   // VK_EXT_external_memory_host: the application's pages this memory mirrors.
   std::shared_ptr<HostPointerMirror> host_pointer;
+  // Read back only by its own vkInvalidateMappedMemoryRanges (the swapchain's readback memory,
+  // which its presenter thread reads): the read barriers of the application's waits leave it
+  // out. Two threads reading one shadow at once race (the host sends what changed to whichever
+  // asks first), and the application's waits would race the presenter for every frame.
+  bool explicit_reads = false;
 };
 
 // What vkGet{Buffer,Image}MemoryRequirements(2) answered, by create info (requirements.cpp).

@@ -194,7 +194,7 @@ class ShadowHooks final : public MemoryHooks {
     Device* dev = device_of(first);
     if (!dev) return;
     std::vector<Follower> reads;
-    for (auto& [id, s] : shadows_of(dev)) {
+    for (auto& [id, s] : shadows_of(dev, true)) {
       write_one(dev, id, *s, memshare::Range::whole());  // so the read does not discard them
       add_reads(id, s, memshare::Range::whole(), 0, reads);
     }
@@ -207,7 +207,7 @@ class ShadowHooks final : public MemoryHooks {
   void read_ahead(Object* first, std::vector<Follower>& followers) override {
     Device* dev = device_of(first);
     if (!dev) return;
-    const auto shadows = shadows_of(dev);
+    const auto shadows = shadows_of(dev, true);
     size_t windows = 0;
     for (auto& [id, s] : shadows)
       each_window(0, s->size(), [&](uint64_t, uint64_t) { return ++windows <= kMaxReadAhead; });
@@ -242,11 +242,12 @@ class ShadowHooks final : public MemoryHooks {
   static constexpr size_t kMaxReadAhead = 64;  // windows: 512 MiB of mapped memory
 
   using Shadows = std::vector<std::pair<uint64_t, std::shared_ptr<memshare::ShadowRegion>>>;
-  static Shadows shadows_of(Device* dev) {
+  // `for_reads`: those a wait's read barrier reads (not Mapping::explicit_reads ones).
+  static Shadows shadows_of(Device* dev, bool for_reads) {
     Shadows shadows;
     std::lock_guard lock(dev->mu);
     for (auto& [id, m] : dev->memory)
-      if (m.shadow) shadows.emplace_back(id, m.shadow);
+      if (m.shadow && !(for_reads && m.explicit_reads)) shadows.emplace_back(id, m.shadow);
     return shadows;
   }
 
@@ -254,7 +255,7 @@ class ShadowHooks final : public MemoryHooks {
   void each(Object* first, Fn fn) {
     Device* dev = device_of(first);
     if (!dev) return;
-    for (auto& [id, s] : shadows_of(dev)) fn(dev, id, *s, memshare::Range::whole());
+    for (auto& [id, s] : shadows_of(dev, false)) fn(dev, id, *s, memshare::Range::whole());
   }
 
   // While a submission that reaches imports may not have been read back: what the application

@@ -363,6 +363,11 @@ VkResult Swapchain::create_images(const VkSwapchainCreateInfoKHR* info) {
     void* p = nullptr;
     if ((r = v.vkMapMemory(d, img.readback_memory, 0, VK_WHOLE_SIZE, 0, &p)) != VK_SUCCESS) return r;
     img.pixels = static_cast<const uint8_t*>(p);
+    {
+      std::lock_guard lock(dev_->mu);
+      if (auto it = dev_->memory.find(wire::handle_bits(img.readback_memory)); it != dev_->memory.end())
+        it->second.explicit_reads = true;
+    }
     if (present_ && !dev_->conn->present_name(wire::handle_bits(img.readback_memory), 0, frame_bytes_, &img.host_name))
       present_ = nullptr;  // every image or none: present from the mappings
   }

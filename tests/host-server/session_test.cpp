@@ -342,23 +342,29 @@ bool allocate_shared(LiveSession& g, size_t size, Mapped* out, uint64_t id = kMe
   return true;
 }
 
+// A read barrier's reply (kCtlMemoryRead, kCtlMemoryReadAfter), taken apart.
 struct ReadBack {
+  uint32_t flags = 0;
   std::vector<wire::MemoryRun> runs;
   std::vector<std::byte> bytes;
 };
 
-std::optional<ReadBack> read_barrier(LiveSession& g, uint64_t offset, uint64_t size) {
-  const wire::MemoryRange range{kMemoryId, offset, size};
-  auto r = g.call(wire::kCtlMemoryRead, &range, sizeof(range));
-  if (!r) return std::nullopt;
+std::optional<ReadBack> parse_read(const std::optional<Reply>& r) {
+  if (!r || r->payload.size() < sizeof(wire::MemoryReadReply)) return std::nullopt;
   const auto header = r->as<wire::MemoryReadReply>();
   ReadBack out;
-  out.runs.resize(header.runs);
+  out.flags = header.flags;
   const size_t runs_bytes = header.runs * sizeof(wire::MemoryRun);
   if (r->payload.size() < sizeof(header) + runs_bytes) return std::nullopt;
+  out.runs.resize(header.runs);
   if (runs_bytes) std::memcpy(out.runs.data(), r->payload.data() + sizeof(header), runs_bytes);
   out.bytes.assign(r->payload.begin() + static_cast<long>(sizeof(header) + runs_bytes), r->payload.end());
   return out;
+}
+
+std::optional<ReadBack> read_barrier(LiveSession& g, uint64_t offset, uint64_t size) {
+  const wire::MemoryRange range{kMemoryId, offset, size};
+  return parse_read(g.call(wire::kCtlMemoryRead, &range, sizeof(range)));
 }
 
 // The guest's copy of kMemoryId: `size` bytes of 0x5A, through the write barrier.
@@ -402,25 +408,10 @@ void read_after(LiveSession& g, uint64_t offset, uint64_t size, uint64_t calls_b
   g.add_reply(wire::kCtlMemoryReadAfter, &a, sizeof(a));
 }
 
-struct ReadAfter {
-  uint32_t flags = 0;
-  std::vector<wire::MemoryRun> runs;
-  std::vector<std::byte> bytes;
-};
-
-std::optional<ReadAfter> read_after_reply(LiveSession& g) {
+std::optional<ReadBack> read_after_reply(LiveSession& g) {
   auto r = g.next_reply();
-  if (!r || r->header.command != wire::kCtlMemoryReadAfter || r->payload.size() < sizeof(wire::MemoryReadReply))
-    return std::nullopt;
-  const auto header = r->as<wire::MemoryReadReply>();
-  ReadAfter out;
-  out.flags = header.flags;
-  const size_t runs_bytes = header.runs * sizeof(wire::MemoryRun);
-  if (r->payload.size() < sizeof(header) + runs_bytes) return std::nullopt;
-  out.runs.resize(header.runs);
-  if (runs_bytes) std::memcpy(out.runs.data(), r->payload.data() + sizeof(header), runs_bytes);
-  out.bytes.assign(r->payload.begin() + static_cast<long>(sizeof(header) + runs_bytes), r->payload.end());
-  return out;
+  if (!r || r->header.command != wire::kCtlMemoryReadAfter) return std::nullopt;
+  return parse_read(r);
 }
 
 TEST(SessionControl, AReadBehindAWaitThatSucceededComesWithTheWait) {

@@ -87,12 +87,19 @@ bool Session::control_session_stats(const uint8_t*, size_t) {
   return true;
 }
 
-SharedMemory* Session::shadow_range_of(const uint8_t* data, size_t size, wire::MemoryRange& r) {
+SharedMemory* Session::shadow_range_of(const uint8_t* data, size_t size, wire::MemoryRange& r, bool* gone) {
+  *gone = false;
   if (size < sizeof(r)) {
     decode.fail("memory", "short request");
     return nullptr;
   }
   std::memcpy(&r, data, sizeof(r));
+  // A barrier of one guest thread may name memory another thread freed meanwhile (its barriers
+  // read every mapped allocation): not the guest's fault, nothing to do.
+  if (r.memory_id != 0 && r.memory_id <= highest_id_ && !objects_.contains(r.memory_id)) {
+    *gone = true;
+    return nullptr;
+  }
   SharedMemory* found = nullptr;
   if (!memory_of_id(r.memory_id, "memory", &found)) return nullptr;
   if (!found) {
@@ -110,8 +117,9 @@ SharedMemory* Session::shadow_range_of(const uint8_t* data, size_t size, wire::M
 // Shadow memory, guest to host: the guest's dirty bytes of a range, no reply.
 bool Session::control_memory_write(const uint8_t* data, size_t size) {
   wire::MemoryRange r;
-  SharedMemory* found = shadow_range_of(data, size, r);
-  if (!found) return false;
+  bool gone;
+  SharedMemory* found = shadow_range_of(data, size, r, &gone);
+  if (!found) return gone;
   SharedMemory& m = *found;
   if (size - sizeof(r) < r.size) return decode.fail("memory", "short write");
   auto* base = static_cast<std::byte*>(m.ptr);
@@ -123,9 +131,17 @@ bool Session::control_memory_write(const uint8_t* data, size_t size) {
 // Shadow memory, host to guest: only what differs from the guest's copy goes back.
 bool Session::control_memory_read(const uint8_t* data, size_t size) {
   wire::MemoryRange r;
-  SharedMemory* found = shadow_range_of(data, size, r);
-  if (!found) return false;
+  bool gone;
+  SharedMemory* found = shadow_range_of(data, size, r, &gone);
+  if (!found) return gone && send_read_flags(wire::kCtlMemoryRead, wire::kMemoryReadGone);
   send_shadow_read(*found, wire::kCtlMemoryRead, r.offset, r.size);
+  return true;
+}
+
+// A read barrier's reply without runs: skipped or gone.
+bool Session::send_read_flags(uint16_t command, uint32_t flags) {
+  const wire::MemoryReadReply reply{0, flags};
+  send_raw_reply(reply_seq, command, 0, &reply, sizeof(reply));
   return true;
 }
 
@@ -142,8 +158,9 @@ bool Session::control_memory_read_after(const uint8_t* data, size_t size) {
     return decode.fail("memory read after", "does not follow an earlier call");
   const uint64_t after_seq = reply_seq - a.calls_back;
   wire::MemoryRange r;
-  SharedMemory* found = shadow_range_of(data, sizeof(r), r);
-  if (!found) return false;
+  bool gone;
+  SharedMemory* found = shadow_range_of(data, sizeof(r), r, &gone);
+  if (!found) return gone && send_read_flags(wire::kCtlMemoryReadAfter, wire::kMemoryReadGone);
   bool answered;
   {
     std::lock_guard lock(reply_mu_);
@@ -154,8 +171,7 @@ bool Session::control_memory_read_after(const uint8_t* data, size_t size) {
     send_shadow_read(*found, wire::kCtlMemoryReadAfter, r.offset, r.size);
   } else {
     ++reads_after_skipped_;
-    const wire::MemoryReadReply skipped{0, wire::kMemoryReadSkipped};
-    send_raw_reply(reply_seq, wire::kCtlMemoryReadAfter, 0, &skipped, sizeof(skipped));
+    send_read_flags(wire::kCtlMemoryReadAfter, wire::kMemoryReadSkipped);
   }
   return true;
 }

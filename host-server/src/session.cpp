@@ -442,6 +442,7 @@ const char* Session::refuse_new_id(VkObjectType, uint64_t id) {
 }
 
 void Session::add_object(VkObjectType type, uint64_t id, uint64_t handle, uint64_t owner) {
+  highest_id_ = std::max(highest_id_, id);
   objects_.add(type, id, handle, owner);
   stats_.objects.store(objects_.size(), std::memory_order_relaxed);
   if (type == VK_OBJECT_TYPE_QUEUE) {

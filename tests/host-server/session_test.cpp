@@ -526,6 +526,37 @@ TEST(SessionControl, AReadAfterThatFollowsNoCallEndsTheSession) {
   EXPECT_EQ(g.end_reason(), "control command 61448: memory read after: bad request size");
 }
 
+// One guest thread's barrier may name memory another thread freed meanwhile (the ICD's barriers
+// read every mapped allocation): the read is answered "gone", the write dropped, and the
+// session goes on. vkcube in shadow mode lost its device this way while tearing down.
+TEST(SessionControl, BarriersOfMemoryFreedMeanwhileAreAnsweredGone) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  Mapped m;
+  ASSERT_TRUE(allocate_shared(g, 4096, &m));
+  g.b.Clear();
+  wire::encode_vkFreeMemory(g.b, g.ids, as_handle<VkDevice>(kDeviceId), as_handle<VkDeviceMemory>(kMemoryId), nullptr);
+  g.add(wire::kCmd_vkFreeMemory, g.b);
+  write_guest_copy(g, 4096);
+  create_fence(g, kFenceId, true);
+  wait_fence(g, kFenceId, UINT64_MAX);
+  read_after(g, 0, 4096, 1);
+  ASSERT_TRUE(g.send());
+  EXPECT_EQ(result_of(g.next_reply()), VK_SUCCESS);
+  auto after = read_after_reply(g);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->flags, wire::kMemoryReadGone);
+  EXPECT_TRUE(after->runs.empty());
+  auto read = read_barrier(g, 0, 4096);
+  ASSERT_TRUE(read);
+  EXPECT_EQ(read->flags, wire::kMemoryReadGone);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  auto st = g.next_reply();
+  ASSERT_TRUE(st) << g.end_reason();
+  EXPECT_EQ(st->header.command, wire::kCtlSessionStats);
+}
+
 TEST(SessionControl, AMemoryRangePastTheEndEndsTheSession) {
   LiveSession g;
   ASSERT_TRUE(g.setup_device());

@@ -227,6 +227,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // A shadow read barrier's reply: the runs of [offset, offset + size) of `m` that differ from
   // the guest's copy (`command`: which read asked).
   void send_shadow_read(SharedMemory& m, uint16_t command, uint64_t offset, uint64_t size);
+  bool send_read_flags(uint16_t command, uint32_t flags);
   bool control_external_memory(const uint8_t* data, size_t size);
   bool control_memory_placement(const uint8_t* data, size_t size);
   bool control_present_join(const uint8_t* data, size_t size);
@@ -236,7 +237,8 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   bool memory_of_id(uint64_t id, const char* where, SharedMemory** out);
   // The host-visible memory a shadow-memory request (a wire::MemoryRange, then data) names, its
   // range checked and its guest view made; nullptr once the request has ended the session.
-  SharedMemory* shadow_range_of(const uint8_t* data, size_t size, wire::MemoryRange& r);
+  // nullptr and *gone: the memory was freed (an id the session used before, no object now).
+  SharedMemory* shadow_range_of(const uint8_t* data, size_t size, wire::MemoryRange& r, bool* gone);
 
   // ---- set at construction, read by any thread
   const uint64_t id_;
@@ -266,6 +268,7 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   memshare::DomainId present_domain_ = memshare::kNoDomain;  // joined for presentation
   uint64_t shadow_read_asked_ = 0;                           // bytes the read barriers covered
   uint64_t shadow_read_sent_ = 0;                            // and the bytes that differed
+  uint64_t highest_id_ = 0;                                  // the highest object id the guest has used (add_object)
   uint64_t reads_after_ = 0;                                 // kCtlMemoryReadAfter answered with the wait's data
   uint64_t reads_after_skipped_ = 0;                         // and skipped (the wait did not succeed at once)
   std::unordered_map<uint64_t, DeviceInfo> devices_;

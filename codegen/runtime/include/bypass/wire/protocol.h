@@ -99,6 +99,10 @@ struct MemoryReadReply {
   uint32_t flags;  // kMemoryReadSkipped
 };
 inline constexpr uint32_t kMemoryReadSkipped = 1;  // kCtlMemoryReadAfter: not read (see there)
+// The memory is no longer there: another thread of the guest freed it after this thread's
+// barrier chose it and before the barrier's record arrived. Nothing read; a write to such
+// memory is dropped. (An id above every id the session has used still ends the session.)
+inline constexpr uint32_t kMemoryReadGone = 2;
 
 struct MemoryRun {
   uint64_t offset;  // in the memory, not in the range asked for

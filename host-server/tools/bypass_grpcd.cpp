@@ -209,6 +209,7 @@ class Relay final : public net::fb::Remote::Service {
     std::atomic<bool> host_ended{false};
     std::atomic<bool> down_done{false};
     std::atomic<bool> reading_done{false};
+    std::atomic<bool> write_failed{false};  // the connection broke under a reply
     std::thread down([&] {
       transport::Message msg;
       while (!stop.load()) {
@@ -220,9 +221,13 @@ class Relay final : public net::fb::Remote::Service {
         const auto st = ch.recv(msg, transport::deadline_after(std::chrono::milliseconds(50)));
         if (st == transport::Status::kTimeout) continue;
         if (st != transport::Status::kOk) break;
-        if (!net::write_message(stream, msg.kind, msg.payload)) break;
+        if (!net::write_message(stream, msg.kind, msg.payload)) {
+          write_failed = true;
+          break;
+        }
       }
-      host_ended = !stop.load();
+      // A reply that could not be written is the connection's end, not bypassd's.
+      host_ended = !stop.load() && !write_failed.load();
       if (host_ended) {
         // bypassd ended the session; its reason went out last. A cancel now could overtake it on
         // the wire, so the guest (which closes its stream once it saw the reason) gets a second
@@ -270,7 +275,7 @@ class Relay final : public net::fb::Remote::Service {
     const bool ended_by_host = host_ended.load();
     // A guest that closed its stream (half-close) leaves with a goodbye; a connection that broke
     // (cut, reset, keepalive) is passed on as what it is: bypassd ends the session as peer_gone.
-    const bool broken = !ended_by_host && error.empty() && ctx.IsCancelled();
+    const bool broken = !ended_by_host && error.empty() && (ctx.IsCancelled() || write_failed.load());
     if (broken)
       ch.abandon();
     else

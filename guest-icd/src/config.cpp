@@ -43,6 +43,23 @@ Config parse_config(const char* (*get)(const char* name)) {
     }
   }
   if (const char* e = set("BYPASS_MEMORY")) c.shadow_memory = std::strcmp(e, "shadow") == 0;
+  if (const char* e = set("BYPASS_DIRTY_TRACKING")) {
+    bool known = false;
+    for (auto method : {memshare::TrackingMethod::kAdaptive, memshare::TrackingMethod::kUffdAsync,
+                        memshare::TrackingMethod::kMprotect, memshare::TrackingMethod::kHash}) {
+      const std::string_view name = memshare::tracking_method_name(method);
+      // "uffd" stands for the full name, uffd-wp-async.
+      if (name == e || (method == memshare::TrackingMethod::kUffdAsync && std::strcmp(e, "uffd") == 0)) {
+        c.dirty_tracking = method;
+        known = true;
+      }
+    }
+    if (!known) {
+      base::log(base::LogLevel::kWarn,
+                "BYPASS_DIRTY_TRACKING=%s is not one of adaptive, uffd, mprotect, hash; using %s", e,
+                std::string(memshare::tracking_method_name(memshare::default_tracking_method())).c_str());
+    }
+  }
   if (const char* e = set("BYPASS_HOST_POINTERS")) c.host_pointers = std::strcmp(e, "0") != 0;
   if (const char* e = set("BYPASS_QUERY_MIRROR")) c.query_mirror = std::strcmp(e, "0") != 0;
   // Memory cannot be shared with another machine: the network path always shadows it.

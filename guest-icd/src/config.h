@@ -10,6 +10,7 @@
 #include <string>
 
 #include "bypass/base/log.h"
+#include "bypass/memshare/dirty_tracker.h"
 
 namespace bypass::icd {
 
@@ -27,6 +28,10 @@ struct Config {
   // BYPASS_MEMORY=shadow: host-visible memory as a guest-side copy moved by barriers, even where
   // pages could be shared.
   bool shadow_memory = false;
+  // BYPASS_DIRTY_TRACKING (adaptive, uffd, mprotect, hash): how shadow memory finds the pages
+  // the program wrote (docs/memshare.md#dirty-tracking); unset: memshare's default (adaptive
+  // where the kernel has userfaultfd's async write-protect).
+  memshare::TrackingMethod dirty_tracking = memshare::TrackingMethod::kAuto;
   // BYPASS_HOST_POINTERS=0: VK_EXT_external_memory_host not offered (the ICD mirrors imports
   // around the submissions that reach them; a program with a fallback, such as ffmpeg, then
   // copies through staging buffers).

@@ -23,6 +23,7 @@
 #include <cstring>
 
 #include "bypass/base/log.h"
+#include "config.h"
 #include "objects.h"
 
 namespace bypass::icd {
@@ -33,7 +34,7 @@ namespace {
 // map): a memshare ShadowRegion of m.size bytes, moved by the connection's barrier hooks.
 VkResult make_shadow(Connection* conn, Mapping& m) {
   conn->set_memory_hooks(shadow_hooks());
-  auto shadow = memshare::ShadowRegion::create(m.size);
+  auto shadow = memshare::ShadowRegion::create(m.size, config().dirty_tracking);
   if (!shadow) {
     base::log(base::LogLevel::kError, "shadow memory: %s", shadow.error().message.c_str());
     return VK_ERROR_OUT_OF_HOST_MEMORY;

@@ -17,6 +17,8 @@ std::string_view tracking_method_name(TrackingMethod method) {
       return "mprotect";
     case TrackingMethod::kHash:
       return "hash";
+    case TrackingMethod::kAdaptive:
+      return "adaptive";
   }
   return "unknown";
 }
@@ -25,7 +27,8 @@ bool tracking_available(TrackingMethod method) {
   switch (method) {
     case TrackingMethod::kAuto:
       return true;
-    case TrackingMethod::kUffdAsync: {
+    case TrackingMethod::kUffdAsync:
+    case TrackingMethod::kAdaptive: {
       static const bool available = detail::uffd_async_probe();
       return available;
     }
@@ -38,26 +41,50 @@ bool tracking_available(TrackingMethod method) {
 }
 
 TrackingMethod default_tracking_method() {
-  return tracking_available(TrackingMethod::kUffdAsync) ? TrackingMethod::kUffdAsync : TrackingMethod::kMprotect;
+  return tracking_available(TrackingMethod::kAdaptive) ? TrackingMethod::kAdaptive : TrackingMethod::kMprotect;
 }
 
-Result<std::unique_ptr<DirtyTracker>> make_dirty_tracker(void* base, uint64_t size, TrackingMethod method) {
+bool tracking_compares_content(TrackingMethod method) {
+  return method == TrackingMethod::kHash || method == TrackingMethod::kAdaptive;
+}
+
+Result<void> DirtyTracker::rearm(Range range) {
+  std::vector<PageRange> dropped;
+  return collect(range, dropped);
+}
+
+namespace {
+Result<void> check_tracked(void* base, uint64_t size) {
   if (base == nullptr || reinterpret_cast<uintptr_t>(base) % kPageSize != 0) {
     return make_error(Errc::kInvalidArgument, "tracked memory must start on a page boundary");
   }
   if (size == 0 || size > (uint64_t{1} << 46)) return make_error(Errc::kInvalidArgument, "tracked size out of bounds");
+  return {};
+}
+constexpr const char* kNoUffd = "userfaultfd async write-protect with PAGEMAP_SCAN is not available";
+}  // namespace
+
+Result<std::unique_ptr<DirtyTracker>> make_adaptive_tracker(void* base, uint64_t size, const TrackingCosts& costs) {
+  if (auto r = check_tracked(base, size); !r) return r.error();
+  if (!tracking_available(TrackingMethod::kAdaptive)) return make_error(Errc::kUnsupported, kNoUffd);
+  return detail::make_adaptive_tracker(static_cast<std::byte*>(base), size, costs);
+}
+
+Result<std::unique_ptr<DirtyTracker>> make_dirty_tracker(void* base, uint64_t size, TrackingMethod method) {
+  if (auto r = check_tracked(base, size); !r) return r.error();
   if (method == TrackingMethod::kAuto) method = default_tracking_method();
   auto* bytes = static_cast<std::byte*>(base);
   switch (method) {
     case TrackingMethod::kUffdAsync:
-      if (!tracking_available(method)) {
-        return make_error(Errc::kUnsupported, "userfaultfd async write-protect with PAGEMAP_SCAN is not available");
-      }
+      if (!tracking_available(method)) return make_error(Errc::kUnsupported, kNoUffd);
       return detail::make_uffd_tracker(bytes, size);
     case TrackingMethod::kMprotect:
       return detail::make_mprotect_tracker(bytes, size);
     case TrackingMethod::kHash:
       return detail::make_hash_tracker(bytes, size);
+    case TrackingMethod::kAdaptive:
+      if (!tracking_available(method)) return make_error(Errc::kUnsupported, kNoUffd);
+      return detail::make_adaptive_tracker(bytes, size, tracking_costs());
     case TrackingMethod::kAuto:
       break;
   }

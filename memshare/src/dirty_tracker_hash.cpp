@@ -10,6 +10,14 @@ class HashTracker final : public DirtyTracker {
   HashTracker(std::byte* base, uint64_t size) : DirtyTracker(base, size), hashes_(size) { hashes_.reset(base); }
 
   TrackingMethod method() const override { return TrackingMethod::kHash; }
+  uint64_t pages_hashed() const override { return page_ceil(size()) / kPageSize; }
+
+  Result<void> rearm(Range range) override {
+    auto span = page_span(range, size());
+    if (!span) return span.error();
+    hashes_.seen(base(), *span);
+    return {};
+  }
 
   Result<void> collect(Range range, std::vector<PageRange>& out) override {
     auto span = page_span(range, size());

@@ -13,6 +13,10 @@
 #include <cerrno>
 #include <cstring>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
 #include "bypass/base/unique_fd.h"
 #include "bypass/memshare/page_ranges.h"
 #include "dirty_tracker_impl.h"
@@ -74,76 +78,103 @@ Result<base::UniqueFd> open_uffd() {
   return uffd;
 }
 
+}  // namespace
+
+Result<std::unique_ptr<UffdWriteProtect>> UffdWriteProtect::attach(std::byte* base, uint64_t size) {
+  auto uffd = open_uffd();
+  if (!uffd) return uffd.error();
+  uffdio_register reg{};
+  reg.range.start = reinterpret_cast<__u64>(base);
+  reg.range.len = page_ceil(size);
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  if (::ioctl(uffd->get(), UFFDIO_REGISTER, &reg) != 0) return io_error("UFFDIO_REGISTER (write-protect)", errno);
+  base::UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  std::unique_ptr<UffdWriteProtect> wp(new UffdWriteProtect(base, size, std::move(*uffd), std::move(pagemap)));
+  if (!wp->pagemap_.valid()) return io_error("open /proc/self/pagemap", errno);
+  if (auto r = wp->protect(0, page_ceil(size)); !r) return r.error();
+  return wp;
+}
+
+UffdWriteProtect::~UffdWriteProtect() {
+  uffdio_range range{reinterpret_cast<__u64>(base_), page_ceil(size_)};
+  ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range);
+}
+
+Result<void> UffdWriteProtect::write_protect(uint64_t offset, uint64_t length, bool on) {
+  uffdio_writeprotect wp{};
+  wp.range.start = reinterpret_cast<__u64>(base_) + offset;
+  wp.range.len = length;
+  wp.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+  if (::ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0) return io_error("UFFDIO_WRITEPROTECT", errno);
+  return {};
+}
+
+Result<void> UffdWriteProtect::protect(uint64_t offset, uint64_t length) { return write_protect(offset, length, true); }
+
+Result<void> UffdWriteProtect::release(uint64_t offset, uint64_t length) {
+  if (auto r = write_protect(offset, length, false); !r) return r;
+  // Best effort: a kernel without MADV_POPULATE_WRITE (before 5.14) leaves one plain fault per
+  // page, which is slower, not wrong.
+  ::madvise(base_ + offset, length, MADV_POPULATE_WRITE);
+  return {};
+}
+
+Result<void> UffdWriteProtect::scan(uint64_t offset, uint64_t length, std::vector<PageRange>& out) {
+  if (length == 0) return {};
+  const __u64 origin = reinterpret_cast<__u64>(base_);
+  page_region regions[256];
+  pm_scan_arg arg{};
+  arg.size = sizeof arg;
+  arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+  arg.start = origin + offset;
+  arg.end = origin + offset + length;
+  arg.vec = reinterpret_cast<__u64>(regions);
+  arg.vec_len = std::size(regions);
+  arg.category_mask = PAGE_IS_WRITTEN;
+  arg.return_mask = PAGE_IS_WRITTEN;
+  // The kernel stops when the vector is full and says where in walk_end; go on from there.
+  while (arg.start < arg.end) {
+    const int n = ::ioctl(pagemap_.get(), PAGEMAP_SCAN, &arg);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return io_error("PAGEMAP_SCAN", errno);
+    }
+    for (int i = 0; i < n; ++i) {
+      const uint64_t begin = regions[i].start - origin;
+      const uint64_t end = std::min<uint64_t>(regions[i].end - origin, size_);
+      if (end > begin) append_run(out, begin, end - begin);
+    }
+    if (arg.walk_end <= arg.start) break;  // no progress: defensive, should not happen
+    arg.start = arg.walk_end;
+  }
+  return {};
+}
+
+namespace {
+
 class UffdTracker final : public DirtyTracker {
  public:
-  UffdTracker(std::byte* base, uint64_t size, base::UniqueFd uffd, base::UniqueFd pagemap)
-      : DirtyTracker(base, size), uffd_(std::move(uffd)), pagemap_(std::move(pagemap)) {}
-
-  ~UffdTracker() override {
-    uffdio_range range{reinterpret_cast<__u64>(base()), page_ceil(size())};
-    ::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range);
-  }
+  UffdTracker(std::byte* base, uint64_t size, std::unique_ptr<UffdWriteProtect> wp)
+      : DirtyTracker(base, size), wp_(std::move(wp)) {}
 
   TrackingMethod method() const override { return TrackingMethod::kUffdAsync; }
 
   Result<void> collect(Range range, std::vector<PageRange>& out) override {
     auto span = page_span(range, size());
     if (!span) return span.error();
-    if (span->size == 0) return {};
-    const __u64 origin = reinterpret_cast<__u64>(base());
-    page_region regions[256];
-    pm_scan_arg arg{};
-    arg.size = sizeof arg;
-    arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
-    arg.start = origin + span->offset;
-    arg.end = origin + page_ceil(span->offset + span->size);
-    arg.vec = reinterpret_cast<__u64>(regions);
-    arg.vec_len = std::size(regions);
-    arg.category_mask = PAGE_IS_WRITTEN;
-    arg.return_mask = PAGE_IS_WRITTEN;
-    // The kernel stops when the vector is full and says where in walk_end; go on from there.
-    while (arg.start < arg.end) {
-      const int n = ::ioctl(pagemap_.get(), PAGEMAP_SCAN, &arg);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return io_error("PAGEMAP_SCAN", errno);
-      }
-      for (int i = 0; i < n; ++i) {
-        const uint64_t begin = regions[i].start - origin;
-        const uint64_t end = std::min<uint64_t>(regions[i].end - origin, size());
-        if (end > begin) append_run(out, begin, end - begin);
-      }
-      if (arg.walk_end <= arg.start) break;  // no progress: defensive, should not happen
-      arg.start = arg.walk_end;
-    }
-    return {};
+    return wp_->scan(span->offset, page_ceil(span->offset + span->size) - span->offset, out);
   }
 
  private:
-  base::UniqueFd uffd_;
-  base::UniqueFd pagemap_;
+  std::unique_ptr<UffdWriteProtect> wp_;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<DirtyTracker>> make_uffd_tracker(std::byte* base, uint64_t size) {
-  auto uffd = open_uffd();
-  if (!uffd) return uffd.error();
-  const uint64_t length = page_ceil(size);
-  uffdio_register reg{};
-  reg.range.start = reinterpret_cast<__u64>(base);
-  reg.range.len = length;
-  reg.mode = UFFDIO_REGISTER_MODE_WP;
-  if (::ioctl(uffd->get(), UFFDIO_REGISTER, &reg) != 0) return io_error("UFFDIO_REGISTER (write-protect)", errno);
-  base::UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
-  if (!pagemap.valid()) return io_error("open /proc/self/pagemap", errno);
-  // Arm every page: write-protect the whole range (unpopulated pages get markers too).
-  uffdio_writeprotect wp{};
-  wp.range.start = reinterpret_cast<__u64>(base);
-  wp.range.len = length;
-  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-  if (::ioctl(uffd->get(), UFFDIO_WRITEPROTECT, &wp) != 0) return io_error("UFFDIO_WRITEPROTECT", errno);
-  return std::unique_ptr<DirtyTracker>(new UffdTracker(base, size, std::move(*uffd), std::move(pagemap)));
+  auto wp = UffdWriteProtect::attach(base, size);
+  if (!wp) return wp.error();
+  return std::unique_ptr<DirtyTracker>(new UffdTracker(base, size, std::move(*wp)));
 }
 
 bool uffd_async_probe() {

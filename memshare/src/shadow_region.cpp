@@ -77,10 +77,7 @@ Result<BarrierStats> ShadowRegion::write_barrier(const SendFn& send, Range range
   return stats;
 }
 
-Result<void> ShadowRegion::discard(Range range) {
-  scratch_.clear();
-  return tracker_->collect(range, scratch_);
-}
+Result<void> ShadowRegion::discard(Range range) { return tracker_->rearm(range); }
 
 Result<BarrierStats> ShadowRegion::read_barrier(const std::byte* src, Range range) {
   auto span = page_span(range, size());

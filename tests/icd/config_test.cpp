@@ -44,6 +44,7 @@ TEST(GuestConfig, EveryVariableIsRead) {
                           {"BYPASS_SERVER_UID", "1234"},
                           {"BYPASS_LOG", "debug"},
                           {"BYPASS_MEMORY", "shadow"},
+                          {"BYPASS_DIRTY_TRACKING", "hash"},
                           {"BYPASS_HOST_POINTERS", "0"},
                           {"BYPASS_QUERY_MIRROR", "0"},
                           {"BYPASS_WSI_NO_SHM", "1"},
@@ -55,6 +56,7 @@ TEST(GuestConfig, EveryVariableIsRead) {
   EXPECT_EQ(c.server_uid, uid_t{1234});
   EXPECT_EQ(c.log_level, base::LogLevel::kDebug);
   EXPECT_TRUE(c.shadow_memory);
+  EXPECT_EQ(c.dirty_tracking, memshare::TrackingMethod::kHash);
   EXPECT_FALSE(c.host_pointers);
   EXPECT_FALSE(c.query_mirror);
   EXPECT_TRUE(c.wsi_no_shm);
@@ -71,6 +73,9 @@ TEST(GuestConfig, BadValuesFallBackToTheDefaults) {
   EXPECT_FALSE(parse({{"BYPASS_SERVER_UID", "-1"}}).server_uid);
   EXPECT_EQ(parse({{"BYPASS_LOG", "verbose"}}).log_level, base::LogLevel::kWarn);
   EXPECT_FALSE(parse({{"BYPASS_MEMORY", "shared"}}).shadow_memory);
+  EXPECT_EQ(parse({{"BYPASS_DIRTY_TRACKING", "soft-dirty"}}).dirty_tracking, memshare::TrackingMethod::kAuto);
+  EXPECT_EQ(parse({{"BYPASS_DIRTY_TRACKING", "uffd"}}).dirty_tracking, memshare::TrackingMethod::kUffdAsync);
+  EXPECT_EQ(parse({{"BYPASS_DIRTY_TRACKING", "adaptive"}}).dirty_tracking, memshare::TrackingMethod::kAdaptive);
   EXPECT_EQ(parse({{"BYPASS_WSI_REFRESH_HZ", "5000"}}).wsi_refresh_period.count(), 0);
   EXPECT_FALSE(parse({{"BYPASS_WSI_STATS", "0"}}).wsi_stats);
 }

@@ -327,8 +327,8 @@ TEST_P(BarrierTest, BarriersMoveExactlyTheDirtyPages) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, BarrierTest,
-                         ::testing::Values(TrackingMethod::kUffdAsync, TrackingMethod::kMprotect,
-                                           TrackingMethod::kHash),
+                         ::testing::Values(TrackingMethod::kUffdAsync, TrackingMethod::kMprotect, TrackingMethod::kHash,
+                                           TrackingMethod::kAdaptive),
                          test::method_param_name<::testing::TestParamInfo<TrackingMethod>>);
 
 TEST_F(ServiceTest, TransfersCompleteWithStatusUnderConcurrency) {

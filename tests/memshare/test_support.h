@@ -195,6 +195,8 @@ inline std::string method_suffix(TrackingMethod method) {
       return "mprotect";
     case TrackingMethod::kHash:
       return "hash";
+    case TrackingMethod::kAdaptive:
+      return "adaptive";
     case TrackingMethod::kAuto:
       break;
   }

@@ -62,7 +62,7 @@ class ShadowRegion {
   ShadowRegion() = default;
   Result<void> discard(Range range);
   std::byte* writable_view() const { return alias_.valid() ? alias_.data() : data(); }
-  bool writes_need_discard() const { return !alias_.valid() || method() == TrackingMethod::kHash; }
+  bool writes_need_discard() const { return !alias_.valid() || tracking_compares_content(method()); }
 
   base::UniqueFd fd_;
   base::Mapping tracked_;  // the view handed out (empty when wrapping caller memory)

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bypass/base/log.h"
 #include "objects.h"
 
 namespace bypass::icd {
@@ -32,6 +33,13 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDevice(VkDevice device, const VkAllocati
   auto* dev = as<Device>(device);
   forward_vkDestroyDevice(device, nullptr);
   dev->conn->flush();
+  if (dev->wait_read_windows.load() + dev->wait_reads_left_out.load() > 0) {
+    base::log(base::LogLevel::kInfo,
+              "shadow memory: waits read %llu windows and left out %llu shadows (%llu bytes) the device cannot write",
+              static_cast<unsigned long long>(dev->wait_read_windows.load()),
+              static_cast<unsigned long long>(dev->wait_reads_left_out.load()),
+              static_cast<unsigned long long>(dev->wait_bytes_left_out.load()));
+  }
   for (auto& [key, q] : dev->queues) delete_object(q);
   for (auto& [pool, list] : dev->pool_buffers)
     for (auto* cb : list) delete_object(cb);

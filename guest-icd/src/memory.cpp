@@ -53,7 +53,7 @@ VkResult map_in_heap(Device* dev, uint64_t id, size_t size, std::span<std::byte>
   Mapping m;
   m.size = size;
   if (shadow_memory_enabled()) {
-    if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
+    // Its copy is made at the first vkMapMemory (map_host_visible says why).
   } else {
     wire::MemoryPlacement r;
     if (placement.size() != sizeof(r)) {
@@ -129,9 +129,13 @@ VkResult map_host_visible(Device* dev, uint64_t id, size_t size, bool external) 
   Mapping m;
   m.size = size;
   if (fd < 0 || shadow_memory_enabled()) {
-    // The guest keeps its own copy; the host's pages are reached only through barriers.
+    // The guest keeps its own copy; the host's pages are reached only through barriers. As over
+    // the network, the copy of the driver's own memory is made at the first vkMapMemory (which
+    // fetches the contents): memory the application never maps (a 256 MiB image on a driver
+    // whose every memory type is host-visible) moves no bytes at barriers.
     if (fd >= 0) close(fd);
-    if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
+    if (external)
+      if (VkResult r = make_shadow(conn, m); r != VK_SUCCESS) return r;
   } else {
     // mmap wants a page-aligned offset; the driver's pages may start inside one.
     const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
@@ -238,6 +242,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateMemory(VkDevice device, const VkMem
         return r;
       }
     }
+    // Memory others may hold too: whatever is bound to it, it may change under us.
+    if (external || (host_import && host_import->handleType)) note_binding(dev, id, 0);
   }
   *pMemory = handle;
   return VK_SUCCESS;
@@ -269,7 +275,7 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkMapMemory(VkDevice device, VkDeviceMemory m
     auto it = dev->memory.find(id);
     if (it == dev->memory.end() || offset > it->second.size) return VK_ERROR_MEMORY_MAP_FAILED;
     if (!it->second.ptr) {
-      // Network memory mapped for the first time (map_host_visible): its shadow copy now.
+      // Shadowed memory mapped for the first time (map_host_visible): its copy now.
       if (VkResult r = make_shadow(dev->conn, it->second); r != VK_SUCCESS) return r;
       fetch = true;
     }
@@ -331,6 +337,101 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkInvalidateMappedMemoryRanges(VkDevice devic
   for (uint32_t i = 0; i < count; ++i)
     shadow_read_barrier(as<Device>(device), wire::handle_bits(ranges[i].memory), range_of(ranges[i]));
   return connection_of(device)->alive() ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
+}
+
+}  // namespace bypass::icd
+
+// --- Which memory the device may write (Mapping::device_writes) ---
+
+namespace bypass::icd {
+
+bool buffer_usage_read_only(const VkBufferCreateInfo& info) {
+  constexpr VkBufferUsageFlags kReads = VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT |
+                                        VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT | VK_BUFFER_USAGE_INDEX_BUFFER_BIT |
+                                        VK_BUFFER_USAGE_VERTEX_BUFFER_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT;
+  // Any chained structure (external memory, a capture address, usage given another way) counts
+  // as a way to write.
+  return info.pNext == nullptr && (info.usage & ~kReads) == 0;
+}
+
+bool image_usage_read_only(const VkImageCreateInfo& info) {
+  constexpr VkImageUsageFlags kReads =
+      VK_IMAGE_USAGE_TRANSFER_SRC_BIT | VK_IMAGE_USAGE_SAMPLED_BIT | VK_IMAGE_USAGE_INPUT_ATTACHMENT_BIT;
+  VkImageUsageFlags usage = info.usage;
+  for (auto* p = static_cast<const VkBaseInStructure*>(info.pNext); p; p = p->pNext) {
+    if (p->sType == VK_STRUCTURE_TYPE_IMAGE_STENCIL_USAGE_CREATE_INFO) {
+      usage |= reinterpret_cast<const VkImageStencilUsageCreateInfo*>(p)->stencilUsage;
+    } else if (p->sType != VK_STRUCTURE_TYPE_IMAGE_FORMAT_LIST_CREATE_INFO) {
+      return false;
+    }
+  }
+  return (usage & ~kReads) == 0;
+}
+
+void note_usage(Device* dev, uint64_t resource, bool read_only) {
+  if (!read_only) return;
+  std::lock_guard lock(dev->mu);
+  dev->read_only_resources.insert(resource);
+}
+
+void forget_usage(Device* dev, uint64_t resource) {
+  std::lock_guard lock(dev->mu);
+  dev->read_only_resources.erase(resource);
+}
+
+void note_binding(Device* dev, uint64_t memory, uint64_t resource) {
+  std::lock_guard lock(dev->mu);
+  if (resource != 0 && dev->read_only_resources.count(resource) != 0) return;
+  auto it = dev->memory.find(memory);
+  if (it != dev->memory.end()) it->second.device_writes = true;
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkBindBufferMemory(VkDevice device, VkBuffer buffer, VkDeviceMemory memory,
+                                                      VkDeviceSize memoryOffset) {
+  note_binding(as<Device>(device), wire::handle_bits(memory), wire::handle_bits(buffer));
+  return forward_vkBindBufferMemory(device, buffer, memory, memoryOffset);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkBindImageMemory(VkDevice device, VkImage image, VkDeviceMemory memory,
+                                                     VkDeviceSize memoryOffset) {
+  note_binding(as<Device>(device), wire::handle_bits(memory), wire::handle_bits(image));
+  return forward_vkBindImageMemory(device, image, memory, memoryOffset);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkBindBufferMemory2(VkDevice device, uint32_t bindInfoCount,
+                                                       const VkBindBufferMemoryInfo* pBindInfos) {
+  for (uint32_t i = 0; pBindInfos && i < bindInfoCount; ++i)
+    note_binding(as<Device>(device), wire::handle_bits(pBindInfos[i].memory), wire::handle_bits(pBindInfos[i].buffer));
+  return forward_vkBindBufferMemory2(device, bindInfoCount, pBindInfos);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkBindImageMemory2(VkDevice device, uint32_t bindInfoCount,
+                                                      const VkBindImageMemoryInfo* pBindInfos) {
+  for (uint32_t i = 0; pBindInfos && i < bindInfoCount; ++i)
+    note_binding(as<Device>(device), wire::handle_bits(pBindInfos[i].memory), wire::handle_bits(pBindInfos[i].image));
+  return forward_vkBindImageMemory2(device, bindInfoCount, pBindInfos);
+}
+
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkQueueBindSparse(VkQueue queue, uint32_t bindInfoCount,
+                                                     const VkBindSparseInfo* pBindInfo, VkFence fence) {
+  Device* dev = as<Queue>(queue)->device;
+  auto note = [dev](uint32_t count, const VkSparseMemoryBind* binds) {
+    for (uint32_t i = 0; binds && i < count; ++i)
+      if (binds[i].memory) note_binding(dev, wire::handle_bits(binds[i].memory), 0);
+  };
+  for (uint32_t i = 0; pBindInfo && i < bindInfoCount; ++i) {
+    const VkBindSparseInfo& info = pBindInfo[i];
+    for (uint32_t j = 0; info.pBufferBinds && j < info.bufferBindCount; ++j)
+      note(info.pBufferBinds[j].bindCount, info.pBufferBinds[j].pBinds);
+    for (uint32_t j = 0; info.pImageOpaqueBinds && j < info.imageOpaqueBindCount; ++j)
+      note(info.pImageOpaqueBinds[j].bindCount, info.pImageOpaqueBinds[j].pBinds);
+    for (uint32_t j = 0; info.pImageBinds && j < info.imageBindCount; ++j) {
+      const VkSparseImageMemoryBindInfo& image = info.pImageBinds[j];
+      for (uint32_t k = 0; image.pBinds && k < image.bindCount; ++k)
+        if (image.pBinds[k].memory) note_binding(dev, wire::handle_bits(image.pBinds[k].memory), 0);
+    }
+  }
+  return forward_vkQueueBindSparse(queue, bindInfoCount, pBindInfo, fence);
 }
 
 }  // namespace bypass::icd

@@ -1,11 +1,13 @@
 // The ICD's dispatchable objects and the guest-side state hand-written commands keep.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "bypass/icd/connection.h"
@@ -91,6 +93,12 @@ struct Mapping {
   // out. Two threads reading one shadow at once race (the host sends what changed to whichever
   // asks first), and the application's waits would race the presenter for every frame.
   bool explicit_reads = false;
+  // Whether the device may write this memory: a buffer or image whose usage lets the device
+  // write it was bound to it, it was bound by vkQueueBindSparse, or it is external memory. The
+  // read barriers of waits leave out shadows of memory the device cannot have changed (a
+  // staging buffer, vertex, index and uniform buffers, sampled images); an explicit
+  // vkInvalidateMappedMemoryRanges still reads.
+  bool device_writes = false;
 };
 
 // What vkGet{Buffer,Image}MemoryRequirements(2) answered, by create info (requirements.cpp).
@@ -140,6 +148,13 @@ struct Device : Object {
   std::unordered_map<uint64_t, Mapping> memory;             // VkDeviceMemory id -> shared mapping
   std::unordered_map<uint64_t, QueryPoolInfo> query_pools;  // VkQueryPool id -> its type
   std::unordered_map<uint64_t, bool> command_pool_copies;   // VkCommandPool id -> CommandBuffer::copies_queries
+  // Live buffers and images whose usage lets the device only read them (memory.cpp).
+  std::unordered_set<uint64_t> read_only_resources;
+  // The read barriers of waits on shadows: windows read, and shadows left out because the device
+  // cannot write their memory, with their bytes (logged at vkDestroyDevice, level info).
+  std::atomic<uint64_t> wait_read_windows{0};
+  std::atomic<uint64_t> wait_reads_left_out{0};
+  std::atomic<uint64_t> wait_bytes_left_out{0};
 };
 
 // Query mirrors (queries.cpp): a submission of these command buffers as submission `serial`
@@ -180,6 +195,13 @@ PFN entry(const char* name) {
 // Shadow memory (BYPASS_MEMORY=shadow): hooks installed on each connection, and the barriers
 // flush/invalidate use directly.
 bool shadow_memory_enabled();
+// Whether the device may write memory (Mapping::device_writes, memory.cpp): a new buffer's or
+// image's usage, its end, and a binding of `memory` to `resource` (0: any use, as sparse binds).
+void note_usage(Device* dev, uint64_t resource, bool read_only);
+void forget_usage(Device* dev, uint64_t resource);
+void note_binding(Device* dev, uint64_t memory, uint64_t resource);
+bool buffer_usage_read_only(const VkBufferCreateInfo& info);
+bool image_usage_read_only(const VkImageCreateInfo& info);
 MemoryHooks* shadow_hooks();
 void shadow_write_barrier(Device* dev, uint64_t memory_id, memshare::Range range);
 void shadow_read_barrier(Device* dev, uint64_t memory_id, memshare::Range range);

@@ -211,14 +211,20 @@ VkResult create_noted(VkDevice device, Handle* handle, Forward forward, MakeKey 
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateBuffer(VkDevice device, const VkBufferCreateInfo* pCreateInfo,
                                                   const VkAllocationCallbacks* pAllocator, VkBuffer* pBuffer) {
-  return create_noted(
+  const VkResult r = create_noted(
       device, pBuffer, [&] { return forward_vkCreateBuffer(device, pCreateInfo, pAllocator, pBuffer); },
       [&](std::string* k) { return buffer_key(*pCreateInfo, k); });
+  if (r == VK_SUCCESS)
+    note_usage(as<Device>(device), wire::handle_bits(*pBuffer), buffer_usage_read_only(*pCreateInfo));
+  return r;
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyBuffer(VkDevice device, VkBuffer buffer,
                                                const VkAllocationCallbacks* pAllocator) {
-  if (buffer != VK_NULL_HANDLE) forget_object(as<Device>(device), wire::handle_bits(buffer));
+  if (buffer != VK_NULL_HANDLE) {
+    forget_object(as<Device>(device), wire::handle_bits(buffer));
+    forget_usage(as<Device>(device), wire::handle_bits(buffer));
+  }
   forward_vkDestroyBuffer(device, buffer, pAllocator);
 }
 
@@ -237,13 +243,18 @@ VKAPI_ATTR void VKAPI_CALL icd_vkGetBufferMemoryRequirements(VkDevice device, Vk
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateImage(VkDevice device, const VkImageCreateInfo* pCreateInfo,
                                                  const VkAllocationCallbacks* pAllocator, VkImage* pImage) {
-  return create_noted(
+  const VkResult r = create_noted(
       device, pImage, [&] { return forward_vkCreateImage(device, pCreateInfo, pAllocator, pImage); },
       [&](std::string* k) { return image_key(*pCreateInfo, k); });
+  if (r == VK_SUCCESS) note_usage(as<Device>(device), wire::handle_bits(*pImage), image_usage_read_only(*pCreateInfo));
+  return r;
 }
 
 VKAPI_ATTR void VKAPI_CALL icd_vkDestroyImage(VkDevice device, VkImage image, const VkAllocationCallbacks* pAllocator) {
-  if (image != VK_NULL_HANDLE) forget_object(as<Device>(device), wire::handle_bits(image));
+  if (image != VK_NULL_HANDLE) {
+    forget_object(as<Device>(device), wire::handle_bits(image));
+    forget_usage(as<Device>(device), wire::handle_bits(image));
+  }
   forward_vkDestroyImage(device, image, pAllocator);
 }
 

@@ -194,10 +194,12 @@ class ShadowHooks final : public MemoryHooks {
     Device* dev = device_of(first);
     if (!dev) return;
     std::vector<Follower> reads;
-    for (auto& [id, s] : shadows_of(dev, true)) {
+    const WaitReads wanted = wait_reads(dev);
+    for (auto& [id, s] : wanted.shadows) {
       write_one(dev, id, *s, memshare::Range::whole());  // so the read does not discard them
       add_reads(id, s, memshare::Range::whole(), 0, reads);
     }
+    count(dev, wanted, reads.size());
     read_all(dev->conn, reads);
     read_imports(first);
   }
@@ -207,15 +209,17 @@ class ShadowHooks final : public MemoryHooks {
   void read_ahead(Object* first, std::vector<Follower>& followers) override {
     Device* dev = device_of(first);
     if (!dev) return;
-    const auto shadows = shadows_of(dev, true);
+    const WaitReads wanted = wait_reads(dev);
     size_t windows = 0;
-    for (auto& [id, s] : shadows)
+    for (auto& [id, s] : wanted.shadows)
       each_window(0, s->size(), [&](uint64_t, uint64_t) { return ++windows <= kMaxReadAhead; });
     if (windows > kMaxReadAhead) return;
-    for (auto& [id, s] : shadows) {
+    const size_t before = followers.size();
+    for (auto& [id, s] : wanted.shadows) {
       write_one(dev, id, *s, memshare::Range::whole());
       add_reads(id, s, memshare::Range::whole(), 1, followers);
     }
+    count(dev, wanted, followers.size() - before);
   }
   // After it: each read's reply applied; what bypassd skipped (the wait went on on one of its
   // waiter threads) is read now, in one batch, if the wait succeeded. Then the imports.
@@ -242,20 +246,47 @@ class ShadowHooks final : public MemoryHooks {
   static constexpr size_t kMaxReadAhead = 64;  // windows: 512 MiB of mapped memory
 
   using Shadows = std::vector<std::pair<uint64_t, std::shared_ptr<memshare::ShadowRegion>>>;
-  // `for_reads`: those a wait's read barrier reads (not Mapping::explicit_reads ones).
-  static Shadows shadows_of(Device* dev, bool for_reads) {
+  // Every shadow (write barriers).
+  static Shadows shadows_of(Device* dev) {
     Shadows shadows;
     std::lock_guard lock(dev->mu);
     for (auto& [id, m] : dev->memory)
-      if (m.shadow && !(for_reads && m.explicit_reads)) shadows.emplace_back(id, m.shadow);
+      if (m.shadow) shadows.emplace_back(id, m.shadow);
     return shadows;
+  }
+  // The shadows a wait's read barrier reads: not Mapping::explicit_reads ones, and only memory
+  // the device may have written (Mapping::device_writes); and what it left out.
+  struct WaitReads {
+    Shadows shadows;
+    uint64_t left_out = 0;
+    uint64_t left_out_bytes = 0;
+  };
+  static WaitReads wait_reads(Device* dev) {
+    WaitReads reads;
+    std::lock_guard lock(dev->mu);
+    for (auto& [id, m] : dev->memory) {
+      if (!m.shadow || m.explicit_reads) continue;
+      if (m.device_writes) {
+        reads.shadows.emplace_back(id, m.shadow);
+      } else {
+        ++reads.left_out;
+        reads.left_out_bytes += m.shadow->size();
+      }
+    }
+    return reads;
+  }
+  // Counts a wait's reads that go out (Device::wait_read_windows and the left-out figures).
+  static void count(Device* dev, const WaitReads& reads, size_t windows) {
+    dev->wait_read_windows.fetch_add(windows, std::memory_order_relaxed);
+    dev->wait_reads_left_out.fetch_add(reads.left_out, std::memory_order_relaxed);
+    dev->wait_bytes_left_out.fetch_add(reads.left_out_bytes, std::memory_order_relaxed);
   }
 
   template <class Fn>
   void each(Object* first, Fn fn) {
     Device* dev = device_of(first);
     if (!dev) return;
-    for (auto& [id, s] : shadows_of(dev, false)) fn(dev, id, *s, memshare::Range::whole());
+    for (auto& [id, s] : shadows_of(dev)) fn(dev, id, *s, memshare::Range::whole());
   }
 
   // While a submission that reaches imports may not have been read back: what the application

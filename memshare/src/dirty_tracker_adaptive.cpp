@@ -89,10 +89,10 @@ constexpr uint32_t kMaxDwell = 1024;
 struct Chunk {
   bool hashed = false;
   bool switched_before = false;
-  uint32_t since_switch = 0;  // collects that covered the chunk since its last switch
+  uint32_t since_switch = 0;   // collects that covered the chunk since its last switch
   uint32_t dwell = kMinDwell;  // collects to wait before the next switch
-  double fault_us = 0;  // decayed: pages written x the cost of a fault
-  double hash_us = 0;   // decayed: pages looked at x the cost of hashing one
+  double fault_us = 0;         // decayed: pages written x the cost of a fault
+  double hash_us = 0;          // decayed: pages looked at x the cost of hashing one
 };
 
 enum class Move { kStay, kToHashes, kToFaults };

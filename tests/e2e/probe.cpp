@@ -926,10 +926,12 @@ struct Block {
   VkDeviceSize size = 0;
 };
 
-bool make_block(VkDevice device, VkPhysicalDevice pd, VkDeviceSize size, Block* b) {
+bool make_block(VkDevice device, VkPhysicalDevice pd, VkDeviceSize size, Block* b,
+                VkBufferUsageFlags usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                bool map = true) {
   VkBufferCreateInfo binfo{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   binfo.size = size;
-  binfo.usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  binfo.usage = usage;
   if (!report("vkCreateBuffer", vkCreateBuffer(device, &binfo, nullptr, &b->buffer))) return false;
   VkMemoryRequirements req;
   vkGetBufferMemoryRequirements(device, b->buffer, &req);
@@ -939,7 +941,7 @@ bool make_block(VkDevice device, VkPhysicalDevice pd, VkDeviceSize size, Block* 
   void* p = nullptr;
   if (!report("vkAllocateMemory", vkAllocateMemory(device, &ainfo, nullptr, &b->memory)) ||
       !report("vkBindBufferMemory", vkBindBufferMemory(device, b->buffer, b->memory, 0)) ||
-      !report("vkMapMemory", vkMapMemory(device, b->memory, 0, VK_WHOLE_SIZE, 0, &p)))
+      (map && !report("vkMapMemory", vkMapMemory(device, b->memory, 0, VK_WHOLE_SIZE, 0, &p))))
     return false;
   b->words = static_cast<uint32_t*>(p);
   b->size = size;
@@ -1432,6 +1434,52 @@ int run_small_memory() {
   return g_failed ? 1 : 0;
 }
 
+// Shadow memory's reads after waits (run with BYPASS_MEMORY=shadow; natively it is the same
+// program): a mapped staging buffer the device only reads (TRANSFER_SRC), a mapped buffer it
+// writes, and 32 MiB it writes that the program never maps. Each round writes the staging
+// buffer, copies it into the other two, waits for the fence and checks the written buffer.
+int run_shadow_reads() {
+  Objects o;
+  VkPhysicalDevice pd;
+  VkQueue queue;
+  if (!open_device(o, &pd, &queue)) return 1;
+  VkCommandPool pool;
+  VkCommandBuffer cmd;
+  if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
+  constexpr VkDeviceSize kSize = 1 << 20;
+  Block staging, written, unmapped;
+  if (!make_block(o.device, pd, kSize, &staging, VK_BUFFER_USAGE_TRANSFER_SRC_BIT) ||
+      !make_block(o.device, pd, kSize, &written,
+                  VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT) ||
+      !make_block(o.device, pd, VkDeviceSize{32} << 20, &unmapped, VK_BUFFER_USAGE_TRANSFER_DST_BIT, false))
+    return 1;
+  constexpr uint32_t kRounds = 5;
+  const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  for (uint32_t round = 0; round < kRounds && !g_failed; ++round) {
+    for (size_t w = 0; w < kSize / sizeof(uint32_t); ++w) staging.words[w] = pattern(round, w);
+    vkResetCommandBuffer(cmd, 0);
+    vkBeginCommandBuffer(cmd, &begin);
+    const VkBufferCopy region{0, 0, kSize};
+    vkCmdCopyBuffer(cmd, staging.buffer, written.buffer, 1, &region);
+    vkCmdCopyBuffer(cmd, staging.buffer, unmapped.buffer, 1, &region);
+    VkMemoryBarrier to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    to_host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    to_host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, nullptr, 0,
+                         nullptr);
+    vkEndCommandBuffer(cmd);
+    if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+    bool same = true;
+    for (size_t w = 0; w < kSize / sizeof(uint32_t) && same; ++w) same = written.words[w] == pattern(round, w);
+    expect(same, "after the wait the written buffer holds the round's pattern");
+  }
+  std::printf("waits: %u\n", kRounds);
+  for (Block* b : {&staging, &written, &unmapped}) free_block(o.device, *b);
+  vkDestroyCommandPool(o.device, pool, nullptr);
+  std::printf("shadow-reads: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
 int run_feedback_polls() {
   FenceRig g;
   if (!make_rig(g)) return 1;
@@ -1661,6 +1709,7 @@ int main(int argc, char** argv) {
   if (mode == "repeat-queries") return run_repeat_queries();
   if (mode == "memory-requirements") return run_memory_requirements();
   if (mode == "small-memory") return run_small_memory();
+  if (mode == "shadow-reads") return run_shadow_reads();
   if (mode == "host-pointer") return run_host_pointer();
   if (mode == "query-mirror") return run_query_mirror();
   if (mode == "proc-addr") return run_proc_addr();
@@ -1668,7 +1717,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
                "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"
-               "repeat-queries|memory-requirements|small-memory|"
+               "repeat-queries|memory-requirements|small-memory|shadow-reads|"
                "icd-create-instance LIB\n",
                argv[0]);
   return 2;

@@ -34,6 +34,9 @@ Cases (one ctest test each):
                         same bytes (natively too); small ones are blocks of one heap file per
                         session (two guests: two files), the rest and the overflow files of
                         their own; none stays counted once freed; with the heap off, each its own
+  shadow-reads          shadow memory (BYPASS_MEMORY=shadow): the waits read back a buffer the
+                        device writes (the same bytes as natively), and leave out a mapped
+                        staging buffer it only reads and 32 MiB the program never maps
   feedback-scribble     a guest that writes garbage over its own feedback block still gets right
                         answers, and its session ends cleanly
   server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
@@ -381,6 +384,36 @@ def case_host_pointer(workdir, _):
     server.stop()
 
 
+def case_shadow_reads(workdir, _):
+    """Shadow memory's read barriers after waits read only what the device may have written:
+    the ICD's count (BYPASS_LOG=info, at vkDestroyDevice) shows one 8 MiB window per wait (the
+    1 MiB buffer the device writes) and the staging buffer left out at each; the 32 MiB the
+    program never maps has no copy to read. The written buffer holds each round's bytes after
+    its wait, natively and through bypass."""
+    server = Bypassd(workdir).start()
+    for tag, env in (("native", harness.native_env(workdir)), ("icd", server.guest_env())):
+        if tag == "icd":
+            env = dict(env, BYPASS_MEMORY="shadow", BYPASS_LOG="info")
+        r = probe(["shadow-reads"], env, workdir, f"probe.{tag}", timeout=120)
+        harness.check_ok(r, f"shadow-reads ({tag})")
+        check("shadow-reads: ok" in r.stdout, f"{tag}: the device's writes did not arrive:\n{r.describe()}")
+        if tag == "native":
+            continue
+        harness.check_through_bypass(r, "shadow-reads")
+        harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
+        waits = int(re.search(r"^waits: (\d+)$", r.stdout, re.M).group(1))
+        m = re.search(r"waits read (\d+) windows and left out (\d+) shadows \((\d+) bytes\)", r.stderr)
+        check(m is not None, f"no shadow-read count from the ICD:\n{r.describe()}")
+        windows, left_out, left_bytes = (int(g) for g in m.groups())
+        log(f"shadow-reads: {waits} waits read {windows} windows, left out {left_out} shadows ({left_bytes} bytes)")
+        check(windows == waits, f"each wait should read the written buffer's one window: {windows} for {waits} waits")
+        check(
+            left_out == waits and left_bytes == waits * (1 << 20),
+            f"each wait should leave out the staging buffer: {left_out} shadows, {left_bytes} bytes",
+        )
+    server.stop()
+
+
 def case_query_not_ready(workdir, _):
     """vkGetQueryPoolResults without the wait bit leaves a query that is not available as the
     application left it, natively and through bypass (queries.cpp)."""
@@ -599,6 +632,7 @@ if __name__ == "__main__":
                 "repeat-queries": case_repeat_queries,
                 "memory-requirements": case_memory_requirements,
                 "small-memory": case_small_memory,
+                "shadow-reads": case_shadow_reads,
                 "host-pointer": case_host_pointer,
                 "query-not-ready": case_query_not_ready,
                 "query-mirror": case_query_mirror,

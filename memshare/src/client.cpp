@@ -541,8 +541,8 @@ Result<BarrierStats> Client::barrier(Shadow& shadow, BarrierDirection direction,
     sent += count;
   } while (sent < runs.size());
   // The service wrote through its own view; only content hashing would see that as a write.
-  if (direction == BarrierDirection::kRead && s.tracker && tracking_compares_content(s.tracker->method())) {
-    if (auto r = s.tracker->rearm(range); !r) return r.error();
+  if (direction == BarrierDirection::kRead && s.tracker) {
+    if (auto r = s.tracker->written_elsewhere(range); !r) return r.error();
   }
   return total;
 }

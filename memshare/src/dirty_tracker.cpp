@@ -44,10 +44,6 @@ TrackingMethod default_tracking_method() {
   return tracking_available(TrackingMethod::kAdaptive) ? TrackingMethod::kAdaptive : TrackingMethod::kMprotect;
 }
 
-bool tracking_compares_content(TrackingMethod method) {
-  return method == TrackingMethod::kHash || method == TrackingMethod::kAdaptive;
-}
-
 Result<void> DirtyTracker::rearm(Range range) {
   std::vector<PageRange> dropped;
   return collect(range, dropped);

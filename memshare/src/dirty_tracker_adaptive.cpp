@@ -160,7 +160,13 @@ class AdaptiveTracker final : public DirtyTracker {
     return {};
   }
 
-  Result<void> rearm(Range range) override {
+  Result<void> rearm(Range range) override { return forget(range, true); }
+  Result<void> written_elsewhere(Range range) override { return forget(range, false); }
+
+ private:
+  // Hashed chunks: what they hold now is seen. Chunks on faults: their recorded writes are
+  // dropped when `faulted_too` (writes through another view left no record there).
+  Result<void> forget(Range range, bool faulted_too) {
     auto span = page_span(range, size());
     if (!span) return span.error();
     const uint64_t end = span->offset + span->size;
@@ -170,15 +176,14 @@ class AdaptiveTracker final : public DirtyTracker {
       const uint64_t stop = std::min(end, (at / kChunkBytes + 1) * kChunkBytes);
       if (chunks_[at / kChunkBytes].hashed) {
         hashes_.seen(base(), PageRange{at, stop - at});
-      } else if (auto r = wp_->scan(at, page_ceil(stop) - at, runs_); !r) {
-        return r;
+      } else if (faulted_too) {
+        if (auto r = wp_->scan(at, page_ceil(stop) - at, runs_); !r) return r;
       }
       at = stop;
     }
     return {};
   }
 
- private:
   PageRange chunk_span(uint64_t c) const {
     const uint64_t from = c * kChunkBytes;
     return PageRange{from, std::min(from + kChunkBytes, size()) - from};

@@ -18,6 +18,7 @@ class HashTracker final : public DirtyTracker {
     hashes_.seen(base(), *span);
     return {};
   }
+  Result<void> written_elsewhere(Range range) override { return rearm(range); }
 
   Result<void> collect(Range range, std::vector<PageRange>& out) override {
     auto span = page_span(range, size());

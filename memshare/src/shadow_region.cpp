@@ -84,9 +84,7 @@ Result<BarrierStats> ShadowRegion::read_barrier(const std::byte* src, Range rang
   if (!span) return span.error();
   if (auto r = discard(range); !r) return r.error();
   const BarrierStats stats = copy_changed_pages(writable_view(), src, *span, size());
-  if (writes_need_discard()) {
-    if (auto r = discard(range); !r) return r.error();
-  }
+  if (auto r = came_in(range); !r) return r.error();
   return stats;
 }
 
@@ -96,9 +94,7 @@ Result<BarrierStats> ShadowRegion::apply(uint64_t offset, std::span<const std::b
                                              std::to_string(offset) + " outside shadow of " + std::to_string(size()));
   }
   std::memcpy(writable_view() + offset, bytes.data(), bytes.size());
-  if (writes_need_discard()) {
-    if (auto r = discard(Range{offset, bytes.size()}); !r) return r.error();
-  }
+  if (auto r = came_in(Range{offset, bytes.size()}); !r) return r.error();
   BarrierStats stats;
   stats.bytes = bytes.size();
   stats.pages = bytes.empty() ? 0 : (page_ceil(offset + bytes.size()) - page_floor(offset)) / kPageSize;

@@ -33,10 +33,6 @@ bool tracking_available(TrackingMethod method);
 // What kAuto picks: kAdaptive where userfaultfd's async write-protect is available, else
 // kMprotect.
 TrackingMethod default_tracking_method();
-// Whether collect() compares page contents for some of the memory (kHash, kAdaptive): then
-// bytes written into the memory through another view (a barrier's untracked alias) look like
-// local writes until rearm() has seen them.
-bool tracking_compares_content(TrackingMethod method);
 
 // What kAdaptive weighs, measured once per process on first use (a few milliseconds): one
 // write fault on a tracked page, and hashing one page, in microseconds.
@@ -61,6 +57,13 @@ class DirtyTracker {
   // Forgets the writes to `range` made so far without reporting them: what the pages hold now
   // counts as clean (bytes a barrier wrote in, local writes an invalidate overrides).
   virtual Result<void> rearm(Range range);
+  // Bytes of `range` were written through another mapping of the same pages (a barrier's
+  // untracked alias): they are not local writes. Only content hashes see such writes; the
+  // others have nothing to do.
+  virtual Result<void> written_elsewhere(Range range) {
+    static_cast<void>(range);
+    return {};
+  }
 
   virtual TrackingMethod method() const = 0;
   // How many pages are tracked by content hashing now (kHash: all; kAdaptive: its hashed chunks).

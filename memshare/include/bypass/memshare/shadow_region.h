@@ -61,8 +61,10 @@ class ShadowRegion {
  private:
   ShadowRegion() = default;
   Result<void> discard(Range range);
+  // After bytes came in at `range`: through the alias only hashes saw them; without one (wrap())
+  // they went through the tracked view and count as written until discarded.
+  Result<void> came_in(Range range) { return alias_.valid() ? tracker_->written_elsewhere(range) : discard(range); }
   std::byte* writable_view() const { return alias_.valid() ? alias_.data() : data(); }
-  bool writes_need_discard() const { return !alias_.valid() || tracking_compares_content(method()); }
 
   base::UniqueFd fd_;
   base::Mapping tracked_;  // the view handed out (empty when wrapping caller memory)

@@ -177,14 +177,18 @@ std::string Connection::lost_text(transport::Status st) const {
 
 void Connection::protocol_error(const std::string& what) { mark_dead("protocol error: " + what); }
 
-uint64_t Connection::append_locked(uint16_t command, uint16_t flags, const void* data, size_t size) {
-  const size_t padded = (size + 7) & ~size_t{7};
+uint64_t Connection::append_locked(uint16_t command, uint16_t flags, const void* data, size_t size, const void* more,
+                                   size_t more_size) {
+  const size_t whole = size + more_size;
+  const size_t padded = (whole + 7) & ~size_t{7};
   const size_t at = batch_.size();
   batch_.resize(at + sizeof(wire::RecordHeader) + padded);
   wire::RecordHeader h{static_cast<uint32_t>(sizeof(h) + padded), command, flags};
-  std::memcpy(batch_.data() + at, &h, sizeof(h));
-  if (size) std::memcpy(batch_.data() + at + sizeof(h), data, size);  // data may be null then
-  std::memset(batch_.data() + at + sizeof(h) + size, 0, padded - size);
+  uint8_t* out = batch_.data() + at;
+  std::memcpy(out, &h, sizeof(h));
+  if (size) std::memcpy(out + sizeof(h), data, size);  // data may be null then
+  if (more_size) std::memcpy(out + sizeof(h) + size, more, more_size);
+  std::memset(out + sizeof(h) + whole, 0, padded - whole);
   if (imports_.noting()) imports_.appended(command);
   // Numbered as bypassd numbers them: in ring order, whatever path appended the record.
   if (command == wire::kCmd_vkQueueSubmit || command == wire::kCmd_vkQueueSubmit2) return ++submit_serial_;
@@ -230,8 +234,12 @@ void Connection::send_fixed(uint16_t command, const void* data, size_t size) {
 }
 
 void Connection::send_raw(uint16_t command, const void* data, size_t size) {
+  send_raw(command, data, size, nullptr, 0);
+}
+
+void Connection::send_raw(uint16_t command, const void* head, size_t head_size, const void* body, size_t body_size) {
   std::lock_guard lock(send_mu_);
-  append_locked(command, 0, data, size);
+  append_locked(command, 0, head, head_size, body, body_size);
   if (batch_.size() >= kBatchBytes) flush_locked();
 }
 

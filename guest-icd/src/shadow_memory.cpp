@@ -38,19 +38,15 @@ constexpr uint64_t kReadWindow = uint64_t{8} << 20;
 
 void write_one(Device* dev, uint64_t id, memshare::ShadowRegion& shadow, memshare::Range range) {
   Connection* conn = dev->conn;
-  std::vector<uint8_t> record;
   auto sent = shadow.write_barrier(
       [&](uint64_t offset, std::span<const std::byte> bytes) -> memshare::Result<void> {
         // In records of at most kWritePiece: the batch goes out every 256 KiB, so a large dirty
         // run costs neither side a copy of its size (a 256 MiB upload over the network moves as
-        // ~1 MiB messages; docs/network.md).
+        // ~1 MiB messages; docs/network.md). The pages go straight into the batch.
         while (!bytes.empty()) {
           const size_t n = std::min(bytes.size(), kWritePiece);
-          wire::MemoryRange r{id, offset, n};
-          record.resize(sizeof(r) + n);
-          std::memcpy(record.data(), &r, sizeof(r));
-          std::memcpy(record.data() + sizeof(r), bytes.data(), n);
-          conn->send_raw(wire::kCtlMemoryWrite, record.data(), record.size());
+          const wire::MemoryRange r{id, offset, n};
+          conn->send_raw(wire::kCtlMemoryWrite, &r, sizeof(r), bytes.data(), n);
           offset += n;
           bytes = bytes.subspan(n);
         }

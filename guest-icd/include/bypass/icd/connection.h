@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bypass/base/default_init.h"
 #include "bypass/icd/host_link.h"
 #include "bypass/icd/import_tracker.h"
 #include "bypass/memshare/client.h"
@@ -194,6 +195,9 @@ class Connection : private wire::HandleMap {
   void send_fixed(uint16_t command, const void* data, size_t size);
   // An asynchronous control record (wire::ControlCommand) with a raw payload.
   void send_raw(uint16_t command, const void* data, size_t size);
+  // The same, the record's payload in two pieces (a header and bytes that follow it), copied
+  // once, into the batch.
+  void send_raw(uint16_t command, const void* head, size_t head_size, const void* body, size_t body_size);
   // Appends a record that wants a reply, sends the batch and waits. false: the host is gone.
   // Queries whose answer never changes (answer_never_changes) are asked once per argument list
   // and answered from a copy after that.
@@ -286,7 +290,8 @@ class Connection : private wire::HandleMap {
   }
   bool from_wire(VkObjectType type, uint64_t id, uint64_t* handle) override;
   // Returns the record's submission serial (0 for any other command).
-  uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size);
+  uint64_t append_locked(uint16_t command, uint16_t flags, const void* data, size_t size, const void* more = nullptr,
+                         size_t more_size = 0);
   bool call_with(uint16_t command, const void* data, size_t size, Reply& reply, std::span<Follower> followers);
   void append_calls_locked(std::span<Follower> calls);  // each wants a reply; sets each's seq
   void flush_locked();
@@ -300,7 +305,7 @@ class Connection : private wire::HandleMap {
 
   std::unique_ptr<HostLink> link_;
   std::mutex send_mu_;
-  std::vector<uint8_t> batch_;
+  std::vector<uint8_t, base::DefaultInitAllocator<uint8_t>> batch_;  // grows without zeroing
   uint64_t sync_seq_ = 0;
   uint64_t submit_serial_ = 0;              // vkQueueSubmit/vkQueueSubmit2 records appended (send_mu_)
   std::atomic<uint64_t> reply_horizon_{0};  // the latest serial this process may know done (learned_done)

@@ -1,6 +1,7 @@
 // Frames of the network path: building, chunking and reassembly (frame.h).
 #include "bypass/net/frame.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace bypass::net {
@@ -60,20 +61,23 @@ Reassembler::Step Reassembler::add(FrameMessage& frame, transport::Message& out,
     why = "a chunked message changed kind half way";
     return Step::kError;
   }
+  const bool more = (f->flags() & kFrameMore) != 0;
   if (!partial_) {
     pending_.kind = f->kind();
     pending_.payload.clear();
+    // A message in several frames: room for a shadow read window's reply (8 MiB and its
+    // headers) at once, so that one is not moved as the vector grows.
+    if (more) pending_.payload.reserve(std::min(max_message_, kReassemblyReserve));
   }
   if (n > max_message_ - pending_.payload.size()) {
     why = "a message larger than the session's limit of " + std::to_string(max_message_) + " bytes";
     return Step::kError;
   }
   if (n) {
-    const size_t at = pending_.payload.size();
-    pending_.payload.resize(at + n);
-    std::memcpy(pending_.payload.data() + at, data->data(), n);
+    const auto* bytes = reinterpret_cast<const std::byte*>(data->data());
+    pending_.payload.insert(pending_.payload.end(), bytes, bytes + n);
   }
-  partial_ = (f->flags() & kFrameMore) != 0;
+  partial_ = more;
   if (partial_) return Step::kMore;
   out = std::move(pending_);
   pending_ = {};

@@ -68,6 +68,9 @@ inline constexpr uint32_t kFrameMore = 1;  // flags: the message continues in th
 // kMaxFrameBytes (data plus FlatBuffers framing) is refused by gRPC on receipt.
 inline constexpr size_t kChunkBytes = size_t{1} << 20;
 inline constexpr size_t kMaxFrameBytes = kChunkBytes + 4096;
+// What a Reassembler sets aside when a message comes in several frames (at most the session's
+// limit): a shadow read window's reply, 8 MiB and its headers, fits.
+inline constexpr size_t kReassemblyReserve = (size_t{8} << 20) + kChunkBytes;
 
 // The handshake's payload, fixed layout (little-endian, as the ring's).
 struct HelloPayload {

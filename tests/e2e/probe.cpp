@@ -992,6 +992,19 @@ bool create_commands_and_fence(Objects& o, VkCommandPool* pool, VkCommandBuffer*
   return report("vkCreateFence", vkCreateFence(o.device, &finfo, nullptr, &o.fence));
 }
 
+// A device, its queue, a command pool with one primary command buffer, and the probe's fence.
+struct CommandRig {
+  Objects o;
+  VkPhysicalDevice pd = VK_NULL_HANDLE;
+  VkQueue queue = VK_NULL_HANDLE;
+  VkCommandPool pool = VK_NULL_HANDLE;
+  VkCommandBuffer cmd = VK_NULL_HANDLE;
+};
+
+bool open_command_rig(CommandRig& r) {
+  return open_device(r.o, &r.pd, &r.queue) && create_commands_and_fence(r.o, &r.pool, &r.cmd);
+}
+
 // The compute pipeline of run_host_pointer: the second half of a storage buffer becomes a copy
 // of the first (shaders/copy_half.comp), the buffer bound through a descriptor set. Made with
 // the samples' helpers (samples/common/pipeline.h), which end the program on a failure.
@@ -1177,13 +1190,9 @@ int run_host_pointer() {
 // written, so the second's bytes stay as the application left them (0xab), but for its
 // availability word when asked. Prints what each buffer holds afterwards.
 int run_query_not_ready() {
-  Objects o;
-  VkPhysicalDevice pd;
-  VkQueue queue;
-  if (!open_device(o, &pd, &queue)) return 1;
-  VkCommandPool pool;
-  VkCommandBuffer cmd;
-  if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
+  CommandRig rig;
+  if (!open_command_rig(rig)) return 1;
+  auto& [o, pd, queue, pool, cmd] = rig;
   VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
   qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
   qi.queryCount = 2;
@@ -1382,13 +1391,9 @@ int run_proc_addr() {
 }
 
 int run_small_memory() {
-  Objects o;
-  VkPhysicalDevice pd;
-  VkQueue queue;
-  if (!open_device(o, &pd, &queue)) return 1;
-  VkCommandPool pool;
-  VkCommandBuffer cmd;
-  if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
+  CommandRig rig;
+  if (!open_command_rig(rig)) return 1;
+  auto& [o, pd, queue, pool, cmd] = rig;
   const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
 
   // Sizes of ffmpeg's frames and small buffers, pages, a 1 MiB block and one past the limit.
@@ -1439,13 +1444,9 @@ int run_small_memory() {
 // writes, and 32 MiB it writes that the program never maps. Each round writes the staging
 // buffer, copies it into the other two, waits for the fence and checks the written buffer.
 int run_shadow_reads() {
-  Objects o;
-  VkPhysicalDevice pd;
-  VkQueue queue;
-  if (!open_device(o, &pd, &queue)) return 1;
-  VkCommandPool pool;
-  VkCommandBuffer cmd;
-  if (!create_commands_and_fence(o, &pool, &cmd)) return 1;
+  CommandRig rig;
+  if (!open_command_rig(rig)) return 1;
+  auto& [o, pd, queue, pool, cmd] = rig;
   constexpr VkDeviceSize kSize = 1 << 20;
   Block staging, written, unmapped;
   if (!make_block(o.device, pd, kSize, &staging, VK_BUFFER_USAGE_TRANSFER_SRC_BIT) ||

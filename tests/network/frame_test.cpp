@@ -29,8 +29,8 @@ struct Recorder {
 TEST(Reassembler, MessagesOfOneAndOfManyFramesComeBackWhole) {
   Reassembler r(64 << 20);
   // Empty, small, exactly one chunk, one byte over, a shadow read window's reply and more.
-  for (size_t size : {size_t{0}, size_t{100}, kChunkBytes, kChunkBytes + 1, (size_t{8} << 20) + 4096,
-                      (size_t{20} << 20) + 7}) {
+  for (size_t size :
+       {size_t{0}, size_t{100}, kChunkBytes, kChunkBytes + 1, (size_t{8} << 20) + 4096, (size_t{20} << 20) + 7}) {
     const auto data = pattern(size, static_cast<uint8_t>(size));
     Recorder out;
     ASSERT_TRUE(write_message(out, 42, data));

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 
 #include "bypass/memshare/page_ranges.h"
 #include "bypass/memshare/region.h"
@@ -107,9 +108,13 @@ class AdaptiveTracker final : public DirtyTracker {
         costs_(costs) {}
 
   TrackingMethod method() const override { return TrackingMethod::kAdaptive; }
-  uint64_t pages_hashed() const override { return hashed_pages_; }
+  uint64_t pages_hashed() const override {
+    std::lock_guard lock(mu_);
+    return hashed_pages_;
+  }
 
   Result<void> collect(Range range, std::vector<PageRange>& out) override {
+    std::lock_guard lock(mu_);
     auto span = page_span(range, size());
     if (!span) return span.error();
     if (span->size == 0) return {};
@@ -160,8 +165,14 @@ class AdaptiveTracker final : public DirtyTracker {
     return {};
   }
 
-  Result<void> rearm(Range range) override { return forget(range, true); }
-  Result<void> written_elsewhere(Range range) override { return forget(range, false); }
+  Result<void> rearm(Range range) override {
+    std::lock_guard lock(mu_);
+    return forget(range, true);
+  }
+  Result<void> written_elsewhere(Range range) override {
+    std::lock_guard lock(mu_);
+    return forget(range, false);
+  }
 
  private:
   // Hashed chunks: what they hold now is seen. Chunks on faults: their recorded writes are
@@ -258,6 +269,7 @@ class AdaptiveTracker final : public DirtyTracker {
     }
   }
 
+  mutable std::mutex mu_;  // everything below: collects may come from several threads at once
   std::unique_ptr<UffdWriteProtect> wp_;
   PageHashes hashes_;  // valid for hashed chunks only
   std::vector<Chunk> chunks_;

@@ -1,4 +1,6 @@
 // Content hashing: writes cost nothing; collect() reads every page of the range.
+#include <mutex>
+
 #include "bypass/memshare/page_ranges.h"
 #include "dirty_tracker_impl.h"
 
@@ -15,6 +17,7 @@ class HashTracker final : public DirtyTracker {
   Result<void> rearm(Range range) override {
     auto span = page_span(range, size());
     if (!span) return span.error();
+    std::lock_guard lock(mu_);
     hashes_.seen(base(), *span);
     return {};
   }
@@ -23,11 +26,13 @@ class HashTracker final : public DirtyTracker {
   Result<void> collect(Range range, std::vector<PageRange>& out) override {
     auto span = page_span(range, size());
     if (!span) return span.error();
+    std::lock_guard lock(mu_);
     hashes_.changed(base(), *span, out);
     return {};
   }
 
  private:
+  std::mutex mu_;  // collects may come from several threads at once
   PageHashes hashes_;
 };
 

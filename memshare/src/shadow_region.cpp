@@ -38,6 +38,7 @@ ShadowRegion& ShadowRegion::operator=(ShadowRegion&& other) noexcept {
     tracked_ = std::move(other.tracked_);
     alias_ = std::move(other.alias_);
     tracker_ = std::move(other.tracker_);
+    mu_ = std::move(other.mu_);
     scratch_ = std::move(other.scratch_);
   }
   return *this;
@@ -49,6 +50,7 @@ ShadowRegion::~ShadowRegion() {
 }
 
 Result<std::vector<PageRange>> ShadowRegion::collect_dirty(Range range) {
+  std::lock_guard lock(*mu_);
   std::vector<PageRange> runs;
   auto r = tracker_->collect(range, runs);
   if (!r) return r.error();
@@ -56,6 +58,7 @@ Result<std::vector<PageRange>> ShadowRegion::collect_dirty(Range range) {
 }
 
 Result<BarrierStats> ShadowRegion::write_barrier(std::byte* dst, Range range) {
+  std::lock_guard lock(*mu_);
   scratch_.clear();
   auto r = tracker_->collect(range, scratch_);
   if (!r) return r.error();
@@ -63,6 +66,7 @@ Result<BarrierStats> ShadowRegion::write_barrier(std::byte* dst, Range range) {
 }
 
 Result<BarrierStats> ShadowRegion::write_barrier(const SendFn& send, Range range) {
+  std::lock_guard lock(*mu_);
   scratch_.clear();
   auto r = tracker_->collect(range, scratch_);
   if (!r) return r.error();
@@ -80,6 +84,7 @@ Result<BarrierStats> ShadowRegion::write_barrier(const SendFn& send, Range range
 Result<void> ShadowRegion::discard(Range range) { return tracker_->rearm(range); }
 
 Result<BarrierStats> ShadowRegion::read_barrier(const std::byte* src, Range range) {
+  std::lock_guard lock(*mu_);
   auto span = page_span(range, size());
   if (!span) return span.error();
   if (auto r = discard(range); !r) return r.error();
@@ -93,6 +98,7 @@ Result<BarrierStats> ShadowRegion::apply(uint64_t offset, std::span<const std::b
     return make_error(Errc::kOutOfRange, "apply of " + std::to_string(bytes.size()) + " bytes at " +
                                              std::to_string(offset) + " outside shadow of " + std::to_string(size()));
   }
+  std::lock_guard lock(*mu_);
   std::memcpy(writable_view() + offset, bytes.data(), bytes.size());
   if (auto r = came_in(Range{offset, bytes.size()}); !r) return r.error();
   BarrierStats stats;

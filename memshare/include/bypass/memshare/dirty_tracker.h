@@ -42,6 +42,7 @@ struct TrackingCosts {
 };
 const TrackingCosts& tracking_costs();
 
+// collect(), rearm() and written_elsewhere() may be called from several threads at once.
 class DirtyTracker {
  public:
   virtual ~DirtyTracker() = default;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -21,6 +22,8 @@
 
 namespace bypass::memshare {
 
+// Thread-safe: barriers of one region from several threads at once (two application threads
+// submitting, each with a write barrier over every shadow) run one after the other.
 class ShadowRegion {
  public:
   // Called once per contiguous dirty run by write_barrier(send). An error stops the barrier;
@@ -70,6 +73,7 @@ class ShadowRegion {
   base::Mapping tracked_;  // the view handed out (empty when wrapping caller memory)
   base::Mapping alias_;    // untracked view for barrier writes (create() only)
   std::unique_ptr<DirtyTracker> tracker_;
+  std::unique_ptr<std::mutex> mu_ = std::make_unique<std::mutex>();  // the tracker and scratch_
   std::vector<PageRange> scratch_;
 };
 

@@ -79,8 +79,7 @@ Result<std::unique_ptr<DirtyTracker>> make_dirty_tracker(void* base, uint64_t si
     case TrackingMethod::kHash:
       return detail::make_hash_tracker(bytes, size);
     case TrackingMethod::kAdaptive:
-      if (!tracking_available(method)) return make_error(Errc::kUnsupported, kNoUffd);
-      return detail::make_adaptive_tracker(bytes, size, tracking_costs());
+      return make_adaptive_tracker(base, size, tracking_costs());
     case TrackingMethod::kAuto:
       break;
   }

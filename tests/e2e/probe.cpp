@@ -88,6 +88,7 @@
 
 #include "handles.h"
 #include "pipeline.h"
+#include "resources.h"
 
 namespace {
 
@@ -1463,11 +1464,8 @@ int run_shadow_reads() {
     const VkBufferCopy region{0, 0, kSize};
     vkCmdCopyBuffer(cmd, staging.buffer, written.buffer, 1, &region);
     vkCmdCopyBuffer(cmd, staging.buffer, unmapped.buffer, 1, &region);
-    VkMemoryBarrier to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    to_host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    to_host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
-    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, nullptr, 0,
-                         nullptr);
+    bypass::samples::record_memory_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                                           VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     vkEndCommandBuffer(cmd);
     if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
     bool same = true;

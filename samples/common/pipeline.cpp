@@ -35,6 +35,7 @@ UniquePipeline create_graphics_pipeline(VkDevice device, const GraphicsPipelineD
   stages[1].stage = VK_SHADER_STAGE_FRAGMENT_BIT;
   stages[1].module = desc.fragment;
   stages[1].pName = "main";
+  stages[1].pSpecializationInfo = desc.fragment_specialization;
 
   VkPipelineVertexInputStateCreateInfo vertex_input{VK_STRUCTURE_TYPE_PIPELINE_VERTEX_INPUT_STATE_CREATE_INFO};
   vertex_input.vertexBindingDescriptionCount = static_cast<uint32_t>(desc.bindings.size());

@@ -28,6 +28,8 @@ struct GraphicsPipelineDesc {
   std::vector<VkVertexInputBindingDescription> bindings;
   std::vector<VkVertexInputAttributeDescription> attributes;
   VkPrimitiveTopology topology = VK_PRIMITIVE_TOPOLOGY_TRIANGLE_LIST;
+  // Specialization constants of the fragment stage (kept alive by the caller until the call returns).
+  const VkSpecializationInfo* fragment_specialization = nullptr;
 };
 
 UniquePipeline create_graphics_pipeline(VkDevice device, const GraphicsPipelineDesc& desc);

@@ -96,11 +96,7 @@ class VmLink final : public Link {
  public:
   VmLink(std::shared_ptr<base::Mapping> device, const Geometry& g, uint32_t slot, uint32_t generation, bool is_host,
          std::unique_ptr<Doorbell> bell)
-      : device_(std::move(device)),
-        slot_index_(slot),
-        generation_(generation),
-        is_host_(is_host),
-        bell_(std::move(bell)) {
+      : device_(std::move(device)), generation_(generation), is_host_(is_host), bell_(std::move(bell)) {
     header_ = header_of(*device_);
     slot_ = &header_->slots[slot];
     std::byte* base = device_->data() + layout::kVmHeaderBytes + slot * g.slot_bytes;
@@ -173,7 +169,6 @@ class VmLink final : public Link {
   std::shared_ptr<base::Mapping> device_;
   VmDeviceHeader* header_ = nullptr;
   VmSlot* slot_ = nullptr;
-  const uint32_t slot_index_;
   const uint32_t generation_;
   const bool is_host_;
   std::unique_ptr<Doorbell> bell_;  // null: wake-ups poll

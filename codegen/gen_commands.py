@@ -517,7 +517,15 @@ class CommandGenerator:
         """An asynchronous call (codegen/data/async.txt) already told the guest VK_SUCCESS: a
         failure on the host cannot be reported, and the guest's view of its objects is now wrong,
         so the session ends naming the command and the result (the guest sees
-        VK_ERROR_DEVICE_LOST with that reason)."""
+        VK_ERROR_DEVICE_LOST with that reason). The same for a record of async_unasked.txt that
+        asked for no reply, for any result but VK_SUCCESS (a pipeline's VK_PIPELINE_COMPILE_REQUIRED
+        too: the guest holds its handle)."""
+        if s.unasked:
+            return [
+                f'  if (!c.wants_reply && a.result != VK_SUCCESS) return c.decode.fail("{s.name}", ("VkResult " + '
+                f'std::to_string(a.result) + " on the host, after the guest was told VK_SUCCESS (sent without '
+                f'asking)").c_str(), Fault::kDriver);'
+            ]
         if s.sync or s.cmd.ret != "VkResult":
             return []
         return [
@@ -776,6 +784,11 @@ class CommandGenerator:
         L.append("    if (!c.decode.error.empty()) return false;")
         if s.sync and s.cmd.ret == "VkResult":
             L.append(f'    if (a.result >= 0) return c.fail("{s.name}", "rejected by its check without a reason");')
+            if s.unasked:
+                L.append(
+                    f'    if (!c.wants_reply) return c.fail("{s.name}", ("VkResult " + std::to_string(a.result) + '
+                    f'" from its check, after the guest was told VK_SUCCESS (sent without asking)").c_str());'
+                )
             L.append(f"    reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);")
             L.append("    return true;")
         elif s.sync and s.cmd.ret == "void":
@@ -790,6 +803,9 @@ class CommandGenerator:
         """The end of run_vkX: the check hook, the handler, the record hook, the reply."""
         L = []
         reply = [f"  reply_{s.name}(c, c.reply_builder(), a, c.reply_seq);"] if s.sync else []
+        if s.unasked:
+            # async_unasked.txt: answered only when asked; the guest did not wait for the rest.
+            reply = [f"  if (c.wants_reply) {reply[0].strip()}"]
         if s.name in self.checked:
             L.extend(self.check_lines(s))
         L.append(f"  c.handlers.{s.name}(c, a);")

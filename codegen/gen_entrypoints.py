@@ -28,14 +28,18 @@ class EntryPointGenerator:
         hand-written code wraps (it chooses the handles and post-processes the results)."""
         return s.guest_handwritten and s in self.cg.shapes and s.level != "global"
 
-    def entry(self, s: CommandShape, forward: bool = False) -> str:
+    def entry(self, s: CommandShape, forward: bool = False, unasked: bool = False) -> str:
+        """The generated call: entry_vkX, or for a hand-written command forward_vkX (asks for
+        the reply) and, for async_unasked.txt, send_vkX (does not). A command of that list that
+        is not hand-written never asks."""
         decl = self.cg.params_decl(s)
         names = self.cg.param_names(s)
         first = s.cmd.params[0].name
         ret = s.cmd.ret
         lost = {"VkResult": "VK_ERROR_DEVICE_LOST", "void": ""}.get(ret, f"{ret}{{}}")
+        unasked = unasked or (s.unasked and not forward)
         if forward:
-            L = [f"{ret} forward_{s.name}({decl}) {{"]
+            L = [f"{ret} {'send' if unasked else 'forward'}_{s.name}({decl}) {{"]
         else:
             L = [f"static VKAPI_ATTR {ret} VKAPI_CALL entry_{s.name}({decl}) {{"]
         L.append(f"  Connection* conn = connection_of({first});")
@@ -67,7 +71,7 @@ class EntryPointGenerator:
             )
         L.append("  wire::Builder& b = thread_builder();")
         L.append(f"  wire::encode_{s.name}(b, conn->handles(), {names});")
-        if not s.sync:
+        if not s.sync or unasked:
             flush = "true" if s.name in self.flush else "false"
             L.append(f"  conn->send(wire::kCmd_{s.name}, b, {flush});")
             if ret == "VkResult":
@@ -155,6 +159,9 @@ class EntryPointGenerator:
             elif self.forwardable(s):
                 L.append(self.entry(s, forward=True))
                 L.append("")
+                if s.unasked:
+                    L.append(self.entry(s, forward=True, unasked=True))
+                    L.append("")
         L.append("// Sorted by name for binary search; aliases point at their command's function.")
         L.append("const EntryPoint kEntryPoints[] = {")
         rows = []
@@ -214,6 +221,11 @@ class EntryPointGenerator:
         for s in self.cg.shapes:
             if self.forwardable(s):
                 L.append(f"{s.cmd.ret} forward_{s.name}({self.cg.params_decl(s)});")
+        L.append("// The same without asking for the reply (codegen/data/async_unasked.txt): VK_SUCCESS, or")
+        L.append("// VK_ERROR_DEVICE_LOST once the session is gone.")
+        for s in self.cg.shapes:
+            if self.forwardable(s) and s.unasked:
+                L.append(f"{s.cmd.ret} send_{s.name}({self.cg.params_decl(s)});")
         L.append("")
         L.append("}  // namespace bypass::icd")
         return "\n".join(L) + "\n"

@@ -199,6 +199,8 @@ class CommandShape:
     status: str  # generated | handwritten | unsupported: <reason>
     sync: bool = False
     blocking: bool = False
+    # async_unasked.txt: a sync command the guest may send without asking for the reply.
+    unasked: bool = False
     fixed: bool = False  # encoded as a plain struct (params scalar/handle, no reply), see `trailing`
     # Fixed-layout commands with arrays ("packed"): arrays of plain data that follow the struct
     # in the record, each 8-aligned, each counted by a scalar of the struct or a constant.
@@ -240,6 +242,7 @@ class Protocol:
         self.extensions = [x for x, (owner, _) in self.extension_owners.items() if owner != "loader"]
         self.handwritten = self._read_handwritten()
         self.async_cmds = set(read_list("async.txt"))
+        self.async_unasked = set(read_list("async_unasked.txt"))
         self.blocking = set(read_list("blocking.txt"))
         self.barriers = read_table("barriers.txt")
         self.conditions = read_table("conditions.txt")
@@ -610,6 +613,7 @@ class Protocol:
                     shape.status = f"unsupported: {r}"
         has_data_out = any(o.kind not in (OutKind.HANDLE, OutKind.HANDLE_ARRAY) for o in shape.outs)
         shape.blocking = name in self.blocking
+        shape.unasked = name in self.async_unasked
         if cmd.ret not in ("void", "VkResult"):
             shape.sync = True
         elif has_data_out or shape.blocking:
@@ -618,6 +622,10 @@ class Protocol:
             shape.sync = name not in self.async_cmds
         else:
             shape.sync = False
+        if shape.unasked and (not shape.sync or shape.blocking or cmd.ret != "VkResult" or name in self.async_cmds):
+            raise SystemExit(
+                f"codegen: {name} in async_unasked.txt must return VkResult and be neither async nor blocking"
+            )
         header = [f for f in shape.fields if f.kind in (FieldKind.SCALAR, FieldKind.HANDLE)]
         rest = [f for f in shape.fields if f.kind not in (FieldKind.SCALAR, FieldKind.HANDLE)]
         shape.fixed = (

@@ -40,6 +40,10 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDevice(VkDevice device, const VkAllocati
               static_cast<unsigned long long>(dev->wait_reads_left_out.load()),
               static_cast<unsigned long long>(dev->wait_bytes_left_out.load()));
   }
+  if (dev->pipelines_unasked.load() + dev->pipelines_waited.load() > 0)
+    base::log(base::LogLevel::kInfo, "pipelines: %llu created without waiting, %llu waited for",
+              static_cast<unsigned long long>(dev->pipelines_unasked.load()),
+              static_cast<unsigned long long>(dev->pipelines_waited.load()));
   for (auto& [key, q] : dev->queues) delete_object(q);
   for (auto& [pool, list] : dev->pool_buffers)
     for (auto* cb : list) delete_object(cb);
@@ -95,7 +99,8 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkAllocateCommandBuffers(VkDevice device,
     auto it = dev->command_pool_copies.find(pool);
     for (auto* cb : made) cb->copies_queries = !cb->secondary && it != dev->command_pool_copies.end() && it->second;
   }
-  const VkResult result = forward_vkAllocateCommandBuffers(device, pAllocateInfo, pCommandBuffers);
+  // Out of memory is all it can answer: not waited for (codegen/data/async_unasked.txt).
+  const VkResult result = send_vkAllocateCommandBuffers(device, pAllocateInfo, pCommandBuffers);
   if (result != VK_SUCCESS) {
     for (auto* cb : made) delete_object(cb);
     for (uint32_t i = 0; i < n; ++i) pCommandBuffers[i] = VK_NULL_HANDLE;

@@ -155,6 +155,10 @@ struct Device : Object {
   std::atomic<uint64_t> wait_read_windows{0};
   std::atomic<uint64_t> wait_reads_left_out{0};
   std::atomic<uint64_t> wait_bytes_left_out{0};
+  // Pipelines created without waiting for bypassd and waited for (pipelines.cpp; logged at
+  // vkDestroyDevice, level info).
+  std::atomic<uint64_t> pipelines_unasked{0};
+  std::atomic<uint64_t> pipelines_waited{0};
 };
 
 // Query mirrors (queries.cpp): a submission of these command buffers as submission `serial`

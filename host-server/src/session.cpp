@@ -241,6 +241,7 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
     const uint8_t* payload = data + off + sizeof(h);
     const size_t n = h.size - sizeof(h);
     record_wants_reply_ = h.flags & wire::kRecordWantsReply;
+    wants_reply = record_wants_reply_;
     if (record_wants_reply_) reply_seq = ++seq_;
     arena_.reset();
     decode.clear();

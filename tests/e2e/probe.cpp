@@ -35,6 +35,10 @@
 //                           polled (vkWaitForFences with timeout 0 until signalled) or polled
 //                           after vkQueueWaitIdle, vkDeviceWaitIdle or a wait for a later fence,
 //                           which must find the fence signalled at once; the fill is checked
+//   probe pipelines         three compute pipelines, each used in the submission after its
+//                           creation: plain, with creation feedback, and with
+//                           FAIL_ON_PIPELINE_COMPILE_REQUIRED; prints each result, whether the
+//                           feedback was filled in and whether each copy came out right
 //   probe repeat-queries    the same physical-device queries asked again answer as the first
 //                           time (the ICD keeps their answers), extension enumeration with a
 //                           short array between full ones; prints the counts it saw
@@ -111,6 +115,7 @@ const char* result_name(VkResult r) {
     BYPASS_RESULT(VK_ERROR_FEATURE_NOT_PRESENT)
     BYPASS_RESULT(VK_ERROR_INCOMPATIBLE_DRIVER)
     BYPASS_RESULT(VK_ERROR_UNKNOWN)
+    BYPASS_RESULT(VK_PIPELINE_COMPILE_REQUIRED)
 #undef BYPASS_RESULT
     default:
       return "VkResult";
@@ -1440,6 +1445,68 @@ int run_small_memory() {
   return g_failed ? 1 : 0;
 }
 
+// Pipelines the ICD creates without waiting (guest-icd/src/pipelines.cpp) and those it waits for.
+// Three rounds, each a compute pipeline of copy_half used in the submission right after its
+// creation, the second half of a buffer checked: a plain create (sent without asking), one with
+// VkPipelineCreationFeedbackCreateInfo (waited for: the driver fills the feedback in, and it
+// must arrive), and one with VK_PIPELINE_CREATE_FAIL_ON_PIPELINE_COMPILE_REQUIRED_BIT (waited
+// for: the driver's own result). Prints what a native run prints too.
+int run_pipelines() {
+  CommandRig rig;
+  if (!open_command_rig(rig)) return 1;
+  auto& [o, pd, queue, pool, cmd] = rig;
+  constexpr uint32_t kHalfWords = 4096;
+  Block block;
+  if (!make_block(o.device, pd, 2 * kHalfWords * sizeof(uint32_t), &block, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT))
+    return 1;
+  CopyHalfPipeline copy_half;  // its layout, module and descriptor set; the pipelines are made below
+  if (!create_copy_half(o.device, block.buffer, copy_half)) return 1;
+  const VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  for (uint32_t round = 0; round < 3 && !g_failed; ++round) {
+    VkPipelineCreationFeedback whole{}, stage{};
+    VkPipelineCreationFeedbackCreateInfo feedback{VK_STRUCTURE_TYPE_PIPELINE_CREATION_FEEDBACK_CREATE_INFO};
+    feedback.pPipelineCreationFeedback = &whole;
+    feedback.pipelineStageCreationFeedbackCount = 1;
+    feedback.pPipelineStageCreationFeedbacks = &stage;
+    VkComputePipelineCreateInfo info{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+    info.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+    info.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+    info.stage.module = copy_half.module.get();
+    info.stage.pName = "main";
+    info.layout = copy_half.layout.get();
+    if (round == 1) info.pNext = &feedback;
+    if (round == 2) info.flags = VK_PIPELINE_CREATE_FAIL_ON_PIPELINE_COMPILE_REQUIRED_BIT;
+    VkPipeline pipeline = VK_NULL_HANDLE;
+    const VkResult r = vkCreateComputePipelines(o.device, VK_NULL_HANDLE, 1, &info, nullptr, &pipeline);
+    std::printf("round %u: vkCreateComputePipelines %s\n", round, result_name(r));
+    if (round == 1)
+      std::printf("round 1: feedback %s\n",
+                  (whole.flags & VK_PIPELINE_CREATION_FEEDBACK_VALID_BIT) ? "filled in" : "not filled in");
+    if (r != VK_SUCCESS) continue;  // VK_PIPELINE_COMPILE_REQUIRED: no pipeline to use
+    for (uint32_t w = 0; w < 2 * kHalfWords; ++w) block.words[w] = w < kHalfWords ? pattern(round, w) : 0;
+    vkResetCommandBuffer(cmd, 0);
+    vkBeginCommandBuffer(cmd, &begin);
+    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
+    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, copy_half.layout.get(), 0, 1, &copy_half.set, 0,
+                            nullptr);
+    vkCmdPushConstants(cmd, copy_half.layout.get(), VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(kHalfWords), &kHalfWords);
+    vkCmdDispatch(cmd, kHalfWords / 64, 1, 1);
+    bypass::samples::record_memory_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                                           VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    vkEndCommandBuffer(cmd);
+    if (!submit_and_wait(o.device, queue, cmd, o.fence)) return 1;
+    bool same = true;
+    for (uint32_t w = 0; w < kHalfWords && same; ++w) same = block.words[kHalfWords + w] == pattern(round, w);
+    std::printf("round %u: copy %s\n", round, same ? "right" : "wrong");
+    expect(same, "the pipeline copies the first half over the second");
+    vkDestroyPipeline(o.device, pipeline, nullptr);
+  }
+  free_block(o.device, block);
+  vkDestroyCommandPool(o.device, pool, nullptr);
+  std::printf("pipelines: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
 // Shadow memory's reads after waits (run with BYPASS_MEMORY=shadow; natively it is the same
 // program): a mapped staging buffer the device only reads (TRANSFER_SRC), a mapped buffer it
 // writes, and 32 MiB it writes that the program never maps. Each round writes the staging
@@ -1709,6 +1776,7 @@ int main(int argc, char** argv) {
   if (mode == "memory-requirements") return run_memory_requirements();
   if (mode == "small-memory") return run_small_memory();
   if (mode == "shadow-reads") return run_shadow_reads();
+  if (mode == "pipelines") return run_pipelines();
   if (mode == "host-pointer") return run_host_pointer();
   if (mode == "query-mirror") return run_query_mirror();
   if (mode == "proc-addr") return run_proc_addr();

@@ -64,13 +64,13 @@ void write_seeds(const char* dir) {
   };
   // What the relay passes on, and each way of being refused (frame_test.cpp has the same cases).
   stream("one_frame", {{0, net::make_frame(7, 0, all.first(300))}});
-  stream("two_frames", {{3, net::make_frame(7, net::kFrameMore, all.first(600))},
-                        {5, net::make_frame(7, 0, all.first(300))}});
+  stream("two_frames",
+         {{3, net::make_frame(7, net::kFrameMore, all.first(600))}, {5, net::make_frame(7, 0, all.first(300))}});
   stream("empty", {{0, net::make_frame(9, 0, {})}});
-  stream("over_limit", {{1, net::make_frame(7, net::kFrameMore, all.first(600))},
-                        {2, net::make_frame(7, 0, all.first(600))}});
-  stream("kind_changed", {{0, net::make_frame(7, net::kFrameMore, all.first(10))},
-                          {0, net::make_frame(8, 0, all.first(10))}});
+  stream("over_limit",
+         {{1, net::make_frame(7, net::kFrameMore, all.first(600))}, {2, net::make_frame(7, 0, all.first(600))}});
+  stream("kind_changed",
+         {{0, net::make_frame(7, net::kFrameMore, all.first(10))}, {0, net::make_frame(8, 0, all.first(10))}});
   stream("unknown_flags", {{0, net::make_frame(7, 2, all.first(10))}});
 }
 

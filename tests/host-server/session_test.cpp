@@ -126,6 +126,53 @@ TEST(SessionBatch, RecordsOfABatchRunInOrderWithOneReplyEach) {
   EXPECT_EQ(second->as<wire::StatsReply>().records, first->as<wire::StatsReply>().records + 2);
 }
 
+// codegen/data/async_unasked.txt: the guest may send these without asking for the reply. The
+// host answers such a record only when it asks; one that does not ask still runs (its object
+// exists: the stats count it) and gets no reply, so the next reply is the next asked-for call's.
+TEST(SessionBatch, RecordsSentWithoutAskingGetNoReplyAndStillRun) {
+  LiveSession g;
+  ASSERT_TRUE(g.setup_device());
+  VkCommandPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  VkCommandPool pool = as_handle<VkCommandPool>(kPoolId);
+  g.b.Clear();
+  wire::encode_vkCreateCommandPool(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &pool_info, nullptr, &pool);
+  g.add(wire::kCmd_vkCreateCommandPool, g.b);
+  stats(g);
+  VkCommandBufferAllocateInfo alloc{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  alloc.commandPool = pool;
+  alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  alloc.commandBufferCount = 1;
+  VkCommandBuffer unasked = as_handle<VkCommandBuffer>(kCommandBufferId);
+  g.b.Clear();
+  wire::encode_vkAllocateCommandBuffers(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, &unasked);
+  g.add(wire::kCmd_vkAllocateCommandBuffers, g.b);
+  VkPipelineCacheCreateInfo cache_info{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+  VkPipelineCache cache = as_handle<VkPipelineCache>(kCommandBufferId + 2);
+  g.b.Clear();
+  wire::encode_vkCreatePipelineCache(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &cache_info, nullptr, &cache);
+  g.add(wire::kCmd_vkCreatePipelineCache, g.b);
+  stats(g);
+  VkCommandBuffer asked = as_handle<VkCommandBuffer>(kCommandBufferId + 1);
+  g.b.Clear();
+  wire::encode_vkAllocateCommandBuffers(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, &asked);
+  g.add_reply(wire::kCmd_vkAllocateCommandBuffers, g.b);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  auto before = g.next_reply();
+  auto after_unasked = g.next_reply();
+  auto allocated = g.next_reply();
+  auto after_asked = g.next_reply();
+  ASSERT_TRUE(before && after_unasked && allocated && after_asked);
+  EXPECT_EQ(before->header.command, wire::kCtlSessionStats);
+  EXPECT_EQ(after_unasked->header.command, wire::kCtlSessionStats);
+  EXPECT_EQ(after_unasked->header.seq, before->header.seq + 1);
+  EXPECT_EQ(after_unasked->as<wire::StatsReply>().objects, before->as<wire::StatsReply>().objects + 2);
+  EXPECT_EQ(allocated->header.command, wire::kCmd_vkAllocateCommandBuffers);
+  EXPECT_EQ(allocated->header.result, VK_SUCCESS);
+  EXPECT_EQ(after_asked->as<wire::StatsReply>().objects, after_unasked->as<wire::StatsReply>().objects + 1);
+  EXPECT_FALSE(g.next_reply(std::chrono::milliseconds(200)));  // nothing more
+}
+
 TEST(SessionBatch, ATruncatedRecordHeaderEndsTheSession) {
   LiveSession g;
   const std::vector<std::byte> four(4);

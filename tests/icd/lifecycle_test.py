@@ -37,6 +37,10 @@ Cases (one ctest test each):
   shadow-reads          shadow memory (BYPASS_MEMORY=shadow): the waits read back a buffer the
                         device writes (the same bytes as natively), and leave out a mapped
                         staging buffer it only reads and 32 MiB the program never maps
+  pipelines             compute pipelines used right after their creation: a plain one (created
+                        without waiting for bypassd), one with creation feedback and one that
+                        asks to fail rather than compile (both waited for): results, feedback
+                        and copies equal native, and the ICD's count says which way each went
   feedback-scribble     a guest that writes garbage over its own feedback block still gets right
                         answers, and its session ends cleanly
   server-stopped-wait   bypassd SIGTERMed while a guest waits and another renders: bypassd
@@ -384,6 +388,31 @@ def case_host_pointer(workdir, _):
     server.stop()
 
 
+def case_pipelines(workdir, _):
+    """Pipelines the ICD creates without waiting (codegen/data/async_unasked.txt): the probe's
+    three rounds print the same natively and through bypass (each create's result, the creation
+    feedback filled in, each copy right), and the ICD's count (BYPASS_LOG=info, at
+    vkDestroyDevice) shows one pipeline sent without asking and two waited for."""
+    server = Bypassd(workdir).start()
+    out = {}
+    for tag, env in (("native", harness.native_env(workdir)), ("icd", dict(server.guest_env(), BYPASS_LOG="info"))):
+        r = probe(["pipelines"], env, workdir, f"probe.{tag}", timeout=120)
+        harness.check_ok(r, f"pipelines ({tag})")
+        check("pipelines: ok" in r.stdout, f"{tag}: a pipeline did not copy:\n{r.describe()}")
+        out[tag] = [line for line in r.stdout.splitlines() if line.startswith("round ")]
+        if tag == "icd":
+            harness.check_through_bypass(r, "pipelines")
+            harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
+            m = re.search(r"pipelines: (\d+) created without waiting, (\d+) waited for", r.stderr)
+            check(m is not None, f"no pipeline count from the ICD:\n{r.describe()}")
+            unasked, waited = (int(g) for g in m.groups())
+            check(unasked >= 1 and waited == 2, f"expected the plain create unasked and two waited for: {m.group(0)}")
+    check("round 1: feedback filled in" in out["native"], f"lavapipe left the feedback empty: {out['native']}")
+    check(out["icd"] == out["native"], f"through bypass {out['icd']}, natively {out['native']}")
+    log("pipelines: " + "; ".join(out["icd"]))
+    server.stop()
+
+
 def case_shadow_reads(workdir, _):
     """Shadow memory's read barriers after waits read only what the device may have written:
     the ICD's count (BYPASS_LOG=info, at vkDestroyDevice) shows one 8 MiB window per wait (the
@@ -633,6 +662,7 @@ if __name__ == "__main__":
                 "memory-requirements": case_memory_requirements,
                 "small-memory": case_small_memory,
                 "shadow-reads": case_shadow_reads,
+                "pipelines": case_pipelines,
                 "host-pointer": case_host_pointer,
                 "query-not-ready": case_query_not_ready,
                 "query-mirror": case_query_mirror,

@@ -23,6 +23,9 @@ class HostContext {
   DecodeContext decode;
   Handlers handlers;
   uint64_t reply_seq = 0;  // set by the session for records that want a reply
+  // Whether the record asks for a reply (kRecordWantsReply); consulted by the commands of
+  // codegen/data/async_unasked.txt, which the guest may send without asking.
+  bool wants_reply = true;
   virtual const Dispatch& dispatch_of(uint64_t dispatchable) = 0;
   // A guest-chosen id for a new object: nullptr when it may be used (non-zero, unused in this
   // session, within the session's object limit), else why not (valid until the next call).

@@ -84,8 +84,14 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateGraphicsPipelines(VkDevice device, Vk
                                                              VkPipeline* pPipelines) {
   return create_pipelines(
       device, createInfoCount, pCreateInfos, pPipelines,
-      [&] { return forward_vkCreateGraphicsPipelines(device, pipelineCache, createInfoCount, pCreateInfos, pAllocator, pPipelines); },
-      [&] { return send_vkCreateGraphicsPipelines(device, pipelineCache, createInfoCount, pCreateInfos, pAllocator, pPipelines); });
+      [&] {
+        return forward_vkCreateGraphicsPipelines(device, pipelineCache, createInfoCount, pCreateInfos, pAllocator,
+                                                 pPipelines);
+      },
+      [&] {
+        return send_vkCreateGraphicsPipelines(device, pipelineCache, createInfoCount, pCreateInfos, pAllocator,
+                                              pPipelines);
+      });
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateComputePipelines(VkDevice device, VkPipelineCache pipelineCache,
@@ -95,8 +101,14 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateComputePipelines(VkDevice device, VkP
                                                             VkPipeline* pPipelines) {
   return create_pipelines(
       device, createInfoCount, pCreateInfos, pPipelines,
-      [&] { return forward_vkCreateComputePipelines(device, pipelineCache, createInfoCount, pCreateInfos, pAllocator, pPipelines); },
-      [&] { return send_vkCreateComputePipelines(device, pipelineCache, createInfoCount, pCreateInfos, pAllocator, pPipelines); });
+      [&] {
+        return forward_vkCreateComputePipelines(device, pipelineCache, createInfoCount, pCreateInfos, pAllocator,
+                                                pPipelines);
+      },
+      [&] {
+        return send_vkCreateComputePipelines(device, pipelineCache, createInfoCount, pCreateInfos, pAllocator,
+                                             pPipelines);
+      });
 }
 
 }  // namespace bypass::icd

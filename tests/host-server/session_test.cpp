@@ -60,6 +60,26 @@ void submit(LiveSession& g, uint64_t command_buffer, uint64_t fence) {
   g.add(wire::kCmd_vkQueueSubmit, g.b);
 }
 
+void create_command_pool(LiveSession& g) {
+  VkCommandPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  VkCommandPool pool = as_handle<VkCommandPool>(kPoolId);
+  g.b.Clear();
+  wire::encode_vkCreateCommandPool(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &pool_info, nullptr, &pool);
+  g.add(wire::kCmd_vkCreateCommandPool, g.b);
+}
+
+// A primary command buffer `id` of kPoolId; `ask`: the record asks for the reply.
+void allocate_command_buffer(LiveSession& g, uint64_t id, bool ask) {
+  VkCommandBufferAllocateInfo alloc{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  alloc.commandPool = as_handle<VkCommandPool>(kPoolId);
+  alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  alloc.commandBufferCount = 1;
+  VkCommandBuffer cb = as_handle<VkCommandBuffer>(id);
+  g.b.Clear();
+  wire::encode_vkAllocateCommandBuffers(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, &cb);
+  g.add(wire::kCmd_vkAllocateCommandBuffers, g.b, ask ? wire::kRecordWantsReply : 0);
+}
+
 // A queue, an event the host has not set, and a command buffer that waits for it: once
 // submitted, the queue is busy until the event is set (vkSetEvent, from the guest).
 void blocked_work(LiveSession& g) {
@@ -69,19 +89,9 @@ void blocked_work(LiveSession& g) {
   g.b.Clear();
   wire::encode_vkCreateEvent(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &event_info, nullptr, &event);
   g.add(wire::kCmd_vkCreateEvent, g.b);
-  VkCommandPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
-  VkCommandPool pool = as_handle<VkCommandPool>(kPoolId);
-  g.b.Clear();
-  wire::encode_vkCreateCommandPool(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &pool_info, nullptr, &pool);
-  g.add(wire::kCmd_vkCreateCommandPool, g.b);
-  VkCommandBufferAllocateInfo alloc{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  alloc.commandPool = pool;
-  alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  alloc.commandBufferCount = 1;
+  create_command_pool(g);
+  allocate_command_buffer(g, kCommandBufferId, true);
   VkCommandBuffer cb = as_handle<VkCommandBuffer>(kCommandBufferId);
-  g.b.Clear();
-  wire::encode_vkAllocateCommandBuffers(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, &cb);
-  g.add_reply(wire::kCmd_vkAllocateCommandBuffers, g.b);
   VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   g.b.Clear();
   wire::encode_vkBeginCommandBuffer(g.b, g.ids, cb, &begin);
@@ -132,30 +142,16 @@ TEST(SessionBatch, RecordsOfABatchRunInOrderWithOneReplyEach) {
 TEST(SessionBatch, RecordsSentWithoutAskingGetNoReplyAndStillRun) {
   LiveSession g;
   ASSERT_TRUE(g.setup_device());
-  VkCommandPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
-  VkCommandPool pool = as_handle<VkCommandPool>(kPoolId);
-  g.b.Clear();
-  wire::encode_vkCreateCommandPool(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &pool_info, nullptr, &pool);
-  g.add(wire::kCmd_vkCreateCommandPool, g.b);
+  create_command_pool(g);
   stats(g);
-  VkCommandBufferAllocateInfo alloc{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  alloc.commandPool = pool;
-  alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  alloc.commandBufferCount = 1;
-  VkCommandBuffer unasked = as_handle<VkCommandBuffer>(kCommandBufferId);
-  g.b.Clear();
-  wire::encode_vkAllocateCommandBuffers(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, &unasked);
-  g.add(wire::kCmd_vkAllocateCommandBuffers, g.b);
+  allocate_command_buffer(g, kCommandBufferId, false);
   VkPipelineCacheCreateInfo cache_info{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
   VkPipelineCache cache = as_handle<VkPipelineCache>(kCommandBufferId + 2);
   g.b.Clear();
   wire::encode_vkCreatePipelineCache(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &cache_info, nullptr, &cache);
   g.add(wire::kCmd_vkCreatePipelineCache, g.b);
   stats(g);
-  VkCommandBuffer asked = as_handle<VkCommandBuffer>(kCommandBufferId + 1);
-  g.b.Clear();
-  wire::encode_vkAllocateCommandBuffers(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &alloc, &asked);
-  g.add_reply(wire::kCmd_vkAllocateCommandBuffers, g.b);
+  allocate_command_buffer(g, kCommandBufferId + 1, true);
   stats(g);
   ASSERT_TRUE(g.send());
   auto before = g.next_reply();

@@ -1452,8 +1452,17 @@ int run_small_memory() {
 // must arrive), and one with VK_PIPELINE_CREATE_FAIL_ON_PIPELINE_COMPILE_REQUIRED_BIT (waited
 // for: the driver's own result). Prints what a native run prints too.
 int run_pipelines() {
+  // The device enables what the second and third rounds use (the instance asks for Vulkan 1.1).
+  VkPhysicalDevicePipelineCreationCacheControlFeaturesEXT cache_control{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_CREATION_CACHE_CONTROL_FEATURES_EXT};
+  cache_control.pipelineCreationCacheControl = VK_TRUE;
   CommandRig rig;
-  if (!open_command_rig(rig)) return 1;
+  if (!open_device(
+          rig.o, &rig.pd, &rig.queue,
+          {VK_EXT_PIPELINE_CREATION_FEEDBACK_EXTENSION_NAME, VK_EXT_PIPELINE_CREATION_CACHE_CONTROL_EXTENSION_NAME},
+          &cache_control) ||
+      !create_commands_and_fence(rig.o, &rig.pool, &rig.cmd))
+    return 1;
   auto& [o, pd, queue, pool, cmd] = rig;
   constexpr uint32_t kHalfWords = 4096;
   Block block;

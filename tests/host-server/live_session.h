@@ -91,10 +91,12 @@ class LiveSession {
     return true;
   }
 
-  // An instance, its physical device and a device with one queue (tests/icd/raw_protocol.h).
-  bool setup_device() {
+  // An instance, its physical device and a device with one queue (tests/icd/raw_protocol.h),
+  // with `extensions` and the feature chain `features`.
+  bool setup_device(std::vector<const char*> extensions = {}, const void* features = nullptr) {
     return bypass::test::setup_device(
-        [&](uint16_t command, const void* data, size_t size) { return call(command, data, size).has_value(); });
+        [&](uint16_t command, const void* data, size_t size) { return call(command, data, size).has_value(); },
+        std::move(extensions), features);
   }
 
   // Adds a record to the batch being built; send() sends it.

@@ -169,6 +169,68 @@ TEST(SessionBatch, RecordsSentWithoutAskingGetNoReplyAndStillRun) {
   EXPECT_FALSE(g.next_reply(std::chrono::milliseconds(200)));  // nothing more
 }
 
+// A compute pipeline of shaders/noop.comp through the session, sent without asking for the
+// reply; `flags` its create flags. Its shader module and layout are made first (async creates).
+void unasked_compute_pipeline(LiveSession& g, uint64_t id, VkPipelineCreateFlags flags) {
+  static constexpr uint32_t kCode[] = {
+#include "noop.comp.inc"
+  };
+  VkShaderModuleCreateInfo module_info{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+  module_info.codeSize = sizeof(kCode);
+  module_info.pCode = kCode;
+  VkShaderModule module = as_handle<VkShaderModule>(id + 1);
+  g.b.Clear();
+  wire::encode_vkCreateShaderModule(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &module_info, nullptr, &module);
+  g.add(wire::kCmd_vkCreateShaderModule, g.b);
+  VkPipelineLayoutCreateInfo layout_info{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+  VkPipelineLayout layout = as_handle<VkPipelineLayout>(id + 2);
+  g.b.Clear();
+  wire::encode_vkCreatePipelineLayout(g.b, g.ids, as_handle<VkDevice>(kDeviceId), &layout_info, nullptr, &layout);
+  g.add(wire::kCmd_vkCreatePipelineLayout, g.b);
+  VkComputePipelineCreateInfo info{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+  info.flags = flags;
+  info.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+  info.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  info.stage.module = module;
+  info.stage.pName = "main";
+  info.layout = layout;
+  VkPipeline pipeline = as_handle<VkPipeline>(id);
+  g.b.Clear();
+  wire::encode_vkCreateComputePipelines(g.b, g.ids, as_handle<VkDevice>(kDeviceId), VK_NULL_HANDLE, 1, &info, nullptr,
+                                        &pipeline);
+  g.add(wire::kCmd_vkCreateComputePipelines, g.b);
+}
+
+// A pipeline sent without asking is made (the stats count it with its module and layout); one
+// the driver does not make (lavapipe answers VK_PIPELINE_COMPILE_REQUIRED when asked to fail
+// rather than compile) ends the session naming the call: the guest was told VK_SUCCESS.
+TEST(SessionBatch, APipelineSentWithoutAskingIsMadeOrEndsTheSession) {
+  LiveSession g;
+  // VK_PIPELINE_CREATE_FAIL_ON_PIPELINE_COMPILE_REQUIRED_BIT needs the feature (the validation
+  // run of these tests checks).
+  VkPhysicalDevicePipelineCreationCacheControlFeaturesEXT cache_control{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_CREATION_CACHE_CONTROL_FEATURES_EXT};
+  cache_control.pipelineCreationCacheControl = VK_TRUE;
+  ASSERT_TRUE(g.setup_device({VK_EXT_PIPELINE_CREATION_CACHE_CONTROL_EXTENSION_NAME}, &cache_control));
+  stats(g);
+  unasked_compute_pipeline(g, 1000, 0);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  auto before = g.next_reply();
+  auto after = g.next_reply();
+  ASSERT_TRUE(before && after);
+  EXPECT_EQ(after->header.seq, before->header.seq + 1);
+  EXPECT_EQ(after->as<wire::StatsReply>().objects, before->as<wire::StatsReply>().objects + 3);
+
+  unasked_compute_pipeline(g, 2000, VK_PIPELINE_CREATE_FAIL_ON_PIPELINE_COMPILE_REQUIRED_BIT);
+  stats(g);
+  ASSERT_TRUE(g.send());
+  EXPECT_FALSE(g.next_reply());
+  const std::string why = g.end_reason();
+  EXPECT_NE(why.find("vkCreateComputePipelines"), std::string::npos) << why;
+  EXPECT_NE(why.find("sent without asking"), std::string::npos) << why;
+}
+
 TEST(SessionBatch, ATruncatedRecordHeaderEndsTheSession) {
   LiveSession g;
   const std::vector<std::byte> four(4);

@@ -39,7 +39,7 @@ inline constexpr uint64_t kInstanceId = 1, kPhysicalDeviceId = 100, kDeviceId = 
 // An instance and a device (with `extensions`), made the way the ICD makes them. `call` sends
 // one record that wants a reply and waits for it: false when none came.
 template <class Call>
-bool setup_device(Call&& call, std::vector<const char*> extensions = {}) {
+bool setup_device(Call&& call, std::vector<const char*> extensions = {}, const void* features = nullptr) {
   IdentityHandles ids;
   wire::Builder b(1024);
   VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
@@ -55,7 +55,7 @@ bool setup_device(Call&& call, std::vector<const char*> extensions = {}) {
   VkDeviceQueueCreateInfo queue{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
   queue.queueCount = 1;
   queue.pQueuePriorities = &priority;
-  VkDeviceCreateInfo device_info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  VkDeviceCreateInfo device_info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, features};
   device_info.queueCreateInfoCount = 1;
   device_info.pQueueCreateInfos = &queue;
   device_info.enabledExtensionCount = static_cast<uint32_t>(extensions.size());

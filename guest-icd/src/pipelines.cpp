@@ -28,15 +28,19 @@ namespace bypass::icd {
 
 namespace {
 
+// The chain's VkPipelineCreationFeedbackCreateInfo (an output the driver fills in), or null.
+template <class Info>
+const VkPipelineCreationFeedbackCreateInfo* feedback_of(const Info& info) {
+  return wire::find_in_chain<const VkPipelineCreationFeedbackCreateInfo>(
+      info.pNext, VK_STRUCTURE_TYPE_PIPELINE_CREATION_FEEDBACK_CREATE_INFO);
+}
+
 template <class Info>
 bool may_answer_more(uint32_t count, const Info* infos) {
   constexpr VkPipelineCreateFlags kMayFail =
       VK_PIPELINE_CREATE_FAIL_ON_PIPELINE_COMPILE_REQUIRED_BIT | VK_PIPELINE_CREATE_EARLY_RETURN_ON_FAILURE_BIT;
-  for (uint32_t i = 0; i < count; ++i) {
-    if (infos[i].flags & kMayFail) return true;
-    for (auto* p = static_cast<const VkBaseInStructure*>(infos[i].pNext); p; p = p->pNext)
-      if (p->sType == VK_STRUCTURE_TYPE_PIPELINE_CREATION_FEEDBACK_CREATE_INFO) return true;
-  }
+  for (uint32_t i = 0; i < count; ++i)
+    if ((infos[i].flags & kMayFail) || feedback_of(infos[i])) return true;
   return false;
 }
 
@@ -44,18 +48,16 @@ template <class Info>
 void write_feedback(uint32_t count, const Info* infos, const VkPipeline* pipelines, VkResult result,
                     std::chrono::steady_clock::duration took) {
   for (uint32_t i = 0; i < count; ++i) {
-    for (auto* p = static_cast<const VkBaseInStructure*>(infos[i].pNext); p; p = p->pNext) {
-      if (p->sType != VK_STRUCTURE_TYPE_PIPELINE_CREATION_FEEDBACK_CREATE_INFO) continue;
-      const auto* f = reinterpret_cast<const VkPipelineCreationFeedbackCreateInfo*>(p);
-      // A pipeline that was not made (an error, VK_PIPELINE_COMPILE_REQUIRED) has no feedback.
-      const bool made = result >= 0 && pipelines[i] != VK_NULL_HANDLE;
-      if (f->pPipelineCreationFeedback)
-        *f->pPipelineCreationFeedback = {
-            made ? VkPipelineCreationFeedbackFlags{VK_PIPELINE_CREATION_FEEDBACK_VALID_BIT} : 0,
-            made ? static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()) : 0};
-      for (uint32_t s = 0; s < f->pipelineStageCreationFeedbackCount && f->pPipelineStageCreationFeedbacks; ++s)
-        f->pPipelineStageCreationFeedbacks[s] = {0, 0};
-    }
+    const VkPipelineCreationFeedbackCreateInfo* f = feedback_of(infos[i]);
+    if (!f) continue;
+    // A pipeline that was not made (an error, VK_PIPELINE_COMPILE_REQUIRED) has no feedback.
+    const bool made = result >= 0 && pipelines[i] != VK_NULL_HANDLE;
+    if (f->pPipelineCreationFeedback)
+      *f->pPipelineCreationFeedback = {
+          made ? VkPipelineCreationFeedbackFlags{VK_PIPELINE_CREATION_FEEDBACK_VALID_BIT} : 0,
+          made ? static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()) : 0};
+    for (uint32_t s = 0; s < f->pipelineStageCreationFeedbackCount && f->pPipelineStageCreationFeedbacks; ++s)
+      f->pPipelineStageCreationFeedbacks[s] = {0, 0};
   }
 }
 

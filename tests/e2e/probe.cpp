@@ -1007,8 +1007,8 @@ struct CommandRig {
   VkCommandBuffer cmd = VK_NULL_HANDLE;
 };
 
-bool open_command_rig(CommandRig& r) {
-  return open_device(r.o, &r.pd, &r.queue) && create_commands_and_fence(r.o, &r.pool, &r.cmd);
+bool open_command_rig(CommandRig& r, const std::vector<const char*>& extensions = {}, const void* features = nullptr) {
+  return open_device(r.o, &r.pd, &r.queue, extensions, features) && create_commands_and_fence(r.o, &r.pool, &r.cmd);
 }
 
 // The compute pipeline of run_host_pointer: the second half of a storage buffer becomes a copy
@@ -1457,11 +1457,10 @@ int run_pipelines() {
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_CREATION_CACHE_CONTROL_FEATURES_EXT};
   cache_control.pipelineCreationCacheControl = VK_TRUE;
   CommandRig rig;
-  if (!open_device(
-          rig.o, &rig.pd, &rig.queue,
+  if (!open_command_rig(
+          rig,
           {VK_EXT_PIPELINE_CREATION_FEEDBACK_EXTENSION_NAME, VK_EXT_PIPELINE_CREATION_CACHE_CONTROL_EXTENSION_NAME},
-          &cache_control) ||
-      !create_commands_and_fence(rig.o, &rig.pool, &rig.cmd))
+          &cache_control))
     return 1;
   auto& [o, pd, queue, pool, cmd] = rig;
   constexpr uint32_t kHalfWords = 4096;

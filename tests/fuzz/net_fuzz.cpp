@@ -48,20 +48,17 @@ void write_seed(const std::string& path, const std::vector<uint8_t>& bytes) {
 void write_seeds(const char* dir) {
   ::mkdir(dir, 0755);
   const std::string d(dir);
-  transport::Hello hello{1, 0x1234, "fuzz"};
-  const net::HelloPayload p = net::make_hello(hello);
-  std::vector<uint8_t> s;
-  append_frame(s, 1, net::make_frame(net::kFrameHello, 0, std::as_bytes(std::span(&p, 1))));
-  write_seed(d + "/hello", s);
-
-  std::vector<std::byte> payload(kMaxMessage);
-  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::byte>(i);
-  const std::span<const std::byte> all(payload);
   auto stream = [&](const char* name, std::initializer_list<std::pair<uint8_t, net::FrameMessage>> frames) {
     std::vector<uint8_t> bytes;
     for (const auto& [offset, frame] : frames) append_frame(bytes, offset, frame);
     write_seed(d + "/" + name, bytes);
   };
+  const net::HelloPayload hello = net::make_hello(transport::Hello{1, 0x1234, "fuzz"});
+  stream("hello", {{1, net::make_frame(net::kFrameHello, 0, std::as_bytes(std::span(&hello, 1)))}});
+
+  std::vector<std::byte> payload(kMaxMessage);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::byte>(i);
+  const std::span<const std::byte> all(payload);
   // What the relay passes on, and each way of being refused (frame_test.cpp has the same cases).
   stream("one_frame", {{0, net::make_frame(7, 0, all.first(300))}});
   stream("two_frames",

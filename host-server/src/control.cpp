@@ -153,7 +153,7 @@ bool Session::control_memory_read_after(const uint8_t* data, size_t size) {
   wire::MemoryReadAfter a;
   if (size != sizeof(a)) return decode.fail("memory read after", "bad request size");
   std::memcpy(&a, data, sizeof(a));
-  if (!record_wants_reply_) return decode.fail("memory read after", "asks for no reply");
+  if (!wants_reply) return decode.fail("memory read after", "asks for no reply");
   if (a.calls_back == 0 || a.calls_back >= reply_seq)
     return decode.fail("memory read after", "does not follow an earlier call");
   const uint64_t after_seq = reply_seq - a.calls_back;

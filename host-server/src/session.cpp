@@ -240,9 +240,8 @@ bool Session::process_batch(const std::byte* bytes, size_t size) {
       return end(EndReason::kProtocolError, "record size " + std::to_string(h.size) + " out of bounds");
     const uint8_t* payload = data + off + sizeof(h);
     const size_t n = h.size - sizeof(h);
-    record_wants_reply_ = h.flags & wire::kRecordWantsReply;
-    wants_reply = record_wants_reply_;
-    if (record_wants_reply_) reply_seq = ++seq_;
+    wants_reply = h.flags & wire::kRecordWantsReply;
+    if (wants_reply) reply_seq = ++seq_;
     arena_.reset();
     decode.clear();
     batch_rest_ = h.size < size - off && !tail.from(off + h.size);
@@ -343,7 +342,7 @@ bool Session::run_blocking(std::function<void()> job) {
   const char* name = wire::command_name(record_command_);
   // Pending calls are known by their reply's sequence number, which only a record that wants a
   // reply has.
-  if (!record_blocks_ || !record_wants_reply_) return decode.fail(name, "blocking call without a reply");
+  if (!record_blocks_ || !wants_reply) return decode.fail(name, "blocking call without a reply");
   // What the call uses, with every owner above it: destroying any of them would pull it from
   // under the waiter thread (destroy_ok).
   PendingCall call{record_command_, {}};

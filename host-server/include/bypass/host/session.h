@@ -279,10 +279,9 @@ class Session final : public wire::HostContext, private wire::HandleMap {
   // Records other than read barriers riding behind it (kCtlMemoryReadAfter) follow the one
   // being run in the current batch: input_waiting().
   bool batch_rest_ = false;
-  // The record being run: its command, whether it wants a reply, and, for a blocking command,
-  // every handle its decoding resolved (what a waiter thread would use).
+  // The record being run: its command (whether it wants a reply is HostContext::wants_reply),
+  // and, for a blocking command, every handle its decoding resolved (what a waiter thread would use).
   uint16_t record_command_ = 0;
-  bool record_wants_reply_ = false;
   bool record_blocks_ = false;
   std::vector<uint64_t> record_handles_;
   std::string refusal_;                      // refuse_new_id's last reason

@@ -44,6 +44,10 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroyDevice(VkDevice device, const VkAllocati
     base::log(base::LogLevel::kInfo, "pipelines: %llu created without waiting, %llu waited for",
               static_cast<unsigned long long>(dev->pipelines_unasked.load()),
               static_cast<unsigned long long>(dev->pipelines_waited.load()));
+  if (dev->timeline_waits_here.load() + dev->timeline_waits_asked.load() > 0)
+    base::log(base::LogLevel::kInfo, "timeline waits: %llu answered here, %llu asked of bypassd",
+              static_cast<unsigned long long>(dev->timeline_waits_here.load()),
+              static_cast<unsigned long long>(dev->timeline_waits_asked.load()));
   for (auto& [key, q] : dev->queues) delete_object(q);
   for (auto& [pool, list] : dev->pool_buffers)
     for (auto* cb : list) delete_object(cb);

@@ -159,6 +159,10 @@ struct Device : Object {
   // vkDestroyDevice, level info).
   std::atomic<uint64_t> pipelines_unasked{0};
   std::atomic<uint64_t> pipelines_waited{0};
+  // vkWaitSemaphores answered in the guest (values reached, or waited for on the completion
+  // feedback) and asked of bypassd (sync.cpp; logged at vkDestroyDevice, level info).
+  std::atomic<uint64_t> timeline_waits_here{0};
+  std::atomic<uint64_t> timeline_waits_asked{0};
 };
 
 // Query mirrors (queries.cpp): a submission of these command buffers as submission `serial`

@@ -11,7 +11,10 @@
 //                      polls the block, then sleeps on its word until bypassd publishes, and
 //                      asks bypassd at the deadline, so a timeout is the host's exact answer;
 //   polls (timeout 0)  of a pending submission that nothing could have told this process of
-//                      (not_done_here, Connection::may_know_done): "not yet", no round trip.
+//                      (not_done_here, Connection::may_know_done): "not yet", no round trip;
+//   vkWaitSemaphores   values reached (initial, vkSignalSemaphore, finished submissions) at
+//                      once; values pending submissions signal are waited for as those
+//                      submissions' fences would be, until wait-before-signal is seen.
 // Anything not certain goes to bypassd as before (the generated call): a fence never submitted,
 // reset, created signalled, used by vkQueueBindSparse or signalled by other means; a slot holding
 // a later serial (another queue finished first); and everything once bypassd set `stopped` (a
@@ -141,6 +144,63 @@ VkResult done(Connection* conn, VkDevice device) {
   return VK_SUCCESS;
 }
 
+// Waits until the block publishes the submissions `serials` (all, or one), at most `timeout`
+// ns: polls the block for a while, yielding the CPU (PollBudget: a small job is done within tens
+// of microseconds, less than a sleep and wake-up cost here), then sleeps on its word until bypassd
+// publishes or the deadline passes. `sleepers` counts this thread for the whole wait: bypassd
+// wakes it and its session thread waits for the work it just ran on our behalf (feedback.cpp,
+// settle_feedback). What is not certain goes to bypassd through `ask(timeout left)`: at the
+// deadline (with 0, so VK_TIMEOUT is the host's exact answer) or once the block is unsure.
+template <class Ask>
+VkResult wait_published(Connection* conn, VkDevice device, const std::vector<uint64_t>& serials, bool all,
+                        uint64_t timeout, Ask ask) {
+  const layout::Feedback* f = conn->feedback();
+  const Clock::time_point start = Clock::now();
+  const bool forever = timeout > (uint64_t{1} << 62);  // past any steady_clock deadline
+  const Clock::time_point deadline = forever ? Clock::time_point::max() : start + std::chrono::nanoseconds(timeout);
+  auto* fw = const_cast<layout::Feedback*>(f);
+  // seq_cst: announced before the checks below, so bypassd, which bumps `seq` before it reads
+  // `sleepers`, either wakes us or we see its slot (feedback.cpp, publish).
+  fw->sleepers.fetch_add(1, std::memory_order_seq_cst);
+  bool polled = false;
+  Known k;
+  while (true) {
+    const uint32_t seq = fw->seq.load(std::memory_order_seq_cst);
+    k = known_all(f, serials, all);
+    if (k != Known::kPending) break;
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) {
+      fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return ask(0);
+    }
+    if (!polled) {
+      polled = true;
+      const Clock::time_point poll_start = Clock::now();
+      const Clock::time_point poll_end = std::min(deadline, poll_start + t_poll.budget);
+      Clock::time_point t = poll_start;
+      while (fw->seq.load(std::memory_order_acquire) == seq && (t = Clock::now()) < poll_end) sched_yield();
+      if (fw->seq.load(std::memory_order_acquire) != seq) t_poll.hit(t - poll_start);
+      continue;
+    }
+    const Clock::time_point slept_at = Clock::now();
+    conn->sleep_feedback(seq, std::min<std::chrono::nanoseconds>(deadline - now, conn->liveness_slice()));
+    t_poll.slept(Clock::now() - slept_at);
+    if (fw->seq.load(std::memory_order_acquire) == seq && !conn->check_peer()) {
+      fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return VK_ERROR_DEVICE_LOST;
+    }
+  }
+  fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
+  if (k == Known::kDone) return done(conn, device);
+  // Not certain any more: bypassd waits what is left of the timeout.
+  uint64_t left = timeout;
+  if (!forever) {
+    const auto spent = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    left = timeout > static_cast<uint64_t>(spent) ? timeout - static_cast<uint64_t>(spent) : 0;
+  }
+  return ask(left);
+}
+
 const VkTimelineSemaphoreSubmitInfo* timeline_info(const VkSubmitInfo& submit) {
   for (auto* n = static_cast<const VkBaseInStructure*>(submit.pNext); n; n = n->pNext)
     if (n->sType == VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO)
@@ -222,23 +282,72 @@ VKAPI_ATTR void VKAPI_CALL icd_vkDestroySemaphore(VkDevice device, VkSemaphore s
   forward_vkDestroySemaphore(device, semaphore, pAllocator);
 }
 
-// A timeline wait whose values the guest's own finished submissions already reached (every
-// one, or one with VK_SEMAPHORE_WAIT_ANY_BIT) succeeds here; any other goes to bypassd.
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkCreateSemaphore(VkDevice device, const VkSemaphoreCreateInfo* pCreateInfo,
+                                                     const VkAllocationCallbacks* pAllocator, VkSemaphore* pSemaphore) {
+  Connection* conn = connection_of(device);
+  *pSemaphore = wire::handle_from_bits<VkSemaphore>(conn->new_id());  // an asynchronous create names its object
+  const VkResult r = forward_vkCreateSemaphore(device, pCreateInfo, pAllocator, pSemaphore);
+  if (r != VK_SUCCESS) return r;
+  auto* type =
+      wire::find_in_chain<VkSemaphoreTypeCreateInfo>(pCreateInfo->pNext, VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO);
+  if (type && type->semaphoreType == VK_SEMAPHORE_TYPE_TIMELINE)
+    conn->timelines().created(wire::handle_bits(*pSemaphore), type->initialValue);
+  return r;
+}
+
+// Sent first, then noted: a thread that sees the value reached sends its next records after it.
+VKAPI_ATTR VkResult VKAPI_CALL icd_vkSignalSemaphore(VkDevice device, const VkSemaphoreSignalInfo* pSignalInfo) {
+  const VkResult r = forward_vkSignalSemaphore(device, pSignalInfo);
+  if (r == VK_SUCCESS)
+    connection_of(device)->timelines().signalled_on_host(wire::handle_bits(pSignalInfo->semaphore), pSignalInfo->value);
+  return r;
+}
+
+namespace {
+
+// A timeline wait whose values the guest's own finished submissions (or its vkSignalSemaphore)
+// already reached (every one, or one with VK_SEMAPHORE_WAIT_ANY_BIT) succeeds here. One for
+// values that pending submissions of this process signal waits for those submissions on the
+// feedback block, as vkWaitForFences does: no round trip, and one wake-up when they finish.
+// That is the same wait only while each of them completes on its own: once a submission waited
+// for a value nothing before it signals (wait-before-signal), one of them may wait for a signal
+// this very wait holds up, and every wait that is not already reached goes to bypassd.
+template <class Ask>
+VkResult wait_semaphores(Connection* conn, VkDevice device, const VkSemaphoreWaitInfo* pWaitInfo, uint64_t timeout,
+                         Ask ask) {
+  const layout::Feedback* f = conn->feedback();
+  if (!pWaitInfo || pWaitInfo->semaphoreCount == 0 || !f) return ask(timeout);
+  const bool any = (pWaitInfo->flags & VK_SEMAPHORE_WAIT_ANY_BIT) != 0;
+  auto done_serial = [&](uint64_t serial) { return known(f, serial) == Known::kDone; };
+  std::vector<uint64_t> serials;  // of the submissions that reach the values not reached yet
+  for (uint32_t i = 0; i < pWaitInfo->semaphoreCount; ++i) {
+    const uint64_t semaphore = wire::handle_bits(pWaitInfo->pSemaphores[i]);
+    if (conn->timelines().reached(semaphore, pWaitInfo->pValues[i], done_serial)) {
+      if (any) return done(conn, device);
+      continue;
+    }
+    serials.push_back(conn->timelines().serial_reaching(semaphore, pWaitInfo->pValues[i]));
+  }
+  if (serials.empty()) return done(conn, device);
+  const bool all = !any || serials.size() == 1;
+  if (timeout == 0 || conn->saw_timeline_waits() || known_all(f, serials, all) == Known::kUnsure) return ask(timeout);
+  return wait_published(conn, device, serials, all, timeout, ask);
+}
+
+}  // namespace
+
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitSemaphores(VkDevice device, const VkSemaphoreWaitInfo* pWaitInfo,
                                                     uint64_t timeout) {
   Connection* conn = connection_of(device);
   if (!conn->alive()) return VK_ERROR_DEVICE_LOST;
-  const layout::Feedback* f = conn->feedback();
-  if (pWaitInfo && pWaitInfo->semaphoreCount > 0 && f) {
-    const bool any = (pWaitInfo->flags & VK_SEMAPHORE_WAIT_ANY_BIT) != 0;
-    auto done_serial = [&](uint64_t serial) { return known(f, serial) == Known::kDone; };
-    uint32_t reached = 0;
-    for (uint32_t i = 0; i < pWaitInfo->semaphoreCount; ++i)
-      if (conn->timelines().reached(wire::handle_bits(pWaitInfo->pSemaphores[i]), pWaitInfo->pValues[i], done_serial))
-        ++reached;
-    if (any ? reached > 0 : reached == pWaitInfo->semaphoreCount) return done(conn, device);
-  }
-  return forward_vkWaitSemaphores(device, pWaitInfo, timeout);
+  bool asked = false;
+  const VkResult r = wait_semaphores(conn, device, pWaitInfo, timeout, [&](uint64_t left) {
+    asked = true;
+    return forward_vkWaitSemaphores(device, pWaitInfo, left);
+  });
+  auto* dev = as<Device>(device);
+  (asked ? dev->timeline_waits_asked : dev->timeline_waits_here).fetch_add(1, std::memory_order_relaxed);
+  return r;
 }
 
 VKAPI_ATTR VkResult VKAPI_CALL icd_vkGetFenceStatus(VkDevice device, VkFence fence) {
@@ -270,55 +379,9 @@ VKAPI_ATTR VkResult VKAPI_CALL icd_vkWaitForFences(VkDevice device, uint32_t fen
   }
   if (k == Known::kUnsure || timeout == 0)
     return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, timeout));
-
-  // Wait on the block's word until bypassd publishes or the deadline passes: poll for a while,
-  // yielding the CPU (PollBudget: a small job is done within tens of microseconds, less than a
-  // sleep and wake-up cost here), then sleep. `sleepers` counts this thread for the whole wait: bypassd wakes it and
-  // its session thread waits for the work it just ran on our behalf (feedback.cpp, settle_feedback).
-  const Clock::time_point start = Clock::now();
-  const bool forever = timeout > (uint64_t{1} << 62);  // past any steady_clock deadline
-  const Clock::time_point deadline = forever ? Clock::time_point::max() : start + std::chrono::nanoseconds(timeout);
-  auto* fw = const_cast<layout::Feedback*>(f);
-  // seq_cst: announced before the checks below, so bypassd, which bumps `seq` before it reads
-  // `sleepers`, either wakes us or we see its slot (feedback.cpp, publish).
-  fw->sleepers.fetch_add(1, std::memory_order_seq_cst);
-  bool polled = false;
-  while (true) {
-    const uint32_t seq = fw->seq.load(std::memory_order_seq_cst);
-    k = known_all(f, serials, all);
-    if (k != Known::kPending) break;
-    const Clock::time_point now = Clock::now();
-    if (now >= deadline) {
-      fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
-      // Asked with no time left: bypassd's exact answer, VK_TIMEOUT or signalled just now.
-      return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, 0));
-    }
-    if (!polled) {
-      polled = true;
-      const Clock::time_point poll_start = Clock::now();
-      const Clock::time_point poll_end = std::min(deadline, poll_start + t_poll.budget);
-      Clock::time_point t = poll_start;
-      while (fw->seq.load(std::memory_order_acquire) == seq && (t = Clock::now()) < poll_end) sched_yield();
-      if (fw->seq.load(std::memory_order_acquire) != seq) t_poll.hit(t - poll_start);
-      continue;
-    }
-    const Clock::time_point slept_at = Clock::now();
-    conn->sleep_feedback(seq, std::min<std::chrono::nanoseconds>(deadline - now, conn->liveness_slice()));
-    t_poll.slept(Clock::now() - slept_at);
-    if (fw->seq.load(std::memory_order_acquire) == seq && !conn->check_peer()) {
-      fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
-      return VK_ERROR_DEVICE_LOST;
-    }
-  }
-  fw->sleepers.fetch_sub(1, std::memory_order_relaxed);
-  if (k == Known::kDone) return done(conn, device);
-  // Not certain any more: bypassd waits what is left of the timeout.
-  uint64_t left = timeout;
-  if (!forever) {
-    const auto spent = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
-    left = timeout > static_cast<uint64_t>(spent) ? timeout - static_cast<uint64_t>(spent) : 0;
-  }
-  return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, left));
+  return wait_published(conn, device, serials, all, timeout, [&](uint64_t left) {
+    return learned(conn, serials, forward_vkWaitForFences(device, fenceCount, pFences, waitAll, left));
+  });
 }
 
 }  // namespace bypass::icd

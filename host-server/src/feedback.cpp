@@ -1,6 +1,6 @@
 // Completion feedback: what bypassd learns of the guest's submissions, published in the session
-// region (transport::layout::Feedback) so the guest answers vkGetFenceStatus and
-// vkWaitForFences on finished work without a round trip, and a guest waiting for unfinished work
+// region (transport::layout::Feedback) so the guest answers vkGetFenceStatus, vkWaitForFences and
+// timeline waits on finished work without a round trip, and a guest waiting for unfinished work
 // sleeps on a word the host bumps, not on a reply.
 //
 // Every guest submission gets a serial (the guest numbers its vkQueueSubmit records as it

@@ -35,6 +35,12 @@
 //                           polled (vkWaitForFences with timeout 0 until signalled) or polled
 //                           after vkQueueWaitIdle, vkDeviceWaitIdle or a wait for a later fence,
 //                           which must find the fence signalled at once; the fill is checked
+//   probe timeline-waits    timeline semaphore waits: 400 fill rounds signalled by timeline
+//                           semaphores only, each waited for with vkWaitSemaphores (one value,
+//                           all or any of two, with a timeout) and checked; initial values and
+//                           vkSignalSemaphore; then a submission held back by a gate (wait-before-
+//                           signal) and a wait for a lower value the program signals meanwhile,
+//                           which must return before the gate opens
 //   probe pipelines         three compute pipelines, each used in the submission after its
 //                           creation: plain, with creation feedback, and with
 //                           FAIL_ON_PIPELINE_COMPILE_REQUIRED; prints each result, whether the
@@ -86,6 +92,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 #include <thread>
 #include <vector>
@@ -522,18 +529,24 @@ VkResult wait_timeline(FenceRig& g, uint64_t value, uint64_t timeout) {
 }
 
 // A submission that waits for the gate's next value, which only open_gate signals (from the host
-// side of the API, vkSignalSemaphore): its fence must not signal before.
-bool submit_held(FenceRig& g, VkFence fence) {
+// side of the API, vkSignalSemaphore): its fence must not signal before. With `signal_value`, it
+// also signals that value of the rig's timeline.
+bool submit_held(FenceRig& g, VkFence fence, uint64_t signal_value = 0) {
   const uint64_t wait_value = g.gate_value + 1;
   const VkPipelineStageFlags stage = VK_PIPELINE_STAGE_ALL_COMMANDS_BIT;
   VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
   ti.waitSemaphoreValueCount = 1;
   ti.pWaitSemaphoreValues = &wait_value;
+  ti.signalSemaphoreValueCount = signal_value ? 1 : 0;
+  ti.pSignalSemaphoreValues = &signal_value;
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   si.pNext = &ti;
   si.waitSemaphoreCount = 1;
   si.pWaitSemaphores = &g.gate;
   si.pWaitDstStageMask = &stage;
+  si.signalSemaphoreCount = signal_value ? 1 : 0;
+  si.pSignalSemaphores = &g.timeline;
+  if (signal_value) g.timeline_value = signal_value;
   return vkQueueSubmit(g.queue, 1, &si, fence) == VK_SUCCESS;
 }
 
@@ -634,6 +647,134 @@ void held_rounds(FenceRig& g) {
     expect(vkWaitForFences(dev, 1, &g.o.fence, VK_TRUE, 0) == VK_TIMEOUT, "a reset fence's wait(0) times out");
     expect(vkGetFenceStatus(dev, g.fence2) == VK_NOT_READY, "a reset fence's status is VK_NOT_READY");
   }
+}
+
+// A fill of the buffer with `value` that signals the next value of the rig's timeline and, with
+// `other`, the next value of that semaphore too; no fence.
+bool submit_fill_signalling(FenceRig& g, uint32_t value, VkSemaphore other, uint64_t* other_value) {
+  VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  vkResetCommandBuffer(g.fill, 0);
+  vkBeginCommandBuffer(g.fill, &begin);
+  vkCmdFillBuffer(g.fill, g.buffer, 0, kFillBytes, value);
+  vkEndCommandBuffer(g.fill);
+  const VkSemaphore sems[2] = {g.timeline, other};
+  const uint64_t values[2] = {++g.timeline_value, other ? ++*other_value : 0};
+  VkTimelineSemaphoreSubmitInfo ti{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  ti.signalSemaphoreValueCount = other ? 2 : 1;
+  ti.pSignalSemaphoreValues = values;
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.pNext = &ti;
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &g.fill;
+  si.signalSemaphoreCount = other ? 2 : 1;
+  si.pSignalSemaphores = sems;
+  return vkQueueSubmit(g.queue, 1, &si, VK_NULL_HANDLE) == VK_SUCCESS;
+}
+
+VkResult wait_values(VkDevice dev, std::initializer_list<VkSemaphore> sems, std::initializer_list<uint64_t> values,
+                     bool any, uint64_t timeout) {
+  const std::vector<VkSemaphore> s(sems);
+  const std::vector<uint64_t> v(values);
+  VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+  wi.flags = any ? VK_SEMAPHORE_WAIT_ANY_BIT : 0;
+  wi.semaphoreCount = static_cast<uint32_t>(s.size());
+  wi.pSemaphores = s.data();
+  wi.pValues = v.data();
+  return vkWaitSemaphores(dev, &wi, timeout);
+}
+
+// Timeline waits (guest-icd/src/sync.cpp): fill rounds signalled by timeline semaphores only,
+// each waited for with vkWaitSemaphores (one value, all of two, any of two, with a timeout),
+// the fill in memory when the wait returns; values reached before any submission (an initial
+// value, vkSignalSemaphore) succeed. Then wait-before-signal: a submission held back by the gate
+// signals the timeline; a thread waits for a lower value of it, which the program signals from
+// the host side with vkSignalSemaphore while the submission is still held: natively the wait
+// returns then, before the gate opens, and so must it through bypass (a wait on the held
+// submission's completion would hang).
+void timeline_rounds(FenceRig& g, uint32_t rounds) {
+  VkDevice dev = g.o.device;
+  using Clock = std::chrono::steady_clock;
+  VkSemaphoreTypeCreateInfo tinfo{VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO};
+  tinfo.semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE;
+  tinfo.initialValue = 7;
+  VkSemaphoreCreateInfo sinfo{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO};
+  sinfo.pNext = &tinfo;
+  VkSemaphore other = VK_NULL_HANDLE;
+  if (!report("vkCreateSemaphore", vkCreateSemaphore(dev, &sinfo, nullptr, &other))) {
+    g_failed = true;
+    return;
+  }
+  uint64_t other_value = 7;
+  expect(wait_values(dev, {other}, {7}, false, 0) == VK_SUCCESS, "the initial value is reached");
+  for (uint32_t i = 1; i <= rounds && !g_failed; ++i) {
+    const bool both = i % 2 == 0;
+    const uint64_t other_before = other_value;
+    expect(submit_fill_signalling(g, i, both ? other : VK_NULL_HANDLE, &other_value), "fill submission");
+    switch (i % 4) {
+      case 0:
+        expect(wait_values(dev, {g.timeline, other}, {g.timeline_value, other_value}, true, UINT64_MAX) == VK_SUCCESS,
+               "a wait for either of two values one submission signals");
+        break;
+      case 1:
+        expect(wait_values(dev, {g.timeline}, {g.timeline_value}, false, UINT64_MAX) == VK_SUCCESS,
+               "a wait for the value the fill signals");
+        break;
+      case 2:
+        expect(wait_values(dev, {other, g.timeline}, {other_value, g.timeline_value}, false, UINT64_MAX) == VK_SUCCESS,
+               "a wait for both values the fill signals");
+        break;
+      default:
+        // A value reached before (other_before) and one still pending.
+        expect(
+            wait_values(dev, {other, g.timeline}, {other_before, g.timeline_value}, false, 1'000'000'000) == VK_SUCCESS,
+            "a wait with a timeout for a reached and a pending value");
+        break;
+    }
+    expect(g.mapped[0] == i && g.mapped[kFillBytes / 4 - 1] == i, "the fill is complete when the wait returns");
+    uint64_t value = 0;
+    expect(vkGetSemaphoreCounterValue(dev, g.timeline, &value) == VK_SUCCESS && value == g.timeline_value,
+           "the timeline holds the value waited for");
+    if (i % 50 == 0) {
+      // Nothing pending on `other` (a signal must stay below pending ones).
+      expect(wait_values(dev, {other}, {other_value}, false, UINT64_MAX) == VK_SUCCESS, "the fill's other value");
+      VkSemaphoreSignalInfo info{VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO};
+      info.semaphore = other;
+      info.value = other_value += 3;
+      expect(vkSignalSemaphore(dev, &info) == VK_SUCCESS, "vkSignalSemaphore");
+      expect(wait_values(dev, {other}, {other_value}, false, UINT64_MAX) == VK_SUCCESS,
+             "a wait for the value vkSignalSemaphore set");
+    }
+  }
+
+  // Wait-before-signal.
+  const uint64_t held_value = g.timeline_value + 10;
+  expect(submit_held(g, VK_NULL_HANDLE, held_value), "held submission");
+  const uint64_t low = held_value - 5;
+  expect(wait_values(dev, {g.timeline}, {low}, false, 10'000'000) == VK_TIMEOUT,
+         "a wait for a value nothing reached yet times out");
+  std::atomic<bool> returned{false};
+  VkResult waited = VK_ERROR_UNKNOWN;
+  std::thread waiter([&] {
+    waited = wait_values(dev, {g.timeline}, {low}, false, UINT64_MAX);
+    returned.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  expect(!returned.load(), "the wait does not return before the value is signalled");
+  VkSemaphoreSignalInfo info{VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO};
+  info.semaphore = g.timeline;
+  info.value = low;
+  expect(vkSignalSemaphore(dev, &info) == VK_SUCCESS, "vkSignalSemaphore below the held signal");
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (!returned.load() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  expect(returned.load(), "the wait returns once vkSignalSemaphore reached its value, the submission still held");
+  if (!returned.load()) open_gate(g);  // let the waiter go, failed
+  waiter.join();
+  expect(waited == VK_SUCCESS, "the waiting thread's wait succeeds");
+  expect(wait_values(dev, {g.timeline}, {held_value}, false, 0) == VK_TIMEOUT, "the held value is not reached");
+  open_gate(g);
+  expect(wait_values(dev, {g.timeline}, {held_value}, false, UINT64_MAX) == VK_SUCCESS,
+         "the held value once the gate opened");
+  vkDestroySemaphore(dev, other, nullptr);
 }
 
 // Zero-timeout polls, which the guest answers itself while nothing could have told it otherwise
@@ -1571,6 +1712,14 @@ int run_feedback() {
   return g_failed ? 1 : 0;
 }
 
+int run_timeline_waits() {
+  FenceRig g;
+  if (!make_rig(g)) return 1;
+  timeline_rounds(g, 400);
+  std::printf("timeline-waits: %s\n", g_failed ? "failed" : "ok");
+  return g_failed ? 1 : 0;
+}
+
 int run_feedback_wait() {
   FenceRig g;
   if (!make_rig(g)) return 1;
@@ -1780,6 +1929,7 @@ int main(int argc, char** argv) {
   if (mode == "feedback-wait") return run_feedback_wait();
   if (mode == "feedback-scribble") return run_feedback_scribble();
   if (mode == "feedback-polls") return run_feedback_polls();
+  if (mode == "timeline-waits") return run_timeline_waits();
   if (mode == "repeat-queries") return run_repeat_queries();
   if (mode == "memory-requirements") return run_memory_requirements();
   if (mode == "small-memory") return run_small_memory();
@@ -1792,7 +1942,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr,
                "usage: %s create-instance|wait-fence|hold|fill-memory MIB|record-bomb "
                "[MILLIONS]|free-in-flight|debug-messengers|feedback|feedback-wait|feedback-scribble|feedback-polls|"
-               "repeat-queries|memory-requirements|small-memory|shadow-reads|"
+               "timeline-waits|repeat-queries|memory-requirements|small-memory|shadow-reads|"
                "icd-create-instance LIB\n",
                argv[0]);
   return 2;

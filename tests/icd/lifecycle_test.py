@@ -23,6 +23,10 @@ Cases (one ctest test each):
   feedback-polls        zero-timeout polls the guest answers itself: a poll that says signalled
                         finds the work done, and one after an idle wait or a wait for a later
                         fence says signalled at once; natively and through bypass
+  timeline-waits        timeline semaphore waits answered from completion feedback: right after
+                        fill rounds, initial values and vkSignalSemaphore, and a wait that the
+                        program's own signal ends while a submission is held back; the ICD
+                        counts them answered without bypassd until wait-before-signal
   repeat-queries        physical-device queries asked again (which the ICD answers from a copy)
                         answer as the first time and as natively
   memory-requirements   buffers and images made the same way asked for their memory
@@ -248,6 +252,27 @@ def case_feedback(workdir, _):
 
 def case_feedback_polls(workdir, _):
     native_then_bypass(workdir, "feedback-polls")
+
+
+def case_timeline_waits(workdir, _):
+    """Timeline semaphore waits the ICD makes on the completion feedback (guest-icd/src/sync.cpp):
+    the probe's fill rounds, initial values, vkSignalSemaphore and a wait that a program's own
+    signal must end while a submission is held back (wait-before-signal) pass natively and
+    through bypass, and the ICD's count (BYPASS_LOG=info, at vkDestroyDevice) shows every wait
+    before the held submission answered without bypassd and the four after it asked."""
+    server = Bypassd(workdir).start()
+    native = probe(["timeline-waits"], harness.native_env(workdir), workdir, "probe.native", timeout=120)
+    harness.check_ok(native, "timeline-waits natively (the test's own expectations)")
+    r = probe(["timeline-waits"], dict(server.guest_env(), BYPASS_LOG="info"), workdir, "probe.icd", timeout=120)
+    harness.check_ok(r, "timeline-waits through bypass")
+    check("timeline-waits: ok" in r.stdout, f"the probe did not finish:\n{r.describe()}")
+    harness.check_ended_clean(server.wait_gone(r.pid), r.pid)
+    m = re.search(r"timeline waits: (\d+) answered here, (\d+) asked of bypassd", r.stderr)
+    check(m is not None, f"no timeline wait count from the ICD:\n{r.describe()}")
+    here, asked = (int(g) for g in m.groups())
+    check(here >= 400 and asked == 4, f"expected the 400 rounds' waits answered here and 4 asked: {m.group(0)}")
+    log(m.group(0))
+    server.stop()
 
 
 def case_repeat_queries(workdir, _):
@@ -658,6 +683,7 @@ if __name__ == "__main__":
                 "feedback": case_feedback,
                 "feedback-scribble": case_feedback_scribble,
                 "feedback-polls": case_feedback_polls,
+                "timeline-waits": case_timeline_waits,
                 "repeat-queries": case_repeat_queries,
                 "memory-requirements": case_memory_requirements,
                 "small-memory": case_small_memory,

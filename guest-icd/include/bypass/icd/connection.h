@@ -119,17 +119,42 @@ class FenceTracker {
 
 // What the guest knows of its timeline semaphores for completion feedback (sync.cpp): the values
 // its submissions signal, each with the submission's serial. A value whose submission is done
-// has been reached (a counter only grows), so a wait for it needs no round trip. Any thread.
+// has been reached (a counter only grows), so a wait for it needs no round trip; a wait for a
+// value a pending submission signals can wait for that submission. Any thread.
 class TimelineTracker {
  public:
   struct Pending {
     uint64_t value, serial;
   };
+  // A timeline semaphore made by this process, with its initial value.
+  void created(uint64_t semaphore, uint64_t initial) {
+    std::lock_guard lock(mu_);
+    by_semaphore_[semaphore] = Entry{initial, initial, true, {}};
+  }
   void signalled_by(uint64_t semaphore, uint64_t value, uint64_t serial) {
     std::lock_guard lock(mu_);
     auto& e = by_semaphore_[semaphore];
     e.submitted = std::max(e.submitted, value);
     if (e.pending.size() < kMaxPending) e.pending.push_back({value, serial});
+  }
+  // vkSignalSemaphore, once its record is sent: every wait bypassd runs after it sees `value`.
+  void signalled_on_host(uint64_t semaphore, uint64_t value) {
+    std::lock_guard lock(mu_);
+    auto& e = by_semaphore_[semaphore];
+    e.reached = std::max(e.reached, value);
+    e.submitted = std::max(e.submitted, value);
+  }
+  // The serial of the earliest submission known to signal `value` or more on a timeline
+  // semaphore made by this process; 0 when none is known (a value past what was noted,
+  // kMaxPending, a semaphore not seen created). A signal's value must exceed every value
+  // signalled before it, so the first pending one at or above `value` is the earliest to reach it.
+  uint64_t serial_reaching(uint64_t semaphore, uint64_t value) {
+    std::lock_guard lock(mu_);
+    auto it = by_semaphore_.find(semaphore);
+    if (it == by_semaphore_.end() || !it->second.timeline) return 0;
+    for (const Pending& p : it->second.pending)
+      if (p.value >= value) return p.serial;
+    return 0;
   }
   // Whether a submission made before now signals `value` (or a later one): a wait for it then
   // depends on earlier submissions only.
@@ -161,7 +186,8 @@ class TimelineTracker {
   static constexpr size_t kMaxPending = 256;  // more in flight: the rest are asked of bypassd
   struct Entry {
     uint64_t reached = 0;
-    uint64_t submitted = 0;  // the highest value a submission signals
+    uint64_t submitted = 0;  // the highest value a submission (or vkSignalSemaphore) signals
+    bool timeline = false;   // seen created as a timeline semaphore (created())
     std::vector<Pending> pending;
   };
   std::mutex mu_;
@@ -250,6 +276,7 @@ class Connection : private wire::HandleMap {
   // A submission waited for a timeline value no earlier submission signals (it may be signalled
   // by a later one, or from elsewhere): polls ask bypassd from now on.
   void saw_timeline_wait() { timeline_waits_.store(true, std::memory_order_release); }
+  bool saw_timeline_waits() const { return timeline_waits_.load(std::memory_order_acquire); }
   // This process learned that submissions up to `serial` may be done (a fence bypassd reported
   // signalled: sync.cpp; answers that show signal operations: call_raw).
   void learned_done(uint64_t serial);

@@ -24,8 +24,9 @@ packages=(
   iproute2 iputils-ping netcat-openbsd
   # network path tests: a test CA and certificates (tests/network)
   openssl
-  # real programs (tests/e2e/programs_test.py, bench/run's program rows): ffmpeg's Vulkan filters
-  ffmpeg
+  # real programs (tests/e2e/programs_test.py, bench/run's program rows): ffmpeg's Vulkan filters,
+  # glmark2's OpenGL scenes through zink (tests/wsi, wsi_glmark2)
+  ffmpeg glmark2-x11
   # VM-queue pipeline sample (zlib compression stage)
   zlib1g-dev
   # VM guests (scripts/vm.sh): QEMU, a Debian kernel for the guest, busybox + cpio for its

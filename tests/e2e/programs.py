@@ -42,4 +42,37 @@ def argv(name, loglevel="error"):
     ]
 
 
+# glmark2 (Debian's glmark2-x11) through Mesa's zink, OpenGL on the Vulkan driver the loader
+# finds: drawn off-screen, on an X display (Xvfb) only for its GLX context. Its scenes run for a
+# set time, so what it measures is frames per second (its score, the mean over the scenes), not
+# the process's wall time; `--validate` instead draws one frame of each scene and compares it
+# with glmark2's reference pixels (tests/wsi, wsi_glmark2).
+ZINK_ENV = {"LIBGL_ALWAYS_SOFTWARE": "1", "GALLIUM_DRIVER": "zink"}
+GLMARK2_SCENES = [
+    "build:use-vbo=true",
+    "texture:texture-filter=linear",
+    "shading:shading=phong",
+    "bump:bump-render=high-poly",
+    "effect2d",
+    "desktop:effect=shadow:windows=4",
+    "conditionals",
+]
+
+
+def glmark2():
+    return shutil.which("glmark2")
+
+
+def glmark2_argv(seconds=None):
+    """glmark2 off-screen: each of GLMARK2_SCENES for `seconds` at 320x240, or (None) validation
+    (at glmark2's own 800x600, the size of its reference pixels)."""
+    argv = [glmark2() or "glmark2", "--off-screen"]
+    if seconds is None:
+        return argv + ["--validate"]
+    argv += ["--size", "320x240"]
+    for scene in GLMARK2_SCENES:
+        argv += ["--benchmark", f"{scene}:duration={seconds}"]
+    return argv
+
+
 NAMES = sorted(FFMPEG_CHAINS)

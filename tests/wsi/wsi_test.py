@@ -35,6 +35,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 import harness as h  # noqa: E402
+import programs  # noqa: E402
 from harness import check, log  # noqa: E402
 
 SCREEN_W, SCREEN_H = 800, 700
@@ -501,6 +502,31 @@ def case_glxgears(workdir, _arg):
     server.check_alive()
 
 
+def case_glmark2(workdir, _arg):
+    """glmark2's validation (programs.py): every scene drawn through zink on the bypass device
+    matches glmark2's reference pixels wherever it does natively."""
+    if programs.glmark2() is None:
+        log("SKIPPED: glmark2 is not installed (scripts/setup.sh installs it)")
+        sys.exit(77)
+    x, server, native, guest = setup(workdir)
+    results = {}
+    for tag, env in (("native", native), ("bypass", guest)):
+        r = h.run(programs.glmark2_argv(), glx_env(env, programs.ZINK_ENV), workdir, f"glmark2-{tag}", 300)
+        h.check_ok(r, f"glmark2 --validate ({tag})")
+        results[tag] = r.stdout
+        pid = r.pid
+    check("zink (llvmpipe" in results["native"], f"native glmark2 did not run zink on lavapipe:\n{results['native']}")
+    check("zink (bypass (" in results["bypass"], f"glmark2 did not run zink on the bypass device:\n{results['bypass']}")
+    scenes = {tag: re.findall(r"^(\[\w+\] .*: Validation: \w+)$", out, re.M) for tag, out in results.items()}
+    passed = sum(1 for line in scenes["native"] if line.endswith("Success"))
+    check(passed >= 20, f"native glmark2 validated only {passed} scenes:\n{results['native']}")
+    diff = h.text_diff("\n".join(scenes["native"]), "\n".join(scenes["bypass"]), "native", "bypass")
+    check(not diff, f"glmark2 validation differs through bypass:\n{diff}")
+    log(f"glmark2: {len(scenes['bypass'])} scenes, {passed} validated against glmark2's reference pixels, as natively")
+    h.check_ended_clean(server.wait_gone(pid), pid)
+    server.check_alive()
+
+
 def case_egl_surfaceless(workdir, _arg):
     server = h.Bypassd(workdir).start()
     probe_path = os.environ.get("BYPASS_EGL_PROBE")
@@ -580,6 +606,7 @@ CASES = {
     "vkcube-shadow": case_vkcube_shadow,
     "glxinfo": case_glxinfo,
     "glxgears": case_glxgears,
+    "glmark2": case_glmark2,
     "egl-surfaceless": case_egl_surfaceless,
     "guest-killed": case_guest_killed,
 }

@@ -3,7 +3,11 @@
 // A guest may free memory, or destroy a buffer, image or pool, while the GPU still uses it.
 // That is invalid usage, but a hostile or buggy guest can do it, and on the host it would be
 // a use-after-free in the driver (shared memory is even unmapped on free). So after every
-// guest submission the host queues an empty submission of its own with a host fence.
+// guest submission the host queues an empty submission of its own with a host fence. Not the
+// guest's submission itself carrying that fence when it has none: lavapipe signals a
+// submission's fence before its semaphores, so the feedback below would tell the guest a
+// submission is done before the timeline values it signals are reached (icd_timeline-waits
+// caught a wait returning with the counter still below its value).
 //
 // A destroy of one child of a device (vkDestroyBuffer, vkFreeMemory, vkDestroyRenderPass...:
 // command_may_defer_destroy) made while that device has work in flight retires the object:

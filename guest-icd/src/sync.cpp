@@ -321,12 +321,13 @@ VkResult wait_semaphores(Connection* conn, VkDevice device, const VkSemaphoreWai
   auto done_serial = [&](uint64_t serial) { return known(f, serial) == Known::kDone; };
   std::vector<uint64_t> serials;  // of the submissions that reach the values not reached yet
   for (uint32_t i = 0; i < pWaitInfo->semaphoreCount; ++i) {
-    const uint64_t semaphore = wire::handle_bits(pWaitInfo->pSemaphores[i]);
-    if (conn->timelines().reached(semaphore, pWaitInfo->pValues[i], done_serial)) {
-      if (any) return done(conn, device);
-      continue;
+    const TimelineTracker::Reach r =
+        conn->timelines().reach(wire::handle_bits(pWaitInfo->pSemaphores[i]), pWaitInfo->pValues[i], done_serial);
+    if (!r.reached) {
+      serials.push_back(r.serial);
+    } else if (any) {
+      return done(conn, device);
     }
-    serials.push_back(conn->timelines().serial_reaching(semaphore, pWaitInfo->pValues[i]));
   }
   if (serials.empty()) return done(conn, device);
   const bool all = !any || serials.size() == 1;

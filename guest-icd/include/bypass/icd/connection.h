@@ -144,18 +144,6 @@ class TimelineTracker {
     e.reached = std::max(e.reached, value);
     e.submitted = std::max(e.submitted, value);
   }
-  // The serial of the earliest submission known to signal `value` or more on a timeline
-  // semaphore made by this process; 0 when none is known (a value past what was noted,
-  // kMaxPending, a semaphore not seen created). A signal's value must exceed every value
-  // signalled before it, so the first pending one at or above `value` is the earliest to reach it.
-  uint64_t serial_reaching(uint64_t semaphore, uint64_t value) {
-    std::lock_guard lock(mu_);
-    auto it = by_semaphore_.find(semaphore);
-    if (it == by_semaphore_.end() || !it->second.timeline) return 0;
-    for (const Pending& p : it->second.pending)
-      if (p.value >= value) return p.serial;
-    return 0;
-  }
   // Whether a submission made before now signals `value` (or a later one): a wait for it then
   // depends on earlier submissions only.
   bool submitted_before(uint64_t semaphore, uint64_t value) {
@@ -167,19 +155,32 @@ class TimelineTracker {
     std::lock_guard lock(mu_);
     by_semaphore_.erase(semaphore);
   }
-  // Whether `value` is known reached; `done(serial)` says whether a submission is known done.
+  // What a wait for `value` can count on, under one lock: whether it is known reached
+  // (`done(serial)` says whether a submission is known done), and if not, the serial of the
+  // earliest pending submission known to signal `value` or more on a timeline semaphore made by
+  // this process (0 when none is known: a value past what was noted, kMaxPending, a semaphore
+  // not seen created). A signal's value must exceed every value signalled before it, so the
+  // first pending one at or above `value` is the earliest to reach it.
+  struct Reach {
+    bool reached = false;
+    uint64_t serial = 0;
+  };
   template <class Done>
-  bool reached(uint64_t semaphore, uint64_t value, Done done) {
+  Reach reach(uint64_t semaphore, uint64_t value, Done done) {
     std::lock_guard lock(mu_);
     auto it = by_semaphore_.find(semaphore);
-    if (it == by_semaphore_.end()) return false;
+    if (it == by_semaphore_.end()) return {};
     Entry& e = it->second;
     std::erase_if(e.pending, [&](const Pending& p) {
       if (!done(p.serial)) return false;
       e.reached = std::max(e.reached, p.value);
       return true;
     });
-    return value <= e.reached;
+    if (value <= e.reached) return {true, 0};
+    if (e.timeline)
+      for (const Pending& p : e.pending)
+        if (p.value >= value) return {false, p.serial};
+    return {};
   }
 
  private:

@@ -5,7 +5,10 @@ Each program writes a deterministic text digest of its output to stdout, so nati
 runs compare byte for byte.
 """
 
+import os
 import shutil
+import subprocess
+import time
 
 # ffmpeg's Vulkan filters (Debian's ffmpeg 5.1): a 1 s 640x360 testsrc2 clip uploaded to Vulkan
 # images, filtered on the GPU, downloaded, and one MD5 per frame printed (framemd5).
@@ -61,6 +64,33 @@ GLMARK2_SCENES = [
 
 def glmark2():
     return shutil.which("glmark2")
+
+
+def start_xvfb(xvfb, screen, log_file, preexec_fn=None):
+    """Starts Xvfb (the binary `xvfb`, one screen `screen` such as "640x480x24", output to
+    `log_file`) on a display number it picks itself; returns (process, ":N" or None when it did
+    not say which within 20 s)."""
+    read_fd, write_fd = os.pipe()
+    argv = [xvfb, "-displayfd", str(write_fd), "-screen", "0", screen, "-nolisten", "tcp", "-noreset"]
+    proc = subprocess.Popen(
+        argv,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        pass_fds=(write_fd,),
+        preexec_fn=preexec_fn,
+    )
+    proc.argv_text = " ".join(argv)
+    os.close(write_fd)
+    number = b""
+    deadline = time.monotonic() + 20
+    while not number.endswith(b"\n") and time.monotonic() < deadline:
+        chunk = os.read(read_fd, 16)
+        if not chunk:
+            break
+        number += chunk
+    os.close(read_fd)
+    return proc, ":" + number.decode().strip() if number.strip().isdigit() else None
 
 
 def glmark2_argv(seconds=None):

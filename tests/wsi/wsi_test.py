@@ -42,7 +42,7 @@ SCREEN_W, SCREEN_H = 800, 700
 # GL extensions zink cannot offer through bypass. (GL_EXT_memory_object and _fd were here
 # until the ICD exposed VK_KHR_external_memory_fd.)
 KNOWN_GL_GAPS = set()
-ZINK_SW = {"LIBGL_ALWAYS_SOFTWARE": "1", "GALLIUM_DRIVER": "zink"}
+ZINK_SW = programs.ZINK_ENV
 # zink presenting through a Vulkan swapchain (kopper): on Mesa 22.3 only with the loader
 # override; with GALLIUM_DRIVER=zink alone zink draws but shows nothing, natively too.
 ZINK_KOPPER = {"LIBGL_ALWAYS_SOFTWARE": "1", "MESA_LOADER_DRIVER_OVERRIDE": "zink"}
@@ -58,40 +58,12 @@ class Xvfb:
         self.proc = None
 
     def start(self):
-        read_fd, write_fd = os.pipe()
-        log_file = open(os.path.join(self.workdir, "xvfb.log"), "ab")
-        argv = [
-            h.env_path("BYPASS_XVFB"),
-            "-displayfd",
-            str(write_fd),
-            "-screen",
-            "0",
-            f"{SCREEN_W}x{SCREEN_H}x24",
-            "-nolisten",
-            "tcp",
-            "-noreset",
-        ]
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            pass_fds=(write_fd,),
-            preexec_fn=h._die_with_parent,
-        )
-        self.proc.argv_text = " ".join(argv)
+        with open(os.path.join(self.workdir, "xvfb.log"), "ab") as log_file:
+            self.proc, self.display = programs.start_xvfb(
+                h.env_path("BYPASS_XVFB"), f"{SCREEN_W}x{SCREEN_H}x24", log_file, h._die_with_parent
+            )
         h._children.append(self.proc)  # the harness's final sweep stops it, whatever happens
-        os.close(write_fd)
-        number = b""
-        deadline = time.monotonic() + 20
-        while not number.endswith(b"\n") and time.monotonic() < deadline:
-            chunk = os.read(read_fd, 16)
-            if not chunk:
-                break
-            number += chunk
-        os.close(read_fd)
-        check(number.strip().isdigit(), f"Xvfb did not report a display number (got {number!r}); see xvfb.log")
-        self.display = ":" + number.decode().strip()
+        check(self.display, "Xvfb did not report a display number; see xvfb.log")
         log(f"Xvfb on {self.display}")
         return self
 
@@ -509,12 +481,11 @@ def case_glmark2(workdir, _arg):
         log("SKIPPED: glmark2 is not installed (scripts/setup.sh installs it)")
         sys.exit(77)
     x, server, native, guest = setup(workdir)
-    results = {}
+    runs = {}
     for tag, env in (("native", native), ("bypass", guest)):
-        r = h.run(programs.glmark2_argv(), glx_env(env, programs.ZINK_ENV), workdir, f"glmark2-{tag}", 300)
-        h.check_ok(r, f"glmark2 --validate ({tag})")
-        results[tag] = r.stdout
-        pid = r.pid
+        runs[tag] = h.run(programs.glmark2_argv(), glx_env(env, ZINK_SW), workdir, f"glmark2-{tag}", 300)
+        h.check_ok(runs[tag], f"glmark2 --validate ({tag})")
+    results = {tag: r.stdout for tag, r in runs.items()}
     check("zink (llvmpipe" in results["native"], f"native glmark2 did not run zink on lavapipe:\n{results['native']}")
     check("zink (bypass (" in results["bypass"], f"glmark2 did not run zink on the bypass device:\n{results['bypass']}")
     scenes = {tag: re.findall(r"^(\[\w+\] .*: Validation: \w+)$", out, re.M) for tag, out in results.items()}
@@ -523,6 +494,7 @@ def case_glmark2(workdir, _arg):
     diff = h.text_diff("\n".join(scenes["native"]), "\n".join(scenes["bypass"]), "native", "bypass")
     check(not diff, f"glmark2 validation differs through bypass:\n{diff}")
     log(f"glmark2: {len(scenes['bypass'])} scenes, {passed} validated against glmark2's reference pixels, as natively")
+    pid = runs["bypass"].pid
     h.check_ended_clean(server.wait_gone(pid), pid)
     server.check_alive()
 
